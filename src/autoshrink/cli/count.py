@@ -1,0 +1,47 @@
+"""``autoshrink count CELL.json --macro NAME``: parameters and MACs by the published convention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from autoshrink.cost import count
+from autoshrink.graph import Cell
+from autoshrink.macros import MACROS, get_macro
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "count",
+        help="parameters and MACs of a network built from a cell",
+        description="Count parameters and multiply-accumulates by the published convention "
+        "(convolutions and linear layers; no BN, pooling or adds).",
+    )
+    p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS))
+    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cell = Cell.load(args.cell)
+    settings = {
+        k: v
+        for k, v in (
+            ("width", args.width),
+            ("image_size", args.image_size),
+            ("num_classes", args.num_classes),
+        )
+        if v is not None
+    }
+    spec = get_macro(args.macro, **settings)
+    counts = count(cell, spec)
+    if args.json:
+        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": spec.name}))
+    else:
+        print(f"{spec.name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs")
+    return 0

@@ -1,0 +1,30 @@
+"""``autoshrink show CELL.json``: print a cell and write its picture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from autoshrink.graph import Cell
+from autoshrink.picture import render, to_text
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print a cell and write its picture (PNG/SVG)")
+    p.add_argument("cell", type=Path, help="a cell JSON file (format autoshrink.cell/1)")
+    p.add_argument(
+        "--picture",
+        type=Path,
+        default=None,
+        help="where to write the picture (.png or .svg; default: next to the cell, .png)",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cell = Cell.load(args.cell)
+    print(to_text(cell), end="")
+    print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
+    written = render(cell, args.picture or args.cell.with_suffix(".png"), title=args.cell.name)
+    print(f"picture: {written}")
+    return 0

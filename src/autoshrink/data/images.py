@@ -1,0 +1,136 @@
+"""Image data sets and the seeded proxy split the search trains candidates on.
+
+An :class:`ImageData` holds a data set as numpy arrays (``[N, C, H, W]`` float32 in [0, 1],
+int64 labels) with its train and test parts. :func:`proxy_split` draws the search's proxy task
+from the training part: ``per_class`` images of each class for training and ``val_size``
+held-out training images for validation, without replacement, from a seed, normalised per
+channel with the proxy training set's statistics. :func:`load_images` is the one entry point
+that reads a named data set from a path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autoshrink.errors import DataError
+
+DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder")
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A labelled image data set: ``train_x [N, C, H, W]`` float32 in [0, 1], ``train_y [N]``."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for part in ("train", "test"):
+            x, y = getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
+            if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+                raise DataError(
+                    f"{self.name}: {part} images must be [N, C, H, W] with N labels, "
+                    f"got {x.shape} and {y.shape}"
+                )
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(f"{self.name}: train and test images differ in shape")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[2])
+
+
+@dataclass(frozen=True, eq=False)
+class ProxySplit:
+    """The normalised proxy task: training and validation images with labels."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``[N, C, H, W]`` images (std >= 1e-6)."""
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = np.maximum(x.std(axis=(0, 2, 3), dtype=np.float64), 1e-6)
+    return mean, std
+
+
+def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+
+
+def proxy_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> ProxySplit:
+    """Draw ``per_class`` training images of each class and ``val_size`` held-out ones."""
+    rng = np.random.default_rng(seed)
+    train_idx: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    for c in range(data.num_classes):
+        idx = np.flatnonzero(data.train_y == c)
+        if len(idx) < per_class:
+            raise DataError(
+                f"{data.name}: class {data.classes[c]!r} has {len(idx)} training images, "
+                f"fewer than the {per_class} per class the proxy task asks for"
+            )
+        idx = rng.permutation(idx)
+        train_idx.append(idx[:per_class])
+        rest.append(idx[per_class:])
+    held_out = np.concatenate(rest)
+    if len(held_out) < val_size:
+        raise DataError(
+            f"{data.name}: only {len(held_out)} held-out training images for a validation "
+            f"set of {val_size}"
+        )
+    val_idx = rng.choice(held_out, size=val_size, replace=False)
+    tr = rng.permutation(np.concatenate(train_idx))
+    mean, std = channel_stats(data.train_x[tr])
+    return ProxySplit(
+        train_x=normalise(data.train_x[tr], mean, std),
+        train_y=data.train_y[tr].astype(np.int64),
+        val_x=normalise(data.train_x[val_idx], mean, std),
+        val_y=data.train_y[val_idx].astype(np.int64),
+        num_classes=data.num_classes,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images), split into train/test from a seed."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8]
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return ImageData(
+        "digits", x[train], y[train], x[test], y[test], tuple(str(c) for c in range(10))
+    )
+
+
+def load_images(name: str, root: str | Path | None = None, *, download: bool = False) -> ImageData:
+    """Load a named data set: ``digits`` (embedded), or others from ``root``."""
+    if name == "digits":
+        return load_digits()
+    raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")

@@ -1,0 +1,28 @@
+"""The exceptions autoshrink raises for bad input.
+
+Every error a user can cause -- a malformed cell file, a wrong path, an unknown op, a corrupt
+benchmark table -- is an :class:`AutoshrinkError` whose message names the input and what was
+expected. The command line prints it as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class AutoshrinkError(Exception):
+    """Bad input or an unusable setting; the message is meant for the user."""
+
+
+class CellError(AutoshrinkError, ValueError):
+    """A cell genotype or cell file is malformed."""
+
+
+class DataError(AutoshrinkError):
+    """A data set path or file is missing or malformed."""
+
+
+class ConfigError(AutoshrinkError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class JournalError(AutoshrinkError):
+    """A run folder or its journal cannot be used to resume."""

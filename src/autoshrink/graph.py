@@ -1,0 +1,267 @@
+"""The cell genotype: an immutable DAG whose nodes are operations.
+
+A :class:`Cell` is a plain value -- ops per node and edges ``i -> j`` with ``i < j`` -- that
+validates itself on construction and never builds a network. Node 0 is the cell input; a node
+exists only while it is reachable from node 0, and :meth:`Cell.remove_edge` drops the nodes an
+edit cuts off together with their out-edges. Cells round-trip through the public JSON format
+``autoshrink.cell/1`` and have a canonical key under which isomorphic cells are equal.
+No torch in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from autoshrink.errors import CellError
+
+FORMAT = "autoshrink.cell/1"
+INPUT = "input"
+
+#: The operation vocabulary of each kind of cell (node 0 is always ``input``).
+OPS: Mapping[str, tuple[str, ...]] = {
+    "cnn": ("sep3x3", "conv1x1", "conv3x3", "maxpool3x3", "identity"),
+    "rnn": ("identity", "relu", "sigmoid", "tanh"),
+}
+#: Activation functions a CNN cell may use between operations.
+CNN_ACTIVATIONS: tuple[str, ...] = ("relu", "swish")
+
+Edge = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """An immutable cell genotype.
+
+    Attributes:
+        kind: ``"cnn"`` or ``"rnn"``.
+        ops: one operation name per node; ``ops[0] == "input"``.
+        edges: sorted tuple of ``(i, j)`` pairs, ``i < j``; every edge starts at a node
+            reachable from node 0.
+        activation: the CNN activation (``"relu"`` or ``"swish"``); ``None`` for RNN cells,
+            whose activations are their node ops.
+    """
+
+    kind: str
+    ops: tuple[str, ...]
+    edges: tuple[Edge, ...]
+    activation: str | None = None
+    _succ: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ops = tuple(self.ops)
+        edges = tuple(sorted({(int(i), int(j)) for i, j in self.edges}))
+        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "edges", edges)
+        if self.kind not in OPS:
+            raise CellError(f"unknown cell kind {self.kind!r}; expected one of {sorted(OPS)}")
+        n = len(ops)
+        if n < 2:
+            raise CellError(f"a cell needs at least 2 nodes, got {n}")
+        if ops[0] != INPUT:
+            raise CellError(f"node 0 must be {INPUT!r}, got {ops[0]!r}")
+        for k, op in enumerate(ops[1:], start=1):
+            if op not in OPS[self.kind]:
+                raise CellError(
+                    f"unknown {self.kind} op {op!r} at node {k}; "
+                    f"expected one of {list(OPS[self.kind])}"
+                )
+        for i, j in edges:
+            if not (0 <= i < n and 0 <= j < n):
+                raise CellError(f"edge {i}->{j} names a node outside 0..{n - 1}")
+            if i >= j:
+                raise CellError(
+                    f"edge {i}->{j} does not go forward (edges must satisfy i < j; "
+                    "a backward edge would make a cycle)"
+                )
+        if self.kind == "cnn":
+            act = self.activation or "relu"
+            if act not in CNN_ACTIVATIONS:
+                raise CellError(f"unknown activation {act!r}; expected one of {CNN_ACTIVATIONS}")
+            object.__setattr__(self, "activation", act)
+        elif self.activation is not None:
+            raise CellError("an rnn cell takes its activations from its node ops, not 'activation'")
+        succ: list[list[int]] = [[] for _ in range(n)]
+        for i, j in edges:
+            succ[i].append(j)
+        object.__setattr__(self, "_succ", tuple(tuple(s) for s in succ))
+        dead = sorted({i for i, _ in edges} - set(self.live_nodes))
+        if dead:
+            raise CellError(
+                f"node {dead[0]} has out-edges but no path from the input node 0; "
+                "use Cell.pruned() to drop unreachable nodes"
+            )
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def pruned(
+        cls, kind: str, ops: Iterable[str], edges: Iterable[Edge], activation: str | None = None
+    ) -> Cell:
+        """Build a cell, first dropping edges that start at nodes unreachable from node 0."""
+        ops = tuple(ops)
+        edges = sorted({(int(i), int(j)) for i, j in edges})
+        live = {0}
+        for i, j in edges:  # sorted by source: one pass visits nodes in topological order
+            if i in live:
+                live.add(j)
+        return cls(kind, ops, tuple(e for e in edges if e[0] in live), activation)
+
+    @classmethod
+    def complete(cls, kind: str, ops: Iterable[str], activation: str | None = None) -> Cell:
+        """The complete DAG over ``ops``: every edge ``i -> j`` with ``i < j``."""
+        ops = tuple(ops)
+        return cls(kind, ops, tuple(combinations(range(len(ops)), 2)), activation)
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes, live or not (the ``N`` of the search space)."""
+        return len(self.ops)
+
+    @property
+    def live_nodes(self) -> tuple[int, ...]:
+        """Nodes reachable from node 0, ascending (node 0 always included)."""
+        live = {0}
+        for i, j in self.edges:
+            if i in live:
+                live.add(j)
+        return tuple(sorted(live))
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges; all of them are reachable by construction."""
+        return len(self.edges)
+
+    def predecessors(self, node: int) -> tuple[int, ...]:
+        """The nodes with an edge into ``node``, ascending."""
+        return tuple(i for i, j in self.edges if j == node)
+
+    def successors(self, node: int) -> tuple[int, ...]:
+        """The nodes ``node`` has an edge into, ascending."""
+        return self._succ[node]
+
+    @property
+    def leaves(self) -> tuple[int, ...]:
+        """Live nodes without out-edges: the nodes whose outputs form the cell output."""
+        return tuple(k for k in self.live_nodes if not self._succ[k])
+
+    # ----------------------------------------------------------------- edits
+    def remove_edge(self, edge: Edge) -> Cell:
+        """A new cell without ``edge``; nodes that become unreachable are dropped."""
+        edge = (int(edge[0]), int(edge[1]))
+        if edge not in self.edges:
+            raise CellError(f"edge {edge[0]}->{edge[1]} is not in the cell")
+        return Cell.pruned(
+            self.kind, self.ops, (e for e in self.edges if e != edge), self.activation
+        )
+
+    def with_ops(self, ops: Iterable[str]) -> Cell:
+        """The same topology with other node ops."""
+        return Cell(self.kind, tuple(ops), self.edges, self.activation)
+
+    # ----------------------------------------------------------------- identity
+    @property
+    def key(self) -> str:
+        """Canonical key: equal for isomorphic cells (same ops, same wiring up to renumbering).
+
+        Iterated neighbourhood hashing over the live nodes (as in NAS-Bench-101), seeded with
+        each node's op and whether it is the input; dead nodes and their ops do not count.
+        """
+        live = self.live_nodes
+        pred = {k: self.predecessors(k) for k in live}
+        label = {k: _h(f"{self.ops[k]}|{int(k == 0)}") for k in live}
+        for _ in range(len(live)):
+            label = {
+                k: _h(
+                    label[k]
+                    + "<"
+                    + ",".join(sorted(label[i] for i in pred[k]))
+                    + ">"
+                    + ",".join(sorted(label[j] for j in self._succ[k]))
+                )
+                for k in live
+            }
+        head = f"{self.kind}|{self.activation}|{len(self.edges)}"
+        return _h(head + "|" + ",".join(sorted(label.values())))[:16]
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON form ``autoshrink.cell/1``."""
+        d: dict[str, Any] = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "ops": list(self.ops),
+            "edges": [list(e) for e in self.edges],
+        }
+        if self.activation is not None:
+            d["activation"] = self.activation
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "cell") -> Cell:
+        """Parse the JSON form; every defect raises :class:`CellError` naming ``source``."""
+        if not isinstance(d, dict):
+            raise CellError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        if d.get("format") != FORMAT:
+            raise CellError(f"{source}: 'format' must be {FORMAT!r}, got {d.get('format')!r}")
+        missing = [k for k in ("kind", "ops", "edges") if k not in d]
+        if missing:
+            raise CellError(f"{source}: missing field(s) {missing}")
+        ops, edges = d["ops"], d["edges"]
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            raise CellError(f"{source}: 'ops' must be a list of strings")
+        if not isinstance(edges, list) or not all(
+            isinstance(e, list)
+            and len(e) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in e)
+            for e in edges
+        ):
+            raise CellError(f"{source}: 'edges' must be a list of [i, j] integer pairs")
+        try:
+            return cls(d["kind"], tuple(ops), tuple((i, j) for i, j in edges), d.get("activation"))
+        except CellError as err:
+            raise CellError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "cell") -> Cell:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CellError(f"{source}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        return cls.from_dict(d, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Cell:
+        """Read a cell JSON file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise CellError(f"{path}: no such cell file") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+            raise CellError(f"{path}: cannot read cell file ({err.__class__.__name__})") from None
+        return cls.from_json(text, str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def __str__(self) -> str:
+        live = set(self.live_nodes)
+        nodes = " ".join(
+            f"{k}:{op}" + ("" if k in live else "(dead)") for k, op in enumerate(self.ops)
+        )
+        edges = " ".join(f"{i}->{j}" for i, j in self.edges)
+        act = f" act={self.activation}" if self.activation else ""
+        return f"{self.kind} cell [{nodes}] edges [{edges}] leaves {list(self.leaves)}{act}"
+
+
+def _h(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()

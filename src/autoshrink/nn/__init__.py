@@ -1,0 +1,1 @@
+"""Genotype -> torch.nn.Module: the op registry, CNN cells and macro networks."""

@@ -1,0 +1,91 @@
+"""The CNN operation registry: one factory per op name, filled by the ``@register`` decorator.
+
+Every factory has the signature ``(c_in, c_out, act, linear) -> nn.Module`` and maps
+``[B, c_in, H, W] -> [B, c_out, H, W]`` at stride 1. ``linear=True`` is used for leaf nodes,
+whose final activation is dropped (the "linear bottleneck" of the method); a leaf ``sep3x3``
+keeps the activation after its depthwise part. Convolutions have no bias (batch norm follows).
+The registered names are exactly the cnn vocabulary of :data:`autoshrink.graph.OPS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from autoshrink.errors import ConfigError
+
+OpFactory = Callable[[int, int, str, bool], nn.Module]
+_REGISTRY: dict[str, OpFactory] = {}
+
+
+def register(name: str) -> Callable[[OpFactory], OpFactory]:
+    """Register an op factory under ``name``."""
+
+    def deco(factory: OpFactory) -> OpFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"op {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def registered_ops() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def build_op(name: str, c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """Instantiate the op ``name``."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown op {name!r}; expected one of {registered_ops()}") from None
+    return factory(c_in, c_out, act, linear)
+
+
+def activation(name: str) -> nn.Module:
+    """``relu`` or ``swish`` (SiLU)."""
+    if name == "relu":
+        return nn.ReLU(inplace=False)
+    if name == "swish":
+        return nn.SiLU()
+    raise ConfigError(f"unknown activation {name!r}; expected 'relu' or 'swish'")
+
+
+def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
+
+
+def _adapter(c_in: int, c_out: int) -> list[nn.Module]:
+    """A 1x1 conv + BN that fits the channel count, or nothing when it already fits."""
+    return [] if c_in == c_out else conv_bn(c_in, c_out, 1)
+
+
+@register("sep3x3")
+def sep3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    layers = [*conv_bn(c_in, c_in, 3, groups=c_in), activation(act), *conv_bn(c_in, c_out, 1)]
+    return nn.Sequential(*layers, *([] if linear else [activation(act)]))
+
+
+@register("conv1x1")
+def conv1x1(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    return nn.Sequential(*conv_bn(c_in, c_out, 1), *([] if linear else [activation(act)]))
+
+
+@register("conv3x3")
+def conv3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    return nn.Sequential(*conv_bn(c_in, c_out, 3), *([] if linear else [activation(act)]))
+
+
+@register("maxpool3x3")
+def maxpool3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    return nn.Sequential(*_adapter(c_in, c_out), nn.MaxPool2d(3, stride=1, padding=1))
+
+
+@register("identity")
+def identity(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    return nn.Sequential(*_adapter(c_in, c_out))

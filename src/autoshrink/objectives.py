@@ -1,0 +1,51 @@
+"""The efficiency-aware score (method §3): quality against the log of a cost.
+
+``score = slope * (metric - offset) - weight * (log10(cost) - 6)``, higher is better.
+CNN default: accuracy (a fraction) against MACs with weight 0.1; RNN default:
+``0.25 * (200 - ppl) - (log10(E * nhid^2) - 6)``. A candidate whose metric or cost is missing,
+non-finite or non-positive (a diverged training) scores ``-inf`` and can never win.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autoshrink.errors import ConfigError
+
+COSTS = ("macs", "params")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Score:
+    """An efficiency-aware score over an evaluation's metrics."""
+
+    metric: str = "accuracy"
+    slope: float = 1.0
+    offset: float = 0.0
+    cost: str = "macs"
+    weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.weight) or self.weight < 0:
+            raise ConfigError(f"score weight must be finite and >= 0, got {self.weight}")
+
+    @classmethod
+    def cnn(cls, *, weight: float = 0.1, cost: str = "macs") -> Score:
+        """``accuracy - weight * (log10(cost) - 6)``."""
+        return cls(metric="accuracy", cost=cost, weight=weight)
+
+    def __call__(self, metrics: Mapping[str, float]) -> float:
+        value = metrics.get(self.metric)
+        cost = metrics.get(self.cost) if self.weight else 1.0
+        if value is None or cost is None:
+            return -math.inf
+        value, cost = float(value), float(cost)
+        if not (math.isfinite(value) and math.isfinite(cost)) or cost <= 0:
+            return -math.inf
+        return self.slope * (value - self.offset) - self.weight * (math.log10(cost) - 6.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

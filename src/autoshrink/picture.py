@@ -1,0 +1,85 @@
+"""Pictures of cells: Graphviz DOT text, rendered PNG/SVG, and a plain-text fallback.
+
+``to_dot`` is pure; ``render`` runs the Graphviz ``dot`` program when it is installed and
+otherwise writes the text rendering next to where the picture would have gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from autoshrink.graph import Cell
+
+log = logging.getLogger(__name__)
+
+_FILL = {
+    "input": "#d9d9d9",
+    "sep3x3": "#9ecae1",
+    "conv1x1": "#fdd0a2",
+    "conv3x3": "#a1d99b",
+    "maxpool3x3": "#dadaeb",
+    "identity": "#f0f0f0",
+    "relu": "#fdd0a2",
+    "sigmoid": "#a1d99b",
+    "tanh": "#9ecae1",
+}
+
+
+def to_dot(cell: Cell, title: str | None = None) -> str:
+    """Graphviz DOT source of the live part of ``cell``, leaves joined into an output node."""
+    lines = [
+        "digraph cell {",
+        '  rankdir=LR; node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
+    if title:
+        lines.append(f'  label="{title}"; labelloc=t; fontname="Helvetica";')
+    for k in cell.live_nodes:
+        fill = _FILL.get(cell.ops[k], "#ffffff")
+        lines.append(f'  n{k} [label="{k}: {cell.ops[k]}", fillcolor="{fill}"];')
+    lines.append('  out [label="output", shape=ellipse, fillcolor="#ffffff"];')
+    for i, j in cell.edges:
+        lines.append(f"  n{i} -> n{j};")
+    for k in cell.leaves:
+        lines.append(f"  n{k} -> out [style=dashed];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_text(cell: Cell) -> str:
+    """A plain-text picture: one line per live node with its inputs."""
+    rows = [str(cell)]
+    for k in cell.live_nodes:
+        pred = cell.predecessors(k)
+        src = "cell input" if k == 0 else ", ".join(str(p) for p in pred)
+        rows.append(f"  node {k:>2} {cell.ops[k]:<10} <- {src}")
+    rows.append(f"  output = {' + '.join(str(k) for k in cell.leaves)}")
+    return "\n".join(rows) + "\n"
+
+
+def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
+    """Write a picture of ``cell`` to ``path`` (its suffix: ``.png`` or ``.svg``).
+
+    Returns the file written: ``path`` itself, or ``path`` with suffix ``.txt`` when Graphviz's
+    ``dot`` is not installed (then a warning is logged).
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    dot = shutil.which("dot")
+    if dot is None:
+        out = path.with_suffix(".txt")
+        out.write_text(to_text(cell))
+        log.warning("Graphviz 'dot' not found; wrote a text picture to %s", out)
+        return out
+    source = to_dot(cell, title)
+    path.with_suffix(".dot").write_text(source)
+    subprocess.run(
+        [dot, f"-T{fmt}", "-o", str(path)],
+        input=source,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    return path

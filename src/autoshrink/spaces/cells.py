@@ -1,0 +1,51 @@
+"""The AutoShrink cell spaces: starting cells with fixed node ops, and the published cells.
+
+CNN cells draw a balanced random assignment of ``sep3x3`` and ``conv1x1`` to nodes 1..N-1; RNN
+cells draw each node's activation from {relu, sigmoid, tanh, identity}. Both start as the
+complete DAG. The released ShrinkCNN and ShrinkRNN cells ship with the package.
+"""
+
+from __future__ import annotations
+
+import random
+from importlib import resources
+
+from autoshrink.errors import ConfigError
+from autoshrink.graph import INPUT, OPS, Cell
+
+CNN_SEARCH_OPS: tuple[str, ...] = ("sep3x3", "conv1x1")
+RNN_SEARCH_OPS: tuple[str, ...] = OPS["rnn"]
+PUBLISHED = ("shrinkcnn", "shrinkrnn")
+
+
+def balanced_ops(num_nodes: int, choices: tuple[str, ...], rng: random.Random) -> tuple[str, ...]:
+    """Node ops for nodes 1..N-1: each choice used equally often (±1), in a seeded random order."""
+    if num_nodes < 2:
+        raise ConfigError(f"a cell needs at least 2 nodes, got {num_nodes}")
+    n = num_nodes - 1
+    ops = [choices[k % len(choices)] for k in range(n)]
+    rng.shuffle(ops)
+    return (INPUT, *ops)
+
+
+def start_cell(kind: str, num_nodes: int, rng: random.Random, activation: str | None = None) -> Cell:
+    """The complete DAG a search starts from, with ops drawn from ``rng``.
+
+    CNN: balanced ``sep3x3``/``conv1x1``; RNN: an activation drawn uniformly for each node.
+    """
+    if kind == "cnn":
+        return Cell.complete("cnn", balanced_ops(num_nodes, CNN_SEARCH_OPS, rng), activation)
+    if kind == "rnn":
+        if num_nodes < 2:
+            raise ConfigError(f"a cell needs at least 2 nodes, got {num_nodes}")
+        ops = (INPUT, *(rng.choice(RNN_SEARCH_OPS) for _ in range(num_nodes - 1)))
+        return Cell.complete("rnn", ops)
+    raise ConfigError(f"unknown cell kind {kind!r}; expected 'cnn' or 'rnn'")
+
+
+def published_cell(name: str) -> Cell:
+    """A published cell shipped with the package: ``shrinkcnn`` or ``shrinkrnn``."""
+    if name not in PUBLISHED:
+        raise ConfigError(f"unknown published cell {name!r}; expected one of {PUBLISHED}")
+    text = resources.files("autoshrink").joinpath(f"cells/{name}.json").read_text()
+    return Cell.from_json(text, f"{name}.json")

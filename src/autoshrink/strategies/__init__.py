@@ -1,0 +1,1 @@
+"""Search strategies, ask/tell only: no torch, no files, no evaluator calls."""

@@ -1,0 +1,115 @@
+"""AutoShrink: shrink a complete cell one edge at a time (method §2).
+
+Each step the topology shrink space is every single-edge removal from the current cell
+(isomorphic results merged); ``k`` of them are sampled uniformly without replacement, and
+the best-scoring one becomes the current cell -- removed edges never come back. The search
+stops when at most ``round(E0 * keep_fraction)`` edges are left, when nothing is left to
+remove, or after ``patience`` steps without a better best score. The result is the best cell
+of the whole trajectory (ties to fewer edges), the starting cell included when it is scored.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.strategies.base import Observation, Proposal, better
+
+
+class AutoShrink:
+    """The AutoShrink strategy over :class:`~autoshrink.graph.Cell` genotypes.
+
+    Args:
+        start: the cell to shrink (normally the complete DAG with fixed ops).
+        k: candidates per step.
+        keep_fraction: stop once ``edges <= round(E0 * keep_fraction)``.
+        patience: stop after this many steps without a better best score (``None``: never).
+        score_start: evaluate the starting cell first (step 0), as a baseline and candidate.
+        rng: the seeded generator that samples candidates.
+    """
+
+    def __init__(
+        self,
+        start: Cell,
+        *,
+        k: int,
+        keep_fraction: float,
+        rng: random.Random,
+        patience: int | None = None,
+        score_start: bool = True,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        if not 0.0 <= keep_fraction < 1.0:
+            raise ConfigError(f"keep_fraction must be in [0, 1), got {keep_fraction}")
+        if patience is not None and patience < 1:
+            raise ConfigError(f"patience must be >= 1 or None, got {patience}")
+        self.k = k
+        self.target_edges = round(start.num_edges * keep_fraction)
+        self.patience = patience
+        self.current = start
+        self.step = 0 if score_start else 1
+        self.stale_steps = 0
+        self._rng = rng
+        self._best: Observation | None = None
+        self._pending: list[Proposal] = []
+
+    @property
+    def best(self) -> Observation | None:
+        return self._best
+
+    @property
+    def finished(self) -> bool:
+        if self.step == 0:
+            return False
+        if self.current.num_edges <= self.target_edges or self.current.num_edges == 0:
+            return True
+        return self.patience is not None and self.stale_steps >= self.patience
+
+    def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:
+        """Every single-edge removal from the current cell, one per distinct architecture."""
+        seen: set[str] = set()
+        space = []
+        for edge in self.current.edges:
+            cand = self.current.remove_edge(edge)
+            if cand.key not in seen:
+                seen.add(cand.key)
+                space.append((edge, cand))
+        return space
+
+    def ask(self) -> list[Proposal]:
+        if self._pending:
+            return list(self._pending)
+        if self.finished:
+            return []
+        if self.step == 0:
+            self._pending = [Proposal(self.current, 0, {"removed_edge": None})]
+        else:
+            space = self.shrink_space()
+            picks = self._rng.sample(space, min(self.k, len(space)))
+            self._pending = [
+                Proposal(cell, self.step, {"removed_edge": list(edge)}) for edge, cell in picks
+            ]
+        return list(self._pending)
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        if [o.proposal for o in observations] != self._pending:
+            raise ValueError("tell() must receive the observations of the last ask(), in order")
+        self._pending = []
+        improved = False
+        for obs in observations:
+            if better(obs, self._best):
+                self._best, improved = obs, True
+        if self.step > 0:
+            winner = observations[0]
+            for obs in observations[1:]:
+                if obs.score > winner.score or (
+                    obs.score == winner.score
+                    and obs.proposal.genotype.num_edges < winner.proposal.genotype.num_edges
+                ):
+                    winner = obs
+            self.current = winner.proposal.genotype
+            self.stale_steps = 0 if improved else self.stale_steps + 1
+        self.step += 1

@@ -1,0 +1,69 @@
+"""The ask/tell protocol every search strategy speaks, and the records it exchanges.
+
+A strategy proposes candidates (:meth:`Strategy.ask`) and learns their scores
+(:meth:`Strategy.tell`); something else evaluates them. Proposals and observations are frozen
+records, so a run can be journalled and replayed: feeding a fresh strategy the same
+observations in the same order reproduces the same proposals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Genotype(Protocol):
+    """What a strategy may propose: a value with a canonical key and a JSON form."""
+
+    @property
+    def key(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate to evaluate: the genotype, the strategy step that made it, and notes."""
+
+    genotype: Any
+    step: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An evaluated proposal. ``score`` is higher-is-better; ``-inf`` for a failed candidate."""
+
+    proposal: Proposal
+    score: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    status: str = "ok"  # "ok", "diverged", "rejected", "failed"
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.score)
+
+
+class Strategy(Protocol):
+    """Ask/tell: ``ask`` returns the next batch (empty when the search is over)."""
+
+    def ask(self) -> list[Proposal]: ...
+
+    def tell(self, observations: Sequence[Observation]) -> None: ...
+
+    @property
+    def best(self) -> Observation | None: ...
+
+
+def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bool:
+    """Whether ``a`` beats ``b``: a higher finite score, ties to the smaller genotype."""
+    if not a.ok:
+        return False
+    if b is None or a.score > b.score:
+        return True
+    return a.score == b.score and getattr(a.proposal.genotype, size, 0) < getattr(
+        b.proposal.genotype, size, 0
+    )
