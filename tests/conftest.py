@@ -1,0 +1,38 @@
+"""Shared test fixtures: the ../shared/data folder (skipped when absent) and a tiny CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``$AUTOSHRINK_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    env = os.environ.get("AUTOSHRINK_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The reference data folder; the test is skipped, with the reason, when it is absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path} (set AUTOSHRINK_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``autoshrink ARGS...`` in-process; returns (exit status, stdout, stderr)."""
+    from autoshrink.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
