@@ -1,0 +1,236 @@
+"""CIFAR-10 read from its binary or its python-batch (pickle) distribution folder.
+
+Two layouts are accepted, given as the folder itself or its parent:
+
+- binary, ``cifar-10-batches-bin/``: ``data_batch_1.bin`` .. ``data_batch_5.bin``,
+  ``test_batch.bin`` (records of one label byte and 3,072 pixel bytes, red then green then blue
+  planes of 32x32) and ``batches.meta.txt`` (one class name a line). No pickle is involved, so
+  this layout wins when both are present.
+- python, ``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
+  ``batches.meta``, which are pickles. Choosing this layout is the user's explicit opt-in to
+  reading them, and even then they are read by :class:`RestrictedUnpickler`, which can rebuild
+  numpy arrays and plain containers and refuses every other global with a :class:`DataError`.
+
+:func:`load_cifar10` returns ``[N, 3, 32, 32]`` float32 images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from autoshrink.data.images import ImageData
+from autoshrink.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+BIN_DIR = "cifar-10-batches-bin"
+PY_DIR = "cifar-10-batches-py"
+SIDE = 32
+PIXELS = 3 * SIDE * SIDE  # 3,072 bytes per image
+RECORD = 1 + PIXELS  # binary layout: label byte + pixels
+
+# The only globals a CIFAR-10 python batch refers to: numpy's array reconstruction. The
+# function is taken from numpy's own reduce so that the module's name (numpy.core before
+# numpy 2, numpy._core since) does not matter.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only numpy array reconstruction globals.
+
+    Any other global (``os.system``, ``builtins.eval``, ...) raises :class:`DataError`, so a
+    crafted file cannot run code; the ``source`` name goes into the message.
+    """
+
+    def __init__(self, file: BinaryIO, *, source: str | Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self.source = str(source)
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise DataError(
+                f"{self.source}: refusing to unpickle global {module}.{name}; a CIFAR-10 "
+                "python batch may only hold numpy arrays, lists, dicts, numbers and strings"
+            ) from None
+
+
+def restricted_load(path: str | Path) -> Any:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler` (``encoding="bytes"``).
+
+    Raises :class:`DataError` naming the file when it is missing, truncated or corrupt, or
+    when it refers to a global other than numpy's array reconstruction.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return RestrictedUnpickler(f, source=path).load()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as err:  # a corrupt pickle can raise almost anything
+        raise DataError(f"{path}: not a readable CIFAR-10 python batch ({err!r})") from None
+
+
+def find_cifar10(root: str | Path) -> tuple[Path, str] | None:
+    """The CIFAR-10 folder in or at ``root`` and its layout, ``"bin"`` or ``"py"``; or None.
+
+    ``root`` may be the batches folder itself or its parent; the binary layout wins.
+    """
+    root = Path(root)
+    candidates = [
+        (root / BIN_DIR, "data_batch_1.bin", "bin"),
+        (root, "data_batch_1.bin", "bin"),
+        (root / PY_DIR, "data_batch_1", "py"),
+        (root, "data_batch_1", "py"),
+    ]
+    for folder, first, layout in candidates:
+        if (folder / first).is_file():
+            return folder, layout
+    return None
+
+
+def _data_batches(folder: Path, suffix: str) -> list[Path]:
+    """``data_batch_1{suffix}`` .. ``data_batch_k{suffix}``: the consecutive run from 1."""
+    pattern = re.compile(rf"data_batch_(\d+){re.escape(suffix)}")
+    numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.fullmatch(p.name)))
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise DataError(
+            f"{folder}: training batches numbered {numbers}, expected data_batch_1{suffix} "
+            f"onwards without gaps"
+        )
+    return [folder / f"data_batch_{n}{suffix}" for n in numbers]
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(
+            f"{path}: labels span {int(labels.min())}..{int(labels.max())}, expected 0.."
+            f"{num_classes - 1}"
+        )
+
+
+def _read_bin_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read CIFAR-10 binary batch ({err})") from None
+    if raw.size == 0 or raw.size % RECORD:
+        raise DataError(
+            f"{path}: {raw.size} bytes is not a whole number of {RECORD}-byte CIFAR-10 records"
+        )
+    records = raw.reshape(-1, RECORD)
+    labels = records[:, 0].astype(np.int64)
+    _check_labels(path, labels, num_classes)
+    return records[:, 1:], labels  # [n, 3072] uint8, [n]
+
+
+def _read_py_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    batch = restricted_load(path)
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path}: expected a dict with b'data' and b'labels'")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != PIXELS
+    ):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: b'data' must be a uint8 array [n, {PIXELS}], got {got}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: b'labels' must be a list of integers") from None
+    if labels.shape != (len(data),):
+        raise DataError(f"{path}: {labels.size} labels for {len(data)} images")
+    _check_labels(path, labels, num_classes)
+    return data, labels
+
+
+def _read_classes(folder: Path, layout: str) -> tuple[str, ...]:
+    if layout == "bin":
+        path = folder / "batches.meta.txt"
+        try:
+            names = path.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{path}: cannot read the class names ({err})") from None
+    else:
+        path = folder / "batches.meta"
+        meta = restricted_load(path)
+        raw = meta.get(b"label_names") if isinstance(meta, dict) else None
+        if not isinstance(raw, list) or not all(isinstance(n, bytes | str) for n in raw):
+            raise DataError(f"{path}: expected a dict with b'label_names', a list of names")
+        names = [n.decode("utf-8") if isinstance(n, bytes) else n for n in raw]
+    if not names:
+        raise DataError(f"{path}: no class names")
+    return tuple(names)
+
+
+def _to_images(flat: list[np.ndarray]) -> np.ndarray:
+    """Row-major ``[n, 3072]`` uint8 batches -> one ``[N, 3, 32, 32]`` float32 array in [0, 1]."""
+    pixels = np.concatenate(flat)
+    return (pixels.astype(np.float32) / 255.0).reshape(-1, 3, SIDE, SIDE)
+
+
+def load_cifar10(root: str | Path) -> ImageData:
+    """CIFAR-10 from ``root``: a binary or python batches folder, or the folder holding one.
+
+    Raises :class:`DataError` naming the path when no layout is found or a file is corrupt.
+    """
+    found = find_cifar10(root)
+    if found is None:
+        raise DataError(
+            f"{root}: no CIFAR-10 found; expected {BIN_DIR}/ (data_batch_1.bin ...) or "
+            f"{PY_DIR}/ (data_batch_1 ...), or that folder itself (or use --download)"
+        )
+    folder, layout = found
+    suffix = ".bin" if layout == "bin" else ""
+    read = _read_bin_batch if layout == "bin" else _read_py_batch
+    classes = _read_classes(folder, layout)
+    train = [read(p, len(classes)) for p in _data_batches(folder, suffix)]
+    test_path = folder / f"test_batch{suffix}"
+    if not test_path.is_file():
+        raise DataError(f"{test_path}: CIFAR-10 test batch not found")
+    test_pixels, test_y = read(test_path, len(classes))
+    logger.info(
+        "cifar10: %d train batches, %d test images from %s (%s layout)",
+        len(train),
+        len(test_y),
+        folder,
+        layout,
+    )
+    return ImageData(
+        "cifar10",
+        _to_images([p for p, _ in train]),
+        np.concatenate([y for _, y in train]),
+        _to_images([test_pixels]),
+        test_y,
+        classes,
+    )
