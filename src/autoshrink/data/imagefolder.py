@@ -1,0 +1,156 @@
+"""Image classification data from a folder tree: ``root/<class>/*.png`` and friends.
+
+Two layouts are accepted:
+
+- ``root/<class>/...``: every sub-folder is a class; a seeded, per-class test split
+  (``test_fraction``, 20% by default) is carved from it.
+- ``root/train/<class>/...`` with ``root/test/<class>/...`` (or ``root/val/...``): the given
+  split is used as is; the test classes must be among the training classes.
+
+Classes are the folder names in sorted order. Images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``,
+found recursively within a class folder) are read with Pillow, turned upright by their EXIF
+orientation, converted to RGB -- or kept single-channel when every image is grayscale -- and
+resized to ``image_size`` x ``image_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from autoshrink.data.images import ImageData
+from autoshrink.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+GRAY_MODES = frozenset({"1", "L", "LA"})
+TEST_DIRS = ("test", "val")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """Map each class folder name under ``folder`` (sorted) to its sorted image files.
+
+    Raises :class:`DataError` naming the folder when it has no class folders, or naming a
+    class folder that holds no images.
+    """
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(
+            f"{folder}: no class folders; expected {folder}/<class>/*{{{','.join(EXTENSIONS)}}}"
+        )
+    classes: dict[str, list[Path]] = {}
+    for d in class_dirs:
+        files = sorted(p for p in d.rglob("*") if _is_image(p))
+        if not files:
+            raise DataError(f"{d}: class folder holds no images ({', '.join(EXTENSIONS)})")
+        classes[d.name] = files
+    return classes
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except Exception as err:  # Pillow raises many kinds for a bad file
+        raise DataError(f"{path}: unreadable image ({err})") from None
+
+
+def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
+    """Decode, convert and resize ``paths`` into one ``[N, C, S, S]`` float32 array in [0, 1]."""
+    modes = set()
+    for p in paths:  # headers only: decide grayscale or RGB for the whole data set
+        with _open(p) as img:
+            modes.add(img.mode)
+    mode = "L" if modes <= GRAY_MODES else "RGB"
+    channels = 1 if mode == "L" else 3
+    out = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
+    for i, p in enumerate(tqdm(paths, desc="images", unit="img", disable=None)):
+        with _open(p) as img:
+            try:
+                upright = ImageOps.exif_transpose(img)
+                small = upright.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+            except Exception as err:  # truncated or corrupt pixel data shows up here
+                raise DataError(f"{p}: unreadable image ({err})") from None
+        pixels = np.asarray(small, dtype=np.uint8)  # [S, S] or [S, S, 3]
+        out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return out.astype(np.float32) / 255.0
+
+
+def _flatten(
+    tree: dict[str, list[Path]], classes: tuple[str, ...]
+) -> tuple[list[Path], np.ndarray]:
+    index = {name: i for i, name in enumerate(classes)}
+    paths = [p for name in tree for p in tree[name]]
+    labels = np.array([index[name] for name in tree for _ in tree[name]], dtype=np.int64)
+    return paths, labels
+
+
+def carve_test_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: indices ``(train, test)``, ``round(n * test_fraction)`` of each
+    class's ``n`` images to test, but always at least one left for training."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = min(int(round(len(idx) * test_fraction)), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_image_folder(
+    root: str | Path, *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0
+) -> ImageData:
+    """Read a class-per-folder image tree (see the module docstring) into an :class:`ImageData`.
+
+    Raises :class:`DataError` naming the path for a missing root, a root without class folders,
+    an empty class folder or an unreadable image.
+    """
+    if image_size < 1:
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found; expected {root}/<class>/*.png ...")
+    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train_tree, test_tree = scan_classes(root / "train"), scan_classes(test_dir)
+        classes = tuple(train_tree)
+        unknown = sorted(set(test_tree) - set(train_tree))
+        if unknown:
+            raise DataError(
+                f"{test_dir}: classes {unknown} have no training folder in {root / 'train'}"
+            )
+        train_paths, train_y = _flatten(train_tree, classes)
+        test_paths, test_y = _flatten(test_tree, classes)
+        x = _read_images(train_paths + test_paths, image_size)
+        train_x, test_x = x[: len(train_paths)], x[len(train_paths) :]
+    else:
+        tree = scan_classes(root)
+        classes = tuple(tree)
+        paths, labels = _flatten(tree, classes)
+        x = _read_images(paths, image_size)
+        tr, te = carve_test_split(labels, test_fraction, seed)
+        train_x, train_y, test_x, test_y = x[tr], labels[tr], x[te], labels[te]
+    logger.info(
+        "imagefolder: %d classes, %d train, %d test images of %dx%dx%d from %s",
+        len(classes),
+        len(train_y),
+        len(test_y),
+        x.shape[1],
+        image_size,
+        image_size,
+        root,
+    )
+    return ImageData("imagefolder", train_x, train_y, test_x, test_y, classes)
