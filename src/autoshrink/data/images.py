@@ -129,8 +129,47 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
     )
 
 
-def load_images(name: str, root: str | Path | None = None, *, download: bool = False) -> ImageData:
-    """Load a named data set: ``digits`` (embedded), or others from ``root``."""
+def load_images(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = False,
+    image_size: int = 32,
+    seed: int = 0,
+) -> ImageData:
+    """Load a named data set from :data:`DATASETS`.
+
+    - ``digits``: scikit-learn's embedded 8x8 digits; ``root`` and ``download`` are ignored.
+    - ``fashion-mnist``: the four IDX files in ``root`` (default: Debian's
+      ``/usr/share/datasets/fashion-mnist``).
+    - ``cifar10``: the binary or python batches folder at or in ``root``; with ``download``,
+      the official python archive is fetched into ``root`` first when neither is there.
+    - ``imagefolder``: a ``root/<class>/*.png`` tree, resized to ``image_size``; without a
+      ``train``/``test`` split a 20% test split is carved from ``seed``.
+
+    ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for an
+    unknown name, a missing ``root`` or unreadable files.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+    if download and name in ("fashion-mnist", "imagefolder"):
+        raise DataError(f"--download is only available for cifar10, not for {name!r}")
     if name == "digits":
-        return load_digits()
-    raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+        return load_digits(seed=seed)
+    if name == "fashion-mnist":
+        from autoshrink.data.idx import load_fashion_mnist
+
+        return load_fashion_mnist(None if root is None else Path(root).expanduser())
+    if root is None:
+        raise DataError(f"data set {name!r} needs a root folder (the path to read it from)")
+    root = Path(root).expanduser()
+    if name == "cifar10":
+        from autoshrink.data import download as dl
+        from autoshrink.data.cifar import find_cifar10, load_cifar10
+
+        if download and find_cifar10(root) is None:
+            dl.download_cifar10(root)  # looked up on the module: tests aim it at a local server
+        return load_cifar10(root)
+    from autoshrink.data.imagefolder import load_image_folder
+
+    return load_image_folder(root, image_size=image_size, seed=seed)

@@ -1,0 +1,465 @@
+"""Image data loaders: IDX (Fashion-MNIST), CIFAR-10 (binary, python batches, download),
+ImageFolder trees, the load_images dispatcher and the proxy split.
+
+Every fixture is written here byte by byte from the published file formats, so the loaders
+are checked against the formats, not against themselves.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import struct
+import tarfile
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autoshrink.data import download as dl
+from autoshrink.data.cifar import RestrictedUnpickler, load_cifar10, restricted_load
+from autoshrink.data.download import download_cifar10, safe_extract
+from autoshrink.data.idx import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist, read_idx
+from autoshrink.data.imagefolder import load_image_folder
+from autoshrink.data.images import ImageData, load_images, proxy_split
+from autoshrink.errors import DataError
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
+CIFAR_NAMES += ["dog", "frog", "horse", "ship", "truck"]
+
+
+# ---------------------------------------------------------------- IDX / Fashion-MNIST
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Magic 0x0000 08 ndim, big-endian uint32 dims, then the bytes (gzip when named .gz)."""
+    blob = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    blob += array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(blob) if path.suffix == ".gz" else blob)
+
+
+def write_fashion(folder: Path, *, gz: bool, n_train: int = 7, n_test: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    parts = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, arr in parts.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arr)
+    return parts
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_idx_round_trip(tmp_path: Path, gz: bool) -> None:
+    parts = write_fashion(tmp_path, gz=gz)
+    data = load_fashion_mnist(tmp_path)
+    assert data.train_x.shape == (7, 1, 28, 28) and data.test_x.shape == (3, 1, 28, 28)
+    assert data.train_x.dtype == np.float32 and data.train_y.dtype == np.int64
+    np.testing.assert_array_equal(
+        data.train_x[:, 0] * 255.0, parts["train-images-idx3-ubyte"].astype(np.float32)
+    )
+    np.testing.assert_array_equal(data.test_y, parts["t10k-labels-idx1-ubyte"])
+    assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"
+    assert data.num_classes == 10
+
+
+def test_idx_bad_files(tmp_path: Path) -> None:
+    images = tmp_path / "x-idx3-ubyte"
+    write_idx(images, np.zeros((2, 28, 28)))
+    with pytest.raises(DataError, match="magic"):
+        read_idx(images, ndim=1)  # says 3 dimensions
+    blob = images.read_bytes()
+    images.write_bytes(blob[:-5])
+    with pytest.raises(DataError, match=str(images)):
+        read_idx(images, ndim=3)
+    images.write_bytes(b"\x00\x00\x0d\x03" + blob[4:])  # float32 type code
+    with pytest.raises(DataError, match="magic"):
+        read_idx(images, ndim=3)
+    corrupt = tmp_path / "y-idx1-ubyte.gz"
+    corrupt.write_bytes(b"this is not gzip data")
+    with pytest.raises(DataError, match=str(corrupt)):
+        read_idx(corrupt, ndim=1)
+    with pytest.raises(DataError, match=str(tmp_path / "missing")):
+        read_idx(tmp_path / "missing", ndim=1)
+
+
+def test_fashion_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path / "nowhere")):
+        load_fashion_mnist(tmp_path / "nowhere")
+    write_fashion(tmp_path, gz=True)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(labels, np.zeros(4))  # 4 labels for 3 images
+    with pytest.raises(DataError, match=str(labels)):
+        load_fashion_mnist(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_real_fashion_mnist() -> None:
+    if not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {DEFAULT_FASHION_MNIST_ROOT}")
+    data = load_images("fashion-mnist")
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    # Published facts: 6,000 / 1,000 images a class; the first training image is an ankle boot.
+    np.testing.assert_array_equal(np.bincount(data.train_y), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(data.test_y), [1000] * 10)
+    assert list(data.train_y[:5]) == [9, 0, 0, 3, 0]
+    assert data.train_x.min() >= 0.0 and data.train_x.max() == 1.0
+    assert abs(float(data.train_x.mean()) - 0.2860) < 1e-3  # the usual normalisation mean
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes bytes and str as Python 2 ``str`` opcodes, as the official python batches were."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: bytes | str) -> None:
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+
+def dump_py2(obj: object) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    # numpy < 2 wrote numpy.core.multiarray, as the official files do.
+    return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def cifar_batch(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def write_cifar_bin(folder: Path, batches: list, test: tuple) -> None:
+    folder.mkdir(parents=True)
+    named = [(f"data_batch_{i + 1}.bin", b) for i, b in enumerate(batches)]
+    for name, (pixels, labels) in [*named, ("test_batch.bin", test)]:
+        records = np.concatenate([labels.astype(np.uint8)[:, None], pixels], axis=1)
+        (folder / name).write_bytes(records.tobytes())
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR_NAMES) + "\n\n")
+
+
+def write_cifar_py(folder: Path, batches: list, test: tuple, *, py2: bool = True) -> None:
+    def dump(obj: object) -> bytes:
+        return dump_py2(obj) if py2 else pickle.dumps(obj, protocol=4)
+
+    folder.mkdir(parents=True)
+    named = [(f"data_batch_{i + 1}", b) for i, b in enumerate(batches)]
+    for name, (pixels, labels) in [*named, ("test_batch", test)]:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in labels],
+            b"data": pixels,
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+        }
+        (folder / name).write_bytes(dump(batch))
+    meta = {b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_cases_per_batch": 10}
+    (folder / "batches.meta").write_bytes(dump(meta))
+
+
+def check_cifar(data: ImageData, batches: list, test: tuple) -> None:
+    pixels = np.concatenate([p for p, _ in batches])
+    assert data.train_x.shape == (len(pixels), 3, 32, 32) and data.train_x.dtype == np.float32
+    assert data.classes == tuple(CIFAR_NAMES)
+    np.testing.assert_array_equal(data.train_y, np.concatenate([y for _, y in batches]))
+    np.testing.assert_array_equal(data.test_y, test[1])
+    # Byte 0 is the top-left red pixel, byte 1024 the top-left green, byte 1023 red bottom-right.
+    assert data.train_x[0, 0, 0, 0] == pixels[0, 0] / np.float32(255)
+    assert data.train_x[0, 1, 0, 0] == pixels[0, 1024] / np.float32(255)
+    assert data.train_x[0, 0, 31, 31] == pixels[0, 1023] / np.float32(255)
+    assert data.train_x[1, 2, 0, 5] == pixels[1, 2048 + 5] / np.float32(255)
+
+
+@pytest.mark.parametrize("layout", ["bin", "py2", "py3"])
+def test_cifar_layouts(tmp_path: Path, layout: str) -> None:
+    batches, test = [cifar_batch(1, 4), cifar_batch(2, 3)], cifar_batch(3, 5)
+    if layout == "bin":
+        folder = tmp_path / "cifar-10-batches-bin"
+        write_cifar_bin(folder, batches, test)
+    else:
+        folder = tmp_path / "cifar-10-batches-py"
+        write_cifar_py(folder, batches, test, py2=layout == "py2")
+    check_cifar(load_cifar10(folder), batches, test)  # the folder itself
+    check_cifar(load_images("cifar10", tmp_path), batches, test)  # or its parent
+
+
+def test_cifar_binary_preferred(tmp_path: Path) -> None:
+    bin_batches, py_batches, test = [cifar_batch(1, 4)], [cifar_batch(2, 4)], cifar_batch(3, 2)
+    write_cifar_bin(tmp_path / "cifar-10-batches-bin", bin_batches, test)
+    write_cifar_py(tmp_path / "cifar-10-batches-py", py_batches, test)
+    check_cifar(load_cifar10(tmp_path), bin_batches, test)
+
+
+class Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_py(folder, [cifar_batch(1, 2)], cifar_batch(2, 2))
+    evil = folder / "data_batch_1"
+    evil.write_bytes(pickle.dumps({b"data": Evil(marker), b"labels": [0]}, protocol=4))
+    with pytest.raises(DataError, match=rf"{evil}.*refusing.*system"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
+    sneaky = tmp_path / "eval.pkl"
+    sneaky.write_bytes(b"cbuiltins\neval\n(Vprint(1)\ntR.")
+    with pytest.raises(DataError, match="builtins.eval"):
+        restricted_load(sneaky)
+    allowed = RestrictedUnpickler(io.BytesIO(b""), source="x")
+    assert allowed.find_class("numpy", "ndarray") is np.ndarray
+    with pytest.raises(DataError):
+        allowed.find_class("numpy", "load")
+
+
+def test_cifar_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path)):
+        load_cifar10(tmp_path)  # nothing there
+    binf = tmp_path / "b" / "cifar-10-batches-bin"
+    write_cifar_bin(binf, [cifar_batch(1, 2)], cifar_batch(2, 2))
+    batch = binf / "data_batch_1.bin"
+    batch.write_bytes(batch.read_bytes()[:-7])
+    with pytest.raises(DataError, match=str(batch)):
+        load_cifar10(binf)
+    batch.write_bytes(bytes([10]) + bytes(3072))  # label 10 of 10 classes
+    with pytest.raises(DataError, match=str(batch)):
+        load_cifar10(binf)
+    pyf = tmp_path / "p" / "cifar-10-batches-py"
+    write_cifar_py(pyf, [cifar_batch(1, 2)], cifar_batch(2, 2))
+    test_batch = pyf / "test_batch"
+    test_batch.write_bytes(test_batch.read_bytes()[:100])
+    with pytest.raises(DataError, match=str(test_batch)):
+        load_cifar10(pyf)
+    (pyf / "data_batch_3").write_bytes(b"")  # a gap: 1, 3
+    with pytest.raises(DataError, match="gaps"):
+        load_cifar10(pyf)
+
+
+# ---------------------------------------------------------------- download
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local HTTP server on an ephemeral port: (served folder, base URL, request paths)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    served = tmp_path / "www"
+    served.mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, format: str, *args: object) -> None:
+            requests.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def make_archive(path: Path, build: Path) -> tuple[list, tuple, str]:
+    """A cifar-10-python.tar.gz lookalike: 2 batches of 10 images, a test batch of 5."""
+    batches, test = [cifar_batch(1, 10), cifar_batch(2, 10)], cifar_batch(3, 5)
+    write_cifar_py(build / "cifar-10-batches-py", batches, test)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(build / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return batches, test, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_download_and_load(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served, base, requests = server
+    batches, test, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-python.tar.gz"
+    monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
+    root = tmp_path / "data"
+    data = load_images("cifar10", root, download=True)
+    check_cifar(data, batches, test)
+    assert len(data.train_y) == 20
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py"]  # no leftovers
+    assert len(requests) == 1
+    load_images("cifar10", root, download=True)  # already there: no second request
+    assert download_cifar10(root, url=url, md5=md5) == root / "cifar-10-batches-py"
+    assert len(requests) == 1
+
+
+def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:
+    served, base, _ = server
+    make_archive(served / "c.tar.gz", tmp_path / "build")
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="MD5"):
+        download_cifar10(root, url=f"{base}/c.tar.gz", md5="0" * 32)
+    assert list(root.iterdir()) == []  # the partial download is gone
+    with pytest.raises(DataError, match=r"missing\.tar\.gz.*404"):
+        download_cifar10(root, url=f"{base}/missing.tar.gz")
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])
+def test_safe_extract_refuses_escapes(tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(DataError, match="unsafe"):
+        safe_extract(archive, dest, top="cifar-10-batches-py")
+    assert list(dest.iterdir()) == [] and not (tmp_path / "evil").exists()
+
+
+def test_safe_extract_refuses_links(tmp_path: Path) -> None:
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(DataError, match="not a file or folder"):
+        safe_extract(archive, tmp_path, top="cifar-10-batches-py")
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+COLOURS = {"b_cat": (255, 0, 0), "a_dog": (0, 255, 0), "c_owl": (0, 0, 255)}
+
+
+def write_tree(root: Path, per_class: int = 5, mode: str = "RGB") -> None:
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        fill = colour if mode == "RGB" else sum(colour) // 3
+        for i in range(per_class):
+            Image.new(mode, (12, 10), fill).save(root / name / f"{i}.png")
+
+
+def test_imagefolder_tree(tmp_path: Path) -> None:
+    write_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "a_dog" / "notes.txt").write_text("ignored")
+    data = load_images("imagefolder", tmp_path / "tree", image_size=8)
+    assert data.classes == ("a_dog", "b_cat", "c_owl")
+    assert data.train_x.shape == (12, 3, 8, 8) and data.test_x.shape == (3, 3, 8, 8)
+    np.testing.assert_array_equal(np.bincount(data.test_y), [1, 1, 1])  # 20% of 5 per class
+    for x, y in zip(data.train_x, data.train_y, strict=True):  # solid colours survive resizing
+        colour = COLOURS[data.classes[y]]
+        np.testing.assert_array_equal(
+            x, np.broadcast_to(np.array(colour)[:, None, None] / 255, x.shape)
+        )
+    again = load_image_folder(tmp_path / "tree", image_size=8)
+    np.testing.assert_array_equal(again.train_y, data.train_y)
+    np.testing.assert_array_equal(again.test_x, data.test_x)
+
+
+def test_imagefolder_grayscale_and_splits(tmp_path: Path) -> None:
+    write_tree(tmp_path / "gray", mode="L")
+    gray = load_image_folder(tmp_path / "gray", image_size=4)
+    assert gray.in_channels == 1 and gray.image_size == 4
+    write_tree(tmp_path / "split" / "train", per_class=3)
+    write_tree(tmp_path / "split" / "val", per_class=2, mode="L")  # mixed modes -> RGB
+    data = load_image_folder(tmp_path / "split", image_size=6)
+    assert data.train_x.shape == (9, 3, 6, 6) and data.test_x.shape == (6, 3, 6, 6)
+    np.testing.assert_array_equal(data.test_y, [0, 0, 1, 1, 2, 2])
+
+
+def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path / "absent")):
+        load_image_folder(tmp_path / "absent")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "loose.png").write_bytes(b"")
+    with pytest.raises(DataError, match=f"{empty}: no class folders"):
+        load_image_folder(empty)
+    (empty / "cats").mkdir()
+    with pytest.raises(DataError, match=str(empty / "cats")):
+        load_image_folder(empty)
+    tree = tmp_path / "tree"
+    write_tree(tree)
+    bad = tree / "a_dog" / "9.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=str(bad)):
+        load_image_folder(tree)
+    good = (tree / "a_dog" / "0.png").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # valid header, truncated pixel data
+    with pytest.raises(DataError, match=str(bad)):
+        load_image_folder(tree)
+
+
+# ---------------------------------------------------------------- dispatcher and proxy split
+
+
+def test_load_images_dispatch(tmp_path: Path) -> None:
+    assert load_images("digits").train_x.shape[1:] == (1, 8, 8)
+    with pytest.raises(DataError, match="unknown data set 'mnist'"):
+        load_images("mnist")
+    for name in ("cifar10", "imagefolder"):
+        with pytest.raises(DataError, match="root"):
+            load_images(name)
+    with pytest.raises(DataError, match="download"):
+        load_images("fashion-mnist", tmp_path, download=True)
+    with pytest.raises(DataError, match=str(tmp_path / "nope")):
+        load_images("fashion-mnist", tmp_path / "nope")
+
+
+def indexed_data(per_class: int = 30, classes: int = 4) -> ImageData:
+    """Image i is filled with the value i / N, so a normalised image still reveals its index."""
+    n = per_class * classes
+    x = np.broadcast_to((np.arange(n) / n).astype(np.float32)[:, None, None, None], (n, 2, 3, 3))
+    y = np.arange(n) % classes
+    return ImageData("indexed", x.copy(), y, x[:4].copy(), y[:4], tuple("abcd"[:classes]))
+
+
+def split_indices(split, which: str) -> np.ndarray:
+    x = getattr(split, f"{which}_x")[:, 0, 0, 0] * split.std[0] + split.mean[0]
+    return np.rint(x * 120).astype(int)
+
+
+def test_proxy_split_properties() -> None:
+    data = indexed_data()
+    split = proxy_split(data, per_class=5, val_size=40, seed=3)
+    np.testing.assert_array_equal(np.bincount(split.train_y, minlength=4), [5, 5, 5, 5])
+    train, val = split_indices(split, "train"), split_indices(split, "val")
+    assert len(set(train)) == 20 and len(set(val)) == 40 and not set(train) & set(val)
+    np.testing.assert_array_equal(split.train_y, data.train_y[train])  # labels follow images
+    np.testing.assert_array_equal(split.val_y, data.train_y[val])
+    np.testing.assert_allclose(split.train_x.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(split.train_x.std(axis=(0, 2, 3)), 1.0, atol=1e-4)
+    same = proxy_split(data, per_class=5, val_size=40, seed=3)
+    np.testing.assert_array_equal(same.train_x, split.train_x)
+    np.testing.assert_array_equal(same.val_y, split.val_y)
+    other = proxy_split(data, per_class=5, val_size=40, seed=4)
+    assert set(split_indices(other, "train")) != set(train)
+    with pytest.raises(DataError, match="per class"):
+        proxy_split(data, per_class=31, val_size=1, seed=0)
+    with pytest.raises(DataError, match="validation"):
+        proxy_split(data, per_class=25, val_size=21, seed=0)
