@@ -26,3 +26,7 @@ class ConfigError(AutoshrinkError, ValueError):
 
 class JournalError(AutoshrinkError):
     """A run folder or its journal cannot be used to resume."""
+
+
+class BenchmarkError(AutoshrinkError):
+    """A tabular benchmark file is missing or malformed, or a query asks for what it lacks."""
