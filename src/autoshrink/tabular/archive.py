@@ -1,0 +1,234 @@
+"""The official NATS-Bench archive format (``*.pickle.pbz2``), read only on explicit opt-in.
+
+An archive folder (e.g. ``NATS-tss-v1_0-3ffb9-simple/``) holds ``meta.pickle.pbz2`` (the
+arch string of every official index) and one ``NNNNNN.pickle.pbz2`` per cell: for each
+training length (``hp`` = ``"12"``, ``"200"``; the size space also ``"01"``, ``"90"``) and each
+``(dataset, seed)`` run, the per-epoch accuracies and losses, ``params`` and ``flop`` (in M).
+
+**Why the opt-in.** These files are bz2-compressed Python pickles, and unpickling a file can run
+any code its author chose. The loaders therefore refuse unless the caller passes
+``allow_pickle=True`` (``--allow-pickle`` on the command line), and even then they read with a
+restricted unpickler that builds only builtin containers, numbers and strings plus the three
+globals these files use -- ``collections.OrderedDict``, and numpy's ``dtype``/``scalar`` pair,
+which are replaced here by a plain decoder of the scalar's bytes (no numpy code runs). Any
+other global makes the load fail.
+
+Numbers extracted (:func:`record_entries`), per dataset and training length ``E``:
+``valid`` = ``x-valid@E-1`` (CIFAR-10: of the ``cifar10-valid`` run), ``test`` = ``x-test@E-1``
+(CIFAR-10: ``ori-test@E-1`` of the ``cifar10`` run), each the mean over the recorded seeds --
+the same numbers the flat tables hold.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import math
+import pickle
+import struct
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoshrink.errors import BenchmarkError, CellError
+from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
+from autoshrink.tabular.tables import Key, NB201Tables
+
+_STRUCT = {
+    "f8": "d",
+    "f4": "f",
+    "f2": "e",
+    "i8": "q",
+    "i4": "i",
+    "i2": "h",
+    "i1": "b",
+    "u8": "Q",
+    "u4": "I",
+    "u2": "H",
+    "u1": "B",
+    "b1": "?",
+}
+
+
+class _DType:
+    """Stands in for ``numpy.dtype`` while unpickling: remembers the code and byte order."""
+
+    def __init__(self, code: str, align: Any = False, copy: Any = True) -> None:
+        if code not in _STRUCT:
+            raise pickle.UnpicklingError(f"numpy dtype {code!r} is not allowed")
+        self.code, self.order = code, "<"
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">"):
+            self.order = state[1]
+
+
+def _scalar(dtype: Any, data: Any = b"") -> int | float | bool:
+    """Stands in for ``numpy.core.multiarray.scalar``: decodes the bytes to a Python number."""
+    if not isinstance(dtype, _DType) or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("malformed numpy scalar")
+    fmt = dtype.order + _STRUCT[dtype.code]
+    if struct.calcsize(fmt) != len(data):
+        raise pickle.UnpicklingError("numpy scalar of the wrong length")
+    return struct.unpack(fmt, data)[0]
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("numpy", "dtype"): _DType,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return found
+
+
+def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
+    """The object in one ``.pickle.pbz2`` file, read with the restricted unpickler.
+
+    Raises :class:`BenchmarkError` unless ``allow_pickle`` is true, and for a missing,
+    corrupt or disallowed file.
+    """
+    path = Path(path)
+    if not allow_pickle:
+        raise BenchmarkError(
+            f"{path} is a pickle archive, and unpickling can run code from the file; "
+            "pass allow_pickle=True (--allow-pickle) to read it with the restricted reader"
+        )
+    if not path.is_file():
+        raise BenchmarkError(f"NATS-Bench archive file {path} not found")
+    try:
+        raw = bz2.decompress(path.read_bytes())
+        return _RestrictedUnpickler(io.BytesIO(raw)).load()
+    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
+        raise BenchmarkError(f"cannot read NATS-Bench archive file {path}: {err!r}") from None
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One cell's numbers on one data set at one training length (seed means)."""
+
+    index: int
+    arch: str
+    dataset: str
+    epochs: int
+    params: float  # millions
+    flop: float  # millions
+    accuracy: Mapping[str, float] = field(default_factory=dict)  # split -> percent
+    loss: Mapping[str, float] = field(default_factory=dict)  # split -> loss
+    seeds: tuple[int, ...] = ()
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _split_runs(results: Mapping[Any, Any], dataset: str, split: str) -> tuple[list[Any], str]:
+    """The runs and the eval name that hold ``split`` of ``dataset`` (see the module doc)."""
+    if dataset == "cifar10":
+        name, tag = ("cifar10-valid", "x-valid") if split == "valid" else ("cifar10", "ori-test")
+    else:
+        name, tag = dataset, ("x-valid" if split == "valid" else "x-test")
+    return [res for (run, _seed), res in results.items() if run == name], tag
+
+
+def _entry(info: Mapping[str, Any], dataset: str) -> ArchiveEntry | None:
+    results = info["all_results"]
+    seeds = sorted(int(seed) for (run, seed) in results if run == dataset)
+    if not seeds:
+        return None
+    first = results[(dataset, seeds[0])]
+    epochs = int(first["epochs"])
+    acc: dict[str, float] = {}
+    loss: dict[str, float] = {}
+    for split in ("valid", "test"):
+        runs, tag = _split_runs(results, dataset, split)
+        at = f"{tag}@{epochs - 1}"
+        acc[split] = _mean([r["eval_acc1es"][at] for r in runs if at in r["eval_acc1es"]])
+        loss[split] = _mean([r["eval_losses"][at] for r in runs if at in r["eval_losses"]])
+    return ArchiveEntry(
+        index=int(info["arch_index"]),
+        arch=str(info["arch_str"]),
+        dataset=dataset,
+        epochs=epochs,
+        params=float(first["params"]),
+        flop=float(first["flop"]),
+        accuracy=acc,
+        loss=loss,
+        seeds=tuple(seeds),
+    )
+
+
+def record_entries(record: Mapping[str, Any], source: str) -> list[ArchiveEntry]:
+    """The :class:`ArchiveEntry` list of one per-cell record (see the module docstring)."""
+    out: list[ArchiveEntry] = []
+    try:
+        for info in record.values():
+            for dataset in ("cifar10", "cifar100", "ImageNet16-120"):
+                entry = _entry(info, dataset)
+                if entry is not None:
+                    out.append(entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BenchmarkError(f"NATS-Bench record {source} is malformed: {err!r}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An archive folder: the official arch list and the entries of the cells present."""
+
+    arch_strings: tuple[str, ...]
+    entries: tuple[ArchiveEntry, ...]
+    source: str
+
+
+def read_archive(directory: str | Path, *, allow_pickle: bool = False) -> Archive:
+    """Read ``meta.pickle.pbz2`` and every ``NNNNNN.pickle.pbz2`` of an archive folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BenchmarkError(f"NATS-Bench archive folder {directory} not found")
+    meta = read_pbz2(directory / "meta.pickle.pbz2", allow_pickle=allow_pickle)
+    if not isinstance(meta, dict) or not isinstance(meta.get("meta_archs"), list):
+        raise BenchmarkError(f"{directory}/meta.pickle.pbz2 has no 'meta_archs' list")
+    entries: list[ArchiveEntry] = []
+    for path in sorted(directory.glob("[0-9]*.pickle.pbz2")):
+        record = read_pbz2(path, allow_pickle=allow_pickle)
+        if not isinstance(record, dict):
+            raise BenchmarkError(f"NATS-Bench record {path} is not a dict of training lengths")
+        entries.extend(record_entries(record, str(path)))
+    return Archive(tuple(str(a) for a in meta["meta_archs"]), tuple(entries), str(directory))
+
+
+def archive_tables(archive: Archive) -> NB201Tables:
+    """Topology-space tables from an archive: NaN for every cell the folder has no record of."""
+    if len(archive.arch_strings) != NUM_CELLS:
+        raise BenchmarkError(
+            f"{archive.source} lists {len(archive.arch_strings)} archs; a topology archive "
+            f"has {NUM_CELLS}"
+        )
+    try:
+        index = ArchIndex(archive.arch_strings, source=archive.source)
+    except CellError as err:
+        raise BenchmarkError(str(err)) from None
+    values: dict[Key, np.ndarray] = {}
+    for e in archive.entries:
+        if archive.arch_strings[e.index] != e.arch:
+            raise BenchmarkError(f"{archive.source}: record {e.index} is not {e.arch!r}")
+        for metric, numbers in (("accuracy", e.accuracy), ("loss", e.loss)):
+            for split, value in numbers.items():
+                key = (dataset_name(e.dataset), metric, e.epochs, split)
+                arr = values.setdefault(key, np.full(NUM_CELLS, np.nan))
+                arr[e.index] = value
+    for arr in values.values():
+        arr.setflags(write=False)
+    return NB201Tables(index=index, values=values, source=f"archive {archive.source}")

@@ -1,0 +1,227 @@
+"""NAS-Bench-201 tables: the flat loader, the explicit query, the opt-in archive reader, the
+test-split guard of the evaluator, and clear errors for bad table files."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import inspect
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoshrink.errors import BenchmarkError, ConfigError
+from autoshrink.spaces.nb201 import NB201Cell
+from autoshrink.tabular import (
+    FILE_12EPOCH,
+    FILE_200EPOCH,
+    Reporter,
+    SearchEvaluator,
+    load_flat_tables,
+    load_tables,
+    query,
+)
+from autoshrink.tabular.archive import archive_tables, read_archive, read_pbz2
+
+TSS = "official-sample/NATS-tss-v1_0-3ffb9-simple"
+
+
+@pytest.fixture(scope="module")
+def tables():
+    from conftest import shared_data_dir
+
+    folder = shared_data_dir() / "nats-bench"
+    if not folder.is_dir():
+        pytest.skip(f"reference data not found at {folder}")
+    return load_flat_tables(folder)
+
+
+def test_published_optima(tables) -> None:
+    """Published 200-epoch test optima: 94.37, 73.51, 47.31 (README of the data)."""
+    for dataset, best in (("cifar10", 94.37), ("cifar100", 73.51), ("ImageNet16-120", 47.31)):
+        column = tables.column(dataset=dataset, metric="accuracy", epochs=200, split="test")
+        assert column.max() == pytest.approx(best, abs=0.005)
+    assert tables.index.cell(6111).arch_string() == (
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+        "nor_conv_1x1~2|"
+    )
+
+
+def test_query_values_from_the_official_record(tables) -> None:
+    """Record 000000: cifar10-valid x-valid@11 = 62.712 (seed 777), 64.016 (seed 111)."""
+    v = query(tables, 0, dataset="cifar10", metric="accuracy", epochs=12, split="valid")
+    assert v == pytest.approx((62.71199997802734 + 64.01599998291016) / 2)
+    t = query(tables, 0, dataset="cifar10", metric="accuracy", epochs=200, split="test")
+    assert t == pytest.approx((85.79 + 85.62 + 86.18) / 3)
+    cell = tables.index.cell(0)
+    assert query(tables, cell, dataset="cifar10", metric="accuracy", epochs=200, split="test") == t
+    assert (
+        query(tables, str(cell), dataset="CIFAR10", metric="accuracy", epochs=200, split="test")
+        == t
+    )
+
+
+def test_query_has_no_defaults_and_clear_errors(tables) -> None:
+    params = inspect.signature(query).parameters
+    for name in ("dataset", "metric", "epochs", "split"):
+        assert params[name].default is inspect.Parameter.empty
+    with pytest.raises(TypeError):
+        query(tables, 0, dataset="cifar10", metric="accuracy", epochs=12)  # type: ignore[call-arg]
+    with pytest.raises(BenchmarkError, match="no 200-epoch valid accuracy for cifar10"):
+        query(tables, 0, dataset="cifar10", metric="accuracy", epochs=200, split="valid")
+    with pytest.raises(ConfigError, match="split must be one of"):
+        query(tables, 0, dataset="cifar10", metric="accuracy", epochs=12, split="train")
+    with pytest.raises(ConfigError, match="data set"):
+        query(tables, 0, dataset="svhn", metric="accuracy", epochs=12, split="valid")
+
+
+def test_search_evaluator_sees_validation_only(tables) -> None:
+    ev = SearchEvaluator(tables, dataset="cifar10")
+    cell = tables.index.cell(11)
+    metrics = ev(cell)
+    assert set(metrics) == {"accuracy", "macs", "params"}
+    valid = query(tables, 11, dataset="cifar10", metric="accuracy", epochs=12, split="valid")
+    assert metrics["accuracy"] == pytest.approx(valid / 100)
+    assert metrics["macs"] == pytest.approx(113.95137e6) and metrics["params"] == 802426
+    # no path from the evaluator to a test number: no tables kept, no test column held
+    tests = [
+        tables.column(dataset=d, metric="accuracy", epochs=e, split="test")
+        for d in ("cifar10", "cifar100", "ImageNet16-120")
+        for e in (12, 200)
+    ]
+    for value in vars(ev).values():
+        assert not hasattr(value, "column") and not hasattr(value, "values")
+        if isinstance(value, np.ndarray) and value.size == 15625:
+            for t in tests:
+                assert not np.allclose(np.sort(value), np.sort(t)), "a test column leaked"
+    assert not any("test" in name for name in dir(ev))
+    rep = Reporter(tables, dataset="cifar10")
+    assert rep.test_accuracy(cell) == pytest.approx(91.58333333333333)
+    assert rep.optimum()[0] == pytest.approx(94.3733, abs=1e-4)
+
+
+def test_archive_needs_opt_in(shared_data) -> None:
+    folder = shared_data / "nats-bench" / TSS
+    with pytest.raises(BenchmarkError, match="allow_pickle=True"):
+        read_archive(folder)
+    with pytest.raises(BenchmarkError, match="--allow-pickle"):
+        load_tables(folder)
+
+
+def test_archive_matches_flat_tables(shared_data, tables) -> None:
+    archive = archive_tables(read_archive(shared_data / "nats-bench" / TSS, allow_pickle=True))
+    checked = 0
+    for index in (0, 11, 284):
+        for dataset in ("cifar10", "cifar100", "ImageNet16-120"):
+            for epochs, split in ((12, "valid"), (12, "test"), (200, "test")):
+                kw = {"dataset": dataset, "metric": "accuracy", "epochs": epochs, "split": split}
+                assert query(archive, index, **kw) == pytest.approx(query(tables, index, **kw))
+                checked += 1
+    assert checked == 27
+    # the archive also has 200-epoch validation numbers, but only for the cells it holds
+    kw = {"dataset": "cifar10", "metric": "accuracy", "epochs": 200, "split": "valid"}
+    assert query(archive, 11, **kw) == pytest.approx((87.94 + 87.748 + 88.132) / 3, abs=1e-3)
+    with pytest.raises(BenchmarkError, match="for cell 12 "):
+        query(archive, 12, **kw)
+
+
+def _write_pbz2(path: Path, payload: bytes) -> Path:
+    path.write_bytes(bz2.compress(payload))
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_restricted_reader_refuses_code(tmp_path: Path) -> None:
+    evil = _write_pbz2(tmp_path / "meta.pickle.pbz2", pickle.dumps(_Evil()))
+    with pytest.raises(BenchmarkError, match="not allowed"):
+        read_pbz2(evil, allow_pickle=True)
+    ok = _write_pbz2(tmp_path / "ok.pickle.pbz2", pickle.dumps({"a": [1, 2.5, "x"]}))
+    assert read_pbz2(ok, allow_pickle=True) == {"a": [1, 2.5, "x"]}
+    np_scalar = _write_pbz2(tmp_path / "np.pickle.pbz2", pickle.dumps([np.float64(0.25)]))
+    value = read_pbz2(np_scalar, allow_pickle=True)
+    assert value == [0.25] and type(value[0]) is float
+    bad = tmp_path / "bad.pickle.pbz2"
+    bad.write_bytes(b"not bz2")
+    with pytest.raises(BenchmarkError, match="cannot read"):
+        read_pbz2(bad, allow_pickle=True)
+
+
+# -- bad table files ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def table_copy(shared_data, tmp_path: Path) -> Path:
+    for name in (FILE_12EPOCH, FILE_200EPOCH):
+        shutil.copy(shared_data / "nats-bench" / name, tmp_path / name)
+    return tmp_path
+
+
+def _edit(path: Path, edit) -> None:
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    rows = edit(rows)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_missing_folder_and_file(tmp_path: Path, table_copy: Path) -> None:
+    with pytest.raises(BenchmarkError, match="folder .* not found"):
+        load_flat_tables(tmp_path / "nope")
+    (table_copy / FILE_200EPOCH).unlink()
+    with pytest.raises(BenchmarkError, match=f"{FILE_200EPOCH} not found"):
+        load_flat_tables(table_copy)
+    with pytest.raises(BenchmarkError, match="no NAS-Bench-201 tables"):
+        load_tables(tmp_path / "empty_dir_that_is_missing")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda rows: [[c.replace("cifar10-val", "c10v") for c in rows[0]], *rows[1:]],
+         "lacks the columns"),
+        (lambda rows: rows[:-1], "15624 data rows; expected 15625"),
+        (lambda rows: rows[:1], "0 data rows"),
+        (lambda rows: [rows[0], [*rows[1][:3], "n/a", *rows[1][4:]], *rows[2:]],
+         "line 2, column cifar10-val"),
+        (lambda rows: [rows[0], [*rows[1][:3], "123.0", *rows[1][4:]], *rows[2:]],
+         "outside 0..100"),
+        (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]], "rows must be in index order"),
+        (lambda rows: [rows[0], [rows[1][0], "|none~0|", *rows[1][2:]], *rows[2:]],
+         "disagree at official index 0"),
+    ],
+)  # fmt: skip
+def test_malformed_12epoch_table(table_copy: Path, edit, message: str) -> None:
+    _edit(table_copy / FILE_12EPOCH, edit)
+    with pytest.raises(BenchmarkError, match=message) as err:
+        load_flat_tables(table_copy)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_arch_string_in_both_tables(table_copy: Path) -> None:
+    bad = "|nor_conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    _edit(table_copy / FILE_12EPOCH, lambda r: [r[0], [r[1][0], bad, *r[1][2:]], *r[2:]])
+    _edit(table_copy / FILE_200EPOCH, lambda r: [r[0], [*r[1][:3], bad, r[1][4]], *r[2:]])
+    with pytest.raises(BenchmarkError, match="index 0: unknown NAS-Bench-201 op 'nor_conv_5x5'"):
+        load_flat_tables(table_copy)
+
+
+def test_empty_file(table_copy: Path) -> None:
+    (table_copy / FILE_200EPOCH).write_text("")
+    with pytest.raises(BenchmarkError, match="is empty"):
+        load_flat_tables(table_copy)
+
+
+def test_evaluator_refuses_missing_cells(shared_data) -> None:
+    archive = archive_tables(read_archive(shared_data / "nats-bench" / TSS, allow_pickle=True))
+    ev = SearchEvaluator(archive, dataset="cifar10")
+    assert ev(archive.index.cell(284))["accuracy"] > 0.7
+    with pytest.raises(BenchmarkError, match="no 12-epoch validation accuracy"):
+        ev(archive.index.cell(1))  # the sample archive holds records 0, 11 and 284 only
