@@ -1,0 +1,87 @@
+"""Regularized (aging) evolution on NAS-Bench-201 (Real et al. 2019; the NATS-Bench setting).
+
+The first ``population_size`` proposals are uniform random cells. After that, each proposal is
+a child: ``tournament_size`` members are drawn from the population (with replacement), the
+best-scoring one is the parent, and the child is the parent with one uniformly chosen edge set
+to a different op (uniform over the other four). Each evaluated child joins the population
+and the oldest member leaves. NATS-Bench: population 10, tournament 3. The returned cell is
+the best-scoring one of the whole history.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+
+from autoshrink.errors import ConfigError
+from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
+from autoshrink.strategies.base import Observation, Proposal, better
+from autoshrink.strategies.random_search import draw_unseen
+
+
+def mutate(cell: NB201Cell, rng: random.Random) -> tuple[int, str, NB201Cell]:
+    """One uniformly chosen edge set to a different op: ``(edge, op, child)``."""
+    edge = rng.randrange(NUM_EDGES)
+    op = rng.choice([o for o in OPS if o != cell.ops[edge]])
+    return edge, op, cell.with_op(edge, op)
+
+
+class RegularizedEvolution:
+    """Aging evolution with tournament selection; one proposal per ask.
+
+    Args:
+        rng: the seeded generator.
+        population_size: members kept (the oldest leaves).
+        tournament_size: members drawn, with replacement, to pick a parent.
+    """
+
+    def __init__(
+        self, *, rng: random.Random, population_size: int = 10, tournament_size: int = 3
+    ) -> None:
+        if population_size < 1:
+            raise ConfigError(f"population_size must be >= 1, got {population_size}")
+        if tournament_size < 1:
+            raise ConfigError(f"tournament_size must be >= 1, got {tournament_size}")
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self._rng = rng
+        self._seen: set[int] = set()
+        self.population: deque[Observation] = deque()
+        self._best: Observation | None = None
+        self._pending: list[Proposal] = []
+        self.step = 0
+
+    @property
+    def best(self) -> Observation | None:
+        return self._best
+
+    def ask(self) -> list[Proposal]:
+        if self._pending:
+            return list(self._pending)
+        if self.step < self.population_size or not self.population:
+            cell = draw_unseen(self._rng, self._seen)
+            if cell is None:
+                return []
+            self._pending = [Proposal(cell, self.step, {"parent": None})]
+        else:
+            pop = self.population
+            sample = [pop[self._rng.randrange(len(pop))] for _ in range(self.tournament_size)]
+            parent = max(sample, key=lambda o: o.score)
+            edge, op, child = mutate(parent.proposal.genotype, self._rng)
+            meta = {"parent": parent.proposal.genotype.key, "edge": edge, "op": op}
+            self._pending = [Proposal(child, self.step, meta)]
+        return list(self._pending)
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        if [o.proposal for o in observations] != self._pending:
+            raise ValueError("tell() must receive the observations of the last ask(), in order")
+        self._pending = []
+        for obs in observations:
+            if better(obs, self._best):
+                self._best = obs
+            if obs.ok:
+                self.population.append(obs)
+                if len(self.population) > self.population_size:
+                    self.population.popleft()
+            self.step += 1

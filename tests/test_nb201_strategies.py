@@ -1,0 +1,185 @@
+"""NAS-Bench-201 strategies on toy objectives (no data): valid proposals, determinism per seed,
+their own rules, and the known optimum of a separable objective."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from autoshrink.bench import STRATEGIES, run_once
+from autoshrink.errors import ConfigError
+from autoshrink.objectives import Score
+from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
+from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
+from autoshrink.strategies.base import Observation
+from autoshrink.strategies.local_search import LocalSearch
+from autoshrink.strategies.random_search import RandomSearch
+from autoshrink.strategies.regularized_evolution import RegularizedEvolution
+
+TARGET = NB201Cell.from_string(
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+)
+ACCURACY = Score(metric="accuracy", weight=0.0)
+
+
+def separable(cell: NB201Cell) -> dict[str, float]:
+    """Accuracy = the share of edges whose op matches TARGET: optimum TARGET, 1.0."""
+    return {"accuracy": sum(a == b for a, b in zip(cell.ops, TARGET.ops, strict=True)) / 6}
+
+
+def hashed(cell: NB201Cell) -> dict[str, float]:
+    """A rugged deterministic objective (a fixed pseudo-random value per cell)."""
+    return {"accuracy": random.Random(cell.code).random()}
+
+
+def drive(strategy, evaluate, budget: int) -> list[tuple[Observation, ...]]:
+    """Run ask/tell for ``budget`` queries; returns the told batches."""
+    batches, n = [], 0
+    while n < budget:
+        proposals = strategy.ask()
+        if not proposals:
+            break
+        obs = tuple(Observation(p, ACCURACY(evaluate(p.genotype)), evaluate(p.genotype))
+                    for p in proposals)  # fmt: skip
+        strategy.tell(obs)
+        batches.append(obs)
+        n += len(obs)
+    return batches
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_valid_and_deterministic(name: str) -> None:
+    runs = []
+    for seed in (7, 7, 8):
+        strategy = STRATEGIES[name](random.Random(seed))
+        batches = drive(strategy, hashed, 150)
+        cells = [o.proposal.genotype for b in batches for o in b]
+        for cell in cells:
+            assert isinstance(cell, NB201Cell) and 0 <= cell.code < NUM_CELLS
+            assert NB201Cell.from_string(cell.key) == cell
+        runs.append([c.code for c in cells])
+        best = max((o for b in batches for o in b), key=lambda o: o.score)
+        assert strategy.best.score == best.score
+    assert runs[0] == runs[1], "same seed, same proposals"
+    assert runs[0] != runs[2], "another seed, other proposals"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_tell_checks_the_batch(name: str) -> None:
+    strategy = STRATEGIES[name](random.Random(0))
+    strategy.ask()
+    with pytest.raises(ValueError, match="last ask"):
+        strategy.tell([])
+
+
+@pytest.mark.parametrize("name", ["local", "autoshrink", "autoshrink-edges", "rea", "random"])
+def test_separable_objective(name: str) -> None:
+    """Hill climbers reach the optimum every time; evolution gets close; edge shrinking and
+    random search cannot (the optimum has no 'none' edge and random is blind)."""
+    found = []
+    for seed in range(10):
+        incumbent, _ = run_once(STRATEGIES[name](random.Random(seed)), separable, ACCURACY, 200)
+        found.append(separable(NB201Cell.from_code(int(incumbent[-1])))["accuracy"])
+    mean = sum(found) / len(found)
+    if name in ("local", "autoshrink"):
+        assert mean == 1.0
+    elif name == "rea":
+        assert mean >= 0.85
+    else:
+        assert mean < 0.85
+
+
+def test_autoshrink_k1_trajectory_ends_at_separable_optimum() -> None:
+    """With K=1 each step prunes exactly one candidate and the target op never loses, so one
+    trajectory (start + at most 24 queries) ends at TARGET."""
+    for seed in range(20):
+        s = AutoShrinkNB201(rng=random.Random(seed), k=1)
+        incumbent, _ = run_once(s, separable, ACCURACY, 25)
+        assert incumbent[-1] == TARGET.code and s.restarts == 1
+
+
+def test_random_search_never_repeats() -> None:
+    _, queried = run_once(RandomSearch(rng=random.Random(0)), hashed, ACCURACY, 2000)
+    assert len(np.unique(queried)) == 2000
+
+
+def test_rea_children_are_one_edge_mutations() -> None:
+    rea = RegularizedEvolution(rng=random.Random(1), population_size=10, tournament_size=3)
+    batches = drive(rea, hashed, 120)
+    assert len(rea.population) == 10
+    for batch in batches[10:]:
+        p = batch[0].proposal
+        parent = NB201Cell.from_string(p.meta["parent"])
+        diff = [e for e in range(6) if parent.ops[e] != p.genotype.ops[e]]
+        assert diff == [p.meta["edge"]] and p.genotype.ops[diff[0]] == p.meta["op"]
+    with pytest.raises(ConfigError):
+        RegularizedEvolution(rng=random.Random(0), population_size=0)
+
+
+def test_local_search_moves_by_one_edge() -> None:
+    ls = LocalSearch(rng=random.Random(2))
+    prev_current = None
+    for _ in range(200):
+        (p,) = ls.ask()
+        if not p.meta["restart"]:
+            cur = ls.current.proposal.genotype
+            assert sum(a != b for a, b in zip(cur.ops, p.genotype.ops, strict=True)) == 1
+        ls.tell([Observation(p, ACCURACY(hashed(p.genotype)))])
+        prev_current = ls.current
+    assert prev_current is not None and ls.restarts >= 1
+
+
+def test_autoshrink_ops_shrinks_candidate_sets() -> None:
+    s = AutoShrinkNB201(rng=random.Random(3), k=4, mode="ops")
+    seen: set[int] = set()
+    sizes_before = None
+    restarts = 0
+    for _ in range(80):
+        proposals = s.ask()
+        if proposals[0].meta.get("restart"):
+            restarts += 1
+            assert "none" not in proposals[0].genotype.ops  # a complete start
+            sizes_before = None
+        else:
+            cur = s.current.proposal.genotype
+            sets = s.candidate_sets
+            for p in proposals:
+                e, op = p.meta["edge"], p.meta["op"]
+                assert op in sets[e] and op != cur.ops[e]
+                assert p.genotype == cur.with_op(e, op)
+            sizes = [len(x) for x in sets]
+            if sizes_before is not None:
+                assert all(a <= b for a, b in zip(sizes, sizes_before, strict=True))
+            sizes_before = sizes
+        for p in proposals:
+            assert p.genotype.code not in seen  # scored cells are never queried again
+            seen.add(p.genotype.code)
+        s.tell([Observation(p, ACCURACY(hashed(p.genotype))) for p in proposals])
+    assert restarts >= 2
+
+
+def test_autoshrink_edges_mode_only_removes_edges() -> None:
+    s = AutoShrinkNB201(rng=random.Random(4), k=6, mode="edges")
+    for _ in range(60):
+        proposals = s.ask()
+        if not proposals[0].meta.get("restart"):
+            cur = s.current.proposal.genotype
+            for p in proposals:
+                assert p.meta["op"] == "none" and cur.ops[p.meta["edge"]] != "none"
+            assert len(proposals) <= cur.num_edges
+        s.tell([Observation(p, ACCURACY(hashed(p.genotype))) for p in proposals])
+    with pytest.raises(ConfigError):
+        AutoShrinkNB201(rng=random.Random(0), mode="nodes")
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_failed_candidates_are_survived(name: str) -> None:
+    def flaky(cell: NB201Cell) -> dict[str, float]:
+        return {"accuracy": math.nan} if cell.code % 3 == 0 else hashed(cell)
+
+    incumbent, queried = run_once(STRATEGIES[name](random.Random(5)), flaky, ACCURACY, 100)
+    assert (queried >= 0).all()
+    assert incumbent[-1] >= 0 and incumbent[-1] % 3 != 0
