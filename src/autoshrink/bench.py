@@ -1,0 +1,264 @@
+"""Simulated strategy comparison on NAS-Bench-201: R seeded runs of each strategy at a budget.
+
+Each run joins a strategy (ask/tell), a :class:`~autoshrink.tabular.SearchEvaluator`
+(validation accuracy and cost: all a search may see) and a :class:`~autoshrink.objectives.Score`
+(``accuracy``: the validation accuracy; ``score``: accuracy - weight * (log10 MACs - 6)). After
+every query the loop records the cell the strategy would return -- the best-scoring cell seen,
+ties to fewer edges (:func:`~autoshrink.strategies.base.better`) -- and only afterwards, through
+a :class:`~autoshrink.tabular.Reporter`, looks up the 200-epoch *test* accuracy of those cells.
+
+A query is one evaluated proposal; a batch that would overrun the budget is cut. Runs are
+seeded ``seed + run`` for every strategy (common random numbers). Speed: one array read per
+query and small frozen records, so 100 runs x 200 queries of a strategy take about a second.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autoshrink.errors import ConfigError
+from autoshrink.objectives import Score
+from autoshrink.spaces.nb201 import NB201Cell
+from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
+from autoshrink.strategies.base import Observation, Strategy, better
+from autoshrink.strategies.local_search import LocalSearch
+from autoshrink.strategies.random_search import RandomSearch
+from autoshrink.strategies.regularized_evolution import RegularizedEvolution
+from autoshrink.tabular import NB201Tables, Reporter, SearchEvaluator
+
+#: Strategy name -> factory of a fresh strategy from a seeded generator.
+STRATEGIES: dict[str, Callable[[random.Random], Strategy]] = {
+    "random": lambda rng: RandomSearch(rng=rng),
+    "rea": lambda rng: RegularizedEvolution(rng=rng, population_size=10, tournament_size=3),
+    "local": lambda rng: LocalSearch(rng=rng),
+    "autoshrink": lambda rng: AutoShrinkNB201(rng=rng, k=4, mode="ops"),
+    "autoshrink-edges": lambda rng: AutoShrinkNB201(rng=rng, k=6, mode="edges"),
+}
+CHECKPOINTS: tuple[int, ...] = (25, 50, 100, 200)
+OBJECTIVES: tuple[str, ...] = ("accuracy", "score")
+
+
+def make_score(objective: str, weight: float) -> Score:
+    """``accuracy``: validation accuracy (fraction); ``score``: the CNN efficiency score."""
+    if objective == "accuracy":
+        return Score(metric="accuracy", weight=0.0)
+    if objective == "score":
+        return Score.cnn(weight=weight, cost="macs")
+    raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+
+
+def run_once(
+    strategy: Strategy, evaluate: Callable[[NB201Cell], dict[str, float]], score: Score, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One search of ``budget`` queries: ``(incumbent code after each query, queried codes)``.
+
+    A strategy that stops early keeps its last incumbent for the remaining queries (``-1``
+    before its first result).
+    """
+    incumbent = np.full(budget, -1, dtype=np.int64)
+    queried = np.full(budget, -1, dtype=np.int64)
+    best: Observation | None = None
+    n = 0
+    while n < budget:
+        proposals = strategy.ask()
+        if not proposals:
+            break
+        observations = []
+        for proposal in proposals[: budget - n]:
+            metrics = evaluate(proposal.genotype)
+            obs = Observation(proposal, score(metrics), metrics)
+            observations.append(obs)
+            if better(obs, best):
+                best = obs
+            queried[n] = proposal.genotype.code
+            incumbent[n] = -1 if best is None else best.proposal.genotype.code
+            n += 1
+        if len(observations) < len(proposals):
+            break
+        strategy.tell(observations)
+    if n < budget:
+        incumbent[n:] = incumbent[n - 1] if n else -1
+    return incumbent, queried
+
+
+@dataclass
+class StrategyTrace:
+    """Every run of one strategy: ``incumbent[run, q]`` and ``queried[run, q]`` cell codes."""
+
+    name: str
+    seeds: list[int]
+    incumbent: np.ndarray
+    queried: np.ndarray
+
+
+@dataclass
+class BenchResult:
+    """A finished comparison: traces, and the reporting arrays looked up after the searches."""
+
+    config: dict[str, Any]
+    traces: list[StrategyTrace]
+    test_by_code: np.ndarray  # percent
+    valid_by_code: np.ndarray  # fraction
+    macs_by_code: np.ndarray
+    score: Score
+    optimum: tuple[float, NB201Cell]
+    checkpoints: tuple[int, ...] = field(default=CHECKPOINTS)
+
+
+def checkpoints_for(budget: int) -> tuple[int, ...]:
+    """The standard checkpoints within ``budget``, and ``budget`` itself."""
+    return tuple(sorted({q for q in CHECKPOINTS if q <= budget} | {budget}))
+
+
+def run_bench(
+    tables: NB201Tables,
+    *,
+    strategies: Sequence[str],
+    runs: int,
+    queries: int,
+    dataset: str,
+    objective: str = "accuracy",
+    weight: float = 0.1,
+    seed: int = 0,
+    search_epochs: int = 12,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Run every strategy ``runs`` times at a budget of ``queries`` (see the module docstring)."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(f"unknown strategies {unknown}; expected some of {sorted(STRATEGIES)}")
+    if runs < 1 or queries < 1:
+        raise ConfigError(f"runs and queries must be >= 1, got {runs} and {queries}")
+    if not math.isfinite(weight) or weight < 0:
+        raise ConfigError(f"weight must be finite and >= 0, got {weight}")
+    score = make_score(objective, weight)
+    evaluator = SearchEvaluator(tables, dataset=dataset, epochs=search_epochs)
+    traces = []
+    for name in strategies:
+        if progress is not None:
+            progress(name)
+        seeds = [seed + r for r in range(runs)]
+        inc = np.empty((runs, queries), dtype=np.int64)
+        qs = np.empty((runs, queries), dtype=np.int64)
+        for r, s in enumerate(seeds):
+            strategy = STRATEGIES[name](random.Random(s))
+            inc[r], qs[r] = run_once(strategy, evaluator, score, queries)
+        traces.append(StrategyTrace(name, seeds, inc, qs))
+    reporter = Reporter(tables, dataset=dataset, epochs=200)
+    config = {
+        "benchmark": "nb201",
+        "dataset": evaluator.dataset,
+        "strategies": list(strategies),
+        "runs": runs,
+        "queries": queries,
+        "objective": objective,
+        "weight": weight if objective == "score" else None,
+        "seed": seed,
+        "search_signal": f"{search_epochs}-epoch validation accuracy",
+        "reported": "200-epoch test accuracy",
+    }
+    return BenchResult(
+        config=config,
+        traces=traces,
+        test_by_code=reporter.test_by_code(),
+        valid_by_code=evaluator.validation_by_code(),
+        macs_by_code=evaluator.macs_by_code(),
+        score=score,
+        optimum=reporter.optimum(),
+        checkpoints=checkpoints_for(queries),
+    )
+
+
+# -- summaries (reporting side: test numbers appear only here) --------------------------------
+
+
+def objective_values(result: BenchResult, codes: np.ndarray) -> np.ndarray:
+    """The search objective of cells (by code), vectorised like :class:`Score`."""
+    s = result.score
+    value = s.slope * (result.valid_by_code[codes] - s.offset)
+    if s.weight:
+        value = value - s.weight * (np.log10(result.macs_by_code[codes]) - 6.0)
+    return value
+
+
+def summary_rows(result: BenchResult) -> list[dict[str, Any]]:
+    """One row per strategy and checkpoint: the returned cells' mean/std test accuracy (%),
+    mean validation accuracy (%), mean MACs and mean/std objective score."""
+    rows = []
+    for trace in result.traces:
+        for q in result.checkpoints:
+            codes = trace.incumbent[:, q - 1]
+            test = result.test_by_code[codes]
+            score = objective_values(result, codes)
+            rows.append(
+                {
+                    "strategy": trace.name,
+                    "queries": q,
+                    "runs": len(codes),
+                    "mean": float(test.mean()),
+                    "std": float(test.std()),
+                    "valid_mean": float(100.0 * result.valid_by_code[codes].mean()),
+                    "macs_mean": float(result.macs_by_code[codes].mean()),
+                    "score_mean": float(score.mean()),
+                    "score_std": float(score.std()),
+                }
+            )
+    return rows
+
+
+def curves(result: BenchResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Strategy -> (mean, std) of the returned cell's test accuracy after 1..Q queries."""
+    out = {}
+    for trace in result.traces:
+        test = result.test_by_code[trace.incumbent]  # (runs, Q)
+        out[trace.name] = (test.mean(axis=0), test.std(axis=0))
+    return out
+
+
+def score_curves(result: BenchResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Strategy -> (mean, std) of the returned cell's objective value after 1..Q queries."""
+    out = {}
+    for trace in result.traces:
+        score = objective_values(result, trace.incumbent)  # (runs, Q)
+        out[trace.name] = (score.mean(axis=0), score.std(axis=0))
+    return out
+
+
+def pareto_front(accuracy: np.ndarray, macs: np.ndarray) -> np.ndarray:
+    """Positions of the points no other point beats on both higher accuracy and lower MACs,
+    by increasing MACs."""
+    order = np.lexsort((-accuracy, macs))  # by MACs, then best accuracy first
+    keep, best = [], -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            keep.append(i)
+            best = accuracy[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def pareto_rows(result: BenchResult, index_of_code: np.ndarray) -> list[dict[str, Any]]:
+    """Per strategy, the accuracy-vs-MACs front of the cells it returned at the full budget
+    (all runs pooled; test accuracy); ``runs`` counts the runs that returned each cell."""
+    rows = []
+    for trace in result.traces:
+        codes, counts = np.unique(trace.incumbent[:, -1], return_counts=True)
+        test, macs = result.test_by_code[codes], result.macs_by_code[codes]
+        for i in pareto_front(test, macs):
+            code = int(codes[i])
+            rows.append(
+                {
+                    "strategy": trace.name,
+                    "index": int(index_of_code[code]),
+                    "arch": NB201Cell.from_code(code).arch_string(),
+                    "macs": float(macs[i]),
+                    "accuracy": float(test[i]),
+                    "runs": int(counts[i]),
+                }
+            )
+    return rows
