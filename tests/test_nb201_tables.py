@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from autoshrink.errors import BenchmarkError, ConfigError
-from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.tabular import (
     FILE_12EPOCH,
     FILE_200EPOCH,

@@ -26,14 +26,15 @@ ops -- the whole space is still open. A step:
 Removed candidates never come back, so the space shrinks monotonically: every step removes at
 least one candidate (the losers, or the op the winner replaced), so a trajectory has at most
 24 steps, and it ends when every edge's set is down to its current op (no single change
-helps; with K=1 that is at most 24 evaluations after the start). Then a fresh trajectory restarts with a new random complete cell and
-full candidate sets, until the budget is spent. The result is the best-scoring cell seen (ties
-to fewer live edges). ``none`` stays a candidate, so under the efficiency-aware score an edge
-is removed exactly when that is the best decision.
+helps; with K=1 that is at most 24 evaluations after the start). Then a fresh trajectory
+restarts with a new random complete cell and full candidate sets, until the budget is spent.
+The result is the best-scoring cell seen (ties to fewer live edges). ``none`` stays a
+candidate, so under the efficiency-aware score an edge is removed exactly when that is the
+best decision.
 
 This keeps AutoShrink's three ideas -- start complete, shrink one decision at a time and never
 undo it, keep the best of K -- in the form that suits an op-on-edge space. Measured (CIFAR-10,
-12-epoch validation signal, 200-epoch test reported, 500 runs, K=4): 93.60 / 93.94 / 94.18 /
+12-epoch validation signal, 200-epoch test reported, 500 runs, K=4): 93.61 / 93.94 / 94.18 /
 94.29% at 25 / 50 / 100 / 200 queries, against local search 93.44 / 93.91 / 94.15 / 94.32 and
 regularized evolution 93.18 / 93.60 / 93.92 / 94.12. Smaller K is slightly better at small
 budgets (K=1: 93.69 at 25) and K=24 (the whole first shrink space) slightly worse (92.41 at 25).
@@ -48,14 +49,15 @@ from collections.abc import Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import Observation, Proposal, better
+from autoshrink.strategies.base import Observation, Proposal
+from autoshrink.strategies.nb201_common import AskTellBase
 
 LIVE_OPS: tuple[str, ...] = tuple(op for op in OPS if op != "none")
 MODES: tuple[str, ...] = ("ops", "edges")
 Decision = tuple[int, str]  # (edge number, op)
 
 
-class AutoShrinkNB201:
+class AutoShrinkNB201(AskTellBase):
     """AutoShrink over NAS-Bench-201 cells (see the module docstring).
 
     Args:
@@ -70,20 +72,13 @@ class AutoShrinkNB201:
             raise ConfigError(f"k must be >= 1, got {k}")
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        super().__init__(rng)
         self.k, self.mode = k, mode
-        self._rng = rng
         self._seen: dict[int, Observation] = {}
-        self._best: Observation | None = None
-        self._pending: list[Proposal] = []
         self._known: list[tuple[Decision, Observation]] = []
         self.current: Observation | None = None
         self.sets: list[set[str]] = []
-        self.step = 0
         self.restarts = 0
-
-    @property
-    def best(self) -> Observation | None:
-        return self._best
 
     @property
     def candidate_sets(self) -> list[frozenset[str]]:
@@ -137,13 +132,9 @@ class AutoShrinkNB201:
             self._decide(self._known)  # every candidate already scored: no query needed
 
     def tell(self, observations: Sequence[Observation]) -> None:
-        if [o.proposal for o in observations] != self._pending:
-            raise ValueError("tell() must receive the observations of the last ask(), in order")
-        self._pending = []
+        self._accept(observations)
         for obs in observations:
             self._seen[obs.proposal.genotype.code] = obs
-            if better(obs, self._best):
-                self._best = obs
         if self.current is None:
             start = observations[0]
             self.current = start if start.ok else None

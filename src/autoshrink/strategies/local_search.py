@@ -14,11 +14,11 @@ import random
 from collections.abc import Sequence
 
 from autoshrink.spaces.nb201 import NB201Cell
-from autoshrink.strategies.base import Observation, Proposal, better
-from autoshrink.strategies.random_search import draw_unseen
+from autoshrink.strategies.base import Observation, Proposal
+from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
 
 
-class LocalSearch:
+class LocalSearch(AskTellBase):
     """Hill climbing over single-edge op changes, restarting at local optima.
 
     Args:
@@ -27,20 +27,13 @@ class LocalSearch:
     """
 
     def __init__(self, *, rng: random.Random, first_improvement: bool = True) -> None:
+        super().__init__(rng)
         self.first_improvement = first_improvement
-        self._rng = rng
         self._seen: set[int] = set()
         self.current: Observation | None = None
         self._queue: list[NB201Cell] = []
         self._round_best: Observation | None = None
-        self._best: Observation | None = None
-        self._pending: list[Proposal] = []
-        self.step = 0
         self.restarts = 0
-
-    @property
-    def best(self) -> Observation | None:
-        return self._best
 
     def _neighbours(self, cell: NB201Cell) -> list[NB201Cell]:
         out = [n for _, _, n in cell.neighbors() if n.code not in self._seen]
@@ -73,12 +66,8 @@ class LocalSearch:
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
-        if [o.proposal for o in observations] != self._pending:
-            raise ValueError("tell() must receive the observations of the last ask(), in order")
-        self._pending = []
+        self._accept(observations)
         for obs in observations:
-            if better(obs, self._best):
-                self._best = obs
             if self.current is None:
                 if obs.ok:
                     self.current = obs

@@ -10,22 +10,11 @@ import random
 from collections.abc import Sequence
 
 from autoshrink.errors import ConfigError
-from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
-from autoshrink.strategies.base import Observation, Proposal, better
+from autoshrink.strategies.base import Observation, Proposal
+from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
 
 
-def draw_unseen(rng: random.Random, seen: set[int]) -> NB201Cell | None:
-    """A uniform cell whose code is not in ``seen`` (and add it); ``None`` once all are seen."""
-    if len(seen) >= NUM_CELLS:
-        return None
-    while True:
-        code = rng.randrange(NUM_CELLS)
-        if code not in seen:
-            seen.add(code)
-            return NB201Cell.from_code(code)
-
-
-class RandomSearch:
+class RandomSearch(AskTellBase):
     """Uniform random cells of the topology space, never the same cell twice.
 
     Args:
@@ -36,16 +25,9 @@ class RandomSearch:
     def __init__(self, *, rng: random.Random, batch_size: int = 1) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(rng)
         self.batch_size = batch_size
-        self._rng = rng
         self._seen: set[int] = set()
-        self._best: Observation | None = None
-        self._pending: list[Proposal] = []
-        self.step = 0
-
-    @property
-    def best(self) -> Observation | None:
-        return self._best
 
     def ask(self) -> list[Proposal]:
         if not self._pending:
@@ -57,10 +39,5 @@ class RandomSearch:
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
-        if [o.proposal for o in observations] != self._pending:
-            raise ValueError("tell() must receive the observations of the last ask(), in order")
-        self._pending = []
-        for obs in observations:
-            if better(obs, self._best):
-                self._best = obs
+        self._accept(observations)
         self.step += 1

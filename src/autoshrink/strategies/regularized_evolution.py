@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import Observation, Proposal, better
-from autoshrink.strategies.random_search import draw_unseen
+from autoshrink.strategies.base import Observation, Proposal
+from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
 
 
 def mutate(cell: NB201Cell, rng: random.Random) -> tuple[int, str, NB201Cell]:
@@ -27,7 +27,7 @@ def mutate(cell: NB201Cell, rng: random.Random) -> tuple[int, str, NB201Cell]:
     return edge, op, cell.with_op(edge, op)
 
 
-class RegularizedEvolution:
+class RegularizedEvolution(AskTellBase):
     """Aging evolution with tournament selection; one proposal per ask.
 
     Args:
@@ -43,18 +43,11 @@ class RegularizedEvolution:
             raise ConfigError(f"population_size must be >= 1, got {population_size}")
         if tournament_size < 1:
             raise ConfigError(f"tournament_size must be >= 1, got {tournament_size}")
+        super().__init__(rng)
         self.population_size = population_size
         self.tournament_size = tournament_size
-        self._rng = rng
         self._seen: set[int] = set()
         self.population: deque[Observation] = deque()
-        self._best: Observation | None = None
-        self._pending: list[Proposal] = []
-        self.step = 0
-
-    @property
-    def best(self) -> Observation | None:
-        return self._best
 
     def ask(self) -> list[Proposal]:
         if self._pending:
@@ -74,12 +67,8 @@ class RegularizedEvolution:
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
-        if [o.proposal for o in observations] != self._pending:
-            raise ValueError("tell() must receive the observations of the last ask(), in order")
-        self._pending = []
+        self._accept(observations)
         for obs in observations:
-            if better(obs, self._best):
-                self._best = obs
             if obs.ok:
                 self.population.append(obs)
                 if len(self.population) > self.population_size:
