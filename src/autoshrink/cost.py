@@ -100,10 +100,14 @@ def cell_counts(cell: Cell, where: CellPlacement) -> Counts:
     ch = node_channels(cell, where.in_channels, where.nodes)
     total = ZERO
     for k in cell.live_nodes[1:]:
-        total += op_counts(cell.ops[k], node_input_channels(cell, k, ch), where.nodes, where.out_size)
+        total += op_counts(
+            cell.ops[k], node_input_channels(cell, k, ch), where.nodes, where.out_size
+        )
     if where.needs_projection:
         hw = where.out_size * where.out_size
-        total += Counts(where.in_channels * where.out_channels, hw * where.in_channels * where.out_channels)
+        total += Counts(
+            where.in_channels * where.out_channels, hw * where.in_channels * where.out_channels
+        )
     return total
 
 

@@ -79,9 +79,7 @@ def cifar_proxy(
         num_classes=num_classes,
         stem_channels=max(1, int(32 * width)),
         stem_stride=1,
-        stages=tuple(
-            StageSpec(cells=1, channels=c, downsample=k > 0) for k, c in enumerate(f)
-        ),
+        stages=tuple(StageSpec(cells=1, channels=c, downsample=k > 0) for k, c in enumerate(f)),
     )
 
 
@@ -108,10 +106,8 @@ def shrinkcnn_imagenet(
         stem_channels=make_divisible(int(32 * width)),
         stem_stride=2,
         stages=tuple(
-            StageSpec(
-                cells=d, channels=make_divisible(int(16 * s * width)), downsample=k > 0
-            )
-            for k, (d, s) in enumerate(zip(depths, scales))
+            StageSpec(cells=d, channels=make_divisible(int(16 * s * width)), downsample=k > 0)
+            for k, (d, s) in enumerate(zip(depths, scales, strict=True))
         ),
         head_channels=1280,
     )
@@ -132,6 +128,8 @@ def get_macro(name: str, **settings: object) -> MacroSpec:
         raise ConfigError(f"macro {name}: {err}") from None
 
 
-def with_input(spec: MacroSpec, *, in_channels: int, image_size: int, num_classes: int) -> MacroSpec:
+def with_input(
+    spec: MacroSpec, *, in_channels: int, image_size: int, num_classes: int
+) -> MacroSpec:
     """The same macro fitted to a data set's image shape and class count."""
     return replace(spec, in_channels=in_channels, image_size=image_size, num_classes=num_classes)

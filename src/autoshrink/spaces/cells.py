@@ -28,7 +28,9 @@ def balanced_ops(num_nodes: int, choices: tuple[str, ...], rng: random.Random) -
     return (INPUT, *ops)
 
 
-def start_cell(kind: str, num_nodes: int, rng: random.Random, activation: str | None = None) -> Cell:
+def start_cell(
+    kind: str, num_nodes: int, rng: random.Random, activation: str | None = None
+) -> Cell:
     """The complete DAG a search starts from, with ops drawn from ``rng``.
 
     CNN: balanced ``sep3x3``/``conv1x1``; RNN: an activation drawn uniformly for each node.

@@ -1,0 +1,133 @@
+"""Typed, validated search settings, the ``demo`` and ``paper`` presets, and their JSON form.
+
+A :class:`SearchConfig` is everything a search needs to run again: it is saved as
+``config.json`` in every run folder and read back by ``--resume``. Fields are keyword-only and
+checked on construction; unknown keys in a file are an error, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from autoshrink.errors import ConfigError
+from autoshrink.objectives import Score
+from autoshrink.training.classification import ProxyTraining
+
+TASKS = ("cnn",)
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Settings of one AutoShrink search (defaults: the paper's CNN protocol, method §2-§4)."""
+
+    task: str = "cnn"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    nodes: int = 8
+    k: int = 10
+    keep_fraction: float = 0.01
+    patience: int | None = None
+    score_start: bool = True
+    activation: str = "relu"
+    per_class: int = 500
+    val_size: int = 1000
+    width: float = 1.0
+    training: ProxyTraining = field(default_factory=ProxyTraining)
+    score: Score = field(default_factory=Score.cnn)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.nodes < 2:
+            raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if not 0.0 <= self.keep_fraction < 1.0:
+            raise ConfigError(f"keep_fraction must be in [0, 1), got {self.keep_fraction}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+        if self.per_class < 1 or self.val_size < 1:
+            raise ConfigError("per_class and val_size must be >= 1")
+        if self.width <= 0:
+            raise ConfigError(f"width must be > 0, got {self.width}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; expected cpu or cuda[:N]")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        t = self.training
+        if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
+            raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> SearchConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {unknown}")
+        d = dict(d)
+        try:
+            if "training" in d:
+                d["training"] = ProxyTraining(**d["training"])
+            if "score" in d:
+                d["score"] = Score(**d["score"])
+            return cls(**d)
+        except TypeError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> SearchConfig:
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg})") from None
+
+
+PRESETS: dict[str, SearchConfig] = {
+    # The paper's protocol: CIFAR-10, 500 images/class, 1,000 validation, <= 20 epochs, K = 10.
+    "paper": SearchConfig(),
+    # Minutes on 2 CPU cores: the embedded digits, a smaller proxy, fewer epochs and candidates.
+    "demo": SearchConfig(
+        dataset="digits",
+        nodes=8,
+        k=4,
+        keep_fraction=0.2,
+        patience=5,
+        per_class=100,
+        val_size=300,
+        width=0.5,
+        training=ProxyTraining(epochs=6, batch_size=64, patience=3),
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> SearchConfig:
+    """A named preset with keyword overrides (``None`` values are ignored)."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
+    training = {
+        k[9:]: v for k, v in overrides.items() if k.startswith("training_") and v is not None
+    }
+    top = {k: v for k, v in overrides.items() if not k.startswith("training_") and v is not None}
+    if training:
+        top["training"] = replace(base.training, **training)
+    return replace(base, **top)

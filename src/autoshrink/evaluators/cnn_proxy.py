@@ -1,0 +1,88 @@
+"""Proxy-task evaluation of CNN cells: build the proxy network, train it, report metrics.
+
+The evaluator holds the normalised proxy split and the macro; ``evaluate`` seeds the weight
+initialisation and the data order from the candidate's seed, so a candidate gives the same
+result in any process, in any order. A diverged training is reported as such (it scores
+``-inf``), and any other exception inside a candidate becomes a ``"failed"`` evaluation
+instead of ending the search.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from autoshrink.cost import count
+from autoshrink.data.images import ProxySplit
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.macros import MacroSpec
+from autoshrink.nn.cnn import build_network
+from autoshrink.training.classification import ProxyTraining, train_proxy
+
+log = logging.getLogger(__name__)
+
+
+class CNNProxyEvaluator:
+    """Train a candidate CNN cell on the proxy task; metrics ``accuracy``, ``macs``, ``params``."""
+
+    def __init__(
+        self,
+        split: ProxySplit,
+        macro: MacroSpec,
+        training: ProxyTraining,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        self.split = split
+        self.macro = macro
+        self.training = training
+        self.device = device
+        self.threads = threads
+
+    def profile(self, genotype: Cell) -> dict[str, float]:
+        c = count(genotype, self.macro)
+        return {"macs": float(c.macs), "params": float(c.params)}
+
+    def _tensors(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        s, dev = self.split, torch.device(self.device)
+        cl = torch.channels_last  # 1.5-2x faster for these small convolutions on the CPU
+
+        def images(x: object) -> torch.Tensor:
+            return torch.from_numpy(x).to(dev).contiguous(memory_format=cl)
+
+        train = (images(s.train_x), torch.from_numpy(s.train_y).to(dev))
+        val = (images(s.val_x), torch.from_numpy(s.val_y).to(dev))
+        return train, val
+
+    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        t0 = time.perf_counter()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        metrics = self.profile(genotype)
+        try:
+            torch.manual_seed(seed)
+            model = build_network(genotype, self.macro).to(
+                self.device, memory_format=torch.channels_last
+            )
+            gen = torch.Generator().manual_seed(seed)
+            train, val = self._tensors()
+            out = train_proxy(model, train, val, self.training, gen)
+        except (RuntimeError, ValueError) as err:
+            log.warning("candidate %s failed: %s", genotype.key, err)
+            return Evaluation(
+                {**metrics, "accuracy": float("nan")},
+                "failed",
+                time.perf_counter() - t0,
+                {"error": f"{type(err).__name__}: {err}"},
+            )
+        metrics["accuracy"] = float("nan") if out.diverged else out.best_accuracy
+        return Evaluation(
+            metrics,
+            "diverged" if out.diverged else "ok",
+            time.perf_counter() - t0,
+            {"epochs": out.epochs, "stop_reason": out.stop_reason},
+        )

@@ -1,0 +1,26 @@
+"""Build the evaluator a search config asks for (loads data: call it where I/O is expected)."""
+
+from __future__ import annotations
+
+from autoshrink.config import SearchConfig
+from autoshrink.data.images import load_images, proxy_split
+from autoshrink.evaluators.base import Evaluator
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.macros import cifar_proxy
+
+
+def build_evaluator(config: SearchConfig) -> Evaluator:
+    """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
+    data = load_images(config.dataset, config.data_dir)
+    split = proxy_split(
+        data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
+    )
+    macro = cifar_proxy(
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        num_classes=data.num_classes,
+        width=config.width,
+    )
+    return CNNProxyEvaluator(
+        split, macro, config.training, device=config.device, threads=config.threads
+    )

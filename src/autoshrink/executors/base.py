@@ -1,0 +1,43 @@
+"""The executor protocol, and the in-process executor.
+
+An executor takes an evaluator and a batch of jobs and yields ``(index, Evaluation)`` pairs as
+candidates finish, in any order, so that the search can journal each result the moment it
+exists. Results must not depend on the executor: every job carries its own seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autoshrink.evaluators.base import Evaluation, Evaluator
+
+
+@dataclass(frozen=True)
+class Job:
+    """One candidate to evaluate: its genotype and the seed its training uses."""
+
+    genotype: Any
+    seed: int
+
+
+class Executor(Protocol):
+    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
+        """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes."""
+        ...
+
+    def close(self) -> None:
+        """Release workers (a no-op for in-process execution)."""
+        ...
+
+
+class InProcessExecutor:
+    """Evaluate jobs one after another in this process (the default on a GPU)."""
+
+    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
+        for i, job in enumerate(jobs):
+            yield i, evaluator.evaluate(job.genotype, job.seed)
+
+    def close(self) -> None:
+        pass

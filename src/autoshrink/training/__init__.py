@@ -1,0 +1,1 @@
+"""Training loops, and nothing else: classification (proxy and final) and language modelling."""

@@ -1,0 +1,106 @@
+"""The proxy training loop for image classifiers (method §4).
+
+Adam at a constant learning rate, mini-batches drawn in a seeded order, up to ``epochs``
+epochs with three early stops: ``patience`` epochs without a better validation accuracy,
+validation accuracy below ``min_accuracy`` after ``min_accuracy_epoch`` epochs, or a
+validation loss above ``overfit_ratio`` times the training loss. A non-finite loss ends the
+training as diverged. Returns the best validation accuracy and the per-epoch history.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyTraining:
+    """Hyper-parameters of a candidate's proxy training (defaults: the paper's)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 1e-5
+    patience: int = 5
+    min_accuracy: float = 0.2
+    min_accuracy_epoch: int = 3
+    overfit_ratio: float = 3.0
+
+
+@dataclass
+class TrainOutcome:
+    """What a proxy training found."""
+
+    best_accuracy: float
+    epochs: int
+    diverged: bool
+    stop_reason: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``x [N, C, H, W]``, ``y [N]`` (eval mode)."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(y), batch_size):
+            logits = model(x[s : s + batch_size])
+            loss_sum += F.cross_entropy(logits, y[s : s + batch_size], reduction="sum").item()
+            correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
+    return loss_sum / len(y), correct / len(y)
+
+
+def train_proxy(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    settings: ProxyTraining,
+    generator: torch.Generator,
+) -> TrainOutcome:
+    """Train ``model`` on ``train``, tracking validation accuracy (tensors on its device)."""
+    x, y = train
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    best, since_best = 0.0, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = torch.randperm(len(y), generator=generator).to(y.device)
+        loss_sum = torch.zeros((), device=y.device)
+        for s in range(0, len(y), settings.batch_size):
+            idx = order[s : s + settings.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+        train_loss = float(loss_sum) / len(y)
+        if not math.isfinite(train_loss):
+            return TrainOutcome(best, epoch, True, "diverged", history)
+        val_loss, val_acc = evaluate(model, *val, settings.batch_size)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
+        if not math.isfinite(val_loss):
+            return TrainOutcome(best, epoch, True, "diverged", history)
+        if val_acc > best:
+            best, since_best = val_acc, 0
+        else:
+            since_best += 1
+        if since_best >= settings.patience:
+            return TrainOutcome(best, epoch, False, "patience", history)
+        if epoch >= settings.min_accuracy_epoch and val_acc < settings.min_accuracy:
+            return TrainOutcome(best, epoch, False, "low_accuracy", history)
+        if val_loss > settings.overfit_ratio * train_loss:
+            return TrainOutcome(best, epoch, False, "overfit", history)
+    return TrainOutcome(best, settings.epochs, False, "epochs", history)
