@@ -38,6 +38,7 @@ class SearchConfig:
     width: float = 1.0
     training: ProxyTraining = field(default_factory=ProxyTraining)
     score: Score = field(default_factory=Score.cnn)
+    constraints: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -61,6 +62,9 @@ class SearchConfig:
             raise ConfigError(f"unknown device {self.device!r}; expected cpu or cuda[:N]")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        for name, limit in self.constraints.items():
+            if not isinstance(limit, (int, float)) or limit <= 0:
+                raise ConfigError(f"constraint {name}: the limit must be a number > 0")
         t = self.training
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -104,6 +105,7 @@ def record(
     """The journal record of one evaluated candidate."""
     cell = proposal.genotype
     return {
+        "type": "candidate",
         "step": proposal.step,
         "index": index,
         "key": cell.key,
@@ -117,6 +119,25 @@ def record(
         "detail": evaluation.detail,
         "seconds": round(evaluation.seconds, 4),
     }
+
+
+def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
+    """A ``"rejected"`` evaluation when the candidate breaks a hard constraint, else ``None``.
+
+    Constraints map a profiled metric (``macs``, ``params``, ...) to its largest allowed value;
+    they are checked on :meth:`Evaluator.profile`, so a rejected candidate is never trained.
+    """
+    if not config.constraints:
+        return None
+    metrics = evaluator.profile(proposal.genotype)
+    broken = [
+        f"{name} {metrics[name]:.6g} > max {limit:.6g}"
+        for name, limit in sorted(config.constraints.items())
+        if name in metrics and metrics[name] > limit
+    ]
+    if not broken:
+        return None
+    return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
 
 
 def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
@@ -146,7 +167,7 @@ def run_search(
     run_dir = Path(run_dir)
     config = prepare_run_dir(run_dir, config, resume)
     journal = Journal(run_dir / JOURNAL)
-    done = {rec["key"]: rec for rec in journal.records()}
+    done = {rec["key"]: rec for rec in journal.records() if rec.get("type") == "candidate"}
     if done:
         log.info("resuming %s: %d candidates already in the journal", run_dir, len(done))
     if evaluator_factory is None:
@@ -162,6 +183,11 @@ def run_search(
     try:
         while proposals := strategy.ask():
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
+            for i, p in enumerate(proposals):  # hard constraints: reject before training
+                if p.genotype.key not in done and (why := violation(evaluator, p, config)):
+                    rec = record(p, i, seeds[i], why, float("-inf"))
+                    journal.append(rec)
+                    done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
             bar = tqdm(
@@ -174,7 +200,8 @@ def run_search(
             )
             for j, evaluation in executor.run(evaluator, jobs):
                 i = todo[j]
-                rec = record(proposals[i], i, seeds[i], evaluation, score_fn(evaluation.metrics))
+                score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
+                rec = record(proposals[i], i, seeds[i], evaluation, score)
                 journal.append(rec)
                 done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
                 trained += 1

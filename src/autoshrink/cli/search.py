@@ -88,6 +88,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of the cost term (default 0.1)",
     )
     g.add_argument("--cost", choices=COSTS, default=None, help="cost term (default macs)")
+    g.add_argument(
+        "--max-macs",
+        type=float,
+        default=None,
+        help="hard constraint: reject (never train) candidates above this many MACs",
+    )
+    g.add_argument(
+        "--max-params",
+        type=float,
+        default=None,
+        help="hard constraint on parameters, as --max-macs",
+    )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("proxy training")
@@ -111,6 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
     given = {k: v for k, v in given.items() if v is not None}
+    limits = {"macs": args.max_macs, "params": args.max_params}
+    constraints = {k: v for k, v in limits.items() if v is not None}
+    if constraints:
+        given["constraints"] = constraints
     if args.resume is not None:
         if given or args.weight is not None or args.cost is not None:
             raise ConfigError(
