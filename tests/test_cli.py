@@ -1,0 +1,104 @@
+"""The command line: a real search on digits, show, count, train, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+
+SHRINKCNN = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
+TINY = [
+    "--preset", "demo", "--nodes", "4", "--k", "2", "--keep-fraction", "0.5",
+    "--per-class", "20", "--val-size", "60", "--epochs", "1", "--width", "0.25",
+    "--executor", "inprocess", "--no-progress",
+]  # fmt: skip
+
+
+def test_search_on_digits_prints_and_writes_the_best_cell(cli, tmp_path):
+    code, out, err = cli("search", *TINY, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "best score" in out and "complete cell score" in out
+    run = tmp_path / "run"
+    for name in ("config.json", "journal.jsonl", "result.json", "best_cell.json"):
+        assert (run / name).is_file()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["nodes"] == 4 and cfg["training"]["epochs"] == 1
+    assert list(run.glob("best_cell.png")) or list(run.glob("best_cell.txt"))
+
+
+def test_search_with_the_local_process_pool(cli, tmp_path):
+    args = [a if a != "inprocess" else "pool" for a in TINY]
+    code, out, err = cli("search", *args, "--workers", "2", "--out", tmp_path / "run")
+    assert code == 0, err
+
+
+def test_show_and_count(cli, tmp_path):
+    code, out, _ = cli("show", SHRINKCNN, "--picture", tmp_path / "c.svg")
+    assert code == 0 and "output = 3 + 4" in out
+    code, out, _ = cli("count", SHRINKCNN, "--macro", "cifar-proxy")
+    assert code == 0 and "params" in out
+
+
+def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
+    code, out, err = cli(
+        "train",
+        SHRINKCNN,
+        "--dataset",
+        "digits",
+        "--epochs",
+        "5",
+        "--width",
+        "0.5",
+        "--no-flip",
+        "--out",
+        tmp_path / "t",
+    )
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.5
+    assert (tmp_path / "t" / "weights.safetensors").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["show", "/nonexistent.json"], "no such cell file"),
+        (["count", "{bad}", "--macro", "cifar-proxy"], "not valid JSON"),
+        (["count", "{op}", "--macro", "cifar-proxy"], "unknown cnn op 'conv7x7'"),
+        (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
+        (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
+        (
+            ["search", "--dataset", "cifar10", "--data-dir", "/nonexistent", "--out", "{tmp}/y"],
+            "/nonexistent",
+        ),
+        (
+            ["search", "--dataset", "fashion-mnist", "--data-dir", "{tmp}", "--out", "{tmp}/z"],
+            "{tmp}",
+        ),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "op.json").write_text(
+        json.dumps(
+            {
+                "format": "autoshrink.cell/1",
+                "kind": "cnn",
+                "ops": ["input", "conv7x7"],
+                "edges": [[0, 1]],
+            }
+        )
+    )
+    subst = {"{bad}": str(tmp_path / "bad.json"), "{op}": str(tmp_path / "op.json")}
+    argv = [subst.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
+    code, out, err = cli(*argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autoshrink: error:")
+    assert needle.replace("{tmp}", str(tmp_path)) in lines[0]
+
+
+def test_resume_refuses_new_settings(cli, tmp_path):
+    code, _, err = cli("search", "--resume", tmp_path, "--k", "3")
+    assert code == 2 and "config.json" in err

@@ -1,0 +1,101 @@
+"""Counting by the published convention, against the paper and torch's own flop counter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from autoshrink.cost import count
+from autoshrink.graph import OPS, Cell
+from autoshrink.macros import cifar_proxy, make_divisible, shrinkcnn_imagenet
+from autoshrink.nn.cnn import build_network
+from autoshrink.nn.ops import registered_ops
+from autoshrink.spaces.cells import published_cell, start_cell
+
+
+def counted_params(net: torch.nn.Module) -> int:
+    """Parameters of convolutions and linear layers (the convention leaves out BN)."""
+    return sum(
+        p.numel()
+        for m in net.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        for p in m.parameters(recurse=False)
+    )
+
+
+def torch_macs(net: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    net.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(shape))
+    return counter.get_total_flops() // 2  # torch counts a multiply-accumulate as 2 flops
+
+
+def test_released_shrinkcnn_matches_the_published_3_6m_params_and_384m_macs():
+    counts = count(published_cell("shrinkcnn"), shrinkcnn_imagenet())
+    assert counts.params == pytest.approx(3.60e6, rel=0.01)
+    assert counts.macs == pytest.approx(384e6, rel=0.01)
+
+
+def test_shrinkcnn_stage_widths_follow_make_divisible():
+    spec = shrinkcnn_imagenet()
+    assert [s.channels for s in spec.stages] == [12, 24, 44, 88, 180]
+    assert [s.cells for s in spec.stages] == [1, 3, 4, 6, 4]
+    assert spec.stem_channels == 44 and make_divisible(22.4) == 24
+
+
+def test_cli_count_json_gives_the_published_numbers(cli):
+    from importlib import resources
+
+    path = resources.files("autoshrink").joinpath("cells/shrinkcnn.json")
+    code, out, _ = cli("count", str(path), "--macro", "shrinkcnn-imagenet", "--json")
+    assert code == 0
+    import json
+
+    d = json.loads(out)
+    assert isinstance(d["params"], int) and isinstance(d["macs"], int)
+    assert abs(d["params"] - 3.60e6) / 3.60e6 < 0.01 and abs(d["macs"] - 384e6) / 384e6 < 0.01
+
+
+def random_cells(n: int, seed: int) -> list[Cell]:
+    rng = random.Random(seed)
+    cells = []
+    for _ in range(n):
+        cell = start_cell("cnn", rng.randint(3, 8), rng)
+        cell = cell.with_ops(["input"] + [rng.choice(OPS["cnn"]) for _ in cell.ops[1:]])
+        for _ in range(rng.randint(0, cell.num_edges - 1)):
+            if cell.num_edges > 1:
+                cell = cell.remove_edge(rng.choice(cell.edges))
+        cells.append(cell)
+    return cells
+
+
+@pytest.mark.parametrize("cell", [published_cell("shrinkcnn"), *random_cells(6, seed=1)], ids=str)
+def test_analytic_counts_equal_the_built_module_and_flop_counter_on_the_proxy(cell):
+    spec = cifar_proxy(in_channels=3, image_size=16, num_classes=10)
+    net = build_network(cell, spec)
+    counts = count(cell, spec)
+    assert counts.params == counted_params(net)
+    assert counts.macs == torch_macs(net, (1, 3, 16, 16))
+
+
+def test_analytic_counts_equal_the_flop_counter_on_the_imagenet_macro():
+    cell = published_cell("shrinkcnn")
+    spec = shrinkcnn_imagenet(width=0.5, depths=(1, 2, 1, 1, 1), image_size=64, num_classes=100)
+    net = build_network(cell, spec)
+    assert count(cell, spec).params == counted_params(net)
+    assert count(cell, spec).macs == torch_macs(net, (1, 3, 64, 64))
+
+
+def test_odd_image_sizes_keep_shapes_consistent():
+    cell = published_cell("shrinkcnn")
+    spec = cifar_proxy(in_channels=1, image_size=7, num_classes=3)
+    net = build_network(cell, spec)
+    assert net(torch.zeros(2, 1, 7, 7)).shape == (2, 3)
+    assert count(cell, spec).macs == torch_macs(net, (1, 1, 7, 7))
+
+
+def test_every_cnn_op_in_the_vocabulary_is_registered():
+    assert set(registered_ops()) == set(OPS["cnn"])

@@ -1,0 +1,144 @@
+"""The cell genotype: validation, edits, pruning, canonical keys, JSON and pictures."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from autoshrink.errors import CellError
+from autoshrink.graph import Cell
+from autoshrink.picture import render, to_dot, to_text
+from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
+
+
+def test_complete_cell_has_all_forward_edges():
+    cell = Cell.complete("cnn", ["input"] + ["sep3x3", "conv1x1"] * 3 + ["sep3x3"])
+    assert cell.num_nodes == 8 and cell.num_edges == 28  # N(N-1)/2, as the method says
+    assert cell.leaves == (7,)
+    assert cell.live_nodes == tuple(range(8))
+
+
+def test_released_shrinkcnn_cell_matches_the_paper():
+    cell = published_cell("shrinkcnn")
+    assert cell.edges == ((0, 1), (0, 2), (0, 3), (0, 4), (1, 3), (2, 4))
+    assert cell.leaves == (3, 4)
+    assert cell.predecessors(3) == (0, 1) and cell.predecessors(4) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("ops", "edges", "message"),
+    [
+        (["input", "sep3x3"], [(1, 0)], "does not go forward"),
+        (["input", "sep3x3"], [(1, 1)], "does not go forward"),
+        (["input", "sep3x3"], [(0, 5)], "outside 0..1"),
+        (["input", "conv9x9"], [(0, 1)], "unknown cnn op 'conv9x9'"),
+        (["sep3x3", "sep3x3"], [(0, 1)], "node 0 must be 'input'"),
+        (["input", "sep3x3", "sep3x3"], [(1, 2)], "no path from the input"),
+        (["input"], [], "at least 2 nodes"),
+    ],
+)
+def test_invalid_cells_are_rejected_with_a_clear_error(ops, edges, message):
+    with pytest.raises(CellError, match=message):
+        Cell("cnn", tuple(ops), tuple(edges))
+
+
+def test_remove_edge_prunes_unreachable_nodes_and_their_out_edges():
+    cell = Cell("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"), ((0, 1), (1, 2), (1, 3), (0, 3)))
+    smaller = cell.remove_edge((0, 1))
+    assert smaller.edges == ((0, 3),)  # 1 is cut off, and with it 1->2, 1->3; 2 is unreachable
+    assert smaller.live_nodes == (0, 3)
+    assert smaller.leaves == (3,)
+    assert cell.num_edges == 4  # the original is unchanged: genotypes are values
+    with pytest.raises(CellError, match="not in the cell"):
+        cell.remove_edge((2, 3))
+
+
+def test_removing_every_edge_leaves_only_the_input():
+    cell = Cell("cnn", ("input", "sep3x3"), ((0, 1),)).remove_edge((0, 1))
+    assert cell.num_edges == 0 and cell.live_nodes == (0,) and cell.leaves == (0,)
+
+
+def test_key_is_equal_for_isomorphic_cells_and_differs_otherwise():
+    # 0 -> a(sep) -> c(conv), 0 -> b(conv); node numbering differs between the two.
+    a = Cell("cnn", ("input", "sep3x3", "conv1x1", "conv1x1"), ((0, 1), (0, 2), (1, 3)))
+    b = Cell("cnn", ("input", "conv1x1", "sep3x3", "conv1x1"), ((0, 1), (0, 2), (2, 3)))
+    c = Cell("cnn", ("input", "conv1x1", "sep3x3", "conv1x1"), ((0, 1), (0, 2), (1, 3)))
+    assert a.key == b.key
+    assert a.key != c.key
+    # dead nodes and their ops do not count
+    d = Cell("cnn", ("input", "sep3x3", "conv1x1", "conv1x1", "sep3x3"), ((0, 1), (0, 2), (1, 3)))
+    assert d.key == a.key
+    swish = Cell("cnn", a.ops, a.edges, "swish")
+    assert swish.key != a.key
+
+
+def test_json_round_trip_and_public_format(tmp_path):
+    cell = start_cell("cnn", 8, random.Random(3)).remove_edge((0, 7))
+    path = tmp_path / "cell.json"
+    cell.save(path)
+    d = json.loads(path.read_text())
+    assert d["format"] == "autoshrink.cell/1" and d["kind"] == "cnn"
+    assert d["ops"][0] == "input" and [0, 1] in d["edges"]
+    assert Cell.load(path) == cell
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"format": "other/1"}', "'format' must be"),
+        ('{"format": "autoshrink.cell/1", "kind": "cnn"}', "missing field"),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": ["input"], "edges": [[0]]}',
+            "pairs",
+        ),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "gnn", "ops": ["input", "x"], "edges": []}',
+            "kind",
+        ),
+    ],
+)
+def test_malformed_cell_files_name_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(CellError, match=message) as err:
+        Cell.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_cell_file():
+    with pytest.raises(CellError, match="no such cell file"):
+        Cell.load("/nonexistent/cell.json")
+
+
+def test_balanced_ops_are_balanced_and_seeded():
+    ops = balanced_ops(8, ("sep3x3", "conv1x1"), random.Random(0))
+    assert ops[0] == "input" and abs(ops.count("sep3x3") - ops.count("conv1x1")) <= 1
+    assert ops == balanced_ops(8, ("sep3x3", "conv1x1"), random.Random(0))
+
+
+def test_rnn_cells_use_activations_as_ops():
+    cell = published_cell("shrinkrnn")
+    assert cell.kind == "rnn" and cell.leaves == (4, 5) and cell.num_edges == 12
+    with pytest.raises(CellError, match="unknown rnn op"):
+        Cell("rnn", ("input", "sep3x3"), ((0, 1),))
+
+
+def test_pictures(tmp_path):
+    cell = published_cell("shrinkcnn")
+    dot = to_dot(cell)
+    assert "n0 -> n1;" in dot and "n3 -> out" in dot and "n1 -> out" not in dot
+    assert "output = 3 + 4" in to_text(cell)
+    written = render(cell, tmp_path / "cell.png")
+    assert written.exists() and written.stat().st_size > 0
+    if written.suffix == ".png":
+        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):
+    monkeypatch.setattr("autoshrink.picture.shutil.which", lambda name: None)
+    written = render(published_cell("shrinkcnn"), tmp_path / "cell.svg")
+    assert written.suffix == ".txt" and "sep3x3" in written.read_text()

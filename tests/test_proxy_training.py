@@ -1,0 +1,63 @@
+"""Proxy training of CNN candidates: learning, seeding, early stops, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autoshrink.data.images import load_images, proxy_split
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.macros import cifar_proxy
+from autoshrink.spaces.cells import published_cell
+from autoshrink.training.classification import ProxyTraining
+
+
+@pytest.fixture(scope="module")
+def split():
+    return proxy_split(load_images("digits"), per_class=40, val_size=200, seed=0)
+
+
+def evaluator(split, **training) -> CNNProxyEvaluator:
+    spec = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.5)
+    return CNNProxyEvaluator(split, spec, ProxyTraining(**training), threads=1)
+
+
+def test_proxy_training_learns_digits_well_above_chance(split):
+    ev = evaluator(split, epochs=5, batch_size=32)
+    result = ev.evaluate(published_cell("shrinkcnn"), seed=0)
+    assert result.status == "ok"
+    assert result.metrics["accuracy"] > 0.8  # chance is 0.1
+    assert result.metrics["macs"] > 0 and result.metrics["params"] > 0
+    assert result.detail["epochs"] <= 5
+
+
+def test_same_seed_same_result_and_other_seed_differs(split):
+    ev = evaluator(split, epochs=2, batch_size=32)
+    cell = published_cell("shrinkcnn")
+    a, b, c = ev.evaluate(cell, 1), ev.evaluate(cell, 1), ev.evaluate(cell, 2)
+    assert a.metrics == b.metrics and a.detail == b.detail
+    assert c.metrics["accuracy"] != a.metrics["accuracy"] or c.detail != a.detail
+
+
+def test_a_diverging_candidate_is_reported_as_diverged(split):
+    ev = evaluator(split, epochs=3, batch_size=32, lr=1e12)
+    result = ev.evaluate(published_cell("shrinkcnn"), seed=0)
+    assert result.status == "diverged"
+    assert math.isnan(result.metrics["accuracy"])
+
+
+def test_low_accuracy_early_stop(split):
+    # a learning rate too small to learn anything: accuracy stays near chance, stop after epoch 3
+    ev = evaluator(split, epochs=20, batch_size=32, lr=1e-9, min_accuracy=0.5)
+    result = ev.evaluate(published_cell("shrinkcnn"), seed=0)
+    assert result.detail == {"epochs": 3, "stop_reason": "low_accuracy"}
+
+
+def test_proxy_split_is_seeded_per_class_and_disjoint():
+    data = load_images("digits")
+    a = proxy_split(data, per_class=30, val_size=100, seed=5)
+    b = proxy_split(data, per_class=30, val_size=100, seed=5)
+    assert (a.train_x == b.train_x).all() and (a.val_y == b.val_y).all()
+    assert all((a.train_y == c).sum() == 30 for c in range(10))
+    assert len(a.val_y) == 100

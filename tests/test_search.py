@@ -1,0 +1,230 @@
+"""The AutoShrink strategy and the search driver: known optimum, determinism, journal, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.errors import JournalError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.objectives import Score
+from autoshrink.search import run_search
+from autoshrink.strategies.autoshrink import AutoShrink
+from autoshrink.strategies.base import Observation
+
+GOOD = {(0, 2), (2, 5), (0, 4), (4, 5)}
+
+
+class ToyEvaluator:
+    """score = (good edges kept) - 0.1 * edges under Score.cnn(): the optimum is exactly GOOD."""
+
+    def __init__(self, diverge: frozenset[tuple[int, int]] | None = None) -> None:
+        self.diverge = diverge
+        self.calls = 0
+
+    def profile(self, cell: Cell) -> dict[str, float]:
+        return {"macs": 10.0 ** (6 + cell.num_edges), "params": float(cell.num_edges)}
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        self.calls += 1
+        metrics = self.profile(cell)
+        if self.diverge is not None and set(cell.edges) == set(self.diverge):
+            return Evaluation({**metrics, "accuracy": math.nan}, "diverged")
+        metrics["accuracy"] = float(len(GOOD & set(cell.edges)))
+        return Evaluation(metrics, "ok", 0.0)
+
+
+def toy_config(**kw) -> SearchConfig:
+    settings = dict(nodes=6, k=15, keep_fraction=0.0, seed=0, score=Score.cnn())
+    return SearchConfig(**{**settings, **kw})
+
+
+def strip_seconds(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def test_autoshrink_finds_the_known_best_cell(tmp_path):
+    result = run_search(
+        tmp_path / "run", toy_config(), evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    assert set(result.cell.edges) == GOOD
+    assert result.best.score == pytest.approx(4 - 0.4)
+    assert result.start is not None and result.best.score > result.start.score
+    saved = Cell.load(tmp_path / "run" / "best_cell.json")
+    assert saved == result.cell
+    out = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert out["best"]["edges"] == 4 and out["evaluations"] == result.evaluations
+
+
+def test_shrinking_stops_at_keep_fraction_and_never_revisits_edges(tmp_path):
+    result = run_search(
+        tmp_path / "run",
+        toy_config(k=3, keep_fraction=0.5),
+        evaluator_factory=lambda c: ToyEvaluator(),
+        progress=False,
+    )
+    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    by_step: dict[int, list[dict]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append(r)
+    assert len(by_step[0]) == 1 and by_step[0][0]["edges"] == 15
+    assert all(len(v) <= 3 for s, v in by_step.items() if s > 0)
+    chosen_edges = [max(v, key=lambda r: r["score"])["edges"] for s, v in sorted(by_step.items())]
+    assert chosen_edges == sorted(chosen_edges, reverse=True)  # edges only ever go down
+    assert min(r["edges"] for r in rows) >= round(15 * 0.5) - 3  # a removal can prune several
+    assert result.evaluations == len(rows)
+
+
+def test_a_diverged_candidate_scores_minus_inf_and_never_wins(tmp_path):
+    ev = ToyEvaluator(diverge=frozenset(GOOD))
+    result = run_search(
+        tmp_path / "run", toy_config(), evaluator_factory=lambda c: ev, progress=False
+    )
+    assert set(result.cell.edges) != GOOD
+    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert diverged and all(r["score"] is None for r in diverged)
+
+
+def test_strategy_ties_go_to_fewer_edges():
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+    strat = AutoShrink(start, k=3, keep_fraction=0.0, rng=random.Random(0))
+    (p0,) = strat.ask()
+    strat.tell([Observation(p0, 1.0)])
+    props = strat.ask()
+    strat.tell([Observation(p, 1.0) for p in props])
+    assert strat.best is not None and strat.best.proposal.genotype.num_edges < 3
+
+
+def test_same_seed_same_journal_and_patience_stop(tmp_path):
+    cfg = toy_config(k=2, patience=2, seed=7)
+    run_search(tmp_path / "a", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    run_search(tmp_path / "b", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    assert strip_seconds(tmp_path / "a" / "journal.jsonl") == strip_seconds(
+        tmp_path / "b" / "journal.jsonl"
+    )
+
+
+def test_resume_replays_the_journal_without_re_evaluating(tmp_path):
+    cfg = toy_config(k=4, seed=3)
+    full = run_search(
+        tmp_path / "full", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    lines = (tmp_path / "full" / "journal.jsonl").read_text().splitlines()
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "config.json").write_text((tmp_path / "full" / "config.json").read_text())
+    # keep 9 whole records and a torn tenth, as a kill mid-write would leave it
+    (part / "journal.jsonl").write_text("\n".join(lines[:9]) + "\n" + lines[9][:25])
+    ev = ToyEvaluator()
+    resumed = run_search(part, resume=True, evaluator_factory=lambda c: ev, progress=False)
+    assert ev.calls == len(lines) - 9
+    assert resumed.cell == full.cell
+    assert strip_seconds(part / "journal.jsonl") == strip_seconds(
+        tmp_path / "full" / "journal.jsonl"
+    )
+
+
+def test_run_folder_errors(tmp_path):
+    with pytest.raises(JournalError, match="nothing to resume"):
+        run_search(tmp_path / "nope", resume=True, evaluator_factory=lambda c: ToyEvaluator())
+    run_search(
+        tmp_path / "r", toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    with pytest.raises(JournalError, match="already holds a search"):
+        run_search(tmp_path / "r", toy_config(), evaluator_factory=lambda c: ToyEvaluator())
+    with (tmp_path / "r" / "journal.jsonl").open("r+") as f:
+        f.write("garbage\n")
+    with pytest.raises(JournalError, match="line 1 is not a JSON record"):
+        run_search(tmp_path / "r", resume=True, evaluator_factory=lambda c: ToyEvaluator())
+
+
+def test_hard_constraints_reject_before_training(tmp_path):
+    ev = ToyEvaluator()
+    run_search(
+        tmp_path / "r",
+        toy_config(k=3, constraints={"macs": 10.0 ** (6 + 12)}),
+        evaluator_factory=lambda c: ev,
+        progress=False,
+    )
+    rows = [json.loads(x) for x in (tmp_path / "r" / "journal.jsonl").read_text().splitlines()]
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert rejected and all(r["edges"] > 12 and "macs" in r["detail"]["reason"] for r in rejected)
+    assert ev.calls == len(rows) - len(rejected)
+
+
+TINY = [
+    "--preset", "demo", "--nodes", "5", "--k", "3", "--keep-fraction", "0.3",
+    "--per-class", "20", "--val-size", "60", "--epochs", "2", "--width", "0.25",
+    "--executor", "inprocess", "--no-progress",
+]  # fmt: skip
+
+
+def autoshrink_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autoshrink", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        autoshrink_cmd("search", *TINY, "--out", str(tmp_path / "full")),
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    full = (tmp_path / "full" / "journal.jsonl").read_text().splitlines()
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        autoshrink_cmd("search", *TINY, "--out", str(run)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = run / "journal.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(journal.read_text().splitlines())
+    assert 4 <= before < len(full), "the kill must land mid-search"
+    done = subprocess.run(
+        autoshrink_cmd("search", "--resume", str(run), "--executor", "inprocess", "--no-progress"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["trained_this_session"] == len(full) - before  # finished ones not retrained
+    assert Cell.load(run / "best_cell.json") == Cell.load(tmp_path / "full" / "best_cell.json")
+    assert strip_seconds(journal) == strip_seconds(tmp_path / "full" / "journal.jsonl")
+    keys = [json.loads(x)["key"] for x in journal.read_text().splitlines()]
+    assert len(keys) == len(set(keys))  # nothing trained twice
+
+
+def test_presets_and_config_round_trip(tmp_path):
+    cfg = preset("demo", k=3, training_epochs=2)
+    assert cfg.k == 3 and cfg.training.epochs == 2 and cfg.dataset == "digits"
+    cfg.save(tmp_path / "c.json")
+    assert SearchConfig.load(tmp_path / "c.json") == cfg
+    paper = preset("paper")
+    assert (paper.nodes, paper.k, paper.per_class, paper.val_size) == (8, 10, 500, 1000)
+    assert (paper.training.epochs, paper.training.lr, paper.training.batch_size) == (20, 4e-3, 128)
