@@ -1,120 +1,307 @@
-"""Final training of a found cell on a whole data set with a standard small-image recipe.
+"""Final training of a network on a whole data set, on one process or many under torchrun.
 
-SGD with Nesterov momentum, a cosine learning-rate schedule with linear warm-up, weight decay,
-optional label smoothing, random-crop (reflect padding) and horizontal-flip augmentation.
-The learning rate is given per 128 images and scales with the batch size. Reports the test
-accuracy after every epoch; the caller saves the weights.
+:func:`train_final` runs a :class:`~autoshrink.training.recipes.Recipe` on
+:class:`~autoshrink.data.loaders.TrainingData`: every process reads its share of each global
+batch through a DataLoader, DistributedDataParallel averages the gradients, the schedule
+steps once per global batch, the weight EMA follows every step; after every epoch the
+validation side is scored with the EMA weights (the model's own when the EMA is off), the
+train loss and the scores are summed over all processes, and rank 0 appends the epoch to
+``log.jsonl`` and writes a checkpoint (model, EMA, optimiser, schedule, sampler, loss scaler).
+
+``resume=True`` continues from the newest checkpoint in ``out`` and reproduces the run that was
+not interrupted: the data order and augmentation are functions of (seed, epoch, image), the
+dropout generator is reseeded from (seed, epoch, rank) every epoch, and the batch-norm
+statistics of the EMA are made equal on all processes at each epoch's end. A checkpoint may be
+resumed with another number of processes as long as the global batch is the same.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
-from autoshrink.data.images import ImageData, channel_stats, normalise
-from autoshrink.training.classification import evaluate
+from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loader
+from autoshrink.errors import ConfigError, JournalError
+from autoshrink.training.checkpoint import (
+    Checkpoint,
+    clear_checkpoints,
+    flatten_optimizer,
+    load_latest,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+from autoshrink.training.distributed import DistContext
+from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer
+from autoshrink.training.recipes import Recipe
 
-
-@dataclass(frozen=True, kw_only=True)
-class SmallImageRecipe:
-    """A CIFAR-style recipe: SGD + cosine, crop/flip augmentation."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr_per_128: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.0
-    crop_padding: int | None = None  # default: image_size // 8
-    flip: bool = True
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class FinalResult:
+    """What a final training ended with (its last epoch's validation scores)."""
+
     test_accuracy: float
+    test_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+    evaluated: nn.Module | None = None  # the weights that were scored: the EMA when it is on
 
 
-def augment(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after reflect padding and random horizontal flip of ``x [B, C, H, W]``."""
-    b, _, h, w = x.shape
-    if padding > 0:
-        padded = F.pad(x, (padding,) * 4, mode="reflect")
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # [B, H]
-        cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # [B, W]
-        idx = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
+def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (``None``: plain fp32)."""
+    p = recipe.precision
+    if p == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if p == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a GPU; the device is {device}")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+
+
+def _json_roundtrip(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+class _Run:
+    """The state of one process's training: model, EMA, optimiser, schedule, loaders."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TrainingData,
+        recipe: Recipe,
+        ctx: DistContext,
+        seed: int,
+        workers: int,
+    ) -> None:
+        self.recipe, self.ctx, self.seed = recipe, ctx, seed
+        self.model = model.to(ctx.device)
+        self.ema = (
+            ModelEMA(self.model, recipe.ema_decay, recipe.ema_warmup)
+            if recipe.ema_decay is not None
+            else None
+        )
+        self.net = ctx.wrap(self.model)
+        self.opt = build_optimizer(self.model, recipe, recipe.batch_size)
+        shard = {"rank": ctx.rank, "world_size": ctx.world_size, "seed": seed}
+        self.train_sampler = GlobalBatchSampler(len(data.train), recipe.batch_size, **shard)
+        self.val_sampler = GlobalBatchSampler(
+            len(data.val), recipe.batch_size, shuffle=False, **shard
+        )
+        steps = len(self.train_sampler)
+        self.sched = WarmupCosine(
+            self.opt, recipe.lr(), round(recipe.warmup_epochs * steps), recipe.epochs * steps
+        )
+        self.dtype = _precision(recipe, ctx.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        pin = ctx.device.type == "cuda"
+        self.train_loader = make_loader(
+            data.train, self.train_sampler, workers=workers, pin_memory=pin
+        )
+        self.val_loader = make_loader(data.val, self.val_sampler, workers=workers, pin_memory=pin)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.dtype)
+
+    def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> float:
+        """One pass over the training side; returns the mean training loss over all processes."""
+        self.train_sampler.set_epoch(epoch)
+        seeds = np.random.SeedSequence([self.seed, epoch, self.ctx.rank]).generate_state(1)
+        torch.manual_seed(int(seeds[0]))  # dropout and any other use of the global generator
+        self.net.train()
+        dev = self.ctx.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        count = 0
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=None if self.ctx.is_main else True,
+        )
+        for step, (x, y) in enumerate(bar):
+            x = x.to(dev, non_blocking=True)  # [b, C, S, S]
+            y = y.to(dev, non_blocking=True)  # [b]
+            with self._autocast():
+                logits = self.net(x)  # [b, classes]
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+            self.sched.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            loss_sum += loss.detach().double() * len(y)
+            count += len(y)
+            if on_step is not None:
+                on_step(epoch, step)
+        if self.ema is not None:  # every process's EMA statistics become rank 0's
+            self.ctx.broadcast(self.ema.module.state_dict().values())
+        total, n = self.ctx.sum([float(loss_sum), count])
+        return total / n
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Mean loss and accuracy on the validation side, with the EMA weights when on."""
+        net = self.evaluated
+        net.eval()
+        dev = self.ctx.device
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in self.val_loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with self._autocast():
+                logits = net(x).float()  # [b, classes]
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        loss_sum, correct, n = self.ctx.sum([loss_sum, correct, n])
+        return loss_sum / n, correct / n
+
+    @property
+    def evaluated(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def snapshot(self, history: list[dict[str, float]]) -> tuple[dict, dict]:
+        """The checkpoint's tensors and JSON state."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt_tensors, opt_rest = flatten_optimizer(self.opt.state_dict(), "optim")
+        tensors.update(opt_tensors)
+        state: dict[str, Any] = {
+            "recipe": self.recipe.to_dict(),
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "schedule": self.sched.state_dict(),
+            "sampler": self.train_sampler.state_dict(),
+            "optimizer": opt_rest,
+            "history": history,
+        }
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+            state["ema_updates"] = self.ema.updates
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return tensors, state
+
+    def restore(self, ckpt: Checkpoint) -> list[dict[str, float]]:
+        """Load a checkpoint written by :meth:`snapshot`; returns its history."""
+        s = ckpt.state
+        if s.get("recipe") != _json_roundtrip(self.recipe.to_dict()) or s.get("seed") != self.seed:
+            raise JournalError(
+                f"checkpoint of epoch {ckpt.epoch} was written with another recipe or seed; "
+                "resume with the same settings or start a fresh run"
+            )
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            n = len(prefix)
+            return {k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+
+        self.model.load_state_dict(part("model."))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(part("ema."))
+            self.ema.updates = int(s["ema_updates"])
+        self.opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
+        self.sched.load_state_dict(s["schedule"])
+        self.train_sampler.load_state_dict(s["sampler"])
+        if self.scaler is not None and "scaler" in s:
+            self.scaler.load_state_dict(s["scaler"])
+        return list(s["history"])
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def train_final(
     model: nn.Module,
-    data: ImageData,
-    recipe: SmallImageRecipe,
+    data: TrainingData,
+    recipe: Recipe,
     *,
+    ctx: DistContext | None = None,
     seed: int = 0,
-    device: str = "cpu",
-    on_epoch: object = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    workers: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FinalResult:
-    """Train ``model`` on all of ``data.train``; evaluate on ``data.test`` after each epoch."""
-    mean, std = channel_stats(data.train_x)
-    dev = torch.device(device)
-    x = torch.from_numpy(normalise(data.train_x, mean, std)).to(dev)
-    y = torch.from_numpy(data.train_y.astype(np.int64)).to(dev)
-    tx = torch.from_numpy(normalise(data.test_x, mean, std)).to(dev)
-    ty = torch.from_numpy(data.test_y.astype(np.int64)).to(dev)
-    gen = torch.Generator().manual_seed(seed)
-    lr = recipe.lr_per_128 * recipe.batch_size / 128
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=lr,
-        momentum=recipe.momentum,
-        nesterov=True,
-        weight_decay=recipe.weight_decay,
-    )
-    steps_per_epoch = math.ceil(len(y) / recipe.batch_size)
-    total, warm = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
+    """Train ``model`` (built identically on every process) on ``data`` with ``recipe``.
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    padding = data.image_size // 8 if recipe.crop_padding is None else recipe.crop_padding
+    ``out``: the run folder for ``log.jsonl`` and ``checkpoints/`` (rank 0 writes; ``None``
+    keeps nothing). ``resume``: continue from the newest checkpoint there, or start fresh when
+    there is none; without it, old checkpoints in ``out`` are removed. ``workers``: DataLoader
+    worker processes per training process. ``on_epoch(row)`` gets each epoch's summary,
+    ``on_step(epoch, step)`` is called after every optimiser step.
+    """
+    ctx = ctx or DistContext()
+    run = _Run(model, data, recipe, ctx, seed, workers)
+    folder = None if out is None else Path(out)
+    ckpt_dir = None if folder is None else folder / "checkpoints"
     history: list[dict[str, float]] = []
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        order = torch.randperm(len(y), generator=gen).to(dev)
-        loss_sum = 0.0
-        for s in range(0, len(y), recipe.batch_size):
-            idx = order[s : s + recipe.batch_size]
-            xb = augment(x[idx], padding, recipe.flip, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss) * len(idx)
-        test_loss, test_acc = evaluate(model, tx, ty, 512)
+    start = 1
+    if ckpt_dir is not None and resume:
+        ckpt = load_latest(ckpt_dir)
+        if ckpt is not None:
+            history = run.restore(ckpt)
+            start = ckpt.epoch + 1
+    if folder is not None and ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        if start == 1 and ckpt_dir is not None and clear_checkpoints(ckpt_dir):
+            logger.warning("%s: removed the checkpoints of an earlier run", ckpt_dir)
+        _write_log(folder / "log.jsonl", history)
+    if recipe.warmup_epochs >= recipe.epochs:
+        logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
+    for epoch in range(start, recipe.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = run.train_epoch(epoch, on_step)
+        seconds = time.perf_counter() - t0
+        val_loss, val_acc = run.evaluate()
         row = {
             "epoch": epoch,
-            "train_loss": loss_sum / len(y),
-            "test_loss": test_loss,
-            "test_accuracy": test_acc,
+            "train_loss": train_loss,
+            "test_loss": val_loss,
+            "test_accuracy": val_acc,
+            "lr": run.sched.lr_at(max(0, run.sched.steps - 1)),
+            "train_seconds": seconds,
         }
         history.append(row)
-        if callable(on_epoch):
+        if folder is not None and ctx.is_main:
+            tensors, state = run.snapshot(history)
+            save_checkpoint(ckpt_dir, epoch, tensors, state)
+            with open(folder / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        ctx.barrier()
+        if ctx.is_main:
+            logger.info(
+                "epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.4f (%.1fs)",
+                epoch,
+                recipe.epochs,
+                train_loss,
+                val_loss,
+                val_acc,
+                seconds,
+            )
+        if on_epoch is not None:
             on_epoch(row)
-    return FinalResult(history[-1]["test_accuracy"], history)
+    last = history[-1]
+    return FinalResult(last["test_accuracy"], last["test_loss"], history, start - 1, run.evaluated)

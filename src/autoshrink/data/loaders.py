@@ -1,0 +1,270 @@
+"""Data at scale for final training: image data sets read per item, sharded global batches,
+DataLoaders with worker processes and pinned memory.
+
+- :class:`FolderImages` reads image files on access (Pillow, EXIF-upright, RGB) -- an
+  ImageFolder tree of any size; :class:`ArrayImages` serves an in-memory :class:`ImageData`
+  (digits, Fashion-MNIST, CIFAR-10). Both take keys ``(index, epoch)`` and augment each image
+  with a generator seeded by ``(seed, epoch, index)``, so what an image looks like never
+  depends on the worker, the process or the order it is read in.
+- :class:`GlobalBatchSampler` cuts a seeded permutation of the whole data set into *global*
+  batches and gives each process its contiguous share of every batch: N processes with
+  global batch B see exactly the batches one process with batch B sees. Its state is
+  ``(seed, epoch)``.
+- :func:`folder_data` / :func:`array_data` make the train and validation :class:`TrainingData`
+  of a run; :func:`make_loader` wraps one side in a DataLoader for one process.
+
+Folder trees are ``root/train/<class>/...`` with ``root/val/<class>/...`` (or ``test``); a
+root with only class folders gets a seeded 20% validation split. Classes come from
+:func:`autoshrink.data.imagefolder.scan_classes` (sorted folder names).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+
+from autoshrink.data.imagefolder import TEST_DIRS, _flatten, carve_test_split, scan_classes
+from autoshrink.data.images import ImageData, channel_stats
+from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from autoshrink.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[int, int]  # (image index, epoch)
+
+
+class KeyedImages(Dataset):
+    """Images and labels served by key ``(index, epoch)``, augmented by ``transform``."""
+
+    def __init__(self, labels: np.ndarray, transform: ImageTransform, seed: int) -> None:
+        self.labels = labels.astype(np.int64)
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> Image.Image | np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        index, epoch = key
+        rng = np.random.default_rng((self.seed, epoch, index))
+        return self.transform(self.image(index), rng), int(self.labels[index])
+
+
+class FolderImages(KeyedImages):
+    """Image files decoded on access (RGB, EXIF-upright)."""
+
+    def __init__(
+        self, paths: list[Path], labels: np.ndarray, transform: ImageTransform, seed: int
+    ) -> None:
+        super().__init__(labels, transform, seed)
+        self.paths = paths
+
+    def image(self, index: int) -> Image.Image:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as img:
+                return ImageOps.exif_transpose(img).convert("RGB")
+        except Exception as err:  # Pillow raises many kinds for a bad file
+            raise DataError(f"{path}: unreadable image ({err})") from None
+
+
+class ArrayImages(KeyedImages):
+    """Images held in memory as ``[N, C, H, W]`` floats in [0, 1]."""
+
+    def __init__(
+        self, x: np.ndarray, labels: np.ndarray, transform: ImageTransform, seed: int
+    ) -> None:
+        super().__init__(labels, transform, seed)
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.x[index]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """The two sides of a final training and what the network must fit."""
+
+    train: KeyedImages
+    val: KeyedImages
+    classes: tuple[str, ...]
+    in_channels: int
+    image_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class AugmentSettings(Protocol):
+    """What the loaders read from a recipe (:class:`autoshrink.training.recipes.Recipe`)."""
+
+    image_size: int | None
+    augment: str
+    flip: bool
+    crop_padding: int | None
+    crop_scale: tuple[float, float]
+    eval_crop: float
+    random_erasing: float
+
+
+def _transforms(
+    recipe: AugmentSettings, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[ImageTransform, ImageTransform]:
+    keys = ("augment", "flip", "crop_padding", "crop_scale", "eval_crop", "random_erasing")
+    common = {k: getattr(recipe, k) for k in keys}
+    return (
+        ImageTransform(size, mean, std, train=True, **common),
+        ImageTransform(size, mean, std, train=False, **common),
+    )
+
+
+def array_data(data: ImageData, recipe: AugmentSettings, *, seed: int = 0) -> TrainingData:
+    """An in-memory data set, normalised with its training set's per-channel statistics."""
+    mean, std = channel_stats(data.train_x)
+    size = recipe.image_size or data.image_size
+    mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    train_t, val_t = _transforms(recipe, size, mean_t, std_t)
+    return TrainingData(
+        ArrayImages(data.train_x, data.train_y, train_t, seed),
+        ArrayImages(data.test_x, data.test_y, val_t, seed),
+        data.classes,
+        data.in_channels,
+        size,
+    )
+
+
+def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> TrainingData:
+    """An ImageFolder tree (see the module docstring) read per image, ImageNet-normalised RGB.
+
+    Raises :class:`DataError` for a missing root, a root without class folders, an empty
+    class folder, or validation classes that have no training folder.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: image folder not found; expected {root}/train/<class>/ and "
+            f"{root}/val/<class>/ (or {root}/<class>/)"
+        )
+    val_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    if (root / "train").is_dir():
+        if val_dir is None:
+            raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
+        train_tree, val_tree = scan_classes(root / "train"), scan_classes(val_dir)
+        classes = tuple(train_tree)
+        unknown = sorted(set(val_tree) - set(train_tree))
+        if unknown:
+            raise DataError(
+                f"{val_dir}: classes {unknown} have no training folder in {root / 'train'}"
+            )
+        train_paths, train_y = _flatten(train_tree, classes)
+        val_paths, val_y = _flatten(val_tree, classes)
+    else:
+        tree = scan_classes(root)
+        classes = tuple(tree)
+        paths, labels = _flatten(tree, classes)
+        tr, va = carve_test_split(labels, 0.2, seed)
+        train_paths, train_y = [paths[i] for i in tr], labels[tr]
+        val_paths, val_y = [paths[i] for i in va], labels[va]
+    size = recipe.image_size or (224 if recipe.augment == "imagenet" else 32)
+    train_t, val_t = _transforms(recipe, size, IMAGENET_MEAN, IMAGENET_STD)
+    logger.info(
+        "imagefolder %s: %d classes, %d train, %d val images, at %dpx",
+        root,
+        len(classes),
+        len(train_paths),
+        len(val_paths),
+        size,
+    )
+    return TrainingData(
+        FolderImages(train_paths, train_y, train_t, seed),
+        FolderImages(val_paths, val_y, val_t, seed),
+        classes,
+        3,
+        size,
+    )
+
+
+class GlobalBatchSampler:
+    """This process's share of every global batch, as lists of keys ``(index, epoch)``.
+
+    Training (``shuffle``): a permutation seeded by ``(seed, epoch)``, cut into global batches
+    of ``global_batch``; the last incomplete batch is dropped. Evaluation: the images in order,
+    every batch (the last one too) split as evenly as possible over the processes.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if global_batch % world_size:
+            raise ConfigError(
+                f"global batch {global_batch} must be a multiple of the {world_size} processes"
+            )
+        if shuffle and n < global_batch:
+            raise ConfigError(f"batch size {global_batch} exceeds the {n} training images")
+        self.n, self.global_batch = n, global_batch
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return self.n // self.global_batch
+        return -(-self.n // self.global_batch)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        for b in range(len(self)):
+            batch = order[b * self.global_batch : (b + 1) * self.global_batch]
+            share = np.array_split(batch, self.world_size)[self.rank]
+            if len(share):
+                yield [(int(i), self.epoch) for i in share]
+
+
+def make_loader(
+    images: KeyedImages,
+    sampler: GlobalBatchSampler,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``images`` in ``sampler``'s batches, with ``workers`` processes."""
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    return DataLoader(
+        images,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )

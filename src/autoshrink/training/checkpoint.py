@@ -1,0 +1,131 @@
+"""Training checkpoints without pickles: tensors in safetensors, everything else in JSON.
+
+A checkpoint of epoch ``E`` is two files in the run's ``checkpoints/`` folder:
+``epoch-EEEE.safetensors`` (model, EMA and optimiser tensors, the epoch in its metadata) and
+``epoch-EEEE.json`` (schedule, sampler, EMA and loss-scaler state, optimiser settings, the
+recipe and the history so far). Each is written to a temporary name and renamed, the JSON
+last: a checkpoint exists once its JSON does, so a kill at any moment leaves the previous
+checkpoint whole. The newest ``keep`` checkpoints are kept.
+
+:func:`flatten_optimizer` / :func:`unflatten_optimizer` split an optimiser's state dict into
+tensors and JSON and back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from autoshrink.errors import JournalError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "autoshrink.checkpoint/1"
+NAME = re.compile(r"^epoch-(\d{4,})\.json$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the epoch it ends, its tensors and its JSON state."""
+
+    epoch: int
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def _stem(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    folder: Path, epoch: int, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int = 2
+) -> Path:
+    """Write the checkpoint of ``epoch`` into ``folder`` and drop all but the newest ``keep``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _stem(epoch)
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "epoch": str(epoch)}
+    _write_atomic(folder / f"{stem}.safetensors", lambda p: save_file(flat, str(p), meta))
+    text = json.dumps({"format": FORMAT, "epoch": epoch, **state}, indent=1) + "\n"
+    _write_atomic(folder / f"{stem}.json", lambda p: p.write_text(text))
+    for old in _epochs(folder)[:-keep] if keep > 0 else []:
+        for suffix in (".json", ".safetensors"):
+            (folder / f"{_stem(old)}{suffix}").unlink(missing_ok=True)
+    return folder / f"{stem}.json"
+
+
+def _epochs(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := NAME.match(p.name)))
+
+
+def load_latest(folder: Path) -> Checkpoint | None:
+    """The newest complete checkpoint in ``folder``, or ``None`` when there is none."""
+    epochs = _epochs(folder)
+    if not epochs:
+        return None
+    epoch = epochs[-1]
+    stem = folder / _stem(epoch)
+    try:
+        state = json.loads(stem.with_suffix(".json").read_text())
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+    except (OSError, json.JSONDecodeError, SafetensorError) as err:
+        raise JournalError(f"{stem}: unreadable checkpoint ({err})") from None
+    if state.get("format") != FORMAT or state.get("epoch") != epoch:
+        raise JournalError(f"{stem}.json: not an {FORMAT} checkpoint of epoch {epoch}")
+    logger.info("resuming from %s", stem.with_suffix(".json"))
+    return Checkpoint(epoch, tensors, state)
+
+
+def clear_checkpoints(folder: Path) -> int:
+    """Remove the checkpoints (and stray temporary files) in ``folder``; returns how many."""
+    removed = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith("epoch-") and p.suffix in (".json", ".safetensors", ".tmp"):
+                p.unlink()
+                removed += p.suffix == ".json"
+    return removed
+
+
+def flatten_optimizer(state: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimiser state dict as tensors (``prefix.<param>.<name>``) and a JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(
+    tensors: dict[str, torch.Tensor], rest: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    """The inverse of :func:`flatten_optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, entries in rest["scalars"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": rest["param_groups"]}

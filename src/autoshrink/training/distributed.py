@@ -1,0 +1,132 @@
+"""PyTorch's own distributed training, as one small context: one process per GPU (or per CPU
+worker), started by ``torchrun``.
+
+:func:`distributed` reads what ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``/``MASTER_PORT``), joins the process group -- NCCL when the processes drive GPUs,
+gloo on the CPU -- picks this process's device (``cuda:LOCAL_RANK``) and leaves the group on
+exit. Without ``torchrun`` it is a one-process context and nothing is initialised. A
+:class:`DistContext` offers the few collective operations a training loop needs (sum of
+floats, broadcast of tensors from rank 0, barrier) and :meth:`DistContext.wrap` puts a model in
+DistributedDataParallel. Only the main process (rank 0) writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from autoshrink.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank among ``world_size`` and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def local_batch(self, global_batch: int) -> int:
+        """This process's share of a global batch (it must divide evenly)."""
+        if global_batch % self.world_size:
+            raise ConfigError(
+                f"batch size {global_batch} must be a multiple of the {self.world_size} processes"
+            )
+        return global_batch // self.world_size
+
+    def sum(self, values: Iterable[float]) -> list[float]:
+        """Element-wise sum of ``values`` over all processes (float64)."""
+        t = torch.tensor(list(values), dtype=torch.float64)
+        if self.is_distributed:
+            t = t.to(self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t.cpu()]
+
+    def broadcast(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's values."""
+        if self.is_distributed:
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` in DistributedDataParallel when there are several processes."""
+        if not self.is_distributed:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+
+def _pick_device(device: str, local_rank: int) -> torch.device:
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+        if device == "cuda":
+            return torch.device(f"cuda:{local_rank}")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N"
+        ) from None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+@contextmanager
+def distributed(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[DistContext]:
+    """The process context under ``torchrun`` (or a single process without it).
+
+    ``device``: ``auto`` (this process's GPU when there is one, else the CPU), ``cpu``,
+    ``cuda`` (this process's GPU) or an explicit ``cuda:N``.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    dev = _pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        started = True
+        logger.debug("rank %d/%d joined the %s process group on %s", rank, world, backend, dev)
+    try:
+        yield DistContext(rank, world, local_rank, dev)
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()

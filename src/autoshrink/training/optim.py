@@ -1,0 +1,113 @@
+"""The optimiser, learning-rate schedule and weight EMA of a final training.
+
+- :func:`build_optimizer`: SGD (momentum, Nesterov) or RMSProp from a recipe, the learning rate
+  scaled to the global batch; weight decay on conv/linear weights, and on batch-norm and bias
+  tensors only when the recipe says so.
+- :class:`WarmupCosine`: a per-step schedule, linear warm-up to the peak then cosine to zero;
+  its whole state is the step count.
+- :class:`ModelEMA`: an exponential moving average of a model's parameters and batch-norm
+  statistics, the weights evaluation and the saved model use.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from autoshrink.training.recipes import Recipe
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe, global_batch: int) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``model``'s parameters at ``recipe.lr(global_batch)``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 or recipe.decay_norm_and_bias else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    lr = recipe.lr(global_batch)
+    if recipe.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            groups,
+            lr=lr,
+            alpha=recipe.rmsprop_alpha,
+            eps=recipe.rmsprop_eps,
+            momentum=recipe.momentum,
+        )
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0
+    )
+
+
+class WarmupCosine:
+    """Sets the optimiser's learning rate for each step: ``peak · (s+1)/warmup`` during the
+    warm-up, then ``peak · ½(1 + cos(π · progress))`` down to 0 at ``total_steps``."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, peak: float, warmup_steps: int, total_steps: int
+    ) -> None:
+        self.optimizer = optimizer
+        self.peak = peak
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = min(max(0, warmup_steps), self.total_steps)
+        self.steps = 0
+        self._apply()
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _apply(self) -> None:
+        lr = self.lr_at(self.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        """Advance one optimiser step and set the next step's rate."""
+        self.steps += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.steps = int(state["steps"])
+        self._apply()
+
+
+class ModelEMA:
+    """``ema ← d·ema + (1−d)·model`` after every step, over parameters and float buffers
+    (integer buffers are copied); ``d = min(decay, (1+n)/(10+n))`` at update ``n`` when
+    ``warmup`` is on, so early averages are not dominated by the random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        self.updates += 1
+        source = model.state_dict()
+        for name, value in self.module.state_dict().items():
+            new = source[name].detach()
+            if value.is_floating_point():
+                value.lerp_(new.to(value.dtype), 1.0 - d)
+            else:
+                value.copy_(new)

@@ -1,0 +1,202 @@
+"""Final-training recipes as typed, saved values.
+
+A :class:`Recipe` holds every hyper-parameter of a final training: optimiser, learning rate per
+256 images (the rate used is scaled linearly with the *global* batch, summed over all
+processes), cosine schedule with linear warm-up, weight decay, label smoothing, weight EMA,
+augmentation, precision. Two presets are registered:
+
+- ``shrinkcnn-imagenet``: the ShrinkCNN ImageNet recipe of method §6 -- RMSProp (decay 0.9,
+  momentum 0.9), lr 0.1 per 256 images, cosine over 300 epochs after 10 warm-up epochs, weight
+  EMA 0.999, weight decay 4e-5 (not on batch-norm and bias), label smoothing 0.1, random erasing
+  (p = 0.25), standard ImageNet augmentation (random-resized crop, scale 0.08-1, flip) at 224
+  with an 87.5% centre crop for evaluation, batch 512.
+- ``cifar``: the CIFAR-10-style small-image recipe -- SGD with Nesterov momentum 0.9, lr 0.1
+  per 256 images, cosine after 1 warm-up epoch, weight decay 5e-4, random crop after reflect
+  padding of size/8 and horizontal flip, batch 128, 200 epochs.
+
+Recipes round-trip through JSON (``autoshrink.recipe/1``); the resolved recipe is saved next to
+every training run. No torch in this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from autoshrink.errors import ConfigError
+
+FORMAT = "autoshrink.recipe/1"
+OPTIMIZERS = ("sgd", "rmsprop")
+AUGMENTS = ("imagenet", "crop-flip", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Every hyper-parameter of a final training (see the module docstring for the presets).
+
+    Attributes:
+        name: the preset it came from, or a user's label.
+        epochs, batch_size: training length and the global batch (all processes together).
+        image_size: the square training resolution; ``None`` keeps an in-memory data set's
+            own size (folders then default to 224 for ``imagenet`` augmentation, 32 otherwise).
+        optimizer: ``sgd`` (momentum, optional Nesterov) or ``rmsprop`` (``rmsprop_alpha`` is
+            the squared-gradient decay; torch adds ``rmsprop_eps`` outside the square root,
+            so 0.0316 matches TensorFlow's 1e-3 inside it).
+        lr_per_256: the learning rate for a global batch of 256 (scaled linearly).
+        warmup_epochs: linear warm-up from ~0, then cosine decay to 0 at the last step (a
+            run shorter than its warm-up only warms up).
+        decay_norm_and_bias: whether weight decay also applies to batch-norm and bias tensors.
+        ema_decay: weight EMA of the parameters and batch-norm statistics (``None``: off);
+            with ``ema_warmup`` the decay used at update ``n`` is ``min(d, (1+n)/(10+n))``.
+            Evaluation and the saved weights use the EMA when it is on.
+        augment: ``imagenet`` (random-resized crop + flip; resize + centre crop to evaluate),
+            ``crop-flip`` (random crop after reflect padding ``crop_padding``, default size/8,
+            and a flip) or ``none``; ``flip`` turns the horizontal flip off (e.g. digits).
+        random_erasing: probability of erasing one random rectangle (noise fill) per image.
+        precision: ``auto`` is bf16 autocast on a GPU that has it (fp16 with loss scaling on
+            one that does not) and fp32 on the CPU.
+    """
+
+    name: str = "custom"
+    epochs: int = 200
+    batch_size: int = 128
+    image_size: int | None = None
+    optimizer: str = "sgd"
+    lr_per_256: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    rmsprop_alpha: float = 0.9
+    rmsprop_eps: float = 0.0316
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    ema_decay: float | None = None
+    ema_warmup: bool = True
+    augment: str = "crop-flip"
+    flip: bool = True
+    crop_padding: int | None = None
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    eval_crop: float = 0.875
+    random_erasing: float = 0.0
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
+        checks = (
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.image_size is None or self.image_size >= 1, "image_size must be >= 1"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}"),
+            (self.lr_per_256 > 0, "lr_per_256 must be > 0"),
+            (0 <= self.momentum < 1, "momentum must lie in [0, 1)"),
+            (0 < self.rmsprop_alpha < 1, "rmsprop_alpha must lie in (0, 1)"),
+            (self.rmsprop_eps > 0, "rmsprop_eps must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
+            (
+                self.ema_decay is None or 0 < self.ema_decay <= 1,
+                "ema_decay must lie in (0, 1] or be null",
+            ),
+            (self.augment in AUGMENTS, f"augment must be one of {list(AUGMENTS)}"),
+            (self.crop_padding is None or self.crop_padding >= 0, "crop_padding must be >= 0"),
+            (
+                len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+                "crop_scale must be [low, high] with 0 < low <= high <= 1",
+            ),
+            (0 < self.eval_crop <= 1, "eval_crop must lie in (0, 1]"),
+            (0 <= self.random_erasing <= 1, "random_erasing must lie in [0, 1]"),
+            (self.precision in PRECISIONS, f"precision must be one of {list(PRECISIONS)}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"recipe {self.name}: {message}")
+
+    def lr(self, global_batch: int | None = None) -> float:
+        """The peak learning rate for ``global_batch`` images per step (default: the recipe's)."""
+        return self.lr_per_256 * (global_batch or self.batch_size) / 256
+
+    def with_overrides(self, **settings: Any) -> Recipe:
+        """A copy with the given settings changed; ``None`` values are ignored."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown recipe settings {unknown}; expected some of {sorted(known)}"
+            )
+        return replace(self, **{k: v for k, v in settings.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
+        """Read a recipe written by :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"{source}: not an {FORMAT} recipe (missing 'format': '{FORMAT}')")
+        settings = {k: v for k, v in data.items() if k != "format"}
+        try:
+            return cls().with_overrides(**settings) if settings else cls()
+        except TypeError as err:  # a wrongly typed value deep in a comparison
+            raise ConfigError(f"{source}: bad recipe value ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such recipe file") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        return cls.from_dict(data, str(path))
+
+
+def shrinkcnn_imagenet_recipe() -> Recipe:
+    """The ShrinkCNN ImageNet recipe of method §6 (see the module docstring)."""
+    return Recipe(
+        name="shrinkcnn-imagenet",
+        epochs=300,
+        batch_size=512,
+        image_size=224,
+        optimizer="rmsprop",
+        lr_per_256=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=4e-5,
+        decay_norm_and_bias=False,
+        warmup_epochs=10,
+        label_smoothing=0.1,
+        ema_decay=0.999,
+        augment="imagenet",
+        random_erasing=0.25,
+    )
+
+
+def cifar_recipe() -> Recipe:
+    """The CIFAR-10-style small-image recipe (see the module docstring)."""
+    return Recipe(name="cifar")
+
+
+RECIPES = {"shrinkcnn-imagenet": shrinkcnn_imagenet_recipe, "cifar": cifar_recipe}
+
+
+def get_recipe(name_or_path: str | Path, **overrides: Any) -> Recipe:
+    """A registered recipe by name, or a recipe JSON file, with ``overrides`` applied."""
+    key = str(name_or_path)
+    if key in RECIPES:
+        recipe = RECIPES[key]()
+    elif key.endswith(".json"):
+        recipe = Recipe.load(key)
+    else:
+        raise ConfigError(
+            f"unknown recipe {key!r}; expected one of {sorted(RECIPES)} or a recipe .json file"
+        )
+    return recipe.with_overrides(**overrides)

@@ -1,0 +1,170 @@
+"""Distributed final training on the CPU: two gloo processes under torchrun follow the
+one-process trajectory, a run killed mid-epoch resumes to the uninterrupted result, and only
+rank 0 writes.
+
+This file doubles as the training script the tests launch: ``python tests/test_distributed.py
+ROOT OUT [--resume] [--kill-at EPOCH STEP]`` trains a small batch-norm-free network (batch
+statistics are per process, so a network with batch norm cannot match across process counts)
+on the ImageFolder ``ROOT`` with the cifar recipe and a weight EMA, through the same
+:func:`train_final`, data loaders and DistributedDataParallel as ``autoshrink train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from autoshrink.data.loaders import folder_data
+from autoshrink.training.distributed import distributed
+from autoshrink.training.final import train_final
+from autoshrink.training.recipes import get_recipe
+
+HERE = Path(__file__).resolve()
+SHRINKCNN = HERE.parents[1] / "src/autoshrink/cells/shrinkcnn.json"
+RECIPE = {"epochs": 3, "batch_size": 8, "image_size": 16, "ema_decay": 0.9}
+
+
+class Small(nn.Module):
+    """``[B, 3, 16, 16] -> [B, classes]``: two convolutions, no batch norm, no dropout."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))  # [B, 8, 8, 8]
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def train(root: Path, out: Path, resume: bool = False, kill_at: tuple[int, int] | None = None):
+    """One process's part of the run (or the whole run without torchrun)."""
+
+    def maybe_die(epoch: int, step: int) -> None:
+        if (epoch, step) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    recipe = get_recipe("cifar", **RECIPE)
+    with distributed("cpu") as ctx:
+        data = folder_data(root, recipe, seed=0)
+        torch.manual_seed(0)
+        model = Small(data.num_classes)
+        result = train_final(
+            model, data, recipe, ctx=ctx, seed=0, out=out, resume=resume, on_step=maybe_die
+        )
+        if ctx.is_main:
+            (out / "result.json").write_text(json.dumps({"history": result.history}))
+    return result
+
+
+def _launch(args: list[str], procs: int | None = None) -> subprocess.CompletedProcess:
+    head = [sys.executable]
+    if procs is not None:
+        head += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*head, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def _losses(history: list[dict]) -> list[float]:
+    """Train loss, validation loss and accuracy of every epoch, in one flat list."""
+    return [r[k] for r in history for k in ("train_loss", "test_loss", "test_accuracy")]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_training_data import write_tree
+
+    return write_tree(tmp_path_factory.mktemp("dist") / "tree")
+
+
+@pytest.fixture(scope="module")
+def reference(tree: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The uninterrupted one-process run, in this process (one thread, as the launched ones)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("one")
+        return out, train(tree, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_follow_the_one_process_trajectory(tree: Path, reference, tmp_path):
+    one_dir, one = reference
+    run = _launch([HERE, tree, tmp_path], procs=2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    two = json.loads((tmp_path / "result.json").read_text())["history"]
+    assert len(two) == 3
+    assert _losses(two) == pytest.approx(_losses(one.history), rel=1e-4, abs=1e-6)
+    a = load_file(str(one_dir / "checkpoints" / "epoch-0003.safetensors"))
+    b = load_file(str(tmp_path / "checkpoints" / "epoch-0003.safetensors"))
+    for key in ("model.fc.weight", "ema.fc.weight", "optim.0.momentum_buffer"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    # only rank 0 wrote: one log line per epoch, one checkpoint pair per kept epoch
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-0002.json",
+        "epoch-0002.safetensors",
+        "epoch-0003.json",
+        "epoch-0003.safetensors",
+    ]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tree: Path, reference, tmp_path):
+    _, one = reference
+    killed = _launch([HERE, tree, tmp_path, "--kill-at", 2, 1])  # mid-way through epoch 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    logged = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1]  # epoch 2 never finished
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = train(tree, tmp_path, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.resumed_from == 1
+    assert _losses(resumed.history) == pytest.approx(_losses(one.history), rel=1e-6, abs=1e-9)
+    logged = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2, 3]
+    want = one.evaluated.state_dict()
+    for key, got in resumed.evaluated.state_dict().items():
+        torch.testing.assert_close(got, want[key], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_autoshrink_train_runs_under_torchrun(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["-m", "autoshrink", "train", SHRINKCNN, "--dataset", "imagefolder", "--data-dir"]
+    args += [tree, "--epochs", "2", "--batch-size", "8", "--image-size", "16", "--width", "0.25"]
+    run = _launch([*args, "--out", out], procs=2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(metrics["history"]) == 2
+    assert run.stdout.count("test accuracy") == 1  # rank 0 alone reports
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(description="the training script the tests launch")
+    cli.add_argument("root", type=Path)
+    cli.add_argument("out", type=Path)
+    cli.add_argument("--resume", action="store_true")
+    cli.add_argument("--kill-at", type=int, nargs=2, default=None)
+    a = cli.parse_args()
+    train(a.root, a.out, a.resume, tuple(a.kill_at) if a.kill_at else None)

@@ -1,0 +1,218 @@
+"""Final training: recipes, schedule, EMA, checkpoints, the loop and ``autoshrink train``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from autoshrink.data.images import ImageData
+from autoshrink.data.loaders import array_data
+from autoshrink.errors import ConfigError
+from autoshrink.training.checkpoint import (
+    flatten_optimizer,
+    load_latest,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+from autoshrink.training.final import train_final
+from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer
+from autoshrink.training.recipes import Recipe, get_recipe
+
+SHRINKCNN = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
+
+
+def test_shrinkcnn_imagenet_recipe_is_the_published_one() -> None:
+    r = get_recipe("shrinkcnn-imagenet")
+    assert (r.optimizer, r.lr_per_256, r.epochs, r.warmup_epochs) == ("rmsprop", 0.1, 300, 10)
+    assert (r.ema_decay, r.weight_decay, r.label_smoothing) == (0.999, 4e-5, 0.1)
+    assert (r.augment, r.image_size) == ("imagenet", 224) and r.random_erasing > 0
+    assert r.lr(1024) == pytest.approx(0.4) and r.lr(256) == pytest.approx(0.1)
+    c = get_recipe("cifar", batch_size=64, epochs=3, image_size=40)
+    assert (c.optimizer, c.augment, c.epochs, c.image_size) == ("sgd", "crop-flip", 3, 40)
+    assert c.lr() == pytest.approx(0.025)
+
+
+def test_recipes_round_trip_through_json(tmp_path: Path) -> None:
+    r = get_recipe("shrinkcnn-imagenet", epochs=5, crop_scale=(0.25, 1.0))
+    r.save(tmp_path / "r.json")
+    assert Recipe.load(tmp_path / "r.json") == r
+    assert get_recipe(str(tmp_path / "r.json"), batch_size=32) == r.with_overrides(batch_size=32)
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"ema_decay": 1.5}, "ema_decay must lie in"),
+        ({"augment": "mixup"}, "augment must be one of"),
+        ({"colour": 1}, r"unknown recipe settings \['colour'\]"),
+        ({"label_smoothing": "x"}, "bad recipe value"),
+    ],
+)
+def test_bad_recipes_are_named(tmp_path: Path, settings: dict, needle: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "autoshrink.recipe/1", **settings}))
+    with pytest.raises(ConfigError, match=needle):
+        Recipe.load(path)
+
+
+def test_unknown_recipe_name() -> None:
+    with pytest.raises(ConfigError, match="unknown recipe 'imagenet'"):
+        get_recipe("imagenet")
+
+
+def test_warmup_then_cosine() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = WarmupCosine(opt, peak=0.4, warmup_steps=4, total_steps=14)
+    assert [s.lr_at(k) for k in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert s.lr_at(4) == pytest.approx(0.4)
+    assert s.lr_at(9) == pytest.approx(0.2)  # half-way through the cosine
+    assert s.lr_at(13) == pytest.approx(0.2 * (1 + math.cos(math.pi * 0.9)))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    s.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    again = WarmupCosine(opt, peak=0.4, warmup_steps=4, total_steps=14)
+    again.load_state_dict(s.state_dict())
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_ema_follows_the_documented_update() -> None:
+    model = nn.BatchNorm1d(2)
+    ema = ModelEMA(model, decay=0.9, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        model.running_mean.fill_(1.0)
+    model.num_batches_tracked.fill_(5)
+    ema.update(model)
+    torch.testing.assert_close(ema.module.weight, torch.full((2,), 0.9 + 0.1 * 3.0))
+    torch.testing.assert_close(ema.module.running_mean, torch.full((2,), 0.1))
+    assert int(ema.module.num_batches_tracked) == 5
+    warm = ModelEMA(model, decay=0.999)
+    assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+
+
+def test_weight_decay_skips_norm_and_bias_when_asked() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    opt = build_optimizer(model, get_recipe("shrinkcnn-imagenet"), 512)
+    decays = [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
+    assert decays == [(1, 4e-5), (3, 0.0)]
+    assert isinstance(opt, torch.optim.RMSprop) and opt.param_groups[0]["lr"] == 0.2
+
+
+def test_checkpoints_keep_the_newest_and_ignore_partial_writes(tmp_path: Path) -> None:
+    model = nn.Linear(3, 2)
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    tensors, rest = flatten_optimizer(opt.state_dict(), "optim")
+    for epoch in (1, 2, 3):
+        save_checkpoint(tmp_path, epoch, {"w": model.weight, **tensors}, {"optimizer": rest})
+    (tmp_path / "epoch-0004.safetensors.tmp").write_bytes(b"killed while writing")
+    (tmp_path / "epoch-0004.safetensors").write_bytes(b"no json yet: not a checkpoint")
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["epoch-0002.json", "epoch-0003.json"]
+    ckpt = load_latest(tmp_path)
+    assert ckpt.epoch == 3
+    torch.testing.assert_close(ckpt.tensors["w"], model.weight.detach())
+    restored = unflatten_optimizer(ckpt.tensors, ckpt.state["optimizer"], "optim")
+    fresh = torch.optim.RMSprop(model.parameters(), lr=0.1, momentum=0.9)
+    fresh.load_state_dict(restored)
+    for key, value in opt.state_dict()["state"][0].items():
+        torch.testing.assert_close(fresh.state_dict()["state"][0][key], value)
+
+
+class Tiny(nn.Module):
+    """A batch-norm-free classifier: ``[B, 1, 8, 8] -> [B, 2]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def toy_data() -> ImageData:
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = rng.normal(0.5, 0.1, (64, 1, 8, 8)).astype(np.float32)
+    x[y == 1, :, 2:6, 2:6] += 0.3  # class 1 has a bright square
+    return ImageData("toy", x[:48], y[:48], x[48:], y[48:], ("a", "b"))
+
+
+def _val_loss(model: nn.Module, data) -> float:
+    x = torch.stack([data.val[(i, 0)][0] for i in range(len(data.val))])
+    y = torch.as_tensor(data.val.labels)
+    with torch.no_grad():
+        return float(F.cross_entropy(model.eval()(x), y))
+
+
+def test_evaluation_uses_the_ema_weights(tmp_path: Path) -> None:
+    """With decay 1 the EMA never moves: the scores must be those of the initial weights."""
+    recipe = get_recipe("cifar", epochs=2, batch_size=16, augment="none", ema_decay=1.0)
+    recipe = recipe.with_overrides(ema_warmup=False)
+    data = array_data(toy_data(), recipe)
+    torch.manual_seed(0)
+    model = Tiny()
+    initial = _val_loss(Tiny().load_state_dict(model.state_dict()) and model, data)
+    result = train_final(model, data, recipe, out=tmp_path)
+    assert result.test_loss == pytest.approx(initial, rel=1e-6)
+    assert result.evaluated is not model
+    assert _val_loss(model, data) != pytest.approx(initial, rel=1e-3)  # the model did move
+    saved = load_file(str(tmp_path / "checkpoints" / "epoch-0002.safetensors"))
+    assert not torch.equal(saved["model.fc.weight"], saved["ema.fc.weight"])
+
+
+def test_training_learns_and_logs_every_epoch(tmp_path: Path) -> None:
+    recipe = get_recipe("cifar", epochs=4, batch_size=16, lr_per_256=1.6, flip=False)
+    data = array_data(toy_data(), recipe)
+    torch.manual_seed(0)
+    rows = []
+    result = train_final(Tiny(), data, recipe, out=tmp_path, on_epoch=rows.append)
+    assert result.test_accuracy > 0.8
+    assert rows == result.history and [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == rows
+
+
+def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
+    from test_training_data import write_tree
+
+    root = write_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    args = ["train", SHRINKCNN, "--dataset", "imagefolder", "--data-dir", root, "--epochs", "2"]
+    args += ["--batch-size", "8", "--image-size", "16", "--width", "0.25", "--ema", "0.9"]
+    code, stdout, err = cli(*args, "--activation", "swish", "--out", out)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"] == "ema" and len(metrics["history"]) == 2
+    assert Recipe.load(out / "recipe.json").ema_decay == 0.9
+    assert json.loads((out / "cell.json").read_text())["activation"] == "swish"
+    assert "test accuracy" in stdout
+    weights = load_file(str(out / "weights.safetensors"))
+    ckpt = load_file(str(out / "checkpoints" / "epoch-0002.safetensors"))
+    torch.testing.assert_close(weights["classifier.weight"], ckpt["ema.classifier.weight"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--dataset", "imagefolder"], "needs --data-dir"),
+        (["--dataset", "imagefolder", "--data-dir", "/nonexistent"], "image folder not found"),
+        (["--macro", "shrinkcnn-imagenet"], "too small"),
+        (["--batch-size", "5000"], "exceeds the 1438 training images"),
+    ],
+)
+def test_cli_bad_input_is_one_line(cli, tmp_path: Path, args: list[str], needle: str) -> None:
+    code, _, err = cli("train", SHRINKCNN, *args, "--epochs", "1", "--out", tmp_path / "x")
+    assert code == 2 and needle in err and err.count("\n") == 1

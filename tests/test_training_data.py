@@ -1,0 +1,163 @@
+"""Data at scale: ImageFolder train/val trees, per-image seeded augmentation, sharded batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autoshrink.data.images import ImageData
+from autoshrink.data.loaders import GlobalBatchSampler, array_data, folder_data, make_loader
+from autoshrink.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageTransform,
+    crop_resize,
+    pad_crop,
+    random_resized_box,
+)
+from autoshrink.errors import ConfigError, DataError
+from autoshrink.training.recipes import get_recipe
+
+
+def write_tree(root: Path, classes: int = 3, train: int = 8, val: int = 4, size: int = 12) -> Path:
+    """``root/{train,val}/class<k>/<i>.png``: noisy RGB images whose class is their hue."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.zeros((size, size, 3))
+                base[..., c % 3] = 180
+                pixels = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_folder_data_reads_train_and_val(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    data = folder_data(root, get_recipe("cifar", image_size=16))
+    assert data.classes == ("class0", "class1", "class2")
+    assert (len(data.train), len(data.val), data.in_channels, data.image_size) == (24, 12, 3, 16)
+    x, y = data.val[(5, 0)]
+    assert x.shape == (3, 16, 16) and y == 1
+    # evaluation only resizes and normalises: a solid colour stays exact
+    Image.new("RGB", (12, 12), (255, 0, 0)).save(root / "val" / "class0" / "0.png")
+    x, _ = data.val[(0, 0)]
+    expected = (np.array([1.0, 0, 0]) - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(), expected, rtol=1e-5)
+
+
+def test_folder_without_split_gets_a_seeded_validation_split(tmp_path: Path) -> None:
+    write_tree(tmp_path / "t", val=0, train=5)
+    flat = tmp_path / "t" / "train"
+    data = folder_data(flat, get_recipe("cifar"))
+    assert (len(data.train), len(data.val)) == (12, 3)  # 20% of 5 per class
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda r: r / "missing", "image folder not found"),
+        (lambda r: (r / "only" / "train" / "a").mkdir(parents=True) or r / "only", "no val/"),
+        (lambda r: (r / "empty" / "x").mkdir(parents=True) or r / "empty", "holds no images"),
+    ],
+)
+def test_missing_folders_are_named(tmp_path: Path, make, needle: str) -> None:
+    with pytest.raises(DataError, match=needle):
+        folder_data(make(tmp_path), get_recipe("cifar"))
+
+
+def test_a_mislabelled_validation_class_is_named(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    (root / "val" / "class2").rename(root / "val" / "klass2")
+    with pytest.raises(DataError, match=r"\['klass2'\] have no training folder"):
+        folder_data(root, get_recipe("cifar"))
+
+
+def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    (root / "train" / "class0" / "0.png").write_bytes(b"not a png")
+    data = folder_data(root, get_recipe("cifar"))
+    with pytest.raises(DataError, match="0.png: unreadable image"):
+        data.train[(0, 0)]
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_image(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    recipe = get_recipe("shrinkcnn-imagenet", image_size=16)
+    a, b = folder_data(root, recipe, seed=3), folder_data(root, recipe, seed=3)
+    torch.testing.assert_close(a.train[(4, 2)][0], b.train[(4, 2)][0], rtol=0, atol=0)
+    assert not torch.equal(a.train[(4, 2)][0], a.train[(4, 3)][0])  # another epoch
+    assert not torch.equal(a.train[(4, 2)][0], folder_data(root, recipe, seed=4).train[(4, 2)][0])
+    torch.testing.assert_close(a.val[(4, 2)][0], a.val[(4, 3)][0], rtol=0, atol=0)  # no aug
+
+
+def test_workers_give_the_same_batches_as_the_main_process(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    data = folder_data(root, get_recipe("cifar", image_size=16, random_erasing=0.5))
+    batches = []
+    for workers in (0, 2):
+        sampler = GlobalBatchSampler(len(data.train), 8, seed=1)
+        sampler.set_epoch(2)
+        batches.append(list(make_loader(data.train, sampler, workers=workers)))
+    for (x0, y0), (x1, y1) in zip(*batches, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_processes_share_every_global_batch() -> None:
+    one = GlobalBatchSampler(50, 8, seed=7)
+    ranks = [GlobalBatchSampler(50, 8, rank=r, world_size=2, seed=7) for r in range(2)]
+    for s in (one, *ranks):
+        s.set_epoch(3)
+    assert len(one) == 6  # 50 // 8: the incomplete last batch is dropped
+    for whole, first, second in zip(one, *ranks, strict=True):
+        assert whole == first + second and len(first) == 4
+    one.set_epoch(4)
+    assert [k[0] for b in one for k in b] != [k[0] for b in ranks[0] for k in b]
+
+
+def test_evaluation_batches_cover_every_image_once() -> None:
+    parts = [GlobalBatchSampler(11, 4, rank=r, world_size=2, shuffle=False) for r in range(2)]
+    seen = sorted(k[0] for s in parts for b in s for k in b)
+    assert seen == list(range(11))
+
+
+def test_sampler_rejects_impossible_batches() -> None:
+    with pytest.raises(ConfigError, match="multiple of the 3 processes"):
+        GlobalBatchSampler(100, 8, world_size=3)
+    with pytest.raises(ConfigError, match="exceeds the 5 training images"):
+        GlobalBatchSampler(5, 8)
+
+
+def test_array_data_normalises_with_training_statistics() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(20, 1, 8, 8)).astype(np.float32)
+    y = np.arange(20) % 2
+    data = array_data(ImageData("toy", x, y, x[:4], y[:4], ("a", "b")), get_recipe("cifar"))
+    got = torch.stack([data.val[(i, 0)][0] for i in range(4)])
+    want = (x[:4] - x.mean()) / x.std()
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_transform_pieces() -> None:
+    rng = np.random.default_rng(0)
+    img = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
+    np.testing.assert_array_equal(pad_crop(img, 0, rng), img)
+    crops = {pad_crop(img, 2, rng).tobytes() for _ in range(30)}
+    assert len(crops) > 5
+    for _ in range(50):  # boxes stay inside the image and within the area range
+        left, top, right, bottom = random_resized_box(rng, 40, 30, (0.08, 1.0))
+        assert 0 <= left < right <= 40 and 0 <= top < bottom <= 30
+        assert 0.07 * 1200 <= (right - left) * (bottom - top) <= 1200
+    # a centre crop of 50% picks the middle of a PIL image
+    pil = Image.fromarray(np.pad(np.full((4, 4), 255, np.uint8), 2))  # white 4x4 in 8x8 black
+    np.testing.assert_allclose(crop_resize(pil, (2, 2, 6, 6), 4), np.ones((1, 4, 4)))
+    t = ImageTransform(4, (0.0,), (1.0,), train=False, augment="imagenet", eval_crop=0.5)
+    np.testing.assert_allclose(t(pil, rng).numpy(), np.ones((1, 4, 4)))
+    erase = ImageTransform(6, (0.0,) * 2, (1.0,) * 2, train=True, random_erasing=1.0)
+    assert not np.array_equal(erase(img, rng).numpy(), img)
