@@ -1,0 +1,124 @@
+"""``autoshrink latency CELL.json --macro NAME``: measured latency, and optionally a table's.
+
+Times the network on this machine (see :mod:`autoshrink.latency`) and prints the median and
+inter-quartile range in ms with the settings it ran under; ``--json`` prints one object.
+``--table FILE`` also predicts the latency from a lookup table (:mod:`autoshrink.latency_table`),
+first measuring the blocks of this network the table lacks and saving them into FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from autoshrink.graph import Cell
+from autoshrink.latency import BACKENDS, CLOCKS, LatencySettings, measure_cell
+from autoshrink.latency_table import LatencyTable, extend_table, network_blocks
+from autoshrink.macros import MACROS, MacroSpec, get_macro
+
+
+def add_macro_options(p: argparse.ArgumentParser) -> None:
+    """``--macro`` and the macro settings (``--width``, ``--image-size``, ...)."""
+    p.add_argument("--macro", default="cifar-proxy", choices=sorted(MACROS), help="the network")
+    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
+    p.add_argument("--in-channels", type=int, default=None, help="input image channels")
+    p.add_argument("--num-classes", type=int, default=None)
+
+
+def macro_from_args(args: argparse.Namespace, **inferred: int) -> MacroSpec:
+    """The macro of ``--macro`` with the settings given (else ``inferred``, else defaults)."""
+    names = ("width", "image_size", "in_channels", "num_classes")
+    settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
+    return get_macro(args.macro, **settings)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latency",
+        help="measure a cell's network latency on this machine (torch or onnxruntime)",
+        description="Warm up, then time single forward passes until the median is stable; "
+        "print median and inter-quartile range (ms) with the backend, device and threads. "
+        "With --table FILE, also predict the latency from a lookup table, measuring and "
+        "saving the blocks FILE lacks.",
+    )
+    p.add_argument("cell", type=Path, help="a cell JSON file")
+    add_macro_options(p)
+    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall: elapsed time (default); cpu: this thread's CPU time, steadier on a busy "
+        "machine (cpu device, 1 thread)",
+    )
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="timed runs per round (default 20); rounds go on until the median moves < 2%%",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=5.0, help="stop adding rounds after this (5)"
+    )
+    p.add_argument("--table", type=Path, default=None, metavar="FILE", help="latency table JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cell = Cell.load(args.cell)
+    spec = macro_from_args(args)
+    settings = LatencySettings(
+        backend=args.backend,
+        device=args.device,
+        batch=args.batch,
+        threads=args.threads,
+        clock=args.clock,
+        warmup=args.warmup,
+        min_repeats=args.repeats,
+        max_repeats=max(2000, args.repeats),
+        max_seconds=args.max_seconds,
+    )
+    result = measure_cell(cell, spec, settings)
+    out = {"macro": spec.name, "cell": str(args.cell), "key": cell.key, **result.to_dict()}
+    if args.table is not None:
+        table = LatencyTable.load(args.table) if args.table.is_file() else None
+        blocks = network_blocks(cell, spec)
+        before = len(table) if table is not None else 0
+        table = extend_table(table, blocks, settings, progress=not args.json)
+        table.save(args.table)
+        out |= {
+            "table_ms": table.predict_blocks(blocks),
+            "table": str(args.table),
+            "table_blocks": len(blocks),
+            "table_new_blocks": len(table) - before,
+        }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    env = result.environment
+    where = env.get("gpu") or env.get("cpu", "")
+    threads = f"{settings.threads} thread{'s' if settings.threads > 1 else ''}"
+    print(f"{spec.name}, cell {cell.key}, input {list(result.input_shapes[0])}")
+    print(
+        f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
+        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'})"
+    )
+    print(
+        f"backend {settings.backend} (torch {env.get('torch')}"
+        + (f", onnxruntime {env['onnxruntime']}" if "onnxruntime" in env else "")
+        + f"), device {settings.device} ({where}), {threads}, batch {settings.batch}, "
+        f"clock {settings.clock}"
+    )
+    if args.table is not None:
+        print(
+            f"table prediction {out['table_ms']:.3f} ms from {out['table_blocks']} blocks "
+            f"({out['table_new_blocks']} measured now; table {args.table})"
+        )
+    return 0

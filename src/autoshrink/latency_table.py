@@ -1,0 +1,360 @@
+"""Latency lookup tables (HW-NAS-Bench style): measure each distinct block once, predict by sum.
+
+A macro network built from a cell is cut into :class:`Block` s, the units its forward pass runs
+one after another: the stem (3x3 conv + BN + act), per cell the down-sampling 2x2 max-pool, the
+concatenation feeding each node with several inputs, each node's op, the concatenation of the
+leaves, the residual projection (1x1 conv + BN) and the residual add, then the head (1x1 conv
++ BN + act) and the classifier (global average pool + linear). A block is keyed by everything
+that sets its cost -- kind, op, activation, whether it is a linear leaf, input channels (each
+part of a concat), output channels, input size and stride -- and built from the very op
+factories of :mod:`autoshrink.nn`, so the table measures what the network runs.
+
+:func:`extend_table` measures the blocks a table lacks (each once) with
+:func:`autoshrink.latency.measure_module`; :meth:`LatencyTable.predict` then sums the block
+medians of a network without building or running it. A block measured alone also pays what
+one call costs beyond its work -- the Python call and, for onnxruntime, a ``session.run`` that
+hands its output back to the host -- which the network pays only once. So the table also
+measures an identity (``io``) block on each block's output shape, subtracts it from every
+block and adds it back once for the network's output.
+
+Tables are JSON (``autoshrink.latency-table/1``) with the measurement settings and the library
+versions and machine they were measured on; a table only answers for the settings it was
+measured with (backend, device, batch, threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from autoshrink.cost import CellPlacement, halve, node_channels, plan
+from autoshrink.errors import ConfigError, HardwareError
+from autoshrink.graph import Cell
+from autoshrink.latency import LatencySettings, environment, measure_module
+from autoshrink.macros import MacroSpec
+from autoshrink.nn.ops import activation, build_op, conv_bn
+
+log = logging.getLogger(__name__)
+
+FORMAT = "autoshrink.latency-table/1"
+KINDS = ("stem", "pool", "concat", "op", "proj", "add", "head", "classifier", "io")
+#: The settings a table's numbers depend on; the others only steer the repeat rule.
+DEFINING = ("backend", "device", "batch", "threads")
+
+
+class _Cat(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, 1)
+
+
+class _Add(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class _Classifier(nn.Module):
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, classes]
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of a network's forward pass, with everything its latency depends on.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        inputs: channels of each input tensor (a concat has several, an add two).
+        size: spatial size of the input tensors (square); 0 for a flat ``[B, C]`` tensor.
+        out: output channels (conv-like blocks), classes (classifier), else 0.
+        op, act, linear: the cell op, the activation, and whether the op is a leaf without
+            its final activation (``op`` blocks; ``act`` also for stem and head).
+        stride: the stride of the stem or of the residual projection.
+    """
+
+    kind: str
+    inputs: tuple[int, ...]
+    size: int
+    out: int = 0
+    op: str = ""
+    act: str = ""
+    linear: bool = False
+    stride: int = 1
+
+    @property
+    def key(self) -> str:
+        """A readable canonical key, e.g. ``op sep3x3 relu linear in=48 out=16 hw=16``."""
+        parts = [self.kind, self.op, self.act, "linear" if self.linear else ""]
+        parts += ["in=" + "+".join(map(str, self.inputs)), f"out={self.out}" if self.out else ""]
+        parts += [f"hw={self.size}", f"s={self.stride}" if self.stride != 1 else ""]
+        return " ".join(p for p in parts if p)
+
+    def module(self) -> nn.Module:
+        """The torch module of this block, built with the network's own factories."""
+        c = self.inputs[0]
+        if self.kind == "stem" or self.kind == "head":
+            k = 3 if self.kind == "stem" else 1
+            return nn.Sequential(*conv_bn(c, self.out, k, stride=self.stride), activation(self.act))
+        if self.kind == "pool":
+            return nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        if self.kind == "concat":
+            return _Cat()
+        if self.kind == "op":
+            return build_op(self.op, c, self.out, self.act, self.linear)
+        if self.kind == "proj":
+            return nn.Sequential(*conv_bn(c, self.out, 1, stride=self.stride))
+        if self.kind == "add":
+            return _Add()
+        if self.kind == "classifier":
+            return _Classifier(c, self.out)
+        if self.kind == "io":
+            return nn.Identity()
+        raise ConfigError(f"unknown block kind {self.kind!r}; expected one of {KINDS}")
+
+    def input_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        if self.size == 0:
+            return [(batch, c) for c in self.inputs]
+        return [(batch, c, self.size, self.size) for c in self.inputs]
+
+    def output(self) -> tuple[int, int]:
+        """``(channels, size)`` of the output (size 0: a flat ``[B, classes]`` tensor)."""
+        if self.kind == "classifier":
+            return self.out, 0
+        size = halve(self.size) if self.kind == "pool" or self.stride == 2 else self.size
+        if self.kind in ("pool", "add", "io"):
+            return self.inputs[0], size
+        if self.kind == "concat":
+            return sum(self.inputs), size
+        return self.out, size
+
+    def io(self) -> Block:
+        """The identity block on this block's output: what one call costs beyond its work."""
+        channels, size = self.output()
+        return Block("io", (channels,), size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"inputs": list(self.inputs)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Block:
+        return cls(**{**d, "inputs": tuple(int(c) for c in d["inputs"])})
+
+
+def cell_blocks(cell: Cell, where: CellPlacement) -> list[Block]:
+    """The blocks of one cell at its place in the network, in execution order."""
+    act = cell.activation or "relu"
+    ch = node_channels(cell, where.in_channels, where.nodes)
+    size, leaves = where.out_size, set(cell.leaves)
+    out: list[Block] = []
+    if where.downsample:
+        out.append(Block("pool", (where.in_channels,), where.in_size))
+    for k in cell.live_nodes[1:]:
+        parts = tuple(ch[p] for p in cell.predecessors(k))
+        if len(parts) > 1:
+            out.append(Block("concat", parts, size))
+        out.append(
+            Block("op", (sum(parts),), size, where.nodes, cell.ops[k], act, linear=k in leaves)
+        )
+    leaf_parts = tuple(ch[k] for k in cell.leaves)
+    if len(leaf_parts) > 1:
+        out.append(Block("concat", leaf_parts, size))
+    if where.needs_projection:
+        stride = 2 if where.downsample else 1
+        out.append(
+            Block("proj", (where.in_channels,), where.in_size, where.out_channels, stride=stride)
+        )
+    out.append(Block("add", (where.out_channels, where.out_channels), size))
+    return out
+
+
+def network_blocks(cell: Cell, spec: MacroSpec) -> list[Block]:
+    """Every block of the network ``spec`` built from ``cell``, in execution order
+    (repeated blocks repeat)."""
+    act = cell.activation or "relu"
+    placements = plan(cell, spec)
+    stem = Block(
+        "stem",
+        (spec.in_channels,),
+        spec.image_size,
+        spec.stem_channels,
+        act=act,
+        stride=spec.stem_stride,
+    )
+    blocks = [stem]
+    for where in placements:
+        blocks += cell_blocks(cell, where)
+    last = placements[-1]
+    features = last.out_channels
+    if spec.head_channels is not None:
+        blocks.append(Block("head", (features,), last.out_size, spec.head_channels, act=act))
+        features = spec.head_channels
+    blocks.append(Block("classifier", (features,), last.out_size, spec.num_classes))
+    return blocks
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """The measured latency of one block (ms)."""
+
+    block: Block
+    median_ms: float
+    iqr_ms: float
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured block latencies for one set of settings; an immutable value."""
+
+    settings: LatencySettings
+    entries: Mapping[str, BlockEntry] = field(default_factory=dict)
+    environment: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def missing(self, blocks: Iterable[Block]) -> list[Block]:
+        """The distinct blocks that predicting ``blocks`` needs and the table lacks: the blocks
+        and the ``io`` blocks of their outputs, in first-seen order."""
+        seen: dict[str, Block] = {}
+        for b in blocks:
+            for need in (b, b.io()):
+                if need.key not in self.entries and need.key not in seen:
+                    seen[need.key] = need
+        return list(seen.values())
+
+    def predict_blocks(self, blocks: Sequence[Block]) -> float:
+        """Predicted ms of running ``blocks`` one after another: the sum of their medians
+        less the fixed cost of a call returning each one's output (``io`` blocks), which is
+        paid once, for the last block's output."""
+        lacking = self.missing(blocks)
+        if lacking:
+            raise HardwareError(
+                f"latency table lacks {len(lacking)} block(s), e.g. {lacking[0].key!r}; "
+                "measure them first (extend_table)"
+            )
+        e = self.entries
+        total = sum(e[b.key].median_ms - e[b.io().key].median_ms for b in blocks)
+        return total + e[blocks[-1].io().key].median_ms
+
+    def predict(self, cell: Cell, spec: MacroSpec) -> float:
+        """Predicted ms of the network ``spec`` built from ``cell``, without running it."""
+        return self.predict_blocks(network_blocks(cell, spec))
+
+    def check_settings(self, settings: LatencySettings, source: str = "latency table") -> None:
+        """Raise :class:`HardwareError` when ``settings`` measure something else than the table."""
+        differ = [
+            f"{k}={getattr(self.settings, k)!r} (asked {getattr(settings, k)!r})"
+            for k in DEFINING
+            if getattr(self.settings, k) != getattr(settings, k)
+        ]
+        if differ:
+            raise HardwareError(f"{source} was measured with {', '.join(differ)}")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "settings": self.settings.to_dict(),
+            "environment": dict(self.environment),
+            "blocks": {
+                k: {"median_ms": e.median_ms, "iqr_ms": e.iqr_ms, "block": e.block.to_dict()}
+                for k, e in sorted(self.entries.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "latency table") -> LatencyTable:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise HardwareError(f"{source}: not a latency table ('format' must be {FORMAT!r})")
+        try:
+            entries = {}
+            for key, e in d["blocks"].items():
+                block = Block.from_dict(e["block"])
+                if block.key != key:
+                    raise ValueError(f"entry {key!r} describes block {block.key!r}")
+                entries[key] = BlockEntry(block, float(e["median_ms"]), float(e["iqr_ms"]))
+            return cls(
+                settings=LatencySettings(**d["settings"]),
+                entries=entries,
+                environment=dict(d.get("environment", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise HardwareError(f"{source}: malformed latency table ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise HardwareError(f"{path}: no such latency table") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise HardwareError(f"{path}: cannot read latency table ({err})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise HardwareError(f"{path}: not valid JSON ({err.msg})") from None
+        return cls.from_dict(data, str(path))
+
+
+def measure_block(block: Block, settings: LatencySettings) -> BlockEntry:
+    """Measure one block alone with ``settings``."""
+    r = measure_module(
+        block.module(), block.input_shapes(settings.batch), settings, with_environment=False
+    )
+    return BlockEntry(block, r.median_ms, r.iqr_ms)
+
+
+def extend_table(
+    table: LatencyTable | None,
+    blocks: Iterable[Block],
+    settings: LatencySettings | None = None,
+    *,
+    progress: bool = False,
+) -> LatencyTable:
+    """A table that also holds every block of ``blocks``: the missing ones are measured once.
+
+    With ``table=None`` a new table is started with ``settings``; otherwise the table's own
+    settings are used, and ``settings``, when given, must agree with them.
+    """
+    if table is None:
+        if settings is None:
+            raise ConfigError("a new latency table needs measurement settings")
+        table = LatencyTable(settings, {}, environment(settings))
+    elif settings is not None:
+        table.check_settings(settings)
+    todo = table.missing(blocks)
+    if not todo:
+        return table
+    log.debug("measuring %d new latency blocks", len(todo))
+    entries = dict(table.entries)
+    for block in tqdm(todo, desc="latency blocks", unit="block", disable=not progress):
+        entries[block.key] = measure_block(block, table.settings)
+    return replace(table, entries=entries)
+
+
+def table_for_cells(
+    cells: Iterable[Cell],
+    spec: MacroSpec,
+    settings: LatencySettings | None = None,
+    table: LatencyTable | None = None,
+    *,
+    progress: bool = False,
+) -> LatencyTable:
+    """A table covering the networks ``spec`` of all ``cells`` (extending ``table``)."""
+    blocks = [b for cell in cells for b in network_blocks(cell, spec)]
+    return extend_table(table, blocks, settings, progress=progress)

@@ -1,0 +1,131 @@
+"""Latency tables: the block decomposition covers the network exactly (block count, output
+shapes, torch's flop count), the prediction arithmetic, measuring only missing blocks, JSON
+round trip, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from autoshrink.errors import HardwareError
+from autoshrink.graph import Cell
+from autoshrink.latency import LatencySettings
+from autoshrink.latency_table import (
+    BlockEntry,
+    LatencyTable,
+    extend_table,
+    network_blocks,
+    table_for_cells,
+)
+from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
+from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.cells import published_cell
+
+FAST = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
+TINY = cifar_proxy(width=0.25, image_size=8, num_classes=3)
+ODD = Cell("cnn", ("input", "conv3x3", "maxpool3x3", "identity", "sep3x3"),
+           ((0, 1), (0, 2), (1, 3), (2, 3), (0, 4)), "swish")  # fmt: skip
+
+
+def run_counted(module: torch.nn.Module, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The output and torch's flop count of one forward pass."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        out = module.eval()(*inputs)
+    return out, counter.get_total_flops()
+
+
+def test_shrinkcnn_on_the_proxy_has_the_blocks_counted_by_hand() -> None:
+    """Stem 1; cell 1: 4 ops + 2 node concats + leaf concat + add = 8; cells 2 and 3 add a
+    pool and a projection: 10 each; classifier 1 -> 30."""
+    blocks = network_blocks(published_cell("shrinkcnn"), cifar_proxy())
+    kinds = [b.kind for b in blocks]
+    assert len(blocks) == 30
+    assert kinds.count("op") == 12 and kinds.count("concat") == 9 and kinds.count("proj") == 2
+    assert kinds.count("pool") == 2 and kinds.count("add") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cell, spec",
+    [
+        (published_cell("shrinkcnn"), TINY),
+        (ODD, TINY),
+        (published_cell("shrinkcnn"), shrinkcnn_imagenet(width=0.25, depths=(1, 2), image_size=32)),
+    ],
+)
+def test_blocks_cover_the_network_exactly(cell: Cell, spec) -> None:
+    """Each block's output has the shape it declares and feeds the next block's size; the
+    blocks' flops add up to the whole network's (torch's counter, independent of our counts)."""
+    torch.manual_seed(0)
+    total = 0
+    for b in network_blocks(cell, spec):
+        inputs = [torch.randn(s) for s in b.input_shapes(2)]
+        out, n = run_counted(b.module(), inputs)
+        channels, size = b.output()
+        assert tuple(out.shape) == ((2, channels) if size == 0 else (2, channels, size, size))
+        total += n
+    x = torch.randn(2, spec.in_channels, spec.image_size, spec.image_size)
+    assert total == run_counted(build_network(cell, spec), [x])[1]
+
+
+def fake_table(blocks, block_ms: float, io_ms: float) -> LatencyTable:
+    entries = {}
+    for b in blocks:
+        entries[b.key] = BlockEntry(b, block_ms, 0.0)
+        entries[b.io().key] = BlockEntry(b.io(), io_ms, 0.0)
+    return LatencyTable(FAST, entries)
+
+
+def test_prediction_is_the_sum_less_the_call_cost_counted_once() -> None:
+    cell = published_cell("shrinkcnn")
+    blocks = network_blocks(cell, TINY)
+    table = fake_table(blocks, 1.0, 0.25)
+    assert table.predict(cell, TINY) == pytest.approx(len(blocks) * 0.75 + 0.25)
+    with pytest.raises(HardwareError, match="lacks"):
+        LatencyTable(FAST, {}).predict(cell, TINY)
+
+
+def test_table_measures_each_block_once_and_round_trips(tmp_path) -> None:
+    cell = published_cell("shrinkcnn")
+    blocks = network_blocks(cell, TINY)
+    table = table_for_cells([cell], TINY, FAST)
+    distinct = {b.key for b in blocks} | {b.io().key for b in blocks}
+    assert set(table.entries) == distinct and len(blocks) > len({b.key for b in blocks})
+    assert all(e.median_ms > 0 for e in table.entries.values())
+    assert extend_table(table, blocks) is table  # nothing missing: nothing measured
+    predicted = table.predict(cell, TINY)
+    assert predicted > 0
+    path = tmp_path / "table.json"
+    table.save(path)
+    back = LatencyTable.load(path)
+    assert back.settings == FAST and back.entries == table.entries
+    assert back.predict(cell, TINY) == pytest.approx(predicted)
+    saved = json.loads(path.read_text())
+    assert saved["format"] == "autoshrink.latency-table/1"
+    assert saved["environment"]["torch"] == torch.__version__
+    bigger = extend_table(back, network_blocks(ODD, TINY))
+    assert set(back.entries) < set(bigger.entries) and back.entries == table.entries
+
+
+def test_table_errors(tmp_path) -> None:
+    table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
+    with pytest.raises(HardwareError, match="backend='torch'"):
+        table.check_settings(LatencySettings(backend="onnxruntime"))
+    with pytest.raises(HardwareError, match="no such latency table"):
+        LatencyTable.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(HardwareError, match="not valid JSON"):
+        LatencyTable.load(bad)
+    data = table.to_dict()
+    key = next(iter(data["blocks"]))
+    data["blocks"]["op sep3x3 relu in=999 out=1 hw=1"] = data["blocks"].pop(key)
+    bad.write_text(json.dumps(data))
+    with pytest.raises(HardwareError, match="malformed"):
+        LatencyTable.load(bad)
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(HardwareError, match="not a latency table"):
+        LatencyTable.load(bad)
