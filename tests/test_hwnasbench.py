@@ -1,0 +1,144 @@
+"""HW-NAS-Bench loader on a small file of the official layout written here: the opt-in guard,
+the restricted unpickler, index -> cell mapping, and the metric as a search's cost term."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoshrink.bench import run_once
+from autoshrink.errors import BenchmarkError
+from autoshrink.evaluators.costed import CostedEvaluator
+from autoshrink.hwnasbench import METRICS, load_hwnasbench
+from autoshrink.objectives import Score
+from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell
+from autoshrink.strategies.random_search import RandomSearch
+
+STEP = 7  # official index i holds the cell of code (7 i) mod 5^6: a known permutation
+
+
+def code_of_index(i: int) -> int:
+    return (STEP * i) % NUM_CELLS
+
+
+def index_of_code(code: int) -> int:
+    return (pow(STEP, -1, NUM_CELLS) * code) % NUM_CELLS
+
+
+def latency(i: int) -> float:
+    return 1.0 + 0.001 * i  # ms
+
+
+@pytest.fixture
+def bench_file(tmp_path: Path) -> Path:
+    """``[space][dataset][metric][arch index]``: lists for cifar10 (with ``config`` arch
+    strings and one metric the loader ignores), a partial dict for cifar100."""
+    config = [
+        {"arch_str": NB201Cell.from_code(code_of_index(i)).arch_string(), "C": 16, "N": 5}
+        for i in range(NUM_CELLS)
+    ]
+    data = {
+        "nasbench201": OrderedDict(
+            cifar10={
+                "edgegpu_latency": [latency(i) for i in range(NUM_CELLS)],
+                "fpga_energy": [2.0 * latency(i) for i in range(NUM_CELLS)],
+                "eyeriss_arithmetic_intensity": [0] * NUM_CELLS,
+                "config": config,
+            },
+            cifar100={"pixel3_latency": {0: 5.0, 3: 7.5}},
+        ),
+        "fbnet": {"edgegpu_latency": {"ConvNorm_H32": 0.1}},
+    }
+    path = tmp_path / "HW-NAS-Bench-v1_0.pickle"
+    path.write_bytes(pickle.dumps(data, protocol=4))
+    return path
+
+
+def test_loader_reads_the_layout_and_maps_indices_to_cells(bench_file: Path) -> None:
+    hw = load_hwnasbench(bench_file, allow_pickle=True)
+    assert set(hw.keys()) == {
+        ("cifar10", "edgegpu_latency"),
+        ("cifar10", "fpga_energy"),
+        ("cifar100", "pixel3_latency"),
+    }
+    assert hw.query(42, dataset="cifar10", metric="edgegpu_latency") == pytest.approx(1.042)
+    assert hw.query(3, dataset="CIFAR100", metric="pixel3_latency") == 7.5
+    with pytest.raises(BenchmarkError, match="no pixel3_latency of"):
+        hw.query(1, dataset="cifar100", metric="pixel3_latency")
+    with pytest.raises(BenchmarkError, match="no edgetpu_latency"):
+        hw.query(1, dataset="cifar10", metric="edgetpu_latency")
+    with pytest.raises(BenchmarkError, match="unknown HW-NAS-Bench metric"):
+        hw.query(1, dataset="cifar10", metric="watts")
+    cost = hw.cost(dataset="cifar10", metric="fpga_energy")  # index from the file's config
+    for code in (0, 1, 777, NUM_CELLS - 1):
+        assert cost(NB201Cell.from_code(code)) == pytest.approx(2.0 * latency(index_of_code(code)))
+    archs = [NB201Cell.from_code(code_of_index(i)).arch_string() for i in range(NUM_CELLS)]
+    same = hw.cost(dataset="cifar10", metric="fpga_energy", index=ArchIndex(archs))
+    assert np.array_equal(same.by_code, cost.by_code)
+    assert set(METRICS) >= {"edgegpu_latency", "eyeriss_energy", "fpga_latency"}
+
+
+def test_pickle_needs_the_opt_in(bench_file: Path) -> None:
+    with pytest.raises(BenchmarkError, match="allow_pickle=True"):
+        load_hwnasbench(bench_file)
+    with pytest.raises(BenchmarkError, match="not found"):
+        load_hwnasbench(bench_file.with_name("nope.pickle"), allow_pickle=True)
+
+
+class _Hostile:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_restricted_unpickler_refuses_any_other_global(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"x": _Hostile(target)}}}))
+    with pytest.raises(BenchmarkError, match=r"pathlib\.Path.touch|not allowed"):
+        load_hwnasbench(path, allow_pickle=True)
+    assert not target.exists()
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edgegpu_latency": np.ones(3)}}}))
+    with pytest.raises(BenchmarkError, match="not allowed"):
+        load_hwnasbench(path, allow_pickle=True)
+
+
+def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pickle"
+    for data, match in (
+        ([1, 2], "expected a dict"),
+        ({"nasbench201": {"cifar10": {"edgegpu_latency": ["fast"]}}}, "finite number"),
+        ({"nasbench201": {"cifar10": {"edgegpu_latency": {99999: 1.0}}}}, "arch index"),
+        ({"nasbench201": {"mnist": {"edgegpu_latency": [1.0]}}}, "mnist"),
+        ({"nasbench201": {"cifar10": {"config": []}}}, "no HW-NAS-Bench metric"),
+    ):
+        path.write_bytes(pickle.dumps(data))
+        with pytest.raises(BenchmarkError, match=match):
+            load_hwnasbench(path, allow_pickle=True)
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(BenchmarkError, match="cannot read"):
+        load_hwnasbench(path, allow_pickle=True)
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edgegpu_latency": [1.0]}}}))
+    hw = load_hwnasbench(path, allow_pickle=True)
+    with pytest.raises(BenchmarkError, match="tables' index"):
+        hw.cost(dataset="cifar10", metric="edgegpu_latency")
+
+
+def test_hw_metric_as_the_cost_term_of_a_search(bench_file: Path) -> None:
+    """Equal accuracy everywhere: the score prefers the lowest edge-GPU latency, so the cell a
+    search returns is the queried cell of smallest latency (the lowest official index)."""
+    hw = load_hwnasbench(bench_file, allow_pickle=True)
+    cost = hw.cost(dataset="cifar10", metric="edgegpu_latency")
+    evaluate = CostedEvaluator(lambda cell: {"accuracy": 0.9}, [cost])
+    assert evaluate(NB201Cell.from_code(0)) == {"accuracy": 0.9, "edgegpu_latency": 1.0}
+    score = Score(metric="accuracy", cost="edgegpu_latency", weight=1.0)
+    incumbent, queried = run_once(RandomSearch(rng=random.Random(0)), evaluate, score, 60)
+    best_index = min(index_of_code(int(c)) for c in queried)
+    assert index_of_code(int(incumbent[-1])) == best_index
