@@ -1,0 +1,127 @@
+"""Export: the ONNX file runs in onnxruntime like PyTorch (any batch), the weights file holds
+the network's tensors, and model.py imports nothing from autoshrink and reproduces PyTorch's
+outputs from the weights -- for random init, for trained weights, and for every op."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from autoshrink.export import import_file
+from autoshrink.graph import Cell
+from autoshrink.macros import cifar_proxy
+from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.cells import published_cell
+
+TINY = dict(width=0.25, image_size=8, num_classes=3)
+ODD = Cell("cnn", ("input", "conv3x3", "maxpool3x3", "identity", "sep3x3", "conv1x1"),
+           ((0, 1), (0, 2), (1, 3), (2, 3), (0, 4), (3, 5)), "swish")  # fmt: skip
+EMPTY = Cell("cnn", ("input", "sep3x3", "conv1x1"), ())  # node 0 is the only leaf
+
+
+def imported_modules(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+def reference(cell: Cell, spec, weights: Path) -> torch.nn.Module:
+    model = build_network(cell, spec)
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def check_folder(out: Path, cell: Cell, spec) -> None:
+    """Every artefact in ``out`` against autoshrink's own network with the exported weights."""
+    model = reference(cell, spec, out / "model.safetensors")
+    x = torch.randn(5, spec.in_channels, spec.image_size, spec.image_size)  # another batch size
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+    source = (out / "model.py").read_text()
+    assert imported_modules(source) <= {"json", "struct", "pathlib", "torch", "sys"}
+    alone = import_file(out / "model.py").load(out / "model.safetensors")
+    assert alone.state_dict().keys() == model.state_dict().keys()
+    with torch.no_grad():
+        np.testing.assert_allclose(alone(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert Cell.load(out / "cell.json") == cell
+
+
+@pytest.mark.slow
+def test_export_random_init(cli, tmp_path: Path) -> None:
+    cell_file = tmp_path / "cell.json"
+    cell = published_cell("shrinkcnn")
+    cell.save(cell_file)
+    out = tmp_path / "export"
+    code, stdout, _ = cli(
+        "export", cell_file, "--macro", "cifar-proxy", "--out", out, "--width", "0.25",
+        "--image-size", "8", "--num-classes", "3", "--json",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["ok"] and report["input"] == [3, 8, 8]
+    assert report["onnx_max_abs_diff"] < 1e-4 and report["standalone_max_abs_diff"] < 1e-6
+    check_folder(out, cell, cifar_proxy(**TINY))
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["checks"]["ok"] and manifest["macro"]["name"] == "cifar-proxy"
+    bn = load_file(str(out / "model.safetensors"))["stem.1.running_var"]
+    assert not torch.allclose(bn, torch.ones_like(bn))  # random statistics exercise BN
+    run = subprocess.run(
+        [sys.executable, "-I", str(out / "model.py")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert run.returncode == 0 and "output (1, 3)" in run.stdout
+
+
+@pytest.mark.slow
+def test_export_trained_weights_of_every_op(cli, tmp_path: Path) -> None:
+    """Weights saved like ``autoshrink train`` does (a 1-channel, 8-pixel, 10-class data set):
+    input channels and classes are read from the file, and the exported network is that one."""
+    spec = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
+    for cell in (ODD, EMPTY):
+        torch.manual_seed(1)
+        model = build_network(cell, spec)
+        for p in model.parameters():  # "trained": anything but the initialisation
+            p.data.normal_()
+        weights = tmp_path / f"{cell.key}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        cell_file = tmp_path / f"{cell.key}.json"
+        cell.save(cell_file)
+        out = tmp_path / cell.key
+        code, stdout, _ = cli(
+            "export", cell_file, "--out", out, "--weights", weights, "--width", "0.25",
+            "--image-size", "8",
+        )  # fmt: skip
+        assert code == 0 and "-> ok" in stdout
+        check_folder(out, cell, spec)
+        exported = load_file(str(out / "model.safetensors"))
+        assert all(torch.equal(exported[k], v) for k, v in model.state_dict().items())
+
+
+def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
+    cell_file = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell_file)
+    model = build_network(published_cell("shrinkcnn"), cifar_proxy(**TINY))
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    code, _, err = cli("export", cell_file, "--out", tmp_path / "o", "--weights", weights)
+    assert code == 2 and err.count("\n") == 1 and "--width" in err
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    code, _, err = cli(
+        "export", cell_file, "--out", tmp_path / "o", "--weights", tmp_path / "junk.safetensors"
+    )
+    assert code == 2 and "junk.safetensors" in err
