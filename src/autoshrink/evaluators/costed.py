@@ -1,0 +1,145 @@
+"""Hardware cost metrics on top of any evaluator: measured latency, table latency, HW-NAS-Bench.
+
+:class:`CostedEvaluator` wraps an evaluator and adds cost metrics to what it returns, so that a
+:class:`~autoshrink.objectives.Score` can use them as its cost term and a search's hard
+constraints can reject candidates on them before training:
+
+- ``latency_ms`` (:class:`MeasuredLatency`): the network measured now, on this machine;
+- ``table_latency_ms`` (:class:`TableLatency`): predicted from a latency lookup table, without
+  running the network; blocks the table lacks are measured once and kept (per process);
+- an HW-NAS-Bench metric such as ``edgegpu_latency`` for NAS-Bench-201 cells
+  (:class:`~autoshrink.hwnasbench.HWNASBenchCost`).
+
+It keeps the evaluator protocol (``profile`` and ``evaluate``) and also wraps plain callables
+``cell -> metrics`` such as the tabular :class:`~autoshrink.tabular.SearchEvaluator`. Costs are
+computed once per cell (canonical key) and process. With a process-pool executor, measured
+latency is taken in a worker while other workers train, so it is noisier than a table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.latency import LatencySettings, check_available, measure_cell
+from autoshrink.latency_table import LatencyTable, extend_table, network_blocks
+from autoshrink.macros import MacroSpec, get_macro
+
+log = logging.getLogger(__name__)
+
+MEASURED, TABLE = "latency_ms", "table_latency_ms"
+
+
+class Cost(Protocol):
+    """A named cost of a genotype."""
+
+    name: str
+
+    def __call__(self, genotype: Any) -> float: ...
+
+
+@dataclass(frozen=True)
+class MeasuredLatency:
+    """``latency_ms``: median latency of the network ``spec`` built from the cell, measured."""
+
+    spec: MacroSpec
+    settings: LatencySettings
+    name: str = MEASURED
+
+    def __call__(self, cell: Cell) -> float:
+        return measure_cell(cell, self.spec, self.settings).median_ms
+
+
+@dataclass
+class TableLatency:
+    """``table_latency_ms``: the latency of the network ``spec`` predicted from a table."""
+
+    spec: MacroSpec
+    settings: LatencySettings
+    table: LatencyTable | None = None
+    name: str = TABLE
+
+    def __call__(self, cell: Cell) -> float:
+        blocks = network_blocks(cell, self.spec)
+        if self.table is None or self.table.missing(blocks):
+            self.table = extend_table(self.table, blocks, self.settings)
+        return self.table.predict_blocks(blocks)
+
+
+@dataclass
+class CostedEvaluator:
+    """``inner``'s metrics plus one metric per cost (see the module docstring)."""
+
+    inner: Any
+    costs: Sequence[Cost]
+    _cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def cost_metrics(self, genotype: Any) -> dict[str, float]:
+        """The cost metrics of ``genotype`` (computed once per canonical key)."""
+        key = genotype.key
+        if key not in self._cache:
+            self._cache[key] = {c.name: float(c(genotype)) for c in self.costs}
+        return dict(self._cache[key])
+
+    def profile(self, genotype: Any) -> dict[str, float]:
+        return {**self.inner.profile(genotype), **self.cost_metrics(genotype)}
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        evaluation = self.inner.evaluate(genotype, seed)
+        if evaluation.status != "ok":
+            return evaluation
+        return replace(evaluation, metrics={**evaluation.metrics, **self.cost_metrics(genotype)})
+
+    def __call__(self, genotype: Any) -> dict[str, float]:
+        """For plain ``cell -> metrics`` evaluators (tabular benchmarks)."""
+        inner: Callable[[Any], dict[str, float]] = self.inner
+        return {**inner(genotype), **self.cost_metrics(genotype)}
+
+
+def hardware_costs(
+    wanted: set[str],
+    proxy: MacroSpec,
+    settings: LatencySettings,
+    *,
+    macro: str | None = None,
+    table: str | None = None,
+) -> list[Cost]:
+    """The latency costs among ``wanted`` (metric names), for the network ``macro`` (a
+    registered name; ``None``: the proxy network ``proxy``); ``table`` is a latency table
+    file to start from (missing: start empty)."""
+    spec = proxy if macro is None else get_macro(macro)
+    costs: list[Cost] = []
+    if MEASURED in wanted or TABLE in wanted:
+        check_available(settings)
+    if MEASURED in wanted:
+        costs.append(MeasuredLatency(spec, settings))
+    if TABLE in wanted:
+        start = None
+        if table is not None and Path(table).is_file():
+            start = LatencyTable.load(table)
+            start.check_settings(settings, table)
+        elif table is not None:
+            log.warning("latency table %s not found: starting an empty one", table)
+        costs.append(TableLatency(spec, settings, start))
+    return costs
+
+
+def with_hardware_costs(evaluator: Any, config: Any, proxy: MacroSpec) -> Any:
+    """``evaluator`` wrapped with the latency costs a search config's score or constraints
+    name (``config``: a :class:`~autoshrink.config.SearchConfig`), or unchanged."""
+    wanted = set(config.constraints)
+    if config.score.weight:
+        wanted.add(config.score.cost)
+    costs = hardware_costs(
+        wanted,
+        proxy,
+        config.latency,
+        macro=config.latency_macro,
+        table=config.latency_table,
+    )
+    return CostedEvaluator(evaluator, costs) if costs else evaluator

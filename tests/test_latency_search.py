@@ -1,0 +1,133 @@
+"""Latency in the search: the cost term of the score, the hard constraint that rejects a
+candidate before training (recorded in the journal), and the search CLI's wiring."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+
+import autoshrink.cli.search as cli_search
+from autoshrink.config import SearchConfig
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.costed import CostedEvaluator, MeasuredLatency, with_hardware_costs
+from autoshrink.graph import Cell
+from autoshrink.latency import LatencySettings
+from autoshrink.latency_table import BlockEntry, LatencyTable, network_blocks
+from autoshrink.macros import cifar_proxy
+from autoshrink.objectives import Score
+from autoshrink.search import make_strategy, run_search
+
+SPEC = cifar_proxy(width=0.25, image_size=8, num_classes=3)
+OP_MS = 1.0  # every op block costs 1 ms in the synthetic table, everything else 0
+
+
+class Toy:
+    """accuracy = edges / 10; counts the candidates it trains."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def profile(self, cell: Cell) -> dict[str, float]:
+        return {"macs": 1e6, "params": 1.0}
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        self.calls += 1
+        return Evaluation({**self.profile(cell), "accuracy": cell.num_edges / 10})
+
+
+def synthetic_table(config: SearchConfig, path) -> None:
+    """A table with every block of every cell the search can meet: op blocks 1 ms, others 0,
+    so a cell's predicted latency is 3 (cells) x its live op nodes, in ms."""
+    start = make_strategy(config).current
+    entries = {}
+    for n in range(len(start.edges) + 1):
+        for edges in itertools.combinations(start.edges, n):
+            cell = Cell.pruned("cnn", start.ops, edges)
+            for b in network_blocks(cell, SPEC):
+                entries[b.key] = BlockEntry(b, OP_MS if b.kind == "op" else 0.0, 0.0)
+                entries[b.io().key] = BlockEntry(b.io(), 0.0, 0.0)
+    LatencyTable(config.latency, entries).save(path)
+
+
+def test_table_latency_constraint_and_cost_term(tmp_path) -> None:
+    config = SearchConfig(
+        nodes=4,
+        k=6,
+        keep_fraction=0.0,
+        score=Score.cnn(cost="table_latency_ms", weight=0.1),
+        constraints={"table_latency_ms": 6.0},
+        latency_table=str(tmp_path / "table.json"),
+    )
+    synthetic_table(config, tmp_path / "table.json")
+    toy = Toy()
+    run_search(
+        tmp_path / "run",
+        config,
+        evaluator_factory=lambda c: with_hardware_costs(toy, c, SPEC),
+        progress=False,
+    )
+    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    trained = [r for r in rows if r["status"] == "ok"]
+    assert rejected and trained and toy.calls == len(trained)
+    for r in rows:
+        ops = len(Cell.from_dict(r["cell"]).live_nodes) - 1
+        assert r["metrics"]["table_latency_ms"] == pytest.approx(3 * ops * OP_MS)
+    for r in rejected:
+        assert r["metrics"]["table_latency_ms"] > 6.0
+        assert r["detail"]["reason"].startswith("table_latency_ms")
+    for r in trained:
+        lat = r["metrics"]["table_latency_ms"]
+        assert lat <= 6.0
+        expected = r["edges"] / 10 - 0.1 * (math.log10(lat) - 6) if lat > 0 else None
+        assert r["score"] == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_measured_latency_wrapper_is_cached_and_only_added_when_asked() -> None:
+    fast = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
+    cell = make_strategy(SearchConfig(nodes=4)).current
+    wrapped = CostedEvaluator(Toy(), [MeasuredLatency(SPEC, fast)])
+    first = wrapped.profile(cell)["latency_ms"]
+    assert first > 0 and wrapped.evaluate(cell, 0).metrics["latency_ms"] == first
+    plain = Toy()
+    assert with_hardware_costs(plain, SearchConfig(), SPEC) is plain
+    costed = with_hardware_costs(plain, SearchConfig(constraints={"latency_ms": 3.0}), SPEC)
+    assert [c.name for c in costed.costs] == ["latency_ms"]
+    by_score = with_hardware_costs(
+        plain, SearchConfig(score=Score.cnn(cost="table_latency_ms")), SPEC
+    )
+    assert [c.name for c in by_score.costs] == ["table_latency_ms"]
+
+
+class Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "args, constraints, cost",
+    [
+        (["--max-latency", "5"], {"latency_ms": 5.0}, "macs"),
+        (["--max-latency", "5", "--latency-table", "t.json"], {"table_latency_ms": 5.0}, "macs"),
+        (["--cost", "table_latency_ms", "--max-latency", "2"], {"table_latency_ms": 2.0},
+         "table_latency_ms"),
+        (["--cost", "latency_ms", "--max-macs", "1e7"], {"macs": 1e7}, "latency_ms"),
+    ],
+)  # fmt: skip
+def test_search_cli_wires_latency(cli, monkeypatch, tmp_path, args, constraints, cost) -> None:
+    seen = {}
+
+    def fake_run_search(run_dir, config, **kw):
+        seen["config"] = config
+        raise Captured
+
+    monkeypatch.setattr(cli_search, "run_search", fake_run_search)
+    with pytest.raises(Captured):
+        cli("search", "--out", tmp_path / "run", "--latency-backend", "onnxruntime", *args)
+    config = seen["config"]
+    assert config.constraints == constraints and config.score.cost == cost
+    assert config.latency.backend == "onnxruntime"
+    back = SearchConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert back == config
