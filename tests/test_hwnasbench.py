@@ -108,6 +108,10 @@ def test_restricted_unpickler_refuses_any_other_global(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edgegpu_latency": np.ones(3)}}}))
     with pytest.raises(BenchmarkError, match="not allowed"):
         load_hwnasbench(path, allow_pickle=True)
+    scalars = {"nasbench201": {"cifar10": {"edgegpu_latency": [np.float64(1.5), np.float32(2)]}}}
+    path.write_bytes(pickle.dumps(scalars))  # numpy scalars are decoded from their bytes
+    hw = load_hwnasbench(path, allow_pickle=True)
+    assert hw.query(1, dataset="cifar10", metric="edgegpu_latency") == 2.0
 
 
 def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:

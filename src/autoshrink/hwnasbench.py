@@ -9,10 +9,11 @@ A ``config`` entry per index, when present, holds the cell's ``arch_str``.
 
 **Why the opt-in.** Unpickling can run any code the file's author chose, and this file is not
 shipped with autoshrink: :func:`load_hwnasbench` refuses unless the caller passes
-``allow_pickle=True``, and then reads with a restricted unpickler that builds only what the
-pickle protocol builds by itself -- dicts, lists, tuples, numbers, strings, booleans, ``None``
--- plus ``set``, ``frozenset`` and ``collections.OrderedDict``. Any other global (a numpy
-array, a function) makes the load fail with its name.
+``allow_pickle=True``, and then reads with the restricted unpickler of
+:mod:`autoshrink.tabular.archive`: it builds only what the pickle protocol builds by itself --
+dicts, lists, tuples, numbers, strings, booleans, ``None`` -- plus ``collections.OrderedDict``
+and numpy *scalars*, decoded from their bytes without running numpy code. Any other global (a
+numpy array, a function) makes the load fail with its name.
 
 Costs are looked up through an :class:`~autoshrink.spaces.nb201.ArchIndex` (official index <->
 cell), taken from the file's own ``config`` arch strings when it has all of them, or from the
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import pickle
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,9 @@ import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell, dataset_name
+
+# The project's one restricted unpickler (shared with the NATS-Bench archive reader).
+from autoshrink.tabular.archive import _RestrictedUnpickler as RestrictedUnpickler
 
 SPACE = "nasbench201"
 #: The HW-NAS-Bench metrics of NAS-Bench-201 cells and their units.
@@ -48,19 +50,6 @@ METRICS: Mapping[str, str] = {
     "fpga_latency": "ms",
     "fpga_energy": "mJ",
 }
-_ALLOWED = {
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("collections", "OrderedDict"): OrderedDict,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        found = _ALLOWED.get((module, name))
-        if found is None:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return found
 
 
 def read_pickle(path: str | Path, *, allow_pickle: bool = False) -> Any:
@@ -78,7 +67,7 @@ def read_pickle(path: str | Path, *, allow_pickle: bool = False) -> Any:
     except OSError as err:
         raise BenchmarkError(f"cannot read HW-NAS-Bench file {path} ({err})") from None
     try:
-        return _RestrictedUnpickler(io.BytesIO(raw)).load()
+        return RestrictedUnpickler(io.BytesIO(raw)).load()
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
         raise BenchmarkError(f"cannot read HW-NAS-Bench file {path}: {err}") from None
 
