@@ -1,0 +1,217 @@
+"""Word-level text corpora for language modelling: PTB-style folders and plain-text files.
+
+A corpus is read line by line; every line is split on whitespace and ends with ``<eos>``. The
+vocabulary comes from the training split only, in order of first appearance (``<unk>`` and
+``<eos>`` are always in it); words of the validation and test splits that it lacks become
+``<unk>``, with one warning that counts them. Two layouts:
+
+- a **PTB-style folder** with ``train.txt``, ``valid.txt`` and ``test.txt`` (Mikolov's
+  pre-processed Penn Treebank, or any corpus laid out the same way);
+- a **single plain-text file**, split by lines into contiguous train / valid / test parts.
+
+Token ids are numpy ``int64`` arrays, so a :class:`Corpus` is cheap to ship to worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from autoshrink.errors import DataError
+
+log = logging.getLogger(__name__)
+
+EOS = "<eos>"
+UNK = "<unk>"
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words in id order; ``index`` maps a word to its id."""
+
+    words: tuple[str, ...]
+
+    @cached_property
+    def index(self) -> Mapping[str, int]:
+        """Word -> id."""
+        return {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[Sequence[str]]) -> Vocabulary:
+        """The words of ``lines`` in order of first appearance, then ``<eos>`` and ``<unk>``."""
+        seen: dict[str, None] = {}
+        for line in lines:
+            for w in line:
+                seen.setdefault(w, None)
+        seen.setdefault(EOS, None)
+        seen.setdefault(UNK, None)
+        return cls(tuple(seen))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenised corpus: the vocabulary and each split's token ids (``<eos>`` included).
+
+    ``unknown`` counts, per split, the tokens that were mapped to ``<unk>`` because the
+    training vocabulary lacks them (always 0 for ``train``).
+    """
+
+    name: str
+    vocab: Vocabulary
+    train: np.ndarray  # [N_train] int64
+    valid: np.ndarray  # [N_valid] int64
+    test: np.ndarray  # [N_test] int64
+    unknown: Mapping[str, int]
+
+    @property
+    def ntokens(self) -> int:
+        """Vocabulary size."""
+        return len(self.vocab)
+
+
+def read_lines(path: Path) -> list[list[str]]:
+    """The whitespace-split, non-empty lines of ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such text file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a text file, found a folder") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    return [words for raw in text.splitlines() if (words := raw.split())]
+
+
+def encode(
+    lines: Sequence[Sequence[str]], vocab: Vocabulary, source: str
+) -> tuple[np.ndarray, int]:
+    """Token ids of ``lines`` with ``<eos>`` after each line, and how many became ``<unk>``."""
+    index = vocab.index
+    unk, eos = index[UNK], index[EOS]
+    ids: list[int] = []
+    missing: dict[str, int] = {}
+    for line in lines:
+        for w in line:
+            i = index.get(w)
+            if i is None:
+                missing[w] = missing.get(w, 0) + 1
+                i = unk
+            ids.append(i)
+        ids.append(eos)
+    n_unknown = sum(missing.values())
+    if n_unknown:
+        log.warning(
+            "%s: %d tokens (%d distinct words) are not in the training vocabulary; mapped to %s",
+            source,
+            n_unknown,
+            len(missing),
+            UNK,
+        )
+    return np.asarray(ids, dtype=np.int64), n_unknown
+
+
+def build_corpus(name: str, parts: Mapping[str, Sequence[Sequence[str]]]) -> Corpus:
+    """A corpus from tokenised ``train``/``valid``/``test`` lines; empty splits are an error."""
+    for split in SPLITS:
+        if not parts[split]:
+            raise DataError(f"{name}: the {split} split has no words; expected non-empty text")
+    vocab = Vocabulary.from_lines(parts["train"])
+    ids, unknown = {}, {}
+    for split in SPLITS:
+        ids[split], unknown[split] = encode(parts[split], vocab, f"{name} {split}")
+    return Corpus(name, vocab, ids["train"], ids["valid"], ids["test"], unknown)
+
+
+def folder_parts(root: str | Path) -> dict[str, list[list[str]]]:
+    """The tokenised lines of a PTB-style folder (``train.txt``, ``valid.txt``, ``test.txt``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; expected train.txt, valid.txt and test.txt")
+    missing = [f"{s}.txt" for s in SPLITS if not (root / f"{s}.txt").is_file()]
+    if missing:
+        raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")
+    return {s: read_lines(root / f"{s}.txt") for s in SPLITS}
+
+
+def file_parts(
+    path: str | Path, *, valid_fraction: float = 0.1, test_fraction: float = 0.1
+) -> dict[str, list[list[str]]]:
+    """A plain-text file split by lines: the first lines train, then valid, then test."""
+    path = Path(path)
+    fractions_ok = min(valid_fraction, test_fraction) > 0 and valid_fraction + test_fraction < 1
+    if not fractions_ok:
+        raise DataError(
+            f"{path}: valid and test fractions must be in (0, 1) with a sum below 1, "
+            f"got {valid_fraction} and {test_fraction}"
+        )
+    lines = read_lines(path)
+    n = len(lines)
+    n_valid, n_test = round(n * valid_fraction), round(n * test_fraction)
+    n_train = n - n_valid - n_test
+    if n_train < 1 or n_valid < 1 or n_test < 1:
+        raise DataError(
+            f"{path}: {n} non-empty lines are too few to split into train, valid and test"
+        )
+    return {
+        "train": lines[:n_train],
+        "valid": lines[n_train : n_train + n_valid],
+        "test": lines[n_train + n_valid :],
+    }
+
+
+def load_text(
+    path: str | Path | None,
+    *,
+    train_lines: int | None = None,
+    valid_lines: int | None = None,
+    test_lines: int | None = None,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> Corpus:
+    """A PTB-style folder, or a plain-text file split by lines into train / valid / test.
+
+    The line limits keep only the first lines of each split (the AutoShrink proxy takes
+    4,000 / 300 / 300 from PTB); the vocabulary is built from the kept training lines.
+    ``valid_fraction`` and ``test_fraction`` only apply to a single file.
+    """
+    if path is None:
+        raise DataError(
+            "no text data given; expected --data DIR, a folder with train.txt, valid.txt, test.txt"
+        )
+    p = Path(path)
+    if p.is_file():
+        parts = file_parts(p, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    else:
+        parts = folder_parts(p)
+    limits = {"train": train_lines, "valid": valid_lines, "test": test_lines}
+    for split, limit in limits.items():
+        if limit is not None:
+            if limit < 1:
+                raise DataError(f"{p}: the {split} line limit must be >= 1, got {limit}")
+            parts[split] = parts[split][:limit]
+    return build_corpus(str(p), parts)
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cut a token stream into ``batch_size`` parallel streams: ``[T, batch_size]``.
+
+    The tail that does not fill a whole column is dropped, as in the standard PTB recipe.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be >= 1, got {batch_size}")
+    t = len(ids) // batch_size
+    if t < 2:
+        raise DataError(
+            f"{len(ids)} tokens are too few for batch size {batch_size}; "
+            "expected at least 2 tokens per stream"
+        )
+    return ids[: t * batch_size].reshape(batch_size, t).T.copy()

@@ -1,0 +1,142 @@
+"""Text corpora for language modelling: PTB-style folders, single files, vocabulary, bad input."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoshrink.data.text import EOS, UNK, batchify, load_text
+from autoshrink.errors import DataError
+
+SUBJECTS = ("the cat", "the dog", "a bird")
+VERBS = ("sees", "likes", "chases")
+OBJECTS = ("the mat", "a ball", "the tree")
+
+
+def tiny_lines(n: int, seed: int) -> list[str]:
+    """Sentences of a tiny grammar (12 words): easy to learn far below uniform perplexity."""
+    rng = random.Random(seed)
+    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ." for _ in range(n)]
+
+
+def write_tiny_corpus(root: Path, n_train: int = 400, n_eval: int = 60) -> Path:
+    """A PTB-style folder of the tiny grammar; the test split has one unseen word."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "train.txt").write_text("\n".join(tiny_lines(n_train, 0)) + "\n")
+    (root / "valid.txt").write_text("\n".join(tiny_lines(n_eval, 1)) + "\n")
+    (root / "test.txt").write_text("\n".join([*tiny_lines(n_eval - 1, 2), "the cow sees"]) + "\n")
+    return root
+
+
+def test_ptb_folder_tokens_eos_and_unknown_words(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "train.txt").write_text(" a b <unk> \n\n b c\n")
+    (root / "valid.txt").write_text("a z z\n")
+    (root / "test.txt").write_text("c b\n")
+    with caplog.at_level(logging.WARNING):
+        corpus = load_text(root)
+    words = corpus.vocab.words
+    # vocabulary from train only, in order of first appearance, then <eos>; <unk> was seen
+    assert words == ("a", "b", UNK, "c", EOS)
+    ids = corpus.vocab.index
+    assert corpus.train.tolist() == [ids[w] for w in ("a", "b", UNK, EOS, "b", "c", EOS)]
+    assert corpus.valid.tolist() == [ids["a"], ids[UNK], ids[UNK], ids[EOS]]
+    assert corpus.unknown == {"train": 0, "valid": 2, "test": 0}
+    assert "2 tokens (1 distinct words)" in caplog.text
+    assert corpus.train.dtype == np.int64
+
+
+def test_unk_and_eos_are_always_in_the_vocabulary(tmp_path: Path) -> None:
+    corpus = load_text(write_tiny_corpus(tmp_path / "c"))
+    assert UNK in corpus.vocab.index and EOS in corpus.vocab.index
+    assert corpus.ntokens == 12 + 2  # 12 words of the grammar (with ".") + <eos> + <unk>
+    assert corpus.unknown["test"] == 1  # "cow"
+
+
+def test_line_limits_keep_the_first_lines_and_the_vocabulary_follows(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "train.txt").write_text("a b\nc d\n")
+    (root / "valid.txt").write_text("a\nb\nc\n")
+    (root / "test.txt").write_text("d\n")
+    corpus = load_text(root, train_lines=1, valid_lines=2)
+    assert corpus.vocab.words == ("a", "b", EOS, UNK)
+    assert len(corpus.valid) == 4  # "a <eos> b <eos>"
+    assert corpus.unknown["test"] == 1
+
+
+def test_single_file_is_split_by_lines(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(f"w{i} x" for i in range(20)) + "\n")
+    corpus = load_text(path)
+    # 20 lines: 16 train, 2 valid, 2 test, contiguous; each line has 2 words + <eos>
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (48, 6, 6)
+    assert corpus.unknown == {"train": 0, "valid": 2, "test": 2}  # w16..w19 unseen
+
+
+def test_the_ptb_proxy_split(shared_data: Path) -> None:
+    corpus = load_text(shared_data / "ptb" / "proxy")
+    # The first 4,000 lines of PTB train: 84,832 words + 4,000 <eos>
+    assert len(corpus.train) == 84_832 + 4_000
+    assert corpus.unknown["train"] == 0 and corpus.unknown["valid"] > 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        (lambda root: None, "no such folder"),
+        (lambda root: root.mkdir(), "missing train.txt, valid.txt, test.txt"),
+        (
+            lambda root: (root.mkdir(), (root / "train.txt").write_text("a\n")),
+            "missing valid.txt, test.txt",
+        ),
+        (
+            lambda root: (
+                root.mkdir(),
+                (root / "train.txt").write_text("\n  \n"),
+                (root / "valid.txt").write_text("a\n"),
+                (root / "test.txt").write_text("a\n"),
+            ),
+            "the train split has no words",
+        ),
+        (
+            lambda root: (
+                root.mkdir(),
+                (root / "train.txt").write_bytes(b"\xff\xfe\x00a"),
+                (root / "valid.txt").write_text("a\n"),
+                (root / "test.txt").write_text("a\n"),
+            ),
+            "not UTF-8",
+        ),
+    ],
+)
+def test_bad_folders_raise_one_line_errors(tmp_path: Path, setup, match: str) -> None:
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError, match=match) as err:
+        load_text(root)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_files_and_settings(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no text data given"):
+        load_text(None)
+    short = tmp_path / "short.txt"
+    short.write_text("a b\nc\n")
+    with pytest.raises(DataError, match="too few to split"):
+        load_text(short)
+    with pytest.raises(DataError, match="line limit must be >= 1"):
+        load_text(write_tiny_corpus(tmp_path / "c"), train_lines=0)
+
+
+def test_batchify_makes_parallel_streams() -> None:
+    ids = np.arange(11)
+    out = batchify(ids, 3)  # 3 streams of 3 tokens; the last 2 tokens are dropped
+    assert out.tolist() == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    with pytest.raises(DataError, match="too few"):
+        batchify(ids, 6)
