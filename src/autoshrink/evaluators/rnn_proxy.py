@@ -1,0 +1,100 @@
+"""Proxy-task evaluation of RNN cells: build the language model, train it, report perplexity.
+
+The evaluator holds the tokenised proxy corpus (method §4: the first 4,000 training and 300
+validation lines of PTB). ``profile`` needs no training: ``edges`` (E), ``edge_cost``
+(``E·nhid²``, the cost term of the RNN score), ``params`` and per-token ``macs``.
+``evaluate`` seeds the weight initialisation from the candidate's seed, trains with
+:func:`~autoshrink.training.language.train_proxy_lm` and adds ``perplexity``, the best
+validation perplexity. A diverged training is reported as ``"diverged"`` (it scores ``-inf``);
+any other exception inside a candidate becomes a ``"failed"`` evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy
+from autoshrink.data.text import Corpus, load_text
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.nn.rnn import RNNModel
+from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
+
+if TYPE_CHECKING:
+    from autoshrink.config import SearchConfig
+
+log = logging.getLogger(__name__)
+
+
+class RNNProxyEvaluator:
+    """Train a candidate RNN cell's language model on the proxy corpus.
+
+    Metrics: ``perplexity`` (best validation), ``edges``, ``edge_cost``, ``params``, ``macs``.
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        training: RNNProxyTraining,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        self.corpus = corpus
+        self.training = training
+        self.device = device
+        self.threads = threads
+
+    def profile(self, genotype: Cell) -> dict[str, float]:
+        nhid = self.training.nhid
+        c = count_rnn(genotype, rnn_proxy(vocab=self.corpus.ntokens, nhid=nhid))
+        return {
+            "edges": float(genotype.num_edges),
+            "edge_cost": float(edge_cost(genotype, nhid)),
+            "params": float(c.params),
+            "macs": float(c.macs),
+        }
+
+    def build(self, genotype: Cell, seed: int) -> RNNModel:
+        """The candidate's language model, initialised from ``seed``."""
+        torch.manual_seed(seed)
+        n = self.training.nhid
+        return RNNModel(genotype, self.corpus.ntokens, emsize=n, nhid=n).to(self.device)
+
+    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        t0 = time.perf_counter()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        metrics = self.profile(genotype)
+        try:
+            model = self.build(genotype, seed)
+            out = train_proxy_lm(
+                model, self.corpus.train, self.corpus.valid, self.training, device=self.device
+            )
+        except (RuntimeError, ValueError) as err:
+            log.warning("candidate %s failed: %s", genotype.key, err)
+            return Evaluation(
+                {**metrics, "perplexity": math.nan},
+                "failed",
+                time.perf_counter() - t0,
+                {"error": f"{type(err).__name__}: {err}"},
+            )
+        metrics["perplexity"] = out.best_perplexity
+        return Evaluation(
+            metrics,
+            "diverged" if out.diverged else "ok",
+            time.perf_counter() - t0,
+            {"epochs": out.epochs, "stop_reason": out.stop_reason},
+        )
+
+
+def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
+    """The evaluator of a ``task="rnn"`` search: reads the text data in ``config.data_dir``."""
+    t = config.training
+    corpus = load_text(config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines)
+    return RNNProxyEvaluator(corpus, t, device=config.device, threads=config.threads)

@@ -1,0 +1,200 @@
+"""Language-model training: proxy (§4) and final (§7) loops, divergence, the RNN evaluator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoshrink.cost_rnn import count_rnn, rnn_proxy
+from autoshrink.data.text import batchify, load_text
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.graph import Cell
+from autoshrink.nn.rnn import Dropouts, RNNModel
+from autoshrink.objectives import Score
+from autoshrink.spaces.cells import published_cell
+from autoshrink.training import language
+from autoshrink.training.language import (
+    LMRecipe,
+    RNNProxyTraining,
+    WeightAverage,
+    evaluate_lm,
+    train_epoch,
+    train_final_lm,
+    train_proxy_lm,
+    windows,
+)
+from test_rnn_text import write_tiny_corpus
+
+TINY = RNNProxyTraining(
+    nhid=16, train_lines=None, valid_lines=None, epochs=4, batch_size=8, bptt=10, patience=4
+)
+QUICK = RNNProxyTraining(nhid=8, epochs=1, batch_size=8, bptt=10, eval_batch_size=4)
+SMALL_CELL = Cell("rnn", ("input", "tanh", "identity"), ((0, 1), (0, 2), (1, 2)))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """400 training lines (~2,800 tokens): enough to learn the grammar in a few epochs."""
+    return load_text(write_tiny_corpus(tmp_path / "tiny"))
+
+
+@pytest.fixture
+def small(tmp_path: Path):
+    """60 training lines: for tests of the loop's mechanics, not of learning."""
+    return load_text(write_tiny_corpus(tmp_path / "small", n_train=60, n_eval=20))
+
+
+@pytest.mark.slow
+def test_proxy_training_lowers_perplexity_far_below_the_vocabulary(tiny) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(published_cell("shrinkrnn"), tiny.ntokens, emsize=16, nhid=16)
+    out = train_proxy_lm(model, tiny.train, tiny.valid, TINY)
+    assert not out.diverged and out.stop_reason == "epochs"
+    # uniform guessing gives ppl = 14; the grammar allows ~3 choices per word
+    assert out.best_perplexity < tiny.ntokens / 3
+    assert out.best_perplexity == min(h["val_perplexity"] for h in out.history)
+
+
+@pytest.mark.slow
+def test_proxy_training_on_the_ptb_proxy_split(shared_data: Path) -> None:
+    corpus = load_text(shared_data / "ptb" / "proxy", train_lines=200, valid_lines=50)
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, corpus.ntokens, emsize=16, nhid=16)
+    settings = RNNProxyTraining(nhid=16, epochs=1, batch_size=8)
+    out = train_proxy_lm(model, corpus.train, corpus.valid, settings)
+    assert not out.diverged
+    assert out.best_perplexity < corpus.ntokens / 2  # ~1,300 words
+
+
+def test_learning_rate_is_divided_after_epochs_7_and_9(small) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(Cell("rnn", ("input", "tanh"), ((0, 1),)), small.ntokens, emsize=4, nhid=4)
+    settings = RNNProxyTraining(nhid=4, epochs=10, batch_size=16, bptt=10, patience=10)
+    out = train_proxy_lm(model, small.train, small.valid, settings)
+    lrs = [h["lr"] for h in out.history]
+    assert lrs == pytest.approx([20.0] * 7 + [2.0] * 2 + [0.2])
+
+
+def test_patience_stops_after_four_epochs_without_improvement(small) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
+    # a clip of 1e-30 leaves the float32 weights unchanged: the perplexity never improves
+    settings = RNNProxyTraining(nhid=8, epochs=10, batch_size=16, bptt=10, clip=1e-30)
+    out = train_proxy_lm(model, small.train, small.valid, settings)
+    assert out.stop_reason == "patience" and out.epochs == 1 + 4
+    assert len({h["val_perplexity"] for h in out.history}) == 1
+
+
+def test_a_diverging_training_is_reported_and_scores_minus_inf(small) -> None:
+    torch.manual_seed(0)
+    settings = RNNProxyTraining(nhid=8, epochs=3, batch_size=8, bptt=10, lr=1e9)
+    model = RNNModel(published_cell("shrinkrnn"), small.ntokens, emsize=8, nhid=8)
+    out = train_proxy_lm(model, small.train, small.valid, settings)
+    assert out.diverged and out.stop_reason == "diverged" and math.isnan(out.best_perplexity)
+    ev = RNNProxyEvaluator(small, settings)
+    evaluation = ev.evaluate(published_cell("shrinkrnn"), seed=0)
+    assert evaluation.status == "diverged"
+    assert Score.rnn()(evaluation.metrics) == -math.inf
+
+
+class Spy(torch.nn.Module):
+    """Wraps a model and records whether each window's incoming hidden state has a history."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.ntoken, self.had_history = model, model.ntoken, []
+
+    def init_hidden(self, b: int) -> torch.Tensor:
+        return self.model.init_hidden(b)
+
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor):
+        self.had_history.append(hidden.grad_fn is not None or hidden.requires_grad)
+        out = self.model(tokens, hidden)
+        self.last_hidden = out.hidden
+        return out
+
+
+def test_hidden_state_is_detached_between_bptt_windows(small) -> None:
+    torch.manual_seed(0)
+    spy = Spy(RNNModel(published_cell("shrinkrnn"), small.ntokens, emsize=8, nhid=8))
+    data = torch.from_numpy(batchify(small.train, 8))  # [T, 8]
+    opt = torch.optim.SGD(spy.parameters(), lr=1.0)
+    train_epoch(spy, opt, data, bptt=5, clip=0.25)
+    assert len(spy.had_history) == len(list(windows(data.size(0), 5))) > 3
+    assert not any(spy.had_history)  # every window starts from a detached state
+    assert spy.last_hidden.grad_fn is not None  # ... that did carry a history before
+
+
+def test_windows_cover_the_stream() -> None:
+    assert list(windows(12, 5)) == [5, 5, 1]
+    rng = __import__("numpy").random.default_rng(0)
+    lengths = list(windows(1000, 35, rng, max_delta=20))
+    assert sum(lengths) == 999 and all(1 <= n <= 55 for n in lengths)
+    assert all(n >= 5 for n in lengths[:-1])
+
+
+def test_evaluation_does_not_depend_on_the_window_length(small) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(published_cell("shrinkrnn"), small.ntokens, emsize=8, nhid=8)
+    data = torch.from_numpy(batchify(small.valid, 4))
+    assert evaluate_lm(model, data, 3) == pytest.approx(evaluate_lm(model, data, 1000), rel=1e-5)
+
+
+def test_weight_average_is_the_mean_of_the_iterates() -> None:
+    model = torch.nn.Linear(2, 1)
+    avg = WeightAverage(model)
+    snaps = [model.weight.detach().clone()]
+    for k in range(3):
+        with torch.no_grad():
+            model.weight.add_(float(k + 1))
+        avg.update()
+        snaps.append(model.weight.detach().clone())
+    live = model.weight.detach().clone()
+    avg.swap()
+    assert torch.allclose(model.weight, torch.stack(snaps).mean(0))
+    avg.swap()
+    assert torch.equal(model.weight, live)
+
+
+def test_final_training_keeps_the_best_weights_and_reports_test(small) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
+    recipe = LMRecipe(epochs=3, batch_size=8, bptt=10, test_batch_size=4, eval_batch_size=4)
+    result = train_final_lm(model, small, recipe, seed=0)
+    assert len(result.history) == 3 and not result.diverged
+    assert result.valid_perplexity == pytest.approx(
+        min(h["val_perplexity"] for h in result.history)
+    )
+    valid = torch.from_numpy(batchify(small.valid, 4))
+    assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.valid_perplexity)
+    assert math.isfinite(result.test_perplexity)
+
+
+def test_final_training_switches_to_averaged_sgd(small, monkeypatch) -> None:
+    # Validation losses that only get worse: with nonmono = 1 the DARTS rule (loss above the
+    # best of all but the last epoch) first holds at epoch 3; epoch 4 trains averaged.
+    losses = iter([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    monkeypatch.setattr(language, "evaluate_lm", lambda model, data, bptt: next(losses))
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
+    recipe = LMRecipe(epochs=4, batch_size=16, bptt=10, nonmono=1, test_batch_size=4)
+    result = train_final_lm(model, small, recipe, seed=0)
+    assert result.asgd_epoch == 3
+    assert [h["averaged"] for h in result.history] == [False, False, False, True]
+    assert result.best_epoch == 1 and result.valid_perplexity == pytest.approx(math.e)
+
+
+def test_the_evaluator_profiles_without_training_and_is_deterministic(small) -> None:
+    ev = RNNProxyEvaluator(small, QUICK)
+    cell = published_cell("shrinkrnn")
+    prof = ev.profile(cell)
+    spec = rnn_proxy(vocab=small.ntokens, nhid=8)
+    assert prof["edges"] == 12 and prof["edge_cost"] == 12 * 8 * 8
+    assert prof["params"] == count_rnn(cell, spec).params
+    a, b = ev.evaluate(cell, seed=3), ev.evaluate(cell, seed=3)
+    assert a.status == "ok" and a.metrics == b.metrics
+    assert 1 < a.metrics["perplexity"] < 10 * small.ntokens
+    assert a.metrics != ev.evaluate(cell, seed=4).metrics
