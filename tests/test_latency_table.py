@@ -18,7 +18,6 @@ from autoshrink.latency_table import (
     LatencyTable,
     extend_table,
     network_blocks,
-    table_for_cells,
 )
 from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
 from autoshrink.nn.cnn import build_network
@@ -91,11 +90,11 @@ def test_prediction_is_the_sum_less_the_call_cost_counted_once() -> None:
 def test_table_measures_each_block_once_and_round_trips(tmp_path) -> None:
     cell = published_cell("shrinkcnn")
     blocks = network_blocks(cell, TINY)
-    table = table_for_cells([cell], TINY, FAST)
+    table = extend_table(None, [cell], TINY, FAST)
     distinct = {b.key for b in blocks} | {b.io().key for b in blocks}
     assert set(table.entries) == distinct and len(blocks) > len({b.key for b in blocks})
     assert all(e.median_ms > 0 for e in table.entries.values())
-    assert extend_table(table, blocks) is table  # nothing missing: nothing measured
+    assert extend_table(table, [cell], TINY) is table  # nothing missing: nothing measured
     predicted = table.predict(cell, TINY)
     assert predicted > 0
     path = tmp_path / "table.json"
@@ -106,11 +105,16 @@ def test_table_measures_each_block_once_and_round_trips(tmp_path) -> None:
     saved = json.loads(path.read_text())
     assert saved["format"] == "autoshrink.latency-table/1"
     assert saved["environment"]["torch"] == torch.__version__
-    bigger = extend_table(back, network_blocks(ODD, TINY))
-    assert set(back.entries) < set(bigger.entries) and back.entries == table.entries
+    bigger = extend_table(back, [ODD], TINY)
+    assert set(back.entries) < set(bigger.entries)
+    assert all(bigger.entries[k] == e for k, e in back.entries.items())  # measured once
 
 
 def test_table_errors(tmp_path) -> None:
+    with pytest.raises(HardwareError, match="need backend torch"):
+        extend_table(
+            None, [published_cell("shrinkcnn")], TINY, LatencySettings(backend="onnxruntime")
+        )
     table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
     with pytest.raises(HardwareError, match="backend='torch'"):
         table.check_settings(LatencySettings(backend="onnxruntime"))

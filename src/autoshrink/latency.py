@@ -272,7 +272,7 @@ def ort_session(model: bytes, *, device: str = "cpu", threads: int | None = None
 
 
 # ------------------------------------------------------------------ timing
-def _runner(
+def runner(
     module: nn.Module, inputs: list[torch.Tensor], settings: LatencySettings
 ) -> Callable[[], object]:
     """The call to time (inputs already on the device)."""
@@ -289,7 +289,7 @@ def _runner(
     return lambda: session.run(None, feeds)
 
 
-def _clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], float]:
+def clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], float]:
     """A function that runs ``fn`` once and returns its time in ms."""
     if settings.backend == "torch" and device_index(settings.device) is not None:
         start = torch.cuda.Event(enable_timing=True)
@@ -314,9 +314,12 @@ def _clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], 
     return wall_once
 
 
-def time_samples(fn: Callable[[], object], settings: LatencySettings) -> tuple[np.ndarray, bool]:
-    """Warm up, then time ``fn`` in rounds until the median is stable; ``(ms samples, stable)``."""
-    once = _clock(fn, settings)
+def until_stable(
+    once: Callable[[], float], settings: LatencySettings
+) -> tuple[np.ndarray, bool]:
+    """Call ``once`` (which returns ms) ``warmup`` times untimed, then in rounds of
+    ``min_repeats`` until the median moves by at most ``rtol`` between rounds (or
+    ``max_repeats`` / ``max_seconds`` is reached); ``(all samples, stable)``."""
     for _ in range(settings.warmup):
         once()
     samples: list[float] = []
@@ -331,6 +334,11 @@ def time_samples(fn: Callable[[], object], settings: LatencySettings) -> tuple[n
             log.debug("latency median not stable after %d samples", len(samples))
             return np.asarray(samples), False
         previous = median
+
+
+def time_samples(fn: Callable[[], object], settings: LatencySettings) -> tuple[np.ndarray, bool]:
+    """Warm up, then time ``fn`` in rounds until the median is stable; ``(ms samples, stable)``."""
+    return until_stable(clock(fn, settings), settings)
 
 
 def measure_module(
@@ -348,7 +356,7 @@ def measure_module(
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.randn(s, generator=gen) for s in shapes]
     with torch_threads(settings.threads), torch.inference_mode():
-        samples, stable = time_samples(_runner(module, inputs, settings), settings)
+        samples, stable = time_samples(runner(module, inputs, settings), settings)
     q1, median, q3 = (float(v) for v in np.percentile(samples, [25, 50, 75]))
     return LatencyResult(
         median_ms=median,

@@ -9,13 +9,16 @@ that sets its cost -- kind, op, activation, whether it is a linear leaf, input c
 part of a concat), output channels, input size and stride -- and built from the very op
 factories of :mod:`autoshrink.nn`, so the table measures what the network runs.
 
-:func:`extend_table` measures the blocks a table lacks (each once) with
-:func:`autoshrink.latency.measure_module`; :meth:`LatencyTable.predict` then sums the block
-medians of a network without building or running it. A block measured alone also pays what
-one call costs beyond its work -- the Python call and, for onnxruntime, a ``session.run`` that
-hands its output back to the host -- which the network pays only once. So the table also
-measures an identity (``io``) block on each block's output shape, subtracts it from every
-block and adds it back once for the network's output.
+:func:`extend_table` measures the blocks a table lacks, each once, *where they run*: it runs a
+network that contains them block by block on real data (:func:`profile_network`), timing each
+block alone, so a block is timed with the caches and allocator in the state the network leaves
+them in -- timed alone in a tight loop, blocks ran ~25% faster than inside the network on the
+2-core dev box. :meth:`LatencyTable.predict` then sums the block medians of any network
+without building or running it. Each timed call also pays the clock reads and one Python
+call, which the network pays once: the table measures an identity (``io``) block on each
+block's output shape, subtracts it from every block and adds it back once for the network's
+output. Tables are measured with the torch backend (CPU or CUDA, where per-block CUDA events
+time the kernels): onnxruntime fuses ops across blocks and runs whole graphs.
 
 Tables are JSON (``autoshrink.latency-table/1``) with the measurement settings and the library
 versions and machine they were measured on; a table only answers for the settings it was
@@ -26,11 +29,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -38,7 +43,17 @@ from tqdm.auto import tqdm
 from autoshrink.cost import CellPlacement, halve, node_channels, plan
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
-from autoshrink.latency import LatencySettings, environment, measure_module
+from autoshrink.latency import (
+    LatencySettings,
+    check_available,
+    device_index,
+    environment,
+    measure_module,
+    network_input_shape,
+    steady_heap,
+    torch_threads,
+    until_stable,
+)
 from autoshrink.macros import MacroSpec
 from autoshrink.nn.ops import activation, build_op, conv_bn
 
@@ -151,36 +166,53 @@ class Block:
         return cls(**{**d, "inputs": tuple(int(c) for c in d["inputs"])})
 
 
-def cell_blocks(cell: Cell, where: CellPlacement) -> list[Block]:
-    """The blocks of one cell at its place in the network, in execution order."""
+@dataclass(frozen=True)
+class Step:
+    """One block of a network's forward pass and its data flow: the names of the tensors it
+    reads and of the tensor it writes (``"x"`` is the network input)."""
+
+    block: Block
+    inputs: tuple[str, ...]
+    output: str
+
+
+def cell_program(cell: Cell, where: CellPlacement, i: int, x: str) -> list[Step]:
+    """The steps of cell number ``i`` reading tensor ``x``, in execution order; its output is
+    the tensor ``c{i}``."""
     act = cell.activation or "relu"
     ch = node_channels(cell, where.in_channels, where.nodes)
     size, leaves = where.out_size, set(cell.leaves)
-    out: list[Block] = []
+    steps: list[Step] = []
+    names = {0: x}
     if where.downsample:
-        out.append(Block("pool", (where.in_channels,), where.in_size))
+        names[0] = f"c{i}n0"
+        steps.append(Step(Block("pool", (where.in_channels,), where.in_size), (x,), names[0]))
     for k in cell.live_nodes[1:]:
-        parts = tuple(ch[p] for p in cell.predecessors(k))
+        preds = cell.predecessors(k)
+        parts, src = tuple(ch[p] for p in preds), tuple(names[p] for p in preds)
         if len(parts) > 1:
-            out.append(Block("concat", parts, size))
-        out.append(
-            Block("op", (sum(parts),), size, where.nodes, cell.ops[k], act, linear=k in leaves)
-        )
-    leaf_parts = tuple(ch[k] for k in cell.leaves)
-    if len(leaf_parts) > 1:
-        out.append(Block("concat", leaf_parts, size))
+            steps.append(Step(Block("concat", parts, size), src, f"c{i}in{k}"))
+            src = (f"c{i}in{k}",)
+        op = Block("op", (sum(parts),), size, where.nodes, cell.ops[k], act, linear=k in leaves)
+        names[k] = f"c{i}n{k}"
+        steps.append(Step(op, src, names[k]))
+    y = names[cell.leaves[0]]
+    if len(cell.leaves) > 1:
+        y = f"c{i}y"
+        parts = tuple(ch[k] for k in cell.leaves)
+        steps.append(Step(Block("concat", parts, size), tuple(names[k] for k in cell.leaves), y))
+    shortcut = x
     if where.needs_projection:
+        shortcut = f"c{i}s"
         stride = 2 if where.downsample else 1
-        out.append(
-            Block("proj", (where.in_channels,), where.in_size, where.out_channels, stride=stride)
-        )
-    out.append(Block("add", (where.out_channels, where.out_channels), size))
-    return out
+        proj = Block("proj", (where.in_channels,), where.in_size, where.out_channels, stride=stride)
+        steps.append(Step(proj, (x,), shortcut))
+    add = Block("add", (where.out_channels, where.out_channels), size)
+    return [*steps, Step(add, (y, shortcut), f"c{i}")]
 
 
-def network_blocks(cell: Cell, spec: MacroSpec) -> list[Block]:
-    """Every block of the network ``spec`` built from ``cell``, in execution order
-    (repeated blocks repeat)."""
+def network_program(cell: Cell, spec: MacroSpec) -> list[Step]:
+    """Every step of the network ``spec`` built from ``cell``, in execution order."""
     act = cell.activation or "relu"
     placements = plan(cell, spec)
     stem = Block(
@@ -191,16 +223,24 @@ def network_blocks(cell: Cell, spec: MacroSpec) -> list[Block]:
         act=act,
         stride=spec.stem_stride,
     )
-    blocks = [stem]
-    for where in placements:
-        blocks += cell_blocks(cell, where)
+    steps, x = [Step(stem, ("x",), "stem")], "stem"
+    for i, where in enumerate(placements):
+        steps += cell_program(cell, where, i, x)
+        x = f"c{i}"
     last = placements[-1]
     features = last.out_channels
     if spec.head_channels is not None:
-        blocks.append(Block("head", (features,), last.out_size, spec.head_channels, act=act))
-        features = spec.head_channels
-    blocks.append(Block("classifier", (features,), last.out_size, spec.num_classes))
-    return blocks
+        head = Block("head", (features,), last.out_size, spec.head_channels, act=act)
+        steps.append(Step(head, (x,), "head"))
+        features, x = spec.head_channels, "head"
+    classifier = Block("classifier", (features,), last.out_size, spec.num_classes)
+    return [*steps, Step(classifier, (x,), "logits")]
+
+
+def network_blocks(cell: Cell, spec: MacroSpec) -> list[Block]:
+    """The blocks of the network ``spec`` built from ``cell``, in execution order (repeated
+    blocks repeat)."""
+    return [step.block for step in network_program(cell, spec)]
 
 
 @dataclass(frozen=True)
@@ -312,49 +352,109 @@ class LatencyTable:
 
 
 def measure_block(block: Block, settings: LatencySettings) -> BlockEntry:
-    """Measure one block alone with ``settings``."""
+    """Measure one block alone with ``settings`` (used for the ``io`` blocks)."""
     r = measure_module(
         block.module(), block.input_shapes(settings.batch), settings, with_environment=False
     )
     return BlockEntry(block, r.median_ms, r.iqr_ms)
 
 
+def check_table_settings(settings: LatencySettings) -> None:
+    """Raise :class:`HardwareError` unless tables can be measured with ``settings``."""
+    check_available(settings)
+    if settings.backend != "torch":
+        raise HardwareError(
+            f"latency tables need backend torch, got {settings.backend}: onnxruntime fuses "
+            "ops across blocks and runs a graph, not blocks, so its block times do not add up"
+        )
+
+
+def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> list[BlockEntry]:
+    """Time every block of the network where it runs: the steps are run in order on real data,
+    each timed alone, for repeated forward passes (the rule of
+    :func:`~autoshrink.latency.until_stable`, on the pass total). A block that occurs several
+    times pools its samples. Returns one entry per distinct block."""
+    check_table_settings(settings)
+    if settings.steady_heap:
+        steady_heap()
+    program = network_program(cell, spec)
+    dev = torch.device(settings.device)
+    fns = [step.block.module().to(dev).eval() for step in program]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(network_input_shape(spec, settings.batch), generator=gen).to(dev)
+    cuda_events = device_index(settings.device) is not None
+    events = [(_event(), _event()) for _ in program] if cuda_events else []
+    tick = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
+    samples: list[list[float]] = [[] for _ in program]
+
+    def one_pass() -> float:
+        env = {"x": x}
+        times = []
+        for j, (step, fn) in enumerate(zip(program, fns, strict=True)):
+            args = [env[name] for name in step.inputs]
+            if cuda_events:
+                events[j][0].record()
+                env[step.output] = fn(*args)
+                events[j][1].record()
+            else:
+                t0 = tick()
+                env[step.output] = fn(*args)
+                times.append((tick() - t0) / 1e6)
+        if cuda_events:
+            torch.cuda.synchronize()
+            times = [float(a.elapsed_time(b)) for a, b in events]
+        for j, t in enumerate(times):
+            samples[j].append(t)
+        return sum(times)
+
+    with torch_threads(settings.threads), torch.inference_mode():
+        until_stable(one_pass, settings)
+    pooled: dict[str, tuple[Block, list[float]]] = {}
+    for step, times in zip(program, samples, strict=True):
+        pooled.setdefault(step.block.key, (step.block, []))[1].extend(times[settings.warmup :])
+    out = []
+    for block, times in pooled.values():
+        q1, median, q3 = np.percentile(times, [25, 50, 75])
+        out.append(BlockEntry(block, float(median), float(q3 - q1)))
+    return out
+
+
+def _event() -> Any:
+    return torch.cuda.Event(enable_timing=True)
+
+
 def extend_table(
     table: LatencyTable | None,
-    blocks: Iterable[Block],
+    cells: Iterable[Cell],
+    spec: MacroSpec,
     settings: LatencySettings | None = None,
     *,
     progress: bool = False,
 ) -> LatencyTable:
-    """A table that also holds every block of ``blocks``: the missing ones are measured once.
+    """A table that also holds every block of the networks ``spec`` of ``cells``.
 
-    With ``table=None`` a new table is started with ``settings``; otherwise the table's own
-    settings are used, and ``settings``, when given, must agree with them.
+    The network of a cell with blocks the table lacks is profiled (:func:`profile_network`)
+    and its new blocks are added; blocks already in the table keep their first measurement.
+    The ``io`` blocks are measured alone. With ``table=None`` a new table is started with
+    ``settings``; otherwise the table's own settings are used, and ``settings``, when given,
+    must agree with them.
     """
     if table is None:
         if settings is None:
             raise ConfigError("a new latency table needs measurement settings")
+        check_table_settings(settings)
         table = LatencyTable(settings, {}, environment(settings))
     elif settings is not None:
         table.check_settings(settings)
-    todo = table.missing(blocks)
-    if not todo:
-        return table
-    log.debug("measuring %d new latency blocks", len(todo))
     entries = dict(table.entries)
-    for block in tqdm(todo, desc="latency blocks", unit="block", disable=not progress):
-        entries[block.key] = measure_block(block, table.settings)
+    for cell in tqdm(list(cells), desc="latency profile", unit="cell", disable=not progress):
+        blocks = network_blocks(cell, spec)
+        if any(b.key not in entries for b in blocks):
+            for entry in profile_network(cell, spec, table.settings):
+                entries.setdefault(entry.block.key, entry)
+        for io in {b.io().key: b.io() for b in blocks}.values():
+            if io.key not in entries:
+                entries[io.key] = measure_block(io, table.settings)
+    if len(entries) == len(table.entries):
+        return table
     return replace(table, entries=entries)
-
-
-def table_for_cells(
-    cells: Iterable[Cell],
-    spec: MacroSpec,
-    settings: LatencySettings | None = None,
-    table: LatencyTable | None = None,
-    *,
-    progress: bool = False,
-) -> LatencyTable:
-    """A table covering the networks ``spec`` of all ``cells`` (extending ``table``)."""
-    blocks = [b for cell in cells for b in network_blocks(cell, spec)]
-    return extend_table(table, blocks, settings, progress=progress)

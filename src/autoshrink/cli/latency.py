@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     out = {"macro": spec.name, "cell": str(args.cell), "key": cell.key, **result.to_dict()}
     if args.table is not None:
         table = LatencyTable.load(args.table) if args.table.is_file() else None
+        if table is not None:
+            table.check_settings(settings, str(args.table))
         blocks = network_blocks(cell, spec)
         before = len(table) if table is not None else 0
-        table = extend_table(table, blocks, settings, progress=not args.json)
+        table = extend_table(table, [cell], spec, settings)
         table.save(args.table)
         out |= {
             "table_ms": table.predict_blocks(blocks),

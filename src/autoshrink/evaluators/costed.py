@@ -27,7 +27,12 @@ from typing import Any, Protocol
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings, check_available, measure_cell
-from autoshrink.latency_table import LatencyTable, extend_table, network_blocks
+from autoshrink.latency_table import (
+    LatencyTable,
+    check_table_settings,
+    extend_table,
+    network_blocks,
+)
 from autoshrink.macros import MacroSpec, get_macro
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ class TableLatency:
     def __call__(self, cell: Cell) -> float:
         blocks = network_blocks(cell, self.spec)
         if self.table is None or self.table.missing(blocks):
-            self.table = extend_table(self.table, blocks, self.settings)
+            self.table = extend_table(self.table, [cell], self.spec, self.settings)
         return self.table.predict_blocks(blocks)
 
 
@@ -119,6 +124,7 @@ def hardware_costs(
     if MEASURED in wanted:
         costs.append(MeasuredLatency(spec, settings))
     if TABLE in wanted:
+        check_table_settings(settings)
         start = None
         if table is not None and Path(table).is_file():
             start = LatencyTable.load(table)
