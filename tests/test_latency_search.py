@@ -10,9 +10,15 @@ import math
 import pytest
 
 import autoshrink.cli.search as cli_search
+import autoshrink.evaluators.costed as costed
 from autoshrink.config import SearchConfig
 from autoshrink.evaluators.base import Evaluation
-from autoshrink.evaluators.costed import CostedEvaluator, MeasuredLatency, with_hardware_costs
+from autoshrink.evaluators.costed import (
+    CostedEvaluator,
+    MeasuredLatency,
+    TableLatency,
+    with_hardware_costs,
+)
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings
 from autoshrink.latency_table import BlockEntry, LatencyTable, network_blocks
@@ -128,6 +134,24 @@ def test_search_cli_wires_latency(cli, monkeypatch, tmp_path, args, constraints,
         cli("search", "--out", tmp_path / "run", "--latency-backend", "onnxruntime", *args)
     config = seen["config"]
     assert config.constraints == constraints and config.score.cost == cost
+    if "t.json" in args:
+        assert config.latency_table == "t.json"
+    elif "table_latency_ms" in constraints:  # a table file in the run folder by default
+        assert config.latency_table == str(tmp_path / "run" / "latency_table.json")
     assert config.latency.backend == "onnxruntime"
     back = SearchConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert back == config
+
+
+def test_table_file_is_shared_between_processes(tmp_path, monkeypatch) -> None:
+    """A second TableLatency (another worker) reads the blocks the first measured from the
+    file and predicts exactly the same, measuring nothing."""
+    fast = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
+    cell = make_strategy(SearchConfig(nodes=4)).current
+    path = str(tmp_path / "table.json")
+    first = TableLatency(SPEC, fast, path=path)(cell)
+    monkeypatch.setattr(costed, "extend_table", lambda *a, **k: pytest.fail("measured again"))
+    assert TableLatency(SPEC, fast, path=path)(cell) == first
+    table = LatencyTable.load(path)
+    other = LatencyTable(fast, {k: BlockEntry(e.block, 9.0, 0.0) for k, e in table.entries.items()})
+    assert all(e.median_ms == 9.0 for e in table.merged(other).entries.values())

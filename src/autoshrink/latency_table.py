@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -332,8 +333,19 @@ class LatencyTable:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise HardwareError(f"{source}: malformed latency table ({err})") from None
 
+    def merged(self, other: LatencyTable) -> LatencyTable:
+        """This table with ``other``'s entries added; where both have a block, ``other``'s."""
+        return replace(self, entries={**self.entries, **other.entries})
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def save_atomic(self, path: str | Path) -> None:
+        """Save through a temporary file and a rename, so readers never see half a table."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.save(tmp)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

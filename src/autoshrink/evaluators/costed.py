@@ -6,7 +6,7 @@ constraints can reject candidates on them before training:
 
 - ``latency_ms`` (:class:`MeasuredLatency`): the network measured now, on this machine;
 - ``table_latency_ms`` (:class:`TableLatency`): predicted from a latency lookup table, without
-  running the network; blocks the table lacks are measured once and kept (per process);
+  running the network; blocks the table lacks are measured once and added to its file;
 - an HW-NAS-Bench metric such as ``edgegpu_latency`` for NAS-Bench-201 cells
   (:class:`~autoshrink.hwnasbench.HWNASBenchCost`).
 
@@ -28,6 +28,7 @@ from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings, check_available, measure_cell
 from autoshrink.latency_table import (
+    Block,
     LatencyTable,
     check_table_settings,
     extend_table,
@@ -62,18 +63,43 @@ class MeasuredLatency:
 
 @dataclass
 class TableLatency:
-    """``table_latency_ms``: the latency of the network ``spec`` predicted from a table."""
+    """``table_latency_ms``: the latency of the network ``spec`` predicted from a table.
+
+    Blocks the table lacks are measured once (by profiling the cell's network). With a
+    ``path``, the table file is shared: it is read again before measuring and every new
+    measurement is merged into it (entries already in the file win), so that processes
+    measure each block once between them and predict alike -- the search's constraint check
+    (main process) measures a candidate's new blocks before a worker trains it.
+    """
 
     spec: MacroSpec
     settings: LatencySettings
     table: LatencyTable | None = None
+    path: str | None = None
     name: str = TABLE
 
     def __call__(self, cell: Cell) -> float:
         blocks = network_blocks(cell, self.spec)
-        if self.table is None or self.table.missing(blocks):
+        if self._lacks(blocks) and self.path is not None:
+            self._merge_file()
+        if self._lacks(blocks):
             self.table = extend_table(self.table, [cell], self.spec, self.settings)
+            if self.path is not None:
+                self._merge_file()
+                self.table.save_atomic(self.path)
+        assert self.table is not None
         return self.table.predict_blocks(blocks)
+
+    def _lacks(self, blocks: list[Block]) -> bool:
+        return self.table is None or bool(self.table.missing(blocks))
+
+    def _merge_file(self) -> None:
+        assert self.path is not None
+        if not Path(self.path).is_file():
+            return
+        saved = LatencyTable.load(self.path)
+        saved.check_settings(self.settings, self.path)
+        self.table = saved if self.table is None else self.table.merged(saved)
 
 
 @dataclass
@@ -116,7 +142,7 @@ def hardware_costs(
 ) -> list[Cost]:
     """The latency costs among ``wanted`` (metric names), for the network ``macro`` (a
     registered name; ``None``: the proxy network ``proxy``); ``table`` is a latency table
-    file to start from (missing: start empty)."""
+    file to start from and to add new measurements to (see :class:`TableLatency`)."""
     spec = proxy if macro is None else get_macro(macro)
     costs: list[Cost] = []
     if MEASURED in wanted or TABLE in wanted:
@@ -125,13 +151,11 @@ def hardware_costs(
         costs.append(MeasuredLatency(spec, settings))
     if TABLE in wanted:
         check_table_settings(settings)
-        start = None
         if table is not None and Path(table).is_file():
-            start = LatencyTable.load(table)
-            start.check_settings(settings, table)
+            LatencyTable.load(table).check_settings(settings, table)  # fail early
         elif table is not None:
-            log.warning("latency table %s not found: starting an empty one", table)
-        costs.append(TableLatency(spec, settings, start))
+            log.info("latency table %s not found: it is started with the first candidate", table)
+        costs.append(TableLatency(spec, settings, path=table))
     return costs
 
 
