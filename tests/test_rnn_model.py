@@ -12,6 +12,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, LSTMModel, RNNModel, detach_hidden, locked_dropout
 from autoshrink.spaces.cells import published_cell
+from test_rnn_text import one_thread  # noqa: F401 (autouse fixture)
 
 
 def sig(v: float) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from autoshrink.data.text import EOS, UNK, batchify, load_text
 from autoshrink.errors import DataError
@@ -15,6 +16,15 @@ from autoshrink.errors import DataError
 SUBJECTS = ("the cat", "the dog", "a bird")
 VERBS = ("sees", "likes", "chases")
 OBJECTS = ("the mat", "a ball", "the tree")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is faster, and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_lines(n: int, seed: int) -> list[str]:

@@ -1,0 +1,172 @@
+"""The ``--task rnn`` branches of ``autoshrink train`` and ``autoshrink search``.
+
+Not a sub-command of its own: :mod:`autoshrink.cli.train` calls :func:`add_train_arguments`
+and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints its result with
+:func:`print_search_summary`.
+
+``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
+PTB-style folder with the DARTS-style recipe of method §7 and writes ``weights.safetensors``
+(the tied decoder weight is stored once, as ``encoder.weight``), ``cell.json`` and
+``metrics.json`` (validation and test perplexity, parameters, history) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import save_file
+
+from autoshrink.cost_rnn import RNNSpec, count_rnn
+from autoshrink.data.text import load_text
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.nn.rnn import Dropouts, RNNModel
+from autoshrink.training.language import LMRecipe, train_final_lm
+
+if TYPE_CHECKING:
+    from autoshrink.search import SearchResult
+
+log = logging.getLogger(__name__)
+
+#: Options shared with the cnn branch whose rnn default differs: name -> LMRecipe field.
+SHARED = {"batch_size": "batch_size", "lr": "lr", "epochs": "epochs"}
+DROPOUT_NAMES = ("output", "hidden", "input", "embedding", "word")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the rnn options to ``autoshrink train`` (after its shared options exist)."""
+    cnn_defaults = {name: parser.get_default(name) for name in SHARED}
+    parser.set_defaults(rnn_shared_defaults=cnn_defaults)
+    g = parser.add_argument_group(
+        "--task rnn (DARTS-style recipe; --epochs, --batch-size and --lr default to "
+        f"{LMRecipe.epochs}, {LMRecipe.batch_size} and {LMRecipe.lr} unless given)"
+    )
+    g.add_argument("--nhid", type=int, default=745, help="hidden size = embedding size (tied)")
+    g.add_argument("--bptt", type=int, default=LMRecipe.bptt, help="mean BPTT window")
+    g.add_argument(
+        "--asgd",
+        action=argparse.BooleanOptionalAction,
+        default=LMRecipe.asgd,
+        help="switch to averaged SGD when validation stops improving",
+    )
+    g.add_argument(
+        "--dropouts",
+        type=float,
+        nargs=5,
+        metavar=("OUTPUT", "HIDDEN", "INPUT", "EMBEDDING", "WORD"),
+        default=None,
+        help="dropout rates (default: 0.75 0.25 0.75 0.2 0.1, method §7)",
+    )
+    g.add_argument("--weight-decay", type=float, default=LMRecipe.weight_decay)
+    g.add_argument("--eval-batch-size", type=int, default=LMRecipe.eval_batch_size)
+    g.add_argument("--test-batch-size", type=int, default=LMRecipe.test_batch_size)
+
+
+def recipe_from_args(args: argparse.Namespace) -> LMRecipe:
+    """The recipe: the shared options only count when they differ from the cnn defaults."""
+    shared = getattr(args, "rnn_shared_defaults", {})
+    given = {
+        field: getattr(args, name)
+        for name, field in SHARED.items()
+        if getattr(args, name) is not None and getattr(args, name) != shared.get(name)
+    }
+    return LMRecipe(
+        **given,
+        bptt=args.bptt,
+        asgd=args.asgd,
+        weight_decay=args.weight_decay,
+        eval_batch_size=args.eval_batch_size,
+        test_batch_size=args.test_batch_size,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train an rnn cell's language model on ``--data`` and report validation/test perplexity."""
+    cell = Cell.load(args.cell)
+    if cell.kind != "rnn":
+        raise ConfigError(f"{args.cell}: --task rnn needs an rnn cell, got a {cell.kind} cell")
+    if args.data_dir is None:
+        raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
+    if getattr(args, "resume", False):
+        raise ConfigError("--resume is not available for --task rnn; start a new training")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    recipe = recipe_from_args(args)
+    dropouts = (
+        Dropouts(**dict(zip(DROPOUT_NAMES, args.dropouts, strict=True)))
+        if args.dropouts is not None
+        else Dropouts.darts()
+    )
+    corpus = load_text(args.data_dir)
+    torch.manual_seed(args.seed)
+    model = RNNModel(cell, corpus.ntokens, emsize=args.nhid, nhid=args.nhid, dropouts=dropouts)
+    model.to(device)
+    result = train_final_lm(
+        model,
+        corpus,
+        recipe,
+        seed=args.seed,
+        device=device,
+        on_epoch=lambda r: log.info(
+            "epoch %d: train loss %.4f, validation perplexity %.2f%s",
+            r["epoch"],
+            r["train_loss"],
+            r["val_perplexity"],
+            " (averaged)" if r["averaged"] else "",
+        ),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    state = {  # the decoder weight is the embedding (tied): store it once
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k != "decoder.weight"
+    }
+    save_file(state, str(args.out / "weights.safetensors"), metadata={"tied": "decoder.weight"})
+    cell.save(args.out / "cell.json")
+    spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
+    params = count_rnn(cell, spec).params
+    metrics = {
+        "task": "rnn",
+        "data": str(args.data_dir),
+        "valid_perplexity": result.valid_perplexity,
+        "test_perplexity": result.test_perplexity,
+        "best_epoch": result.best_epoch,
+        "asgd_epoch": result.asgd_epoch,
+        "diverged": result.diverged,
+        "params": params,
+        "recipe": {**recipe.__dict__, "dropouts": dropouts.__dict__, "nhid": args.nhid},
+        "history": result.history,
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"validation perplexity {result.valid_perplexity:.2f}, test perplexity "
+        f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params)"
+        f"{'; training diverged' if result.diverged else ''}; "
+        f"weights in {args.out / 'weights.safetensors'}"
+    )
+    return 0
+
+
+def print_search_summary(result: SearchResult) -> None:
+    """The lines ``autoshrink search`` prints after an rnn search (the cell is printed first)."""
+    best, start = result.best, result.start
+    m = best.metrics
+    print(
+        f"best score {best.score:.4f} (perplexity {m.get('perplexity', float('nan')):.2f}, "
+        f"{m.get('params', 0):.0f} params, {result.cell.num_edges} edges, "
+        f"step {best.proposal.step})"
+    )
+    if start is not None:
+        print(
+            f"complete cell score {start.score:.4f} "
+            f"(perplexity {start.metrics.get('perplexity', float('nan')):.2f})"
+        )
+    print(
+        f"{result.evaluations} candidates, {result.trained} trained now, "
+        f"{result.seconds:.1f} s; results in {result.run_dir}"
+    )

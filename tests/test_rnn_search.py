@@ -1,0 +1,188 @@
+"""AutoShrink on RNN cells end to end: config, determinism, resume, and the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.factory import build_evaluator
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.graph import Cell
+from autoshrink.journal import Journal
+from autoshrink.nn.rnn import RNNModel
+from autoshrink.objectives import Score
+from autoshrink.search import make_strategy, run_search
+from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.language import RNNProxyTraining
+from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
+
+QUICK = RNNProxyTraining(nhid=8, epochs=1, batch_size=16, bptt=10, eval_batch_size=4)
+
+
+def tiny_config(root: Path) -> SearchConfig:
+    """4 nodes (6 edges) shrunk to 3 edges, K = 2: 7 candidates of one quick epoch each."""
+    return replace(
+        preset("demo", task="rnn"),
+        data_dir=str(root),
+        nodes=4,
+        k=2,
+        keep_fraction=0.5,
+        patience=None,
+        threads=1,
+        training=QUICK,
+    )
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    return write_tiny_corpus(tmp_path / "tiny", n_train=60, n_eval=20)
+
+
+def scores(run_dir: Path) -> dict[str, float]:
+    return {r["key"]: r["score"] for r in Journal(run_dir / "journal.jsonl").records()}
+
+
+def test_presets_follow_the_method() -> None:
+    paper = preset("paper", task="rnn")
+    assert (paper.nodes, paper.k, paper.keep_fraction) == (6, 10, 0.25)
+    assert make_strategy(paper).target_edges == 4  # round(15 * 0.25)
+    t = paper.training
+    assert (t.nhid, t.train_lines, t.valid_lines) == (100, 4000, 300)
+    assert (t.lr, t.batch_size, t.bptt, t.clip, t.epochs, t.patience) == (20, 128, 35, 0.25, 10, 4)
+    assert paper.score == Score(
+        metric="perplexity", slope=-0.25, offset=200.0, cost="edge_cost", weight=1.0
+    )
+    # score = 0.25 * (200 - ppl) - (log10(E * nhid^2) - 6): ppl 100, E = 10, nhid = 100
+    assert paper.score({"perplexity": 100.0, "edge_cost": 1e5}) == pytest.approx(25.0 + 1.0)
+    assert preset("demo", task="rnn").task == "rnn"
+    assert preset("demo").task == "cnn"  # the cnn presets are untouched
+
+
+def test_rnn_config_round_trips_and_rejects_a_cnn_training() -> None:
+    config = preset("paper", task="rnn", data_dir="/data/ptb")
+    again = SearchConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and isinstance(again.training, RNNProxyTraining)
+    with pytest.raises(ConfigError, match="task 'rnn' needs training=RNNProxyTraining"):
+        SearchConfig(task="rnn")
+    with pytest.raises(ConfigError, match="task 'cnn' needs training=ProxyTraining"):
+        SearchConfig(training=RNNProxyTraining())
+    assert isinstance(SearchConfig().training, ProxyTraining)
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        SearchConfig.from_dict({"task": "rnn", "training": {"width": 1}})
+
+
+def test_the_factory_builds_the_rnn_evaluator(corpus_dir: Path) -> None:
+    ev = build_evaluator(tiny_config(corpus_dir))
+    assert isinstance(ev, RNNProxyEvaluator) and ev.corpus.ntokens == 14
+
+
+def test_search_is_deterministic_and_picks_the_best_cell(tmp_path: Path, corpus_dir: Path) -> None:
+    config = tiny_config(corpus_dir)
+    a = run_search(tmp_path / "a", config, progress=False)
+    b = run_search(tmp_path / "b", config, progress=False)
+    assert scores(tmp_path / "a") == scores(tmp_path / "b")
+    assert a.cell == b.cell and a.cell.kind == "rnn"
+    assert a.evaluations == 7  # the complete cell, then 3 steps of K = 2 (6 -> 3 edges)
+    recs = Journal(tmp_path / "a" / "journal.jsonl").records()
+    best = max(recs, key=lambda r: (r["score"], -r["edges"]))
+    assert a.best.proposal.genotype.key == best["key"]
+    assert Cell.load(tmp_path / "a" / "best_cell.json") == a.cell
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["task"] == "rnn" and result["best"]["metrics"]["perplexity"] > 1
+    assert all(r["metrics"]["edge_cost"] == r["edges"] * 64 for r in recs)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_killed_search_resumes_to_the_same_best_cell(tmp_path: Path, corpus_dir: Path) -> None:
+    config = tiny_config(corpus_dir)
+    whole = run_search(tmp_path / "whole", config, progress=False)
+
+    def crashing(cfg: SearchConfig):
+        ev = build_evaluator(cfg)
+        calls = {"n": 0}
+        evaluate = ev.evaluate
+
+        def evaluate_then_crash(genotype, seed):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise Crash("killed")
+            return evaluate(genotype, seed)
+
+        ev.evaluate = evaluate_then_crash
+        return ev
+
+    with pytest.raises(Crash):
+        run_search(tmp_path / "run", config, evaluator_factory=crashing, progress=False)
+    assert len(Journal(tmp_path / "run" / "journal.jsonl").records()) == 3
+    resumed = run_search(tmp_path / "run", resume=True, progress=False)
+    assert resumed.trained == 4 and resumed.cell == whole.cell
+    assert scores(tmp_path / "run") == scores(tmp_path / "whole")
+
+
+def test_search_cli_end_to_end_and_resume(cli, tmp_path: Path, corpus_dir: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        "search", "--task", "rnn", "--data", corpus_dir, "--preset", "demo", "--out", out,
+        "--nodes", "4", "-k", "2", "--keep-fraction", "0.5", "--epochs", "1",
+        "--batch-size", "16", "--executor", "inprocess", "--no-progress",
+    ]  # fmt: skip
+    code, stdout, stderr = cli(*args)
+    assert code == 0, stderr
+    assert "perplexity" in stdout and "rnn cell" in stdout
+    assert Cell.load(out / "best_cell.json").kind == "rnn"
+    code, stdout, _ = cli("search", "--resume", out, "--executor", "inprocess", "--no-progress")
+    assert code == 0 and "0 trained now" in stdout
+
+
+def test_search_cli_bad_input(cli, tmp_path: Path) -> None:
+    code, _, err = cli("search", "--task", "rnn", "--preset", "demo", "--out", tmp_path / "x")
+    assert code == 2 and "--task rnn needs --data DIR" in err and err.count("\n") == 1
+    code, _, err = cli(
+        "search", "--task", "rnn", "--data", tmp_path / "nope", "--out", tmp_path / "y",
+        "--executor", "inprocess", "--no-progress",
+    )  # fmt: skip
+    assert code == 2 and "no such folder" in err and err.count("\n") == 1
+
+
+def test_count_cli_gives_23_0m_for_shrinkrnn(cli) -> None:
+    cell = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkrnn.json"
+    code, out, _ = cli("count", cell, "--macro", "shrinkrnn-ptb", "--json")
+    assert code == 0 and json.loads(out)["params"] == 23_000_700
+
+
+def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpus_dir) -> None:
+    cell = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkrnn.json"
+    out = tmp_path / "train"
+    code, stdout, stderr = cli(
+        "train", cell, "--task", "rnn", "--data", corpus_dir, "--nhid", "8", "--epochs", "2",
+        "--batch-size", "8", "--test-batch-size", "4", "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "validation perplexity" in stdout and "test perplexity" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"]["batch_size"] == 8 and metrics["recipe"]["lr"] == 20.0
+    assert 1 < metrics["valid_perplexity"] < 10 * 14 and metrics["test_perplexity"] > 1
+    state = load_file(str(out / "weights.safetensors"))
+    assert "decoder.weight" not in state  # tied: stored once as encoder.weight
+    model = RNNModel(Cell.load(cell), 14, emsize=8, nhid=8)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == ["decoder.weight"] and not unexpected
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+
+
+def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:
+    cnn = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
+    code, _, err = cli("train", cnn, "--task", "rnn", "--data", corpus_dir)
+    assert code == 2 and "needs an rnn cell" in err
+    rnn = cnn.with_name("shrinkrnn.json")
+    code, _, err = cli("train", rnn, "--task", "rnn")
+    assert code == 2 and "needs --data DIR" in err
