@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from autoshrink.config import SearchConfig, preset
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, DataError
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
@@ -186,3 +186,13 @@ def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:
     rnn = cnn.with_name("shrinkrnn.json")
     code, _, err = cli("train", rnn, "--task", "rnn")
     assert code == 2 and "needs --data DIR" in err
+
+
+def test_bad_rnn_settings_fail_before_any_training(corpus_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="lr, clip and divergence_factor must be > 0"):
+        RNNProxyTraining(lr=0)
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        preset("demo", task="rnn", training_epochs=0)
+    huge = replace(tiny_config(corpus_dir), training=replace(QUICK, batch_size=5000))
+    with pytest.raises(DataError, match="too few for batch size 5000"):
+        build_evaluator(huge)

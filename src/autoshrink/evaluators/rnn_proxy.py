@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy
-from autoshrink.data.text import Corpus, load_text
+from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
@@ -97,4 +97,6 @@ def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
     """The evaluator of a ``task="rnn"`` search: reads the text data in ``config.data_dir``."""
     t = config.training
     corpus = load_text(config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines)
+    batchify(corpus.train, t.batch_size)  # too little text for the batch: say so now, once
+    batchify(corpus.valid, t.eval_batch_size)
     return RNNProxyEvaluator(corpus, t, device=config.device, threads=config.threads)

@@ -53,11 +53,11 @@ class RNNProxyTraining:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_decay_after", tuple(int(e) for e in self.lr_decay_after))
-        for name in ("nhid", "bptt", "eval_batch_size"):
+        for name in ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training: {name} must be >= 1, got {getattr(self, name)}")
-        if self.clip <= 0 or self.divergence_factor <= 0:
-            raise ConfigError("training: clip and divergence_factor must be > 0")
+        if self.lr <= 0 or self.clip <= 0 or self.divergence_factor <= 0:
+            raise ConfigError("training: lr, clip and divergence_factor must be > 0")
 
 
 @dataclass
