@@ -58,8 +58,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs=5,
         metavar=("OUTPUT", "HIDDEN", "INPUT", "EMBEDDING", "WORD"),
-        default=None,
-        help="dropout rates (default: 0.75 0.25 0.75 0.2 0.1, method §7)",
+        default=[getattr(Dropouts.darts(), name) for name in DROPOUT_NAMES],
+        help="dropout rates (method §7)",
     )
     g.add_argument("--weight-decay", type=float, default=LMRecipe.weight_decay)
     g.add_argument("--eval-batch-size", type=int, default=LMRecipe.eval_batch_size)
@@ -97,11 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = recipe_from_args(args)
-    dropouts = (
-        Dropouts(**dict(zip(DROPOUT_NAMES, args.dropouts, strict=True)))
-        if args.dropouts is not None
-        else Dropouts.darts()
-    )
+    dropouts = Dropouts(**dict(zip(DROPOUT_NAMES, args.dropouts, strict=True)))
     corpus = load_text(args.data_dir)
     torch.manual_seed(args.seed)
     model = RNNModel(cell, corpus.ntokens, emsize=args.nhid, nhid=args.nhid, dropouts=dropouts)
