@@ -106,7 +106,7 @@ def reference(tree: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.slow
 def test_two_gloo_processes_follow_the_one_process_trajectory(tree: Path, reference, tmp_path):
     one_dir, one = reference
-    run = _launch([HERE, tree, tmp_path], procs=2)
+    run = _launch([HERE, tree, tmp_path, "--resume"], procs=2)  # nothing yet: a fresh run
     assert run.returncode == 0, run.stderr[-2000:]
     two = json.loads((tmp_path / "result.json").read_text())["history"]
     assert len(two) == 3

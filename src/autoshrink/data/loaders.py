@@ -21,6 +21,7 @@ root with only class folders gets a seeded 20% validation split. Classes come fr
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import TEST_DIRS, _flatten, carve_test_split, scan_classes
+from autoshrink.data.imagefolder import TEST_DIRS, split_tree
 from autoshrink.data.images import ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
@@ -62,16 +63,20 @@ class KeyedImages(Dataset):
 
 
 class FolderImages(KeyedImages):
-    """Image files decoded on access (RGB, EXIF-upright)."""
+    """Image files decoded on access (RGB, EXIF-upright).
+
+    The paths are kept as one fixed-width bytes array, not a list of Python objects, so
+    forked DataLoader workers share it instead of copying it page by page.
+    """
 
     def __init__(
         self, paths: list[Path], labels: np.ndarray, transform: ImageTransform, seed: int
     ) -> None:
         super().__init__(labels, transform, seed)
-        self.paths = paths
+        self.paths = np.array([os.fsencode(p) for p in paths])
 
     def image(self, index: int) -> Image.Image:
-        path = self.paths[index]
+        path = os.fsdecode(self.paths[index])
         try:
             with Image.open(path) as img:
                 return ImageOps.exif_transpose(img).convert("RGB")
@@ -157,40 +162,24 @@ def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> 
             f"{root}: image folder not found; expected {root}/train/<class>/ and "
             f"{root}/val/<class>/ (or {root}/<class>/)"
         )
-    val_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
-    if (root / "train").is_dir():
-        if val_dir is None:
-            raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
-        train_tree, val_tree = scan_classes(root / "train"), scan_classes(val_dir)
-        classes = tuple(train_tree)
-        unknown = sorted(set(val_tree) - set(train_tree))
-        if unknown:
-            raise DataError(
-                f"{val_dir}: classes {unknown} have no training folder in {root / 'train'}"
-            )
-        train_paths, train_y = _flatten(train_tree, classes)
-        val_paths, val_y = _flatten(val_tree, classes)
-    else:
-        tree = scan_classes(root)
-        classes = tuple(tree)
-        paths, labels = _flatten(tree, classes)
-        tr, va = carve_test_split(labels, 0.2, seed)
-        train_paths, train_y = [paths[i] for i in tr], labels[tr]
-        val_paths, val_y = [paths[i] for i in va], labels[va]
+    has_val = any((root / d).is_dir() for d in TEST_DIRS)
+    if (root / "train").is_dir() and not has_val:
+        raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
+    split = split_tree(root, 0.2, seed)
     size = recipe.image_size or (224 if recipe.augment == "imagenet" else 32)
     train_t, val_t = _transforms(recipe, size, IMAGENET_MEAN, IMAGENET_STD)
     logger.info(
         "imagefolder %s: %d classes, %d train, %d val images, at %dpx",
         root,
-        len(classes),
-        len(train_paths),
-        len(val_paths),
+        len(split.classes),
+        len(split.train_paths),
+        len(split.test_paths),
         size,
     )
     return TrainingData(
-        FolderImages(train_paths, train_y, train_t, seed),
-        FolderImages(val_paths, val_y, val_t, seed),
-        classes,
+        FolderImages(split.train_paths, split.train_y, train_t, seed),
+        FolderImages(split.test_paths, split.test_y, val_t, seed),
+        split.classes,
         3,
         size,
     )

@@ -69,6 +69,14 @@ class DistContext:
             for t in tensors:
                 dist.broadcast(t.data, src=0)
 
+    def agree(self, value: int) -> bool:
+        """Whether every process holds the same ``value`` (all of them learn the answer)."""
+        if not self.is_distributed:
+            return True
+        t = torch.tensor([value, -value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t[0]) == -int(t[1])
+
     def barrier(self) -> None:
         if self.is_distributed:
             dist.barrier()
