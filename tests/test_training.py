@@ -184,6 +184,7 @@ def test_training_learns_and_logs_every_epoch(tmp_path: Path) -> None:
     assert logged == rows
 
 
+@pytest.mark.slow
 def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
     from test_training_data import write_tree
 
