@@ -49,7 +49,7 @@ def test_time_samples_reports_milliseconds() -> None:
 
 def test_stop_rule_stops_once_the_median_is_stable() -> None:
     """A constant-time call has a stable median after two rounds: exactly 2 * min_repeats."""
-    settings = LatencySettings(warmup=0, min_repeats=7, max_seconds=5.0, rtol=0.5)
+    settings = LatencySettings(warmup=0, min_repeats=7, max_seconds=5.0, rtol=0.9)
     samples, stable = time_samples(lambda: time.sleep(0.001), settings)
     assert stable and len(samples) == 14
 
