@@ -1,0 +1,448 @@
+"""K candidate CNN networks as one stacked network: one structure, K copies of every weight.
+
+The K candidates of a shrink step are all sub-graphs of one *parent* cell (the current cell,
+or the complete cell). :class:`BatchedCNN` builds the parent's network once with a leading
+``K`` dimension on every parameter, buffer and table, and turns each slice into exactly the
+network :func:`autoshrink.nn.cnn.build_network` builds for that candidate alone:
+
+- Activations use the layout ``[B, H, W, K, C]`` (contiguous): 1x1 convolutions are batched
+  matmuls over ``K``, batch norm is one per-channel call on the ``[B*H*W, K*C]`` view (stats
+  per candidate and channel over its own batch), depthwise 3x3 and the stem are grouped
+  convolutions (``groups = K*C`` and ``K``) on the channels-last ``[B, K*C, H, W]`` view.
+- A node's input is the concatenation of *all* its parent predecessors (slots in ascending
+  order); per candidate, a column mask on the node's weights keeps exactly the candidate's
+  predecessors, so a removed edge contributes nothing and its weights get no gradient. The
+  masked weights stay at zero (zero value, zero gradient: Adam leaves them alone), as do the
+  batch-norm slices of absent channels, so they can never change a result.
+- A cell's output is its leaves concatenated per candidate (a gather), zero-padded to the
+  widest candidate; the next cell reads the zero-padded width, its masks ignoring the padding.
+  The residual is a masked 1x1 projection + BN, or the identity, per candidate.
+- Leaves are per candidate: a node that is a leaf drops its final activation (``where``).
+
+``load_network(k, net)`` copies a separately built network's weights into slice ``k``;
+``select(keep)`` drops candidates (every tensor has ``K`` first, so it is one index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from autoshrink.cost import CellPlacement, plan
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.macros import MacroSpec
+from autoshrink.nn.cnn import CNNNetwork, build_network
+
+#: Node ops the stacked network implements (the AutoShrink CNN search ops).
+BATCHED_OPS = ("sep3x3", "conv1x1")
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
+
+
+def _act(name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x) if name == "relu" else F.silu(x)
+
+
+def _finish(act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
+    """The node's final activation, dropped where the node is a leaf (``leaf`` per candidate
+    ``[K]``, or one bool for all: no ``where`` needed)."""
+    if isinstance(leaf, bool):
+        return y if leaf else _act(act, y)
+    return torch.where(leaf[:, None], y, _act(act, y))
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, K, C]`` -> the channels-last view ``[B, K*C, H, W]`` (no copy)."""
+    b, h, w, k, c = x.shape
+    return x.reshape(b, h, w, k * c).permute(0, 3, 1, 2)
+
+
+def _nhwkc(y: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, K*C, H, W]`` -> ``[B, H, W, K, C]`` (a view when ``y`` is channels-last)."""
+    b, kc, h, w = y.shape
+    return y.permute(0, 2, 3, 1).contiguous().view(b, h, w, k, kc // k)
+
+
+def _pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-candidate 1x1 convolution: ``x [B, H, W, K, C]``, ``w [K, O, C]`` -> ``[.., K, O]``."""
+    b, h, wd, k, c = x.shape
+    return torch.einsum("nkc,koc->nko", x.reshape(-1, k, c), w).view(b, h, wd, k, -1)
+
+
+class StackedBN(nn.Module):
+    """K batch norms over ``[..., K, C]``: statistics per candidate and channel."""
+
+    def __init__(self, k: int, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(k, c))
+        self.bias = nn.Parameter(torch.zeros(k, c))
+        self.register_buffer("running_mean", torch.zeros(k, c))
+        self.register_buffer("running_var", torch.ones(k, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, c = self.weight.shape
+        y = F.batch_norm(
+            x.reshape(-1, k * c),  # [B*H*W, K*C]
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.view(-1),
+            self.bias.view(-1),
+            self.training,
+            BN_MOMENTUM,
+            BN_EPS,
+        )
+        return y.view(x.shape)
+
+    def load(self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice) -> None:
+        for mine, theirs in (
+            (self.weight, bn.weight),
+            (self.bias, bn.bias),
+            (self.running_mean, bn.running_mean),
+            (self.running_var, bn.running_var),
+        ):
+            mine.data[k, channels] = theirs.detach().to(mine.dtype)
+
+
+class Sep3x3(nn.Module):
+    """Stacked ``sep3x3``: depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act."""
+
+    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
+        self.bn1 = StackedBN(k, c_in)
+        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
+        self.bn2 = StackedBN(k, f)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
+    ) -> torch.Tensor:
+        k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
+        dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
+        h = _nhwkc(F.conv2d(_nchw(x), dw, padding=1, groups=k * c), k)
+        h = _act(self.act, self.bn1(h))
+        y = self.bn2(_pointwise(h, self.pw * mask[:, None, :]))
+        return _finish(self.act, y, leaf)  # leaves stay linear
+
+    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+        dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
+        bn1, bn2 = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        self.dw.data[k, cols] = dw.weight.detach()[:, 0].to(self.dw.dtype)
+        self.pw.data[k][:, cols] = pw.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
+        self.bn1.load(k, bn1, cols)
+        self.bn2.load(k, bn2, slice(None))
+
+
+class Conv1x1(nn.Module):
+    """Stacked ``conv1x1``: pointwise 1x1 -> BN -> act."""
+
+    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
+        self.bn = StackedBN(k, f)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
+    ) -> torch.Tensor:
+        y = self.bn(_pointwise(x, self.pw * mask[:, None, :]))
+        return _finish(self.act, y, leaf)
+
+    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+        (conv,) = (m for m in op if isinstance(m, nn.Conv2d))
+        (bn,) = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        self.pw.data[k][:, cols] = conv.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
+        self.bn.load(k, bn, slice(None))
+
+
+OP_MODULES = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}
+
+
+class BatchedCell(nn.Module):
+    """One cell position of the macro, for K candidates: ``[B, H, W, K, C_in] -> [.., C_out]``.
+
+    ``parent`` fixes the structure; ``cands`` (cell, placement) pairs fill the per-candidate
+    tables. ``c_in``/``c_out`` are the padded widths of the cell input and output.
+    """
+
+    def __init__(
+        self,
+        parent: Cell,
+        cands: Sequence[tuple[Cell, CellPlacement]],
+        *,
+        c_in: int,
+        c_out: int,
+        f: int,
+        downsample: bool,
+    ) -> None:
+        super().__init__()
+        k = len(cands)
+        act = parent.activation or "relu"
+        self.nodes = parent.live_nodes
+        self.f, self.c_in, self.c_out, self.downsample = f, c_in, c_out, downsample
+        pos = {j: i for i, j in enumerate(self.nodes)}
+        self.preds = [tuple(pos[p] for p in parent.predecessors(j)) for j in self.nodes]
+        width = [c_in] + [f] * (len(self.nodes) - 1)  # slot width of each node's output
+        self.ops = nn.ModuleList(
+            OP_MODULES[parent.ops[j]](k, sum(width[p] for p in self.preds[i]), f, act)
+            for i, j in enumerate(self.nodes[1:], start=1)
+        )
+        self.columns: list[list[list[int]]] = []  # [candidate][node position] -> input columns
+        leaf = torch.zeros(k, len(self.nodes), dtype=torch.bool)
+        gather = torch.full((k, c_out), c_in + f * (len(self.nodes) - 1), dtype=torch.long)
+        offset = _offsets(width)  # where each node's output sits in the all-states concat
+        use_proj = torch.zeros(k, dtype=torch.bool)
+        rows, cols = torch.zeros(k, c_out), torch.zeros(k, c_in)
+        masks = [torch.zeros(k, sum(width[p] for p in self.preds[i])) for i in range(1, len(width))]
+        for c, (cell, where) in enumerate(cands):
+            if where.out_channels > c_out or where.in_channels > c_in:
+                raise ConfigError(
+                    f"candidate {c}: cell widths {where.in_channels}->{where.out_channels} "
+                    f"exceed the stacked widths {c_in}->{c_out}"
+                )
+            own = {0: where.in_channels}  # the candidate's width of each node's output
+            per_node: list[list[int]] = [[]]
+            for i, j in enumerate(self.nodes[1:], start=1):
+                in_offsets = _offsets([width[p] for p in self.preds[i]])
+                slot = dict(zip(self.preds[i], in_offsets, strict=True))
+                chosen = [
+                    col
+                    for p in cell.predecessors(j)
+                    for col in range(slot[pos[p]], slot[pos[p]] + own.get(pos[p], f))
+                ]
+                per_node.append(chosen)
+                masks[i - 1][c, chosen] = 1.0
+            self.columns.append(per_node)
+            out = [
+                col
+                for j in cell.leaves
+                for col in range(offset[pos[j]], offset[pos[j]] + own.get(pos[j], f))
+            ]
+            gather[c, : len(out)] = torch.tensor(out, dtype=torch.long)
+            leaf[c, [pos[j] for j in cell.leaves]] = True
+            use_proj[c] = where.needs_projection
+            rows[c, : where.out_channels] = 1.0
+            cols[c, : where.in_channels] = 1.0
+        for i, m in enumerate(masks, start=1):
+            self.register_buffer(f"mask{i}", m)
+        self.register_buffer("leaf", leaf)
+        # a node that is a leaf in every candidate or in none needs no per-candidate choice
+        self.leaf_all = [bool(col.all()) for col in leaf.T]
+        self.leaf_none = [not bool(col.any()) for col in leaf.T]
+        self.register_buffer("gather", gather)
+        self.with_proj = bool(use_proj.any())
+        self.with_identity = not bool(use_proj.all())
+        if self.with_proj:
+            self.proj = nn.Parameter(torch.zeros(k, c_out, c_in))
+            self.proj_bn = StackedBN(k, c_out)
+            self.register_buffer("proj_mask", rows[:, :, None] * cols[:, None, :])
+            self.register_buffer("use_proj", use_proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[3]
+        s0 = x
+        if self.downsample:  # node 0 is a 2x2 max-pool
+            s0 = _nhwkc(F.max_pool2d(_nchw(x), 2, stride=2, ceil_mode=True), k)
+        states = [s0]
+        for i, op in enumerate(self.ops, start=1):
+            inputs = [states[p] for p in self.preds[i]]
+            inp = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)
+            leaf = (
+                self.leaf[:, i] if not (self.leaf_all[i] or self.leaf_none[i]) else self.leaf_all[i]
+            )
+            states.append(op(inp, getattr(self, f"mask{i}"), leaf))
+        zero = s0.new_zeros(*s0.shape[:4], 1)
+        every = torch.cat([*states, zero.to(states[-1].dtype)], -1)  # [B, H, W, K, sum]
+        y = torch.take_along_dim(every, self.gather[None, None, None], dim=-1)  # [.., K, C_out]
+        shortcut = None
+        if self.with_proj:
+            xs = x[:, ::2, ::2] if self.downsample else x
+            shortcut = self.proj_bn(_pointwise(xs, self.proj * self.proj_mask))
+        if self.with_identity:
+            ident = x[..., : self.c_out] if self.c_in >= self.c_out else _pad(x, self.c_out)
+            shortcut = (
+                ident
+                if shortcut is None
+                else torch.where(self.use_proj[:, None], shortcut, ident.to(shortcut.dtype))
+            )
+        return y + shortcut
+
+    def load(self, k: int, ref: nn.Module, where: CellPlacement) -> None:
+        """Copy the weights of a separately built :class:`~autoshrink.nn.cnn.CNNCell`."""
+        for i, j in enumerate(self.nodes[1:], start=1):
+            if str(j) in ref.ops:
+                self.ops[i - 1].load(k, ref.ops[str(j)], self.columns[k][i])
+        if where.needs_projection:
+            conv, bn = ref.shortcut
+            rows, cols = where.out_channels, where.in_channels
+            self.proj.data[k, :rows, :cols] = conv.weight.detach()[:, :, 0, 0].to(self.proj.dtype)
+            self.proj_bn.load(k, bn, slice(0, rows))
+
+
+def _offsets(widths: Sequence[int]) -> list[int]:
+    return [sum(widths[:i]) for i in range(len(widths))]
+
+
+def _pad(x: torch.Tensor, c: int) -> torch.Tensor:
+    return F.pad(x, (0, c - x.shape[-1]))
+
+
+class BatchedCNN(nn.Module):
+    """K candidate networks of ``spec``, stacked: ``[B, H, W, K, C_in]`` -> ``[B, K, classes]``.
+
+    Args:
+        parent: the cell whose structure is built; every candidate must be a sub-graph of it
+            (same ops and activation, edges a subset).
+        spec: the macro network.
+        cells: the K candidates, in order.
+        widths: padded output channels of each cell position (default: the widest candidate;
+            :func:`widest_widths` gives widths that fit any sub-graph of ``parent``).
+    """
+
+    def __init__(
+        self,
+        parent: Cell,
+        spec: MacroSpec,
+        cells: Sequence[Cell],
+        *,
+        widths: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        check_candidates(parent, cells)
+        k = len(cells)
+        self.act = parent.activation or "relu"
+        self.stem_stride = spec.stem_stride
+        self.placements = [plan(c, spec) for c in cells]  # [candidate][cell position]
+        positions = range(len(self.placements[0]))
+        widths = list(
+            widths or (max(p[i].out_channels for p in self.placements) for i in positions)
+        )
+        self.stem = nn.Parameter(torch.zeros(k, spec.stem_channels, spec.in_channels, 3, 3))
+        self.stem_bn = StackedBN(k, spec.stem_channels)
+        cells_, c_in = [], spec.stem_channels
+        for i in positions:
+            where = self.placements[0][i]
+            cands = [(cell, p[i]) for cell, p in zip(cells, self.placements, strict=True)]
+            cell_mod = BatchedCell(
+                parent,
+                cands,
+                c_in=c_in,
+                c_out=widths[i],
+                f=where.nodes,
+                downsample=where.downsample,
+            )
+            cells_.append(cell_mod)
+            c_in = widths[i]
+        self.cells = nn.ModuleList(cells_)
+        self.head: nn.Parameter | None = None
+        if spec.head_channels is not None:
+            self.head = nn.Parameter(torch.zeros(k, spec.head_channels, c_in))
+            self.head_bn = StackedBN(k, spec.head_channels)
+            c_in = spec.head_channels
+        self.classifier = nn.Parameter(torch.zeros(k, spec.num_classes, c_in))
+        self.classifier_bias = nn.Parameter(torch.zeros(k, spec.num_classes))
+
+    @property
+    def k(self) -> int:
+        """Number of stacked candidates."""
+        return self.stem.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.k
+        stem = self.stem.reshape(-1, *self.stem.shape[2:])  # [K*C_stem, C_in, 3, 3]
+        y = F.conv2d(_nchw(x), stem, stride=self.stem_stride, padding=1, groups=k)
+        y = _act(self.act, self.stem_bn(_nhwkc(y, k)))  # [B, H, W, K, C_stem]
+        for cell in self.cells:
+            y = cell(y)
+        if self.head is not None:
+            y = _act(self.act, self.head_bn(_pointwise(y, self.head)))
+        pooled = y.mean(dim=(1, 2))  # [B, K, C]
+        return torch.einsum("bkc,koc->bko", pooled, self.classifier) + self.classifier_bias
+
+    def load_network(self, k: int, net: CNNNetwork) -> None:
+        """Copy the weights and BN statistics of candidate ``k``'s own network into slice ``k``."""
+        conv, bn = net.stem[0], net.stem[1]
+        self.stem.data[k] = conv.weight.detach().to(self.stem.dtype)
+        self.stem_bn.load(k, bn, slice(None))
+        for cell, ref, where in zip(self.cells, net.cells, self.placements[k], strict=True):
+            cell.load(k, ref, where)
+        features = self.placements[k][-1].out_channels
+        if self.head is not None:
+            conv, bn = net.head[0], net.head[1]
+            self.head.data[k, :, :features] = conv.weight.detach()[:, :, 0, 0].to(self.head.dtype)
+            self.head_bn.load(k, bn, slice(None))
+            features = self.head.shape[1]
+        w, b = net.classifier.weight.detach(), net.classifier.bias.detach()
+        self.classifier.data[k, :, :features] = w.to(self.classifier.dtype)
+        self.classifier_bias.data[k] = b.to(self.classifier_bias.dtype)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the candidates at positions ``keep`` (a 1-D index), dropping the others.
+
+        Parameters are replaced by new ones (in :meth:`parameters` order): an optimizer over
+        the old ones must be rebuilt.
+        """
+        keep_list = [int(i) for i in keep.tolist()]
+        for mod in self.modules():
+            for name, p in mod._parameters.items():  # new Parameters: autograd caches shapes
+                if p is not None:
+                    mod._parameters[name] = nn.Parameter(p.detach()[keep.to(p.device)])
+            for name, buf in mod._buffers.items():
+                if buf is not None:
+                    mod._buffers[name] = buf[keep.to(buf.device)]
+            if isinstance(mod, BatchedCell):
+                mod.columns = [mod.columns[i] for i in keep_list]
+        self.placements = [self.placements[i] for i in keep_list]
+
+
+def check_candidates(parent: Cell, cells: Sequence[Cell]) -> None:
+    """Raise :class:`ConfigError` unless every cell is a sub-graph the stacked net can build."""
+    if parent.kind != "cnn":
+        raise ConfigError(f"the batched engine needs cnn cells, got a {parent.kind} cell")
+    if not cells:
+        raise ConfigError("the batched engine needs at least one candidate")
+    bad = sorted({parent.ops[j] for j in parent.live_nodes[1:]} - set(BATCHED_OPS))
+    if bad:
+        raise ConfigError(f"the batched engine supports ops {BATCHED_OPS}, not {bad}")
+    edges = set(parent.edges)
+    for i, cell in enumerate(cells):
+        if cell.ops != parent.ops or cell.activation != parent.activation:
+            raise ConfigError(f"candidate {i}: ops or activation differ from the parent cell's")
+        if not set(cell.edges) <= edges:
+            raise ConfigError(f"candidate {i}: has edges the parent cell lacks")
+
+
+def union_cell(cells: Sequence[Cell]) -> Cell:
+    """The smallest parent of ``cells`` (same ops): the union of their edges."""
+    first = cells[0]
+    return Cell(first.kind, first.ops, {e for c in cells for e in c.edges}, first.activation)
+
+
+def widest_widths(parent: Cell, spec: MacroSpec) -> list[int]:
+    """Padded cell widths that fit every sub-graph of ``parent``: the structure stays fixed."""
+    n_ops = len(parent.live_nodes) - 1
+    widths, c_in = [], spec.stem_channels
+    for where in plan(parent, spec):
+        c_in = max(n_ops * where.nodes, c_in)  # all op nodes leaves, or only node 0 left
+        widths.append(c_in)
+    return widths
+
+
+def build_batched(
+    parent: Cell,
+    spec: MacroSpec,
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    *,
+    widths: Sequence[int] | None = None,
+) -> BatchedCNN:
+    """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
+    ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
+    engine = BatchedCNN(parent, spec, cells, widths=widths)
+    for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
+        torch.manual_seed(seed)
+        engine.load_network(k, build_network(cell, spec))
+    return engine

@@ -1,0 +1,182 @@
+"""The proxy training loop for K stacked candidates at once (method §4, as in ``train_proxy``).
+
+:func:`train_batched` trains a :class:`~autoshrink.nn.batched.BatchedCNN` so that candidate
+``k`` follows exactly the trajectory ``train_proxy`` gives it alone: Adam on its own weight
+slice (Adam is element-wise, so one optimizer over stacked weights keeps K independent
+states), its own mini-batch order drawn from its own generator, batch-norm statistics over its
+own batch, its own early stops and divergence. The summed loss has, for each slice, the
+gradient of that candidate's own loss. At the end of an epoch the candidates that stopped are
+reported and dropped from the stacks (:meth:`BatchedCNN.select`, optimizer state included),
+so a stopped candidate never updates again and costs nothing. Inside an epoch nothing waits
+for the host. ``bf16=True`` runs forward passes under bfloat16 autocast (not bit-equivalent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from torch.nn import functional as F
+
+from autoshrink.nn.batched import BatchedCNN
+from autoshrink.training.classification import ProxyTraining, TrainOutcome
+
+
+class EarlyStop:
+    """One candidate's stop rules, applied epoch by epoch exactly as ``train_proxy`` does."""
+
+    def __init__(self, settings: ProxyTraining) -> None:
+        self.settings = settings
+        self.best = 0.0
+        self.since_best = 0
+        self.history: list[dict[str, float]] = []
+
+    def after_train(self, epoch: int, train_loss: float) -> TrainOutcome | None:
+        """The outcome if the training loss of ``epoch`` ends the training (divergence)."""
+        if not math.isfinite(train_loss):
+            return TrainOutcome(self.best, epoch, True, "diverged", self.history)
+        return None
+
+    def after_validation(
+        self, epoch: int, train_loss: float, val_loss: float, val_acc: float
+    ) -> TrainOutcome | None:
+        """Record ``epoch``; the outcome if the training stops after it."""
+        s = self.settings
+        self.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
+        if not math.isfinite(val_loss):
+            return TrainOutcome(self.best, epoch, True, "diverged", self.history)
+        if val_acc > self.best:
+            self.best, self.since_best = val_acc, 0
+        else:
+            self.since_best += 1
+        reason = None
+        if self.since_best >= s.patience:
+            reason = "patience"
+        elif epoch >= s.min_accuracy_epoch and val_acc < s.min_accuracy:
+            reason = "low_accuracy"
+        elif val_loss > s.overfit_ratio * train_loss:
+            reason = "overfit"
+        elif epoch == s.epochs:
+            reason = "epochs"
+        return (
+            None if reason is None else TrainOutcome(self.best, epoch, False, reason, self.history)
+        )
+
+
+def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def _full(logits: torch.Tensor) -> torch.Tensor:
+    """bfloat16 logits (autocast) in float32 for the loss; others as they are."""
+    return logits.float() if logits.dtype == torch.bfloat16 else logits
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` -> ``[N, H, W, C]`` (no copy for channels-last input)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def validate(
+    engine: BatchedCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, bf16: bool = False
+) -> tuple[list[float], list[float]]:
+    """Mean loss and accuracy of every candidate on ``x [N, H, W, C]``, ``y [N]`` (eval mode)."""
+    engine.eval()
+    k = engine.k
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
+    correct = torch.zeros(k, dtype=torch.long, device=y.device)
+    with torch.no_grad(), _autocast(y.device, bf16):
+        for s in range(0, len(y), batch_size):
+            xb = x[s : s + batch_size]
+            xb = xb[:, :, :, None].expand(-1, -1, -1, k, -1).contiguous()  # [b, H, W, K, C]
+            yb = y[s : s + batch_size, None].expand(-1, k)  # [b, K]
+            logits = _full(engine(xb))  # [b, K, classes]
+            loss = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # [b, K]
+            loss_sum += loss.sum(0).double()
+            correct += (logits.argmax(2) == yb).sum(0)
+    n = len(y)
+    return (loss_sum / n).tolist(), [c / n for c in correct.tolist()]
+
+
+def train_batched(
+    engine: BatchedCNN,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    settings: ProxyTraining,
+    generators: Sequence[torch.Generator],
+    *,
+    bf16: bool = False,
+) -> Iterator[tuple[int, TrainOutcome]]:
+    """Train the ``engine.k`` candidates; yield ``(k, outcome)`` as each one stops.
+
+    ``train``/``val`` are ``x [N, C, H, W]``, ``y [N]`` on the engine's device, shared by all
+    candidates; ``generators[k]`` draws candidate ``k``'s mini-batch order. ``engine`` is
+    consumed: stopped candidates are removed from it.
+    """
+    if len(generators) != engine.k:
+        raise ValueError(f"{engine.k} candidates need {engine.k} generators, got {len(generators)}")
+    x, y = _nhwc(train[0]), train[1]
+    vx, vy = _nhwc(val[0]), val[1]
+    n, dev = len(y), y.device
+    opt = torch.optim.Adam(engine.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    alive = list(range(engine.k))  # original index of each stacked slice
+    stops = [EarlyStop(settings) for _ in alive]
+    for epoch in range(1, settings.epochs + 1):
+        engine.train()
+        k = len(alive)
+        orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in alive]).to(dev)
+        loss_sum = torch.zeros(k, device=dev)
+        for s in range(0, n, settings.batch_size):
+            idx = orders[:, s : s + settings.batch_size]  # [K, b]
+            xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
+            yb = y[idx.T]  # [b, K]
+            with _autocast(dev, bf16):
+                logits = _full(engine(xb))  # [b, K, classes]
+            losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
+            opt.step()
+            loss_sum += losses.detach() * idx.shape[1]
+        train_loss = [v / n for v in loss_sum.double().tolist()]
+        val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, bf16=bf16)
+        keep = []
+        for pos, i in enumerate(alive):
+            out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
+                epoch, train_loss[pos], val_loss[pos], val_acc[pos]
+            )
+            if out is None:
+                keep.append(pos)
+            else:
+                yield i, out
+        if len(keep) < len(alive):
+            if not keep:
+                return
+            opt = _select(engine, opt, torch.tensor(keep))
+            alive = [alive[pos] for pos in keep]
+
+
+def _select(
+    engine: BatchedCNN, opt: torch.optim.Optimizer, keep: torch.Tensor
+) -> torch.optim.Optimizer:
+    """Drop the stopped candidates from the engine; a new optimizer carries the kept state."""
+    states = [opt.state.get(p, {}) for p in engine.parameters()]
+    engine.select(keep)
+    new = type(opt)(engine.parameters(), **opt.defaults)
+    for p, state in zip(engine.parameters(), states, strict=True):
+        if state:
+            new.state[p] = {
+                name: value[keep.to(value.device)]
+                if torch.is_tensor(value) and value.dim() > 0
+                else value
+                for name, value in state.items()
+            }
+    return new

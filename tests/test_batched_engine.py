@@ -1,0 +1,113 @@
+"""The stacked K-candidate network: each slice computes exactly its candidate's own network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
+from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
+from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.cells import published_cell, start_cell
+
+PARENT = start_cell("cnn", 8, random.Random(0))
+
+
+def candidates() -> list[Cell]:
+    """Single-edge removals plus the corner cases: no edge left (node 0 is the only leaf), one
+    edge, two leaves of 16 channels (= the 32-channel stem: an identity shortcut)."""
+    cells = [PARENT.remove_edge(e) for e in PARENT.edges[::5]]
+    cells += [Cell("cnn", PARENT.ops, edges, "relu") for edges in ([], [(0, 3)], [(0, 3), (0, 5)])]
+    return cells
+
+
+def replicate(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, C, H, W]`` -> the stacked layout ``[B, H, W, K, C]``, the same images for all."""
+    return x.permute(0, 2, 3, 1)[:, :, :, None].expand(-1, -1, -1, k, -1).contiguous()
+
+
+def reference_nets(cells, spec, seeds):
+    nets = []
+    for cell, seed in zip(cells, seeds, strict=True):
+        torch.manual_seed(seed)
+        nets.append(build_network(cell, spec).double())
+    return nets
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25),
+        shrinkcnn_imagenet(width=0.25, depths=(1, 2, 1), image_size=16, num_classes=7),
+    ],
+    ids=["cifar-proxy", "imagenet-macro"],
+)
+@pytest.mark.parametrize("fixed", [False, True], ids=["union", "complete-widest"])
+def test_every_slice_equals_its_own_network_in_train_and_eval_mode(spec, fixed):
+    cells = candidates()
+    seeds = [100 + i for i in range(len(cells))]
+    parent, widths = (PARENT, widest_widths(PARENT, spec)) if fixed else (union_cell(cells), None)
+    engine = build_batched(parent, spec, cells, seeds, widths=widths).double()
+    nets = reference_nets(cells, spec, seeds)
+    x = torch.randn(3, 3, spec.image_size, spec.image_size, dtype=torch.float64)
+    for train in (True, False, True):  # eval mode reads the running stats the train pass wrote
+        out = engine.train(train)(replicate(x, len(cells)))  # [B, K, classes]
+        for k, net in enumerate(nets):
+            torch.testing.assert_close(out[:, k], net.train(train)(x), rtol=0, atol=1e-12)
+
+
+def test_gradients_reach_only_the_candidates_own_weights():
+    spec = cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25)
+    cells = candidates()
+    engine = build_batched(union_cell(cells), spec, cells, range(len(cells))).double()
+    nets = reference_nets(cells, spec, range(len(cells)))
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    engine(replicate(x, len(cells))).square().sum().backward()
+    for k, net in enumerate(nets):
+        net(x).square().sum().backward()
+        # the classifier's gradient: the candidate's own columns, zeros in the padding
+        features = net.classifier.weight.shape[1]
+        grad = engine.classifier.grad[k]
+        torch.testing.assert_close(
+            grad[:, :features], net.classifier.weight.grad, atol=1e-12, rtol=0
+        )
+        assert (grad[:, features:] == 0).all()
+        torch.testing.assert_close(engine.stem.grad[k], net.stem[0].weight.grad, atol=1e-12, rtol=0)
+    # a removed edge's weight columns get no gradient: node 7's 1x1 weights of candidate 0
+    cell0 = engine.cells[0]
+    op = cell0.ops[-1]
+    w = op.pw.grad[0]  # [F, C_in of the last node]
+    unused = cell0.mask7[0] == 0
+    assert unused.any() and (w[:, unused] == 0).all()
+
+
+def test_select_keeps_the_chosen_candidates():
+    spec = cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25)
+    cells = candidates()
+    engine = build_batched(union_cell(cells), spec, cells, range(len(cells))).double()
+    x = replicate(torch.randn(3, 3, 8, 8, dtype=torch.float64), len(cells))
+    full = engine.eval()(x)
+    keep = torch.tensor([1, 4, len(cells) - 1])
+    engine.select(keep)
+    assert engine.k == 3
+    assert all(p.shape[0] == 3 for p in engine.parameters())
+    torch.testing.assert_close(engine(x[:, :, :, keep]), full[:, keep], rtol=0, atol=0)
+
+
+def test_bad_candidates_are_refused_with_a_clear_error():
+    spec = cifar_proxy()
+    with pytest.raises(ConfigError, match="edges the parent cell lacks"):
+        BatchedCNN(PARENT.remove_edge(PARENT.edges[0]), spec, [PARENT])
+    with pytest.raises(ConfigError, match="ops or activation differ"):
+        BatchedCNN(PARENT, spec, [published_cell("shrinkcnn")])
+    other = Cell.complete("cnn", ("input", "conv3x3", "conv1x1"))
+    with pytest.raises(ConfigError, match="supports ops"):
+        BatchedCNN(other, spec, [other])
+    with pytest.raises(ConfigError, match="at least one candidate"):
+        BatchedCNN(PARENT, spec, [])
+    with pytest.raises(ConfigError, match="exceed the stacked widths"):
+        BatchedCNN(PARENT, spec, [PARENT], widths=[16, 16, 16])

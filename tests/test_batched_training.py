@@ -1,0 +1,115 @@
+"""Training K candidates at once gives each the trajectory ``train_proxy`` gives it alone."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from autoshrink.data.images import load_images, proxy_split
+from autoshrink.graph import Cell
+from autoshrink.macros import cifar_proxy
+from autoshrink.nn.batched import build_batched, union_cell
+from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.cells import start_cell
+from autoshrink.training.batched import train_batched
+from autoshrink.training.classification import ProxyTraining, train_proxy
+
+SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
+PARENT = start_cell("cnn", 5, random.Random(1))
+CELLS = [PARENT.remove_edge(e) for e in PARENT.edges[:2]] + [
+    Cell("cnn", PARENT.ops, [], "relu"),  # nothing left: the cell is its residual
+    PARENT.remove_edge(PARENT.edges[5]),
+    PARENT.remove_edge(PARENT.edges[3]),
+]
+SEEDS = [11, 12, 13, 14, 15]
+NAN = 4  # this candidate gets a NaN bias: it must diverge alone, and alone
+
+
+@pytest.fixture(scope="module")
+def data():
+    split = proxy_split(load_images("digits"), per_class=8, val_size=40, seed=0)
+
+    def tensors(dtype):
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(dtype) if a.dtype == np.float32 else torch.from_numpy(a)
+
+        return (t(split.train_x), t(split.train_y)), (t(split.val_x), t(split.val_y))
+
+    return tensors
+
+
+def alone(cell, seed, settings, train, val, dtype, nan=False):
+    torch.manual_seed(seed)
+    net = build_network(cell, SPEC).to(dtype)
+    if nan:
+        net.classifier.bias.data[0] = float("nan")
+    return train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed))
+
+
+def together(settings, train, val, dtype, nan=None, **options):
+    engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS).to(dtype)
+    if nan is not None:
+        engine.classifier_bias.data[nan, 0] = float("nan")
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
+    return dict(train_batched(engine, train, val, settings, gens, **options))
+
+
+@pytest.mark.slow
+def test_float64_trajectories_equal_one_by_one_training_including_early_stops(data):
+    settings = ProxyTraining(epochs=4, batch_size=32, patience=2, min_accuracy=0.15)
+    train, val = data(torch.float64)
+    outs = together(settings, train, val, torch.float64, nan=NAN)
+    assert sorted(outs) == list(range(len(CELLS)))
+    for k, (cell, seed) in enumerate(zip(CELLS, SEEDS, strict=True)):
+        ref = alone(cell, seed, settings, train, val, torch.float64, nan=k == NAN)
+        out = outs[k]
+        assert (out.epochs, out.stop_reason, out.diverged) == (
+            ref.epochs,
+            ref.stop_reason,
+            ref.diverged,
+        )
+        assert out.best_accuracy == ref.best_accuracy
+        assert len(out.history) == len(ref.history)
+        for mine, theirs in zip(out.history, ref.history, strict=True):
+            assert mine["val_accuracy"] == theirs["val_accuracy"]
+            for key in ("train_loss", "val_loss"):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-9, abs=1e-12)
+    # the candidates stopped at different epochs, for different reasons
+    assert len({o.epochs for o in outs.values()}) >= 3
+    assert outs[NAN].diverged and outs[NAN].epochs == 1
+    assert {o.stop_reason for o in outs.values()} >= {"diverged", "low_accuracy", "epochs"}
+
+
+def test_float32_first_epochs_match_within_float_tolerance(data):
+    settings = ProxyTraining(epochs=2, batch_size=32)
+    train, val = data(torch.float32)
+    outs = together(settings, train, val, torch.float32)
+    for k in (0, 3):  # float32 rounding differs between kernels; differences grow with epochs
+        ref = alone(CELLS[k], SEEDS[k], settings, train, val, torch.float32)
+        first, ref_first = outs[k].history[0], ref.history[0]
+        assert first["train_loss"] == pytest.approx(ref_first["train_loss"], rel=1e-4)
+        assert first["val_loss"] == pytest.approx(ref_first["val_loss"], rel=1e-3)
+        assert abs(first["val_accuracy"] - ref_first["val_accuracy"]) <= 2 / 40
+
+
+def test_bf16_autocast_trains_to_finite_losses(data):
+    settings = ProxyTraining(epochs=2, batch_size=32)
+    train, val = data(torch.float32)
+    outs = together(settings, train, val, torch.float32, bf16=True)
+    assert sorted(outs) == list(range(len(CELLS)))
+    for out in outs.values():
+        assert not out.diverged
+        assert all(
+            math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in out.history
+        )
+
+
+def test_one_generator_per_candidate(data):
+    train, val = data(torch.float32)
+    engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS)
+    with pytest.raises(ValueError, match="generators"):
+        next(train_batched(engine, train, val, ProxyTraining(), [torch.Generator()]))
