@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
+from autoshrink.latency import LatencySettings
+from autoshrink.macros import MACROS
 from autoshrink.objectives import Score
 from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.language import RNNProxyTraining
 
-TASKS = ("cnn",)
+TASKS = ("cnn", "rnn")
+TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
 
 
@@ -36,12 +40,17 @@ class SearchConfig:
     per_class: int = 500
     val_size: int = 1000
     width: float = 1.0
-    training: ProxyTraining = field(default_factory=ProxyTraining)
+    training: ProxyTraining | RNNProxyTraining = field(default_factory=ProxyTraining)
     score: Score = field(default_factory=Score.cnn)
     constraints: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    # Latency cost terms / constraints (latency_ms, table_latency_ms): how to measure, which
+    # registered macro to time (None: the proxy network), the latency table file to use/extend.
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    latency_macro: str | None = None
+    latency_table: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -56,6 +65,10 @@ class SearchConfig:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
         if self.per_class < 1 or self.val_size < 1:
             raise ConfigError("per_class and val_size must be >= 1")
+        if self.latency_macro is not None and self.latency_macro not in MACROS:
+            raise ConfigError(
+                f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
+            )
         if self.width <= 0:
             raise ConfigError(f"width must be > 0, got {self.width}")
         if self.device.split(":")[0] not in DEVICES:
@@ -66,6 +79,11 @@ class SearchConfig:
             if not isinstance(limit, (int, float)) or limit <= 0:
                 raise ConfigError(f"constraint {name}: the limit must be a number > 0")
         t = self.training
+        if not isinstance(t, TRAINING[self.task]):
+            raise ConfigError(
+                f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
+                f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
+            )
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
 
@@ -84,9 +102,11 @@ class SearchConfig:
         d = dict(d)
         try:
             if "training" in d:
-                d["training"] = ProxyTraining(**d["training"])
+                d["training"] = TRAINING.get(d.get("task", "cnn"), ProxyTraining)(**d["training"])
             if "score" in d:
                 d["score"] = Score(**d["score"])
+            if "latency" in d:
+                d["latency"] = LatencySettings(**d["latency"])
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None
@@ -121,13 +141,38 @@ PRESETS: dict[str, SearchConfig] = {
     ),
 }
 
+#: The paper's RNN protocol: N = 6, K = 10, shrink to round(15 * 0.25) = 4 edges; the proxy
+#: of §4 (first 4,000 / 300 lines, nhid 100, SGD lr 20, batch 128, <= 10 epochs).
+_RNN_PAPER = SearchConfig(
+    task="rnn",
+    dataset="ptb",
+    nodes=6,
+    k=10,
+    keep_fraction=0.25,
+    training=RNNProxyTraining(),
+    score=Score.rnn(),
+)
+#: RNN-cell presets (``task="rnn"``, PTB-style text data, method §3-§4). The demo takes
+#: minutes on 2 CPU cores on the PTB proxy split: the first 1,000 training lines, nhid 32,
+#: 4 epochs, K = 3 (at most 34 candidates).
+RNN_PRESETS: dict[str, SearchConfig] = {
+    "paper": _RNN_PAPER,
+    "demo": replace(
+        _RNN_PAPER,
+        k=3,
+        patience=3,
+        training=RNNProxyTraining(nhid=32, train_lines=1000, epochs=4, batch_size=32, patience=2),
+    ),
+}
 
-def preset(name: str, **overrides: Any) -> SearchConfig:
-    """A named preset with keyword overrides (``None`` values are ignored)."""
+
+def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
+    """A named preset of ``task`` with keyword overrides (``None`` values are ignored)."""
+    table = RNN_PRESETS if task == "rnn" else PRESETS
     try:
-        base = PRESETS[name]
+        base = table[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(table)}") from None
     training = {
         k[9:]: v for k, v in overrides.items() if k.startswith("training_") and v is not None
     }

@@ -30,3 +30,7 @@ class JournalError(AutoshrinkError):
 
 class BenchmarkError(AutoshrinkError):
     """A tabular benchmark file is missing or malformed, or a query asks for what it lacks."""
+
+
+class HardwareError(AutoshrinkError):
+    """A latency backend or device is not available, or a latency table does not fit."""

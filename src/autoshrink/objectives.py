@@ -15,7 +15,8 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 
-COSTS = ("macs", "params")
+#: CNN cost terms: counted (macs, params), measured latency, latency predicted by a table.
+COSTS = ("macs", "params", "latency_ms", "table_latency_ms")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,11 @@ class Score:
     def cnn(cls, *, weight: float = 0.1, cost: str = "macs") -> Score:
         """``accuracy - weight * (log10(cost) - 6)``."""
         return cls(metric="accuracy", cost=cost, weight=weight)
+
+    @classmethod
+    def rnn(cls, *, weight: float = 1.0, cost: str = "edge_cost") -> Score:
+        """``0.25 * (200 - perplexity) - weight * (log10(cost) - 6)``; cost ``E * nhid^2``."""
+        return cls(metric="perplexity", slope=-0.25, offset=200.0, cost=cost, weight=weight)
 
     def __call__(self, metrics: Mapping[str, float]) -> float:
         value = metrics.get(self.metric)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError
 
-SUBCOMMANDS = ("search", "show", "count", "train", "bench")
+SUBCOMMANDS = ("search", "show", "count", "train", "bench", "latency", "export", "report")
 
 EPILOG = """\
 examples:

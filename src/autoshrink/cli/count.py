@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from autoshrink.cost import count
+from autoshrink.cost_rnn import RNN_MACROS, count_rnn
 from autoshrink.graph import Cell
 from autoshrink.macros import MACROS, get_macro
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(convolutions and linear layers; no BN, pooling or adds).",
     )
     p.add_argument("cell", type=Path, help="a cell JSON file")
-    p.add_argument("--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS))
+    p.add_argument(
+        "--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS) + sorted(RNN_MACROS)
+    )
     p.add_argument("--width", type=float, default=None, help="width multiplier")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
     p.add_argument("--num-classes", type=int, default=None)
@@ -29,19 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cell = Cell.load(args.cell)
-    settings = {
-        k: v
-        for k, v in (
-            ("width", args.width),
-            ("image_size", args.image_size),
-            ("num_classes", args.num_classes),
-        )
-        if v is not None
-    }
-    spec = get_macro(args.macro, **settings)
-    counts = count(cell, spec)
+    if args.macro in RNN_MACROS:  # language models: MACs per token
+        spec = RNN_MACROS[args.macro]()
+        counts, unit = count_rnn(cell, spec), " per token"
+    else:
+        settings = {
+            k: v
+            for k, v in (
+                ("width", args.width),
+                ("image_size", args.image_size),
+                ("num_classes", args.num_classes),
+            )
+            if v is not None
+        }
+        spec = get_macro(args.macro, **settings)
+        counts, unit = count(cell, spec), ""
     if args.json:
         print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": spec.name}))
     else:
-        print(f"{spec.name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs")
+        print(
+            f"{spec.name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs{unit}"
+        )
     return 0

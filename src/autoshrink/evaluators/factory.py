@@ -6,11 +6,15 @@ from autoshrink.config import SearchConfig
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.evaluators.costed import with_hardware_costs
+from autoshrink.evaluators.rnn_proxy import rnn_evaluator
 from autoshrink.macros import cifar_proxy
 
 
 def build_evaluator(config: SearchConfig) -> Evaluator:
     """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
+    if config.task == "rnn":
+        return rnn_evaluator(config)
     data = load_images(config.dataset, config.data_dir)
     split = proxy_split(
         data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
@@ -21,6 +25,7 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
         num_classes=data.num_classes,
         width=config.width,
     )
-    return CNNProxyEvaluator(
+    evaluator = CNNProxyEvaluator(
         split, macro, config.training, device=config.device, threads=config.threads
     )
+    return with_hardware_costs(evaluator, config, macro)  # latency costs, when asked for
