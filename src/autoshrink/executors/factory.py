@@ -1,23 +1,64 @@
-"""Choose an executor by name: ``inprocess`` or ``pool`` (one single-thread worker per core)."""
+"""Choose an executor by name: ``inprocess``, ``pool`` (single-thread workers) or ``ray``.
+
+The default is the local pool on the CPU -- on a 2-core box two single-thread workers train
+candidates faster than one two-thread process (``benchmarks/bench_executors.py``; figures in
+benchmarks/README.md) -- and in-process on a GPU, where one process keeps the device busy.
+"""
 
 from __future__ import annotations
 
 from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
+from autoshrink.executors.retries import DEFAULT_RETRIES
 
-EXECUTORS = ("inprocess", "pool")
+EXECUTORS = ("inprocess", "pool", "ray")
+CPU_DEFAULT = "pool"  # measured: see the module docstring
+GPU_DEFAULT = "inprocess"
+
+
+def default_executor(device: str) -> str:
+    """The executor used when none is named: :data:`CPU_DEFAULT` on the CPU, else
+    :data:`GPU_DEFAULT`."""
+    return CPU_DEFAULT if device.split(":")[0] == "cpu" else GPU_DEFAULT
 
 
 def build_executor(
-    name: str | None, workers: int | None = None, *, device: str = "cpu"
+    name: str | None,
+    workers: int | None = None,
+    *,
+    device: str = "cpu",
+    ray_address: str | None = None,
+    max_retries: int = DEFAULT_RETRIES,
 ) -> Executor:
-    """The executor ``name``; ``None`` picks the default for ``device`` (pool on CPU)."""
-    name = name or ("pool" if device == "cpu" else "inprocess")
+    """The executor ``name``; ``None`` picks the default for ``device``.
+
+    ``ray_address`` (a running Ray cluster) implies ``ray`` when no name is given.
+    ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died.
+    """
+    if name is None:
+        name = "ray" if ray_address is not None else default_executor(device)
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if ray_address is not None and name != "ray":
+        raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
     if name == "inprocess":
         return InProcessExecutor()
     if name == "pool":
-        return LocalPoolExecutor(workers)
-    raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
+        return LocalPoolExecutor(workers, max_retries=max_retries)
+    from autoshrink.executors.ray_executor import RayExecutor, require_ray
+
+    if workers is not None:
+        raise ConfigError(
+            "--workers is for --executor pool; Ray runs as many candidates at once as the "
+            "cluster has free CPUs (or GPUs)"
+        )
+    if device.startswith("cuda:"):
+        raise ConfigError(
+            f"--device {device}: with --executor ray use --device cuda; Ray gives each "
+            "candidate its own GPU"
+        )
+    require_ray()
+    return RayExecutor(ray_address, max_retries=max_retries)

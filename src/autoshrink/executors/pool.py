@@ -1,35 +1,70 @@
-"""A local process pool of single-thread workers (the default on the CPU).
+"""A local pool of single-thread worker processes (the default on the CPU).
 
 Proxy networks are small, so one candidate cannot keep several cores busy: one single-thread
-worker per core trains candidates side by side and beats one multi-thread worker (see
-benchmarks/README.md). Workers are started with ``spawn`` (safe with torch's thread pools), get
-the evaluator once, and live for the whole search.
+worker per core trains candidates side by side and beats one multi-thread process (measured
+by ``benchmarks/bench_executors.py``, figures in benchmarks/README.md). Workers are started with
+``spawn`` (safe with torch's thread pools), get the evaluator once, and live for the whole
+search.
+
+Each worker owns a pipe, so the driver always knows which candidate a worker holds. When a
+worker dies (``kill -9``, the OOM killer, a crash in a kernel), only that candidate is lost:
+the worker is replaced, the candidate runs again from the same seed (at most ``max_retries``
+times, each retry reported to the search's journal), and the other workers carry on. This is
+why the pool manages its processes itself instead of using ``concurrent.futures``, whose pool
+breaks as a whole on one death and cannot say which candidate caused it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing as mp
 import os
+import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
+from autoshrink.executors.retries import (
+    DEFAULT_RETRIES,
+    RetryBudget,
+    RetryListener,
+    check_retries,
+)
 
-_worker_evaluator: Evaluator | None = None  # set once per worker process by _init
+log = logging.getLogger(__name__)
+
+_EXIT_WAIT_S = 10.0  # how long a worker may take to exit once its pipe has closed
 
 
-def _init(evaluator: Evaluator) -> None:
-    global _worker_evaluator
+def _serve(conn: Connection) -> None:
+    """A worker's main loop: take the evaluator, then evaluate jobs until ``None`` or EOF."""
     import torch
 
     torch.set_num_threads(1)
-    _worker_evaluator = evaluator
-
-
-def _evaluate(job: Job) -> Evaluation:
-    assert _worker_evaluator is not None
-    return _worker_evaluator.evaluate(job.genotype, job.seed)
+    try:
+        evaluator: Evaluator = conn.recv()
+    except EOFError:
+        return
+    conn.send("ready")
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, job = message
+        try:
+            reply: tuple[str, Any] = ("ok", evaluator.evaluate(job.genotype, job.seed))
+        except Exception:  # sent to the driver, which raises it as the in-process run would
+            reply = ("error", traceback.format_exc())
+        conn.send((index, reply))
 
 
 def default_workers() -> int:
@@ -40,43 +75,161 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LocalPoolExecutor:
-    """Evaluate jobs in ``workers`` single-thread processes; results stream back as they finish."""
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    job: int | None = None
 
-    def __init__(self, workers: int | None = None) -> None:
+
+class WorkerError(RuntimeError):
+    """An evaluator raised inside a pool worker (the message holds the worker's traceback), or a
+    worker could not start."""
+
+
+class LocalPoolExecutor:
+    """Evaluate jobs in ``workers`` single-thread processes; results stream back as they finish.
+
+    Args:
+        workers: processes (default: one per usable core).
+        max_retries: how many times a candidate whose worker died is run again before it is
+            reported as ``"failed"``.
+    """
+
+    def __init__(self, workers: int | None = None, *, max_retries: int = DEFAULT_RETRIES) -> None:
         self.workers = workers or default_workers()
-        self._pool: ProcessPoolExecutor | None = None
+        self.max_retries = check_retries(max_retries)
+        self._idle: list[_Worker] = []
         self._evaluator: Evaluator | None = None
 
-    def _ensure_pool(self, evaluator: Evaluator) -> ProcessPoolExecutor:
-        if self._pool is None or self._evaluator is not evaluator:
-            self.close()
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init,
-                initargs=(evaluator,),
-            )
-            self._evaluator = evaluator
-        return self._pool
+    # ------------------------------------------------------------------ workers
+    def _start(self, evaluator: Evaluator, n: int) -> None:
+        """Start ``n`` workers side by side and add them to the idle ones once they are ready.
 
-    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
-        pool = self._ensure_pool(evaluator)
-        futures: dict[Future[Evaluation], int] = {
-            pool.submit(_evaluate, j): i for i, j in enumerate(jobs)
-        }
-        pending = set(futures)
+        The evaluator goes through each worker's pipe, not the start-up arguments, and each
+        worker confirms it loaded it: a worker that dies while starting is an error here, not
+        a hang (spawn blocks on a child that dies while reading its arguments) and not a
+        candidate's lost attempt.
+        """
+        ctx = mp.get_context("spawn")
+        started = []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_serve, args=(child,), name="autoshrink-worker")
+            process.daemon = True
+            process.start()
+            child.close()
+            started.append(_Worker(process, parent))
+        for w in started:
+            try:
+                w.conn.send(evaluator)
+                w.conn.recv()  # "ready"
+            except (EOFError, OSError):
+                for other in started:
+                    other.process.kill()
+                    self._stop(other)
+                raise WorkerError(
+                    f"a pool worker died while starting (exit code {w.process.exitcode}); "
+                    "its error is printed above"
+                ) from None
+            log.debug("started worker %d", w.process.pid)
+        self._idle.extend(started)
+
+    def _worker(self, evaluator: Evaluator) -> _Worker:
+        """An idle live worker (dead idle ones are dropped: they held no candidate)."""
+        while True:
+            while self._idle:
+                w = self._idle.pop()
+                if w.process.is_alive():
+                    return w
+                self._stop(w)
+            self._start(evaluator, 1)
+
+    @staticmethod
+    def _stop(w: _Worker) -> None:
+        w.conn.close()
+        w.process.join(_EXIT_WAIT_S)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()
+
+    @staticmethod
+    def _receive(w: _Worker) -> tuple[int, tuple[str, Any]] | None:
+        """The worker's reply, or ``None`` when it died (its pipe closed without one)."""
         try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in sorted(finished, key=futures.__getitem__):
-                    yield futures[f], f.result()
+            if w.conn.poll():
+                return w.conn.recv()
+        except (EOFError, OSError):
+            pass
+        w.process.join(_EXIT_WAIT_S)  # its pipe closed or its sentinel fired: it is exiting
+        return None
+
+    # ------------------------------------------------------------------ public API
+    def run(
+        self,
+        evaluator: Evaluator,
+        jobs: Sequence[Job],
+        on_retry: RetryListener | None = None,
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes.
+
+        ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
+        died runs again.
+        """
+        if evaluator is not self._evaluator:
+            self.close()
+            self._evaluator = evaluator
+        budget = RetryBudget(len(jobs), self.max_retries, on_retry)
+        queue = deque(range(len(jobs)))
+        busy: dict[Connection, _Worker] = {}
+        try:
+            while queue or busy:
+                missing = min(self.workers - len(busy), len(queue)) - len(self._idle)
+                if missing > 0:  # start the workers this round needs together
+                    self._start(evaluator, missing)
+                while queue and len(busy) < self.workers:
+                    w = self._worker(evaluator)
+                    w.job = queue.popleft()
+                    try:
+                        w.conn.send((w.job, jobs[w.job]))
+                    except OSError:  # died between the check and the send: not the job's fault
+                        queue.appendleft(w.job)
+                        self._stop(w)
+                        continue
+                    busy[w.conn] = w
+                sentinels = {w.process.sentinel: w for w in busy.values()}
+                ready = wait([*busy, *sentinels])
+                woken = {busy[r] if r in busy else sentinels[r] for r in ready}
+                for w in sorted(woken, key=lambda w: w.job or 0):
+                    index = w.job
+                    assert index is not None
+                    del busy[w.conn]
+                    reply = self._receive(w)
+                    if reply is None:
+                        self._stop(w)
+                        reason = f"worker {w.process.pid} died (exit code {w.process.exitcode})"
+                        if budget.retry(index, reason):
+                            queue.appendleft(index)
+                        else:
+                            yield index, budget.failed(evaluator, jobs[index], index, reason)
+                        continue
+                    w.job = None
+                    self._idle.append(w)
+                    _, (kind, value) = reply
+                    if kind == "error":
+                        raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
+                    yield index, value
         finally:
-            for f in pending:
-                f.cancel()
+            for w in busy.values():  # abandoned mid-batch: their results would be stale
+                w.process.kill()
+                self._stop(w)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            self._evaluator = None
+        """Stop the idle workers (busy ones are stopped when their batch ends)."""
+        for w in self._idle:
+            with contextlib.suppress(OSError):  # already gone
+                w.conn.send(None)
+        for w in self._idle:
+            self._stop(w)
+        self._idle = []
+        self._evaluator = None

@@ -1,0 +1,181 @@
+"""Evaluate candidates as Ray tasks, on one machine or a cluster (``autoshrink[ray]``).
+
+Each candidate is one Ray task; the evaluator (with its proxy data) goes into Ray's object
+store once per search and every task reads it from there, so worker machines need the
+``autoshrink`` package but not the data set. A task asks for one GPU when the evaluator runs
+on CUDA (Ray then sets ``CUDA_VISIBLE_DEVICES``, so ``cuda`` is the GPU it was given) and for
+one CPU otherwise. Results come back to the driver as tasks finish; the driver alone writes
+the journal and the run folder.
+
+Ray's own task retries are switched off (``max_retries=0``): when a worker or node dies under
+a candidate, this executor resubmits it (at most ``max_retries`` times) and reports each retry
+so the journal records it. An exception raised by the evaluator is re-raised in the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.executors.base import Job
+from autoshrink.executors.retries import (
+    DEFAULT_RETRIES,
+    RetryBudget,
+    RetryListener,
+    check_retries,
+)
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "autoshrink[ray]"'
+
+# Errors that mean the task's process or machine was lost, not that the evaluator raised.
+_LOST = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "OutOfMemoryError",
+    "ObjectLostError",
+    "OwnerDiedError",
+)
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or a :class:`ConfigError` that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
+    """The body of one Ray task (``evaluator`` arrives resolved from the object store)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with warnings.catch_warnings():  # the object store hands out read-only arrays; only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return evaluator.evaluate(job.genotype, job.seed)
+
+
+def runs_on_cuda(evaluator: Evaluator) -> bool:
+    """Whether ``evaluator`` trains on a CUDA device (its ``device`` attribute)."""
+    return str(getattr(evaluator, "device", "cpu")).startswith("cuda")
+
+
+class RayExecutor:
+    """Run each candidate as a Ray task.
+
+    Args:
+        address: a running cluster (``ray start --head`` prints it, e.g. ``HOST:6379``);
+            ``None`` joins the cluster Ray finds itself (``RAY_ADDRESS``, or one started on
+            this machine) or starts a local instance. A Ray already initialised in this
+            process is used as it is.
+        max_retries: how many times a candidate whose worker died is resubmitted.
+        cpus_per_task: CPUs each task asks for (also its torch threads).
+        gpus_per_task: GPUs each task asks for; ``None``: 1 when the evaluator is on CUDA.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        max_retries: int = DEFAULT_RETRIES,
+        cpus_per_task: int = 1,
+        gpus_per_task: float | None = None,
+    ) -> None:
+        if cpus_per_task < 1:
+            raise ConfigError(f"cpus_per_task must be >= 1, got {cpus_per_task}")
+        if gpus_per_task is not None and gpus_per_task < 0:
+            raise ConfigError(f"gpus_per_task must be >= 0, got {gpus_per_task}")
+        self.address = address
+        self.max_retries = check_retries(max_retries)
+        self.cpus_per_task = cpus_per_task
+        self.gpus_per_task = gpus_per_task
+        self._started_ray = False
+        self._evaluator: Evaluator | None = None
+        self._evaluator_ref: Any = None
+
+    def _ray(self) -> Any:
+        ray = require_ray()
+        if not ray.is_initialized():
+            where = self.address or "auto (a new local instance if none is running)"
+            log.info("connecting to Ray at %s", where)
+            try:
+                ray.init(address=self.address)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                raise ConfigError(
+                    f"--ray-address {where}: cannot connect to Ray ({first_line}); with token "
+                    "authentication set RAY_AUTH_MODE=token and give this machine the "
+                    "cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
+                ) from None
+            self._started_ray = True
+        return ray
+
+    def _task(self, ray: Any, evaluator: Evaluator) -> Any:
+        gpus = self.gpus_per_task
+        if gpus is None:
+            gpus = 1 if runs_on_cuda(evaluator) else 0
+        return ray.remote(_evaluate).options(
+            num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
+        )
+
+    def run(
+        self,
+        evaluator: Evaluator,
+        jobs: Sequence[Job],
+        on_retry: RetryListener | None = None,
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Evaluate ``jobs`` as Ray tasks; yield ``(position in jobs, evaluation)`` as they end.
+
+        ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
+        or node died is resubmitted.
+        """
+        ray = self._ray()
+        lost = tuple(getattr(ray.exceptions, name) for name in _LOST)
+        if evaluator is not self._evaluator:
+            self._evaluator_ref = ray.put(evaluator)
+            self._evaluator = evaluator
+        task = self._task(ray, evaluator)
+        budget = RetryBudget(len(jobs), self.max_retries, on_retry)
+
+        def submit(index: int) -> Any:
+            return task.remote(self._evaluator_ref, jobs[index], self.cpus_per_task)
+
+        pending = {submit(i): i for i in range(len(jobs))}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    index = pending.pop(ref)
+                    try:
+                        evaluation = ray.get(ref)
+                    except lost as err:
+                        first_line = (str(err).strip().splitlines() or [""])[0]
+                        reason = f"{type(err).__name__}: {first_line}"
+                        if budget.retry(index, reason):
+                            pending[submit(index)] = index
+                        else:
+                            yield index, budget.failed(evaluator, jobs[index], index, reason)
+                        continue
+                    yield index, evaluation
+        finally:
+            for ref in pending:  # abandoned mid-batch
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        """Drop the evaluator from the object store; shut down a Ray this executor started."""
+        self._evaluator = self._evaluator_ref = None
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False

@@ -1,0 +1,230 @@
+"""Executors: the local pool gives the in-process results, survives a dead worker, and says so.
+
+A real tiny search (digits, 4-node cells, K = 2, 1 epoch, 1 torch thread) runs once in-process
+as the reference (cached in pytest's session folder, so tests/test_ray.py and tests/test_report.py
+reuse it). The pool then runs the same search with an evaluator wrapper that kills its worker
+process (``os._exit``) on the first attempt at one candidate: the journal must hold the same
+candidate records, one retry event for that candidate, and a resume must train nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.factory import build_evaluator
+from autoshrink.executors.base import InProcessExecutor, Job
+from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
+from autoshrink.executors.pool import LocalPoolExecutor, WorkerError
+from autoshrink.search import make_strategy, run_search
+
+# threads=1: torch's CPU reductions depend on the thread count, so in-process training matches
+# the pool's and Ray's single-thread workers bit for bit only at one thread.
+TINY = dict(
+    nodes=4, k=2, keep_fraction=0.5, per_class=20, val_size=50, training_epochs=1, threads=1
+)
+
+
+def tiny_config() -> SearchConfig:
+    return preset("demo", **TINY)
+
+
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny search run in-process, once per test session."""
+    run_dir = tmp_path_factory.getbasetemp() / "tiny-inprocess"
+    if not (run_dir / "result.json").is_file():
+        run_search(run_dir, tiny_config(), executor=InProcessExecutor(), progress=False)
+    return run_dir
+
+
+def journal(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+
+
+def candidates(run_dir: Path) -> list[dict[str, Any]]:
+    """Candidate records without their timing, in (step, index) order."""
+    recs = [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in journal(run_dir)
+        if r["type"] == "candidate"
+    ]
+    return sorted(recs, key=lambda r: (r["step"], r["index"]))
+
+
+def retries(run_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in journal(run_dir) if r["type"] == "event" and r["event"] == "retry"]
+
+
+class CrashFirst:
+    """Evaluator wrapper: the first ``times`` attempts at candidate ``key`` kill their process.
+
+    Attempts are counted with files in ``marks`` (the worker processes share no memory).
+    Never use it in-process: it would kill the test run.
+    """
+
+    def __init__(self, inner: Any, key: str, marks: Path, times: int = 1) -> None:
+        self.inner, self.key, self.marks, self.times = inner, key, marks, times
+
+    @property
+    def device(self) -> str:
+        return getattr(self.inner, "device", "cpu")
+
+    def profile(self, genotype: Any) -> dict[str, float]:
+        return self.inner.profile(genotype)
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.key:
+            done = len(list(self.marks.glob("attempt-*")))
+            if done < self.times:
+                (self.marks / f"attempt-{done}").write_text(str(os.getpid()))
+                os._exit(17)
+        return self.inner.evaluate(genotype, seed)
+
+
+class Fake:
+    """A training-free evaluator: accuracy from the seed; ``raise_on`` keys raise ValueError."""
+
+    device = "cpu"
+
+    def __init__(self, raise_on: str | None = None) -> None:
+        self.raise_on = raise_on
+
+    def profile(self, genotype: Any) -> dict[str, float]:
+        return {"macs": 1000.0 * genotype.num_edges}
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.raise_on:
+            raise ValueError(f"bad candidate {genotype.key}")
+        return Evaluation({**self.profile(genotype), "accuracy": (seed % 97) / 97}, "ok", 0.0)
+
+
+def crash_target(reference: Path) -> str:
+    """A step-1 candidate of the reference run: another candidate trains beside it."""
+    return next(r["key"] for r in candidates(reference) if r["step"] == 1)
+
+
+def run_with_crash(executor: Any, reference: Path, out: Path) -> str:
+    """The tiny search through ``executor``, the worker under one candidate killed once."""
+    key = crash_target(reference)
+    marks = out.parent / f"{out.name}-marks"
+    marks.mkdir()
+
+    def factory(config: SearchConfig) -> CrashFirst:
+        return CrashFirst(build_evaluator(config), key, marks)
+
+    run_search(out, tiny_config(), evaluator_factory=factory, executor=executor, progress=False)
+    assert len(list(marks.glob("attempt-*"))) == 1, "the crash did not happen"
+    return key
+
+
+def check_crash_run(run_dir: Path, reference: Path, key: str) -> None:
+    """Same candidates as in-process, one journalled retry, and nothing trained on resume."""
+    assert candidates(run_dir) == candidates(reference)
+    events = retries(run_dir)
+    assert [(e["key"], e["attempt"]) for e in events] == [(key, 1)]
+    assert "died" in events[0]["reason"] or "Crashed" in events[0]["reason"]
+    before = journal(run_dir)
+    again = run_search(run_dir, resume=True, executor=InProcessExecutor(), progress=False)
+    assert again.trained == 0
+    assert journal(run_dir) == before
+    keys = [r["key"] for r in before if r["type"] == "candidate"]
+    assert len(keys) == len(set(keys))  # nothing trained twice
+
+
+@pytest.mark.slow
+def test_pool_matches_inprocess_and_retries_a_killed_worker(tmp_path, tmp_path_factory):
+    reference = reference_run(tmp_path_factory)
+    key = run_with_crash(LocalPoolExecutor(2), reference, tmp_path / "pool")
+    check_crash_run(tmp_path / "pool", reference, key)
+
+
+def _jobs(n: int) -> list[Job]:
+    cells = [cell for _, cell in make_strategy(tiny_config()).shrink_space()[:n]]
+    return [Job(cell, 1000 + i) for i, cell in enumerate(cells)]
+
+
+def test_pool_gives_up_after_max_retries(tmp_path):
+    jobs = _jobs(3)
+    bad = jobs[1].genotype.key
+    evaluator = CrashFirst(Fake(), bad, tmp_path, times=99)
+    seen: list[tuple[int, int, str]] = []
+    pool = LocalPoolExecutor(2, max_retries=1)
+    try:
+        out = dict(pool.run(evaluator, jobs, on_retry=lambda *a: seen.append(a)))
+    finally:
+        pool.close()
+    assert sorted(out) == [0, 1, 2]
+    assert [out[i].status for i in (0, 1, 2)] == ["ok", "failed", "ok"]
+    assert out[1].metrics == {"macs": 1000.0 * jobs[1].genotype.num_edges}  # cost kept
+    assert out[1].detail["attempts"] == 2
+    assert [(i, n) for i, n, _ in seen] == [(1, 1)]
+    assert len(list(tmp_path.glob("attempt-*"))) == 2
+    for i in (0, 2):  # the other candidates: exactly the in-process result
+        assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
+
+
+def test_pool_reraises_an_evaluator_error():
+    jobs = _jobs(3)
+    evaluator = Fake(raise_on=jobs[0].genotype.key)
+    pool = LocalPoolExecutor(1)
+    try:
+        with pytest.raises(WorkerError, match="ValueError: bad candidate"):
+            list(pool.run(evaluator, jobs))
+        # the pool is still usable afterwards
+        assert len(list(pool.run(evaluator, jobs[1:]))) == 2
+    finally:
+        pool.close()
+
+
+def _refuse() -> None:
+    raise RuntimeError("this evaluator cannot be loaded")
+
+
+class Unloadable(Fake):
+    """Pickles fine, fails to unpickle: a worker that dies while starting."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse, ())
+
+
+def test_pool_worker_that_cannot_start_is_an_error_not_a_hang():
+    pool = LocalPoolExecutor(2)
+    try:
+        with pytest.raises(WorkerError, match="died while starting"):
+            list(pool.run(Unloadable(), _jobs(2)))
+    finally:
+        pool.close()
+
+
+def test_factory_defaults_and_errors():
+    assert {"inprocess", "pool", "ray"} <= set(EXECUTORS)
+    assert default_executor("cpu") == "pool"  # measured: benchmarks/bench_executors.py
+    assert isinstance(build_executor(None, device="cpu"), LocalPoolExecutor)
+    assert isinstance(build_executor("inprocess"), InProcessExecutor)
+    assert build_executor("pool", 3, max_retries=0).workers == 3
+    with pytest.raises(ConfigError, match="unknown executor 'dask'"):
+        build_executor("dask")
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        build_executor("pool", 0)
+    with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
+        build_executor("pool", ray_address="10.0.0.1:6379")
+    with pytest.raises(ConfigError, match="max_retries"):
+        build_executor("pool", max_retries=-1)
+
+
+def test_missing_ray_says_how_to_install(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ConfigError, match=r'pip install "autoshrink\[ray\]"'):
+        build_executor("ray")
+    code, _, err = cli("search", "--executor", "ray", "--out", tmp_path / "run")
+    assert code == 2
+    assert err.count("\n") == 1 and 'pip install "autoshrink[ray]"' in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

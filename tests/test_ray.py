@@ -1,0 +1,97 @@
+"""The Ray executor on a real local Ray instance (2 CPUs, started here, no dashboard).
+
+The tiny search of tests/test_executors.py runs through Ray with the worker under one
+candidate killed on its first attempt: the journal must hold exactly the in-process candidate
+records, one retry event, and a resume must train nothing. Without Ray installed the module
+is skipped (the install hint itself is tested in tests/test_executors.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+
+import test_executors  # noqa: E402
+from autoshrink.errors import ConfigError  # noqa: E402
+from autoshrink.executors.factory import build_executor  # noqa: E402
+from autoshrink.executors.ray_executor import RayExecutor, runs_on_cuda  # noqa: E402
+from test_executors import (  # noqa: E402
+    CrashFirst,
+    Fake,
+    _jobs,
+    check_crash_run,
+    reference_run,
+    run_with_crash,
+)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    # Ray workers cannot import this tests folder: ship its test evaluators by value.
+    ray.cloudpickle.register_pickle_by_value(test_executors)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=2, include_dashboard=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_matches_inprocess_and_retries_a_killed_worker(local_ray, tmp_path, tmp_path_factory):
+    reference = reference_run(tmp_path_factory)
+    executor = RayExecutor()
+    key = run_with_crash(executor, reference, tmp_path / "ray")
+    check_crash_run(tmp_path / "ray", reference, key)
+    assert local_ray.is_initialized()  # a Ray the executor did not start stays up
+
+
+@pytest.mark.slow
+def test_ray_gives_up_after_max_retries(local_ray, tmp_path):
+    jobs = _jobs(2)
+    evaluator = CrashFirst(Fake(), jobs[0].genotype.key, tmp_path, times=99)
+    seen: list[tuple[int, int, str]] = []
+    out = dict(RayExecutor(max_retries=1).run(evaluator, jobs, on_retry=lambda *a: seen.append(a)))
+    assert out[0].status == "failed" and out[0].detail["attempts"] == 2
+    assert "WorkerCrashedError" in out[0].detail["error"]
+    assert out[1] == Fake().evaluate(jobs[1].genotype, jobs[1].seed)
+    assert [(i, n) for i, n, _ in seen] == [(0, 1)]
+
+
+class _StubRay:
+    """Records the options a task is declared with."""
+
+    def __init__(self) -> None:
+        self.declared: dict[str, Any] = {}
+
+    def remote(self, fn: Any) -> _StubRay:
+        return self
+
+    def options(self, **kw: Any) -> _StubRay:
+        self.declared = kw
+        return self
+
+
+class _OnCuda(Fake):
+    device = "cuda"
+
+
+def test_a_task_asks_for_one_gpu_when_the_search_runs_on_cuda():
+    assert runs_on_cuda(_OnCuda()) and not runs_on_cuda(Fake())
+    for evaluator, gpus in ((_OnCuda(), 1), (Fake(), 0)):
+        stub = _StubRay()
+        RayExecutor()._task(stub, evaluator)
+        assert stub.declared == {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0}
+
+
+def test_ray_factory_errors():
+    with pytest.raises(ConfigError, match="use --device cuda"):
+        build_executor("ray", device="cuda:1")
+    with pytest.raises(ConfigError, match="--workers is for --executor pool"):
+        build_executor("ray", 2)
+    assert isinstance(build_executor(None, ray_address="127.0.0.1:6379"), RayExecutor)
