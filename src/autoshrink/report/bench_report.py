@@ -1,0 +1,177 @@
+"""The report of a NAS-Bench-201 bench folder (``autoshrink bench nb201 --out DIR``).
+
+Reads ``bench.json``, ``curves.csv``, ``results.csv`` and, with the score objective,
+``pareto.csv``; writes ``DIR/report/index.html`` with the test accuracy of the returned cell
+against queries (mean and its standard error over the runs, the benchmark's optimum dashed),
+the score against queries (score objective), the returned cells' accuracy-vs-MACs fronts, the
+table of checkpoints and the bench's settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from autoshrink.errors import BenchmarkError
+from autoshrink.report import html
+
+log = logging.getLogger(__name__)
+
+BENCH = "bench.json"
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        conv: dict[str, Any] = {}
+        for k, v in r.items():
+            try:
+                conv[k] = float(v)
+            except (TypeError, ValueError):
+                conv[k] = v
+        out.append(conv)
+    return out
+
+
+def _plot_curves(
+    curves: list[dict[str, Any]],
+    column: str,
+    runs: int,
+    optimum: float | None,
+    label: str,
+    path: Path,
+) -> Path:
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    std = "std" if column == "mean" else column.replace("mean", "std")
+    for name in dict.fromkeys(r["strategy"] for r in curves):
+        rs = [r for r in curves if r["strategy"] == name]
+        q = np.array([r["queries"] for r in rs])
+        m = np.array([r[column] for r in rs])
+        sem = np.array([r.get(std, 0.0) for r in rs]) / math.sqrt(max(runs, 1))
+        ax.plot(q, m, label=name)
+        ax.fill_between(q, m - sem, m + sem, alpha=0.2)
+    if optimum is not None:
+        ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label="optimum")
+    ax.set_xlabel("queries")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path)
+    return path
+
+
+def _plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path:
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for name in dict.fromkeys(r["strategy"] for r in rows):
+        rs = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["macs"])
+        ax.plot(
+            [r["macs"] for r in rs], [r["accuracy"] for r in rs], "-o", markersize=4, label=name
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs (log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path)
+    return path
+
+
+def write_bench_report(bench_dir: Path) -> Path:
+    """Write ``bench_dir/report/index.html`` for an NB201 bench folder; returns its path."""
+    bench_dir = Path(bench_dir)
+    try:
+        bench = json.loads((bench_dir / BENCH).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchmarkError(f"{bench_dir / BENCH}: cannot read it ({err})") from None
+    config = bench.get("config", {})
+    runs = int(config.get("runs", 1))
+    out = bench_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    curves = _rows(bench_dir / "curves.csv")
+    results = _rows(bench_dir / "results.csv") or bench.get("results", [])
+    optimum = (bench.get("optimum") or {}).get("accuracy")
+    title = f"NAS-Bench-201 bench: {config.get('dataset', '?')}, {bench_dir.resolve().name}"
+    summary = html.definitions(
+        [
+            ("strategies", ", ".join(config.get("strategies", []))),
+            ("runs × queries", f"{runs} × {config.get('queries')}"),
+            ("objective", config.get("objective")),
+            ("search sees", config.get("search_signal")),
+            ("reported", config.get("reported")),
+            ("optimum", f"{fmt_opt(optimum)} ({(bench.get('optimum') or {}).get('arch', '')})"),
+            ("elapsed s", bench.get("elapsed_s")),
+        ]
+    )
+    sections: list[tuple[str, str]] = [("", summary)]
+    if curves:
+        fig = _plot_curves(curves, "mean", runs, optimum, "test accuracy (%)", out / "curves.svg")
+        caption = (
+            "200-epoch test accuracy of the cell each strategy would return after each "
+            "query: mean over the runs, band ± one standard error; optimum dashed."
+        )
+        sections.append(("Accuracy vs queries", html.figure(fig, out, caption)))
+        if config.get("objective") == "score" and "score_mean" in curves[0]:
+            fig = _plot_curves(curves, "score_mean", runs, None, "score", out / "score.svg")
+            sections.append(
+                ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
+            )
+    pareto = _rows(bench_dir / "pareto.csv")
+    if pareto:
+        fig = _plot_pareto(pareto, out / "pareto.svg")
+        caption = "accuracy-vs-MACs front of the cells each strategy returned (all runs pooled)"
+        sections.append(("Returned cells: accuracy vs MACs", html.figure(fig, out, caption)))
+    if results:
+        header = [
+            "strategy",
+            "queries",
+            "runs",
+            "mean %",
+            "std",
+            "valid mean %",
+            "MACs mean",
+            "score mean",
+            "score std",
+        ]
+        keys = [
+            "strategy",
+            "queries",
+            "runs",
+            "mean",
+            "std",
+            "valid_mean",
+            "macs_mean",
+            "score_mean",
+            "score_std",
+        ]
+        rows = [
+            [_count(r.get(k)) if k in ("queries", "runs") else r.get(k) for k in keys]
+            for r in results
+        ]
+        sections.append(("Checkpoints (results.csv)", html.table(header, rows, left=1)))
+    sections.append(("Settings (bench.json config)", html.pre(json.dumps(config, indent=2))))
+    page = out / "index.html"
+    page.write_text(html.page(title, sections), encoding="utf-8")
+    log.info("wrote %s", page)
+    return page
+
+
+def fmt_opt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}%"
+
+
+def _count(v: Any) -> Any:
+    """A count read from the CSV as a float (queries, runs), as an int for the table."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v

@@ -1,0 +1,107 @@
+"""The run report's plots, drawn with matplotlib's object API (no pyplot state) into SVG files.
+
+- :func:`plot_steps`: score, quality metric and cost against the edges left after each step:
+  the chosen candidate as a line, the spread (min to max) of the step's K candidates as a
+  band, and every candidate of the step as a dot.
+- :func:`plot_pareto`: quality against cost of every candidate that scored, the Pareto front
+  drawn through the undominated ones and the chosen best cell marked.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from autoshrink.bench import pareto_front
+from autoshrink.report.reading import Candidate, Step
+
+_BEST = "#d62728"
+_LINE = "#1f77b4"
+
+
+def _finite(values: list[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _value(c: Candidate, metric: str | None) -> float | None:
+    v = c.score if metric is None else c.metrics.get(metric)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def plot_steps(
+    steps: list[Step], quality: str, cost: str | None, path: Path, title: str = ""
+) -> Path:
+    """Score, ``quality`` and ``cost`` (log axis) per step against edges left; write ``path``."""
+    panels: list[tuple[str | None, str]] = [(None, "score"), (quality, quality)]
+    if cost:
+        panels.append((cost, f"{cost} (log)"))
+    fig = Figure(figsize=(7.5, 2.6 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    x = [s.chosen.edges for s in steps]
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        lo, hi, chosen = [], [], []
+        for s in steps:
+            values = _finite([_value(c, metric) for c in s.candidates])
+            lo.append(min(values) if values else np.nan)
+            hi.append(max(values) if values else np.nan)
+            v = _value(s.chosen, metric)
+            chosen.append(np.nan if v is None else v)
+            if values:
+                ax.scatter([s.chosen.edges] * len(values), values, s=12, color="0.55", zorder=2)
+        ax.fill_between(x, lo, hi, color=_LINE, alpha=0.15, label="spread of the K candidates")
+        ax.plot(x, chosen, "-o", color=_LINE, markersize=4, label="chosen candidate", zorder=3)
+        ax.set_ylabel(label)
+        if metric == cost and cost:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=8)
+    axes[-1].set_xlabel("edges left after the step (the search goes left to right)")
+    axes[-1].invert_xaxis()
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path)
+    return path
+
+
+def plot_pareto(
+    candidates: list[Candidate],
+    quality: str,
+    cost: str,
+    higher_is_better: bool,
+    best: Candidate | None,
+    path: Path,
+) -> Path:
+    """``quality`` against ``cost`` of every candidate with both, the front joined; write it."""
+    pts = [(c.metrics.get(cost), c.metrics.get(quality), c) for c in candidates]
+    pts = [(x, y, c) for x, y, c in pts if len(_finite([x, y])) == 2]
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    if pts:
+        xs = np.array([p[0] for p in pts], dtype=float)
+        ys = np.array([p[1] for p in pts], dtype=float)
+        ax.scatter(xs, ys, s=14, color="0.55", label="candidates", zorder=2)
+        front = pareto_front(ys if higher_is_better else -ys, xs)
+        ax.plot(xs[front], ys[front], "-o", color=_LINE, markersize=5, label="Pareto front")
+        ax.set_xscale("log")
+    if best is not None and _value(best, quality) is not None and _value(best, cost):
+        ax.scatter(
+            [best.metrics[cost]],
+            [best.metrics[quality]],
+            s=120,
+            marker="*",
+            color=_BEST,
+            label="best score",
+            zorder=4,
+        )
+    ax.set_xlabel(f"{cost} (log)")
+    ax.set_ylabel(quality)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"{quality} vs {cost}: every candidate ({len(pts)})")
+    fig.savefig(path)
+    return path

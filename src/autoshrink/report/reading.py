@@ -1,0 +1,161 @@
+"""Read a search's run folder for the report, without writing to it.
+
+A report may be made while the search is still running, so nothing here writes into the run
+folder's files: a torn last journal line (the search is writing it) is skipped, not cut, and
+a missing ``result.json`` means "still going". The chosen cell of each step is found by the
+strategy's own rule -- the best score, ties to fewer edges, then the first proposed -- and the
+best cell of the run is ``result.json``'s, or the best finite score seen so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoshrink.errors import JournalError
+
+log = logging.getLogger(__name__)
+
+CONFIG, JOURNAL, RESULT = "config.json", "journal.jsonl", "result.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One journal candidate record; ``score`` is ``-inf`` when the journal has ``null``."""
+
+    step: int
+    index: int
+    key: str
+    edges: int
+    status: str
+    score: float
+    metrics: dict[str, float]
+    cell: dict[str, Any]
+    removed_edge: list[int] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.score)
+
+    def rank(self) -> tuple[float, int]:
+        """Sort key of the strategy's choice: higher score first, then fewer edges."""
+        return (self.score, -self.edges)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The candidates of one step (in proposal order) and the one the search kept."""
+
+    step: int
+    candidates: list[Candidate]
+
+    @property
+    def chosen(self) -> Candidate:
+        return max(self.candidates, key=Candidate.rank)  # max() keeps the first of ties
+
+    def finite(self, metric: str | None = None) -> list[float]:
+        """Finite scores (or values of ``metric``) of the candidates that scored."""
+        values = [c.score if metric is None else c.metrics.get(metric) for c in self.candidates]
+        return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a run folder holds: its config, candidates, events and (when done) result."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    candidates: list[Candidate]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+    @property
+    def steps(self) -> list[Step]:
+        by_step: dict[int, list[Candidate]] = {}
+        for c in sorted(self.candidates, key=lambda c: (c.step, c.index)):
+            by_step.setdefault(c.step, []).append(c)
+        return [Step(s, cs) for s, cs in sorted(by_step.items())]
+
+    @property
+    def best(self) -> Candidate | None:
+        """The best candidate: ``result.json``'s, else the best finite score so far."""
+        if self.result and self.result.get("best"):
+            key = self.result["best"]["key"]
+            for c in self.candidates:
+                if c.key == key:
+                    return c
+        ordered = sorted((c for c in self.candidates if c.ok), key=lambda c: (c.step, c.index))
+        return max(ordered, key=Candidate.rank) if ordered else None
+
+    @property
+    def score(self) -> dict[str, Any]:
+        """The config's score settings (metric, cost, weight, slope, offset)."""
+        return dict(self.config.get("score") or {})
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one a line; a torn last line is skipped (read-only: nothing is cut)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if n == len(lines):  # no newline yet: the search is writing it now
+                log.info("%s: skipping a partly written last line", path)
+                break
+            raise JournalError(f"{path}: line {n} is not a JSON record") from None
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _candidate(rec: dict[str, Any]) -> Candidate:
+    score = rec.get("score")
+    metrics = {k: (math.nan if v is None else float(v)) for k, v in rec["metrics"].items()}
+    return Candidate(
+        step=int(rec["step"]),
+        index=int(rec["index"]),
+        key=str(rec["key"]),
+        edges=int(rec["edges"]),
+        status=str(rec.get("status", "ok")),
+        score=-math.inf if score is None else float(score),
+        metrics=metrics,
+        cell=rec["cell"],
+        removed_edge=rec.get("removed_edge"),
+        seconds=float(rec.get("seconds") or 0.0),
+    )
+
+
+def read_run(run_dir: Path) -> RunData:
+    """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG
+    if not config_path.is_file():
+        raise JournalError(f"{run_dir}: not a run folder (no {CONFIG})")
+    try:
+        config = json.loads(config_path.read_text())
+        result_path = run_dir / RESULT
+        result = json.loads(result_path.read_text()) if result_path.is_file() else None
+    except json.JSONDecodeError as err:
+        raise JournalError(f"{run_dir}: a JSON file is malformed ({err.msg})") from None
+    records = read_json_lines(run_dir / JOURNAL)
+    try:
+        candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise JournalError(f"{run_dir / JOURNAL}: a candidate record lacks {err}") from None
+    events = [r for r in records if r.get("type") == "event"]
+    return RunData(run_dir, config, candidates, events, result)

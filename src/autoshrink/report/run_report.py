@@ -1,0 +1,180 @@
+"""The report of one search: ``RUN_DIR/report/index.html`` and the pictures it shows.
+
+Sections: a summary (finished or still running, the best cell so far), score / quality / cost
+against edges left per step, quality against cost of every candidate with the Pareto front,
+the chosen cell of every step and the best cell (Graphviz pictures, text without Graphviz),
+the table of steps, retries of candidates whose worker died, and the resolved config. It reads
+only the run folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from autoshrink.graph import Cell
+from autoshrink.picture import render
+from autoshrink.report import html
+from autoshrink.report.plots import plot_pareto, plot_steps
+from autoshrink.report.reading import Candidate, RunData, Step, read_run
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+
+
+def _cost_metric(run: RunData) -> str | None:
+    """The score's cost term when the journal has it, else any counted cost there is."""
+    seen = {k for c in run.candidates for k in c.metrics}
+    for name in (run.score.get("cost"), "macs", "params"):
+        if name and name in seen:
+            return name
+    return None
+
+
+def _cell_picture(c: Candidate, path: Path, title: str) -> Path:
+    return render(Cell.from_dict(c.cell, f"journal record {c.key}"), path, title=title)
+
+
+def _summary(run: RunData, quality: str, cost: str | None) -> str:
+    best, steps = run.best, run.steps
+    status = "finished" if run.finished else "still running (no result.json yet)"
+    items: list[tuple[str, object]] = [
+        ("run folder", str(run.run_dir)),
+        ("status", status),
+        ("candidates evaluated", len(run.candidates)),
+        ("steps", len(steps)),
+        ("training seconds (sum)", f"{sum(c.seconds for c in run.candidates):.1f}"),
+        ("retries (worker died)", sum(1 for e in run.events if e.get("event") == "retry")),
+    ]
+    if best is not None:
+        items += [
+            ("best score", best.score),
+            (f"best {quality}", best.metrics.get(quality)),
+            (f"best {cost}", best.metrics.get(cost) if cost else None),
+            ("best cell", f"{best.edges} edges, step {best.step}, key {best.key}"),
+        ]
+    if steps:
+        items.append(("edges left now", steps[-1].chosen.edges))
+    return html.definitions(items)
+
+
+def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[object]]:
+    rows = []
+    for s in steps:
+        ch, scores = s.chosen, s.finite()
+        counts: dict[str, int] = {}
+        for c in s.candidates:
+            counts[c.status] = counts.get(c.status, 0) + 1
+        mean = sum(scores) / len(scores) if scores else None
+        spread = (
+            math.sqrt(sum((v - mean) ** 2 for v in scores) / len(scores))
+            if mean is not None
+            else None
+        )
+        rows.append(
+            [
+                s.step,
+                ch.edges,
+                ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                "start" if ch.removed_edge is None else "→".join(map(str, ch.removed_edge)),
+                ch.score,
+                mean,
+                spread,
+                ch.metrics.get(quality),
+                ch.metrics.get(cost) if cost else None,
+                f"{sum(c.seconds for c in s.candidates):.1f}",
+            ]
+        )
+    return rows
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report/index.html`` (and its pictures); returns the page's path."""
+    run = read_run(run_dir)
+    out = Path(run_dir) / REPORT_DIR
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    quality = str(run.score.get("metric") or "accuracy")
+    higher = float(run.score.get("slope", 1.0)) >= 0
+    cost = _cost_metric(run)
+    steps, best = run.steps, run.best
+    title = f"AutoShrink search: {run.run_dir.resolve().name}"
+    sections: list[tuple[str, str]] = [("", _summary(run, quality, cost))]
+    if not run.finished:
+        sections.append(
+            (
+                "",
+                html.note(
+                    "The search is still running: this report shows the "
+                    "journal so far; run `autoshrink report` again later."
+                ),
+            )
+        )
+    if not steps:
+        sections.append(("Steps", html.note("No candidate has finished yet.")))
+    else:
+        fig = plot_steps(steps, quality, cost, out / "steps.svg")
+        caption = (
+            f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
+            "spread (min–max) of the step's candidates as a band, every candidate a dot."
+        )
+        sections.append(
+            ("Score, quality and cost against edges left", html.figure(fig, out, caption))
+        )
+        if cost:
+            fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
+            caption = (
+                f"{quality} against {cost} of every candidate that scored; the line "
+                "joins the undominated ones (Pareto front); the star is the best score."
+            )
+            sections.append((f"{quality} vs {cost}", html.figure(fig, out, caption)))
+    if best is not None:
+        label = "best cell" if run.finished else "best cell so far"
+        pic = _cell_picture(best, out / "cells" / "best.svg", f"{label}, score {best.score:.4f}")
+        caption = f"{label}: step {best.step}, {best.edges} edges, score {best.score:.4f}"
+        sections.append(("The chosen cell", html.figure(pic, out, caption)))
+    if steps:
+        figures = []
+        for s in steps:
+            ch = s.chosen
+            pic = _cell_picture(
+                ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {ch.edges} edges"
+            )
+            figures.append(
+                html.figure(pic, out, f"step {s.step}: {ch.edges} edges, score {ch.score:.4f}")
+            )
+        sections.append(
+            ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>')
+        )
+        header = [
+            "step",
+            "edges left",
+            "candidates",
+            "removed edge",
+            "chosen score",
+            "mean score",
+            "std score",
+            f"chosen {quality}",
+            f"chosen {cost or 'cost'}",
+            "train s",
+        ]
+        sections.append(("Steps", html.table(header, _step_rows(steps, quality, cost))))
+    retries = [e for e in run.events if e.get("event") == "retry"]
+    if retries:
+        rows = [
+            [e.get("step"), e.get("index"), e.get("key"), e.get("attempt"), e.get("reason")]
+            for e in retries
+        ]
+        sections.append(
+            (
+                "Retries (a worker died under a candidate)",
+                html.table(["step", "index", "key", "retry", "reason"], rows, left=0),
+            )
+        )
+    sections.append(("Resolved config (config.json)", html.pre(json.dumps(run.config, indent=2))))
+    page = out / "index.html"
+    page.write_text(html.page(title, sections), encoding="utf-8")
+    log.info("wrote %s", page)
+    return page

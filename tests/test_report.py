@@ -1,0 +1,207 @@
+"""``autoshrink report``: the static HTML report of a real tiny run, of a run still going, and of
+an NB201 bench folder; rendered by a real headless Chromium.
+
+The run is the tiny in-process search of tests/test_executors.py (shared through pytest's
+session folder). Checks are against the run's own files: the best score of ``result.json``,
+the steps of the journal, and the strategy's rule that each step's candidates are the chosen
+cell of the step before minus one edge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autoshrink.graph import Cell
+from autoshrink.report import read_run, write_report
+from autoshrink.report.reading import Candidate, Step
+from test_executors import reference_run
+
+
+@pytest.fixture
+def run_dir(tmp_path, tmp_path_factory) -> Path:
+    """A private copy of the finished tiny run."""
+    return Path(shutil.copytree(reference_run(tmp_path_factory), tmp_path / "run"))
+
+
+def images(page: Path) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page.read_text())
+
+
+def assert_images_exist(page: Path) -> None:
+    refs = images(page)
+    assert refs, "the page shows no image"
+    for ref in refs:
+        assert not ref.startswith(("/", "http:", "https:")), ref  # opens from disk, anywhere
+        assert (page.parent / ref).is_file(), ref
+
+
+def test_report_of_a_finished_run(run_dir):
+    event = {"type": "event", "event": "retry", "step": 1, "index": 0, "key": "abc"}
+    event |= {"seed": 1, "attempt": 1, "reason": "worker 42 died (exit code -9)"}
+    with open(run_dir / "journal.jsonl", "a") as f:
+        f.write(json.dumps(event) + "\n")
+    page = write_report(run_dir)
+    assert page == run_dir / "report" / "index.html"
+    assert_images_exist(page)
+    text = page.read_text()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert f"{result['best']['score']:.4f}" in text
+    assert "finished" in text and "still running" not in text
+    run = read_run(run_dir)
+    records = map(json.loads, (run_dir / "journal.jsonl").read_text().splitlines())
+    steps = {r["step"] for r in records if r["type"] == "candidate"}
+    assert [s.step for s in run.steps] == sorted(steps)
+    assert run.best is not None and run.best.key == result["best"]["key"]
+    assert text.count('<img src="cells/step_') == len(steps)
+    assert {"steps.svg", "pareto.svg", "cells/best.svg"} <= set(images(page))
+    assert '"keep_fraction": 0.5' in text  # the resolved config
+    # the steps table: one row per step, the header first
+    table = text.split("<h2>Steps</h2>")[1].split("</table>")[0]
+    assert table.count("<tr>") == len(steps) + 1
+    retries = text.split("<h2>Retries")[1].split("</table>")[0]
+    assert retries.count("<tr>") == 2 and "worker 42 died (exit code -9)" in retries
+
+
+def test_chosen_cell_of_each_step_is_the_parent_of_the_next(run_dir):
+    steps = read_run(run_dir).steps
+    assert len(steps) >= 2
+    for before, after in zip(steps, steps[1:], strict=False):
+        parent = Cell.from_dict(before.chosen.cell)
+        for c in after.candidates:
+            assert parent.remove_edge(tuple(c.removed_edge)).key == c.key
+
+
+def _cand(index: int, score: float, edges: int) -> Candidate:
+    return Candidate(1, index, f"k{index}", edges, "ok", score, {}, {})
+
+
+def test_step_choice_follows_the_strategy():
+    inf = float("inf")
+    assert Step(1, [_cand(0, 0.5, 4), _cand(1, 0.7, 4), _cand(2, 0.7, 3)]).chosen.index == 2
+    assert Step(1, [_cand(0, 0.7, 4), _cand(1, 0.7, 4)]).chosen.index == 0  # first of ties
+    assert Step(1, [_cand(0, -inf, 4), _cand(1, -inf, 2)]).chosen.index == 1
+    assert Step(1, [_cand(0, 0.1, 4), _cand(1, -inf, 4)]).finite() == [0.1]
+
+
+def test_report_of_a_search_still_running(run_dir):
+    (run_dir / "result.json").unlink()
+    lines = (run_dir / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    torn = b"".join(lines[:-1]) + lines[-1][:40]  # the search is writing its last record
+    (run_dir / "journal.jsonl").write_bytes(torn)
+    page = write_report(run_dir)
+    assert (run_dir / "journal.jsonl").read_bytes() == torn  # read-only: nothing was cut
+    assert_images_exist(page)
+    text = page.read_text()
+    assert "still running" in text and "best cell so far" in text
+    assert read_run(run_dir).candidates[-1].key != json.loads(lines[-1])["key"]
+
+
+def test_report_cli(cli, run_dir, tmp_path):
+    code, out, _ = cli("report", run_dir)
+    assert code == 0 and out.strip() == f"report: {run_dir / 'report' / 'index.html'}"
+    code, _, err = cli("report", tmp_path / "nothing")
+    assert code == 2 and err.count("\n") == 1 and "no such folder" in err
+    code, _, err = cli("report", tmp_path)
+    assert code == 2 and "neither a search run folder" in err
+
+
+def test_search_writes_the_report_at_the_end(cli, run_dir):
+    (run_dir / "result.json").unlink()  # resume a finished journal: nothing left to train
+    code, out, _ = cli(
+        "search", "--resume", run_dir, "--executor", "inprocess", "--report", "--no-progress"
+    )
+    assert code == 0, out
+    assert f"report: {run_dir / 'report' / 'index.html'}" in out
+    assert "0 trained now" in out
+    assert_images_exist(run_dir / "report" / "index.html")
+
+
+def _write_bench(folder: Path) -> None:
+    """A minimal bench folder in the shapes the README documents (two strategies, Q = 4)."""
+    folder.mkdir()
+    config = {"dataset": "cifar10", "strategies": ["random", "rea"], "runs": 4, "queries": 4}
+    config |= {"objective": "score", "weight": 0.1, "seed": 0}
+    bench = {"config": config, "optimum": {"index": 1, "arch": "|x|", "accuracy": 94.37}}
+    (folder / "bench.json").write_text(json.dumps(bench))
+    curves = ["strategy,queries,mean,std,score_mean,score_std"]
+    for s, base in (("random", 90.0), ("rea", 91.0)):
+        curves += [f"{s},{q},{base + q / 2},0.5,{0.6 + q / 100},0.01" for q in range(1, 5)]
+    (folder / "curves.csv").write_text("\n".join(curves) + "\n")
+    head = "strategy,queries,runs,mean,std,valid_mean,macs_mean,score_mean,score_std"
+    rows = [head, "random,4,4,92.0,0.5,85.0,1e7,0.64,0.01", "rea,4,4,93.0,0.5,86.0,1e7,0.65,0.01"]
+    (folder / "results.csv").write_text("\n".join(rows) + "\n")
+    pareto = ["strategy,index,arch,macs,accuracy,runs", "random,1,|a|,1e7,90.0,2"]
+    pareto += ["random,2,|b|,2e7,92.0,1", "rea,3,|c|,1.5e7,93.0,4"]
+    (folder / "pareto.csv").write_text("\n".join(pareto) + "\n")
+
+
+def test_bench_report(tmp_path):
+    folder = tmp_path / "bench"
+    _write_bench(folder)
+    page = write_report(folder)
+    assert_images_exist(page)
+    assert set(images(page)) == {"curves.svg", "score.svg", "pareto.svg"}
+    text = page.read_text()
+    assert "94.37%" in text  # the optimum
+    table = text.split("Checkpoints (results.csv)")[1].split("</table>")[0]
+    assert table.count("<tr>") == 3 and "93.0000" in table
+
+
+@pytest.mark.shared_data
+def test_bench_report_of_a_real_bench_run(cli, shared_data, tmp_path):
+    out = tmp_path / "nb201"
+    tables = shared_data / "nats-bench"
+    code, _, _ = cli(
+        "bench", "nb201", "--tables", tables, "--runs", "3", "--queries", "30", "--out", out
+    )
+    assert code == 0
+    code, _, _ = cli("report", out)
+    assert code == 0
+    assert_images_exist(out / "report" / "index.html")
+    assert "Accuracy vs queries" in (out / "report" / "index.html").read_text()
+
+
+def chromium() -> str | None:
+    return next((p for n in ("chromium", "chromium-browser") if (p := shutil.which(n))), None)
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (bash scripts/install.sh --test installs it)")
+    page = write_report(run_dir)
+    assert_images_exist(page)
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            page.resolve().as_uri(),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.shape == (2000, 1200, 3)
+    assert pixels.std() > 20, "the screenshot is blank"
+    assert (pixels.min(axis=2) < 128).mean() > 0.005  # there is dark text and lines on it
+    # the plots' line colour (#1f77b4) is on screen: the SVG images loaded, not only text
+    blue = np.abs(pixels - np.array([31, 119, 180])).max(axis=2) < 30
+    assert blue.sum() > 200
