@@ -15,6 +15,7 @@ so its result does not depend on the order or the process it runs in.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -140,6 +141,39 @@ def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) ->
     return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
 
 
+def retry_listener(
+    executor: Executor,
+    journal: Journal,
+    proposals: list[Proposal],
+    todo: list[int],
+    seeds: list[int],
+) -> dict[str, Any]:
+    """``{"on_retry": f}`` for an executor that reruns a candidate whose worker died, else ``{}``.
+
+    ``f`` journals each retry as ``{"type": "event", "event": "retry", ...}`` (resume skips
+    records that are not candidates).
+    """
+    if "on_retry" not in inspect.signature(executor.run).parameters:
+        return {}
+
+    def on_retry(job: int, attempt: int, reason: str) -> None:
+        i = todo[job]
+        journal.append(
+            {
+                "type": "event",
+                "event": "retry",
+                "step": proposals[i].step,
+                "index": i,
+                "key": proposals[i].genotype.key,
+                "seed": seeds[i],
+                "attempt": attempt,
+                "reason": reason,
+            }
+        )
+
+    return {"on_retry": on_retry}
+
+
 def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
     """An observation from a journal record (``null`` score -> ``-inf``)."""
     score = rec["score"]
@@ -198,7 +232,8 @@ def run_search(
                 leave=False,
                 disable=not progress,
             )
-            for j, evaluation in executor.run(evaluator, jobs):
+            retries = retry_listener(executor, journal, proposals, todo, seeds)
+            for j, evaluation in executor.run(evaluator, jobs, **retries):
                 i = todo[j]
                 score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
                 rec = record(proposals[i], i, seeds[i], evaluation, score)

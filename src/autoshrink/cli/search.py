@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import PRESETS, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, build_executor
+from autoshrink.latency import BACKENDS, LatencySettings
+from autoshrink.macros import MACROS
 from autoshrink.objectives import COSTS, Score
 from autoshrink.picture import to_text
 from autoshrink.search import run_search
@@ -28,9 +31,12 @@ OVERRIDES = {
     "activation": "activation",
     "seed": "seed",
     "device": "device",
+    "threads": "threads",
     "epochs": "training_epochs",
     "batch_size": "training_batch_size",
     "lr": "training_lr",
+    "latency_table": "latency_table",
+    "latency_macro": "latency_macro",
 }
 
 
@@ -39,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "search",
         help="run (or resume) an AutoShrink search",
         description="Shrink a complete cell one edge at a time, keeping the best of K "
-        "single-edge removals under score = accuracy - lambda * (log10(cost) - 6). "
+        "single-edge removals under score = accuracy - lambda * (log10(cost) - 6) "
+        "(--task rnn: 0.25 * (200 - perplexity) - lambda * (log10(E * nhid^2) - 6)). "
         "Writes config.json, journal.jsonl, best_cell.json (+ picture) and result.json "
         "into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -49,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="demo",
         choices=sorted(PRESETS),
         help="demo: digits, minutes on a CPU; paper: the paper's CIFAR-10 protocol",
+    )
+    p.add_argument(
+        "--task",
+        choices=("cnn", "rnn"),
+        default=None,
+        help="cnn cells on images (default), or rnn cells on a PTB-style text folder (--data)",
     )
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>)")
     p.add_argument(
@@ -60,7 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=None)
-    g.add_argument("--data-dir", default=None, help="folder of the data set (not for digits)")
+    g.add_argument(
+        "--data-dir",
+        "--data",
+        dest="data_dir",
+        default=None,
+        help="folder of the data set (not for digits); --task rnn: train.txt, valid.txt, test.txt",
+    )
     g.add_argument(
         "--download",
         action="store_true",
@@ -87,7 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="weight of the cost term (default 0.1)",
     )
-    g.add_argument("--cost", choices=COSTS, default=None, help="cost term (default macs)")
+    g.add_argument(
+        "--cost",
+        choices=(*COSTS, "edge_cost"),
+        default=None,
+        help="cost term (default macs; rnn: edge_cost = E * nhid^2)",
+    )
     g.add_argument(
         "--max-macs",
         type=float,
@@ -100,6 +124,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="hard constraint on parameters, as --max-macs",
     )
+    g.add_argument(
+        "--max-latency",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="hard constraint on latency (ms): on table_latency_ms with --latency-table or "
+        "--cost table_latency_ms, else on latency_ms (measured)",
+    )
+    g.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="FILE",
+        help="latency table JSON for table_latency_ms; blocks it lacks are measured and added "
+        "(default with table costs: OUT/latency_table.json)",
+    )
+    g.add_argument(
+        "--latency-macro",
+        choices=sorted(MACROS),
+        default=None,
+        help="network whose latency is measured or predicted; None: the proxy network",
+    )
+    g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="None: torch")
+    g.add_argument("--latency-device", default=None, help="cpu or cuda[:N]; None: cpu")
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("proxy training")
@@ -113,10 +160,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--executor",
         choices=EXECUTORS,
         default=None,
-        help="default: pool on the CPU, inprocess on a GPU",
+        help="default: pool on the CPU, batched (K candidates at once) on a GPU",
     )
     g.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per candidate (default: pool and Ray workers 1, in-process all "
+        "cores); results match across executors at equal threads",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --executor ray: a running Ray cluster (HOST:6379); default: the cluster Ray "
+        "finds (RAY_ADDRESS) or a new local instance",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--report", action="store_true", help="write OUT/report/index.html when the search ends"
+    )
     p.set_defaults(handler=run)
 
 
@@ -124,23 +188,41 @@ def run(args: argparse.Namespace) -> int:
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
     given = {k: v for k, v in given.items() if v is not None}
     limits = {"macs": args.max_macs, "params": args.max_params}
+    table = args.latency_table is not None or args.cost == "table_latency_ms"
+    limits["table_latency_ms" if table else "latency_ms"] = args.max_latency
     constraints = {k: v for k, v in limits.items() if v is not None}
     if constraints:
         given["constraints"] = constraints
+    if args.latency_backend or args.latency_device:
+        given["latency"] = LatencySettings(
+            backend=args.latency_backend or "torch", device=args.latency_device or "cpu"
+        )
     if args.resume is not None:
-        if given or args.weight is not None or args.cost is not None:
+        if given or args.weight is not None or args.cost is not None or args.task is not None:
             raise ConfigError(
                 "--resume takes its settings from the run's config.json; "
                 f"drop {sorted(given) + (['lambda'] if args.weight is not None else [])}"
             )
         run_dir, config = args.resume, None
     else:
-        config = preset(args.preset, **given)
+        task = args.task or "cnn"
+        if task == "rnn" and args.data_dir is None:
+            raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
+        if task == "cnn" and args.cost == "edge_cost":
+            raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
+        if task == "rnn" and (args.max_latency or args.cost in ("latency_ms", "table_latency_ms")):
+            raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
+        if table and args.latency_table is None:  # a table in the run folder, shared by workers
+            out = args.out or Path("runs") / args.preset
+            given["latency_table"] = str(out / "latency_table.json")
+        config = preset(args.preset, task=task, **given)
         if args.weight is not None or args.cost is not None:
+            make_score = Score.rnn if task == "rnn" else Score.cnn
             config = preset(
                 args.preset,
+                task=task,
                 **given,
-                score=Score.cnn(
+                score=make_score(
                     weight=args.weight if args.weight is not None else config.score.weight,
                     cost=args.cost or config.score.cost,
                 ),
@@ -150,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
 
             load_images(config.dataset, config.data_dir, download=True)
         run_dir = args.out or Path("runs") / args.preset
-    executor = build_executor(args.executor, args.workers, device=args.device or "cpu")
+    executor = build_executor(
+        args.executor, args.workers, device=args.device or "cpu", ray_address=args.ray_address
+    )
     result = run_search(
         run_dir,
         config,
@@ -158,8 +242,15 @@ def run(args: argparse.Namespace) -> int:
         executor=executor,
         progress=not args.no_progress,
     )
+    if args.report:
+        from autoshrink.report import write_report
+
+        print(f"report: {write_report(result.run_dir)}")
     best = result.best
     print(to_text(result.cell), end="")
+    if result.cell.kind == "rnn":
+        print_search_summary(result)
+        return 0
     acc = best.metrics.get("accuracy")
     start = result.start
     print(
