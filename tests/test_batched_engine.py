@@ -17,6 +17,15 @@ from autoshrink.spaces.cells import published_cell, start_cell
 PARENT = start_cell("cnn", 8, random.Random(0))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def candidates() -> list[Cell]:
     """Single-edge removals plus the corner cases: no edge left (node 0 is the only leaf), one
     edge, two leaves of 16 channels (= the 32-channel stem: an identity shortcut)."""
@@ -51,7 +60,7 @@ def test_every_slice_equals_its_own_network_in_train_and_eval_mode(spec, fixed):
     cells = candidates()
     seeds = [100 + i for i in range(len(cells))]
     parent, widths = (PARENT, widest_widths(PARENT, spec)) if fixed else (union_cell(cells), None)
-    engine = build_batched(parent, spec, cells, seeds, widths=widths).double()
+    engine = build_batched(parent, spec, cells, seeds, widths=widths, general=fixed).double()
     nets = reference_nets(cells, spec, seeds)
     x = torch.randn(3, 3, spec.image_size, spec.image_size, dtype=torch.float64)
     for train in (True, False, True):  # eval mode reads the running stats the train pass wrote
@@ -73,10 +82,10 @@ def test_gradients_reach_only_the_candidates_own_weights():
         features = net.classifier.weight.shape[1]
         grad = engine.classifier.grad[k]
         torch.testing.assert_close(
-            grad[:, :features], net.classifier.weight.grad, atol=1e-12, rtol=0
+            grad[:, :features], net.classifier.weight.grad, rtol=1e-9, atol=0
         )
         assert (grad[:, features:] == 0).all()
-        torch.testing.assert_close(engine.stem.grad[k], net.stem[0].weight.grad, atol=1e-12, rtol=0)
+        torch.testing.assert_close(engine.stem.grad[k], net.stem[0].weight.grad, rtol=1e-9, atol=0)
     # a removed edge's weight columns get no gradient: node 7's 1x1 weights of candidate 0
     cell0 = engine.cells[0]
     op = cell0.ops[-1]

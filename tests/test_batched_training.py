@@ -29,6 +29,15 @@ SEEDS = [11, 12, 13, 14, 15]
 NAN = 4  # this candidate gets a NaN bias: it must diverge alone, and alone
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     split = proxy_split(load_images("digits"), per_class=8, val_size=40, seed=0)
@@ -58,7 +67,6 @@ def together(settings, train, val, dtype, nan=None, **options):
     return dict(train_batched(engine, train, val, settings, gens, **options))
 
 
-@pytest.mark.slow
 def test_float64_trajectories_equal_one_by_one_training_including_early_stops(data):
     settings = ProxyTraining(epochs=4, batch_size=32, patience=2, min_accuracy=0.15)
     train, val = data(torch.float64)

@@ -177,6 +177,7 @@ class BatchedCell(nn.Module):
         c_out: int,
         f: int,
         downsample: bool,
+        general: bool = False,
     ) -> None:
         super().__init__()
         k = len(cands)
@@ -229,12 +230,13 @@ class BatchedCell(nn.Module):
         for i, m in enumerate(masks, start=1):
             self.register_buffer(f"mask{i}", m)
         self.register_buffer("leaf", leaf)
-        # a node that is a leaf in every candidate or in none needs no per-candidate choice
-        self.leaf_all = [bool(col.all()) for col in leaf.T]
-        self.leaf_none = [not bool(col.any()) for col in leaf.T]
+        # a node that is a leaf in every candidate or in none needs no per-candidate choice;
+        # ``general`` keeps the per-candidate code paths so the structure never depends on them
+        self.leaf_all = [not general and bool(col.all()) for col in leaf.T]
+        self.leaf_none = [not general and not bool(col.any()) for col in leaf.T]
         self.register_buffer("gather", gather)
-        self.with_proj = bool(use_proj.any())
-        self.with_identity = not bool(use_proj.all())
+        self.with_proj = general or bool(use_proj.any())
+        self.with_identity = (general and not downsample) or not bool(use_proj.all())
         if self.with_proj:
             self.proj = nn.Parameter(torch.zeros(k, c_out, c_in))
             self.proj_bn = StackedBN(k, c_out)
@@ -300,6 +302,9 @@ class BatchedCNN(nn.Module):
         cells: the K candidates, in order.
         widths: padded output channels of each cell position (default: the widest candidate;
             :func:`widest_widths` gives widths that fit any sub-graph of ``parent``).
+        general: build every per-candidate code path (leaf choice, projection or identity)
+            even where these candidates do not need it, so that the module's structure depends
+            on ``parent`` and ``widths`` only (for graph capture or compilation).
     """
 
     def __init__(
@@ -309,6 +314,7 @@ class BatchedCNN(nn.Module):
         cells: Sequence[Cell],
         *,
         widths: Sequence[int] | None = None,
+        general: bool = False,
     ) -> None:
         super().__init__()
         check_candidates(parent, cells)
@@ -333,6 +339,7 @@ class BatchedCNN(nn.Module):
                 c_out=widths[i],
                 f=where.nodes,
                 downsample=where.downsample,
+                general=general,
             )
             cells_.append(cell_mod)
             c_in = widths[i]
@@ -438,10 +445,11 @@ def build_batched(
     seeds: Sequence[int],
     *,
     widths: Sequence[int] | None = None,
+    general: bool = False,
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
     ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
-    engine = BatchedCNN(parent, spec, cells, widths=widths)
+    engine = BatchedCNN(parent, spec, cells, widths=widths, general=general)
     for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
         torch.manual_seed(seed)
         engine.load_network(k, build_network(cell, spec))

@@ -1,0 +1,302 @@
+"""Candidate-training throughput of the batched engine against the plain eager loop, in one run.
+
+For the complete 8-node cell of a search (seed 0) and the released ShrinkCNN cell it prints the
+training images/s of the eager loop (``train_proxy`` on one ``build_network`` candidate, as the
+one-by-one evaluator trains it) and the aggregate images/s of the batched engine
+(``train_batched`` on K candidates of that cell at once, each with its own seed and data order),
+both on the same synthetic data on the same device, with their ratio and the engine's peak GPU
+memory. With ``--search-data DIR`` it then runs a full-protocol AutoShrink search (N = 8,
+K = 10, 500 images per class, 1,000 validation images, <= 20 epochs with the early stops) on
+Fashion-MNIST (the IDX files in DIR, 28x28x1 as is) with the batched executor, and prints its
+wall time and peak GPU memory.
+
+    python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--bf16]
+        [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS]
+
+``--quick`` shrinks everything (K = 4, batch 32, 8x8 images, half width, a 4-node search on
+a few images) so that ``--device cpu --quick`` runs in well under a minute. ``--json`` prints
+one JSON object (``baseline_img_s`` and ``engine_img_s`` are the complete cell's figures); the
+human-readable lines then go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoshrink.config import SearchConfig
+from autoshrink.executors.batched import BatchedExecutor
+from autoshrink.graph import Cell
+from autoshrink.macros import MacroSpec, cifar_proxy
+from autoshrink.nn.batched import build_batched, union_cell
+from autoshrink.nn.cnn import build_network
+from autoshrink.search import run_search
+from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.training.batched import train_batched
+from autoshrink.training.classification import ProxyTraining, train_proxy
+
+
+def synthetic(n: int, spec: MacroSpec, device: str, seed: int) -> tuple[torch.Tensor, ...]:
+    """``n`` random images (channels-last, as the evaluator keeps them) and labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, spec.in_channels, spec.image_size, spec.image_size, generator=g)
+    y = torch.randint(0, spec.num_classes, (n,), generator=g)
+    return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def eager_rate(
+    cell: Cell, spec: MacroSpec, settings: ProxyTraining, steps: int, device: str, warmup: int
+) -> float:
+    """Images/s of ``train_proxy`` on one candidate (one epoch of ``steps`` batches)."""
+    val = synthetic(settings.batch_size, spec, device, 1)
+
+    def run(n_steps: int) -> float:
+        torch.manual_seed(0)
+        model = build_network(cell, spec).to(device, memory_format=torch.channels_last)
+        train = synthetic(n_steps * settings.batch_size, spec, device, 0)
+        sync(device)
+        t0 = time.perf_counter()
+        train_proxy(model, train, val, settings, torch.Generator().manual_seed(0))
+        sync(device)
+        return time.perf_counter() - t0
+
+    run(warmup)  # kernel selection, allocator, first-call costs
+    return steps * settings.batch_size / run(steps)
+
+
+def engine_rate(
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    steps: int,
+    warmup: int,
+    k: int,
+    device: str,
+    bf16: bool,
+) -> tuple[float, float | None]:
+    """Aggregate images/s of ``train_batched`` on ``k`` candidates, and its peak GPU memory (GB)."""
+    val = synthetic(settings.batch_size, spec, device, 1)
+
+    def run(n_steps: int) -> float:
+        engine = build_batched(cell, spec, [cell] * k, list(range(k))).to(device)
+        train = synthetic(n_steps * settings.batch_size, spec, device, 0)
+        gens = [torch.Generator().manual_seed(s) for s in range(k)]
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in train_batched(engine, train, val, settings, gens, bf16=bf16):
+            pass
+        sync(device)
+        return time.perf_counter() - t0
+
+    run(warmup)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    seconds = run(steps)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else None
+    return k * steps * settings.batch_size / seconds, peak
+
+
+def device_check(device: str, say) -> bool:
+    """Float64 equivalence on ``device``: engine vs separately built networks (train mode
+    forward, then one epoch of training with early stops off); True when within 1e-9."""
+    spec = cifar_proxy(image_size=8, width=0.25)
+    parent = start_cell("cnn", 8, random.Random(0))
+    cells = [parent.remove_edge(e) for e in parent.edges[::7]]
+    cells.append(Cell("cnn", parent.ops, [(0, 3), (0, 5)], parent.activation))
+    seeds = list(range(len(cells)))
+    settings = ProxyTraining(epochs=2, batch_size=32, min_accuracy=0.0, overfit_ratio=1e9)
+    train, val = (synthetic(n, spec, device, s) for n, s in ((64, 0), (32, 1)))
+    train, val = ((x.double(), y) for x, y in (train, val))
+    engine = build_batched(union_cell(cells), spec, cells, seeds).to(device).double()
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    outs = dict(train_batched(engine, train, val, settings, gens))
+    worst = 0.0
+    for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
+        torch.manual_seed(seed)
+        net = build_network(cell, spec).to(device).double()
+        ref = train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed))
+        for mine, theirs in zip(outs[k].history, ref.history, strict=True):
+            worst = max(worst, *(abs(mine[key] - theirs[key]) for key in theirs))
+        worst = max(worst, abs(len(outs[k].history) - len(ref.history)))
+    ok = worst <= 1e-9
+    say(
+        f"equivalence on {device} (float64, {len(cells)} candidates, 2 epochs): max |diff| "
+        f"{worst:.2e} -> {'PASS' if ok else 'FAIL'}"
+    )
+    return ok
+
+
+class Deadline(Exception):
+    """The search ran past ``--time-limit``."""
+
+
+class TimedExecutor:
+    """Wraps the batched executor: logs every shrink step, stops the search at a deadline."""
+
+    def __init__(self, inner: BatchedExecutor, limit: float | None, say) -> None:
+        self.inner, self.say = inner, say
+        self.t0 = time.perf_counter()
+        self.limit = limit
+        self.steps = self.candidates = 0
+
+    def run(self, evaluator, jobs):
+        if self.limit is not None and time.perf_counter() - self.t0 > self.limit:
+            raise Deadline
+        yield from self.inner.run(evaluator, jobs)
+        self.steps += 1
+        self.candidates += len(jobs)
+        self.say(
+            f"  step {self.steps}: {len(jobs)} candidates, "
+            f"{time.perf_counter() - self.t0:.1f} s so far, peak GPU memory {peak_gb()}"
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def peak_gb() -> str:
+    if not torch.cuda.is_available():
+        return "n/a"
+    return f"{torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
+
+
+def search(args: argparse.Namespace, say) -> dict[str, Any]:
+    """The full-protocol search (or a tiny one with --quick) on Fashion-MNIST."""
+    config = SearchConfig(
+        dataset="fashion-mnist", data_dir=str(args.search_data), device=args.device
+    )
+    if args.quick:
+        config = replace(
+            config,
+            nodes=4,
+            k=2,
+            keep_fraction=0.7,
+            per_class=10,
+            val_size=50,
+            width=0.5,
+            training=ProxyTraining(epochs=1, batch_size=32),
+        )
+    out = args.out or Path(tempfile.mkdtemp(prefix="autoshrink-bench-"))
+    if torch.cuda.is_available() and args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    executor = TimedExecutor(BatchedExecutor(bf16=args.bf16), args.time_limit, say)
+    t0 = time.perf_counter()
+    finished, best = True, None
+    try:
+        result = run_search(out, config, executor=executor, progress=False)
+        best = result.best.score
+    except Deadline:
+        finished = False
+    seconds = time.perf_counter() - t0
+    return {
+        "finished": finished,
+        "seconds": round(seconds, 2),
+        "steps": executor.steps,
+        "candidates": executor.candidates,
+        "best_score": best,
+        "peak_gpu_memory": peak_gb(),
+        "run_dir": str(out),
+    }
+
+
+def main() -> None:
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default=default_device)
+    p.add_argument("--quick", action="store_true", help="tiny settings (CPU: well under 1 min)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--bf16", action="store_true", help="the engine under bfloat16 autocast")
+    p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
+    p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (--quick on cpu: 1)"
+    )
+    p.add_argument("--check", action="store_true", help="float64 equivalence check, then exit")
+    p.add_argument("--search-data", type=Path, default=None, help="Fashion-MNIST IDX folder")
+    p.add_argument("--out", type=Path, default=None, help="search run folder (default: a temp dir)")
+    p.add_argument("--time-limit", type=float, default=None, help="stop the search after S s")
+    args = p.parse_args()
+    if args.threads or (args.quick and args.device == "cpu"):
+        torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
+    logging.basicConfig(level=logging.WARNING)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if args.check:
+        sys.exit(0 if device_check(args.device, say) else 1)
+    k = args.k or (4 if args.quick else 10)
+    steps = args.steps or (3 if args.quick else 40)
+    if args.quick:
+        spec = cifar_proxy(image_size=8, width=0.5)
+        settings = ProxyTraining(epochs=1, batch_size=32)
+    else:
+        spec, settings = cifar_proxy(), ProxyTraining(epochs=1)
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    say(
+        f"device {name}; K = {k}, batch {settings.batch_size}, {spec.image_size}px, "
+        f"{steps} timed batches; engine {'bf16 autocast' if args.bf16 else 'fp32'}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
+    say(f"{'cell':<12}{'eager img/s':>14}{'engine img/s':>15}{'ratio':>8}{'peak GPU mem':>15}")
+    rows = []
+    for label, cell in (
+        ("complete-8", start_cell("cnn", 8, random.Random(0))),
+        ("shrinkcnn", published_cell("shrinkcnn")),
+    ):
+        warmup = 1 if args.quick else 5
+        base = eager_rate(cell, spec, settings, steps, args.device, warmup)
+        rate, peak = engine_rate(cell, spec, settings, steps, warmup, k, args.device, args.bf16)
+        rows.append(
+            {
+                "cell": label,
+                "baseline_img_s": round(base, 1),
+                "engine_img_s": round(rate, 1),
+                "ratio": round(rate / base, 2),
+                "engine_peak_gpu_gb": None if peak is None else round(peak, 2),
+            }
+        )
+        mem = "n/a" if peak is None else f"{peak:.2f} GB"
+        say(f"{label:<12}{base:>14.0f}{rate:>15.0f}{rate / base:>8.2f}{mem:>15}")
+    report: dict[str, Any] = {
+        "device": name,
+        "k": k,
+        "batch_size": settings.batch_size,
+        "bf16": args.bf16,
+        "baseline_img_s": rows[0]["baseline_img_s"],
+        "engine_img_s": rows[0]["engine_img_s"],
+        "ratio": rows[0]["ratio"],
+        "table": rows,
+        "search": None,
+    }
+    if args.search_data is not None:
+        kind = "quick" if args.quick else "full-protocol"
+        say(f"{kind} search on Fashion-MNIST from {args.search_data} ...")
+        report["search"] = s = search(args, say)
+        state = "finished" if s["finished"] else f"stopped at the {args.time_limit:.0f} s limit"
+        say(
+            f"search {state}: {s['seconds']:.1f} s wall, {s['steps']} steps, "
+            f"{s['candidates']} candidates, peak GPU memory {s['peak_gpu_memory']}; "
+            f"run folder {s['run_dir']}"
+        )
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The batched executor: a whole batch of jobs goes to the evaluator at once (the GPU default).
+
+:class:`BatchedExecutor` hands every job of a shrink step to an evaluator's ``evaluate_iter``
+(or ``evaluate_many``), which trains them together and reports each one as it stops. A plain
+:class:`~autoshrink.evaluators.cnn_proxy.CNNProxyEvaluator` is turned into its batched twin
+(:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings); any
+other evaluator is run one job after another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.batched import BatchedCNNEvaluator
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.executors.base import InProcessExecutor, Job
+
+
+class BatchedExecutor:
+    """Evaluate all jobs of a batch together; ``options`` go to the batched evaluator it makes."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._source: Evaluator | None = None
+        self._batched: Any = None
+
+    def _batched_for(self, evaluator: Evaluator) -> Any:
+        if hasattr(evaluator, "evaluate_iter") or hasattr(evaluator, "evaluate_many"):
+            return evaluator
+        if not isinstance(evaluator, CNNProxyEvaluator):
+            return None
+        if self._source is not evaluator:
+            self._source = evaluator
+            self._batched = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
+        return self._batched
+
+    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
+        batched = self._batched_for(evaluator)
+        genotypes, seeds = [j.genotype for j in jobs], [j.seed for j in jobs]
+        if batched is None:
+            yield from InProcessExecutor().run(evaluator, jobs)
+        elif hasattr(batched, "evaluate_iter"):
+            yield from batched.evaluate_iter(genotypes, seeds)
+        else:
+            yield from enumerate(batched.evaluate_many(genotypes, seeds))
+
+    def close(self) -> None:
+        self._source = self._batched = None

@@ -1,0 +1,149 @@
+"""The batched evaluator and executor: same results as one-by-one evaluation, wired into search."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from autoshrink.data.images import load_images, proxy_split
+from autoshrink.evaluators.batched import BatchedCNNEvaluator
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.executors.base import Job
+from autoshrink.executors.batched import BatchedExecutor
+from autoshrink.executors.factory import build_executor
+from autoshrink.graph import Cell
+from autoshrink.macros import cifar_proxy
+from autoshrink.spaces.cells import start_cell
+from autoshrink.training.classification import ProxyTraining
+
+SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
+TRAINING = ProxyTraining(epochs=1, batch_size=32)
+PARENT = start_cell("cnn", 5, random.Random(3))
+CELLS = [PARENT.remove_edge(e) for e in PARENT.edges[:3]]
+SEEDS = [5, 6, 7]
+VAL = 50
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return proxy_split(load_images("digits"), per_class=10, val_size=VAL, seed=0)
+
+
+def assert_same(batched, alone):
+    assert batched.status == alone.status
+
+    def plain(detail):
+        return {k: v for k, v in detail.items() if k != "batch"}
+
+    assert plain(batched.detail) == plain(alone.detail)
+    for key in ("macs", "params"):
+        assert batched.metrics[key] == alone.metrics[key]
+    assert abs(batched.metrics["accuracy"] - alone.metrics["accuracy"]) <= 2 / VAL
+
+
+def test_evaluate_many_matches_the_one_by_one_evaluator(split):
+    alone = CNNProxyEvaluator(split, SPEC, TRAINING)
+    batched = BatchedCNNEvaluator(split, SPEC, TRAINING)
+    results = batched.evaluate_many(CELLS, SEEDS)
+    assert [r.detail["batch"] for r in results] == [3, 3, 3]
+    for cell, seed, result in zip(CELLS, SEEDS, results, strict=True):
+        assert_same(result, alone.evaluate(cell, seed))
+    # in chunks of two (the last one alone), each built as the complete cell: the same results
+    chunked = BatchedCNNEvaluator.from_proxy(alone, max_batch=2, fixed_structure=True)
+    chunked = chunked.evaluate_many(CELLS, SEEDS)
+    assert [r.detail["batch"] for r in chunked] == [2, 2, 1]
+    for a, b in zip(chunked, results, strict=True):
+        assert_same(a, b)
+
+
+def test_mixed_ops_are_grouped_and_other_ops_trained_one_by_one(split):
+    other_ops = Cell("cnn", ("input", "conv1x1", "conv1x1", "sep3x3", "sep3x3"), [(0, 1), (1, 2)])
+    unstackable = Cell("cnn", ("input", "conv3x3", "conv1x1"), [(0, 1), (1, 2)])
+    cells, seeds = [CELLS[0], unstackable, other_ops, CELLS[1]], [1, 2, 3, 4]
+    batched = BatchedCNNEvaluator(split, SPEC, TRAINING)
+    results = batched.evaluate_many(cells, seeds)
+    assert [r.detail.get("batch") for r in results] == [2, None, 1, 2]
+    alone = CNNProxyEvaluator(split, SPEC, TRAINING)
+    ref = alone.evaluate(unstackable, 2)  # the same code path: the very same result
+    assert (results[1].metrics, results[1].detail) == (ref.metrics, ref.detail)
+    assert_same(results[2], alone.evaluate(other_ops, 3))
+
+
+def test_a_failing_group_is_retried_in_halves_then_reported_failed(split, monkeypatch):
+    batched = BatchedCNNEvaluator(split, SPEC, TRAINING)
+    real = BatchedCNNEvaluator._train
+
+    def fails_together(self, cells, seeds):
+        if len(cells) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        yield from real(self, cells, seeds)
+
+    monkeypatch.setattr(BatchedCNNEvaluator, "_train", fails_together)
+    results = batched.evaluate_many(CELLS, SEEDS)
+    assert [r.status for r in results] == ["ok"] * 3
+    assert [r.detail["batch"] for r in results] == [1, 1, 1]
+
+    def always_fails(self, cells, seeds):
+        raise RuntimeError("broken")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(BatchedCNNEvaluator, "_train", always_fails)
+    results = batched.evaluate_many(CELLS[:2], SEEDS[:2])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert results[0].detail == {"error": "RuntimeError: broken"}
+    assert results[0].metrics["macs"] > 0
+
+
+def test_the_executor_batches_a_proxy_evaluator_and_runs_others_one_by_one(split):
+    executor = BatchedExecutor()
+    jobs = [Job(c, s) for c, s in zip(CELLS, SEEDS, strict=True)]
+    out = dict(executor.run(CNNProxyEvaluator(split, SPEC, TRAINING), jobs))
+    assert sorted(out) == [0, 1, 2] and all(r.detail["batch"] == 3 for r in out.values())
+
+    class Lookup:
+        def profile(self, genotype):
+            return {}
+
+        def evaluate(self, genotype, seed):
+            from autoshrink.evaluators.base import Evaluation
+
+            return Evaluation({"accuracy": seed / 10})
+
+    out = list(executor.run(Lookup(), jobs))
+    assert [(i, e.metrics["accuracy"]) for i, e in out] == [(0, 0.5), (1, 0.6), (2, 0.7)]
+    executor.close()
+
+
+def test_the_gpu_default_executor_is_batched():
+    assert isinstance(build_executor(None, device="cuda"), BatchedExecutor)
+    assert isinstance(build_executor("batched", device="cpu"), BatchedExecutor)
+    assert not isinstance(build_executor(None, device="cpu"), BatchedExecutor)
+
+
+def test_search_with_the_batched_executor(cli, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = cli(
+        "search", "--preset", "demo", "--out", out, "--executor", "batched", "--nodes", "4",
+        "-k", "3", "--keep-fraction", "0.7", "--per-class", "10", "--val-size", "40",
+        "--width", "0.25", "--epochs", "1", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    candidates = [r for r in records if r.get("type") == "candidate"]
+    steps = [r["step"] for r in candidates]
+    assert steps.count(0) == 1 and sorted(set(steps)) == [0, 1, 2]  # 6 -> 5 -> 4 edges
+    for r in candidates:  # each step's candidates were trained together
+        assert r["detail"]["batch"] == steps.count(r["step"])
+    assert json.loads((out / "result.json").read_text())["best"]["score"] is not None
