@@ -28,13 +28,12 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoshrink.config import SearchConfig
+from autoshrink.config import preset
 from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
@@ -177,19 +176,12 @@ def peak_gb() -> str:
 
 def search(args: argparse.Namespace, say) -> dict[str, Any]:
     """The full-protocol search (or a tiny one with --quick) on Fashion-MNIST."""
-    config = SearchConfig(
-        dataset="fashion-mnist", data_dir=str(args.search_data), device=args.device
-    )
-    if args.quick:
-        config = replace(
-            config,
-            nodes=4,
-            k=2,
-            keep_fraction=0.7,
-            per_class=10,
-            val_size=50,
-            width=0.5,
-            training=ProxyTraining(epochs=1, batch_size=32),
+    data = {"dataset": "fashion-mnist", "data_dir": str(args.search_data), "device": args.device}
+    config = preset("paper", **data)  # the paper's protocol (method §2-§4)
+    if args.quick:  # a 4-node cell, 2 steps of K = 2, a few images, one epoch
+        tiny = {"nodes": 4, "k": 2, "keep_fraction": 0.7, "per_class": 10, "val_size": 50}
+        config = preset(
+            "paper", **data, **tiny, width=0.5, training_epochs=1, training_batch_size=32
         )
     out = args.out or Path(tempfile.mkdtemp(prefix="autoshrink-bench-"))
     if torch.cuda.is_available() and args.device.startswith("cuda"):

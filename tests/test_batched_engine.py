@@ -16,14 +16,7 @@ from autoshrink.spaces.cells import published_cell, start_cell
 
 PARENT = start_cell("cnn", 8, random.Random(0))
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def candidates() -> list[Cell]:

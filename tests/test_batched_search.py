@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-import torch
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
@@ -26,14 +25,7 @@ CELLS = [PARENT.remove_edge(e) for e in PARENT.edges[:3]]
 SEEDS = [5, 6, 7]
 VAL = 50
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ CELLS = [PARENT.remove_edge(e) for e in PARENT.edges[:2]] + [
 SEEDS = [11, 12, 13, 14, 15]
 NAN = 4  # this candidate gets a NaN bias: it must diverge alone, and alone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these small networks gain nothing from more, and a busy box stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
