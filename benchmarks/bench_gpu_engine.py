@@ -11,7 +11,7 @@ Fashion-MNIST (the IDX files in DIR, 28x28x1 as is) with the batched executor, a
 wall time and peak GPU memory.
 
     python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--bf16]
-        [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS]
+        [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS] [--profile] [--check]
 
 ``--quick`` shrinks everything (K = 4, batch 32, 8x8 images, half width, a 4-node search on
 a few images) so that ``--device cpu --quick`` runs in well under a minute. ``--json`` prints
@@ -78,6 +78,28 @@ def eager_rate(
     return steps * settings.batch_size / run(steps)
 
 
+def engine_epoch(
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    n_steps: int,
+    k: int,
+    device: str,
+    bf16: bool,
+) -> float:
+    """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``."""
+    engine = build_batched(cell, spec, [cell] * k, list(range(k))).to(device)
+    train = synthetic(n_steps * settings.batch_size, spec, device, 0)
+    val = synthetic(settings.batch_size, spec, device, 1)
+    gens = [torch.Generator().manual_seed(s) for s in range(k)]
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in train_batched(engine, train, val, settings, gens, bf16=bf16):
+        pass
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def engine_rate(
     cell: Cell,
     spec: MacroSpec,
@@ -89,25 +111,26 @@ def engine_rate(
     bf16: bool,
 ) -> tuple[float, float | None]:
     """Aggregate images/s of ``train_batched`` on ``k`` candidates, and its peak GPU memory (GB)."""
-    val = synthetic(settings.batch_size, spec, device, 1)
-
-    def run(n_steps: int) -> float:
-        engine = build_batched(cell, spec, [cell] * k, list(range(k))).to(device)
-        train = synthetic(n_steps * settings.batch_size, spec, device, 0)
-        gens = [torch.Generator().manual_seed(s) for s in range(k)]
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in train_batched(engine, train, val, settings, gens, bf16=bf16):
-            pass
-        sync(device)
-        return time.perf_counter() - t0
-
-    run(warmup)
+    engine_epoch(cell, spec, settings, warmup, k, device, bf16)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    seconds = run(steps)
+    seconds = engine_epoch(cell, spec, settings, steps, k, device, bf16)
     peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else None
     return k * steps * settings.batch_size / seconds, peak
+
+
+def profile_engine(
+    cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int, device: str, bf16: bool
+) -> str:
+    """The operators that take the time in an epoch of 3 engine steps (torch profiler table)."""
+    engine_epoch(cell, spec, settings, 2, k, device, bf16)  # warm-up
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        engine_epoch(cell, spec, settings, 3, k, device, bf16)
+    key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=30)
 
 
 def device_check(device: str, say) -> bool:
@@ -219,6 +242,9 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch CPU threads (--quick on cpu: 1)"
     )
     p.add_argument("--check", action="store_true", help="float64 equivalence check, then exit")
+    p.add_argument(
+        "--profile", action="store_true", help="also print the profiler table of engine steps"
+    )
     p.add_argument("--search-data", type=Path, default=None, help="Fashion-MNIST IDX folder")
     p.add_argument("--out", type=Path, default=None, help="search run folder (default: a temp dir)")
     p.add_argument("--time-limit", type=float, default=None, help="stop the search after S s")
@@ -276,6 +302,10 @@ def main() -> None:
         "table": rows,
         "search": None,
     }
+    if args.profile:
+        say(f"profile of 3 engine steps, complete-8 cell, K = {k}:")
+        cell = start_cell("cnn", 8, random.Random(0))
+        say(profile_engine(cell, spec, settings, k, args.device, args.bf16))
     if args.search_data is not None:
         kind = "quick" if args.quick else "full-protocol"
         say(f"{kind} search on Fashion-MNIST from {args.search_data} ...")

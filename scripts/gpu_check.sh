@@ -3,8 +3,10 @@
 #   1. the device and software versions;
 #   2. float64 equivalence of the engine and one-by-one training on the GPU (PASS/FAIL);
 #   3. the throughput table, eager loop vs batched engine (K = 10, batch 128), bf16 autocast;
-#   4. the same table in fp32, then a full-protocol AutoShrink search on Fashion-MNIST with the
-#      batched executor (wall time, peak GPU memory), stopped after 240 s if it has not finished.
+#   4. a profile of the fp32 engine step (which operators take the device time);
+#   5. the table in fp32, then a full-protocol AutoShrink search on Fashion-MNIST with the
+#      batched executor (wall time, peak GPU memory), stopped after 200 s if it has not finished.
+# Worst case (every step at its timeout) 7.7 minutes plus the machine's start.
 # No package installs; PYTHONPATH=src. Results go to $OUT (default: /tmp/gpu_check).
 # DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke test).
 #
@@ -44,21 +46,26 @@ torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
 step "float64 equivalence on the GPU"
-timeout 60 python "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+timeout 45 python "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
 step "throughput, bf16 autocast"
-timeout 75 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --bf16 --json \
+timeout 70 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --bf16 --json \
     > "$OUT/throughput_bf16.json" 2> "$OUT/throughput_bf16.txt"
 cat "$OUT/throughput_bf16.txt"
 
+step "profile of the fp32 engine step (top operators by device time)"
+timeout 45 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --profile \
+    > "$OUT/profile.txt" 2>&1
+head -c 6000 "$OUT/profile.txt"
+
 if [ -n "$DATA" ]; then
     step "throughput, fp32, then the full-protocol search (data: $DATA)"
-    timeout 360 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json --search-data "$DATA" \
-        --out "$OUT/search" --time-limit 240 \
+    timeout 300 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json --search-data "$DATA" \
+        --out "$OUT/search" --time-limit 200 \
         > "$OUT/throughput_fp32_search.json" 2> "$OUT/throughput_fp32_search.txt"
 else
     step "throughput, fp32 (no Fashion-MNIST folder found: search skipped)"
-    timeout 75 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
+    timeout 70 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
         > "$OUT/throughput_fp32_search.json" 2> "$OUT/throughput_fp32_search.txt"
 fi
 cat "$OUT/throughput_fp32_search.txt"
