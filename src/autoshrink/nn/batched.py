@@ -184,46 +184,32 @@ class BatchedCell(nn.Module):
         act = parent.activation or "relu"
         self.nodes = parent.live_nodes
         self.f, self.c_in, self.c_out, self.downsample = f, c_in, c_out, downsample
-        pos = {j: i for i, j in enumerate(self.nodes)}
-        self.preds = [tuple(pos[p] for p in parent.predecessors(j)) for j in self.nodes]
-        width = [c_in] + [f] * (len(self.nodes) - 1)  # slot width of each node's output
+        self.pos = {j: i for i, j in enumerate(self.nodes)}  # node -> position in self.nodes
+        self.preds = [tuple(self.pos[p] for p in parent.predecessors(j)) for j in self.nodes]
+        self.width = [c_in] + [f] * (len(self.nodes) - 1)  # slot width of each node's output
+        widths_in = [sum(self.width[p] for p in preds) for preds in self.preds]
         self.ops = nn.ModuleList(
-            OP_MODULES[parent.ops[j]](k, sum(width[p] for p in self.preds[i]), f, act)
+            OP_MODULES[parent.ops[j]](k, widths_in[i], f, act)
             for i, j in enumerate(self.nodes[1:], start=1)
         )
         self.columns: list[list[list[int]]] = []  # [candidate][node position] -> input columns
+        masks = [torch.zeros(k, c) for c in widths_in[1:]]
         leaf = torch.zeros(k, len(self.nodes), dtype=torch.bool)
-        gather = torch.full((k, c_out), c_in + f * (len(self.nodes) - 1), dtype=torch.long)
-        offset = _offsets(width)  # where each node's output sits in the all-states concat
+        gather = torch.full((k, c_out), sum(self.width), dtype=torch.long)  # -> a zero channel
         use_proj = torch.zeros(k, dtype=torch.bool)
         rows, cols = torch.zeros(k, c_out), torch.zeros(k, c_in)
-        masks = [torch.zeros(k, sum(width[p] for p in self.preds[i])) for i in range(1, len(width))]
         for c, (cell, where) in enumerate(cands):
             if where.out_channels > c_out or where.in_channels > c_in:
                 raise ConfigError(
                     f"candidate {c}: cell widths {where.in_channels}->{where.out_channels} "
                     f"exceed the stacked widths {c_in}->{c_out}"
                 )
-            own = {0: where.in_channels}  # the candidate's width of each node's output
-            per_node: list[list[int]] = [[]]
-            for i, j in enumerate(self.nodes[1:], start=1):
-                in_offsets = _offsets([width[p] for p in self.preds[i]])
-                slot = dict(zip(self.preds[i], in_offsets, strict=True))
-                chosen = [
-                    col
-                    for p in cell.predecessors(j)
-                    for col in range(slot[pos[p]], slot[pos[p]] + own.get(pos[p], f))
-                ]
-                per_node.append(chosen)
-                masks[i - 1][c, chosen] = 1.0
-            self.columns.append(per_node)
-            out = [
-                col
-                for j in cell.leaves
-                for col in range(offset[pos[j]], offset[pos[j]] + own.get(pos[j], f))
-            ]
+            columns, out = self._layout(cell, where)
+            self.columns.append(columns)
+            for i, chosen in enumerate(columns[1:]):
+                masks[i][c, chosen] = 1.0
             gather[c, : len(out)] = torch.tensor(out, dtype=torch.long)
-            leaf[c, [pos[j] for j in cell.leaves]] = True
+            leaf[c, [self.pos[j] for j in cell.leaves]] = True
             use_proj[c] = where.needs_projection
             rows[c, : where.out_channels] = 1.0
             cols[c, : where.in_channels] = 1.0
@@ -243,6 +229,23 @@ class BatchedCell(nn.Module):
             self.register_buffer("proj_mask", rows[:, :, None] * cols[:, None, :])
             self.register_buffer("use_proj", use_proj)
 
+    def _layout(self, cell: Cell, where: CellPlacement) -> tuple[list[list[int]], list[int]]:
+        """Candidate ``cell``'s input columns of every node (in the concatenation of the node's
+        parent predecessors), and where its leaves' channels sit in the concatenation of all
+        node outputs (its cell output, in order)."""
+        own = [where.in_channels] + [self.f] * (len(self.nodes) - 1)  # its own output widths
+
+        def channels(starts: dict[int, int], nodes: Sequence[int]) -> list[int]:
+            return [c for j in nodes for c in range(starts[j], starts[j] + own[self.pos[j]])]
+
+        columns: list[list[int]] = [[]]
+        for i, j in enumerate(self.nodes[1:], start=1):
+            offsets = _offsets([self.width[p] for p in self.preds[i]])
+            starts = {self.nodes[p]: o for p, o in zip(self.preds[i], offsets, strict=True)}
+            columns.append(channels(starts, cell.predecessors(j)))
+        starts = dict(zip(self.nodes, _offsets(self.width), strict=True))
+        return columns, channels(starts, cell.leaves)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = x.shape[3]
         s0 = x
@@ -252,9 +255,8 @@ class BatchedCell(nn.Module):
         for i, op in enumerate(self.ops, start=1):
             inputs = [states[p] for p in self.preds[i]]
             inp = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)
-            leaf = (
-                self.leaf[:, i] if not (self.leaf_all[i] or self.leaf_none[i]) else self.leaf_all[i]
-            )
+            fixed = self.leaf_all[i] or self.leaf_none[i]
+            leaf = self.leaf_all[i] if fixed else self.leaf[:, i]
             states.append(op(inp, getattr(self, f"mask{i}"), leaf))
         zero = s0.new_zeros(*s0.shape[:4], 1)
         every = torch.cat([*states, zero.to(states[-1].dtype)], -1)  # [B, H, W, K, sum]
