@@ -36,3 +36,15 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (restored after): small networks gain nothing from more,
+    and a second thread on a busy machine stalls at every parallel region."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -2,7 +2,7 @@
 
 The default is the local pool on the CPU -- on a 2-core box two single-thread workers train
 candidates faster than one two-thread process (``benchmarks/bench_executors.py``; figures in
-benchmarks/README.md) -- and in-process on a GPU, where one process keeps the device busy.
+benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step trained together.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.executors.retries import DEFAULT_RETRIES
 
-EXECUTORS = ("inprocess", "pool", "ray")
+EXECUTORS = ("inprocess", "pool", "ray", "batched")
 CPU_DEFAULT = "pool"  # measured: see the module docstring
-GPU_DEFAULT = "inprocess"
+GPU_DEFAULT = "batched"  # K candidates trained together (executors/batched.py)
 
 
 def default_executor(device: str) -> str:
@@ -48,6 +48,10 @@ def build_executor(
         return InProcessExecutor()
     if name == "pool":
         return LocalPoolExecutor(workers, max_retries=max_retries)
+    if name == "batched":
+        from autoshrink.executors.batched import BatchedExecutor
+
+        return BatchedExecutor()
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     if workers is not None:
