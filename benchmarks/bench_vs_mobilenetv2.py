@@ -7,8 +7,11 @@ For each network at 224x224 with 1001 classes it prints:
   :mod:`autoshrink.cost_mobilenetv2`), and the activation traffic of one image (the bytes every
   convolution writes, fp32) -- a first-order proxy for memory-bound time;
 - inference latency at batch 1 on this CPU: onnxruntime (the network exported to ONNX) and
-  PyTorch eager, median of repeated single calls (:func:`autoshrink.latency.measure_module`);
-- CPU training throughput (images/s of RMSProp steps at a small batch, fp32);
+  PyTorch eager, median (and 10th percentile) of single calls timed in interleaved rounds --
+  every network in turn, again and again -- so a shared machine's changing load falls on all
+  of them alike;
+- CPU training throughput (images/s of RMSProp steps at a small batch, fp32, same threads,
+  interleaved; denormal floats flushed to zero, as `autoshrink train` does on the CPU);
 - where a CUDA GPU is present: training images/s at batch 256 (RMSProp step, bf16 autocast,
   channels-last) and inference latency at batch 1 and 256 on the same GPU.
 
@@ -25,14 +28,22 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from autoshrink.cost import count
 from autoshrink.cost_mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
-from autoshrink.latency import LatencySettings, measure_module
+from autoshrink.latency import (
+    LatencySettings,
+    measure_module,
+    onnx_bytes,
+    ort_session,
+    torch_threads,
+)
 from autoshrink.macros import shrinkcnn_imagenet
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.mobilenetv2 import MobileNetV2
@@ -75,18 +86,17 @@ def activation_bytes(model: nn.Module, size: int) -> int:
     return total
 
 
-def train_images_per_s(
-    model: nn.Module, batch: int, size: int, classes: int, device: str, steps: int
-) -> float:
-    """Images/s of RMSProp steps (the ShrinkCNN recipe's optimiser) on random data."""
+def train_step(
+    model: nn.Module, batch: int, size: int, classes: int, device: str
+) -> Callable[[], None]:
+    """One RMSProp step (the ShrinkCNN recipe's optimiser) on a fixed random batch; on a GPU
+    in bf16 autocast and channels-last, and synchronised so the time is the GPU's."""
     dev = torch.device(device)
     gpu = dev.type == "cuda"
-    model = model.to(dev).train()
-    x = torch.randn(batch, 3, size, size, device=dev)
+    layout = torch.channels_last if gpu else torch.contiguous_format
+    model = model.to(dev, memory_format=layout).train()
+    x = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=layout)
     y = torch.randint(0, classes, (batch,), device=dev)
-    if gpu:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     opt = build_optimizer(model, get_recipe("shrinkcnn-imagenet"), batch)
     dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float16
 
@@ -96,17 +106,50 @@ def train_images_per_s(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if gpu:
+            torch.cuda.synchronize(dev)
 
-    for _ in range(3):
-        step()
-    if gpu:
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if gpu:
-        torch.cuda.synchronize(dev)
-    return batch * steps / (time.perf_counter() - t0)
+    return step
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], *, rounds: int, calls: int, warmup: int = 2
+) -> dict[str, np.ndarray]:
+    """Milliseconds per call of every function, timed in alternating rounds (each round runs
+    every function ``calls`` times), so a machine whose load changes over the run slows all
+    of them alike instead of whichever happened to run during a busy minute."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(calls):
+                t0 = time.perf_counter_ns()
+                fn()
+                samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {name: np.asarray(v) for name, v in samples.items()}
+
+
+def cpu_inference(
+    models: dict[str, nn.Module], size: int, threads: int, rounds: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Batch-1 CPU latency samples (ms) per backend and network."""
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    for m in models.values():
+        m.eval()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    sessions = {n: ort_session(onnx_bytes(m, [x]), threads=threads) for n, m in models.items()}
+    feeds = {"input": x.numpy()}
+    out["onnxruntime"] = interleaved(
+        {n: (lambda s=s: s.run(None, feeds)) for n, s in sessions.items()},
+        rounds=rounds,
+        calls=3,
+    )
+    with torch_threads(threads), torch.inference_mode():
+        fns = {n: (lambda m=m: m(x)) for n, m in models.items()}
+        out["torch"] = interleaved(fns, rounds=rounds, calls=3)
+    return out
 
 
 class Autocast(nn.Module):
@@ -121,18 +164,14 @@ class Autocast(nn.Module):
             return self.module(x.contiguous(memory_format=torch.channels_last))
 
 
-def latency_ms(module: nn.Module, size: int, settings: LatencySettings) -> float:
-    shape = (settings.batch, 3, size, size)
-    return measure_module(module, [shape], settings, with_environment=False).median_ms
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--classes", type=int, default=1001)
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch, onnxruntime)")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved CPU latency rounds")
     ap.add_argument("--cpu-train-batch", type=int, default=8, help="0 skips CPU training")
-    ap.add_argument("--cpu-train-steps", type=int, default=4)
+    ap.add_argument("--cpu-train-steps", type=int, default=8, help="interleaved rounds")
     ap.add_argument("--gpu-batch", type=int, default=256)
     ap.add_argument("--gpu-train-steps", type=int, default=20)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -140,28 +179,44 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     size, classes = args.image_size, args.classes
     gpu = torch.cuda.is_available()
-    rows: dict[str, dict[str, float]] = {}
-    for name, (model, params, macs) in networks(size, classes).items():
-        torch.manual_seed(0)
-        row: dict[str, float] = {"params_M": params / 1e6, "macs_M": macs / 1e6}
-        row["act_MB"] = activation_bytes(model, size) / 2**20
-        for backend in ("onnxruntime", "torch"):
-            settings = LatencySettings(backend=backend, threads=args.threads, max_seconds=10.0)
-            row[f"cpu_{backend}_ms"] = latency_ms(model, size, settings)
-        if args.cpu_train_batch:
-            row["cpu_train_img_s"] = train_images_per_s(
-                model, args.cpu_train_batch, size, classes, "cpu", args.cpu_train_steps
-            )
-        if gpu:
-            row["gpu_train_img_s"] = train_images_per_s(
-                model, args.gpu_batch, size, classes, "cuda", args.gpu_train_steps
-            )
-            wrapped = Autocast(model.cuda())
-            for batch in (1, args.gpu_batch):
+    # Denormal floats: without flushing them, a CPU training step of ShrinkCNN-A at random
+    # initialisation ran ~20x slower (21 s instead of 1 s, batch 8) -- an artefact, not the net.
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    nets = networks(size, classes)
+    models = {name: m for name, (m, _, _) in nets.items()}
+    rows: dict[str, dict[str, float]] = {
+        name: {"params_M": p / 1e6, "macs_M": c / 1e6, "act_MB": activation_bytes(m, size) / 2**20}
+        for name, (m, p, c) in nets.items()
+    }
+    for backend, per_net in cpu_inference(models, size, args.threads, args.rounds).items():
+        for name, ms in per_net.items():
+            rows[name][f"cpu_{backend}_ms"] = float(np.median(ms))
+            rows[name][f"cpu_{backend}_p10_ms"] = float(np.percentile(ms, 10))
+    print("measured CPU inference", flush=True)
+    if args.cpu_train_batch:
+        b = args.cpu_train_batch
+        steps = {n: train_step(m, b, size, classes, "cpu") for n, m in models.items()}
+        with torch_threads(args.threads):
+            timed = interleaved(steps, rounds=args.cpu_train_steps, calls=1)
+        for name, ms in timed.items():
+            rows[name]["cpu_train_img_s"] = b / float(np.median(ms)) * 1e3
+        print("measured CPU training", flush=True)
+    if gpu:
+        b = args.gpu_batch
+        for name, model in models.items():  # one at a time: the GPU's memory
+            step = {name: train_step(model, b, size, classes, "cuda")}
+            ms = interleaved(step, rounds=args.gpu_train_steps, calls=1, warmup=3)[name]
+            rows[name]["gpu_train_img_s"] = b / float(np.median(ms)) * 1e3
+            wrapped = Autocast(model.cuda().eval())
+            for batch in (1, b):
                 settings = LatencySettings(device="cuda", batch=batch, max_seconds=10.0)
-                row[f"gpu_b{batch}_ms"] = latency_ms(wrapped, size, settings)
-        rows[name] = row
-        print(f"measured {name}", flush=True)
+                shape = [(batch, 3, size, size)]
+                result = measure_module(wrapped, shape, settings, with_environment=False)
+                rows[name][f"gpu_b{batch}_ms"] = result.median_ms
+            model.cpu()
+            torch.cuda.empty_cache()
+        print("measured GPU", flush=True)
     report(rows, args, gpu)
     if args.json:
         with open(args.json, "w") as f:
@@ -178,7 +233,8 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, gpu: boo
     )
     print(
         f"{args.image_size}x{args.image_size}, {args.classes} classes; CPU inference "
-        f"{args.threads} thread(s); CPU training batch {args.cpu_train_batch} fp32; {where}"
+        f"and training {args.threads} thread(s); CPU training batch {args.cpu_train_batch} fp32; "
+        f"{where}"
     )
     print("| network | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

@@ -163,7 +163,7 @@ def test_evaluation_uses_the_ema_weights(tmp_path: Path) -> None:
     data = array_data(toy_data(), recipe)
     torch.manual_seed(0)
     model = Tiny()
-    initial = _val_loss(Tiny().load_state_dict(model.state_dict()) and model, data)
+    initial = _val_loss(model, data)  # before any step
     result = train_final(model, data, recipe, out=tmp_path)
     assert result.test_loss == pytest.approx(initial, rel=1e-6)
     assert result.evaluated is not model

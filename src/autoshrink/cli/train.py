@@ -1,8 +1,17 @@
-"""``autoshrink train CELL.json``: train a found cell on a whole data set, report test accuracy."""
+"""``autoshrink train CELL.json``: train a found cell's network on a whole data set.
+
+The CNN branch builds a macro network (the proxy-style ``cifar-proxy`` or the ImageNet
+``shrinkcnn-imagenet``) around the cell and trains it with a recipe (``cifar`` or
+``shrinkcnn-imagenet``, or a recipe JSON file) on one process, or on several under
+``torchrun`` (one per GPU; gloo on CPUs). Rank 0 writes ``recipe.json``, ``cell.json``,
+``log.jsonl``, ``checkpoints/`` (every epoch), ``weights.safetensors`` (the evaluated weights:
+the EMA when the recipe has one) and ``metrics.json`` into ``--out``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -10,12 +19,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from autoshrink.cli import rnn
 from autoshrink.cost import count
 from autoshrink.data.images import DATASETS, load_images
-from autoshrink.graph import Cell
-from autoshrink.macros import cifar_proxy
+from autoshrink.data.loaders import TrainingData, array_data, folder_data
+from autoshrink.errors import DataError
+from autoshrink.graph import CNN_ACTIVATIONS, Cell
+from autoshrink.macros import MACROS, get_macro
 from autoshrink.nn.cnn import build_network
-from autoshrink.training.final import SmallImageRecipe, train_final
+from autoshrink.training.distributed import distributed
+from autoshrink.training.final import train_final
+from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -24,65 +38,139 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a cell's network on a data set and report test accuracy",
-        description="Train the proxy-style network (stem, three stages, classifier) built from "
-        "a cell on the whole training set with SGD + cosine and crop/flip augmentation; "
-        "writes weights (safetensors), the cell and metrics.json into --out.",
+        description="Train the network built from a cell (--macro) on the whole training set "
+        "with a recipe (--recipe); runs as is on one process, or under torchrun on several "
+        "(e.g. torchrun --nproc_per_node 8 -m autoshrink train CELL.json --device cuda ...). "
+        "Writes weights (safetensors), checkpoints, the recipe, the cell and metrics.json "
+        "into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("--task", choices=("cnn", "rnn"), default="cnn", help="rnn: see below")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate per 128 images")
-    p.add_argument("--width", type=float, default=1.0, help="network width multiplier")
+    p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
+    p.add_argument(
+        "--recipe",
+        default="cifar",
+        help=f"a recipe: {' or '.join(RECIPES)}, or a recipe .json file",
+    )
+    p.add_argument("--macro", choices=sorted(MACROS), default="cifar-proxy")
+    p.add_argument("--epochs", type=int, default=None, help="None: the recipe's")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="global batch, all processes (None: recipe's)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="lr per 256 images, scaled to the global batch"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="None: recipe's or the data's")
+    p.add_argument(
+        "--width", type=float, default=None, help="width multiplier (None: the macro's own)"
+    )
+    p.add_argument(
+        "--activation", choices=CNN_ACTIVATIONS, default=None, help="override the cell's"
+    )
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. digits)")
+    p.add_argument("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
+    p.add_argument("--precision", choices=PRECISIONS, default=None)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes per process")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
     p.add_argument("--out", type=Path, default=Path("runs/train"))
+    rnn.add_train_arguments(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "rnn":
+        return rnn.run_train(args)
+    return run_cnn(args)
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe named by ``--recipe`` with the command line's settings applied."""
+    recipe = get_recipe(
+        args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_per_256=args.lr,
+        image_size=args.image_size,
+        precision=args.precision,
+        ema_decay=args.ema or None,
+    )
+    if args.no_flip:
+        recipe = recipe.with_overrides(flip=False)
+    if args.ema == 0:
+        recipe = dataclasses.replace(recipe, ema_decay=None)
+    return recipe
+
+
+def load_training_data(args: argparse.Namespace, recipe: Recipe) -> TrainingData:
+    """Folders are read per image; the other data sets are held in memory."""
+    if args.dataset == "imagefolder":
+        if args.data_dir is None:
+            raise DataError("--dataset imagefolder needs --data-dir ROOT (ROOT/train, ROOT/val)")
+        return folder_data(args.data_dir, recipe, seed=args.seed)
+    return array_data(load_images(args.dataset, args.data_dir), recipe, seed=args.seed)
+
+
+def run_cnn(args: argparse.Namespace) -> int:
     cell = Cell.load(args.cell)
-    data = load_images(args.dataset, args.data_dir)
-    spec = cifar_proxy(
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        num_classes=data.num_classes,
-        width=args.width,
-    )
-    torch.manual_seed(args.seed)
-    model = build_network(cell, spec).to(args.device)
-    recipe = SmallImageRecipe(
-        epochs=args.epochs, batch_size=args.batch_size, lr_per_128=args.lr, flip=not args.no_flip
-    )
-    result = train_final(
-        model,
-        data,
-        recipe,
-        seed=args.seed,
-        device=args.device,
-        on_epoch=lambda r: log.info(
-            "epoch %d: train loss %.4f, test accuracy %.4f",
-            r["epoch"],
-            r["train_loss"],
-            r["test_accuracy"],
-        ),
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.activation is not None:
+        cell = dataclasses.replace(cell, activation=args.activation)
+    recipe = recipe_from_args(args)
+    with distributed(args.device) as ctx:
+        if not ctx.is_main:  # only rank 0 reports
+            logging.getLogger().setLevel(logging.WARNING)
+        if ctx.device.type == "cpu":  # denormal floats can slow CPU training steps ~20x
+            torch.set_flush_denormal(True)
+        data = load_training_data(args, recipe)
+        settings = {
+            "in_channels": data.in_channels,
+            "image_size": data.image_size,
+            "num_classes": data.num_classes,
+        }
+        if args.width is not None:
+            settings["width"] = args.width
+        spec = get_macro(args.macro, **settings)
+        torch.manual_seed(args.seed)  # the same initial weights on every process
+        model = build_network(cell, spec)
+        if ctx.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            recipe.save(args.out / "recipe.json")
+            cell.save(args.out / "cell.json")
+        result = train_final(
+            model,
+            data,
+            recipe,
+            ctx=ctx,
+            seed=args.seed,
+            out=args.out,
+            resume=args.resume,
+            workers=args.workers,
+        )
+        if not ctx.is_main:
+            return 0
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        {k: v.detach().cpu().contiguous() for k, v in result.evaluated.state_dict().items()},
         str(args.out / "weights.safetensors"),
     )
-    cell.save(args.out / "cell.json")
     c = count(cell, spec)
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
         "params": c.params,
         "macs": c.macs,
-        "epochs": args.epochs,
+        "macro": spec.name,
+        "recipe": recipe.name,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "processes": ctx.world_size,
+        "weights": "ema" if recipe.ema_decay is not None else "model",
+        "resumed_from_epoch": result.resumed_from,
         "history": result.history,
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

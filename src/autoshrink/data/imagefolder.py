@@ -16,6 +16,7 @@ resized to ``image_size`` x ``image_size``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,44 @@ def carve_test_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+@dataclass(frozen=True, eq=False)
+class TreeSplit:
+    """A tree's classes (sorted folder names) and its train and test image paths with labels."""
+
+    classes: tuple[str, ...]
+    train_paths: list[Path]
+    train_y: np.ndarray
+    test_paths: list[Path]
+    test_y: np.ndarray
+
+
+def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
+    """The image files of either layout of the module docstring, split into train and test.
+
+    Raises :class:`DataError` for a root without class folders, an empty class folder, or
+    test classes that have no training folder.
+    """
+    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train_tree, test_tree = scan_classes(root / "train"), scan_classes(test_dir)
+        classes = tuple(train_tree)
+        unknown = sorted(set(test_tree) - set(train_tree))
+        if unknown:
+            raise DataError(
+                f"{test_dir}: classes {unknown} have no training folder in {root / 'train'}"
+            )
+        return TreeSplit(
+            classes, *_flatten(train_tree, classes), *_flatten(test_tree, classes)
+        )
+    tree = scan_classes(root)
+    classes = tuple(tree)
+    paths, labels = _flatten(tree, classes)
+    tr, te = carve_test_split(labels, test_fraction, seed)
+    return TreeSplit(
+        classes, [paths[i] for i in tr], labels[tr], [paths[i] for i in te], labels[te]
+    )
+
+
 def load_image_folder(
     root: str | Path, *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0
 ) -> ImageData:
@@ -123,26 +162,10 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found; expected {root}/<class>/*.png ...")
-    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train_tree, test_tree = scan_classes(root / "train"), scan_classes(test_dir)
-        classes = tuple(train_tree)
-        unknown = sorted(set(test_tree) - set(train_tree))
-        if unknown:
-            raise DataError(
-                f"{test_dir}: classes {unknown} have no training folder in {root / 'train'}"
-            )
-        train_paths, train_y = _flatten(train_tree, classes)
-        test_paths, test_y = _flatten(test_tree, classes)
-        x = _read_images(train_paths + test_paths, image_size)
-        train_x, test_x = x[: len(train_paths)], x[len(train_paths) :]
-    else:
-        tree = scan_classes(root)
-        classes = tuple(tree)
-        paths, labels = _flatten(tree, classes)
-        x = _read_images(paths, image_size)
-        tr, te = carve_test_split(labels, test_fraction, seed)
-        train_x, train_y, test_x, test_y = x[tr], labels[tr], x[te], labels[te]
+    split = split_tree(root, test_fraction, seed)
+    classes, train_y, test_y = split.classes, split.train_y, split.test_y
+    x = _read_images(split.train_paths + split.test_paths, image_size)
+    train_x, test_x = x[: len(split.train_paths)], x[len(split.train_paths) :]
     logger.info(
         "imagefolder: %d classes, %d train, %d test images of %dx%dx%d from %s",
         len(classes),
