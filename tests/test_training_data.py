@@ -148,8 +148,11 @@ def test_transform_pieces() -> None:
     rng = np.random.default_rng(0)
     img = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
     np.testing.assert_array_equal(pad_crop(img, 0, rng), img)
-    crops = {pad_crop(img, 2, rng).tobytes() for _ in range(30)}
-    assert len(crops) > 5
+    crops = {pad_crop(img, 2, rng).tobytes() for _ in range(300)}
+    assert len(crops) == 25  # every offset of a 2-pixel reflect padding
+    padded = np.pad(img, ((0, 0), (2, 2), (2, 2)), mode="reflect")
+    windows = {padded[:, y : y + 6, x : x + 6].tobytes() for y in range(5) for x in range(5)}
+    assert crops == windows
     for _ in range(50):  # boxes stay inside the image and within the area range
         left, top, right, bottom = random_resized_box(rng, 40, 30, (0.08, 1.0))
         assert 0 <= left < right <= 40 and 0 <= top < bottom <= 30

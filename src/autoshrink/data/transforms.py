@@ -117,9 +117,15 @@ def pad_crop(x: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarra
     if padding <= 0:
         return x
     _, h, w = x.shape
-    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding)), mode="reflect")
     dy, dx = (int(v) for v in rng.integers(0, 2 * padding + 1, size=2))
-    return padded[:, dy : dy + h, dx : dx + w]
+    return x[:, _reflect(dy - padding, h)][:, :, _reflect(dx - padding, w)]
+
+
+def _reflect(start: int, n: int) -> np.ndarray:
+    """Indices ``start .. start+n-1`` into ``n`` pixels, mirrored at the borders (the edge
+    pixel not repeated), as reflect padding then cropping would pick them."""
+    k = np.abs(np.arange(start, start + n))
+    return np.where(k > n - 1, 2 * (n - 1) - k, k)
 
 
 @dataclass(frozen=True)
