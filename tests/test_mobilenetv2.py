@@ -12,6 +12,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.macros import shrinkcnn_imagenet
 from autoshrink.nn.mobilenetv2 import build_mobilenetv2
 from autoshrink.spaces.cells import published_cell
+from test_cost import counted_params  # conv and linear parameters: the convention's
 
 # (width, resolution) -> (MACs M, params M): the table of released checkpoints in
 # tensorflow/models research/slim/nets/mobilenet/README.md (1001 classes). The table truncates
@@ -72,22 +73,13 @@ def test_channel_rounding() -> None:
     assert make_divisible8(11) == 16  # 8 would lose more than 10% of 11
 
 
-def _conv_linear_params(net: torch.nn.Module) -> int:
-    return sum(
-        p.numel()
-        for m in net.modules()
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
-        for p in m.parameters(recurse=False)
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("width", "size"), [(1.4, 64), (0.5, 33)])
 def test_module_agrees_with_the_counter(width: float, size: int) -> None:
     spec = MobileNetV2Spec(width=width, image_size=size, num_classes=17)
     net = build_mobilenetv2(width, image_size=size, num_classes=17).eval()
     c = count_mobilenetv2(spec)
-    assert _conv_linear_params(net) == c.params
+    assert counted_params(net) == c.params
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         out = net(torch.zeros(1, 3, size, size))
     assert out.shape == (1, 17)
@@ -96,7 +88,7 @@ def test_module_agrees_with_the_counter(width: float, size: int) -> None:
 
 def test_full_size_module_has_the_published_shape() -> None:
     net = build_mobilenetv2(1.4)
-    assert _conv_linear_params(net) == count_mobilenetv2(MobileNetV2Spec(width=1.4)).params
+    assert counted_params(net) == count_mobilenetv2(MobileNetV2Spec(width=1.4)).params
     assert len(net.blocks) == 17
     assert sum(b.residual for b in net.blocks) == 10
 
