@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-autoshrink search --preset demo --out runs/demo "$@"
+autoshrink search --preset demo --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
