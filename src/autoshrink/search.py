@@ -15,7 +15,6 @@ so its result does not depend on the order or the process it runs in.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from autoshrink.config import SearchConfig
 from autoshrink.errors import JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Executor, InProcessExecutor, Job
+from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal, finite_or_none
 from autoshrink.objectives import Score
@@ -142,19 +141,14 @@ def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) ->
 
 
 def retry_listener(
-    executor: Executor,
     journal: Journal,
     proposals: list[Proposal],
     todo: list[int],
     seeds: list[int],
-) -> dict[str, Any]:
-    """``{"on_retry": f}`` for an executor that reruns a candidate whose worker died, else ``{}``.
-
-    ``f`` journals each retry as ``{"type": "event", "event": "retry", ...}`` (resume skips
-    records that are not candidates).
+) -> RetryListener:
+    """The ``on_retry`` listener of a step: it journals each retry as
+    ``{"type": "event", "event": "retry", ...}`` (resume skips records that are not candidates).
     """
-    if "on_retry" not in inspect.signature(executor.run).parameters:
-        return {}
 
     def on_retry(job: int, attempt: int, reason: str) -> None:
         i = todo[job]
@@ -171,7 +165,7 @@ def retry_listener(
             }
         )
 
-    return {"on_retry": on_retry}
+    return on_retry
 
 
 def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
@@ -232,8 +226,8 @@ def run_search(
                 leave=False,
                 disable=not progress,
             )
-            retries = retry_listener(executor, journal, proposals, todo, seeds)
-            for j, evaluation in executor.run(evaluator, jobs, **retries):
+            on_retry = retry_listener(journal, proposals, todo, seeds)
+            for j, evaluation in executor.run(evaluator, jobs, on_retry):
                 i = todo[j]
                 score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
                 rec = record(proposals[i], i, seeds[i], evaluation, score)

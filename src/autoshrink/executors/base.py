@@ -7,11 +7,15 @@ exists. Results must not depend on the executor: every job carries its own seed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoshrink.evaluators.base import Evaluation, Evaluator
+
+#: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
+#: died runs again, so the search can journal it.
+RetryListener = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,14 @@ class Job:
 
 
 class Executor(Protocol):
-    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
-        """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes."""
+    def run(
+        self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes.
+
+        Executors that rerun a candidate whose worker died call ``on_retry`` first; the others
+        never retry and ignore it.
+        """
         ...
 
     def close(self) -> None:
@@ -35,7 +45,9 @@ class Executor(Protocol):
 class InProcessExecutor:
     """Evaluate jobs one after another in this process (the default on a GPU)."""
 
-    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
+    def run(
+        self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
+    ) -> Iterator[tuple[int, Evaluation]]:
         for i, job in enumerate(jobs):
             yield i, evaluator.evaluate(job.genotype, job.seed)
 

@@ -15,7 +15,7 @@ from typing import Any
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
-from autoshrink.executors.base import InProcessExecutor, Job
+from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
 
 
 class BatchedExecutor:
@@ -36,7 +36,9 @@ class BatchedExecutor:
             self._batched = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
         return self._batched
 
-    def run(self, evaluator: Evaluator, jobs: Sequence[Job]) -> Iterator[tuple[int, Evaluation]]:
+    def run(
+        self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
+    ) -> Iterator[tuple[int, Evaluation]]:
         batched = self._batched_for(evaluator)
         genotypes, seeds = [j.genotype for j in jobs], [j.seed for j in jobs]
         if batched is None:

@@ -13,17 +13,15 @@ exactly as the in-process executor would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job
+from autoshrink.executors.base import Job, RetryListener
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRIES = 2
 
-RetryListener = Callable[[int, int, str], None]
 """Called as ``listener(position in jobs, retry number (1, 2, ...), reason)`` before a retry."""
 
 
