@@ -314,9 +314,7 @@ def clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], f
     return wall_once
 
 
-def until_stable(
-    once: Callable[[], float], settings: LatencySettings
-) -> tuple[np.ndarray, bool]:
+def until_stable(once: Callable[[], float], settings: LatencySettings) -> tuple[np.ndarray, bool]:
     """Call ``once`` (which returns ms) ``warmup`` times untimed, then in rounds of
     ``min_repeats`` until the median moves by at most ``rtol`` between rounds (or
     ``max_repeats`` / ``max_seconds`` is reached); ``(all samples, stable)``."""

@@ -135,9 +135,7 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
             raise DataError(
                 f"{test_dir}: classes {unknown} have no training folder in {root / 'train'}"
             )
-        return TreeSplit(
-            classes, *_flatten(train_tree, classes), *_flatten(test_tree, classes)
-        )
+        return TreeSplit(classes, *_flatten(train_tree, classes), *_flatten(test_tree, classes))
     tree = scan_classes(root)
     classes = tuple(tree)
     paths, labels = _flatten(tree, classes)

@@ -7,8 +7,13 @@ picklable objects so that executors can ship them to worker processes or Ray tas
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,47 @@ class Evaluation:
     status: str = "ok"
     seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingOutcome(Protocol):
+    """What every proxy training reports besides its metric."""
+
+    epochs: int
+    diverged: bool
+    stop_reason: str
+
+
+def trained(
+    metrics: dict[str, float],
+    metric: str,
+    value: float,
+    outcome: TrainingOutcome,
+    started: float,
+    **detail: Any,
+) -> Evaluation:
+    """The evaluation of a training that ran to its end (``"ok"`` or ``"diverged"``).
+
+    ``started`` is the ``time.perf_counter()`` reading taken when the candidate's work began.
+    """
+    return Evaluation(
+        {**metrics, metric: value},
+        "diverged" if outcome.diverged else "ok",
+        time.perf_counter() - started,
+        {"epochs": outcome.epochs, "stop_reason": outcome.stop_reason, **detail},
+    )
+
+
+def failed(
+    metrics: dict[str, float], metric: str, error: Exception, started: float, key: str
+) -> Evaluation:
+    """The evaluation of a candidate whose training raised: logged, ``metric`` is ``nan``."""
+    log.warning("candidate %s failed: %s", key, error)
+    return Evaluation(
+        {**metrics, metric: math.nan},
+        "failed",
+        time.perf_counter() - started,
+        {"error": f"{type(error).__name__}: {error}"},
+    )
 
 
 class Evaluator(Protocol):

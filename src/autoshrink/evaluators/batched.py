@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BATCHED_OPS, build_batched, union_cell, widest_widths
@@ -116,10 +116,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
                 yield from self._train_group(pending[half:], genotypes, seeds)
             else:
                 cell = genotypes[pending[0]]
-                log.warning("candidate %s failed: %s", cell.key, err)
-                metrics = {**self.profile(cell), "accuracy": float("nan")}
-                error = {"error": f"{type(err).__name__}: {err}"}
-                yield pending[0], Evaluation(metrics, "failed", time.perf_counter() - t0, error)
+                yield pending[0], failed(self.profile(cell), "accuracy", err, t0, cell.key)
 
     def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, TrainOutcome]]:
         first = cells[0]
@@ -136,11 +133,5 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         yield from train_batched(engine, train, val, self.training, gens, bf16=self.bf16)
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:
-        metrics = self.profile(cell)
-        metrics["accuracy"] = float("nan") if out.diverged else out.best_accuracy
-        return Evaluation(
-            metrics,
-            "diverged" if out.diverged else "ok",
-            time.perf_counter() - t0,
-            {"epochs": out.epochs, "stop_reason": out.stop_reason, "batch": batch},
-        )
+        accuracy = float("nan") if out.diverged else out.best_accuracy
+        return trained(self.profile(cell), "accuracy", accuracy, out, t0, batch=batch)

@@ -9,20 +9,17 @@ instead of ending the search.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
 
 from autoshrink.cost import count
 from autoshrink.data.images import ProxySplit
-from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec
 from autoshrink.nn.cnn import build_network
 from autoshrink.training.classification import ProxyTraining, train_proxy
-
-log = logging.getLogger(__name__)
 
 
 class CNNProxyEvaluator:
@@ -72,17 +69,6 @@ class CNNProxyEvaluator:
             train, val = self._tensors()
             out = train_proxy(model, train, val, self.training, gen)
         except (RuntimeError, ValueError) as err:
-            log.warning("candidate %s failed: %s", genotype.key, err)
-            return Evaluation(
-                {**metrics, "accuracy": float("nan")},
-                "failed",
-                time.perf_counter() - t0,
-                {"error": f"{type(err).__name__}: {err}"},
-            )
-        metrics["accuracy"] = float("nan") if out.diverged else out.best_accuracy
-        return Evaluation(
-            metrics,
-            "diverged" if out.diverged else "ok",
-            time.perf_counter() - t0,
-            {"epochs": out.epochs, "stop_reason": out.stop_reason},
-        )
+            return failed(metrics, "accuracy", err, t0, genotype.key)
+        accuracy = float("nan") if out.diverged else out.best_accuracy
+        return trained(metrics, "accuracy", accuracy, out, t0)

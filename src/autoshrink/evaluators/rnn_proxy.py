@@ -11,8 +11,6 @@ any other exception inside a candidate becomes a ``"failed"`` evaluation.
 
 from __future__ import annotations
 
-import logging
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -20,15 +18,13 @@ import torch
 
 from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
-from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig
-
-log = logging.getLogger(__name__)
 
 
 class RNNProxyEvaluator:
@@ -77,20 +73,8 @@ class RNNProxyEvaluator:
                 model, self.corpus.train, self.corpus.valid, self.training, device=self.device
             )
         except (RuntimeError, ValueError) as err:
-            log.warning("candidate %s failed: %s", genotype.key, err)
-            return Evaluation(
-                {**metrics, "perplexity": math.nan},
-                "failed",
-                time.perf_counter() - t0,
-                {"error": f"{type(err).__name__}: {err}"},
-            )
-        metrics["perplexity"] = out.best_perplexity
-        return Evaluation(
-            metrics,
-            "diverged" if out.diverged else "ok",
-            time.perf_counter() - t0,
-            {"epochs": out.epochs, "stop_reason": out.stop_reason},
-        )
+            return failed(metrics, "perplexity", err, t0, genotype.key)
+        return trained(metrics, "perplexity", out.best_perplexity, out, t0)
 
 
 def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
