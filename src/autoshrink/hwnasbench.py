@@ -22,7 +22,6 @@ NAS-Bench-201 tables (``tables.index``).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,10 +31,8 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
+from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell, dataset_name
-
-# The project's one restricted unpickler (shared with the NATS-Bench archive reader).
-from autoshrink.tabular.archive import _RestrictedUnpickler as RestrictedUnpickler
 
 SPACE = "nasbench201"
 #: The HW-NAS-Bench metrics of NAS-Bench-201 cells and their units.
@@ -67,7 +64,7 @@ def read_pickle(path: str | Path, *, allow_pickle: bool = False) -> Any:
     except OSError as err:
         raise BenchmarkError(f"cannot read HW-NAS-Bench file {path} ({err})") from None
     try:
-        return RestrictedUnpickler(io.BytesIO(raw)).load()
+        return restricted_loads(raw, NUMPY_SCALARS)
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
         raise BenchmarkError(f"cannot read HW-NAS-Bench file {path}: {err}") from None
 

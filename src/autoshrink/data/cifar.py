@@ -8,8 +8,9 @@ Two layouts are accepted, given as the folder itself or its parent:
   this layout wins when both are present.
 - python, ``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
   ``batches.meta``, which are pickles. Choosing this layout is the user's explicit opt-in to
-  reading them, and even then they are read by :class:`RestrictedUnpickler`, which can rebuild
-  numpy arrays and plain containers and refuses every other global with a :class:`DataError`.
+  reading them, and even then they are read by the restricted unpickler of
+  :mod:`autoshrink.safe_pickle`, which can rebuild numpy arrays and plain containers and
+  refuses every other global (a :class:`DataError` naming the file).
 
 :func:`load_cifar10` returns ``[N, 3, 32, 32]`` float32 images in [0, 1].
 """
@@ -17,15 +18,15 @@ Two layouts are accepted, given as the folder itself or its parent:
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import DataError
+from autoshrink.safe_pickle import NUMPY_ARRAYS, restricted_loads
 
 logger = logging.getLogger(__name__)
 
@@ -47,55 +48,24 @@ SIDE = 32
 PIXELS = 3 * SIDE * SIDE  # 3,072 bytes per image
 RECORD = 1 + PIXELS  # binary layout: label byte + pixels
 
-# The only globals a CIFAR-10 python batch refers to: numpy's array reconstruction. The
-# function is taken from numpy's own reduce so that the module's name (numpy.core before
-# numpy 2, numpy._core since) does not matter.
-_RECONSTRUCT = np.zeros(1).__reduce__()[0]
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only numpy array reconstruction globals.
-
-    Any other global (``os.system``, ``builtins.eval``, ...) raises :class:`DataError`, so a
-    crafted file cannot run code; the ``source`` name goes into the message.
-    """
-
-    def __init__(self, file: BinaryIO, *, source: str | Path) -> None:
-        super().__init__(file, encoding="bytes")
-        self.source = str(source)
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise DataError(
-                f"{self.source}: refusing to unpickle global {module}.{name}; a CIFAR-10 "
-                "python batch may only hold numpy arrays, lists, dicts, numbers and strings"
-            ) from None
-
 
 def restricted_load(path: str | Path) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler` (``encoding="bytes"``).
+    """Unpickle ``path`` with the restricted unpickler (numpy arrays only, ``encoding="bytes"``).
 
     Raises :class:`DataError` naming the file when it is missing, truncated or corrupt, or
     when it refers to a global other than numpy's array reconstruction.
     """
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            return RestrictedUnpickler(f, source=path).load()
-    except DataError:
-        raise
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except Exception as err:  # a corrupt pickle can raise almost anything
-        raise DataError(f"{path}: not a readable CIFAR-10 python batch ({err!r})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        return restricted_loads(data, NUMPY_ARRAYS, encoding="bytes")
+    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
+        raise DataError(f"{path}: not a readable CIFAR-10 python batch ({err})") from None
 
 
 def find_cifar10(root: str | Path) -> tuple[Path, str] | None:

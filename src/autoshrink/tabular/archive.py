@@ -8,10 +8,10 @@ training length (``hp`` = ``"12"``, ``"200"``; the size space also ``"01"``, ``"
 **Why the opt-in.** These files are bz2-compressed Python pickles, and unpickling a file can run
 any code its author chose. The loaders therefore refuse unless the caller passes
 ``allow_pickle=True`` (``--allow-pickle`` on the command line), and even then they read with a
-restricted unpickler that builds only builtin containers, numbers and strings plus the three
-globals these files use -- ``collections.OrderedDict``, and numpy's ``dtype``/``scalar`` pair,
-which are replaced here by a plain decoder of the scalar's bytes (no numpy code runs). Any
-other global makes the load fail.
+restricted unpickler (:mod:`autoshrink.safe_pickle`, allow-list ``NUMPY_SCALARS``) that builds
+only builtin containers, numbers and strings plus the three globals these files use --
+``collections.OrderedDict``, and numpy's ``dtype``/``scalar`` pair, replaced by a plain decoder
+of the scalar's bytes (no numpy code runs). Any other global makes the load fail.
 
 Numbers extracted (:func:`record_entries`), per dataset and training length ``E``:
 ``valid`` = ``x-valid@E-1`` (CIFAR-10: of the ``cifar10-valid`` run), ``test`` = ``x-test@E-1``
@@ -22,11 +22,7 @@ the same numbers the flat tables hold.
 from __future__ import annotations
 
 import bz2
-import io
 import math
-import pickle
-import struct
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,62 +31,9 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError
+from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
 from autoshrink.tabular.tables import Key, NB201Tables
-
-_STRUCT = {
-    "f8": "d",
-    "f4": "f",
-    "f2": "e",
-    "i8": "q",
-    "i4": "i",
-    "i2": "h",
-    "i1": "b",
-    "u8": "Q",
-    "u4": "I",
-    "u2": "H",
-    "u1": "B",
-    "b1": "?",
-}
-
-
-class _DType:
-    """Stands in for ``numpy.dtype`` while unpickling: remembers the code and byte order."""
-
-    def __init__(self, code: str, align: Any = False, copy: Any = True) -> None:
-        if code not in _STRUCT:
-            raise pickle.UnpicklingError(f"numpy dtype {code!r} is not allowed")
-        self.code, self.order = code, "<"
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">"):
-            self.order = state[1]
-
-
-def _scalar(dtype: Any, data: Any = b"") -> int | float | bool:
-    """Stands in for ``numpy.core.multiarray.scalar``: decodes the bytes to a Python number."""
-    if not isinstance(dtype, _DType) or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("malformed numpy scalar")
-    fmt = dtype.order + _STRUCT[dtype.code]
-    if struct.calcsize(fmt) != len(data):
-        raise pickle.UnpicklingError("numpy scalar of the wrong length")
-    return struct.unpack(fmt, data)[0]
-
-
-_ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("numpy", "dtype"): _DType,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        found = _ALLOWED.get((module, name))
-        if found is None:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return found
 
 
 def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
@@ -109,7 +52,7 @@ def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
         raise BenchmarkError(f"NATS-Bench archive file {path} not found")
     try:
         raw = bz2.decompress(path.read_bytes())
-        return _RestrictedUnpickler(io.BytesIO(raw)).load()
+        return restricted_loads(raw, NUMPY_SCALARS)
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
         raise BenchmarkError(f"cannot read NATS-Bench archive file {path}: {err!r}") from None
 
