@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "auto
 import test_executors  # noqa: E402
 from autoshrink.errors import ConfigError  # noqa: E402
 from autoshrink.executors.factory import build_executor  # noqa: E402
-from autoshrink.executors.ray_executor import RayExecutor, runs_on_cuda  # noqa: E402
+from autoshrink.executors.ray_executor import RayExecutor, probe_address, runs_on_cuda  # noqa: E402
 from test_executors import (  # noqa: E402
     CrashFirst,
     Fake,
@@ -95,3 +95,23 @@ def test_ray_factory_errors():
     with pytest.raises(ConfigError, match="--workers is for --executor pool"):
         build_executor("ray", 2)
     assert isinstance(build_executor(None, ray_address="127.0.0.1:6379"), RayExecutor)
+
+
+def test_an_address_where_nothing_listens_fails_within_seconds():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago and is closed now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"--ray-address 127.0.0.1:{port}: nothing answers"):
+        probe_address(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="nothing answers"):
+        probe_address(f"ray://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 30  # Ray alone retries for minutes
+    probe_address("auto")  # no port: left to Ray
+    with socket.socket() as server:  # something listens: passes
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        probe_address(f"127.0.0.1:{server.getsockname()[1]}")

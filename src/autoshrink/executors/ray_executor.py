@@ -15,6 +15,7 @@ so the journal records it. An exception raised by the evaluator is re-raised in 
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -53,6 +54,32 @@ def require_ray() -> Any:
             f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}"
         ) from None
     return ray
+
+
+PROBE_SECONDS = 5.0
+
+
+def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Fail fast when nothing listens at a ``HOST:PORT`` or ``ray://HOST:PORT`` address.
+
+    Ray itself keeps retrying an unreachable cluster for minutes; one TCP connection attempt
+    tells within ``timeout`` seconds. Addresses without a port (``auto``, ``local``) pass.
+    Raises :class:`ConfigError` naming the address.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    host = host.strip("[]")  # [IPv6]:port
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"--ray-address {address}: nothing answers there ({reason}); start the cluster "
+            "with `ray start --head` and pass the address it prints"
+        ) from None
 
 
 def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
@@ -108,6 +135,8 @@ class RayExecutor:
         if not ray.is_initialized():
             where = self.address or "auto (a new local instance if none is running)"
             log.info("connecting to Ray at %s", where)
+            if self.address:
+                probe_address(self.address)
             try:
                 ray.init(address=self.address)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
