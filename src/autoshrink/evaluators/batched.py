@@ -20,7 +20,8 @@ import torch
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
-from autoshrink.nn.batched import BATCHED_OPS, build_batched, union_cell, widest_widths
+from autoshrink.nn.batched import build_batched, union_cell, widest_widths
+from autoshrink.nn.stacked_ops import BATCHED_OPS
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import TrainOutcome
 

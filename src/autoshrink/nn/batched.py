@@ -36,129 +36,15 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec
 from autoshrink.nn.cnn import CNNNetwork, build_network
-
-#: Node ops the stacked network implements (the AutoShrink CNN search ops).
-BATCHED_OPS = ("sep3x3", "conv1x1")
-BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
-
-
-def _act(name: str, x: torch.Tensor) -> torch.Tensor:
-    return F.relu(x) if name == "relu" else F.silu(x)
-
-
-def _finish(act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
-    """The node's final activation, dropped where the node is a leaf (``leaf`` per candidate
-    ``[K]``, or one bool for all: no ``where`` needed)."""
-    if isinstance(leaf, bool):
-        return y if leaf else _act(act, y)
-    return torch.where(leaf[:, None], y, _act(act, y))
-
-
-def _nchw(x: torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, K, C]`` -> the channels-last view ``[B, K*C, H, W]`` (no copy)."""
-    b, h, w, k, c = x.shape
-    return x.reshape(b, h, w, k * c).permute(0, 3, 1, 2)
-
-
-def _nhwkc(y: torch.Tensor, k: int) -> torch.Tensor:
-    """``[B, K*C, H, W]`` -> ``[B, H, W, K, C]`` (a view when ``y`` is channels-last)."""
-    b, kc, h, w = y.shape
-    return y.permute(0, 2, 3, 1).contiguous().view(b, h, w, k, kc // k)
-
-
-def _pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Per-candidate 1x1 convolution: ``x [B, H, W, K, C]``, ``w [K, O, C]`` -> ``[.., K, O]``."""
-    b, h, wd, k, c = x.shape
-    return torch.einsum("nkc,koc->nko", x.reshape(-1, k, c), w).view(b, h, wd, k, -1)
-
-
-class StackedBN(nn.Module):
-    """K batch norms over ``[..., K, C]``: statistics per candidate and channel."""
-
-    def __init__(self, k: int, c: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(k, c))
-        self.bias = nn.Parameter(torch.zeros(k, c))
-        self.register_buffer("running_mean", torch.zeros(k, c))
-        self.register_buffer("running_var", torch.ones(k, c))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, c = self.weight.shape
-        y = F.batch_norm(
-            x.reshape(-1, k * c),  # [B*H*W, K*C]
-            self.running_mean.view(-1),
-            self.running_var.view(-1),
-            self.weight.view(-1),
-            self.bias.view(-1),
-            self.training,
-            BN_MOMENTUM,
-            BN_EPS,
-        )
-        return y.view(x.shape)
-
-    def load(self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice) -> None:
-        for mine, theirs in (
-            (self.weight, bn.weight),
-            (self.bias, bn.bias),
-            (self.running_mean, bn.running_mean),
-            (self.running_var, bn.running_var),
-        ):
-            mine.data[k, channels] = theirs.detach().to(mine.dtype)
-
-
-class Sep3x3(nn.Module):
-    """Stacked ``sep3x3``: depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act."""
-
-    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
-        super().__init__()
-        self.act = act
-        self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
-        self.bn1 = StackedBN(k, c_in)
-        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
-        self.bn2 = StackedBN(k, f)
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
-    ) -> torch.Tensor:
-        k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
-        dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
-        h = _nhwkc(F.conv2d(_nchw(x), dw, padding=1, groups=k * c), k)
-        h = _act(self.act, self.bn1(h))
-        y = self.bn2(_pointwise(h, self.pw * mask[:, None, :]))
-        return _finish(self.act, y, leaf)  # leaves stay linear
-
-    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
-        dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
-        bn1, bn2 = (m for m in op if isinstance(m, nn.BatchNorm2d))
-        self.dw.data[k, cols] = dw.weight.detach()[:, 0].to(self.dw.dtype)
-        self.pw.data[k][:, cols] = pw.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
-        self.bn1.load(k, bn1, cols)
-        self.bn2.load(k, bn2, slice(None))
-
-
-class Conv1x1(nn.Module):
-    """Stacked ``conv1x1``: pointwise 1x1 -> BN -> act."""
-
-    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
-        super().__init__()
-        self.act = act
-        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
-        self.bn = StackedBN(k, f)
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
-    ) -> torch.Tensor:
-        y = self.bn(_pointwise(x, self.pw * mask[:, None, :]))
-        return _finish(self.act, y, leaf)
-
-    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
-        (conv,) = (m for m in op if isinstance(m, nn.Conv2d))
-        (bn,) = (m for m in op if isinstance(m, nn.BatchNorm2d))
-        self.pw.data[k][:, cols] = conv.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
-        self.bn.load(k, bn, slice(None))
-
-
-OP_MODULES = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}
+from autoshrink.nn.stacked_ops import (
+    BATCHED_OPS,
+    OP_MODULES,
+    StackedBN,
+    activation,
+    pointwise,
+    to_nchw,
+    to_nhwkc,
+)
 
 
 class BatchedCell(nn.Module):
@@ -250,7 +136,7 @@ class BatchedCell(nn.Module):
         k = x.shape[3]
         s0 = x
         if self.downsample:  # node 0 is a 2x2 max-pool
-            s0 = _nhwkc(F.max_pool2d(_nchw(x), 2, stride=2, ceil_mode=True), k)
+            s0 = to_nhwkc(F.max_pool2d(to_nchw(x), 2, stride=2, ceil_mode=True), k)
         states = [s0]
         for i, op in enumerate(self.ops, start=1):
             inputs = [states[p] for p in self.preds[i]]
@@ -264,7 +150,7 @@ class BatchedCell(nn.Module):
         shortcut = None
         if self.with_proj:
             xs = x[:, ::2, ::2] if self.downsample else x
-            shortcut = self.proj_bn(_pointwise(xs, self.proj * self.proj_mask))
+            shortcut = self.proj_bn(pointwise(xs, self.proj * self.proj_mask))
         if self.with_identity:
             ident = x[..., : self.c_out] if self.c_in >= self.c_out else _pad(x, self.c_out)
             shortcut = (
@@ -362,12 +248,12 @@ class BatchedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.k
         stem = self.stem.reshape(-1, *self.stem.shape[2:])  # [K*C_stem, C_in, 3, 3]
-        y = F.conv2d(_nchw(x), stem, stride=self.stem_stride, padding=1, groups=k)
-        y = _act(self.act, self.stem_bn(_nhwkc(y, k)))  # [B, H, W, K, C_stem]
+        y = F.conv2d(to_nchw(x), stem, stride=self.stem_stride, padding=1, groups=k)
+        y = activation(self.act, self.stem_bn(to_nhwkc(y, k)))  # [B, H, W, K, C_stem]
         for cell in self.cells:
             y = cell(y)
         if self.head is not None:
-            y = _act(self.act, self.head_bn(_pointwise(y, self.head)))
+            y = activation(self.act, self.head_bn(pointwise(y, self.head)))
         pooled = y.mean(dim=(1, 2))  # [B, K, C]
         return torch.einsum("bkc,koc->bko", pooled, self.classifier) + self.classifier_bias
 

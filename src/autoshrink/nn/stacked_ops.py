@@ -1,0 +1,142 @@
+"""The stacked node ops of the batched engine: K candidates' copies of one op, run at once.
+
+Activations use the layout ``[B, H, W, K, C]`` (contiguous). :func:`pointwise` is a 1x1
+convolution per candidate as one batched matmul over ``K``; :class:`StackedBN` is K batch
+norms as one per-channel call on the ``[B*H*W, K*C]`` view; the depthwise 3x3 of
+:class:`Sep3x3` is one grouped convolution (``groups = K*C``) on the channels-last
+``[B, K*C, H, W]`` view (:func:`to_nchw`, :func:`to_nhwkc`). Each op's ``forward`` takes the
+candidates' input-column ``mask [K, C_in]`` (removed edges contribute nothing and get no
+gradient) and ``leaf`` (leaves drop their final activation); ``load(k, op, cols)`` copies a
+separately built :mod:`autoshrink.nn.ops` module into slice ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Node ops the stacked network implements (the AutoShrink CNN search ops).
+BATCHED_OPS = ("sep3x3", "conv1x1")
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x) if name == "relu" else F.silu(x)
+
+
+def finish(act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
+    """The node's final activation, dropped where the node is a leaf (``leaf`` per candidate
+    ``[K]``, or one bool for all: no ``where`` needed)."""
+    if isinstance(leaf, bool):
+        return y if leaf else activation(act, y)
+    return torch.where(leaf[:, None], y, activation(act, y))
+
+
+def to_nchw(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, K, C]`` -> the channels-last view ``[B, K*C, H, W]`` (no copy)."""
+    b, h, w, k, c = x.shape
+    return x.reshape(b, h, w, k * c).permute(0, 3, 1, 2)
+
+
+def to_nhwkc(y: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, K*C, H, W]`` -> ``[B, H, W, K, C]`` (a view when ``y`` is channels-last)."""
+    b, kc, h, w = y.shape
+    return y.permute(0, 2, 3, 1).contiguous().view(b, h, w, k, kc // k)
+
+
+def pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-candidate 1x1 convolution: ``x [B, H, W, K, C]``, ``w [K, O, C]`` -> ``[.., K, O]``."""
+    b, h, wd, k, c = x.shape
+    return torch.einsum("nkc,koc->nko", x.reshape(-1, k, c), w).view(b, h, wd, k, -1)
+
+
+class StackedBN(nn.Module):
+    """K batch norms over ``[..., K, C]``: statistics per candidate and channel."""
+
+    def __init__(self, k: int, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(k, c))
+        self.bias = nn.Parameter(torch.zeros(k, c))
+        self.register_buffer("running_mean", torch.zeros(k, c))
+        self.register_buffer("running_var", torch.ones(k, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, c = self.weight.shape
+        y = F.batch_norm(
+            x.reshape(-1, k * c),  # [B*H*W, K*C]
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.view(-1),
+            self.bias.view(-1),
+            self.training,
+            BN_MOMENTUM,
+            BN_EPS,
+        )
+        return y.view(x.shape)
+
+    def load(self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice) -> None:
+        for mine, theirs in (
+            (self.weight, bn.weight),
+            (self.bias, bn.bias),
+            (self.running_mean, bn.running_mean),
+            (self.running_var, bn.running_var),
+        ):
+            mine.data[k, channels] = theirs.detach().to(mine.dtype)
+
+
+class Sep3x3(nn.Module):
+    """Stacked ``sep3x3``: depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act."""
+
+    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
+        self.bn1 = StackedBN(k, c_in)
+        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
+        self.bn2 = StackedBN(k, f)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
+    ) -> torch.Tensor:
+        k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
+        dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
+        h = to_nhwkc(F.conv2d(to_nchw(x), dw, padding=1, groups=k * c), k)
+        h = activation(self.act, self.bn1(h))
+        y = self.bn2(pointwise(h, self.pw * mask[:, None, :]))
+        return finish(self.act, y, leaf)  # leaves stay linear
+
+    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+        dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
+        bn1, bn2 = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        self.dw.data[k, cols] = dw.weight.detach()[:, 0].to(self.dw.dtype)
+        self.pw.data[k][:, cols] = pw.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
+        self.bn1.load(k, bn1, cols)
+        self.bn2.load(k, bn2, slice(None))
+
+
+class Conv1x1(nn.Module):
+    """Stacked ``conv1x1``: pointwise 1x1 -> BN -> act."""
+
+    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self.pw = nn.Parameter(torch.zeros(k, f, c_in))
+        self.bn = StackedBN(k, f)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
+    ) -> torch.Tensor:
+        y = self.bn(pointwise(x, self.pw * mask[:, None, :]))
+        return finish(self.act, y, leaf)
+
+    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+        (conv,) = (m for m in op if isinstance(m, nn.Conv2d))
+        (bn,) = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        self.pw.data[k][:, cols] = conv.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
+        self.bn.load(k, bn, slice(None))
+
+
+OP_MODULES = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}
