@@ -25,7 +25,8 @@ import time
 from autoshrink.cost import count
 from autoshrink.graph import Cell
 from autoshrink.latency import CLOCKS, LatencySettings, measure_cell
-from autoshrink.latency_table import extend_table, network_blocks
+from autoshrink.latency_blocks import network_blocks
+from autoshrink.latency_table import extend_table
 from autoshrink.macros import MACROS, get_macro
 from autoshrink.spaces.cells import start_cell
 

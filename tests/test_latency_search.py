@@ -21,7 +21,8 @@ from autoshrink.evaluators.costed import (
 )
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings
-from autoshrink.latency_table import BlockEntry, LatencyTable, network_blocks
+from autoshrink.latency_blocks import network_blocks
+from autoshrink.latency_table import BlockEntry, LatencyTable
 from autoshrink.macros import cifar_proxy
 from autoshrink.objectives import Score
 from autoshrink.search import make_strategy, run_search

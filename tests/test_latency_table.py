@@ -13,12 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from autoshrink.errors import HardwareError
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings
-from autoshrink.latency_table import (
-    BlockEntry,
-    LatencyTable,
-    extend_table,
-    network_blocks,
-)
+from autoshrink.latency_blocks import network_blocks
+from autoshrink.latency_table import BlockEntry, LatencyTable, extend_table
 from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from autoshrink.graph import Cell
 from autoshrink.latency import BACKENDS, CLOCKS, LatencySettings, measure_cell
-from autoshrink.latency_table import LatencyTable, extend_table, network_blocks
+from autoshrink.latency_blocks import network_blocks
+from autoshrink.latency_table import LatencyTable, extend_table
 from autoshrink.macros import MACROS, MacroSpec, get_macro
 
 

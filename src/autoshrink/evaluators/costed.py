@@ -27,13 +27,8 @@ from typing import Any, Protocol
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.latency import LatencySettings, check_available, measure_cell
-from autoshrink.latency_table import (
-    Block,
-    LatencyTable,
-    check_table_settings,
-    extend_table,
-    network_blocks,
-)
+from autoshrink.latency_blocks import Block, network_blocks
+from autoshrink.latency_table import LatencyTable, check_table_settings, extend_table
 from autoshrink.macros import MacroSpec, get_macro
 
 log = logging.getLogger(__name__)
