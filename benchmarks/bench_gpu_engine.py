@@ -176,10 +176,10 @@ class TimedExecutor:
         self.limit = limit
         self.steps = self.candidates = 0
 
-    def run(self, evaluator, jobs):
+    def run(self, evaluator, jobs, on_retry=None):
         if self.limit is not None and time.perf_counter() - self.t0 > self.limit:
             raise Deadline
-        yield from self.inner.run(evaluator, jobs)
+        yield from self.inner.run(evaluator, jobs, on_retry)
         self.steps += 1
         self.candidates += len(jobs)
         self.say(

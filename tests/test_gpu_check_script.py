@@ -1,0 +1,48 @@
+"""The prepared GPU check (``scripts/gpu_check.sh``) runs end to end on the CPU.
+
+A GPU session has minutes of device time, so the one script it runs must not break on
+something a CPU run would have shown. ``DEVICE=cpu QUICK=1`` runs every step with tiny
+settings: the float64 equivalence check, both throughput tables, the profile and the search on
+Fashion-MNIST; the summary must hold a ``speedup:`` line per cell and a finished search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST} (apt install dataset-fashion-mnist)")
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out)}
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", str(FASHION_MNIST)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "-> PASS" in (out / "check.txt").read_text()
+    summary = (out / "summary.txt").read_text()
+    for tag in ("bf16", "fp32"):
+        for cell in ("complete-8", "shrinkcnn"):
+            assert f"cpu {tag} {cell}: eager" in summary and "speedup: " in summary
+    assert "full-protocol search: finished=True" in summary
+    report = json.loads((out / "throughput_fp32_search.json").read_text())
+    assert report["search"]["candidates"] >= 1
+    assert {row["cell"] for row in report["table"]} == {"complete-8", "shrinkcnn"}
+    assert all(row["baseline_img_s"] > 0 and row["engine_img_s"] > 0 for row in report["table"])
+    assert (out / "search" / "best_cell.json").is_file()
