@@ -1,14 +1,23 @@
 """``autoshrink bench nb201``: the JSON on a small run, the output files, the score objective,
-clear errors, and the published sanity figures (random ~93.7, REA ~93.9 at 100 queries)."""
+clear errors, the published sanity figures (random ~93.7, REA ~93.9 at 100 queries), and an
+HW-NAS-Bench metric (synthetic pickles of the official layout) as the score's cost term."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import pickle
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autoshrink.bench import run_bench, summary_rows
+from autoshrink.cost_nb201 import topology_cost_table
+from autoshrink.errors import ConfigError
+from autoshrink.hwnasbench import load_hwnasbench
+from autoshrink.spaces.nb201 import NUM_CELLS
 from autoshrink.tabular import load_flat_tables
 
 
@@ -125,3 +134,160 @@ def test_published_sanity_figures(tables_dir) -> None:
         tables, strategies=["rea"], runs=5, queries=100, dataset="cifar10", seed=0
     )  # fmt: skip
     assert (again.traces[0].incumbent == result.traces[1].incumbent[:5]).all()
+
+
+# -- an HW-NAS-Bench metric as the cost term ---------------------------------------------------
+
+
+def write_hw(path: Path, column, *, dataset: str = "cifar10", metric: str = "edgegpu_latency"):
+    """An HW-NAS-Bench pickle of the official layout with one metric (by official index)."""
+    data = {"nasbench201": {dataset: {metric: column}}}
+    path.write_bytes(pickle.dumps(data, protocol=4))
+    return path
+
+
+def macs_by_index(tables, dataset: str = "cifar10") -> np.ndarray:
+    """MACs (official flop) of every cell, by official index."""
+    _, flop = topology_cost_table(dataset)
+    return flop.astype(np.float64)[tables.index.codes]
+
+
+def test_hw_cost_proportional_to_macs_gives_the_macs_run(bench, tables_dir, tmp_path) -> None:
+    """latency = c * MACs shifts every score by the constant -w log10 c: the same searches and
+    returned cells as the MACs run, with every reported cost c times the MACs."""
+    c = 2.0**-20  # a power of two: c * x is exact, so the costs compare exactly
+    tables = load_flat_tables(tables_dir)
+    macs = macs_by_index(tables)
+    hw_path = write_hw(tmp_path / "hw.pickle", (c * macs).tolist())
+    cost = load_hwnasbench(hw_path, allow_pickle=True).cost(
+        dataset="cifar10", metric="edgegpu_latency", index=tables.index
+    )
+    common = dict(
+        strategies=["random", "rea", "local", "autoshrink"], runs=4, queries=60,
+        dataset="cifar10", objective="score", weight=0.1, seed=3,
+    )  # fmt: skip
+    by_macs = run_bench(tables, **common)
+    by_hw = run_bench(tables, **common, cost=cost)
+    for a, b in zip(by_macs.traces, by_hw.traces, strict=True):
+        assert np.array_equal(a.incumbent, b.incumbent) and np.array_equal(a.queried, b.queried)
+    assert by_hw.cost_name == "edgegpu_latency" and by_macs.cost_name == "macs"
+
+    args = ("--tables", tables_dir, "--runs", "3", "--queries", "40", "--objective", "score",
+            "--json")  # fmt: skip
+    code, out, err = bench(*args)
+    assert code == 0, err
+    macs_obj = json.loads(out)
+    code, out, err = bench(
+        *args, "--cost", "edgegpu_latency", "--hwnasbench", hw_path, "--allow-pickle"
+    )
+    assert code == 0, err
+    hw_obj = json.loads(out)
+    assert macs_obj["config"]["cost"] == "macs" and hw_obj["config"]["cost"] == "edgegpu_latency"
+    shift = 0.1 * 20 * math.log10(2.0)  # -w log10 c
+    for m, h in zip(macs_obj["results"], hw_obj["results"], strict=True):
+        assert "cost_mean" not in m
+        for key in ("strategy", "queries", "mean", "std", "valid_mean", "macs_mean"):
+            assert h[key] == m[key]
+        assert h["cost_mean"] == c * m["macs_mean"]
+        assert h["score_mean"] == pytest.approx(m["score_mean"] + shift, abs=1e-9)
+    assert [(p["strategy"], p["index"], p["accuracy"]) for p in hw_obj["pareto"]] == [
+        (p["strategy"], p["index"], p["accuracy"]) for p in macs_obj["pareto"]
+    ]
+    for p in hw_obj["pareto"]:
+        assert p["edgegpu_latency"] == c * macs[p["index"]] and p["macs"] == macs[p["index"]]
+    best_m, best_h = macs_obj["score_optimum"], hw_obj["score_optimum"]
+    assert best_h["index"] == best_m["index"] and "edgegpu_latency" not in best_m
+    assert best_h["edgegpu_latency"] == c * best_m["macs"]
+    assert best_h["score"] == pytest.approx(best_m["score"] + shift, abs=1e-9)
+
+
+def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path) -> None:
+    """The score optimum is the argmax over all cells of 12-epoch validation accuracy against a
+    synthetic latency column (computed here with numpy), and the files report that latency."""
+    tables = load_flat_tables(tables_dir)
+    latency = np.random.default_rng(7).uniform(0.5, 20.0, NUM_CELLS)  # ms by official index
+    hw_path = write_hw(tmp_path / "hw.pickle", latency.tolist(), dataset="cifar100")
+    valid = tables.column(dataset="cifar100", metric="accuracy", epochs=12, split="valid")
+    test = tables.column(dataset="cifar100", metric="accuracy", epochs=200, split="test")
+    score = valid / 100.0 - 0.2 * (np.log10(latency) - 6.0)
+    best = int(np.nanargmax(score))
+    assert best != int(np.nanargmax(valid))  # the latency term matters here
+    out = tmp_path / "out"
+    code, text, err = bench(
+        "--tables", tables_dir, "--dataset", "cifar100", "--runs", "3", "--queries", "30",
+        "--objective", "score", "--weight", "0.2", "--cost", "edgegpu_latency",
+        "--hwnasbench", hw_path, "--allow-pickle", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "edgegpu_latency (ms, mean)" in text and "accuracy-vs-edgegpu_latency front" in text
+    obj = json.loads((out / "bench.json").read_text())
+    so = obj["score_optimum"]
+    assert so["index"] == best and so["edgegpu_latency"] == latency[best]
+    assert so["score"] == pytest.approx(score[best], abs=1e-12)
+    assert so["accuracy"] == test[best]
+    with (out / "runs.csv").open() as f:
+        runs = list(csv.DictReader(f))
+    for r in runs:
+        assert float(r["edgegpu_latency"]) == latency[int(r["index"])]
+    for row in obj["results"]:
+        lat = [latency[int(r["index"])] for r in runs
+               if r["strategy"] == row["strategy"] and int(r["queries"]) == row["queries"]]
+        assert row["cost_mean"] == pytest.approx(np.mean(lat), rel=1e-12)
+    for p in obj["pareto"]:
+        assert p["edgegpu_latency"] == latency[p["index"]] and p["accuracy"] == test[p["index"]]
+    for s in obj["config"]["strategies"]:
+        pts = [(p["edgegpu_latency"], p["accuracy"]) for p in obj["pareto"] if p["strategy"] == s]
+        steps = zip(pts, pts[1:], strict=False)
+        assert pts and all(a2 > a1 and l2 > l1 for (l1, a1), (l2, a2) in steps)
+    with (out / "pareto.csv").open() as f:
+        assert "edgegpu_latency" in next(csv.reader(f))
+    assert (out / "pareto.png").stat().st_size > 0
+
+
+def test_run_bench_rejects_a_cost_it_cannot_use(tables_dir, tmp_path) -> None:
+    tables = load_flat_tables(tables_dir)
+    hw = load_hwnasbench(write_hw(tmp_path / "hw.pickle", [1.0] * NUM_CELLS), allow_pickle=True)
+    cost = hw.cost(dataset="cifar10", metric="edgegpu_latency", index=tables.index)
+    common = dict(strategies=["random"], runs=1, queries=5, cost=cost)
+    with pytest.raises(ConfigError, match="needs objective 'score'"):
+        run_bench(tables, dataset="cifar10", **common)
+    with pytest.raises(ConfigError, match="is for cifar10, but the bench runs cifar100"):
+        run_bench(tables, dataset="cifar100", objective="score", **common)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--objective", "score", "--cost", "edgegpu_latency"),
+         "--cost edgegpu_latency needs --hwnasbench FILE"),
+        (("--objective", "score", "--cost", "edgegpu_latency", "--hwnasbench", "{full}"),
+         "--allow-pickle"),
+        (("--cost", "edgegpu_latency", "--hwnasbench", "{full}", "--allow-pickle"),
+         "--cost edgegpu_latency is the cost term of --objective score"),
+        (("--objective", "score", "--cost", "watts"),
+         "--cost must be macs or an HW-NAS-Bench metric"),
+        (("--objective", "score", "--hwnasbench", "{full}", "--allow-pickle"),
+         "--hwnasbench is only read for --cost METRIC"),
+        (("--objective", "score", "--cost", "edgegpu_latency", "--hwnasbench", "{gap}",
+          "--allow-pickle"),
+         "has no edgegpu_latency of cifar10 for 1 of 15625 cells, e.g. official index 5 (|"),
+        (("--objective", "score", "--cost", "fpga_energy", "--hwnasbench", "{full}",
+          "--allow-pickle"),
+         "has no fpga_energy for cifar10"),
+        (("--objective", "score", "--cost", "edgegpu_latency", "--hwnasbench", "{full}",
+          "--allow-pickle", "--dataset", "cifar100"),
+         "has no edgegpu_latency for cifar100"),
+        (("--objective", "score", "--cost", "edgegpu_latency", "--hwnasbench", "{missing}",
+          "--allow-pickle"),
+         "not found"),
+    ],
+)  # fmt: skip
+def test_bad_cost_arguments(bench, tables_dir, tmp_path, args, message) -> None:
+    files = {
+        "full": write_hw(tmp_path / "full.pickle", [1.0] * NUM_CELLS),
+        "gap": write_hw(tmp_path / "gap.pickle", {i: 1.0 for i in range(NUM_CELLS) if i != 5}),
+        "missing": tmp_path / "missing.pickle",
+    }
+    args = [a.format(**files) for a in args]
+    code, _, err = bench("--tables", tables_dir, "--runs", "1", "--queries", "5", *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err

@@ -2,7 +2,10 @@
 
 Each run joins a strategy (ask/tell), a :class:`~autoshrink.tabular.SearchEvaluator`
 (validation accuracy and cost: all a search may see) and a :class:`~autoshrink.objectives.Score`
-(``accuracy``: the validation accuracy; ``score``: accuracy - weight * (log10 MACs - 6)). After
+(``accuracy``: the validation accuracy; ``score``: accuracy - weight * (log10 cost - 6)). The
+cost is the cell's MACs, or with ``cost=`` an HW-NAS-Bench metric
+(:class:`~autoshrink.hwnasbench.HWNASBenchCost`, e.g. ``edgegpu_latency``) that a
+:class:`~autoshrink.evaluators.costed.CostedEvaluator` adds to the search's metrics. After
 every query the loop records the cell the strategy would return -- the best-scoring cell seen,
 ties to fewer edges (:func:`~autoshrink.strategies.base.better`) -- and only afterwards, through
 a :class:`~autoshrink.tabular.Reporter`, looks up the 200-epoch *test* accuracy of those cells.
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from autoshrink.errors import ConfigError
+from autoshrink.errors import BenchmarkError, ConfigError
+from autoshrink.hwnasbench import HWNASBenchCost
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
@@ -42,14 +46,16 @@ STRATEGIES: dict[str, Callable[[random.Random], Strategy]] = {
 }
 CHECKPOINTS: tuple[int, ...] = (25, 50, 100, 200)
 OBJECTIVES: tuple[str, ...] = ("accuracy", "score")
+MACS = "macs"
 
 
-def make_score(objective: str, weight: float) -> Score:
-    """``accuracy``: validation accuracy (fraction); ``score``: the CNN efficiency score."""
+def make_score(objective: str, weight: float, cost: str = MACS) -> Score:
+    """``accuracy``: validation accuracy (fraction); ``score``: the CNN efficiency score with
+    ``cost`` (a metric name) as its cost term."""
     if objective == "accuracy":
         return Score(metric="accuracy", weight=0.0)
     if objective == "score":
-        return Score.cnn(weight=weight, cost="macs")
+        return Score.cnn(weight=weight, cost=cost)
     raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
 
 
@@ -99,7 +105,11 @@ class StrategyTrace:
 
 @dataclass
 class BenchResult:
-    """A finished comparison: traces, and the reporting arrays looked up after the searches."""
+    """A finished comparison: traces, and the reporting arrays looked up after the searches.
+
+    ``cost_name`` is the score's cost term (``"macs"`` or an HW-NAS-Bench metric) and
+    ``cost_by_code`` its value for every cell (``macs_by_code`` for MACs).
+    """
 
     config: dict[str, Any]
     traces: list[StrategyTrace]
@@ -108,12 +118,29 @@ class BenchResult:
     macs_by_code: np.ndarray
     score: Score
     optimum: tuple[float, NB201Cell]
+    cost_name: str
+    cost_by_code: np.ndarray
     checkpoints: tuple[int, ...] = field(default=CHECKPOINTS)
 
 
 def checkpoints_for(budget: int) -> tuple[int, ...]:
     """The standard checkpoints within ``budget``, and ``budget`` itself."""
     return tuple(sorted({q for q in CHECKPOINTS if q <= budget} | {budget}))
+
+
+def check_cost(cost: HWNASBenchCost, tables: NB201Tables, dataset: str) -> None:
+    """Fail early, naming the first such cell, when ``cost`` is for another data set or lacks
+    a value for some cell (a search could meet any cell, and the reported optimum is over all)."""
+    if cost.dataset != dataset:
+        raise ConfigError(f"cost {cost.name} is for {cost.dataset}, but the bench runs {dataset}")
+    missing = np.flatnonzero(np.isnan(cost.by_code))
+    if missing.size:
+        code = int(missing[np.argmin(tables.index.index_of_code[missing])])
+        raise BenchmarkError(
+            f"{cost.source or 'the cost'} has no {cost.name} of {dataset} for {missing.size} of "
+            f"{cost.by_code.size} cells, e.g. official index {tables.index.index_of_code[code]} "
+            f"({NB201Cell.from_code(code).arch_string()})"
+        )
 
 
 def run_bench(
@@ -128,8 +155,13 @@ def run_bench(
     seed: int = 0,
     search_epochs: int = 12,
     progress: Callable[[str], None] | None = None,
+    cost: HWNASBenchCost | None = None,
 ) -> BenchResult:
-    """Run every strategy ``runs`` times at a budget of ``queries`` (see the module docstring)."""
+    """Run every strategy ``runs`` times at a budget of ``queries`` (see the module docstring).
+
+    ``cost``: an HW-NAS-Bench metric of ``dataset`` as the cost term of ``objective="score"``
+    (``None``: MACs); it must have a value for every cell.
+    """
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ConfigError(f"unknown strategies {unknown}; expected some of {sorted(STRATEGIES)}")
@@ -137,8 +169,16 @@ def run_bench(
         raise ConfigError(f"runs and queries must be >= 1, got {runs} and {queries}")
     if not math.isfinite(weight) or weight < 0:
         raise ConfigError(f"weight must be finite and >= 0, got {weight}")
-    score = make_score(objective, weight)
+    if cost is not None and objective != "score":
+        raise ConfigError(f"cost {cost.name} needs objective 'score', got {objective!r}")
     evaluator = SearchEvaluator(tables, dataset=dataset, epochs=search_epochs)
+    search: Callable[[NB201Cell], dict[str, float]] = evaluator
+    if cost is not None:
+        from autoshrink.evaluators.costed import CostedEvaluator  # imports torch: only here
+
+        check_cost(cost, tables, evaluator.dataset)
+        search = CostedEvaluator(evaluator, [cost])
+    score = make_score(objective, weight, MACS if cost is None else cost.name)
     traces = []
     for name in strategies:
         if progress is not None:
@@ -148,7 +188,7 @@ def run_bench(
         qs = np.empty((runs, queries), dtype=np.int64)
         for r, s in enumerate(seeds):
             strategy = STRATEGIES[name](random.Random(s))
-            inc[r], qs[r] = run_once(strategy, evaluator, score, queries)
+            inc[r], qs[r] = run_once(strategy, search, score, queries)
         traces.append(StrategyTrace(name, seeds, inc, qs))
     reporter = Reporter(tables, dataset=dataset, epochs=200)
     config = {
@@ -159,6 +199,7 @@ def run_bench(
         "queries": queries,
         "objective": objective,
         "weight": weight if objective == "score" else None,
+        "cost": MACS if cost is None else cost.name,
         "seed": seed,
         "search_signal": f"{search_epochs}-epoch validation accuracy",
         "reported": "200-epoch test accuracy",
@@ -171,6 +212,8 @@ def run_bench(
         macs_by_code=evaluator.macs_by_code(),
         score=score,
         optimum=reporter.optimum(),
+        cost_name=MACS if cost is None else cost.name,
+        cost_by_code=evaluator.macs_by_code() if cost is None else cost.by_code,
         checkpoints=checkpoints_for(queries),
     )
 
@@ -179,17 +222,28 @@ def run_bench(
 
 
 def objective_values(result: BenchResult, codes: np.ndarray) -> np.ndarray:
-    """The search objective of cells (by code), vectorised like :class:`Score`."""
+    """The search objective of cells (by code), vectorised like :class:`Score` (``-inf`` for a
+    non-positive cost; NaN where the validation accuracy is missing)."""
     s = result.score
     value = s.slope * (result.valid_by_code[codes] - s.offset)
     if s.weight:
-        value = value - s.weight * (np.log10(result.macs_by_code[codes]) - 6.0)
+        cost = result.cost_by_code[codes]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = s.weight * (np.log10(cost) - 6.0)
+        value = np.where(cost > 0, value - term, -np.inf)
     return value
+
+
+def score_optimum(result: BenchResult) -> int:
+    """The code of the cell of highest objective value in the whole benchmark (lowest code
+    among ties)."""
+    return int(np.nanargmax(objective_values(result, np.arange(len(result.valid_by_code)))))
 
 
 def summary_rows(result: BenchResult) -> list[dict[str, Any]]:
     """One row per strategy and checkpoint: the returned cells' mean/std test accuracy (%),
-    mean validation accuracy (%), mean MACs and mean/std objective score."""
+    mean validation accuracy (%), mean MACs, mean/std objective score, and with an
+    HW-NAS-Bench cost its mean as ``cost_mean``."""
     rows = []
     for trace in result.traces:
         for q in result.checkpoints:
@@ -209,6 +263,8 @@ def summary_rows(result: BenchResult) -> list[dict[str, Any]]:
                     "score_std": float(score.std()),
                 }
             )
+            if result.cost_name != MACS:
+                rows[-1]["cost_mean"] = float(result.cost_by_code[codes].mean())
     return rows
 
 
@@ -230,10 +286,10 @@ def score_curves(result: BenchResult) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
-def pareto_front(accuracy: np.ndarray, macs: np.ndarray) -> np.ndarray:
-    """Positions of the points no other point beats on both higher accuracy and lower MACs,
-    by increasing MACs."""
-    order = np.lexsort((-accuracy, macs))  # by MACs, then best accuracy first
+def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Positions of the points no other point beats on both higher accuracy and lower cost,
+    by increasing cost."""
+    order = np.lexsort((-accuracy, cost))  # by cost, then best accuracy first
     keep, best = [], -np.inf
     for i in order:
         if accuracy[i] > best:
@@ -243,22 +299,30 @@ def pareto_front(accuracy: np.ndarray, macs: np.ndarray) -> np.ndarray:
 
 
 def pareto_rows(result: BenchResult, index_of_code: np.ndarray) -> list[dict[str, Any]]:
-    """Per strategy, the accuracy-vs-MACs front of the cells it returned at the full budget
-    (all runs pooled; test accuracy); ``runs`` counts the runs that returned each cell."""
+    """Per strategy, the accuracy-vs-cost front of the cells it returned at the full budget
+    (all runs pooled; test accuracy); ``runs`` counts the runs that returned each cell. Rows
+    give ``macs`` and, with an HW-NAS-Bench cost, its value under the metric's name."""
     rows = []
     for trace in result.traces:
         codes, counts = np.unique(trace.incumbent[:, -1], return_counts=True)
-        test, macs = result.test_by_code[codes], result.macs_by_code[codes]
-        for i in pareto_front(test, macs):
+        test, cost = result.test_by_code[codes], result.cost_by_code[codes]
+        for i in pareto_front(test, cost):
             code = int(codes[i])
             rows.append(
                 {
                     "strategy": trace.name,
                     "index": int(index_of_code[code]),
                     "arch": NB201Cell.from_code(code).arch_string(),
-                    "macs": float(macs[i]),
+                    **cost_values(result, code),
                     "accuracy": float(test[i]),
                     "runs": int(counts[i]),
                 }
             )
     return rows
+
+
+def cost_values(result: BenchResult, code: int) -> dict[str, float]:
+    """``{"macs": ...}`` of a cell, and its HW-NAS-Bench cost under the metric's name."""
+    out = {MACS: float(result.macs_by_code[code])}
+    out[result.cost_name] = float(result.cost_by_code[code])
+    return out

@@ -11,7 +11,14 @@ prints one JSON object instead; ``--out DIR`` writes these files (shapes in the 
   every query; ``runs.csv`` -- every run's returned cell at every checkpoint;
   ``pareto.csv`` -- the ``pareto`` rows (``--objective score`` only);
 - ``curves.png`` -- accuracy vs queries, one line per strategy, the optimum dashed;
-  ``pareto.png`` -- returned cells and the benchmark front, accuracy vs MACs (score only).
+  ``pareto.png`` -- returned cells and the benchmark front, accuracy vs cost (score only).
+
+The cost term of ``--objective score`` is the cell's MACs, or with ``--cost METRIC
+--hwnasbench FILE --allow-pickle`` an HW-NAS-Bench metric (``edgegpu_latency``, ...; see
+:data:`autoshrink.hwnasbench.METRICS`) of the same data set, read from the user's HW-NAS-Bench
+pickle. The table, the plots and the files then follow that metric: result rows gain
+``cost_mean``, pareto rows and ``score_optimum`` give the metric under its own name (beside
+``macs``), ``runs.csv`` gains its column and ``config.cost`` names it (``"macs"`` otherwise).
 """
 
 from __future__ import annotations
@@ -27,20 +34,24 @@ from typing import Any
 import numpy as np
 
 from autoshrink.bench import (
+    MACS,
     OBJECTIVES,
     STRATEGIES,
     BenchResult,
+    cost_values,
     curves,
     objective_values,
     pareto_front,
     pareto_rows,
     run_bench,
     score_curves,
+    score_optimum,
     summary_rows,
 )
 from autoshrink.errors import ConfigError
+from autoshrink.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.spaces.nb201 import NB201Cell
-from autoshrink.tabular import load_tables
+from autoshrink.tabular import NB201Tables, load_tables
 
 logger = logging.getLogger(__name__)
 DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
@@ -65,7 +76,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="allow reading an official .pickle.pbz2 archive (restricted reader)",
+        help="allow reading pickles (an official .pickle.pbz2 archive, the --hwnasbench "
+        "file) with the restricted reader",
+    )
+    p.add_argument(
+        "--hwnasbench",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="HW-NAS-Bench pickle (HW-NAS-Bench-v1_0.pickle) for --cost; needs --allow-pickle",
+    )
+    p.add_argument(
+        "--cost",
+        default=MACS,
+        metavar="METRIC",
+        help=f"cost term of --objective score: macs (default) or, with --hwnasbench, one of "
+        f"{', '.join(METRICS)}",
     )
     p.add_argument(
         "--dataset", default="cifar10", help="cifar10, cifar100 or ImageNet16-120 (default cifar10)"
@@ -87,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--weight",
         type=float,
         default=0.1,
-        help="lambda of --objective score: acc - lambda*(log10 MACs - 6) (default 0.1)",
+        help="lambda of --objective score: acc - lambda*(log10 cost - 6) (default 0.1)",
     )
     p.add_argument("--seed", type=int, default=0, help="run r uses seed SEED+r (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -118,17 +144,30 @@ def report_object(result: BenchResult, index_of_code: np.ndarray, elapsed: float
         "elapsed_s": round(elapsed, 3),
     }
     if result.config["objective"] == "score":
-        s = objective_values(result, np.arange(len(result.valid_by_code)))
-        c = int(np.nanargmax(s))
+        c = score_optimum(result)
         out["score_optimum"] = _cell_info(
             c,
             index_of_code,
-            score=float(s[c]),
+            score=float(objective_values(result, np.array([c]))[0]),
             accuracy=float(result.test_by_code[c]),
-            macs=float(result.macs_by_code[c]),
+            **cost_values(result, c),
         )
         out["pareto"] = pareto_rows(result, index_of_code)
     return out
+
+
+def cost_label(name: str) -> tuple[str, str, float]:
+    """``(label, unit, scale)`` of a cost for reports: MACs in millions, HW metrics as-is."""
+    if name == MACS:
+        return "MACs", "M", 1e6
+    return name, METRICS.get(name, ""), 1.0
+
+
+def cost_text(value: float, name: str, width: int = 0, *, unit: bool = True) -> str:
+    """A cost for the table: MACs as ``12.3M``, an HW metric as ``3.46ms``."""
+    _, suffix, scale = cost_label(name)
+    digits = ".1f" if name == MACS else ".2f"
+    return f"{value / scale:{width}{digits}}" + (suffix if unit else "")
 
 
 def format_table(obj: dict[str, Any]) -> str:
@@ -148,23 +187,28 @@ def format_table(obj: dict[str, Any]) -> str:
         cells = "".join(f"{by[s, q]['mean']:>9.2f} ± {by[s, q]['std']:4.2f}" for q in qs)
         lines.append(f"{s:18s}{cells}")
     if cfg["objective"] == "score":
-        so = obj["score_optimum"]
+        so, cost = obj["score_optimum"], cfg["cost"]
+        label, unit, _ = cost_label(cost)
+        mean_key = "macs_mean" if cost == MACS else "cost_mean"
         lines.append(
-            f"score (mean ± std) and MACs (M, mean) of the returned cell; "
-            f"best score {so['score']:.4f} ({so['macs'] / 1e6:.1f}M MACs)"
+            f"score (mean ± std) and {label} ({unit}, mean) of the returned cell; "
+            f"best score {so['score']:.4f} ({cost_text(so[cost], cost)} {label})"
         )
         for s in cfg["strategies"]:
             cells = "".join(
                 f"{by[s, q]['score_mean']:>8.4f}±{by[s, q]['score_std']:.3f} "
-                f"{by[s, q]['macs_mean'] / 1e6:5.1f}M"
+                f"{cost_text(by[s, q][mean_key], cost, 5)}"
                 for q in qs
             )
             lines.append(f"{s:18s}{cells}")
-        lines.append("accuracy-vs-MACs front of the returned cells (MACs M: test %):")
+        lines.append(f"accuracy-vs-{label} front of the returned cells ({label} {unit}: test %):")
         for s in cfg["strategies"]:
             pts = [p for p in obj["pareto"] if p["strategy"] == s]
             lines.append(
-                f"{s:18s}" + ", ".join(f"{p['macs'] / 1e6:.1f}: {p['accuracy']:.2f}" for p in pts)
+                f"{s:18s}"
+                + ", ".join(
+                    f"{cost_text(p[cost], cost, unit=False)}: {p['accuracy']:.2f}" for p in pts
+                )
             )
     return "\n".join(lines)
 
@@ -217,7 +261,7 @@ def write_outputs(
                         **_cell_info(code, index_of_code),
                         "valid": 100.0 * float(result.valid_by_code[code]),
                         "test": float(result.test_by_code[code]),
-                        "macs": float(result.macs_by_code[code]),
+                        **cost_values(result, code),
                     }
                 )
     _write_csv(written[3], run_rows, list(run_rows[0]))
@@ -253,8 +297,9 @@ def plot_curves(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     cfg = obj["config"]
     ax.set_xlabel("queries")
     ax.set_ylabel(f"{cfg['reported']} (%)")
+    cost = "" if cfg["cost"] == MACS else f" ({cfg['cost']})"
     ax.set_title(
-        f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}: "
+        f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}{cost}: "
         f"mean of {runs} runs ± s.e.m."
     )
     ax.grid(alpha=0.3)
@@ -264,16 +309,18 @@ def plot_curves(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
 
 
 def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
-    """Returned cells' test accuracy vs MACs per strategy, with the benchmark's own front."""
+    """Returned cells' test accuracy vs the cost per strategy, with the benchmark's own
+    front."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    ok = np.isfinite(result.test_by_code)
-    acc, macs = result.test_by_code[ok], result.macs_by_code[ok]
-    front = pareto_front(acc, macs)
+    label, unit, scale = cost_label(result.cost_name)
+    ok = np.isfinite(result.test_by_code) & np.isfinite(result.cost_by_code)
+    acc, cost = result.test_by_code[ok], result.cost_by_code[ok]
+    front = pareto_front(acc, cost)
     ax.step(
-        macs[front] / 1e6,
+        cost[front] / scale,
         acc[front],
         where="post",
         color="black",
@@ -283,14 +330,15 @@ def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     for trace in result.traces:
         codes = trace.incumbent[:, -1]
         ax.scatter(
-            result.macs_by_code[codes] / 1e6,
+            result.cost_by_code[codes] / scale,
             result.test_by_code[codes],
             s=12,
             alpha=0.5,
             label=trace.name,
         )
     ax.set_xscale("log")
-    ax.set_xlabel("MACs (M, official flop convention)")
+    detail = "official flop convention" if result.cost_name == MACS else "HW-NAS-Bench"
+    ax.set_xlabel(f"{label} ({unit}, {detail})")
     ax.set_ylabel(f"{obj['config']['reported']} (%)")
     ax.set_title(
         f"returned cells at {obj['config']['queries']} queries, lambda {obj['config']['weight']}"
@@ -301,8 +349,37 @@ def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def check_cost_args(args: argparse.Namespace) -> None:
+    """One-line errors for a ``--cost``/``--hwnasbench`` combination that cannot work."""
+    if args.cost != MACS and args.cost not in METRICS:
+        raise ConfigError(
+            f"--cost must be {MACS} or an HW-NAS-Bench metric ({', '.join(METRICS)}), "
+            f"got {args.cost!r}"
+        )
+    if args.cost != MACS and args.objective != "score":
+        raise ConfigError(
+            f"--cost {args.cost} is the cost term of --objective score, "
+            f"but --objective is {args.objective}"
+        )
+    if args.cost != MACS and args.hwnasbench is None:
+        raise ConfigError(f"--cost {args.cost} needs --hwnasbench FILE (an HW-NAS-Bench pickle)")
+    if args.cost == MACS and args.hwnasbench is not None:
+        raise ConfigError(
+            f"--hwnasbench is only read for --cost METRIC (one of {', '.join(METRICS)})"
+        )
+
+
+def hw_cost(args: argparse.Namespace, tables: NB201Tables) -> HWNASBenchCost | None:
+    """The ``--cost`` HW-NAS-Bench metric read from ``--hwnasbench`` (``None`` for MACs)."""
+    if args.cost == MACS:
+        return None
+    hw = load_hwnasbench(args.hwnasbench, allow_pickle=args.allow_pickle)
+    return hw.cost(dataset=args.dataset, metric=args.cost, index=tables.index)
+
+
 def run(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    check_cost_args(args)
     start = time.perf_counter()
     tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
     result = run_bench(
@@ -315,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
         weight=args.weight,
         seed=args.seed,
         progress=lambda name: logger.debug("running %s", name),
+        cost=hw_cost(args, tables),
     )
     obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
     print(json.dumps(obj) if args.json else format_table(obj))
