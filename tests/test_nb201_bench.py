@@ -17,6 +17,7 @@ from autoshrink.bench import run_bench, summary_rows
 from autoshrink.cost_nb201 import topology_cost_table
 from autoshrink.errors import ConfigError
 from autoshrink.hwnasbench import load_hwnasbench
+from autoshrink.report import write_report
 from autoshrink.spaces.nb201 import NUM_CELLS
 from autoshrink.tabular import load_flat_tables
 
@@ -242,6 +243,9 @@ def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path)
     with (out / "pareto.csv").open() as f:
         assert "edgegpu_latency" in next(csv.reader(f))
     assert (out / "pareto.png").stat().st_size > 0
+    page = write_report(out).read_text()  # the HTML report plots and tabulates the latency
+    assert "accuracy vs edgegpu_latency, ms" in page and "edgegpu_latency, ms mean" in page
+    assert (out / "report" / "pareto.svg").stat().st_size > 0
 
 
 def test_run_bench_rejects_a_cost_it_cannot_use(tables_dir, tmp_path) -> None:

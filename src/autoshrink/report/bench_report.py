@@ -3,8 +3,8 @@
 Reads ``bench.json``, ``curves.csv``, ``results.csv`` and, with the score objective,
 ``pareto.csv``; writes ``DIR/report/index.html`` with the test accuracy of the returned cell
 against queries (mean and its standard error over the runs, the benchmark's optimum dashed),
-the score against queries (score objective), the returned cells' accuracy-vs-MACs fronts, the
-table of checkpoints and the bench's settings.
+the score against queries (score objective), the returned cells' accuracy-vs-cost fronts (MACs
+or the HW-NAS-Bench metric of ``--cost``), the table of checkpoints and the bench's settings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from autoshrink.errors import BenchmarkError
+from autoshrink.hwnasbench import METRICS
 from autoshrink.report import html
 
 log = logging.getLogger(__name__)
@@ -72,16 +73,15 @@ def _plot_curves(
     return path
 
 
-def _plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_pareto(rows: list[dict[str, Any]], cost: str, path: Path) -> Path:
+    """Each strategy's accuracy-vs-``cost`` front (``cost``: the column of pareto.csv)."""
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for name in dict.fromkeys(r["strategy"] for r in rows):
-        rs = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["macs"])
-        ax.plot(
-            [r["macs"] for r in rs], [r["accuracy"] for r in rs], "-o", markersize=4, label=name
-        )
+        rs = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r[cost])
+        ax.plot([r[cost] for r in rs], [r["accuracy"] for r in rs], "-o", markersize=4, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("MACs (log)")
+    ax.set_xlabel(f"{_cost_label(cost)} (log)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -129,10 +129,12 @@ def write_bench_report(bench_dir: Path) -> Path:
                 ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
             )
     pareto = _rows(bench_dir / "pareto.csv")
-    if pareto:
-        fig = _plot_pareto(pareto, out / "pareto.svg")
-        caption = "accuracy-vs-MACs front of the cells each strategy returned (all runs pooled)"
-        sections.append(("Returned cells: accuracy vs MACs", html.figure(fig, out, caption)))
+    cost = str(config.get("cost", "macs"))
+    if pareto and cost in pareto[0]:
+        label = _cost_label(cost)
+        fig = _plot_pareto(pareto, cost, out / "pareto.svg")
+        caption = f"accuracy-vs-{label} front of the cells each strategy returned (all runs pooled)"
+        sections.append((f"Returned cells: accuracy vs {label}", html.figure(fig, out, caption)))
     if results:
         header = [
             "strategy",
@@ -144,7 +146,7 @@ def write_bench_report(bench_dir: Path) -> Path:
             "MACs mean",
             "score mean",
             "score std",
-        ]
+        ] + ([f"{_cost_label(cost)} mean"] if cost != "macs" else [])
         keys = [
             "strategy",
             "queries",
@@ -155,7 +157,7 @@ def write_bench_report(bench_dir: Path) -> Path:
             "macs_mean",
             "score_mean",
             "score_std",
-        ]
+        ] + (["cost_mean"] if cost != "macs" else [])
         rows = [
             [_count(r.get(k)) if k in ("queries", "runs") else r.get(k) for k in keys]
             for r in results
@@ -166,6 +168,14 @@ def write_bench_report(bench_dir: Path) -> Path:
     page.write_text(html.page(title, sections), encoding="utf-8")
     log.info("wrote %s", page)
     return page
+
+
+def _cost_label(cost: str) -> str:
+    """``MACs``, or an HW-NAS-Bench metric with its unit (``edgegpu_latency, ms``)."""
+    if cost == "macs":
+        return "MACs"
+    unit = METRICS.get(cost)
+    return f"{cost}, {unit}" if unit else cost
 
 
 def fmt_opt(value: float | None) -> str:

@@ -1,0 +1,256 @@
+"""The outputs of a NAS-Bench-201 strategy comparison: the JSON object, the text table, files.
+
+:func:`report_object` is the ``autoshrink bench nb201 --json`` object, :func:`format_table` the
+human-readable table, :func:`write_outputs` the ``--out`` folder: ``bench.json``,
+``results.csv``, ``curves.csv``, ``runs.csv``, ``curves.png`` and, with the score objective,
+``pareto.csv`` and ``pareto.png`` (shapes in the README). Costs are shown as MACs in millions
+or as an HW-NAS-Bench metric in its unit (:func:`cost_label`). Test accuracies appear here,
+after the searches, never inside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoshrink.bench import (
+    MACS,
+    BenchResult,
+    cost_values,
+    curves,
+    objective_values,
+    pareto_front,
+    pareto_rows,
+    score_curves,
+    score_optimum,
+    summary_rows,
+)
+from autoshrink.errors import ConfigError
+from autoshrink.hwnasbench import METRICS
+from autoshrink.spaces.nb201 import NB201Cell
+
+
+def _cell_info(code: int, index_of_code: np.ndarray, **numbers: float) -> dict[str, Any]:
+    cell = NB201Cell.from_code(code)
+    return {"index": int(index_of_code[code]), "arch": cell.arch_string(), **numbers}
+
+
+def report_object(result: BenchResult, index_of_code: np.ndarray, elapsed: float) -> dict[str, Any]:
+    """The ``--json`` object."""
+    best, cell = result.optimum
+    out: dict[str, Any] = {
+        "config": result.config,
+        "optimum": _cell_info(cell.code, index_of_code, accuracy=best),
+        "score_optimum": None,
+        "results": summary_rows(result),
+        "pareto": [],
+        "elapsed_s": round(elapsed, 3),
+    }
+    if result.config["objective"] == "score":
+        c = score_optimum(result)
+        out["score_optimum"] = _cell_info(
+            c,
+            index_of_code,
+            score=float(objective_values(result, np.array([c]))[0]),
+            accuracy=float(result.test_by_code[c]),
+            **cost_values(result, c),
+        )
+        out["pareto"] = pareto_rows(result, index_of_code)
+    return out
+
+
+def cost_label(name: str) -> tuple[str, str, float]:
+    """``(label, unit, scale)`` of a cost for reports: MACs in millions, HW metrics as-is."""
+    if name == MACS:
+        return "MACs", "M", 1e6
+    return name, METRICS.get(name, ""), 1.0
+
+
+def cost_text(value: float, name: str, width: int = 0, *, unit: bool = True) -> str:
+    """A cost for the table: MACs as ``12.3M``, an HW metric as ``3.46ms``."""
+    _, suffix, scale = cost_label(name)
+    digits = ".1f" if name == MACS else ".2f"
+    return f"{value / scale:{width}{digits}}" + (suffix if unit else "")
+
+
+def format_table(obj: dict[str, Any]) -> str:
+    """The human-readable report."""
+    cfg, rows = obj["config"], obj["results"]
+    qs = sorted({r["queries"] for r in rows})
+    lines = [
+        f"NAS-Bench-201 {cfg['dataset']}: {cfg['reported']} (%) of the returned cell, "
+        f"mean ± std over {cfg['runs']} runs",
+        f"search signal: {cfg['search_signal']}; objective: {cfg['objective']}"
+        + (f" (lambda {cfg['weight']})" if cfg["objective"] == "score" else "")
+        + f"; benchmark optimum {obj['optimum']['accuracy']:.2f}",
+        f"{'strategy':18s}" + "".join(f"{q:>16d}" for q in qs),
+    ]
+    by = {(r["strategy"], r["queries"]): r for r in rows}
+    for s in cfg["strategies"]:
+        cells = "".join(f"{by[s, q]['mean']:>9.2f} ± {by[s, q]['std']:4.2f}" for q in qs)
+        lines.append(f"{s:18s}{cells}")
+    if cfg["objective"] == "score":
+        so, cost = obj["score_optimum"], cfg["cost"]
+        label, unit, _ = cost_label(cost)
+        mean_key = "macs_mean" if cost == MACS else "cost_mean"
+        lines.append(
+            f"score (mean ± std) and {label} ({unit}, mean) of the returned cell; "
+            f"best score {so['score']:.4f} ({cost_text(so[cost], cost)} {label})"
+        )
+        for s in cfg["strategies"]:
+            cells = "".join(
+                f"{by[s, q]['score_mean']:>8.4f}±{by[s, q]['score_std']:.3f} "
+                f"{cost_text(by[s, q][mean_key], cost, 5)}"
+                for q in qs
+            )
+            lines.append(f"{s:18s}{cells}")
+        lines.append(f"accuracy-vs-{label} front of the returned cells ({label} {unit}: test %):")
+        for s in cfg["strategies"]:
+            pts = [p for p in obj["pareto"] if p["strategy"] == s]
+            lines.append(
+                f"{s:18s}"
+                + ", ".join(
+                    f"{cost_text(p[cost], cost, unit=False)}: {p['accuracy']:.2f}" for p in pts
+                )
+            )
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_outputs(
+    result: BenchResult, obj: dict[str, Any], index_of_code: np.ndarray, out: Path
+) -> list[Path]:
+    """Write the files listed in the module docstring; returns their paths."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create --out folder {out}: {err}") from None
+    written = [out / "bench.json", out / "results.csv", out / "curves.csv", out / "runs.csv"]
+    written[0].write_text(json.dumps(obj, indent=1) + "\n")
+    _write_csv(written[1], obj["results"], list(obj["results"][0]))
+    curve_rows = []
+    scores = score_curves(result)
+    for name, (mean, std) in curves(result).items():
+        smean, sstd = scores[name]
+        curve_rows += [
+            {
+                "strategy": name,
+                "queries": q + 1,
+                "mean": float(mean[q]),
+                "std": float(std[q]),
+                "score_mean": float(smean[q]),
+                "score_std": float(sstd[q]),
+            }
+            for q in range(len(mean))
+        ]
+    _write_csv(written[2], curve_rows, list(curve_rows[0]))
+    run_rows = []
+    for trace in result.traces:
+        for r, seed in enumerate(trace.seeds):
+            for q in result.checkpoints:
+                code = int(trace.incumbent[r, q - 1])
+                run_rows.append(
+                    {
+                        "strategy": trace.name,
+                        "run": r,
+                        "seed": seed,
+                        "queries": q,
+                        **_cell_info(code, index_of_code),
+                        "valid": 100.0 * float(result.valid_by_code[code]),
+                        "test": float(result.test_by_code[code]),
+                        **cost_values(result, code),
+                    }
+                )
+    _write_csv(written[3], run_rows, list(run_rows[0]))
+    written.append(out / "curves.png")
+    plot_curves(result, obj, written[-1])
+    if obj["pareto"]:
+        written.append(out / "pareto.csv")
+        _write_csv(written[-1], obj["pareto"], list(obj["pareto"][0]))
+        written.append(out / "pareto.png")
+        plot_pareto(result, obj, written[-1])
+    return written
+
+
+def plot_curves(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
+    """Test accuracy of the returned cell vs queries: mean over runs with a band of one
+    standard error of the mean; the benchmark optimum dashed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    runs = obj["config"]["runs"]
+    lows = []
+    for name, (mean, std) in curves(result).items():
+        x = np.arange(1, len(mean) + 1)
+        sem = std / np.sqrt(runs)
+        (line,) = ax.plot(x, mean, label=name)
+        ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
+        lows.append(float(mean[min(9, len(mean) - 1)]))
+    best = obj["optimum"]["accuracy"]
+    ax.axhline(best, color="black", linestyle="--", linewidth=1, label=f"optimum {best:.2f}")
+    lo = min(lows)
+    ax.set_ylim(lo, best + 0.08 * (best - lo) + 0.05)
+    cfg = obj["config"]
+    ax.set_xlabel("queries")
+    ax.set_ylabel(f"{cfg['reported']} (%)")
+    cost = "" if cfg["cost"] == MACS else f" ({cfg['cost']})"
+    ax.set_title(
+        f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}{cost}: "
+        f"mean of {runs} runs ± s.e.m."
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
+    """Returned cells' test accuracy vs the cost per strategy, with the benchmark's own
+    front."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    label, unit, scale = cost_label(result.cost_name)
+    ok = np.isfinite(result.test_by_code) & np.isfinite(result.cost_by_code)
+    acc, cost = result.test_by_code[ok], result.cost_by_code[ok]
+    front = pareto_front(acc, cost)
+    ax.step(
+        cost[front] / scale,
+        acc[front],
+        where="post",
+        color="black",
+        linewidth=1,
+        label="benchmark front",
+    )
+    for trace in result.traces:
+        codes = trace.incumbent[:, -1]
+        ax.scatter(
+            result.cost_by_code[codes] / scale,
+            result.test_by_code[codes],
+            s=12,
+            alpha=0.5,
+            label=trace.name,
+        )
+    ax.set_xscale("log")
+    detail = "official flop convention" if result.cost_name == MACS else "HW-NAS-Bench"
+    ax.set_xlabel(f"{label} ({unit}, {detail})")
+    ax.set_ylabel(f"{obj['config']['reported']} (%)")
+    ax.set_title(
+        f"returned cells at {obj['config']['queries']} queries, lambda {obj['config']['weight']}"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
