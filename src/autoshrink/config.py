@@ -20,6 +20,8 @@ from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 
 TASKS = ("cnn", "rnn")
+#: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
+STRATEGIES = ("autoshrink", "random", "rea")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
 
@@ -29,6 +31,7 @@ class SearchConfig:
     """Settings of one AutoShrink search (defaults: the paper's CNN protocol, method §2-§4)."""
 
     task: str = "cnn"
+    strategy: str = "autoshrink"
     dataset: str = "cifar10"
     data_dir: str | None = None
     nodes: int = 8
@@ -36,6 +39,10 @@ class SearchConfig:
     keep_fraction: float = 0.01
     patience: int | None = None
     score_start: bool = True
+    # Baselines (strategy random / rea): candidates in all (None: default_budget), batches of k.
+    budget: int | None = None
+    population_size: int = 10
+    tournament_size: int = 3
     activation: str = "relu"
     per_class: int = 500
     val_size: int = 1000
@@ -55,6 +62,14 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        if self.budget is not None and self.strategy == "autoshrink":
+            raise ConfigError("budget is for the baselines (strategy random or rea) only")
+        if self.budget is not None and self.budget < 1:
+            raise ConfigError(f"budget must be >= 1 candidate, got {self.budget}")
+        if self.population_size < 1 or self.tournament_size < 1:
+            raise ConfigError("population_size and tournament_size must be >= 1")
         if self.nodes < 2:
             raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
         if self.k < 1:
@@ -86,6 +101,14 @@ class SearchConfig:
             )
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
+
+    def default_budget(self) -> int:
+        """The baselines' default budget: the most candidates AutoShrink could evaluate with
+        these settings, ``1 + k * (E0 - round(E0 * keep_fraction))`` (``E0 = N(N-1)/2``).
+        AutoShrink evaluates fewer when a step has fewer than K removals or patience ends it;
+        for an equal-budget comparison pass its count (``evaluations`` in ``result.json``)."""
+        e0 = self.nodes * (self.nodes - 1) // 2
+        return 1 + self.k * (e0 - round(e0 * self.keep_fraction))
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The search loop: joins a strategy, an evaluator, an executor and the score; keeps the journal.
 
-:func:`run_search` runs (or resumes) one AutoShrink search in a run folder:
+:func:`run_search` runs (or resumes) one search in a run folder -- AutoShrink, or a baseline
+on the same cell space (``strategy`` ``random`` or ``rea``):
 
 - ``config.json``: the resolved :class:`~autoshrink.config.SearchConfig`;
 - ``journal.jsonl``: one record per evaluated candidate, written the moment it finishes;
@@ -37,7 +38,8 @@ from autoshrink.objectives import Score
 from autoshrink.picture import render
 from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
-from autoshrink.strategies.base import Observation, Proposal
+from autoshrink.strategies.base import CellStrategy, Observation, Proposal
+from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +68,33 @@ def candidate_seed(run_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def make_strategy(config: SearchConfig) -> AutoShrink:
-    """The AutoShrink strategy of ``config``, its starting cell drawn from the seed."""
+def make_strategy(config: SearchConfig) -> CellStrategy:
+    """The strategy of ``config`` (AutoShrink or a baseline), its start cell drawn from the seed.
+
+    All strategies of one seed share the start cell, so they search the same space.
+    """
     rng = random.Random(config.seed)
     activation = config.activation if config.task == "cnn" else None
     start = start_cell(config.task, config.nodes, rng, activation)
-    return AutoShrink(
+    if config.strategy == "autoshrink":
+        return AutoShrink(
+            start,
+            k=config.k,
+            keep_fraction=config.keep_fraction,
+            patience=config.patience,
+            score_start=config.score_start,
+            rng=rng,
+        )
+    budget = config.budget or config.default_budget()
+    if config.strategy == "random":
+        return RandomCellSearch(start, budget=budget, batch_size=config.k, rng=rng)
+    return CellEvolution(
         start,
-        k=config.k,
-        keep_fraction=config.keep_fraction,
-        patience=config.patience,
-        score_start=config.score_start,
+        budget=budget,
+        batch_size=config.k,
         rng=rng,
+        population_size=config.population_size,
+        tournament_size=config.tournament_size,
     )
 
 
@@ -206,8 +223,9 @@ def run_search(
     strategy = make_strategy(config)
     start_obs: Observation | None = None
     evaluations = trained = 0
-    total_steps = strategy.current.num_edges - strategy.target_edges + 1
-    steps_bar = tqdm(total=total_steps, desc="shrink steps", unit="step", disable=not progress)
+    steps_bar = tqdm(
+        total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
+    )
     try:
         while proposals := strategy.ask():
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
@@ -221,7 +239,7 @@ def run_search(
             bar = tqdm(
                 total=len(proposals),
                 initial=len(proposals) - len(todo),
-                desc=f"step {proposals[0].step} ({strategy.current.num_edges} edges)",
+                desc=strategy.describe(),
                 unit="cand",
                 leave=False,
                 disable=not progress,

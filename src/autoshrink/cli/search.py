@@ -1,4 +1,4 @@
-"""``autoshrink search``: run or resume an AutoShrink search and print the best cell."""
+"""``autoshrink search``: run or resume a search (AutoShrink or a baseline); print the best."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, preset
+from autoshrink.config import PRESETS, STRATEGIES, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, build_executor
@@ -19,6 +19,10 @@ from autoshrink.search import run_search
 # Settings that come from the preset and may be overridden; with --resume they come from the
 # run's config.json instead.
 OVERRIDES = {
+    "strategy": "strategy",
+    "budget": "budget",
+    "population_size": "population_size",
+    "tournament_size": "tournament_size",
     "dataset": "dataset",
     "data_dir": "data_dir",
     "nodes": "nodes",
@@ -43,10 +47,11 @@ OVERRIDES = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
-        help="run (or resume) an AutoShrink search",
+        help="run (or resume) an AutoShrink search (or a random / REA baseline)",
         description="Shrink a complete cell one edge at a time, keeping the best of K "
         "single-edge removals under score = accuracy - lambda * (log10(cost) - 6) "
         "(--task rnn: 0.25 * (200 - perplexity) - lambda * (log10(E * nhid^2) - 6)). "
+        "--strategy random|rea runs a baseline on the same cells instead. "
         "Writes config.json, journal.jsonl, best_cell.json (+ picture) and result.json "
         "into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -88,6 +93,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--per-class", type=int, default=None, help="proxy training images per class")
     g.add_argument("--val-size", type=int, default=None, help="proxy validation images")
     g = p.add_argument_group("search")
+    g.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=None,
+        help="autoshrink (default), or a baseline on the same cell space: random search or "
+        "rea (regularized evolution), both asking K candidates at a time",
+    )
+    g.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="baselines: candidates in all (default: 1 + K * (E0 - round(E0 * keep_fraction)), "
+        "the most AutoShrink could evaluate)",
+    )
+    g.add_argument("--population-size", type=int, default=None, help="rea: population (default 10)")
+    g.add_argument("--tournament-size", type=int, default=None, help="rea: tournament (default 3)")
     g.add_argument("--nodes", type=int, default=None, help="nodes per cell (N)")
     g.add_argument("-k", "--k", type=int, default=None, help="candidates per step (K)")
     g.add_argument(

@@ -5,6 +5,8 @@
   band, and every candidate of the step as a dot.
 - :func:`plot_pareto`: quality against cost of every candidate that scored, the Pareto front
   drawn through the undominated ones and the chosen best cell marked.
+- :func:`plot_progress`: every candidate's score in evaluation order and the best score so far
+  (any strategy: the curve strategies are compared by).
 """
 
 from __future__ import annotations
@@ -103,5 +105,27 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{quality} vs {cost}: every candidate ({len(pts)})")
+    fig.savefig(path)
+    return path
+
+
+def plot_progress(candidates: list[Candidate], path: Path, title: str = "") -> Path:
+    """Score of every candidate in journal order and the best score so far; write ``path``."""
+    ordered = sorted(candidates, key=lambda c: (c.step, c.index))
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    xs = np.arange(1, len(ordered) + 1)
+    scores = np.array([c.score if c.ok else np.nan for c in ordered], dtype=float)
+    ax.scatter(xs, scores, s=12, color="0.55", label="candidate", zorder=2)
+    best = np.fmax.accumulate(np.where(np.isnan(scores), -np.inf, scores)) if len(xs) else xs
+    best = np.where(np.isfinite(best), best, np.nan)
+    ax.step(xs, best, where="post", color=_BEST, label="best so far", zorder=3)
+    ax.set_xlabel("candidates evaluated")
+    ax.set_ylabel("score")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.savefig(path)
     return path

@@ -1,10 +1,12 @@
 """The report of one search: ``RUN_DIR/report/index.html`` and the pictures it shows.
 
-Sections: a summary (finished or still running, the best cell so far), score / quality / cost
-against edges left per step, quality against cost of every candidate with the Pareto front,
-the chosen cell of every step and the best cell (Graphviz pictures, text without Graphviz),
-the table of steps, retries of candidates whose worker died, and the resolved config. It reads
-only the run folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
+Sections: a summary (finished or still running, the best cell so far), the best score against
+candidates evaluated, for AutoShrink score / quality / cost against edges left per step,
+quality against cost of every candidate with the Pareto front, the best cell and for
+AutoShrink the chosen cell of every step (Graphviz pictures, text without Graphviz), the table
+of steps (AutoShrink) or of the best candidates (baselines), retries of candidates whose worker
+died, and the resolved config. It reads only the run folder (see
+:mod:`autoshrink.report.reading`) and writes only ``report/``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from autoshrink.graph import Cell
 from autoshrink.picture import render
 from autoshrink.report import html
-from autoshrink.report.plots import plot_pareto, plot_steps
+from autoshrink.report.plots import plot_pareto, plot_progress, plot_steps
 from autoshrink.report.reading import Candidate, RunData, Step, read_run
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,36 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
             (f"best {cost}", best.metrics.get(cost) if cost else None),
             ("best cell", f"{best.edges} edges, step {best.step}, key {best.key}"),
         ]
-    if steps:
+    if steps and _shrinks(run):
         items.append(("edges left now", steps[-1].chosen.edges))
     return html.definitions(items)
+
+
+def _shrinks(run: RunData) -> bool:
+    """Whether the run is an AutoShrink search (steps shrink one cell) or a baseline."""
+    return run.config.get("strategy", "autoshrink") == "autoshrink"
+
+
+TOP = 15
+
+
+def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]]:
+    """The :data:`TOP` best-scoring candidates (ties to fewer edges), best first."""
+    ordered = sorted((c for c in run.candidates if c.ok), key=lambda c: (c.step, c.index))
+    top = sorted(ordered, key=Candidate.rank, reverse=True)[:TOP]
+    return [
+        [
+            c.step,
+            c.index,
+            c.key,
+            c.edges,
+            c.score,
+            c.metrics.get(quality),
+            c.metrics.get(cost) if cost else None,
+            f"{c.seconds:.1f}",
+        ]
+        for c in top
+    ]
 
 
 def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[object]]:
@@ -100,7 +129,9 @@ def write_run_report(run_dir: Path) -> Path:
     higher = float(run.score.get("slope", 1.0)) >= 0
     cost = _cost_metric(run)
     steps, best = run.steps, run.best
-    title = f"AutoShrink search: {run.run_dir.resolve().name}"
+    strategy = str(run.config.get("strategy", "autoshrink"))
+    shrinks = _shrinks(run)
+    title = f"{'AutoShrink' if shrinks else strategy} search: {run.run_dir.resolve().name}"
     sections: list[tuple[str, str]] = [("", _summary(run, quality, cost))]
     if not run.finished:
         sections.append(
@@ -115,6 +146,10 @@ def write_run_report(run_dir: Path) -> Path:
     if not steps:
         sections.append(("Steps", html.note("No candidate has finished yet.")))
     else:
+        fig = plot_progress(run.candidates, out / "progress.svg")
+        caption = "Score of every candidate in the order evaluated, and the best score so far."
+        sections.append(("Best score against candidates", html.figure(fig, out, caption)))
+    if steps and shrinks:
         fig = plot_steps(steps, quality, cost, out / "steps.svg")
         caption = (
             f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
@@ -123,19 +158,23 @@ def write_run_report(run_dir: Path) -> Path:
         sections.append(
             ("Score, quality and cost against edges left", html.figure(fig, out, caption))
         )
-        if cost:
-            fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
-            caption = (
-                f"{quality} against {cost} of every candidate that scored; the line "
-                "joins the undominated ones (Pareto front); the star is the best score."
-            )
-            sections.append((f"{quality} vs {cost}", html.figure(fig, out, caption)))
+    if steps and cost:
+        fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
+        caption = (
+            f"{quality} against {cost} of every candidate that scored; the line "
+            "joins the undominated ones (Pareto front); the star is the best score."
+        )
+        sections.append((f"{quality} vs {cost}", html.figure(fig, out, caption)))
     if best is not None:
         label = "best cell" if run.finished else "best cell so far"
         pic = _cell_picture(best, out / "cells" / "best.svg", f"{label}, score {best.score:.4f}")
         caption = f"{label}: step {best.step}, {best.edges} edges, score {best.score:.4f}"
         sections.append(("The chosen cell", html.figure(pic, out, caption)))
-    if steps:
+    if steps and not shrinks:
+        header = ["step", "index", "key", "edges", "score", quality, cost or "cost", "train s"]
+        rows = _top_rows(run, quality, cost)
+        sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
+    if steps and shrinks:
         figures = []
         for s in steps:
             ch = s.chosen

@@ -2,7 +2,9 @@
 
 CNN cells draw a balanced random assignment of ``sep3x3`` and ``conv1x1`` to nodes 1..N-1; RNN
 cells draw each node's activation from {relu, sigmoid, tanh, identity}. Both start as the
-complete DAG. The released ShrinkCNN and ShrinkRNN cells ship with the package.
+complete DAG. The space a search explores is every sub-DAG of that start cell (same node
+ops); :func:`random_subcell` samples it and :func:`flip_edge` is its one-edge mutation, for the
+baselines. The released ShrinkCNN and ShrinkRNN cells ship with the package.
 """
 
 from __future__ import annotations
@@ -43,6 +45,42 @@ def start_cell(
         ops = (INPUT, *(rng.choice(RNN_SEARCH_OPS) for _ in range(num_nodes - 1)))
         return Cell.complete("rnn", ops)
     raise ConfigError(f"unknown cell kind {kind!r}; expected 'cnn' or 'rnn'")
+
+
+def random_subcell(parent: Cell, rng: random.Random) -> Cell:
+    """A random sub-DAG of ``parent`` with at least one edge.
+
+    The number of edges ``m`` is uniform in ``1..E`` (so small and large cells are drawn alike),
+    then ``m`` of ``parent``'s edges are drawn uniformly; edges cut off from the input are
+    pruned, and a draw that keeps no edge is repeated.
+    """
+    if not parent.edges:
+        raise ConfigError("cannot draw a sub-cell of a cell without edges")
+    while True:
+        m = rng.randint(1, parent.num_edges)
+        cell = Cell.pruned(parent.kind, parent.ops, rng.sample(parent.edges, m), parent.activation)
+        if cell.edges:
+            return cell
+
+
+def flip_edge(cell: Cell, parent: Cell, rng: random.Random) -> tuple[tuple[int, int], Cell]:
+    """One-edge mutation of ``cell`` within the sub-DAGs of ``parent``: ``(edge, child)``.
+
+    The edge is drawn uniformly from those whose flip changes the cell: any edge of ``cell``
+    (removed, with the nodes it cuts off, unless that leaves no edge) or an edge of ``parent``
+    that ``cell`` lacks and that leaves a live node (added).
+    """
+    live = set(cell.live_nodes)
+    present = set(cell.edges)
+    choices = list(cell.edges) + [e for e in parent.edges if e not in present and e[0] in live]
+    rng.shuffle(choices)  # uniform draw, redrawn when a removal would leave no edge
+    for edge in choices:
+        if edge not in present:
+            return edge, Cell(cell.kind, cell.ops, (*cell.edges, edge), cell.activation)
+        child = cell.remove_edge(edge)
+        if child.edges:
+            return edge, child
+    raise ConfigError(f"no edge of the parent cell can be flipped in {cell}")
 
 
 def published_cell(name: str) -> Cell:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.strategies.base import Observation, Proposal, better
+from autoshrink.strategies.base import Observation, Proposal, better, require_positive
 
 
 class AutoShrink:
@@ -40,8 +40,7 @@ class AutoShrink:
         patience: int | None = None,
         score_start: bool = True,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        require_positive(k=k)
         if not 0.0 <= keep_fraction < 1.0:
             raise ConfigError(f"keep_fraction must be in [0, 1), got {keep_fraction}")
         if patience is not None and patience < 1:
@@ -51,6 +50,7 @@ class AutoShrink:
         self.patience = patience
         self.current = start
         self.step = 0 if score_start else 1
+        self._max_steps = start.num_edges - self.target_edges + (1 - self.step)
         self.stale_steps = 0
         self._rng = rng
         self._best: Observation | None = None
@@ -59,6 +59,14 @@ class AutoShrink:
     @property
     def best(self) -> Observation | None:
         return self._best
+
+    @property
+    def max_steps(self) -> int:
+        """Steps (asks) until the edge target at the latest: one removal each, plus step 0."""
+        return self._max_steps
+
+    def describe(self) -> str:
+        return f"step {self.step} ({self.current.num_edges} edges)"
 
     @property
     def finished(self) -> bool:

@@ -49,8 +49,7 @@ from collections.abc import Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import Observation, Proposal
-from autoshrink.strategies.nb201_common import AskTellBase
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
 
 LIVE_OPS: tuple[str, ...] = tuple(op for op in OPS if op != "none")
 MODES: tuple[str, ...] = ("ops", "edges")
@@ -68,8 +67,7 @@ class AutoShrinkNB201(AskTellBase):
     """
 
     def __init__(self, *, rng: random.Random, k: int = 4, mode: str = "ops") -> None:
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        require_positive(k=k)
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         super().__init__(rng)

@@ -3,15 +3,19 @@
 A strategy proposes candidates (:meth:`Strategy.ask`) and learns their scores
 (:meth:`Strategy.tell`); something else evaluates them. Proposals and observations are frozen
 records, so a run can be journalled and replayed: feeding a fresh strategy the same
-observations in the same order reproduces the same proposals.
+observations in the same order reproduces the same proposals. :class:`AskTellBase` holds the
+bookkeeping the strategies share; :func:`better` is their one rule for the best observation.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from autoshrink.errors import ConfigError
 
 
 @runtime_checkable
@@ -58,6 +62,16 @@ class Strategy(Protocol):
     def best(self) -> Observation | None: ...
 
 
+class CellStrategy(Strategy, Protocol):
+    """A strategy the search loop drives: also says how many steps it may take at most and
+    describes its current step (for progress bars)."""
+
+    @property
+    def max_steps(self) -> int: ...
+
+    def describe(self) -> str: ...
+
+
 def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bool:
     """Whether ``a`` beats ``b``: a higher finite score, ties to the smaller genotype."""
     if not a.ok:
@@ -67,3 +81,35 @@ def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bo
     return a.score == b.score and getattr(a.proposal.genotype, size, 0) < getattr(
         b.proposal.genotype, size, 0
     )
+
+
+def require_positive(**settings: int) -> None:
+    """Raise :class:`ConfigError` naming the first of ``settings`` that is below 1."""
+    for name, value in settings.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+class AskTellBase:
+    """Bookkeeping every ask/tell strategy shares: the pending batch of the last ask, the
+    step counter, and the best observation told so far."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._best: Observation | None = None
+        self._pending: list[Proposal] = []
+        self.step = 0
+
+    @property
+    def best(self) -> Observation | None:
+        """The best-scoring observation so far (ties to fewer live edges)."""
+        return self._best
+
+    def _accept(self, observations: Sequence[Observation]) -> None:
+        """Check that ``observations`` answer the last ask, in order, and update the best."""
+        if [o.proposal for o in observations] != self._pending:
+            raise ValueError("tell() must receive the observations of the last ask(), in order")
+        self._pending = []
+        for obs in observations:
+            if better(obs, self._best):
+                self._best = obs

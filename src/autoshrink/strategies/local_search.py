@@ -14,8 +14,8 @@ import random
 from collections.abc import Sequence
 
 from autoshrink.spaces.nb201 import NB201Cell
-from autoshrink.strategies.base import Observation, Proposal
-from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal
+from autoshrink.strategies.nb201_common import draw_unseen
 
 
 class LocalSearch(AskTellBase):

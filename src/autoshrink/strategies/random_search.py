@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from autoshrink.errors import ConfigError
-from autoshrink.strategies.base import Observation, Proposal
-from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
+from autoshrink.strategies.nb201_common import draw_unseen
 
 
 class RandomSearch(AskTellBase):
@@ -23,8 +22,7 @@ class RandomSearch(AskTellBase):
     """
 
     def __init__(self, *, rng: random.Random, batch_size: int = 1) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        require_positive(batch_size=batch_size)
         super().__init__(rng)
         self.batch_size = batch_size
         self._seen: set[int] = set()

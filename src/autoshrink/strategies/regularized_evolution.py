@@ -14,10 +14,9 @@ import random
 from collections import deque
 from collections.abc import Sequence
 
-from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import Observation, Proposal
-from autoshrink.strategies.nb201_common import AskTellBase, draw_unseen
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
+from autoshrink.strategies.nb201_common import draw_unseen
 
 
 def mutate(cell: NB201Cell, rng: random.Random) -> tuple[int, str, NB201Cell]:
@@ -39,10 +38,7 @@ class RegularizedEvolution(AskTellBase):
     def __init__(
         self, *, rng: random.Random, population_size: int = 10, tournament_size: int = 3
     ) -> None:
-        if population_size < 1:
-            raise ConfigError(f"population_size must be >= 1, got {population_size}")
-        if tournament_size < 1:
-            raise ConfigError(f"tournament_size must be >= 1, got {tournament_size}")
+        require_positive(population_size=population_size, tournament_size=tournament_size)
         super().__init__(rng)
         self.population_size = population_size
         self.tournament_size = tournament_size

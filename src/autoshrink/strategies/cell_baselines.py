@@ -1,0 +1,147 @@
+"""Baselines on the AutoShrink cell space: random search and regularized evolution.
+
+Both explore the same space as :class:`~autoshrink.strategies.autoshrink.AutoShrink`: every
+sub-DAG of the start cell (the complete DAG with the run's fixed node ops), under the same
+score, evaluator and journal, with a budget of ``budget`` candidates asked in batches of
+``batch_size`` (so an executor trains a batch in parallel, as it trains AutoShrink's K
+candidates of a step). Neither proposes an architecture twice (canonical keys).
+
+- :class:`RandomCellSearch`: random sub-DAGs of uniformly drawn size
+  (:func:`~autoshrink.spaces.cells.random_subcell`).
+- :class:`CellEvolution`: aging evolution (Real et al. 2019). The first ``population_size``
+  candidates are random sub-DAGs; then each child is the winner of a tournament of
+  ``tournament_size`` members (drawn with replacement) with one edge flipped
+  (:func:`~autoshrink.spaces.cells.flip_edge`). Finished children join the population and the
+  oldest member leaves.
+
+The result is the best-scoring candidate of the run (ties to fewer edges).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from autoshrink.graph import Cell
+from autoshrink.spaces.cells import flip_edge, random_subcell
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
+
+#: Draws tried for a new, unseen architecture before the space counts as exhausted.
+MAX_DRAWS = 1000
+
+
+class _CellBaseline(AskTellBase):
+    """Budget, batches and the set of architectures already proposed."""
+
+    def __init__(self, start: Cell, *, budget: int, batch_size: int, rng: random.Random) -> None:
+        require_positive(budget=budget, batch_size=batch_size)
+        super().__init__(rng)
+        self.start = start
+        self.budget = budget
+        self.batch_size = batch_size
+        self.proposed = 0
+        self.step = 1  # no step 0: the start cell is not evaluated on its own
+        self._seen: set[str] = set()
+        self._exhausted = False
+
+    @property
+    def max_steps(self) -> int:
+        """Batches the budget allows."""
+        return math.ceil(self.budget / self.batch_size)
+
+    def describe(self) -> str:
+        return f"step {self.step} ({self.proposed}/{self.budget} candidates)"
+
+    def _draw(self, make: Callable[[], Cell]) -> Cell | None:
+        """A cell from ``make()`` not proposed before (``None`` after :data:`MAX_DRAWS` tries)."""
+        for _ in range(MAX_DRAWS):
+            cell = make()
+            if cell.key not in self._seen:
+                self._seen.add(cell.key)
+                return cell
+        return None
+
+    def _random(self) -> Proposal | None:
+        """An unseen random sub-DAG; when none turns up, the space counts as exhausted."""
+        cell = self._draw(lambda: random_subcell(self.start, self._rng))
+        if cell is None:
+            self._exhausted = True
+            return None
+        return Proposal(cell, self.step, {"origin": "random"})
+
+    def _propose(self) -> Proposal | None:
+        return self._random()
+
+    def ask(self) -> list[Proposal]:
+        if self._pending:
+            return list(self._pending)
+        room = min(self.batch_size, self.budget - self.proposed)
+        while len(self._pending) < room and not self._exhausted:
+            proposal = self._propose()
+            if proposal is not None:
+                self._pending.append(proposal)
+        self.proposed += len(self._pending)
+        return list(self._pending)
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        self._accept(observations)
+        self.step += 1
+
+
+class RandomCellSearch(_CellBaseline):
+    """Random sub-DAGs of ``start``, never the same architecture twice."""
+
+
+class CellEvolution(_CellBaseline):
+    """Aging evolution over sub-DAGs of ``start`` (see the module docstring).
+
+    Args:
+        population_size: members kept (the oldest leaves); also the number of random starts.
+        tournament_size: members drawn, with replacement, to pick a parent.
+    """
+
+    def __init__(
+        self,
+        start: Cell,
+        *,
+        budget: int,
+        batch_size: int,
+        rng: random.Random,
+        population_size: int = 10,
+        tournament_size: int = 3,
+    ) -> None:
+        require_positive(population_size=population_size, tournament_size=tournament_size)
+        super().__init__(start, budget=budget, batch_size=batch_size, rng=rng)
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self.population: deque[Observation] = deque()
+
+    def _propose(self) -> Proposal | None:
+        if self.proposed + len(self._pending) < self.population_size or not self.population:
+            return self._random()
+        pop = self.population
+        sample = [pop[self._rng.randrange(len(pop))] for _ in range(self.tournament_size)]
+        parent = max(sample, key=lambda o: o.score)
+        flipped: list[tuple[int, int]] = []
+
+        def child() -> Cell:
+            edge, cell = flip_edge(parent.proposal.genotype, self.start, self._rng)
+            flipped[:] = [edge]
+            return cell
+
+        cell = self._draw(child)
+        if cell is None:  # every child of this parent was seen: a random cell instead
+            return self._random()
+        meta = {"origin": "mutation", "parent": parent.proposal.genotype.key,
+                "flipped_edge": list(flipped[0])}  # fmt: skip
+        return Proposal(cell, self.step, meta)
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        super().tell(observations)
+        for obs in observations:
+            if obs.ok:
+                self.population.append(obs)
+                if len(self.population) > self.population_size:
+                    self.population.popleft()

@@ -1,0 +1,171 @@
+"""Random search and regularized evolution on the AutoShrink cell space: the space's sampling
+and mutation, known optima on toy scores, budgets, determinism, the search driver and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import SearchConfig
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.report import write_report
+from autoshrink.search import make_strategy, run_search
+from autoshrink.spaces.cells import flip_edge, random_subcell, start_cell
+from autoshrink.strategies.base import Observation
+from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
+from test_search import GOOD, ToyEvaluator, strip_seconds, toy_config
+
+PARENT = start_cell("cnn", 6, random.Random(0))  # the complete DAG: 15 edges
+
+
+def test_random_subcells_are_nonempty_pruned_sub_dags_of_every_size() -> None:
+    rng = random.Random(1)
+    cells = [random_subcell(PARENT, rng) for _ in range(400)]
+    for cell in cells:
+        assert cell.edges and set(cell.edges) <= set(PARENT.edges) and cell.ops == PARENT.ops
+        assert Cell.pruned("cnn", cell.ops, cell.edges, cell.activation) == cell
+    sizes = {c.num_edges for c in cells}
+    assert {1, PARENT.num_edges} <= sizes and len(sizes) >= 12
+    again = [random_subcell(PARENT, random.Random(1)) for _ in range(1)]
+    assert again[0] == cells[0]  # seeded
+
+
+def test_flip_edge_adds_or_removes_exactly_one_edge() -> None:
+    rng = random.Random(2)
+    cell = random_subcell(PARENT, rng)
+    added = removed = 0
+    for _ in range(300):
+        edge, child = flip_edge(cell, PARENT, rng)
+        assert edge in PARENT.edges and child.edges and child != cell
+        if edge in cell.edges:  # removed, perhaps with edges it cut off
+            removed += 1
+            assert edge not in child.edges and set(child.edges) < set(cell.edges)
+        else:
+            added += 1
+            assert set(child.edges) == set(cell.edges) | {edge} and edge[0] in cell.live_nodes
+        cell = child
+    assert added and removed
+    single = Cell("cnn", PARENT.ops, [(0, 1)], "relu")
+    for _ in range(20):  # the last edge is never removed
+        edge, child = flip_edge(single, PARENT, rng)
+        assert child.num_edges == 2 and edge != (0, 1)
+
+
+def toy_score(cell: Cell) -> float:
+    """Higher is better; the unique optimum is the cell whose edges are exactly GOOD."""
+    return len(GOOD & set(cell.edges)) - 0.1 * cell.num_edges
+
+
+def drive(strategy, score=toy_score) -> list[Observation]:
+    told = []
+    while proposals := strategy.ask():
+        obs = [Observation(p, score(p.genotype)) for p in proposals]
+        strategy.tell(obs)
+        told += obs
+    return told
+
+
+def test_random_search_enumerates_a_small_space_and_finds_its_optimum() -> None:
+    parent = start_cell("cnn", 4, random.Random(0))  # 6 edges: few distinct sub-DAGs
+    goal = Cell("cnn", parent.ops, [(0, 1), (1, 3)], parent.activation)
+
+    def score(cell: Cell) -> float:  # a needle: only the goal architecture scores 0
+        return 0.0 if cell.key == goal.key else -1.0 - cell.num_edges
+
+    search = RandomCellSearch(parent, budget=1000, batch_size=5, rng=random.Random(0))
+    told = drive(search, score)
+    keys = [o.proposal.genotype.key for o in told]
+    assert len(keys) == len(set(keys)) < 1000  # no repeats; stops when the space is used up
+    assert search.best.proposal.genotype.key == goal.key and search.best.score == 0
+
+
+@pytest.mark.parametrize("strategy", ["random", "rea"])
+def test_budget_batches_and_determinism(strategy: str) -> None:
+    def make(seed: int):
+        cls = RandomCellSearch if strategy == "random" else CellEvolution
+        return cls(PARENT, budget=23, batch_size=5, rng=random.Random(seed))
+
+    told = drive(make(4))
+    assert len(told) == 23
+    steps = [o.proposal.step for o in told]
+    assert steps == sorted(steps) and steps.count(1) == 5 and steps.count(5) == 3
+    assert [o.proposal.genotype for o in drive(make(4))] == [o.proposal.genotype for o in told]
+    assert [o.proposal.genotype for o in drive(make(5))] != [o.proposal.genotype for o in told]
+    keys = [o.proposal.genotype.key for o in told]
+    assert len(set(keys)) == len(keys)
+
+
+def test_evolution_beats_random_search_at_equal_budget() -> None:
+    """Mean distance from the optimum after 120 candidates, over 12 seeds: REA's children
+    climb; random sub-DAGs of a 15-edge cell rarely land on the 4-edge optimum."""
+
+    def final_distance(cls, seed: int) -> int:
+        search = cls(PARENT, budget=120, batch_size=4, rng=random.Random(seed))
+        drive(search)
+        return len(GOOD ^ set(search.best.proposal.genotype.edges))
+
+    rea = [final_distance(CellEvolution, s) for s in range(12)]
+    rnd = [final_distance(RandomCellSearch, s) for s in range(12)]
+    assert statistics.mean(rea) < statistics.mean(rnd)
+    assert rea.count(0) >= 6  # REA reaches the exact optimum in most runs
+
+
+def test_evolution_children_descend_from_tournament_winners() -> None:
+    search = CellEvolution(
+        PARENT, budget=40, batch_size=1, rng=random.Random(0), population_size=5
+    )
+    told = drive(search)
+    by_key = {o.proposal.genotype.key: o.proposal.genotype for o in told}
+    assert all(o.proposal.meta["origin"] == "random" for o in told[:5])
+    for o in told[5:]:
+        meta = o.proposal.meta
+        if meta["origin"] == "mutation":
+            parent = by_key[meta["parent"]]
+            assert len(set(parent.edges) ^ set(o.proposal.genotype.edges)) >= 1
+            assert tuple(meta["flipped_edge"]) in PARENT.edges
+    assert len(search.population) == 5
+
+
+def test_config_and_cli_errors(cli, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown strategy 'bogo'"):
+        SearchConfig(strategy="bogo")
+    with pytest.raises(ConfigError, match="budget is for the baselines"):
+        SearchConfig(budget=10)
+    with pytest.raises(ConfigError, match="budget must be >= 1"):
+        SearchConfig(strategy="random", budget=0)
+    assert SearchConfig(nodes=8, k=10, keep_fraction=0.01).default_budget() == 1 + 10 * 28
+    code, _, err = cli("search", "--budget", "5", "--out", tmp_path / "x")
+    assert code == 2 and "budget is for the baselines" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("strategy", ["random", "rea"])
+def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: Path) -> None:
+    cfg = toy_config(strategy=strategy, budget=30, k=4, seed=2)
+    full = run_search(
+        tmp_path / "full", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    assert full.evaluations == 30 and full.start is None
+    start = make_strategy(cfg).start
+    assert start == make_strategy(toy_config(seed=2)).current  # AutoShrink's start cell
+    lines = (tmp_path / "full" / "journal.jsonl").read_text().splitlines()
+    assert len(lines) == 30
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "config.json").write_text((tmp_path / "full" / "config.json").read_text())
+    (part / "journal.jsonl").write_text("\n".join(lines[:13]) + "\n")
+    ev = ToyEvaluator()
+    resumed = run_search(part, resume=True, evaluator_factory=lambda c: ev, progress=False)
+    assert ev.calls == 17 and resumed.cell == full.cell
+    assert strip_seconds(part / "journal.jsonl") == strip_seconds(
+        tmp_path / "full" / "journal.jsonl"
+    )
+    result = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert result["start"] is None and result["evaluations"] == 30
+    page = write_report(tmp_path / "full").read_text()
+    assert f"{strategy} search" in page and "Best score against candidates" in page
+    assert "Chosen cell at each step" not in page
