@@ -50,7 +50,8 @@ def to_nhwkc(y: torch.Tensor, k: int) -> torch.Tensor:
 def pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Per-candidate 1x1 convolution: ``x [B, H, W, K, C]``, ``w [K, O, C]`` -> ``[.., K, O]``."""
     b, h, wd, k, c = x.shape
-    return torch.einsum("nkc,koc->nko", x.reshape(-1, k, c), w).view(b, h, wd, k, -1)
+    y = torch.bmm(x.reshape(-1, k, c).transpose(0, 1), w.transpose(1, 2))  # [K, N, O]
+    return y.transpose(0, 1).reshape(b, h, wd, k, -1)
 
 
 class StackedBN(nn.Module):
