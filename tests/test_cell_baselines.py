@@ -56,6 +56,22 @@ def test_flip_edge_adds_or_removes_exactly_one_edge() -> None:
         assert child.num_edges == 2 and edge != (0, 1)
 
 
+def test_the_edge_floor_of_autoshrink_holds_for_the_baselines() -> None:
+    """A search stops AutoShrink at round(E0 * keep_fraction) edges; its baselines never
+    propose a smaller cell, by draw or by mutation."""
+    rng = random.Random(3)
+    assert all(random_subcell(PARENT, rng, 9).num_edges >= 9 for _ in range(200))
+    cell = random_subcell(PARENT, rng, 9)
+    for _ in range(200):
+        _, cell = flip_edge(cell, PARENT, rng, 9)
+        assert cell.num_edges >= 9
+    for strategy in ("random", "rea"):
+        config = toy_config(strategy=strategy, budget=60, k=4, keep_fraction=0.4)
+        told = drive(make_strategy(config))
+        assert len(told) == 60
+        assert min(o.proposal.genotype.num_edges for o in told) >= 6  # round(15 * 0.4)
+
+
 def toy_score(cell: Cell) -> float:
     """Higher is better; the unique optimum is the cell whose edges are exactly GOOD."""
     return len(GOOD & set(cell.edges)) - 0.1 * cell.num_edges

@@ -86,13 +86,18 @@ def make_strategy(config: SearchConfig) -> CellStrategy:
             rng=rng,
         )
     budget = config.budget or config.default_budget()
+    # AutoShrink never goes below its edge target: the baselines search the same cells
+    min_edges = max(1, round(start.num_edges * config.keep_fraction))
     if config.strategy == "random":
-        return RandomCellSearch(start, budget=budget, batch_size=config.k, rng=rng)
+        return RandomCellSearch(
+            start, budget=budget, batch_size=config.k, rng=rng, min_edges=min_edges
+        )
     return CellEvolution(
         start,
         budget=budget,
         batch_size=config.k,
         rng=rng,
+        min_edges=min_edges,
         population_size=config.population_size,
         tournament_size=config.tournament_size,
     )

@@ -47,38 +47,42 @@ def start_cell(
     raise ConfigError(f"unknown cell kind {kind!r}; expected 'cnn' or 'rnn'")
 
 
-def random_subcell(parent: Cell, rng: random.Random) -> Cell:
-    """A random sub-DAG of ``parent`` with at least one edge.
+def random_subcell(parent: Cell, rng: random.Random, min_edges: int = 1) -> Cell:
+    """A random sub-DAG of ``parent`` with at least ``min_edges`` edges (at least one).
 
-    The number of edges ``m`` is uniform in ``1..E`` (so small and large cells are drawn alike),
-    then ``m`` of ``parent``'s edges are drawn uniformly; edges cut off from the input are
-    pruned, and a draw that keeps no edge is repeated.
+    The number of edges ``m`` is uniform in ``min_edges..E`` (so small and large cells are drawn
+    alike), then ``m`` of ``parent``'s edges are drawn uniformly; edges cut off from the input
+    are pruned, and a draw left with fewer than ``min_edges`` edges is repeated.
     """
-    if not parent.edges:
-        raise ConfigError("cannot draw a sub-cell of a cell without edges")
+    low = max(1, min_edges)
+    if parent.num_edges < low:
+        raise ConfigError(f"cannot draw a sub-cell of >= {low} edges from {parent.num_edges}")
     while True:
-        m = rng.randint(1, parent.num_edges)
+        m = rng.randint(low, parent.num_edges)
         cell = Cell.pruned(parent.kind, parent.ops, rng.sample(parent.edges, m), parent.activation)
-        if cell.edges:
+        if cell.num_edges >= low:
             return cell
 
 
-def flip_edge(cell: Cell, parent: Cell, rng: random.Random) -> tuple[tuple[int, int], Cell]:
+def flip_edge(
+    cell: Cell, parent: Cell, rng: random.Random, min_edges: int = 1
+) -> tuple[tuple[int, int], Cell]:
     """One-edge mutation of ``cell`` within the sub-DAGs of ``parent``: ``(edge, child)``.
 
     The edge is drawn uniformly from those whose flip changes the cell: any edge of ``cell``
-    (removed, with the nodes it cuts off, unless that leaves no edge) or an edge of ``parent``
-    that ``cell`` lacks and that leaves a live node (added).
+    (removed, with the nodes it cuts off, unless that leaves fewer than ``min_edges`` edges, at
+    least one) or an edge of ``parent`` that ``cell`` lacks and that leaves a live node (added).
     """
+    low = max(1, min_edges)
     live = set(cell.live_nodes)
     present = set(cell.edges)
     choices = list(cell.edges) + [e for e in parent.edges if e not in present and e[0] in live]
-    rng.shuffle(choices)  # uniform draw, redrawn when a removal would leave no edge
+    rng.shuffle(choices)  # uniform draw, redrawn when a removal would leave too few edges
     for edge in choices:
         if edge not in present:
             return edge, Cell(cell.kind, cell.ops, (*cell.edges, edge), cell.activation)
         child = cell.remove_edge(edge)
-        if child.edges:
+        if child.num_edges >= low:
             return edge, child
     raise ConfigError(f"no edge of the parent cell can be flipped in {cell}")
 

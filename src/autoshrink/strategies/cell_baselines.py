@@ -1,7 +1,8 @@
 """Baselines on the AutoShrink cell space: random search and regularized evolution.
 
 Both explore the same space as :class:`~autoshrink.strategies.autoshrink.AutoShrink`: every
-sub-DAG of the start cell (the complete DAG with the run's fixed node ops), under the same
+sub-DAG of the start cell (the complete DAG with the run's fixed node ops) with at least
+``min_edges`` edges (the search passes AutoShrink's edge target), under the same
 score, evaluator and journal, with a budget of ``budget`` candidates asked in batches of
 ``batch_size`` (so an executor trains a batch in parallel, as it trains AutoShrink's K
 candidates of a step). Neither proposes an architecture twice (canonical keys).
@@ -35,10 +36,19 @@ MAX_DRAWS = 1000
 class _CellBaseline(AskTellBase):
     """Budget, batches and the set of architectures already proposed."""
 
-    def __init__(self, start: Cell, *, budget: int, batch_size: int, rng: random.Random) -> None:
-        require_positive(budget=budget, batch_size=batch_size)
+    def __init__(
+        self,
+        start: Cell,
+        *,
+        budget: int,
+        batch_size: int,
+        rng: random.Random,
+        min_edges: int = 1,
+    ) -> None:
+        require_positive(budget=budget, batch_size=batch_size, min_edges=min_edges)
         super().__init__(rng)
         self.start = start
+        self.min_edges = min_edges
         self.budget = budget
         self.batch_size = batch_size
         self.proposed = 0
@@ -65,7 +75,7 @@ class _CellBaseline(AskTellBase):
 
     def _random(self) -> Proposal | None:
         """An unseen random sub-DAG; when none turns up, the space counts as exhausted."""
-        cell = self._draw(lambda: random_subcell(self.start, self._rng))
+        cell = self._draw(lambda: random_subcell(self.start, self._rng, self.min_edges))
         if cell is None:
             self._exhausted = True
             return None
@@ -109,11 +119,12 @@ class CellEvolution(_CellBaseline):
         budget: int,
         batch_size: int,
         rng: random.Random,
+        min_edges: int = 1,
         population_size: int = 10,
         tournament_size: int = 3,
     ) -> None:
         require_positive(population_size=population_size, tournament_size=tournament_size)
-        super().__init__(start, budget=budget, batch_size=batch_size, rng=rng)
+        super().__init__(start, budget=budget, batch_size=batch_size, rng=rng, min_edges=min_edges)
         self.population_size = population_size
         self.tournament_size = tournament_size
         self.population: deque[Observation] = deque()
@@ -127,7 +138,7 @@ class CellEvolution(_CellBaseline):
         flipped: list[tuple[int, int]] = []
 
         def child() -> Cell:
-            edge, cell = flip_edge(parent.proposal.genotype, self.start, self._rng)
+            edge, cell = flip_edge(parent.proposal.genotype, self.start, self._rng, self.min_edges)
             flipped[:] = [edge]
             return cell
 
