@@ -5,7 +5,9 @@ For each seed: an AutoShrink search with the preset's settings, then random sear
 budget equal to the number of candidates that AutoShrink evaluated, asking K at a time. Printed:
 per strategy the mean ± std over seeds of the best score, and the mean accuracy, MACs and edges
 of the returned cell, candidates and wall time; and per seed the best scores side by side.
-Run folders go under ``--out`` (each can be opened with ``autoshrink report``).
+Run folders go under ``--out`` (each can be opened with ``autoshrink report``), with
+``comparison.png``: the best score so far against candidates evaluated, mean over the seeds,
+one line per strategy.
 
     python benchmarks/bench_cell_baselines.py                       # demo preset, seeds 0 1 2
     python benchmarks/bench_cell_baselines.py --seeds 0 1 2 3 4 --json
@@ -51,6 +53,39 @@ def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, 
     }
 
 
+def best_so_far(run_dir: Path) -> list[float]:
+    """The best score after each candidate of a run, in journal order (-inf before any)."""
+    best, out = float("-inf"), []
+    for line in (run_dir / "journal.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "candidate":
+            best = max(best, rec["score"] if rec["score"] is not None else float("-inf"))
+            out.append(best)
+    return out
+
+
+def plot_comparison(rows: list[dict], out: Path) -> Path:
+    """Best score so far against candidates, mean over seeds (up to the shortest run)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for name in STRATEGIES:
+        curves = [
+            best_so_far(out / f"{name}-seed{r['seed']}") for r in rows if r["strategy"] == name
+        ]
+        n = min(len(c) for c in curves)
+        mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        ax.plot(range(1, n + 1), mean, label=f"{name} ({len(curves)} seeds)")
+    ax.set_xlabel("candidates evaluated")
+    ax.set_ylabel("best score so far (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    path = out / "comparison.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def summary(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
     for name in STRATEGIES:
@@ -93,11 +128,13 @@ def main() -> None:
             scores = "  ".join(f"{r['strategy']} {r['score']:.4f}" for r in rows[-3:])
             print(f"seed {seed} ({shrink['candidates']} candidates each): {scores}", flush=True)
     table = summary(rows)
+    picture = plot_comparison(rows, out)
     if args.json:
         print(json.dumps({"preset": args.preset, "seeds": args.seeds, "summary": table,
                           "runs": rows, "run_folders": str(out)}))  # fmt: skip
         return
     print(f"\npreset {args.preset}, seeds {args.seeds}; equal budgets; run folders in {out}")
+    print(f"best score so far against candidates: {picture}")
     print(f"{'strategy':12s} {'best score':>17s} {'accuracy':>9s} {'MACs':>9s} {'edges':>6s} "
           f"{'cands':>6s} {'wall s':>7s}")  # fmt: skip
     for r in table:
