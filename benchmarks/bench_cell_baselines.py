@@ -65,16 +65,17 @@ def best_so_far(run_dir: Path) -> list[float]:
 
 
 def plot_comparison(rows: list[dict], out: Path) -> Path:
-    """Best score so far against candidates, mean over seeds (up to the shortest run)."""
+    """Best score so far against candidates, mean over seeds; a seed whose budget is used up
+    keeps its final best (budgets follow AutoShrink's count, so they differ between seeds)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     for name in STRATEGIES:
-        curves = [
-            best_so_far(out / f"{name}-seed{r['seed']}") for r in rows if r["strategy"] == name
-        ]
-        n = min(len(c) for c in curves)
+        runs = [r for r in rows if r["strategy"] == name]
+        curves = [best_so_far(out / f"{name}-seed{r['seed']}") for r in runs]
+        n = max(len(c) for c in curves)
+        curves = [c + [c[-1]] * (n - len(c)) for c in curves]
         mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
         ax.plot(range(1, n + 1), mean, label=f"{name} ({len(curves)} seeds)")
     ax.set_xlabel("candidates evaluated")
