@@ -185,3 +185,21 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
     page = write_report(tmp_path / "full").read_text()
     assert f"{strategy} search" in page and "Best score against candidates" in page
     assert "Chosen cell at each step" not in page
+
+
+@pytest.mark.slow
+def test_cli_baseline_search_on_digits(cli, tmp_path: Path) -> None:
+    """A real (tiny) REA search from the command line: proxy training on digits, then resume."""
+    args = ["search", "--strategy", "rea", "--budget", "5", "--population-size", "2",
+            "--nodes", "4", "-k", "2", "--per-class", "10", "--val-size", "40", "--epochs", "1",
+            "--executor", "inprocess", "--threads", "1", "--no-progress",
+            "--out", tmp_path / "r"]  # fmt: skip
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "5 candidates, 5 trained now" in out and "complete cell score" not in out
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (config["strategy"], config["budget"], config["population_size"]) == ("rea", 5, 2)
+    records = [json.loads(line) for line in (tmp_path / "r" / "journal.jsonl").open()]
+    assert len(records) == 5 and all(0 < r["metrics"]["accuracy"] <= 1 for r in records)
+    code, out, err = cli("search", "--resume", tmp_path / "r", "--no-progress")
+    assert code == 0 and "5 candidates, 0 trained now" in out
