@@ -10,7 +10,7 @@ K = 10, 500 images per class, 1,000 validation images, <= 20 epochs with the ear
 Fashion-MNIST (the IDX files in DIR, 28x28x1 as is) with the batched executor, and prints its
 wall time and peak GPU memory.
 
-    python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--bf16]
+    python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--bf16] [--cuda-graph]
         [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS] [--profile] [--check]
 
 ``--quick`` shrinks everything (K = 4, batch 32, 8x8 images, half width, a 4-node search on
@@ -87,16 +87,17 @@ def engine_epoch(
     n_steps: int,
     k: int,
     device: str,
-    bf16: bool,
+    options: dict[str, bool],
 ) -> float:
-    """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``."""
+    """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``
+    (``options``: ``bf16``, ``cuda_graph`` of ``train_batched``)."""
     engine = build_batched(cell, spec, [cell] * k, list(range(k))).to(device)
     train = synthetic(n_steps * settings.batch_size, spec, device, 0)
     val = synthetic(settings.batch_size, spec, device, 1)
     gens = [torch.Generator().manual_seed(s) for s in range(k)]
     sync(device)
     t0 = time.perf_counter()
-    for _ in train_batched(engine, train, val, settings, gens, bf16=bf16):
+    for _ in train_batched(engine, train, val, settings, gens, **options):
         pass
     sync(device)
     return time.perf_counter() - t0
@@ -110,58 +111,77 @@ def engine_rate(
     warmup: int,
     k: int,
     device: str,
-    bf16: bool,
+    options: dict[str, bool],
 ) -> tuple[float, float | None]:
     """Aggregate images/s of ``train_batched`` on ``k`` candidates, and its peak GPU memory (GB)."""
-    engine_epoch(cell, spec, settings, warmup, k, device, bf16)
+    engine_epoch(cell, spec, settings, warmup, k, device, options)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    seconds = engine_epoch(cell, spec, settings, steps, k, device, bf16)
+    seconds = engine_epoch(cell, spec, settings, steps, k, device, options)
     peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else None
     return k * steps * settings.batch_size / seconds, peak
 
 
 def profile_engine(
-    cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int, device: str, bf16: bool
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    k: int,
+    device: str,
+    options: dict[str, bool],
 ) -> str:
     """The operators that take the time in an epoch of 3 engine steps (torch profiler table)."""
-    engine_epoch(cell, spec, settings, 2, k, device, bf16)  # warm-up
+    engine_epoch(cell, spec, settings, 2, k, device, options)  # warm-up
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        engine_epoch(cell, spec, settings, 3, k, device, bf16)
+        engine_epoch(cell, spec, settings, 3, k, device, options)
     key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=30)
 
 
 def device_check(device: str, say) -> bool:
-    """Float64 equivalence on ``device``: engine vs separately built networks (train mode
-    forward, then one epoch of training with early stops off); True when within 1e-9."""
+    """Float64 equivalence on ``device``: engine vs separately built networks (one epoch, then
+    a second with early stops off), for the eager engine and, on CUDA, the engine replayed from
+    CUDA graphs; True when every difference is within 1e-9."""
     spec = cifar_proxy(image_size=8, width=0.25)
     parent = start_cell("cnn", 8, random.Random(0))
     cells = [parent.remove_edge(e) for e in parent.edges[::7]]
     cells.append(Cell("cnn", parent.ops, [(0, 3), (0, 5)], parent.activation))
     seeds = list(range(len(cells)))
     settings = ProxyTraining(epochs=2, batch_size=32, min_accuracy=0.0, overfit_ratio=1e9)
-    train, val = (synthetic(n, spec, device, s) for n, s in ((64, 0), (32, 1)))
+    train, val = (synthetic(n, spec, device, s) for n, s in ((80, 0), (32, 1)))  # 2.5 batches
     train, val = ((x.double(), y) for x, y in (train, val))
-    engine = build_batched(union_cell(cells), spec, cells, seeds).to(device).double()
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    outs = dict(train_batched(engine, train, val, settings, gens))
-    worst = 0.0
-    for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
+    refs = []
+    for cell, seed in zip(cells, seeds, strict=True):
         torch.manual_seed(seed)
         net = build_network(cell, spec).to(device).double()
-        ref = train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed))
-        for mine, theirs in zip(outs[k].history, ref.history, strict=True):
-            worst = max(worst, *(abs(mine[key] - theirs[key]) for key in theirs))
-        worst = max(worst, abs(len(outs[k].history) - len(ref.history)))
-    ok = worst <= 1e-9
-    say(
-        f"equivalence on {device} (float64, {len(cells)} candidates, 2 epochs): max |diff| "
-        f"{worst:.2e} -> {'PASS' if ok else 'FAIL'}"
-    )
+        refs.append(train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed)))
+    variants = [("engine", {})]
+    if device.startswith("cuda"):
+        variants.append(("engine in CUDA graphs", {"cuda_graph": True}))
+    ok = True
+    for label, options in variants:
+        engine = build_batched(union_cell(cells), spec, cells, seeds).to(device).double()
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        try:
+            outs = dict(train_batched(engine, train, val, settings, gens, **options))
+        except RuntimeError as err:  # report, and let the other checks run
+            say(f"equivalence on {device}, {label}: FAIL ({type(err).__name__}: {err})")
+            ok = False
+            continue
+        worst = 0.0
+        for k, ref in enumerate(refs):
+            for mine, theirs in zip(outs[k].history, ref.history, strict=True):
+                worst = max(worst, *(abs(mine[key] - theirs[key]) for key in theirs))
+            worst = max(worst, abs(len(outs[k].history) - len(ref.history)))
+        passed = worst <= 1e-9
+        ok = ok and passed
+        say(
+            f"equivalence on {device}, {label} (float64, {len(cells)} candidates, 2 epochs): "
+            f"max |diff| {worst:.2e} -> {'PASS' if passed else 'FAIL'}"
+        )
     return ok
 
 
@@ -207,7 +227,7 @@ def ops_per_step(
         train_proxy(model, train, val, one, torch.Generator().manual_seed(0))
 
     def engine(n: int) -> None:
-        engine_epoch(cell, spec, one, n, k, "cpu", False)
+        engine_epoch(cell, spec, one, n, k, "cpu", {})
 
     def per_step(f) -> np.ndarray:
         return (op_counts(lambda: f(4)) - op_counts(lambda: f(2))) / 2
@@ -249,6 +269,11 @@ def peak_gb() -> str:
     return f"{torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, bool]:
+    """The engine options the command line chose (``train_batched`` keywords)."""
+    return {"bf16": args.bf16, "cuda_graph": args.cuda_graph}
+
+
 def search(args: argparse.Namespace, say) -> dict[str, Any]:
     """The full-protocol search (or a tiny one with --quick) on Fashion-MNIST."""
     data = {"dataset": "fashion-mnist", "data_dir": str(args.search_data), "device": args.device}
@@ -261,7 +286,7 @@ def search(args: argparse.Namespace, say) -> dict[str, Any]:
     out = args.out or Path(tempfile.mkdtemp(prefix="autoshrink-bench-"))
     if torch.cuda.is_available() and args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    executor = TimedExecutor(BatchedExecutor(bf16=args.bf16), args.time_limit, say)
+    executor = TimedExecutor(BatchedExecutor(**engine_options(args)), args.time_limit, say)
     t0 = time.perf_counter()
     finished, best = True, None
     try:
@@ -288,6 +313,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings (CPU: well under 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--bf16", action="store_true", help="the engine under bfloat16 autocast")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="the engine replays each training step from a CUDA graph (CUDA only)",
+    )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
     p.add_argument(
@@ -340,7 +370,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     say(
         f"device {name}; K = {k}, batch {settings.batch_size}, {spec.image_size}px, "
-        f"{steps} timed batches; engine {'bf16 autocast' if args.bf16 else 'fp32'}; "
+        f"{steps} timed batches; engine {'bf16 autocast' if args.bf16 else 'fp32'}"
+        f"{' in CUDA graphs' if args.cuda_graph else ''}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     say(f"{'cell':<12}{'eager img/s':>14}{'engine img/s':>15}{'ratio':>8}{'peak GPU mem':>15}")
@@ -351,7 +382,9 @@ def main() -> None:
     ):
         warmup = 1 if args.quick else 5
         base = eager_rate(cell, spec, settings, steps, args.device, warmup)
-        rate, peak = engine_rate(cell, spec, settings, steps, warmup, k, args.device, args.bf16)
+        rate, peak = engine_rate(
+            cell, spec, settings, steps, warmup, k, args.device, engine_options(args)
+        )
         rows.append(
             {
                 "cell": label,
@@ -368,6 +401,7 @@ def main() -> None:
         "k": k,
         "batch_size": settings.batch_size,
         "bf16": args.bf16,
+        "cuda_graph": args.cuda_graph,
         "baseline_img_s": rows[0]["baseline_img_s"],
         "engine_img_s": rows[0]["engine_img_s"],
         "ratio": rows[0]["ratio"],
@@ -377,7 +411,7 @@ def main() -> None:
     if args.profile:
         say(f"profile of 3 engine steps, complete-8 cell, K = {k}:")
         cell = start_cell("cnn", 8, random.Random(0))
-        say(profile_engine(cell, spec, settings, k, args.device, args.bf16))
+        say(profile_engine(cell, spec, settings, k, args.device, engine_options(args)))
     if args.search_data is not None:
         kind = "quick" if args.quick else "full-protocol"
         say(f"{kind} search on Fashion-MNIST from {args.search_data} ...")

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole GPU check of the batched engine (issue #6) in one go, < 8 minutes on an H100/H200:
 #   1. the device and software versions;
-#   2. float64 equivalence of the engine and one-by-one training on the GPU (PASS/FAIL);
+#   2. float64 equivalence of the engine (eager, and replayed from CUDA graphs) and one-by-one
+#      training on the GPU (PASS/FAIL);
 #   3. the throughput table, eager loop vs batched engine (K = 10, batch 128), bf16 autocast;
 #   4. a profile of the fp32 engine step (which operators take the device time);
-#   5. the table in fp32, then a full-protocol AutoShrink search on Fashion-MNIST with the
-#      batched executor (wall time, peak GPU memory), stopped after 200 s if it has not finished.
-# Worst case (every step at its timeout) 7.7 minutes plus the machine's start.
+#   5. the table in fp32 with the engine's steps replayed from CUDA graphs;
+#   6. the table in fp32, then a full-protocol AutoShrink search on Fashion-MNIST with the
+#      batched executor (wall time, peak GPU memory), stopped after 180 s if it has not finished.
+# Worst case (every step at its timeout) 7.8 minutes plus the machine's start.
 # No package installs; PYTHONPATH=src. Results go to $OUT (default: /tmp/gpu_check).
 # DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke test).
 #
@@ -49,19 +51,26 @@ step "float64 equivalence on the GPU"
 timeout 45 python "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
 step "throughput, bf16 autocast"
-timeout 70 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --bf16 --json \
+timeout 60 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --bf16 --json \
     > "$OUT/throughput_bf16.json" 2> "$OUT/throughput_bf16.txt"
 cat "$OUT/throughput_bf16.txt"
 
 step "profile of the fp32 engine step (top operators by device time)"
-timeout 45 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --profile \
+timeout 35 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --profile \
     > "$OUT/profile.txt" 2>&1
 head -c 6000 "$OUT/profile.txt"
 
+if [ "$DEVICE" != "cpu" ]; then
+    step "throughput, fp32, engine steps replayed from CUDA graphs"
+    timeout 60 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --cuda-graph --json \
+        > "$OUT/throughput_graph.json" 2> "$OUT/throughput_graph.txt"
+    cat "$OUT/throughput_graph.txt"
+fi
+
 if [ -n "$DATA" ]; then
     step "throughput, fp32, then the full-protocol search (data: $DATA)"
-    timeout 300 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json --search-data "$DATA" \
-        --out "$OUT/search" --time-limit 200 \
+    timeout 270 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json --search-data "$DATA" \
+        --out "$OUT/search" --time-limit 180 \
         > "$OUT/throughput_fp32_search.json" 2> "$OUT/throughput_fp32_search.txt"
 else
     step "throughput, fp32 (no Fashion-MNIST folder found: search skipped)"
@@ -76,14 +85,16 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-for name in ("throughput_bf16.json", "throughput_fp32_search.json"):
+for name in ("throughput_bf16.json", "throughput_graph.json", "throughput_fp32_search.json"):
     path = out / name
+    if name == "throughput_graph.json" and not path.exists():
+        continue  # not run on the CPU
     text = path.read_text().strip() if path.exists() else ""
     if not text:
         print(f"{name}: no result (see the .txt next to it)")
         continue
     r = json.loads(text)
-    tag = "bf16" if r["bf16"] else "fp32"
+    tag = ("bf16" if r["bf16"] else "fp32") + (" cuda-graph" if r.get("cuda_graph") else "")
     for row in r["table"]:
         print(f"{r['device']} {tag} {row['cell']}: eager {row['baseline_img_s']:.0f} img/s, "
               f"engine {row['engine_img_s']:.0f} img/s, speedup: {row['ratio']:.2f}, "

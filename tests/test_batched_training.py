@@ -114,3 +114,17 @@ def test_one_generator_per_candidate(data):
     engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS)
     with pytest.raises(ValueError, match="generators"):
         next(train_batched(engine, train, val, ProxyTraining(), [torch.Generator()]))
+
+
+def test_cuda_graph_replay_asks_for_what_it_needs(data) -> None:
+    """The graph path itself needs a GPU (scripts/gpu_check.sh checks it in float64 there);
+    here: it refuses CPU data, and a captured step needs a capturable optimizer."""
+    from autoshrink.training.cuda_graph import GraphedStep
+
+    train, val = data(torch.float32)
+    with pytest.raises(ValueError, match="cuda_graph needs the data on a CUDA device"):
+        together(ProxyTraining(epochs=1, batch_size=16), train, val, torch.float32, cuda_graph=True)
+    engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS)
+    opt = torch.optim.Adam(engine.parameters())
+    with pytest.raises(ValueError, match="capturable=True"):
+        GraphedStep(lambda: None, engine, opt)  # type: ignore[arg-type]

@@ -37,6 +37,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             network's structure never changes between steps (for graph capture/compilation);
             default: the union of the group's edges, which is smaller.
         bf16: bfloat16 autocast for forward passes (faster on GPUs, not bit-equivalent).
+        cuda_graph: replay each training step from a CUDA graph (CUDA only; see
+            :mod:`autoshrink.training.cuda_graph`).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         max_batch: int | None = None,
         fixed_structure: bool = False,
         bf16: bool = False,
+        cuda_graph: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -53,6 +56,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
+        self.cuda_graph = cuda_graph
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -131,7 +135,9 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         ).to(self.device)
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
-        yield from train_batched(engine, train, val, self.training, gens, bf16=self.bf16)
+        yield from train_batched(
+            engine, train, val, self.training, gens, bf16=self.bf16, cuda_graph=self.cuda_graph
+        )
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:
         accuracy = float("nan") if out.diverged else out.best_accuracy

@@ -14,7 +14,7 @@ for the host. ``bf16=True`` runs forward passes under bfloat16 autocast (not bit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
 import torch
@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from autoshrink.nn.batched import BatchedCNN
 from autoshrink.training.classification import ProxyTraining, TrainOutcome
+from autoshrink.training.cuda_graph import GraphedStep
 
 
 class EarlyStop:
@@ -72,8 +73,10 @@ class EarlyStop:
         )
 
 
-def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+def _autocast(device: torch.device, bf16: bool, cache: bool = True) -> AbstractContextManager:
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache
+    )
 
 
 def _full(logits: torch.Tensor) -> torch.Tensor:
@@ -107,6 +110,40 @@ def validate(
     return (loss_sum / n).tolist(), [c / n for c in correct.tolist()]
 
 
+class TrainStep:
+    """One optimisation step of the stacked engine, reading and writing only fixed buffers, so
+    that it can be replayed from a CUDA graph: the mini-batch is ``idx [K, b]`` (rows into the
+    training tensors, one row per candidate), the summed loss goes into ``loss_sum [K]``."""
+
+    def __init__(
+        self,
+        engine: BatchedCNN,
+        opt: torch.optim.Optimizer,
+        data: tuple[torch.Tensor, torch.Tensor],
+        idx: torch.Tensor,
+        loss_sum: torch.Tensor,
+        *,
+        bf16: bool = False,
+        graphed: bool = False,
+    ) -> None:
+        self.engine, self.opt, self.data = engine, opt, data
+        self.idx, self.loss_sum = idx, loss_sum
+        self.bf16, self.graphed = bf16, graphed
+
+    def __call__(self) -> None:
+        x, y = self.data
+        idx, dev = self.idx, self.loss_sum.device
+        xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
+        yb = y[idx.T]  # [b, K]
+        with _autocast(dev, self.bf16, cache=not self.graphed):
+            logits = _full(self.engine(xb))  # [b, K, classes]
+        losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
+        self.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
+        self.opt.step()
+        self.loss_sum += losses.detach() * idx.shape[1]
+
+
 def train_batched(
     engine: BatchedCNN,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -115,37 +152,55 @@ def train_batched(
     generators: Sequence[torch.Generator],
     *,
     bf16: bool = False,
+    cuda_graph: bool = False,
 ) -> Iterator[tuple[int, TrainOutcome]]:
     """Train the ``engine.k`` candidates; yield ``(k, outcome)`` as each one stops.
 
     ``train``/``val`` are ``x [N, C, H, W]``, ``y [N]`` on the engine's device, shared by all
     candidates; ``generators[k]`` draws candidate ``k``'s mini-batch order. ``engine`` is
-    consumed: stopped candidates are removed from it.
+    consumed: stopped candidates are removed from it. ``cuda_graph`` (CUDA only) replays the
+    full-size training steps from a CUDA graph, captured again whenever candidates stop (see
+    :mod:`autoshrink.training.cuda_graph`); the last, smaller batch of an epoch runs eagerly.
     """
     if len(generators) != engine.k:
         raise ValueError(f"{engine.k} candidates need {engine.k} generators, got {len(generators)}")
     x, y = _nhwc(train[0]), train[1]
     vx, vy = _nhwc(val[0]), val[1]
-    n, dev = len(y), y.device
-    opt = torch.optim.Adam(engine.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    n, dev, b = len(y), y.device, settings.batch_size
+    if cuda_graph and dev.type != "cuda":
+        raise ValueError(f"cuda_graph needs the data on a CUDA device, not {dev}")
+    opt = torch.optim.Adam(
+        engine.parameters(),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        **({"capturable": True} if cuda_graph else {}),
+    )
     alive = list(range(engine.k))  # original index of each stacked slice
     stops = [EarlyStop(settings) for _ in alive]
+    step: TrainStep | None = None
+    run: Callable[[], None] | None = None
     for epoch in range(1, settings.epochs + 1):
         engine.train()
         k = len(alive)
         orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in alive]).to(dev)
-        loss_sum = torch.zeros(k, device=dev)
-        for s in range(0, n, settings.batch_size):
-            idx = orders[:, s : s + settings.batch_size]  # [K, b]
-            xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
-            yb = y[idx.T]  # [b, K]
-            with _autocast(dev, bf16):
-                logits = _full(engine(xb))  # [b, K, classes]
-            losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
-            opt.step()
-            loss_sum += losses.detach() * idx.shape[1]
+        if step is None:  # first epoch, or candidates were dropped: new buffers for this K
+            idx = torch.empty(k, min(b, n), dtype=torch.long, device=dev)
+            step = TrainStep(engine, opt, (x, y), idx, torch.zeros(k, device=dev), bf16=bf16,
+                             graphed=cuda_graph)  # fmt: skip
+            run = step
+            if cuda_graph and n >= b:
+                idx.copy_(orders[:, :b])  # the warm-up steps of the capture read real rows
+                run = GraphedStep(step, engine, opt)
+        assert run is not None
+        loss_sum = step.loss_sum
+        loss_sum.zero_()
+        for s in range(0, n, b):
+            batch = orders[:, s : s + b]  # [K, b]
+            if batch.shape[1] == step.idx.shape[1]:
+                step.idx.copy_(batch)
+                run()
+            else:  # the last, smaller batch of the epoch, eagerly
+                TrainStep(engine, opt, (x, y), batch, loss_sum, bf16=bf16)()
         train_loss = [v / n for v in loss_sum.double().tolist()]
         val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, bf16=bf16)
         keep = []
@@ -162,6 +217,7 @@ def train_batched(
                 return
             opt = _select(engine, opt, torch.tensor(keep))
             alive = [alive[pos] for pos in keep]
+            step = run = None  # new tensors: new buffers (and a new capture)
 
 
 def _select(

@@ -1,0 +1,76 @@
+"""One training step captured in a CUDA graph and replayed: no host work per step (GPU only).
+
+The stacked engine's training step is small kernels, hundreds of them; replaying a CUDA graph
+launches them all at once, without Python or the dispatcher. :class:`GraphedStep` captures a
+:class:`~autoshrink.training.batched.TrainStep` (whose inputs and outputs are fixed buffers)
+after a few warm-up runs on a side stream, as CUDA graphs need (lazy allocations, library
+handles, the optimizer's state). The warm-up must not change the training, so everything it
+touches -- parameters, buffers, optimizer state, the loss sum -- is put back afterwards:
+tensors that existed are restored in place (the graph keeps their addresses), optimizer state
+the warm-up created is zeroed, which is what Adam's first step starts from. The optimizer must
+be created with ``capturable=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+WARMUP = 2
+
+
+class CapturableStep(Protocol):
+    """A training step on fixed buffers; ``loss_sum`` is the one it accumulates into."""
+
+    loss_sum: torch.Tensor
+
+    def __call__(self) -> None: ...
+
+
+def _tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
+    """Every tensor the step may change, by identity: parameters, buffers, optimizer state."""
+    out = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    for state in opt.state.values():
+        out.update({id(v): v for v in state.values() if torch.is_tensor(v)})
+    return out
+
+
+class GraphedStep:
+    """``step()`` replayed from a CUDA graph; ``step`` exposes ``loss_sum`` (restored too)."""
+
+    def __init__(
+        self,
+        step: CapturableStep,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        *,
+        warmup: int = WARMUP,
+    ) -> None:
+        if not all(g.get("capturable", False) for g in opt.param_groups):
+            raise ValueError("a captured optimizer step needs the optimizer's capturable=True")
+        loss_sum = step.loss_sum
+        before = _tensors(model, opt)
+        saved = {key: t.detach().clone() for key, t in before.items()}
+        saved_loss = loss_sum.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for key, t in _tensors(model, opt).items():
+                if key in saved:
+                    t.copy_(saved[key])
+                else:  # optimizer state the warm-up created: back to its initial zeros
+                    t.zero_()
+            loss_sum.copy_(saved_loss)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step()
+        self.step = step
+
+    def __call__(self) -> None:
+        self.graph.replay()
