@@ -5,9 +5,9 @@ For each seed: an AutoShrink search with the preset's settings, then random sear
 budget equal to the number of candidates that AutoShrink evaluated, asking K at a time. Printed:
 per strategy the mean ± std over seeds of the best score, and the mean accuracy, MACs and edges
 of the returned cell, candidates and wall time; and per seed the best scores side by side.
-Run folders go under ``--out`` (each can be opened with ``autoshrink report``), with
-``comparison.png``: the best score so far against candidates evaluated, mean over the seeds,
-one line per strategy.
+Run folders go under ``--out`` (each can be opened with ``autoshrink report``, and several
+compared with ``autoshrink report RUN... --out DIR``), with ``comparison.png``: the best score
+so far against candidates evaluated, mean over the seeds, one line per strategy.
 
     python benchmarks/bench_cell_baselines.py                       # demo preset, seeds 0 1 2
     python benchmarks/bench_cell_baselines.py --seeds 0 1 2 3 4 --json
@@ -26,6 +26,7 @@ from typing import Any
 
 from autoshrink.config import preset
 from autoshrink.executors.factory import build_executor
+from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
 
 STRATEGIES = ("autoshrink", "random", "rea")
@@ -53,17 +54,6 @@ def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, 
     }
 
 
-def best_so_far(run_dir: Path) -> list[float]:
-    """The best score after each candidate of a run, in journal order (-inf before any)."""
-    best, out = float("-inf"), []
-    for line in (run_dir / "journal.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") == "candidate":
-            best = max(best, rec["score"] if rec["score"] is not None else float("-inf"))
-            out.append(best)
-    return out
-
-
 def plot_comparison(rows: list[dict], out: Path) -> Path:
     """Best score so far against candidates, mean over seeds; a seed whose budget is used up
     keeps its final best (budgets follow AutoShrink's count, so they differ between seeds)."""
@@ -73,7 +63,7 @@ def plot_comparison(rows: list[dict], out: Path) -> Path:
     ax = fig.subplots()
     for name in STRATEGIES:
         runs = [r for r in rows if r["strategy"] == name]
-        curves = [best_so_far(out / f"{name}-seed{r['seed']}") for r in runs]
+        curves = [read_run(out / f"{name}-seed{r['seed']}").best_so_far() for r in runs]
         n = max(len(c) for c in curves)
         curves = [c + [c[-1]] * (n - len(c)) for c in curves]
         mean = [statistics.mean(c[i] for c in curves) for i in range(n)]

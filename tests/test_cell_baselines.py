@@ -14,6 +14,8 @@ from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.report import write_report
+from autoshrink.report.compare import write_comparison
+from autoshrink.report.reading import read_run
 from autoshrink.search import make_strategy, run_search
 from autoshrink.spaces.cells import flip_edge, random_subcell, start_cell
 from autoshrink.strategies.base import Observation
@@ -157,6 +159,10 @@ def test_config_and_cli_errors(cli, tmp_path: Path) -> None:
     assert SearchConfig(nodes=8, k=10, keep_fraction=0.01).default_budget() == 1 + 10 * 28
     code, _, err = cli("search", "--budget", "5", "--out", tmp_path / "x")
     assert code == 2 and "budget is for the baselines" in err and err.count("\n") == 1
+    code, _, err = cli("report", tmp_path / "a", tmp_path / "b")
+    assert code == 2 and "give --out DIR" in err
+    code, _, err = cli("report", tmp_path / "a", "--out", tmp_path / "c")
+    assert code == 2 and "at least 2 run folders" in err
 
 
 @pytest.mark.parametrize("strategy", ["random", "rea"])
@@ -185,6 +191,14 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
     page = write_report(tmp_path / "full").read_text()
     assert f"{strategy} search" in page and "Best score against candidates" in page
     assert "Chosen cell at each step" not in page
+    shrink = run_search(tmp_path / "shrink", toy_config(k=4, seed=2),
+                        evaluator_factory=lambda c: ToyEvaluator(), progress=False)  # fmt: skip
+    page = write_comparison([tmp_path / "full", tmp_path / "shrink"], tmp_path / "cmp")
+    text = page.read_text()
+    assert f"full ({strategy}, seed 2)" in text and "shrink (autoshrink, seed 2)" in text
+    assert f"{full.best.score:.4f}" in text and f"{shrink.best.score:.4f}" in text
+    assert (tmp_path / "cmp" / "progress.svg").stat().st_size > 0
+    assert read_run(tmp_path / "full").best_so_far()[-1] == full.best.score
 
 
 @pytest.mark.slow

@@ -1,11 +1,14 @@
-"""``autoshrink report FOLDER``: write a static HTML report of a search run or a bench output."""
+"""``autoshrink report FOLDER``: a static HTML report of a search run or a bench output; with
+several run folders and ``--out DIR``, a comparison of the runs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from autoshrink.errors import ConfigError
 from autoshrink.report import write_report
+from autoshrink.report.compare import write_comparison
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,13 +18,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a static report (opens from disk) of a search run folder -- score, "
         "accuracy and cost per step, the Pareto front of all candidates, the chosen cells, "
         "the steps and the config -- or of an 'autoshrink bench nb201 --out' folder. "
-        "Reads only the folder; writes only FOLDER/report/.",
+        "Reads only the folder; writes only FOLDER/report/. Several run folders with --out DIR: "
+        "one page comparing them (best score against candidates, best cells).",
     )
-    p.add_argument("folder", type=Path, metavar="FOLDER", help="run folder or bench --out folder")
+    p.add_argument(
+        "folders", type=Path, nargs="+", metavar="FOLDER", help="run folder or bench --out folder"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="where the comparison page goes"
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    page = write_report(args.folder)
+    if len(args.folders) == 1 and args.out is None:
+        page = write_report(args.folders[0])
+    elif args.out is None:
+        raise ConfigError("several run folders are compared on one page: give --out DIR")
+    else:
+        page = write_comparison(args.folders, args.out)
     print(f"report: {page}")
     return 0

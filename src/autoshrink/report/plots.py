@@ -6,20 +6,22 @@
 - :func:`plot_pareto`: quality against cost of every candidate that scored, the Pareto front
   drawn through the undominated ones and the chosen best cell marked.
 - :func:`plot_progress`: every candidate's score in evaluation order and the best score so far
-  (any strategy: the curve strategies are compared by).
+  (any strategy: the curve strategies are compared by); :func:`plot_comparison`: that curve for
+  several runs.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from autoshrink.bench import pareto_front
-from autoshrink.report.reading import Candidate, Step
+from autoshrink.report.reading import Candidate, RunData, Step
 
 _BEST = "#d62728"
 _LINE = "#1f77b4"
@@ -109,17 +111,36 @@ def plot_pareto(
     return path
 
 
-def plot_progress(candidates: list[Candidate], path: Path, title: str = "") -> Path:
-    """Score of every candidate in journal order and the best score so far; write ``path``."""
-    ordered = sorted(candidates, key=lambda c: (c.step, c.index))
+def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
+    """Score of every candidate in evaluation order and the best score so far; write ``path``."""
     fig = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = fig.subplots()
+    ordered = run.ordered
     xs = np.arange(1, len(ordered) + 1)
-    scores = np.array([c.score if c.ok else np.nan for c in ordered], dtype=float)
-    ax.scatter(xs, scores, s=12, color="0.55", label="candidate", zorder=2)
-    best = np.fmax.accumulate(np.where(np.isnan(scores), -np.inf, scores)) if len(xs) else xs
-    best = np.where(np.isfinite(best), best, np.nan)
-    ax.step(xs, best, where="post", color=_BEST, label="best so far", zorder=3)
+    ax.scatter(xs, [c.score if c.ok else np.nan for c in ordered], s=12, color="0.55",
+               label="candidate", zorder=2)  # fmt: skip
+    best = np.array(run.best_so_far(), dtype=float)
+    ax.step(xs, np.where(np.isfinite(best), best, np.nan), where="post", color=_BEST,
+            label="best so far", zorder=3)  # fmt: skip
+    _finish_progress(ax, title)
+    fig.savefig(path)
+    return path
+
+
+def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
+    """The best score so far against candidates evaluated, one line per run; write ``path``."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, run in runs.items():
+        best = np.array(run.best_so_far(), dtype=float)
+        xs = np.arange(1, len(best) + 1)
+        ax.step(xs, np.where(np.isfinite(best), best, np.nan), where="post", label=label)
+    _finish_progress(ax, "best score so far")
+    fig.savefig(path)
+    return path
+
+
+def _finish_progress(ax: Any, title: str) -> None:
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("score")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -127,5 +148,3 @@ def plot_progress(candidates: list[Candidate], path: Path, title: str = "") -> P
     ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
-    fig.savefig(path)
-    return path

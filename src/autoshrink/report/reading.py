@@ -93,8 +93,21 @@ class RunData:
             for c in self.candidates:
                 if c.key == key:
                     return c
-        ordered = sorted((c for c in self.candidates if c.ok), key=lambda c: (c.step, c.index))
+        ordered = [c for c in self.ordered if c.ok]
         return max(ordered, key=Candidate.rank) if ordered else None
+
+    @property
+    def ordered(self) -> list[Candidate]:
+        """The candidates in the order the search evaluated them (step, then proposal)."""
+        return sorted(self.candidates, key=lambda c: (c.step, c.index))
+
+    def best_so_far(self) -> list[float]:
+        """The best score after each candidate of :attr:`ordered` (``-inf`` before any)."""
+        out, best = [], -math.inf
+        for c in self.ordered:
+            best = max(best, c.score)
+            out.append(best)
+        return out
 
     @property
     def score(self) -> dict[str, Any]:

@@ -73,8 +73,7 @@ TOP = 15
 
 def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]]:
     """The :data:`TOP` best-scoring candidates (ties to fewer edges), best first."""
-    ordered = sorted((c for c in run.candidates if c.ok), key=lambda c: (c.step, c.index))
-    top = sorted(ordered, key=Candidate.rank, reverse=True)[:TOP]
+    top = sorted((c for c in run.ordered if c.ok), key=Candidate.rank, reverse=True)[:TOP]
     return [
         [
             c.step,
@@ -146,7 +145,7 @@ def write_run_report(run_dir: Path) -> Path:
     if not steps:
         sections.append(("Steps", html.note("No candidate has finished yet.")))
     else:
-        fig = plot_progress(run.candidates, out / "progress.svg")
+        fig = plot_progress(run, out / "progress.svg")
         caption = "Score of every candidate in the order evaluated, and the best score so far."
         sections.append(("Best score against candidates", html.figure(fig, out, caption)))
     if steps and shrinks:

@@ -1,0 +1,73 @@
+"""A comparison of several search runs on one page: ``OUT/index.html``.
+
+For runs of one task -- AutoShrink and its baselines at equal budgets, or seeds of one
+strategy -- it shows the best score against candidates evaluated, one line per run, a table of
+each run's strategy, seed, candidates and best cell (score, quality, cost, edges), and the best
+cells' pictures. It reads the run folders (also while they run) and writes only into ``OUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from autoshrink.errors import AutoshrinkError
+from autoshrink.graph import Cell
+from autoshrink.picture import render
+from autoshrink.report import html
+from autoshrink.report.plots import plot_comparison
+from autoshrink.report.reading import RunData, read_run
+
+log = logging.getLogger(__name__)
+
+
+def _label(run: RunData) -> str:
+    config = run.config
+    return f"{run.run_dir.name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
+
+
+def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
+    if len(run_dirs) < 2:
+        raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
+    runs = {}
+    for d in run_dirs:
+        run = read_run(Path(d))
+        runs[_label(run)] = run
+    tasks = {run.config.get("task", "cnn") for run in runs.values()}
+    if len(tasks) > 1:
+        raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    first = next(iter(runs.values()))
+    quality = str(first.score.get("metric") or "accuracy")
+    cost = str(first.score.get("cost") or "macs")
+    fig = plot_comparison(runs, out / "progress.svg")
+    caption = "The best score after each candidate, in the order each search evaluated them."
+    sections = [("Best score against candidates", html.figure(fig, out, caption))]
+    rows, figures = [], []
+    for i, (label, run) in enumerate(runs.items()):
+        best = run.best
+        rows.append(
+            [
+                label,
+                "finished" if run.finished else "running",
+                len(run.candidates),
+                best.score if best else None,
+                best.metrics.get(quality) if best else None,
+                best.metrics.get(cost) if best else None,
+                best.edges if best else None,
+            ]
+        )
+        if best is not None:
+            cell = Cell.from_dict(best.cell, f"{run.run_dir}: best cell")
+            pic = render(cell, out / "cells" / f"run_{i}.svg", title=label)
+            figures.append(html.figure(pic, out, f"{label}: score {best.score:.4f}"))
+    header = ["run", "status", "candidates", "best score", quality, cost, "edges"]
+    sections.append(("Runs", html.table(header, rows, left=2)))
+    sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
+    page = out / "index.html"
+    page.write_text(html.page(f"Comparison of {len(runs)} runs", sections), encoding="utf-8")
+    log.info("wrote %s", page)
+    return page
