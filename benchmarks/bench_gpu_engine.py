@@ -28,11 +28,9 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from autoshrink.config import preset
@@ -185,56 +183,6 @@ def device_check(device: str, say) -> bool:
     return ok
 
 
-# Ops that only make views, read metadata or allocate: no kernel of their own on a GPU.
-NO_KERNEL = {
-    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::permute",
-    "aten::expand", "aten::expand_as", "aten::as_strided", "aten::t", "aten::transpose",
-    "aten::unsqueeze", "aten::squeeze", "aten::select", "aten::slice", "aten::narrow",
-    "aten::detach", "aten::alias", "aten::empty", "aten::empty_like", "aten::empty_strided",
-    "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg", "aten::unbind",
-    "aten::split", "aten::chunk", "aten::view_as", "aten::result_type", "aten::set_",
-}  # fmt: skip
-
-
-def op_counts(fn) -> np.ndarray:
-    """``[aten ops dispatched, kernel-like ops]`` of ``fn``: every aten op (nested ones too:
-    the host-side dispatch work), and the innermost ones that are not views or allocations
-    (on a GPU, about one kernel launch each). A CPU profile, so it runs without a GPU."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities) as prof:
-        fn()
-    aten = [e for e in prof.events() if e.name.startswith("aten::")]
-    kernels = [
-        e
-        for e in aten
-        if e.name not in NO_KERNEL and not any(c.name.startswith("aten::") for c in e.cpu_children)
-    ]
-    return np.array([len(aten), len(kernels)], dtype=float)
-
-
-def ops_per_step(
-    cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`op_counts` of one training step: the eager loop (one candidate) and the engine
-    (K candidates); the difference of epochs of 4 and 2 steps, so set-up and validation cancel."""
-    one = replace(settings, epochs=1)
-
-    def eager(n: int) -> None:
-        torch.manual_seed(0)
-        model = build_network(cell, spec).to(memory_format=torch.channels_last)
-        train = synthetic(n * settings.batch_size, spec, "cpu", 0)
-        val = synthetic(8, spec, "cpu", 1)
-        train_proxy(model, train, val, one, torch.Generator().manual_seed(0))
-
-    def engine(n: int) -> None:
-        engine_epoch(cell, spec, one, n, k, "cpu", {})
-
-    def per_step(f) -> np.ndarray:
-        return (op_counts(lambda: f(4)) - op_counts(lambda: f(2))) / 2
-
-    return per_step(eager), per_step(engine)
-
-
 class Deadline(Exception):
     """The search ran past ``--time-limit``."""
 
@@ -325,12 +273,6 @@ def main() -> None:
     )
     p.add_argument("--check", action="store_true", help="float64 equivalence check, then exit")
     p.add_argument(
-        "--count-ops",
-        action="store_true",
-        help="count the kernel-like ops of a training step, eager vs engine (a CPU profile), "
-        "and print the launch-bound ratio they imply; then exit",
-    )
-    p.add_argument(
         "--profile", action="store_true", help="also print the profiler table of engine steps"
     )
     p.add_argument("--search-data", type=Path, default=None, help="Fashion-MNIST IDX folder")
@@ -347,20 +289,6 @@ def main() -> None:
     if args.check:
         sys.exit(0 if device_check(args.device, say) else 1)
     k = args.k or (4 if args.quick else 10)
-    if args.count_ops:  # the op count does not depend on image size, width or batch
-        spec, settings = cifar_proxy(image_size=8, width=0.25), ProxyTraining(batch_size=16)
-        say(f"ops per training step (proxy network, K = {k}; CPU profile):")
-        for label, cell in (
-            ("complete-8", start_cell("cnn", 8, random.Random(0))),
-            ("shrinkcnn", published_cell("shrinkcnn")),
-        ):
-            eager, engine = ops_per_step(cell, spec, settings, k)
-            for what, i in (("aten ops", 0), ("kernel-like ops", 1)):
-                say(
-                    f"{label:<12} {what:<16} eager {eager[i]:6.0f} (1 candidate), engine "
-                    f"{engine[i]:6.0f} ({k} candidates): bound ratio {k * eager[i] / engine[i]:.1f}"
-                )
-        return
     steps = args.steps or (3 if args.quick else 40)
     if args.quick:
         spec = cifar_proxy(image_size=8, width=0.5)
