@@ -9,6 +9,7 @@ cell of the step before minus one edge.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -69,6 +70,23 @@ def test_report_of_a_finished_run(run_dir):
     assert table.count("<tr>") == len(steps) + 1
     retries = text.split("<h2>Retries")[1].split("</table>")[0]
     assert retries.count("<tr>") == 2 and "worker 42 died (exit code -9)" in retries
+
+
+def test_candidates_csv_holds_the_journal(run_dir):
+    page = write_report(run_dir)
+    assert 'href="candidates.csv"' in page.read_text()
+    with (run_dir / "report" / "candidates.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    records = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    records = sorted((r for r in records if r["type"] == "candidate"),
+                     key=lambda r: (r["step"], r["index"]))  # fmt: skip
+    assert [r["key"] for r in rows] == [r["key"] for r in records]
+    for row, rec in zip(rows, records, strict=True):
+        assert float(row["score"]) == rec["score"] and int(row["edges"]) == rec["edges"]
+        assert float(row["accuracy"]) == rec["metrics"]["accuracy"]
+        assert row["stop_reason"] == rec["detail"]["stop_reason"]
+        edge = rec["removed_edge"]
+        assert row["removed_edge"] == ("-".join(map(str, edge)) if edge else "")
 
 
 def test_chosen_cell_of_each_step_is_the_parent_of_the_next(run_dir):

@@ -37,6 +37,7 @@ class Candidate:
     cell: dict[str, Any]
     removed_edge: list[int] | None = None
     seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -150,6 +151,7 @@ def _candidate(rec: dict[str, Any]) -> Candidate:
         cell=rec["cell"],
         removed_edge=rec.get("removed_edge"),
         seconds=float(rec.get("seconds") or 0.0),
+        detail=dict(rec.get("detail") or {}),
     )
 
 

@@ -11,10 +11,12 @@ died, and the resolved config. It reads only the run folder (see
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from autoshrink.graph import Cell
 from autoshrink.picture import render
@@ -119,6 +121,33 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
     return rows
 
 
+CANDIDATES_CSV = "candidates.csv"
+
+
+def write_candidates_csv(run: RunData, path: Path) -> Path:
+    """Every candidate in evaluation order, one flat row each (any spreadsheet reads it):
+    ``step, index, key, edges, status, score``, one column per metric, ``epochs``,
+    ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``; empty cells for missing values."""
+    metrics = sorted({m for c in run.candidates for m in c.metrics})
+    header = ["step", "index", "key", "edges", "status", "score", *metrics]
+    header += ["epochs", "stop_reason", "removed_edge", "seconds"]
+
+    def value(v: Any) -> Any:
+        return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for c in run.ordered:
+            edge = "-".join(map(str, c.removed_edge)) if c.removed_edge else ""
+            writer.writerow(
+                [c.step, c.index, c.key, c.edges, c.status, value(c.score)]
+                + [value(c.metrics.get(m)) for m in metrics]
+                + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
+            )
+    return path
+
+
 def write_run_report(run_dir: Path) -> Path:
     """Write ``run_dir/report/index.html`` (and its pictures); returns the page's path."""
     run = read_run(run_dir)
@@ -131,7 +160,9 @@ def write_run_report(run_dir: Path) -> Path:
     strategy = str(run.config.get("strategy", "autoshrink"))
     shrinks = _shrinks(run)
     title = f"{'AutoShrink' if shrinks else strategy} search: {run.run_dir.resolve().name}"
-    sections: list[tuple[str, str]] = [("", _summary(run, quality, cost))]
+    table = write_candidates_csv(run, out / CANDIDATES_CSV)
+    link = f'<p>Every candidate as a table: <a href="{table.name}">{table.name}</a></p>'
+    sections: list[tuple[str, str]] = [("", _summary(run, quality, cost) + link)]
     if not run.finished:
         sections.append(
             (
