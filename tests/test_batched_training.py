@@ -128,3 +128,36 @@ def test_cuda_graph_replay_asks_for_what_it_needs(data) -> None:
     opt = torch.optim.Adam(engine.parameters())
     with pytest.raises(ValueError, match="capturable=True"):
         GraphedStep(lambda: None, engine, opt)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("second_capture", [False, True])
+def test_the_warm_up_before_a_capture_leaves_no_trace(data, second_capture) -> None:
+    """The warm-up runs of a CUDA-graph capture are undone exactly: training on after
+    ``warm_up`` (fresh Adam state, or state from earlier steps) matches training without it
+    bit for bit -- weights, batch-norm statistics, Adam state and the loss sum."""
+    from autoshrink.training.batched import TrainStep
+    from autoshrink.training.cuda_graph import warm_up
+
+    (x, y), _ = data(torch.float64)
+    x = x.permute(0, 2, 3, 1).contiguous()  # [N, H, W, C], as train_batched keeps it
+    k, b = len(CELLS), 16
+    orders = torch.stack([torch.randperm(len(y), generator=torch.Generator().manual_seed(s))
+                          for s in SEEDS])  # fmt: skip
+
+    def train(with_warm_up: bool):
+        engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS).double()
+        opt = torch.optim.Adam(engine.parameters(), lr=4e-3, weight_decay=1e-4)
+        idx, loss_sum = torch.empty(k, b, dtype=torch.long), torch.zeros(k)
+        step = TrainStep(engine, opt, (x, y), idx, loss_sum)
+        for s in range(4):
+            idx.copy_(orders[:, s * b : (s + 1) * b])
+            if with_warm_up and s == (2 if second_capture else 0):
+                warm_up(step, engine, opt, runs=2)
+            step()
+        state = [v for st in opt.state.values() for v in st.values()]
+        return [*engine.parameters(), *engine.buffers(), *state, loss_sum]
+
+    plain, warmed = train(False), train(True)
+    assert len(plain) == len(warmed)
+    for a, c in zip(plain, warmed, strict=True):
+        assert torch.equal(a, c)

@@ -37,6 +37,27 @@ def _tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[int, torch.Te
     return out
 
 
+def warm_up(
+    step: CapturableStep, model: nn.Module, opt: torch.optim.Optimizer, runs: int = WARMUP
+) -> None:
+    """Run ``step`` ``runs`` times, then undo what the runs did to ``model``, ``opt`` and
+    ``step.loss_sum``: existing tensors are restored in place (their addresses stay), optimizer
+    state the runs created is zeroed -- Adam's initial state. (On a GPU the caller runs this
+    on a side stream before capturing.)"""
+    before = _tensors(model, opt)
+    saved = {key: t.detach().clone() for key, t in before.items()}
+    saved_loss = step.loss_sum.clone()
+    for _ in range(runs):
+        step()
+    with torch.no_grad():
+        for key, t in _tensors(model, opt).items():
+            if key in saved:
+                t.copy_(saved[key])
+            else:  # optimizer state the warm-up created: back to its initial zeros
+                t.zero_()
+        step.loss_sum.copy_(saved_loss)
+
+
 class GraphedStep:
     """``step()`` replayed from a CUDA graph; ``step`` exposes ``loss_sum`` (restored too)."""
 
@@ -50,23 +71,11 @@ class GraphedStep:
     ) -> None:
         if not all(g.get("capturable", False) for g in opt.param_groups):
             raise ValueError("a captured optimizer step needs the optimizer's capturable=True")
-        loss_sum = step.loss_sum
-        before = _tensors(model, opt)
-        saved = {key: t.detach().clone() for key, t in before.items()}
-        saved_loss = loss_sum.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(warmup):
-                step()
+            warm_up(step, model, opt, warmup)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for key, t in _tensors(model, opt).items():
-                if key in saved:
-                    t.copy_(saved[key])
-                else:  # optimizer state the warm-up created: back to its initial zeros
-                    t.zero_()
-            loss_sum.copy_(saved_loss)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             step()
