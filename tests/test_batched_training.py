@@ -161,3 +161,38 @@ def test_the_warm_up_before_a_capture_leaves_no_trace(data, second_capture) -> N
     assert len(plain) == len(warmed)
     for a, c in zip(plain, warmed, strict=True):
         assert torch.equal(a, c)
+
+
+def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
+    """The epoch loop of ``cuda_graph=True`` on the CPU, with each capture replaced by its
+    warm-up and eager calls: buffers reused across epochs, a new capture whenever candidates
+    stop (here one diverges in epoch 1), the smaller last batch eagerly -- same trajectories as
+    the plain loop, bit for bit."""
+    import autoshrink.training.batched as tb
+    from autoshrink.training.cuda_graph import warm_up
+
+    captures = []
+
+    class EagerReplay:
+        def __init__(self, step, model, opt) -> None:
+            warm_up(step, model, opt)
+            self.step = step
+            captures.append(tuple(step.idx.shape))
+
+        def __call__(self) -> None:
+            self.step()
+
+    adam = torch.optim.Adam
+    monkeypatch.setattr(tb, "GraphedStep", EagerReplay)
+    monkeypatch.setattr(tb, "_require_cuda", lambda dev: None)
+    monkeypatch.setattr(torch.optim, "Adam", lambda *a, capturable=False, **kw: adam(*a, **kw))
+    train, val = data(torch.float64)
+    settings = ProxyTraining(epochs=3, batch_size=24, min_accuracy=0.0, overfit_ratio=1e9)
+    assert len(train[1]) % 24  # a smaller last batch every epoch
+    plain = together(settings, train, val, torch.float64, nan=NAN)
+    graphed = together(settings, train, val, torch.float64, nan=NAN, cuda_graph=True)
+    assert captures == [(5, 24), (4, 24)]  # all five, then the four left after the divergence
+    assert plain.keys() == graphed.keys()
+    for k, out in plain.items():
+        assert out.history == graphed[k].history
+        assert (out.epochs, out.stop_reason) == (graphed[k].epochs, graphed[k].stop_reason)

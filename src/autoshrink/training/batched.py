@@ -167,8 +167,8 @@ def train_batched(
     x, y = _nhwc(train[0]), train[1]
     vx, vy = _nhwc(val[0]), val[1]
     n, dev, b = len(y), y.device, settings.batch_size
-    if cuda_graph and dev.type != "cuda":
-        raise ValueError(f"cuda_graph needs the data on a CUDA device, not {dev}")
+    if cuda_graph:
+        _require_cuda(dev)
     opt = torch.optim.Adam(
         engine.parameters(),
         lr=settings.lr,
@@ -218,6 +218,11 @@ def train_batched(
             opt = _select(engine, opt, torch.tensor(keep))
             alive = [alive[pos] for pos in keep]
             step = run = None  # new tensors: new buffers (and a new capture)
+
+
+def _require_cuda(dev: torch.device) -> None:
+    if dev.type != "cuda":
+        raise ValueError(f"cuda_graph needs the data on a CUDA device, not {dev}")
 
 
 def _select(
