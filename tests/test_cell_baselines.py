@@ -176,6 +176,13 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
     assert start == make_strategy(toy_config(seed=2)).current  # AutoShrink's start cell
     lines = (tmp_path / "full" / "journal.jsonl").read_text().splitlines()
     assert len(lines) == 30
+    metas = [json.loads(line)["meta"] for line in lines]
+    assert {m["origin"] for m in metas} == ({"random"} if strategy == "random" else
+                                             {"random", "mutation"})  # fmt: skip
+    keys = [json.loads(line)["key"] for line in lines]
+    for i, m in enumerate(metas):  # a child's parent was evaluated before it
+        if m["origin"] == "mutation":
+            assert m["parent"] in keys[:i] and len(m["flipped_edge"]) == 2
     part = tmp_path / "part"
     part.mkdir()
     (part / "config.json").write_text((tmp_path / "full" / "config.json").read_text())

@@ -124,8 +124,10 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
 def record(
     proposal: Proposal, index: int, seed: int, evaluation: Evaluation, score: float
 ) -> dict[str, Any]:
-    """The journal record of one evaluated candidate."""
+    """The journal record of one evaluated candidate (``meta``: the strategy's notes on the
+    proposal besides ``removed_edge``, e.g. a baseline's origin and parent; only when any)."""
     cell = proposal.genotype
+    meta = {k: v for k, v in proposal.meta.items() if k != "removed_edge"}
     return {
         "type": "candidate",
         "step": proposal.step,
@@ -140,7 +142,7 @@ def record(
         "metrics": evaluation.metrics,
         "detail": evaluation.detail,
         "seconds": round(evaluation.seconds, 4),
-    }
+    } | ({"meta": meta} if meta else {})
 
 
 def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
