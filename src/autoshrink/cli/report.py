@@ -14,7 +14,8 @@ from autoshrink.report.compare import write_comparison
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="write FOLDER/report/index.html for a search run (also while it runs) or a bench",
+        help="write FOLDER/report/index.html for a search run (also while it runs) or a bench; "
+        "compare several runs with --out DIR",
         description="Write a static report (opens from disk) of a search run folder -- score, "
         "accuracy and cost per step, the Pareto front of all candidates, the chosen cells, "
         "the steps and the config -- or of an 'autoshrink bench nb201 --out' folder. "
