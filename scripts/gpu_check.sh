@@ -86,6 +86,7 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+rows = []  # for a ready-to-paste markdown table at the end
 for name in ("throughput_bf16.json", "throughput_graph.json", "throughput_fp32_search.json"):
     path = out / name
     if name == "throughput_graph.json" and not path.exists():
@@ -100,8 +101,15 @@ for name in ("throughput_bf16.json", "throughput_graph.json", "throughput_fp32_s
         print(f"{r['device']} {tag} {row['cell']}: eager {row['baseline_img_s']:.0f} img/s, "
               f"engine {row['engine_img_s']:.0f} img/s, speedup: {row['ratio']:.2f}, "
               f"engine peak {row['engine_peak_gpu_gb']} GB")
+        rows.append(f"| {r['device']} | {tag} | {row['cell']} | {row['baseline_img_s']:,.0f} | "
+                    f"{row['engine_img_s']:,.0f} | {row['ratio']:.2f} | {row['engine_peak_gpu_gb']} |")
     if r.get("search"):
         s = r["search"]
         print(f"full-protocol search: finished={s['finished']}, {s['seconds']:.0f} s, "
               f"{s['steps']} steps, {s['candidates']} candidates, peak {s['peak_gpu_memory']}")
+if rows:
+    print()
+    print("| device | engine | cell | eager img/s | engine img/s | speedup | engine peak GB |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 EOF
