@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoshrink.config import SearchConfig
-from autoshrink.errors import ConfigError
+from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.graph import Cell
 from autoshrink.report import write_report
 from autoshrink.report.compare import write_comparison
@@ -206,6 +206,9 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
     assert f"{full.best.score:.4f}" in text and f"{shrink.best.score:.4f}" in text
     assert (tmp_path / "cmp" / "progress.svg").stat().st_size > 0
     assert read_run(tmp_path / "full").best_so_far()[-1] == full.best.score
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(AutoshrinkError, match="cannot create the report folder"):
+        write_comparison([tmp_path / "full", tmp_path / "shrink"], tmp_path / "a-file" / "cmp")
 
 
 @pytest.mark.slow

@@ -99,7 +99,7 @@ def write_bench_report(bench_dir: Path) -> Path:
     config = bench.get("config", {})
     runs = int(config.get("runs", 1))
     out = bench_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    html.page_folder(out)
     curves = _rows(bench_dir / "curves.csv")
     results = _rows(bench_dir / "results.csv") or bench.get("results", [])
     optimum = (bench.get("optimum") or {}).get("accuracy")

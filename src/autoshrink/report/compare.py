@@ -39,7 +39,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     if len(tasks) > 1:
         raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
     out = Path(out)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
+    html.page_folder(out)
     first = next(iter(runs.values()))
     quality = str(first.score.get("metric") or "accuracy")
     cost = str(first.score.get("cost") or "macs")

@@ -13,6 +13,8 @@ from html import escape as _escape
 from pathlib import Path
 from typing import Any
 
+from autoshrink.errors import AutoshrinkError
+
 _CSS = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; padding: 0 1em; }
@@ -29,6 +31,16 @@ pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.85em; 
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: bold; }
 """
+
+
+def page_folder(folder: Path) -> Path:
+    """Create the folder a page and its pictures go into (and ``cells/`` in it); a one-line
+    :class:`AutoshrinkError` naming it when that fails."""
+    try:
+        (folder / "cells").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AutoshrinkError(f"cannot create the report folder {folder}: {err.strerror}") from None
+    return folder
 
 
 def escape(text: str, quote: bool = False) -> str:

@@ -152,7 +152,7 @@ def write_run_report(run_dir: Path) -> Path:
     """Write ``run_dir/report/index.html`` (and its pictures); returns the page's path."""
     run = read_run(run_dir)
     out = Path(run_dir) / REPORT_DIR
-    (out / "cells").mkdir(parents=True, exist_ok=True)
+    html.page_folder(out)
     quality = str(run.score.get("metric") or "accuracy")
     higher = float(run.score.get("slope", 1.0)) >= 0
     cost = _cost_metric(run)
