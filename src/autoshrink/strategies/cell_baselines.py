@@ -25,6 +25,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.spaces.cells import flip_edge, random_subcell
 from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
@@ -135,17 +136,21 @@ class CellEvolution(_CellBaseline):
         pop = self.population
         sample = [pop[self._rng.randrange(len(pop))] for _ in range(self.tournament_size)]
         parent = max(sample, key=lambda o: o.score)
+        genotype = parent.proposal.genotype
         flipped: list[tuple[int, int]] = []
 
         def child() -> Cell:
-            edge, cell = flip_edge(parent.proposal.genotype, self.start, self._rng, self.min_edges)
+            try:
+                edge, cell = flip_edge(genotype, self.start, self._rng, self.min_edges)
+            except ConfigError:  # nothing to flip: the parent itself, seen, so draw on
+                return genotype
             flipped[:] = [edge]
             return cell
 
         cell = self._draw(child)
         if cell is None:  # every child of this parent was seen: a random cell instead
             return self._random()
-        meta = {"origin": "mutation", "parent": parent.proposal.genotype.key,
+        meta = {"origin": "mutation", "parent": genotype.key,
                 "flipped_edge": list(flipped[0])}  # fmt: skip
         return Proposal(cell, self.step, meta)
 
