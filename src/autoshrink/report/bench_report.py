@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from autoshrink.bench import MACS
 from autoshrink.errors import BenchmarkError
-from autoshrink.hwnasbench import METRICS
 from autoshrink.report import html
+from autoshrink.report.bench_files import cost_label
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def write_bench_report(bench_dir: Path) -> Path:
                 ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
             )
     pareto = _rows(bench_dir / "pareto.csv")
-    cost = str(config.get("cost", "macs"))
+    cost = str(config.get("cost", MACS))
     if pareto and cost in pareto[0]:
         label = _cost_label(cost)
         fig = _plot_pareto(pareto, cost, out / "pareto.svg")
@@ -146,7 +147,7 @@ def write_bench_report(bench_dir: Path) -> Path:
             "MACs mean",
             "score mean",
             "score std",
-        ] + ([f"{_cost_label(cost)} mean"] if cost != "macs" else [])
+        ] + ([f"{_cost_label(cost)} mean"] if cost != MACS else [])
         keys = [
             "strategy",
             "queries",
@@ -157,7 +158,7 @@ def write_bench_report(bench_dir: Path) -> Path:
             "macs_mean",
             "score_mean",
             "score_std",
-        ] + (["cost_mean"] if cost != "macs" else [])
+        ] + (["cost_mean"] if cost != MACS else [])
         rows = [
             [_count(r.get(k)) if k in ("queries", "runs") else r.get(k) for k in keys]
             for r in results
@@ -172,10 +173,8 @@ def write_bench_report(bench_dir: Path) -> Path:
 
 def _cost_label(cost: str) -> str:
     """``MACs``, or an HW-NAS-Bench metric with its unit (``edgegpu_latency, ms``)."""
-    if cost == "macs":
-        return "MACs"
-    unit = METRICS.get(cost)
-    return f"{cost}, {unit}" if unit else cost
+    label, unit, _ = cost_label(cost)
+    return label if cost == MACS or not unit else f"{label}, {unit}"
 
 
 def fmt_opt(value: float | None) -> str:
