@@ -3,14 +3,19 @@
 #   1. the device and software versions;
 #   2. float64 equivalence of the engine (eager, and replayed from CUDA graphs) and one-by-one
 #      training on the GPU (PASS/FAIL);
-#   3. the throughput table, eager loop vs batched engine (K = 10, batch 128), bf16 autocast;
-#   4. a profile of the fp32 engine step (which operators take the device time);
-#   5. the table in fp32 with the engine's steps replayed from CUDA graphs;
-#   6. the table in fp32, then a full-protocol AutoShrink search on Fashion-MNIST with the
-#      batched executor (wall time, peak GPU memory), stopped after 180 s if it has not finished.
-# Worst case (every step at its timeout) 7.8 minutes plus the machine's start.
-# No package installs; PYTHONPATH=src. Results go to $OUT (default: /tmp/gpu_check).
-# DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke test).
+#   3. the throughput table, eager loop vs batched engine (K = 10, batch 128), fp32;
+#   4. the same with the engine's steps replayed from CUDA graphs (GPU only);
+#   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
+#   6. a profile of the fp32 engine step (which operators take the device time);
+#   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
+#      peak GPU memory), stopped after 200 s if it has not finished. It uses the CUDA-graph
+#      engine when step 2 passed it and step 4 measured it faster than step 3, else the eager
+#      engine (both fp32, equivalent to one-by-one training);
+#   8. smoke runs of two other CUDA paths (GPU only): measured latency, bf16 final training.
+# Worst case (every step at its timeout) 7.9 minutes plus the machine's start.
+# No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
+# /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
+# test; steps 4 and 8 are skipped there).
 #
 # Fashion-MNIST: the four IDX files (.gz or raw) in the folder given as $1, or $FASHION_MNIST_DIR,
 # or data/fashion-mnist, ../shared/data/fashion-mnist, /usr/share/datasets/fashion-mnist. A GPU
@@ -24,8 +29,11 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/gpu_check}"
 DEVICE="${DEVICE:-cuda}"
+PY="${PYTHON:-python3}"
 EXTRA=()
 [ -n "${QUICK:-}" ] && EXTRA=(--quick)
+GPU=""
+[ "$DEVICE" != "cpu" ] && GPU=1
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
@@ -41,59 +49,86 @@ fi
 
 step() { echo; echo "== $* ($(date +%T))"; }
 
+table() {  # table NAME [bench options...]: one throughput table, its JSON in NAME.json
+    local name=$1
+    shift
+    timeout 45 "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json "$@" \
+        > "$OUT/$name.json" 2> "$OUT/$name.txt"
+    cat "$OUT/$name.txt"
+}
+
+engine_rate() {  # engine_rate NAME: the complete cell's engine img/s in NAME.json (0: none)
+    "$PY" -c "import json, sys; t = open(sys.argv[1]).read().strip(); \
+print(int(json.loads(t)['engine_img_s'] or 0) if t else 0)" "$OUT/$1.json" 2>/dev/null || echo 0
+}
+
 step "device"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
 step "float64 equivalence on the GPU"
-timeout 45 python "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+timeout 40 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
-step "throughput, bf16 autocast"
-timeout 60 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --bf16 --json \
-    > "$OUT/throughput_bf16.json" 2> "$OUT/throughput_bf16.txt"
-cat "$OUT/throughput_bf16.txt"
+step "throughput, fp32"
+table throughput_fp32
+if [ -n "$GPU" ]; then
+    step "throughput, fp32, engine steps replayed from CUDA graphs"
+    table throughput_graph --cuda-graph
+    step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
+    table throughput_bf16 --bf16 --cuda-graph
+else
+    step "throughput, bf16 autocast"
+    table throughput_bf16 --bf16
+fi
 
 step "profile of the fp32 engine step (top operators by device time)"
-timeout 35 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --profile \
+timeout 30 "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --no-table --profile \
     > "$OUT/profile.txt" 2>&1
 head -c 6000 "$OUT/profile.txt"
 
-if [ "$DEVICE" != "cpu" ]; then
-    step "throughput, fp32, engine steps replayed from CUDA graphs"
-    timeout 60 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --cuda-graph --json \
-        > "$OUT/throughput_graph.json" 2> "$OUT/throughput_graph.txt"
-    cat "$OUT/throughput_graph.txt"
+SEARCH_OPTS=()  # the search's engine: CUDA graphs where they passed the check and were faster
+if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
+    && [ "$(engine_rate throughput_graph)" -gt "$(engine_rate throughput_fp32)" ]; then
+    SEARCH_OPTS=(--cuda-graph)
+fi
+if [ -n "$DATA" ]; then
+    step "full-protocol search (data: $DATA; engine options: ${SEARCH_OPTS[*]:-none})"
+    timeout 260 "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${SEARCH_OPTS[@]}" --json \
+        --no-table --search-data "$DATA" --out "$OUT/search" --time-limit 200 \
+        > "$OUT/search.json" 2> "$OUT/search.txt"
+    cat "$OUT/search.txt"
+else
+    step "no Fashion-MNIST folder found: search skipped"
 fi
 
-if [ -n "$DATA" ]; then
-    step "throughput, fp32, then the full-protocol search (data: $DATA)"
-    timeout 270 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json --search-data "$DATA" \
-        --out "$OUT/search" --time-limit 180 \
-        > "$OUT/throughput_fp32_search.json" 2> "$OUT/throughput_fp32_search.txt"
-else
-    step "throughput, fp32 (no Fashion-MNIST folder found: search skipped)"
-    timeout 70 python "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
-        > "$OUT/throughput_fp32_search.json" 2> "$OUT/throughput_fp32_search.txt"
+if [ -n "$GPU" ]; then
+    step "other CUDA paths: measured latency, bf16 final training (smoke runs)"
+    {
+        timeout 25 "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
+            --device "$DEVICE" --max-seconds 3
+        timeout 35 "$PY" -m autoshrink train src/autoshrink/cells/shrinkcnn.json \
+            --dataset digits --no-flip --epochs 1 --precision bf16 --device "$DEVICE" \
+            --out "$OUT/train_bf16"
+    } 2>&1 | tail -n 40 | tee "$OUT/other_paths.txt"
 fi
-cat "$OUT/throughput_fp32_search.txt"
 
 step "summary"
-python - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
+"$PY" - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
 rows = []  # for a ready-to-paste markdown table at the end
-for name in ("throughput_bf16.json", "throughput_graph.json", "throughput_fp32_search.json"):
-    path = out / name
-    if name == "throughput_graph.json" and not path.exists():
-        continue  # not run on the CPU
-    text = path.read_text().strip() if path.exists() else ""
+for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "search"):
+    path = out / f"{name}.json"
+    if not path.exists():
+        continue  # a step this device skips
+    text = path.read_text().strip()
     if not text:
-        print(f"{name}: no result (see the .txt next to it)")
+        print(f"{name}: no result (see {name}.txt)")
         continue
     r = json.loads(text)
     tag = ("bf16" if r["bf16"] else "fp32") + (" cuda-graph" if r.get("cuda_graph") else "")
@@ -105,8 +140,9 @@ for name in ("throughput_bf16.json", "throughput_graph.json", "throughput_fp32_s
                     f"{row['engine_img_s']:,.0f} | {row['ratio']:.2f} | {row['engine_peak_gpu_gb']} |")
     if r.get("search"):
         s = r["search"]
-        print(f"full-protocol search: finished={s['finished']}, {s['seconds']:.0f} s, "
-              f"{s['steps']} steps, {s['candidates']} candidates, peak {s['peak_gpu_memory']}")
+        print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
+              f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
+              f"peak {s['peak_gpu_memory']}")
 if rows:
     print()
     print("| device | engine | cell | eager img/s | engine img/s | speedup | engine peak GB |")
