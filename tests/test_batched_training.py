@@ -196,3 +196,15 @@ def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
     for k, out in plain.items():
         assert out.history == graphed[k].history
         assert (out.epochs, out.stop_reason) == (graphed[k].epochs, graphed[k].stop_reason)
+
+
+def test_tf32_matmuls_is_scoped() -> None:
+    from autoshrink.training.batched import tf32_matmuls
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with pytest.raises(KeyError), tf32_matmuls(True):
+        assert torch.backends.cuda.matmul.allow_tf32
+        raise KeyError
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with tf32_matmuls(False):
+        assert torch.backends.cuda.matmul.allow_tf32 == before

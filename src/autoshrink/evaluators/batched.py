@@ -37,6 +37,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             network's structure never changes between steps (for graph capture/compilation);
             default: the union of the group's edges, which is smaller.
         bf16: bfloat16 autocast for forward passes (faster on GPUs, not bit-equivalent).
+        tf32: CUDA float32 matmuls on TF32 tensor cores, as the one-by-one loop's cuDNN
+            convolutions by default (no effect on the CPU or in float64).
         cuda_graph: replay each training step from a CUDA graph (CUDA only; see
             :mod:`autoshrink.training.cuda_graph`).
     """
@@ -47,6 +49,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         max_batch: int | None = None,
         fixed_structure: bool = False,
         bf16: bool = False,
+        tf32: bool = True,
         cuda_graph: bool = False,
         **kwargs: object,
     ) -> None:
@@ -56,6 +59,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
+        self.tf32 = tf32
         self.cuda_graph = cuda_graph
 
     @classmethod
@@ -136,7 +140,14 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         yield from train_batched(
-            engine, train, val, self.training, gens, bf16=self.bf16, cuda_graph=self.cuda_graph
+            engine,
+            train,
+            val,
+            self.training,
+            gens,
+            bf16=self.bf16,
+            tf32=self.tf32,
+            cuda_graph=self.cuda_graph,
         )
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:

@@ -9,13 +9,15 @@ gradient of that candidate's own loss. At the end of an epoch the candidates tha
 reported and dropped from the stacks (:meth:`BatchedCNN.select`, optimizer state included),
 so a stopped candidate never updates again and costs nothing. Inside an epoch nothing waits
 for the host. ``bf16=True`` runs forward passes under bfloat16 autocast (not bit-equivalent).
+On CUDA, float32 matmuls run on TF32 tensor cores (``tf32``, default on), as cuDNN's
+convolutions of the one-by-one loop do by default in PyTorch; float64 is never affected.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch.nn import functional as F
@@ -79,6 +81,20 @@ def _autocast(device: torch.device, bf16: bool, cache: bool = True) -> AbstractC
     )
 
 
+@contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """Inside: CUDA float32 matmuls may use TF32 tensor cores (the setting is put back after)."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def _full(logits: torch.Tensor) -> torch.Tensor:
     """bfloat16 logits (autocast) in float32 for the loss; others as they are."""
     return logits.float() if logits.dtype == torch.bfloat16 else logits
@@ -90,14 +106,20 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 def validate(
-    engine: BatchedCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, bf16: bool = False
+    engine: BatchedCNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    bf16: bool = False,
+    tf32: bool = False,
 ) -> tuple[list[float], list[float]]:
     """Mean loss and accuracy of every candidate on ``x [N, H, W, C]``, ``y [N]`` (eval mode)."""
     engine.eval()
     k = engine.k
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
     correct = torch.zeros(k, dtype=torch.long, device=y.device)
-    with torch.no_grad(), _autocast(y.device, bf16):
+    with torch.no_grad(), _autocast(y.device, bf16), tf32_matmuls(tf32):
         for s in range(0, len(y), batch_size):
             xb = x[s : s + batch_size]
             xb = xb[:, :, :, None].expand(-1, -1, -1, k, -1).contiguous()  # [b, H, W, K, C]
@@ -124,22 +146,24 @@ class TrainStep:
         loss_sum: torch.Tensor,
         *,
         bf16: bool = False,
+        tf32: bool = False,
         graphed: bool = False,
     ) -> None:
         self.engine, self.opt, self.data = engine, opt, data
         self.idx, self.loss_sum = idx, loss_sum
-        self.bf16, self.graphed = bf16, graphed
+        self.bf16, self.tf32, self.graphed = bf16, tf32, graphed
 
     def __call__(self) -> None:
         x, y = self.data
         idx, dev = self.idx, self.loss_sum.device
         xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
         yb = y[idx.T]  # [b, K]
-        with _autocast(dev, self.bf16, cache=not self.graphed):
-            logits = _full(self.engine(xb))  # [b, K, classes]
-        losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
-        self.opt.zero_grad(set_to_none=True)
-        losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
+        with tf32_matmuls(self.tf32):
+            with _autocast(dev, self.bf16, cache=not self.graphed):
+                logits = _full(self.engine(xb))  # [b, K, classes]
+            losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
+            self.opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
         self.opt.step()
         self.loss_sum += losses.detach() * idx.shape[1]
 
@@ -152,6 +176,7 @@ def train_batched(
     generators: Sequence[torch.Generator],
     *,
     bf16: bool = False,
+    tf32: bool = True,
     cuda_graph: bool = False,
 ) -> Iterator[tuple[int, TrainOutcome]]:
     """Train the ``engine.k`` candidates; yield ``(k, outcome)`` as each one stops.
@@ -161,12 +186,15 @@ def train_batched(
     consumed: stopped candidates are removed from it. ``cuda_graph`` (CUDA only) replays the
     full-size training steps from a CUDA graph, captured again whenever candidates stop (see
     :mod:`autoshrink.training.cuda_graph`); the last, smaller batch of an epoch runs eagerly.
+    ``tf32`` lets CUDA float32 matmuls use TF32 tensor cores (no effect elsewhere).
     """
     if len(generators) != engine.k:
         raise ValueError(f"{engine.k} candidates need {engine.k} generators, got {len(generators)}")
     x, y = _nhwc(train[0]), train[1]
     vx, vy = _nhwc(val[0]), val[1]
     n, dev, b = len(y), y.device, settings.batch_size
+    tf32 = tf32 and dev.type == "cuda"
+    precision = {"bf16": bf16, "tf32": tf32}
     if cuda_graph:
         _require_cuda(dev)
     opt = torch.optim.Adam(
@@ -185,7 +213,7 @@ def train_batched(
         orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in alive]).to(dev)
         if step is None:  # first epoch, or candidates were dropped: new buffers for this K
             idx = torch.empty(k, min(b, n), dtype=torch.long, device=dev)
-            step = TrainStep(engine, opt, (x, y), idx, torch.zeros(k, device=dev), bf16=bf16,
+            step = TrainStep(engine, opt, (x, y), idx, torch.zeros(k, device=dev), **precision,
                              graphed=cuda_graph)  # fmt: skip
             run = step
             if cuda_graph and n >= b:
@@ -200,9 +228,9 @@ def train_batched(
                 step.idx.copy_(batch)
                 run()
             else:  # the last, smaller batch of the epoch, eagerly
-                TrainStep(engine, opt, (x, y), batch, loss_sum, bf16=bf16)()
+                TrainStep(engine, opt, (x, y), batch, loss_sum, **precision)()
         train_loss = [v / n for v in loss_sum.double().tolist()]
-        val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, bf16=bf16)
+        val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, **precision)
         keep = []
         for pos, i in enumerate(alive):
             out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
