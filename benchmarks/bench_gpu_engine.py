@@ -306,6 +306,15 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (--quick on cpu: 1)"
     )
+    p.add_argument(
+        "--in-channels", type=int, default=3, help="table images' channels (Fashion-MNIST: 1)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="table images' size (default 32; quick 8)"
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="log every engine epoch (time, candidates)"
+    )
     p.add_argument("--check", action="store_true", help="float64 equivalence check, then exit")
     p.add_argument(
         "--profile", action="store_true", help="also print the profiler table of engine steps"
@@ -319,7 +328,9 @@ def main() -> None:
     args = p.parse_args()
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("autoshrink.training.batched").setLevel(logging.DEBUG)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -328,15 +339,23 @@ def main() -> None:
         sys.exit(0 if device_check(args.device, say) else 1)
     k = args.k or (4 if args.quick else 10)
     steps = args.steps or (3 if args.quick else 40)
+    geometry = {"in_channels": args.in_channels, "image_size": args.image_size}
     if args.quick:
-        spec = cifar_proxy(image_size=8, width=0.5)
+        spec = cifar_proxy(**{**geometry, "image_size": args.image_size or 8}, width=0.5)
         settings = ProxyTraining(epochs=1, batch_size=32)
     else:
-        spec, settings = cifar_proxy(), ProxyTraining(epochs=1)
+        spec = cifar_proxy(**{**geometry, "image_size": args.image_size or 32})
+        settings = ProxyTraining(epochs=1)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    table = (
+        ""
+        if args.no_table
+        else f"K = {k}, batch {settings.batch_size}, "
+        f"{spec.in_channels}x{spec.image_size}x{spec.image_size} images, "
+        f"{steps} timed batches, best of {REPEATS}; "
+    )
     say(
-        f"device {name}; K = {k}, batch {settings.batch_size}, {spec.image_size}px, "
-        f"{steps} timed batches, best of {REPEATS}; engine {precision_tag(args)}"
+        f"device {name}; {table}engine {precision_tag(args)}"
         f"{' in CUDA graphs' if args.cuda_graph else ''}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
@@ -372,6 +391,7 @@ def main() -> None:
         "device": name,
         "k": k,
         "batch_size": settings.batch_size,
+        "images": [spec.in_channels, spec.image_size, spec.image_size],
         "bf16": args.bf16,
         "tf32": not args.no_tf32,
         "precision": precision_tag(args),

@@ -3,19 +3,21 @@
 #   1. the device and software versions;
 #   2. float64 equivalence of the engine (eager, and replayed from CUDA graphs) and one-by-one
 #      training on the GPU (PASS/FAIL);
-#   3. the throughput table, eager loop vs batched engine (K = 10, batch 128, best of 3 timed
-#      epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as the eager loop's
-#      cuDNN convolutions);
-#   4. the same with the engine's steps replayed from CUDA graphs (GPU only);
+#   3. the throughput table, eager loop vs batched engine (K = 10, batch 128, 3x32x32 images,
+#      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
+#      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
+#      take the device time);
+#   4. the same table with the engine's steps replayed from CUDA graphs (GPU only);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
-#   6. a profile of the float32 engine step (which operators take the device time);
+#   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
-#      peak GPU memory), stopped after $SEARCH_SECONDS (200) s if it has not finished. It uses
-#      the CUDA-graph engine when step 2 passed it and step 4 measured it faster than step 3,
-#      else the eager engine (both float32, equivalent to one-by-one training);
-#   8. smoke runs of two other CUDA paths (GPU only): measured latency, bf16 final training.
-# Worst case (every step at its timeout) 7.9 minutes plus the machine's start. SHORT=1 leaves
-# out steps 6 and 8.
+#      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (150) s if it
+#      has not finished. It uses the CUDA-graph engine when step 2 passed it and step 4
+#      measured it faster than step 3, else the eager engine (both float32, equivalent to
+#      one-by-one training);
+#   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
+#      final training.
+# Worst case (every step at its timeout) 7.4 minutes plus the machine's start.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
 # test; steps 4 and 8 are skipped there).
@@ -37,8 +39,8 @@ EXTRA=()
 [ -n "${QUICK:-}" ] && EXTRA=(--quick)
 GPU=""
 [ "$DEVICE" != "cpu" ] && GPU=1
-SHORT="${SHORT:-}"
-SEARCH_SECONDS="${SEARCH_SECONDS:-200}"
+SMOKE="${SMOKE:-}"
+SEARCH_SECONDS="${SEARCH_SECONDS:-150}"
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
@@ -54,10 +56,10 @@ fi
 
 step() { echo; echo "== $* ($(date +%T))"; }
 
-table() {  # table NAME [bench options...]: one throughput table, its JSON in NAME.json
-    local name=$1
-    shift
-    timeout 45 "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json "$@" \
+table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
+    local seconds=$1 name=$2
+    shift 2
+    timeout "$seconds" "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json "$@" \
         > "$OUT/$name.json" 2> "$OUT/$name.txt"
     cat "$OUT/$name.txt"
 }
@@ -75,26 +77,21 @@ torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
 step "float64 equivalence on the GPU"
-timeout 40 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+timeout 30 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
-step "throughput, float32"
-table throughput_fp32
+step "throughput, float32, and a profile of the engine step"
+table 60 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
     step "throughput, float32, engine steps replayed from CUDA graphs"
-    table throughput_graph --cuda-graph
+    table 50 throughput_graph --cuda-graph
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
-    table throughput_bf16 --bf16 --cuda-graph
+    table 50 throughput_bf16 --bf16 --cuda-graph
 else
     step "throughput, bf16 autocast"
-    table throughput_bf16 --bf16
+    table 50 throughput_bf16 --bf16
 fi
-
-if [ -z "$SHORT" ]; then
-    step "profile of the float32 engine step (top operators by device time)"
-    timeout 30 "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --steps 5 --no-table --profile \
-        > "$OUT/profile.txt" 2>&1
-    head -c 6000 "$OUT/profile.txt"
-fi
+step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
+table 50 throughput_gray --in-channels 1 --image-size 28
 
 SEARCH_OPTS=()  # the search's engine: CUDA graphs where they passed the check and were faster
 if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
@@ -103,16 +100,16 @@ if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
 fi
 if [ -n "$DATA" ]; then
     step "full-protocol search (data: $DATA; engine options: ${SEARCH_OPTS[*]:-none})"
-    timeout $((SEARCH_SECONDS + 60)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
-        "${SEARCH_OPTS[@]}" --json --no-table --search-data "$DATA" --out "$OUT/search" \
-        --time-limit "$SEARCH_SECONDS" \
+    timeout $((SEARCH_SECONDS + 45)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
+        "${SEARCH_OPTS[@]}" --json --no-table --verbose --search-data "$DATA" \
+        --out "$OUT/search" --time-limit "$SEARCH_SECONDS" \
         > "$OUT/search.json" 2> "$OUT/search.txt"
     cat "$OUT/search.txt"
 else
     step "no Fashion-MNIST folder found: search skipped"
 fi
 
-if [ -n "$GPU" ] && [ -z "$SHORT" ]; then
+if [ -n "$GPU" ] && [ -n "$SMOKE" ]; then
     step "other CUDA paths: measured latency, bf16 final training (smoke runs)"
     {
         timeout 25 "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
@@ -130,7 +127,9 @@ from pathlib import Path
 
 out = Path(sys.argv[1])
 rows = []  # for a ready-to-paste markdown table at the end
-for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "search"):
+first = None
+for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughput_gray",
+             "search"):
     path = out / f"{name}.json"
     if not path.exists():
         continue  # a step this device skips
@@ -140,6 +139,9 @@ for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "search")
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
+    if r["table"]:  # images other than the first table's: named in the tag
+        first = first or r["images"]
+        tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))
     for row in r["table"]:
         print(f"{r['device']} {tag} {row['cell']}: eager {row['baseline_img_s']:.0f} img/s, "
               f"engine {row['engine_img_s']:.0f} img/s, speedup: {row['ratio']:.2f}, "

@@ -15,7 +15,9 @@ convolutions of the one-by-one loop do by default in PyTorch; float64 is never a
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
@@ -25,6 +27,8 @@ from torch.nn import functional as F
 from autoshrink.nn.batched import BatchedCNN
 from autoshrink.training.classification import ProxyTraining, TrainOutcome
 from autoshrink.training.cuda_graph import GraphedStep
+
+log = logging.getLogger(__name__)
 
 
 class EarlyStop:
@@ -208,6 +212,7 @@ def train_batched(
     step: TrainStep | None = None
     run: Callable[[], None] | None = None
     for epoch in range(1, settings.epochs + 1):
+        t0 = time.perf_counter()
         engine.train()
         k = len(alive)
         orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in alive]).to(dev)
@@ -229,8 +234,13 @@ def train_batched(
                 run()
             else:  # the last, smaller batch of the epoch, eagerly
                 TrainStep(engine, opt, (x, y), batch, loss_sum, **precision)()
-        train_loss = [v / n for v in loss_sum.double().tolist()]
+        train_loss = [v / n for v in loss_sum.double().tolist()]  # waits for the device
+        t1 = time.perf_counter()
         val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, **precision)
+        log.debug(
+            "epoch %d, %d candidates: training %.3f s (%.0f img/s), validation %.3f s",
+            epoch, k, t1 - t0, k * n / (t1 - t0), time.perf_counter() - t1,
+        )  # fmt: skip
         keep = []
         for pos, i in enumerate(alive):
             out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
