@@ -8,6 +8,7 @@ import random
 import pytest
 
 from autoshrink.data.images import load_images, proxy_split
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.executors.base import Job
@@ -122,6 +123,25 @@ def test_the_gpu_default_executor_is_batched():
     assert isinstance(build_executor(None, device="cuda"), BatchedExecutor)
     assert isinstance(build_executor("batched", device="cpu"), BatchedExecutor)
     assert not isinstance(build_executor(None, device="cpu"), BatchedExecutor)
+
+
+def test_precision_and_cuda_graph_configure_the_batched_engine(cli, tmp_path):
+    executor = build_executor(None, device="cuda", precision="bf16", cuda_graph=True)
+    assert executor.options == {"bf16": True, "tf32": True, "cuda_graph": True}
+    assert build_executor(None, device="cuda").options == {
+        "bf16": False,
+        "tf32": True,
+        "cuda_graph": False,
+    }
+    assert build_executor("batched", precision="fp32").options["tf32"] is False
+    with pytest.raises(ConfigError, match="executor is 'pool'"):
+        build_executor(None, device="cpu", precision="bf16")
+    with pytest.raises(ConfigError, match="--cuda-graph needs --device cuda"):
+        build_executor("batched", device="cpu", cuda_graph=True)
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        build_executor("batched", precision="fp16")
+    code, _, err = cli("search", "--preset", "demo", "--out", tmp_path, "--precision", "bf16")
+    assert code == 2 and "executor is 'pool'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_search_with_the_batched_executor(cli, tmp_path):

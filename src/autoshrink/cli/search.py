@@ -9,7 +9,7 @@ from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import PRESETS, STRATEGIES, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
-from autoshrink.executors.factory import EXECUTORS, build_executor
+from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
 from autoshrink.latency import BACKENDS, LatencySettings
 from autoshrink.macros import MACROS
 from autoshrink.objectives import COSTS, Score
@@ -198,6 +198,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --executor ray: a running Ray cluster (HOST:6379); default: the cluster Ray "
         "finds (RAY_ADDRESS) or a new local instance",
     )
+    g.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default=None,
+        help="batched engine: auto = float32 with TF32 matmuls on CUDA (as cuDNN's convolutions "
+        "by default); fp32 = no TF32; bf16 = bfloat16 autocast, faster, not bit-equivalent",
+    )
+    g.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="batched engine: replay each training step from a CUDA graph (CUDA only)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument(
         "--report", action="store_true", help="write OUT/report/index.html when the search ends"
@@ -254,7 +266,12 @@ def run(args: argparse.Namespace) -> int:
             load_images(config.dataset, config.data_dir, download=True)
         run_dir = args.out or Path("runs") / args.preset
     executor = build_executor(
-        args.executor, args.workers, device=args.device or "cpu", ray_address=args.ray_address
+        args.executor,
+        args.workers,
+        device=args.device or "cpu",
+        ray_address=args.ray_address,
+        precision=args.precision,
+        cuda_graph=args.cuda_graph,
     )
     result = run_search(
         run_dir,

@@ -13,6 +13,12 @@ from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.executors.retries import DEFAULT_RETRIES
 
 EXECUTORS = ("inprocess", "pool", "ray", "batched")
+#: ``--precision`` of the batched engine -> its options (``auto``: TF32 matmuls on CUDA).
+PRECISIONS = {
+    "auto": {"bf16": False, "tf32": True},
+    "fp32": {"bf16": False, "tf32": False},
+    "bf16": {"bf16": True, "tf32": True},
+}
 CPU_DEFAULT = "pool"  # measured: see the module docstring
 GPU_DEFAULT = "batched"  # K candidates trained together (executors/batched.py)
 
@@ -30,16 +36,29 @@ def build_executor(
     device: str = "cpu",
     ray_address: str | None = None,
     max_retries: int = DEFAULT_RETRIES,
+    precision: str | None = None,
+    cuda_graph: bool = False,
 ) -> Executor:
     """The executor ``name``; ``None`` picks the default for ``device``.
 
     ``ray_address`` (a running Ray cluster) implies ``ray`` when no name is given.
     ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died.
+    ``precision`` (a key of :data:`PRECISIONS`) and ``cuda_graph`` configure the batched
+    engine and need the ``batched`` executor.
     """
     if name is None:
         name = "ray" if ray_address is not None else default_executor(device)
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; expected one of {tuple(PRECISIONS)}")
+    if (precision is not None or cuda_graph) and name != "batched":
+        raise ConfigError(
+            f"--precision and --cuda-graph set the batched engine; the executor is {name!r} "
+            "(use --executor batched, the default with --device cuda)"
+        )
+    if cuda_graph and device.split(":")[0] != "cuda":
+        raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":
@@ -51,7 +70,7 @@ def build_executor(
     if name == "batched":
         from autoshrink.executors.batched import BatchedExecutor
 
-        return BatchedExecutor()
+        return BatchedExecutor(**PRECISIONS[precision or "auto"], cuda_graph=cuda_graph)
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     if workers is not None:
