@@ -60,10 +60,24 @@ def together(settings, train, val, dtype, nan=None, **options):
     return dict(train_batched(engine, train, val, settings, gens, **options))
 
 
-def test_float64_trajectories_equal_one_by_one_training_including_early_stops(data):
+@pytest.mark.parametrize("compact_below", [1.0, 0.5, 0.01])
+def test_float64_trajectories_equal_one_by_one_training_including_early_stops(
+    data, monkeypatch, compact_below
+):
+    """Whether stopped candidates leave the stacks at once (1.0), once half have stopped (0.5),
+    or ride along to the end (0.01; a diverged one too), no trajectory changes."""
+    import autoshrink.training.batched as tb
+
+    compactions = []
+    select = tb._select
+    monkeypatch.setattr(tb, "_select", lambda *a: compactions.append(len(a[2])) or select(*a))
     settings = ProxyTraining(epochs=4, batch_size=32, patience=2, min_accuracy=0.15)
     train, val = data(torch.float64)
-    outs = together(settings, train, val, torch.float64, nan=NAN)
+    outs = together(settings, train, val, torch.float64, nan=NAN, compact_below=compact_below)
+    # every stop compacts at 1.0; fewer, later compactions at 0.5; none at 0.01
+    assert {1.0: len(compactions) >= 2, 0.5: len(compactions) == 1, 0.01: not compactions}[
+        compact_below
+    ], compactions
     assert sorted(outs) == list(range(len(CELLS)))
     for k, (cell, seed) in enumerate(zip(CELLS, SEEDS, strict=True)):
         ref = alone(cell, seed, settings, train, val, torch.float64, nan=k == NAN)
@@ -165,8 +179,9 @@ def test_the_warm_up_before_a_capture_leaves_no_trace(data, second_capture) -> N
 
 def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
     """The epoch loop of ``cuda_graph=True`` on the CPU, with each capture replaced by its
-    warm-up and eager calls: buffers reused across epochs, a new capture whenever candidates
-    stop (here one diverges in epoch 1), the smaller last batch eagerly -- same trajectories as
+    warm-up and eager calls: buffers reused across epochs, a new capture whenever the stacks
+    are compacted (here at every stop; one candidate diverges in epoch 1), the smaller last
+    batch eagerly -- same trajectories as
     the plain loop, bit for bit."""
     import autoshrink.training.batched as tb
     from autoshrink.training.cuda_graph import warm_up
@@ -189,8 +204,10 @@ def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
     train, val = data(torch.float64)
     settings = ProxyTraining(epochs=3, batch_size=24, min_accuracy=0.0, overfit_ratio=1e9)
     assert len(train[1]) % 24  # a smaller last batch every epoch
-    plain = together(settings, train, val, torch.float64, nan=NAN)
-    graphed = together(settings, train, val, torch.float64, nan=NAN, cuda_graph=True)
+    plain = together(settings, train, val, torch.float64, nan=NAN, compact_below=1.0)
+    graphed = together(
+        settings, train, val, torch.float64, nan=NAN, cuda_graph=True, compact_below=1.0
+    )
     assert captures == [(5, 24), (4, 24)]  # all five, then the four left after the divergence
     assert plain.keys() == graphed.keys()
     for k, out in plain.items():

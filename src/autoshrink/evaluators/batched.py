@@ -41,6 +41,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             convolutions by default (no effect on the CPU or in float64).
         cuda_graph: replay each training step from a CUDA graph (CUDA only; see
             :mod:`autoshrink.training.cuda_graph`).
+        compact_below: stopped candidates leave the stacks once at most this fraction of
+            them still train (1.0: at every stop; see :func:`train_batched`).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         bf16: bool = False,
         tf32: bool = True,
         cuda_graph: bool = False,
+        compact_below: float = 0.5,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -61,6 +64,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         self.bf16 = bf16
         self.tf32 = tf32
         self.cuda_graph = cuda_graph
+        self.compact_below = compact_below
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -148,6 +152,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             bf16=self.bf16,
             tf32=self.tf32,
             cuda_graph=self.cuda_graph,
+            compact_below=self.compact_below,
         )
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:

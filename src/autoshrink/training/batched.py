@@ -5,10 +5,13 @@
 slice (Adam is element-wise, so one optimizer over stacked weights keeps K independent
 states), its own mini-batch order drawn from its own generator, batch-norm statistics over its
 own batch, its own early stops and divergence. The summed loss has, for each slice, the
-gradient of that candidate's own loss. At the end of an epoch the candidates that stopped are
-reported and dropped from the stacks (:meth:`BatchedCNN.select`, optimizer state included),
-so a stopped candidate never updates again and costs nothing. Inside an epoch nothing waits
-for the host. ``bf16=True`` runs forward passes under bfloat16 autocast (not bit-equivalent).
+gradient of that candidate's own loss, and no operation mixes slices. At the end of an epoch
+the candidates that stopped are reported at once; their slices are dropped from the stacks
+(:meth:`BatchedCNN.select`, optimizer state included) once no more than ``compact_below`` of
+the stacked candidates still train -- until then they ride along, computed and ignored, so that
+the shapes (and on a GPU the kernels' set-up and the CUDA graph) change a few times per group
+instead of at every stop. Inside an epoch nothing waits for the host. ``bf16=True`` runs
+forward passes under bfloat16 autocast (not bit-equivalent).
 On CUDA, float32 matmuls run on TF32 tensor cores (``tf32``, default on), as cuDNN's
 convolutions of the one-by-one loop do by default in PyTorch; float64 is never affected.
 """
@@ -182,18 +185,23 @@ def train_batched(
     bf16: bool = False,
     tf32: bool = True,
     cuda_graph: bool = False,
+    compact_below: float = 0.5,
 ) -> Iterator[tuple[int, TrainOutcome]]:
     """Train the ``engine.k`` candidates; yield ``(k, outcome)`` as each one stops.
 
     ``train``/``val`` are ``x [N, C, H, W]``, ``y [N]`` on the engine's device, shared by all
     candidates; ``generators[k]`` draws candidate ``k``'s mini-batch order. ``engine`` is
-    consumed: stopped candidates are removed from it. ``cuda_graph`` (CUDA only) replays the
-    full-size training steps from a CUDA graph, captured again whenever candidates stop (see
-    :mod:`autoshrink.training.cuda_graph`); the last, smaller batch of an epoch runs eagerly.
-    ``tf32`` lets CUDA float32 matmuls use TF32 tensor cores (no effect elsewhere).
+    consumed: stopped candidates are removed from it when at most ``compact_below`` (a
+    fraction in (0, 1]; 1: at every stop) of its stacked candidates still train. ``cuda_graph``
+    (CUDA only) replays the full-size training steps from a CUDA graph, captured again after
+    each compaction (see :mod:`autoshrink.training.cuda_graph`); the last, smaller batch of an
+    epoch runs eagerly. ``tf32`` lets CUDA float32 matmuls use TF32 tensor cores (no effect
+    elsewhere).
     """
     if len(generators) != engine.k:
         raise ValueError(f"{engine.k} candidates need {engine.k} generators, got {len(generators)}")
+    if not 0.0 < compact_below <= 1.0:
+        raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
     x, y = _nhwc(train[0]), train[1]
     vx, vy = _nhwc(val[0]), val[1]
     n, dev, b = len(y), y.device, settings.batch_size
@@ -207,16 +215,17 @@ def train_batched(
         weight_decay=settings.weight_decay,
         **({"capturable": True} if cuda_graph else {}),
     )
-    alive = list(range(engine.k))  # original index of each stacked slice
-    stops = [EarlyStop(settings) for _ in alive]
+    stacked = list(range(engine.k))  # original index of each stacked slice
+    training = set(stacked)  # the candidates that have not stopped
+    stops = [EarlyStop(settings) for _ in stacked]
     step: TrainStep | None = None
     run: Callable[[], None] | None = None
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         engine.train()
-        k = len(alive)
-        orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in alive]).to(dev)
-        if step is None:  # first epoch, or candidates were dropped: new buffers for this K
+        k = len(stacked)
+        orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in stacked]).to(dev)
+        if step is None:  # first epoch, or the stacks were compacted: new buffers for this K
             idx = torch.empty(k, min(b, n), dtype=torch.long, device=dev)
             step = TrainStep(engine, opt, (x, y), idx, torch.zeros(k, device=dev), **precision,
                              graphed=cuda_graph)  # fmt: skip
@@ -238,23 +247,25 @@ def train_batched(
         t1 = time.perf_counter()
         val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, **precision)
         log.debug(
-            "epoch %d, %d candidates: training %.3f s (%.0f img/s), validation %.3f s",
-            epoch, k, t1 - t0, k * n / (t1 - t0), time.perf_counter() - t1,
+            "epoch %d, %d stacked candidates (%d training): training %.3f s (%.0f img/s), "
+            "validation %.3f s",
+            epoch, k, len(training), t1 - t0, k * n / (t1 - t0), time.perf_counter() - t1,
         )  # fmt: skip
-        keep = []
-        for pos, i in enumerate(alive):
+        for pos, i in enumerate(stacked):
+            if i not in training:
+                continue  # stopped earlier, still stacked
             out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
                 epoch, train_loss[pos], val_loss[pos], val_acc[pos]
             )
-            if out is None:
-                keep.append(pos)
-            else:
+            if out is not None:
+                training.discard(i)
                 yield i, out
-        if len(keep) < len(alive):
-            if not keep:
-                return
+        if not training:
+            return
+        if len(training) < k and len(training) <= compact_below * k:
+            keep = [pos for pos, i in enumerate(stacked) if i in training]
             opt = _select(engine, opt, torch.tensor(keep))
-            alive = [alive[pos] for pos in keep]
+            stacked = [stacked[pos] for pos in keep]
             step = run = None  # new tensors: new buffers (and a new capture)
 
 
