@@ -119,6 +119,13 @@ def test_the_executor_batches_a_proxy_evaluator_and_runs_others_one_by_one(split
     executor.close()
 
 
+def test_bad_engine_options_fail_at_construction(split):
+    alone = CNNProxyEvaluator(split, SPEC, TRAINING)
+    for bad in ({"max_batch": 0}, {"compact_below": 0.0}, {"compact_below": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            BatchedCNNEvaluator.from_proxy(alone, **bad)
+
+
 def test_the_gpu_default_executor_is_batched():
     assert isinstance(build_executor(None, device="cuda"), BatchedExecutor)
     assert isinstance(build_executor("batched", device="cpu"), BatchedExecutor)

@@ -59,6 +59,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 0.0 < compact_below <= 1.0:
+            raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
