@@ -127,6 +127,21 @@ def engine_rate(
     return k * steps * settings.batch_size / seconds, peak
 
 
+def new_shape_cost(
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    steps: int,
+    k: int,
+    device: str,
+    options: dict[str, bool],
+) -> float:
+    """Seconds the first epoch with ``k - 1`` stacked candidates (shapes not seen yet in this
+    process) takes beyond the next one: the set-up a compaction of the stacks costs."""
+    cold, warm = (engine_epoch(cell, spec, settings, steps, k - 1, device, options) for _ in "ab")
+    return cold - warm
+
+
 def profile_engine(
     cell: Cell,
     spec: MacroSpec,
@@ -369,7 +384,10 @@ def main() -> None:
         )
     )
     if cells:
-        say(f"{'cell':<12}{'eager img/s':>14}{'engine img/s':>15}{'ratio':>8}{'peak GPU mem':>15}")
+        say(
+            f"{'cell':<12}{'eager img/s':>14}{'engine img/s':>15}{'ratio':>8}"
+            f"{'peak GPU mem':>15}{'new K, s':>13}"
+        )
     for label, cell in cells:
         warmup = 1 if args.quick else 5
         base = eager_rate(cell, spec, settings, steps, args.device, warmup)
@@ -385,8 +403,16 @@ def main() -> None:
                 "engine_peak_gpu_gb": None if peak is None else round(peak, 2),
             }
         )
+        cost = None
+        if k >= 2:
+            opts = engine_options(args)
+            cost = round(new_shape_cost(cell, spec, settings, steps, k, args.device, opts), 3)
+        rows[-1]["new_shape_s"] = cost
         mem = "n/a" if peak is None else f"{peak:.2f} GB"
-        say(f"{label:<12}{base:>14.0f}{rate:>15.0f}{rate / base:>8.2f}{mem:>15}")
+        say(
+            f"{label:<12}{base:>14.0f}{rate:>15.0f}{rate / base:>8.2f}{mem:>15}"
+            f"{'n/a' if cost is None else f'{cost:.2f}':>13}"
+        )
     report: dict[str, Any] = {
         "device": name,
         "k": k,

@@ -6,18 +6,19 @@
 #   3. the throughput table, eager loop vs batched engine (K = 10, batch 128, 3x32x32 images,
 #      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
-#      take the device time);
+#      take the device time); every table also times the set-up of a new number of stacked
+#      candidates (the first epoch with K - 1 beyond the next);
 #   4. the same table with the engine's steps replayed from CUDA graphs (GPU only);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
-#      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (150) s if it
+#      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (120) s if it
 #      has not finished. It uses the CUDA-graph engine when step 2 passed it and step 4
 #      measured it faster than step 3, else the eager engine (both float32, equivalent to
 #      one-by-one training);
 #   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
 #      final training.
-# Worst case (every step at its timeout) 7.4 minutes plus the machine's start.
+# Worst case (every step at its timeout) 7.7 minutes plus the machine's start.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
 # test; steps 4 and 8 are skipped there).
@@ -40,7 +41,7 @@ EXTRA=()
 GPU=""
 [ "$DEVICE" != "cpu" ] && GPU=1
 SMOKE="${SMOKE:-}"
-SEARCH_SECONDS="${SEARCH_SECONDS:-150}"
+SEARCH_SECONDS="${SEARCH_SECONDS:-120}"
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
@@ -80,18 +81,18 @@ step "float64 equivalence on the GPU"
 timeout 30 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
 step "throughput, float32, and a profile of the engine step"
-table 60 throughput_fp32 --profile
+table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
     step "throughput, float32, engine steps replayed from CUDA graphs"
-    table 50 throughput_graph --cuda-graph
+    table 60 throughput_graph --cuda-graph
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
-    table 50 throughput_bf16 --bf16 --cuda-graph
+    table 60 throughput_bf16 --bf16 --cuda-graph
 else
     step "throughput, bf16 autocast"
-    table 50 throughput_bf16 --bf16
+    table 60 throughput_bf16 --bf16
 fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
-table 50 throughput_gray --in-channels 1 --image-size 28
+table 60 throughput_gray --in-channels 1 --image-size 28
 
 SEARCH_OPTS=()  # the search's engine: CUDA graphs where they passed the check and were faster
 if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
@@ -147,7 +148,8 @@ for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughp
               f"engine {row['engine_img_s']:.0f} img/s, speedup: {row['ratio']:.2f}, "
               f"engine peak {row['engine_peak_gpu_gb']} GB")
         rows.append(f"| {r['device']} | {tag} | {row['cell']} | {row['baseline_img_s']:,.0f} | "
-                    f"{row['engine_img_s']:,.0f} | {row['ratio']:.2f} | {row['engine_peak_gpu_gb']} |")
+                    f"{row['engine_img_s']:,.0f} | {row['ratio']:.2f} | {row['engine_peak_gpu_gb']} | "
+                    f"{row['new_shape_s']} |")
     if r.get("search"):
         s = r["search"]
         print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
@@ -155,7 +157,8 @@ for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughp
               f"peak {s['peak_gpu_memory']}")
 if rows:
     print()
-    print("| device | engine | cell | eager img/s | engine img/s | speedup | engine peak GB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| device | engine | cell | eager img/s | engine img/s | speedup | engine peak GB "
+          "| new K set-up s |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 EOF

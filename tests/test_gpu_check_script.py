@@ -44,6 +44,8 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     table = json.loads((out / "throughput_fp32.json").read_text())
     assert {row["cell"] for row in table["table"]} == {"complete-8", "shrinkcnn"}
     assert all(row["baseline_img_s"] > 0 and row["engine_img_s"] > 0 for row in table["table"])
+    assert all(isinstance(row["new_shape_s"], float) for row in table["table"])
+    assert "| new K set-up s |" in summary
     search = json.loads((out / "search.json").read_text())
     assert search["search"]["candidates"] >= 1 and search["table"] == []
     assert (out / "search" / "best_cell.json").is_file()
