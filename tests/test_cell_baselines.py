@@ -134,9 +134,7 @@ def test_evolution_beats_random_search_at_equal_budget() -> None:
 
 
 def test_evolution_children_descend_from_tournament_winners() -> None:
-    search = CellEvolution(
-        PARENT, budget=40, batch_size=1, rng=random.Random(0), population_size=5
-    )
+    search = CellEvolution(PARENT, budget=40, batch_size=1, rng=random.Random(0), population_size=5)
     told = drive(search)
     by_key = {o.proposal.genotype.key: o.proposal.genotype for o in told}
     assert all(o.proposal.meta["origin"] == "random" for o in told[:5])

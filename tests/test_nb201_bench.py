@@ -231,8 +231,11 @@ def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path)
     for r in runs:
         assert float(r["edgegpu_latency"]) == latency[int(r["index"])]
     for row in obj["results"]:
-        lat = [latency[int(r["index"])] for r in runs
-               if r["strategy"] == row["strategy"] and int(r["queries"]) == row["queries"]]
+        lat = [
+            latency[int(r["index"])]
+            for r in runs
+            if r["strategy"] == row["strategy"] and int(r["queries"]) == row["queries"]
+        ]
         assert row["cost_mean"] == pytest.approx(np.mean(lat), rel=1e-12)
     for p in obj["pareto"]:
         assert p["edgegpu_latency"] == latency[p["index"]] and p["accuracy"] == test[p["index"]]
