@@ -71,14 +71,15 @@ class GraphedStep:
     ) -> None:
         if not all(g.get("capturable", False) for g in opt.param_groups):
             raise ValueError("a captured optimizer step needs the optimizer's capturable=True")
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            warm_up(step, model, opt, warmup)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step()
+        with torch.cuda.device(step.loss_sum.device):  # the step's GPU, e.g. cuda:1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                warm_up(step, model, opt, warmup)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                step()
         self.step = step
 
     def __call__(self) -> None:
