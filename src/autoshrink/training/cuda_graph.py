@@ -71,7 +71,8 @@ class GraphedStep:
     ) -> None:
         if not all(g.get("capturable", False) for g in opt.param_groups):
             raise ValueError("a captured optimizer step needs the optimizer's capturable=True")
-        with torch.cuda.device(step.loss_sum.device):  # the step's GPU, e.g. cuda:1, current
+        self.device = step.loss_sum.device  # the step's GPU (cuda:N), made current for
+        with torch.cuda.device(self.device):  # capture and replay
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -81,7 +82,6 @@ class GraphedStep:
             with torch.cuda.graph(self.graph):
                 step()
         self.step = step
-        self.device = step.loss_sum.device
 
     def __call__(self) -> None:
         with torch.cuda.device(self.device):  # replays on that GPU's current stream
