@@ -291,14 +291,16 @@ def runner(
 
 def clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], float]:
     """A function that runs ``fn`` once and returns its time in ms."""
-    if settings.backend == "torch" and device_index(settings.device) is not None:
+    gpu = device_index(settings.device)
+    if settings.backend == "torch" and gpu is not None:
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
 
         def cuda_once() -> float:
-            start.record()
-            fn()
-            end.record()
+            with torch.cuda.device(gpu):  # the events on the stream the module runs on
+                start.record()
+                fn()
+                end.record()
             end.synchronize()
             return float(start.elapsed_time(end))
 

@@ -20,6 +20,7 @@ measured with (backend, device, batch, threads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -206,7 +207,8 @@ def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> l
     fns = [step.block.module().to(dev).eval() for step in program]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(network_input_shape(spec, settings.batch), generator=gen).to(dev)
-    cuda_events = device_index(settings.device) is not None
+    gpu = device_index(settings.device)  # events and synchronize on that GPU (cuda:N)
+    cuda_events = gpu is not None
     events = [(_event(), _event()) for _ in program] if cuda_events else []
     tick = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
     samples: list[list[float]] = [[] for _ in program]
@@ -231,7 +233,8 @@ def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> l
             samples[j].append(t)
         return sum(times)
 
-    with torch_threads(settings.threads), torch.inference_mode():
+    on_gpu = torch.cuda.device(gpu) if gpu is not None else contextlib.nullcontext()
+    with torch_threads(settings.threads), torch.inference_mode(), on_gpu:
         until_stable(one_pass, settings)
     pooled: dict[str, tuple[Block, list[float]]] = {}
     for step, times in zip(program, samples, strict=True):
