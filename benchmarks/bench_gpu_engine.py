@@ -27,23 +27,20 @@ import json
 import logging
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoshrink.config import preset
-from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.batched import build_batched, union_cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.search import run_search
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import ProxyTraining, train_proxy
+from engine_search import search
 
 
 def synthetic(n: int, spec: MacroSpec, device: str, seed: int) -> tuple[torch.Tensor, ...]:
@@ -216,45 +213,6 @@ def _device_check(device: str, say) -> bool:
     return ok
 
 
-class Deadline(Exception):
-    """The search ran past ``--time-limit``."""
-
-
-class TimedExecutor:
-    """Wraps the batched executor: logs every shrink step, stops the search at a deadline."""
-
-    def __init__(self, inner: BatchedExecutor, limit: float | None, say) -> None:
-        self.inner, self.say = inner, say
-        self.t0 = time.perf_counter()
-        self.limit = limit
-        self.steps = self.candidates = 0
-
-    def _check(self) -> None:
-        if self.limit is not None and time.perf_counter() - self.t0 > self.limit:
-            raise Deadline
-
-    def run(self, evaluator, jobs, on_retry=None):
-        self._check()
-        for done in self.inner.run(evaluator, jobs, on_retry):
-            yield done
-            self._check()  # also inside a step: a slow engine must not overrun the limit
-        self.steps += 1
-        self.candidates += len(jobs)
-        self.say(
-            f"  step {self.steps}: {len(jobs)} candidates, "
-            f"{time.perf_counter() - self.t0:.1f} s so far, peak GPU memory {peak_gb()}"
-        )
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def peak_gb() -> str:
-    if not torch.cuda.is_available():
-        return "n/a"
-    return f"{torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
-
-
 def engine_options(args: argparse.Namespace) -> dict[str, bool]:
     """The engine options the command line chose (``train_batched`` keywords)."""
     return {"bf16": args.bf16, "tf32": not args.no_tf32, "cuda_graph": args.cuda_graph}
@@ -265,38 +223,6 @@ def precision_tag(args: argparse.Namespace) -> str:
     if args.bf16:
         return "bf16"
     return "fp32" if args.no_tf32 or not args.device.startswith("cuda") else "tf32"
-
-
-def search(args: argparse.Namespace, say) -> dict[str, Any]:
-    """The full-protocol search (or a tiny one with --quick) on Fashion-MNIST."""
-    data = {"dataset": "fashion-mnist", "data_dir": str(args.search_data), "device": args.device}
-    config = preset("paper", **data)  # the paper's protocol (method §2-§4)
-    if args.quick:  # a 4-node cell, 2 steps of K = 2, a few images, one epoch
-        tiny = {"nodes": 4, "k": 2, "keep_fraction": 0.7, "per_class": 10, "val_size": 50}
-        config = preset(
-            "paper", **data, **tiny, width=0.5, training_epochs=1, training_batch_size=32
-        )
-    out = args.out or Path(tempfile.mkdtemp(prefix="autoshrink-bench-"))
-    if torch.cuda.is_available() and args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    executor = TimedExecutor(BatchedExecutor(**engine_options(args)), args.time_limit, say)
-    t0 = time.perf_counter()
-    finished, best = True, None
-    try:
-        result = run_search(out, config, executor=executor, progress=False)
-        best = result.best.score
-    except Deadline:
-        finished = False
-    seconds = time.perf_counter() - t0
-    return {
-        "finished": finished,
-        "seconds": round(seconds, 2),
-        "steps": executor.steps,
-        "candidates": executor.candidates,
-        "best_score": best,
-        "peak_gpu_memory": peak_gb(),
-        "run_dir": str(out),
-    }
 
 
 def main() -> None:
@@ -435,7 +361,15 @@ def main() -> None:
     if args.search_data is not None:
         kind = "quick" if args.quick else "full-protocol"
         say(f"{kind} search on Fashion-MNIST from {args.search_data} ...")
-        report["search"] = s = search(args, say)
+        report["search"] = s = search(
+            args.search_data,
+            args.device,
+            engine_options(args),
+            quick=args.quick,
+            out=args.out,
+            time_limit=args.time_limit,
+            say=say,
+        )
         state = "finished" if s["finished"] else f"stopped at the {args.time_limit:.0f} s limit"
         say(
             f"search {state}: {s['seconds']:.1f} s wall, {s['steps']} steps, "
