@@ -14,9 +14,10 @@ network :func:`autoshrink.nn.cnn.build_network` builds for that candidate alone:
   predecessors, so a removed edge contributes nothing and its weights get no gradient. The
   masked weights stay at zero (zero value, zero gradient: Adam leaves them alone), as do the
   batch-norm slices of absent channels, so they can never change a result.
-- A cell's output is its leaves concatenated per candidate (a gather), zero-padded to the
-  widest candidate; the next cell reads the zero-padded width, its masks ignoring the padding.
-  The residual is a masked 1x1 projection + BN, or the identity, per candidate.
+- A cell's output is its leaves concatenated per candidate (a gather from the outputs of the
+  nodes that are a leaf in some candidate), zero-padded to the widest candidate; the next
+  cell reads the zero-padded width, its masks ignoring the padding. The residual is a masked
+  1x1 projection + BN, or the identity, per candidate.
 - Leaves are per candidate: a node that is a leaf drops its final activation (``where``).
 
 ``load_network(k, net)`` copies a separately built network's weights into slice ``k``;
@@ -79,9 +80,17 @@ class BatchedCell(nn.Module):
             for i, j in enumerate(self.nodes[1:], start=1)
         )
         self.columns: list[list[list[int]]] = []  # [candidate][node position] -> input columns
+        # the nodes whose outputs the cell output may gather: a leaf in some candidate (all
+        # nodes with ``general``, so that the structure does not depend on the candidates)
+        self.outputs = (
+            list(range(len(self.nodes)))
+            if general
+            else sorted({self.pos[j] for cell, _ in cands for j in cell.leaves})
+        )
         masks = [torch.zeros(k, c) for c in widths_in[1:]]
         leaf = torch.zeros(k, len(self.nodes), dtype=torch.bool)
-        gather = torch.full((k, c_out), sum(self.width), dtype=torch.long)  # -> a zero channel
+        zero = sum(self.width[p] for p in self.outputs)  # the zero channel after the outputs
+        gather = torch.full((k, c_out), zero, dtype=torch.long)
         use_proj = torch.zeros(k, dtype=torch.bool)
         rows, cols = torch.zeros(k, c_out), torch.zeros(k, c_in)
         for c, (cell, where) in enumerate(cands):
@@ -117,8 +126,8 @@ class BatchedCell(nn.Module):
 
     def _layout(self, cell: Cell, where: CellPlacement) -> tuple[list[list[int]], list[int]]:
         """Candidate ``cell``'s input columns of every node (in the concatenation of the node's
-        parent predecessors), and where its leaves' channels sit in the concatenation of all
-        node outputs (its cell output, in order)."""
+        parent predecessors), and where its leaves' channels sit in the concatenation of the
+        outputs of ``self.outputs`` (its cell output, in order)."""
         own = [where.in_channels] + [self.f] * (len(self.nodes) - 1)  # its own output widths
 
         def channels(starts: dict[int, int], nodes: Sequence[int]) -> list[int]:
@@ -129,7 +138,8 @@ class BatchedCell(nn.Module):
             offsets = _offsets([self.width[p] for p in self.preds[i]])
             starts = {self.nodes[p]: o for p, o in zip(self.preds[i], offsets, strict=True)}
             columns.append(channels(starts, cell.predecessors(j)))
-        starts = dict(zip(self.nodes, _offsets(self.width), strict=True))
+        outputs = [self.nodes[p] for p in self.outputs]
+        starts = dict(zip(outputs, _offsets([self.width[p] for p in self.outputs]), strict=True))
         return columns, channels(starts, cell.leaves)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +155,8 @@ class BatchedCell(nn.Module):
             leaf = self.leaf_all[i] if fixed else self.leaf[:, i]
             states.append(op(inp, getattr(self, f"mask{i}"), leaf))
         zero = s0.new_zeros(*s0.shape[:4], 1)
-        every = torch.cat([*states, zero.to(states[-1].dtype)], -1)  # [B, H, W, K, sum]
+        outputs = [states[p] for p in self.outputs]
+        every = torch.cat([*outputs, zero.to(outputs[-1].dtype)], -1)  # [B, H, W, K, sum]
         y = torch.take_along_dim(every, self.gather[None, None, None], dim=-1)  # [.., K, C_out]
         shortcut = None
         if self.with_proj:
