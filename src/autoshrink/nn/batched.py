@@ -157,7 +157,8 @@ class BatchedCell(nn.Module):
         zero = s0.new_zeros(*s0.shape[:4], 1)
         outputs = [states[p] for p in self.outputs]
         every = torch.cat([*outputs, zero.to(outputs[-1].dtype)], -1)  # [B, H, W, K, sum]
-        y = torch.take_along_dim(every, self.gather[None, None, None], dim=-1)  # [.., K, C_out]
+        index = self.gather.expand(*every.shape[:3], *self.gather.shape)  # a view, no copy
+        y = torch.gather(every, -1, index)  # [B, H, W, K, C_out]
         shortcut = None
         if self.with_proj:
             xs = x[:, ::2, ::2] if self.downsample else x
