@@ -22,7 +22,7 @@ from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import build_batched, union_cell, widest_widths
 from autoshrink.nn.stacked_ops import BATCHED_OPS
-from autoshrink.training.batched import train_batched
+from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if not 0.0 < compact_below <= 1.0:
-            raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
+        check_compact_below(compact_below)  # here, not at the first group: fail at once
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16

@@ -200,8 +200,7 @@ def train_batched(
     """
     if len(generators) != engine.k:
         raise ValueError(f"{engine.k} candidates need {engine.k} generators, got {len(generators)}")
-    if not 0.0 < compact_below <= 1.0:
-        raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
+    check_compact_below(compact_below)
     x, y = _nhwc(train[0]), train[1]
     vx, vy = _nhwc(val[0]), val[1]
     n, dev, b = len(y), y.device, settings.batch_size
@@ -267,6 +266,12 @@ def train_batched(
             opt = _select(engine, opt, torch.tensor(keep))
             stacked = [stacked[pos] for pos in keep]
             step = run = None  # new tensors: new buffers (and a new capture)
+
+
+def check_compact_below(compact_below: float) -> None:
+    """Raise ``ValueError`` unless ``compact_below`` is a fraction in (0, 1]."""
+    if not 0.0 < compact_below <= 1.0:
+        raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
 
 
 def _require_cuda(dev: torch.device) -> None:
