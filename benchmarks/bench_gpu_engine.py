@@ -10,9 +10,9 @@ K = 10, 500 images per class, 1,000 validation images, <= 20 epochs with the ear
 Fashion-MNIST (the IDX files in DIR, 28x28x1 as is) with the batched executor, and prints its
 wall time and peak GPU memory.
 
-    python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--bf16] [--cuda-graph]
-        [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS] [--no-table] [--profile]
-        [--check]
+    python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--precision P]
+        [--cuda-graph] [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS] [--no-table]
+        [--profile] [--check]
 
 ``--quick`` shrinks everything (K = 4, batch 32, 8x8 images, half width, a 4-node search on
 a few images) so that ``--device cpu --quick`` runs in well under a minute. ``--json`` prints
@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.batched import build_batched, union_cell
@@ -215,14 +216,14 @@ def _device_check(device: str, say) -> bool:
 
 def engine_options(args: argparse.Namespace) -> dict[str, bool]:
     """The engine options the command line chose (``train_batched`` keywords)."""
-    return {"bf16": args.bf16, "tf32": not args.no_tf32, "cuda_graph": args.cuda_graph}
+    return {**PRECISIONS[args.precision], "cuda_graph": args.cuda_graph}
 
 
 def precision_tag(args: argparse.Namespace) -> str:
     """``bf16``, ``tf32`` or ``fp32``: the engine's arithmetic on a GPU."""
-    if args.bf16:
-        return "bf16"
-    return "fp32" if args.no_tf32 or not args.device.startswith("cuda") else "tf32"
+    if args.precision == "auto":
+        return "tf32" if args.device.startswith("cuda") else "fp32"
+    return args.precision
 
 
 def main() -> None:
@@ -231,11 +232,12 @@ def main() -> None:
     p.add_argument("--device", default=default_device)
     p.add_argument("--quick", action="store_true", help="tiny settings (CPU: well under 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--bf16", action="store_true", help="the engine under bfloat16 autocast")
     p.add_argument(
-        "--no-tf32",
-        action="store_true",
-        help="the engine's CUDA float32 matmuls in full float32 (default: TF32 tensor cores)",
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="auto",
+        help="the engine's arithmetic, as autoshrink search --precision: auto = float32 with "
+        "TF32 matmuls on CUDA; fp32 = no TF32; bf16 = bfloat16 autocast",
     )
     p.add_argument(
         "--cuda-graph",
@@ -344,8 +346,7 @@ def main() -> None:
         "k": k,
         "batch_size": settings.batch_size,
         "images": [spec.in_channels, spec.image_size, spec.image_size],
-        "bf16": args.bf16,
-        "tf32": not args.no_tf32,
+        **PRECISIONS[args.precision],
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,

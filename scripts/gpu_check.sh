@@ -86,10 +86,10 @@ if [ -n "$GPU" ]; then
     step "throughput, float32, engine steps replayed from CUDA graphs"
     table 60 throughput_graph --cuda-graph
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
-    table 60 throughput_bf16 --bf16 --cuda-graph
+    table 60 throughput_bf16 --precision bf16 --cuda-graph
 else
     step "throughput, bf16 autocast"
-    table 60 throughput_bf16 --bf16
+    table 60 throughput_bf16 --precision bf16
 fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
 table 60 throughput_gray --in-channels 1 --image-size 28
