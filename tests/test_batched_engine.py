@@ -11,6 +11,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
+from autoshrink.nn import stacked_ops
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 
@@ -113,3 +114,31 @@ def test_bad_candidates_are_refused_with_a_clear_error():
         BatchedCNN(PARENT, spec, [])
     with pytest.raises(ConfigError, match="exceed the stacked widths"):
         BatchedCNN(PARENT, spec, [PARENT], widths=[16, 16, 16])
+
+
+@pytest.mark.parametrize("chunks", [1, 4], ids=["one-reduction", "split-rows"])
+def test_pointwise_gradients_are_exact(monkeypatch, chunks):
+    """The stacked 1x1 convolution's hand-written backward against finite differences, with its
+    weight gradient's rows in one reduction (CPU) and split into chunks (CUDA's way)."""
+    monkeypatch.setattr(stacked_ops, "_split", lambda n, device: chunks)
+    x = torch.randn(2, 4, 3, 5, 6, dtype=torch.float64, requires_grad=True)  # [B, H, W, K, C]
+    w = torch.randn(5, 7, 6, dtype=torch.float64, requires_grad=True)  # [K, O, C]
+    assert torch.autograd.gradcheck(stacked_ops.pointwise, (x, w))
+    # and it is the per-candidate 1x1 convolution: y[..., k, :] = x[..., k, :] @ w[k].T
+    expected = torch.einsum("bhwkc,koc->bhwko", x, w)
+    torch.testing.assert_close(stacked_ops.pointwise(x, w), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_pointwise_follows_autocast_as_a_matmul_would():
+    x = torch.randn(64, 3, 8, requires_grad=True)
+    w = torch.randn(3, 4, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = stacked_ops.pointwise(x, w)
+        reference = torch.bmm(x.transpose(0, 1), w.transpose(1, 2)).transpose(0, 1)
+    assert y.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(y, reference, rtol=0, atol=0)
+    y.float().sum().backward()
+    assert x.grad.dtype == w.grad.dtype == torch.float32  # gradients in the tensors' own dtype
+    x64 = x.detach().double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float64 is not autocast's to cast
+        assert stacked_ops.pointwise(x64, w.detach().double()).dtype == torch.float64

@@ -1,7 +1,9 @@
 """The stacked node ops of the batched engine: K candidates' copies of one op, run at once.
 
 Activations use the layout ``[B, H, W, K, C]`` (contiguous). :func:`pointwise` is a 1x1
-convolution per candidate as one batched matmul over ``K``; :class:`StackedBN` is K batch
+convolution per candidate as one batched matmul over ``K`` that reads and writes that layout
+in place, forward and backward (a hand-written backward; on CUDA each weight gradient's long
+reduction over ``B*H*W`` rows is split into chunks that run in parallel); :class:`StackedBN` is K batch
 norms as one per-channel call on the ``[B*H*W, K*C]`` view; the depthwise 3x3 of
 :class:`Sep3x3` is one grouped convolution (``groups = K*C``) on the channels-last
 ``[B, K*C, H, W]`` view (:func:`to_nchw`, :func:`to_nhwkc`). Each op's ``forward`` takes the
@@ -48,10 +50,78 @@ def to_nhwkc(y: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Per-candidate 1x1 convolution: ``x [B, H, W, K, C]``, ``w [K, O, C]`` -> ``[.., K, O]``."""
-    b, h, wd, k, c = x.shape
-    y = torch.bmm(x.reshape(-1, k, c).transpose(0, 1), w.transpose(1, 2))  # [K, N, O]
-    return y.transpose(0, 1).reshape(b, h, wd, k, -1)
+    """Per-candidate 1x1 convolution: ``x [..., K, C]``, ``w [K, O, C]`` -> ``[..., K, O]``."""
+    *lead, k, c = x.shape
+    return _Pointwise.apply(x.reshape(-1, k, c), w).view(*lead, k, w.shape[1])
+
+
+#: On CUDA, a weight gradient's reduction over the rows is split into chunks of at least this
+#: many rows, run as extra matmul batches and summed: one long reduction into a small
+#: ``[O, C]`` output per candidate keeps only a few thread blocks busy for milliseconds.
+SPLIT_ROWS = 4096
+
+
+class _Pointwise(torch.autograd.Function):
+    """``x [N, K, C]``, ``w [K, O, C]`` -> ``[N, K, O]`` as batched matmuls over ``K`` that
+    read and write the ``[N, K, *]`` layout in place (no transposed copies, forward or
+    backward). Under autocast, computes in the autocast dtype as ``torch.bmm`` would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.dtypes = x.dtype, w.dtype
+        low = _autocast_dtype(x.device.type)
+        if low is not None:
+            x, w = _cast(x, low), _cast(w, low)
+        out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
+        torch.bmm(x.transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
+        ctx.save_for_backward(x, w)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        x_dtype, w_dtype = ctx.dtypes
+        g = grad.to(x.dtype).contiguous()
+        n, k, c = x.shape
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = g.new_empty(n, k, c)
+            torch.bmm(g.transpose(0, 1), w, out=gx.transpose(0, 1))
+            gx = gx.to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            s = _split(n, x.device)  # rows r = m * s + j: chunk j is matmul batch j * K + k
+            m, o = n // s, w.shape[1]
+            x = x.contiguous()
+            part = torch.bmm(
+                g.view(m, s * k, o).permute(1, 2, 0), x.view(m, s * k, c).transpose(0, 1)
+            )
+            gw = (part if s == 1 else part.view(s, k, o, c).sum(0)).to(w_dtype)
+        return gx, gw
+
+
+def _split(n: int, device: torch.device) -> int:
+    """Chunks of a weight gradient's ``n`` rows: a power of two dividing ``n``, each chunk at
+    least :data:`SPLIT_ROWS` rows; 1 (no split) off CUDA."""
+    s = 1
+    if device.type == "cuda":
+        while n % (2 * s) == 0 and n // (2 * s) >= SPLIT_ROWS:
+            s *= 2
+    return s
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in autocast's lower precision, if autocast would cast it (float64 it leaves)."""
+    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast gives matmuls on ``device_type`` here, or None outside autocast."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        on = torch.is_autocast_enabled(device_type)
+        return torch.get_autocast_dtype(device_type) if on else None
+    if device_type == "cuda":  # torch 2.2 - 2.3
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 class StackedBN(nn.Module):

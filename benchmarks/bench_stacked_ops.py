@@ -1,0 +1,206 @@
+"""The batched engine's own ops against the plain PyTorch they replace, on one device.
+
+For one training step of the complete 8-node cell's stacked network (K = 10, batch 128,
+3x32x32 unless told otherwise) it records the shapes of every per-candidate 1x1 convolution
+(:func:`autoshrink.nn.stacked_ops.pointwise`) and every depthwise 3x3 the step runs, then
+times, forward + backward, summed over those calls:
+
+- ``pointwise``: the engine's matmuls that read and write the ``[N, K, C]`` layout in place
+  (weight gradients split into row chunks on CUDA), against the composition it replaced:
+  ``bmm`` on transposed views, autograd's own backward, transposed copies in and out;
+- the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``;
+- the first call of a depthwise 3x3 with a shape the process has not seen (the set-up a new
+  candidate width costs: on CUDA, cuDNN's plan for it), with cuDNN on and off.
+
+    python benchmarks/bench_stacked_ops.py [--device cuda] [--k 10] [--batch 128]
+        [--precision auto|fp32|bf16] [--in-channels 3 --image-size 32] [--json]
+
+Prints a table (or one JSON object with ``--json``); the figures are the best of 5 repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+from unittest import mock
+
+import torch
+from torch.nn import functional as F
+
+from autoshrink.executors.factory import PRECISIONS
+from autoshrink.macros import cifar_proxy
+from autoshrink.nn import stacked_ops
+from autoshrink.nn.batched import build_batched
+from autoshrink.spaces.cells import start_cell
+from autoshrink.training.batched import tf32_matmuls
+
+REPEATS = 5
+
+
+def composed_pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The plain-PyTorch baseline: ``bmm`` over transposed views, autograd's backward."""
+    *lead, k, c = x.shape
+    y = torch.bmm(x.reshape(-1, k, c).transpose(0, 1), w.transpose(1, 2))  # [K, N, O]
+    return y.transpose(0, 1).reshape(*lead, k, -1)
+
+
+def record_shapes(args: argparse.Namespace) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """The (N, K, C, O) of every pointwise call and the (B, K*C, H, W) of every depthwise
+    3x3 in one forward pass of the complete cell's stacked network."""
+    spec = cifar_proxy(in_channels=args.in_channels, image_size=args.image_size)
+    cell = start_cell("cnn", 8, random.Random(0))
+    engine = build_batched(cell, spec, [cell] * args.k, list(range(args.k)))
+    pointwise_shapes: list[tuple[int, ...]] = []
+    depthwise_shapes: list[tuple[int, ...]] = []
+    real_pointwise, real_conv = stacked_ops._Pointwise.apply, F.conv2d
+
+    def pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        pointwise_shapes.append((*x.shape, w.shape[1]))
+        return real_pointwise(x, w)
+
+    def conv2d(x: torch.Tensor, w: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
+        if w.shape[1] == 1 and kw.get("groups", 1) == w.shape[0]:
+            depthwise_shapes.append(tuple(x.shape))
+        return real_conv(x, w, *a, **kw)
+
+    x = torch.randn(2, spec.image_size, spec.image_size, args.k, spec.in_channels)
+    with (
+        mock.patch.object(stacked_ops._Pointwise, "apply", pointwise),
+        mock.patch.object(F, "conv2d", conv2d),
+        torch.no_grad(),
+    ):
+        engine(x)
+    scale = args.batch // 2  # the recording ran a batch of 2
+    pointwise_shapes = [(n * scale, k, c, o) for n, k, c, o in pointwise_shapes]
+    depthwise_shapes = [(args.batch, *rest) for _, *rest in depthwise_shapes]
+    return pointwise_shapes, depthwise_shapes
+
+
+def best_ms(fn: Callable[[], None], device: str) -> float:
+    """Fastest of :data:`REPEATS` timed calls, in ms (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(REPEATS):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def pointwise_ms(
+    impl: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shapes: list[tuple[int, ...]],
+    args: argparse.Namespace,
+) -> float:
+    """Forward + backward of ``impl`` over all ``shapes``, in ms."""
+    dev = args.device
+    tensors = []
+    for n, k, c, o in shapes:
+        x = torch.randn(n, k, c, device=dev, requires_grad=True)
+        w = torch.randn(k, o, c, device=dev, requires_grad=True)
+        tensors.append((x, w, torch.randn(n, k, o, device=dev)))
+
+    def step() -> None:
+        with _precision(args):
+            for x, w, g in tensors:
+                impl(x, w).backward(g)
+
+    return best_ms(step, dev)
+
+
+def depthwise_ms(shape: tuple[int, ...], args: argparse.Namespace) -> float:
+    """Forward + backward of one depthwise 3x3 on ``[B, C, H, W]`` channels-last, in ms."""
+    b, c, h, w = shape
+    dev = args.device
+    x = torch.randn(b, c, h, w, device=dev).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    wt = torch.randn(c, 1, 3, 3, device=dev, requires_grad=True)
+    sync(dev)
+    t0 = time.perf_counter()
+    with _precision(args):
+        F.conv2d(x, wt, padding=1, groups=c).sum().backward()
+    sync(dev)
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def stem_ms(args: argparse.Namespace, im2col: bool) -> float:
+    """Forward + weight gradient of the stacked stem (3x3, stride 1, 32 channels), in ms: one
+    grouped convolution (``groups = K``, the engine's), or im2col + :func:`pointwise`."""
+    dev, k, c, size = args.device, args.k, args.in_channels, args.image_size
+    x = torch.randn(args.batch, size, size, k, c, device=dev)
+    w = torch.randn(k, 32, c, 3, 3, device=dev, requires_grad=True)
+
+    def step() -> None:
+        with _precision(args):
+            if im2col:
+                cols = F.unfold(stacked_ops.to_nchw(x), 3, padding=1)  # [B, K*C*9, H*W]
+                cols = cols.view(args.batch, k, c * 9, size, size).permute(0, 3, 4, 1, 2)
+                y = stacked_ops.pointwise(cols, w.reshape(k, 32, c * 9))
+            else:
+                y = F.conv2d(
+                    stacked_ops.to_nchw(x), w.reshape(k * 32, c, 3, 3), padding=1, groups=k
+                )
+            y.sum().backward()
+
+    return best_ms(step, dev)
+
+
+def _precision(args: argparse.Namespace) -> ExitStack:
+    """The engine's precision settings for ``args.precision`` on ``args.device``, entered."""
+    bf16, tf32 = PRECISIONS[args.precision]["bf16"], PRECISIONS[args.precision]["tf32"]
+    stack = ExitStack()
+    stack.enter_context(tf32_matmuls(tf32))
+    stack.enter_context(torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=bf16))
+    return stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    pw_shapes, dw_shapes = record_shapes(args)
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else "cpu",
+        "precision": args.precision,
+        "pointwise_calls": len(pw_shapes),
+        "composed_pointwise_ms": pointwise_ms(composed_pointwise, pw_shapes, args),
+        "engine_pointwise_ms": pointwise_ms(stacked_ops.pointwise, pw_shapes, args),
+        "depthwise_calls": len(dw_shapes),
+    }
+    result["pointwise_speedup"] = result["composed_pointwise_ms"] / result["engine_pointwise_ms"]
+    result["stem_conv_ms"] = stem_ms(args, im2col=False)
+    result["stem_im2col_ms"] = stem_ms(args, im2col=True)
+    b, c, h, w = max(dw_shapes, key=lambda s: s[1])
+    for extra, (name, enabled) in enumerate((("cudnn", True), ("native", False)), start=1):
+        with torch.backends.cudnn.flags(enabled=enabled):  # a width no call has used yet
+            result[f"depthwise_{name}_first_ms"] = depthwise_ms((b, c + extra, h, w), args)
+            result[f"depthwise_{name}_again_ms"] = depthwise_ms((b, c + extra, h, w), args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+
+
+if __name__ == "__main__":
+    main()
