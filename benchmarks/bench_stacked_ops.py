@@ -8,12 +8,13 @@ times, forward + backward, summed over those calls:
 - ``pointwise``: the engine's matmuls that read and write the ``[N, K, C]`` layout in place
   (weight gradients split into row chunks on CUDA), against the composition it replaced:
   ``bmm`` on transposed views, autograd's own backward, transposed copies in and out;
-- the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``;
-- the first call of a depthwise 3x3 with a shape the process has not seen (the set-up a new
-  candidate width costs: on CUDA, cuDNN's plan for it), with cuDNN on and off.
+- the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``, first call and best;
+- the engine's depthwise 3x3 against a grouped convolution on the channels-last view (cuDNN
+  on CUDA), each on a shape the process has not seen: the first call (the set-up a new
+  candidate width costs) and the best of the next.
 
     python benchmarks/bench_stacked_ops.py [--device cuda] [--k 10] [--batch 128]
-        [--precision auto|fp32|bf16] [--in-channels 3 --image-size 32] [--json]
+        [--precision auto|fp32|bf16] [--in-channels 3 --image-size 32] [--json] [--quick]
 
 Prints a table (or one JSON object with ``--json``); the figures are the best of 5 repetitions.
 """
@@ -81,17 +82,16 @@ def record_shapes(args: argparse.Namespace) -> tuple[list[tuple[int, ...]], list
     return pointwise_shapes, depthwise_shapes
 
 
-def best_ms(fn: Callable[[], None], device: str) -> float:
-    """Fastest of :data:`REPEATS` timed calls, in ms (after one warm-up call)."""
-    fn()
+def timed(fn: Callable[[], None], device: str) -> tuple[float, float]:
+    """The first call of ``fn`` (set-up included) and the fastest of :data:`REPEATS` more, ms."""
     times = []
-    for _ in range(REPEATS):
+    for _ in range(REPEATS + 1):
         sync(device)
         t0 = time.perf_counter()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times[0], min(times[1:])
 
 
 def sync(device: str) -> None:
@@ -117,27 +117,33 @@ def pointwise_ms(
             for x, w, g in tensors:
                 impl(x, w).backward(g)
 
-    return best_ms(step, dev)
+    return timed(step, dev)[1]
 
 
-def depthwise_ms(shape: tuple[int, ...], args: argparse.Namespace) -> float:
-    """Forward + backward of one depthwise 3x3 on ``[B, C, H, W]`` channels-last, in ms."""
-    b, c, h, w = shape
-    dev = args.device
-    x = torch.randn(b, c, h, w, device=dev).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    wt = torch.randn(c, 1, 3, 3, device=dev, requires_grad=True)
-    sync(dev)
-    t0 = time.perf_counter()
-    with _precision(args):
-        F.conv2d(x, wt, padding=1, groups=c).sum().backward()
-    sync(dev)
-    return 1e3 * (time.perf_counter() - t0)
+def depthwise_ms(
+    shape: tuple[int, ...], args: argparse.Namespace, channels_last: bool
+) -> tuple[float, float]:
+    """Forward + backward of a depthwise 3x3 on ``[B, H, W, K, C]``: the engine's
+    (:func:`~autoshrink.nn.stacked_ops.depthwise3x3`), or a grouped convolution on the
+    channels-last view (cuDNN on CUDA, what the engine ran before); first call and best, ms."""
+    x = torch.randn(*shape, device=args.device, requires_grad=True)
+    w = torch.randn(shape[3] * shape[4], 1, 3, 3, device=args.device, requires_grad=True)
+
+    def step() -> None:
+        with _precision(args):
+            if channels_last:
+                y = F.conv2d(stacked_ops.to_nchw(x), w, padding=1, groups=w.shape[0])
+            else:
+                y = stacked_ops.depthwise3x3(x, w)
+            y.sum().backward()
+
+    return timed(step, args.device)
 
 
-def stem_ms(args: argparse.Namespace, im2col: bool) -> float:
+def stem_ms(args: argparse.Namespace, im2col: bool) -> tuple[float, float]:
     """Forward + weight gradient of the stacked stem (3x3, stride 1, 32 channels), in ms: one
-    grouped convolution (``groups = K``, the engine's), or im2col + :func:`pointwise`."""
+    grouped convolution (``groups = K``, the engine's), or im2col + :func:`pointwise`: first
+    call and best."""
     dev, k, c, size = args.device, args.k, args.in_channels, args.image_size
     x = torch.randn(args.batch, size, size, k, c, device=dev)
     w = torch.randn(k, 32, c, 3, 3, device=dev, requires_grad=True)
@@ -154,7 +160,7 @@ def stem_ms(args: argparse.Namespace, im2col: bool) -> float:
                 )
             y.sum().backward()
 
-    return best_ms(step, dev)
+    return timed(step, dev)
 
 
 def _precision(args: argparse.Namespace) -> ExitStack:
@@ -175,7 +181,10 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 16x16 images")
     args = parser.parse_args()
+    if args.quick:
+        args.k, args.batch, args.image_size = 4, 16, min(args.image_size, 16)
     pw_shapes, dw_shapes = record_shapes(args)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(args.device)
@@ -188,13 +197,13 @@ def main() -> None:
         "depthwise_calls": len(dw_shapes),
     }
     result["pointwise_speedup"] = result["composed_pointwise_ms"] / result["engine_pointwise_ms"]
-    result["stem_conv_ms"] = stem_ms(args, im2col=False)
-    result["stem_im2col_ms"] = stem_ms(args, im2col=True)
-    b, c, h, w = max(dw_shapes, key=lambda s: s[1])
-    for extra, (name, enabled) in enumerate((("cudnn", True), ("native", False)), start=1):
-        with torch.backends.cudnn.flags(enabled=enabled):  # a width no call has used yet
-            result[f"depthwise_{name}_first_ms"] = depthwise_ms((b, c + extra, h, w), args)
-            result[f"depthwise_{name}_again_ms"] = depthwise_ms((b, c + extra, h, w), args)
+    for name, im2col in (("conv", False), ("im2col", True)):
+        result[f"stem_{name}_first_ms"], result[f"stem_{name}_ms"] = stem_ms(args, im2col)
+    b, c, h, w = max(dw_shapes, key=lambda s: s[1])  # the widest, one channel per candidate more
+    for extra, (name, channels_last) in enumerate((("channels_last", True), ("engine", False))):
+        shape = (b, h, w, args.k, c // args.k + 1 + extra)  # a width no call has used yet
+        first, best = depthwise_ms(shape, args, channels_last)
+        result[f"depthwise_{name}_first_ms"], result[f"depthwise_{name}_ms"] = first, best
     if args.json:
         print(json.dumps(result))
     else:

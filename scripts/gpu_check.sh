@@ -3,25 +3,27 @@
 #   1. the device and software versions;
 #   2. float64 equivalence of the engine (eager, and replayed from CUDA graphs) and one-by-one
 #      training on the GPU (PASS/FAIL);
-#   3. the throughput table, eager loop vs batched engine (K = 10, batch 128, 3x32x32 images,
+#   3. the engine's own ops (1x1 convolutions, depthwise 3x3, stem) against the plain PyTorch
+#      they replace, forward + backward, with the set-up a new shape costs (3x32x32, 1x28x28);
+#   4. the throughput table, eager loop vs batched engine (K = 10, batch 128, 3x32x32 images,
 #      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
 #      candidates (the first epoch with K - 1 beyond the next);
-#   4. the same table with the engine's steps replayed from CUDA graphs (GPU only);
-#   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
-#   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
-#   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
+#   5. the same table with the engine's steps replayed from CUDA graphs (GPU only);
+#   6. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
+#   7. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
+#   8. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
 #      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (120) s if it
-#      has not finished. It uses the CUDA-graph engine when step 2 passed it and step 4
-#      measured it faster than step 3, else the eager engine (both float32, equivalent to
+#      has not finished. It uses the CUDA-graph engine when step 2 passed it and step 5
+#      measured it faster than step 4, else the eager engine (both float32, equivalent to
 #      one-by-one training);
-#   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
+#   9. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
 #      final training.
-# Worst case (every step at its timeout) 7.7 minutes plus the machine's start.
+# Worst case (every step at its timeout) 7.8 minutes plus the machine's start.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
-# test; steps 4 and 8 are skipped there).
+# test; steps 5 and 9 are skipped there).
 #
 # Fashion-MNIST: the four IDX files (.gz or raw) in the folder given as $1, or $FASHION_MNIST_DIR,
 # or data/fashion-mnist, ../shared/data/fashion-mnist, /usr/share/datasets/fashion-mnist. A GPU
@@ -80,19 +82,27 @@ torch.cuda.get_device_name())"
 step "float64 equivalence on the GPU"
 timeout 30 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
+step "the engine's own ops against the plain PyTorch they replace"
+for geometry in "3 32" "1 28"; do
+    read -r channels size <<< "$geometry"
+    timeout 25 "$PY" benchmarks/bench_stacked_ops.py --device "$DEVICE" "${EXTRA[@]}" --json \
+        --in-channels "$channels" --image-size "$size" > "$OUT/ops_${channels}x$size.json"
+    cat "$OUT/ops_${channels}x$size.json"
+done
+
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
     step "throughput, float32, engine steps replayed from CUDA graphs"
-    table 60 throughput_graph --cuda-graph
+    table 50 throughput_graph --cuda-graph
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
-    table 60 throughput_bf16 --precision bf16 --cuda-graph
+    table 50 throughput_bf16 --precision bf16 --cuda-graph
 else
     step "throughput, bf16 autocast"
     table 60 throughput_bf16 --precision bf16
 fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
-table 60 throughput_gray --in-channels 1 --image-size 28
+table 50 throughput_gray --in-channels 1 --image-size 28
 
 SEARCH_OPTS=()  # the search's engine: CUDA graphs where they passed the check and were faster
 if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
@@ -127,6 +137,16 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+for path in sorted(out.glob("ops_*.json")):
+    text = path.read_text().strip()
+    if text:
+        r = json.loads(text)
+        print(f"{r['device']} {r['precision']} ops {path.stem[4:]}: pointwise "
+              f"{r['composed_pointwise_ms']:.1f} -> {r['engine_pointwise_ms']:.1f} ms "
+              f"({r['pointwise_speedup']:.2f}x); depthwise first call (new shape) "
+              f"{r['depthwise_channels_last_first_ms']:.0f} ms channels-last, "
+              f"{r['depthwise_engine_first_ms']:.0f} ms engine; stem conv "
+              f"{r['stem_conv_ms']:.2f} ms, im2col {r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
 for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughput_gray",

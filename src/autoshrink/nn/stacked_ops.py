@@ -1,15 +1,16 @@
 """The stacked node ops of the batched engine: K candidates' copies of one op, run at once.
 
-Activations use the layout ``[B, H, W, K, C]`` (contiguous). :func:`pointwise` is a 1x1
-convolution per candidate as one batched matmul over ``K`` that reads and writes that layout
-in place, forward and backward (a hand-written backward; on CUDA each weight gradient's long
-reduction over ``B*H*W`` rows is split into chunks that run in parallel); :class:`StackedBN` is K batch
-norms as one per-channel call on the ``[B*H*W, K*C]`` view; the depthwise 3x3 of
-:class:`Sep3x3` is one grouped convolution (``groups = K*C``) on the channels-last
-``[B, K*C, H, W]`` view (:func:`to_nchw`, :func:`to_nhwkc`). Each op's ``forward`` takes the
-candidates' input-column ``mask [K, C_in]`` (removed edges contribute nothing and get no
-gradient) and ``leaf`` (leaves drop their final activation); ``load(k, op, cols)`` copies a
-separately built :mod:`autoshrink.nn.ops` module into slice ``k``.
+Activations use the layout ``[B, H, W, K, C]`` (contiguous).
+- :func:`pointwise` is a 1x1 convolution per candidate: one batched matmul over ``K`` that
+  reads and writes that layout in place, forward and backward (a hand-written backward; on
+  CUDA each weight gradient's long reduction over ``B*H*W`` rows runs as parallel chunks).
+- :class:`StackedBN` is K batch norms as one per-channel call on the ``[B*H*W, K*C]`` view.
+- :func:`depthwise3x3` (in :class:`Sep3x3`) is one grouped convolution (``groups = K*C``) on
+  the ``[B, K*C, H, W]`` view (:func:`to_nchw`, :func:`to_nhwkc`).
+
+Each op's ``forward`` takes the candidates' input-column ``mask [K, C_in]`` (removed edges
+contribute nothing and get no gradient) and ``leaf`` (leaves drop their final activation);
+``load(k, op, cols)`` copies a separately built :mod:`autoshrink.nn.ops` module into slice ``k``.
 """
 
 from __future__ import annotations
@@ -124,6 +125,22 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
+def depthwise3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Depthwise 3x3 convolution (padding 1) of ``x [B, H, W, K, C]`` with ``w [K*C, 1, 3, 3]``.
+
+    On CUDA it runs on a contiguous NCHW copy of ``x``, which PyTorch gives to its own
+    depthwise kernels rather than cuDNN's. cuDNN (what channels-last input gets) spent
+    0.4-1.1 s setting up each new shape on an H200, and every shrink step brings new widths;
+    once set up it was no faster in float32 (``benchmarks/bench_stacked_ops.py``). Elsewhere
+    the channels-last view (oneDNN on the CPU, 3x faster than NCHW there).
+    """
+    k = x.shape[3]
+    nchw = to_nchw(x)
+    if x.is_cuda:
+        nchw = nchw.contiguous()
+    return to_nhwkc(F.conv2d(nchw, w, padding=1, groups=w.shape[0]), k)
+
+
 class StackedBN(nn.Module):
     """K batch norms over ``[..., K, C]``: statistics per candidate and channel."""
 
@@ -173,8 +190,7 @@ class Sep3x3(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
     ) -> torch.Tensor:
         k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
-        dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
-        h = to_nhwkc(F.conv2d(to_nchw(x), dw, padding=1, groups=k * c), k)
+        h = depthwise3x3(x, (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3))
         h = activation(self.act, self.bn1(h))
         y = self.bn2(pointwise(h, self.pw * mask[:, None, :]))
         return finish(self.act, y, leaf)  # leaves stay linear
