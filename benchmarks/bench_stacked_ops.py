@@ -10,8 +10,8 @@ times, forward + backward, summed over those calls:
   ``bmm`` on transposed views, autograd's own backward, transposed copies in and out;
 - the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``, first call and best;
 - the engine's depthwise 3x3 against a grouped convolution on the channels-last view (cuDNN
-  on CUDA), each on a shape the process has not seen: the first call (the set-up a new
-  candidate width costs) and the best of the next.
+  on CUDA), on shapes the process has not seen: the first call (the set-up new candidate
+  widths cost) and the best of the next.
 
     python benchmarks/bench_stacked_ops.py [--device cuda] [--k 10] [--batch 128]
         [--precision auto|fp32|bf16] [--in-channels 3 --image-size 32] [--json] [--quick]
@@ -121,21 +121,25 @@ def pointwise_ms(
 
 
 def depthwise_ms(
-    shape: tuple[int, ...], args: argparse.Namespace, channels_last: bool
+    shapes: list[tuple[int, ...]], args: argparse.Namespace, channels_last: bool
 ) -> tuple[float, float]:
-    """Forward + backward of a depthwise 3x3 on ``[B, H, W, K, C]``: the engine's
-    (:func:`~autoshrink.nn.stacked_ops.depthwise3x3`), or a grouped convolution on the
-    channels-last view (cuDNN on CUDA, what the engine ran before); first call and best, ms."""
-    x = torch.randn(*shape, device=args.device, requires_grad=True)
-    w = torch.randn(shape[3] * shape[4], 1, 3, 3, device=args.device, requires_grad=True)
+    """Forward + backward of depthwise 3x3 convolutions on ``[B, K*C, H, W]`` inputs: the
+    engine's (:func:`~autoshrink.nn.stacked_ops.depthwise3x3`), or a grouped convolution on the
+    channels-last view (cuDNN on CUDA, what the engine ran before). The first call (set-up
+    included) and the best of the next, summed over ``shapes``, in ms."""
+    calls = []
+    for b, kc, h, w in shapes:
+        x = torch.randn(b, h, w, args.k, kc // args.k, device=args.device, requires_grad=True)
+        calls.append((x, torch.randn(kc, 1, 3, 3, device=args.device, requires_grad=True)))
 
     def step() -> None:
         with _precision(args):
-            if channels_last:
-                y = F.conv2d(stacked_ops.to_nchw(x), w, padding=1, groups=w.shape[0])
-            else:
-                y = stacked_ops.depthwise3x3(x, w)
-            y.sum().backward()
+            for x, w in calls:
+                if channels_last:
+                    y = F.conv2d(stacked_ops.to_nchw(x), w, padding=1, groups=w.shape[0])
+                else:
+                    y = stacked_ops.depthwise3x3(x, w)
+                y.backward(torch.ones_like(y))
 
     return timed(step, args.device)
 
@@ -199,10 +203,11 @@ def main() -> None:
     result["pointwise_speedup"] = result["composed_pointwise_ms"] / result["engine_pointwise_ms"]
     for name, im2col in (("conv", False), ("im2col", True)):
         result[f"stem_{name}_first_ms"], result[f"stem_{name}_ms"] = stem_ms(args, im2col)
-    b, c, h, w = max(dw_shapes, key=lambda s: s[1])  # the widest, one channel per candidate more
     for extra, (name, channels_last) in enumerate((("channels_last", True), ("engine", False))):
-        shape = (b, h, w, args.k, c // args.k + 1 + extra)  # a width no call has used yet
-        first, best = depthwise_ms(shape, args, channels_last)
+        # the step's depthwise shapes, each one channel per candidate wider than any seen yet,
+        # so that the first call pays the set-up of new shapes
+        shapes = [(b, kc + args.k * (1 + extra), h, w) for b, kc, h, w in dw_shapes]
+        first, best = depthwise_ms(shapes, args, channels_last)
         result[f"depthwise_{name}_first_ms"], result[f"depthwise_{name}_ms"] = first, best
     if args.json:
         print(json.dumps(result))

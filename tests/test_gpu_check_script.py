@@ -2,8 +2,9 @@
 
 A GPU session has minutes of device time, so the one script it runs must not break on
 something a CPU run would have shown. ``DEVICE=cpu QUICK=1`` runs every step with tiny
-settings: the float64 equivalence check, both throughput tables, the profile and the search on
-Fashion-MNIST; the summary must hold a ``speedup:`` line per cell and a finished search.
+settings: the float64 equivalence check, the engine's ops, the throughput tables, the profile
+and the search on Fashion-MNIST; the summary must hold a ``speedup:`` line per cell and a
+finished search.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert all(row["baseline_img_s"] > 0 and row["engine_img_s"] > 0 for row in table["table"])
     assert all(isinstance(row["new_shape_s"], float) for row in table["table"])
     assert "| new K set-up s |" in summary
+    for geometry in ("3x32", "1x28"):  # the engine's ops against plain PyTorch
+        ops = json.loads((out / f"ops_{geometry}.json").read_text())
+        assert ops["pointwise_calls"] > 0 and ops["depthwise_calls"] > 0
+        assert ops["composed_pointwise_ms"] > 0 and ops["engine_pointwise_ms"] > 0
+        assert f"cpu auto ops {geometry}: pointwise" in summary
     search = json.loads((out / "search.json").read_text())
     assert search["search"]["candidates"] >= 1 and search["table"] == []
     assert (out / "search" / "best_cell.json").is_file()
