@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install autoshrink and what it needs on a fresh Debian machine.
 #   bash scripts/install.sh          the package, its Python deps, Graphviz, Fashion-MNIST
-#   bash scripts/install.sh --test   also test tools and optional extras (ONNX, Ray, Chromium)
+#   bash scripts/install.sh --test   also test tools and optional extras (ONNX, Ray, Triton,
+#                                    Chromium); the tests run Triton's kernels in its CPU interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_packages=(graphviz dataset-fashion-mnist)
 extras="onnx"
 if [[ "${1:-}" == "--test" ]]; then
   apt_packages+=(chromium)
-  extras="onnx,ray,test"
+  extras="onnx,ray,test,triton"
 fi
 if command -v apt-get >/dev/null; then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"

@@ -124,6 +124,8 @@ def test_bad_engine_options_fail_at_construction(split):
     for bad in ({"max_batch": 0}, {"compact_below": 0.0}, {"compact_below": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BatchedCNNEvaluator.from_proxy(alone, **bad)
+    with pytest.raises(ConfigError, match="unknown depthwise backend 'cuda'"):
+        BatchedCNNEvaluator.from_proxy(alone, depthwise="cuda")
 
 
 def test_the_gpu_default_executor_is_batched():
@@ -132,13 +134,21 @@ def test_the_gpu_default_executor_is_batched():
     assert not isinstance(build_executor(None, device="cpu"), BatchedExecutor)
 
 
-def test_precision_and_cuda_graph_configure_the_batched_engine(cli, tmp_path):
-    executor = build_executor(None, device="cuda", precision="bf16", cuda_graph=True)
-    assert executor.options == {"bf16": True, "tf32": True, "cuda_graph": True}
+def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(cli, tmp_path):
+    executor = build_executor(
+        None, device="cuda", precision="bf16", cuda_graph=True, depthwise="triton"
+    )
+    assert executor.options == {
+        "bf16": True,
+        "tf32": True,
+        "cuda_graph": True,
+        "depthwise": "triton",
+    }
     assert build_executor(None, device="cuda").options == {
         "bf16": False,
         "tf32": True,
         "cuda_graph": False,
+        "depthwise": "torch",
     }
     assert build_executor("batched", precision="fp32").options["tf32"] is False
     with pytest.raises(ConfigError, match="executor is 'pool'"):
@@ -147,6 +157,10 @@ def test_precision_and_cuda_graph_configure_the_batched_engine(cli, tmp_path):
         build_executor("batched", device="cpu", cuda_graph=True)
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         build_executor("batched", precision="fp16")
+    with pytest.raises(ConfigError, match="unknown depthwise backend 'cuda'"):
+        build_executor("batched", depthwise="cuda")
+    with pytest.raises(ConfigError, match="executor is 'pool'"):
+        build_executor(None, device="cpu", depthwise="cudnn")
     code, _, err = cli("search", "--preset", "demo", "--out", tmp_path, "--precision", "bf16")
     assert code == 2 and "executor is 'pool'" in err and len(err.strip().splitlines()) == 1
 

@@ -12,6 +12,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
 from autoshrink.latency import BACKENDS, LatencySettings
 from autoshrink.macros import MACROS
+from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
 from autoshrink.picture import to_text
 from autoshrink.search import run_search
@@ -210,6 +211,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="batched engine: replay each training step from a CUDA graph (CUDA only)",
     )
+    g.add_argument(
+        "--depthwise",
+        choices=DEPTHWISE_BACKENDS,
+        default=None,
+        help="batched engine: the CUDA kernels of depthwise 3x3 convolutions; torch (default) "
+        "sets up new shapes at once, cudnn is faster once set up, triton: Triton's, not yet timed",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument(
         "--report", action="store_true", help="write OUT/report/index.html when the search ends"
@@ -272,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         precision=args.precision,
         cuda_graph=args.cuda_graph,
+        depthwise=args.depthwise,
     )
     result = run_search(
         run_dir,

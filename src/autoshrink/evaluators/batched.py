@@ -21,7 +21,7 @@ from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import build_batched, union_cell, widest_widths
-from autoshrink.nn.stacked_ops import BATCHED_OPS
+from autoshrink.nn.stacked_ops import BATCHED_OPS, check_depthwise
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
 
@@ -43,6 +43,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             :mod:`autoshrink.training.cuda_graph`).
         compact_below: stopped candidates leave the stacks once at most this fraction of
             them still train (1.0: at every stop; see :func:`train_batched`).
+        depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``torch``, ``cudnn``
+            or ``triton``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
     """
 
     def __init__(
@@ -54,18 +56,21 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         tf32: bool = True,
         cuda_graph: bool = False,
         compact_below: float = 0.5,
+        depthwise: str = "torch",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
+        check_depthwise(depthwise)
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
         self.tf32 = tf32
         self.cuda_graph = cuda_graph
         self.compact_below = compact_below
+        self.depthwise = depthwise
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -140,7 +145,13 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         else:
             parent, widths = union_cell(cells), None
         engine = build_batched(
-            parent, self.macro, cells, seeds, widths=widths, general=self.fixed_structure
+            parent,
+            self.macro,
+            cells,
+            seeds,
+            widths=widths,
+            general=self.fixed_structure,
+            depthwise=self.depthwise,
         ).to(self.device)
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]

@@ -11,6 +11,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.executors.retries import DEFAULT_RETRIES
+from autoshrink.nn.stacked_ops import check_depthwise
 
 EXECUTORS = ("inprocess", "pool", "ray", "batched")
 #: ``--precision`` of the batched engine -> its options (``auto``: TF32 matmuls on CUDA).
@@ -38,13 +39,15 @@ def build_executor(
     max_retries: int = DEFAULT_RETRIES,
     precision: str | None = None,
     cuda_graph: bool = False,
+    depthwise: str | None = None,
 ) -> Executor:
     """The executor ``name``; ``None`` picks the default for ``device``.
 
     ``ray_address`` (a running Ray cluster) implies ``ray`` when no name is given.
     ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died.
-    ``precision`` (a key of :data:`PRECISIONS`) and ``cuda_graph`` configure the batched
-    engine and need the ``batched`` executor.
+    ``precision`` (a key of :data:`PRECISIONS`), ``cuda_graph`` and ``depthwise`` (a backend
+    of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
+    the ``batched`` executor.
     """
     if name is None:
         name = "ray" if ray_address is not None else default_executor(device)
@@ -52,10 +55,12 @@ def build_executor(
         raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; expected one of {tuple(PRECISIONS)}")
-    if (precision is not None or cuda_graph) and name != "batched":
+    if depthwise is not None:
+        check_depthwise(depthwise)
+    if (precision is not None or cuda_graph or depthwise is not None) and name != "batched":
         raise ConfigError(
-            f"--precision and --cuda-graph set the batched engine; the executor is {name!r} "
-            "(use --executor batched, the default with --device cuda)"
+            f"--precision, --cuda-graph and --depthwise set the batched engine; the executor is "
+            f"{name!r} (use --executor batched, the default with --device cuda)"
         )
     if cuda_graph and device.split(":")[0] != "cuda":
         raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
@@ -70,7 +75,11 @@ def build_executor(
     if name == "batched":
         from autoshrink.executors.batched import BatchedExecutor
 
-        return BatchedExecutor(**PRECISIONS[precision or "auto"], cuda_graph=cuda_graph)
+        return BatchedExecutor(
+            **PRECISIONS[precision or "auto"],
+            cuda_graph=cuda_graph,
+            depthwise=depthwise or "torch",
+        )
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     if workers is not None:

@@ -42,6 +42,7 @@ from autoshrink.nn.stacked_ops import (
     OP_MODULES,
     StackedBN,
     activation,
+    check_depthwise,
     pointwise,
     to_nchw,
     to_nhwkc,
@@ -65,6 +66,7 @@ class BatchedCell(nn.Module):
         f: int,
         downsample: bool,
         general: bool = False,
+        depthwise: str = "torch",
     ) -> None:
         super().__init__()
         k = len(cands)
@@ -76,7 +78,13 @@ class BatchedCell(nn.Module):
         self.width = [c_in] + [f] * (len(self.nodes) - 1)  # slot width of each node's output
         widths_in = [sum(self.width[p] for p in preds) for preds in self.preds]
         self.ops = nn.ModuleList(
-            OP_MODULES[parent.ops[j]](k, widths_in[i], f, act)
+            OP_MODULES[parent.ops[j]](
+                k,
+                widths_in[i],
+                f,
+                act,
+                **({"depthwise": depthwise} if parent.ops[j] == "sep3x3" else {}),
+            )
             for i, j in enumerate(self.nodes[1:], start=1)
         )
         self.columns: list[list[list[int]]] = []  # [candidate][node position] -> input columns
@@ -205,6 +213,9 @@ class BatchedCNN(nn.Module):
         general: build every per-candidate code path (leaf choice, projection or identity)
             even where these candidates do not need it, so that the module's structure depends
             on ``parent`` and ``widths`` only (for graph capture or compilation).
+        depthwise: the CUDA kernels of the depthwise 3x3 convolutions, one of
+            :data:`~autoshrink.nn.stacked_ops.DEPTHWISE_BACKENDS` (see
+            :func:`~autoshrink.nn.stacked_ops.depthwise3x3`).
     """
 
     def __init__(
@@ -215,9 +226,11 @@ class BatchedCNN(nn.Module):
         *,
         widths: Sequence[int] | None = None,
         general: bool = False,
+        depthwise: str = "torch",
     ) -> None:
         super().__init__()
         check_candidates(parent, cells)
+        check_depthwise(depthwise)
         k = len(cells)
         self.act = parent.activation or "relu"
         self.stem_stride = spec.stem_stride
@@ -240,6 +253,7 @@ class BatchedCNN(nn.Module):
                 f=where.nodes,
                 downsample=where.downsample,
                 general=general,
+                depthwise=depthwise,
             )
             cells_.append(cell_mod)
             c_in = widths[i]
@@ -346,10 +360,11 @@ def build_batched(
     *,
     widths: Sequence[int] | None = None,
     general: bool = False,
+    depthwise: str = "torch",
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
     ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
-    engine = BatchedCNN(parent, spec, cells, widths=widths, general=general)
+    engine = BatchedCNN(parent, spec, cells, widths=widths, general=general, depthwise=depthwise)
     for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
         torch.manual_seed(seed)
         engine.load_network(k, build_network(cell, spec))

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoshrink.errors import ConfigError
+
 #: Node ops the stacked network implements (the AutoShrink CNN search ops).
 BATCHED_OPS = ("sep3x3", "conv1x1")
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
@@ -69,10 +71,7 @@ class _Pointwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.dtypes = x.dtype, w.dtype
-        low = _autocast_dtype(x.device.type)
-        if low is not None:
-            x, w = _cast(x, low), _cast(w, low)
+        x, w = autocast_inputs(ctx, x, w)
         out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
         torch.bmm(x.transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
         ctx.save_for_backward(x, w)
@@ -110,6 +109,15 @@ def _split(n: int, device: torch.device) -> int:
     return s
 
 
+def autocast_inputs(ctx: object, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For an autograd Function's ``forward``: record the ``tensors``' dtypes as
+    ``ctx.dtypes`` (their gradients go back in them), and return them in autocast's lower
+    precision where autocast is on here, as its matmuls and convolutions would take them."""
+    ctx.dtypes = tuple(t.dtype for t in tensors)  # type: ignore[attr-defined]
+    low = _autocast_dtype(tensors[0].device.type)
+    return tensors if low is None else tuple(_cast(t, low) for t in tensors)
+
+
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` in autocast's lower precision, if autocast would cast it (float64 it leaves)."""
     return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
@@ -125,19 +133,39 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
-def depthwise3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+#: How the stacked depthwise 3x3 runs on CUDA (on the CPU it is always oneDNN's, channels-last):
+#: ``torch``, PyTorch's own kernels on an NCHW copy; ``cudnn``, cuDNN on the channels-last view;
+#: ``triton``, this package's Triton kernels on the channels-last layout
+#: (:mod:`autoshrink.nn.triton_depthwise`).
+DEPTHWISE_BACKENDS = ("torch", "cudnn", "triton")
+
+
+def check_depthwise(backend: str) -> None:
+    """Raise :class:`ConfigError` unless ``backend`` is one of :data:`DEPTHWISE_BACKENDS`."""
+    if backend not in DEPTHWISE_BACKENDS:
+        raise ConfigError(
+            f"unknown depthwise backend {backend!r}; expected one of {DEPTHWISE_BACKENDS}"
+        )
+
+
+def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "torch") -> torch.Tensor:
     """Depthwise 3x3 convolution (padding 1) of ``x [B, H, W, K, C]`` with ``w [K*C, 1, 3, 3]``.
 
-    On CUDA it runs on a contiguous NCHW copy of ``x``, which PyTorch gives to its own
-    depthwise kernels rather than cuDNN's. cuDNN (what channels-last input gets) spent
-    0.4-1.1 s setting up each new shape on an H200, and every shrink step brings new widths;
-    once set up it was no faster in float32 (``benchmarks/bench_stacked_ops.py``). Elsewhere
-    the channels-last view (oneDNN on the CPU, 3x faster than NCHW there).
+    ``backend`` (one of :data:`DEPTHWISE_BACKENDS`) chooses the CUDA kernels. Measured on an
+    H200 (benchmarks/README.md): cuDNN spends 0.4-1.1 s setting up each new shape, and every
+    shrink step brings new widths, so a search runs fastest on ``torch``, the default, although
+    cuDNN's kernels, once set up, make a training step about twice as fast. ``triton`` is meant
+    to have both; it is tested for exactness on the CPU (Triton's interpreter), not yet timed.
     """
     k = x.shape[3]
+    if x.is_cuda and backend == "triton":
+        from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc  # needs Triton
+
+        b, h, wd, _, c = x.shape
+        return depthwise3x3_nhwc(x.reshape(b, h, wd, k * c), w.reshape(k * c, 9)).view(x.shape)
     nchw = to_nchw(x)
-    if x.is_cuda:
-        nchw = nchw.contiguous()
+    if x.is_cuda and backend == "torch":
+        nchw = nchw.contiguous()  # NCHW: PyTorch's kernels; channels-last would go to cuDNN
     return to_nhwkc(F.conv2d(nchw, w, padding=1, groups=w.shape[0]), k)
 
 
@@ -178,9 +206,9 @@ class StackedBN(nn.Module):
 class Sep3x3(nn.Module):
     """Stacked ``sep3x3``: depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act."""
 
-    def __init__(self, k: int, c_in: int, f: int, act: str) -> None:
+    def __init__(self, k: int, c_in: int, f: int, act: str, depthwise: str = "torch") -> None:
         super().__init__()
-        self.act = act
+        self.act, self.depthwise = act, depthwise  # depthwise: see depthwise3x3's backend
         self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
         self.bn1 = StackedBN(k, c_in)
         self.pw = nn.Parameter(torch.zeros(k, f, c_in))
@@ -190,7 +218,8 @@ class Sep3x3(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
     ) -> torch.Tensor:
         k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
-        h = depthwise3x3(x, (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3))
+        dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
+        h = depthwise3x3(x, dw, self.depthwise)
         h = activation(self.act, self.bn1(h))
         y = self.bn2(pointwise(h, self.pw * mask[:, None, :]))
         return finish(self.act, y, leaf)  # leaves stay linear

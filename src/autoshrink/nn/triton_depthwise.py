@@ -1,0 +1,154 @@
+"""Depthwise 3x3 convolution (stride 1, padding 1) in Triton, on the channels-last layout.
+
+The batched engine keeps activations as ``[B, H, W, K*C]`` (channels last). cuDNN's depthwise
+kernels for that layout are fast but spend about half a second setting up every new shape,
+and a search meets new shapes at every step; PyTorch's own kernels need NCHW copies and are
+slow on large images. These kernels read and write the channels-last layout directly and are
+compiled once per dtype, for every shape:
+
+- :func:`depthwise3x3_forward` computes ``y[p, c] = sum_t w[c, t] * x[p + offset(t), c]``
+  (cross-correlation, as ``F.conv2d``); with the taps reversed it is also the gradient with
+  respect to the input;
+- :func:`depthwise3x3_weight_grad` reduces ``g[p, c] * x[p + offset(t), c]`` over the pixels,
+  as per-program partial sums that torch adds up (deterministic, no atomics).
+
+Accumulation is in float32 (float64 for float64 tensors). The module imports Triton at import
+time: import it only where Triton is installed (it is on CUDA machines with PyTorch).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+import triton
+import triton.language as tl
+
+from autoshrink.nn.stacked_ops import autocast_inputs
+
+BLOCK_P = 64  # pixels per tile
+BLOCK_C = 32  # channels per tile
+TILES = 32  # pixel tiles each weight-gradient program sums (one partial sum per program)
+
+
+@triton.jit(do_not_specialize=["n_pix", "H", "W"])  # one compilation for all image sizes
+def _forward_kernel(
+    x_ptr, w_ptr, y_ptr, n_pix, H, W, C,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # flat pixel b*H*W + h*W + w
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pm, cm = p < n_pix, c < C
+    p = p.to(tl.int64)
+    h = (p % (H * W)) // W
+    w = p % W
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for t in tl.static_range(9):
+        dy, dx = t // 3 - 1, t % 3 - 1
+        ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
+        q = p + dy * W + dx  # the neighbour, in the same image wherever ok
+        xv = tl.load(x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
+        wv = tl.load(w_ptr + c * 9 + t, mask=cm, other=0.0)
+        acc += xv.to(ACC) * wv.to(ACC)[None, :]
+    out = y_ptr + p[:, None] * C + c[None, :]
+    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=pm[:, None] & cm[None, :])
+
+
+@triton.jit(do_not_specialize=["n_pix", "H", "W"])
+def _weight_grad_kernel(
+    x_ptr, g_ptr, part_ptr, n_pix, H, W, C,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    taps = tl.arange(0, 16)  # rows 0..8 hold the nine taps
+    acc = tl.zeros((16, BLOCK_C), dtype=ACC)
+    for tile in range(TILES):
+        p = (pid * TILES + tile) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pm = p < n_pix
+        p = p.to(tl.int64)
+        h = (p % (H * W)) // W
+        w = p % W
+        gv = tl.load(g_ptr + p[:, None] * C + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
+        gv = gv.to(ACC)
+        for t in tl.static_range(9):
+            dy, dx = t // 3 - 1, t % 3 - 1
+            ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
+            q = p + dy * W + dx
+            xv = tl.load(
+                x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0
+            )
+            tap = tl.sum(xv.to(ACC) * gv, axis=0)  # [BLOCK_C]
+            acc += tl.where(taps[:, None] == t, tap[None, :], 0.0)
+    out = part_ptr + pid * 9 * C + taps[:, None] * C + c[None, :]
+    tl.store(out, acc, mask=(taps[:, None] < 9) & cm[None, :])
+
+
+def _acc(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def depthwise3x3_forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x [B, H, W, C]`` (contiguous), ``w [C, 9]`` (taps row by row) -> ``[B, H, W, C]``."""
+    b, h, wd, c = x.shape
+    y = torch.empty_like(x)
+    n = b * h * wd
+    grid = (triton.cdiv(n, BLOCK_P), triton.cdiv(c, BLOCK_C))
+    with _on(x.device):
+        _forward_kernel[grid](
+            x, w.contiguous(), y, n, h, wd, c, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, ACC=_acc(x.dtype)
+        )
+    return y
+
+
+def depthwise3x3_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The gradient ``[C, 9]`` of :func:`depthwise3x3_forward`'s weights, from its input ``x``
+    and output gradient ``g`` (both ``[B, H, W, C]``, contiguous)."""
+    b, h, wd, c = x.shape
+    n = b * h * wd
+    programs = triton.cdiv(n, TILES * BLOCK_P)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    part = torch.empty(programs, 9, c, dtype=acc, device=x.device)
+    grid = (programs, triton.cdiv(c, BLOCK_C))
+    with _on(x.device):
+        _weight_grad_kernel[grid](
+            x, g, part, n, h, wd, c,
+            BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, TILES=TILES, ACC=_acc(x.dtype),
+        )  # fmt: skip
+    return part.sum(0).t()
+
+
+def _on(device: torch.device) -> AbstractContextManager:
+    """Triton launches on the current CUDA device: make it ``device`` (cuda:N) meanwhile."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+
+class _Depthwise3x3(torch.autograd.Function):
+    """:func:`depthwise3x3_forward` with its gradients; under autocast it computes in the
+    autocast dtype, as ``F.conv2d`` would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, w = (t.contiguous() for t in autocast_inputs(ctx, x, w))
+        ctx.save_for_backward(x, w)
+        return depthwise3x3_forward(x, w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        x_dtype, w_dtype = ctx.dtypes
+        g = grad.to(x.dtype).contiguous()
+        gx = gw = None
+        if ctx.needs_input_grad[0]:  # the transposed convolution: the taps reversed
+            gx = depthwise3x3_forward(g, w.flip(-1)).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            gw = depthwise3x3_weight_grad(x, g).to(w_dtype)
+        return gx, gw
+
+
+def depthwise3x3_nhwc(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Depthwise 3x3 (stride 1, padding 1) of ``x [B, H, W, C]`` with ``w [C, 9]``, with
+    gradients: ``F.conv2d(x.permute(0, 3, 1, 2), w.view(C, 1, 3, 3), padding=1, groups=C)``
+    in the channels-last layout."""
+    return _Depthwise3x3.apply(x, w)

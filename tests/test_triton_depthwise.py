@@ -1,0 +1,71 @@
+"""The Triton depthwise 3x3 kernels, run by Triton's CPU interpreter against ``F.conv2d``.
+
+The interpreter is switched on by ``TRITON_INTERPRET=1`` before Triton is first imported, so
+the check runs in a child process; it needs the ``triton`` package (``pip install triton``,
+the ``triton`` extra), and is skipped, saying so, where it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from autoshrink.errors import ConfigError
+from autoshrink.nn.stacked_ops import check_depthwise
+from conftest import REPO
+
+CHECK = r"""
+import torch
+from torch.nn import functional as F
+from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc
+
+torch.manual_seed(0)
+worst = 0.0
+# shapes that fill no tile exactly: images of 1 row or column, channels across tiles
+for b, h, w, c in ((2, 5, 7, 40), (1, 1, 6, 3), (3, 4, 1, 33), (1, 9, 9, 70)):
+    x = torch.randn(b, h, w, c, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(c, 9, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(b, h, w, c, dtype=torch.float64)
+    ref = F.conv2d(x.permute(0, 3, 1, 2), wt.view(c, 1, 3, 3), padding=1, groups=c)
+    ref = ref.permute(0, 2, 3, 1)
+    ref_grads = torch.autograd.grad(ref, (x, wt), g)
+    mine = depthwise3x3_nhwc(x, wt)
+    assert mine.shape == ref.shape and mine.dtype == torch.float64
+    grads = torch.autograd.grad(mine, (x, wt), g)
+    for a, e in ((mine, ref), *zip(grads, ref_grads)):
+        worst = max(worst, (a - e).abs().max().item())
+print(worst)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_triton_depthwise_equals_conv2d_forward_and_backward() -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout.strip().splitlines()[-1]) < 1e-12
+
+
+def test_unknown_depthwise_backend_is_refused_by_name() -> None:
+    check_depthwise("triton")
+    with pytest.raises(ConfigError, match="unknown depthwise backend 'cuda'"):
+        check_depthwise("cuda")
+
+
+def test_the_cpu_runs_the_same_depthwise_whatever_the_cuda_backend() -> None:
+    from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS, depthwise3x3
+
+    x = torch.randn(2, 5, 5, 3, 4, dtype=torch.float64)
+    w = torch.randn(12, 1, 3, 3, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(
+        x.reshape(2, 5, 5, 12).permute(0, 3, 1, 2), w, padding=1, groups=12
+    ).permute(0, 2, 3, 1)
+    for backend in DEPTHWISE_BACKENDS:  # no Triton, no CUDA needed on the CPU
+        torch.testing.assert_close(depthwise3x3(x, w, backend).reshape(2, 5, 5, 12), expected)
