@@ -23,6 +23,7 @@ human-readable lines then go to stderr.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import random
@@ -38,6 +39,7 @@ from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.batched import build_batched, union_cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import ProxyTraining, train_proxy
@@ -88,11 +90,15 @@ def engine_epoch(
     n_steps: int,
     k: int,
     device: str,
-    options: dict[str, bool],
+    options: dict[str, Any],
 ) -> float:
     """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``
-    (``options``: ``bf16``, ``tf32``, ``cuda_graph`` of ``train_batched``)."""
-    engine = build_batched(cell, spec, [cell] * k, list(range(k))).to(device)
+    (``options``: ``depthwise`` of the engine, ``bf16``, ``tf32``, ``cuda_graph`` of
+    ``train_batched``)."""
+    options = dict(options)
+    depthwise = options.pop("depthwise", "torch")
+    engine = build_batched(cell, spec, [cell] * k, list(range(k)), depthwise=depthwise)
+    engine = engine.to(device)
     train = synthetic(n_steps * settings.batch_size, spec, device, 0)
     val = synthetic(settings.batch_size, spec, device, 1)
     gens = [torch.Generator().manual_seed(s) for s in range(k)]
@@ -112,7 +118,7 @@ def engine_rate(
     warmup: int,
     k: int,
     device: str,
-    options: dict[str, bool],
+    options: dict[str, Any],
 ) -> tuple[float, float | None]:
     """Aggregate images/s of ``train_batched`` on ``k`` candidates, and its peak GPU memory (GB)."""
     engine_epoch(cell, spec, settings, warmup, k, device, options)
@@ -132,7 +138,7 @@ def new_shape_cost(
     steps: int,
     k: int,
     device: str,
-    options: dict[str, bool],
+    options: dict[str, Any],
 ) -> float:
     """Seconds the first epoch with ``k - 1`` stacked candidates (shapes not seen yet in this
     process) takes beyond the next one: the set-up a compaction of the stacks costs."""
@@ -146,7 +152,7 @@ def profile_engine(
     settings: ProxyTraining,
     k: int,
     device: str,
-    options: dict[str, bool],
+    options: dict[str, Any],
 ) -> str:
     """The operators that take the time in an epoch of 3 engine steps (torch profiler table)."""
     engine_epoch(cell, spec, settings, 2, k, device, options)  # warm-up
@@ -187,16 +193,22 @@ def _device_check(device: str, say) -> bool:
         torch.manual_seed(seed)
         net = build_network(cell, spec).to(device).double()
         refs.append(train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed)))
-    variants = [("engine", {})]
+    variants: list[tuple[str, dict[str, Any]]] = [("engine", {})]
     if device.startswith("cuda"):
         variants.append(("engine in CUDA graphs", {"cuda_graph": True}))
+        variants.append(("engine, cuDNN depthwise", {"depthwise": "cudnn"}))
+        if importlib.util.find_spec("triton") is not None:
+            variants.append(("engine, Triton depthwise", {"depthwise": "triton"}))
     ok = True
     for label, options in variants:
-        engine = build_batched(union_cell(cells), spec, cells, seeds).to(device).double()
+        options = dict(options)
+        depthwise = options.pop("depthwise", "torch")
+        engine = build_batched(union_cell(cells), spec, cells, seeds, depthwise=depthwise)
+        engine = engine.to(device).double()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         try:
             outs = dict(train_batched(engine, train, val, settings, gens, **options))
-        except RuntimeError as err:  # report, and let the other checks run
+        except Exception as err:  # e.g. a kernel that does not compile: report, go on
             say(f"equivalence on {device}, {label}: FAIL ({type(err).__name__}: {err})")
             ok = False
             continue
@@ -214,9 +226,13 @@ def _device_check(device: str, say) -> bool:
     return ok
 
 
-def engine_options(args: argparse.Namespace) -> dict[str, bool]:
-    """The engine options the command line chose (``train_batched`` keywords)."""
-    return {**PRECISIONS[args.precision], "cuda_graph": args.cuda_graph}
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options the command line chose (the batched evaluator's keywords)."""
+    return {
+        **PRECISIONS[args.precision],
+        "cuda_graph": args.cuda_graph,
+        "depthwise": args.depthwise,
+    }
 
 
 def precision_tag(args: argparse.Namespace) -> str:
@@ -243,6 +259,12 @@ def main() -> None:
         "--cuda-graph",
         action="store_true",
         help="the engine replays each training step from a CUDA graph (CUDA only)",
+    )
+    p.add_argument(
+        "--depthwise",
+        choices=DEPTHWISE_BACKENDS,
+        default="torch",
+        help="the engine's CUDA kernels for depthwise 3x3 convolutions",
     )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
@@ -299,7 +321,7 @@ def main() -> None:
     )
     say(
         f"device {name}; {table}engine {precision_tag(args)}"
-        f"{' in CUDA graphs' if args.cuda_graph else ''}; "
+        f"{' in CUDA graphs' if args.cuda_graph else ''}, depthwise {args.depthwise}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     rows = []
@@ -349,6 +371,7 @@ def main() -> None:
         **PRECISIONS[args.precision],
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
+        "depthwise": args.depthwise,
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,
         "engine_img_s": rows[0]["engine_img_s"] if rows else None,
         "ratio": rows[0]["ratio"] if rows else None,

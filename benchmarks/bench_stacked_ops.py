@@ -9,8 +9,9 @@ times, forward + backward, summed over those calls:
   (weight gradients split into row chunks on CUDA), against the composition it replaced:
   ``bmm`` on transposed views, autograd's own backward, transposed copies in and out;
 - the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``, first call and best;
-- the engine's depthwise 3x3 against a grouped convolution on the channels-last view (cuDNN
-  on CUDA), on shapes the process has not seen: the first call (the set-up new candidate
+- the engine's depthwise 3x3 on each CUDA backend (``cudnn``: cuDNN on the channels-last
+  view; ``torch``: PyTorch's kernels on an NCHW copy, the default; ``triton``: where Triton is
+  installed), on shapes the process has not seen: the first call (the set-up new candidate
   widths cost) and the best of the next.
 
     python benchmarks/bench_stacked_ops.py [--device cuda] [--k 10] [--batch 128]
@@ -22,6 +23,7 @@ Prints a table (or one JSON object with ``--json``); the figures are the best of
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import time
@@ -121,12 +123,12 @@ def pointwise_ms(
 
 
 def depthwise_ms(
-    shapes: list[tuple[int, ...]], args: argparse.Namespace, channels_last: bool
+    shapes: list[tuple[int, ...]], args: argparse.Namespace, backend: str
 ) -> tuple[float, float]:
-    """Forward + backward of depthwise 3x3 convolutions on ``[B, K*C, H, W]`` inputs: the
-    engine's (:func:`~autoshrink.nn.stacked_ops.depthwise3x3`), or a grouped convolution on the
-    channels-last view (cuDNN on CUDA, what the engine ran before). The first call (set-up
-    included) and the best of the next, summed over ``shapes``, in ms."""
+    """Forward + backward of the engine's depthwise 3x3 convolutions
+    (:func:`~autoshrink.nn.stacked_ops.depthwise3x3` with ``backend``) on ``[B, K*C, H, W]``
+    inputs: the first call (set-up included) and the best of the next, summed over ``shapes``,
+    in ms."""
     calls = []
     for b, kc, h, w in shapes:
         x = torch.randn(b, h, w, args.k, kc // args.k, device=args.device, requires_grad=True)
@@ -135,10 +137,7 @@ def depthwise_ms(
     def step() -> None:
         with _precision(args):
             for x, w in calls:
-                if channels_last:
-                    y = F.conv2d(stacked_ops.to_nchw(x), w, padding=1, groups=w.shape[0])
-                else:
-                    y = stacked_ops.depthwise3x3(x, w)
+                y = stacked_ops.depthwise3x3(x, w, backend)
                 y.backward(torch.ones_like(y))
 
     return timed(step, args.device)
@@ -203,12 +202,15 @@ def main() -> None:
     result["pointwise_speedup"] = result["composed_pointwise_ms"] / result["engine_pointwise_ms"]
     for name, im2col in (("conv", False), ("im2col", True)):
         result[f"stem_{name}_first_ms"], result[f"stem_{name}_ms"] = stem_ms(args, im2col)
-    for extra, (name, channels_last) in enumerate((("channels_last", True), ("engine", False))):
-        # the step's depthwise shapes, each one channel per candidate wider than any seen yet,
-        # so that the first call pays the set-up of new shapes
-        shapes = [(b, kc + args.k * (1 + extra), h, w) for b, kc, h, w in dw_shapes]
-        first, best = depthwise_ms(shapes, args, channels_last)
-        result[f"depthwise_{name}_first_ms"], result[f"depthwise_{name}_ms"] = first, best
+    backends = ["cudnn", "torch"]  # on the CPU both run oneDNN's kernels
+    if args.device.startswith("cuda") and importlib.util.find_spec("triton") is not None:
+        backends.append("triton")
+    for extra, backend in enumerate(backends, start=1):
+        # the step's depthwise shapes, each a few channels per candidate wider than any seen
+        # yet, so that the first call pays the set-up of new shapes
+        shapes = [(b, kc + args.k * extra, h, w) for b, kc, h, w in dw_shapes]
+        first, best = depthwise_ms(shapes, args, backend)
+        result[f"depthwise_{backend}_first_ms"], result[f"depthwise_{backend}_ms"] = first, best
     if args.json:
         print(json.dumps(result))
     else:

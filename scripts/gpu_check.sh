@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # The whole GPU check of the batched engine (issue #6) in one go, < 8 minutes on an H100/H200:
 #   1. the device and software versions;
-#   2. float64 equivalence of the engine (eager, and replayed from CUDA graphs) and one-by-one
-#      training on the GPU (PASS/FAIL);
-#   3. the engine's own ops (1x1 convolutions, depthwise 3x3, stem) against the plain PyTorch
-#      they replace, forward + backward, with the set-up a new shape costs (3x32x32, 1x28x28);
+#   2. float64 equivalence with one-by-one training on the GPU (PASS/FAIL) of the engine: as it
+#      is, replayed from CUDA graphs, with cuDNN's depthwise kernels, with the Triton ones;
+#   3. the engine's own ops (1x1 convolutions, depthwise 3x3 on each backend, stem) against
+#      the plain PyTorch they replace, forward + backward, with the set-up new shapes cost
+#      (3x32x32, 1x28x28);
 #   4. the throughput table, eager loop vs batched engine (K = 10, batch 128, 3x32x32 images,
 #      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
 #      candidates (the first epoch with K - 1 beyond the next);
-#   5. the same table with the engine's steps replayed from CUDA graphs (GPU only);
-#   6. the same under bf16 autocast (on a GPU: replayed from CUDA graphs too);
+#   5. the same table with the depthwise 3x3 through the Triton kernels (GPU with Triton only);
+#   6. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
 #   7. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   8. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
 #      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (230) s if it
-#      has not finished. It uses the CUDA-graph engine when step 2 passed it and step 5
-#      measured it faster than step 4, else the eager engine (both float32, equivalent to
-#      one-by-one training);
+#      has not finished. Its depthwise 3x3 runs through the Triton kernels when step 2 passed
+#      them and step 5 measured them faster than step 4, else through PyTorch's (the default;
+#      all equivalent to one-by-one training);
 #   9. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
 #      final training.
-# Measured: 7.0 minutes on an H200 with the search finished (203 s). Worst case (every step at
-# its timeout) 9.7 minutes plus the machine's start.
+# Measured: 7.0 minutes on an H200 with the search finished in 203 s (run 4; a CUDA-graph table
+# stood where the Triton one stands now). Worst case (every step at its timeout) 9.9 minutes
+# plus the machine's start.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
 # test; steps 5 and 9 are skipped there).
@@ -81,7 +83,7 @@ torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
 step "float64 equivalence on the GPU"
-timeout 30 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+timeout 45 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
 step "the engine's own ops against the plain PyTorch they replace"
 for geometry in "3 32" "1 28"; do
@@ -93,9 +95,11 @@ done
 
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
+if [ -n "$GPU" ] && "$PY" -c "import triton" 2>/dev/null; then
+    step "throughput, float32, depthwise 3x3 through the Triton kernels"
+    table 50 throughput_triton --depthwise triton
+fi
 if [ -n "$GPU" ]; then
-    step "throughput, float32, engine steps replayed from CUDA graphs"
-    table 50 throughput_graph --cuda-graph
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
     table 50 throughput_bf16 --precision bf16 --cuda-graph
 else
@@ -105,10 +109,10 @@ fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
 table 50 throughput_gray --in-channels 1 --image-size 28
 
-SEARCH_OPTS=()  # the search's engine: CUDA graphs where they passed the check and were faster
-if [ -n "$GPU" ] && grep -q "CUDA graphs.*PASS" "$OUT/check.txt" \
-    && [ "$(engine_rate throughput_graph)" -gt "$(engine_rate throughput_fp32)" ]; then
-    SEARCH_OPTS=(--cuda-graph)
+SEARCH_OPTS=()  # the search's engine: Triton's depthwise where it passed the check and was faster
+if [ -n "$GPU" ] && grep -q "Triton depthwise.*PASS" "$OUT/check.txt" \
+    && [ "$(engine_rate throughput_triton)" -gt "$(engine_rate throughput_fp32)" ]; then
+    SEARCH_OPTS=(--depthwise triton)
 fi
 if [ -n "$DATA" ]; then
     step "full-protocol search (data: $DATA; engine options: ${SEARCH_OPTS[*]:-none})"
@@ -142,15 +146,17 @@ for path in sorted(out.glob("ops_*.json")):
     text = path.read_text().strip()
     if text:
         r = json.loads(text)
+        depthwise = ", ".join(
+            f"{b} {r[f'depthwise_{b}_first_ms']:.0f} then {r[f'depthwise_{b}_ms']:.1f} ms"
+            for b in ("cudnn", "torch", "triton") if f"depthwise_{b}_ms" in r)
         print(f"{r['device']} {r['precision']} ops {path.stem[4:]}: pointwise "
               f"{r['composed_pointwise_ms']:.1f} -> {r['engine_pointwise_ms']:.1f} ms "
-              f"({r['pointwise_speedup']:.2f}x); depthwise first call (new shape) "
-              f"{r['depthwise_channels_last_first_ms']:.0f} ms channels-last, "
-              f"{r['depthwise_engine_first_ms']:.0f} ms engine; stem conv "
-              f"{r['stem_conv_ms']:.2f} ms, im2col {r['stem_im2col_ms']:.2f} ms")
+              f"({r['pointwise_speedup']:.2f}x); depthwise of a step, first call on new shapes "
+              f"then best: {depthwise}; stem conv {r['stem_conv_ms']:.2f} ms, im2col "
+              f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughput_gray",
+for name in ("throughput_fp32", "throughput_triton", "throughput_bf16", "throughput_gray",
              "search"):
     path = out / f"{name}.json"
     if not path.exists():
@@ -161,6 +167,7 @@ for name in ("throughput_fp32", "throughput_graph", "throughput_bf16", "throughp
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
+    tag += "" if r["depthwise"] == "torch" else f" {r['depthwise']} depthwise"
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))
