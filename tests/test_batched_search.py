@@ -9,6 +9,7 @@ import pytest
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.errors import ConfigError
+from autoshrink.evaluators import cnn_proxy
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.executors.base import Job
@@ -74,7 +75,7 @@ def test_mixed_ops_are_grouped_and_other_ops_trained_one_by_one(split):
     assert_same(results[2], alone.evaluate(other_ops, 3))
 
 
-def test_a_failing_group_is_retried_in_halves_then_reported_failed(split, monkeypatch):
+def test_a_failing_group_is_retried_in_halves_down_to_the_plain_loop(split, monkeypatch):
     batched = BatchedCNNEvaluator(split, SPEC, TRAINING)
     real = BatchedCNNEvaluator._train
 
@@ -88,14 +89,14 @@ def test_a_failing_group_is_retried_in_halves_then_reported_failed(split, monkey
     assert [r.status for r in results] == ["ok"] * 3
     assert [r.detail["batch"] for r in results] == [1, 1, 1]
 
-    def always_fails(self, cells, seeds):
+    def always_fails(*args, **kwargs):
         raise RuntimeError("broken")
-        yield  # pragma: no cover
 
-    monkeypatch.setattr(BatchedCNNEvaluator, "_train", always_fails)
+    monkeypatch.setattr(BatchedCNNEvaluator, "_train", always_fails)  # the stacked engine
+    monkeypatch.setattr(cnn_proxy, "train_proxy", always_fails)  # and the plain loop
     results = batched.evaluate_many(CELLS[:2], SEEDS[:2])
     assert [r.status for r in results] == ["failed", "failed"]
-    assert results[0].detail == {"error": "RuntimeError: broken"}
+    assert results[0].detail == {"error": "RuntimeError: broken", "batch": 1}
     assert results[0].metrics["macs"] > 0
 
 

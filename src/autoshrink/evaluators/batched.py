@@ -3,10 +3,12 @@
 :class:`BatchedCNNEvaluator` gives the same results as :class:`CNNProxyEvaluator` (same initial
 weights and data order per seed, within floating-point tolerance) but trains candidates that
 share their node ops together in one :class:`~autoshrink.nn.batched.BatchedCNN` -- on a GPU,
-K small networks in the time of a few. ``evaluate_iter`` yields each candidate's evaluation
-the moment it stops; ``evaluate_many`` collects them; ``evaluate`` trains one. Candidates the
-stacked network cannot build (other ops) are trained one by one; a group that fails (e.g. out
-of memory) is retried in halves, and a single candidate that fails becomes ``"failed"``.
+K small networks in the time of a few. A group of one goes to the plain loop, which is faster
+than a stack of one (on an H200, the complete cell at 1x28x28: 7,760 against 3,400-4,700
+img/s). ``evaluate_iter`` yields each candidate's evaluation the moment it stops; ``evaluate_many``
+collects them; ``evaluate`` trains one. Candidates the stacked network cannot build (other
+ops) are trained one by one; a group that fails (e.g. out of memory) is retried in halves,
+down to single candidates, which the plain loop trains (one that fails becomes ``"failed"``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import torch
 
-from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.evaluators.base import Evaluation, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import build_batched, union_cell, widest_widths
@@ -116,6 +119,11 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
     def _train_group(
         self, members: list[int], genotypes: Sequence[Cell], seeds: Sequence[int]
     ) -> Iterator[tuple[int, Evaluation]]:
+        if len(members) == 1:  # alone, the plain loop is faster than a stack of one
+            (i,) = members
+            alone = super().evaluate(genotypes[i], seeds[i])
+            yield i, replace(alone, detail={**alone.detail, "batch": 1})
+            return
         t0 = time.perf_counter()
         cells = [genotypes[i] for i in members]
         pending = list(members)
@@ -126,16 +134,13 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         except (RuntimeError, ValueError) as err:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            if len(pending) > 1:
-                log.warning(
-                    "%d candidates together failed (%s); retrying in halves", len(pending), err
-                )
-                half = len(pending) // 2
-                yield from self._train_group(pending[:half], genotypes, seeds)
+            log.warning(
+                "%d candidates together failed (%s); retrying in halves", len(pending), err
+            )  # down to single candidates, which the plain loop trains (or reports failed)
+            half = max(1, len(pending) // 2)
+            yield from self._train_group(pending[:half], genotypes, seeds)
+            if pending[half:]:
                 yield from self._train_group(pending[half:], genotypes, seeds)
-            else:
-                cell = genotypes[pending[0]]
-                yield pending[0], failed(self.profile(cell), "accuracy", err, t0, cell.key)
 
     def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, TrainOutcome]]:
         first = cells[0]
