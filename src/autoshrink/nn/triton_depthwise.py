@@ -39,18 +39,17 @@ def _forward_kernel(
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # flat pixel b*H*W + h*W + w
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pm, cm = p < n_pix, c < C
-    p = p.to(tl.int64)
-    h = (p % (H * W)) // W
+    h = (p % (H * W)) // W  # 32-bit index arithmetic (pixel counts stay far below 2**31)
     w = p % W
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for t in tl.static_range(9):
         dy, dx = t // 3 - 1, t % 3 - 1
         ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
-        q = p + dy * W + dx  # the neighbour, in the same image wherever ok
+        q = (p + dy * W + dx).to(tl.int64)  # the neighbour, in the same image wherever ok
         xv = tl.load(x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
         wv = tl.load(w_ptr + c * 9 + t, mask=cm, other=0.0)
         acc += xv.to(ACC) * wv.to(ACC)[None, :]
-    out = y_ptr + p[:, None] * C + c[None, :]
+    out = y_ptr + p.to(tl.int64)[:, None] * C + c[None, :]
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=pm[:, None] & cm[None, :])
 
 
@@ -67,15 +66,15 @@ def _weight_grad_kernel(
     for tile in range(TILES):
         p = (pid * TILES + tile) * BLOCK_P + tl.arange(0, BLOCK_P)
         pm = p < n_pix
-        p = p.to(tl.int64)
         h = (p % (H * W)) // W
         w = p % W
-        gv = tl.load(g_ptr + p[:, None] * C + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
+        row = p.to(tl.int64)[:, None] * C  # 64-bit element offsets: pixels x channels
+        gv = tl.load(g_ptr + row + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
         gv = gv.to(ACC)
         for t in tl.static_range(9):
             dy, dx = t // 3 - 1, t % 3 - 1
             ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
-            q = p + dy * W + dx
+            q = (p + dy * W + dx).to(tl.int64)
             xv = tl.load(
                 x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0
             )
