@@ -84,8 +84,10 @@ def _weight_grad_kernel(
     tl.store(out, acc, mask=(taps[:, None] < 9) & cm[None, :])
 
 
-def _acc(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
+def _accumulator(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
+    """The accumulation dtype for inputs of ``dtype``, in torch and in Triton: float64 for
+    float64, float32 for anything else."""
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
 def depthwise3x3_forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -96,8 +98,9 @@ def depthwise3x3_forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     grid = (triton.cdiv(n, BLOCK_P), triton.cdiv(c, BLOCK_C))
     with _on(x.device):
         _forward_kernel[grid](
-            x, w.contiguous(), y, n, h, wd, c, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, ACC=_acc(x.dtype)
-        )
+            x, w.contiguous(), y, n, h, wd, c,
+            BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, ACC=_accumulator(x.dtype)[1],
+        )  # fmt: skip
     return y
 
 
@@ -107,13 +110,13 @@ def depthwise3x3_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     b, h, wd, c = x.shape
     n = b * h * wd
     programs = triton.cdiv(n, TILES * BLOCK_P)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc, acc_tl = _accumulator(x.dtype)
     part = torch.empty(programs, 9, c, dtype=acc, device=x.device)
     grid = (programs, triton.cdiv(c, BLOCK_C))
     with _on(x.device):
         _weight_grad_kernel[grid](
             x, g, part, n, h, wd, c,
-            BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, TILES=TILES, ACC=_acc(x.dtype),
+            BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, TILES=TILES, ACC=acc_tl,
         )  # fmt: skip
     return part.sum(0).t()
 

@@ -59,7 +59,7 @@ def warm_up(
 
 
 class GraphedStep:
-    """``step()`` replayed from a CUDA graph; ``step`` exposes ``loss_sum`` (restored too)."""
+    """``step()`` replayed from a CUDA graph (its ``loss_sum`` restored after the warm-up too)."""
 
     def __init__(
         self,
@@ -81,7 +81,6 @@ class GraphedStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 step()
-        self.step = step
 
     def __call__(self) -> None:
         with torch.cuda.device(self.device):  # replays on that GPU's current stream
