@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoshrink.config import preset
+from autoshrink.config import STRATEGIES, preset
 from autoshrink.executors.factory import build_executor
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
-
-STRATEGIES = ("autoshrink", "random", "rea")
 
 
 def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, out: Path) -> dict:

@@ -37,7 +37,7 @@ import torch
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
-from autoshrink.nn.batched import build_batched, union_cell
+from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.spaces.cells import published_cell, start_cell
@@ -83,6 +83,20 @@ def eager_rate(
     return steps * settings.batch_size / min(run(steps) for _ in range(REPEATS))
 
 
+def stacked_engine(
+    parent: Cell,
+    spec: MacroSpec,
+    cells: list[Cell],
+    seeds: list[int],
+    options: dict[str, Any],
+) -> tuple[BatchedCNN, dict[str, Any]]:
+    """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']``) and
+    the rest of ``options``: the ``train_batched`` keywords."""
+    rest = dict(options)
+    depthwise = rest.pop("depthwise", "torch")
+    return build_batched(parent, spec, cells, seeds, depthwise=depthwise), rest
+
+
 def engine_epoch(
     cell: Cell,
     spec: MacroSpec,
@@ -95,9 +109,7 @@ def engine_epoch(
     """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``
     (``options``: ``depthwise`` of the engine, ``bf16``, ``tf32``, ``cuda_graph`` of
     ``train_batched``)."""
-    options = dict(options)
-    depthwise = options.pop("depthwise", "torch")
-    engine = build_batched(cell, spec, [cell] * k, list(range(k)), depthwise=depthwise)
+    engine, options = stacked_engine(cell, spec, [cell] * k, list(range(k)), options)
     engine = engine.to(device)
     train = synthetic(n_steps * settings.batch_size, spec, device, 0)
     val = synthetic(settings.batch_size, spec, device, 1)
@@ -201,9 +213,7 @@ def _device_check(device: str, say) -> bool:
             variants.append(("engine, Triton depthwise", {"depthwise": "triton"}))
     ok = True
     for label, options in variants:
-        options = dict(options)
-        depthwise = options.pop("depthwise", "torch")
-        engine = build_batched(union_cell(cells), spec, cells, seeds, depthwise=depthwise)
+        engine, options = stacked_engine(union_cell(cells), spec, cells, seeds, options)
         engine = engine.to(device).double()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         try:

@@ -41,6 +41,7 @@ from autoshrink.nn import stacked_ops
 from autoshrink.nn.batched import build_batched
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
+from bench_gpu_engine import sync
 
 REPEATS = 5
 
@@ -94,11 +95,6 @@ def timed(fn: Callable[[], None], device: str) -> tuple[float, float]:
         sync(device)
         times.append(1e3 * (time.perf_counter() - t0))
     return times[0], min(times[1:])
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def pointwise_ms(
