@@ -119,9 +119,7 @@ def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
     xs = np.arange(1, len(ordered) + 1)
     ax.scatter(xs, [c.score if c.ok else np.nan for c in ordered], s=12, color="0.55",
                label="candidate", zorder=2)  # fmt: skip
-    best = np.array(run.best_so_far(), dtype=float)
-    ax.step(xs, np.where(np.isfinite(best), best, np.nan), where="post", color=_BEST,
-            label="best so far", zorder=3)  # fmt: skip
+    ax.step(xs, _best_so_far(run), where="post", color=_BEST, label="best so far", zorder=3)
     _finish_progress(ax, title)
     fig.savefig(path)
     return path
@@ -132,12 +130,17 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, run in runs.items():
-        best = np.array(run.best_so_far(), dtype=float)
-        xs = np.arange(1, len(best) + 1)
-        ax.step(xs, np.where(np.isfinite(best), best, np.nan), where="post", label=label)
+        best = _best_so_far(run)
+        ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
     _finish_progress(ax, "best score so far")
     fig.savefig(path)
     return path
+
+
+def _best_so_far(run: RunData) -> np.ndarray:
+    """The run's best score after each candidate, as a curve (NaN, not drawn, before any)."""
+    best = np.array(run.best_so_far(), dtype=float)
+    return np.where(np.isfinite(best), best, np.nan)
 
 
 def _finish_progress(ax: Any, title: str) -> None:
