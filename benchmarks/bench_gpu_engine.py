@@ -23,7 +23,6 @@ human-readable lines then go to stderr.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import random
@@ -39,7 +38,7 @@ from autoshrink.graph import Cell
 from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
+from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS, resolve_depthwise
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import ProxyTraining, train_proxy
@@ -93,7 +92,7 @@ def stacked_engine(
     """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']``) and
     the rest of ``options``: the ``train_batched`` keywords."""
     rest = dict(options)
-    depthwise = rest.pop("depthwise", "torch")
+    depthwise = rest.pop("depthwise", "auto")
     return build_batched(parent, spec, cells, seeds, depthwise=depthwise), rest
 
 
@@ -205,12 +204,15 @@ def _device_check(device: str, say) -> bool:
         torch.manual_seed(seed)
         net = build_network(cell, spec).to(device).double()
         refs.append(train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed)))
-    variants: list[tuple[str, dict[str, Any]]] = [("engine", {})]
+    default = resolve_depthwise("auto")
+    variants: list[tuple[str, dict[str, Any]]] = [(f"engine, {default} depthwise", {})]
     if device.startswith("cuda"):
         variants.append(("engine in CUDA graphs", {"cuda_graph": True}))
-        variants.append(("engine, cuDNN depthwise", {"depthwise": "cudnn"}))
-        if importlib.util.find_spec("triton") is not None:
-            variants.append(("engine, Triton depthwise", {"depthwise": "triton"}))
+        variants += [
+            (f"engine, {other} depthwise", {"depthwise": other})
+            for other in ("torch", "cudnn")
+            if other != default
+        ]
     ok = True
     for label, options in variants:
         engine, options = stacked_engine(union_cell(cells), spec, cells, seeds, options)
@@ -273,8 +275,9 @@ def main() -> None:
     p.add_argument(
         "--depthwise",
         choices=DEPTHWISE_BACKENDS,
-        default="torch",
-        help="the engine's CUDA kernels for depthwise 3x3 convolutions",
+        default="auto",
+        help="the engine's CUDA kernels for depthwise 3x3 convolutions (auto: triton where "
+        "installed, else torch)",
     )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
@@ -331,7 +334,8 @@ def main() -> None:
     )
     say(
         f"device {name}; {table}engine {precision_tag(args)}"
-        f"{' in CUDA graphs' if args.cuda_graph else ''}, depthwise {args.depthwise}; "
+        f"{' in CUDA graphs' if args.cuda_graph else ''}, "
+        f"depthwise {resolve_depthwise(args.depthwise)}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     rows = []
@@ -381,7 +385,7 @@ def main() -> None:
         **PRECISIONS[args.precision],
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
-        "depthwise": args.depthwise,
+        "depthwise": resolve_depthwise(args.depthwise),
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,
         "engine_img_s": rows[0]["engine_img_s"] if rows else None,
         "ratio": rows[0]["ratio"] if rows else None,

@@ -2,7 +2,8 @@
 # The whole GPU check of the batched engine (issue #6) in one go, < 8 minutes on an H100/H200:
 #   1. the device and software versions;
 #   2. float64 equivalence with one-by-one training on the GPU (PASS/FAIL) of the engine: as it
-#      is, replayed from CUDA graphs, with cuDNN's depthwise kernels, with the Triton ones;
+#      is (depthwise 3x3 through Triton's kernels where Triton is installed), replayed from CUDA
+#      graphs, with PyTorch's and with cuDNN's depthwise kernels;
 #   3. the engine's own ops (1x1 convolutions, depthwise 3x3 on each backend, stem) against
 #      the plain PyTorch they replace, forward + backward, with the set-up new shapes cost
 #      (3x32x32, 1x28x28);
@@ -11,22 +12,19 @@
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
 #      candidates (the first epoch with K - 1 beyond the next);
-#   5. the same table with the depthwise 3x3 through the Triton kernels (GPU with Triton only);
-#   6. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
-#   7. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
-#   8. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor (wall time,
-#      peak GPU memory, every engine epoch logged), stopped after $SEARCH_SECONDS (230) s if it
-#      has not finished. Its depthwise 3x3 runs through the Triton kernels when step 2 passed
-#      them and step 5 measured them faster than step 4, else through PyTorch's (the default;
-#      all equivalent to one-by-one training);
-#   9. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
+#   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
+#   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
+#   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
+#      `autoshrink search --device cuda` runs it (wall time, peak GPU memory, every engine epoch
+#      logged), stopped after $SEARCH_SECONDS (230) s if it has not finished;
+#   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
 #      final training.
-# Measured: 7.0 minutes on an H200 with the search finished in 203 s (run 4; a CUDA-graph table
-# stood where the Triton one stands now). Worst case (every step at its timeout) 9.9 minutes
-# plus the machine's start.
+# Tables time the engine's defaults unless DEPTHWISE names other depthwise kernels (auto,
+# triton, torch, cudnn). Worst case (every step at its timeout) 9.1 minutes plus the machine's
+# start.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
-# test; steps 5 and 9 are skipped there).
+# test; step 8 is skipped there).
 #
 # Fashion-MNIST: the four IDX files (.gz or raw) in the folder given as $1, or $FASHION_MNIST_DIR,
 # or data/fashion-mnist, ../shared/data/fashion-mnist, /usr/share/datasets/fashion-mnist. A GPU
@@ -47,6 +45,7 @@ GPU=""
 [ "$DEVICE" != "cpu" ] && GPU=1
 SMOKE="${SMOKE:-}"
 SEARCH_SECONDS="${SEARCH_SECONDS:-230}"
+DEPTHWISE=(--depthwise "${DEPTHWISE:-auto}")
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
@@ -65,14 +64,10 @@ step() { echo; echo "== $* ($(date +%T))"; }
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
     shift 2
-    timeout "$seconds" "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json "$@" \
+    timeout "$seconds" "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${DEPTHWISE[@]}" \
+        --json "$@" \
         > "$OUT/$name.json" 2> "$OUT/$name.txt"
     cat "$OUT/$name.txt"
-}
-
-engine_rate() {  # engine_rate NAME: the complete cell's engine img/s in NAME.json (0: none)
-    "$PY" -c "import json, sys; t = open(sys.argv[1]).read().strip(); \
-print(int(json.loads(t)['engine_img_s'] or 0) if t else 0)" "$OUT/$1.json" 2>/dev/null || echo 0
 }
 
 step "device"
@@ -95,10 +90,6 @@ done
 
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
-if [ -n "$GPU" ] && "$PY" -c "import triton" 2>/dev/null; then
-    step "throughput, float32, depthwise 3x3 through the Triton kernels"
-    table 50 throughput_triton --depthwise triton
-fi
 if [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
     table 50 throughput_bf16 --precision bf16 --cuda-graph
@@ -109,15 +100,10 @@ fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
 table 50 throughput_gray --in-channels 1 --image-size 28
 
-SEARCH_OPTS=()  # the search's engine: Triton's depthwise where it passed the check and was faster
-if [ -n "$GPU" ] && grep -q "Triton depthwise.*PASS" "$OUT/check.txt" \
-    && [ "$(engine_rate throughput_triton)" -gt "$(engine_rate throughput_fp32)" ]; then
-    SEARCH_OPTS=(--depthwise triton)
-fi
 if [ -n "$DATA" ]; then
-    step "full-protocol search (data: $DATA; engine options: ${SEARCH_OPTS[*]:-none})"
+    step "full-protocol search (data: $DATA)"
     timeout $((SEARCH_SECONDS + 45)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
-        "${SEARCH_OPTS[@]}" --json --no-table --verbose --search-data "$DATA" \
+        "${DEPTHWISE[@]}" --json --no-table --verbose --search-data "$DATA" \
         --out "$OUT/search" --time-limit "$SEARCH_SECONDS" \
         > "$OUT/search.json" 2> "$OUT/search.txt"
     cat "$OUT/search.txt"
@@ -156,7 +142,7 @@ for path in sorted(out.glob("ops_*.json")):
               f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_triton", "throughput_bf16", "throughput_gray",
+for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
              "search"):
     path = out / f"{name}.json"
     if not path.exists():
@@ -167,7 +153,7 @@ for name in ("throughput_fp32", "throughput_triton", "throughput_bf16", "through
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
-    tag += "" if r["depthwise"] == "torch" else f" {r['depthwise']} depthwise"
+    tag += f" {r['depthwise']} depthwise"
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))

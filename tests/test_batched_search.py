@@ -149,7 +149,7 @@ def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(cli, tm
         "bf16": False,
         "tf32": True,
         "cuda_graph": False,
-        "depthwise": "torch",
+        "depthwise": "auto",
     }
     assert build_executor("batched", precision="fp32").options["tf32"] is False
     with pytest.raises(ConfigError, match="executor is 'pool'"):

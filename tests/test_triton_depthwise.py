@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from autoshrink.errors import ConfigError
-from autoshrink.nn.stacked_ops import check_depthwise
+from autoshrink.nn import stacked_ops
+from autoshrink.nn.stacked_ops import check_depthwise, resolve_depthwise
 from conftest import REPO
 
 CHECK = r"""
@@ -57,6 +58,15 @@ def test_unknown_depthwise_backend_is_refused_by_name() -> None:
     check_depthwise("triton")
     with pytest.raises(ConfigError, match="unknown depthwise backend 'cuda'"):
         check_depthwise("cuda")
+
+
+def test_auto_means_triton_where_it_is_installed_else_torch(monkeypatch) -> None:
+    for installed, expected in ((True, "triton"), (False, "torch")):
+        monkeypatch.setattr(stacked_ops, "_triton_installed", lambda installed=installed: installed)
+        assert resolve_depthwise("auto") == expected
+        assert resolve_depthwise("cudnn") == "cudnn"  # a named backend stays itself
+    with pytest.raises(ConfigError, match="unknown depthwise backend 'fast'"):
+        resolve_depthwise("fast")
 
 
 def test_the_cpu_runs_the_same_depthwise_whatever_the_cuda_backend() -> None:

@@ -46,8 +46,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             :mod:`autoshrink.training.cuda_graph`).
         compact_below: stopped candidates leave the stacks once at most this fraction of
             them still train (1.0: at every stop; see :func:`train_batched`).
-        depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``torch``, ``cudnn``
-            or ``triton``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
+        depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``auto``, ``triton``,
+            ``torch`` or ``cudnn``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
     """
 
     def __init__(
@@ -59,7 +59,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         tf32: bool = True,
         cuda_graph: bool = False,
         compact_below: float = 0.5,
-        depthwise: str = "torch",
+        depthwise: str = "auto",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -78,7 +78,7 @@ def build_executor(
         return BatchedExecutor(
             **PRECISIONS[precision or "auto"],
             cuda_graph=cuda_graph,
-            depthwise=depthwise or "torch",
+            depthwise=depthwise or "auto",
         )
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 

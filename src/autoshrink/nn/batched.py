@@ -66,7 +66,7 @@ class BatchedCell(nn.Module):
         f: int,
         downsample: bool,
         general: bool = False,
-        depthwise: str = "torch",
+        depthwise: str = "auto",
     ) -> None:
         super().__init__()
         k = len(cands)
@@ -226,7 +226,7 @@ class BatchedCNN(nn.Module):
         *,
         widths: Sequence[int] | None = None,
         general: bool = False,
-        depthwise: str = "torch",
+        depthwise: str = "auto",
     ) -> None:
         super().__init__()
         check_candidates(parent, cells)
@@ -360,7 +360,7 @@ def build_batched(
     *,
     widths: Sequence[int] | None = None,
     general: bool = False,
-    depthwise: str = "torch",
+    depthwise: str = "auto",
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
     ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""

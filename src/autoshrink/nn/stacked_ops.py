@@ -15,6 +15,8 @@ contribute nothing and get no gradient) and ``leaf`` (leaves drop their final ac
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Sequence
 
 import torch
@@ -134,10 +136,11 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 
 #: How the stacked depthwise 3x3 runs on CUDA (on the CPU it is always oneDNN's, channels-last):
-#: ``torch``, PyTorch's own kernels on an NCHW copy; ``cudnn``, cuDNN on the channels-last view;
 #: ``triton``, this package's Triton kernels on the channels-last layout
-#: (:mod:`autoshrink.nn.triton_depthwise`).
-DEPTHWISE_BACKENDS = ("torch", "cudnn", "triton")
+#: (:mod:`autoshrink.nn.triton_depthwise`); ``torch``, PyTorch's own kernels on an NCHW copy;
+#: ``cudnn``, cuDNN on the channels-last view; ``auto``, ``triton`` where Triton is installed
+#: (CUDA builds of PyTorch bring it), else ``torch``.
+DEPTHWISE_BACKENDS = ("auto", "triton", "torch", "cudnn")
 
 
 def check_depthwise(backend: str) -> None:
@@ -148,15 +151,30 @@ def check_depthwise(backend: str) -> None:
         )
 
 
-def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "torch") -> torch.Tensor:
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_depthwise(backend: str) -> str:
+    """The kernels ``backend`` stands for: itself, or for ``auto`` ``triton`` where Triton is
+    installed and ``torch`` where it is not."""
+    check_depthwise(backend)
+    if backend != "auto":
+        return backend
+    return "triton" if _triton_installed() else "torch"
+
+
+def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Depthwise 3x3 convolution (padding 1) of ``x [B, H, W, K, C]`` with ``w [K*C, 1, 3, 3]``.
 
     ``backend`` (one of :data:`DEPTHWISE_BACKENDS`) chooses the CUDA kernels. Measured on an
-    H200 (benchmarks/README.md): cuDNN spends 0.4-1.1 s setting up each new shape, and every
-    shrink step brings new widths, so a search runs fastest on ``torch``, the default, although
-    cuDNN's kernels, once set up, make a training step about twice as fast. ``triton`` is meant
-    to have both; it is tested for exactness on the CPU (Triton's interpreter), not yet timed.
+    H200 (benchmarks/README.md), over the depthwise convolutions of one training step of the
+    complete cell: Triton's 23 ms, PyTorch's 39 ms (most of the gap is the NCHW copies), and
+    cuDNN's fast once set up but 0.4-1.1 s of set-up for each new shape, which a search meets
+    at every shrink step. Triton's compile once (about 2 s) for every shape.
     """
+    backend = resolve_depthwise(backend)
     k = x.shape[3]
     if x.is_cuda and backend == "triton":
         from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc  # needs Triton
@@ -206,7 +224,7 @@ class StackedBN(nn.Module):
 class Sep3x3(nn.Module):
     """Stacked ``sep3x3``: depthwise 3x3 -> BN -> act -> pointwise 1x1 -> BN -> act."""
 
-    def __init__(self, k: int, c_in: int, f: int, act: str, depthwise: str = "torch") -> None:
+    def __init__(self, k: int, c_in: int, f: int, act: str, depthwise: str = "auto") -> None:
         super().__init__()
         self.act, self.depthwise = act, depthwise  # depthwise: see depthwise3x3's backend
         self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
