@@ -27,8 +27,9 @@ from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc
 
 torch.manual_seed(0)
 worst = 0.0
-# shapes that fill no tile exactly: images of 1 row or column, channels across tiles
-for b, h, w, c in ((2, 5, 7, 40), (1, 1, 6, 3), (3, 4, 1, 33), (1, 9, 9, 70)):
+# shapes that fill no tile exactly: images of 1 row or column, channels across tiles, more
+# pixels than one weight-gradient program sums (partial sums of several programs)
+for b, h, w, c in ((2, 5, 7, 40), (1, 1, 6, 3), (3, 4, 1, 33), (1, 9, 9, 70), (2, 23, 25, 5)):
     x = torch.randn(b, h, w, c, dtype=torch.float64, requires_grad=True)
     wt = torch.randn(c, 9, dtype=torch.float64, requires_grad=True)
     g = torch.randn(b, h, w, c, dtype=torch.float64)

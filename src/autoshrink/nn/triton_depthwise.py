@@ -26,9 +26,18 @@ import triton.language as tl
 
 from autoshrink.nn.stacked_ops import autocast_inputs
 
-BLOCK_P = 64  # pixels per tile
+BLOCK_P = 64  # pixels per forward tile
 BLOCK_C = 32  # channels per tile
+WGRAD_BLOCK_P = 32  # pixels per weight-gradient tile (nine accumulators of this tile each)
 TILES = 32  # pixel tiles each weight-gradient program sums (one partial sum per program)
+
+
+@triton.jit
+def _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, DY: tl.constexpr, DX: tl.constexpr):
+    """The tile of ``x`` at pixels ``p`` moved by (DY, DX), zero outside each image."""
+    ok = pm & (h + DY >= 0) & (h + DY < H) & (w + DX >= 0) & (w + DX < W)
+    q = (p + DY * W + DX).to(tl.int64)  # the neighbour, in the same image wherever ok
+    return tl.load(x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
 
 
 @triton.jit(do_not_specialize=["n_pix", "H", "W"])  # one compilation for all image sizes
@@ -43,10 +52,7 @@ def _forward_kernel(
     w = p % W
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for t in tl.static_range(9):
-        dy, dx = t // 3 - 1, t % 3 - 1
-        ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
-        q = (p + dy * W + dx).to(tl.int64)  # the neighbour, in the same image wherever ok
-        xv = tl.load(x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0)
+        xv = _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, t // 3 - 1, t % 3 - 1)
         wv = tl.load(w_ptr + c * 9 + t, mask=cm, other=0.0)
         acc += xv.to(ACC) * wv.to(ACC)[None, :]
     out = y_ptr + p.to(tl.int64)[:, None] * C + c[None, :]
@@ -58,30 +64,40 @@ def _weight_grad_kernel(
     x_ptr, g_ptr, part_ptr, n_pix, H, W, C,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
+    # one accumulator tile per tap, summed over the pixels only at the end: no reduction
+    # across threads inside the loop
     pid = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
-    taps = tl.arange(0, 16)  # rows 0..8 hold the nine taps
-    acc = tl.zeros((16, BLOCK_C), dtype=ACC)
+    a0 = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    a1, a2, a3, a4, a5, a6, a7, a8 = a0, a0, a0, a0, a0, a0, a0, a0
     for tile in range(TILES):
         p = (pid * TILES + tile) * BLOCK_P + tl.arange(0, BLOCK_P)
         pm = p < n_pix
         h = (p % (H * W)) // W
         w = p % W
         row = p.to(tl.int64)[:, None] * C  # 64-bit element offsets: pixels x channels
-        gv = tl.load(g_ptr + row + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
-        gv = gv.to(ACC)
-        for t in tl.static_range(9):
-            dy, dx = t // 3 - 1, t % 3 - 1
-            ok = pm & (h + dy >= 0) & (h + dy < H) & (w + dx >= 0) & (w + dx < W)
-            q = (p + dy * W + dx).to(tl.int64)
-            xv = tl.load(
-                x_ptr + q[:, None] * C + c[None, :], mask=ok[:, None] & cm[None, :], other=0.0
-            )
-            tap = tl.sum(xv.to(ACC) * gv, axis=0)  # [BLOCK_C]
-            acc += tl.where(taps[:, None] == t, tap[None, :], 0.0)
-    out = part_ptr + pid * 9 * C + taps[:, None] * C + c[None, :]
-    tl.store(out, acc, mask=(taps[:, None] < 9) & cm[None, :])
+        g = tl.load(g_ptr + row + c[None, :], mask=pm[:, None] & cm[None, :], other=0.0)
+        g = g.to(ACC)
+        a0 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, -1, -1).to(ACC) * g
+        a1 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, -1, 0).to(ACC) * g
+        a2 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, -1, 1).to(ACC) * g
+        a3 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 0, -1).to(ACC) * g
+        a4 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 0, 0).to(ACC) * g
+        a5 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 0, 1).to(ACC) * g
+        a6 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 1, -1).to(ACC) * g
+        a7 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 1, 0).to(ACC) * g
+        a8 += _shifted(x_ptr, p, h, w, pm, c, cm, H, W, C, 1, 1).to(ACC) * g
+    out = part_ptr + pid * 9 * C + c  # part [programs, 9, C]
+    tl.store(out, tl.sum(a0, axis=0), mask=cm)
+    tl.store(out + C, tl.sum(a1, axis=0), mask=cm)
+    tl.store(out + 2 * C, tl.sum(a2, axis=0), mask=cm)
+    tl.store(out + 3 * C, tl.sum(a3, axis=0), mask=cm)
+    tl.store(out + 4 * C, tl.sum(a4, axis=0), mask=cm)
+    tl.store(out + 5 * C, tl.sum(a5, axis=0), mask=cm)
+    tl.store(out + 6 * C, tl.sum(a6, axis=0), mask=cm)
+    tl.store(out + 7 * C, tl.sum(a7, axis=0), mask=cm)
+    tl.store(out + 8 * C, tl.sum(a8, axis=0), mask=cm)
 
 
 def _accumulator(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
@@ -109,14 +125,14 @@ def depthwise3x3_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     and output gradient ``g`` (both ``[B, H, W, C]``, contiguous)."""
     b, h, wd, c = x.shape
     n = b * h * wd
-    programs = triton.cdiv(n, TILES * BLOCK_P)
+    programs = triton.cdiv(n, TILES * WGRAD_BLOCK_P)
     acc, acc_tl = _accumulator(x.dtype)
     part = torch.empty(programs, 9, c, dtype=acc, device=x.device)
     grid = (programs, triton.cdiv(c, BLOCK_C))
     with _on(x.device):
         _weight_grad_kernel[grid](
             x, g, part, n, h, wd, c,
-            BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, TILES=TILES, ACC=acc_tl,
+            BLOCK_P=WGRAD_BLOCK_P, BLOCK_C=BLOCK_C, TILES=TILES, ACC=acc_tl,
         )  # fmt: skip
     return part.sum(0).t()
 
