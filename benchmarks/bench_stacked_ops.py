@@ -10,7 +10,7 @@ times, forward + backward, summed over those calls:
   ``bmm`` on transposed views, autograd's own backward, transposed copies in and out;
 - the stem (K grouped 3x3 convolutions) against im2col + ``pointwise``, first call and best;
 - the engine's depthwise 3x3 on each CUDA backend (``cudnn``: cuDNN on the channels-last
-  view; ``torch``: PyTorch's kernels on an NCHW copy, the default; ``triton``: where Triton is
+  view; ``torch``: PyTorch's kernels on an NCHW copy; ``triton``, the default where Triton is
   installed), on shapes the process has not seen: the first call (the set-up new candidate
   widths cost) and the best of the next.
 
