@@ -325,6 +325,7 @@ def main() -> None:
         spec = cifar_proxy(**{**geometry, "image_size": args.image_size or 32})
         settings = ProxyTraining(epochs=1)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    depthwise = resolve_depthwise(args.depthwise)  # the kernels "auto" stands for here
     table = (
         ""
         if args.no_table
@@ -335,7 +336,7 @@ def main() -> None:
     say(
         f"device {name}; {table}engine {precision_tag(args)}"
         f"{' in CUDA graphs' if args.cuda_graph else ''}, "
-        f"depthwise {resolve_depthwise(args.depthwise)}; "
+        f"depthwise {depthwise}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     rows = []
@@ -385,7 +386,7 @@ def main() -> None:
         **PRECISIONS[args.precision],
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
-        "depthwise": resolve_depthwise(args.depthwise),
+        "depthwise": depthwise,
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,
         "engine_img_s": rows[0]["engine_img_s"] if rows else None,
         "ratio": rows[0]["ratio"] if rows else None,
