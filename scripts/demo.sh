@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run a real AutoShrink search on the embedded digits data set (about 3 minutes).
+# Set up (in .venv) and run a real AutoShrink search on the embedded digits data set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+source .venv/bin/activate
 autoshrink search --preset demo --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Install autoshrink and what it needs on a fresh Debian machine.
+# Install autoshrink and what it needs on a fresh Debian/Ubuntu machine, into the project's own
+# virtual environment .venv (the distribution's Python refuses system-wide pip installs, PEP 668).
 #   bash scripts/install.sh          the package, its Python deps, Graphviz, Fashion-MNIST
-#   bash scripts/install.sh --test   also test tools and optional extras (ONNX, Ray, Triton,
-#                                    Chromium); the tests run Triton's kernels in its CPU interpreter
+#   bash scripts/install.sh --test   also test and docs tools and optional extras (ONNX, Ray,
+#                                    Triton, Chromium); the tests run Triton's kernels in its CPU
+#                                    interpreter
+# Afterwards: `source .venv/bin/activate` puts `autoshrink` on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_packages=(graphviz dataset-fashion-mnist)
 extras="onnx"
 if [[ "${1:-}" == "--test" ]]; then
   apt_packages+=(chromium)
-  extras="onnx,ray,test,triton"
+  extras="onnx,ray,test,triton,docs"
+fi
+PYTHON="${PYTHON:-python3}"
+# Debian splits venv (and ensurepip) out of python3: add it when venv cannot bootstrap pip.
+if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  apt_packages+=(python3-venv)
 fi
 if command -v apt-get >/dev/null; then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
@@ -20,6 +28,10 @@ if command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
   fi
 fi
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
 # Pin the CPU wheel: an unpinned torch may pull a multi-GB CUDA build.
-python3 -m pip install -q "torch==2.13.0"
-python3 -m pip install -q -e ".[${extras}]"
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[${extras}]"

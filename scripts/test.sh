@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything the tests need and run them (lint first).
+# Set up everything the tests need (in .venv) and run them, lint first: what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
-python3 -m ruff check src tests benchmarks
-python3 -m pytest -q "$@"
+source .venv/bin/activate
+python -m ruff check src tests benchmarks
+python -m pytest -q "$@"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from autoshrink.errors import ConfigError
@@ -53,11 +54,32 @@ def activation(name: str) -> nn.Module:
     raise ConfigError(f"unknown activation {name!r}; expected 'relu' or 'swish'")
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1x1 convolution at ``stride`` s, computed as a stride-1 one on every s-th pixel.
+
+    The same numbers as ``nn.Conv2d(c_in, c_out, 1, stride=s)`` (same weight and state dict),
+    but it never reaches oneDNN's strided 1x1 kernels: their weight gradient on a channels-last
+    input with fewer than 8 input channels writes past a workspace (oneDNN issue #6035), which
+    aborts with heap corruption or silently returns wrong gradients on AVX2 CPUs.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__(c_in, c_out, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.subsample
+        return super().forward(x[:, :, ::s, ::s])
+
+
 def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out),
-    ]
+    """A bias-free convolution (``same`` padding) and its batch norm."""
+    conv = (
+        StridedPointwiseConv(c_in, c_out, stride)
+        if k == 1 and stride > 1 and groups == 1
+        else nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+    )
+    return [conv, nn.BatchNorm2d(c_out)]
 
 
 def _adapter(c_in: int, c_out: int) -> list[nn.Module]:
