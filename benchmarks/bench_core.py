@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from autoshrink.macros import cifar_proxy
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.spaces.macros import cifar_proxy
 
 
 def throughput(cell, shape, *, channels_last: bool, threads: int, steps: int, batch=128) -> float:

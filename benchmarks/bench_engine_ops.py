@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import ProxyTraining, train_proxy
 from bench_gpu_engine import engine_epoch, synthetic
 

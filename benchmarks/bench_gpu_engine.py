@@ -35,11 +35,11 @@ import torch
 
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec, cifar_proxy
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS, resolve_depthwise
 from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import ProxyTraining, train_proxy
 from engine_search import search

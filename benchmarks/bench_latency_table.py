@@ -22,13 +22,13 @@ import random
 import statistics
 import time
 
-from autoshrink.cost import count
+from autoshrink.cost.cells import count
 from autoshrink.graph import Cell
-from autoshrink.latency import CLOCKS, LatencySettings, measure_cell
-from autoshrink.latency_blocks import network_blocks
-from autoshrink.latency_table import extend_table
-from autoshrink.macros import MACROS, get_macro
+from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.latency import CLOCKS, LatencySettings, measure_cell
+from autoshrink.hardware.table import extend_table
 from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import MACROS, get_macro
 
 
 def random_cells(n: int, seed: int, nodes: int = 8) -> list[Cell]:

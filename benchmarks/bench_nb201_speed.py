@@ -16,9 +16,9 @@ import resource
 import time
 from pathlib import Path
 
-from autoshrink.bench import STRATEGIES, run_bench
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
+from autoshrink.tabular.comparison import STRATEGIES, run_bench
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 

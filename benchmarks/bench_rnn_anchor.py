@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from autoshrink.config import RNN_PRESETS
-from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy
+from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, load_text
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import LSTMModel, RNNModel

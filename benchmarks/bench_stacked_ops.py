@@ -36,10 +36,10 @@ import torch
 from torch.nn import functional as F
 
 from autoshrink.executors.factory import PRECISIONS
-from autoshrink.macros import cifar_proxy
 from autoshrink.nn import stacked_ops
 from autoshrink.nn.batched import build_batched
 from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import tf32_matmuls
 from bench_gpu_engine import sync
 

@@ -3,8 +3,8 @@ mean faster?
 
 For each network at 224x224 with 1001 classes it prints:
 
-- parameters and MACs under the one convention of method §5 (:mod:`autoshrink.cost`,
-  :mod:`autoshrink.cost_mobilenetv2`), and the activation traffic of one image (the bytes every
+- parameters and MACs under the one convention of method §5 (:mod:`autoshrink.cost.cells`,
+  :mod:`autoshrink.cost.mobilenetv2`), and the activation traffic of one image (the bytes every
   convolution writes, fp32) -- a first-order proxy for memory-bound time;
 - inference latency at batch 1 on this CPU: onnxruntime (the network exported to ONNX) and
   PyTorch eager, median (and 10th percentile) of single calls timed in interleaved rounds --
@@ -35,19 +35,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autoshrink.cost import count
-from autoshrink.cost_mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
-from autoshrink.latency import (
+from autoshrink.cost.cells import count
+from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
+from autoshrink.hardware.latency import (
     LatencySettings,
     measure_module,
     onnx_bytes,
     ort_session,
     torch_threads,
 )
-from autoshrink.macros import shrinkcnn_imagenet
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.mobilenetv2 import MobileNetV2
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import shrinkcnn_imagenet
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
 

@@ -9,11 +9,11 @@ import torch
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
 from autoshrink.nn import stacked_ops
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.spaces.macros import cifar_proxy, shrinkcnn_imagenet
 
 PARENT = start_cell("cnn", 8, random.Random(0))
 

@@ -16,8 +16,8 @@ from autoshrink.executors.base import Job
 from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.executors.factory import build_executor
 from autoshrink.graph import Cell
-from autoshrink.macros import cifar_proxy
 from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.classification import ProxyTraining
 
 SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)

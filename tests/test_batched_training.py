@@ -11,10 +11,10 @@ import torch
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.graph import Cell
-from autoshrink.macros import cifar_proxy
 from autoshrink.nn.batched import build_batched, union_cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import ProxyTraining, train_proxy
 

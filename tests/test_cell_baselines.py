@@ -13,8 +13,8 @@ import pytest
 from autoshrink.config import SearchConfig
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.graph import Cell
-from autoshrink.report import write_report
 from autoshrink.report.compare import write_comparison
+from autoshrink.report.folder import write_report
 from autoshrink.report.reading import read_run
 from autoshrink.search import make_strategy, run_search
 from autoshrink.spaces.cells import flip_edge, random_subcell, start_cell

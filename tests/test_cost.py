@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoshrink.cost import count
+from autoshrink.cost.cells import count
 from autoshrink.graph import OPS, Cell
-from autoshrink.macros import cifar_proxy, make_divisible, shrinkcnn_imagenet
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.ops import registered_ops
 from autoshrink.spaces.cells import published_cell, start_cell
+from autoshrink.spaces.macros import cifar_proxy, make_divisible, shrinkcnn_imagenet
 
 
 def counted_params(net: torch.nn.Module) -> int:

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from autoshrink.export import import_file
+from autoshrink.export.bundle import import_file
 from autoshrink.graph import Cell
-from autoshrink.macros import cifar_proxy
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import cifar_proxy
 
 TINY = dict(width=0.25, image_size=8, num_classes=3)
 ODD = Cell("cnn", ("input", "conv3x3", "maxpool3x3", "identity", "sep3x3", "conv1x1"),

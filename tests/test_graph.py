@@ -9,7 +9,7 @@ import pytest
 
 from autoshrink.errors import CellError
 from autoshrink.graph import Cell
-from autoshrink.picture import render, to_dot, to_text
+from autoshrink.report.picture import render, to_dot, to_text
 from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
 
 
@@ -139,6 +139,6 @@ def test_pictures(tmp_path):
 
 
 def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):
-    monkeypatch.setattr("autoshrink.picture.shutil.which", lambda name: None)
+    monkeypatch.setattr("autoshrink.report.picture.shutil.which", lambda name: None)
     written = render(published_cell("shrinkcnn"), tmp_path / "cell.svg")
     assert written.suffix == ".txt" and "sep3x3" in written.read_text()

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoshrink.bench import run_once
 from autoshrink.errors import BenchmarkError
 from autoshrink.evaluators.costed import CostedEvaluator
-from autoshrink.hwnasbench import METRICS, load_hwnasbench
+from autoshrink.hardware.hwnasbench import METRICS, load_hwnasbench
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell
 from autoshrink.strategies.random_search import RandomSearch
+from autoshrink.tabular.comparison import run_once
 
 STEP = 7  # official index i holds the cell of code (7 i) mod 5^6: a known permutation
 

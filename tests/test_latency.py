@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from autoshrink.errors import ConfigError, HardwareError
-from autoshrink.latency import (
+from autoshrink.hardware.latency import (
     LatencySettings,
     check_available,
     measure_cell,
@@ -21,8 +21,8 @@ from autoshrink.latency import (
     time_samples,
     torch_threads,
 )
-from autoshrink.macros import cifar_proxy
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import cifar_proxy
 
 FAST = dict(warmup=1, min_repeats=5, max_seconds=0.5)
 TINY = cifar_proxy(width=0.25, image_size=8, num_classes=3)

@@ -20,12 +20,12 @@ from autoshrink.evaluators.costed import (
     with_hardware_costs,
 )
 from autoshrink.graph import Cell
-from autoshrink.latency import LatencySettings
-from autoshrink.latency_blocks import network_blocks
-from autoshrink.latency_table import BlockEntry, LatencyTable
-from autoshrink.macros import cifar_proxy
+from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.objectives import Score
 from autoshrink.search import make_strategy, run_search
+from autoshrink.spaces.macros import cifar_proxy
 
 SPEC = cifar_proxy(width=0.25, image_size=8, num_classes=3)
 OP_MS = 1.0  # every op block costs 1 ms in the synthetic table, everything else 0

@@ -12,12 +12,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autoshrink.errors import HardwareError
 from autoshrink.graph import Cell
-from autoshrink.latency import LatencySettings
-from autoshrink.latency_blocks import network_blocks
-from autoshrink.latency_table import BlockEntry, LatencyTable, extend_table
-from autoshrink.macros import cifar_proxy, shrinkcnn_imagenet
+from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.table import BlockEntry, LatencyTable, extend_table
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import cifar_proxy, shrinkcnn_imagenet
 
 FAST = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
 TINY = cifar_proxy(width=0.25, image_size=8, num_classes=3)

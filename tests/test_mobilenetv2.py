@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoshrink.cost import count
-from autoshrink.cost_mobilenetv2 import MobileNetV2Spec, count_mobilenetv2, make_divisible8
+from autoshrink.cost.cells import count
+from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2, make_divisible8
 from autoshrink.errors import ConfigError
-from autoshrink.macros import shrinkcnn_imagenet
 from autoshrink.nn.mobilenetv2 import build_mobilenetv2
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import shrinkcnn_imagenet
 from test_cost import counted_params  # conv and linear parameters: the convention's
 
 # (width, resolution) -> (MACs M, params M): the table of released checkpoints in

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoshrink.bench import run_bench, summary_rows
-from autoshrink.cost_nb201 import topology_cost_table
+from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import ConfigError
-from autoshrink.hwnasbench import load_hwnasbench
-from autoshrink.report import write_report
+from autoshrink.hardware.hwnasbench import load_hwnasbench
+from autoshrink.report.folder import write_report
 from autoshrink.spaces.nb201 import NUM_CELLS
 from autoshrink.tabular import load_flat_tables
+from autoshrink.tabular.comparison import run_bench, summary_rows
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoshrink.cost_nb201 import count_size, count_topology, topology_cost_table
+from autoshrink.cost.nb201 import count_size, count_topology, topology_cost_table
 from autoshrink.nn.nb201 import size_network, topology_network
 from autoshrink.spaces.nb201 import DATASETS, NB201Cell, NB201Size
 

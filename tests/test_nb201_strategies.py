@@ -9,7 +9,6 @@ import random
 import numpy as np
 import pytest
 
-from autoshrink.bench import STRATEGIES, run_once
 from autoshrink.errors import ConfigError
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
@@ -18,6 +17,7 @@ from autoshrink.strategies.base import Observation
 from autoshrink.strategies.local_search import LocalSearch
 from autoshrink.strategies.random_search import RandomSearch
 from autoshrink.strategies.regularized_evolution import RegularizedEvolution
+from autoshrink.tabular.comparison import STRATEGIES, run_once
 
 TARGET = NB201Cell.from_string(
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"

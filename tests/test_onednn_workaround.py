@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     import random, torch
     from autoshrink.nn.ops import conv_bn
     from autoshrink.nn.cnn import CNNCell
-    from autoshrink.cost import plan
-    from autoshrink.macros import cifar_proxy
+    from autoshrink.cost.cells import plan
+    from autoshrink.spaces.macros import cifar_proxy
     from autoshrink.spaces.cells import start_cell
 
     torch.set_num_threads(1)
@@ -39,12 +39,14 @@ SCRIPT = textwrap.dedent(
         fast = grads(module.float(), x.float(), probe.float(), torch.channels_last)
         ref = grads(module.double(), x.double(), probe, torch.contiguous_format)
         for f, r in zip(fast, ref, strict=True):
-            assert (f - r).abs().max() <= 1e-4 * max(1.0, r.abs().max()), (f.shape, (f - r).abs().max(), r.abs().max())
+            err = (f - r).abs().max()
+            assert err <= 1e-4 * max(1.0, r.abs().max()), (f.shape, err, r.abs().max())
 
     for ic in (1, 2, 3, 4, 7):
         for size in (7, 8):
             torch.manual_seed(ic)
-            check(torch.nn.Sequential(*conv_bn(ic, 8, 1, stride=2)), torch.randn(64, ic, size, size))
+            layer = torch.nn.Sequential(*conv_bn(ic, 8, 1, stride=2))
+            check(layer, torch.randn(64, ic, size, size))
     spec = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
     cell = start_cell("cnn", 5, random.Random(3))
     where = next(p for p in plan(cell, spec) if p.downsample)

@@ -8,8 +8,8 @@ import pytest
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
-from autoshrink.macros import cifar_proxy
 from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.classification import ProxyTraining
 
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from autoshrink.graph import Cell
-from autoshrink.report import read_run, write_report
-from autoshrink.report.reading import Candidate, Step
+from autoshrink.report.folder import write_report
+from autoshrink.report.reading import Candidate, Step, read_run
 from test_executors import reference_run
 
 

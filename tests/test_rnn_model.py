@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy, shrinkrnn_ptb
+from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy, shrinkrnn_ptb
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, LSTMModel, RNNModel, detach_hidden, locked_dropout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoshrink.cost_rnn import count_rnn, rnn_proxy
+from autoshrink.cost.rnn import count_rnn, rnn_proxy
 from autoshrink.data.text import batchify, load_text
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
-from autoshrink.latency import LatencySettings
-from autoshrink.macros import MACROS
+from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
+from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 

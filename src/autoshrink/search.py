@@ -35,7 +35,7 @@ from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryLis
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal, finite_or_none
 from autoshrink.objectives import Score
-from autoshrink.picture import render
+from autoshrink.report.picture import render
 from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal

@@ -15,8 +15,8 @@ prints one JSON object instead; ``--out DIR`` writes these files (shapes in the 
 
 The cost term of ``--objective score`` is the cell's MACs, or with ``--cost METRIC
 --hwnasbench FILE --allow-pickle`` an HW-NAS-Bench metric (``edgegpu_latency``, ...; see
-:data:`autoshrink.hwnasbench.METRICS`) of the same data set, read from the user's HW-NAS-Bench
-pickle. The table, the plots and the files then follow that metric: result rows gain
+:data:`autoshrink.hardware.hwnasbench.METRICS`) of the same data set, read from the user's
+HW-NAS-Bench pickle. The table, the plots and the files then follow that metric: result rows gain
 ``cost_mean``, pareto rows and ``score_optimum`` give the metric under its own name (beside
 ``macs``), ``runs.csv`` gains its column and ``config.cost`` names it (``"macs"`` otherwise).
 """
@@ -29,16 +29,16 @@ import logging
 import time
 from pathlib import Path
 
-from autoshrink.bench import (
+from autoshrink.errors import ConfigError
+from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
+from autoshrink.report.bench_files import format_table, report_object, write_outputs
+from autoshrink.tabular import NB201Tables, load_tables
+from autoshrink.tabular.comparison import (
     MACS,
     OBJECTIVES,
     STRATEGIES,
     run_bench,
 )
-from autoshrink.errors import ConfigError
-from autoshrink.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
-from autoshrink.report.bench_files import format_table, report_object, write_outputs
-from autoshrink.tabular import NB201Tables, load_tables
 
 logger = logging.getLogger(__name__)
 DEFAULT_STRATEGIES = "random,rea,local,autoshrink"

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from autoshrink.cost import count
-from autoshrink.cost_rnn import RNN_MACROS, count_rnn
+from autoshrink.cost.cells import count
+from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.graph import Cell
-from autoshrink.macros import MACROS, get_macro
+from autoshrink.spaces.macros import MACROS, get_macro
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """``autoshrink export CELL.json --macro NAME --out DIR``: ONNX, weights, standalone PyTorch.
 
 Writes ``model.onnx``, ``model.safetensors``, ``model.py`` (plain PyTorch, no autoshrink),
-``cell.json`` and ``export.json`` into DIR (see :mod:`autoshrink.export`), and checks that
+``cell.json`` and ``export.json`` into DIR (see :mod:`autoshrink.export.bundle`), and checks that
 onnxruntime and the standalone file reproduce PyTorch's outputs. Exit status 1 when a check
 fails.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from autoshrink.cli.latency import add_macro_options, macro_from_args
-from autoshrink.export import ATOL, RTOL, export_network, infer_shapes
+from autoshrink.export.bundle import ATOL, RTOL, export_network, infer_shapes
 from autoshrink.graph import Cell
 
 

@@ -1,8 +1,8 @@
 """``autoshrink latency CELL.json --macro NAME``: measured latency, and optionally a table's.
 
-Times the network on this machine (see :mod:`autoshrink.latency`) and prints the median and
+Times the network on this machine (see :mod:`autoshrink.hardware.latency`) and prints the median and
 inter-quartile range in ms with the settings it ran under; ``--json`` prints one object.
-``--table FILE`` also predicts the latency from a lookup table (:mod:`autoshrink.latency_table`),
+``--table FILE`` also predicts the latency from a lookup table (:mod:`autoshrink.hardware.table`),
 first measuring the blocks of this network the table lacks and saving them into FILE.
 """
 
@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from autoshrink.graph import Cell
-from autoshrink.latency import BACKENDS, CLOCKS, LatencySettings, measure_cell
-from autoshrink.latency_blocks import network_blocks
-from autoshrink.latency_table import LatencyTable, extend_table
-from autoshrink.macros import MACROS, MacroSpec, get_macro
+from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.latency import BACKENDS, CLOCKS, LatencySettings, measure_cell
+from autoshrink.hardware.table import LatencyTable, extend_table
+from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 
 
 def add_macro_options(p: argparse.ArgumentParser) -> None:

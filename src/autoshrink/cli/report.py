@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from autoshrink.errors import ConfigError
-from autoshrink.report import write_report
 from autoshrink.report.compare import write_comparison
+from autoshrink.report.folder import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

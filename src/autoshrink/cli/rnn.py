@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
-from autoshrink.cost_rnn import RNNSpec, count_rnn
+from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell

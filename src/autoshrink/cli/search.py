@@ -10,12 +10,12 @@ from autoshrink.config import PRESETS, STRATEGIES, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
-from autoshrink.latency import BACKENDS, LatencySettings
-from autoshrink.macros import MACROS
+from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
-from autoshrink.picture import to_text
+from autoshrink.report.picture import to_text
 from autoshrink.search import run_search
+from autoshrink.spaces.macros import MACROS
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
 # run's config.json instead.
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.report:
-        from autoshrink.report import write_report
+        from autoshrink.report.folder import write_report
 
         print(f"report: {write_report(result.run_dir)}")
     best = result.best

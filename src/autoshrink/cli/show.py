@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autoshrink.graph import Cell
-from autoshrink.picture import render, to_text
+from autoshrink.report.picture import render, to_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,13 +20,13 @@ import torch
 from safetensors.torch import save_file
 
 from autoshrink.cli import rnn
-from autoshrink.cost import count
+from autoshrink.cost.cells import count
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
 from autoshrink.errors import DataError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
-from autoshrink.macros import MACROS, get_macro
 from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.training.distributed import distributed
 from autoshrink.training.final import train_final
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe

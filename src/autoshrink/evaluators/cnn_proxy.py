@@ -13,12 +13,12 @@ import time
 
 import torch
 
-from autoshrink.cost import count
+from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
 from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.classification import ProxyTraining, train_proxy
 
 

@@ -8,7 +8,7 @@ constraints can reject candidates on them before training:
 - ``table_latency_ms`` (:class:`TableLatency`): predicted from a latency lookup table, without
   running the network; blocks the table lacks are measured once and added to its file;
 - an HW-NAS-Bench metric such as ``edgegpu_latency`` for NAS-Bench-201 cells
-  (:class:`~autoshrink.hwnasbench.HWNASBenchCost`).
+  (:class:`~autoshrink.hardware.hwnasbench.HWNASBenchCost`).
 
 It keeps the evaluator protocol (``profile`` and ``evaluate``) and also wraps plain callables
 ``cell -> metrics`` such as the tabular :class:`~autoshrink.tabular.SearchEvaluator`. Costs are
@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
-from autoshrink.latency import LatencySettings, check_available, measure_cell
-from autoshrink.latency_blocks import Block, network_blocks
-from autoshrink.latency_table import LatencyTable, check_table_settings, extend_table
-from autoshrink.macros import MacroSpec, get_macro
+from autoshrink.hardware.blocks import Block, network_blocks
+from autoshrink.hardware.latency import LatencySettings, check_available, measure_cell
+from autoshrink.hardware.table import LatencyTable, check_table_settings, extend_table
+from autoshrink.spaces.macros import MacroSpec, get_macro
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
 from autoshrink.evaluators.rnn_proxy import rnn_evaluator
-from autoshrink.macros import cifar_proxy
+from autoshrink.spaces.macros import cifar_proxy
 
 
 def build_evaluator(config: SearchConfig) -> Evaluator:

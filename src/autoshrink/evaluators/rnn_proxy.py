@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from autoshrink.cost_rnn import count_rnn, edge_cost, rnn_proxy
+from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autoshrink.cost import CellPlacement, plan
+from autoshrink.cost.cells import CellPlacement, plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
 from autoshrink.nn.cnn import CNNNetwork, build_network
 from autoshrink.nn.stacked_ops import (
     BATCHED_OPS,
@@ -47,6 +46,7 @@ from autoshrink.nn.stacked_ops import (
     to_nchw,
     to_nhwkc,
 )
+from autoshrink.spaces.macros import MacroSpec
 
 
 class BatchedCell(nn.Module):

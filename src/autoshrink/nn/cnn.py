@@ -4,7 +4,7 @@ A cell computes its live nodes in topological order: node 0 is the input (after 
 max-pool when the cell down-samples), every other node applies its op to the channel
 concatenation of its predecessors (ascending index). The cell output is the concatenation of
 the leaves plus a residual of the cell input, projected by 1x1 conv + BN when shapes differ.
-Layer shapes come from :func:`autoshrink.cost.plan`, the same plan the analytic counter reads.
+Layer shapes come from :func:`autoshrink.cost.cells.plan`, the same plan the analytic counter reads.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autoshrink.cost import CellPlacement, node_channels, node_input_channels, plan
+from autoshrink.cost.cells import CellPlacement, node_channels, node_input_channels, plan
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
 from autoshrink.nn.ops import activation, build_op, conv_bn
+from autoshrink.spaces.macros import MacroSpec
 
 
 class CNNCell(nn.Module):

@@ -4,7 +4,7 @@ compared with.
 Stem 3x3 conv stride 2 + BN + ReLU6; seventeen inverted-residual blocks (1x1 expansion + BN +
 ReLU6, depthwise 3x3 + BN + ReLU6, linear 1x1 projection + BN, a residual add when stride 1
 and channels match); 1x1 conv to 1280 (more above width 1) + BN + ReLU6; global average
-pool; dropout; linear. Layer shapes come from :func:`autoshrink.cost_mobilenetv2.mobilenetv2_plan`,
+pool; dropout; linear. Layer shapes come from :func:`autoshrink.cost.mobilenetv2.mobilenetv2_plan`,
 the same plan the analytic counter reads, so the network and its count cannot drift apart.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autoshrink.cost_mobilenetv2 import BlockPlacement, MobileNetV2Spec, mobilenetv2_plan
+from autoshrink.cost.mobilenetv2 import BlockPlacement, MobileNetV2Spec, mobilenetv2_plan
 from autoshrink.nn.ops import conv_bn
 
 

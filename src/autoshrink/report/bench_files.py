@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from autoshrink.bench import (
+from autoshrink.errors import ConfigError
+from autoshrink.hardware.hwnasbench import METRICS
+from autoshrink.spaces.nb201 import NB201Cell
+from autoshrink.tabular.comparison import (
     MACS,
     BenchResult,
     cost_values,
@@ -29,9 +32,6 @@ from autoshrink.bench import (
     score_optimum,
     summary_rows,
 )
-from autoshrink.errors import ConfigError
-from autoshrink.hwnasbench import METRICS
-from autoshrink.spaces.nb201 import NB201Cell
 
 
 def _cell_info(code: int, index_of_code: np.ndarray, **numbers: float) -> dict[str, Any]:

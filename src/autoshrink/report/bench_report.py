@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from autoshrink.bench import MACS
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label
+from autoshrink.tabular.comparison import MACS
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.graph import Cell
-from autoshrink.picture import render
 from autoshrink.report import html
+from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import RunData, read_run
 

@@ -20,8 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autoshrink.bench import pareto_front
 from autoshrink.report.reading import Candidate, RunData, Step
+from autoshrink.tabular.comparison import pareto_front
 
 _BEST = "#d62728"
 _LINE = "#1f77b4"

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.graph import Cell
-from autoshrink.picture import render
 from autoshrink.report import html
+from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_pareto, plot_progress, plot_steps
 from autoshrink.report.reading import Candidate, RunData, Step, read_run
 

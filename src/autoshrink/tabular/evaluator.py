@@ -2,7 +2,7 @@
 
 :class:`SearchEvaluator` turns a cell into the metrics a search may use: its *validation*
 accuracy (12-epoch by default, the NAS-Bench-201 search protocol) and its cost (``macs`` by
-the official ``flop`` convention and ``params``, from :mod:`autoshrink.cost_nb201`). It copies
+the official ``flop`` convention and ``params``, from :mod:`autoshrink.cost.nb201`). It copies
 the validation column out of the tables at construction and keeps no reference to them, so a
 search handed this object has no path to a test number.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoshrink.cost_nb201 import topology_cost_table
+from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import BenchmarkError
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell, dataset_name
 from autoshrink.tabular.tables import NB201Tables

@@ -36,8 +36,8 @@ from torch import nn
 
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
 from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
 

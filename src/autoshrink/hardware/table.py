@@ -1,7 +1,7 @@
 """Latency lookup tables (HW-NAS-Bench style): measure each distinct block once, predict by sum.
 
-A network is cut into :class:`~autoshrink.latency_blocks.Block` s (see
-:mod:`autoshrink.latency_blocks`). :func:`extend_table` measures the blocks a table lacks, each
+A network is cut into :class:`~autoshrink.hardware.blocks.Block` s (see
+:mod:`autoshrink.hardware.blocks`). :func:`extend_table` measures the blocks a table lacks, each
 once, *where they run*: it runs a network that contains them block by block on real data
 (:func:`profile_network`), timing each block alone, so a block is timed with the caches and
 allocator in the state the network leaves them in -- timed alone in a tight loop, blocks ran
@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
-from autoshrink.latency import (
+from autoshrink.hardware.blocks import Block, network_blocks, network_program
+from autoshrink.hardware.latency import (
     LatencySettings,
     check_available,
     device_index,
@@ -47,8 +48,7 @@ from autoshrink.latency import (
     torch_threads,
     until_stable,
 )
-from autoshrink.latency_blocks import Block, network_blocks, network_program
-from autoshrink.macros import MacroSpec
+from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def check_table_settings(settings: LatencySettings) -> None:
 def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> list[BlockEntry]:
     """Time every block of the network where it runs: the steps are run in order on real data,
     each timed alone, for repeated forward passes (the rule of
-    :func:`~autoshrink.latency.until_stable`, on the pass total). A block that occurs several
-    times pools its samples. Returns one entry per distinct block."""
+    :func:`~autoshrink.hardware.latency.until_stable`, on the pass total). A block that occurs
+    several times pools its samples. Returns one entry per distinct block."""
     check_table_settings(settings)
     if settings.steady_heap:
         steady_heap()

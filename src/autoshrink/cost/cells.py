@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
+from autoshrink.spaces.macros import MacroSpec
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Each run joins a strategy (ask/tell), a :class:`~autoshrink.tabular.SearchEvalua
 (validation accuracy and cost: all a search may see) and a :class:`~autoshrink.objectives.Score`
 (``accuracy``: the validation accuracy; ``score``: accuracy - weight * (log10 cost - 6)). The
 cost is the cell's MACs, or with ``cost=`` an HW-NAS-Bench metric
-(:class:`~autoshrink.hwnasbench.HWNASBenchCost`, e.g. ``edgegpu_latency``) that a
+(:class:`~autoshrink.hardware.hwnasbench.HWNASBenchCost`, e.g. ``edgegpu_latency``) that a
 :class:`~autoshrink.evaluators.costed.CostedEvaluator` adds to the search's metrics. After
 every query the loop records the cell the strategy would return -- the best-scoring cell seen,
 ties to fewer edges (:func:`~autoshrink.strategies.base.better`) -- and only afterwards, through
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, ConfigError
-from autoshrink.hwnasbench import HWNASBenchCost
+from autoshrink.hardware.hwnasbench import HWNASBenchCost
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoshrink.cost import ZERO, Counts
+from autoshrink.cost.cells import ZERO, Counts
 from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import (
     DATASETS,

@@ -7,7 +7,7 @@
 - ``model.safetensors`` -- the weights (trained ones from ``autoshrink train``, or a seeded
   random initialisation with random batch-norm statistics, so the checks test the BN path);
 - ``model.py`` -- one readable PyTorch file generated for this cell and macro
-  (:mod:`autoshrink.export_source`); it imports only ``torch`` and the standard library, and
+  (:mod:`autoshrink.export.source`); it imports only ``torch`` and the standard library, and
   is imported back and checked to give PyTorch's outputs from the same weights;
 - ``cell.json`` and ``export.json`` (the macro, the input shape and the two checks).
 
@@ -31,11 +31,11 @@ from torch import nn
 
 from autoshrink import __version__
 from autoshrink.errors import ConfigError
-from autoshrink.export_source import standalone_source
+from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
-from autoshrink.latency import network_input_shape, onnx_bytes, ort_session
-from autoshrink.macros import MacroSpec
+from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.macros import MacroSpec
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
     "model.onnx",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
+from autoshrink.spaces.macros import MacroSpec
 
 _OPS = {
     "sep3x3": '''def sep3x3(c_in, c_out, linear):

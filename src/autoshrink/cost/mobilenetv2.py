@@ -4,7 +4,7 @@ The comparison baseline of ShrinkCNN (method §6). :class:`MobileNetV2Spec` fixe
 multiplier, input size and classes; :func:`mobilenetv2_plan` lays out every inverted-residual
 block (expand 1x1 -> depthwise 3x3 -> linear project 1x1, a residual add when stride 1 and the
 channels match) and :func:`count_mobilenetv2` counts them with the rules of method §5 that
-:mod:`autoshrink.cost` uses for ShrinkCNN: a separable pair (depthwise + pointwise) is
+:mod:`autoshrink.cost.cells` uses for ShrinkCNN: a separable pair (depthwise + pointwise) is
 ``k²·C + C·C_out`` parameters and ``k²·C·H_out·W_out + C·C_out·H_out·W_out`` MACs, a 1x1
 conv ``C_in·C_out`` (MACs times the pixels), the linear layer ``(in+1)·out`` / ``in·out``;
 batch norm, activations, pooling and adds are free.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autoshrink.cost import ZERO, Counts, halve
+from autoshrink.cost.cells import ZERO, Counts, halve
 from autoshrink.errors import ConfigError
 
 #: (expansion t, output channels c, repeats n, first stride s) of the seven bottleneck stages.

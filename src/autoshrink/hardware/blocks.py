@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoshrink.cost import CellPlacement, halve, node_channels, plan
+from autoshrink.cost.cells import CellPlacement, halve, node_channels, plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.macros import MacroSpec
 from autoshrink.nn.ops import activation, build_op, conv_bn
+from autoshrink.spaces.macros import MacroSpec
 
 KINDS = ("stem", "pool", "concat", "op", "proj", "add", "head", "classifier", "io")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autoshrink.cost import Counts
+from autoshrink.cost.cells import Counts
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 

@@ -1,0 +1,25 @@
+"""One entry point for any output folder: a search run gets the run report, a bench output the
+bench report (``FOLDER/report/index.html``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoshrink.errors import AutoshrinkError
+from autoshrink.report.bench_report import BENCH, write_bench_report
+from autoshrink.report.reading import CONFIG
+from autoshrink.report.run_report import write_run_report
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write the report of a run folder or bench folder; returns ``FOLDER/report/index.html``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AutoshrinkError(f"{folder}: no such folder; expected a run or bench output folder")
+    if (folder / CONFIG).is_file():
+        return write_run_report(folder)
+    if (folder / BENCH).is_file():
+        return write_bench_report(folder)
+    raise AutoshrinkError(
+        f"{folder}: neither a search run folder ({CONFIG}) nor a bench output folder ({BENCH})"
+    )
