@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig
+from autoshrink.config import SearchConfig, preset
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.graph import Cell
 from autoshrink.report.compare import write_comparison
@@ -154,7 +154,13 @@ def test_config_and_cli_errors(cli, tmp_path: Path) -> None:
         SearchConfig(budget=10)
     with pytest.raises(ConfigError, match="budget must be >= 1"):
         SearchConfig(strategy="random", budget=0)
-    assert SearchConfig(nodes=8, k=10, keep_fraction=0.01).default_budget() == 1 + 10 * 28
+    # the paper preset by hand: the complete cell, then min(10, E) removals of a cell of E
+    # edges, for E = 28 .. 1 (the target is round(0.28) = 0): 1 + 19 * 10 + (9 + 8 + ... + 1)
+    assert SearchConfig(nodes=8, k=10, keep_fraction=0.01).default_budget() == 236
+    assert preset("demo").default_budget() == 1 + 4 * (28 - 6)  # E = 28 .. 7, all >= 4
+    assert (
+        SearchConfig(nodes=8, k=10, keep_fraction=0.01, score_start=False).default_budget() == 235
+    )
     code, _, err = cli("search", "--budget", "5", "--out", tmp_path / "x")
     assert code == 2 and "budget is for the baselines" in err and err.count("\n") == 1
     code, _, err = cli("report", tmp_path / "a", tmp_path / "b")
@@ -225,3 +231,21 @@ def test_cli_baseline_search_on_digits(cli, tmp_path: Path) -> None:
     assert len(records) == 5 and all(0 < r["metrics"]["accuracy"] <= 1 for r in records)
     code, out, err = cli("search", "--resume", tmp_path / "r", "--no-progress")
     assert code == 0 and "5 candidates, 0 trained now" in out
+
+
+@pytest.mark.parametrize(("nodes", "k", "keep"), [(4, 2, 0.0), (5, 3, 0.3), (6, 4, 0.2)])
+def test_the_default_budget_is_the_most_autoshrink_can_evaluate(nodes, k, keep):
+    """Against the longest AutoShrink walk, found by trying every removal at every step."""
+    cfg = SearchConfig(nodes=nodes, k=k, keep_fraction=keep, seed=1)
+    strategy = make_strategy(cfg)
+    most: dict[str, int] = {}
+
+    def longest(cell: Cell) -> int:  # candidates asked from ``cell`` on, at most
+        if cell.key not in most:
+            strategy.current = cell
+            space = [c for _, c in strategy.shrink_space()]
+            done = cell.num_edges <= strategy.target_edges or not space
+            most[cell.key] = 0 if done else min(k, len(space)) + max(map(longest, space))
+        return most[cell.key]
+
+    assert cfg.default_budget() == 1 + longest(strategy.current)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,6 +20,12 @@ from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
+
+ort = pytest.importorskip(  # absent, or installed without its native library
+    "onnxruntime",
+    reason='the export tests need the onnx extra: pip install "autoshrink[onnx]"',
+    exc_type=ImportError,
+)
 
 TINY = dict(width=0.25, image_size=8, num_classes=3)
 ODD = Cell("cnn", ("input", "conv3x3", "maxpool3x3", "identity", "sep3x3", "conv1x1"),

@@ -83,8 +83,15 @@ def test_shrinking_stops_at_keep_fraction_and_never_revisits_edges(tmp_path):
         by_step.setdefault(r["step"], []).append(r)
     assert len(by_step[0]) == 1 and by_step[0][0]["edges"] == 15
     assert all(len(v) <= 3 for s, v in by_step.items() if s > 0)
-    chosen_edges = [max(v, key=lambda r: r["score"])["edges"] for s, v in sorted(by_step.items())]
-    assert chosen_edges == sorted(chosen_edges, reverse=True)  # edges only ever go down
+    # the cell each step keeps: best score, ties to fewer edges (the toy's scores are finite)
+    chosen = [
+        {tuple(e) for e in max(v, key=lambda r: (r["score"], -r["edges"]))["cell"]["edges"]}
+        for _, v in sorted(by_step.items())
+    ]
+    for s, (parent, child) in enumerate(zip(chosen, chosen[1:], strict=False)):
+        assert child < parent  # a chain of strict subsets: a removed edge never comes back
+        for r in by_step[s + 1]:  # and every candidate of the next step is a removal from it
+            assert {tuple(e) for e in r["cell"]["edges"]} < parent
     assert min(r["edges"] for r in rows) >= round(15 * 0.5) - 3  # a removal can prune several
     assert result.evaluations == len(rows)
 
@@ -107,7 +114,10 @@ def test_strategy_ties_go_to_fewer_edges():
     strat.tell([Observation(p0, 1.0)])
     props = strat.ask()
     strat.tell([Observation(p, 1.0) for p in props])
-    assert strat.best is not None and strat.best.proposal.genotype.num_edges < 3
+    # the removals leave 2, 2 and 1 edges (cutting 0->1 prunes 1->2): the tie goes to the 1
+    assert sorted(p.genotype.num_edges for p in props) == [1, 2, 2]
+    assert strat.best is not None and strat.best.proposal.genotype.edges == ((0, 2),)
+    assert strat.current.edges == ((0, 2),)
 
 
 def test_same_seed_same_journal_and_patience_stop(tmp_path):

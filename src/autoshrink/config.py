@@ -7,12 +7,14 @@ checked on construction; unknown keys in a file are an error, not silently dropp
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
+from autoshrink.executors.settings import ExecutionSettings
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
 from autoshrink.spaces.macros import MACROS
@@ -24,6 +26,9 @@ TASKS = ("cnn", "rnn")
 STRATEGIES = ("autoshrink", "random", "rea")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
+#: Settings that say where and how candidates run, not which ones a search asks for or what
+#: they score: left out of :meth:`SearchConfig.fingerprint` (a data or table folder may move).
+NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "execution")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +63,8 @@ class SearchConfig:
     latency: LatencySettings = field(default_factory=LatencySettings)
     latency_macro: str | None = None
     latency_table: str | None = None
+    # How candidates run (executor and options): --resume rebuilds the same executor.
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -103,12 +110,26 @@ class SearchConfig:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
 
     def default_budget(self) -> int:
-        """The baselines' default budget: the most candidates AutoShrink could evaluate with
-        these settings, ``1 + k * (E0 - round(E0 * keep_fraction))`` (``E0 = N(N-1)/2``).
-        AutoShrink evaluates fewer when a step has fewer than K removals or patience ends it;
-        for an equal-budget comparison pass its count (``evaluations`` in ``result.json``)."""
+        """The baselines' default budget: the most candidates AutoShrink can evaluate with
+        these settings -- the start cell (when scored) and ``min(k, E)`` removals of a cell of
+        ``E`` edges for every ``E`` from ``E0 = N(N-1)/2`` down to just above the edge target
+        ``round(E0 * keep_fraction)`` (a step removes one edge at least, and a cell of ``E``
+        edges has at most ``E`` single-edge removals). AutoShrink evaluates fewer when a
+        removal prunes several edges, isomorphic removals merge or patience ends it; for an
+        equal-budget comparison pass its count (``evaluations`` in ``result.json``)."""
         e0 = self.nodes * (self.nodes - 1) // 2
-        return 1 + self.k * (e0 - round(e0 * self.keep_fraction))
+        target = round(e0 * self.keep_fraction)
+        return int(self.score_start) + sum(min(self.k, e) for e in range(target + 1, e0 + 1))
+
+    def search_settings(self) -> dict[str, Any]:
+        """The settings that decide which candidates the search asks for and how they score:
+        everything but :data:`NOT_FINGERPRINTED`, as JSON values."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of :meth:`search_settings` (canonical JSON): what a journal was made with."""
+        text = json.dumps(self.search_settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +151,8 @@ class SearchConfig:
                 d["score"] = Score(**d["score"])
             if "latency" in d:
                 d["latency"] = LatencySettings(**d["latency"])
+            if "execution" in d:
+                d["execution"] = ExecutionSettings(**d["execution"])
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None

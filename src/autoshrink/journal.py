@@ -1,24 +1,38 @@
-"""The run journal: one JSON line per evaluated candidate, appended as results arrive.
+"""The run journal and the run folder's lock.
 
-Each record is flushed and fsynced before the search goes on, so a killed run (even
-``kill -9``) loses at most the candidate in flight. :meth:`Journal.records` reads the journal
-back for ``--resume``; a torn last line (a kill mid-write) is dropped with a warning, any
-other malformed line is an error that names the line. Non-finite numbers are written as
-``null`` so every JSON tool can read the file.
+:class:`Journal`: one JSON line per evaluated candidate, appended as results arrive. Each
+record goes to the file in one ``write`` and is fsynced before the search goes on, so a killed
+run (even ``kill -9``) loses at most the candidate in flight; a write that fails (a full disk)
+is undone -- the file is cut back to its last whole record -- and raised as a one-line
+:class:`~autoshrink.errors.JournalError`. :meth:`Journal.records` reads the journal back for
+``--resume``: a torn last line without its newline (a kill mid-write) is dropped with a
+warning; malformed lines at the end of the file are an error that names the line, and
+``repair=True`` (``--resume --repair``) cuts them off into ``journal.jsonl.torn``; a malformed
+line followed by good records is always an error. Non-finite numbers are written as ``null``
+so every JSON tool can read the file.
+
+:class:`RunLock`: an exclusive ``flock`` on ``run.lock`` in the run folder, holding the pid of
+its owner, so two processes never search in one folder. The kernel drops the lock when its
+process dies, so the lock of a dead process is simply taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from autoshrink.errors import JournalError
 
 log = logging.getLogger(__name__)
+
+LOCK = "run.lock"
 
 
 def finite_or_none(value: Any) -> Any:
@@ -32,47 +46,166 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def _parse(line: bytes) -> dict[str, Any]:
+    rec = json.loads(line)
+    if not isinstance(rec, dict):
+        raise ValueError("not an object")
+    return rec
+
+
 class Journal:
     """An append-only JSON-lines file of candidate records."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def records(self) -> list[dict[str, Any]]:
-        """All complete records; a torn final line is dropped (and cut from the file)."""
+    def records(self, repair: bool = False) -> list[dict[str, Any]]:
+        """All complete records (see :meth:`numbered`)."""
+        return [rec for _, rec in self.numbered(repair)]
+
+    def numbered(self, repair: bool = False) -> list[tuple[int, dict[str, Any]]]:
+        """``(line number, record)`` of every complete record.
+
+        A torn final line without its newline is dropped (and cut from the file). Malformed
+        lines after the last good record are an error, or with ``repair`` are cut from the
+        file and kept in ``<journal>.torn``; any other malformed line is an error.
+        """
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
-        records: list[dict[str, Any]] = []
-        good_bytes = 0
+        records: list[tuple[int, dict[str, Any]]] = []
+        bad: tuple[int, int, ValueError] | None = None  # first malformed line: n, offset, error
+        offset = good_bytes = 0
         for n, line in enumerate(lines, start=1):
             last = n == len(lines)
-            if not line.strip():
-                good_bytes += len(line) + (0 if last else 1)
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError("not an object")
-            except ValueError as err:
-                if last:  # written without its newline: the run was killed mid-write
-                    log.warning("%s: dropping a torn last record (line %d)", self.path, n)
-                    with open(self.path, "r+b") as f:
-                        f.truncate(good_bytes)
-                    break
-                raise JournalError(f"{self.path}: line {n} is not a JSON record ({err})") from None
-            records.append(rec)
-            good_bytes += len(line) + (0 if last else 1)
-            if last:  # a whole record without its newline: end the line before appending
-                with open(self.path, "ab") as f:
-                    f.write(b"\n")
+            end = offset + len(line) + (0 if last else 1)
+            if line.strip():
+                try:
+                    rec = _parse(line)
+                except ValueError as err:
+                    if bad is None:
+                        bad = (n, offset, err)
+                else:
+                    if bad is not None:  # a good record after a bad line: not a torn tail
+                        raise JournalError(
+                            f"{self.path}: line {bad[0]} is not a JSON record ({bad[2]})"
+                        )
+                    records.append((n, rec))
+                    good_bytes = end
+            offset = end
+        if bad is not None:
+            n, start, err = bad
+            if n == len(lines):  # written without its newline: the run was killed mid-write
+                log.warning("%s: dropping a torn last record (line %d)", self.path, n)
+            elif repair:
+                torn = self.path.with_name(self.path.name + ".torn")
+                with open(torn, "ab") as f:
+                    f.write(raw[start:])
+                log.warning("%s: cut the torn tail from line %d into %s", self.path, n, torn)
+            else:
+                raise JournalError(
+                    f"{self.path}: line {n} is not a JSON record ({err}); it is the journal's "
+                    "torn tail: --resume --repair drops it"
+                )
+            with open(self.path, "r+b") as f:
+                f.truncate(start)
+        elif records and good_bytes == len(raw) and not raw.endswith(b"\n"):
+            with open(self.path, "ab") as f:  # a whole record without its newline: end it
+                f.write(b"\n")
         return records
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record durably (flush + fsync)."""
-        line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Write one record durably (one ``write``, then fsync); on failure (a full disk) cut
+        the file back to what it held and raise a :class:`JournalError`."""
+        line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
+        data = line.encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError as err:
+                with contextlib.suppress(OSError):  # else resume drops the torn line
+                    os.ftruncate(fd, size)
+                why = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or err
+                raise JournalError(
+                    f"cannot append to {self.path}: {why}; the records before are intact, "
+                    "resume with --resume once it is fixed"
+                ) from None
+        finally:
+            os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``run.lock``, holding the owner's pid).
+
+    Use as a context manager; a second holder gets a :class:`JournalError` naming the pid of
+    the first. The lock is an ``flock``, dropped by the kernel when its process dies, so a
+    stale ``run.lock`` (of a dead pid) is taken over.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise JournalError(
+                    f"{self.path.parent} is in use by {who} ({self.path}); wait for it to "
+                    "end or stop it"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last holder unlinked after we opened it
+                break
+            os.close(fd)
+        stale = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if stale.isdigit() and int(stale) != os.getpid():
+            state = "alive, not searching" if _alive(int(stale)) else "dead"
+            log.warning("%s: taking over the lock of process %s (%s)", self.path, stale, state)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

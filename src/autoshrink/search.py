@@ -20,8 +20,11 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from autoshrink.config import SearchConfig
-from autoshrink.errors import JournalError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal, finite_or_none
+from autoshrink.journal import Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
 from autoshrink.report.picture import render
 from autoshrink.spaces.cells import start_cell
@@ -44,6 +47,7 @@ from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
 log = logging.getLogger(__name__)
 
 CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.json", "best_cell.json"
+FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class SearchResult:
     evaluations: int
     trained: int
     seconds: float
+    stopped: str | None = None  # why the strategy stopped early (every candidate failed)
 
     @property
     def cell(self) -> Cell:
@@ -104,12 +109,15 @@ def make_strategy(config: SearchConfig) -> CellStrategy:
 
 
 def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) -> SearchConfig:
-    """Create a run folder for ``config`` or, with ``resume``, read the config it holds."""
+    """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
+    check it against the fingerprint its journal was made with (call with the lock held)."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CONFIG).is_file():
             raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
-        return SearchConfig.load(run_dir / CONFIG)
+        config = SearchConfig.load(run_dir / CONFIG)
+        check_fingerprint(run_dir, config)
+        return config
     if config is None:
         raise JournalError("a new search needs a config")
     if (run_dir / JOURNAL).exists():
@@ -118,7 +126,45 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / CONFIG)
+    write_fingerprint(run_dir, config)
     return config
+
+
+def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
+    """Write ``fingerprint.json``: the hash and the search settings the journal is made with."""
+    out = {
+        "format": "autoshrink.fingerprint/1",
+        "config_hash": config.fingerprint(),
+        "settings": config.search_settings(),
+    }
+    (run_dir / FINGERPRINT).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
+def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
+    """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
+    config the run's journal was made with; a folder without ``fingerprint.json`` (made before
+    there were fingerprints) gets one from its ``config.json``."""
+    path = run_dir / FINGERPRINT
+    if not path.is_file():
+        log.warning(
+            "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
+        )
+        write_fingerprint(run_dir, config)
+        return
+    try:
+        saved = json.loads(path.read_text())
+        saved_hash, settings = str(saved["config_hash"]), saved.get("settings", {})
+    except (ValueError, KeyError, TypeError) as err:
+        raise JournalError(f"{path}: not a fingerprint file ({err})") from None
+    if saved_hash == config.fingerprint():
+        return
+    now = config.search_settings()
+    changed = sorted(k for k in set(now) | set(settings) if now.get(k) != settings.get(k))
+    raise JournalError(
+        f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
+        f"{', '.join(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
+        f"config.json hashes to {config.fingerprint()[:12]}); restore it or start a new search"
+    )
 
 
 def record(
@@ -165,7 +211,7 @@ def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) ->
 
 
 def retry_listener(
-    journal: Journal,
+    append: Callable[[dict[str, Any]], None],
     proposals: list[Proposal],
     todo: list[int],
     seeds: list[int],
@@ -176,7 +222,7 @@ def retry_listener(
 
     def on_retry(job: int, attempt: int, reason: str) -> None:
         i = todo[job]
-        journal.append(
+        append(
             {
                 "type": "event",
                 "event": "retry",
@@ -201,6 +247,116 @@ def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
     )
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by SIGINT (Ctrl-C) or SIGTERM; the message says how to resume it."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class StopSignals:
+    """While active (a context manager, main thread only): SIGINT and SIGTERM raise
+    :class:`SearchInterrupted` -- deferred to the end of a :meth:`held` block, so that a
+    journal record is never cut by a signal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._held = False
+        self._pending: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._held:
+            self._pending = signum
+        else:
+            raise SearchInterrupted(signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Defer SIGINT and SIGTERM until the block ends."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise SearchInterrupted(signum)
+
+
+class Replay:
+    """The journal's candidate records as the resumed strategy asks for them again.
+
+    ``done`` maps each canonical key to its (last) record. Every record must be asked for
+    again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
+    :class:`JournalError` naming a record the strategy passed by -- the journal was not made
+    by this config. With ``retry_failed``, ``"failed"`` records are left out of ``done`` (so
+    they train again), and the records journalled after the first of them may go unasked:
+    a retrained candidate can change the search's path.
+    """
+
+    def __init__(self, journal: Journal, repair: bool, retry_failed: bool) -> None:
+        self.path = journal.path
+        self.done: dict[str, dict[str, Any]] = {}
+        self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
+        for line, rec in journal.numbered(repair):
+            if rec.get("type") == "candidate":
+                self.done[rec["key"]] = rec
+                self._unasked.setdefault(rec["key"], (line, rec.get("step", -1)))
+        failed = [k for k, rec in self.done.items() if rec["status"] == "failed"]
+        self.horizon = min((self._unasked[k][0] for k in failed), default=math.inf)
+        if retry_failed:
+            for key in failed:
+                del self.done[key]
+            if failed:
+                log.info("%s: retraining %d failed candidates", self.path, len(failed))
+        else:
+            self.horizon = math.inf
+
+    def asked(self, proposals: list[Proposal]) -> None:
+        """The strategy asked for ``proposals``; before any of them trains, every earlier
+        record must have been asked for."""
+        for p in proposals:
+            self._unasked.pop(p.genotype.key, None)
+        if any(p.genotype.key not in self.done for p in proposals):
+            self.check()
+
+    def check(self) -> None:
+        strays = sorted(v + (k,) for k, v in self._unasked.items() if v[0] < self.horizon)
+        if strays:
+            line, step, key = strays[0]
+            raise JournalError(
+                f"{self.path}: line {line} holds candidate {key} (step {step}) that this "
+                f"config's search did not ask for ({len(strays)} such); the journal was not "
+                "made with this config"
+            )
+
+    def finish(self) -> None:
+        """At the end of the search: no record may be left unasked (but those superseded by
+        retrained candidates, which are logged)."""
+        self.check()
+        if self._unasked:
+            log.warning(
+                "%s: %d records after the retrained candidates were not asked for again "
+                "(the search took another path); they stay in the journal, unused",
+                self.path,
+                len(self._unasked),
+            )
+
+
 def run_search(
     run_dir: Path,
     config: SearchConfig | None = None,
@@ -209,38 +365,98 @@ def run_search(
     evaluator_factory: Callable[[SearchConfig], Evaluator] | None = None,
     executor: Executor | None = None,
     progress: bool = True,
+    retry_failed: bool = False,
+    repair: bool = False,
 ) -> SearchResult:
     """Run a new search described by ``config`` in ``run_dir``, or resume the one there.
 
     ``evaluator_factory`` builds the evaluator from the config (default: proxy training on the
-    config's data set, see :func:`autoshrink.evaluators.factory.build_evaluator`).
+    config's data set, see :func:`autoshrink.evaluators.factory.build_evaluator`). The run
+    folder is locked (:class:`~autoshrink.journal.RunLock`) while the search runs. With
+    ``resume``: ``retry_failed`` trains ``"failed"`` candidates again, ``repair`` cuts a torn
+    tail off the journal. SIGINT and SIGTERM raise :class:`SearchInterrupted` between journal
+    records.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    config = prepare_run_dir(run_dir, config, resume)
-    journal = Journal(run_dir / JOURNAL)
-    done = {rec["key"]: rec for rec in journal.records() if rec.get("type") == "candidate"}
-    if done:
-        log.info("resuming %s: %d candidates already in the journal", run_dir, len(done))
-    if evaluator_factory is None:
-        from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
-    evaluator = evaluator_factory(config)
+    if (retry_failed or repair) and not resume:
+        raise ConfigError("retry_failed and repair (--retry-failed, --repair) need --resume")
+    if resume and not (run_dir / CONFIG).is_file():
+        raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
     executor = executor or InProcessExecutor()
+    journal = Journal(run_dir / JOURNAL)
+    with RunLock(run_dir), StopSignals() as signals:
+        try:
+            config = prepare_run_dir(run_dir, config, resume)
+            replay = Replay(journal, repair, retry_failed)
+            if replay.done:
+                log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
+            if evaluator_factory is None:
+                from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
+            evaluator = evaluator_factory(config)
+            result = search_loop(config, evaluator, executor, journal, replay, signals, progress)
+        except KeyboardInterrupt as err:
+            signum = getattr(err, "signum", signal.SIGINT)
+            journalled = sum(1 for r in journal.records() if r.get("type") == "candidate")
+            raise SearchInterrupted(
+                signum,
+                f"search stopped by {signal.Signals(signum).name}; {journalled} candidates are "
+                f"in {journal.path}; continue with: autoshrink search --resume {run_dir}",
+            ) from None
+        finally:
+            executor.close()
+        best, start_obs, evaluations, trained, stopped = result
+        if best is None:
+            why = f"search stopped: {stopped}; " if stopped else ""
+            raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
+        out = SearchResult(
+            best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0, stopped
+        )
+        write_result(out, config)
+    return out
+
+
+def search_loop(
+    config: SearchConfig,
+    evaluator: Evaluator,
+    executor: Executor,
+    journal: Journal,
+    replay: Replay,
+    signals: StopSignals,
+    progress: bool,
+) -> tuple[Observation | None, Observation | None, int, int, str | None]:
+    """Ask, train what the journal lacks, journal, tell -- until the strategy stops.
+
+    Returns the best and start observations, the evaluations and trainings counted, and the
+    strategy's reason for stopping early (``None`` when it ran its course).
+    """
+    done = replay.done
     score_fn: Score = config.score
     strategy = make_strategy(config)
     start_obs: Observation | None = None
     evaluations = trained = 0
+
+    def append(rec: dict[str, Any]) -> None:
+        with signals.held():
+            journal.append(rec)
+            done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
+
+    def append_event(rec: dict[str, Any]) -> None:
+        with signals.held():
+            journal.append(rec)
+
     steps_bar = tqdm(
         total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
     )
     try:
         while proposals := strategy.ask():
+            replay.asked(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key not in done and (why := violation(evaluator, p, config)):
-                    rec = record(p, i, seeds[i], why, float("-inf"))
-                    journal.append(rec)
-                    done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
+                    append(record(p, i, seeds[i], why, float("-inf")))
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
             bar = tqdm(
@@ -251,13 +467,11 @@ def run_search(
                 leave=False,
                 disable=not progress,
             )
-            on_retry = retry_listener(journal, proposals, todo, seeds)
+            on_retry = retry_listener(append_event, proposals, todo, seeds)
             for j, evaluation in executor.run(evaluator, jobs, on_retry):
                 i = todo[j]
                 score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
-                rec = record(proposals[i], i, seeds[i], evaluation, score)
-                journal.append(rec)
-                done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
+                append(record(proposals[i], i, seeds[i], evaluation, score))
                 trained += 1
                 bar.update(1)
             bar.close()
@@ -271,13 +485,12 @@ def run_search(
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")
     finally:
         steps_bar.close()
-        executor.close()
-    best = strategy.best
-    if best is None:
-        raise JournalError(f"{run_dir}: no candidate finished with a finite score")
-    result = SearchResult(best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0)
-    write_result(result, config)
-    return result
+    stopped = getattr(strategy, "stop_reason", None)
+    if stopped is None:
+        replay.finish()
+    else:
+        log.warning("search stopped early: %s", stopped)
+    return strategy.best, start_obs, evaluations, trained, stopped
 
 
 def write_result(result: SearchResult, config: SearchConfig) -> None:
@@ -308,6 +521,7 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "evaluations": result.evaluations,
         "trained_this_session": result.trained,
         "seconds_this_session": round(result.seconds, 3),
+        "stopped": result.stopped,
         "picture": picture.name,
     }
     (run_dir / RESULT).write_text(json.dumps(finite_or_none(out), indent=2) + "\n")

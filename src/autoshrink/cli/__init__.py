@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 a search stopped early, 2 bad
+    input, 130 interrupted by Ctrl-C, 143 by SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -56,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutoshrinkError as err:
         print(f"autoshrink: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("autoshrink: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C (130), or SIGTERM during a search (143)
+        print(f"autoshrink: {err or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(err, "signum", 2)
 
 
 if __name__ == "__main__":

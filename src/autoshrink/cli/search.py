@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, STRATEGIES, preset
+from autoshrink.config import PRESETS, STRATEGIES, SearchConfig, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
+from autoshrink.executors.settings import ExecutionSettings
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
 from autoshrink.report.picture import to_text
-from autoshrink.search import run_search
+from autoshrink.search import CONFIG, SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
@@ -75,7 +78,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="RUN_DIR",
-        help="continue the search in RUN_DIR from its journal",
+        help="continue the search in RUN_DIR from its journal, with the settings, device and "
+        "executor of its config.json (--executor and its options may be given again)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: train the journal's failed candidates again",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: cut malformed lines off the end of the journal (kept in "
+        "journal.jsonl.torn) instead of stopping at them",
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=None)
@@ -105,8 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budget",
         type=int,
         default=None,
-        help="baselines: candidates in all (default: 1 + K * (E0 - round(E0 * keep_fraction)), "
-        "the most AutoShrink could evaluate)",
+        help="baselines: candidates in all (default: the most AutoShrink can evaluate, "
+        "1 + sum of min(K, E) for E from E0 down to round(E0 * keep_fraction) + 1)",
     )
     g.add_argument("--population-size", type=int, default=None, help="rea: population (default 10)")
     g.add_argument("--tournament-size", type=int, default=None, help="rea: tournament (default 3)")
@@ -239,6 +254,18 @@ def run(args: argparse.Namespace) -> int:
         given["latency"] = LatencySettings(
             backend=args.latency_backend or "torch", device=args.latency_device or "cpu"
         )
+    execution = {
+        "executor": args.executor,
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        "precision": args.precision,
+        "depthwise": args.depthwise,
+    }
+    execution = {k: v for k, v in execution.items() if v is not None}
+    if args.cuda_graph:
+        execution["cuda_graph"] = True
+    if (args.retry_failed or args.repair) and args.resume is None:
+        raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
     if args.resume is not None:
         if given or args.weight is not None or args.cost is not None or args.task is not None:
             raise ConfigError(
@@ -246,6 +273,13 @@ def run(args: argparse.Namespace) -> int:
                 f"drop {sorted(given) + (['lambda'] if args.weight is not None else [])}"
             )
         run_dir, config = args.resume, None
+        if (run_dir / CONFIG).is_file():  # else run_search says there is nothing to resume
+            saved = SearchConfig.load(run_dir / CONFIG)
+            # another --executor starts from its own options; else the run's, updated
+            base = saved.execution if "executor" not in execution else ExecutionSettings()
+            device, settings = saved.device, replace(base, **execution)
+        else:
+            device, settings = "cpu", ExecutionSettings(**execution)
     else:
         task = args.task or "cnn"
         if task == "rnn" and args.data_dir is None:
@@ -257,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         if table and args.latency_table is None:  # a table in the run folder, shared by workers
             out = args.out or Path("runs") / args.preset
             given["latency_table"] = str(out / "latency_table.json")
+        given["execution"] = ExecutionSettings(**execution)
         config = preset(args.preset, task=task, **given)
         if args.weight is not None or args.cost is not None:
             make_score = Score.rnn if task == "rnn" else Score.cnn
@@ -274,14 +309,15 @@ def run(args: argparse.Namespace) -> int:
 
             load_images(config.dataset, config.data_dir, download=True)
         run_dir = args.out or Path("runs") / args.preset
+        device, settings = config.device, config.execution
     executor = build_executor(
-        args.executor,
-        args.workers,
-        device=args.device or "cpu",
-        ray_address=args.ray_address,
-        precision=args.precision,
-        cuda_graph=args.cuda_graph,
-        depthwise=args.depthwise,
+        settings.executor,
+        settings.workers,
+        device=device,
+        ray_address=settings.ray_address,
+        precision=settings.precision,
+        cuda_graph=settings.cuda_graph,
+        depthwise=settings.depthwise,
     )
     result = run_search(
         run_dir,
@@ -289,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume is not None,
         executor=executor,
         progress=not args.no_progress,
+        retry_failed=args.retry_failed,
+        repair=args.repair,
     )
     if args.report:
         from autoshrink.report.folder import write_report
@@ -298,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     print(to_text(result.cell), end="")
     if result.cell.kind == "rnn":
         print_search_summary(result)
-        return 0
+        return stopped_early(result)
     acc = best.metrics.get("accuracy")
     start = result.start
     print(
@@ -313,4 +351,17 @@ def run(args: argparse.Namespace) -> int:
         f"{result.evaluations} candidates, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
     )
-    return 0
+    return stopped_early(result)
+
+
+def stopped_early(result: SearchResult) -> int:
+    """Exit status 0, or 1 with a one-line message when the strategy stopped early."""
+    if result.stopped is None:
+        return 0
+    print(
+        f"autoshrink: search stopped early: {result.stopped}; the best cell so far is in "
+        f"{result.run_dir}; see journal.jsonl, and train the failed candidates again with "
+        f"autoshrink search --resume {result.run_dir} --retry-failed",
+        file=sys.stderr,
+    )
+    return 1

@@ -16,6 +16,8 @@ from autoshrink.evaluators.base import Evaluation, Evaluator
 #: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
 #: died runs again, so the search can journal it.
 RetryListener = Callable[[int, int, str], None]
+#: Retries of a candidate whose worker died, or that ran out of memory, before it is "failed".
+DEFAULT_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,20 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Evaluate jobs one after another in this process (the default on a GPU)."""
+    """Evaluate jobs one after another in this process; a candidate that runs out of memory
+    trains again, at most ``max_retries`` times (see
+    :func:`~autoshrink.executors.retries.retry_out_of_memory`)."""
+
+    def __init__(self, max_retries: int = DEFAULT_RETRIES) -> None:
+        self.max_retries = max_retries
 
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
     ) -> Iterator[tuple[int, Evaluation]]:
-        for i, job in enumerate(jobs):
-            yield i, evaluator.evaluate(job.genotype, job.seed)
+        from autoshrink.executors.retries import retry_out_of_memory  # it imports this module
+
+        results = ((i, evaluator.evaluate(job.genotype, job.seed)) for i, job in enumerate(jobs))
+        yield from retry_out_of_memory(evaluator, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:
         pass

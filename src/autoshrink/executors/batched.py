@@ -4,7 +4,8 @@
 (or ``evaluate_many``), which trains them together and reports each one as it stops. A plain
 :class:`~autoshrink.evaluators.cnn_proxy.CNNProxyEvaluator` is turned into its batched twin
 (:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings); any
-other evaluator is run one job after another.
+other evaluator is run one job after another. A candidate that still ran out of memory alone
+trains again (:func:`~autoshrink.executors.retries.retry_out_of_memory`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
+from autoshrink.executors.retries import DEFAULT_RETRIES, retry_out_of_memory
 
 
 class BatchedExecutor:
-    """Evaluate all jobs of a batch together; ``options`` go to the batched evaluator it makes."""
+    """Evaluate all jobs of a batch together; ``options`` go to the batched evaluator it makes;
+    ``max_retries`` bounds the retries of a candidate that ran out of memory."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, max_retries: int = DEFAULT_RETRIES, **options: Any) -> None:
+        self.max_retries = max_retries
         self.options = options
         self._source: Evaluator | None = None
         self._batched: Any = None
@@ -42,11 +46,13 @@ class BatchedExecutor:
         batched = self._batched_for(evaluator)
         genotypes, seeds = [j.genotype for j in jobs], [j.seed for j in jobs]
         if batched is None:
-            yield from InProcessExecutor().run(evaluator, jobs)
-        elif hasattr(batched, "evaluate_iter"):
-            yield from batched.evaluate_iter(genotypes, seeds)
+            yield from InProcessExecutor(self.max_retries).run(evaluator, jobs, on_retry)
+            return
+        if hasattr(batched, "evaluate_iter"):
+            results = batched.evaluate_iter(genotypes, seeds)
         else:
-            yield from enumerate(batched.evaluate_many(genotypes, seeds))
+            results = enumerate(batched.evaluate_many(genotypes, seeds))
+        yield from retry_out_of_memory(batched, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:
         self._source = self._batched = None

@@ -44,7 +44,8 @@ def build_executor(
     """The executor ``name``; ``None`` picks the default for ``device``.
 
     ``ray_address`` (a running Ray cluster) implies ``ray`` when no name is given.
-    ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died.
+    ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died, and
+    how often the in-process and batched executors rerun one that ran out of memory.
     ``precision`` (a key of :data:`PRECISIONS`), ``cuda_graph`` and ``depthwise`` (a backend
     of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
     the ``batched`` executor.
@@ -69,13 +70,14 @@ def build_executor(
     if ray_address is not None and name != "ray":
         raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
     if name == "inprocess":
-        return InProcessExecutor()
+        return InProcessExecutor(max_retries)
     if name == "pool":
         return LocalPoolExecutor(workers, max_retries=max_retries)
     if name == "batched":
         from autoshrink.executors.batched import BatchedExecutor
 
         return BatchedExecutor(
+            max_retries,
             **PRECISIONS[precision or "auto"],
             cuda_graph=cuda_graph,
             depthwise=depthwise or "auto",

@@ -8,21 +8,28 @@ evaluation (it scores ``-inf``): the search goes on, and a resume does not train
 
 An exception raised *by* the evaluator is not a dead worker: it is re-raised in the driver,
 exactly as the in-process executor would.
+
+Out of memory is the one evaluator failure worth another try: the memory may be held by a
+group trained just before, or fragmented. :func:`retry_out_of_memory` (used by the in-process
+and batched executors, after the batched evaluator's own retries in halves) empties the CUDA
+cache and trains such a candidate again, alone, from the same seed, under the same
+:class:`RetryBudget` and listener.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, RetryListener
+from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRIES = 2
-
-"""Called as ``listener(position in jobs, retry number (1, 2, ...), reason)`` before a retry."""
+__all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memory"]
 
 
 def check_retries(max_retries: int) -> int:
@@ -61,3 +68,37 @@ class RetryBudget:
             metrics = {}
         detail = {"error": f"{reason} ({self.lost[index]} attempts)", "attempts": self.lost[index]}
         return Evaluation(metrics, "failed", 0.0, detail)
+
+
+#: What the evaluators' ``"failed"`` evaluations say when memory ran out (CUDA or the CPU).
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|can't allocate memory|MemoryError")
+
+
+def out_of_memory(evaluation: Evaluation) -> bool:
+    """Whether ``evaluation`` failed because memory ran out."""
+    error = str(evaluation.detail.get("error", ""))
+    return evaluation.status == "failed" and OUT_OF_MEMORY.search(error) is not None
+
+
+def free_cuda_cache() -> None:
+    """Return PyTorch's cached CUDA blocks to the device (when torch uses CUDA already)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def retry_out_of_memory(
+    evaluator: Evaluator,
+    jobs: Sequence[Job],
+    results: Iterable[tuple[int, Evaluation]],
+    max_retries: int,
+    listener: RetryListener | None,
+) -> Iterator[tuple[int, Evaluation]]:
+    """Pass ``results`` on; a candidate that ran out of memory trains again alone (after the
+    CUDA cache is emptied), at most ``max_retries`` times, each retry told to ``listener``."""
+    budget = RetryBudget(len(jobs), max_retries, listener)
+    for i, evaluation in results:
+        while out_of_memory(evaluation) and budget.retry(i, evaluation.detail["error"]):
+            free_cuda_cache()
+            evaluation = evaluator.evaluate(jobs[i].genotype, jobs[i].seed)
+        yield i, evaluation

@@ -6,6 +6,11 @@ the best-scoring one becomes the current cell -- removed edges never come back. 
 stops when at most ``round(E0 * keep_fraction)`` edges are left, when nothing is left to
 remove, or after ``patience`` steps without a better best score. The result is the best cell
 of the whole trajectory (ties to fewer edges), the starting cell included when it is scored.
+
+A step whose candidates all failed to train (``"failed"`` or ``"diverged"``, none with a
+finite score) has no winner to shrink from: the search stops there and says so in
+:attr:`AutoShrink.stop_reason`. A step whose candidates were all *rejected* by a hard
+constraint goes on shrinking (smaller cells cost less), from the candidate with fewest edges.
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ class AutoShrink:
         self._rng = rng
         self._best: Observation | None = None
         self._pending: list[Proposal] = []
+        self._stop_reason: str | None = None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the search stopped before its edge target or patience ran out (``None``: it
+        did not): every candidate of a step failed."""
+        return self._stop_reason
 
     @property
     def best(self) -> Observation | None:
@@ -70,6 +82,8 @@ class AutoShrink:
 
     @property
     def finished(self) -> bool:
+        if self._stop_reason is not None:
+            return True
         if self.step == 0:
             return False
         if self.current.num_edges <= self.target_edges or self.current.num_edges == 0:
@@ -110,7 +124,14 @@ class AutoShrink:
         for obs in observations:
             if better(obs, self._best):
                 self._best, improved = obs, True
-        if self.step > 0:
+        statuses = sorted({o.status for o in observations})
+        if self.step > 0 and not any(o.ok for o in observations) and statuses != ["rejected"]:
+            counts = ", ".join(f"{sum(o.status == s for o in observations)} {s}" for s in statuses)
+            self._stop_reason = (
+                f"every candidate of step {self.step} failed ({counts}); the search cannot "
+                "shrink from a failed cell"
+            )
+        elif self.step > 0:
             winner = observations[0]
             for obs in observations[1:]:
                 if obs.score > winner.score or (

@@ -1,0 +1,443 @@
+"""Runs that survive: resume rebuilds the run's executor, the run-folder lock, the config
+fingerprint and foreign journals, a step where every candidate failed, signals, a full disk,
+a torn journal tail, and retraining failed candidates."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import SearchConfig
+from autoshrink.errors import JournalError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.executors.settings import ExecutionSettings
+from autoshrink.graph import Cell
+from autoshrink.journal import LOCK, Journal, RunLock
+from autoshrink.search import run_search
+from test_search import ToyEvaluator, strip_seconds, toy_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def search(run: Path, cfg: SearchConfig | None = None, ev: ToyEvaluator | None = None, **kw):
+    ev = ev or ToyEvaluator()
+    return run_search(
+        run, cfg, evaluator_factory=lambda c: ev, progress=False, resume=cfg is None, **kw
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+# -- item 2: --resume rebuilds the run's executor and device -------------------------------
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Capture what the CLI builds its executor from and the config it searches; no search."""
+    import autoshrink.cli.search as cli_search
+
+    seen: dict = {}
+
+    def build(name, workers=None, **kw):
+        seen.update(kw, name=name, workers=workers)
+        return object()
+
+    def run(run_dir, config, **kw):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(cli_search, "build_executor", build)
+    monkeypatch.setattr(cli_search, "run_search", run)
+    return seen
+
+
+def test_resume_rebuilds_the_executor_and_device_of_the_run(captured, tmp_path):
+    from autoshrink.cli import main
+
+    run = tmp_path / "gpu"
+    run.mkdir()
+    cuda = ExecutionSettings(executor="batched", precision="bf16", cuda_graph=True)
+    SearchConfig(device="cuda", execution=cuda).save(run / "config.json")
+    with pytest.raises(Stop):
+        main(["search", "--resume", str(run)])
+    assert captured["device"] == "cuda" and captured["name"] == "batched"
+    assert captured["precision"] == "bf16" and captured["cuda_graph"] is True
+    with pytest.raises(Stop):  # another executor given again: its own options, same device
+        main(["search", "--resume", str(run), "--executor", "inprocess"])
+    assert captured["device"] == "cuda" and captured["name"] == "inprocess"
+    assert captured["precision"] is None and captured["cuda_graph"] is False
+
+
+def test_a_new_search_saves_its_executor_in_the_config(captured, tmp_path):
+    from autoshrink.cli import main
+
+    with pytest.raises(Stop):
+        main(["search", "--preset", "demo", "--executor", "pool", "--workers", "3"])
+    cfg = captured["config"]
+    assert cfg.execution == ExecutionSettings(executor="pool", workers=3)
+    cfg.save(tmp_path / "c.json")
+    assert SearchConfig.load(tmp_path / "c.json").execution.workers == 3
+    assert (captured["name"], captured["workers"], captured["device"]) == ("pool", 3, "cpu")
+
+
+# -- item 3: the run-folder lock ------------------------------------------------------------
+
+
+def test_a_second_holder_of_a_run_folder_gets_the_pid_of_the_first(tmp_path, cli):
+    run = tmp_path / "run"
+    search(run, toy_config(k=2))
+    assert not (run / LOCK).exists()  # released when the search ended
+    with RunLock(run):
+        assert (run / LOCK).read_text().strip() == str(os.getpid())
+        with pytest.raises(JournalError, match=f"in use by process {os.getpid()}"):
+            search(run)
+        code, _, err = cli("search", "--resume", run, "--executor", "inprocess")
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"autoshrink: error: {run} is in use by process {os.getpid()} ({run / LOCK}); "
+            "wait for it to end or stop it"
+        ]
+        with pytest.raises(JournalError, match="in use by process"):  # a new search too
+            search(run, toy_config(k=2))
+    assert not (run / LOCK).exists()
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK).write_text(f"{dead.pid}\n")
+    with RunLock(tmp_path):
+        assert (tmp_path / LOCK).read_text().strip() == str(os.getpid())
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_the_lock_is_held_by_another_process_until_it_dies(tmp_path):
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from autoshrink.journal import RunLock;"
+        "lock = RunLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), str(REPO / "src")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(JournalError, match=f"in use by process {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()  # SIGKILL: no clean-up, run.lock stays with its pid
+        holder.wait()
+    assert (tmp_path / LOCK).read_text().strip() == str(holder.pid)
+    with RunLock(tmp_path):
+        pass
+
+
+# -- item 4: the config fingerprint and foreign journals ------------------------------------
+
+
+def test_resume_refuses_an_edited_config_naming_the_setting(tmp_path):
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["k"], cfg["device"] = 4, "cuda"  # the device is not part of the fingerprint
+    (run / "config.json").write_text(json.dumps(cfg))
+    ev = ToyEvaluator()
+    with pytest.raises(
+        JournalError, match=r"not the config the journal was made with \(changed: k;"
+    ):
+        search(run, ev=ev)
+    assert ev.calls == 0
+    cfg["k"] = 3  # only the device differs: resumes
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert search(run, ev=ev).trained == 0
+
+
+def test_resume_refuses_a_journal_made_by_another_config(tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    search(mine, toy_config(k=3, seed=1))
+    search(other, toy_config(k=3, seed=2))
+    (mine / "journal.jsonl").write_text((other / "journal.jsonl").read_text())
+    ev = ToyEvaluator()
+    with pytest.raises(JournalError, match=r"journal.jsonl: line \d+ holds candidate \w+ \(step"):
+        search(mine, ev=ev)
+    assert ev.calls == 0  # refused before training anything
+
+
+def test_resume_refuses_a_journal_with_an_extra_record(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    search(run, toy_config(k=3, seed=1))
+    search(other, toy_config(k=3, seed=2))
+    mine = {json.loads(x)["key"] for x in lines(run / "journal.jsonl")}
+    stray = next(x for x in lines(other / "journal.jsonl") if json.loads(x)["key"] not in mine)
+    with (run / "journal.jsonl").open("a") as f:
+        f.write(stray + "\n")
+    n = len(lines(run / "journal.jsonl"))
+    with pytest.raises(JournalError, match=f"line {n} holds candidate"):
+        search(run)
+
+
+# -- item 6: a step where every candidate failed ends the search ----------------------------
+
+
+class FailingStep(ToyEvaluator):
+    """Every candidate with ``edges`` edges fails (as an out-of-memory error would)."""
+
+    def __init__(self, edges: int, error: str = "RuntimeError: boom") -> None:
+        super().__init__()
+        self.edges, self.error = edges, error
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        if cell.num_edges == self.edges:
+            self.calls += 1
+            return Evaluation(self.profile(cell), "failed", 0.0, {"error": self.error})
+        return super().evaluate(cell, seed)
+
+
+def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path):
+    run = tmp_path / "run"
+    result = search(run, toy_config(k=3), FailingStep(edges=14))
+    rows = [json.loads(x) for x in lines(run / "journal.jsonl")]
+    assert [r["step"] for r in rows] == [0, 1, 1, 1]
+    assert [r["status"] for r in rows[1:]] == ["failed"] * 3
+    assert result.stopped == (
+        "every candidate of step 1 failed (3 failed); the search cannot shrink from a failed cell"
+    )
+    assert result.best.proposal.step == 0 and result.cell.num_edges == 15
+    assert json.loads((run / "result.json").read_text())["stopped"] == result.stopped
+
+
+# -- item 10: signals, a full disk, a torn journal tail -------------------------------------
+
+SLOW_SEARCH = """
+import sys, time
+sys.path[:0] = sys.argv[1:3]
+import autoshrink.evaluators.factory as factory
+from test_search import ToyEvaluator
+
+class Slow(ToyEvaluator):
+    def evaluate(self, cell, seed):
+        time.sleep(0.05)
+        return super().evaluate(cell, seed)
+
+factory.build_evaluator = lambda config: Slow()
+from autoshrink.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_search_cleanly_and_it_resumes(tmp_path, sig, status):
+    run = tmp_path / "run"
+    args = ["search", "--nodes", "6", "--k", "15", "--keep-fraction", "0", "--seed", "0"]
+    args += ["--executor", "inprocess", "--no-progress", "--out", str(run)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SEARCH, str(REPO / "src"), str(REPO / "tests"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = run / "journal.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (journal.exists() and len(lines(journal)) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    kept = lines(journal)
+    assert all(json.loads(x)["type"] == "candidate" for x in kept)  # every line whole
+    assert journal.read_text().endswith("\n") and not (run / LOCK).exists()
+    assert err.strip().splitlines()[-1] == (
+        f"autoshrink: search stopped by {sig.name}; {len(kept)} candidates are in {journal}; "
+        f"continue with: autoshrink search --resume {run}"
+    )
+    assert not (run / "result.json").exists()
+    cfg = SearchConfig.load(run / "config.json")
+    full = search(tmp_path / "full", cfg)
+    ev = ToyEvaluator()
+    resumed = search(run, ev=ev)
+    assert ev.calls == full.trained - len(kept) and resumed.cell == full.cell
+    assert strip_seconds(journal) == strip_seconds(tmp_path / "full" / "journal.jsonl")
+
+
+def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):
+    import autoshrink.journal as journal_module
+
+    real_write, calls = os.write, []
+
+    def write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 5:  # the sixth record: half of it lands, then the disk is full
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    run, cfg = tmp_path / "run", toy_config(k=4, seed=3)
+    monkeypatch.setattr(journal_module.os, "write", write)
+    with pytest.raises(JournalError) as info:
+        search(run, cfg)
+    assert str(info.value) == (
+        f"cannot append to {run / 'journal.jsonl'}: the disk is full; the records before are "
+        "intact, resume with --resume once it is fixed"
+    )
+    kept = (run / "journal.jsonl").read_text()
+    assert kept.endswith("\n") and len(kept.splitlines()) == 5  # the torn sixth is cut off
+    assert not (run / LOCK).exists()
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    search(tmp_path / "full", cfg)
+    ev = ToyEvaluator()
+    search(run, ev=ev)
+    assert strip_seconds(run / "journal.jsonl") == strip_seconds(
+        tmp_path / "full" / "journal.jsonl"
+    )
+
+
+def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
+    full, run = tmp_path / "full", tmp_path / "run"
+    search(full, toy_config(k=4, seed=3))
+    rows = lines(full / "journal.jsonl")
+    run.mkdir()
+    for name in ("config.json", "fingerprint.json"):
+        (run / name).write_text((full / name).read_text())
+    torn = rows[7][:30] + "\x00\x00\n"  # a record cut short, then a newline: not a clean kill
+    (run / "journal.jsonl").write_text("\n".join(rows[:7]) + "\n" + torn)
+    with pytest.raises(JournalError, match="line 8 is not a JSON record .*--resume --repair"):
+        search(run)
+    ev = ToyEvaluator()
+    resumed = search(run, ev=ev, repair=True)
+    assert ev.calls == len(rows) - 7 and resumed.trained == len(rows) - 7
+    assert (run / "journal.jsonl.torn").read_text() == torn  # nothing thrown away unseen
+    assert strip_seconds(run / "journal.jsonl") == strip_seconds(full / "journal.jsonl")
+    middle = rows[:3] + [rows[3][:20]] + rows[4:]
+    (run / "journal.jsonl").write_text("\n".join(middle) + "\n")
+    with pytest.raises(JournalError, match=r"line 4 is not a JSON record \("):
+        search(run, repair=True)
+
+
+def test_repair_and_retry_failed_need_resume(tmp_path):
+    with pytest.raises(Exception, match="need --resume"):
+        search(tmp_path / "r", toy_config(), repair=True)
+
+
+def test_journal_append_is_whole_lines(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    j.append({"type": "candidate", "key": "a", "score": float("inf")})
+    assert j.records() == [{"type": "candidate", "key": "a", "score": None}]
+
+
+# -- item 5: out of memory retries; --retry-failed ------------------------------------------
+
+OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+class OutOfMemoryOnce(ToyEvaluator):
+    """Each cell with ``edges`` edges runs out of memory on its first ``times`` attempts."""
+
+    def __init__(self, edges: int, times: int = 1, error: str = OOM) -> None:
+        super().__init__()
+        self.edges, self.times, self.error = edges, times, error
+        self.attempts: dict[str, int] = {}
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        n = self.attempts[cell.key] = self.attempts.get(cell.key, 0) + 1
+        if cell.num_edges == self.edges and n <= self.times:
+            self.calls += 1
+            return Evaluation(self.profile(cell), "failed", 0.0, {"error": self.error})
+        return super().evaluate(cell, seed)
+
+
+def test_out_of_memory_in_process_trains_the_candidate_again(tmp_path):
+    from autoshrink.executors.base import InProcessExecutor
+
+    run, ev = tmp_path / "run", OutOfMemoryOnce(edges=14)
+    result = search(run, toy_config(k=3), ev, executor=InProcessExecutor())
+    rows = [json.loads(x) for x in lines(run / "journal.jsonl")]
+    retries = [r for r in rows if r["type"] == "event"]
+    assert len(retries) == 3 and {r["attempt"] for r in retries} == {1}
+    assert all(r["reason"] == OOM and r["step"] == 1 for r in retries)
+    candidates = [r for r in rows if r["type"] == "candidate"]
+    assert all(r["status"] == "ok" for r in candidates) and result.stopped is None
+    assert set(result.cell.edges) == {(0, 2), (2, 5), (0, 4), (4, 5)}
+
+
+def test_out_of_memory_retries_are_bounded_and_other_failures_not_retried():
+    from autoshrink.executors.base import InProcessExecutor, Job
+
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"))
+    jobs = [Job(start, 1), Job(start.remove_edge((0, 1)), 2)]
+    told: list[tuple[int, int, str]] = []
+    ev = OutOfMemoryOnce(edges=6, times=5)  # the start cell (6 edges) runs out 5 times
+    out = dict(InProcessExecutor(max_retries=2).run(ev, jobs, lambda *a: told.append(a)))
+    assert out[0].status == "failed" and ev.attempts[start.key] == 3
+    assert out[1].status == "ok" and told == [(0, 1, OOM), (0, 2, OOM)]
+    other = OutOfMemoryOnce(edges=6, error="RuntimeError: shape mismatch")
+    out = dict(InProcessExecutor().run(other, jobs))
+    assert out[0].status == "failed" and other.attempts[start.key] == 1
+
+
+def test_the_batched_executor_retries_a_candidate_that_ran_out_of_memory_alone():
+    from autoshrink.executors.base import Job
+    from autoshrink.executors.batched import BatchedExecutor
+
+    class Many(OutOfMemoryOnce):
+        def evaluate_many(self, genotypes, seeds):
+            return [self.evaluate(g, s) for g, s in zip(genotypes, seeds, strict=True)]
+
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"))
+    ev = Many(edges=6)
+    out = dict(BatchedExecutor().run(ev, [Job(start, 1)]))
+    assert out[0].status == "ok" and ev.attempts[start.key] == 2
+
+
+def test_retry_failed_trains_the_failed_candidates_again_and_the_search_goes_on(tmp_path):
+    run = tmp_path / "run"
+    stopped = search(run, toy_config(k=3), FailingStep(edges=14))
+    assert stopped.stopped is not None
+    ev = ToyEvaluator()
+    assert search(run, ev=ev).stopped == stopped.stopped and ev.calls == 0  # replayed as is
+    resumed = search(run, ev=ev, retry_failed=True)
+    assert resumed.stopped is None and set(resumed.cell.edges) == {(0, 2), (2, 5), (0, 4), (4, 5)}
+    full = search(tmp_path / "full", toy_config(k=3))
+    assert ev.calls == full.trained - 1  # all but the start cell
+    rows = [json.loads(x) for x in lines(run / "journal.jsonl")]
+    last = {r["key"]: r for r in rows}  # a retrained record comes after its failed one
+    full_rows = [json.loads(x) for x in lines(tmp_path / "full" / "journal.jsonl")]
+    assert {k: r["score"] for k, r in last.items()} == {r["key"]: r["score"] for r in full_rows}
+    assert resumed.best.score == full.best.score
+    again = ToyEvaluator()
+    assert search(run, ev=again).trained == 0 and again.calls == 0  # the journal replays
+
+
+def test_retry_failed_tolerates_records_a_retrained_candidate_superseded(tmp_path, caplog):
+    full = search(tmp_path / "full", toy_config(k=3))
+    rows = [json.loads(x) for x in lines(tmp_path / "full" / "journal.jsonl")]
+    second = {tuple(e) for e in next(r for r in rows if r["step"] == 2)["cell"]["edges"]}
+    winner = next(  # the step-1 candidate the search shrinks from
+        r["key"] for r in rows if r["step"] == 1 and second < {tuple(e) for e in r["cell"]["edges"]}
+    )
+
+    class FailWinner(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            if cell.key == winner:
+                return Evaluation(self.profile(cell), "failed", 0.0, {"error": "boom"})
+            return super().evaluate(cell, seed)
+
+    run = tmp_path / "run"
+    detour = search(run, toy_config(k=3), FailWinner())
+    assert detour.stopped is None  # another candidate of step 1 won; the search went on
+    resumed = search(run, retry_failed=True)  # the winner trains now: the search takes its path
+    assert resumed.cell == full.cell and resumed.best.score == full.best.score
+    assert "were not asked for again (the search took another path)" in caplog.text
