@@ -298,3 +298,61 @@ def test_bad_cost_arguments(bench, tables_dir, tmp_path, args, message) -> None:
     args = [a.format(**files) for a in args]
     code, _, err = bench("--tables", tables_dir, "--runs", "1", "--queries", "5", *args)
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+# -- a query is one distinct cell, for every strategy -------------------------------------------
+
+
+def test_every_strategy_pays_one_query_per_distinct_cell(tables_dir) -> None:
+    tables = load_flat_tables(tables_dir)
+    result = run_bench(
+        tables, strategies=["random", "rea", "local", "autoshrink", "autoshrink-edges"],
+        runs=20, queries=200, dataset="cifar10", seed=0,
+    )  # fmt: skip
+    for trace in result.traces:
+        for row in trace.queried:
+            assert len(set(row.tolist())) == len(row) and (row >= 0).all(), trace.name
+
+
+class Repeater:
+    """Proposes the cells ``codes`` in turn, one per ask, forever (so it repeats them)."""
+
+    def __init__(self, codes: list[int]) -> None:
+        self.codes, self.i, self.told = codes, 0, []
+
+    @property
+    def best(self):
+        return None
+
+    def ask(self):
+        from autoshrink.spaces.nb201 import NB201Cell
+        from autoshrink.strategies.base import Proposal
+
+        code = self.codes[self.i % len(self.codes)]
+        self.i += 1
+        return [Proposal(NB201Cell.from_code(code), self.i)]
+
+    def tell(self, observations) -> None:
+        self.told += [o.proposal.genotype.code for o in observations]
+
+
+def test_repeated_proposals_are_answered_but_not_counted() -> None:
+    from autoshrink.objectives import Score
+    from autoshrink.tabular.comparison import MAX_REPEATS, run_once
+
+    looked_up: list[int] = []
+
+    def evaluate(cell):
+        looked_up.append(cell.code)
+        return {"accuracy": cell.code / 100.0}
+
+    score = Score(metric="accuracy", weight=0.0)
+    strategy = Repeater([5, 7, 5, 5, 9, 7, 11])
+    incumbent, queried = run_once(strategy, evaluate, score, 4)
+    assert queried.tolist() == [5, 7, 9, 11] and looked_up == [5, 7, 9, 11]
+    assert incumbent.tolist() == [5, 7, 9, 11]
+    assert strategy.told == [5, 7, 5, 5, 9, 7, 11]  # repeats are told, from the history
+    stuck = Repeater([3, 4])  # only two distinct cells: the run stops after MAX_REPEATS
+    incumbent, queried = run_once(stuck, evaluate, score, 5)
+    assert queried.tolist() == [3, 4, -1, -1, -1] and incumbent.tolist() == [3, 4, 4, 4, 4]
+    assert stuck.i == 2 + MAX_REPEATS

@@ -10,7 +10,9 @@ every query the loop records the cell the strategy would return -- the best-scor
 ties to fewer edges (:func:`~autoshrink.strategies.base.better`) -- and only afterwards, through
 a :class:`~autoshrink.tabular.Reporter`, looks up the 200-epoch *test* accuracy of those cells.
 
-A query is one evaluated proposal; a batch that would overrun the budget is cut. Runs are
+A query is one evaluated *distinct* cell, for every strategy: a repeated proposal (regularized
+evolution makes some) is answered from the run's own history and costs nothing; a batch that
+would overrun the budget is cut. Runs are
 seeded ``seed + run`` for every strategy (common random numbers). Speed: one array read per
 query and small frozen records, so 100 runs x 200 queries of a strategy take about a second.
 """
@@ -47,6 +49,8 @@ STRATEGIES: dict[str, Callable[[random.Random], Strategy]] = {
 CHECKPOINTS: tuple[int, ...] = (25, 50, 100, 200)
 OBJECTIVES: tuple[str, ...] = ("accuracy", "score")
 MACS = "macs"
+#: Proposals in a row of cells already queried after which a run counts as stuck and stops.
+MAX_REPEATS = 10_000
 
 
 def make_score(objective: str, weight: float, cost: str = MACS) -> Score:
@@ -64,27 +68,40 @@ def run_once(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One search of ``budget`` queries: ``(incumbent code after each query, queried codes)``.
 
-    A strategy that stops early keeps its last incumbent for the remaining queries (``-1``
-    before its first result).
+    A query is one *distinct* cell: a strategy that proposes a cell it already saw (regularized
+    evolution can) is told its result again for free, as a search would look it up in its own
+    history. A strategy that stops early, or proposes only cells it saw for
+    :data:`MAX_REPEATS` proposals in a row, keeps its last incumbent for the remaining queries
+    (``-1`` before its first result).
     """
     incumbent = np.full(budget, -1, dtype=np.int64)
     queried = np.full(budget, -1, dtype=np.int64)
+    seen: dict[int, dict[str, float]] = {}
     best: Observation | None = None
-    n = 0
-    while n < budget:
+    n = repeats = 0
+    while n < budget and repeats < MAX_REPEATS:
         proposals = strategy.ask()
         if not proposals:
             break
         observations = []
-        for proposal in proposals[: budget - n]:
-            metrics = evaluate(proposal.genotype)
+        for proposal in proposals:
+            if n == budget:
+                break
+            code = proposal.genotype.code
+            if code in seen:
+                repeats += 1
+                metrics = seen[code]
+            else:
+                repeats = 0
+                metrics = seen[code] = evaluate(proposal.genotype)
             obs = Observation(proposal, score(metrics), metrics)
             observations.append(obs)
             if better(obs, best):
                 best = obs
-            queried[n] = proposal.genotype.code
-            incumbent[n] = -1 if best is None else best.proposal.genotype.code
-            n += 1
+            if repeats == 0:
+                queried[n] = code
+                incumbent[n] = -1 if best is None else best.proposal.genotype.code
+                n += 1
         if len(observations) < len(proposals):
             break
         strategy.tell(observations)
