@@ -419,6 +419,11 @@ def test_retry_failed_trains_the_failed_candidates_again_and_the_search_goes_on(
     assert resumed.best.score == full.best.score
     again = ToyEvaluator()
     assert search(run, ev=again).trained == 0 and again.calls == 0  # the journal replays
+    from autoshrink.report.reading import read_run
+
+    read = read_run(run)  # the report counts a retrained candidate once, by its last record
+    assert len(read.candidates) == len(last) == len(rows) - 3
+    assert all(c.status == "ok" for c in read.candidates)
 
 
 def test_retry_failed_tolerates_records_a_retrained_candidate_superseded(tmp_path, caplog):

@@ -4,13 +4,18 @@
 on the same cell space (``strategy`` ``random`` or ``rea``):
 
 - ``config.json``: the resolved :class:`~autoshrink.config.SearchConfig`;
+- ``fingerprint.json``: the hash of its search settings (:meth:`SearchConfig.fingerprint`);
 - ``journal.jsonl``: one record per evaluated candidate, written the moment it finishes;
+- ``run.lock`` while the search runs (:class:`~autoshrink.journal.RunLock`);
 - ``best_cell.json`` + its picture, and ``result.json``, when the search ends.
 
 Resuming replays the journal: the strategy is rebuilt from the seed and told the recorded
 results in order, so it asks for exactly the same candidates, and only those without a record
 are trained. Each candidate's seed is derived from the run seed and the cell's canonical key,
-so its result does not depend on the order or the process it runs in.
+so its result does not depend on the order or the process it runs in. A resume refuses a
+config whose fingerprint changed and a journal record the strategy does not ask for
+(:class:`Replay`). SIGINT and SIGTERM stop the search between journal records
+(:class:`StopSignals`). See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -399,7 +404,10 @@ def run_search(
             result = search_loop(config, evaluator, executor, journal, replay, signals, progress)
         except KeyboardInterrupt as err:
             signum = getattr(err, "signum", signal.SIGINT)
-            journalled = sum(1 for r in journal.records() if r.get("type") == "candidate")
+            try:
+                journalled = sum(r.get("type") == "candidate" for r in journal.records())
+            except JournalError:  # a damaged journal: resume will name the line
+                journalled = 0
             raise SearchInterrupted(
                 signum,
                 f"search stopped by {signal.Signals(signum).name}; {journalled} candidates are "

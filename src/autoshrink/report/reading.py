@@ -4,7 +4,8 @@ A report may be made while the search is still running, so nothing here writes i
 folder's files: a torn last journal line (the search is writing it) is skipped, not cut, and
 a missing ``result.json`` means "still going". The chosen cell of each step is found by the
 strategy's own rule -- the best score, ties to fewer edges, then the first proposed -- and the
-best cell of the run is ``result.json``'s, or the best finite score seen so far.
+best cell of the run is ``result.json``'s, or the best finite score seen so far. A candidate
+journalled twice (trained again by ``--resume --retry-failed``) counts with its last record.
 """
 
 from __future__ import annotations
@@ -172,5 +173,7 @@ def read_run(run_dir: Path) -> RunData:
         candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
     except (KeyError, TypeError, ValueError) as err:
         raise JournalError(f"{run_dir / JOURNAL}: a candidate record lacks {err}") from None
+    last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
+    candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
     events = [r for r in records if r.get("type") == "event"]
     return RunData(run_dir, config, candidates, events, result)
