@@ -67,6 +67,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["count", "{bad}", "--macro", "cifar-proxy"], "not valid JSON"),
         (["count", "{op}", "--macro", "cifar-proxy"], "unknown cnn op 'conv7x7'"),
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
+        (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (
             ["search", "--dataset", "cifar10", "--data-dir", "/nonexistent", "--out", "{tmp}/y"],
