@@ -392,38 +392,47 @@ def run_search(
         run_dir.mkdir(parents=True, exist_ok=True)
     executor = executor or InProcessExecutor()
     journal = Journal(run_dir / JOURNAL)
-    with RunLock(run_dir), StopSignals() as signals:
-        try:
-            config = prepare_run_dir(run_dir, config, resume)
-            replay = Replay(journal, repair, retry_failed)
-            if replay.done:
-                log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
-            if evaluator_factory is None:
-                from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
-            evaluator = evaluator_factory(config)
-            result = search_loop(config, evaluator, executor, journal, replay, signals, progress)
-        except KeyboardInterrupt as err:
-            signum = getattr(err, "signum", signal.SIGINT)
+    try:
+        with RunLock(run_dir), StopSignals() as signals:
             try:
-                journalled = sum(r.get("type") == "candidate" for r in journal.records())
-            except JournalError:  # a damaged journal: resume will name the line
-                journalled = 0
-            raise SearchInterrupted(
-                signum,
-                f"search stopped by {signal.Signals(signum).name}; {journalled} candidates are "
-                f"in {journal.path}; continue with: autoshrink search --resume {run_dir}",
-            ) from None
-        finally:
-            executor.close()
-        best, start_obs, evaluations, trained, stopped = result
-        if best is None:
-            why = f"search stopped: {stopped}; " if stopped else ""
-            raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
-        out = SearchResult(
-            best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0, stopped
-        )
-        write_result(out, config)
+                config = prepare_run_dir(run_dir, config, resume)
+                replay = Replay(journal, repair, retry_failed)
+                if replay.done:
+                    log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
+                if evaluator_factory is None:
+                    from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
+                evaluator = evaluator_factory(config)
+                result = search_loop(
+                    config, evaluator, executor, journal, replay, signals, progress
+                )
+            except KeyboardInterrupt as err:
+                raise interrupted(err, journal, run_dir) from None
+            best, start_obs, evaluations, trained, stopped = result
+            if best is None:
+                why = f"search stopped: {stopped}; " if stopped else ""
+                raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
+            out = SearchResult(
+                best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0, stopped
+            )
+            write_result(out, config)
+    finally:
+        executor.close()
     return out
+
+
+def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> SearchInterrupted:
+    """The :class:`SearchInterrupted` of a search stopped by ``err``: which signal, how many
+    candidates the journal holds, and the command that resumes it."""
+    signum = getattr(err, "signum", signal.SIGINT)
+    try:
+        journalled = sum(r.get("type") == "candidate" for r in journal.records())
+    except JournalError:  # a damaged journal: the resume will name the line
+        journalled = 0
+    return SearchInterrupted(
+        signum,
+        f"search stopped by {signal.Signals(signum).name}; {journalled} candidates are in "
+        f"{journal.path}; continue with: autoshrink search --resume {run_dir}",
+    )
 
 
 def search_loop(
