@@ -19,6 +19,7 @@ Loaded from ``mkdocs.yml`` (``extensions: [scripts/griffe_sphinx_roles.py]``).
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -56,6 +57,8 @@ def _resolve(obj: griffe.Object, name: str) -> str | None:
     found = _lookup(scope, name) if scope is not None else None
     if found is not None:
         return found
+    if "." not in name and name in dir(builtins):
+        return f"builtins.{name}"
     return name if "." not in name else None  # a bare unknown name: left to fail the build
 
 
@@ -64,8 +67,8 @@ def _rewrite(obj: griffe.Object, text: str) -> str:
         short, name = match.group(1), match.group(2).strip()
         shown = name.rsplit(".", 1)[-1] if short else name.lstrip(".")
         path = _resolve(obj, name)
-        if path is None or not path.startswith(PACKAGE):
-            return f"`{shown}`"
+        if path is None or (not path.startswith(PACKAGE) and "." in path):
+            return f"`{shown}`"  # another library's name
         return f"[`{shown}`][{path}]"
 
     return ROLE.sub(replace, text)
