@@ -3,7 +3,7 @@
 Prints, for each strategy and at 25/50/100/200 queries (those within ``--queries``), the mean
 and std over ``--runs`` seeded runs of the 200-epoch test accuracy of the cell the strategy
 would return; the searches themselves see only validation accuracy and cost. ``--json``
-prints one JSON object instead; ``--out DIR`` writes these files (shapes in the README):
+prints one JSON object instead; ``--out DIR`` writes these files (shapes in docs/nb201.md):
 
 - ``bench.json`` -- the ``--json`` object: ``config``, ``optimum``, ``score_optimum``,
   ``results`` (one row per strategy and checkpoint), ``pareto``, ``elapsed_s``;

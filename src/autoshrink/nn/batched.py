@@ -303,8 +303,8 @@ class BatchedCNN(nn.Module):
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the candidates at positions ``keep`` (a 1-D index), dropping the others.
 
-        Parameters are replaced by new ones (in :meth:`parameters` order): an optimizer over
-        the old ones must be rebuilt.
+        Parameters are replaced by new ones (in :meth:`torch.nn.Module.parameters` order): an
+        optimizer over the old ones must be rebuilt.
         """
         keep_list = [int(i) for i in keep.tolist()]
         for mod in self.modules():

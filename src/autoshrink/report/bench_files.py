@@ -3,7 +3,7 @@
 :func:`report_object` is the ``autoshrink bench nb201 --json`` object, :func:`format_table` the
 human-readable table, :func:`write_outputs` the ``--out`` folder: ``bench.json``,
 ``results.csv``, ``curves.csv``, ``runs.csv``, ``curves.png`` and, with the score objective,
-``pareto.csv`` and ``pareto.png`` (shapes in the README). Costs are shown as MACs in millions
+``pareto.csv`` and ``pareto.png`` (shapes in docs/nb201.md). Costs are shown as MACs in millions
 or as an HW-NAS-Bench metric in its unit (:func:`cost_label`). Test accuracies appear here,
 after the searches, never inside them.
 """

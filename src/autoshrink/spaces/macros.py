@@ -2,7 +2,7 @@
 
 A :class:`MacroSpec` names the stem, the stages (cells per stage, channels per node ``F``,
 whether the stage starts by down-sampling) and the head. Both the network builder
-(:mod:`autoshrink.nn.network`) and the analytic counter (:mod:`autoshrink.cost.cells`) read it, so a
+(:mod:`autoshrink.nn.cnn`) and the analytic counter (:mod:`autoshrink.cost.cells`) read it, so a
 network and its count cannot drift apart. Two macros are defined: the CIFAR proxy network of
 the search (method §4) and the ShrinkCNN ImageNet network (method §6).
 """
