@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,10 @@ class SearchResult:
     evaluations: int
     trained: int
     seconds: float
+    # images every journalled candidate saw in training (detail "images_trained"), all sessions;
+    # None when the evaluator does not report it (RNN proxy); screening: what ranked the steps
+    images_trained: int | None = None
+    screening: dict[str, Any] | None = None
 
     @property
     def cell(self) -> Cell:
@@ -68,10 +72,13 @@ def candidate_seed(run_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def make_strategy(config: SearchConfig) -> CellStrategy:
+def make_strategy(
+    config: SearchConfig, rank: Callable[[list[Cell]], list[float]] | None = None
+) -> CellStrategy:
     """The strategy of ``config`` (AutoShrink or a baseline), its start cell drawn from the seed.
 
-    All strategies of one seed share the start cell, so they search the same space.
+    All strategies of one seed share the start cell, so they search the same space. ``rank``:
+    AutoShrink's zero-cost screen (``screening="zero-cost"``, see docs/zero-cost.md).
     """
     rng = random.Random(config.seed)
     activation = config.activation if config.task == "cnn" else None
@@ -84,6 +91,7 @@ def make_strategy(config: SearchConfig) -> CellStrategy:
             patience=config.patience,
             score_start=config.score_start,
             rng=rng,
+            rank=rank,
         )
     budget = config.budget or config.default_budget()
     # AutoShrink never goes below its edge target: the baselines search the same cells
@@ -227,7 +235,12 @@ def run_search(
     evaluator = evaluator_factory(config)
     executor = executor or InProcessExecutor()
     score_fn: Score = config.score
-    strategy = make_strategy(config)
+    ranker = None
+    if config.screening == "zero-cost":  # before anything trains: bad settings fail here
+        from autoshrink.evaluators.factory import build_ranker
+
+        ranker = build_ranker(config, lambda key: candidate_seed(config.seed, key))
+    strategy = make_strategy(config, ranker)
     start_obs: Observation | None = None
     evaluations = trained = 0
     steps_bar = tqdm(
@@ -275,9 +288,18 @@ def run_search(
     best = strategy.best
     if best is None:
         raise JournalError(f"{run_dir}: no candidate finished with a finite score")
-    result = SearchResult(best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0)
+    result = SearchResult(
+        best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0,
+        images_trained(done.values()), None if ranker is None else ranker.summary(),
+    )
     write_result(result, config)
     return result
+
+
+def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
+    """Images the journalled candidates saw in training (``None`` when none reports it)."""
+    counts = [r["detail"]["images_trained"] for r in records if "images_trained" in r["detail"]]
+    return sum(counts) if counts else None
 
 
 def write_result(result: SearchResult, config: SearchConfig) -> None:
@@ -308,6 +330,9 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "evaluations": result.evaluations,
         "trained_this_session": result.trained,
         "seconds_this_session": round(result.seconds, 3),
+        "images_trained": result.images_trained,
+        "screening": {"mode": config.screening}
+        | ({"this_session": result.screening} if result.screening else {}),
         "picture": picture.name,
     }
     (run_dir / RESULT).write_text(json.dumps(finite_or_none(out), indent=2) + "\n")
