@@ -15,14 +15,13 @@ and NaN -- ranked last -- keep the shrink-space order); the score is noted in th
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.strategies.base import Observation, Proposal, better, require_positive
+from autoshrink.strategies.base import Observation, Proposal, better, require_positive, top_k
 
 
 class AutoShrink:
@@ -117,9 +116,8 @@ class AutoShrink:
         if self._rank is None:
             return [(e, c, {}) for e, c in self._rng.sample(space, min(self.k, len(space)))]
         values = [float(v) for v in self._rank([cell for _, cell in space])]
-        key = [-math.inf if math.isnan(v) else v for v in values]
-        order = sorted(range(len(space)), key=lambda i: -key[i])[: self.k]
-        return [(space[i][0], space[i][1], {"screen_score": values[i]}) for i in order]
+        picks = top_k(values, self.k)
+        return [(space[i][0], space[i][1], {"screen_score": values[i]}) for i in picks]
 
     def tell(self, observations: Sequence[Observation]) -> None:
         if [o.proposal for o in observations] != self._pending:
