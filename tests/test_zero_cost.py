@@ -124,29 +124,37 @@ def test_params_equal_naslib_stored_values(shared_data) -> None:
         assert got / 1e6 == pytest.approx(params[cell.code], abs=1e-6)
 
 
+#: Spearman our values must reach against NASLib's on the sample. jacov depends most on the
+#: batch's content: NASLib used a real CIFAR-10 batch, we use noise, and two of our own runs
+#: with different noise batches and inits agree only at 0.90-0.94 (docs/zero-cost.md), so it
+#: is held to 0.75 here; the 40- and 200-cell figures are in benchmarks/README.md.
+RANK_FLOOR = {"synflow": 0.9, "snip": 0.9, "grad_norm": 0.9, "naswot": 0.9, "jacov": 0.75}
+
+
 @pytest.mark.shared_data
 def test_proxies_rank_nb201_cells_like_naslib(shared_data, one_thread) -> None:
-    """Spearman >= 0.9 with NASLib's stored values on a seeded sample of cells, and a
-    correlation with validation accuracy close to the file's own (see docs/zero-cost.md:
-    NASLib used one CIFAR-10 training batch; the batch here is fixed N(0,1) noise)."""
+    """Spearman with NASLib's stored values on a seeded sample of cells (floors above), and a
+    correlation with validation accuracy within 0.15 of the file's own values."""
     stored = load_naslib_scores(shared_data / "nats-bench", "cifar10")
-    cells = random.Random(0).sample(stored.cells(), 14)
+    cells = random.Random(0).sample(stored.cells(), 16)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    names = ("synflow", "snip", "grad_norm", "jacov", "naswot")
-    ours: dict[str, list[float]] = {n: [] for n in names}
+    ours: dict[str, list[float]] = {n: [] for n in RANK_FLOOR}
     for i, cell in enumerate(cells):
         torch.manual_seed(i)
         net = topology_network(cell, num_classes=10)
-        for n in names:
+        for n in RANK_FLOOR:
             ours[n].append(proxy(n)(net, x, y))
     acc = [stored.val_accuracy[c.code] for c in cells]
-    for n in names:
+    got = {}
+    for n in RANK_FLOOR:
         theirs = [stored.proxy(n)[c.code] for c in cells]
-        assert spearmanr(ours[n], theirs).statistic >= 0.9, n
+        rho = spearmanr(ours[n], theirs).statistic
         gap = spearmanr(ours[n], acc).statistic - spearmanr(theirs, acc).statistic
-        assert abs(gap) <= 0.15, (n, gap)
+        got[n] = (round(rho, 3), round(gap, 3))
+    assert all(got[n][0] >= floor for n, floor in RANK_FLOOR.items()), got
+    assert all(abs(got[n][1]) <= 0.15 for n in RANK_FLOOR), got
     # synflow itself, not only its ranks: NASLib stores its natural logarithm
-    got = np.log(ours["synflow"])
+    logs = np.log(ours["synflow"])
     want = np.array([stored.proxy("synflow")[c.code] for c in cells])
-    assert np.max(np.abs(got - want)) < 1.0
+    assert np.max(np.abs(logs - want)) < 1.0
