@@ -12,7 +12,9 @@ every trained candidate gets it) to ``plain``: mean and 95% t-interval. With
 ``--faithful N`` also, for the first N seeds, how faithful the screen is at step 1: every
 single-edge removal of the start cell is trained in full, and the Kendall tau between the
 proxy's ranking and the trained scores is printed with whether the trained winner is among
-the proxy's top K and top K/2. Candidates train with one thread, in-process.
+the proxy's top K and top K/2. Candidates train with one thread, in-process; wall time is
+each search's ``seconds_this_session``. ``--summarise`` reads finished run folders instead
+of searching, ``--faithful-only`` runs only the faithfulness check.
 
     python benchmarks/bench_screening.py --seeds 0 1 2 --faithful 1
 """
@@ -24,7 +26,6 @@ import json
 import logging
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from scipy.stats import kendalltau, t
@@ -51,22 +52,17 @@ def config_for(args: argparse.Namespace, seed: int, mode: str) -> SearchConfig:
 
 
 def one_run(args: argparse.Namespace, seed: int, mode: str, out: Path) -> dict:
-    config = config_for(args, seed, mode)
-    t0 = time.perf_counter()
-    run_search(
-        out / f"{mode.replace('/', '_')}-s{seed}",
-        config,
-        executor=build_executor("inprocess"),
-        progress=False,
-    )
-    seconds = time.perf_counter() - t0
-    result = json.loads((out / f"{mode.replace('/', '_')}-s{seed}" / "result.json").read_text())
+    run_dir = out / f"{mode.replace('/', '_')}-s{seed}"
+    if not args.summarise:
+        config = config_for(args, seed, mode)
+        run_search(run_dir, config, executor=build_executor("inprocess"), progress=False)
+    result = json.loads((run_dir / "result.json").read_text())
     return {
         "mode": mode,
         "seed": seed,
         "score": result["best"]["score"],
         "images": result["images_trained"],
-        "seconds": seconds,
+        "seconds": result["seconds_this_session"],
         "evaluations": result["evaluations"],
     }
 
@@ -114,15 +110,23 @@ def main() -> None:
     parser.add_argument("--zc-proxy", default="synflow")
     parser.add_argument("--faithful", type=int, default=0, metavar="N")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--summarise", action="store_true", help="only read the finished run folders in --out"
+    )
+    parser.add_argument(
+        "--faithful-only", action="store_true", help="only the --faithful check, no searches"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_screening_"))
     modes = ("plain", "zc-K", "zc-K/2")
-    rows = [one_run(args, s, m, out) for s in args.seeds for m in modes]
+    rows = (
+        [] if args.faithful_only else [one_run(args, s, m, out) for s in args.seeds for m in modes]
+    )
     by = {(r["mode"], r["seed"]): r for r in rows}
     summary = {}
-    for m in modes:
+    for m in modes if rows else ():
         img = [by[m, s]["images"] / by["plain", s]["images"] for s in args.seeds]
         sec = [by[m, s]["seconds"] / by["plain", s]["seconds"] for s in args.seeds]
         d_mean, d_half = interval([by[m, s]["score"] - by["plain", s]["score"] for s in args.seeds])
