@@ -26,6 +26,7 @@ import json
 import logging
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from scipy.stats import kendalltau, t
@@ -67,28 +68,34 @@ def one_run(args: argparse.Namespace, seed: int, mode: str, out: Path) -> dict:
     }
 
 
-def faithfulness(args: argparse.Namespace, seed: int) -> dict:
-    """Kendall tau of the proxy vs the trained score over step 1's whole shrink space."""
+def faithfulness(args: argparse.Namespace, seed: int) -> list[dict]:
+    """Per proxy (``--faithful-proxies``), the Kendall tau of its ranking against the trained
+    score over step 1's whole shrink space, and whether the trained winner is in its top K
+    and top K/2 (the trainings are shared by all proxies)."""
     from autoshrink.evaluators.factory import build_evaluator, build_ranker
 
     config = config_for(args, seed, "zc-K")
     strategy = make_strategy(config)
-    start = strategy.current
     cells = [cell for _, cell in strategy.shrink_space()]
-    ranker = build_ranker(config, lambda key: candidate_seed(seed, key))
-    screen = ranker(cells)
     evaluator = build_evaluator(config)
     full = [config.score(evaluator.evaluate(c, candidate_seed(seed, c.key)).metrics) for c in cells]
     winner = max(range(len(cells)), key=lambda i: full[i])
-    rank = sorted(range(len(cells)), key=lambda i: -screen[i])
-    return {
-        "seed": seed,
-        "edges": start.num_edges,
-        "space": len(cells),
-        "kendall_tau": float(kendalltau(screen, full).statistic),
-        "winner_in_top_k": winner in rank[: args.k],
-        "winner_in_top_k2": winner in rank[: args.k // 2],
-    }
+    rows = []
+    for name in args.faithful_proxies.split(","):
+        ranker = build_ranker(replace(config, zc_proxy=name), lambda key: candidate_seed(seed, key))
+        screen = ranker(cells)
+        rank = sorted(range(len(cells)), key=lambda i: -screen[i])
+        rows.append(
+            {
+                "seed": seed,
+                "proxy": name,
+                "space": len(cells),
+                "kendall_tau": float(kendalltau(screen, full).statistic),
+                "winner_in_top_k": winner in rank[: args.k],
+                "winner_in_top_k2": winner in rank[: args.k // 2],
+            }
+        )
+    return rows
 
 
 def interval(diffs: list[float]) -> tuple[float, float]:
@@ -109,6 +116,7 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=200)
     parser.add_argument("--zc-proxy", default="synflow")
     parser.add_argument("--faithful", type=int, default=0, metavar="N")
+    parser.add_argument("--faithful-proxies", default="synflow", metavar="A,B")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--summarise", action="store_true", help="only read the finished run folders in --out"
@@ -136,7 +144,7 @@ def main() -> None:
             "score_diff_mean": d_mean,
             "score_diff_ci95": d_half,
         }
-    faithful = [faithfulness(args, s) for s in args.seeds[: args.faithful]]
+    faithful = [row for s in args.seeds[: args.faithful] for row in faithfulness(args, s)]
     report = {
         "settings": vars(args) | {"out": str(out)},
         "runs": rows,
@@ -163,9 +171,9 @@ def main() -> None:
         )
     for f in faithful:
         print(
-            f"step 1, seed {f['seed']}: {f['space']} removals, Kendall tau {f['kendall_tau']:+.3f}"
-            f", trained winner in proxy top-K {f['winner_in_top_k']}, "
-            f"top-K/2 {f['winner_in_top_k2']}"
+            f"step 1, seed {f['seed']}, {f['proxy']}: {f['space']} removals, "
+            f"Kendall tau {f['kendall_tau']:+.3f}, trained winner in proxy "
+            f"top-K {f['winner_in_top_k']}, top-K/2 {f['winner_in_top_k2']}"
         )
 
 
