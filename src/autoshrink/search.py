@@ -289,8 +289,14 @@ def run_search(
     if best is None:
         raise JournalError(f"{run_dir}: no candidate finished with a finite score")
     result = SearchResult(
-        best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0,
-        images_trained(done.values()), None if ranker is None else ranker.summary(),
+        best,
+        start_obs,
+        run_dir,
+        evaluations,
+        trained,
+        time.perf_counter() - t0,
+        images_trained(done.values()),
+        None if ranker is None else ranker.summary(),
     )
     write_result(result, config)
     return result
