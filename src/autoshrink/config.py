@@ -20,6 +20,7 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
+from autoshrink.zero_cost import check_proxy
 
 TASKS = ("cnn", "rnn")
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
@@ -29,6 +30,9 @@ DEVICES = ("cpu", "cuda")
 #: Settings that say where and how candidates run, not which ones a search asks for or what
 #: they score: left out of :meth:`SearchConfig.fingerprint` (a data or table folder may move).
 NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "execution")
+#: How a step's candidates are chosen before training: ``none`` (K drawn uniformly, the
+#: method), ``zero-cost`` (the whole shrink space ranked by ``zc_proxy``, the K best trained).
+SCREENINGS = ("none", "zero-cost")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +69,10 @@ class SearchConfig:
     latency_table: str | None = None
     # How candidates run (executor and options): --resume rebuilds the same executor.
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    # Candidate screening (docs/zero-cost.md): mode, proxy, and images in the proxy's batch.
+    screening: str = "none"
+    zc_proxy: str = "synflow"
+    zc_batch: int = 64
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -100,6 +108,7 @@ class SearchConfig:
         for name, limit in self.constraints.items():
             if not isinstance(limit, (int, float)) or limit <= 0:
                 raise ConfigError(f"constraint {name}: the limit must be a number > 0")
+        self._check_screening()
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
@@ -108,6 +117,20 @@ class SearchConfig:
             )
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
+
+    def _check_screening(self) -> None:
+        if self.screening not in SCREENINGS:
+            raise ConfigError(
+                f"unknown screening {self.screening!r}; expected one of {list(SCREENINGS)}"
+            )
+        check_proxy(self.zc_proxy)
+        if self.zc_batch < 2:
+            raise ConfigError(f"zc_batch must be >= 2 images, got {self.zc_batch}")
+        if self.screening == "zero-cost" and (self.task, self.strategy) != ("cnn", "autoshrink"):
+            raise ConfigError(
+                "screening 'zero-cost' ranks AutoShrink's CNN shrink space; "
+                f"it does not apply to task {self.task!r} with strategy {self.strategy!r}"
+            )
 
     def default_budget(self) -> int:
         """The baselines' default budget: the most candidates AutoShrink can evaluate with

@@ -28,7 +28,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +66,10 @@ class SearchResult:
     trained: int
     seconds: float
     stopped: str | None = None  # why the strategy stopped early (every candidate failed)
+    # images every journalled candidate saw in training (detail "images_trained"), all sessions;
+    # None when the evaluator does not report it (RNN proxy); screening: what ranked the steps
+    images_trained: int | None = None
+    screening: dict[str, Any] | None = None
 
     @property
     def cell(self) -> Cell:
@@ -78,10 +82,13 @@ def candidate_seed(run_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def make_strategy(config: SearchConfig) -> CellStrategy:
+def make_strategy(
+    config: SearchConfig, rank: Callable[[list[Cell]], list[float]] | None = None
+) -> CellStrategy:
     """The strategy of ``config`` (AutoShrink or a baseline), its start cell drawn from the seed.
 
-    All strategies of one seed share the start cell, so they search the same space.
+    All strategies of one seed share the start cell, so they search the same space. ``rank``:
+    AutoShrink's zero-cost screen (``screening="zero-cost"``, see docs/zero-cost.md).
     """
     rng = random.Random(config.seed)
     activation = config.activation if config.task == "cnn" else None
@@ -94,6 +101,7 @@ def make_strategy(config: SearchConfig) -> CellStrategy:
             patience=config.patience,
             score_start=config.score_start,
             rng=rng,
+            rank=rank,
         )
     budget = config.budget or config.default_budget()
     # AutoShrink never goes below its edge target: the baselines search the same cells
@@ -407,12 +415,19 @@ def run_search(
                 )
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
-            best, start_obs, evaluations, trained, stopped = result
-            if best is None:
-                why = f"search stopped: {stopped}; " if stopped else ""
+            if result.best is None:
+                why = f"search stopped: {result.stopped}; " if result.stopped else ""
                 raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
             out = SearchResult(
-                best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0, stopped
+                result.best,
+                result.start,
+                run_dir,
+                result.evaluations,
+                result.trained,
+                time.perf_counter() - t0,
+                result.stopped,
+                images_trained(replay.done.values()),
+                result.screening,
             )
             write_result(out, config)
     finally:
@@ -435,6 +450,20 @@ def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> Sear
     )
 
 
+@dataclass(frozen=True)
+class LoopOutcome:
+    """What :func:`search_loop` ends with: the best and start observations, the evaluations
+    and trainings counted, the strategy's reason for stopping early (``None`` when it ran its
+    course) and, with zero-cost screening, what ranked this session's steps."""
+
+    best: Observation | None
+    start: Observation | None
+    evaluations: int
+    trained: int
+    stopped: str | None
+    screening: dict[str, Any] | None
+
+
 def search_loop(
     config: SearchConfig,
     evaluator: Evaluator,
@@ -443,15 +472,16 @@ def search_loop(
     replay: Replay,
     signals: StopSignals,
     progress: bool,
-) -> tuple[Observation | None, Observation | None, int, int, str | None]:
-    """Ask, train what the journal lacks, journal, tell -- until the strategy stops.
-
-    Returns the best and start observations, the evaluations and trainings counted, and the
-    strategy's reason for stopping early (``None`` when it ran its course).
-    """
+) -> LoopOutcome:
+    """Ask, train what the journal lacks, journal, tell -- until the strategy stops."""
     done = replay.done
     score_fn: Score = config.score
-    strategy = make_strategy(config)
+    ranker = None
+    if config.screening == "zero-cost":  # before anything trains: bad settings fail here
+        from autoshrink.evaluators.factory import build_ranker
+
+        ranker = build_ranker(config, lambda key: candidate_seed(config.seed, key))
+    strategy = make_strategy(config, ranker)
     start_obs: Observation | None = None
     evaluations = trained = 0
 
@@ -507,7 +537,14 @@ def search_loop(
         replay.finish()
     else:
         log.warning("search stopped early: %s", stopped)
-    return strategy.best, start_obs, evaluations, trained, stopped
+    screening = None if ranker is None else ranker.summary()
+    return LoopOutcome(strategy.best, start_obs, evaluations, trained, stopped, screening)
+
+
+def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
+    """Images the journalled candidates saw in training (``None`` when none reports it)."""
+    counts = [r["detail"]["images_trained"] for r in records if "images_trained" in r["detail"]]
+    return sum(counts) if counts else None
 
 
 def write_result(result: SearchResult, config: SearchConfig) -> None:
@@ -539,6 +576,9 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "trained_this_session": result.trained,
         "seconds_this_session": round(result.seconds, 3),
         "stopped": result.stopped,
+        "images_trained": result.images_trained,
+        "screening": {"mode": config.screening}
+        | ({"this_session": result.screening} if result.screening else {}),
         "picture": picture.name,
     }
     (run_dir / RESULT).write_text(json.dumps(finite_or_none(out), indent=2) + "\n")

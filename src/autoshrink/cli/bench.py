@@ -37,8 +37,10 @@ from autoshrink.tabular.comparison import (
     MACS,
     OBJECTIVES,
     STRATEGIES,
+    ZC_STRATEGY,
     run_bench,
 )
+from autoshrink.zero_cost import PROXY_NAMES, check_proxy
 
 logger = logging.getLogger(__name__)
 DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
@@ -86,7 +88,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strategies",
         default=DEFAULT_STRATEGIES,
-        help=f"comma-separated, from {','.join(STRATEGIES)} (default {DEFAULT_STRATEGIES})",
+        help=f"comma-separated, from {','.join([*STRATEGIES, ZC_STRATEGY])} "
+        f"(default {DEFAULT_STRATEGIES})",
+    )
+    p.add_argument(
+        "--zc-proxy",
+        default="synflow",
+        metavar="NAME",
+        help=f"{ZC_STRATEGY}: the zero-cost proxy that ranks each step's shrink space, one of "
+        f"{', '.join(PROXY_NAMES)} (default synflow; computed for the cells met, on the CPU)",
+    )
+    p.add_argument(
+        "--zc-cache",
+        type=Path,
+        default=None,
+        metavar="FILE.npy",
+        help=f"{ZC_STRATEGY}: read and extend the proxy values of earlier benches here",
     )
     p.add_argument("--runs", type=int, default=100, help="seeded runs per strategy (default 100)")
     p.add_argument("--queries", type=int, default=200, help="query budget per run (default 200)")
@@ -145,6 +162,12 @@ def hw_cost(args: argparse.Namespace, tables: NB201Tables) -> HWNASBenchCost | N
 def run(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     check_cost_args(args)
+    check_proxy(args.zc_proxy)
+    zc = None
+    if ZC_STRATEGY in names:
+        from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here
+
+        zc = NB201ZeroCost(args.zc_proxy, args.dataset, cache=args.zc_cache)
     start = time.perf_counter()
     tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
     result = run_bench(
@@ -158,8 +181,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=lambda name: logger.debug("running %s", name),
         cost=hw_cost(args, tables),
+        zc_rank=zc,
     )
     obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
+    if zc is not None:
+        zc.save()
+        obj["config"]["zero_cost"] = zc.summary()
     print(json.dumps(obj) if args.json else format_table(obj))
     if args.out is not None:
         written = write_outputs(result, obj, tables.index.index_of_code, args.out)

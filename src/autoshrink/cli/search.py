@@ -19,6 +19,7 @@ from autoshrink.objectives import COSTS, Score
 from autoshrink.report.picture import to_text
 from autoshrink.search import CONFIG, SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
+from autoshrink.zero_cost import PROXY_NAMES
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
 # run's config.json instead.
@@ -45,6 +46,9 @@ OVERRIDES = {
     "lr": "training_lr",
     "latency_table": "latency_table",
     "latency_macro": "latency_macro",
+    "screening": "screening",
+    "zc_proxy": "zc_proxy",
+    "zc_batch": "zc_batch",
 }
 
 
@@ -186,6 +190,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--latency-device", default=None, help="cpu or cuda[:N]; None: cpu")
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("screening (docs/zero-cost.md)")
+    g.add_argument(
+        "--screening",
+        default=None,
+        metavar="MODE",
+        help="none (default): K removals drawn uniformly; zero-cost: rank every removal of a "
+        "step by --zc-proxy at initialisation and train only the K best",
+    )
+    g.add_argument(
+        "--zc-proxy",
+        default=None,
+        metavar="NAME",
+        help=f"zero-cost proxy: one of {', '.join(PROXY_NAMES)} (default synflow)",
+    )
+    g.add_argument("--zc-batch", type=int, default=None, help="images in the proxy's batch (64)")
     g = p.add_argument_group("proxy training")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)

@@ -174,4 +174,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:
         accuracy = float("nan") if out.diverged else out.best_accuracy
-        return trained(self.profile(cell), "accuracy", accuracy, out, t0, batch=batch)
+        images = self.images_trained(out.epochs)
+        return trained(
+            self.profile(cell), "accuracy", accuracy, out, t0, batch=batch, images_trained=images
+        )

@@ -23,7 +23,8 @@ from autoshrink.training.classification import ProxyTraining, train_proxy
 
 
 class CNNProxyEvaluator:
-    """Train a candidate CNN cell on the proxy task; metrics ``accuracy``, ``macs``, ``params``."""
+    """Train a candidate CNN cell on the proxy task; metrics ``accuracy``, ``macs``, ``params``;
+    ``detail["images_trained"]``: images seen in training, summed over its epochs."""
 
     def __init__(
         self,
@@ -43,6 +44,10 @@ class CNNProxyEvaluator:
     def profile(self, genotype: Cell) -> dict[str, float]:
         c = count(genotype, self.macro)
         return {"macs": float(c.macs), "params": float(c.params)}
+
+    def images_trained(self, epochs: int) -> int:
+        """Images a candidate saw in ``epochs`` epochs (every epoch is the whole proxy split)."""
+        return epochs * len(self.split.train_y)
 
     def _tensors(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         s, dev = self.split, torch.device(self.device)
@@ -71,4 +76,6 @@ class CNNProxyEvaluator:
         except (RuntimeError, ValueError) as err:
             return failed(metrics, "accuracy", err, t0, genotype.key)
         accuracy = float("nan") if out.diverged else out.best_accuracy
-        return trained(metrics, "accuracy", accuracy, out, t0)
+        return trained(
+            metrics, "accuracy", accuracy, out, t0, images_trained=self.images_trained(out.epochs)
+        )

@@ -1,20 +1,22 @@
-"""Build the evaluator a search config asks for (loads data: call it where I/O is expected)."""
+"""Build the evaluator a search config asks for (loads data: call it where I/O is expected),
+and the zero-cost ranker of ``--screening zero-cost``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from autoshrink.config import SearchConfig
-from autoshrink.data.images import load_images, proxy_split
+from autoshrink.data.images import ProxySplit, load_images, proxy_split
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
 from autoshrink.evaluators.rnn_proxy import rnn_evaluator
-from autoshrink.spaces.macros import cifar_proxy
+from autoshrink.evaluators.zero_cost import ZeroCostRanker, screening_batch
+from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 
 
-def build_evaluator(config: SearchConfig) -> Evaluator:
-    """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
-    if config.task == "rnn":
-        return rnn_evaluator(config)
+def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
+    """The CNN proxy split and macro of ``config`` (reads the data set)."""
     data = load_images(config.dataset, config.data_dir)
     split = proxy_split(
         data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
@@ -25,7 +27,23 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
         num_classes=data.num_classes,
         width=config.width,
     )
+    return split, macro
+
+
+def build_evaluator(config: SearchConfig) -> Evaluator:
+    """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
+    if config.task == "rnn":
+        return rnn_evaluator(config)
+    split, macro = proxy_task(config)
     evaluator = CNNProxyEvaluator(
         split, macro, config.training, device=config.device, threads=config.threads
     )
     return with_hardware_costs(evaluator, config, macro)  # latency costs, when asked for
+
+
+def build_ranker(config: SearchConfig, seed_of: Callable[[str], int]) -> ZeroCostRanker:
+    """The zero-cost ranker of ``config`` (``zc_proxy`` on ``zc_batch`` proxy training images);
+    ``seed_of(cell key)`` seeds each cell's initialisation."""
+    split, macro = proxy_task(config)
+    x, y = screening_batch(split, config.zc_batch, config.seed)
+    return ZeroCostRanker(config.zc_proxy, macro, x, y, seed_of, device=config.device)

@@ -11,16 +11,22 @@ A step whose candidates all failed to train (``"failed"`` or ``"diverged"``, non
 finite score) has no winner to shrink from: the search stops there and says so in
 :attr:`AutoShrink.stop_reason`. A step whose candidates were all *rejected* by a hard
 constraint goes on shrinking (smaller cells cost less), from the candidate with fewest edges.
+
+With a ``rank`` callable (zero-cost screening, docs/zero-cost.md) the K candidates of a step
+are not drawn: the whole shrink space is scored by ``rank`` and the K highest are taken (ties
+and NaN -- ranked last -- keep the shrink-space order); the score is noted in the proposal's
+``meta["screen_score"]``. The strategy stays torch-free: the evaluator side supplies ``rank``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.strategies.base import Observation, Proposal, better, require_positive
+from autoshrink.strategies.base import Observation, Proposal, better, require_positive, top_k
 
 
 class AutoShrink:
@@ -33,6 +39,8 @@ class AutoShrink:
         patience: stop after this many steps without a better best score (``None``: never).
         score_start: evaluate the starting cell first (step 0), as a baseline and candidate.
         rng: the seeded generator that samples candidates.
+        rank: scores a list of cells (higher = more promising); when given, each step takes the
+            K best-ranked removals of the whole shrink space instead of K uniform draws.
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class AutoShrink:
         rng: random.Random,
         patience: int | None = None,
         score_start: bool = True,
+        rank: Callable[[list[Cell]], Sequence[float]] | None = None,
     ) -> None:
         require_positive(k=k)
         if not 0.0 <= keep_fraction < 1.0:
@@ -58,6 +67,7 @@ class AutoShrink:
         self._max_steps = start.num_edges - self.target_edges + (1 - self.step)
         self.stale_steps = 0
         self._rng = rng
+        self._rank = rank
         self._best: Observation | None = None
         self._pending: list[Proposal] = []
         self._stop_reason: str | None = None
@@ -109,12 +119,19 @@ class AutoShrink:
         if self.step == 0:
             self._pending = [Proposal(self.current, 0, {"removed_edge": None})]
         else:
-            space = self.shrink_space()
-            picks = self._rng.sample(space, min(self.k, len(space)))
             self._pending = [
-                Proposal(cell, self.step, {"removed_edge": list(edge)}) for edge, cell in picks
+                Proposal(cell, self.step, {"removed_edge": list(edge), **note})
+                for edge, cell, note in self._pick(self.shrink_space())
             ]
         return list(self._pending)
+
+    def _pick(self, space: list[tuple[tuple[int, int], Cell]]) -> list[tuple[Any, Cell, dict]]:
+        """K uniform draws from ``space``, or with ``rank`` its K best-ranked entries."""
+        if self._rank is None:
+            return [(e, c, {}) for e, c in self._rng.sample(space, min(self.k, len(space)))]
+        values = [float(v) for v in self._rank([cell for _, cell in space])]
+        picks = top_k(values, self.k)
+        return [(space[i][0], space[i][1], {"screen_score": values[i]}) for i in picks]
 
     def tell(self, observations: Sequence[Observation]) -> None:
         if [o.proposal for o in observations] != self._pending:

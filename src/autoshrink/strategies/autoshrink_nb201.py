@@ -45,11 +45,17 @@ Part of the gain is the complete start (local search from random complete cells:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
+from autoshrink.strategies.base import (
+    AskTellBase,
+    Observation,
+    Proposal,
+    require_positive,
+    top_k,
+)
 
 LIVE_OPS: tuple[str, ...] = tuple(op for op in OPS if op != "none")
 MODES: tuple[str, ...] = ("ops", "edges")
@@ -64,14 +70,24 @@ class AutoShrinkNB201(AskTellBase):
         k: candidates per step.
         mode: ``"ops"`` (shrink op candidate sets; default) or ``"edges"`` (plain edge
             shrinking to ``none``, the reference the issue describes).
+        rank: zero-cost screening (docs/zero-cost.md): scores cells, higher = more promising;
+            when given, a step takes the K best-ranked decisions of the whole shrink space
+            (ties and NaN last keep its order) instead of K uniform draws.
     """
 
-    def __init__(self, *, rng: random.Random, k: int = 4, mode: str = "ops") -> None:
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        k: int = 4,
+        mode: str = "ops",
+        rank: Callable[[list[NB201Cell]], Sequence[float]] | None = None,
+    ) -> None:
         require_positive(k=k)
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         super().__init__(rng)
-        self.k, self.mode = k, mode
+        self.k, self.mode, self._rank = k, mode, rank
         self._seen: dict[int, Observation] = {}
         self._known: list[tuple[Decision, Observation]] = []
         self.current: Observation | None = None
@@ -119,7 +135,7 @@ class AutoShrinkNB201(AskTellBase):
                 continue
             base = self.current.proposal.genotype
             self._known, self._pending = [], []
-            for e, op in self._rng.sample(space, min(self.k, len(space))):
+            for e, op in self._pick(space, base):
                 cell = base.with_op(e, op)
                 if cell.code in self._seen:
                     self._known.append(((e, op), self._seen[cell.code]))
@@ -128,6 +144,13 @@ class AutoShrinkNB201(AskTellBase):
             if self._pending:
                 return list(self._pending)
             self._decide(self._known)  # every candidate already scored: no query needed
+
+    def _pick(self, space: list[Decision], base: NB201Cell) -> list[Decision]:
+        """K uniform draws from ``space``, or with ``rank`` its K best-ranked decisions."""
+        if self._rank is None:
+            return self._rng.sample(space, min(self.k, len(space)))
+        values = self._rank([base.with_op(e, op) for e, op in space])
+        return [space[i] for i in top_k([float(v) for v in values], self.k)]
 
     def tell(self, observations: Sequence[Observation]) -> None:
         self._accept(observations)

@@ -83,6 +83,13 @@ def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bo
     )
 
 
+def top_k(values: Sequence[float], k: int) -> list[int]:
+    """Positions of the ``k`` largest ``values``, best first; NaN ranks last and ties keep
+    their order (the zero-cost screen's pick from a ranked shrink space)."""
+    key = [-math.inf if math.isnan(v) else v for v in values]
+    return sorted(range(len(key)), key=lambda i: -key[i])[:k]
+
+
 def require_positive(**settings: int) -> None:
     """Raise :class:`ConfigError` naming the first of ``settings`` that is below 1."""
     for name, value in settings.items():

@@ -46,6 +46,9 @@ STRATEGIES: dict[str, Callable[[random.Random], Strategy]] = {
     "autoshrink": lambda rng: AutoShrinkNB201(rng=rng, k=4, mode="ops"),
     "autoshrink-edges": lambda rng: AutoShrinkNB201(rng=rng, k=6, mode="edges"),
 }
+#: AutoShrink (ops mode, K=4) screened by a zero-cost proxy: each step trains the K best-ranked
+#: decisions of the whole shrink space (docs/zero-cost.md); needs ``run_bench(zc_rank=...)``.
+ZC_STRATEGY = "autoshrink-zc"
 CHECKPOINTS: tuple[int, ...] = (25, 50, 100, 200)
 OBJECTIVES: tuple[str, ...] = ("accuracy", "score")
 MACS = "macs"
@@ -173,15 +176,20 @@ def run_bench(
     search_epochs: int = 12,
     progress: Callable[[str], None] | None = None,
     cost: HWNASBenchCost | None = None,
+    zc_rank: Callable[[list[NB201Cell]], Sequence[float]] | None = None,
 ) -> BenchResult:
     """Run every strategy ``runs`` times at a budget of ``queries`` (see the module docstring).
 
     ``cost``: an HW-NAS-Bench metric of ``dataset`` as the cost term of ``objective="score"``
-    (``None``: MACs); it must have a value for every cell.
+    (``None``: MACs); it must have a value for every cell. ``zc_rank``: the zero-cost scores
+    strategy :data:`ZC_STRATEGY` ranks by (not counted as queries).
     """
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    known = {*STRATEGIES, ZC_STRATEGY}
+    unknown = [s for s in strategies if s not in known]
     if unknown or not strategies:
-        raise ConfigError(f"unknown strategies {unknown}; expected some of {sorted(STRATEGIES)}")
+        raise ConfigError(f"unknown strategies {unknown}; expected some of {sorted(known)}")
+    if ZC_STRATEGY in strategies and zc_rank is None:
+        raise ConfigError(f"strategy {ZC_STRATEGY} needs zero-cost scores (zc_rank)")
     if runs < 1 or queries < 1:
         raise ConfigError(f"runs and queries must be >= 1, got {runs} and {queries}")
     if not math.isfinite(weight) or weight < 0:
@@ -204,7 +212,10 @@ def run_bench(
         inc = np.empty((runs, queries), dtype=np.int64)
         qs = np.empty((runs, queries), dtype=np.int64)
         for r, s in enumerate(seeds):
-            strategy = STRATEGIES[name](random.Random(s))
+            if name == ZC_STRATEGY:
+                strategy = AutoShrinkNB201(rng=random.Random(s), k=4, mode="ops", rank=zc_rank)
+            else:
+                strategy = STRATEGIES[name](random.Random(s))
             inc[r], qs[r] = run_once(strategy, search, score, queries)
         traces.append(StrategyTrace(name, seeds, inc, qs))
     reporter = Reporter(tables, dataset=dataset, epochs=200)

@@ -1,0 +1,181 @@
+"""Plain AutoShrink against zero-cost-screened AutoShrink on the digits demo, paired by seed.
+
+For each seed, three searches on the same start cell and proxy task (the seed fixes both):
+
+- ``plain``: K removals of each step drawn uniformly (the method), K = ``--k``;
+- ``zc-K``: the whole shrink space of each step ranked by ``--zc-proxy``, the K best trained;
+- ``zc-K/2``: the same with half the candidates per step (``K // 2``) -- about half the images.
+
+Printed per mode: images trained and wall time as ratios to ``plain`` of the same seed (mean
+over seeds), and the paired difference of the best cell's score (the full proxy protocol, as
+every trained candidate gets it) to ``plain``: mean and 95% t-interval. With
+``--faithful N`` also, for the first N seeds, how faithful the screen is at step 1: every
+single-edge removal of the start cell is trained in full, and the Kendall tau between the
+proxy's ranking and the trained scores is printed with whether the trained winner is among
+the proxy's top K and top K/2. Candidates train with one thread, in-process; wall time is
+each search's ``seconds_this_session``. ``--summarise`` reads finished run folders instead
+of searching, ``--faithful-only`` runs only the faithfulness check.
+
+    python benchmarks/bench_screening.py --seeds 0 1 2 --faithful 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from scipy.stats import kendalltau, t
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.executors.factory import build_executor
+from autoshrink.search import candidate_seed, make_strategy, run_search
+
+
+def config_for(args: argparse.Namespace, seed: int, mode: str) -> SearchConfig:
+    screened = mode != "plain"
+    return preset(
+        "demo",
+        seed=seed,
+        nodes=args.nodes,
+        k=args.k // 2 if mode == "zc-K/2" else args.k,
+        per_class=args.per_class,
+        val_size=args.val_size,
+        training_epochs=args.epochs,
+        threads=1,
+        screening="zero-cost" if screened else "none",
+        zc_proxy=args.zc_proxy,
+    )
+
+
+def one_run(args: argparse.Namespace, seed: int, mode: str, out: Path) -> dict:
+    run_dir = out / f"{mode.replace('/', '_')}-s{seed}"
+    if not args.summarise:
+        config = config_for(args, seed, mode)
+        run_search(run_dir, config, executor=build_executor("inprocess"), progress=False)
+    result = json.loads((run_dir / "result.json").read_text())
+    return {
+        "mode": mode,
+        "seed": seed,
+        "score": result["best"]["score"],
+        "images": result["images_trained"],
+        "seconds": result["seconds_this_session"],
+        "evaluations": result["evaluations"],
+    }
+
+
+def faithfulness(args: argparse.Namespace, seed: int) -> list[dict]:
+    """Per proxy (``--faithful-proxies``), the Kendall tau of its ranking against the trained
+    score over step 1's whole shrink space, and whether the trained winner is in its top K
+    and top K/2 (the trainings are shared by all proxies)."""
+    from autoshrink.evaluators.factory import build_evaluator, build_ranker
+
+    config = config_for(args, seed, "zc-K")
+    strategy = make_strategy(config)
+    cells = [cell for _, cell in strategy.shrink_space()]
+    evaluator = build_evaluator(config)
+    full = [config.score(evaluator.evaluate(c, candidate_seed(seed, c.key)).metrics) for c in cells]
+    winner = max(range(len(cells)), key=lambda i: full[i])
+    rows = []
+    for name in args.faithful_proxies.split(","):
+        ranker = build_ranker(replace(config, zc_proxy=name), lambda key: candidate_seed(seed, key))
+        screen = ranker(cells)
+        rank = sorted(range(len(cells)), key=lambda i: -screen[i])
+        rows.append(
+            {
+                "seed": seed,
+                "proxy": name,
+                "space": len(cells),
+                "kendall_tau": float(kendalltau(screen, full).statistic),
+                "winner_in_top_k": winner in rank[: args.k],
+                "winner_in_top_k2": winner in rank[: args.k // 2],
+            }
+        )
+    return rows
+
+
+def interval(diffs: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (NaN half-width for one seed)."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, float("nan")
+    return mean, t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("-k", "--k", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--val-size", type=int, default=200)
+    parser.add_argument("--zc-proxy", default="synflow")
+    parser.add_argument("--faithful", type=int, default=0, metavar="N")
+    parser.add_argument("--faithful-proxies", default="synflow", metavar="A,B")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--summarise", action="store_true", help="only read the finished run folders in --out"
+    )
+    parser.add_argument(
+        "--faithful-only", action="store_true", help="only the --faithful check, no searches"
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_screening_"))
+    modes = ("plain", "zc-K", "zc-K/2")
+    rows = (
+        [] if args.faithful_only else [one_run(args, s, m, out) for s in args.seeds for m in modes]
+    )
+    by = {(r["mode"], r["seed"]): r for r in rows}
+    summary = {}
+    for m in modes if rows else ():
+        img = [by[m, s]["images"] / by["plain", s]["images"] for s in args.seeds]
+        sec = [by[m, s]["seconds"] / by["plain", s]["seconds"] for s in args.seeds]
+        d_mean, d_half = interval([by[m, s]["score"] - by["plain", s]["score"] for s in args.seeds])
+        summary[m] = {
+            "images_ratio": statistics.fmean(img),
+            "wall_ratio": statistics.fmean(sec),
+            "score_diff_mean": d_mean,
+            "score_diff_ci95": d_half,
+        }
+    faithful = [row for s in args.seeds[: args.faithful] for row in faithfulness(args, s)]
+    report = {
+        "settings": vars(args) | {"out": str(out)},
+        "runs": rows,
+        "summary": summary,
+        "faithfulness": faithful,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        f"digits demo, nodes {args.nodes}, K {args.k}, {args.epochs} epochs, "
+        f"{args.per_class}/class, proxy {args.zc_proxy}, seeds {args.seeds}"
+    )
+    print(f"{'mode':<8} {'images/plain':>12} {'wall/plain':>10} {'d score (95% CI)':>24}")
+    for m, row in summary.items():
+        print(
+            f"{m:<8} {row['images_ratio']:>12.3f} {row['wall_ratio']:>10.3f} "
+            f"{row['score_diff_mean']:>+12.4f} ± {row['score_diff_ci95']:.4f}"
+        )
+    for r in rows:
+        print(
+            f"  seed {r['seed']} {r['mode']:<7} score {r['score']:.4f} images {r['images']} "
+            f"{r['seconds']:.1f} s, {r['evaluations']} candidates"
+        )
+    for f in faithful:
+        print(
+            f"step 1, seed {f['seed']}, {f['proxy']}: {f['space']} removals, "
+            f"Kendall tau {f['kendall_tau']:+.3f}, trained winner in proxy "
+            f"top-K {f['winner_in_top_k']}, top-K/2 {f['winner_in_top_k2']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

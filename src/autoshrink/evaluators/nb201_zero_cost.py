@@ -1,0 +1,94 @@
+"""Zero-cost scores of NAS-Bench-201 cells, computed on demand and cached by cell code.
+
+:class:`NB201ZeroCost` is the ``rank`` callable of the zero-cost-screened AutoShrink variant of
+``autoshrink bench nb201`` (strategy ``autoshrink-zc``). A cell's value is the proxy on its
+topology network (``C = 16, N = 5``, the data set's classes and image size) at a default
+initialisation seeded by the cell's code, on one fixed batch of ``batch`` N(0, 1) images with
+uniform random labels drawn from ``seed`` -- the benchmark's images are not on the machine, and
+for synflow and params (the data-free proxies) the batch's content does not matter. Values are
+kept for the whole bench (every run shares them) and, with ``cache``, in a ``.npy`` file of
+15,625 float64 (NaN = not computed) that later benches reuse. ``params`` is read from the
+analytic count of :func:`~autoshrink.cost.nb201.topology_cost_table` (the same numbers as
+counting a built network's parameters, see the tests), so it costs nothing.
+
+Why not NASLib's stored scores: its file covers about 725 of the 15,625 cells, so it holds one
+or two of the up to 24 cells of a typical shrink space.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autoshrink.cost.nb201 import topology_cost_table
+from autoshrink.errors import BenchmarkError, ConfigError
+from autoshrink.nn.nb201 import topology_network
+from autoshrink.spaces.nb201 import DATASETS, NUM_CELLS, NB201Cell, dataset_name
+from autoshrink.zero_cost import proxy
+
+log = logging.getLogger(__name__)
+
+
+class NB201ZeroCost:
+    """``scores(cells) -> proxy values``; computes the missing ones (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        dataset: str,
+        *,
+        batch: int = 64,
+        seed: int = 0,
+        cache: str | Path | None = None,
+    ) -> None:
+        self.name = name
+        self._proxy = proxy(name)
+        self.dataset = dataset_name(dataset)
+        self.num_classes, size = DATASETS[self.dataset]
+        g = torch.Generator().manual_seed(seed)
+        self.batch_x = torch.randn(batch, 3, size, size, generator=g)
+        self.batch_y = torch.randint(0, self.num_classes, (batch,), generator=g)
+        self.seed = seed
+        self.cache = None if cache is None else Path(cache)
+        if self.cache is not None and self.cache.suffix != ".npy":
+            raise ConfigError(f"the zero-cost cache must be a .npy file, got {self.cache}")
+        self.values = np.full(NUM_CELLS, np.nan)
+        if self.cache is not None and self.cache.is_file():
+            stored = np.load(self.cache)
+            if stored.shape != (NUM_CELLS,):
+                raise BenchmarkError(
+                    f"{self.cache}: expected {NUM_CELLS} values, got {stored.shape}"
+                )
+            self.values = stored.astype(np.float64)
+        if name == "params":  # the analytic count is exactly the proxy (tested): no networks
+            self.values = topology_cost_table(self.dataset)[0].astype(np.float64)
+        self.computed = 0
+        self.seconds = 0.0
+
+    def __call__(self, cells: list[NB201Cell]) -> list[float]:
+        t0 = time.perf_counter()
+        for cell in cells:
+            if np.isnan(self.values[cell.code]):
+                torch.manual_seed(self.seed * NUM_CELLS + cell.code)
+                net = topology_network(cell, num_classes=self.num_classes)
+                self.values[cell.code] = self._proxy(net, self.batch_x, self.batch_y)
+                self.computed += 1
+        self.seconds += time.perf_counter() - t0
+        return [float(self.values[cell.code]) for cell in cells]
+
+    def save(self) -> None:
+        """Write the values to ``cache`` (when given)."""
+        if self.cache is not None:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            np.save(self.cache, self.values)
+            log.info(
+                "%s: %d %s values", self.cache, np.count_nonzero(~np.isnan(self.values)), self.name
+            )
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Proxy, cells computed (not from the cache) and seconds spent."""
+        return {"proxy": self.name, "computed": self.computed, "seconds": round(self.seconds, 3)}

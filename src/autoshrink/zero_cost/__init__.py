@@ -1,0 +1,41 @@
+"""Zero-cost proxies: score a network at initialisation from one mini-batch, with no training.
+
+Each proxy is a function ``(model, batch_x, batch_y) -> float`` in its own module of this
+package (``synflow``, ``snip``, ``grad_norm``, ``jacov``, ``naswot``, ``params``); a larger
+value predicts a better network. The definitions follow Abdelfattah et al., "Zero-Cost Proxies
+for Lightweight NAS" (ICLR 2021) as implemented in NASLib, and Mellor et al., "Neural
+Architecture Search without Training" (ICML 2021) for NASWOT. A proxy works on a deep copy of
+``model`` and never changes it.
+
+This module itself does not import torch: :data:`PROXY_NAMES` can be checked by torch-free
+code (the config), and :func:`proxy` imports the proxy's module when asked for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from autoshrink.errors import ConfigError
+
+#: Every proxy, by name (also its module's name).
+PROXY_NAMES: tuple[str, ...] = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
+
+Proxy = Callable[[Any, Any, Any], float]  # (model, batch_x, batch_y) -> score
+
+
+def check_proxy(name: str) -> str:
+    """``name`` when it is a proxy; :class:`ConfigError` naming the choices when not."""
+    if name not in PROXY_NAMES:
+        raise ConfigError(f"unknown zero-cost proxy {name!r}; expected one of {list(PROXY_NAMES)}")
+    return name
+
+
+def proxy(name: str) -> Proxy:
+    """The proxy function called ``name`` (imports torch)."""
+    module = importlib.import_module(f"autoshrink.zero_cost.{check_proxy(name)}")
+    return getattr(module, name)
+
+
+__all__ = ["PROXY_NAMES", "Proxy", "check_proxy", "proxy"]

@@ -1,0 +1,120 @@
+"""The zero-cost-screened AutoShrink variant of ``autoshrink bench nb201`` (``autoshrink-zc``):
+the ranked step, the on-demand scores and their cache, the bench wiring and its errors."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from autoshrink.cost.nb201 import topology_cost_table
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
+from autoshrink.spaces.nb201 import NB201Cell
+from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
+from autoshrink.strategies.base import Observation
+from autoshrink.tabular import load_flat_tables
+from autoshrink.tabular.comparison import ZC_STRATEGY, run_bench
+
+
+def convs(cell: NB201Cell) -> float:
+    return float(sum(op == "nor_conv_3x3" for op in cell.ops))
+
+
+def test_ranked_nb201_step_takes_the_k_best_decisions() -> None:
+    strategy = AutoShrinkNB201(
+        rng=random.Random(0), k=3, rank=lambda cells: [convs(c) for c in cells]
+    )
+    [start] = strategy.ask()
+    strategy.tell([Observation(start, 0.5, {})])
+    picks = strategy.ask()
+    base = start.genotype
+    # independently: the decisions that turn a non-conv3x3 edge into nor_conv_3x3 gain 1
+    gaining = [e for e, op in enumerate(base.ops) if op != "nor_conv_3x3"]
+    assert len(picks) == min(3, len(gaining))
+    for p in picks:
+        assert p.meta["op"] == "nor_conv_3x3" and p.meta["edge"] in gaining
+    # ties keep the shrink-space order (edge-major): the first gaining edges
+    assert [p.meta["edge"] for p in picks] == gaining[:3]
+
+
+def test_scores_are_computed_once_and_cached(tmp_path) -> None:
+    params, _ = topology_cost_table("cifar10")
+    cells = [NB201Cell.from_code(c) for c in (0, 1234, 15624)]
+    # params comes from the analytic count; it must equal counting the built network
+    from autoshrink.nn.nb201 import topology_network
+
+    assert (
+        NB201ZeroCost("params", "cifar10")(cells)
+        == [
+            float(sum(p.numel() for p in topology_network(c, num_classes=10).parameters()))
+            for c in cells
+        ]
+        == [float(params[c.code]) for c in cells]
+    )
+    cache = tmp_path / "synflow.npy"
+    zc = NB201ZeroCost("synflow", "cifar10", cache=cache)
+    first = zc(cells[:2])
+    assert zc.summary()["computed"] == 2 and zc(cells[:2]) == first
+    zc.save()
+    again = NB201ZeroCost("synflow", "cifar10", cache=cache)
+    assert again(cells[:2]) == first and again.summary()["computed"] == 0
+    with pytest.raises(ConfigError, match=r"\.npy"):
+        NB201ZeroCost("params", "cifar10", cache=tmp_path / "params.bin")
+
+
+@pytest.mark.shared_data
+def test_bench_runs_the_zero_cost_variant(shared_data) -> None:
+    tables = load_flat_tables(shared_data / "nats-bench")
+    params, _ = topology_cost_table("cifar10")
+    met: set[int] = set()
+
+    def rank(cells: list[NB201Cell]) -> list[float]:
+        met.update(c.code for c in cells)
+        return [float(params[c.code]) for c in cells]
+
+    result = run_bench(
+        tables,
+        strategies=["autoshrink", ZC_STRATEGY],
+        runs=2,
+        queries=30,
+        dataset="cifar10",
+        zc_rank=rank,
+    )
+    zc = result.traces[1]
+    assert zc.name == ZC_STRATEGY and (zc.queried >= 0).all()
+    # every queried cell but the restarts' random starts was ranked first
+    assert np.isin(zc.queried, list(met)).mean() > 0.8
+    with pytest.raises(ConfigError, match="needs zero-cost scores"):
+        run_bench(tables, strategies=[ZC_STRATEGY], runs=1, queries=5, dataset="cifar10")
+
+
+@pytest.mark.shared_data
+def test_bench_cli_zero_cost(cli, monkeypatch, shared_data, tmp_path) -> None:
+    monkeypatch.setattr("autoshrink.cli.SUBCOMMANDS", ("bench",))
+    tables = shared_data / "nats-bench"
+    code, _, err = cli("bench", "nb201", "--tables", tables, "--zc-proxy", "zen")
+    assert code == 2 and "unknown zero-cost proxy 'zen'" in err and err.count("\n") == 1
+    code, out, _ = cli(
+        "bench",
+        "nb201",
+        "--tables",
+        tables,
+        "--strategies",
+        ZC_STRATEGY,
+        "--zc-proxy",
+        "params",
+        "--runs",
+        "1",
+        "--queries",
+        "8",
+        "--json",
+        "--zc-cache",
+        tmp_path / "p.npy",
+    )
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["config"]["zero_cost"]["proxy"] == "params"
+    assert (tmp_path / "p.npy").is_file()
