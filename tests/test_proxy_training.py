@@ -51,7 +51,8 @@ def test_low_accuracy_early_stop(split):
     # a learning rate too small to learn anything: accuracy stays near chance, stop after epoch 3
     ev = evaluator(split, epochs=20, batch_size=32, lr=1e-9, min_accuracy=0.5)
     result = ev.evaluate(published_cell("shrinkcnn"), seed=0)
-    assert result.detail == {"epochs": 3, "stop_reason": "low_accuracy"}
+    # images_trained: 3 epochs x 40 images of each of the 10 digits
+    assert result.detail == {"epochs": 3, "stop_reason": "low_accuracy", "images_trained": 1200}
 
 
 def test_proxy_split_is_seeded_per_class_and_disjoint():
