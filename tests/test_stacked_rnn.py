@@ -10,9 +10,16 @@ import torch
 
 from autoshrink.data.text import load_text
 from autoshrink.errors import ConfigError
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
+from autoshrink.executors.base import InProcessExecutor
+from autoshrink.executors.batched import BatchedExecutor
+from autoshrink.executors.factory import build_executor, default_executor
 from autoshrink.graph import Cell
+from autoshrink.journal import Journal
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import StackedRNNModel, build_stacked_rnn
+from autoshrink.search import run_search
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
 from autoshrink.training.stacked_language import clip_per_candidate, train_stacked_lm
@@ -162,3 +169,71 @@ def test_candidates_must_share_their_node_ops() -> None:
     other = Cell("rnn", ("input", "relu", "relu", "relu", "relu"), [(0, 1)])
     with pytest.raises(ConfigError, match="same node ops"):
         StackedRNNModel([CELLS[0], other], 20, nhid=4)
+
+
+def test_the_stacked_evaluator_matches_the_one_by_one_evaluator(corpus) -> None:
+    settings = RNNProxyTraining(**{**SETTINGS.__dict__, "epochs": 2})
+    plain = RNNProxyEvaluator(corpus, settings)
+    stacked = StackedRNNEvaluator.from_proxy(plain)
+    cells = [CELLS[0], CELLS[1], CELLS[4]]
+    results = stacked.evaluate_many(cells, SEEDS[:3])
+    for cell, seed, got in zip(cells, SEEDS[:3], results, strict=True):
+        ref = plain.evaluate(cell, seed)
+        assert got.status == ref.status == "ok" and got.detail["batch"] == 3
+        assert got.detail["epochs"] == ref.detail["epochs"]
+        for key in ("edges", "edge_cost", "params", "macs"):
+            assert got.metrics[key] == ref.metrics[key]
+        # float32: the stacked matmuls round differently from the one-by-one ones
+        assert got.metrics["perplexity"] == pytest.approx(ref.metrics["perplexity"], rel=1e-3)
+
+
+def test_a_group_that_fails_is_retried_in_halves_down_to_the_plain_loop(
+    corpus, monkeypatch
+) -> None:
+    import autoshrink.evaluators.stacked_rnn as module
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(module, "train_stacked_lm", out_of_memory)
+    settings = RNNProxyTraining(**{**SETTINGS.__dict__, "epochs": 1})
+    stacked = StackedRNNEvaluator(corpus, settings)
+    results = stacked.evaluate_many(CELLS[:3], SEEDS[:3])
+    assert [r.detail["batch"] for r in results] == [1, 1, 1]
+    assert [r.status for r in results] == ["ok"] * 3
+    for cell, seed, got in zip(CELLS[:3], SEEDS[:3], results, strict=True):  # the plain loop
+        assert (
+            got.metrics["perplexity"]
+            == RNNProxyEvaluator(corpus, settings).evaluate(cell, seed).metrics["perplexity"]
+        )
+
+
+def test_the_batched_executor_runs_an_rnn_search_stacked(tmp_path, monkeypatch) -> None:
+    from test_rnn_search import tiny_config
+
+    corpus_dir = write_tiny_corpus(tmp_path / "tiny", n_train=60, n_eval=20)
+    config = tiny_config(corpus_dir)
+    seen = []
+    train = StackedRNNEvaluator._train
+    monkeypatch.setattr(
+        StackedRNNEvaluator, "_train", lambda self, c, s: seen.append(len(c)) or train(self, c, s)
+    )
+    batched = run_search(tmp_path / "b", config, executor=BatchedExecutor(), progress=False)
+    assert seen == [2, 2, 2]  # every shrink step's K = 2 candidates trained together
+    alone = run_search(tmp_path / "a", config, executor=InProcessExecutor(), progress=False)
+    assert batched.evaluations == alone.evaluations == 7
+    got = {r["key"]: r for r in Journal(tmp_path / "b" / "journal.jsonl").records()}
+    ref = {r["key"]: r for r in Journal(tmp_path / "a" / "journal.jsonl").records()}
+    assert got.keys() == ref.keys()  # the same candidates: the same choice at every step
+    for key, r in ref.items():
+        assert got[key]["metrics"]["perplexity"] == pytest.approx(
+            r["metrics"]["perplexity"], rel=1e-3
+        )
+
+
+def test_the_batched_executor_is_the_rnn_default_on_a_gpu() -> None:
+    assert default_executor("cuda") == "batched" and default_executor("cuda:1") == "batched"
+    executor = build_executor(None, device="cuda")
+    assert isinstance(executor, BatchedExecutor)
+    with pytest.raises(ConfigError, match="--cuda-graph is for the CNN engine"):
+        BatchedExecutor(cuda_graph=True)._batched_for(RNNProxyEvaluator(None, SETTINGS))
