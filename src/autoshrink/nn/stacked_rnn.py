@@ -75,13 +75,26 @@ class StackedRNNModel(nn.Module):
         with torch.no_grad():  # a candidate's missing edges: zero matrices
             for e, w in enumerate(self.edge_weights):
                 w.mul_(mask[:, e, None, None])
-        # out-edges grouped by source node: one batched matmul per source and time step
-        self._sources = tuple(
-            (i, tuple(e for e, (a, _) in enumerate(self.edges) if a == i))
-            for i in range(n)
-            if any(a == i for a, _ in self.edges)
-        )
-        self._acts = tuple(ACTIVATIONS[op] if j else None for j, op in enumerate(self.ops))
+        # Out-edges grouped by source node (one batched matmul per source and time step), each
+        # group ordered by the activation of the target so that one call applies it to a run.
+        self._sources: list[tuple[int, tuple[int, ...], tuple[tuple[str, int, int], ...]]] = []
+        for i in range(n):
+            out = sorted(
+                (e for e, (a, _) in enumerate(self.edges) if a == i),
+                key=lambda e: (self.ops[self.edges[e][1]], self.edges[e][1]),
+            )
+            if not out:
+                continue
+            runs: list[tuple[str, int, int]] = []
+            for pos, e in enumerate(out):
+                op = self.ops[self.edges[e][1]]
+                if runs and runs[-1][0] == op:
+                    runs[-1] = (op, runs[-1][1], pos + 1)
+                else:
+                    runs.append((op, pos, pos + 1))
+            self._sources.append((i, tuple(out), tuple(runs)))
+            self.register_buffer(f"_targets{i}", torch.tensor([self.edges[e][1] for e in out]))
+            self.register_buffer(f"_edges{i}", torch.tensor(out))
 
     @property
     def k(self) -> int:
@@ -123,8 +136,13 @@ class StackedRNNModel(nn.Module):
         x = nn.functional.embedding(tokens + offsets, self.encoder.reshape(k * v, d))
         xc = torch.bmm(x.view(k, t_len * b, d), self.w0[:, :d]).view(k, t_len, b, 2 * d)
         w0h = self.w0[:, d:]  # [K, nhid, 2 nhid]
-        grouped = [  # [K, nhid, 2 nhid * out-degree] per source node
-            torch.cat([self.edge_weights[e] for e in out], dim=2) for _, out in self._sources
+        grouped = [  # per source: [K, nhid, 2 nhid * out-degree], targets, masks [K, 1, m, 1]
+            (
+                torch.cat([self.edge_weights[e] for e in out], dim=2),
+                getattr(self, f"_targets{i}"),
+                self.edge_mask[:, getattr(self, f"_edges{i}")][:, None, :, None],
+            )
+            for i, out, _ in self._sources
         ]
         states = []
         for t in range(t_len):
@@ -135,31 +153,37 @@ class StackedRNNModel(nn.Module):
         return logits.view(k, t_len, b, v), hidden
 
     def step(
-        self, xc: torch.Tensor, h: torch.Tensor, w0h: torch.Tensor, grouped: list[torch.Tensor]
+        self,
+        xc: torch.Tensor,
+        h: torch.Tensor,
+        w0h: torch.Tensor,
+        grouped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
-        """One time step of every slice: ``xc [K, B, 2 nhid]``, ``h [K, B, nhid]`` -> new h."""
-        d = self.nhid
+        """One time step of every slice: ``xc [K, B, 2 nhid]``, ``h [K, B, nhid]`` -> new h.
+
+        The incoming edges' sums of all nodes live in one ``[K, B, n, nhid]`` tensor; each
+        source node adds its out-edges to it with one ``index_add`` (in ascending source
+        order, as the one-by-one cell sums them).
+        """
+        k, b, d = h.shape
         c0, h0 = (xc + torch.bmm(h, w0h)).split(d, dim=-1)
-        state: dict[int, torch.Tensor] = {0: h + torch.sigmoid(c0) * (torch.tanh(h0) - h)}
-        total: dict[int, torch.Tensor] = {}
-        for (i, out), w in zip(self._sources, grouped, strict=True):
-            if i:  # every in-edge of node i comes from a lower node: its sum is complete
-                state[i] = total.pop(i) / self.indegree[:, i, None, None]
-            s = state[i]
-            ch = torch.bmm(s, w)  # [K, B, 2 nhid * out-degree]
-            for pos, e in enumerate(out):
-                j = self.edges[e][1]
-                c, hh = ch[..., 2 * d * pos : 2 * d * (pos + 1)].split(d, dim=-1)
-                edge = (s + torch.sigmoid(c) * (self._acts[j](hh) - s)) * self.edge_mask[
-                    :, e, None, None
-                ]
-                total[j] = edge if j not in total else total[j] + edge
-        for j, e_sum in total.items():  # nodes without out-edges in any candidate
-            state[j] = e_sum / self.indegree[:, j, None, None]
-        out_sum = sum(
-            state[j] * self.leaf_mask[:, j, None, None] for j in sorted(state)
-        )  # only the candidate's own leaves count
-        return out_sum / self.leaf_count[:, None, None]
+        s0 = h + torch.sigmoid(c0) * (torch.tanh(h0) - h)
+        total = s0.new_zeros(k, b, len(self.ops), d)
+        for (i, _, runs), (w, targets, mask) in zip(self._sources, grouped, strict=True):
+            s = s0 if i == 0 else total[:, :, i] / self.indegree[:, i, None, None]
+            ch = torch.bmm(s, w).view(k, b, -1, 2, d)  # [K, B, m, (c, h~), nhid]
+            c, hh = ch[:, :, :, 0], ch[:, :, :, 1]
+            if len(runs) == 1:
+                f = ACTIVATIONS[runs[0][0]](hh)
+            else:
+                f = torch.cat([ACTIVATIONS[op](hh[:, :, p:q]) for op, p, q in runs], dim=2)
+            s_ = s[:, :, None]
+            edges = (s_ + torch.sigmoid(c) * (f - s_)) * mask  # [K, B, m, nhid]
+            total = total.index_add(2, targets, edges)
+        states = total / self.indegree[:, None, :, None]  # node 0's column is unused (zero)
+        leaves = (states * self.leaf_mask[:, None, :, None]).sum(2)
+        leaves = leaves + s0 * self.leaf_mask[:, 0, None, None]
+        return leaves / self.leaf_count[:, None, None]
 
 
 def build_stacked_rnn(
