@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def limited(data: ImageData, n: int | None) -> ImageData:
     )
 
 
+TIMING = re.compile(r"seconds|per_s$")  # history columns that are clock readings
 SIZE = 32  # Fashion-MNIST's 28x28 resized: MobileNetV2's five stride-2 steps need >= 32
 
 
@@ -104,7 +106,8 @@ def train_command(args: argparse.Namespace, out: Path, *extra: str) -> list[str]
         *(["--data", str(args.data)] if args.resume_dataset == "fashion-mnist" else []),
         "--epochs", str(args.resume_epochs), "--batch-size", str(args.batch_size),
         "--precision", args.precision, "--no-flip", "--device", args.device,
-        "--out", str(out), *extra,
+        "--out", str(out), *(["--width", str(args.resume_width)] if args.resume_width else []),
+        *extra,
     ]  # fmt: skip
 
 
@@ -131,7 +134,7 @@ def kill_and_resume(args: argparse.Namespace, root: Path, say) -> dict[str, Any]
         abs(x[key] - y[key])
         for x, y in zip(a["history"], b["history"], strict=True)
         for key in x
-        if isinstance(x[key], float) and key not in ("seconds", "train_seconds")
+        if isinstance(x[key], float) and not TIMING.search(key)
     ]
     same = a["test_accuracy"] == b["test_accuracy"] and max(diffs, default=0.0) == 0.0
     result = {
@@ -161,7 +164,9 @@ def main() -> None:
     p.add_argument(
         "--resume-dataset", default="fashion-mnist", help="fashion-mnist, or digits (quick)"
     )
+    p.add_argument("--resume-width", type=float, default=None, help="macro width (quick)")
     p.add_argument("--no-resume", action="store_true", help="skip the kill/resume check")
+    p.add_argument("--resume-only", action="store_true", help="only the kill/resume check")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -185,7 +190,8 @@ def main() -> None:
         f"{len(data.train_y):,} training images resized to 32x32, {args.device}")  # fmt: skip
     report: dict[str, Any] = {"device": args.device, "epochs": args.epochs,
                               "precision": args.precision, "images": len(data.train_y)}  # fmt: skip
-    report["networks"] = side_by_side(data, recipe, args.device, say)
+    if not args.resume_only:
+        report["networks"] = side_by_side(data, recipe, args.device, say)
     ok = True
     if not args.no_resume:
         with tempfile.TemporaryDirectory(prefix="autoshrink-resume-") as tmp:
