@@ -11,7 +11,8 @@
 #      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
-#      candidates (the first epoch with K - 1 beyond the next);
+#      candidates (the first epoch with K - 1 beyond the next); on a GPU the same table with
+#      batch norm and activation unfused (--bn torch: before/after of the Triton fusion);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
@@ -119,6 +120,10 @@ done
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
+    step "throughput, float32, batch norm and activation unfused (the fusion's baseline)"
+    table 50 throughput_fp32_unfused --bn torch
+fi
+if [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
     table 50 throughput_bf16 --precision bf16 --cuda-graph
 else
@@ -191,8 +196,8 @@ for path in sorted(out.glob("ops_*.json")):
               f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
-             "search"):
+for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_bf16",
+             "throughput_gray", "search"):
     path = out / f"{name}.json"
     if not path.exists():
         continue  # a step this device skips
@@ -202,7 +207,7 @@ for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
-    tag += f" {r['depthwise']} depthwise"
+    tag += f" {r['depthwise']} depthwise" + (" unfused-bn" if r.get("bn") == "torch" else "")
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))

@@ -21,7 +21,7 @@ from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import build_batched, union_cell, widest_widths
-from autoshrink.nn.stacked_ops import BATCHED_OPS, check_depthwise
+from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
 
@@ -43,6 +43,8 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             them still train (1.0: at every stop; see :func:`train_batched`).
         depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``auto``, ``triton``,
             ``torch`` or ``cudnn``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
+        bn: batch norm + activation kernels (``auto``: fused in Triton on CUDA; ``torch``;
+            ``triton``; see :class:`autoshrink.nn.stacked_ops.StackedBN`).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         cuda_graph: bool = False,
         compact_below: float = 0.5,
         depthwise: str = "auto",
+        bn: str = "auto",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -62,6 +65,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
         check_depthwise(depthwise)
+        check_bn(bn)
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
@@ -69,6 +73,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         self.cuda_graph = cuda_graph
         self.compact_below = compact_below
         self.depthwise = depthwise
+        self.bn = bn
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -105,6 +110,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             widths=widths,
             general=self.fixed_structure,
             depthwise=self.depthwise,
+            bn=self.bn,
         ).to(self.device)
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
