@@ -37,7 +37,7 @@ from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS, resolve_depthwise
+from autoshrink.nn.stacked_ops import BN_BACKENDS, DEPTHWISE_BACKENDS, resolve_depthwise
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.batched import train_batched
@@ -89,11 +89,12 @@ def stacked_engine(
     seeds: list[int],
     options: dict[str, Any],
 ) -> tuple[BatchedCNN, dict[str, Any]]:
-    """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']``) and
-    the rest of ``options``: the ``train_batched`` keywords."""
+    """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']`` and
+    ``options['bn']``) and the rest of ``options``: the ``train_batched`` keywords."""
     rest = dict(options)
     depthwise = rest.pop("depthwise", "auto")
-    return build_batched(parent, spec, cells, seeds, depthwise=depthwise), rest
+    bn = rest.pop("bn", "auto")
+    return build_batched(parent, spec, cells, seeds, depthwise=depthwise, bn=bn), rest
 
 
 def engine_epoch(
@@ -244,6 +245,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         **PRECISIONS[args.precision],
         "cuda_graph": args.cuda_graph,
         "depthwise": args.depthwise,
+        "bn": args.bn,
     }
 
 
@@ -278,6 +280,13 @@ def main() -> None:
         default="auto",
         help="the engine's CUDA kernels for depthwise 3x3 convolutions (auto: triton where "
         "installed, else torch)",
+    )
+    p.add_argument(
+        "--bn",
+        choices=BN_BACKENDS,
+        default="auto",
+        help="the engine's batch norm + activation (auto: fused in Triton on CUDA where "
+        "installed; torch: F.batch_norm then the activation, the unfused baseline)",
     )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
@@ -387,6 +396,7 @@ def main() -> None:
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
         "depthwise": depthwise,
+        "bn": args.bn,
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,
         "engine_img_s": rows[0]["engine_img_s"] if rows else None,
         "ratio": rows[0]["ratio"] if rows else None,

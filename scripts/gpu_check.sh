@@ -11,14 +11,30 @@
 #      best of 3 timed epochs each), float32 (on a GPU its matmuls on TF32 tensor cores, as
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
-#      candidates (the first epoch with K - 1 beyond the next);
+#      candidates (the first epoch with K - 1 beyond the next); on a GPU the same table with
+#      batch norm and activation unfused (--bn torch: before/after of the Triton fusion);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
 #      `autoshrink search --device cuda` runs it (wall time, peak GPU memory, every engine epoch
 #      logged), stopped after $SEARCH_SECONDS (230) s if it has not finished;
 #   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
-#      final training.
+#      final training;
+#   9. ShrinkRNN (issue #21): float64 equivalence of the stacked RNN candidates with one-by-one
+#      training on the device (PASS/FAIL), the throughput of the K = 10 candidates of a 6-node
+#      step stacked vs one by one in the same run (`rnn speedup:`), then the paper-protocol
+#      ShrinkRNN search (N = 6, K = 10, 4,000/300 lines, nhid 100) with the stacked executor,
+#      timed (target <= 3 minutes), stopped after $RNN_SECONDS (200) s; text: the PTB proxy split
+#      from $PTB_DIR, data/ptb/proxy or ../shared/data/ptb/proxy, else synthetic text of the
+#      same size (timing only; the output says which);
+#  10. final training (issue #21): ShrinkCNN-A and MobileNetV2-1.4, same recipe and epochs
+#      ($FINAL_EPOCHS, 2; bf16 on a GPU), Fashion-MNIST at 32x32: images/s, peak GPU memory, test
+#      accuracy; then `autoshrink train` killed after its first epoch and resumed with --resume
+#      against the uninterrupted run (PASS/FAIL).
+# PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10); steps 1-8 took 4.8 min
+# on an H200, 9 and 10 are estimated at 4-5 min together (not yet run on a GPU), so within one
+# 15-minute budget with the machine's start run PARTS="rnn final" if the CNN figures are not
+# needed again.
 # Measured: 4.8 minutes on an H200 with the search finished in 122 s (session 5, run B).
 # Tables time the engine's defaults unless DEPTHWISE names other depthwise kernels (auto,
 # triton, torch, cudnn). Worst case (every step at its timeout) 9.1 minutes plus the machine's
@@ -46,6 +62,9 @@ GPU=""
 [ "$DEVICE" != "cpu" ] && GPU=1
 SMOKE="${SMOKE:-}"
 SEARCH_SECONDS="${SEARCH_SECONDS:-230}"
+RNN_SECONDS="${RNN_SECONDS:-200}"
+FINAL_EPOCHS="${FINAL_EPOCHS:-2}"
+PARTS=" ${PARTS:-cnn rnn final} "
 DEPTHWISE=(--depthwise "${DEPTHWISE:-auto}")
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
@@ -60,7 +79,15 @@ if [ -z "$DATA" ]; then
     done
 fi
 
+PTB="${PTB_DIR:-}"
+if [ -z "$PTB" ]; then
+    for d in data/ptb/proxy ../shared/data/ptb/proxy; do
+        [ -e "$d/train.txt" ] && PTB="$d" && break
+    done
+fi
+
 step() { echo; echo "== $* ($(date +%T))"; }
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
@@ -78,6 +105,7 @@ step "device"
 torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
+if part cnn; then
 step "float64 equivalence on the GPU"
 timeout 45 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
@@ -91,6 +119,10 @@ done
 
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
+if [ -n "$GPU" ]; then
+    step "throughput, float32, batch norm and activation unfused (the fusion's baseline)"
+    table 50 throughput_fp32_unfused --bn torch
+fi
 if [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
     table 50 throughput_bf16 --precision bf16 --cuda-graph
@@ -122,6 +154,27 @@ if [ -n "$GPU" ] && [ -n "$SMOKE" ]; then
             --out "$OUT/train_bf16"
     } 2>&1 | tail -n 40 | tee "$OUT/other_paths.txt"
 fi
+fi
+
+if part rnn; then
+    step "ShrinkRNN: stacked candidates vs one by one, and the paper-protocol search"
+    RNN_DATA=()
+    [ -n "$PTB" ] && RNN_DATA=(--data "$PTB")
+    timeout $((RNN_SECONDS + 200)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
+        "${EXTRA[@]}" "${RNN_DATA[@]}" --check --search --time-limit "$RNN_SECONDS" \
+        --out "$OUT/rnn_search" --json > "$OUT/rnn.json" 2> "$OUT/rnn.txt"
+    grep -v "not in the training vocabulary" "$OUT/rnn.txt"
+fi
+
+if part final && [ -n "$DATA" ]; then
+    step "final training: ShrinkCNN-A and MobileNetV2-1.4, kill + --resume"
+    FINAL=(--epochs "$FINAL_EPOCHS" --precision bf16)
+    [ -n "${QUICK:-}" ] && FINAL=(--epochs 1 --limit 64 --batch-size 32 --precision fp32 \
+        --no-resume --threads 1)
+    timeout 300 "$PY" benchmarks/bench_final_training.py --data "$DATA" --device "$DEVICE" \
+        "${FINAL[@]}" --json > "$OUT/final.json" 2> "$OUT/final.txt"
+    grep -v "covers the whole run" "$OUT/final.txt"
+fi
 
 step "summary"
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
@@ -143,8 +196,8 @@ for path in sorted(out.glob("ops_*.json")):
               f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
-             "search"):
+for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_bf16",
+             "throughput_gray", "search"):
     path = out / f"{name}.json"
     if not path.exists():
         continue  # a step this device skips
@@ -154,7 +207,7 @@ for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
-    tag += f" {r['depthwise']} depthwise"
+    tag += f" {r['depthwise']} depthwise" + (" unfused-bn" if r.get("bn") == "torch" else "")
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))
@@ -170,6 +223,29 @@ for name in ("throughput_fp32", "throughput_bf16", "throughput_gray",
         print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
+rnn = out / "rnn.json"
+if rnn.exists() and rnn.read_text().strip():
+    r = json.loads(rnn.read_text())
+    print(f"{r['device']} RNN check: {'PASS' if r.get('check') else 'FAIL'}; "
+          f"K = {r['k']} ({r['data']}): one by one {r['one_by_one_tokens_s']:,.0f}, stacked "
+          f"{r['stacked_tokens_s']:,.0f} candidate-tokens/s, rnn speedup: {r['speedup']:.2f}")
+    if r.get("search"):
+        s = r["search"]
+        print(f"RNN paper-protocol search (stacked): finished={s['finished']}, "
+              f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
+              f"peak {s['peak_gpu_memory']}")
+final = out / "final.json"
+if final.exists() and final.read_text().strip():
+    r = json.loads(final.read_text())
+    for n in r["networks"]:
+        print(f"{r['device']} final training {n['network']} ({r['epochs']} epochs, "
+              f"{r['precision']}): {n['images_s']:,.0f} img/s, peak {n['peak_gpu_gb']} GB, "
+              f"test accuracy {n['test_accuracy']:.4f}")
+    if r.get("resume"):
+        v = r["resume"]
+        print(f"kill + --resume: {'PASS' if v['pass'] else 'FAIL'} (test accuracy "
+              f"{v['test_accuracy'][0]:.4f} / {v['test_accuracy'][1]:.4f}, largest history "
+              f"difference {v['max_history_difference']:.3g})")
 if rows:
     print()
     print("| device | engine | cell | eager img/s | engine img/s | speedup | engine peak GB "

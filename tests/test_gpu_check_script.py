@@ -3,8 +3,10 @@
 A GPU session has minutes of device time, so the one script it runs must not break on
 something a CPU run would have shown. ``DEVICE=cpu QUICK=1`` runs every step with tiny
 settings: the float64 equivalence check, the engine's ops, the throughput tables, the profile
-and the search on Fashion-MNIST; the summary must hold a ``speedup:`` line per cell and a
-finished search.
+and the search on Fashion-MNIST; the stacked RNN check, its throughput against one-by-one
+training and a tiny RNN search; the final training of ShrinkCNN-A and MobileNetV2-1.4. The
+summary must hold a ``speedup:`` line per cell, an ``rnn speedup:``, finished searches and a
+final-training line per network.
 """
 
 from __future__ import annotations
@@ -59,3 +61,8 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     search = json.loads((out / "search.json").read_text())
     assert search["search"]["candidates"] >= 1 and search["table"] == []
     assert (out / "search" / "best_cell.json").is_file()
+    assert re.search(r"cpu RNN check: PASS; K = 3 .*rnn speedup: \d", summary)
+    assert re.search(r"RNN paper-protocol search \(stacked\): finished=True", summary)
+    assert (out / "rnn_search" / "best_cell.json").is_file()
+    for network in ("ShrinkCNN-A", "MobileNetV2-1.4"):
+        assert re.search(rf"cpu final training {network} \(1 epochs, fp32\): [\d,]+ img/s", summary)

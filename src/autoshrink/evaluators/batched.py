@@ -5,33 +5,28 @@ weights and data order per seed, within floating-point tolerance) but trains can
 share their node ops together in one :class:`~autoshrink.nn.batched.BatchedCNN` -- on a GPU,
 K small networks in the time of a few. A group of one goes to the plain loop, which is faster
 than a stack of one (on an H200, the complete cell at 1x28x28: 7,760 against 3,400-4,700
-img/s). ``evaluate_iter`` yields each candidate's evaluation the moment it stops; ``evaluate_many``
-collects them; ``evaluate`` trains one. Candidates the stacked network cannot build (other
-ops) are trained one by one; a group that fails (e.g. out of memory) is retried in halves,
-down to single candidates, which the plain loop trains (one that fails becomes ``"failed"``).
+img/s). Grouping, ``evaluate_iter``/``evaluate_many`` and the retries in halves of a group that
+fails come from :class:`~autoshrink.evaluators.stacking.StackedEvaluation`; candidates the
+stacked network cannot build (other ops) are trained one by one.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Hashable, Iterator
 
 import torch
 
 from autoshrink.evaluators.base import Evaluation, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import build_batched, union_cell, widest_widths
-from autoshrink.nn.stacked_ops import BATCHED_OPS, check_depthwise
+from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
 
-log = logging.getLogger(__name__)
 
-
-class BatchedCNNEvaluator(CNNProxyEvaluator):
+class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
     """Train candidate CNN cells on the proxy task, many at once; metrics as the proxy evaluator.
 
     Options (besides those of :class:`CNNProxyEvaluator`):
@@ -48,6 +43,8 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             them still train (1.0: at every stop; see :func:`train_batched`).
         depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``auto``, ``triton``,
             ``torch`` or ``cudnn``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
+        bn: batch norm + activation kernels (``auto``: fused in Triton on CUDA; ``torch``;
+            ``triton``; see :class:`autoshrink.nn.stacked_ops.StackedBN`).
     """
 
     def __init__(
@@ -60,6 +57,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         cuda_graph: bool = False,
         compact_below: float = 0.5,
         depthwise: str = "auto",
+        bn: str = "auto",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -67,6 +65,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
         check_depthwise(depthwise)
+        check_bn(bn)
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
@@ -74,6 +73,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
         self.cuda_graph = cuda_graph
         self.compact_below = compact_below
         self.depthwise = depthwise
+        self.bn = bn
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -87,60 +87,13 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             **options,  # type: ignore[arg-type]
         )
 
-    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
-        return self.evaluate_many([genotype], [seed])[0]
+    def _group_key(self, cell: Cell) -> Hashable | None:
+        if cell.kind != "cnn" or not {cell.ops[j] for j in cell.live_nodes[1:]} <= set(BATCHED_OPS):
+            return None
+        return cell.ops, cell.activation
 
-    def evaluate_many(self, genotypes: Sequence[Cell], seeds: Sequence[int]) -> list[Evaluation]:
-        """Evaluate every genotype with its seed; the evaluations in input order."""
-        done = dict(self.evaluate_iter(genotypes, seeds))
-        return [done[i] for i in range(len(genotypes))]
-
-    def evaluate_iter(
-        self, genotypes: Sequence[Cell], seeds: Sequence[int]
-    ) -> Iterator[tuple[int, Evaluation]]:
-        """Yield ``(position, evaluation)`` for every genotype, as each candidate stops."""
-        if len(genotypes) != len(seeds):
-            raise ValueError(f"{len(genotypes)} genotypes but {len(seeds)} seeds")
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        groups: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
-        for i, cell in enumerate(genotypes):
-            if cell.kind != "cnn" or not {cell.ops[j] for j in cell.live_nodes[1:]} <= set(
-                BATCHED_OPS
-            ):
-                yield i, super().evaluate(cell, seeds[i])  # not stackable: one by one
-            else:
-                groups.setdefault((cell.ops, cell.activation), []).append(i)
-        size = self.max_batch or len(genotypes)
-        for members in groups.values():
-            for s in range(0, len(members), size):
-                yield from self._train_group(members[s : s + size], genotypes, seeds)
-
-    def _train_group(
-        self, members: list[int], genotypes: Sequence[Cell], seeds: Sequence[int]
-    ) -> Iterator[tuple[int, Evaluation]]:
-        if len(members) == 1:  # alone, the plain loop is faster than a stack of one
-            (i,) = members
-            alone = super().evaluate(genotypes[i], seeds[i])
-            yield i, replace(alone, detail={**alone.detail, "batch": 1})
-            return
-        t0 = time.perf_counter()
-        cells = [genotypes[i] for i in members]
-        pending = list(members)
-        try:
-            for k, out in self._train(cells, [seeds[i] for i in members]):
-                pending.remove(members[k])
-                yield members[k], self._evaluation(cells[k], out, t0, len(members))
-        except (RuntimeError, ValueError) as err:
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            log.warning(
-                "%d candidates together failed (%s); retrying in halves", len(pending), err
-            )  # down to single candidates, which the plain loop trains (or reports failed)
-            half = max(1, len(pending) // 2)
-            yield from self._train_group(pending[:half], genotypes, seeds)
-            if pending[half:]:
-                yield from self._train_group(pending[half:], genotypes, seeds)
+    def _alone(self, cell: Cell, seed: int) -> Evaluation:
+        return CNNProxyEvaluator.evaluate(self, cell, seed)
 
     def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, TrainOutcome]]:
         first = cells[0]
@@ -157,6 +110,7 @@ class BatchedCNNEvaluator(CNNProxyEvaluator):
             widths=widths,
             general=self.fixed_structure,
             depthwise=self.depthwise,
+            bn=self.bn,
         ).to(self.device)
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]

@@ -3,7 +3,10 @@
 :class:`BatchedExecutor` hands every job of a shrink step to an evaluator's ``evaluate_iter``
 (or ``evaluate_many``), which trains them together and reports each one as it stops. A plain
 :class:`~autoshrink.evaluators.cnn_proxy.CNNProxyEvaluator` is turned into its batched twin
-(:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings); any
+(:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings), a
+plain :class:`~autoshrink.evaluators.rnn_proxy.RNNProxyEvaluator` into its stacked twin
+(:class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator`, which takes the precision
+options ``bf16`` and ``tf32``; CUDA graphs and depthwise kernels are CNN-engine options); any
 other evaluator is run one job after another. A candidate that still ran out of memory alone
 trains again (:func:`~autoshrink.executors.retries.retry_out_of_memory`).
 """
@@ -13,11 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
 from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
 from autoshrink.executors.retries import DEFAULT_RETRIES, retry_out_of_memory
+
+RNN_OPTIONS = ("bf16", "tf32", "max_batch", "compact_below")  # what the stacked RNN takes
 
 
 class BatchedExecutor:
@@ -33,12 +41,19 @@ class BatchedExecutor:
     def _batched_for(self, evaluator: Evaluator) -> Any:
         if hasattr(evaluator, "evaluate_iter") or hasattr(evaluator, "evaluate_many"):
             return evaluator
-        if not isinstance(evaluator, CNNProxyEvaluator):
+        if self._source is evaluator:
+            return self._batched
+        if isinstance(evaluator, CNNProxyEvaluator):
+            batched: Any = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
+        elif isinstance(evaluator, RNNProxyEvaluator):
+            if self.options.get("cuda_graph"):
+                raise ConfigError("--cuda-graph is for the CNN engine, not --task rnn")
+            rnn = {k: v for k, v in self.options.items() if k in RNN_OPTIONS}
+            batched = StackedRNNEvaluator.from_proxy(evaluator, **rnn)
+        else:
             return None
-        if self._source is not evaluator:
-            self._source = evaluator
-            self._batched = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
-        return self._batched
+        self._source, self._batched = evaluator, batched
+        return batched
 
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None

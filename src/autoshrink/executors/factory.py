@@ -2,7 +2,8 @@
 
 The default is the local pool on the CPU -- on a 2-core box two single-thread workers train
 candidates faster than one two-thread process (``benchmarks/bench_executors.py``; figures in
-benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step trained together.
+benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step trained together
+(the stacked CNN engine for ``--task cnn``, stacked RNN language models for ``--task rnn``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ PRECISIONS = {
     "bf16": {"bf16": True, "tf32": True},
 }
 CPU_DEFAULT = "pool"  # measured: see the module docstring
-GPU_DEFAULT = "batched"  # K candidates trained together (executors/batched.py)
+GPU_DEFAULT = "batched"  # K candidates trained together, CNN or RNN (executors/batched.py)
 
 
 def default_executor(device: str) -> str:

@@ -40,7 +40,7 @@ from autoshrink.nn.stacked_ops import (
     BATCHED_OPS,
     OP_MODULES,
     StackedBN,
-    activation,
+    check_bn,
     check_depthwise,
     pointwise,
     to_nchw,
@@ -216,6 +216,9 @@ class BatchedCNN(nn.Module):
         depthwise: the CUDA kernels of the depthwise 3x3 convolutions, one of
             :data:`~autoshrink.nn.stacked_ops.DEPTHWISE_BACKENDS` (see
             :func:`~autoshrink.nn.stacked_ops.depthwise3x3`).
+        bn: the batch norm + activation kernels, one of
+            :data:`~autoshrink.nn.stacked_ops.BN_BACKENDS` (default ``auto``: fused in Triton
+            on CUDA).
     """
 
     def __init__(
@@ -227,10 +230,12 @@ class BatchedCNN(nn.Module):
         widths: Sequence[int] | None = None,
         general: bool = False,
         depthwise: str = "auto",
+        bn: str = "auto",
     ) -> None:
         super().__init__()
         check_candidates(parent, cells)
         check_depthwise(depthwise)
+        check_bn(bn)
         k = len(cells)
         self.act = parent.activation or "relu"
         self.stem_stride = spec.stem_stride
@@ -265,6 +270,9 @@ class BatchedCNN(nn.Module):
             c_in = spec.head_channels
         self.classifier = nn.Parameter(torch.zeros(k, spec.num_classes, c_in))
         self.classifier_bias = nn.Parameter(torch.zeros(k, spec.num_classes))
+        for m in self.modules():
+            if isinstance(m, StackedBN):
+                m.backend = bn
 
     @property
     def k(self) -> int:
@@ -275,11 +283,11 @@ class BatchedCNN(nn.Module):
         k = self.k
         stem = self.stem.reshape(-1, *self.stem.shape[2:])  # [K*C_stem, C_in, 3, 3]
         y = F.conv2d(to_nchw(x), stem, stride=self.stem_stride, padding=1, groups=k)
-        y = activation(self.act, self.stem_bn(to_nhwkc(y, k)))  # [B, H, W, K, C_stem]
+        y = self.stem_bn(to_nhwkc(y, k), self.act)  # [B, H, W, K, C_stem]
         for cell in self.cells:
             y = cell(y)
         if self.head is not None:
-            y = activation(self.act, self.head_bn(pointwise(y, self.head)))
+            y = self.head_bn(pointwise(y, self.head), self.act)
         pooled = y.mean(dim=(1, 2))  # [B, K, C]
         return torch.einsum("bkc,koc->bko", pooled, self.classifier) + self.classifier_bias
 
@@ -361,10 +369,13 @@ def build_batched(
     widths: Sequence[int] | None = None,
     general: bool = False,
     depthwise: str = "auto",
+    bn: str = "auto",
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
     ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
-    engine = BatchedCNN(parent, spec, cells, widths=widths, general=general, depthwise=depthwise)
+    engine = BatchedCNN(
+        parent, spec, cells, widths=widths, general=general, depthwise=depthwise, bn=bn
+    )
     for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
         torch.manual_seed(seed)
         engine.load_network(k, build_network(cell, spec))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,8 @@ from autoshrink.errors import ConfigError
 
 #: Node ops the stacked network implements (the AutoShrink CNN search ops).
 BATCHED_OPS = ("sep3x3", "conv1x1")
+log = logging.getLogger(__name__)
+
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
 
 
@@ -40,6 +43,14 @@ def finish(act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor
     if isinstance(leaf, bool):
         return y if leaf else activation(act, y)
     return torch.where(leaf[:, None], y, activation(act, y))
+
+
+def bn_finish(bn: nn.Module, act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
+    """Batch norm then the node's final activation (fused where no candidate has the node as
+    a leaf), dropped where the node is a leaf: leaves stay linear."""
+    if leaf is False:
+        return bn(y, act)
+    return finish(act, bn(y), leaf)
 
 
 def to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -188,18 +199,60 @@ def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "auto") -> tor
     return to_nhwkc(F.conv2d(nchw, w, padding=1, groups=w.shape[0]), k)
 
 
-class StackedBN(nn.Module):
-    """K batch norms over ``[..., K, C]``: statistics per candidate and channel."""
+#: Batch norm + activation kernels of the engine: ``triton``, one fused Triton pass each way
+#: (:mod:`autoshrink.nn.triton_bn`; on CPU tensors only under Triton's interpreter); ``torch``,
+#: ``F.batch_norm`` then the activation; ``auto``, ``triton`` for float32/float64 CUDA tensors
+#: in training where Triton is installed, else ``torch``.
+BN_BACKENDS = ("auto", "triton", "torch")
 
-    def __init__(self, k: int, c: int) -> None:
+
+def check_bn(backend: str) -> None:
+    """Raise :class:`ConfigError` unless ``backend`` is one of :data:`BN_BACKENDS`."""
+    if backend not in BN_BACKENDS:
+        raise ConfigError(f"unknown batch-norm backend {backend!r}; expected one of {BN_BACKENDS}")
+
+
+class StackedBN(nn.Module):
+    """K batch norms over ``[..., K, C]``: statistics per candidate and channel.
+
+    ``forward(x, act)`` also applies the activation ``act``, fused with the batch norm in
+    training where :attr:`backend` (one of :data:`BN_BACKENDS`) says so.
+    """
+
+    def __init__(self, k: int, c: int, backend: str = "auto") -> None:
         super().__init__()
+        check_bn(backend)
+        self.backend = backend
         self.weight = nn.Parameter(torch.zeros(k, c))
         self.bias = nn.Parameter(torch.zeros(k, c))
         self.register_buffer("running_mean", torch.zeros(k, c))
         self.register_buffer("running_var", torch.ones(k, c))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch" or not self.training:
+            return False
+        if self.backend == "triton":
+            return True
+        return x.is_cuda and x.dtype in (torch.float32, torch.float64) and _triton_installed()
+
+    def forward(self, x: torch.Tensor, act: str | None = None) -> torch.Tensor:
         k, c = self.weight.shape
+        if act is not None and self._fused(x):
+            from autoshrink.nn.triton_bn import batch_norm_act  # needs Triton
+
+            args = (self.weight.view(-1), self.bias.view(-1), self.running_mean.view(-1))
+            try:
+                y = batch_norm_act(
+                    x.reshape(-1, k * c), *args, self.running_var.view(-1), BN_MOMENTUM,
+                    BN_EPS, act,
+                )  # fmt: skip
+            except Exception as err:  # noqa: BLE001 (a kernel that fails to compile)
+                if self.backend != "auto":
+                    raise
+                log.warning("fused batch norm failed (%s); unfused from now on", err)
+                self.backend = "torch"
+            else:
+                return y.view(x.shape)
         y = F.batch_norm(
             x.reshape(-1, k * c),  # [B*H*W, K*C]
             self.running_mean.view(-1),
@@ -210,7 +263,7 @@ class StackedBN(nn.Module):
             BN_MOMENTUM,
             BN_EPS,
         )
-        return y.view(x.shape)
+        return y.view(x.shape) if act is None else activation(act, y.view(x.shape))
 
     def load(self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice) -> None:
         for mine, theirs in (
@@ -239,9 +292,8 @@ class Sep3x3(nn.Module):
         k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
         dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
         h = depthwise3x3(x, dw, self.depthwise)
-        h = activation(self.act, self.bn1(h))
-        y = self.bn2(pointwise(h, self.pw * mask[:, None, :]))
-        return finish(self.act, y, leaf)  # leaves stay linear
+        h = self.bn1(h, self.act)
+        return bn_finish(self.bn2, self.act, pointwise(h, self.pw * mask[:, None, :]), leaf)
 
     def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
         dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
@@ -264,8 +316,7 @@ class Conv1x1(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
     ) -> torch.Tensor:
-        y = self.bn(pointwise(x, self.pw * mask[:, None, :]))
-        return finish(self.act, y, leaf)
+        return bn_finish(self.bn, self.act, pointwise(x, self.pw * mask[:, None, :]), leaf)
 
     def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
         (conv,) = (m for m in op if isinstance(m, nn.Conv2d))

@@ -181,31 +181,56 @@ def train_proxy_lm(
     dev = torch.device(device)
     train_data = torch.from_numpy(batchify(train, s.batch_size)).to(dev)  # [T, B]
     valid_data = torch.from_numpy(batchify(valid, s.eval_batch_size)).to(dev)
-    bound = s.divergence_factor * model.ntoken
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    best, since_best = math.inf, 0
-    history: list[dict[str, float]] = []
+    stop = LMEarlyStop(s, model.ntoken)
     for epoch in range(1, s.epochs + 1):
         train_loss = train_epoch(model, opt, train_data, bptt=s.bptt, clip=s.clip)
         val_ppl = math.nan
         if math.isfinite(train_loss):
             val_ppl = perplexity(evaluate_lm(model, valid_data, s.bptt))
-        lr = opt.param_groups[0]["lr"]
-        history.append(
+        out = stop.after_epoch(epoch, train_loss, val_ppl, opt.param_groups[0]["lr"])
+        if out is not None:
+            return out
+        decay_lr(opt, epoch, s)
+    raise AssertionError("LMEarlyStop ends every training by its last epoch")
+
+
+def decay_lr(opt: torch.optim.Optimizer, epoch: int, settings: RNNProxyTraining) -> None:
+    """Divide the learning rate by 10 after the epochs of ``settings.lr_decay_after``."""
+    if epoch in settings.lr_decay_after:
+        for g in opt.param_groups:
+            g["lr"] /= 10.0
+
+
+class LMEarlyStop:
+    """One proxy training's stop rules (method §4), applied after every epoch: divergence
+    (non-finite loss or perplexity, or a perplexity above ``divergence_factor`` × vocabulary),
+    patience, the last epoch."""
+
+    def __init__(self, settings: RNNProxyTraining, ntoken: int) -> None:
+        self.settings = settings
+        self.bound = settings.divergence_factor * ntoken
+        self.best, self.since_best = math.inf, 0
+        self.history: list[dict[str, float]] = []
+
+    def after_epoch(
+        self, epoch: int, train_loss: float, val_ppl: float, lr: float
+    ) -> LMOutcome | None:
+        """Record ``epoch``; the outcome if the training stops after it."""
+        self.history.append(
             {"epoch": epoch, "train_loss": train_loss, "val_perplexity": val_ppl, "lr": lr}
         )
-        if not math.isfinite(val_ppl) or val_ppl > bound:
-            return LMOutcome(math.nan, epoch, True, "diverged", history)
-        if val_ppl < best:
-            best, since_best = val_ppl, 0
+        if not math.isfinite(val_ppl) or val_ppl > self.bound:
+            return LMOutcome(math.nan, epoch, True, "diverged", self.history)
+        if val_ppl < self.best:
+            self.best, self.since_best = val_ppl, 0
         else:
-            since_best += 1
-        if since_best >= s.patience:
-            return LMOutcome(best, epoch, False, "patience", history)
-        if epoch in s.lr_decay_after:
-            for g in opt.param_groups:
-                g["lr"] /= 10.0
-    return LMOutcome(best, s.epochs, False, "epochs", history)
+            self.since_best += 1
+        if self.since_best >= self.settings.patience:
+            return LMOutcome(self.best, epoch, False, "patience", self.history)
+        if epoch >= self.settings.epochs:
+            return LMOutcome(self.best, epoch, False, "epochs", self.history)
+        return None
 
 
 # --------------------------------------------------------------------------- final training

@@ -1,0 +1,85 @@
+"""Proxy-task evaluation of many RNN cells at once: one stacked language model per group.
+
+:class:`StackedRNNEvaluator` gives the same results as :class:`RNNProxyEvaluator` (same initial
+weights per seed, same windows, within floating-point tolerance) but trains the candidates that
+share their node ops -- all K single-edge removals of a shrink step -- together in one
+:class:`~autoshrink.nn.stacked_rnn.StackedRNNModel` with
+:func:`~autoshrink.training.stacked_language.train_stacked_lm`. Grouping, ``evaluate_iter`` and
+the retries in halves come from :class:`~autoshrink.evaluators.stacking.StackedEvaluation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+
+from autoshrink.evaluators.base import Evaluation, trained
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.evaluators.stacking import StackedEvaluation
+from autoshrink.graph import Cell
+from autoshrink.nn.stacked_rnn import build_stacked_rnn
+from autoshrink.training.batched import check_compact_below
+from autoshrink.training.language import LMOutcome
+from autoshrink.training.stacked_language import train_stacked_lm
+
+
+class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
+    """Train candidate RNN cells on the proxy task, many at once; metrics as the proxy evaluator.
+
+    Options (besides those of :class:`RNNProxyEvaluator`):
+        max_batch: most candidates trained together (``None``: all that share their ops).
+        tf32: CUDA float32 matmuls on TF32 tensor cores (no effect on the CPU or in float64).
+        bf16: bfloat16 autocast for forward passes (not bit-equivalent).
+        compact_below: stopped candidates leave the stacks once at most this fraction of
+            them still train (see :func:`train_stacked_lm`).
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        max_batch: int | None = None,
+        tf32: bool = False,
+        bf16: bool = False,
+        compact_below: float = 0.5,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        check_compact_below(compact_below)
+        self.max_batch = max_batch
+        self.tf32, self.bf16 = tf32, bf16
+        self.compact_below = compact_below
+
+    @classmethod
+    def from_proxy(cls, evaluator: RNNProxyEvaluator, **options: object) -> StackedRNNEvaluator:
+        """The stacked twin of a one-by-one proxy evaluator (same corpus and training)."""
+        return cls(
+            evaluator.corpus,
+            evaluator.training,
+            device=evaluator.device,
+            threads=evaluator.threads,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def _group_key(self, cell: Cell) -> Hashable | None:
+        return cell.ops if cell.kind == "rnn" else None
+
+    def _alone(self, cell: Cell, seed: int) -> Evaluation:
+        return RNNProxyEvaluator.evaluate(self, cell, seed)
+
+    def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, LMOutcome]]:
+        n = self.training.nhid
+        model = build_stacked_rnn(cells, seeds, self.corpus.ntokens, nhid=n).to(self.device)
+        yield from train_stacked_lm(
+            model,
+            self.corpus.train,
+            self.corpus.valid,
+            self.training,
+            device=self.device,
+            tf32=self.tf32,
+            bf16=self.bf16,
+            compact_below=self.compact_below,
+        )
+
+    def _evaluation(self, cell: Cell, out: LMOutcome, t0: float, batch: int) -> Evaluation:
+        return trained(self.profile(cell), "perplexity", out.best_perplexity, out, t0, batch=batch)

@@ -1,0 +1,108 @@
+"""What the stacked evaluators share: grouping candidates, trained together, retried in halves.
+
+:class:`StackedEvaluation` is the part of :class:`~autoshrink.evaluators.batched.
+BatchedCNNEvaluator` and :class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator` that
+does not depend on the network: candidates that can be stacked together (same group key, e.g.
+their node ops) are trained in groups of at most ``max_batch``; ``evaluate_iter`` yields each
+evaluation the moment its candidate stops. A group of one, and a candidate that cannot be
+stacked, go to the one-by-one evaluator. A group that fails (e.g. out of memory) is retried in
+halves, down to single candidates, which the one-by-one evaluator trains (one that fails
+becomes ``"failed"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+
+log = logging.getLogger(__name__)
+
+
+class StackedEvaluation:
+    """Mixin for an evaluator that trains groups of candidates together.
+
+    The class using it provides ``device``, ``threads``, ``max_batch`` and
+    :meth:`_group_key`, :meth:`_alone`, :meth:`_train` and :meth:`_evaluation`.
+    """
+
+    device: str
+    threads: int | None
+    max_batch: int | None
+
+    def _group_key(self, cell: Cell) -> Hashable | None:
+        """Candidates with equal keys train together; ``None``: this one cannot be stacked."""
+        raise NotImplementedError
+
+    def _alone(self, cell: Cell, seed: int) -> Evaluation:
+        """The one-by-one evaluation of ``cell``."""
+        raise NotImplementedError
+
+    def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, Any]]:
+        """Train ``cells`` together; yield ``(position, outcome)`` as each one stops."""
+        raise NotImplementedError
+
+    def _evaluation(self, cell: Cell, out: Any, t0: float, batch: int) -> Evaluation:
+        """The evaluation of ``cell`` from its training ``out``come."""
+        raise NotImplementedError
+
+    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        return self.evaluate_many([genotype], [seed])[0]
+
+    def evaluate_many(self, genotypes: Sequence[Cell], seeds: Sequence[int]) -> list[Evaluation]:
+        """Evaluate every genotype with its seed; the evaluations in input order."""
+        done = dict(self.evaluate_iter(genotypes, seeds))
+        return [done[i] for i in range(len(genotypes))]
+
+    def evaluate_iter(
+        self, genotypes: Sequence[Cell], seeds: Sequence[int]
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Yield ``(position, evaluation)`` for every genotype, as each candidate stops."""
+        if len(genotypes) != len(seeds):
+            raise ValueError(f"{len(genotypes)} genotypes but {len(seeds)} seeds")
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        groups: dict[Hashable, list[int]] = {}
+        for i, cell in enumerate(genotypes):
+            key = self._group_key(cell)
+            if key is None:
+                yield i, self._alone(cell, seeds[i])  # not stackable: one by one
+            else:
+                groups.setdefault(key, []).append(i)
+        size = self.max_batch or len(genotypes)
+        for members in groups.values():
+            for s in range(0, len(members), size):
+                yield from self._train_group(members[s : s + size], genotypes, seeds)
+
+    def _train_group(
+        self, members: list[int], genotypes: Sequence[Cell], seeds: Sequence[int]
+    ) -> Iterator[tuple[int, Evaluation]]:
+        if len(members) == 1:  # alone, the plain loop is faster than a stack of one
+            (i,) = members
+            alone = self._alone(genotypes[i], seeds[i])
+            yield i, replace(alone, detail={**alone.detail, "batch": 1})
+            return
+        t0 = time.perf_counter()
+        cells = [genotypes[i] for i in members]
+        pending = list(members)
+        try:
+            for k, out in self._train(cells, [seeds[i] for i in members]):
+                pending.remove(members[k])
+                yield members[k], self._evaluation(cells[k], out, t0, len(members))
+        except (RuntimeError, ValueError) as err:
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            log.warning(
+                "%d candidates together failed (%s); retrying in halves", len(pending), err
+            )  # down to single candidates, which the plain loop trains (or reports failed)
+            half = max(1, len(pending) // 2)
+            yield from self._train_group(pending[:half], genotypes, seeds)
+            if pending[half:]:
+                yield from self._train_group(pending[half:], genotypes, seeds)

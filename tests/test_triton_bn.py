@@ -1,0 +1,138 @@
+"""Batch norm fused with its activation (Triton), run by Triton's CPU interpreter.
+
+Against ``F.batch_norm`` + ReLU/SiLU: outputs, running statistics and the gradients of input,
+weight and bias, in float64; and the stacked CNN engine with ``bn="triton"`` against
+``bn="torch"`` (a training step's loss and every gradient). The interpreter is switched on by
+``TRITON_INTERPRET=1`` before Triton is first imported, so the checks run in a child process;
+skipped, saying so, where Triton is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from autoshrink.errors import ConfigError
+from autoshrink.nn.stacked_ops import StackedBN, check_bn
+from conftest import REPO
+
+OP_CHECK = r"""
+import torch
+from torch.nn import functional as F
+from autoshrink.nn.triton_bn import batch_norm_act
+
+torch.manual_seed(0)
+worst = 0.0
+# shapes that fill no tile exactly; one row-block and several (partial sums of programs)
+for act in ("relu", "swish"):
+    for n, c in ((37, 45), (130, 7), (2, 33)):
+        x = torch.randn(n, c, dtype=torch.float64) * 3 + 1
+        w, b = torch.randn(c, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
+        g = torch.randn(n, c, dtype=torch.float64)
+        rm, rv = torch.randn(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5
+        rm2, rv2 = rm.clone(), rv.clone()
+        ref_in = [t.clone().requires_grad_() for t in (x, w, b)]
+        ref = F.batch_norm(ref_in[0], rm, rv, ref_in[1], ref_in[2], True, 0.1, 1e-5)
+        ref = F.relu(ref) if act == "relu" else F.silu(ref)
+        ref.backward(g)
+        mine_in = [t.clone().requires_grad_() for t in (x, w, b)]
+        mine = batch_norm_act(*mine_in, rm2, rv2, 0.1, 1e-5, act)
+        mine.backward(g)
+        pairs = [(mine, ref), (rm2, rm), (rv2, rv)]
+        pairs += [(p.grad, q.grad) for p, q in zip(mine_in, ref_in)]
+        for a, e in pairs:
+            worst = max(worst, (a - e).abs().max().item() / (1 + e.abs().max().item()))
+print(worst)
+"""
+
+ENGINE_CHECK = r"""
+import random
+import torch
+from torch.nn import functional as F
+from autoshrink.nn.batched import build_batched, union_cell
+from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import cifar_proxy
+
+spec = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
+parent = start_cell("cnn", 4, random.Random(1))
+cells = [parent.remove_edge(e) for e in parent.edges[:2]]
+g = torch.Generator().manual_seed(0)
+x = torch.randn(6, 8, 8, 2, 1, generator=g, dtype=torch.float64)
+y = torch.randint(0, 10, (6, 2), generator=g)
+results = []
+for bn in ("torch", "triton"):
+    engine = build_batched(union_cell(cells), spec, cells, [1, 2], bn=bn).double().train()
+    loss = F.cross_entropy(engine(x).transpose(1, 2), y)
+    loss.backward()
+    results.append([loss.detach()] + [p.grad.clone() for p in engine.parameters()])
+    results[-1] += [b.clone() for b in engine.buffers() if b.is_floating_point()]
+worst = max((a - b).abs().max().item() for a, b in zip(*results))
+print(worst)
+"""
+
+
+def run_interpreted(code: str) -> float:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"
+)
+
+
+@needs_triton
+def test_fused_batch_norm_activation_equals_batch_norm_then_activation() -> None:
+    assert run_interpreted(OP_CHECK) < 1e-12
+
+
+@needs_triton
+@pytest.mark.slow
+def test_the_engine_with_fused_batch_norms_equals_the_unfused_engine() -> None:
+    assert run_interpreted(ENGINE_CHECK) < 1e-12
+
+
+def test_the_cpu_and_eval_mode_never_take_the_fused_path() -> None:
+    bn = StackedBN(2, 3)  # auto
+    x = torch.randn(4, 2, 3)
+    assert not bn._fused(x)  # a CPU tensor
+    assert not StackedBN(2, 3, "torch")._fused(x)
+    forced = StackedBN(2, 3, "triton")
+    assert forced._fused(x) and not forced.eval()._fused(x)
+
+
+def test_unknown_bn_backend_is_refused_by_name() -> None:
+    check_bn("auto")
+    with pytest.raises(ConfigError, match="unknown batch-norm backend 'fast'"):
+        check_bn("fast")
+
+
+@needs_triton
+def test_auto_falls_back_to_the_unfused_path_when_the_kernel_fails(monkeypatch, caplog) -> None:
+    import autoshrink.nn.triton_bn as triton_bn
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("compilation failed (simulated)")
+
+    monkeypatch.setattr(triton_bn, "batch_norm_act", broken)
+    monkeypatch.setattr(StackedBN, "_fused", lambda self, x: self.backend != "torch")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    bn = StackedBN(2, 3).double()
+    bn.weight.data.fill_(1.0)
+    out = bn(x, "relu")
+    assert bn.backend == "torch" and "unfused from now on" in caplog.text
+    expected = torch.relu(F.batch_norm(x.reshape(5, 6), None, None, training=True))
+    torch.testing.assert_close(out, expected.view(5, 2, 3))
+    forced = StackedBN(2, 3, "triton")
+    with pytest.raises(RuntimeError, match="simulated"):
+        forced(x.float(), "relu")
