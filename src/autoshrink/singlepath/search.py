@@ -127,6 +127,7 @@ def preset(name: str, **overrides: Any) -> SearchSettings:
             epochs=6,
             warmup_epochs=2,
             batch_size=32,
+            threshold_lr=2e-3,
             latency=quick,
         ),
         "paper": SearchSettings(epochs=8, warmup_epochs=2, batch_size=128),
@@ -245,6 +246,7 @@ class _Search:
         s, d = self.s, self.data
         searching = epoch > s.warmup_epochs
         gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
+        torch.manual_seed(s.seed * 100_003 + epoch)  # dropout: the same after a resume
         order = torch.randperm(len(d.train_y), generator=gen)
         self.net.train()
         ce_sum = lat_sum = 0.0
