@@ -102,6 +102,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--holdout", type=int, default=4, help="random networks per width")
     p.add_argument("--lam", type=float, default=0.5)
+    p.add_argument("--threshold-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="latency only")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_singlepath"))
@@ -128,6 +129,7 @@ def main() -> None:
             batch_size=32,
             latency_target_ms=target,
             lam=args.lam,
+            threshold_lr=args.threshold_lr,
             seed=args.seed,
             latency=lat,
         )

@@ -79,7 +79,8 @@ class SearchSettings:
     batch_size: int = 64
     lr_per_256: float = 0.1  # SGD (Nesterov 0.9), scaled to the batch; 1 epoch warm-up, cosine
     weight_decay: float = 4e-5
-    threshold_lr: float = 2e-4  # Adam on the thresholds (per-weight squared-norm units)
+    threshold_lr: float = 2e-4  # Adam on the thresholds (per-weight squared-norm units), at
+    # the peak of the weights' schedule and decayed with it
     latency_target_ms: float | None = None
     lam: float = 0.5  # λ of the latency term
     calibration_networks: int = 6
@@ -109,10 +110,6 @@ class SearchSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "latency": self.latency.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchSettings:
-        return cls(**{**d, "latency": LatencySettings(**d["latency"])})
 
 
 def preset(name: str, **overrides: Any) -> SearchSettings:
@@ -225,7 +222,7 @@ class _Search:
         self.net = SuperNet(spec)
         self.opt_w = torch.optim.SGD(
             self.net.weight_parameters(),
-            lr=s.lr_per_256 * s.batch_size / 256,
+            lr=self.peak_lr,
             momentum=0.9,
             nesterov=True,
             weight_decay=s.weight_decay,
@@ -233,9 +230,13 @@ class _Search:
         self.opt_t = torch.optim.Adam(self.net.threshold_parameters(), lr=s.threshold_lr)
         self.steps_per_epoch = math.ceil(len(data.train_y) / s.batch_size)
 
+    @property
+    def peak_lr(self) -> float:
+        return self.s.lr_per_256 * self.s.batch_size / 256
+
     def lr_at(self, step: int) -> float:
         """Linear warm-up over the first epoch, then cosine to 0 at the last step."""
-        peak = self.s.lr_per_256 * self.s.batch_size / 256
+        peak = self.peak_lr
         warm, total = self.steps_per_epoch, self.steps_per_epoch * self.s.epochs
         if step < warm:
             return peak * (step + 1) / warm
@@ -256,8 +257,11 @@ class _Search:
             x, y = d.train_x[idx], d.train_y[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5  # horizontal flips
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            lr = self.lr_at((epoch - 1) * self.steps_per_epoch + i)
             for g in self.opt_w.param_groups:
-                g["lr"] = self.lr_at((epoch - 1) * self.steps_per_epoch + i)
+                g["lr"] = lr
+            for g in self.opt_t.param_groups:  # the same decay: the decisions settle
+                g["lr"] = s.threshold_lr * lr / self.peak_lr
             ce = F.cross_entropy(self.net(x), y)
             loss = ce
             if searching:
