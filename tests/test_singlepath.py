@@ -311,6 +311,13 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert arch.image_size == 32 and arch.in_channels == 1 and arch.num_classes == 10
     assert list(arch.layers) == [layer["choice"] for layer in rows[-1]["layers"]]
 
+    code, out, err = cli("report", full)
+    assert code == 0, err
+    page = (full / "report" / "index.html").read_text()
+    assert "epoch 3" in page and "Decisions per layer over epochs" in page
+    assert page.count('<tr><td class="l">') >= 16  # a row per searchable layer
+    assert f"{r['measured_ms']:.4f}" in page
+
     real = search._Search.train_epoch
 
     def dies_in_epoch_3(self, epoch):
