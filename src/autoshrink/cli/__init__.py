@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError
 
-SUBCOMMANDS = ("search", "show", "count", "train", "bench", "latency", "export", "report")
+SUBCOMMANDS = (
+    "search",
+    "show",
+    "count",
+    "train",
+    "bench",
+    "latency",
+    "export",
+    "report",
+    "singlepath",
+)
 
 EPILOG = """\
 examples:
@@ -25,6 +35,7 @@ examples:
   autoshrink show runs/demo/best_cell.json             print a cell, write its picture
   autoshrink count CELL.json --macro shrinkcnn-imagenet
   autoshrink train runs/demo/best_cell.json --dataset digits
+  autoshrink singlepath --preset demo --latency-target 5 --out runs/sp   Single-Path NAS
 """
 
 

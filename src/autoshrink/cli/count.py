@@ -9,6 +9,7 @@ from pathlib import Path
 from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.graph import Cell
+from autoshrink.singlepath.space import MBConvArch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Count parameters and multiply-accumulates by the published convention "
         "(convolutions and linear layers; no BN, pooling or adds).",
     )
-    p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     p.add_argument(
         "--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS) + sorted(RNN_MACROS)
     )
@@ -31,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_arch_file(args.cell):
+        return run_arch(args)
     cell = Cell.load(args.cell)
     if args.macro in RNN_MACROS:  # language models: MACs per token
         spec = RNN_MACROS[args.macro]()
@@ -53,4 +56,18 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{spec.name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs{unit}"
         )
+    return 0
+
+
+def run_arch(args: argparse.Namespace) -> int:
+    """An mbconv architecture file (``--macro`` does not apply: the file is the network)."""
+    arch = MBConvArch.load(args.cell).with_settings(
+        width=args.width, image_size=args.image_size, num_classes=args.num_classes
+    )
+    counts = count_arch(arch)
+    name = f"mbconv-{arch.width:g}@{arch.image_size}"
+    if args.json:
+        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name}))
+    else:
+        print(f"{name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs")
     return 0

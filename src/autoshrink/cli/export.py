@@ -12,10 +12,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from autoshrink.cli.latency import add_macro_options, macro_from_args
+from autoshrink.cli.latency import add_macro_options, arch_from_args, macro_from_args
 from autoshrink.export.bundle import ATOL, RTOL, export_network, infer_shapes
 from autoshrink.graph import Cell
+from autoshrink.singlepath.space import is_arch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "come from --weights (e.g. autoshrink train's weights.safetensors; input channels "
         "and classes are read from it) or a seeded random initialisation.",
     )
-    p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     add_macro_options(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--weights", type=Path, default=None, metavar="FILE", help="a .safetensors file")
@@ -37,32 +39,49 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_arch_file(args.cell):
+        return run_arch(args)
     cell = Cell.load(args.cell)
     inferred = infer_shapes(args.weights) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)
     r = export_network(cell, spec, args.out, weights=args.weights, seed=args.seed)
+    return finish(
+        args,
+        r,
+        f"{spec.name} network of cell {cell.key}",
+        f"standalone model.py {r.standalone_max_abs_diff:.2e}",
+        {"standalone_max_abs_diff": r.standalone_max_abs_diff},
+    )
+
+
+def run_arch(args: argparse.Namespace) -> int:
+    """An mbconv architecture file: ONNX, weights, the architecture (no standalone model.py)."""
+    from autoshrink.export.mbconv import export_arch
+
+    inferred = infer_shapes(args.weights) if args.weights is not None else {}
+    arch = arch_from_args(args, **inferred)
+    r = export_arch(arch, args.out, weights=args.weights, seed=args.seed)
+    return finish(args, r, f"mbconv network {arch.key}", "", {})
+
+
+def finish(args: argparse.Namespace, r: Any, what: str, check: str, extra: dict) -> int:
+    """Print what an export wrote and its checks (``--json``: one object); 1 if a check failed."""
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "out": str(r.out_dir),
-                    "files": list(r.files),
-                    "input": list(r.input_shape),
-                    "onnx_max_abs_diff": r.onnx_max_abs_diff,
-                    "standalone_max_abs_diff": r.standalone_max_abs_diff,
-                    "ok": r.ok,
-                }
-            )
-        )
+        fields = {
+            "out": str(r.out_dir),
+            "files": list(r.files),
+            "input": list(r.input_shape),
+            "onnx_max_abs_diff": r.onnx_max_abs_diff,
+        }
+        print(json.dumps(fields | extra | {"ok": r.ok}))
     else:
-        shape = ", ".join(map(str, r.input_shape))
-        print(f"{spec.name} network of cell {cell.key}, input [B, {shape}]")
+        print(f"{what}, input [B, {', '.join(map(str, r.input_shape))}]")
         for name in r.files:
             size = (r.out_dir / name).stat().st_size
             print(f"  {r.out_dir / name}  ({size / 1024:.1f} KiB)")
         print(
             f"checks vs PyTorch (atol {ATOL:g}, rtol {RTOL:g}): onnxruntime max |diff| "
-            f"{r.onnx_max_abs_diff:.2e}, standalone model.py {r.standalone_max_abs_diff:.2e}"
+            f"{r.onnx_max_abs_diff:.2e}{', ' + check if check else ''}"
             f" -> {'ok' if r.ok else 'FAILED'}"
         )
     if not r.ok:

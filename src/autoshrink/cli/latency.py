@@ -14,8 +14,15 @@ from pathlib import Path
 
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
-from autoshrink.hardware.latency import BACKENDS, CLOCKS, LatencySettings, measure_cell
+from autoshrink.hardware.latency import (
+    BACKENDS,
+    CLOCKS,
+    LatencySettings,
+    measure_cell,
+    measure_module,
+)
 from autoshrink.hardware.table import LatencyTable, extend_table
+from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 
 
@@ -44,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "With --table FILE, also predict the latency from a lookup table, measuring and "
         "saving the blocks FILE lacks.",
     )
-    p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     add_macro_options(p)
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -72,10 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    cell = Cell.load(args.cell)
-    spec = macro_from_args(args)
-    settings = LatencySettings(
+def settings_from_args(args: argparse.Namespace) -> LatencySettings:
+    return LatencySettings(
         backend=args.backend,
         device=args.device,
         batch=args.batch,
@@ -86,6 +91,22 @@ def run(args: argparse.Namespace) -> int:
         max_repeats=max(2000, args.repeats),
         max_seconds=args.max_seconds,
     )
+
+
+def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
+    """The mbconv architecture file ``args.cell`` with the macro settings given (else
+    ``inferred``, else the file's)."""
+    names = ("width", "image_size", "in_channels", "num_classes")
+    settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
+    return MBConvArch.load(args.cell).with_settings(**settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if is_arch_file(args.cell):
+        return run_arch(args, settings)
+    cell = Cell.load(args.cell)
+    spec = macro_from_args(args)
     result = measure_cell(cell, spec, settings)
     out = {"macro": spec.name, "cell": str(args.cell), "key": cell.key, **result.to_dict()}
     if args.table is not None:
@@ -124,4 +145,35 @@ def run(args: argparse.Namespace) -> int:
             f"table prediction {out['table_ms']:.3f} ms from {out['table_blocks']} blocks "
             f"({out['table_new_blocks']} measured now; table {args.table})"
         )
+    return 0
+
+
+def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
+    """An mbconv architecture file; ``--table`` predicts from the Single-Path layer table
+    (:mod:`autoshrink.singlepath.latency_model`, the table's plain sum, not calibrated)."""
+    from autoshrink.singlepath.latency_model import LatencyModel, load_or_measure
+
+    arch = arch_from_args(args)
+    shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
+    result = measure_module(build_arch(arch).eval(), [shape], settings)
+    out = {"architecture": str(args.cell), "layers": list(arch.layers), **result.to_dict()}
+    if args.table is not None:
+        table, new = load_or_measure(args.table, arch.spec, settings)
+        out |= {
+            "table_ms": LatencyModel.from_table(table, arch.spec).predict(arch),
+            "table": str(args.table),
+            "table_new_blocks": new,
+        }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}, input {list(shape)}")
+    print(
+        f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
+        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'}), backend "
+        f"{settings.backend}, device {settings.device}, {settings.threads} thread(s), batch "
+        f"{settings.batch}, clock {settings.clock}"
+    )
+    if args.table is not None:
+        print(f"table prediction {out['table_ms']:.3f} ms ({new} blocks measured now)")
     return 0

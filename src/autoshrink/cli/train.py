@@ -26,6 +26,7 @@ from autoshrink.data.loaders import TrainingData, array_data, folder_data
 from autoshrink.errors import DataError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.training.distributed import distributed
 from autoshrink.training.final import train_final
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("cell", type=Path, help="a cell JSON file")
+    p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     p.add_argument("--task", choices=("cnn", "rnn"), default="cnn", help="rnn: see below")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
@@ -117,8 +118,9 @@ def load_training_data(args: argparse.Namespace, recipe: Recipe) -> TrainingData
 
 
 def run_cnn(args: argparse.Namespace) -> int:
-    cell = Cell.load(args.cell)
-    if args.activation is not None:
+    arch = MBConvArch.load(args.cell) if is_arch_file(args.cell) else None
+    cell = None if arch is not None else Cell.load(args.cell)
+    if cell is not None and args.activation is not None:
         cell = dataclasses.replace(cell, activation=args.activation)
     recipe = recipe_from_args(args)
     with distributed(args.device) as ctx:
@@ -134,13 +136,22 @@ def run_cnn(args: argparse.Namespace) -> int:
         }
         if args.width is not None:
             settings["width"] = args.width
-        spec = get_macro(args.macro, **settings)
         torch.manual_seed(args.seed)  # the same initial weights on every process
-        model = build_network(cell, spec)
+        if arch is not None:  # an mbconv architecture: the file is the network
+            arch = arch.with_settings(**settings)
+            model, c, name = build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}"
+        else:
+            assert cell is not None
+            spec = get_macro(args.macro, **settings)
+            model, c, name = build_network(cell, spec), count(cell, spec), spec.name
         if ctx.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             recipe.save(args.out / "recipe.json")
-            cell.save(args.out / "cell.json")
+            if arch is not None:
+                arch.save(args.out / "architecture.json")
+            else:
+                assert cell is not None
+                cell.save(args.out / "cell.json")
         result = train_final(
             model,
             data,
@@ -157,14 +168,13 @@ def run_cnn(args: argparse.Namespace) -> int:
         {k: v.detach().cpu().contiguous() for k, v in result.evaluated.state_dict().items()},
         str(args.out / "weights.safetensors"),
     )
-    c = count(cell, spec)
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "params": c.params,
         "macs": c.macs,
-        "macro": spec.name,
+        "macro": name,
         "recipe": recipe.name,
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,

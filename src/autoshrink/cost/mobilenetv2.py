@@ -76,7 +76,8 @@ class MobileNetV2Spec:
 
 @dataclass(frozen=True)
 class BlockPlacement:
-    """One inverted-residual block: channels, expansion width, stride and spatial sizes."""
+    """One inverted-residual block: channels, expansion width, stride, spatial sizes and the
+    depthwise kernel (3 in MobileNetV2; the Single-Path space also has 5)."""
 
     in_channels: int
     hidden: int
@@ -84,6 +85,7 @@ class BlockPlacement:
     stride: int
     in_size: int
     out_size: int
+    kernel: int = 3
 
     @property
     def expands(self) -> bool:
@@ -114,21 +116,26 @@ def block_counts(b: BlockPlacement) -> Counts:
     total = ZERO
     if b.expands:
         total += Counts(b.in_channels * b.hidden, b.in_size**2 * b.in_channels * b.hidden)
-    hw = b.out_size**2
+    hw, kk = b.out_size**2, b.kernel**2
     return total + Counts(
-        9 * b.hidden + b.hidden * b.out_channels,
-        9 * b.hidden * hw + b.hidden * b.out_channels * hw,
+        kk * b.hidden + b.hidden * b.out_channels,
+        kk * b.hidden * hw + b.hidden * b.out_channels * hw,
     )
 
 
 def count_mobilenetv2(spec: MobileNetV2Spec) -> Counts:
     """Parameters and MACs of the whole MobileNetV2 ``spec`` (stem, blocks, head, classifier)."""
+    return count_blocks(spec, mobilenetv2_plan(spec))
+
+
+def count_blocks(spec: MobileNetV2Spec, blocks: list[BlockPlacement]) -> Counts:
+    """Parameters and MACs of ``spec``'s stem, head and classifier around ``blocks`` (its own
+    plan for MobileNetV2; another point of the inverted-residual space otherwise)."""
     stem = halve(spec.image_size)
     total = Counts(
         9 * spec.in_channels * spec.stem_channels,
         stem * stem * 9 * spec.in_channels * spec.stem_channels,
     )
-    blocks = mobilenetv2_plan(spec)
     for b in blocks:
         total += block_counts(b)
     last = blocks[-1]

@@ -121,6 +121,17 @@ def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float, bool]:
     return float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf, ok
 
 
+def write_onnx_checked(
+    model: nn.Module, x: torch.Tensor, expected: np.ndarray, path: Path
+) -> tuple[float, bool]:
+    """Write ``model`` as ONNX (batch dimension dynamic) to ``path`` and run it on ``x`` with
+    onnxruntime; :func:`compare` of its outputs with PyTorch's ``expected``."""
+    path.write_bytes(onnx_bytes(model, [x[:1]], dynamic_batch=True))
+    session = ort_session(path.read_bytes())
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return compare(got, expected)
+
+
 def import_file(path: Path, name: str = "autoshrink_exported_model") -> Any:
     """Import a Python file as a fresh module (not added to ``sys.modules``)."""
     spec = importlib.util.spec_from_file_location(name, path)
@@ -155,10 +166,7 @@ def export_network(
     with torch.inference_mode():
         expected = model(x).numpy()
     # (a) ONNX, run by onnxruntime
-    (out / ONNX).write_bytes(onnx_bytes(model, [x[:1]], dynamic_batch=True))
-    session = ort_session((out / ONNX).read_bytes())
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    onnx_diff, onnx_ok = compare(got, expected)
+    onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS), metadata={"cell": cell.to_json(), "macro": spec.name})

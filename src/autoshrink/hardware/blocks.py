@@ -3,7 +3,10 @@
 The blocks run one after another: the stem (3x3 conv + BN + act), per cell the down-sampling
 2x2 max-pool, the concatenation feeding each node with several inputs, each node's op, the
 concatenation of the leaves, the residual projection (1x1 conv + BN) and the residual add, then
-the head (1x1 conv + BN + act) and the classifier (global average pool + linear). A
+the head (1x1 conv + BN + act) and the classifier (global average pool + linear). Networks of
+the inverted-residual space (:mod:`autoshrink.singlepath`) are cut into stem, ``mbconv``
+blocks (a whole inverted-residual layer; ``op`` ``k5e6`` = 5x5 depthwise, expansion 6), head
+and classifier. A
 :class:`Block` is keyed by everything that sets its cost -- kind, op, activation, whether it is
 a linear leaf, input channels (each part of a concat), output channels, input size and stride
 -- and builds its module from the very op factories of :mod:`autoshrink.nn`, so a table
@@ -13,6 +16,7 @@ measures what the network runs. :func:`network_program` gives the blocks with th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -21,12 +25,14 @@ import torch
 from torch import nn
 
 from autoshrink.cost.cells import CellPlacement, halve, node_channels, plan
+from autoshrink.cost.mobilenetv2 import BlockPlacement
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.nn.mobilenetv2 import InvertedResidual
 from autoshrink.nn.ops import activation, build_op, conv_bn
 from autoshrink.spaces.macros import MacroSpec
 
-KINDS = ("stem", "pool", "concat", "op", "proj", "add", "head", "classifier", "io")
+KINDS = ("stem", "pool", "concat", "op", "proj", "add", "head", "classifier", "io", "mbconv")
 
 
 class _Cat(nn.Module):
@@ -99,7 +105,18 @@ class Block:
             return _Classifier(c, self.out)
         if self.kind == "io":
             return nn.Identity()
+        if self.kind == "mbconv":
+            return InvertedResidual(self.placement())
         raise ConfigError(f"unknown block kind {self.kind!r}; expected one of {KINDS}")
+
+    def placement(self) -> BlockPlacement:
+        """The inverted-residual block of an ``mbconv`` block (``op`` ``k<kernel>e<expansion>``)."""
+        m = re.fullmatch(r"k(\d+)e(\d+)", self.op)
+        if self.kind != "mbconv" or m is None:
+            raise ConfigError(f"block {self.key!r} is not an mbconv block with op k<K>e<E>")
+        k, e = int(m[1]), int(m[2])
+        c, out_size = self.inputs[0], self.output()[1]
+        return BlockPlacement(c, c * e, self.out, self.stride, self.size, out_size, kernel=k)
 
     def input_shapes(self, batch: int) -> list[tuple[int, ...]]:
         if self.size == 0:

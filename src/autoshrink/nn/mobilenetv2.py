@@ -26,7 +26,7 @@ class InvertedResidual(nn.Module):
         if b.expands:
             layers += [*conv_bn(b.in_channels, b.hidden, 1), nn.ReLU6()]
         layers += [
-            *conv_bn(b.hidden, b.hidden, 3, stride=b.stride, groups=b.hidden),
+            *conv_bn(b.hidden, b.hidden, b.kernel, stride=b.stride, groups=b.hidden),
             nn.ReLU6(),
             *conv_bn(b.hidden, b.out_channels, 1),  # linear bottleneck: no activation
         ]
@@ -39,15 +39,24 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 for ``spec``: ``[B, in_channels, S, S] -> [B, num_classes]``."""
+    """MobileNetV2 for ``spec``: ``[B, in_channels, S, S] -> [B, num_classes]``.
 
-    def __init__(self, spec: MobileNetV2Spec, dropout: float = 0.2) -> None:
+    ``blocks`` replaces MobileNetV2's own plan by another point of the inverted-residual space
+    (:mod:`autoshrink.singlepath.space`); stem, head and classifier stay ``spec``'s.
+    """
+
+    def __init__(
+        self,
+        spec: MobileNetV2Spec,
+        dropout: float = 0.2,
+        blocks: list[BlockPlacement] | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.stem = nn.Sequential(
             *conv_bn(spec.in_channels, spec.stem_channels, 3, stride=2), nn.ReLU6()
         )
-        blocks = mobilenetv2_plan(spec)
+        blocks = mobilenetv2_plan(spec) if blocks is None else blocks
         self.blocks = nn.Sequential(*(InvertedResidual(b) for b in blocks))
         self.head = nn.Sequential(
             *conv_bn(blocks[-1].out_channels, spec.last_channels, 1), nn.ReLU6()

@@ -46,12 +46,14 @@ def build_op(name: str, c_in: int, c_out: int, act: str, linear: bool) -> nn.Mod
 
 
 def activation(name: str) -> nn.Module:
-    """``relu`` or ``swish`` (SiLU)."""
+    """``relu``, ``swish`` (SiLU) or ``relu6`` (MobileNetV2's)."""
     if name == "relu":
         return nn.ReLU(inplace=False)
+    if name == "relu6":
+        return nn.ReLU6()
     if name == "swish":
         return nn.SiLU()
-    raise ConfigError(f"unknown activation {name!r}; expected 'relu' or 'swish'")
+    raise ConfigError(f"unknown activation {name!r}; expected 'relu', 'swish' or 'relu6'")
 
 
 class StridedPointwiseConv(nn.Conv2d):

@@ -9,6 +9,7 @@ from autoshrink.errors import AutoshrinkError
 from autoshrink.report.bench_report import BENCH, write_bench_report
 from autoshrink.report.reading import CONFIG
 from autoshrink.report.run_report import write_run_report
+from autoshrink.report.singlepath_report import DECISIONS, write_singlepath_report
 
 
 def write_report(folder: str | Path) -> Path:
@@ -20,6 +21,9 @@ def write_report(folder: str | Path) -> Path:
         return write_run_report(folder)
     if (folder / BENCH).is_file():
         return write_bench_report(folder)
+    if (folder / DECISIONS).is_file():
+        return write_singlepath_report(folder)
     raise AutoshrinkError(
-        f"{folder}: neither a search run folder ({CONFIG}) nor a bench output folder ({BENCH})"
+        f"{folder}: neither a search run folder ({CONFIG}) nor a bench output folder ({BENCH}) "
+        f"nor a singlepath folder ({DECISIONS})"
     )

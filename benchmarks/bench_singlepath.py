@@ -1,0 +1,208 @@
+"""Single-Path NAS on this CPU: predicted vs measured latency, and accuracy against MobileNetV2.
+
+Deployment: onnxruntime, batch 1, 1 thread, 224x224, Fashion-MNIST's shape (1 channel, 10
+classes); latencies on the thread's CPU clock (``--clock cpu``) because the dev box is shared.
+For each width ``w`` of ``--widths`` (default 0.75, 1.0, 1.4: MobileNetV2-0.75 ... 1.4):
+
+1. MobileNetV2-w is measured whole; its median is the latency target of the search;
+2. ``autoshrink singlepath`` runs in the space at width ``w`` with that target (its own latency
+   table and calibration, measured here), on a seeded subset of Fashion-MNIST at 32x32;
+3. the found network's latency is predicted by the model and measured whole, with a
+   held-out sample of random networks of the same space (not used by the calibration) as a
+   second check of the model;
+4. the found network and MobileNetV2-w are trained from scratch with the same recipe (SGD,
+   cosine, ``--epochs`` on ``--train-images`` images at 32x32) and scored on ``--val-images``
+   test images.
+
+Prints one row per network and the median relative error of the predictions; writes
+``--out``/bench.json and, when matplotlib is installed, ``--out``/accuracy_vs_latency.png.
+
+    python benchmarks/bench_singlepath.py [--widths 0.75 1.0 1.4] [--search-images 2000]
+        [--search-epochs 5] [--train-images 5000] [--epochs 3] [--out /tmp/bench_singlepath]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autoshrink.data.images import ImageData, load_images
+from autoshrink.data.loaders import array_data
+from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.singlepath.latency_model import prepare_model
+from autoshrink.singlepath.search import SearchSettings, run_search
+from autoshrink.singlepath.space import (
+    CHOICES,
+    SKIP,
+    MBConvArch,
+    build_arch,
+    count_arch,
+    macro_slots,
+    mobilenetv2_arch,
+)
+from autoshrink.training.final import train_final
+from autoshrink.training.recipes import get_recipe
+
+log = logging.getLogger("bench_singlepath")
+
+
+def measure(arch: MBConvArch, settings: LatencySettings) -> float:
+    shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
+    return measure_module(build_arch(arch).eval(), [shape], settings).median_ms
+
+
+def subset(data: ImageData, n_train: int, n_test: int, seed: int) -> ImageData:
+    rng = np.random.default_rng(seed)
+    tr = rng.permutation(len(data.train_y))[:n_train]
+    te = rng.permutation(len(data.test_y))[:n_test]
+    return replace(
+        data,
+        train_x=data.train_x[tr],
+        train_y=data.train_y[tr],
+        test_x=data.test_x[te],
+        test_y=data.test_y[te],
+    )
+
+
+def train_accuracy(arch: MBConvArch, data: ImageData, epochs: int, seed: int) -> float:
+    """Train ``arch`` (at 32x32) from scratch with the short recipe; test accuracy."""
+    recipe = get_recipe("cifar", epochs=epochs, batch_size=64, image_size=32, precision="fp32")
+    recipe = recipe.with_overrides(flip=True, warmup_epochs=0.5)
+    torch.manual_seed(seed)
+    model = build_arch(arch.with_settings(image_size=32))
+    result = train_final(model, array_data(data, recipe, seed=seed), recipe, seed=seed)
+    return result.test_accuracy
+
+
+def random_archs(arch: MBConvArch, n: int, seed: int) -> list[MBConvArch]:
+    rng = random.Random(seed)
+    slots = macro_slots(arch.spec)[1]
+    return [
+        replace(arch, layers=tuple(rng.choice([*CHOICES, SKIP] if s.skippable else CHOICES)
+                                   for s in slots))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--widths", type=float, nargs="+", default=[0.75, 1.0, 1.4])
+    p.add_argument("--search-images", type=int, default=2000)
+    p.add_argument("--search-epochs", type=int, default=5)
+    p.add_argument("--train-images", type=int, default=5000)
+    p.add_argument("--val-images", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--holdout", type=int, default=4, help="random networks per width")
+    p.add_argument("--lam", type=float, default=0.5)
+    p.add_argument("--threshold-lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-train", action="store_true", help="latency only")
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench_singlepath"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    lat = LatencySettings(backend="onnxruntime", batch=1, threads=1, clock="cpu")
+    fm = load_images("fashion-mnist")
+    data = subset(fm, args.train_images, args.val_images, args.seed)
+    rows, errors, holdout_errors = [], [], []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for w in args.widths:
+        mbv2 = mobilenetv2_arch(w, num_classes=10, in_channels=1)
+        target = measure(mbv2, lat)
+        log.info("MobileNetV2-%g: %.3f ms (the target)", w, target)
+        settings = SearchSettings(
+            dataset="fashion-mnist",
+            train_images=args.search_images,
+            val_images=args.val_images,
+            width=w,
+            epochs=args.search_epochs,
+            warmup_epochs=2,
+            batch_size=32,
+            latency_target_ms=target,
+            lam=args.lam,
+            threshold_lr=args.threshold_lr,
+            seed=args.seed,
+            latency=lat,
+        )
+        t0 = time.perf_counter()
+        found = run_search(settings, args.out / f"search-{w:g}").summary
+        wall = time.perf_counter() - t0
+        arch = MBConvArch.load(args.out / f"search-{w:g}" / "architecture.json")
+        errors.append(abs(found["relative_error"]))
+        model, _, _ = prepare_model(args.out / f"search-{w:g}" / "latency_table.json",
+                                    arch.spec, lat)  # fmt: skip
+        for a in random_archs(arch, args.holdout, args.seed + 17):
+            m = measure(a, lat)
+            holdout_errors.append(abs(model.predict(a) - m) / m)
+        for name, a, measured, predicted in (
+            (f"MobileNetV2-{w:g}", mbv2, target, model.predict(mbv2)),
+            (f"SinglePath@{w:g}", arch, found["measured_ms"], found["predicted_ms"]),
+        ):
+            c = count_arch(a)
+            acc = None if args.no_train else train_accuracy(a, data, args.epochs, args.seed)
+            rows.append({
+                "network": name, "layers": list(a.layers), "params": c.params, "macs": c.macs,
+                "measured_ms": measured, "predicted_ms": predicted, "test_accuracy": acc,
+                "search_wall_s": wall if name.startswith("Single") else None,
+                "search_images": found["images_trained"] if name.startswith("Single") else None,
+            })  # fmt: skip
+            log.info("%s", rows[-1])
+    summary = {
+        "rows": rows,
+        "median_rel_error_found": float(np.median(errors)),
+        "median_rel_error_holdout": float(np.median(holdout_errors)) if holdout_errors else None,
+        "holdout_networks": len(holdout_errors),
+        "latency_settings": lat.to_dict(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    (args.out / "bench.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"{'network':<18} {'MACs (M)':>9} {'measured':>9} {'predicted':>9} {'test acc':>9}")
+    for r in rows:
+        acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+        print(f"{r['network']:<18} {r['macs'] / 1e6:9.0f} {r['measured_ms']:9.3f} "
+              f"{r['predicted_ms']:9.3f} {acc:>9}")  # fmt: skip
+    print(f"median |predicted - measured| / measured: found networks "
+          f"{100 * summary['median_rel_error_found']:.1f}% ({len(errors)}), held-out random "
+          f"networks {100 * (summary['median_rel_error_holdout'] or 0):.1f}% "
+          f"({len(holdout_errors)}); goal <= 10%")  # fmt: skip
+    plot(rows, args.out / "accuracy_vs_latency.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    if any(r["test_accuracy"] is None for r in rows):
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for prefix, marker in (("MobileNetV2", "o"), ("SinglePath", "s")):
+        pts = [r for r in rows if r["network"].startswith(prefix)]
+        ax.plot([r["measured_ms"] for r in pts], [r["test_accuracy"] for r in pts], marker,
+                label=prefix)  # fmt: skip
+        for r in pts:
+            ax.annotate(r["network"].split("-")[-1].split("@")[-1],
+                        (r["measured_ms"], r["test_accuracy"]), fontsize=7)  # fmt: skip
+    ax.set_xlabel("measured latency, onnxruntime, batch 1, 1 thread, 224 px (ms)")
+    ax.set_ylabel("test accuracy (Fashion-MNIST subset)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""``autoshrink singlepath --preset demo --out DIR``: Single-Path NAS against measured latency.
+
+Measures (or reuses) the per-layer latency table of MobileNetV2's inverted-residual space on
+this device at the deployment size, trains the superkernel supernet once with cross-entropy
+plus a latency term, and writes the found network (``architecture.json``), its weights, the
+table, ``decisions.jsonl`` (every layer's choice per epoch), checkpoints and ``result.json``
+(predicted and measured latency, validation accuracy, wall time, images trained). See
+:mod:`autoshrink.singlepath.search`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from autoshrink.data.images import DATASETS
+from autoshrink.errors import ConfigError
+from autoshrink.hardware.latency import CLOCKS
+from autoshrink.singlepath.search import preset, run_search
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "singlepath",
+        help="Single-Path NAS: the most accurate MobileNetV2-space network under a latency",
+        description="Search MobileNetV2's space (per layer: depthwise 3x3/5x5, expansion 3/6, "
+        "or skip) with one superkernel per layer, in one training run, against a latency "
+        "table measured on this device at the deployment size.",
+    )
+    p.add_argument("--preset", choices=("demo", "paper"), default="demo")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: digits")
+    p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
+    p.add_argument(
+        "--latency-target",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="penalise only latency above MS (λ·max(0, log(latency/MS))); "
+        "without it the loss is CE + λ·log(latency)",
+    )
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="λ (default 0.5)")
+    p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch", type=int, default=1, help="deployment batch size (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="latency table to reuse and complete (default OUT/latency_table.json)",
+    )
+    p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
+    p.add_argument("--search-size", type=int, default=None, help="training image size (32)")
+    p.add_argument("--deploy-size", type=int, default=None, help="deployment image size (224)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--warmup-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="training batch")
+    p.add_argument("--train-images", type=int, default=None, help="a seeded training subset")
+    p.add_argument("--val-images", type=int, default=None, help="a seeded validation subset")
+    p.add_argument("--threshold-lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=None,
+        help="torch threads for the supernet's training (default: torch's; 1 on a busy box)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--json", action="store_true", help="print result.json")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    latency = {
+        "backend": args.backend,
+        "device": args.device,
+        "batch": args.batch,
+        "threads": args.threads,
+        "clock": args.clock,
+    }
+    settings = preset(
+        args.preset,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        latency_target_ms=args.latency_target,
+        lam=args.lam,
+        width=args.width,
+        search_size=args.search_size,
+        deploy_size=args.deploy_size,
+        epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        batch_size=args.batch_size,
+        train_images=args.train_images,
+        val_images=args.val_images,
+        threshold_lr=args.threshold_lr,
+        seed=args.seed,
+        latency=latency,
+    )
+    if args.train_threads is not None:
+        if args.train_threads < 1:
+            raise ConfigError(f"--train-threads must be >= 1, got {args.train_threads}")
+        torch.set_num_threads(args.train_threads)
+    result = run_search(settings, args.out, resume=args.resume, table=args.table)
+    r = result.summary
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"found {','.join(r['layers'])}")
+    print(
+        f"latency at {r['deploy_size']} px ({settings.latency.backend}, {settings.latency.device},"
+        f" batch {settings.latency.batch}): predicted {r['predicted_ms']:.2f} ms, measured "
+        f"{r['measured_ms']:.2f} ms ({100 * r['relative_error']:+.1f}%)"
+        + (f"; target {r['latency_target_ms']:g} ms" if r["latency_target_ms"] else "")
+    )
+    print(
+        f"validation accuracy {r['val_accuracy']:.4f} ({r['params'] / 1e6:.2f}M params, "
+        f"{r['macs'] / 1e6:.0f}M MACs); search {r['search_seconds']:.0f} s, "
+        f"{r['images_trained']} images trained; files in {args.out}"
+    )
+    return 0

@@ -1,0 +1,343 @@
+"""The Single-Path latency model: a per-layer table measured on the user's device, blended by
+the superkernels' indicators.
+
+Every network of the space is a chain of :class:`~autoshrink.hardware.blocks.Block` s: stem,
+the fixed first block, one ``mbconv`` block per searchable layer that is not skipped, head and
+classifier (:func:`arch_blocks`). :func:`measure_space_table` measures each distinct block of
+the space once -- the 4 choices of every searchable layer, at the *deployment* size -- alone,
+with :func:`autoshrink.hardware.latency.measure_module` (torch eager, or the block exported to
+ONNX and run by onnxruntime), and keeps them in a
+:class:`~autoshrink.hardware.table.LatencyTable` (``autoshrink.latency-table/1``; saved and
+reused: only the blocks a table lacks are measured). As there, each block's median less the
+cost of an identity call on its output (``io`` blocks) is its share; the network pays one
+call.
+
+:class:`LatencyModel` reads the table for one macro: a fixed part (stem, first block, head,
+classifier, the one call) and per layer the cost ``R(k, e)`` of each choice. The supernet's
+latency is the paper's blend (Stamoulis et al. 2019, eq. 7)::
+
+    R_e = R(3, e) + use_5x5 · (R(5, e) − R(3, e))
+    R_l = use_e3 · (R_e3 + use_e6 · (R_e6 − R_e3))
+    latency = fixed + Σ_l R_l
+
+With hard indicators it equals :meth:`LatencyModel.predict` of the derived architecture,
+which is the table's own prediction for that chain of blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoshrink.cost.mobilenetv2 import BlockPlacement, MobileNetV2Spec
+from autoshrink.errors import ConfigError, HardwareError
+from autoshrink.hardware.blocks import Block
+from autoshrink.hardware.latency import (
+    LatencySettings,
+    check_available,
+    environment,
+    measure_module,
+)
+from autoshrink.hardware.table import DEFINING, LatencyTable, measure_block
+from autoshrink.singlepath.space import (
+    CHOICES,
+    SKIP,
+    MBConvArch,
+    build_arch,
+    macro_slots,
+    read_json,
+)
+from autoshrink.singlepath.superkernel import SuperNet
+
+log = logging.getLogger(__name__)
+
+ACT = "relu6"
+
+
+def mbconv_block(b: BlockPlacement) -> Block:
+    """The table block of one inverted-residual layer."""
+    e = b.hidden // b.in_channels
+    return Block(
+        "mbconv",
+        (b.in_channels,),
+        b.in_size,
+        b.out_channels,
+        f"k{b.kernel}e{e}",
+        ACT,
+        stride=b.stride,
+    )
+
+
+def fixed_blocks(spec: MobileNetV2Spec) -> tuple[list[Block], list[Block]]:
+    """The blocks every network of ``spec``'s macro runs: ``(before the layers, after)``."""
+    first, slots = macro_slots(spec)
+    stem = Block(
+        "stem", (spec.in_channels,), spec.image_size, spec.stem_channels, act=ACT, stride=2
+    )
+    last = slots[-1]
+    head = Block("head", (last.out_channels,), last.out_size, spec.last_channels, act=ACT)
+    classifier = Block("classifier", (spec.last_channels,), last.out_size, spec.num_classes)
+    return [stem, mbconv_block(first)], [head, classifier]
+
+
+def arch_blocks(arch: MBConvArch) -> list[Block]:
+    """The chain of blocks the network ``arch`` runs."""
+    before, after = fixed_blocks(arch.spec)
+    _, slots = macro_slots(arch.spec)
+    layers = [
+        mbconv_block(s.placement(c)) for s, c in zip(slots, arch.layers, strict=True) if c != SKIP
+    ]
+    return before + layers + after
+
+
+def space_blocks(spec: MobileNetV2Spec) -> list[Block]:
+    """Every distinct block of the space of ``spec``'s macro (first-seen order)."""
+    before, after = fixed_blocks(spec)
+    _, slots = macro_slots(spec)
+    blocks = before + [mbconv_block(s.placement(c)) for s in slots for c in CHOICES] + after
+    return list({b.key: b for b in blocks}.values())
+
+
+def measure_space_table(
+    spec: MobileNetV2Spec,
+    settings: LatencySettings,
+    table: LatencyTable | None = None,
+    *,
+    on_block: Callable[[int, int], None] | None = None,
+) -> LatencyTable:
+    """``table`` (or a new one for ``settings``) with every block of the space measured.
+
+    Blocks the table already holds keep their measurement; the others are measured alone with
+    ``settings`` (either backend). A table measured with other settings raises HardwareError.
+    """
+    check_available(settings)
+    if table is None:
+        table = LatencyTable(settings, {}, environment(settings))
+    else:
+        table.check_settings(settings)
+    missing = table.missing(space_blocks(spec))
+    entries = dict(table.entries)
+    for i, block in enumerate(missing):
+        entries[block.key] = measure_block(block, table.settings)
+        log.debug(
+            "[%d/%d] %s: %.3f ms", i + 1, len(missing), block.key, entries[block.key].median_ms
+        )
+        if on_block is not None:
+            on_block(i + 1, len(missing))
+    return table if not missing else replace(table, entries=entries)
+
+
+def load_or_measure(
+    path: Path, spec: MobileNetV2Spec, settings: LatencySettings
+) -> tuple[LatencyTable, int]:
+    """The table at ``path`` completed for ``spec``'s space (measuring what it lacks and saving
+    it back), or a new one; ``(table, blocks measured now)``."""
+    table = LatencyTable.load(path) if path.is_file() else None
+    if table is not None:
+        table.check_settings(settings, str(path))
+    before = len(table) if table is not None else 0
+    table = measure_space_table(spec, settings, table)
+    if len(table) != before:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.save_atomic(path)
+    return table, len(table) - before
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Milliseconds of the fixed part and of every choice of every searchable layer."""
+
+    fixed_ms: float
+    layer_ms: tuple[dict[str, float], ...]
+
+    @classmethod
+    def from_table(cls, table: LatencyTable, spec: MobileNetV2Spec) -> LatencyModel:
+        needed = space_blocks(spec)
+        lacking = table.missing(needed)
+        if lacking:
+            raise HardwareError(
+                f"latency table lacks {len(lacking)} block(s) of this space, e.g. "
+                f"{lacking[0].key!r}; measure it for width {spec.width}, size {spec.image_size}"
+            )
+        e = table.entries
+
+        def share(b: Block) -> float:
+            return e[b.key].median_ms - e[b.io().key].median_ms
+
+        before, after = fixed_blocks(spec)
+        fixed = sum(share(b) for b in before + after) + e[after[-1].io().key].median_ms
+        _, slots = macro_slots(spec)
+        layers = tuple({c: share(mbconv_block(s.placement(c))) for c in CHOICES} for s in slots)
+        return cls(fixed, layers)
+
+    def calibrated(self, cal: Calibration) -> LatencyModel:
+        """This model through ``cal``'s affine map (the offset goes to the fixed part)."""
+        return LatencyModel(
+            cal.scale * self.fixed_ms + cal.offset,
+            tuple({c: cal.scale * v for c, v in costs.items()} for costs in self.layer_ms),
+        )
+
+    def predict(self, arch: MBConvArch) -> float:
+        """Predicted ms of the network ``arch`` (its macro must be the model's)."""
+        return self.fixed_ms + sum(
+            costs[c] for costs, c in zip(self.layer_ms, arch.layers, strict=True) if c != SKIP
+        )
+
+    def blended(self, net: SuperNet) -> torch.Tensor:
+        """The supernet's latency (ms) as a differentiable function of its indicators."""
+        total = torch.tensor(self.fixed_ms)
+        for layer, r in zip(net.layers, self.layer_ms, strict=True):
+            use_5x5, use_e3, use_e6, _ = layer.indicators()
+            r_e3 = r["k3e3"] + use_5x5 * (r["k5e3"] - r["k3e3"])
+            r_e6 = r["k3e6"] + use_5x5 * (r["k5e6"] - r["k3e6"])
+            total = total + use_e3 * (r_e3 + use_e6 * (r_e6 - r_e3))
+        return total
+
+    def check_target(self, target_ms: float, skippable: Iterable[bool]) -> None:
+        """ConfigError when no network of the space can meet ``target_ms``."""
+        floor = self.fixed_ms + sum(
+            0.0 if skip else min(costs.values())
+            for costs, skip in zip(self.layer_ms, skippable, strict=True)
+        )
+        if target_ms <= self.fixed_ms:
+            raise ConfigError(
+                f"--latency-target {target_ms:g} ms is below the fixed part of the network "
+                f"(stem, first block, head, classifier: {self.fixed_ms:.2f} ms on this device)"
+            )
+        if target_ms < floor:
+            raise ConfigError(
+                f"--latency-target {target_ms:g} ms is below the fastest network of the space "
+                f"({floor:.2f} ms on this device)"
+            )
+
+
+CALIBRATION_FORMAT = "autoshrink.singlepath-calibration/1"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``measured ≈ scale · table_sum + offset``, fitted on whole networks measured end to end.
+
+    Blocks timed alone run with their weights and input hot in cache; inside a network each
+    layer reads weights and activations the previous layers pushed out. On the dev box the
+    table's plain sum came out 15-30% below the whole network with onnxruntime, so the model
+    is fitted (least squares) on a few reference networks of the space measured whole with the
+    same settings. The map is affine, so the blend stays linear in each indicator.
+    """
+
+    scale: float
+    offset: float
+    points: tuple[tuple[str, float, float], ...] = ()  # (architecture key, table sum, measured)
+
+    def to_dict(self, settings: LatencySettings, spec: MobileNetV2Spec) -> dict[str, Any]:
+        return {
+            "format": CALIBRATION_FORMAT,
+            "scale": self.scale,
+            "offset": self.offset,
+            "settings": {k: getattr(settings, k) for k in DEFINING},
+            "macro": {
+                "width": spec.width,
+                "image_size": spec.image_size,
+                "num_classes": spec.num_classes,
+                "in_channels": spec.in_channels,
+            },
+            "points": [{"layers": k, "table_ms": t, "measured_ms": m} for k, t, m in self.points],
+        }
+
+    @classmethod
+    def load_matching(
+        cls, path: Path, settings: LatencySettings, spec: MobileNetV2Spec
+    ) -> Calibration | None:
+        """The calibration at ``path`` when it was fitted for these settings and macro."""
+        if not path.is_file():
+            return None
+        d = read_json(path)
+        if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
+            raise ConfigError(
+                f"{path}: not a calibration ('format' must be {CALIBRATION_FORMAT!r})"
+            )
+        expected = cls(1.0, 0.0).to_dict(settings, spec)
+        if any(d.get(k) != expected[k] for k in ("settings", "macro")):
+            return None
+        try:
+            points = tuple(
+                (p["layers"], float(p["table_ms"]), float(p["measured_ms"])) for p in d["points"]
+            )
+            return cls(float(d["scale"]), float(d["offset"]), points)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: malformed calibration ({err})") from None
+
+
+def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> list[MBConvArch]:
+    """Networks spanning the space: all ``k3e3``, all ``k3e6`` (MobileNetV2), all ``k5e6``,
+    then seeded random ones."""
+    _, slots = macro_slots(spec)
+    settings = {
+        "width": spec.width,
+        "image_size": spec.image_size,
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+    }
+    archs = [MBConvArch(**settings, layers=(c,) * len(slots)) for c in ("k3e3", "k3e6", "k5e6")]
+    rng = random.Random(seed)
+    while len(archs) < count:
+        layers = tuple(rng.choice([*CHOICES, SKIP] if s.skippable else CHOICES) for s in slots)
+        archs.append(MBConvArch(**settings, layers=layers))
+    return archs[:count]
+
+
+def fit_calibration(
+    model: LatencyModel, archs: Sequence[MBConvArch], settings: LatencySettings
+) -> Calibration:
+    """Measure each of ``archs`` whole and fit ``measured = scale · table + offset``."""
+    points = []
+    for arch in archs:
+        shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
+        r = measure_module(build_arch(arch).eval(), [shape], settings, with_environment=False)
+        points.append((arch.key, model.predict(arch), r.median_ms))
+        log.info("calibration: table %.3f ms, measured %.3f ms", points[-1][1], r.median_ms)
+    x = np.array([p[1] for p in points])
+    y = np.array([p[2] for p in points])
+    if len(points) >= 2 and np.ptp(x) > 0:
+        scale, offset = np.polyfit(x, y, 1)
+    else:
+        scale, offset = float(y.sum() / x.sum()), 0.0
+    if not scale > 0:
+        raise HardwareError(f"latency calibration failed (fitted scale {scale:.3g}); re-measure")
+    return Calibration(float(scale), float(offset), tuple(points))
+
+
+def calibration_path(table_path: Path) -> Path:
+    """Where the calibration of the table at ``table_path`` is kept."""
+    return table_path.with_name(table_path.stem + ".calibration.json")
+
+
+def prepare_model(
+    table_path: Path,
+    spec: MobileNetV2Spec,
+    settings: LatencySettings,
+    *,
+    calibration_networks: int = 6,
+) -> tuple[LatencyModel, Calibration | None, int]:
+    """The latency model of ``spec``'s space on this device: the table at ``table_path``
+    completed (:func:`load_or_measure`) and, unless ``calibration_networks`` is 0, calibrated
+    on that many reference networks (refitted when the table changed, else reused from
+    :func:`calibration_path`). Returns ``(model, calibration, blocks measured now)``."""
+    table, new = load_or_measure(table_path, spec, settings)
+    raw = LatencyModel.from_table(table, spec)
+    if calibration_networks == 0:
+        return raw, None, new
+    cal_file = calibration_path(table_path)
+    cal = None if new else Calibration.load_matching(cal_file, settings, spec)
+    if cal is None or len(cal.points) != calibration_networks:
+        cal = fit_calibration(raw, reference_archs(spec, calibration_networks), settings)
+        cal_file.write_text(json.dumps(cal.to_dict(settings, spec), indent=1) + "\n")
+    return raw.calibrated(cal), cal, new

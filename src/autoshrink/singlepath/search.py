@@ -1,0 +1,420 @@
+"""The Single-Path search: train the supernet once, weights and thresholds together, against
+cross-entropy plus a latency term; the thresholds' decisions are the architecture.
+
+:func:`run_search` does, into an output folder:
+
+1. the latency model of the space on the user's device at the *deployment* size
+   (:func:`autoshrink.singlepath.latency_model.prepare_model`; ``latency_table.json`` and its
+   calibration, reused when present);
+2. ``epochs`` epochs of SGD on the weights of a :class:`~autoshrink.singlepath.superkernel.SuperNet`
+   at the (small) search size; after ``warmup_epochs`` the thresholds learn too (Adam) and the
+   loss gains the latency term: ``λ·log(latency)`` (the paper's), or with a target
+   ``λ·max(0, log(latency / target))``, where ``latency`` is the blend of the measured table
+   by the indicators (:meth:`~autoshrink.singlepath.latency_model.LatencyModel.blended`);
+3. after every epoch: the validation accuracy of the supernet under its hard decisions (which
+   *is* the derived network with the supernet's weights), a line of ``decisions.jsonl`` (every
+   layer's choice, thresholds and weight norms) and a checkpoint (``checkpoints/``,
+   safetensors + JSON; ``resume=True`` continues from the newest after a kill);
+4. at the end: ``architecture.json`` (``autoshrink.mbconv/1`` at the deployment size),
+   ``weights.safetensors`` (the derived network with the supernet's weights) and
+   ``result.json`` with the predicted latency and the latency measured right then by the same
+   backend and settings, the validation accuracy, wall time and images trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.nn import functional as F
+
+from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
+from autoshrink.data.images import channel_stats, load_images, normalise
+from autoshrink.errors import ConfigError, JournalError
+from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
+from autoshrink.singlepath.space import build_arch, count_arch
+from autoshrink.singlepath.superkernel import SuperNet
+from autoshrink.training.checkpoint import (
+    clear_checkpoints,
+    flatten_optimizer,
+    load_latest,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+
+log = logging.getLogger(__name__)
+
+TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS = (
+    "latency_table.json",
+    "architecture.json",
+    "result.json",
+    "decisions.jsonl",
+    "settings.json",
+    "weights.safetensors",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """Everything a search depends on (saved as ``settings.json``; a resume must match)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_images: int | None = None  # a seeded subset of the training side; None: all
+    val_images: int | None = None  # a seeded subset of the validation side; None: all
+    search_size: int = 32  # the image size the supernet trains at
+    deploy_size: int = 224  # the image size the latency is measured and predicted at
+    width: float = 1.0
+    epochs: int = 8
+    warmup_epochs: int = 2  # weights only: no latency term, thresholds frozen
+    batch_size: int = 64
+    lr_per_256: float = 0.1  # SGD (Nesterov 0.9), scaled to the batch; 1 epoch warm-up, cosine
+    weight_decay: float = 4e-5
+    threshold_lr: float = 2e-4  # Adam on the thresholds (per-weight squared-norm units), at
+    # the peak of the weights' schedule and decayed with it
+    latency_target_ms: float | None = None
+    lam: float = 0.5  # λ of the latency term
+    calibration_networks: int = 6
+    seed: int = 0
+    latency: LatencySettings = field(default_factory=LatencySettings)
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (0 <= self.warmup_epochs < self.epochs, "warmup_epochs must lie in [0, epochs)"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),
+            (self.deploy_size >= 32, "deploy_size must be >= 32"),
+            (self.lr_per_256 > 0 and self.threshold_lr > 0, "learning rates must be > 0"),
+            (self.lam >= 0, "lambda must be >= 0"),
+            (self.calibration_networks >= 0, "calibration_networks must be >= 0"),
+            (
+                self.latency_target_ms is None or self.latency_target_ms > 0,
+                "the latency target must be > 0 ms",
+            ),
+            (self.train_images is None or self.train_images >= 1, "train_images must be >= 1"),
+            (self.val_images is None or self.val_images >= 1, "val_images must be >= 1"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"singlepath: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "latency": self.latency.to_dict()}
+
+
+def preset(name: str, **overrides: Any) -> SearchSettings:
+    """``demo``: a few minutes on two CPU cores (1,000 small images, 6 epochs, quick latency
+    measurements); ``paper``: the whole data set, 8 epochs as in Single-Path NAS (2 warm-up),
+    the latency settings' full repeat rule."""
+    quick = LatencySettings(min_repeats=10, max_seconds=1.0)
+    presets = {
+        "demo": SearchSettings(
+            train_images=1000,
+            val_images=500,
+            epochs=6,
+            warmup_epochs=2,
+            batch_size=32,
+            threshold_lr=2e-3,
+            latency=quick,
+        ),
+        "paper": SearchSettings(epochs=8, warmup_epochs=2, batch_size=128),
+    }
+    if name not in presets:
+        raise ConfigError(f"unknown singlepath preset {name!r}; expected one of {sorted(presets)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "latency" in given:  # keep the preset's repeat rule, take the device settings given
+        given["latency"] = replace(presets[name].latency, **given["latency"])
+    return replace(presets[name], **given)
+
+
+# ------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class SearchData:
+    """Normalised tensors at the search size."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    in_channels: int
+    num_classes: int
+
+
+def load_search_data(s: SearchSettings) -> SearchData:
+    data = load_images(s.dataset, s.data_dir, seed=s.seed)
+    rng = np.random.default_rng(s.seed)
+
+    def subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if n is None or n >= len(y):
+            return x, y
+        pick = rng.permutation(len(y))[:n]
+        return x[pick], y[pick]
+
+    tx, ty = subset(data.train_x, data.train_y, s.train_images)
+    vx, vy = subset(data.test_x, data.test_y, s.val_images)
+    mean, std = channel_stats(tx)
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(normalise(x, mean, std))
+        if t.shape[-1] != s.search_size:
+            t = F.interpolate(t, size=(s.search_size, s.search_size), mode="bilinear")
+        return t.contiguous()
+
+    return SearchData(
+        tensor(tx),
+        torch.from_numpy(ty).long(),
+        tensor(vx),
+        torch.from_numpy(vy).long(),
+        int(tx.shape[1]),
+        len(data.classes),
+    )
+
+
+def evaluate(net: SuperNet, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Top-1 accuracy in eval mode (hard decisions: the derived network)."""
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            correct += int((net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+    net.train()
+    return correct / len(y)
+
+
+def latency_term(lat: torch.Tensor, s: SearchSettings) -> torch.Tensor:
+    """``λ·log(lat)``, or with a target ``λ·max(0, log(lat / target))``."""
+    if s.latency_target_ms is None:
+        return s.lam * torch.log(lat)
+    return s.lam * F.relu(torch.log(lat / s.latency_target_ms))
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class SearchResult:
+    """What :func:`run_search` wrote to ``result.json``."""
+
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+class _Search:
+    """The supernet, its two optimisers and the schedule."""
+
+    def __init__(self, s: SearchSettings, data: SearchData, model: LatencyModel) -> None:
+        self.s, self.data, self.model = s, data, model
+        torch.manual_seed(s.seed)
+        spec = MobileNetV2Spec(
+            width=s.width,
+            image_size=s.search_size,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+        )
+        self.net = SuperNet(spec)
+        self.opt_w = torch.optim.SGD(
+            self.net.weight_parameters(),
+            lr=self.peak_lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=s.weight_decay,
+        )
+        self.opt_t = torch.optim.Adam(self.net.threshold_parameters(), lr=s.threshold_lr)
+        self.steps_per_epoch = math.ceil(len(data.train_y) / s.batch_size)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.s.lr_per_256 * self.s.batch_size / 256
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over the first epoch, then cosine to 0 at the last step."""
+        peak = self.peak_lr
+        warm, total = self.steps_per_epoch, self.steps_per_epoch * self.s.epochs
+        if step < warm:
+            return peak * (step + 1) / warm
+        span = max(1, total - warm)
+        return 0.5 * peak * (1 + math.cos(math.pi * min(step - warm, span) / span))
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        s, d = self.s, self.data
+        searching = epoch > s.warmup_epochs
+        gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
+        torch.manual_seed(s.seed * 100_003 + epoch)  # dropout: the same after a resume
+        order = torch.randperm(len(d.train_y), generator=gen)
+        self.net.train()
+        ce_sum = lat_sum = 0.0
+        n = 0
+        for i in range(self.steps_per_epoch):
+            idx = order[i * s.batch_size : (i + 1) * s.batch_size]
+            x, y = d.train_x[idx], d.train_y[idx]
+            flip = torch.rand(len(idx), generator=gen) < 0.5  # horizontal flips
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            lr = self.lr_at((epoch - 1) * self.steps_per_epoch + i)
+            for g in self.opt_w.param_groups:
+                g["lr"] = lr
+            for g in self.opt_t.param_groups:  # the same decay: the decisions settle
+                g["lr"] = s.threshold_lr * lr / self.peak_lr
+            ce = F.cross_entropy(self.net(x), y)
+            loss = ce
+            if searching:
+                lat = self.model.blended(self.net)
+                loss = ce + latency_term(lat, s)
+                lat_sum += float(lat.detach()) * len(idx)
+            self.opt_w.zero_grad(set_to_none=True)
+            self.opt_t.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_w.step()
+            if searching:
+                self.opt_t.step()
+            ce_sum += float(ce.detach()) * len(idx)
+            n += len(idx)
+        return {
+            "train_loss": ce_sum / n,
+            "blended_ms": lat_sum / n if searching else None,
+            "images": n,
+            "searching": searching,
+        }
+
+    def decisions_row(self) -> list[dict[str, Any]]:
+        return [
+            {"choice": layer.decision().choice, **layer.thresholds(), **layer.norms()}
+            for layer in self.net.layers
+        ]
+
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The checkpoint's tensors, and the optimisers' JSON rest."""
+        tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
+        rests = {}
+        for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
+            t, rests[name] = flatten_optimizer(opt.state_dict(), name)
+            tensors.update(t)
+        return tensors, rests
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.net.load_state_dict(model)
+        for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
+            opt.load_state_dict(unflatten_optimizer(tensors, state["optimizers"][name], name))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def run_search(
+    s: SearchSettings, out: Path, *, resume: bool = False, table: Path | None = None
+) -> SearchResult:
+    """Run (or resume) a search into ``out``; see the module docstring for the files.
+    ``table``: the latency table to read and complete (default ``out/latency_table.json``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    if resume and (out / SETTINGS).is_file():
+        saved = json.loads((out / SETTINGS).read_text())
+        if saved != json.loads(json.dumps(s.to_dict())):
+            raise JournalError(
+                f"{out / SETTINGS}: the run was started with other settings; resume with the "
+                "same command line or start a fresh --out"
+            )
+    _write_json(out / SETTINGS, s.to_dict())
+    data = load_search_data(s)
+    deploy = MobileNetV2Spec(
+        width=s.width,
+        image_size=s.deploy_size,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+    )
+    t0 = time.perf_counter()
+    model, cal, measured = prepare_model(
+        table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
+    )
+    table_seconds = time.perf_counter() - t0
+    search = _Search(s, data, model)
+    if s.latency_target_ms is not None:
+        model.check_target(
+            s.latency_target_ms, [layer.slot.skippable for layer in search.net.layers]
+        )
+    history: list[dict[str, Any]] = []
+    start = 1
+    ckpt = load_latest(ckpt_dir) if resume else None
+    if ckpt is not None:
+        search.restore(ckpt.tensors, ckpt.state)
+        history = list(ckpt.state["history"])
+        start = ckpt.epoch + 1
+    elif clear_checkpoints(ckpt_dir):
+        log.warning("%s: removed the checkpoints of an earlier run", ckpt_dir)
+    for epoch in range(start, s.epochs + 1):
+        t1 = time.perf_counter()
+        stats = search.train_epoch(epoch)
+        seconds = time.perf_counter() - t1
+        arch = search.net.derive()
+        accuracy = evaluate(search.net, data.val_x, data.val_y)
+        row = {
+            "epoch": epoch,
+            **stats,
+            "val_accuracy": accuracy,
+            "predicted_ms": model.predict(arch.with_settings(image_size=s.deploy_size)),
+            "seconds": seconds,
+            "eval_seconds": time.perf_counter() - t1 - seconds,
+            "layers": search.decisions_row(),
+        }
+        history.append(row)
+        tensors, rests = search.snapshot()
+        save_checkpoint(ckpt_dir, epoch, tensors, {"history": history, "optimizers": rests})
+        with open(out / DECISIONS, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in history)
+        log.info(
+            "epoch %d/%d: loss %.4f, val accuracy %.4f, predicted %.2f ms, %s (%.1fs)",
+            epoch,
+            s.epochs,
+            row["train_loss"],
+            row["val_accuracy"],
+            row["predicted_ms"],
+            arch.key,
+            seconds,
+        )
+    arch = search.net.derive().with_settings(image_size=s.deploy_size)
+    arch.save(out / ARCH)
+    net = search.net.derived_network().eval()
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(out / WEIGHTS), metadata={"architecture": json.dumps(arch.to_dict())})
+    shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
+    measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
+    predicted = model.predict(arch)
+    counts = count_arch(arch)
+    summary = {
+        "architecture": ARCH,
+        "layers": list(arch.layers),
+        "predicted_ms": predicted,
+        "measured_ms": measured_result.median_ms,
+        "measured_iqr_ms": measured_result.iqr_ms,
+        "relative_error": (predicted - measured_result.median_ms) / measured_result.median_ms,
+        "latency_target_ms": s.latency_target_ms,
+        "lambda": s.lam,
+        "val_accuracy": history[-1]["val_accuracy"],
+        "val_accuracy_note": "the derived network with the supernet's weights, not retrained",
+        "params": counts.params,
+        "macs": counts.macs,
+        "search_seconds": sum(r["seconds"] + r["eval_seconds"] for r in history),
+        "table_seconds_this_run": table_seconds,
+        "table_blocks_measured_this_run": measured,
+        "images_trained": sum(r["images"] for r in history),
+        "epochs": s.epochs,
+        "dataset": s.dataset,
+        "search_size": s.search_size,
+        "deploy_size": s.deploy_size,
+        "latency_settings": s.latency.to_dict(),
+        "calibration": None if cal is None else {"scale": cal.scale, "offset": cal.offset},
+        "latency_environment": measured_result.environment,
+    }
+    _write_json(out / RESULT, summary)
+    return SearchResult(summary, history)

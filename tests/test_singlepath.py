@@ -1,0 +1,388 @@
+"""Single-Path NAS: the space and its architecture file, the superkernel, the latency model,
+the search (files, resume) and its command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
+from autoshrink.errors import ConfigError
+from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.table import BlockEntry, LatencyTable
+from autoshrink.singlepath.latency_model import (
+    Calibration,
+    LatencyModel,
+    arch_blocks,
+    calibration_path,
+    space_blocks,
+)
+from autoshrink.singlepath.space import (
+    CHOICES,
+    SKIP,
+    MBConvArch,
+    build_arch,
+    count_arch,
+    macro_slots,
+    mobilenetv2_arch,
+)
+from autoshrink.singlepath.superkernel import SuperMBConv, SuperNet, indicator
+
+# ------------------------------------------------------------------ the space
+
+
+def test_mobilenetv2_is_a_point_of_the_space_and_counts_as_published():
+    c = count_arch(mobilenetv2_arch(1.0))
+    assert round(c.params / 1e6, 2) == 3.47  # TF-slim table: 3.47M params
+    assert abs(c.macs / 1e6 - 300) < 1  # 300M MACs
+
+
+@pytest.mark.parametrize("width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4])
+@pytest.mark.parametrize("size", [96, 160, 224])
+def test_mobilenetv2_file_counts_like_the_existing_counter(width, size):
+    arch = mobilenetv2_arch(width, image_size=size)
+    spec = MobileNetV2Spec(width=width, image_size=size)
+    assert count_arch(arch) == count_mobilenetv2(spec)
+
+
+def test_other_choices_count_by_the_convention():
+    base = count_arch(mobilenetv2_arch(1.0))
+    layers = list(mobilenetv2_arch(1.0).layers)
+    # layer 1: 24 -> 24 channels at 56x56, expansion 6 (144 hidden), stride 1
+    skipped = count_arch(MBConvArch(layers=tuple(layers[:1] + [SKIP] + layers[2:])))
+    params = 24 * 144 + 9 * 144 + 144 * 24
+    assert base.params - skipped.params == params
+    assert base.macs - skipped.macs == params * 56 * 56
+    k5 = count_arch(MBConvArch(layers=tuple(layers[:1] + ["k5e6"] + layers[2:])))
+    assert k5.params - base.params == 16 * 144
+    assert k5.macs - base.macs == 16 * 144 * 56 * 56
+    e3 = count_arch(MBConvArch(layers=tuple(layers[:1] + ["k3e3"] + layers[2:])))
+    assert base.params - e3.params == 24 * 72 + 9 * 72 + 72 * 24
+
+
+def conv_linear_params(net: torch.nn.Module) -> int:
+    """Weights and biases of the convolutions and linear layers (the convention's count)."""
+    return sum(
+        m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        for m in net.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+    )
+
+
+def test_module_and_count_agree_on_parameters():
+    arch = MBConvArch(width=0.5, image_size=64, num_classes=10, layers=("k5e3",) * 16)
+    assert conv_linear_params(build_arch(arch)) == count_arch(arch).params
+
+
+def test_architecture_file_round_trip(tmp_path):
+    layers = ("k5e3", SKIP, "k3e3") + ("k3e6",) * 13
+    arch = MBConvArch(width=0.75, image_size=160, num_classes=10, in_channels=1, layers=layers)
+    arch.save(tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text())["format"] == "autoshrink.mbconv/1"
+    assert MBConvArch.load(tmp_path / "a.json") == arch
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"format": "autoshrink.cell/1"}, "not an mbconv architecture"),
+        ({"layers": ["k3e6"] * 15}, "16 searchable layers"),
+        ({"layers": ["k7e6"] + ["k3e6"] * 15}, "unknown layer choice"),
+        ({"layers": [SKIP] + ["k3e6"] * 15}, "layer 0 cannot be skipped"),
+        ({"width": "wide"}, "'width' must be a number"),
+        ({"depth": 3}, "unknown key"),
+        ({"image_size": 16}, "at least 32px"),
+    ],
+)
+def test_malformed_architecture_files_are_config_errors(tmp_path, change, needle):
+    d = mobilenetv2_arch(1.0).to_dict() | change
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=needle):
+        MBConvArch.load(tmp_path / "a.json")
+
+
+def test_skippable_layers_are_the_stride_1_same_channel_ones():
+    _, slots = macro_slots(MobileNetV2Spec(width=1.0))
+    # stages of 2, 3, 4, 3, 3, 1 layers after the first block: all but a stage's first skip
+    assert [s.skippable for s in slots] == [
+        False, True, False, True, True, False, True, True, True,
+        False, True, True, False, True, True, False,
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------ the superkernel
+
+
+def test_indicator_is_hard_forward_and_sigmoid_backward():
+    x = torch.tensor([-0.3, 0.0, 0.2], requires_grad=True)
+    y = indicator(x)
+    assert y.tolist() == [0.0, 0.0, 1.0]
+    y.sum().backward()
+    s = torch.sigmoid(x.detach())
+    assert torch.allclose(x.grad, s * (1 - s))
+
+
+def _randomise_bn(module: torch.nn.Module, gen: torch.Generator) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=gen))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen))
+
+
+def _force(layer: SuperMBConv, choice: str) -> None:
+    """Set the thresholds so that the layer decides ``choice``."""
+    on, off = -1.0, 1e3  # the norms are >= 0 and far below 1e3
+    layer.t_5x5.data.fill_(off if choice in ("k3e3", "k3e6") else on)
+    layer.t_e6.data.fill_(off if choice in ("k3e3", "k5e3") else on)
+    if layer.t_e3 is not None:
+        layer.t_e3.data.fill_(off if choice == SKIP else on)
+
+
+@pytest.mark.parametrize("choice", [*CHOICES, SKIP])
+def test_a_decision_computes_the_plain_layer(choice):
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    _, slots = macro_slots(MobileNetV2Spec(width=0.5, image_size=64))
+    layer = SuperMBConv(slots[3])  # stride 1, 16 -> 16 channels: every choice, skip included
+    _randomise_bn(layer, gen)
+    _force(layer, choice)
+    assert layer.decision().choice == choice
+    plain = layer.to_plain(choice).eval()
+    layer.eval()
+    x = torch.randn(2, slots[3].in_channels, 8, 8, generator=gen)
+    with torch.no_grad():
+        got, expected = layer(x), plain(x)
+    if choice == SKIP:
+        assert torch.equal(got, x)
+    else:
+        # the plain layer is an independent InvertedResidual of that choice's shape
+        assert (
+            sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in layer.parameters())
+            or choice == "k5e6"
+        )
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_supernet_equals_its_derived_network():
+    gen = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    net = SuperNet(MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1))
+    _randomise_bn(net, gen)
+    for layer, choice in zip(net.layers, ["k5e3", SKIP, "k3e3", "k3e6"] * 4, strict=True):
+        _force(layer, choice if layer.slot.skippable or choice != SKIP else "k5e6")
+    derived = net.derived_network().eval()
+    assert isinstance(derived, torch.nn.Module)
+    net.eval()
+    x = torch.randn(3, 1, 32, 32, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(net(x), derived(x), atol=1e-4, rtol=1e-3)
+    assert conv_linear_params(derived) == count_arch(net.derive()).params
+
+
+def test_thresholds_get_gradients_from_the_loss_and_the_latency():
+    torch.manual_seed(0)
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    net = SuperNet(spec)
+    model = _synthetic_model(spec)
+    lat = model.blended(net)
+    lat.backward()
+    for layer in net.layers:
+        # raising a threshold can only switch a choice off: latency falls
+        assert float(layer.t_5x5.grad) < 0 and float(layer.t_e6.grad) < 0
+        if layer.t_e3 is not None:
+            assert float(layer.t_e3.grad) < 0
+    net.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 32, 32)), torch.arange(4))
+    loss.backward()
+    assert all(p.grad is not None and float(p.grad) != 0 for p in net.threshold_parameters())
+
+
+# ------------------------------------------------------------------ the latency model
+
+
+def _synthetic_table(spec: MobileNetV2Spec, settings: LatencySettings | None = None):
+    """A table whose every block costs ``1 + (its index in the space)`` ms and every call
+    (``io`` block) 0.25 ms: numbers chosen here, not measured."""
+    entries = {}
+    blocks = space_blocks(spec)
+    for i, b in enumerate(blocks):
+        entries[b.key] = BlockEntry(b, 1.0 + i, 0.0)
+        entries[b.io().key] = BlockEntry(b.io(), 0.25, 0.0)
+    return LatencyTable(settings or LatencySettings(), entries), blocks
+
+
+def _synthetic_model(spec: MobileNetV2Spec) -> LatencyModel:
+    return LatencyModel.from_table(_synthetic_table(spec)[0], spec)
+
+
+def test_latency_model_predicts_the_tables_sum_and_the_blend_agrees():
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    table, blocks = _synthetic_table(spec)
+    model = LatencyModel.from_table(table, spec)
+    index = {b.key: i for i, b in enumerate(blocks)}
+    layers = ("k5e3", SKIP, "k3e3", "k3e6") * 4
+    layers = tuple(
+        c if s.skippable or c != SKIP else "k5e6"
+        for s, c in zip(macro_slots(spec)[1], layers, strict=True)
+    )
+    arch = MBConvArch(width=0.5, image_size=64, num_classes=10, in_channels=1, layers=layers)
+    chain = arch_blocks(arch)
+    expected = sum(1.0 + index[b.key] - 0.25 for b in chain) + 0.25  # one call for the network
+    assert model.predict(arch) == pytest.approx(expected)
+    assert table.predict_blocks(chain) == pytest.approx(expected)
+    net = SuperNet(MobileNetV2Spec(width=0.5, image_size=32, num_classes=10, in_channels=1))
+    for layer, c in zip(net.layers, layers, strict=True):
+        _force(layer, c)
+    assert float(model.blended(net).detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_calibration_is_an_affine_map_of_the_model():
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    model = _synthetic_model(spec)
+    arch = MBConvArch(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    cal = Calibration(1.5, -0.5)
+    assert model.calibrated(cal).predict(arch) == pytest.approx(1.5 * model.predict(arch) - 0.5)
+
+
+def test_a_target_below_the_fixed_part_is_a_config_error():
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    model = _synthetic_model(spec)
+    skippable = [s.skippable for s in macro_slots(spec)[1]]
+    with pytest.raises(ConfigError, match="below the fixed part"):
+        model.check_target(model.fixed_ms * 0.9, skippable)
+    with pytest.raises(ConfigError, match="below the fastest network"):
+        model.check_target(model.fixed_ms + 0.5, skippable)
+    model.check_target(model.predict(MBConvArch(width=0.5, image_size=64, num_classes=10,
+                                                in_channels=1)), skippable)  # fmt: skip
+
+
+# ------------------------------------------------------------------ the search and the CLI
+
+SEARCH = [
+    "--preset", "demo", "--dataset", "digits", "--train-images", "96", "--val-images", "64",
+    "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "32", "--width", "0.35",
+    "--deploy-size", "32",
+]  # fmt: skip
+
+
+def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float = 1.0) -> None:
+    """Put a synthetic table and calibration for the digits space (deploy 32 px) in ``out``,
+    so the search measures nothing but its found network."""
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    table, _ = _synthetic_table(spec, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    table.save(out / "latency_table.json")
+    cal = Calibration(fixed_scale, 0.0, tuple(("k3e6", 1.0, 1.0) for _ in range(6)))
+    calibration_path(out / "latency_table.json").write_text(json.dumps(cal.to_dict(settings, spec)))
+
+
+@pytest.fixture
+def demo_settings() -> LatencySettings:
+    return LatencySettings(min_repeats=10, max_seconds=1.0)
+
+
+def test_search_writes_its_files_and_resumes_after_a_kill(
+    cli, tmp_path, demo_settings, one_thread, monkeypatch
+):
+    from autoshrink.singlepath import search
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for out in (full, killed):
+        _prepare_table(out, demo_settings)
+    code, stdout, err = cli("singlepath", *SEARCH, "--out", full)
+    assert code == 0, err
+    assert "predicted" in stdout and "measured" in stdout
+    for name in ("architecture.json", "latency_table.json", "result.json", "decisions.jsonl",
+                 "weights.safetensors", "settings.json"):  # fmt: skip
+        assert (full / name).is_file(), name
+    assert len(list((full / "checkpoints").glob("epoch-*.safetensors"))) == 2  # the newest two
+    r = json.loads((full / "result.json").read_text())
+    for key in ("predicted_ms", "measured_ms", "val_accuracy", "search_seconds", "images_trained"):
+        assert r[key] is not None, key
+    assert r["images_trained"] == 3 * 96
+    rows = [json.loads(line) for line in (full / "decisions.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3] and len(rows[0]["layers"]) == 16
+    arch = MBConvArch.load(full / "architecture.json")
+    assert arch.image_size == 32 and arch.in_channels == 1 and arch.num_classes == 10
+    assert list(arch.layers) == [layer["choice"] for layer in rows[-1]["layers"]]
+
+    code, out, err = cli("report", full)
+    assert code == 0, err
+    page = (full / "report" / "index.html").read_text()
+    assert "epoch 3" in page and "Decisions per layer over epochs" in page
+    assert page.count('<tr><td class="l">') >= 16  # a row per searchable layer
+    assert f"{r['measured_ms']:.4f}" in page
+
+    real = search._Search.train_epoch
+
+    def dies_in_epoch_3(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(search._Search, "train_epoch", dies_in_epoch_3)
+    code, _, _ = cli("singlepath", *SEARCH, "--out", killed)
+    assert code == 130
+    monkeypatch.setattr(search._Search, "train_epoch", real)
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 0, err
+    again = [json.loads(line) for line in (killed / "decisions.jsonl").read_text().splitlines()]
+    assert [row["layers"] for row in again] == [row["layers"] for row in rows]
+    assert again[-1]["val_accuracy"] == rows[-1]["val_accuracy"]
+
+
+def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_path, one_thread):
+    path = tmp_path / "mbv2.json"
+    mobilenetv2_arch(1.0).save(path)
+    code, out, err = cli("count", path, "--json")
+    assert code == 0, err
+    c = json.loads(out)
+    assert (c["params"], c["macs"]) == (3472041, 300775552)
+    small = tmp_path / "small.json"
+    layers = ("k5e3", SKIP) + ("k3e3",) * 14
+    MBConvArch(width=0.35, image_size=32, num_classes=10, in_channels=1, layers=layers).save(small)
+    code, out, err = cli("latency", small, "--json", "--repeats", "5", "--max-seconds", "0.5")
+    assert code == 0, err
+    assert json.loads(out)["median_ms"] > 0
+    code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
+    assert code == 0, err
+    assert json.loads(out)["ok"] is True
+    code, out, err = cli(
+        "train", small, "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+        "--image-size", "32", "--out", tmp_path / "train",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (
+        json.loads((tmp_path / "train" / "metrics.json").read_text())["params"]
+        == count_arch(MBConvArch.load(small).with_settings(image_size=32)).params
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--backend", "tflite"], "unknown latency backend 'tflite'"),
+        (["--latency-target", "0.5"], "below the fixed part"),
+    ],
+)
+def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_settings, args, needle):
+    _prepare_table(tmp_path / "run", demo_settings)
+    code, out, err = cli("singlepath", *SEARCH, *args, "--out", tmp_path / "run")
+    assert code == 2
+    assert err.startswith("autoshrink: error: ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "autoshrink.mbconv/1", "layers": ["k9e9"] * 16}))
+    for command in ("count", "latency", "export", "train"):
+        extra = ["--out", tmp_path / command] if command in ("export", "train") else []
+        code, _, err = cli(command, path, *extra)
+        assert code == 2, command
+        assert "unknown layer choice 'k9e9'" in err and len(err.strip().splitlines()) == 1
