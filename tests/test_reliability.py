@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig
+from autoshrink.config import ExecutionSettings, SearchConfig
 from autoshrink.errors import JournalError
 from autoshrink.evaluators.base import Evaluation
-from autoshrink.executors.settings import ExecutionSettings
 from autoshrink.graph import Cell
 from autoshrink.journal import LOCK, Journal, RunLock
 from autoshrink.search import run_search

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
-from autoshrink.executors.settings import ExecutionSettings
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
 from autoshrink.spaces.macros import MACROS
@@ -33,6 +32,23 @@ NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "executio
 #: How a step's candidates are chosen before training: ``none`` (K drawn uniformly, the
 #: method), ``zero-cost`` (the whole shrink space ranked by ``zc_proxy``, the K best trained).
 SCREENINGS = ("none", "zero-cost")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionSettings:
+    """How a search runs its candidates, saved in ``config.json`` so that ``--resume`` rebuilds
+    the executor the run was started with (a CUDA run resumes on the batched GPU executor, not on
+    the CPU pool); left out of :meth:`SearchConfig.fingerprint`, and checked by
+    :func:`autoshrink.executors.factory.build_executor`: ``executor`` (``None``: the device's
+    default), pool ``workers``, ``ray_address``, and the batched engine's ``precision``,
+    ``cuda_graph`` and ``depthwise`` backend."""
+
+    executor: str | None = None
+    workers: int | None = None
+    ray_address: str | None = None
+    precision: str | None = None
+    cuda_graph: bool = False
+    depthwise: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

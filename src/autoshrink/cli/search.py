@@ -8,11 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, STRATEGIES, SearchConfig, preset
+from autoshrink.config import PRESETS, STRATEGIES, ExecutionSettings, SearchConfig, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
-from autoshrink.executors.settings import ExecutionSettings
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score

@@ -30,7 +30,7 @@ class StackedEvaluation:
     """Mixin for an evaluator that trains groups of candidates together.
 
     The class using it provides ``device``, ``threads``, ``max_batch`` and
-    :meth:`_group_key`, :meth:`_alone`, :meth:`_train` and :meth:`_evaluation`.
+    ``_group_key``, ``_alone``, ``_train`` and ``_evaluation``.
     """
 
     device: str

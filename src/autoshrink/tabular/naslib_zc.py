@@ -9,9 +9,10 @@ numbering, not the official index, so cells are matched by their ops.
 
 NASLib's encoding: op index ``0 skip_connect, 1 none, 2 nor_conv_3x3, 3 nor_conv_1x1,
 4 avg_pool_3x3`` on its edges ``(1,2) (1,3) (1,4) (2,3) (2,4) (3,4)`` (nodes from 1), i.e. ours
-``(0,1) (0,2) (0,3) (1,2) (1,3) (2,3)`` -- edges 2 and 3 swap against :data:`EDGES`. Checked:
-with this mapping the file's validation accuracy has Spearman 0.98 with the 200-epoch test
-accuracy of ``nb201_200epoch_test.csv`` (0.75 without the swap). No torch in this module.
+``(0,1) (0,2) (0,3) (1,2) (1,3) (2,3)`` -- edges 2 and 3 swap against
+:data:`~autoshrink.spaces.nb201.EDGES`. Checked: with this mapping the file's validation
+accuracy has Spearman 0.98 with the 200-epoch test accuracy of ``nb201_200epoch_test.csv``
+(0.75 without the swap). No torch in this module.
 """
 
 from __future__ import annotations
