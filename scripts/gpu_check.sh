@@ -60,6 +60,8 @@ EXTRA=()
 [ -n "${QUICK:-}" ] && EXTRA=(--quick)
 GPU=""
 [ "$DEVICE" != "cpu" ] && GPU=1
+# Step time limits are set for a GPU; a CPU smoke run (slower, maybe on a busy box) gets 4x.
+SCALE="${TIMEOUT_SCALE:-$([ -n "$GPU" ] && echo 1 || echo 4)}"
 SMOKE="${SMOKE:-}"
 SEARCH_SECONDS="${SEARCH_SECONDS:-230}"
 RNN_SECONDS="${RNN_SECONDS:-200}"
@@ -92,7 +94,7 @@ part() { [[ "$PARTS" == *" $1 "* ]]; }
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
     shift 2
-    timeout "$seconds" "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${DEPTHWISE[@]}" \
+    timeout $((seconds * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${DEPTHWISE[@]}" \
         --json "$@" \
         > "$OUT/$name.json" 2> "$OUT/$name.txt"
     cat "$OUT/$name.txt"
@@ -107,12 +109,12 @@ torch.cuda.get_device_name())"
 
 if part cnn; then
 step "float64 equivalence on the GPU"
-timeout 45 "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+timeout $((45 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 
 step "the engine's own ops against the plain PyTorch they replace"
 for geometry in "3 32" "1 28"; do
     read -r channels size <<< "$geometry"
-    timeout 25 "$PY" benchmarks/bench_stacked_ops.py --device "$DEVICE" "${EXTRA[@]}" --json \
+    timeout $((25 * SCALE)) "$PY" benchmarks/bench_stacked_ops.py --device "$DEVICE" "${EXTRA[@]}" --json \
         --in-channels "$channels" --image-size "$size" > "$OUT/ops_${channels}x$size.json"
     cat "$OUT/ops_${channels}x$size.json"
 done
@@ -135,7 +137,7 @@ table 50 throughput_gray --in-channels 1 --image-size 28
 
 if [ -n "$DATA" ]; then
     step "full-protocol search (data: $DATA)"
-    timeout $((SEARCH_SECONDS + 45)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
+    timeout $((($SEARCH_SECONDS + 45) * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
         "${DEPTHWISE[@]}" --json --no-table --verbose --search-data "$DATA" \
         --out "$OUT/search" --time-limit "$SEARCH_SECONDS" \
         > "$OUT/search.json" 2> "$OUT/search.txt"
@@ -147,9 +149,9 @@ fi
 if [ -n "$GPU" ] && [ -n "$SMOKE" ]; then
     step "other CUDA paths: measured latency, bf16 final training (smoke runs)"
     {
-        timeout 25 "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
+        timeout $((25 * SCALE)) "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
             --device "$DEVICE" --max-seconds 3
-        timeout 35 "$PY" -m autoshrink train src/autoshrink/cells/shrinkcnn.json \
+        timeout $((35 * SCALE)) "$PY" -m autoshrink train src/autoshrink/cells/shrinkcnn.json \
             --dataset digits --no-flip --epochs 1 --precision bf16 --device "$DEVICE" \
             --out "$OUT/train_bf16"
     } 2>&1 | tail -n 40 | tee "$OUT/other_paths.txt"
@@ -160,7 +162,7 @@ if part rnn; then
     step "ShrinkRNN: stacked candidates vs one by one, and the paper-protocol search"
     RNN_DATA=()
     [ -n "$PTB" ] && RNN_DATA=(--data "$PTB")
-    timeout $((RNN_SECONDS + 200)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
+    timeout $((($RNN_SECONDS + 200) * SCALE)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
         "${EXTRA[@]}" "${RNN_DATA[@]}" --check --search --time-limit "$RNN_SECONDS" \
         --out "$OUT/rnn_search" --json > "$OUT/rnn.json" 2> "$OUT/rnn.txt"
     grep -v "not in the training vocabulary" "$OUT/rnn.txt"
@@ -171,7 +173,7 @@ if part final && [ -n "$DATA" ]; then
     FINAL=(--epochs "$FINAL_EPOCHS" --precision bf16)
     [ -n "${QUICK:-}" ] && FINAL=(--epochs 1 --limit 64 --batch-size 32 --precision fp32 \
         --no-resume --threads 1)
-    timeout 300 "$PY" benchmarks/bench_final_training.py --data "$DATA" --device "$DEVICE" \
+    timeout $((300 * SCALE)) "$PY" benchmarks/bench_final_training.py --data "$DATA" --device "$DEVICE" \
         "${FINAL[@]}" --json > "$OUT/final.json" 2> "$OUT/final.txt"
     grep -v "covers the whole run" "$OUT/final.txt"
 fi
