@@ -22,6 +22,9 @@ from autoshrink.training.language import RNNProxyTraining
 TASKS = ("cnn", "rnn")
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
 STRATEGIES = ("autoshrink", "random", "rea")
+#: ``standalone``: every candidate trained from scratch; ``oneshot``: from the current cell's
+#: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
+EVALUATORS = ("standalone", "oneshot")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
 
@@ -58,6 +61,10 @@ class SearchConfig:
     latency: LatencySettings = field(default_factory=LatencySettings)
     latency_macro: str | None = None
     latency_table: str | None = None
+    # One-shot evaluation (--evaluator oneshot): candidates fine-tuned from the current
+    # cell's weights for oneshot_epochs epochs (0: batch-norm statistics only).
+    evaluator: str = "standalone"
+    oneshot_epochs: int = 1
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -93,6 +100,7 @@ class SearchConfig:
         for name, limit in self.constraints.items():
             if not isinstance(limit, (int, float)) or limit <= 0:
                 raise ConfigError(f"constraint {name}: the limit must be a number > 0")
+        self._check_evaluator()
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
@@ -101,6 +109,20 @@ class SearchConfig:
             )
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
+
+    def _check_evaluator(self) -> None:
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"unknown evaluator {self.evaluator!r}; expected one of {EVALUATORS}")
+        if self.oneshot_epochs < 0:
+            raise ConfigError(f"oneshot_epochs must be >= 0, got {self.oneshot_epochs}")
+        if self.evaluator == "oneshot" and (
+            self.strategy != "autoshrink" or self.task != "cnn" or not self.score_start
+        ):
+            raise ConfigError(
+                "evaluator oneshot needs strategy autoshrink, task cnn and score_start (the "
+                f"complete cell trained first); got {self.strategy}, {self.task}, "
+                f"score_start={self.score_start}"
+            )
 
     def default_budget(self) -> int:
         """The baselines' default budget: the most candidates AutoShrink could evaluate with

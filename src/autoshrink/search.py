@@ -56,6 +56,7 @@ class SearchResult:
     evaluations: int
     trained: int
     seconds: float
+    images_trained: int | None = None  # over the whole journal; None: not an image task
 
     @property
     def cell(self) -> Cell:
@@ -225,6 +226,9 @@ def run_search(
     if evaluator_factory is None:
         from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
     evaluator = evaluator_factory(config)
+    from autoshrink.evaluators.oneshot import bind_weight_trail, images_trained  # imports torch
+
+    trail = bind_weight_trail(evaluator, run_dir)  # one-shot: weights in run_dir/oneshot
     executor = executor or InProcessExecutor()
     score_fn: Score = config.score
     strategy = make_strategy(config)
@@ -243,6 +247,8 @@ def run_search(
                     done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
+            if trail is not None:
+                trail.before_step(strategy, proposals, len(todo))
             bar = tqdm(
                 total=len(proposals),
                 initial=len(proposals) - len(todo),
@@ -266,6 +272,8 @@ def run_search(
             if proposals[0].step == 0:
                 start_obs = observations[0]
             strategy.tell(observations)
+            if trail is not None:
+                trail.after_step(strategy, proposals)
             steps_bar.update(1)
             best = strategy.best
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")
@@ -275,7 +283,15 @@ def run_search(
     best = strategy.best
     if best is None:
         raise JournalError(f"{run_dir}: no candidate finished with a finite score")
-    result = SearchResult(best, start_obs, run_dir, evaluations, trained, time.perf_counter() - t0)
+    result = SearchResult(
+        best,
+        start_obs,
+        run_dir,
+        evaluations,
+        trained,
+        time.perf_counter() - t0,
+        images_trained(done.values(), evaluator),
+    )
     write_result(result, config)
     return result
 
@@ -310,4 +326,6 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "seconds_this_session": round(result.seconds, 3),
         "picture": picture.name,
     }
+    if result.images_trained is not None:
+        out["images_trained"] = result.images_trained
     (run_dir / RESULT).write_text(json.dumps(finite_or_none(out), indent=2) + "\n")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, STRATEGIES, preset
+from autoshrink.config import EVALUATORS, PRESETS, STRATEGIES, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
@@ -42,6 +42,8 @@ OVERRIDES = {
     "lr": "training_lr",
     "latency_table": "latency_table",
     "latency_macro": "latency_macro",
+    "evaluator": "evaluator",
+    "oneshot_epochs": "oneshot_epochs",
 }
 
 
@@ -176,6 +178,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--width", type=float, default=None, help="proxy network width multiplier")
+    g.add_argument(
+        "--evaluator",
+        choices=EVALUATORS,
+        default=None,
+        help="standalone (default): every candidate trained from scratch; oneshot: from the "
+        "current cell's trained weights with its edge cut (docs/oneshot.md)",
+    )
+    g.add_argument(
+        "--oneshot-epochs",
+        type=int,
+        default=None,
+        help="--evaluator oneshot: fine-tuning epochs per candidate (default 1; 0: batch-norm "
+        "statistics recomputed, no training)",
+    )
     g = p.add_argument_group("execution")
     g.add_argument("--device", default=None, help="cpu or cuda[:N]")
     g.add_argument(

@@ -7,6 +7,7 @@ from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
+from autoshrink.evaluators.oneshot import OneShotEvaluator
 from autoshrink.evaluators.rnn_proxy import rnn_evaluator
 from autoshrink.spaces.macros import cifar_proxy
 
@@ -25,7 +26,10 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
         num_classes=data.num_classes,
         width=config.width,
     )
-    evaluator = CNNProxyEvaluator(
+    proxy = CNNProxyEvaluator(
         split, macro, config.training, device=config.device, threads=config.threads
     )
+    evaluator: Evaluator = proxy
+    if config.evaluator == "oneshot":  # candidates start from the current cell's weights
+        evaluator = OneShotEvaluator(proxy, config.oneshot_epochs)
     return with_hardware_costs(evaluator, config, macro)  # latency costs, when asked for
