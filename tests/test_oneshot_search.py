@@ -12,7 +12,7 @@ import pytest
 from autoshrink.config import preset
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.factory import build_evaluator
-from autoshrink.evaluators.oneshot import load_weights
+from autoshrink.evaluators.oneshot import load_weights, weights_cell
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.search import run_search
 
@@ -174,3 +174,51 @@ def test_bad_oneshot_settings(cli, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="evaluator oneshot needs strategy autoshrink"):
         config(strategy="rea")
+
+
+def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
+    from dataclasses import replace
+
+    from autoshrink.graph import Cell
+    from autoshrink.nn.inherit import inherit_rnn
+    from autoshrink.nn.rnn import RNNModel
+    from test_rnn_search import QUICK
+    from test_rnn_text import write_tiny_corpus
+
+    parent = Cell.complete("rnn", ("input", "tanh", "relu", "sigmoid"))
+    child = parent.remove_edge((0, 1))  # node 1 dead: edges 1->2, 1->3 go too
+    trained = RNNModel(parent, 20, emsize=8, nhid=8)
+    cut, _ = inherit_rnn(trained, parent, child)
+    assert sorted(cut.rnn.edges) == ["e0_2", "e0_3", "e2_3"]
+    for name in ("e0_2", "e2_3"):
+        assert cut.rnn.edges[name].equal(trained.rnn.edges[name])
+    assert cut.rnn.w0.equal(trained.rnn.w0) and cut.encoder.weight.equal(trained.encoder.weight)
+
+    corpus = write_tiny_corpus(tmp_path / "tiny", n_train=60, n_eval=20)
+    config = replace(
+        preset("demo", task="rnn"), data_dir=str(corpus), nodes=4, k=2, keep_fraction=0.5,
+        patience=None, threads=1, training=QUICK, evaluator="oneshot", oneshot_epochs=1,
+    )  # fmt: skip
+    result = run_search(tmp_path / "rnn", config, progress=False)
+    rows = journal(result.run_dir)
+    later = [r for r in rows if r["step"] > 0]
+    assert rows[0]["detail"]["inherited"] is False
+    assert later and all(r["detail"]["inherited"] and r["detail"]["epochs"] == 1 for r in later)
+    assert result.images_trained is None
+    assert weights_cell(result.run_dir / "oneshot" / "current.safetensors").kind == "rnn"
+
+
+def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    from autoshrink.executors.ray_executor import RayExecutor
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        result = run_search(tmp_path / "ray", config(), executor=RayExecutor(), progress=False)
+    finally:
+        ray.shutdown()
+    key = lambda r: (r["step"], r["index"])  # noqa: E731
+    assert sorted(strip(journal(result.run_dir)), key=key) == sorted(
+        strip(journal(full[0])), key=key
+    )

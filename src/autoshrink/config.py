@@ -115,13 +115,10 @@ class SearchConfig:
             raise ConfigError(f"unknown evaluator {self.evaluator!r}; expected one of {EVALUATORS}")
         if self.oneshot_epochs < 0:
             raise ConfigError(f"oneshot_epochs must be >= 0, got {self.oneshot_epochs}")
-        if self.evaluator == "oneshot" and (
-            self.strategy != "autoshrink" or self.task != "cnn" or not self.score_start
-        ):
+        if self.evaluator == "oneshot" and (self.strategy != "autoshrink" or not self.score_start):
             raise ConfigError(
-                "evaluator oneshot needs strategy autoshrink, task cnn and score_start (the "
-                f"complete cell trained first); got {self.strategy}, {self.task}, "
-                f"score_start={self.score_start}"
+                "evaluator oneshot needs strategy autoshrink and score_start (the complete cell "
+                f"trained first); got strategy {self.strategy}, score_start={self.score_start}"
             )
 
     def default_budget(self) -> int:

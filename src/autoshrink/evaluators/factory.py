@@ -15,7 +15,10 @@ from autoshrink.spaces.macros import cifar_proxy
 def build_evaluator(config: SearchConfig) -> Evaluator:
     """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
     if config.task == "rnn":
-        return rnn_evaluator(config)
+        rnn = rnn_evaluator(config)
+        return (
+            OneShotEvaluator(rnn, config.oneshot_epochs) if config.evaluator == "oneshot" else rnn
+        )
     data = load_images(config.dataset, config.data_dir)
     split = proxy_split(
         data, per_class=config.per_class, val_size=config.val_size, seed=config.seed

@@ -1,5 +1,8 @@
 """One-shot evaluation: a step's candidates start from the current cell's trained weights.
 
+CNN cells (weights cut by :func:`~autoshrink.nn.inherit.inherit_cnn`) and RNN cells (edge
+matrices inherited by :func:`~autoshrink.nn.inherit.inherit_rnn`).
+
 ``autoshrink search --evaluator oneshot``. The complete cell (step 0) is trained with the full
 proxy protocol, as the standalone evaluator does. Every later candidate -- the current cell
 minus one edge -- starts from the current cell's weights cut down to it
@@ -38,12 +41,14 @@ from torch import nn
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator, Tensors
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.inherit import check_subcell, inherit_cnn
+from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
 from autoshrink.strategies.base import Proposal
 from autoshrink.training.classification import TrainOutcome
-from autoshrink.training.inherited import finetune
+from autoshrink.training.inherited import finetune, finetune_lm
+from autoshrink.training.language import LMOutcome
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,14 @@ FOLDER, CURRENT, CANDIDATES = "oneshot", "current.safetensors", "candidates"
 def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
     """Write ``model``'s state (the network of ``cell``) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        if t.data_ptr() in seen:  # tied weights (an RNN's embedding and decoder): a copy each
+            t = t.clone()
+        seen.add(t.data_ptr())
+        tensors[k] = t
     meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), meta)
@@ -89,13 +101,20 @@ class OneShotEvaluator:
     """Evaluate candidates from their parent's weights (see the module docstring).
 
     Args:
-        inner: the standalone proxy evaluator: data, macro, proxy protocol, device, threads.
-        epochs: fine-tuning epochs of a candidate (0: batch-norm statistics only).
+        inner: the standalone proxy evaluator (CNN or RNN): data, network, proxy protocol,
+            device, threads.
+        epochs: fine-tuning epochs of a candidate (0: no training; CNNs get their batch-norm
+            statistics recomputed).
         folder: the run's ``oneshot/`` folder (set by :func:`bind_weight_trail`); ``None``
             until the search binds it.
     """
 
-    def __init__(self, inner: CNNProxyEvaluator, epochs: int, folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        inner: CNNProxyEvaluator | RNNProxyEvaluator,
+        epochs: int,
+        folder: Path | None = None,
+    ) -> None:
         if epochs < 0:
             raise ConfigError(f"oneshot epochs must be >= 0, got {epochs}")
         self.inner = inner
@@ -105,11 +124,6 @@ class OneShotEvaluator:
     def profile(self, genotype: Cell) -> dict[str, float]:
         return self.inner.profile(genotype)
 
-    @property
-    def train_images(self) -> int:
-        """Images in one training epoch."""
-        return len(self.inner.split.train_y)
-
     def _folder(self) -> Path:
         if self.folder is None:
             raise ConfigError("the one-shot evaluator needs a run folder (bind_weight_trail)")
@@ -117,40 +131,54 @@ class OneShotEvaluator:
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
         folder = self._folder()
-        out_path = folder / CANDIDATES / f"{genotype.key}.safetensors"
+        detail: dict[str, Any] = {"inherited": False}
         if is_complete(genotype):  # step 0: the full proxy protocol, from scratch
             evaluation, model = self.inner.fit(genotype, seed)
-            detail: dict[str, Any] = {"inherited": False}
         else:
             current = folder / CURRENT
             if not current.is_file():
                 raise ConfigError(f"{current}: missing; cell {genotype.key} has no parent weights")
             parent, tensors = load_weights(current)
             check_subcell(parent, genotype)
-            macro = self.inner.macro
-
-            def build() -> nn.Module:
-                trained_net = build_network(parent, macro)
-                trained_net.load_state_dict(tensors)
-                return inherit_cnn(trained_net, parent, genotype, macro)[0]
-
-            def train(
-                model: nn.Module, tr: Tensors, val: Tensors, g: torch.Generator
-            ) -> TrainOutcome:
-                return self._finetune(model, tr, val, g)
-
-            evaluation, model = self.inner.fit(genotype, seed, build, train)
+            evaluation, model = self._inherited(parent, tensors, genotype, seed)
             detail = {"inherited": True, "parent": parent.key}
-            if self.epochs == 0:
-                detail["bn_images"] = self.train_images
         if model is not None and evaluation.status == "ok":
-            save_weights(out_path, genotype, model)
+            save_weights(folder / CANDIDATES / f"{genotype.key}.safetensors", genotype, model)
         return replace(evaluation, detail={**evaluation.detail, **detail})
 
-    def _finetune(
-        self, model: nn.Module, train: Tensors, val: Tensors, gen: torch.Generator
-    ) -> TrainOutcome:
-        return finetune(model, train, val, self.inner.training, self.epochs, gen)
+    def _inherited(
+        self, parent: Cell, tensors: dict[str, torch.Tensor], child: Cell, seed: int
+    ) -> tuple[Evaluation, nn.Module | None]:
+        """Fit ``child`` from ``parent``'s weights ``tensors``."""
+        inner = self.inner
+        if isinstance(inner, RNNProxyEvaluator):
+            corpus, settings = inner.corpus, inner.training
+
+            def build_lm() -> nn.Module:
+                trained_lm = inner.build(parent, seed)
+                trained_lm.load_state_dict(tensors)
+                return inherit_rnn(trained_lm, parent, child)[0]
+
+            def train_lm(model: nn.Module) -> LMOutcome:
+                return finetune_lm(
+                    model, corpus.train, corpus.valid, settings, self.epochs, inner.device
+                )
+
+            return inner.fit(child, seed, build_lm, train_lm)
+        macro, settings_cnn = inner.macro, inner.training
+
+        def build() -> nn.Module:
+            trained_net = build_network(parent, macro)
+            trained_net.load_state_dict(tensors)
+            return inherit_cnn(trained_net, parent, child, macro)[0]
+
+        def train(model: nn.Module, tr: Tensors, val: Tensors, g: torch.Generator) -> TrainOutcome:
+            return finetune(model, tr, val, settings_cnn, self.epochs, g)
+
+        evaluation, model = inner.fit(child, seed, build, train)
+        if self.epochs == 0:
+            evaluation.detail["bn_images"] = len(inner.split.train_y)
+        return evaluation, model
 
 
 class WeightTrail:

@@ -18,6 +18,10 @@
 So when ``C``'s weights on the removed edge's input slice are zero and the edit changes no
 leaf, ``C'`` computes exactly what ``C`` computes. Tensors are followed by a map from each
 channel of ``C'`` to its channel in ``C`` (``None``: new), carried through the network.
+
+RNN cells (:func:`inherit_rnn`) are simpler: each edge ``i -> j`` has its own matrix
+``W_ij``, so ``C'``'s language model takes ``W0``, the embedding / tied decoder and the
+matrices of the edges it keeps; a node now averages fewer incoming edges.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from autoshrink.cost.cells import CellPlacement, node_channels, plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import CNNCell, CNNNetwork, build_network
+from autoshrink.nn.rnn import RNNModel
 from autoshrink.spaces.macros import MacroSpec
 
 ChannelMap = list[int | None]  # channel of the new network -> channel of the old one, or None
@@ -252,4 +257,19 @@ def inherit_cnn(
         cp.take(net.classifier.bias, trained.classifier.bias, {})
     if _convs_bns(net.head):
         _copy_module(cp, net.classifier, trained.classifier)
+    return net, Inheritance(cp.copied, cp.set_new)
+
+
+def inherit_rnn(trained: RNNModel, parent: Cell, child: Cell) -> tuple[RNNModel, Inheritance]:
+    """The language model of ``child`` with ``trained``'s tensors (``parent``'s model): the
+    edge matrices of the edges ``child`` keeps, ``W0``, the embedding and the decoder."""
+    check_subcell(parent, child)
+    ref = trained.encoder.weight
+    net = RNNModel(
+        child, trained.ntoken, emsize=trained.emsize, nhid=trained.nhid, dropouts=trained.dropouts
+    ).to(device=ref.device, dtype=ref.dtype)
+    src = trained.state_dict()
+    cp = _Copier()
+    for name, t in net.state_dict().items():
+        cp.take(t, src[name], {})
     return net, Inheritance(cp.copied, cp.set_new)

@@ -12,14 +12,23 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import nn
 
+from autoshrink.data.text import batchify
 from autoshrink.training.classification import (
     ProxyTraining,
     TrainOutcome,
     evaluate,
     train_proxy,
+)
+from autoshrink.training.language import (
+    LMOutcome,
+    RNNProxyTraining,
+    evaluate_lm,
+    perplexity,
+    train_proxy_lm,
 )
 
 
@@ -58,3 +67,24 @@ def finetune(
     diverged = not math.isfinite(loss)
     history = [{"epoch": 0, "val_loss": loss, "val_accuracy": accuracy}]
     return TrainOutcome(accuracy, 0, diverged, "diverged" if diverged else "inherited", history)
+
+
+def finetune_lm(
+    model: nn.Module,
+    train: np.ndarray,
+    valid: np.ndarray,
+    settings: RNNProxyTraining,
+    epochs: int,
+    device: str = "cpu",
+) -> LMOutcome:
+    """:func:`finetune` for language models (token ids ``train`` / ``valid``): ``epochs``
+    epochs of :func:`train_proxy_lm`, or with 0 the validation perplexity as inherited."""
+    if epochs > 0:
+        return train_proxy_lm(model, train, valid, replace(settings, epochs=epochs), device=device)
+    data = torch.from_numpy(batchify(valid, settings.eval_batch_size)).to(torch.device(device))
+    ppl = perplexity(evaluate_lm(model, data, settings.bptt))
+    diverged = not math.isfinite(ppl) or ppl > settings.divergence_factor * model.ntoken
+    history = [{"epoch": 0, "val_perplexity": ppl}]
+    if diverged:
+        return LMOutcome(math.nan, 0, True, "diverged", history)
+    return LMOutcome(ppl, 0, False, "inherited", history)
