@@ -146,6 +146,10 @@ def test_resume_with_missing_or_foreign_weights_stops_before_training(full, tmp_
     with pytest.raises(ConfigError, match="holds cell .* but the journal's current cell"):
         run_search(run, resume=True, progress=False)
     assert (run / "journal.jsonl").read_text() == before
+    current.write_bytes(b"not a safetensors file")
+    with pytest.raises(ConfigError, match="current.safetensors: not a readable weight file"):
+        run_search(run, resume=True, progress=False)
+    assert (run / "journal.jsonl").read_text() == before
     current.write_bytes(saved)
     run_search(run, resume=True, progress=False)
     assert strip(journal(run)) == strip(journal(full[0]))
