@@ -217,7 +217,10 @@ def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, m
     from autoshrink.executors.ray_executor import RayExecutor
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False)
+    except Exception as err:  # e.g. "node timed out during startup" on an overloaded machine
+        pytest.skip(f"a local Ray node did not start: {err}")
     try:
         result = run_search(tmp_path / "ray", config(), executor=RayExecutor(), progress=False)
     finally:
