@@ -180,6 +180,11 @@ def summarize(folder: Path) -> dict:
         img = [s["runs"]["standalone"]["images_trained"] / s["runs"][mode]["images_trained"]
                for s in seeds]  # fmt: skip
         wall = [s["runs"]["standalone"]["seconds"] / s["runs"][mode]["seconds"] for s in seeds]
+        per = [
+            (s["runs"]["standalone"]["images_trained"] / s["runs"]["standalone"]["candidates"])
+            / (s["runs"][mode]["images_trained"] / s["runs"][mode]["candidates"])
+            for s in seeds
+        ]
         diff = [s["runs"][mode]["retrained_score"] - s["runs"]["standalone"]["retrained_score"]
                 for s in seeds]  # fmt: skip
         taus, agree, steps = [], 0, 0
@@ -197,6 +202,7 @@ def summarize(folder: Path) -> dict:
         summary["modes"][mode] = {
             "images_ratio_mean": statistics.fmean(img),
             "images_ratio_min": min(img),
+            "images_per_candidate_ratio_mean": statistics.fmean(per),
             "wall_ratio_mean": statistics.fmean(wall),
             "wall_ratio_min": min(wall),
             "tau_mean": statistics.fmean(taus) if taus else float("nan"),
@@ -209,7 +215,8 @@ def summarize(folder: Path) -> dict:
         lines.append("")
         lines.append(
             f"{mode}: images trained standalone/one-shot {statistics.fmean(img):.1f}x "
-            f"(min {min(img):.1f}x); wall {statistics.fmean(wall):.1f}x (min {min(wall):.1f}x); "
+            f"(min {min(img):.1f}x), per candidate {statistics.fmean(per):.1f}x; "
+            f"wall {statistics.fmean(wall):.1f}x (min {min(wall):.1f}x); "
             f"Kendall tau over {steps} steps mean {summary['modes'][mode]['tau_mean']:.3f} "
             f"(median {summary['modes'][mode]['tau_median']:.3f}); same winner in "
             f"{agree}/{steps} steps; retrained best one-shot - standalone "
