@@ -20,7 +20,9 @@ trained parents, not from the fine-tuned parents a one-shot search carries (see 
 Retrained best cells: the best cell of each search is trained again from scratch with the full
 protocol and a seed none of the searches used (both the standalone search's best and the
 one-shot searches' bests, so that none has the winner's-curse advantage of a selected score);
-the paired difference one-shot - standalone over seeds is reported with a 95% t interval.
+the paired difference one-shot - standalone over seeds is reported with a 95% t interval, and
+so is the issue's literal comparison: the retrained one-shot best against the standalone
+search's recorded (selected, hence optimistic) best score.
 
     python benchmarks/bench_oneshot.py --seeds 0 1 --out /tmp/bos   # one JSON per seed there
     python benchmarks/bench_oneshot.py --summarize /tmp/bos          # the table over all seeds
@@ -187,6 +189,8 @@ def summarize(folder: Path) -> dict:
         ]
         diff = [s["runs"][mode]["retrained_score"] - s["runs"]["standalone"]["retrained_score"]
                 for s in seeds]  # fmt: skip
+        recorded = [s["runs"][mode]["retrained_score"] - s["runs"]["standalone"]["best_score"]
+                    for s in seeds]  # fmt: skip
         taus, agree, steps = [], 0, 0
         for s in seeds:
             for row in s["rankings"]:
@@ -199,6 +203,7 @@ def summarize(folder: Path) -> dict:
                 )
         taus = [t for t in taus if not math.isnan(t)]
         m, h = ci95(diff)
+        m2, h2 = ci95(recorded)
         summary["modes"][mode] = {
             "images_ratio_mean": statistics.fmean(img),
             "images_ratio_min": min(img),
@@ -211,6 +216,8 @@ def summarize(folder: Path) -> dict:
             "winner_agreement": agree / steps if steps else float("nan"),
             "retrained_diff_mean": m,
             "retrained_diff_ci95": h,
+            "vs_recorded_best_mean": m2,
+            "vs_recorded_best_ci95": h2,
         }
         lines.append("")
         lines.append(
@@ -220,7 +227,8 @@ def summarize(folder: Path) -> dict:
             f"Kendall tau over {steps} steps mean {summary['modes'][mode]['tau_mean']:.3f} "
             f"(median {summary['modes'][mode]['tau_median']:.3f}); same winner in "
             f"{agree}/{steps} steps; retrained best one-shot - standalone "
-            f"{m:+.4f} +- {h:.4f} (95% t, {len(diff)} seeds)"
+            f"{m:+.4f} +- {h:.4f} (95% t, {len(diff)} seeds); retrained one-shot best - "
+            f"standalone search's recorded best {m2:+.4f} +- {h2:.4f}"
         )
     summary["table"] = "\n".join(lines)
     return summary
