@@ -24,6 +24,9 @@ from autoshrink.zero_cost import check_proxy
 TASKS = ("cnn", "rnn")
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
 STRATEGIES = ("autoshrink", "random", "rea")
+#: ``standalone``: every candidate trained from scratch; ``oneshot``: from the current cell's
+#: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
+EVALUATORS = ("standalone", "oneshot")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
 #: Settings that say where and how candidates run, not which ones a search asks for or what
@@ -89,6 +92,10 @@ class SearchConfig:
     screening: str = "none"
     zc_proxy: str = "synflow"
     zc_batch: int = 64
+    # One-shot evaluation (--evaluator oneshot): candidates fine-tuned from the current
+    # cell's weights for oneshot_epochs epochs (0: batch-norm statistics only).
+    evaluator: str = "standalone"
+    oneshot_epochs: int = 1
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -125,6 +132,7 @@ class SearchConfig:
             if not isinstance(limit, (int, float)) or limit <= 0:
                 raise ConfigError(f"constraint {name}: the limit must be a number > 0")
         self._check_screening()
+        self._check_evaluator()
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
@@ -146,6 +154,22 @@ class SearchConfig:
             raise ConfigError(
                 "screening 'zero-cost' ranks AutoShrink's CNN shrink space; "
                 f"it does not apply to task {self.task!r} with strategy {self.strategy!r}"
+            )
+
+    def _check_evaluator(self) -> None:
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"unknown evaluator {self.evaluator!r}; expected one of {EVALUATORS}")
+        if self.oneshot_epochs < 0:
+            raise ConfigError(f"oneshot_epochs must be >= 0, got {self.oneshot_epochs}")
+        if self.evaluator == "oneshot" and (self.strategy != "autoshrink" or not self.score_start):
+            raise ConfigError(
+                "evaluator oneshot needs strategy autoshrink and score_start (the complete cell "
+                f"trained first); got strategy {self.strategy}, score_start={self.score_start}"
+            )
+        if self.evaluator == "oneshot" and self.screening != "none":
+            raise ConfigError(
+                f"evaluator oneshot does not combine with screening {self.screening!r} yet; "
+                "use one of them"
             )
 
     def default_budget(self) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -48,6 +48,9 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal
 from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
+
+if TYPE_CHECKING:
+    from autoshrink.evaluators.oneshot import WeightTrail
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +413,13 @@ def run_search(
                 if evaluator_factory is None:
                     from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
                 evaluator = evaluator_factory(config)
+                trail = None
+                if config.evaluator == "oneshot":  # the weights live in run_dir/oneshot
+                    from autoshrink.evaluators.oneshot import bind_weight_trail  # imports torch
+
+                    trail = bind_weight_trail(evaluator, run_dir)
                 result = search_loop(
-                    config, evaluator, executor, journal, replay, signals, progress
+                    config, evaluator, executor, journal, replay, signals, progress, trail
                 )
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
@@ -472,8 +480,10 @@ def search_loop(
     replay: Replay,
     signals: StopSignals,
     progress: bool,
+    trail: WeightTrail | None = None,
 ) -> LoopOutcome:
-    """Ask, train what the journal lacks, journal, tell -- until the strategy stops."""
+    """Ask, train what the journal lacks, journal, tell -- until the strategy stops; a
+    one-shot ``trail`` hands each step the current cell's weights and keeps the winner's."""
     done = replay.done
     score_fn: Score = config.score
     ranker = None
@@ -506,6 +516,8 @@ def search_loop(
                     append(record(p, i, seeds[i], why, float("-inf")))
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
+            if trail is not None:
+                trail.before_step(strategy, proposals, len(todo))
             bar = tqdm(
                 total=len(proposals),
                 initial=len(proposals) - len(todo),
@@ -527,6 +539,8 @@ def search_loop(
             if proposals[0].step == 0:
                 start_obs = observations[0]
             strategy.tell(observations)
+            if trail is not None:
+                trail.after_step(strategy, proposals)
             steps_bar.update(1)
             best = strategy.best
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")

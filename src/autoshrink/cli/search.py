@@ -8,7 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, STRATEGIES, ExecutionSettings, SearchConfig, preset
+from autoshrink.config import (
+    EVALUATORS,
+    PRESETS,
+    STRATEGIES,
+    ExecutionSettings,
+    SearchConfig,
+    preset,
+)
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
@@ -48,6 +55,8 @@ OVERRIDES = {
     "screening": "screening",
     "zc_proxy": "zc_proxy",
     "zc_batch": "zc_batch",
+    "evaluator": "evaluator",
+    "oneshot_epochs": "oneshot_epochs",
 }
 
 
@@ -209,6 +218,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--width", type=float, default=None, help="proxy network width multiplier")
+    g.add_argument(
+        "--evaluator",
+        choices=EVALUATORS,
+        default=None,
+        help="standalone (default): every candidate trained from scratch; oneshot: from the "
+        "current cell's trained weights with its edge cut (docs/oneshot.md)",
+    )
+    g.add_argument(
+        "--oneshot-epochs",
+        type=int,
+        default=None,
+        help="--evaluator oneshot: fine-tuning epochs per candidate (default 1; 0: batch-norm "
+        "statistics recomputed, no training)",
+    )
     g = p.add_argument_group("execution")
     g.add_argument("--device", default=None, help="cpu or cuda[:N]")
     g.add_argument(

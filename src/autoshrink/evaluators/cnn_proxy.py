@@ -10,8 +10,10 @@ instead of ending the search.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
@@ -19,7 +21,11 @@ from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.classification import ProxyTraining, train_proxy
+from autoshrink.training.classification import ProxyTraining, TrainOutcome, train_proxy
+
+Tensors = tuple[torch.Tensor, torch.Tensor]
+#: ``(model, train set, validation set, generator) -> outcome``: how :meth:`fit` trains.
+TrainFn = Callable[[nn.Module, Tensors, Tensors, torch.Generator], TrainOutcome]
 
 
 class CNNProxyEvaluator:
@@ -61,21 +67,38 @@ class CNNProxyEvaluator:
         return train, val
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        return self.fit(genotype, seed)[0]
+
+    def fit(
+        self,
+        genotype: Cell,
+        seed: int,
+        build: Callable[[], nn.Module] | None = None,
+        train: TrainFn | None = None,
+    ) -> tuple[Evaluation, nn.Module | None]:
+        """:meth:`evaluate`, also returning the trained network (``None`` when it failed).
+
+        ``build`` makes the network (default: a fresh one of ``genotype``) and ``train`` trains
+        it (default: :func:`train_proxy` with this evaluator's settings); both run after the
+        global generator is seeded from ``seed`` and get a generator seeded from it too.
+        """
         t0 = time.perf_counter()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         metrics = self.profile(genotype)
         try:
             torch.manual_seed(seed)
-            model = build_network(genotype, self.macro).to(
+            model = (build or (lambda: build_network(genotype, self.macro)))().to(
                 self.device, memory_format=torch.channels_last
             )
             gen = torch.Generator().manual_seed(seed)
-            train, val = self._tensors()
-            out = train_proxy(model, train, val, self.training, gen)
+            train_set, val = self._tensors()
+            if train is None:
+                out = train_proxy(model, train_set, val, self.training, gen)
+            else:
+                out = train(model, train_set, val, gen)
         except (RuntimeError, ValueError) as err:
-            return failed(metrics, "accuracy", err, t0, genotype.key)
+            return failed(metrics, "accuracy", err, t0, genotype.key), None
         accuracy = float("nan") if out.diverged else out.best_accuracy
-        return trained(
-            metrics, "accuracy", accuracy, out, t0, images_trained=self.images_trained(out.epochs)
-        )
+        images = self.images_trained(out.epochs)
+        return trained(metrics, "accuracy", accuracy, out, t0, images_trained=images), model

@@ -10,6 +10,7 @@ from autoshrink.data.images import ProxySplit, load_images, proxy_split
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
+from autoshrink.evaluators.oneshot import OneShotEvaluator
 from autoshrink.evaluators.rnn_proxy import rnn_evaluator
 from autoshrink.evaluators.zero_cost import ZeroCostRanker, screening_batch
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
@@ -33,11 +34,17 @@ def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
 def build_evaluator(config: SearchConfig) -> Evaluator:
     """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
     if config.task == "rnn":
-        return rnn_evaluator(config)
+        rnn = rnn_evaluator(config)
+        return (
+            OneShotEvaluator(rnn, config.oneshot_epochs) if config.evaluator == "oneshot" else rnn
+        )
     split, macro = proxy_task(config)
-    evaluator = CNNProxyEvaluator(
+    proxy = CNNProxyEvaluator(
         split, macro, config.training, device=config.device, threads=config.threads
     )
+    evaluator: Evaluator = proxy
+    if config.evaluator == "oneshot":  # candidates start from the current cell's weights
+        evaluator = OneShotEvaluator(proxy, config.oneshot_epochs)
     return with_hardware_costs(evaluator, config, macro)  # latency costs, when asked for
 
 

@@ -12,16 +12,18 @@ any other exception inside a candidate becomes a ``"failed"`` evaluation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
-from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
+from autoshrink.training.language import LMOutcome, RNNProxyTraining, train_proxy_lm
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig
@@ -63,18 +65,40 @@ class RNNProxyEvaluator:
         return RNNModel(genotype, self.corpus.ntokens, emsize=n, nhid=n).to(self.device)
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        return self.fit(genotype, seed)[0]
+
+    def fit(
+        self,
+        genotype: Cell,
+        seed: int,
+        build: Callable[[], nn.Module] | None = None,
+        train: Callable[[nn.Module], LMOutcome] | None = None,
+    ) -> tuple[Evaluation, nn.Module | None]:
+        """:meth:`evaluate`, also returning the trained model (``None`` when it failed).
+
+        ``build`` makes the model after the global generator is seeded from ``seed`` (default:
+        :meth:`build`); ``train`` trains it (default: :func:`train_proxy_lm` with this
+        evaluator's settings and corpus).
+        """
         t0 = time.perf_counter()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         metrics = self.profile(genotype)
         try:
-            model = self.build(genotype, seed)
-            out = train_proxy_lm(
-                model, self.corpus.train, self.corpus.valid, self.training, device=self.device
-            )
+            if build is None:
+                model: nn.Module = self.build(genotype, seed)
+            else:
+                torch.manual_seed(seed)
+                model = build().to(self.device)
+            if train is None:
+                out = train_proxy_lm(
+                    model, self.corpus.train, self.corpus.valid, self.training, device=self.device
+                )
+            else:
+                out = train(model)
         except (RuntimeError, ValueError) as err:
-            return failed(metrics, "perplexity", err, t0, genotype.key)
-        return trained(metrics, "perplexity", out.best_perplexity, out, t0)
+            return failed(metrics, "perplexity", err, t0, genotype.key), None
+        return trained(metrics, "perplexity", out.best_perplexity, out, t0), model
 
 
 def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:

@@ -1,0 +1,246 @@
+"""One-shot evaluation: a step's candidates start from the current cell's trained weights.
+
+CNN cells (weights cut by :func:`~autoshrink.nn.inherit.inherit_cnn`) and RNN cells (edge
+matrices inherited by :func:`~autoshrink.nn.inherit.inherit_rnn`).
+
+``autoshrink search --evaluator oneshot``. The complete cell (step 0) is trained with the full
+proxy protocol, as the standalone evaluator does. Every later candidate -- the current cell
+minus one edge -- starts from the current cell's weights cut down to it
+(:func:`autoshrink.nn.inherit.inherit_cnn`), is fine-tuned for ``epochs`` epochs (0: batch-norm
+statistics recomputed, no training; :func:`autoshrink.training.inherited.finetune`) and
+validated. The winner's fine-tuned weights become the next step's starting weights.
+
+Weights live in the run folder, ``oneshot/`` (safetensors, the cell in the metadata):
+
+- ``current.safetensors``: the current cell's weights, the parent of the step being evaluated;
+- ``candidates/<key>.safetensors``: each candidate's weights once it is evaluated, written by
+  whichever process evaluated it (pool and Ray workers get this folder's path, not tensors),
+  before the search journals it.
+
+:class:`WeightTrail` runs in the search's process: before a step it checks that
+``current.safetensors`` holds the cell the journal says is current (a resume with a missing or
+foreign checkpoint stops with a :class:`~autoshrink.errors.ConfigError` before anything is
+trained), and after the step it promotes the winner's file to ``current.safetensors`` and
+deletes the other candidates' files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator, Tensors
+from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+from autoshrink.graph import Cell
+from autoshrink.nn.cnn import build_network
+from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
+from autoshrink.strategies.base import Proposal
+from autoshrink.training.classification import TrainOutcome
+from autoshrink.training.inherited import finetune, finetune_lm
+from autoshrink.training.language import LMOutcome
+
+log = logging.getLogger(__name__)
+
+FORMAT = "autoshrink.oneshot-weights/1"
+FOLDER, CURRENT, CANDIDATES = "oneshot", "current.safetensors", "candidates"
+
+
+def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
+    """Write ``model``'s state (the network of ``cell``) to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        if t.data_ptr() in seen:  # tied weights (an RNN's embedding and decoder): a copy each
+            t = t.clone()
+        seen.add(t.data_ptr())
+        tensors[k] = t
+    meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), meta)
+    os.replace(tmp, path)
+
+
+def weights_cell(path: Path) -> Cell:
+    """The cell whose weights ``path`` holds (from its metadata); ConfigError if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise ConfigError(f"{path}: not a readable weight file ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a one-shot weight file (format {meta.get('format')!r})")
+    return Cell.from_json(meta["cell"], str(path))
+
+
+def load_weights(path: Path) -> tuple[Cell, dict[str, torch.Tensor]]:
+    """The cell and the tensors of a weight file written by :func:`save_weights`."""
+    cell = weights_cell(path)
+    return cell, load_file(str(path))
+
+
+def is_complete(cell: Cell) -> bool:
+    """Whether ``cell`` has every edge ``i -> j`` (the cell a search starts from)."""
+    n = cell.num_nodes
+    return cell.num_edges == n * (n - 1) // 2
+
+
+class OneShotEvaluator:
+    """Evaluate candidates from their parent's weights (see the module docstring).
+
+    Args:
+        inner: the standalone proxy evaluator (CNN or RNN): data, network, proxy protocol,
+            device, threads.
+        epochs: fine-tuning epochs of a candidate (0: no training; CNNs get their batch-norm
+            statistics recomputed).
+        folder: the run's ``oneshot/`` folder (set by :func:`bind_weight_trail`); ``None``
+            until the search binds it.
+    """
+
+    def __init__(
+        self,
+        inner: CNNProxyEvaluator | RNNProxyEvaluator,
+        epochs: int,
+        folder: Path | None = None,
+    ) -> None:
+        if epochs < 0:
+            raise ConfigError(f"oneshot epochs must be >= 0, got {epochs}")
+        self.inner = inner
+        self.epochs = epochs
+        self.folder = folder
+
+    def profile(self, genotype: Cell) -> dict[str, float]:
+        return self.inner.profile(genotype)
+
+    def _folder(self) -> Path:
+        if self.folder is None:
+            raise ConfigError("the one-shot evaluator needs a run folder (bind_weight_trail)")
+        return self.folder
+
+    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        folder = self._folder()
+        detail: dict[str, Any] = {"inherited": False}
+        if is_complete(genotype):  # step 0: the full proxy protocol, from scratch
+            evaluation, model = self.inner.fit(genotype, seed)
+        else:
+            current = folder / CURRENT
+            if not current.is_file():
+                raise ConfigError(f"{current}: missing; cell {genotype.key} has no parent weights")
+            parent, tensors = load_weights(current)
+            check_subcell(parent, genotype)
+            evaluation, model = self._inherited(parent, tensors, genotype, seed)
+            detail = {"inherited": True, "parent": parent.key}
+        if model is not None and evaluation.status == "ok":
+            save_weights(folder / CANDIDATES / f"{genotype.key}.safetensors", genotype, model)
+        return replace(evaluation, detail={**evaluation.detail, **detail})
+
+    def _inherited(
+        self, parent: Cell, tensors: dict[str, torch.Tensor], child: Cell, seed: int
+    ) -> tuple[Evaluation, nn.Module | None]:
+        """Fit ``child`` from ``parent``'s weights ``tensors``."""
+        inner = self.inner
+        if isinstance(inner, RNNProxyEvaluator):
+            corpus, settings = inner.corpus, inner.training
+
+            def build_lm() -> nn.Module:
+                trained_lm = inner.build(parent, seed)
+                trained_lm.load_state_dict(tensors)
+                return inherit_rnn(trained_lm, parent, child)[0]
+
+            def train_lm(model: nn.Module) -> LMOutcome:
+                return finetune_lm(
+                    model, corpus.train, corpus.valid, settings, self.epochs, inner.device
+                )
+
+            return inner.fit(child, seed, build_lm, train_lm)
+        macro, settings_cnn = inner.macro, inner.training
+
+        def build() -> nn.Module:
+            trained_net = build_network(parent, macro)
+            trained_net.load_state_dict(tensors)
+            return inherit_cnn(trained_net, parent, child, macro)[0]
+
+        def train(model: nn.Module, tr: Tensors, val: Tensors, g: torch.Generator) -> TrainOutcome:
+            return finetune(model, tr, val, settings_cnn, self.epochs, g)
+
+        evaluation, model = inner.fit(child, seed, build, train)
+        if self.epochs == 0:
+            evaluation.detail["bn_images"] = len(inner.split.train_y)
+        return evaluation, model
+
+
+class WeightTrail:
+    """The search-side keeper of ``oneshot/current.safetensors`` (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def current(self) -> Path:
+        return self.folder / CURRENT
+
+    def before_step(self, strategy: Any, proposals: Sequence[Proposal], todo: int) -> None:
+        """Check, before a step trains ``todo`` of its ``proposals``, that the current weights
+        are those of ``strategy.current`` (the cell the step shrinks). Step 0 needs none."""
+        step, parent = proposals[0].step, strategy.current
+        if step == 0 or todo == 0:
+            return
+        if not self.current.is_file():
+            raise ConfigError(
+                f"{self.current}: missing; step {step} needs the weights of cell {parent.key} "
+                "(the journal's current cell) to evaluate its candidates"
+            )
+        held = weights_cell(self.current)
+        if held.key != parent.key:
+            raise ConfigError(
+                f"{self.current} holds cell {held.key}, but the journal's current cell at step "
+                f"{step} is {parent.key}"
+            )
+
+    def after_step(self, strategy: Any, proposals: Sequence[Proposal]) -> None:
+        """Make the step's winner (``strategy.current`` after ``tell``) the next parent and
+        delete the other candidates' files."""
+        won_cell: Cell = strategy.current
+        candidates = self.folder / CANDIDATES
+        won = candidates / f"{won_cell.key}.safetensors"
+        if won.is_file():
+            os.replace(won, self.current)
+        elif not (self.current.is_file() and weights_cell(self.current).key == won_cell.key):
+            log.warning("no weights for the step's winner %s in %s", won_cell.key, candidates)
+        for p in proposals:
+            (candidates / f"{p.genotype.key}.safetensors").unlink(missing_ok=True)
+
+
+def find_oneshot(evaluator: Any) -> OneShotEvaluator | None:
+    """The :class:`OneShotEvaluator` inside ``evaluator`` (wrappers such as
+    :class:`~autoshrink.evaluators.costed.CostedEvaluator` keep theirs in ``inner``), or
+    ``None``."""
+    while evaluator is not None:
+        if isinstance(evaluator, OneShotEvaluator):
+            return evaluator
+        evaluator = getattr(evaluator, "inner", None)
+    return None
+
+
+def bind_weight_trail(evaluator: Any, run_dir: Path) -> WeightTrail | None:
+    """Point a one-shot ``evaluator`` at ``run_dir/oneshot``; its :class:`WeightTrail`, or
+    ``None`` for other evaluators."""
+    found = find_oneshot(evaluator)
+    if found is None:
+        return None
+    found.folder = (Path(run_dir) / FOLDER).resolve()
+    found.folder.mkdir(parents=True, exist_ok=True)
+    return WeightTrail(found.folder)
+

@@ -1,0 +1,122 @@
+"""Weight inheritance (nn/inherit.py): a cut network computes what the trained one does when the
+removed edge carried nothing, copies BN statistics, and drops unreachable nodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoshrink.cost.cells import plan
+from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
+from autoshrink.nn.cnn import build_network
+from autoshrink.nn.inherit import inherit_cnn
+from autoshrink.spaces.macros import cifar_proxy
+
+OPS = ("input", "sep3x3", "conv3x3", "identity", "conv1x1", "maxpool3x3")
+SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=4, width=0.5)
+
+
+def _trained(cell: Cell, seed: int = 0) -> nn.Module:
+    """A float64 network with random weights and random BN statistics (as after training)."""
+    torch.manual_seed(seed)
+    net = build_network(cell, SPEC).double()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def _zero_edge(net: nn.Module, cell: Cell, edge: tuple[int, int]) -> None:
+    """Zero, in every cell, the input columns of node j's first mixing conv that read node i."""
+    i, j = edge
+    for c, where in enumerate(plan(cell, SPEC)):
+        width = {p: where.in_channels if p == 0 else where.nodes for p in cell.live_nodes}
+        preds = cell.predecessors(j)
+        start = sum(width[p] for p in preds[: preds.index(i)])
+        op = net.cells[c].ops[str(j)]
+        conv = next(m for m in op.modules() if isinstance(m, nn.Conv2d) and m.groups == 1)
+        with torch.no_grad():
+            conv.weight[:, start : start + width[i]] = 0.0
+
+
+# edges whose removal leaves every node live and changes no leaf (i keeps a successor)
+EXACT = [(0, 2), (0, 5), (1, 3), (2, 4), (1, 5), (3, 5)]
+
+
+@pytest.mark.parametrize("edge", EXACT)
+def test_cut_network_computes_the_same_when_the_edge_carried_nothing(edge):
+    parent = Cell.complete("cnn", OPS)
+    child = parent.remove_edge(edge)
+    assert child.live_nodes == parent.live_nodes and child.leaves == parent.leaves
+    net = _trained(parent)
+    _zero_edge(net, parent, edge)
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    cut, _ = inherit_cnn(net, parent, child, SPEC)
+    cut.eval()
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in net.parameters())
+    torch.testing.assert_close(cut(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_without_zeroing_the_outputs_differ():
+    """The exactness above is not vacuous: the removed edge matters when it carries weights."""
+    parent = Cell.complete("cnn", OPS)
+    net = _trained(parent)
+    cut, _ = inherit_cnn(net, parent, parent.remove_edge((1, 3)), SPEC)
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    assert (cut.eval()(x) - net(x)).abs().max() > 1e-3
+
+
+def test_bn_statistics_and_slices_are_copied():
+    parent = Cell.complete("cnn", OPS)
+    net = _trained(parent)
+    child = parent.remove_edge((1, 4))  # node 4 (conv1x1) reads [0, 2, 3] instead of [0, 1, 2, 3]
+    cut, _ = inherit_cnn(net, parent, child, SPEC)
+    for c, where in enumerate(plan(parent, SPEC)):
+        f, c_in = where.nodes, where.in_channels
+        old = net.cells[c].ops["4"][0].weight  # [f, c_in + 3f, 1, 1]
+        new = cut.cells[c].ops["4"][0].weight  # [f, c_in + 2f, 1, 1]
+        keep = list(range(c_in)) + list(range(c_in + f, c_in + 3 * f))
+        torch.testing.assert_close(new, old[:, keep], rtol=0, atol=0)
+        bn_old, bn_new = net.cells[c].ops["1"][1], cut.cells[c].ops["1"][1]  # sep3x3's BN(c_in)
+        torch.testing.assert_close(bn_new.running_var, bn_old.running_var, rtol=0, atol=0)
+    torch.testing.assert_close(cut.classifier.weight, net.classifier.weight, rtol=0, atol=0)
+
+
+def test_unreachable_nodes_are_dropped_and_new_leaves_read_as_zero():
+    parent = Cell(
+        "cnn", ("input", "conv3x3", "sep3x3", "conv1x1"), ((0, 1), (1, 2), (1, 3), (2, 3))
+    )
+    child = parent.remove_edge((2, 3))  # node 2 becomes a leaf: wider cell output
+    assert child.leaves == (2, 3)
+    net = _trained(parent)
+    cut, report = inherit_cnn(net, parent, child, SPEC)
+    assert report.set_new > 0
+    # cell 0's output is [node 2 (new), node 3]: the next cell reads node 2's channels with
+    # zero weights and node 3's with the trained ones
+    f0 = plan(child, SPEC)[0].nodes
+    assert plan(child, SPEC)[1].in_channels == 2 * f0 == 2 * plan(parent, SPEC)[1].in_channels
+    first = cut.cells[1].ops["1"][0].weight  # conv3x3 of node 1 reads node 0 = cell 0's output
+    assert first.shape[1] == 2 * f0
+    assert torch.count_nonzero(first[:, :f0]) == 0
+    torch.testing.assert_close(first[:, f0:], net.cells[1].ops["1"][0].weight, rtol=0, atol=0)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert cut.eval()(x).shape == (2, 4)
+    dead = parent.remove_edge((1, 2))  # node 2 loses its only input: dropped with its weights
+    cut2, _ = inherit_cnn(net, parent, dead, SPEC)
+    assert "2" not in cut2.cells[0].ops
+
+
+def test_only_sub_cells_inherit():
+    parent = Cell.complete("cnn", OPS)
+    other = Cell.complete("cnn", ("input", "conv1x1", *OPS[2:]))
+    with pytest.raises(ConfigError, match="same kind, ops"):
+        inherit_cnn(_trained(parent), parent, other, SPEC)
+    smaller = parent.remove_edge((0, 1))
+    with pytest.raises(ConfigError, match="lacks"):
+        inherit_cnn(_trained(smaller), smaller, parent, SPEC)

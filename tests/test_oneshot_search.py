@@ -1,0 +1,231 @@
+"""`--evaluator oneshot`: step 0 trained in full, candidates fine-tuned from the current cell's
+weights, weights checkpointed in the run folder, resume and its checks, images trained."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import preset
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.factory import build_evaluator
+from autoshrink.evaluators.oneshot import load_weights, weights_cell
+from autoshrink.executors.pool import LocalPoolExecutor
+from autoshrink.search import run_search
+
+TRAIN = 4 * 10  # per_class 4, 10 digit classes
+
+
+def config(**kw):
+    settings = dict(
+        nodes=4,
+        k=2,
+        keep_fraction=0.34,
+        patience=None,
+        per_class=4,
+        val_size=40,
+        training_epochs=2,
+        threads=1,
+        evaluator="oneshot",
+    )
+    return preset("demo", **{**settings, **kw})
+
+
+def journal(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "journal.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["type"] == "candidate"]
+
+
+def strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    run = tmp_path_factory.mktemp("oneshot") / "run"
+    result = run_search(run, config(), progress=False)
+    return run, result
+
+
+def test_step0_is_trained_like_standalone_and_candidates_inherit(full, tmp_path):
+    run, result = full
+    rows = journal(run)
+    alone = run_search(
+        tmp_path / "alone", config(evaluator="standalone", keep_fraction=0.9), progress=False
+    )
+    (step0,) = [r for r in rows if r["step"] == 0]
+    (ref,) = [r for r in journal(alone.run_dir) if r["step"] == 0]
+    assert (
+        step0["metrics"] == ref["metrics"] and step0["detail"]["epochs"] == ref["detail"]["epochs"]
+    )
+    assert step0["detail"]["inherited"] is False
+    later = [r for r in rows if r["step"] > 0]
+    assert len({r["step"] for r in later}) >= 2
+    # each step's candidates have the previous step's winner as parent and train 1 epoch
+    winners = {0: step0["key"]}
+    for step in sorted({r["step"] for r in later}):
+        cands = [r for r in later if r["step"] == step]
+        assert {r["detail"]["parent"] for r in cands} == {winners[step - 1]}
+        assert all(r["detail"]["inherited"] and r["detail"]["epochs"] == 1 for r in cands)
+        best = max(cands, key=lambda r: (r["score"], -r["edges"]))
+        winners[step] = best["key"]
+    # images trained: the complete cell's epochs plus one epoch per later candidate
+    expected = (step0["detail"]["epochs"] + len(later)) * TRAIN
+    assert json.loads((run / "result.json").read_text())["images_trained"] == expected
+    assert result.images_trained == expected
+    # the last winner's weights are the current ones; candidate files are cleaned up
+    cell, tensors = load_weights(run / "oneshot" / "current.safetensors")
+    assert cell.key == winners[max(winners)]
+    assert tensors and list((run / "oneshot" / "candidates").iterdir()) == []
+
+
+def test_zero_epochs_only_recomputes_bn(tmp_path):
+    result = run_search(tmp_path / "r", config(oneshot_epochs=0), progress=False)
+    rows = journal(result.run_dir)
+    later = [r for r in rows if r["step"] > 0]
+    assert later and all(r["detail"]["epochs"] == 0 for r in later)
+    assert all(r["detail"]["stop_reason"] == "inherited" for r in later)
+    assert all(r["detail"]["bn_images"] == TRAIN for r in later)
+    step0 = rows[0]
+    assert result.images_trained == step0["detail"]["epochs"] * TRAIN
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    """Wraps the one-shot evaluator; raises on the n-th evaluation (a crash mid-step)."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def profile(self, cell):
+        return self.inner.profile(cell)
+
+    def evaluate(self, cell, seed):
+        self.n -= 1
+        if self.n < 0:
+            raise Interrupt
+        return self.inner.evaluate(cell, seed)
+
+
+def interrupted(tmp_path: Path, n: int) -> Path:
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        run_search(
+            run,
+            config(),
+            evaluator_factory=lambda c: StopAfter(build_evaluator(c), n),
+            progress=False,
+        )
+    return run
+
+
+def test_resume_mid_step_matches_an_uninterrupted_run(full, tmp_path):
+    run = interrupted(tmp_path, 4)  # step 0, step 1 (2 candidates), 1 of step 2
+    assert len(journal(run)) == 4
+    run_search(run, resume=True, progress=False)
+    assert strip(journal(run)) == strip(journal(full[0]))
+
+
+def test_resume_with_missing_or_foreign_weights_stops_before_training(full, tmp_path):
+    run = interrupted(tmp_path, 4)
+    before = (run / "journal.jsonl").read_text()
+    current = run / "oneshot" / "current.safetensors"
+    saved = current.read_bytes()
+    current.unlink()
+    with pytest.raises(ConfigError, match="current.safetensors: missing; step 2"):
+        run_search(run, resume=True, progress=False)
+    assert (run / "journal.jsonl").read_text() == before
+    # a weight file of another cell: the final cell's
+    shutil.copy(full[0] / "oneshot" / "current.safetensors", current)
+    with pytest.raises(ConfigError, match="holds cell .* but the journal's current cell"):
+        run_search(run, resume=True, progress=False)
+    assert (run / "journal.jsonl").read_text() == before
+    current.write_bytes(b"not a safetensors file")
+    with pytest.raises(ConfigError, match="current.safetensors: not a readable weight file"):
+        run_search(run, resume=True, progress=False)
+    assert (run / "journal.jsonl").read_text() == before
+    current.write_bytes(saved)
+    run_search(run, resume=True, progress=False)
+    assert strip(journal(run)) == strip(journal(full[0]))
+
+
+def test_pool_workers_read_the_parent_weights_from_the_run_folder(full, tmp_path):
+    result = run_search(tmp_path / "pool", config(), executor=LocalPoolExecutor(2), progress=False)
+    key = lambda r: (r["step"], r["index"])  # noqa: E731 - workers finish in any order
+    assert sorted(strip(journal(result.run_dir)), key=key) == sorted(
+        strip(journal(full[0])), key=key
+    )
+
+
+def test_bad_oneshot_settings(cli, tmp_path):
+    code, _, err = cli(
+        "search",
+        "--evaluator",
+        "oneshot",
+        "--oneshot-epochs",
+        "-1",
+        "--out",
+        tmp_path / "x",
+        "--no-progress",
+    )
+    assert code == 2 and err.strip() == "autoshrink: error: oneshot_epochs must be >= 0, got -1"
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="evaluator oneshot needs strategy autoshrink"):
+        config(strategy="rea")
+
+
+def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
+    from dataclasses import replace
+
+    from autoshrink.graph import Cell
+    from autoshrink.nn.inherit import inherit_rnn
+    from autoshrink.nn.rnn import RNNModel
+    from test_rnn_search import QUICK
+    from test_rnn_text import write_tiny_corpus
+
+    parent = Cell.complete("rnn", ("input", "tanh", "relu", "sigmoid"))
+    child = parent.remove_edge((0, 1))  # node 1 dead: edges 1->2, 1->3 go too
+    trained = RNNModel(parent, 20, emsize=8, nhid=8)
+    cut, _ = inherit_rnn(trained, parent, child)
+    assert sorted(cut.rnn.edges) == ["e0_2", "e0_3", "e2_3"]
+    for name in ("e0_2", "e2_3"):
+        assert cut.rnn.edges[name].equal(trained.rnn.edges[name])
+    assert cut.rnn.w0.equal(trained.rnn.w0) and cut.encoder.weight.equal(trained.encoder.weight)
+
+    corpus = write_tiny_corpus(tmp_path / "tiny", n_train=60, n_eval=20)
+    config = replace(
+        preset("demo", task="rnn"), data_dir=str(corpus), nodes=4, k=2, keep_fraction=0.5,
+        patience=None, threads=1, training=QUICK, evaluator="oneshot", oneshot_epochs=1,
+    )  # fmt: skip
+    result = run_search(tmp_path / "rnn", config, progress=False)
+    rows = journal(result.run_dir)
+    later = [r for r in rows if r["step"] > 0]
+    assert rows[0]["detail"]["inherited"] is False
+    assert later and all(r["detail"]["inherited"] and r["detail"]["epochs"] == 1 for r in later)
+    assert result.images_trained is None
+    assert weights_cell(result.run_dir / "oneshot" / "current.safetensors").kind == "rnn"
+
+
+def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    from autoshrink.executors.ray_executor import RayExecutor
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False)
+    except Exception as err:  # e.g. "node timed out during startup" on an overloaded machine
+        pytest.skip(f"a local Ray node did not start: {err}")
+    try:
+        result = run_search(tmp_path / "ray", config(), executor=RayExecutor(), progress=False)
+    finally:
+        ray.shutdown()
+    key = lambda r: (r["step"], r["index"])  # noqa: E731
+    assert sorted(strip(journal(result.run_dir)), key=key) == sorted(
+        strip(journal(full[0])), key=key
+    )
