@@ -178,6 +178,8 @@ def test_bad_oneshot_settings(cli, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="evaluator oneshot needs strategy autoshrink"):
         config(strategy="rea")
+    with pytest.raises(ConfigError, match="does not combine with screening 'zero-cost' yet"):
+        config(screening="zero-cost")
 
 
 def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
