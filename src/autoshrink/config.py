@@ -18,12 +18,15 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
+from autoshrink.training.ood import OodSettings
 
 TASKS = ("cnn", "rnn")
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
 STRATEGIES = ("autoshrink", "random", "rea")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
 DEVICES = ("cpu", "cuda")
+#: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
+OBJECTIVES = ("erm", "ood")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,8 +61,14 @@ class SearchConfig:
     latency: LatencySettings = field(default_factory=LatencySettings)
     latency_macro: str | None = None
     latency_table: str | None = None
+    # Domain generalisation (docs/ood.md): the held-out domain of a multi-domain data set,
+    # which the search never loads, and the proxy objective with its generator settings.
+    test_domain: str | None = None
+    objective: str = "erm"
+    ood: OodSettings = field(default_factory=OodSettings)
 
     def __post_init__(self) -> None:
+        self._check_domains()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if self.strategy not in STRATEGIES:
@@ -102,6 +111,17 @@ class SearchConfig:
         if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
             raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
 
+    def _check_domains(self) -> None:
+        from autoshrink.data.domains import check_test_domain
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+        if self.task != "cnn" and (self.objective != "erm" or self.test_domain is not None):
+            raise ConfigError(
+                f"--objective ood and --test-domain are for cnn cells, not --task {self.task}"
+            )
+        check_test_domain(self.dataset, self.test_domain)
+
     def default_budget(self) -> int:
         """The baselines' default budget: the most candidates AutoShrink could evaluate with
         these settings, ``1 + k * (E0 - round(E0 * keep_fraction))`` (``E0 = N(N-1)/2``).
@@ -130,6 +150,8 @@ class SearchConfig:
                 d["score"] = Score(**d["score"])
             if "latency" in d:
                 d["latency"] = LatencySettings(**d["latency"])
+            if "ood" in d:
+                d["ood"] = OodSettings(**d["ood"])
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autoshrink.cli.rnn import print_search_summary
-from autoshrink.config import PRESETS, STRATEGIES, preset
+from autoshrink.config import OBJECTIVES, PRESETS, STRATEGIES, preset
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
@@ -16,6 +16,7 @@ from autoshrink.objectives import COSTS, Score
 from autoshrink.report.picture import to_text
 from autoshrink.search import run_search
 from autoshrink.spaces.macros import MACROS
+from autoshrink.training.ood import OodSettings
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
 # run's config.json instead.
@@ -42,6 +43,8 @@ OVERRIDES = {
     "lr": "training_lr",
     "latency_table": "latency_table",
     "latency_macro": "latency_macro",
+    "objective": "objective",
+    "test_domain": "test_domain",
 }
 
 
@@ -90,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--download",
         action="store_true",
         help="download CIFAR-10 into --data-dir if it is not there (needs internet)",
+    )
+    g.add_argument(
+        "--test-domain",
+        default=None,
+        metavar="NAME",
+        help="multi-domain data sets: the held-out domain, never loaded by the search "
+        "(e.g. 75 for rotated-*, 0.1 for colored-*); see docs/ood.md",
     )
     g.add_argument("--per-class", type=int, default=None, help="proxy training images per class")
     g.add_argument("--val-size", type=int, default=None, help="proxy validation images")
@@ -169,6 +179,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="None: torch")
     g.add_argument("--latency-device", default=None, help="cpu or cuda[:N]; None: cpu")
+    g.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=None,
+        help="erm (default): train candidates on the training data; ood: NAS-OoD's minimax "
+        "against a generator of novel domains (docs/ood.md)",
+    )
+    g.add_argument(
+        "--synthetic-mix",
+        type=float,
+        default=None,
+        help="--objective ood: weight of the synthetic-image accuracy in the scored accuracy "
+        "(default 0.5)",
+    )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("proxy training")
@@ -235,6 +259,10 @@ def run(args: argparse.Namespace) -> int:
     constraints = {k: v for k, v in limits.items() if v is not None}
     if constraints:
         given["constraints"] = constraints
+    if args.synthetic_mix is not None:
+        if args.objective != "ood":
+            raise ConfigError("--synthetic-mix is a setting of --objective ood")
+        given["ood"] = OodSettings(synthetic_mix=args.synthetic_mix)
     if args.latency_backend or args.latency_device:
         given["latency"] = LatencySettings(
             backend=args.latency_backend or "torch", device=args.latency_device or "cpu"
@@ -248,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir, config = args.resume, None
     else:
         task = args.task or "cnn"
+        if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
+            raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
             raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
         if task == "cnn" and args.cost == "edge_cost":

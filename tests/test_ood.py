@@ -1,0 +1,138 @@
+"""``--objective ood`` and the leave-one-domain-out protocol, through the command line.
+
+The protocol test poisons the held-out domain: building it raises. A real search (ERM and
+OoD, each strategy) must then run to its end, and final evaluation (``autoshrink train``) must
+be the code that reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autoshrink.data import domains
+from autoshrink.training.ood import reverse_gradient
+
+TINY = [
+    "--preset", "demo", "--dataset", "colored-digits", "--test-domain", "0.1",
+    "--nodes", "3", "--k", "2", "--keep-fraction", "0.34", "--per-class", "40",
+    "--val-size", "60", "--epochs", "1", "--width", "0.25", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+class HeldOutTouched(Exception):
+    pass
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Building the held-out domain ``0.1`` of colored-digits raises :class:`HeldOutTouched`."""
+    build = domains.build_domain
+
+    def guarded(dataset, domain, source):
+        if domain == "0.1":
+            raise HeldOutTouched(f"{dataset} {domain}")
+        return build(dataset, domain, source)
+
+    monkeypatch.setattr(domains, "build_domain", guarded)
+
+
+def _journal(run):
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    return [json.loads(s) for s in lines if '"candidate"' in s]
+
+
+@pytest.mark.parametrize(
+    ("objective", "strategy"),
+    [("erm", "autoshrink"), ("ood", "autoshrink"), ("ood", "random"), ("ood", "rea")],
+)
+def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objective, strategy):
+    with pytest.raises(HeldOutTouched):  # the poison bites where the domain is built
+        domains.load_held_out_domain("colored-digits", "0.1")
+    extra = [] if strategy == "autoshrink" else ["--budget", "3"]
+    code, out, err = cli(
+        "search", *TINY, "--objective", objective, "--strategy", strategy, *extra,
+        "--executor", "inprocess", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    records = _journal(tmp_path / "run")
+    assert records and all(r["status"] == "ok" for r in records)
+    if objective == "ood":
+        m = records[0]["metrics"]
+        mix = 0.5 * m["val_accuracy"] + 0.5 * m["synthetic_accuracy"]
+        assert m["accuracy"] == pytest.approx(mix)
+    # final evaluation is what loads the held-out domain
+    with pytest.raises(HeldOutTouched):
+        cli(
+            "train", tmp_path / "run" / "best_cell.json", "--dataset", "colored-digits",
+            "--test-domain", "0.1", "--epochs", "1", "--width", "0.25", "--no-flip",
+            "--out", tmp_path / "t",
+        )  # fmt: skip
+
+
+def test_ood_search_same_in_pool_and_resume_trains_nothing(cli, tmp_path):
+    args = [*TINY, "--objective", "ood"]
+    assert cli("search", *args, "--executor", "inprocess", "--out", tmp_path / "a")[0] == 0
+    code, _, err = cli("search", *args, "--workers", "2", "--out", tmp_path / "b")  # pool
+    assert code == 0, err
+    a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
+    assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
+    # an interrupted run: drop the last record, resume retrains exactly that one
+    lines = (tmp_path / "a" / "journal.jsonl").read_text().splitlines()
+    (tmp_path / "a" / "journal.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    code, out, err = cli("search", "--resume", tmp_path / "a", "--no-progress")
+    assert code == 0, err
+    assert "1 trained now" in out
+    assert {r["key"]: r["metrics"] for r in _journal(tmp_path / "a")} == {
+        r["key"]: r["metrics"] for r in a
+    }
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["objective"] == "ood" and cfg["test_domain"] == "0.1"
+
+
+def test_train_reports_every_domain(cli, tmp_path):
+    from importlib import resources
+
+    cell = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
+    code, out, err = cli(
+        "train", cell, "--dataset", "colored-digits", "--test-domain", "0.1", "--epochs", "1",
+        "--width", "0.25", "--no-flip", "--out", tmp_path / "t",
+    )  # fmt: skip
+    assert code == 0, err
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    # DomainBed's three environments of 1,797 // 3 images; the training ones' 20% test parts
+    assert m["domains"]["0.1"] == {
+        "accuracy": m["test_domain_accuracy"],
+        "images": 599,
+        "held_out": True,
+    }
+    assert {k: v["images"] for k, v in m["domains"].items()} == {"0.9": 120, "0.8": 120, "0.1": 599}
+    assert m["test_domain"] == "0.1" and 0 <= m["test_domain_accuracy"] <= 1
+    assert "held-out test domain" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["search", "--dataset", "rotated-digits", "--test-domain", "90"], "unknown test domain"),
+        (["search", "--dataset", "digits", "--test-domain", "0"], "single domain"),
+        (["search", "--task", "rnn", "--objective", "ood"], "not --task rnn"),
+        (["search", "--synthetic-mix", "0.3"], "--objective ood"),
+        (["search", "--objective", "ood", "--synthetic-mix", "2"], "synthetic_mix"),
+        (["train", "x.json", "--dataset", "colored-digits", "--test-domain", "1"], "unknown test"),
+        (["train", "x.json", "--dataset", "fashion-mnist", "--test-domain", "0"], "single domain"),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, tmp_path, args, needle):
+    code, _, err = cli(*args, "--out", tmp_path / "o")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("autoshrink: error:")
+    assert needle in lines[0]
+
+
+def test_gradient_reversal():
+    x = torch.ones(3, requires_grad=True)
+    (reverse_gradient(x, 2.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-2.5, -5.0, -7.5]))
