@@ -136,3 +136,15 @@ def test_gradient_reversal():
     x = torch.ones(3, requires_grad=True)
     (reverse_gradient(x, 2.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     assert torch.equal(x.grad, torch.tensor([-2.5, -5.0, -7.5]))
+
+
+@pytest.mark.slow
+def test_ood_search_through_ray_matches_inprocess(cli, tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    args = [*TINY, "--objective", "ood"]
+    assert cli("search", *args, "--executor", "inprocess", "--out", tmp_path / "a")[0] == 0
+    code, _, err = cli("search", *args, "--executor", "ray", "--out", tmp_path / "b")
+    assert code == 0, err
+    a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
+    assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
