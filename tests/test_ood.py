@@ -57,6 +57,7 @@ def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objec
         "--executor", "inprocess", "--out", tmp_path / "run",
     )  # fmt: skip
     assert code == 0, err
+    assert ("synthetic-domain accuracy" in out) == (objective == "ood")
     records = _journal(tmp_path / "run")
     assert records and all(r["status"] == "ok" for r in records)
     if objective == "ood":

@@ -335,6 +335,11 @@ def run(args: argparse.Namespace) -> int:
         f"best score {best.score:.4f} (accuracy {acc:.4f}, {best.metrics.get('macs', 0):.0f} MACs, "
         f"{result.cell.num_edges} edges, step {best.proposal.step})"
     )
+    if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
+        print(
+            f"  (validation accuracy {best.metrics['val_accuracy']:.4f} on the training "
+            f"domains, synthetic-domain accuracy {best.metrics['synthetic_accuracy']:.4f})"
+        )
     if start is not None:
         print(
             f"complete cell score {start.score:.4f} (accuracy {start.metrics.get('accuracy'):.4f})"
