@@ -117,13 +117,15 @@ def retrain(cell: Cell, dataset: str, domain: str, seed: int, epochs: int) -> di
 
 
 def summary(rows: list[dict]) -> None:
+    """A Markdown table: one line per (data set, held-out domain), means over seeds."""
     from scipy import stats
 
     print(
-        f"{'setting':<22} {'n':>2} {'ERM held-out':>12} {'OoD held-out':>12} "
-        f"{'OoD-ERM (95% CI)':>24} {'ERM train-dom':>13} {'OoD train-dom':>13} "
-        f"{'MACs ERM/OoD':>15} {'params ERM/OoD':>15} {'search s ERM/OoD':>17} {'cands':>7}"
+        "| held out | seeds | held-out acc. ERM | held-out acc. OoD | OoD - ERM, mean [95% CI] "
+        "| training-domain acc. ERM / OoD | MACs ERM / OoD | params ERM / OoD "
+        "| search s ERM / OoD | candidates ERM / OoD |"
     )
+    print("| --- " * 10 + "|")
     for dataset, domain, _ in SETTINGS:
         rs = [r for r in rows if r["dataset"] == dataset and r["domain"] == domain]
         if not rs:
@@ -135,22 +137,22 @@ def summary(rows: list[dict]) -> None:
         )
         if len(diff) > 1:
             half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-            ci = f"{diff.mean():+.4f} [{diff.mean() - half:+.3f},{diff.mean() + half:+.3f}]"
+            ci = f"{diff.mean():+.4f} [{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}]"
         else:
-            ci = f"{diff.mean():+.4f} [n=1]"
+            ci = f"{diff.mean():+.4f} (one seed)"
 
         def mean(arm: list[dict], key: str) -> float:
             return float(np.mean([x[key] for x in arm]))
 
+        def pair(key: str, fmt: str, e: list[dict] = e, o: list[dict] = o) -> str:
+            return f"{mean(e, key):{fmt}} / {mean(o, key):{fmt}}"
+
         print(
-            f"{dataset + ' @' + domain:<22} {len(rs):>2} {mean(e, 'held_out_accuracy'):>12.4f} "
-            f"{mean(o, 'held_out_accuracy'):>12.4f} {ci:>24} "
-            f"{mean(e, 'training_domains_accuracy'):>13.4f} "
-            f"{mean(o, 'training_domains_accuracy'):>13.4f} "
-            f"{mean(e, 'macs'):>7.0f}/{mean(o, 'macs'):<7.0f} "
-            f"{mean(e, 'params'):>7.0f}/{mean(o, 'params'):<7.0f} "
-            f"{mean(e, 'search_seconds'):>8.0f}/{mean(o, 'search_seconds'):<8.0f} "
-            f"{mean(e, 'candidates'):>3.0f}/{mean(o, 'candidates'):<3.0f}"
+            f"| {dataset} @ {domain} | {len(rs)} | {mean(e, 'held_out_accuracy'):.4f} "
+            f"| {mean(o, 'held_out_accuracy'):.4f} | {ci} "
+            f"| {pair('training_domains_accuracy', '.4f')} | {pair('macs', '.0f')} "
+            f"| {pair('params', '.0f')} | {pair('search_seconds', '.0f')} "
+            f"| {pair('candidates', '.1f')} |"
         )
 
 
