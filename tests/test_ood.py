@@ -149,3 +149,41 @@ def test_ood_search_through_ray_matches_inprocess(cli, tmp_path, monkeypatch):
     assert code == 0, err
     a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
     assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
+
+
+def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
+    from torch import nn
+    from torch.nn import functional as F
+
+    from autoshrink.training.ood import DomainGenerator, OodSettings, keeper_network, minimax_loss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
+    source = F.pad(F.one_hot(torch.randint(0, 2, (8,)), 2).float(), (0, 3))
+    novel = F.pad(torch.randn(8, 3), (2, 0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(72, 3))
+    gen, keeper = DomainGenerator(2, 5, 4, 1.5), keeper_network(2, 3, 4)
+    ood = OodSettings(adversarial=3.0, synthetic_weight=0.5, class_weight=0.7, cycle_weight=2.0)
+    loss, _ = minimax_loss(model, gen, keeper, x, y, source, novel, ood)
+    loss.backward()
+    got = [p.grad.clone() for p in gen.parameters()]
+    # independently: the generator descends its constraints and ascends the candidate's loss
+    fake = gen(x, source, novel)
+    attack = F.cross_entropy(model(fake), y)
+    keep = F.cross_entropy(keeper(fake), y)
+    cycle = (gen(fake, novel, source) - x).abs().mean()
+    want = torch.autograd.grad(
+        -3.0 * 0.5 * attack + 0.7 * keep + 2.0 * cycle, gen.parameters(), retain_graph=True
+    )
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    # the candidate descends its loss on real and synthetic images, not the constraints
+    want_model = torch.autograd.grad(
+        F.cross_entropy(model(x), y) + 0.5 * attack, model.parameters()
+    )
+    for p, w in zip(model.parameters(), want_model, strict=True):
+        torch.testing.assert_close(p.grad, w)
+    # the keeper learns from real images only
+    want_keeper = torch.autograd.grad(F.cross_entropy(keeper(x), y), keeper.parameters())
+    for p, w in zip(keeper.parameters(), want_keeper, strict=True):
+        torch.testing.assert_close(p.grad, w)

@@ -162,6 +162,36 @@ def synthetic_accuracy(
     return evaluate(model, synthetic, y, batch_size)[1]
 
 
+def minimax_loss(
+    model: nn.Module,
+    generator: DomainGenerator,
+    keeper: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    source: torch.Tensor,
+    novel: torch.Tensor,
+    ood: OodSettings,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's total loss (one backward pass trains all three networks) and the
+    candidate's loss on the real images."""
+    fake = generator(x, source, novel)
+    both = torch.cat([x, reverse_gradient(fake, ood.adversarial)])
+    logits = model(both.contiguous(memory_format=torch.channels_last))
+    real_loss = F.cross_entropy(logits[: len(y)], y)
+    fake_loss = F.cross_entropy(logits[len(y) :], y)
+    frozen = {k: v.detach() for k, v in keeper.named_parameters()}
+    keep_loss = F.cross_entropy(torch.func.functional_call(keeper, frozen, (fake,)), y)
+    cycle = (generator(fake, novel, source) - x).abs().mean()
+    loss = (
+        real_loss
+        + ood.synthetic_weight * fake_loss
+        + ood.class_weight * keep_loss
+        + ood.cycle_weight * cycle
+        + F.cross_entropy(keeper(x), y)  # the keeper learns from real images only
+    )
+    return loss, real_loss
+
+
 def train_ood_proxy(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -199,21 +229,7 @@ def train_ood_proxy(
             xb, yb, db = x[idx], y[idx], d[idx]
             source = _codes(db, num_domains, ood.code_dim)
             novel = _novel(len(idx), num_domains, ood.code_dim, gen).to(x.device)
-            fake = generator(xb, source, novel)
-            both = torch.cat([xb, reverse_gradient(fake, ood.adversarial)])
-            logits = model(both.contiguous(memory_format=torch.channels_last))
-            real_loss = F.cross_entropy(logits[: len(idx)], yb)
-            fake_loss = F.cross_entropy(logits[len(idx) :], yb)
-            frozen = {k: v.detach() for k, v in keeper.named_parameters()}
-            keep_loss = F.cross_entropy(torch.func.functional_call(keeper, frozen, (fake,)), yb)
-            cycle = (generator(fake, novel, source) - xb).abs().mean()
-            loss = (
-                real_loss
-                + ood.synthetic_weight * fake_loss
-                + ood.class_weight * keep_loss
-                + ood.cycle_weight * cycle
-                + F.cross_entropy(keeper(xb), yb)  # the keeper learns from real images only
-            )
+            loss, real_loss = minimax_loss(model, generator, keeper, xb, yb, source, novel, ood)
             opt.zero_grad(set_to_none=True)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
