@@ -19,6 +19,7 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
+from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import check_proxy
 
 TASKS = ("cnn", "rnn")
@@ -52,6 +53,8 @@ class ExecutionSettings:
     precision: str | None = None
     cuda_graph: bool = False
     depthwise: str | None = None
+#: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
+OBJECTIVES = ("erm", "ood")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +99,14 @@ class SearchConfig:
     # cell's weights for oneshot_epochs epochs (0: batch-norm statistics only).
     evaluator: str = "standalone"
     oneshot_epochs: int = 1
+    # Domain generalisation (docs/ood.md): the held-out domain of a multi-domain data set,
+    # which the search never loads, and the proxy objective with its generator settings.
+    test_domain: str | None = None
+    objective: str = "erm"
+    ood: OodSettings = field(default_factory=OodSettings)
 
     def __post_init__(self) -> None:
+        self._check_domains()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if self.strategy not in STRATEGIES:
@@ -171,6 +180,21 @@ class SearchConfig:
                 f"evaluator oneshot does not combine with screening {self.screening!r} yet; "
                 "use one of them"
             )
+        if self.evaluator == "oneshot" and self.objective != "erm":
+            raise ConfigError(
+                f"evaluator oneshot fine-tunes with the erm objective; not with {self.objective!r}"
+            )
+
+    def _check_domains(self) -> None:
+        from autoshrink.data.domains import check_test_domain
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+        if self.task != "cnn" and (self.objective != "erm" or self.test_domain is not None):
+            raise ConfigError(
+                f"--objective ood and --test-domain are for cnn cells, not --task {self.task}"
+            )
+        check_test_domain(self.dataset, self.test_domain)
 
     def default_budget(self) -> int:
         """The baselines' default budget: the most candidates AutoShrink can evaluate with
@@ -216,6 +240,8 @@ class SearchConfig:
                 d["latency"] = LatencySettings(**d["latency"])
             if "execution" in d:
                 d["execution"] = ExecutionSettings(**d["execution"])
+            if "ood" in d:
+                d["ood"] = OodSettings(**d["ood"])
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None

@@ -10,6 +10,7 @@ from pathlib import Path
 from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import (
     EVALUATORS,
+    OBJECTIVES,
     PRESETS,
     STRATEGIES,
     ExecutionSettings,
@@ -25,6 +26,7 @@ from autoshrink.objectives import COSTS, Score
 from autoshrink.report.picture import to_text
 from autoshrink.search import CONFIG, SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
+from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
@@ -57,6 +59,8 @@ OVERRIDES = {
     "zc_batch": "zc_batch",
     "evaluator": "evaluator",
     "oneshot_epochs": "oneshot_epochs",
+    "objective": "objective",
+    "test_domain": "test_domain",
 }
 
 
@@ -117,6 +121,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--download",
         action="store_true",
         help="download CIFAR-10 into --data-dir if it is not there (needs internet)",
+    )
+    g.add_argument(
+        "--test-domain",
+        default=None,
+        metavar="NAME",
+        help="multi-domain data sets: the held-out domain, never loaded by the search "
+        "(e.g. 75 for rotated-*, 0.1 for colored-*); see docs/ood.md",
     )
     g.add_argument("--per-class", type=int, default=None, help="proxy training images per class")
     g.add_argument("--val-size", type=int, default=None, help="proxy validation images")
@@ -196,6 +207,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="None: torch")
     g.add_argument("--latency-device", default=None, help="cpu or cuda[:N]; None: cpu")
+    g.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=None,
+        help="erm (default): train candidates on the training data; ood: NAS-OoD's minimax "
+        "against a generator of novel domains (docs/ood.md)",
+    )
+    g.add_argument(
+        "--synthetic-mix",
+        type=float,
+        default=None,
+        help="--objective ood: weight of the synthetic-image accuracy in the scored accuracy "
+        "(default 0.5)",
+    )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("screening (docs/zero-cost.md)")
@@ -291,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
     constraints = {k: v for k, v in limits.items() if v is not None}
     if constraints:
         given["constraints"] = constraints
+    if args.synthetic_mix is not None:
+        if args.objective != "ood":
+            raise ConfigError("--synthetic-mix is a setting of --objective ood")
+        given["ood"] = OodSettings(synthetic_mix=args.synthetic_mix)
     if args.latency_backend or args.latency_device:
         given["latency"] = LatencySettings(
             backend=args.latency_backend or "torch", device=args.latency_device or "cpu"
@@ -323,6 +352,8 @@ def run(args: argparse.Namespace) -> int:
             device, settings = "cpu", ExecutionSettings(**execution)
     else:
         task = args.task or "cnn"
+        if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
+            raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
             raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
         if task == "cnn" and args.cost == "edge_cost":
@@ -384,6 +415,11 @@ def run(args: argparse.Namespace) -> int:
         f"best score {best.score:.4f} (accuracy {acc:.4f}, {best.metrics.get('macs', 0):.0f} MACs, "
         f"{result.cell.num_edges} edges, step {best.proposal.step})"
     )
+    if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
+        print(
+            f"  (validation accuracy {best.metrics['val_accuracy']:.4f} on the training "
+            f"domains, synthetic-domain accuracy {best.metrics['synthetic_accuracy']:.4f})"
+        )
     if start is not None:
         print(
             f"complete cell score {start.score:.4f} (accuracy {start.metrics.get('accuracy'):.4f})"

@@ -21,9 +21,10 @@ from safetensors.torch import save_file
 
 from autoshrink.cli import rnn
 from autoshrink.cost.cells import count
+from autoshrink.data.domains import DOMAINS, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
-from autoshrink.errors import DataError
+from autoshrink.errors import ConfigError, DataError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
@@ -50,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("cnn", "rnn"), default="cnn", help="rnn: see below")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
+    p.add_argument(
+        "--test-domain",
+        default=None,
+        metavar="NAME",
+        help="multi-domain data sets: train on the other domains, report this one apart "
+        "(docs/ood.md)",
+    )
     p.add_argument(
         "--recipe",
         default="cifar",
@@ -86,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task == "rnn":
+        if args.test_domain is not None:
+            raise ConfigError("--test-domain is for cnn cells on image data, not --task rnn")
         return rnn.run_train(args)
     return run_cnn(args)
 
@@ -114,10 +124,26 @@ def load_training_data(args: argparse.Namespace, recipe: Recipe) -> TrainingData
         if args.data_dir is None:
             raise DataError("--dataset imagefolder needs --data-dir ROOT (ROOT/train, ROOT/val)")
         return folder_data(args.data_dir, recipe, seed=args.seed)
-    return array_data(load_images(args.dataset, args.data_dir), recipe, seed=args.seed)
+    images = load_images(args.dataset, args.data_dir, test_domain=args.test_domain)
+    return array_data(images, recipe, seed=args.seed)
+
+
+def domain_metrics(
+    args: argparse.Namespace, model: torch.nn.Module, data: TrainingData, device: torch.device
+) -> dict:
+    """Per-domain accuracies of a multi-domain data set (empty for the others); the
+    held-out domain is loaded here, after training, and nowhere before."""
+    if args.dataset not in DOMAINS:
+        return {}
+    from autoshrink.training.domain_eval import domain_report, report_metrics
+
+    images = load_images(args.dataset, args.data_dir, test_domain=args.test_domain)
+    scores = domain_report(model, data, images, args.test_domain, args.data_dir, device)
+    return report_metrics(scores)
 
 
 def run_cnn(args: argparse.Namespace) -> int:
+    check_test_domain(args.dataset, args.test_domain)
     arch = MBConvArch.load(args.cell) if is_arch_file(args.cell) else None
     cell = None if arch is not None else Cell.load(args.cell)
     if cell is not None and args.activation is not None:
@@ -168,10 +194,12 @@ def run_cnn(args: argparse.Namespace) -> int:
         {k: v.detach().cpu().contiguous() for k, v in result.evaluated.state_dict().items()},
         str(args.out / "weights.safetensors"),
     )
+    by_domain = domain_metrics(args, result.evaluated, data, ctx.device)
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
+        **by_domain,
         "params": c.params,
         "macs": c.macs,
         "macro": name,
@@ -184,6 +212,9 @@ def run_cnn(args: argparse.Namespace) -> int:
         "history": result.history,
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for name, d in by_domain.get("domains", {}).items():
+        kind = "held-out test domain" if d["held_out"] else "training domain, test part"
+        print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
     print(
         f"test accuracy {result.test_accuracy:.4f} on {args.dataset} "
         f"({c.params} params, {c.macs} MACs); weights in {args.out / 'weights.safetensors'}"

@@ -17,7 +17,17 @@ import numpy as np
 
 from autoshrink.errors import DataError
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder")
+#: The last four are multi-domain (:mod:`autoshrink.data.domains`).
+DATASETS = (
+    "digits",
+    "fashion-mnist",
+    "cifar10",
+    "imagefolder",
+    "rotated-digits",
+    "rotated-fashion-mnist",
+    "colored-digits",
+    "colored-fashion-mnist",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +91,23 @@ def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 def proxy_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> ProxySplit:
     """Draw ``per_class`` training images of each class and ``val_size`` held-out ones."""
+    tr, val_idx = proxy_indices(data, per_class=per_class, val_size=val_size, seed=seed)
+    mean, std = channel_stats(data.train_x[tr])
+    return ProxySplit(
+        train_x=normalise(data.train_x[tr], mean, std),
+        train_y=data.train_y[tr].astype(np.int64),
+        val_x=normalise(data.train_x[val_idx], mean, std),
+        val_y=data.train_y[val_idx].astype(np.int64),
+        num_classes=data.num_classes,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+
+
+def proxy_indices(
+    data: ImageData, *, per_class: int, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The indices into ``data.train_x`` of :func:`proxy_split`'s training and validation sets."""
     rng = np.random.default_rng(seed)
     train_idx: list[np.ndarray] = []
     rest: list[np.ndarray] = []
@@ -101,17 +128,7 @@ def proxy_split(data: ImageData, *, per_class: int, val_size: int, seed: int) ->
             f"set of {val_size}"
         )
     val_idx = rng.choice(held_out, size=val_size, replace=False)
-    tr = rng.permutation(np.concatenate(train_idx))
-    mean, std = channel_stats(data.train_x[tr])
-    return ProxySplit(
-        train_x=normalise(data.train_x[tr], mean, std),
-        train_y=data.train_y[tr].astype(np.int64),
-        val_x=normalise(data.train_x[val_idx], mean, std),
-        val_y=data.train_y[val_idx].astype(np.int64),
-        num_classes=data.num_classes,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-    )
+    return rng.permutation(np.concatenate(train_idx)), val_idx
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
@@ -136,6 +153,7 @@ def load_images(
     download: bool = False,
     image_size: int = 32,
     seed: int = 0,
+    test_domain: str | None = None,
 ) -> ImageData:
     """Load a named data set from :data:`DATASETS`.
 
@@ -147,11 +165,20 @@ def load_images(
     - ``imagefolder``: a ``root/<class>/*.png`` tree, resized to ``image_size``; without a
       ``train``/``test`` split a 20% test split is carved from ``seed``.
 
+    - ``rotated-*`` / ``colored-*``: multi-domain (:mod:`autoshrink.data.domains`), every
+      domain but ``test_domain`` (which is never built), with a domain label per image.
+
     ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for an
-    unknown name, a missing ``root`` or unreadable files.
+    unknown name, a missing ``root`` or unreadable files, :class:`ConfigError` for a
+    ``test_domain`` the data set lacks.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+    from autoshrink.data.domains import DOMAINS, check_test_domain, load_training_domains
+
+    check_test_domain(name, test_domain)
+    if name in DOMAINS:
+        return load_training_domains(name, root, test_domain=test_domain)
     if download and name in ("fashion-mnist", "imagefolder"):
         raise DataError(f"--download is only available for cifar10, not for {name!r}")
     if name == "digits":

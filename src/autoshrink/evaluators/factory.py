@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from autoshrink.config import SearchConfig
-from autoshrink.data.images import ProxySplit, load_images, proxy_split
+from autoshrink.data.images import ImageData, ProxySplit, load_images, proxy_split
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
@@ -16,17 +16,24 @@ from autoshrink.evaluators.zero_cost import ZeroCostRanker, screening_batch
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 
 
-def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
-    """The CNN proxy split and macro of ``config`` (reads the data set)."""
-    data = load_images(config.dataset, config.data_dir)
-    split = proxy_split(
-        data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
-    )
+def proxy_data(config: SearchConfig) -> tuple[ImageData, MacroSpec]:
+    """The data set of ``config`` -- of a multi-domain one, its training domains only (the
+    test domain is never built on the search's path) -- and the proxy macro that fits it."""
+    data = load_images(config.dataset, config.data_dir, test_domain=config.test_domain)
     macro = cifar_proxy(
         in_channels=data.in_channels,
         image_size=data.image_size,
         num_classes=data.num_classes,
         width=config.width,
+    )
+    return data, macro
+
+
+def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
+    """The CNN proxy split and macro of ``config`` (reads the data set)."""
+    data, macro = proxy_data(config)
+    split = proxy_split(
+        data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
     )
     return split, macro
 
@@ -38,6 +45,11 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
         return (
             OneShotEvaluator(rnn, config.oneshot_epochs) if config.evaluator == "oneshot" else rnn
         )
+    if config.objective == "ood":  # NAS-OoD's minimax proxy training
+        from autoshrink.evaluators.ood_proxy import ood_evaluator
+
+        data, macro = proxy_data(config)
+        return with_hardware_costs(ood_evaluator(config, data, macro), config, macro)
     split, macro = proxy_task(config)
     proxy = CNNProxyEvaluator(
         split, macro, config.training, device=config.device, threads=config.threads

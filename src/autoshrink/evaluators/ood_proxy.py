@@ -1,0 +1,136 @@
+"""The ``--objective ood`` evaluator: NAS-OoD's minimax proxy training of each candidate.
+
+:func:`ood_evaluator` builds it from a search config and the images
+:func:`autoshrink.evaluators.factory.build_evaluator` loaded -- the training domains' only
+(``load_images`` with the config's ``test_domain`` never builds the held-out domain) -- with
+the seeded proxy split of the ERM evaluator with each training
+image's and validation image's domain. A data set without domains counts as one domain.
+
+Metrics: ``val_accuracy`` (held-out images of the training domains), ``synthetic_accuracy``
+(fresh images from the candidate's generator) and ``accuracy``, their mix
+``(1 - synthetic_mix) * val_accuracy + synthetic_mix * synthetic_accuracy`` -- what the score
+reads, so the cost term and every strategy work unchanged -- plus ``macs`` and ``params``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from autoshrink.cost.cells import count
+from autoshrink.data.images import ImageData, channel_stats, normalise, proxy_indices
+from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.graph import Cell
+from autoshrink.nn.cnn import build_network
+from autoshrink.spaces.macros import MacroSpec
+from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.ood import OodSettings, train_ood_proxy
+
+if TYPE_CHECKING:
+    from autoshrink.config import SearchConfig
+
+
+@dataclass(frozen=True, eq=False)
+class DomainSplit:
+    """The normalised proxy task with the domain index of every image."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    train_domain: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_domain: np.ndarray
+    num_classes: int
+    num_domains: int
+
+
+def domain_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> DomainSplit:
+    """:func:`~autoshrink.data.images.proxy_split`'s images, with their domains."""
+    tr, va = proxy_indices(data, per_class=per_class, val_size=val_size, seed=seed)
+    domains = getattr(data, "train_domain", np.zeros(len(data.train_y), dtype=np.int64))
+    mean, std = channel_stats(data.train_x[tr])
+    return DomainSplit(
+        normalise(data.train_x[tr], mean, std),
+        data.train_y[tr].astype(np.int64),
+        domains[tr].astype(np.int64),
+        normalise(data.train_x[va], mean, std),
+        data.train_y[va].astype(np.int64),
+        domains[va].astype(np.int64),
+        data.num_classes,
+        len(getattr(data, "domains", ("all",))),
+    )
+
+
+class OodProxyEvaluator:
+    """Train a candidate against a domain generator; metrics as in the module docstring."""
+
+    def __init__(
+        self,
+        split: DomainSplit,
+        macro: MacroSpec,
+        training: ProxyTraining,
+        ood: OodSettings,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        self.split = split
+        self.macro = macro
+        self.training = training
+        self.ood = ood
+        self.device = device
+        self.threads = threads
+
+    def profile(self, genotype: Cell) -> dict[str, float]:
+        c = count(genotype, self.macro)
+        return {"macs": float(c.macs), "params": float(c.params)}
+
+    def _tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dev = torch.device(self.device)
+        x = torch.from_numpy(getattr(self.split, f"{part}_x")).to(dev)
+        y = torch.from_numpy(getattr(self.split, f"{part}_y")).to(dev)
+        d = torch.from_numpy(getattr(self.split, f"{part}_domain")).to(dev)
+        return x.contiguous(memory_format=torch.channels_last), y, d
+
+    def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        t0 = time.perf_counter()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        metrics = self.profile(genotype)
+        try:
+            torch.manual_seed(seed)
+            model = build_network(genotype, self.macro).to(
+                self.device, memory_format=torch.channels_last
+            )
+            gen = torch.Generator().manual_seed(seed)
+            out = train_ood_proxy(
+                model,
+                self._tensors("train"),
+                self._tensors("val"),
+                self.split.num_domains,
+                self.split.num_classes,
+                self.training,
+                self.ood,
+                gen,
+            )
+        except (RuntimeError, ValueError) as err:
+            return failed(metrics, "accuracy", err, t0, genotype.key)
+        if out.diverged:
+            return trained(metrics, "accuracy", float("nan"), out, t0)
+        metrics |= {"val_accuracy": out.val_accuracy, "synthetic_accuracy": out.synthetic_accuracy}
+        return trained(metrics, "accuracy", out.mixed_accuracy, out, t0)
+
+
+def ood_evaluator(config: SearchConfig, data: ImageData, macro: MacroSpec) -> OodProxyEvaluator:
+    """The evaluator of a :class:`~autoshrink.config.SearchConfig` with ``objective="ood"``
+    on ``data`` (loaded with the config's ``test_domain``) and the proxy ``macro``."""
+    split = domain_split(
+        data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
+    )
+    return OodProxyEvaluator(
+        split, macro, config.training, config.ood, device=config.device, threads=config.threads
+    )

@@ -1,0 +1,189 @@
+"""``--objective ood`` and the leave-one-domain-out protocol, through the command line.
+
+The protocol test poisons the held-out domain: building it raises. A real search (ERM and
+OoD, each strategy) must then run to its end, and final evaluation (``autoshrink train``) must
+be the code that reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autoshrink.data import domains
+from autoshrink.training.ood import reverse_gradient
+
+TINY = [
+    "--preset", "demo", "--dataset", "colored-digits", "--test-domain", "0.1",
+    "--nodes", "3", "--k", "2", "--keep-fraction", "0.34", "--per-class", "40",
+    "--val-size", "60", "--epochs", "1", "--width", "0.25", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+class HeldOutTouched(Exception):
+    pass
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Building the held-out domain ``0.1`` of colored-digits raises :class:`HeldOutTouched`."""
+    build = domains.build_domain
+
+    def guarded(dataset, domain, source):
+        if domain == "0.1":
+            raise HeldOutTouched(f"{dataset} {domain}")
+        return build(dataset, domain, source)
+
+    monkeypatch.setattr(domains, "build_domain", guarded)
+
+
+def _journal(run):
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    return [json.loads(s) for s in lines if '"candidate"' in s]
+
+
+@pytest.mark.parametrize(
+    ("objective", "strategy"),
+    [("erm", "autoshrink"), ("ood", "autoshrink"), ("ood", "random"), ("ood", "rea")],
+)
+def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objective, strategy):
+    with pytest.raises(HeldOutTouched):  # the poison bites where the domain is built
+        domains.load_held_out_domain("colored-digits", "0.1")
+    extra = [] if strategy == "autoshrink" else ["--budget", "3"]
+    code, out, err = cli(
+        "search", *TINY, "--objective", objective, "--strategy", strategy, *extra,
+        "--executor", "inprocess", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert ("synthetic-domain accuracy" in out) == (objective == "ood")
+    records = _journal(tmp_path / "run")
+    assert records and all(r["status"] == "ok" for r in records)
+    if objective == "ood":
+        m = records[0]["metrics"]
+        mix = 0.5 * m["val_accuracy"] + 0.5 * m["synthetic_accuracy"]
+        assert m["accuracy"] == pytest.approx(mix)
+    # final evaluation is what loads the held-out domain
+    with pytest.raises(HeldOutTouched):
+        cli(
+            "train", tmp_path / "run" / "best_cell.json", "--dataset", "colored-digits",
+            "--test-domain", "0.1", "--epochs", "1", "--width", "0.25", "--no-flip",
+            "--out", tmp_path / "t",
+        )  # fmt: skip
+
+
+def test_ood_search_same_in_pool_and_resume_trains_nothing(cli, tmp_path):
+    args = [*TINY, "--objective", "ood"]
+    assert cli("search", *args, "--executor", "inprocess", "--out", tmp_path / "a")[0] == 0
+    code, _, err = cli("search", *args, "--workers", "2", "--out", tmp_path / "b")  # pool
+    assert code == 0, err
+    a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
+    assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
+    # an interrupted run: drop the last record, resume retrains exactly that one
+    lines = (tmp_path / "a" / "journal.jsonl").read_text().splitlines()
+    (tmp_path / "a" / "journal.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    code, out, err = cli("search", "--resume", tmp_path / "a", "--no-progress")
+    assert code == 0, err
+    assert "1 trained now" in out
+    assert {r["key"]: r["metrics"] for r in _journal(tmp_path / "a")} == {
+        r["key"]: r["metrics"] for r in a
+    }
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["objective"] == "ood" and cfg["test_domain"] == "0.1"
+
+
+def test_train_reports_every_domain(cli, tmp_path):
+    from importlib import resources
+
+    cell = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
+    code, out, err = cli(
+        "train", cell, "--dataset", "colored-digits", "--test-domain", "0.1", "--epochs", "1",
+        "--width", "0.25", "--no-flip", "--out", tmp_path / "t",
+    )  # fmt: skip
+    assert code == 0, err
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    # DomainBed's three environments of 1,797 // 3 images; the training ones' 20% test parts
+    assert m["domains"]["0.1"] == {
+        "accuracy": m["test_domain_accuracy"],
+        "images": 599,
+        "held_out": True,
+    }
+    assert {k: v["images"] for k, v in m["domains"].items()} == {"0.9": 120, "0.8": 120, "0.1": 599}
+    assert m["test_domain"] == "0.1" and 0 <= m["test_domain_accuracy"] <= 1
+    assert "held-out test domain" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["search", "--dataset", "rotated-digits", "--test-domain", "90"], "unknown test domain"),
+        (["search", "--dataset", "digits", "--test-domain", "0"], "single domain"),
+        (["search", "--task", "rnn", "--objective", "ood"], "not --task rnn"),
+        (["search", "--synthetic-mix", "0.3"], "--objective ood"),
+        (["search", "--objective", "ood", "--synthetic-mix", "2"], "synthetic_mix"),
+        (["train", "x.json", "--dataset", "colored-digits", "--test-domain", "1"], "unknown test"),
+        (["train", "x.json", "--dataset", "fashion-mnist", "--test-domain", "0"], "single domain"),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, tmp_path, args, needle):
+    code, _, err = cli(*args, "--out", tmp_path / "o")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("autoshrink: error:")
+    assert needle in lines[0]
+
+
+def test_gradient_reversal():
+    x = torch.ones(3, requires_grad=True)
+    (reverse_gradient(x, 2.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-2.5, -5.0, -7.5]))
+
+
+@pytest.mark.slow
+def test_ood_search_through_ray_matches_inprocess(cli, tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    args = [*TINY, "--objective", "ood"]
+    assert cli("search", *args, "--executor", "inprocess", "--out", tmp_path / "a")[0] == 0
+    code, _, err = cli("search", *args, "--executor", "ray", "--out", tmp_path / "b")
+    assert code == 0, err
+    a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
+    assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
+
+
+def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
+    from torch import nn
+    from torch.nn import functional as F
+
+    from autoshrink.training.ood import DomainGenerator, OodSettings, keeper_network, minimax_loss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
+    source = F.pad(F.one_hot(torch.randint(0, 2, (8,)), 2).float(), (0, 3))
+    novel = F.pad(torch.randn(8, 3), (2, 0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(72, 3))
+    gen, keeper = DomainGenerator(2, 5, 4, 1.5), keeper_network(2, 3, 4)
+    ood = OodSettings(adversarial=3.0, synthetic_weight=0.5, class_weight=0.7, cycle_weight=2.0)
+    loss, _ = minimax_loss(model, gen, keeper, x, y, source, novel, ood)
+    loss.backward()
+    got = [p.grad.clone() for p in gen.parameters()]
+    # independently: the generator descends its constraints and ascends the candidate's loss
+    fake = gen(x, source, novel)
+    attack = F.cross_entropy(model(fake), y)
+    keep = F.cross_entropy(keeper(fake), y)
+    cycle = (gen(fake, novel, source) - x).abs().mean()
+    want = torch.autograd.grad(
+        -3.0 * 0.5 * attack + 0.7 * keep + 2.0 * cycle, gen.parameters(), retain_graph=True
+    )
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    # the candidate descends its loss on real and synthetic images, not the constraints
+    want_model = torch.autograd.grad(
+        F.cross_entropy(model(x), y) + 0.5 * attack, model.parameters()
+    )
+    for p, w in zip(model.parameters(), want_model, strict=True):
+        torch.testing.assert_close(p.grad, w)
+    # the keeper learns from real images only
+    want_keeper = torch.autograd.grad(F.cross_entropy(keeper(x), y), keeper.parameters())
+    for p, w in zip(keeper.parameters(), want_keeper, strict=True):
+        torch.testing.assert_close(p.grad, w)
