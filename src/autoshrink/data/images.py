@@ -169,7 +169,7 @@ def load_images(
       domain but ``test_domain`` (which is never built), with a domain label per image.
 
     ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for an
-    unknown name, a missing ``root`` or unreadable files, :class:`ConfigError` for a
+    unknown name, a missing ``root`` or unreadable files, :class:`~autoshrink.errors.ConfigError` for a
     ``test_domain`` the data set lacks.
     """
     if name not in DATASETS:
