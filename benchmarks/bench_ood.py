@@ -51,6 +51,7 @@ SETTINGS = (
     ("colored-digits", "0.1", 200),
     ("rotated-fashion-mnist", "75", 100),
     ("colored-fashion-mnist", "0.1", 300),
+    ("rotated-fashion-mnist", "0", 100),
 )
 
 

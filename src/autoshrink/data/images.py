@@ -169,8 +169,8 @@ def load_images(
       domain but ``test_domain`` (which is never built), with a domain label per image.
 
     ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for an
-    unknown name, a missing ``root`` or unreadable files, :class:`~autoshrink.errors.ConfigError` for a
-    ``test_domain`` the data set lacks.
+    unknown name, a missing ``root`` or unreadable files,
+    :class:`~autoshrink.errors.ConfigError` for a ``test_domain`` the data set lacks.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
