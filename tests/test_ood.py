@@ -64,6 +64,11 @@ def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objec
         m = records[0]["metrics"]
         mix = 0.5 * m["val_accuracy"] + 0.5 * m["synthetic_accuracy"]
         assert m["accuracy"] == pytest.approx(mix)
+    # compute is counted as for every search: real training images x epochs, per candidate
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    per_epoch = {r["key"]: r["detail"]["images_trained"] / r["detail"]["epochs"] for r in records}
+    assert len(set(per_epoch.values())) == 1 and next(iter(per_epoch.values())) > 0
+    assert result["images_trained"] == sum(r["detail"]["images_trained"] for r in records)
     # final evaluation is what loads the held-out domain
     with pytest.raises(HeldOutTouched):
         cli(

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from autoshrink.cost.cells import count
 from autoshrink.data.images import ImageData, channel_stats, normalise, proxy_indices
 from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
@@ -65,8 +65,10 @@ def domain_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -
     )
 
 
-class OodProxyEvaluator:
-    """Train a candidate against a domain generator; metrics as in the module docstring."""
+class OodProxyEvaluator(CNNProxyEvaluator):
+    """Train a candidate against a domain generator; metrics as in the module docstring;
+    ``detail["images_trained"]``: real images seen in training, summed over its epochs (each
+    also passes through the generator)."""
 
     def __init__(
         self,
@@ -78,18 +80,10 @@ class OodProxyEvaluator:
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
-        self.split = split
-        self.macro = macro
-        self.training = training
+        super().__init__(split, macro, training, device=device, threads=threads)  # type: ignore[arg-type]
         self.ood = ood
-        self.device = device
-        self.threads = threads
 
-    def profile(self, genotype: Cell) -> dict[str, float]:
-        c = count(genotype, self.macro)
-        return {"macs": float(c.macs), "params": float(c.params)}
-
-    def _tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _domain_tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dev = torch.device(self.device)
         x = torch.from_numpy(getattr(self.split, f"{part}_x")).to(dev)
         y = torch.from_numpy(getattr(self.split, f"{part}_y")).to(dev)
@@ -109,8 +103,8 @@ class OodProxyEvaluator:
             gen = torch.Generator().manual_seed(seed)
             out = train_ood_proxy(
                 model,
-                self._tensors("train"),
-                self._tensors("val"),
+                self._domain_tensors("train"),
+                self._domain_tensors("val"),
                 self.split.num_domains,
                 self.split.num_classes,
                 self.training,
@@ -119,10 +113,11 @@ class OodProxyEvaluator:
             )
         except (RuntimeError, ValueError) as err:
             return failed(metrics, "accuracy", err, t0, genotype.key)
+        images = self.images_trained(out.epochs)
         if out.diverged:
-            return trained(metrics, "accuracy", float("nan"), out, t0)
+            return trained(metrics, "accuracy", float("nan"), out, t0, images_trained=images)
         metrics |= {"val_accuracy": out.val_accuracy, "synthetic_accuracy": out.synthetic_accuracy}
-        return trained(metrics, "accuracy", out.mixed_accuracy, out, t0)
+        return trained(metrics, "accuracy", out.mixed_accuracy, out, t0, images_trained=images)
 
 
 def ood_evaluator(config: SearchConfig, data: ImageData, macro: MacroSpec) -> OodProxyEvaluator:
