@@ -52,6 +52,8 @@ def test_low_accuracy_early_stop(split):
     ev = evaluator(split, epochs=20, batch_size=32, lr=1e-9, min_accuracy=0.5)
     result = ev.evaluate(published_cell("shrinkcnn"), seed=0)
     # images_trained: 3 epochs x 40 images of each of the 10 digits
+    per_class = result.detail.pop("class_accuracy")  # of the network training stopped with
+    assert len(per_class) == 10 and all(0.0 <= a <= 1.0 for a in per_class)
     assert result.detail == {"epochs": 3, "stop_reason": "low_accuracy", "images_trained": 1200}
 
 

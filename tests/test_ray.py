@@ -115,3 +115,20 @@ def test_an_address_where_nothing_listens_fails_within_seconds():
         server.bind(("127.0.0.1", 0))
         server.listen()
         probe_address(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+@pytest.mark.slow
+def test_ray_screens_progressively_like_the_inprocess_search(local_ray, tmp_path, one_thread):
+    from autoshrink.screening import ScreeningStage
+    from autoshrink.search import run_search
+    from test_progressive_screening import prog_config, records, strip_seconds
+
+    cfg = prog_config(nodes=3, k=2, screening_stages=(ScreeningStage(4, 1, 0.5),))
+    run_search(tmp_path / "inproc", cfg, progress=False, executor=build_executor("inprocess"))
+    run_search(tmp_path / "ray", cfg, progress=False, executor=RayExecutor())
+    for kind in ("candidate", "stage"):
+        want, got = (
+            sorted(strip_seconds(records(tmp_path / run, kind)), key=lambda r: r["key"])
+            for run in ("inproc", "ray")
+        )
+        assert got == want

@@ -113,7 +113,7 @@ def test_result_counts_the_images_every_candidate_trained_on(tmp_path, one_threa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--screening", "progressive"], "unknown screening 'progressive'"),
+        (["--screening", "eventually"], "unknown screening 'eventually'"),
         (["--screening", "zero-cost", "--zc-proxy", "fisher"], "unknown zero-cost proxy 'fisher'"),
         (["--zc-proxy", "zen"], "unknown zero-cost proxy 'zen'"),
         (["--screening", "zero-cost", "--strategy", "random"], "does not apply"),

@@ -16,6 +16,7 @@ from typing import Any
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
+from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
@@ -34,8 +35,12 @@ DEVICES = ("cpu", "cuda")
 #: they score: left out of :meth:`SearchConfig.fingerprint` (a data or table folder may move).
 NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "execution")
 #: How a step's candidates are chosen before training: ``none`` (K drawn uniformly, the
-#: method), ``zero-cost`` (the whole shrink space ranked by ``zc_proxy``, the K best trained).
-SCREENINGS = ("none", "zero-cost")
+#: method), ``zero-cost`` (the whole shrink space ranked by ``zc_proxy``, the K best trained),
+#: ``progressive`` (each batch screened on the easiest classes, :mod:`autoshrink.screening`).
+SCREENINGS = ("none", "zero-cost", "progressive")
+#: Settings left out of the fingerprint while they hold their default (added after run folders
+#: were made without them, which must still resume).
+OMITTED_AT_DEFAULT = {"screening_stages": []}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +58,8 @@ class ExecutionSettings:
     precision: str | None = None
     cuda_graph: bool = False
     depthwise: str | None = None
+
+
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
 OBJECTIVES = ("erm", "ood")
 
@@ -95,6 +102,8 @@ class SearchConfig:
     screening: str = "none"
     zc_proxy: str = "synflow"
     zc_batch: int = 64
+    # Progressive screening's schedule (empty: default_stages of the proxy protocol's epochs).
+    screening_stages: tuple[ScreeningStage, ...] = ()
     # One-shot evaluation (--evaluator oneshot): candidates fine-tuned from the current
     # cell's weights for oneshot_epochs epochs (0: batch-norm statistics only).
     evaluator: str = "standalone"
@@ -159,6 +168,13 @@ class SearchConfig:
         check_proxy(self.zc_proxy)
         if self.zc_batch < 2:
             raise ConfigError(f"zc_batch must be >= 2 images, got {self.zc_batch}")
+        if self.screening_stages and self.screening != "progressive":
+            raise ConfigError("screening_stages (--screening-stages) need --screening progressive")
+        if self.screening == "progressive" and (self.task, self.objective) != ("cnn", "erm"):
+            raise ConfigError(
+                "screening 'progressive' screens CNN cells on classes of the erm proxy task; "
+                f"not task {self.task!r} with objective {self.objective!r}"
+            )
         if self.screening == "zero-cost" and (self.task, self.strategy) != ("cnn", "autoshrink"):
             raise ConfigError(
                 "screening 'zero-cost' ranks AutoShrink's CNN shrink space; "
@@ -208,10 +224,19 @@ class SearchConfig:
         target = round(e0 * self.keep_fraction)
         return int(self.score_start) + sum(min(self.k, e) for e in range(target + 1, e0 + 1))
 
+    def stages(self) -> tuple[ScreeningStage, ...]:
+        """Progressive screening's schedule: ``screening_stages``, or the default one."""
+        return self.screening_stages or default_stages(self.training.epochs)
+
     def search_settings(self) -> dict[str, Any]:
         """The settings that decide which candidates the search asks for and how they score:
-        everything but :data:`NOT_FINGERPRINTED`, as JSON values."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_FINGERPRINTED}
+        everything but :data:`NOT_FINGERPRINTED` (and :data:`OMITTED_AT_DEFAULT` at its
+        default), as JSON values."""
+        return {
+            k: v
+            for k, v in json.loads(json.dumps(self.to_dict())).items()
+            if k not in NOT_FINGERPRINTED and OMITTED_AT_DEFAULT.get(k, ...) != v
+        }
 
     def fingerprint(self) -> str:
         """A SHA-256 of :meth:`search_settings` (canonical JSON): what a journal was made with."""
@@ -242,6 +267,10 @@ class SearchConfig:
                 d["execution"] = ExecutionSettings(**d["execution"])
             if "ood" in d:
                 d["ood"] = OodSettings(**d["ood"])
+            if d.get("screening_stages"):
+                d["screening_stages"] = stages_from_json(list(d["screening_stages"]), source)
+            else:
+                d.pop("screening_stages", None)
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None

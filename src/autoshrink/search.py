@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from autoshrink.graph import Cell
 from autoshrink.journal import Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
 from autoshrink.report.picture import render
+from autoshrink.screening import ProgressiveScreen, StageResult
 from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal
@@ -316,7 +317,8 @@ class StopSignals:
 class Replay:
     """The journal's candidate records as the resumed strategy asks for them again.
 
-    ``done`` maps each canonical key to its (last) record. Every record must be asked for
+    ``done`` maps each canonical key to its (last) record, ``stages`` each ``(key, stage)`` to
+    its progressive screening stage record. Every record must be asked for
     again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
     :class:`JournalError` naming a record the strategy passed by -- the journal was not made
     by this config. With ``retry_failed``, ``"failed"`` records are left out of ``done`` (so
@@ -327,8 +329,11 @@ class Replay:
     def __init__(self, journal: Journal, repair: bool, retry_failed: bool) -> None:
         self.path = journal.path
         self.done: dict[str, dict[str, Any]] = {}
+        self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
         for line, rec in journal.numbered(repair):
+            if rec.get("type") == "stage":
+                self.stages[rec["key"], rec["stage"]] = rec
             if rec.get("type") == "candidate":
                 self.done[rec["key"]] = rec
                 self._unasked.setdefault(rec["key"], (line, rec.get("step", -1)))
@@ -492,6 +497,11 @@ def search_loop(
 
         ranker = build_ranker(config, lambda key: candidate_seed(config.seed, key))
     strategy = make_strategy(config, ranker)
+    screen = None
+    if config.screening == "progressive":  # checks the schedule against the data set
+        screen = ProgressiveScreen(
+            config.stages(), evaluator, score_fn, replay.stages, journal.path.parent
+        )
     start_obs: Observation | None = None
     evaluations = trained = 0
 
@@ -504,6 +514,11 @@ def search_loop(
         with signals.held():
             journal.append(rec)
 
+    def append_stage(rec: dict[str, Any]) -> None:
+        with signals.held():
+            journal.append(rec)
+            replay.stages[rec["key"], rec["stage"]] = json.loads(json.dumps(finite_or_none(rec)))
+
     steps_bar = tqdm(
         total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
     )
@@ -514,6 +529,12 @@ def search_loop(
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key not in done and (why := violation(evaluator, p, config)):
                     append(record(p, i, seeds[i], why, float("-inf")))
+            screened: dict[int, list[StageResult]] = {}
+            if screen is not None and screen.ready:
+                screened = screen_batch(
+                    screen, proposals, seeds, done, executor, evaluator, append, append_stage,
+                    append_event,
+                )  # fmt: skip
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
             if trail is not None:
@@ -530,6 +551,8 @@ def search_loop(
             for j, evaluation in executor.run(evaluator, jobs, on_retry):
                 i = todo[j]
                 score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
+                if i in screened:
+                    evaluation = with_stages(evaluation, screened[i])
                 append(record(proposals[i], i, seeds[i], evaluation, score))
                 trained += 1
                 bar.update(1)
@@ -539,6 +562,8 @@ def search_loop(
             if proposals[0].step == 0:
                 start_obs = observations[0]
             strategy.tell(observations)
+            if screen is not None and not screen.ready:  # the first batch: class difficulty
+                screen.learn(done[p.genotype.key] for p in proposals)
             if trail is not None:
                 trail.after_step(strategy, proposals)
             steps_bar.update(1)
@@ -552,7 +577,73 @@ def search_loop(
     else:
         log.warning("search stopped early: %s", stopped)
     screening = None if ranker is None else ranker.summary()
+    if screen is not None:
+        screening = screen.summary() | {
+            "screened_out": sum(r["status"] == "screened" for r in done.values())
+        }
     return LoopOutcome(strategy.best, start_obs, evaluations, trained, stopped, screening)
+
+
+def screen_batch(
+    screen: ProgressiveScreen,
+    proposals: list[Proposal],
+    seeds: list[int],
+    done: dict[str, dict[str, Any]],
+    executor: Executor,
+    evaluator: Evaluator,
+    append: Callable[[dict[str, Any]], None],
+    append_stage: Callable[[dict[str, Any]], None],
+    append_event: Callable[[dict[str, Any]], None],
+) -> dict[int, list[StageResult]]:
+    """Screen a batch progressively: every candidate not rejected by a constraint, nor recorded
+    in an earlier step, goes through the stages (what the journal lacks is trained through
+    ``executor``), and each loser is journalled as ``"screened"``; returns the survivors' stage
+    results by batch position."""
+    keys = [p.genotype.key for p in proposals]
+    entrants = [  # a cell recorded in an earlier step keeps its record (screened or trained)
+        i
+        for i, k in enumerate(keys)
+        if k not in done
+        or (done[k]["step"] == proposals[i].step and done[k]["status"] != "rejected")
+    ]
+
+    def run(stage_evaluator: Evaluator, todo: list[int]) -> Iterator[tuple[int, Evaluation]]:
+        jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
+        on_retry = retry_listener(append_event, proposals, todo, seeds)
+        for j, evaluation in executor.run(stage_evaluator, jobs, on_retry):
+            yield todo[j], evaluation
+
+    def journal_stage(i: int, stage: int, evaluation: Evaluation, score: float) -> None:
+        rec = record(proposals[i], i, seeds[i], evaluation, score)
+        append_stage(rec | {"type": "stage", "stage": stage})
+
+    survivors, results = screen.screen(keys, entrants, run, journal_stage)
+    for i in entrants:
+        if i in survivors or keys[i] in done:
+            continue
+        stages = results[i]
+        loser = Evaluation(
+            evaluator.profile(proposals[i].genotype),
+            "screened",
+            0.0,
+            {
+                "screened_at_stage": stages[-1].stage,
+                "stages": [r.summary() for r in stages],
+                "images_trained": sum(r.images for r in stages),
+            },
+        )
+        append(record(proposals[i], i, seeds[i], loser, -math.inf))
+    return {i: results[i] for i in survivors}
+
+
+def with_stages(evaluation: Evaluation, stages: list[StageResult]) -> Evaluation:
+    """A survivor's full evaluation with its stage results in ``detail["stages"]`` and their
+    images added to ``detail["images_trained"]``."""
+    detail = dict(evaluation.detail)
+    detail["stages"] = [r.summary() for r in stages]
+    if "images_trained" in detail:
+        detail["images_trained"] += sum(r.images for r in stages)
+    return replace(evaluation, detail=detail)
 
 
 def images_trained(records: Iterable[dict[str, Any]]) -> int | None:

@@ -24,6 +24,7 @@ from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
 from autoshrink.report.picture import to_text
+from autoshrink.screening import parse_stages
 from autoshrink.search import CONFIG, SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.ood import OodSettings
@@ -223,13 +224,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=int, default=None)
-    g = p.add_argument_group("screening (docs/zero-cost.md)")
+    g = p.add_argument_group("screening (docs/zero-cost.md, docs/screening.md)")
     g.add_argument(
         "--screening",
         default=None,
         metavar="MODE",
         help="none (default): K removals drawn uniformly; zero-cost: rank every removal of a "
-        "step by --zc-proxy at initialisation and train only the K best",
+        "step by --zc-proxy at initialisation and train only the K best; progressive: screen "
+        "each batch on its easiest classes first (docs/screening.md)",
+    )
+    g.add_argument(
+        "--screening-stages",
+        default=None,
+        metavar="STAGES",
+        help="progressive screening's schedule: CLASSES:EPOCHS:KEEP stages joined by commas "
+        "(5:2:0.5; a CLASSES with a dot is a fraction of the classes), or a JSON file of "
+        "{classes, epochs, keep} objects (default 0.5:EPOCHS/4:0.25)",
     )
     g.add_argument(
         "--zc-proxy",
@@ -316,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
     constraints = {k: v for k, v in limits.items() if v is not None}
     if constraints:
         given["constraints"] = constraints
+    if args.screening_stages is not None:
+        given["screening_stages"] = parse_stages(args.screening_stages)
     if args.synthetic_mix is not None:
         if args.objective != "ood":
             raise ConfigError("--synthetic-mix is a setting of --objective ood")
@@ -376,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
                     cost=args.cost or config.score.cost,
                 ),
             )
+        if config.screening == "progressive" and not config.screening_stages:
+            config = replace(config, screening_stages=config.stages())  # the default, saved
         if args.download:
             from autoshrink.data.images import load_images
 

@@ -10,7 +10,8 @@ that reads a named data set from a path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,19 @@ class ProxySplit:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def restricted(self, classes: Sequence[int]) -> ProxySplit:
+        """The images of ``classes`` only (labels and normalisation unchanged): a progressive
+        screening stage's task (:mod:`autoshrink.screening`)."""
+        keep = np.asarray(sorted(classes), dtype=np.int64)
+        tr, va = np.isin(self.train_y, keep), np.isin(self.val_y, keep)
+        return replace(
+            self,
+            train_x=self.train_x[tr],
+            train_y=self.train_y[tr],
+            val_x=self.val_x[va],
+            val_y=self.val_y[va],
+        )
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

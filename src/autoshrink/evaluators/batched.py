@@ -16,7 +16,7 @@ from collections.abc import Hashable, Iterator
 
 import torch
 
-from autoshrink.evaluators.base import Evaluation, trained
+from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
@@ -128,7 +128,4 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:
         accuracy = float("nan") if out.diverged else out.best_accuracy
-        images = self.images_trained(out.epochs)
-        return trained(
-            self.profile(cell), "accuracy", accuracy, out, t0, batch=batch, images_trained=images
-        )
+        return self._finished(cell, self.profile(cell), accuracy, out, t0, batch=batch)

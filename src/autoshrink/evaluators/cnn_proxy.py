@@ -9,8 +9,11 @@ instead of ending the search.
 
 from __future__ import annotations
 
+import copy
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -21,7 +24,12 @@ from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.classification import ProxyTraining, TrainOutcome, train_proxy
+from autoshrink.training.classification import (
+    ProxyTraining,
+    TrainOutcome,
+    class_accuracy,
+    train_proxy,
+)
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 #: ``(model, train set, validation set, generator) -> outcome``: how :meth:`fit` trains.
@@ -50,6 +58,18 @@ class CNNProxyEvaluator:
     def profile(self, genotype: Cell) -> dict[str, float]:
         c = count(genotype, self.macro)
         return {"macs": float(c.macs), "params": float(c.params)}
+
+    @property
+    def num_classes(self) -> int:
+        return self.split.num_classes
+
+    def screening_stage(self, classes: Sequence[int], epochs: int) -> CNNProxyEvaluator:
+        """This evaluator for a progressive screening stage (:mod:`autoshrink.screening`): the
+        proxy images of ``classes`` only, at most ``epochs`` epochs, the other settings kept."""
+        stage = copy.copy(self)
+        stage.split = self.split.restricted(classes)
+        stage.training = replace(self.training, epochs=epochs)
+        return stage
 
     def images_trained(self, epochs: int) -> int:
         """Images a candidate saw in ``epochs`` epochs (every epoch is the whole proxy split)."""
@@ -100,5 +120,26 @@ class CNNProxyEvaluator:
         except (RuntimeError, ValueError) as err:
             return failed(metrics, "accuracy", err, t0, genotype.key), None
         accuracy = float("nan") if out.diverged else out.best_accuracy
+        if not out.diverged and out.class_accuracy is None:
+            out.class_accuracy = class_accuracy(
+                model, *val, self.split.num_classes, self.training.batch_size
+            )
+        return self._finished(genotype, metrics, accuracy, out, t0), model
+
+    def _finished(
+        self,
+        genotype: Cell,
+        metrics: dict[str, float],
+        accuracy: float,
+        out: TrainOutcome,
+        t0: float,
+        **detail: object,
+    ) -> Evaluation:
+        """The evaluation of a training that ran to its end: ``detail`` gets the images it
+        trained on and, unless it diverged, the validation accuracy of each class."""
+        if out.class_accuracy is not None:
+            detail["class_accuracy"] = [  # None: no validation image of the class
+                None if math.isnan(a) else round(a, 4) for a in out.class_accuracy
+            ]
         images = self.images_trained(out.epochs)
-        return trained(metrics, "accuracy", accuracy, out, t0, images_trained=images), model
+        return trained(metrics, "accuracy", accuracy, out, t0, images_trained=images, **detail)

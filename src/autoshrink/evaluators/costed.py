@@ -115,6 +115,15 @@ class CostedEvaluator:
     def profile(self, genotype: Any) -> dict[str, float]:
         return {**self.inner.profile(genotype), **self.cost_metrics(genotype)}
 
+    @property
+    def num_classes(self) -> int | None:
+        """The classes of the inner evaluator's task (``None``: not a classifier's)."""
+        return getattr(self.inner, "num_classes", None)
+
+    def screening_stage(self, classes: Any, epochs: int) -> CostedEvaluator:
+        """The inner evaluator's screening stage with the same costs (and cost cache)."""
+        return replace(self, inner=self.inner.screening_stage(classes, epochs))
+
     def evaluate(self, genotype: Any, seed: int) -> Evaluation:
         evaluation = self.inner.evaluate(genotype, seed)
         if evaluation.status != "ok":

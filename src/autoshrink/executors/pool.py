@@ -3,7 +3,8 @@
 Proxy networks are small, so one candidate cannot keep several cores busy: one single-thread
 worker per core trains candidates side by side and beats one multi-thread process (measured
 by ``benchmarks/bench_executors.py``, figures in benchmarks/README.md). Workers are started with
-``spawn`` (safe with torch's thread pools), get the evaluator once, and live for the whole
+``spawn`` (safe with torch's thread pools), get each evaluator they run once (a search that
+alternates a few, as progressive screening does, keeps its workers) and live for the whole
 search.
 
 Each worker owns a pipe, so the driver always knows which candidate a worker holds. When a
@@ -23,7 +24,7 @@ import os
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -40,18 +41,16 @@ from autoshrink.executors.retries import (
 log = logging.getLogger(__name__)
 
 _EXIT_WAIT_S = 10.0  # how long a worker may take to exit once its pipe has closed
+_KEPT_EVALUATORS = 4  # evaluators a worker holds at once (a search alternates a few)
 
 
 def _serve(conn: Connection) -> None:
-    """A worker's main loop: take the evaluator, then evaluate jobs until ``None`` or EOF."""
+    """A worker's main loop until ``None`` or EOF: ``("load", slot, evaluator, live slots)``
+    keeps an evaluator (answered ``"ready"``), ``("job", index, job, slot)`` evaluates a job."""
     import torch
 
     torch.set_num_threads(1)
-    try:
-        evaluator: Evaluator = conn.recv()
-    except EOFError:
-        return
-    conn.send("ready")
+    evaluators: dict[int, Evaluator] = {}
     while True:
         try:
             message = conn.recv()
@@ -59,9 +58,15 @@ def _serve(conn: Connection) -> None:
             return
         if message is None:
             return
-        index, job = message
+        if message[0] == "load":
+            _, slot, evaluator, live = message
+            evaluators = {s: e for s, e in evaluators.items() if s in live}
+            evaluators[slot] = evaluator
+            conn.send("ready")
+            continue
+        _, index, job, slot = message
         try:
-            reply: tuple[str, Any] = ("ok", evaluator.evaluate(job.genotype, job.seed))
+            reply: tuple[str, Any] = ("ok", evaluators[slot].evaluate(job.genotype, job.seed))
         except Exception:  # sent to the driver, which raises it as the in-process run would
             reply = ("error", traceback.format_exc())
         conn.send((index, reply))
@@ -80,6 +85,7 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     job: int | None = None
+    slots: set[int] = field(default_factory=set)  # the evaluators it holds
 
 
 class WorkerError(RuntimeError):
@@ -100,10 +106,11 @@ class LocalPoolExecutor:
         self.workers = workers or default_workers()
         self.max_retries = check_retries(max_retries)
         self._idle: list[_Worker] = []
-        self._evaluator: Evaluator | None = None
+        self._slots: list[tuple[int, Evaluator]] = []  # the evaluators workers hold, newest last
+        self._next_slot = 0
 
     # ------------------------------------------------------------------ workers
-    def _start(self, evaluator: Evaluator, n: int) -> None:
+    def _start(self, slot: int, evaluator: Evaluator, n: int) -> None:
         """Start ``n`` workers side by side and add them to the idle ones once they are ready.
 
         The evaluator goes through each worker's pipe, not the start-up arguments, and each
@@ -122,8 +129,7 @@ class LocalPoolExecutor:
             started.append(_Worker(process, parent))
         for w in started:
             try:
-                w.conn.send(evaluator)
-                w.conn.recv()  # "ready"
+                self._load(w, slot, evaluator)
             except (EOFError, OSError):
                 for other in started:
                     other.process.kill()
@@ -135,7 +141,27 @@ class LocalPoolExecutor:
             log.debug("started worker %d", w.process.pid)
         self._idle.extend(started)
 
-    def _worker(self, evaluator: Evaluator) -> _Worker:
+    def _slot(self, evaluator: Evaluator) -> int:
+        """The slot of ``evaluator`` in the workers (a new one, dropping the oldest, if new):
+        a search that alternates evaluators (progressive screening's stages) keeps its
+        workers and sends each evaluator to each worker once."""
+        for slot, held in self._slots:
+            if held is evaluator:
+                return slot
+        slot, self._next_slot = self._next_slot, self._next_slot + 1
+        self._slots = [*self._slots[-(_KEPT_EVALUATORS - 1) :], (slot, evaluator)]
+        return slot
+
+    def _load(self, w: _Worker, slot: int, evaluator: Evaluator) -> None:
+        """Send ``evaluator`` to worker ``w`` as ``slot`` and wait until it holds it (raises
+        ``EOFError`` or ``OSError`` when the worker died)."""
+        live = {s for s, _ in self._slots}
+        w.conn.send(("load", slot, evaluator, live))
+        if w.conn.recv() != "ready":
+            raise EOFError("the worker did not confirm the evaluator")
+        w.slots = (w.slots & live) | {slot}
+
+    def _worker(self, slot: int, evaluator: Evaluator) -> _Worker:
         """An idle live worker (dead idle ones are dropped: they held no candidate)."""
         while True:
             while self._idle:
@@ -143,7 +169,7 @@ class LocalPoolExecutor:
                 if w.process.is_alive():
                     return w
                 self._stop(w)
-            self._start(evaluator, 1)
+            self._start(slot, evaluator, 1)
 
     @staticmethod
     def _stop(w: _Worker) -> None:
@@ -176,9 +202,7 @@ class LocalPoolExecutor:
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
         died runs again.
         """
-        if evaluator is not self._evaluator:
-            self.close()
-            self._evaluator = evaluator
+        slot = self._slot(evaluator)
         budget = RetryBudget(len(jobs), self.max_retries, on_retry)
         queue = deque(range(len(jobs)))
         busy: dict[Connection, _Worker] = {}
@@ -186,13 +210,15 @@ class LocalPoolExecutor:
             while queue or busy:
                 missing = min(self.workers - len(busy), len(queue)) - len(self._idle)
                 if missing > 0:  # start the workers this round needs together
-                    self._start(evaluator, missing)
+                    self._start(slot, evaluator, missing)
                 while queue and len(busy) < self.workers:
-                    w = self._worker(evaluator)
+                    w = self._worker(slot, evaluator)
                     w.job = queue.popleft()
                     try:
-                        w.conn.send((w.job, jobs[w.job]))
-                    except OSError:  # died between the check and the send: not the job's fault
+                        if slot not in w.slots:
+                            self._load(w, slot, evaluator)
+                        w.conn.send(("job", w.job, jobs[w.job], slot))
+                    except (EOFError, OSError):  # died before the job: not the job's fault
                         queue.appendleft(w.job)
                         self._stop(w)
                         continue
@@ -232,4 +258,4 @@ class LocalPoolExecutor:
         for w in self._idle:
             self._stop(w)
         self._idle = []
-        self._evaluator = None
+        self._slots = []

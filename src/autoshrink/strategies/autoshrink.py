@@ -10,7 +10,9 @@ of the whole trajectory (ties to fewer edges), the starting cell included when i
 A step whose candidates all failed to train (``"failed"`` or ``"diverged"``, none with a
 finite score) has no winner to shrink from: the search stops there and says so in
 :attr:`AutoShrink.stop_reason`. A step whose candidates were all *rejected* by a hard
-constraint goes on shrinking (smaller cells cost less), from the candidate with fewest edges.
+constraint, or screened out (a cell screened out in an earlier step and proposed again keeps
+its verdict), goes on shrinking (smaller cells cost less), from the candidate with fewest
+edges.
 
 With a ``rank`` callable (zero-cost screening, docs/zero-cost.md) the K candidates of a step
 are not drawn: the whole shrink space is scored by ``rank`` and the K highest are taken (ties
@@ -142,7 +144,8 @@ class AutoShrink:
             if better(obs, self._best):
                 self._best, improved = obs, True
         statuses = sorted({o.status for o in observations})
-        if self.step > 0 and not any(o.ok for o in observations) and statuses != ["rejected"]:
+        lost = not set(statuses) <= {"rejected", "screened"}  # not only constraints / screens
+        if self.step > 0 and not any(o.ok for o in observations) and lost:
             counts = ", ".join(f"{sum(o.status == s for o in observations)} {s}" for s in statuses)
             self._stop_reason = (
                 f"every candidate of step {self.step} failed ({counts}); the search cannot "

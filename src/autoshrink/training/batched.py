@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from autoshrink.nn.batched import BatchedCNN
-from autoshrink.training.classification import ProxyTraining, TrainOutcome
+from autoshrink.training.classification import ProxyTraining, TrainOutcome, per_class
 from autoshrink.training.cuda_graph import GraphedStep
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,13 @@ def validate(
     *,
     bf16: bool = False,
     tf32: bool = False,
-) -> tuple[list[float], list[float]]:
-    """Mean loss and accuracy of every candidate on ``x [N, H, W, C]``, ``y [N]`` (eval mode)."""
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """Mean loss, accuracy and accuracy per class (``nan``: a class without images) of every
+    candidate on ``x [N, H, W, C]``, ``y [N]`` (eval mode)."""
     engine.eval()
     k = engine.k
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
-    correct = torch.zeros(k, dtype=torch.long, device=y.device)
+    hits: torch.Tensor | None = None  # [classes, K]
     with torch.no_grad(), _autocast(y.device, bf16), tf32_matmuls(tf32):
         for s in range(0, len(y), batch_size):
             xb = x[s : s + batch_size]
@@ -134,9 +135,13 @@ def validate(
             logits = _full(engine(xb))  # [b, K, classes]
             loss = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # [b, K]
             loss_sum += loss.sum(0).double()
-            correct += (logits.argmax(2) == yb).sum(0)
-    n = len(y)
-    return (loss_sum / n).tolist(), [c / n for c in correct.tolist()]
+            if hits is None:
+                hits = torch.zeros(logits.shape[2], k, dtype=torch.long, device=y.device)
+            hits.index_add_(0, yb[:, 0], (logits.argmax(2) == yb).long())
+    assert hits is not None, "validation needs images"
+    n, totals = len(y), torch.bincount(y, minlength=hits.shape[0])
+    per_candidate = [per_class(hits[:, i], totals) for i in range(k)]
+    return (loss_sum / n).tolist(), [c / n for c in hits.sum(0).tolist()], per_candidate
 
 
 class TrainStep:
@@ -245,7 +250,7 @@ def train_batched(
                 TrainStep(engine, opt, (x, y), batch, loss_sum, **precision)()
         train_loss = [v / n for v in loss_sum.double().tolist()]  # waits for the device
         t1 = time.perf_counter()
-        val_loss, val_acc = validate(engine, vx, vy, settings.batch_size, **precision)
+        val_loss, val_acc, val_classes = validate(engine, vx, vy, settings.batch_size, **precision)
         log.debug(
             "epoch %d, %d stacked candidates (%d training): training %.3f s (%.0f img/s), "
             "validation %.3f s",
@@ -258,6 +263,8 @@ def train_batched(
                 epoch, train_loss[pos], val_loss[pos], val_acc[pos]
             )
             if out is not None:
+                if not out.diverged:
+                    out.class_accuracy = val_classes[pos]
                 training.discard(i)
                 yield i, out
         if not training:

@@ -40,6 +40,9 @@ class TrainOutcome:
     diverged: bool
     stop_reason: str
     history: list[dict[str, float]] = field(default_factory=list)
+    # validation accuracy of each class at the epoch the training stopped (None: not measured;
+    # a class without validation images is nan); what progressive screening ranks classes by
+    class_accuracy: list[float] | None = None
 
 
 def evaluate(
@@ -54,6 +57,26 @@ def evaluate(
             loss_sum += F.cross_entropy(logits, y[s : s + batch_size], reduction="sum").item()
             correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
     return loss_sum / len(y), correct / len(y)
+
+
+def class_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int
+) -> list[float]:
+    """Accuracy of ``model`` on the images of each class of ``x``, ``y`` (eval mode); ``nan``
+    for a class without images."""
+    model.eval()
+    hits = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+    with torch.no_grad():
+        for s in range(0, len(y), batch_size):
+            yb = y[s : s + batch_size]
+            right = (model(x[s : s + batch_size]).argmax(1) == yb).long()
+            hits.index_add_(0, yb, right)
+    return per_class(hits, torch.bincount(y, minlength=num_classes))
+
+
+def per_class(hits: torch.Tensor, totals: torch.Tensor) -> list[float]:
+    """``hits / totals`` per class as floats, ``nan`` where a class has no images."""
+    return [h / n if n else math.nan for h, n in zip(hits.tolist(), totals.tolist(), strict=True)]
 
 
 def train_proxy(
