@@ -351,7 +351,9 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert json.loads(out)["median_ms"] > 0
     code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
     assert code == 0, err
-    assert json.loads(out)["ok"] is True
+    exported = json.loads(out)
+    assert exported["ok"] is True and "model.py" in exported["files"]
+    assert exported["standalone_max_abs_diff"] < 1e-6
     code, out, err = cli(
         "train", small, "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
         "--image-size", "32", "--out", tmp_path / "train",

@@ -14,7 +14,8 @@
 
 The standalone modules have the same attribute names as :mod:`autoshrink.nn.cnn`, so one
 weights file fits both. :func:`write_bundle` is the sequence itself (seeded build, weights,
-the files, both checks, the manifest), for any network that has a standalone source.
+the files, both checks, the manifest); :mod:`autoshrink.export.mbconv` runs it for the
+networks of the inverted-residual space.
 """
 
 from __future__ import annotations
