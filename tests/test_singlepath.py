@@ -380,6 +380,23 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--epochs", "2"], "the warm-up (2 epochs of weights only) must be shorter than the "
+         "search (2 epochs)"),  # the demo preset warms up for 2 epochs
+        (["--epochs", "3", "--warmup-epochs", "3"], "warm-up (3 epochs"),
+        (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0, got -1"),
+    ],
+)  # fmt: skip
+def test_a_warmup_as_long_as_the_search_is_refused_at_once(cli, tmp_path, args, needle):
+    code, _, err = cli("singlepath", "--preset", "demo", *args, "--out", tmp_path / "run")
+    assert code == 2
+    assert err.startswith("autoshrink: error: singlepath: ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
 def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"format": "autoshrink.mbconv/1", "layers": ["k9e9"] * 16}))
