@@ -18,7 +18,12 @@ Prints one row per network and the median relative error of the predictions; wri
 ``--out``/bench.json and, when matplotlib is installed, ``--out``/accuracy_vs_latency.png.
 
     python benchmarks/bench_singlepath.py [--widths 0.75 1.0 1.4] [--search-images 2000]
-        [--search-epochs 5] [--train-images 5000] [--epochs 3] [--out /tmp/bench_singlepath]
+        [--search-epochs 5] [--warmup-epochs 2] [--train-images 5000] [--epochs 3]
+        [--out /tmp/bench_singlepath]
+
+The search's warm-up (epochs that train the weights only) must be shorter than the search:
+``--warmup-epochs`` defaults to 2, or ``--search-epochs`` - 1 when that is less. The search
+settings are checked before anything is loaded or measured; a bad combination is a usage error.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 
 from autoshrink.data.images import ImageData, load_images
 from autoshrink.data.loaders import array_data
+from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.singlepath.latency_model import prepare_model
 from autoshrink.singlepath.search import SearchSettings, run_search
@@ -92,11 +98,38 @@ def random_archs(arch: MBConvArch, n: int, seed: int) -> list[MBConvArch]:
     ]  # fmt: skip
 
 
+def search_settings(args: argparse.Namespace, lat: LatencySettings) -> SearchSettings:
+    """The search's settings but for the width and the latency target (set per width); the
+    warm-up is ``--warmup-epochs``, or 2 epochs but at most all the search's epochs but one.
+    A combination the search refuses is a ConfigError, raised here before any work."""
+    warmup = args.warmup_epochs
+    if warmup is None:
+        warmup = max(0, min(2, args.search_epochs - 1))
+    return SearchSettings(
+        dataset="fashion-mnist",
+        train_images=args.search_images,
+        val_images=args.val_images,
+        epochs=args.search_epochs,
+        warmup_epochs=warmup,
+        batch_size=32,
+        lam=args.lam,
+        threshold_lr=args.threshold_lr,
+        seed=args.seed,
+        latency=lat,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--widths", type=float, nargs="+", default=[0.75, 1.0, 1.4])
     p.add_argument("--search-images", type=int, default=2000)
     p.add_argument("--search-epochs", type=int, default=5)
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        help="search epochs that train the weights only (default: 2, at most --search-epochs - 1)",
+    )
     p.add_argument("--train-images", type=int, default=5000)
     p.add_argument("--val-images", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=3)
@@ -107,10 +140,14 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="latency only")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_singlepath"))
     args = p.parse_args()
+    lat = LatencySettings(backend="onnxruntime", batch=1, threads=1, clock="cpu")
+    try:
+        search = search_settings(args, lat)
+    except ConfigError as err:
+        p.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    lat = LatencySettings(backend="onnxruntime", batch=1, threads=1, clock="cpu")
     fm = load_images("fashion-mnist")
     data = subset(fm, args.train_images, args.val_images, args.seed)
     rows, errors, holdout_errors = [], [], []
@@ -119,20 +156,7 @@ def main() -> None:
         mbv2 = mobilenetv2_arch(w, num_classes=10, in_channels=1)
         target = measure(mbv2, lat)
         log.info("MobileNetV2-%g: %.3f ms (the target)", w, target)
-        settings = SearchSettings(
-            dataset="fashion-mnist",
-            train_images=args.search_images,
-            val_images=args.val_images,
-            width=w,
-            epochs=args.search_epochs,
-            warmup_epochs=2,
-            batch_size=32,
-            latency_target_ms=target,
-            lam=args.lam,
-            threshold_lr=args.threshold_lr,
-            seed=args.seed,
-            latency=lat,
-        )
+        settings = replace(search, width=w, latency_target_ms=target)
         t0 = time.perf_counter()
         found = run_search(settings, args.out / f"search-{w:g}").summary
         wall = time.perf_counter() - t0
@@ -162,6 +186,7 @@ def main() -> None:
         "median_rel_error_holdout": float(np.median(holdout_errors)) if holdout_errors else None,
         "holdout_networks": len(holdout_errors),
         "latency_settings": lat.to_dict(),
+        "search_warmup_epochs": search.warmup_epochs,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.out / "bench.json").write_text(json.dumps(summary, indent=1) + "\n")

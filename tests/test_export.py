@@ -1,6 +1,7 @@
 """Export: the ONNX file runs in onnxruntime like PyTorch (any batch), the weights file holds
 the network's tensors, and model.py imports nothing from autoshrink and reproduces PyTorch's
-outputs from the weights -- for random init, for trained weights, and for every op."""
+outputs from the weights -- for random init, for trained weights, and for every op; and the
+same for architectures of the inverted-residual space (MobileNetV2, skips, mixed choices)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from autoshrink.export.bundle import import_file
+from autoshrink.export.mbconv import export_arch
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.singlepath.space import SKIP, MBConvArch, build_arch, mobilenetv2_arch
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
 
@@ -130,3 +133,81 @@ def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
         "export", cell_file, "--out", tmp_path / "o", "--weights", tmp_path / "junk.safetensors"
     )
     assert code == 2 and "junk.safetensors" in err
+
+
+# ------------------------------------------------------------------ mbconv architectures
+
+MIXED = ("k5e3", SKIP, "k3e6", SKIP, "k5e6", "k3e3", SKIP, SKIP,
+         "k5e3", "k3e6", SKIP, "k5e6", "k3e3", SKIP, "k5e3", "k3e6")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        mobilenetv2_arch(1.0, image_size=32, num_classes=10),
+        MBConvArch(width=0.5, image_size=32, num_classes=7, in_channels=1, layers=MIXED),
+    ],
+    ids=["mobilenetv2", "mixed"],
+)
+def test_mbconv_export_model_py_loads_the_weights_strictly(
+    arch: MBConvArch, tmp_path: Path, one_thread
+) -> None:
+    """``model.py`` of an mbconv export (trained weights given) defines the network of the
+    architecture: the state dict names of build_arch, a block per layer not skipped with its
+    kernel and expansion, and PyTorch's outputs."""
+    torch.manual_seed(2)
+    model = build_arch(arch)
+    for p in model.parameters():  # "trained": anything but the initialisation
+        p.data.normal_(0, 0.1)
+    weights = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    out = tmp_path / "export"
+    r = export_arch(arch, out, weights=weights)
+    assert r.ok and r.standalone_max_abs_diff < 1e-6 and r.onnx_max_abs_diff < 1e-4
+    manifest = json.loads((out / "export.json").read_text())
+    assert "model.py" in manifest["files"] and "model.py" in r.files
+    assert manifest["checks"]["standalone_vs_torch_max_abs_diff"] == r.standalone_max_abs_diff
+    assert MBConvArch.load(out / "architecture.json") == arch
+    source = (out / "model.py").read_text()
+    assert imported_modules(source) <= {"json", "struct", "pathlib", "torch", "sys"}
+    module = import_file(out / "model.py")
+    alone = module.Network()
+    state = load_file(str(out / "model.safetensors"))
+    alone.load_state_dict(state, strict=True)
+    alone.eval()
+    model.eval()
+    assert alone.state_dict().keys() == model.state_dict().keys()
+    # the blocks of the chosen layers: skipped ones absent, kernels and expansions as chosen
+    assert len(alone.blocks) == 1 + sum(c != SKIP for c in arch.layers)
+    chosen = [c for c in arch.layers if c != SKIP]
+    for block, choice in zip(list(alone.blocks)[1:], chosen, strict=True):
+        depthwise = [m for m in block.body if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+        (dw,) = depthwise
+        c_in = block.body[0].in_channels
+        assert choice == f"k{dw.kernel_size[0]}e{dw.out_channels // c_in}"
+    x = torch.randn(3, arch.in_channels, arch.image_size, arch.image_size)  # another batch size
+    with torch.no_grad():
+        expected = model(x).numpy()
+        np.testing.assert_allclose(alone(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+        loaded = module.load(out / "model.safetensors")
+        np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_mbconv_model_py_runs_without_autoshrink(tmp_path: Path, one_thread) -> None:
+    """A random init (with random batch-norm statistics) passes the export's own checks, and
+    model.py runs as a script in Python's isolated mode, next to its weights."""
+    arch = MBConvArch(width=0.35, image_size=32, num_classes=3, layers=MIXED)
+    r = export_arch(arch, tmp_path / "export", seed=3)
+    assert r.ok
+    bn = load_file(str(tmp_path / "export" / "model.safetensors"))["stem.1.running_var"]
+    assert not torch.allclose(bn, torch.ones_like(bn))  # random statistics exercise BN
+    run = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "export" / "model.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0 and "output (1, 3)" in run.stdout, run.stderr

@@ -351,7 +351,9 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert json.loads(out)["median_ms"] > 0
     code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
     assert code == 0, err
-    assert json.loads(out)["ok"] is True
+    exported = json.loads(out)
+    assert exported["ok"] is True and "model.py" in exported["files"]
+    assert exported["standalone_max_abs_diff"] < 1e-6
     code, out, err = cli(
         "train", small, "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
         "--image-size", "32", "--out", tmp_path / "train",
@@ -376,6 +378,23 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
     assert code == 2
     assert err.startswith("autoshrink: error: ") and needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--epochs", "2"], "the warm-up (2 epochs of weights only) must be shorter than the "
+         "search (2 epochs)"),  # the demo preset warms up for 2 epochs
+        (["--epochs", "3", "--warmup-epochs", "3"], "warm-up (3 epochs"),
+        (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0, got -1"),
+    ],
+)  # fmt: skip
+def test_a_warmup_as_long_as_the_search_is_refused_at_once(cli, tmp_path, args, needle):
+    code, _, err = cli("singlepath", "--preset", "demo", *args, "--out", tmp_path / "run")
+    assert code == 2
+    assert err.startswith("autoshrink: error: singlepath: ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):

@@ -9,16 +9,20 @@
 - ``model.py`` -- one readable PyTorch file generated for this cell and macro
   (:mod:`autoshrink.export.source`); it imports only ``torch`` and the standard library, and
   is imported back and checked to give PyTorch's outputs from the same weights;
-- ``cell.json`` and ``export.json`` (the macro, the input shape and the two checks).
+- ``cell.json`` and ``export.json`` (the macro, the files, the input shape and the two
+  checks).
 
 The standalone modules have the same attribute names as :mod:`autoshrink.nn.cnn`, so one
-weights file fits both.
+weights file fits both. :func:`write_bundle` is the sequence itself (seeded build, weights,
+the files, both checks, the manifest); :mod:`autoshrink.export.mbconv` runs it for the
+networks of the inverted-residual space.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +86,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             else f"unexpected {extra[:2]}"
         )
         raise ConfigError(
-            f"{path} does not fit this cell and macro ({what}); pass the cell and the "
-            "--width/--in-channels/--num-classes it was trained with"
+            f"{path} does not fit this network ({what}); pass the cell or architecture and "
+            "the --width/--in-channels/--num-classes it was trained with"
         )
     model.load_state_dict(state)
 
@@ -141,6 +145,72 @@ def import_file(path: Path, name: str = "autoshrink_exported_model") -> Any:
     return module
 
 
+def write_bundle(
+    build: Callable[[], nn.Module],
+    out_dir: str | Path,
+    shape: tuple[int, ...],
+    source: str,
+    described: tuple[str, Callable[[Path], object]],
+    *,
+    weights: str | Path | None,
+    seed: int,
+    metadata: dict[str, str],
+    manifest: dict[str, Any],
+) -> ExportResult:
+    """The export of any network: ``build()`` (called under ``seed``) gets the weights of
+    ``weights`` (strict) or random batch-norm statistics; then ``model.onnx`` (checked with
+    onnxruntime on a seeded random batch of ``shape``), ``model.safetensors`` (with
+    ``metadata``), ``model.py`` (``source``, imported back and checked on the same batch), the
+    description file (``described``: its name and the function that writes it) and
+    ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
+    weights, the checks) in ``out_dir``."""
+    out = Path(out_dir)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build().eval()
+    if weights is not None:
+        load_weights(model, weights)
+    else:
+        randomize_batchnorm(model, gen)
+    out.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(shape, generator=gen)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    # (a) ONNX, run by onnxruntime
+    onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
+    # (b) weights
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS), metadata=metadata)
+    # (c) standalone PyTorch
+    (out / CODE).write_text(source)
+    standalone = import_file(out / CODE).load(out / WEIGHTS)
+    with torch.inference_mode():
+        alone_diff, alone_ok = compare(standalone(x).numpy(), expected)
+    name, write = described
+    write(out / name)
+    ok = onnx_ok and alone_ok
+    files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
+    entries = {
+        "format": "autoshrink.export/1",
+        "autoshrink": __version__,
+        "torch": torch.__version__,
+        **manifest,
+        "files": list(files),
+        "input": ["batch", *shape[1:]],
+        "output": ["batch", *expected.shape[1:]],
+        "weights": str(weights) if weights is not None else f"random init, seed {seed}",
+        "checks": {
+            "onnxruntime_vs_torch_max_abs_diff": onnx_diff,
+            "standalone_vs_torch_max_abs_diff": alone_diff,
+            "tolerance": {"atol": ATOL, "rtol": RTOL},
+            "ok": ok,
+        },
+    }
+    (out / MANIFEST).write_text(json.dumps(entries, indent=2) + "\n")
+    return ExportResult(out, files, tuple(shape[1:]), onnx_diff, alone_diff, ok)
+
+
 def export_network(
     cell: Cell,
     spec: MacroSpec,
@@ -151,49 +221,14 @@ def export_network(
     check_batch: int = 2,
 ) -> ExportResult:
     """Write the ONNX model, the weights, the standalone file, the cell and a manifest."""
-    out = Path(out_dir)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_network(cell, spec).eval()
-    if weights is not None:
-        load_weights(model, weights)
-    else:
-        randomize_batchnorm(model, gen)
-    out.mkdir(parents=True, exist_ok=True)
-    shape = network_input_shape(spec, check_batch)
-    x = torch.randn(shape, generator=gen)
-    with torch.inference_mode():
-        expected = model(x).numpy()
-    # (a) ONNX, run by onnxruntime
-    onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
-    # (b) weights
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"cell": cell.to_json(), "macro": spec.name})
-    # (c) standalone PyTorch
-    (out / CODE).write_text(standalone_source(cell, spec))
-    standalone = import_file(out / CODE).load(out / WEIGHTS)
-    with torch.inference_mode():
-        alone_diff, alone_ok = compare(standalone(x).numpy(), expected)
-    cell.save(out / CELL)
-    files = (ONNX, WEIGHTS, CODE, CELL, MANIFEST)
-    ok = onnx_ok and alone_ok
-    result = ExportResult(out, files, tuple(shape[1:]), onnx_diff, alone_diff, ok)
-    manifest = {
-        "format": "autoshrink.export/1",
-        "autoshrink": __version__,
-        "torch": torch.__version__,
-        "cell_key": cell.key,
-        "macro": asdict(spec),
-        "input": ["batch", *shape[1:]],
-        "output": ["batch", spec.num_classes],
-        "weights": str(weights) if weights is not None else f"random init, seed {seed}",
-        "checks": {
-            "onnxruntime_vs_torch_max_abs_diff": onnx_diff,
-            "standalone_vs_torch_max_abs_diff": alone_diff,
-            "tolerance": {"atol": ATOL, "rtol": RTOL},
-            "ok": ok,
-        },
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return result
+    return write_bundle(
+        lambda: build_network(cell, spec),
+        out_dir,
+        network_input_shape(spec, check_batch),
+        standalone_source(cell, spec),
+        (CELL, cell.save),
+        weights=weights,
+        seed=seed,
+        metadata={"cell": cell.to_json(), "macro": spec.name},
+        manifest={"cell_key": cell.key, "macro": asdict(spec)},
+    )

@@ -1,16 +1,25 @@
-"""The standalone ``model.py`` of an export: one readable PyTorch file for a cell and macro.
+"""The standalone ``model.py`` of an export: one readable PyTorch file for the network.
 
-:func:`standalone_source` writes the op factories the cell uses, a ``Cell`` module whose
-``forward`` spells out the node wiring (channel concatenations of each node's predecessors,
-the leaves, the residual), the ``Network`` of the macro, a small safetensors reader and
-``load(path)``. The file imports only ``torch`` and the standard library, and its modules have
-the attribute names of :mod:`autoshrink.nn.cnn`, so one weights file fits both.
+:func:`standalone_source` writes it for a cell and macro: the op factories the cell uses, a
+``Cell`` module whose ``forward`` spells out the node wiring (channel concatenations of each
+node's predecessors, the leaves, the residual) and the ``Network`` of the macro.
+:func:`mbconv_source` writes it for an architecture of the inverted-residual space
+(:mod:`autoshrink.singlepath.space`): an ``InvertedResidual`` module, the list of blocks that
+run (each searchable layer's kernel and expansion; skipped layers have none) and the
+``Network``. Both files share the frame (``_module_file``): the constants, ``conv_bn``, a
+small safetensors reader and ``load(path)``. A file imports only ``torch`` and the standard
+library, and its modules have the attribute names of autoshrink's own network
+(:mod:`autoshrink.nn.cnn`, :mod:`autoshrink.nn.mobilenetv2`), so one weights file fits both.
 """
 
 from __future__ import annotations
 
+import textwrap
+
+from autoshrink.cost.mobilenetv2 import BlockPlacement
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.singlepath.space import DROPOUT, SKIP, MBConvArch, macro_slots
 from autoshrink.spaces.macros import MacroSpec
 
 _OPS = {
@@ -123,25 +132,24 @@ def _cell_source(cell: Cell) -> str:
 '''
 
 
-def standalone_source(cell: Cell, spec: MacroSpec) -> str:
-    """A self-contained PyTorch module file for the network ``spec`` built from ``cell``."""
-    if cell.kind != "cnn":
-        raise ConfigError(f"export needs a cnn cell, got a {cell.kind} cell")
-    used = sorted({cell.ops[k] for k in cell.live_nodes[1:]})
-    stages = "\n".join(f"    ({s.cells}, {s.channels}, {s.downsample})," for s in spec.stages)
-    ops = "\n\n".join(_OPS[op] for op in used)
-    return f'''"""The {spec.name} network of cell {cell.key} in plain PyTorch (autoshrink export).
+def _module_file(
+    title: str, notes: str, shape: tuple[int, int, int], num_classes: int, constants: str, body: str
+) -> str:
+    """A standalone ``model.py``: docstring (``title``, the usage, ``notes``), imports, the input
+    and output constants and ``constants``, ``conv_bn``, ``body`` (which defines ``Network``),
+    the safetensors reader, ``load(path)`` and a ``__main__`` that runs one random image."""
+    in_channels, size, _ = shape
+    return f'''"""{title} in plain PyTorch (autoshrink export).
 
 Needs only torch. Usage:
 
     from model import load
     model = load("model.safetensors")      # eval mode
-    logits = model(images)                 # [B, C, H, W] -> [B, {spec.num_classes}]
+    logits = model(images)                 # [B, C, H, W] -> [B, {num_classes}]
 
-with {spec.in_channels} x {spec.image_size} x {spec.image_size} images, normalised as in training.
+with {in_channels} x {size} x {size} images, normalised as in training.
 
-Cell {cell.key}: ops {list(cell.ops)}, activation {cell.activation},
-edges {[list(e) for e in cell.edges]}
+{notes}
 """
 
 import json
@@ -151,20 +159,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-IN_CHANNELS = {spec.in_channels}
-IMAGE_SIZE = {spec.image_size}
-NUM_CLASSES = {spec.num_classes}
-STEM_CHANNELS = {spec.stem_channels}
-STEM_STRIDE = {spec.stem_stride}
-# (cells, channels of each op node, whether the first cell down-samples)
-STAGES = [
-{stages}
-]
-HEAD_CHANNELS = {spec.head_channels}
-
-
-def act():
-    return {_ACT[cell.activation or "relu"]}
+IN_CHANNELS = {in_channels}
+IMAGE_SIZE = {size}
+NUM_CLASSES = {num_classes}
+{constants}
 
 
 def conv_bn(c_in, c_out, k, stride=1, groups=1):
@@ -172,6 +170,50 @@ def conv_bn(c_in, c_out, k, stride=1, groups=1):
         nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
     ]
+
+
+{body}
+
+
+{_READER}
+
+def load(path=Path(__file__).with_name("model.safetensors")):
+    """The network with the weights of ``path``, in eval mode."""
+    model = Network()
+    model.load_state_dict(read_safetensors(path))
+    return model.eval()
+
+
+if __name__ == "__main__":
+    import sys
+
+    model = load(*sys.argv[1:2])
+    with torch.inference_mode():
+        y = model(torch.randn(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE))
+    print("output", tuple(y.shape))
+'''
+
+
+def standalone_source(cell: Cell, spec: MacroSpec) -> str:
+    """A self-contained PyTorch module file for the network ``spec`` built from ``cell``."""
+    if cell.kind != "cnn":
+        raise ConfigError(f"export needs a cnn cell, got a {cell.kind} cell")
+    used = sorted({cell.ops[k] for k in cell.live_nodes[1:]})
+    stages = "\n".join(f"    ({s.cells}, {s.channels}, {s.downsample})," for s in spec.stages)
+    ops = "\n\n".join(_OPS[op] for op in used)
+    notes = (
+        f"Cell {cell.key}: ops {list(cell.ops)}, activation {cell.activation},\n"
+        f"edges {[list(e) for e in cell.edges]}"
+    )
+    constants = f"""STEM_CHANNELS = {spec.stem_channels}
+STEM_STRIDE = {spec.stem_stride}
+# (cells, channels of each op node, whether the first cell down-samples)
+STAGES = [
+{stages}
+]
+HEAD_CHANNELS = {spec.head_channels}"""
+    body = f'''def act():
+    return {_ACT[cell.activation or "relu"]}
 
 
 {ops}
@@ -201,23 +243,80 @@ class Network(nn.Module):
 
     def forward(self, x):  # [B, IN_CHANNELS, H, W] -> [B, NUM_CLASSES]
         x = self.head(self.cells(self.stem(x)))
-        return self.classifier(x.mean(dim=(2, 3)))
+        return self.classifier(x.mean(dim=(2, 3)))'''
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    title = f"The {spec.name} network of cell {cell.key}"
+    return _module_file(title, notes, shape, spec.num_classes, constants, body)
 
 
-{_READER}
+_MBCONV_BODY = '''class InvertedResidual(nn.Module):
+    """[B, c_in, H, W] -> [B, c_out, H / stride, W / stride]: 1x1 expansion -> BN -> ReLU6 (when
+    hidden != c_in), depthwise k x k -> BN -> ReLU6, linear 1x1 projection -> BN; plus the input
+    when stride is 1 and c_in == c_out."""
 
-def load(path=Path(__file__).with_name("model.safetensors")):
-    """The network with the weights of ``path``, in eval mode."""
-    model = Network()
-    model.load_state_dict(read_safetensors(path))
-    return model.eval()
+    def __init__(self, c_in, hidden, c_out, kernel, stride):
+        super().__init__()
+        layers = []
+        if hidden != c_in:
+            layers += [*conv_bn(c_in, hidden, 1), nn.ReLU6()]
+        layers += [
+            *conv_bn(hidden, hidden, kernel, stride=stride, groups=hidden),
+            nn.ReLU6(),
+            *conv_bn(hidden, c_out, 1),  # linear bottleneck: no activation
+        ]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
 
 
-if __name__ == "__main__":
-    import sys
+class Network(nn.Module):
+    """Stem (3x3 conv, stride 2), the BLOCKS, 1x1 head, global average pool, dropout, linear."""
 
-    model = load(*sys.argv[1:2])
-    with torch.inference_mode():
-        y = model(torch.randn(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE))
-    print("output", tuple(y.shape))
-'''
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STEM_CHANNELS, 3, stride=2), nn.ReLU6())
+        self.blocks = nn.Sequential(*(InvertedResidual(*b) for b in BLOCKS))
+        self.head = nn.Sequential(*conv_bn(BLOCKS[-1][2], HEAD_CHANNELS, 1), nn.ReLU6())
+        self.dropout = nn.Dropout(DROPOUT)
+        self.classifier = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
+
+    def forward(self, x):  # [B, IN_CHANNELS, H, W] -> [B, NUM_CLASSES]
+        x = self.head(self.blocks(self.stem(x)))  # [B, HEAD_CHANNELS, H / 32, W / 32]
+        return self.classifier(self.dropout(x.mean(dim=(2, 3))))'''
+
+
+def _block(b: BlockPlacement, what: str) -> str:
+    return f"    ({b.in_channels}, {b.hidden}, {b.out_channels}, {b.kernel}, {b.stride}),  # {what}"
+
+
+def mbconv_source(arch: MBConvArch) -> str:
+    """A self-contained PyTorch module file for the network of ``arch`` (the state dict names
+    of :func:`~autoshrink.singlepath.space.build_arch`): the fixed first block, then one block per
+    searchable layer with its chosen kernel and expansion, skipped layers only a comment."""
+    first, slots = macro_slots(arch.spec)
+    blocks = [_block(first, "first block (fixed, no expansion)")]
+    for slot, choice in zip(slots, arch.layers, strict=True):
+        blocks.append(
+            f"    # layer {slot.index}: skip"
+            if choice == SKIP
+            else _block(slot.placement(choice), f"layer {slot.index}: {choice}")
+        )
+    constants = f"""STEM_CHANNELS = {arch.spec.stem_channels}
+HEAD_CHANNELS = {arch.spec.last_channels}
+DROPOUT = {DROPOUT}  # before the classifier; active in training mode only
+# The blocks that run, in order: (input channels, expanded channels, output channels,
+# depthwise kernel, stride); a skipped layer has no block
+BLOCKS = [
+{chr(10).join(blocks)}
+]"""
+    title = f"A MobileNetV2-space network (width {arch.width:g})"
+    notes = (
+        f"{len(arch.plan())} blocks run: MobileNetV2's first block, then one per searchable layer "
+        f"not skipped.\nThe {len(slots)} layers' choices (kKeE: depthwise kernel K, expansion E; "
+        "skip: no block):\n" + textwrap.fill(", ".join(arch.layers), 96)
+    )
+    shape = (arch.in_channels, arch.image_size, arch.image_size)
+    return _module_file(title, notes, shape, arch.num_classes, constants, _MBCONV_BODY)

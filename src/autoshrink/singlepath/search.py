@@ -90,7 +90,12 @@ class SearchSettings:
     def __post_init__(self) -> None:
         checks = (
             (self.epochs >= 1, "epochs must be >= 1"),
-            (0 <= self.warmup_epochs < self.epochs, "warmup_epochs must lie in [0, epochs)"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (
+                self.warmup_epochs < self.epochs,
+                f"the warm-up ({self.warmup_epochs} epochs of weights only) must be shorter than "
+                f"the search ({self.epochs} epochs): fewer warmup_epochs or more epochs",
+            ),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),
             (self.deploy_size >= 32, "deploy_size must be >= 32"),

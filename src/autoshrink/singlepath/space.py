@@ -40,6 +40,7 @@ FORMAT = "autoshrink.mbconv/1"
 KERNELS = (3, 5)
 EXPANSIONS = (3, 6)
 SKIP = "skip"
+DROPOUT = 0.2  # before the classifier, as MobileNetV2 trains
 CHOICES = tuple(f"k{k}e{e}" for k in KERNELS for e in EXPANSIONS)
 
 
@@ -218,7 +219,7 @@ def count_arch(arch: MBConvArch) -> Counts:
     return count_blocks(arch.spec, arch.plan())
 
 
-def build_arch(arch: MBConvArch, dropout: float = 0.2) -> MobileNetV2:
+def build_arch(arch: MBConvArch, dropout: float = DROPOUT) -> MobileNetV2:
     """The torch module of ``arch`` (a :class:`~autoshrink.nn.mobilenetv2.MobileNetV2`)."""
     from autoshrink.nn.mobilenetv2 import MobileNetV2
 
