@@ -178,8 +178,6 @@ def test_bad_oneshot_settings(cli, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="evaluator oneshot needs strategy autoshrink"):
         config(strategy="rea")
-    with pytest.raises(ConfigError, match="does not combine with screening 'zero-cost' yet"):
-        config(screening="zero-cost")
 
 
 def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
@@ -231,3 +229,44 @@ def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, m
     assert sorted(strip(journal(result.run_dir)), key=key) == sorted(
         strip(journal(full[0])), key=key
     )
+
+
+@pytest.mark.parametrize("screening", ["progressive", "zero-cost"])
+def test_oneshot_composes_with_screening_and_resumes(tmp_path, screening):
+    from autoshrink.screening import ScreeningStage
+
+    stages = (ScreeningStage(4, 1, 0.5),) if screening == "progressive" else None
+    cfg = config(k=3, per_class=6, screening=screening, screening_stages=stages, zc_batch=8)
+    run = tmp_path / "run"
+    run_search(run, cfg, progress=False)
+    rows = journal(run)
+    later = [r for r in rows if r["step"] > 0]
+    assert later and all(r["detail"]["inherited"] for r in later if r["status"] == "ok")
+    if screening == "progressive":
+        screened = [r for r in later if r["status"] == "screened"]
+        assert screened and all(r["detail"]["stages"][0]["status"] == "ok" for r in screened)
+        stage_rows = [json.loads(x) for x in (run / "journal.jsonl").read_text().splitlines()]
+        assert all(r["detail"]["inherited"] for r in stage_rows if r["type"] == "stage")
+    else:
+        assert all("screen_score" in r["meta"] for r in later)
+    # a crash at the first full evaluation of step 2 (its stages journalled): the resume
+    # gives the uninterrupted run's journal
+    crashed = tmp_path / "crashed"
+
+    class StopAfterStaged(StopAfter):
+        num_classes = property(lambda self: self.inner.num_classes)
+
+        def screening_stage(self, classes, epochs):
+            return self.inner.screening_stage(classes, epochs)
+
+    with pytest.raises(Interrupt):
+        run_search(
+            crashed,
+            cfg,
+            evaluator_factory=lambda c: StopAfterStaged(build_evaluator(c), 3),
+            progress=False,
+        )
+    run_search(crashed, resume=True, progress=False)
+    every = [json.loads(x) for x in (run / "journal.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (crashed / "journal.jsonl").read_text().splitlines()]
+    assert strip(again) == strip(every)

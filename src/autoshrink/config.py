@@ -191,11 +191,6 @@ class SearchConfig:
                 "evaluator oneshot needs strategy autoshrink and score_start (the complete cell "
                 f"trained first); got strategy {self.strategy}, score_start={self.score_start}"
             )
-        if self.evaluator == "oneshot" and self.screening != "none":
-            raise ConfigError(
-                f"evaluator oneshot does not combine with screening {self.screening!r} yet; "
-                "use one of them"
-            )
         if self.evaluator == "oneshot" and self.objective != "erm":
             raise ConfigError(
                 f"evaluator oneshot fine-tunes with the erm objective; not with {self.objective!r}"

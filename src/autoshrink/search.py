@@ -529,6 +529,9 @@ def search_loop(
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key not in done and (why := violation(evaluator, p, config)):
                     append(record(p, i, seeds[i], why, float("-inf")))
+            if trail is not None:  # before anything of the step trains, stages included
+                waiting = sum(p.genotype.key not in done for p in proposals)
+                trail.before_step(strategy, proposals, waiting)
             screened: dict[int, list[StageResult]] = {}
             if screen is not None and screen.ready:
                 screened = screen_batch(
@@ -537,8 +540,6 @@ def search_loop(
                 )  # fmt: skip
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
-            if trail is not None:
-                trail.before_step(strategy, proposals, len(todo))
             bar = tqdm(
                 total=len(proposals),
                 initial=len(proposals) - len(todo),

@@ -124,6 +124,19 @@ class OneShotEvaluator:
     def profile(self, genotype: Cell) -> dict[str, float]:
         return self.inner.profile(genotype)
 
+    @property
+    def num_classes(self) -> int | None:
+        """The classes of a CNN proxy task (``None`` for the RNN task)."""
+        return getattr(self.inner, "num_classes", None)
+
+    def screening_stage(self, classes: Sequence[int], epochs: int) -> OneShotEvaluator:
+        """A progressive screening stage (:mod:`autoshrink.screening`) of one-shot evaluation:
+        candidates inherit their parent's weights as always and are fine-tuned for at most
+        ``epochs`` epochs (never more than this evaluator's) on the images of ``classes``."""
+        stage_epochs = min(epochs, self.epochs)
+        inner = self.inner.screening_stage(classes, max(1, stage_epochs))  # type: ignore[union-attr]
+        return OneShotEvaluator(inner, stage_epochs, self.folder)
+
     def _folder(self) -> Path:
         if self.folder is None:
             raise ConfigError("the one-shot evaluator needs a run folder (bind_weight_trail)")
