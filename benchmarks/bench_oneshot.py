@@ -26,6 +26,9 @@ search's recorded (selected, hence optimistic) best score.
 
     python benchmarks/bench_oneshot.py --seeds 0 1 --out /tmp/bos   # one JSON per seed there
     python benchmarks/bench_oneshot.py --summarize /tmp/bos          # the table over all seeds
+
+``--fashion DIR`` runs the same on Fashion-MNIST (the idx files in DIR) at a CPU-sized proxy:
+6 nodes, K = 4, 3 epochs, 50 images per class, 200 validation images.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ MODES = {"standalone": ("standalone", 1), "oneshot-1": ("oneshot", 1), "oneshot-
 RETRAIN_SALT = 1_000_003  # retraining seeds: candidate_seed(seed + salt, key), unused by searches
 #: ``--quick``: a smoke-test scale (minutes become seconds); figures are not comparable.
 QUICK = dict(nodes=5, k=3, per_class=10, val_size=100, training_epochs=2)
+#: ``--fashion DIR``: Fashion-MNIST at a CPU-sized proxy (the data folder is added).
+FASHION = dict(dataset="fashion-mnist", nodes=6, k=4, per_class=50, val_size=200, training_epochs=3)
 
 
-def demo(seed: int, quick: bool, **kw: object) -> SearchConfig:
-    return preset("demo", seed=seed, threads=1, **(QUICK if quick else {}), **kw)
+def demo(seed: int, scale: dict, **kw: object) -> SearchConfig:
+    return preset("demo", seed=seed, threads=1, **scale, **kw)
 
 
 def kendall_tau_b(a: list[float], b: list[float]) -> float:
@@ -84,9 +89,9 @@ def journal(run: Path) -> list[dict]:
     return [r for r in rows if r["type"] == "candidate"]
 
 
-def search(out: Path, seed: int, mode: str, quick: bool) -> dict:
+def search(out: Path, seed: int, mode: str, scale: dict) -> dict:
     evaluator, epochs = MODES[mode]
-    config = demo(seed, quick, evaluator=evaluator, oneshot_epochs=epochs)
+    config = demo(seed, scale, evaluator=evaluator, oneshot_epochs=epochs)
     t0 = time.perf_counter()
     result = run_search(out / mode, config, executor=InProcessExecutor(), progress=False)
     return {
@@ -138,12 +143,12 @@ def retrain(cell: dict, seed: int, config: SearchConfig) -> float:
     return config.score(evaluation.metrics) if evaluation.status == "ok" else float("-inf")
 
 
-def run_seed(seed: int, out: Path, quick: bool = False) -> dict:
+def run_seed(seed: int, out: Path, scale: dict) -> dict:
     torch.set_num_threads(1)
     order = list(MODES)[seed % 3 :] + list(MODES)[: seed % 3]  # no mode always runs first
-    runs = {mode: search(out / f"seed{seed}", seed, mode, quick) for mode in order}
+    runs = {mode: search(out / f"seed{seed}", seed, mode, scale) for mode in order}
     runs = {mode: runs[mode] for mode in MODES}
-    config = demo(seed, quick)
+    config = demo(seed, scale)
     t0 = time.perf_counter()
     ranks = rankings(out / f"seed{seed}" / "standalone", config)
     for r in runs.values():
@@ -241,14 +246,18 @@ def main() -> None:
     ap.add_argument("--summarize", type=Path, default=None, help="print the table of a folder")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke-test scale (not comparable)")
+    ap.add_argument("--fashion", type=Path, default=None, metavar="DIR", help="Fashion-MNIST")
     args = ap.parse_args()
+    scale = dict(QUICK) if args.quick else {}
+    if args.fashion is not None:
+        scale |= FASHION | {"data_dir": str(args.fashion)}
     if args.summarize is not None:
         summary = summarize(args.summarize)
         print(json.dumps(summary, indent=1) if args.json else summary["table"])
         return
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        result = run_seed(seed, args.out, args.quick)
+        result = run_seed(seed, args.out, scale)
         (args.out / f"seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
         runs = result["runs"]
         print(
