@@ -9,6 +9,7 @@ candidate records, one retry event for that candidate, and a resume must train n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -228,3 +229,28 @@ def test_missing_ray_says_how_to_install(monkeypatch, cli, tmp_path):
     assert code == 2
     assert err.count("\n") == 1 and 'pip install "autoshrink[ray]"' in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+class WhoAmI:
+    """Reports the worker process and its own name: which evaluator ran where."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def profile(self, genotype: Any) -> dict[str, float]:
+        return {}
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        return Evaluation({"pid": float(os.getpid())}, "ok", 0.0, {"name": self.name})
+
+
+def test_pool_workers_keep_several_evaluators_without_restarting():
+    jobs = _jobs(4)
+    evaluators = [WhoAmI(n) for n in ("full", "stage", "other")]
+    with contextlib.closing(LocalPoolExecutor(2)) as pool:
+        pids: set[float] = set()
+        for evaluator in [*evaluators, evaluators[0], evaluators[1]]:  # alternate, as stages do
+            out = dict(pool.run(evaluator, jobs))
+            assert {e.detail["name"] for e in out.values()} == {evaluator.name}
+            pids |= {e.metrics["pid"] for e in out.values()}
+        assert len(pids) == 2  # the same two workers served every evaluator
