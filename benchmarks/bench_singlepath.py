@@ -119,6 +119,60 @@ def search_settings(args: argparse.Namespace, lat: LatencySettings) -> SearchSet
     )
 
 
+def remeasure(out: Path, rounds: int, holdout: int, seed: int, lat: LatencySettings) -> dict:
+    """Measure again, ``rounds`` times in interleaved order, the networks of the searches in
+    ``out`` (per width: MobileNetV2, the found network, ``holdout`` random networks), and
+    compare each median with its saved model's prediction (no search, no new table)."""
+    nets = []
+    for folder in sorted(out.glob("search-*")):
+        w = float(folder.name.split("-", 1)[1])
+        arch = MBConvArch.load(folder / "architecture.json")
+        model, _, _ = prepare_model(folder / "latency_table.json", arch.spec, lat)
+        mbv2 = mobilenetv2_arch(w, num_classes=10, in_channels=1)
+        nets.append((f"MobileNetV2-{w:g}", mbv2, model, "mobilenetv2"))
+        nets.append((f"SinglePath@{w:g}", arch, model, "found"))
+        for i, a in enumerate(random_archs(arch, holdout, seed + 17)):
+            nets.append((f"random@{w:g}#{i}", a, model, "held-out"))
+    times: dict[str, list[float]] = {name: [] for name, *_ in nets}
+    for r in range(rounds):
+        for name, arch, _, _ in nets if r % 2 == 0 else nets[::-1]:
+            times[name].append(measure(arch, lat))
+    rows = []
+    for name, arch, model, kind in nets:
+        median = float(np.median(times[name]))
+        predicted = model.predict(arch)
+        rows.append({
+            "network": name, "kind": kind, "predicted_ms": predicted, "measured_ms": times[name],
+            "median_ms": median, "spread": (max(times[name]) - min(times[name])) / median,
+            "rel_error": abs(predicted - median) / median,
+        })  # fmt: skip
+    by_kind = {
+        kind: float(np.median([r["rel_error"] for r in rows if r["kind"] == kind]))
+        for kind in ("found", "mobilenetv2", "held-out")
+    }
+    return {
+        "rows": rows,
+        "median_rel_error": by_kind,
+        "median_rel_error_all": float(np.median([r["rel_error"] for r in rows])),
+        "median_spread": float(np.median([r["spread"] for r in rows])),
+        "rounds": rounds,
+    }
+
+
+def print_remeasure(summary: dict) -> None:
+    print(f"{'network':<18} {'predicted':>9} {'median':>9} {'error':>7} {'spread':>7}  rounds (ms)")
+    for r in summary["rows"]:
+        rounds = " ".join(f"{m:.2f}" for m in r["measured_ms"])
+        print(f"{r['network']:<18} {r['predicted_ms']:9.3f} {r['median_ms']:9.3f} "
+              f"{100 * r['rel_error']:6.1f}% {100 * r['spread']:6.1f}%  {rounds}")  # fmt: skip
+    errs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["median_rel_error"].items())
+    print(
+        f"median |predicted - median measured| / median measured: {errs}; all networks "
+        f"{100 * summary['median_rel_error_all']:.1f}%; median spread of the same network "
+        f"across {summary['rounds']} rounds {100 * summary['median_spread']:.1f}%; goal <= 10%"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--widths", type=float, nargs="+", default=[0.75, 1.0, 1.4])
@@ -138,9 +192,23 @@ def main() -> None:
     p.add_argument("--threshold-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="latency only")
+    p.add_argument(
+        "--remeasure",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="no search: measure the networks of the searches in --out again, ROUNDS times "
+        "interleaved, against their saved latency models",
+    )
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_singlepath"))
     args = p.parse_args()
     lat = LatencySettings(backend="onnxruntime", batch=1, threads=1, clock="cpu")
+    if args.remeasure:
+        torch.set_num_threads(1)
+        summary = remeasure(args.out, args.remeasure, args.holdout, args.seed, lat)
+        (args.out / "remeasure.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print_remeasure(summary)
+        return
     try:
         search = search_settings(args, lat)
     except ConfigError as err:
