@@ -175,9 +175,10 @@ def check_screened_run(run_dir, cfg: SearchConfig) -> list[dict]:
         for r in survivors:  # survivors beat the losers in the stage
             assert best_loser is None or staged[r["key"]]["score"] >= best_loser
             assert r["detail"]["stages"][0]["score"] == pytest.approx(staged[r["key"]]["score"])
-        for r in screened:
+        for r in screened:  # a screened record counts its stage's images and seconds
             assert r["score"] is None and r["detail"]["screened_at_stage"] == 1
             assert r["detail"]["images_trained"] == staged[r["key"]]["detail"]["images_trained"]
+            assert r["seconds"] == pytest.approx(staged[r["key"]]["seconds"])
     for r in stages:  # a stage trains on half of the classes: its images, one epoch
         assert r["detail"]["images_trained"] == 60 and r["detail"]["epochs"] == 1
     result = json.loads((run_dir / "result.json").read_text())
@@ -253,3 +254,17 @@ def test_cli_refuses_bad_screening_in_one_line(tmp_path, args, message) -> None:
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_cli_search_screens_and_says_how_many_were_screened_out(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "autoshrink", "search", "--preset", "demo", "--no-progress",
+         "--nodes", "4", "-k", "3", "--epochs", "1", "--per-class", "10", "--val-size", "40",
+         "--screening", "progressive", "--executor", "inprocess", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["screening_stages"] == [{"classes": 0.5, "epochs": 1, "keep": 0.25}]
+    screened = sum(r["status"] == "screened" for r in records(tmp_path / "r"))
+    assert screened and f"({screened} screened out)" in out.stdout

@@ -209,6 +209,7 @@ class StageResult:
     score: float
     metrics: dict[str, float]
     images: int
+    seconds: float
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> StageResult:
@@ -219,6 +220,7 @@ class StageResult:
             -math.inf if score is None else float(score),
             {k: (math.nan if v is None else v) for k, v in rec["metrics"].items()},
             int(rec["detail"].get("images_trained", 0)),
+            float(rec.get("seconds", 0.0)),
         )
 
     def summary(self) -> dict[str, Any]:

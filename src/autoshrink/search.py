@@ -626,7 +626,7 @@ def screen_batch(
         loser = Evaluation(
             evaluator.profile(proposals[i].genotype),
             "screened",
-            0.0,
+            sum(r.seconds for r in stages),
             {
                 "screened_at_stage": stages[-1].stage,
                 "stages": [r.summary() for r in stages],
@@ -638,13 +638,15 @@ def screen_batch(
 
 
 def with_stages(evaluation: Evaluation, stages: list[StageResult]) -> Evaluation:
-    """A survivor's full evaluation with its stage results in ``detail["stages"]`` and their
-    images added to ``detail["images_trained"]``."""
+    """A survivor's full evaluation with its stage results in ``detail["stages"]``, their
+    images added to ``detail["images_trained"]`` and their seconds to its seconds: a record
+    counts what its candidate cost."""
     detail = dict(evaluation.detail)
     detail["stages"] = [r.summary() for r in stages]
     if "images_trained" in detail:
         detail["images_trained"] += sum(r.images for r in stages)
-    return replace(evaluation, detail=detail)
+    seconds = evaluation.seconds + sum(r.seconds for r in stages)
+    return replace(evaluation, detail=detail, seconds=seconds)
 
 
 def images_trained(records: Iterable[dict[str, Any]]) -> int | None:

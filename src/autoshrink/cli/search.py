@@ -438,8 +438,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"complete cell score {start.score:.4f} (accuracy {start.metrics.get('accuracy'):.4f})"
         )
+    screened = (result.screening or {}).get("screened_out")
+    out = f" ({screened} screened out)" if screened else ""
     print(
-        f"{result.evaluations} candidates, {result.trained} trained now, "
+        f"{result.evaluations} candidates{out}, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
     )
     return stopped_early(result)
