@@ -270,3 +270,65 @@ def test_oneshot_composes_with_screening_and_resumes(tmp_path, screening):
     every = [json.loads(x) for x in (run / "journal.jsonl").read_text().splitlines()]
     again = [json.loads(x) for x in (crashed / "journal.jsonl").read_text().splitlines()]
     assert strip(again) == strip(every)
+
+
+def test_stacked_fine_tuning_matches_one_by_one(tmp_path, one_thread):
+    """The batched executor fine-tunes a step's candidates stacked: in float64, the same
+    evaluations and the same saved weights as the one-by-one one-shot evaluator."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
+    from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+    from autoshrink.evaluators.oneshot import CANDIDATES, CURRENT, OneShotEvaluator
+    from autoshrink.evaluators.oneshot import save_weights as save
+    from autoshrink.graph import Cell
+
+    base = build_evaluator(config(per_class=8)).inner
+    s = base.split
+    split = replace(s, train_x=s.train_x.astype(np.float64), val_x=s.val_x.astype(np.float64))
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        proxy = CNNProxyEvaluator(split, base.macro, base.training)
+        parent = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"), "relu")
+        _, model = proxy.fit(parent, 11)
+        cells = [parent.remove_edge(e) for e in parent.edges[:3]]
+        seeds = [3, 4, 5]
+        results, folders = {}, {}
+        for name in ("alone", "stacked"):
+            folders[name] = tmp_path / name
+            (folders[name] / CANDIDATES).mkdir(parents=True)
+            save(folders[name] / CURRENT, parent, model)
+            one = OneShotEvaluator(proxy, 1, folders[name])
+            if name == "alone":
+                results[name] = [one.evaluate(c, s) for c, s in zip(cells, seeds, strict=True)]
+            else:
+                assert BatchedOneShotEvaluator.applies(one)
+                results[name] = BatchedOneShotEvaluator(one).evaluate_many(cells, seeds)
+    finally:
+        torch.set_default_dtype(before)
+    for cell, a, b in zip(cells, results["alone"], results["stacked"], strict=True):
+        assert b.detail.pop("batch") == 3
+        assert a.status == b.status == "ok" and a.detail == b.detail
+        assert b.metrics == pytest.approx(a.metrics, rel=1e-9)
+        wa = load_weights(folders["alone"] / CANDIDATES / f"{cell.key}.safetensors")[1]
+        wb = load_weights(folders["stacked"] / CANDIDATES / f"{cell.key}.safetensors")[1]
+        assert wa.keys() == wb.keys()
+        for name in wa:
+            assert torch.allclose(wa[name], wb[name], atol=1e-9, rtol=1e-7), name
+        inherited = load_weights(folders["alone"] / CURRENT)[1]  # the weights did move
+        assert not torch.allclose(wa["stem.0.weight"], inherited["stem.0.weight"])
+    assert not BatchedOneShotEvaluator.applies(OneShotEvaluator(proxy, 0))
+
+
+def test_a_oneshot_search_on_the_batched_executor_stacks_each_step(tmp_path, one_thread):
+    from autoshrink.executors.factory import build_executor
+
+    run_search(tmp_path / "b", config(k=3), executor=build_executor("batched"), progress=False)
+    later = [r for r in journal(tmp_path / "b") if r["step"] > 0 and r["status"] == "ok"]
+    assert later and all(r["detail"]["inherited"] for r in later)
+    assert any(r["detail"]["batch"] > 1 for r in later)
+    assert (tmp_path / "b" / "oneshot" / "current.safetensors").is_file()

@@ -12,7 +12,7 @@ stacked network cannot build (other ops) are trained one by one.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 import torch
 
@@ -20,7 +20,7 @@ from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
-from autoshrink.nn.batched import build_batched, union_cell, widest_widths
+from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
 from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
@@ -112,6 +112,16 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             depthwise=self.depthwise,
             bn=self.bn,
         ).to(self.device)
+        yield from self._fit(engine, seeds)
+
+    def _fit(
+        self,
+        engine: BatchedCNN,
+        seeds: list[int],
+        on_stop: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, TrainOutcome]]:
+        """Train the stacked ``engine`` with this evaluator's data and settings, candidate
+        ``k``'s data order from ``seeds[k]`` (``on_stop``: see :func:`train_batched`)."""
         train, val = self._tensors()
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         yield from train_batched(
@@ -124,6 +134,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             tf32=self.tf32,
             cuda_graph=self.cuda_graph,
             compact_below=self.compact_below,
+            on_stop=on_stop,
         )
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:

@@ -137,13 +137,14 @@ class OneShotEvaluator:
         inner = self.inner.screening_stage(classes, max(1, stage_epochs))  # type: ignore[union-attr]
         return OneShotEvaluator(inner, stage_epochs, self.folder)
 
-    def _folder(self) -> Path:
+    def weights_folder(self) -> Path:
+        """The run's ``oneshot/`` folder (a ConfigError until the search binds it)."""
         if self.folder is None:
             raise ConfigError("the one-shot evaluator needs a run folder (bind_weight_trail)")
         return self.folder
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
-        folder = self._folder()
+        folder = self.weights_folder()
         detail: dict[str, Any] = {"inherited": False}
         if is_complete(genotype):  # step 0: the full proxy protocol, from scratch
             evaluation, model = self.inner.fit(genotype, seed)

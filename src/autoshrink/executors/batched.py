@@ -6,8 +6,10 @@
 (:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings), a
 plain :class:`~autoshrink.evaluators.rnn_proxy.RNNProxyEvaluator` into its stacked twin
 (:class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator`, which takes the precision
-options ``bf16`` and ``tf32``; CUDA graphs and depthwise kernels are CNN-engine options); any
-other evaluator is run one job after another. A candidate that still ran out of memory alone
+options ``bf16`` and ``tf32``; CUDA graphs and depthwise kernels are CNN-engine options), a
+one-shot evaluator of CNN cells that fine-tunes for at least one epoch into
+:class:`~autoshrink.evaluators.batched_oneshot.BatchedOneShotEvaluator`; any other evaluator
+is run one job after another. A candidate that still ran out of memory alone
 trains again (:func:`~autoshrink.executors.retries.retry_out_of_memory`).
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
+from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
@@ -45,6 +48,8 @@ class BatchedExecutor:
             return self._batched
         if isinstance(evaluator, CNNProxyEvaluator):
             batched: Any = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
+        elif BatchedOneShotEvaluator.applies(evaluator):
+            batched = BatchedOneShotEvaluator(evaluator, **self.options)
         elif isinstance(evaluator, RNNProxyEvaluator):
             if self.options.get("cuda_graph"):
                 raise ConfigError("--cuda-graph is for the CNN engine, not --task rnn")

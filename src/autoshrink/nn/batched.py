@@ -42,6 +42,7 @@ from autoshrink.nn.stacked_ops import (
     StackedBN,
     check_bn,
     check_depthwise,
+    move,
     pointwise,
     to_nchw,
     to_nhwkc,
@@ -180,16 +181,22 @@ class BatchedCell(nn.Module):
             )
         return y + shortcut
 
-    def load(self, k: int, ref: nn.Module, where: CellPlacement) -> None:
-        """Copy the weights of a separately built :class:`~autoshrink.nn.cnn.CNNCell`."""
+    def load(self, k: int, ref: nn.Module, where: CellPlacement, back: bool = False) -> None:
+        """Copy the weights of a separately built :class:`~autoshrink.nn.cnn.CNNCell` into
+        candidate ``k`` (``back``: candidate ``k``'s into it)."""
         for i, j in enumerate(self.nodes[1:], start=1):
             if str(j) in ref.ops:
-                self.ops[i - 1].load(k, ref.ops[str(j)], self.columns[k][i])
+                self.ops[i - 1].load(k, ref.ops[str(j)], self.columns[k][i], back)
         if where.needs_projection:
             conv, bn = ref.shortcut
             rows, cols = where.out_channels, where.in_channels
-            self.proj.data[k, :rows, :cols] = conv.weight.detach()[:, :, 0, 0].to(self.proj.dtype)
-            self.proj_bn.load(k, bn, slice(0, rows))
+            move(
+                self.proj.data[k],
+                (slice(0, rows), slice(0, cols)),
+                conv.weight.data[:, :, 0, 0],
+                back,
+            )
+            self.proj_bn.load(k, bn, slice(0, rows), back)
 
 
 def _offsets(widths: Sequence[int]) -> list[int]:
@@ -291,22 +298,22 @@ class BatchedCNN(nn.Module):
         pooled = y.mean(dim=(1, 2))  # [B, K, C]
         return torch.einsum("bkc,koc->bko", pooled, self.classifier) + self.classifier_bias
 
-    def load_network(self, k: int, net: CNNNetwork) -> None:
-        """Copy the weights and BN statistics of candidate ``k``'s own network into slice ``k``."""
+    def load_network(self, k: int, net: CNNNetwork, back: bool = False) -> None:
+        """Copy the weights and BN statistics of candidate ``k``'s own network into slice ``k``
+        (``back``: slice ``k``'s into the network, e.g. to save a candidate trained here)."""
         conv, bn = net.stem[0], net.stem[1]
-        self.stem.data[k] = conv.weight.detach().to(self.stem.dtype)
-        self.stem_bn.load(k, bn, slice(None))
+        move(self.stem.data[k], ..., conv.weight.data, back)
+        self.stem_bn.load(k, bn, slice(None), back)
         for cell, ref, where in zip(self.cells, net.cells, self.placements[k], strict=True):
-            cell.load(k, ref, where)
-        features = self.placements[k][-1].out_channels
+            cell.load(k, ref, where, back)
+        features = slice(0, self.placements[k][-1].out_channels)
         if self.head is not None:
             conv, bn = net.head[0], net.head[1]
-            self.head.data[k, :, :features] = conv.weight.detach()[:, :, 0, 0].to(self.head.dtype)
-            self.head_bn.load(k, bn, slice(None))
-            features = self.head.shape[1]
-        w, b = net.classifier.weight.detach(), net.classifier.bias.detach()
-        self.classifier.data[k, :, :features] = w.to(self.classifier.dtype)
-        self.classifier_bias.data[k] = b.to(self.classifier_bias.dtype)
+            move(self.head.data[k], (slice(None), features), conv.weight.data[:, :, 0, 0], back)
+            self.head_bn.load(k, bn, slice(None), back)
+            features = slice(None)
+        move(self.classifier.data[k], (slice(None), features), net.classifier.weight.data, back)
+        move(self.classifier_bias.data[k], ..., net.classifier.bias.data, back)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the candidates at positions ``keep`` (a 1-D index), dropping the others.

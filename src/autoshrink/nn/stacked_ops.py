@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -265,14 +266,17 @@ class StackedBN(nn.Module):
         )
         return y.view(x.shape) if act is None else activation(act, y.view(x.shape))
 
-    def load(self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice) -> None:
+    def load(
+        self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice, back: bool = False
+    ) -> None:
+        """Copy ``bn`` into candidate ``k``'s ``channels`` (``back``: those into ``bn``)."""
         for mine, theirs in (
             (self.weight, bn.weight),
             (self.bias, bn.bias),
             (self.running_mean, bn.running_mean),
             (self.running_var, bn.running_var),
         ):
-            mine.data[k, channels] = theirs.detach().to(mine.dtype)
+            move(mine.data[k], channels, theirs.data, back)
 
 
 class Sep3x3(nn.Module):
@@ -295,13 +299,15 @@ class Sep3x3(nn.Module):
         h = self.bn1(h, self.act)
         return bn_finish(self.bn2, self.act, pointwise(h, self.pw * mask[:, None, :]), leaf)
 
-    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+    def load(self, k: int, op: nn.Module, cols: list[int], back: bool = False) -> None:
+        """Copy the plain op ``op`` into candidate ``k``'s input columns ``cols`` (``back``:
+        the other way)."""
         dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
         bn1, bn2 = (m for m in op if isinstance(m, nn.BatchNorm2d))
-        self.dw.data[k, cols] = dw.weight.detach()[:, 0].to(self.dw.dtype)
-        self.pw.data[k][:, cols] = pw.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
-        self.bn1.load(k, bn1, cols)
-        self.bn2.load(k, bn2, slice(None))
+        move(self.dw.data[k], cols, dw.weight.data[:, 0], back)
+        move(self.pw.data[k], (slice(None), cols), pw.weight.data[:, :, 0, 0], back)
+        self.bn1.load(k, bn1, cols, back)
+        self.bn2.load(k, bn2, slice(None), back)
 
 
 class Conv1x1(nn.Module):
@@ -318,11 +324,22 @@ class Conv1x1(nn.Module):
     ) -> torch.Tensor:
         return bn_finish(self.bn, self.act, pointwise(x, self.pw * mask[:, None, :]), leaf)
 
-    def load(self, k: int, op: nn.Module, cols: list[int]) -> None:
+    def load(self, k: int, op: nn.Module, cols: list[int], back: bool = False) -> None:
+        """As :meth:`Sep3x3.load`."""
         (conv,) = (m for m in op if isinstance(m, nn.Conv2d))
         (bn,) = (m for m in op if isinstance(m, nn.BatchNorm2d))
-        self.pw.data[k][:, cols] = conv.weight.detach()[:, :, 0, 0].to(self.pw.dtype)
-        self.bn.load(k, bn, slice(None))
+        move(self.pw.data[k], (slice(None), cols), conv.weight.data[:, :, 0, 0], back)
+        self.bn.load(k, bn, slice(None), back)
+
+
+def move(stacked: torch.Tensor, index: Any, own: torch.Tensor, back: bool) -> None:
+    """Copy a candidate's own tensor ``own`` into ``stacked[index]`` (``stacked``: the
+    candidate's slice of a stacked tensor), or with ``back`` from there into ``own``; both are
+    views of the tensors' data, so that either direction writes in place."""
+    if back:
+        own.copy_(stacked[index].to(own.dtype))
+    else:
+        stacked[index] = own.to(stacked.dtype)
 
 
 OP_MODULES = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}

@@ -191,8 +191,12 @@ def train_batched(
     tf32: bool = True,
     cuda_graph: bool = False,
     compact_below: float = 0.5,
+    on_stop: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, TrainOutcome]]:
     """Train the ``engine.k`` candidates; yield ``(k, outcome)`` as each one stops.
+
+    ``on_stop(k, position)`` is called when candidate ``k`` stops, while its weights are still
+    those it stopped with, at ``position`` in the engine's stack (e.g. to save them).
 
     ``train``/``val`` are ``x [N, C, H, W]``, ``y [N]`` on the engine's device, shared by all
     candidates; ``generators[k]`` draws candidate ``k``'s mini-batch order. ``engine`` is
@@ -265,6 +269,8 @@ def train_batched(
             if out is not None:
                 if not out.diverged:
                     out.class_accuracy = val_classes[pos]
+                    if on_stop is not None:
+                        on_stop(i, pos)
                 training.discard(i)
                 yield i, out
         if not training:
