@@ -31,6 +31,9 @@
 #      ($FINAL_EPOCHS, 2; bf16 on a GPU), Fashion-MNIST at 32x32: images/s, peak GPU memory, test
 #      accuracy; then `autoshrink train` killed after its first epoch and resumed with --resume
 #      against the uninterrupted run (PASS/FAIL).
+#  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
+#      step's K = 10 candidates from their parent's weights, one by one against stacked on the
+#      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
 # PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10); steps 1-8 took 4.8 min
 # on an H200, 9 and 10 are estimated at 4-5 min together (not yet run on a GPU), so within one
 # 15-minute budget with the machine's start run PARTS="rnn final" if the CNN figures are not
@@ -168,6 +171,13 @@ if part rnn; then
     grep -v "not in the training vocabulary" "$OUT/rnn.txt"
 fi
 
+if part oneshot; then
+step "one-shot fine-tuning: stacked vs one by one, and float64 (issue #17)"
+timeout $((150 * SCALE)) "$PY" benchmarks/bench_oneshot_engine.py --device "$DEVICE" --check \
+    "${EXTRA[@]}" ${DATA:+--data "$DATA"} --json > "$OUT/oneshot.json" 2> "$OUT/oneshot.txt"
+cat "$OUT/oneshot.json"
+fi
+
 if part final && [ -n "$DATA" ]; then
     step "final training: ShrinkCNN-A and MobileNetV2-1.4, kill + --resume"
     FINAL=(--epochs "$FINAL_EPOCHS" --precision bf16)
@@ -236,6 +246,12 @@ if rnn.exists() and rnn.read_text().strip():
         print(f"RNN paper-protocol search (stacked): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
+oneshot = out / "oneshot.json"
+if oneshot.exists() and oneshot.read_text().strip():
+    r = json.loads(oneshot.read_text())
+    print(f"{r['device']} one-shot check: {'PASS' if r.get('check') else 'FAIL'}; K = {r['k']} "
+          f"({r['data']}): one by one {r['one_by_one_images_s']:,.0f}, stacked "
+          f"{r['stacked_images_s']:,.0f} candidate-images/s, oneshot speedup: {r['speedup']:.2f}")
 final = out / "final.json"
 if final.exists() and final.read_text().strip():
     r = json.loads(final.read_text())

@@ -66,3 +66,22 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert (out / "rnn_search" / "best_cell.json").is_file()
     for network in ("ShrinkCNN-A", "MobileNetV2-1.4"):
         assert re.search(rf"cpu final training {network} \(1 epochs, fp32\): [\d,]+ img/s", summary)
+
+
+def test_the_oneshot_part_runs_on_the_cpu(tmp_path: Path) -> None:
+    """``PARTS=oneshot``: stacked against one-by-one fine-tuning, and the float64 check."""
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "oneshot"}
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "oneshot.json").read_text())
+    assert report["check"] and report["float64_largest_difference"] < 1e-6
+    assert report["one_by_one_images_s"] > 0 and report["stacked_images_s"] > 0
+    assert "one-shot check: PASS" in (out / "summary.txt").read_text()
