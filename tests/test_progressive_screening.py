@@ -28,7 +28,7 @@ from autoshrink.screening import (
     stages_from_json,
 )
 from autoshrink.search import run_search
-from autoshrink.training.classification import class_accuracy, evaluate
+from autoshrink.training.classification import evaluate, evaluate_classes
 
 
 def prog_config(**kw) -> SearchConfig:
@@ -132,11 +132,12 @@ def test_class_accuracy_agrees_with_the_overall_accuracy() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
     x, y = torch.randn(50, 3, 2, 2), torch.randint(0, 3, (50,))  # class 3 has no images
-    per_class = class_accuracy(model, x, y, 4, batch_size=16)
+    loss, accuracy, per_class = evaluate_classes(model, x, y, batch_size=16)
     assert math.isnan(per_class[3])
     counts = torch.bincount(y, minlength=4).tolist()
     overall = sum(a * n for a, n in zip(per_class[:3], counts[:3], strict=True)) / 50
-    assert overall == pytest.approx(evaluate(model, x, y, 16)[1])
+    assert overall == pytest.approx(accuracy)
+    assert (loss, accuracy) == evaluate(model, x, y, 16)
 
 
 def test_a_restricted_split_keeps_only_the_classes_and_their_labels() -> None:

@@ -27,7 +27,6 @@ from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.classification import (
     ProxyTraining,
     TrainOutcome,
-    class_accuracy,
     train_proxy,
 )
 
@@ -120,10 +119,6 @@ class CNNProxyEvaluator:
         except (RuntimeError, ValueError) as err:
             return failed(metrics, "accuracy", err, t0, genotype.key), None
         accuracy = float("nan") if out.diverged else out.best_accuracy
-        if not out.diverged and out.class_accuracy is None:
-            out.class_accuracy = class_accuracy(
-                model, *val, self.split.num_classes, self.training.batch_size
-            )
         return self._finished(genotype, metrics, accuracy, out, t0), model
 
     def _finished(

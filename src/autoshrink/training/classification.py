@@ -49,29 +49,28 @@ def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on ``x [N, C, H, W]``, ``y [N]`` (eval mode)."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for s in range(0, len(y), batch_size):
-            logits = model(x[s : s + batch_size])
-            loss_sum += F.cross_entropy(logits, y[s : s + batch_size], reduction="sum").item()
-            correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
-    return loss_sum / len(y), correct / len(y)
+    loss, accuracy, _ = evaluate_classes(model, x, y, batch_size)
+    return loss, accuracy
 
 
-def class_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int
-) -> list[float]:
-    """Accuracy of ``model`` on the images of each class of ``x``, ``y`` (eval mode); ``nan``
-    for a class without images."""
+def evaluate_classes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float, list[float]]:
+    """:func:`evaluate` with, from the same pass, the accuracy on the images of each class of
+    the model's outputs (``nan`` for a class without images)."""
     model.eval()
-    hits = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+    loss_sum, hits = 0.0, None
     with torch.no_grad():
         for s in range(0, len(y), batch_size):
             yb = y[s : s + batch_size]
-            right = (model(x[s : s + batch_size]).argmax(1) == yb).long()
-            hits.index_add_(0, yb, right)
-    return per_class(hits, torch.bincount(y, minlength=num_classes))
+            logits = model(x[s : s + batch_size])
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+            if hits is None:
+                hits = torch.zeros(logits.shape[1], dtype=torch.long, device=y.device)
+            hits.index_add_(0, yb, (logits.argmax(1) == yb).long())
+    assert hits is not None, "evaluation needs images"
+    totals = torch.bincount(y, minlength=len(hits))
+    return loss_sum / len(y), int(hits.sum()) / len(y), per_class(hits, totals)
 
 
 def per_class(hits: torch.Tensor, totals: torch.Tensor) -> list[float]:
@@ -105,7 +104,7 @@ def train_proxy(
         train_loss = float(loss_sum) / len(y)
         if not math.isfinite(train_loss):
             return TrainOutcome(best, epoch, True, "diverged", history)
-        val_loss, val_acc = evaluate(model, *val, settings.batch_size)
+        val_loss, val_acc, classes = evaluate_classes(model, *val, settings.batch_size)
         history.append(
             {
                 "epoch": epoch,
@@ -121,9 +120,9 @@ def train_proxy(
         else:
             since_best += 1
         if since_best >= settings.patience:
-            return TrainOutcome(best, epoch, False, "patience", history)
+            return TrainOutcome(best, epoch, False, "patience", history, classes)
         if epoch >= settings.min_accuracy_epoch and val_acc < settings.min_accuracy:
-            return TrainOutcome(best, epoch, False, "low_accuracy", history)
+            return TrainOutcome(best, epoch, False, "low_accuracy", history, classes)
         if val_loss > settings.overfit_ratio * train_loss:
-            return TrainOutcome(best, epoch, False, "overfit", history)
-    return TrainOutcome(best, settings.epochs, False, "epochs", history)
+            return TrainOutcome(best, epoch, False, "overfit", history, classes)
+    return TrainOutcome(best, settings.epochs, False, "epochs", history, classes)

@@ -20,7 +20,7 @@ from autoshrink.data.text import batchify
 from autoshrink.training.classification import (
     ProxyTraining,
     TrainOutcome,
-    evaluate,
+    evaluate_classes,
     train_proxy,
 )
 from autoshrink.training.language import (
@@ -63,10 +63,11 @@ def finetune(
     if epochs > 0:
         return train_proxy(model, train, val, replace(settings, epochs=epochs), generator)
     recompute_bn_statistics(model, train[0], settings.batch_size)
-    loss, accuracy = evaluate(model, *val, settings.batch_size)
+    loss, accuracy, classes = evaluate_classes(model, *val, settings.batch_size)
     diverged = not math.isfinite(loss)
     history = [{"epoch": 0, "val_loss": loss, "val_accuracy": accuracy}]
-    return TrainOutcome(accuracy, 0, diverged, "diverged" if diverged else "inherited", history)
+    reason = "diverged" if diverged else "inherited"
+    return TrainOutcome(accuracy, 0, diverged, reason, history, None if diverged else classes)
 
 
 def finetune_lm(
