@@ -24,14 +24,13 @@ from conftest import REPO
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.mark.slow
-def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
-    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST} (apt install dataset-fashion-mnist)")
+def run_check(tmp_path: Path, *args: str, **env: str) -> Path:
+    """Run ``scripts/gpu_check.sh *args`` on the CPU at smoke size (``env``: more settings);
+    it must succeed. Returns its ``OUT`` folder."""
     out = tmp_path / "gpu_check"
-    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out)}
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), **env}
     done = subprocess.run(
-        ["bash", "scripts/gpu_check.sh", str(FASHION_MNIST)],
+        ["bash", "scripts/gpu_check.sh", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -39,6 +38,14 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST} (apt install dataset-fashion-mnist)")
+    out = run_check(tmp_path, str(FASHION_MNIST))
     assert "-> PASS" in (out / "check.txt").read_text()
     summary = (out / "summary.txt").read_text()
     for tag in ("bf16", "fp32"):
@@ -70,17 +77,7 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
 
 def test_the_oneshot_part_runs_on_the_cpu(tmp_path: Path) -> None:
     """``PARTS=oneshot``: stacked against one-by-one fine-tuning, and the float64 check."""
-    out = tmp_path / "gpu_check"
-    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "oneshot"}
-    done = subprocess.run(
-        ["bash", "scripts/gpu_check.sh"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = run_check(tmp_path, PARTS="oneshot")
     report = json.loads((out / "oneshot.json").read_text())
     assert report["check"] and report["float64_largest_difference"] < 1e-6
     assert report["one_by_one_images_s"] > 0 and report["stacked_images_s"] > 0
