@@ -224,8 +224,11 @@ class StageResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "status": self.status, "score": self.score} | {
-            "metrics": self.metrics
+        return {
+            "stage": self.stage,
+            "status": self.status,
+            "score": self.score,
+            "metrics": self.metrics,
         }
 
 

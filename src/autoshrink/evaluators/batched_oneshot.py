@@ -78,7 +78,8 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
         parent, tensors = load_weights(folder / CURRENT)
         self._parent = parent
         nets = []
-        for cell, seed in zip(cells, seeds, strict=True):  # as OneShotEvaluator, seed first
+        # per candidate, the random draws of OneShotEvaluator: seed, parent built, then cut
+        for cell, seed in zip(cells, seeds, strict=True):
             check_subcell(parent, cell)
             torch.manual_seed(seed)
             trained = build_network(parent, self.macro)
