@@ -37,6 +37,7 @@ from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.nn.node_states import NODE_INPUTS, resolve_node_inputs
 from autoshrink.nn.stacked_ops import BN_BACKENDS, DEPTHWISE_BACKENDS, resolve_depthwise
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
@@ -89,12 +90,12 @@ def stacked_engine(
     seeds: list[int],
     options: dict[str, Any],
 ) -> tuple[BatchedCNN, dict[str, Any]]:
-    """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']`` and
-    ``options['bn']``) and the rest of ``options``: the ``train_batched`` keywords."""
+    """The stacked network of ``cells`` (``build_batched``, with ``options['depthwise']``,
+    ``options['bn']`` and ``options['node_inputs']``) and the rest of ``options``: the
+    ``train_batched`` keywords."""
     rest = dict(options)
-    depthwise = rest.pop("depthwise", "auto")
-    bn = rest.pop("bn", "auto")
-    return build_batched(parent, spec, cells, seeds, depthwise=depthwise, bn=bn), rest
+    built = {key: rest.pop(key, "auto") for key in ("depthwise", "bn", "node_inputs")}
+    return build_batched(parent, spec, cells, seeds, **built), rest
 
 
 def engine_epoch(
@@ -206,7 +207,12 @@ def _device_check(device: str, say) -> bool:
         net = build_network(cell, spec).to(device).double()
         refs.append(train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed)))
     default = resolve_depthwise("auto")
-    variants: list[tuple[str, dict[str, Any]]] = [(f"engine, {default} depthwise", {})]
+    inputs = resolve_node_inputs("auto", torch.device(device))
+    other = "concat" if inputs == "buffer" else "buffer"
+    variants: list[tuple[str, dict[str, Any]]] = [
+        (f"engine, {default} depthwise, {inputs} node inputs", {}),
+        (f"engine, {other} node inputs", {"node_inputs": other}),
+    ]
     if device.startswith("cuda"):
         variants.append(("engine in CUDA graphs", {"cuda_graph": True}))
         variants += [
@@ -246,6 +252,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "cuda_graph": args.cuda_graph,
         "depthwise": args.depthwise,
         "bn": args.bn,
+        "node_inputs": args.node_inputs,
     }
 
 
@@ -287,6 +294,13 @@ def main() -> None:
         default="auto",
         help="the engine's batch norm + activation (auto: fused in Triton on CUDA where "
         "installed; torch: F.batch_norm then the activation, the unfused baseline)",
+    )
+    p.add_argument(
+        "--node-inputs",
+        choices=NODE_INPUTS,
+        default="auto",
+        help="how the engine's nodes read their predecessors' outputs (auto: views of one "
+        "buffer on CUDA, concatenated on the CPU; concat: torch.cat, the buffer's baseline)",
     )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
@@ -335,6 +349,7 @@ def main() -> None:
         settings = ProxyTraining(epochs=1)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     depthwise = resolve_depthwise(args.depthwise)  # the kernels "auto" stands for here
+    node_inputs = resolve_node_inputs(args.node_inputs, torch.device(args.device))
     table = (
         ""
         if args.no_table
@@ -345,7 +360,7 @@ def main() -> None:
     say(
         f"device {name}; {table}engine {precision_tag(args)}"
         f"{' in CUDA graphs' if args.cuda_graph else ''}, "
-        f"depthwise {depthwise}; "
+        f"depthwise {depthwise}, {node_inputs} node inputs; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     rows = []
@@ -397,6 +412,7 @@ def main() -> None:
         "cuda_graph": args.cuda_graph,
         "depthwise": depthwise,
         "bn": args.bn,
+        "node_inputs": node_inputs,
         "baseline_img_s": rows[0]["baseline_img_s"] if rows else None,
         "engine_img_s": rows[0]["engine_img_s"] if rows else None,
         "ratio": rows[0]["ratio"] if rows else None,

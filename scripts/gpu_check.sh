@@ -12,7 +12,11 @@
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
 #      candidates (the first epoch with K - 1 beyond the next); on a GPU the same table with
-#      batch norm and activation unfused (--bn torch: before/after of the Triton fusion);
+#      batch norm and activation unfused (--bn torch: before/after of the Triton fusion) and
+#      with node inputs concatenated (--node-inputs concat: before/after of the node-input
+#      buffer);
+#      Before the tables, node inputs as views of one buffer against concatenated copies, a
+#      training step's forward + backward (`node-input buffer speedup:`);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
@@ -122,11 +126,20 @@ for geometry in "3 32" "1 28"; do
     cat "$OUT/ops_${channels}x$size.json"
 done
 
+step "node inputs: views of one buffer vs concatenated, a training step's forward + backward"
+NODE=()
+[ -n "${QUICK:-}" ] && NODE=(--k 3 --batch 8 --image-size 8 --rounds 1 --steps 1 --threads 1)
+timeout $((60 * SCALE)) "$PY" benchmarks/bench_node_inputs.py --device "$DEVICE" "${NODE[@]}" \
+    --json > "$OUT/node_inputs.json" 2> "$OUT/node_inputs.txt"
+cat "$OUT/node_inputs.txt"
+
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
     step "throughput, float32, batch norm and activation unfused (the fusion's baseline)"
     table 50 throughput_fp32_unfused --bn torch
+    step "throughput, float32, node inputs concatenated (the node-input buffer's baseline)"
+    table 50 throughput_fp32_concat --node-inputs concat
 fi
 if [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
@@ -208,8 +221,8 @@ for path in sorted(out.glob("ops_*.json")):
               f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_bf16",
-             "throughput_gray", "search"):
+for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_fp32_concat",
+             "throughput_bf16", "throughput_gray", "search"):
     path = out / f"{name}.json"
     if not path.exists():
         continue  # a step this device skips
@@ -220,6 +233,7 @@ for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_bf16",
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
     tag += f" {r['depthwise']} depthwise" + (" unfused-bn" if r.get("bn") == "torch" else "")
+    tag += f" {r['node_inputs']}-inputs" if r.get("node_inputs") else ""
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))
@@ -235,6 +249,13 @@ for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_bf16",
         print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
+node = out / "node_inputs.json"
+if node.exists() and node.read_text().strip():
+    r = json.loads(node.read_text())
+    ms, mb = r["ms_per_step"], r["saved_mb"]
+    print(f"{r['device']} {r['precision']} node inputs, K = {r['k']}: concat {ms['concat']} ms, "
+          f"buffer {ms['buffer']} ms per step; saved for backward {mb['concat']} -> "
+          f"{mb['buffer']} MB; node-input buffer speedup: {r['speedup']:.2f}")
 rnn = out / "rnn.json"
 if rnn.exists() and rnn.read_text().strip():
     r = json.loads(rnn.read_text())

@@ -50,11 +50,14 @@ def reference_nets(cells, spec, seeds):
     ids=["cifar-proxy", "imagenet-macro"],
 )
 @pytest.mark.parametrize("fixed", [False, True], ids=["union", "complete-widest"])
-def test_every_slice_equals_its_own_network_in_train_and_eval_mode(spec, fixed):
+@pytest.mark.parametrize("node_inputs", ["concat", "buffer"])
+def test_every_slice_equals_its_own_network_in_train_and_eval_mode(spec, fixed, node_inputs):
     cells = candidates()
     seeds = [100 + i for i in range(len(cells))]
     parent, widths = (PARENT, widest_widths(PARENT, spec)) if fixed else (union_cell(cells), None)
-    engine = build_batched(parent, spec, cells, seeds, widths=widths, general=fixed).double()
+    engine = build_batched(
+        parent, spec, cells, seeds, widths=widths, general=fixed, node_inputs=node_inputs
+    ).double()
     nets = reference_nets(cells, spec, seeds)
     x = torch.randn(3, 3, spec.image_size, spec.image_size, dtype=torch.float64)
     for train in (True, False, True):  # eval mode reads the running stats the train pass wrote
@@ -63,10 +66,13 @@ def test_every_slice_equals_its_own_network_in_train_and_eval_mode(spec, fixed):
             torch.testing.assert_close(out[:, k], net.train(train)(x), rtol=0, atol=1e-12)
 
 
-def test_gradients_reach_only_the_candidates_own_weights():
+@pytest.mark.parametrize("node_inputs", ["concat", "buffer"])
+def test_gradients_reach_only_the_candidates_own_weights(node_inputs):
     spec = cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25)
     cells = candidates()
-    engine = build_batched(union_cell(cells), spec, cells, range(len(cells))).double()
+    engine = build_batched(
+        union_cell(cells), spec, cells, range(len(cells)), node_inputs=node_inputs
+    ).double()
     nets = reference_nets(cells, spec, range(len(cells)))
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
     engine(replicate(x, len(cells))).square().sum().backward()

@@ -52,20 +52,25 @@ def alone(cell, seed, settings, train, val, dtype, nan=False):
     return train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed))
 
 
-def together(settings, train, val, dtype, nan=None, **options):
-    engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS).to(dtype)
+def together(settings, train, val, dtype, nan=None, node_inputs="auto", **options):
+    engine = build_batched(union_cell(CELLS), SPEC, CELLS, SEEDS, node_inputs=node_inputs)
+    engine = engine.to(dtype)
     if nan is not None:
         engine.classifier_bias.data[nan, 0] = float("nan")
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
     return dict(train_batched(engine, train, val, settings, gens, **options))
 
 
-@pytest.mark.parametrize("compact_below", [1.0, 0.5, 0.01])
+@pytest.mark.parametrize(
+    ("compact_below", "node_inputs"),
+    [(1.0, "concat"), (0.5, "concat"), (0.01, "concat"), (1.0, "buffer")],
+)
 def test_float64_trajectories_equal_one_by_one_training_including_early_stops(
-    data, monkeypatch, compact_below
+    data, monkeypatch, compact_below, node_inputs
 ):
     """Whether stopped candidates leave the stacks at once (1.0), once half have stopped (0.5),
-    or ride along to the end (0.01; a diverged one too), no trajectory changes."""
+    or ride along to the end (0.01; a diverged one too), no trajectory changes; nor whether
+    node inputs are concatenated or views of one buffer (``node_inputs``)."""
     import autoshrink.training.batched as tb
 
     compactions = []
@@ -73,7 +78,15 @@ def test_float64_trajectories_equal_one_by_one_training_including_early_stops(
     monkeypatch.setattr(tb, "_select", lambda *a: compactions.append(len(a[2])) or select(*a))
     settings = ProxyTraining(epochs=4, batch_size=32, patience=2, min_accuracy=0.15)
     train, val = data(torch.float64)
-    outs = together(settings, train, val, torch.float64, nan=NAN, compact_below=compact_below)
+    outs = together(
+        settings,
+        train,
+        val,
+        torch.float64,
+        nan=NAN,
+        compact_below=compact_below,
+        node_inputs=node_inputs,
+    )
     # every stop compacts at 1.0; fewer, later compactions at 0.5; none at 0.01
     assert {1.0: len(compactions) >= 2, 0.5: len(compactions) == 1, 0.01: not compactions}[
         compact_below

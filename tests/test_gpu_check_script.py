@@ -46,14 +46,19 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST} (apt install dataset-fashion-mnist)")
     out = run_check(tmp_path, str(FASHION_MNIST))
-    assert "-> PASS" in (out / "check.txt").read_text()
+    check = (out / "check.txt").read_text()
+    assert "FAIL" not in check and check.count("-> PASS") == 2  # node inputs both ways
     summary = (out / "summary.txt").read_text()
     for tag in ("bf16", "fp32"):
         for cell in ("complete-8", "shrinkcnn"):
-            assert re.search(rf"cpu {tag} (triton|torch) depthwise {cell}: eager", summary)
+            pattern = rf"cpu {tag} (triton|torch) depthwise concat-inputs {cell}: eager"
+            assert re.search(pattern, summary)  # the CPU concatenates node inputs (auto)
     assert "speedup: " in summary
+    assert re.search(r"cpu fp32 node inputs, K = 3: .* node-input buffer speedup: \d", summary)
     assert re.search(
-        r"full-protocol search \(fp32 (triton|torch) depthwise engine\): finished=True", summary
+        r"full-protocol search \(fp32 (triton|torch) depthwise concat-inputs engine\): "
+        r"finished=True",
+        summary,
     )
     table = json.loads((out / "throughput_fp32.json").read_text())
     assert {row["cell"] for row in table["table"]} == {"complete-8", "shrinkcnn"}

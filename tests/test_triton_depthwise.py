@@ -23,7 +23,7 @@ from conftest import REPO
 CHECK = r"""
 import torch
 from torch.nn import functional as F
-from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc
+from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc, readable
 
 torch.manual_seed(0)
 worst = 0.0
@@ -41,12 +41,31 @@ for b, h, w, c in ((2, 5, 7, 40), (1, 1, 6, 3), (3, 4, 1, 33), (1, 9, 9, 70), (2
     grads = torch.autograd.grad(mine, (x, wt), g)
     for a, e in ((mine, ref), *zip(grads, ref_grads)):
         worst = max(worst, (a - e).abs().max().item())
+# [B, H, W, G, C] slices of a wider buffer's channels (the engine's node inputs), read in place
+slices = ((2, 5, 7, 3, 4, 2, 11), (1, 6, 1, 2, 5, 0, 5), (2, 9, 9, 4, 3, 6, 9))
+for b, h, w, g, c, start, width in slices:
+    buf = torch.randn(b, h, w, g, width + 1, dtype=torch.float64)
+    x = buf[..., start:start + c].detach().requires_grad_()
+    assert readable(x) is x and (not x.is_contiguous() or width == c)  # no copy
+    wt = torch.randn(g * c, 9, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(b, h, w, g, c, dtype=torch.float64)
+    flat = x.reshape(b, h, w, g * c).permute(0, 3, 1, 2)
+    ref = F.conv2d(flat, wt.view(g * c, 1, 3, 3), padding=1, groups=g * c)
+    ref = ref.permute(0, 2, 3, 1).reshape(b, h, w, g, c)
+    ref_grads = torch.autograd.grad(ref, (x, wt), grad)
+    mine = depthwise3x3_nhwc(x, wt)
+    assert mine.shape == ref.shape and mine.is_contiguous()
+    grads = torch.autograd.grad(mine, (x, wt), grad)
+    for a, e in ((mine, ref), *zip(grads, ref_grads)):
+        worst = max(worst, (a - e).abs().max().item())
 print(worst)
 """
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_triton_depthwise_equals_conv2d_forward_and_backward() -> None:
+    """Contiguous ``[B, H, W, C]`` inputs, and ``[B, H, W, G, C]`` channel slices of a wider
+    tensor (read in place)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(
         [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=600

@@ -21,6 +21,7 @@ from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
+from autoshrink.nn.node_states import check_node_inputs
 from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
@@ -45,6 +46,8 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             ``torch`` or ``cudnn``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
         bn: batch norm + activation kernels (``auto``: fused in Triton on CUDA; ``torch``;
             ``triton``; see :class:`autoshrink.nn.stacked_ops.StackedBN`).
+        node_inputs: how nodes read their predecessors' outputs (``auto``: views of one buffer
+            on CUDA; ``buffer``; ``concat``; see :mod:`autoshrink.nn.node_states`).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         compact_below: float = 0.5,
         depthwise: str = "auto",
         bn: str = "auto",
+        node_inputs: str = "auto",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -66,6 +70,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         check_compact_below(compact_below)  # here, not at the first group: fail at once
         check_depthwise(depthwise)
         check_bn(bn)
+        check_node_inputs(node_inputs)
         self.max_batch = max_batch
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
@@ -74,6 +79,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         self.compact_below = compact_below
         self.depthwise = depthwise
         self.bn = bn
+        self.node_inputs = node_inputs
 
     @classmethod
     def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
@@ -111,6 +117,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             general=self.fixed_structure,
             depthwise=self.depthwise,
             bn=self.bn,
+            node_inputs=self.node_inputs,
         ).to(self.device)
         yield from self._fit(engine, seeds)
 

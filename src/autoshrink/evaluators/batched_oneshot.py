@@ -86,7 +86,12 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
             trained.load_state_dict(tensors)
             nets.append(inherit_cnn(trained, parent, cell, self.macro)[0])
         engine = BatchedCNN(
-            union_cell(cells), self.macro, cells, depthwise=self.depthwise, bn=self.bn
+            union_cell(cells),
+            self.macro,
+            cells,
+            depthwise=self.depthwise,
+            bn=self.bn,
+            node_inputs=self.node_inputs,
         )
         for k, net in enumerate(nets):
             engine.load_network(k, net)

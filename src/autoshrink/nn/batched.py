@@ -9,11 +9,13 @@ network :func:`autoshrink.nn.cnn.build_network` builds for that candidate alone:
   matmuls over ``K``, batch norm is one per-channel call on the ``[B*H*W, K*C]`` view (stats
   per candidate and channel over its own batch), depthwise 3x3 and the stem are grouped
   convolutions (``groups = K*C`` and ``K``) on the channels-last ``[B, K*C, H, W]`` view.
-- A node's input is the concatenation of *all* its parent predecessors (slots in ascending
-  order); per candidate, a column mask on the node's weights keeps exactly the candidate's
-  predecessors, so a removed edge contributes nothing and its weights get no gradient. The
-  masked weights stay at zero (zero value, zero gradient: Adam leaves them alone), as do the
-  batch-norm slices of absent channels, so they can never change a result.
+- A node's input is *all* its parent predecessors' outputs side by side (slots in ascending
+  order: a view of one buffer where they are adjacent, else a concatenation; see
+  :mod:`autoshrink.nn.node_states`); per candidate, a column mask on the node's weights
+  keeps exactly the candidate's predecessors, so a removed edge contributes nothing and its
+  weights get no gradient. The masked weights stay at zero (zero value, zero gradient: Adam
+  leaves them alone), as do the batch-norm slices of absent channels, so they can never change
+  a result.
 - A cell's output is its leaves concatenated per candidate (a gather from the outputs of the
   nodes that are a leaf in some candidate), zero-padded to the widest candidate; the next
   cell reads the zero-padded width, its masks ignoring the padding. The residual is a masked
@@ -36,6 +38,12 @@ from autoshrink.cost.cells import CellPlacement, plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import CNNNetwork, build_network
+from autoshrink.nn.node_states import (
+    NodeStates,
+    check_node_inputs,
+    resolve_node_inputs,
+    view_reads,
+)
 from autoshrink.nn.stacked_ops import (
     BATCHED_OPS,
     OP_MODULES,
@@ -54,7 +62,8 @@ class BatchedCell(nn.Module):
     """One cell position of the macro, for K candidates: ``[B, H, W, K, C_in] -> [.., C_out]``.
 
     ``parent`` fixes the structure; ``cands`` (cell, placement) pairs fill the per-candidate
-    tables. ``c_in``/``c_out`` are the padded widths of the cell input and output.
+    tables. ``c_in``/``c_out`` are the padded widths of the cell input and output;
+    ``depthwise`` and ``node_inputs`` as in :class:`BatchedCNN`.
     """
 
     def __init__(
@@ -68,8 +77,10 @@ class BatchedCell(nn.Module):
         downsample: bool,
         general: bool = False,
         depthwise: str = "auto",
+        node_inputs: str = "auto",
     ) -> None:
         super().__init__()
+        check_node_inputs(node_inputs)
         k = len(cands)
         act = parent.activation or "relu"
         self.nodes = parent.live_nodes
@@ -96,6 +107,10 @@ class BatchedCell(nn.Module):
             if general
             else sorted({self.pos[j] for cell, _ in cands for j in cell.leaves})
         )
+        # the slots of the node outputs that are read as views of one buffer (NodeStates)
+        self.node_inputs = node_inputs
+        reads = [*self.preds[1:], [*self.outputs, len(self.nodes)]]  # the cell output + zero
+        self.buffered = view_reads(reads, len(self.nodes))
         masks = [torch.zeros(k, c) for c in widths_in[1:]]
         leaf = torch.zeros(k, len(self.nodes), dtype=torch.bool)
         zero = sum(self.width[p] for p in self.outputs)  # the zero channel after the outputs
@@ -156,16 +171,13 @@ class BatchedCell(nn.Module):
         s0 = x
         if self.downsample:  # node 0 is a 2x2 max-pool
             s0 = to_nhwkc(F.max_pool2d(to_nchw(x), 2, stride=2, ceil_mode=True), k)
-        states = [s0]
+        buffer = resolve_node_inputs(self.node_inputs, x.device) == "buffer"
+        states = NodeStates(s0, self.width, self.buffered if buffer else frozenset())
         for i, op in enumerate(self.ops, start=1):
-            inputs = [states[p] for p in self.preds[i]]
-            inp = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)
             fixed = self.leaf_all[i] or self.leaf_none[i]
             leaf = self.leaf_all[i] if fixed else self.leaf[:, i]
-            states.append(op(inp, getattr(self, f"mask{i}"), leaf))
-        zero = s0.new_zeros(*s0.shape[:4], 1)
-        outputs = [states[p] for p in self.outputs]
-        every = torch.cat([*outputs, zero.to(outputs[-1].dtype)], -1)  # [B, H, W, K, sum]
+            states.append(op(states.read(self.preds[i]), getattr(self, f"mask{i}"), leaf))
+        every = states.read(self.outputs, zero=True)  # [B, H, W, K, sum + 1]
         index = self.gather.expand(*every.shape[:3], *self.gather.shape)  # a view, no copy
         y = torch.gather(every, -1, index)  # [B, H, W, K, C_out]
         shortcut = None
@@ -226,6 +238,9 @@ class BatchedCNN(nn.Module):
         bn: the batch norm + activation kernels, one of
             :data:`~autoshrink.nn.stacked_ops.BN_BACKENDS` (default ``auto``: fused in Triton
             on CUDA).
+        node_inputs: how a node reads its predecessors' outputs, one of
+            :data:`~autoshrink.nn.node_states.NODE_INPUTS` (default ``auto``: views of one
+            buffer where they are adjacent, :class:`~autoshrink.nn.node_states.NodeStates`).
     """
 
     def __init__(
@@ -238,6 +253,7 @@ class BatchedCNN(nn.Module):
         general: bool = False,
         depthwise: str = "auto",
         bn: str = "auto",
+        node_inputs: str = "auto",
     ) -> None:
         super().__init__()
         check_candidates(parent, cells)
@@ -266,6 +282,7 @@ class BatchedCNN(nn.Module):
                 downsample=where.downsample,
                 general=general,
                 depthwise=depthwise,
+                node_inputs=node_inputs,
             )
             cells_.append(cell_mod)
             c_in = widths[i]
@@ -377,11 +394,19 @@ def build_batched(
     general: bool = False,
     depthwise: str = "auto",
     bn: str = "auto",
+    node_inputs: str = "auto",
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
     ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
     engine = BatchedCNN(
-        parent, spec, cells, widths=widths, general=general, depthwise=depthwise, bn=bn
+        parent,
+        spec,
+        cells,
+        widths=widths,
+        general=general,
+        depthwise=depthwise,
+        bn=bn,
+        node_inputs=node_inputs,
     )
     for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
         torch.manual_seed(seed)

@@ -105,10 +105,8 @@ class _Pointwise(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             s = _split(n, x.device)  # rows r = m * s + j: chunk j is matmul batch j * K + k
             m, o = n // s, w.shape[1]
-            x = x.contiguous()
-            part = torch.bmm(
-                g.view(m, s * k, o).permute(1, 2, 0), x.view(m, s * k, c).transpose(0, 1)
-            )
+            rows = x.reshape(m, s * k, c)  # a view, also of a slice of a wider buffer
+            part = torch.bmm(g.view(m, s * k, o).permute(1, 2, 0), rows.transpose(0, 1))
             gw = (part if s == 1 else part.view(s, k, o, c).sum(0)).to(w_dtype)
         return gx, gw
 
@@ -192,8 +190,7 @@ def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "auto") -> tor
     if x.is_cuda and backend == "triton":
         from autoshrink.nn.triton_depthwise import depthwise3x3_nhwc  # needs Triton
 
-        b, h, wd, _, c = x.shape
-        return depthwise3x3_nhwc(x.reshape(b, h, wd, k * c), w.reshape(k * c, 9)).view(x.shape)
+        return depthwise3x3_nhwc(x, w.reshape(w.shape[0], 9))  # reads a strided x in place
     nchw = to_nchw(x)
     if x.is_cuda and backend == "torch":
         nchw = nchw.contiguous()  # NCHW: PyTorch's kernels; channels-last would go to cuDNN
