@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 source .venv/bin/activate
 python -m ruff check src tests benchmarks
+python -m ruff format --check src tests benchmarks
 python -m pytest -q "$@"

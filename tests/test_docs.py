@@ -54,7 +54,11 @@ def test_site_builds_strict(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NO_MKDOCS_2_WARNING="1")
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     problems = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert done.returncode == 0, "\n".join(problems) or done.stderr[-3000:]
@@ -95,9 +99,16 @@ def test_documented_imports_exist():
 def test_layers_picture_matches_the_imports(tmp_path):
     committed = (ROOT / "docs" / "img" / "layers.dot").read_text(encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "layers.py"), "--dot-only",
-         "--out", str(tmp_path / "layers.svg")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "layers.py"),
+            "--dot-only",
+            "--out",
+            str(tmp_path / "layers.svg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     fresh = (tmp_path / "layers.dot").read_text(encoding="utf-8")
@@ -133,8 +144,10 @@ def test_sphinx_roles_resolve_where_python_would():
     assert _rewrite(cost, ":mod:`.cells`") == "[`cells`][autoshrink.cost.cells]"
     # A name the module imports links to where it is defined.
     assert _rewrite(search, ":class:`Cell`") == "[`Cell`][autoshrink.graph.Cell]"
-    assert (_rewrite(search, ":func:`~autoshrink.config.preset`")
-            == "[`preset`][autoshrink.config.preset]")
+    assert (
+        _rewrite(search, ":func:`~autoshrink.config.preset`")
+        == "[`preset`][autoshrink.config.preset]"
+    )
     # Another library stays plain code; an unknown bare name stays a reference (and fails).
     assert _rewrite(search, ":class:`torch.nn.Module`") == "`torch.nn.Module`"
     assert _rewrite(search, ":class:`ValueError`") == "`ValueError`"
@@ -162,8 +175,11 @@ def test_readme_and_contributing_links_lead_to_files():
             if not file.exists():
                 broken.append(f"{path.name}: {link}")
             elif anchor and file.suffix == ".md":
-                headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", file.read_text(
-                    encoding="utf-8"), flags=re.S), re.M)
+                headings = re.findall(
+                    r"^#+ (.+)$",
+                    re.sub(r"```.*?```", "", file.read_text(encoding="utf-8"), flags=re.S),
+                    re.M,
+                )
                 if anchor not in {_slug(h) for h in headings}:
                     broken.append(f"{path.name}: {link} (no such heading)")
     assert not broken, "\n".join(broken)

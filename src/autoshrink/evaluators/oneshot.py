@@ -257,4 +257,3 @@ def bind_weight_trail(evaluator: Any, run_dir: Path) -> WeightTrail | None:
     found.folder = (Path(run_dir) / FOLDER).resolve()
     found.folder.mkdir(parents=True, exist_ok=True)
     return WeightTrail(found.folder)
-
