@@ -19,7 +19,10 @@ from autoshrink.spaces.nb201 import (
 )
 from autoshrink.strategies.base import Observation, Proposal, better
 
-BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+BEST_C10 = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+    "+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+)
 
 
 def test_codec_round_trip_all_cells() -> None:
