@@ -207,10 +207,17 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+
+
+def result(name):
+    """The JSON object a step wrote to ``out/name``, or None where it wrote nothing."""
+    path = out / name
+    text = path.read_text().strip() if path.exists() else ""
+    return json.loads(text) if text else None
+
+
 for path in sorted(out.glob("ops_*.json")):
-    text = path.read_text().strip()
-    if text:
-        r = json.loads(text)
+    if r := result(path.name):
         depthwise = ", ".join(
             f"{b} {r[f'depthwise_{b}_first_ms']:.0f} then {r[f'depthwise_{b}_ms']:.1f} ms"
             for b in ("cudnn", "torch", "triton") if f"depthwise_{b}_ms" in r)
@@ -249,16 +256,13 @@ for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_fp32_conc
         print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
-node = out / "node_inputs.json"
-if node.exists() and node.read_text().strip():
-    r = json.loads(node.read_text())
+
+if r := result("node_inputs.json"):
     ms, mb = r["ms_per_step"], r["saved_mb"]
     print(f"{r['device']} {r['precision']} node inputs, K = {r['k']}: concat {ms['concat']} ms, "
           f"buffer {ms['buffer']} ms per step; saved for backward {mb['concat']} -> "
           f"{mb['buffer']} MB; node-input buffer speedup: {r['speedup']:.2f}")
-rnn = out / "rnn.json"
-if rnn.exists() and rnn.read_text().strip():
-    r = json.loads(rnn.read_text())
+if r := result("rnn.json"):
     print(f"{r['device']} RNN check: {'PASS' if r.get('check') else 'FAIL'}; "
           f"K = {r['k']} ({r['data']}): one by one {r['one_by_one_tokens_s']:,.0f}, stacked "
           f"{r['stacked_tokens_s']:,.0f} candidate-tokens/s, rnn speedup: {r['speedup']:.2f}")
@@ -267,15 +271,11 @@ if rnn.exists() and rnn.read_text().strip():
         print(f"RNN paper-protocol search (stacked): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
-oneshot = out / "oneshot.json"
-if oneshot.exists() and oneshot.read_text().strip():
-    r = json.loads(oneshot.read_text())
+if r := result("oneshot.json"):
     print(f"{r['device']} one-shot check: {'PASS' if r.get('check') else 'FAIL'}; K = {r['k']} "
           f"({r['data']}): one by one {r['one_by_one_images_s']:,.0f}, stacked "
           f"{r['stacked_images_s']:,.0f} candidate-images/s, oneshot speedup: {r['speedup']:.2f}")
-final = out / "final.json"
-if final.exists() and final.read_text().strip():
-    r = json.loads(final.read_text())
+if r := result("final.json"):
     for n in r["networks"]:
         print(f"{r['device']} final training {n['network']} ({r['epochs']} epochs, "
               f"{r['precision']}): {n['images_s']:,.0f} img/s, peak {n['peak_gpu_gb']} GB, "
