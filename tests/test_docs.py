@@ -4,6 +4,7 @@
   docstring cross-reference (a Sphinx role, see ``scripts/griffe_sphinx_roles.py``) that leads
   nowhere, or a snippet file that is gone;
 - every ``from autoshrink... import ...`` in a code block of the docs and the README imports;
+- every ``autoshrink ...`` command in a code block of them parses with today's command line;
 - the layers picture matches the imports of the source;
 - relative links of README.md and CONTRIBUTING.md (not part of the site) lead to files and
   headings.
@@ -11,10 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +97,40 @@ def test_documented_imports_exist():
             getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as error:
             wrong.append(f"{page}: from {module} import {name}: {error}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """``(page, command line)`` for each ``autoshrink`` command of a code block, with
+    backslash continuations joined; lines with a ``...`` placeholder are left out."""
+    found = []
+    for path in [*_markdown_files(), ROOT / "benchmarks" / "README.md"]:
+        if not path.exists():
+            continue
+        for block in re.findall(
+            r"^```[^\n]*\n(.*?)^```", path.read_text(encoding="utf-8"), re.S | re.M
+        ):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if line.startswith("autoshrink ") and "..." not in line:
+                    found.append((path.name, line))
+    return found
+
+
+def test_documented_commands_parse():
+    from autoshrink.cli import build_parser
+
+    commands = _documented_commands()
+    assert len(commands) > 50  # the docs have their examples
+    wrong = []
+    for page, line in commands:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(shlex.split(line, comments=True)[1:])
+        except SystemExit as stop:
+            if stop.code:
+                wrong.append(f"{page}: {line}: {stderr.getvalue().strip().splitlines()[-1]}")
     assert not wrong, "\n".join(wrong)
 
 

@@ -130,7 +130,7 @@ def proxy_indices(
         if len(idx) < per_class:
             raise DataError(
                 f"{data.name}: class {data.classes[c]!r} has {len(idx)} training images, "
-                f"fewer than the {per_class} per class the proxy task asks for"
+                f"fewer than the {per_class} per class the proxy task asks for; lower --per-class"
             )
         idx = rng.permutation(idx)
         train_idx.append(idx[:per_class])
@@ -139,7 +139,7 @@ def proxy_indices(
     if len(held_out) < val_size:
         raise DataError(
             f"{data.name}: only {len(held_out)} held-out training images for a validation "
-            f"set of {val_size}"
+            f"set of {val_size}; lower --per-class (now {per_class}) or --val-size"
         )
     val_idx = rng.choice(held_out, size=val_size, replace=False)
     return rng.permutation(np.concatenate(train_idx)), val_idx
