@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.errors import ConfigError
@@ -129,13 +130,24 @@ def test_bad_engine_options_fail_at_construction(split):
         BatchedCNNEvaluator.from_proxy(alone, depthwise="cuda")
 
 
-def test_the_gpu_default_executor_is_batched():
+def test_a_local_executor_on_cuda_needs_a_gpu_here(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in (None, "inprocess", "pool", "batched"):
+        with pytest.raises(ConfigError, match="sees no CUDA GPU here"):
+            build_executor(name, device="cuda")
+
+
+def test_the_gpu_default_executor_is_batched(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert isinstance(build_executor(None, device="cuda"), BatchedExecutor)
     assert isinstance(build_executor("batched", device="cpu"), BatchedExecutor)
     assert not isinstance(build_executor(None, device="cpu"), BatchedExecutor)
 
 
-def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(cli, tmp_path):
+def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
+    cli, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     executor = build_executor(
         None, device="cuda", precision="bf16", cuda_graph=True, depthwise="triton"
     )

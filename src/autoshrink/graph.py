@@ -58,7 +58,7 @@ class Cell:
         edges = tuple(sorted({(int(i), int(j)) for i, j in self.edges}))
         object.__setattr__(self, "ops", ops)
         object.__setattr__(self, "edges", edges)
-        if self.kind not in OPS:
+        if not isinstance(self.kind, str) or self.kind not in OPS:
             raise CellError(f"unknown cell kind {self.kind!r}; expected one of {sorted(OPS)}")
         n = len(ops)
         if n < 2:

@@ -43,6 +43,7 @@ from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryLis
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
+from autoshrink.outputs import claim_folder
 from autoshrink.report.picture import render
 from autoshrink.screening import ProgressiveScreen, StageResult
 from autoshrink.spaces.cells import start_cell
@@ -402,6 +403,7 @@ def run_search(
     run_dir = Path(run_dir)
     if (retry_failed or repair) and not resume:
         raise ConfigError("retry_failed and repair (--retry-failed, --repair) need --resume")
+    claim_folder(run_dir, "search")
     if resume and not (run_dir / CONFIG).is_file():
         raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
     if not resume:

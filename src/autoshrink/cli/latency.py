@@ -22,6 +22,7 @@ from autoshrink.hardware.latency import (
     measure_module,
 )
 from autoshrink.hardware.table import LatencyTable, extend_table
+from autoshrink.outputs import check_output_file
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 
@@ -103,6 +104,8 @@ def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.table is not None:
+        check_output_file(args.table, "--table")
     if is_arch_file(args.cell):
         return run_arch(args, settings)
     cell = Cell.load(args.cell)

@@ -157,7 +157,9 @@ def print_search_summary(result: SearchResult) -> None:
         f"{m.get('params', 0):.0f} params, {result.cell.num_edges} edges, "
         f"step {best.proposal.step})"
     )
-    if start is not None:
+    if start is not None and not start.ok:  # e.g. rejected by a constraint
+        print(f"complete cell {start.status}: no score")
+    elif start is not None:
         print(
             f"complete cell score {start.score:.4f} "
             f"(perplexity {start.metrics.get('perplexity', float('nan')):.2f})"

@@ -23,6 +23,7 @@ from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
+from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import to_text
 from autoshrink.screening import parse_stages
 from autoshrink.search import CONFIG, SearchResult, run_search
@@ -322,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in given.items() if v is not None}
     limits = {"macs": args.max_macs, "params": args.max_params}
     table = args.latency_table is not None or args.cost == "table_latency_ms"
+    if args.latency_table is not None:
+        check_output_file(args.latency_table, "--latency-table")
     limits["table_latency_ms" if table else "latency_ms"] = args.max_latency
     constraints = {k: v for k, v in limits.items() if v is not None}
     if constraints:
@@ -434,10 +437,10 @@ def run(args: argparse.Namespace) -> int:
             f"  (validation accuracy {best.metrics['val_accuracy']:.4f} on the training "
             f"domains, synthetic-domain accuracy {best.metrics['synthetic_accuracy']:.4f})"
         )
-    if start is not None:
-        print(
-            f"complete cell score {start.score:.4f} (accuracy {start.metrics.get('accuracy'):.4f})"
-        )
+    if start is not None and start.ok:
+        print(f"complete cell score {start.score:.4f} (accuracy {start.metrics['accuracy']:.4f})")
+    elif start is not None:  # e.g. rejected by --max-macs: no accuracy, no score
+        print(f"complete cell {start.status}: no score")
     screened = (result.screening or {}).get("screened_out")
     out = f" ({screened} screened out)" if screened else ""
     print(

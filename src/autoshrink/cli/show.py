@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import render, to_text
 
 
@@ -25,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     cell = Cell.load(args.cell)
     print(to_text(cell), end="")
     print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
-    written = render(cell, args.picture or args.cell.with_suffix(".png"), title=args.cell.name)
+    picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
+    if args.cell.resolve() in (picture.resolve(), picture.with_suffix(".dot").resolve()):
+        raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
+    written = render(cell, picture, title=args.cell.name)
     print(f"picture: {written}")
     return 0

@@ -27,6 +27,7 @@ from autoshrink.data.loaders import TrainingData, array_data, folder_data
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.outputs import claim_folder
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.training.distributed import distributed
@@ -93,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    claim_folder(args.out, "train")
     if args.task == "rnn":
         if args.test_domain is not None:
             raise ConfigError("--test-domain is for cnn cells on image data, not --task rnn")
@@ -170,7 +172,8 @@ def run_cnn(args: argparse.Namespace) -> int:
             assert cell is not None
             spec = get_macro(args.macro, **settings)
             model, c, name = build_network(cell, spec), count(cell, spec), spec.name
-        if ctx.is_main:
+
+        def write_inputs() -> None:  # once every check passed: a failed start changes nothing
             args.out.mkdir(parents=True, exist_ok=True)
             recipe.save(args.out / "recipe.json")
             if arch is not None:
@@ -178,6 +181,7 @@ def run_cnn(args: argparse.Namespace) -> int:
             else:
                 assert cell is not None
                 cell.save(args.out / "cell.json")
+
         result = train_final(
             model,
             data,
@@ -187,6 +191,7 @@ def run_cnn(args: argparse.Namespace) -> int:
             out=args.out,
             resume=args.resume,
             workers=args.workers,
+            on_start=write_inputs,
         )
         if not ctx.is_main:
             return 0

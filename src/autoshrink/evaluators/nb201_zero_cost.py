@@ -27,6 +27,7 @@ import torch
 from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.nn.nb201 import topology_network
+from autoshrink.outputs import check_output_file
 from autoshrink.spaces.nb201 import DATASETS, NUM_CELLS, NB201Cell, dataset_name
 from autoshrink.zero_cost import proxy
 
@@ -57,11 +58,18 @@ class NB201ZeroCost:
         if self.cache is not None and self.cache.suffix != ".npy":
             raise ConfigError(f"the zero-cost cache must be a .npy file, got {self.cache}")
         self.values = np.full(NUM_CELLS, np.nan)
+        if self.cache is not None:
+            check_output_file(self.cache, "the zero-cost cache")
         if self.cache is not None and self.cache.is_file():
-            stored = np.load(self.cache)
-            if stored.shape != (NUM_CELLS,):
+            try:
+                stored = np.load(self.cache)  # allow_pickle stays False: never unpickles
+            except (OSError, ValueError) as err:
                 raise BenchmarkError(
-                    f"{self.cache}: expected {NUM_CELLS} values, got {stored.shape}"
+                    f"{self.cache}: not a NumPy array of zero-cost values ({err})"
+                ) from None
+            if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
+                raise BenchmarkError(
+                    f"{self.cache}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"
                 )
             self.values = stored.astype(np.float64)
         if name == "params":  # the analytic count is exactly the proxy (tested): no networks

@@ -8,6 +8,8 @@ benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step tr
 
 from __future__ import annotations
 
+import torch
+
 from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
@@ -66,6 +68,11 @@ def build_executor(
         )
     if cuda_graph and device.split(":")[0] != "cuda":
         raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
+    if name != "ray" and device.split(":")[0] == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: torch {torch.__version__} sees no CUDA GPU here, where the "
+            f"{name} executor trains"
+        )
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":

@@ -39,6 +39,7 @@ from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
 from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
+from autoshrink.outputs import claim_folder
 from autoshrink.spaces.macros import MacroSpec
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
@@ -164,7 +165,7 @@ def write_bundle(
     description file (``described``: its name and the function that writes it) and
     ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
     weights, the checks) in ``out_dir``."""
-    out = Path(out_dir)
+    out = claim_folder(out_dir, "export")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -137,7 +138,13 @@ class LatencyTable:
                 block = Block.from_dict(e["block"])
                 if block.key != key:
                     raise ValueError(f"entry {key!r} describes block {block.key!r}")
-                entries[key] = BlockEntry(block, float(e["median_ms"]), float(e["iqr_ms"]))
+                median, iqr = float(e["median_ms"]), float(e["iqr_ms"])
+                if not (math.isfinite(median) and median >= 0 and math.isfinite(iqr) and iqr >= 0):
+                    raise ValueError(
+                        f"entry {key!r}: median_ms {median:g} and iqr_ms {iqr:g} must be finite "
+                        "and >= 0"
+                    )
+                entries[key] = BlockEntry(block, median, iqr)
             return cls(
                 settings=LatencySettings(**d["settings"]),
                 entries=entries,
@@ -151,7 +158,10 @@ class LatencyTable:
         return replace(self, entries={**self.entries, **other.entries})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write the table as JSON, creating its folder if needed."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     def save_atomic(self, path: str | Path) -> None:
         """Save through a temporary file and a rename, so readers never see half a table."""

@@ -11,7 +11,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+
+PICTURE_FORMATS = ("png", "svg")
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,10 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
     ``dot`` is not installed (then a warning is logged).
     """
     path = Path(path)
-    fmt = path.suffix.lstrip(".") or "png"
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in PICTURE_FORMATS:
+        raise ConfigError(f"{path}: a cell picture is {' or '.join(PICTURE_FORMATS)}, not {fmt!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     dot = shutil.which("dot")
     if dot is None:
         out = path.with_suffix(".txt")

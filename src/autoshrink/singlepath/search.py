@@ -40,6 +40,7 @@ from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
 from autoshrink.singlepath.superkernel import SuperNet
@@ -99,12 +100,16 @@ class SearchSettings:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),
             (self.deploy_size >= 32, "deploy_size must be >= 32"),
-            (self.lr_per_256 > 0 and self.threshold_lr > 0, "learning rates must be > 0"),
-            (self.lam >= 0, "lambda must be >= 0"),
+            (
+                0 < self.lr_per_256 < math.inf and 0 < self.threshold_lr < math.inf,
+                "learning rates must be finite and > 0",
+            ),
+            (0 <= self.weight_decay < math.inf, "weight_decay must be finite and >= 0"),
+            (0 <= self.lam < math.inf, f"lambda must be finite and >= 0, got {self.lam}"),
             (self.calibration_networks >= 0, "calibration_networks must be >= 0"),
             (
-                self.latency_target_ms is None or self.latency_target_ms > 0,
-                "the latency target must be > 0 ms",
+                self.latency_target_ms is None or 0 < self.latency_target_ms < math.inf,
+                f"the latency target must be finite and > 0 ms, got {self.latency_target_ms}",
             ),
             (self.train_images is None or self.train_images >= 1, "train_images must be >= 1"),
             (self.val_images is None or self.val_images >= 1, "val_images must be >= 1"),
@@ -321,6 +326,9 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search into ``out``; see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``)."""
+    claim_folder(out, "singlepath")
+    if table is not None:
+        check_output_file(table, "--table")
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     if resume and (out / SETTINGS).is_file():

@@ -9,6 +9,7 @@ the search (method §4) and the ShrinkCNN ImageNet network (method §6).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from autoshrink.errors import ConfigError
@@ -122,6 +123,9 @@ def get_macro(name: str, **settings: object) -> MacroSpec:
         factory = MACROS[name]
     except KeyError:
         raise ConfigError(f"unknown macro {name!r}; expected one of {sorted(MACROS)}") from None
+    width = settings.get("width")
+    if width is not None and not (isinstance(width, (int, float)) and 0 < width < math.inf):
+        raise ConfigError(f"macro {name}: width must be a finite number > 0, got {width!r}")
     try:
         return factory(**settings)  # type: ignore[arg-type]
     except TypeError as err:

@@ -245,6 +245,7 @@ def train_final(
     out: str | Path | None = None,
     resume: bool = False,
     workers: int = 0,
+    on_start: Callable[[], None] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> FinalResult:
@@ -253,7 +254,9 @@ def train_final(
     ``out``: the run folder for ``log.jsonl`` and ``checkpoints/`` (rank 0 writes; ``None``
     keeps nothing). ``resume``: continue from the newest checkpoint there, or start fresh when
     there is none; without it, old checkpoints in ``out`` are removed. ``workers``: DataLoader
-    worker processes per training process. ``on_epoch(row)`` gets each epoch's summary,
+    worker processes per training process. ``on_start()`` is called on rank 0 once the run is
+    set up and a resumed checkpoint restored -- every check passed -- before anything is written
+    into ``out``; ``on_epoch(row)`` gets each epoch's summary,
     ``on_step(epoch, step)`` is called after every optimiser step.
     """
     ctx = ctx or DistContext()
@@ -272,6 +275,8 @@ def train_final(
             f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
             "that every machine of the run shares"
         )
+    if on_start is not None and ctx.is_main:
+        on_start()
     if folder is not None and ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if start == 1 and ckpt_dir is not None and clear_checkpoints(ckpt_dir):

@@ -154,6 +154,8 @@ class Recipe:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such recipe file") from None
+        except (IsADirectoryError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not a recipe file ({err})") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         return cls.from_dict(data, str(path))

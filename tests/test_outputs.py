@@ -1,0 +1,196 @@
+"""Where commands write: a folder of another command's results is refused, and so are output
+paths that cannot be written, before any work; a failed start leaves the folder as it was.
+Also the bad values that used to get through to a traceback or a silent wrong result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoshrink.errors import BenchmarkError, ConfigError, HardwareError
+from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
+from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.table import BlockEntry, LatencyTable
+from autoshrink.outputs import SIGNATURES, check_output_file, claim_folder, holder
+from autoshrink.singlepath.search import SearchSettings
+from autoshrink.spaces.cells import published_cell
+from autoshrink.spaces.macros import get_macro
+
+CELLS = Path(__file__).resolve().parent.parent / "src" / "autoshrink" / "cells"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def results_of(folder: Path, command: str) -> Path:
+    """A folder marked as holding ``command``'s results (its signature file and a result)."""
+    folder.mkdir(parents=True)
+    (folder / SIGNATURES[command][0]).write_text(json.dumps({"of": command}) + "\n")
+    (folder / "result.json").write_text('{"kept": true}\n')
+    return folder
+
+
+def test_claim_folder_refuses_another_commands_results_and_files(tmp_path) -> None:
+    assert claim_folder(tmp_path / "new", "search") == tmp_path / "new"  # missing: fine
+    assert holder(tmp_path) is None and claim_folder(tmp_path, "train") == tmp_path
+    for command in SIGNATURES:
+        folder = results_of(tmp_path / command, command)
+        assert holder(folder) == (command, SIGNATURES[command][0])
+        assert claim_folder(folder, command) == folder  # its own: the command decides
+        for other in set(SIGNATURES) - {command}:
+            with pytest.raises(ConfigError, match=f"results of `autoshrink {command}`"):
+                claim_folder(folder, other)
+    (tmp_path / "file").write_text("hello")
+    with pytest.raises(ConfigError, match="a file is there, not a folder"):
+        claim_folder(tmp_path / "file", "export")
+
+
+def test_check_output_file(tmp_path) -> None:
+    assert check_output_file(tmp_path / "a" / "b" / "t.json", "--table")  # folders made on save
+    with pytest.raises(ConfigError, match="--table .*a folder is there"):
+        check_output_file(tmp_path, "--table")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_output_file(tmp_path / "f" / "t.json", "--table")
+
+
+@pytest.mark.parametrize(
+    ("args", "holder_command"),
+    [
+        (["singlepath", "--preset", "demo", "--epochs", "2", "--warmup-epochs", "1"], "search"),
+        (["singlepath", "--preset", "demo", "--resume"], "train"),
+        (["search", "--preset", "demo"], "singlepath"),
+        (["search", "--preset", "demo"], "export"),
+        (["train", str(CELLS / "shrinkcnn.json"), "--dataset", "digits"], "singlepath"),
+        (["export", str(CELLS / "shrinkcnn.json"), "--image-size", "8"], "train"),
+    ],
+)
+def test_commands_refuse_another_commands_folder(cli, tmp_path, args, holder_command) -> None:
+    folder = results_of(tmp_path / "run", holder_command)
+    before = snapshot(folder)
+    code, _, err = cli(*args, "--out", folder)
+    assert code == 2, err
+    assert f"results of `autoshrink {holder_command}`" in err and len(err.splitlines()) == 1
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "--preset", "demo"],
+        ["train", str(CELLS / "shrinkcnn.json"), "--dataset", "digits"],
+        ["export", str(CELLS / "shrinkcnn.json"), "--image-size", "8"],
+        ["singlepath", "--preset", "demo"],
+    ],
+)
+def test_out_that_is_a_file_is_one_line(cli, tmp_path, args) -> None:
+    (tmp_path / "f").write_text("hello")
+    code, _, err = cli(*args, "--out", tmp_path / "f")
+    assert code == 2 and "a file is there, not a folder" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "f").read_text() == "hello"
+
+
+def test_a_train_that_fails_to_start_leaves_the_folder_as_it_was(cli, tmp_path) -> None:
+    cell = CELLS / "shrinkcnn.json"
+    common = ["train", cell, "--dataset", "digits", "--no-flip", "--width", "0.25"]
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "recipe.json").write_text('{"the": "finished run"}\n')
+    (out / "cell.json").write_text('{"the": "finished cell"}\n')
+    before = snapshot(out)
+    code, _, err = cli(*common, "--epochs", "1", "--workers", "-1", "--out", out)
+    assert code == 2 and "workers must be >= 0" in err
+    assert snapshot(out) == before
+
+
+def test_show_checks_the_picture_path(cli, tmp_path) -> None:
+    cell = tmp_path / "c.json"
+    shutil.copy(CELLS / "shrinkcnn.json", cell)
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep")
+    as_png = tmp_path / "cell.png"
+    shutil.copy(cell, as_png)
+    (tmp_path / "pics").mkdir()
+    for picture, message in (
+        (victim, "a cell picture is png or svg, not 'json'"),
+        (tmp_path / "pics", "a folder is there, not a file"),
+        (tmp_path / "c.dot", "not 'dot'"),
+    ):
+        code, _, err = cli("show", cell, "--picture", picture)
+        assert code == 2 and message in err, err
+    code, _, err = cli("show", as_png)  # the default picture path is the cell file itself
+    assert code == 2 and "would write over the cell file" in err
+    assert victim.read_text() == "keep" and json.loads(as_png.read_text())["kind"] == "cnn"
+
+
+@pytest.mark.parametrize("width", ["nan", "inf", "0", "-1"])
+def test_width_must_be_finite_and_positive(cli, width) -> None:
+    code, _, err = cli("count", CELLS / "shrinkcnn.json", "--width", width)
+    assert code == 2 and "width must be a finite number > 0" in err
+
+
+def test_a_cell_kind_that_is_not_a_string_is_one_line(cli, tmp_path) -> None:
+    bad = {"format": "autoshrink.cell/1", "kind": ["cnn"], "ops": ["input", "sep3x3"]}
+    (tmp_path / "c.json").write_text(json.dumps({**bad, "edges": [[0, 1]]}))
+    code, _, err = cli("count", tmp_path / "c.json")
+    assert code == 2 and "unknown cell kind ['cnn']" in err
+
+
+def test_table_paths_are_checked_before_measuring(cli, tmp_path) -> None:
+    cell = CELLS / "shrinkcnn.json"
+    code, _, err = cli("latency", cell, "--macro", "cifar-proxy", "--table", tmp_path)
+    assert code == 2 and "--table" in err and "a folder is there" in err
+    code, _, err = cli(
+        "search", "--preset", "demo", "--cost", "table_latency_ms", "--latency-table", tmp_path
+    )
+    assert code == 2 and "--latency-table" in err
+
+
+def test_a_negative_latency_in_a_table_is_refused() -> None:
+    block = network_blocks(published_cell("shrinkcnn"), get_macro("cifar-proxy", width=0.25))[0]
+    table = LatencyTable(LatencySettings(), {block.key: BlockEntry(block, 1.0, 0.0)}).to_dict()
+    assert LatencyTable.from_dict(table).entries[block.key].median_ms == 1.0
+    table["blocks"][block.key]["median_ms"] = -5
+    with pytest.raises(HardwareError, match="median_ms -5 and iqr_ms 0 must be finite and >= 0"):
+        LatencyTable.from_dict(table, "t.json")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lam": float("inf")},
+        {"latency_target_ms": float("inf")},
+        {"lr_per_256": float("nan")},
+        {"weight_decay": float("nan")},
+    ],
+)
+def test_singlepath_settings_must_be_finite(bad) -> None:
+    with pytest.raises(ConfigError, match="finite"):
+        SearchSettings(**bad)
+
+
+def test_a_bad_zero_cost_cache_is_one_line(tmp_path) -> None:
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy at all")
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for path in (garbage, objects):
+        with pytest.raises(BenchmarkError, match="not a NumPy array of zero-cost values"):
+            NB201ZeroCost("synflow", "cifar10", cache=path)
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(ConfigError, match="a folder is there"):
+        NB201ZeroCost("synflow", "cifar10", cache=tmp_path / "dir.npy")
+
+
+def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
+    (tmp_path / "dir.json").mkdir()
+    code, _, err = cli(
+        "train", CELLS / "shrinkcnn.json", "--recipe", tmp_path / "dir.json", "--out", tmp_path
+    )
+    assert code == 2 and "not a recipe file" in err
