@@ -177,6 +177,19 @@ def test_hard_constraints_reject_before_training(tmp_path):
     assert ev.calls == len(rows) - len(rejected)
 
 
+def test_patience_counts_from_the_first_cell_that_meets_the_constraints(tmp_path):
+    """The first steps cannot meet a tight --max-macs: every candidate is rejected, and that
+    must not use up the patience before the search reaches cells that meet it."""
+    result = run_search(
+        tmp_path / "r",
+        toy_config(k=3, patience=1, constraints={"macs": 10.0 ** (6 + 8)}),
+        evaluator_factory=lambda c: ToyEvaluator(),
+        progress=False,
+    )
+    assert result.start is not None and result.start.status == "rejected"
+    assert result.best.proposal.genotype.num_edges <= 8 and result.best.ok
+
+
 TINY = [
     "--preset", "demo", "--nodes", "5", "--k", "3", "--keep-fraction", "0.3",
     "--per-class", "20", "--val-size", "60", "--epochs", "2", "--width", "0.25",
@@ -238,3 +251,10 @@ def test_presets_and_config_round_trip(tmp_path):
     paper = preset("paper")
     assert (paper.nodes, paper.k, paper.per_class, paper.val_size) == (8, 10, 500, 1000)
     assert (paper.training.epochs, paper.training.lr, paper.training.batch_size) == (20, 4e-3, 128)
+
+
+def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
+    # the complete 5-node cell has 53,536 MACs on this proxy; cells under 45,000 come later
+    code, out, err = cli("search", *TINY, "--max-macs", "45000", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "complete cell rejected: no score" in out and "best score" in out

@@ -12,7 +12,8 @@ finite score) has no winner to shrink from: the search stops there and says so i
 :attr:`AutoShrink.stop_reason`. A step whose candidates were all *rejected* by a hard
 constraint, or screened out (a cell screened out in an earlier step and proposed again keeps
 its verdict), goes on shrinking (smaller cells cost less), from the candidate with fewest
-edges.
+edges; ``patience`` counts only steps after the first cell with a score, so a tight constraint
+that the first steps cannot meet does not end the search before it reaches cells that do.
 
 With a ``rank`` callable (zero-cost screening, docs/zero-cost.md) the K candidates of a step
 are not drawn: the whole shrink space is scored by ``rank`` and the K highest are taken (ties
@@ -160,5 +161,7 @@ class AutoShrink:
                 ):
                     winner = obs
             self.current = winner.proposal.genotype
-            self.stale_steps = 0 if improved else self.stale_steps + 1
+            # patience counts from the first cell with a score: before it (every cell so far
+            # rejected by a constraint) the search shrinks towards cells that meet it
+            self.stale_steps = 0 if improved or self._best is None else self.stale_steps + 1
         self.step += 1
