@@ -194,3 +194,19 @@ def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
         "train", CELLS / "shrinkcnn.json", "--recipe", tmp_path / "dir.json", "--out", tmp_path
     )
     assert code == 2 and "not a recipe file" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "nan", "lr a finite number > 0"),
+        ("--lr", "inf", "lr a finite number > 0"),
+        ("--width", "nan", "width must be a finite number > 0"),
+        ("--max-macs", "nan", "the limit must be a finite number > 0"),
+        ("--max-latency", "inf", "the limit must be a finite number > 0"),
+    ],
+)
+def test_search_refuses_non_finite_settings_before_writing(cli, tmp_path, flag, value, message):
+    code, _, err = cli("search", "--preset", "demo", flag, value, "--out", tmp_path / "r")
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()

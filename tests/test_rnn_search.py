@@ -189,7 +189,7 @@ def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:
 
 
 def test_bad_rnn_settings_fail_before_any_training(corpus_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="lr, clip and divergence_factor must be > 0"):
+    with pytest.raises(ConfigError, match="lr, clip and divergence_factor must be finite and > 0"):
         RNNProxyTraining(lr=0)
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         preset("demo", task="rnn", training_epochs=0)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
+from autoshrink.json_types import json_type_problem
 from autoshrink.objectives import Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS
@@ -140,15 +142,17 @@ class SearchConfig:
             raise ConfigError(
                 f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
             )
-        if self.width <= 0:
-            raise ConfigError(f"width must be > 0, got {self.width}")
+        if not 0 < self.width < math.inf:
+            raise ConfigError(f"width must be a finite number > 0, got {self.width}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; expected cpu or cuda[:N]")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         for name, limit in self.constraints.items():
-            if not isinstance(limit, (int, float)) or limit <= 0:
-                raise ConfigError(f"constraint {name}: the limit must be a number > 0")
+            if not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
+                raise ConfigError(
+                    f"constraint {name}: the limit must be a finite number > 0, got {limit}"
+                )
         self._check_screening()
         self._check_evaluator()
         t = self.training
@@ -157,8 +161,10 @@ class SearchConfig:
                 f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
                 f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
             )
-        if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0 or t.patience < 1:
-            raise ConfigError("training: epochs, batch_size and patience must be >= 1, lr > 0")
+        if t.epochs < 1 or t.batch_size < 1 or not 0 < t.lr < math.inf or t.patience < 1:
+            raise ConfigError(
+                "training: epochs, batch_size and patience must be >= 1, lr a finite number > 0"
+            )
 
     def _check_screening(self) -> None:
         if self.screening not in SCREENINGS:
@@ -243,13 +249,30 @@ class SearchConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> SearchConfig:
+    def check_json(cls, d: Any, source: str = "config") -> None:
+        """Raise a one-line :class:`ConfigError` naming ``source`` and the key when ``d`` is not
+        a JSON object of settings: an unknown key, or a value whose JSON type does not fit its
+        field's annotation -- nested settings by their dotted key (``score.weight``), and
+        ``training`` as the training settings of the task."""
         if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {unknown}")
+        task = d.get("task", "cnn")
+        training = TRAINING.get(task, ProxyTraining) if isinstance(task, str) else ProxyTraining
+        others = {k: v for k, v in d.items() if k != "training"}
+        problem = json_type_problem(cls, others)
+        if problem is None and "training" in d:
+            problem = json_type_problem(training, d["training"], "training")
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> SearchConfig:
+        """The config of a JSON object (:meth:`check_json`, then the checks of construction);
+        every error names ``source``."""
+        cls.check_json(d, source)
         d = dict(d)
         try:
             if "training" in d:
@@ -269,18 +292,35 @@ class SearchConfig:
             return cls(**d)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from None
+        except ConfigError as err:
+            if str(err).startswith(f"{source}:"):
+                raise
+            raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> SearchConfig:
+        """The config saved in the JSON file ``path``; any problem is a one-line
+        :class:`ConfigError` naming the file (and the key)."""
         try:
-            return cls.from_dict(json.loads(path.read_text()), str(path))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a file; expected a JSON config") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {err.start}); not a JSON config"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg})") from None
+            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        return cls.from_dict(data, str(path))
 
 
 PRESETS: dict[str, SearchConfig] = {

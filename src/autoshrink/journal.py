@@ -24,11 +24,13 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from autoshrink.errors import JournalError
+from autoshrink.json_types import json_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,55 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
     return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordDetail:
+    """The JSON types of the entries of a record's ``detail`` that are read back."""
+
+    images_trained: int = 0
+    class_accuracy: list[float | None] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateRecord:
+    """The JSON types of the fields of a candidate record that ``--resume`` and the report read
+    (one without a default must be there); a schema for :func:`check_record`, never built."""
+
+    key: str
+    step: int
+    index: int
+    edges: int
+    score: float | None
+    metrics: dict[str, float | None]
+    cell: dict[str, Any]
+    status: str = "ok"  # journals of early versions lack it
+    detail: RecordDetail = field(default_factory=RecordDetail)
+    removed_edge: list[int] | None = None
+    seed: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRecord(CandidateRecord):
+    """A progressive screening stage's record: a candidate record with its ``stage``."""
+
+    stage: int
+
+
+#: The schema of each ``type`` of record that is read back (a record without one: candidate).
+RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord}
+
+
+def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
+    """Raise a one-line :class:`JournalError` naming ``path``, ``line`` and the field when the
+    record ``rec`` lacks a field that is read back or holds one of the wrong JSON type."""
+    kind = rec.get("type", "candidate")
+    problem = json_type_problem(str, kind, "type")
+    if problem is None and kind in RECORD_SCHEMAS:
+        problem = json_type_problem(RECORD_SCHEMAS[kind], rec)
+    if problem is not None:
+        raise JournalError(f"{path}: line {line}: {problem}")
 
 
 def _parse(line: bytes) -> dict[str, Any]:
@@ -63,16 +114,17 @@ class Journal:
         """All complete records (see :meth:`numbered`)."""
         return [rec for _, rec in self.numbered(repair)]
 
-    def numbered(self, repair: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    def numbered(
+        self, repair: bool = False, check: bool = False
+    ) -> list[tuple[int, dict[str, Any]]]:
         """``(line number, record)`` of every complete record.
 
         A torn final line without its newline is dropped (and cut from the file). Malformed
         lines after the last good record are an error, or with ``repair`` are cut from the
-        file and kept in ``<journal>.torn``; any other malformed line is an error.
+        file and kept in ``<journal>.torn``; any other malformed line is an error. With
+        ``check``, each record goes through :func:`check_record` before anything is cut.
         """
-        if not self.path.exists():
-            return []
-        raw = self.path.read_bytes()
+        raw = self.read()
         lines = raw.split(b"\n")
         records: list[tuple[int, dict[str, Any]]] = []
         bad: tuple[int, int, ValueError] | None = None  # first malformed line: n, offset, error
@@ -91,6 +143,8 @@ class Journal:
                         raise JournalError(
                             f"{self.path}: line {bad[0]} is not a JSON record ({bad[2]})"
                         )
+                    if check:
+                        check_record(self.path, n, rec)
                     records.append((n, rec))
                     good_bytes = end
             offset = end
@@ -114,6 +168,18 @@ class Journal:
             with open(self.path, "ab") as f:  # a whole record without its newline: end it
                 f.write(b"\n")
         return records
+
+    def read(self) -> bytes:
+        """The journal's bytes (none when there is no journal yet); a folder in its place or
+        an unreadable file is a :class:`JournalError`."""
+        if not self.path.exists():
+            return b""
+        if not self.path.is_file():
+            raise JournalError(f"{self.path}: not a file; the journal must be a file")
+        try:
+            return self.path.read_bytes()
+        except OSError as err:
+            raise JournalError(f"{self.path}: cannot read the journal ({err.strerror})") from None
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (one ``write``, then fsync); on failure (a full disk) cut

@@ -131,7 +131,7 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
     check it against the fingerprint its journal was made with (call with the lock held)."""
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / CONFIG).is_file():
+        if not (run_dir / CONFIG).exists():
             raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
         config = SearchConfig.load(run_dir / CONFIG)
         check_fingerprint(run_dir, config)
@@ -319,7 +319,9 @@ class Replay:
     """The journal's candidate records as the resumed strategy asks for them again.
 
     ``done`` maps each canonical key to its (last) record, ``stages`` each ``(key, stage)`` to
-    its progressive screening stage record. Every record must be asked for
+    its progressive screening stage record; a record with a field of the wrong JSON type is a
+    :class:`JournalError` naming its line (:func:`~autoshrink.journal.check_record`), raised
+    before anything trains. Every record must be asked for
     again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
     :class:`JournalError` naming a record the strategy passed by -- the journal was not made
     by this config. With ``retry_failed``, ``"failed"`` records are left out of ``done`` (so
@@ -332,7 +334,7 @@ class Replay:
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
-        for line, rec in journal.numbered(repair):
+        for line, rec in journal.numbered(repair, check=True):  # each record read back checked
             if rec.get("type") == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
             if rec.get("type") == "candidate":
@@ -404,7 +406,7 @@ def run_search(
     if (retry_failed or repair) and not resume:
         raise ConfigError("retry_failed and repair (--retry-failed, --repair) need --resume")
     claim_folder(run_dir, "search")
-    if resume and not (run_dir / CONFIG).is_file():
+    if resume and not (run_dir / CONFIG).exists():
         raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)

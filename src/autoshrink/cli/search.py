@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
                 f"drop {sorted(given) + (['lambda'] if args.weight is not None else [])}"
             )
         run_dir, config = args.resume, None
-        if (run_dir / CONFIG).is_file():  # else run_search says there is nothing to resume
+        if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
             saved = SearchConfig.load(run_dir / CONFIG)
             # another --executor starts from its own options; else the run's, updated
             base = saved.execution if "executor" not in execution else ExecutionSettings()

@@ -17,7 +17,7 @@ def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise AutoshrinkError(f"{folder}: no such folder; expected a run or bench output folder")
-    if (folder / CONFIG).is_file():
+    if (folder / CONFIG).exists():  # not a file: read_run says so
         return write_run_report(folder)
     if (folder / BENCH).is_file():
         return write_bench_report(folder)

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import JournalError
+from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
+from autoshrink.journal import check_record
+from autoshrink.json_types import json_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +120,17 @@ class RunData:
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """JSON objects, one a line; a torn last line is skipped (read-only: nothing is cut)."""
-    if not path.is_file():
+    """JSON objects, one a line, each candidate and stage record checked
+    (:func:`~autoshrink.journal.check_record`); a torn last line is skipped (read-only:
+    nothing is cut)."""
+    if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    if not path.is_file():
+        raise JournalError(f"{path}: not a file; the journal must be a file")
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as err:
+        raise JournalError(f"{path}: cannot read the journal ({err.strerror})") from None
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -134,19 +143,21 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
                 break
             raise JournalError(f"{path}: line {n} is not a JSON record") from None
         if isinstance(rec, dict):
+            check_record(path, n, rec)
             records.append(rec)
     return records
 
 
 def _candidate(rec: dict[str, Any]) -> Candidate:
-    score = rec.get("score")
+    """The :class:`Candidate` of a record that :func:`~autoshrink.journal.check_record` passed."""
+    score = rec["score"]
     metrics = {k: (math.nan if v is None else float(v)) for k, v in rec["metrics"].items()}
     return Candidate(
-        step=int(rec["step"]),
-        index=int(rec["index"]),
-        key=str(rec["key"]),
-        edges=int(rec["edges"]),
-        status=str(rec.get("status", "ok")),
+        step=rec["step"],
+        index=rec["index"],
+        key=rec["key"],
+        edges=rec["edges"],
+        status=rec.get("status", "ok"),
         score=-math.inf if score is None else float(score),
         metrics=metrics,
         cell=rec["cell"],
@@ -156,23 +167,63 @@ def _candidate(rec: dict[str, Any]) -> Candidate:
     )
 
 
+def read_json_file(path: Path, error: type[AutoshrinkError]) -> Any:
+    """The JSON value in the file ``path``; a folder in its place, an unreadable file, bytes
+    that are not UTF-8 or malformed JSON is a one-line ``error`` naming the file."""
+    if not path.is_file():
+        raise error(f"{path}: not a file; expected a JSON file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON file") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read it ({err.strerror})") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestFields:
+    """What the report reads of ``result.json``'s ``best``: its key (a schema, never built)."""
+
+    key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultFields:
+    """The JSON types of what the report reads of ``result.json`` (a schema, never built)."""
+
+    best: BestFields | None = None
+
+
+def check_result(path: Path, result: Any) -> None:
+    """Raise a one-line :class:`JournalError` naming ``path`` and the field when ``result``
+    (``result.json``'s JSON value) is not an object or holds what the report cannot read."""
+    if not isinstance(result, dict):
+        raise JournalError(f"{path}: expected a JSON object, got {type(result).__name__}")
+    problem = json_type_problem(ResultFields, result)
+    if problem is not None:
+        raise JournalError(f"{path}: {problem}")
+
+
 def read_run(run_dir: Path) -> RunData:
-    """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present)."""
+    """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present);
+    anything malformed is a one-line error naming the file (and the key, or the line)."""
+    from autoshrink.config import SearchConfig  # imports torch: only when a run is read
+
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG
-    if not config_path.is_file():
+    if not config_path.exists():
         raise JournalError(f"{run_dir}: not a run folder (no {CONFIG})")
-    try:
-        config = json.loads(config_path.read_text())
-        result_path = run_dir / RESULT
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
-    except json.JSONDecodeError as err:
-        raise JournalError(f"{run_dir}: a JSON file is malformed ({err.msg})") from None
+    config = read_json_file(config_path, ConfigError)
+    SearchConfig.check_json(config, str(config_path))
+    result_path = run_dir / RESULT
+    result = None
+    if result_path.exists():
+        result = read_json_file(result_path, JournalError)
+        check_result(result_path, result)
     records = read_json_lines(run_dir / JOURNAL)
-    try:
-        candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise JournalError(f"{run_dir / JOURNAL}: a candidate record lacks {err}") from None
+    candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
     events = [r for r in records if r.get("type") == "event"]

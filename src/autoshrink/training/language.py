@@ -56,8 +56,8 @@ class RNNProxyTraining:
         for name in ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training: {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.clip <= 0 or self.divergence_factor <= 0:
-            raise ConfigError("training: lr, clip and divergence_factor must be > 0")
+        if not all(0 < v < math.inf for v in (self.lr, self.clip, self.divergence_factor)):
+            raise ConfigError("training: lr, clip and divergence_factor must be finite and > 0")
 
 
 @dataclass

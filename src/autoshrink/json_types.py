@@ -1,0 +1,95 @@
+"""Check a JSON value against a Python type annotation, for one-line errors on files a user
+can edit (``config.json``, journal records, ``result.json``).
+
+:func:`json_type_problem` walks ``bool``, ``int``, ``float``, ``str``, ``None``, ``Any``,
+unions, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and dataclasses (their fields by
+dotted key) and says, as one phrase, the first value that does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import MISSING, fields, is_dataclass
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    NoneType: "null",
+    Any: "any value",
+}
+
+
+def _show(value: Any) -> str:
+    """``value`` as JSON for an error message, cut to 40 characters."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(expected: Any) -> str:
+    """The JSON type ``expected`` names, in words (``a number or null``)."""
+    if get_origin(expected) in (Union, UnionType):
+        return " or ".join(_describe(a) for a in get_args(expected))
+    if expected in _NAMES:
+        return _NAMES[expected]
+    return "a list" if get_origin(expected) in (list, tuple) else "an object"
+
+
+def _fits(expected: Any, value: Any) -> bool:
+    """Whether the JSON ``value`` is of the outer type of ``expected`` (items not looked at)."""
+    origin = get_origin(expected)
+    if origin in (Union, UnionType):
+        return any(_fits(a, value) for a in get_args(expected))
+    if expected in (int, float):  # JSON has no separate booleans among its numbers
+        return isinstance(value, (int, expected)) and not isinstance(value, bool)
+    if expected in (bool, str):
+        return isinstance(value, expected)
+    if expected is NoneType:
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict or is_dataclass(expected):
+        return isinstance(value, dict)
+    return True  # Any, or an annotation that is not checked
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _first(problems: Iterable[str | None]) -> str | None:
+    return next((p for p in problems if p), None)
+
+
+def json_type_problem(expected: Any, value: Any, key: str = "") -> str | None:
+    """What is wrong with the JSON ``value`` of ``key`` as an ``expected`` -- an annotation:
+    ``bool``, ``int``, ``float``, ``str``, ``None``, ``Any``, a union, ``list[X]``,
+    ``tuple[X, ...]``, ``dict[str, X]`` or a dataclass, whose fields are checked by their dotted
+    key and must be there unless they have a default (keys it lacks are not looked at) --
+    as one phrase (``"k" must be an integer, got "four"``); ``None`` when it fits."""
+    if not _fits(expected, value):
+        return f'"{key}" must be {_describe(expected)}, got {_show(value)}'
+    origin, args = get_origin(expected), get_args(expected)
+    if origin in (Union, UnionType):
+        return json_type_problem(next(a for a in args if _fits(a, value)), value, key)
+    if is_dataclass(expected):
+        return _first(_field_problem(expected, f, value, key) for f in fields(expected))
+    if origin is dict and len(args) == 2:
+        return _first(json_type_problem(args[1], v, _key(key, k)) for k, v in value.items())
+    if origin in (list, tuple) and args:
+        return _first(json_type_problem(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str | None:
+    """:func:`json_type_problem` of the field ``f`` of dataclass ``cls`` in the object ``value``."""
+    key = _key(prefix, f.name)
+    if f.name in value:
+        return json_type_problem(get_type_hints(cls)[f.name], value[f.name], key)
+    if f.default is MISSING and f.default_factory is MISSING:
+        return f'"{key}" is missing'
+    return None

@@ -1,0 +1,181 @@
+"""Bad run-folder input: ``autoshrink search --resume`` and ``autoshrink report`` of a run folder
+whose ``config.json``, ``journal.jsonl`` or ``result.json`` is damaged say what is wrong in one
+line that names the file (and the key, or the line), exit with status 2, and leave the folder's
+files as they were.
+
+The run folder is a tiny search scored by the toy evaluator of tests/test_search.py, made once
+per module; each test damages a private copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.errors import ConfigError
+from autoshrink.search import run_search
+from test_search import ToyEvaluator
+
+Damage = Callable[[Path], None]
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny search (4 nodes, K = 2) on the digits preset, scored by the toy."""
+    run = tmp_path_factory.mktemp("made") / "run"
+    config = preset("demo", nodes=4, k=2, training_epochs=1)
+    run_search(run, config, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    return run
+
+
+@pytest.fixture
+def run(made_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny run."""
+    return Path(shutil.copytree(made_run, tmp_path / "run"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder``: a file's bytes, ``None`` for a folder."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def edit_config(**settings: object) -> Damage:
+    def damage(run: Path) -> None:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(config | settings))
+
+    return damage
+
+
+def edit_record(line: int, **fields: object) -> Damage:
+    def damage(run: Path) -> None:
+        lines = (run / "journal.jsonl").read_text().splitlines()
+        record = json.loads(lines[line - 1])
+        assert record["type"] == "candidate"
+        lines[line - 1] = json.dumps(record | fields)
+        (run / "journal.jsonl").write_text("\n".join(lines) + "\n")
+
+    return damage
+
+
+def write(name: str, data: bytes) -> Damage:
+    def damage(run: Path) -> None:
+        (run / name).write_bytes(data)
+
+    return damage
+
+
+def folder_for(name: str) -> Damage:
+    def damage(run: Path) -> None:
+        (run / name).unlink()
+        (run / name).mkdir()
+
+    return damage
+
+
+# (damage, the file the message names, what it says about it)
+CONFIG_CASES = {
+    "not-utf8": (write("config.json", b"\xff\xfe\x00\x01"), "config.json", "not UTF-8 text"),
+    "truncated": (write("config.json", b"{"), "config.json", "not valid JSON"),
+    "constraints-list": (
+        edit_config(constraints=[1, 2]),
+        "config.json",
+        '"constraints" must be an object, got [1, 2]',
+    ),
+    "device-int": (edit_config(device=5), "config.json", '"device" must be a string, got 5'),
+    "k-string": (edit_config(k="four"), "config.json", '"k" must be an integer, got "four"'),
+    "nodes-null": (edit_config(nodes=None), "config.json", '"nodes" must be an integer, got null'),
+    "score-weight": (
+        edit_config(score={"weight": "x"}),
+        "config.json",
+        '"score.weight" must be a number, got "x"',
+    ),
+}
+JOURNAL_CASES = {
+    "score-string": (
+        edit_record(3, score="abc"),
+        "journal.jsonl",
+        'line 3: "score" must be a number or null, got "abc"',
+    ),
+    "metrics-list": (
+        edit_record(3, metrics=[1]),
+        "journal.jsonl",
+        'line 3: "metrics" must be an object, got [1]',
+    ),
+    "journal-folder": (folder_for("journal.jsonl"), "journal.jsonl", "not a file"),
+}
+REPORT_CASES = {
+    "result-list": (write("result.json", b"[1]"), "result.json", "expected a JSON object"),
+    "result-truncated": (write("result.json", b"{"), "result.json", "not valid JSON"),
+    "config-folder": (folder_for("config.json"), "config.json", "not a file"),
+}
+
+
+def fails_in_one_line(cli, run: Path, args: list[object], file: str, says: str) -> None:
+    """``autoshrink ARGS`` exits with status 2 and one line that names ``run/file`` and says
+    ``says``, and leaves every file of ``run`` as it was."""
+    before = snapshot(run)
+    code, _, err = cli(*args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"autoshrink: error: {run / file}: "), lines[0]
+    assert says in lines[0], lines[0]
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("case", [*CONFIG_CASES, *JOURNAL_CASES])
+def test_a_resume_of_a_damaged_run_folder_fails_in_one_line(cli, run, case):
+    damage, file, says = {**CONFIG_CASES, **JOURNAL_CASES}[case]
+    damage(run)
+    args = ["search", "--resume", run, "--executor", "inprocess", "--no-progress"]
+    fails_in_one_line(cli, run, args, file, says)
+
+
+@pytest.mark.parametrize("case", [*CONFIG_CASES, *JOURNAL_CASES, *REPORT_CASES])
+def test_a_report_of_a_damaged_run_folder_fails_in_one_line(cli, run, case):
+    damage, file, says = {**CONFIG_CASES, **JOURNAL_CASES, **REPORT_CASES}[case]
+    damage(run)
+    fails_in_one_line(cli, run, ["report", run], file, says)
+    assert not (run / "report").exists()
+
+
+def test_the_undamaged_run_folder_resumes_and_reports(cli, run):
+    again = run_search(run, resume=True, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    assert again.trained == 0 and again.evaluations > 0
+    code, out, err = cli("report", run)
+    assert code == 0, err
+    assert (run / "report" / "index.html").is_file()
+
+
+def test_a_config_file_that_is_a_folder_is_named_as_not_a_file(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=r"config\.json: a folder, not a file"):
+        SearchConfig.load(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"training": {"epochs": "2"}}, '"training.epochs" must be an integer, got "2"'),
+        ({"ood": {"lr": [1]}}, '"ood.lr" must be a number, got [1]'),
+        ({"constraints": {"macs": "big"}}, '"constraints.macs" must be a number, got "big"'),
+        ({"score_start": 1}, '"score_start" must be true or false, got 1'),
+        ({"screening_stages": [{"classes": 2}]}, '"screening_stages[0].epochs" is missing'),
+        ({"task": "rnn", "training": {"nhid": None}}, '"training.nhid" must be an integer'),
+        ({"k": 0}, "c.json: k must be >= 1, got 0"),  # a range error names the file too
+    ],
+)
+def test_config_values_are_checked_against_their_fields_types(tmp_path, settings, says):
+    (tmp_path / "c.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigError) as err:
+        SearchConfig.load(tmp_path / "c.json")
+    assert str(err.value).startswith(f"{tmp_path / 'c.json'}: ") and says in str(err.value)
