@@ -7,9 +7,10 @@ initialisation seeded by the cell's code, on one fixed batch of ``batch`` N(0, 1
 uniform random labels drawn from ``seed`` -- the benchmark's images are not on the machine, and
 for synflow and params (the data-free proxies) the batch's content does not matter. Values are
 kept for the whole bench (every run shares them) and, with ``cache``, in a ``.npy`` file of
-15,625 float64 (NaN = not computed) that later benches reuse. ``params`` is read from the
-analytic count of :func:`~autoshrink.cost.nb201.topology_cost_table` (the same numbers as
-counting a built network's parameters, see the tests), so it costs nothing.
+15,625 float64 (NaN = not computed) that later benches reuse (:meth:`NB201ZeroCost.open`).
+``params`` is read from the analytic count of
+:func:`~autoshrink.cost.nb201.topology_cost_table` (the same numbers as counting a built
+network's parameters, see the tests), so it costs nothing.
 
 Why not NASLib's stored scores: its file covers about 725 of the 15,625 cells, so it holds one
 or two of the up to 24 cells of a typical shrink space.
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class NB201ZeroCost:
-    """``scores(cells) -> proxy values``; computes the missing ones (see the module docstring)."""
+    """``scores(cells) -> proxy values``; computes the missing ones (see the module docstring).
+    :meth:`open` makes one that starts from the values of a cache file."""
 
     def __init__(
         self,
@@ -58,24 +60,29 @@ class NB201ZeroCost:
         if self.cache is not None and self.cache.suffix != ".npy":
             raise ConfigError(f"the zero-cost cache must be a .npy file, got {self.cache}")
         self.values = np.full(NUM_CELLS, np.nan)
-        if self.cache is not None:
-            check_output_file(self.cache, "the zero-cost cache")
-        if self.cache is not None and self.cache.is_file():
-            try:
-                stored = np.load(self.cache)  # allow_pickle stays False: never unpickles
-            except (OSError, ValueError) as err:
-                raise BenchmarkError(
-                    f"{self.cache}: not a NumPy array of zero-cost values ({err})"
-                ) from None
-            if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
-                raise BenchmarkError(
-                    f"{self.cache}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"
-                )
-            self.values = stored.astype(np.float64)
         if name == "params":  # the analytic count is exactly the proxy (tested): no networks
             self.values = topology_cost_table(self.dataset)[0].astype(np.float64)
         self.computed = 0
         self.seconds = 0.0
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        dataset: str,
+        *,
+        batch: int = 64,
+        seed: int = 0,
+        cache: str | Path | None = None,
+    ) -> NB201ZeroCost:
+        """The scorer with the values ``cache`` holds when that file exists (it is checked to
+        be writable now, for :meth:`save` at the end); the constructor reads no file."""
+        zc = cls(name, dataset, batch=batch, seed=seed, cache=cache)
+        if zc.cache is not None:
+            check_output_file(zc.cache, "the zero-cost cache")
+            if zc.cache.is_file() and name != "params":
+                zc.values = read_cache(zc.cache)
+        return zc
 
     def __call__(self, cells: list[NB201Cell]) -> list[float]:
         t0 = time.perf_counter()
@@ -100,3 +107,17 @@ class NB201ZeroCost:
     def summary(self) -> dict[str, float | int | str]:
         """Proxy, cells computed (not from the cache) and seconds spent."""
         return {"proxy": self.name, "computed": self.computed, "seconds": round(self.seconds, 3)}
+
+
+def read_cache(path: Path) -> np.ndarray:
+    """The 15,625 float64 values of a zero-cost cache file (NaN: not computed); never
+    unpickles (``allow_pickle`` stays False)."""
+    try:
+        stored = np.load(path)
+    except (OSError, ValueError) as err:
+        raise BenchmarkError(f"{path}: not a NumPy array of zero-cost values ({err})") from None
+    if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
+        raise BenchmarkError(
+            f"{path}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"
+        )
+    return stored.astype(np.float64)
