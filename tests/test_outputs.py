@@ -193,7 +193,7 @@ def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
     code, _, err = cli(
         "train", CELLS / "shrinkcnn.json", "--recipe", tmp_path / "dir.json", "--out", tmp_path
     )
-    assert code == 2 and "not a recipe file" in err
+    assert code == 2 and "a folder, not a file; expected a recipe file" in err
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,13 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
-from autoshrink.json_types import json_type_problem
 from autoshrink.objectives import Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 from autoshrink.training.ood import OodSettings
+from autoshrink.user_files import json_type_problem, read_json_file
 from autoshrink.zero_cost import check_proxy
 
 TASKS = ("cnn", "rnn")
@@ -304,22 +304,7 @@ class SearchConfig:
     def load(cls, path: Path) -> SearchConfig:
         """The config saved in the JSON file ``path``; any problem is a one-line
         :class:`ConfigError` naming the file (and the key)."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: a folder, not a file; expected a JSON config") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(
-                f"{path}: not UTF-8 text (byte {err.start}); not a JSON config"
-            ) from None
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        data = read_json_file(path, ConfigError, "config")
         return cls.from_dict(data, str(path))
 
 

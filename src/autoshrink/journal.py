@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from autoshrink.errors import JournalError
-from autoshrink.json_types import json_type_problem
+from autoshrink.user_files import json_type_problem
 
 log = logging.getLogger(__name__)
 

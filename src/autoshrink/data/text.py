@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from autoshrink.errors import DataError
+from autoshrink.user_files import read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,7 @@ class Corpus:
 
 def read_lines(path: Path) -> list[list[str]]:
     """The whitespace-split, non-empty lines of ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such text file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a text file, found a folder") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    text = read_text_file(path, DataError, "text")
     return [words for raw in text.splitlines() if (words := raw.split())]
 
 

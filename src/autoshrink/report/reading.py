@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
-from autoshrink.journal import check_record
-from autoshrink.json_types import json_type_problem
+from autoshrink.errors import ConfigError, JournalError
+from autoshrink.journal import Journal, check_record
+from autoshrink.user_files import json_type_problem, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,7 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     """JSON objects, one a line, each candidate and stage record checked
     (:func:`~autoshrink.journal.check_record`); a torn last line is skipped (read-only:
     nothing is cut)."""
-    if not path.exists():
-        return []
-    if not path.is_file():
-        raise JournalError(f"{path}: not a file; the journal must be a file")
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as err:
-        raise JournalError(f"{path}: cannot read the journal ({err.strerror})") from None
+    lines = Journal(path).read().split(b"\n")  # no journal yet: no lines
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -167,21 +160,6 @@ def _candidate(rec: dict[str, Any]) -> Candidate:
     )
 
 
-def read_json_file(path: Path, error: type[AutoshrinkError]) -> Any:
-    """The JSON value in the file ``path``; a folder in its place, an unreadable file, bytes
-    that are not UTF-8 or malformed JSON is a one-line ``error`` naming the file."""
-    if not path.is_file():
-        raise error(f"{path}: not a file; expected a JSON file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON file") from None
-    except json.JSONDecodeError as err:
-        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read it ({err.strerror})") from None
-
-
 @dataclass(frozen=True, kw_only=True)
 class BestFields:
     """What the report reads of ``result.json``'s ``best``: its key (a schema, never built)."""
@@ -215,12 +193,12 @@ def read_run(run_dir: Path) -> RunData:
     config_path = run_dir / CONFIG
     if not config_path.exists():
         raise JournalError(f"{run_dir}: not a run folder (no {CONFIG})")
-    config = read_json_file(config_path, ConfigError)
+    config = read_json_file(config_path, ConfigError, "config")
     SearchConfig.check_json(config, str(config_path))
     result_path = run_dir / RESULT
     result = None
     if result_path.exists():
-        result = read_json_file(result_path, JournalError)
+        result = read_json_file(result_path, JournalError, "result")
         check_result(result_path, result)
     records = read_json_lines(run_dir / JOURNAL)
     candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]

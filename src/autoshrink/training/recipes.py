@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
+from autoshrink.user_files import read_json_file
 
 FORMAT = "autoshrink.recipe/1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -150,15 +151,7 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such recipe file") from None
-        except (IsADirectoryError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: not a recipe file ({err})") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json_file(path, ConfigError, "recipe"), str(path))
 
 
 def shrinkcnn_imagenet_recipe() -> Recipe:

@@ -1,6 +1,9 @@
-"""Check a JSON value against a Python type annotation, for one-line errors on files a user
-can edit (``config.json``, journal records, ``result.json``).
+"""Files a user can edit (``config.json``, recipes, journal records, ``result.json``, text
+corpora): read them, and check JSON values against Python type annotations, with one-line
+errors.
 
+:func:`read_text_file` and :func:`read_json_file` read one, every way it can fail named with
+the file.
 :func:`json_type_problem` walks ``bool``, ``int``, ``float``, ``str``, ``None``, ``Any``,
 unions, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and dataclasses (their fields by
 dotted key) and says, as one phrase, the first value that does not fit.
@@ -11,8 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from autoshrink.errors import AutoshrinkError
 
 _NAMES = {
     bool: "true or false",
@@ -93,3 +99,29 @@ def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str 
     if f.default is MISSING and f.default_factory is MISSING:
         return f'"{key}" is missing'
     return None
+
+
+def read_text_file(path: Path, error: type[AutoshrinkError], what: str) -> str:
+    """The UTF-8 text of the ``what`` file ``path`` (``"config"``, ``"text"``, ...); a missing
+    file, a folder in its place, an unreadable file or bytes that are not UTF-8 is a one-line
+    ``error`` naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: a folder, not a file; expected a {what} file") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); expected a {what} file") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} file ({err.strerror})") from None
+
+
+def read_json_file(path: Path, error: type[AutoshrinkError], what: str) -> Any:
+    """The JSON value in the ``what`` file ``path``: :func:`read_text_file`'s errors, and
+    malformed JSON as a one-line ``error`` naming the file and the line."""
+    text = read_text_file(path, error, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
