@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import CellError
+from autoshrink.user_files import read_text_file
 
 FORMAT = "autoshrink.cell/1"
 INPUT = "input"
@@ -242,13 +243,7 @@ class Cell:
     def load(cls, path: str | Path) -> Cell:
         """Read a cell JSON file."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise CellError(f"{path}: no such cell file") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-            raise CellError(f"{path}: cannot read cell file ({err.__class__.__name__})") from None
-        return cls.from_json(text, str(path))
+        return cls.from_json(read_text_file(path, CellError, "cell"), str(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -50,6 +50,7 @@ from autoshrink.hardware.latency import (
     until_stable,
 )
 from autoshrink.spaces.macros import MacroSpec
+from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +174,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise HardwareError(f"{path}: no such latency table") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise HardwareError(f"{path}: cannot read latency table ({err})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise HardwareError(f"{path}: not valid JSON ({err.msg})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json_file(path, HardwareError, "latency table"), str(path))
 
 
 def measure_block(block: Block, settings: LatencySettings) -> BlockEntry:
