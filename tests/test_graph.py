@@ -9,7 +9,7 @@ import pytest
 
 from autoshrink.errors import CellError
 from autoshrink.graph import Cell
-from autoshrink.report.picture import render, to_dot, to_text
+from autoshrink.report.picture import GRAPH_EDGE_LIMIT, render, to_dot, to_text
 from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
 
 
@@ -142,3 +142,16 @@ def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):
     monkeypatch.setattr("autoshrink.report.picture.shutil.which", lambda name: None)
     written = render(published_cell("shrinkcnn"), tmp_path / "cell.svg")
     assert written.suffix == ".txt" and "sep3x3" in written.read_text()
+
+
+def test_a_large_cell_is_drawn_as_its_adjacency_matrix(tmp_path, monkeypatch):
+    def no_graphviz(*args, **kwargs):
+        raise AssertionError("Graphviz must not lay out a cell this large")
+
+    monkeypatch.setattr("autoshrink.report.picture.subprocess.run", no_graphviz)
+    cell = Cell.complete("cnn", ["input"] + ["sep3x3", "conv1x1"] * 13)
+    assert cell.num_edges == 351 > GRAPH_EDGE_LIMIT
+    png = render(cell, tmp_path / "big.png", title="big")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = render(cell, tmp_path / "big.svg").read_text()
+    assert "to node" in svg and "351 edges" in svg
