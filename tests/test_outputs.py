@@ -182,10 +182,10 @@ def test_a_bad_zero_cost_cache_is_one_line(tmp_path) -> None:
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     for path in (garbage, objects):
         with pytest.raises(BenchmarkError, match="not a NumPy array of zero-cost values"):
-            NB201ZeroCost.open("synflow", "cifar10", cache=path)
+            NB201ZeroCost("synflow", "cifar10", cache=path).load_cache()
     (tmp_path / "dir.npy").mkdir()
     with pytest.raises(ConfigError, match="a folder is there"):
-        NB201ZeroCost.open("synflow", "cifar10", cache=tmp_path / "dir.npy")
+        NB201ZeroCost("synflow", "cifar10", cache=tmp_path / "dir.npy").load_cache()
 
 
 def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:

@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if ZC_STRATEGY in names:
         from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here
 
-        zc = NB201ZeroCost.open(args.zc_proxy, args.dataset, cache=args.zc_cache)
+        zc = NB201ZeroCost(args.zc_proxy, args.dataset, cache=args.zc_cache)
+        zc.load_cache()
     start = time.perf_counter()
     tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
     result = run_bench(

@@ -7,7 +7,7 @@ initialisation seeded by the cell's code, on one fixed batch of ``batch`` N(0, 1
 uniform random labels drawn from ``seed`` -- the benchmark's images are not on the machine, and
 for synflow and params (the data-free proxies) the batch's content does not matter. Values are
 kept for the whole bench (every run shares them) and, with ``cache``, in a ``.npy`` file of
-15,625 float64 (NaN = not computed) that later benches reuse (:meth:`NB201ZeroCost.open`).
+15,625 float64 (NaN = not computed) that later benches reuse (:meth:`NB201ZeroCost.load_cache`).
 ``params`` is read from the analytic count of
 :func:`~autoshrink.cost.nb201.topology_cost_table` (the same numbers as counting a built
 network's parameters, see the tests), so it costs nothing.
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class NB201ZeroCost:
     """``scores(cells) -> proxy values``; computes the missing ones (see the module docstring).
-    :meth:`open` makes one that starts from the values of a cache file."""
+    :meth:`load_cache` starts it from the values of a cache file."""
 
     def __init__(
         self,
@@ -65,24 +65,14 @@ class NB201ZeroCost:
         self.computed = 0
         self.seconds = 0.0
 
-    @classmethod
-    def open(
-        cls,
-        name: str,
-        dataset: str,
-        *,
-        batch: int = 64,
-        seed: int = 0,
-        cache: str | Path | None = None,
-    ) -> NB201ZeroCost:
-        """The scorer with the values ``cache`` holds when that file exists (it is checked to
-        be writable now, for :meth:`save` at the end); the constructor reads no file."""
-        zc = cls(name, dataset, batch=batch, seed=seed, cache=cache)
-        if zc.cache is not None:
-            check_output_file(zc.cache, "the zero-cost cache")
-            if zc.cache.is_file() and name != "params":
-                zc.values = read_cache(zc.cache)
-        return zc
+    def load_cache(self) -> None:
+        """Start from the values ``cache`` holds when that file exists, and check now that it
+        can be written, for :meth:`save` at the end (the constructor reads no file)."""
+        if self.cache is None:
+            return
+        check_output_file(self.cache, "the zero-cost cache")
+        if self.cache.is_file() and self.name != "params":
+            self.values = read_cache(self.cache)
 
     def __call__(self, cells: list[NB201Cell]) -> list[float]:
         t0 = time.perf_counter()
