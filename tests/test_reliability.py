@@ -327,7 +327,7 @@ def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
 
 
 def test_repair_and_retry_failed_need_resume(tmp_path):
-    with pytest.raises(Exception, match="need --resume"):
+    with pytest.raises(Exception, match=r"need resume \(--resume\)"):
         search(tmp_path / "r", toy_config(), repair=True)
 
 

@@ -140,7 +140,8 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         raise JournalError("a new search needs a config")
     if (run_dir / JOURNAL).exists():
         raise JournalError(
-            f"{run_dir} already holds a search; resume it with --resume or choose another --out"
+            f"{run_dir} already holds a search; resume it (--resume; resume=True in Python) "
+            "or choose another folder"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / CONFIG)
@@ -404,7 +405,9 @@ def run_search(
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     if (retry_failed or repair) and not resume:
-        raise ConfigError("retry_failed and repair (--retry-failed, --repair) need --resume")
+        raise ConfigError(
+            "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
+        )
     claim_folder(run_dir, "search")
     if resume and not (run_dir / CONFIG).exists():
         raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
@@ -420,7 +423,9 @@ def run_search(
                 if replay.done:
                     log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
                 if evaluator_factory is None:
-                    from autoshrink.evaluators.factory import build_evaluator as evaluator_factory
+                    from autoshrink.evaluators.factory import build_evaluator
+
+                    evaluator_factory = build_evaluator
                 evaluator = evaluator_factory(config)
                 trail = None
                 if config.evaluator == "oneshot":  # the weights live in run_dir/oneshot
