@@ -405,3 +405,10 @@ def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
         code, _, err = cli(command, path, *extra)
         assert code == 2, command
         assert "unknown layer choice 'k9e9'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_searchable_layer_converts_to_half_precision() -> None:
+    # A layer attribute named ``half`` once hid nn.Module.half().
+    _, slots = macro_slots(MobileNetV2Spec(width=0.5, image_size=64))
+    layer = SuperMBConv(slots[3]).half()
+    assert all(p.dtype == torch.float16 for p in layer.parameters())

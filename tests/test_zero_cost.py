@@ -158,3 +158,16 @@ def test_proxies_rank_nb201_cells_like_naslib(shared_data, one_thread) -> None:
     logs = np.log(ours["synflow"])
     want = np.array([stored.proxy("synflow")[c.code] for c in cells])
     assert np.max(np.abs(logs - want)) < 1.0
+
+
+def test_jacov_of_a_model_that_ignores_its_input_is_minus_infinity() -> None:
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(x.shape[0], 3)
+
+    got = proxy("jacov")(Constant(), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+    assert got == float("-inf")

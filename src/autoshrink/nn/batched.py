@@ -28,7 +28,8 @@ network :func:`autoshrink.nn.cnn.build_network` builds for that candidate alone:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ from torch.nn import functional as F
 from autoshrink.cost.cells import CellPlacement, plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.nn.cnn import CNNNetwork, build_network
+from autoshrink.nn.cnn import CNNCell, CNNNetwork, build_network
 from autoshrink.nn.node_states import (
     NodeStates,
     check_node_inputs,
@@ -48,8 +49,10 @@ from autoshrink.nn.stacked_ops import (
     BATCHED_OPS,
     OP_MODULES,
     StackedBN,
+    StackedOp,
     check_bn,
     check_depthwise,
+    conv_and_bn,
     move,
     pointwise,
     to_nchw,
@@ -65,6 +68,11 @@ class BatchedCell(nn.Module):
     tables. ``c_in``/``c_out`` are the padded widths of the cell input and output;
     ``depthwise`` and ``node_inputs`` as in :class:`BatchedCNN`.
     """
+
+    leaf: torch.Tensor  # buffers
+    gather: torch.Tensor
+    proj_mask: torch.Tensor
+    use_proj: torch.Tensor
 
     def __init__(
         self,
@@ -191,16 +199,19 @@ class BatchedCell(nn.Module):
                 if shortcut is None
                 else torch.where(self.use_proj[:, None], shortcut, ident.to(shortcut.dtype))
             )
+        if shortcut is None:
+            raise RuntimeError("a cell with no candidate has no shortcut")
         return y + shortcut
 
-    def load(self, k: int, ref: nn.Module, where: CellPlacement, back: bool = False) -> None:
+    def load(self, k: int, ref: CNNCell, where: CellPlacement, back: bool = False) -> None:
         """Copy the weights of a separately built :class:`~autoshrink.nn.cnn.CNNCell` into
         candidate ``k`` (``back``: candidate ``k``'s into it)."""
         for i, j in enumerate(self.nodes[1:], start=1):
             if str(j) in ref.ops:
-                self.ops[i - 1].load(k, ref.ops[str(j)], self.columns[k][i], back)
+                op = cast(StackedOp, self.ops[i - 1])
+                op.load(k, ref.ops[str(j)], self.columns[k][i], back)
         if where.needs_projection:
-            conv, bn = ref.shortcut
+            conv, bn = conv_and_bn(ref.shortcut)
             rows, cols = where.out_channels, where.in_channels
             move(
                 self.proj.data[k],
@@ -318,14 +329,16 @@ class BatchedCNN(nn.Module):
     def load_network(self, k: int, net: CNNNetwork, back: bool = False) -> None:
         """Copy the weights and BN statistics of candidate ``k``'s own network into slice ``k``
         (``back``: slice ``k``'s into the network, e.g. to save a candidate trained here)."""
-        conv, bn = net.stem[0], net.stem[1]
+        conv, bn = conv_and_bn(net.stem)
         move(self.stem.data[k], ..., conv.weight.data, back)
         self.stem_bn.load(k, bn, slice(None), back)
-        for cell, ref, where in zip(self.cells, net.cells, self.placements[k], strict=True):
+        cells = cast(Iterable[BatchedCell], self.cells)
+        refs = cast(Iterable[CNNCell], net.cells)
+        for cell, ref, where in zip(cells, refs, self.placements[k], strict=True):
             cell.load(k, ref, where, back)
         features = slice(0, self.placements[k][-1].out_channels)
         if self.head is not None:
-            conv, bn = net.head[0], net.head[1]
+            conv, bn = conv_and_bn(net.head)
             move(self.head.data[k], (slice(None), features), conv.weight.data[:, :, 0, 0], back)
             self.head_bn.load(k, bn, slice(None), back)
             features = slice(None)
@@ -371,7 +384,7 @@ def check_candidates(parent: Cell, cells: Sequence[Cell]) -> None:
 def union_cell(cells: Sequence[Cell]) -> Cell:
     """The smallest parent of ``cells`` (same ops): the union of their edges."""
     first = cells[0]
-    return Cell(first.kind, first.ops, {e for c in cells for e in c.edges}, first.activation)
+    return Cell(first.kind, first.ops, tuple({e for c in cells for e in c.edges}), first.activation)
 
 
 def widest_widths(parent: Cell, spec: MacroSpec) -> list[int]:

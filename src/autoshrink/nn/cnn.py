@@ -72,7 +72,9 @@ class CNNNetwork(nn.Module):
         self.cells = nn.Sequential(*(CNNCell(cell, where) for where in placements))
         features = placements[-1].out_channels
         if spec.head_channels is not None:
-            self.head = nn.Sequential(*conv_bn(features, spec.head_channels, 1), activation(act))
+            self.head: nn.Module = nn.Sequential(
+                *conv_bn(features, spec.head_channels, 1), activation(act)
+            )
             features = spec.head_channels
         else:
             self.head = nn.Identity()

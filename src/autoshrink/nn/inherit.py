@@ -129,6 +129,8 @@ class _Copier:
             for i, ci in enumerate(inp):
                 if co is not None and co == ci:
                     w[o, i, 0, 0] = 1.0
+        if bn.running_mean is None or bn.running_var is None:
+            raise ConfigError("cannot set a batch norm without running statistics")
         conv.weight.copy_(w)
         bn.weight.fill_(1.0)
         bn.bias.zero_()
@@ -137,7 +139,7 @@ class _Copier:
         self.set_new += 1
 
 
-def _convs_bns(module: nn.Module) -> list[nn.Module]:
+def _convs_bns(module: nn.Module) -> list[nn.Conv2d | nn.BatchNorm2d]:
     return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
 
 

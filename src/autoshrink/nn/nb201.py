@@ -99,12 +99,8 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, c_in, H, W)
         nodes: list[torch.Tensor] = [x]
         for j in range(1, 4):
-            total = None
-            for e, (i, jj) in enumerate(self.edges):
-                if jj == j:
-                    y = self.ops[e](nodes[i])
-                    total = y if total is None else total + y
-            nodes.append(total)
+            ins = [self.ops[e](nodes[i]) for e, (i, jj) in enumerate(self.edges) if jj == j]
+            nodes.append(sum(ins[1:], start=ins[0]))
         return nodes[3]  # (B, c_out, H, W)
 
 

@@ -120,14 +120,14 @@ class _Read(torch.autograd.Function):
     as inputs: its gradient is split among them, as ``torch.cat``'s."""
 
     @staticmethod
-    def forward(ctx, buffer: torch.Tensor, start: int, zero: bool, *states: torch.Tensor):  # type: ignore[override]
+    def forward(ctx, buffer: torch.Tensor, start: int, zero: bool, *states: torch.Tensor):
         ctx.widths = [s.shape[-1] for s in states]
         ctx.zero = zero
         stop = start + sum(ctx.widths) + int(zero)
         return buffer[..., start:stop]
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         widths = ctx.widths + [1] if ctx.zero else ctx.widths
         parts = grad.split(widths, -1)
         return (None, None, None, *parts[: len(ctx.widths)])

@@ -89,6 +89,10 @@ def dropout_mask(like: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.
     """A Bernoulli keep-mask scaled by ``1/(1-p)`` (``None`` when ``p == 0``)."""
     if p == 0.0:
         return None
+    return _keep_mask(like, shape, p)
+
+
+def _keep_mask(like: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
     return like.new_empty(shape).bernoulli_(1.0 - p) / (1.0 - p)
 
 
@@ -96,8 +100,7 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout on ``x [T, B, D]`` with one mask per sequence, shared over the ``T`` steps."""
     if not training or p == 0.0:
         return x
-    mask = dropout_mask(x, (1, x.size(1), x.size(2)), p)
-    return x * mask
+    return x * _keep_mask(x, (1, x.size(1), x.size(2)), p)
 
 
 def embedding_dropout(
@@ -105,8 +108,7 @@ def embedding_dropout(
 ) -> torch.Tensor:
     """Embed ``tokens [T, B]`` -> ``[T, B, D]``, dropping whole words with probability ``p``."""
     if training and p > 0.0:
-        mask = dropout_mask(weight, (weight.size(0), 1), p)
-        weight = weight * mask
+        weight = weight * _keep_mask(weight, (weight.size(0), 1), p)
     return F.embedding(tokens, weight)
 
 
@@ -142,7 +144,7 @@ class RNNCell(nn.Module):
         self._sources = tuple((i, cell.successors(i)) for i in live if cell.successors(i))
         self._indegree = {j: len(cell.predecessors(j)) for j in live[1:]}
         self._leaves = cell.leaves
-        self._acts = tuple(ACTIVATIONS[op] if k else None for k, op in enumerate(cell.ops))
+        self._acts = {k: ACTIVATIONS[op] for k, op in enumerate(cell.ops) if k}  # node 0 has none
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the cell over ``x [T, B, ninp]`` from ``h [B, nhid]``.

@@ -19,7 +19,7 @@ import functools
 import importlib.util
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ class _Pointwise(torch.autograd.Function):
     backward). Under autocast, computes in the autocast dtype as ``torch.bmm`` would."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x, w = autocast_inputs(ctx, x, w)
         out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
         torch.bmm(x.transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
@@ -92,7 +92,7 @@ class _Pointwise(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, w = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
         g = grad.to(x.dtype).contiguous()
@@ -217,6 +217,9 @@ class StackedBN(nn.Module):
     training where :attr:`backend` (one of :data:`BN_BACKENDS`) says so.
     """
 
+    running_mean: torch.Tensor  # buffers
+    running_var: torch.Tensor
+
     def __init__(self, k: int, c: int, backend: str = "auto") -> None:
         super().__init__()
         check_bn(backend)
@@ -267,6 +270,8 @@ class StackedBN(nn.Module):
         self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice, back: bool = False
     ) -> None:
         """Copy ``bn`` into candidate ``k``'s ``channels`` (``back``: those into ``bn``)."""
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("the batch norm has no running statistics to copy")
         for mine, theirs in (
             (self.weight, bn.weight),
             (self.bias, bn.bias),
@@ -299,8 +304,8 @@ class Sep3x3(nn.Module):
     def load(self, k: int, op: nn.Module, cols: list[int], back: bool = False) -> None:
         """Copy the plain op ``op`` into candidate ``k``'s input columns ``cols`` (``back``:
         the other way)."""
-        dw, pw = (m for m in op if isinstance(m, nn.Conv2d))
-        bn1, bn2 = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        dw, pw = (m for m in op.children() if isinstance(m, nn.Conv2d))
+        bn1, bn2 = (m for m in op.children() if isinstance(m, nn.BatchNorm2d))
         move(self.dw.data[k], cols, dw.weight.data[:, 0], back)
         move(self.pw.data[k], (slice(None), cols), pw.weight.data[:, :, 0, 0], back)
         self.bn1.load(k, bn1, cols, back)
@@ -323,10 +328,16 @@ class Conv1x1(nn.Module):
 
     def load(self, k: int, op: nn.Module, cols: list[int], back: bool = False) -> None:
         """As :meth:`Sep3x3.load`."""
-        (conv,) = (m for m in op if isinstance(m, nn.Conv2d))
-        (bn,) = (m for m in op if isinstance(m, nn.BatchNorm2d))
+        conv, bn = conv_and_bn(op)
         move(self.pw.data[k], (slice(None), cols), conv.weight.data[:, :, 0, 0], back)
         self.bn.load(k, bn, slice(None), back)
+
+
+def conv_and_bn(op: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """The one convolution and the one batch norm among the children of ``op``."""
+    (conv,) = (m for m in op.children() if isinstance(m, nn.Conv2d))
+    (bn,) = (m for m in op.children() if isinstance(m, nn.BatchNorm2d))
+    return conv, bn
 
 
 def move(stacked: torch.Tensor, index: Any, own: torch.Tensor, back: bool) -> None:
@@ -339,4 +350,5 @@ def move(stacked: torch.Tensor, index: Any, own: torch.Tensor, back: bool) -> No
         stacked[index] = own.to(stacked.dtype)
 
 
-OP_MODULES = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}
+StackedOp: TypeAlias = Sep3x3 | Conv1x1
+OP_MODULES: dict[str, type[StackedOp]] = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}

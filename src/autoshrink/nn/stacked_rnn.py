@@ -42,6 +42,11 @@ class StackedRNNModel(nn.Module):
     slice from the weights its candidate gets alone.
     """
 
+    edge_mask: torch.Tensor  # buffers
+    indegree: torch.Tensor
+    leaf_mask: torch.Tensor
+    leaf_count: torch.Tensor
+
     def __init__(self, cells: Sequence[Cell], ntoken: int, *, nhid: int) -> None:
         super().__init__()
         if not cells:

@@ -104,7 +104,7 @@ def _grid(n: int, c: int) -> tuple[int, int]:
 
 class _BNAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd, act):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, mean, invstd, act):
         n, c = x.shape
         y = torch.empty_like(x)
         _fwd[_grid(n, c)](x, y, mean, invstd, weight, bias, n, c, ACTS[act], BLOCK_N, BLOCK_C)
@@ -113,7 +113,7 @@ class _BNAct(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         grad = grad.contiguous()
         n, c = x.shape

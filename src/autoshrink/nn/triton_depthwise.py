@@ -170,14 +170,14 @@ class _Depthwise3x3(torch.autograd.Function):
     autocast dtype, as ``F.conv2d`` would."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x, w = autocast_inputs(ctx, x, w)
         x, w = readable(x), w.contiguous()
         ctx.save_for_backward(x, w)
         return depthwise3x3_forward(x, w)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, w = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
         g = grad.to(x.dtype).contiguous()

@@ -194,7 +194,7 @@ class LatencyModel:
     def blended(self, net: SuperNet) -> torch.Tensor:
         """The supernet's latency (ms) as a differentiable function of its indicators."""
         total = torch.tensor(self.fixed_ms)
-        for layer, r in zip(net.layers, self.layer_ms, strict=True):
+        for layer, r in zip(net.super_layers, self.layer_ms, strict=True):
             use_5x5, use_e3, use_e6, _ = layer.indicators()
             r_e3 = r["k3e3"] + use_5x5 * (r["k5e3"] - r["k3e3"])
             r_e6 = r["k3e6"] + use_5x5 * (r["k5e6"] - r["k3e6"])
@@ -280,17 +280,21 @@ def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> lis
     """Networks spanning the space: all ``k3e3``, all ``k3e6`` (MobileNetV2), all ``k5e6``,
     then seeded random ones."""
     _, slots = macro_slots(spec)
-    settings = {
-        "width": spec.width,
-        "image_size": spec.image_size,
-        "num_classes": spec.num_classes,
-        "in_channels": spec.in_channels,
-    }
-    archs = [MBConvArch(**settings, layers=(c,) * len(slots)) for c in ("k3e3", "k3e6", "k5e6")]
+
+    def arch(layers: tuple[str, ...]) -> MBConvArch:
+        return MBConvArch(
+            width=spec.width,
+            image_size=spec.image_size,
+            num_classes=spec.num_classes,
+            in_channels=spec.in_channels,
+            layers=layers,
+        )
+
+    archs = [arch((c,) * len(slots)) for c in ("k3e3", "k3e6", "k5e6")]
     rng = random.Random(seed)
     while len(archs) < count:
         layers = tuple(rng.choice([*CHOICES, SKIP] if s.skippable else CHOICES) for s in slots)
-        archs.append(MBConvArch(**settings, layers=layers))
+        archs.append(arch(layers))
     return archs[:count]
 
 

@@ -253,7 +253,7 @@ class _Search:
         span = max(1, total - warm)
         return 0.5 * peak * (1 + math.cos(math.pi * min(step - warm, span) / span))
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float | None]:
         s, d = self.s, self.data
         searching = epoch > s.warmup_epochs
         gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
@@ -296,7 +296,7 @@ class _Search:
     def decisions_row(self) -> list[dict[str, Any]]:
         return [
             {"choice": layer.decision().choice, **layer.thresholds(), **layer.norms()}
-            for layer in self.net.layers
+            for layer in self.net.super_layers
         ]
 
     def snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -354,7 +354,7 @@ def run_search(
     search = _Search(s, data, model)
     if s.latency_target_ms is not None:
         model.check_target(
-            s.latency_target_ms, [layer.slot.skippable for layer in search.net.layers]
+            s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
     history: list[dict[str, Any]] = []
     start = 1

@@ -26,7 +26,9 @@ that choice computes with the corresponding slice of the weights (:meth:`SuperMB
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,11 +66,13 @@ class Decision:
 class SuperMBConv(nn.Module):
     """One searchable layer: ``[B, C_in, H, W] -> [B, C_out, H / stride, W / stride]``."""
 
+    ring_mask: torch.Tensor  # buffer
+
     def __init__(self, slot: LayerSlot) -> None:
         super().__init__()
         self.slot = slot
         c, hidden = slot.in_channels, 6 * slot.in_channels
-        self.half = 3 * slot.in_channels
+        self.half_channels = 3 * slot.in_channels
         self.expand = nn.Sequential(*conv_bn(c, hidden, 1), nn.ReLU6())
         self.depthwise = nn.Conv2d(hidden, hidden, 5, slot.stride, 2, groups=hidden, bias=False)
         self.depthwise_bn = nn.BatchNorm2d(hidden)
@@ -89,11 +93,11 @@ class SuperMBConv(nn.Module):
         ring = w * self.ring_mask
         use_5x5 = indicator(ring.pow(2).mean() - self.t_5x5)
         kernel = (w - ring) + use_5x5 * ring
-        use_e6 = indicator(kernel[self.half :].pow(2).mean() - self.t_e6)
+        use_e6 = indicator(kernel[self.half_channels :].pow(2).mean() - self.t_e6)
         if self.t_e3 is None:
             use_e3 = torch.ones((), dtype=w.dtype, device=w.device)
         else:
-            use_e3 = indicator(kernel[: self.half].pow(2).mean() - self.t_e3)
+            use_e3 = indicator(kernel[: self.half_channels].pow(2).mean() - self.t_e3)
         return use_5x5, use_e3, use_e6, kernel
 
     def decision(self) -> Decision:
@@ -118,8 +122,8 @@ class SuperMBConv(nn.Module):
             kernel = (w - ring) + k5 * ring
             return {
                 "ring": float(ring.pow(2).mean()),
-                "half1": float(kernel[: self.half].pow(2).mean()),
-                "half2": float(kernel[self.half :].pow(2).mean()),
+                "half1": float(kernel[: self.half_channels].pow(2).mean()),
+                "half2": float(kernel[self.half_channels :].pow(2).mean()),
             }
 
     # ------------------------------------------------------------------ forward
@@ -129,7 +133,8 @@ class SuperMBConv(nn.Module):
         h = self.expand(x)  # [B, 6C, H, W]
         h = F.conv2d(h, kernel, stride=self.slot.stride, padding=2, groups=kernel.shape[0])
         h = F.relu6(self.depthwise_bn(h))
-        mask = torch.cat([torch.ones_like(use_e6).expand(self.half), use_e6.expand(self.half)])
+        half = self.half_channels
+        mask = torch.cat([torch.ones_like(use_e6).expand(half), use_e6.expand(half)])
         y = self.project(h * mask.view(1, -1, 1, 1))
         return x + use_e3 * y if self.slot.skippable else y
 
@@ -154,7 +159,8 @@ class SuperMBConv(nn.Module):
                 copy_rows(module, plain[name], rows)
             off = (5 - k) // 2
             plain["body.3"].weight.copy_(self.depthwise.weight[:n, :, off : off + k, off : off + k])
-            plain["body.6"].weight.copy_(self.project[0].weight[:, :n])
+            project_conv = cast(nn.Conv2d, self.project[0])
+            plain["body.6"].weight.copy_(project_conv.weight[:, :n])
         return block
 
 
@@ -193,6 +199,11 @@ class SuperNet(nn.Module):
         x = self.head(x)  # [B, C, H/32, W/32]
         return self.classifier(self.dropout(x.mean(dim=(2, 3))))  # [B, classes]
 
+    @property
+    def super_layers(self) -> list[SuperMBConv]:
+        """The searchable layers (:attr:`layers`), typed."""
+        return list(cast(Iterable[SuperMBConv], self.layers))
+
     def threshold_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]
 
@@ -201,7 +212,7 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in ids]
 
     def decisions(self) -> list[Decision]:
-        return [layer.decision() for layer in self.layers]
+        return [layer.decision() for layer in self.super_layers]
 
     def derive(self) -> MBConvArch:
         """The discrete architecture of the current decisions."""
@@ -221,7 +232,7 @@ class SuperNet(nn.Module):
 
         arch = self.derive()
         net = build_arch(arch, dropout=self.dropout.p)
-        plain = [layer.to_plain(c) for layer, c in zip(self.layers, arch.layers, strict=True)]
+        plain = [layer.to_plain(c) for layer, c in zip(self.super_layers, arch.layers, strict=True)]
         kept = [self.first] + [p for p in plain if not isinstance(p, nn.Identity)]
         with torch.no_grad():
             for name in ("stem", "head", "classifier"):

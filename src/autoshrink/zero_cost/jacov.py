@@ -24,6 +24,8 @@ def jacov(model: nn.Module, batch_x: torch.Tensor, batch_y: torch.Tensor) -> flo
     x = batch_x.detach().clone().requires_grad_(True)
     out = net(x)  # (B, classes)
     out.backward(torch.ones_like(out))
+    if x.grad is None:  # the output does not depend on the input: a constant (zero) gradient
+        return float("-inf")
     jac = x.grad.reshape(x.shape[0], -1).double().cpu().numpy()  # (B, pixels)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(jac)

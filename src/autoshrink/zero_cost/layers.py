@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import torch
 from torch import nn
+
+WeightedLayer: TypeAlias = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
 
 
 def scratch_copy(model: nn.Module, *, keep_batchnorm: bool = True) -> nn.Module:
@@ -32,14 +35,14 @@ def _drop_batchnorm(module: nn.Module) -> None:
             _drop_batchnorm(child)
 
 
-def weighted_layers(net: nn.Module) -> Iterator[nn.Module]:
+def weighted_layers(net: nn.Module) -> Iterator[WeightedLayer]:
     """The convolution and linear layers, the layers every proxy sums over."""
     for m in net.modules():
-        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+        if isinstance(m, WeightedLayer):
             yield m
 
 
-def weight_grad(layer: nn.Module) -> torch.Tensor:
+def weight_grad(layer: WeightedLayer) -> torch.Tensor:
     """``layer.weight.grad``, zeros when the weight took no part in the loss."""
     g = layer.weight.grad
     return torch.zeros_like(layer.weight) if g is None else g
