@@ -42,7 +42,7 @@ NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "executio
 SCREENINGS = ("none", "zero-cost", "progressive")
 #: Settings left out of the fingerprint while they hold their default (added after run folders
 #: were made without them, which must still resume).
-OMITTED_AT_DEFAULT = {"screening_stages": []}
+OMITTED_AT_DEFAULT: dict[str, object] = {"screening_stages": []}
 
 
 @dataclass(frozen=True, kw_only=True)

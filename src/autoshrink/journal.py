@@ -149,7 +149,7 @@ class Journal:
                     good_bytes = end
             offset = end
         if bad is not None:
-            n, start, err = bad
+            n, start, error = bad
             if n == len(lines):  # written without its newline: the run was killed mid-write
                 log.warning("%s: dropping a torn last record (line %d)", self.path, n)
             elif repair:
@@ -159,7 +159,7 @@ class Journal:
                 log.warning("%s: cut the torn tail from line %d into %s", self.path, n, torn)
             else:
                 raise JournalError(
-                    f"{self.path}: line {n} is not a JSON record ({err}); it is the journal's "
+                    f"{self.path}: line {n} is not a JSON record ({error}); it is the journal's "
                     "torn tail: --resume --repair drops it"
                 )
             with open(self.path, "r+b") as f:

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         return run_arch(args)
     cell = Cell.load(args.cell)
     if args.macro in RNN_MACROS:  # language models: MACs per token
-        spec = RNN_MACROS[args.macro]()
-        counts, unit = count_rnn(cell, spec), " per token"
+        rnn_spec = RNN_MACROS[args.macro]()
+        name, counts, unit = rnn_spec.name, count_rnn(cell, rnn_spec), " per token"
     else:
         settings = {
             k: v
@@ -49,13 +49,11 @@ def run(args: argparse.Namespace) -> int:
             if v is not None
         }
         spec = get_macro(args.macro, **settings)
-        counts, unit = count(cell, spec), ""
+        name, counts, unit = spec.name, count(cell, spec), ""
     if args.json:
-        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": spec.name}))
+        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name}))
     else:
-        print(
-            f"{spec.name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs{unit}"
-        )
+        print(f"{name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs{unit}")
     return 0
 
 

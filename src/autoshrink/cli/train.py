@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from autoshrink.cli import rnn
 from autoshrink.cost.cells import count
-from autoshrink.data.domains import DOMAINS, check_test_domain
+from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
 from autoshrink.errors import ConfigError, DataError
@@ -140,6 +140,8 @@ def domain_metrics(
     from autoshrink.training.domain_eval import domain_report, report_metrics
 
     images = load_images(args.dataset, args.data_dir, test_domain=args.test_domain)
+    if not isinstance(images, DomainImageData):
+        raise DataError(f"{args.dataset}: expected a multi-domain data set")
     scores = domain_report(model, data, images, args.test_domain, args.data_dir, device)
     return report_metrics(scores)
 
@@ -165,6 +167,7 @@ def run_cnn(args: argparse.Namespace) -> int:
         if args.width is not None:
             settings["width"] = args.width
         torch.manual_seed(args.seed)  # the same initial weights on every process
+        model: torch.nn.Module
         if arch is not None:  # an mbconv architecture: the file is the network
             arch = arch.with_settings(**settings)
             model, c, name = build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}"
@@ -195,11 +198,13 @@ def run_cnn(args: argparse.Namespace) -> int:
         )
         if not ctx.is_main:
             return 0
+    evaluated = result.evaluated
+    assert evaluated is not None  # train_final always returns the weights it scored
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in result.evaluated.state_dict().items()},
+        {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
         str(args.out / "weights.safetensors"),
     )
-    by_domain = domain_metrics(args, result.evaluated, data, ctx.device)
+    by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": result.test_accuracy,

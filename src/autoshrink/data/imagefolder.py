@@ -77,7 +77,9 @@ def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
         with _open(p) as img:
             try:
                 upright = ImageOps.exif_transpose(img)
-                small = upright.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                small = upright.convert(mode).resize(
+                    (image_size, image_size), Image.Resampling.BILINEAR
+                )
             except Exception as err:  # truncated or corrupt pixel data shows up here
                 raise DataError(f"{p}: unreadable image ({err})") from None
         pixels = np.asarray(small, dtype=np.uint8)  # [S, S] or [S, S, 3]

@@ -115,13 +115,20 @@ class TrainingData:
 class AugmentSettings(Protocol):
     """What the loaders read from a recipe (:class:`autoshrink.training.recipes.Recipe`)."""
 
-    image_size: int | None
-    augment: str
-    flip: bool
-    crop_padding: int | None
-    crop_scale: tuple[float, float]
-    eval_crop: float
-    random_erasing: float
+    @property
+    def image_size(self) -> int | None: ...
+    @property
+    def augment(self) -> str: ...
+    @property
+    def flip(self) -> bool: ...
+    @property
+    def crop_padding(self) -> int | None: ...
+    @property
+    def crop_scale(self) -> tuple[float, float]: ...
+    @property
+    def eval_crop(self) -> float: ...
+    @property
+    def random_erasing(self) -> float: ...
 
 
 def _transforms(

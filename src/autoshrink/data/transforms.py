@@ -95,7 +95,7 @@ def crop_resize(image: Image.Image | np.ndarray, box: Box, size: int) -> np.ndar
     """The ``box`` of ``image`` resized (bilinear, antialiased) to ``[C, size, size]`` float32
     in [0, 1]; an array image is ``[C, H, W]`` float32 in [0, 1]."""
     if isinstance(image, Image.Image):
-        small = image.resize((size, size), Image.BILINEAR, box=box)
+        small = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
         pixels = np.asarray(small, dtype=np.float32) / 255.0  # [S, S] or [S, S, C]
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     left, top, right, bottom = (int(round(v)) for v in box)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
         self._parent: Cell | None = None
 
     @staticmethod
-    def applies(evaluator: Any) -> bool:
+    def applies(evaluator: Any) -> TypeGuard[OneShotEvaluator]:
         """Whether ``evaluator`` is a one-shot evaluator this class can stack."""
         return (
             isinstance(evaluator, OneShotEvaluator)

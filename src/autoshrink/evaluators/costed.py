@@ -39,9 +39,10 @@ MEASURED, TABLE = "latency_ms", "table_latency_ms"
 class Cost(Protocol):
     """A named cost of a genotype."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    def __call__(self, genotype: Any) -> float: ...
+    def __call__(self, genotype: Any, /) -> float: ...
 
 
 @dataclass(frozen=True)

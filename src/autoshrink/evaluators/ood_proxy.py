@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from autoshrink.data.images import ImageData, channel_stats, normalise, proxy_indices
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
@@ -82,6 +83,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
     ) -> None:
         super().__init__(split, macro, training, device=device, threads=threads)  # type: ignore[arg-type]
         self.ood = ood
+        self.num_domains = split.num_domains
 
     def _domain_tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dev = torch.device(self.device)
@@ -97,7 +99,8 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         metrics = self.profile(genotype)
         try:
             torch.manual_seed(seed)
-            model = build_network(genotype, self.macro).to(
+            model = build_network(genotype, self.macro)
+            model = model.to(  # type: ignore[call-overload]  # the stubs lack memory_format
                 self.device, memory_format=torch.channels_last
             )
             gen = torch.Generator().manual_seed(seed)
@@ -105,7 +108,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
                 model,
                 self._domain_tensors("train"),
                 self._domain_tensors("val"),
-                self.split.num_domains,
+                self.num_domains,
                 self.split.num_classes,
                 self.training,
                 self.ood,
@@ -123,9 +126,14 @@ class OodProxyEvaluator(CNNProxyEvaluator):
 def ood_evaluator(config: SearchConfig, data: ImageData, macro: MacroSpec) -> OodProxyEvaluator:
     """The evaluator of a :class:`~autoshrink.config.SearchConfig` with ``objective="ood"``
     on ``data`` (loaded with the config's ``test_domain``) and the proxy ``macro``."""
+    training = config.training
+    if not isinstance(training, ProxyTraining):
+        raise ConfigError(
+            f"objective 'ood' needs training=ProxyTraining(...), got {type(training).__name__}"
+        )
     split = domain_split(
         data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
     )
     return OodProxyEvaluator(
-        split, macro, config.training, config.ood, device=config.device, threads=config.threads
+        split, macro, training, config.ood, device=config.device, threads=config.threads
     )

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
@@ -225,7 +225,9 @@ class LocalPoolExecutor:
                     busy[w.conn] = w
                 sentinels = {w.process.sentinel: w for w in busy.values()}
                 ready = wait([*busy, *sentinels])
-                woken = {busy[r] if r in busy else sentinels[r] for r in ready}
+                woken = {
+                    sentinels[r] if isinstance(r, int) else busy[cast(Connection, r)] for r in ready
+                }
                 for w in sorted(woken, key=lambda w: w.job or 0):
                     index = w.job
                     assert index is not None

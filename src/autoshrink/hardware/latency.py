@@ -245,7 +245,7 @@ def onnx_bytes(
         torch.onnx.export(
             module,
             tuple(inputs),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
             dynamo=False,  # seconds faster per export than torch.export, and just as exact here
             input_names=names,
             output_names=["output"],

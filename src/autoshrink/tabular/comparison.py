@@ -212,6 +212,7 @@ def run_bench(
         inc = np.empty((runs, queries), dtype=np.int64)
         qs = np.empty((runs, queries), dtype=np.int64)
         for r, s in enumerate(seeds):
+            strategy: Strategy
             if name == ZC_STRATEGY:
                 strategy = AutoShrinkNB201(rng=random.Random(s), k=4, mode="ops", rank=zc_rank)
             else:

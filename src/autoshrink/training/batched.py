@@ -217,12 +217,12 @@ def train_batched(
     precision = {"bf16": bf16, "tf32": tf32}
     if cuda_graph:
         _require_cuda(dev)
-    opt = torch.optim.Adam(  # on CUDA one fused kernel for all weights: same update rule
+    opt: torch.optim.Optimizer = torch.optim.Adam(  # on CUDA one fused kernel: same update rule
         engine.parameters(),
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         fused=dev.type == "cuda",
-        **({"capturable": True} if cuda_graph else {}),
+        capturable=cuda_graph,
     )
     stacked = list(range(engine.k))  # original index of each stacked slice
     training = set(stacked)  # the candidates that have not stopped

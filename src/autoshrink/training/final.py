@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ class _Run:
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
         # channels-last: what GPU convolutions (and their mixed precision kernels) run fastest in
         self.layout = torch.channels_last if ctx.device.type == "cuda" else torch.contiguous_format
-        self.model = model.to(ctx.device, memory_format=self.layout)
+        self.model: nn.Module = model.to(  # type: ignore[call-overload]  # stubs lack memory_format
+            ctx.device, memory_format=self.layout
+        )
         self.ema = (
             ModelEMA(self.model, recipe.ema_decay, recipe.ema_warmup)
             if recipe.ema_decay is not None
@@ -99,11 +102,9 @@ class _Run:
         )
         self.net = ctx.wrap(self.model)
         self.opt = build_optimizer(self.model, recipe, recipe.batch_size)
-        shard = {"rank": ctx.rank, "world_size": ctx.world_size, "seed": seed}
-        self.train_sampler = GlobalBatchSampler(len(data.train), recipe.batch_size, **shard)
-        self.val_sampler = GlobalBatchSampler(
-            len(data.val), recipe.batch_size, shuffle=False, **shard
-        )
+        sampler = partial(GlobalBatchSampler, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
+        self.train_sampler = sampler(len(data.train), recipe.batch_size)
+        self.val_sampler = sampler(len(data.val), recipe.batch_size, shuffle=False)
         steps = len(self.train_sampler)
         self.sched = WarmupCosine(
             self.opt, recipe.lr(), round(recipe.warmup_epochs * steps), recipe.epochs * steps
@@ -178,8 +179,8 @@ class _Run:
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
-        loss_sum, correct, n = self.ctx.sum([loss_sum, correct, n])
-        return loss_sum / n, correct / n
+        total_loss, total_correct, total = self.ctx.sum([loss_sum, correct, n])
+        return total_loss / total, total_correct / total
 
     @property
     def evaluated(self) -> nn.Module:
@@ -299,7 +300,7 @@ def train_final(
             "train_images_per_s": len(run.train_sampler) * recipe.batch_size / seconds,
         }
         history.append(row)
-        if folder is not None and ctx.is_main:
+        if folder is not None and ckpt_dir is not None and ctx.is_main:
             tensors, state = run.snapshot(history)
             save_checkpoint(ckpt_dir, epoch, tensors, state)
             with open(folder / "log.jsonl", "a") as f:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from autoshrink.training.classification import (
     train_proxy,
 )
 from autoshrink.training.language import (
+    LanguageModel,
     LMOutcome,
     RNNProxyTraining,
     evaluate_lm,
@@ -84,7 +86,8 @@ def finetune_lm(
         return train_proxy_lm(model, train, valid, replace(settings, epochs=epochs), device=device)
     data = torch.from_numpy(batchify(valid, settings.eval_batch_size)).to(torch.device(device))
     ppl = perplexity(evaluate_lm(model, data, settings.bptt))
-    diverged = not math.isfinite(ppl) or ppl > settings.divergence_factor * model.ntoken
+    bound = settings.divergence_factor * cast(LanguageModel, model).ntoken
+    diverged = not math.isfinite(ppl) or ppl > bound
     history = [{"epoch": 0, "val_perplexity": ppl}]
     if diverged:
         return LMOutcome(math.nan, 0, True, "diverged", history)

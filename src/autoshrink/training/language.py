@@ -21,7 +21,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -31,6 +31,15 @@ from torch.nn import functional as F
 from autoshrink.data.text import Corpus, batchify
 from autoshrink.errors import ConfigError
 from autoshrink.nn.rnn import detach_hidden
+
+
+class LanguageModel(Protocol):
+    """What the loops need of a language model besides ``nn.Module``
+    (:class:`~autoshrink.nn.rnn.RNNModel`, :class:`~autoshrink.nn.rnn.LSTMModel`)."""
+
+    ntoken: int
+
+    def init_hidden(self, batch_size: int) -> Any: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +110,7 @@ def windows(
 def evaluate_lm(model: nn.Module, data: torch.Tensor, bptt: int) -> float:
     """Mean cross-entropy per token of ``model`` on ``data [T, B]`` (eval mode)."""
     model.eval()
-    hidden = model.init_hidden(data.size(1))
+    hidden = cast(LanguageModel, model).init_hidden(data.size(1))
     total, count, i = 0.0, 0, 0
     with torch.no_grad():
         for n in windows(data.size(0), bptt):
@@ -132,7 +141,7 @@ def train_epoch(
     window lengths vary and the learning rate is scaled by ``length / bptt`` (DARTS).
     """
     model.train()
-    hidden = model.init_hidden(data.size(1))
+    hidden = cast(LanguageModel, model).init_hidden(data.size(1))
     total, count, i = 0.0, 0, 0
     for n in windows(data.size(0), bptt, rng):
         hidden = detach_hidden(hidden)  # truncated BPTT: no gradient into earlier windows
@@ -182,7 +191,7 @@ def train_proxy_lm(
     train_data = torch.from_numpy(batchify(train, s.batch_size)).to(dev)  # [T, B]
     valid_data = torch.from_numpy(batchify(valid, s.eval_batch_size)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    stop = LMEarlyStop(s, model.ntoken)
+    stop = LMEarlyStop(s, cast(LanguageModel, model).ntoken)
     for epoch in range(1, s.epochs + 1):
         train_loss = train_epoch(model, opt, train_data, bptt=s.bptt, clip=s.clip)
         val_ppl = math.nan

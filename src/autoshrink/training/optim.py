@@ -22,7 +22,8 @@ from autoshrink.training.recipes import Recipe
 
 def build_optimizer(model: nn.Module, recipe: Recipe, global_batch: int) -> torch.optim.Optimizer:
     """The recipe's optimiser over ``model``'s parameters at ``recipe.lr(global_batch)``."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 or recipe.decay_norm_and_bias else no_decay).append(p)

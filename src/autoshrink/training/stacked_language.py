@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def _losses(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torc
     return each.mean(1) if reduction == "mean" else each.sum(1)
 
 
-def clip_per_candidate(params: list[torch.Tensor], max_norm: float) -> None:
+def clip_per_candidate(params: Sequence[torch.Tensor], max_norm: float) -> None:
     """Scale each candidate's gradient (slice ``k`` of every parameter) to a norm of at most
     ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` does for one model."""
     grads = [p.grad for p in params if p.grad is not None]
