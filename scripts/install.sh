@@ -35,7 +35,8 @@ fi
 # Pin the CPU wheel: an unpinned torch may pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[${extras}]"
-# The lint CI runs: one ruff release, so a new formatter style cannot turn CI red by itself.
+# The lint and type check CI runs: one release each, so a new formatter style or a new mypy
+# rule cannot turn CI red by itself.
 if [[ "$extras" == *test* ]]; then
-  .venv/bin/python -m pip install -q "ruff==0.17.6"
+  .venv/bin/python -m pip install -q "ruff==0.17.6" "mypy==2.4.1"
 fi
