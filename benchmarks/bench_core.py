@@ -7,7 +7,7 @@ baseline of a plain NCHW eager loop with torch's default thread count.
 Demo: ``autoshrink search --preset demo`` end to end, with its best and complete-cell scores
 against the issue's target (<= 180 s on 2 cores, best score clearly above the complete cell's).
 
-    python benchmarks/bench_core.py [--steps 20] [--skip-demo] [--json]
+    python benchmarks/bench_core.py [--steps 8] [--skip-demo] [--json]
 """
 
 from __future__ import annotations

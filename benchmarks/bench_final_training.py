@@ -94,8 +94,9 @@ def side_by_side(data: ImageData, recipe, device: str, say) -> list[dict[str, An
             "test_accuracy": out.test_accuracy,
         }
         rows.append(row)
+        mem = "n/a" if peak is None else f"{row['peak_gpu_gb']} GB"
         say(f"final training {name}: {row['images_s'] or 0:,.0f} img/s, peak GPU memory "
-            f"{row['peak_gpu_gb']} GB, test accuracy {out.test_accuracy:.4f} "
+            f"{mem}, test accuracy {out.test_accuracy:.4f} "
             f"({params / 1e6:.2f} M params, {wall:.1f} s)")  # fmt: skip
     return rows
 
@@ -170,6 +171,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
@@ -178,19 +181,19 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    data = limited(load_images("fashion-mnist", args.data), args.limit)
-    recipe = get_recipe(
-        "cifar",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        image_size=SIZE,
-    ).with_overrides(flip=False)
-    say(f"recipe cifar, {args.epochs} epochs, batch {args.batch_size}, {args.precision}, "
-        f"{len(data.train_y):,} training images resized to 32x32, {args.device}")  # fmt: skip
-    report: dict[str, Any] = {"device": args.device, "epochs": args.epochs,
-                              "precision": args.precision, "images": len(data.train_y)}  # fmt: skip
+    report: dict[str, Any] = {"device": args.device}
     if not args.resume_only:
+        data = limited(load_images("fashion-mnist", args.data), args.limit)
+        recipe = get_recipe(
+            "cifar",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            image_size=SIZE,
+        ).with_overrides(flip=False)
+        say(f"recipe cifar, {args.epochs} epochs, batch {args.batch_size}, {args.precision}, "
+            f"{len(data.train_y):,} training images resized to 32x32, {args.device}")  # fmt: skip
+        report |= {"epochs": args.epochs, "precision": args.precision, "images": len(data.train_y)}
         report["networks"] = side_by_side(data, recipe, args.device, say)
     ok = True
     if not args.no_resume:

@@ -206,7 +206,7 @@ def _device_check(device: str, say) -> bool:
         torch.manual_seed(seed)
         net = build_network(cell, spec).to(device).double()
         refs.append(train_proxy(net, train, val, settings, torch.Generator().manual_seed(seed)))
-    default = resolve_depthwise("auto")
+    default = used_depthwise("auto", device)
     inputs = resolve_node_inputs("auto", torch.device(device))
     other = "concat" if inputs == "buffer" else "buffer"
     variants: list[tuple[str, dict[str, Any]]] = [
@@ -243,6 +243,12 @@ def _device_check(device: str, say) -> bool:
             f"max |diff| {worst:.2e} -> {'PASS' if passed else 'FAIL'}"
         )
     return ok
+
+
+def used_depthwise(backend: str, device: str) -> str:
+    """The depthwise kernels ``backend`` runs on ``device``: off CUDA always PyTorch's
+    (``stacked_ops.depthwise3x3`` chooses kernels on CUDA tensors only)."""
+    return resolve_depthwise(backend) if device.startswith("cuda") else "torch"
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -327,6 +333,10 @@ def main() -> None:
         "--no-table", action="store_true", help="skip the throughput table (e.g. search only)"
     )
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        p.error("--cuda-graph needs --device cuda")
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -348,7 +358,7 @@ def main() -> None:
         spec = cifar_proxy(**{**geometry, "image_size": args.image_size or 32})
         settings = ProxyTraining(epochs=1)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    depthwise = resolve_depthwise(args.depthwise)  # the kernels "auto" stands for here
+    depthwise = used_depthwise(args.depthwise, args.device)  # the kernels that run here
     node_inputs = resolve_node_inputs(args.node_inputs, torch.device(args.device))
     table = (
         ""

@@ -85,6 +85,12 @@ def main() -> None:
         predict_us = (time.perf_counter() - t0) * 1e6
         rows.append((cell, len(blocks), measure_cell(cell, spec, settings), predicted, predict_us))
 
+    if len(rows) < 2:  # the baseline's ms-per-MAC factor is fitted on the other test cells
+        p.exit(
+            1,
+            f"{len(rows)} test cell(s) covered by the table; the MACs baseline needs 2 or "
+            "more: raise --profile-cells or --cells\n",
+        )
     macs = [count(cell, spec).macs for cell, *_ in rows]
     meas = [m.median_ms for _, _, m, *_ in rows]
     head = ("#", "edges", "blocks", "MMACs", "measured ms", "IQR", "earlier", "table ms", "error")

@@ -103,6 +103,8 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="float64 (timings of float64 too)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.threads:
         torch.set_num_threads(args.threads)
 

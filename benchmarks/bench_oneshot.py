@@ -255,6 +255,9 @@ def main() -> None:
         summary = summarize(args.summarize)
         print(json.dumps(summary, indent=1) if args.json else summary["table"])
         return
+    taken = [str(args.out / f"seed{s}") for s in args.seeds if (args.out / f"seed{s}").exists()]
+    if taken:
+        ap.error(f"already run: {', '.join(taken)}; choose another --out or other --seeds")
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         result = run_seed(seed, args.out, scale)

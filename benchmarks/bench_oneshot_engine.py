@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.quick:
         args.k, args.nodes, args.per_class, args.val_size = 3, 5, 10, 50
         args.parent_epochs, args.batch_size = 1, 32

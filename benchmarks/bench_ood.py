@@ -12,10 +12,11 @@ Adam lr 4e-3, batch 64, ``--retrain-epochs`` epochs, no early stop, whole-tensor
 the proxy loop of :mod:`autoshrink.training.classification` run to its end, because the
 per-image DataLoader of ``autoshrink train`` is several times slower on a shared 2-core box.
 
-Rows are appended to ``--out`` (JSON lines) as units finish; a rerun skips finished units and
-prints the summary: per setting, the held-out accuracy of each arm, the paired difference
-OoD - ERM (mean, 95% t interval over seeds), training-domain accuracy, params, MACs and search
-cost (wall seconds, candidates).
+Rows are appended to ``--out`` (JSON lines; default in the temporary folder) as units finish,
+each with the settings it ran under (``protocol``); a rerun with the same settings skips finished
+units, one with other settings is refused, and both print the summary: per setting, the held-out
+accuracy of each arm, the paired difference OoD - ERM (mean, 95% t interval over seeds),
+training-domain accuracy, params, MACs and search cost (wall seconds, candidates).
 
     python benchmarks/bench_ood.py --seeds 3 --out /tmp/bench_ood.jsonl
 """
@@ -160,6 +161,10 @@ def summary(rows: list[dict]) -> None:
         )
 
 
+#: The settings a row's figures depend on (beyond data set, domain and seed).
+PROTOCOL = ("nodes", "k", "keep_fraction", "epochs", "retrain_epochs")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -170,12 +175,16 @@ def main() -> None:
     p.add_argument("--keep-fraction", type=float, default=0.3)
     p.add_argument("--epochs", type=int, default=4, help="proxy epochs per candidate")
     p.add_argument("--retrain-epochs", type=int, default=15)
-    p.add_argument("--out", type=Path, default=Path("bench_ood.jsonl"))
+    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_ood.jsonl")
     p.add_argument("--summary-only", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     rows = [json.loads(s) for s in a.out.read_text().splitlines()] if a.out.exists() else []
+    protocol = {key: getattr(a, key) for key in PROTOCOL}
+    other = sum(r.get("protocol") != protocol for r in rows)
+    if other and not a.summary_only:
+        p.error(f"{a.out} holds {other} row(s) of other settings than {protocol}; another --out?")
     picked = [0, 1, 2] if a.settings == "all" else [int(i) for i in a.settings.split(",")]
     if not a.summary_only:
         for seed in range(a.first_seed, a.first_seed + a.seeds):  # every setting, seed by seed
@@ -185,7 +194,7 @@ def main() -> None:
                     (r["dataset"], r["domain"], r["seed"]) == (dataset, domain, seed) for r in rows
                 ):
                     continue
-                row = {"dataset": dataset, "domain": domain, "seed": seed}
+                row = {"dataset": dataset, "domain": domain, "seed": seed, "protocol": protocol}
                 for objective in ("erm", "ood"):  # both searches finish before any retraining
                     row[objective] = search(dataset, domain, per_class, objective, seed, a)
                 for objective in ("erm", "ood"):

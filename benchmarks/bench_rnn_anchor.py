@@ -38,6 +38,8 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.cells import published_cell
 from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
 
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb/proxy"
+
 
 def train_one(
     name: str, cell: Cell | None, corpus: Corpus, settings: RNNProxyTraining, seed: int
@@ -66,7 +68,7 @@ def train_one(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cell", type=Path, required=True, help="the found cell (best_cell.json)")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/ptb/proxy"))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="PTB-style folder")
     p.add_argument("--preset", choices=sorted(RNN_PRESETS), default="paper", help="proxy recipe")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -1,7 +1,7 @@
 """Stacked RNN candidates against the one-by-one loop, in the same run; and the timed RNN search.
 
 Takes the K single-edge removals of the complete N-node RNN cell (a shrink step's candidates,
-N = 6 and K = 10 as the paper's protocol) and trains them for ``--epochs`` proxy epochs (method
+N = 6 and K = 10 as the paper's protocol) and trains them for one proxy epoch (method
 §4: nhid 100, batch 128, BPTT 35, SGD lr 20, clip 0.25) twice: one after the other with
 ``train_epoch`` (the one-by-one loop of ``autoshrink search --executor inprocess``) and all
 together with ``train_stacked_epoch`` (the ``batched`` executor). It prints both throughputs
@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -172,6 +173,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="search run folder")
     p.add_argument("--json", action="store_true", help="the results as JSON on stdout")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     torch.set_num_threads(args.threads)
 
     def say(line: str) -> None:
@@ -224,6 +227,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, default=lambda v: None if isinstance(v, float) and
                          not math.isfinite(v) else str(v)))  # fmt: skip
+    if not (args.search and args.out is None):  # else the run folder (and its text) stays
+        shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if ok else 1)
 
 

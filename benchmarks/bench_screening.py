@@ -139,7 +139,7 @@ def stage_faithfulness(args: argparse.Namespace, seed: int, out: Path) -> list[d
     config = config_for(args, seed, "prog")
     evaluator = build_evaluator(config)
     run_dir = out / f"plain-s{seed}"
-    records = [json.loads(line) for line in (run_dir / "journal.jsonl").open()]
+    records = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
     records = [r for r in records if r["type"] == "candidate"]
     difficulty = ClassDifficulty.from_records(
         [r for r in records if r["step"] == 0], evaluator.num_classes

@@ -182,6 +182,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 16x16 images")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.quick:
         args.k, args.batch, args.image_size = 4, 16, min(args.image_size, 16)
     pw_shapes, dw_shapes = record_shapes(args)

@@ -17,6 +17,7 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
@@ -25,6 +26,7 @@ from autoshrink.nn.nb201 import topology_network
 from autoshrink.tabular.naslib_zc import load_naslib_scores
 from autoshrink.zero_cost import proxy
 
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 CHECKED = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
 
 
@@ -63,7 +65,7 @@ def compare(path: str, cells: int, batch: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/nats-bench")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

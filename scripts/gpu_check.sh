@@ -276,7 +276,7 @@ if r := result("oneshot.json"):
           f"({r['data']}): one by one {r['one_by_one_images_s']:,.0f}, stacked "
           f"{r['stacked_images_s']:,.0f} candidate-images/s, oneshot speedup: {r['speedup']:.2f}")
 if r := result("final.json"):
-    for n in r["networks"]:
+    for n in r.get("networks", []):
         print(f"{r['device']} final training {n['network']} ({r['epochs']} epochs, "
               f"{r['precision']}): {n['images_s']:,.0f} img/s, peak {n['peak_gpu_gb']} GB, "
               f"test accuracy {n['test_accuracy']:.4f}")
