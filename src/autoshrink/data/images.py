@@ -100,6 +100,7 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``x [N, C, H, W]`` standardised per channel by ``mean`` and ``std`` ``[C]``, float32."""
     return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
 

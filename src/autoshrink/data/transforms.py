@@ -65,6 +65,7 @@ def random_resized_box(
 
 
 def centred_box(width: int, height: int, w: float, h: float) -> Box:
+    """The ``w`` x ``h`` box centred in a ``width`` x ``height`` image."""
     left, top = (width - w) / 2, (height - h) / 2
     return (left, top, left + w, top + h)
 

@@ -72,6 +72,8 @@ def failed(
 
 
 class Evaluator(Protocol):
+    """What a search asks of a candidate: its costs, and its trained score."""
+
     def profile(self, genotype: Any) -> dict[str, float]:
         """Cost metrics that need no training (``macs``, ``params``, ...)."""
         ...

@@ -29,6 +29,9 @@ class Job:
 
 
 class Executor(Protocol):
+    """Runs a step's candidates through an evaluator: in process, in worker processes, on a
+    GPU together, or on a Ray cluster."""
+
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
     ) -> Iterator[tuple[int, Evaluation]]:

@@ -33,6 +33,7 @@ def register(name: str) -> Callable[[OpFactory], OpFactory]:
 
 
 def registered_ops() -> tuple[str, ...]:
+    """The names of the CNN ops :func:`build_op` can build, sorted."""
     return tuple(sorted(_REGISTRY))
 
 
@@ -91,25 +92,30 @@ def _adapter(c_in: int, c_out: int) -> list[nn.Module]:
 
 @register("sep3x3")
 def sep3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """Depthwise 3x3 + BN + activation, then pointwise 1x1 + BN (+ activation unless ``linear``)."""
     layers = [*conv_bn(c_in, c_in, 3, groups=c_in), activation(act), *conv_bn(c_in, c_out, 1)]
     return nn.Sequential(*layers, *([] if linear else [activation(act)]))
 
 
 @register("conv1x1")
 def conv1x1(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """Pointwise 1x1 convolution + BN (+ activation unless ``linear``)."""
     return nn.Sequential(*conv_bn(c_in, c_out, 1), *([] if linear else [activation(act)]))
 
 
 @register("conv3x3")
 def conv3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """Full 3x3 convolution + BN (+ activation unless ``linear``)."""
     return nn.Sequential(*conv_bn(c_in, c_out, 3), *([] if linear else [activation(act)]))
 
 
 @register("maxpool3x3")
 def maxpool3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """3x3 max pooling, stride 1, after a 1x1 adapter when the widths differ."""
     return nn.Sequential(*_adapter(c_in, c_out), nn.MaxPool2d(3, stride=1, padding=1))
 
 
 @register("identity")
 def identity(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
+    """The input, through a 1x1 adapter when the widths differ."""
     return nn.Sequential(*_adapter(c_in, c_out))

@@ -35,6 +35,7 @@ BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``relu`` or ``swish`` (SiLU) of ``x``."""
     return F.relu(x) if name == "relu" else F.silu(x)
 
 

@@ -178,6 +178,7 @@ def _cost_label(cost: str) -> str:
 
 
 def fmt_opt(value: float | None) -> str:
+    """A percentage with two decimals, or a dash for a missing value."""
     return "–" if value is None else f"{value:.2f}%"
 
 

@@ -93,10 +93,12 @@ def definitions(items: Iterable[tuple[str, Any]]) -> str:
 
 
 def pre(text: str) -> str:
+    """``text`` as preformatted HTML."""
     return f"<pre>{escape(text)}</pre>"
 
 
 def note(text: str) -> str:
+    """``text`` as an HTML note paragraph."""
     return f'<p class="note">{escape(text)}</p>'
 
 

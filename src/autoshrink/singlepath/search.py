@@ -161,6 +161,8 @@ class SearchData:
 
 
 def load_search_data(s: SearchSettings) -> SearchData:
+    """The training and validation images of a single-path search, drawn from ``s.dataset``
+    with ``s.seed`` (sizes: :class:`~autoshrink.singlepath.search.SearchSettings`)."""
     data = load_images(s.dataset, s.data_dir, seed=s.seed)
     rng = np.random.default_rng(s.seed)
 
