@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,22 @@ def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
     want_keeper = torch.autograd.grad(F.cross_entropy(keeper(x), y), keeper.parameters())
     for p, w in zip(keeper.parameters(), want_keeper, strict=True):
         torch.testing.assert_close(p.grad, w)
+
+
+def test_a_domain_split_is_a_proxy_split_whose_subsets_keep_the_domains():
+    from autoshrink.data.images import ProxySplit
+    from autoshrink.evaluators.ood_proxy import domain_split
+
+    data = domains.load_training_domains("rotated-digits", test_domain="75")
+    split = domain_split(data, per_class=10, val_size=40, seed=0)
+    assert isinstance(split, ProxySplit) and split.num_domains == 5
+    # normalised with the statistics it records: the training images have mean 0, std 1
+    assert len(split.mean) == len(split.std) == 1
+    assert abs(float(split.train_x.mean())) < 1e-5 and abs(float(split.train_x.std()) - 1) < 1e-4
+    stage = split.restricted([1, 7])
+    assert isinstance(stage, type(split)) and set(stage.train_y) == {1, 7}
+    for part in ("train", "val"):
+        kept = np.isin(getattr(split, f"{part}_y"), [1, 7])
+        for field in ("x", "y", "domain"):
+            got, full = getattr(stage, f"{part}_{field}"), getattr(split, f"{part}_{field}")
+            assert np.array_equal(got, full[kept])

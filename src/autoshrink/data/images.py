@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -66,6 +67,9 @@ class ImageData:
         return int(self.train_x.shape[2])
 
 
+_Split = TypeVar("_Split", bound="ProxySplit")
+
+
 @dataclass(frozen=True, eq=False)
 class ProxySplit:
     """The normalised proxy task: training and validation images with labels."""
@@ -78,17 +82,20 @@ class ProxySplit:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def restricted(self, classes: Sequence[int]) -> ProxySplit:
+    def restricted(self: _Split, classes: Sequence[int]) -> _Split:
         """The images of ``classes`` only (labels and normalisation unchanged): a progressive
         screening stage's task (:mod:`autoshrink.screening`)."""
         keep = np.asarray(sorted(classes), dtype=np.int64)
-        tr, va = np.isin(self.train_y, keep), np.isin(self.val_y, keep)
+        return self.subset(np.isin(self.train_y, keep), np.isin(self.val_y, keep))
+
+    def subset(self: _Split, train: np.ndarray, val: np.ndarray) -> _Split:
+        """The images where the boolean masks ``train`` and ``val`` hold."""
         return replace(
             self,
-            train_x=self.train_x[tr],
-            train_y=self.train_y[tr],
-            val_x=self.val_x[va],
-            val_y=self.val_y[va],
+            train_x=self.train_x[train],
+            train_y=self.train_y[train],
+            val_x=self.val_x[val],
+            val_y=self.val_y[val],
         )
 
 

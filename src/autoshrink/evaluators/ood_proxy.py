@@ -15,13 +15,19 @@ reads, so the cost term and every strategy work unchanged -- plus ``macs`` and `
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from autoshrink.data.images import ImageData, channel_stats, normalise, proxy_indices
+from autoshrink.data.images import (
+    ImageData,
+    ProxySplit,
+    channel_stats,
+    normalise,
+    proxy_indices,
+)
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
@@ -36,17 +42,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, eq=False)
-class DomainSplit:
+class DomainSplit(ProxySplit):
     """The normalised proxy task with the domain index of every image."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
     train_domain: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
     val_domain: np.ndarray
-    num_classes: int
     num_domains: int
+
+    def subset(self, train: np.ndarray, val: np.ndarray) -> DomainSplit:
+        """As :meth:`ProxySplit.subset`, the images' domains kept with them."""
+        return replace(
+            super().subset(train, val),
+            train_domain=self.train_domain[train],
+            val_domain=self.val_domain[val],
+        )
 
 
 def domain_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> DomainSplit:
@@ -55,14 +64,16 @@ def domain_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -
     domains = getattr(data, "train_domain", np.zeros(len(data.train_y), dtype=np.int64))
     mean, std = channel_stats(data.train_x[tr])
     return DomainSplit(
-        normalise(data.train_x[tr], mean, std),
-        data.train_y[tr].astype(np.int64),
-        domains[tr].astype(np.int64),
-        normalise(data.train_x[va], mean, std),
-        data.train_y[va].astype(np.int64),
-        domains[va].astype(np.int64),
-        data.num_classes,
-        len(getattr(data, "domains", ("all",))),
+        train_x=normalise(data.train_x[tr], mean, std),
+        train_y=data.train_y[tr].astype(np.int64),
+        val_x=normalise(data.train_x[va], mean, std),
+        val_y=data.train_y[va].astype(np.int64),
+        num_classes=data.num_classes,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        train_domain=domains[tr].astype(np.int64),
+        val_domain=domains[va].astype(np.int64),
+        num_domains=len(getattr(data, "domains", ("all",))),
     )
 
 
@@ -81,7 +92,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
-        super().__init__(split, macro, training, device=device, threads=threads)  # type: ignore[arg-type]
+        super().__init__(split, macro, training, device=device, threads=threads)
         self.ood = ood
         self.num_domains = split.num_domains
 
