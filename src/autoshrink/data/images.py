@@ -113,13 +113,18 @@ def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 def proxy_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> ProxySplit:
     """Draw ``per_class`` training images of each class and ``val_size`` held-out ones."""
-    tr, val_idx = proxy_indices(data, per_class=per_class, val_size=val_size, seed=seed)
-    mean, std = channel_stats(data.train_x[tr])
+    return split_at(data, *proxy_indices(data, per_class=per_class, val_size=val_size, seed=seed))
+
+
+def split_at(data: ImageData, train: np.ndarray, val: np.ndarray) -> ProxySplit:
+    """The proxy task of the training part's images at indices ``train`` and ``val``,
+    normalised with the statistics of the ``train`` images."""
+    mean, std = channel_stats(data.train_x[train])
     return ProxySplit(
-        train_x=normalise(data.train_x[tr], mean, std),
-        train_y=data.train_y[tr].astype(np.int64),
-        val_x=normalise(data.train_x[val_idx], mean, std),
-        val_y=data.train_y[val_idx].astype(np.int64),
+        train_x=normalise(data.train_x[train], mean, std),
+        train_y=data.train_y[train].astype(np.int64),
+        val_x=normalise(data.train_x[val], mean, std),
+        val_y=data.train_y[val].astype(np.int64),
         num_classes=data.num_classes,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),

@@ -15,7 +15,7 @@ reads, so the cost term and every strategy work unchanged -- plus ``macs`` and `
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,9 +24,8 @@ import torch
 from autoshrink.data.images import (
     ImageData,
     ProxySplit,
-    channel_stats,
-    normalise,
     proxy_indices,
+    split_at,
 )
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, failed, trained
@@ -61,16 +60,10 @@ class DomainSplit(ProxySplit):
 def domain_split(data: ImageData, *, per_class: int, val_size: int, seed: int) -> DomainSplit:
     """:func:`~autoshrink.data.images.proxy_split`'s images, with their domains."""
     tr, va = proxy_indices(data, per_class=per_class, val_size=val_size, seed=seed)
+    split = split_at(data, tr, va)
     domains = getattr(data, "train_domain", np.zeros(len(data.train_y), dtype=np.int64))
-    mean, std = channel_stats(data.train_x[tr])
     return DomainSplit(
-        train_x=normalise(data.train_x[tr], mean, std),
-        train_y=data.train_y[tr].astype(np.int64),
-        val_x=normalise(data.train_x[va], mean, std),
-        val_y=data.train_y[va].astype(np.int64),
-        num_classes=data.num_classes,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
+        **{f.name: getattr(split, f.name) for f in fields(ProxySplit)},
         train_domain=domains[tr].astype(np.int64),
         val_domain=domains[va].astype(np.int64),
         num_domains=len(getattr(data, "domains", ("all",))),
