@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from importlib import resources
 
 import pytest
+
+from conftest import REPO
 
 SHRINKCNN = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
 TINY = [
@@ -103,3 +107,40 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
 def test_resume_refuses_new_settings(cli, tmp_path):
     code, _, err = cli("search", "--resume", tmp_path, "--k", "3")
     assert code == 2 and "config.json" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["count", "src/autoshrink/cells/shrinkcnn.json", "--macro", "shrinkcnn-imagenet"],
+        ["show", "src/autoshrink/cells/shrinkcnn.json", "--picture", "{tmp}/cell.svg"],
+        ["bench", "nb201", "--help"],
+    ],
+)
+def test_commands_that_need_no_torch_do_not_import_it(args, tmp_path):
+    # A run loads only its sub-command's module: torch's import alone takes seconds.
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = (
+        "import sys\n"
+        "from autoshrink.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_sub_command_is_listed_and_parses_alone():
+    from autoshrink.cli import SUBCOMMANDS, build_parser, chosen_command
+
+    assert chosen_command(["-v", "show", "x.json"]) == "show" and chosen_command(["-v"]) == ""
+    for name in SUBCOMMANDS:
+        parser = build_parser(name)
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args([name, "--help"])
+        assert stop.value.code == 0

@@ -2,7 +2,9 @@
 
 Each sub-command lives in its own module of this package with a ``register(subparsers)``
 function that adds its parser and sets ``handler``; :data:`SUBCOMMANDS` lists them in the
-order ``--help`` shows. Errors a user can cause print as one line and exit with status 2.
+order ``--help`` shows. A run loads the module of its sub-command only, so ``--help``,
+``show`` or ``count`` start without importing torch. Errors a user can cause print as one line
+and exit with status 2.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from collections.abc import Sequence
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError
 
-SUBCOMMANDS = (
-    "search",
-    "show",
-    "count",
-    "train",
-    "bench",
-    "latency",
-    "export",
-    "report",
-    "singlepath",
-)
+#: The sub-commands in the order ``--help`` lists them, with their one-line help.
+SUBCOMMANDS = {
+    "search": "run (or resume) an AutoShrink search (or a random / REA baseline)",
+    "show": "print a cell and write its picture (PNG/SVG)",
+    "count": "parameters and MACs of a network built from a cell",
+    "train": "train a cell's network on a data set and report test accuracy",
+    "bench": "compare search strategies on a tabular benchmark (NAS-Bench-201)",
+    "latency": "measure a cell's network latency on this machine (torch or onnxruntime)",
+    "export": "export a cell's or an mbconv architecture's network: ONNX, safetensors "
+    "weights, one standalone PyTorch file",
+    "report": "write FOLDER/report/index.html for a search run (also while it runs) or a "
+    "bench; compare several runs with --out DIR",
+    "singlepath": "Single-Path NAS: the most accurate MobileNetV2-space network under a "
+    "latency target",
+}
 
 EPILOG = """\
 examples:
@@ -39,7 +45,9 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or with ``command`` the parser of that one alone: the
+    others are listed but their modules (several import torch, seconds) are not loaded."""
     parser = argparse.ArgumentParser(
         prog="autoshrink",
         description="Topology-aware neural architecture search (AutoShrink, AAAI 2020).",
@@ -49,15 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autoshrink {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"autoshrink.cli.{name}").register(sub)
+    for name, line in SUBCOMMANDS.items():
+        if command in (None, name):
+            importlib.import_module(f"autoshrink.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=line)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str:
+    """The sub-command ``argv`` names (its first word that is not an option), or ``""``."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 a search stopped early, 2 bad
     input, 130 interrupted by Ctrl-C, 143 by SIGTERM)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

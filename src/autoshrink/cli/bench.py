@@ -29,6 +29,7 @@ import logging
 import time
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.report.bench_files import format_table, report_object, write_outputs
@@ -49,7 +50,7 @@ DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="compare search strategies on a tabular benchmark (NAS-Bench-201)",
+        help=SUBCOMMANDS["bench"],
         description="Run every strategy R times at a query budget on NAS-Bench-201 tables; "
         "searches see 12-epoch validation accuracy, the report gives the 200-epoch test "
         "accuracy of the returned cell.",

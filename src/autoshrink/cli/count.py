@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.graph import Cell
@@ -16,7 +17,7 @@ from autoshrink.spaces.macros import MACROS, get_macro
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "count",
-        help="parameters and MACs of a network built from a cell",
+        help=SUBCOMMANDS["count"],
         description="Count parameters and multiply-accumulates by the published convention "
         "(convolutions and linear layers; no BN, pooling or adds).",
     )

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.cli.latency import add_macro_options, arch_from_args, macro_from_args
 from autoshrink.export.bundle import ATOL, RTOL, ExportResult, export_network, infer_shapes
 from autoshrink.graph import Cell
@@ -23,8 +24,7 @@ from autoshrink.singlepath.space import is_arch_file
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a cell's or an mbconv architecture's network: ONNX, safetensors weights, "
-        "one standalone PyTorch file",
+        help=SUBCOMMANDS["export"],
         description="Write model.onnx (checked with onnxruntime), model.safetensors and "
         "model.py (plain PyTorch that imports nothing from autoshrink) into --out. Weights "
         "come from --weights (e.g. autoshrink train's weights.safetensors; input channels "

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -46,7 +47,7 @@ def macro_from_args(args: argparse.Namespace, **inferred: int) -> MacroSpec:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "latency",
-        help="measure a cell's network latency on this machine (torch or onnxruntime)",
+        help=SUBCOMMANDS["latency"],
         description="Warm up, then time single forward passes until the median is stable; "
         "print median and inter-quartile range (ms) with the backend, device and threads. "
         "With --table FILE, also predict the latency from a lookup table, measuring and "

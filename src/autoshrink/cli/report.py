@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
@@ -14,8 +15,7 @@ from autoshrink.report.folder import write_report
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="write FOLDER/report/index.html for a search run (also while it runs) or a bench; "
-        "compare several runs with --out DIR",
+        help=SUBCOMMANDS["report"],
         description="Write a static report (opens from disk) of a search run folder -- score, "
         "accuracy and cost per step, the Pareto front of all candidates, the chosen cells, "
         "the steps and the config -- or of an 'autoshrink bench nb201 --out' folder. "

@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import (
     EVALUATORS,
@@ -69,7 +70,7 @@ OVERRIDES = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
-        help="run (or resume) an AutoShrink search (or a random / REA baseline)",
+        help=SUBCOMMANDS["search"],
         description="Shrink a complete cell one edge at a time, keeping the best of K "
         "single-edge removals under score = accuracy - lambda * (log10(cost) - 6) "
         "(--task rnn: 0.25 * (200 - perplexity) - lambda * (log10(E * nhid^2) - 6)). "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.outputs import check_output_file
@@ -12,7 +13,7 @@ from autoshrink.report.picture import render, to_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("show", help="print a cell and write its picture (PNG/SVG)")
+    p = sub.add_parser("show", help=SUBCOMMANDS["show"])
     p.add_argument("cell", type=Path, help="a cell JSON file (format autoshrink.cell/1)")
     p.add_argument(
         "--picture",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from autoshrink.cli import SUBCOMMANDS
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import CLOCKS
@@ -25,7 +26,7 @@ from autoshrink.singlepath.search import preset, run_search
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "singlepath",
-        help="Single-Path NAS: the most accurate MobileNetV2-space network under a latency",
+        help=SUBCOMMANDS["singlepath"],
         description="Search MobileNetV2's space (per layer: depthwise 3x3/5x5, expansion 3/6, "
         "or skip) with one superkernel per layer, in one training run, against a latency "
         "table measured on this device at the deployment size.",

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from autoshrink.cli import rnn
+from autoshrink.cli import SUBCOMMANDS, rnn
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a cell's network on a data set and report test accuracy",
+        help=SUBCOMMANDS["train"],
         description="Train the network built from a cell (--macro) on the whole training set "
         "with a recipe (--recipe); runs as is on one process, or under torchrun on several "
         "(e.g. torchrun --nproc_per_node 8 -m autoshrink train CELL.json --device cuda ...). "

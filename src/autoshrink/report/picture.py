@@ -13,12 +13,13 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
-
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PICTURE_FORMATS = ("png", "svg")
 #: Cells with more edges than this are drawn as an adjacency matrix (see the module docstring).
@@ -106,6 +107,9 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
 def matrix_figure(cell: Cell, title: str | None = None) -> Figure:
     """The adjacency matrix of ``cell``: a filled square at row ``i``, column ``j`` for the
     edge ``i -> j``, in the colour of node ``j``'s op; the legend names the ops."""
+    from matplotlib.colors import ListedColormap  # matplotlib only for large cells
+    from matplotlib.figure import Figure
+
     ops = sorted({cell.ops[j] for _, j in cell.edges})
     grid = [[0] * cell.num_nodes for _ in range(cell.num_nodes)]
     for i, j in cell.edges:
