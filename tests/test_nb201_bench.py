@@ -23,9 +23,8 @@ from autoshrink.tabular.comparison import run_bench, summary_rows
 
 
 @pytest.fixture
-def bench(cli, monkeypatch):
-    """The CLI with only this sub-command registered (others are not under test here)."""
-    monkeypatch.setattr("autoshrink.cli.SUBCOMMANDS", ("bench",))
+def bench(cli):
+    """``autoshrink bench nb201 ARGS...`` in-process."""
     return lambda *args: cli("bench", "nb201", *args)
 
 
