@@ -196,3 +196,12 @@ def test_bad_rnn_settings_fail_before_any_training(corpus_dir: Path) -> None:
     huge = replace(tiny_config(corpus_dir), training=replace(QUICK, batch_size=5000))
     with pytest.raises(DataError, match="too few for batch size 5000"):
         build_evaluator(huge)
+
+
+def test_the_training_settings_of_each_task_typed():
+    rnn, cnn = preset("demo", task="rnn"), preset("demo")
+    assert rnn.rnn_training is rnn.training and cnn.cnn_training is cnn.training
+    with pytest.raises(ConfigError, match="a task 'rnn' search has no ProxyTraining settings"):
+        _ = rnn.cnn_training
+    with pytest.raises(ConfigError, match="a task 'cnn' search has no RNNProxyTraining"):
+        _ = cnn.rnn_training

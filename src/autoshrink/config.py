@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
@@ -26,6 +26,7 @@ from autoshrink.user_files import json_type_problem, read_json_file
 from autoshrink.zero_cost import check_proxy
 
 TASKS = ("cnn", "rnn")
+_Training = TypeVar("_Training", ProxyTraining, RNNProxyTraining)
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
 STRATEGIES = ("autoshrink", "random", "rea")
 #: ``standalone``: every candidate trained from scratch; ``oneshot``: from the current cell's
@@ -224,6 +225,22 @@ class SearchConfig:
         e0 = self.nodes * (self.nodes - 1) // 2
         target = round(e0 * self.keep_fraction)
         return int(self.score_start) + sum(min(self.k, e) for e in range(target + 1, e0 + 1))
+
+    @property
+    def cnn_training(self) -> ProxyTraining:
+        """``training`` of a ``task="cnn"`` search, as its type."""
+        return self._training_of("cnn", ProxyTraining)
+
+    @property
+    def rnn_training(self) -> RNNProxyTraining:
+        """``training`` of a ``task="rnn"`` search, as its type."""
+        return self._training_of("rnn", RNNProxyTraining)
+
+    def _training_of(self, task: str, kind: type[_Training]) -> _Training:
+        # __post_init__ made sure that training has the type TRAINING gives the task
+        if self.task != task or not isinstance(self.training, kind):
+            raise ConfigError(f"a task {self.task!r} search has no {kind.__name__} settings")
+        return self.training
 
     def stages(self) -> tuple[ScreeningStage, ...]:
         """Progressive screening's schedule: ``screening_stages``, or the default one."""

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from autoshrink.config import SearchConfig
 from autoshrink.data.images import ImageData, ProxySplit, load_images, proxy_split
-from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
@@ -15,7 +14,6 @@ from autoshrink.evaluators.oneshot import OneShotEvaluator
 from autoshrink.evaluators.rnn_proxy import rnn_evaluator
 from autoshrink.evaluators.zero_cost import ZeroCostRanker, screening_batch
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
-from autoshrink.training.classification import ProxyTraining
 
 
 def proxy_data(config: SearchConfig) -> tuple[ImageData, MacroSpec]:
@@ -52,13 +50,10 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
 
         data, macro = proxy_data(config)
         return with_hardware_costs(ood_evaluator(config, data, macro), config, macro)
-    training = config.training
-    if not isinstance(training, ProxyTraining):
-        raise ConfigError(
-            f"task 'cnn' needs training=ProxyTraining(...), got {type(training).__name__}"
-        )
     split, macro = proxy_task(config)
-    proxy = CNNProxyEvaluator(split, macro, training, device=config.device, threads=config.threads)
+    proxy = CNNProxyEvaluator(
+        split, macro, config.cnn_training, device=config.device, threads=config.threads
+    )
     evaluator: Evaluator = proxy
     if config.evaluator == "oneshot":  # candidates start from the current cell's weights
         evaluator = OneShotEvaluator(proxy, config.oneshot_epochs)

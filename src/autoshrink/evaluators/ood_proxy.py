@@ -27,7 +27,6 @@ from autoshrink.data.images import (
     proxy_indices,
     split_at,
 )
-from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
@@ -75,6 +74,8 @@ class OodProxyEvaluator(CNNProxyEvaluator):
     ``detail["images_trained"]``: real images seen in training, summed over its epochs (each
     also passes through the generator)."""
 
+    split: DomainSplit
+
     def __init__(
         self,
         split: DomainSplit,
@@ -87,7 +88,6 @@ class OodProxyEvaluator(CNNProxyEvaluator):
     ) -> None:
         super().__init__(split, macro, training, device=device, threads=threads)
         self.ood = ood
-        self.num_domains = split.num_domains
 
     def _domain_tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dev = torch.device(self.device)
@@ -112,7 +112,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
                 model,
                 self._domain_tensors("train"),
                 self._domain_tensors("val"),
-                self.num_domains,
+                self.split.num_domains,
                 self.split.num_classes,
                 self.training,
                 self.ood,
@@ -130,14 +130,9 @@ class OodProxyEvaluator(CNNProxyEvaluator):
 def ood_evaluator(config: SearchConfig, data: ImageData, macro: MacroSpec) -> OodProxyEvaluator:
     """The evaluator of a :class:`~autoshrink.config.SearchConfig` with ``objective="ood"``
     on ``data`` (loaded with the config's ``test_domain``) and the proxy ``macro``."""
-    training = config.training
-    if not isinstance(training, ProxyTraining):
-        raise ConfigError(
-            f"objective 'ood' needs training=ProxyTraining(...), got {type(training).__name__}"
-        )
     split = domain_split(
         data, per_class=config.per_class, val_size=config.val_size, seed=config.seed
     )
     return OodProxyEvaluator(
-        split, macro, training, config.ood, device=config.device, threads=config.threads
+        split, macro, config.cnn_training, config.ood, device=config.device, threads=config.threads
     )

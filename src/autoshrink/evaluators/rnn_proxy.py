@@ -20,7 +20,6 @@ from torch import nn
 
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
-from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
@@ -104,11 +103,7 @@ class RNNProxyEvaluator:
 
 def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
     """The evaluator of a ``task="rnn"`` search: reads the text data in ``config.data_dir``."""
-    t = config.training
-    if not isinstance(t, RNNProxyTraining):
-        raise ConfigError(
-            f"task 'rnn' needs training=RNNProxyTraining(...), got {type(t).__name__}"
-        )
+    t = config.rnn_training
     corpus = load_text(config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines)
     batchify(corpus.train, t.batch_size)  # too little text for the batch: say so now, once
     batchify(corpus.valid, t.eval_batch_size)
