@@ -9,8 +9,6 @@ from importlib import resources
 
 import pytest
 
-from conftest import REPO
-
 SHRINKCNN = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
 TINY = [
     "--preset", "demo", "--nodes", "4", "--k", "2", "--keep-fraction", "0.5",
@@ -113,8 +111,8 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     "args",
     [
         ["--help"],
-        ["count", "src/autoshrink/cells/shrinkcnn.json", "--macro", "shrinkcnn-imagenet"],
-        ["show", "src/autoshrink/cells/shrinkcnn.json", "--picture", "{tmp}/cell.svg"],
+        ["count", SHRINKCNN, "--macro", "shrinkcnn-imagenet"],
+        ["show", SHRINKCNN, "--picture", "{tmp}/cell.svg"],
         ["bench", "nb201", "--help"],
     ],
 )
@@ -131,7 +129,7 @@ def test_commands_that_need_no_torch_do_not_import_it(args, tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
