@@ -3,8 +3,9 @@
 ``to_dot`` is pure; ``render`` runs the Graphviz ``dot`` program when it is installed and
 otherwise writes the text rendering next to where the picture would have gone. A cell of more
 than :data:`GRAPH_EDGE_LIMIT` edges is drawn as its adjacency matrix instead (matplotlib): a
-drawing of that many arrows cannot be read, and Graphviz's layout time grows with about the
-cube of the edges (measured on 2 CPU cores: 435 edges 7 s, 990 edges 71 s, 1,770 over 120 s).
+drawing of that many arrows cannot be read, and Graphviz's layout time grows faster than the
+square of the edges (``benchmarks/bench_cell_picture.py``: 435 edges 4.7 s, 990 edges 55 s,
+1,770 over 120 s on 2 CPU cores; the matrix takes under half a second).
 """
 
 from __future__ import annotations
