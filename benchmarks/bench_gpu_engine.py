@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from autoshrink.devices import device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
@@ -270,9 +271,8 @@ def precision_tag(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default=default_device)
+    p.add_argument("--device", default="auto", type=device_argument)
     p.add_argument("--quick", action="store_true", help="tiny settings (CPU: well under 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
@@ -333,8 +333,6 @@ def main() -> None:
         "--no-table", action="store_true", help="skip the throughput table (e.g. search only)"
     )
     args = p.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.cuda_graph and not args.device.startswith("cuda"):
         p.error("--cuda-graph needs --device cuda")
     if args.threads or (args.quick and args.device == "cpu"):

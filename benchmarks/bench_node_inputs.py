@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from autoshrink.devices import device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.nn.batched import BatchedCNN, build_batched
 from autoshrink.spaces.cells import start_cell
@@ -89,9 +90,8 @@ def largest_difference(nets: dict[str, BatchedCNN], x: torch.Tensor, autocast: A
 
 
 def main() -> None:
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default=default_device)
+    p.add_argument("--device", default="auto", type=device_argument)
     p.add_argument("--k", type=int, default=10, help="stacked candidates")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--in-channels", type=int, default=3)
@@ -103,8 +103,6 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="float64 (timings of float64 too)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.threads:
         torch.set_num_threads(args.threads)
 

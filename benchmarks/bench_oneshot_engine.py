@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from autoshrink.data.images import load_images, proxy_split
+from autoshrink.devices import device_argument
 from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.oneshot import (
@@ -105,7 +106,7 @@ def largest_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", type=device_argument)
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default: digits)")
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--nodes", type=int, default=8)
@@ -119,8 +120,6 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.quick:
         args.k, args.nodes, args.per_class, args.val_size = 3, 5, 10, 50
         args.parent_epochs, args.batch_size = 1, 32

@@ -40,6 +40,7 @@ import torch
 
 from autoshrink.config import preset
 from autoshrink.data.text import Corpus, batchify, load_text
+from autoshrink.devices import device_argument
 from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
@@ -156,7 +157,7 @@ def search(data_dir: Path, device: str, limit: float | None, out: Path, say, qui
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_argument)
     p.add_argument("--data", type=Path, default=None, help="PTB-style folder (default: synthetic)")
     p.add_argument("--nodes", type=int, default=6)
     p.add_argument("--k", type=int, default=10)
@@ -173,8 +174,6 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="search run folder")
     p.add_argument("--json", action="store_true", help="the results as JSON on stdout")
     args = p.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     torch.set_num_threads(args.threads)
 
     def say(line: str) -> None:

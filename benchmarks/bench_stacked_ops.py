@@ -35,6 +35,7 @@ from unittest import mock
 import torch
 from torch.nn import functional as F
 
+from autoshrink.devices import device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.nn import stacked_ops
 from autoshrink.nn.batched import build_batched
@@ -173,7 +174,7 @@ def _precision(args: argparse.Namespace) -> ExitStack:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", type=device_argument)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--in-channels", type=int, default=3)
@@ -182,8 +183,6 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 16x16 images")
     args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA GPU here (try --device cpu)")
     if args.quick:
         args.k, args.batch, args.image_size = 4, 16, min(args.image_size, 16)
     pw_shapes, dw_shapes = record_shapes(args)

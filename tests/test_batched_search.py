@@ -139,6 +139,7 @@ def test_a_local_executor_on_cuda_needs_a_gpu_here(monkeypatch):
 
 def test_the_gpu_default_executor_is_batched(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert isinstance(build_executor(None, device="cuda"), BatchedExecutor)
     assert isinstance(build_executor("batched", device="cpu"), BatchedExecutor)
     assert not isinstance(build_executor(None, device="cpu"), BatchedExecutor)
@@ -148,6 +149,7 @@ def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
     cli, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     executor = build_executor(
         None, device="cuda", precision="bf16", cuda_graph=True, depthwise="triton"
     )

@@ -233,6 +233,7 @@ def test_the_batched_executor_runs_an_rnn_search_stacked(tmp_path, monkeypatch) 
 
 def test_the_batched_executor_is_the_rnn_default_on_a_gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert default_executor("cuda") == "batched" and default_executor("cuda:1") == "batched"
     executor = build_executor(None, device="cuda")
     assert isinstance(executor, BatchedExecutor)

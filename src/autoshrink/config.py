@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autoshrink.devices import gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
@@ -33,7 +34,6 @@ STRATEGIES = ("autoshrink", "random", "rea")
 #: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
 EVALUATORS = ("standalone", "oneshot")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
-DEVICES = ("cpu", "cuda")
 #: Settings that say where and how candidates run, not which ones a search asks for or what
 #: they score: left out of :meth:`SearchConfig.fingerprint` (a data or table folder may move).
 NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "execution")
@@ -145,8 +145,7 @@ class SearchConfig:
             )
         if not 0 < self.width < math.inf:
             raise ConfigError(f"width must be a finite number > 0, got {self.width}")
-        if self.device.split(":")[0] not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; expected cpu or cuda[:N]")
+        gpu_index(self.device)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         for name, limit in self.constraints.items():

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
+from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
@@ -93,9 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
     if getattr(args, "resume", False):
         raise ConfigError("--resume is not available for --task rnn; start a new training")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(args.device))
     recipe = recipe_from_args(args)
     dropouts = Dropouts(**dict(zip(DROPOUT_NAMES, args.dropouts, strict=True)))
     corpus = load_text(args.data_dir)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from autoshrink.devices import is_cuda
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 
@@ -97,7 +98,7 @@ class StackedEvaluation:
                 pending.remove(members[k])
                 yield members[k], self._evaluation(cells[k], out, t0, len(members))
         except (RuntimeError, ValueError) as err:
-            if self.device.startswith("cuda"):
+            if is_cuda(self.device):
                 torch.cuda.empty_cache()
             log.warning(
                 "%d candidates together failed (%s); retrying in halves", len(pending), err

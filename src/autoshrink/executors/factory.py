@@ -8,8 +8,7 @@ benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step tr
 
 from __future__ import annotations
 
-import torch
-
+from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
@@ -30,7 +29,7 @@ GPU_DEFAULT = "batched"  # K candidates trained together, CNN or RNN (executors/
 def default_executor(device: str) -> str:
     """The executor used when none is named: :data:`CPU_DEFAULT` on the CPU, else
     :data:`GPU_DEFAULT`."""
-    return CPU_DEFAULT if device.split(":")[0] == "cpu" else GPU_DEFAULT
+    return GPU_DEFAULT if is_cuda(device) else CPU_DEFAULT
 
 
 def build_executor(
@@ -66,13 +65,10 @@ def build_executor(
             f"--precision, --cuda-graph and --depthwise set the batched engine; the executor is "
             f"{name!r} (use --executor batched, the default with --device cuda)"
         )
-    if cuda_graph and device.split(":")[0] != "cuda":
+    if cuda_graph and not is_cuda(device):
         raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
-    if name != "ray" and device.split(":")[0] == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {device}: torch {torch.__version__} sees no CUDA GPU here, where the "
-            f"{name} executor trains"
-        )
+    if name != "ray":  # Ray places tasks on the cluster's GPUs, not this machine's
+        resolve_device(device)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":

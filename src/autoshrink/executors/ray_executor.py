@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from autoshrink.devices import is_cuda
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
@@ -94,7 +95,7 @@ def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:
     """Whether ``evaluator`` trains on a CUDA device (its ``device`` attribute)."""
-    return str(getattr(evaluator, "device", "cpu")).startswith("cuda")
+    return is_cuda(getattr(evaluator, "device", "cpu"))
 
 
 class RayExecutor:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoshrink.devices import gpu_index, resolve_device
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -66,7 +67,7 @@ class LatencySettings:
             raise ConfigError(
                 f"unknown latency backend {self.backend!r}; expected one of {BACKENDS}"
             )
-        device_index(self.device)
+        gpu_index(self.device)
         for name in ("batch", "threads", "min_repeats"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(
@@ -122,29 +123,14 @@ class LatencyResult:
 
 
 # ------------------------------------------------------------------ devices and backends
-def device_index(device: str) -> int | None:
-    """``None`` for ``cpu``, the GPU number for ``cuda`` / ``cuda:N``; else a ConfigError."""
-    name, sep, num = str(device).partition(":")
-    if name == "cpu" and not sep:
-        return None
-    if name == "cuda" and (not sep or num.isdigit()):
-        return int(num) if sep else 0
-    raise ConfigError(f"unknown latency device {device!r}; expected cpu, cuda or cuda:N")
-
-
 def check_available(settings: LatencySettings) -> None:
     """Raise :class:`HardwareError` when this machine cannot run ``settings``."""
-    gpu = device_index(settings.device)
+    gpu = gpu_index(settings.device)
     if gpu is not None:
-        if not torch.cuda.is_available():
-            raise HardwareError(
-                f"device {settings.device}: torch {torch.__version__} sees no CUDA GPU here; "
-                "use --device cpu"
-            )
-        if gpu >= torch.cuda.device_count():
-            raise HardwareError(
-                f"device {settings.device}: only {torch.cuda.device_count()} CUDA GPU(s) here"
-            )
+        try:
+            resolve_device(settings.device)
+        except ConfigError as err:  # a valid name, but not this machine's
+            raise HardwareError(str(err)) from None
     if settings.backend == "onnxruntime":
         ort = onnxruntime_module()
         if gpu is not None and "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -176,7 +162,7 @@ def environment(settings: LatencySettings) -> dict[str, Any]:
     }
     if settings.backend == "onnxruntime":
         env["onnxruntime"] = onnxruntime_module().__version__
-    gpu = device_index(settings.device)
+    gpu = gpu_index(settings.device)
     if gpu is not None:
         env["gpu"] = torch.cuda.get_device_name(gpu)
         env["cuda"] = torch.version.cuda
@@ -258,7 +244,7 @@ def onnx_bytes(
 def ort_session(model: bytes, *, device: str = "cpu", threads: int | None = None) -> Any:
     """An onnxruntime session of ``model`` on ``device`` with ``threads`` intra-op threads."""
     ort = onnxruntime_module()
-    gpu = device_index(device)
+    gpu = gpu_index(device)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
     options.inter_op_num_threads = 1
@@ -291,7 +277,7 @@ def runner(
 
 def clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], float]:
     """A function that runs ``fn`` once and returns its time in ms."""
-    gpu = device_index(settings.device)
+    gpu = gpu_index(settings.device)
     if settings.backend == "torch" and gpu is not None:
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)

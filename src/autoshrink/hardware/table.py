@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from autoshrink.devices import gpu_index
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks, network_program
 from autoshrink.hardware.latency import (
     LatencySettings,
     check_available,
-    device_index,
     environment,
     measure_module,
     network_input_shape,
@@ -208,7 +208,7 @@ def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> l
     fns = [step.block.module().to(dev).eval() for step in program]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(network_input_shape(spec, settings.batch), generator=gen).to(dev)
-    gpu = device_index(settings.device)  # events and synchronize on that GPU (cuda:N)
+    gpu = gpu_index(settings.device)  # events and synchronize on that GPU (cuda:N)
     cuda_events = gpu is not None
     events = [(_event(), _event()) for _ in program] if cuda_events else []
     tick = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns

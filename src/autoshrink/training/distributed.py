@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -89,22 +90,6 @@ class DistContext:
         return DistributedDataParallel(model, device_ids=ids)
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU")
-        if device == "cuda":
-            return torch.device(f"cuda:{local_rank}")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N"
-        ) from None
-
-
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None:
@@ -124,7 +109,7 @@ def distributed(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[Dis
     """
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    dev = _pick_device(device, local_rank)
+    dev = resolve_device(device, local_rank=local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     started = False

@@ -1,0 +1,69 @@
+"""Device names -- ``cpu``, ``cuda``, ``cuda:N`` and ``auto`` -- parsed and checked in one place.
+
+:func:`gpu_index` reads a name without torch (configs and settings check theirs where torch is
+not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
+:func:`device_argument` is the same check as an ``argparse`` type. A name this machine cannot
+run is a :class:`~autoshrink.errors.ConfigError` that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from autoshrink.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+AUTO = "auto"
+
+
+def gpu_index(device: str) -> int | None:
+    """``None`` for ``cpu``, the GPU number for ``cuda`` (0) or ``cuda:N``; else a ConfigError."""
+    name, sep, num = str(device).partition(":")
+    if name == "cpu" and not sep:
+        return None
+    if name == "cuda" and (not sep or num.isdigit()):
+        return int(num) if sep else 0
+    raise ConfigError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
+
+
+def is_cuda(device: str) -> bool:
+    """Whether ``device`` (a valid name, or ``auto``) names a GPU."""
+    return str(device).partition(":")[0] == "cuda"
+
+
+def resolve_device(device: str, *, local_rank: int = 0) -> torch.device:
+    """The torch device of ``device`` on this machine.
+
+    ``auto`` is ``cuda:<local_rank>`` when torch sees a GPU, else ``cpu``; plain ``cuda`` is
+    ``cuda:<local_rank>`` (GPU 0 in a single process). A GPU this machine lacks is a
+    :class:`~autoshrink.errors.ConfigError` naming the device.
+    """
+    import torch
+
+    if device == AUTO:
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    index = gpu_index(device)
+    if index is None:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r}: torch {torch.__version__} sees no CUDA GPU here; use cpu"
+        )
+    if device == "cuda":
+        index = local_rank
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    return torch.device("cuda", index)
+
+
+def device_argument(text: str) -> str:
+    """``argparse`` type of a ``--device`` option: ``text`` when this machine can run it,
+    else a usage error naming it (``auto`` becomes the device it resolves to)."""
+    try:
+        resolved = resolve_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return str(resolved) if text == AUTO else text

@@ -1,0 +1,71 @@
+"""Device names: parsed without torch, resolved against the machine, as an argparse type."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from autoshrink.config import SearchConfig
+from autoshrink.devices import device_argument, gpu_index, is_cuda, resolve_device
+from autoshrink.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("name", "index"), [("cpu", None), ("cuda", 0), ("cuda:0", 0), ("cuda:3", 3)]
+)
+def test_gpu_index_reads_valid_names(name, index):
+    assert gpu_index(name) == index
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cpu:1", "cuda:", "CUDA", "", "cuda:-1"])
+def test_gpu_index_names_a_bad_device(name):
+    with pytest.raises(ConfigError, match=f"unknown device {name!r}"):
+        gpu_index(name)
+
+
+def test_is_cuda():
+    assert is_cuda("cuda") and is_cuda("cuda:2")
+    assert not is_cuda("cpu") and not is_cuda("auto")
+
+
+def _gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_resolve_without_gpu(monkeypatch):
+    _gpus(monkeypatch, 0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto", local_rank=3) == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=f"device '{name}'.*sees no CUDA GPU here"):
+            resolve_device(name)
+
+
+def test_resolve_with_two_gpus(monkeypatch):
+    _gpus(monkeypatch, 2)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)  # this process's GPU
+    assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"device 'cuda:2': only 2 CUDA GPU\(s\) here"):
+        resolve_device("cuda:2")
+
+
+def test_device_argument_is_a_usage_error(monkeypatch):
+    _gpus(monkeypatch, 0)
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--device", default="auto", type=device_argument)
+    assert parser.parse_args([]).device == "cpu"  # auto resolved
+    assert parser.parse_args(["--device", "cpu"]).device == "cpu"
+    with pytest.raises(argparse.ArgumentTypeError, match="sees no CUDA GPU"):
+        device_argument("cuda")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown device 'tpu'"):
+        device_argument("tpu")
+
+
+def test_config_rejects_a_malformed_device():
+    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+        SearchConfig(device="cuda:x")
