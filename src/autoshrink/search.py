@@ -1,22 +1,17 @@
 """The search loop: joins a strategy, an evaluator, an executor and the score; keeps the journal.
 
 :func:`run_search` runs (or resumes) one search in a run folder -- AutoShrink, or a baseline
-on the same cell space (``strategy`` ``random`` or ``rea``):
-
-- ``config.json``: the resolved :class:`~autoshrink.config.SearchConfig`;
-- ``fingerprint.json``: the hash of its search settings (:meth:`SearchConfig.fingerprint`);
-- ``journal.jsonl``: one record per evaluated candidate, written the moment it finishes;
-- ``run.lock`` while the search runs (:class:`~autoshrink.journal.RunLock`);
-- ``best_cell.json`` + its picture, and ``result.json``, when the search ends.
+on the same cell space (``strategy`` ``random`` or ``rea``). The folder's files are described
+in :mod:`autoshrink.run_folder`; each candidate is journalled the moment it finishes.
 
 Resuming replays the journal: the strategy is rebuilt from the seed and told the recorded
 results in order, so it asks for exactly the same candidates, and only those without a record
 are trained. Each candidate's seed is derived from the run seed and the cell's canonical key,
 so its result does not depend on the order or the process it runs in. A resume refuses a
-config whose fingerprint changed and a journal record the strategy does not ask for
-(:class:`Replay`). SIGINT and SIGTERM stop the search between journal records
-(:class:`StopSignals`). See docs/reliability.md.
-"""
+config whose fingerprint changed (:func:`~autoshrink.run_folder.check_fingerprint`) and a
+journal record the strategy does not ask for (:class:`~autoshrink.replay.Replay`). SIGINT and
+SIGTERM stop the search between journal records (:class:`~autoshrink.stop_signals.StopSignals`).
+See docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -26,10 +21,8 @@ import logging
 import math
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +37,19 @@ from autoshrink.graph import Cell
 from autoshrink.journal import Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
+from autoshrink.replay import Replay
 from autoshrink.report.picture import render
+from autoshrink.run_folder import (
+    BEST_CELL,
+    CONFIG,
+    JOURNAL,
+    RESULT,
+    check_fingerprint,
+    write_fingerprint,
+)
 from autoshrink.screening import ProgressiveScreen, StageResult
 from autoshrink.spaces.cells import start_cell
+from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal
 from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
@@ -55,9 +58,6 @@ if TYPE_CHECKING:
     from autoshrink.evaluators.oneshot import WeightTrail
 
 log = logging.getLogger(__name__)
-
-CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.json", "best_cell.json"
-FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -149,43 +149,6 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
     return config
 
 
-def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
-    """Write ``fingerprint.json``: the hash and the search settings the journal is made with."""
-    out = {
-        "format": "autoshrink.fingerprint/1",
-        "config_hash": config.fingerprint(),
-        "settings": config.search_settings(),
-    }
-    (run_dir / FINGERPRINT).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-
-
-def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
-    """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
-    config the run's journal was made with; a folder without ``fingerprint.json`` (made before
-    there were fingerprints) gets one from its ``config.json``."""
-    path = run_dir / FINGERPRINT
-    if not path.is_file():
-        log.warning(
-            "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
-        )
-        write_fingerprint(run_dir, config)
-        return
-    try:
-        saved = json.loads(path.read_text())
-        saved_hash, settings = str(saved["config_hash"]), saved.get("settings", {})
-    except (ValueError, KeyError, TypeError) as err:
-        raise JournalError(f"{path}: not a fingerprint file ({err})") from None
-    if saved_hash == config.fingerprint():
-        return
-    now = config.search_settings()
-    changed = sorted(k for k in set(now) | set(settings) if now.get(k) != settings.get(k))
-    raise JournalError(
-        f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
-        f"{', '.join(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
-        f"config.json hashes to {config.fingerprint()[:12]}); restore it or start a new search"
-    )
-
-
 def record(
     proposal: Proposal, index: int, seed: int, evaluation: Evaluation, score: float
 ) -> dict[str, Any]:
@@ -264,122 +227,6 @@ def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
     return Observation(
         proposal, float("-inf") if score is None else float(score), metrics, rec["status"]
     )
-
-
-class SearchInterrupted(KeyboardInterrupt):
-    """A search stopped by SIGINT (Ctrl-C) or SIGTERM; the message says how to resume it."""
-
-    def __init__(self, signum: int, message: str = "") -> None:
-        super().__init__(message or f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-class StopSignals:
-    """While active (a context manager, main thread only): SIGINT and SIGTERM raise
-    :class:`SearchInterrupted` -- deferred to the end of a :meth:`held` block, so that a
-    journal record is never cut by a signal."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._old: dict[int, Any] = {}
-        self._held = False
-        self._pending: int | None = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self._held:
-            self._pending = signum
-        else:
-            raise SearchInterrupted(signum)
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old.clear()
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Defer SIGINT and SIGTERM until the block ends."""
-        self._held = True
-        try:
-            yield
-        finally:
-            self._held = False
-        if self._pending is not None:
-            signum, self._pending = self._pending, None
-            raise SearchInterrupted(signum)
-
-
-class Replay:
-    """The journal's candidate records as the resumed strategy asks for them again.
-
-    ``done`` maps each canonical key to its (last) record, ``stages`` each ``(key, stage)`` to
-    its progressive screening stage record; a record with a field of the wrong JSON type is a
-    :class:`JournalError` naming its line (:func:`~autoshrink.journal.check_record`), raised
-    before anything trains. Every record must be asked for
-    again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
-    :class:`JournalError` naming a record the strategy passed by -- the journal was not made
-    by this config. With ``retry_failed``, ``"failed"`` records are left out of ``done`` (so
-    they train again), and the records journalled after the first of them may go unasked:
-    a retrained candidate can change the search's path.
-    """
-
-    def __init__(self, journal: Journal, repair: bool, retry_failed: bool) -> None:
-        self.path = journal.path
-        self.done: dict[str, dict[str, Any]] = {}
-        self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
-        self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
-        for line, rec in journal.numbered(repair, check=True):  # each record read back checked
-            if rec.get("type") == "stage":
-                self.stages[rec["key"], rec["stage"]] = rec
-            if rec.get("type") == "candidate":
-                self.done[rec["key"]] = rec
-                self._unasked.setdefault(rec["key"], (line, rec.get("step", -1)))
-        failed = [k for k, rec in self.done.items() if rec["status"] == "failed"]
-        self.horizon = min((self._unasked[k][0] for k in failed), default=math.inf)
-        if retry_failed:
-            for key in failed:
-                del self.done[key]
-            if failed:
-                log.info("%s: retraining %d failed candidates", self.path, len(failed))
-        else:
-            self.horizon = math.inf
-
-    def asked(self, proposals: list[Proposal]) -> None:
-        """The strategy asked for ``proposals``; before any of them trains, every earlier
-        record must have been asked for."""
-        for p in proposals:
-            self._unasked.pop(p.genotype.key, None)
-        if any(p.genotype.key not in self.done for p in proposals):
-            self.check()
-
-    def check(self) -> None:
-        strays = sorted(v + (k,) for k, v in self._unasked.items() if v[0] < self.horizon)
-        if strays:
-            line, step, key = strays[0]
-            raise JournalError(
-                f"{self.path}: line {line} holds candidate {key} (step {step}) that this "
-                f"config's search did not ask for ({len(strays)} such); the journal was not "
-                "made with this config"
-            )
-
-    def finish(self) -> None:
-        """At the end of the search: no record may be left unasked (but those superseded by
-        retrained candidates, which are logged)."""
-        self.check()
-        if self._unasked:
-            log.warning(
-                "%s: %d records after the retrained candidates were not asked for again "
-                "(the search took another path); they stay in the journal, unused",
-                self.path,
-                len(self._unasked),
-            )
 
 
 def run_search(

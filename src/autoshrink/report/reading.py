@@ -19,11 +19,10 @@ from typing import Any
 
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.journal import Journal, check_record
+from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.user_files import json_type_problem, read_json_file
 
 log = logging.getLogger(__name__)
-
-CONFIG, JOURNAL, RESULT = "config.json", "journal.jsonl", "result.json"
 
 
 @dataclass(frozen=True)

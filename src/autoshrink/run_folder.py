@@ -1,0 +1,63 @@
+"""The files of a search's run folder, and the fingerprint that keeps a resume honest.
+
+A run folder holds ``config.json`` (the resolved settings), ``fingerprint.json`` (the hash of
+the settings that decide which candidates the search asks for, and those settings), the
+``journal.jsonl`` of evaluated candidates, ``run.lock`` while a search runs and, when it ends,
+``best_cell.json`` with its picture and ``result.json``. :func:`check_fingerprint` refuses to
+resume with a config edited since the journal was made, naming the settings that changed.
+No torch in this module: the report reads run folders with these names too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoshrink.errors import JournalError
+
+if TYPE_CHECKING:
+    from autoshrink.config import SearchConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.json", "best_cell.json"
+FINGERPRINT = "fingerprint.json"
+
+
+def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
+    """Write ``fingerprint.json``: the hash and the search settings the journal is made with."""
+    out = {
+        "format": "autoshrink.fingerprint/1",
+        "config_hash": config.fingerprint(),
+        "settings": config.search_settings(),
+    }
+    (run_dir / FINGERPRINT).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
+def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
+    """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
+    config the run's journal was made with; a folder without ``fingerprint.json`` (made before
+    there were fingerprints) gets one from its ``config.json``."""
+    path = run_dir / FINGERPRINT
+    if not path.is_file():
+        log.warning(
+            "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
+        )
+        write_fingerprint(run_dir, config)
+        return
+    try:
+        saved = json.loads(path.read_text())
+        saved_hash, settings = str(saved["config_hash"]), saved.get("settings", {})
+    except (ValueError, KeyError, TypeError) as err:
+        raise JournalError(f"{path}: not a fingerprint file ({err})") from None
+    if saved_hash == config.fingerprint():
+        return
+    now = config.search_settings()
+    changed = sorted(k for k in set(now) | set(settings) if now.get(k) != settings.get(k))
+    raise JournalError(
+        f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
+        f"{', '.join(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
+        f"config.json hashes to {config.fingerprint()[:12]}); restore it or start a new search"
+    )

@@ -1,0 +1,59 @@
+"""SIGINT and SIGTERM as a clean stop of a search, never in the middle of a journal record."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by SIGINT (Ctrl-C) or SIGTERM; the message says how to resume it."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class StopSignals:
+    """While active (a context manager, main thread only): SIGINT and SIGTERM raise
+    :class:`SearchInterrupted` -- deferred to the end of a :meth:`held` block, so that a
+    journal record is never cut by a signal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._held = False
+        self._pending: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._held:
+            self._pending = signum
+        else:
+            raise SearchInterrupted(signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Defer SIGINT and SIGTERM until the block ends."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise SearchInterrupted(signum)
