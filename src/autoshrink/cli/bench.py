@@ -48,6 +48,7 @@ DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` parser (its one benchmark, ``nb201``) to ``sub``."""
     p = sub.add_parser(
         "bench",
         help=SUBCOMMANDS["bench"],
@@ -161,6 +162,7 @@ def hw_cost(args: argparse.Namespace, tables: NB201Tables) -> HWNASBenchCost | N
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the simulated comparison and print (or ``--json``) its table; 0 when done."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     check_cost_args(args)
     check_proxy(args.zc_proxy)

@@ -15,6 +15,7 @@ from autoshrink.spaces.macros import MACROS, get_macro
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``count`` parser to ``sub``."""
     p = sub.add_parser(
         "count",
         help=SUBCOMMANDS["count"],
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the parameters and MACs of the cell's (or mbconv file's) network; 0."""
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)

@@ -22,6 +22,7 @@ from autoshrink.singlepath.space import is_arch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` parser to ``sub``."""
     p = sub.add_parser(
         "export",
         help=SUBCOMMANDS["export"],
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the network's ONNX, weights and ``model.py`` into ``--out``; 0."""
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)

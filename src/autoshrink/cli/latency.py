@@ -45,6 +45,7 @@ def macro_from_args(args: argparse.Namespace, **inferred: int) -> MacroSpec:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``latency`` parser to ``sub``."""
     p = sub.add_parser(
         "latency",
         help=SUBCOMMANDS["latency"],
@@ -82,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> LatencySettings:
+    """The :class:`LatencySettings` of the measurement flags."""
     return LatencySettings(
         backend=args.backend,
         device=args.device,
@@ -104,6 +106,7 @@ def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure the network's latency (and a table's estimate) and print it; 0."""
     settings = settings_from_args(args)
     if args.table is not None:
         check_output_file(args.table, "--table")

@@ -13,6 +13,7 @@ from autoshrink.report.folder import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` parser to ``sub``."""
     p = sub.add_parser(
         "report",
         help=SUBCOMMANDS["report"],
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the HTML report of a run or bench folder, or a comparison; 0."""
     if len(args.folders) == 1 and args.out is None:
         page = write_report(args.folders[0])
     elif args.out is None:

@@ -68,6 +68,7 @@ OVERRIDES = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``search`` parser (settings, executors, resume) to ``sub``."""
     p = sub.add_parser(
         "search",
         help=SUBCOMMANDS["search"],
@@ -320,6 +321,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run or resume the search the flags describe and print its best cell; 0."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
     given = {k: v for k, v in given.items() if v is not None}
     limits = {"macs": args.max_macs, "params": args.max_params}

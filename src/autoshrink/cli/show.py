@@ -13,6 +13,7 @@ from autoshrink.report.picture import render, to_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``show`` parser to ``sub``."""
     p = sub.add_parser("show", help=SUBCOMMANDS["show"])
     p.add_argument("cell", type=Path, help="a cell JSON file (format autoshrink.cell/1)")
     p.add_argument(
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the cell, its key and live nodes, and write its picture; 0."""
     cell = Cell.load(args.cell)
     print(to_text(cell), end="")
     print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")

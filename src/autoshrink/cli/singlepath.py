@@ -24,6 +24,7 @@ from autoshrink.singlepath.search import preset, run_search
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``singlepath`` parser to ``sub``."""
     p = sub.add_parser(
         "singlepath",
         help=SUBCOMMANDS["singlepath"],
@@ -78,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run (or resume) a Single-Path NAS search and print its network; 0."""
     latency = {
         "backend": args.backend,
         "device": args.device,

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` parser (CNN and RNN recipes) to ``sub``."""
     p = sub.add_parser(
         "train",
         help=SUBCOMMANDS["train"],
@@ -94,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
     claim_folder(args.out, "train")
     if args.task == "rnn":
         if args.test_domain is not None:
@@ -147,6 +149,7 @@ def domain_metrics(
 
 
 def run_cnn(args: argparse.Namespace) -> int:
+    """Train a CNN cell's or mbconv file's network and report test accuracy."""
     check_test_domain(args.dataset, args.test_domain)
     arch = MBConvArch.load(args.cell) if is_arch_file(args.cell) else None
     cell = None if arch is not None else Cell.load(args.cell)
