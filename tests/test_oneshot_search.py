@@ -332,3 +332,16 @@ def test_a_oneshot_search_on_the_batched_executor_stacks_each_step(tmp_path, one
     assert later and all(r["detail"]["inherited"] for r in later)
     assert any(r["detail"]["batch"] > 1 for r in later)
     assert (tmp_path / "b" / "oneshot" / "current.safetensors").is_file()
+
+
+def test_an_rnn_oneshot_evaluator_has_no_screening_stages(tmp_path):
+    from autoshrink.data.text import load_text
+    from autoshrink.evaluators.oneshot import OneShotEvaluator
+    from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
+    from test_rnn_search import QUICK
+    from test_rnn_text import write_tiny_corpus
+
+    corpus = load_text(write_tiny_corpus(tmp_path / "tiny", n_train=60, n_eval=20))
+    evaluator = OneShotEvaluator(RNNProxyEvaluator(corpus, QUICK), epochs=1)
+    with pytest.raises(ConfigError, match="progressive screening stages are for CNN cells"):
+        evaluator.screening_stage([0, 1], 1)

@@ -13,9 +13,11 @@ stacked network cannot build (other ops) are trained one by one.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import torch
 
+from autoshrink.data.images import ProxySplit
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
@@ -23,8 +25,9 @@ from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
 from autoshrink.nn.node_states import check_node_inputs
 from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
+from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.batched import check_compact_below, train_batched
-from autoshrink.training.classification import TrainOutcome
+from autoshrink.training.classification import ProxyTraining, TrainOutcome
 
 
 class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
@@ -52,7 +55,12 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
 
     def __init__(
         self,
-        *args: object,
+        split: ProxySplit,
+        macro: MacroSpec,
+        training: ProxyTraining,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
         max_batch: int | None = None,
         fixed_structure: bool = False,
         bf16: bool = False,
@@ -62,9 +70,8 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         depthwise: str = "auto",
         bn: str = "auto",
         node_inputs: str = "auto",
-        **kwargs: object,
     ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(split, macro, training, device=device, threads=threads)
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
@@ -82,7 +89,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         self.node_inputs = node_inputs
 
     @classmethod
-    def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: object) -> BatchedCNNEvaluator:
+    def from_proxy(cls, evaluator: CNNProxyEvaluator, **options: Any) -> BatchedCNNEvaluator:
         """The batched twin of a one-by-one proxy evaluator (same data, macro and training)."""
         return cls(
             evaluator.split,
@@ -90,7 +97,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             evaluator.training,
             device=evaluator.device,
             threads=evaluator.threads,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
     def _group_key(self, cell: Cell) -> Hashable | None:

@@ -133,8 +133,10 @@ class OneShotEvaluator:
         """A progressive screening stage (:mod:`autoshrink.screening`) of one-shot evaluation:
         candidates inherit their parent's weights as always and are fine-tuned for at most
         ``epochs`` epochs (never more than this evaluator's) on the images of ``classes``."""
+        if not isinstance(self.inner, CNNProxyEvaluator):
+            raise ConfigError("progressive screening stages are for CNN cells, not RNN cells")
         stage_epochs = min(epochs, self.epochs)
-        inner = self.inner.screening_stage(classes, max(1, stage_epochs))  # type: ignore[union-attr]
+        inner = self.inner.screening_stage(classes, max(1, stage_epochs))
         return OneShotEvaluator(inner, stage_epochs, self.folder)
 
     def weights_folder(self) -> Path:

@@ -11,14 +11,16 @@ the retries in halves come from :class:`~autoshrink.evaluators.stacking.StackedE
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
+from typing import Any
 
+from autoshrink.data.text import Corpus
 from autoshrink.evaluators.base import Evaluation, trained
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
 from autoshrink.graph import Cell
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
 from autoshrink.training.batched import check_compact_below
-from autoshrink.training.language import LMOutcome
+from autoshrink.training.language import LMOutcome, RNNProxyTraining
 from autoshrink.training.stacked_language import train_stacked_lm
 
 
@@ -35,14 +37,17 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
 
     def __init__(
         self,
-        *args: object,
+        corpus: Corpus,
+        training: RNNProxyTraining,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
         max_batch: int | None = None,
         tf32: bool = False,
         bf16: bool = False,
         compact_below: float = 0.5,
-        **kwargs: object,
     ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(corpus, training, device=device, threads=threads)
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)
@@ -51,14 +56,14 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
         self.compact_below = compact_below
 
     @classmethod
-    def from_proxy(cls, evaluator: RNNProxyEvaluator, **options: object) -> StackedRNNEvaluator:
+    def from_proxy(cls, evaluator: RNNProxyEvaluator, **options: Any) -> StackedRNNEvaluator:
         """The stacked twin of a one-by-one proxy evaluator (same corpus and training)."""
         return cls(
             evaluator.corpus,
             evaluator.training,
             device=evaluator.device,
             threads=evaluator.threads,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
     def _group_key(self, cell: Cell) -> Hashable | None:
