@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from autoshrink.devices import device_argument
+from autoshrink.devices import device_argument, is_cuda
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
@@ -266,7 +266,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 def precision_tag(args: argparse.Namespace) -> str:
     """``bf16``, ``tf32`` or ``fp32``: the engine's arithmetic on a GPU."""
     if args.precision == "auto":
-        return "tf32" if args.device.startswith("cuda") else "fp32"
+        return "tf32" if is_cuda(args.device) else "fp32"
     return args.precision
 
 
@@ -333,7 +333,7 @@ def main() -> None:
         "--no-table", action="store_true", help="skip the throughput table (e.g. search only)"
     )
     args = p.parse_args()
-    if args.cuda_graph and not args.device.startswith("cuda"):
+    if args.cuda_graph and not is_cuda(args.device):
         p.error("--cuda-graph needs --device cuda")
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
@@ -355,7 +355,7 @@ def main() -> None:
     else:
         spec = cifar_proxy(**{**geometry, "image_size": args.image_size or 32})
         settings = ProxyTraining(epochs=1)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    name = torch.cuda.get_device_name() if is_cuda(args.device) else "cpu"
     depthwise = used_depthwise(args.depthwise, args.device)  # the kernels that run here
     node_inputs = resolve_node_inputs(args.node_inputs, torch.device(args.device))
     table = (
@@ -415,7 +415,8 @@ def main() -> None:
         "k": k,
         "batch_size": settings.batch_size,
         "images": [spec.in_channels, spec.image_size, spec.image_size],
-        **PRECISIONS[args.precision],
+        "bf16": PRECISIONS[args.precision]["bf16"],
+        "tf32": precision_tag(args) in ("tf32", "bf16") and is_cuda(args.device),  # in effect
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
         "depthwise": depthwise,
