@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoshrink.errors import ConfigError
+from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
 
 SIGNATURES: dict[str, tuple[str, ...]] = {
-    "search": ("journal.jsonl", "config.json", "fingerprint.json"),
+    "search": (JOURNAL, CONFIG, FINGERPRINT),
     "singlepath": ("settings.json", "decisions.jsonl"),
     "train": ("recipe.json", "log.jsonl", "metrics.json"),
     "export": ("export.json",),
