@@ -71,6 +71,9 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
+        (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),
+        (["show", "{deep}"], "JSON nested too deep"),
+        (["search", "--preset", "demo", "--out", "/proc/autoshrink-run"], "cannot write in /proc"),
         (
             ["search", "--dataset", "cifar10", "--data-dir", "/nonexistent", "--out", "{tmp}/y"],
             "/nonexistent",
@@ -93,7 +96,8 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
             }
         )
     )
-    subst = {"{bad}": str(tmp_path / "bad.json"), "{op}": str(tmp_path / "op.json")}
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    subst = {name: str(tmp_path / f"{name[1:-1]}.json") for name in ("{bad}", "{op}", "{deep}")}
     argv = [subst.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
     code, out, err = cli(*argv)
     assert code == 2

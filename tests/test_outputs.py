@@ -210,3 +210,43 @@ def test_search_refuses_non_finite_settings_before_writing(cli, tmp_path, flag, 
     code, _, err = cli("search", "--preset", "demo", flag, value, "--out", tmp_path / "r")
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_claim_folder_without_resume_refuses_an_earlier_run_of_the_command(tmp_path) -> None:
+    folder = results_of(tmp_path / "sp", "singlepath")
+    with pytest.raises(ConfigError, match="already holds the results of an `autoshrink singlepath"):
+        claim_folder(folder, "singlepath", resume=False)
+    assert claim_folder(folder, "singlepath", resume=True) == folder
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_outputs_where_nothing_can_be_written_are_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match="--out /proc/x/run: cannot write in /proc"):
+        claim_folder("/proc/x/run", "search")
+    with pytest.raises(ConfigError, match="--picture /proc/cell.png: cannot write in /proc"):
+        check_output_file("/proc/cell.png", "--picture")
+
+
+def test_the_cli_names_the_path_of_an_os_error() -> None:
+    from autoshrink.cli import os_error_line
+
+    err = PermissionError(13, "Permission denied", "/x/y.json")
+    assert os_error_line(err) == "/x/y.json: Permission denied"
+    assert os_error_line(OSError(28, "No space left on device")) == "No space left on device"
+
+
+def test_an_empty_zero_cost_cache_is_named(tmp_path) -> None:
+    from autoshrink.evaluators.nb201_zero_cost import read_cache
+
+    (tmp_path / "zc.npy").write_bytes(b"")
+    with pytest.raises(BenchmarkError, match="zc.npy: not a NumPy array"):
+        read_cache(tmp_path / "zc.npy")
+
+
+def test_negative_seeds_are_refused() -> None:
+    from autoshrink.config import SearchConfig
+
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+        SearchConfig(seed=-1)
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -2"):
+        SearchSettings(seed=-2)

@@ -146,6 +146,8 @@ class SearchConfig:
         if not 0 < self.width < math.inf:
             raise ConfigError(f"width must be a finite number > 0, got {self.width}")
         gpu_index(self.device)
+        if self.seed < 0:  # NumPy's generators take no negative seeds
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         for name, limit in self.constraints.items():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import CellError
-from autoshrink.user_files import read_text_file
+from autoshrink.user_files import parse_json, read_text_file
 
 FORMAT = "autoshrink.cell/1"
 INPUT = "input"
@@ -233,11 +233,7 @@ class Cell:
 
     @classmethod
     def from_json(cls, text: str, source: str = "cell") -> Cell:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CellError(f"{source}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        return cls.from_dict(d, source)
+        return cls.from_dict(parse_json(text, source, CellError), source)
 
     @classmethod
     def load(cls, path: str | Path) -> Cell:

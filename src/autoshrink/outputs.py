@@ -3,13 +3,16 @@
 Each command that fills an output folder leaves files that say it did (:data:`SIGNATURES`).
 :func:`claim_folder` refuses a folder that holds another command's results -- a Single-Path
 search would otherwise replace a search's ``result.json``, or training a checkpointed
-supernet's weights -- and an ``--out`` that is a file. :func:`check_output_file` refuses a file
-path that cannot be written (a folder in its place, a file in the place of its folder), so a
-command that measures for minutes does not fail only when it saves.
+supernet's weights --, an earlier run of the same command unless it is resumed, and an
+``--out`` that is a file. :func:`check_output_file` refuses a file path that cannot be written
+(a folder in its place, a file in the place of its folder). Both try a scratch file where the
+output will go (:func:`check_writable`), so a command that measures for minutes does not fail
+only when it saves.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from autoshrink.errors import ConfigError
@@ -20,6 +23,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "singlepath": ("settings.json", "decisions.jsonl"),
     "train": ("recipe.json", "log.jsonl", "metrics.json"),
     "export": ("export.json",),
+    "bench": ("bench.json",),
 }
 """For each command, the files of which any one marks a folder as holding its results."""
 
@@ -34,19 +38,29 @@ def holder(folder: Path) -> tuple[str, str] | None:
     return None
 
 
-def claim_folder(folder: str | Path, command: str, flag: str = "--out") -> Path:
+def claim_folder(
+    folder: str | Path, command: str, flag: str = "--out", *, resume: bool | None = None
+) -> Path:
     """Check that ``command`` may write its results into ``folder`` (created later by the
-    caller): not a file, and not holding another command's results. Returns it as a Path."""
+    caller): not a file, somewhere this process can write, and not holding another command's
+    results -- nor, with ``resume=False``, an earlier run of ``command`` (resume it instead).
+    Returns it as a Path."""
     if command not in SIGNATURES:
         raise ValueError(f"unknown command {command!r}; known: {', '.join(SIGNATURES)}")
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path}: a file is there, not a folder")
+    check_writable(path, flag)
     found = holder(path)
     if found is not None and found[0] != command:
         raise ConfigError(
             f"{flag} {path} holds the results of `autoshrink {found[0]}` ({found[1]}); "
             f"{command} would write over them: choose another {flag}"
+        )
+    if found is not None and resume is False:
+        raise ConfigError(
+            f"{flag} {path} already holds the results of an `autoshrink {command}` run "
+            f"({found[1]}); continue it with --resume or choose another {flag}"
         )
     return path
 
@@ -63,4 +77,22 @@ def check_output_file(path: str | Path, flag: str) -> Path:
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {target}: {parent} is a file, not a folder")
             break
+    check_writable(target.parent, flag, target)
     return target
+
+
+def check_writable(folder: Path, flag: str, named: Path | None = None) -> None:
+    """Raise a ConfigError naming ``named`` (default ``folder``) when nothing can be written
+    in ``folder`` or, while it does not exist yet, in the nearest folder above it that does:
+    a scratch file is made there and removed (permission bits alone do not tell, for root
+    or on /proc)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return  # the callers name a file standing in the way themselves
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{flag} {named or folder}: cannot write in {existing} ({err.strerror})"
+        ) from None

@@ -3,7 +3,7 @@ corpora): read them, and check JSON values against Python type annotations, with
 errors.
 
 :func:`read_text_file` and :func:`read_json_file` read one, every way it can fail named with
-the file.
+the file; :func:`parse_json` parses JSON text the same way.
 :func:`json_type_problem` walks ``bool``, ``int``, ``float``, ``str``, ``None``, ``Any``,
 unions, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and dataclasses (their fields by
 dotted key) and says, as one phrase, the first value that does not fit.
@@ -120,8 +120,15 @@ def read_text_file(path: Path, error: type[AutoshrinkError], what: str) -> str:
 def read_json_file(path: Path, error: type[AutoshrinkError], what: str) -> Any:
     """The JSON value in the ``what`` file ``path``: :func:`read_text_file`'s errors, and
     malformed JSON as a one-line ``error`` naming the file and the line."""
-    text = read_text_file(path, error, what)
+    return parse_json(read_text_file(path, error, what), str(path), error)
+
+
+def parse_json(text: str, source: str, error: type[AutoshrinkError]) -> Any:
+    """The JSON value of ``text``; malformed JSON, or arrays and objects nested too deep for
+    the parser, is a one-line ``error`` naming ``source`` (and the line)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise error(f"{source}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise error(f"{source}: JSON nested too deep to parse") from None

@@ -72,7 +72,8 @@ def chosen_command(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 a search stopped early, 2 bad
-    input, 130 interrupted by Ctrl-C, 143 by SIGTERM)."""
+    input or a path that cannot be read or written, 130 interrupted by Ctrl-C, 143 by
+    SIGTERM; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
@@ -85,9 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutoshrinkError as err:
         print(f"autoshrink: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path named by the user that cannot be read or written
+        logging.getLogger(__name__).debug("%s", err, exc_info=True)
+        print(f"autoshrink: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:  # Ctrl-C (130), or SIGTERM during a search (143)
-        print(f"autoshrink: {err or 'interrupted'}", file=sys.stderr)
+        print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an :class:`OSError`: the path(s) it names and the system's reason."""
+    paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    reason = err.strerror or str(err)
+    return f"{paths}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
+from autoshrink.outputs import claim_folder
 from autoshrink.report.bench_files import format_table, report_object, write_outputs
 from autoshrink.tabular import NB201Tables, load_tables
 from autoshrink.tabular.comparison import (
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     check_cost_args(args)
     check_proxy(args.zc_proxy)
+    if args.out is not None:  # before the searches: a bad --out fails now, not after them
+        claim_folder(args.out, "bench")
     zc = None
     if ZC_STRATEGY in names:
         from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the cell, its key and live nodes, and write its picture; 0."""
     cell = Cell.load(args.cell)
+    picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
     print(to_text(cell), end="")
     print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
-    picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
     if args.cell.resolve() in (picture.resolve(), picture.with_suffix(".dot").resolve()):
         raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
     written = render(cell, picture, title=args.cell.name)

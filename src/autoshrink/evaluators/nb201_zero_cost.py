@@ -104,7 +104,7 @@ def read_cache(path: Path) -> np.ndarray:
     unpickles (``allow_pickle`` stays False)."""
     try:
         stored = np.load(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
         raise BenchmarkError(f"{path}: not a NumPy array of zero-cost values ({err})") from None
     if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
         raise BenchmarkError(

@@ -53,9 +53,9 @@ from autoshrink.singlepath.space import (
     MBConvArch,
     build_arch,
     macro_slots,
-    read_json,
 )
 from autoshrink.singlepath.superkernel import SuperNet
+from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class Calibration:
         """The calibration at ``path`` when it was fitted for these settings and macro."""
         if not path.is_file():
             return None
-        d = read_json(path)
+        d = read_json_file(path, ConfigError, "calibration")
         if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
             raise ConfigError(
                 f"{path}: not a calibration ('format' must be {CALIBRATION_FORMAT!r})"

@@ -113,6 +113,7 @@ class SearchSettings:
             ),
             (self.train_images is None or self.train_images >= 1, "train_images must be >= 1"),
             (self.val_images is None or self.val_images >= 1, "val_images must be >= 1"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
         )
         for ok, message in checks:
             if not ok:
@@ -328,7 +329,7 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search into ``out``; see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``)."""
-    claim_folder(out, "singlepath")
+    claim_folder(out, "singlepath", resume=resume)
     if table is not None:
         check_output_file(table, "--table")
     out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +366,9 @@ def run_search(
         search.restore(ckpt.tensors, ckpt.state)
         history = list(ckpt.state["history"])
         start = ckpt.epoch + 1
-    elif clear_checkpoints(ckpt_dir):
+    elif resume:
+        log.warning("%s: no checkpoint to resume from; starting at epoch 1", ckpt_dir)
+    elif clear_checkpoints(ckpt_dir):  # a folder without settings.json: an unfinished start
         log.warning("%s: removed the checkpoints of an earlier run", ckpt_dir)
     for epoch in range(start, s.epochs + 1):
         t1 = time.perf_counter()

@@ -32,6 +32,7 @@ from autoshrink.cost.mobilenetv2 import (
     mobilenetv2_plan,
 )
 from autoshrink.errors import ConfigError
+from autoshrink.user_files import read_json_file
 
 if TYPE_CHECKING:
     from autoshrink.nn.mobilenetv2 import MobileNetV2
@@ -184,19 +185,7 @@ class MBConvArch:
 
     @classmethod
     def load(cls, path: str | Path) -> MBConvArch:
-        return cls.from_dict(read_json(path), str(path))
-
-
-def read_json(path: str | Path) -> Any:
-    """A JSON file's content, or a one-line ConfigError naming the file."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        return cls.from_dict(read_json_file(Path(path), ConfigError, "architecture"), str(path))
 
 
 def is_arch_file(path: str | Path) -> bool:
@@ -204,7 +193,7 @@ def is_arch_file(path: str | Path) -> bool:
     file or anything unreadable is ``False``: its own loader reports it)."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(data, dict) and str(data.get("format", "")).startswith("autoshrink.mbconv/")
 
