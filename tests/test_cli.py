@@ -69,6 +69,8 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["count", "{bad}", "--macro", "cifar-proxy"], "not valid JSON"),
         (["count", "{op}", "--macro", "cifar-proxy"], "unknown cnn op 'conv7x7'"),
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
+        (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
+        (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "a folder of its own"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),
@@ -97,6 +99,8 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
         )
     )
     (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "journal.jsonl").write_text("")
     subst = {name: str(tmp_path / f"{name[1:-1]}.json") for name in ("{bad}", "{op}", "{deep}")}
     argv = [subst.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
     code, out, err = cli(*argv)

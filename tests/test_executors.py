@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
 from autoshrink.executors.pool import LocalPoolExecutor, WorkerError
 from autoshrink.search import make_strategy, run_search
+from autoshrink.spaces.cells import start_cell
 
 # threads=1: torch's CPU reductions depend on the thread count, so in-process training matches
 # the pool's and Ray's single-thread workers bit for bit only at one thread.
@@ -254,3 +257,19 @@ def test_pool_workers_keep_several_evaluators_without_restarting():
             assert {e.detail["name"] for e in out.values()} == {evaluator.name}
             pids |= {e.metrics["pid"] for e in out.values()}
         assert len(pids) == 2  # the same two workers served every evaluator
+
+
+class InterruptsItself(Fake):
+    """Sends its process a SIGINT, as a terminal's Ctrl-C reaches every worker of the pool."""
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().evaluate(genotype, seed)
+
+
+def test_pool_workers_leave_ctrl_c_to_the_driver():
+    cell = start_cell("cnn", 3, random.Random(0))
+    retried: list[str] = []
+    with contextlib.closing(LocalPoolExecutor(1)) as pool:
+        out = list(pool.run(InterruptsItself(), [Job(cell, 5)], lambda *a: retried.append(a[2])))
+    assert retried == [] and [e.status for _, e in out] == ["ok"]

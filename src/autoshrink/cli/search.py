@@ -355,6 +355,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
     if args.resume is not None:
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise ConfigError(
+                f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
+            )
         if given or args.weight is not None or args.cost is not None or args.task is not None:
             raise ConfigError(
                 "--resume takes its settings from the run's config.json; "

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,10 @@ _KEPT_EVALUATORS = 4  # evaluators a worker holds at once (a search alternates a
 
 def _serve(conn: Connection) -> None:
     """A worker's main loop until ``None`` or EOF: ``("load", slot, evaluator, live slots)``
-    keeps an evaluator (answered ``"ready"``), ``("job", index, job, slot)`` evaluates a job."""
+    keeps an evaluator (answered ``"ready"``), ``("job", index, job, slot)`` evaluates a job.
+    Ctrl-C is the driver's to handle (a terminal sends it to the workers too): the driver stops
+    between journal records and closes the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)

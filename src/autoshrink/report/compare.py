@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.graph import Cell
+from autoshrink.outputs import holder
 from autoshrink.report import html
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
@@ -31,6 +32,12 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
+    found = holder(Path(out))
+    if found is not None:  # a run folder among them, say: the page writes only into out
+        raise AutoshrinkError(
+            f"--out {out} holds the results of `autoshrink {found[0]}` ({found[1]}); a "
+            "comparison needs a folder of its own"
+        )
     runs = {}
     for d in run_dirs:
         run = read_run(Path(d))
