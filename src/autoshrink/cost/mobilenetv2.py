@@ -18,6 +18,7 @@ No torch in this module: :mod:`autoshrink.nn.mobilenetv2` builds the network fro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from autoshrink.cost.cells import ZERO, Counts, halve
@@ -54,8 +55,8 @@ class MobileNetV2Spec:
     in_channels: int = 3
 
     def __post_init__(self) -> None:
-        if not self.width > 0:
-            raise ConfigError(f"MobileNetV2 width must be > 0, got {self.width}")
+        if not 0 < self.width < math.inf:
+            raise ConfigError(f"MobileNetV2 width must be a finite number > 0, got {self.width}")
         for name in ("image_size", "num_classes", "in_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MobileNetV2 {name} must be >= 1, got {getattr(self, name)}")
