@@ -129,3 +129,15 @@ def test_table_errors(tmp_path) -> None:
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(HardwareError, match="not a latency table"):
         LatencyTable.load(bad)
+
+
+def test_a_table_of_another_machine_predicts_but_is_not_extended_here() -> None:
+    from dataclasses import replace
+
+    cell = published_cell("shrinkcnn")
+    table = extend_table(None, [cell], TINY, FAST)
+    foreign = replace(table, environment={**table.environment, "cpu": "Some Other CPU 9000"})
+    assert foreign.predict(cell, TINY) == pytest.approx(table.predict(cell, TINY))
+    assert extend_table(foreign, [cell], TINY, source="t.json") is foreign  # nothing to measure
+    with pytest.raises(HardwareError, match="t.json was measured on Some Other CPU 9000"):
+        extend_table(foreign, [ODD], TINY, source="t.json")

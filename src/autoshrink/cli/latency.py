@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
             table.check_settings(settings, str(args.table))
         blocks = network_blocks(cell, spec)
         before = len(table) if table is not None else 0
-        table = extend_table(table, [cell], spec, settings)
-        table.save(args.table)
+        table = extend_table(table, [cell], spec, settings, source=str(args.table))
+        if len(table) != before:
+            table.save(args.table)
         out |= {
             "table_ms": table.predict_blocks(blocks),
             "table": str(args.table),

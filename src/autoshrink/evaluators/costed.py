@@ -79,7 +79,9 @@ class TableLatency:
         if self._lacks(blocks) and self.path is not None:
             self._merge_file()
         if self._lacks(blocks):
-            self.table = extend_table(self.table, [cell], self.spec, self.settings)
+            self.table = extend_table(
+                self.table, [cell], self.spec, self.settings, source=str(self.path or "the table")
+            )
             if self.path is not None:
                 self._merge_file()
                 self.table.save_atomic(self.path)

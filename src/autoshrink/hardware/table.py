@@ -117,6 +117,18 @@ class LatencyTable:
         if differ:
             raise HardwareError(f"{source} was measured with {', '.join(differ)}")
 
+    def check_machine(self, source: str = "latency table") -> None:
+        """Raise :class:`HardwareError` when this machine's processor (or GPU) is not the one
+        the table was measured on: blocks measured here would mix two machines in one table."""
+        here = environment(self.settings)
+        key = "gpu" if "gpu" in here else "cpu"
+        there = self.environment.get(key)
+        if there is not None and there != here[key]:
+            raise HardwareError(
+                f"{source} was measured on {there}; this machine has {here[key]}: its new "
+                "blocks cannot be measured here (measure them there, or start another table)"
+            )
+
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +270,7 @@ def extend_table(
     settings: LatencySettings | None = None,
     *,
     progress: bool = False,
+    source: str = "latency table",
 ) -> LatencyTable:
     """A table that also holds every block of the networks ``spec`` of ``cells``.
 
@@ -265,7 +278,8 @@ def extend_table(
     and its new blocks are added; blocks already in the table keep their first measurement.
     The ``io`` blocks are measured alone. With ``table=None`` a new table is started with
     ``settings``; otherwise the table's own settings are used, and ``settings``, when given,
-    must agree with them.
+    must agree with them. A table measured on another machine may predict anywhere, but
+    blocks are added to it only on that machine (:meth:`LatencyTable.check_machine`).
     """
     if table is None:
         if settings is None:
@@ -278,10 +292,12 @@ def extend_table(
     for cell in tqdm(list(cells), desc="latency profile", unit="cell", disable=not progress):
         blocks = network_blocks(cell, spec)
         if any(b.key not in entries for b in blocks):
+            table.check_machine(source)
             for entry in profile_network(cell, spec, table.settings):
                 entries.setdefault(entry.block.key, entry)
         for io in {b.io().key: b.io() for b in blocks}.values():
             if io.key not in entries:
+                table.check_machine(source)
                 entries[io.key] = measure_block(io, table.settings)
     if len(entries) == len(table.entries):
         return table
