@@ -179,3 +179,9 @@ def test_config_values_are_checked_against_their_fields_types(tmp_path, settings
     with pytest.raises(ConfigError) as err:
         SearchConfig.load(tmp_path / "c.json")
     assert str(err.value).startswith(f"{tmp_path / 'c.json'}: ") and says in str(err.value)
+
+
+def test_a_bad_executor_saved_in_the_config_is_named_with_it(cli, run):
+    edit_config(execution={"executor": "nope"})(run)
+    args = ["search", "--resume", run, "--no-progress"]
+    fails_in_one_line(cli, run, args, "config.json", "unknown executor 'nope'")

@@ -406,15 +406,21 @@ def run(args: argparse.Namespace) -> int:
             load_images(config.dataset, config.data_dir, download=True)
         run_dir = args.out or Path("runs") / args.preset
         device, settings = config.device, config.execution
-    executor = build_executor(
-        settings.executor,
-        settings.workers,
-        device=device,
-        ray_address=settings.ray_address,
-        precision=settings.precision,
-        cuda_graph=settings.cuda_graph,
-        depthwise=settings.depthwise,
-    )
+    try:
+        executor = build_executor(
+            settings.executor,
+            settings.workers,
+            device=device,
+            ray_address=settings.ray_address,
+            precision=settings.precision,
+            cuda_graph=settings.cuda_graph,
+            depthwise=settings.depthwise,
+        )
+    except ConfigError as err:
+        if args.resume is None:
+            raise
+        where = f"{args.resume / CONFIG}: execution settings (with the command line's)"
+        raise ConfigError(f"{where}: {err}") from None
     result = run_search(
         run_dir,
         config,
