@@ -68,6 +68,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["show", "/nonexistent.json"], "no such cell file"),
         (["count", "{bad}", "--macro", "cifar-proxy"], "not valid JSON"),
         (["count", "{op}", "--macro", "cifar-proxy"], "unknown cnn op 'conv7x7'"),
+        (["count", "{rnn}", "--macro", "shrinkrnn-ptb", "--width", "2"], "--width: settings of"),
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
         (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
         (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "a folder of its own"),
@@ -102,6 +103,7 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "journal.jsonl").write_text("")
     subst = {name: str(tmp_path / f"{name[1:-1]}.json") for name in ("{bad}", "{op}", "{deep}")}
+    subst["{rnn}"] = SHRINKCNN.replace("shrinkcnn.json", "shrinkrnn.json")
     argv = [subst.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
     code, out, err = cli(*argv)
     assert code == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
+from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.singlepath.space import MBConvArch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
@@ -38,19 +39,22 @@ def run(args: argparse.Namespace) -> int:
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)
+    settings = {
+        k: v
+        for k, v in (
+            ("width", args.width),
+            ("image_size", args.image_size),
+            ("num_classes", args.num_classes),
+        )
+        if v is not None
+    }
     if args.macro in RNN_MACROS:  # language models: MACs per token
+        if settings:
+            flags = ", ".join("--" + k.replace("_", "-") for k in settings)
+            raise ConfigError(f"{flags}: settings of a CNN macro; {args.macro} has none")
         rnn_spec = RNN_MACROS[args.macro]()
         name, counts, unit = rnn_spec.name, count_rnn(cell, rnn_spec), " per token"
     else:
-        settings = {
-            k: v
-            for k, v in (
-                ("width", args.width),
-                ("image_size", args.image_size),
-                ("num_classes", args.num_classes),
-            )
-            if v is not None
-        }
         spec = get_macro(args.macro, **settings)
         name, counts, unit = spec.name, count(cell, spec), ""
     if args.json:
