@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autoshrink.config import SearchConfig, preset
-from autoshrink.errors import JournalError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.objectives import Score
@@ -161,6 +161,19 @@ def test_run_folder_errors(tmp_path):
         f.write("garbage\n")
     with pytest.raises(JournalError, match="line 1 is not a JSON record"):
         run_search(tmp_path / "r", resume=True, evaluator_factory=lambda c: ToyEvaluator())
+
+
+def test_a_new_search_keeps_out_of_folders_with_other_files(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": true}')  # a user's own config.json
+    with pytest.raises(JournalError, match="already holds a search"):
+        run_search(mine, toy_config(), evaluator_factory=lambda c: ToyEvaluator())
+    (mine / "config.json").unlink()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"holds other files \(notes.txt\)"):
+        run_search(mine, toy_config(), evaluator_factory=lambda c: ToyEvaluator())
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
 def test_hard_constraints_reject_before_training(tmp_path):

@@ -34,7 +34,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal, RunLock, finite_or_none
+from autoshrink.journal import LOCK, Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
@@ -138,12 +138,19 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         return config
     if config is None:
         raise JournalError("a new search needs a config")
-    if (run_dir / JOURNAL).exists():
+    if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
         raise JournalError(
             f"{run_dir} already holds a search; resume it (--resume; resume=True in Python) "
             "or choose another folder"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    if others:  # the run's files would land among (and over) someone else's
+        more = ", ..." if len(others) > 3 else ""
+        raise ConfigError(
+            f"{run_dir} holds other files ({', '.join(others[:3])}{more}); a new search needs "
+            "an empty or new folder"
+        )
     config.save(run_dir / CONFIG)
     write_fingerprint(run_dir, config)
     return config
