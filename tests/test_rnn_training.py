@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from autoshrink.cost.rnn import count_rnn, rnn_proxy
 from autoshrink.data.text import batchify, load_text
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
@@ -193,3 +195,33 @@ def test_the_evaluator_profiles_without_training_and_is_deterministic(small) -> 
     assert a.status == "ok" and a.metrics == b.metrics
     assert 1 < a.metrics["perplexity"] < 10 * small.ntokens
     assert a.metrics != ev.evaluate(cell, seed=4).metrics
+
+
+def test_final_training_stops_when_validation_diverges(small, monkeypatch) -> None:
+    """Epoch 2's validation loss is NaN: training stops there, epoch 1's weights give the
+    test perplexity."""
+    losses = iter([1.0, math.nan, 1.5])  # validation of epochs 1, 2; then the test
+    monkeypatch.setattr(language, "evaluate_lm", lambda model, data, bptt: next(losses))
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
+    recipe = LMRecipe(epochs=5, batch_size=16, bptt=10, test_batch_size=4)
+    result = train_final_lm(model, small, recipe, seed=0)
+    assert result.diverged and result.diverged_epoch == 2 and result.best_epoch == 1
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert math.isnan(result.history[1]["val_perplexity"])
+    assert result.test_perplexity == pytest.approx(math.exp(1.5))
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"weight_decay": -1.0}, "weight_decay must be finite and >= 0, got -1.0"),
+        ({"lr": 0.0}, "lr must be finite and > 0, got 0.0"),
+        ({"lr": math.nan}, "lr must be finite and > 0, got nan"),
+        ({"test_batch_size": 0}, "test_batch_size must be >= 1, got 0"),
+        ({"max_seq_len_delta": -1}, "max_seq_len_delta must be >= 0, got -1"),
+    ],
+)
+def test_final_recipe_names_the_bad_value(settings: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        LMRecipe(**settings)

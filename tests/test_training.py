@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from autoshrink.data.images import ImageData
 from autoshrink.data.loaders import array_data
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
     flatten_optimizer,
     load_latest,
@@ -217,3 +217,40 @@ def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
 def test_cli_bad_input_is_one_line(cli, tmp_path: Path, args: list[str], needle: str) -> None:
     code, _, err = cli("train", SHRINKCNN, *args, "--epochs", "1", "--out", tmp_path / "x")
     assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_a_diverging_training_stops_and_keeps_the_epochs_before(tmp_path: Path) -> None:
+    """Weights turned NaN during epoch 2: epoch 1 stays logged and checkpointed, epoch 2 is
+    neither, and the result names the epoch and its losses."""
+    recipe = get_recipe("cifar", epochs=4, batch_size=16, flip=False)
+    data = array_data(toy_data(), recipe)
+    torch.manual_seed(0)
+    model = Tiny()
+
+    def poison(epoch: int, step: int) -> None:
+        if (epoch, step) == (2, 0):
+            with torch.no_grad():
+                model.fc.weight.fill_(math.nan)
+
+    result = train_final(model, data, recipe, out=tmp_path, on_step=poison)
+    assert result.diverged_epoch == 2 and [r["epoch"] for r in result.history] == [1]
+    assert math.isnan(result.test_accuracy)
+    assert all(math.isnan(v) for v in result.diverged_loss.values())  # not even evaluated
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == result.history
+    assert load_latest(tmp_path / "checkpoints").epoch == 1
+
+
+def test_resume_refuses_another_run_info(tmp_path: Path) -> None:
+    recipe = get_recipe("cifar", epochs=1, batch_size=16, augment="none")
+    data = array_data(toy_data(), recipe)
+    torch.manual_seed(0)
+    train_final(Tiny(), data, recipe, out=tmp_path, run_info={"data": "toy", "n": 64})
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(JournalError, match=r'of another run \(data: "toy" -> "other"\)'):
+        train_final(Tiny(), data, recipe, out=tmp_path, resume=True,
+                    run_info={"data": "other", "n": 64})  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    again = train_final(Tiny(), data, recipe, out=tmp_path, resume=True,
+                        run_info={"data": "toy", "n": 64})  # fmt: skip
+    assert again.resumed_from == 1

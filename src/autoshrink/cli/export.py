@@ -4,7 +4,10 @@ Writes ``model.onnx``, ``model.safetensors``, ``model.py`` (plain PyTorch, no au
 ``cell.json`` and ``export.json`` into DIR (see :mod:`autoshrink.export.bundle`), and checks that
 onnxruntime and the standalone file reproduce PyTorch's outputs. An mbconv architecture file
 (``autoshrink singlepath``'s) gets the same files with ``architecture.json`` for ``cell.json``
-(:mod:`autoshrink.export.mbconv`). Exit status 1 when a check fails.
+(:mod:`autoshrink.export.mbconv`). Exit status 1 when a check fails; 2, before anything is
+written, for a ``--weights`` that is not a usable weights file (a folder, not safetensors, not
+this network's, or holding NaN/inf). ``--json`` prints strict JSON (``null`` for a difference
+that cannot be measured).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def run_arch(args: argparse.Namespace) -> int:
     return finish(args, r, f"mbconv network {arch.key}")
 
 
+def _diff(value: float | None) -> str:
+    return "not measurable" if value is None else f"{value:.2e}"
+
+
 def finish(args: argparse.Namespace, r: ExportResult, what: str) -> int:
     """Print what an export wrote and its checks (``--json``: one object); 1 if a check failed."""
     if args.json:
@@ -72,7 +79,7 @@ def finish(args: argparse.Namespace, r: ExportResult, what: str) -> int:
             "standalone_max_abs_diff": r.standalone_max_abs_diff,
             "ok": r.ok,
         }
-        print(json.dumps(fields))
+        print(json.dumps(fields, allow_nan=False))
     else:
         print(f"{what}, input [B, {', '.join(map(str, r.input_shape))}]")
         for name in r.files:
@@ -80,8 +87,8 @@ def finish(args: argparse.Namespace, r: ExportResult, what: str) -> int:
             print(f"  {r.out_dir / name}  ({size / 1024:.1f} KiB)")
         print(
             f"checks vs PyTorch (atol {ATOL:g}, rtol {RTOL:g}): onnxruntime max |diff| "
-            f"{r.onnx_max_abs_diff:.2e}, standalone model.py {r.standalone_max_abs_diff:.2e}"
-            f" -> {'ok' if r.ok else 'FAILED'}"
+            f"{_diff(r.onnx_max_abs_diff)}, standalone model.py "
+            f"{_diff(r.standalone_max_abs_diff)} -> {'ok' if r.ok else 'FAILED'}"
         )
     if not r.ok:
         print("autoshrink: export check failed; see export.json", file=sys.stderr)

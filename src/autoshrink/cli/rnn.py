@@ -7,7 +7,10 @@ and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints its res
 ``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
 PTB-style folder with the DARTS-style recipe of method §7 and writes ``weights.safetensors``
 (the tied decoder weight is stored once, as ``encoder.weight``), ``cell.json`` and
-``metrics.json`` (validation and test perplexity, parameters, history) into ``--out``.
+``metrics.json`` (validation and test perplexity, parameters, history) into ``--out``. Its
+options are declared through :func:`add_train_arguments` as ``--task rnn``'s own, so that
+``train`` refuses them with a cnn cell. :func:`write_metrics` writes ``metrics.json`` of both
+tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
@@ -25,6 +30,7 @@ from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.training.language import LMRecipe, train_final_lm
 
@@ -38,23 +44,18 @@ SHARED = {"batch_size": "batch_size", "lr": "lr", "epochs": "epochs"}
 DROPOUT_NAMES = ("output", "hidden", "input", "embedding", "word")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the rnn options to ``autoshrink train`` (after its shared options exist)."""
-    cnn_defaults = {name: parser.get_default(name) for name in SHARED}
-    parser.set_defaults(rnn_shared_defaults=cnn_defaults)
-    g = parser.add_argument_group(
-        "--task rnn (DARTS-style recipe; --epochs, --batch-size and --lr default to "
-        f"{LMRecipe.epochs}, {LMRecipe.batch_size} and {LMRecipe.lr} unless given)"
-    )
-    g.add_argument("--nhid", type=int, default=745, help="hidden size = embedding size (tied)")
-    g.add_argument("--bptt", type=int, default=LMRecipe.bptt, help="mean BPTT window")
-    g.add_argument(
+def add_train_arguments(option: Callable[..., None]) -> None:
+    """Declare the rnn-only options of ``autoshrink train`` through ``option`` (an
+    ``add_argument`` that records each option as one of ``--task rnn``'s)."""
+    option("--nhid", type=int, default=745, help="hidden size = embedding size (tied)")
+    option("--bptt", type=int, default=LMRecipe.bptt, help="mean BPTT window")
+    option(
         "--asgd",
         action=argparse.BooleanOptionalAction,
         default=LMRecipe.asgd,
         help="switch to averaged SGD when validation stops improving",
     )
-    g.add_argument(
+    option(
         "--dropouts",
         type=float,
         nargs=5,
@@ -62,18 +63,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=[getattr(Dropouts.darts(), name) for name in DROPOUT_NAMES],
         help="dropout rates (method §7)",
     )
-    g.add_argument("--weight-decay", type=float, default=LMRecipe.weight_decay)
-    g.add_argument("--eval-batch-size", type=int, default=LMRecipe.eval_batch_size)
-    g.add_argument("--test-batch-size", type=int, default=LMRecipe.test_batch_size)
+    option("--weight-decay", type=float, default=LMRecipe.weight_decay, help="SGD weight decay")
+    option("--eval-batch-size", type=int, default=LMRecipe.eval_batch_size, help="validation batch")
+    option("--test-batch-size", type=int, default=LMRecipe.test_batch_size, help="test batch")
 
 
 def recipe_from_args(args: argparse.Namespace) -> LMRecipe:
-    """The recipe: the shared options only count when they differ from the cnn defaults."""
-    shared = getattr(args, "rnn_shared_defaults", {})
+    """The recipe: the shared options keep the rnn defaults unless given."""
     given = {
         field: getattr(args, name)
         for name, field in SHARED.items()
-        if getattr(args, name) is not None and getattr(args, name) != shared.get(name)
+        if getattr(args, name) is not None
     }
     return LMRecipe(
         **given,
@@ -86,14 +86,15 @@ def recipe_from_args(args: argparse.Namespace) -> LMRecipe:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train an rnn cell's language model on ``--data`` and report validation/test perplexity."""
+    """Train an rnn cell's language model on ``--data`` and report validation/test perplexity;
+    a training that diverges keeps its best weights and metrics, then raises a ConfigError."""
     cell = Cell.load(args.cell)
     if cell.kind != "rnn":
         raise ConfigError(f"{args.cell}: --task rnn needs an rnn cell, got a {cell.kind} cell")
     if args.data_dir is None:
         raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
-    if getattr(args, "resume", False):
-        raise ConfigError("--resume is not available for --task rnn; start a new training")
+    if args.nhid < 1:
+        raise ConfigError(f"--nhid must be >= 1, got {args.nhid}")
     device = str(resolve_device(args.device))
     recipe = recipe_from_args(args)
     dropouts = Dropouts(**dict(zip(DROPOUT_NAMES, args.dropouts, strict=True)))
@@ -116,12 +117,14 @@ def run_train(args: argparse.Namespace) -> int:
         ),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {  # the decoder weight is the embedding (tied): store it once
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if k != "decoder.weight"
-    }
-    save_file(state, str(args.out / "weights.safetensors"), metadata={"tied": "decoder.weight"})
+    if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
+        state = {  # the decoder weight is the embedding (tied): store it once
+            k: v.detach().cpu().contiguous()
+            for k, v in model.state_dict().items()
+            if k != "decoder.weight"
+        }
+        weights = args.out / "weights.safetensors"
+        save_file(state, str(weights), metadata={"tied": "decoder.weight"})
     cell.save(args.out / "cell.json")
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
@@ -133,18 +136,31 @@ def run_train(args: argparse.Namespace) -> int:
         "best_epoch": result.best_epoch,
         "asgd_epoch": result.asgd_epoch,
         "diverged": result.diverged,
+        "diverged_epoch": result.diverged_epoch,
         "params": params,
         "recipe": {**recipe.__dict__, "dropouts": dropouts.__dict__, "nhid": args.nhid},
         "history": result.history,
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(args.out / "metrics.json", metrics)
+    if result.diverged_epoch is not None:
+        kept = "the best epoch's weights" if result.best_epoch else "no weights"
+        last = result.history[-1]
+        raise ConfigError(
+            f"training diverged at epoch {result.diverged_epoch} (train loss "
+            f"{last['train_loss']:g}, validation perplexity {last['val_perplexity']:g}): try a "
+            f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"
+        )
     print(
         f"validation perplexity {result.valid_perplexity:.2f}, test perplexity "
-        f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params)"
-        f"{'; training diverged' if result.diverged else ''}; "
+        f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params); "
         f"weights in {args.out / 'weights.safetensors'}"
     )
     return 0
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write a training's ``metrics.json`` as strict JSON: NaN and inf become ``null``."""
+    path.write_text(json.dumps(finite_or_none(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def print_search_summary(result: SearchResult) -> None:

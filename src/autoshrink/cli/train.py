@@ -6,15 +6,23 @@ The CNN branch builds a macro network (the proxy-style ``cifar-proxy`` or the Im
 ``torchrun`` (one per GPU; gloo on CPUs). Rank 0 writes ``recipe.json``, ``cell.json``,
 ``log.jsonl``, ``checkpoints/`` (every epoch), ``weights.safetensors`` (the evaluated weights:
 the EMA when the recipe has one) and ``metrics.json`` into ``--out``.
+
+``--out`` may not hold an earlier training's results unless ``--resume`` continues it, and a
+resume of another run (cell, macro, data set, recipe or seed changed) is refused before any
+work. The options of one ``--task`` (:func:`task_option`) are an error with the other. A
+training whose loss turns NaN/inf writes ``metrics.json`` (``diverged_epoch``) and ends with
+a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -30,8 +38,10 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
+from autoshrink.training.checkpoint import latest_epoch
 from autoshrink.training.distributed import distributed
-from autoshrink.training.final import train_final
+from autoshrink.training.final import FinalResult, train_final
+from autoshrink.training.language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
 
 log = logging.getLogger(__name__)
@@ -46,62 +56,119 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with a recipe (--recipe); runs as is on one process, or under torchrun on several "
         "(e.g. torchrun --nproc_per_node 8 -m autoshrink train CELL.json --device cuda ...). "
         "Writes weights (safetensors), checkpoints, the recipe, the cell and metrics.json "
-        "into --out.",
+        "into --out, which must not hold the results of an earlier training unless --resume "
+        "continues it. An option of the other --task is an error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     p.add_argument("--task", choices=("cnn", "rnn"), default="cnn", help="rnn: see below")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
     p.add_argument(
+        "--data-dir",
+        "--data",
+        dest="data_dir",
+        default=None,
+        help="cnn: the data set's folder (None: the default place); rnn: a PTB-style folder",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="None: the recipe's")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="global batch, all processes (None: recipe's)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="cnn: lr per 256 images, scaled to the global batch"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    cnn: dict[str, tuple[str, Any]] = {}
+    add_cnn_arguments(partial(task_option, p.add_argument_group("--task cnn"), cnn))
+    group = p.add_argument_group(
+        "--task rnn (DARTS-style recipe; --epochs, --batch-size and --lr default to "
+        f"{LMRecipe.epochs}, {LMRecipe.batch_size} and {LMRecipe.lr} unless given)"
+    )
+    rnn_options: dict[str, tuple[str, Any]] = {}
+    rnn.add_train_arguments(partial(task_option, group, rnn_options))
+    p.set_defaults(handler=run, task_options={"cnn": cnn, "rnn": rnn_options})
+
+
+def add_cnn_arguments(option: Callable[..., None]) -> None:
+    """Declare the options of ``--task cnn`` alone through ``option`` (see :func:`task_option`)."""
+    option("--dataset", choices=DATASETS, default="digits", help="the image data set")
+    option(
         "--test-domain",
         default=None,
         metavar="NAME",
         help="multi-domain data sets: train on the other domains, report this one apart "
         "(docs/ood.md)",
     )
-    p.add_argument(
+    option(
         "--recipe",
         default="cifar",
         help=f"a recipe: {' or '.join(RECIPES)}, or a recipe .json file",
     )
-    p.add_argument("--macro", choices=sorted(MACROS), default="cifar-proxy")
-    p.add_argument("--epochs", type=int, default=None, help="None: the recipe's")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="global batch, all processes (None: recipe's)"
+    option("--macro", choices=sorted(MACROS), default="cifar-proxy", help="the macro network")
+    option("--image-size", type=int, default=None, help="None: recipe's or the data's")
+    option("--width", type=float, default=None, help="width multiplier (None: the macro's own)")
+    option("--activation", choices=CNN_ACTIVATIONS, default=None, help="override the cell's")
+    option("--no-flip", action="store_true", default=False, help="no horizontal flips")
+    option("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
+    option("--precision", choices=PRECISIONS, default=None, help="None: the recipe's")
+    option("--workers", type=int, default=0, help="DataLoader processes per process")
+    option(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue from the newest checkpoint in --out (from scratch when there is none)",
     )
-    p.add_argument(
-        "--lr", type=float, default=None, help="lr per 256 images, scaled to the global batch"
+
+
+def task_option(
+    group: argparse._ArgumentGroup,
+    options: dict[str, tuple[str, Any]],
+    *flags: str,
+    default: Any,
+    help: str,
+    **kwargs: Any,
+) -> None:
+    """Add an option that only one ``--task`` uses: argparse leaves it unset unless given (so
+    :func:`settle_task_options` can tell a given flag from a default); ``options`` records its
+    flag and default under its name."""
+    action = group.add_argument(
+        *flags, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs
     )
-    p.add_argument("--image-size", type=int, default=None, help="None: recipe's or the data's")
-    p.add_argument(
-        "--width", type=float, default=None, help="width multiplier (None: the macro's own)"
-    )
-    p.add_argument(
-        "--activation", choices=CNN_ACTIVATIONS, default=None, help="override the cell's"
-    )
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. digits)")
-    p.add_argument("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
-    p.add_argument("--precision", choices=PRECISIONS, default=None)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader processes per process")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
-    rnn.add_train_arguments(p)
-    p.set_defaults(handler=run)
+    options[action.dest] = (flags[0], default)
+
+
+def settle_task_options(args: argparse.Namespace) -> None:
+    """Refuse the options of the other ``--task`` that were given; set the unset ones to their
+    defaults."""
+    given = set(vars(args))
+    for task, options in args.task_options.items():
+        wrong = [flag for name, (flag, _) in options.items() if task != args.task and name in given]
+        if wrong:
+            raise ConfigError(f"{', '.join(wrong)}: only for --task {task}, not --task {args.task}")
+        for name, (_, default) in options.items():
+            vars(args).setdefault(name, default)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
-    claim_folder(args.out, "train")
+    settle_task_options(args)
+    claim_folder(args.out, "train", resume=args.resume)
     if args.task == "rnn":
-        if args.test_domain is not None:
-            raise ConfigError("--test-domain is for cnn cells on image data, not --task rnn")
         return rnn.run_train(args)
+    if args.resume:
+        check_resumable(args.out)
     return run_cnn(args)
+
+
+def check_resumable(out: Path) -> None:
+    """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
+    an rnn training): starting it afresh would replace its results."""
+    if (out / "metrics.json").exists() and latest_epoch(out / "checkpoints") is None:
+        raise ConfigError(
+            f"--out {out} holds a finished training (metrics.json) but no checkpoint to resume "
+            "from; choose another --out"
+        )
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -148,6 +215,28 @@ def domain_metrics(
     return report_metrics(scores)
 
 
+def dataset_info(args: argparse.Namespace, data: TrainingData) -> dict[str, Any]:
+    """What the checkpoints record of the data set: its name, held-out domain and shape."""
+    return {
+        "name": args.dataset,
+        "test_domain": args.test_domain,
+        "classes": data.num_classes,
+        "train_images": len(data.train),
+        "test_images": len(data.val),
+    }
+
+
+def diverged_message(result: FinalResult, recipe: Recipe, out: Path) -> str:
+    """The one-line error of a training whose loss turned NaN/inf."""
+    loss = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in result.diverged_loss.items())
+    done = result.history[-1]["epoch"] if result.history else None
+    kept = f"and the checkpoint of epoch {done}" if done else "(no epoch finished)"
+    return (
+        f"training diverged at epoch {result.diverged_epoch} ({loss}): try a lower --lr (now "
+        f"{recipe.lr_per_256:g} per 256 images); {out} keeps metrics.json {kept}"
+    )
+
+
 def run_cnn(args: argparse.Namespace) -> int:
     """Train a CNN cell's or mbconv file's network and report test accuracy."""
     check_test_domain(args.dataset, args.test_domain)
@@ -171,13 +260,16 @@ def run_cnn(args: argparse.Namespace) -> int:
             settings["width"] = args.width
         torch.manual_seed(args.seed)  # the same initial weights on every process
         model: torch.nn.Module
+        network: dict[str, Any]  # what the network is, for the checkpoints
         if arch is not None:  # an mbconv architecture: the file is the network
             arch = arch.with_settings(**settings)
             model, c, name = build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}"
+            network = {"architecture": arch.to_dict()}
         else:
             assert cell is not None
             spec = get_macro(args.macro, **settings)
             model, c, name = build_network(cell, spec), count(cell, spec), spec.name
+            network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
 
         def write_inputs() -> None:  # once every check passed: a failed start changes nothing
             args.out.mkdir(parents=True, exist_ok=True)
@@ -197,17 +289,20 @@ def run_cnn(args: argparse.Namespace) -> int:
             out=args.out,
             resume=args.resume,
             workers=args.workers,
+            run_info={"task": "cnn", "dataset": dataset_info(args, data), **network},
             on_start=write_inputs,
         )
         if not ctx.is_main:
             return 0
     evaluated = result.evaluated
     assert evaluated is not None  # train_final always returns the weights it scored
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
-        str(args.out / "weights.safetensors"),
-    )
-    by_domain = domain_metrics(args, evaluated, data, ctx.device)
+    by_domain: dict[str, Any] = {}
+    if result.diverged_epoch is None:  # diverged weights are NaN: neither kept nor scored
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
+            str(args.out / "weights.safetensors"),
+        )
+        by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": result.test_accuracy,
@@ -222,9 +317,15 @@ def run_cnn(args: argparse.Namespace) -> int:
         "processes": ctx.world_size,
         "weights": "ema" if recipe.ema_decay is not None else "model",
         "resumed_from_epoch": result.resumed_from,
+        "diverged": result.diverged_epoch is not None,
+        "diverged_epoch": result.diverged_epoch,
         "history": result.history,
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if result.diverged_epoch is not None:
+        metrics.update(weights=None, diverged_loss=result.diverged_loss)
+    rnn.write_metrics(args.out / "metrics.json", metrics)
+    if result.diverged_epoch is not None:
+        raise ConfigError(diverged_message(result, recipe, args.out))
     for name, d in by_domain.get("domains", {}).items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")

@@ -12,6 +12,12 @@
 - ``cell.json`` and ``export.json`` (the macro, the files, the input shape and the two
   checks).
 
+A weights file is checked before anything is written: a folder, a file that is not
+safetensors, tensors that do not fit the network, or a tensor holding NaN/inf (e.g. the
+weights of a training that diverged) is a one-line :class:`~autoshrink.errors.ConfigError`
+naming the file. Every JSON written is strict: a difference that cannot be measured is
+``null``.
+
 The standalone modules have the same attribute names as :mod:`autoshrink.nn.cnn`, so one
 weights file fits both. :func:`write_bundle` is the sequence itself (seeded build, weights,
 the files, both checks, the manifest); :mod:`autoshrink.export.mbconv` runs it for the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,18 +66,27 @@ class ExportResult:
     out_dir: Path
     files: tuple[str, ...]
     input_shape: tuple[int, ...]
-    onnx_max_abs_diff: float
-    standalone_max_abs_diff: float
+    onnx_max_abs_diff: float | None  # None: not measurable (see compare)
+    standalone_max_abs_diff: float | None
     ok: bool  # both outputs within ATOL + RTOL * |torch| of PyTorch's
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a safetensors file into ``model`` (strict); a mismatch is a one-line ConfigError."""
+def weights_file(path: str | Path) -> Path:
+    """``path`` as a Path, checked to be a file: missing or a folder is a one-line ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a .safetensors weights file")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such weights file")
+    return path
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors file into ``model`` (strict); a mismatch, or a tensor holding NaN or
+    inf, is a one-line ConfigError."""
+    path = weights_file(path)
     try:
         state = load_file(str(path))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such weights file") from None
     except (SafetensorError, OSError, ValueError) as err:
         raise ConfigError(f"{path}: not a safetensors file ({err})") from None
     own = model.state_dict()
@@ -90,19 +106,25 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"{path} does not fit this network ({what}); pass the cell or architecture and "
             "the --width/--in-channels/--num-classes it was trained with"
         )
+    bad = next(
+        (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None
+    )
+    if bad is not None:
+        raise ConfigError(
+            f"{path}: tensor {bad} holds NaN or inf values (weights of a training that "
+            "diverged?); nothing exported"
+        )
     model.load_state_dict(state)
 
 
 def infer_shapes(path: str | Path) -> dict[str, int]:
     """``in_channels`` and ``num_classes`` of a weights file of a macro network (from the
     shapes of ``stem.0.weight`` and ``classifier.weight``), read from its header."""
-    path = Path(path)
+    path = weights_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             stem = f.get_slice("stem.0.weight").get_shape()
             classifier = f.get_slice("classifier.weight").get_shape()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such weights file") from None
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{path}: not the weights of a macro network ({err})") from None
     return {"in_channels": int(stem[1]), "num_classes": int(classifier[0])}
@@ -121,15 +143,19 @@ def randomize_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
                     m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
 
 
-def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float, bool]:
-    """``(largest absolute difference, all within ATOL + RTOL * |expected|)``."""
-    ok = got.shape == expected.shape and np.allclose(got, expected, rtol=RTOL, atol=ATOL)
-    return float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf, ok
+def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float | None, bool]:
+    """``(largest absolute difference, all within ATOL + RTOL * |expected|)``; the difference
+    is ``None`` when it cannot be measured (other shapes, NaN or inf outputs)."""
+    if got.shape != expected.shape:
+        return None, False
+    ok = bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL))
+    diff = float(np.abs(got - expected).max())
+    return (diff if math.isfinite(diff) else None), ok
 
 
 def write_onnx_checked(
     model: nn.Module, x: torch.Tensor, expected: np.ndarray, path: Path
-) -> tuple[float, bool]:
+) -> tuple[float | None, bool]:
     """Write ``model`` as ONNX (batch dimension dynamic) to ``path`` and run it on ``x`` with
     onnxruntime; :func:`compare` of its outputs with PyTorch's ``expected``."""
     path.write_bytes(onnx_bytes(model, [x[:1]], dynamic_batch=True))
@@ -175,10 +201,13 @@ def write_bundle(
         load_weights(model, weights)
     else:
         randomize_batchnorm(model, gen)
-    out.mkdir(parents=True, exist_ok=True)
     x = torch.randn(shape, generator=gen)
     with torch.inference_mode():
         expected = model(x).numpy()
+    if not np.isfinite(expected).all():  # finite weights can still overflow
+        origin = f"random init, seed {seed}" if weights is None else str(weights)
+        raise ConfigError(f"{origin}: the network's outputs are NaN or inf; nothing exported")
+    out.mkdir(parents=True, exist_ok=True)
     # (a) ONNX, run by onnxruntime
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
@@ -209,7 +238,7 @@ def write_bundle(
             "ok": ok,
         },
     }
-    (out / MANIFEST).write_text(json.dumps(entries, indent=2) + "\n")
+    (out / MANIFEST).write_text(json.dumps(entries, indent=2, allow_nan=False) + "\n")
     return ExportResult(out, files, tuple(shape[1:]), onnx_diff, alone_diff, ok)
 
 

@@ -3,12 +3,13 @@
 A checkpoint of epoch ``E`` is two files in the run's ``checkpoints/`` folder:
 ``epoch-EEEE.safetensors`` (model, EMA and optimiser tensors, the epoch in its metadata) and
 ``epoch-EEEE.json`` (schedule, sampler, EMA and loss-scaler state, optimiser settings, the
-recipe and the history so far). Each is written to a temporary name and renamed, the JSON
-last: a checkpoint exists once its JSON does, so a kill at any moment leaves the previous
-checkpoint whole. The newest ``keep`` checkpoints are kept.
+recipe, the seed, what the run is -- network, data set, task -- and the history so far). Each
+is written to a temporary name and renamed, the JSON last: a checkpoint exists once its JSON
+does, so a kill at any moment leaves the previous checkpoint whole. The newest ``keep``
+checkpoints are kept.
 
 :func:`flatten_optimizer` / :func:`unflatten_optimizer` split an optimiser's state dict into
-tensors and JSON and back.
+tensors and JSON and back; :func:`differences` names what a resumed run changed.
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ def _epochs(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := NAME.match(p.name)))
 
 
+def latest_epoch(folder: Path) -> int | None:
+    """The epoch of the newest checkpoint in ``folder`` (``None``: none there)."""
+    epochs = _epochs(folder)
+    return epochs[-1] if epochs else None
+
+
 def load_latest(folder: Path) -> Checkpoint | None:
     """The newest complete checkpoint in ``folder``, or ``None`` when there is none."""
-    epochs = _epochs(folder)
-    if not epochs:
+    epoch = latest_epoch(folder)
+    if epoch is None:
         return None
-    epoch = epochs[-1]
     stem = folder / _stem(epoch)
     try:
         state = json.loads(stem.with_suffix(".json").read_text())
@@ -129,3 +135,21 @@ def unflatten_optimizer(
     for pid, entries in rest["scalars"].items():
         state.setdefault(int(pid), {}).update(entries)
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def differences(recorded: Any, current: Any, path: str = "") -> list[str]:
+    """What differs between two JSON values, leaf by leaf: ``"path: old -> new"`` (the values
+    as JSON; ``"path changed"`` when one is long), in the order of ``recorded``'s keys."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        keys = [*recorded, *(k for k in current if k not in recorded)]
+        found: list[str] = []
+        for key in keys:
+            where = f"{path}.{key}" if path else str(key)
+            found += differences(recorded.get(key), current.get(key), where)
+        return found
+    if recorded == current:
+        return []
+    old, new = json.dumps(recorded), json.dumps(current)
+    if max(len(old), len(new)) > 40:
+        return [f"{path} changed"]
+    return [f"{path}: {old} -> {new}"]

@@ -8,6 +8,12 @@ validation side is scored with the EMA weights (the model's own when the EMA is 
 train loss and the scores are summed over all processes, and rank 0 appends the epoch to
 ``log.jsonl`` and writes a checkpoint (model, EMA, optimiser, schedule, sampler, loss scaler).
 
+Every checkpoint records what the run is -- the recipe, the seed and the caller's ``run_info``
+(network, data set, task) -- and ``resume=True`` refuses a checkpoint of another run, naming
+what changed, before anything is loaded or written. A training whose loss turns NaN/inf stops
+after that epoch without a checkpoint of it (:attr:`FinalResult.diverged_epoch`): the log and
+the checkpoints keep the epochs before it.
+
 ``resume=True`` continues from the newest checkpoint in ``out`` and reproduces the run that was
 not interrupted: the data order and augmentation are functions of (seed, epoch, image), the
 dropout generator is reseeded from (seed, epoch, rank) every epoch, and the batch-norm
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
     Checkpoint,
     clear_checkpoints,
+    differences,
     flatten_optimizer,
     load_latest,
     save_checkpoint,
@@ -52,13 +60,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinalResult:
-    """What a final training ended with (its last epoch's validation scores)."""
+    """What a final training ended with: its last epoch's validation scores -- or, when it
+    diverged, NaN scores, the epoch whose loss turned NaN/inf and its losses (``history`` then
+    holds the epochs before it)."""
 
     test_accuracy: float
     test_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
     evaluated: nn.Module | None = None  # the weights that were scored: the EMA when it is on
+    diverged_epoch: int | None = None
+    diverged_loss: dict[str, float] = field(default_factory=dict)  # train_loss, test_loss
 
 
 def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
@@ -88,8 +100,10 @@ class _Run:
         ctx: DistContext,
         seed: int,
         workers: int,
+        identity: dict[str, Any],
     ) -> None:
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
+        self.identity = identity  # what every checkpoint records of the run
         # channels-last: what GPU convolutions (and their mixed precision kernels) run fastest in
         self.layout = torch.channels_last if ctx.device.type == "cuda" else torch.contiguous_format
         self.model: nn.Module = model.to(  # type: ignore[call-overload]  # stubs lack memory_format
@@ -192,8 +206,7 @@ class _Run:
         opt_tensors, opt_rest = flatten_optimizer(self.opt.state_dict(), "optim")
         tensors.update(opt_tensors)
         state: dict[str, Any] = {
-            "recipe": self.recipe.to_dict(),
-            "seed": self.seed,
+            **self.identity,
             "world_size": self.ctx.world_size,
             "schedule": self.sched.state_dict(),
             "sampler": self.train_sampler.state_dict(),
@@ -207,22 +220,26 @@ class _Run:
             state["scaler"] = self.scaler.state_dict()
         return tensors, state
 
-    def restore(self, ckpt: Checkpoint) -> list[dict[str, float]]:
-        """Load a checkpoint written by :meth:`snapshot`; returns its history."""
-        s = ckpt.state
-        if s.get("recipe") != _json_roundtrip(self.recipe.to_dict()) or s.get("seed") != self.seed:
-            raise JournalError(
-                f"checkpoint of epoch {ckpt.epoch} was written with another recipe or seed; "
-                "resume with the same settings or start a fresh run"
-            )
+    def restore(self, ckpt: Checkpoint, where: Path) -> list[dict[str, float]]:
+        """Load a checkpoint written by :meth:`snapshot` (found in ``where``); returns its
+        history."""
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             n = len(prefix)
             return {k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
 
-        self.model.load_state_dict(part("model."))
+        s = ckpt.state
+        try:
+            self.model.load_state_dict(part("model."))
+            if self.ema is not None:
+                self.ema.module.load_state_dict(part("ema."))
+        except RuntimeError as err:  # a checkpoint that records no run_info (older autoshrink)
+            first = str(err).strip().splitlines()[-1].strip()
+            raise JournalError(
+                f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
+                f"({first}); resume with the same settings or choose another folder"
+            ) from None
         if self.ema is not None:
-            self.ema.module.load_state_dict(part("ema."))
             self.ema.updates = int(s["ema_updates"])
         self.opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
         self.sched.load_state_dict(s["schedule"])
@@ -236,6 +253,32 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def run_identity(recipe: Recipe, seed: int, run_info: dict[str, Any] | None) -> dict[str, Any]:
+    """What a checkpoint records of the run it belongs to (as JSON reads it back)."""
+    return _json_roundtrip({"run": run_info, "recipe": recipe.to_dict(), "seed": seed})
+
+
+def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
+    """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
+    first settings that differ."""
+    recorded = {key: ckpt.state.get(key) for key in identity}
+    if "run" not in ckpt.state:  # written before checkpoints recorded the run
+        logger.warning("%s: the checkpoint does not record its network and data set", where)
+        recorded["run"] = identity["run"]
+
+    def flat(ident: dict[str, Any]) -> dict[str, Any]:  # run_info's keys at the top
+        return {**(ident["run"] or {}), "recipe": ident["recipe"], "seed": ident["seed"]}
+
+    changed = differences(flat(recorded), flat(identity))
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise JournalError(
+            f"{where}: the checkpoint of epoch {ckpt.epoch} is of another run "
+            f"({', '.join(changed[:3])}{more}); resume with the same settings or choose "
+            "another folder"
+        )
+
+
 def train_final(
     model: nn.Module,
     data: TrainingData,
@@ -246,6 +289,7 @@ def train_final(
     out: str | Path | None = None,
     resume: bool = False,
     workers: int = 0,
+    run_info: dict[str, Any] | None = None,
     on_start: Callable[[], None] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
@@ -253,24 +297,36 @@ def train_final(
     """Train ``model`` (built identically on every process) on ``data`` with ``recipe``.
 
     ``out``: the run folder for ``log.jsonl`` and ``checkpoints/`` (rank 0 writes; ``None``
-    keeps nothing). ``resume``: continue from the newest checkpoint there, or start fresh when
-    there is none; without it, old checkpoints in ``out`` are removed. ``workers``: DataLoader
-    worker processes per training process. ``on_start()`` is called on rank 0 once the run is
-    set up and a resumed checkpoint restored -- every check passed -- before anything is written
-    into ``out``; ``on_epoch(row)`` gets each epoch's summary,
-    ``on_step(epoch, step)`` is called after every optimiser step.
+    keeps nothing). ``resume``: continue from the newest checkpoint there -- refused, with a
+    :class:`~autoshrink.errors.JournalError` naming what changed, when its recipe, seed or
+    ``run_info`` differ from these -- or start fresh, with a warning, when there is none;
+    without it, old checkpoints in ``out`` are removed. ``workers``: DataLoader worker
+    processes per training process. ``run_info``: what the run is (JSON: network, data set,
+    task), recorded in every checkpoint. ``on_start()`` is called on rank 0 once the run is
+    set up and a resumed checkpoint restored -- every check passed -- before anything is
+    written into ``out``; ``on_epoch(row)`` gets each epoch's summary, ``on_step(epoch,
+    step)`` is called after every optimiser step. A loss that turns NaN/inf ends the training
+    after its epoch (see :class:`FinalResult`).
     """
     ctx = ctx or DistContext()
-    run = _Run(model, data, recipe, ctx, seed, workers)
     folder = None if out is None else Path(out)
     ckpt_dir = None if folder is None else folder / "checkpoints"
+    ckpt = load_latest(ckpt_dir) if ckpt_dir is not None and resume else None
+    identity = run_identity(recipe, seed, run_info)
+    if ckpt is not None and ckpt_dir is not None:
+        check_same_run(ckpt, identity, ckpt_dir)
+    run = _Run(model, data, recipe, ctx, seed, workers, identity)
     history: list[dict[str, float]] = []
     start = 1
-    if ckpt_dir is not None and resume:
-        ckpt = load_latest(ckpt_dir)
-        if ckpt is not None:
-            history = run.restore(ckpt)
-            start = ckpt.epoch + 1
+    if ckpt is not None and ckpt_dir is not None:
+        history = run.restore(ckpt, ckpt_dir)
+        start = ckpt.epoch + 1
+    elif resume and ckpt_dir is not None and ctx.is_main:
+        logger.warning(
+            "%s: no checkpoint to resume from; training starts from scratch (epoch 1 of %d)",
+            ckpt_dir,
+            recipe.epochs,
+        )
     if resume and not ctx.agree(start):
         raise JournalError(
             f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
@@ -289,7 +345,25 @@ def train_final(
         t0 = time.perf_counter()
         train_loss = run.train_epoch(epoch, on_step)
         seconds = time.perf_counter() - t0
-        val_loss, val_acc = run.evaluate()
+        # a NaN/inf training loss (summed over all processes: they all stop) leaves nothing
+        # worth scoring
+        val_loss, val_acc = run.evaluate() if math.isfinite(train_loss) else (math.nan, math.nan)
+        if not math.isfinite(val_loss):
+            logger.warning(
+                "epoch %d: training diverged (train loss %g, test loss %g); stopped",
+                epoch,
+                train_loss,
+                val_loss,
+            )
+            return FinalResult(
+                math.nan,
+                math.nan,
+                history,
+                start - 1,
+                run.evaluated,
+                diverged_epoch=epoch,
+                diverged_loss={"train_loss": train_loss, "test_loss": val_loss},
+            )
         row = {
             "epoch": epoch,
             "train_loss": train_loss,

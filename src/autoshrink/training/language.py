@@ -261,23 +261,39 @@ class LMRecipe:
     test_batch_size: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "bptt", "nonmono", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.test_batch_size < 1 or self.lr <= 0 or self.clip <= 0:
-            raise ConfigError("test_batch_size must be >= 1, lr and clip > 0")
+        counts = ("epochs", "batch_size", "bptt", "nonmono", "eval_batch_size", "test_batch_size")
+        checks = [(getattr(self, name) >= 1, name, ">= 1") for name in counts]
+        checks.append((self.max_seq_len_delta >= 0, "max_seq_len_delta", ">= 0"))
+        checks += [
+            (0 < getattr(self, name) < math.inf, name, "finite and > 0") for name in ("lr", "clip")
+        ]
+        checks += [
+            (0 <= getattr(self, name) < math.inf, name, "finite and >= 0")
+            for name in ("weight_decay", "tar")
+        ]
+        for ok, name, requirement in checks:  # NaN fails every comparison
+            if not ok:
+                raise ConfigError(
+                    f"training recipe: {name} must be {requirement}, got {getattr(self, name)!r}"
+                )
 
 
 @dataclass
 class FinalLMResult:
-    """Best validation perplexity, the test perplexity of those weights, and the history."""
+    """Best validation perplexity, the test perplexity of those weights, and the history
+    (the epoch whose training or validation loss turned NaN/inf, if one did, is its last row)."""
 
     valid_perplexity: float
     test_perplexity: float
     best_epoch: int
     asgd_epoch: int | None
-    diverged: bool
+    diverged_epoch: int | None
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        """Whether training stopped at a NaN/inf loss."""
+        return self.diverged_epoch is not None
 
 
 class WeightAverage:
@@ -314,7 +330,9 @@ def train_final_lm(
 ) -> FinalLMResult:
     """Train ``model`` on ``corpus.train``; keep the best validation weights; report test.
 
-    On return the model holds the best weights (the averaged ones if they were best).
+    On return the model holds the best weights (the averaged ones if they were best). A
+    training or validation loss that turns NaN/inf ends the training after that epoch
+    (``diverged_epoch``); the best weights so far are kept.
     """
     dev = torch.device(device)
     rng = np.random.default_rng(seed)
@@ -331,7 +349,7 @@ def train_final_lm(
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     losses: list[float] = []
     history: list[dict[str, Any]] = []
-    diverged = False
+    diverged_epoch: int | None = None
     for epoch in range(1, recipe.epochs + 1):
         step = average.update if average is not None else None
         train_loss = train_epoch(
@@ -344,26 +362,28 @@ def train_final_lm(
             tar=recipe.tar,
             after_step=step,
         )
-        if not math.isfinite(train_loss):
-            diverged = True
-            break
-        if average is not None:
-            average.swap()
-        val_loss = evaluate_lm(model, valid, recipe.bptt)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if average is not None:
-            average.swap()
+        val_loss = math.nan
+        if math.isfinite(train_loss):
+            if average is not None:
+                average.swap()
+            val_loss = evaluate_lm(model, valid, recipe.bptt)
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            if average is not None:
+                average.swap()
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_perplexity": perplexity(val_loss),
+            "val_perplexity": math.nan if math.isnan(val_loss) else perplexity(val_loss),
             "averaged": average is not None,
         }
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            diverged_epoch = epoch
+            break
         if (
             recipe.asgd
             and average is None
@@ -374,4 +394,6 @@ def train_final_lm(
         losses.append(val_loss)
     model.load_state_dict(best_state)
     test_ppl = perplexity(evaluate_lm(model, test, recipe.bptt)) if best_epoch else math.nan
-    return FinalLMResult(perplexity(best_loss), test_ppl, best_epoch, asgd_epoch, diverged, history)
+    return FinalLMResult(
+        perplexity(best_loss), test_ppl, best_epoch, asgd_epoch, diverged_epoch, history
+    )

@@ -21,6 +21,7 @@ every training run. No torch in this module.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -87,35 +88,38 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
-        checks = (
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.image_size is None or self.image_size >= 1, "image_size must be >= 1"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}"),
-            (self.lr_per_256 > 0, "lr_per_256 must be > 0"),
-            (0 <= self.momentum < 1, "momentum must lie in [0, 1)"),
-            (0 < self.rmsprop_alpha < 1, "rmsprop_alpha must lie in (0, 1)"),
-            (self.rmsprop_eps > 0, "rmsprop_eps must be > 0"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
+        checks = (  # (holds, field, what it must be); NaN fails every comparison
+            (self.epochs >= 1, "epochs", "be >= 1"),
+            (self.batch_size >= 1, "batch_size", "be >= 1"),
+            (self.image_size is None or self.image_size >= 1, "image_size", "be >= 1"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"be one of {list(OPTIMIZERS)}"),
+            (0 < self.lr_per_256 < math.inf, "lr_per_256", "be finite and > 0"),
+            (0 <= self.momentum < 1, "momentum", "lie in [0, 1)"),
+            (0 < self.rmsprop_alpha < 1, "rmsprop_alpha", "lie in (0, 1)"),
+            (0 < self.rmsprop_eps < math.inf, "rmsprop_eps", "be finite and > 0"),
+            (0 <= self.weight_decay < math.inf, "weight_decay", "be finite and >= 0"),
+            (0 <= self.warmup_epochs < math.inf, "warmup_epochs", "be finite and >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "lie in [0, 1)"),
             (
                 self.ema_decay is None or 0 < self.ema_decay <= 1,
-                "ema_decay must lie in (0, 1] or be null",
+                "ema_decay",
+                "lie in (0, 1] or be null",
             ),
-            (self.augment in AUGMENTS, f"augment must be one of {list(AUGMENTS)}"),
-            (self.crop_padding is None or self.crop_padding >= 0, "crop_padding must be >= 0"),
+            (self.augment in AUGMENTS, "augment", f"be one of {list(AUGMENTS)}"),
+            (self.crop_padding is None or self.crop_padding >= 0, "crop_padding", "be >= 0"),
             (
                 len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
-                "crop_scale must be [low, high] with 0 < low <= high <= 1",
+                "crop_scale",
+                "be [low, high] with 0 < low <= high <= 1",
             ),
-            (0 < self.eval_crop <= 1, "eval_crop must lie in (0, 1]"),
-            (0 <= self.random_erasing <= 1, "random_erasing must lie in [0, 1]"),
-            (self.precision in PRECISIONS, f"precision must be one of {list(PRECISIONS)}"),
+            (0 < self.eval_crop <= 1, "eval_crop", "lie in (0, 1]"),
+            (0 <= self.random_erasing <= 1, "random_erasing", "lie in [0, 1]"),
+            (self.precision in PRECISIONS, "precision", f"be one of {list(PRECISIONS)}"),
         )
-        for ok, message in checks:
+        for ok, name, requirement in checks:
             if not ok:
-                raise ConfigError(f"recipe {self.name}: {message}")
+                value = getattr(self, name)
+                raise ConfigError(f"recipe {self.name}: {name} must {requirement}, got {value!r}")
 
     def lr(self, global_batch: int | None = None) -> float:
         """The peak learning rate for ``global_batch`` images per step (default: the recipe's)."""

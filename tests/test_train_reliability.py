@@ -1,0 +1,333 @@
+"""``autoshrink train`` and ``export`` on bad runs: a resume of another run, a folder holding
+finished results, a training that diverges, NaN weights, settings out of range and options of
+the other ``--task`` -- each one line and exit status 2, with every JSON file strict."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from autoshrink.errors import ConfigError, JournalError
+from autoshrink.graph import Cell
+from autoshrink.training.checkpoint import differences
+from autoshrink.training.language import LMRecipe
+from autoshrink.training.recipes import Recipe
+
+CELLS = Path(__file__).resolve().parents[1] / "src" / "autoshrink" / "cells"
+CNN, RNN = CELLS / "shrinkcnn.json", CELLS / "shrinkrnn.json"
+TINY = ["--dataset", "digits", "--no-flip", "--width", "0.25", "--batch-size", "64"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def strict_json(path: Path) -> dict:
+    """The file parsed by a reader that refuses NaN and Infinity (as every other language's)."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{path}: {token} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-epoch training on digits (the folder is not modified by the tests)."""
+    from autoshrink.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", str(CNN), *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+# ----------------------------------------------------------------- resume of another run
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--dataset", "colored-digits"], 'dataset.name: "digits" -> "colored-digits"'),
+        (["--width", "0.5"], "macro.width: 0.25 -> 0.5"),
+        (["--activation", "swish"], 'cell.activation: "relu" -> "swish"'),
+        (["--seed", "1"], "seed: 0 -> 1"),
+        (["--lr", "0.2"], "recipe.lr_per_256: 0.1 -> 0.2"),
+    ],
+)
+def test_resume_of_another_run_is_refused_naming_the_change(
+    cli, trained: Path, tmp_path: Path, change: list[str], named: str
+) -> None:
+    out = copy_of(trained, tmp_path)
+    before = snapshot(out)
+    args = [*TINY, "--epochs", "2", *change]
+    code, stdout, err = cli("train", CNN, *args, "--resume", "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "of another run" in err and named in err and "epoch 2" in err
+    assert "test accuracy" not in stdout
+    assert snapshot(out) == before
+
+
+def test_resume_with_another_cell_is_one_line(cli, trained: Path, tmp_path: Path) -> None:
+    out = copy_of(trained, tmp_path)
+    other = json.loads(CNN.read_text())
+    other["edges"] = other["edges"][:-1]  # one edge fewer: other weights
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    before = snapshot(out)
+    code, _, err = cli("train", tmp_path / "other.json", *TINY, "--epochs", "2", "--resume",
+                       "--out", out)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "cell.edges changed" in err, err
+    assert snapshot(out) == before
+
+
+def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_path: Path) -> None:
+    out = copy_of(trained, tmp_path)
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 0, err
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["resumed_from_epoch"] == 2 and len(metrics["history"]) == 2
+    state = json.loads((out / "checkpoints" / "epoch-0002.json").read_text())
+    assert state["run"]["task"] == "cnn" and state["run"]["dataset"]["name"] == "digits"
+    assert state["run"]["cell"] == Cell.load(CNN).to_dict()
+
+
+def test_differences_name_each_changed_leaf() -> None:
+    old = {"a": 1, "b": {"c": "x", "d": [1, 2]}, "gone": 1}
+    new = {"a": 1, "b": {"c": "y", "d": [1, 2]}, "new": "z" * 50}
+    assert differences(old, new) == ['b.c: "x" -> "y"', "gone: 1 -> null", "new changed"]
+    assert differences(old, old) == []
+
+
+# ----------------------------------------------------------------- a folder already used
+def test_train_refuses_a_folder_holding_a_training(cli, trained: Path, tmp_path: Path) -> None:
+    out = copy_of(trained, tmp_path)
+    before = snapshot(out)
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "1", "--out", out)
+    assert code == 2 and err.count("\n") == 1
+    assert str(out) in err and "recipe.json" in err and "--resume" in err
+    assert snapshot(out) == before
+
+
+def test_rnn_train_refuses_a_folder_holding_a_training(cli, tmp_path: Path) -> None:
+    out = tmp_path / "lm"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"task": "rnn"}\n')
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", tmp_path, "--out", out)
+    assert code == 2 and "metrics.json" in err and err.count("\n") == 1
+    assert (out / "metrics.json").read_text() == '{"task": "rnn"}\n'
+    # --resume cannot start such a folder afresh either: it has no checkpoint
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "1", "--resume", "--out", out)
+    assert code == 2 and "no checkpoint to resume from" in err
+    assert (out / "metrics.json").read_text() == '{"task": "rnn"}\n'
+
+
+def test_resume_without_a_checkpoint_warns_and_starts_at_epoch_1(
+    cli, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "fresh"
+    with caplog.at_level(logging.WARNING, logger="autoshrink.training.final"):
+        code, _, err = cli("train", CNN, *TINY, "--epochs", "1", "--resume", "--out", out)
+    assert code == 0, err
+    assert "no checkpoint to resume from; training starts from scratch" in caplog.text
+    assert strict_json(out / "metrics.json")["resumed_from_epoch"] == 0
+
+
+# ----------------------------------------------------------------- divergence
+def test_a_diverging_cnn_training_keeps_its_metrics_and_fails(cli, tmp_path: Path) -> None:
+    out = tmp_path / "nan"
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--lr", "1e6", "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "diverged at epoch 1" in err and "train loss nan" in err and "--lr" in err
+    assert "test accuracy" not in stdout
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["diverged"] and metrics["diverged_epoch"] == 1
+    assert metrics["test_accuracy"] is None and metrics["weights"] is None
+    assert metrics["diverged_loss"] == {"train_loss": None, "test_loss": None}
+    assert not (out / "weights.safetensors").exists()  # NaN weights are not kept
+    assert not list((out / "checkpoints").glob("*.json"))  # nor checkpointed
+    for line in (out / "log.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda t: pytest.fail(f"{t} in log.jsonl"))
+
+
+def test_a_diverging_rnn_training_keeps_its_metrics_and_fails(
+    cli, tmp_path: Path, corpus_dir: Path
+) -> None:
+    out = tmp_path / "lm"
+    code, stdout, err = cli(
+        "train", RNN, "--task", "rnn", "--data", corpus_dir, "--nhid", "8", "--epochs", "2",
+        "--batch-size", "8", "--test-batch-size", "4", "--lr", "1e30", "--out", out,
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "diverged at epoch 1" in err and "--lr" in err
+    assert "perplexity" not in stdout
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["diverged"] and metrics["diverged_epoch"] == 1
+    assert metrics["valid_perplexity"] is None and metrics["test_perplexity"] is None
+    assert metrics["history"][0]["train_loss"] is None
+    assert not (out / "weights.safetensors").exists()  # no epoch was scored
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    from test_rnn_text import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path / "corpus", n_train=60, n_eval=20)
+
+
+# ----------------------------------------------------------------- settings out of range
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
+        (["--weight-decay", "nan"], "weight_decay must be finite and >= 0, got nan"),
+        (["--lr", "0"], "lr must be finite and > 0, got 0.0"),
+        (["--lr", "inf"], "lr must be finite and > 0, got inf"),
+        (["--bptt", "0"], "bptt must be >= 1, got 0"),
+        (["--test-batch-size", "0"], "test_batch_size must be >= 1, got 0"),
+        (["--nhid", "-3"], "--nhid must be >= 1, got -3"),
+        (["--nhid", "0"], "--nhid must be >= 1, got 0"),
+        (["--dropouts", "0.5", "0.5", "0.5", "0.5", "1.5"], "dropout word must be in [0, 1)"),
+    ],
+)
+def test_bad_rnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], needle: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:  # torch warned of nhid 0 first
+        warnings.simplefilter("always")
+        code, _, err = cli("train", RNN, "--task", "rnn", "--data", tmp_path, *flags,
+                           "--out", tmp_path / "o")  # fmt: skip
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not caught, [str(w.message) for w in caught]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--lr", "nan"], "lr_per_256 must be finite and > 0, got nan"),
+        (["--lr", "-1"], "lr_per_256 must be finite and > 0, got -1.0"),
+        (["--epochs", "0"], "epochs must be >= 1, got 0"),
+        (["--epochs", "-2"], "epochs must be >= 1, got -2"),
+        (["--ema", "nan"], "ema_decay must lie in (0, 1] or be null, got nan"),
+        (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_bad_cnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], needle: str) -> None:
+    code, _, err = cli("train", CNN, "--dataset", "digits", *flags, "--out", tmp_path / "o")
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipes_name_the_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r"weight_decay must be finite and >= 0, got -0.1"):
+        Recipe(weight_decay=-0.1)
+    with pytest.raises(ConfigError, match=r"warmup_epochs must be finite and >= 0, got inf"):
+        Recipe(warmup_epochs=math.inf)
+    with pytest.raises(ConfigError, match=r"tar must be finite and >= 0, got nan"):
+        LMRecipe(tar=math.nan)
+    with pytest.raises(ConfigError, match=r"clip must be finite and > 0, got 0"):
+        LMRecipe(clip=0)
+
+
+# ----------------------------------------------------------------- options of the other task
+@pytest.mark.parametrize(
+    ("task", "flags", "named"),
+    [
+        ("cnn", ["--bptt", "0"], "--bptt: only for --task rnn, not --task cnn"),
+        ("cnn", ["--weight-decay", "-1", "--nhid", "8"], "--nhid, --weight-decay: only for"),
+        ("cnn", ["--no-asgd"], "--asgd: only for --task rnn"),
+        ("rnn", ["--dataset", "digits"], "--dataset: only for --task cnn, not --task rnn"),
+        ("rnn", ["--no-flip", "--width", "0.5"], "--width, --no-flip: only for --task cnn"),
+        ("rnn", ["--resume"], "--resume: only for --task cnn"),
+        ("rnn", ["--test-domain", "0.1"], "--test-domain: only for --task cnn"),
+    ],
+)
+def test_options_of_the_other_task_are_refused(
+    cli, tmp_path: Path, task: str, flags: list[str], named: str
+) -> None:
+    cell = CNN if task == "cnn" else RNN
+    code, _, err = cli("train", cell, "--task", task, *flags, "--out", tmp_path / "o")
+    assert code == 2 and named in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_still_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from autoshrink.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: digits)" in shown and "(default: 745)" in shown
+    assert "(default: cifar-proxy)" in shown and "(default: 0)" in shown
+
+
+# ----------------------------------------------------------------- export of bad weights
+def test_export_refuses_nan_weights_and_a_folder(cli, trained: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", exc_type=ImportError)
+    state = load_file(str(trained / "weights.safetensors"))
+    name = next(k for k in sorted(state) if state[k].is_floating_point())
+    state[name] = torch.full_like(state[name], math.nan)
+    bad = tmp_path / "nan.safetensors"
+    save_file(state, str(bad))
+    common = ["--image-size", "8", "--width", "0.25", "--json"]
+    code, stdout, err = cli("export", CNN, "--weights", bad, *common, "--out", tmp_path / "e")
+    assert code == 2 and err.count("\n") == 1 and stdout == ""
+    assert str(bad) in err and f"tensor {name} holds NaN or inf" in err
+    assert not (tmp_path / "e").exists()
+    code, _, err = cli("export", CNN, "--weights", trained, *common, "--out", tmp_path / "e")
+    assert code == 2 and "a folder, not a .safetensors weights file" in err
+    assert "os error" not in err
+
+
+def test_export_json_is_strict_when_a_check_cannot_be_measured(
+    cli, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime", exc_type=ImportError)
+    import numpy as np
+
+    from autoshrink.export import bundle
+
+    real = bundle.compare
+    monkeypatch.setattr(bundle, "compare", lambda got, exp: real(got * np.nan, exp))
+    out = tmp_path / "e"
+    args = ["--weights", trained / "weights.safetensors", "--image-size", "8", "--width", "0.25"]
+    code, stdout, err = cli("export", CNN, *args, "--json", "--out", out)
+    assert code == 1 and "export check failed" in err
+    printed = json.loads(stdout, parse_constant=lambda t: pytest.fail(f"{t} printed"))
+    assert printed["onnx_max_abs_diff"] is None and not printed["ok"]
+    manifest = strict_json(out / "export.json")
+    assert manifest["checks"]["onnxruntime_vs_torch_max_abs_diff"] is None
+
+
+def test_checkpoint_of_another_network_without_a_record_is_one_line(tmp_path: Path) -> None:
+    """A checkpoint written before checkpoints recorded the run: the mismatch of the weights
+    is still a JournalError, not a RuntimeError."""
+    import numpy as np
+
+    from autoshrink.data.images import ImageData
+    from autoshrink.data.loaders import array_data
+    from autoshrink.training.final import train_final
+    from autoshrink.training.recipes import get_recipe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 1, 4, 4)).astype(np.float32)
+    y = np.arange(32) % 2
+    recipe = get_recipe("cifar", epochs=1, batch_size=8, augment="none")
+    data = array_data(ImageData("toy", x[:24], y[:24], x[24:], y[24:], ("a", "b")), recipe)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    train_final(net, data, recipe, out=tmp_path)
+    ckpt = tmp_path / "checkpoints" / "epoch-0001.json"
+    state = json.loads(ckpt.read_text())
+    del state["run"]  # as an older autoshrink wrote it
+    ckpt.write_text(json.dumps(state))
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with pytest.raises(JournalError, match="does not fit this network"):
+        train_final(other, data, recipe, out=tmp_path, resume=True)
