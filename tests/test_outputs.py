@@ -104,7 +104,7 @@ def test_a_train_that_fails_to_start_leaves_the_folder_as_it_was(cli, tmp_path) 
     (out / "recipe.json").write_text('{"the": "finished run"}\n')
     (out / "cell.json").write_text('{"the": "finished cell"}\n')
     before = snapshot(out)
-    code, _, err = cli(*common, "--epochs", "1", "--workers", "-1", "--out", out)
+    code, _, err = cli(*common, "--epochs", "1", "--workers", "-1", "--resume", "--out", out)
     assert code == 2 and "workers must be >= 0" in err
     assert snapshot(out) == before
 

@@ -1,8 +1,9 @@
 """The exceptions autoshrink raises for bad input.
 
 Every error a user can cause -- a malformed cell file, a wrong path, an unknown op, a corrupt
-benchmark table -- is an :class:`AutoshrinkError` whose message names the input and what was
-expected. The command line prints it as one line and exits with status 2.
+benchmark table, a learning rate that makes a training diverge -- is an
+:class:`AutoshrinkError` whose message names the input and what was expected. The command line
+prints it as one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -34,3 +35,7 @@ class BenchmarkError(AutoshrinkError):
 
 class HardwareError(AutoshrinkError):
     """A latency backend or device is not available, or a latency table does not fit."""
+
+
+class TrainingError(AutoshrinkError):
+    """A final training could not go on (its loss diverged); what it had finished is kept."""

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import Cell
 from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
@@ -87,7 +87,7 @@ def recipe_from_args(args: argparse.Namespace) -> LMRecipe:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train an rnn cell's language model on ``--data`` and report validation/test perplexity;
-    a training that diverges keeps its best weights and metrics, then raises a ConfigError."""
+    a training that diverges keeps its best weights and metrics, then raises a TrainingError."""
     cell = Cell.load(args.cell)
     if cell.kind != "rnn":
         raise ConfigError(f"{args.cell}: --task rnn needs an rnn cell, got a {cell.kind} cell")
@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result.diverged_epoch is not None:
         kept = "the best epoch's weights" if result.best_epoch else "no weights"
         last = result.history[-1]
-        raise ConfigError(
+        raise TrainingError(
             f"training diverged at epoch {result.diverged_epoch} (train loss "
             f"{last['train_loss']:g}, validation perplexity {last['val_perplexity']:g}): try a "
             f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"

@@ -32,7 +32,7 @@ from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
-from autoshrink.errors import ConfigError, DataError
+from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
@@ -325,7 +325,7 @@ def run_cnn(args: argparse.Namespace) -> int:
         metrics.update(weights=None, diverged_loss=result.diverged_loss)
     rnn.write_metrics(args.out / "metrics.json", metrics)
     if result.diverged_epoch is not None:
-        raise ConfigError(diverged_message(result, recipe, args.out))
+        raise TrainingError(diverged_message(result, recipe, args.out))
     for name, d in by_domain.get("domains", {}).items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
