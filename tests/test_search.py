@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,13 @@ def test_a_new_search_keeps_out_of_folders_with_other_files(tmp_path):
     with pytest.raises(ConfigError, match=r"holds other files \(notes.txt\)"):
         run_search(mine, toy_config(), evaluator_factory=lambda c: ToyEvaluator())
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (mine / "notes.txt").unlink()
+    (mine / "table.json").write_text("{}")  # an input of the search may wait in its folder
+    with pytest.raises(ConfigError, match="holds other files"):
+        run_search(mine, toy_config(), evaluator_factory=lambda c: ToyEvaluator())
+    config = replace(toy_config(), latency_table=str(mine / "table.json"))
+    run_search(mine, config, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    assert (mine / "table.json").read_text() == "{}" and (mine / "journal.jsonl").is_file()
 
 
 def test_hard_constraints_reject_before_training(tmp_path):

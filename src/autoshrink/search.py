@@ -144,7 +144,10 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
             "or choose another folder"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    inputs = {Path(config.latency_table).resolve()} if config.latency_table else set()
+    others = sorted(
+        p.name for p in run_dir.iterdir() if p.name != LOCK and p.resolve() not in inputs
+    )
     if others:  # the run's files would land among (and over) someone else's
         more = ", ..." if len(others) > 3 else ""
         raise ConfigError(
