@@ -189,8 +189,12 @@ def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:
 
 
 def test_bad_rnn_settings_fail_before_any_training(corpus_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="lr, clip and divergence_factor must be finite and > 0"):
+    with pytest.raises(ConfigError, match="lr must be finite and > 0, got 0"):
         RNNProxyTraining(lr=0)
+    with pytest.raises(ConfigError, match="divergence_factor must be finite and > 0, got nan"):
+        RNNProxyTraining(divergence_factor=float("nan"))
+    with pytest.raises(ConfigError, match="weight_decay must be finite and >= 0, got -1"):
+        RNNProxyTraining(weight_decay=-1)
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
         preset("demo", task="rnn", training_epochs=0)
     huge = replace(tiny_config(corpus_dir), training=replace(QUICK, batch_size=5000))

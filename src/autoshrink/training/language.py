@@ -65,8 +65,15 @@ class RNNProxyTraining:
         for name in ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training: {name} must be >= 1, got {getattr(self, name)}")
-        if not all(0 < v < math.inf for v in (self.lr, self.clip, self.divergence_factor)):
-            raise ConfigError("training: lr, clip and divergence_factor must be finite and > 0")
+        for name in ("lr", "clip", "divergence_factor"):
+            if not 0 < getattr(self, name) < math.inf:  # NaN fails every comparison
+                raise ConfigError(
+                    f"training: {name} must be finite and > 0, got {getattr(self, name)!r}"
+                )
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(
+                f"training: weight_decay must be finite and >= 0, got {self.weight_decay!r}"
+            )
 
 
 @dataclass
