@@ -273,3 +273,15 @@ def test_pool_workers_leave_ctrl_c_to_the_driver():
     with contextlib.closing(LocalPoolExecutor(1)) as pool:
         out = list(pool.run(InterruptsItself(), [Job(cell, 5)], lambda *a: retried.append(a[2])))
     assert retried == [] and [e.status for _, e in out] == ["ok"]
+
+
+def test_executor_for_builds_what_the_config_execution_says():
+    from autoshrink.config import ExecutionSettings
+    from autoshrink.executors.factory import executor_for
+
+    with contextlib.closing(executor_for(ExecutionSettings(), "cpu")) as pool:
+        assert isinstance(pool, LocalPoolExecutor)  # the command line's CPU default
+    chosen = executor_for(ExecutionSettings(executor="inprocess"), "cpu")
+    assert isinstance(chosen, InProcessExecutor)
+    with pytest.raises(ConfigError, match="unknown executor 'nope'"):
+        executor_for(ExecutionSettings(executor="nope"), "cpu")

@@ -48,6 +48,7 @@ class Stop(Exception):
 def captured(monkeypatch):
     """Capture what the CLI builds its executor from and the config it searches; no search."""
     import autoshrink.cli.search as cli_search
+    import autoshrink.executors.factory as factory
 
     seen: dict = {}
 
@@ -59,7 +60,7 @@ def captured(monkeypatch):
         seen["config"] = config
         raise Stop
 
-    monkeypatch.setattr(cli_search, "build_executor", build)
+    monkeypatch.setattr(factory, "build_executor", build)  # what executor_for calls
     monkeypatch.setattr(cli_search, "run_search", run)
     return seen
 

@@ -279,3 +279,17 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     code, out, err = cli("search", *TINY, "--max-macs", "45000", "--out", tmp_path / "r")
     assert code == 0, err
     assert "complete cell rejected: no score" in out and "best score" in out
+
+
+def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(tmp_path):
+    def refuses(config):
+        raise ConfigError("screening stage names 11 classes; the data set has 10")
+
+    run = tmp_path / "r"
+    with pytest.raises(ConfigError, match="11 classes"):
+        run_search(run, toy_config(k=2), evaluator_factory=refuses, progress=False)
+    assert list(run.iterdir()) == []  # no config.json that would claim the folder
+    result = run_search(
+        run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    assert result.evaluations > 0

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from autoshrink.config import SearchConfig
-from autoshrink.errors import ConfigError, JournalError
+from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
@@ -42,6 +42,7 @@ from autoshrink.report.picture import render
 from autoshrink.run_folder import (
     BEST_CELL,
     CONFIG,
+    FINGERPRINT,
     JOURNAL,
     RESULT,
     check_fingerprint,
@@ -274,8 +275,8 @@ def run_search(
     journal = Journal(run_dir / JOURNAL)
     try:
         with RunLock(run_dir), StopSignals() as signals:
+            config = prepare_run_dir(run_dir, config, resume)  # refuses before writing
             try:
-                config = prepare_run_dir(run_dir, config, resume)
                 replay = Replay(journal, repair, retry_failed)
                 if replay.done:
                     log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
@@ -294,6 +295,10 @@ def run_search(
                 )
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
+            except AutoshrinkError:
+                if not resume:  # a start refused before any candidate: the folder stays free
+                    unstarted(run_dir, journal)
+                raise
             if result.best is None:
                 why = f"search stopped: {result.stopped}; " if result.stopped else ""
                 raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
@@ -312,6 +317,15 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def unstarted(run_dir: Path, journal: Journal) -> None:
+    """Take back the files a new search wrote into ``run_dir`` when it stopped before its
+    journal's first record, so that the corrected command may use the folder again."""
+    if journal.path.exists() and journal.path.stat().st_size > 0:
+        return
+    for name in (CONFIG, FINGERPRINT, JOURNAL):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> SearchInterrupted:

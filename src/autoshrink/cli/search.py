@@ -20,7 +20,7 @@ from autoshrink.config import (
 )
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
-from autoshrink.executors.factory import EXECUTORS, PRECISIONS, build_executor
+from autoshrink.executors.factory import EXECUTORS, PRECISIONS, executor_for
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
@@ -407,15 +407,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.out or Path("runs") / args.preset
         device, settings = config.device, config.execution
     try:
-        executor = build_executor(
-            settings.executor,
-            settings.workers,
-            device=device,
-            ray_address=settings.ray_address,
-            precision=settings.precision,
-            cuda_graph=settings.cuda_graph,
-            depthwise=settings.depthwise,
-        )
+        executor = executor_for(settings, device)
     except ConfigError as err:
         if args.resume is None:
             raise

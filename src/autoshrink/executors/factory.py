@@ -8,6 +8,7 @@ benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step tr
 
 from __future__ import annotations
 
+from autoshrink.config import ExecutionSettings
 from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
@@ -100,3 +101,19 @@ def build_executor(
         )
     require_ray()
     return RayExecutor(ray_address, max_retries=max_retries)
+
+
+def executor_for(settings: ExecutionSettings, device: str) -> Executor:
+    """The executor a config's ``execution`` settings describe on ``device`` -- what
+    ``autoshrink search`` trains a run's candidates with. Pass it to
+    :func:`~autoshrink.search.run_search` to get the command line's results from Python (its
+    default, in this process with torch's own thread count, gives other numbers on the CPU)."""
+    return build_executor(
+        settings.executor,
+        settings.workers,
+        device=device,
+        ray_address=settings.ray_address,
+        precision=settings.precision,
+        cuda_graph=settings.cuda_graph,
+        depthwise=settings.depthwise,
+    )
