@@ -62,18 +62,34 @@ class RNNProxyTraining:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_decay_after", tuple(int(e) for e in self.lr_decay_after))
-        for name in ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "clip", "divergence_factor"):
-            if not 0 < getattr(self, name) < math.inf:  # NaN fails every comparison
-                raise ConfigError(
-                    f"training: {name} must be finite and > 0, got {getattr(self, name)!r}"
-                )
-        if not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(
-                f"training: weight_decay must be finite and >= 0, got {self.weight_decay!r}"
-            )
+        check_fields(
+            "training",
+            self,
+            {
+                ">= 1": ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"),
+                "finite and > 0": ("lr", "clip", "divergence_factor"),
+                "finite and >= 0": ("weight_decay",),
+            },
+        )
+
+
+#: The requirements :func:`check_fields` knows, with their tests (NaN fails each).
+REQUIREMENTS: dict[str, Callable[[float], bool]] = {
+    ">= 1": lambda v: v >= 1,
+    ">= 0": lambda v: v >= 0,
+    "finite and > 0": lambda v: 0 < v < math.inf,
+    "finite and >= 0": lambda v: 0 <= v < math.inf,
+}
+
+
+def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]) -> None:
+    """Raise a ConfigError naming the first field of ``settings`` that breaks its rule
+    (``{requirement: field names}``, requirements from :data:`REQUIREMENTS`) and its value."""
+    for requirement, names in rules.items():
+        for name in names:
+            value = getattr(settings, name)
+            if not REQUIREMENTS[requirement](value):
+                raise ConfigError(f"{where}: {name} must be {requirement}, got {value!r}")
 
 
 @dataclass
@@ -269,20 +285,16 @@ class LMRecipe:
 
     def __post_init__(self) -> None:
         counts = ("epochs", "batch_size", "bptt", "nonmono", "eval_batch_size", "test_batch_size")
-        checks = [(getattr(self, name) >= 1, name, ">= 1") for name in counts]
-        checks.append((self.max_seq_len_delta >= 0, "max_seq_len_delta", ">= 0"))
-        checks += [
-            (0 < getattr(self, name) < math.inf, name, "finite and > 0") for name in ("lr", "clip")
-        ]
-        checks += [
-            (0 <= getattr(self, name) < math.inf, name, "finite and >= 0")
-            for name in ("weight_decay", "tar")
-        ]
-        for ok, name, requirement in checks:  # NaN fails every comparison
-            if not ok:
-                raise ConfigError(
-                    f"training recipe: {name} must be {requirement}, got {getattr(self, name)!r}"
-                )
+        check_fields(
+            "training recipe",
+            self,
+            {
+                ">= 1": counts,
+                ">= 0": ("max_seq_len_delta",),
+                "finite and > 0": ("lr", "clip"),
+                "finite and >= 0": ("weight_decay", "tar"),
+            },
+        )
 
 
 @dataclass
