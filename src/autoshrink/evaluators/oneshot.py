@@ -256,6 +256,5 @@ def bind_weight_trail(evaluator: Any, run_dir: Path) -> WeightTrail | None:
     found = find_oneshot(evaluator)
     if found is None:
         return None
-    found.folder = (Path(run_dir) / FOLDER).resolve()
-    found.folder.mkdir(parents=True, exist_ok=True)
+    found.folder = (Path(run_dir) / FOLDER).resolve()  # made by the first weights saved there
     return WeightTrail(found.folder)
