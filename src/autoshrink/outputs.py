@@ -72,23 +72,20 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{flag} {target}: a folder is there, not a file")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{flag} {target}: {parent} is a file, not a folder")
-            break
     check_writable(target.parent, flag, target)
     return target
 
 
 def check_writable(folder: Path, flag: str, named: Path | None = None) -> None:
     """Raise a ConfigError naming ``named`` (default ``folder``) when nothing can be written
-    in ``folder`` or, while it does not exist yet, in the nearest folder above it that does:
-    a scratch file is made there and removed (permission bits alone do not tell, for root
-    or on /proc)."""
+    in ``folder`` or, while it does not exist yet, in the nearest path above it that does: a
+    file there, or a folder where a scratch file cannot be made and removed (permission bits
+    alone do not tell, for root or on /proc)."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir():
-        return  # the callers name a file standing in the way themselves
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {named or folder}: {existing} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
