@@ -99,6 +99,16 @@ def test_json_round_trip_and_public_format(tmp_path):
             '{"format": "autoshrink.cell/1", "kind": "gnn", "ops": ["input", "x"], "edges": []}',
             "kind",
         ),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": ["input", "conv1x1"], '
+            '"edges": [[0, 1]], "activaton": "swish"}',
+            r"unknown field\(s\) \['activaton'\]",
+        ),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": ["input", "conv1x1"], '
+            '"edges": [[0, 1], [0, 1]]}',
+            "edge 0->1 is listed twice",
+        ),
     ],
 )
 def test_malformed_cell_files_name_the_file(tmp_path, text, message):

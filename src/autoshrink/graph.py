@@ -22,6 +22,8 @@ from autoshrink.errors import CellError
 from autoshrink.user_files import parse_json, read_text_file
 
 FORMAT = "autoshrink.cell/1"
+#: The fields of the JSON form, in the order :meth:`Cell.to_dict` writes them.
+FIELDS = ("format", "kind", "ops", "edges", "activation")
 INPUT = "input"
 
 #: The operation vocabulary of each kind of cell (node 0 is always ``input``).
@@ -216,6 +218,9 @@ class Cell:
         missing = [k for k in ("kind", "ops", "edges") if k not in d]
         if missing:
             raise CellError(f"{source}: missing field(s) {missing}")
+        unknown = sorted(set(d) - set(FIELDS))
+        if unknown:  # a misspelt 'activation' would otherwise silently mean relu
+            raise CellError(f"{source}: unknown field(s) {unknown}; expected {list(FIELDS)}")
         ops, edges = d["ops"], d["edges"]
         if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
             raise CellError(f"{source}: 'ops' must be a list of strings")
@@ -226,6 +231,11 @@ class Cell:
             for e in edges
         ):
             raise CellError(f"{source}: 'edges' must be a list of [i, j] integer pairs")
+        seen: set[tuple[int, int]] = set()
+        for i, j in edges:
+            if (i, j) in seen:
+                raise CellError(f"{source}: edge {i}->{j} is listed twice")
+            seen.add((i, j))
         try:
             return cls(d["kind"], tuple(ops), tuple((i, j) for i, j in edges), d.get("activation"))
         except CellError as err:
