@@ -319,13 +319,15 @@ def test_download_and_load(server, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:
     served, base, _ = server
     make_archive(served / "c.tar.gz", tmp_path / "build")
-    root = tmp_path / "data"
+    root = tmp_path / "data" / "cifar"
     with pytest.raises(DataError, match="MD5"):
         download_cifar10(root, url=f"{base}/c.tar.gz", md5="0" * 32)
-    assert list(root.iterdir()) == []  # the partial download is gone
+    assert not (tmp_path / "data").exists()  # the partial download and its folders are gone
+    root.mkdir(parents=True)
+    (root / "mine.txt").write_text("kept")
     with pytest.raises(DataError, match=r"missing\.tar\.gz.*404"):
         download_cifar10(root, url=f"{base}/missing.tar.gz")
-    assert list(root.iterdir()) == []
+    assert [p.name for p in root.iterdir()] == ["mine.txt"]  # a folder it did not create stays
 
 
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])

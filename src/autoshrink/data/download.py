@@ -131,20 +131,35 @@ def download_cifar10(
 
     Skips the download when ``root/cifar-10-batches-py`` already exists. The archive is removed
     after extraction. Raises :class:`DataError` on a network error, a checksum mismatch or an
-    unsafe archive.
+    unsafe archive; the folders it created for the download are removed again then.
     """
     root = Path(root)
     target = root / PY_DIR
     if target.is_dir():
         logger.info("cifar10: %s already exists, not downloading", target)
         return target
+    created = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(f"{root}: cannot create the download folder ({err})") from None
     logger.info("cifar10: downloading %s into %s", url, root)
-    archive = fetch(url, root, md5=md5, timeout=timeout)
     try:
-        return safe_extract(archive, root, top=PY_DIR)
-    finally:
-        archive.unlink(missing_ok=True)
+        archive = fetch(url, root, md5=md5, timeout=timeout)
+        try:
+            return safe_extract(archive, root, top=PY_DIR)
+        finally:
+            archive.unlink(missing_ok=True)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: a failed download leaves no
+    empty folder it created behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else was put there), or already gone
+            return
