@@ -146,6 +146,8 @@ def test_pictures(tmp_path):
     assert written.exists() and written.stat().st_size > 0
     if written.suffix == ".png":
         assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [written.name]  # no side files
+    assert render(cell, tmp_path / "cell.dot", title="c").read_text() == to_dot(cell, "c")
 
 
 def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):

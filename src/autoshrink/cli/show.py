@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--picture",
         type=Path,
         default=None,
-        help="where to write the picture (.png or .svg; default: next to the cell, .png)",
+        help="where to write the picture (.png, .svg or .dot, the Graphviz source; default: next "
+        "to the cell, .png)",
     )
     p.set_defaults(handler=run)
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
     print(to_text(cell), end="")
     print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
-    if args.cell.resolve() in (picture.resolve(), picture.with_suffix(".dot").resolve()):
+    if args.cell.resolve() == picture.resolve():
         raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
     written = render(cell, picture, title=args.cell.name)
     print(f"picture: {written}")

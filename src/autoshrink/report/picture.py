@@ -1,7 +1,8 @@
 """Pictures of cells: Graphviz DOT text, rendered PNG/SVG, and a plain-text fallback.
 
-``to_dot`` is pure; ``render`` runs the Graphviz ``dot`` program when it is installed and
-otherwise writes the text rendering next to where the picture would have gone. A cell of more
+``to_dot`` is pure; ``render`` writes a ``.dot`` file as DOT source, and a ``.png`` or ``.svg``
+by running the Graphviz ``dot`` program when it is installed -- otherwise it writes the text
+rendering next to where the picture would have gone; it writes no other file. A cell of more
 than :data:`GRAPH_EDGE_LIMIT` edges is drawn as its adjacency matrix instead (matplotlib): a
 drawing of that many arrows cannot be read, and Graphviz's layout time grows faster than the
 square of the edges (``benchmarks/bench_cell_picture.py``: 435 edges 4.7 s, 990 edges 55 s,
@@ -22,7 +23,7 @@ from autoshrink.graph import Cell
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-PICTURE_FORMATS = ("png", "svg")
+PICTURE_FORMATS = ("png", "svg", "dot")
 #: Cells with more edges than this are drawn as an adjacency matrix (see the module docstring).
 GRAPH_EDGE_LIMIT = 300
 
@@ -73,16 +74,21 @@ def to_text(cell: Cell) -> str:
 
 
 def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
-    """Write a picture of ``cell`` to ``path`` (its suffix: ``.png`` or ``.svg``).
+    """Write a picture of ``cell`` to ``path`` (its suffix: ``.png``, ``.svg`` or ``.dot``, the
+    Graphviz source).
 
-    Returns the file written: ``path`` itself, or ``path`` with suffix ``.txt`` when Graphviz's
-    ``dot`` is not installed (then a warning is logged).
+    Returns the file written: ``path`` itself, or ``path`` with suffix ``.txt`` when a PNG or
+    SVG is asked for and Graphviz's ``dot`` is not installed (then a warning is logged).
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in PICTURE_FORMATS:
-        raise ConfigError(f"{path}: a cell picture is {' or '.join(PICTURE_FORMATS)}, not {fmt!r}")
+        known = f"{', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]}"
+        raise ConfigError(f"{path}: a cell picture is {known}, not {fmt!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "dot":
+        path.write_text(to_dot(cell, title))
+        return path
     if cell.num_edges > GRAPH_EDGE_LIMIT:
         log.info("%d edges: drawing the adjacency matrix of the cell", cell.num_edges)
         matrix_figure(cell, title).savefig(path, format=fmt)
@@ -93,11 +99,9 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
         out.write_text(to_text(cell))
         log.warning("Graphviz 'dot' not found; wrote a text picture to %s", out)
         return out
-    source = to_dot(cell, title)
-    path.with_suffix(".dot").write_text(source)
     subprocess.run(
         [dot, f"-T{fmt}", "-o", str(path)],
-        input=source,
+        input=to_dot(cell, title),
         text=True,
         check=True,
         capture_output=True,
