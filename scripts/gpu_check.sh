@@ -53,7 +53,7 @@
 # Fashion-MNIST: the four IDX files (.gz or raw) in the folder given as $1, or $FASHION_MNIST_DIR,
 # or data/fashion-mnist, ../shared/data/fashion-mnist, /usr/share/datasets/fashion-mnist. A GPU
 # machine may have none of these: copy the files into data/fashion-mnist/ of the working tree
-# first (about 30 MB; e.g. cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/); data/
+# first (about 30 MB; scripts/stage_gpu_data.sh copies them and the PTB proxy split); data/
 # is git-ignored, so a copy of the working tree must carry it explicitly.
 #
 #   OUT=/some/dir bash scripts/gpu_check.sh [FASHION_MNIST_DIR]

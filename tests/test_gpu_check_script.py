@@ -87,3 +87,35 @@ def test_the_oneshot_part_runs_on_the_cpu(tmp_path: Path) -> None:
     assert report["check"] and report["float64_largest_difference"] < 1e-6
     assert report["one_by_one_images_s"] > 0 and report["stacked_images_s"] > 0
     assert "one-shot check: PASS" in (out / "summary.txt").read_text()
+
+
+def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:
+    fashion, ptb, dest = tmp_path / "fashion", tmp_path / "ptb", tmp_path / "data"
+    fashion.mkdir()
+    ptb.mkdir()
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]
+    for name in names:
+        (fashion / f"{name}.gz").write_bytes(name.encode())
+    (fashion / "t10k-labels-idx1-ubyte").write_bytes(b"raw")  # uncompressed files count too
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (ptb / name).write_text(name)
+
+    def stage(*args: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "scripts/stage_gpu_data.sh", *map(str, args)],
+            cwd=REPO,
+            env={**os.environ, "DEST": str(dest)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    missing = stage(fashion, tmp_path / "nowhere")
+    assert missing.returncode == 2 and "no train.txt" in missing.stderr
+    assert not dest.exists()  # nothing copied before every source was found
+    done = stage(fashion, ptb)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (dest / "fashion-mnist").iterdir()) == sorted(
+        [f"{n}.gz" for n in names] + ["t10k-labels-idx1-ubyte"]
+    )
+    assert (dest / "ptb" / "proxy" / "valid.txt").read_text() == "valid.txt"
