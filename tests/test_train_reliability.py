@@ -246,7 +246,6 @@ def test_recipes_name_the_bad_value() -> None:
         ("cnn", ["--no-asgd"], "--asgd: only for --task rnn"),
         ("rnn", ["--dataset", "digits"], "--dataset: only for --task cnn, not --task rnn"),
         ("rnn", ["--no-flip", "--width", "0.5"], "--width, --no-flip: only for --task cnn"),
-        ("rnn", ["--resume"], "--resume: only for --task cnn"),
         ("rnn", ["--test-domain", "0.1"], "--test-domain: only for --task cnn"),
     ],
 )

@@ -5,9 +5,13 @@ and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints its res
 :func:`print_search_summary`.
 
 ``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
-PTB-style folder with the DARTS-style recipe of method §7 and writes ``weights.safetensors``
-(the tied decoder weight is stored once, as ``encoder.weight``), ``cell.json`` and
-``metrics.json`` (validation and test perplexity, parameters, history) into ``--out``. Its
+PTB-style folder with the DARTS-style recipe of method §7 and writes ``cell.json`` and
+``log.jsonl`` (one line per epoch) as it starts, ``checkpoints/`` (the newest two epochs) as it
+goes, and ``weights.safetensors`` (the tied decoder weight is stored once, as
+``encoder.weight``) and ``metrics.json`` (validation and test perplexity, parameters, history)
+into ``--out`` at the end. ``--resume`` continues a killed training from its newest checkpoint
+and reproduces the uninterrupted run; a checkpoint of another run (cell, data, recipe,
+``--nhid``, ``--dropouts``, seed) is refused, naming what changed. Its
 options are declared through :func:`add_train_arguments` as ``--task rnn``'s own, so that
 ``train`` refuses them with a cnn cell. :func:`write_metrics` writes ``metrics.json`` of both
 tasks.
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 #: Options shared with the cnn branch whose rnn default differs: name -> LMRecipe field.
 SHARED = {"batch_size": "batch_size", "lr": "lr", "epochs": "epochs"}
 DROPOUT_NAMES = ("output", "hidden", "input", "embedding", "word")
+SIDES = ("train", "valid", "test")
 
 
 def add_train_arguments(option: Callable[..., None]) -> None:
@@ -102,21 +107,46 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = RNNModel(cell, corpus.ntokens, emsize=args.nhid, nhid=args.nhid, dropouts=dropouts)
     model.to(device)
+    log_path = args.out / "log.jsonl"
+
+    def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
+        args.out.mkdir(parents=True, exist_ok=True)
+        cell.save(args.out / "cell.json")
+        log_path.write_text("".join(log_line(row) for row in history))
+
+    def epoch_done(row: dict[str, Any]) -> None:
+        log.info(
+            "epoch %d: train loss %.4f, validation perplexity %.2f%s",
+            row["epoch"],
+            row["train_loss"],
+            row["val_perplexity"],
+            " (averaged)" if row["averaged"] else "",
+        )
+        with open(log_path, "a") as f:
+            f.write(log_line(row))
+
     result = train_final_lm(
         model,
         corpus,
         recipe,
         seed=args.seed,
         device=device,
-        on_epoch=lambda r: log.info(
-            "epoch %d: train loss %.4f, validation perplexity %.2f%s",
-            r["epoch"],
-            r["train_loss"],
-            r["val_perplexity"],
-            " (averaged)" if r["averaged"] else "",
-        ),
+        checkpoints=args.out / "checkpoints",
+        resume=args.resume,
+        run_info={
+            "task": "rnn",
+            "data": {
+                "path": str(Path(args.data_dir).resolve()),
+                "vocab": corpus.ntokens,
+                **{f"{side}_tokens": len(getattr(corpus, side)) for side in SIDES},
+            },
+            "cell": cell.to_dict(),
+            "nhid": args.nhid,
+            "dropouts": dropouts.__dict__,
+        },
+        on_start=start,
+        on_epoch=epoch_done,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
         state = {  # the decoder weight is the embedding (tied): store it once
             k: v.detach().cpu().contiguous()
@@ -125,7 +155,6 @@ def run_train(args: argparse.Namespace) -> int:
         }
         weights = args.out / "weights.safetensors"
         save_file(state, str(weights), metadata={"tied": "decoder.weight"})
-    cell.save(args.out / "cell.json")
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
     metrics = {
@@ -137,6 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
         "asgd_epoch": result.asgd_epoch,
         "diverged": result.diverged,
         "diverged_epoch": result.diverged_epoch,
+        "resumed_from_epoch": result.resumed_from,
         "params": params,
         "recipe": {**recipe.__dict__, "dropouts": dropouts.__dict__, "nhid": args.nhid},
         "history": result.history,
@@ -156,6 +186,11 @@ def run_train(args: argparse.Namespace) -> int:
         f"weights in {args.out / 'weights.safetensors'}"
     )
     return 0
+
+
+def log_line(row: dict[str, Any]) -> str:
+    """One epoch's line of ``log.jsonl``, strict JSON (NaN and inf become ``null``)."""
+    return json.dumps(finite_or_none(row), allow_nan=False) + "\n"
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

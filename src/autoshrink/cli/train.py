@@ -5,11 +5,13 @@ The CNN branch builds a macro network (the proxy-style ``cifar-proxy`` or the Im
 ``shrinkcnn-imagenet``, or a recipe JSON file) on one process, or on several under
 ``torchrun`` (one per GPU; gloo on CPUs). Rank 0 writes ``recipe.json``, ``cell.json``,
 ``log.jsonl``, ``checkpoints/`` (every epoch), ``weights.safetensors`` (the evaluated weights:
-the EMA when the recipe has one) and ``metrics.json`` into ``--out``.
+the EMA when the recipe has one) and ``metrics.json`` into ``--out``. The RNN branch
+(``--task rnn``) is :mod:`autoshrink.cli.rnn`; it checkpoints every epoch too.
 
-``--out`` may not hold an earlier training's results unless ``--resume`` continues it, and a
-resume of another run (cell, macro, data set, recipe or seed changed) is refused before any
-work. The options of one ``--task`` (:func:`task_option`) are an error with the other. A
+``--out`` may not hold an earlier training's results unless ``--resume`` continues it (both
+tasks), and a resume of another run (cell, macro, data set, recipe or seed changed) is
+refused before any work. The options of one ``--task`` (:func:`task_option`) are an error
+with the other; ``--resume`` is shared. A
 training whose loss turns NaN/inf writes ``metrics.json`` (``diverged_epoch``) and ends with
 a one-line error.
 """
@@ -79,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
     p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training in --out from its newest checkpoint (cnn and rnn; from "
+        "scratch, with a warning, when there is none); refused when the settings differ",
+    )
     cnn: dict[str, tuple[str, Any]] = {}
     add_cnn_arguments(partial(task_option, p.add_argument_group("--task cnn"), cnn))
     group = p.add_argument_group(
@@ -113,12 +121,6 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
     option("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
     option("--precision", choices=PRECISIONS, default=None, help="None: the recipe's")
     option("--workers", type=int, default=0, help="DataLoader processes per process")
-    option(
-        "--resume",
-        action="store_true",
-        default=False,
-        help="continue from the newest checkpoint in --out (from scratch when there is none)",
-    )
 
 
 def task_option(
@@ -154,16 +156,17 @@ def run(args: argparse.Namespace) -> int:
     """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
     settle_task_options(args)
     claim_folder(args.out, "train", resume=args.resume)
-    if args.task == "rnn":
-        return rnn.run_train(args)
     if args.resume:
         check_resumable(args.out)
+    if args.task == "rnn":
+        return rnn.run_train(args)
     return run_cnn(args)
 
 
 def check_resumable(out: Path) -> None:
     """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
-    an rnn training): starting it afresh would replace its results."""
+    one written before rnn training kept checkpoints): starting it afresh would replace its
+    results."""
     if (out / "metrics.json").exists() and latest_epoch(out / "checkpoints") is None:
         raise ConfigError(
             f"--out {out} holds a finished training (metrics.json) but no checkpoint to resume "

@@ -9,7 +9,9 @@ does, so a kill at any moment leaves the previous checkpoint whole. The newest `
 checkpoints are kept.
 
 :func:`flatten_optimizer` / :func:`unflatten_optimizer` split an optimiser's state dict into
-tensors and JSON and back; :func:`differences` names what a resumed run changed.
+tensors and JSON and back; :func:`differences` names what a resumed run changed, and
+:func:`check_same_run` refuses a checkpoint whose :func:`run_identity` -- recipe, seed and the
+caller's description of the run -- is not this run's.
 """
 
 from __future__ import annotations
@@ -153,3 +155,32 @@ def differences(recorded: Any, current: Any, path: str = "") -> list[str]:
     if max(len(old), len(new)) > 40:
         return [f"{path} changed"]
     return [f"{path}: {old} -> {new}"]
+
+
+def run_identity(
+    recipe: dict[str, Any], seed: int, run_info: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a checkpoint records of the run it belongs to (as JSON reads it back): the recipe
+    (as a JSON object), the seed and ``run_info`` (what is trained on what: network, data)."""
+    return json.loads(json.dumps({"run": run_info, "recipe": recipe, "seed": seed}))
+
+
+def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
+    """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
+    first settings that differ."""
+    recorded = {key: ckpt.state.get(key) for key in identity}
+    if "run" not in ckpt.state:  # written before checkpoints recorded the run
+        logger.warning("%s: the checkpoint does not record its network and data set", where)
+        recorded["run"] = identity["run"]
+
+    def flat(ident: dict[str, Any]) -> dict[str, Any]:  # run_info's keys at the top
+        return {**(ident["run"] or {}), "recipe": ident["recipe"], "seed": ident["seed"]}
+
+    changed = differences(flat(recorded), flat(identity))
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise JournalError(
+            f"{where}: the checkpoint of epoch {ckpt.epoch} is of another run "
+            f"({', '.join(changed[:3])}{more}); resume with the same settings or choose "
+            "another folder"
+        )

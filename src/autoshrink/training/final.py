@@ -44,10 +44,11 @@ from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loade
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
     Checkpoint,
+    check_same_run,
     clear_checkpoints,
-    differences,
     flatten_optimizer,
     load_latest,
+    run_identity,
     save_checkpoint,
     unflatten_optimizer,
 )
@@ -83,10 +84,6 @@ def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     if p == "fp16" and device.type != "cuda":
         raise ConfigError(f"precision fp16 needs a GPU; the device is {device}")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
-
-
-def _json_roundtrip(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 class _Run:
@@ -253,32 +250,6 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run_identity(recipe: Recipe, seed: int, run_info: dict[str, Any] | None) -> dict[str, Any]:
-    """What a checkpoint records of the run it belongs to (as JSON reads it back)."""
-    return _json_roundtrip({"run": run_info, "recipe": recipe.to_dict(), "seed": seed})
-
-
-def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
-    """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
-    first settings that differ."""
-    recorded = {key: ckpt.state.get(key) for key in identity}
-    if "run" not in ckpt.state:  # written before checkpoints recorded the run
-        logger.warning("%s: the checkpoint does not record its network and data set", where)
-        recorded["run"] = identity["run"]
-
-    def flat(ident: dict[str, Any]) -> dict[str, Any]:  # run_info's keys at the top
-        return {**(ident["run"] or {}), "recipe": ident["recipe"], "seed": ident["seed"]}
-
-    changed = differences(flat(recorded), flat(identity))
-    if changed:
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise JournalError(
-            f"{where}: the checkpoint of epoch {ckpt.epoch} is of another run "
-            f"({', '.join(changed[:3])}{more}); resume with the same settings or choose "
-            "another folder"
-        )
-
-
 def train_final(
     model: nn.Module,
     data: TrainingData,
@@ -312,7 +283,7 @@ def train_final(
     folder = None if out is None else Path(out)
     ckpt_dir = None if folder is None else folder / "checkpoints"
     ckpt = load_latest(ckpt_dir) if ckpt_dir is not None and resume else None
-    identity = run_identity(recipe, seed, run_info)
+    identity = run_identity(recipe.to_dict(), seed, run_info)
     if ckpt is not None and ckpt_dir is not None:
         check_same_run(ckpt, identity, ckpt_dir)
     run = _Run(model, data, recipe, ctx, seed, workers, identity)

@@ -1,0 +1,232 @@
+"""``autoshrink train --task rnn --resume``: a final language-model training killed after an
+epoch and resumed reproduces the uninterrupted one exactly (history, weights, perplexities,
+averaged SGD included); a resume of another run is refused naming the change; a folder holding
+a finished training is refused without ``--resume`` and resumed with it; ``--resume`` with no
+checkpoint starts from scratch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autoshrink.cli import rnn as rnn_cli
+from autoshrink.data.text import Corpus, load_text
+from autoshrink.errors import JournalError
+from autoshrink.graph import Cell
+from autoshrink.nn.rnn import Dropouts, RNNModel
+from autoshrink.training.checkpoint import latest_epoch
+from autoshrink.training.language import FinalLMResult, LMRecipe, train_final_lm
+from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
+
+CELL = Cell("rnn", ("input", "tanh", "identity"), ((0, 1), (0, 2), (1, 2)))
+RNN = Path(__file__).resolve().parents[1] / "src" / "autoshrink" / "cells" / "shrinkrnn.json"
+# nonmono 1 on this corpus: averaged SGD starts after epoch 4 (checked by the tests)
+RECIPE = LMRecipe(
+    epochs=6, batch_size=8, bptt=10, lr=5.0, nonmono=1, eval_batch_size=4, test_batch_size=4
+)
+FLAGS = ["--nhid", "8", "--epochs", "3", "--batch-size", "8", "--bptt", "10",
+         "--eval-batch-size", "4", "--test-batch-size", "4", "--lr", "5"]  # fmt: skip
+
+
+class Killed(Exception):
+    """Stands for the kill of a training after an epoch."""
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    return write_tiny_corpus(tmp_path / "corpus", n_train=60, n_eval=20)
+
+
+@pytest.fixture
+def corpus(corpus_dir: Path) -> Corpus:
+    return load_text(corpus_dir)
+
+
+def train(corpus: Corpus, folder: Path | None, *, resume: bool = False, kill_after: int = 0,
+          init_seed: int = 0) -> tuple[FinalLMResult, RNNModel]:  # fmt: skip
+    """A run of RECIPE with dropout; ``kill_after``: stop it (an exception) after that epoch."""
+    torch.manual_seed(init_seed)
+    model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
+
+    def on_epoch(row: dict) -> None:
+        if row["epoch"] == kill_after:
+            raise Killed
+
+    result = train_final_lm(model, corpus, RECIPE, seed=0, checkpoints=folder, resume=resume,
+                            run_info={"cell": CELL.to_dict()}, on_epoch=on_epoch)  # fmt: skip
+    return result, model
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+@pytest.mark.parametrize("kill_after", [2, 4, 5])  # before, as and after averaged SGD starts
+def test_a_killed_training_resumes_to_the_uninterrupted_run(
+    corpus: Corpus, tmp_path: Path, kill_after: int
+) -> None:
+    whole, whole_model = train(corpus, None)
+    assert whole.asgd_epoch == 4 and not whole.diverged  # the setting exercises averaged SGD
+    assert [h["averaged"] for h in whole.history] == [False] * 4 + [True] * 2
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Killed):
+        train(corpus, folder, kill_after=kill_after)
+    assert latest_epoch(folder) == kill_after
+    # another initialisation: everything must come from the checkpoint
+    resumed, model = train(corpus, folder, resume=True, init_seed=7)
+    assert resumed.resumed_from == kill_after
+    assert resumed.history == whole.history
+    assert (resumed.best_epoch, resumed.asgd_epoch) == (whole.best_epoch, whole.asgd_epoch)
+    assert resumed.valid_perplexity == whole.valid_perplexity
+    assert resumed.test_perplexity == whole.test_perplexity
+    assert_same_weights(model, whole_model)
+    assert sorted(p.name for p in folder.iterdir()) == [  # the newest two are kept
+        "epoch-0005.json", "epoch-0005.safetensors", "epoch-0006.json", "epoch-0006.safetensors"
+    ]  # fmt: skip
+
+
+def test_resuming_a_finished_training_changes_nothing(corpus: Corpus, tmp_path: Path) -> None:
+    whole, whole_model = train(corpus, tmp_path / "checkpoints")
+    again, model = train(corpus, tmp_path / "checkpoints", resume=True, init_seed=7)
+    assert again.resumed_from == RECIPE.epochs and again.history == whole.history
+    assert again.test_perplexity == whole.test_perplexity
+    assert_same_weights(model, whole_model)
+
+
+def test_a_resume_of_another_run_is_refused_before_anything_changes(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Killed):
+        train(corpus, folder, kill_after=2)
+    before = snapshot(folder)
+    model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
+    with pytest.raises(JournalError, match=r"epoch 2 is of another run \(seed: 0 -> 1\)"):
+        train_final_lm(model, corpus, RECIPE, seed=1, checkpoints=folder, resume=True,
+                       run_info={"cell": CELL.to_dict()})  # fmt: skip
+    assert snapshot(folder) == before
+
+
+def test_a_fresh_run_removes_stale_checkpoints(
+    corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Killed):
+        train(corpus, folder, kill_after=5)
+    with caplog.at_level(logging.WARNING), pytest.raises(Killed):
+        train(corpus, folder, kill_after=1)
+    assert "removed the checkpoints of an earlier run" in caplog.text
+    assert latest_epoch(folder) == 1 and len(list(folder.iterdir())) == 2
+
+
+# ----------------------------------------------------------------- the command line
+def test_the_cli_resumes_a_killed_training_to_the_same_weights(
+    cli, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", whole)
+    assert code == 0, err
+    line = rnn_cli.log_line
+
+    def kill_after_2(row: dict) -> str:  # the log line is written after the checkpoint
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        return line(row)
+
+    monkeypatch.setattr(rnn_cli, "log_line", kill_after_2)
+    code, _, _ = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
+    assert code == 130 and not (cut / "metrics.json").exists()
+    assert len((cut / "log.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(rnn_cli, "log_line", line)
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--resume",
+                       "--out", cut)  # fmt: skip
+    assert code == 0, err
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, cut))
+    assert b.pop("resumed_from_epoch") == 2 and a.pop("resumed_from_epoch") == 0
+    assert a == b
+    assert (cut / "log.jsonl").read_text() == (whole / "log.jsonl").read_text()
+    wa, wb = (load_file(str(d / "weights.safetensors")) for d in (whole, cut))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture
+def finished(cli, corpus_dir: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "lm"
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", out)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [(["--nhid", "16"], "nhid: 8 -> 16"), (["--seed", "1"], "seed: 0 -> 1"),
+     (["--lr", "2"], "recipe.lr: 5.0 -> 2.0"), (["--no-asgd"], "recipe.asgd: true -> false")],
+)  # fmt: skip
+def test_the_cli_refuses_a_resume_of_another_run(
+    cli, finished: Path, corpus_dir: Path, change: list[str], named: str
+) -> None:
+    before = snapshot(finished)
+    code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, *change,
+                            "--resume", "--out", finished)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "of another run" in err and named in err and "epoch 3" in err
+    assert "perplexity" not in stdout
+    assert snapshot(finished) == before
+
+
+def test_a_folder_holding_a_training_is_refused_and_resumes_as_it_says(
+    cli, finished: Path, corpus_dir: Path
+) -> None:
+    before = snapshot(finished)
+    args = ["train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", finished]
+    code, _, err = cli(*args)
+    assert code == 2 and err.count("\n") == 1 and str(finished) in err, err
+    assert "continue it with --resume" in err
+    assert snapshot(finished) == before
+    metrics = json.loads((finished / "metrics.json").read_text())
+    code, stdout, err = cli(*args, "--resume")  # what the message says works
+    assert code == 0, err
+    again = json.loads((finished / "metrics.json").read_text())
+    assert again.pop("resumed_from_epoch") == 3 and metrics.pop("resumed_from_epoch") == 0
+    assert again == metrics and "test perplexity" in stdout
+
+
+def test_a_finished_folder_without_a_checkpoint_is_refused_with_resume(
+    cli, finished: Path, corpus_dir: Path
+) -> None:
+    for p in (finished / "checkpoints").iterdir():
+        p.unlink()
+    before = snapshot(finished)
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--resume",
+                       "--out", finished)  # fmt: skip
+    assert code == 2 and "no checkpoint to resume from" in err and err.count("\n") == 1, err
+    assert snapshot(finished) == before
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(
+    cli, corpus_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "fresh"
+    with caplog.at_level(logging.WARNING, logger="autoshrink.training.language"):
+        code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                           "--resume", "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert "no checkpoint to resume from; training starts from scratch" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 0 and len(metrics["history"]) == 3
+    assert math.isfinite(metrics["test_perplexity"])
+    assert latest_epoch(out / "checkpoints") == 3
+    assert len((out / "log.jsonl").read_text().splitlines()) == 3
