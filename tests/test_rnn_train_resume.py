@@ -21,7 +21,7 @@ from autoshrink.errors import JournalError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.training.checkpoint import latest_epoch
-from autoshrink.training.language import FinalLMResult, LMRecipe, train_final_lm
+from autoshrink.training.final_language import FinalLMResult, LMRecipe, train_final_lm
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
 
 CELL = Cell("rnn", ("input", "tanh", "identity"), ((0, 1), (0, 2), (1, 2)))

@@ -17,14 +17,12 @@ from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.objectives import Score
 from autoshrink.spaces.cells import published_cell
-from autoshrink.training import language
+from autoshrink.training import final_language
+from autoshrink.training.final_language import LMRecipe, WeightAverage, train_final_lm
 from autoshrink.training.language import (
-    LMRecipe,
     RNNProxyTraining,
-    WeightAverage,
     evaluate_lm,
     train_epoch,
-    train_final_lm,
     train_proxy_lm,
     windows,
 )
@@ -174,7 +172,7 @@ def test_final_training_switches_to_averaged_sgd(small, monkeypatch) -> None:
     # Validation losses that only get worse: with nonmono = 1 the DARTS rule (loss above the
     # best of all but the last epoch) first holds at epoch 3; epoch 4 trains averaged.
     losses = iter([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
-    monkeypatch.setattr(language, "evaluate_lm", lambda model, data, bptt: next(losses))
+    monkeypatch.setattr(final_language, "evaluate_lm", lambda model, data, bptt: next(losses))
     torch.manual_seed(0)
     model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
     recipe = LMRecipe(epochs=4, batch_size=16, bptt=10, nonmono=1, test_batch_size=4)
@@ -201,7 +199,7 @@ def test_final_training_stops_when_validation_diverges(small, monkeypatch) -> No
     """Epoch 2's validation loss is NaN: training stops there, epoch 1's weights give the
     test perplexity."""
     losses = iter([1.0, math.nan, 1.5])  # validation of epochs 1, 2; then the test
-    monkeypatch.setattr(language, "evaluate_lm", lambda model, data, bptt: next(losses))
+    monkeypatch.setattr(final_language, "evaluate_lm", lambda model, data, bptt: next(losses))
     torch.manual_seed(0)
     model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
     recipe = LMRecipe(epochs=5, batch_size=16, bptt=10, test_batch_size=4)

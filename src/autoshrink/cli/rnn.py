@@ -36,7 +36,7 @@ from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import Cell
 from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
-from autoshrink.training.language import LMRecipe, train_final_lm
+from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 if TYPE_CHECKING:
     from autoshrink.search import SearchResult

@@ -43,7 +43,7 @@ from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.training.checkpoint import latest_epoch
 from autoshrink.training.distributed import distributed
 from autoshrink.training.final import FinalResult, train_final
-from autoshrink.training.language import LMRecipe
+from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,351 @@
+"""Final training of a word-level language model (method §7, DARTS-style).
+
+:func:`train_final_lm`: SGD lr 20, batch 64, BPTT lengths drawn around 35 with the learning
+rate scaled by length (:func:`autoshrink.training.language.train_epoch`), weight decay 8e-7,
+temporal activation regularisation, the dropouts of the model, and an optional switch to
+averaged SGD when the validation loss stops improving; the best validation weights give the
+test perplexity. With a checkpoint folder it writes a checkpoint after every epoch
+(:mod:`autoshrink.training.checkpoint`: tensors in safetensors, the rest in JSON) and
+``resume=True`` continues the newest one, reproducing the uninterrupted run: the model, the
+optimiser, the averaged and the best weights, the history and the numpy and torch generators
+(window lengths, dropout) are all restored; a checkpoint of another run (recipe, seed, or what
+the caller says the run is) is refused, naming what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoshrink.data.text import Corpus, batchify
+from autoshrink.errors import JournalError
+from autoshrink.training.checkpoint import (
+    Checkpoint,
+    check_same_run,
+    clear_checkpoints,
+    flatten_optimizer,
+    load_latest,
+    run_identity,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+from autoshrink.training.language import check_fields, evaluate_lm, perplexity, train_epoch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMRecipe:
+    """The DARTS-style final recipe of method §7 (the model carries the dropouts)."""
+
+    epochs: int = 30  # the paper trains up to 3000
+    batch_size: int = 64
+    bptt: int = 35
+    max_seq_len_delta: int = 20
+    lr: float = 20.0
+    clip: float = 0.25
+    weight_decay: float = 8e-7
+    tar: float = 1e-3  # temporal activation regularisation (beta)
+    asgd: bool = True  # switch to averaged SGD when validation stops improving
+    nonmono: int = 5
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        counts = ("epochs", "batch_size", "bptt", "nonmono", "eval_batch_size", "test_batch_size")
+        check_fields(
+            "training recipe",
+            self,
+            {
+                ">= 1": counts,
+                ">= 0": ("max_seq_len_delta",),
+                "finite and > 0": ("lr", "clip"),
+                "finite and >= 0": ("weight_decay", "tar"),
+            },
+        )
+
+
+@dataclass
+class FinalLMResult:
+    """Best validation perplexity, the test perplexity of those weights, and the history
+    (the epoch whose training or validation loss turned NaN/inf, if one did, is its last row)."""
+
+    valid_perplexity: float
+    test_perplexity: float
+    best_epoch: int
+    asgd_epoch: int | None
+    diverged_epoch: int | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0  # the epoch of the checkpoint it continued (0: a fresh start)
+
+    @property
+    def diverged(self) -> bool:
+        """Whether training stopped at a NaN/inf loss."""
+        return self.diverged_epoch is not None
+
+
+class WeightAverage:
+    """Running mean of a model's parameters (averaged SGD with ``t0 = 0``, ``lambd = 0``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = list(model.parameters())
+        self.mean = [p.detach().clone() for p in self.params]
+        self.n = 1
+
+    def update(self) -> None:
+        self.n += 1
+        with torch.no_grad():
+            for m, p in zip(self.mean, self.params, strict=True):
+                m.add_(p - m, alpha=1.0 / self.n)
+
+    def swap(self) -> None:
+        """Exchange the live weights with the averaged ones (call twice to undo)."""
+        with torch.no_grad():
+            for m, p in zip(self.mean, self.params, strict=True):
+                tmp = p.detach().clone()
+                p.copy_(m)
+                m.copy_(tmp)
+
+
+@dataclass
+class _FinalLMState:
+    """What :func:`train_final_lm` carries from one epoch to the next besides the model, the
+    optimiser and the generators; all of it goes into each checkpoint."""
+
+    best_state: dict[str, torch.Tensor]
+    average: WeightAverage | None = None
+    asgd_epoch: int | None = None
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    losses: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ties(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """``{key: earlier key}`` for the entries of a state dict that are another's tensor (a
+    tied decoder): safetensors stores each tensor once."""
+    first: dict[tuple[int, tuple[int, ...]], str] = {}
+    ties: dict[str, str] = {}
+    for key, value in state.items():
+        where = (value.data_ptr(), tuple(value.shape))
+        if where in first:
+            ties[key] = first[where]
+        else:
+            first[where] = key
+    return ties
+
+
+def _lm_snapshot(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    st: _FinalLMState,
+    rng: np.random.Generator,
+    identity: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint of a final LM training: its tensors and its JSON state."""
+    live = model.state_dict()
+    ties = _ties(live)
+    tensors = {f"model.{k}": v for k, v in live.items() if k not in ties}
+    tensors.update({f"best.{k}": v for k, v in st.best_state.items() if k not in ties})
+    opt_tensors, opt_rest = flatten_optimizer(opt.state_dict(), "optim")
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    state: dict[str, Any] = {
+        **identity,
+        "tied": ties,
+        "optimizer": opt_rest,
+        "numpy_rng": rng.bit_generator.state,
+        "asgd_epoch": st.asgd_epoch,
+        "average_n": None,
+        "best_loss": st.best_loss,
+        "best_epoch": st.best_epoch,
+        "losses": st.losses,
+        "history": st.history,
+    }
+    if st.average is not None:
+        tensors.update({f"average.{i}": m for i, m in enumerate(st.average.mean)})
+        state["average_n"] = st.average.n
+    return tensors, state
+
+
+def _lm_restore(
+    ckpt: Checkpoint,
+    where: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> _FinalLMState:
+    """Load a checkpoint written by :func:`_lm_snapshot` into ``model``, ``opt`` and ``rng``;
+    returns the rest of the training's state."""
+    s = ckpt.state
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        n = len(prefix)
+        found = {k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+        for key, same in s["tied"].items():
+            found[key] = found[same]
+        return found
+
+    try:
+        model.load_state_dict(part("model."))
+        best_state = part("best.")
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise JournalError(
+            f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
+            f"({first}); resume with the same settings or choose another folder"
+        ) from None
+    device = next(model.parameters()).device
+    opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
+    rng.bit_generator.state = s["numpy_rng"]
+    torch.set_rng_state(ckpt.tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in ckpt.tensors:
+        torch.cuda.set_rng_state(ckpt.tensors["rng.cuda"], device)
+    average = None
+    if s["average_n"] is not None:
+        average = WeightAverage(model)
+        with torch.no_grad():
+            for i, m in enumerate(average.mean):
+                m.copy_(ckpt.tensors[f"average.{i}"])
+        average.n = int(s["average_n"])
+    return _FinalLMState(
+        best_state={k: v.to(device) for k, v in best_state.items()},
+        average=average,
+        asgd_epoch=s["asgd_epoch"],
+        best_loss=float(s["best_loss"]),
+        best_epoch=int(s["best_epoch"]),
+        losses=[float(v) for v in s["losses"]],
+        history=list(s["history"]),
+    )
+
+
+def train_final_lm(
+    model: nn.Module,
+    corpus: Corpus,
+    recipe: LMRecipe,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    checkpoints: str | Path | None = None,
+    resume: bool = False,
+    run_info: dict[str, Any] | None = None,
+    on_start: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FinalLMResult:
+    """Train ``model`` on ``corpus.train``; keep the best validation weights; report test.
+
+    On return the model holds the best weights (the averaged ones if they were best). A
+    training or validation loss that turns NaN/inf ends the training after that epoch
+    (``diverged_epoch``); the best weights so far are kept.
+
+    ``checkpoints``: a folder where each finished epoch writes a checkpoint (the newest two are
+    kept; a diverged epoch writes none) -- model, optimiser, averaged weights, best weights,
+    history and the numpy and torch generators, so that a resumed run reproduces the one that
+    was not interrupted. ``resume``: continue from the newest checkpoint there -- refused, with
+    a :class:`~autoshrink.errors.JournalError` naming what changed, when its recipe, seed or
+    ``run_info`` (what the run is: cell, data, model sizes; JSON) differ from these -- or
+    start fresh, with a warning, when there is none; without it, old checkpoints there are
+    removed. ``on_start(history)`` is called once the run is set up and a resumed checkpoint
+    restored (``history``: its epochs, empty for a fresh run), before anything is written;
+    ``on_epoch(row)`` gets each epoch's summary, after its checkpoint.
+    """
+    dev = torch.device(device)
+    rng = np.random.default_rng(seed)
+    folder = None if checkpoints is None else Path(checkpoints)
+    identity = run_identity(asdict(recipe), seed, run_info)
+    ckpt = load_latest(folder) if folder is not None and resume else None
+    if ckpt is not None and folder is not None:
+        check_same_run(ckpt, identity, folder)
+
+    def tensor(ids: np.ndarray, b: int) -> torch.Tensor:
+        return torch.from_numpy(batchify(ids, b)).to(dev)
+
+    train = tensor(corpus.train, recipe.batch_size)
+    valid = tensor(corpus.valid, recipe.eval_batch_size)
+    test = tensor(corpus.test, recipe.test_batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    st = _FinalLMState(best_state=copy.deepcopy(model.state_dict()))
+    start = 1
+    if ckpt is not None and folder is not None:
+        st = _lm_restore(ckpt, folder, model, opt, rng)
+        start = ckpt.epoch + 1
+    elif resume and folder is not None:
+        logger.warning(
+            "%s: no checkpoint to resume from; training starts from scratch (epoch 1 of %d)",
+            folder,
+            recipe.epochs,
+        )
+    if on_start is not None:
+        on_start(list(st.history))
+    if folder is not None and start == 1 and clear_checkpoints(folder):
+        logger.warning("%s: removed the checkpoints of an earlier run", folder)
+    diverged_epoch: int | None = None
+    for epoch in range(start, recipe.epochs + 1):
+        average = st.average
+        train_loss = train_epoch(
+            model,
+            opt,
+            train,
+            bptt=recipe.bptt,
+            clip=recipe.clip,
+            rng=rng,
+            tar=recipe.tar,
+            after_step=average.update if average is not None else None,
+        )
+        val_loss = math.nan
+        if math.isfinite(train_loss):
+            if average is not None:
+                average.swap()
+            val_loss = evaluate_lm(model, valid, recipe.bptt)
+            if val_loss < st.best_loss:
+                st.best_loss, st.best_epoch = val_loss, epoch
+                st.best_state = copy.deepcopy(model.state_dict())
+            if average is not None:
+                average.swap()
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_perplexity": math.nan if math.isnan(val_loss) else perplexity(val_loss),
+            "averaged": average is not None,
+        }
+        st.history.append(row)
+        finished = math.isfinite(train_loss) and math.isfinite(val_loss)
+        if finished:
+            if (
+                recipe.asgd
+                and average is None
+                and len(st.losses) > recipe.nonmono
+                and val_loss > min(st.losses[: -recipe.nonmono])
+            ):
+                st.average, st.asgd_epoch = WeightAverage(model), epoch
+            st.losses.append(val_loss)
+            if folder is not None:
+                save_checkpoint(folder, epoch, *_lm_snapshot(model, opt, st, rng, identity))
+        if on_epoch is not None:
+            on_epoch(row)
+        if not finished:
+            diverged_epoch = epoch
+            break
+    model.load_state_dict(st.best_state)
+    test_ppl = perplexity(evaluate_lm(model, test, recipe.bptt)) if st.best_epoch else math.nan
+    return FinalLMResult(
+        perplexity(st.best_loss),
+        test_ppl,
+        st.best_epoch,
+        st.asgd_epoch,
+        diverged_epoch,
+        st.history,
+        resumed_from=start - 1,
+    )
