@@ -45,9 +45,9 @@ from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
 from autoshrink.singlepath.superkernel import SuperNet
 from autoshrink.training.checkpoint import (
-    clear_checkpoints,
+    checkpoint_to_resume,
+    clear_earlier_run,
     flatten_optimizer,
-    load_latest,
     save_checkpoint,
     unflatten_optimizer,
 )
@@ -361,15 +361,13 @@ def run_search(
         )
     history: list[dict[str, Any]] = []
     start = 1
-    ckpt = load_latest(ckpt_dir) if resume else None
+    ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
     if ckpt is not None:
         search.restore(ckpt.tensors, ckpt.state)
         history = list(ckpt.state["history"])
         start = ckpt.epoch + 1
-    elif resume:
-        log.warning("%s: no checkpoint to resume from; starting at epoch 1", ckpt_dir)
-    elif clear_checkpoints(ckpt_dir):  # a folder without settings.json: an unfinished start
-        log.warning("%s: removed the checkpoints of an earlier run", ckpt_dir)
+    elif not resume:  # checkpoints without settings.json: an unfinished start
+        clear_earlier_run(ckpt_dir)
     for epoch in range(start, s.epochs + 1):
         t1 = time.perf_counter()
         stats = search.train_epoch(epoch)

@@ -184,3 +184,31 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
             f"({', '.join(changed[:3])}{more}); resume with the same settings or choose "
             "another folder"
         )
+
+
+def checkpoint_to_resume(
+    folder: Path, resume: bool, identity: dict[str, Any] | None = None, *, warn: bool = True
+) -> Checkpoint | None:
+    """The checkpoint a run continues: with ``resume``, the newest in ``folder`` -- refused
+    (:func:`check_same_run`) when ``identity`` is given and it is of another run -- or, when
+    there is none, ``None`` and a warning (if ``warn``) that the run starts from scratch.
+    Without ``resume``: ``None``."""
+    if not resume:
+        return None
+    ckpt = load_latest(folder)
+    if ckpt is None:
+        if warn:
+            logger.warning(
+                "%s: no checkpoint to resume from; training starts from scratch (epoch 1)", folder
+            )
+        return None
+    if identity is not None:
+        check_same_run(ckpt, identity, folder)
+    return ckpt
+
+
+def clear_earlier_run(folder: Path) -> None:
+    """Remove the checkpoints a run starting at epoch 1 finds in ``folder`` (an earlier run's,
+    which a later resume must not pick up), with a warning when there were any."""
+    if clear_checkpoints(folder):
+        logger.warning("%s: removed the checkpoints of an earlier run", folder)

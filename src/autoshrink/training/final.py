@@ -44,10 +44,9 @@ from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loade
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
     Checkpoint,
-    check_same_run,
-    clear_checkpoints,
+    checkpoint_to_resume,
+    clear_earlier_run,
     flatten_optimizer,
-    load_latest,
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
@@ -282,22 +281,16 @@ def train_final(
     ctx = ctx or DistContext()
     folder = None if out is None else Path(out)
     ckpt_dir = None if folder is None else folder / "checkpoints"
-    ckpt = load_latest(ckpt_dir) if ckpt_dir is not None and resume else None
     identity = run_identity(recipe.to_dict(), seed, run_info)
-    if ckpt is not None and ckpt_dir is not None:
-        check_same_run(ckpt, identity, ckpt_dir)
+    ckpt = None
+    if ckpt_dir is not None:
+        ckpt = checkpoint_to_resume(ckpt_dir, resume, identity, warn=ctx.is_main)
     run = _Run(model, data, recipe, ctx, seed, workers, identity)
     history: list[dict[str, float]] = []
     start = 1
     if ckpt is not None and ckpt_dir is not None:
         history = run.restore(ckpt, ckpt_dir)
         start = ckpt.epoch + 1
-    elif resume and ckpt_dir is not None and ctx.is_main:
-        logger.warning(
-            "%s: no checkpoint to resume from; training starts from scratch (epoch 1 of %d)",
-            ckpt_dir,
-            recipe.epochs,
-        )
     if resume and not ctx.agree(start):
         raise JournalError(
             f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
@@ -307,8 +300,8 @@ def train_final(
         on_start()
     if folder is not None and ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-        if start == 1 and ckpt_dir is not None and clear_checkpoints(ckpt_dir):
-            logger.warning("%s: removed the checkpoints of an earlier run", ckpt_dir)
+        if start == 1 and ckpt_dir is not None:
+            clear_earlier_run(ckpt_dir)
         _write_log(folder / "log.jsonl", history)
     if recipe.warmup_epochs >= recipe.epochs:
         logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)

@@ -15,7 +15,6 @@ the caller says the run is) is refused, naming what changed.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,17 +29,14 @@ from autoshrink.data.text import Corpus, batchify
 from autoshrink.errors import JournalError
 from autoshrink.training.checkpoint import (
     Checkpoint,
-    check_same_run,
-    clear_checkpoints,
+    checkpoint_to_resume,
+    clear_earlier_run,
     flatten_optimizer,
-    load_latest,
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
 )
 from autoshrink.training.language import check_fields, evaluate_lm, perplexity, train_epoch
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,9 +261,7 @@ def train_final_lm(
     rng = np.random.default_rng(seed)
     folder = None if checkpoints is None else Path(checkpoints)
     identity = run_identity(asdict(recipe), seed, run_info)
-    ckpt = load_latest(folder) if folder is not None and resume else None
-    if ckpt is not None and folder is not None:
-        check_same_run(ckpt, identity, folder)
+    ckpt = None if folder is None else checkpoint_to_resume(folder, resume, identity)
 
     def tensor(ids: np.ndarray, b: int) -> torch.Tensor:
         return torch.from_numpy(batchify(ids, b)).to(dev)
@@ -281,16 +275,10 @@ def train_final_lm(
     if ckpt is not None and folder is not None:
         st = _lm_restore(ckpt, folder, model, opt, rng)
         start = ckpt.epoch + 1
-    elif resume and folder is not None:
-        logger.warning(
-            "%s: no checkpoint to resume from; training starts from scratch (epoch 1 of %d)",
-            folder,
-            recipe.epochs,
-        )
     if on_start is not None:
         on_start(list(st.history))
-    if folder is not None and start == 1 and clear_checkpoints(folder):
-        logger.warning("%s: removed the checkpoints of an earlier run", folder)
+    if folder is not None and start == 1:
+        clear_earlier_run(folder)
     diverged_epoch: int | None = None
     for epoch in range(start, recipe.epochs + 1):
         average = st.average
