@@ -378,6 +378,9 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
     assert code == 2
     assert err.startswith("autoshrink: error: ") and needle in err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "settings.json").exists()  # the folder stays free
+    code, _, err = cli("singlepath", *SEARCH, "--out", tmp_path / "run")  # corrected command
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(

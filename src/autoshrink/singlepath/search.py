@@ -341,7 +341,6 @@ def run_search(
                 f"{out / SETTINGS}: the run was started with other settings; resume with the "
                 "same command line or start a fresh --out"
             )
-    _write_json(out / SETTINGS, s.to_dict())
     data = load_search_data(s)
     deploy = MobileNetV2Spec(
         width=s.width,
@@ -359,6 +358,7 @@ def run_search(
         model.check_target(
             s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
+    _write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
     history: list[dict[str, Any]] = []
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
