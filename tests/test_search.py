@@ -269,6 +269,8 @@ def test_presets_and_config_round_trip(tmp_path):
     assert cfg.k == 3 and cfg.training.epochs == 2 and cfg.dataset == "digits"
     cfg.save(tmp_path / "c.json")
     assert SearchConfig.load(tmp_path / "c.json") == cfg
+    cfg.save(str(tmp_path / "s.json"))  # a path as a string, as the docs' snippets write it
+    assert SearchConfig.load(str(tmp_path / "s.json")) == cfg
     paper = preset("paper")
     assert (paper.nodes, paper.k, paper.per_class, paper.val_size) == (8, 10, 500, 1000)
     assert (paper.training.epochs, paper.training.lr, paper.training.batch_size) == (20, 4e-3, 128)

@@ -315,11 +315,11 @@ class SearchConfig:
                 raise
             raise ConfigError(f"{source}: {err}") from None
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> SearchConfig:
+    def load(cls, path: str | Path) -> SearchConfig:
         """The config saved in the JSON file ``path``; any problem is a one-line
         :class:`ConfigError` naming the file (and the key)."""
         data = read_json_file(path, ConfigError, "config")

@@ -101,12 +101,12 @@ def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str 
     return None
 
 
-def read_text_file(path: Path, error: type[AutoshrinkError], what: str) -> str:
+def read_text_file(path: str | Path, error: type[AutoshrinkError], what: str) -> str:
     """The UTF-8 text of the ``what`` file ``path`` (``"config"``, ``"text"``, ...); a missing
     file, a folder in its place, an unreadable file or bytes that are not UTF-8 is a one-line
     ``error`` naming the file."""
     try:
-        return path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such {what} file") from None
     except IsADirectoryError:
@@ -117,7 +117,7 @@ def read_text_file(path: Path, error: type[AutoshrinkError], what: str) -> str:
         raise error(f"{path}: cannot read the {what} file ({err.strerror})") from None
 
 
-def read_json_file(path: Path, error: type[AutoshrinkError], what: str) -> Any:
+def read_json_file(path: str | Path, error: type[AutoshrinkError], what: str) -> Any:
     """The JSON value in the ``what`` file ``path``: :func:`read_text_file`'s errors, and
     malformed JSON as a one-line ``error`` naming the file and the line."""
     return parse_json(read_text_file(path, error, what), str(path), error)
