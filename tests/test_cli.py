@@ -115,6 +115,9 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
 def test_resume_refuses_new_settings(cli, tmp_path):
     code, _, err = cli("search", "--resume", tmp_path, "--k", "3")
     assert code == 2 and "config.json" in err
+    code, _, err = cli("search", "--resume", tmp_path, "--epochs", "3", "--data", tmp_path,
+                       "--lambda", "0.2", "--max-macs", "1e6")  # fmt: skip
+    assert code == 2 and err.rstrip().endswith("drop --data --epochs --lambda --max-macs"), err
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,15 @@ OVERRIDES = {
     "objective": "objective",
     "test_domain": "test_domain",
 }
+#: Every option that sets what a search is (OVERRIDES and the options read by hand), by its
+#: argparse name: ``--resume`` takes these from the run's config.json.
+RUN_SETTINGS = (
+    *OVERRIDES,
+    *("weight", "cost", "task", "max_macs", "max_params", "max_latency", "screening_stages"),
+    *("synthetic_mix", "latency_backend", "latency_device"),
+)
+#: Option names whose flag is not ``--`` and the name with dashes.
+FLAGS = {"data_dir": "--data", "weight": "--lambda"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -359,10 +368,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
             )
-        if given or args.weight is not None or args.cost is not None or args.task is not None:
+        flags = [
+            FLAGS.get(name, "--" + name.replace("_", "-"))
+            for name in RUN_SETTINGS
+            if getattr(args, name) is not None
+        ]
+        if flags:
             raise ConfigError(
-                "--resume takes its settings from the run's config.json; "
-                f"drop {sorted(given) + (['lambda'] if args.weight is not None else [])}"
+                f"--resume takes its settings from the run's config.json; drop {' '.join(flags)}"
             )
         run_dir, config = args.resume, None
         if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
