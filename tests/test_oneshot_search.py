@@ -176,8 +176,10 @@ def test_bad_oneshot_settings(cli, tmp_path):
     )
     assert code == 2 and err.strip() == "autoshrink: error: oneshot_epochs must be >= 0, got -1"
     assert not (tmp_path / "x").exists()
-    with pytest.raises(ConfigError, match="evaluator oneshot needs strategy autoshrink"):
+    with pytest.raises(ConfigError, match="needs strategy autoshrink .*, not 'rea'$"):
         config(strategy="rea")
+    with pytest.raises(ConfigError, match="needs score_start true"):
+        config(score_start=False)
 
 
 def test_rnn_cells_inherit_their_edge_matrices(tmp_path):

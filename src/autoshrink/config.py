@@ -194,10 +194,15 @@ class SearchConfig:
             raise ConfigError(f"unknown evaluator {self.evaluator!r}; expected one of {EVALUATORS}")
         if self.oneshot_epochs < 0:
             raise ConfigError(f"oneshot_epochs must be >= 0, got {self.oneshot_epochs}")
-        if self.evaluator == "oneshot" and (self.strategy != "autoshrink" or not self.score_start):
+        if self.evaluator == "oneshot" and self.strategy != "autoshrink":
             raise ConfigError(
-                "evaluator oneshot needs strategy autoshrink and score_start (the complete cell "
-                f"trained first); got strategy {self.strategy}, score_start={self.score_start}"
+                "evaluator oneshot needs strategy autoshrink (each candidate inherits its "
+                f"parent's weights along the shrink trajectory), not {self.strategy!r}"
+            )
+        if self.evaluator == "oneshot" and not self.score_start:
+            raise ConfigError(
+                "evaluator oneshot needs score_start true: the complete cell is trained first "
+                "and every candidate inherits from it"
             )
         if self.evaluator == "oneshot" and self.objective != "erm":
             raise ConfigError(
