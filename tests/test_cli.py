@@ -155,3 +155,17 @@ def test_every_sub_command_is_listed_and_parses_alone():
         with pytest.raises(SystemExit) as stop:
             parser.parse_args([name, "--help"])
         assert stop.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "name, shown", [("search", "(default: demo)"), ("train", "(default: 0)")]
+)  # a zero is a default, not a missing one
+def test_help_shows_only_defaults_that_say_something(capsys, name, shown):
+    from autoshrink.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser(name).parse_args([name, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default: default" not in out  # help that names its default is left alone
+    assert shown in out

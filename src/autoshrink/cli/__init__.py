@@ -45,6 +45,21 @@ examples:
 """
 
 
+def shows_default(default: object, text: str) -> bool:
+    """Whether an option's help should end with ``(default: X)``: not for an option without a
+    default (``None``: the preset's or the run's value applies), a flag (``False``), or help
+    that already names its default."""
+    return not (default is None or default is False or "default" in text)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to an option's help where :func:`shows_default` says so."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        return super()._get_help_string(action) if shows_default(action.default, text) else text
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every sub-command, or with ``command`` the parser of that one alone: the
     others are listed but their modules (several import torch, seconds) are not loaded."""

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
 from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import (
     EVALUATORS,
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strategy random|rea runs a baseline on the same cells instead. "
         "Writes config.json, journal.jsonl, best_cell.json (+ picture) and result.json "
         "into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--preset",

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from autoshrink.cli import SUBCOMMANDS, rnn
+from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter, rnn, shows_default
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes weights (safetensors), checkpoints, the recipe, the cell and metrics.json "
         "into --out, which must not hold the results of an earlier training unless --resume "
         "continues it. An option of the other --task is an error.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     p.add_argument("--task", choices=("cnn", "rnn"), default="cnn", help="rnn: see below")
@@ -78,9 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lr", type=float, default=None, help="cnn: lr per 256 images, scaled to the global batch"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="the run folder")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -134,9 +134,8 @@ def task_option(
     """Add an option that only one ``--task`` uses: argparse leaves it unset unless given (so
     :func:`settle_task_options` can tell a given flag from a default); ``options`` records its
     flag and default under its name."""
-    action = group.add_argument(
-        *flags, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs
-    )
+    shown = f" (default: {default})" if shows_default(default, help) else ""
+    action = group.add_argument(*flags, default=argparse.SUPPRESS, help=help + shown, **kwargs)
     options[action.dest] = (flags[0], default)
 
 
