@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,10 @@ def corpus(corpus_dir: Path) -> Corpus:
 
 
 def train(corpus: Corpus, folder: Path | None, *, resume: bool = False, kill_after: int = 0,
-          init_seed: int = 0) -> tuple[FinalLMResult, RNNModel]:  # fmt: skip
-    """A run of RECIPE with dropout; ``kill_after``: stop it (an exception) after that epoch."""
+          init_seed: int = 0, recipe: LMRecipe = RECIPE,
+          ) -> tuple[FinalLMResult, RNNModel]:  # fmt: skip
+    """A run of ``recipe`` with dropout; ``kill_after``: stop it (an exception) after that
+    epoch."""
     torch.manual_seed(init_seed)
     model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
 
@@ -58,7 +61,7 @@ def train(corpus: Corpus, folder: Path | None, *, resume: bool = False, kill_aft
         if row["epoch"] == kill_after:
             raise Killed
 
-    result = train_final_lm(model, corpus, RECIPE, seed=0, checkpoints=folder, resume=resume,
+    result = train_final_lm(model, corpus, recipe, seed=0, checkpoints=folder, resume=resume,
                             run_info={"cell": CELL.to_dict()}, on_epoch=on_epoch)  # fmt: skip
     return result, model
 
@@ -104,6 +107,23 @@ def test_resuming_a_finished_training_changes_nothing(corpus: Corpus, tmp_path: 
     assert again.resumed_from == RECIPE.epochs and again.history == whole.history
     assert again.test_perplexity == whole.test_perplexity
     assert_same_weights(model, whole_model)
+
+
+def test_a_resume_with_more_epochs_extends_a_finished_training_exactly(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    whole, whole_model = train(corpus, None)  # RECIPE: 6 epochs
+    folder = tmp_path / "checkpoints"
+    short, _ = train(corpus, folder, recipe=replace(RECIPE, epochs=4))
+    assert short.history == whole.history[:4]
+    longer, model = train(corpus, folder, resume=True, init_seed=7)
+    assert longer.resumed_from == 4 and longer.history == whole.history
+    assert longer.test_perplexity == whole.test_perplexity
+    assert_same_weights(model, whole_model)
+    before = snapshot(folder)
+    with pytest.raises(JournalError, match="checkpoint is of epoch 6, beyond epochs 4"):
+        train(corpus, folder, resume=True, recipe=replace(RECIPE, epochs=4))
+    assert snapshot(folder) == before
 
 
 def test_a_resume_of_another_run_is_refused_before_anything_changes(

@@ -253,15 +253,25 @@ def train_final_lm(
     a :class:`~autoshrink.errors.JournalError` naming what changed, when its recipe, seed or
     ``run_info`` (what the run is: cell, data, model sizes; JSON) differ from these -- or
     start fresh, with a warning, when there is none; without it, old checkpoints there are
-    removed. ``on_start(history)`` is called once the run is set up and a resumed checkpoint
-    restored (``history``: its epochs, empty for a fresh run), before anything is written;
+    removed. ``recipe.epochs`` may grow on a resume: the run goes on to the new last epoch
+    exactly as a run that long from the start (nothing depends on the number of epochs).
+    ``on_start(history)`` is called once the run is set up and a resumed checkpoint restored
+    (``history``: its epochs, empty for a fresh run), before anything is written;
     ``on_epoch(row)`` gets each epoch's summary, after its checkpoint.
     """
     dev = torch.device(device)
     rng = np.random.default_rng(seed)
     folder = None if checkpoints is None else Path(checkpoints)
-    identity = run_identity(asdict(recipe), seed, run_info)
+    # Nothing in an epoch depends on how many epochs follow (no schedule over the run), so the
+    # length is not part of what the run is: a resume with a larger `epochs` extends the run.
+    length_free = {k: v for k, v in asdict(recipe).items() if k != "epochs"}
+    identity = run_identity(length_free, seed, run_info)
     ckpt = None if folder is None else checkpoint_to_resume(folder, resume, identity)
+    if ckpt is not None and ckpt.epoch > recipe.epochs:
+        raise JournalError(
+            f"{folder}: the newest checkpoint is of epoch {ckpt.epoch}, beyond epochs "
+            f"{recipe.epochs}; resume with epochs >= {ckpt.epoch} or choose another folder"
+        )
 
     def tensor(ids: np.ndarray, b: int) -> torch.Tensor:
         return torch.from_numpy(batchify(ids, b)).to(dev)
