@@ -190,6 +190,15 @@ def finished(cli, corpus_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
+def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) -> None:
+    moved = corpus_dir.rename(corpus_dir.with_name("moved"))  # the data, not its place, counts
+    code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", moved, *FLAGS,
+                            "--epochs", "4", "--resume", "--out", finished)  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads((finished / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 3 and len(metrics["history"]) == 4
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [(["--nhid", "16"], "nhid: 8 -> 16"), (["--seed", "1"], "seed: 0 -> 1"),

@@ -135,8 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         run_info={
             "task": "rnn",
-            "data": {
-                "path": str(Path(args.data_dir).resolve()),
+            "data": {  # by its shape, as the cnn branch: the folder may move between runs
                 "vocab": corpus.ntokens,
                 **{f"{side}_tokens": len(getattr(corpus, side)) for side in SIDES},
             },
