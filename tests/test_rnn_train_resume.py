@@ -159,18 +159,18 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", whole)
     assert code == 0, err
-    line = rnn_cli.log_line
+    write_log = rnn_cli.write_log
 
-    def kill_after_2(row: dict) -> str:  # the log line is written after the checkpoint
-        if row["epoch"] == 2:
+    def kill_after_2(path: Path, rows: list[dict], *, append: bool = False) -> None:
+        if append and rows[0]["epoch"] == 2:  # the log line is written after the checkpoint
             raise KeyboardInterrupt
-        return line(row)
+        write_log(path, rows, append=append)
 
-    monkeypatch.setattr(rnn_cli, "log_line", kill_after_2)
+    monkeypatch.setattr(rnn_cli, "write_log", kill_after_2)
     code, _, _ = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
     assert code == 130 and not (cut / "metrics.json").exists()
     assert len((cut / "log.jsonl").read_text().splitlines()) == 1
-    monkeypatch.setattr(rnn_cli, "log_line", line)
+    monkeypatch.setattr(rnn_cli, "write_log", write_log)
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--resume",
                        "--out", cut)  # fmt: skip
     assert code == 0, err

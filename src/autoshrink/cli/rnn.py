@@ -36,6 +36,7 @@ from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import Cell
 from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
+from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
         args.out.mkdir(parents=True, exist_ok=True)
         cell.save(args.out / "cell.json")
-        log_path.write_text("".join(log_line(row) for row in history))
+        write_log(log_path, history)
 
     def epoch_done(row: dict[str, Any]) -> None:
         log.info(
@@ -122,8 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
             row["val_perplexity"],
             " (averaged)" if row["averaged"] else "",
         )
-        with open(log_path, "a") as f:
-            f.write(log_line(row))
+        write_log(log_path, [row], append=True)
 
     result = train_final_lm(
         model,
@@ -185,11 +185,6 @@ def run_train(args: argparse.Namespace) -> int:
         f"weights in {args.out / 'weights.safetensors'}"
     )
     return 0
-
-
-def log_line(row: dict[str, Any]) -> str:
-    """One epoch's line of ``log.jsonl``, strict JSON (NaN and inf become ``null``)."""
-    return json.dumps(finite_or_none(row), allow_nan=False) + "\n"
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

@@ -9,7 +9,8 @@ does, so a kill at any moment leaves the previous checkpoint whole. The newest `
 checkpoints are kept.
 
 :func:`flatten_optimizer` / :func:`unflatten_optimizer` split an optimiser's state dict into
-tensors and JSON and back; :func:`differences` names what a resumed run changed, and
+tensors and JSON and back; :func:`write_log` writes a run's epoch log (``log.jsonl``), from its
+start or appending; :func:`differences` names what a resumed run changed, and
 :func:`check_same_run` refuses a checkpoint whose :func:`run_identity` -- recipe, seed and the
 caller's description of the run -- is not this run's.
 """
@@ -29,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autoshrink.errors import JournalError
+from autoshrink.journal import finite_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +214,12 @@ def clear_earlier_run(folder: Path) -> None:
     which a later resume must not pick up), with a warning when there were any."""
     if clear_checkpoints(folder):
         logger.warning("%s: removed the checkpoints of an earlier run", folder)
+
+
+def write_log(path: Path, rows: list[dict[str, Any]], *, append: bool = False) -> None:
+    """Write ``rows`` as a run's epoch log, one strict-JSON line each (NaN and inf as ``null``):
+    the whole log (a run starting or resuming writes the epochs it has), or with ``append``
+    the lines after it."""
+    text = "".join(json.dumps(finite_or_none(r), allow_nan=False) + "\n" for r in rows)
+    with open(path, "a" if append else "w") as f:
+        f.write(text)

@@ -24,7 +24,6 @@ resumed with another number of processes as long as the global batch is the same
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -50,6 +49,7 @@ from autoshrink.training.checkpoint import (
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
+    write_log,
 )
 from autoshrink.training.distributed import DistContext
 from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer
@@ -245,10 +245,6 @@ class _Run:
         return list(s["history"])
 
 
-def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def train_final(
     model: nn.Module,
     data: TrainingData,
@@ -302,7 +298,7 @@ def train_final(
         folder.mkdir(parents=True, exist_ok=True)
         if start == 1 and ckpt_dir is not None:
             clear_earlier_run(ckpt_dir)
-        _write_log(folder / "log.jsonl", history)
+        write_log(folder / "log.jsonl", history)
     if recipe.warmup_epochs >= recipe.epochs:
         logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
     for epoch in range(start, recipe.epochs + 1):
@@ -341,8 +337,7 @@ def train_final(
         if folder is not None and ckpt_dir is not None and ctx.is_main:
             tensors, state = run.snapshot(history)
             save_checkpoint(ckpt_dir, epoch, tensors, state)
-            with open(folder / "log.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            write_log(folder / "log.jsonl", [row], append=True)
         ctx.barrier()
         if ctx.is_main:
             logger.info(
