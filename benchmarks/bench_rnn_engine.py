@@ -5,7 +5,8 @@ N = 6 and K = 10 as the paper's protocol) and trains them for one proxy epoch (m
 §4: nhid 100, batch 128, BPTT 35, SGD lr 20, clip 0.25) twice: one after the other with
 ``train_epoch`` (the one-by-one loop of ``autoshrink search --executor inprocess``) and all
 together with ``train_stacked_epoch`` (the ``batched`` executor). It prints both throughputs
-in candidate-tokens/s (K × training tokens / seconds) and ``rnn speedup: X``. The first
+in candidate-tokens/s (K × training tokens / seconds), the system CPU time and page faults of
+each timed epoch, and ``rnn speedup: X``. The first
 epoch of each is a warm-up; then the best of ``--repeats`` timed epochs counts.
 
 ``--check`` first trains K = 3 candidates for 2 epochs in float64 both ways on the device and
@@ -27,10 +28,12 @@ import argparse
 import json
 import math
 import random
+import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,15 @@ def one_by_one_seconds(cells, corpus: Corpus, s: RNNProxyTraining, device: str) 
         sync(device)
         total += time.perf_counter() - t0
     return total
+
+
+def with_faults(measure: Callable[[], float]) -> tuple[float, float, int]:
+    """``measure()``'s seconds, with the system CPU seconds and minor page faults of this
+    process meanwhile (where freed memory goes back to the kernel, faults dominate the CPU)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = measure()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return seconds, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
 
 
 def stacked_seconds(cells, corpus: Corpus, s: RNNProxyTraining, device: str, tf32: bool) -> float:
@@ -200,10 +212,14 @@ def main() -> None:
             f"{len(corpus.train):,} training tokens ({text}), vocabulary {corpus.ntokens:,}, "
             f"{args.device}{precision}")  # fmt: skip
         one_by_one_seconds(cells[:1], corpus, s, args.device)  # warm-up
-        alone = min(one_by_one_seconds(cells, corpus, s, args.device) for _ in range(args.repeats))
+        alone, alone_sys, alone_faults = min(
+            with_faults(lambda: one_by_one_seconds(cells, corpus, s, args.device))
+            for _ in range(args.repeats)
+        )
         stacked_seconds(cells, corpus, s, args.device, tf32)  # warm-up
-        together = min(
-            stacked_seconds(cells, corpus, s, args.device, tf32) for _ in range(args.repeats)
+        together, together_sys, together_faults = min(
+            with_faults(lambda: stacked_seconds(cells, corpus, s, args.device, tf32))
+            for _ in range(args.repeats)
         )
         report.update(
             one_by_one_tokens_s=tokens / alone,
@@ -211,10 +227,16 @@ def main() -> None:
             speedup=alone / together,
             one_by_one_s=alone,
             stacked_s=together,
+            one_by_one_system_s=alone_sys,
+            stacked_system_s=together_sys,
+            one_by_one_page_faults=alone_faults,
+            stacked_page_faults=together_faults,
         )
         say(f"one by one: {alone:.2f} s per epoch of all {len(cells)}, "
-            f"{tokens / alone:,.0f} candidate-tokens/s")  # fmt: skip
-        say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s")
+            f"{tokens / alone:,.0f} candidate-tokens/s (system {alone_sys:.1f} s, "
+            f"{alone_faults:,} page faults)")  # fmt: skip
+        say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s "
+            f"(system {together_sys:.1f} s, {together_faults:,} page faults)")  # fmt: skip
         say(f"rnn speedup: {alone / together:.2f}")
     if args.search:
         out = args.out or tmp / "search"
