@@ -21,7 +21,7 @@
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
 #      `autoshrink search --device cuda` runs it (wall time, peak GPU memory, every engine epoch
-#      logged), stopped after $SEARCH_SECONDS (230) s if it has not finished;
+#      logged), stopped after $SEARCH_SECONDS (230) s if it has not finished (0: skipped);
 #   8. with SMOKE=1 (GPU only): smoke runs of two other CUDA paths, measured latency and bf16
 #      final training;
 #   9. ShrinkRNN (issue #21): float64 equivalence of the stacked RNN candidates with one-by-one
@@ -38,10 +38,10 @@
 #  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
-# PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10); steps 1-8 took 4.8 min
-# on an H200, 9 and 10 are estimated at 4-5 min together (not yet run on a GPU), so within one
-# 15-minute budget with the machine's start run PARTS="rnn final" if the CNN figures are not
-# needed again.
+# PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10). Measured on an H200:
+# steps 1-8 4.8 min (session 5); PARTS="rnn final" 456 s, PARTS="cnn oneshot" with
+# SEARCH_SECONDS=0 314 s (session 30): those two calls back to back on a warm machine fit one
+# 15-minute budget with the machine's start, without room for a rerun.
 # Measured: 4.8 minutes on an H200 with the search finished in 122 s (session 5, run B).
 # Tables time the engine's defaults unless DEPTHWISE names other depthwise kernels (auto,
 # triton, torch, cudnn). Worst case (every step at its timeout) 9.1 minutes plus the machine's
@@ -151,7 +151,9 @@ fi
 step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
 table 50 throughput_gray --in-channels 1 --image-size 28
 
-if [ -n "$DATA" ]; then
+if [ "$SEARCH_SECONDS" = 0 ]; then
+    step "full-protocol search skipped (SEARCH_SECONDS=0)"
+elif [ -n "$DATA" ]; then
     step "full-protocol search (data: $DATA)"
     timeout $((($SEARCH_SECONDS + 45) * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
         "${DEPTHWISE[@]}" --json --no-table --verbose --search-data "$DATA" \
