@@ -4,15 +4,19 @@ Takes the K single-edge removals of the complete N-node RNN cell (a shrink step'
 N = 6 and K = 10 as the paper's protocol) and trains them for one proxy epoch (method
 §4: nhid 100, batch 128, BPTT 35, SGD lr 20, clip 0.25) twice: one after the other with
 ``train_epoch`` (the one-by-one loop of ``autoshrink search --executor inprocess``) and all
-together with ``train_stacked_epoch`` (the ``batched`` executor). It prints both throughputs
+together with ``StackedTrainer`` (the ``batched`` executor). It prints both throughputs
 in candidate-tokens/s (K × training tokens / seconds), the system CPU time and page faults of
-each timed epoch, and ``rnn speedup: X``. The first
+each timed epoch, and ``rnn speedup: X``. With ``--cuda-graph`` (CUDA only) the stacked epoch
+is timed a second time with its windows replayed from CUDA graphs (``rnn graph speedup: X``,
+against the one-by-one loop of the same run). The first
 epoch of each is a warm-up; then the best of ``--repeats`` timed epochs counts.
 
 ``--check`` first trains K = 3 candidates for 2 epochs in float64 both ways on the device and
-prints PASS/FAIL (same stop reasons, perplexities within 1e-9). ``--search`` then runs the
+prints PASS/FAIL (same stop reasons, perplexities within 1e-9); with ``--cuda-graph`` also
+the stacked candidates replayed from CUDA graphs. ``--search`` then runs the
 paper-protocol ShrinkRNN search (N = 6, K = 10, 4,000/300 lines, nhid 100, <= 10 epochs) with
-the stacked executor, timed, stopped after ``--time-limit`` seconds.
+the stacked executor (with ``--cuda-graph``: replaying CUDA graphs), timed, stopped after
+``--time-limit`` seconds.
 
 Text: a PTB-style folder (``--data``, train/valid/test.txt; e.g. the PTB proxy split), else
 a synthetic Zipf-distributed corpus of the same size (4,000/300 lines of ~21 words, 10,000
@@ -51,7 +55,7 @@ from autoshrink.search import run_search
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
 from autoshrink.training.language import RNNProxyTraining, train_epoch, train_proxy_lm
-from autoshrink.training.stacked_language import train_stacked_epoch, train_stacked_lm
+from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
 from engine_search import Deadline, TimedExecutor, peak_gb
 
 
@@ -108,26 +112,33 @@ def with_faults(measure: Callable[[], float]) -> tuple[float, float, int]:
     return seconds, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
 
 
-def stacked_seconds(cells, corpus: Corpus, s: RNNProxyTraining, device: str, tf32: bool) -> float:
-    """Seconds of one training epoch of all candidates together."""
+def stacked_seconds(
+    cells, corpus: Corpus, s: RNNProxyTraining, device: str, tf32: bool, cuda_graph: bool = False
+) -> float:
+    """Seconds of one training epoch of all candidates together (with ``cuda_graph``: its
+    windows replayed from a CUDA graph, the capture included)."""
     data = torch.from_numpy(batchify(corpus.train, s.batch_size)).to(device)
     seeds = list(range(len(cells)))
     model = build_stacked_rnn(cells, seeds, corpus.ntokens, nhid=s.nhid).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=s.lr)
+    trainer = StackedTrainer(model, opt, data, bptt=s.bptt, clip=s.clip, cuda_graph=cuda_graph)
     sync(device)
     t0 = time.perf_counter()
     with tf32_matmuls(tf32 and device.startswith("cuda")):
-        train_stacked_epoch(model, opt, data, bptt=s.bptt, clip=s.clip)
+        trainer.epoch()
     sync(device)
     return time.perf_counter() - t0
 
 
-def check(corpus: Corpus, device: str, say) -> bool:
-    """K = 3 candidates, 2 epochs, float64, stacked vs one by one on ``device``."""
+def check(corpus: Corpus, device: str, say, cuda_graph: bool = False) -> bool:
+    """K = 3 candidates, 2 epochs, float64, stacked (``cuda_graph``: replayed from CUDA
+    graphs) vs one by one on ``device``."""
     s = RNNProxyTraining(nhid=16, epochs=2, batch_size=16, bptt=12, lr=5.0, eval_batch_size=8)
     cells, seeds = candidates(6, 3), [1, 2, 3]
     model = build_stacked_rnn(cells, seeds, corpus.ntokens, nhid=s.nhid).to(device).double()
-    outs = dict(train_stacked_lm(model, corpus.train, corpus.valid, s, device=device))
+    outs = dict(
+        train_stacked_lm(model, corpus.train, corpus.valid, s, device=device, cuda_graph=cuda_graph)
+    )
     ok = True
     for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
         torch.manual_seed(seed)
@@ -138,18 +149,22 @@ def check(corpus: Corpus, device: str, say) -> bool:
         ok &= same
         say(f"  candidate {k}: perplexity {outs[k].best_perplexity:.10g} stacked, "
             f"{ref.best_perplexity:.10g} alone (rel. diff {rel:.1e})")  # fmt: skip
-    say(f"float64 stacked RNN vs one by one on {device} -> {'PASS' if ok else 'FAIL'}")
+    how = " in CUDA graphs" if cuda_graph else ""
+    say(f"float64 stacked RNN{how} vs one by one on {device} -> {'PASS' if ok else 'FAIL'}")
     return ok
 
 
-def search(data_dir: Path, device: str, limit: float | None, out: Path, say, quick: bool):
+def search(
+    data_dir: Path, device: str, limit: float | None, out: Path, say, quick: bool, cuda_graph: bool
+):
     config = preset("paper", task="rnn", data_dir=str(data_dir), device=device)
     if quick:
         t = RNNProxyTraining(nhid=16, train_lines=200, valid_lines=40, epochs=1, batch_size=16)
         config = replace(config, nodes=4, k=2, keep_fraction=0.7, training=t)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    executor = TimedExecutor(BatchedExecutor(bf16=False, tf32=True), limit, say)
+    batched = BatchedExecutor(bf16=False, tf32=True, cuda_graph=cuda_graph)
+    executor = TimedExecutor(batched, limit, say)
     t0 = time.perf_counter()
     finished, best = True, None
     try:
@@ -182,6 +197,7 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="float64 equivalence first")
     p.add_argument("--no-table", action="store_true", help="skip the throughput comparison")
     p.add_argument("--search", action="store_true", help="then the paper-protocol search")
+    p.add_argument("--cuda-graph", action="store_true", help="also CUDA-graph replay (CUDA)")
     p.add_argument("--time-limit", type=float, default=None, help="stop the search after S s")
     p.add_argument("--out", type=Path, default=None, help="search run folder")
     p.add_argument("--json", action="store_true", help="the results as JSON on stdout")
@@ -199,8 +215,14 @@ def main() -> None:
     corpus = load_text(data, train_lines=args.train_lines, valid_lines=300)
     report: dict[str, Any] = {"device": args.device, "data": text, "k": args.k}
     ok = True
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        p.error(f"--cuda-graph needs --device cuda, not {args.device!r}")
     if args.check:
-        ok = check(load_text(data, train_lines=200, valid_lines=40), args.device, say)
+        tiny = load_text(data, train_lines=200, valid_lines=40)
+        ok = check(tiny, args.device, say)
+        if args.cuda_graph:
+            report["check_cuda_graph"] = check(tiny, args.device, say, cuda_graph=True)
+            ok &= report["check_cuda_graph"]
         report["check"] = ok
     if not args.no_table:
         s = RNNProxyTraining(nhid=args.nhid, batch_size=16 if args.quick else 128)
@@ -238,10 +260,25 @@ def main() -> None:
         say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s "
             f"(system {together_sys:.1f} s, {together_faults:,} page faults)")  # fmt: skip
         say(f"rnn speedup: {alone / together:.2f}")
+        if args.cuda_graph:
+            stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
+            graphed = min(
+                stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)
+                for _ in range(args.repeats)
+            )
+            report.update(
+                graphed_tokens_s=tokens / graphed, graphed_s=graphed, graph_speedup=alone / graphed
+            )
+            say(f"stacked, CUDA graphs: {graphed:.2f} s (capture included), "
+                f"{tokens / graphed:,.0f} candidate-tokens/s")  # fmt: skip
+            say(f"rnn graph speedup: {alone / graphed:.2f}")
     if args.search:
         out = args.out or tmp / "search"
-        say(f"paper-protocol RNN search ({text}) with the stacked executor ...")
-        report["search"] = r = search(data, args.device, args.time_limit, out, say, args.quick)
+        how = ", CUDA graphs" if args.cuda_graph else ""
+        say(f"paper-protocol RNN search ({text}) with the stacked executor{how} ...")
+        report["search"] = r = search(
+            data, args.device, args.time_limit, out, say, args.quick, args.cuda_graph
+        )
         say(f"RNN search {'finished' if r['finished'] else 'stopped at the time limit'}: "
             f"{r['seconds']:.1f} s, {r['steps']} steps, {r['candidates']} candidates, "
             f"best score {r['best_score']}, peak GPU memory {r['peak_gpu_memory']}")  # fmt: skip

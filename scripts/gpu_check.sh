@@ -28,7 +28,9 @@
 #      training on the device (PASS/FAIL), the throughput of the K = 10 candidates of a 6-node
 #      step stacked vs one by one in the same run (`rnn speedup:`), then the paper-protocol
 #      ShrinkRNN search (N = 6, K = 10, 4,000/300 lines, nhid 100) with the stacked executor,
-#      timed (target <= 3 minutes), stopped after $RNN_SECONDS (200) s; text: the PTB proxy split
+#      timed (target <= 3 minutes), stopped after $RNN_SECONDS (200) s; on a GPU all three also
+#      with the windows replayed from CUDA graphs (`rnn graph speedup:`; the search with them
+#      only); text: the PTB proxy split
 #      from $PTB_DIR, data/ptb/proxy or ../shared/data/ptb/proxy, else synthetic text of the
 #      same size (timing only; the output says which);
 #  10. final training (issue #21): ShrinkCNN-A and MobileNetV2-1.4, same recipe and epochs
@@ -180,6 +182,7 @@ if part rnn; then
     step "ShrinkRNN: stacked candidates vs one by one, and the paper-protocol search"
     RNN_DATA=()
     [ -n "$PTB" ] && RNN_DATA=(--data "$PTB")
+    [ -n "$GPU" ] && RNN_DATA+=(--cuda-graph)
     timeout $((($RNN_SECONDS + 200) * SCALE)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
         "${EXTRA[@]}" "${RNN_DATA[@]}" --check --search --time-limit "$RNN_SECONDS" \
         --out "$OUT/rnn_search" --json > "$OUT/rnn.json" 2> "$OUT/rnn.txt"
@@ -268,9 +271,15 @@ if r := result("rnn.json"):
     print(f"{r['device']} RNN check: {'PASS' if r.get('check') else 'FAIL'}; "
           f"K = {r['k']} ({r['data']}): one by one {r['one_by_one_tokens_s']:,.0f}, stacked "
           f"{r['stacked_tokens_s']:,.0f} candidate-tokens/s, rnn speedup: {r['speedup']:.2f}")
+    if "graph_speedup" in r:
+        print(f"{r['device']} RNN in CUDA graphs: check "
+              f"{'PASS' if r.get('check_cuda_graph') else 'FAIL'}; stacked "
+              f"{r['graphed_tokens_s']:,.0f} candidate-tokens/s, "
+              f"rnn graph speedup: {r['graph_speedup']:.2f}")
     if r.get("search"):
         s = r["search"]
-        print(f"RNN paper-protocol search (stacked): finished={s['finished']}, "
+        print(f"RNN paper-protocol search (stacked{', CUDA graphs' if 'graph_speedup' in r else ''}): "
+              f"finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
 if r := result("oneshot.json"):

@@ -212,7 +212,7 @@ def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
 
     adam = torch.optim.Adam
     monkeypatch.setattr(tb, "GraphedStep", EagerReplay)
-    monkeypatch.setattr(tb, "_require_cuda", lambda dev: None)
+    monkeypatch.setattr(tb, "require_cuda", lambda dev: None)
     monkeypatch.setattr(torch.optim, "Adam", lambda *a, capturable=False, **kw: adam(*a, **kw))
     train, val = data(torch.float64)
     settings = ProxyTraining(epochs=3, batch_size=24, min_accuracy=0.0, overfit_ratio=1e9)

@@ -22,7 +22,8 @@ from autoshrink.nn.stacked_rnn import StackedRNNModel, build_stacked_rnn
 from autoshrink.search import run_search
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
-from autoshrink.training.stacked_language import clip_per_candidate, train_stacked_lm
+from autoshrink.training.stacked_language import train_stacked_lm
+from autoshrink.training.stacked_windows import clip_per_candidate
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
 
 PARENT = start_cell("rnn", 5, random.Random(0))
@@ -237,5 +238,5 @@ def test_the_batched_executor_is_the_rnn_default_on_a_gpu(monkeypatch) -> None:
     assert default_executor("cuda") == "batched" and default_executor("cuda:1") == "batched"
     executor = build_executor(None, device="cuda")
     assert isinstance(executor, BatchedExecutor)
-    with pytest.raises(ConfigError, match="--cuda-graph is for the CNN engine"):
-        BatchedExecutor(cuda_graph=True)._batched_for(RNNProxyEvaluator(None, SETTINGS))
+    stacked = BatchedExecutor(cuda_graph=True)._batched_for(RNNProxyEvaluator(None, SETTINGS))
+    assert isinstance(stacked, StackedRNNEvaluator) and stacked.cuda_graph

@@ -312,7 +312,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--cuda-graph",
         action="store_true",
-        help="batched engine: replay each training step from a CUDA graph (CUDA only)",
+        help="batched engine: replay each training step (--task rnn: each BPTT window of "
+        "training and validation) from a CUDA graph (CUDA only)",
     )
     g.add_argument(
         "--depthwise",

@@ -31,6 +31,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
         max_batch: most candidates trained together (``None``: all that share their ops).
         tf32: CUDA float32 matmuls on TF32 tensor cores (no effect on the CPU or in float64).
         bf16: bfloat16 autocast for forward passes (not bit-equivalent).
+        cuda_graph: replay the BPTT windows from CUDA graphs (CUDA only; same arithmetic).
         compact_below: stopped candidates leave the stacks once at most this fraction of
             them still train (see :func:`train_stacked_lm`).
     """
@@ -45,6 +46,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
         max_batch: int | None = None,
         tf32: bool = False,
         bf16: bool = False,
+        cuda_graph: bool = False,
         compact_below: float = 0.5,
     ) -> None:
         super().__init__(corpus, training, device=device, threads=threads)
@@ -52,7 +54,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)
         self.max_batch = max_batch
-        self.tf32, self.bf16 = tf32, bf16
+        self.tf32, self.bf16, self.cuda_graph = tf32, bf16, cuda_graph
         self.compact_below = compact_below
 
     @classmethod
@@ -83,6 +85,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
             device=self.device,
             tf32=self.tf32,
             bf16=self.bf16,
+            cuda_graph=self.cuda_graph,
             compact_below=self.compact_below,
         )
 

@@ -6,7 +6,7 @@
 (:class:`~autoshrink.evaluators.batched.BatchedCNNEvaluator`, same data and settings), a
 plain :class:`~autoshrink.evaluators.rnn_proxy.RNNProxyEvaluator` into its stacked twin
 (:class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator`, which takes the precision
-options ``bf16`` and ``tf32``; CUDA graphs and depthwise kernels are CNN-engine options), a
+options ``bf16`` and ``tf32`` and ``cuda_graph``; depthwise kernels are a CNN-engine option), a
 one-shot evaluator of CNN cells that fine-tunes for at least one epoch into
 :class:`~autoshrink.evaluators.batched_oneshot.BatchedOneShotEvaluator`; any other evaluator
 is run one job after another. A candidate that still ran out of memory alone
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
@@ -28,7 +27,7 @@ from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
 from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
 from autoshrink.executors.retries import DEFAULT_RETRIES, retry_out_of_memory
 
-RNN_OPTIONS = ("bf16", "tf32", "max_batch", "compact_below")  # what the stacked RNN takes
+RNN_OPTIONS = ("bf16", "tf32", "cuda_graph", "max_batch", "compact_below")  # the stacked RNN's
 
 
 class BatchedExecutor:
@@ -51,8 +50,6 @@ class BatchedExecutor:
         elif BatchedOneShotEvaluator.applies(evaluator):
             batched = BatchedOneShotEvaluator(evaluator, **self.options)
         elif isinstance(evaluator, RNNProxyEvaluator):
-            if self.options.get("cuda_graph"):
-                raise ConfigError("--cuda-graph is for the CNN engine, not --task rnn")
             rnn = {k: v for k, v in self.options.items() if k in RNN_OPTIONS}
             batched = StackedRNNEvaluator.from_proxy(evaluator, **rnn)
         else:

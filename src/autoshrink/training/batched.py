@@ -82,7 +82,7 @@ class EarlyStop:
         )
 
 
-def _autocast(device: torch.device, bf16: bool, cache: bool = True) -> AbstractContextManager:
+def bf16_autocast(device: torch.device, bf16: bool, cache: bool = True) -> AbstractContextManager:
     return torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache
     )
@@ -127,7 +127,7 @@ def validate(
     k = engine.k
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
     hits: torch.Tensor | None = None  # [classes, K]
-    with torch.no_grad(), _autocast(y.device, bf16), tf32_matmuls(tf32):
+    with torch.no_grad(), bf16_autocast(y.device, bf16), tf32_matmuls(tf32):
         for s in range(0, len(y), batch_size):
             xb = x[s : s + batch_size]
             xb = xb[:, :, :, None].expand(-1, -1, -1, k, -1).contiguous()  # [b, H, W, K, C]
@@ -165,13 +165,18 @@ class TrainStep:
         self.idx, self.loss_sum = idx, loss_sum
         self.bf16, self.tf32, self.graphed = bf16, tf32, graphed
 
+    @property
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """What the step writes besides the engine and optimizer: the loss sum."""
+        return (self.loss_sum,)
+
     def __call__(self) -> None:
         x, y = self.data
         idx, dev = self.idx, self.loss_sum.device
         xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
         yb = y[idx.T]  # [b, K]
         with tf32_matmuls(self.tf32):
-            with _autocast(dev, self.bf16, cache=not self.graphed):
+            with bf16_autocast(dev, self.bf16, cache=not self.graphed):
                 logits = _full(self.engine(xb))  # [b, K, classes]
             losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)
             self.opt.zero_grad(set_to_none=True)
@@ -216,7 +221,7 @@ def train_batched(
     tf32 = tf32 and dev.type == "cuda"
     precision = {"bf16": bf16, "tf32": tf32}
     if cuda_graph:
-        _require_cuda(dev)
+        require_cuda(dev)
     opt: torch.optim.Optimizer = torch.optim.Adam(  # on CUDA one fused kernel: same update rule
         engine.parameters(),
         lr=settings.lr,
@@ -288,7 +293,7 @@ def check_compact_below(compact_below: float) -> None:
         raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
 
 
-def _require_cuda(dev: torch.device) -> None:
+def require_cuda(dev: torch.device) -> None:
     if dev.type != "cuda":
         raise ValueError(f"cuda_graph needs the data on a CUDA device, not {dev}")
 

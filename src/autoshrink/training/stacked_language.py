@@ -14,7 +14,10 @@ reach the others). Inside an epoch nothing waits for the host. Stopped candidate
 stacks once no more than ``compact_below`` of them still train (as the CNN engine,
 :func:`autoshrink.training.batched.train_batched`). On CUDA, float32 matmuls may use TF32
 tensor cores (``tf32``) and forward passes may run under bfloat16 autocast (``bf16``); neither
-is bit-equivalent, float64 is never affected.
+is bit-equivalent, float64 is never affected. With ``cuda_graph`` the BPTT windows of
+:class:`StackedTrainer` and :class:`StackedValidator` are replayed from CUDA graphs: the same
+operations on the same buffers, without the per-operation launch cost that bounds a step of
+small matmuls.
 """
 
 from __future__ import annotations
@@ -22,103 +25,115 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from autoshrink.data.text import batchify
 from autoshrink.nn.stacked_rnn import StackedRNNModel
-from autoshrink.training.batched import check_compact_below, tf32_matmuls
+from autoshrink.training.batched import check_compact_below, require_cuda, tf32_matmuls
+from autoshrink.training.cuda_graph import GraphedStep
 from autoshrink.training.language import (
     LMEarlyStop,
     LMOutcome,
     RNNProxyTraining,
     decay_lr,
     perplexity,
-    windows,
 )
+from autoshrink.training.stacked_windows import EvalWindow, TrainWindow, WindowPass
 
 log = logging.getLogger(__name__)
 
 
-def _losses(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Per-candidate cross-entropy of ``logits [K, T, B, V]`` on ``targets [T, B]`` -> ``[K]``."""
-    k, v = logits.shape[0], logits.shape[-1]
-    flat = logits.reshape(-1, v)
-    if flat.dtype == torch.bfloat16:
-        flat = flat.float()
-    each = F.cross_entropy(flat, targets.reshape(1, -1).expand(k, -1).reshape(-1), reduction="none")
-    each = each.view(k, -1)
-    return each.mean(1) if reduction == "mean" else each.sum(1)
+class _StackedPass:
+    """What training and validation passes share: ``model`` and, in fixed buffers on
+    ``data``'s device, the candidates' hidden states and loss sums."""
+
+    def __init__(self, model: StackedRNNModel, data: torch.Tensor, cuda_graph: bool) -> None:
+        if cuda_graph:
+            require_cuda(data.device)
+        self.model = model
+        self.hidden = model.init_hidden(data.size(1))
+        self.loss_sum = torch.zeros(model.k, dtype=torch.float64, device=data.device)
+
+    def _mean_losses(self, windows: WindowPass) -> list[float]:
+        """Run ``windows`` from zero hidden states; each candidate's mean loss per target."""
+        self.hidden.zero_()
+        self.loss_sum.zero_()
+        windows.run()
+        return (self.loss_sum / windows.targets).tolist()  # waits for the device
 
 
-def clip_per_candidate(params: Sequence[torch.Tensor], max_norm: float) -> None:
-    """Scale each candidate's gradient (slice ``k`` of every parameter) to a norm of at most
-    ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` does for one model."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # [K]
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+class StackedTrainer(_StackedPass):
+    """Training epochs of ``model`` on ``data [T, B]``: each candidate's hidden state (zero at
+    the start of an epoch, carried and detached between windows), loss sum and finiteness
+    live in fixed buffers, so that with ``cuda_graph`` every full-length window is replayed
+    from a CUDA graph (captured again when the learning rate changes). A new trainer is
+    needed once the model's stacks or the optimizer change."""
+
+    def __init__(
+        self,
+        model: StackedRNNModel,
+        opt: torch.optim.Optimizer,
+        data: torch.Tensor,
+        *,
+        bptt: int,
+        clip: float,
+        bf16: bool = False,
+        cuda_graph: bool = False,
+    ) -> None:
+        super().__init__(model, data, cuda_graph)
+        self.finite = torch.ones(model.k, dtype=torch.bool, device=data.device)
+
+        def step(tokens: torch.Tensor) -> TrainWindow:
+            return TrainWindow(model, opt, tokens, self.hidden, self.loss_sum, self.finite,
+                               clip=clip, bf16=bf16, graphed=cuda_graph)  # fmt: skip
+
+        self.windows = WindowPass(
+            step,
+            data,
+            bptt,
+            capture=(lambda s: GraphedStep(s, model, opt)) if cuda_graph else None,
+            key=lambda: [g["lr"] for g in opt.param_groups],
+        )
+
+    def epoch(self) -> list[float]:
+        """One pass over the data; every candidate's mean training loss (``nan`` for one whose
+        loss turned non-finite). Inside the pass nothing waits for the device."""
+        self.model.train()
+        self.finite.fill_(True)
+        out = self._mean_losses(self.windows)
+        return [v if ok else math.nan for v, ok in zip(out, self.finite.tolist(), strict=True)]
 
 
-def evaluate_stacked(
-    model: StackedRNNModel, data: torch.Tensor, bptt: int, *, bf16: bool = False
-) -> list[float]:
-    """Mean cross-entropy per token of every candidate on ``data [T, B]`` (eval mode)."""
-    model.eval()
-    hidden = model.init_hidden(data.size(1))
-    total = torch.zeros(model.k, dtype=torch.float64, device=data.device)
-    count, i = 0, 0
-    dev = data.device.type
-    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
-        for n in windows(data.size(0), bptt):
-            logits, hidden = model(data[i : i + n], hidden)
-            targets = data[i + 1 : i + 1 + n]
-            total += _losses(logits, targets, "sum").double()
-            count += targets.numel()
-            i += n
-    return (total / count).tolist()
+class StackedValidator(_StackedPass):
+    """Mean cross-entropy per token of every candidate of ``model`` on ``data [T, B]`` (eval
+    mode), the windows replayed from one CUDA graph with ``cuda_graph``. A new validator is
+    needed once the model's stacks change."""
 
+    def __init__(
+        self,
+        model: StackedRNNModel,
+        data: torch.Tensor,
+        *,
+        bptt: int,
+        bf16: bool = False,
+        cuda_graph: bool = False,
+    ) -> None:
+        super().__init__(model, data, cuda_graph)
 
-def train_stacked_epoch(
-    model: StackedRNNModel,
-    opt: torch.optim.Optimizer,
-    data: torch.Tensor,
-    *,
-    bptt: int,
-    clip: float,
-    bf16: bool = False,
-) -> list[float]:
-    """One pass over ``data [T, B]``; every candidate's mean training loss (``nan`` for one
-    whose loss turned non-finite)."""
-    model.train()
-    hidden = model.init_hidden(data.size(1))
-    total = torch.zeros(model.k, dtype=torch.float64, device=data.device)
-    finite = torch.ones(model.k, dtype=torch.bool, device=data.device)
-    params = list(model.parameters())
-    count, i = 0, 0
-    for n in windows(data.size(0), bptt):
-        hidden = hidden.detach()
-        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, hidden = model(data[i : i + n], hidden)
-        targets = data[i + 1 : i + 1 + n]
-        losses = _losses(logits, targets, "mean")  # [K]
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()  # slice k's gradient is that of candidate k's own loss
-        clip_per_candidate(params, clip)
-        opt.step()
-        value = losses.detach().double()
-        finite &= torch.isfinite(value)
-        total += value * targets.numel()
-        count += targets.numel()
-        i += n
-    out = (total / count).tolist()  # waits for the device
-    return [v if ok else math.nan for v, ok in zip(out, finite.tolist(), strict=True)]
+        def step(tokens: torch.Tensor) -> EvalWindow:
+            return EvalWindow(model, tokens, self.hidden, self.loss_sum, bf16=bf16,
+                              graphed=cuda_graph)  # fmt: skip
+
+        capture = (lambda s: GraphedStep(s, model, None)) if cuda_graph else None
+        self.windows = WindowPass(step, data, bptt, capture=capture)
+
+    def losses(self) -> list[float]:
+        """Every candidate's mean loss per token."""
+        self.model.eval()
+        return self._mean_losses(self.windows)
 
 
 def train_stacked_lm(
@@ -130,12 +145,15 @@ def train_stacked_lm(
     device: str = "cpu",
     tf32: bool = False,
     bf16: bool = False,
+    cuda_graph: bool = False,
     compact_below: float = 0.5,
 ) -> Iterator[tuple[int, LMOutcome]]:
     """Train the ``model.k`` candidates on the token ids ``train``; yield ``(k, outcome)`` as
     each one stops. ``model`` (on ``device``) is consumed: stopped candidates are removed from
     it once at most ``compact_below`` (a fraction in (0, 1]) of its stacked candidates still
-    train."""
+    train. ``cuda_graph`` (CUDA only) replays every full-length BPTT window of training and
+    validation from a CUDA graph (:mod:`autoshrink.training.stacked_windows`), captured
+    again after each compaction and learning-rate change; the same arithmetic as without."""
     check_compact_below(compact_below)
     s = settings
     dev = torch.device(device)
@@ -143,17 +161,24 @@ def train_stacked_lm(
     train_data = torch.from_numpy(batchify(train, s.batch_size)).to(dev)
     valid_data = torch.from_numpy(batchify(valid, s.eval_batch_size)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def passes() -> tuple[StackedTrainer, StackedValidator]:  # for the model's stacks, opt
+        return (
+            StackedTrainer(model, opt, train_data, bptt=s.bptt, clip=s.clip, bf16=bf16,
+                           cuda_graph=cuda_graph),
+            StackedValidator(model, valid_data, bptt=s.bptt, bf16=bf16, cuda_graph=cuda_graph),
+        )  # fmt: skip
+
+    trainer, validator = passes()
     stacked = list(range(model.k))  # original index of each stacked slice
     training = set(stacked)
     stops = [LMEarlyStop(s, model.ntoken) for _ in stacked]
     for epoch in range(1, s.epochs + 1):
         t0 = time.perf_counter()
         with tf32_matmuls(tf32):
-            train_loss = train_stacked_epoch(
-                model, opt, train_data, bptt=s.bptt, clip=s.clip, bf16=bf16
-            )
+            train_loss = trainer.epoch()
             t1 = time.perf_counter()
-            val_loss = evaluate_stacked(model, valid_data, s.bptt, bf16=bf16)
+            val_loss = validator.losses()
         k = len(stacked)
         log.debug(
             "epoch %d, %d stacked candidates (%d training): training %.3f s (%.0f tokens/s), "
@@ -181,3 +206,4 @@ def train_stacked_lm(
             opt = torch.optim.SGD(
                 model.parameters(), lr=opt.param_groups[0]["lr"], weight_decay=s.weight_decay
             )
+            trainer, validator = passes()
