@@ -16,6 +16,7 @@ floating-point rounding. No dropout (the proxy task trains without).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -32,6 +33,18 @@ def union_edges(cells: Sequence[Cell]) -> tuple[tuple[int, int], ...]:
         if c.kind != "rnn" or c.ops != first.ops:
             raise ConfigError("stacked RNN candidates must be rnn cells with the same node ops")
     return tuple(sorted({e for c in cells for e in c.edges}))
+
+
+class _NodeTerms(NamedTuple):
+    """Per-node terms of a forward pass, taken from the buffers once, not at every step:
+    each node's in-degree ``[K, 1, 1]``, a zero state, the nodes that are part of some edge
+    (in order) and their leaf mask ``[K, 1, nodes, 1]``, the leaf counts ``[K, 1, 1]``."""
+
+    indegree: dict[int, torch.Tensor]
+    zero: torch.Tensor
+    order: list[int]
+    leaf_mask: torch.Tensor
+    leaf_count: torch.Tensor
 
 
 class StackedRNNModel(nn.Module):
@@ -81,8 +94,11 @@ class StackedRNNModel(nn.Module):
             for e, w in enumerate(self.edge_weights):
                 w.mul_(mask[:, e, None, None])
         # Out-edges grouped by source node (one batched matmul per source and time step), each
-        # group ordered by the activation of the target so that one call applies it to a run.
-        self._sources: list[tuple[int, tuple[int, ...], tuple[tuple[str, int, int], ...]]] = []
+        # group ordered by the activation of the target so that one call applies it to a run;
+        # per group: its edges, their targets and its runs of one activation.
+        self._sources: list[
+            tuple[int, tuple[int, ...], tuple[int, ...], tuple[tuple[str, int, int], ...]]
+        ] = []
         for i in range(n):
             out = sorted(
                 (e for e, (a, _) in enumerate(self.edges) if a == i),
@@ -97,8 +113,8 @@ class StackedRNNModel(nn.Module):
                     runs[-1] = (op, runs[-1][1], pos + 1)
                 else:
                     runs.append((op, pos, pos + 1))
-            self._sources.append((i, tuple(out), tuple(runs)))
-            self.register_buffer(f"_targets{i}", torch.tensor([self.edges[e][1] for e in out]))
+            targets = tuple(self.edges[e][1] for e in out)
+            self._sources.append((i, tuple(out), targets, tuple(runs)))
             self.register_buffer(f"_edges{i}", torch.tensor(out))
 
     @property
@@ -141,17 +157,24 @@ class StackedRNNModel(nn.Module):
         x = nn.functional.embedding(tokens + offsets, self.encoder.reshape(k * v, d))
         xc = torch.bmm(x.view(k, t_len * b, d), self.w0[:, :d]).view(k, t_len, b, 2 * d)
         w0h = self.w0[:, d:]  # [K, nhid, 2 nhid]
-        grouped = [  # per source: [K, nhid, 2 nhid * out-degree], targets, masks [K, 1, m, 1]
+        grouped = [  # per source: [K, nhid, 2 nhid * out-degree], masks [K, 1, m, 1]
             (
                 torch.cat([self.edge_weights[e] for e in out], dim=2),
-                getattr(self, f"_targets{i}"),
                 self.edge_mask[:, getattr(self, f"_edges{i}")][:, None, :, None],
             )
-            for i, out, _ in self._sources
+            for i, out, _, _ in self._sources
         ]
+        order = sorted({0, *(j for e in self.edges for j in e)})  # the nodes of some edge
+        node = _NodeTerms(
+            indegree={j: self.indegree[:, j, None, None] for j in order},
+            zero=hidden.new_zeros(k, b, d),
+            order=order,
+            leaf_mask=self.leaf_mask[:, order][:, None, :, None],
+            leaf_count=self.leaf_count[:, None, None],
+        )
         states = []
-        for t in range(t_len):
-            hidden = self.step(xc[:, t], hidden, w0h, grouped)
+        for xc_t in xc.unbind(1):  # one op (and one in the backward pass), not T selections
+            hidden = self.step(xc_t, hidden, w0h, grouped, node)
             states.append(hidden)
         raw = torch.stack(states, 1).view(k, t_len * b, d)
         logits = torch.baddbmm(self.decoder_bias[:, None, :], raw, self.encoder.transpose(1, 2))
@@ -162,33 +185,39 @@ class StackedRNNModel(nn.Module):
         xc: torch.Tensor,
         h: torch.Tensor,
         w0h: torch.Tensor,
-        grouped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        grouped: list[tuple[torch.Tensor, torch.Tensor]],
+        node: _NodeTerms,
     ) -> torch.Tensor:
         """One time step of every slice: ``xc [K, B, 2 nhid]``, ``h [K, B, nhid]`` -> new h.
 
-        The incoming edges' sums of all nodes live in one ``[K, B, n, nhid]`` tensor; each
-        source node adds its out-edges to it with one ``index_add`` (in ascending source
-        order, as the one-by-one cell sums them).
+        Each node's incoming edges are summed in a tensor of its own, added to in ascending
+        source order (as the one-by-one cell sums them); a source's out-edges come from one
+        batched matmul and are split with one ``unbind``. Few, whole-tensor operations: the
+        step is launch-bound on a GPU, and a selection from a shared tensor would cost a full
+        zero tensor in the backward pass.
         """
         k, b, d = h.shape
         c0, h0 = (xc + torch.bmm(h, w0h)).split(d, dim=-1)
-        s0 = h + torch.sigmoid(c0) * (torch.tanh(h0) - h)
-        total = s0.new_zeros(k, b, len(self.ops), d)
-        for (i, _, runs), (w, targets, mask) in zip(self._sources, grouped, strict=True):
-            s = s0 if i == 0 else total[:, :, i] / self.indegree[:, i, None, None]
-            ch = torch.bmm(s, w).view(k, b, -1, 2, d)  # [K, B, m, (c, h~), nhid]
-            c, hh = ch[:, :, :, 0], ch[:, :, :, 1]
+        states = {0: h + torch.sigmoid(c0) * (torch.tanh(h0) - h)}
+        sums: dict[int, torch.Tensor] = {}
+        for (i, _, targets, runs), (w, mask) in zip(self._sources, grouped, strict=True):
+            if i:  # all of node i's in-edges came from lower nodes: its sum is complete
+                summed = sums.pop(i, None)  # None: no in-edge in any slice
+                states[i] = node.zero if summed is None else summed / node.indegree[i]
+            s = states[i]
+            c, hh = torch.bmm(s, w).view(k, b, -1, 2, d).unbind(3)  # [K, B, m, nhid] each
             if len(runs) == 1:
                 f = ACTIVATIONS[runs[0][0]](hh)
             else:
                 f = torch.cat([ACTIVATIONS[op](hh[:, :, p:q]) for op, p, q in runs], dim=2)
             s_ = s[:, :, None]
             edges = (s_ + torch.sigmoid(c) * (f - s_)) * mask  # [K, B, m, nhid]
-            total = total.index_add(2, targets, edges)
-        states = total / self.indegree[:, None, :, None]  # node 0's column is unused (zero)
-        leaves = (states * self.leaf_mask[:, None, :, None]).sum(2)
-        leaves = leaves + s0 * self.leaf_mask[:, 0, None, None]
-        return leaves / self.leaf_count[:, None, None]
+            for j, e in zip(targets, edges.unbind(2), strict=True):
+                sums[j] = sums[j] + e if j in sums else e
+        for j, summed in sums.items():  # the nodes without out-edges
+            states[j] = summed / node.indegree[j]
+        stacked = torch.stack([states[j] for j in node.order], 2)  # [K, B, nodes, nhid]
+        return (stacked * node.leaf_mask).sum(2) / node.leaf_count
 
 
 def build_stacked_rnn(
