@@ -28,6 +28,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,31 @@ def stacked_engine(
     return build_batched(parent, spec, cells, seeds, **built), rest
 
 
+def prepared_epoch(
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    n_steps: int,
+    k: int,
+    device: str,
+    options: dict[str, Any],
+) -> Callable[[], None]:
+    """One ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``, set up
+    (engine on ``device``, data) and ready to run (``options``: ``depthwise`` of the engine,
+    ``bf16``, ``tf32``, ``cuda_graph`` of ``train_batched``)."""
+    engine, options = stacked_engine(cell, spec, [cell] * k, list(range(k)), options)
+    engine = engine.to(device)
+    train = synthetic(n_steps * settings.batch_size, spec, device, 0)
+    val = synthetic(settings.batch_size, spec, device, 1)
+    gens = [torch.Generator().manual_seed(s) for s in range(k)]
+
+    def run() -> None:
+        for _ in train_batched(engine, train, val, settings, gens, **options):
+            pass
+
+    return run
+
+
 def engine_epoch(
     cell: Cell,
     spec: MacroSpec,
@@ -108,18 +134,10 @@ def engine_epoch(
     device: str,
     options: dict[str, Any],
 ) -> float:
-    """Seconds of one ``train_batched`` epoch of ``n_steps`` batches on ``k`` copies of ``cell``
-    (``options``: ``depthwise`` of the engine, ``bf16``, ``tf32``, ``cuda_graph`` of
-    ``train_batched``)."""
-    engine, options = stacked_engine(cell, spec, [cell] * k, list(range(k)), options)
-    engine = engine.to(device)
-    train = synthetic(n_steps * settings.batch_size, spec, device, 0)
-    val = synthetic(settings.batch_size, spec, device, 1)
-    gens = [torch.Generator().manual_seed(s) for s in range(k)]
+    """Seconds of one ``train_batched`` epoch (see :func:`prepared_epoch`), set-up included."""
     sync(device)
     t0 = time.perf_counter()
-    for _ in train_batched(engine, train, val, settings, gens, **options):
-        pass
+    prepared_epoch(cell, spec, settings, n_steps, k, device, options)()
     sync(device)
     return time.perf_counter() - t0
 
@@ -168,13 +186,17 @@ def profile_engine(
     device: str,
     options: dict[str, Any],
 ) -> str:
-    """The operators that take the time in an epoch of 3 engine steps (torch profiler table)."""
+    """The operators that take the time in an epoch of 3 engine steps and its validation
+    (torch profiler table; the engine's set-up and its copy to the device are not profiled)."""
     engine_epoch(cell, spec, settings, 2, k, device, options)  # warm-up
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
+    run = prepared_epoch(cell, spec, settings, 3, k, device, options)
+    sync(device)
     with torch.profiler.profile(activities=activities) as prof:
-        engine_epoch(cell, spec, settings, 3, k, device, options)
+        run()
+        sync(device)
     key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=30)
 

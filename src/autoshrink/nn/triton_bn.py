@@ -5,9 +5,13 @@ over its rows. Unfused, PyTorch runs the batch norm's normalisation and the acti
 passes over the tensor (and two more in the backward pass, plus the activation's saved
 output). Here:
 
-- forward: the statistics with ``torch.var_mean`` (one pass), then one Triton pass that
-  normalises, scales, shifts and applies the activation; only ``x`` and the per-channel
-  statistics are kept for the backward pass (the pre-activation is recomputed);
+- forward: the statistics in two Triton passes of per-program column sums (of ``x``, then of
+  its squared deviations from the mean, both shifted by the first row: the two-pass variance,
+  summed by torch over the programs), then one Triton pass that normalises, scales, shifts and
+  applies the activation; only ``x`` and the per-channel statistics are kept for the backward
+  pass (the pre-activation is recomputed). ``torch.var_mean`` over the rows of ``[N, C]`` (a
+  reduction along the non-contiguous axis) took 166 µs per call on an H200, against 56 µs for
+  the normalising pass;
 - backward: one Triton pass computing per-program partial sums over the rows of ``g'`` and
   ``g' * x̂`` (``g'`` the gradient through the activation; summed by torch, deterministic, no
   atomics), then one Triton pass writing ``dx``.
@@ -44,6 +48,39 @@ def _pre(x_ptr, mean_ptr, invstd_ptr, w_ptr, b_ptr, n, c, pn, pc,
     xhat = (x - mean[None, :]) * invstd[None, :]
     z = xhat * w[None, :] + b[None, :]
     return offs, m, cols, cm, xhat, z, w, invstd
+
+
+@triton.jit
+def _column_sums(x_ptr, center_ptr, out_ptr, n, c,
+                 DEVIATIONS: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr):  # fmt: skip
+    """Per program, the column sums of its rows of ``x - x[0]`` (shifted by the first row, so
+    that sums of values far from zero keep their precision), or with ``DEVIATIONS`` of
+    ``(x - x[0] - center)^2``, into row ``program_id(0)`` of ``out``."""
+    pn = tl.program_id(0)
+    rows = pn * BN + tl.arange(0, BN)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    cm = cols < c
+    m = (rows[:, None] < n) & cm[None, :]
+    first = tl.load(x_ptr + cols, mask=cm, other=0.0)
+    x = tl.load(x_ptr + rows[:, None] * c + cols[None, :], mask=m, other=0.0)
+    d = tl.where(m, x - first[None, :], 0.0)
+    if DEVIATIONS:
+        center = tl.load(center_ptr + cols, mask=cm, other=0.0)
+        d = tl.where(m, d - center[None, :], 0.0)
+        d = d * d
+    tl.store(out_ptr + pn * c + cols, tl.sum(d, axis=0), mask=cm)
+
+
+def var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The biased variance and the mean of the rows of ``x [N, C]`` (contiguous), as
+    ``torch.var_mean(x, dim=0, correction=0)``: the two-pass algorithm on ``x - x[0]``."""
+    n, c = x.shape
+    grid = _grid(n, c)
+    parts = torch.empty(grid[0], c, dtype=x.dtype, device=x.device)
+    _column_sums[grid](x, x, parts, n, c, False, BLOCK_N, BLOCK_C)
+    shifted_mean = parts.sum(0) / n
+    _column_sums[grid](x, shifted_mean, parts, n, c, True, BLOCK_N, BLOCK_C)
+    return parts.sum(0) / n, x[0] + shifted_mean
 
 
 @triton.jit
@@ -141,9 +178,10 @@ def batch_norm_act(
     """Training-mode ``act(F.batch_norm(x, ...))`` of ``x [N, C]`` (float32 or float64,
     contiguous), updating the running statistics in place; ``act`` is ``relu`` or ``swish``."""
     n = x.shape[0]
+    x = x.contiguous()
     with torch.no_grad():
-        var, mean = torch.var_mean(x, dim=0, correction=0)
+        var, mean = var_mean(x)
         invstd = torch.rsqrt(var + eps)
         running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
         running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
-    return _BNAct.apply(x.contiguous(), weight, bias, mean, invstd, act)
+    return _BNAct.apply(x, weight, bias, mean, invstd, act)
