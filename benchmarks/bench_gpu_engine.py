@@ -125,19 +125,13 @@ def prepared_epoch(
     return run
 
 
-def engine_epoch(
-    cell: Cell,
-    spec: MacroSpec,
-    settings: ProxyTraining,
-    n_steps: int,
-    k: int,
-    device: str,
-    options: dict[str, Any],
-) -> float:
-    """Seconds of one ``train_batched`` epoch (see :func:`prepared_epoch`), set-up included."""
+def engine_epoch(*epoch: Any) -> float:
+    """Seconds of one ``train_batched`` epoch, set-up included; ``epoch``: the arguments of
+    :func:`prepared_epoch` (``cell, spec, settings, n_steps, k, device, options``)."""
+    device = epoch[5]
     sync(device)
     t0 = time.perf_counter()
-    prepared_epoch(cell, spec, settings, n_steps, k, device, options)()
+    prepared_epoch(*epoch)()
     sync(device)
     return time.perf_counter() - t0
 
