@@ -18,7 +18,7 @@ between BPTT windows with :func:`detach_hidden`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,6 +38,36 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
 }
 assert set(ACTIVATIONS) == set(OPS["rnn"])
+
+#: Runs of one activation in a source node's out-edges, ordered by the activation of their
+#: targets: ``(activation, first, stop)`` positions.
+Runs = tuple[tuple[str, int, int], ...]
+
+
+def by_activation(targets: Sequence[int], ops: Sequence[str]) -> tuple[list[int], Runs]:
+    """The positions of ``targets`` ordered by their activation ``ops[target]`` (then by
+    target), and the runs of one activation in that order: one call applies each."""
+    order = sorted(range(len(targets)), key=lambda p: (ops[targets[p]], targets[p]))
+    runs: list[tuple[str, int, int]] = []
+    for pos, p in enumerate(order):
+        op = ops[targets[p]]
+        if runs and runs[-1][0] == op:
+            runs[-1] = (op, runs[-1][1], pos + 1)
+        else:
+            runs.append((op, pos, pos + 1))
+    return order, tuple(runs)
+
+
+def gated_edges(s: torch.Tensor, c: torch.Tensor, hh: torch.Tensor, runs: Runs) -> torch.Tensor:
+    """A source's out-edges ``e = s + σ(c)⊙(f(h~) − s)`` from its state ``s [..., nhid]`` and
+    ``c``, ``h~ [..., m, nhid]`` (edges along dim -2, ordered by activation as ``runs`` say):
+    a few whole-tensor operations instead of five per edge."""
+    if len(runs) == 1:
+        f = ACTIVATIONS[runs[0][0]](hh)
+    else:
+        f = torch.cat([ACTIVATIONS[op](hh[..., p:q, :]) for op, p, q in runs], dim=-2)
+    s_ = s.unsqueeze(-2)
+    return s_ + torch.sigmoid(c) * (f - s_)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,11 +170,16 @@ class RNNCell(nn.Module):
             }
         )
         live = cell.live_nodes
-        # Out-edges grouped by source: one matmul per source node and time step.
-        self._sources = tuple((i, cell.successors(i)) for i in live if cell.successors(i))
+        # Out-edges grouped by source: one matmul per source node and time step, the targets
+        # ordered by their activation (one call per run of the same one).
+        self._sources: list[tuple[int, tuple[int, ...], Runs]] = []
+        for i in live:
+            succ = cell.successors(i)
+            if succ:
+                order, runs = by_activation(succ, cell.ops)
+                self._sources.append((i, tuple(succ[p] for p in order), runs))
         self._indegree = {j: len(cell.predecessors(j)) for j in live[1:]}
         self._leaves = cell.leaves
-        self._acts = {k: ACTIVATIONS[op] for k, op in enumerate(cell.ops) if k}  # node 0 has none
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the cell over ``x [T, B, ninp]`` from ``h [B, nhid]``.
@@ -159,11 +194,12 @@ class RNNCell(nn.Module):
         xc = x @ self.w0[: self.ninp]  # [T, B, 2 nhid]: the input part of node 0, all steps
         w0h = self.w0[self.ninp :]  # [nhid, 2 nhid]
         grouped = [  # [nhid, 2 nhid * out-degree] per source node
-            torch.cat([self.edges[f"e{i}_{j}"] for j in succ], dim=1) for i, succ in self._sources
+            torch.cat([self.edges[f"e{i}_{j}"] for j in succ], dim=1)
+            for i, succ, _ in self._sources
         ]
         states = []
-        for t in range(t_len):
-            h = self.step(xc[t], h, w0h, grouped, h_mask)
+        for xc_t in xc.unbind(0):  # one op (and one in the backward pass), not T selections
+            h = self.step(xc_t, h, w0h, grouped, h_mask)
             states.append(h)
         return torch.stack(states), h
 
@@ -181,14 +217,13 @@ class RNNCell(nn.Module):
         c0, h0 = (xc + hm @ w0h).split(nhid, dim=-1)  # [B, nhid] each
         state: dict[int, torch.Tensor] = {0: h + torch.sigmoid(c0) * (torch.tanh(h0) - h)}
         total: dict[int, torch.Tensor] = {}
-        for (i, succ), w in zip(self._sources, grouped, strict=True):
+        for (i, succ, runs), w in zip(self._sources, grouped, strict=True):
             if i:  # all of node i's in-edges came from lower nodes: its sum is complete
                 state[i] = total.pop(i) / self._indegree[i]
             s = state[i]  # [B, nhid]
             ch = (s if h_mask is None else s * h_mask) @ w  # [B, 2 nhid * len(succ)]
-            for k, j in enumerate(succ):
-                c, hh = ch[:, 2 * nhid * k : 2 * nhid * (k + 1)].split(nhid, dim=-1)
-                e = s + torch.sigmoid(c) * (self._acts[j](hh) - s)  # [B, nhid]
+            c, hh = ch.view(len(s), len(succ), 2, nhid).unbind(2)  # [B, m, nhid] each
+            for j, e in zip(succ, gated_edges(s, c, hh, runs).unbind(1), strict=True):
                 total[j] = e if j not in total else total[j] + e
         for j, e_sum in total.items():  # the leaves (nodes with no out-edge)
             state[j] = e_sum / self._indegree[j]

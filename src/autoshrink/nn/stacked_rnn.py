@@ -23,7 +23,7 @@ from torch import nn
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.nn.rnn import ACTIVATIONS, INIT_RANGE, RNNModel
+from autoshrink.nn.rnn import INIT_RANGE, RNNModel, Runs, by_activation, gated_edges
 
 
 def union_edges(cells: Sequence[Cell]) -> tuple[tuple[int, int], ...]:
@@ -96,25 +96,15 @@ class StackedRNNModel(nn.Module):
         # Out-edges grouped by source node (one batched matmul per source and time step), each
         # group ordered by the activation of the target so that one call applies it to a run;
         # per group: its edges, their targets and its runs of one activation.
-        self._sources: list[
-            tuple[int, tuple[int, ...], tuple[int, ...], tuple[tuple[str, int, int], ...]]
-        ] = []
+        self._sources: list[tuple[int, tuple[int, ...], tuple[int, ...], Runs]] = []
         for i in range(n):
-            out = sorted(
-                (e for e, (a, _) in enumerate(self.edges) if a == i),
-                key=lambda e: (self.ops[self.edges[e][1]], self.edges[e][1]),
-            )
-            if not out:
+            edges = [e for e, (a, _) in enumerate(self.edges) if a == i]
+            if not edges:
                 continue
-            runs: list[tuple[str, int, int]] = []
-            for pos, e in enumerate(out):
-                op = self.ops[self.edges[e][1]]
-                if runs and runs[-1][0] == op:
-                    runs[-1] = (op, runs[-1][1], pos + 1)
-                else:
-                    runs.append((op, pos, pos + 1))
+            order, runs = by_activation([self.edges[e][1] for e in edges], self.ops)
+            out = [edges[p] for p in order]
             targets = tuple(self.edges[e][1] for e in out)
-            self._sources.append((i, tuple(out), targets, tuple(runs)))
+            self._sources.append((i, tuple(out), targets, runs))
             self.register_buffer(f"_edges{i}", torch.tensor(out))
 
     @property
@@ -206,12 +196,7 @@ class StackedRNNModel(nn.Module):
                 states[i] = node.zero if summed is None else summed / node.indegree[i]
             s = states[i]
             c, hh = torch.bmm(s, w).view(k, b, -1, 2, d).unbind(3)  # [K, B, m, nhid] each
-            if len(runs) == 1:
-                f = ACTIVATIONS[runs[0][0]](hh)
-            else:
-                f = torch.cat([ACTIVATIONS[op](hh[:, :, p:q]) for op, p, q in runs], dim=2)
-            s_ = s[:, :, None]
-            edges = (s_ + torch.sigmoid(c) * (f - s_)) * mask  # [K, B, m, nhid]
+            edges = gated_edges(s, c, hh, runs) * mask  # [K, B, m, nhid]
             for j, e in zip(targets, edges.unbind(2), strict=True):
                 sums[j] = sums[j] + e if j in sums else e
         for j, summed in sums.items():  # the nodes without out-edges
