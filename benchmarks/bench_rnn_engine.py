@@ -56,7 +56,7 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
 from autoshrink.training.language import RNNProxyTraining, train_epoch, train_proxy_lm
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
-from engine_search import Deadline, TimedExecutor, peak_gb
+from engine_search import Deadline, TimedExecutor, best_so_far, peak_gb
 
 
 def synthetic_corpus(root: Path, train_lines: int, valid_lines: int, vocab: int = 10_000) -> Path:
@@ -170,7 +170,7 @@ def search(
     try:
         best = run_search(out, config, executor=executor, progress=False).best.score
     except Deadline:
-        finished = False
+        finished, best = False, best_so_far(out)
     return {
         "finished": finished,
         "seconds": round(time.perf_counter() - t0, 2),

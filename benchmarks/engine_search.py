@@ -19,6 +19,7 @@ import torch
 
 from autoshrink.config import preset
 from autoshrink.executors.batched import BatchedExecutor
+from autoshrink.journal import Journal
 from autoshrink.search import run_search
 
 
@@ -57,6 +58,17 @@ class TimedExecutor:
         self.inner.close()
 
 
+def best_so_far(run_dir: Path) -> float | None:
+    """The best score in a stopped run's journal: the best cell of the trajectory so far (each
+    step keeps its best candidate), None before the first score."""
+    path = run_dir / "journal.jsonl"
+    records = Journal(path).records() if path.exists() else []
+    scores = [
+        r["score"] for r in records if r.get("type") == "candidate" and r.get("score") is not None
+    ]
+    return max(scores, default=None)
+
+
 def peak_gb() -> str:
     if not torch.cuda.is_available():
         return "n/a"
@@ -93,14 +105,14 @@ def search(
         result = run_search(out, config, executor=executor, progress=False)
         best = result.best.score
     except Deadline:
-        finished = False
+        finished, best = False, best_so_far(out)
     seconds = time.perf_counter() - t0
     return {
         "finished": finished,
         "seconds": round(seconds, 2),
         "steps": executor.steps,
         "candidates": executor.candidates,
-        "best_score": best,
+        "best_score": best,  # of the trajectory so far where the search was stopped
         "peak_gpu_memory": peak_gb(),
         "run_dir": str(out),
     }
