@@ -16,7 +16,9 @@ prints PASS/FAIL (same stop reasons, perplexities within 1e-9); with ``--cuda-gr
 the stacked candidates replayed from CUDA graphs. ``--search`` then runs the
 paper-protocol ShrinkRNN search (N = 6, K = 10, 4,000/300 lines, nhid 100, <= 10 epochs) with
 the stacked executor (with ``--cuda-graph``: replaying CUDA graphs), timed, stopped after
-``--time-limit`` seconds.
+``--time-limit`` seconds. Where CUDA graphs fail, the error is reported (``cuda_graph_error``,
+exit status 1) and the rest runs without them, so that one GPU session still gets the eager
+figures and the search.
 
 Text: a PTB-style folder (``--data``, train/valid/test.txt; e.g. the PTB proxy split), else
 a synthetic Zipf-distributed corpus of the same size (4,000/300 lines of ~21 words, 10,000
@@ -217,13 +219,24 @@ def main() -> None:
     ok = True
     if args.cuda_graph and not args.device.startswith("cuda"):
         p.error(f"--cuda-graph needs --device cuda, not {args.device!r}")
+    graphs = args.cuda_graph  # off again after a failure: the eager figures still come
+
+    def graph_failed(error: Exception) -> None:
+        nonlocal graphs, ok
+        graphs, ok = False, False
+        report["check_cuda_graph"] = False
+        report["cuda_graph_error"] = f"{type(error).__name__}: {error}"
+        say(f"CUDA graphs failed, going on without them: {report['cuda_graph_error']}")
+
     if args.check:
         tiny = load_text(data, train_lines=200, valid_lines=40)
-        ok = check(tiny, args.device, say)
-        if args.cuda_graph:
-            report["check_cuda_graph"] = check(tiny, args.device, say, cuda_graph=True)
-            ok &= report["check_cuda_graph"]
-        report["check"] = ok
+        ok = report["check"] = check(tiny, args.device, say)
+        if graphs:
+            try:
+                report["check_cuda_graph"] = check(tiny, args.device, say, cuda_graph=True)
+                ok &= report["check_cuda_graph"]
+            except Exception as error:  # reported; the rest of the run goes on
+                graph_failed(error)
     if not args.no_table:
         s = RNNProxyTraining(nhid=args.nhid, batch_size=16 if args.quick else 128)
         cells = candidates(args.nodes, args.k)
@@ -260,12 +273,16 @@ def main() -> None:
         say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s "
             f"(system {together_sys:.1f} s, {together_faults:,} page faults)")  # fmt: skip
         say(f"rnn speedup: {alone / together:.2f}")
-        if args.cuda_graph:
-            stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
-            graphed = min(
-                stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)
-                for _ in range(args.repeats)
-            )
+        if graphs:
+            try:
+                stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
+                graphed = min(
+                    stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)
+                    for _ in range(args.repeats)
+                )
+            except Exception as error:  # reported; the rest of the run goes on
+                graph_failed(error)
+        if graphs:
             report.update(
                 graphed_tokens_s=tokens / graphed, graphed_s=graphed, graph_speedup=alone / graphed
             )
@@ -274,11 +291,12 @@ def main() -> None:
             say(f"rnn graph speedup: {alone / graphed:.2f}")
     if args.search:
         out = args.out or tmp / "search"
-        how = ", CUDA graphs" if args.cuda_graph else ""
+        how = ", CUDA graphs" if graphs else ""
         say(f"paper-protocol RNN search ({text}) with the stacked executor{how} ...")
         report["search"] = r = search(
-            data, args.device, args.time_limit, out, say, args.quick, args.cuda_graph
+            data, args.device, args.time_limit, out, say, args.quick, graphs
         )
+        r["cuda_graph"] = graphs
         say(f"RNN search {'finished' if r['finished'] else 'stopped at the time limit'}: "
             f"{r['seconds']:.1f} s, {r['steps']} steps, {r['candidates']} candidates, "
             f"best score {r['best_score']}, peak GPU memory {r['peak_gpu_memory']}")  # fmt: skip

@@ -271,6 +271,8 @@ if r := result("rnn.json"):
     print(f"{r['device']} RNN check: {'PASS' if r.get('check') else 'FAIL'}; "
           f"K = {r['k']} ({r['data']}): one by one {r['one_by_one_tokens_s']:,.0f}, stacked "
           f"{r['stacked_tokens_s']:,.0f} candidate-tokens/s, rnn speedup: {r['speedup']:.2f}")
+    if "cuda_graph_error" in r:
+        print(f"{r['device']} RNN in CUDA graphs: FAIL, {r['cuda_graph_error']}")
     if "graph_speedup" in r:
         print(f"{r['device']} RNN in CUDA graphs: check "
               f"{'PASS' if r.get('check_cuda_graph') else 'FAIL'}; stacked "
@@ -278,7 +280,7 @@ if r := result("rnn.json"):
               f"rnn graph speedup: {r['graph_speedup']:.2f}")
     if r.get("search"):
         s = r["search"]
-        print(f"RNN paper-protocol search (stacked{', CUDA graphs' if 'graph_speedup' in r else ''}): "
+        print(f"RNN paper-protocol search (stacked{', CUDA graphs' if s.get('cuda_graph') else ''}): "
               f"finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
