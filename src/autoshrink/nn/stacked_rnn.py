@@ -70,6 +70,7 @@ class StackedRNNModel(nn.Module):
         self.cells = list(cells)
         self.ntoken, self.nhid, self.ninp = ntoken, nhid, nhid  # tied weights: emsize = nhid
         self.edges = union_edges(cells)
+        self._nodes = sorted({0, *(j for e in self.edges for j in e)})  # node 0, nodes of edges
         self.ops = cells[0].ops
 
         def uniform(*shape: int) -> nn.Parameter:
@@ -154,8 +155,8 @@ class StackedRNNModel(nn.Module):
             )
             for i, out, _, _ in self._sources
         ]
-        order = sorted({0, *(j for e in self.edges for j in e)})  # the nodes of some edge
-        node = _NodeTerms(
+        order = self._nodes
+        node = _NodeTerms(  # the buffers' per-node terms (select() replaces the buffers)
             indegree={j: self.indegree[:, j, None, None] for j in order},
             zero=hidden.new_zeros(k, b, d),
             order=order,
