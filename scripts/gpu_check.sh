@@ -40,6 +40,8 @@
 #  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
+# SKIP leaves out steps of part cnn already measured: any of "check ops node_inputs concat gray"
+# (default none), so that a rerun of what changed fits beside part rnn in one budget.
 # PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10). Measured on an H200:
 # steps 1-8 4.8 min (session 5); PARTS="rnn final" 456 s, PARTS="cnn oneshot" with
 # SEARCH_SECONDS=0 314 s (session 30): those two calls back to back on a warm machine fit one
@@ -99,6 +101,8 @@ fi
 
 step() { echo; echo "== $* ($(date +%T))"; }
 part() { [[ "$PARTS" == *" $1 "* ]]; }
+SKIP=" ${SKIP:-} "
+run_step() { [[ "$SKIP" != *" $1 "* ]] || { step "$1 skipped (SKIP)"; false; }; }
 
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
@@ -117,9 +121,12 @@ torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/device.txt"
 
 if part cnn; then
+if run_step check; then
 step "float64 equivalence on the GPU"
 timeout $((45 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+fi
 
+if run_step ops; then
 step "the engine's own ops against the plain PyTorch they replace"
 for geometry in "3 32" "1 28"; do
     read -r channels size <<< "$geometry"
@@ -127,21 +134,26 @@ for geometry in "3 32" "1 28"; do
         --in-channels "$channels" --image-size "$size" > "$OUT/ops_${channels}x$size.json"
     cat "$OUT/ops_${channels}x$size.json"
 done
+fi
 
+if run_step node_inputs; then
 step "node inputs: views of one buffer vs concatenated, a training step's forward + backward"
 NODE=()
 [ -n "${QUICK:-}" ] && NODE=(--k 3 --batch 8 --image-size 8 --rounds 1 --steps 1 --threads 1)
 timeout $((60 * SCALE)) "$PY" benchmarks/bench_node_inputs.py --device "$DEVICE" "${NODE[@]}" \
     --json > "$OUT/node_inputs.json" 2> "$OUT/node_inputs.txt"
 cat "$OUT/node_inputs.txt"
+fi
 
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
     step "throughput, float32, batch norm and activation unfused (the fusion's baseline)"
     table 50 throughput_fp32_unfused --bn torch
-    step "throughput, float32, node inputs concatenated (the node-input buffer's baseline)"
-    table 50 throughput_fp32_concat --node-inputs concat
+    if run_step concat; then
+        step "throughput, float32, node inputs concatenated (the node-input buffer's baseline)"
+        table 50 throughput_fp32_concat --node-inputs concat
+    fi
 fi
 if [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
@@ -150,8 +162,10 @@ else
     step "throughput, bf16 autocast"
     table 60 throughput_bf16 --precision bf16
 fi
-step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
-table 50 throughput_gray --in-channels 1 --image-size 28
+if run_step gray; then
+    step "throughput, float32, Fashion-MNIST's geometry (1x28x28)"
+    table 50 throughput_gray --in-channels 1 --image-size 28
+fi
 
 if [ "$SEARCH_SECONDS" = 0 ]; then
     step "full-protocol search skipped (SEARCH_SECONDS=0)"
