@@ -40,7 +40,7 @@
 #  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
-# SKIP leaves out steps of part cnn already measured: any of "check ops node_inputs concat gray"
+# SKIP leaves out steps of part cnn already measured: any of "check ops node_inputs concat bf16 gray"
 # (default none), so that a rerun of what changed fits beside part rnn in one budget.
 # PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10). Measured on an H200:
 # steps 1-8 4.8 min (session 5); PARTS="rnn final" 456 s, PARTS="cnn oneshot" with
@@ -155,7 +155,9 @@ if [ -n "$GPU" ]; then
         table 50 throughput_fp32_concat --node-inputs concat
     fi
 fi
-if [ -n "$GPU" ]; then
+if ! run_step bf16; then
+    :
+elif [ -n "$GPU" ]; then
     step "throughput, bf16 autocast, engine steps replayed from CUDA graphs"
     table 50 throughput_bf16 --precision bf16 --cuda-graph
 else

@@ -71,6 +71,9 @@ class StackedRNNModel(nn.Module):
         self.ntoken, self.nhid, self.ninp = ntoken, nhid, nhid  # tied weights: emsize = nhid
         self.edges = union_edges(cells)
         self._nodes = sorted({0, *(j for e in self.edges for j in e)})  # node 0, nodes of edges
+        # ... also as a tensor on the model's device: indexing with a list would copy one
+        # from the host at every forward pass, which a CUDA graph capture refuses
+        self.register_buffer("_node_index", torch.tensor(self._nodes))
         self.ops = cells[0].ops
 
         def uniform(*shape: int) -> nn.Parameter:
@@ -160,7 +163,7 @@ class StackedRNNModel(nn.Module):
             indegree={j: self.indegree[:, j, None, None] for j in order},
             zero=hidden.new_zeros(k, b, d),
             order=order,
-            leaf_mask=self.leaf_mask[:, order][:, None, :, None],
+            leaf_mask=self.leaf_mask.index_select(1, self._node_index)[:, None, :, None],
             leaf_count=self.leaf_count[:, None, None],
         )
         states = []
