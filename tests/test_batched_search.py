@@ -162,7 +162,7 @@ def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
     assert build_executor(None, device="cuda").options == {
         "bf16": False,
         "tf32": True,
-        "cuda_graph": False,
+        "cuda_graph": None,  # each engine's default
         "depthwise": "auto",
     }
     assert build_executor("batched", precision="fp32").options["tf32"] is False

@@ -79,7 +79,7 @@ def test_resume_rebuilds_the_executor_and_device_of_the_run(captured, tmp_path):
     with pytest.raises(Stop):  # another executor given again: its own options, same device
         main(["search", "--resume", str(run), "--executor", "inprocess"])
     assert captured["device"] == "cuda" and captured["name"] == "inprocess"
-    assert captured["precision"] is None and captured["cuda_graph"] is False
+    assert captured["precision"] is None and captured["cuda_graph"] is None
 
 
 def test_a_new_search_saves_its_executor_in_the_config(captured, tmp_path):
@@ -92,6 +92,9 @@ def test_a_new_search_saves_its_executor_in_the_config(captured, tmp_path):
     cfg.save(tmp_path / "c.json")
     assert SearchConfig.load(tmp_path / "c.json").execution.workers == 3
     assert (captured["name"], captured["workers"], captured["device"]) == ("pool", 3, "cpu")
+    with pytest.raises(Stop):  # an explicit --no-cuda-graph is saved, not the default (None)
+        main(["search", "--preset", "demo", "--executor", "batched", "--no-cuda-graph"])
+    assert captured["config"].execution.cuda_graph is False
 
 
 # -- item 3: the run-folder lock ------------------------------------------------------------

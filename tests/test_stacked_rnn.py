@@ -240,3 +240,12 @@ def test_the_batched_executor_is_the_rnn_default_on_a_gpu(monkeypatch) -> None:
     assert isinstance(executor, BatchedExecutor)
     stacked = BatchedExecutor(cuda_graph=True)._batched_for(RNNProxyEvaluator(None, SETTINGS))
     assert isinstance(stacked, StackedRNNEvaluator) and stacked.cuda_graph
+
+
+def test_rnn_candidates_are_replayed_from_cuda_graphs_by_default_on_cuda_only() -> None:
+    def graphs(device: str, cuda_graph: bool | None = None) -> bool:
+        evaluator = RNNProxyEvaluator(None, SETTINGS, device=device)
+        return BatchedExecutor(cuda_graph=cuda_graph)._batched_for(evaluator).cuda_graph
+
+    assert graphs("cuda") and graphs("cuda:1") and not graphs("cpu")
+    assert not graphs("cuda", False)

@@ -53,13 +53,14 @@ class ExecutionSettings:
     the CPU pool); left out of :meth:`SearchConfig.fingerprint`, and checked by
     :func:`autoshrink.executors.factory.build_executor`: ``executor`` (``None``: the device's
     default), pool ``workers``, ``ray_address``, and the batched engine's ``precision``,
-    ``cuda_graph`` and ``depthwise`` backend."""
+    ``cuda_graph`` (``None``: the engine's default, on for stacked RNN candidates on CUDA, off
+    for the CNN engine) and ``depthwise`` backend."""
 
     executor: str | None = None
     workers: int | None = None
     ray_address: str | None = None
     precision: str | None = None
-    cuda_graph: bool = False
+    cuda_graph: bool | None = None
     depthwise: str | None = None
 
 

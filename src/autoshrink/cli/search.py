@@ -311,9 +311,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--cuda-graph",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="batched engine: replay each training step (--task rnn: each BPTT window of "
-        "training and validation) from a CUDA graph (CUDA only)",
+        "training and validation) from a CUDA graph (CUDA only); default: on for --task rnn "
+        "on CUDA, off for cnn",
     )
     g.add_argument(
         "--depthwise",
@@ -360,8 +362,8 @@ def run(args: argparse.Namespace) -> int:
         "depthwise": args.depthwise,
     }
     execution = {k: v for k, v in execution.items() if v is not None}
-    if args.cuda_graph:
-        execution["cuda_graph"] = True
+    if args.cuda_graph is not None:
+        execution["cuda_graph"] = args.cuda_graph
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
     if args.resume is not None:

@@ -41,7 +41,7 @@ def build_executor(
     ray_address: str | None = None,
     max_retries: int = DEFAULT_RETRIES,
     precision: str | None = None,
-    cuda_graph: bool = False,
+    cuda_graph: bool | None = None,
     depthwise: str | None = None,
 ) -> Executor:
     """The executor ``name``; ``None`` picks the default for ``device``.
@@ -49,7 +49,8 @@ def build_executor(
     ``ray_address`` (a running Ray cluster) implies ``ray`` when no name is given.
     ``max_retries`` bounds how often the pool and Ray rerun a candidate whose worker died, and
     how often the in-process and batched executors rerun one that ran out of memory.
-    ``precision`` (a key of :data:`PRECISIONS`), ``cuda_graph`` and ``depthwise`` (a backend
+    ``precision`` (a key of :data:`PRECISIONS`), ``cuda_graph`` (``None``: each engine's
+    default) and ``depthwise`` (a backend
     of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
     the ``batched`` executor.
     """
