@@ -12,7 +12,7 @@
 #      the eager loop's cuDNN convolutions), then a profile of the engine step (which operators
 #      take the device time); every table also times the set-up of a new number of stacked
 #      candidates (the first epoch with K - 1 beyond the next); on a GPU the same table with
-#      batch norm and activation unfused (--bn torch: before/after of the Triton fusion) and
+#      batch norm and activation fused in Triton (--bn triton: the fusion against the default) and
 #      with node inputs concatenated (--node-inputs concat: before/after of the node-input
 #      buffer);
 #      Before the tables, node inputs as views of one buffer against concatenated copies, a
@@ -148,8 +148,8 @@ fi
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
-    step "throughput, float32, batch norm and activation unfused (the fusion's baseline)"
-    table 50 throughput_fp32_unfused --bn torch
+    step "throughput, float32, batch norm and activation fused in Triton (--bn triton)"
+    table 50 throughput_fp32_fused --bn triton
     if run_step concat; then
         step "throughput, float32, node inputs concatenated (the node-input buffer's baseline)"
         table 50 throughput_fp32_concat --node-inputs concat
@@ -249,7 +249,7 @@ for path in sorted(out.glob("ops_*.json")):
               f"{r['stem_im2col_ms']:.2f} ms")
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
-for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_fp32_concat",
+for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat",
              "throughput_bf16", "throughput_gray", "search"):
     path = out / f"{name}.json"
     if not path.exists():
@@ -260,7 +260,7 @@ for name in ("throughput_fp32", "throughput_fp32_unfused", "throughput_fp32_conc
         continue
     r = json.loads(text)
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
-    tag += f" {r['depthwise']} depthwise" + (" unfused-bn" if r.get("bn") == "torch" else "")
+    tag += f" {r['depthwise']} depthwise" + (" fused-bn" if r.get("bn") == "triton" else "")
     tag += f" {r['node_inputs']}-inputs" if r.get("node_inputs") else ""
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]

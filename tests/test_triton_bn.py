@@ -18,7 +18,6 @@ import sys
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from autoshrink.errors import ConfigError
 from autoshrink.nn.stacked_ops import StackedBN, check_bn
@@ -111,37 +110,27 @@ def test_the_engine_with_fused_batch_norms_equals_the_unfused_engine() -> None:
     assert run_interpreted(ENGINE_CHECK) < 1e-12
 
 
-def test_the_cpu_and_eval_mode_never_take_the_fused_path() -> None:
-    bn = StackedBN(2, 3)  # auto
-    x = torch.randn(4, 2, 3)
-    assert not bn._fused(x)  # a CPU tensor
-    assert not StackedBN(2, 3, "torch")._fused(x)
+def test_only_the_triton_backend_in_training_takes_the_fused_path() -> None:
+    assert not StackedBN(2, 3)._fused()  # the default: torch
     forced = StackedBN(2, 3, "triton")
-    assert forced._fused(x) and not forced.eval()._fused(x)
+    assert forced._fused() and not forced.eval()._fused()
 
 
 def test_unknown_bn_backend_is_refused_by_name() -> None:
-    check_bn("auto")
-    with pytest.raises(ConfigError, match="unknown batch-norm backend 'fast'"):
-        check_bn("fast")
+    check_bn("torch")
+    with pytest.raises(ConfigError, match="unknown batch-norm backend 'auto'"):
+        check_bn("auto")  # gone: the fused kernels were the slower on an H200
 
 
 @needs_triton
-def test_auto_falls_back_to_the_unfused_path_when_the_kernel_fails(monkeypatch, caplog) -> None:
+def test_a_failing_fused_kernel_is_reported_not_hidden(monkeypatch) -> None:
     import autoshrink.nn.triton_bn as triton_bn
 
     def broken(*args, **kwargs):
         raise RuntimeError("compilation failed (simulated)")
 
     monkeypatch.setattr(triton_bn, "batch_norm_act", broken)
-    monkeypatch.setattr(StackedBN, "_fused", lambda self, x: self.backend != "torch")
-    x = torch.randn(5, 2, 3, dtype=torch.float64)
-    bn = StackedBN(2, 3).double()
-    bn.weight.data.fill_(1.0)
-    out = bn(x, "relu")
-    assert bn.backend == "torch" and "unfused from now on" in caplog.text
-    expected = torch.relu(F.batch_norm(x.reshape(5, 6), None, None, training=True))
-    torch.testing.assert_close(out, expected.view(5, 2, 3))
-    forced = StackedBN(2, 3, "triton")
+    x = torch.randn(5, 2, 3)
     with pytest.raises(RuntimeError, match="simulated"):
-        forced(x.float(), "relu")
+        StackedBN(2, 3, "triton")(x, "relu")
+    assert StackedBN(2, 3)(x, "relu").shape == x.shape  # the default never calls it

@@ -42,13 +42,13 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         tf32: CUDA float32 matmuls on TF32 tensor cores, as the one-by-one loop's cuDNN
             convolutions by default (no effect on the CPU or in float64).
         cuda_graph: replay each training step from a CUDA graph (CUDA only; see
-            :mod:`autoshrink.training.cuda_graph`).
+            :mod:`autoshrink.training.cuda_graph`); ``None`` (the default): off.
         compact_below: stopped candidates leave the stacks once at most this fraction of
             them still train (1.0: at every stop; see :func:`train_batched`).
         depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``auto``, ``triton``,
             ``torch`` or ``cudnn``; see :func:`autoshrink.nn.stacked_ops.depthwise3x3`).
-        bn: batch norm + activation kernels (``auto``: fused in Triton on CUDA; ``torch``;
-            ``triton``; see :class:`autoshrink.nn.stacked_ops.StackedBN`).
+        bn: batch norm + activation kernels (``torch``, the default; ``triton``: fused, less
+            memory, slower; see :data:`autoshrink.nn.stacked_ops.BN_BACKENDS`).
         node_inputs: how nodes read their predecessors' outputs (``auto``: views of one buffer
             on CUDA; ``buffer``; ``concat``; see :mod:`autoshrink.nn.node_states`).
     """
@@ -65,10 +65,10 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         fixed_structure: bool = False,
         bf16: bool = False,
         tf32: bool = True,
-        cuda_graph: bool = False,
+        cuda_graph: bool | None = None,
         compact_below: float = 0.5,
         depthwise: str = "auto",
-        bn: str = "auto",
+        bn: str = "torch",
         node_inputs: str = "auto",
     ) -> None:
         super().__init__(split, macro, training, device=device, threads=threads)
@@ -82,7 +82,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         self.fixed_structure = fixed_structure
         self.bf16 = bf16
         self.tf32 = tf32
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = bool(cuda_graph)
         self.compact_below = compact_below
         self.depthwise = depthwise
         self.bn = bn
