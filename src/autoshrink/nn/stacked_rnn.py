@@ -59,6 +59,7 @@ class StackedRNNModel(nn.Module):
     indegree: torch.Tensor
     leaf_mask: torch.Tensor
     leaf_count: torch.Tensor
+    _node_index: torch.Tensor
 
     def __init__(self, cells: Sequence[Cell], ntoken: int, *, nhid: int) -> None:
         super().__init__()
