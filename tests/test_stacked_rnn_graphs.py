@@ -145,3 +145,28 @@ def test_the_graph_loop_matches_the_eager_loop(corpus, monkeypatch) -> None:
 def test_cuda_graphs_need_the_data_on_a_gpu(corpus) -> None:
     with pytest.raises(ValueError, match="cuda_graph needs the data on a CUDA device"):
         together(corpus, SETTINGS, cuda_graph=True)
+
+
+def test_a_window_step_builds_no_index_on_the_host(corpus, monkeypatch) -> None:
+    """A capture refuses host-to-device copies, and indexing with a Python list is one (the
+    first H200 capture failed on it): every index of a window step is a device tensor."""
+    data = batches(corpus)
+    model = build_stacked_rnn(CELLS, SEEDS, corpus.ntokens, nhid=NHID)
+    hidden, loss_sum, finite = buffers(model)
+    opt = torch.optim.SGD(model.parameters(), lr=6.0)
+    tokens = data[: BPTT + 1].clone()
+    host_indices: list[str] = []
+    getitem = torch.Tensor.__getitem__
+
+    def spy(self, index):
+        for part in index if isinstance(index, tuple) else (index,):
+            if isinstance(part, list | tuple) or (
+                isinstance(part, torch.Tensor) and part.device != self.device
+            ):
+                host_indices.append(repr(part))
+        return getitem(self, index)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", spy)
+    TrainWindow(model, opt, tokens, hidden, loss_sum, finite, clip=0.25)()
+    EvalWindow(model.eval(), tokens, hidden, loss_sum)()
+    assert host_indices == []
