@@ -199,8 +199,8 @@ def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "auto") -> tor
 #: Batch norm + activation kernels of the engine: ``torch`` (the default), ``F.batch_norm``
 #: then the activation; ``triton``, batch norm and activation fused in Triton passes in
 #: training (:mod:`autoshrink.nn.triton_bn`; on CPU tensors only under Triton's interpreter),
-#: 0.9 GB less peak memory for the complete cell but 13-26% slower on an H200
-#: (benchmarks/README.md).
+#: 0.9 GB less peak memory for the complete cell but slower on an H200 (1-13% for the complete
+#: cell, 21-23% for the ShrinkCNN cell; benchmarks/README.md).
 BN_BACKENDS = ("torch", "triton")
 
 
