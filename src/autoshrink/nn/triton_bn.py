@@ -1,5 +1,8 @@
 """Batch norm fused with its activation (ReLU or SiLU) in Triton, for the stacked CNN engine.
 
+The engine uses it with ``bn="triton"`` only: it saves memory, but on an H200 it was slower
+than ``F.batch_norm`` then the activation, the default (benchmarks/README.md).
+
 In training mode, ``y = act((x - mean) * invstd * w + b)`` with the statistics of ``x [N, C]``
 over its rows. Unfused, PyTorch runs the batch norm's normalisation and the activation as two
 passes over the tensor (and two more in the backward pass, plus the activation's saved
