@@ -29,10 +29,10 @@
 #      step stacked vs one by one in the same run (`rnn speedup:`), then the paper-protocol
 #      ShrinkRNN search (N = 6, K = 10, 4,000/300 lines, nhid 100) with the stacked executor,
 #      timed (target <= 3 minutes), stopped after $RNN_SECONDS (200) s; on a GPU all three also
-#      with the windows replayed from CUDA graphs (`rnn graph speedup:`; the search with them
-#      only); text: the PTB proxy split
-#      from $PTB_DIR, data/ptb/proxy or ../shared/data/ptb/proxy, else synthetic text of the
-#      same size (timing only; the output says which);
+#      with the windows replayed from CUDA graphs (`rnn graph speedup:`; one candidate alone, plain
+#      loop against a stack of one in graphs: `rnn single speedup:`; the search with them only);
+#      text: the PTB proxy split from $PTB_DIR, data/ptb/proxy or ../shared/data/ptb/proxy, else
+#      synthetic text of the same size (timing only; the output says which);
 #  10. final training (issue #21): ShrinkCNN-A and MobileNetV2-1.4, same recipe and epochs
 #      ($FINAL_EPOCHS, 2; bf16 on a GPU), Fashion-MNIST at 32x32: images/s, peak GPU memory, test
 #      accuracy; then `autoshrink train` killed after its first epoch and resumed with --resume
@@ -40,7 +40,8 @@
 #  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
-# SKIP leaves out steps of part cnn already measured: any of "check ops node_inputs concat bf16 gray"
+# SKIP leaves out steps of part cnn already measured: any of
+# "check ops node_inputs fused concat bf16 gray"
 # (default none), so that a rerun of what changed fits beside part rnn in one budget.
 # PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10). Measured on an H200:
 # steps 1-8 4.8 min (session 5); PARTS="rnn final" 456 s, PARTS="cnn oneshot" with
@@ -148,8 +149,10 @@ fi
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if [ -n "$GPU" ]; then
-    step "throughput, float32, batch norm and activation fused in Triton (--bn triton)"
-    table 50 throughput_fp32_fused --bn triton
+    if run_step fused; then
+        step "throughput, float32, batch norm and activation fused in Triton (--bn triton)"
+        table 50 throughput_fp32_fused --bn triton
+    fi
     if run_step concat; then
         step "throughput, float32, node inputs concatenated (the node-input buffer's baseline)"
         table 50 throughput_fp32_concat --node-inputs concat
@@ -294,6 +297,10 @@ if r := result("rnn.json"):
               f"{'PASS' if r.get('check_cuda_graph') else 'FAIL'}; stacked "
               f"{r['graphed_tokens_s']:,.0f} candidate-tokens/s, "
               f"rnn graph speedup: {r['graph_speedup']:.2f}")
+    if "single_speedup" in r:
+        print(f"{r['device']} RNN, one candidate: plain loop {r['single_plain_s']:.2f} s, a stack "
+              f"of one in CUDA graphs {r['single_graphed_s']:.2f} s per epoch, "
+              f"rnn single speedup: {r['single_speedup']:.2f}")
     if r.get("search"):
         s = r["search"]
         print(f"RNN paper-protocol search (stacked{', CUDA graphs' if s.get('cuda_graph') else ''}): "
