@@ -8,7 +8,9 @@ together with ``StackedTrainer`` (the ``batched`` executor). It prints both thro
 in candidate-tokens/s (K × training tokens / seconds), the system CPU time and page faults of
 each timed epoch, and ``rnn speedup: X``. With ``--cuda-graph`` (CUDA only) the stacked epoch
 is timed a second time with its windows replayed from CUDA graphs (``rnn graph speedup: X``,
-against the one-by-one loop of the same run). The first
+against the one-by-one loop of the same run), and so is one candidate alone, plain loop against
+a stack of one in CUDA graphs (``rnn single speedup: X``: what step 0's complete cell gains
+from ``StackedRNNEvaluator.stacks_single``). The first
 epoch of each is a warm-up; then the best of ``--repeats`` timed epochs counts.
 
 ``--check`` first trains K = 3 candidates for 2 epochs in float64 both ways on the device and
@@ -276,19 +278,33 @@ def main() -> None:
         if graphs:
             try:
                 stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
-                graphed = min(
-                    stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)
-                    for _ in range(args.repeats)
+                graphed, single = (
+                    min(
+                        stacked_seconds(some, corpus, s, args.device, tf32, cuda_graph=True)
+                        for _ in range(args.repeats)
+                    )
+                    for some in (cells, cells[:1])
                 )
             except Exception as error:  # reported; the rest of the run goes on
                 graph_failed(error)
         if graphs:
+            single_plain = min(
+                one_by_one_seconds(cells[:1], corpus, s, args.device) for _ in range(args.repeats)
+            )
             report.update(
-                graphed_tokens_s=tokens / graphed, graphed_s=graphed, graph_speedup=alone / graphed
+                graphed_tokens_s=tokens / graphed,
+                graphed_s=graphed,
+                graph_speedup=alone / graphed,
+                single_plain_s=single_plain,
+                single_graphed_s=single,
+                single_speedup=single_plain / single,
             )
             say(f"stacked, CUDA graphs: {graphed:.2f} s (capture included), "
                 f"{tokens / graphed:,.0f} candidate-tokens/s")  # fmt: skip
             say(f"rnn graph speedup: {alone / graphed:.2f}")
+            say(f"one candidate: plain loop {single_plain:.2f} s, a stack of one in CUDA graphs "
+                f"{single:.2f} s (capture included)")  # fmt: skip
+            say(f"rnn single speedup: {single_plain / single:.2f}")
     if args.search:
         out = args.out or tmp / "search"
         how = ", CUDA graphs" if graphs else ""

@@ -209,6 +209,42 @@ def test_a_group_that_fails_is_retried_in_halves_down_to_the_plain_loop(
         )
 
 
+def test_a_single_candidate_trains_as_a_stack_of_one_where_graphs_replay_it(
+    corpus, monkeypatch
+) -> None:
+    settings = RNNProxyTraining(**{**SETTINGS.__dict__, "epochs": 2})
+    plain = RNNProxyEvaluator(corpus, settings)
+    stacked = StackedRNNEvaluator.from_proxy(plain)
+    assert not stacked.stacks_single  # no graphs (CPU): the plain loop, the very same result
+    assert stacked.evaluate(CELLS[0], 7).metrics == plain.evaluate(CELLS[0], 7).metrics
+    monkeypatch.setattr(StackedRNNEvaluator, "stacks_single", True)  # as with CUDA graphs
+    sizes = []
+    train = StackedRNNEvaluator._train
+    monkeypatch.setattr(
+        StackedRNNEvaluator, "_train", lambda self, c, s: sizes.append(len(c)) or train(self, c, s)
+    )
+    got = stacked.evaluate(CELLS[0], 7)
+    assert sizes == [1] and got.status == "ok" and got.detail["batch"] == 1
+    ref = plain.evaluate(CELLS[0], 7)
+    assert got.detail["epochs"] == ref.detail["epochs"]
+    assert got.metrics["perplexity"] == pytest.approx(ref.metrics["perplexity"], rel=1e-3)
+
+
+def test_a_failed_stack_of_one_is_trained_by_the_plain_loop(corpus, monkeypatch) -> None:
+    import autoshrink.evaluators.stacked_rnn as module
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(module, "train_stacked_lm", out_of_memory)
+    monkeypatch.setattr(StackedRNNEvaluator, "stacks_single", True)
+    settings = RNNProxyTraining(**{**SETTINGS.__dict__, "epochs": 1})
+    got = StackedRNNEvaluator(corpus, settings).evaluate_many(CELLS[:3], SEEDS[:3])
+    for cell, seed, result in zip(CELLS[:3], SEEDS[:3], got, strict=True):
+        ref = RNNProxyEvaluator(corpus, settings).evaluate(cell, seed)
+        assert result.detail["batch"] == 1 and result.metrics == ref.metrics
+
+
 def test_the_batched_executor_runs_an_rnn_search_stacked(tmp_path, monkeypatch) -> None:
     from test_rnn_search import tiny_config
 
@@ -249,3 +285,5 @@ def test_rnn_candidates_are_replayed_from_cuda_graphs_by_default_on_cuda_only() 
 
     assert graphs("cuda") and graphs("cuda:1") and not graphs("cpu")
     assert not graphs("cuda", False)
+    evaluator = BatchedExecutor()._batched_for(RNNProxyEvaluator(None, SETTINGS, device="cuda"))
+    assert evaluator.stacks_single  # graphs replay a stack of one too, step 0's complete cell

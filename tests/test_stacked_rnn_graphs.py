@@ -105,11 +105,10 @@ def test_a_window_pass_covers_every_target_and_replays_only_full_windows(corpus)
     assert seen == [("capture", BPTT), *one_pass, ("capture", BPTT), *one_pass]
 
 
-def test_the_graph_loop_matches_the_eager_loop(corpus, monkeypatch) -> None:
-    """``cuda_graph=True`` on the CPU, each capture replaced by its warm-up and eager calls:
-    the buffers reused across epochs and windows, a new training capture after each
-    learning-rate decay and each compaction (two candidates diverge in epoch 1), a new
-    validation capture after each compaction -- the same trajectories, bit for bit."""
+@pytest.fixture
+def eager_replays(monkeypatch) -> list[tuple[str, int, float | None]]:
+    """``cuda_graph=True`` on the CPU: each capture replaced by its warm-up and eager calls;
+    the list of captures ``(step, stacked candidates, learning rate)`` as they happen."""
     captures: list[tuple[str, int, float | None]] = []
 
     class EagerReplay:
@@ -124,11 +123,18 @@ def test_the_graph_loop_matches_the_eager_loop(corpus, monkeypatch) -> None:
 
     monkeypatch.setattr(sl, "GraphedStep", EagerReplay)
     monkeypatch.setattr(sl, "require_cuda", lambda dev: None)
+    return captures
+
+
+def test_the_graph_loop_matches_the_eager_loop(corpus, eager_replays) -> None:
+    """The buffers reused across epochs and windows, a new training capture after each
+    learning-rate decay and each compaction (two candidates diverge in epoch 1), a new
+    validation capture after each compaction -- the same trajectories, bit for bit."""
     plain = together(corpus, SETTINGS, compact_below=1.0)
-    assert not captures
+    assert not eager_replays
     graphed = together(corpus, SETTINGS, compact_below=1.0, cuda_graph=True)
     lr = SETTINGS.lr
-    assert captures == [
+    assert eager_replays == [
         ("TrainWindow", K, lr),
         ("EvalWindow", K, None),
         ("TrainWindow", K - 2, lr),  # after the two divergences of epoch 1
@@ -140,6 +146,20 @@ def test_the_graph_loop_matches_the_eager_loop(corpus, monkeypatch) -> None:
     for k, out in plain.items():
         assert out.history == graphed[k].history
         assert (out.epochs, out.stop_reason) == (graphed[k].epochs, graphed[k].stop_reason)
+
+
+def test_a_stack_of_one_in_the_graph_loop_trains_as_the_plain_loop(corpus, eager_replays) -> None:
+    """Step 0's complete cell on CUDA (``StackedRNNEvaluator.stacks_single``): one candidate,
+    its windows replayed -- in float64 the trajectory ``train_proxy_lm`` gives it alone."""
+    model = build_stacked_rnn(CELLS[:1], SEEDS[:1], corpus.ntokens, nhid=NHID).double()
+    outs = dict(sl.train_stacked_lm(model, corpus.train, corpus.valid, SETTINGS, cuda_graph=True))
+    assert [step for step, _, _ in eager_replays][:2] == ["TrainWindow", "EvalWindow"]
+    ref = test_stacked_rnn.alone(corpus, 0, SETTINGS)
+    assert (outs[0].epochs, outs[0].stop_reason) == (ref.epochs, ref.stop_reason)
+    for mine, theirs in zip(outs[0].history, ref.history, strict=True):
+        assert mine["lr"] == theirs["lr"]
+        for key in ("train_loss", "val_perplexity"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-9)
 
 
 def test_cuda_graphs_need_the_data_on_a_gpu(corpus) -> None:

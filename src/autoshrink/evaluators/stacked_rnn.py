@@ -6,6 +6,8 @@ share their node ops -- all K single-edge removals of a shrink step -- together 
 :class:`~autoshrink.nn.stacked_rnn.StackedRNNModel` with
 :func:`~autoshrink.training.stacked_language.train_stacked_lm`. Grouping, ``evaluate_iter`` and
 the retries in halves come from :class:`~autoshrink.evaluators.stacking.StackedEvaluation`.
+With CUDA graphs a group of one (the complete cell at step 0) also trains as a stack, of one:
+its windows are then replayed from graphs, which the plain loop does not do.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
             threads=evaluator.threads,
             **options,
         )
+
+    @property
+    def stacks_single(self) -> bool:
+        """With CUDA graphs: a single candidate trains faster as a stack of one, replayed from
+        graphs, than in the plain loop (benchmarks/README.md, ``rnn single speedup``)."""
+        return self.cuda_graph
 
     def _group_key(self, cell: Cell) -> Hashable | None:
         return cell.ops if cell.kind == "rnn" else None

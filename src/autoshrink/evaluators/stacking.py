@@ -4,8 +4,9 @@
 BatchedCNNEvaluator` and :class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator` that
 does not depend on the network: candidates that can be stacked together (same group key, e.g.
 their node ops) are trained in groups of at most ``max_batch``; ``evaluate_iter`` yields each
-evaluation the moment its candidate stops. A group of one, and a candidate that cannot be
-stacked, go to the one-by-one evaluator. A group that fails (e.g. out of memory) is retried in
+evaluation the moment its candidate stops. A candidate that cannot be stacked goes to the
+one-by-one evaluator, and so does a group of one unless the evaluator's ``stacks_single`` says
+a stack of one is the faster of the two. A group that fails (e.g. out of memory) is retried in
 halves, down to single candidates, which the one-by-one evaluator trains (one that fails
 becomes ``"failed"``).
 """
@@ -31,12 +32,19 @@ class StackedEvaluation:
     """Mixin for an evaluator that trains groups of candidates together.
 
     The class using it provides ``device``, ``threads``, ``max_batch`` and
-    ``_group_key``, ``_alone``, ``_train`` and ``_evaluation``.
+    ``_group_key``, ``_alone``, ``_train`` and ``_evaluation``; it may override
+    :attr:`stacks_single`.
     """
 
     device: str
     threads: int | None
     max_batch: int | None
+
+    @property
+    def stacks_single(self) -> bool:
+        """Whether a group of one trains as a stack of one rather than in the plain loop (by
+        default not: the plain loop of a single candidate is the faster of the two)."""
+        return False
 
     def _group_key(self, cell: Cell) -> Hashable | None:
         """Candidates with equal keys train together; ``None``: this one cannot be stacked."""
@@ -85,10 +93,8 @@ class StackedEvaluation:
     def _train_group(
         self, members: list[int], genotypes: Sequence[Cell], seeds: Sequence[int]
     ) -> Iterator[tuple[int, Evaluation]]:
-        if len(members) == 1:  # alone, the plain loop is faster than a stack of one
-            (i,) = members
-            alone = self._alone(genotypes[i], seeds[i])
-            yield i, replace(alone, detail={**alone.detail, "batch": 1})
+        if len(members) == 1 and not self.stacks_single:
+            yield from self._one_by_one(members[0], genotypes, seeds)
             return
         t0 = time.perf_counter()
         cells = [genotypes[i] for i in members]
@@ -100,6 +106,11 @@ class StackedEvaluation:
         except (RuntimeError, ValueError) as err:
             if is_cuda(self.device):
                 torch.cuda.empty_cache()
+            if len(members) == 1:  # a stack of one failed: the plain loop has the last word
+                if pending:
+                    log.warning("a stack of one failed (%s); training it one by one", err)
+                    yield from self._one_by_one(members[0], genotypes, seeds)
+                return
             log.warning(
                 "%d candidates together failed (%s); retrying in halves", len(pending), err
             )  # down to single candidates, which the plain loop trains (or reports failed)
@@ -107,3 +118,9 @@ class StackedEvaluation:
             yield from self._train_group(pending[:half], genotypes, seeds)
             if pending[half:]:
                 yield from self._train_group(pending[half:], genotypes, seeds)
+
+    def _one_by_one(
+        self, i: int, genotypes: Sequence[Cell], seeds: Sequence[int]
+    ) -> Iterator[tuple[int, Evaluation]]:
+        alone = self._alone(genotypes[i], seeds[i])
+        yield i, replace(alone, detail={**alone.detail, "batch": 1})
