@@ -271,10 +271,11 @@ def used_depthwise(backend: str, device: str) -> str:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine options the command line chose (the batched evaluator's keywords)."""
+    """The engine options the command line chose (the batched evaluator's keywords), as the
+    tables' ``train_batched`` takes them: CUDA graphs off unless asked for."""
     return {
         **PRECISIONS[args.precision],
-        "cuda_graph": args.cuda_graph,
+        "cuda_graph": bool(args.cuda_graph),
         "depthwise": args.depthwise,
         "bn": args.bn,
         "node_inputs": args.node_inputs,
@@ -302,8 +303,10 @@ def main() -> None:
     )
     p.add_argument(
         "--cuda-graph",
-        action="store_true",
-        help="the engine replays each training step from a CUDA graph (CUDA only)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the engine replays each training step from a CUDA graph (CUDA only); default: "
+        "off in the tables, the engine's own default in the search (a stack of one on CUDA)",
     )
     p.add_argument(
         "--depthwise",
@@ -456,7 +459,7 @@ def main() -> None:
         report["search"] = s = search(
             args.search_data,
             args.device,
-            engine_options(args),
+            {**engine_options(args), "cuda_graph": args.cuda_graph},  # None: the default
             quick=args.quick,
             out=args.out,
             time_limit=args.time_limit,

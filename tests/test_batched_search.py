@@ -101,6 +101,27 @@ def test_a_failing_group_is_retried_in_halves_down_to_the_plain_loop(split, monk
     assert results[0].metrics["macs"] > 0
 
 
+def test_a_single_candidate_trains_as_a_stack_of_one_where_cuda_graphs_replay_it(
+    split, monkeypatch
+):
+    def evaluator(device, **options):
+        return BatchedCNNEvaluator(split, SPEC, TRAINING, device=device, **options)
+
+    assert evaluator("cuda").stacks_single and evaluator("cuda:1").stacks_single
+    assert evaluator("cuda", cuda_graph=True).stacks_single
+    assert not evaluator("cuda", cuda_graph=False).stacks_single  # the plain loop
+    assert not evaluator("cpu").stacks_single
+    monkeypatch.setattr(BatchedCNNEvaluator, "stacks_single", True)  # the routing, on the CPU
+    sizes = []
+    real = BatchedCNNEvaluator._train
+    monkeypatch.setattr(
+        BatchedCNNEvaluator, "_train", lambda self, c, s: sizes.append(len(c)) or real(self, c, s)
+    )
+    got = evaluator("cpu").evaluate(PARENT, 5)
+    assert sizes == [1] and got.detail["batch"] == 1
+    assert_same(got, CNNProxyEvaluator(split, SPEC, TRAINING).evaluate(PARENT, 5))
+
+
 def test_the_executor_batches_a_proxy_evaluator_and_runs_others_one_by_one(split):
     executor = BatchedExecutor()
     jobs = [Job(c, s) for c, s in zip(CELLS, SEEDS, strict=True)]

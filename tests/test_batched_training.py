@@ -190,16 +190,14 @@ def test_the_warm_up_before_a_capture_leaves_no_trace(data, second_capture) -> N
         assert torch.equal(a, c)
 
 
-def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
-    """The epoch loop of ``cuda_graph=True`` on the CPU, with each capture replaced by its
-    warm-up and eager calls: buffers reused across epochs, a new capture whenever the stacks
-    are compacted (here at every stop; one candidate diverges in epoch 1), the smaller last
-    batch eagerly -- same trajectories as
-    the plain loop, bit for bit."""
+@pytest.fixture
+def eager_replays(monkeypatch) -> list[tuple[int, ...]]:
+    """``cuda_graph=True`` on the CPU: each capture replaced by its warm-up and eager calls
+    (and Adam without ``capturable``); the list of the captures' batch-index shapes."""
     import autoshrink.training.batched as tb
     from autoshrink.training.cuda_graph import warm_up
 
-    captures = []
+    captures: list[tuple[int, ...]] = []
 
     class EagerReplay:
         def __init__(self, step, model, opt) -> None:
@@ -214,6 +212,13 @@ def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
     monkeypatch.setattr(tb, "GraphedStep", EagerReplay)
     monkeypatch.setattr(tb, "require_cuda", lambda dev: None)
     monkeypatch.setattr(torch.optim, "Adam", lambda *a, capturable=False, **kw: adam(*a, **kw))
+    return captures
+
+
+def test_the_graph_loop_matches_the_eager_loop(data, eager_replays) -> None:
+    """The epoch loop of ``cuda_graph=True``: buffers reused across epochs, a new capture
+    whenever the stacks are compacted (here at every stop; one candidate diverges in epoch 1),
+    the smaller last batch eagerly -- same trajectories as the plain loop, bit for bit."""
     train, val = data(torch.float64)
     settings = ProxyTraining(epochs=3, batch_size=24, min_accuracy=0.0, overfit_ratio=1e9)
     assert len(train[1]) % 24  # a smaller last batch every epoch
@@ -221,11 +226,27 @@ def test_the_graph_loop_matches_the_eager_loop(data, monkeypatch) -> None:
     graphed = together(
         settings, train, val, torch.float64, nan=NAN, cuda_graph=True, compact_below=1.0
     )
-    assert captures == [(5, 24), (4, 24)]  # all five, then the four left after the divergence
+    assert eager_replays == [(5, 24), (4, 24)]  # all five, then the four left after divergence
     assert plain.keys() == graphed.keys()
     for k, out in plain.items():
         assert out.history == graphed[k].history
         assert (out.epochs, out.stop_reason) == (graphed[k].epochs, graphed[k].stop_reason)
+
+
+def test_a_stack_of_one_in_the_graph_loop_trains_as_the_plain_loop(data, eager_replays) -> None:
+    """Step 1's complete cell on CUDA (``BatchedCNNEvaluator.stacks_single``): one candidate,
+    its training steps replayed -- in float64 the trajectory ``train_proxy`` gives it alone."""
+    train, val = data(torch.float64)
+    settings = ProxyTraining(epochs=3, batch_size=24, min_accuracy=0.0, overfit_ratio=1e9)
+    engine = build_batched(PARENT, SPEC, [PARENT], [SEEDS[0]]).to(torch.float64)
+    gens = [torch.Generator().manual_seed(SEEDS[0])]
+    outs = dict(train_batched(engine, train, val, settings, gens, cuda_graph=True))
+    assert eager_replays == [(1, 24)]
+    ref = alone(PARENT, SEEDS[0], settings, train, val, torch.float64)
+    assert (outs[0].epochs, outs[0].stop_reason) == (ref.epochs, ref.stop_reason)
+    for mine, theirs in zip(outs[0].history, ref.history, strict=True):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-9, abs=1e-12)
 
 
 def test_tf32_matmuls_is_scoped() -> None:

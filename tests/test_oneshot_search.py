@@ -282,6 +282,7 @@ def test_stacked_fine_tuning_matches_one_by_one(tmp_path, one_thread):
     import numpy as np
     import torch
 
+    from autoshrink.evaluators.batched import BatchedCNNEvaluator
     from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
     from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
     from autoshrink.evaluators.oneshot import CANDIDATES, CURRENT, OneShotEvaluator
@@ -324,6 +325,10 @@ def test_stacked_fine_tuning_matches_one_by_one(tmp_path, one_thread):
         inherited = load_weights(folders["alone"] / CURRENT)[1]  # the weights did move
         assert not torch.allclose(wa["stem.0.weight"], inherited["stem.0.weight"])
     assert not BatchedOneShotEvaluator.applies(OneShotEvaluator(proxy, 0))
+    on_gpu = CNNProxyEvaluator(split, base.macro, base.training, device="cuda")
+    assert BatchedCNNEvaluator.from_proxy(on_gpu).stacks_single
+    one_on_gpu = OneShotEvaluator(on_gpu, 1, tmp_path / "gpu")
+    assert not BatchedOneShotEvaluator(one_on_gpu).stacks_single  # step 0: from scratch, alone
 
 
 def test_a_oneshot_search_on_the_batched_executor_stacks_each_step(tmp_path, one_thread):

@@ -53,8 +53,8 @@ class ExecutionSettings:
     the CPU pool); left out of :meth:`SearchConfig.fingerprint`, and checked by
     :func:`autoshrink.executors.factory.build_executor`: ``executor`` (``None``: the device's
     default), pool ``workers``, ``ray_address``, and the batched engine's ``precision``,
-    ``cuda_graph`` (``None``: the engine's default, on for stacked RNN candidates on CUDA, off
-    for the CNN engine) and ``depthwise`` backend."""
+    ``cuda_graph`` (``None``: the engine's default, on CUDA on for stacked RNN candidates and
+    for a CNN stack of one, off for larger CNN stacks) and ``depthwise`` backend."""
 
     executor: str | None = None
     workers: int | None = None

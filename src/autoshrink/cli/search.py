@@ -314,8 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="batched engine: replay each training step (--task rnn: each BPTT window of "
-        "training and validation) from a CUDA graph (CUDA only); default: on for --task rnn "
-        "on CUDA, off for cnn",
+        "training and validation) from a CUDA graph (CUDA only); default on CUDA: on for "
+        "--task rnn, for cnn only where a candidate trains alone",
     )
     g.add_argument(
         "--depthwise",

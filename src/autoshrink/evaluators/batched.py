@@ -3,9 +3,11 @@
 :class:`BatchedCNNEvaluator` gives the same results as :class:`CNNProxyEvaluator` (same initial
 weights and data order per seed, within floating-point tolerance) but trains candidates that
 share their node ops together in one :class:`~autoshrink.nn.batched.BatchedCNN` -- on a GPU,
-K small networks in the time of a few. A group of one goes to the plain loop, which is faster
-than a stack of one (on an H200, the complete cell at 1x28x28: 7,760 against 3,400-4,700
-img/s). Grouping, ``evaluate_iter``/``evaluate_many`` and the retries in halves of a group that
+K small networks in the time of a few. A group of one (step 1's complete cell) trains on CUDA
+as a stack of one replayed from CUDA graphs, which is faster than the plain loop
+(benchmarks/README.md); without graphs the plain loop is the faster of the two (on an H200, the
+complete cell at 1x28x28: 7,760 against 3,400-4,700 img/s), and a group of one goes there.
+Grouping, ``evaluate_iter``/``evaluate_many`` and the retries in halves of a group that
 fails come from :class:`~autoshrink.evaluators.stacking.StackedEvaluation`; candidates the
 stacked network cannot build (other ops) are trained one by one.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from autoshrink.data.images import ProxySplit
+from autoshrink.devices import is_cuda
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation
@@ -42,7 +45,9 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         tf32: CUDA float32 matmuls on TF32 tensor cores, as the one-by-one loop's cuDNN
             convolutions by default (no effect on the CPU or in float64).
         cuda_graph: replay each training step from a CUDA graph (CUDA only; see
-            :mod:`autoshrink.training.cuda_graph`); ``None`` (the default): off.
+            :mod:`autoshrink.training.cuda_graph`); ``None`` (the default): on CUDA devices for
+            a stack of one only (a single candidate, trained that way instead of in the plain
+            loop), off for larger stacks, where graphs gained nothing in float32 on an H200.
         compact_below: stopped candidates leave the stacks once at most this fraction of
             them still train (1.0: at every stop; see :func:`train_batched`).
         depthwise: the CUDA kernels of the depthwise 3x3 convolutions (``auto``, ``triton``,
@@ -83,6 +88,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         self.bf16 = bf16
         self.tf32 = tf32
         self.cuda_graph = bool(cuda_graph)
+        self.single_graph = is_cuda(device) if cuda_graph is None else cuda_graph
         self.compact_below = compact_below
         self.depthwise = depthwise
         self.bn = bn
@@ -99,6 +105,12 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             threads=evaluator.threads,
             **options,
         )
+
+    @property
+    def stacks_single(self) -> bool:
+        """Whether a single candidate trains as a stack of one replayed from CUDA graphs (see
+        ``cuda_graph``) rather than in the plain loop."""
+        return self.single_graph
 
     def _group_key(self, cell: Cell) -> Hashable | None:
         if cell.kind != "cnn" or not {cell.ops[j] for j in cell.live_nodes[1:]} <= set(BATCHED_OPS):
@@ -146,7 +158,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             gens,
             bf16=self.bf16,
             tf32=self.tf32,
-            cuda_graph=self.cuda_graph,
+            cuda_graph=self.cuda_graph or (self.single_graph and engine.k == 1),
             compact_below=self.compact_below,
             on_stop=on_stop,
         )

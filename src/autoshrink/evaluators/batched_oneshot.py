@@ -70,6 +70,12 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
             and evaluator.epochs >= 1
         )
 
+    @property
+    def stacks_single(self) -> bool:
+        """Never: a group of one goes to the one-by-one one-shot evaluator (step 0 trains from
+        scratch there)."""
+        return False
+
     def _alone(self, cell: Cell, seed: int) -> Evaluation:
         return self.oneshot.evaluate(cell, seed)
 
