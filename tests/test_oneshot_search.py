@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from autoshrink.config import preset
 from autoshrink.errors import ConfigError
@@ -211,7 +212,11 @@ def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
     assert rows[0]["detail"]["inherited"] is False
     assert later and all(r["detail"]["inherited"] and r["detail"]["epochs"] == 1 for r in later)
     assert result.images_trained is None
-    assert weights_cell(result.run_dir / "oneshot" / "current.safetensors").kind == "rnn"
+    current = result.run_dir / "oneshot" / "current.safetensors"
+    assert weights_cell(current).kind == "rnn"
+    assert "decoder.weight" not in load_file(str(current))  # the tied decoder: stored once
+    tensors = load_weights(current)[1]
+    assert tensors["decoder.weight"] is tensors["encoder.weight"]  # and tied again on loading
 
 
 def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load_file, safe_open
 
 from autoshrink.config import SearchConfig, preset
 from autoshrink.errors import ConfigError, DataError
@@ -177,6 +177,9 @@ def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpu
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert missing == ["decoder.weight"] and not unexpected
     assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+    with safe_open(str(out / "weights.safetensors"), framework="pt") as f:
+        ties = json.loads(f.metadata()["tied"])
+    assert ties == {"decoder.weight": "encoder.weight"}  # what retie() puts back
 
 
 def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:

@@ -26,6 +26,7 @@ deletes the other candidates' files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
+from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.strategies.base import Proposal
 from autoshrink.training.classification import TrainOutcome
 from autoshrink.training.inherited import finetune, finetune_lm
@@ -59,22 +61,16 @@ FOLDER, CURRENT, CANDIDATES = "oneshot", "current.safetensors", "candidates"
 def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
     """Write ``model``'s state (the network of ``cell``) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for k, v in model.state_dict().items():
-        t = v.detach().cpu().contiguous()
-        if t.data_ptr() in seen:  # tied weights (an RNN's embedding and decoder): a copy each
-            t = t.clone()
-        seen.add(t.data_ptr())
-        tensors[k] = t
-    meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json()}
+    state, ties = untie(model.state_dict())  # an RNN's tied decoder weight: stored once
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json(), TIED: json.dumps(ties)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), meta)
     os.replace(tmp, path)
 
 
-def weights_cell(path: Path) -> Cell:
-    """The cell whose weights ``path`` holds (from its metadata); ConfigError if unreadable."""
+def _metadata(path: Path) -> dict[str, str]:
+    """The metadata of a one-shot weight file; ConfigError if unreadable or another kind."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -82,13 +78,24 @@ def weights_cell(path: Path) -> Cell:
         raise ConfigError(f"{path}: not a readable weight file ({err})") from None
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a one-shot weight file (format {meta.get('format')!r})")
-    return Cell.from_json(meta["cell"], str(path))
+    return meta
+
+
+def weights_cell(path: Path) -> Cell:
+    """The cell whose weights ``path`` holds (from its metadata); ConfigError if unreadable."""
+    return Cell.from_json(_metadata(path)["cell"], str(path))
 
 
 def load_weights(path: Path) -> tuple[Cell, dict[str, torch.Tensor]]:
-    """The cell and the tensors of a weight file written by :func:`save_weights`."""
-    cell = weights_cell(path)
-    return cell, load_file(str(path))
+    """The cell and the tensors of a weight file written by :func:`save_weights` (tied
+    weights back under each of their keys; files without a map of ties stored copies)."""
+    meta = _metadata(path)
+    cell = Cell.from_json(meta["cell"], str(path))
+    try:
+        ties = json.loads(meta.get(TIED, "{}"))
+        return cell, retie(load_file(str(path)), ties)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"{path}: malformed tied-weights map ({err})") from None
 
 
 def is_complete(cell: Cell) -> bool:

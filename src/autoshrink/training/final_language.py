@@ -27,6 +27,7 @@ from torch import nn
 
 from autoshrink.data.text import Corpus, batchify
 from autoshrink.errors import JournalError
+from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.training.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
@@ -126,20 +127,6 @@ class _FinalLMState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _ties(state: dict[str, torch.Tensor]) -> dict[str, str]:
-    """``{key: earlier key}`` for the entries of a state dict that are another's tensor (a
-    tied decoder): safetensors stores each tensor once."""
-    first: dict[tuple[int, tuple[int, ...]], str] = {}
-    ties: dict[str, str] = {}
-    for key, value in state.items():
-        where = (value.data_ptr(), tuple(value.shape))
-        if where in first:
-            ties[key] = first[where]
-        else:
-            first[where] = key
-    return ties
-
-
 def _lm_snapshot(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -148,9 +135,8 @@ def _lm_snapshot(
     identity: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The checkpoint of a final LM training: its tensors and its JSON state."""
-    live = model.state_dict()
-    ties = _ties(live)
-    tensors = {f"model.{k}": v for k, v in live.items() if k not in ties}
+    live, ties = untie(model.state_dict())
+    tensors = {f"model.{k}": v for k, v in live.items()}
     tensors.update({f"best.{k}": v for k, v in st.best_state.items() if k not in ties})
     opt_tensors, opt_rest = flatten_optimizer(opt.state_dict(), "optim")
     tensors.update(opt_tensors)
@@ -160,7 +146,7 @@ def _lm_snapshot(
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     state: dict[str, Any] = {
         **identity,
-        "tied": ties,
+        TIED: ties,
         "optimizer": opt_rest,
         "numpy_rng": rng.bit_generator.state,
         "asgd_epoch": st.asgd_epoch,
@@ -189,10 +175,7 @@ def _lm_restore(
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         n = len(prefix)
-        found = {k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
-        for key, same in s["tied"].items():
-            found[key] = found[same]
-        return found
+        return retie({k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}, s[TIED])
 
     try:
         model.load_state_dict(part("model."))
