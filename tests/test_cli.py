@@ -118,6 +118,27 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     code, _, err = cli("search", "--resume", tmp_path, "--epochs", "3", "--data", tmp_path,
                        "--lambda", "0.2", "--max-macs", "1e6")  # fmt: skip
     assert code == 2 and err.rstrip().endswith("drop --data --epochs --lambda --max-macs"), err
+    code, _, err = cli("search", "--resume", tmp_path, "--preset", "paper")
+    assert code == 2 and err.rstrip().endswith("drop --preset"), err
+
+
+def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None:
+    """A new option of ``autoshrink search`` must be sorted here: into ``RUN_SETTINGS``
+    (``--resume`` refuses it and takes the run's), or below, with how it runs a search."""
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import RUN_SETTINGS
+
+    parser = build_parser("search")
+    search = next(a for a in parser._actions if a.dest == "command").choices["search"]
+    options = {a.dest for a in search._actions} - {"help"}
+    not_settings = {
+        "out", "resume", "retry_failed", "repair",  # which run, and what to redo
+        "download",  # may fetch the data set: where it comes from, not what it is
+        "executor", "workers", "ray_address", "precision", "cuda_graph", "depthwise",  # saved
+        "no_progress", "report",  # what is shown
+    }  # fmt: skip
+    assert set(RUN_SETTINGS) <= options
+    assert options - set(RUN_SETTINGS) == not_settings
 
 
 @pytest.mark.parametrize(
@@ -158,7 +179,8 @@ def test_every_sub_command_is_listed_and_parses_alone():
 
 
 @pytest.mark.parametrize(
-    "name, shown", [("search", "(default: demo)"), ("train", "(default: 0)")]
+    "name, shown",
+    [("search", "--preset {demo,paper} demo (the default)"), ("train", "(default: 0)")],
 )  # a zero is a default, not a missing one
 def test_help_shows_only_defaults_that_say_something(capsys, name, shown):
     from autoshrink.cli import build_parser

@@ -69,7 +69,8 @@ OVERRIDES = {
 #: argparse name: ``--resume`` takes these from the run's config.json.
 RUN_SETTINGS = (
     *OVERRIDES,
-    *("weight", "cost", "task", "max_macs", "max_params", "max_latency", "screening_stages"),
+    *("preset", "weight", "cost", "task", "max_macs", "max_params", "max_latency"),
+    "screening_stages",
     *("synthetic_mix", "latency_backend", "latency_device"),
 )
 #: Option names whose flag is not ``--`` and the name with dashes.
@@ -91,9 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--preset",
-        default="demo",
+        default=None,
         choices=sorted(PRESETS),
-        help="demo: digits, minutes on a CPU; paper: the paper's CIFAR-10 protocol",
+        help="demo (the default): digits, minutes on a CPU; paper: the paper's CIFAR-10 protocol",
     )
     p.add_argument(
         "--task",
@@ -389,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             device, settings = "cpu", ExecutionSettings(**execution)
     else:
-        task = args.task or "cnn"
+        task, preset_name = args.task or "cnn", args.preset or "demo"
         if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
             raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
@@ -399,14 +400,14 @@ def run(args: argparse.Namespace) -> int:
         if task == "rnn" and (args.max_latency or args.cost in ("latency_ms", "table_latency_ms")):
             raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
         if table and args.latency_table is None:  # a table in the run folder, shared by workers
-            out = args.out or Path("runs") / args.preset
+            out = args.out or Path("runs") / preset_name
             given["latency_table"] = str(out / "latency_table.json")
         given["execution"] = ExecutionSettings(**execution)
-        config = preset(args.preset, task=task, **given)
+        config = preset(preset_name, task=task, **given)
         if args.weight is not None or args.cost is not None:
             make_score = Score.rnn if task == "rnn" else Score.cnn
             config = preset(
-                args.preset,
+                preset_name,
                 task=task,
                 **given,
                 score=make_score(
@@ -420,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
             from autoshrink.data.images import load_images
 
             load_images(config.dataset, config.data_dir, download=True)
-        run_dir = args.out or Path("runs") / args.preset
+        run_dir = args.out or Path("runs") / preset_name
         device, settings = config.device, config.execution
     try:
         executor = executor_for(settings, device)
