@@ -91,9 +91,9 @@ def load_weights(path: Path) -> tuple[Cell, dict[str, torch.Tensor]]:
     weights back under each of their keys; files without a map of ties stored copies)."""
     meta = _metadata(path)
     cell = Cell.from_json(meta["cell"], str(path))
+    tensors = load_file(str(path))
     try:
-        ties = json.loads(meta.get(TIED, "{}"))
-        return cell, retie(load_file(str(path)), ties)
+        return cell, retie(tensors, json.loads(meta.get(TIED, "{}")))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path}: malformed tied-weights map ({err})") from None
 
