@@ -149,6 +149,8 @@ def test_bad_engine_options_fail_at_construction(split):
             BatchedCNNEvaluator.from_proxy(alone, **bad)
     with pytest.raises(ConfigError, match="unknown depthwise backend 'cuda'"):
         BatchedCNNEvaluator.from_proxy(alone, depthwise="cuda")
+    with pytest.raises(ConfigError, match="cuda_graph needs a CUDA device, not 'cpu'"):
+        BatchedCNNEvaluator.from_proxy(alone, cuda_graph=True)
 
 
 def test_a_local_executor_on_cuda_needs_a_gpu_here(monkeypatch):

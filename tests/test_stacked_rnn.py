@@ -274,8 +274,11 @@ def test_the_batched_executor_is_the_rnn_default_on_a_gpu(monkeypatch) -> None:
     assert default_executor("cuda") == "batched" and default_executor("cuda:1") == "batched"
     executor = build_executor(None, device="cuda")
     assert isinstance(executor, BatchedExecutor)
-    stacked = BatchedExecutor(cuda_graph=True)._batched_for(RNNProxyEvaluator(None, SETTINGS))
+    on_gpu = RNNProxyEvaluator(None, SETTINGS, device="cuda")
+    stacked = BatchedExecutor(cuda_graph=True)._batched_for(on_gpu)
     assert isinstance(stacked, StackedRNNEvaluator) and stacked.cuda_graph
+    with pytest.raises(ConfigError, match="cuda_graph needs a CUDA device, not 'cpu'"):
+        StackedRNNEvaluator(None, SETTINGS, cuda_graph=True)  # at once, not at every group
 
 
 def test_rnn_candidates_are_replayed_from_cuda_graphs_by_default_on_cuda_only() -> None:

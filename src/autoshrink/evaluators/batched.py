@@ -23,7 +23,7 @@ from autoshrink.data.images import ProxySplit
 from autoshrink.devices import is_cuda
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
-from autoshrink.evaluators.stacking import StackedEvaluation
+from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
 from autoshrink.nn.node_states import check_node_inputs
@@ -80,6 +80,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
+        check_cuda_graph(cuda_graph, device)
         check_depthwise(depthwise)
         check_bn(bn)
         check_node_inputs(node_inputs)

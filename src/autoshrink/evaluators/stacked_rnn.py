@@ -19,7 +19,7 @@ from autoshrink.data.text import Corpus
 from autoshrink.devices import is_cuda
 from autoshrink.evaluators.base import Evaluation, trained
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
-from autoshrink.evaluators.stacking import StackedEvaluation
+from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
 from autoshrink.graph import Cell
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
 from autoshrink.training.batched import check_compact_below
@@ -58,6 +58,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)
+        check_cuda_graph(cuda_graph, device)
         self.max_batch = max_batch
         self.tf32, self.bf16 = tf32, bf16
         self.cuda_graph = is_cuda(device) if cuda_graph is None else cuda_graph

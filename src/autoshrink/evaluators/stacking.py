@@ -22,10 +22,18 @@ from typing import Any
 import torch
 
 from autoshrink.devices import is_cuda
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 
 log = logging.getLogger(__name__)
+
+
+def check_cuda_graph(cuda_graph: bool | None, device: str) -> None:
+    """Raise :class:`ConfigError` for ``cuda_graph=True`` off CUDA, at construction: else every
+    group would fail and be retried in halves down to the plain loop, hiding the mistake."""
+    if cuda_graph and not is_cuda(device):
+        raise ConfigError(f"cuda_graph needs a CUDA device, not {device!r}")
 
 
 class StackedEvaluation:
