@@ -159,7 +159,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
             gens,
             bf16=self.bf16,
             tf32=self.tf32,
-            cuda_graph=self.cuda_graph or (self.single_graph and engine.k == 1),
+            cuda_graph=self.cuda_graph or (self.stacks_single and engine.k == 1),
             compact_below=self.compact_below,
             on_stop=on_stop,
         )
