@@ -63,6 +63,7 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
         (["--activation", "swish"], 'cell.activation: "relu" -> "swish"'),
         (["--seed", "1"], "seed: 0 -> 1"),
         (["--lr", "0.2"], "recipe.lr_per_256: 0.1 -> 0.2"),
+        (["--epochs", "3"], "recipe.epochs: 2 -> 3); the learning-rate schedule spans the epochs"),
     ],
 )
 def test_resume_of_another_run_is_refused_naming_the_change(
@@ -70,7 +71,7 @@ def test_resume_of_another_run_is_refused_naming_the_change(
 ) -> None:
     out = copy_of(trained, tmp_path)
     before = snapshot(out)
-    args = [*TINY, "--epochs", "2", *change]
+    args = [*TINY, "--epochs", "2", *change]  # a later --epochs wins
     code, stdout, err = cli("train", CNN, *args, "--resume", "--out", out)
     assert code == 2 and err.count("\n") == 1, err
     assert "of another run" in err and named in err and "epoch 2" in err

@@ -181,9 +181,14 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
     changed = differences(flat(recorded), flat(identity))
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        why = (  # the one change users try on purpose
+            "; the learning-rate schedule spans the epochs, so the run cannot be lengthened"
+            if any(c.startswith("recipe.epochs:") for c in changed)
+            else ""
+        )
         raise JournalError(
             f"{where}: the checkpoint of epoch {ckpt.epoch} is of another run "
-            f"({', '.join(changed[:3])}{more}); resume with the same settings or choose "
+            f"({', '.join(changed[:3])}{more}){why}; resume with the same settings or choose "
             "another folder"
         )
 
