@@ -1,24 +1,46 @@
-"""Ops per training step of the batched engine against the eager loop: what a GPU can give.
+"""Ops and bytes per training step of the batched engine against the eager loop: what a GPU
+can give.
 
-On a GPU the proxy networks are bound by host-side dispatch and kernel launches, not by
-arithmetic, so the ops a training step issues bound the speed-up of training K candidates at
-once. From a CPU profile (no GPU needed) this prints, for the complete 8-node cell and the
-released ShrinkCNN cell, the aten ops dispatched (views included: host work) and the
-kernel-like ops (innermost ops that are not views or allocations: about one launch each) of one
-step of the eager loop (one candidate) and of the engine (K candidates), and the ratio
-``K * eager / engine`` each implies. An estimate, not a GPU measurement.
+Two bounds on the speed-up of training K candidates at once, from a CPU run (no GPU needed):
 
-    python benchmarks/bench_engine_ops.py [--k 10]        # about a minute on the CPU
+- **Ops.** Where a GPU is bound by host-side dispatch and kernel launches, the ops a step
+  issues bound the speed-up. This prints, for the complete 8-node cell and the released
+  ShrinkCNN cell, the aten ops dispatched (views included: host work) and the kernel-like ops
+  (innermost ops that are not views or allocations: about one launch each) of one step of the
+  eager loop (one candidate) and of the engine (K candidates), and the ratio
+  ``K * eager / engine`` each implies.
+- **Bytes.** Where a GPU is bound by memory bandwidth, the bytes a step moves bound its time.
+  This prints the bytes the step's kernel-like ops read and write, op by op (:class:`Traffic`),
+  at the search's sizes (batch 128, 3x32x32, the proxy network at full width), and the time
+  they take at ``--bandwidth`` bytes/s (default: an H200's 4.8 TB/s): no engine that runs
+  these ops as separate kernels can take a step faster. It is a lower bound of the traffic of
+  unfused kernels (a kernel that reads its input twice counts it once; caches are ignored).
+  ``--cache`` also counts the bytes in tensors larger than a cache (an H200's L2 holds 50 MB),
+  which no cache of that size can keep from one kernel to the next.
+
+Estimates, not GPU measurements.
+
+    python benchmarks/bench_engine_ops.py [--k 10] [--bandwidth 4.8e12]   # about a minute
+        [--cache 50e6]      # also the bytes no cache of that size can keep: 4 minutes
+        [--device cuda]     # also each op's time and bandwidth on the GPU
+        [--quick]           # K = 3, tiny sizes: a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -27,16 +49,20 @@ from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import ProxyTraining, train_proxy
 from bench_gpu_engine import engine_epoch, synthetic
 
+#: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
+ENGINE_OPTIONS = {"node_inputs": "buffer"}
+
 # Ops that only make views, read metadata or allocate: no kernel of their own on a GPU.
 NO_KERNEL = {
-    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::permute",
-    "aten::expand", "aten::expand_as", "aten::as_strided", "aten::t", "aten::transpose",
-    "aten::unsqueeze", "aten::squeeze", "aten::select", "aten::slice", "aten::narrow",
-    "aten::detach", "aten::alias", "aten::empty", "aten::empty_like", "aten::empty_strided",
-    "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg", "aten::unbind",
-    "aten::split", "aten::chunk", "aten::view_as", "aten::result_type", "aten::set_",
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "expand", "expand_as",
+    "as_strided", "t", "transpose", "unsqueeze", "squeeze", "select", "slice", "narrow",
+    "detach", "alias", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+    "lift_fresh", "resolve_conj", "resolve_neg", "unbind", "split", "split_with_sizes",
+    "unsafe_split", "unsafe_split_with_sizes", "chunk", "view_as", "result_type", "set_",
 }  # fmt: skip
 
+#: In-place ops that only write their first argument: it is not read.
+WRITE_ONLY = {"copy_", "zero_", "fill_", "normal_", "uniform_", "random_"}
 
 #: Matrix products: on a GPU one library call each; on the CPU a strided ``out=`` (the 1x1
 #: convolutions' layout) makes ``bmm`` loop over the batch with a ``select`` per matrix. What a
@@ -53,6 +79,10 @@ def _inside_library_call(event) -> bool:
     return False
 
 
+def _no_kernel(name: str) -> bool:
+    return name.removeprefix("aten::") in NO_KERNEL
+
+
 def op_counts(fn) -> np.ndarray:
     """``[aten ops dispatched, kernel-like ops]`` of ``fn``: every aten op (nested ones too:
     the host-side dispatch work), and the innermost ones that are not views or allocations
@@ -65,7 +95,7 @@ def op_counts(fn) -> np.ndarray:
     kernels = [
         e
         for e in aten
-        if e.name not in NO_KERNEL
+        if not _no_kernel(e.name)
         and (
             e.name in LIBRARY_CALLS or not any(c.name.startswith("aten::") for c in e.cpu_children)
         )
@@ -73,48 +103,239 @@ def op_counts(fn) -> np.ndarray:
     return np.array([len(aten), len(kernels)], dtype=float)
 
 
-def ops_per_step(
-    cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`op_counts` of one training step: the eager loop (one candidate) and the engine
-    (K candidates); the difference of epochs of 4 and 2 steps, so set-up and validation cancel."""
-    one = replace(settings, epochs=1)
+def tensor_bytes(t: torch.Tensor) -> int:
+    """The bytes of memory ``t`` covers: its elements, counting each stored element once (a
+    broadcast dimension, stride 0, is read once)."""
+    return math.prod(n for n, s in zip(t.shape, t.stride(), strict=True) if s != 0) * (
+        t.element_size()
+    )
 
-    def eager(n: int) -> None:
+
+class Traffic(TorchDispatchMode):
+    """Bytes each kernel-like aten op reads and writes while the mode is on, by op name; with
+    ``timed``, also each op's time (on CUDA its kernels' time, between CUDA events); with
+    ``cache`` (bytes), also the bytes in tensors larger than that (:attr:`uncached`: a cache
+    of that size cannot keep them between two kernels).
+
+    An op reads its tensor arguments and writes its results (an ``out=`` tensor, and the first
+    argument of :data:`WRITE_ONLY` ops, only written); views and allocations
+    (:data:`NO_KERNEL`) move nothing. Ops run below autograd, as the kernels are called, and
+    an op's own inner calls are not seen again; kernels launched outside aten (Triton's) are
+    not seen at all."""
+
+    def __init__(self, timed: bool = False, cache: float = math.inf) -> None:
+        super().__init__()
+        self.bytes: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self.uncached: Counter[str] = Counter()
+        self.timed, self.cache = timed, cache
+        self._events: list[tuple[str, Any, Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in NO_KERNEL or not self.timed:
+            out = func(*args, **kwargs)
+        else:
+            cuda = any(t.is_cuda for t in tree_leaves((args, kwargs)) if torch.is_tensor(t))
+            begin = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
+            if cuda:
+                begin.record()
+            out = func(*args, **kwargs)
+            if cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                self._events.append((name, begin, end))
+            else:
+                self.seconds[name] += time.perf_counter() - begin
+        if name not in NO_KERNEL:
+            read = [*(args[1:] if name in WRITE_ONLY else args), *kwargs.values()]
+            read = [a for a in tree_leaves(read) if a is not kwargs.get("out")]
+            moved = [t for t in (*tree_leaves(read), *tree_leaves(out)) if torch.is_tensor(t)]
+            sizes = [tensor_bytes(t) for t in moved]
+            self.bytes[name] += sum(sizes)
+            self.uncached[name] += sum(n for n in sizes if n > self.cache)
+        return out
+
+    def __exit__(self, *exc: Any) -> Any:
+        if self._events:
+            torch.cuda.synchronize()
+            for name, begin, end in self._events:
+                self.seconds[name] += begin.elapsed_time(end) / 1e3
+            self._events.clear()
+        return super().__exit__(*exc)
+
+
+def traffic(fn: Callable[[], Any]) -> Counter[str]:
+    """:class:`Traffic` of running ``fn``: bytes by op."""
+    mode = Traffic()
+    with mode:
+        fn()
+    return mode.bytes
+
+
+def cached_traffic(cache: float) -> Callable[[Callable[[], Any]], np.ndarray]:
+    """A count of ``[bytes, bytes in tensors larger than cache]`` (:class:`Traffic`), summed
+    over the ops."""
+
+    def count(fn: Callable[[], Any]) -> np.ndarray:
+        mode = Traffic(cache=cache)
+        with mode:
+            fn()
+        return np.array([mode.bytes.total(), mode.uncached.total()], dtype=float)
+
+    return count
+
+
+def timed_traffic(fn: Callable[[], Any]) -> np.ndarray:
+    """``[(bytes, seconds)]`` by op of running ``fn`` (an object array of two Counters)."""
+    mode = Traffic(timed=True)
+    with mode:
+        fn()
+    return np.array([mode.bytes, mode.seconds], dtype=object)
+
+
+def per_step(count: Callable[[Callable[[], Any]], Any], run: Callable[[int], Any]) -> Any:
+    """``count`` (ops or bytes) of one training step: ``run(n)`` trains an epoch of ``n``
+    steps; the difference of epochs of 2 and 1 steps, so set-up and validation cancel."""
+    return count(lambda: run(2)) - count(lambda: run(1))
+
+
+def eager_epoch(cell: Cell, spec: MacroSpec, settings: ProxyTraining) -> Callable[[int], None]:
+    """``run(n)``: ``train_proxy`` on one candidate, one epoch of ``n`` steps."""
+
+    def run(n: int) -> None:
         torch.manual_seed(0)
         model = build_network(cell, spec).to(memory_format=torch.channels_last)
         train = synthetic(n * settings.batch_size, spec, "cpu", 0)
         val = synthetic(8, spec, "cpu", 1)
+        one = replace(settings, epochs=1)
         train_proxy(model, train, val, one, torch.Generator().manual_seed(0))
 
-    def engine(n: int) -> None:
-        engine_epoch(cell, spec, one, n, k, "cpu", {})
-
-    def per_step(f) -> np.ndarray:
-        return (op_counts(lambda: f(4)) - op_counts(lambda: f(2))) / 2
-
-    return per_step(eager), per_step(engine)
+    return run
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--k", type=int, default=10, help="candidates in the engine (default 10)")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    k = args.k
-    # the op count does not depend on image size, width or batch: small and quick
-    spec, settings = cifar_proxy(image_size=8, width=0.25), ProxyTraining(batch_size=16)
+def engine_run(cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int, device: str = "cpu"):
+    """``run(n)``: the engine on ``k`` copies of ``cell``, one epoch of ``n`` steps."""
+    one = replace(settings, epochs=1)
+    return lambda n: engine_epoch(cell, spec, one, n, k, device, ENGINE_OPTIONS)
+
+
+def bytes_per_step(make: Callable[[ProxyTraining], Callable[[int], Any]], batch: int) -> Counter:
+    """:class:`Traffic` of one step at ``batch`` images, by op, from steps at batches 8 and 16:
+    a step's bytes are affine in the batch size (activations grow with it, weights and
+    optimizer state do not), so two small batches give it exactly at any size."""
+    small, large = (per_step(traffic, make(ProxyTraining(batch_size=b))) for b in (8, 16))
+    ops = set(small) | set(large)
+    return Counter({op: small[op] + (large[op] - small[op]) * (batch - 8) // 8 for op in ops})
+
+
+def achieved_bandwidth(run: Callable[[int], Any]) -> list[tuple[str, float, float]]:
+    """``(op, bytes, seconds)`` of one step of ``run``, the ops that take the time first: the
+    bandwidth each op reaches (:class:`Traffic`, timed)."""
+    run(2)  # warm-up: kernel selection, compilation, allocator
+    moved, seconds = per_step(timed_traffic, run)
+    ops = sorted(set(moved) | set(seconds), key=lambda op: -seconds[op])
+    return [(op, float(moved[op]), seconds[op]) for op in ops]
+
+
+def bound(moved: float, images: int, bandwidth: float) -> str:
+    """The shortest time of a step that moves ``moved`` bytes at ``bandwidth`` bytes/s, and
+    the most images/s it allows for ``images`` per step."""
+    ms = moved / bandwidth * 1e3
+    return f">= {ms:5.2f} ms, <= {images / ms * 1e3:8,.0f} img/s"
+
+
+def print_op_counts(cells: dict[str, Cell], spec: MacroSpec, k: int) -> None:
     print(f"ops per training step (proxy network, K = {k}; CPU profile):")
-    for label, cell in (
-        ("complete-8", start_cell("cnn", 8, random.Random(0))),
-        ("shrinkcnn", published_cell("shrinkcnn")),
-    ):
-        eager, engine = ops_per_step(cell, spec, settings, k)
+    settings = ProxyTraining(batch_size=16)
+    for label, cell in cells.items():
+        eager = per_step(op_counts, eager_epoch(cell, spec, settings))
+        engine = per_step(op_counts, engine_run(cell, spec, settings, k))
         for what, i in (("aten ops", 0), ("kernel-like ops", 1)):
             print(
                 f"{label:<12} {what:<16} eager {eager[i]:6.0f} (1 candidate), engine "
                 f"{engine[i]:6.0f} ({k} candidates): bound ratio {k * eager[i] / engine[i]:.1f}"
             )
+
+
+def print_bytes(
+    cells: dict[str, Cell], spec: MacroSpec, batch: int, k: int, bandwidth: float
+) -> None:
+    for label, cell in cells.items():
+        eager = bytes_per_step(lambda s, cell=cell: eager_epoch(cell, spec, s), batch)
+        engine = bytes_per_step(lambda s, cell=cell: engine_run(cell, spec, s, k), batch)
+        for what, moved, n in (("eager", eager, 1), ("engine", engine, k)):
+            total = sum(moved.values())
+            top = ", ".join(f"{op} {v / 1e9:.1f}" for op, v in moved.most_common(5))
+            print(
+                f"{label:<12} {what:<7} {total / 1e9:6.2f} GB ({n} candidate{'s' * (n > 1)}): "
+                f"{bound(total, n * batch, bandwidth)}  [GB: {top}]"
+            )
+
+
+def print_bandwidths(label: str, run: Callable[[int], float]) -> None:
+    """The step's wall time and the ops that take it, with the bandwidth each reaches."""
+    rows = achieved_bandwidth(run)
+    wall = (run(4) - run(2)) / 2
+    ops = sum(seconds for _, _, seconds in rows)
+    print(f"{label}: {wall * 1e3:.2f} ms per step, {ops * 1e3:.2f} ms of it in aten ops")
+    for op, moved, seconds in rows[:15]:
+        rate = f"{moved / seconds / 1e12:5.2f}" if seconds > 0 and moved else "    -"
+        print(f"  {op:<40} {seconds * 1e3:7.2f} {moved / 1e9:7.2f} {rate}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--k", type=int, default=10, help="candidates in the engine (default 10)")
+    p.add_argument(
+        "--bandwidth", type=float, default=4.8e12, help="memory bandwidth, bytes/s (H200: 4.8e12)"
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="also time the engine's ops on this device (e.g. cuda) at the search's sizes and "
+        "print the bandwidth each reaches",
+    )
+    p.add_argument(
+        "--cache",
+        type=float,
+        default=None,
+        help="also count the bytes in tensors larger than this cache, bytes (H200 L2: 50e6); "
+        "counted at the full batch, a few minutes on the CPU",
+    )
+    p.add_argument("--quick", action="store_true", help="K = 3 and tiny sizes: a smoke run")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    k = 3 if args.quick else args.k
+    cells = {
+        "complete-8": start_cell("cnn", 8, random.Random(0)),
+        "shrinkcnn": published_cell("shrinkcnn"),
+    }
+    # the op count does not depend on image size, width or batch: small and quick
+    small = cifar_proxy(image_size=8, width=0.25)
+    print_op_counts(cells, small, k)
+    spec, batch = (small, 16) if args.quick else (cifar_proxy(), 128)  # the search's sizes
+    print(
+        f"\nbytes per training step (proxy network, batch {batch}, {spec.in_channels}x"
+        f"{spec.image_size}x{spec.image_size}, K = {k}), and the step's time at "
+        f"{args.bandwidth / 1e12:.1f} TB/s:"
+    )
+    settings = ProxyTraining(batch_size=batch)
+    print_bytes(cells, spec, batch, k, args.bandwidth)
+    if args.cache is not None:
+        print(f"\nof the engine's bytes, those in tensors larger than {args.cache / 1e6:g} MB:")
+        for label, cell in cells.items():
+            run = engine_run(cell, spec, settings, k)
+            total, large = per_step(cached_traffic(args.cache), run)
+            print(
+                f"{label:<12} {large / 1e9:6.2f} GB of {total / 1e9:.2f} ({large / total:.0%}): "
+                f"{bound(large, k * batch, args.bandwidth)}"
+            )
+    if args.device is not None:
+        print(f"\nthe engine's ops on {args.device}, one step as above (op, ms, GB, TB/s):")
+        for label, cell in cells.items():
+            print_bandwidths(label, engine_run(cell, spec, settings, k, args.device))
 
 
 if __name__ == "__main__":

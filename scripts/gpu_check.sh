@@ -17,6 +17,8 @@
 #      buffer);
 #      Before the tables, node inputs as views of one buffer against concatenated copies, a
 #      training step's forward + backward (`node-input buffer speedup:`);
+#      Then the bytes a training step moves, op by op, against the time each op takes on the
+#      device: the bandwidth each reaches (benchmarks/bench_engine_ops.py --device; SKIP bytes);
 #   5. the same under bf16 autocast (on a GPU: replayed from CUDA graphs);
 #   6. the float32 table on Fashion-MNIST's geometry, 1x28x28 (what the search trains);
 #   7. a full-protocol AutoShrink search on Fashion-MNIST with the batched executor as
@@ -41,7 +43,7 @@
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
 # SKIP leaves out steps of part cnn already measured: any of
-# "check ops node_inputs fused concat bf16 gray"
+# "check ops node_inputs bytes fused concat bf16 gray"
 # (default none), so that a rerun of what changed fits beside part rnn in one budget.
 # PARTS selects the parts (default "cnn rnn final": steps 2-8, 9, 10). Measured on an H200:
 # steps 1-8 4.8 min (session 5); PARTS="rnn final" 456 s, PARTS="cnn oneshot" with
@@ -148,6 +150,12 @@ fi
 
 step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
+if run_step bytes; then
+    step "bytes per step against each op's time on the device: the bandwidth it reaches"
+    timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" "${EXTRA[@]}" \
+        > "$OUT/engine_bytes.txt" 2>&1
+    grep -v "^USDT" "$OUT/engine_bytes.txt"
+fi
 if [ -n "$GPU" ]; then
     if run_step fused; then
         step "throughput, float32, batch norm and activation fused in Triton (--bn triton)"

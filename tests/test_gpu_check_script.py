@@ -2,11 +2,11 @@
 
 A GPU session has minutes of device time, so the one script it runs must not break on
 something a CPU run would have shown. ``DEVICE=cpu QUICK=1`` runs every step with tiny
-settings: the float64 equivalence check, the engine's ops, the throughput tables, the profile
-and the search on Fashion-MNIST; the stacked RNN check, its throughput against one-by-one
-training and a tiny RNN search; the final training of ShrinkCNN-A and MobileNetV2-1.4. The
-summary must hold a ``speedup:`` line per cell, an ``rnn speedup:``, finished searches and a
-final-training line per network.
+settings: the float64 equivalence check, the engine's ops, the throughput tables, the profile,
+the bytes per step and the search on Fashion-MNIST; the stacked RNN check, its throughput
+against one-by-one training and a tiny RNN search; the final training of ShrinkCNN-A and
+MobileNetV2-1.4. The summary must hold a ``speedup:`` line per cell, an ``rnn speedup:``,
+finished searches and a final-training line per network.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         assert ops["pointwise_calls"] > 0 and ops["depthwise_calls"] > 0
         assert ops["composed_pointwise_ms"] > 0 and ops["engine_pointwise_ms"] > 0
         assert f"cpu auto ops {geometry}: pointwise" in summary
+    moved = (out / "engine_bytes.txt").read_text()  # bytes per step, and each op's bandwidth
+    assert re.search(r"complete-8 +engine +[\d.]+ GB \(3 candidates\): >=", moved)
+    assert re.search(r"shrinkcnn: [\d.]+ ms per step, [\d.]+ ms of it in aten ops", moved)
     search = json.loads((out / "search.json").read_text())
     assert search["search"]["candidates"] >= 1 and search["table"] == []
     assert (out / "search" / "best_cell.json").is_file()

@@ -1,0 +1,64 @@
+"""The engine's bytes-per-step count (benchmarks/bench_engine_ops.py) against bytes counted by
+hand: what each kind of op reads and writes, and the extrapolation to the search's batch."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import torch
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from autoshrink.spaces.cells import start_cell  # noqa: E402
+from autoshrink.spaces.macros import cifar_proxy  # noqa: E402
+from autoshrink.training.classification import ProxyTraining  # noqa: E402
+from bench_engine_ops import (  # noqa: E402
+    Traffic,
+    bytes_per_step,
+    engine_run,
+    per_step,
+    tensor_bytes,
+    traffic,
+)
+
+F32 = 4
+
+
+def test_a_tensor_covers_its_stored_elements_once() -> None:
+    x = torch.zeros(4, 5)
+    assert tensor_bytes(x) == 20 * F32
+    assert tensor_bytes(x[:, :2]) == 8 * F32  # a view: its own elements
+    assert tensor_bytes(torch.zeros(5).expand(4, 5)) == 5 * F32  # broadcast: read once
+    assert tensor_bytes(torch.zeros(3, dtype=torch.float64)) == 24
+
+
+def test_each_op_moves_what_it_reads_and_writes() -> None:
+    x, y = torch.randn(1000), torch.randn(1000)
+    a, b = torch.randn(2, 8, 16), torch.randn(2, 16, 4)
+    out = torch.empty(2, 8, 4)
+    assert traffic(lambda: torch.relu(x)) == {"relu": 2000 * F32}  # read x, write the result
+    assert traffic(lambda: x.view(10, 100).t()) == {}  # views move nothing
+    assert traffic(lambda: x.add_(y)) == {"add_": 3000 * F32}  # x read and written, y read
+    assert traffic(lambda: x.copy_(y)) == {"copy_": 2000 * F32}  # x only written
+    assert traffic(lambda: torch.bmm(a, b, out=out)) == {"bmm": (256 + 128 + 64) * F32}
+    assert traffic(lambda: torch.mm(a[0], b[0])) == {"mm": (128 + 64 + 32) * F32}
+    mode = Traffic(timed=True, cache=3999)  # x and relu(x) are 4,000 bytes each
+    with mode:
+        torch.relu(x).view(-1)
+        torch.mm(a[0], b[0])  # 512, 256 and 128 bytes
+    assert set(mode.seconds) == {"relu", "mm"} and min(mode.seconds.values()) >= 0
+    assert mode.uncached == {"relu": 2000 * F32, "mm": 0}
+
+
+def test_a_steps_bytes_at_any_batch_follow_from_two_small_batches() -> None:
+    cell = start_cell("cnn", 4, random.Random(0))
+    spec = cifar_proxy(image_size=8, width=0.25)
+
+    def make(settings: ProxyTraining):
+        return engine_run(cell, spec, settings, 2)
+
+    measured = per_step(traffic, make(ProxyTraining(batch_size=24)))
+    assert bytes_per_step(make, 24) == measured
+    assert sum(measured.values()) > 0
