@@ -18,11 +18,13 @@ Two bounds on the speed-up of training K candidates at once, from a CPU run (no 
   ``--cache`` also counts the bytes in tensors larger than a cache (an H200's L2 holds 50 MB),
   which no cache of that size can keep from one kernel to the next.
 
-Estimates, not GPU measurements.
+Estimates, not GPU measurements. With ``--device``, the script instead times each op of an
+engine step on that device (between CUDA events on a GPU) and prints the bandwidth it reaches
+with the bytes it moves: which ops keep a step from its bound.
 
     python benchmarks/bench_engine_ops.py [--k 10] [--bandwidth 4.8e12]   # about a minute
         [--cache 50e6]      # also the bytes no cache of that size can keep: 4 minutes
-        [--device cuda]     # also each op's time and bandwidth on the GPU
+        [--device cuda]     # instead: each op's time and bandwidth on the GPU, a minute
         [--quick]           # K = 3, tiny sizes: a smoke run
 """
 
@@ -294,8 +296,8 @@ def main() -> None:
     p.add_argument(
         "--device",
         default=None,
-        help="also time the engine's ops on this device (e.g. cuda) at the search's sizes and "
-        "print the bandwidth each reaches",
+        help="instead of the counts, time each op of an engine step on this device (e.g. "
+        "cuda) at the search's sizes and print the bandwidth it reaches",
     )
     p.add_argument(
         "--cache",
@@ -314,14 +316,20 @@ def main() -> None:
     }
     # the op count does not depend on image size, width or batch: small and quick
     small = cifar_proxy(image_size=8, width=0.25)
-    print_op_counts(cells, small, k)
     spec, batch = (small, 16) if args.quick else (cifar_proxy(), 128)  # the search's sizes
+    settings = ProxyTraining(batch_size=batch)
+    if args.device is not None:  # the counts are the same on every device: only the times
+        print(f"the engine's ops on {args.device}, a step of batch {batch}, K = {k} "
+              "(op, ms, GB, TB/s):")  # fmt: skip
+        for label, cell in cells.items():
+            print_bandwidths(label, engine_run(cell, spec, settings, k, args.device))
+        return
+    print_op_counts(cells, small, k)
     print(
         f"\nbytes per training step (proxy network, batch {batch}, {spec.in_channels}x"
         f"{spec.image_size}x{spec.image_size}, K = {k}), and the step's time at "
         f"{args.bandwidth / 1e12:.1f} TB/s:"
     )
-    settings = ProxyTraining(batch_size=batch)
     print_bytes(cells, spec, batch, k, args.bandwidth)
     if args.cache is not None:
         print(f"\nof the engine's bytes, those in tensors larger than {args.cache / 1e6:g} MB:")
@@ -332,10 +340,6 @@ def main() -> None:
                 f"{label:<12} {large / 1e9:6.2f} GB of {total / 1e9:.2f} ({large / total:.0%}): "
                 f"{bound(large, k * batch, args.bandwidth)}"
             )
-    if args.device is not None:
-        print(f"\nthe engine's ops on {args.device}, one step as above (op, ms, GB, TB/s):")
-        for label, cell in cells.items():
-            print_bandwidths(label, engine_run(cell, spec, settings, k, args.device))
 
 
 if __name__ == "__main__":
