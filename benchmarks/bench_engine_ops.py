@@ -24,7 +24,7 @@ with the bytes it moves: which ops keep a step from its bound.
 
     python benchmarks/bench_engine_ops.py [--k 10] [--bandwidth 4.8e12]   # about a minute
         [--cache 50e6]      # also the bytes no cache of that size can keep: 4 minutes
-        [--device cuda]     # instead: each op's time and bandwidth on the GPU, a minute
+        [--device cuda]     # instead: each op's time and bandwidth on the GPU
         [--quick]           # K = 3, tiny sizes: a smoke run
 """
 
