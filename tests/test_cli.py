@@ -75,6 +75,11 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),
+        (
+            ["search", "--preset", "demo", "--nodes", "1000", "--out", "{tmp}/n"],
+            "nodes must be in 2..64, got 1000 (a complete cell of 499,500 edges)",
+        ),
+        (["search", "--preset", "demo", "--nodes", "1", "--out", "{tmp}/m"], "got 1"),
         (["show", "{deep}"], "JSON nested too deep"),
         (["search", "--preset", "demo", "--out", "/proc/autoshrink-run"], "cannot write in /proc"),
         (

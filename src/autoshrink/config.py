@@ -34,6 +34,10 @@ STRATEGIES = ("autoshrink", "random", "rea")
 #: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
 EVALUATORS = ("standalone", "oneshot")
 TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
+#: The most nodes a searched cell may have: the complete cell of N nodes has N(N-1)/2 edges and
+#: the search about K candidates per edge (2,016 edges and ~20,000 candidates at 64; the paper
+#: searches N = 8 and 6), so a larger N is taken for a typing slip.
+MAX_NODES = 64
 #: Settings that say where and how candidates run, not which ones a search asks for or what
 #: they score: left out of :meth:`SearchConfig.fingerprint` (a data or table folder may move).
 NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "execution")
@@ -130,8 +134,12 @@ class SearchConfig:
             raise ConfigError(f"budget must be >= 1 candidate, got {self.budget}")
         if self.population_size < 1 or self.tournament_size < 1:
             raise ConfigError("population_size and tournament_size must be >= 1")
-        if self.nodes < 2:
-            raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
+        if not 2 <= self.nodes <= MAX_NODES:
+            edges = self.nodes * (self.nodes - 1) // 2
+            raise ConfigError(
+                f"nodes must be in 2..{MAX_NODES}, got {self.nodes}"
+                + (f" (a complete cell of {edges:,} edges)" if self.nodes > MAX_NODES else "")
+            )
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if not 0.0 <= self.keep_fraction < 1.0:

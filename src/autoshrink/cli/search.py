@@ -11,6 +11,7 @@ from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
 from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import (
     EVALUATORS,
+    MAX_NODES,
     OBJECTIVES,
     PRESETS,
     STRATEGIES,
@@ -162,7 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--population-size", type=int, default=None, help="rea: population (default 10)")
     g.add_argument("--tournament-size", type=int, default=None, help="rea: tournament (default 3)")
-    g.add_argument("--nodes", type=int, default=None, help="nodes per cell (N)")
+    g.add_argument("--nodes", type=int, default=None, help=f"nodes per cell (N), 2..{MAX_NODES}")
     g.add_argument("-k", "--k", type=int, default=None, help="candidates per step (K)")
     g.add_argument(
         "--keep-fraction", type=float, default=None, help="stop at round(E0 * keep_fraction) edges"
