@@ -12,7 +12,7 @@ wall time and peak GPU memory.
 
     python benchmarks/bench_gpu_engine.py [--device cuda] [--quick] [--json] [--precision P]
         [--cuda-graph] [--search-data DIR] [--out RUN_DIR] [--time-limit SECONDS] [--no-table]
-        [--profile] [--check]
+        [--profile] [--check] [--compile]
 
 ``--quick`` shrinks everything (K = 4, batch 32, 8x8 images, half width, a 4-node search on
 a few images) so that ``--device cpu --quick`` runs in well under a minute. ``--json`` prints
@@ -115,6 +115,8 @@ def prepared_epoch(
     ``bf16``, ``tf32``, ``cuda_graph`` of ``train_batched``)."""
     engine, options = stacked_engine(cell, spec, [cell] * k, list(range(k)), options)
     engine = engine.to(device)
+    if options.pop("compile", False):  # every timed step is full-size: one graph per mode
+        engine = torch.compile(engine, dynamic=False)
     train = synthetic(n_steps * settings.batch_size, spec, device, 0)
     val = synthetic(settings.batch_size, spec, device, 1)
     gens = [torch.Generator().manual_seed(s) for s in range(k)]
@@ -271,14 +273,15 @@ def used_depthwise(backend: str, device: str) -> str:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine options the command line chose (the batched evaluator's keywords), as the
-    tables' ``train_batched`` takes them: CUDA graphs off unless asked for."""
+    """The engine options the command line chose (the batched evaluator's keywords, and
+    ``compile`` where asked for), as the tables take them: CUDA graphs off unless asked for."""
     return {
         **PRECISIONS[args.precision],
         "cuda_graph": bool(args.cuda_graph),
         "depthwise": args.depthwise,
         "bn": args.bn,
         "node_inputs": args.node_inputs,
+        **({"compile": True} if args.compile else {}),
     }
 
 
@@ -329,6 +332,12 @@ def main() -> None:
         help="how the engine's nodes read their predecessors' outputs (auto: views of one "
         "buffer on CUDA, concatenated on the CPU; concat: torch.cat, the buffer's baseline)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="the tables' engine through torch.compile (an experiment: the search's engine "
+        "changes shape as candidates stop and is never compiled)",
+    )
     p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
     p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
     p.add_argument(
@@ -356,6 +365,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cuda_graph and not is_cuda(args.device):
         p.error("--cuda-graph needs --device cuda")
+    if args.compile and args.search_data is not None:
+        p.error("--compile times the tables only: drop --search-data")
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -388,7 +399,8 @@ def main() -> None:
     )
     say(
         f"device {name}; {table}engine {precision_tag(args)}"
-        f"{' in CUDA graphs' if args.cuda_graph else ''}, "
+        f"{' in CUDA graphs' if args.cuda_graph else ''}"
+        f"{' through torch.compile' if args.compile else ''}, "
         f"depthwise {depthwise}, {node_inputs} node inputs; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
@@ -422,7 +434,7 @@ def main() -> None:
             }
         )
         cost = None
-        if k >= 2:
+        if k >= 2 and not args.compile:  # compiled, a new K is a new compilation: minutes
             opts = engine_options(args)
             cost = round(new_shape_cost(cell, spec, settings, steps, k, args.device, opts), 3)
         rows[-1]["new_shape_s"] = cost
@@ -440,6 +452,7 @@ def main() -> None:
         "tf32": precision_tag(args) in ("tf32", "bf16") and is_cuda(args.device),  # in effect
         "precision": precision_tag(args),
         "cuda_graph": args.cuda_graph,
+        "compile": args.compile,
         "depthwise": depthwise,
         "bn": args.bn,
         "node_inputs": node_inputs,

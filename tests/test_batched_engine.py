@@ -148,3 +148,27 @@ def test_pointwise_follows_autocast_as_a_matmul_would():
     x64 = x.detach().double()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # float64 is not autocast's to cast
         assert stacked_ops.pointwise(x64, w.detach().double()).dtype == torch.float64
+
+
+def test_the_engine_compiles_to_one_graph_and_trains_as_it_does_eagerly() -> None:
+    """Under ``torch.compile`` the 1x1 convolutions write their strided outputs by a copy
+    (``_bmm_into``): the whole forward pass is one graph, and forward and backward equal the
+    eager ones (float64, traced by AOTAutograd without code generation)."""
+    import torch._dynamo
+
+    cell = start_cell("cnn", 4, random.Random(0))
+    spec = cifar_proxy(image_size=8, width=0.25)
+    engine = build_batched(cell, spec, [cell] * 3, [0, 1, 2]).double()
+    x = torch.randn(4, 8, 8, 3, 3, dtype=torch.float64)
+    explained = torch._dynamo.explain(engine)(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    eager = engine(x)
+    eager.square().sum().backward()
+    grads = [p.grad.clone() for p in engine.parameters()]
+    engine.zero_grad()
+    torch._dynamo.reset()
+    compiled = torch.compile(engine, backend="aot_eager", dynamic=False)(x)
+    compiled.square().sum().backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)
+    for p, g in zip(engine.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-12, atol=1e-12)

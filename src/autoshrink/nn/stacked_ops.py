@@ -86,7 +86,7 @@ class _Pointwise(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x, w = autocast_inputs(ctx, x, w)
         out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
-        torch.bmm(x.transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
+        _bmm_into(out.transpose(0, 1), x.transpose(0, 1), w.transpose(1, 2))
         ctx.save_for_backward(x, w)
         return out
 
@@ -99,7 +99,7 @@ class _Pointwise(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             gx = g.new_empty(n, k, c)
-            torch.bmm(g.transpose(0, 1), w, out=gx.transpose(0, 1))
+            _bmm_into(gx.transpose(0, 1), g.transpose(0, 1), w)
             gx = gx.to(x_dtype)
         if ctx.needs_input_grad[1]:
             s = _split(n, x.device)  # rows r = m * s + j: chunk j is matmul batch j * K + k
@@ -108,6 +108,15 @@ class _Pointwise(torch.autograd.Function):
             part = torch.bmm(g.view(m, s * k, o).permute(1, 2, 0), rows.transpose(0, 1))
             gw = (part if s == 1 else part.view(s, k, o, c).sum(0)).to(w_dtype)
         return gx, gw
+
+
+def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``out = a @ b`` (batched) in place, ``out`` strided; under ``torch.compile`` as a copy of
+    the product, since a strided ``out=`` ends the compiler's graph there."""
+    if torch.compiler.is_compiling():
+        out.copy_(torch.bmm(a, b))
+    else:
+        torch.bmm(a, b, out=out)
 
 
 def _split(n: int, device: torch.device) -> int:
@@ -274,7 +283,9 @@ class Sep3x3(nn.Module):
 
     def __init__(self, k: int, c_in: int, f: int, act: str, depthwise: str = "auto") -> None:
         super().__init__()
-        self.act, self.depthwise = act, depthwise  # depthwise: see depthwise3x3's backend
+        # the backend of depthwise3x3, resolved once (not in every forward pass, which
+        # torch.compile traces)
+        self.act, self.depthwise = act, resolve_depthwise(depthwise)
         self.dw = nn.Parameter(torch.zeros(k, c_in, 3, 3))
         self.bn1 = StackedBN(k, c_in)
         self.pw = nn.Parameter(torch.zeros(k, f, c_in))
