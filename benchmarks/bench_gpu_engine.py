@@ -367,6 +367,8 @@ def main() -> None:
         p.error("--cuda-graph needs --device cuda")
     if args.compile and args.search_data is not None:
         p.error("--compile times the tables only: drop --search-data")
+    if args.compile and args.cuda_graph:
+        p.error("--compile and --cuda-graph together are not supported: choose one")
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)  # one thread: stable figures on a busy box
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
