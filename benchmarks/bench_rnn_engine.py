@@ -52,15 +52,13 @@ import torch
 from autoshrink.config import preset
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.devices import device_argument
-from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
-from autoshrink.search import run_search
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
 from autoshrink.training.language import RNNProxyTraining, train_epoch, train_proxy_lm
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
-from engine_search import Deadline, TimedExecutor, best_so_far, peak_gb
+from engine_search import timed_search
 
 
 def synthetic_corpus(root: Path, train_lines: int, valid_lines: int, vocab: int = 10_000) -> Path:
@@ -160,30 +158,15 @@ def check(corpus: Corpus, device: str, say, cuda_graph: bool = False) -> bool:
 
 def search(
     data_dir: Path, device: str, limit: float | None, out: Path, say, quick: bool, cuda_graph: bool
-):
+) -> dict[str, Any]:
+    """The paper-protocol ShrinkRNN search (or a tiny one with ``quick``) on the text in
+    ``data_dir``, stacked, stopped after ``limit`` seconds (:func:`timed_search`)."""
     config = preset("paper", task="rnn", data_dir=str(data_dir), device=device)
     if quick:
         t = RNNProxyTraining(nhid=16, train_lines=200, valid_lines=40, epochs=1, batch_size=16)
         config = replace(config, nodes=4, k=2, keep_fraction=0.7, training=t)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    batched = BatchedExecutor(bf16=False, tf32=True, cuda_graph=cuda_graph)
-    executor = TimedExecutor(batched, limit, say)
-    t0 = time.perf_counter()
-    finished, best = True, None
-    try:
-        best = run_search(out, config, executor=executor, progress=False).best.score
-    except Deadline:
-        finished, best = False, best_so_far(out)
-    return {
-        "finished": finished,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "steps": executor.steps,
-        "candidates": executor.candidates,
-        "best_score": best,
-        "peak_gpu_memory": peak_gb(),
-        "run_dir": str(out),
-    }
+    options = {"bf16": False, "tf32": True, "cuda_graph": cuda_graph}
+    return timed_search(out, config, options, limit, say)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from autoshrink.config import preset
+from autoshrink.config import SearchConfig, preset
 from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.journal import Journal
 from autoshrink.search import run_search
@@ -96,23 +96,34 @@ def search(
             "paper", **data, **tiny, width=0.5, training_epochs=1, training_batch_size=32
         )
     out = out or Path(tempfile.mkdtemp(prefix="autoshrink-bench-"))
-    if torch.cuda.is_available() and device.startswith("cuda"):
+    return timed_search(out, config, options, time_limit, say)
+
+
+def timed_search(
+    out: Path,
+    config: SearchConfig,
+    options: dict[str, Any],
+    time_limit: float | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run ``config`` into ``out`` with the batched executor (``options``: its engine options),
+    every step logged, stopped after ``time_limit`` seconds; what it did, as a JSON-ready dict
+    (``best_score``: of the trajectory so far where the search was stopped)."""
+    if torch.cuda.is_available() and config.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     executor = TimedExecutor(BatchedExecutor(**options), time_limit, say)
     t0 = time.perf_counter()
     finished, best = True, None
     try:
-        result = run_search(out, config, executor=executor, progress=False)
-        best = result.best.score
+        best = run_search(out, config, executor=executor, progress=False).best.score
     except Deadline:
         finished, best = False, best_so_far(out)
-    seconds = time.perf_counter() - t0
     return {
         "finished": finished,
-        "seconds": round(seconds, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
         "steps": executor.steps,
         "candidates": executor.candidates,
-        "best_score": best,  # of the trajectory so far where the search was stopped
+        "best_score": best,
         "peak_gpu_memory": peak_gb(),
         "run_dir": str(out),
     }
