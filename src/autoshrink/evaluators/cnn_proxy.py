@@ -23,6 +23,7 @@ from autoshrink.data.images import ProxySplit
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.nn.layout import to_device
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.classification import (
     ProxyTraining,
@@ -108,9 +109,7 @@ class CNNProxyEvaluator:
         try:
             torch.manual_seed(seed)
             model = (build or (lambda: build_network(genotype, self.macro)))()
-            model = model.to(  # type: ignore[call-overload]  # the stubs lack memory_format
-                self.device, memory_format=torch.channels_last
-            )
+            model = to_device(model, self.device)
             gen = torch.Generator().manual_seed(seed)
             train_set, val = self._tensors()
             if train is None:

@@ -31,6 +31,7 @@ from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.nn.layout import to_device
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.ood import OodSettings, train_ood_proxy
@@ -104,9 +105,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         try:
             torch.manual_seed(seed)
             model = build_network(genotype, self.macro)
-            model = model.to(  # type: ignore[call-overload]  # the stubs lack memory_format
-                self.device, memory_format=torch.channels_last
-            )
+            model = to_device(model, self.device)
             gen = torch.Generator().manual_seed(seed)
             out = train_ood_proxy(
                 model,

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loader
 from autoshrink.errors import ConfigError, JournalError
+from autoshrink.nn.layout import to_device
 from autoshrink.training.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
@@ -102,9 +103,7 @@ class _Run:
         self.identity = identity  # what every checkpoint records of the run
         # channels-last: what GPU convolutions (and their mixed precision kernels) run fastest in
         self.layout = torch.channels_last if ctx.device.type == "cuda" else torch.contiguous_format
-        self.model: nn.Module = model.to(  # type: ignore[call-overload]  # stubs lack memory_format
-            ctx.device, memory_format=self.layout
-        )
+        self.model: nn.Module = to_device(model, ctx.device, self.layout)
         self.ema = (
             ModelEMA(self.model, recipe.ema_decay, recipe.ema_warmup)
             if recipe.ema_decay is not None
