@@ -25,6 +25,7 @@ with the bytes it moves: which ops keep a step from its bound.
     python benchmarks/bench_engine_ops.py [--k 10] [--bandwidth 4.8e12]   # about a minute
         [--cache 50e6]      # also the bytes no cache of that size can keep: 4 minutes
         [--device cuda]     # instead: each op's time and bandwidth on the GPU
+        [--bf16]            # the engine under bfloat16 autocast
         [--quick]           # K = 3, tiny sizes: a smoke run
 """
 
@@ -217,10 +218,19 @@ def eager_epoch(cell: Cell, spec: MacroSpec, settings: ProxyTraining) -> Callabl
     return run
 
 
-def engine_run(cell: Cell, spec: MacroSpec, settings: ProxyTraining, k: int, device: str = "cpu"):
-    """``run(n)``: the engine on ``k`` copies of ``cell``, one epoch of ``n`` steps."""
+def engine_run(
+    cell: Cell,
+    spec: MacroSpec,
+    settings: ProxyTraining,
+    k: int,
+    device: str = "cpu",
+    bf16: bool = False,
+):
+    """``run(n)``: the engine on ``k`` copies of ``cell``, one epoch of ``n`` steps (``bf16``:
+    under bfloat16 autocast)."""
     one = replace(settings, epochs=1)
-    return lambda n: engine_epoch(cell, spec, one, n, k, device, ENGINE_OPTIONS)
+    options = {**ENGINE_OPTIONS, "bf16": bf16}
+    return lambda n: engine_epoch(cell, spec, one, n, k, device, options)
 
 
 def bytes_per_step(make: Callable[[ProxyTraining], Callable[[int], Any]], batch: int) -> Counter:
@@ -262,11 +272,11 @@ def print_op_counts(cells: dict[str, Cell], spec: MacroSpec, k: int) -> None:
 
 
 def print_bytes(
-    cells: dict[str, Cell], spec: MacroSpec, batch: int, k: int, bandwidth: float
+    cells: dict[str, Cell], spec: MacroSpec, batch: int, k: int, bandwidth: float, bf16: bool
 ) -> None:
     for label, cell in cells.items():
         eager = bytes_per_step(lambda s, cell=cell: eager_epoch(cell, spec, s), batch)
-        engine = bytes_per_step(lambda s, cell=cell: engine_run(cell, spec, s, k), batch)
+        engine = bytes_per_step(lambda s, cell=cell: engine_run(cell, spec, s, k, bf16=bf16), batch)
         for what, moved, n in (("eager", eager, 1), ("engine", engine, k)):
             total = sum(moved.values())
             top = ", ".join(f"{op} {v / 1e9:.1f}" for op, v in moved.most_common(5))
@@ -306,6 +316,11 @@ def main() -> None:
         help="also count the bytes in tensors larger than this cache, bytes (H200 L2: 50e6); "
         "counted at the full batch, a few minutes on the CPU",
     )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="the engine under bfloat16 autocast (the eager loop stays in float32)",
+    )
     p.add_argument("--quick", action="store_true", help="K = 3 and tiny sizes: a smoke run")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -319,22 +334,23 @@ def main() -> None:
     spec, batch = (small, 16) if args.quick else (cifar_proxy(), 128)  # the search's sizes
     settings = ProxyTraining(batch_size=batch)
     if args.device is not None:  # the counts are the same on every device: only the times
-        print(f"the engine's ops on {args.device}, a step of batch {batch}, K = {k} "
-              "(op, ms, GB, TB/s):")  # fmt: skip
+        print(f"the engine's ops on {args.device}, a step of batch {batch}, K = {k}"
+              f"{', bf16' * args.bf16} (op, ms, GB, TB/s):")  # fmt: skip
         for label, cell in cells.items():
-            print_bandwidths(label, engine_run(cell, spec, settings, k, args.device))
+            print_bandwidths(label, engine_run(cell, spec, settings, k, args.device, args.bf16))
         return
     print_op_counts(cells, small, k)
     print(
         f"\nbytes per training step (proxy network, batch {batch}, {spec.in_channels}x"
-        f"{spec.image_size}x{spec.image_size}, K = {k}), and the step's time at "
+        f"{spec.image_size}x{spec.image_size}, K = {k}{'; the engine in bf16' * args.bf16}), "
+        "and the step's time at "
         f"{args.bandwidth / 1e12:.1f} TB/s:"
     )
-    print_bytes(cells, spec, batch, k, args.bandwidth)
+    print_bytes(cells, spec, batch, k, args.bandwidth, args.bf16)
     if args.cache is not None:
         print(f"\nof the engine's bytes, those in tensors larger than {args.cache / 1e6:g} MB:")
         for label, cell in cells.items():
-            run = engine_run(cell, spec, settings, k)
+            run = engine_run(cell, spec, settings, k, bf16=args.bf16)
             total, large = per_step(cached_traffic(args.cache), run)
             print(
                 f"{label:<12} {large / 1e9:6.2f} GB of {total / 1e9:.2f} ({large / total:.0%}): "
