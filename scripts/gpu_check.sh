@@ -42,6 +42,13 @@
 #  11. with PARTS including "oneshot" (issue #17; not in the default): one-shot fine-tuning of a
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
+#  12. with PARTS including "next" (not in the default): what docs/gpu.md lists as the next GPU
+#      run, in one call: the bandwidth each op of an engine step reaches, in float32 and bf16
+#      (benchmarks/bench_engine_ops.py --device); step 1 of the full-protocol search as a stack
+#      of one in CUDA graphs against the plain loop on the same machine (two searches stopped
+#      after 45 s: `step 1 A/B:`); and, unless COMPILE=0, the throughput table with the engine
+#      compiled by torch.compile (--compile). Not yet run on a GPU; worst case (every step at
+#      its timeout) 12 minutes, 7 with COMPILE=0.
 # SKIP leaves out steps of part cnn already measured: any of
 # "check ops node_inputs bytes fused concat bf16 gray"
 # (default none), so that a rerun of what changed fits beside part rnn in one budget.
@@ -216,6 +223,34 @@ if part rnn; then
     grep -v "not in the training vocabulary" "$OUT/rnn.txt"
 fi
 
+if part next; then
+    step "the bandwidth each op of an engine step reaches, float32 and bf16"
+    for precision in fp32 bf16; do
+        BF16=()
+        [ "$precision" = bf16 ] && BF16=(--bf16)
+        timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" \
+            "${EXTRA[@]}" "${BF16[@]}" > "$OUT/engine_bytes_$precision.txt" 2>&1
+        grep -v "^USDT" "$OUT/engine_bytes_$precision.txt"
+    done
+    if [ -n "$DATA" ]; then
+        for engine in default plain; do
+            step "search step 1, $engine (stopped after 45 s; data: $DATA)"
+            GRAPH=()
+            [ "$engine" = plain ] && GRAPH=(--no-cuda-graph)
+            timeout $((120 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
+                --no-table --verbose --search-data "$DATA" --out "$OUT/search_$engine" \
+                --time-limit 45 "${GRAPH[@]}" > "$OUT/search_$engine.json" 2> "$OUT/search_$engine.txt"
+            grep "step 1:" "$OUT/search_$engine.txt"
+        done
+    else
+        step "no Fashion-MNIST folder found: step-1 A/B skipped"
+    fi
+    if [ "${COMPILE:-1}" != 0 ]; then
+        step "throughput, float32, the engine compiled by torch.compile"
+        table 300 throughput_compiled --compile
+    fi
+fi
+
 if part oneshot; then
 step "one-shot fine-tuning: stacked vs one by one, and float64 (issue #17)"
 timeout $((150 * SCALE)) "$PY" benchmarks/bench_oneshot_engine.py --device "$DEVICE" --check \
@@ -235,7 +270,7 @@ fi
 
 step "summary"
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
@@ -261,7 +296,7 @@ for path in sorted(out.glob("ops_*.json")):
 rows = []  # for a ready-to-paste markdown table at the end
 first = None
 for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat",
-             "throughput_bf16", "throughput_gray", "search"):
+             "throughput_bf16", "throughput_gray", "throughput_compiled", "search"):
     path = out / f"{name}.json"
     if not path.exists():
         continue  # a step this device skips
@@ -273,6 +308,7 @@ for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat
     tag = r["precision"] + (" cuda-graph" if r["cuda_graph"] else "")
     tag += f" {r['depthwise']} depthwise" + (" fused-bn" if r.get("bn") == "triton" else "")
     tag += f" {r['node_inputs']}-inputs" if r.get("node_inputs") else ""
+    tag += " compiled" if r.get("compile") else ""
     if r["table"]:  # images other than the first table's: named in the tag
         first = first or r["images"]
         tag += "" if r["images"] == first else " " + "x".join(map(str, r["images"]))
@@ -289,6 +325,17 @@ for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
               f"peak {s['peak_gpu_memory']}")
 
+step1 = {}
+for engine in ("default", "plain"):
+    path = out / f"search_{engine}.txt"
+    found = re.search(r"step 1: \d+ candidates, ([\d.]+) s so far", path.read_text()) if (
+        path.exists()) else None
+    if found:
+        step1[engine] = float(found.group(1))
+if step1:
+    print("step 1 A/B, full-protocol search on one machine: "
+          + ", ".join(f"{e} {t:.1f} s" for e, t in step1.items())
+          + " (default: a stack of one in CUDA graphs; plain: --no-cuda-graph)")
 if r := result("node_inputs.json"):
     ms, mb = r["ms_per_step"], r["saved_mb"]
     print(f"{r['device']} {r['precision']} node inputs, K = {r['k']}: concat {ms['concat']} ms, "

@@ -93,6 +93,23 @@ def test_the_oneshot_part_runs_on_the_cpu(tmp_path: Path) -> None:
     assert "one-shot check: PASS" in (out / "summary.txt").read_text()
 
 
+@pytest.mark.slow
+def test_the_next_part_runs_on_the_cpu(tmp_path: Path) -> None:
+    """``PARTS=next``: each op's bandwidth in float32 and bf16, the step-1 A/B of two searches,
+    and the compiled table."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST} (apt install dataset-fashion-mnist)")
+    out = run_check(tmp_path, str(FASHION_MNIST), PARTS="next")
+    for precision in ("fp32", "bf16"):
+        moved = (out / f"engine_bytes_{precision}.txt").read_text()
+        assert re.search(r"complete-8: [\d.]+ ms per step, [\d.]+ ms of it in aten ops", moved)
+    assert "K = 3, bf16 (op, ms, GB, TB/s)" in (out / "engine_bytes_bf16.txt").read_text()
+    summary = (out / "summary.txt").read_text()
+    assert re.search(r"step 1 A/B, .*: default [\d.]+ s, plain [\d.]+ s", summary), summary
+    assert re.search(r"cpu fp32 (triton|torch) depthwise concat-inputs compiled complete-8: "
+                     r"eager \d+ img/s, engine \d+ img/s", summary)  # fmt: skip
+
+
 def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:
     fashion, ptb, dest = tmp_path / "fashion", tmp_path / "ptb", tmp_path / "data"
     fashion.mkdir()
