@@ -110,10 +110,15 @@ class _Pointwise(torch.autograd.Function):
         return gx, gw
 
 
+#: Whether ``torch.compile`` is tracing the caller (``torch.compiler.is_compiling``, PyTorch
+#: 2.3+; older versions trace the eager path, whose strided ``out=`` ends a graph).
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
+
 def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``out = a @ b`` (batched) in place, ``out`` strided; under ``torch.compile`` as a copy of
     the product, since a strided ``out=`` ends the compiler's graph there."""
-    if torch.compiler.is_compiling():
+    if _compiling():
         out.copy_(torch.bmm(a, b))
     else:
         torch.bmm(a, b, out=out)
