@@ -1,5 +1,6 @@
-"""The engine's bytes-per-step count (benchmarks/bench_engine_ops.py) against bytes counted by
-hand: what each kind of op reads and writes, and the extrapolation to the search's batch."""
+"""The engine's bytes-per-step count (benchmarks/traffic.py, bench_engine_ops.py) against
+bytes counted by hand: what each kind of op reads and writes, and the extrapolation to the
+search's batch."""
 
 from __future__ import annotations
 
@@ -14,14 +15,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from autoshrink.spaces.cells import start_cell  # noqa: E402
 from autoshrink.spaces.macros import cifar_proxy  # noqa: E402
 from autoshrink.training.classification import ProxyTraining  # noqa: E402
-from bench_engine_ops import (  # noqa: E402
-    Traffic,
-    bytes_per_step,
-    engine_run,
-    per_step,
-    tensor_bytes,
-    traffic,
-)
+from bench_engine_ops import bytes_per_step, engine_run, per_step  # noqa: E402
+from traffic import Traffic, tensor_bytes, traffic  # noqa: E402
 
 F32 = 4
 
