@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -58,10 +59,22 @@ class Traffic(TorchDispatchMode):
         self.seconds: Counter[str] = Counter()
         self.uncached: Counter[str] = Counter()
         self.timed, self.cache = timed, cache
+        self.paused = False
         self._events: list[tuple[str, Any, Any]] = []
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        """Inside, ops run uncounted."""
+        before, self.paused = self.paused, True
+        try:
+            yield
+        finally:
+            self.paused = before
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.paused:
+            return func(*args, **kwargs)
         name = func.overloadpacket.__name__
         if name in NO_KERNEL or not self.timed:
             out = func(*args, **kwargs)

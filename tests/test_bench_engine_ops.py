@@ -12,10 +12,16 @@ import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from autoshrink.nn import stacked_ops  # noqa: E402
 from autoshrink.spaces.cells import start_cell  # noqa: E402
 from autoshrink.spaces.macros import cifar_proxy  # noqa: E402
 from autoshrink.training.classification import ProxyTraining  # noqa: E402
-from bench_engine_ops import bytes_per_step, engine_run, per_step  # noqa: E402
+from bench_engine_ops import (  # noqa: E402
+    bytes_per_step,
+    depthwise_as_on_cuda,
+    engine_run,
+    per_step,
+)
 from traffic import Traffic, tensor_bytes, traffic  # noqa: E402
 
 F32 = 4
@@ -57,3 +63,15 @@ def test_a_steps_bytes_at_any_batch_follow_from_two_small_batches() -> None:
     measured = per_step(traffic, make(ProxyTraining(batch_size=24)))
     assert bytes_per_step(make, 24) == measured
     assert sum(measured.values()) > 0
+
+
+def test_the_cpu_depthwise_input_copy_is_left_out_as_on_cuda() -> None:
+    buffer = torch.randn(2, 4, 4, 3, 10)
+    x = buffer[..., 2:6]  # a node input: a strided view of the node-input buffer, [B, H, W, K, C]
+    w = torch.randn(12, 1, 3, 3)
+    on_cpu = traffic(lambda: stacked_ops.depthwise3x3(x, w, "torch"))
+    with depthwise_as_on_cuda():
+        as_on_cuda = traffic(lambda: stacked_ops.depthwise3x3(x, w, "torch"))
+    assert on_cpu["clone"] == 2 * x.numel() * F32  # the view read, its copy written
+    assert "clone" not in as_on_cuda
+    assert as_on_cuda["convolution"] == on_cpu["convolution"] > 0
