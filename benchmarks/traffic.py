@@ -130,7 +130,8 @@ def cached_traffic(cache: float) -> Callable[[Callable[[], Any]], np.ndarray]:
 
 
 def timed_traffic(fn: Callable[[], Any]) -> np.ndarray:
-    """``[(bytes, seconds)]`` by op of running ``fn`` (an object array of two Counters)."""
+    """``[bytes, seconds]`` of running ``fn``, each a Counter by op (:class:`Traffic`, timed),
+    as an object array, so that two counts subtract op by op."""
     mode = Traffic(timed=True)
     with mode:
         fn()
