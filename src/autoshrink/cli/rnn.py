@@ -36,7 +36,7 @@ from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import Cell
 from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
-from autoshrink.nn.tied_weights import TIED, untie
+from autoshrink.nn.tied_weights import to_file
 from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
@@ -148,10 +148,8 @@ def run_train(args: argparse.Namespace) -> int:
         on_epoch=epoch_done,
     )
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
-        state, ties = untie(model.state_dict())  # the tied decoder weight: stored once
-        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        weights = args.out / "weights.safetensors"
-        save_file(state, str(weights), metadata={TIED: json.dumps(ties)})
+        state, ties = to_file(model.state_dict())  # the tied decoder weight: stored once
+        save_file(state, str(args.out / "weights.safetensors"), metadata=ties)
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
     metrics = {

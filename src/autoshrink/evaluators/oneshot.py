@@ -46,7 +46,7 @@ from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
-from autoshrink.nn.tied_weights import TIED, retie, untie
+from autoshrink.nn.tied_weights import TIED, retie, to_file
 from autoshrink.strategies.base import Proposal
 from autoshrink.training.classification import TrainOutcome
 from autoshrink.training.inherited import finetune, finetune_lm
@@ -61,9 +61,8 @@ FOLDER, CURRENT, CANDIDATES = "oneshot", "current.safetensors", "candidates"
 def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
     """Write ``model``'s state (the network of ``cell``) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state, ties = untie(model.state_dict())  # an RNN's tied decoder weight: stored once
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json(), TIED: json.dumps(ties)}
+    tensors, ties = to_file(model.state_dict())  # an RNN's tied decoder weight: stored once
+    meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json(), **ties}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), meta)
     os.replace(tmp, path)

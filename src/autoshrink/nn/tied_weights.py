@@ -3,12 +3,14 @@
 safetensors refuses a state dict whose entries share memory, and an RNN language model's
 decoder weight is its embedding. :func:`untie` keeps the first key of every shared tensor and
 maps each repeated key to it; :func:`retie` puts the repeated keys back before
-``load_state_dict``. The map travels as JSON in a file's metadata (:data:`TIED`) or in a
+``load_state_dict``. The map travels as JSON in a file's metadata (:data:`TIED`; :func:`to_file`
+gives a state dict and that entry as ``safetensors.torch.save_file`` takes them) or in a
 checkpoint's JSON state.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import torch
@@ -36,3 +38,11 @@ def untie(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
 def retie(tensors: Mapping[str, torch.Tensor], ties: Mapping[str, str]) -> dict[str, torch.Tensor]:
     """``tensors`` with every repeated key of ``ties`` back, as the tensor it repeats."""
     return {**tensors, **{key: tensors[same] for key, same in ties.items()}}
+
+
+def to_file(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state`` as a safetensors file holds it: each shared tensor once (:func:`untie`),
+    detached, on the CPU and contiguous; and the metadata entry with the map of the ties."""
+    tensors, ties = untie(state)
+    stored = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    return stored, {TIED: json.dumps(ties)}
