@@ -113,6 +113,15 @@ step() { echo; echo "== $* ($(date +%T))"; }
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 SKIP=" ${SKIP:-} "
 run_step() { [[ "$SKIP" != *" $1 "* ]] || { step "$1 skipped (SKIP)"; false; }; }
+BYTES_FP32=""  # set once part cnn has measured each op's float32 bandwidth (part next reuses it)
+
+engine_bytes() {  # engine_bytes fp32|bf16: each op's bandwidth, in engine_bytes_PRECISION.txt
+    local precision=$1 bf16=()
+    [ "$precision" = bf16 ] && bf16=(--bf16)
+    timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" "${EXTRA[@]}" \
+        "${bf16[@]}" > "$OUT/engine_bytes_$precision.txt" 2>&1
+    grep -v "^USDT" "$OUT/engine_bytes_$precision.txt"
+}
 
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
@@ -159,9 +168,8 @@ step "throughput, float32, and a profile of the engine step"
 table 75 throughput_fp32 --profile
 if run_step bytes; then
     step "bytes per step against each op's time on the device: the bandwidth it reaches"
-    timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" "${EXTRA[@]}" \
-        > "$OUT/engine_bytes.txt" 2>&1
-    grep -v "^USDT" "$OUT/engine_bytes.txt"
+    engine_bytes fp32
+    BYTES_FP32=1
 fi
 if [ -n "$GPU" ]; then
     if run_step fused; then
@@ -224,14 +232,9 @@ if part rnn; then
 fi
 
 if part next; then
-    step "the bandwidth each op of an engine step reaches, float32 and bf16"
-    for precision in fp32 bf16; do
-        BF16=()
-        [ "$precision" = bf16 ] && BF16=(--bf16)
-        timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" \
-            "${EXTRA[@]}" "${BF16[@]}" > "$OUT/engine_bytes_$precision.txt" 2>&1
-        grep -v "^USDT" "$OUT/engine_bytes_$precision.txt"
-    done
+    step "the bandwidth each op of an engine step reaches, float32 (unless part cnn did) and bf16"
+    [ -n "$BYTES_FP32" ] || engine_bytes fp32
+    engine_bytes bf16
     if [ -n "$DATA" ]; then
         for engine in default plain; do
             step "search step 1, $engine (stopped after 45 s; data: $DATA)"

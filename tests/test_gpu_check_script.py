@@ -70,7 +70,7 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         assert ops["pointwise_calls"] > 0 and ops["depthwise_calls"] > 0
         assert ops["composed_pointwise_ms"] > 0 and ops["engine_pointwise_ms"] > 0
         assert f"cpu auto ops {geometry}: pointwise" in summary
-    moved = (out / "engine_bytes.txt").read_text()  # each op's time and bandwidth
+    moved = (out / "engine_bytes_fp32.txt").read_text()  # each op's time and bandwidth
     for cell in ("complete-8", "shrinkcnn"):
         assert re.search(rf"{cell}: [\d.]+ ms per step, [\d.]+ ms of it in aten ops", moved)
     assert re.search(r"\n  bmm +[\d.]+ +[\d.]+ +[\d.]+\n", moved)
