@@ -128,10 +128,14 @@ def test_show_checks_the_picture_path(cli, tmp_path) -> None:
     assert victim.read_text() == "keep" and json.loads(as_png.read_text())["kind"] == "cnn"
 
 
-@pytest.mark.parametrize("width", ["nan", "inf", "0", "-1"])
-def test_width_must_be_finite_and_positive(cli, width) -> None:
+@pytest.mark.parametrize("width", ["nan", "inf", "0", "-1", "1e308", "65"])
+def test_width_must_be_in_range(cli, tmp_path, width) -> None:  # 1e308 overflowed the counts
     code, _, err = cli("count", CELLS / "shrinkcnn.json", "--width", width)
-    assert code == 2 and "width must be a finite number > 0" in err
+    assert code == 2 and "width must be a number in (0, 64], got" in err
+    arch = {"format": "autoshrink.mbconv/1", "width": float(width), "layers": ["k3e6"] * 16}
+    (tmp_path / "mb.json").write_text(json.dumps(arch))
+    code, _, err = cli("count", tmp_path / "mb.json")
+    assert code == 2 and "mb.json: MobileNetV2 width must be a number in (0, 64], got" in err
 
 
 def test_a_cell_kind_that_is_not_a_string_is_one_line(cli, tmp_path) -> None:
@@ -200,7 +204,8 @@ def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
     [
         ("--lr", "nan", "lr a finite number > 0"),
         ("--lr", "inf", "lr a finite number > 0"),
-        ("--width", "nan", "width must be a finite number > 0"),
+        ("--width", "nan", "width must be a number in (0, 64]"),
+        ("--width", "1e308", "width must be a number in (0, 64]"),
         ("--max-macs", "nan", "the limit must be a finite number > 0"),
         ("--max-latency", "inf", "the limit must be a finite number > 0"),
     ],

@@ -19,7 +19,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
-from autoshrink.spaces.macros import MACROS
+from autoshrink.spaces.macros import MACROS, check_width
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 from autoshrink.training.ood import OodSettings
@@ -152,8 +152,7 @@ class SearchConfig:
             raise ConfigError(
                 f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
             )
-        if not 0 < self.width < math.inf:
-            raise ConfigError(f"width must be a finite number > 0, got {self.width}")
+        check_width(self.width)
         gpu_index(self.device)
         if self.seed < 0:  # NumPy's generators take no negative seeds
             raise ConfigError(f"seed must be >= 0, got {self.seed}")

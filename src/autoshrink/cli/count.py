@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS) + sorted(RNN_MACROS)
     )
-    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -31,7 +31,7 @@ from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 def add_macro_options(p: argparse.ArgumentParser) -> None:
     """``--macro`` and the macro settings (``--width``, ``--image-size``, ...)."""
     p.add_argument("--macro", default="cifar-proxy", choices=sorted(MACROS), help="the network")
-    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
     p.add_argument("--in-channels", type=int, default=None, help="input image channels")
     p.add_argument("--num-classes", type=int, default=None)

@@ -18,11 +18,11 @@ No torch in this module: :mod:`autoshrink.nn.mobilenetv2` builds the network fro
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from autoshrink.cost.cells import ZERO, Counts, halve
 from autoshrink.errors import ConfigError
+from autoshrink.spaces.macros import check_width
 
 #: (expansion t, output channels c, repeats n, first stride s) of the seven bottleneck stages.
 BLOCKS: tuple[tuple[int, int, int, int], ...] = (
@@ -55,8 +55,7 @@ class MobileNetV2Spec:
     in_channels: int = 3
 
     def __post_init__(self) -> None:
-        if not 0 < self.width < math.inf:
-            raise ConfigError(f"MobileNetV2 width must be a finite number > 0, got {self.width}")
+        check_width(self.width, "MobileNetV2 width")
         for name in ("image_size", "num_classes", "in_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MobileNetV2 {name} must be >= 1, got {getattr(self, name)}")

@@ -9,10 +9,22 @@ the search (method §4) and the ShrinkCNN ImageNet network (method §6).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from autoshrink.errors import ConfigError
+
+#: The widest width multiplier a network may have: already 64x takes a ShrinkCNN or a
+#: MobileNetV2 to over a billion parameters, and a far larger one would overflow the channel
+#: counts.
+MAX_WIDTH = 64.0
+
+
+def check_width(width: object, what: str = "width") -> None:
+    """Raise :class:`ConfigError` naming ``what`` unless ``width`` is a number in
+    ``(0, MAX_WIDTH]``."""
+    ok = isinstance(width, int | float) and not isinstance(width, bool)
+    if not (ok and 0 < width <= MAX_WIDTH):  # type: ignore[operator]
+        raise ConfigError(f"{what} must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,9 +135,8 @@ def get_macro(name: str, **settings: object) -> MacroSpec:
         factory = MACROS[name]
     except KeyError:
         raise ConfigError(f"unknown macro {name!r}; expected one of {sorted(MACROS)}") from None
-    width = settings.get("width")
-    if width is not None and not (isinstance(width, (int, float)) and 0 < width < math.inf):
-        raise ConfigError(f"macro {name}: width must be a finite number > 0, got {width!r}")
+    if settings.get("width") is not None:
+        check_width(settings["width"], f"macro {name}: width")
     try:
         return factory(**settings)  # type: ignore[arg-type]
     except TypeError as err:
