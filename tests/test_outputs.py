@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoshrink.cli import out_of_memory_line
 from autoshrink.errors import BenchmarkError, ConfigError, HardwareError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.hardware.blocks import network_blocks
@@ -254,3 +255,40 @@ def test_negative_seeds_are_refused() -> None:
         SearchConfig(seed=-1)
     with pytest.raises(ConfigError, match="seed must be >= 0, got -2"):
         SearchSettings(seed=-2)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "--preset", "demo", "--threads", "1000000000"),
+        ("latency", CELLS / "shrinkcnn.json", "--threads", "1025"),
+        ("singlepath", "--preset", "demo", "--train-threads", "0"),
+    ],
+)
+def test_thread_counts_are_bounded(cli, tmp_path, args) -> None:
+    # a billion threads made OpenMP abort the process, after a search had written its folder
+    code, _, err = cli(*args, "--out", tmp_path / "r") if args[0] != "latency" else cli(*args)
+    assert code == 2 and "must be an integer in 1..1024, got" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_sizes_beyond_memory_are_one_line(cli) -> None:
+    code, _, err = cli(
+        "latency", CELLS / "shrinkcnn.json", "--macro", "cifar-proxy", "--image-size", "1000000"
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "out of memory (tried to allocate 12000.0 GB): the sizes asked for" in err
+
+
+def test_out_of_memory_lines() -> None:
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 120000000000 bytes. Error code 12"
+    )
+    assert "(tried to allocate 120.0 GB)" in str(out_of_memory_line(cpu))
+    cuda = type("OutOfMemoryError", (RuntimeError,), {})(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139 GiB"
+    )
+    assert "(tried to allocate 20.00 GiB)" in str(out_of_memory_line(cuda))
+    assert str(out_of_memory_line(MemoryError())).startswith("out of memory: the sizes")
+    assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None

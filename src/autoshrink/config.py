@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autoshrink.devices import gpu_index
+from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.objectives import Score
@@ -156,8 +156,8 @@ class SearchConfig:
         gpu_index(self.device)
         if self.seed < 0:  # NumPy's generators take no negative seeds
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.threads is not None:
+            check_threads(self.threads)
         for name, limit in self.constraints.items():
             if not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
                 raise ConfigError(

@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 
+#: The most torch threads a setting may ask for: OpenMP allocates per thread up front, and
+#: a count far beyond any machine's cores (a typing slip) aborts the process from C.
+MAX_THREADS = 1024
+
+
+def check_threads(threads: object, what: str = "threads") -> None:
+    """Raise :class:`ConfigError` naming ``what`` unless ``threads`` is an integer in
+    ``1..MAX_THREADS``."""
+    ok = isinstance(threads, int) and not isinstance(threads, bool)
+    if not (ok and 1 <= threads <= MAX_THREADS):  # type: ignore[operator]
+        raise ConfigError(f"{what} must be an integer in 1..{MAX_THREADS}, got {threads!r}")
+
 
 def gpu_index(device: str) -> int | None:
     """``None`` for ``cpu``, the GPU number for ``cuda`` (0) or ``cuda:N``; else a ConfigError."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -87,8 +88,8 @@ def chosen_command(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 a search stopped early, 2 bad
-    input or a path that cannot be read or written, 130 interrupted by Ctrl-C, 143 by
-    SIGTERM; ``-v`` logs the traceback of an OSError)."""
+    input, a path that cannot be read or written or sizes beyond this machine's memory, 130
+    interrupted by Ctrl-C, 143 by SIGTERM; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
@@ -105,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).debug("%s", err, exc_info=True)
         print(f"autoshrink: error: {os_error_line(err)}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:  # e.g. --image-size 100000
+        line = out_of_memory_line(err)
+        if line is None:
+            raise
+        print(f"autoshrink: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:  # Ctrl-C (130), or SIGTERM during a search (143)
         print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
@@ -115,6 +122,23 @@ def os_error_line(err: OSError) -> str:
     paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
     reason = err.strerror or str(err)
     return f"{paths}: {reason}" if paths else reason
+
+
+def out_of_memory_line(err: BaseException) -> str | None:
+    """One line for an allocation that failed (Python's, or torch's on the CPU or a GPU), or
+    None for any other error."""
+    text = str(err)
+    oom = type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+    if not (oom or isinstance(err, MemoryError)):
+        return None
+    asked = re.search(r"tried to allocate (\d+ bytes|[\d.]+ \w+)", text, re.I)
+    size = asked[1] if asked else ""
+    if size.endswith(" bytes"):  # the CPU allocator's count
+        size = f"{int(size.split()[0]) / 1e9:.1f} GB"
+    return (
+        f"out of memory{f' (tried to allocate {size})' if size else ''}: the sizes asked for "
+        "(batch, image size, width, nodes) do not fit this machine"
+    )
 
 
 if __name__ == "__main__":

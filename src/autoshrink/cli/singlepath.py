@@ -18,7 +18,7 @@ import torch
 
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.data.images import DATASETS
-from autoshrink.errors import ConfigError
+from autoshrink.devices import check_threads
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import preset, run_search
 
@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         latency=latency,
     )
     if args.train_threads is not None:
-        if args.train_threads < 1:
-            raise ConfigError(f"--train-threads must be >= 1, got {args.train_threads}")
+        check_threads(args.train_threads, "--train-threads")
         torch.set_num_threads(args.train_threads)
     result = run_search(settings, args.out, resume=args.resume, table=args.table)
     r = result.summary

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoshrink.devices import gpu_index, resolve_device
+from autoshrink.devices import check_threads, gpu_index, resolve_device
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -68,7 +68,8 @@ class LatencySettings:
                 f"unknown latency backend {self.backend!r}; expected one of {BACKENDS}"
             )
         gpu_index(self.device)
-        for name in ("batch", "threads", "min_repeats"):
+        check_threads(self.threads, "latency threads")
+        for name in ("batch", "min_repeats"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(
                     f"latency {name} must be an integer >= 1, got {getattr(self, name)}"
