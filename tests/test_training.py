@@ -54,8 +54,16 @@ def test_recipes_round_trip_through_json(tmp_path: Path) -> None:
         ({"optimizer": "adam"}, "optimizer must be one of"),
         ({"ema_decay": 1.5}, "ema_decay must lie in"),
         ({"augment": "mixup"}, "augment must be one of"),
-        ({"colour": 1}, r"unknown recipe settings \['colour'\]"),
-        ({"label_smoothing": "x"}, "bad recipe value"),
+        ({"colour": 1}, r"bad.json: unknown recipe settings \['colour'\]"),
+        ({"label_smoothing": "x"}, 'bad.json: "label_smoothing" must be a number, got "x"'),
+        # each of these crashed training, or read as another value, before the type check
+        ({"epochs": 1.5}, '"epochs" must be an integer, got 1.5'),
+        ({"image_size": 16.5}, '"image_size" must be an integer or null, got 16.5'),
+        ({"crop_scale": "ab"}, '"crop_scale" must be a list, got "ab"'),
+        ({"crop_scale": [0.5, "x"]}, r'"crop_scale\[1\]" must be a number, got "x"'),
+        ({"momentum": None}, '"momentum" must be a number, got null'),
+        ({"flip": "no"}, '"flip" must be true or false, got "no"'),
+        ({"epochs": True}, '"epochs" must be an integer, got true'),
     ],
 )
 def test_bad_recipes_are_named(tmp_path: Path, settings: dict, needle: str) -> None:

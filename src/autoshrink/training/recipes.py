@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
-from autoshrink.user_files import read_json_file
+from autoshrink.user_files import json_type_problem, read_json_file
 
 FORMAT = "autoshrink.recipe/1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -127,12 +127,7 @@ class Recipe:
 
     def with_overrides(self, **settings: Any) -> Recipe:
         """A copy with the given settings changed; ``None`` values are ignored."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown recipe settings {unknown}; expected some of {sorted(known)}"
-            )
+        _check_known(settings, f"recipe {self.name}")
         return replace(self, **{k: v for k, v in settings.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,14 +135,16 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
-        """Read a recipe written by :meth:`to_dict`; unknown keys are an error."""
+        """Read a recipe written by :meth:`to_dict`; unknown keys, and values of the wrong JSON
+        type (``null`` only where a setting may be off), are an error."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"{source}: not an {FORMAT} recipe (missing 'format': '{FORMAT}')")
         settings = {k: v for k, v in data.items() if k != "format"}
-        try:
-            return cls().with_overrides(**settings) if settings else cls()
-        except TypeError as err:  # a wrongly typed value deep in a comparison
-            raise ConfigError(f"{source}: bad recipe value ({err})") from None
+        _check_known(settings, source)
+        problem = json_type_problem(cls, settings)
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
+        return cls().with_overrides(**settings)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -156,6 +153,17 @@ class Recipe:
     def load(cls, path: str | Path) -> Recipe:
         path = Path(path)
         return cls.from_dict(read_json_file(path, ConfigError, "recipe"), str(path))
+
+
+def _check_known(settings: dict[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` and the keys of ``settings`` that are no
+    recipe setting."""
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown recipe settings {unknown}; expected some of {sorted(known)}"
+        )
 
 
 def shrinkcnn_imagenet_recipe() -> Recipe:
