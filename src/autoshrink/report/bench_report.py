@@ -10,9 +10,11 @@ or the HW-NAS-Bench metric of ``--cost``), the table of checkpoints and the benc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +24,98 @@ from matplotlib.figure import Figure
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label
+from autoshrink.report.reading import check_fields
 from autoshrink.tabular.comparison import MACS
+from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
 BENCH = "bench.json"
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True, kw_only=True)
+class BenchConfigFields:
+    """What the report reads of ``bench.json``'s ``config`` (a schema, never built)."""
+
+    runs: int = 1
+    strategies: list[str] = field(default_factory=list)
+    cost: str = MACS
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimumFields:
+    """What the report reads of ``bench.json``'s ``optimum`` (a schema, never built)."""
+
+    accuracy: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchFields:
+    """The JSON types of what the report reads of ``bench.json`` (a schema, never built)."""
+
+    config: BenchConfigFields = field(default_factory=BenchConfigFields)
+    optimum: OptimumFields | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_bench(path: Path) -> dict[str, Any]:
+    """``bench.json``'s object; anything the report cannot read is a one-line
+    :class:`BenchmarkError` naming the file (and the field)."""
+    bench = read_json_file(path, BenchmarkError, "bench")
+    check_fields(path, bench, BenchFields, BenchmarkError)
+    return dict(bench)
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _rows(
+    path: Path, need: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The rows of the CSV file ``path`` (none when there is no such file), values as floats
+    where they read as numbers. The header must have the columns ``need``, and the columns
+    ``numbers`` it has must hold numbers. A row that does not fit -- values for another number
+    of columns, text where a number belongs -- is a one-line :class:`BenchmarkError` naming the
+    file and the line, except a last line without its newline, which is skipped: the file is
+    being written now (read-only: nothing is cut)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    text = read_text_file(path, BenchmarkError, "CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        lines = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as err:
+        raise BenchmarkError(f"{path}: line {reader.line_num}: not CSV ({err})") from None
+    if not lines:
+        return []
+    (_, header), *lines = lines
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise BenchmarkError(f"{path}: line 1: no column {missing[0]!r} in the header")
     out = []
-    for r in rows:
-        conv: dict[str, Any] = {}
-        for k, v in r.items():
-            try:
-                conv[k] = float(v)
-            except (TypeError, ValueError):
-                conv[k] = v
-        out.append(conv)
+    for i, (n, row) in enumerate(lines, start=1):
+        problem = _row_problem(header, row, numbers)
+        if problem is not None:
+            if i == len(lines) and not text.endswith("\n"):  # the file is being written
+                log.info("%s: skipping a partly written last line", path)
+                break
+            raise BenchmarkError(f"{path}: line {n}: {problem}")
+        out.append({k: _number(v) for k, v in zip(header, row, strict=True)})
     return out
+
+
+def _row_problem(header: list[str], row: list[str], numbers: tuple[str, ...]) -> str | None:
+    """What is wrong with the CSV ``row`` under ``header``, as one phrase; ``None`` if nothing."""
+    if len(row) != len(header):
+        return f"{len(row)} values for {len(header)} columns"
+    for column, value in zip(header, row, strict=True):
+        if column in numbers and isinstance(_number(value), str):
+            return json_type_problem(float, value, column)
+    return None
 
 
 def _plot_curves(
@@ -93,17 +165,22 @@ def _plot_pareto(rows: list[dict[str, Any]], cost: str, path: Path) -> Path:
 def write_bench_report(bench_dir: Path) -> Path:
     """Write ``bench_dir/report/index.html`` for an NB201 bench folder; returns its path."""
     bench_dir = Path(bench_dir)
-    try:
-        bench = json.loads((bench_dir / BENCH).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BenchmarkError(f"{bench_dir / BENCH}: cannot read it ({err})") from None
+    bench = read_bench(bench_dir / BENCH)
     config = bench.get("config", {})
     runs = int(config.get("runs", 1))
+    cost = str(config.get("cost", MACS))
+    curves = _rows(
+        bench_dir / "curves.csv",
+        need=("strategy", "queries", "mean"),
+        numbers=("queries", "mean", "std", "score_mean", "score_std"),
+    )
+    results = _rows(bench_dir / "results.csv") or bench.get("results", [])
+    pareto = _rows(
+        bench_dir / "pareto.csv", need=("strategy", "accuracy"), numbers=("accuracy", cost)
+    )
+    optimum = (bench.get("optimum") or {}).get("accuracy")
     out = bench_dir / "report"
     html.page_folder(out)
-    curves = _rows(bench_dir / "curves.csv")
-    results = _rows(bench_dir / "results.csv") or bench.get("results", [])
-    optimum = (bench.get("optimum") or {}).get("accuracy")
     title = f"NAS-Bench-201 bench: {config.get('dataset', '?')}, {bench_dir.resolve().name}"
     summary = html.definitions(
         [
@@ -129,8 +206,6 @@ def write_bench_report(bench_dir: Path) -> Path:
             sections.append(
                 ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
             )
-    pareto = _rows(bench_dir / "pareto.csv")
-    cost = str(config.get("cost", MACS))
     if pareto and cost in pareto[0]:
         label = _cost_label(cost)
         fig = _plot_pareto(pareto, cost, out / "pareto.svg")

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import ConfigError, JournalError
-from autoshrink.journal import Journal, check_record
+from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
+from autoshrink.journal import check_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
-from autoshrink.user_files import json_type_problem, read_json_file
+from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -118,25 +119,35 @@ class RunData:
         return dict(self.config.get("score") or {})
 
 
-def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """JSON objects, one a line, each candidate and stage record checked
-    (:func:`~autoshrink.journal.check_record`); a torn last line is skipped (read-only:
-    nothing is cut)."""
-    lines = Journal(path).read().split(b"\n")  # no journal yet: no lines
+def read_json_lines(
+    path: Path,
+    what: str = "journal",
+    check: Callable[[Path, int, dict[str, Any]], None] = check_record,
+) -> list[dict[str, Any]]:
+    """The JSON objects of the ``what`` file ``path``, one a line (none when there is no file
+    yet), each passed to ``check`` with its line number (by default the journal's
+    :func:`~autoshrink.journal.check_record`). A malformed last line without its newline is
+    skipped: the writer is writing it now (read-only: nothing is cut). Any other line that is
+    not a JSON object, and a file that is not UTF-8 (the writers write ASCII), is a one-line
+    :class:`JournalError` naming the file (and the line)."""
+    if not path.exists():
+        return []
+    lines = read_text_file(path, JournalError, what).split("\n")
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except ValueError:
-            if n == len(lines):  # no newline yet: the search is writing it now
+        except (ValueError, RecursionError):
+            rec = None
+        if not isinstance(rec, dict):
+            if n == len(lines):  # no newline yet: the writer is writing it now
                 log.info("%s: skipping a partly written last line", path)
                 break
-            raise JournalError(f"{path}: line {n} is not a JSON record") from None
-        if isinstance(rec, dict):
-            check_record(path, n, rec)
-            records.append(rec)
+            raise JournalError(f"{path}: line {n} is not a JSON record")
+        check(path, n, rec)
+        records.append(rec)
     return records
 
 
@@ -173,14 +184,17 @@ class ResultFields:
     best: BestFields | None = None
 
 
-def check_result(path: Path, result: Any) -> None:
-    """Raise a one-line :class:`JournalError` naming ``path`` and the field when ``result``
-    (``result.json``'s JSON value) is not an object or holds what the report cannot read."""
-    if not isinstance(result, dict):
-        raise JournalError(f"{path}: expected a JSON object, got {type(result).__name__}")
-    problem = json_type_problem(ResultFields, result)
+def check_fields(
+    source: str | Path, value: Any, schema: Any, error: type[AutoshrinkError] = JournalError
+) -> None:
+    """Raise a one-line ``error`` naming ``source`` (a file, or ``FILE: line N``) and the
+    field when the JSON ``value`` is not an object or does not fit ``schema``, a dataclass of
+    the JSON types of what a report reads (see :func:`~autoshrink.user_files.json_type_problem`)."""
+    if not isinstance(value, dict):
+        raise error(f"{source}: expected a JSON object, got {type(value).__name__}")
+    problem = json_type_problem(schema, value)
     if problem is not None:
-        raise JournalError(f"{path}: {problem}")
+        raise error(f"{source}: {problem}")
 
 
 def read_run(run_dir: Path) -> RunData:
@@ -198,7 +212,7 @@ def read_run(run_dir: Path) -> RunData:
     result = None
     if result_path.exists():
         result = read_json_file(result_path, JournalError, "result")
-        check_result(result_path, result)
+        check_fields(result_path, result, ResultFields)
     records = read_json_lines(run_dir / JOURNAL)
     candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts

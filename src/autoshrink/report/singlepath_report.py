@@ -8,31 +8,62 @@ the found network with its predicted and measured latency. Works while the searc
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.report import html
+from autoshrink.report.reading import check_fields, read_json_lines
+from autoshrink.user_files import read_json_file
 
 DECISIONS, RESULT = "decisions.jsonl", "result.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class LayerFields:
+    """What the report reads of a layer of a ``decisions.jsonl`` row (a schema, never built)."""
+
+    choice: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionFields:
+    """The JSON types of what the report reads of a ``decisions.jsonl`` row (a schema)."""
+
+    epoch: int
+    layers: list[LayerFields]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoundFields:
+    """The JSON types of what the report reads of ``result.json`` (a schema, never built)."""
+
+    layers: list[str] = field(default_factory=list)
+
+
+def _check_decision(path: Path, line: int, row: dict[str, Any]) -> None:
+    check_fields(f"{path}: line {line}", row, DecisionFields, AutoshrinkError)
+
+
 def read_decisions(folder: Path) -> list[dict[str, Any]]:
-    """The epochs of ``folder/decisions.jsonl``; a one-line error for a malformed line."""
-    rows = []
-    for i, line in enumerate((folder / DECISIONS).read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-            rows.append({"epoch": int(row["epoch"]), **row})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise AutoshrinkError(f"{folder / DECISIONS}: line {i} is malformed ({err})") from None
-    return rows
+    """The epochs of ``folder/decisions.jsonl``; a malformed line is a one-line error naming
+    the file and the line, except a torn last line, which is skipped (the search rewrites the
+    file after every epoch)."""
+    return read_json_lines(folder / DECISIONS, "decisions", _check_decision)
+
+
+def read_found(folder: Path) -> dict[str, Any]:
+    """``folder/result.json``'s object; anything the report cannot read of it is a one-line
+    error naming the file (and the field)."""
+    result = read_json_file(folder / RESULT, AutoshrinkError, "result")
+    check_fields(folder / RESULT, result, FoundFields, AutoshrinkError)
+    return dict(result)
 
 
 def decision_table(rows: list[dict[str, Any]]) -> str:
     """Layers down, epochs across: each layer's choice after each epoch."""
-    n = max((len(r.get("layers", [])) for r in rows), default=0)
+    n = max((len(r["layers"]) for r in rows), default=0)
     header = ["layer", *(f"epoch {r['epoch']}" for r in rows)]
     body = [
         [str(i), *(r["layers"][i]["choice"] if i < len(r["layers"]) else "" for r in rows)]
@@ -45,6 +76,7 @@ def write_singlepath_report(folder: str | Path) -> Path:
     """Write ``folder/report/index.html``; returns its path."""
     folder = Path(folder)
     rows = read_decisions(folder)
+    found = read_found(folder) if (folder / RESULT).is_file() else None
     out = html.page_folder(folder / "report")
     epochs = html.table(
         ["epoch", "train loss", "blended ms", "predicted ms", "val accuracy", "seconds"],
@@ -55,15 +87,14 @@ def write_singlepath_report(folder: str | Path) -> Path:
         ],
     )  # fmt: skip
     sections = [("Decisions per layer over epochs", decision_table(rows)), ("Epochs", epochs)]
-    if (folder / RESULT).is_file():
-        r = json.loads((folder / RESULT).read_text())
+    if found is not None:
         items = [
-            (k, r.get(k))
+            (k, found.get(k))
             for k in ("predicted_ms", "measured_ms", "relative_error", "latency_target_ms",
                       "val_accuracy", "params", "macs", "search_seconds", "images_trained")
         ]  # fmt: skip
-        found = html.pre(", ".join(r.get("layers", []))) + html.definitions(items)
-        sections.append(("The found network", found))
+        text = html.pre(", ".join(found.get("layers", []))) + html.definitions(items)
+        sections.append(("The found network", text))
     else:
         sections.append(("The found network", html.note("the search has not ended yet")))
     page = out / "index.html"
