@@ -335,6 +335,21 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert [row["layers"] for row in again] == [row["layers"] for row in rows]
     assert again[-1]["val_accuracy"] == rows[-1]["val_accuracy"]
 
+    # other settings are named (the training threads too: they change the result); a damaged
+    # settings.json or checkpoint is one line
+    args = ["--lambda", "0.7", "--train-threads", "2", "--out", killed, "--resume"]
+    code, _, err = cli("singlepath", *SEARCH, *args)
+    assert code == 2 and "other settings (lam: 0.5 -> 0.7, train_threads: null -> 2)" in err
+    (killed / "result.json").unlink()
+    state = killed / "checkpoints" / "epoch-0003.json"
+    state.write_text(state.read_text().replace('"history"', '"hist"'))
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "epoch-0003.json: a damaged checkpoint, it cannot be restored (KeyError" in err
+    (killed / "settings.json").write_text("{bad")
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 2 and "settings.json: not valid JSON" in err
+
 
 def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_path, one_thread):
     path = tmp_path / "mbv2.json"

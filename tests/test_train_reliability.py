@@ -102,6 +102,26 @@ def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_pat
     assert state["run"]["cell"] == Cell.load(CNN).to_dict()
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda d: [1], "not an autoshrink.checkpoint/1 checkpoint of epoch 2"),
+        (lambda d: {k: v for k, v in d.items() if k != "optimizer"}, "restored (KeyError"),
+        (lambda d: {**d, "schedule": "x"}, "cannot be restored"),
+        (lambda d: {**d, "sampler": {"seed": "a"}}, "cannot be restored"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line(
+    cli, trained: Path, tmp_path: Path, damage, named: str
+) -> None:
+    out = copy_of(trained, tmp_path)
+    (out / "metrics.json").unlink()
+    state = out / "checkpoints" / "epoch-0002.json"
+    state.write_text(json.dumps(damage(json.loads(state.read_text()))))
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "epoch-0002.json: " in err and named in err, err
+
+
 def test_differences_name_each_changed_leaf() -> None:
     old = {"a": 1, "b": {"c": "x", "d": [1, 2]}, "gone": 1}
     new = {"a": 1, "b": {"c": "y", "d": [1, 2]}, "new": "z" * 50}

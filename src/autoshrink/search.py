@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from autoshrink.atomic_write import write_text_atomic
 from autoshrink.config import SearchConfig
 from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
@@ -569,4 +570,4 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         | ({"this_session": result.screening} if result.screening else {}),
         "picture": picture.name,
     }
-    (run_dir / RESULT).write_text(json.dumps(finite_or_none(out), indent=2) + "\n")
+    write_text_atomic(run_dir / RESULT, json.dumps(finite_or_none(out), indent=2) + "\n")

@@ -14,11 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.data.images import DATASETS
-from autoshrink.devices import check_threads
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import preset, run_search
 
@@ -103,11 +100,9 @@ def run(args: argparse.Namespace) -> int:
         val_images=args.val_images,
         threshold_lr=args.threshold_lr,
         seed=args.seed,
+        train_threads=args.train_threads,
         latency=latency,
     )
-    if args.train_threads is not None:
-        check_threads(args.train_threads, "--train-threads")
-        torch.set_num_threads(args.train_threads)
     result = run_search(settings, args.out, resume=args.resume, table=args.table)
     r = result.summary
     if args.json:

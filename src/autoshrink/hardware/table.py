@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from autoshrink.atomic_write import write_atomic
 from autoshrink.devices import gpu_index
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
@@ -178,10 +178,7 @@ class LatencyTable:
 
     def save_atomic(self, path: str | Path) -> None:
         """Save through a temporary file and a rename, so readers never see half a table."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.save(tmp)
-        os.replace(tmp, path)
+        write_atomic(path, self.save)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

@@ -23,6 +23,7 @@ cross-entropy plus a latency term; the thresholds' decisions are the architectur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,10 +37,12 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
+from autoshrink.atomic_write import write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
+from autoshrink.devices import check_threads
 from autoshrink.errors import ConfigError, JournalError
-from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.hardware.latency import LatencySettings, measure_module, torch_threads
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
@@ -47,10 +50,14 @@ from autoshrink.singlepath.superkernel import SuperNet
 from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
+    differences,
+    first_three,
     flatten_optimizer,
+    restoring,
     save_checkpoint,
     unflatten_optimizer,
 )
+from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,7 @@ class SearchSettings:
     lam: float = 0.5  # λ of the latency term
     calibration_networks: int = 6
     seed: int = 0
+    train_threads: int | None = None  # torch threads while training (None: torch's own)
     latency: LatencySettings = field(default_factory=LatencySettings)
 
     def __post_init__(self) -> None:
@@ -118,6 +126,8 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"singlepath: {message}")
+        if self.train_threads is not None:
+            check_threads(self.train_threads, "singlepath: train_threads")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "latency": self.latency.to_dict()}
@@ -319,28 +329,45 @@ class _Search:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def check_same_settings(path: Path, s: SearchSettings) -> None:
+    """Refuse to resume the run whose ``settings.json`` is ``path`` with other settings than
+    ``s``, naming the first that differ; a damaged file is a one-line error naming it."""
+    saved = read_json_file(path, JournalError, "settings")
+    if not isinstance(saved, dict):
+        raise JournalError(f"{path}: not a settings object; start a fresh --out")
+    if "train_threads" not in saved:  # written before the settings held the threads
+        log.warning("%s does not record the training threads; resuming on the ones given", path)
+        saved["train_threads"] = s.train_threads
+    changed = differences(saved, json.loads(json.dumps(s.to_dict())))
+    if changed:
+        raise JournalError(
+            f"{path}: the run was started with other settings ({first_three(changed)}); resume "
+            "with the same command line or start a fresh --out"
+        )
 
 
 def run_search(
     s: SearchSettings, out: Path, *, resume: bool = False, table: Path | None = None
 ) -> SearchResult:
     """Run (or resume) a search into ``out``; see the module docstring for the files.
-    ``table``: the latency table to read and complete (default ``out/latency_table.json``)."""
+    ``table``: the latency table to read and complete (default ``out/latency_table.json``).
+    Torch runs on ``s.train_threads`` threads meanwhile (the count before is restored)."""
+    threads = s.train_threads
+    with torch_threads(threads) if threads is not None else contextlib.nullcontext():
+        return _run_search(s, out, resume=resume, table=table)
+
+
+def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | None) -> SearchResult:
     claim_folder(out, "singlepath", resume=resume)
     if table is not None:
         check_output_file(table, "--table")
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     if resume and (out / SETTINGS).is_file():
-        saved = json.loads((out / SETTINGS).read_text())
-        if saved != json.loads(json.dumps(s.to_dict())):
-            raise JournalError(
-                f"{out / SETTINGS}: the run was started with other settings; resume with the "
-                "same command line or start a fresh --out"
-            )
+        check_same_settings(out / SETTINGS, s)
     data = load_search_data(s)
     deploy = MobileNetV2Spec(
         width=s.width,
@@ -363,8 +390,9 @@ def run_search(
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
     if ckpt is not None:
-        search.restore(ckpt.tensors, ckpt.state)
-        history = list(ckpt.state["history"])
+        with restoring(ckpt, ckpt_dir):
+            search.restore(ckpt.tensors, ckpt.state)
+            history = list(ckpt.state["history"])
         start = ckpt.epoch + 1
     elif not resume:  # checkpoints without settings.json: an unfinished start
         clear_earlier_run(ckpt_dir)
@@ -386,8 +414,7 @@ def run_search(
         history.append(row)
         tensors, rests = search.snapshot()
         save_checkpoint(ckpt_dir, epoch, tensors, {"history": history, "optimizers": rests})
-        with open(out / DECISIONS, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in history)
+        write_text_atomic(out / DECISIONS, "".join(json.dumps(r) + "\n" for r in history))
         log.info(
             "epoch %d/%d: loss %.4f, val accuracy %.4f, predicted %.2f ms, %s (%.1fs)",
             epoch,

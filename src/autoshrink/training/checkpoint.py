@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from autoshrink.atomic_write import write_atomic, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.journal import finite_or_none
+from autoshrink.user_files import read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,6 @@ def _stem(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     folder: Path, epoch: int, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int = 2
 ) -> Path:
@@ -65,9 +62,9 @@ def save_checkpoint(
     stem = _stem(epoch)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "epoch": str(epoch)}
-    _write_atomic(folder / f"{stem}.safetensors", lambda p: save_file(flat, str(p), meta))
+    write_atomic(folder / f"{stem}.safetensors", lambda p: save_file(flat, str(p), meta))
     text = json.dumps({"format": FORMAT, "epoch": epoch, **state}, indent=1) + "\n"
-    _write_atomic(folder / f"{stem}.json", lambda p: p.write_text(text))
+    write_text_atomic(folder / f"{stem}.json", text)
     for old in _epochs(folder)[:-keep] if keep > 0 else []:
         for suffix in (".json", ".safetensors"):
             (folder / f"{_stem(old)}{suffix}").unlink(missing_ok=True)
@@ -92,15 +89,30 @@ def load_latest(folder: Path) -> Checkpoint | None:
     if epoch is None:
         return None
     stem = folder / _stem(epoch)
+    state = read_json_file(stem.with_suffix(".json"), JournalError, "checkpoint")
     try:
-        state = json.loads(stem.with_suffix(".json").read_text())
         tensors = load_file(str(stem.with_suffix(".safetensors")))
-    except (OSError, json.JSONDecodeError, SafetensorError) as err:
+    except (OSError, SafetensorError) as err:
         raise JournalError(f"{stem}: unreadable checkpoint ({err})") from None
-    if state.get("format") != FORMAT or state.get("epoch") != epoch:
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("epoch") != epoch:
         raise JournalError(f"{stem}.json: not an {FORMAT} checkpoint of epoch {epoch}")
     logger.info("resuming from %s", stem.with_suffix(".json"))
     return Checkpoint(epoch, tensors, state)
+
+
+@contextmanager
+def restoring(ckpt: Checkpoint, folder: Path) -> Iterator[None]:
+    """Run the body, which restores a run from ``ckpt`` (of ``folder``): a state it cannot
+    read -- a key missing, a value of another type, as in a damaged or hand-edited file -- is a
+    one-line :class:`JournalError` naming the checkpoint."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        what = f"{type(err).__name__}: {err}"
+        raise JournalError(
+            f"{folder / _stem(ckpt.epoch)}.json: a damaged checkpoint, it cannot be restored "
+            f"({what}); remove it to resume from the one before, or start a fresh --out"
+        ) from None
 
 
 def clear_checkpoints(folder: Path) -> int:
@@ -108,7 +120,11 @@ def clear_checkpoints(folder: Path) -> int:
     removed = 0
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith("epoch-") and p.suffix in (".json", ".safetensors", ".tmp"):
+            if p.name.lstrip(".").startswith("epoch-") and p.suffix in (
+                ".json",
+                ".safetensors",
+                ".tmp",
+            ):
                 p.unlink()
                 removed += p.suffix == ".json"
     return removed
@@ -159,6 +175,12 @@ def differences(recorded: Any, current: Any, path: str = "") -> list[str]:
     return [f"{path}: {old} -> {new}"]
 
 
+def first_three(changed: list[str]) -> str:
+    """The first three of :func:`differences`, and how many more there are."""
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return ", ".join(changed[:3]) + more
+
+
 def run_identity(
     recipe: dict[str, Any], seed: int, run_info: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -180,7 +202,6 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
 
     changed = differences(flat(recorded), flat(identity))
     if changed:
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         why = (  # the one change users try on purpose
             "; the learning-rate schedule spans the epochs, so the run cannot be lengthened"
             if any(c.startswith("recipe.epochs:") for c in changed)
@@ -188,7 +209,7 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
         )
         raise JournalError(
             f"{where}: the checkpoint of epoch {ckpt.epoch} is of another run "
-            f"({', '.join(changed[:3])}{more}){why}; resume with the same settings or choose "
+            f"({first_three(changed)}){why}; resume with the same settings or choose "
             "another folder"
         )
 

@@ -47,6 +47,7 @@ from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
+    restoring,
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
@@ -284,7 +285,8 @@ def train_final(
     history: list[dict[str, float]] = []
     start = 1
     if ckpt is not None and ckpt_dir is not None:
-        history = run.restore(ckpt, ckpt_dir)
+        with restoring(ckpt, ckpt_dir):
+            history = run.restore(ckpt, ckpt_dir)
         start = ckpt.epoch + 1
     if resume and not ctx.agree(start):
         raise JournalError(

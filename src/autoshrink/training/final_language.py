@@ -33,6 +33,7 @@ from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
+    restoring,
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
@@ -266,7 +267,8 @@ def train_final_lm(
     st = _FinalLMState(best_state=copy.deepcopy(model.state_dict()))
     start = 1
     if ckpt is not None and folder is not None:
-        st = _lm_restore(ckpt, folder, model, opt, rng)
+        with restoring(ckpt, folder):
+            st = _lm_restore(ckpt, folder, model, opt, rng)
         start = ckpt.epoch + 1
     if on_start is not None:
         on_start(list(st.history))
