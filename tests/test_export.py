@@ -133,6 +133,12 @@ def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
         "export", cell_file, "--out", tmp_path / "o", "--weights", tmp_path / "junk.safetensors"
     )
     assert code == 2 and "junk.safetensors" in err
+    flat = {"stem.0.weight": torch.zeros(3), "classifier.weight": torch.zeros(10, 8)}
+    save_file(flat, str(tmp_path / "flat.safetensors"))  # a 1-D stem was an IndexError
+    code, _, err = cli(
+        "export", cell_file, "--out", tmp_path / "o", "--weights", tmp_path / "flat.safetensors"
+    )
+    assert code == 2 and "flat.safetensors: not the weights of a macro network (stem.0" in err
 
 
 # ------------------------------------------------------------------ mbconv architectures

@@ -80,6 +80,14 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
             parse_stages(bad)
     with pytest.raises(ConfigError, match="non-empty list"):
         stages_from_json({"classes": 4})
+    for content, match in [
+        (b"\xff", "not UTF-8 text"),
+        (b"[" * 100_000, "JSON nested too deep"),  # was a RecursionError
+        (b"[{", "not valid JSON"),
+    ]:
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=f"stages.json: {match}"):
+            parse_stages(str(path))
 
 
 def test_class_counts_and_survivors_round_up() -> None:

@@ -169,6 +169,16 @@ def test_resume_refuses_an_edited_config_naming_the_setting(tmp_path):
     assert search(run, ev=ev).trained == 0
 
 
+def test_a_fingerprint_file_of_the_wrong_shape_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    saved = json.loads((run / "fingerprint.json").read_text())
+    saved.update(config_hash="0" * 64, settings=[1])  # an AttributeError before
+    (run / "fingerprint.json").write_text(json.dumps(saved))
+    with pytest.raises(JournalError, match="fingerprint.json: not a fingerprint file .settings is"):
+        search(run, ev=ToyEvaluator())
+
+
 def test_resume_refuses_a_journal_made_by_another_config(tmp_path):
     mine, other = tmp_path / "mine", tmp_path / "other"
     search(mine, toy_config(k=3, seed=1))

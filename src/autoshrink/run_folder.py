@@ -50,7 +50,9 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
     try:
         saved = json.loads(path.read_text())
         saved_hash, settings = str(saved["config_hash"]), saved.get("settings", {})
-    except (ValueError, KeyError, TypeError) as err:
+        if not isinstance(settings, dict):
+            raise TypeError(f"settings is a {type(settings).__name__}, not an object")
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise JournalError(f"{path}: not a fingerprint file ({err})") from None
     if saved_hash == config.fingerprint():
         return

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import ConfigError
+from autoshrink.user_files import read_json_file
 
 DIFFICULTY = "class_difficulty.json"
 
@@ -98,13 +99,7 @@ def parse_stages(text: str) -> tuple[ScreeningStage, ...]:
     ``{"classes": ..., "epochs": ..., "keep": ...}`` objects."""
     path = Path(text)
     if text.endswith(".json") or path.is_file():
-        try:
-            items = json.loads(path.read_text())
-        except OSError as err:
-            raise ConfigError(f"{text}: cannot read the screening stages ({err})") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{text}: not valid JSON ({err.msg})") from None
-        return stages_from_json(items, text)
+        return stages_from_json(read_json_file(path, ConfigError, "screening stages"), text)
     stages = []
     for part in text.split(","):
         fields = part.strip().split(":")

@@ -127,6 +127,11 @@ def infer_shapes(path: str | Path) -> dict[str, int]:
             classifier = f.get_slice("classifier.weight").get_shape()
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{path}: not the weights of a macro network ({err})") from None
+    if len(stem) != 4 or len(classifier) != 2:
+        raise ConfigError(
+            f"{path}: not the weights of a macro network (stem.0.weight of shape {list(stem)}, "
+            f"classifier.weight of shape {list(classifier)}; expected 4 and 2 dimensions)"
+        )
     return {"in_channels": int(stem[1]), "num_classes": int(classifier[0])}
 
 
