@@ -127,6 +127,29 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     assert code == 2 and err.rstrip().endswith("drop --preset"), err
 
 
+@pytest.mark.parametrize(
+    ("run", "now", "given", "threads"),
+    [
+        (("pool", None), "inprocess", None, 1),  # a pool run resumed in-process: its 1 thread
+        (("ray", None), "batched", None, 1),
+        ((None, None), "inprocess", None, 1),  # None on the CPU: the pool
+        (("pool", None), "ray", None, None),  # one thread each either way
+        (("inprocess", None), "pool", None, None),
+        (("pool", 2), "inprocess", None, 2),  # the run's own count
+        (("pool", None), "inprocess", 2, 2),  # --threads wins
+    ],
+)
+def test_a_resume_on_another_executor_keeps_the_thread_count(run, now, given, threads) -> None:
+    # a pool run resumed in-process trained its remaining candidates on every core, so it
+    # ended with another best cell than the uninterrupted run
+    from autoshrink.cli.search import resume_threads
+    from autoshrink.config import ExecutionSettings, preset
+
+    executor, run_threads = run
+    saved = preset("demo", threads=run_threads, execution=ExecutionSettings(executor=executor))
+    assert resume_threads(saved, ExecutionSettings(executor=now), given) == threads
+
+
 def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None:
     """A new option of ``autoshrink search`` must be sorted here: into ``RUN_SETTINGS``
     (``--resume`` refuses it and takes the run's), or below, with how it runs a search."""
@@ -140,6 +163,7 @@ def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None
         "out", "resume", "retry_failed", "repair",  # which run, and what to redo
         "download",  # may fetch the data set: where it comes from, not what it is
         "executor", "workers", "ray_address", "precision", "cuda_graph", "depthwise",  # saved
+        "threads",  # per session, as the executor (resume_threads)
         "no_progress", "report",  # what is shown
     }  # fmt: skip
     assert set(RUN_SETTINGS) <= options

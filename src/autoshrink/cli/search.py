@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
 from autoshrink.cli.rnn import print_search_summary
@@ -21,7 +24,13 @@ from autoshrink.config import (
 )
 from autoshrink.data.images import DATASETS
 from autoshrink.errors import ConfigError
-from autoshrink.executors.factory import EXECUTORS, PRECISIONS, executor_for
+from autoshrink.executors.factory import (
+    EXECUTORS,
+    ONE_THREAD_EXECUTORS,
+    PRECISIONS,
+    executor_for,
+    executor_name,
+)
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
@@ -32,6 +41,11 @@ from autoshrink.search import CONFIG, SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES
+
+if TYPE_CHECKING:
+    from autoshrink.evaluators.base import Evaluator
+
+log = logging.getLogger(__name__)
 
 # Settings that come from the preset and may be overridden; with --resume they come from the
 # run's config.json instead.
@@ -52,7 +66,6 @@ OVERRIDES = {
     "activation": "activation",
     "seed": "seed",
     "device": "device",
-    "threads": "threads",
     "epochs": "training_epochs",
     "batch_size": "training_batch_size",
     "lr": "training_lr",
@@ -295,7 +308,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="torch threads per candidate (default: pool and Ray workers 1, in-process all "
-        "cores); results match across executors at equal threads",
+        "cores); results match across executors at equal threads; may change on --resume "
+        "(default there: the run's)",
     )
     g.add_argument(
         "--ray-address",
@@ -334,6 +348,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | None) -> int | None:
+    """The torch threads per candidate of a resumed session: ``--threads`` when given; else,
+    where the run left them to its executor and that trained each candidate on one thread
+    (pool, Ray) but this session's would not (in-process, batched), 1, so that the candidates
+    left train as they would have in the uninterrupted run; else the run's own."""
+    if given is not None:
+        return given
+    before, after = executor_name(saved.execution, saved.device), executor_name(now, saved.device)
+    if (
+        saved.threads is None
+        and before in ONE_THREAD_EXECUTORS
+        and after not in ONE_THREAD_EXECUTORS
+    ):
+        log.info(
+            "the run trained its candidates on one thread each (%s); %s trains the rest on one "
+            "too, so that they match (more: --threads N, other numbers)",
+            before,
+            after,
+        )
+        return 1
+    return saved.threads
+
+
 def run(args: argparse.Namespace) -> int:
     """Run or resume the search the flags describe and print its best cell; 0."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
@@ -364,10 +401,13 @@ def run(args: argparse.Namespace) -> int:
         "depthwise": args.depthwise,
     }
     execution = {k: v for k, v in execution.items() if v is not None}
+    if args.threads is not None:
+        given["threads"] = args.threads
     if args.cuda_graph is not None:
         execution["cuda_graph"] = args.cuda_graph
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
+    evaluator_factory: Callable[[SearchConfig], Evaluator] | None = None  # build_evaluator
     if args.resume is not None:
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise ConfigError(
@@ -388,6 +428,13 @@ def run(args: argparse.Namespace) -> int:
             # another --executor starts from its own options; else the run's, updated
             base = saved.execution if "executor" not in execution else ExecutionSettings()
             device, settings = saved.device, replace(base, **execution)
+            threads = resume_threads(saved, settings, args.threads)
+            if threads != saved.threads:  # this session only, as the execution settings
+
+                def evaluator_factory(c: SearchConfig) -> Evaluator:
+                    from autoshrink.evaluators.factory import build_evaluator  # imports torch
+
+                    return build_evaluator(replace(c, threads=threads))
         else:
             device, settings = "cpu", ExecutionSettings(**execution)
     else:
@@ -436,6 +483,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         resume=args.resume is not None,
         executor=executor,
+        evaluator_factory=evaluator_factory,
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
         repair=args.repair,

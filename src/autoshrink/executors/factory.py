@@ -54,8 +54,7 @@ def build_executor(
     of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
     the ``batched`` executor.
     """
-    if name is None:
-        name = "ray" if ray_address is not None else default_executor(device)
+    name = executor_name(ExecutionSettings(executor=name, ray_address=ray_address), device)
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
     if precision is not None and precision not in PRECISIONS:
@@ -102,6 +101,18 @@ def build_executor(
         )
     require_ray()
     return RayExecutor(ray_address, max_retries=max_retries)
+
+
+#: Executors whose workers train each candidate on one torch thread unless the config sets
+#: ``threads`` (the pool's workers, Ray's one-CPU tasks).
+ONE_THREAD_EXECUTORS = ("pool", "ray")
+
+
+def executor_name(settings: ExecutionSettings, device: str) -> str:
+    """The name of the executor ``settings`` describe on ``device`` (the default resolved)."""
+    if settings.executor is not None:
+        return settings.executor
+    return "ray" if settings.ray_address is not None else default_executor(device)
 
 
 def executor_for(settings: ExecutionSettings, device: str) -> Executor:
