@@ -146,6 +146,14 @@ def test_search_cli_end_to_end_and_resume(cli, tmp_path: Path, corpus_dir: Path)
 def test_search_cli_bad_input(cli, tmp_path: Path) -> None:
     code, _, err = cli("search", "--task", "rnn", "--preset", "demo", "--out", tmp_path / "x")
     assert code == 2 and "--task rnn needs --data DIR" in err and err.count("\n") == 1
+    cnn_only = ["--dataset", "cifar10", "--width", "2", "--zc-batch", "8"]  # saved silently before
+    code, _, err = cli(
+        "search", "--task", "rnn", *cnn_only, "--data", tmp_path, "--out", tmp_path / "x"
+    )
+    assert (
+        code == 2 and "--dataset, --width, --zc-batch: only for --task cnn, not --task rnn" in err
+    )
+    assert not (tmp_path / "x").exists()
     code, _, err = cli(
         "search", "--task", "rnn", "--data", tmp_path / "nope", "--out", tmp_path / "y",
         "--executor", "inprocess", "--no-progress",

@@ -87,6 +87,12 @@ RUN_SETTINGS = (
     "screening_stages",
     *("synthetic_mix", "latency_backend", "latency_device"),
 )
+#: Options of a CNN search that an RNN search has no use for: refused with ``--task rnn``.
+CNN_ONLY = (
+    *("dataset", "width", "activation", "per_class", "val_size", "synthetic_mix"),
+    *("latency_table", "latency_macro", "latency_backend", "latency_device", "zc_proxy"),
+    "zc_batch",
+)
 #: Option names whose flag is not ``--`` and the name with dashes.
 FLAGS = {"data_dir": "--data", "weight": "--lambda"}
 
@@ -348,6 +354,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def flag(name: str) -> str:
+    """The command-line flag of the option ``name`` (its argparse name)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | None) -> int | None:
     """The torch threads per candidate of a resumed session: ``--threads`` when given; else,
     where the run left them to its executor and that trained each candidate on one thread
@@ -413,11 +424,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
             )
-        flags = [
-            FLAGS.get(name, "--" + name.replace("_", "-"))
-            for name in RUN_SETTINGS
-            if getattr(args, name) is not None
-        ]
+        flags = [flag(name) for name in RUN_SETTINGS if getattr(args, name) is not None]
         if flags:
             raise ConfigError(
                 f"--resume takes its settings from the run's config.json; drop {' '.join(flags)}"
@@ -439,6 +446,9 @@ def run(args: argparse.Namespace) -> int:
             device, settings = "cpu", ExecutionSettings(**execution)
     else:
         task, preset_name = args.task or "cnn", args.preset or "demo"
+        wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
+        if task == "rnn" and wrong:
+            raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
         if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
             raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
