@@ -201,6 +201,15 @@ def test_hw_cost_proportional_to_macs_gives_the_macs_run(bench, tables_dir, tmp_
     assert best_h["score"] == pytest.approx(best_m["score"] + shift, abs=1e-9)
 
 
+def test_a_hw_cost_with_no_positive_value_is_refused_by_name(bench, tables_dir, tmp_path):
+    # every score was -inf: no incumbent, and the code -1 failed far from its cause
+    hw_path = write_hw(tmp_path / "hw.pickle", [0.0] * NUM_CELLS)
+    code, _, err = bench("--tables", tables_dir, "--runs", "1", "--queries", "5", "--objective",
+                         "score", "--cost", "edgegpu_latency", "--hwnasbench", hw_path,
+                         "--allow-pickle")  # fmt: skip
+    assert code == 2 and "hw.pickle: edgegpu_latency of cifar10 is <= 0 for every cell" in err
+
+
 def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path) -> None:
     """The score optimum is the argmax over all cells of 12-epoch validation accuracy against a
     synthetic latency column (computed here with numpy), and the files report that latency."""

@@ -202,6 +202,11 @@ def run_bench(
         from autoshrink.evaluators.costed import CostedEvaluator  # imports torch: only here
 
         check_cost(cost, tables, evaluator.dataset)
+        if weight > 0 and not np.any(cost.by_code > 0):  # no cell could score above -inf
+            raise BenchmarkError(
+                f"{cost.source or 'the cost'}: {cost.name} of {evaluator.dataset} is <= 0 for "
+                "every cell; the score's cost term is its log10, so costs must be positive"
+            )
         search = CostedEvaluator(evaluator, [cost])
     score = make_score(objective, weight, MACS if cost is None else cost.name)
     traces = []
