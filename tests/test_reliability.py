@@ -286,6 +286,23 @@ def test_a_signal_stops_the_search_cleanly_and_it_resumes(tmp_path, sig, status)
     assert strip_seconds(journal) == strip_seconds(tmp_path / "full" / "journal.jsonl")
 
 
+def test_a_signal_while_the_results_are_written_says_how_to_resume(tmp_path, monkeypatch):
+    import autoshrink.search as search_module
+
+    def sigterm_now(out, config):
+        err = KeyboardInterrupt()
+        err.signum = signal.SIGTERM  # type: ignore[attr-defined]
+        raise err
+
+    monkeypatch.setattr(search_module, "write_result", sigterm_now)
+    run = tmp_path / "run"
+    with pytest.raises(search_module.SearchInterrupted, match="candidates are in .*--resume"):
+        search(run, toy_config(k=3, seed=1))
+    monkeypatch.undo()
+    assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
+    assert (run / "result.json").is_file()
+
+
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):
     import autoshrink.journal as journal_module
 

@@ -294,27 +294,27 @@ def run_search(
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail
                 )
+                if result.best is None:
+                    why = f"search stopped: {result.stopped}; " if result.stopped else ""
+                    raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
+                out = SearchResult(
+                    result.best,
+                    result.start,
+                    run_dir,
+                    result.evaluations,
+                    result.trained,
+                    time.perf_counter() - t0,
+                    result.stopped,
+                    images_trained(replay.done.values()),
+                    result.screening,
+                )
+                write_result(out, config)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
             except AutoshrinkError:
                 if not resume:  # a start refused before any candidate: the folder stays free
                     unstarted(run_dir, journal)
                 raise
-            if result.best is None:
-                why = f"search stopped: {result.stopped}; " if result.stopped else ""
-                raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
-            out = SearchResult(
-                result.best,
-                result.start,
-                run_dir,
-                result.evaluations,
-                result.trained,
-                time.perf_counter() - t0,
-                result.stopped,
-                images_trained(replay.done.values()),
-                result.screening,
-            )
-            write_result(out, config)
     finally:
         executor.close()
     return out
