@@ -28,8 +28,15 @@ class Replay:
     again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
     :class:`JournalError` naming a record the strategy passed by -- the journal was not made
     by this config. With ``retry_failed``, ``"failed"`` records are left out of ``done`` (so
-    they train again), and the records journalled after the first of them may go unasked:
-    a retrained candidate can change the search's path.
+    they train again).
+
+    A retrained candidate can change the search's path, so two kinds of records may go
+    unasked: those journalled while a candidate that has since been retrained with a result
+    was ``"failed"`` (from its first ``"failed"`` record to the record that replaced it -- an
+    earlier ``--retry-failed`` session, finished or killed, took another path from there), and
+    with ``retry_failed`` those journalled from the first ``"failed"`` record of a candidate
+    this session retrains (from the moment the strategy asks for it). Any other unasked record
+    is refused, so a foreign record is caught whatever retries the journal went through.
     """
 
     def __init__(self, journal: Journal, repair: bool, retry_failed: bool) -> None:
@@ -37,32 +44,45 @@ class Replay:
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
+        failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
+        self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in journal.numbered(repair, check=True):  # each record read back checked
             if rec.get("type") == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
             if rec.get("type") == "candidate":
-                self.done[rec["key"]] = rec
-                self._unasked.setdefault(rec["key"], (line, rec.get("step", -1)))
-        failed = [k for k, rec in self.done.items() if rec["status"] == "failed"]
-        self.horizon = min((self._unasked[k][0] for k in failed), default=math.inf)
-        if retry_failed:
-            for key in failed:
-                del self.done[key]
-            if failed:
-                log.info("%s: retraining %d failed candidates", self.path, len(failed))
-        else:
-            self.horizon = math.inf
+                key = rec["key"]
+                self.done[key] = rec
+                self._unasked.setdefault(key, (line, rec.get("step", -1)))
+                if rec.get("status", "ok") == "failed":
+                    failed_since.setdefault(key, line)
+                elif key in failed_since:  # retrained with a result: the old path is spent
+                    self._superseded.append((failed_since.pop(key), line))
+        # a key -> the line from which records may go unasked once this session retrains it
+        self._retrying = failed_since if retry_failed else {}
+        self.horizon = math.inf  # lowered as the strategy asks for candidates to retrain
+        for key in self._retrying:
+            del self.done[key]
+        if self._retrying:
+            log.info("%s: retraining %d failed candidates", self.path, len(self._retrying))
 
     def asked(self, proposals: list[Proposal]) -> None:
         """The strategy asked for ``proposals``; before any of them trains, every earlier
         record must have been asked for."""
         for p in proposals:
-            self._unasked.pop(p.genotype.key, None)
+            key = p.genotype.key
+            self._unasked.pop(key, None)
+            if key in self._retrying:  # it trains again: the path may change from here on
+                self.horizon = min(self.horizon, self._retrying[key])
         if any(p.genotype.key not in self.done for p in proposals):
             self.check()
 
+    def tolerated(self, line: int) -> bool:
+        """Whether the record at ``line`` may go unasked: it is off the search's current
+        path because a retrained candidate changed it."""
+        return line >= self.horizon or any(a <= line < b for a, b in self._superseded)
+
     def check(self) -> None:
-        strays = sorted(v + (k,) for k, v in self._unasked.items() if v[0] < self.horizon)
+        strays = sorted(v + (k,) for k, v in self._unasked.items() if not self.tolerated(v[0]))
         if strays:
             line, step, key = strays[0]
             raise JournalError(

@@ -1,0 +1,215 @@
+"""A journal that went through ``--retry-failed`` resumes again, killed or finished, with or
+without ``--retry-failed``: the records of the path a retrained candidate left are tolerated
+(and only those), so a foreign record is still refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from autoshrink.errors import JournalError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.journal import Journal
+from autoshrink.replay import Replay
+from autoshrink.strategies.base import Proposal
+from test_reliability import lines, search
+from test_search import ToyEvaluator, toy_config
+
+# -- Replay, on hand-made journals ----------------------------------------------------------
+
+
+def rec(key: str, step: int, status: str = "ok") -> dict:
+    failed = status == "failed"
+    return {
+        "type": "candidate",
+        "key": key,
+        "step": step,
+        "index": 0,
+        "edges": 9 - step,
+        "status": status,
+        "score": None if failed else 1.0 + step,
+        "metrics": {} if failed else {"accuracy": 0.5},
+        "detail": {"error": "boom"} if failed else {},
+        "cell": {},
+    }
+
+
+def journal(tmp_path: Path, *records: dict) -> Journal:
+    path = tmp_path / "journal.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return Journal(path)
+
+
+def ask(replay: Replay, step: int, *keys: str) -> None:
+    replay.asked([Proposal(SimpleNamespace(key=k), step) for k in keys])
+
+
+# Step 0: s; step 1: a and w -- w (line 3) wins but failed, so the search went on from a
+# (lines 4-5: the old path); a --retry-failed session retrained w (line 6), which now wins:
+# the search's path goes on from w (line 7 on, when that session got that far).
+OLD_PATH = [rec("s", 0), rec("a", 1), rec("w", 1, "failed"), rec("p", 2), rec("q", 3)]
+RETRIED = [*OLD_PATH, rec("w", 1)]
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+@pytest.mark.parametrize("new_path", [0, 1, 2], ids=["killed-at-once", "killed", "finished"])
+def test_the_old_path_of_a_retrained_candidate_is_tolerated_on_every_later_resume(
+    tmp_path, caplog, retry_failed, new_path
+):
+    records = [*RETRIED, rec("r", 2), rec("t", 3)][: len(RETRIED) + new_path]
+    replay = Replay(journal(tmp_path, *records), repair=False, retry_failed=retry_failed)
+    assert replay.done["w"]["status"] == "ok"  # its last record counts: nothing to retrain
+    ask(replay, 0, "s")
+    ask(replay, 1, "a", "w")
+    ask(replay, 2, "r")  # trains when the session was killed before it: the check runs
+    ask(replay, 3, "t")
+    ask(replay, 4, "u")  # trains: every record but those of the old path was asked for
+    replay.finish()
+    assert "2 records after the retrained candidates were not asked for" in caplog.text
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+def test_a_foreign_record_is_refused_whatever_retries_the_journal_went_through(
+    tmp_path, retry_failed
+):
+    foreign = rec("z", 3)
+    after = [*RETRIED, rec("r", 2), foreign]  # appended to a retried run
+    replay = Replay(journal(tmp_path, *after), repair=False, retry_failed=retry_failed)
+    ask(replay, 0, "s")
+    ask(replay, 1, "a", "w")
+    ask(replay, 2, "r")
+    with pytest.raises(JournalError, match=r"line 8 holds candidate z \(step 3\).*\(1 such\)"):
+        ask(replay, 3, "t")
+    before = [rec("s", 0), foreign, *RETRIED[1:]]  # before the failed record
+    replay = Replay(journal(tmp_path, *before), repair=False, retry_failed=retry_failed)
+    ask(replay, 0, "s")
+    with pytest.raises(JournalError, match="line 2 holds candidate z"):
+        ask(replay, 1, "a", "w", "x")
+
+
+def test_without_retry_failed_a_failed_candidate_excuses_nothing(tmp_path):
+    failed_twice = [*OLD_PATH, rec("w", 1, "failed"), rec("r", 4)]  # retrained: failed again
+    replay = Replay(journal(tmp_path, *failed_twice), repair=False, retry_failed=False)
+    assert replay.done["w"]["status"] == "failed"
+    ask(replay, 0, "s")
+    ask(replay, 1, "a", "w")
+    ask(replay, 2, "p")
+    ask(replay, 3, "q")
+    with pytest.raises(JournalError, match="line 7 holds candidate r"):
+        ask(replay, 4, "t")
+
+
+def test_with_retry_failed_the_path_may_change_once_a_failed_candidate_is_asked_for(tmp_path):
+    replay = Replay(journal(tmp_path, *OLD_PATH), repair=False, retry_failed=True)
+    assert "w" not in replay.done  # it trains again
+    ask(replay, 0, "s")
+    ask(replay, 1, "a", "w")  # w wins now: p and q are not asked for again
+    ask(replay, 2, "r")
+    replay.finish()
+
+
+def test_a_failed_candidate_off_the_path_does_not_excuse_a_foreign_record(tmp_path):
+    # x failed on the old path (line 4); w was retrained since (line 6): the path leaves x;
+    # a --retry-failed resume never asks for x, so the foreign z (line 8) is refused
+    records = [rec("s", 0), rec("a", 1), rec("w", 1, "failed"), rec("x", 2, "failed")]
+    records += [rec("p", 2), rec("w", 1), rec("r", 2), rec("z", 3)]
+    replay = Replay(journal(tmp_path, *records), repair=False, retry_failed=True)
+    assert "x" not in replay.done and replay.done["w"]["status"] == "ok"
+    ask(replay, 0, "s")
+    ask(replay, 1, "a", "w")
+    ask(replay, 2, "r")
+    with pytest.raises(JournalError, match="line 8 holds candidate z"):
+        ask(replay, 3, "t")
+
+
+# -- run_search with the toy evaluator: the auditor's sequence --------------------------------
+
+
+def test_a_retried_run_resumes_again_killed_or_finished(tmp_path, caplog):
+    full = search(tmp_path / "full", toy_config(k=3))
+    rows = [json.loads(x) for x in lines(tmp_path / "full" / "journal.jsonl")]
+    second = {tuple(e) for e in next(r for r in rows if r["step"] == 2)["cell"]["edges"]}
+    winner = next(  # the step-1 candidate the search shrinks from
+        r["key"] for r in rows if r["step"] == 1 and second < {tuple(e) for e in r["cell"]["edges"]}
+    )
+
+    class FailWinner(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            if cell.key == winner:
+                return Evaluation(self.profile(cell), "failed", 0.0, {"error": "boom"})
+            return super().evaluate(cell, seed)
+
+    run = tmp_path / "run"
+    detour = search(run, toy_config(k=3), FailWinner())
+    assert detour.stopped is None  # another candidate of step 1 won: the old path
+    detoured = len(lines(run / "journal.jsonl"))
+    assert {json.loads(x)["key"] for x in lines(run / "journal.jsonl")} - {r["key"] for r in rows}
+    assert search(run, retry_failed=True).cell == full.cell  # the winner's path
+    retried = lines(run / "journal.jsonl")
+    for retry_failed in (False, True):  # the finished run replays: nothing trains
+        again = search(run, retry_failed=retry_failed)
+        assert again.trained == 0 and again.cell == full.cell
+        assert again.best.score == full.best.score
+    for cut in (detoured + 1, detoured + 3):  # the retry session killed after the winner
+        for retry_failed in (False, True):
+            killed = tmp_path / f"killed-{cut}-{retry_failed}"
+            shutil.copytree(run, killed)
+            (killed / "journal.jsonl").write_text("".join(x + "\n" for x in retried[:cut]))
+            resumed = search(killed, retry_failed=retry_failed)
+            assert resumed.cell == full.cell and resumed.best.score == full.best.score
+            assert search(killed, retry_failed=not retry_failed).trained == 0
+
+
+# -- the command line, on digits: the auditor's reproduction with tiny settings ---------------
+
+TINY = [
+    "--preset", "demo", "--nodes", "4", "--k", "2", "--keep-fraction", "0.5",
+    "--per-class", "20", "--val-size", "60", "--epochs", "1", "--width", "0.25",
+    "--executor", "inprocess",
+]  # fmt: skip
+
+
+def test_the_command_line_resumes_a_retried_run_again(cli, tmp_path, one_thread):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    code, _, err = cli("search", *TINY, "--out", ref, "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(x) for x in lines(ref / "journal.jsonl")]
+    last = max(r["step"] for r in rows)
+    children = [edge_set(r) for r in rows if r["step"] == last]
+    line = next(  # the winner of the step before the last, recorded as failed
+        n
+        for n, r in enumerate(rows)
+        if r["step"] == last - 1 and all(c < edge_set(r) for c in children)
+    )
+    run.mkdir()
+    for name in ("config.json", "fingerprint.json"):
+        shutil.copy(ref / name, run / name)
+    failed = rows[line] | {"status": "failed", "score": None, "detail": {"error": "x"}}
+    failed["metrics"] = {k: v for k, v in failed["metrics"].items() if k != "accuracy"}
+    kept = [*rows[:line], failed]
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    resume = ["search", "--resume", run, "--no-progress"]
+    assert cli(*resume)[0] == 0  # finishes on the path without that cell
+    old = [json.loads(x)["key"] for x in lines(run / "journal.jsonl")]
+    assert set(old) - {r["key"] for r in rows}, "no old path: the test shows nothing"
+    code, _, err = cli(*resume, "--retry-failed")
+    assert code == 0, err
+    retried = lines(run / "journal.jsonl")
+    killed = tmp_path / "killed"  # the retry session killed right after the retrained cell
+    shutil.copytree(run, killed)
+    (killed / "journal.jsonl").write_text("".join(x + "\n" for x in retried[: len(old) + 1]))
+    best = json.loads((ref / "result.json").read_text())["best"]
+    for folder, extra in [(run, []), (run, ["--retry-failed"]), (killed, []), (killed, [])]:
+        code, _, err = cli("search", "--resume", folder, "--no-progress", *extra)
+        assert code == 0, err
+        result = json.loads((folder / "result.json").read_text())["best"]
+        assert (result["key"], result["score"]) == (best["key"], best["score"])
+
+
+def edge_set(row: dict) -> set[tuple[int, int]]:
+    return {tuple(e) for e in row["cell"]["edges"]}
