@@ -4,6 +4,7 @@ weights, weights checkpointed in the run folder, resume and its checks, images t
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -357,3 +358,207 @@ def test_an_rnn_oneshot_evaluator_has_no_screening_stages(tmp_path):
     evaluator = OneShotEvaluator(RNNProxyEvaluator(corpus, QUICK), epochs=1)
     with pytest.raises(ConfigError, match="progressive screening stages are for CNN cells"):
         evaluator.screening_stage([0, 1], 1)
+
+
+# A winner that the journal already held: the same cell, reached by another removal path, lost
+# in an earlier step (with another parent), so its weights of that step were deleted. On this
+# proxy (5 nodes, K = 3, seed 29) the winner of step 3 is step 2's candidate 4432757...; with
+# K = 2, seed 24, step 6's only candidate is step 5's loser 93df11f0 (nothing trains in step 6).
+REUSED = {"k3-seed29": dict(nodes=5, k=3, seed=29), "k2-seed24": dict(nodes=5, k=2, seed=24)}
+
+
+def reused_config(name: str):
+    return config(keep_fraction=0.0, **REUSED[name])
+
+
+def reused_winners(rows: list[dict]) -> list[tuple[int, str]]:
+    """``(step, key)`` of each step whose winner's record is from an earlier step: the next
+    step's candidates name their parent."""
+    first = {r["key"]: r["step"] for r in reversed(rows)}
+    parents = {r["step"]: r["detail"]["parent"] for r in rows if r["step"] > 0}
+    return [(s - 1, key) for s, key in sorted(parents.items()) if first[key] < s - 1]
+
+
+def tensors_of(path: Path) -> dict:
+    return load_weights(path)[1]
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reused(tmp_path_factory):
+    run = tmp_path_factory.mktemp("reused") / "run"
+    return run, run_search(run, reused_config("k3-seed29"), progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(REUSED))
+def test_a_winner_reused_from_an_earlier_step_gets_weights_and_the_search_finishes(
+    name, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="autoshrink.evaluators.oneshot")
+    run = tmp_path / "run"
+    result = run_search(run, reused_config(name), progress=False)  # was: ConfigError
+    rows = journal(run)
+    assert reused_winners(rows), "the proxy no longer reuses a winner: pick another seed"
+    assert result.best is not None and (run / "result.json").is_file()
+    cell, _ = load_weights(run / "oneshot" / "current.safetensors")
+    assert cell.key == rows[-1]["key"]  # the last step's winner (its single candidate)
+    assert list((run / "oneshot" / "candidates").iterdir()) == []
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    derived = [r.getMessage() for r in caplog.records if "deriving its weights" in r.getMessage()]
+    assert [m.split()[3] for m in derived] == [key for _, key in reused_winners(rows)]
+
+
+def kill_and_resume(tmp_path, monkeypatch, caplog, n: int | None):
+    """The k3-seed29 search stopped at its ``n``-th evaluation, or (``None``) in the middle of
+    deriving the reused winner's weights (its step's records journalled), then resumed."""
+    from autoshrink.evaluators.oneshot import WeightTrail
+
+    run = tmp_path / "run"
+    if n is None:
+        derive, derived = WeightTrail.derive, []
+
+        def stop(self, cell, parent, step):
+            derive(self, cell, parent, step)  # the weights written, not yet promoted
+            derived.append(cell.key)
+            raise Interrupt
+
+        with monkeypatch.context() as m, pytest.raises(Interrupt):
+            m.setattr(WeightTrail, "derive", stop)
+            run_search(run, reused_config("k3-seed29"), progress=False)
+        (key,) = derived
+        assert (run / "oneshot" / "candidates" / f"{key}.safetensors").is_file()
+        assert weights_cell(run / "oneshot" / "current.safetensors").key != key
+    else:
+        with pytest.raises(Interrupt):
+            run_search(
+                run,
+                reused_config("k3-seed29"),
+                evaluator_factory=lambda c: StopAfter(build_evaluator(c), n),
+                progress=False,
+            )
+    before = len(journal(run))
+    caplog.clear()
+    result = run_search(run, resume=True, progress=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    return run, result, before
+
+
+@pytest.mark.parametrize("n", [7, 8, 9, None], ids=["before", "mid", "after", "deriving"])
+def test_a_killed_search_with_a_reused_winner_resumes_to_the_uninterrupted_result(
+    n, reused, tmp_path, monkeypatch, caplog
+):
+    full_run, full_result = reused
+    run, result, before = kill_and_resume(tmp_path, monkeypatch, caplog, n)
+    assert strip(journal(run)) == strip(journal(full_run))
+    assert result.trained == len(journal(run)) - before  # nothing journalled trains again
+    assert result.best.proposal.genotype.key == full_result.best.proposal.genotype.key
+    assert same_tensors(
+        tensors_of(run / "oneshot" / "current.safetensors"),
+        tensors_of(full_run / "oneshot" / "current.safetensors"),
+    )
+    assert list((run / "oneshot" / "candidates").iterdir()) == []
+
+
+def test_a_resume_of_a_finished_oneshot_search_warns_nothing(full, caplog):
+    run, _ = full
+    current = run / "oneshot" / "current.safetensors"
+    held = tensors_of(current)
+    caplog.clear()
+    result = run_search(run, resume=True, progress=False)
+    assert result.trained == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert same_tensors(tensors_of(current), held)
+
+
+def test_the_weight_trail_derives_a_reused_winner_from_the_step_parent(tmp_path, caplog):
+    """At the WeightTrail level: step 1's loser C (removing 0->1 kills node 1, and 1->2 with
+    it) is step 2's candidate again, from step 1's winner W; it wins there on its step-1
+    record. Its weights become W's weights fine-tuned to C with C's recorded seed -- what a
+    candidate of step 2 gets -- and a replay of the steps (a resume) changes and says nothing."""
+    from types import SimpleNamespace
+
+    from autoshrink.evaluators.oneshot import (
+        CANDIDATES,
+        CURRENT,
+        OneShotEvaluator,
+        bind_weight_trail,
+        find_oneshot,
+    )
+    from autoshrink.graph import Cell
+    from autoshrink.strategies.base import Proposal
+
+    oneshot = find_oneshot(build_evaluator(config()))
+    run = tmp_path / "run"
+    run.mkdir()
+    trail = bind_weight_trail(oneshot, run)  # the evaluator's folder: run/oneshot
+    parent = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"), "relu")
+    c, w = parent.remove_edge((0, 1)), parent.remove_edge((1, 2))
+    d = w.remove_edge((2, 3))
+    assert w.remove_edge((0, 1)) == c and c.key != d.key
+    seeds = {parent.key: 1, c.key: 11, w.key: 12, d.key: 13}
+    steps = [([parent], [parent], parent), ([parent], [c, w], w), ([w], [c, d], c)]
+
+    def step(n: int, train: bool) -> None:
+        (before,), cells, winner = steps[n]
+        proposals = [Proposal(x, n) for x in cells]
+        todo = [x for x in cells if train and (n < 2 or x != c)]  # c: journalled in step 1
+        trail.before_step(SimpleNamespace(current=before), proposals, len(todo))
+        with open(run / "journal.jsonl", "a") as f:
+            for x in todo:
+                assert oneshot.evaluate(x, seeds[x.key]).status == "ok"
+                rec = {"type": "candidate", "step": n, "key": x.key, "seed": seeds[x.key]}
+                f.write(json.dumps(rec | {"status": "ok", "detail": {}}) + "\n")
+        trail.after_step(SimpleNamespace(current=winner), proposals)
+
+    step(0, train=True)
+    step(1, train=True)
+    trained_w = tmp_path / "w.safetensors"  # W's fine-tuned weights, step 2's parent
+    shutil.copy(oneshot.folder / CURRENT, trained_w)
+    step(2, train=True)
+    current = oneshot.folder / CURRENT
+    assert weights_cell(current).key == c.key
+    assert list((oneshot.folder / CANDIDATES).iterdir()) == []
+    held = tensors_of(current)
+    # the reference: C evaluated as a candidate of step 2, from W's weights, with its seed
+    ref = OneShotEvaluator(oneshot.inner, oneshot.epochs, tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
+    shutil.copy(trained_w, tmp_path / "ref" / CURRENT)
+    ref.evaluate(c, seeds[c.key])
+    assert same_tensors(held, tensors_of(tmp_path / "ref" / CANDIDATES / f"{c.key}.safetensors"))
+    assert not same_tensors(held, tensors_of(trained_w))
+    # a resume replays the steps, trains nothing: the weights stay, nothing is logged
+    caplog.clear()
+    for n in range(3):
+        step(n, train=False)
+    assert same_tensors(tensors_of(current), held)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
+    """A winner whose derived fine-tune diverges has no weights to go on from: a ConfigError
+    naming the step, the cell and the status, before the next step trains."""
+    from types import SimpleNamespace
+
+    from autoshrink.evaluators.base import Evaluation
+    from autoshrink.evaluators.oneshot import CURRENT, WeightTrail, save_weights
+    from autoshrink.graph import Cell
+    from autoshrink.nn.cnn import build_network
+    from autoshrink.strategies.base import Proposal
+
+    parent = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"), "relu")
+    cell = parent.remove_edge((0, 1))
+    run = tmp_path / "run"
+    macro = build_evaluator(config()).inner.macro
+    save_weights(run / "oneshot" / CURRENT, parent, build_network(parent, macro))
+    rec = {"type": "candidate", "step": 1, "key": cell.key, "seed": 5, "status": "ok"}
+    (run / "journal.jsonl").write_text(json.dumps(rec | {"detail": {}}) + "\n")
+    diverges = SimpleNamespace(evaluate=lambda c, seed: Evaluation({}, "diverged"))
+    trail = WeightTrail(run / "oneshot", diverges)
+    proposals = [Proposal(cell, 2)]
+    trail.before_step(SimpleNamespace(current=parent), proposals, 0)
+    with pytest.raises(ConfigError, match=f"step 2's winner {cell.key}: .* ended 'diverged'"):
+        trail.after_step(SimpleNamespace(current=cell), proposals)
+    assert weights_cell(run / "oneshot" / CURRENT).key == parent.key

@@ -22,6 +22,17 @@ Weights live in the run folder, ``oneshot/`` (safetensors, the cell in the metad
 foreign checkpoint stops with a :class:`~autoshrink.errors.ConfigError` before anything is
 trained), and after the step it promotes the winner's file to ``current.safetensors`` and
 deletes the other candidates' files.
+
+A winner can have no weights from its step: the journal already held its record (the same
+cell, reached by another removal path, was a candidate of an earlier step, with another
+parent), so the step reused that record instead of evaluating it again; or every candidate was
+rejected by a constraint and none was trained. Its fine-tuned weights of that earlier step are
+gone (a step deletes its losers' files), or never were. :class:`WeightTrail` then *derives*
+them: the winner is fine-tuned from this step's parent (``current.safetensors``) exactly as a
+candidate of the step would be, seeded as its journal record says, and those weights become
+the next parent. Its journal record -- the score the strategy ranked -- is not touched. The
+derivation depends only on the parent's weights and the seed, so an uninterrupted and a
+resumed search derive the same weights.
 """
 
 from __future__ import annotations
@@ -44,9 +55,11 @@ from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator, Tensors
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
+from autoshrink.journal import Journal
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
 from autoshrink.nn.tied_weights import TIED, retie, to_file
+from autoshrink.run_folder import JOURNAL
 from autoshrink.strategies.base import Proposal
 from autoshrink.training.classification import TrainOutcome
 from autoshrink.training.inherited import finetune, finetune_lm
@@ -204,10 +217,18 @@ class OneShotEvaluator:
 
 
 class WeightTrail:
-    """The search-side keeper of ``oneshot/current.safetensors`` (see the module docstring)."""
+    """The search-side keeper of ``oneshot/current.safetensors`` (see the module docstring).
 
-    def __init__(self, folder: Path) -> None:
+    Args:
+        folder: the run's ``oneshot/`` folder (the journal is ``journal.jsonl`` beside it).
+        evaluator: the search's one-shot evaluator; it derives the weights of a winner that
+            has none from its step (``None``: such a step is only logged).
+    """
+
+    def __init__(self, folder: Path, evaluator: OneShotEvaluator | None = None) -> None:
         self.folder = folder
+        self.evaluator = evaluator
+        self._parent: Cell | None = None  # the cell the step being run shrinks
 
     @property
     def current(self) -> Path:
@@ -217,6 +238,7 @@ class WeightTrail:
         """Check, before a step trains ``todo`` of its ``proposals``, that the current weights
         are those of ``strategy.current`` (the cell the step shrinks). Step 0 needs none."""
         step, parent = proposals[0].step, strategy.current
+        self._parent = None if step == 0 else parent
         if step == 0 or todo == 0:
             return
         if not self.current.is_file():
@@ -233,16 +255,69 @@ class WeightTrail:
 
     def after_step(self, strategy: Any, proposals: Sequence[Proposal]) -> None:
         """Make the step's winner (``strategy.current`` after ``tell``) the next parent and
-        delete the other candidates' files."""
+        delete the other candidates' files.
+
+        The winner's file is moved to ``current.safetensors``. Without a file, when
+        ``current.safetensors`` still holds the step's parent, the winner's weights are
+        derived from it (:meth:`derive`). Otherwise the step was replayed by a resume and
+        its weights were promoted when it first ran (``current.safetensors`` holds the winner
+        or a later cell): nothing to do. A missing or foreign ``current.safetensors`` is
+        refused by :meth:`before_step` of the next step that trains.
+        """
         won_cell: Cell = strategy.current
+        parent, self._parent = self._parent, None
         candidates = self.folder / CANDIDATES
         won = candidates / f"{won_cell.key}.safetensors"
+        if (
+            not won.is_file()
+            and parent is not None
+            and parent.key != won_cell.key  # a step that stopped the search has no winner
+            and self.current.is_file()
+            and weights_cell(self.current).key == parent.key
+        ):
+            self.derive(won_cell, parent, proposals[0].step)
         if won.is_file():
             os.replace(won, self.current)
-        elif not (self.current.is_file() and weights_cell(self.current).key == won_cell.key):
-            log.warning("no weights for the step's winner %s in %s", won_cell.key, candidates)
         for p in proposals:
             (candidates / f"{p.genotype.key}.safetensors").unlink(missing_ok=True)
+
+    def derive(self, cell: Cell, parent: Cell, step: int) -> None:
+        """Write the weights of ``cell``, the winner of ``step`` that has none from it, to its
+        candidate file: fine-tuned from ``parent``'s weights (``current.safetensors``) as a
+        candidate of the step is, with the seed of its journal record. The record is not
+        changed; the weights are not journalled (a resume that stops between the step's
+        records and its promotion derives them again, equal)."""
+        if self.evaluator is None:
+            log.warning("no weights for the step's winner %s in %s", cell.key, self.folder)
+            return
+        rec = self._record(cell.key)
+        seed = int(rec["seed"])
+        log.info(
+            "step %d's winner %s was not fine-tuned in this step (its record: step %s, %s); "
+            "deriving its weights from cell %s with its seed %d",
+            step,
+            cell.key,
+            rec["step"],
+            rec["status"],
+            parent.key,
+            seed,
+        )
+        evaluation = self.evaluator.evaluate(cell, seed)
+        if not (self.folder / CANDIDATES / f"{cell.key}.safetensors").is_file():
+            raise ConfigError(
+                f"cannot derive the weights of step {step}'s winner {cell.key}: fine-tuning it "
+                f"from cell {parent.key} with seed {seed} ended {evaluation.status!r} "
+                f"({evaluation.detail.get('error', 'no weights')}); the search cannot go on "
+                "from this cell"
+            )
+
+    def _record(self, key: str) -> dict[str, Any]:
+        """The last journal record of candidate ``key``; a ConfigError if there is none."""
+        journal = Journal(self.folder.parent / JOURNAL)
+        found = [r for r in journal.records() if r.get("type") == "candidate" and r["key"] == key]
+        if not found:
+            raise ConfigError(f"{journal.path}: no record of the step's winner {key}")
+        return found[-1]
 
 
 def find_oneshot(evaluator: Any) -> OneShotEvaluator | None:
@@ -263,4 +338,4 @@ def bind_weight_trail(evaluator: Any, run_dir: Path) -> WeightTrail | None:
     if found is None:
         return None
     found.folder = (Path(run_dir) / FOLDER).resolve()  # made by the first weights saved there
-    return WeightTrail(found.folder)
+    return WeightTrail(found.folder, found)
