@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -295,3 +296,45 @@ def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(
         run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False
     )
     assert result.evaluations > 0
+
+
+def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
+    # each was accepted: k=2.5 failed mid-search (and its saved config then refused to load),
+    # a misspelt constraint bounded nothing, and task="RNN" gave a CNN preset
+    for settings, needle in [
+        ({"k": 2.5}, 'config: "k" must be an integer, got 2.5'),
+        ({"seed": "a"}, 'config: "seed" must be an integer, got "a"'),
+        ({"constraints": {"mac": 1e4}}, "unknown constraint 'mac' for --task cnn"),
+        ({"task": "RNN"}, "unknown task 'RNN'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            preset("demo", **settings)
+    assert preset("demo", constraints={"params": 1e4}).constraints == {"params": 1e4}
+
+
+def test_a_resume_refuses_another_config_and_a_numpy_metric_is_journalled(tmp_path) -> None:
+    import numpy as np
+
+    class NumpyMetrics(ToyEvaluator):
+        def evaluate(self, cell, seed):
+            e = super().evaluate(cell, seed)
+            return replace(e, metrics={k: np.float32(v) for k, v in e.metrics.items()})
+
+    run = tmp_path / "r"  # a NumPy scalar failed the journal write, and kept the folder
+    first = run_search(run, toy_config(k=2), evaluator_factory=lambda c: NumpyMetrics(),
+                       progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"config given differs in k \(pass config=None"):
+        run_search(run, toy_config(k=3), resume=True, progress=False)
+    again = run_search(run, toy_config(k=2), resume=True, progress=False,
+                       evaluator_factory=lambda c: ToyEvaluator())  # fmt: skip
+    assert again.trained == 0 and again.best.score == first.best.score
+
+
+def test_a_start_that_fails_with_any_error_leaves_the_folder_free(tmp_path) -> None:
+    def breaks(config):
+        raise TypeError("an evaluator factory's own bug")
+
+    run = tmp_path / "r"
+    with pytest.raises(TypeError):
+        run_search(run, toy_config(k=2), evaluator_factory=breaks, progress=False)
+    assert list(run.iterdir()) == []

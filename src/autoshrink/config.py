@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
-from autoshrink.objectives import Score
+from autoshrink.objectives import COSTS, Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width
 from autoshrink.training.classification import ProxyTraining
@@ -67,6 +67,10 @@ class ExecutionSettings:
     cuda_graph: bool | None = None
     depthwise: str | None = None
 
+
+#: The metrics a constraint may bound, by task: what the task's evaluators profile before
+#: training (:func:`autoshrink.search.violation`).
+CONSTRAINED = {"cnn": COSTS, "rnn": ("macs", "params", "edges", "edge_cost")}
 
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
 OBJECTIVES = ("erm", "ood")
@@ -123,6 +127,7 @@ class SearchConfig:
     ood: OodSettings = field(default_factory=OodSettings)
 
     def __post_init__(self) -> None:
+        self._check_types()
         self._check_domains()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
@@ -159,6 +164,11 @@ class SearchConfig:
         if self.threads is not None:
             check_threads(self.threads)
         for name, limit in self.constraints.items():
+            if name not in CONSTRAINED[self.task]:  # a misspelt metric would be a no-op
+                raise ConfigError(
+                    f"unknown constraint {name!r} for --task {self.task}; expected one of "
+                    f"{CONSTRAINED[self.task]}"
+                )
             if not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
                 raise ConfigError(
                     f"constraint {name}: the limit must be a finite number > 0, got {limit}"
@@ -279,6 +289,15 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _check_types(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting whose value is not of its
+        field's type (``k=2.5``, ``seed="a"``), as :meth:`check_json` does for a file."""
+        try:
+            as_json = json.loads(json.dumps(self.to_dict()))
+        except (TypeError, ValueError) as err:  # e.g. a NumPy number among the settings
+            raise ConfigError(f"config: a setting is not a plain JSON value ({err})") from None
+        self.check_json(as_json)
+
     @classmethod
     def check_json(cls, d: Any, source: str = "config") -> None:
         """Raise a one-line :class:`ConfigError` naming ``source`` and the key when ``d`` is not
@@ -383,6 +402,8 @@ RNN_PRESETS: dict[str, SearchConfig] = {
 
 def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     """A named preset of ``task`` with keyword overrides (``None`` values are ignored)."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
     table = RNN_PRESETS if task == "rnn" else PRESETS
     try:
         base = table[name]

@@ -38,7 +38,10 @@ LOCK = "run.lock"
 
 
 def finite_or_none(value: Any) -> Any:
-    """Replace non-finite floats (recursively) by ``None`` for strict JSON."""
+    """For strict JSON, recursively: NumPy and torch scalars (an evaluator's metrics, say) as
+    the Python numbers they hold, and non-finite floats as ``None``."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a 0-d array
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from autoshrink.atomic_write import write_text_atomic
 from autoshrink.config import SearchConfig
-from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
@@ -130,14 +130,22 @@ def make_strategy(
 
 def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) -> SearchConfig:
     """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
-    check it against the fingerprint its journal was made with (call with the lock held)."""
+    check it against the fingerprint its journal was made with (call with the lock held); a
+    ``config`` given with ``resume`` must search the same (execution settings may differ)."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CONFIG).exists():
             raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
-        config = SearchConfig.load(run_dir / CONFIG)
-        check_fingerprint(run_dir, config)
-        return config
+        saved = SearchConfig.load(run_dir / CONFIG)
+        check_fingerprint(run_dir, saved)
+        if config is not None and config.fingerprint() != saved.fingerprint():
+            mine, theirs = config.search_settings(), saved.search_settings()
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ConfigError(
+                f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
+                f"differs in {', '.join(changed)} (pass config=None, or start a new folder)"
+            )
+        return saved
     if config is None:
         raise JournalError("a new search needs a config")
     if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
@@ -311,8 +319,8 @@ def run_search(
                 write_result(out, config)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
-            except AutoshrinkError:
-                if not resume:  # a start refused before any candidate: the folder stays free
+            except Exception:
+                if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir, journal)
                 raise
     finally:

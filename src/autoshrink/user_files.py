@@ -11,6 +11,7 @@ dotted key) and says, as one phrase, the first value that does not fit.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import MISSING, fields, is_dataclass
@@ -91,11 +92,18 @@ def json_type_problem(expected: Any, value: Any, key: str = "") -> str | None:
     return None
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """The resolved annotations of dataclass ``cls`` (resolving them is slow; they never
+    change)."""
+    return get_type_hints(cls)
+
+
 def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str | None:
     """:func:`json_type_problem` of the field ``f`` of dataclass ``cls`` in the object ``value``."""
     key = _key(prefix, f.name)
     if f.name in value:
-        return json_type_problem(get_type_hints(cls)[f.name], value[f.name], key)
+        return json_type_problem(_hints(cls)[f.name], value[f.name], key)
     if f.default is MISSING and f.default_factory is MISSING:
         return f'"{key}" is missing'
     return None
