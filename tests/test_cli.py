@@ -60,6 +60,14 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.5
     assert (tmp_path / "t" / "weights.safetensors").stat().st_size > 0
+    # count reproduces the trained network's figures: digits are 8x8 grayscale
+    size = ["--macro", "cifar-proxy", "--width", "0.5", "--image-size", "8", "--json"]
+    code, out, _ = cli("count", SHRINKCNN, *size, "--in-channels", "1")
+    counted = json.loads(out)
+    assert code == 0 and (counted["params"], counted["macs"]) == (
+        metrics["params"],
+        metrics["macs"],
+    )
 
 
 @pytest.mark.parametrize(

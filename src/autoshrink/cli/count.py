@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
     p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument(
+        "--in-channels",
+        type=int,
+        default=None,
+        help="input image channels (1: the grayscale data sets, as search and train count them)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             ("width", args.width),
             ("image_size", args.image_size),
             ("num_classes", args.num_classes),
+            ("in_channels", args.in_channels),
         )
         if v is not None
     }
@@ -67,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
 def run_arch(args: argparse.Namespace) -> int:
     """An mbconv architecture file (``--macro`` does not apply: the file is the network)."""
     arch = MBConvArch.load(args.cell).with_settings(
-        width=args.width, image_size=args.image_size, num_classes=args.num_classes
+        width=args.width,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        in_channels=args.in_channels,
     )
     counts = count_arch(arch)
     name = f"mbconv-{arch.width:g}@{arch.image_size}"
