@@ -59,6 +59,10 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
     assert code == 0, err
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.5
+    from autoshrink.data.images import channel_stats, load_images
+
+    mean, std = channel_stats(load_images("digits").train_x)  # a deployed network's inputs
+    assert metrics["normalisation"] == {"mean": [float(mean[0])], "std": [float(std[0])]}
     assert (tmp_path / "t" / "weights.safetensors").stat().st_size > 0
     # count reproduces the trained network's figures: digits are 8x8 grayscale
     size = ["--macro", "cifar-proxy", "--width", "0.5", "--image-size", "8", "--json"]

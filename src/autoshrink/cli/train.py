@@ -313,6 +313,7 @@ def run_cnn(args: argparse.Namespace) -> int:
         "params": c.params,
         "macs": c.macs,
         "macro": name,
+        "normalisation": {"mean": list(data.mean), "std": list(data.std)},
         "recipe": recipe.name,
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,

@@ -99,13 +99,16 @@ class ArrayImages(KeyedImages):
 
 @dataclass(frozen=True, eq=False)
 class TrainingData:
-    """The two sides of a final training and what the network must fit."""
+    """The two sides of a final training, what the network must fit, and the per-channel
+    ``mean`` and ``std`` its inputs are normalised with (what a deployed network needs too)."""
 
     train: KeyedImages
     val: KeyedImages
     classes: tuple[str, ...]
     in_channels: int
     image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +157,8 @@ def array_data(data: ImageData, recipe: AugmentSettings, *, seed: int = 0) -> Tr
         data.classes,
         data.in_channels,
         size,
+        mean_t,
+        std_t,
     )
 
 
@@ -189,6 +194,8 @@ def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> 
         split.classes,
         3,
         size,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
     )
 
 

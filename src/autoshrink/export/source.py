@@ -147,7 +147,8 @@ Needs only torch. Usage:
     model = load("model.safetensors")      # eval mode
     logits = model(images)                 # [B, C, H, W] -> [B, {num_classes}]
 
-with {in_channels} x {size} x {size} images, normalised as in training.
+with {in_channels} x {size} x {size} images, normalised as in training: per channel, minus
+the mean and divided by the std that the training's metrics.json records as "normalisation".
 
 {notes}
 """
