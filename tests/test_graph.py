@@ -37,11 +37,26 @@ def test_released_shrinkcnn_cell_matches_the_paper():
         (["sep3x3", "sep3x3"], [(0, 1)], "node 0 must be 'input'"),
         (["input", "sep3x3", "sep3x3"], [(1, 2)], "no path from the input"),
         (["input"], [], "at least 2 nodes"),
+        # silently read as another edge, or a ValueError / TypeError, before
+        (["input", "sep3x3"], [(0, 1.5)], r"edge \(0, 1.5\) is not a pair of node numbers"),
+        (["input", "sep3x3"], [(False, True)], "is not a pair of node numbers"),
+        (["input", "sep3x3"], [("0", "1")], "is not a pair of node numbers"),
+        (["input", "sep3x3"], [(0, 1, 2)], "is not a pair of node numbers"),
     ],
 )
 def test_invalid_cells_are_rejected_with_a_clear_error(ops, edges, message):
     with pytest.raises(CellError, match=message):
         Cell("cnn", tuple(ops), tuple(edges))
+
+
+def test_nodes_outside_the_cell_are_refused_alike() -> None:
+    cell = Cell("cnn", ("input", "sep3x3"), [(0, 1)])
+    for node in (2, -1):  # successors(2) was an IndexError, predecessors(2) an empty tuple
+        for neighbours in (cell.successors, cell.predecessors):
+            with pytest.raises(CellError, match=f"node {node} is outside 0..1"):
+                neighbours(node)
+    with pytest.raises(CellError, match="ops and edges must be lists"):
+        Cell("cnn", ("input", "sep3x3"), None)  # type: ignore[arg-type]
 
 
 def test_remove_edge_prunes_unreachable_nodes_and_their_out_edges():

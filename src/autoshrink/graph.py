@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -57,8 +58,11 @@ class Cell:
     _succ: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ops = tuple(self.ops)
-        edges = tuple(sorted({(int(i), int(j)) for i, j in self.edges}))
+        try:
+            ops, pairs = tuple(self.ops), list(self.edges)
+        except TypeError:
+            raise CellError("a cell's ops and edges must be lists") from None
+        edges = tuple(sorted({_edge(e) for e in pairs}))
         object.__setattr__(self, "ops", ops)
         object.__setattr__(self, "edges", edges)
         if not isinstance(self.kind, str) or self.kind not in OPS:
@@ -142,11 +146,17 @@ class Cell:
 
     def predecessors(self, node: int) -> tuple[int, ...]:
         """The nodes with an edge into ``node``, ascending."""
+        self._check_node(node)
         return tuple(i for i, j in self.edges if j == node)
 
     def successors(self, node: int) -> tuple[int, ...]:
         """The nodes ``node`` has an edge into, ascending."""
+        self._check_node(node)
         return self._succ[node]
+
+    def _check_node(self, node: int) -> None:
+        if not 0 <= node < len(self.ops):
+            raise CellError(f"node {node} is outside 0..{len(self.ops) - 1}")
 
     @property
     def leaves(self) -> tuple[int, ...]:
@@ -262,6 +272,18 @@ class Cell:
         edges = " ".join(f"{i}->{j}" for i, j in self.edges)
         act = f" act={self.activation}" if self.activation else ""
         return f"{self.kind} cell [{nodes}] edges [{edges}] leaves {list(self.leaves)}{act}"
+
+
+def _edge(edge: Any) -> Edge:
+    """``edge`` as an ``(i, j)`` pair of node numbers (Python or NumPy integers, not bools or
+    floats); a :class:`CellError` naming it otherwise."""
+    try:
+        i, j = edge
+        if isinstance(i, bool) or isinstance(j, bool):
+            raise TypeError
+        return operator.index(i), operator.index(j)
+    except (TypeError, ValueError):
+        raise CellError(f"edge {edge!r} is not a pair of node numbers (i, j)") from None
 
 
 def _h(s: str) -> str:
