@@ -287,6 +287,7 @@ class SearchConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
+        """Every setting, nested settings as dicts (what ``config.json`` holds)."""
         return asdict(self)
 
     def _check_types(self) -> None:
@@ -348,6 +349,7 @@ class SearchConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path`` as indented JSON (what :meth:`load` reads)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -216,6 +216,7 @@ class Cell:
         return d
 
     def to_json(self) -> str:
+        """The cell as one line of JSON (:meth:`to_dict`)."""
         return json.dumps(self.to_dict())
 
     @classmethod
@@ -253,6 +254,8 @@ class Cell:
 
     @classmethod
     def from_json(cls, text: str, source: str = "cell") -> Cell:
+        """The cell in the JSON ``text``; malformed text or a bad cell is a one-line
+        :class:`CellError` naming ``source``."""
         return cls.from_dict(parse_json(text, source, CellError), source)
 
     @classmethod
@@ -262,6 +265,7 @@ class Cell:
         return cls.from_json(read_text_file(path, CellError, "cell"), str(path))
 
     def save(self, path: str | Path) -> None:
+        """Write the cell to ``path`` as indented JSON (what :meth:`load` reads)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def __str__(self) -> str:

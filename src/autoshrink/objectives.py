@@ -54,4 +54,5 @@ class Score:
         return self.slope * (value - self.offset) - self.weight * (math.log10(cost) - 6.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The score's settings as a dict (as ``config.json`` holds them)."""
         return asdict(self)

@@ -80,6 +80,7 @@ class SearchResult:
 
     @property
     def cell(self) -> Cell:
+        """The best cell of the whole trajectory."""
         return self.best.proposal.genotype
 
 

@@ -56,6 +56,7 @@ class CNNProxyEvaluator:
         self.threads = threads
 
     def profile(self, genotype: Cell) -> dict[str, float]:
+        """The cell's ``macs`` and ``params`` on the proxy macro, counted without training."""
         c = count(genotype, self.macro)
         return {"macs": float(c.macs), "params": float(c.params)}
 
@@ -87,6 +88,8 @@ class CNNProxyEvaluator:
         return train, val
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        """Train the cell's proxy network from ``seed`` and return its validation accuracy
+        with :meth:`profile`'s costs (:meth:`fit`, without the trained network)."""
         return self.fit(genotype, seed)[0]
 
     def fit(

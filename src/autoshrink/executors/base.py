@@ -58,10 +58,12 @@ class InProcessExecutor:
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
     ) -> Iterator[tuple[int, Evaluation]]:
+        """Evaluate ``jobs`` one by one in this process, yielding ``(job index, evaluation)``
+        as each ends; a job that ran out of memory runs again (``on_retry`` is told)."""
         from autoshrink.executors.retries import retry_out_of_memory  # it imports this module
 
         results = ((i, evaluator.evaluate(job.genotype, job.seed)) for i, job in enumerate(jobs))
         yield from retry_out_of_memory(evaluator, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: no workers."""

@@ -182,6 +182,8 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
+        """The table in the JSON file ``path``; a damaged file is a one-line
+        :class:`HardwareError` naming it."""
         path = Path(path)
         return cls.from_dict(read_json_file(path, HardwareError, "latency table"), str(path))
 

@@ -48,18 +48,25 @@ class Observation:
 
     @property
     def ok(self) -> bool:
+        """Whether the candidate has a finite score (it trained and was not rejected)."""
         return math.isfinite(self.score)
 
 
 class Strategy(Protocol):
     """Ask/tell: ``ask`` returns the next batch (empty when the search is over)."""
 
-    def ask(self) -> list[Proposal]: ...
+    def ask(self) -> list[Proposal]:
+        """The next batch of cells to evaluate; empty when the search is over."""
+        ...
 
-    def tell(self, observations: Sequence[Observation]) -> None: ...
+    def tell(self, observations: Sequence[Observation]) -> None:
+        """The results of the last batch :meth:`ask` gave, one per proposal."""
+        ...
 
     @property
-    def best(self) -> Observation | None: ...
+    def best(self) -> Observation | None:
+        """The best observation so far (``None`` before any)."""
+        ...
 
 
 class CellStrategy(Strategy, Protocol):
@@ -67,9 +74,13 @@ class CellStrategy(Strategy, Protocol):
     describes its current step (for progress bars)."""
 
     @property
-    def max_steps(self) -> int: ...
+    def max_steps(self) -> int:
+        """The most steps (batches) the strategy may take: a progress bar's total."""
+        ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """The current step in a few words, for a progress bar."""
+        ...
 
 
 def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bool:
