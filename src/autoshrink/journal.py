@@ -232,6 +232,9 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock without waiting and write this process's pid into ``run.lock``; a
+        :class:`JournalError` naming the holder when another process has it (the lock of a dead
+        process is taken over, with a warning)."""
         import fcntl
 
         while True:
@@ -262,6 +265,7 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Delete ``run.lock`` and drop the lock; a no-op when it is not held."""
         if self._fd is None:
             return
         try:

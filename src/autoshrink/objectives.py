@@ -44,6 +44,9 @@ class Score:
         return cls(metric="perplexity", slope=-0.25, offset=200.0, cost=cost, weight=weight)
 
     def __call__(self, metrics: Mapping[str, float]) -> float:
+        """``slope * (metric - offset) - weight * (log10(cost) - 6)`` of ``metrics``; ``-inf`` when
+        the metric or the cost is missing or not finite, or the cost is not positive (with
+        ``weight`` 0 the cost is not read)."""
         value = metrics.get(self.metric)
         cost = metrics.get(self.cost) if self.weight else 1.0
         if value is None or cost is None:

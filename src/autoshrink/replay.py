@@ -82,6 +82,9 @@ class Replay:
         return line >= self.horizon or any(a <= line < b for a, b in self._superseded)
 
     def check(self) -> None:
+        """Raise a :class:`JournalError` naming the first record the strategy has not asked for and
+        no retrained candidate excuses (:meth:`tolerated`): the journal was not made with this
+        config."""
         strays = sorted(v + (k,) for k, v in self._unasked.items() if not self.tolerated(v[0]))
         if strays:
             line, step, key = strays[0]

@@ -36,6 +36,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.allowed = allowed
 
     def find_class(self, module: str, name: str) -> Any:
+        """The object ``allowed`` maps ``(module, name)`` to; :class:`pickle.UnpicklingError` for
+        any other global."""
         found = self.allowed.get((module, name))
         if found is None:
             raise pickle.UnpicklingError(

@@ -155,6 +155,9 @@ class ClassDifficulty:
         return sorted(self.order[:n])
 
     def save(self, path: Path, stages: Sequence[ScreeningStage]) -> None:
+        """Write the difficulty to ``path`` as JSON: the error per class, the classes easiest first,
+        the candidates it was measured on, and each of ``stages`` with the ``class_ids`` it trains
+        on."""
         out = {
             "format": "autoshrink.class_difficulty/1",
             "error": [round(e, 6) for e in self.error],
@@ -208,6 +211,8 @@ class StageResult:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> StageResult:
+        """The result in a journal ``"stage"`` record (a ``null`` score is ``-inf``, a ``null``
+        metric ``nan``)."""
         score = rec["score"]
         return cls(
             rec["stage"],
@@ -219,6 +224,7 @@ class StageResult:
         )
 
     def summary(self) -> dict[str, Any]:
+        """Stage, status, score and metrics: a record's entry in ``detail["stages"]``."""
         return {
             "stage": self.stage,
             "status": self.status,

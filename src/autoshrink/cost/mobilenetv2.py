@@ -67,10 +67,12 @@ class MobileNetV2Spec:
 
     @property
     def stem_channels(self) -> int:
+        """Channels of the stride-2 stem: 32 x ``width``, rounded by :func:`make_divisible8`."""
         return make_divisible8(STEM_CHANNELS * self.width)
 
     @property
     def last_channels(self) -> int:
+        """Channels of the last 1x1 layer: 1280, grown with ``width`` above 1 (1792 at 1.4)."""
         return make_divisible8(LAST_CHANNELS * self.width) if self.width > 1 else LAST_CHANNELS
 
 
@@ -94,6 +96,7 @@ class BlockPlacement:
 
     @property
     def residual(self) -> bool:
+        """Whether the block adds its input to its output (stride 1, same channels in and out)."""
         return self.stride == 1 and self.in_channels == self.out_channels
 
 

@@ -56,14 +56,17 @@ class ImageData:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (``len(classes)``)."""
         return len(self.classes)
 
     @property
     def in_channels(self) -> int:
+        """Channels of an image (``C`` of ``[N, C, H, W]``)."""
         return int(self.train_x.shape[1])
 
     @property
     def image_size(self) -> int:
+        """Side of an image in pixels (``H`` of ``[N, C, H, W]``)."""
         return int(self.train_x.shape[2])
 
 

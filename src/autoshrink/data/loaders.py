@@ -54,6 +54,7 @@ class KeyedImages(Dataset):
         return len(self.labels)
 
     def image(self, index: int) -> Image.Image | np.ndarray:
+        """The image at ``index`` before augmentation; each subclass says how it is read."""
         raise NotImplementedError
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
@@ -76,6 +77,7 @@ class FolderImages(KeyedImages):
         self.paths = np.array([os.fsencode(p) for p in paths])
 
     def image(self, index: int) -> Image.Image:
+        """The file at ``index`` decoded as upright RGB; :class:`DataError` if it is unreadable."""
         path = os.fsdecode(self.paths[index])
         try:
             with Image.open(path) as img:
@@ -94,6 +96,7 @@ class ArrayImages(KeyedImages):
         self.x = np.ascontiguousarray(x, dtype=np.float32)
 
     def image(self, index: int) -> np.ndarray:
+        """The ``[C, H, W]`` float32 image at ``index`` (a view of the array, not a copy)."""
         return self.x[index]
 
 
@@ -112,6 +115,7 @@ class TrainingData:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (``len(classes)``)."""
         return len(self.classes)
 
 
@@ -119,19 +123,40 @@ class AugmentSettings(Protocol):
     """What the loaders read from a recipe (:class:`autoshrink.training.recipes.Recipe`)."""
 
     @property
-    def image_size(self) -> int | None: ...
+    def image_size(self) -> int | None:
+        """The side images are served at; ``None``: the data's own (folders: 224 or 32, by
+        ``augment``)."""
+        ...
+
     @property
-    def augment(self) -> str: ...
+    def augment(self) -> str:
+        """The training augmentation: ``imagenet``, ``crop-flip`` or ``none``."""
+        ...
+
     @property
-    def flip(self) -> bool: ...
+    def flip(self) -> bool:
+        """Whether training flips images horizontally at random (not with ``augment`` ``none``)."""
+        ...
+
     @property
-    def crop_padding(self) -> int | None: ...
+    def crop_padding(self) -> int | None:
+        """The reflect padding of ``crop-flip``'s random crop; ``None``: an eighth of the side."""
+        ...
+
     @property
-    def crop_scale(self) -> tuple[float, float]: ...
+    def crop_scale(self) -> tuple[float, float]:
+        """The range of the area fraction of ``imagenet``'s random-resized crop."""
+        ...
+
     @property
-    def eval_crop(self) -> float: ...
+    def eval_crop(self) -> float:
+        """The centre square ``imagenet`` evaluation keeps, as a fraction of the short side."""
+        ...
+
     @property
-    def random_erasing(self) -> float: ...
+    def random_erasing(self) -> float:
+        """The probability of erasing one random rectangle of a training image."""
+        ...
 
 
 def _transforms(
@@ -229,12 +254,15 @@ class GlobalBatchSampler:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Serve ``epoch``'s batches next: its permutation and its keys ``(index, epoch)``."""
         self.epoch = epoch
 
     def state_dict(self) -> dict[str, int]:
+        """The state a checkpoint keeps: ``{"seed": ..., "epoch": ...}``."""
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the seed and epoch :meth:`state_dict` returned."""
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     def __len__(self) -> int:

@@ -145,6 +145,8 @@ class ImageTransform:
     random_erasing: float = 0.0
 
     def __call__(self, image: Image.Image | np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """``image`` (Pillow, or ``[C, H, W]`` float32 in [0, 1]) as a normalised float32 tensor
+        ``[C, size, size]``, augmented with draws from ``rng`` when ``train``."""
         width, height = _size(image)
         s = self.size
         if self.augment == "imagenet":

@@ -62,6 +62,7 @@ class CNNProxyEvaluator:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes of the proxy task."""
         return self.split.num_classes
 
     def screening_stage(self, classes: Sequence[int], epochs: int) -> CNNProxyEvaluator:

@@ -40,9 +40,13 @@ class Cost(Protocol):
     """A named cost of a genotype."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The metric the cost is reported as (e.g. ``latency_ms``)."""
+        ...
 
-    def __call__(self, genotype: Any, /) -> float: ...
+    def __call__(self, genotype: Any, /) -> float:
+        """The cost of ``genotype``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class MeasuredLatency:
     name: str = MEASURED
 
     def __call__(self, cell: Cell) -> float:
+        """The median latency in ms of the network ``spec`` built with ``cell``, measured now."""
         return measure_cell(cell, self.spec, self.settings).median_ms
 
 
@@ -75,6 +80,8 @@ class TableLatency:
     name: str = TABLE
 
     def __call__(self, cell: Cell) -> float:
+        """The latency in ms of the network ``spec`` built with ``cell``, predicted from the table
+        after measuring the blocks it lacks (merged with the file at ``path``, if any)."""
         blocks = network_blocks(cell, self.spec)
         if self._lacks(blocks) and self.path is not None:
             self._merge_file()
@@ -116,6 +123,7 @@ class CostedEvaluator:
         return dict(self._cache[key])
 
     def profile(self, genotype: Any) -> dict[str, float]:
+        """``inner``'s profile plus the cost metrics, computed without training."""
         return {**self.inner.profile(genotype), **self.cost_metrics(genotype)}
 
     @property
@@ -128,6 +136,8 @@ class CostedEvaluator:
         return replace(self, inner=self.inner.screening_stage(classes, epochs))
 
     def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        """``inner``'s evaluation with the cost metrics added; a failed or diverged one is returned
+        unchanged."""
         evaluation = self.inner.evaluate(genotype, seed)
         if evaluation.status != "ok":
             return evaluation

@@ -75,6 +75,8 @@ class NB201ZeroCost:
             self.values = read_cache(self.cache)
 
     def __call__(self, cells: list[NB201Cell]) -> list[float]:
+        """The proxy values of ``cells``; a missing one is computed on the cell's topology network
+        (initialised from ``seed`` and the cell's code) at the fixed batch, and kept."""
         t0 = time.perf_counter()
         for cell in cells:
             if np.isnan(self.values[cell.code]):

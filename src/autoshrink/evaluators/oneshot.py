@@ -141,6 +141,7 @@ class OneShotEvaluator:
         self.folder = folder
 
     def profile(self, genotype: Cell) -> dict[str, float]:
+        """The inner evaluator's cost metrics (weights play no part in them)."""
         return self.inner.profile(genotype)
 
     @property
@@ -165,6 +166,12 @@ class OneShotEvaluator:
         return self.folder
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        """Train ``genotype`` from ``seed``: the complete cell (step 0) from scratch, any other
+        cell fine-tuned from its parent's weights (``current.safetensors``).
+
+        An ``"ok"`` candidate's weights are saved to ``candidates/<key>.safetensors``; ``detail``
+        says whether it was ``inherited`` and from which ``parent``.
+        """
         folder = self.weights_folder()
         detail: dict[str, Any] = {"inherited": False}
         if is_complete(genotype):  # step 0: the full proxy protocol, from scratch
@@ -232,6 +239,7 @@ class WeightTrail:
 
     @property
     def current(self) -> Path:
+        """The current cell's weight file, ``oneshot/current.safetensors``."""
         return self.folder / CURRENT
 
     def before_step(self, strategy: Any, proposals: Sequence[Proposal], todo: int) -> None:

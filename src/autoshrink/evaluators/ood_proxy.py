@@ -98,6 +98,10 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         return x.contiguous(memory_format=torch.channels_last), y, d
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        """Train the cell's proxy network from ``seed`` against a domain generator
+        (:func:`train_ood_proxy`); ``accuracy`` is the mix of ``val_accuracy`` and
+        ``synthetic_accuracy``, both reported beside it, with the costs of
+        :meth:`CNNProxyEvaluator.profile`."""
         t0 = time.perf_counter()
         if self.threads is not None:
             torch.set_num_threads(self.threads)

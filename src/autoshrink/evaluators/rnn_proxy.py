@@ -49,6 +49,8 @@ class RNNProxyEvaluator:
         self.threads = threads
 
     def profile(self, genotype: Cell) -> dict[str, float]:
+        """``edges`` (E), ``edge_cost`` (``E·nhid²``), ``params`` and per-token ``macs`` of the
+        cell's proxy language model, counted without training."""
         nhid = self.training.nhid
         c = count_rnn(genotype, rnn_proxy(vocab=self.corpus.ntokens, nhid=nhid))
         return {
@@ -65,6 +67,8 @@ class RNNProxyEvaluator:
         return RNNModel(genotype, self.corpus.ntokens, emsize=n, nhid=n).to(self.device)
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        """Train the cell's language model from ``seed`` and return its best validation
+        ``perplexity`` with :meth:`profile`'s costs (:meth:`fit`, without the model)."""
         return self.fit(genotype, seed)[0]
 
     def fit(

@@ -71,6 +71,7 @@ class StackedEvaluation:
         raise NotImplementedError
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
+        """Evaluate one candidate: :meth:`evaluate_many` of a group of one."""
         return self.evaluate_many([genotype], [seed])[0]
 
     def evaluate_many(self, genotypes: Sequence[Cell], seeds: Sequence[int]) -> list[Evaluation]:

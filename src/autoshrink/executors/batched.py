@@ -60,6 +60,10 @@ class BatchedExecutor:
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None
     ) -> Iterator[tuple[int, Evaluation]]:
+        """Yield ``(position, evaluation)`` for ``jobs`` as each candidate stops, trained together
+        by ``evaluator``'s batched twin (one after another in this process when it has none); a
+        candidate that ran out of memory trains again, up to ``max_retries`` times, after
+        ``on_retry``."""
         batched = self._batched_for(evaluator)
         genotypes, seeds = [j.genotype for j in jobs], [j.seed for j in jobs]
         if batched is None:
@@ -72,4 +76,5 @@ class BatchedExecutor:
         yield from retry_out_of_memory(batched, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:
+        """Drop the batched evaluator made for the last evaluator (no workers to release)."""
         self._source = self._batched = None

@@ -119,6 +119,8 @@ class Block:
         return BlockPlacement(c, c * e, self.out, self.stride, self.size, out_size, kernel=k)
 
     def input_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        """The shapes of the input tensors for ``batch`` images: ``(batch, C, size, size)`` each,
+        ``(batch, C)`` when ``size`` is 0."""
         if self.size == 0:
             return [(batch, c) for c in self.inputs]
         return [(batch, c, self.size, self.size) for c in self.inputs]
@@ -140,10 +142,12 @@ class Block:
         return Block("io", (channels,), size)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``inputs`` a list): what :meth:`from_dict` reads."""
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"inputs": list(self.inputs)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Block:
+        """The block of a :meth:`to_dict` dict (``inputs`` back to a tuple of ints)."""
         return cls(**{**d, "inputs": tuple(int(c) for c in d["inputs"])})
 
 

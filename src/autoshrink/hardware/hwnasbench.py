@@ -105,6 +105,7 @@ class HWNASBench:
     arch_strings: tuple[str, ...] = field(default=(), repr=False)
 
     def keys(self) -> list[tuple[str, str]]:
+        """The ``(dataset, metric)`` pairs the file has values for, sorted."""
         return sorted(self.values)
 
     def column(self, *, dataset: str, metric: str) -> np.ndarray:
@@ -160,6 +161,8 @@ class HWNASBenchCost:
     source: str = ""
 
     def __call__(self, cell: NB201Cell) -> float:
+        """``cell``'s value of the metric, read at its code; :class:`BenchmarkError` when the file
+        has none."""
         value = float(self.by_code[cell.code])
         if math.isnan(value):
             raise BenchmarkError(f"{self.source} has no {self.name} of {self.dataset} for {cell}")

@@ -91,6 +91,7 @@ class LatencySettings:
             raise ConfigError("latency max_seconds and rtol must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a flat, JSON-ready dict of their fields."""
         return asdict(self)
 
 

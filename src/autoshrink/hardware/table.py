@@ -131,6 +131,8 @@ class LatencyTable:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object :meth:`save` writes: ``format``, settings, environment and the blocks by
+        key (sorted)."""
         return {
             "format": FORMAT,
             "settings": self.settings.to_dict(),
@@ -143,6 +145,9 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "latency table") -> LatencyTable:
+        """The table of a :meth:`to_dict` object; a :class:`HardwareError` naming ``source`` when
+        ``d`` is not one or is malformed (an entry whose key is not its block's, a time that is
+        negative or not finite)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise HardwareError(f"{source}: not a latency table ('format' must be {FORMAT!r})")
         try:

@@ -175,6 +175,9 @@ class BatchedCell(nn.Module):
         return columns, channels(starts, cell.leaves)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, H, W, K, C_in]`` -> ``[B, H', W', K, C_out]`` (``H', W'`` halved when the cell
+        down-samples): each candidate's nodes on their masked inputs, its leaves gathered and
+        zero-padded, plus its projected or identity shortcut."""
         k = x.shape[3]
         s0 = x
         if self.downsample:  # node 0 is a 2x2 max-pool
@@ -315,6 +318,8 @@ class BatchedCNN(nn.Module):
         return self.stem.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``x [B, H, W, K, C_in]`` (one copy per candidate) -> logits ``[B, K, classes]``:
+        stem, cells, head if any, global average pool and each candidate's classifier."""
         k = self.k
         stem = self.stem.reshape(-1, *self.stem.shape[2:])  # [K*C_stem, C_in, 3, 3]
         y = F.conv2d(to_nchw(x), stem, stride=self.stem_stride, padding=1, groups=k)

@@ -49,6 +49,8 @@ class CNNCell(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` -> ``[B, C_out, H', W']``: the live nodes in order (node 0 pooled
+        when the cell down-samples), the leaves concatenated, plus the shortcut of ``x``."""
         states = {0: self.pool(x) if self.pool is not None else x}
         for k in self.live[1:]:
             inputs = [states[p] for p in self.preds[k]]
@@ -81,6 +83,8 @@ class CNNNetwork(nn.Module):
         self.classifier = nn.Linear(features, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``x [B, C_in, H, W]`` -> logits ``[B, classes]``: stem, cells, head, global
+        average pool, classifier."""
         x = self.head(self.cells(self.stem(x)))  # [B, C, H, W]
         return self.classifier(x.mean(dim=(2, 3)))  # [B, classes]
 

@@ -34,6 +34,8 @@ class InvertedResidual(nn.Module):
         self.residual = b.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` -> ``[B, C_out, H / stride, W / stride]``: the block's layers, plus
+        ``x`` when the block is residual."""
         y = self.body(x)
         return x + y if self.residual else y
 
@@ -65,6 +67,8 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(spec.last_channels, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``x [B, in_channels, S, S]`` -> logits ``[B, num_classes]``: stem, blocks, head,
+        global average pool, dropout, classifier."""
         x = self.head(self.blocks(self.stem(x)))  # [B, C, H/32, W/32]
         return self.classifier(self.dropout(x.mean(dim=(2, 3))))  # [B, classes]
 

@@ -37,6 +37,7 @@ class Zero(nn.Module):
     """The ``none`` op: zeros shaped like the input (stride 1, same channels)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, H, W]`` times 0: zeros shaped like the input."""
         return x.mul(0.0)
 
 
@@ -49,6 +50,8 @@ class Pool(nn.Module):
         self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, c_in, H, W]`` -> ``[B, c_out, H, W]``: the 1x1 ReLU-Conv-BN when the widths
+        differ, then the 3x3 average pool."""
         return self.pool(self.pre(x))
 
 
@@ -61,6 +64,7 @@ class ChannelMap(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, c_in, H, W]`` -> ``[B, c_out, H, W]``: the 1x1 conv, then BN."""
         return self.bn(self.conv(x))
 
 
@@ -97,6 +101,8 @@ class Cell(nn.Module):
         self.out_channels = c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, c_in, H, W)
+        """``x (B, c_in, H, W)`` -> node 3 ``(B, c_out, H, W)``, each node the sum of the ops of its
+        incoming edges on the nodes before it."""
         nodes: list[torch.Tensor] = [x]
         for j in range(1, 4):
             ins = [self.ops[e](nodes[i]) for e, (i, jj) in enumerate(self.edges) if jj == j]
@@ -116,6 +122,8 @@ class ResidualReduction(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, c_in, H, W) -> (B, c_out, H/2, W/2)
+        """``x (B, c_in, H, W)`` -> ``(B, c_out, H/2, W/2)``: the two ReLU-Conv-BN plus the
+        shortcut (2x2 average pool, 1x1 conv)."""
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
@@ -154,6 +162,8 @@ class NB201Network(nn.Module):
         self.classifier = nn.Linear(c_prev, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, classes)
+        """Images ``x (B, 3, H, W)`` -> logits ``(B, classes)``: stem, stages and reductions,
+        BN-ReLU, global average pool, classifier."""
         x = self.head(self.layers(self.stem(x)))
         return self.classifier(torch.flatten(self.pool(x), 1))
 

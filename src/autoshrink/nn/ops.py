@@ -71,6 +71,8 @@ class StridedPointwiseConv(nn.Conv2d):
         self.subsample = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, c_in, H, W]`` -> ``[B, c_out, ceil(H/s), ceil(W/s)]``: the stride-1 1x1
+        convolution of every s-th pixel of every s-th row."""
         s = self.subsample
         return super().forward(x[:, :, ::s, ::s])
 

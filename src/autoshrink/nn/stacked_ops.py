@@ -247,6 +247,9 @@ class StackedBN(nn.Module):
         return self.backend == "triton" and self.training
 
     def forward(self, x: torch.Tensor, act: str | None = None) -> torch.Tensor:
+        """``x [..., K, C]`` normalised per candidate and channel (batch statistics in training,
+        running ones in eval), then ``act`` unless ``None`` (fused in Triton in training where
+        :attr:`backend` is ``triton``); the shape is kept."""
         k, c = self.weight.shape
         if act is not None and self._fused():
             from autoshrink.nn.triton_bn import batch_norm_act  # needs Triton
@@ -299,6 +302,9 @@ class Sep3x3(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
     ) -> torch.Tensor:
+        """``x [B, H, W, K, C_in]`` -> ``[B, H, W, K, f]``, each candidate's weights masked to its
+        input columns ``mask [K, C_in]``; the final activation dropped where ``leaf`` (a bool, or
+        ``[K]``: per candidate)."""
         k, c = mask.shape  # mask [K, C_in]: the candidate's input columns
         dw = (self.dw * mask[:, :, None, None]).reshape(k * c, 1, 3, 3)
         h = depthwise3x3(x, dw, self.depthwise)
@@ -328,6 +334,9 @@ class Conv1x1(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, leaf: torch.Tensor | bool
     ) -> torch.Tensor:
+        """``x [B, H, W, K, C_in]`` -> ``[B, H, W, K, f]``, each candidate's weights masked to its
+        input columns ``mask [K, C_in]``; the activation dropped where ``leaf`` (a bool, or ``[K]``:
+        per candidate)."""
         return bn_finish(self.bn, self.act, pointwise(x, self.pw * mask[:, None, :]), leaf)
 
     def load(self, k: int, op: nn.Module, cols: list[int], back: bool = False) -> None:

@@ -44,6 +44,7 @@ class Candidate:
 
     @property
     def ok(self) -> bool:
+        """Whether the candidate scored: its score is finite."""
         return math.isfinite(self.score)
 
     def rank(self) -> tuple[float, int]:
@@ -60,6 +61,8 @@ class Step:
 
     @property
     def chosen(self) -> Candidate:
+        """The candidate the search kept: the best :meth:`Candidate.rank`, the first proposed among
+        ties."""
         return max(self.candidates, key=Candidate.rank)  # max() keeps the first of ties
 
     def finite(self, metric: str | None = None) -> list[float]:
@@ -80,10 +83,12 @@ class RunData:
 
     @property
     def finished(self) -> bool:
+        """Whether the search has ended (the run folder has a ``result.json``)."""
         return self.result is not None
 
     @property
     def steps(self) -> list[Step]:
+        """The candidates grouped by step, in step order, each step's in proposal order."""
         by_step: dict[int, list[Candidate]] = {}
         for c in sorted(self.candidates, key=lambda c: (c.step, c.index)):
             by_step.setdefault(c.step, []).append(c)

@@ -160,6 +160,9 @@ class LatencyModel:
 
     @classmethod
     def from_table(cls, table: LatencyTable, spec: MobileNetV2Spec) -> LatencyModel:
+        """The model of ``spec``'s space from ``table``: each block's median less the cost of its
+        call (its ``io`` block), paid once by the fixed part; a :class:`HardwareError` when the
+        table lacks a block of the space."""
         needed = space_blocks(spec)
         lacking = table.missing(needed)
         if lacking:
@@ -238,6 +241,8 @@ class Calibration:
     points: tuple[tuple[str, float, float], ...] = ()  # (architecture key, table sum, measured)
 
     def to_dict(self, settings: LatencySettings, spec: MobileNetV2Spec) -> dict[str, Any]:
+        """The JSON object :meth:`load_matching` reads: the map, the defining ``settings`` and
+        ``spec``'s macro it was fitted for, and its points."""
         return {
             "format": CALIBRATION_FORMAT,
             "scale": self.scale,

@@ -130,6 +130,7 @@ class SearchSettings:
             check_threads(self.train_threads, "singlepath: train_threads")
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict, ``latency`` a dict of its own."""
         return {**asdict(self), "latency": self.latency.to_dict()}
 
 

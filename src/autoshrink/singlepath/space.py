@@ -65,6 +65,7 @@ class LayerSlot:
 
     @property
     def skippable(self) -> bool:
+        """Whether the layer may be ``skip``: stride 1, as many input as output channels."""
         return self.stride == 1 and self.in_channels == self.out_channels
 
     def placement(self, choice: str) -> BlockPlacement:
@@ -124,6 +125,7 @@ class MBConvArch:
 
     @property
     def spec(self) -> MobileNetV2Spec:
+        """The macro settings as a :class:`MobileNetV2Spec`."""
         return MobileNetV2Spec(
             width=self.width,
             image_size=self.image_size,
@@ -144,10 +146,12 @@ class MBConvArch:
 
     @property
     def key(self) -> str:
+        """The layer choices joined by commas (``k3e6,skip,...``): the network within its macro."""
         return ",".join(self.layers)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the module docstring: ``format``, macro settings and ``layers``."""
         return {
             "format": FORMAT,
             "width": self.width,
@@ -159,6 +163,9 @@ class MBConvArch:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "architecture") -> MBConvArch:
+        """The architecture of a :meth:`to_dict` object; a ConfigError naming ``source`` when ``d``
+        is not one (another format, unknown keys, ill-typed values, a layer choice that is not
+        allowed)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ConfigError(f"{source}: not an mbconv architecture ('format' must be {FORMAT!r})")
         known = {"format", "width", "image_size", "num_classes", "in_channels", "layers"}
@@ -181,10 +188,12 @@ class MBConvArch:
             raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path`` as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> MBConvArch:
+        """The architecture in the JSON file ``path``; a ConfigError naming it if it is not one."""
         return cls.from_dict(read_json_file(Path(path), ConfigError, "architecture"), str(path))
 
 

@@ -58,6 +58,7 @@ class Decision:
 
     @property
     def choice(self) -> str:
+        """The choice named: ``skip`` without ``use_e3``, else kernel and expansion (``k5e3``)."""
         if not self.use_e3:
             return SKIP
         return f"k{5 if self.use_5x5 else 3}e{6 if self.use_e6 else 3}"
@@ -107,6 +108,7 @@ class SuperMBConv(nn.Module):
         return Decision(bool(k5 > 0.5), bool(e3 > 0.5), bool(e6 > 0.5))
 
     def thresholds(self) -> dict[str, float]:
+        """The thresholds by name: ``t_5x5``, ``t_e6``, and ``t_e3`` if the layer can skip."""
         return {
             n: float(getattr(self, n).detach())
             for n in THRESHOLD_NAMES
@@ -128,6 +130,9 @@ class SuperMBConv(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` -> ``[B, C_out, H / stride, W / stride]`` under the current
+        indicators: the depthwise kernel they select, the second channel half kept by ``use_e6``,
+        and ``x + use_e3 · y`` where the layer may skip."""
         use_5x5, use_e3, use_e6, kernel = self.indicators()
         del use_5x5  # already in the kernel
         h = self.expand(x)  # [B, 6C, H, W]
@@ -193,6 +198,8 @@ class SuperNet(nn.Module):
         self.classifier = nn.Linear(spec.last_channels, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``x [B, in_channels, S, S]`` -> logits ``[B, num_classes]``: stem, fixed first
+        block, the superkernels, head, global average pool, dropout, classifier."""
         x = self.first(self.stem(x))
         for layer in self.layers:
             x = layer(x)
@@ -205,13 +212,16 @@ class SuperNet(nn.Module):
         return list(cast(Iterable[SuperMBConv], self.layers))
 
     def threshold_parameters(self) -> list[nn.Parameter]:
+        """The thresholds of every layer (the parameters named ``t_*``)."""
         return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the thresholds: the network's weights."""
         ids = {id(p) for p in self.threshold_parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 
     def decisions(self) -> list[Decision]:
+        """The current hard :class:`Decision` of every searchable layer, in order."""
         return [layer.decision() for layer in self.super_layers]
 
     def derive(self) -> MBConvArch:

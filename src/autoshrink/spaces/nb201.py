@@ -290,10 +290,12 @@ class NB201Size:
 
     @property
     def key(self) -> str:
+        """The channels joined by ``:`` (``8:16:32:48:64``), as :meth:`from_string` parses them."""
         return ":".join(str(c) for c in self.channels)
 
     def __str__(self) -> str:
         return self.key
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"space": "nb201-size", "channels": [...]}``."""
         return {"space": "nb201-size", "channels": list(self.channels)}

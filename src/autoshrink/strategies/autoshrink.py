@@ -83,6 +83,7 @@ class AutoShrink:
 
     @property
     def best(self) -> Observation | None:
+        """The best observation so far by :func:`better` (``None`` before any)."""
         return self._best
 
     @property
@@ -91,10 +92,14 @@ class AutoShrink:
         return self._max_steps
 
     def describe(self) -> str:
+        """The progress bar's text: ``step <n> (<edges> edges)``, the current cell's edges."""
         return f"step {self.step} ({self.current.num_edges} edges)"
 
     @property
     def finished(self) -> bool:
+        """Whether the search is over: every candidate of a step failed, the current cell is down to
+        the edge target (or has no edge), or ``patience`` steps went by without a better best
+        score; never before step 0."""
         if self._stop_reason is not None:
             return True
         if self.step == 0:
@@ -115,6 +120,9 @@ class AutoShrink:
         return space
 
     def ask(self) -> list[Proposal]:
+        """The step's proposals: the starting cell at step 0, then K removals from the current cell
+        (drawn, or the best-ranked); the same list again until :meth:`tell`, ``[]`` once
+        :attr:`finished`."""
         if self._pending:
             return list(self._pending)
         if self.finished:
@@ -137,6 +145,8 @@ class AutoShrink:
         return [(space[i][0], space[i][1], {"screen_score": values[i]}) for i in picks]
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the last :meth:`ask`'s observations, in order: keep the best, and move to the step's
+        winner (best score, ties to fewer edges) or stop when every candidate failed."""
         if [o.proposal for o in observations] != self._pending:
             raise ValueError("tell() must receive the observations of the last ask(), in order")
         self._pending = []

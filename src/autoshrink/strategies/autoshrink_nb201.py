@@ -118,6 +118,9 @@ class AutoShrinkNB201(AskTellBase):
         return [(e, o) for e in range(NUM_EDGES) for o in OPS if o in self.sets[e] and o != ops[e]]
 
     def ask(self) -> list[Proposal]:
+        """The next proposals: a random complete cell to start a trajectory (``[]`` once every cell
+        was scored), else K decisions from the current cell (drawn, or the best-ranked), less those
+        scored before in this run; the same list again until :meth:`tell`."""
         if self._pending:
             return list(self._pending)
         while True:
@@ -153,6 +156,8 @@ class AutoShrinkNB201(AskTellBase):
         return [space[i] for i in top_k([float(v) for v in values], self.k)]
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the last :meth:`ask`'s observations: a start cell with a score becomes the current
+        cell; a step's candidates, with those scored before, make one shrink step."""
         self._accept(observations)
         for obs in observations:
             self._seen[obs.proposal.genotype.code] = obs

@@ -23,9 +23,13 @@ class Genotype(Protocol):
     """What a strategy may propose: a value with a canonical key and a JSON form."""
 
     @property
-    def key(self) -> str: ...
+    def key(self) -> str:
+        """The canonical key: equal for genotypes of the same architecture."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the genotype (what the journal stores)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,8 @@ class CellEvolution(_CellBaseline):
         return Proposal(cell, self.step, meta)
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the last batch's observations; each with a finite score joins the population, the
+        oldest member leaving beyond ``population_size``."""
         super().tell(observations)
         for obs in observations:
             if obs.ok:

@@ -58,6 +58,9 @@ class LocalSearch(AskTellBase):
         return cell
 
     def ask(self) -> list[Proposal]:
+        """One cell: a random unseen one at a (re)start, else the next unevaluated neighbour (after
+        moving or restarting when none is left); the same list again until :meth:`tell`, ``[]``
+        when every cell was evaluated."""
         if not self._pending:
             cell = self._next_cell()
             if cell is not None:
@@ -66,6 +69,9 @@ class LocalSearch(AskTellBase):
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the observation: a start with a score becomes the current cell; a better neighbour
+        does at once with ``first_improvement``, else the round's best neighbour is kept for
+        when all are evaluated."""
         self._accept(observations)
         for obs in observations:
             if self.current is None:

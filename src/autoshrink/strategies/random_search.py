@@ -28,6 +28,8 @@ class RandomSearch(AskTellBase):
         self._seen: set[int] = set()
 
     def ask(self) -> list[Proposal]:
+        """``batch_size`` uniform cells never proposed before (fewer when the space runs out, ``[]``
+        at the end); the same list again until :meth:`tell`."""
         if not self._pending:
             for _ in range(self.batch_size):
                 cell = draw_unseen(self._rng, self._seen)
@@ -37,5 +39,6 @@ class RandomSearch(AskTellBase):
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the last :meth:`ask`'s observations (the best is kept) and go to the next step."""
         self._accept(observations)
         self.step += 1

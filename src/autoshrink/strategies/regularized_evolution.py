@@ -46,6 +46,9 @@ class RegularizedEvolution(AskTellBase):
         self.population: deque[Observation] = deque()
 
     def ask(self) -> list[Proposal]:
+        """One proposal: an unseen random cell for the first ``population_size`` steps (or while no
+        member scored), then the child of a tournament winner (:func:`mutate`); the same list again
+        until :meth:`tell`."""
         if self._pending:
             return list(self._pending)
         if self.step < self.population_size or not self.population:
@@ -63,6 +66,8 @@ class RegularizedEvolution(AskTellBase):
         return list(self._pending)
 
     def tell(self, observations: Sequence[Observation]) -> None:
+        """Take the observation; one with a finite score joins the population, the oldest member
+        leaving beyond ``population_size``."""
         self._accept(observations)
         for obs in observations:
             if obs.ok:

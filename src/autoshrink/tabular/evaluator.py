@@ -51,6 +51,8 @@ class SearchEvaluator:
         self.evaluations = 0
 
     def __call__(self, cell: NB201Cell) -> dict[str, float]:
+        """``cell``'s validation ``accuracy`` (a fraction) at ``epochs``, ``macs`` and ``params``; a
+        :class:`BenchmarkError` when the tables lack the accuracy. Counted in ``evaluations``."""
         code = cell.code
         acc = float(self._accuracy[code])
         if acc != acc:

@@ -83,6 +83,8 @@ class EarlyStop:
 
 
 def bf16_autocast(device: torch.device, bf16: bool, cache: bool = True) -> AbstractContextManager:
+    """Autocast to bfloat16 on ``device`` when ``bf16``, else a no-op context; ``cache=False``
+    for a step replayed from a CUDA graph."""
     return torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache
     )
@@ -171,6 +173,9 @@ class TrainStep:
         return (self.loss_sum,)
 
     def __call__(self) -> None:
+        """One step on the rows ``idx`` (``idx[k]``: candidate ``k``'s mini-batch): forward, each
+        candidate's mean cross-entropy, backward, optimizer step; each loss times the batch size
+        is added to ``loss_sum``."""
         x, y = self.data
         idx, dev = self.idx, self.loss_sum.device
         xb = x[idx.T].permute(0, 2, 3, 1, 4).contiguous()  # [b, H, W, K, C]
@@ -294,6 +299,7 @@ def check_compact_below(compact_below: float) -> None:
 
 
 def require_cuda(dev: torch.device) -> None:
+    """Raise ``ValueError`` unless ``dev`` is a CUDA device (``cuda_graph`` needs one)."""
     if dev.type != "cuda":
         raise ValueError(f"cuda_graph needs the data on a CUDA device, not {dev}")
 

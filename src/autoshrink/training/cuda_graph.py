@@ -29,9 +29,13 @@ class CapturableStep(Protocol):
     optimizer's that it writes (the first one's device is the step's)."""
 
     @property
-    def state(self) -> tuple[torch.Tensor, ...]: ...
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the step writes besides the model's and the optimizer's."""
+        ...
 
-    def __call__(self) -> None: ...
+    def __call__(self) -> None:
+        """Run the step once, on its fixed buffers."""
+        ...
 
 
 def _tensors(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, torch.Tensor]:
@@ -93,5 +97,6 @@ class GraphedStep:
                 step()
 
     def __call__(self) -> None:
+        """Replay the captured step on its GPU's current stream."""
         with torch.cuda.device(self.device):  # replays on that GPU's current stream
             self.graph.replay()

@@ -46,6 +46,7 @@ class DistContext:
 
     @property
     def is_distributed(self) -> bool:
+        """Whether there are several processes (the collectives then communicate)."""
         return self.world_size > 1
 
     def local_batch(self, global_batch: int) -> int:
@@ -79,6 +80,7 @@ class DistContext:
         return int(t[0]) == -int(t[1])
 
     def barrier(self) -> None:
+        """Wait until every process gets here (a no-op for one process)."""
         if self.is_distributed:
             dist.barrier()
 

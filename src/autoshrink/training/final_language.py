@@ -100,6 +100,7 @@ class WeightAverage:
         self.n = 1
 
     def update(self) -> None:
+        """Add the current parameters to the running mean."""
         self.n += 1
         with torch.no_grad():
             for m, p in zip(self.mean, self.params, strict=True):

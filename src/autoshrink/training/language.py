@@ -35,7 +35,9 @@ class LanguageModel(Protocol):
 
     ntoken: int
 
-    def init_hidden(self, batch_size: int) -> Any: ...
+    def init_hidden(self, batch_size: int) -> Any:
+        """The initial (zero) hidden state for ``batch_size`` parallel columns."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -98,6 +98,8 @@ class DomainGenerator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, H, W]`` -> ``[B, C, H, W]``: ``x`` plus a shift below ``max_shift`` per value,
+        computed from ``x`` and the codes ``source`` and ``target [B, D + Z]`` broadcast to maps."""
         # x [B, C, H, W]; source, target [B, D + Z] broadcast to maps
         b, _, h, w = x.shape
         codes = torch.cat([source, target], 1)[:, :, None, None].expand(b, -1, h, w)

@@ -59,6 +59,8 @@ class WarmupCosine:
         self._apply()
 
     def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (from 0): ``peak · (step+1)/warmup_steps`` in the
+        warm-up, then the cosine down to 0 at ``total_steps``."""
         if step < self.warmup_steps:
             return self.peak * (step + 1) / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)
@@ -76,9 +78,11 @@ class WarmupCosine:
         self._apply()
 
     def state_dict(self) -> dict[str, int]:
+        """The schedule's whole state: ``{"steps": <steps taken>}``."""
         return {"steps": self.steps}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the step count :meth:`state_dict` returned, and set its learning rate."""
         self.steps = int(state["steps"])
         self._apply()
 
@@ -97,12 +101,16 @@ class ModelEMA:
         self.updates = 0
 
     def current_decay(self) -> float:
+        """The decay of the next update: ``decay``, or with ``warmup`` ``min(decay, (1+n)/(10+n))``
+        after ``n`` updates."""
         if not self.warmup:
             return self.decay
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current state by :meth:`current_decay` (integer
+        buffers copied) and count the update."""
         d = self.current_decay()
         self.updates += 1
         source = model.state_dict()

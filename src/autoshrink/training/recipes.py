@@ -131,6 +131,7 @@ class Recipe:
         return replace(self, **{k: v for k, v in settings.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON: ``format`` and every setting, as :meth:`from_dict` reads it."""
         return {"format": FORMAT, **asdict(self)}
 
     @classmethod
@@ -147,10 +148,13 @@ class Recipe:
         return cls().with_overrides(**settings)
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path`` as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
+        """The recipe in the JSON file ``path`` (:meth:`from_dict`); a :class:`ConfigError` naming
+        it when it is unreadable or not a recipe."""
         path = Path(path)
         return cls.from_dict(read_json_file(path, ConfigError, "recipe"), str(path))
 

@@ -32,9 +32,13 @@ class WindowStep(Protocol):
     tokens: torch.Tensor
 
     @property
-    def state(self) -> tuple[torch.Tensor, ...]: ...
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the step writes besides the model and optimizer."""
+        ...
 
-    def __call__(self) -> None: ...
+    def __call__(self) -> None:
+        """Run the step on the window now in ``tokens``."""
+        ...
 
 
 def window_losses(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -87,9 +91,13 @@ class TrainWindow:
 
     @property
     def state(self) -> tuple[torch.Tensor, ...]:
+        """What it writes besides model and optimizer: ``hidden``, ``loss_sum`` and ``finite``."""
         return self.hidden, self.loss_sum, self.finite
 
     def __call__(self) -> None:
+        """One SGD step of every candidate on the window in ``tokens``: ``hidden`` then holds the
+        new states, ``loss_sum`` gains each mean loss times the targets, ``finite`` turns false
+        for a loss that is not finite."""
         inputs, targets = self.tokens[:-1], self.tokens[1:]
         with bf16_autocast(self.tokens.device, self.bf16, cache=not self.graphed):
             logits, hidden = self.model(inputs, self.hidden)
@@ -123,9 +131,12 @@ class EvalWindow:
 
     @property
     def state(self) -> tuple[torch.Tensor, ...]:
+        """What the step writes besides the model: ``hidden`` and ``loss_sum``."""
         return self.hidden, self.loss_sum
 
     def __call__(self) -> None:
+        """Add every candidate's summed loss on the window in ``tokens`` to ``loss_sum`` (no
+        gradients) and keep the new states in ``hidden`` for the next window."""
         with torch.no_grad():
             with bf16_autocast(self.tokens.device, self.bf16, cache=not self.graphed):
                 logits, hidden = self.model(self.tokens[:-1], self.hidden)
