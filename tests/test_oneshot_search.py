@@ -562,3 +562,22 @@ def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=f"step 2's winner {cell.key}: .* ended 'diverged'"):
         trail.after_step(SimpleNamespace(current=cell), proposals)
     assert weights_cell(run / "oneshot" / CURRENT).key == parent.key
+
+
+def test_while_a_constraint_rejects_every_cell_candidates_train_from_scratch(tmp_path):
+    # the first cells under the limit had no parent weights to inherit: the search stopped
+    # with "current.safetensors: missing" and no resume could get past it
+    from autoshrink.search import make_strategy
+
+    base = config(nodes=5, k=3, keep_fraction=0.3)
+    complete = build_evaluator(base).profile(make_strategy(base).ask()[0].genotype)
+    cfg = config(nodes=5, k=3, keep_fraction=0.3, constraints={"macs": 0.85 * complete["macs"]})
+    run = tmp_path / "run"
+    result = run_search(run, cfg, progress=False)
+    rows = journal(run)
+    assert rows[0]["status"] == "rejected" and result.best is not None
+    trained = [r for r in rows if r["status"] == "ok"]
+    first = min(r["step"] for r in trained)
+    assert all(not r["detail"]["inherited"] for r in trained if r["step"] == first)
+    assert all(r["detail"]["inherited"] for r in trained if r["step"] > first)
+    assert run_search(run, resume=True, progress=False).trained == 0

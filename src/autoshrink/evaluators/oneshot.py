@@ -167,19 +167,19 @@ class OneShotEvaluator:
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
         """Train ``genotype`` from ``seed``: the complete cell (step 0) from scratch, any other
-        cell fine-tuned from its parent's weights (``current.safetensors``).
+        cell fine-tuned from its parent's weights (``current.safetensors``) -- or, while no
+        cell has weights yet (a constraint rejected the complete cell and every cell since,
+        which :class:`WeightTrail` checks), from scratch too.
 
         An ``"ok"`` candidate's weights are saved to ``candidates/<key>.safetensors``; ``detail``
         says whether it was ``inherited`` and from which ``parent``.
         """
         folder = self.weights_folder()
         detail: dict[str, Any] = {"inherited": False}
-        if is_complete(genotype):  # step 0: the full proxy protocol, from scratch
+        current = folder / CURRENT
+        if is_complete(genotype) or not current.is_file():  # the full protocol, from scratch
             evaluation, model = self.inner.fit(genotype, seed)
         else:
-            current = folder / CURRENT
-            if not current.is_file():
-                raise ConfigError(f"{current}: missing; cell {genotype.key} has no parent weights")
             parent, tensors = load_weights(current)
             check_subcell(parent, genotype)
             evaluation, model = self._inherited(parent, tensors, genotype, seed)
@@ -244,12 +244,16 @@ class WeightTrail:
 
     def before_step(self, strategy: Any, proposals: Sequence[Proposal], todo: int) -> None:
         """Check, before a step trains ``todo`` of its ``proposals``, that the current weights
-        are those of ``strategy.current`` (the cell the step shrinks). Step 0 needs none."""
+        are those of ``strategy.current`` (the cell the step shrinks). Step 0 needs none, nor
+        a step before which no candidate has trained (a constraint rejected every cell so
+        far): its candidates train from scratch."""
         step, parent = proposals[0].step, strategy.current
         self._parent = None if step == 0 else parent
         if step == 0 or todo == 0:
             return
         if not self.current.is_file():
+            if not self._any_trained():
+                return
             raise ConfigError(
                 f"{self.current}: missing; step {step} needs the weights of cell {parent.key} "
                 "(the journal's current cell) to evaluate its candidates"
@@ -318,6 +322,11 @@ class WeightTrail:
                 f"({evaluation.detail.get('error', 'no weights')}); the search cannot go on "
                 "from this cell"
             )
+
+    def _any_trained(self) -> bool:
+        """Whether some candidate of the search trained to weights (an ``"ok"`` record)."""
+        records = Journal(self.folder.parent / JOURNAL).records()
+        return any(r.get("type") == "candidate" and r.get("status", "ok") == "ok" for r in records)
 
     def _record(self, key: str) -> dict[str, Any]:
         """The last journal record of candidate ``key``; a ConfigError if there is none."""
