@@ -17,7 +17,7 @@ and trains nothing: there is nothing to stack.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from typing import Any, TypeGuard
 
@@ -75,6 +75,13 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
         """Never: a group of one goes to the one-by-one one-shot evaluator (step 0 trains from
         scratch there)."""
         return False
+
+    def _group_key(self, cell: Cell) -> Hashable | None:
+        """None (one by one) while the search has no weights yet: the one-shot evaluator then
+        trains from scratch (see :meth:`OneShotEvaluator.evaluate`); else the engine's key."""
+        if not (self.oneshot.weights_folder() / CURRENT).is_file():
+            return None
+        return super()._group_key(cell)
 
     def _alone(self, cell: Cell, seed: int) -> Evaluation:
         return self.oneshot.evaluate(cell, seed)
