@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label
-from autoshrink.report.reading import check_fields
+from autoshrink.report.reading import check_schema
 from autoshrink.tabular.comparison import MACS
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
@@ -62,7 +62,7 @@ def read_bench(path: Path) -> dict[str, Any]:
     """``bench.json``'s object; anything the report cannot read is a one-line
     :class:`BenchmarkError` naming the file (and the field)."""
     bench = read_json_file(path, BenchmarkError, "bench")
-    check_fields(path, bench, BenchFields, BenchmarkError)
+    check_schema(path, bench, BenchFields, BenchmarkError)
     return dict(bench)
 
 

@@ -189,7 +189,7 @@ class ResultFields:
     best: BestFields | None = None
 
 
-def check_fields(
+def check_schema(
     source: str | Path, value: Any, schema: Any, error: type[AutoshrinkError] = JournalError
 ) -> None:
     """Raise a one-line ``error`` naming ``source`` (a file, or ``FILE: line N``) and the
@@ -217,7 +217,7 @@ def read_run(run_dir: Path) -> RunData:
     result = None
     if result_path.exists():
         result = read_json_file(result_path, JournalError, "result")
-        check_fields(result_path, result, ResultFields)
+        check_schema(result_path, result, ResultFields)
     records = read_json_lines(run_dir / JOURNAL)
     candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts

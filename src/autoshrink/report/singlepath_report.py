@@ -14,7 +14,7 @@ from typing import Any
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.report import html
-from autoshrink.report.reading import check_fields, read_json_lines
+from autoshrink.report.reading import check_schema, read_json_lines
 from autoshrink.user_files import read_json_file
 
 DECISIONS, RESULT = "decisions.jsonl", "result.json"
@@ -43,7 +43,7 @@ class FoundFields:
 
 
 def _check_decision(path: Path, line: int, row: dict[str, Any]) -> None:
-    check_fields(f"{path}: line {line}", row, DecisionFields, AutoshrinkError)
+    check_schema(f"{path}: line {line}", row, DecisionFields, AutoshrinkError)
 
 
 def read_decisions(folder: Path) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def read_found(folder: Path) -> dict[str, Any]:
     """``folder/result.json``'s object; anything the report cannot read of it is a one-line
     error naming the file (and the field)."""
     result = read_json_file(folder / RESULT, AutoshrinkError, "result")
-    check_fields(folder / RESULT, result, FoundFields, AutoshrinkError)
+    check_schema(folder / RESULT, result, FoundFields, AutoshrinkError)
     return dict(result)
 
 
