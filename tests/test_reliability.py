@@ -454,25 +454,3 @@ def test_retry_failed_trains_the_failed_candidates_again_and_the_search_goes_on(
     read = read_run(run)  # the report counts a retrained candidate once, by its last record
     assert len(read.candidates) == len(last) == len(rows) - 3
     assert all(c.status == "ok" for c in read.candidates)
-
-
-def test_retry_failed_tolerates_records_a_retrained_candidate_superseded(tmp_path, caplog):
-    full = search(tmp_path / "full", toy_config(k=3))
-    rows = [json.loads(x) for x in lines(tmp_path / "full" / "journal.jsonl")]
-    second = {tuple(e) for e in next(r for r in rows if r["step"] == 2)["cell"]["edges"]}
-    winner = next(  # the step-1 candidate the search shrinks from
-        r["key"] for r in rows if r["step"] == 1 and second < {tuple(e) for e in r["cell"]["edges"]}
-    )
-
-    class FailWinner(ToyEvaluator):
-        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
-            if cell.key == winner:
-                return Evaluation(self.profile(cell), "failed", 0.0, {"error": "boom"})
-            return super().evaluate(cell, seed)
-
-    run = tmp_path / "run"
-    detour = search(run, toy_config(k=3), FailWinner())
-    assert detour.stopped is None  # another candidate of step 1 won; the search went on
-    resumed = search(run, retry_failed=True)  # the winner trains now: the search takes its path
-    assert resumed.cell == full.cell and resumed.best.score == full.best.score
-    assert "were not asked for again (the search took another path)" in caplog.text

@@ -149,7 +149,9 @@ def test_a_retried_run_resumes_again_killed_or_finished(tmp_path, caplog):
     assert detour.stopped is None  # another candidate of step 1 won: the old path
     detoured = len(lines(run / "journal.jsonl"))
     assert {json.loads(x)["key"] for x in lines(run / "journal.jsonl")} - {r["key"] for r in rows}
-    assert search(run, retry_failed=True).cell == full.cell  # the winner's path
+    resumed = search(run, retry_failed=True)  # the winner trains now: the search takes its path
+    assert resumed.cell == full.cell and resumed.best.score == full.best.score
+    assert "were not asked for again (the search took another path)" in caplog.text
     retried = lines(run / "journal.jsonl")
     for retry_failed in (False, True):  # the finished run replays: nothing trains
         again = search(run, retry_failed=retry_failed)
