@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoshrink.errors import JournalError
 
@@ -36,6 +36,12 @@ def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
     (run_dir / FINGERPRINT).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 
+def changed_settings(now: dict[str, Any], before: dict[str, Any]) -> list[str]:
+    """The names of the search settings (:meth:`SearchConfig.search_settings`) that differ
+    between ``now`` and ``before``, sorted."""
+    return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+
+
 def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
     """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
     config the run's journal was made with; a folder without ``fingerprint.json`` (made before
@@ -56,8 +62,7 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
         raise JournalError(f"{path}: not a fingerprint file ({err})") from None
     if saved_hash == config.fingerprint():
         return
-    now = config.search_settings()
-    changed = sorted(k for k in set(now) | set(settings) if now.get(k) != settings.get(k))
+    changed = changed_settings(config.search_settings(), settings)
     raise JournalError(
         f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
         f"{', '.join(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "

@@ -46,6 +46,7 @@ from autoshrink.run_folder import (
     FINGERPRINT,
     JOURNAL,
     RESULT,
+    changed_settings,
     check_fingerprint,
     write_fingerprint,
 )
@@ -140,8 +141,7 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         saved = SearchConfig.load(run_dir / CONFIG)
         check_fingerprint(run_dir, saved)
         if config is not None and config.fingerprint() != saved.fingerprint():
-            mine, theirs = config.search_settings(), saved.search_settings()
-            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            changed = changed_settings(config.search_settings(), saved.search_settings())
             raise ConfigError(
                 f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
                 f"differs in {', '.join(changed)} (pass config=None, or start a new folder)"
