@@ -323,17 +323,22 @@ class WeightTrail:
                 "from this cell"
             )
 
+    def _candidates(self) -> list[dict[str, Any]]:
+        """The candidate records of the run's journal (beside ``oneshot/``)."""
+        records = Journal(self.folder.parent / JOURNAL).records()
+        return [r for r in records if r.get("type") == "candidate"]
+
     def _any_trained(self) -> bool:
         """Whether some candidate of the search trained to weights (an ``"ok"`` record)."""
-        records = Journal(self.folder.parent / JOURNAL).records()
-        return any(r.get("type") == "candidate" and r.get("status", "ok") == "ok" for r in records)
+        return any(r.get("status", "ok") == "ok" for r in self._candidates())
 
     def _record(self, key: str) -> dict[str, Any]:
         """The last journal record of candidate ``key``; a ConfigError if there is none."""
-        journal = Journal(self.folder.parent / JOURNAL)
-        found = [r for r in journal.records() if r.get("type") == "candidate" and r["key"] == key]
+        found = [r for r in self._candidates() if r["key"] == key]
         if not found:
-            raise ConfigError(f"{journal.path}: no record of the step's winner {key}")
+            raise ConfigError(
+                f"{self.folder.parent / JOURNAL}: no record of the step's winner {key}"
+            )
         return found[-1]
 
 
