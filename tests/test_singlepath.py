@@ -270,6 +270,37 @@ SEARCH = [
 ]  # fmt: skip
 
 
+def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
+    """The search validates on training-split images it does not train on; the test split,
+    kept for the final training's report, is never read (here it is all NaN)."""
+    import numpy as np
+
+    from autoshrink.data.images import ImageData
+    from autoshrink.errors import DataError
+    from autoshrink.singlepath import search
+
+    n = 50  # image i is filled with the value i, so each tensor row names its source image
+    train_x = np.repeat(np.arange(n, dtype=np.float32), 32 * 32).reshape(n, 1, 32, 32)
+    test_x = np.full((10, 1, 32, 32), np.nan, dtype=np.float32)
+    data = ImageData(
+        "toy", train_x, np.arange(n) % 10, test_x, np.arange(10) % 10,
+        tuple(str(c) for c in range(10)),
+    )  # fmt: skip
+    monkeypatch.setattr(search, "load_images", lambda *a, **k: data)
+
+    def sources(t: torch.Tensor) -> set[float]:  # one value per source image (one affine map)
+        return {round(float(v), 4) for v in t[:, 0, 0, 0]}
+
+    loaded = search.load_search_data(search.preset("demo", train_images=30, val_images=12))
+    assert torch.isfinite(loaded.val_x).all()
+    train, val = sources(loaded.train_x), sources(loaded.val_x)
+    assert len(val) == 12 and len(train) == 30 and not train & val
+    default = search.load_search_data(search.preset("paper"))
+    assert len(default.val_y) == 5 and len(default.train_y) == 45  # a tenth held out
+    with pytest.raises(DataError, match="leave none to train on"):
+        search.load_search_data(search.preset("demo", val_images=50))
+
+
 def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float = 1.0) -> None:
     """Put a synthetic table and calibration for the digits space (deploy 32 px) in ``out``,
     so the search measures nothing but its found network."""

@@ -59,8 +59,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warmup-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="training batch")
-    p.add_argument("--train-images", type=int, default=None, help="a seeded training subset")
-    p.add_argument("--val-images", type=int, default=None, help="a seeded validation subset")
+    p.add_argument(
+        "--train-images",
+        type=int,
+        default=None,
+        help="seeded training images (default: all but the validation ones)",
+    )
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=None,
+        help="seeded validation images, held out of the training split (default: a tenth)",
+    )
     p.add_argument("--threshold-lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(

@@ -41,7 +41,7 @@ from autoshrink.atomic_write import write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads
-from autoshrink.errors import ConfigError, JournalError
+from autoshrink.errors import ConfigError, DataError, JournalError
 from autoshrink.hardware.latency import LatencySettings, measure_module, torch_threads
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
@@ -77,8 +77,8 @@ class SearchSettings:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    train_images: int | None = None  # a seeded subset of the training side; None: all
-    val_images: int | None = None  # a seeded subset of the validation side; None: all
+    train_images: int | None = None  # seeded training images; None: all but the validation ones
+    val_images: int | None = None  # seeded held-out training images; None: a tenth of them
     search_size: int = 32  # the image size the supernet trains at
     deploy_size: int = 224  # the image size the latency is measured and predicted at
     width: float = 1.0
@@ -142,7 +142,7 @@ def preset(name: str, **overrides: Any) -> SearchSettings:
     presets = {
         "demo": SearchSettings(
             train_images=1000,
-            val_images=500,
+            val_images=400,
             epochs=6,
             warmup_epochs=2,
             batch_size=32,
@@ -173,19 +173,21 @@ class SearchData:
 
 
 def load_search_data(s: SearchSettings) -> SearchData:
-    """The training and validation images of a single-path search, drawn from ``s.dataset``
-    with ``s.seed`` (sizes: :class:`~autoshrink.singlepath.search.SearchSettings`)."""
+    """The training and validation images of a single-path search, both drawn with ``s.seed``
+    from the data set's training split, disjoint (sizes:
+    :class:`~autoshrink.singlepath.search.SearchSettings`); its test split is never read."""
     data = load_images(s.dataset, s.data_dir, seed=s.seed)
-    rng = np.random.default_rng(s.seed)
-
-    def subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-        if n is None or n >= len(y):
-            return x, y
-        pick = rng.permutation(len(y))[:n]
-        return x[pick], y[pick]
-
-    tx, ty = subset(data.train_x, data.train_y, s.train_images)
-    vx, vy = subset(data.test_x, data.test_y, s.val_images)
+    order = np.random.default_rng(s.seed).permutation(len(data.train_y))
+    n_val = s.val_images if s.val_images is not None else max(1, len(order) // 10)
+    if n_val >= len(order):
+        raise DataError(
+            f"{data.name}: {len(order)} training images leave none to train on after "
+            f"{n_val} validation images; lower --val-images"
+        )
+    val, rest = order[:n_val], order[n_val:]
+    train = rest if s.train_images is None else rest[: s.train_images]
+    tx, ty = data.train_x[train], data.train_y[train]
+    vx, vy = data.train_x[val], data.train_y[val]
     mean, std = channel_stats(tx)
 
     def tensor(x: np.ndarray) -> torch.Tensor:
