@@ -100,13 +100,14 @@ class Spy(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.model, self.ntoken, self.had_history = model, model.ntoken, []
+        self.model, self.ntoken, self.had_history, self.lengths = model, model.ntoken, [], []
 
     def init_hidden(self, b: int) -> torch.Tensor:
         return self.model.init_hidden(b)
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor):
         self.had_history.append(hidden.grad_fn is not None or hidden.requires_grad)
+        self.lengths.append(len(tokens))
         out = self.model(tokens, hidden)
         self.last_hidden = out.hidden
         return out
@@ -166,6 +167,16 @@ def test_final_training_keeps_the_best_weights_and_reports_test(small) -> None:
     valid = torch.from_numpy(batchify(small.valid, 4))
     assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.valid_perplexity)
     assert math.isfinite(result.test_perplexity)
+
+
+@pytest.mark.parametrize("delta", [0, 20])
+def test_final_training_windows_are_at_most_bptt_plus_the_recipes_delta(small, delta) -> None:
+    torch.manual_seed(0)
+    spy = Spy(RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8))
+    recipe = LMRecipe(epochs=1, batch_size=4, bptt=10, max_seq_len_delta=delta, test_batch_size=4)
+    train_final_lm(spy, small, recipe, seed=0)
+    longest = max(spy.lengths)  # training windows; evaluation ones are bptt long
+    assert longest == 10 if delta == 0 else longest > 10
 
 
 def test_final_training_switches_to_averaged_sgd(small, monkeypatch) -> None:

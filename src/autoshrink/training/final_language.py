@@ -48,7 +48,7 @@ class LMRecipe:
     epochs: int = 30  # the paper trains up to 3000
     batch_size: int = 64
     bptt: int = 35
-    max_seq_len_delta: int = 20
+    max_seq_len_delta: int = 20  # training windows are at most bptt + this long
     lr: float = 20.0
     clip: float = 0.25
     weight_decay: float = 8e-7
@@ -285,6 +285,7 @@ def train_final_lm(
             bptt=recipe.bptt,
             clip=recipe.clip,
             rng=rng,
+            max_delta=recipe.max_seq_len_delta,
             tar=recipe.tar,
             after_step=average.update if average is not None else None,
         )

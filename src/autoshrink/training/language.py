@@ -153,18 +153,20 @@ def train_epoch(
     bptt: int,
     clip: float,
     rng: np.random.Generator | None = None,
+    max_delta: int = 20,
     tar: float = 0.0,
     after_step: Callable[[], None] | None = None,
 ) -> float:
     """One pass over ``data [T, B]``; returns the mean training loss (``nan`` on divergence).
 
     The hidden state is carried across windows and detached before each one. With ``rng``,
-    window lengths vary and the learning rate is scaled by ``length / bptt`` (DARTS).
+    window lengths vary, at most ``bptt + max_delta`` (:func:`windows`), and the learning rate
+    is scaled by ``length / bptt`` (DARTS).
     """
     model.train()
     hidden = cast(LanguageModel, model).init_hidden(data.size(1))
     total, count, i = 0.0, 0, 0
-    for n in windows(data.size(0), bptt, rng):
+    for n in windows(data.size(0), bptt, rng, max_delta):
         hidden = detach_hidden(hidden)  # truncated BPTT: no gradient into earlier windows
         out = model(data[i : i + n], hidden)
         targets = data[i + 1 : i + 1 + n]
