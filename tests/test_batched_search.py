@@ -36,6 +36,24 @@ def split():
     return proxy_split(load_images("digits"), per_class=10, val_size=VAL, seed=0)
 
 
+@pytest.mark.parametrize("evaluator", [CNNProxyEvaluator, BatchedCNNEvaluator])
+def test_an_evaluator_restores_the_callers_thread_count(split, evaluator) -> None:
+    """``threads`` holds while a candidate trains, not after: an in-process search leaves the
+    caller's torch thread count as it was."""
+    seen: set[int] = set()
+    loss = torch.nn.functional.cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.add(torch.get_num_threads())
+        return loss(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "cross_entropy", spy)
+        evaluator(split, SPEC, TRAINING, threads=2).evaluate(CELLS[0], 0)
+    assert torch.get_num_threads() == 1  # the one_thread fixture's
+    assert seen == {2}
+
+
 def assert_same(batched, alone):
     assert batched.status == alone.status
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from autoshrink.devices import torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.latency import (
     LatencySettings,
@@ -19,7 +20,6 @@ from autoshrink.hardware.latency import (
     measure_cell,
     measure_module,
     time_samples,
-    torch_threads,
 )
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy

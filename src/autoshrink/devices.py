@@ -3,12 +3,15 @@
 :func:`gpu_index` reads a name without torch (configs and settings check theirs where torch is
 not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
 :func:`device_argument` is the same check as an ``argparse`` type. A name this machine cannot
-run is a :class:`~autoshrink.errors.ConfigError` that names it.
+run is a :class:`~autoshrink.errors.ConfigError` that names it. Thread counts are checked here
+too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from autoshrink.errors import ConfigError
@@ -29,6 +32,21 @@ def check_threads(threads: object, what: str = "threads") -> None:
     ok = isinstance(threads, int) and not isinstance(threads, bool)
     if not (ok and 1 <= threads <= MAX_THREADS):  # type: ignore[operator]
         raise ConfigError(f"{what} must be an integer in 1..{MAX_THREADS}, got {threads!r}")
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)`` and restore the count it had after
+    (``None``: leave torch's count as it is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def gpu_index(device: str) -> int | None:

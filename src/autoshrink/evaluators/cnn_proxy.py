@@ -20,6 +20,7 @@ from torch import nn
 
 from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
+from autoshrink.devices import torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -107,23 +108,22 @@ class CNNProxyEvaluator:
         global generator is seeded from ``seed`` and get a generator seeded from it too.
         """
         t0 = time.perf_counter()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        metrics = self.profile(genotype)
-        try:
-            torch.manual_seed(seed)
-            model = (build or (lambda: build_network(genotype, self.macro)))()
-            model = to_device(model, self.device)
-            gen = torch.Generator().manual_seed(seed)
-            train_set, val = self._tensors()
-            if train is None:
-                out = train_proxy(model, train_set, val, self.training, gen)
-            else:
-                out = train(model, train_set, val, gen)
-        except (RuntimeError, ValueError) as err:
-            return failed(metrics, "accuracy", err, t0, genotype.key), None
-        accuracy = float("nan") if out.diverged else out.best_accuracy
-        return self._finished(genotype, metrics, accuracy, out, t0), model
+        with torch_threads(self.threads):
+            metrics = self.profile(genotype)
+            try:
+                torch.manual_seed(seed)
+                model = (build or (lambda: build_network(genotype, self.macro)))()
+                model = to_device(model, self.device)
+                gen = torch.Generator().manual_seed(seed)
+                train_set, val = self._tensors()
+                if train is None:
+                    out = train_proxy(model, train_set, val, self.training, gen)
+                else:
+                    out = train(model, train_set, val, gen)
+            except (RuntimeError, ValueError) as err:
+                return failed(metrics, "accuracy", err, t0, genotype.key), None
+            accuracy = float("nan") if out.diverged else out.best_accuracy
+            return self._finished(genotype, metrics, accuracy, out, t0), model
 
     def _finished(
         self,

@@ -27,6 +27,7 @@ from autoshrink.data.images import (
     proxy_indices,
     split_at,
 )
+from autoshrink.devices import torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
@@ -103,31 +104,33 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         ``synthetic_accuracy``, both reported beside it, with the costs of
         :meth:`CNNProxyEvaluator.profile`."""
         t0 = time.perf_counter()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        metrics = self.profile(genotype)
-        try:
-            torch.manual_seed(seed)
-            model = build_network(genotype, self.macro)
-            model = to_device(model, self.device)
-            gen = torch.Generator().manual_seed(seed)
-            out = train_ood_proxy(
-                model,
-                self._domain_tensors("train"),
-                self._domain_tensors("val"),
-                self.split.num_domains,
-                self.split.num_classes,
-                self.training,
-                self.ood,
-                gen,
-            )
-        except (RuntimeError, ValueError) as err:
-            return failed(metrics, "accuracy", err, t0, genotype.key)
-        images = self.images_trained(out.epochs)
-        if out.diverged:
-            return trained(metrics, "accuracy", float("nan"), out, t0, images_trained=images)
-        metrics |= {"val_accuracy": out.val_accuracy, "synthetic_accuracy": out.synthetic_accuracy}
-        return trained(metrics, "accuracy", out.mixed_accuracy, out, t0, images_trained=images)
+        with torch_threads(self.threads):
+            metrics = self.profile(genotype)
+            try:
+                torch.manual_seed(seed)
+                model = build_network(genotype, self.macro)
+                model = to_device(model, self.device)
+                gen = torch.Generator().manual_seed(seed)
+                out = train_ood_proxy(
+                    model,
+                    self._domain_tensors("train"),
+                    self._domain_tensors("val"),
+                    self.split.num_domains,
+                    self.split.num_classes,
+                    self.training,
+                    self.ood,
+                    gen,
+                )
+            except (RuntimeError, ValueError) as err:
+                return failed(metrics, "accuracy", err, t0, genotype.key)
+            images = self.images_trained(out.epochs)
+            if out.diverged:
+                return trained(metrics, "accuracy", float("nan"), out, t0, images_trained=images)
+            metrics |= {
+                "val_accuracy": out.val_accuracy,
+                "synthetic_accuracy": out.synthetic_accuracy,
+            }
+            return trained(metrics, "accuracy", out.mixed_accuracy, out, t0, images_trained=images)
 
 
 def ood_evaluator(config: SearchConfig, data: ImageData, macro: MacroSpec) -> OodProxyEvaluator:

@@ -20,6 +20,7 @@ from torch import nn
 
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
+from autoshrink.devices import torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
@@ -85,24 +86,24 @@ class RNNProxyEvaluator:
         evaluator's settings and corpus).
         """
         t0 = time.perf_counter()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        metrics = self.profile(genotype)
-        try:
-            if build is None:
-                model: nn.Module = self.build(genotype, seed)
-            else:
-                torch.manual_seed(seed)
-                model = build().to(self.device)
-            if train is None:
-                out = train_proxy_lm(
-                    model, self.corpus.train, self.corpus.valid, self.training, device=self.device
-                )
-            else:
-                out = train(model)
-        except (RuntimeError, ValueError) as err:
-            return failed(metrics, "perplexity", err, t0, genotype.key), None
-        return trained(metrics, "perplexity", out.best_perplexity, out, t0), model
+        with torch_threads(self.threads):
+            metrics = self.profile(genotype)
+            try:
+                if build is None:
+                    model: nn.Module = self.build(genotype, seed)
+                else:
+                    torch.manual_seed(seed)
+                    model = build().to(self.device)
+                if train is None:
+                    corpus = self.corpus
+                    out = train_proxy_lm(
+                        model, corpus.train, corpus.valid, self.training, device=self.device
+                    )
+                else:
+                    out = train(model)
+            except (RuntimeError, ValueError) as err:
+                return failed(metrics, "perplexity", err, t0, genotype.key), None
+            return trained(metrics, "perplexity", out.best_perplexity, out, t0), model
 
 
 def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from autoshrink.devices import is_cuda
+from autoshrink.devices import is_cuda, torch_threads
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
@@ -85,19 +85,18 @@ class StackedEvaluation:
         """Yield ``(position, evaluation)`` for every genotype, as each candidate stops."""
         if len(genotypes) != len(seeds):
             raise ValueError(f"{len(genotypes)} genotypes but {len(seeds)} seeds")
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        groups: dict[Hashable, list[int]] = {}
-        for i, cell in enumerate(genotypes):
-            key = self._group_key(cell)
-            if key is None:
-                yield i, self._alone(cell, seeds[i])  # not stackable: one by one
-            else:
-                groups.setdefault(key, []).append(i)
-        size = self.max_batch or len(genotypes)
-        for members in groups.values():
-            for s in range(0, len(members), size):
-                yield from self._train_group(members[s : s + size], genotypes, seeds)
+        with torch_threads(self.threads):
+            groups: dict[Hashable, list[int]] = {}
+            for i, cell in enumerate(genotypes):
+                key = self._group_key(cell)
+                if key is None:
+                    yield i, self._alone(cell, seeds[i])  # not stackable: one by one
+                else:
+                    groups.setdefault(key, []).append(i)
+            size = self.max_batch or len(genotypes)
+            for members in groups.values():
+                for s in range(0, len(members), size):
+                    yield from self._train_group(members[s : s + size], genotypes, seeds)
 
     def _train_group(
         self, members: list[int], genotypes: Sequence[Cell], seeds: Sequence[int]

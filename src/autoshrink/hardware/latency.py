@@ -25,8 +25,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoshrink.devices import check_threads, gpu_index, resolve_device
+from autoshrink.devices import check_threads, gpu_index, resolve_device, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -202,17 +201,6 @@ def steady_heap() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(ok)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(n)``; restore the previous count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ ONNX

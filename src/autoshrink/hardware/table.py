@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from autoshrink.atomic_write import write_atomic
-from autoshrink.devices import gpu_index
+from autoshrink.devices import gpu_index, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks, network_program
@@ -46,7 +46,6 @@ from autoshrink.hardware.latency import (
     measure_module,
     network_input_shape,
     steady_heap,
-    torch_threads,
     until_stable,
 )
 from autoshrink.spaces.macros import MacroSpec

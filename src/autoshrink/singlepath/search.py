@@ -23,7 +23,6 @@ cross-entropy plus a latency term; the thresholds' decisions are the architectur
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -40,9 +39,9 @@ from torch.nn import functional as F
 from autoshrink.atomic_write import write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
-from autoshrink.devices import check_threads
+from autoshrink.devices import check_threads, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError
-from autoshrink.hardware.latency import LatencySettings, measure_module, torch_threads
+from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
@@ -359,7 +358,7 @@ def run_search(
     ``table``: the latency table to read and complete (default ``out/latency_table.json``).
     Torch runs on ``s.train_threads`` threads meanwhile (the count before is restored)."""
     threads = s.train_threads
-    with torch_threads(threads) if threads is not None else contextlib.nullcontext():
+    with torch_threads(threads):
         return _run_search(s, out, resume=resume, table=table)
 
 
