@@ -26,6 +26,7 @@ from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.objectives import Score
 from autoshrink.search import make_strategy, run_search
 from autoshrink.spaces.macros import cifar_proxy
+from test_search import candidates
 
 SPEC = cifar_proxy(width=0.25, image_size=8, num_classes=3)
 OP_MS = 1.0  # every op block costs 1 ms in the synthetic table, everything else 0
@@ -76,7 +77,7 @@ def test_table_latency_constraint_and_cost_term(tmp_path) -> None:
         evaluator_factory=lambda c: with_hardware_costs(toy, c, SPEC),
         progress=False,
     )
-    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    rows = candidates(tmp_path / "run" / "journal.jsonl")
     rejected = [r for r in rows if r["status"] == "rejected"]
     trained = [r for r in rows if r["status"] == "ok"]
     assert rejected and trained and toy.calls == len(trained)

@@ -55,8 +55,14 @@ def toy_config(**kw) -> SearchConfig:
 def strip_seconds(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for r in rows:
-        r.pop("seconds")
+        r.pop("seconds", None)  # reuse records have none
     return rows
+
+
+def candidates(journal: Path) -> list[dict]:
+    """The journal's candidate records (not its reuse, stage or event records)."""
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    return [r for r in rows if r.get("type", "candidate") == "candidate"]
 
 
 def test_autoshrink_finds_the_known_best_cell(tmp_path):
@@ -79,7 +85,7 @@ def test_shrinking_stops_at_keep_fraction_and_never_revisits_edges(tmp_path):
         evaluator_factory=lambda c: ToyEvaluator(),
         progress=False,
     )
-    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    rows = candidates(tmp_path / "run" / "journal.jsonl")
     by_step: dict[int, list[dict]] = {}
     for r in rows:
         by_step.setdefault(r["step"], []).append(r)
@@ -95,7 +101,8 @@ def test_shrinking_stops_at_keep_fraction_and_never_revisits_edges(tmp_path):
         for r in by_step[s + 1]:  # and every candidate of the next step is a removal from it
             assert {tuple(e) for e in r["cell"]["edges"]} < parent
     assert min(r["edges"] for r in rows) >= round(15 * 0.5) - 3  # a removal can prune several
-    assert result.evaluations == len(rows)
+    reused = len((tmp_path / "run" / "journal.jsonl").read_text().splitlines()) - len(rows)
+    assert result.evaluations == len(rows) + reused  # re-proposed cells are not retrained
 
 
 def test_a_diverged_candidate_scores_minus_inf_and_never_wins(tmp_path):
@@ -104,7 +111,7 @@ def test_a_diverged_candidate_scores_minus_inf_and_never_wins(tmp_path):
         tmp_path / "run", toy_config(), evaluator_factory=lambda c: ev, progress=False
     )
     assert set(result.cell.edges) != GOOD
-    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    rows = candidates(tmp_path / "run" / "journal.jsonl")
     diverged = [r for r in rows if r["status"] == "diverged"]
     assert diverged and all(r["score"] is None for r in diverged)
 
@@ -144,7 +151,7 @@ def test_resume_replays_the_journal_without_re_evaluating(tmp_path):
     (part / "journal.jsonl").write_text("\n".join(lines[:9]) + "\n" + lines[9][:25])
     ev = ToyEvaluator()
     resumed = run_search(part, resume=True, evaluator_factory=lambda c: ev, progress=False)
-    assert ev.calls == len(lines) - 9
+    assert ev.calls == sum('"type": "candidate"' in line for line in lines[9:])
     assert resumed.cell == full.cell
     assert strip_seconds(part / "journal.jsonl") == strip_seconds(
         tmp_path / "full" / "journal.jsonl"
@@ -193,7 +200,7 @@ def test_hard_constraints_reject_before_training(tmp_path):
         evaluator_factory=lambda c: ev,
         progress=False,
     )
-    rows = [json.loads(x) for x in (tmp_path / "r" / "journal.jsonl").read_text().splitlines()]
+    rows = candidates(tmp_path / "r" / "journal.jsonl")
     rejected = [r for r in rows if r["status"] == "rejected"]
     assert rejected and all(r["edges"] > 12 and "macs" in r["detail"]["reason"] for r in rejected)
     assert ev.calls == len(rows) - len(rejected)
@@ -249,6 +256,8 @@ def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = len(journal.read_text().splitlines())
+    whole = journal.read_text().split("\n")[:-1]  # a torn last line is dropped on resume
+    trained_before = sum('"type": "candidate"' in line for line in whole)
     assert 4 <= before < len(full), "the kill must land mid-search"
     done = subprocess.run(
         autoshrink_cmd("search", "--resume", str(run), "--executor", "inprocess", "--no-progress"),
@@ -258,10 +267,16 @@ def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     result = json.loads((run / "result.json").read_text())
-    assert result["trained_this_session"] == len(full) - before  # finished ones not retrained
+    assert (
+        result["trained_this_session"]
+        == len(  # finished ones not retrained
+            candidates(tmp_path / "full" / "journal.jsonl")
+        )
+        - trained_before
+    )
     assert Cell.load(run / "best_cell.json") == Cell.load(tmp_path / "full" / "best_cell.json")
     assert strip_seconds(journal) == strip_seconds(tmp_path / "full" / "journal.jsonl")
-    keys = [json.loads(x)["key"] for x in journal.read_text().splitlines()]
+    keys = [r["key"] for r in candidates(journal)]
     assert len(keys) == len(set(keys))  # nothing trained twice
 
 

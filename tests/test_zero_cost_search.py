@@ -20,7 +20,7 @@ from autoshrink.search import candidate_seed, run_search
 from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.zero_cost import proxy
-from test_search import GOOD, ToyEvaluator, strip_seconds
+from test_search import GOOD, ToyEvaluator, candidates, strip_seconds
 
 
 def test_ranked_step_takes_the_k_best_of_the_whole_shrink_space() -> None:
@@ -63,7 +63,7 @@ def test_zero_cost_search_trains_the_top_k_and_resumes_identically(tmp_path, one
     full = run_search(
         tmp_path / "full", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False
     )
-    records = [json.loads(line) for line in (tmp_path / "full" / "journal.jsonl").open()]
+    records = candidates(tmp_path / "full" / "journal.jsonl")
     # independently: score every removal of the step-0 cell and check the trained ones are
     # the K best (the ranker's seeds are the candidates' training seeds)
     split, macro = proxy_task(cfg)

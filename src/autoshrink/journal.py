@@ -1,6 +1,7 @@
 """The run journal and the run folder's lock.
 
-:class:`Journal`: one JSON line per evaluated candidate, appended as results arrive. Each
+:class:`Journal`: one JSON line per evaluated candidate, appended as results arrive (and one
+per cell a step re-proposes after an earlier step evaluated it, :class:`ReuseRecord`). Each
 record goes to the file in one ``write`` and is fsynced before the search goes on, so a killed
 run (even ``kill -9``) loses at most the candidate in flight; a write that fails (a full disk)
 is undone -- the file is cut back to its last whole record -- and raised as a one-line
@@ -85,8 +86,21 @@ class StageRecord(CandidateRecord):
     stage: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReuseRecord:
+    """A step re-proposed a cell that an earlier step (``first_step``) evaluated: the search
+    takes that record's result, and this record says the step had the cell (for the report)."""
+
+    key: str
+    step: int
+    index: int
+    first_step: int
+    cell: dict[str, Any]  # as this step proposed it: the same key, perhaps other node numbers
+    removed_edge: list[int] | None = None
+
+
 #: The schema of each ``type`` of record that is read back (a record without one: candidate).
-RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord}
+RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord, "reuse": ReuseRecord}
 
 
 def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:

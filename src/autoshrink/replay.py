@@ -22,7 +22,8 @@ class Replay:
     """The journal's candidate records as the resumed strategy asks for them again.
 
     ``done`` maps each canonical key to its (last) record, ``stages`` each ``(key, stage)`` to
-    its progressive screening stage record; a record with a field of the wrong JSON type is a
+    its progressive screening stage record, ``reused`` holds the ``(step, key)`` of each
+    :class:`~autoshrink.journal.ReuseRecord`; a record with a field of the wrong JSON type is a
     :class:`JournalError` naming its line (:func:`~autoshrink.journal.check_record`), raised
     before anything trains. Every record must be asked for
     again: :meth:`asked` drops the keys of a batch, and :meth:`check` raises a
@@ -43,12 +44,15 @@ class Replay:
         self.path = journal.path
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
+        self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in journal.numbered(repair, check=True):  # each record read back checked
             if rec.get("type") == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
+            if rec.get("type") == "reuse":
+                self.reused.add((rec["step"], rec["key"]))
             if rec.get("type") == "candidate":
                 key = rec["key"]
                 self.done[key] = rec

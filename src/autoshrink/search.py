@@ -194,6 +194,20 @@ def record(
     } | ({"meta": meta} if meta else {})
 
 
+def reuse_record(proposal: Proposal, index: int, first_step: int) -> dict[str, Any]:
+    """The journal record of a proposal that step ``first_step`` evaluated already
+    (:class:`~autoshrink.journal.ReuseRecord`): its result is that step's record's."""
+    return {
+        "type": "reuse",
+        "step": proposal.step,
+        "index": index,
+        "key": proposal.genotype.key,
+        "removed_edge": proposal.meta.get("removed_edge"),
+        "cell": proposal.genotype.to_dict(),
+        "first_step": first_step,
+    }
+
+
 def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
     """A ``"rejected"`` evaluation when the candidate breaks a hard constraint, else ``None``.
 
@@ -404,6 +418,18 @@ def search_loop(
         with signals.held():
             journal.append(rec)
 
+    def note_reuse(proposals: list[Proposal]) -> None:
+        """Journal each proposal an earlier step evaluated (once, also across resumes)."""
+        for i, p in enumerate(proposals):
+            rec = done.get(p.genotype.key)
+            if (
+                rec is not None
+                and rec["step"] != p.step
+                and (p.step, rec["key"]) not in replay.reused
+            ):
+                append_event(reuse_record(p, i, rec["step"]))
+                replay.reused.add((p.step, rec["key"]))
+
     def append_stage(rec: dict[str, Any]) -> None:
         with signals.held():
             journal.append(rec)
@@ -415,6 +441,7 @@ def search_loop(
     try:
         while proposals := strategy.ask():
             replay.asked(proposals)
+            note_reuse(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key not in done and (why := violation(evaluator, p, config)):

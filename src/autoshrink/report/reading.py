@@ -3,9 +3,11 @@
 A report may be made while the search is still running, so nothing here writes into the run
 folder's files: a torn last journal line (the search is writing it) is skipped, not cut, and
 a missing ``result.json`` means "still going". The chosen cell of each step is found by the
-strategy's own rule -- the best score, ties to fewer edges, then the first proposed -- and the
-best cell of the run is ``result.json``'s, or the best finite score seen so far. A candidate
-journalled twice (trained again by ``--resume --retry-failed``) counts with its last record.
+strategy's own rule -- the best score, ties to fewer edges, then the first proposed -- among
+the step's candidates, those an earlier step evaluated included (the journal's ``reuse``
+records); the best cell of the run is ``result.json``'s, or the best finite score seen so far.
+A candidate journalled twice (trained again by ``--resume --retry-failed``) counts with its
+last record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ class Candidate:
     removed_edge: list[int] | None = None
     seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
+    first_step: int | None = None  # re-proposed: the step that evaluated it (it did not train)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +83,7 @@ class RunData:
     candidates: list[Candidate]
     events: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    reused: list[Candidate] = field(default_factory=list)  # cells a later step re-proposed
 
     @property
     def finished(self) -> bool:
@@ -88,9 +92,10 @@ class RunData:
 
     @property
     def steps(self) -> list[Step]:
-        """The candidates grouped by step, in step order, each step's in proposal order."""
+        """The candidates grouped by step, in step order, each step's in proposal order; a
+        step's cells that an earlier step evaluated are among them (:attr:`reused`)."""
         by_step: dict[int, list[Candidate]] = {}
-        for c in sorted(self.candidates, key=lambda c: (c.step, c.index)):
+        for c in sorted([*self.candidates, *self.reused], key=lambda c: (c.step, c.index)):
             by_step.setdefault(c.step, []).append(c)
         return [Step(s, cs) for s, cs in sorted(by_step.items())]
 
@@ -223,4 +228,18 @@ def read_run(run_dir: Path) -> RunData:
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
     events = [r for r in records if r.get("type") == "event"]
-    return RunData(run_dir, config, candidates, events, result)
+    by_key = {c.key: c for c in candidates}
+    reused = {
+        (r["step"], r["key"]): replace(
+            by_key[r["key"]],
+            step=r["step"],
+            index=r["index"],
+            removed_edge=r.get("removed_edge"),
+            cell=r["cell"],
+            seconds=0.0,
+            first_step=r["first_step"],
+        )
+        for r in records
+        if r.get("type") == "reuse" and r["key"] in by_key
+    }
+    return RunData(run_dir, config, candidates, events, result, list(reused.values()))

@@ -48,11 +48,15 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     items: list[tuple[str, object]] = [
         ("run folder", str(run.run_dir)),
         ("status", status),
-        ("candidates evaluated", len(run.candidates)),
+        ("candidates evaluated", len(run.candidates) + len(run.reused)),
         ("steps", len(steps)),
         ("training seconds (sum)", f"{sum(c.seconds for c in run.candidates):.1f}"),
         ("retries (worker died)", sum(1 for e in run.events if e.get("event") == "retry")),
     ]
+    if run.reused:
+        items.insert(
+            3, ("of them re-proposed (an earlier step's result, not retrained)", len(run.reused))
+        )
     if best is not None:
         items += [
             ("best score", best.score),
@@ -97,7 +101,8 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
         ch, scores = s.chosen, s.finite()
         counts: dict[str, int] = {}
         for c in s.candidates:
-            counts[c.status] = counts.get(c.status, 0) + 1
+            kind = c.status if c.first_step is None else f"from step {c.first_step}"
+            counts[kind] = counts.get(kind, 0) + 1
         mean = sum(scores) / len(scores) if scores else None
         spread = (
             math.sqrt(sum((v - mean) ** 2 for v in scores) / len(scores))

@@ -1,0 +1,102 @@
+"""A step that re-proposes a cell an earlier step evaluated: the search takes the earlier
+result without training it again, journals a ``reuse`` record, and the report counts the cell
+among the step's candidates (and as the step's choice when it wins).
+
+Removing an edge can prune a node, so the same cell is reachable by two removal paths; with the
+instant evaluator below (accuracy a hash of the cell's key) the run of seed 13 meets six such
+re-proposals, and three of them win their step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from autoshrink.config import SearchConfig
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.graph import Cell
+from autoshrink.objectives import Score
+from autoshrink.report.folder import write_report
+from autoshrink.report.reading import read_run
+from autoshrink.search import run_search
+
+
+class HashEvaluator:
+    """Instant and deterministic: accuracy in [0.5, 1) from the cell's key, MACs from edges."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def profile(self, cell: Cell) -> dict[str, float]:
+        return {"macs": 1e5 * (1 + cell.num_edges), "params": float(cell.num_edges)}
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        self.calls += 1
+        value = int(hashlib.sha256(cell.key.encode()).hexdigest()[:8], 16) / 16**8
+        return Evaluation({**self.profile(cell), "accuracy": 0.5 + 0.5 * value}, "ok", 0.0)
+
+
+CONFIG = SearchConfig(nodes=5, k=4, keep_fraction=0.0, patience=100, seed=13, score=Score.cnn())
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "journal.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("type", "candidate") == kind]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("reuse") / "full"
+    run_search(run, CONFIG, evaluator_factory=lambda c: HashEvaluator(), progress=False)
+    return run
+
+
+def test_a_re_proposed_cell_is_journalled_once_per_step_and_not_retrained(full) -> None:
+    reuse, trained = records(full, "reuse"), records(full, "candidate")
+    assert len(reuse) == 6
+    first = {r["key"]: r["step"] for r in trained}
+    assert len(first) == len(trained)  # every cell trained once
+    for r in reuse:
+        assert first[r["key"]] == r["first_step"] < r["step"]
+    assert len({(r["step"], r["key"]) for r in reuse}) == len(reuse)
+    result = json.loads((full / "result.json").read_text())
+    assert result["evaluations"] == len(trained) + len(reuse)
+
+
+def test_the_report_counts_re_proposed_cells_in_their_steps(full) -> None:
+    run = read_run(full)
+    assert (
+        sum(len(s.candidates) for s in run.steps)
+        == json.loads((full / "result.json").read_text())["evaluations"]
+    )
+    won = [s.step for s in run.steps if s.chosen.first_step is not None]
+    assert won  # the report's choice is the search's: the next step shrinks from it
+    for before, after in zip(run.steps, run.steps[1:], strict=False):
+        parent = Cell.from_dict(before.chosen.cell)
+        for c in after.candidates:
+            assert parent.remove_edge(tuple(c.removed_edge)).key == c.key
+    page = write_report(full).read_text()
+    first = run.steps[won[0]].chosen.first_step
+    assert "re-proposed" in page and f"from step {first}" in page
+
+
+def test_a_resumed_search_writes_the_same_reuse_records(full, tmp_path) -> None:
+    lines = (full / "journal.jsonl").read_text().splitlines()
+    cut = next(n for n, line in enumerate(lines) if '"type": "reuse"' in line) + 3
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "config.json").write_text((full / "config.json").read_text())
+    (part / "journal.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    evaluator = HashEvaluator()
+    run_search(part, resume=True, evaluator_factory=lambda c: evaluator, progress=False)
+    trained_before = sum('"type": "candidate"' in line for line in lines[:cut])
+    assert evaluator.calls == len(records(full, "candidate")) - trained_before
+
+    def strip(run: Path) -> list[dict]:
+        rows = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(part) == strip(full)
