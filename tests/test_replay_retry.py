@@ -62,7 +62,7 @@ def test_the_old_path_of_a_retrained_candidate_is_tolerated_on_every_later_resum
     tmp_path, caplog, retry_failed, new_path
 ):
     records = [*RETRIED, rec("r", 2), rec("t", 3)][: len(RETRIED) + new_path]
-    replay = Replay(journal(tmp_path, *records), repair=False, retry_failed=retry_failed)
+    replay = Replay.read(journal(tmp_path, *records), repair=False, retry_failed=retry_failed)
     assert replay.done["w"]["status"] == "ok"  # its last record counts: nothing to retrain
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
@@ -79,14 +79,14 @@ def test_a_foreign_record_is_refused_whatever_retries_the_journal_went_through(
 ):
     foreign = rec("z", 3)
     after = [*RETRIED, rec("r", 2), foreign]  # appended to a retried run
-    replay = Replay(journal(tmp_path, *after), repair=False, retry_failed=retry_failed)
+    replay = Replay.read(journal(tmp_path, *after), repair=False, retry_failed=retry_failed)
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
     ask(replay, 2, "r")
     with pytest.raises(JournalError, match=r"line 8 holds candidate z \(step 3\).*\(1 such\)"):
         ask(replay, 3, "t")
     before = [rec("s", 0), foreign, *RETRIED[1:]]  # before the failed record
-    replay = Replay(journal(tmp_path, *before), repair=False, retry_failed=retry_failed)
+    replay = Replay.read(journal(tmp_path, *before), repair=False, retry_failed=retry_failed)
     ask(replay, 0, "s")
     with pytest.raises(JournalError, match="line 2 holds candidate z"):
         ask(replay, 1, "a", "w", "x")
@@ -94,7 +94,7 @@ def test_a_foreign_record_is_refused_whatever_retries_the_journal_went_through(
 
 def test_without_retry_failed_a_failed_candidate_excuses_nothing(tmp_path):
     failed_twice = [*OLD_PATH, rec("w", 1, "failed"), rec("r", 4)]  # retrained: failed again
-    replay = Replay(journal(tmp_path, *failed_twice), repair=False, retry_failed=False)
+    replay = Replay.read(journal(tmp_path, *failed_twice), repair=False, retry_failed=False)
     assert replay.done["w"]["status"] == "failed"
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
@@ -105,7 +105,7 @@ def test_without_retry_failed_a_failed_candidate_excuses_nothing(tmp_path):
 
 
 def test_with_retry_failed_the_path_may_change_once_a_failed_candidate_is_asked_for(tmp_path):
-    replay = Replay(journal(tmp_path, *OLD_PATH), repair=False, retry_failed=True)
+    replay = Replay.read(journal(tmp_path, *OLD_PATH), repair=False, retry_failed=True)
     assert "w" not in replay.done  # it trains again
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")  # w wins now: p and q are not asked for again
@@ -118,7 +118,7 @@ def test_a_failed_candidate_off_the_path_does_not_excuse_a_foreign_record(tmp_pa
     # a --retry-failed resume never asks for x, so the foreign z (line 8) is refused
     records = [rec("s", 0), rec("a", 1), rec("w", 1, "failed"), rec("x", 2, "failed")]
     records += [rec("p", 2), rec("w", 1), rec("r", 2), rec("z", 3)]
-    replay = Replay(journal(tmp_path, *records), repair=False, retry_failed=True)
+    replay = Replay.read(journal(tmp_path, *records), repair=False, retry_failed=True)
     assert "x" not in replay.done and replay.done["w"]["status"] == "ok"
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")

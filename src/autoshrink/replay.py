@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import JournalError
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Replay:
-    """The journal's candidate records as the resumed strategy asks for them again.
+    """The journal's candidate records as the resumed strategy asks for them again
+    (:meth:`read` reads them from the journal).
 
     ``done`` maps each canonical key to its (last) record, ``stages`` each ``(key, stage)`` to
     its progressive screening stage record, ``reused`` holds the ``(step, key)`` of each
@@ -40,15 +43,28 @@ class Replay:
     is refused, so a foreign record is caught whatever retries the journal went through.
     """
 
-    def __init__(self, journal: Journal, repair: bool, retry_failed: bool) -> None:
-        self.path = journal.path
+    @classmethod
+    def read(cls, journal: Journal, repair: bool, retry_failed: bool) -> Replay:
+        """The replay of ``journal``'s records, each checked as it is read back
+        (:meth:`~autoshrink.journal.Journal.numbered`: a torn last line is
+        cut from the file, and with ``repair`` malformed lines at its end too)."""
+        return cls(journal.path, journal.numbered(repair, check=True), retry_failed)
+
+    def __init__(
+        self,
+        path: Path,
+        records: Iterable[tuple[int, dict[str, Any]]],
+        retry_failed: bool,
+    ) -> None:
+        """``records``: the journal's ``(line number, record)`` pairs, in order."""
+        self.path = path
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
-        for line, rec in journal.numbered(repair, check=True):  # each record read back checked
+        for line, rec in records:
             if rec.get("type") == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
             if rec.get("type") == "reuse":

@@ -301,7 +301,7 @@ def run_search(
         with RunLock(run_dir), StopSignals() as signals:
             config = prepare_run_dir(run_dir, config, resume)  # refuses before writing
             try:
-                replay = Replay(journal, repair, retry_failed)
+                replay = Replay.read(journal, repair, retry_failed)
                 if replay.done:
                     log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
                 if evaluator_factory is None:
