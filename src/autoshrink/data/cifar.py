@@ -30,18 +30,6 @@ from autoshrink.safe_pickle import NUMPY_ARRAYS, restricted_loads
 
 logger = logging.getLogger(__name__)
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 BIN_DIR = "cifar-10-batches-bin"
 PY_DIR = "cifar-10-batches-py"
 SIDE = 32

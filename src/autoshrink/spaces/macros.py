@@ -9,7 +9,7 @@ the search (method §4) and the ShrinkCNN ImageNet network (method §6).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
 
@@ -141,10 +141,3 @@ def get_macro(name: str, **settings: object) -> MacroSpec:
         return factory(**settings)  # type: ignore[arg-type]
     except TypeError as err:
         raise ConfigError(f"macro {name}: {err}") from None
-
-
-def with_input(
-    spec: MacroSpec, *, in_channels: int, image_size: int, num_classes: int
-) -> MacroSpec:
-    """The same macro fitted to a data set's image shape and class count."""
-    return replace(spec, in_channels=in_channels, image_size=image_size, num_classes=num_classes)

@@ -13,23 +13,9 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from autoshrink.errors import ConfigError
-
-
-@runtime_checkable
-class Genotype(Protocol):
-    """What a strategy may propose: a value with a canonical key and a JSON form."""
-
-    @property
-    def key(self) -> str:
-        """The canonical key: equal for genotypes of the same architecture."""
-        ...
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form of the genotype (what the journal stores)."""
-        ...
 
 
 @dataclass(frozen=True)

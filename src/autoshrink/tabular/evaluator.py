@@ -103,10 +103,6 @@ class Reporter:
         """Test accuracy (percent) of every cell, by code (read-only)."""
         return self._test
 
-    def official_index(self, cell: NB201Cell) -> int:
-        """The official index of ``cell`` (for reports)."""
-        return self._index.index(cell)
-
     def optimum(self) -> tuple[float, NB201Cell]:
         """The best test accuracy of the benchmark and its cell (the lowest official index
         among ties: CIFAR-10 has two cells at 94.3733, indices 6111 and 13714)."""

@@ -49,14 +49,6 @@ class DistContext:
         """Whether there are several processes (the collectives then communicate)."""
         return self.world_size > 1
 
-    def local_batch(self, global_batch: int) -> int:
-        """This process's share of a global batch (it must divide evenly)."""
-        if global_batch % self.world_size:
-            raise ConfigError(
-                f"batch size {global_batch} must be a multiple of the {self.world_size} processes"
-            )
-        return global_batch // self.world_size
-
     def sum(self, values: Iterable[float]) -> list[float]:
         """Element-wise sum of ``values`` over all processes (float64)."""
         t = torch.tensor(list(values), dtype=torch.float64)
