@@ -28,3 +28,20 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path
         write_atomic(path, half_then_fail)
     assert path.read_text() == '{"epoch": 1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["decisions.jsonl"]
+
+
+def test_json_files_are_strict_whatever_numbers_they_get(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import torch
+
+    from autoshrink.atomic_write import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"nan": float("nan"), "inf": [float("-inf")], "np": np.float32(0.5),
+                      "torch": torch.tensor(3), "b": {"a": 1}}, sort_keys=True)  # fmt: skip
+    text = path.read_text()
+    assert json.loads(text) == {"b": {"a": 1}, "inf": [None], "nan": None, "np": 0.5, "torch": 3}
+    assert text.endswith("}\n") and text.index('"b"') < text.index('"nan"')  # sorted
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))

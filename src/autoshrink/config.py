@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
@@ -350,7 +351,7 @@ class SearchConfig:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` to ``path`` as indented JSON (what :meth:`load` reads)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:

@@ -19,6 +19,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import CellError
 from autoshrink.user_files import parse_json, read_text_file
 
@@ -266,7 +267,7 @@ class Cell:
 
     def save(self, path: str | Path) -> None:
         """Write the cell to ``path`` as indented JSON (what :meth:`load` reads)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     def __str__(self) -> str:
         live = set(self.live_nodes)

@@ -20,13 +20,13 @@ stacked) work unchanged.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.user_files import read_json_file
 
@@ -168,7 +168,7 @@ class ClassDifficulty:
                 for s in stages
             ],
         }
-        path.write_text(json.dumps(out, indent=2) + "\n")
+        write_json(path, out)
 
 
 #: ``run(stage_evaluator, indices)`` trains the batch's candidates ``indices`` with it and

@@ -20,7 +20,6 @@ tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
+from autoshrink.atomic_write import write_json
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import Cell
-from autoshrink.journal import finite_or_none
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
 from autoshrink.training.checkpoint import write_log
@@ -185,7 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Write a training's ``metrics.json`` as strict JSON: NaN and inf become ``null``."""
-    path.write_text(json.dumps(finite_or_none(metrics), indent=2, allow_nan=False) + "\n")
+    write_json(path, metrics)
 
 
 def print_search_summary(result: SearchResult) -> None:

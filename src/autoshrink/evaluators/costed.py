@@ -91,7 +91,7 @@ class TableLatency:
             )
             if self.path is not None:
                 self._merge_file()
-                self.table.save_atomic(self.path)
+                self.table.save(self.path)
         assert self.table is not None
         return self.table.predict_blocks(blocks)
 

@@ -27,7 +27,6 @@ networks of the inverted-residual space.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autoshrink import __version__
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
@@ -243,7 +243,7 @@ def write_bundle(
             "ok": ok,
         },
     }
-    (out / MANIFEST).write_text(json.dumps(entries, indent=2, allow_nan=False) + "\n")
+    write_json(out / MANIFEST, entries)
     return ExportResult(out, files, tuple(shape[1:]), onnx_diff, alone_diff, ok)
 
 

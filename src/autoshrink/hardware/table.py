@@ -21,7 +21,6 @@ measured with (backend, device, batch, threads).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from autoshrink.atomic_write import write_atomic
+from autoshrink.atomic_write import write_json
 from autoshrink.devices import gpu_index, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
@@ -175,14 +174,11 @@ class LatencyTable:
         return replace(self, entries={**self.entries, **other.entries})
 
     def save(self, path: str | Path) -> None:
-        """Write the table as JSON, creating its folder if needed."""
+        """Write the table as JSON, creating its folder if needed; in one step (a temporary
+        file renamed over it), so readers never see half a table."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-
-    def save_atomic(self, path: str | Path) -> None:
-        """Save through a temporary file and a rename, so readers never see half a table."""
-        write_atomic(path, self.save)
+        write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

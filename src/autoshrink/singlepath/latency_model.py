@@ -26,7 +26,6 @@ which is the table's own prediction for that chain of blocks.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autoshrink.atomic_write import write_json
 from autoshrink.cost.mobilenetv2 import BlockPlacement, MobileNetV2Spec
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.blocks import Block
@@ -147,7 +147,7 @@ def load_or_measure(
     table = measure_space_table(spec, settings, table)
     if len(table) != before:
         path.parent.mkdir(parents=True, exist_ok=True)
-        table.save_atomic(path)
+        table.save(path)
     return table, len(table) - before
 
 
@@ -348,5 +348,5 @@ def prepare_model(
     cal = None if new else Calibration.load_matching(cal_file, settings, spec)
     if cal is None or len(cal.points) != calibration_networks:
         cal = fit_calibration(raw, reference_archs(spec, calibration_networks), settings)
-        cal_file.write_text(json.dumps(cal.to_dict(settings, spec), indent=1) + "\n")
+        write_json(cal_file, cal.to_dict(settings, spec), indent=1)
     return raw.calibrated(cal), cal, new

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoshrink.atomic_write import write_json
 from autoshrink.cost.cells import Counts
 from autoshrink.cost.mobilenetv2 import (
     BlockPlacement,
@@ -189,7 +190,7 @@ class MBConvArch:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` to ``path`` as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> MBConvArch:

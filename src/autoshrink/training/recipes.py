@@ -20,12 +20,12 @@ every training run. No torch in this module.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.user_files import json_type_problem, read_json_file
 
@@ -149,7 +149,7 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` to ``path`` as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
