@@ -11,12 +11,13 @@ after the searches, never inside them.
 from __future__ import annotations
 
 import csv
-import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS
 from autoshrink.spaces.nb201 import NB201Cell
@@ -136,7 +137,7 @@ def write_outputs(
     except OSError as err:
         raise ConfigError(f"cannot create --out folder {out}: {err}") from None
     written = [out / "bench.json", out / "results.csv", out / "curves.csv", out / "runs.csv"]
-    written[0].write_text(json.dumps(obj, indent=1) + "\n")
+    write_json(written[0], obj, indent=1)
     _write_csv(written[1], obj["results"], list(obj["results"][0]))
     curve_rows = []
     scores = score_curves(result)
@@ -173,7 +174,14 @@ def write_outputs(
                 )
     _write_csv(written[3], run_rows, list(run_rows[0]))
     written.append(out / "curves.png")
-    plot_curves(result, obj, written[-1])
+    cfg, runs = obj["config"], obj["config"]["runs"]
+    cost = "" if cfg["cost"] == MACS else f" ({cfg['cost']})"
+    title = (
+        f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}{cost}: "
+        f"mean of {runs} runs ± s.e.m."
+    )
+    label = f"{cfg['reported']} (%)"
+    plot_curves(curve_rows, "mean", runs, obj["optimum"]["accuracy"], label, written[-1], title)
     if obj["pareto"]:
         written.append(out / "pareto.csv")
         _write_csv(written[-1], obj["pareto"], list(obj["pareto"][0]))
@@ -182,37 +190,40 @@ def write_outputs(
     return written
 
 
-def plot_curves(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
-    """Test accuracy of the returned cell vs queries: mean over runs with a band of one
-    standard error of the mean; the benchmark optimum dashed."""
+def plot_curves(
+    rows: list[dict[str, Any]],
+    column: str,
+    runs: int,
+    optimum: float | None,
+    label: str,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """``column`` of the curve ``rows`` (those of ``curves.csv``) against queries, a line per
+    strategy with a band of one standard error of the mean over ``runs``; ``optimum`` dashed
+    (when given). Written to ``path`` (SVG or PNG, by its suffix)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    runs = obj["config"]["runs"]
-    lows = []
-    for name, (mean, std) in curves(result).items():
-        x = np.arange(1, len(mean) + 1)
-        sem = std / np.sqrt(runs)
-        (line,) = ax.plot(x, mean, label=name)
-        ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
-        lows.append(float(mean[min(9, len(mean) - 1)]))
-    best = obj["optimum"]["accuracy"]
-    ax.axhline(best, color="black", linestyle="--", linewidth=1, label=f"optimum {best:.2f}")
-    lo = min(lows)
-    ax.set_ylim(lo, best + 0.08 * (best - lo) + 0.05)
-    cfg = obj["config"]
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    std = "std" if column == "mean" else column.replace("mean", "std")
+    for name in dict.fromkeys(r["strategy"] for r in rows):
+        rs = [r for r in rows if r["strategy"] == name]
+        q = np.array([r["queries"] for r in rs])
+        m = np.array([r[column] for r in rs])
+        sem = np.array([r.get(std, 0.0) for r in rs]) / math.sqrt(max(runs, 1))
+        ax.plot(q, m, label=name)
+        ax.fill_between(q, m - sem, m + sem, alpha=0.2)
+    if optimum is not None:
+        ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label=f"optimum {optimum:.2f}")
     ax.set_xlabel("queries")
-    ax.set_ylabel(f"{cfg['reported']} (%)")
-    cost = "" if cfg["cost"] == MACS else f" ({cfg['cost']})"
-    ax.set_title(
-        f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}{cost}: "
-        f"mean of {runs} runs ± s.e.m."
-    )
+    ax.set_ylabel(label)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=120)
+    return path
 
 
 def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:

@@ -13,17 +13,15 @@ import csv
 import io
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
-from autoshrink.report.bench_files import cost_label
+from autoshrink.report.bench_files import cost_label, plot_curves
 from autoshrink.report.reading import check_schema
 from autoshrink.tabular.comparison import MACS
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
@@ -118,34 +116,6 @@ def _row_problem(header: list[str], row: list[str], numbers: tuple[str, ...]) ->
     return None
 
 
-def _plot_curves(
-    curves: list[dict[str, Any]],
-    column: str,
-    runs: int,
-    optimum: float | None,
-    label: str,
-    path: Path,
-) -> Path:
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    std = "std" if column == "mean" else column.replace("mean", "std")
-    for name in dict.fromkeys(r["strategy"] for r in curves):
-        rs = [r for r in curves if r["strategy"] == name]
-        q = np.array([r["queries"] for r in rs])
-        m = np.array([r[column] for r in rs])
-        sem = np.array([r.get(std, 0.0) for r in rs]) / math.sqrt(max(runs, 1))
-        ax.plot(q, m, label=name)
-        ax.fill_between(q, m - sem, m + sem, alpha=0.2)
-    if optimum is not None:
-        ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label="optimum")
-    ax.set_xlabel("queries")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(path)
-    return path
-
-
 def _plot_pareto(rows: list[dict[str, Any]], cost: str, path: Path) -> Path:
     """Each strategy's accuracy-vs-``cost`` front (``cost``: the column of pareto.csv)."""
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
@@ -195,14 +165,14 @@ def write_bench_report(bench_dir: Path) -> Path:
     )
     sections: list[tuple[str, str]] = [("", summary)]
     if curves:
-        fig = _plot_curves(curves, "mean", runs, optimum, "test accuracy (%)", out / "curves.svg")
+        fig = plot_curves(curves, "mean", runs, optimum, "test accuracy (%)", out / "curves.svg")
         caption = (
             "200-epoch test accuracy of the cell each strategy would return after each "
             "query: mean over the runs, band ± one standard error; optimum dashed."
         )
         sections.append(("Accuracy vs queries", html.figure(fig, out, caption)))
         if config.get("objective") == "score" and "score_mean" in curves[0]:
-            fig = _plot_curves(curves, "score_mean", runs, None, "score", out / "score.svg")
+            fig = plot_curves(curves, "score_mean", runs, None, "score", out / "score.svg")
             sections.append(
                 ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
             )
