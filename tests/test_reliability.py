@@ -160,7 +160,7 @@ def test_resume_refuses_an_edited_config_naming_the_setting(tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     ev = ToyEvaluator()
     with pytest.raises(
-        JournalError, match=r"not the config the journal was made with \(changed: k;"
+        JournalError, match=r"not the config the journal was made with \(changed: k: 3 -> 4;"
     ):
         search(run, ev=ev)
     assert ev.calls == 0

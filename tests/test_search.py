@@ -338,7 +338,7 @@ def test_a_resume_refuses_another_config_and_a_numpy_metric_is_journalled(tmp_pa
     run = tmp_path / "r"  # a NumPy scalar failed the journal write, and kept the folder
     first = run_search(run, toy_config(k=2), evaluator_factory=lambda c: NumpyMetrics(),
                        progress=False)  # fmt: skip
-    with pytest.raises(ConfigError, match=r"config given differs in k \(pass config=None"):
+    with pytest.raises(ConfigError, match=r"config given differs \(k: 2 -> 3; pass config=None"):
         run_search(run, toy_config(k=3), resume=True, progress=False)
     again = run_search(run, toy_config(k=2), resume=True, progress=False,
                        evaluator_factory=lambda c: ToyEvaluator())  # fmt: skip

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
-from autoshrink.training.checkpoint import differences
+from autoshrink.settings_diff import differences
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import Recipe
 

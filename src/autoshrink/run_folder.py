@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import JournalError
+from autoshrink.settings_diff import differences, first_three
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig
@@ -33,13 +35,7 @@ def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
         "config_hash": config.fingerprint(),
         "settings": config.search_settings(),
     }
-    (run_dir / FINGERPRINT).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-
-
-def changed_settings(now: dict[str, Any], before: dict[str, Any]) -> list[str]:
-    """The names of the search settings (:meth:`SearchConfig.search_settings`) that differ
-    between ``now`` and ``before``, sorted."""
-    return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    write_json(run_dir / FINGERPRINT, out, sort_keys=True)
 
 
 def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
@@ -62,9 +58,9 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
         raise JournalError(f"{path}: not a fingerprint file ({err})") from None
     if saved_hash == config.fingerprint():
         return
-    changed = changed_settings(config.search_settings(), settings)
+    changed = differences(settings, config.search_settings())
     raise JournalError(
         f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
-        f"{', '.join(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
+        f"{first_three(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
         f"config.json hashes to {config.fingerprint()[:12]}); restore it or start a new search"
     )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from autoshrink.atomic_write import write_text_atomic
+from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
@@ -46,11 +46,11 @@ from autoshrink.run_folder import (
     FINGERPRINT,
     JOURNAL,
     RESULT,
-    changed_settings,
     check_fingerprint,
     write_fingerprint,
 )
 from autoshrink.screening import ProgressiveScreen, StageResult
+from autoshrink.settings_diff import differences, first_three
 from autoshrink.spaces.cells import start_cell
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
@@ -141,10 +141,10 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         saved = SearchConfig.load(run_dir / CONFIG)
         check_fingerprint(run_dir, saved)
         if config is not None and config.fingerprint() != saved.fingerprint():
-            changed = changed_settings(config.search_settings(), saved.search_settings())
+            changed = differences(saved.search_settings(), config.search_settings())
             raise ConfigError(
                 f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
-                f"differs in {', '.join(changed)} (pass config=None, or start a new folder)"
+                f"differs ({first_three(changed)}; pass config=None, or start a new folder)"
             )
         return saved
     if config is None:
@@ -606,4 +606,4 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         | ({"this_session": result.screening} if result.screening else {}),
         "picture": picture.name,
     }
-    write_text_atomic(run_dir / RESULT, json.dumps(finite_or_none(out), indent=2) + "\n")
+    write_json(run_dir / RESULT, out)

@@ -36,26 +36,26 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from autoshrink.atomic_write import write_text_atomic
+from autoshrink.atomic_write import write_json, write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.outputs import check_output_file, claim_folder
+from autoshrink.settings_diff import differences, first_three
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
 from autoshrink.singlepath.superkernel import SuperNet
 from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
-    differences,
-    first_three,
     flatten_optimizer,
     restoring,
     save_checkpoint,
     unflatten_optimizer,
 )
+from autoshrink.training.classification import evaluate
 from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
@@ -205,17 +205,6 @@ def load_search_data(s: SearchSettings) -> SearchData:
     )
 
 
-def evaluate(net: SuperNet, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
-    """Top-1 accuracy in eval mode (hard decisions: the derived network)."""
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch):
-            correct += int((net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
-    net.train()
-    return correct / len(y)
-
-
 def latency_term(lat: torch.Tensor, s: SearchSettings) -> torch.Tensor:
     """``λ·log(lat)``, or with a target ``λ·max(0, log(lat / target))``."""
     if s.latency_target_ms is None:
@@ -330,10 +319,6 @@ class _Search:
             opt.load_state_dict(unflatten_optimizer(tensors, state["optimizers"][name], name))
 
 
-def _write_json(path: Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=1) + "\n")
-
-
 def check_same_settings(path: Path, s: SearchSettings) -> None:
     """Refuse to resume the run whose ``settings.json`` is ``path`` with other settings than
     ``s``, naming the first that differ; a damaged file is a one-line error naming it."""
@@ -387,7 +372,7 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         model.check_target(
             s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
-    _write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
+    write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
     history: list[dict[str, Any]] = []
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
@@ -403,7 +388,8 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         stats = search.train_epoch(epoch)
         seconds = time.perf_counter() - t1
         arch = search.net.derive()
-        accuracy = evaluate(search.net, data.val_x, data.val_y)
+        _, accuracy = evaluate(search.net, data.val_x, data.val_y, 256)  # the derived network
+        search.net.train()
         row = {
             "epoch": epoch,
             **stats,
@@ -461,5 +447,5 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         "calibration": None if cal is None else {"scale": cal.scale, "offset": cal.offset},
         "latency_environment": measured_result.environment,
     }
-    _write_json(out / RESULT, summary)
+    write_json(out / RESULT, summary)
     return SearchResult(summary, history)

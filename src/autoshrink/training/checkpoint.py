@@ -10,9 +10,9 @@ checkpoints are kept.
 
 :func:`flatten_optimizer` / :func:`unflatten_optimizer` split an optimiser's state dict into
 tensors and JSON and back; :func:`write_log` writes a run's epoch log (``log.jsonl``), from its
-start or appending; :func:`differences` names what a resumed run changed, and
-:func:`check_same_run` refuses a checkpoint whose :func:`run_identity` -- recipe, seed and the
-caller's description of the run -- is not this run's.
+start or appending; :func:`check_same_run` refuses a checkpoint whose :func:`run_identity` --
+recipe, seed and the caller's description of the run -- is not this run's, naming what changed
+(:func:`~autoshrink.settings_diff.differences`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from autoshrink.atomic_write import write_atomic, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.journal import finite_or_none
+from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
 logger = logging.getLogger(__name__)
@@ -155,30 +156,6 @@ def unflatten_optimizer(
     for pid, entries in rest["scalars"].items():
         state.setdefault(int(pid), {}).update(entries)
     return {"state": state, "param_groups": rest["param_groups"]}
-
-
-def differences(recorded: Any, current: Any, path: str = "") -> list[str]:
-    """What differs between two JSON values, leaf by leaf: ``"path: old -> new"`` (the values
-    as JSON; ``"path changed"`` when one is long), in the order of ``recorded``'s keys."""
-    if isinstance(recorded, dict) and isinstance(current, dict):
-        keys = [*recorded, *(k for k in current if k not in recorded)]
-        found: list[str] = []
-        for key in keys:
-            where = f"{path}.{key}" if path else str(key)
-            found += differences(recorded.get(key), current.get(key), where)
-        return found
-    if recorded == current:
-        return []
-    old, new = json.dumps(recorded), json.dumps(current)
-    if max(len(old), len(new)) > 40:
-        return [f"{path} changed"]
-    return [f"{path}: {old} -> {new}"]
-
-
-def first_three(changed: list[str]) -> str:
-    """The first three of :func:`differences`, and how many more there are."""
-    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return ", ".join(changed[:3]) + more
 
 
 def run_identity(
