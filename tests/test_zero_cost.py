@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from autoshrink.errors import ConfigError
+from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.tabular.naslib_zc import cell_from_naslib, load_naslib_scores
@@ -171,3 +172,20 @@ def test_jacov_of_a_model_that_ignores_its_input_is_minus_infinity() -> None:
 
     got = proxy("jacov")(Constant(), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
     assert got == float("-inf")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "has no data set 'cifar10'; it has list"),
+        ('{"cifar10": {"(0, 1, 2, 3, 4, 0)": {}}}', "record '(0, 1, 2, 3, 4, 0)' is malformed"),
+        ('{"cifar10": {"(9, 9)": {"val_accuracy": 1}}}', "not a NASLib NAS-Bench-201 op tuple"),
+    ],
+)
+def test_a_damaged_naslib_file_is_one_line_naming_it(tmp_path, text, needle) -> None:
+    path = tmp_path / "zc.json"
+    path.write_text(text)
+    with pytest.raises(BenchmarkError, match=re.escape(needle)) as info:
+        load_naslib_scores(path, "cifar10")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

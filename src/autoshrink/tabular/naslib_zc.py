@@ -17,13 +17,13 @@ accuracy has Spearman 0.98 with the 200-epoch test accuracy of ``nb201_200epoch_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.spaces.nb201 import NB201Cell, dataset_name
+from autoshrink.user_files import read_json_file
 
 FILE_NASLIB_ZC = "naslib_zc_nasbench201.json"
 NASLIB_OPS: tuple[str, ...] = (
@@ -78,18 +78,25 @@ def load_naslib_scores(path: str | Path, dataset: str = "cifar10") -> StoredScor
         path = path / FILE_NASLIB_ZC
     if not path.is_file():
         raise BenchmarkError(f"NASLib zero-cost file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json_file(path, BenchmarkError, "NASLib zero-cost file")
     name = dataset_name(dataset)
-    records = data.get(name)
+    records = data.get(name) if isinstance(data, dict) else None
     if not isinstance(records, dict):
-        raise BenchmarkError(f"{path} has no data set {name!r}; it has {sorted(data)}")
+        have = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise BenchmarkError(f"{path} has no data set {name!r}; it has {have}")
     scores: dict[str, dict[int, float]] = {}
     val: dict[int, float] = {}
     for key, rec in records.items():
-        code = cell_from_naslib(key).code
-        val[code] = float(rec["val_accuracy"])
-        for proxy, entry in rec.items():
-            if isinstance(entry, dict) and "score" in entry:
-                scores.setdefault(proxy, {})[code] = float(entry["score"])
+        try:
+            code = cell_from_naslib(key).code
+            val[code] = float(rec["val_accuracy"])
+            for proxy, entry in rec.items():
+                if isinstance(entry, dict) and "score" in entry:
+                    scores.setdefault(proxy, {})[code] = float(entry["score"])
+        except BenchmarkError as err:
+            raise BenchmarkError(f"{path}: {err}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise BenchmarkError(
+                f"{path}: {name} record {key!r} is malformed ({type(err).__name__}: {err})"
+            ) from None
     return StoredScores(dataset=name, scores=scores, val_accuracy=val)
