@@ -85,7 +85,7 @@ def make_op(op: str, c_in: int, c_out: int) -> nn.Module:
     raise ValueError(f"unknown NAS-Bench-201 op {op!r}")
 
 
-class Cell(nn.Module):
+class NB201CellModule(nn.Module):
     """A NAS-Bench-201 cell: node j = sum over edges i -> j of op_ij(node i); returns node 3.
 
     Edges out of node 0 map ``c_in -> c_out``; all others work at ``c_out``.
@@ -154,7 +154,7 @@ class NB201Network(nn.Module):
                 c_prev = width
             for _ in range(cells_per_stage):
                 width = widths[2 * stage]
-                layers.append(Cell(cell, c_prev, width))
+                layers.append(NB201CellModule(cell, c_prev, width))
                 c_prev = width
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
