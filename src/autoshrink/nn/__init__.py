@@ -1,1 +1,1 @@
-"""Genotype -> torch.nn.Module: the op registry, CNN cells and macro networks."""
+"""Genotype -> torch.nn.Module: the op factories, CNN cells and macro networks."""

@@ -1,4 +1,4 @@
-"""The CNN operation registry: one factory per op name, filled by the ``@register`` decorator.
+"""The CNN operations: one factory per op name, in the read-only :data:`OP_FACTORIES`.
 
 Every factory has the signature ``(c_in, c_out, act, linear) -> nn.Module`` and maps
 ``[B, c_in, H, W] -> [B, c_out, H, W]`` at stride 1. ``linear=True`` is used for leaf nodes,
@@ -9,7 +9,8 @@ The registered names are exactly the cnn vocabulary of :data:`autoshrink.graph.O
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -17,30 +18,17 @@ from torch import nn
 from autoshrink.errors import ConfigError
 
 OpFactory = Callable[[int, int, str, bool], nn.Module]
-_REGISTRY: dict[str, OpFactory] = {}
-
-
-def register(name: str) -> Callable[[OpFactory], OpFactory]:
-    """Register an op factory under ``name``."""
-
-    def deco(factory: OpFactory) -> OpFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"op {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
 
 
 def registered_ops() -> tuple[str, ...]:
     """The names of the CNN ops :func:`build_op` can build, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(OP_FACTORIES))
 
 
 def build_op(name: str, c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """Instantiate the op ``name``."""
     try:
-        factory = _REGISTRY[name]
+        factory = OP_FACTORIES[name]
     except KeyError:
         raise ConfigError(f"unknown op {name!r}; expected one of {registered_ops()}") from None
     return factory(c_in, c_out, act, linear)
@@ -92,32 +80,39 @@ def _adapter(c_in: int, c_out: int) -> list[nn.Module]:
     return [] if c_in == c_out else conv_bn(c_in, c_out, 1)
 
 
-@register("sep3x3")
 def sep3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """Depthwise 3x3 + BN + activation, then pointwise 1x1 + BN (+ activation unless ``linear``)."""
     layers = [*conv_bn(c_in, c_in, 3, groups=c_in), activation(act), *conv_bn(c_in, c_out, 1)]
     return nn.Sequential(*layers, *([] if linear else [activation(act)]))
 
 
-@register("conv1x1")
 def conv1x1(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """Pointwise 1x1 convolution + BN (+ activation unless ``linear``)."""
     return nn.Sequential(*conv_bn(c_in, c_out, 1), *([] if linear else [activation(act)]))
 
 
-@register("conv3x3")
 def conv3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """Full 3x3 convolution + BN (+ activation unless ``linear``)."""
     return nn.Sequential(*conv_bn(c_in, c_out, 3), *([] if linear else [activation(act)]))
 
 
-@register("maxpool3x3")
 def maxpool3x3(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """3x3 max pooling, stride 1, after a 1x1 adapter when the widths differ."""
     return nn.Sequential(*_adapter(c_in, c_out), nn.MaxPool2d(3, stride=1, padding=1))
 
 
-@register("identity")
 def identity(c_in: int, c_out: int, act: str, linear: bool) -> nn.Module:
     """The input, through a 1x1 adapter when the widths differ."""
     return nn.Sequential(*_adapter(c_in, c_out))
+
+
+#: The factory of each CNN op name (read-only).
+OP_FACTORIES: Mapping[str, OpFactory] = MappingProxyType(
+    {
+        "sep3x3": sep3x3,
+        "conv1x1": conv1x1,
+        "conv3x3": conv3x3,
+        "maxpool3x3": maxpool3x3,
+        "identity": identity,
+    }
+)
