@@ -233,7 +233,7 @@ def test_outputs_where_nothing_can_be_written_are_refused_up_front() -> None:
 
 
 def test_the_cli_names_the_path_of_an_os_error() -> None:
-    from autoshrink.cli import os_error_line
+    from autoshrink.errors import os_error_line
 
     err = PermissionError(13, "Permission denied", "/x/y.json")
     assert os_error_line(err) == "/x/y.json: Permission denied"

@@ -2,29 +2,39 @@
 
 A reader -- a report made while a search runs, a resume after a kill -- sees the old file or
 the new one, never half of one. :func:`write_json` is how the package writes its JSON files:
-whole, and strict (a non-finite number is ``null``). The temporary file is hidden
+whole, and strict (a non-finite number is ``null``); :func:`save_tensors` writes safetensors
+files. The temporary file is hidden
 (``.NAME.PID.tmp``) and named by process, so two processes replacing the same file (a shared
 latency table) do not write into each other's.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoshrink.journal import finite_or_none
 
+if TYPE_CHECKING:
+    import torch
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Replace ``path`` by what ``write(tmp)`` writes into a temporary file beside it."""
+    """Replace ``path`` by what ``write(tmp)`` writes into a temporary file beside it. An
+    :class:`OSError` (a full disk, say) names ``path``, not the temporary file or nothing."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename in (None, str(tmp), tmp):  # a flush or close error names no file
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -39,3 +49,21 @@ def write_json(path: str | Path, value: Any, *, indent: int = 2, sort_keys: bool
     numbers they hold, a non-finite number as ``null`` (:func:`finite_or_none`)."""
     text = json.dumps(finite_or_none(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
     write_text_atomic(path, text + "\n")
+
+
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Replace ``path`` by a safetensors file of ``tensors`` (contiguous, on the CPU) in one
+    step; a failed write is an :class:`OSError` naming ``path`` (safetensors raises its own
+    error type, which names no file)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            raise OSError(errno.EIO, f"cannot write the tensors ({err})", str(path)) from None
+
+    write_atomic(path, write)

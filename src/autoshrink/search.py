@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
-from autoshrink.errors import ConfigError, JournalError
+from autoshrink.errors import ConfigError, JournalError, os_error_line
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
@@ -576,9 +576,13 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
     """Write ``best_cell.json``, its picture and ``result.json`` into the run folder."""
     run_dir, best = result.run_dir, result.best
     result.cell.save(run_dir / BEST_CELL)
-    picture = render(
-        result.cell, run_dir / "best_cell.png", title=f"best cell, score {best.score:.4f}"
-    )
+    try:
+        picture: Path | None = render(
+            result.cell, run_dir / "best_cell.png", title=f"best cell, score {best.score:.4f}"
+        )
+    except OSError as err:  # the results matter more than their picture
+        log.warning("%s; result.json is written without a picture", os_error_line(err))
+        picture = None
 
     def summary(obs: Observation | None) -> dict[str, Any] | None:
         if obs is None:
@@ -604,6 +608,6 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "images_trained": result.images_trained,
         "screening": {"mode": config.screening}
         | ({"this_session": result.screening} if result.screening else {}),
-        "picture": picture.name,
+        "picture": None if picture is None else picture.name,
     }
     write_json(run_dir / RESULT, out)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from autoshrink import __version__
-from autoshrink.errors import AutoshrinkError
+from autoshrink.errors import AutoshrinkError, os_error_line
 
 #: The sub-commands in the order ``--help`` lists them, with their one-line help.
 SUBCOMMANDS = {
@@ -91,13 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     input, a path that cannot be read or written or sizes beyond this machine's memory, 130
     interrupted by Ctrl-C, 143 by SIGTERM; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(chosen_command(argv))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
+    try:  # building the parser imports the command's modules (torch): a Ctrl-C may land there
+        args = build_parser(chosen_command(argv)).parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return int(args.handler(args) or 0)
     except AutoshrinkError as err:
         print(f"autoshrink: error: {err}", file=sys.stderr)
@@ -115,13 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C (130), or SIGTERM during a search (143)
         print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
-
-
-def os_error_line(err: OSError) -> str:
-    """One line for an :class:`OSError`: the path(s) it names and the system's reason."""
-    paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-    reason = err.strerror or str(err)
-    return f"{paths}: {reason}" if paths else reason
 
 
 def out_of_memory_line(err: BaseException) -> str | None:

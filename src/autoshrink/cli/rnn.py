@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
 
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import save_tensors, write_json
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -148,7 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
         state, ties = to_file(model.state_dict())  # the tied decoder weight: stored once
-        save_file(state, str(args.out / "weights.safetensors"), metadata=ties)
+        save_tensors(args.out / "weights.safetensors", state, ties)
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
     metrics = {

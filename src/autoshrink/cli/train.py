@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
+from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter, rnn, shows_default
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
@@ -300,9 +300,9 @@ def run_cnn(args: argparse.Namespace) -> int:
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
     if result.diverged_epoch is None:  # diverged weights are NaN: neither kept nor scored
-        save_file(
+        save_tensors(
+            args.out / "weights.safetensors",
             {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
-            str(args.out / "weights.safetensors"),
         )
         by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {

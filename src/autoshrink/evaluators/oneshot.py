@@ -47,10 +47,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from autoshrink.atomic_write import write_atomic
+from autoshrink.atomic_write import save_tensors
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator, Tensors
@@ -77,7 +77,7 @@ def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, ties = to_file(model.state_dict())  # an RNN's tied decoder weight: stored once
     meta = {"format": FORMAT, "key": cell.key, "cell": cell.to_json(), **ties}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), meta))
+    save_tensors(path, tensors, meta)
 
 
 def _metadata(path: Path) -> dict[str, str]:

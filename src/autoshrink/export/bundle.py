@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from autoshrink import __version__
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import save_tensors, write_atomic, write_json, write_text_atomic
 from autoshrink.errors import ConfigError
 from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
@@ -163,7 +163,8 @@ def write_onnx_checked(
 ) -> tuple[float | None, bool]:
     """Write ``model`` as ONNX (batch dimension dynamic) to ``path`` and run it on ``x`` with
     onnxruntime; :func:`compare` of its outputs with PyTorch's ``expected``."""
-    path.write_bytes(onnx_bytes(model, [x[:1]], dynamic_batch=True))
+    model_bytes = onnx_bytes(model, [x[:1]], dynamic_batch=True)
+    write_atomic(path, lambda tmp: tmp.write_bytes(model_bytes))
     session = ort_session(path.read_bytes())
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     return compare(got, expected)
@@ -217,9 +218,9 @@ def write_bundle(
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata=metadata)
+    save_tensors(out / WEIGHTS, state, metadata)
     # (c) standalone PyTorch
-    (out / CODE).write_text(source)
+    write_text_atomic(out / CODE, source)
     standalone = import_file(out / CODE).load(out / WEIGHTS)
     with torch.inference_mode():
         alone_diff, alone_ok = compare(standalone(x).numpy(), expected)

@@ -211,7 +211,7 @@ def write_bench_report(bench_dir: Path) -> Path:
         sections.append(("Checkpoints (results.csv)", html.table(header, rows, left=1)))
     sections.append(("Settings (bench.json config)", html.pre(json.dumps(config, indent=2))))
     page = out / "index.html"
-    page.write_text(html.page(title, sections), encoding="utf-8")
+    html.write_page(page, title, sections)
     log.info("wrote %s", page)
     return page
 

@@ -75,6 +75,6 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     sections.append(("Runs", html.table(header, rows, left=2)))
     sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
     page = out / "index.html"
-    page.write_text(html.page(f"Comparison of {len(runs)} runs", sections), encoding="utf-8")
+    html.write_page(page, f"Comparison of {len(runs)} runs", sections)
     log.info("wrote %s", page)
     return page

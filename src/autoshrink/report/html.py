@@ -13,6 +13,7 @@ from html import escape as _escape
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import write_atomic
 from autoshrink.errors import AutoshrinkError
 
 _CSS = """
@@ -100,6 +101,14 @@ def pre(text: str) -> str:
 def note(text: str) -> str:
     """``text`` as an HTML note paragraph."""
     return f'<p class="note">{escape(text)}</p>'
+
+
+def write_page(path: Path, title: str, sections: Iterable[tuple[str, str]]) -> Path:
+    """Write :func:`page` to ``path`` (UTF-8, in one step; a path that is not valid UTF-8 shown
+    with replacement characters); returns ``path``."""
+    text = page(title, sections).encode("utf-8", "replace")
+    write_atomic(path, lambda tmp: tmp.write_bytes(text))
+    return path
 
 
 def page(title: str, sections: Iterable[tuple[str, str]]) -> str:

@@ -11,12 +11,14 @@ square of the edges (``benchmarks/bench_cell_picture.py``: 435 edges 4.7 s, 990 
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoshrink.atomic_write import write_atomic
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 
@@ -78,7 +80,9 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
     Graphviz source).
 
     Returns the file written: ``path`` itself, or ``path`` with suffix ``.txt`` when a PNG or
-    SVG is asked for and Graphviz's ``dot`` is not installed (then a warning is logged).
+    SVG is asked for and Graphviz's ``dot`` is not installed (then a warning is logged). A
+    ``dot`` that fails (a full disk) is an :class:`OSError` naming ``path``, which is left as
+    it was.
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
@@ -99,13 +103,16 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
         out.write_text(to_text(cell))
         log.warning("Graphviz 'dot' not found; wrote a text picture to %s", out)
         return out
-    subprocess.run(
-        [dot, f"-T{fmt}", "-o", str(path)],
-        input=to_dot(cell, title),
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    source = to_dot(cell, title).encode("utf-8", "replace")  # a title from a non-UTF-8 path
+
+    def draw(tmp: Path) -> None:
+        done = subprocess.run([dot, f"-T{fmt}", "-o", str(tmp)], input=source, capture_output=True)
+        if done.returncode != 0:
+            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            why = said[-1] if said else f"exit status {done.returncode}"
+            raise OSError(errno.EIO, f"Graphviz dot could not draw the cell ({why})", str(path))
+
+    write_atomic(path, draw)
     return path
 
 

@@ -249,6 +249,6 @@ def write_run_report(run_dir: Path) -> Path:
         )
     sections.append(("Resolved config (config.json)", html.pre(json.dumps(run.config, indent=2))))
     page = out / "index.html"
-    page.write_text(html.page(title, sections), encoding="utf-8")
+    html.write_page(page, title, sections)
     log.info("wrote %s", page)
     return page

@@ -98,5 +98,5 @@ def write_singlepath_report(folder: str | Path) -> Path:
     else:
         sections.append(("The found network", html.note("the search has not ended yet")))
     page = out / "index.html"
-    page.write_text(html.page(f"Single-Path search {folder.name}", sections), encoding="utf-8")
+    html.write_page(page, f"Single-Path search {folder.name}", sections)
     return page

@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from autoshrink.atomic_write import write_json, write_text_atomic
+from autoshrink.atomic_write import save_tensors, write_json, write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, torch_threads
@@ -417,7 +416,7 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
     arch.save(out / ARCH)
     net = search.net.derived_network().eval()
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"architecture": json.dumps(arch.to_dict())})
+    save_tensors(out / WEIGHTS, state, {"architecture": json.dumps(arch.to_dict())})
     shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
     measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
     predicted = model.predict(arch)

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from autoshrink.atomic_write import write_atomic, write_text_atomic
+from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.journal import finite_or_none
 from autoshrink.settings_diff import differences, first_three
@@ -63,7 +63,7 @@ def save_checkpoint(
     stem = _stem(epoch)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "epoch": str(epoch)}
-    write_atomic(folder / f"{stem}.safetensors", lambda p: save_file(flat, str(p), meta))
+    save_tensors(folder / f"{stem}.safetensors", flat, meta)
     text = json.dumps({"format": FORMAT, "epoch": epoch, **state}, indent=1) + "\n"
     write_text_atomic(folder / f"{stem}.json", text)
     for old in _epochs(folder)[:-keep] if keep > 0 else []:

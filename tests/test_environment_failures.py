@@ -1,0 +1,94 @@
+"""A failing environment -- a full disk, a broken Graphviz, Ctrl-C while the command starts, a
+path that is not UTF-8 -- is one line naming the file, exit status 2 (130 for Ctrl-C), and
+leaves the results already computed in place."""
+
+from __future__ import annotations
+
+import errno
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoshrink import cli
+from autoshrink.atomic_write import save_tensors, write_atomic
+from autoshrink.errors import os_error_line
+from autoshrink.graph import Cell
+from autoshrink.report import html
+from autoshrink.report.picture import render
+
+CELL = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+
+
+def test_a_write_that_fails_on_flush_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+
+    def full(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a close() raises it
+
+    with pytest.raises(OSError) as info:
+        write_atomic(path, full)
+    assert info.value.filename == str(path) and info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_safetensors_write_that_fails_is_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    path = tmp_path / "weights.safetensors"
+    with pytest.raises(OSError, match="No space left on device") as info:
+        save_tensors(path, {"w": torch.zeros(2)})
+    assert info.value.filename == str(path) and not path.exists()
+    assert os_error_line(info.value).startswith(f"{path}: cannot write the tensors")
+
+
+@pytest.fixture
+def failing_dot(tmp_path: Path, monkeypatch) -> Path:
+    """A Graphviz ``dot`` that fails as on a full disk."""
+    dot = tmp_path / "bin" / "dot"
+    dot.parent.mkdir()
+    said = "Error: failed to write: No space left on device"
+    dot.write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")
+    dot.chmod(dot.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr("shutil.which", lambda name: str(dot))
+    return dot
+
+
+def test_a_failing_dot_is_an_os_error_and_leaves_no_empty_picture(tmp_path, failing_dot):
+    path = tmp_path / "cell.png"
+    with pytest.raises(OSError, match="No space left on device") as info:
+        render(CELL, path)
+    assert info.value.filename == str(path) and not path.exists()
+
+
+def test_a_search_whose_picture_fails_still_writes_its_results(tmp_path, failing_dot, caplog):
+    from autoshrink.search import run_search
+    from test_search import ToyEvaluator, toy_config
+
+    run = tmp_path / "run"
+    run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    result = json.loads((run / "result.json").read_text())
+    assert result["picture"] is None and (run / "best_cell.json").is_file()
+    assert "best_cell.png: Graphviz dot could not draw the cell" in caplog.text
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys) -> None:
+    def interrupted(command):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["search", "--preset", "demo"]) == 130
+    assert capsys.readouterr().err == "autoshrink: interrupted\n"
+
+
+def test_a_report_page_for_a_path_that_is_not_utf8(tmp_path: Path) -> None:
+    title = "run lat\udce9in"  # a folder name with a byte that is not UTF-8, as Python reads it
+    page = html.write_page(tmp_path / "index.html", title, [("", html.note(title))])
+    assert "run lat?in" in page.read_text(encoding="utf-8")
