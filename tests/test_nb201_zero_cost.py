@@ -119,3 +119,27 @@ def test_bench_cli_zero_cost(cli, shared_data, tmp_path) -> None:
     obj = json.loads(out)
     assert obj["config"]["zero_cost"]["proxy"] == "params"
     assert (tmp_path / "p.npy").is_file()
+
+
+@pytest.mark.shared_data
+def test_a_cache_that_cannot_be_written_loses_no_bench_result(
+    cli, shared_data, tmp_path, monkeypatch
+) -> None:
+    import errno
+
+    import numpy as np
+
+    def full(f, values):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    cache, out = tmp_path / "p.npy", tmp_path / "bench"
+    args = ["--strategies", ZC_STRATEGY, "--zc-proxy", "params", "--runs", "1", "--queries", "8"]
+    code, _, err = cli(
+        "bench", "nb201", "--tables", shared_data / "nats-bench", *args,
+        "--zc-cache", cache, "--out", out,
+    )  # fmt: skip
+    assert code == 2 and err == f"autoshrink: error: {cache}: No space left on device\n"
+    assert (out / "bench.json").is_file() and not cache.exists()  # no half cache either
+    assert list(tmp_path.iterdir()) == [out]

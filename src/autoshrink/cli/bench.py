@@ -192,11 +192,12 @@ def run(args: argparse.Namespace) -> int:
     )
     obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
     if zc is not None:
-        zc.save()
         obj["config"]["zero_cost"] = zc.summary()
     print(json.dumps(obj) if args.json else format_table(obj))
     if args.out is not None:
         written = write_outputs(result, obj, tables.index.index_of_code, args.out)
         if not args.json:
             print("wrote " + ", ".join(str(p) for p in written))
+    if zc is not None:  # after the results: a cache that cannot be written loses none of them
+        zc.save()
     return 0

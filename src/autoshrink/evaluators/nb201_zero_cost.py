@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autoshrink.atomic_write import write_atomic
 from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.nn.nb201 import topology_network
@@ -88,10 +89,17 @@ class NB201ZeroCost:
         return [float(self.values[cell.code]) for cell in cells]
 
     def save(self) -> None:
-        """Write the values to ``cache`` (when given)."""
+        """Write the values to ``cache`` (when given), in one step: a failed write leaves the
+        cache as it was."""
         if self.cache is not None:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            np.save(self.cache, self.values)
+            values = self.values
+
+            def write(tmp: Path) -> None:
+                with tmp.open("wb") as f:  # a file, not a name: np.save would add ".npy"
+                    np.save(f, values)
+
+            write_atomic(self.cache, write)
             log.info(
                 "%s: %d %s values", self.cache, np.count_nonzero(~np.isnan(self.values)), self.name
             )
