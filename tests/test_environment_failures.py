@@ -92,3 +92,36 @@ def test_a_report_page_for_a_path_that_is_not_utf8(tmp_path: Path) -> None:
     title = "run lat\udce9in"  # a folder name with a byte that is not UTF-8, as Python reads it
     page = html.write_page(tmp_path / "index.html", title, [("", html.note(title))])
     assert "run lat?in" in page.read_text(encoding="utf-8")
+
+
+def test_a_journal_that_cannot_be_opened_any_more_names_the_journal(tmp_path, monkeypatch):
+    import autoshrink.journal as journal_module
+    from autoshrink.errors import JournalError
+
+    journal = journal_module.Journal(tmp_path / "journal.jsonl")
+    journal.append({"key": "a"})
+    real_open = journal_module.os.open
+
+    def read_only(path, *args, **kwargs):  # the folder turned read-only mid-run
+        if str(path).endswith("journal.jsonl"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(journal_module.os, "open", read_only)
+    with pytest.raises(JournalError, match="cannot append to .*journal.jsonl: Permission denied"):
+        journal.append({"key": "b"})
+
+
+def test_a_lock_file_that_cannot_be_removed_does_not_hide_the_error(tmp_path, monkeypatch, caplog):
+    from autoshrink.journal import LOCK, RunLock
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+
+    with pytest.raises(RuntimeError, match="the real error"), RunLock(tmp_path):
+        monkeypatch.setattr(Path, "unlink", refuse)
+        raise RuntimeError("the real error")
+    monkeypatch.undo()
+    assert f"{LOCK}: cannot remove the lock file (Operation not permitted)" in caplog.text
+    with RunLock(tmp_path):  # the lock itself was dropped: the file is taken over
+        pass

@@ -203,7 +203,13 @@ class Journal:
         the file back to what it held and raise a :class:`JournalError`."""
         line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
         data = line.encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as err:  # the folder became unwritable, say
+            raise JournalError(
+                f"cannot append to {self.path}: {err.strerror or err}; the records before are "
+                "intact, resume with --resume once it is fixed"
+            ) from None
         try:
             size = os.fstat(fd).st_size
             try:
@@ -274,16 +280,24 @@ class RunLock:
         if stale.isdigit() and int(stale) != os.getpid():
             state = "alive, not searching" if _alive(int(stale)) else "dead"
             log.warning("%s: taking over the lock of process %s (%s)", self.path, stale, state)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:  # a full disk: name the file (the lock goes with the fd)
+            os.close(fd)
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
         self._fd = fd
 
     def release(self) -> None:
-        """Delete ``run.lock`` and drop the lock; a no-op when it is not held."""
+        """Delete ``run.lock`` and drop the lock; a no-op when it is not held. A ``run.lock``
+        that cannot be deleted (the folder became read-only) is left with a warning: the lock
+        itself goes with its descriptor, and the next search takes the file over."""
         if self._fd is None:
             return
         try:
             self.path.unlink(missing_ok=True)
+        except OSError as err:  # never hide the error that ends the search, if any
+            log.warning("%s: cannot remove the lock file (%s)", self.path, err.strerror or err)
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
