@@ -125,3 +125,20 @@ def test_a_lock_file_that_cannot_be_removed_does_not_hide_the_error(tmp_path, mo
     assert f"{LOCK}: cannot remove the lock file (Operation not permitted)" in caplog.text
     with RunLock(tmp_path):  # the lock itself was dropped: the file is taken over
         pass
+
+
+def test_a_start_that_cannot_write_its_fingerprint_leaves_the_folder_free(tmp_path, monkeypatch):
+    import autoshrink.search as search_module
+    from autoshrink.search import run_search
+    from test_search import ToyEvaluator, toy_config
+
+    def full(run_dir, config):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "fingerprint.json"))
+
+    monkeypatch.setattr(search_module, "write_fingerprint", full)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left"):
+        run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator())
+    assert list(run.iterdir()) == []
+    monkeypatch.undo()  # the same command again, once there is room
+    run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)

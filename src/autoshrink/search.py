@@ -165,8 +165,13 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
             f"{run_dir} holds other files ({', '.join(others[:3])}{more}); a new search needs "
             "an empty or new folder"
         )
-    config.save(run_dir / CONFIG)
-    write_fingerprint(run_dir, config)
+    try:
+        config.save(run_dir / CONFIG)
+        write_fingerprint(run_dir, config)
+    except BaseException:  # a full disk, say: leave the folder free for the same command
+        for name in (CONFIG, FINGERPRINT):
+            (run_dir / name).unlink(missing_ok=True)
+        raise
     return config
 
 
