@@ -97,6 +97,21 @@ def test_out_that_is_a_file_is_one_line(cli, tmp_path, args) -> None:
     assert (tmp_path / "f").read_text() == "hello"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "--preset", "demo"],
+        ["export", str(CELLS / "shrinkcnn.json"), "--image-size", "8"],
+        ["bench", "nb201", "--tables", "unused"],
+    ],
+)
+def test_out_that_is_a_dangling_symlink_is_one_line(cli, tmp_path, args) -> None:
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    code, _, err = cli(*args, "--out", tmp_path / "out")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'out'} is a symlink to {tmp_path / 'gone'}, which does not exist" in err
+
+
 def test_a_train_that_fails_to_start_leaves_the_folder_as_it_was(cli, tmp_path) -> None:
     cell = CELLS / "shrinkcnn.json"
     common = ["train", cell, "--dataset", "digits", "--no-flip", "--width", "0.25"]

@@ -81,6 +81,14 @@ def check_writable(folder: Path, flag: str, named: Path | None = None) -> None:
     in ``folder`` or, while it does not exist yet, in the nearest path above it that does: a
     file there, or a folder where a scratch file cannot be made and removed (permission bits
     alone do not tell, for root or on /proc)."""
+    dangling = next(
+        (p for p in (folder, *folder.parents) if p.is_symlink() and not p.exists()), None
+    )
+    if dangling is not None:
+        raise ConfigError(
+            f"{flag} {named or folder}: {dangling} is a symlink to {dangling.readlink()}, "
+            "which does not exist"
+        )
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None:
         return
