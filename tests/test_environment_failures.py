@@ -142,3 +142,33 @@ def test_a_start_that_cannot_write_its_fingerprint_leaves_the_folder_free(tmp_pa
     assert list(run.iterdir()) == []
     monkeypatch.undo()  # the same command again, once there is room
     run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+
+
+class _GoneDriver:
+    """A worker's pipe whose driver has gone: ``recv`` or ``send`` fails as a reset pipe."""
+
+    def __init__(self, messages: list[object], send_fails: bool) -> None:
+        self.messages, self.send_fails = messages, send_fails
+
+    def recv(self) -> object:
+        if not self.messages:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        return self.messages.pop(0)
+
+    def send(self, message: object) -> None:
+        if self.send_fails:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+@pytest.mark.parametrize("send_fails", [False, True])
+def test_a_pool_worker_whose_driver_was_interrupted_exits_quietly(send_fails) -> None:
+    import signal
+
+    from autoshrink.executors.pool import _serve
+
+    before, threads = signal.getsignal(signal.SIGINT), torch.get_num_threads()
+    try:
+        _serve(_GoneDriver([("load", 0, object(), {0})], send_fails))  # returns, no traceback
+    finally:  # what the worker sets for its own process
+        signal.signal(signal.SIGINT, before)
+        torch.set_num_threads(threads)

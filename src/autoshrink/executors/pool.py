@@ -58,7 +58,7 @@ def _serve(conn: Connection) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the driver has gone (a reset pipe: it was interrupted)
             return
         if message is None:
             return
@@ -66,14 +66,25 @@ def _serve(conn: Connection) -> None:
             _, slot, evaluator, live = message
             evaluators = {s: e for s, e in evaluators.items() if s in live}
             evaluators[slot] = evaluator
-            conn.send("ready")
+            if not _reply(conn, "ready"):
+                return
             continue
         _, index, job, slot = message
         try:
             reply: tuple[str, Any] = ("ok", evaluators[slot].evaluate(job.genotype, job.seed))
         except Exception:  # sent to the driver, which raises it as the in-process run would
             reply = ("error", traceback.format_exc())
-        conn.send((index, reply))
+        if not _reply(conn, (index, reply)):
+            return
+
+
+def _reply(conn: Connection, message: object) -> bool:
+    """Send ``message`` to the driver; False when the driver has gone."""
+    try:
+        conn.send(message)
+    except OSError:  # a broken or reset pipe
+        return False
+    return True
 
 
 def default_workers() -> int:
@@ -134,10 +145,12 @@ class LocalPoolExecutor:
         for w in started:
             try:
                 self._load(w, slot, evaluator)
-            except (EOFError, OSError):
+            except BaseException as err:  # a worker that died, or Ctrl-C while they start
                 for other in started:
                     other.process.kill()
                     self._stop(other)
+                if not isinstance(err, (EOFError, OSError)):
+                    raise
                 raise WorkerError(
                     f"a pool worker died while starting (exit code {w.process.exitcode}); "
                     "its error is printed above"
