@@ -172,3 +172,23 @@ def test_a_pool_worker_whose_driver_was_interrupted_exits_quietly(send_fails) ->
     finally:  # what the worker sets for its own process
         signal.signal(signal.SIGINT, before)
         torch.set_num_threads(threads)
+
+
+def test_a_cell_given_through_a_pipe_is_read(cli, tmp_path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "cell.fifo"
+    os.mkfifo(fifo)
+    text = json.dumps(CELL.to_dict())
+
+    def feed() -> None:
+        with open(fifo, "w") as f:  # blocks until the command opens it, as a shell pipe does
+            f.write(text)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    code, out, err = cli("count", fifo, "--json")
+    writer.join(timeout=10)
+    assert code == 0, err
+    assert json.loads(out)["params"] > 0

@@ -200,7 +200,10 @@ class MBConvArch:
 
 def is_arch_file(path: str | Path) -> bool:
     """Whether ``path`` is a JSON object whose ``format`` is an mbconv architecture's (a cell
-    file or anything unreadable is ``False``: its own loader reports it)."""
+    file or anything unreadable is ``False``: its own loader reports it). Only a regular file
+    is read here: a pipe (``<(cat cell.json)``) can be read once, by the cell loader."""
+    if not Path(path).is_file():
+        return False
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
