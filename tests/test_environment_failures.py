@@ -128,14 +128,14 @@ def test_a_lock_file_that_cannot_be_removed_does_not_hide_the_error(tmp_path, mo
 
 
 def test_a_start_that_cannot_write_its_fingerprint_leaves_the_folder_free(tmp_path, monkeypatch):
-    import autoshrink.search as search_module
+    import autoshrink.run_folder as run_folder
     from autoshrink.search import run_search
     from test_search import ToyEvaluator, toy_config
 
     def full(run_dir, config):
         raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "fingerprint.json"))
 
-    monkeypatch.setattr(search_module, "write_fingerprint", full)
+    monkeypatch.setattr(run_folder, "write_fingerprint", full)
     run = tmp_path / "run"
     with pytest.raises(OSError, match="No space left"):
         run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator())

@@ -3,8 +3,10 @@
 A run folder holds ``config.json`` (the resolved settings), ``fingerprint.json`` (the hash of
 the settings that decide which candidates the search asks for, and those settings), the
 ``journal.jsonl`` of evaluated candidates, ``run.lock`` while a search runs and, when it ends,
-``best_cell.json`` with its picture and ``result.json``. :func:`check_fingerprint` refuses to
-resume with a config edited since the journal was made, naming the settings that changed.
+``best_cell.json`` with its picture and ``result.json``. :func:`prepare_run_dir` makes a new
+run folder or checks the one a search resumes; :func:`check_fingerprint` refuses to resume with
+a config edited since the journal was made, naming the settings that changed; :func:`unstarted`
+frees the folder of a start that failed.
 No torch in this module: the report reads run folders with these names too.
 """
 
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoshrink.atomic_write import write_json
-from autoshrink.errors import JournalError
+from autoshrink.errors import ConfigError, JournalError
+from autoshrink.journal import LOCK
 from autoshrink.settings_diff import differences, first_three
 
 if TYPE_CHECKING:
@@ -64,3 +67,60 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
         f"{first_three(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
         f"config.json hashes to {config.fingerprint()[:12]}); restore it or start a new search"
     )
+
+
+def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) -> SearchConfig:
+    """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
+    check it against the fingerprint its journal was made with (call with the lock held); a
+    ``config`` given with ``resume`` must search the same (execution settings may differ)."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / CONFIG).exists():
+            raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
+        from autoshrink.config import SearchConfig  # imports torch: only when a search runs
+
+        saved = SearchConfig.load(run_dir / CONFIG)
+        check_fingerprint(run_dir, saved)
+        if config is not None and config.fingerprint() != saved.fingerprint():
+            changed = differences(saved.search_settings(), config.search_settings())
+            raise ConfigError(
+                f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
+                f"differs ({first_three(changed)}; pass config=None, or start a new folder)"
+            )
+        return saved
+    if config is None:
+        raise JournalError("a new search needs a config")
+    if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
+        raise JournalError(
+            f"{run_dir} already holds a search; resume it (--resume; resume=True in Python) "
+            "or choose another folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {Path(config.latency_table).resolve()} if config.latency_table else set()
+    others = sorted(
+        p.name for p in run_dir.iterdir() if p.name != LOCK and p.resolve() not in inputs
+    )
+    if others:  # the run's files would land among (and over) someone else's
+        more = ", ..." if len(others) > 3 else ""
+        raise ConfigError(
+            f"{run_dir} holds other files ({', '.join(others[:3])}{more}); a new search needs "
+            "an empty or new folder"
+        )
+    try:
+        config.save(run_dir / CONFIG)
+        write_fingerprint(run_dir, config)
+    except BaseException:  # a full disk, say: leave the folder free for the same command
+        for name in (CONFIG, FINGERPRINT):
+            (run_dir / name).unlink(missing_ok=True)
+        raise
+    return config
+
+
+def unstarted(run_dir: Path) -> None:
+    """Take back the files a new search wrote into ``run_dir`` when it stopped before its
+    journal's first record, so that the corrected command may use the folder again."""
+    journal = run_dir / JOURNAL
+    if journal.exists() and journal.stat().st_size > 0:
+        return
+    for name in (CONFIG, FINGERPRINT, JOURNAL):
+        (run_dir / name).unlink(missing_ok=True)

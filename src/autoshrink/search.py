@@ -35,7 +35,7 @@ from autoshrink.errors import ConfigError, JournalError, os_error_line
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
-from autoshrink.journal import LOCK, Journal, RunLock, finite_or_none
+from autoshrink.journal import Journal, RunLock, finite_or_none
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
@@ -43,14 +43,12 @@ from autoshrink.report.picture import render
 from autoshrink.run_folder import (
     BEST_CELL,
     CONFIG,
-    FINGERPRINT,
     JOURNAL,
     RESULT,
-    check_fingerprint,
-    write_fingerprint,
+    prepare_run_dir,
+    unstarted,
 )
 from autoshrink.screening import ProgressiveScreen, StageResult
-from autoshrink.settings_diff import differences, first_three
 from autoshrink.spaces.cells import start_cell
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
@@ -128,51 +126,6 @@ def make_strategy(
         population_size=config.population_size,
         tournament_size=config.tournament_size,
     )
-
-
-def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) -> SearchConfig:
-    """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
-    check it against the fingerprint its journal was made with (call with the lock held); a
-    ``config`` given with ``resume`` must search the same (execution settings may differ)."""
-    run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / CONFIG).exists():
-            raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
-        saved = SearchConfig.load(run_dir / CONFIG)
-        check_fingerprint(run_dir, saved)
-        if config is not None and config.fingerprint() != saved.fingerprint():
-            changed = differences(saved.search_settings(), config.search_settings())
-            raise ConfigError(
-                f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
-                f"differs ({first_three(changed)}; pass config=None, or start a new folder)"
-            )
-        return saved
-    if config is None:
-        raise JournalError("a new search needs a config")
-    if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
-        raise JournalError(
-            f"{run_dir} already holds a search; resume it (--resume; resume=True in Python) "
-            "or choose another folder"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    inputs = {Path(config.latency_table).resolve()} if config.latency_table else set()
-    others = sorted(
-        p.name for p in run_dir.iterdir() if p.name != LOCK and p.resolve() not in inputs
-    )
-    if others:  # the run's files would land among (and over) someone else's
-        more = ", ..." if len(others) > 3 else ""
-        raise ConfigError(
-            f"{run_dir} holds other files ({', '.join(others[:3])}{more}); a new search needs "
-            "an empty or new folder"
-        )
-    try:
-        config.save(run_dir / CONFIG)
-        write_fingerprint(run_dir, config)
-    except BaseException:  # a full disk, say: leave the folder free for the same command
-        for name in (CONFIG, FINGERPRINT):
-            (run_dir / name).unlink(missing_ok=True)
-        raise
-    return config
 
 
 def record(
@@ -341,20 +294,11 @@ def run_search(
                 raise interrupted(err, journal, run_dir) from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
-                    unstarted(run_dir, journal)
+                    unstarted(run_dir)
                 raise
     finally:
         executor.close()
     return out
-
-
-def unstarted(run_dir: Path, journal: Journal) -> None:
-    """Take back the files a new search wrote into ``run_dir`` when it stopped before its
-    journal's first record, so that the corrected command may use the folder again."""
-    if journal.path.exists() and journal.path.stat().st_size > 0:
-        return
-    for name in (CONFIG, FINGERPRINT, JOURNAL):
-        (run_dir / name).unlink(missing_ok=True)
 
 
 def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> SearchInterrupted:
