@@ -18,6 +18,7 @@ from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
+from autoshrink.journal import as_read_back
 from autoshrink.objectives import COSTS, Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width
@@ -277,7 +278,7 @@ class SearchConfig:
         default), as JSON values."""
         return {
             k: v
-            for k, v in json.loads(json.dumps(self.to_dict())).items()
+            for k, v in as_read_back(self.to_dict()).items()
             if k not in NOT_FINGERPRINTED and OMITTED_AT_DEFAULT.get(k, ...) != v
         }
 
@@ -295,7 +296,7 @@ class SearchConfig:
         """Raise :class:`ConfigError` naming the first setting whose value is not of its
         field's type (``k=2.5``, ``seed="a"``), as :meth:`check_json` does for a file."""
         try:
-            as_json = json.loads(json.dumps(self.to_dict()))
+            as_json = json.loads(json.dumps(self.to_dict()))  # NumPy numbers refused
         except (TypeError, ValueError) as err:  # e.g. a NumPy number among the settings
             raise ConfigError(f"config: a setting is not a plain JSON value ({err})") from None
         self.check_json(as_json)

@@ -52,6 +52,13 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def as_read_back(value: Any) -> Any:
+    """``value`` as a JSON file gives it back once written and read (tuples as lists, keys as
+    strings, non-finite numbers as ``None``: :func:`finite_or_none`), to compare with what a
+    file holds."""
+    return json.loads(json.dumps(finite_or_none(value)))
+
+
 @dataclass(frozen=True, kw_only=True)
 class RecordDetail:
     """The JSON types of the entries of a record's ``detail`` that are read back."""

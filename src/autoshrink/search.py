@@ -16,7 +16,6 @@ See docs/reliability.md."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import random
@@ -35,7 +34,7 @@ from autoshrink.errors import ConfigError, JournalError, os_error_line
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal, RunLock, finite_or_none
+from autoshrink.journal import Journal, RunLock, as_read_back
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
@@ -361,7 +360,7 @@ def search_loop(
     def append(rec: dict[str, Any]) -> None:
         with signals.held():
             journal.append(rec)
-            done[rec["key"]] = json.loads(json.dumps(finite_or_none(rec)))
+            done[rec["key"]] = as_read_back(rec)
 
     def append_event(rec: dict[str, Any]) -> None:
         with signals.held():
@@ -382,7 +381,7 @@ def search_loop(
     def append_stage(rec: dict[str, Any]) -> None:
         with signals.held():
             journal.append(rec)
-            replay.stages[rec["key"], rec["stage"]] = json.loads(json.dumps(finite_or_none(rec)))
+            replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
 
     steps_bar = tqdm(
         total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress

@@ -41,6 +41,7 @@ from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError
 from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.journal import as_read_back
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
@@ -327,7 +328,7 @@ def check_same_settings(path: Path, s: SearchSettings) -> None:
     if "train_threads" not in saved:  # written before the settings held the threads
         log.warning("%s does not record the training threads; resuming on the ones given", path)
         saved["train_threads"] = s.train_threads
-    changed = differences(saved, json.loads(json.dumps(s.to_dict())))
+    changed = differences(saved, as_read_back(s.to_dict()))
     if changed:
         raise JournalError(
             f"{path}: the run was started with other settings ({first_three(changed)}); resume "

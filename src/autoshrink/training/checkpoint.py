@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
-from autoshrink.journal import finite_or_none
+from autoshrink.journal import as_read_back, finite_or_none
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
@@ -163,7 +163,7 @@ def run_identity(
 ) -> dict[str, Any]:
     """What a checkpoint records of the run it belongs to (as JSON reads it back): the recipe
     (as a JSON object), the seed and ``run_info`` (what is trained on what: network, data)."""
-    return json.loads(json.dumps({"run": run_info, "recipe": recipe, "seed": seed}))
+    return as_read_back({"run": run_info, "recipe": recipe, "seed": seed})
 
 
 def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
