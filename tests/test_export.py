@@ -120,6 +120,32 @@ def test_export_trained_weights_of_every_op(cli, tmp_path: Path) -> None:
         assert all(torch.equal(exported[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
+def test_the_weights_of_autoshrink_train_say_what_to_export(cli, tmp_path: Path, one_thread):
+    """``autoshrink train``'s weights record the image size, width and normalisation: export
+    needs no size flags, and export.json says how to prepare an image."""
+    cell_file = tmp_path / "cell.json"
+    ODD.save(cell_file)
+    run = tmp_path / "t"
+    code, _, err = cli(
+        "train", cell_file, "--dataset", "digits", "--epochs", "1", "--width", "0.25",
+        "--no-flip", "--out", run,
+    )  # fmt: skip
+    assert code == 0, err
+    code, stdout, err = cli("export", cell_file, "--weights", run / "weights.safetensors",
+                            "--out", tmp_path / "x")  # fmt: skip
+    assert code == 0 and "input [B, 1, 8, 8]" in stdout, stdout + err
+    manifest = json.loads((tmp_path / "x" / "export.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert manifest["normalisation"] == metrics["normalisation"]
+    assert manifest["macro"]["stem_channels"] == 8 and manifest["macro"]["image_size"] == 8  # width
+    code, _, err = cli("export", cell_file, "--weights", run / "weights.safetensors",
+                       "--macro", "shrinkcnn-imagenet", "--out", tmp_path / "y")  # fmt: skip
+    assert code == 2 and err.strip().endswith(
+        "the weights of a cifar-proxy network; pass --macro cifar-proxy"
+    )
+
+
 def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
     cell_file = tmp_path / "cell.json"
     published_cell("shrinkcnn").save(cell_file)

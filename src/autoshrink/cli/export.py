@@ -19,7 +19,14 @@ from pathlib import Path
 
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.cli.latency import add_macro_options, arch_from_args, macro_from_args
-from autoshrink.export.bundle import ATOL, RTOL, ExportResult, export_network, infer_shapes
+from autoshrink.export.bundle import (
+    ATOL,
+    RTOL,
+    ExportResult,
+    export_network,
+    infer_settings,
+    infer_shapes,
+)
 from autoshrink.graph import Cell
 from autoshrink.singlepath.space import is_arch_file
 
@@ -32,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write model.onnx (checked with onnxruntime), model.safetensors and "
         "model.py (plain PyTorch that imports nothing from autoshrink) into --out. Weights "
         "come from --weights (e.g. autoshrink train's weights.safetensors; input channels "
-        "and classes are read from it) or a seeded random initialisation.",
+        "and classes are read from it, and from autoshrink train's also the image size and "
+        "width it trained at, and the input normalisation, which export.json records) or a "
+        "seeded random initialisation.",
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     add_macro_options(p)
@@ -48,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)
-    inferred = infer_shapes(args.weights) if args.weights is not None else {}
+    inferred = infer_settings(args.weights, args.macro) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)
     r = export_network(cell, spec, args.out, weights=args.weights, seed=args.seed)
     return finish(args, r, f"{spec.name} network of cell {cell.key}")

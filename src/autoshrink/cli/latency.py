@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.graph import Cell
@@ -37,7 +38,7 @@ def add_macro_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=None)
 
 
-def macro_from_args(args: argparse.Namespace, **inferred: int) -> MacroSpec:
+def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
     """The macro of ``--macro`` with the settings given (else ``inferred``, else defaults)."""
     names = ("width", "image_size", "in_channels", "num_classes")
     settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}

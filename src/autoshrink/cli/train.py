@@ -45,6 +45,7 @@ from autoshrink.training.distributed import distributed
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
+from autoshrink.training.weights_file import weights_metadata
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ def run_cnn(args: argparse.Namespace) -> int:
         save_tensors(
             args.out / "weights.safetensors",
             {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
+            weights_metadata(network, data.mean, data.std),
         )
         by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {

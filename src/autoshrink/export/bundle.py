@@ -9,8 +9,8 @@
 - ``model.py`` -- one readable PyTorch file generated for this cell and macro
   (:mod:`autoshrink.export.source`); it imports only ``torch`` and the standard library, and
   is imported back and checked to give PyTorch's outputs from the same weights;
-- ``cell.json`` and ``export.json`` (the macro, the files, the input shape and the two
-  checks).
+- ``cell.json`` and ``export.json`` (the macro, the files, the input shape, the two checks
+  and, for the weights of ``autoshrink train``, the ``normalisation`` the inputs need).
 
 A weights file is checked before anything is written: a folder, a file that is not
 safetensors, tensors that do not fit the network, or a tensor holding NaN/inf (e.g. the
@@ -48,6 +48,7 @@ from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_ses
 from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
 from autoshrink.spaces.macros import MacroSpec
+from autoshrink.training.weights_file import read_trained_for
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
     "model.onnx",
@@ -115,6 +116,22 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             "diverged?); nothing exported"
         )
     model.load_state_dict(state)
+
+
+def infer_settings(path: str | Path, macro: str | None = None) -> dict[str, Any]:
+    """The macro settings a weights file fixes: ``in_channels`` and ``num_classes`` (from the
+    shapes of ``stem.0.weight`` and ``classifier.weight``) and, for the weights of ``autoshrink
+    train``, the ``image_size`` and ``width`` it trained at
+    (:mod:`~autoshrink.training.weights_file`). With ``macro``, weights trained for another
+    macro are a one-line :class:`ConfigError` saying which to pass."""
+    settings: dict[str, Any] = infer_shapes(path)
+    trained = read_trained_for(weights_file(path))
+    if trained is not None and trained.macro:
+        name = trained.macro.get("name")
+        if macro is not None and name is not None and name != macro:
+            raise ConfigError(f"{path}: the weights of a {name} network; pass --macro {name}")
+        settings |= {k: trained.macro[k] for k in ("image_size", "width") if k in trained.macro}
+    return settings
 
 
 def infer_shapes(path: str | Path) -> dict[str, int]:
@@ -203,8 +220,10 @@ def write_bundle(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build().eval()
+    trained = None
     if weights is not None:
         load_weights(model, weights)
+        trained = read_trained_for(weights_file(weights))
     else:
         randomize_batchnorm(model, gen)
     x = torch.randn(shape, generator=gen)
@@ -237,6 +256,7 @@ def write_bundle(
         "input": ["batch", *shape[1:]],
         "output": ["batch", *expected.shape[1:]],
         "weights": str(weights) if weights is not None else f"random init, seed {seed}",
+        "normalisation": None if trained is None else trained.normalisation,
         "checks": {
             "onnxruntime_vs_torch_max_abs_diff": onnx_diff,
             "standalone_vs_torch_max_abs_diff": alone_diff,

@@ -147,8 +147,9 @@ Needs only torch. Usage:
     model = load("model.safetensors")      # eval mode
     logits = model(images)                 # [B, C, H, W] -> [B, {num_classes}]
 
-with {in_channels} x {size} x {size} images, normalised as in training: per channel, minus
-the mean and divided by the std that the training's metrics.json records as "normalisation".
+with {in_channels} x {size} x {size} images, normalised as in training: pixels scaled to [0, 1],
+then per channel minus the mean and divided by the std that export.json (and the training's
+metrics.json) record as "normalisation".
 
 {notes}
 """
