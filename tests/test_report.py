@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -112,6 +113,7 @@ def test_step_choice_follows_the_strategy():
 
 def test_report_of_a_search_still_running(run_dir):
     (run_dir / "result.json").unlink()
+    (run_dir / "run.lock").write_text(f"{os.getpid()}\n")  # a live process holds the folder
     lines = (run_dir / "journal.jsonl").read_bytes().splitlines(keepends=True)
     torn = b"".join(lines[:-1]) + lines[-1][:40]  # the search is writing its last record
     (run_dir / "journal.jsonl").write_bytes(torn)
@@ -121,6 +123,17 @@ def test_report_of_a_search_still_running(run_dir):
     text = page.read_text()
     assert "still running" in text and "best cell so far" in text
     assert read_run(run_dir).candidates[-1].key != json.loads(lines[-1])["key"]
+
+
+@pytest.mark.parametrize("lock", [None, "999999999\n"])  # none left, or a dead process's
+def test_report_of_a_search_stopped_before_its_end(run_dir, lock):
+    (run_dir / "result.json").unlink()
+    if lock is not None:
+        (run_dir / "run.lock").write_text(lock)
+    assert read_run(run_dir).status == "stopped"
+    text = write_report(run_dir).read_text()
+    assert "still running" not in text and "stopped before its end" in text
+    assert f"autoshrink search --resume {run_dir}" in text
 
 
 def test_report_cli(cli, run_dir, tmp_path):

@@ -236,6 +236,17 @@ class Journal:
             os.close(fd)
 
 
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of the live process whose search holds ``run_dir`` (its ``run.lock``), or
+    ``None``: no lock file (a search removes it when it ends), or that of a dead process (a
+    kill). Reads only; a process that is starting or ending at this moment may be missed."""
+    try:
+        text = (Path(run_dir) / LOCK).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and _alive(int(text)) else None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -59,7 +59,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         rows.append(
             [
                 label,
-                "finished" if run.finished else "running",
+                run.status,
                 len(run.candidates),
                 best.score if best else None,
                 best.metrics.get(quality) if best else None,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
-from autoshrink.journal import check_record
+from autoshrink.journal import check_record, lock_holder
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
@@ -89,6 +89,14 @@ class RunData:
     def finished(self) -> bool:
         """Whether the search has ended (the run folder has a ``result.json``)."""
         return self.result is not None
+
+    @property
+    def status(self) -> str:
+        """``finished``; ``running`` while a live process holds the folder's lock; else
+        ``stopped`` (killed or interrupted before its end: ``search --resume`` continues it)."""
+        if self.finished:
+            return "finished"
+        return "running" if lock_holder(self.run_dir) is not None else "stopped"
 
     @property
     def steps(self) -> list[Step]:

@@ -1,12 +1,12 @@
 """The report of one search: ``RUN_DIR/report/index.html`` and the pictures it shows.
 
-Sections: a summary (finished or still running, the best cell so far), the best score against
-candidates evaluated, for AutoShrink score / quality / cost against edges left per step,
-quality against cost of every candidate with the Pareto front, the best cell and for
-AutoShrink the chosen cell of every step (Graphviz pictures, text without Graphviz), the table
-of steps (AutoShrink) or of the best candidates (baselines), retries of candidates whose worker
-died, and the resolved config. It reads only the run folder (see
-:mod:`autoshrink.report.reading`) and writes only ``report/``.
+Sections: a summary (finished, still running or stopped before its end; the best cell so
+far), the best score against candidates evaluated, for AutoShrink score / quality / cost
+against edges left per step, quality against cost of every candidate with the Pareto front,
+the best cell and for AutoShrink the chosen cell of every step (Graphviz pictures, text
+without Graphviz), the table of steps (AutoShrink) or of the best candidates (baselines),
+retries of candidates whose worker died, and the resolved config. It reads only the run
+folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ def _cell_picture(c: Candidate, path: Path, title: str) -> Path:
 
 def _summary(run: RunData, quality: str, cost: str | None) -> str:
     best, steps = run.best, run.steps
-    status = "finished" if run.finished else "still running (no result.json yet)"
+    status = {
+        "finished": "finished",
+        "running": "still running (no result.json yet)",
+        "stopped": "stopped before its end (no result.json, no search running): continue it "
+        f"with autoshrink search --resume {run.run_dir}",
+    }[run.status]
     items: list[tuple[str, object]] = [
         ("run folder", str(run.run_dir)),
         ("status", status),
@@ -168,13 +173,23 @@ def write_run_report(run_dir: Path) -> Path:
     table = write_candidates_csv(run, out / CANDIDATES_CSV)
     link = f'<p>Every candidate as a table: <a href="{table.name}">{table.name}</a></p>'
     sections: list[tuple[str, str]] = [("", _summary(run, quality, cost) + link)]
-    if not run.finished:
+    if run.status == "running":
         sections.append(
             (
                 "",
                 html.note(
                     "The search is still running: this report shows the "
                     "journal so far; run `autoshrink report` again later."
+                ),
+            )
+        )
+    elif run.status == "stopped":
+        sections.append(
+            (
+                "",
+                html.note(
+                    "The search stopped before its end (killed or interrupted): this report "
+                    "shows its journal; `autoshrink search --resume` continues it."
                 ),
             )
         )
