@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,10 @@ def test_help_shows_only_defaults_that_say_something(capsys, name, shown):
     assert "(default: None)" not in out and "(default: False)" not in out
     assert "(default: default" not in out  # help that names its default is left alone
     assert shown in out
+
+
+def test_the_default_run_folders_of_cnn_and_rnn_searches_differ() -> None:
+    from autoshrink.cli.search import default_out
+
+    assert default_out("cnn", "demo") == Path("runs/demo")
+    assert default_out("rnn", "demo") == Path("runs/rnn-demo")  # a CNN demo's folder is not met

@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        if not args.verbose:  # a stale font cache makes matplotlib warn for every label
+            logging.getLogger("matplotlib").setLevel(logging.ERROR)
         return int(args.handler(args) or 0)
     except AutoshrinkError as err:
         print(f"autoshrink: error: {err}", file=sys.stderr)

@@ -122,7 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="cnn cells on images (default), or rnn cells on a PTB-style text folder (--data)",
     )
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run folder (default: runs/<preset>; --task rnn: runs/rnn-<preset>)",
+    )
     p.add_argument(
         "--resume",
         type=Path,
@@ -382,6 +387,12 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     return saved.threads
 
 
+def default_out(task: str, preset_name: str) -> Path:
+    """The run folder when ``--out`` is not given: ``runs/<preset>``, ``runs/rnn-<preset>`` for
+    RNN cells (a CNN and an RNN demo do not meet in one folder)."""
+    return Path("runs") / (f"rnn-{preset_name}" if task == "rnn" else preset_name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run or resume the search the flags describe and print its best cell; 0."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
@@ -458,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
         if task == "rnn" and (args.max_latency or args.cost in ("latency_ms", "table_latency_ms")):
             raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
         if table and args.latency_table is None:  # a table in the run folder, shared by workers
-            out = args.out or Path("runs") / preset_name
+            out = args.out or default_out(task, preset_name)
             given["latency_table"] = str(out / "latency_table.json")
         given["execution"] = ExecutionSettings(**execution)
         config = preset(preset_name, task=task, **given)
@@ -479,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
             from autoshrink.data.images import load_images
 
             load_images(config.dataset, config.data_dir, download=True)
-        run_dir = args.out or Path("runs") / preset_name
+        run_dir = args.out or default_out(task, preset_name)
         device, settings = config.device, config.execution
     try:
         executor = executor_for(settings, device)

@@ -62,7 +62,7 @@ class MobileNetV2Spec:
         if self.image_size < 32:
             raise ConfigError(
                 f"MobileNetV2 needs images of at least 32px (5 stride-2 steps), "
-                f"got {self.image_size}"
+                f"got {self.image_size}; pass --image-size 32 (or more) to resize the images"
             )
 
     @property
