@@ -138,6 +138,24 @@ def test_same_seed_same_journal_and_patience_stop(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "ended"),
+    [
+        ({"patience": 1, "k": 1, "seed": 7}, r"patience: 1 steps without a better score"),
+        ({"keep_fraction": 0.5}, r"reached the edge target: \d edges, at most 8 wanted"),
+        ({"strategy": "rea", "budget": 12, "k": 4}, r"the budget of 12 candidates is spent"),
+        ({"strategy": "random", "budget": 9, "k": 4}, r"the budget of 9 candidates is spent"),
+    ],
+)
+def test_a_search_says_why_it_ended(tmp_path, settings, ended) -> None:
+    run = tmp_path / "run"
+    result = run_search(
+        run, toy_config(**settings), evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    assert re.fullmatch(ended, result.ended or "") and result.stopped is None
+    assert json.loads((run / "result.json").read_text())["ended"] == result.ended
+
+
 def test_resume_replays_the_journal_without_re_evaluating(tmp_path):
     cfg = toy_config(k=4, seed=3)
     full = run_search(

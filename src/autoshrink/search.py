@@ -75,6 +75,7 @@ class SearchResult:
     # None when the evaluator does not report it (RNN proxy); screening: what ranked the steps
     images_trained: int | None = None
     screening: dict[str, Any] | None = None
+    ended: str | None = None  # why the search ended, in a few words (the strategy's)
 
     @property
     def cell(self) -> Cell:
@@ -287,6 +288,7 @@ def run_search(
                     result.stopped,
                     images_trained(replay.done.values()),
                     result.screening,
+                    result.ended,
                 )
                 write_result(out, config)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
@@ -319,7 +321,7 @@ def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> Sear
 class LoopOutcome:
     """What :func:`search_loop` ends with: the best and start observations, the evaluations
     and trainings counted, the strategy's reason for stopping early (``None`` when it ran its
-    course) and, with zero-cost screening, what ranked this session's steps."""
+    course), with zero-cost screening what ranked this session's steps, and why it ended."""
 
     best: Observation | None
     start: Observation | None
@@ -327,6 +329,7 @@ class LoopOutcome:
     trained: int
     stopped: str | None
     screening: dict[str, Any] | None
+    ended: str | None = None
 
 
 def search_loop(
@@ -447,7 +450,9 @@ def search_loop(
         screening = screen.summary() | {
             "screened_out": sum(r["status"] == "screened" for r in done.values())
         }
-    return LoopOutcome(strategy.best, start_obs, evaluations, trained, stopped, screening)
+    return LoopOutcome(
+        strategy.best, start_obs, evaluations, trained, stopped, screening, strategy.end_reason
+    )
 
 
 def screen_batch(
@@ -553,6 +558,7 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "trained_this_session": result.trained,
         "seconds_this_session": round(result.seconds, 3),
         "stopped": result.stopped,
+        "ended": result.ended,
         "images_trained": result.images_trained,
         "screening": {"mode": config.screening}
         | ({"this_session": result.screening} if result.screening else {}),

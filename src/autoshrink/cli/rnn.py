@@ -206,3 +206,5 @@ def print_search_summary(result: SearchResult) -> None:
         f"{result.evaluations} candidates, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
     )
+    if result.ended and not result.stopped:  # an early stop has its own message
+        print(f"ended: {result.ended}")

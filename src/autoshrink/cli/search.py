@@ -539,6 +539,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.evaluations} candidates{out}, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
     )
+    if result.ended and not result.stopped:  # an early stop has its own message
+        print(f"ended: {result.ended}")
     return stopped_early(result)
 
 

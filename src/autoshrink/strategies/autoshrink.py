@@ -108,6 +108,21 @@ class AutoShrink:
             return True
         return self.patience is not None and self.stale_steps >= self.patience
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the search is over (``None`` while it goes on): the edge target reached, no
+        edge left, ``patience`` steps without a better score, or :attr:`stop_reason`."""
+        if not self.finished:
+            return None
+        if self._stop_reason is not None:
+            return self._stop_reason
+        edges = self.current.num_edges
+        if edges <= self.target_edges:
+            return f"reached the edge target: {edges} edges, at most {self.target_edges} wanted"
+        if edges == 0:
+            return "no edge left to remove"
+        return f"patience: {self.stale_steps} steps without a better score"
+
     def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:
         """Every single-edge removal from the current cell, one per distinct architecture."""
         seen: set[str] = set()

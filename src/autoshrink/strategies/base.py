@@ -72,6 +72,11 @@ class CellStrategy(Strategy, Protocol):
         """The current step in a few words, for a progress bar."""
         ...
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the strategy asks for nothing more, in a few words (``None`` while it goes on)."""
+        ...
+
 
 def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bool:
     """Whether ``a`` beats ``b``: a higher finite score, ties to the smaller genotype."""

@@ -65,6 +65,16 @@ class _CellBaseline(AskTellBase):
     def describe(self) -> str:
         return f"step {self.step} ({self.proposed}/{self.budget} candidates)"
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the search is over (``None`` while it goes on): the budget spent, or no unseen
+        cell found."""
+        if self.proposed >= self.budget and not self._pending:
+            return f"the budget of {self.budget} candidates is spent"
+        if self._exhausted and not self._pending:
+            return f"no unseen cell found after {self.proposed} candidates"
+        return None
+
     def _draw(self, make: Callable[[], Cell]) -> Cell | None:
         """A cell from ``make()`` not proposed before (``None`` after :data:`MAX_DRAWS` tries)."""
         for _ in range(MAX_DRAWS):
