@@ -43,6 +43,16 @@ def test_show_and_count(cli, tmp_path):
     assert code == 0 and "params" in out
 
 
+def test_count_picks_the_published_macro_of_the_cells_kind_and_prints_exact_figures(cli):
+    code, out, _ = cli("count", SHRINKCNN)  # the published counts, to the unit
+    assert code == 0 and out == (
+        "shrinkcnn-imagenet: 3,600,981 params (3.601M), 383,677,672 MACs (383.7M)\n"
+    )
+    rnn = str(resources.files("autoshrink").joinpath("cells/shrinkrnn.json"))
+    code, out, _ = cli("count", rnn)  # an rnn cell: the ShrinkRNN language model
+    assert code == 0 and out.startswith("shrinkrnn-ptb: 23,000,700 params")
+
+
 def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
     code, out, err = cli(
         "train",

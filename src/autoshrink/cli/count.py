@@ -14,6 +14,8 @@ from autoshrink.graph import Cell
 from autoshrink.singlepath.space import MBConvArch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 
+CNN_DEFAULT, RNN_DEFAULT = "shrinkcnn-imagenet", "shrinkrnn-ptb"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``count`` parser to ``sub``."""
@@ -25,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     p.add_argument(
-        "--macro", default="shrinkcnn-imagenet", choices=sorted(MACROS) + sorted(RNN_MACROS)
+        "--macro",
+        default=None,
+        choices=sorted(MACROS) + sorted(RNN_MACROS),
+        help=f"the network (default: {CNN_DEFAULT} for a cnn cell, the published ShrinkCNN; "
+        f"{RNN_DEFAULT} for an rnn cell; cifar-proxy is the network a search scores)",
     )
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)
+    macro = args.macro or (RNN_DEFAULT if cell.kind == "rnn" else CNN_DEFAULT)
     settings = {
         k: v
         for k, v in (
@@ -55,19 +62,22 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    if args.macro in RNN_MACROS:  # language models: MACs per token
+    if macro in RNN_MACROS:  # language models: MACs per token
         if settings:
             flags = ", ".join("--" + k.replace("_", "-") for k in settings)
-            raise ConfigError(f"{flags}: settings of a CNN macro; {args.macro} has none")
-        rnn_spec = RNN_MACROS[args.macro]()
+            raise ConfigError(f"{flags}: settings of a CNN macro; {macro} has none")
+        rnn_spec = RNN_MACROS[macro]()
         name, counts, unit = rnn_spec.name, count_rnn(cell, rnn_spec), " per token"
     else:
-        spec = get_macro(args.macro, **settings)
+        spec = get_macro(macro, **settings)
         name, counts, unit = spec.name, count(cell, spec), ""
     if args.json:
         print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name}))
     else:
-        print(f"{name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs{unit}")
+        print(
+            f"{name}: {counts.params:,} params ({counts.params / 1e6:.3f}M), "
+            f"{counts.macs:,} MACs ({counts.macs / 1e6:.1f}M){unit}"
+        )
     return 0
 
 
