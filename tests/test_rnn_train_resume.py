@@ -190,6 +190,18 @@ def finished(cli, corpus_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
+def test_the_cli_says_each_epochs_time(cli, corpus_dir: Path, tmp_path: Path, caplog) -> None:
+    import logging
+    import re
+
+    with caplog.at_level(logging.INFO, logger="autoshrink.cli.rnn"):
+        code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                           "--out", tmp_path / "lm")  # fmt: skip
+    assert code == 0, err
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert lines and all(re.fullmatch(r"epoch \d+: .* \(\d+\.\d s\)", m) for m in lines)
+
+
 def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) -> None:
     moved = corpus_dir.rename(corpus_dir.with_name("moved"))  # the data, not its place, counts
     code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", moved, *FLAGS,

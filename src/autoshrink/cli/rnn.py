@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,19 +110,25 @@ def run_train(args: argparse.Namespace) -> int:
     model.to(device)
     log_path = args.out / "log.jsonl"
 
+    since = [time.perf_counter()]  # when the epoch now training started
+
     def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
         args.out.mkdir(parents=True, exist_ok=True)
         cell.save(args.out / "cell.json")
         write_log(log_path, history)
+        since[0] = time.perf_counter()
 
     def epoch_done(row: dict[str, Any]) -> None:
+        now = time.perf_counter()
         log.info(
-            "epoch %d: train loss %.4f, validation perplexity %.2f%s",
+            "epoch %d: train loss %.4f, validation perplexity %.2f%s (%.1f s)",
             row["epoch"],
             row["train_loss"],
             row["val_perplexity"],
             " (averaged)" if row["averaged"] else "",
+            now - since[0],
         )
+        since[0] = now
         write_log(log_path, [row], append=True)
 
     result = train_final_lm(
