@@ -250,3 +250,12 @@ def test_the_default_run_folders_of_cnn_and_rnn_searches_differ() -> None:
 
     assert default_out("cnn", "demo") == Path("runs/demo")
     assert default_out("rnn", "demo") == Path("runs/rnn-demo")  # a CNN demo's folder is not met
+
+
+def test_show_names_an_architecture_file_for_what_it_is(cli, tmp_path) -> None:
+    from autoshrink.singlepath.space import mobilenetv2_arch
+
+    arch = tmp_path / "architecture.json"
+    mobilenetv2_arch(1.0).save(arch)
+    code, _, err = cli("show", arch)
+    assert code == 2 and "a Single-Path architecture (autoshrink.mbconv/1), not a cell" in err

@@ -10,6 +10,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import render, to_text
+from autoshrink.singlepath.space import is_arch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the cell, its key and live nodes, and write its picture; 0."""
+    if is_arch_file(args.cell):
+        raise ConfigError(
+            f"{args.cell}: a Single-Path architecture (autoshrink.mbconv/1), not a cell; show "
+            "draws cells (count, latency, export and train take this file)"
+        )
     cell = Cell.load(args.cell)
     picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
     print(to_text(cell), end="")
