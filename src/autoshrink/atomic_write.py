@@ -3,9 +3,8 @@
 A reader -- a report made while a search runs, a resume after a kill -- sees the old file or
 the new one, never half of one. :func:`write_json` is how the package writes its JSON files:
 whole, and strict (a non-finite number is ``null``); :func:`save_tensors` writes safetensors
-files. The temporary file is hidden
-(``.NAME.PID.tmp``) and named by process, so two processes replacing the same file (a shared
-latency table) do not write into each other's.
+files. The temporary file is hidden (``.NAME.PID.tmp``) and named by process, so two processes
+replacing the same file (a shared latency table) do not write into each other's.
 """
 
 from __future__ import annotations
