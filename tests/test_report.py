@@ -236,3 +236,12 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     # the plots' line colour (#1f77b4) is on screen: the SVG images loaded, not only text
     blue = np.abs(pixels - np.array([31, 119, 180])).max(axis=2) < 30
     assert blue.sum() > 200
+
+
+def test_reports_of_runs_in_folders_whose_names_are_not_utf8(run_dir, tmp_path):
+    from autoshrink.report.compare import write_comparison
+
+    odd = Path(shutil.copytree(run_dir, tmp_path / "lat\udce9in"))  # a byte that is not UTF-8
+    assert "lat?in" in write_report(odd).read_text(encoding="utf-8")
+    page = write_comparison([odd, run_dir], tmp_path / "cmp")
+    assert "lat?in" in page.read_text(encoding="utf-8")

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def _label(run: RunData) -> str:
     config = run.config
-    return f"{run.run_dir.name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
+    name = run.run_dir.name.encode("utf-8", "replace").decode("utf-8")  # a non-UTF-8 name
+    return f"{name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
 
 
 def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
