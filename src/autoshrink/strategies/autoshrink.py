@@ -97,31 +97,26 @@ class AutoShrink:
 
     @property
     def finished(self) -> bool:
-        """Whether the search is over: every candidate of a step failed, the current cell is down to
-        the edge target (or has no edge), or ``patience`` steps went by without a better best
-        score; never before step 0."""
-        if self._stop_reason is not None:
-            return True
-        if self.step == 0:
-            return False
-        if self.current.num_edges <= self.target_edges or self.current.num_edges == 0:
-            return True
-        return self.patience is not None and self.stale_steps >= self.patience
+        """Whether the search is over (:attr:`end_reason` says why)."""
+        return self.end_reason is not None
 
     @property
     def end_reason(self) -> str | None:
-        """Why the search is over (``None`` while it goes on): the edge target reached, no
-        edge left, ``patience`` steps without a better score, or :attr:`stop_reason`."""
-        if not self.finished:
-            return None
+        """Why the search is over, ``None`` while it goes on (never before step 0):
+        :attr:`stop_reason` (every candidate of a step failed), the current cell down to the
+        edge target or without an edge, or ``patience`` steps without a better best score."""
         if self._stop_reason is not None:
             return self._stop_reason
+        if self.step == 0:
+            return None
         edges = self.current.num_edges
         if edges <= self.target_edges:
             return f"reached the edge target: {edges} edges, at most {self.target_edges} wanted"
         if edges == 0:
             return "no edge left to remove"
-        return f"patience: {self.stale_steps} steps without a better score"
+        if self.patience is not None and self.stale_steps >= self.patience:
+            return f"patience: {self.stale_steps} steps without a better score"
+        return None
 
     def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:
         """Every single-edge removal from the current cell, one per distinct architecture."""
