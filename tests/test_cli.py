@@ -259,3 +259,44 @@ def test_show_names_an_architecture_file_for_what_it_is(cli, tmp_path) -> None:
     mobilenetv2_arch(1.0).save(arch)
     code, _, err = cli("show", arch)
     assert code == 2 and "a Single-Path architecture (autoshrink.mbconv/1), not a cell" in err
+
+
+@pytest.mark.parametrize(
+    "argv, dest, value, old, new",
+    [
+        (
+            ["bench", "nb201", "--tables", "t", "--weight", "0.3"],
+            "weight",
+            0.3,
+            "--weight",
+            "--lambda",
+        ),
+        (
+            ["latency", "c.json", "--table", "t.json"],
+            "table",
+            Path("t.json"),
+            "--table",
+            "--latency-table",
+        ),
+        (
+            ["singlepath", "--out", "o", "--table", "t.json"],
+            "table",
+            Path("t.json"),
+            "--table",
+            "--latency-table",
+        ),
+    ],
+)
+def test_renamed_flags_keep_working_and_name_the_new_one(capsys, argv, dest, value, old, new):
+    from autoshrink.cli import build_parser
+
+    parser = build_parser(argv[0])
+    assert getattr(parser.parse_args(argv), dest) == value
+    assert f"{old} is now {new}" in capsys.readouterr().err
+    renamed = [new if word == old else word for word in argv]
+    assert getattr(parser.parse_args(renamed), dest) == value
+    assert capsys.readouterr().err == ""  # the new name does not warn
+    with pytest.raises(SystemExit):
+        parser.parse_args([argv[0], "--help"])
+    shown = capsys.readouterr().out
+    assert new in shown and f"{old} " not in shown  # the old name is hidden from --help

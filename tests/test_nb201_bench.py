@@ -75,7 +75,7 @@ def test_out_files(bench, tables_dir, tmp_path) -> None:
 def test_score_objective(bench, tables_dir, tmp_path) -> None:
     code, out, err = bench(
         "--tables", tables_dir, "--runs", "4", "--queries", "50", "--objective", "score",
-        "--weight", "0.05", "--json", "--out", tmp_path,
+        "--lambda", "0.05", "--json", "--out", tmp_path,
     )  # fmt: skip
     assert code == 0, err
     obj = json.loads(out)
@@ -96,7 +96,7 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
         (("--strategies", "random,bogus"), "unknown strategies ['bogus']"),
         (("--runs", "0"), "runs and queries must be >= 1"),
         (("--dataset", "svhn"), "unknown NAS-Bench-201 data set"),
-        (("--objective", "score", "--weight", "-1"), "weight must be finite and >= 0"),
+        (("--objective", "score", "--lambda", "-1"), "weight must be finite and >= 0"),
     ],
 )
 def test_bad_arguments(bench, tables_dir, args, message) -> None:
@@ -224,7 +224,7 @@ def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path)
     out = tmp_path / "out"
     code, text, err = bench(
         "--tables", tables_dir, "--dataset", "cifar100", "--runs", "3", "--queries", "30",
-        "--objective", "score", "--weight", "0.2", "--cost", "edgegpu_latency",
+        "--objective", "score", "--lambda", "0.2", "--cost", "edgegpu_latency",
         "--hwnasbench", hw_path, "--allow-pickle", "--out", out,
     )  # fmt: skip
     assert code == 0, err

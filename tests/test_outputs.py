@@ -163,8 +163,8 @@ def test_a_cell_kind_that_is_not_a_string_is_one_line(cli, tmp_path) -> None:
 
 def test_table_paths_are_checked_before_measuring(cli, tmp_path) -> None:
     cell = CELLS / "shrinkcnn.json"
-    code, _, err = cli("latency", cell, "--macro", "cifar-proxy", "--table", tmp_path)
-    assert code == 2 and "--table" in err and "a folder is there" in err
+    code, _, err = cli("latency", cell, "--macro", "cifar-proxy", "--latency-table", tmp_path)
+    assert code == 2 and "--latency-table" in err and "a folder is there" in err
     code, _, err = cli(
         "search", "--preset", "demo", "--cost", "table_latency_ms", "--latency-table", tmp_path
     )

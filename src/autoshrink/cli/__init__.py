@@ -15,6 +15,8 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, os_error_line
@@ -59,6 +61,44 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         return super()._get_help_string(action) if shows_default(action.default, text) else text
+
+
+class RenamedFlag(argparse.Action):
+    """An option's old name, kept working but hidden from ``--help``: it stores into the new
+    name's destination and prints a one-line warning that names the new one."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        """Warn, then store ``values`` as the new name would."""
+        print(f"autoshrink: warning: {option_string} is now {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def renamed_flag(
+    parser: argparse.ArgumentParser, old: str, new: str, dest: str, kind: type
+) -> None:
+    """Keep ``old`` working as a hidden alias of the option ``new`` (same ``dest``)."""
+    parser.add_argument(
+        old, dest=dest, type=kind, action=RenamedFlag, new=new, help=argparse.SUPPRESS
+    )
+
+
+def add_latency_table(parser: argparse.ArgumentParser, help: str) -> None:
+    """The ``--latency-table FILE`` option (``dest="table"``) of ``latency`` and ``singlepath``,
+    with its old name ``--table``."""
+    parser.add_argument(
+        "--latency-table", dest="table", type=Path, default=None, metavar="FILE", help=help
+    )
+    renamed_flag(parser, "--table", "--latency-table", dest="table", kind=Path)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

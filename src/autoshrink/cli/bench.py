@@ -29,7 +29,7 @@ import logging
 import time
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, renamed_flag
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
@@ -117,11 +117,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what the searches maximise (default accuracy)",
     )
     p.add_argument(
-        "--weight",
+        "--lambda",
+        dest="weight",
         type=float,
         default=0.1,
-        help="lambda of --objective score: acc - lambda*(log10 cost - 6) (default 0.1)",
+        metavar="LAMBDA",
+        help="weight of the cost term of --objective score: acc - LAMBDA*(log10 cost - 6) "
+        "(default 0.1)",
     )
+    renamed_flag(p, "--weight", "--lambda", dest="weight", kind=float)
     p.add_argument("--seed", type=int, default=0, help="run r uses seed SEED+r (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

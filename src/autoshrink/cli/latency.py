@@ -2,8 +2,9 @@
 
 Times the network on this machine (see :mod:`autoshrink.hardware.latency`) and prints the median and
 inter-quartile range in ms with the settings it ran under; ``--json`` prints one object.
-``--table FILE`` also predicts the latency from a lookup table (:mod:`autoshrink.hardware.table`),
-first measuring the blocks of this network the table lacks and saving them into FILE.
+``--latency-table FILE`` also predicts the latency from a lookup table
+(:mod:`autoshrink.hardware.table`), first measuring the blocks of this network the table lacks
+and saving them into FILE.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, add_latency_table
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=SUBCOMMANDS["latency"],
         description="Warm up, then time single forward passes until the median is stable; "
         "print median and inter-quartile range (ms) with the backend, device and threads. "
-        "With --table FILE, also predict the latency from a lookup table, measuring and "
+        "With --latency-table FILE, also predict the latency from a lookup table, measuring and "
         "saving the blocks FILE lacks.",
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
@@ -78,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-seconds", type=float, default=5.0, help="stop adding rounds after this (5)"
     )
-    p.add_argument("--table", type=Path, default=None, metavar="FILE", help="latency table JSON")
+    add_latency_table(p, "latency table JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure the network's latency (and a table's estimate) and print it; 0."""
     settings = settings_from_args(args)
     if args.table is not None:
-        check_output_file(args.table, "--table")
+        check_output_file(args.table, "--latency-table")
     if is_arch_file(args.cell):
         return run_arch(args, settings)
     cell = Cell.load(args.cell)
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
-    """An mbconv architecture file; ``--table`` predicts from the Single-Path layer table
+    """An mbconv architecture file; ``--latency-table`` predicts from the Single-Path layer table
     (:mod:`autoshrink.singlepath.latency_model`, the table's plain sum, not calibrated)."""
     from autoshrink.singlepath.latency_model import LatencyModel, load_or_measure
 

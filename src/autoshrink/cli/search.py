@@ -203,6 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="weight",
         type=float,
         default=None,
+        metavar="LAMBDA",
         help="weight of the cost term (default 0.1; --task rnn: 1.0)",
     )
     g.add_argument(

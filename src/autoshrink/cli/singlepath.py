@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, add_latency_table
 from autoshrink.data.images import DATASETS
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import preset, run_search
@@ -40,19 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="penalise only latency above MS (λ·max(0, log(latency/MS))); "
         "without it the loss is CE + λ·log(latency)",
     )
-    p.add_argument("--lambda", dest="lam", type=float, default=None, help="λ (default 0.5)")
+    p.add_argument(
+        "--lambda", dest="lam", type=float, default=None, metavar="LAMBDA", help="λ (default 0.5)"
+    )
     p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch", type=int, default=1, help="deployment batch size (default 1)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
-    p.add_argument(
-        "--table",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="latency table to reuse and complete (default OUT/latency_table.json)",
-    )
+    add_latency_table(p, "latency table to reuse and complete (default OUT/latency_table.json)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
     p.add_argument("--search-size", type=int, default=None, help="training image size (32)")
     p.add_argument("--deploy-size", type=int, default=None, help="deployment image size (224)")

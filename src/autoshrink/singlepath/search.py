@@ -350,7 +350,7 @@ def run_search(
 def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | None) -> SearchResult:
     claim_folder(out, "singlepath", resume=resume)
     if table is not None:
-        check_output_file(table, "--table")
+        check_output_file(table, "--latency-table")
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     if resume and (out / SETTINGS).is_file():
