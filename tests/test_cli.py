@@ -300,3 +300,20 @@ def test_renamed_flags_keep_working_and_name_the_new_one(capsys, argv, dest, val
         parser.parse_args([argv[0], "--help"])
     shown = capsys.readouterr().out
     assert new in shown and f"{old} " not in shown  # the old name is hidden from --help
+
+
+def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
+    # each was saved into config.json and ignored
+    unused = ["--strategy", "random", "--patience", "3", "--zc-batch", "8", "--oneshot-epochs", "2"]
+    code, _, err = cli("search", "--preset", "demo", *unused, "--out", tmp_path / "r")
+    assert code == 2 and err.strip() == (
+        "autoshrink: error: not used by this search: --patience needs --strategy autoshrink; "
+        "--zc-batch needs --screening zero-cost; --oneshot-epochs needs --evaluator oneshot"
+    )
+    code, _, err = cli("search", "--preset", "demo", "--population-size", "4",
+                       "--executor", "inprocess", "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2 and "--population-size needs --strategy rea" in err
+    code, _, err = cli("search", "--preset", "demo", "--workers", "2", "--executor", "inprocess",
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2 and "--workers is for --executor pool; --executor inprocess trains" in err
+    assert not (tmp_path / "r").exists()

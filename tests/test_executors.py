@@ -136,7 +136,13 @@ def check_crash_run(run_dir: Path, reference: Path, key: str) -> None:
     assert [(e["key"], e["attempt"]) for e in events] == [(key, 1)]
     assert "died" in events[0]["reason"] or "Crashed" in events[0]["reason"]
     before = journal(run_dir)
-    again = run_search(run_dir, resume=True, executor=InProcessExecutor(), progress=False)
+    again = run_search(
+        run_dir,
+        resume=True,
+        executor=InProcessExecutor(),
+        progress=False,
+        evaluator_factory=build_evaluator,
+    )  # the crash only wrapped it
     assert again.trained == 0
     assert journal(run_dir) == before
     keys = [r["key"] for r in before if r["type"] == "candidate"]

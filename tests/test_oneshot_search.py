@@ -130,7 +130,7 @@ def interrupted(tmp_path: Path, n: int) -> Path:
 def test_resume_mid_step_matches_an_uninterrupted_run(full, tmp_path):
     run = interrupted(tmp_path, 4)  # step 0, step 1 (2 candidates), 1 of step 2
     assert len(journal(run)) == 4
-    run_search(run, resume=True, progress=False)
+    run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert strip(journal(run)) == strip(journal(full[0]))
 
 
@@ -141,19 +141,19 @@ def test_resume_with_missing_or_foreign_weights_stops_before_training(full, tmp_
     saved = current.read_bytes()
     current.unlink()
     with pytest.raises(ConfigError, match="current.safetensors: missing; step 2"):
-        run_search(run, resume=True, progress=False)
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert (run / "journal.jsonl").read_text() == before
     # a weight file of another cell: the final cell's
     shutil.copy(full[0] / "oneshot" / "current.safetensors", current)
     with pytest.raises(ConfigError, match="holds cell .* but the journal's current cell"):
-        run_search(run, resume=True, progress=False)
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert (run / "journal.jsonl").read_text() == before
     current.write_bytes(b"not a safetensors file")
     with pytest.raises(ConfigError, match="current.safetensors: not a readable weight file"):
-        run_search(run, resume=True, progress=False)
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert (run / "journal.jsonl").read_text() == before
     current.write_bytes(saved)
-    run_search(run, resume=True, progress=False)
+    run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert strip(journal(run)) == strip(journal(full[0]))
 
 
@@ -274,7 +274,7 @@ def test_oneshot_composes_with_screening_and_resumes(tmp_path, screening):
             evaluator_factory=lambda c: StopAfterStaged(build_evaluator(c), 3),
             progress=False,
         )
-    run_search(crashed, resume=True, progress=False)
+    run_search(crashed, resume=True, progress=False, evaluator_factory=build_evaluator)
     every = [json.loads(x) for x in (run / "journal.jsonl").read_text().splitlines()]
     again = [json.loads(x) for x in (crashed / "journal.jsonl").read_text().splitlines()]
     assert strip(again) == strip(every)
@@ -441,8 +441,12 @@ def kill_and_resume(tmp_path, monkeypatch, caplog, n: int | None):
             )
     before = len(journal(run))
     caplog.clear()
-    result = run_search(run, resume=True, progress=False)
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    result = run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    wrapped = f"{run}: its candidates were scored by test_oneshot_search.kill_and_resume.<locals>"
+    assert warned == (
+        [] if n is None else [f"{wrapped}.<lambda>; the built-in evaluator scores the rest"]
+    )
     return run, result, before
 
 
@@ -467,7 +471,7 @@ def test_a_resume_of_a_finished_oneshot_search_warns_nothing(full, caplog):
     current = run / "oneshot" / "current.safetensors"
     held = tensors_of(current)
     caplog.clear()
-    result = run_search(run, resume=True, progress=False)
+    result = run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert result.trained == 0
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert same_tensors(tensors_of(current), held)
@@ -587,4 +591,6 @@ def test_while_a_constraint_rejects_every_cell_candidates_train_from_scratch(
     first = min(r["step"] for r in trained)
     assert all(not r["detail"]["inherited"] for r in trained if r["step"] == first)
     assert all(r["detail"]["inherited"] for r in trained if r["step"] > first)
-    assert run_search(run, resume=True, progress=False).trained == 0
+    assert (
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator).trained == 0
+    )

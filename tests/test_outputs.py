@@ -307,3 +307,13 @@ def test_out_of_memory_lines() -> None:
     assert "(tried to allocate 20.00 GiB)" in str(out_of_memory_line(cuda))
     assert str(out_of_memory_line(MemoryError())).startswith("out of memory: the sizes")
     assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+
+
+def test_a_second_bench_into_the_same_folder_is_refused(tmp_path) -> None:
+    (tmp_path / "bench.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        claim_folder(tmp_path, "bench", resume=False)
+    assert str(err.value) == (
+        f"--out {tmp_path} already holds the results of an `autoshrink bench` run (bench.json); "
+        "choose another --out"
+    )

@@ -111,6 +111,8 @@ def test_an_address_where_nothing_listens_fails_within_seconds():
         probe_address(f"ray://127.0.0.1:{port}")
     assert time.perf_counter() - t0 < 30  # Ray alone retries for minutes
     probe_address("auto")  # no port: left to Ray
+    with pytest.raises(ConfigError, match="--ray-address bogus: expected auto, local, HOST:PORT"):
+        probe_address("bogus")
     with socket.socket() as server:  # something listens: passes
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -335,13 +335,19 @@ def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli)
     )
 
 
-def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
+def finished_and_unstarted(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A finished toy search ``full``, its journal's lines, and ``run``: its config and
+    fingerprint with no journal yet (a test writes one)."""
     full, run = tmp_path / "full", tmp_path / "run"
     search(full, toy_config(k=4, seed=3))
-    rows = lines(full / "journal.jsonl")
     run.mkdir()
     for name in ("config.json", "fingerprint.json"):
         (run / name).write_text((full / name).read_text())
+    return full, run, lines(full / "journal.jsonl")
+
+
+def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
+    full, run, rows = finished_and_unstarted(tmp_path)
     torn = rows[7][:30] + "\x00\x00\n"  # a record cut short, then a newline: not a clean kill
     (run / "journal.jsonl").write_text("\n".join(rows[:7]) + "\n" + torn)
     with pytest.raises(JournalError, match="line 8 is not a JSON record .*--resume --repair"):
@@ -356,6 +362,18 @@ def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
     (run / "journal.jsonl").write_text("\n".join(middle) + "\n")
     with pytest.raises(JournalError, match=r"line 4 is not a JSON record \("):
         search(run, repair=True)
+
+
+def test_reading_a_journal_never_writes_to_it_and_a_search_tidies_it(tmp_path):
+    full, run, rows = finished_and_unstarted(tmp_path)
+    for tail in (rows[7][:30], rows[7]):  # a record cut mid-write; a whole one without "\n"
+        data = ("\n".join(rows[:7]) + "\n" + tail).encode()
+        (run / "journal.jsonl").write_bytes(data)
+        kept = len(Journal(run / "journal.jsonl").records())
+        assert kept == (7 if tail != rows[7] else 8)
+        assert (run / "journal.jsonl").read_bytes() == data  # e.g. beside a running search
+    search(run)  # the resume cuts the torn record before it appends
+    assert strip_seconds(run / "journal.jsonl") == strip_seconds(full / "journal.jsonl")
 
 
 def test_repair_and_retry_failed_need_resume(tmp_path):

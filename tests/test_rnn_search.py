@@ -123,7 +123,9 @@ def test_a_killed_search_resumes_to_the_same_best_cell(tmp_path: Path, corpus_di
     with pytest.raises(Crash):
         run_search(tmp_path / "run", config, evaluator_factory=crashing, progress=False)
     assert len(Journal(tmp_path / "run" / "journal.jsonl").records()) == 3
-    resumed = run_search(tmp_path / "run", resume=True, progress=False)
+    resumed = run_search(
+        tmp_path / "run", resume=True, progress=False, evaluator_factory=build_evaluator
+    )  # the crash only wrapped it
     assert resumed.trained == 4 and resumed.cell == whole.cell
     assert scores(tmp_path / "run") == scores(tmp_path / "whole")
 

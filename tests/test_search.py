@@ -315,6 +315,11 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     code, out, err = cli("search", *TINY, "--max-macs", "45000", "--out", tmp_path / "r")
     assert code == 0, err
     assert "complete cell rejected: no score" in out and "best score" in out
+    code, out, err = cli("search", *TINY, "--max-macs", "1", "--out", tmp_path / "none")
+    assert code == 2 and err.strip().endswith(
+        "no candidate finished with a finite score; every candidate broke a hard constraint "
+        "(macs 53536 > max 1): loosen it"
+    )
 
 
 def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(tmp_path):
@@ -343,6 +348,9 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             preset("demo", **settings)
     assert preset("demo", constraints={"params": 1e4}).constraints == {"params": 1e4}
+    with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.167"):
+        preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
+    assert preset("demo", task="rnn", nodes=3, keep_fraction=0.167).keep_fraction == 0.167
 
 
 def test_a_resume_refuses_another_config_and_a_numpy_metric_is_journalled(tmp_path) -> None:
@@ -357,7 +365,8 @@ def test_a_resume_refuses_another_config_and_a_numpy_metric_is_journalled(tmp_pa
     first = run_search(run, toy_config(k=2), evaluator_factory=lambda c: NumpyMetrics(),
                        progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match=r"config given differs \(k: 2 -> 3; pass config=None"):
-        run_search(run, toy_config(k=3), resume=True, progress=False)
+        run_search(run, toy_config(k=3), resume=True, progress=False,
+                   evaluator_factory=lambda c: ToyEvaluator())  # fmt: skip
     again = run_search(run, toy_config(k=2), resume=True, progress=False,
                        evaluator_factory=lambda c: ToyEvaluator())  # fmt: skip
     assert again.trained == 0 and again.best.score == first.best.score
@@ -371,3 +380,46 @@ def test_a_start_that_fails_with_any_error_leaves_the_folder_free(tmp_path) -> N
     with pytest.raises(TypeError):
         run_search(run, toy_config(k=2), evaluator_factory=breaks, progress=False)
     assert list(run.iterdir()) == []
+
+
+def make_toy_evaluator(config: SearchConfig) -> ToyEvaluator:
+    return ToyEvaluator()
+
+
+def test_a_run_scored_by_a_custom_evaluator_resumes_only_with_one(tmp_path, caplog) -> None:
+    run = tmp_path / "r"
+    first = run_search(run, toy_config(k=2), evaluator_factory=make_toy_evaluator, progress=False)
+    saved = json.loads((run / "fingerprint.json").read_text())
+    assert saved["evaluator"] == f"{__name__}.make_toy_evaluator"
+    before = (run / "journal.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=r"custom evaluator \S*test_search\.make_toy_evaluator;"):
+        run_search(run, resume=True, progress=False)  # the built-in one would mix its scores in
+    assert (run / "journal.jsonl").read_bytes() == before
+    again = run_search(run, resume=True, progress=False, evaluator_factory=lambda c: ToyEvaluator())
+    assert again.trained == 0 and again.best.score == first.best.score
+    assert "make_toy_evaluator; " in caplog.text  # another one: a warning
+
+
+def test_a_config_given_to_a_resume_brings_its_execution_settings(tmp_path) -> None:
+    run, seen = tmp_path / "r", []
+
+    def factory(config: SearchConfig) -> ToyEvaluator:
+        seen.append(config.threads)
+        return ToyEvaluator()
+
+    run_search(run, toy_config(k=2, threads=2), evaluator_factory=factory, progress=False)
+    run_search(run, toy_config(k=2, threads=1), resume=True, evaluator_factory=factory,
+               progress=False)  # fmt: skip
+    run_search(run, resume=True, evaluator_factory=factory, progress=False)
+    assert seen == [2, 1, 2]  # config.json keeps the run's own
+
+
+def test_a_resume_of_an_ended_search_keeps_its_result_and_needs_its_journal(tmp_path) -> None:
+    run, factory = tmp_path / "r", make_toy_evaluator
+    run_search(run, toy_config(k=2), evaluator_factory=factory, progress=False)
+    before = (run / "result.json").read_bytes()
+    again = run_search(run, resume=True, evaluator_factory=factory, progress=False)
+    assert again.trained == 0 and (run / "result.json").read_bytes() == before
+    (run / "journal.jsonl").write_bytes(b"")
+    with pytest.raises(JournalError, match=r"result\.json says the search ended, but journal"):
+        run_search(run, resume=True, evaluator_factory=factory, progress=False)

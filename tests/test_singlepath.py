@@ -416,6 +416,7 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     [
         (["--backend", "tflite"], "unknown latency backend 'tflite'"),
         (["--latency-target", "0.5"], "below the fixed part"),
+        (["--batch-size", "100000"], "batch_size 100000 exceeds the"),  # it ended with NaN
     ],
 )
 def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_settings, args, needle):
@@ -461,3 +462,23 @@ def test_a_searchable_layer_converts_to_half_precision() -> None:
     _, slots = macro_slots(MobileNetV2Spec(width=0.5, image_size=64))
     layer = SuperMBConv(slots[3]).half()
     assert all(p.dtype == torch.float16 for p in layer.parameters())
+
+
+def test_a_diverged_supernet_is_one_line_and_keeps_its_checkpoint(
+    cli, tmp_path, demo_settings, monkeypatch
+):
+    from autoshrink.singlepath import search
+
+    train_epoch = search._Search.train_epoch
+
+    def diverging(self, epoch):  # a NaN loss at epoch 2 (it finished with exit 0)
+        stats = train_epoch(self, epoch)
+        return stats | {"train_loss": float("nan")} if epoch == 2 else stats
+
+    monkeypatch.setattr(search._Search, "train_epoch", diverging)
+    _prepare_table(tmp_path / "run", demo_settings)
+    code, _, err = cli("singlepath", *SEARCH, "--out", tmp_path / "run")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "the supernet's training diverged at epoch 2 (loss nan)" in err
+    assert "keeps the checkpoint of epoch 1" in err
+    assert not (tmp_path / "run" / "result.json").exists()

@@ -7,6 +7,7 @@ checked on construction; unknown keys in a file are an error, not silently dropp
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -177,6 +178,13 @@ class SearchConfig:
                 )
         self._check_screening()
         self._check_evaluator()
+        edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
+        if self.task == "rnn" and self.score.weight and round(edges * self.keep_fraction) == 0:
+            raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
+                f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
+                f"0 edges, which the score cannot rank (edge cost 0); use at least "
+                f"{0.5 / edges:.3g}"
+            )
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
@@ -404,8 +412,27 @@ RNN_PRESETS: dict[str, SearchConfig] = {
 }
 
 
+#: The command line's names of settings that a preset's overrides spell otherwise.
+CLI_SPELLINGS = {
+    "epochs": "training_epochs",
+    "batch_size": "training_batch_size",
+    "lr": "training_lr",
+    "weight": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
+    "lam": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
+    "cost": "score=Score.cnn(cost=...)",
+    "max_macs": 'constraints={"macs": ...}',
+    "max_params": 'constraints={"params": ...}',
+    "max_latency": 'constraints={"latency_ms": ...}',
+    "executor": "execution=ExecutionSettings(executor=...)",
+    "workers": "execution=ExecutionSettings(workers=...)",
+}
+
+
 def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
-    """A named preset of ``task`` with keyword overrides (``None`` values are ignored)."""
+    """A named preset of ``task`` with keyword overrides of :class:`SearchConfig`'s fields;
+    ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``).
+    ``None`` values are ignored (``dataclasses.replace(preset(...), patience=None)`` sets one
+    to ``None``); an unknown name is a :class:`ConfigError` that says how it is spelled."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
     table = RNN_PRESETS if task == "rnn" else PRESETS
@@ -413,6 +440,13 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
         base = table[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(table)}") from None
+    known = [f.name for f in fields(SearchConfig)]
+    known += [f"training_{f.name}" for f in fields(base.training)]
+    for key in overrides:
+        if key not in known:
+            like = CLI_SPELLINGS.get(key) or " or ".join(difflib.get_close_matches(key, known, 2))
+            hint = f"did you mean {like}?" if like else "see SearchConfig's fields"
+            raise ConfigError(f"preset {name!r}: unknown setting {key!r}; {hint}")
     training = {
         k[9:]: v for k, v in overrides.items() if k.startswith("training_") and v is not None
     }

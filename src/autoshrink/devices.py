@@ -4,7 +4,8 @@
 not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
 :func:`device_argument` is the same check as an ``argparse`` type. A name this machine cannot
 run is a :class:`~autoshrink.errors.ConfigError` that names it. Thread counts are checked here
-too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it.
+too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it;
+:func:`own_generators` gives a block that seeds torch's global generators its own.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def own_generators(device: str | torch.device = "cpu") -> Iterator[None]:
+    """Run the body, which may seed torch's global generators (a candidate's initial weights),
+    and give the caller's generator states back after: the CPU's, and the GPU's of
+    ``device``."""
+    import torch
+
+    dev = torch.device(device)
+    gpus = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        yield
 
 
 def gpu_index(device: str) -> int | None:

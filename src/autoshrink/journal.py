@@ -121,8 +121,16 @@ def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
         raise JournalError(f"{path}: line {line}: {problem}")
 
 
-def _parse(line: bytes) -> dict[str, Any]:
-    rec = json.loads(line)
+def _no_constant(name: str) -> float:
+    """Refuse ``NaN`` and ``Infinity``: Python's JSON reads them, the journal never holds them
+    (a non-finite number is written as ``null``)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_record(line: str | bytes) -> dict[str, Any]:
+    """The record of one journal line: a JSON object of finite numbers, else a ``ValueError``
+    (or a ``RecursionError`` for nesting too deep)."""
+    rec = json.loads(line, parse_constant=_no_constant)
     if not isinstance(rec, dict):
         raise ValueError("not an object")
     return rec
@@ -131,22 +139,26 @@ def _parse(line: bytes) -> dict[str, Any]:
 class Journal:
     """An append-only JSON-lines file of candidate records."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def records(self, repair: bool = False) -> list[dict[str, Any]]:
-        """All complete records (see :meth:`numbered`)."""
-        return [rec for _, rec in self.numbered(repair)]
+    def records(self) -> list[dict[str, Any]]:
+        """All complete records, read only (see :meth:`numbered`): safe beside a running
+        search."""
+        return [rec for _, rec in self.numbered()]
 
     def numbered(
-        self, repair: bool = False, check: bool = False
+        self, repair: bool = False, check: bool = False, tidy: bool = False
     ) -> list[tuple[int, dict[str, Any]]]:
         """``(line number, record)`` of every complete record.
 
-        A torn final line without its newline is dropped (and cut from the file). Malformed
-        lines after the last good record are an error, or with ``repair`` are cut from the
-        file and kept in ``<journal>.torn``; any other malformed line is an error. With
-        ``check``, each record goes through :func:`check_record` before anything is cut.
+        A torn final line without its newline is dropped; malformed lines after the last good
+        record are an error, and so is any other malformed line. The file is only read,
+        unless ``tidy`` (the search does, with the run's lock, before it appends): then the
+        torn final line is cut from the file, a whole last record without its newline gets
+        one, and with ``repair`` the malformed lines at the end are cut and kept in
+        ``<journal>.torn``. With ``check``, each record goes through :func:`check_record`
+        before anything is cut.
         """
         raw = self.read()
         lines = raw.split(b"\n")
@@ -158,7 +170,7 @@ class Journal:
             end = offset + len(line) + (0 if last else 1)
             if line.strip():
                 try:
-                    rec = _parse(line)
+                    rec = parse_record(line)
                 except ValueError as err:
                     if bad is None:
                         bad = (n, offset, err)
@@ -174,9 +186,11 @@ class Journal:
             offset = end
         if bad is not None:
             n, start, error = bad
-            if n == len(lines):  # written without its newline: the run was killed mid-write
+            if n == len(lines):  # written without its newline: killed (or writing) mid-record
+                if not tidy:
+                    return records
                 log.warning("%s: dropping a torn last record (line %d)", self.path, n)
-            elif repair:
+            elif repair and tidy:
                 torn = self.path.with_name(self.path.name + ".torn")
                 with open(torn, "ab") as f:
                     f.write(raw[start:])
@@ -188,7 +202,7 @@ class Journal:
                 )
             with open(self.path, "r+b") as f:
                 f.truncate(start)
-        elif records and good_bytes == len(raw) and not raw.endswith(b"\n"):
+        elif tidy and records and good_bytes == len(raw) and not raw.endswith(b"\n"):
             with open(self.path, "ab") as f:  # a whole record without its newline: end it
                 f.write(b"\n")
         return records

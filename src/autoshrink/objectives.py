@@ -43,6 +43,11 @@ class Score:
         """``0.25 * (200 - perplexity) - weight * (log10(cost) - 6)``; cost ``E * nhid^2``."""
         return cls(metric="perplexity", slope=-0.25, offset=200.0, cost=cost, weight=weight)
 
+    def missing(self, metrics: Mapping[str, float]) -> list[str]:
+        """The names this score reads that ``metrics`` lacks (the cost only with a weight)."""
+        reads = (self.metric, self.cost) if self.weight else (self.metric,)
+        return [name for name in reads if name not in metrics]
+
     def __call__(self, metrics: Mapping[str, float]) -> float:
         """``slope * (metric - offset) - weight * (log10(cost) - 6)`` of ``metrics``; ``-inf`` when
         the metric or the cost is missing or not finite, or the cost is not positive (with

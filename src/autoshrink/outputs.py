@@ -28,6 +28,10 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 """For each command, the files of which any one marks a folder as holding its results."""
 
 
+#: The commands that continue a run of theirs in its folder (``--resume``).
+RESUMABLE = ("search", "singlepath", "train")
+
+
 def holder(folder: Path) -> tuple[str, str] | None:
     """``(command, file)``: the command whose results ``folder`` holds, by the first of its
     signature files found there; ``None`` for a missing, empty or unmarked folder."""
@@ -58,9 +62,10 @@ def claim_folder(
             f"{command} would write over them: choose another {flag}"
         )
     if found is not None and resume is False:
+        go_on = "continue it with --resume or " if command in RESUMABLE else ""
         raise ConfigError(
             f"{flag} {path} already holds the results of an `autoshrink {command}` run "
-            f"({found[1]}); continue it with --resume or choose another {flag}"
+            f"({found[1]}); {go_on}choose another {flag}"
         )
     return path
 

@@ -48,7 +48,7 @@ class Replay:
         """The replay of ``journal``'s records, each checked as it is read back
         (:meth:`~autoshrink.journal.Journal.numbered`: a torn last line is
         cut from the file, and with ``repair`` malformed lines at its end too)."""
-        return cls(journal.path, journal.numbered(repair, check=True), retry_failed)
+        return cls(journal.path, journal.numbered(repair, check=True, tidy=True), retry_failed)
 
     def __init__(
         self,

@@ -5,7 +5,8 @@ the settings that decide which candidates the search asks for, and those setting
 ``journal.jsonl`` of evaluated candidates, ``run.lock`` while a search runs and, when it ends,
 ``best_cell.json`` with its picture and ``result.json``. :func:`prepare_run_dir` makes a new
 run folder or checks the one a search resumes; :func:`check_fingerprint` refuses to resume with
-a config edited since the journal was made, naming the settings that changed; :func:`unstarted`
+a config edited since the journal was made, naming the settings that changed, and
+:func:`check_evaluator` without the custom evaluator the run was made with; :func:`unstarted`
 frees the folder of a start that failed.
 No torch in this module: the report reads run folders with these names too.
 """
@@ -29,28 +30,34 @@ log = logging.getLogger(__name__)
 
 CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.json", "best_cell.json"
 FINGERPRINT = "fingerprint.json"
+#: The built-in evaluator factory by its name; ``fingerprint.json`` records it as ``null``.
+BUILT_IN_FACTORY = "autoshrink.evaluators.factory.build_evaluator"
 
 
-def write_fingerprint(run_dir: Path, config: SearchConfig) -> None:
-    """Write ``fingerprint.json``: the hash and the search settings the journal is made with."""
+def write_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None) -> None:
+    """Write ``fingerprint.json``: the hash and the search settings the journal is made with,
+    and the name of the evaluator factory that scores its candidates (``None``: the built-in
+    one, ``null`` in the file)."""
     out = {
         "format": "autoshrink.fingerprint/1",
         "config_hash": config.fingerprint(),
         "settings": config.search_settings(),
+        "evaluator": None if evaluator == BUILT_IN_FACTORY else evaluator,
     }
     write_json(run_dir / FINGERPRINT, out, sort_keys=True)
 
 
-def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
+def check_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None) -> None:
     """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
-    config the run's journal was made with; a folder without ``fingerprint.json`` (made before
-    there were fingerprints) gets one from its ``config.json``."""
+    config the run's journal was made with, and check ``evaluator`` (:func:`check_evaluator`);
+    a folder without ``fingerprint.json`` (made before there were fingerprints) gets one from
+    its ``config.json``."""
     path = run_dir / FINGERPRINT
     if not path.is_file():
         log.warning(
             "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
         )
-        write_fingerprint(run_dir, config)
+        write_fingerprint(run_dir, config, evaluator)
         return
     try:
         saved = json.loads(path.read_text())
@@ -59,6 +66,8 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
             raise TypeError(f"settings is a {type(settings).__name__}, not an object")
     except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise JournalError(f"{path}: not a fingerprint file ({err})") from None
+    if "evaluator" in saved:  # folders made before it was recorded are not checked
+        check_evaluator(run_dir, saved["evaluator"], evaluator)
     if saved_hash == config.fingerprint():
         return
     changed = differences(settings, config.search_settings())
@@ -69,10 +78,38 @@ def check_fingerprint(run_dir: Path, config: SearchConfig) -> None:
     )
 
 
-def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) -> SearchConfig:
+def check_evaluator(run_dir: Path, saved: object, now: str | None) -> None:
+    """Refuse to resume a run whose candidates a custom evaluator factory (``saved``, its
+    name) scored when no factory is given (``now`` ``None``): the built-in evaluator would
+    mix its scores with that one's. Pass the same factory, or
+    :data:`BUILT_IN_FACTORY` itself where the custom one only wrapped it. Warn when another
+    factory scores the rest."""
+    recorded = None if now == BUILT_IN_FACTORY else now
+    if saved == recorded:
+        return
+    if saved is not None and now is None:
+        raise ConfigError(
+            f"{run_dir}: its candidates were scored by the custom evaluator {saved}; resume it "
+            "with that evaluator_factory (the built-in evaluator would mix its scores with that "
+            "one's; evaluator_factory=build_evaluator says it should)"
+        )
+    log.warning(
+        "%s: its candidates were scored by %s; %s scores the rest",
+        run_dir,
+        "the built-in evaluator" if saved is None else saved,
+        "the built-in evaluator" if recorded is None else recorded,
+    )
+
+
+def prepare_run_dir(
+    run_dir: Path, config: SearchConfig | None, resume: bool, evaluator: str | None = None
+) -> SearchConfig:
     """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
-    check it against the fingerprint its journal was made with (call with the lock held); a
-    ``config`` given with ``resume`` must search the same (execution settings may differ)."""
+    check it against the fingerprint its journal was made with (call with the lock held).
+    A ``config`` given with ``resume`` must search the same; it is the one returned, so its
+    execution settings (threads, device, data folder) apply to the rest of the run.
+    ``evaluator`` names the evaluator factory (``None``: none given, the built-in one); a run
+    made with a custom one resumes only with a factory (:func:`check_evaluator`)."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CONFIG).exists():
@@ -80,14 +117,16 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         from autoshrink.config import SearchConfig  # imports torch: only when a search runs
 
         saved = SearchConfig.load(run_dir / CONFIG)
-        check_fingerprint(run_dir, saved)
-        if config is not None and config.fingerprint() != saved.fingerprint():
+        check_fingerprint(run_dir, saved, evaluator)
+        if config is None:
+            return saved
+        if config.fingerprint() != saved.fingerprint():
             changed = differences(saved.search_settings(), config.search_settings())
             raise ConfigError(
                 f"{run_dir / CONFIG}: resume continues the run's own search; the config given "
                 f"differs ({first_three(changed)}; pass config=None, or start a new folder)"
             )
-        return saved
+        return config
     if config is None:
         raise JournalError("a new search needs a config")
     if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
@@ -108,7 +147,7 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig | None, resume: bool) ->
         )
     try:
         config.save(run_dir / CONFIG)
-        write_fingerprint(run_dir, config)
+        write_fingerprint(run_dir, config, evaluator)
     except BaseException:  # a full disk, say: leave the folder free for the same command
         for name in (CONFIG, FINGERPRINT):
             (run_dir / name).unlink(missing_ok=True)

@@ -185,6 +185,16 @@ def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) ->
     return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
 
 
+def all_rejected(records: Iterable[dict[str, Any]]) -> str:
+    """``"; every candidate broke a hard constraint (...)"`` naming the first one's reason,
+    when every record is ``"rejected"``; else ``""``."""
+    records = list(records)
+    if not records or any(r["status"] != "rejected" for r in records):
+        return ""
+    reason = records[0].get("detail", {}).get("reason", "?")
+    return f"; every candidate broke a hard constraint ({reason}): loosen it"
+
+
 def retry_listener(
     append: Callable[[dict[str, Any]], None],
     proposals: list[Proposal],
@@ -223,7 +233,7 @@ def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
 
 
 def run_search(
-    run_dir: Path,
+    run_dir: str | Path,
     config: SearchConfig | None = None,
     *,
     resume: bool = False,
@@ -257,9 +267,16 @@ def run_search(
     journal = Journal(run_dir / JOURNAL)
     try:
         with RunLock(run_dir), StopSignals() as signals:
-            config = prepare_run_dir(run_dir, config, resume)  # refuses before writing
+            factory = factory_name(evaluator_factory)
+            config = prepare_run_dir(run_dir, config, resume, factory)  # refuses before writing
             try:
                 replay = Replay.read(journal, repair, retry_failed)
+                ended = resume and (run_dir / RESULT).exists()
+                if ended and not replay.done:  # else the whole search would start again
+                    raise JournalError(
+                        f"{run_dir}: {RESULT} says the search ended, but {JOURNAL} holds no "
+                        "candidate (removed or emptied?); restore it, or start a new folder"
+                    )
                 if replay.done:
                     log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
                 if evaluator_factory is None:
@@ -277,7 +294,10 @@ def run_search(
                 )
                 if result.best is None:
                     why = f"search stopped: {result.stopped}; " if result.stopped else ""
-                    raise JournalError(f"{run_dir}: {why}no candidate finished with a finite score")
+                    raise JournalError(
+                        f"{run_dir}: {why}no candidate finished with a finite score"
+                        + all_rejected(replay.done.values())
+                    )
                 out = SearchResult(
                     result.best,
                     result.start,
@@ -290,7 +310,10 @@ def run_search(
                     result.screening,
                     result.ended,
                 )
-                write_result(out, config)  # a signal here too says how to resume
+                if ended and result.trained == 0:  # the result of the session that ended it
+                    log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)
+                else:
+                    write_result(out, config)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
             except Exception:
@@ -300,6 +323,18 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def factory_name(factory: Callable[..., Any] | None) -> str | None:
+    """What a run folder records of an evaluator factory: ``module.qualname`` of the function,
+    of a ``functools.partial``'s function or of a callable object's class; ``None`` when none
+    is given (the built-in one, :data:`~autoshrink.run_folder.BUILT_IN_FACTORY`, is used)."""
+    if factory is None:
+        return None
+    inner = getattr(factory, "func", factory)
+    if not hasattr(inner, "__qualname__"):  # a callable object
+        inner = type(inner)
+    return f"{inner.__module__}.{inner.__qualname__}"
 
 
 def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> SearchInterrupted:
@@ -419,6 +454,13 @@ def search_loop(
             on_retry = retry_listener(append_event, proposals, todo, seeds)
             for j, evaluation in executor.run(evaluator, jobs, on_retry):
                 i = todo[j]
+                if evaluation.status == "ok" and (missing := score_fn.missing(evaluation.metrics)):
+                    raise ConfigError(
+                        f"the score reads {', '.join(missing)}, which the evaluation of "
+                        f"{proposals[i].genotype.key} lacks (it has "
+                        f"{', '.join(sorted(evaluation.metrics))}); score the metrics the "
+                        "evaluator gives"
+                    )
                 score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
                 if i in screened:
                     evaluation = with_stages(evaluation, screened[i])

@@ -109,12 +109,23 @@ def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str 
     return None
 
 
-def read_text_file(path: str | Path, error: type[AutoshrinkError], what: str) -> str:
+#: The largest JSON file read (a cell, a config, a latency table): an endless pipe or a
+#: device named by mistake (``/dev/zero``) is refused instead of filling the memory.
+JSON_LIMIT = 256 * 2**20
+
+
+def read_text_file(
+    path: str | Path, error: type[AutoshrinkError], what: str, limit: int | None = None
+) -> str:
     """The UTF-8 text of the ``what`` file ``path`` (``"config"``, ``"text"``, ...); a missing
-    file, a folder in its place, an unreadable file or bytes that are not UTF-8 is a one-line
-    ``error`` naming the file."""
+    file, a folder in its place, an unreadable file, bytes that are not UTF-8 or more than
+    ``limit`` bytes is a one-line ``error`` naming the file."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise error(f"{path}: larger than {limit // 2**20} MiB; expected a {what} file")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such {what} file") from None
     except IsADirectoryError:
@@ -126,17 +137,31 @@ def read_text_file(path: str | Path, error: type[AutoshrinkError], what: str) ->
 
 
 def read_json_file(path: str | Path, error: type[AutoshrinkError], what: str) -> Any:
-    """The JSON value in the ``what`` file ``path``: :func:`read_text_file`'s errors, and
-    malformed JSON as a one-line ``error`` naming the file and the line."""
-    return parse_json(read_text_file(path, error, what), str(path), error)
+    """The JSON value in the ``what`` file ``path``: :func:`read_text_file`'s errors (at most
+    :data:`JSON_LIMIT` bytes), and malformed JSON as a one-line ``error`` naming the file and
+    the line."""
+    return parse_json(read_text_file(path, error, what, JSON_LIMIT), str(path), error)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members, refusing a key given twice (``json`` keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def parse_json(text: str, source: str, error: type[AutoshrinkError]) -> Any:
     """The JSON value of ``text``; malformed JSON, or arrays and objects nested too deep for
     the parser, is a one-line ``error`` naming ``source`` (and the line)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise error(f"{source}: not valid JSON ({err.msg}, line {err.lineno})") from None
     except RecursionError:
         raise error(f"{source}: JSON nested too deep to parse") from None
+    except ValueError as err:  # a key twice; an integer of more digits than Python converts
+        why = "a number of too many digits" if "digits" in str(err) else str(err)
+        raise error(f"{source}: not valid JSON ({why})") from None

@@ -14,7 +14,7 @@ import importlib
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,47 @@ def renamed_flag(
     parser.add_argument(
         old, dest=dest, type=kind, action=RenamedFlag, new=new, help=argparse.SUPPRESS
     )
+
+
+#: The largest seed: torch and NumPy take seeds of 64 bits.
+MAX_SEED = 2**63 - 1
+#: The largest image size, channel count, batch or repeat count an option takes: beyond it,
+#: sizes overflow torch's 64-bit shapes or a run would never end.
+MAX_COUNT = 2**16
+#: The most classes a network may have (ImageNet-21k has 21,841).
+MAX_CLASSES = 2**24
+
+
+def int_at_most(high: int) -> Callable[[str], int]:
+    """An ``argparse`` type: an integer of at most ``high`` (lower bounds are checked where
+    the value is used, with its own message); anything else is argparse's one-line error."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {text}")
+        return value
+
+    return integer
+
+
+def seed_number(text: str) -> int:
+    """An ``argparse`` type: a seed, an integer in ``0..MAX_SEED``."""
+    value = int_at_most(MAX_SEED)(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def folder_path(text: str) -> Path:
+    """An ``argparse`` type: an output folder; an empty string (a shell variable left unset,
+    say) is refused rather than read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return Path(text)
 
 
 def add_latency_table(parser: argparse.ArgumentParser, help: str) -> None:

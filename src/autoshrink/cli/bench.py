@@ -29,7 +29,14 @@ import logging
 import time
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS, renamed_flag
+from autoshrink.cli import (
+    MAX_COUNT,
+    SUBCOMMANDS,
+    folder_path,
+    int_at_most,
+    renamed_flag,
+    seed_number,
+)
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
@@ -108,8 +115,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.npy",
         help=f"{ZC_STRATEGY}: read and extend the proxy values of earlier benches here",
     )
-    p.add_argument("--runs", type=int, default=100, help="seeded runs per strategy (default 100)")
-    p.add_argument("--queries", type=int, default=200, help="query budget per run (default 200)")
+    p.add_argument(
+        "--runs",
+        type=int_at_most(MAX_COUNT),
+        default=100,
+        help="seeded runs per strategy (default 100)",
+    )
+    p.add_argument(
+        "--queries",
+        type=int_at_most(MAX_COUNT),
+        default=200,
+        help="query budget per run (default 200)",
+    )
     p.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -126,11 +143,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default 0.1)",
     )
     renamed_flag(p, "--weight", "--lambda", dest="weight", kind=float)
-    p.add_argument("--seed", type=int, default=0, help="run r uses seed SEED+r (default 0)")
+    p.add_argument("--seed", type=seed_number, default=0, help="run r uses seed SEED+r (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=None,
         metavar="DIR",
         help="write bench.json, CSVs and plots here",
@@ -172,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     check_cost_args(args)
     check_proxy(args.zc_proxy)
     if args.out is not None:  # before the searches: a bad --out fails now, not after them
-        claim_folder(args.out, "bench")
+        claim_folder(args.out, "bench", resume=False)  # a bench keeps its results
     zc = None
     if ZC_STRATEGY in names:
         from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here

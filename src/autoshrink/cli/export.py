@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, folder_path, seed_number
 from autoshrink.cli.latency import add_macro_options, arch_from_args, macro_from_args
 from autoshrink.export.bundle import (
     ATOL,
@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     add_macro_options(p)
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", type=folder_path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--weights", type=Path, default=None, metavar="FILE", help="a .safetensors file")
-    p.add_argument("--seed", type=int, default=0, help="random init and check input seed")
+    p.add_argument("--seed", type=seed_number, default=0, help="random init and check input seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 

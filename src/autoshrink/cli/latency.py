@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autoshrink.cli import SUBCOMMANDS, add_latency_table
+from autoshrink.cli import MAX_CLASSES, MAX_COUNT, SUBCOMMANDS, add_latency_table, int_at_most
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -34,9 +34,13 @@ def add_macro_options(p: argparse.ArgumentParser) -> None:
     """``--macro`` and the macro settings (``--width``, ``--image-size``, ...)."""
     p.add_argument("--macro", default="cifar-proxy", choices=sorted(MACROS), help="the network")
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
-    p.add_argument("--image-size", type=int, default=None, help="input size in pixels")
-    p.add_argument("--in-channels", type=int, default=None, help="input image channels")
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument(
+        "--image-size", type=int_at_most(MAX_COUNT), default=None, help="input size in pixels"
+    )
+    p.add_argument(
+        "--in-channels", type=int_at_most(MAX_COUNT), default=None, help="input image channels"
+    )
+    p.add_argument("--num-classes", type=int_at_most(MAX_CLASSES), default=None)
 
 
 def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
@@ -60,7 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_macro_options(p)
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument(
+        "--batch",
+        type=int_at_most(MAX_COUNT),
+        default=1,
+        help="images per forward pass (default 1)",
+    )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument(
         "--clock",
@@ -69,10 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall: elapsed time (default); cpu: this thread's CPU time, steadier on a busy "
         "machine (cpu device, 1 thread)",
     )
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument(
+        "--warmup", type=int_at_most(MAX_COUNT), default=5, help="untimed runs first (default 5)"
+    )
     p.add_argument(
         "--repeats",
-        type=int,
+        type=int_at_most(MAX_COUNT),
         default=20,
         help="timed runs per round (default 20); rounds go on until the median moves < 2%%",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS
+from autoshrink.cli import SUBCOMMANDS, folder_path
 from autoshrink.errors import ConfigError
 from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
@@ -27,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folders", type=Path, nargs="+", metavar="FOLDER", help="run folder or bench --out folder"
     )
     p.add_argument(
-        "--out", type=Path, default=None, metavar="DIR", help="where the comparison page goes"
+        "--out",
+        type=folder_path,
+        default=None,
+        metavar="DIR",
+        help="where the comparison page goes",
     )
     p.set_defaults(handler=run)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
+from autoshrink.cli import MAX_SEED, SUBCOMMANDS, DefaultsHelpFormatter, folder_path, int_at_most
 from autoshrink.cli.rnn import print_search_summary
 from autoshrink.config import (
     EVALUATORS,
@@ -43,7 +42,7 @@ from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES
 
 if TYPE_CHECKING:
-    from autoshrink.evaluators.base import Evaluator
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=None,
         help="run folder (default: runs/<preset>; --task rnn: runs/rnn-<preset>)",
     )
@@ -262,7 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default 0.5)",
     )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=int_at_most(MAX_SEED), default=None)
     g = p.add_argument_group("screening (docs/zero-cost.md, docs/screening.md)")
     g.add_argument(
         "--screening",
@@ -388,6 +387,28 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     return saved.threads
 
 
+def check_strategy_options(args: argparse.Namespace) -> None:
+    """Refuse an option the run would not use (each one was saved and ignored): patience and
+    REA's sizes with another strategy, the zero-cost batch without zero-cost screening,
+    fine-tuning epochs without the one-shot evaluator (a new search's options)."""
+    strategy = args.strategy or "autoshrink"
+    unused = {  # flag: (given and unused, what uses it)
+        "--patience": (args.patience, strategy != "autoshrink", "--strategy autoshrink"),
+        "--population-size": (args.population_size, strategy != "rea", "--strategy rea"),
+        "--tournament-size": (args.tournament_size, strategy != "rea", "--strategy rea"),
+        "--zc-batch": (args.zc_batch, args.screening != "zero-cost", "--screening zero-cost"),
+        "--oneshot-epochs": (
+            args.oneshot_epochs,
+            args.evaluator != "oneshot",
+            "--evaluator oneshot",
+        ),
+    }
+    wasted = [f"{flag} needs {needs}" for flag, (value, off, needs) in unused.items()
+              if value is not None and off]  # fmt: skip
+    if wasted:
+        raise ConfigError(f"not used by this search: {'; '.join(wasted)}")
+
+
 def default_out(task: str, preset_name: str) -> Path:
     """The run folder when ``--out`` is not given: ``runs/<preset>``, ``runs/rnn-<preset>`` for
     RNN cells (a CNN and an RNN demo do not meet in one folder)."""
@@ -430,7 +451,6 @@ def run(args: argparse.Namespace) -> int:
         execution["cuda_graph"] = args.cuda_graph
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
-    evaluator_factory: Callable[[SearchConfig], Evaluator] | None = None  # build_evaluator
     if args.resume is not None:
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise ConfigError(
@@ -449,11 +469,7 @@ def run(args: argparse.Namespace) -> int:
             device, settings = saved.device, replace(base, **execution)
             threads = resume_threads(saved, settings, args.threads)
             if threads != saved.threads:  # this session only, as the execution settings
-
-                def evaluator_factory(c: SearchConfig) -> Evaluator:
-                    from autoshrink.evaluators.factory import build_evaluator  # imports torch
-
-                    return build_evaluator(replace(c, threads=threads))
+                config = replace(saved, threads=threads)
         else:
             device, settings = "cpu", ExecutionSettings(**execution)
     else:
@@ -461,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
         wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
         if task == "rnn" and wrong:
             raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
+        check_strategy_options(args)
         if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
             raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
@@ -505,7 +522,6 @@ def run(args: argparse.Namespace) -> int:
         config,
         resume=args.resume is not None,
         executor=executor,
-        evaluator_factory=evaluator_factory,
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
         repair=args.repair,

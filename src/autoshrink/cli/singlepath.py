@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from autoshrink.cli import SUBCOMMANDS, add_latency_table
+from autoshrink.cli import (
+    MAX_COUNT,
+    SUBCOMMANDS,
+    add_latency_table,
+    folder_path,
+    int_at_most,
+    seed_number,
+)
 from autoshrink.data.images import DATASETS
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import preset, run_search
@@ -45,13 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--batch", type=int, default=1, help="deployment batch size (default 1)")
+    p.add_argument(
+        "--batch", type=int_at_most(MAX_COUNT), default=1, help="deployment batch size (default 1)"
+    )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
     add_latency_table(p, "latency table to reuse and complete (default OUT/latency_table.json)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
-    p.add_argument("--search-size", type=int, default=None, help="training image size (32)")
-    p.add_argument("--deploy-size", type=int, default=None, help="deployment image size (224)")
+    p.add_argument(
+        "--search-size", type=int_at_most(MAX_COUNT), default=None, help="training image size (32)"
+    )
+    p.add_argument(
+        "--deploy-size",
+        type=int_at_most(MAX_COUNT),
+        default=None,
+        help="deployment image size (224)",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warmup-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="training batch")
@@ -68,14 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seeded validation images, held out of the training split (default: a tenth)",
     )
     p.add_argument("--threshold-lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_number, default=None)
     p.add_argument(
         "--train-threads",
         type=int,
         default=None,
         help="torch threads for the supernet's training (default: torch's; 1 on a busy box)",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--out", type=folder_path, required=True, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--json", action="store_true", help="print result.json")
     p.set_defaults(handler=run)

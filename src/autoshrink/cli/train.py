@@ -29,11 +29,21 @@ from typing import Any
 import torch
 
 from autoshrink.atomic_write import save_tensors
-from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter, rnn, shows_default
+from autoshrink.cli import (
+    MAX_COUNT,
+    SUBCOMMANDS,
+    DefaultsHelpFormatter,
+    folder_path,
+    int_at_most,
+    rnn,
+    seed_number,
+    shows_default,
+)
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
+from autoshrink.devices import MAX_THREADS
 from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
@@ -79,9 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lr", type=float, default=None, help="cnn: lr per 256 images, scaled to the global batch"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
+    p.add_argument(
+        "--seed", type=seed_number, default=0, help="seed of the weights and the data order"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
-    p.add_argument("--out", type=Path, default=Path("runs/train"), help="the run folder")
+    p.add_argument("--out", type=folder_path, default=Path("runs/train"), help="the run folder")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -115,13 +127,23 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
         help=f"a recipe: {' or '.join(RECIPES)}, or a recipe .json file",
     )
     option("--macro", choices=sorted(MACROS), default="cifar-proxy", help="the macro network")
-    option("--image-size", type=int, default=None, help="None: recipe's or the data's")
+    option(
+        "--image-size",
+        type=int_at_most(MAX_COUNT),
+        default=None,
+        help="None: recipe's or the data's",
+    )
     option("--width", type=float, default=None, help="width multiplier (None: the macro's own)")
     option("--activation", choices=CNN_ACTIVATIONS, default=None, help="override the cell's")
     option("--no-flip", action="store_true", default=False, help="no horizontal flips")
     option("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
     option("--precision", choices=PRECISIONS, default=None, help="None: the recipe's")
-    option("--workers", type=int, default=0, help="DataLoader processes per process")
+    option(
+        "--workers",
+        type=int_at_most(MAX_THREADS),
+        default=0,
+        help="DataLoader processes per process",
+    )
 
 
 def task_option(

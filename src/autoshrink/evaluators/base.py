@@ -72,7 +72,13 @@ def failed(
 
 
 class Evaluator(Protocol):
-    """What a search asks of a candidate: its costs, and its trained score."""
+    """What a search asks of a candidate: its costs, and its trained score.
+
+    A candidate that cannot be trained is an :class:`Evaluation` too: ``"failed"`` (see
+    :func:`failed`) or ``"diverged"``; it scores ``-inf`` and the search goes on. An exception
+    that ``evaluate`` raises is a fault of the evaluator, not of the candidate: it stops the
+    search (what the journal holds is kept, and a resume goes on from there).
+    """
 
     def profile(self, genotype: Any) -> dict[str, float]:
         """Cost metrics that need no training (``macs``, ``params``, ...)."""
@@ -81,3 +87,15 @@ class Evaluator(Protocol):
     def evaluate(self, genotype: Any, seed: int) -> Evaluation:
         """Train (or look up) ``genotype`` deterministically from ``seed``."""
         ...
+
+
+def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
+    """``evaluator.evaluate(genotype, seed)``, checked: anything but an :class:`Evaluation`
+    is a :class:`TypeError` that names the evaluator (what every executor calls)."""
+    out = evaluator.evaluate(genotype, seed)
+    if not isinstance(out, Evaluation):
+        raise TypeError(
+            f"{type(evaluator).__qualname__}.evaluate returned a {type(out).__qualname__}, not "
+            f"an {Evaluation.__module__}.Evaluation"
+        )
+    return out

@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
+from autoshrink.devices import own_generators
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
@@ -94,10 +95,11 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
         # per candidate, the random draws of OneShotEvaluator: seed, parent built, then cut
         for cell, seed in zip(cells, seeds, strict=True):
             check_subcell(parent, cell)
-            torch.manual_seed(seed)
-            trained = build_network(parent, self.macro)
-            trained.load_state_dict(tensors)
-            nets.append(inherit_cnn(trained, parent, cell, self.macro)[0])
+            with own_generators():  # the CPU's: the networks are built there
+                torch.manual_seed(seed)
+                trained = build_network(parent, self.macro)
+                trained.load_state_dict(tensors)
+                nets.append(inherit_cnn(trained, parent, cell, self.macro)[0])
         engine = BatchedCNN(
             union_cell(cells),
             self.macro,

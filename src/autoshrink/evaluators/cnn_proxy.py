@@ -20,7 +20,7 @@ from torch import nn
 
 from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
-from autoshrink.devices import torch_threads
+from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -108,7 +108,7 @@ class CNNProxyEvaluator:
         global generator is seeded from ``seed`` and get a generator seeded from it too.
         """
         t0 = time.perf_counter()
-        with torch_threads(self.threads):
+        with torch_threads(self.threads), own_generators(self.device):
             metrics = self.profile(genotype)
             try:
                 torch.manual_seed(seed)

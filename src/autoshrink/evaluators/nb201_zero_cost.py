@@ -27,6 +27,7 @@ import torch
 
 from autoshrink.atomic_write import write_atomic
 from autoshrink.cost.nb201 import topology_cost_table
+from autoshrink.devices import own_generators
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.outputs import check_output_file
@@ -81,9 +82,10 @@ class NB201ZeroCost:
         t0 = time.perf_counter()
         for cell in cells:
             if np.isnan(self.values[cell.code]):
-                torch.manual_seed(self.seed * NUM_CELLS + cell.code)
-                net = topology_network(cell, num_classes=self.num_classes)
-                self.values[cell.code] = self._proxy(net, self.batch_x, self.batch_y)
+                with own_generators():
+                    torch.manual_seed(self.seed * NUM_CELLS + cell.code)
+                    net = topology_network(cell, num_classes=self.num_classes)
+                    self.values[cell.code] = self._proxy(net, self.batch_x, self.batch_y)
                 self.computed += 1
         self.seconds += time.perf_counter() - t0
         return [float(self.values[cell.code]) for cell in cells]

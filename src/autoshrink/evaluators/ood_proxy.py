@@ -27,7 +27,7 @@ from autoshrink.data.images import (
     proxy_indices,
     split_at,
 )
-from autoshrink.devices import torch_threads
+from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
@@ -104,7 +104,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
         ``synthetic_accuracy``, both reported beside it, with the costs of
         :meth:`CNNProxyEvaluator.profile`."""
         t0 = time.perf_counter()
-        with torch_threads(self.threads):
+        with torch_threads(self.threads), own_generators(self.device):
             metrics = self.profile(genotype)
             try:
                 torch.manual_seed(seed)

@@ -20,7 +20,7 @@ from torch import nn
 
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
-from autoshrink.devices import torch_threads
+from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
@@ -86,7 +86,7 @@ class RNNProxyEvaluator:
         evaluator's settings and corpus).
         """
         t0 = time.perf_counter()
-        with torch_threads(self.threads):
+        with torch_threads(self.threads), own_generators(self.device):
             metrics = self.profile(genotype)
             try:
                 if build is None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from autoshrink.data.images import ProxySplit
+from autoshrink.devices import own_generators
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
@@ -51,10 +52,11 @@ class ZeroCostRanker:
         its candidate seed; adds to ``cells_scored`` and ``seconds``."""
         t0 = time.perf_counter()
         values = []
-        for cell in cells:
-            torch.manual_seed(self.seed_of(cell.key))
-            net = build_network(cell, self.macro).to(self.device)
-            values.append(float(self._proxy(net, self.batch_x, self.batch_y)))
+        with own_generators(self.device):
+            for cell in cells:
+                torch.manual_seed(self.seed_of(cell.key))
+                net = build_network(cell, self.macro).to(self.device)
+                values.append(float(self._proxy(net, self.batch_x, self.batch_y)))
         self.cells_scored += len(cells)
         self.seconds += time.perf_counter() - t0
         return values

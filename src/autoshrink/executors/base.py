@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 
 #: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
 #: died runs again, so the search can journal it.
@@ -62,7 +62,7 @@ class InProcessExecutor:
         as each ends; a job that ran out of memory runs again (``on_retry`` is told)."""
         from autoshrink.executors.retries import retry_out_of_memory  # it imports this module
 
-        results = ((i, evaluator.evaluate(job.genotype, job.seed)) for i, job in enumerate(jobs))
+        results = ((i, evaluate(evaluator, job.genotype, job.seed)) for i, job in enumerate(jobs))
         yield from retry_out_of_memory(evaluator, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:

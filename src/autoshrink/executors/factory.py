@@ -74,6 +74,10 @@ def build_executor(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":
         raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
+    if workers is not None and name in ("inprocess", "batched"):
+        raise ConfigError(
+            f"--workers is for --executor pool; --executor {name} trains in this process"
+        )
     if name == "inprocess":
         return InProcessExecutor(max_retries)
     if name == "pool":

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
-from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
@@ -71,7 +71,7 @@ def _serve(conn: Connection) -> None:
             continue
         _, index, job, slot = message
         try:
-            reply: tuple[str, Any] = ("ok", evaluators[slot].evaluate(job.genotype, job.seed))
+            reply: tuple[str, Any] = ("ok", evaluate(evaluators[slot], job.genotype, job.seed))
         except Exception:  # sent to the driver, which raises it as the in-process run would
             reply = ("error", traceback.format_exc())
         if not _reply(conn, (index, reply)):

@@ -22,7 +22,7 @@ from typing import Any
 
 from autoshrink.devices import is_cuda
 from autoshrink.errors import ConfigError
-from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
@@ -64,13 +64,17 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     """Fail fast when nothing listens at a ``HOST:PORT`` or ``ray://HOST:PORT`` address.
 
     Ray itself keeps retrying an unreachable cluster for minutes; one TCP connection attempt
-    tells within ``timeout`` seconds. Addresses without a port (``auto``, ``local``) pass.
-    Raises :class:`ConfigError` naming the address.
+    tells within ``timeout`` seconds. ``auto`` and ``local`` pass; any other address without
+    a port is refused. Raises :class:`ConfigError` naming the address.
     """
+    if address in ("auto", "local"):
+        return
     hostport = address.split("://", 1)[-1]
     host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        return
+    if not (sep and host and port.isdigit()):
+        raise ConfigError(
+            f"--ray-address {address}: expected auto, local, HOST:PORT or ray://HOST:PORT"
+        )
     host = host.strip("[]")  # [IPv6]:port
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
@@ -90,7 +94,7 @@ def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
     torch.set_num_threads(threads)
     with warnings.catch_warnings():  # the object store hands out read-only arrays; only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return evaluator.evaluate(job.genotype, job.seed)
+        return evaluate(evaluator, job.genotype, job.seed)
 
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:

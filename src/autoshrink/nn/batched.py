@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoshrink.cost.cells import CellPlacement, plan
+from autoshrink.devices import own_generators
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import CNNCell, CNNNetwork, build_network
@@ -426,7 +427,8 @@ def build_batched(
         bn=bn,
         node_inputs=node_inputs,
     )
-    for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
-        torch.manual_seed(seed)
-        engine.load_network(k, build_network(cell, spec))
+    with own_generators():  # the CPU's: the networks are built there
+        for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
+            torch.manual_seed(seed)
+            engine.load_network(k, build_network(cell, spec))
     return engine

@@ -12,7 +12,6 @@ last record.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
-from autoshrink.journal import check_record, lock_holder
+from autoshrink.journal import check_record, lock_holder, parse_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
@@ -156,7 +155,7 @@ def read_json_lines(
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = parse_record(line)
         except (ValueError, RecursionError):
             rec = None
         if not isinstance(rec, dict):
@@ -215,7 +214,7 @@ def check_schema(
         raise error(f"{source}: {problem}")
 
 
-def read_run(run_dir: Path) -> RunData:
+def read_run(run_dir: str | Path) -> RunData:
     """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present);
     anything malformed is a one-line error naming the file (and the key, or the line)."""
     from autoshrink.config import SearchConfig  # imports torch: only when a run is read

@@ -39,7 +39,7 @@ from autoshrink.atomic_write import save_tensors, write_json, write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, torch_threads
-from autoshrink.errors import ConfigError, DataError, JournalError
+from autoshrink.errors import ConfigError, DataError, JournalError, TrainingError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.journal import as_read_back
 from autoshrink.outputs import check_output_file, claim_folder
@@ -367,6 +367,11 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
     )
     table_seconds = time.perf_counter() - t0
+    if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
+        raise ConfigError(
+            f"batch_size {s.batch_size} exceeds the {len(data.train_y)} training images; lower "
+            "--batch-size"
+        )
     search = _Search(s, data, model)
     if s.latency_target_ms is not None:
         model.check_target(
@@ -387,6 +392,12 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         t1 = time.perf_counter()
         stats = search.train_epoch(epoch)
         seconds = time.perf_counter() - t1
+        if not math.isfinite(float(stats["train_loss"] or 0.0)):
+            kept = f"the checkpoint of epoch {epoch - 1}" if epoch > 1 else "no checkpoint"
+            raise TrainingError(
+                f"the supernet's training diverged at epoch {epoch} (loss "
+                f"{stats['train_loss']}): try a lower --batch-size or lr; {out} keeps {kept}"
+            )
         arch = search.net.derive()
         _, accuracy = evaluate(search.net, data.val_x, data.val_y, 256)  # the derived network
         search.net.train()

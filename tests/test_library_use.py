@@ -1,0 +1,111 @@
+"""What a user of autoshrink as a library meets: type information, settings spelled as the
+command line spells them, global state left as it was, and custom evaluators and scores that
+fail in one clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoshrink.config import preset
+from autoshrink.errors import ConfigError
+from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.factory import build_evaluator
+from autoshrink.executors.base import InProcessExecutor
+from autoshrink.graph import Cell
+from autoshrink.journal import Journal
+from autoshrink.objectives import Score
+from autoshrink.report.reading import read_run
+from autoshrink.search import run_search
+from test_search import ToyEvaluator, toy_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_package_ships_its_type_information() -> None:
+    assert resources.files("autoshrink").joinpath("py.typed").is_file()
+    package_data = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")
+    assert '"py.typed"' in package_data[1].split("[")[1]  # the built wheel has it too
+    for entry, name in [(run_search, "run_dir"), (read_run, "run_dir")]:
+        assert typing.get_type_hints(entry)[name] == str | Path  # the docs pass strings
+    assert typing.get_type_hints(Journal.__init__)["path"] == str | Path
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        ({"epochs": 2}, "unknown setting 'epochs'; did you mean training_epochs?"),
+        ({"weight": 0.05}, "did you mean score=Score.cnn(weight=...)"),
+        ({"max_macs": 2e5}, 'did you mean constraints={"macs": ...}?'),
+        ({"training_epoch": 2}, "did you mean training_epochs"),
+        ({"nodez": 3}, "did you mean nodes?"),
+    ],
+)
+def test_preset_names_an_unknown_setting_and_its_spelling(overrides, says) -> None:
+    with pytest.raises(ConfigError) as err:
+        preset("demo", **overrides)
+    assert says in str(err.value)
+    assert preset("demo", training_epochs=2, k=3).training.epochs == 2
+
+
+def test_evaluating_a_candidate_leaves_the_callers_random_numbers_alone() -> None:
+    config = preset("demo", nodes=3, per_class=5, val_size=20, training_epochs=1, threads=1)
+    evaluator = build_evaluator(config)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    evaluation = evaluator.evaluate(Cell.complete("cnn", ["input", "sep3x3", "conv1x1"]), 77)
+    assert evaluation.status == "ok"
+    assert torch.initial_seed() == 123 and torch.equal(torch.rand(3), expected)
+
+
+def test_a_score_that_reads_a_metric_the_evaluator_lacks_is_named(tmp_path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"the score reads latency, which the evaluation of "
+                       r"\S+ lacks \(it has accuracy, macs, params\)"):  # fmt: skip
+        run_search(run, toy_config(score=Score.cnn(cost="latency")), progress=False,
+                   evaluator_factory=lambda c: ToyEvaluator())  # fmt: skip
+    assert not (run / "config.json").exists()  # the folder is free for the corrected search
+    run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+
+
+class DictEvaluator(ToyEvaluator):
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        return super().evaluate(cell, seed).metrics  # type: ignore[return-value]
+
+
+def test_an_evaluator_that_returns_no_evaluation_is_named(tmp_path) -> None:
+    with pytest.raises(TypeError, match="DictEvaluator.evaluate returned a dict, not an "
+                       "autoshrink.evaluators.base.Evaluation"):  # fmt: skip
+        run_search(tmp_path / "run", toy_config(k=2), executor=InProcessExecutor(),
+                   evaluator_factory=lambda c: DictEvaluator(), progress=False)  # fmt: skip
+
+
+#: Modules that docs/architecture.md says never import torch.
+TORCH_FREE = [
+    "autoshrink.graph",
+    "autoshrink.journal",
+    "autoshrink.replay",
+    "autoshrink.run_folder",
+    "autoshrink.objectives",
+    "autoshrink.screening",
+    "autoshrink.strategies.autoshrink",
+    "autoshrink.strategies.regularized_evolution",
+    "autoshrink.strategies.cell_baselines",
+    "autoshrink.tabular.comparison",
+    "autoshrink.cost.cells",
+    "autoshrink.spaces.cells",
+    "autoshrink.report.reading",
+]
+
+
+def test_the_modules_the_architecture_page_calls_torch_free_are() -> None:
+    code = f"import sys; import {', '.join(TORCH_FREE)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
