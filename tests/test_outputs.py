@@ -288,11 +288,10 @@ def test_thread_counts_are_bounded(cli, tmp_path, args) -> None:
 
 
 def test_sizes_beyond_memory_are_one_line(cli) -> None:
-    code, _, err = cli(
-        "latency", CELLS / "shrinkcnn.json", "--macro", "cifar-proxy", "--image-size", "1000000"
-    )
+    big = ["--image-size", "65536", "--batch", "65536"]  # the largest each option takes
+    code, _, err = cli("latency", CELLS / "shrinkcnn.json", "--macro", "cifar-proxy", *big)
     assert code == 2 and len(err.splitlines()) == 1
-    assert "out of memory (tried to allocate 12000.0 GB): the sizes asked for" in err
+    assert "out of memory (tried to allocate 3377699.7 GB): the sizes asked for" in err
 
 
 def test_out_of_memory_lines() -> None:

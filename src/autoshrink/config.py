@@ -178,13 +178,6 @@ class SearchConfig:
                 )
         self._check_screening()
         self._check_evaluator()
-        edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
-        if self.task == "rnn" and self.score.weight and round(edges * self.keep_fraction) == 0:
-            raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
-                f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
-                f"0 edges, which the score cannot rank (edge cost 0); use at least "
-                f"{0.5 / edges:.3g}"
-            )
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
@@ -194,6 +187,13 @@ class SearchConfig:
         if t.epochs < 1 or t.batch_size < 1 or not 0 < t.lr < math.inf or t.patience < 1:
             raise ConfigError(
                 "training: epochs, batch_size and patience must be >= 1, lr a finite number > 0"
+            )
+        edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
+        if self.task == "rnn" and self.score.weight and round(edges * self.keep_fraction) == 0:
+            raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
+                f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
+                f"0 edges, which the score cannot rank (edge cost 0); use at least "
+                f"{0.5 / edges:.3g}"
             )
 
     def _check_screening(self) -> None:
