@@ -319,7 +319,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="torch threads per candidate (default: pool and Ray workers 1, in-process all "
-        "cores); results match across executors at equal threads; may change on --resume "
+        "cores); inprocess, pool and ray results match at equal threads; may change on --resume "
         "(default there: the run's)",
     )
     g.add_argument(
@@ -379,9 +379,13 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     ):
         log.info(
             "the run trained its candidates on one thread each (%s); %s trains the rest on one "
-            "too, so that they match (more: --threads N, other numbers)",
+            "too (more: --threads N, other numbers)%s",
             before,
             after,
+            ""
+            if after != "batched"
+            else "; the batched engine rounds otherwise in float32, so "
+            "the rest of the search may take another path than the uninterrupted run",
         )
         return 1
     return saved.threads
