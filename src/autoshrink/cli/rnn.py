@@ -1,8 +1,8 @@
 """The ``--task rnn`` branches of ``autoshrink train`` and ``autoshrink search``.
 
 Not a sub-command of its own: :mod:`autoshrink.cli.train` calls :func:`add_train_arguments`
-and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints its result with
-:func:`print_search_summary`.
+and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints an rnn search's
+scores with :func:`print_rnn_scores`.
 
 ``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
 PTB-style folder with the DARTS-style recipe of method §7 and writes ``cell.json`` and
@@ -193,8 +193,9 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     write_json(path, metrics)
 
 
-def print_search_summary(result: SearchResult) -> None:
-    """The lines ``autoshrink search`` prints after an rnn search (the cell is printed first)."""
+def print_rnn_scores(result: SearchResult) -> None:
+    """The scores ``autoshrink search`` prints after an rnn search: the best cell's and the
+    complete cell's (the cell before them, the totals after, as for a cnn search)."""
     best, start = result.best, result.start
     m = best.metrics
     print(
@@ -209,9 +210,3 @@ def print_search_summary(result: SearchResult) -> None:
             f"complete cell score {start.score:.4f} "
             f"(perplexity {start.metrics.get('perplexity', float('nan')):.2f})"
         )
-    print(
-        f"{result.evaluations} candidates, {result.trained} trained now, "
-        f"{result.seconds:.1f} s; results in {result.run_dir}"
-    )
-    if result.ended and not result.stopped:  # an early stop has its own message
-        print(f"ended: {result.ended}")

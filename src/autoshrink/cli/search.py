@@ -7,10 +7,9 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from autoshrink.cli import MAX_SEED, SUBCOMMANDS, DefaultsHelpFormatter, folder_path, int_at_most
-from autoshrink.cli.rnn import print_search_summary
+from autoshrink.cli.rnn import print_rnn_scores
 from autoshrink.config import (
     EVALUATORS,
     MAX_NODES,
@@ -35,14 +34,12 @@ from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, Score
 from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import to_text
+from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
-from autoshrink.search import CONFIG, SearchResult, run_search
+from autoshrink.search import SearchResult, run_search
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -534,13 +531,27 @@ def run(args: argparse.Namespace) -> int:
         from autoshrink.report.folder import write_report
 
         print(f"report: {write_report(result.run_dir)}")
-    best = result.best
     print(to_text(result.cell), end="")
     if result.cell.kind == "rnn":
-        print_search_summary(result)
-        return stopped_early(result)
+        print_rnn_scores(result)
+    else:
+        print_cnn_scores(result)
+    screened = (result.screening or {}).get("screened_out")
+    out = f" ({screened} screened out)" if screened else ""
+    print(
+        f"{result.evaluations} candidates{out}, {result.trained} trained now, "
+        f"{result.seconds:.1f} s; results in {result.run_dir}"
+    )
+    if result.ended and not result.stopped:  # an early stop has its own message
+        print(f"ended: {result.ended}")
+    return stopped_early(result)
+
+
+def print_cnn_scores(result: SearchResult) -> None:
+    """The scores ``autoshrink search`` prints after a cnn search: the best cell's and the
+    complete cell's."""
+    best, start = result.best, result.start
     acc = best.metrics.get("accuracy")
-    start = result.start
     print(
         f"best score {best.score:.4f} (accuracy {acc:.4f}, {best.metrics.get('macs', 0):.0f} MACs, "
         f"{result.cell.num_edges} edges, step {best.proposal.step})"
@@ -554,15 +565,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"complete cell score {start.score:.4f} (accuracy {start.metrics['accuracy']:.4f})")
     elif start is not None:  # e.g. rejected by --max-macs: no accuracy, no score
         print(f"complete cell {start.status}: no score")
-    screened = (result.screening or {}).get("screened_out")
-    out = f" ({screened} screened out)" if screened else ""
-    print(
-        f"{result.evaluations} candidates{out}, {result.trained} trained now, "
-        f"{result.seconds:.1f} s; results in {result.run_dir}"
-    )
-    if result.ended and not result.stopped:  # an early stop has its own message
-        print(f"ended: {result.ended}")
-    return stopped_early(result)
 
 
 def stopped_early(result: SearchResult) -> int:
