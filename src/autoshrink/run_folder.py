@@ -101,6 +101,14 @@ def check_evaluator(run_dir: Path, saved: object, now: str | None) -> None:
     )
 
 
+def check_resumable(run_dir: Path) -> None:
+    """Raise a :class:`JournalError` when ``run_dir`` holds no search to resume (no
+    ``config.json``): checked before the folder is locked, so that no ``run.lock`` is made in a
+    folder that is not a run's."""
+    if not (run_dir / CONFIG).exists():
+        raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
+
+
 def prepare_run_dir(
     run_dir: Path, config: SearchConfig | None, resume: bool, evaluator: str | None = None
 ) -> SearchConfig:
@@ -112,8 +120,7 @@ def prepare_run_dir(
     made with a custom one resumes only with a factory (:func:`check_evaluator`)."""
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / CONFIG).exists():
-            raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
+        check_resumable(run_dir)
         from autoshrink.config import SearchConfig  # imports torch: only when a search runs
 
         saved = SearchConfig.load(run_dir / CONFIG)

@@ -41,9 +41,9 @@ from autoshrink.replay import Replay
 from autoshrink.report.picture import render
 from autoshrink.run_folder import (
     BEST_CELL,
-    CONFIG,
     JOURNAL,
     RESULT,
+    check_resumable,
     prepare_run_dir,
     unstarted,
 )
@@ -259,8 +259,8 @@ def run_search(
             "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
         )
     claim_folder(run_dir, "search")
-    if resume and not (run_dir / CONFIG).exists():
-        raise JournalError(f"{run_dir}: not a run folder (no {CONFIG}); nothing to resume")
+    if resume:
+        check_resumable(run_dir)
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
     executor = executor or InProcessExecutor()
