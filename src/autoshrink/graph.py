@@ -21,7 +21,7 @@ from typing import Any
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import CellError
-from autoshrink.user_files import JSON_LIMIT, parse_json, read_text_file
+from autoshrink.user_files import parse_json, read_json_file
 
 FORMAT = "autoshrink.cell/1"
 #: The fields of the JSON form, in the order :meth:`Cell.to_dict` writes them.
@@ -263,7 +263,7 @@ class Cell:
     def load(cls, path: str | Path) -> Cell:
         """Read a cell JSON file."""
         path = Path(path)
-        return cls.from_json(read_text_file(path, CellError, "cell", JSON_LIMIT), str(path))
+        return cls.from_dict(read_json_file(path, CellError, "cell"), str(path))
 
     def save(self, path: str | Path) -> None:
         """Write the cell to ``path`` as indented JSON (what :meth:`load` reads)."""
