@@ -356,6 +356,11 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
     if resume and (out / SETTINGS).is_file():
         check_same_settings(out / SETTINGS, s)
     data = load_search_data(s)
+    if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
+        raise ConfigError(
+            f"batch_size {s.batch_size} exceeds the {len(data.train_y)} training images; lower "
+            "--batch-size"
+        )
     deploy = MobileNetV2Spec(
         width=s.width,
         image_size=s.deploy_size,
@@ -367,11 +372,6 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
     )
     table_seconds = time.perf_counter() - t0
-    if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
-        raise ConfigError(
-            f"batch_size {s.batch_size} exceeds the {len(data.train_y)} training images; lower "
-            "--batch-size"
-        )
     search = _Search(s, data, model)
     if s.latency_target_ms is not None:
         model.check_target(
