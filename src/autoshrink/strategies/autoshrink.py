@@ -104,16 +104,14 @@ class AutoShrink:
     def end_reason(self) -> str | None:
         """Why the search is over, ``None`` while it goes on (never before step 0):
         :attr:`stop_reason` (every candidate of a step failed), the current cell down to the
-        edge target or without an edge, or ``patience`` steps without a better best score."""
+        edge target, or ``patience`` steps without a better best score."""
         if self._stop_reason is not None:
             return self._stop_reason
         if self.step == 0:
             return None
         edges = self.current.num_edges
-        if edges <= self.target_edges:
+        if edges <= self.target_edges:  # a cell without edges too: the target is >= 0
             return f"reached the edge target: {edges} edges, at most {self.target_edges} wanted"
-        if edges == 0:
-            return "no edge left to remove"
         if self.patience is not None and self.stale_steps >= self.patience:
             return f"patience: {self.stale_steps} steps without a better score"
         return None
