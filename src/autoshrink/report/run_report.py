@@ -183,16 +183,6 @@ def write_run_report(run_dir: Path) -> Path:
                 ),
             )
         )
-    elif run.status == "stopped":
-        sections.append(
-            (
-                "",
-                html.note(
-                    "The search stopped before its end (killed or interrupted): this report "
-                    "shows its journal; `autoshrink search --resume` continues it."
-                ),
-            )
-        )
     if not steps:
         sections.append(("Steps", html.note("No candidate has finished yet.")))
     else:
