@@ -317,3 +317,32 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--workers is for --executor pool; --executor inprocess trains" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli, tmp_path):
+    # how to measure latency without a latency cost; a folder for the embedded digits; CUDA
+    # kernels on the CPU: each was saved into config.json and ignored
+    out = tmp_path / "r"
+    code, _, err = cli("search", "--preset", "demo", "--latency-backend", "torch",
+                       "--latency-table", tmp_path / "t.json", "--out", out)  # fmt: skip
+    assert code == 2 and err.strip() == (
+        "autoshrink: error: not used by this search: --latency-table needs a latency --cost or "
+        "--max-latency; --latency-backend needs a latency --cost or --max-latency"
+    )
+    code, _, err = cli("search", "--preset", "demo", "--data-dir", tmp_path, "--out", out)
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: --data-dir {tmp_path}: 'digits' is built from scikit-learn's "
+        "embedded digits and reads no folder; drop --data-dir or choose another --dataset"
+    )
+    code, _, err = cli("search", "--preset", "demo", "--executor", "batched",
+                       "--depthwise", "triton", "--out", out)  # fmt: skip
+    assert code == 2 and err.strip() == (
+        "autoshrink: error: --depthwise triton chooses CUDA kernels; --device is 'cpu'"
+    )
+    cell = resources.files("autoshrink") / "cells" / "shrinkcnn.json"
+    code, _, err = cli("train", cell, "--dataset", "rotated-digits", "--data-dir", tmp_path,
+                       "--out", out)  # fmt: skip
+    assert code == 2 and "'rotated-digits' is built from scikit-learn's embedded" in err
+    code, _, err = cli("singlepath", "--data-dir", tmp_path, "--out", out)
+    assert code == 2 and "'digits' is built from scikit-learn's embedded" in err
+    assert not out.exists()

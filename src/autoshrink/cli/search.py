@@ -20,7 +20,7 @@ from autoshrink.config import (
     SearchConfig,
     preset,
 )
-from autoshrink.data.images import DATASETS
+from autoshrink.data.images import DATASETS, check_root
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import (
     EXECUTORS,
@@ -391,8 +391,10 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
 def check_strategy_options(args: argparse.Namespace) -> None:
     """Refuse an option the run would not use (each one was saved and ignored): patience and
     REA's sizes with another strategy, the zero-cost batch without zero-cost screening,
-    fine-tuning epochs without the one-shot evaluator (a new search's options)."""
+    fine-tuning epochs without the one-shot evaluator, how latency is measured without a
+    latency cost or constraint (a new search's options)."""
     strategy = args.strategy or "autoshrink"
+    latency = args.max_latency is not None or args.cost in ("latency_ms", "table_latency_ms")
     unused = {  # flag: (given and unused, what uses it)
         "--patience": (args.patience, strategy != "autoshrink", "--strategy autoshrink"),
         "--population-size": (args.population_size, strategy != "rea", "--strategy rea"),
@@ -403,6 +405,15 @@ def check_strategy_options(args: argparse.Namespace) -> None:
             args.evaluator != "oneshot",
             "--evaluator oneshot",
         ),
+        **{
+            flag: (value, not latency, "a latency --cost or --max-latency")
+            for flag, value in (
+                ("--latency-table", args.latency_table),
+                ("--latency-macro", args.latency_macro),
+                ("--latency-backend", args.latency_backend),
+                ("--latency-device", args.latency_device),
+            )
+        },
     }
     wasted = [f"{flag} needs {needs}" for flag, (value, off, needs) in unused.items()
               if value is not None and off]  # fmt: skip
@@ -503,6 +514,8 @@ def run(args: argparse.Namespace) -> int:
                     cost=args.cost or config.score.cost,
                 ),
             )
+        if task == "cnn":
+            check_root(config.dataset, config.data_dir)
         if config.screening == "progressive" and not config.screening_stages:
             config = replace(config, screening_stages=config.stages())  # the default, saved
         if args.download:

@@ -21,7 +21,7 @@ from autoshrink.cli import (
     int_at_most,
     seed_number,
 )
-from autoshrink.data.images import DATASETS
+from autoshrink.data.images import DATASETS, check_root
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import preset, run_search
 
@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         train_threads=args.train_threads,
         latency=latency,
     )
+    check_root(settings.dataset, settings.data_dir)  # before --out is made
     result = run_search(settings, args.out, resume=args.resume, table=args.table)
     r = result.summary
     if args.json:

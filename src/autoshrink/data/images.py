@@ -31,6 +31,19 @@ DATASETS = (
     "colored-fashion-mnist",
 )
 
+#: The data sets built from scikit-learn's embedded digits: they read no folder.
+EMBEDDED = ("digits", "rotated-digits", "colored-digits")
+
+
+def check_root(name: str, root: str | Path | None) -> None:
+    """Raise :class:`DataError` for a folder given to a data set that reads none (a
+    ``--data-dir`` that would be silently ignored)."""
+    if root is not None and name in EMBEDDED:
+        raise DataError(
+            f"--data-dir {root}: {name!r} is built from scikit-learn's embedded digits and reads "
+            "no folder; drop --data-dir or choose another --dataset"
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class ImageData:
@@ -187,7 +200,8 @@ def load_images(
 ) -> ImageData:
     """Load a named data set from :data:`DATASETS`.
 
-    - ``digits``: scikit-learn's embedded 8x8 digits; ``root`` and ``download`` are ignored.
+    - ``digits``: scikit-learn's embedded 8x8 digits; ``root`` must be ``None``
+      (:func:`check_root`) and ``download`` is ignored.
     - ``fashion-mnist``: the four IDX files in ``root`` (default: Debian's
       ``/usr/share/datasets/fashion-mnist``).
     - ``cifar10``: the binary or python batches folder at or in ``root``; with ``download``,
@@ -207,6 +221,7 @@ def load_images(
     from autoshrink.data.domains import DOMAINS, check_test_domain, load_training_domains
 
     check_test_domain(name, test_domain)
+    check_root(name, root)
     if name in DOMAINS:
         return load_training_domains(name, root, test_domain=test_domain)
     if download and name in ("fashion-mnist", "imagefolder"):

@@ -68,6 +68,8 @@ def build_executor(
         )
     if cuda_graph and not is_cuda(device):
         raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
+    if depthwise not in (None, "auto") and not is_cuda(device):  # the CPU has one kernel
+        raise ConfigError(f"--depthwise {depthwise} chooses CUDA kernels; --device is {device!r}")
     if name != "ray":  # Ray places tasks on the cluster's GPUs, not this machine's
         resolve_device(device)
     if workers is not None and workers < 1:
