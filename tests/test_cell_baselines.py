@@ -210,8 +210,21 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
     assert f"{full.best.score:.4f}" in text and f"{shrink.best.score:.4f}" in text
     assert (tmp_path / "cmp" / "progress.svg").stat().st_size > 0
     assert read_run(tmp_path / "full").best_so_far()[-1] == full.best.score
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert (table["quality"], table["cost"]) == ("accuracy", "macs")
+    assert [(r["folder"], r["best_score"], r["edges"]) for r in table["runs"]] == [
+        (str(tmp_path / "full"), full.best.score, full.cell.num_edges),
+        (str(tmp_path / "shrink"), shrink.best.score, shrink.cell.num_edges),
+    ]
+    again = write_comparison([tmp_path / "shrink", tmp_path / "full"], tmp_path / "cmp")
+    assert again.read_text().index("shrink (") < again.read_text().index("full (")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("my page")
+    with pytest.raises(AutoshrinkError, match="holds index.html, which no `autoshrink report`"):
+        write_comparison([tmp_path / "full", tmp_path / "shrink"], tmp_path / "site")
+    assert (tmp_path / "site" / "index.html").read_text() == "my page"
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(AutoshrinkError, match="cannot create the report folder"):
+    with pytest.raises(AutoshrinkError, match="a-file is a file, not a folder"):
         write_comparison([tmp_path / "full", tmp_path / "shrink"], tmp_path / "a-file" / "cmp")
 
 

@@ -94,7 +94,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["count", "{rnn}", "--macro", "shrinkrnn-ptb", "--width", "2"], "--width: settings of"),
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
         (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
-        (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "a folder of its own"),
+        (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "report would write over them"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),

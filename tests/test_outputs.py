@@ -232,6 +232,27 @@ def test_search_refuses_non_finite_settings_before_writing(cli, tmp_path, flag, 
     assert not (tmp_path / "r").exists()
 
 
+def test_someone_elses_files_are_not_written_over(cli, tmp_path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.py").write_text("# my own model\n")
+    (folder / "notes.txt").write_text("kept\n")
+    with pytest.raises(ConfigError, match=r"holds model.py, which no `autoshrink export` wrote"):
+        claim_folder(folder, "export", writes=("model.onnx", "model.py"))
+    assert claim_folder(folder, "export", writes=("model.onnx",)) == folder  # others: fine
+    code, _, err = cli("export", CELLS / "shrinkcnn.json", "--image-size", "8", "--out", folder)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.strip() == (
+        f"autoshrink: error: --out {folder} holds model.py, which no `autoshrink export` wrote; "
+        "export would write over it: choose another --out"
+    )
+    assert (folder / "model.py").read_text() == "# my own model\n"
+    (folder / "model.py").unlink()  # a folder of other files: the export goes beside them
+    assert cli("export", CELLS / "shrinkcnn.json", "--image-size", "8", "--out", folder)[0] == 0
+    assert cli("export", CELLS / "shrinkcnn.json", "--image-size", "8", "--out", folder)[0] == 0
+    assert (folder / "notes.txt").read_text() == "kept\n"  # an earlier export: written again
+
+
 def test_claim_folder_without_resume_refuses_an_earlier_run_of_the_command(tmp_path) -> None:
     folder = results_of(tmp_path / "sp", "singlepath")
     with pytest.raises(ConfigError, match="already holds the results of an `autoshrink singlepath"):

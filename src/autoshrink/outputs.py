@@ -3,16 +3,18 @@
 Each command that fills an output folder leaves files that say it did (:data:`SIGNATURES`).
 :func:`claim_folder` refuses a folder that holds another command's results -- a Single-Path
 search would otherwise replace a search's ``result.json``, or training a checkpointed
-supernet's weights --, an earlier run of the same command unless it is resumed, and an
-``--out`` that is a file. :func:`check_output_file` refuses a file path that cannot be written
-(a folder in its place, a file in the place of its folder). Both try a scratch file where the
-output will go (:func:`check_writable`), so a command that measures for minutes does not fail
-only when it saves.
+supernet's weights --, an earlier run of the same command unless it is resumed, files of
+someone else's that the command would write over, and an ``--out`` that is a file.
+:func:`check_output_file` refuses a file path that cannot be written (a folder in its place, a
+file in the place of its folder). Both try a scratch file where the output will go
+(:func:`check_writable`), so a command that measures for minutes does not fail only when it
+saves.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from autoshrink.errors import ConfigError
@@ -24,6 +26,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "train": ("recipe.json", "log.jsonl", "metrics.json"),
     "export": ("export.json",),
     "bench": ("bench.json",),
+    "report": ("comparison.json",),  # a comparison page's folder (a run's report is inside it)
 }
 """For each command, the files of which any one marks a folder as holding its results."""
 
@@ -43,12 +46,18 @@ def holder(folder: Path) -> tuple[str, str] | None:
 
 
 def claim_folder(
-    folder: str | Path, command: str, flag: str = "--out", *, resume: bool | None = None
+    folder: str | Path,
+    command: str,
+    flag: str = "--out",
+    *,
+    resume: bool | None = None,
+    writes: Iterable[str] = (),
 ) -> Path:
     """Check that ``command`` may write its results into ``folder`` (created later by the
     caller): not a file, somewhere this process can write, and not holding another command's
-    results -- nor, with ``resume=False``, an earlier run of ``command`` (resume it instead).
-    Returns it as a Path."""
+    results -- nor, with ``resume=False``, an earlier run of ``command`` (resume it instead),
+    nor, unless an earlier run of ``command`` wrote them, files of the names in ``writes`` (the
+    files it will write: someone else's). Returns it as a Path."""
     if command not in SIGNATURES:
         raise ValueError(f"unknown command {command!r}; known: {', '.join(SIGNATURES)}")
     path = Path(folder)
@@ -66,6 +75,12 @@ def claim_folder(
         raise ConfigError(
             f"{flag} {path} already holds the results of an `autoshrink {command}` run "
             f"({found[1]}); {go_on}choose another {flag}"
+        )
+    taken = sorted(name for name in writes if found is None and (path / name).exists())
+    if taken:
+        raise ConfigError(
+            f"{flag} {path} holds {', '.join(taken)}, which no `autoshrink {command}` wrote; "
+            f"{command} would write over it: choose another {flag}"
         )
     return path
 

@@ -215,7 +215,9 @@ def write_bundle(
     description file (``described``: its name and the function that writes it) and
     ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
     weights, the checks) in ``out_dir``."""
-    out = claim_folder(out_dir, "export")
+    name, write = described
+    files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
+    out = claim_folder(out_dir, "export", writes=files)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -243,10 +245,8 @@ def write_bundle(
     standalone = import_file(out / CODE).load(out / WEIGHTS)
     with torch.inference_mode():
         alone_diff, alone_ok = compare(standalone(x).numpy(), expected)
-    name, write = described
     write(out / name)
     ok = onnx_ok and alone_ok
-    files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
     entries = {
         "format": "autoshrink.export/1",
         "autoshrink": __version__,

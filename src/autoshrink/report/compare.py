@@ -3,7 +3,9 @@
 For runs of one task -- AutoShrink and its baselines at equal budgets, or seeds of one
 strategy -- it shows the best score against candidates evaluated, one line per run, a table of
 each run's strategy, seed, candidates and best cell (score, quality, cost, edges), and the best
-cells' pictures. It reads the run folders (also while they run) and writes only into ``OUT``.
+cells' pictures; ``OUT/comparison.json`` holds the table for other tools. It reads the run
+folders (also while they run) and writes only into ``OUT``: a new folder, an earlier
+comparison's, or one without files of the names it writes.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
 from autoshrink.graph import Cell
-from autoshrink.outputs import holder
+from autoshrink.outputs import claim_folder
 from autoshrink.report import html
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import RunData, read_run
 
 log = logging.getLogger(__name__)
+
+#: The files a comparison writes into its folder (and ``cells/``, the best cells' pictures).
+PAGE, PROGRESS, TABLE = "index.html", "progress.svg", "comparison.json"
 
 
 def _label(run: RunData) -> str:
@@ -33,12 +39,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
-    found = holder(Path(out))
-    if found is not None:  # a run folder among them, say: the page writes only into out
-        raise AutoshrinkError(
-            f"--out {out} holds the results of `autoshrink {found[0]}` ({found[1]}); a "
-            "comparison needs a folder of its own"
-        )
+    out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
     runs = {}
     for d in run_dirs:
         run = read_run(Path(d))
@@ -46,36 +47,39 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     tasks = {run.config.get("task", "cnn") for run in runs.values()}
     if len(tasks) > 1:
         raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
-    out = Path(out)
     html.page_folder(out)
     first = next(iter(runs.values()))
     quality = str(first.score.get("metric") or "accuracy")
     cost = str(first.score.get("cost") or "macs")
-    fig = plot_comparison(runs, out / "progress.svg")
+    fig = plot_comparison(runs, out / PROGRESS)
     caption = "The best score after each candidate, in the order each search evaluated them."
     sections = [("Best score against candidates", html.figure(fig, out, caption))]
     rows, figures = [], []
     for i, (label, run) in enumerate(runs.items()):
         best = run.best
         rows.append(
-            [
-                label,
-                run.status,
-                len(run.candidates),
-                best.score if best else None,
-                best.metrics.get(quality) if best else None,
-                best.metrics.get(cost) if best else None,
-                best.edges if best else None,
-            ]
+            {
+                "run": label,
+                "folder": str(run.run_dir),
+                "status": run.status,
+                "candidates": len(run.candidates),
+                "best_score": best.score if best else None,
+                "best_quality": best.metrics.get(quality) if best else None,
+                "best_cost": best.metrics.get(cost) if best else None,
+                "edges": best.edges if best else None,
+            }
         )
         if best is not None:
             cell = Cell.from_dict(best.cell, f"{run.run_dir}: best cell")
             pic = render(cell, out / "cells" / f"run_{i}.svg", title=label)
             figures.append(html.figure(pic, out, f"{label}: score {best.score:.4f}"))
     header = ["run", "status", "candidates", "best score", quality, cost, "edges"]
-    sections.append(("Runs", html.table(header, rows, left=2)))
+    columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")
+    table = [[row[key] for key in columns] for row in rows]
+    sections.append(("Runs", html.table(header, table, left=2)))
     sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
-    page = out / "index.html"
+    write_json(out / TABLE, {"quality": quality, "cost": cost, "runs": rows})
+    page = out / PAGE
     html.write_page(page, f"Comparison of {len(runs)} runs", sections)
     log.info("wrote %s", page)
     return page
