@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +195,40 @@ def test_a_cell_given_through_a_pipe_is_read(cli, tmp_path) -> None:
     writer.join(timeout=10)
     assert code == 0, err
     assert json.loads(out)["params"] > 0
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m autoshrink ARGS`` in a child process (an environment of its own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "autoshrink", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_a_bad_mplbackend_is_one_line_naming_it(tmp_path: Path) -> None:
+    # matplotlib fails its own import on it; the plots need no backend
+    done = run_cli("report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path),
+                   env={"MPLBACKEND": "bogus"})  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(
+        "autoshrink: error: MPLBACKEND='bogus' is not a matplotlib backend ("
+    )
+    assert done.stderr.rstrip().endswith(
+        "unset it: autoshrink draws its plots into files and needs none"
+    )
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly() -> None:
+    cells = Path(__file__).resolve().parent.parent / "src" / "autoshrink" / "cells"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "autoshrink", "show", str(cells / "shrinkcnn.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # as `| head -0` does, before anything is read
+    assert child.wait(timeout=120) == 141
+    assert child.stderr.read() == b""

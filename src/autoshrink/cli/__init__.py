@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -170,7 +171,8 @@ def chosen_command(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 a search stopped early, 2 bad
     input, a path that cannot be read or written or sizes beyond this machine's memory, 130
-    interrupted by Ctrl-C, 143 by SIGTERM; ``-v`` logs the traceback of an OSError)."""
+    interrupted by Ctrl-C, 143 by SIGTERM, 141 quietly when the reader of its output has
+    closed the pipe; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:  # building the parser imports the command's modules (torch): a Ctrl-C may land there
         args = build_parser(chosen_command(argv)).parse_args(argv)
@@ -180,10 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not args.verbose:  # a stale font cache makes matplotlib warn for every label
             logging.getLogger("matplotlib").setLevel(logging.ERROR)
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a pipe its reader closed fails here, not at the exit's flush
+        return status
     except AutoshrinkError as err:
         print(f"autoshrink: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `autoshrink show cell.json | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a command its pipe ended
     except OSError as err:  # a path named by the user that cannot be read or written
         logging.getLogger(__name__).debug("%s", err, exc_info=True)
         print(f"autoshrink: error: {os_error_line(err)}", file=sys.stderr)

@@ -202,7 +202,7 @@ def plot_curves(
     """``column`` of the curve ``rows`` (those of ``curves.csv``) against queries, a line per
     strategy with a band of one standard error of the mean over ``runs``; ``optimum`` dashed
     (when given). Written to ``path`` (SVG or PNG, by its suffix)."""
-    from matplotlib.figure import Figure
+    from autoshrink.report.mpl import Figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -229,7 +229,7 @@ def plot_curves(
 def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     """Returned cells' test accuracy vs the cost per strategy, with the benchmark's own
     front."""
-    from matplotlib.figure import Figure
+    from autoshrink.report.mpl import Figure
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label, plot_curves
+from autoshrink.report.mpl import Figure
 from autoshrink.report.reading import check_schema
 from autoshrink.tabular.comparison import MACS
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file

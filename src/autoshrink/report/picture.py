@@ -23,7 +23,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from autoshrink.report.mpl import Figure
 
 PICTURE_FORMATS = ("png", "svg", "dot")
 #: Cells with more edges than this are drawn as an adjacency matrix (see the module docstring).
@@ -119,8 +119,7 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
 def matrix_figure(cell: Cell, title: str | None = None) -> Figure:
     """The adjacency matrix of ``cell``: a filled square at row ``i``, column ``j`` for the
     edge ``i -> j``, in the colour of node ``j``'s op; the legend names the ops."""
-    from matplotlib.colors import ListedColormap  # matplotlib only for large cells
-    from matplotlib.figure import Figure
+    from autoshrink.report.mpl import Figure, ListedColormap  # only for large cells
 
     ops = sorted({cell.ops[j] for _, j in cell.edges})
     grid = [[0] * cell.num_nodes for _ in range(cell.num_nodes)]

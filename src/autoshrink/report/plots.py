@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from autoshrink.report.mpl import Figure, MaxNLocator
 from autoshrink.report.reading import Candidate, RunData, Step
 from autoshrink.tabular.comparison import pareto_front
 
