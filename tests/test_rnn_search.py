@@ -180,7 +180,7 @@ def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpu
     assert "validation perplexity" in stdout and "test perplexity" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"]["batch_size"] == 8 and metrics["recipe"]["lr"] == 20.0
-    assert 1 < metrics["valid_perplexity"] < 10 * 14 and metrics["test_perplexity"] > 1
+    assert 1 < metrics["val_perplexity"] < 10 * 14 and metrics["test_perplexity"] > 1
     state = load_file(str(out / "weights.safetensors"))
     assert "decoder.weight" not in state  # tied: stored once as encoder.weight
     model = RNNModel(Cell.load(cell), 14, emsize=8, nhid=8)

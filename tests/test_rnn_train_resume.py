@@ -93,7 +93,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_run(
     assert resumed.resumed_from == kill_after
     assert resumed.history == whole.history
     assert (resumed.best_epoch, resumed.asgd_epoch) == (whole.best_epoch, whole.asgd_epoch)
-    assert resumed.valid_perplexity == whole.valid_perplexity
+    assert resumed.val_perplexity == whole.val_perplexity
     assert resumed.test_perplexity == whole.test_perplexity
     assert_same_weights(model, whole_model)
     assert sorted(p.name for p in folder.iterdir()) == [  # the newest two are kept

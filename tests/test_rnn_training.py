@@ -161,11 +161,11 @@ def test_final_training_keeps_the_best_weights_and_reports_test(small) -> None:
     recipe = LMRecipe(epochs=3, batch_size=8, bptt=10, test_batch_size=4, eval_batch_size=4)
     result = train_final_lm(model, small, recipe, seed=0)
     assert len(result.history) == 3 and not result.diverged
-    assert result.valid_perplexity == pytest.approx(
+    assert result.val_perplexity == pytest.approx(
         min(h["val_perplexity"] for h in result.history)
     )
     valid = torch.from_numpy(batchify(small.valid, 4))
-    assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.valid_perplexity)
+    assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.val_perplexity)
     assert math.isfinite(result.test_perplexity)
 
 
@@ -190,7 +190,7 @@ def test_final_training_switches_to_averaged_sgd(small, monkeypatch) -> None:
     result = train_final_lm(model, small, recipe, seed=0)
     assert result.asgd_epoch == 3
     assert [h["averaged"] for h in result.history] == [False, False, False, True]
-    assert result.best_epoch == 1 and result.valid_perplexity == pytest.approx(math.e)
+    assert result.best_epoch == 1 and result.val_perplexity == pytest.approx(math.e)
 
 
 def test_the_evaluator_profiles_without_training_and_is_deterministic(small) -> None:

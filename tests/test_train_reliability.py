@@ -193,7 +193,7 @@ def test_a_diverging_rnn_training_keeps_its_metrics_and_fails(
     assert "perplexity" not in stdout
     metrics = strict_json(out / "metrics.json")
     assert metrics["diverged"] and metrics["diverged_epoch"] == 1
-    assert metrics["valid_perplexity"] is None and metrics["test_perplexity"] is None
+    assert metrics["val_perplexity"] is None and metrics["test_perplexity"] is None
     assert metrics["history"][0]["train_loss"] is None
     assert not (out / "weights.safetensors").exists()  # no epoch was scored
 

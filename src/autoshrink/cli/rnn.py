@@ -160,7 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
     metrics = {
         "task": "rnn",
         "data": str(args.data_dir),
-        "valid_perplexity": result.valid_perplexity,
+        "val_perplexity": result.val_perplexity,
         "test_perplexity": result.test_perplexity,
         "best_epoch": result.best_epoch,
         "asgd_epoch": result.asgd_epoch,
@@ -181,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"
         )
     print(
-        f"validation perplexity {result.valid_perplexity:.2f}, test perplexity "
+        f"validation perplexity {result.val_perplexity:.2f}, test perplexity "
         f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params); "
         f"weights in {args.out / 'weights.safetensors'}"
     )

@@ -77,7 +77,7 @@ class FinalLMResult:
     """Best validation perplexity, the test perplexity of those weights, and the history
     (the epoch whose training or validation loss turned NaN/inf, if one did, is its last row)."""
 
-    valid_perplexity: float
+    val_perplexity: float
     test_perplexity: float
     best_epoch: int
     asgd_epoch: int | None
