@@ -88,7 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="timed runs per round (default 20); rounds go on until the median moves < 2%%",
     )
     p.add_argument(
-        "--max-seconds", type=float, default=5.0, help="stop adding rounds after this (5)"
+        "--max-seconds",
+        type=float,
+        default=5.0,
+        help="stop adding rounds after this many seconds of timing (default 5); the warm-up "
+        "and the first round always run whole",
     )
     add_latency_table(p, "latency table JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object")
