@@ -93,6 +93,8 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["count", "{op}", "--macro", "cifar-proxy"], "unknown cnn op 'conv7x7'"),
         (["count", "{rnn}", "--macro", "shrinkrnn-ptb", "--width", "2"], "--width: settings of"),
         (["search", "--resume", "/nonexistent-run"], "nothing to resume"),
+        (["search", "--out", "/nonexistent-run", "--resume"], "/nonexistent-run: not a run"),
+        (["search", "--resume"], "--resume needs the run: --resume RUN_DIR, or --out RUN_DIR"),
         (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
         (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "report would write over them"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),

@@ -108,12 +108,13 @@ def test_a_second_holder_of_a_run_folder_gets_the_pid_of_the_first(tmp_path, cli
         assert (run / LOCK).read_text().strip() == str(os.getpid())
         with pytest.raises(JournalError, match=f"in use by process {os.getpid()}"):
             search(run)
-        code, _, err = cli("search", "--resume", run, "--executor", "inprocess")
-        assert code == 2
-        assert err.strip().splitlines() == [
-            f"autoshrink: error: {run} is in use by process {os.getpid()} ({run / LOCK}); "
-            "wait for it to end or stop it"
-        ]
+        for resume in (["--resume", run], ["--out", run, "--resume"]):  # two spellings
+            code, _, err = cli("search", *resume, "--executor", "inprocess")
+            assert code == 2
+            assert err.strip().splitlines() == [
+                f"autoshrink: error: {run} is in use by process {os.getpid()} ({run / LOCK}); "
+                "wait for it to end or stop it"
+            ]
         with pytest.raises(JournalError, match="in use by process"):  # a new search too
             search(run, toy_config(k=2))
     assert not (run / LOCK).exists()

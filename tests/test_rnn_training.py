@@ -161,9 +161,7 @@ def test_final_training_keeps_the_best_weights_and_reports_test(small) -> None:
     recipe = LMRecipe(epochs=3, batch_size=8, bptt=10, test_batch_size=4, eval_batch_size=4)
     result = train_final_lm(model, small, recipe, seed=0)
     assert len(result.history) == 3 and not result.diverged
-    assert result.val_perplexity == pytest.approx(
-        min(h["val_perplexity"] for h in result.history)
-    )
+    assert result.val_perplexity == pytest.approx(min(h["val_perplexity"] for h in result.history))
     valid = torch.from_numpy(batchify(small.valid, 4))
     assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.val_perplexity)
     assert math.isfinite(result.test_perplexity)

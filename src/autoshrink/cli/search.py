@@ -91,6 +91,8 @@ CNN_ONLY = (
 )
 #: Option names whose flag is not ``--`` and the name with dashes.
 FLAGS = {"data_dir": "--data", "weight": "--lambda"}
+#: ``--resume`` without its folder: the run in ``--out``.
+IN_OUT = Path("--out")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -127,10 +129,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         type=Path,
+        nargs="?",
+        const=IN_OUT,
         default=None,
         metavar="RUN_DIR",
-        help="continue the search in RUN_DIR from its journal, with the settings, device and "
-        "executor of its config.json (--executor and its options may be given again)",
+        help="continue the search in RUN_DIR (without it: in --out, as train and singlepath "
+        "take it) from its journal, with the settings, device and executor of its config.json "
+        "(--executor and its options may be given again)",
     )
     p.add_argument(
         "--retry-failed",
@@ -461,6 +466,10 @@ def run(args: argparse.Namespace) -> int:
         given["threads"] = args.threads
     if args.cuda_graph is not None:
         execution["cuda_graph"] = args.cuda_graph
+    if args.resume is IN_OUT:
+        if args.out is None:
+            raise ConfigError("--resume needs the run: --resume RUN_DIR, or --out RUN_DIR --resume")
+        args.resume = args.out
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
     if args.resume is not None:
