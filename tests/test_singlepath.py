@@ -395,6 +395,12 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     code, out, err = cli("latency", small, "--json", "--repeats", "5", "--max-seconds", "0.5")
     assert code == 0, err
     assert json.loads(out)["median_ms"] > 0
+    code, out, err = cli("latency", small, "--repeats", "5", "--max-seconds", "0.5")
+    lines = out.splitlines()  # the three lines a cell's measurement prints
+    assert code == 0 and len(lines) == 3, out
+    assert lines[0] == f"mbconv 0.35@32, layers {','.join(layers)}, input [1, 1, 32, 32]"
+    assert lines[1].startswith("latency ") and "ms median, IQR" in lines[1]
+    assert lines[2].startswith("backend torch (torch ") and "1 thread, batch 1" in lines[2]
     code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
     assert code == 0, err
     exported = json.loads(out)

@@ -20,6 +20,7 @@ from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
     BACKENDS,
     CLOCKS,
+    LatencyResult,
     LatencySettings,
     measure_cell,
     measure_module,
@@ -151,20 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    env = result.environment
-    where = env.get("gpu") or env.get("cpu", "")
-    threads = f"{settings.threads} thread{'s' if settings.threads > 1 else ''}"
-    print(f"{spec.name}, cell {cell.key}, input {list(result.input_shapes[0])}")
-    print(
-        f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
-        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'})"
-    )
-    print(
-        f"backend {settings.backend} (torch {env.get('torch')}"
-        + (f", onnxruntime {env['onnxruntime']}" if "onnxruntime" in env else "")
-        + f"), device {settings.device} ({where}), {threads}, batch {settings.batch}, "
-        f"clock {settings.clock}"
-    )
+    print_measurement(f"{spec.name}, cell {cell.key}", result, settings)
     if args.table is not None:
         print(
             f"table prediction {out['table_ms']:.3f} ms from {out['table_blocks']} blocks "
@@ -192,13 +180,27 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}, input {list(shape)}")
-    print(
-        f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
-        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'}), backend "
-        f"{settings.backend}, device {settings.device}, {settings.threads} thread(s), batch "
-        f"{settings.batch}, clock {settings.clock}"
-    )
+    network = f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}"
+    print_measurement(network, result, settings)
     if args.table is not None:
         print(f"table prediction {out['table_ms']:.3f} ms ({new} blocks measured now)")
     return 0
+
+
+def print_measurement(network: str, result: LatencyResult, settings: LatencySettings) -> None:
+    """The three lines ``autoshrink latency`` prints of a measurement: the network (``network``
+    and its input), the median and spread, and what it ran under."""
+    env = result.environment
+    where = env.get("gpu") or env.get("cpu", "")
+    threads = f"{settings.threads} thread{'s' if settings.threads > 1 else ''}"
+    print(f"{network}, input {list(result.input_shapes[0])}")
+    print(
+        f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
+        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'})"
+    )
+    print(
+        f"backend {settings.backend} (torch {env.get('torch')}"
+        + (f", onnxruntime {env['onnxruntime']}" if "onnxruntime" in env else "")
+        + f"), device {settings.device} ({where}), {threads}, batch {settings.batch}, "
+        f"clock {settings.clock}"
+    )
