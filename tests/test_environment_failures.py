@@ -221,10 +221,11 @@ def test_a_bad_mplbackend_is_one_line_naming_it(tmp_path: Path) -> None:
     )
 
 
-def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly() -> None:
-    cells = Path(__file__).resolve().parent.parent / "src" / "autoshrink" / "cells"
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.json"  # show writes its picture beside it
+    CELL.save(cell)
     child = subprocess.Popen(
-        [sys.executable, "-m", "autoshrink", "show", str(cells / "shrinkcnn.json")],
+        [sys.executable, "-m", "autoshrink", "show", str(cell)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
