@@ -144,6 +144,31 @@ def test_the_weights_of_autoshrink_train_say_what_to_export(cli, tmp_path: Path,
     assert code == 2 and err.strip().endswith(
         "the weights of a cifar-proxy network; pass --macro cifar-proxy"
     )
+    # another cell whose tensors have the same shapes, and the same cell numbered otherwise:
+    # the weights would load, and the export compute something else
+    weights = run / "weights.safetensors"
+    other = Cell("cnn", (*ODD.ops[:3], "maxpool3x3", *ODD.ops[4:]), ODD.edges, "swish")
+    swapped = Cell("cnn", ("input", "maxpool3x3", "conv3x3", *ODD.ops[3:]), ODD.edges, "swish")
+    assert swapped.key == ODD.key and swapped != ODD
+    for cell, says in (
+        (other, f"the weights of another cell (key {ODD.key}, 6 edges), not of this one (key "
+                f"{other.key}, 6 edges)"),
+        (swapped, "trained for this cell with its nodes numbered otherwise"),
+    ):  # fmt: skip
+        cell.save(tmp_path / "given.json")
+        code, _, err = cli("export", tmp_path / "given.json", "--weights", weights,
+                           "--out", tmp_path / "z")  # fmt: skip
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.strip() == (
+            f"autoshrink: error: {weights}: {says}"
+            + ("; " if cell is other else ", and the weights follow the node numbers; ")
+            + "export the cell file autoshrink train wrote beside them, cell.json"
+        )
+        assert not (tmp_path / "z").exists()
+    build = build_network(other, cifar_proxy(**{**TINY, "num_classes": 10}, in_channels=1))
+    assert {k: v.shape for k, v in build.state_dict().items()} == {
+        k: v.shape for k, v in load_file(str(weights)).items()
+    }  # the case the check is for: shapes alone would not tell
 
 
 def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
@@ -243,3 +268,21 @@ def test_mbconv_model_py_runs_without_autoshrink(tmp_path: Path, one_thread) -> 
         cwd=tmp_path,
     )
     assert run.returncode == 0 and "output (1, 3)" in run.stdout, run.stderr
+
+
+def test_weights_trained_for_another_architecture_are_refused(tmp_path: Path) -> None:
+    from autoshrink.errors import ConfigError
+    from autoshrink.export.bundle import check_trained_network
+    from autoshrink.training.weights_file import TrainedFor
+
+    arch = MBConvArch(width=0.5, image_size=32, num_classes=7, in_channels=1, layers=MIXED)
+    other = MBConvArch(width=0.5, image_size=32, num_classes=7, in_channels=1,
+                       layers=("k3e3", *MIXED[1:]))  # fmt: skip
+    trained = TrainedFor({}, {"mean": [0.5], "std": [0.2]}, architecture=arch.to_dict())
+    weights = tmp_path / "w.safetensors"
+    check_trained_network(weights, trained, {"architecture": arch.to_dict()})  # its own: fine
+    with pytest.raises(ConfigError, match=r"w.safetensors: the weights of another architecture "
+                       r"\(layers k5e3,skip,.*\), not of this one \(k3e3,skip,"):  # fmt: skip
+        check_trained_network(weights, trained, {"architecture": other.to_dict()})
+    with pytest.raises(ConfigError, match="trained for an architecture, not for a cell"):
+        check_trained_network(weights, trained, {"cell": ODD.to_dict()})

@@ -48,7 +48,7 @@ from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_ses
 from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.weights_file import read_trained_for
+from autoshrink.training.weights_file import TrainedFor, read_trained_for
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
     "model.onnx",
@@ -116,6 +116,45 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             "diverged?); nothing exported"
         )
     model.load_state_dict(state)
+
+
+def check_trained_network(weights: Path, trained: TrainedFor, network: dict[str, Any]) -> None:
+    """Raise a one-line :class:`ConfigError` when ``weights`` were trained (``trained``: their
+    metadata) for another network than ``network`` (``{"cell": ...}`` or ``{"architecture":
+    ...}``): weights of another cell often fit its tensors' shapes, and the export would pass
+    its own checks with a network that computes something else. A cell is compared node by
+    node, since its weights follow the node numbers (the same graph numbered otherwise is
+    another network to them); an architecture by its layer choices."""
+    beside = "export the cell file autoshrink train wrote beside them, cell.json"
+    if "cell" in network and trained.cell is not None:
+        was = Cell.from_dict(trained.cell, f"{weights}: the cell in its metadata")
+        now = Cell.from_dict(network["cell"])
+        if was == now:
+            return
+        if was.key == now.key:
+            raise ConfigError(
+                f"{weights}: trained for this cell with its nodes numbered otherwise, and the "
+                f"weights follow the node numbers; {beside}"
+            )
+        raise ConfigError(
+            f"{weights}: the weights of another cell (key {was.key}, {was.num_edges} edges), "
+            f"not of this one (key {now.key}, {now.num_edges} edges); {beside}"
+        )
+    if "architecture" in network and trained.architecture is not None:
+        was_layers = trained.architecture.get("layers")
+        now_layers = network["architecture"]["layers"]
+        if was_layers != now_layers:
+            raise ConfigError(
+                f"{weights}: the weights of another architecture (layers "
+                f"{','.join(map(str, was_layers or []))}), not of this one "
+                f"({','.join(now_layers)}); export the architecture.json beside them"
+            )
+    trained_for = "cell" if trained.cell is not None else "architecture"
+    if (trained.cell or trained.architecture) is not None and trained_for not in network:
+        raise ConfigError(
+            f"{weights}: trained for {'a cell' if trained_for == 'cell' else 'an architecture'}, "
+            f"not for {'a cell' if 'cell' in network else 'an architecture'} as the file given"
+        )
 
 
 def infer_settings(path: str | Path, macro: str | None = None) -> dict[str, Any]:
@@ -207,10 +246,13 @@ def write_bundle(
     seed: int,
     metadata: dict[str, str],
     manifest: dict[str, Any],
+    network: dict[str, Any],
 ) -> ExportResult:
     """The export of any network: ``build()`` (called under ``seed``) gets the weights of
-    ``weights`` (strict) or random batch-norm statistics; then ``model.onnx`` (checked with
-    onnxruntime on a seeded random batch of ``shape``), ``model.safetensors`` (with
+    ``weights`` (strict; refused when their metadata says they were trained for another
+    network than ``network``, ``{"cell": ...}`` or ``{"architecture": ...}``: see
+    :func:`check_trained_network`) or random batch-norm statistics; then ``model.onnx``
+    (checked with onnxruntime on a seeded random batch of ``shape``), ``model.safetensors`` (with
     ``metadata``), ``model.py`` (``source``, imported back and checked on the same batch), the
     description file (``described``: its name and the function that writes it) and
     ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
@@ -224,8 +266,10 @@ def write_bundle(
         model = build().eval()
     trained = None
     if weights is not None:
-        load_weights(model, weights)
         trained = read_trained_for(weights_file(weights))
+        if trained is not None:
+            check_trained_network(Path(weights), trained, network)
+        load_weights(model, weights)
     else:
         randomize_batchnorm(model, gen)
     x = torch.randn(shape, generator=gen)
@@ -288,4 +332,5 @@ def export_network(
         seed=seed,
         metadata={"cell": cell.to_json(), "macro": spec.name},
         manifest={"cell_key": cell.key, "macro": asdict(spec)},
+        network={"cell": cell.to_dict()},
     )

@@ -47,4 +47,5 @@ def export_arch(
         seed=seed,
         metadata={"architecture": json.dumps(arch.to_dict())},
         manifest={"architecture": arch.to_dict()},
+        network={"architecture": arch.to_dict()},
     )

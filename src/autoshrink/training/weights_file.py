@@ -36,10 +36,13 @@ def weights_metadata(
 @dataclass(frozen=True)
 class TrainedFor:
     """What a weights file was trained for: the macro settings of a cell's network (empty for
-    an mbconv architecture) and the normalisation of its inputs."""
+    an mbconv architecture), the normalisation of its inputs, and the network: ``cell`` (a cell
+    JSON object) or ``architecture`` (an mbconv architecture's), the other ``None``."""
 
     macro: dict[str, Any]
     normalisation: dict[str, list[float]]
+    cell: dict[str, Any] | None = None
+    architecture: dict[str, Any] | None = None
 
 
 def read_trained_for(path: str | Path) -> TrainedFor | None:
@@ -55,8 +58,11 @@ def read_trained_for(path: str | Path) -> TrainedFor | None:
         network = json.loads(meta["network"])
         normalisation = json.loads(meta["normalisation"])
         macro = network.get("macro") or {}
-        if not isinstance(macro, dict) or not isinstance(normalisation, dict):
+        cell, architecture = network.get("cell"), network.get("architecture")
+        if not all(
+            isinstance(x, dict) for x in (macro, normalisation, cell or {}, architecture or {})
+        ):
             return None
     except (SafetensorError, OSError, ValueError, KeyError, AttributeError):
         return None
-    return TrainedFor(macro=macro, normalisation=normalisation)
+    return TrainedFor(macro, normalisation, cell, architecture)
