@@ -28,6 +28,20 @@ def test_search_on_digits_prints_and_writes_the_best_cell(cli, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["nodes"] == 4 and cfg["training"]["epochs"] == 1
     assert list(run.glob("best_cell.png")) or list(run.glob("best_cell.txt"))
+    best = json.loads((run / "result.json").read_text())["best"]
+    m = best["metrics"]
+    assert (
+        f"best score {best['score']:.4f} (accuracy {m['accuracy']:.4f}, {m['macs']:.0f} MACs, "
+        f"{best['edges']} edges, step {best['step']})"
+    ) in out
+
+
+def test_the_summary_shows_the_cost_the_score_read(cli, tmp_path):
+    code, out, err = cli("search", *TINY, "--cost", "params", "--out", tmp_path / "run")
+    assert code == 0, err
+    best = json.loads((tmp_path / "run" / "result.json").read_text())["best"]
+    m = best["metrics"]
+    assert f"(accuracy {m['accuracy']:.4f}, {m['params']:.0f} params, {m['macs']:.0f} MACs, " in out
 
 
 def test_search_with_the_local_process_pool(cli, tmp_path):

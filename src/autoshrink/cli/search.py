@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -557,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
     if result.cell.kind == "rnn":
         print_rnn_scores(result)
     else:
-        print_cnn_scores(result)
+        print_cnn_scores(result, SearchConfig.load(result.run_dir / CONFIG).score.cost)
     screened = (result.screening or {}).get("screened_out")
     out = f" ({screened} screened out)" if screened else ""
     print(
@@ -569,13 +571,14 @@ def run(args: argparse.Namespace) -> int:
     return stopped_early(result)
 
 
-def print_cnn_scores(result: SearchResult) -> None:
-    """The scores ``autoshrink search`` prints after a cnn search: the best cell's and the
-    complete cell's."""
+def print_cnn_scores(result: SearchResult, cost: str = "macs") -> None:
+    """The scores ``autoshrink search`` prints after a cnn search: the best cell's (with the
+    ``cost`` its score reads, and its MACs) and the complete cell's."""
     best, start = result.best, result.start
     acc = best.metrics.get("accuracy")
+    costs = [cost_text(best.metrics, name) for name in dict.fromkeys((cost, "macs"))]
     print(
-        f"best score {best.score:.4f} (accuracy {acc:.4f}, {best.metrics.get('macs', 0):.0f} MACs, "
+        f"best score {best.score:.4f} (accuracy {acc:.4f}, {', '.join(costs)}, "
         f"{result.cell.num_edges} edges, step {best.proposal.step})"
     )
     if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
@@ -587,6 +590,15 @@ def print_cnn_scores(result: SearchResult) -> None:
         print(f"complete cell score {start.score:.4f} (accuracy {start.metrics['accuracy']:.4f})")
     elif start is not None:  # e.g. rejected by --max-macs: no accuracy, no score
         print(f"complete cell {start.status}: no score")
+
+
+def cost_text(metrics: Mapping[str, float], name: str) -> str:
+    """A cost of ``metrics`` as the search's summary prints it: ``114560 MACs``, ``806 params``,
+    ``1.473 ms table latency``."""
+    value = metrics.get(name, math.nan)
+    if name.endswith("latency_ms"):
+        return f"{value:.3f} ms {'table ' if name.startswith('table') else ''}latency"
+    return f"{value:.0f} {'MACs' if name == 'macs' else name}"
 
 
 def stopped_early(result: SearchResult) -> int:
