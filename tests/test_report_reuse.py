@@ -9,6 +9,7 @@ re-proposals, and three of them win their step.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -19,6 +20,7 @@ from autoshrink.config import SearchConfig
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.objectives import Score
+from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
@@ -81,6 +83,26 @@ def test_the_report_counts_re_proposed_cells_in_their_steps(full) -> None:
     page = write_report(full).read_text()
     first = run.steps[won[0]].chosen.first_step
     assert "re-proposed" in page and f"from step {first}" in page
+
+
+def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> None:
+    # as result.json does: a re-proposed cell is an evaluation (of the earlier step's result)
+    evaluations = json.loads((full / "result.json").read_text())["evaluations"]
+    run = read_run(full)
+    assert len(run.ordered) == len(run.best_so_far()) == evaluations
+    write_report(full)
+    with (full / "report" / "candidates.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == evaluations
+    again = [r for r in rows if r["first_step"]]
+    assert len(again) == len(records(full, "reuse")) == 6
+    scores = {r["key"]: r["score"] for r in rows if not r["first_step"]}
+    assert all(r["score"] == scores[r["key"]] and r["seconds"] == "0.0" for r in again)
+    other = tmp_path / "other"
+    run_search(other, CONFIG, evaluator_factory=lambda c: HashEvaluator(), progress=False)
+    write_comparison([full, other], tmp_path / "cmp")
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [r["candidates"] for r in table["runs"]] == [evaluations, evaluations]
 
 
 def test_a_resumed_search_writes_the_same_reuse_records(full, tmp_path) -> None:

@@ -62,7 +62,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
                 "run": label,
                 "folder": str(run.run_dir),
                 "status": run.status,
-                "candidates": len(run.candidates),
+                "candidates": len(run.ordered),  # result.json's evaluations
                 "best_score": best.score if best else None,
                 "best_quality": best.metrics.get(quality) if best else None,
                 "best_cost": best.metrics.get(cost) if best else None,

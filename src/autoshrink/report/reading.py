@@ -114,16 +114,18 @@ class RunData:
             for c in self.candidates:
                 if c.key == key:
                     return c
-        ordered = [c for c in self.ordered if c.ok]
-        return max(ordered, key=Candidate.rank) if ordered else None
+        scored = sorted((c for c in self.candidates if c.ok), key=lambda c: (c.step, c.index))
+        return max(scored, key=Candidate.rank) if scored else None
 
     @property
     def ordered(self) -> list[Candidate]:
-        """The candidates in the order the search evaluated them (step, then proposal)."""
-        return sorted(self.candidates, key=lambda c: (c.step, c.index))
+        """Every evaluation in the order the search made it (step, then proposal): the trained
+        candidates and the re-proposed ones (:attr:`reused`, a cell seen again), as many as
+        ``result.json`` counts in ``evaluations``."""
+        return sorted([*self.candidates, *self.reused], key=lambda c: (c.step, c.index))
 
     def best_so_far(self) -> list[float]:
-        """The best score after each candidate of :attr:`ordered` (``-inf`` before any)."""
+        """The best score after each evaluation of :attr:`ordered` (``-inf`` before any)."""
         out, best = [], -math.inf
         for c in self.ordered:
             best = max(best, c.score)

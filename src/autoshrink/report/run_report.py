@@ -53,7 +53,7 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     items: list[tuple[str, object]] = [
         ("run folder", str(run.run_dir)),
         ("status", status),
-        ("candidates evaluated", len(run.candidates) + len(run.reused)),
+        ("candidates evaluated", len(run.ordered)),
         ("steps", len(steps)),
         ("training seconds (sum)", f"{sum(c.seconds for c in run.candidates):.1f}"),
         ("retries (worker died)", sum(1 for e in run.events if e.get("event") == "retry")),
@@ -84,7 +84,7 @@ TOP = 15
 
 def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]]:
     """The :data:`TOP` best-scoring candidates (ties to fewer edges), best first."""
-    top = sorted((c for c in run.ordered if c.ok), key=Candidate.rank, reverse=True)[:TOP]
+    top = sorted((c for c in run.candidates if c.ok), key=Candidate.rank, reverse=True)[:TOP]
     return [
         [
             c.step,
@@ -137,10 +137,12 @@ CANDIDATES_CSV = "candidates.csv"
 def write_candidates_csv(run: RunData, path: Path) -> Path:
     """Every candidate in evaluation order, one flat row each (any spreadsheet reads it):
     ``step, index, key, edges, status, score``, one column per metric, ``epochs``,
-    ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``; empty cells for missing values."""
+    ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``, ``first_step`` (for a cell an
+    earlier step evaluated, re-proposed and not trained again: that step, and its results);
+    empty cells for missing values."""
     metrics = sorted({m for c in run.candidates for m in c.metrics})
     header = ["step", "index", "key", "edges", "status", "score", *metrics]
-    header += ["epochs", "stop_reason", "removed_edge", "seconds"]
+    header += ["epochs", "stop_reason", "removed_edge", "seconds", "first_step"]
 
     def value(v: Any) -> Any:
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
@@ -154,6 +156,7 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
                 [c.step, c.index, c.key, c.edges, c.status, value(c.score)]
                 + [value(c.metrics.get(m)) for m in metrics]
                 + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
+                + [value(c.first_step)]
             )
     return path
 
