@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autoshrink.config import SearchConfig
+from autoshrink.errors import AutoshrinkError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.objectives import Score
@@ -122,3 +124,17 @@ def test_a_resumed_search_writes_the_same_reuse_records(full, tmp_path) -> None:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(part) == strip(full)
+
+
+def test_runs_of_another_score_are_not_compared(full, tmp_path) -> None:
+    params = tmp_path / "params"
+    run_search(params, replace(CONFIG, score=Score.cnn(cost="params")),
+               evaluator_factory=lambda c: HashEvaluator(), progress=False)  # fmt: skip
+    with pytest.raises(AutoshrinkError) as info:
+        write_comparison([full, params], tmp_path / "cmp")
+    assert str(info.value).startswith(
+        "the runs score differently (full (autoshrink, seed 13): cost macs, metric accuracy, "
+        "offset 0.0, slope 1.0, weight 0.1; params (autoshrink, seed 13): cost params,"
+    )
+    assert str(info.value).endswith("compare runs of one --lambda and --cost")
+    assert not (tmp_path / "cmp").exists()

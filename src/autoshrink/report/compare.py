@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 PAGE, PROGRESS, TABLE = "index.html", "progress.svg", "comparison.json"
 
 
+def _score_text(run: RunData) -> str:
+    """The run's score settings in a line: ``cost macs, metric accuracy, ..., weight 0.1``."""
+    return ", ".join(f"{name} {value}" for name, value in sorted(run.score.items()))
+
+
 def _label(run: RunData) -> str:
     config = run.config
     name = run.run_dir.name.encode("utf-8", "replace").decode("utf-8")  # a non-UTF-8 name
@@ -47,6 +52,13 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     tasks = {run.config.get("task", "cnn") for run in runs.values()}
     if len(tasks) > 1:
         raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
+    scores = {label: _score_text(run) for label, run in runs.items()}
+    if len(set(scores.values())) > 1:
+        differ = "; ".join(f"{label}: {text}" for label, text in scores.items())
+        raise AutoshrinkError(
+            f"the runs score differently ({differ}): their scores do not compare; compare runs "
+            "of one --lambda and --cost"
+        )
     html.page_folder(out)
     first = next(iter(runs.values()))
     quality = str(first.score.get("metric") or "accuracy")
