@@ -105,6 +105,11 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     write_comparison([full, other], tmp_path / "cmp")
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["candidates"] for r in table["runs"]] == [evaluations, evaluations]
+    assert all(type(r["best_cost"]) is int for r in table["runs"])  # MACs: a count
+    assert (
+        f"<td>{table['runs'][0]['best_cost']:,}</td>"
+        in (tmp_path / "cmp" / "index.html").read_text()
+    )
 
 
 def test_a_resumed_search_writes_the_same_reuse_records(full, tmp_path) -> None:

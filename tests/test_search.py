@@ -21,6 +21,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.objectives import Score
+from autoshrink.report.folder import write_report
 from autoshrink.search import run_search
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import Observation
@@ -315,6 +316,8 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     code, out, err = cli("search", *TINY, "--max-macs", "45000", "--out", tmp_path / "r")
     assert code == 0, err
     assert "complete cell rejected: no score" in out and "best score" in out
+    page = write_report(tmp_path / "r").read_text()  # as the step table's dash says
+    assert "step 0: 10 edges, rejected: no score" in page and "score -inf" not in page
     code, out, err = cli("search", *TINY, "--max-macs", "1", "--out", tmp_path / "none")
     assert code == 2 and err.strip().endswith(
         "no candidate finished with a finite score; every candidate broke a hard constraint "

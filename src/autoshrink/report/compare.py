@@ -76,8 +76,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
                 "status": run.status,
                 "candidates": len(run.ordered),  # result.json's evaluations
                 "best_score": best.score if best else None,
-                "best_quality": best.metrics.get(quality) if best else None,
-                "best_cost": best.metrics.get(cost) if best else None,
+                "best_quality": best.metric(quality) if best else None,
+                "best_cost": best.metric(cost) if best else None,
                 "edges": best.edges if best else None,
             }
         )

@@ -50,10 +50,12 @@ def escape(text: str, quote: bool = False) -> str:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell's text: floats to ``digits`` decimals (large counts with thousands
-    separators), ``None``/``-inf``/NaN as a dash."""
+    """A table cell's text: floats to ``digits`` decimals, large counts (integers, and floats
+    of integral value) with thousands separators, ``None``/``-inf``/NaN as a dash."""
     if value is None:
         return "–"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1000:
+        return f"{value:,}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"

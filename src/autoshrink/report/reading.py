@@ -26,6 +26,9 @@ from autoshrink.user_files import json_type_problem, read_json_file, read_text_f
 
 log = logging.getLogger(__name__)
 
+#: Metrics that count something (the journal holds them as floats): shown as integers.
+COUNTS = ("macs", "params", "edges", "edge_cost")
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -52,6 +55,14 @@ class Candidate:
     def rank(self) -> tuple[float, int]:
         """Sort key of the strategy's choice: higher score first, then fewer edges."""
         return (self.score, -self.edges)
+
+    def metric(self, name: str | None) -> float | int | None:
+        """The metric ``name`` (``None`` for no name or a metric it lacks); a count
+        (:data:`COUNTS`) as the integer it is."""
+        value = self.metrics.get(name) if name else None
+        if name in COUNTS and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 @dataclass(frozen=True)

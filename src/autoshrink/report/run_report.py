@@ -65,8 +65,8 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     if best is not None:
         items += [
             ("best score", best.score),
-            (f"best {quality}", best.metrics.get(quality)),
-            (f"best {cost}", best.metrics.get(cost) if cost else None),
+            (f"best {quality}", best.metric(quality)),
+            (f"best {cost}", best.metric(cost)),
             ("best cell", f"{best.edges} edges, step {best.step}, key {best.key}"),
         ]
     if steps and _shrinks(run):
@@ -92,8 +92,8 @@ def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]
             c.key,
             c.edges,
             c.score,
-            c.metrics.get(quality),
-            c.metrics.get(cost) if cost else None,
+            c.metric(quality),
+            c.metric(cost),
             f"{c.seconds:.1f}",
         ]
         for c in top
@@ -123,8 +123,8 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
                 ch.score,
                 mean,
                 spread,
-                ch.metrics.get(quality),
-                ch.metrics.get(cost) if cost else None,
+                ch.metric(quality),
+                ch.metric(cost),
                 f"{sum(c.seconds for c in s.candidates):.1f}",
             ]
         )
@@ -224,9 +224,8 @@ def write_run_report(run_dir: Path) -> Path:
             pic = _cell_picture(
                 ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {ch.edges} edges"
             )
-            figures.append(
-                html.figure(pic, out, f"step {s.step}: {ch.edges} edges, score {ch.score:.4f}")
-            )
+            score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
+            figures.append(html.figure(pic, out, f"step {s.step}: {ch.edges} edges, {score}"))
         sections.append(
             ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>')
         )
