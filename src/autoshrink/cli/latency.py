@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if args.table is not None:
         print(
             f"table prediction {out['table_ms']:.3f} ms from {out['table_blocks']} blocks "
-            f"({out['table_new_blocks']} measured now; table {args.table})"
+            f"({out['table_new_blocks']} entries measured now, the blocks' and the cost of a "
+            f"call on their outputs; table {args.table})"
         )
     return 0
 
@@ -183,7 +184,7 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     network = f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}"
     print_measurement(network, result, settings)
     if args.table is not None:
-        print(f"table prediction {out['table_ms']:.3f} ms ({new} blocks measured now)")
+        print(f"table prediction {out['table_ms']:.3f} ms ({new} table entries measured now)")
     return 0
 
 
