@@ -100,11 +100,17 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     assert len(again) == len(records(full, "reuse")) == 6
     scores = {r["key"]: r["score"] for r in rows if not r["first_step"]}
     assert all(r["score"] == scores[r["key"]] and r["seconds"] == "0.0" for r in again)
-    other = tmp_path / "other"
+    other = tmp_path / "full"  # a folder of the same name: the runs are told apart by path
     run_search(other, CONFIG, evaluator_factory=lambda c: HashEvaluator(), progress=False)
     write_comparison([full, other], tmp_path / "cmp")
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["candidates"] for r in table["runs"]] == [evaluations, evaluations]
+    assert [r["run"] for r in table["runs"]] == [
+        f"{full} (autoshrink, seed 13)",
+        f"{other} (autoshrink, seed 13)",
+    ]
+    with pytest.raises(AutoshrinkError, match=f"{other} is given twice: compare each run once"):
+        write_comparison([other, full, other], tmp_path / "cmp")
     assert all(type(r["best_cost"]) is int for r in table["runs"])  # MACs: a count
     assert (
         f"<td>{table['runs'][0]['best_cost']:,}</td>"

@@ -34,9 +34,9 @@ def _score_text(run: RunData) -> str:
     return ", ".join(f"{name} {value}" for name, value in sorted(run.score.items()))
 
 
-def _label(run: RunData) -> str:
+def _label(run: RunData, name: str) -> str:
     config = run.config
-    name = run.run_dir.name.encode("utf-8", "replace").decode("utf-8")  # a non-UTF-8 name
+    name = name.encode("utf-8", "replace").decode("utf-8")  # a non-UTF-8 name
     return f"{name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
 
 
@@ -45,10 +45,16 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
     out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
-    runs = {}
-    for d in run_dirs:
-        run = read_run(Path(d))
-        runs[_label(run)] = run
+    twice = [d for i, d in enumerate(run_dirs) if Path(d).resolve() in
+             {Path(e).resolve() for e in run_dirs[:i]}]  # fmt: skip
+    if twice:
+        raise AutoshrinkError(f"{twice[0]} is given twice: compare each run once")
+    read = [read_run(Path(d)) for d in run_dirs]
+    names = [run.run_dir.name for run in read]
+    runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths
+        _label(run, str(run.run_dir) if names.count(name) > 1 else name): run
+        for run, name in zip(read, names, strict=True)
+    }
     tasks = {run.config.get("task", "cnn") for run in runs.values()}
     if len(tasks) > 1:
         raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
