@@ -34,6 +34,15 @@ def test_search_on_digits_prints_and_writes_the_best_cell(cli, tmp_path):
         f"best score {best['score']:.4f} (accuracy {m['accuracy']:.4f}, {m['macs']:.0f} MACs, "
         f"{best['edges']} edges, step {best['step']})"
     ) in out
+    # result.json names the network the metrics were counted in: count reproduces them
+    net = json.loads((run / "result.json").read_text())["network"]
+    assert net == {"macro": "cifar-proxy", "width": 0.25, "image_size": 8, "in_channels": 1,
+                   "num_classes": 10}  # fmt: skip
+    flags = [f"--{k.replace('_', '-')}" if k != "macro" else "--macro" for k in net]
+    args = [str(x) for pair in zip(flags, net.values(), strict=True) for x in pair]
+    code, counted, err = cli("count", run / "best_cell.json", *args, "--json")
+    assert code == 0, err
+    assert (json.loads(counted)["macs"], json.loads(counted)["params"]) == (m["macs"], m["params"])
 
 
 def test_the_summary_shows_the_cost_the_score_read(cli, tmp_path):

@@ -290,7 +290,7 @@ def test_a_signal_stops_the_search_cleanly_and_it_resumes(tmp_path, sig, status)
 def test_a_signal_while_the_results_are_written_says_how_to_resume(tmp_path, monkeypatch):
     import autoshrink.search as search_module
 
-    def sigterm_now(out, config):
+    def sigterm_now(out, config, network):
         err = KeyboardInterrupt()
         err.signum = signal.SIGTERM  # type: ignore[attr-defined]
         raise err

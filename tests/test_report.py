@@ -66,6 +66,8 @@ def test_report_of_a_finished_run(run_dir):
     assert text.count('<img src="cells/step_') == len(steps)
     assert {"steps.svg", "pareto.svg", "cells/best.svg"} <= set(images(page))
     assert '"keep_fraction": 0.5' in text  # the resolved config
+    net = result["network"]
+    assert f"<dt>counted in</dt><dd>cifar-proxy at width {net['width']}, 1×8×8 input" in text
     # the steps table: one row per step, the header first
     table = text.split("<h2>Steps</h2>")[1].split("</table>")[0]
     assert table.count("<tr>") == len(steps) + 1

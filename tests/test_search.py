@@ -426,3 +426,18 @@ def test_a_resume_of_an_ended_search_keeps_its_result_and_needs_its_journal(tmp_
     (run / "journal.jsonl").write_bytes(b"")
     with pytest.raises(JournalError, match=r"result\.json says the search ended, but journal"):
         run_search(run, resume=True, evaluator_factory=factory, progress=False)
+
+
+def test_the_proxy_network_is_found_through_the_evaluators_wrappers() -> None:
+    from autoshrink.evaluators.base import proxy_network
+    from autoshrink.evaluators.factory import build_evaluator
+    from autoshrink.spaces.macros import cifar_proxy
+
+    demo = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.5)  # digits, 8x8
+    for config in (
+        preset("demo"),
+        preset("demo", evaluator="oneshot"),  # wraps the proxy evaluator
+        preset("demo", constraints={"latency_ms": 10.0}),  # wrapped with a latency cost
+    ):
+        assert proxy_network(build_evaluator(config)) == demo
+    assert proxy_network(object()) is None  # a custom evaluator: no network to name

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError, os_error_line
-from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.base import Evaluation, Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal, RunLock, as_read_back
@@ -49,6 +49,7 @@ from autoshrink.run_folder import (
 )
 from autoshrink.screening import ProgressiveScreen, StageResult
 from autoshrink.spaces.cells import start_cell
+from autoshrink.spaces.macros import MacroSpec
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal
@@ -313,7 +314,8 @@ def run_search(
                 if ended and result.trained == 0:  # the result of the session that ended it
                     log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)
                 else:
-                    write_result(out, config)  # a signal here too says how to resume
+                    network = proxy_network(evaluator)
+                    write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
                 raise interrupted(err, journal, run_dir) from None
             except Exception:
@@ -567,8 +569,12 @@ def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
     return sum(counts) if counts else None
 
 
-def write_result(result: SearchResult, config: SearchConfig) -> None:
-    """Write ``best_cell.json``, its picture and ``result.json`` into the run folder."""
+def write_result(
+    result: SearchResult, config: SearchConfig, network: MacroSpec | None = None
+) -> None:
+    """Write ``best_cell.json``, its picture and ``result.json`` into the run folder; with
+    ``network``, the proxy network the metrics were counted in (and the search's width), the
+    settings ``autoshrink count`` takes to count the same."""
     run_dir, best = result.run_dir, result.best
     result.cell.save(run_dir / BEST_CELL)
     try:
@@ -605,5 +611,14 @@ def write_result(result: SearchResult, config: SearchConfig) -> None:
         "screening": {"mode": config.screening}
         | ({"this_session": result.screening} if result.screening else {}),
         "picture": None if picture is None else picture.name,
+        "network": None
+        if network is None
+        else {
+            "macro": network.name,
+            "width": config.width,
+            "image_size": network.image_size,
+            "in_channels": network.in_channels,
+            "num_classes": network.num_classes,
+        },
     }
     write_json(run_dir / RESULT, out)

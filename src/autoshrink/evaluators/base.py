@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from autoshrink.spaces.macros import MacroSpec
+
 log = logging.getLogger(__name__)
 
 
@@ -99,3 +101,17 @@ def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
             f"an {Evaluation.__module__}.Evaluation"
         )
     return out
+
+
+def proxy_network(evaluator: object) -> MacroSpec | None:
+    """The macro network ``evaluator`` counts and trains its cells in: its ``macro``, or that
+    of the evaluator it wraps (``inner``: latency costs, one-shot weights); ``None`` for one
+    without (an RNN evaluator, a table, a custom one)."""
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        macro = getattr(evaluator, "macro", None)
+        if isinstance(macro, MacroSpec):
+            return macro
+        evaluator = getattr(evaluator, "inner", None)
+        if evaluator is None:
+            return None
+    return None

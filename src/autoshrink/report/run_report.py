@@ -71,6 +71,16 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         ]
     if steps and _shrinks(run):
         items.append(("edges left now", steps[-1].chosen.edges))
+    net = (run.result or {}).get("network")
+    if isinstance(net, dict):  # result.json of a CNN search (older ones have none)
+        items.append(
+            (
+                "counted in",
+                f"{net.get('macro')} at width {net.get('width')}, {net.get('in_channels')}×"
+                f"{net.get('image_size')}×{net.get('image_size')} input, "
+                f"{net.get('num_classes')} classes",
+            )
+        )
     return html.definitions(items)
 
 
