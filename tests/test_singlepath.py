@@ -348,6 +348,13 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert "epoch 3" in page and "Decisions per layer over epochs" in page
     assert page.count('<tr><td class="l">') >= 16  # a row per searchable layer
     assert f"{r['measured_ms']:.4f}" in page
+    # the weights say how their inputs were normalised, so an export of them can say it too
+    norm = r["normalisation"]
+    assert len(norm["mean"]) == len(norm["std"]) == 1 and 0 < norm["mean"][0] < 1
+    code, _, err = cli("export", full / "architecture.json", "--weights",
+                       full / "weights.safetensors", "--out", tmp_path / "export")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["normalisation"] == norm
 
     real = search._Search.train_epoch
 

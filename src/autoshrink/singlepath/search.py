@@ -56,6 +56,7 @@ from autoshrink.training.checkpoint import (
     unflatten_optimizer,
 )
 from autoshrink.training.classification import evaluate
+from autoshrink.training.weights_file import weights_metadata
 from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ def preset(name: str, **overrides: Any) -> SearchSettings:
 # ------------------------------------------------------------------ data
 @dataclass(frozen=True)
 class SearchData:
-    """Normalised tensors at the search size."""
+    """Normalised tensors at the search size, and the per-channel ``mean`` and ``std`` (of the
+    training images scaled to [0, 1]) they were normalised with."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -169,6 +171,8 @@ class SearchData:
     val_y: torch.Tensor
     in_channels: int
     num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 def load_search_data(s: SearchSettings) -> SearchData:
@@ -202,6 +206,8 @@ def load_search_data(s: SearchSettings) -> SearchData:
         torch.from_numpy(vy).long(),
         int(tx.shape[1]),
         len(data.classes),
+        tuple(float(m) for m in mean),
+        tuple(float(d) for d in std),
     )
 
 
@@ -428,7 +434,8 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
     arch.save(out / ARCH)
     net = search.net.derived_network().eval()
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_tensors(out / WEIGHTS, state, {"architecture": json.dumps(arch.to_dict())})
+    network = {"architecture": arch.to_dict()}  # and the inputs' normalisation, for export
+    save_tensors(out / WEIGHTS, state, weights_metadata(network, data.mean, data.std))
     shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
     measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
     predicted = model.predict(arch)
@@ -452,6 +459,7 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         "images_trained": sum(r["images"] for r in history),
         "epochs": s.epochs,
         "dataset": s.dataset,
+        "normalisation": {"mean": list(data.mean), "std": list(data.std)},
         "search_size": s.search_size,
         "deploy_size": s.deploy_size,
         "latency_settings": s.latency.to_dict(),
