@@ -118,6 +118,11 @@ def test_train_reports_every_domain(cli, tmp_path):
     assert {k: v["images"] for k, v in m["domains"].items()} == {"0.9": 120, "0.8": 120, "0.1": 599}
     assert m["test_domain"] == "0.1" and 0 <= m["test_domain_accuracy"] <= 1
     assert "held-out test domain" in out
+    # the last line leads with the held-out domain: the figure NAS-OoD is judged by
+    assert out.splitlines()[-1].startswith(
+        f"held-out domain 0.1: accuracy {m['test_domain_accuracy']:.4f}; test accuracy "
+        f"{m['test_accuracy']:.4f} on the training domains of colored-digits ("
+    )
 
 
 @pytest.mark.parametrize(
