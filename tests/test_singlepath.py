@@ -355,6 +355,19 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
                        full / "weights.safetensors", "--out", tmp_path / "export")  # fmt: skip
     assert code == 0, err
     assert json.loads((tmp_path / "export" / "export.json").read_text())["normalisation"] == norm
+    # latency predicts from the table as the search did: calibrated with the file beside it
+    table = full / "latency_table.json"
+    code, out, err = cli("latency", full / "architecture.json", "--latency-table", table,
+                         "--repeats", "5", "--max-seconds", "0.5", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["calibrated_ms"] == pytest.approx(r["predicted_ms"])
+    cal_file = calibration_path(table)
+    cal = json.loads(cal_file.read_text()) | {"scale": 2.0, "offset": 0.5}
+    cal_file.write_text(json.dumps(cal))
+    code, out, err = cli("latency", full / "architecture.json", "--latency-table", table,
+                         "--repeats", "5", "--max-seconds", "0.5", "--json")  # fmt: skip
+    got = json.loads(out)
+    assert got["calibrated_ms"] == pytest.approx(2.0 * got["table_ms"] + 0.5)
 
     real = search._Search.train_epoch
 

@@ -164,8 +164,14 @@ def run(args: argparse.Namespace) -> int:
 
 def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     """An mbconv architecture file; ``--latency-table`` predicts from the Single-Path layer table
-    (:mod:`autoshrink.singlepath.latency_model`, the table's plain sum, not calibrated)."""
-    from autoshrink.singlepath.latency_model import LatencyModel, load_or_measure
+    (:mod:`autoshrink.singlepath.latency_model`): the table's sum, and the search's calibrated
+    prediction where the calibration beside the table was fitted for these settings."""
+    from autoshrink.singlepath.latency_model import (
+        Calibration,
+        LatencyModel,
+        calibration_path,
+        load_or_measure,
+    )
 
     arch = arch_from_args(args)
     shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
@@ -173,8 +179,11 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     out = {"architecture": str(args.cell), "layers": list(arch.layers), **result.to_dict()}
     if args.table is not None:
         table, new = load_or_measure(args.table, arch.spec, settings)
+        raw = LatencyModel.from_table(table, arch.spec)
+        cal = Calibration.load_matching(calibration_path(args.table), settings, arch.spec)
         out |= {
-            "table_ms": LatencyModel.from_table(table, arch.spec).predict(arch),
+            "table_ms": raw.predict(arch),
+            "calibrated_ms": None if cal is None else raw.calibrated(cal).predict(arch),
             "table": str(args.table),
             "table_new_blocks": new,
         }
@@ -184,7 +193,11 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     network = f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}"
     print_measurement(network, result, settings)
     if args.table is not None:
-        print(f"table prediction {out['table_ms']:.3f} ms ({new} table entries measured now)")
+        calibrated = out["calibrated_ms"]
+        print(
+            (f"table prediction {calibrated:.3f} ms calibrated, " if calibrated is not None else "")
+            + f"table sum {out['table_ms']:.3f} ms ({new} table entries measured now)"
+        )
     return 0
 
 
