@@ -92,6 +92,20 @@ def test_candidates_csv_holds_the_journal(run_dir):
         assert row["removed_edge"] == ("-".join(map(str, edge)) if edge else "")
 
 
+def test_a_metric_named_as_a_column_is_one_column(run_dir):
+    # rnn cells report a metric "edges", which is the csv's edges column
+    journal = run_dir / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    for r in records:
+        if r["type"] == "candidate":
+            r["metrics"]["edges"] = float(r["edges"])
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_report(run_dir)
+    with (run_dir / "report" / "candidates.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header.count("edges") == 1 and len(header) == len(set(header))
+
+
 def test_chosen_cell_of_each_step_is_the_parent_of_the_next(run_dir):
     steps = read_run(run_dir).steps
     assert len(steps) >= 2

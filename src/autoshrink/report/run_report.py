@@ -150,9 +150,11 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
     ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``, ``first_step`` (for a cell an
     earlier step evaluated, re-proposed and not trained again: that step, and its results);
     empty cells for missing values."""
-    metrics = sorted({m for c in run.candidates for m in c.metrics})
-    header = ["step", "index", "key", "edges", "status", "score", *metrics]
-    header += ["epochs", "stop_reason", "removed_edge", "seconds", "first_step"]
+    fixed = ["step", "index", "key", "edges", "status", "score"]
+    last = ["epochs", "stop_reason", "removed_edge", "seconds", "first_step"]
+    # an rnn cell's metric "edges" is the edges column: one column of each name
+    metrics = sorted({m for c in run.candidates for m in c.metrics} - {*fixed, *last})
+    header = [*fixed, *metrics, *last]
 
     def value(v: Any) -> Any:
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
