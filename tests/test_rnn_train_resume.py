@@ -167,8 +167,12 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
         write_log(path, rows, append=append)
 
     monkeypatch.setattr(rnn_cli, "write_log", kill_after_2)
-    code, _, _ = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
     assert code == 130 and not (cut / "metrics.json").exists()
+    assert err.strip() == (
+        "autoshrink: training stopped; continue it with the same command and --resume (from the "
+        f"newest checkpoint in {cut})"
+    )
     assert len((cut / "log.jsonl").read_text().splitlines()) == 1
     monkeypatch.setattr(rnn_cli, "write_log", write_log)
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--resume",

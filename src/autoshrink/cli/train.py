@@ -180,9 +180,15 @@ def run(args: argparse.Namespace) -> int:
     claim_folder(args.out, "train", resume=args.resume)
     if args.resume:
         check_resumable(args.out)
-    if args.task == "rnn":
-        return rnn.run_train(args)
-    return run_cnn(args)
+    try:
+        return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
+    except KeyboardInterrupt as err:  # Ctrl-C: say how to go on, as a stopped search does
+        stop = KeyboardInterrupt(
+            f"training stopped; continue it with the same command and --resume (from the "
+            f"newest checkpoint in {args.out})"
+        )
+        stop.signum = getattr(err, "signum", 2)  # type: ignore[attr-defined]
+        raise stop from None
 
 
 def check_resumable(out: Path) -> None:
