@@ -362,16 +362,13 @@ def run_cnn(args: argparse.Namespace) -> int:
     for name, d in by_domain.get("domains", {}).items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
-    headline = f"test accuracy {result.test_accuracy:.4f}"
+    on = f"the training domains of {args.dataset}" if by_domain else args.dataset
+    headline = f"test accuracy {result.test_accuracy:.4f} on {on}"
     if "test_domain_accuracy" in by_domain:  # the figure a held-out domain is there for
-        headline = (
-            f"held-out domain {by_domain['test_domain']}: accuracy "
-            f"{by_domain['test_domain_accuracy']:.4f}; {headline} on the training domains"
-        )
-    elif by_domain:
-        headline += " on the training domains"
+        held = f"held-out domain {by_domain['test_domain']}"
+        headline = f"{held}: accuracy {by_domain['test_domain_accuracy']:.4f}; {headline}"
     print(
-        f"{headline} of {args.dataset} ({c.params} params, {c.macs} MACs); weights in "
+        f"{headline} ({c.params} params, {c.macs} MACs); weights in "
         f"{args.out / 'weights.safetensors'}"
     )
     return 0
