@@ -141,6 +141,18 @@ def test_search_cli_end_to_end_and_resume(cli, tmp_path: Path, corpus_dir: Path)
     assert code == 0, stderr
     assert "perplexity" in stdout and "rnn cell" in stdout
     assert Cell.load(out / "best_cell.json").kind == "rnn"
+    # result.json names the proxy language model: count gives the journal's params and MACs
+    result = json.loads((out / "result.json").read_text())
+    net, metrics = result["network"], result["best"]["metrics"]
+    nhid = json.loads((out / "config.json").read_text())["training"]["nhid"]
+    assert net["macro"] == "shrinkrnn-ptb" and net["nhid"] == nhid and net["vocab"] > 1
+    code, counted, err = cli("count", out / "best_cell.json", "--nhid", str(net["nhid"]),
+                             "--vocab", str(net["vocab"]), "--json")  # fmt: skip
+    assert code == 0, err
+    assert (json.loads(counted)["params"], json.loads(counted)["macs"]) == (
+        metrics["params"],
+        metrics["macs"],
+    )
     code, stdout, _ = cli("search", "--resume", out, "--executor", "inprocess", "--no-progress")
     assert code == 0 and "0 trained now" in stdout
 
@@ -167,6 +179,11 @@ def test_count_cli_gives_23_0m_for_shrinkrnn(cli) -> None:
     cell = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkrnn.json"
     code, out, _ = cli("count", cell, "--macro", "shrinkrnn-ptb", "--json")
     assert code == 0 and json.loads(out)["params"] == 23_000_700
+    # the defaults, given: 10k words, nhid 745; and sizes a cnn macro does not take
+    code, again, _ = cli("count", cell, "--nhid", "745", "--vocab", "10000", "--json")
+    assert code == 0 and json.loads(again) == json.loads(out)
+    code, _, err = cli("count", cell, "--macro", "cifar-proxy", "--nhid", "32")
+    assert code == 2 and "--nhid: settings of an RNN language model; cifar-proxy has none" in err
 
 
 def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpus_dir) -> None:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
+from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import ConfigError, JournalError, os_error_line
 from autoshrink.evaluators.base import Evaluation, Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
@@ -570,7 +571,7 @@ def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
 
 
 def write_result(
-    result: SearchResult, config: SearchConfig, network: MacroSpec | None = None
+    result: SearchResult, config: SearchConfig, network: MacroSpec | RNNSpec | None = None
 ) -> None:
     """Write ``best_cell.json``, its picture and ``result.json`` into the run folder; with
     ``network``, the proxy network the metrics were counted in (and the search's width), the
@@ -611,14 +612,24 @@ def write_result(
         "screening": {"mode": config.screening}
         | ({"this_session": result.screening} if result.screening else {}),
         "picture": None if picture is None else picture.name,
-        "network": None
-        if network is None
-        else {
-            "macro": network.name,
-            "width": config.width,
-            "image_size": network.image_size,
-            "in_channels": network.in_channels,
-            "num_classes": network.num_classes,
-        },
+        "network": network_settings(network, config),
     }
     write_json(run_dir / RESULT, out)
+
+
+def network_settings(network: MacroSpec | RNNSpec | None, config: SearchConfig) -> Any:
+    """``result.json``'s ``network``: the settings ``autoshrink count`` takes to count a cell
+    in the network the search counted it in (``None`` where the evaluator names none). An RNN
+    proxy model is ``shrinkrnn-ptb`` at the proxy's ``nhid`` and vocabulary: the same tied
+    model."""
+    if isinstance(network, RNNSpec):
+        return {"macro": "shrinkrnn-ptb", "nhid": network.nhid, "vocab": network.vocab}
+    if network is None:
+        return None
+    return {
+        "macro": network.name,
+        "width": config.width,
+        "image_size": network.image_size,
+        "in_channels": network.in_channels,
+        "num_classes": network.num_classes,
+    }

@@ -44,6 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="input image channels (1: the grayscale data sets, as search and train count them)",
     )
+    p.add_argument(
+        "--nhid",
+        type=int_at_most(MAX_COUNT),
+        default=None,
+        help=f"rnn cells: the hidden (and embedding) size ({RNN_DEFAULT}'s: 745)",
+    )
+    p.add_argument(
+        "--vocab",
+        type=int_at_most(MAX_CLASSES),
+        default=None,
+        help=f"rnn cells: the vocabulary size ({RNN_DEFAULT}'s: 10,000)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -64,12 +76,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    sizes = {k: v for k, v in (("nhid", args.nhid), ("vocab", args.vocab)) if v is not None}
     if macro in RNN_MACROS:  # language models: MACs per token
         if settings:
             flags = ", ".join("--" + k.replace("_", "-") for k in settings)
             raise ConfigError(f"{flags}: settings of a CNN macro; {macro} has none")
-        rnn_spec = RNN_MACROS[macro]()
+        rnn_spec = RNN_MACROS[macro](**sizes)
         name, counts, unit = rnn_spec.name, count_rnn(cell, rnn_spec), " per token"
+    elif sizes:
+        flags = ", ".join(f"--{k}" for k in sizes)
+        raise ConfigError(f"{flags}: settings of an RNN language model; {macro} has none")
     else:
         spec = get_macro(macro, **settings)
         name, counts, unit = spec.name, count(cell, spec), ""

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from autoshrink.cost.rnn import RNNSpec
 from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,13 @@ def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
     return out
 
 
-def proxy_network(evaluator: object) -> MacroSpec | None:
-    """The macro network ``evaluator`` counts and trains its cells in: its ``macro``, or that
-    of the evaluator it wraps (``inner``: latency costs, one-shot weights); ``None`` for one
-    without (an RNN evaluator, a table, a custom one)."""
+def proxy_network(evaluator: object) -> MacroSpec | RNNSpec | None:
+    """The network ``evaluator`` counts and trains its cells in (a CNN macro, or an RNN's
+    language model): its ``macro``, or that of the evaluator it wraps (``inner``: latency
+    costs, one-shot weights); ``None`` for one without (a table, a custom one)."""
     for _ in range(8):  # a chain of wrappers, never a cycle
         macro = getattr(evaluator, "macro", None)
-        if isinstance(macro, MacroSpec):
+        if isinstance(macro, (MacroSpec, RNNSpec)):
             return macro
         evaluator = getattr(evaluator, "inner", None)
         if evaluator is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
+from autoshrink.cost.rnn import RNNSpec, count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
@@ -49,11 +49,17 @@ class RNNProxyEvaluator:
         self.device = device
         self.threads = threads
 
+    @property
+    def macro(self) -> RNNSpec:
+        """The proxy language model the cells are counted and trained in: the corpus's
+        vocabulary, the training's ``nhid``."""
+        return rnn_proxy(vocab=self.corpus.ntokens, nhid=self.training.nhid)
+
     def profile(self, genotype: Cell) -> dict[str, float]:
         """``edges`` (E), ``edge_cost`` (``E·nhid²``), ``params`` and per-token ``macs`` of the
         cell's proxy language model, counted without training."""
         nhid = self.training.nhid
-        c = count_rnn(genotype, rnn_proxy(vocab=self.corpus.ntokens, nhid=nhid))
+        c = count_rnn(genotype, self.macro)
         return {
             "edges": float(genotype.num_edges),
             "edge_cost": float(edge_cost(genotype, nhid)),

@@ -72,15 +72,13 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     if steps and _shrinks(run):
         items.append(("edges left now", steps[-1].chosen.edges))
     net = (run.result or {}).get("network")
-    if isinstance(net, dict):  # result.json of a CNN search (older ones have none)
-        items.append(
-            (
-                "counted in",
-                f"{net.get('macro')} at width {net.get('width')}, {net.get('in_channels')}×"
-                f"{net.get('image_size')}×{net.get('image_size')} input, "
-                f"{net.get('num_classes')} classes",
-            )
-        )
+    if isinstance(net, dict) and "image_size" in net:  # (older result.json files have none)
+        size = f"{net.get('in_channels')}×{net.get('image_size')}×{net.get('image_size')}"
+        where = f"width {net.get('width')}, {size} input, {net.get('num_classes')} classes"
+        items.append(("counted in", f"{net.get('macro')} at {where}"))
+    elif isinstance(net, dict):  # an rnn cell's language model
+        where = f"nhid {net.get('nhid')}, a vocabulary of {net.get('vocab')} words"
+        items.append(("counted in", f"{net.get('macro')} at {where}"))
     return html.definitions(items)
 
 
