@@ -78,6 +78,7 @@ class SearchResult:
     images_trained: int | None = None
     screening: dict[str, Any] | None = None
     ended: str | None = None  # why the search ended, in a few words (the strategy's)
+    config: SearchConfig | None = None  # the config it ran with (its score, say)
 
     @property
     def cell(self) -> Cell:
@@ -311,6 +312,7 @@ def run_search(
                     images_trained(replay.done.values()),
                     result.screening,
                     result.ended,
+                    config,
                 )
                 if ended and result.trained == 0:  # the result of the session that ended it
                     log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)

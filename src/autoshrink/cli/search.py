@@ -559,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
     if result.cell.kind == "rnn":
         print_rnn_scores(result)
     else:
-        print_cnn_scores(result, SearchConfig.load(result.run_dir / CONFIG).score.cost)
+        print_cnn_scores(result)
     screened = (result.screening or {}).get("screened_out")
     out = f" ({screened} screened out)" if screened else ""
     print(
@@ -571,10 +571,11 @@ def run(args: argparse.Namespace) -> int:
     return stopped_early(result)
 
 
-def print_cnn_scores(result: SearchResult, cost: str = "macs") -> None:
+def print_cnn_scores(result: SearchResult) -> None:
     """The scores ``autoshrink search`` prints after a cnn search: the best cell's (with the
-    ``cost`` its score reads, and its MACs) and the complete cell's."""
+    cost its score reads, and its MACs) and the complete cell's."""
     best, start = result.best, result.start
+    cost = result.config.score.cost if result.config is not None else "macs"
     acc = best.metrics.get("accuracy")
     costs = [cost_text(best.metrics, name) for name in dict.fromkeys((cost, "macs"))]
     print(
