@@ -45,10 +45,11 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
     out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
-    twice = [d for i, d in enumerate(run_dirs) if Path(d).resolve() in
-             {Path(e).resolve() for e in run_dirs[:i]}]  # fmt: skip
-    if twice:
-        raise AutoshrinkError(f"{twice[0]} is given twice: compare each run once")
+    seen: set[Path] = set()
+    for d in run_dirs:
+        if Path(d).resolve() in seen:
+            raise AutoshrinkError(f"{d} is given twice: compare each run once")
+        seen.add(Path(d).resolve())
     read = [read_run(Path(d)) for d in run_dirs]
     names = [run.run_dir.name for run in read]
     runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths
