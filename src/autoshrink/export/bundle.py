@@ -150,7 +150,7 @@ def check_trained_network(weights: Path, trained: TrainedFor, network: dict[str,
                 f"({','.join(now_layers)}); export the architecture.json beside them"
             )
     trained_for = "cell" if trained.cell is not None else "architecture"
-    if (trained.cell or trained.architecture) is not None and trained_for not in network:
+    if getattr(trained, trained_for) is not None and trained_for not in network:
         raise ConfigError(
             f"{weights}: trained for {'a cell' if trained_for == 'cell' else 'an architecture'}, "
             f"not for {'a cell' if 'cell' in network else 'an architecture'} as the file given"
