@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +81,14 @@ def test_rnn_config_round_trips_and_rejects_a_cnn_training() -> None:
 def test_the_factory_builds_the_rnn_evaluator(corpus_dir: Path) -> None:
     ev = build_evaluator(tiny_config(corpus_dir))
     assert isinstance(ev, RNNProxyEvaluator) and ev.corpus.ntokens == 14
+
+
+def test_the_search_neither_reads_nor_warns_about_the_test_split(corpus_dir: Path, caplog) -> None:
+    (corpus_dir / "test.txt").unlink()  # its one unseen word would have warned
+    with caplog.at_level(logging.WARNING):
+        ev = build_evaluator(tiny_config(corpus_dir))
+    assert isinstance(ev, RNNProxyEvaluator) and ev.corpus.test is None
+    assert "test" not in caplog.text
 
 
 def test_search_is_deterministic_and_picks_the_best_cell(tmp_path: Path, corpus_dir: Path) -> None:

@@ -89,6 +89,21 @@ def test_single_file_is_split_by_lines(tmp_path: Path) -> None:
     assert corpus.unknown == {"train": 0, "valid": 2, "test": 2}  # w16..w19 unseen
 
 
+def test_without_the_test_split_a_folder_needs_no_test_txt(tmp_path: Path) -> None:
+    root = write_tiny_corpus(tmp_path / "c")
+    whole = load_text(root)
+    (root / "test.txt").unlink()
+    part = load_text(root, with_test=False)
+    assert part.test is None and "test" not in part.unknown
+    assert part.vocab == whole.vocab and np.array_equal(part.valid, whole.valid)
+    with pytest.raises(DataError, match="missing test.txt"):
+        load_text(root)
+    single = tmp_path / "corpus.txt"
+    single.write_text("\n".join(f"w{i} x" for i in range(20)) + "\n")
+    cut = load_text(single, with_test=False)  # the test lines are still split off
+    assert (len(cut.train), len(cut.valid), cut.test) == (48, 6, None)
+
+
 def test_the_ptb_proxy_split(shared_data: Path) -> None:
     corpus = load_text(shared_data / "ptb" / "proxy")
     # The first 4,000 lines of PTB train: 84,832 words + 4,000 <eos>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from autoshrink.cost.rnn import count_rnn, rnn_proxy
 from autoshrink.data.text import batchify, load_text
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, DataError
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
@@ -165,6 +166,13 @@ def test_final_training_keeps_the_best_weights_and_reports_test(small) -> None:
     valid = torch.from_numpy(batchify(small.valid, 4))
     assert math.exp(evaluate_lm(model, valid, 10)) == pytest.approx(result.val_perplexity)
     assert math.isfinite(result.test_perplexity)
+
+
+def test_final_training_needs_the_test_split(small) -> None:
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
+    recipe = LMRecipe(epochs=1, batch_size=8, bptt=10, test_batch_size=4, eval_batch_size=4)
+    with pytest.raises(DataError, match="without its test split"):
+        train_final_lm(model, dataclasses.replace(small, test=None), recipe, seed=0)
 
 
 @pytest.mark.parametrize("delta", [0, 20])

@@ -63,14 +63,15 @@ class Corpus:
     """A tokenised corpus: the vocabulary and each split's token ids (``<eos>`` included).
 
     ``unknown`` counts, per split, the tokens that were mapped to ``<unk>`` because the
-    training vocabulary lacks them (always 0 for ``train``).
+    training vocabulary lacks them (always 0 for ``train``). ``test`` is ``None`` when the
+    corpus was loaded without its test split (a search never scores on it).
     """
 
     name: str
     vocab: Vocabulary
     train: np.ndarray  # [N_train] int64
     valid: np.ndarray  # [N_valid] int64
-    test: np.ndarray  # [N_test] int64
+    test: np.ndarray | None  # [N_test] int64
     unknown: Mapping[str, int]
 
     @property
@@ -114,26 +115,30 @@ def encode(
 
 
 def build_corpus(name: str, parts: Mapping[str, Sequence[Sequence[str]]]) -> Corpus:
-    """A corpus from tokenised ``train``/``valid``/``test`` lines; empty splits are an error."""
-    for split in SPLITS:
+    """A corpus from tokenised ``train``/``valid`` (and ``test``, where ``parts`` has it)
+    lines; empty splits are an error."""
+    splits = [s for s in SPLITS if s in parts]
+    for split in splits:
         if not parts[split]:
             raise DataError(f"{name}: the {split} split has no words; expected non-empty text")
     vocab = Vocabulary.from_lines(parts["train"])
     ids, unknown = {}, {}
-    for split in SPLITS:
+    for split in splits:
         ids[split], unknown[split] = encode(parts[split], vocab, f"{name} {split}")
-    return Corpus(name, vocab, ids["train"], ids["valid"], ids["test"], unknown)
+    return Corpus(name, vocab, ids["train"], ids["valid"], ids.get("test"), unknown)
 
 
-def folder_parts(root: str | Path) -> dict[str, list[list[str]]]:
-    """The tokenised lines of a PTB-style folder (``train.txt``, ``valid.txt``, ``test.txt``)."""
+def folder_parts(root: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, list[list[str]]]:
+    """The tokenised lines of a PTB-style folder's ``splits`` (``train.txt``, ``valid.txt``,
+    ``test.txt``)."""
     root = Path(root)
+    files = [f"{s}.txt" for s in splits]
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder; expected train.txt, valid.txt and test.txt")
-    missing = [f"{s}.txt" for s in SPLITS if not (root / f"{s}.txt").is_file()]
+        raise DataError(f"{root}: no such folder; expected {', '.join(files)}")
+    missing = [f for f in files if not (root / f).is_file()]
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")
-    return {s: read_lines(root / f"{s}.txt") for s in SPLITS}
+    return {s: read_lines(root / f"{s}.txt") for s in splits}
 
 
 def file_parts(
@@ -170,12 +175,15 @@ def load_text(
     test_lines: int | None = None,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    with_test: bool = True,
 ) -> Corpus:
     """A PTB-style folder, or a plain-text file split by lines into train / valid / test.
 
     The line limits keep only the first lines of each split (the AutoShrink proxy takes
     4,000 / 300 / 300 from PTB); the vocabulary is built from the kept training lines.
-    ``valid_fraction`` and ``test_fraction`` only apply to a single file.
+    ``valid_fraction`` and ``test_fraction`` only apply to a single file (whose test part is
+    split off either way). Without ``with_test`` the test split is neither read nor encoded
+    (a folder then needs no ``test.txt``) and the corpus's ``test`` is ``None``.
     """
     if path is None:
         raise DataError(
@@ -185,10 +193,12 @@ def load_text(
     if p.is_file():
         parts = file_parts(p, valid_fraction=valid_fraction, test_fraction=test_fraction)
     else:
-        parts = folder_parts(p)
+        parts = folder_parts(p, SPLITS if with_test else SPLITS[:2])
+    if not with_test:
+        parts.pop("test", None)
     limits = {"train": train_lines, "valid": valid_lines, "test": test_lines}
     for split, limit in limits.items():
-        if limit is not None:
+        if limit is not None and split in parts:
             if limit < 1:
                 raise DataError(f"{p}: the {split} line limit must be >= 1, got {limit}")
             parts[split] = parts[split][:limit]

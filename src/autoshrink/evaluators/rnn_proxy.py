@@ -115,7 +115,9 @@ class RNNProxyEvaluator:
 def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
     """The evaluator of a ``task="rnn"`` search: reads the text data in ``config.data_dir``."""
     t = config.rnn_training
-    corpus = load_text(config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines)
+    corpus = load_text(
+        config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines, with_test=False
+    )
     batchify(corpus.train, t.batch_size)  # too little text for the batch: say so now, once
     batchify(corpus.valid, t.eval_batch_size)
     return RNNProxyEvaluator(corpus, t, device=config.device, threads=config.threads)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from autoshrink.data.text import Corpus, batchify
-from autoshrink.errors import JournalError
+from autoshrink.errors import DataError, JournalError
 from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.training.checkpoint import (
     Checkpoint,
@@ -244,6 +244,8 @@ def train_final_lm(
     (``history``: its epochs, empty for a fresh run), before anything is written;
     ``on_epoch(row)`` gets each epoch's summary, after its checkpoint.
     """
+    if corpus.test is None:
+        raise DataError(f"{corpus.name}: loaded without its test split; final training needs it")
     dev = torch.device(device)
     rng = np.random.default_rng(seed)
     folder = None if checkpoints is None else Path(checkpoints)
