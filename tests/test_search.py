@@ -441,3 +441,28 @@ def test_the_proxy_network_is_found_through_the_evaluators_wrappers() -> None:
     ):
         assert proxy_network(build_evaluator(config)) == demo
     assert proxy_network(object()) is None  # a custom evaluator: no network to name
+
+
+def test_steps_whose_candidates_all_tie_on_accuracy_are_named(tmp_path, caplog) -> None:
+    class Flat(ToyEvaluator):  # every cell learns the same: only its MACs rank it
+        def evaluate(self, cell, seed):
+            e = super().evaluate(cell, seed)
+            return replace(e, metrics={**e.metrics, "accuracy": 0.1})
+
+    with caplog.at_level("WARNING", logger="autoshrink.search"):
+        run_search(tmp_path / "flat", toy_config(k=3, keep_fraction=0.7),
+                   evaluator_factory=lambda c: Flat(), progress=False)  # fmt: skip
+    tied = r"5 step\(s\) had every scored candidate at one accuracy \(step 1: 0\.1\), so cost"
+    assert re.search(tied + r" alone ranked them.*\(steps 1, 2, 3, 4, 5\)", caplog.text)
+
+    class Distinct(ToyEvaluator):  # every cell its own accuracy
+        def evaluate(self, cell, seed):
+            e = super().evaluate(cell, seed)
+            acc = sum((i + 1) * (j + 3) ** 2 for i, j in cell.edges) / 1e4
+            return replace(e, metrics={**e.metrics, "accuracy": acc})
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="autoshrink.search"):
+        run_search(tmp_path / "distinct", toy_config(k=3, keep_fraction=0.7),
+                   evaluator_factory=lambda c: Distinct(), progress=False)  # fmt: skip
+    assert "cost alone" not in caplog.text

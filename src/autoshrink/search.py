@@ -21,7 +21,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -399,6 +399,7 @@ def search_loop(
         )
     start_obs: Observation | None = None
     evaluations = trained = 0
+    cost_only: list[tuple[int, float]] = []  # (step, metric) of steps whose cells all tied
 
     def append(rec: dict[str, Any]) -> None:
         with signals.held():
@@ -477,6 +478,8 @@ def search_loop(
             evaluations += len(observations)
             if proposals[0].step == 0:
                 start_obs = observations[0]
+            if (same := same_quality(observations, score_fn.metric)) is not None:
+                cost_only.append((proposals[0].step, same))
             strategy.tell(observations)
             if screen is not None and not screen.ready:  # the first batch: class difficulty
                 screen.learn(done[p.genotype.key] for p in proposals)
@@ -487,6 +490,13 @@ def search_loop(
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")
     finally:
         steps_bar.close()
+    if cost_only:
+        log.warning(
+            "%d step(s) had every scored candidate at one %s (step %d: %g), so cost alone ranked "
+            "them; the proxy training is too short to tell these cells apart (steps %s)",
+            len(cost_only), score_fn.metric, *cost_only[0],
+            ", ".join(str(step) for step, _ in cost_only),
+        )  # fmt: skip
     stopped = getattr(strategy, "stop_reason", None)
     if stopped is None:
         replay.finish()
@@ -500,6 +510,17 @@ def search_loop(
     return LoopOutcome(
         strategy.best, start_obs, evaluations, trained, stopped, screening, strategy.end_reason
     )
+
+
+def same_quality(observations: Sequence[Observation], metric: str) -> float | None:
+    """The one ``metric`` value that every scored observation of a batch reached, when there are
+    at least two of them (then only their cost told them apart); ``None`` otherwise."""
+    values = {o.metrics.get(metric) for o in observations if o.ok}
+    scored = sum(o.ok for o in observations)
+    if scored < 2 or len(values) != 1:
+        return None
+    (value,) = values
+    return value
 
 
 def screen_batch(
