@@ -239,12 +239,28 @@ def test_bad_rnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], ne
         (["--epochs", "-2"], "epochs must be >= 1, got -2"),
         (["--ema", "nan"], "ema_decay must lie in (0, 1] or be null, got nan"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+        (["--threads", "0"], "--threads must be an integer in 1..1024, got 0"),
     ],
 )
 def test_bad_cnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], needle: str) -> None:
     code, _, err = cli("train", CNN, "--dataset", "digits", *flags, "--out", tmp_path / "o")
     assert code == 2 and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("task", ["cnn", "rnn"])
+def test_threads_hold_for_the_training_and_are_restored(
+    cli, tmp_path: Path, monkeypatch, task: str
+) -> None:
+    from autoshrink.cli import rnn, train
+
+    seen = []
+    monkeypatch.setattr(rnn, "run_train", lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr(train, "run_cnn", lambda args: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    cell = RNN if task == "rnn" else CNN
+    code, _, err = cli("train", cell, "--task", task, "--threads", "3", "--out", tmp_path / "o")
+    assert code == 0 and seen == [3] and torch.get_num_threads() == before, err
 
 
 def test_recipes_name_the_bad_value() -> None:

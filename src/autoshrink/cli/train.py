@@ -43,7 +43,7 @@ from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
-from autoshrink.devices import MAX_THREADS
+from autoshrink.devices import MAX_THREADS, check_threads, torch_threads
 from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=seed_number, default=0, help="seed of the weights and the data order"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
+    p.add_argument(
+        "--threads",
+        type=int_at_most(MAX_THREADS),
+        default=None,
+        help="torch threads per process (default: torch's, all cores); may change on --resume, "
+        "though CPU sums then differ in the last digits from an uninterrupted run",
+    )
     p.add_argument("--out", type=folder_path, default=Path("runs/train"), help="the run folder")
     p.add_argument(
         "--resume",
@@ -177,11 +184,14 @@ def settle_task_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
     settle_task_options(args)
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
     claim_folder(args.out, "train", resume=args.resume)
     if args.resume:
         check_resumable(args.out)
     try:
-        return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
+        with torch_threads(args.threads):
+            return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
     except KeyboardInterrupt as err:  # Ctrl-C: say how to go on, as a stopped search does
         stop = KeyboardInterrupt(
             f"training stopped; continue it with the same command and --resume (from the "
