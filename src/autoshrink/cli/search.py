@@ -157,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         dest="data_dir",
         default=None,
-        help="folder of the data set (not for digits); --task rnn: train.txt, valid.txt, test.txt",
+        help="folder of the data set (not for digits); --task rnn: train.txt and valid.txt",
     )
     g.add_argument(
         "--download",
@@ -504,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
         if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
             raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
-            raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
+            raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
         if task == "cnn" and args.cost == "edge_cost":
             raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
         if task == "rnn" and (args.max_latency or args.cost in ("latency_ms", "table_latency_ms")):
