@@ -78,6 +78,15 @@ def test_rnn_config_round_trips_and_rejects_a_cnn_training() -> None:
         SearchConfig.from_dict({"task": "rnn", "training": {"width": 1}})
 
 
+def test_an_rnn_config_refuses_the_settings_of_cnn_searches() -> None:
+    config = preset("demo", task="rnn", data_dir="/data/ptb")
+    with pytest.raises(ConfigError, match=r"^width, zc_batch: settings of cnn searches only"):
+        replace(config, width=0.5, zc_batch=8)
+    with pytest.raises(ConfigError, match=r"^latency: settings of cnn searches only"):
+        replace(config, latency=replace(config.latency, batch=4))
+    assert replace(config, width=1.0) == config  # at its default: nothing to ignore
+
+
 def test_the_factory_builds_the_rnn_evaluator(corpus_dir: Path) -> None:
     ev = build_evaluator(tiny_config(corpus_dir))
     assert isinstance(ev, RNNProxyEvaluator) and ev.corpus.ntokens == 14

@@ -75,6 +75,13 @@ class ExecutionSettings:
 #: training (:func:`autoshrink.search.violation`).
 CONSTRAINED = {"cnn": COSTS, "rnn": ("macs", "params", "edges", "edge_cost")}
 
+#: Settings of CNN searches only: an rnn search refuses them off their defaults, since it
+#: would save and ignore them.
+CNN_ONLY = (
+    *("activation", "per_class", "val_size", "width", "latency", "latency_macro"),
+    *("latency_table", "zc_proxy", "zc_batch"),
+)
+
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
 OBJECTIVES = ("erm", "ood")
 
@@ -188,6 +195,11 @@ class SearchConfig:
             raise ConfigError(
                 "training: epochs, batch_size and patience must be >= 1, lr a finite number > 0"
             )
+        if self.task == "rnn" and (used := self._cnn_settings_given()):
+            raise ConfigError(
+                f"{', '.join(used)}: settings of cnn searches only, which an rnn search would "
+                "ignore; leave them at their defaults"
+            )
         edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
         if self.task == "rnn" and self.score.weight and round(edges * self.keep_fraction) == 0:
             raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
@@ -195,6 +207,17 @@ class SearchConfig:
                 f"0 edges, which the score cannot rank (edge cost 0); use at least "
                 f"{0.5 / edges:.3g}"
             )
+
+    def _cnn_settings_given(self) -> list[str]:
+        """The :data:`CNN_ONLY` settings that differ from their defaults."""
+        defaults = {f.name: f for f in fields(self)}
+        given = []
+        for name in CNN_ONLY:
+            f = defaults[name]
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            if getattr(self, name) != default:
+                given.append(name)
+        return given
 
     def _check_screening(self) -> None:
         if self.screening not in SCREENINGS:
