@@ -317,6 +317,7 @@ def run_search(
                 if ended and result.trained == 0:  # the result of the session that ended it
                     log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)
                 else:
+                    warn_cost_only(result.cost_only, config.score.metric)
                     network = proxy_network(evaluator)
                     write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
@@ -361,7 +362,8 @@ def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> Sear
 class LoopOutcome:
     """What :func:`search_loop` ends with: the best and start observations, the evaluations
     and trainings counted, the strategy's reason for stopping early (``None`` when it ran its
-    course), with zero-cost screening what ranked this session's steps, and why it ended."""
+    course), with zero-cost screening what ranked this session's steps, why it ended, and the
+    steps whose scored candidates all reached one quality (:func:`warn_cost_only`)."""
 
     best: Observation | None
     start: Observation | None
@@ -370,6 +372,7 @@ class LoopOutcome:
     stopped: str | None
     screening: dict[str, Any] | None
     ended: str | None = None
+    cost_only: tuple[tuple[int, float], ...] = ()  # (step, metric): steps whose cells all tied
 
 
 def search_loop(
@@ -490,13 +493,6 @@ def search_loop(
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")
     finally:
         steps_bar.close()
-    if cost_only:
-        log.warning(
-            "%d step(s) had every scored candidate at one %s (step %d: %g), so cost alone ranked "
-            "them; the proxy training is too short to tell these cells apart (steps %s)",
-            len(cost_only), score_fn.metric, *cost_only[0],
-            ", ".join(str(step) for step, _ in cost_only),
-        )  # fmt: skip
     stopped = getattr(strategy, "stop_reason", None)
     if stopped is None:
         replay.finish()
@@ -508,8 +504,26 @@ def search_loop(
             "screened_out": sum(r["status"] == "screened" for r in done.values())
         }
     return LoopOutcome(
-        strategy.best, start_obs, evaluations, trained, stopped, screening, strategy.end_reason
+        strategy.best,
+        start_obs,
+        evaluations,
+        trained,
+        stopped,
+        screening,
+        strategy.end_reason,
+        tuple(cost_only),
     )
+
+
+def warn_cost_only(steps: Sequence[tuple[int, float]], metric: str) -> None:
+    """One warning naming the ``steps`` (``(step, metric value)``) whose scored candidates all
+    reached one ``metric``, so that cost alone ranked them; nothing when there are none."""
+    if steps:
+        log.warning(
+            "%d step(s) had every scored candidate at one %s (step %d: %g), so cost alone ranked "
+            "them; the proxy training is too short to tell these cells apart (steps %s)",
+            len(steps), metric, *steps[0], ", ".join(str(step) for step, _ in steps),
+        )  # fmt: skip
 
 
 def same_quality(observations: Sequence[Observation], metric: str) -> float | None:
