@@ -11,8 +11,10 @@ import difflib
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from autoshrink.atomic_write import write_json
@@ -137,6 +139,9 @@ class SearchConfig:
     ood: OodSettings = field(default_factory=OodSettings)
 
     def __post_init__(self) -> None:
+        # its own copy: a dict shared with the config it was replaced from (a preset, say)
+        # would carry a change to one into every other
+        object.__setattr__(self, "constraints", dict(self.constraints))
         self._check_types()
         self._check_domains()
         if self.task not in TASKS:
@@ -393,22 +398,24 @@ class SearchConfig:
         return cls.from_dict(data, str(path))
 
 
-PRESETS: dict[str, SearchConfig] = {
-    # The paper's protocol: CIFAR-10, 500 images/class, 1,000 validation, <= 20 epochs, K = 10.
-    "paper": SearchConfig(),
-    # Minutes on 2 CPU cores: the embedded digits, a smaller proxy, fewer epochs and candidates.
-    "demo": SearchConfig(
-        dataset="digits",
-        nodes=8,
-        k=4,
-        keep_fraction=0.2,
-        patience=5,
-        per_class=100,
-        val_size=300,
-        width=0.5,
-        training=ProxyTraining(epochs=6, batch_size=64, patience=3),
-    ),
-}
+PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
+    {
+        # The paper's protocol: CIFAR-10, 500 images/class, 1,000 validation, <= 20 epochs, K = 10.
+        "paper": SearchConfig(),
+        # Minutes on 2 CPU cores: the embedded digits, a smaller proxy, fewer epochs and candidates.
+        "demo": SearchConfig(
+            dataset="digits",
+            nodes=8,
+            k=4,
+            keep_fraction=0.2,
+            patience=5,
+            per_class=100,
+            val_size=300,
+            width=0.5,
+            training=ProxyTraining(epochs=6, batch_size=64, patience=3),
+        ),
+    }
+)
 
 #: The paper's RNN protocol: N = 6, K = 10, shrink to round(15 * 0.25) = 4 edges; the proxy
 #: of §4 (first 4,000 / 300 lines, nhid 100, SGD lr 20, batch 128, <= 10 epochs).
@@ -424,15 +431,19 @@ _RNN_PAPER = SearchConfig(
 #: RNN-cell presets (``task="rnn"``, PTB-style text data, method §3-§4). The demo takes
 #: minutes on 2 CPU cores on the PTB proxy split: the first 1,000 training lines, nhid 32,
 #: 4 epochs, K = 3 (at most 34 candidates).
-RNN_PRESETS: dict[str, SearchConfig] = {
-    "paper": _RNN_PAPER,
-    "demo": replace(
-        _RNN_PAPER,
-        k=3,
-        patience=3,
-        training=RNNProxyTraining(nhid=32, train_lines=1000, epochs=4, batch_size=32, patience=2),
-    ),
-}
+RNN_PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
+    {
+        "paper": _RNN_PAPER,
+        "demo": replace(
+            _RNN_PAPER,
+            k=3,
+            patience=3,
+            training=RNNProxyTraining(
+                nhid=32, train_lines=1000, epochs=4, batch_size=32, patience=2
+            ),
+        ),
+    }
+)
 
 
 #: The command line's names of settings that a preset's overrides spell otherwise.
