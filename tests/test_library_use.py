@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoshrink.config import preset
+from autoshrink.config import PRESETS, preset
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.factory import build_evaluator
@@ -85,6 +85,22 @@ def test_an_evaluator_that_returns_no_evaluation_is_named(tmp_path) -> None:
                        "autoshrink.evaluators.base.Evaluation"):  # fmt: skip
         run_search(tmp_path / "run", toy_config(k=2), executor=InProcessExecutor(),
                    evaluator_factory=lambda c: DictEvaluator(), progress=False)  # fmt: skip
+
+
+def test_an_evaluation_of_an_unknown_status_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"evaluation status 'success'; expected one of ok, "):
+        Evaluation({"accuracy": 0.9}, status="success")  # a search took it for a failure
+
+
+def test_a_change_to_one_configs_constraints_leaves_the_presets_alone() -> None:
+    a = preset("demo")
+    a.constraints["macs"] = 2e5
+    assert preset("demo").constraints == {} and preset("demo", seed=3).constraints == {}
+    b = preset("demo", constraints={"macs": 1e6})
+    b.constraints["macs"] = -5
+    assert preset("demo").constraints == {}
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = a  # type: ignore[index]
 
 
 #: Modules that docs/architecture.md says never import torch.

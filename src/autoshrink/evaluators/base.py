@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoshrink.cost.rnn import RNNSpec
+from autoshrink.errors import ConfigError
 from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
+
+
+#: The statuses of an :class:`Evaluation`: what an evaluator returns (``ok``, ``diverged``,
+#: ``failed``), and the search's own verdicts before training (``rejected``, ``screened``).
+STATUSES = ("ok", "diverged", "failed", "rejected", "screened")
 
 
 @dataclass(frozen=True)
@@ -24,13 +30,21 @@ class Evaluation:
     """What evaluating one candidate gave.
 
     ``status`` is ``"ok"``, ``"diverged"`` (non-finite loss; scores -inf) or ``"failed"``
-    (the evaluation raised; ``detail["error"]`` says why; scores -inf).
+    (the evaluation raised; ``detail["error"]`` says why; scores -inf); the search itself
+    gives ``"rejected"`` (a hard constraint) and ``"screened"`` (:data:`STATUSES`). Another
+    status is a :class:`~autoshrink.errors.ConfigError`: a search would take it for a failure.
     """
 
     metrics: dict[str, float]
     status: str = "ok"
     seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConfigError(
+                f"evaluation status {self.status!r}; expected one of {', '.join(STATUSES)}"
+            )
 
 
 class TrainingOutcome(Protocol):
