@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoshrink.cost.cells import count
+from autoshrink.errors import ConfigError
 from autoshrink.graph import OPS, Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.ops import registered_ops
@@ -99,3 +100,11 @@ def test_odd_image_sizes_keep_shapes_consistent():
 
 def test_every_cnn_op_in_the_vocabulary_is_registered():
     assert set(registered_ops()) == set(OPS["cnn"])
+
+
+@pytest.mark.parametrize("factory", [cifar_proxy, shrinkcnn_imagenet])
+@pytest.mark.parametrize("width", [-1, 0, float("nan"), 65])
+def test_a_macro_factory_refuses_a_width_it_cannot_build(factory, width) -> None:
+    # -1 built a network of one channel everywhere, without a word
+    with pytest.raises(ConfigError, match=r"^macro \S+: width must be a number in \(0, 64\]"):
+        factory(width=width)

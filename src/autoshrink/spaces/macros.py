@@ -84,6 +84,7 @@ def cifar_proxy(
 ) -> MacroSpec:
     """The search's proxy network (§4): stem 3x3/32, stages F = 16, 32, 64 of one cell each,
     stages 2 and 3 down-sampling, global pool, linear."""
+    check_width(width, "macro cifar-proxy: width")
     f = [max(1, int(c * width)) for c in (16, 32, 64)]
     return MacroSpec(
         name="cifar-proxy",
@@ -110,6 +111,7 @@ def shrinkcnn_imagenet(
     """The ShrinkCNN ImageNet network (§6): stem 3x3 stride 2, five stages with
     F = make_divisible(int(16 * scale * width)), scale = 0.5, 1, 2, 4, 8 (more stages double
     on), stages 2.. down-sampling, head 1x1 conv to 1280."""
+    check_width(width, "macro shrinkcnn-imagenet: width")
     scales = [0.5 * 2**k for k in range(len(depths))]
     return MacroSpec(
         name="shrinkcnn-imagenet",
@@ -135,8 +137,6 @@ def get_macro(name: str, **settings: object) -> MacroSpec:
         factory = MACROS[name]
     except KeyError:
         raise ConfigError(f"unknown macro {name!r}; expected one of {sorted(MACROS)}") from None
-    if settings.get("width") is not None:
-        check_width(settings["width"], f"macro {name}: width")
     try:
         return factory(**settings)  # type: ignore[arg-type]
     except TypeError as err:
