@@ -236,3 +236,13 @@ def test_search_with_the_batched_executor(cli, tmp_path):
     for r in candidates:  # each step's candidates were trained together
         assert r["detail"]["batch"] == steps.count(r["step"])
     assert json.loads((out / "result.json").read_text())["best"]["score"] is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [({"max_batch": 0}, "max_batch must be >= 1, got 0"),
+     ({"compact_below": 2.0}, r"compact_below must be in \(0, 1\], got 2.0")],
+)  # fmt: skip
+def test_bad_engine_settings_are_config_errors(split, options, says) -> None:
+    with pytest.raises(ConfigError, match=says):
+        BatchedCNNEvaluator(split, SPEC, TRAINING, **options)

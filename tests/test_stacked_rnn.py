@@ -290,3 +290,10 @@ def test_rnn_candidates_are_replayed_from_cuda_graphs_by_default_on_cuda_only() 
     assert not graphs("cuda", False)
     evaluator = BatchedExecutor()._batched_for(RNNProxyEvaluator(None, SETTINGS, device="cuda"))
     assert evaluator.stacks_single  # graphs replay a stack of one too, step 0's complete cell
+
+
+def test_bad_stack_settings_are_config_errors(corpus) -> None:
+    with pytest.raises(ConfigError, match="max_batch must be >= 1, got 0"):
+        StackedRNNEvaluator(corpus, SETTINGS, max_batch=0)
+    with pytest.raises(ConfigError, match=r"compact_below must be in \(0, 1\], got 0"):
+        StackedRNNEvaluator(corpus, SETTINGS, compact_below=0)

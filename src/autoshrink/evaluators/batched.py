@@ -21,6 +21,7 @@ import torch
 
 from autoshrink.data.images import ProxySplit
 from autoshrink.devices import is_cuda
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
@@ -78,7 +79,7 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
     ) -> None:
         super().__init__(split, macro, training, device=device, threads=threads)
         if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)  # here, not at the first group: fail at once
         check_cuda_graph(cuda_graph, device)
         check_depthwise(depthwise)

@@ -17,6 +17,7 @@ from typing import Any
 
 from autoshrink.data.text import Corpus
 from autoshrink.devices import is_cuda
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, trained
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
@@ -56,7 +57,7 @@ class StackedRNNEvaluator(StackedEvaluation, RNNProxyEvaluator):
     ) -> None:
         super().__init__(corpus, training, device=device, threads=threads)
         if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         check_compact_below(compact_below)
         check_cuda_graph(cuda_graph, device)
         self.max_batch = max_batch

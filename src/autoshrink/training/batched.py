@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from torch.nn import functional as F
 
+from autoshrink.errors import ConfigError
 from autoshrink.nn.batched import BatchedCNN
 from autoshrink.training.classification import ProxyTraining, TrainOutcome, per_class
 from autoshrink.training.cuda_graph import GraphedStep
@@ -293,9 +294,9 @@ def train_batched(
 
 
 def check_compact_below(compact_below: float) -> None:
-    """Raise ``ValueError`` unless ``compact_below`` is a fraction in (0, 1]."""
+    """Raise :class:`ConfigError` unless ``compact_below`` is a fraction in (0, 1]."""
     if not 0.0 < compact_below <= 1.0:
-        raise ValueError(f"compact_below must be in (0, 1], got {compact_below}")
+        raise ConfigError(f"compact_below must be in (0, 1], got {compact_below}")
 
 
 def require_cuda(dev: torch.device) -> None:
