@@ -22,6 +22,7 @@ from typing import Any
 from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
 from autoshrink.journal import check_record, lock_holder, parse_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
+from autoshrink.strategies.base import preference
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ class Candidate:
         return math.isfinite(self.score)
 
     def rank(self) -> tuple[float, int]:
-        """Sort key of the strategy's choice: higher score first, then fewer edges."""
-        return (self.score, -self.edges)
+        """Sort key of the strategy's choice (:func:`~autoshrink.strategies.base.preference`):
+        higher score first, then fewer edges."""
+        return preference(self.score, self.edges)
 
     def metric(self, name: str | None) -> float | int | None:
         """The metric ``name`` (``None`` for no name or a metric it lacks); a count

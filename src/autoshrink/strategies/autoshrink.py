@@ -29,7 +29,14 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.strategies.base import Observation, Proposal, better, require_positive, top_k
+from autoshrink.strategies.base import (
+    Observation,
+    Proposal,
+    better,
+    preferred,
+    require_positive,
+    top_k,
+)
 
 
 class AutoShrink:
@@ -171,13 +178,7 @@ class AutoShrink:
                 "shrink from a failed cell"
             )
         elif self.step > 0:
-            winner = observations[0]
-            for obs in observations[1:]:
-                if obs.score > winner.score or (
-                    obs.score == winner.score
-                    and obs.proposal.genotype.num_edges < winner.proposal.genotype.num_edges
-                ):
-                    winner = obs
+            winner = max(observations, key=preferred)  # the first proposed among full ties
             self.current = winner.proposal.genotype
             # patience counts from the first cell with a score: before it (every cell so far
             # rejected by a constraint) the search shrinks towards cells that meet it

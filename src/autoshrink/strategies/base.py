@@ -78,15 +78,21 @@ class CellStrategy(Strategy, Protocol):
         ...
 
 
-def better(a: Observation, b: Observation | None, size: str = "num_edges") -> bool:
-    """Whether ``a`` beats ``b``: a higher finite score, ties to the smaller genotype."""
-    if not a.ok:
-        return False
-    if b is None or a.score > b.score:
-        return True
-    return a.score == b.score and getattr(a.proposal.genotype, size, 0) < getattr(
-        b.proposal.genotype, size, 0
-    )
+def preference(score: float, num_edges: int) -> tuple[float, int]:
+    """The order every choice of a best cell follows -- a strategy's best and step winner, a
+    comparison's incumbent, a report's chosen candidate: the higher score first, ties to fewer
+    edges (``max`` over it keeps the first proposed among full ties)."""
+    return (score, -num_edges)
+
+
+def preferred(obs: Observation) -> tuple[float, int]:
+    """:func:`preference` of an observation, by its genotype's ``num_edges``."""
+    return preference(obs.score, obs.proposal.genotype.num_edges)
+
+
+def better(a: Observation, b: Observation | None) -> bool:
+    """Whether ``a`` beats ``b``: a finite score that :func:`preference` puts first."""
+    return a.ok and (b is None or preferred(a) > preferred(b))
 
 
 def top_k(values: Sequence[float], k: int) -> list[int]:
