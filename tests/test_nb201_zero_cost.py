@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from autoshrink.cost.nb201 import topology_cost_table
-from autoshrink.errors import ConfigError
+from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
@@ -54,7 +54,7 @@ def test_scores_are_computed_once_and_cached(tmp_path) -> None:
         ]
         == [float(params[c.code]) for c in cells]
     )
-    cache = tmp_path / "synflow.npy"
+    cache = tmp_path / "synflow.npz"
     zc = NB201ZeroCost("synflow", "cifar10", cache=cache)
     zc.load_cache()
     first = zc(cells[:2])
@@ -63,8 +63,21 @@ def test_scores_are_computed_once_and_cached(tmp_path) -> None:
     again = NB201ZeroCost("synflow", "cifar10", cache=cache)
     again.load_cache()
     assert again(cells[:2]) == first and again.summary()["computed"] == 0
-    with pytest.raises(ConfigError, match=r"\.npy"):
+    with pytest.raises(ConfigError, match=r"\.npz"):
         NB201ZeroCost("params", "cifar10", cache=tmp_path / "params.bin")
+    # a cache of other settings is refused, never read as these nor overwritten
+    kept = cache.read_bytes()
+    for name, dataset, seed, differ in [
+        ("params", "cifar10", 0, "proxy 'synflow', not 'params'"),
+        ("synflow", "cifar100", 0, "dataset 'cifar10', not 'cifar100'"),
+        ("synflow", "cifar10", 1, "seed 0, not 1"),
+    ]:
+        other = NB201ZeroCost(name, dataset, seed=seed, cache=cache)
+        with pytest.raises(
+            BenchmarkError, match=f"a zero-cost cache of other settings \\({differ}\\)"
+        ):
+            other.load_cache()
+    assert cache.read_bytes() == kept
 
 
 @pytest.mark.shared_data
@@ -113,12 +126,12 @@ def test_bench_cli_zero_cost(cli, shared_data, tmp_path) -> None:
         "8",
         "--json",
         "--zc-cache",
-        tmp_path / "p.npy",
+        tmp_path / "p.npz",
     )
     assert code == 0
     obj = json.loads(out)
     assert obj["config"]["zero_cost"]["proxy"] == "params"
-    assert (tmp_path / "p.npy").is_file()
+    assert (tmp_path / "p.npz").is_file()
 
 
 @pytest.mark.shared_data
@@ -129,12 +142,12 @@ def test_a_cache_that_cannot_be_written_loses_no_bench_result(
 
     import numpy as np
 
-    def full(f, values):
+    def full(f, **arrays):
         f.write(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "save", full)
-    cache, out = tmp_path / "p.npy", tmp_path / "bench"
+    monkeypatch.setattr(np, "savez", full)
+    cache, out = tmp_path / "p.npz", tmp_path / "bench"
     args = ["--strategies", ZC_STRATEGY, "--zc-proxy", "params", "--runs", "1", "--queries", "8"]
     code, _, err = cli(
         "bench", "nb201", "--tables", shared_data / "nats-bench", *args,

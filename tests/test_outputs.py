@@ -194,17 +194,28 @@ def test_singlepath_settings_must_be_finite(bad) -> None:
         SearchSettings(**bad)
 
 
-def test_a_bad_zero_cost_cache_is_one_line(tmp_path) -> None:
-    garbage = tmp_path / "garbage.npy"
+@pytest.mark.parametrize("proxy", ["synflow", "params"])  # params once wrote over any file
+def test_a_bad_zero_cost_cache_is_one_line_and_kept(tmp_path, proxy) -> None:
+    garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not numpy at all")
-    objects = tmp_path / "objects.npy"
-    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    for path in (garbage, objects):
-        with pytest.raises(BenchmarkError, match="not a NumPy array of zero-cost values"):
-            NB201ZeroCost("synflow", "cifar10", cache=path).load_cache()
-    (tmp_path / "dir.npy").mkdir()
+    objects = tmp_path / "objects.npz"
+    with objects.open("wb") as f:
+        np.savez(f, values=np.array([{"a": 1}], dtype=object), settings=np.array("{}"))
+    single = tmp_path / "single.npz"  # a bare array (the old .npy cache): says not what made it
+    with single.open("wb") as f:
+        np.save(f, np.zeros(15_625))
+    for path, says in [
+        (garbage, "not a zero-cost cache"),
+        (objects, "not a zero-cost cache"),
+        (single, "a single array, which says not what made it"),
+    ]:
+        before = path.read_bytes()
+        with pytest.raises(BenchmarkError, match=f"{path.name}: .*{says}"):
+            NB201ZeroCost(proxy, "cifar10", cache=path).load_cache()
+        assert path.read_bytes() == before
+    (tmp_path / "dir.npz").mkdir()
     with pytest.raises(ConfigError, match="a folder is there"):
-        NB201ZeroCost("synflow", "cifar10", cache=tmp_path / "dir.npy").load_cache()
+        NB201ZeroCost(proxy, "cifar10", cache=tmp_path / "dir.npz").load_cache()
 
 
 def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
@@ -279,9 +290,9 @@ def test_the_cli_names_the_path_of_an_os_error() -> None:
 def test_an_empty_zero_cost_cache_is_named(tmp_path) -> None:
     from autoshrink.evaluators.nb201_zero_cost import read_cache
 
-    (tmp_path / "zc.npy").write_bytes(b"")
-    with pytest.raises(BenchmarkError, match="zc.npy: not a NumPy array"):
-        read_cache(tmp_path / "zc.npy")
+    (tmp_path / "zc.npz").write_bytes(b"")
+    with pytest.raises(BenchmarkError, match="zc.npz: not a zero-cost cache"):
+        read_cache(tmp_path / "zc.npz")
 
 
 def test_negative_seeds_are_refused() -> None:

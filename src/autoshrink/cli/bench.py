@@ -112,8 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--zc-cache",
         type=Path,
         default=None,
-        metavar="FILE.npy",
-        help=f"{ZC_STRATEGY}: read and extend the proxy values of earlier benches here",
+        metavar="FILE.npz",
+        help=f"{ZC_STRATEGY}: read and extend the proxy values of earlier benches here (one of "
+        "other settings -- proxy, data set -- is refused)",
     )
     p.add_argument(
         "--runs",

@@ -6,8 +6,10 @@ topology network (``C = 16, N = 5``, the data set's classes and image size) at a
 initialisation seeded by the cell's code, on one fixed batch of ``batch`` N(0, 1) images with
 uniform random labels drawn from ``seed`` -- the benchmark's images are not on the machine, and
 for synflow and params (the data-free proxies) the batch's content does not matter. Values are
-kept for the whole bench (every run shares them) and, with ``cache``, in a ``.npy`` file of
-15,625 float64 (NaN = not computed) that later benches reuse (:meth:`NB201ZeroCost.load_cache`).
+kept for the whole bench (every run shares them) and, with ``cache``, in a ``.npz`` file that
+later benches reuse and extend (:meth:`NB201ZeroCost.load_cache`): ``values``, 15,625 float64
+(NaN = not computed), and ``settings``, what made them (proxy, data set, seed, batch) as JSON.
+A cache of other settings, or a file that is not a cache, is refused, never overwritten.
 ``params`` is read from the analytic count of
 :func:`~autoshrink.cost.nb201.topology_cost_table` (the same numbers as counting a built
 network's parameters, see the tests), so it costs nothing.
@@ -18,9 +20,12 @@ or two of the up to 24 cells of a typical shrink space.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +40,9 @@ from autoshrink.spaces.nb201 import DATASETS, NUM_CELLS, NB201Cell, dataset_name
 from autoshrink.zero_cost import proxy
 
 log = logging.getLogger(__name__)
+
+#: The ``format`` a cache file's settings name.
+CACHE_FORMAT = "autoshrink.nb201-zero-cost/1"
 
 
 class NB201ZeroCost:
@@ -58,23 +66,46 @@ class NB201ZeroCost:
         self.batch_x = torch.randn(batch, 3, size, size, generator=g)
         self.batch_y = torch.randint(0, self.num_classes, (batch,), generator=g)
         self.seed = seed
+        self.batch = batch
         self.cache = None if cache is None else Path(cache)
-        if self.cache is not None and self.cache.suffix != ".npy":
-            raise ConfigError(f"the zero-cost cache must be a .npy file, got {self.cache}")
+        if self.cache is not None and self.cache.suffix != ".npz":
+            raise ConfigError(f"the zero-cost cache must be a .npz file, got {self.cache}")
         self.values = np.full(NUM_CELLS, np.nan)
         if name == "params":  # the analytic count is exactly the proxy (tested): no networks
             self.values = topology_cost_table(self.dataset)[0].astype(np.float64)
         self.computed = 0
         self.seconds = 0.0
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the values depend on, as a cache file records it."""
+        return {
+            "format": CACHE_FORMAT,
+            "proxy": self.name,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "batch": self.batch,
+        }
+
     def load_cache(self) -> None:
-        """Start from the values ``cache`` holds when that file exists, and check now that it
-        can be written, for :meth:`save` at the end (the constructor reads no file)."""
+        """Start from the values ``cache`` holds when that file exists -- a cache of other
+        :attr:`settings` is a one-line :class:`BenchmarkError` -- and check now that it can be
+        written, for :meth:`save` at the end (the constructor reads no file)."""
         if self.cache is None:
             return
         check_output_file(self.cache, "the zero-cost cache")
-        if self.cache.is_file() and self.name != "params":
-            self.values = read_cache(self.cache)
+        if self.cache.is_file():
+            values, settings = read_cache(self.cache)
+            if settings != self.settings:
+                differ = [k for k in self.settings if settings.get(k) != self.settings[k]]
+                said = ", ".join(
+                    f"{k} {settings.get(k)!r}, not {self.settings[k]!r}" for k in differ
+                )
+                raise BenchmarkError(
+                    f"{self.cache}: a zero-cost cache of other settings ({said}); give another file"
+                )
+            if self.name != "params":  # params: the analytic count, exact already
+                self.values = values
 
     def __call__(self, cells: list[NB201Cell]) -> list[float]:
         """The proxy values of ``cells``; a missing one is computed on the cell's topology network
@@ -95,11 +126,11 @@ class NB201ZeroCost:
         cache as it was."""
         if self.cache is not None:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            values = self.values
+            values, settings = self.values, np.array(json.dumps(self.settings))
 
             def write(tmp: Path) -> None:
-                with tmp.open("wb") as f:  # a file, not a name: np.save would add ".npy"
-                    np.save(f, values)
+                with tmp.open("wb") as f:  # a file, not a name: np.savez would add ".npz"
+                    np.savez(f, values=values, settings=settings)
 
             write_atomic(self.cache, write)
             log.info(
@@ -111,15 +142,29 @@ class NB201ZeroCost:
         return {"proxy": self.name, "computed": self.computed, "seconds": round(self.seconds, 3)}
 
 
-def read_cache(path: Path) -> np.ndarray:
-    """The 15,625 float64 values of a zero-cost cache file (NaN: not computed); never
-    unpickles (``allow_pickle`` stays False)."""
+def read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The 15,625 float64 values of a zero-cost cache file (NaN: not computed) and the settings
+    it records; never unpickles (``allow_pickle`` stays False). Anything else is a one-line
+    :class:`BenchmarkError` naming the file."""
+    what = f"{path}: not a zero-cost cache (an .npz file of 'values' and 'settings')"
     try:
-        stored = np.load(path)
-    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
-        raise BenchmarkError(f"{path}: not a NumPy array of zero-cost values ({err})") from None
+        archive = np.load(path)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise BenchmarkError(f"{what}; a single array, which says not what made it")
+        with archive:
+            if set(archive.files) != {"values", "settings"}:
+                raise BenchmarkError(f"{what}; it holds {sorted(archive.files)}")
+            stored, text = archive["values"], archive["settings"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOF: an empty file
+        raise BenchmarkError(f"{what} ({err})") from None
     if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
         raise BenchmarkError(
             f"{path}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"
         )
-    return stored.astype(np.float64)
+    try:
+        settings = json.loads(str(text)) if text.dtype.kind == "U" and text.ndim == 0 else None
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise BenchmarkError(f"{what}; its 'settings' are not a JSON object")
+    return stored.astype(np.float64), settings
