@@ -69,6 +69,15 @@ def edit_record(line: int, **fields: object) -> Damage:
     return damage
 
 
+def write_line(line: int, change: Callable[[str], str]) -> Damage:
+    def damage(run: Path) -> None:
+        lines = (run / "journal.jsonl").read_text().splitlines()
+        lines[line - 1] = change(lines[line - 1])
+        (run / "journal.jsonl").write_text("\n".join(lines) + "\n")
+
+    return damage
+
+
 def write(name: str, data: bytes) -> Damage:
     def damage(run: Path) -> None:
         (run / name).write_bytes(data)
@@ -114,6 +123,29 @@ JOURNAL_CASES = {
         'line 3: "metrics" must be an object, got [1]',
     ),
     "journal-folder": (folder_for("journal.jsonl"), "journal.jsonl", "not a file"),
+    # values of the right JSON type that no search writes (once silently taken, or blamed on
+    # the config at a later line)
+    "type-unknown": (
+        edit_record(3, type="zzz"),
+        "journal.jsonl",
+        "line 3: unknown record type 'zzz'; expected one of candidate, stage, reuse, event",
+    ),
+    "step-negative": (edit_record(3, step=-1), "journal.jsonl", 'line 3: "step" must be >= 0'),
+    "seconds-negative": (
+        edit_record(3, seconds=-5),
+        "journal.jsonl",
+        'line 3: "seconds" must be >= 0, got -5',
+    ),
+    "status-unknown": (
+        edit_record(3, status="weird"),
+        "journal.jsonl",
+        "line 3: \"status\" must be one of ok, diverged, failed, rejected, screened, got 'weird'",
+    ),
+    "score-overflow": (
+        write_line(3, lambda text: text.replace('"score": ', '"score": -1e400, "was": ')),
+        "journal.jsonl",
+        "line 3",
+    ),
 }
 REPORT_CASES = {
     "result-list": (write("result.json", b"[1]"), "result.json", "expected a JSON object"),

@@ -108,6 +108,13 @@ class ReuseRecord:
 
 #: The schema of each ``type`` of record that is read back (a record without one: candidate).
 RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord, "reuse": ReuseRecord}
+#: Every ``type`` a journal holds: those read back, and ``event`` (a retry, say), which is not.
+RECORD_TYPES = (*RECORD_SCHEMAS, "event")
+#: The statuses of a candidate: what an evaluation gave (``ok``, ``diverged``, ``failed``) and
+#: the search's own verdicts before training (``rejected``, ``screened``).
+STATUSES = ("ok", "diverged", "failed", "rejected", "screened")
+#: Fields that count from 0 (steps, positions, stages) or measure time: never negative.
+NON_NEGATIVE = ("step", "index", "first_step", "stage", "edges", "seconds")
 
 
 def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
@@ -115,10 +122,25 @@ def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
     record ``rec`` lacks a field that is read back or holds one of the wrong JSON type."""
     kind = rec.get("type", "candidate")
     problem = json_type_problem(str, kind, "type")
+    if problem is None and kind not in RECORD_TYPES:
+        problem = f"unknown record type {kind!r}; expected one of {', '.join(RECORD_TYPES)}"
     if problem is None and kind in RECORD_SCHEMAS:
-        problem = json_type_problem(RECORD_SCHEMAS[kind], rec)
+        problem = json_type_problem(RECORD_SCHEMAS[kind], rec) or value_problem(rec)
     if problem is not None:
         raise JournalError(f"{path}: line {line}: {problem}")
+
+
+def value_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a record whose JSON types fit: a negative count or
+    time (:data:`NON_NEGATIVE`), an unknown ``status``; ``None`` when nothing is."""
+    for name in NON_NEGATIVE:
+        value = rec.get(name)
+        if value is not None and value < 0:
+            return f'"{name}" must be >= 0, got {value}'
+    status = rec.get("status", "ok")
+    if status not in STATUSES:
+        return f'"status" must be one of {", ".join(STATUSES)}, got {status!r}'
+    return None
 
 
 def _no_constant(name: str) -> float:
@@ -127,10 +149,19 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one beyond float's range (``1e400``, which Python reads as
+    infinity) is refused, as ``Infinity`` is."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float's range")
+    return value
+
+
 def parse_record(line: str | bytes) -> dict[str, Any]:
     """The record of one journal line: a JSON object of finite numbers, else a ``ValueError``
     (or a ``RecursionError`` for nesting too deep)."""
-    rec = json.loads(line, parse_constant=_no_constant)
+    rec = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
     if not isinstance(rec, dict):
         raise ValueError("not an object")
     return rec

@@ -15,14 +15,10 @@ from typing import Any, Protocol
 
 from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import ConfigError
+from autoshrink.journal import STATUSES
 from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
-
-
-#: The statuses of an :class:`Evaluation`: what an evaluator returns (``ok``, ``diverged``,
-#: ``failed``), and the search's own verdicts before training (``rejected``, ``screened``).
-STATUSES = ("ok", "diverged", "failed", "rejected", "screened")
 
 
 @dataclass(frozen=True)
@@ -31,7 +27,8 @@ class Evaluation:
 
     ``status`` is ``"ok"``, ``"diverged"`` (non-finite loss; scores -inf) or ``"failed"``
     (the evaluation raised; ``detail["error"]`` says why; scores -inf); the search itself
-    gives ``"rejected"`` (a hard constraint) and ``"screened"`` (:data:`STATUSES`). Another
+    gives ``"rejected"`` (a hard constraint) and ``"screened"``
+    (:data:`~autoshrink.journal.STATUSES`). Another
     status is a :class:`~autoshrink.errors.ConfigError`: a search would take it for a failure.
     """
 
