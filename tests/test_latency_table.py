@@ -141,3 +141,21 @@ def test_a_table_of_another_machine_predicts_but_is_not_extended_here() -> None:
     assert extend_table(foreign, [cell], TINY, source="t.json") is foreign  # nothing to measure
     with pytest.raises(HardwareError, match="t.json was measured on Some Other CPU 9000"):
         extend_table(foreign, [ODD], TINY, source="t.json")
+
+
+def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
+    table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
+    key = next(iter(table.entries))
+    cases = [
+        (lambda d: d | {"blocks": None}, '"blocks" must be an object, got null'),
+        (lambda d: d | {"settings": "x"}, '"settings" must be an object, got "x"'),
+        (lambda d: d["blocks"][key].pop("block") and d, f'"blocks.{key}.block" is missing'),
+        (lambda d: d["blocks"][key].update(median_ms=1e308) or d, "must be in 0..3.6e+06"),
+    ]
+    for damage, says in cases:
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps(damage(table.to_dict())))
+        with pytest.raises(HardwareError) as caught:
+            LatencyTable.load(path)
+        assert str(caught.value).startswith(f"{path}: malformed latency table (")
+        assert says in str(caught.value), str(caught.value)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,13 +47,36 @@ from autoshrink.hardware.latency import (
     until_stable,
 )
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.user_files import read_json_file
+from autoshrink.user_files import json_type_problem, read_json_file
 
 log = logging.getLogger(__name__)
 
 FORMAT = "autoshrink.latency-table/1"
 #: The settings a table's numbers depend on; the others only steer the repeat rule.
 DEFINING = ("backend", "device", "batch", "threads")
+
+
+#: The longest time a table's block may take, in ms: an hour, beyond any measurement's.
+MAX_BLOCK_MS = 3.6e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntrySchema:
+    """The JSON types of a table's entry; a schema for :func:`json_type_problem`, never built."""
+
+    median_ms: float
+    iqr_ms: float
+    block: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableSchema:
+    """The JSON types of a latency table file (:meth:`LatencyTable.to_dict`); never built."""
+
+    format: str
+    settings: dict[str, Any]
+    blocks: dict[str, EntrySchema]
+    environment: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,10 +166,14 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, d: Any, source: str = "latency table") -> LatencyTable:
         """The table of a :meth:`to_dict` object; a :class:`HardwareError` naming ``source`` when
-        ``d`` is not one or is malformed (an entry whose key is not its block's, a time that is
-        negative or not finite)."""
+        ``d`` is not one or is malformed (a field of the wrong JSON type, by its dotted key; an
+        entry whose key is not its block's; a time that is negative, not finite or beyond
+        :data:`MAX_BLOCK_MS`)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise HardwareError(f"{source}: not a latency table ('format' must be {FORMAT!r})")
+        problem = json_type_problem(TableSchema, d)
+        if problem is not None:
+            raise HardwareError(f"{source}: malformed latency table ({problem})")
         try:
             entries = {}
             for key, e in d["blocks"].items():
@@ -155,10 +181,10 @@ class LatencyTable:
                 if block.key != key:
                     raise ValueError(f"entry {key!r} describes block {block.key!r}")
                 median, iqr = float(e["median_ms"]), float(e["iqr_ms"])
-                if not (math.isfinite(median) and median >= 0 and math.isfinite(iqr) and iqr >= 0):
+                if not (0 <= median <= MAX_BLOCK_MS and 0 <= iqr <= MAX_BLOCK_MS):
                     raise ValueError(
-                        f"entry {key!r}: median_ms {median:g} and iqr_ms {iqr:g} must be finite "
-                        "and >= 0"
+                        f"entry {key!r}: median_ms {median:g} and iqr_ms {iqr:g} must be in "
+                        f"0..{MAX_BLOCK_MS:g} (an hour)"
                     )
                 entries[key] = BlockEntry(block, median, iqr)
             return cls(
