@@ -176,8 +176,18 @@ def test_a_fingerprint_file_of_the_wrong_shape_is_one_line(tmp_path):
     saved = json.loads((run / "fingerprint.json").read_text())
     saved.update(config_hash="0" * 64, settings=[1])  # an AttributeError before
     (run / "fingerprint.json").write_text(json.dumps(saved))
-    with pytest.raises(JournalError, match="fingerprint.json: not a fingerprint file .settings is"):
+    with pytest.raises(JournalError, match='fingerprint.json: not a fingerprint file ."settings" '
+                       r"must be an object, got \[1\]"):  # fmt: skip
         search(run, ev=ToyEvaluator())
+    for damaged, says in [
+        ([1, 2], r"expected a JSON object, got list"),  # Python's list index error before
+        ({"config_hash": 5}, '"config_hash" must be a string, got 5'),
+        ({"settings": {}}, '"config_hash" is missing'),
+        ({"config_hash": "0", "evaluator": 3}, '"evaluator" must be a string or null, got 3'),
+    ]:
+        (run / "fingerprint.json").write_text(json.dumps(damaged))
+        with pytest.raises(JournalError, match=f"fingerprint.json: not a fingerprint file .{says}"):
+            search(run, ev=ToyEvaluator())
 
 
 def test_resume_refuses_a_journal_made_by_another_config(tmp_path):

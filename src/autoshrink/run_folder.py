@@ -13,15 +13,16 @@ No torch in this module: the report reads run folders with these names too.
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.journal import LOCK
 from autoshrink.settings_diff import differences, first_three
+from autoshrink.user_files import json_type_problem, read_json_file
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig
@@ -47,6 +48,16 @@ def write_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None
     write_json(run_dir / FINGERPRINT, out, sort_keys=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FingerprintSchema:
+    """The JSON types of ``fingerprint.json`` (:func:`write_fingerprint`; ``settings`` and
+    ``evaluator`` may be absent in older folders); a schema for :func:`json_type_problem`."""
+
+    config_hash: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    evaluator: str | None = None
+
+
 def check_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None) -> None:
     """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
     config the run's journal was made with, and check ``evaluator`` (:func:`check_evaluator`);
@@ -59,13 +70,15 @@ def check_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None
         )
         write_fingerprint(run_dir, config, evaluator)
         return
-    try:
-        saved = json.loads(path.read_text())
-        saved_hash, settings = str(saved["config_hash"]), saved.get("settings", {})
-        if not isinstance(settings, dict):
-            raise TypeError(f"settings is a {type(settings).__name__}, not an object")
-    except (ValueError, KeyError, TypeError, RecursionError) as err:
-        raise JournalError(f"{path}: not a fingerprint file ({err})") from None
+    saved = read_json_file(path, JournalError, "fingerprint")
+    problem = (
+        f"expected a JSON object, got {type(saved).__name__}"
+        if not isinstance(saved, dict)
+        else json_type_problem(FingerprintSchema, saved)
+    )
+    if problem is not None:
+        raise JournalError(f"{path}: not a fingerprint file ({problem})")
+    saved_hash, settings = saved["config_hash"], saved.get("settings", {})
     if "evaluator" in saved:  # folders made before it was recorded are not checked
         check_evaluator(run_dir, saved["evaluator"], evaluator)
     if saved_hash == config.fingerprint():
