@@ -84,6 +84,13 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
         (b"\xff", "not UTF-8 text"),
         (b"[" * 100_000, "JSON nested too deep"),  # was a RecursionError
         (b"[{", "not valid JSON"),
+        # a value out of range, or an entry that is no stage: the file and the stage named
+        (
+            b'[{"classes": 4, "epochs": 1, "keep": 0.5}, {"classes": "x", "epochs": 1, "keep": 1}]',
+            "stage 2: screening stage: classes must be a number, got 'x'",
+        ),
+        (b"[3]", "stage 1 must be an object, got 3"),
+        (b'[{"classes": 4, "epochs": 1}]', "stage 1: .*missing 1 required positional argument"),
     ]:
         path.write_bytes(content)
         with pytest.raises(ConfigError, match=f"stages.json: {match}"):

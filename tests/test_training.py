@@ -50,7 +50,8 @@ def test_recipes_round_trip_through_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "needle"),
     [
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 0}, "bad.json: recipe custom: epochs must be >= 1"),  # the file named
+        ({"name": "cifar", "lr_per_256": -1}, "bad.json: recipe cifar: lr_per_256 must be"),
         ({"optimizer": "adam"}, "optimizer must be one of"),
         ({"ema_decay": 1.5}, "ema_decay must lie in"),
         ({"augment": "mixup"}, "augment must be one of"),

@@ -120,10 +120,15 @@ def stages_from_json(items: Any, source: str = "screening_stages") -> tuple[Scre
     """Stages from their JSON form (a list of objects), as ``config.json`` keeps them."""
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{source}: expected a non-empty list of screening stages")
-    try:
-        return tuple(ScreeningStage(**item) for item in items)
-    except TypeError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    stages = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{source}: stage {i + 1} must be an object, got {item!r}")
+        try:
+            stages.append(ScreeningStage(**item))
+        except (TypeError, ConfigError) as err:  # a value out of range: say which file has it
+            raise ConfigError(f"{source}: stage {i + 1}: {err}") from None
+    return tuple(stages)
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,10 @@ class Recipe:
         problem = json_type_problem(cls, settings)
         if problem:
             raise ConfigError(f"{source}: {problem}")
-        return cls().with_overrides(**settings)
+        try:
+            return cls().with_overrides(**settings)
+        except ConfigError as err:  # a value out of range: say which file holds it
+            raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` to ``path`` as JSON."""
