@@ -120,6 +120,15 @@ def test_the_ptb_proxy_split(shared_data: Path) -> None:
             lambda root: (root.mkdir(), (root / "train.txt").write_text("a\n")),
             "missing valid.txt, test.txt",
         ),
+        (  # a folder in a split's place: said so, not "missing"
+            lambda root: (
+                root.mkdir(),
+                (root / "train.txt").write_text("a\n"),
+                (root / "valid.txt").write_text("a\n"),
+                (root / "test.txt").mkdir(),
+            ),
+            "test.txt: a folder, not a file",
+        ),
         (
             lambda root: (
                 root.mkdir(),
@@ -165,3 +174,13 @@ def test_batchify_makes_parallel_streams() -> None:
     assert out.tolist() == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
     with pytest.raises(DataError, match="too few"):
         batchify(ids, 6)
+
+
+def test_a_split_too_small_for_its_batch_is_named(cli, tmp_path: Path) -> None:
+    root = write_tiny_corpus(tmp_path / "c", n_train=60, n_eval=20)
+    (root / "valid.txt").write_text("a b c\n")  # 4 tokens with <eos>
+    cell = Path(__file__).resolve().parents[1] / "src" / "autoshrink" / "cells" / "shrinkrnn.json"
+    code, _, err = cli("train", cell, "--task", "rnn", "--data", root, "--nhid", "8",
+                       "--eval-batch-size", "10", "--out", tmp_path / "o")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{root}: the valid split (--eval-batch-size): 4 tokens are too few for batch " in err

@@ -135,7 +135,7 @@ def folder_parts(root: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, 
     files = [f"{s}.txt" for s in splits]
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; expected {', '.join(files)}")
-    missing = [f for f in files if not (root / f).is_file()]
+    missing = [f for f in files if not (root / f).exists()]  # a folder there: read_lines says
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")
     return {s: read_lines(root / f"{s}.txt") for s in splits}
@@ -205,17 +205,18 @@ def load_text(
     return build_corpus(str(p), parts)
 
 
-def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+def batchify(ids: np.ndarray, batch_size: int, what: str = "the text") -> np.ndarray:
     """Cut a token stream into ``batch_size`` parallel streams: ``[T, batch_size]``.
 
-    The tail that does not fill a whole column is dropped, as in the standard PTB recipe.
+    The tail that does not fill a whole column is dropped, as in the standard PTB recipe. Too
+    few tokens is a :class:`DataError` that names ``what`` the stream is.
     """
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     t = len(ids) // batch_size
     if t < 2:
         raise DataError(
-            f"{len(ids)} tokens are too few for batch size {batch_size}; "
+            f"{what}: {len(ids)} tokens are too few for batch size {batch_size}; "
             "expected at least 2 tokens per stream"
         )
     return ids[: t * batch_size].reshape(batch_size, t).T.copy()

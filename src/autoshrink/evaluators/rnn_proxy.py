@@ -118,6 +118,7 @@ def rnn_evaluator(config: SearchConfig) -> RNNProxyEvaluator:
     corpus = load_text(
         config.data_dir, train_lines=t.train_lines, valid_lines=t.valid_lines, with_test=False
     )
-    batchify(corpus.train, t.batch_size)  # too little text for the batch: say so now, once
-    batchify(corpus.valid, t.eval_batch_size)
+    # too little text for the batch: say so now, once
+    batchify(corpus.train, t.batch_size, f"{corpus.name}: the train split")
+    batchify(corpus.valid, t.eval_batch_size, f"{corpus.name}: the valid split (evaluation)")
     return RNNProxyEvaluator(corpus, t, device=config.device, threads=config.threads)

@@ -260,12 +260,12 @@ def train_final_lm(
             f"{recipe.epochs}; resume with epochs >= {ckpt.epoch} or choose another folder"
         )
 
-    def tensor(ids: np.ndarray, b: int) -> torch.Tensor:
-        return torch.from_numpy(batchify(ids, b)).to(dev)
+    def tensor(ids: np.ndarray, b: int, split: str) -> torch.Tensor:
+        return torch.from_numpy(batchify(ids, b, f"{corpus.name}: the {split}")).to(dev)
 
-    train = tensor(corpus.train, recipe.batch_size)
-    valid = tensor(corpus.valid, recipe.eval_batch_size)
-    test = tensor(corpus.test, recipe.test_batch_size)
+    train = tensor(corpus.train, recipe.batch_size, "train split (--batch-size)")
+    valid = tensor(corpus.valid, recipe.eval_batch_size, "valid split (--eval-batch-size)")
+    test = tensor(corpus.test, recipe.test_batch_size, "test split (--test-batch-size)")
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     st = _FinalLMState(best_state=copy.deepcopy(model.state_dict()))
     start = 1
