@@ -196,10 +196,11 @@ class SearchConfig:
                 f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
                 f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
             )
-        if t.epochs < 1 or t.batch_size < 1 or not 0 < t.lr < math.inf or t.patience < 1:
-            raise ConfigError(
-                "training: epochs, batch_size and patience must be >= 1, lr a finite number > 0"
-            )
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"training: {name} must be >= 1, got {getattr(t, name)}")
+        if not 0 < t.lr < math.inf:
+            raise ConfigError(f"training: lr must be a finite number > 0, got {t.lr}")
         if self.task == "rnn" and (used := self._cnn_settings_given()):
             raise ConfigError(
                 f"{', '.join(used)}: settings of cnn searches only, which an rnn search would "
