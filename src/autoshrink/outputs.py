@@ -105,9 +105,11 @@ def check_writable(folder: Path, flag: str, named: Path | None = None) -> None:
         (p for p in (folder, *folder.parents) if p.is_symlink() and not p.exists()), None
     )
     if dangling is not None:
+        target = dangling.readlink()
+        there = target if target.is_absolute() else dangling.parent / target
+        why = "leads nowhere (a loop of symlinks?)" if there.is_symlink() else "does not exist"
         raise ConfigError(
-            f"{flag} {named or folder}: {dangling} is a symlink to {dangling.readlink()}, "
-            "which does not exist"
+            f"{flag} {named or folder}: {dangling} is a symlink to {target}, which {why}"
         )
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None:

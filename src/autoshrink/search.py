@@ -261,7 +261,7 @@ def run_search(
         raise ConfigError(
             "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
         )
-    claim_folder(run_dir, "search")
+    claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
     if not resume:
