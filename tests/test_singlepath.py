@@ -93,6 +93,7 @@ def test_architecture_file_round_trip(tmp_path):
         ({"layers": ["k7e6"] + ["k3e6"] * 15}, "unknown layer choice"),
         ({"layers": [SKIP] + ["k3e6"] * 15}, "layer 0 cannot be skipped"),
         ({"width": "wide"}, "'width' must be a number"),
+        ({"image_size": 224.5}, "'image_size' must be an integer, got 224.5"),
         ({"depth": 3}, "unknown key"),
         ({"image_size": 16}, "at least 32px"),
     ],

@@ -182,7 +182,8 @@ class MBConvArch:
         for k, v in settings.items():
             ok = isinstance(v, int | float) if k == "width" else isinstance(v, int)
             if not ok or isinstance(v, bool):
-                raise ConfigError(f"{source}: {k!r} must be a number, got {v!r}")
+                kind = "a number" if k == "width" else "an integer"
+                raise ConfigError(f"{source}: {k!r} must be {kind}, got {v!r}")
         try:
             return cls(**settings, layers=tuple(layers))
         except ConfigError as err:
