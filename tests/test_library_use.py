@@ -75,6 +75,20 @@ def test_a_score_that_reads_a_metric_the_evaluator_lacks_is_named(tmp_path) -> N
     run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
 
 
+def test_the_built_in_evaluator_refuses_a_cost_it_lacks_before_any_training(
+    tmp_path, monkeypatch
+) -> None:
+    from autoshrink.evaluators import factory
+
+    monkeypatch.setattr(factory, "proxy_task", lambda c: pytest.fail("read the data set"))
+    with pytest.raises(ConfigError, match=r"score cost 'latency': the built-in cnn evaluator "
+                       "gives macs, params, latency_ms, table_latency_ms"):  # fmt: skip
+        run_search(tmp_path / "r", preset("demo", score=Score.cnn(cost="latency")), progress=False)
+    for name in ("slope", "offset"):
+        with pytest.raises(ConfigError, match=f"score {name} must be finite, got nan"):
+            Score(**{name: float("nan")})
+
+
 class DictEvaluator(ToyEvaluator):
     def evaluate(self, cell: Cell, seed: int) -> Evaluation:
         return super().evaluate(cell, seed).metrics  # type: ignore[return-value]

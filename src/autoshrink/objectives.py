@@ -32,6 +32,9 @@ class Score:
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight) or self.weight < 0:
             raise ConfigError(f"score weight must be finite and >= 0, got {self.weight}")
+        for name in ("slope", "offset"):  # else every score is NaN, and nothing can win
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"score {name} must be finite, got {getattr(self, name)}")
 
     @classmethod
     def cnn(cls, *, weight: float = 0.1, cost: str = "macs") -> Score:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from autoshrink.config import SearchConfig
+from autoshrink.config import CONSTRAINED, SearchConfig
 from autoshrink.data.images import ImageData, ProxySplit, load_images, proxy_split
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.costed import with_hardware_costs
@@ -39,7 +40,14 @@ def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
 
 
 def build_evaluator(config: SearchConfig) -> Evaluator:
-    """The proxy-training evaluator of ``config``: its data set, proxy split and macro."""
+    """The proxy-training evaluator of ``config``: its data set, proxy split and macro. A score
+    whose cost the evaluator does not give is refused first, before any data is read."""
+    costs = CONSTRAINED[config.task]  # what its profile gives, before training
+    if config.score.weight and config.score.cost not in costs:
+        raise ConfigError(
+            f"score cost {config.score.cost!r}: the built-in {config.task} evaluator gives "
+            f"{', '.join(costs)}"
+        )
     if config.task == "rnn":
         rnn = rnn_evaluator(config)
         return (
