@@ -139,3 +139,9 @@ def test_the_modules_the_architecture_page_calls_torch_free_are() -> None:
     code = f"import sys; import {', '.join(TORCH_FREE)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_new_search_without_a_config_is_refused_before_its_folder_is_made(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"a new search in \S+ needs a config \(preset"):
+        run_search(tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()  # an empty folder was left behind

@@ -148,7 +148,7 @@ def prepare_run_dir(
             )
         return config
     if config is None:
-        raise JournalError("a new search needs a config")
+        raise ConfigError(f"a new search in {run_dir} needs a config")
     if (run_dir / JOURNAL).exists() or (run_dir / CONFIG).exists():
         raise JournalError(
             f"{run_dir} already holds a search; resume it (--resume; resume=True in Python) "

@@ -261,6 +261,11 @@ def run_search(
         raise ConfigError(
             "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
         )
+    if config is None and not resume:  # before anything is made
+        raise ConfigError(
+            f"a new search in {run_dir} needs a config (preset(...)); resume=True continues "
+            "the one there"
+        )
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
