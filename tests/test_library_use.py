@@ -145,3 +145,18 @@ def test_a_new_search_without_a_config_is_refused_before_its_folder_is_made(tmp_
     with pytest.raises(ConfigError, match=r"a new search in \S+ needs a config \(preset"):
         run_search(tmp_path / "none", progress=False)
     assert not (tmp_path / "none").exists()  # an empty folder was left behind
+
+
+def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
+    # the command line refused these; from Python they were saved and ignored
+    with pytest.raises(ConfigError, match=r"^preset 'demo': not read by this search: "
+                       "oneshot_epochs needs evaluator oneshot; zc_batch needs screening "
+                       "zero-cost$"):  # fmt: skip
+        preset("demo", strategy="random", oneshot_epochs=3, zc_batch=16)
+    with pytest.raises(ConfigError, match="population_size needs strategy rea"):
+        preset("demo", population_size=50)
+    with pytest.raises(ConfigError, match="latency_macro needs a latency cost or constraint"):
+        preset("demo", latency_macro="cifar-proxy")
+    # the preset's own settings stay, and settings the search reads pass
+    assert preset("demo", strategy="rea", population_size=8).patience == 5
+    assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -447,6 +447,38 @@ RNN_PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
 )
 
 
+def uses_latency(config: SearchConfig) -> bool:
+    """Whether ``config`` scores or bounds a latency (a latency cost or constraint)."""
+    latency = ("latency_ms", "table_latency_ms")
+    return config.score.cost in latency or any(name in config.constraints for name in latency)
+
+
+#: Settings that only some searches read, by name: whether ``config`` reads it, and what would
+#: (a setting given to a search that does not read it is refused: it would be saved, ignored).
+READ_ONLY_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxyType(
+    {
+        "patience": (lambda c: c.strategy == "autoshrink", "strategy autoshrink"),
+        "population_size": (lambda c: c.strategy == "rea", "strategy rea"),
+        "tournament_size": (lambda c: c.strategy == "rea", "strategy rea"),
+        "zc_batch": (lambda c: c.screening == "zero-cost", "screening zero-cost"),
+        "oneshot_epochs": (lambda c: c.evaluator == "oneshot", "evaluator oneshot"),
+        "latency": (uses_latency, "a latency cost or constraint"),
+        "latency_macro": (uses_latency, "a latency cost or constraint"),
+        "latency_table": (uses_latency, "a latency cost or constraint"),
+    }
+)
+
+
+def unread_settings(config: SearchConfig, given: Iterable[str]) -> list[tuple[str, str]]:
+    """``(setting, what would read it)`` of the ``given`` settings that ``config`` does not
+    read (:data:`READ_ONLY_BY`)."""
+    return [
+        (name, READ_ONLY_BY[name][1])
+        for name in given
+        if name in READ_ONLY_BY and not READ_ONLY_BY[name][0](config)
+    ]
+
+
 #: The command line's names of settings that a preset's overrides spell otherwise.
 CLI_SPELLINGS = {
     "epochs": "training_epochs",
@@ -467,7 +499,8 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     """A named preset of ``task`` with keyword overrides of :class:`SearchConfig`'s fields;
     ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``).
     ``None`` values are ignored (``dataclasses.replace(preset(...), patience=None)`` sets one
-    to ``None``); an unknown name is a :class:`ConfigError` that says how it is spelled."""
+    to ``None``); an unknown name is a :class:`ConfigError` that says how it is spelled, and so
+    is an override that changes a setting the search would not read (:data:`READ_ONLY_BY`)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
     table = RNN_PRESETS if task == "rnn" else PRESETS
@@ -488,4 +521,10 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     top = {k: v for k, v in overrides.items() if not k.startswith("training_") and v is not None}
     if training:
         top["training"] = replace(base.training, **training)
-    return replace(base, **top)
+    config = replace(base, **top)
+    changed = [k for k, v in top.items() if v != getattr(base, k)]  # the preset's own: kept
+    unread = unread_settings(config, changed)
+    if unread:
+        said = "; ".join(f"{name} needs {needs}" for name, needs in unread)
+        raise ConfigError(f"preset {name!r}: not read by this search: {said}")
+    return config

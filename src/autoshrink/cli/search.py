@@ -17,10 +17,12 @@ from autoshrink.config import (
     MAX_NODES,
     OBJECTIVES,
     PRESETS,
+    READ_ONLY_BY,
     STRATEGIES,
     ExecutionSettings,
     SearchConfig,
     preset,
+    unread_settings,
 )
 from autoshrink.data.images import DATASETS, check_root
 from autoshrink.errors import ConfigError
@@ -395,35 +397,30 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     return saved.threads
 
 
-def check_strategy_options(args: argparse.Namespace) -> None:
-    """Refuse an option the run would not use (each one was saved and ignored): patience and
-    REA's sizes with another strategy, the zero-cost batch without zero-cost screening,
-    fine-tuning epochs without the one-shot evaluator, how latency is measured without a
-    latency cost or constraint (a new search's options)."""
-    strategy = args.strategy or "autoshrink"
-    latency = args.max_latency is not None or args.cost in ("latency_ms", "table_latency_ms")
-    unused = {  # flag: (given and unused, what uses it)
-        "--patience": (args.patience, strategy != "autoshrink", "--strategy autoshrink"),
-        "--population-size": (args.population_size, strategy != "rea", "--strategy rea"),
-        "--tournament-size": (args.tournament_size, strategy != "rea", "--strategy rea"),
-        "--zc-batch": (args.zc_batch, args.screening != "zero-cost", "--screening zero-cost"),
-        "--oneshot-epochs": (
-            args.oneshot_epochs,
-            args.evaluator != "oneshot",
-            "--evaluator oneshot",
-        ),
-        **{
-            flag: (value, not latency, "a latency --cost or --max-latency")
-            for flag, value in (
-                ("--latency-table", args.latency_table),
-                ("--latency-macro", args.latency_macro),
-                ("--latency-backend", args.latency_backend),
-                ("--latency-device", args.latency_device),
-            )
-        },
-    }
-    wasted = [f"{flag} needs {needs}" for flag, (value, off, needs) in unused.items()
-              if value is not None and off]  # fmt: skip
+#: The options that set a setting of config.READ_ONLY_BY: the setting's name by option.
+READ_ONLY_OPTIONS = {
+    **{name: name for name in ("patience", "population_size", "tournament_size", "zc_batch")},
+    **{name: name for name in ("oneshot_epochs", "latency_table", "latency_macro")},
+    "latency_backend": "latency",
+    "latency_device": "latency",
+}
+#: What reads a setting (config.READ_ONLY_BY), in the command line's words.
+NEEDS_AS_FLAGS = {"a latency cost or constraint": "a latency --cost or --max-latency"}
+
+
+def check_strategy_options(args: argparse.Namespace, config: SearchConfig) -> None:
+    """Refuse an option the new search ``config`` would not read (each one was saved and
+    ignored), by :func:`~autoshrink.config.unread_settings`: patience and REA's sizes with
+    another strategy, the zero-cost batch without zero-cost screening, fine-tuning epochs
+    without the one-shot evaluator, how latency is measured without a latency cost or
+    constraint."""
+    given = {o: name for o, name in READ_ONLY_OPTIONS.items() if getattr(args, o) is not None}
+    unread = dict(unread_settings(config, set(given.values())))
+    wasted = [
+        f"{flag(option)} needs {NEEDS_AS_FLAGS.get(unread[name], '--' + unread[name])}"
+        for option, name in given.items()
+        if name in unread
+    ]
     if wasted:
         raise ConfigError(f"not used by this search: {'; '.join(wasted)}")
 
@@ -500,7 +497,6 @@ def run(args: argparse.Namespace) -> int:
         wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
         if task == "rnn" and wrong:
             raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
-        check_strategy_options(args)
         if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
             raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
         if task == "rnn" and args.data_dir is None:
@@ -513,18 +509,17 @@ def run(args: argparse.Namespace) -> int:
             out = args.out or default_out(task, preset_name)
             given["latency_table"] = str(out / "latency_table.json")
         given["execution"] = ExecutionSettings(**execution)
-        config = preset(preset_name, task=task, **given)
         if args.weight is not None or args.cost is not None:
             make_score = Score.rnn if task == "rnn" else Score.cnn
-            config = preset(
-                preset_name,
-                task=task,
-                **given,
-                score=make_score(
-                    weight=args.weight if args.weight is not None else config.score.weight,
-                    cost=args.cost or config.score.cost,
-                ),
+            score = preset(preset_name, task=task).score
+            given["score"] = make_score(
+                weight=args.weight if args.weight is not None else score.weight,
+                cost=args.cost or score.cost,
             )
+        # the search without the settings only some searches read: which of those it reads
+        reads = {k: v for k, v in given.items() if k not in READ_ONLY_BY}
+        check_strategy_options(args, preset(preset_name, task=task, **reads))
+        config = preset(preset_name, task=task, **given)
         if task == "cnn":
             check_root(config.dataset, config.data_dir)
         if config.screening == "progressive" and not config.screening_stages:
