@@ -44,7 +44,7 @@ from autoshrink.data.loaders import array_data
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.singlepath.latency_model import prepare_model
-from autoshrink.singlepath.search import SearchSettings, run_search
+from autoshrink.singlepath.search import SearchSettings, run_singlepath
 from autoshrink.singlepath.space import (
     CHOICES,
     SKIP,
@@ -226,7 +226,7 @@ def main() -> None:
         log.info("MobileNetV2-%g: %.3f ms (the target)", w, target)
         settings = replace(search, width=w, latency_target_ms=target)
         t0 = time.perf_counter()
-        found = run_search(settings, args.out / f"search-{w:g}").summary
+        found = run_singlepath(args.out / f"search-{w:g}", settings).summary
         wall = time.perf_counter() - t0
         arch = MBConvArch.load(args.out / f"search-{w:g}" / "architecture.json")
         errors.append(abs(found["relative_error"]))

@@ -292,14 +292,16 @@ def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
     def sources(t: torch.Tensor) -> set[float]:  # one value per source image (one affine map)
         return {round(float(v), 4) for v in t[:, 0, 0, 0]}
 
-    loaded = search.load_search_data(search.preset("demo", train_images=30, val_images=12))
+    loaded = search.load_search_data(
+        search.singlepath_preset("demo", train_images=30, val_images=12)
+    )
     assert torch.isfinite(loaded.val_x).all()
     train, val = sources(loaded.train_x), sources(loaded.val_x)
     assert len(val) == 12 and len(train) == 30 and not train & val
-    default = search.load_search_data(search.preset("paper"))
+    default = search.load_search_data(search.singlepath_preset("paper"))
     assert len(default.val_y) == 5 and len(default.train_y) == 45  # a tenth held out
     with pytest.raises(DataError, match="leave none to train on"):
-        search.load_search_data(search.preset("demo", val_images=50))
+        search.load_search_data(search.singlepath_preset("demo", val_images=50))
 
 
 def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float = 1.0) -> None:

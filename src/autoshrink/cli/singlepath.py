@@ -23,7 +23,7 @@ from autoshrink.cli import (
 )
 from autoshrink.data.images import DATASETS, check_root
 from autoshrink.hardware.latency import CLOCKS
-from autoshrink.singlepath.search import preset, run_search
+from autoshrink.singlepath.search import run_singlepath, singlepath_preset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "clock": args.clock,
     }
-    settings = preset(
+    settings = singlepath_preset(
         args.preset,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         latency=latency,
     )
     check_root(settings.dataset, settings.data_dir)  # before --out is made
-    result = run_search(settings, args.out, resume=args.resume, table=args.table)
+    result = run_singlepath(args.out, settings, resume=args.resume, table=args.table)
     r = result.summary
     if args.json:
         print(json.dumps(r))

@@ -1,7 +1,7 @@
 """The Single-Path search: train the supernet once, weights and thresholds together, against
 cross-entropy plus a latency term; the thresholds' decisions are the architecture.
 
-:func:`run_search` does, into an output folder:
+:func:`run_singlepath` does, into an output folder:
 
 1. the latency model of the space on the user's device at the *deployment* size
    (:func:`autoshrink.singlepath.latency_model.prepare_model`; ``latency_table.json`` and its
@@ -134,7 +134,7 @@ class SearchSettings:
         return {**asdict(self), "latency": self.latency.to_dict()}
 
 
-def preset(name: str, **overrides: Any) -> SearchSettings:
+def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
     """``demo``: a few minutes on two CPU cores (1,000 small images, 6 epochs, quick latency
     measurements); ``paper``: the whole data set, 8 epochs as in Single-Path NAS (2 warm-up),
     the latency settings' full repeat rule."""
@@ -220,8 +220,8 @@ def latency_term(lat: torch.Tensor, s: SearchSettings) -> torch.Tensor:
 
 # ------------------------------------------------------------------ the run
 @dataclass
-class SearchResult:
-    """What :func:`run_search` wrote to ``result.json``."""
+class SinglePathResult:
+    """What :func:`run_singlepath` wrote to ``result.json``."""
 
     summary: dict[str, Any]
     history: list[dict[str, Any]]
@@ -342,18 +342,21 @@ def check_same_settings(path: Path, s: SearchSettings) -> None:
         )
 
 
-def run_search(
-    s: SearchSettings, out: Path, *, resume: bool = False, table: Path | None = None
-) -> SearchResult:
-    """Run (or resume) a search into ``out``; see the module docstring for the files.
+def run_singlepath(
+    out: str | Path, s: SearchSettings, *, resume: bool = False, table: Path | None = None
+) -> SinglePathResult:
+    """Run (or resume) a search into ``out`` (the argument order of
+    :func:`autoshrink.search.run_search`); see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``).
     Torch runs on ``s.train_threads`` threads meanwhile (the count before is restored)."""
     threads = s.train_threads
     with torch_threads(threads):
-        return _run_search(s, out, resume=resume, table=table)
+        return _run_singlepath(Path(out), s, resume=resume, table=table)
 
 
-def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | None) -> SearchResult:
+def _run_singlepath(
+    out: Path, s: SearchSettings, *, resume: bool, table: Path | None
+) -> SinglePathResult:
     claim_folder(out, "singlepath", resume=resume)
     if table is not None:
         check_output_file(table, "--latency-table")
@@ -467,4 +470,4 @@ def _run_search(s: SearchSettings, out: Path, *, resume: bool, table: Path | Non
         "latency_environment": measured_result.environment,
     }
     write_json(out / RESULT, summary)
-    return SearchResult(summary, history)
+    return SinglePathResult(summary, history)
