@@ -160,3 +160,18 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
     # the preset's own settings stay, and settings the search reads pass
     assert preset("demo", strategy="rea", population_size=8).patience == 5
     assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")
+
+
+def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them() -> None:
+    import autoshrink
+    from autoshrink import config, evaluators, objectives, report, search
+
+    assert autoshrink.run_search is search.run_search and autoshrink.preset is config.preset
+    assert autoshrink.Score is objectives.Score and autoshrink.read_run is report.reading.read_run
+    assert autoshrink.Evaluation is evaluators.base.Evaluation
+    assert set(autoshrink.__all__) <= set(dir(autoshrink))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        autoshrink.nothing  # noqa: B018
+    code = "import sys, autoshrink; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
