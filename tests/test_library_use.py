@@ -4,6 +4,7 @@ fail in one clear error."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import typing
@@ -175,3 +176,16 @@ def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them()
     code = "import sys, autoshrink; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_documented_custom_evaluator_runs_and_prints_what_the_page_says(tmp_path) -> None:
+    import re
+
+    page = (ROOT / "docs" / "search.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "PathCount" in b]
+    shown = re.search(r"# (\d+ [\d.]+ \d+)\n$", block)
+    assert shown is not None
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == shown.group(1)
