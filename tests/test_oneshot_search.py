@@ -244,7 +244,8 @@ def test_oneshot_composes_with_screening_and_resumes(tmp_path, screening):
     from autoshrink.screening import ScreeningStage
 
     stages = (ScreeningStage(4, 1, 0.5),) if screening == "progressive" else None
-    cfg = config(k=3, per_class=6, screening=screening, screening_stages=stages, zc_batch=8)
+    zc = {"zc_batch": 8} if screening == "zero-cost" else {}  # progressive reads no zc_batch
+    cfg = config(k=3, per_class=6, screening=screening, screening_stages=stages, **zc)
     run = tmp_path / "run"
     run_search(run, cfg, progress=False)
     rows = journal(run)
