@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.atomic_write import write_atomic, write_text_atomic
+from autoshrink.atomic_write import write_atomic, write_csv, write_text_atomic
 
 
 def test_a_file_is_replaced_whole(tmp_path: Path) -> None:
@@ -45,3 +45,18 @@ def test_json_files_are_strict_whatever_numbers_they_get(tmp_path: Path) -> None
     assert json.loads(text) == {"b": {"a": 1}, "inf": [None], "nan": None, "np": 0.5, "torch": 3}
     assert text.endswith("}\n") and text.index('"b"') < text.index('"nan"')  # sorted
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+
+
+def test_a_table_whose_rows_fail_midway_leaves_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    write_csv(path, ["a", "b"], [[1, 2], [3, "x,y"]])
+    assert path.read_bytes() == b'a,b\r\n1,2\r\n3,"x,y"\r\n'  # as the csv module writes
+
+    def rows():
+        yield [5, 6]
+        raise OSError("File too large")
+
+    with pytest.raises(OSError, match="File too large"):
+        write_csv(path, ["a", "b"], rows())
+    assert path.read_bytes() == b'a,b\r\n1,2\r\n3,"x,y"\r\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]

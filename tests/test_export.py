@@ -70,6 +70,24 @@ def check_folder(out: Path, cell: Cell, spec) -> None:
     assert Cell.load(out / "cell.json") == cell
 
 
+def test_an_export_stopped_midway_leaves_no_stale_manifest(cli, tmp_path: Path, monkeypatch):
+    from autoshrink.export import bundle
+
+    cell_file = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell_file)
+    out = tmp_path / "export"
+    args = ["export", cell_file, "--macro", "cifar-proxy", "--width", "0.25", "--out", out]
+    assert cli(*args, "--image-size", "8")[0] == 0
+    with monkeypatch.context() as m:  # a kill after model.py: the manifest said "ok" before
+        m.setattr(bundle, "import_file", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert cli(*args, "--image-size", "16")[0] == 130  # as Ctrl-C ends a command
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["status"] == "incomplete" and "checks" not in manifest
+    code, _, err = cli(*args, "--image-size", "16")  # the folder is still export's own
+    assert code == 0, err
+    assert json.loads((out / "export.json").read_text())["input"] == ["batch", 3, 16, 16]
+
+
 @pytest.mark.slow
 def test_export_random_init(cli, tmp_path: Path) -> None:
     cell_file = tmp_path / "cell.json"

@@ -72,6 +72,26 @@ def test_out_files(bench, tables_dir, tmp_path) -> None:
     assert json.loads((out / "bench.json").read_text())["config"]["dataset"] == "ImageNet16-120"
 
 
+def test_a_bench_stopped_before_its_end_is_not_taken_for_a_finished_one(
+    bench, tables_dir, tmp_path, monkeypatch
+) -> None:
+    from autoshrink.report import bench_files
+
+    def full_disk(*args, **kwargs):
+        raise OSError(27, "File too large", str(tmp_path / "bench" / "curves.png"))
+
+    out = tmp_path / "bench"
+    args = ["--tables", tables_dir, "--runs", "1", "--queries", "5", "--strategies", "random"]
+    with monkeypatch.context() as m:
+        m.setattr(bench_files, "plot_curves", full_disk)
+        code, _, err = bench(*args, "--out", out)
+    assert code == 2 and "curves.png: File too large" in err
+    assert not (out / "bench.json").exists()  # bench.json, written last, marks a finished bench
+    code, _, err = bench(*args, "--out", out)  # so the next bench may write over the rest
+    assert code == 0, err
+    assert (out / "bench.json").is_file() and (out / "curves.png").is_file()
+
+
 def test_score_objective(bench, tables_dir, tmp_path) -> None:
     code, out, err = bench(
         "--tables", tables_dir, "--runs", "4", "--queries", "50", "--objective", "score",

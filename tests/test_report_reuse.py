@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,6 +136,24 @@ def test_a_resumed_search_writes_the_same_reuse_records(full, tmp_path) -> None:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(part) == strip(full)
+
+
+def test_a_comparison_stopped_midway_leaves_no_table_of_other_runs(
+    full, tmp_path, monkeypatch
+) -> None:
+    from autoshrink.report import compare
+
+    other = Path(shutil.copytree(full, tmp_path / "other"))
+    out = tmp_path / "cmp"
+    compare.write_comparison([full, other], out)
+    with monkeypatch.context() as m:  # a kill before the page: the new table beside the old page
+        m.setattr(compare.html, "write_page", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            compare.write_comparison([other, full], out)
+    assert json.loads((out / "comparison.json").read_text())["status"] == "incomplete"
+    compare.write_comparison([other, full], out)  # the folder is still the comparison's
+    runs = json.loads((out / "comparison.json").read_text())["runs"]
+    assert [r["folder"] for r in runs] == [str(other), str(full)]
 
 
 def test_runs_of_another_score_are_not_compared(full, tmp_path) -> None:

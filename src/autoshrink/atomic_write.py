@@ -2,17 +2,19 @@
 
 A reader -- a report made while a search runs, a resume after a kill -- sees the old file or
 the new one, never half of one. :func:`write_json` is how the package writes its JSON files:
-whole, and strict (a non-finite number is ``null``); :func:`save_tensors` writes safetensors
-files. The temporary file is hidden (``.NAME.PID.tmp``) and named by process, so two processes
-replacing the same file (a shared latency table) do not write into each other's.
+whole, and strict (a non-finite number is ``null``); :func:`write_csv` its tables,
+:func:`save_tensors` its safetensors files. The temporary file is hidden (``.NAME.PID.tmp``)
+and named by process, so two processes replacing the same file (a shared latency table) do not
+write into each other's.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,18 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` by ``text`` (UTF-8) in one step."""
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Replace ``path`` by a CSV file of ``header`` and ``rows`` in one step."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    write_atomic(path, write)
 
 
 def write_json(path: str | Path, value: Any, *, indent: int = 2, sort_keys: bool = False) -> None:

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
 
@@ -29,6 +30,21 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "report": ("comparison.json",),  # a comparison page's folder (a run's report is inside it)
 }
 """For each command, the files of which any one marks a folder as holding its results."""
+
+
+def mark_unfinished(path: Path, command: str) -> None:
+    """Write ``command``'s signature file ``path`` (:data:`SIGNATURES`) as a note that its
+    output is being written, before the first file: one killed midway leaves a folder that is
+    still marked as its own (the next run writes over it), and whose signature file no longer
+    describes the files of an earlier run; the finished output replaces the note."""
+    write_json(
+        path,
+        {
+            "status": "incomplete",
+            "note": f"autoshrink {command} began writing this folder and did not finish; run it "
+            "again",
+        },
+    )
 
 
 #: The commands that continue a run of theirs in its folder (``--resume``).

@@ -46,7 +46,7 @@ from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
 from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
-from autoshrink.outputs import claim_folder
+from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.weights_file import TrainedFor, read_trained_for
 
@@ -279,6 +279,7 @@ def write_bundle(
         origin = f"random init, seed {seed}" if weights is None else str(weights)
         raise ConfigError(f"{origin}: the network's outputs are NaN or inf; nothing exported")
     out.mkdir(parents=True, exist_ok=True)
+    mark_unfinished(out / MANIFEST, "export")  # until the last file: a kill leaves no stale "ok"
     # (a) ONNX, run by onnxruntime
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights

@@ -10,14 +10,13 @@ after the searches, never inside them.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import write_csv, write_json
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS
 from autoshrink.spaces.nb201 import NB201Cell
@@ -122,22 +121,19 @@ def format_table(obj: dict[str, Any]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, fields, ([row.get(k, "") for k in fields] for row in rows))
 
 
 def write_outputs(
     result: BenchResult, obj: dict[str, Any], index_of_code: np.ndarray, out: Path
 ) -> list[Path]:
-    """Write the files listed in the module docstring; returns their paths."""
+    """Write the files listed in the module docstring, each in one step and ``bench.json``
+    last; returns their paths."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create --out folder {out}: {err}") from None
     written = [out / "bench.json", out / "results.csv", out / "curves.csv", out / "runs.csv"]
-    write_json(written[0], obj, indent=1)
     _write_csv(written[1], obj["results"], list(obj["results"][0]))
     curve_rows = []
     scores = score_curves(result)
@@ -187,6 +183,9 @@ def write_outputs(
         _write_csv(written[-1], obj["pareto"], list(obj["pareto"][0]))
         written.append(out / "pareto.png")
         plot_pareto(result, obj, written[-1])
+    # last: bench.json marks the folder as a finished bench's (outputs.SIGNATURES), so a bench
+    # killed before it leaves a folder that the next bench writes over
+    write_json(written[0], obj, indent=1)
     return written
 
 
@@ -202,7 +201,7 @@ def plot_curves(
     """``column`` of the curve ``rows`` (those of ``curves.csv``) against queries, a line per
     strategy with a band of one standard error of the mean over ``runs``; ``optimum`` dashed
     (when given). Written to ``path`` (SVG or PNG, by its suffix)."""
-    from autoshrink.report.mpl import Figure
+    from autoshrink.report.mpl import Figure, save_figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -222,14 +221,14 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     return path
 
 
 def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     """Returned cells' test accuracy vs the cost per strategy, with the benchmark's own
     front."""
-    from autoshrink.report.mpl import Figure
+    from autoshrink.report.mpl import Figure, save_figure
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
@@ -264,4 +263,4 @@ def plot_pareto(result: BenchResult, obj: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)

@@ -20,7 +20,7 @@ from typing import Any
 from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label, plot_curves
-from autoshrink.report.mpl import Figure
+from autoshrink.report.mpl import Figure, save_figure
 from autoshrink.report.reading import check_schema
 from autoshrink.tabular.comparison import MACS
 from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
@@ -127,7 +127,7 @@ def _plot_pareto(rows: list[dict[str, Any]], cost: str, path: Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

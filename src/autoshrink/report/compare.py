@@ -17,7 +17,7 @@ from pathlib import Path
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
 from autoshrink.graph import Cell
-from autoshrink.outputs import claim_folder
+from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.report import html
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
@@ -67,6 +67,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             "of one --lambda and --cost"
         )
     html.page_folder(out)
+    mark_unfinished(out / TABLE, "report")  # until the page: its table never outruns it
     first = next(iter(runs.values()))
     quality = str(first.score.get("metric") or "accuracy")
     cost = str(first.score.get("cost") or "macs")
@@ -97,8 +98,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     table = [[row[key] for key in columns] for row in rows]
     sections.append(("Runs", html.table(header, table, left=2)))
     sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
-    write_json(out / TABLE, {"quality": quality, "cost": cost, "runs": rows})
     page = out / PAGE
     html.write_page(page, f"Comparison of {len(runs)} runs", sections)
+    write_json(out / TABLE, {"quality": quality, "cost": cost, "runs": rows})  # last
     log.info("wrote %s", page)
     return page

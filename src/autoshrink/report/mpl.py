@@ -3,13 +3,17 @@
 matplotlib reads ``$MPLBACKEND`` when it is imported and fails on a name it does not know.
 The plots here are drawn with the object API straight into files and need no backend, so such
 a value is a one-line :class:`~autoshrink.errors.ConfigError` naming the variable instead of a
-traceback from inside matplotlib.
+traceback from inside matplotlib. :func:`save_figure` writes every figure, in one step (a
+report made while its folder is read shows the old picture or the new one).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
+from autoshrink.atomic_write import write_atomic
 from autoshrink.errors import ConfigError
 
 try:
@@ -24,4 +28,11 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Figure", "ListedColormap", "MaxNLocator"]
+__all__ = ["Figure", "ListedColormap", "MaxNLocator", "save_figure"]
+
+
+def save_figure(fig: Figure, path: str | Path, **options: Any) -> None:
+    """Write ``fig`` to ``path`` in the format its suffix names, in one step
+    (:func:`~autoshrink.atomic_write.write_atomic`); ``options`` go to ``savefig``."""
+    fmt = Path(path).suffix.lstrip(".").lower()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **options))

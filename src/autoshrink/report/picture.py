@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoshrink.atomic_write import write_atomic
+from autoshrink.atomic_write import write_atomic, write_text_atomic
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 
@@ -91,16 +91,18 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
         raise ConfigError(f"{path}: a cell picture is {known}, not {fmt!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
-        path.write_text(to_dot(cell, title))
+        write_text_atomic(path, to_dot(cell, title))
         return path
     if cell.num_edges > GRAPH_EDGE_LIMIT:
         log.info("%d edges: drawing the adjacency matrix of the cell", cell.num_edges)
-        matrix_figure(cell, title).savefig(path, format=fmt)
+        from autoshrink.report.mpl import save_figure  # only for large cells
+
+        save_figure(matrix_figure(cell, title), path)
         return path
     dot = shutil.which("dot")
     if dot is None:
         out = path.with_suffix(".txt")
-        out.write_text(to_text(cell))
+        write_text_atomic(out, to_text(cell))
         log.warning("Graphviz 'dot' not found; wrote a text picture to %s", out)
         return out
     source = to_dot(cell, title).encode("utf-8", "replace")  # a title from a non-UTF-8 path

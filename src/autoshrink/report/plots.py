@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autoshrink.report.mpl import Figure, MaxNLocator
+from autoshrink.report.mpl import Figure, MaxNLocator, save_figure
 from autoshrink.report.reading import Candidate, RunData, Step
 from autoshrink.tabular.comparison import pareto_front
 
@@ -67,7 +67,7 @@ def plot_steps(
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -106,7 +106,7 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{quality} vs {cost}: every candidate ({len(pts)})")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -120,7 +120,7 @@ def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
                label="candidate", zorder=2)  # fmt: skip
     ax.step(xs, _best_so_far(run), where="post", color=_BEST, label="best so far", zorder=3)
     _finish_progress(ax, title)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -132,7 +132,7 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
         best = _best_so_far(run)
         ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
     _finish_progress(ax, "best score so far")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

@@ -11,13 +11,13 @@ folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import write_csv
 from autoshrink.graph import Cell
 from autoshrink.report import html
 from autoshrink.report.picture import render
@@ -157,17 +157,16 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
     def value(v: Any) -> Any:
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for c in run.ordered:
-            edge = "-".join(map(str, c.removed_edge)) if c.removed_edge else ""
-            writer.writerow(
-                [c.step, c.index, c.key, c.edges, c.status, value(c.score)]
-                + [value(c.metrics.get(m)) for m in metrics]
-                + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
-                + [value(c.first_step)]
-            )
+    def row(c: Candidate) -> list[Any]:
+        edge = "-".join(map(str, c.removed_edge)) if c.removed_edge else ""
+        return (
+            [c.step, c.index, c.key, c.edges, c.status, value(c.score)]
+            + [value(c.metrics.get(m)) for m in metrics]
+            + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
+            + [value(c.first_step)]
+        )
+
+    write_csv(path, header, (row(c) for c in run.ordered))
     return path
 
 

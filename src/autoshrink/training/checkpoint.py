@@ -224,5 +224,8 @@ def write_log(path: Path, rows: list[dict[str, Any]], *, append: bool = False) -
     the whole log (a run starting or resuming writes the epochs it has), or with ``append``
     the lines after it."""
     text = "".join(json.dumps(finite_or_none(r), allow_nan=False) + "\n" for r in rows)
-    with open(path, "a" if append else "w") as f:
+    if not append:  # the whole log, in one step
+        write_text_atomic(path, text)
+        return
+    with open(path, "a") as f:
         f.write(text)
