@@ -383,11 +383,21 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     code, _, _ = cli("singlepath", *SEARCH, "--out", killed)
     assert code == 130
     monkeypatch.setattr(search._Search, "train_epoch", real)
+    # the table's calibration changes meanwhile (another run refitted it): the resumed run
+    # goes on with the model it began with, kept in latency_model.json
+    assert (killed / "latency_model.json").is_file()
+    killed_cal = calibration_path(killed / "latency_table.json")
+    killed_cal.write_text(json.dumps(json.loads(killed_cal.read_text()) | {"scale": 3.0}))
     code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
     assert code == 0, err
     again = [json.loads(line) for line in (killed / "decisions.jsonl").read_text().splitlines()]
     assert [row["layers"] for row in again] == [row["layers"] for row in rows]
     assert again[-1]["val_accuracy"] == rows[-1]["val_accuracy"]
+    assert [row["predicted_ms"] for row in again] == [row["predicted_ms"] for row in rows]
+    resumed = json.loads((killed / "result.json").read_text())
+    assert (
+        resumed["calibration"] == r["calibration"] and resumed["predicted_ms"] == r["predicted_ms"]
+    )
 
     # other settings are named (the training threads too: they change the result); a damaged
     # settings.json or checkpoint is one line

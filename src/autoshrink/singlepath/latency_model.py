@@ -55,7 +55,7 @@ from autoshrink.singlepath.space import (
     macro_slots,
 )
 from autoshrink.singlepath.superkernel import SuperNet
-from autoshrink.user_files import read_json_file
+from autoshrink.user_files import json_type_problem, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,16 @@ class LatencyModel:
             total = total + use_e3 * (r_e3 + use_e6 * (r_e6 - r_e3))
         return total
 
+    def to_dict(self, calibration: dict[str, float] | None) -> dict[str, Any]:
+        """The JSON of this (calibrated) model and of its ``calibration``'s ``{"scale",
+        "offset"}``, as a run folder keeps the model it searched with (:func:`load_run_model`)."""
+        return {
+            "format": MODEL_FORMAT,
+            "fixed_ms": self.fixed_ms,
+            "layer_ms": [dict(costs) for costs in self.layer_ms],
+            "calibration": calibration,
+        }
+
     def check_target(self, target_ms: float, skippable: Iterable[bool]) -> None:
         """ConfigError when no network of the space can meet ``target_ms``."""
         floor = self.fixed_ms + sum(
@@ -223,6 +233,35 @@ class LatencyModel:
 
 
 CALIBRATION_FORMAT = "autoshrink.singlepath-calibration/1"
+MODEL_FORMAT = "autoshrink.singlepath-latency-model/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunModelFields:
+    """The JSON types of a run's ``latency_model.json`` (a schema, never built)."""
+
+    format: str
+    fixed_ms: float
+    layer_ms: list[dict[str, float]]
+    calibration: dict[str, float] | None = None
+
+
+def load_run_model(path: Path) -> tuple[LatencyModel, dict[str, float] | None]:
+    """The model a run searched with and its calibration's ``{"scale", "offset"}`` (``None``
+    uncalibrated), from :meth:`LatencyModel.to_dict`'s file ``path``; a damaged file is a
+    one-line :class:`ConfigError` naming it."""
+    d = read_json_file(path, ConfigError, "latency model")
+    problem = (
+        f"expected a JSON object, got {type(d).__name__}"
+        if not isinstance(d, dict)
+        else json_type_problem(RunModelFields, d)
+    )
+    if problem is None and d["format"] != MODEL_FORMAT:
+        problem = f"'format' must be {MODEL_FORMAT!r}"
+    if problem is not None:
+        raise ConfigError(f"{path}: not a latency model ({problem})")
+    model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in d["layer_ms"]))
+    return model, d.get("calibration")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.journal import as_read_back
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.settings_diff import differences, first_three
-from autoshrink.singlepath.latency_model import LatencyModel, prepare_model
+from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
 from autoshrink.singlepath.superkernel import SuperNet
 from autoshrink.training.checkpoint import (
@@ -61,13 +61,14 @@ from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
-TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS = (
+TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, MODEL = (
     "latency_table.json",
     "architecture.json",
     "result.json",
     "decisions.jsonl",
     "settings.json",
     "weights.safetensors",
+    "latency_model.json",
 )
 
 
@@ -377,9 +378,15 @@ def _run_singlepath(
         in_channels=data.in_channels,
     )
     t0 = time.perf_counter()
-    model, cal, measured = prepare_model(
-        table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
-    )
+    if resume and (out / MODEL).is_file():  # the model the run began with, whatever the table
+        model, calibration = load_run_model(out / MODEL)  # holds now (a shared one grows)
+        measured = 0
+        log.info("%s: resuming with the latency model the run began with", out / MODEL)
+    else:
+        model, cal, measured = prepare_model(
+            table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
+        )
+        calibration = None if cal is None else {"scale": cal.scale, "offset": cal.offset}
     table_seconds = time.perf_counter() - t0
     search = _Search(s, data, model)
     if s.latency_target_ms is not None:
@@ -387,6 +394,8 @@ def _run_singlepath(
             s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
     write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
+    if not (out / MODEL).is_file():
+        write_json(out / MODEL, model.to_dict(calibration), indent=1)
     history: list[dict[str, Any]] = []
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
@@ -466,7 +475,7 @@ def _run_singlepath(
         "search_size": s.search_size,
         "deploy_size": s.deploy_size,
         "latency_settings": s.latency.to_dict(),
-        "calibration": None if cal is None else {"scale": cal.scale, "offset": cal.offset},
+        "calibration": calibration,
         "latency_environment": measured_result.environment,
     }
     write_json(out / RESULT, summary)
