@@ -170,8 +170,8 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
     assert code == 130 and not (cut / "metrics.json").exists()
     assert err.strip() == (
-        "autoshrink: training stopped; continue it with the same command and --resume (from the "
-        f"newest checkpoint in {cut})"
+        "autoshrink: training stopped by SIGINT; continue it with the same command and --resume "
+        f"(from the newest checkpoint in {cut})"
     )
     assert len((cut / "log.jsonl").read_text().splitlines()) == 1
     monkeypatch.setattr(rnn_cli, "write_log", write_log)

@@ -380,8 +380,11 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
         return real(self, epoch)
 
     monkeypatch.setattr(search._Search, "train_epoch", dies_in_epoch_3)
-    code, _, _ = cli("singlepath", *SEARCH, "--out", killed)
-    assert code == 130
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed)
+    assert code == 130 and err.strip() == (  # it said only "interrupted"
+        "autoshrink: the search stopped by SIGINT; continue it with the same command and "
+        f"--resume (from the newest checkpoint in {killed})"
+    )
     monkeypatch.setattr(search._Search, "train_epoch", real)
     # the table's calibration changes meanwhile (another run refitted it): the resumed run
     # goes on with the model it began with, kept in latency_model.json

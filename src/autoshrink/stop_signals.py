@@ -1,4 +1,6 @@
-"""SIGINT and SIGTERM as a clean stop of a search, never in the middle of a journal record."""
+"""SIGINT and SIGTERM as a clean stop: of a search, never in the middle of a journal record
+(:class:`StopSignals`); of a checkpointed run, with the way to go on (:func:`stop_says_resume`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -57,3 +60,20 @@ class StopSignals:
         if self._pending is not None:
             signum, self._pending = self._pending, None
             raise SearchInterrupted(signum)
+
+
+@contextmanager
+def stop_says_resume(what: str, out: str | Path) -> Iterator[None]:
+    """Run the body so that SIGINT and SIGTERM stop it as a :class:`SearchInterrupted` that
+    says how to go on: the same command with ``--resume`` continues ``what`` (``"training"``)
+    from the newest checkpoint in ``out`` (SIGTERM would end the process without a word)."""
+    try:
+        with StopSignals():
+            yield
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        raise SearchInterrupted(
+            signum,
+            f"{what} stopped by {signal.Signals(signum).name}; continue it with the same "
+            f"command and --resume (from the newest checkpoint in {out})",
+        ) from None

@@ -24,6 +24,7 @@ from autoshrink.cli import (
 from autoshrink.data.images import DATASETS, check_root
 from autoshrink.hardware.latency import CLOCKS
 from autoshrink.singlepath.search import run_singlepath, singlepath_preset
+from autoshrink.stop_signals import stop_says_resume
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         latency=latency,
     )
     check_root(settings.dataset, settings.data_dir)  # before --out is made
-    result = run_singlepath(args.out, settings, resume=args.resume, table=args.table)
+    with stop_says_resume("the search", args.out):
+        result = run_singlepath(args.out, settings, resume=args.resume, table=args.table)
     r = result.summary
     if args.json:
         print(json.dumps(r))

@@ -50,6 +50,7 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
+from autoshrink.stop_signals import stop_says_resume
 from autoshrink.training.checkpoint import latest_epoch
 from autoshrink.training.distributed import distributed
 from autoshrink.training.final import FinalResult, train_final
@@ -189,16 +190,8 @@ def run(args: argparse.Namespace) -> int:
     claim_folder(args.out, "train", resume=args.resume)
     if args.resume:
         check_resumable(args.out)
-    try:
-        with torch_threads(args.threads):
-            return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
-    except KeyboardInterrupt as err:  # Ctrl-C: say how to go on, as a stopped search does
-        stop = KeyboardInterrupt(
-            f"training stopped; continue it with the same command and --resume (from the "
-            f"newest checkpoint in {args.out})"
-        )
-        stop.signum = getattr(err, "signum", 2)  # type: ignore[attr-defined]
-        raise stop from None
+    with stop_says_resume("training", args.out), torch_threads(args.threads):
+        return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
 
 
 def check_resumable(out: Path) -> None:
