@@ -401,6 +401,13 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert (
         resumed["calibration"] == r["calibration"] and resumed["predicted_ms"] == r["predicted_ms"]
     )
+    # a resume of the ended search keeps its result (it measured the network again)
+    before = (killed / "result.json").read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(search, "load_search_data", lambda s: pytest.fail("read the data"))
+        code, out, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 0 and out.startswith("found "), err
+    assert (killed / "result.json").read_bytes() == before
 
     # other settings are named (the training threads too: they change the result); a damaged
     # settings.json or checkpoint is one line

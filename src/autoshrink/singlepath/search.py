@@ -57,7 +57,7 @@ from autoshrink.training.checkpoint import (
 )
 from autoshrink.training.classification import evaluate
 from autoshrink.training.weights_file import weights_metadata
-from autoshrink.user_files import read_json_file
+from autoshrink.user_files import read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +355,19 @@ def run_singlepath(
         return _run_singlepath(Path(out), s, resume=resume, table=table)
 
 
+def finished_result(out: Path) -> SinglePathResult:
+    """The result of the ended search in ``out``: ``result.json`` and ``decisions.jsonl``."""
+    summary = read_json_file(out / RESULT, JournalError, "result")
+    if not isinstance(summary, dict):
+        raise JournalError(f"{out / RESULT}: expected a JSON object")
+    lines = read_text_file(out / DECISIONS, JournalError, "decisions").splitlines()
+    try:
+        history = [json.loads(line) for line in lines if line.strip()]
+    except ValueError as err:
+        raise JournalError(f"{out / DECISIONS}: not JSON lines ({err})") from None
+    return SinglePathResult(summary, history)
+
+
 def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
@@ -365,6 +378,9 @@ def _run_singlepath(
     ckpt_dir = out / "checkpoints"
     if resume and (out / SETTINGS).is_file():
         check_same_settings(out / SETTINGS, s)
+        if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
+            log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
+            return finished_result(out)
     data = load_search_data(s)
     if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
         raise ConfigError(
