@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autoshrink.graph import Cell
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import Candidate, Step, read_run
 from test_executors import reference_run
@@ -110,7 +109,7 @@ def test_chosen_cell_of_each_step_is_the_parent_of_the_next(run_dir):
     steps = read_run(run_dir).steps
     assert len(steps) >= 2
     for before, after in zip(steps, steps[1:], strict=False):
-        parent = Cell.from_dict(before.chosen.cell)
+        parent = before.chosen.cell
         for c in after.candidates:
             assert parent.remove_edge(tuple(c.removed_edge)).key == c.key
 

@@ -80,7 +80,7 @@ def test_the_report_counts_re_proposed_cells_in_their_steps(full) -> None:
     won = [s.step for s in run.steps if s.chosen.first_step is not None]
     assert won  # the report's choice is the search's: the next step shrinks from it
     for before, after in zip(run.steps, run.steps[1:], strict=False):
-        parent = Cell.from_dict(before.chosen.cell)
+        parent = before.chosen.cell
         for c in after.candidates:
             assert parent.remove_edge(tuple(c.removed_edge)).key == c.key
     page = write_report(full).read_text()

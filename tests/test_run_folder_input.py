@@ -18,6 +18,7 @@ import pytest
 
 from autoshrink.config import SearchConfig, preset
 from autoshrink.errors import ConfigError
+from autoshrink.graph import Cell
 from autoshrink.search import run_search
 from test_search import ToyEvaluator
 
@@ -148,6 +149,13 @@ JOURNAL_CASES = {
     ),
 }
 REPORT_CASES = {
+    "cell-backward-edge": (  # the report draws the cells; a resume reads them by their key
+        edit_record(
+            3, cell=Cell("cnn", ("input", "conv1x1"), ((0, 1),)).to_dict() | {"edges": [[1, 0]]}
+        ),
+        "journal.jsonl",
+        "its cell: edge 1->0 does not go forward",
+    ),
     "result-list": (write("result.json", b"[1]"), "result.json", "expected a JSON object"),
     "result-truncated": (write("result.json", b"{"), "result.json", "not valid JSON"),
     "config-folder": (folder_for("config.json"), "config.json", "not a file"),

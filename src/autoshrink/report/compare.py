@@ -16,7 +16,6 @@ from pathlib import Path
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
-from autoshrink.graph import Cell
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.report import html
 from autoshrink.report.picture import render
@@ -86,12 +85,11 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
                 "best_score": best.score if best else None,
                 "best_quality": best.metric(quality) if best else None,
                 "best_cost": best.metric(cost) if best else None,
-                "edges": best.edges if best else None,
+                "edges": best.num_edges if best else None,
             }
         )
         if best is not None:
-            cell = Cell.from_dict(best.cell, f"{run.run_dir}: best cell")
-            pic = render(cell, out / "cells" / f"run_{i}.svg", title=label)
+            pic = render(best.cell, out / "cells" / f"run_{i}.svg", title=label)
             figures.append(html.figure(pic, out, f"{label}: score {best.score:.4f}"))
     header = ["run", "status", "candidates", "best score", quality, cost, "edges"]
     columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")

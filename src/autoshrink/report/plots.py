@@ -44,7 +44,7 @@ def plot_steps(
         panels.append((cost, f"{cost} (log)"))
     fig = Figure(figsize=(7.5, 2.6 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    x = [s.chosen.edges for s in steps]
+    x = [s.chosen.num_edges for s in steps]
     for ax, (metric, label) in zip(axes, panels, strict=True):
         lo, hi, chosen = [], [], []
         for s in steps:
@@ -54,7 +54,7 @@ def plot_steps(
             v = _value(s.chosen, metric)
             chosen.append(np.nan if v is None else v)
             if values:
-                ax.scatter([s.chosen.edges] * len(values), values, s=12, color="0.55", zorder=2)
+                ax.scatter([s.chosen.num_edges] * len(values), values, s=12, color="0.55", zorder=2)
         ax.fill_between(x, lo, hi, color=_LINE, alpha=0.15, label="spread of the K candidates")
         ax.plot(x, chosen, "-o", color=_LINE, markersize=4, label="chosen candidate", zorder=3)
         ax.set_ylabel(label)

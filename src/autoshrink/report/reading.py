@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import AutoshrinkError, ConfigError, JournalError
+from autoshrink.errors import AutoshrinkError, CellError, ConfigError, JournalError
+from autoshrink.graph import Cell
 from autoshrink.journal import check_record, lock_holder, parse_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.strategies.base import preference
@@ -33,16 +34,18 @@ COUNTS = ("macs", "params", "edges", "edge_cost")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One journal candidate record; ``score`` is ``-inf`` when the journal has ``null``."""
+    """One journal candidate record; ``score`` is ``-inf`` when the journal has ``null``;
+    ``cell`` is the :class:`~autoshrink.graph.Cell` (a re-proposed one as its step numbered
+    it) and ``num_edges`` its live edges, as ``Cell.num_edges`` counts them."""
 
     step: int
     index: int
     key: str
-    edges: int
+    num_edges: int
     status: str
     score: float
     metrics: dict[str, float]
-    cell: dict[str, Any]
+    cell: Cell
     removed_edge: list[int] | None = None
     seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +59,7 @@ class Candidate:
     def rank(self) -> tuple[float, int]:
         """Sort key of the strategy's choice (:func:`~autoshrink.strategies.base.preference`):
         higher score first, then fewer edges."""
-        return preference(self.score, self.edges)
+        return preference(self.score, self.num_edges)
 
     def metric(self, name: str | None) -> float | int | None:
         """The metric ``name`` (``None`` for no name or a metric it lacks); a count
@@ -191,11 +194,11 @@ def _candidate(rec: dict[str, Any]) -> Candidate:
         step=rec["step"],
         index=rec["index"],
         key=rec["key"],
-        edges=rec["edges"],
+        num_edges=rec["edges"],
         status=rec.get("status", "ok"),
         score=-math.inf if score is None else float(score),
         metrics=metrics,
-        cell=rec["cell"],
+        cell=Cell.from_dict(rec["cell"], f"record {rec['key']}: its cell"),
         removed_edge=rec.get("removed_edge"),
         seconds=float(rec.get("seconds") or 0.0),
         detail=dict(rec.get("detail") or {}),
@@ -246,6 +249,16 @@ def read_run(run_dir: str | Path) -> RunData:
         result = read_json_file(result_path, JournalError, "result")
         check_schema(result_path, result, ResultFields)
     records = read_json_lines(run_dir / JOURNAL)
+    try:
+        return _run_data(run_dir, config, records, result)
+    except CellError as err:  # a record's cell that is no cell: name the journal
+        raise JournalError(f"{run_dir / JOURNAL}: {err}") from None
+
+
+def _run_data(
+    run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], result: Any
+) -> RunData:
+    """The :class:`RunData` of a run folder's checked files."""
     candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
@@ -257,7 +270,7 @@ def read_run(run_dir: str | Path) -> RunData:
             step=r["step"],
             index=r["index"],
             removed_edge=r.get("removed_edge"),
-            cell=r["cell"],
+            cell=Cell.from_dict(r["cell"], f"record {r['key']}: its cell"),
             seconds=0.0,
             first_step=r["first_step"],
         )

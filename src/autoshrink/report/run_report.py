@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.atomic_write import write_csv
-from autoshrink.graph import Cell
 from autoshrink.report import html
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_pareto, plot_progress, plot_steps
@@ -39,7 +38,7 @@ def _cost_metric(run: RunData) -> str | None:
 
 
 def _cell_picture(c: Candidate, path: Path, title: str) -> Path:
-    return render(Cell.from_dict(c.cell, f"journal record {c.key}"), path, title=title)
+    return render(c.cell, path, title=title)
 
 
 def _summary(run: RunData, quality: str, cost: str | None) -> str:
@@ -67,10 +66,10 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
             ("best score", best.score),
             (f"best {quality}", best.metric(quality)),
             (f"best {cost}", best.metric(cost)),
-            ("best cell", f"{best.edges} edges, step {best.step}, key {best.key}"),
+            ("best cell", f"{best.num_edges} edges, step {best.step}, key {best.key}"),
         ]
     if steps and _shrinks(run):
-        items.append(("edges left now", steps[-1].chosen.edges))
+        items.append(("edges left now", steps[-1].chosen.num_edges))
     net = (run.result or {}).get("network")
     if isinstance(net, dict) and "image_size" in net:  # (older result.json files have none)
         size = f"{net.get('in_channels')}×{net.get('image_size')}×{net.get('image_size')}"
@@ -98,7 +97,7 @@ def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]
             c.step,
             c.index,
             c.key,
-            c.edges,
+            c.num_edges,
             c.score,
             c.metric(quality),
             c.metric(cost),
@@ -125,7 +124,7 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
         rows.append(
             [
                 s.step,
-                ch.edges,
+                ch.num_edges,
                 ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
                 "start" if ch.removed_edge is None else "→".join(map(str, ch.removed_edge)),
                 ch.score,
@@ -160,7 +159,7 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
     def row(c: Candidate) -> list[Any]:
         edge = "-".join(map(str, c.removed_edge)) if c.removed_edge else ""
         return (
-            [c.step, c.index, c.key, c.edges, c.status, value(c.score)]
+            [c.step, c.index, c.key, c.num_edges, c.status, value(c.score)]
             + [value(c.metrics.get(m)) for m in metrics]
             + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
             + [value(c.first_step)]
@@ -220,7 +219,7 @@ def write_run_report(run_dir: Path) -> Path:
     if best is not None:
         label = "best cell" if run.finished else "best cell so far"
         pic = _cell_picture(best, out / "cells" / "best.svg", f"{label}, score {best.score:.4f}")
-        caption = f"{label}: step {best.step}, {best.edges} edges, score {best.score:.4f}"
+        caption = f"{label}: step {best.step}, {best.num_edges} edges, score {best.score:.4f}"
         sections.append(("The chosen cell", html.figure(pic, out, caption)))
     if steps and not shrinks:
         header = ["step", "index", "key", "edges", "score", quality, cost or "cost", "train s"]
@@ -231,10 +230,10 @@ def write_run_report(run_dir: Path) -> Path:
         for s in steps:
             ch = s.chosen
             pic = _cell_picture(
-                ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {ch.edges} edges"
+                ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {ch.num_edges} edges"
             )
             score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
-            figures.append(html.figure(pic, out, f"step {s.step}: {ch.edges} edges, {score}"))
+            figures.append(html.figure(pic, out, f"step {s.step}: {ch.num_edges} edges, {score}"))
         sections.append(
             ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>')
         )
