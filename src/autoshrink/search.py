@@ -2,7 +2,9 @@
 
 :func:`run_search` runs (or resumes) one search in a run folder -- AutoShrink, or a baseline
 on the same cell space (``strategy`` ``random`` or ``rea``). The folder's files are described
-in :mod:`autoshrink.run_folder`; each candidate is journalled the moment it finishes.
+in :mod:`autoshrink.run_folder`; each candidate is journalled the moment it finishes
+(:mod:`autoshrink.search_records`), and the search ends with ``result.json``
+(:mod:`autoshrink.search_result`).
 
 Resuming replays the journal: the strategy is rebuilt from the seed and told the recorded
 results in order, so it asks for exactly the same candidates, and only those without a record
@@ -21,27 +23,23 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
-from autoshrink.cost.rnn import RNNSpec
-from autoshrink.errors import ConfigError, JournalError, os_error_line
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator, proxy_network
-from autoshrink.executors.base import Executor, InProcessExecutor, Job, RetryListener
+from autoshrink.executors.base import Executor, InProcessExecutor, Job
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal, RunLock, as_read_back
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
-from autoshrink.report.picture import render
 from autoshrink.run_folder import (
-    BEST_CELL,
     JOURNAL,
     RESULT,
     check_resumable,
@@ -49,8 +47,17 @@ from autoshrink.run_folder import (
     unstarted,
 )
 from autoshrink.screening import ProgressiveScreen, StageResult
+from autoshrink.search_records import (
+    all_rejected,
+    observe,
+    record,
+    retry_listener,
+    reuse_record,
+    violation,
+    with_stages,
+)
+from autoshrink.search_result import SearchResult, images_trained, write_result
 from autoshrink.spaces.cells import start_cell
-from autoshrink.spaces.macros import MacroSpec
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal
@@ -60,30 +67,6 @@ if TYPE_CHECKING:
     from autoshrink.evaluators.oneshot import WeightTrail
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The outcome of a search: the best observation and where things were written."""
-
-    best: Observation
-    start: Observation | None
-    run_dir: Path
-    evaluations: int
-    trained: int
-    seconds: float
-    stopped: str | None = None  # why the strategy stopped early (every candidate failed)
-    # images every journalled candidate saw in training (detail "images_trained"), all sessions;
-    # None when the evaluator does not report it (RNN proxy); screening: what ranked the steps
-    images_trained: int | None = None
-    screening: dict[str, Any] | None = None
-    ended: str | None = None  # why the search ended, in a few words (the strategy's)
-    config: SearchConfig | None = None  # the config it ran with (its score, say)
-
-    @property
-    def cell(self) -> Cell:
-        """The best cell of the whole trajectory."""
-        return self.best.proposal.genotype
 
 
 def candidate_seed(run_seed: int, key: str) -> int:
@@ -128,110 +111,6 @@ def make_strategy(
         min_edges=min_edges,
         population_size=config.population_size,
         tournament_size=config.tournament_size,
-    )
-
-
-def record(
-    proposal: Proposal, index: int, seed: int, evaluation: Evaluation, score: float
-) -> dict[str, Any]:
-    """The journal record of one evaluated candidate (``meta``: the strategy's notes on the
-    proposal besides ``removed_edge``, e.g. a baseline's origin and parent; only when any)."""
-    cell = proposal.genotype
-    meta = {k: v for k, v in proposal.meta.items() if k != "removed_edge"}
-    return {
-        "type": "candidate",
-        "step": proposal.step,
-        "index": index,
-        "key": cell.key,
-        "edges": cell.num_edges,
-        "removed_edge": proposal.meta.get("removed_edge"),
-        "cell": cell.to_dict(),
-        "seed": seed,
-        "status": evaluation.status,
-        "score": score,
-        "metrics": evaluation.metrics,
-        "detail": evaluation.detail,
-        "seconds": round(evaluation.seconds, 4),
-    } | ({"meta": meta} if meta else {})
-
-
-def reuse_record(proposal: Proposal, index: int, first_step: int) -> dict[str, Any]:
-    """The journal record of a proposal that step ``first_step`` evaluated already
-    (:class:`~autoshrink.journal.ReuseRecord`): its result is that step's record's."""
-    return {
-        "type": "reuse",
-        "step": proposal.step,
-        "index": index,
-        "key": proposal.genotype.key,
-        "removed_edge": proposal.meta.get("removed_edge"),
-        "cell": proposal.genotype.to_dict(),
-        "first_step": first_step,
-    }
-
-
-def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
-    """A ``"rejected"`` evaluation when the candidate breaks a hard constraint, else ``None``.
-
-    Constraints map a profiled metric (``macs``, ``params``, ...) to its largest allowed value;
-    they are checked on :meth:`Evaluator.profile`, so a rejected candidate is never trained.
-    """
-    if not config.constraints:
-        return None
-    metrics = evaluator.profile(proposal.genotype)
-    broken = [
-        f"{name} {metrics[name]:.6g} > max {limit:.6g}"
-        for name, limit in sorted(config.constraints.items())
-        if name in metrics and metrics[name] > limit
-    ]
-    if not broken:
-        return None
-    return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
-
-
-def all_rejected(records: Iterable[dict[str, Any]]) -> str:
-    """``"; every candidate broke a hard constraint (...)"`` naming the first one's reason,
-    when every record is ``"rejected"``; else ``""``."""
-    records = list(records)
-    if not records or any(r["status"] != "rejected" for r in records):
-        return ""
-    reason = records[0].get("detail", {}).get("reason", "?")
-    return f"; every candidate broke a hard constraint ({reason}): loosen it"
-
-
-def retry_listener(
-    append: Callable[[dict[str, Any]], None],
-    proposals: list[Proposal],
-    todo: list[int],
-    seeds: list[int],
-) -> RetryListener:
-    """The ``on_retry`` listener of a step: it journals each retry as
-    ``{"type": "event", "event": "retry", ...}`` (resume skips records that are not candidates).
-    """
-
-    def on_retry(job: int, attempt: int, reason: str) -> None:
-        i = todo[job]
-        append(
-            {
-                "type": "event",
-                "event": "retry",
-                "step": proposals[i].step,
-                "index": i,
-                "key": proposals[i].genotype.key,
-                "seed": seeds[i],
-                "attempt": attempt,
-                "reason": reason,
-            }
-        )
-
-    return on_retry
-
-
-def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
-    """An observation from a journal record (``null`` score -> ``-inf``)."""
-    score = rec["score"]
-    metrics = {k: (float("nan") if v is None else v) for k, v in rec["metrics"].items()}
-    return Observation(
-        proposal, float("-inf") if score is None else float(score), metrics, rec["status"]
     )
 
 
@@ -592,86 +471,3 @@ def screen_batch(
         )
         append(record(proposals[i], i, seeds[i], loser, -math.inf))
     return {i: results[i] for i in survivors}
-
-
-def with_stages(evaluation: Evaluation, stages: list[StageResult]) -> Evaluation:
-    """A survivor's full evaluation with its stage results in ``detail["stages"]``, their
-    images added to ``detail["images_trained"]`` and their seconds to its seconds: a record
-    counts what its candidate cost."""
-    detail = dict(evaluation.detail)
-    detail["stages"] = [r.summary() for r in stages]
-    if "images_trained" in detail:
-        detail["images_trained"] += sum(r.images for r in stages)
-    seconds = evaluation.seconds + sum(r.seconds for r in stages)
-    return replace(evaluation, detail=detail, seconds=seconds)
-
-
-def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
-    """Images the journalled candidates saw in training (``None`` when none reports it)."""
-    counts = [r["detail"]["images_trained"] for r in records if "images_trained" in r["detail"]]
-    return sum(counts) if counts else None
-
-
-def write_result(
-    result: SearchResult, config: SearchConfig, network: MacroSpec | RNNSpec | None = None
-) -> None:
-    """Write ``best_cell.json``, its picture and ``result.json`` into the run folder; with
-    ``network``, the proxy network the metrics were counted in (and the search's width), the
-    settings ``autoshrink count`` takes to count the same."""
-    run_dir, best = result.run_dir, result.best
-    result.cell.save(run_dir / BEST_CELL)
-    try:
-        picture: Path | None = render(
-            result.cell, run_dir / "best_cell.png", title=f"best cell, score {best.score:.4f}"
-        )
-    except OSError as err:  # the results matter more than their picture
-        log.warning("%s; result.json is written without a picture", os_error_line(err))
-        picture = None
-
-    def summary(obs: Observation | None) -> dict[str, Any] | None:
-        if obs is None:
-            return None
-        return {
-            "key": obs.proposal.genotype.key,
-            "step": obs.proposal.step,
-            "edges": obs.proposal.genotype.num_edges,
-            "score": obs.score,
-            "metrics": dict(obs.metrics),
-            "cell": obs.proposal.genotype.to_dict(),
-        }
-
-    out = {
-        "format": "autoshrink.result/1",
-        "task": config.task,
-        "best": summary(best),
-        "start": summary(result.start),
-        "evaluations": result.evaluations,
-        "trained_this_session": result.trained,
-        "seconds_this_session": round(result.seconds, 3),
-        "stopped": result.stopped,
-        "ended": result.ended,
-        "images_trained": result.images_trained,
-        "screening": {"mode": config.screening}
-        | ({"this_session": result.screening} if result.screening else {}),
-        "picture": None if picture is None else picture.name,
-        "network": network_settings(network, config),
-    }
-    write_json(run_dir / RESULT, out)
-
-
-def network_settings(network: MacroSpec | RNNSpec | None, config: SearchConfig) -> Any:
-    """``result.json``'s ``network``: the settings ``autoshrink count`` takes to count a cell
-    in the network the search counted it in (``None`` where the evaluator names none). An RNN
-    proxy model is ``shrinkrnn-ptb`` at the proxy's ``nhid`` and vocabulary: the same tied
-    model."""
-    if isinstance(network, RNNSpec):
-        return {"macro": "shrinkrnn-ptb", "nhid": network.nhid, "vocab": network.vocab}
-    if network is None:
-        return None
-    return {
-        "macro": network.name,
-        "width": config.width,
-        "image_size": network.image_size,
-        "in_channels": network.in_channels,
-        "num_classes": network.num_classes,
-    }

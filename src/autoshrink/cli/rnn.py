@@ -40,7 +40,7 @@ from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 if TYPE_CHECKING:
-    from autoshrink.search import SearchResult
+    from autoshrink.search_result import SearchResult
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,8 @@ from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import to_text
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
-from autoshrink.search import SearchResult, run_search
+from autoshrink.search import run_search
+from autoshrink.search_result import SearchResult
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES

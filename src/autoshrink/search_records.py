@@ -1,0 +1,136 @@
+"""The journal records a search writes, and what it reads back from them.
+
+A candidate's record (:func:`record`), a re-proposed cell's (:func:`reuse_record`), a retry's
+event (:func:`retry_listener`), a hard constraint's verdict before training
+(:func:`violation`), a screened survivor's stages folded into its record
+(:func:`with_stages`), and the observation a strategy is told of a record (:func:`observe`).
+The schemas they are checked against on reading live in :mod:`autoshrink.journal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from autoshrink.config import SearchConfig
+from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.executors.base import RetryListener
+from autoshrink.screening import StageResult
+from autoshrink.strategies.base import Observation, Proposal
+
+
+def record(
+    proposal: Proposal, index: int, seed: int, evaluation: Evaluation, score: float
+) -> dict[str, Any]:
+    """The journal record of one evaluated candidate (``meta``: the strategy's notes on the
+    proposal besides ``removed_edge``, e.g. a baseline's origin and parent; only when any)."""
+    cell = proposal.genotype
+    meta = {k: v for k, v in proposal.meta.items() if k != "removed_edge"}
+    return {
+        "type": "candidate",
+        "step": proposal.step,
+        "index": index,
+        "key": cell.key,
+        "edges": cell.num_edges,
+        "removed_edge": proposal.meta.get("removed_edge"),
+        "cell": cell.to_dict(),
+        "seed": seed,
+        "status": evaluation.status,
+        "score": score,
+        "metrics": evaluation.metrics,
+        "detail": evaluation.detail,
+        "seconds": round(evaluation.seconds, 4),
+    } | ({"meta": meta} if meta else {})
+
+
+def reuse_record(proposal: Proposal, index: int, first_step: int) -> dict[str, Any]:
+    """The journal record of a proposal that step ``first_step`` evaluated already
+    (:class:`~autoshrink.journal.ReuseRecord`): its result is that step's record's."""
+    return {
+        "type": "reuse",
+        "step": proposal.step,
+        "index": index,
+        "key": proposal.genotype.key,
+        "removed_edge": proposal.meta.get("removed_edge"),
+        "cell": proposal.genotype.to_dict(),
+        "first_step": first_step,
+    }
+
+
+def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
+    """A ``"rejected"`` evaluation when the candidate breaks a hard constraint, else ``None``.
+
+    Constraints map a profiled metric (``macs``, ``params``, ...) to its largest allowed value;
+    they are checked on :meth:`Evaluator.profile`, so a rejected candidate is never trained.
+    """
+    if not config.constraints:
+        return None
+    metrics = evaluator.profile(proposal.genotype)
+    broken = [
+        f"{name} {metrics[name]:.6g} > max {limit:.6g}"
+        for name, limit in sorted(config.constraints.items())
+        if name in metrics and metrics[name] > limit
+    ]
+    if not broken:
+        return None
+    return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
+
+
+def all_rejected(records: Iterable[dict[str, Any]]) -> str:
+    """``"; every candidate broke a hard constraint (...)"`` naming the first one's reason,
+    when every record is ``"rejected"``; else ``""``."""
+    records = list(records)
+    if not records or any(r["status"] != "rejected" for r in records):
+        return ""
+    reason = records[0].get("detail", {}).get("reason", "?")
+    return f"; every candidate broke a hard constraint ({reason}): loosen it"
+
+
+def retry_listener(
+    append: Callable[[dict[str, Any]], None],
+    proposals: list[Proposal],
+    todo: list[int],
+    seeds: list[int],
+) -> RetryListener:
+    """The ``on_retry`` listener of a step: it journals each retry as
+    ``{"type": "event", "event": "retry", ...}`` (resume skips records that are not candidates).
+    """
+
+    def on_retry(job: int, attempt: int, reason: str) -> None:
+        i = todo[job]
+        append(
+            {
+                "type": "event",
+                "event": "retry",
+                "step": proposals[i].step,
+                "index": i,
+                "key": proposals[i].genotype.key,
+                "seed": seeds[i],
+                "attempt": attempt,
+                "reason": reason,
+            }
+        )
+
+    return on_retry
+
+
+def observe(proposal: Proposal, rec: dict[str, Any]) -> Observation:
+    """An observation from a journal record (``null`` score -> ``-inf``)."""
+    score = rec["score"]
+    metrics = {k: (float("nan") if v is None else v) for k, v in rec["metrics"].items()}
+    return Observation(
+        proposal, float("-inf") if score is None else float(score), metrics, rec["status"]
+    )
+
+
+def with_stages(evaluation: Evaluation, stages: list[StageResult]) -> Evaluation:
+    """A survivor's full evaluation with its stage results in ``detail["stages"]``, their
+    images added to ``detail["images_trained"]`` and their seconds to its seconds: a record
+    counts what its candidate cost."""
+    detail = dict(evaluation.detail)
+    detail["stages"] = [r.summary() for r in stages]
+    if "images_trained" in detail:
+        detail["images_trained"] += sum(r.images for r in stages)
+    seconds = evaluation.seconds + sum(r.seconds for r in stages)
+    return replace(evaluation, detail=detail, seconds=seconds)
