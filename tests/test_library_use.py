@@ -107,15 +107,20 @@ def test_an_evaluation_of_an_unknown_status_is_refused() -> None:
         Evaluation({"accuracy": 0.9}, status="success")  # a search took it for a failure
 
 
-def test_a_change_to_one_configs_constraints_leaves_the_presets_alone() -> None:
-    a = preset("demo")
-    a.constraints["macs"] = 2e5
-    assert preset("demo").constraints == {} and preset("demo", seed=3).constraints == {}
-    b = preset("demo", constraints={"macs": 1e6})
-    b.constraints["macs"] = -5
-    assert preset("demo").constraints == {}
+def test_a_configs_constraints_are_read_only_and_never_shared() -> None:
+    import pickle
+
+    with pytest.raises(TypeError, match="constraints are read-only; make another config"):
+        preset("demo").constraints["macs"] = 2e5  # it reached every later preset("demo")
+    with pytest.raises(TypeError, match="read-only"):
+        PRESETS["demo"].constraints.update(macs=5)
     with pytest.raises(TypeError):
-        PRESETS["mine"] = a  # type: ignore[index]
+        PRESETS["mine"] = preset("demo")  # type: ignore[index]
+    mine = {"macs": 1e6}
+    b = preset("demo", constraints=mine)
+    mine["macs"] = -5  # the caller's dict is copied, not kept
+    assert b.constraints == {"macs": 1e6} and preset("demo").constraints == {}
+    assert pickle.loads(pickle.dumps(b)) == b  # pool workers get the config pickled
 
 
 #: Modules that docs/architecture.md says never import torch.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
@@ -53,6 +53,25 @@ SCREENINGS = ("none", "zero-cost", "progressive")
 #: Settings left out of the fingerprint while they hold their default (added after run folders
 #: were made without them, which must still resume).
 OMITTED_AT_DEFAULT: dict[str, object] = {"screening_stages": []}
+
+
+class Constraints(dict[str, float]):
+    """A search's hard limits (metric -> largest value), read-only as the config that holds
+    them: make another config to change them (``preset(..., constraints={...})``,
+    ``dataclasses.replace(config, constraints={...})``). A plain ``dict`` to everything that
+    reads it (JSON, equality, pickling)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            "a SearchConfig's constraints are read-only; make another config: "
+            "preset(..., constraints={...}) or dataclasses.replace(config, constraints={...})"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self) -> tuple[type[Constraints], tuple[dict[str, float]]]:
+        return (Constraints, (dict(self),))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,9 +158,9 @@ class SearchConfig:
     ood: OodSettings = field(default_factory=OodSettings)
 
     def __post_init__(self) -> None:
-        # its own copy: a dict shared with the config it was replaced from (a preset, say)
-        # would carry a change to one into every other
-        object.__setattr__(self, "constraints", dict(self.constraints))
+        # its own, read-only copy: a dict shared with the config it was replaced from (a
+        # preset, say) would carry a change to one into every other, past the checks below
+        object.__setattr__(self, "constraints", Constraints(self.constraints))
         self._check_types()
         self._check_domains()
         if self.task not in TASKS:
