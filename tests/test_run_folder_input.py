@@ -145,7 +145,7 @@ JOURNAL_CASES = {
     "score-overflow": (
         write_line(3, lambda text: text.replace('"score": ', '"score": -1e400, "was": ')),
         "journal.jsonl",
-        "line 3",
+        "line 3 is not a JSON record (-1e400 is beyond a float's range)",
     ),
 }
 REPORT_CASES = {

@@ -408,6 +408,11 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
         code, out, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
     assert code == 0 and out.startswith("found "), err
     assert (killed / "result.json").read_bytes() == before
+    (killed / "result.json").write_text('{"layers": ["k3e6"]}')  # a traceback before
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'result.json: not a search\'s result ("deploy_size" is missing)' in err
+    (killed / "result.json").write_bytes(before)
 
     # other settings are named (the training threads too: they change the result); a damaged
     # settings.json or checkpoint is one line

@@ -22,7 +22,7 @@ from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.journal import LOCK
 from autoshrink.settings_diff import differences, first_three
-from autoshrink.user_files import json_type_problem, read_json_file
+from autoshrink.user_files import check_schema, read_json_file
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig
@@ -71,13 +71,7 @@ def check_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None
         write_fingerprint(run_dir, config, evaluator)
         return
     saved = read_json_file(path, JournalError, "fingerprint")
-    problem = (
-        f"expected a JSON object, got {type(saved).__name__}"
-        if not isinstance(saved, dict)
-        else json_type_problem(FingerprintSchema, saved)
-    )
-    if problem is not None:
-        raise JournalError(f"{path}: not a fingerprint file ({problem})")
+    check_schema(path, saved, FingerprintSchema, JournalError, "fingerprint file")
     saved_hash, settings = saved["config_hash"], saved.get("settings", {})
     if "evaluator" in saved:  # folders made before it was recorded are not checked
         check_evaluator(run_dir, saved["evaluator"], evaluator)

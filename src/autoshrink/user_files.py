@@ -92,6 +92,27 @@ def json_type_problem(expected: Any, value: Any, key: str = "") -> str | None:
     return None
 
 
+def check_schema(
+    source: str | Path,
+    value: Any,
+    schema: Any,
+    error: type[AutoshrinkError],
+    what: str | None = None,
+) -> None:
+    """Raise a one-line ``error`` naming ``source`` (a file, or ``FILE: line N``) and the
+    field when the JSON ``value`` is not an object or does not fit ``schema``, a dataclass of
+    the JSON types of what is read of it (:func:`json_type_problem`); with ``what``, the line
+    says the file is not one (``runs/x/fingerprint.json: not a fingerprint file (...)``)."""
+    problem = (
+        f"expected a JSON object, got {type(value).__name__}"
+        if not isinstance(value, dict)
+        else json_type_problem(schema, value)
+    )
+    if problem is not None:
+        said = problem if what is None else f"not a {what} ({problem})"
+        raise error(f"{source}: {said}")
+
+
 @functools.cache
 def _hints(cls: Any) -> dict[str, Any]:
     """The resolved annotations of dataclass ``cls`` (resolving them is slow; they never

@@ -21,9 +21,8 @@ from autoshrink.errors import BenchmarkError
 from autoshrink.report import html
 from autoshrink.report.bench_files import cost_label, plot_curves
 from autoshrink.report.mpl import Figure, save_figure
-from autoshrink.report.reading import check_schema
 from autoshrink.tabular.comparison import MACS
-from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
+from autoshrink.user_files import check_schema, json_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 

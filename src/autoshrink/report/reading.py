@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import AutoshrinkError, CellError, ConfigError, JournalError
+from autoshrink.errors import CellError, ConfigError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.journal import check_record, lock_holder, parse_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.strategies.base import preference
-from autoshrink.user_files import json_type_problem, read_json_file, read_text_file
+from autoshrink.user_files import check_schema, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +173,14 @@ def read_json_lines(
         if not line.strip():
             continue
         try:
-            rec = parse_record(line)
-        except (ValueError, RecursionError):
-            rec = None
-        if not isinstance(rec, dict):
+            rec: dict[str, Any] | None = parse_record(line)
+        except (ValueError, RecursionError) as err:
+            rec, why = None, str(err) if isinstance(err, ValueError) else "nested too deep"
+        if rec is None:
             if n == len(lines):  # no newline yet: the writer is writing it now
                 log.info("%s: skipping a partly written last line", path)
                 break
-            raise JournalError(f"{path}: line {n} is not a JSON record")
+            raise JournalError(f"{path}: line {n} is not a JSON record ({why})")
         check(path, n, rec)
         records.append(rec)
     return records
@@ -219,19 +219,6 @@ class ResultFields:
     best: BestFields | None = None
 
 
-def check_schema(
-    source: str | Path, value: Any, schema: Any, error: type[AutoshrinkError] = JournalError
-) -> None:
-    """Raise a one-line ``error`` naming ``source`` (a file, or ``FILE: line N``) and the
-    field when the JSON ``value`` is not an object or does not fit ``schema``, a dataclass of
-    the JSON types of what a report reads (see :func:`~autoshrink.user_files.json_type_problem`)."""
-    if not isinstance(value, dict):
-        raise error(f"{source}: expected a JSON object, got {type(value).__name__}")
-    problem = json_type_problem(schema, value)
-    if problem is not None:
-        raise error(f"{source}: {problem}")
-
-
 def read_run(run_dir: str | Path) -> RunData:
     """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present);
     anything malformed is a one-line error naming the file (and the key, or the line)."""
@@ -247,7 +234,7 @@ def read_run(run_dir: str | Path) -> RunData:
     result = None
     if result_path.exists():
         result = read_json_file(result_path, JournalError, "result")
-        check_schema(result_path, result, ResultFields)
+        check_schema(result_path, result, ResultFields, JournalError)
     records = read_json_lines(run_dir / JOURNAL)
     try:
         return _run_data(run_dir, config, records, result)

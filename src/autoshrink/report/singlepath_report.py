@@ -14,8 +14,8 @@ from typing import Any
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.report import html
-from autoshrink.report.reading import check_schema, read_json_lines
-from autoshrink.user_files import read_json_file
+from autoshrink.report.reading import read_json_lines
+from autoshrink.user_files import check_schema, read_json_file
 
 DECISIONS, RESULT = "decisions.jsonl", "result.json"
 

@@ -55,7 +55,7 @@ from autoshrink.singlepath.space import (
     macro_slots,
 )
 from autoshrink.singlepath.superkernel import SuperNet
-from autoshrink.user_files import json_type_problem, read_json_file
+from autoshrink.user_files import check_schema, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +251,9 @@ def load_run_model(path: Path) -> tuple[LatencyModel, dict[str, float] | None]:
     uncalibrated), from :meth:`LatencyModel.to_dict`'s file ``path``; a damaged file is a
     one-line :class:`ConfigError` naming it."""
     d = read_json_file(path, ConfigError, "latency model")
-    problem = (
-        f"expected a JSON object, got {type(d).__name__}"
-        if not isinstance(d, dict)
-        else json_type_problem(RunModelFields, d)
-    )
-    if problem is None and d["format"] != MODEL_FORMAT:
-        problem = f"'format' must be {MODEL_FORMAT!r}"
-    if problem is not None:
-        raise ConfigError(f"{path}: not a latency model ({problem})")
+    check_schema(path, d, RunModelFields, ConfigError, "latency model")
+    if d["format"] != MODEL_FORMAT:
+        raise ConfigError(f"{path}: not a latency model ('format' must be {MODEL_FORMAT!r})")
     model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in d["layer_ms"]))
     return model, d.get("calibration")
 

@@ -41,7 +41,7 @@ from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError, TrainingError
 from autoshrink.hardware.latency import LatencySettings, measure_module
-from autoshrink.journal import as_read_back
+from autoshrink.journal import as_read_back, parse_record
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model
@@ -57,7 +57,7 @@ from autoshrink.training.checkpoint import (
 )
 from autoshrink.training.classification import evaluate
 from autoshrink.training.weights_file import weights_metadata
-from autoshrink.user_files import read_json_file, read_text_file
+from autoshrink.user_files import check_schema, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -355,14 +355,33 @@ def run_singlepath(
         return _run_singlepath(Path(out), s, resume=resume, table=table)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SummaryFields:
+    """The JSON types of what is read back of an ended search's ``result.json`` (what the
+    command line prints of it); a schema for :func:`json_type_problem`, never built."""
+
+    layers: list[str]
+    deploy_size: int
+    predicted_ms: float
+    measured_ms: float
+    relative_error: float
+    latency_target_ms: float | None
+    val_accuracy: float
+    params: int
+    macs: int
+    search_seconds: float
+    images_trained: int
+
+
 def finished_result(out: Path) -> SinglePathResult:
-    """The result of the ended search in ``out``: ``result.json`` and ``decisions.jsonl``."""
+    """The result of the ended search in ``out``: ``result.json`` (checked against
+    :class:`SummaryFields`) and ``decisions.jsonl``; a damaged file is a one-line
+    :class:`JournalError` naming it."""
     summary = read_json_file(out / RESULT, JournalError, "result")
-    if not isinstance(summary, dict):
-        raise JournalError(f"{out / RESULT}: expected a JSON object")
+    check_schema(out / RESULT, summary, SummaryFields, JournalError, "search's result")
     lines = read_text_file(out / DECISIONS, JournalError, "decisions").splitlines()
     try:
-        history = [json.loads(line) for line in lines if line.strip()]
+        history = [parse_record(line) for line in lines if line.strip()]
     except ValueError as err:
         raise JournalError(f"{out / DECISIONS}: not JSON lines ({err})") from None
     return SinglePathResult(summary, history)
