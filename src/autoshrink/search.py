@@ -405,20 +405,27 @@ def warn_cost_only(steps: Sequence[tuple[int, float]], metric: str) -> None:
     if steps:
         log.warning(
             "%d step(s) had every scored candidate at one %s (step %d: %g), so cost alone ranked "
-            "them; the proxy training is too short to tell these cells apart (steps %s)",
+            "them: the evaluation does not tell these cells apart (a proxy training too short?) "
+            "(steps %s)",
             len(steps), metric, *steps[0], ", ".join(str(step) for step, _ in steps),
         )  # fmt: skip
 
 
+#: Metric values closer than this (relative) count as one: perplexities of 369.915 to 369.918
+#: tell cells apart no better than equal accuracies do.
+SAME_QUALITY_RTOL = 1e-4
+
+
 def same_quality(observations: Sequence[Observation], metric: str) -> float | None:
-    """The one ``metric`` value that every scored observation of a batch reached, when there are
-    at least two of them (then only their cost told them apart); ``None`` otherwise."""
-    values = {o.metrics.get(metric) for o in observations if o.ok}
-    scored = sum(o.ok for o in observations)
-    if scored < 2 or len(values) != 1:
+    """The one ``metric`` value that every scored observation of a batch reached (within
+    :data:`SAME_QUALITY_RTOL`), when there are at least two of them (then only their cost told
+    them apart); ``None`` otherwise."""
+    found = [o.metrics.get(metric) for o in observations if o.ok]
+    values = [float(v) for v in found if v is not None]
+    if len(values) < 2 or len(values) < len(found):
         return None
-    (value,) = values
-    return value
+    low, high = min(values), max(values)
+    return low if math.isclose(low, high, rel_tol=SAME_QUALITY_RTOL) else None
 
 
 def screen_batch(

@@ -20,6 +20,9 @@ from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
 
+#: The statuses an evaluator returns; ``rejected`` and ``screened`` are the search's verdicts.
+EVALUATED = ("ok", "diverged", "failed")
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -105,12 +108,18 @@ class Evaluator(Protocol):
 
 def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
     """``evaluator.evaluate(genotype, seed)``, checked: anything but an :class:`Evaluation`
-    is a :class:`TypeError` that names the evaluator (what every executor calls)."""
+    is a :class:`TypeError` that names the evaluator, a status of the search's own (not in
+    :data:`EVALUATED`) a :class:`ConfigError` (what every executor calls)."""
     out = evaluator.evaluate(genotype, seed)
     if not isinstance(out, Evaluation):
         raise TypeError(
             f"{type(evaluator).__qualname__}.evaluate returned a {type(out).__qualname__}, not "
             f"an {Evaluation.__module__}.Evaluation"
+        )
+    if out.status not in EVALUATED:  # "rejected", "screened": the search's own verdicts
+        raise ConfigError(
+            f"{type(evaluator).__qualname__}.evaluate returned status {out.status!r}; an "
+            f"evaluator's is one of {', '.join(EVALUATED)}"
         )
     return out
 
