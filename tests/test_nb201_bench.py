@@ -86,10 +86,24 @@ def test_a_bench_stopped_before_its_end_is_not_taken_for_a_finished_one(
         m.setattr(bench_files, "plot_curves", full_disk)
         code, _, err = bench(*args, "--out", out)
     assert code == 2 and "curves.png: File too large" in err
-    assert not (out / "bench.json").exists()  # bench.json, written last, marks a finished bench
+    note = json.loads((out / "bench.json").read_text())  # the finished one is written last
+    assert note["status"] == "incomplete" and "results" not in note
     code, _, err = bench(*args, "--out", out)  # so the next bench may write over the rest
     assert code == 0, err
     assert (out / "bench.json").is_file() and (out / "curves.png").is_file()
+
+
+def test_a_bench_writes_over_no_file_of_someone_elses(bench, tables_dir, tmp_path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "curves.csv").write_text("my own data\n")
+    args = ["--tables", tables_dir, "--runs", "1", "--queries", "5", "--strategies", "random"]
+    code, _, err = bench(*args, "--out", out)
+    assert code == 2 and "holds curves.csv, which no `autoshrink bench` wrote" in err
+    assert (out / "curves.csv").read_text() == "my own data\n"
+    (out / "curves.csv").unlink()
+    (out / "notes.txt").write_text("kept\n")  # a file of another name is no bother
+    assert bench(*args, "--out", out)[0] == 0 and (out / "notes.txt").read_text() == "kept\n"
 
 
 def test_score_objective(bench, tables_dir, tmp_path) -> None:

@@ -109,8 +109,24 @@ def test_bench_runs_the_zero_cost_variant(shared_data) -> None:
 @pytest.mark.shared_data
 def test_bench_cli_zero_cost(cli, shared_data, tmp_path) -> None:
     tables = shared_data / "nats-bench"
-    code, _, err = cli("bench", "nb201", "--tables", tables, "--zc-proxy", "zen")
+    zc = ["--strategies", ZC_STRATEGY]
+    code, _, err = cli("bench", "nb201", "--tables", tables, *zc, "--zc-proxy", "zen")
     assert code == 2 and "unknown zero-cost proxy 'zen'" in err and err.count("\n") == 1
+    code, _, err = cli("bench", "nb201", "--tables", tables, "--strategies", "random",
+                       "--zc-proxy", "params", "--zc-cache", tmp_path / "c.npz")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1  # both were ignored without a word
+    assert "--zc-proxy, --zc-cache: only for the autoshrink-zc strategy, not run here" in err
+    (tmp_path / "text.npz").write_text("hello\n")  # numpy's advice to unpickle is not passed on
+    code, _, err = cli(
+        "bench", "nb201", "--tables", tables, *zc, "--zc-cache", tmp_path / "text.npz"
+    )
+    assert (
+        code == 2
+        and "pickle" not in err
+        and err.strip().endswith(
+            "text.npz: not a zero-cost cache (an .npz file of 'values' and 'settings')"
+        )
+    )
     code, out, _ = cli(
         "bench",
         "nb201",

@@ -13,6 +13,7 @@ saves.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,6 +48,16 @@ def mark_unfinished(path: Path, command: str) -> None:
     )
 
 
+def unfinished(path: Path) -> bool:
+    """Whether the signature file ``path`` is :func:`mark_unfinished`'s note: its command
+    stopped before the end, and left nothing finished to keep."""
+    try:
+        note = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(note, dict) and note.get("status") == "incomplete"
+
+
 #: The commands that continue a run of theirs in its folder (``--resume``).
 RESUMABLE = ("search", "singlepath", "train")
 
@@ -71,7 +82,8 @@ def claim_folder(
 ) -> Path:
     """Check that ``command`` may write its results into ``folder`` (created later by the
     caller): not a file, somewhere this process can write, and not holding another command's
-    results -- nor, with ``resume=False``, an earlier run of ``command`` (resume it instead),
+    results -- nor, with ``resume=False``, an earlier run of ``command`` (resume it instead)
+    unless it stopped before its end (:func:`unfinished`),
     nor, unless an earlier run of ``command`` wrote them, files of the names in ``writes`` (the
     files it will write: someone else's). Returns it as a Path."""
     if command not in SIGNATURES:
@@ -86,7 +98,7 @@ def claim_folder(
             f"{flag} {path} holds the results of `autoshrink {found[0]}` ({found[1]}); "
             f"{command} would write over them: choose another {flag}"
         )
-    if found is not None and resume is False:
+    if found is not None and resume is False and not unfinished(path / found[1]):
         go_on = "continue it with --resume or " if command in RESUMABLE else ""
         raise ConfigError(
             f"{flag} {path} already holds the results of an `autoshrink {command}` run "

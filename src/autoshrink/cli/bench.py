@@ -40,7 +40,7 @@ from autoshrink.cli import (
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
-from autoshrink.report.bench_files import format_table, report_object, write_outputs
+from autoshrink.report.bench_files import FILES, format_table, report_object, write_outputs
 from autoshrink.tabular import NB201Tables, load_tables
 from autoshrink.tabular.comparison import (
     MACS,
@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--zc-proxy",
-        default="synflow",
+        default=None,
         metavar="NAME",
         help=f"{ZC_STRATEGY}: the zero-cost proxy that ranks each step's shrink space, one of "
         f"{', '.join(PROXY_NAMES)} (default synflow; computed for the cells met, on the CPU)",
@@ -188,9 +188,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print (or ``--json``) its table; 0 when done."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     check_cost_args(args)
+    unused = [f for f, v in (("--zc-proxy", args.zc_proxy), ("--zc-cache", args.zc_cache)) if v]
+    if unused and ZC_STRATEGY not in names:  # each was ignored without a word
+        raise ConfigError(f"{', '.join(unused)}: only for the {ZC_STRATEGY} strategy, not run here")
+    args.zc_proxy = args.zc_proxy or "synflow"
     check_proxy(args.zc_proxy)
     if args.out is not None:  # before the searches: a bad --out fails now, not after them
-        claim_folder(args.out, "bench", resume=False)  # a bench keeps its results
+        # a bench keeps its results, and writes over no file of someone else's
+        claim_folder(args.out, "bench", resume=False, writes=FILES)
     zc = None
     if ZC_STRATEGY in names:
         from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here

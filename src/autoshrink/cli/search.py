@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autoshrink.cli import MAX_SEED, SUBCOMMANDS, DefaultsHelpFormatter, folder_path, int_at_most
 from autoshrink.cli.rnn import print_rnn_scores
+from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.config import (
     EVALUATORS,
     MAX_NODES,
@@ -88,11 +89,12 @@ RUN_SETTINGS = (
     "screening_stages",
     *("synthetic_mix", "latency_backend", "latency_device"),
 )
-#: Options of a CNN search that an RNN search has no use for: refused with ``--task rnn``.
+#: Options of a CNN search that an RNN search has no use for: refused with ``--task rnn``
+#: (the settings config.CNN_ONLY names, by their options, and the data set's).
 CNN_ONLY = (
-    *("dataset", "width", "activation", "per_class", "val_size", "synthetic_mix"),
-    *("latency_table", "latency_macro", "latency_backend", "latency_device", "zc_proxy"),
-    "zc_batch",
+    *("dataset", "synthetic_mix"),
+    *(name for name in config_cnn_only if name != "latency"),
+    *("latency_backend", "latency_device"),
 )
 #: Option names whose flag is not ``--`` and the name with dashes.
 FLAGS = {"data_dir": "--data", "weight": "--lambda"}

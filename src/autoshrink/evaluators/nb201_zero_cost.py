@@ -69,7 +69,11 @@ class NB201ZeroCost:
         self.batch = batch
         self.cache = None if cache is None else Path(cache)
         if self.cache is not None and self.cache.suffix != ".npz":
-            raise ConfigError(f"the zero-cost cache must be a .npz file, got {self.cache}")
+            raise ConfigError(
+                f"the zero-cost cache must be a .npz file, which records the proxy and data set "
+                f"of its values, got {self.cache}; a .npy cache of earlier versions records "
+                "neither: give a new .npz file (its values are computed again)"
+            )
         self.values = np.full(NUM_CELLS, np.nan)
         if name == "params":  # the analytic count is exactly the proxy (tested): no networks
             self.values = topology_cost_table(self.dataset)[0].astype(np.float64)
@@ -155,8 +159,10 @@ def read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
             if set(archive.files) != {"values", "settings"}:
                 raise BenchmarkError(f"{what}; it holds {sorted(archive.files)}")
             stored, text = archive["values"], archive["settings"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOF: an empty file
-        raise BenchmarkError(f"{what} ({err})") from None
+    except OSError as err:
+        raise BenchmarkError(f"{path}: cannot read the zero-cost cache ({err.strerror})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # EOF: an empty file; ValueError: one
+        raise BenchmarkError(what) from None  # numpy reads only by unpickling (never done)
     if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
         raise BenchmarkError(
             f"{path}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"

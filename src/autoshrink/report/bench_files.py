@@ -19,6 +19,7 @@ import numpy as np
 from autoshrink.atomic_write import write_csv, write_json
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS
+from autoshrink.outputs import mark_unfinished
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.tabular.comparison import (
     MACS,
@@ -124,6 +125,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> Non
     write_csv(path, fields, ([row.get(k, "") for k in fields] for row in rows))
 
 
+#: Every file a bench writes into its ``--out`` folder (``pareto.*`` with a score objective).
+FILES = (
+    *("bench.json", "results.csv", "curves.csv", "runs.csv", "curves.png"),
+    *("pareto.csv", "pareto.png"),
+)
+
+
 def write_outputs(
     result: BenchResult, obj: dict[str, Any], index_of_code: np.ndarray, out: Path
 ) -> list[Path]:
@@ -134,6 +142,7 @@ def write_outputs(
     except OSError as err:
         raise ConfigError(f"cannot create --out folder {out}: {err}") from None
     written = [out / "bench.json", out / "results.csv", out / "curves.csv", out / "runs.csv"]
+    mark_unfinished(written[0], "bench")  # until its end: the folder stays the bench's
     _write_csv(written[1], obj["results"], list(obj["results"][0]))
     curve_rows = []
     scores = score_curves(result)
@@ -183,8 +192,8 @@ def write_outputs(
         _write_csv(written[-1], obj["pareto"], list(obj["pareto"][0]))
         written.append(out / "pareto.png")
         plot_pareto(result, obj, written[-1])
-    # last: bench.json marks the folder as a finished bench's (outputs.SIGNATURES), so a bench
-    # killed before it leaves a folder that the next bench writes over
+    # last: bench.json marks the folder as a finished bench's (outputs.SIGNATURES); a bench
+    # killed before it leaves the note, and the next bench writes over the folder
     write_json(written[0], obj, indent=1)
     return written
 
