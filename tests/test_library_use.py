@@ -194,3 +194,11 @@ def test_the_documented_custom_evaluator_runs_and_prints_what_the_page_says(tmp_
     out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env,
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.strip() == shown.group(1)
+
+
+def test_run_singlepath_with_its_arguments_swapped_says_the_order(tmp_path) -> None:
+    from autoshrink.singlepath.search import run_singlepath, singlepath_preset
+
+    with pytest.raises(TypeError, match=r"settings must be a SearchSettings, got str \(the "):
+        run_singlepath(singlepath_preset("demo"), str(tmp_path / "sp"))  # type: ignore[arg-type]
+    assert not (tmp_path / "sp").exists()

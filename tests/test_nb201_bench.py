@@ -88,6 +88,9 @@ def test_a_bench_stopped_before_its_end_is_not_taken_for_a_finished_one(
     assert code == 2 and "curves.png: File too large" in err
     note = json.loads((out / "bench.json").read_text())  # the finished one is written last
     assert note["status"] == "incomplete" and "results" not in note
+    from autoshrink.cli import main
+
+    assert main(["report", str(out)]) == 2  # nothing finished to report, and it says so
     code, _, err = bench(*args, "--out", out)  # so the next bench may write over the rest
     assert code == 0, err
     assert (out / "bench.json").is_file() and (out / "curves.png").is_file()

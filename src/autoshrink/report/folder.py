@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoshrink.errors import AutoshrinkError
+from autoshrink.outputs import unfinished
 from autoshrink.report.bench_report import BENCH, write_bench_report
 from autoshrink.report.reading import CONFIG
 from autoshrink.report.run_report import write_run_report
@@ -20,6 +21,11 @@ def write_report(folder: str | Path) -> Path:
     if (folder / CONFIG).exists():  # not a file: read_run says so
         return write_run_report(folder)
     if (folder / BENCH).is_file():
+        if unfinished(folder / BENCH):
+            raise AutoshrinkError(
+                f"{folder / BENCH}: the bench stopped before its end and left no results to "
+                "report; run it again into this folder"
+            )
         return write_bench_report(folder)
     if (folder / DECISIONS).is_file():
         return write_singlepath_report(folder)

@@ -350,6 +350,11 @@ def run_singlepath(
     :func:`autoshrink.search.run_search`); see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``).
     Torch runs on ``s.train_threads`` threads meanwhile (the count before is restored)."""
+    if not isinstance(s, SearchSettings):  # the order of an earlier name's arguments
+        raise TypeError(
+            f"run_singlepath(out, settings): settings must be a SearchSettings, got "
+            f"{type(s).__name__} (the folder comes first, as in autoshrink.search.run_search)"
+        )
     threads = s.train_threads
     with torch_threads(threads):
         return _run_singlepath(Path(out), s, resume=resume, table=table)
