@@ -474,7 +474,7 @@ def uses_latency(config: SearchConfig) -> bool:
 
 #: Settings that only some searches read, by name: whether ``config`` reads it, and what would
 #: (a setting given to a search that does not read it is refused: it would be saved, ignored).
-READ_ONLY_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxyType(
+READ_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxyType(
     {
         "patience": (lambda c: c.strategy == "autoshrink", "strategy autoshrink"),
         "population_size": (lambda c: c.strategy == "rea", "strategy rea"),
@@ -490,11 +490,11 @@ READ_ONLY_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = Mapping
 
 def unread_settings(config: SearchConfig, given: Iterable[str]) -> list[tuple[str, str]]:
     """``(setting, what would read it)`` of the ``given`` settings that ``config`` does not
-    read (:data:`READ_ONLY_BY`)."""
+    read (:data:`READ_BY`)."""
     return [
-        (name, READ_ONLY_BY[name][1])
+        (name, READ_BY[name][1])
         for name in given
-        if name in READ_ONLY_BY and not READ_ONLY_BY[name][0](config)
+        if name in READ_BY and not READ_BY[name][0](config)
     ]
 
 
@@ -519,7 +519,7 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``).
     ``None`` values are ignored (``dataclasses.replace(preset(...), patience=None)`` sets one
     to ``None``); an unknown name is a :class:`ConfigError` that says how it is spelled, and so
-    is an override that changes a setting the search would not read (:data:`READ_ONLY_BY`)."""
+    is an override that changes a setting the search would not read (:data:`READ_BY`)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
     table = RNN_PRESETS if task == "rnn" else PRESETS

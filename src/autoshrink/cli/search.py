@@ -18,7 +18,7 @@ from autoshrink.config import (
     MAX_NODES,
     OBJECTIVES,
     PRESETS,
-    READ_ONLY_BY,
+    READ_BY,
     STRATEGIES,
     ExecutionSettings,
     SearchConfig,
@@ -400,14 +400,14 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     return saved.threads
 
 
-#: The options that set a setting of config.READ_ONLY_BY: the setting's name by option.
-READ_ONLY_OPTIONS = {
+#: The options that set a setting of config.READ_BY: the setting's name by option.
+READ_BY_OPTIONS = {
     **{name: name for name in ("patience", "population_size", "tournament_size", "zc_batch")},
     **{name: name for name in ("oneshot_epochs", "latency_table", "latency_macro")},
     "latency_backend": "latency",
     "latency_device": "latency",
 }
-#: What reads a setting (config.READ_ONLY_BY), in the command line's words.
+#: What reads a setting (config.READ_BY), in the command line's words.
 NEEDS_AS_FLAGS = {"a latency cost or constraint": "a latency --cost or --max-latency"}
 
 
@@ -417,7 +417,7 @@ def check_strategy_options(args: argparse.Namespace, config: SearchConfig) -> No
     another strategy, the zero-cost batch without zero-cost screening, fine-tuning epochs
     without the one-shot evaluator, how latency is measured without a latency cost or
     constraint."""
-    given = {o: name for o, name in READ_ONLY_OPTIONS.items() if getattr(args, o) is not None}
+    given = {o: name for o, name in READ_BY_OPTIONS.items() if getattr(args, o) is not None}
     unread = dict(unread_settings(config, set(given.values())))
     wasted = [
         f"{flag(option)} needs {NEEDS_AS_FLAGS.get(unread[name], '--' + unread[name])}"
@@ -520,7 +520,7 @@ def run(args: argparse.Namespace) -> int:
                 cost=args.cost or score.cost,
             )
         # the search without the settings only some searches read: which of those it reads
-        reads = {k: v for k, v in given.items() if k not in READ_ONLY_BY}
+        reads = {k: v for k, v in given.items() if k not in READ_BY}
         check_strategy_options(args, preset(preset_name, task=task, **reads))
         config = preset(preset_name, task=task, **given)
         if task == "cnn":
