@@ -93,7 +93,7 @@ class ExecutionSettings:
 
 
 #: The metrics a constraint may bound, by task: what the task's evaluators profile before
-#: training (:func:`autoshrink.search.violation`).
+#: training (:func:`autoshrink.search_records.violation`).
 CONSTRAINED = {"cnn": COSTS, "rnn": ("macs", "params", "edges", "edge_cost")}
 
 #: Settings of CNN searches only: an rnn search refuses them off their defaults, since it
