@@ -51,7 +51,8 @@ def write_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None
 @dataclass(frozen=True, kw_only=True)
 class FingerprintSchema:
     """The JSON types of ``fingerprint.json`` (:func:`write_fingerprint`; ``settings`` and
-    ``evaluator`` may be absent in older folders); a schema for :func:`json_type_problem`."""
+    ``evaluator`` may be absent in older folders); a schema for
+    :func:`~autoshrink.user_files.check_schema`."""
 
     config_hash: str
     settings: dict[str, Any] = field(default_factory=dict)

@@ -363,7 +363,8 @@ def run_singlepath(
 @dataclass(frozen=True, kw_only=True)
 class SummaryFields:
     """The JSON types of what is read back of an ended search's ``result.json`` (what the
-    command line prints of it); a schema for :func:`json_type_problem`, never built."""
+    command line prints of it); a schema for :func:`~autoshrink.user_files.check_schema`,
+    never built."""
 
     layers: list[str]
     deploy_size: int
