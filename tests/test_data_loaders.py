@@ -416,6 +416,15 @@ def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
     bad.write_bytes(good[: len(good) // 2])  # valid header, truncated pixel data
     with pytest.raises(DataError, match=str(bad)):
         load_image_folder(tree)
+    # a train/ without val/ or test/ was one class named "train", and every cell scored 1.0
+    write_tree(tmp_path / "only" / "train")
+    with pytest.raises(DataError, match="has train/ but no val/ or test/ folder beside it"):
+        load_image_folder(tmp_path / "only")
+    one = tmp_path / "one" / "cats"
+    one.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(one / "0.png")
+    with pytest.raises(DataError, match=r"1 class folder \(cats\); a data set to classify needs"):
+        load_image_folder(tmp_path / "one")
 
 
 # ---------------------------------------------------------------- dispatcher and proxy split

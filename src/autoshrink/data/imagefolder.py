@@ -125,10 +125,24 @@ class TreeSplit:
 def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
     """The image files of either layout of the module docstring, split into train and test.
 
-    Raises :class:`DataError` for a root without class folders, an empty class folder, or
-    test classes that have no training folder.
+    Raises :class:`DataError` for a root without class folders, fewer than two classes, an
+    empty class folder, test classes that have no training folder, or a ``train/`` folder
+    without its ``test/`` or ``val/`` (its class folders would be read as one class, "train").
     """
     test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is None:
+        raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
+    split = _split_tree(root, test_dir, test_fraction, seed)
+    if len(split.classes) < 2:
+        raise DataError(
+            f"{root}: {len(split.classes)} class folder ({', '.join(split.classes)}); a data set "
+            "to classify needs at least 2"
+        )
+    return split
+
+
+def _split_tree(root: Path, test_dir: Path | None, test_fraction: float, seed: int) -> TreeSplit:
+    """:func:`split_tree` of a checked root."""
     if (root / "train").is_dir() and test_dir is not None:
         train_tree, test_tree = scan_classes(root / "train"), scan_classes(test_dir)
         classes = tuple(train_tree)

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import TEST_DIRS, split_tree
+from autoshrink.data.imagefolder import split_tree
 from autoshrink.data.images import ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
@@ -199,10 +199,7 @@ def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> 
             f"{root}: image folder not found; expected {root}/train/<class>/ and "
             f"{root}/val/<class>/ (or {root}/<class>/)"
         )
-    has_val = any((root / d).is_dir() for d in TEST_DIRS)
-    if (root / "train").is_dir() and not has_val:
-        raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
-    split = split_tree(root, 0.2, seed)
+    split = split_tree(root, 0.2, seed)  # a train/ without val/ or test/ is refused there
     size = recipe.image_size or (224 if recipe.augment == "imagenet" else 32)
     train_t, val_t = _transforms(recipe, size, IMAGENET_MEAN, IMAGENET_STD)
     logger.info(
