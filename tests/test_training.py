@@ -194,6 +194,24 @@ def test_training_learns_and_logs_every_epoch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_an_unreadable_image_found_in_training_leaves_the_folder_free(cli, tmp_path) -> None:
+    from test_training_data import write_tree
+
+    root = write_tree(tmp_path / "tree")
+    broken = root / "train" / "class1" / "3.png"
+    good = broken.read_bytes()
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # read lazily, in the first epoch
+    out = tmp_path / "run"
+    args = ["train", SHRINKCNN, "--dataset", "imagefolder", "--data-dir", root, "--epochs", "1"]
+    args += ["--batch-size", "8", "--image-size", "16", "--width", "0.25", "--out", out]
+    code, _, err = cli(*args)
+    assert code == 2 and f"{broken}: unreadable image" in err
+    assert not out.exists()  # it held recipe.json and cell.json, and refused the next start
+    broken.write_bytes(good)
+    code, _, err = cli(*args)
+    assert code == 0, err
+
+
 def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
     from test_training_data import write_tree
 

@@ -19,6 +19,7 @@ a one-line error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -194,6 +195,19 @@ def run(args: argparse.Namespace) -> int:
         return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
 
 
+def forget_start(out: Path, created: bool) -> None:
+    """Remove what a training that stopped before its first checkpoint wrote into ``out``
+    (its inputs and an empty log), and ``out`` itself when this run made it and it is empty,
+    so that the same command can start again there."""
+    for name in ("recipe.json", "cell.json", "architecture.json", "log.jsonl"):
+        path = out / name
+        if path.is_file() and (name != "log.jsonl" or path.stat().st_size == 0):
+            path.unlink()
+    for folder in (out / "checkpoints", *((out,) if created else ())):
+        with contextlib.suppress(OSError):  # not empty: something of someone else's stays
+            folder.rmdir()
+
+
 def check_resumable(out: Path) -> None:
     """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
     one written before rnn training kept checkpoints): starting it afresh would replace its
@@ -305,7 +319,10 @@ def run_cnn(args: argparse.Namespace) -> int:
             model, c, name = build_network(cell, spec), count(cell, spec), spec.name
             network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
 
+        created, started = not args.out.exists(), []
+
         def write_inputs() -> None:  # once every check passed: a failed start changes nothing
+            started.append(True)
             args.out.mkdir(parents=True, exist_ok=True)
             recipe.save(args.out / "recipe.json")
             if arch is not None:
@@ -314,18 +331,23 @@ def run_cnn(args: argparse.Namespace) -> int:
                 assert cell is not None
                 cell.save(args.out / "cell.json")
 
-        result = train_final(
-            model,
-            data,
-            recipe,
-            ctx=ctx,
-            seed=args.seed,
-            out=args.out,
-            resume=args.resume,
-            workers=args.workers,
-            run_info={"task": "cnn", "dataset": dataset_info(args, data), **network},
-            on_start=write_inputs,
-        )
+        try:
+            result = train_final(
+                model,
+                data,
+                recipe,
+                ctx=ctx,
+                seed=args.seed,
+                out=args.out,
+                resume=args.resume,
+                workers=args.workers,
+                run_info={"task": "cnn", "dataset": dataset_info(args, data), **network},
+                on_start=write_inputs,
+            )
+        except DataError:  # an image found unreadable in the first epoch (read lazily)
+            if started and not args.resume and latest_epoch(args.out / "checkpoints") is None:
+                forget_start(args.out, created)  # nothing trained: the folder stays free
+            raise
         if not ctx.is_main:
             return 0
     evaluated = result.evaluated
