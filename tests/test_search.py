@@ -332,7 +332,11 @@ def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(
     run = tmp_path / "r"
     with pytest.raises(ConfigError, match="11 classes"):
         run_search(run, toy_config(k=2), evaluator_factory=refuses, progress=False)
-    assert list(run.iterdir()) == []  # no config.json that would claim the folder
+    assert not run.exists()  # no config.json that would claim the folder, nor the folder
+    run.mkdir()
+    with pytest.raises(ConfigError, match="11 classes"):  # a folder of the user's stays
+        run_search(run, toy_config(k=2), evaluator_factory=refuses, progress=False)
+    assert list(run.iterdir()) == []
     result = run_search(
         run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False
     )
@@ -382,7 +386,7 @@ def test_a_start_that_fails_with_any_error_leaves_the_folder_free(tmp_path) -> N
     run = tmp_path / "r"
     with pytest.raises(TypeError):
         run_search(run, toy_config(k=2), evaluator_factory=breaks, progress=False)
-    assert list(run.iterdir()) == []
+    assert not run.exists()
 
 
 def make_toy_evaluator(config: SearchConfig) -> ToyEvaluator:

@@ -17,6 +17,7 @@ See docs/reliability.md."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -148,6 +149,7 @@ def run_search(
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
+    created = not resume and not run_dir.exists()
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
     executor = executor or InProcessExecutor()
@@ -210,6 +212,11 @@ def run_search(
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
                 raise
+    except Exception:
+        if created:  # the lock is gone: a folder this start made is taken back when empty
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     finally:
         executor.close()
     return out
