@@ -110,9 +110,11 @@ class ReuseRecord:
 RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord, "reuse": ReuseRecord}
 #: Every ``type`` a journal holds: those read back, and ``event`` (a retry, say), which is not.
 RECORD_TYPES = (*RECORD_SCHEMAS, "event")
-#: The statuses of a candidate: what an evaluation gave (``ok``, ``diverged``, ``failed``) and
-#: the search's own verdicts before training (``rejected``, ``screened``).
-STATUSES = ("ok", "diverged", "failed", "rejected", "screened")
+#: The statuses an evaluator gives a candidate.
+EVALUATED = ("ok", "diverged", "failed")
+#: The statuses of a candidate: what an evaluation gave (:data:`EVALUATED`) and the search's
+#: own verdicts before training (``rejected``, ``screened``).
+STATUSES = (*EVALUATED, "rejected", "screened")
 #: Fields that count from 0 (steps, positions, stages) or measure time: never negative.
 NON_NEGATIVE = ("step", "index", "first_step", "stage", "edges", "seconds")
 

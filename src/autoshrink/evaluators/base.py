@@ -15,13 +15,10 @@ from typing import Any, Protocol
 
 from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import ConfigError
-from autoshrink.journal import STATUSES
+from autoshrink.journal import EVALUATED, STATUSES
 from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
-
-#: The statuses an evaluator returns; ``rejected`` and ``screened`` are the search's verdicts.
-EVALUATED = ("ok", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,8 @@ class Evaluator(Protocol):
 def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
     """``evaluator.evaluate(genotype, seed)``, checked: anything but an :class:`Evaluation`
     is a :class:`TypeError` that names the evaluator, a status of the search's own (not in
-    :data:`EVALUATED`) a :class:`ConfigError` (what every executor calls)."""
+    :data:`~autoshrink.journal.EVALUATED`) a :class:`ConfigError` (what every executor
+    calls)."""
     out = evaluator.evaluate(genotype, seed)
     if not isinstance(out, Evaluation):
         raise TypeError(
