@@ -22,7 +22,7 @@ from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.journal import as_read_back
-from autoshrink.objectives import COSTS, Score
+from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width
 from autoshrink.training.classification import ProxyTraining
@@ -468,8 +468,7 @@ RNN_PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
 
 def uses_latency(config: SearchConfig) -> bool:
     """Whether ``config`` scores or bounds a latency (a latency cost or constraint)."""
-    latency = ("latency_ms", "table_latency_ms")
-    return config.score.cost in latency or any(name in config.constraints for name in latency)
+    return config.score.cost in LATENCY_COSTS or any(c in config.constraints for c in LATENCY_COSTS)
 
 
 #: Settings that only some searches read, by name: whether ``config`` reads it, and what would

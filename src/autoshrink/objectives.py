@@ -15,8 +15,10 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 
-#: CNN cost terms: counted (macs, params), measured latency, latency predicted by a table.
-COSTS = ("macs", "params", "latency_ms", "table_latency_ms")
+#: The latency cost terms: measured latency, and latency predicted by a table.
+LATENCY_COSTS = ("latency_ms", "table_latency_ms")
+#: CNN cost terms: counted (macs, params), and the latencies (:data:`LATENCY_COSTS`).
+COSTS = ("macs", "params", *LATENCY_COSTS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,7 +36,7 @@ from autoshrink.executors.factory import (
 )
 from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
-from autoshrink.objectives import COSTS, Score
+from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import to_text
 from autoshrink.run_folder import CONFIG
@@ -506,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
         if task == "cnn" and args.cost == "edge_cost":
             raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
-        if task == "rnn" and (args.max_latency or args.cost in ("latency_ms", "table_latency_ms")):
+        if task == "rnn" and (args.max_latency or args.cost in LATENCY_COSTS):
             raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
         if table and args.latency_table is None:  # a table in the run folder, shared by workers
             out = args.out or default_out(task, preset_name)

@@ -29,11 +29,12 @@ from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
 from autoshrink.hardware.latency import LatencySettings, check_available, measure_cell
 from autoshrink.hardware.table import LatencyTable, check_table_settings, extend_table
+from autoshrink.objectives import LATENCY_COSTS
 from autoshrink.spaces.macros import MacroSpec, get_macro
 
 log = logging.getLogger(__name__)
 
-MEASURED, TABLE = "latency_ms", "table_latency_ms"
+MEASURED, TABLE = LATENCY_COSTS
 
 
 class Cost(Protocol):
