@@ -186,6 +186,12 @@ def read_json_lines(
     return records
 
 
+def _cell(rec: dict[str, Any]) -> Cell:
+    """The cell of a candidate or reuse record; one that is no cell is a :class:`CellError`
+    naming the record (:func:`read_run` adds the journal)."""
+    return Cell.from_dict(rec["cell"], f"record {rec['key']}: its cell")
+
+
 def _candidate(rec: dict[str, Any]) -> Candidate:
     """The :class:`Candidate` of a record that :func:`~autoshrink.journal.check_record` passed."""
     score = rec["score"]
@@ -198,7 +204,7 @@ def _candidate(rec: dict[str, Any]) -> Candidate:
         status=rec.get("status", "ok"),
         score=-math.inf if score is None else float(score),
         metrics=metrics,
-        cell=Cell.from_dict(rec["cell"], f"record {rec['key']}: its cell"),
+        cell=_cell(rec),
         removed_edge=rec.get("removed_edge"),
         seconds=float(rec.get("seconds") or 0.0),
         detail=dict(rec.get("detail") or {}),
@@ -257,7 +263,7 @@ def _run_data(
             step=r["step"],
             index=r["index"],
             removed_edge=r.get("removed_edge"),
-            cell=Cell.from_dict(r["cell"], f"record {r['key']}: its cell"),
+            cell=_cell(r),
             seconds=0.0,
             first_step=r["first_step"],
         )
