@@ -319,10 +319,9 @@ def run_cnn(args: argparse.Namespace) -> int:
             model, c, name = build_network(cell, spec), count(cell, spec), spec.name
             network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
 
-        created, started = not args.out.exists(), []
+        created = not args.out.exists()
 
         def write_inputs() -> None:  # once every check passed: a failed start changes nothing
-            started.append(True)
             args.out.mkdir(parents=True, exist_ok=True)
             recipe.save(args.out / "recipe.json")
             if arch is not None:
@@ -345,7 +344,9 @@ def run_cnn(args: argparse.Namespace) -> int:
                 on_start=write_inputs,
             )
         except DataError:  # an image found unreadable in the first epoch (read lazily)
-            if started and not args.resume and latest_epoch(args.out / "checkpoints") is None:
+            # a new start's recipe.json is its own (claim_folder refused one already there)
+            started = not args.resume and (args.out / "recipe.json").is_file()
+            if started and latest_epoch(args.out / "checkpoints") is None:
                 forget_start(args.out, created)  # nothing trained: the folder stays free
             raise
         if not ctx.is_main:
