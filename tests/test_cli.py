@@ -371,3 +371,29 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
     code, _, err = cli("singlepath", "--data-dir", tmp_path, "--out", out)
     assert code == 2 and "'digits' is built from scikit-learn's embedded" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["search", "--objective", "latency"],
+            "autoshrink search: error: argument --objective: invalid choice: 'latency' "
+            "(choose from 'erm', 'ood') (see: autoshrink search --help)",
+        ),
+        (
+            ["train", "cell.json", "--epochs", "x"],
+            "autoshrink train: error: argument --epochs: invalid int value: 'x' "
+            "(see: autoshrink train --help)",
+        ),
+        ([], "autoshrink: error: the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors_are_one_line_without_the_usage_block(capsys, argv, line):
+    from autoshrink.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser(argv[0] if argv else None).parse_args(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(line) and "usage:" not in err

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, os_error_line
@@ -62,6 +62,16 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         return super()._get_help_string(action) if shows_default(action.default, text) else text
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors (an unknown option, a bad choice, a value its
+    type refuses) print as one line naming where the options are listed, and exit with status
+    2, as the command's other errors do; argparse's own prints its usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 class RenamedFlag(argparse.Action):
@@ -146,7 +156,7 @@ def add_latency_table(parser: argparse.ArgumentParser, help: str) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every sub-command, or with ``command`` the parser of that one alone: the
     others are listed but their modules (several import torch, seconds) are not loaded."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="autoshrink",
         description="Topology-aware neural architecture search (AutoShrink, AAAI 2020).",
         epilog=EPILOG,
