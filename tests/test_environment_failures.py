@@ -135,7 +135,7 @@ def test_a_start_that_cannot_write_its_fingerprint_leaves_the_folder_free(tmp_pa
     from autoshrink.search import run_search
     from test_search import ToyEvaluator, toy_config
 
-    def full(run_dir, config, evaluator):
+    def full(run_dir, config, factories):
         raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "fingerprint.json"))
 
     monkeypatch.setattr(run_folder, "write_fingerprint", full)

@@ -183,17 +183,18 @@ def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them()
     assert out.stdout.strip() == "False"
 
 
-def test_the_documented_custom_evaluator_runs_and_prints_what_the_page_says(tmp_path) -> None:
+def test_the_documented_custom_evaluator_and_strategy_print_what_the_page_says(tmp_path) -> None:
     import re
 
     page = (ROOT / "docs" / "search.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "PathCount" in b]
-    shown = re.search(r"# (\d+ [\d.]+ \d+)\n$", block)
-    assert shown is not None
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "PathCount" in b]
+    assert len(blocks) == 2  # the evaluator, then the strategy that continues its example
+    shown = [re.search(r"# (\d+ [\d.]+ \d+)\n$", b) for b in blocks]
+    assert None not in shown
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env,
+    out = subprocess.run([sys.executable, "-c", "".join(blocks)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert out.stdout.strip() == shown.group(1)
+    assert out.stdout.split("\n")[:2] == [m.group(1) for m in shown if m]
 
 
 def test_run_singlepath_with_its_arguments_swapped_says_the_order(tmp_path) -> None:

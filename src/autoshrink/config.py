@@ -34,7 +34,9 @@ from autoshrink.zero_cost import check_proxy
 TASKS = ("cnn", "rnn")
 _Training = TypeVar("_Training", ProxyTraining, RNNProxyTraining)
 #: ``autoshrink``: the method; ``random`` and ``rea``: baselines on the same cell space.
-STRATEGIES = ("autoshrink", "random", "rea")
+BUILT_IN_STRATEGIES = ("autoshrink", "random", "rea")
+#: The built-in strategies, and ``custom``: one that ``run_search``'s ``strategy_factory`` makes.
+STRATEGIES = (*BUILT_IN_STRATEGIES, "custom")
 #: ``standalone``: every candidate trained from scratch; ``oneshot``: from the current cell's
 #: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
 EVALUATORS = ("standalone", "oneshot")
@@ -472,12 +474,13 @@ def uses_latency(config: SearchConfig) -> bool:
 
 
 #: Settings that only some searches read, by name: whether ``config`` reads it, and what would
-#: (a setting given to a search that does not read it is refused: it would be saved, ignored).
+#: (a setting given to a search that does not read it is refused: it would be saved, ignored);
+#: a ``custom`` strategy may read any of the strategies' settings.
 READ_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxyType(
     {
-        "patience": (lambda c: c.strategy == "autoshrink", "strategy autoshrink"),
-        "population_size": (lambda c: c.strategy == "rea", "strategy rea"),
-        "tournament_size": (lambda c: c.strategy == "rea", "strategy rea"),
+        "patience": (lambda c: c.strategy in ("autoshrink", "custom"), "strategy autoshrink"),
+        "population_size": (lambda c: c.strategy in ("rea", "custom"), "strategy rea"),
+        "tournament_size": (lambda c: c.strategy in ("rea", "custom"), "strategy rea"),
         "zc_batch": (lambda c: c.screening == "zero-cost", "screening zero-cost"),
         "oneshot_epochs": (lambda c: c.evaluator == "oneshot", "evaluator oneshot"),
         "latency": (uses_latency, "a latency cost or constraint"),

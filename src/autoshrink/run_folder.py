@@ -5,9 +5,10 @@ the settings that decide which candidates the search asks for, and those setting
 ``journal.jsonl`` of evaluated candidates, ``run.lock`` while a search runs and, when it ends,
 ``best_cell.json`` with its picture and ``result.json``. :func:`prepare_run_dir` makes a new
 run folder or checks the one a search resumes; :func:`check_fingerprint` refuses to resume with
-a config edited since the journal was made, naming the settings that changed, and
-:func:`check_evaluator` without the custom evaluator the run was made with; :func:`unstarted`
-frees the folder of a start that failed.
+a config edited since the journal was made, naming the settings that changed,
+:func:`check_evaluator` without the custom evaluator the run was made with and
+:func:`check_strategy` with another strategy factory; :func:`unstarted` frees the folder of a
+start that failed.
 No torch in this module: the report reads run folders with these names too.
 """
 
@@ -35,15 +36,27 @@ FINGERPRINT = "fingerprint.json"
 BUILT_IN_FACTORY = "autoshrink.evaluators.factory.build_evaluator"
 
 
-def write_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None) -> None:
+@dataclass(frozen=True)
+class Factories:
+    """The names (``module.qualname``) of the factories a search is run with: the evaluator's
+    (``None``: none given, the built-in one) and the strategy's (``None``: the config names a
+    built-in strategy)."""
+
+    evaluator: str | None = None
+    strategy: str | None = None
+
+
+def write_fingerprint(run_dir: Path, config: SearchConfig, factories: Factories) -> None:
     """Write ``fingerprint.json``: the hash and the search settings the journal is made with,
-    and the name of the evaluator factory that scores its candidates (``None``: the built-in
-    one, ``null`` in the file)."""
+    and the names of the factories of the evaluator that scores its candidates and of a custom
+    strategy (``None``, ``null`` in the file: the built-in ones)."""
+    evaluator = factories.evaluator
     out = {
         "format": "autoshrink.fingerprint/1",
         "config_hash": config.fingerprint(),
         "settings": config.search_settings(),
         "evaluator": None if evaluator == BUILT_IN_FACTORY else evaluator,
+        "strategy": factories.strategy,
     }
     write_json(run_dir / FINGERPRINT, out, sort_keys=True)
 
@@ -51,31 +64,33 @@ def write_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None
 @dataclass(frozen=True, kw_only=True)
 class FingerprintSchema:
     """The JSON types of ``fingerprint.json`` (:func:`write_fingerprint`; ``settings`` and
-    ``evaluator`` may be absent in older folders); a schema for
+    ``evaluator`` and ``strategy`` may be absent in older folders); a schema for
     :func:`~autoshrink.user_files.check_schema`."""
 
     config_hash: str
     settings: dict[str, Any] = field(default_factory=dict)
     evaluator: str | None = None
+    strategy: str | None = None
 
 
-def check_fingerprint(run_dir: Path, config: SearchConfig, evaluator: str | None) -> None:
+def check_fingerprint(run_dir: Path, config: SearchConfig, factories: Factories) -> None:
     """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
-    config the run's journal was made with, and check ``evaluator`` (:func:`check_evaluator`);
-    a folder without ``fingerprint.json`` (made before there were fingerprints) gets one from
-    its ``config.json``."""
+    config the run's journal was made with, and check the ``factories``
+    (:func:`check_evaluator`, :func:`check_strategy`); a folder without ``fingerprint.json``
+    (made before there were fingerprints) gets one from its ``config.json``."""
     path = run_dir / FINGERPRINT
     if not path.is_file():
         log.warning(
             "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
         )
-        write_fingerprint(run_dir, config, evaluator)
+        write_fingerprint(run_dir, config, factories)
         return
     saved = read_json_file(path, JournalError, "fingerprint")
     check_schema(path, saved, FingerprintSchema, JournalError, "fingerprint file")
     saved_hash, settings = saved["config_hash"], saved.get("settings", {})
+    check_strategy(run_dir, saved.get("strategy"), factories.strategy)
     if "evaluator" in saved:  # folders made before it was recorded are not checked
-        check_evaluator(run_dir, saved["evaluator"], evaluator)
+        check_evaluator(run_dir, saved["evaluator"], factories.evaluator)
     if saved_hash == config.fingerprint():
         return
     changed = differences(settings, config.search_settings())
@@ -109,6 +124,25 @@ def check_evaluator(run_dir: Path, saved: object, now: str | None) -> None:
     )
 
 
+def check_strategy(run_dir: Path, saved: str | None, now: str | None) -> None:
+    """Refuse to resume a run whose custom strategy factory (``saved``, its name; ``None``: a
+    built-in strategy) is not the one given (``now``): the strategy decides which cells the
+    search asks for, so another one would not continue this run's trajectory."""
+    if saved == now:
+        return
+    why = "another strategy would ask for other cells than the journal's"
+    if saved is None:
+        raise ConfigError(
+            f"{run_dir}: its strategy is the built-in one its config names; resume it without "
+            f"a strategy_factory ({now} was given; {why})"
+        )
+    given = f"not with {now}" if now else "from Python: the command line cannot give one"
+    raise ConfigError(
+        f"{run_dir}: its strategy was made by the strategy_factory {saved}; resume it with that "
+        f"one, {given} ({why})"
+    )
+
+
 def check_resumable(run_dir: Path) -> None:
     """Raise a :class:`JournalError` when ``run_dir`` holds no search to resume (no
     ``config.json``): checked before the folder is locked, so that no ``run.lock`` is made in a
@@ -118,21 +152,22 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def prepare_run_dir(
-    run_dir: Path, config: SearchConfig | None, resume: bool, evaluator: str | None = None
+    run_dir: Path, config: SearchConfig | None, resume: bool, factories: Factories
 ) -> SearchConfig:
     """Create a run folder for ``config`` or, with ``resume``, read the config it holds and
     check it against the fingerprint its journal was made with (call with the lock held).
     A ``config`` given with ``resume`` must search the same; it is the one returned, so its
     execution settings (threads, device, data folder) apply to the rest of the run.
-    ``evaluator`` names the evaluator factory (``None``: none given, the built-in one); a run
-    made with a custom one resumes only with a factory (:func:`check_evaluator`)."""
+    ``factories`` names the evaluator and strategy factories (:class:`Factories`); a run made
+    with a custom evaluator resumes only with a factory (:func:`check_evaluator`), one made
+    with a custom strategy only with the same factory (:func:`check_strategy`)."""
     run_dir = Path(run_dir)
     if resume:
         check_resumable(run_dir)
         from autoshrink.config import SearchConfig  # imports torch: only when a search runs
 
         saved = SearchConfig.load(run_dir / CONFIG)
-        check_fingerprint(run_dir, saved, evaluator)
+        check_fingerprint(run_dir, saved, factories)
         if config is None:
             return saved
         if config.fingerprint() != saved.fingerprint():
@@ -162,7 +197,7 @@ def prepare_run_dir(
         )
     try:
         config.save(run_dir / CONFIG)
-        write_fingerprint(run_dir, config, evaluator)
+        write_fingerprint(run_dir, config, factories)
     except BaseException:  # a full disk, say: leave the folder free for the same command
         for name in (CONFIG, FINGERPRINT):
             (run_dir / name).unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """The search loop: joins a strategy, an evaluator, an executor and the score; keeps the journal.
 
 :func:`run_search` runs (or resumes) one search in a run folder -- AutoShrink, or a baseline
-on the same cell space (``strategy`` ``random`` or ``rea``). The folder's files are described
+on the same cell space (``strategy`` ``random`` or ``rea``), or a strategy of one's own that
+a ``strategy_factory`` makes (``strategy`` ``custom``). The folder's files are described
 in :mod:`autoshrink.run_folder`; each candidate is journalled the moment it finishes
 (:mod:`autoshrink.search_records`), and the search ends with ``result.json``
 (:mod:`autoshrink.search_result`).
@@ -43,6 +44,7 @@ from autoshrink.replay import Replay
 from autoshrink.run_folder import (
     JOURNAL,
     RESULT,
+    Factories,
     check_resumable,
     prepare_run_dir,
     unstarted,
@@ -76,10 +78,24 @@ def candidate_seed(run_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+#: What makes a ``custom`` strategy (``run_search``'s ``strategy_factory``): called with the
+#: config, the start cell (the complete DAG of the seed's node ops, the one every strategy of
+#: that seed starts from) and a ``random.Random`` seeded from the config, it returns a new
+#: :class:`~autoshrink.strategies.base.CellStrategy`. A resume calls it again and tells the new
+#: strategy the journal's observations, so it must ask the same cells when told the same.
+StrategyFactory = Callable[[SearchConfig, Cell, random.Random], CellStrategy]
+
+#: The members :func:`make_strategy` checks a custom strategy for.
+STRATEGY_MEMBERS = ("ask", "tell", "best", "max_steps", "describe", "end_reason")
+
+
 def make_strategy(
-    config: SearchConfig, rank: Callable[[list[Cell]], list[float]] | None = None
+    config: SearchConfig,
+    rank: Callable[[list[Cell]], list[float]] | None = None,
+    factory: StrategyFactory | None = None,
 ) -> CellStrategy:
-    """The strategy of ``config`` (AutoShrink or a baseline), its start cell drawn from the seed.
+    """The strategy of ``config`` (AutoShrink, a baseline, or with ``strategy="custom"`` the one
+    ``factory`` makes), its start cell drawn from the seed.
 
     All strategies of one seed share the start cell, so they search the same space. ``rank``:
     AutoShrink's zero-cost screen (``screening="zero-cost"``, see docs/zero-cost.md).
@@ -87,6 +103,16 @@ def make_strategy(
     rng = random.Random(config.seed)
     activation = config.activation if config.task == "cnn" else None
     start = start_cell(config.task, config.nodes, rng, activation)
+    if config.strategy == "custom":
+        if factory is None:
+            raise ConfigError("strategy 'custom' needs a strategy_factory")
+        strategy = factory(config, start, rng)
+        if missing := [m for m in STRATEGY_MEMBERS if not hasattr(strategy, m)]:
+            raise ConfigError(
+                f"strategy_factory {factory_name(factory)} returned a {type(strategy).__name__}, "
+                f"which lacks {', '.join(missing)} (see autoshrink.strategies.base.CellStrategy)"
+            )
+        return strategy
     if config.strategy == "autoshrink":
         return AutoShrink(
             start,
@@ -121,6 +147,7 @@ def run_search(
     *,
     resume: bool = False,
     evaluator_factory: Callable[[SearchConfig], Evaluator] | None = None,
+    strategy_factory: StrategyFactory | None = None,
     executor: Executor | None = None,
     progress: bool = True,
     retry_failed: bool = False,
@@ -129,7 +156,10 @@ def run_search(
     """Run a new search described by ``config`` in ``run_dir``, or resume the one there.
 
     ``evaluator_factory`` builds the evaluator from the config (default: proxy training on the
-    config's data set, see :func:`autoshrink.evaluators.factory.build_evaluator`). The run
+    config's data set, see :func:`autoshrink.evaluators.factory.build_evaluator`);
+    ``strategy_factory`` makes the strategy of a ``strategy="custom"`` config
+    (:data:`StrategyFactory`). Both factories' names are recorded in the run folder, and a
+    resume needs the same strategy factory (:func:`~autoshrink.run_folder.check_strategy`). The run
     folder is locked (:class:`~autoshrink.journal.RunLock`) while the search runs. With
     ``resume``: ``retry_failed`` trains ``"failed"`` candidates again, ``repair`` cuts a torn
     tail off the journal. SIGINT and SIGTERM raise :class:`SearchInterrupted` between journal
@@ -146,6 +176,8 @@ def run_search(
             f"a new search in {run_dir} needs a config (preset(...)); resume=True continues "
             "the one there"
         )
+    if config is not None:
+        check_custom(config.strategy, strategy_factory)
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
@@ -156,8 +188,9 @@ def run_search(
     journal = Journal(run_dir / JOURNAL)
     try:
         with RunLock(run_dir), StopSignals() as signals:
-            factory = factory_name(evaluator_factory)
-            config = prepare_run_dir(run_dir, config, resume, factory)  # refuses before writing
+            factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
+            config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
+            check_custom(config.strategy, strategy_factory)
             try:
                 replay = Replay.read(journal, repair, retry_failed)
                 ended = resume and (run_dir / RESULT).exists()
@@ -179,8 +212,9 @@ def run_search(
 
                     trail = bind_weight_trail(evaluator, run_dir)
                 result = search_loop(
-                    config, evaluator, executor, journal, replay, signals, progress, trail
-                )
+                    config, evaluator, executor, journal, replay, signals, progress, trail,
+                    strategy_factory,
+                )  # fmt: skip
                 if result.best is None:
                     why = f"search stopped: {result.stopped}; " if result.stopped else ""
                     raise JournalError(
@@ -220,6 +254,21 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def check_custom(strategy: str, factory: StrategyFactory | None) -> None:
+    """Refuse a ``strategy_factory`` for a built-in ``strategy``, and a ``custom`` one without
+    a factory (a resume of a custom run from the command line, say)."""
+    if strategy == "custom" and factory is None:
+        raise ConfigError(
+            "strategy 'custom' is made by a strategy_factory: pass it to run_search (a run "
+            "folder of a custom strategy resumes from Python, with its factory)"
+        )
+    if strategy != "custom" and factory is not None:
+        raise ConfigError(
+            f"strategy_factory makes a strategy 'custom' search; the config's strategy is "
+            f"{strategy!r} (preset(..., strategy='custom'))"
+        )
 
 
 def factory_name(factory: Callable[..., Any] | None) -> str | None:
@@ -275,9 +324,11 @@ def search_loop(
     signals: StopSignals,
     progress: bool,
     trail: WeightTrail | None = None,
+    strategy_factory: StrategyFactory | None = None,
 ) -> LoopOutcome:
-    """Ask, train what the journal lacks, journal, tell -- until the strategy stops; a
-    one-shot ``trail`` hands each step the current cell's weights and keeps the winner's."""
+    """Ask, train what the journal lacks, journal, tell -- until the strategy stops (the
+    config's, or the one ``strategy_factory`` makes); a one-shot ``trail`` hands each step the
+    current cell's weights and keeps the winner's."""
     done = replay.done
     score_fn: Score = config.score
     ranker = None
@@ -285,7 +336,7 @@ def search_loop(
         from autoshrink.evaluators.factory import build_ranker
 
         ranker = build_ranker(config, lambda key: candidate_seed(config.seed, key))
-    strategy = make_strategy(config, ranker)
+    strategy = make_strategy(config, ranker, strategy_factory)
     screen = None
     if config.screening == "progressive":  # checks the schedule against the data set
         screen = ProgressiveScreen(

@@ -12,19 +12,19 @@ from pathlib import Path
 
 from autoshrink.cli import MAX_SEED, SUBCOMMANDS, DefaultsHelpFormatter, folder_path, int_at_most
 from autoshrink.cli.rnn import print_rnn_scores
-from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.config import (
+    BUILT_IN_STRATEGIES,
     EVALUATORS,
     MAX_NODES,
     OBJECTIVES,
     PRESETS,
     READ_BY,
-    STRATEGIES,
     ExecutionSettings,
     SearchConfig,
     preset,
     unread_settings,
 )
+from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.data.images import DATASETS, check_root
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import (
@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("search")
     g.add_argument(
         "--strategy",
-        choices=STRATEGIES,
+        choices=BUILT_IN_STRATEGIES,
         default=None,
         help="autoshrink (default), or a baseline on the same cell space: random search or "
         "rea (regularized evolution), both asking K candidates at a time",
