@@ -373,6 +373,10 @@ def test_repair_drops_a_torn_tail_and_a_torn_middle_stays_an_error(tmp_path):
     (run / "journal.jsonl").write_text("\n".join(middle) + "\n")
     with pytest.raises(JournalError, match=r"line 4 is not a JSON record \("):
         search(run, repair=True)
+    deep = rows[:3] + ["[" * 100_000 + "]" * 100_000] + rows[4:]  # past the parser's recursion
+    (run / "journal.jsonl").write_text("\n".join(deep) + "\n")
+    with pytest.raises(JournalError, match=r"line 4 is not a JSON record \(nested too deep\)"):
+        search(run)  # not a RecursionError: the command line would print a traceback
 
 
 def test_reading_a_journal_never_writes_to_it_and_a_search_tidies_it(tmp_path):

@@ -162,8 +162,11 @@ def _finite(text: str) -> float:
 
 def parse_record(line: str | bytes) -> dict[str, Any]:
     """The record of one journal line: a JSON object of finite numbers, else a ``ValueError``
-    (or a ``RecursionError`` for nesting too deep)."""
-    rec = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+    (also for nesting too deep for the parser)."""
+    try:
+        rec = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if not isinstance(rec, dict):
         raise ValueError("not an object")
     return rec
