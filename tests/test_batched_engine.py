@@ -172,3 +172,12 @@ def test_the_engine_compiles_to_one_graph_and_trains_as_it_does_eagerly() -> Non
     torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)
     for p, g in zip(engine.parameters(), grads, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-12, atol=1e-12)
+
+
+def test_building_an_engine_gives_the_callers_generator_state_back():
+    spec = cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25)
+    cells = candidates()[:2]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    build_batched(union_cell(cells), spec, cells, [1, 2])
+    assert torch.equal(torch.get_rng_state(), before)

@@ -297,3 +297,10 @@ def test_bad_stack_settings_are_config_errors(corpus) -> None:
         StackedRNNEvaluator(corpus, SETTINGS, max_batch=0)
     with pytest.raises(ConfigError, match=r"compact_below must be in \(0, 1\], got 0"):
         StackedRNNEvaluator(corpus, SETTINGS, compact_below=0)
+
+
+def test_building_a_stack_gives_the_callers_generator_state_back() -> None:
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    build_stacked_rnn(CELLS[:2], SEEDS[:2], 20, nhid=4)
+    assert torch.equal(torch.get_rng_state(), before)  # as the CNN engine's build_batched does

@@ -416,18 +416,19 @@ def build_batched(
     node_inputs: str = "auto",
 ) -> BatchedCNN:
     """The stacked network whose slice ``k`` starts as ``build_network(cells[k], spec)`` after
-    ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
-    engine = BatchedCNN(
-        parent,
-        spec,
-        cells,
-        widths=widths,
-        general=general,
-        depthwise=depthwise,
-        bn=bn,
-        node_inputs=node_inputs,
-    )
+    ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone;
+    the caller's generator state is given back after."""
     with own_generators():  # the CPU's: the networks are built there
+        engine = BatchedCNN(  # its own initialisation draws too, then is written over
+            parent,
+            spec,
+            cells,
+            widths=widths,
+            general=general,
+            depthwise=depthwise,
+            bn=bn,
+            node_inputs=node_inputs,
+        )
         for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
             torch.manual_seed(seed)
             engine.load_network(k, build_network(cell, spec))

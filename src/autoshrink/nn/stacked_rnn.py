@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from autoshrink.devices import own_generators
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import INIT_RANGE, RNNModel, Runs, by_activation, gated_edges
@@ -214,11 +215,13 @@ def build_stacked_rnn(
     cells: Sequence[Cell], seeds: Sequence[int], ntoken: int, *, nhid: int
 ) -> StackedRNNModel:
     """The stacked model whose slice ``k`` starts as ``RNNModel(cells[k], ...)`` after
-    ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone."""
+    ``torch.manual_seed(seeds[k])`` -- the initial weights of each candidate trained alone;
+    the caller's generator state is given back after."""
     if len(cells) != len(seeds):
         raise ValueError(f"{len(cells)} cells but {len(seeds)} seeds")
-    model = StackedRNNModel(cells, ntoken, nhid=nhid)
-    for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
-        torch.manual_seed(seed)
-        model.load_model(k, RNNModel(cell, ntoken, emsize=nhid, nhid=nhid))
+    with own_generators():  # the stack's own initialisation draws too, then is written over
+        model = StackedRNNModel(cells, ntoken, nhid=nhid)
+        for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
+            torch.manual_seed(seed)
+            model.load_model(k, RNNModel(cell, ntoken, emsize=nhid, nhid=nhid))
     return model
