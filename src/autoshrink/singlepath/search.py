@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from autoshrink.atomic_write import save_tensors, write_json, write_text_atomic
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
-from autoshrink.devices import check_threads, torch_threads
+from autoshrink.devices import check_threads, own_generators, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError, TrainingError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.journal import as_read_back, parse_record
@@ -56,6 +56,7 @@ from autoshrink.training.checkpoint import (
     unflatten_optimizer,
 )
 from autoshrink.training.classification import evaluate
+from autoshrink.training.optim import warmup_cosine
 from autoshrink.training.weights_file import weights_metadata
 from autoshrink.user_files import check_schema, read_json_file, read_text_file
 
@@ -257,12 +258,8 @@ class _Search:
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up over the first epoch, then cosine to 0 at the last step."""
-        peak = self.peak_lr
-        warm, total = self.steps_per_epoch, self.steps_per_epoch * self.s.epochs
-        if step < warm:
-            return peak * (step + 1) / warm
-        span = max(1, total - warm)
-        return 0.5 * peak * (1 + math.cos(math.pi * min(step - warm, span) / span))
+        spe = self.steps_per_epoch
+        return warmup_cosine(step, self.peak_lr, spe, spe * self.s.epochs)
 
     def train_epoch(self, epoch: int) -> dict[str, float | None]:
         s, d = self.s, self.data
@@ -349,14 +346,15 @@ def run_singlepath(
     """Run (or resume) a search into ``out`` (the argument order of
     :func:`autoshrink.search.run_search`); see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``).
-    Torch runs on ``s.train_threads`` threads meanwhile (the count before is restored)."""
+    Torch runs on ``s.train_threads`` threads meanwhile, from the seed's random state (the
+    thread count and the generator state before are restored)."""
     if not isinstance(s, SearchSettings):  # the order of an earlier name's arguments
         raise TypeError(
             f"run_singlepath(out, settings): settings must be a SearchSettings, got "
             f"{type(s).__name__} (the folder comes first, as in autoshrink.search.run_search)"
         )
     threads = s.train_threads
-    with torch_threads(threads):
+    with torch_threads(threads), own_generators():  # the search seeds them as it goes
         return _run_singlepath(Path(out), s, resume=resume, table=table)
 
 

@@ -44,6 +44,16 @@ def build_optimizer(model: nn.Module, recipe: Recipe, global_batch: int) -> torc
     )
 
 
+def warmup_cosine(step: int, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of step ``step`` (from 0): ``peak · (step+1)/warmup_steps`` in the
+    warm-up, then ``peak · ½(1 + cos(π · progress))`` down to 0 at ``total_steps`` (and after)."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class WarmupCosine:
     """Sets the optimiser's learning rate for each step: ``peak · (s+1)/warmup`` during the
     warm-up, then ``peak · ½(1 + cos(π · progress))`` down to 0 at ``total_steps``."""
@@ -59,13 +69,8 @@ class WarmupCosine:
         self._apply()
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of step ``step`` (from 0): ``peak · (step+1)/warmup_steps`` in the
-        warm-up, then the cosine down to 0 at ``total_steps``."""
-        if step < self.warmup_steps:
-            return self.peak * (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.peak * 0.5 * (1 + math.cos(math.pi * progress))
+        """The learning rate of step ``step`` (from 0): :func:`warmup_cosine`."""
+        return warmup_cosine(step, self.peak, self.warmup_steps, self.total_steps)
 
     def _apply(self) -> None:
         lr = self.lr_at(self.steps)
