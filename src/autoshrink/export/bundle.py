@@ -41,6 +41,7 @@ from torch import nn
 
 from autoshrink import __version__
 from autoshrink.atomic_write import save_tensors, write_atomic, write_json, write_text_atomic
+from autoshrink.devices import own_generators
 from autoshrink.errors import ConfigError
 from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
@@ -261,7 +262,7 @@ def write_bundle(
     files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
     out = claim_folder(out_dir, "export", writes=files)
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with own_generators():
         torch.manual_seed(seed)
         model = build().eval()
     trained = None

@@ -19,7 +19,6 @@ module (:class:`autoshrink.nn.mobilenetv2.MobileNetV2`); no torch at import here
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,10 +205,11 @@ def is_arch_file(path: str | Path) -> bool:
     if not Path(path).is_file():
         return False
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        data = read_json_file(path, ConfigError, "architecture")
+    except (OSError, ConfigError):
         return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("autoshrink.mbconv/")
+    family = FORMAT.rsplit("/", 1)[0] + "/"  # any version of the format
+    return isinstance(data, dict) and str(data.get("format", "")).startswith(family)
 
 
 def mobilenetv2_arch(width: float = 1.0, **settings: Any) -> MBConvArch:
