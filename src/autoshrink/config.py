@@ -40,7 +40,9 @@ STRATEGIES = (*BUILT_IN_STRATEGIES, "custom")
 #: ``standalone``: every candidate trained from scratch; ``oneshot``: from the current cell's
 #: trained weights (see :mod:`autoshrink.evaluators.oneshot`).
 EVALUATORS = ("standalone", "oneshot")
-TRAINING = {"cnn": ProxyTraining, "rnn": RNNProxyTraining}  # the proxy settings of each task
+TRAINING = MappingProxyType(
+    {"cnn": ProxyTraining, "rnn": RNNProxyTraining}
+)  # the proxy settings of each task
 #: The most nodes a searched cell may have: the complete cell of N nodes has N(N-1)/2 edges and
 #: the search about K candidates per edge (2,016 edges and ~20,000 candidates at 64; the paper
 #: searches N = 8 and 6), so a larger N is taken for a typing slip.
@@ -96,7 +98,7 @@ class ExecutionSettings:
 
 #: The metrics a constraint may bound, by task: what the task's evaluators profile before
 #: training (:func:`autoshrink.search_records.violation`).
-CONSTRAINED = {"cnn": COSTS, "rnn": ("macs", "params", "edges", "edge_cost")}
+CONSTRAINED = MappingProxyType({"cnn": COSTS, "rnn": ("macs", "params", "edges", "edge_cost")})
 
 #: Settings of CNN searches only: an rnn search refuses them off their defaults, since it
 #: would save and ignore them.
@@ -501,19 +503,21 @@ def unread_settings(config: SearchConfig, given: Iterable[str]) -> list[tuple[st
 
 
 #: The command line's names of settings that a preset's overrides spell otherwise.
-CLI_SPELLINGS = {
-    "epochs": "training_epochs",
-    "batch_size": "training_batch_size",
-    "lr": "training_lr",
-    "weight": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
-    "lam": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
-    "cost": "score=Score.cnn(cost=...)",
-    "max_macs": 'constraints={"macs": ...}',
-    "max_params": 'constraints={"params": ...}',
-    "max_latency": 'constraints={"latency_ms": ...}',
-    "executor": "execution=ExecutionSettings(executor=...)",
-    "workers": "execution=ExecutionSettings(workers=...)",
-}
+CLI_SPELLINGS = MappingProxyType(
+    {
+        "epochs": "training_epochs",
+        "batch_size": "training_batch_size",
+        "lr": "training_lr",
+        "weight": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
+        "lam": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
+        "cost": "score=Score.cnn(cost=...)",
+        "max_macs": 'constraints={"macs": ...}',
+        "max_params": 'constraints={"params": ...}',
+        "max_latency": 'constraints={"latency_ms": ...}',
+        "executor": "execution=ExecutionSettings(executor=...)",
+        "workers": "execution=ExecutionSettings(workers=...)",
+    }
+)
 
 
 def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:

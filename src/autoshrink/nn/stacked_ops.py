@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import torch
@@ -364,4 +365,4 @@ def move(stacked: torch.Tensor, index: Any, own: torch.Tensor, back: bool) -> No
 
 
 StackedOp: TypeAlias = Sep3x3 | Conv1x1
-OP_MODULES: dict[str, type[StackedOp]] = {"sep3x3": Sep3x3, "conv1x1": Conv1x1}
+OP_MODULES: Mapping[str, type[StackedOp]] = MappingProxyType({"sep3x3": Sep3x3, "conv1x1": Conv1x1})

@@ -10,6 +10,7 @@ the search (method §4) and the ShrinkCNN ImageNet network (method §6).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
 
@@ -128,7 +129,7 @@ def shrinkcnn_imagenet(
     )
 
 
-MACROS = {"cifar-proxy": cifar_proxy, "shrinkcnn-imagenet": shrinkcnn_imagenet}
+MACROS = MappingProxyType({"cifar-proxy": cifar_proxy, "shrinkcnn-imagenet": shrinkcnn_imagenet})
 
 
 def get_macro(name: str, **settings: object) -> MacroSpec:

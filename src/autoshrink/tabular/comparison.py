@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,13 +40,15 @@ from autoshrink.strategies.regularized_evolution import RegularizedEvolution
 from autoshrink.tabular import NB201Tables, Reporter, SearchEvaluator
 
 #: Strategy name -> factory of a fresh strategy from a seeded generator.
-STRATEGIES: dict[str, Callable[[random.Random], Strategy]] = {
-    "random": lambda rng: RandomSearch(rng=rng),
-    "rea": lambda rng: RegularizedEvolution(rng=rng, population_size=10, tournament_size=3),
-    "local": lambda rng: LocalSearch(rng=rng),
-    "autoshrink": lambda rng: AutoShrinkNB201(rng=rng, k=4, mode="ops"),
-    "autoshrink-edges": lambda rng: AutoShrinkNB201(rng=rng, k=6, mode="edges"),
-}
+STRATEGIES: Mapping[str, Callable[[random.Random], Strategy]] = MappingProxyType(
+    {
+        "random": lambda rng: RandomSearch(rng=rng),
+        "rea": lambda rng: RegularizedEvolution(rng=rng, population_size=10, tournament_size=3),
+        "local": lambda rng: LocalSearch(rng=rng),
+        "autoshrink": lambda rng: AutoShrinkNB201(rng=rng, k=4, mode="ops"),
+        "autoshrink-edges": lambda rng: AutoShrinkNB201(rng=rng, k=6, mode="edges"),
+    }
+)
 #: AutoShrink (ops mode, K=4) screened by a zero-cost proxy: each step trains the K best-ranked
 #: decisions of the whole shrink space (docs/zero-cost.md); needs ``run_bench(zc_rank=...)``.
 ZC_STRATEGY = "autoshrink-zc"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from autoshrink.atomic_write import write_json
@@ -199,7 +200,7 @@ def cifar_recipe() -> Recipe:
     return Recipe(name="cifar")
 
 
-RECIPES = {"shrinkcnn-imagenet": shrinkcnn_imagenet_recipe, "cifar": cifar_recipe}
+RECIPES = MappingProxyType({"shrinkcnn-imagenet": shrinkcnn_imagenet_recipe, "cifar": cifar_recipe})
 
 
 def get_recipe(name_or_path: str | Path, **overrides: Any) -> Recipe:
