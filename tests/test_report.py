@@ -260,3 +260,22 @@ def test_reports_of_runs_in_folders_whose_names_are_not_utf8(run_dir, tmp_path):
     assert "lat?in" in write_report(odd).read_text(encoding="utf-8")
     page = write_comparison([odd, run_dir], tmp_path / "cmp")
     assert "lat?in" in page.read_text(encoding="utf-8")
+
+
+def test_the_last_step_of_a_stopped_search_keeps_no_cell_yet(run_dir):
+    finished = read_run(run_dir)
+    last = finished.steps[-1]
+    assert all(s.decided for s in finished.steps)
+    (run_dir / "result.json").unlink()
+    lines = (run_dir / "journal.jsonl").read_text().splitlines(keepends=True)
+    cut = [i for i, line in enumerate(lines) if f'"step": {last.step},' in line][0] + 1
+    (run_dir / "journal.jsonl").write_text("".join(lines[:cut]))  # killed after one of its cells
+    run = read_run(run_dir)
+    assert [s.decided for s in run.steps][-2:] == [True, False]
+    assert run.decided_steps == run.steps[:-1]
+    text = write_report(run_dir).read_text()
+    edges_now = run.steps[-2].chosen.num_edges  # the last cell kept, not the step's best so far
+    assert f"<dt>edges left now</dt><dd>{edges_now}</dd>" in text
+    assert f"step {last.step}: 1 candidate so far, no cell kept" in text
+    assert "so far (in progress)" in text
+    assert not (run_dir / "report" / "cells" / f"step_{last.step:03d}.svg").exists()

@@ -72,15 +72,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Step:
-    """The candidates of one step (in proposal order) and the one the search kept."""
+    """The candidates of one step (in proposal order) and the one the search kept.
+    ``decided``: whether the step is over -- a later step began, or the search ended; the last
+    step of a running or stopped search may still lack candidates, so no cell is kept yet."""
 
     step: int
     candidates: list[Candidate]
+    decided: bool = True
 
     @property
     def chosen(self) -> Candidate:
-        """The candidate the search kept: the best :meth:`Candidate.rank`, the first proposed among
-        ties."""
+        """The candidate the search kept (of an undecided step: the best so far): the best
+        :meth:`Candidate.rank`, the first proposed among ties."""
         return max(self.candidates, key=Candidate.rank)  # max() keeps the first of ties
 
     def finite(self, metric: str | None = None) -> list[float]:
@@ -116,11 +119,18 @@ class RunData:
     @property
     def steps(self) -> list[Step]:
         """The candidates grouped by step, in step order, each step's in proposal order; a
-        step's cells that an earlier step evaluated are among them (:attr:`reused`)."""
+        step's cells that an earlier step evaluated are among them (:attr:`reused`). Every step
+        is :attr:`Step.decided` but the last of a search that has not ended."""
         by_step: dict[int, list[Candidate]] = {}
         for c in sorted([*self.candidates, *self.reused], key=lambda c: (c.step, c.index)):
             by_step.setdefault(c.step, []).append(c)
-        return [Step(s, cs) for s, cs in sorted(by_step.items())]
+        last = max(by_step, default=None)
+        return [Step(s, cs, self.finished or s != last) for s, cs in sorted(by_step.items())]
+
+    @property
+    def decided_steps(self) -> list[Step]:
+        """The steps that are over (:attr:`Step.decided`): each kept a cell."""
+        return [s for s in self.steps if s.decided]
 
     @property
     def best(self) -> Candidate | None:

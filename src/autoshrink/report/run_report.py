@@ -66,10 +66,19 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
             ("best score", best.score),
             (f"best {quality}", best.metric(quality)),
             (f"best {cost}", best.metric(cost)),
-            ("best cell", f"{best.num_edges} edges, step {best.step}, key {best.key}"),
+            (
+                "best cell",
+                f"{edges(best)}, step {best.step}, key {best.key}",
+            ),
         ]
-    if steps and _shrinks(run):
-        items.append(("edges left now", steps[-1].chosen.num_edges))
+    decided = run.decided_steps
+    if decided and _shrinks(run):
+        items.append(("edges left now", decided[-1].chosen.num_edges))
+    if steps and not steps[-1].decided:
+        found = html.count(len(steps[-1].candidates), "candidate")
+        items.append(
+            ("step in progress", f"step {steps[-1].step}: {found} so far, no cell kept yet")
+        )
     net = (run.result or {}).get("network")
     if isinstance(net, dict) and "image_size" in net:  # (older result.json files have none)
         size = f"{net.get('in_channels')}×{net.get('image_size')}×{net.get('image_size')}"
@@ -79,6 +88,11 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         where = f"nhid {net.get('nhid')}, a vocabulary of {net.get('vocab')} words"
         items.append(("counted in", f"{net.get('macro')} at {where}"))
     return html.definitions(items)
+
+
+def edges(c: Candidate) -> str:
+    """A candidate's live edges in words ("1 edge", "6 edges")."""
+    return html.count(c.num_edges, "edge")
 
 
 def _shrinks(run: RunData) -> bool:
@@ -108,9 +122,11 @@ def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]
 
 
 def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[object]]:
+    """A row per step; the chosen columns of a step in progress (not :attr:`Step.decided`) are
+    empty: it has kept no cell yet."""
     rows = []
     for s in steps:
-        ch, scores = s.chosen, s.finite()
+        scores = s.finite()
         counts: dict[str, int] = {}
         for c in s.candidates:
             kind = c.status if c.first_step is None else f"from step {c.first_step}"
@@ -121,20 +137,16 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
             if mean is not None
             else None
         )
-        rows.append(
-            [
-                s.step,
-                ch.num_edges,
-                ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-                "start" if ch.removed_edge is None else "→".join(map(str, ch.removed_edge)),
-                ch.score,
-                mean,
-                spread,
-                ch.metric(quality),
-                ch.metric(cost),
-                f"{sum(c.seconds for c in s.candidates):.1f}",
-            ]
-        )
+        found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        if s.decided:
+            ch = s.chosen
+            removed = "start" if ch.removed_edge is None else "→".join(map(str, ch.removed_edge))
+            kept: list[object] = [ch.num_edges, found, removed, ch.score]
+            metrics: list[object] = [ch.metric(quality), ch.metric(cost)]
+        else:
+            kept, metrics = [None, f"{found} so far (in progress)", None, None], [None, None]
+        seconds = f"{sum(c.seconds for c in s.candidates):.1f}"
+        rows.append([s.step, *kept, mean, spread, *metrics, seconds])
     return rows
 
 
@@ -200,8 +212,9 @@ def write_run_report(run_dir: Path) -> Path:
         fig = plot_progress(run, out / "progress.svg")
         caption = "Score of every candidate in the order evaluated, and the best score so far."
         sections.append(("Best score against candidates", html.figure(fig, out, caption)))
-    if steps and shrinks:
-        fig = plot_steps(steps, quality, cost, out / "steps.svg")
+    decided = run.decided_steps
+    if decided and shrinks:
+        fig = plot_steps(decided, quality, cost, out / "steps.svg")
         caption = (
             f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
             "spread (min–max) of the step's candidates as a band, every candidate a dot."
@@ -219,7 +232,7 @@ def write_run_report(run_dir: Path) -> Path:
     if best is not None:
         label = "best cell" if run.finished else "best cell so far"
         pic = _cell_picture(best, out / "cells" / "best.svg", f"{label}, score {best.score:.4f}")
-        caption = f"{label}: step {best.step}, {best.num_edges} edges, score {best.score:.4f}"
+        caption = f"{label}: step {best.step}, {edges(best)}, score {best.score:.4f}"
         sections.append(("The chosen cell", html.figure(pic, out, caption)))
     if steps and not shrinks:
         header = ["step", "index", "key", "edges", "score", quality, cost or "cost", "train s"]
@@ -227,13 +240,15 @@ def write_run_report(run_dir: Path) -> Path:
         sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
     if steps and shrinks:
         figures = []
-        for s in steps:
+        for s in decided:
             ch = s.chosen
             pic = _cell_picture(
-                ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {ch.num_edges} edges"
+                ch,
+                out / "cells" / f"step_{s.step:03d}.svg",
+                f"step {s.step}: {edges(ch)}",
             )
             score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
-            figures.append(html.figure(pic, out, f"step {s.step}: {ch.num_edges} edges, {score}"))
+            figures.append(html.figure(pic, out, f"step {s.step}: {edges(ch)}, {score}"))
         sections.append(
             ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>')
         )
