@@ -279,3 +279,23 @@ def test_the_last_step_of_a_stopped_search_keeps_no_cell_yet(run_dir):
     assert f"step {last.step}: 1 candidate so far, no cell kept" in text
     assert "so far (in progress)" in text
     assert not (run_dir / "report" / "cells" / f"step_{last.step:03d}.svg").exists()
+
+
+def test_a_search_whose_every_candidate_was_rejected_says_so(tmp_path, recwarn):
+    from autoshrink.errors import JournalError
+    from autoshrink.search import run_search
+    from test_search import ToyEvaluator, toy_config
+
+    run = tmp_path / "rejected"
+    with pytest.raises(JournalError, match="no candidate finished with a finite score"):
+        run_search(run, toy_config(k=2, constraints={"macs": 1.0}),
+                   evaluator_factory=lambda c: ToyEvaluator(), progress=False)  # fmt: skip
+    text = write_report(run).read_text()
+    rejected = len(read_run(run).candidates)
+    assert f"<dt>by status</dt><dd>{rejected} rejected</dd>" in text
+    assert "no candidate has a score: a search whose every candidate is rejected" in text
+    assert not (run / "report" / "pareto.svg").exists()  # an empty front is no figure
+    with open(run / "report" / "candidates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == rejected and all(r["accuracy"] == "" for r in rows)
+    assert not [w for w in recwarn if "legend" in str(w.message)]

@@ -68,7 +68,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     html.page_folder(out)
     mark_unfinished(out / TABLE, "report")  # until the page: its table never outruns it
     first = next(iter(runs.values()))
-    quality = str(first.score.get("metric") or "accuracy")
+    quality = first.quality
     cost = str(first.score.get("cost") or "macs")
     fig = plot_comparison(runs, out / PROGRESS)
     caption = "The best score after each candidate, in the order each search evaluated them."

@@ -163,6 +163,11 @@ class RunData:
         """The config's score settings (metric, cost, weight, slope, offset)."""
         return dict(self.config.get("score") or {})
 
+    @property
+    def quality(self) -> str:
+        """The quality metric the score reads (``accuracy`` unless the config names another)."""
+        return str(self.score.get("metric") or "accuracy")
+
 
 def read_json_lines(
     path: Path,

@@ -49,10 +49,20 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         "stopped": "stopped before its end (no result.json, no search running): continue it "
         f"with autoshrink search --resume {run.run_dir}",
     }[run.status]
+    if run.candidates and not any(c.ok for c in run.candidates) and run.status == "stopped":
+        status += (
+            "; no candidate has a score: a search whose every candidate is rejected or fails "
+            "stops so, and its resume says why again (loosen the constraint, or see the "
+            "candidates' statuses)"
+        )
+    by_status: dict[str, int] = {}
+    for c in run.candidates:
+        by_status[c.status] = by_status.get(c.status, 0) + 1
     items: list[tuple[str, object]] = [
         ("run folder", str(run.run_dir)),
         ("status", status),
         ("candidates evaluated", len(run.ordered)),
+        ("by status", ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())) or "none"),
         ("steps", len(steps)),
         ("training seconds (sum)", f"{sum(c.seconds for c in run.candidates):.1f}"),
         ("retries (worker died)", sum(1 for e in run.events if e.get("event") == "retry")),
@@ -155,14 +165,17 @@ CANDIDATES_CSV = "candidates.csv"
 
 def write_candidates_csv(run: RunData, path: Path) -> Path:
     """Every candidate in evaluation order, one flat row each (any spreadsheet reads it):
-    ``step, index, key, edges, status, score``, one column per metric, ``epochs``,
+    ``step, index, key, edges, status, score``, one column per metric (the score's quality
+    metric always), ``epochs``,
     ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``, ``first_step`` (for a cell an
     earlier step evaluated, re-proposed and not trained again: that step, and its results);
     empty cells for missing values."""
     fixed = ["step", "index", "key", "edges", "status", "score"]
     last = ["epochs", "stop_reason", "removed_edge", "seconds", "first_step"]
-    # an rnn cell's metric "edges" is the edges column: one column of each name
-    metrics = sorted({m for c in run.candidates for m in c.metrics} - {*fixed, *last})
+    # an rnn cell's metric "edges" is the edges column: one column of each name; the score's
+    # quality metric has its column even where no candidate reached it (all rejected, say)
+    found = {m for c in run.candidates for m in c.metrics} | {run.quality}
+    metrics = sorted(found - {*fixed, *last})
     header = [*fixed, *metrics, *last]
 
     def value(v: Any) -> Any:
@@ -186,7 +199,7 @@ def write_run_report(run_dir: Path) -> Path:
     run = read_run(run_dir)
     out = Path(run_dir) / REPORT_DIR
     html.page_folder(out)
-    quality = str(run.score.get("metric") or "accuracy")
+    quality = run.quality
     higher = float(run.score.get("slope", 1.0)) >= 0
     cost = _cost_metric(run)
     steps, best = run.steps, run.best
@@ -222,7 +235,7 @@ def write_run_report(run_dir: Path) -> Path:
         sections.append(
             ("Score, quality and cost against edges left", html.figure(fig, out, caption))
         )
-    if steps and cost:
+    if steps and cost and any(c.ok for c in run.candidates):
         fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
         caption = (
             f"{quality} against {cost} of every candidate that scored; the line "
