@@ -182,3 +182,19 @@ def test_a_large_cell_is_drawn_as_its_adjacency_matrix(tmp_path, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = render(cell, tmp_path / "big.svg").read_text()
     assert "to node" in svg and "351 edges" in svg
+
+
+def test_a_title_with_quotes_backslashes_and_dollars_is_drawn_as_written(tmp_path):
+    import shutil
+
+    from autoshrink.report.picture import matrix_figure
+
+    cell = published_cell("shrinkcnn")
+    title = 'runs/q"uote\\N$x$'  # a folder name: the report titles pictures with it
+    assert 'label="runs/q\\"uote\\\\N$x$";' in to_dot(cell, title)
+    if shutil.which("dot"):
+        svg = render(cell, tmp_path / "cell.svg", title=title).read_text()
+        assert "runs/q&quot;uote\\N$x$" in svg  # drawn, not a Graphviz syntax error
+    figure = matrix_figure(cell, title)
+    figure.savefig(tmp_path / "m.png")  # no mathtext parse of "$x$"
+    assert figure.axes[0].get_title().startswith('runs/q"uote\\N\\$x\\$: ')

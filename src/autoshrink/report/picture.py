@@ -44,6 +44,12 @@ _FILL = {
 }
 
 
+def dot_string(text: str) -> str:
+    """``text`` as the inside of a DOT quoted string, shown as written: backslashes (Graphviz
+    reads ``\\n``, ``\\N`` ... as escapes) and quotes escaped, line breaks as ``\\n``."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def to_dot(cell: Cell, title: str | None = None) -> str:
     """Graphviz DOT source of the live part of ``cell``, leaves joined into an output node."""
     lines = [
@@ -51,7 +57,7 @@ def to_dot(cell: Cell, title: str | None = None) -> str:
         '  rankdir=LR; node [shape=box, style="rounded,filled", fontname="Helvetica"];',
     ]
     if title:
-        lines.append(f'  label="{title}"; labelloc=t; fontname="Helvetica";')
+        lines.append(f'  label="{dot_string(title)}"; labelloc=t; fontname="Helvetica";')
     for k in cell.live_nodes:
         fill = _FILL.get(cell.ops[k], "#ffffff")
         lines.append(f'  n{k} [label="{k}: {cell.ops[k]}", fillcolor="{fill}"];')
@@ -134,7 +140,8 @@ def matrix_figure(cell: Cell, title: str | None = None) -> Figure:
     ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=len(ops), interpolation="nearest")
     ax.set_xlabel("to node")
     ax.set_ylabel("from node")
-    ax.set_title(f"{title + ': ' if title else ''}{cell.num_nodes} nodes, {cell.num_edges} edges")
+    shown = title.replace("$", r"\$") + ": " if title else ""  # a "$" is no mathtext here
+    ax.set_title(f"{shown}{cell.num_nodes} nodes, {cell.num_edges} edges")
     handles = [
         ax.scatter([], [], marker="s", color=_FILL.get(op, "#636363"), edgecolors="k", label=op)
         for op in ops
