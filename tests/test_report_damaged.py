@@ -119,6 +119,16 @@ BENCH_CASES: dict[str, tuple[Damage, str, str]] = {
         "results.csv",
         "line 2: 10 values for 9 columns",
     ),
+    "results-mean-text": (
+        edit_line("results.csv", 2, "92.0", "xyz92.0"),
+        "results.csv",
+        'line 2: "mean" must be a number, got "xyz92.0"',
+    ),
+    "results-no-mean-column": (
+        edit_line("results.csv", 1, ",mean,", ",average,"),
+        "results.csv",
+        "line 1: no column 'mean'",
+    ),
     "pareto-accuracy-text": (
         edit_line("pareto.csv", 3, "92.0", "high"),
         "pareto.csv",

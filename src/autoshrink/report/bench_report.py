@@ -142,7 +142,12 @@ def write_bench_report(bench_dir: Path) -> Path:
         need=("strategy", "queries", "mean"),
         numbers=("queries", "mean", "std", "score_mean", "score_std"),
     )
-    results = _rows(bench_dir / "results.csv") or bench.get("results", [])
+    shown = ("queries", "runs", "mean", "std", "valid_mean", "macs_mean", "score_mean")
+    results = _rows(
+        bench_dir / "results.csv",
+        need=("strategy", "queries", "mean"),
+        numbers=(*shown, "score_std", "cost_mean"),
+    ) or bench.get("results", [])
     pareto = _rows(
         bench_dir / "pareto.csv", need=("strategy", "accuracy"), numbers=("accuracy", cost)
     )
