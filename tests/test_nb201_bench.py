@@ -401,3 +401,13 @@ def test_repeated_proposals_are_answered_but_not_counted() -> None:
     incumbent, queried = run_once(stuck, evaluate, score, 5)
     assert queried.tolist() == [3, 4, -1, -1, -1] and incumbent.tolist() == [3, 4, 4, 4, 4]
     assert stuck.i == 2 + MAX_REPEATS
+
+
+def test_the_curves_band_is_the_standard_error_of_the_mean() -> None:
+    from autoshrink.report.bench_files import standard_error
+
+    runs = np.array([[93.1, 91.4, 94.0], [90.2, 92.8, 93.3]])  # two checkpoints, three runs
+    population = runs.std(axis=1)  # what results.csv and curves.csv hold (ddof=0)
+    expected = runs.std(axis=1, ddof=1) / np.sqrt(3)  # the textbook standard error
+    assert np.allclose(standard_error(population, 3), expected)
+    assert standard_error(np.array([0.0]), 1).tolist() == [0.0]  # one run: no band

@@ -198,6 +198,13 @@ def write_outputs(
     return written
 
 
+def standard_error(std: np.ndarray, runs: int) -> np.ndarray:
+    """The standard error of a mean over ``runs`` from the population standard deviation
+    ``std`` (``ddof=0``, as the bench files hold it): ``std / sqrt(runs - 1)``, which is the
+    sample standard deviation over ``sqrt(runs)``; zero for one run."""
+    return std / math.sqrt(runs - 1) if runs > 1 else np.zeros_like(std)
+
+
 def plot_curves(
     rows: list[dict[str, Any]],
     column: str,
@@ -208,8 +215,9 @@ def plot_curves(
     title: str = "",
 ) -> Path:
     """``column`` of the curve ``rows`` (those of ``curves.csv``) against queries, a line per
-    strategy with a band of one standard error of the mean over ``runs``; ``optimum`` dashed
-    (when given). Written to ``path`` (SVG or PNG, by its suffix)."""
+    strategy with a band of one standard error of the mean over ``runs``
+    (:func:`standard_error`); ``optimum`` dashed (when given). Written to ``path`` (SVG or PNG,
+    by its suffix)."""
     from autoshrink.report.mpl import Figure, save_figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
@@ -219,7 +227,7 @@ def plot_curves(
         rs = [r for r in rows if r["strategy"] == name]
         q = np.array([r["queries"] for r in rs])
         m = np.array([r[column] for r in rs])
-        sem = np.array([r.get(std, 0.0) for r in rs]) / math.sqrt(max(runs, 1))
+        sem = standard_error(np.array([r.get(std, 0.0) for r in rs], dtype=float), runs)
         ax.plot(q, m, label=name)
         ax.fill_between(q, m - sem, m + sem, alpha=0.2)
     if optimum is not None:
