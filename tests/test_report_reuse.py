@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import shutil
 from dataclasses import replace
@@ -168,3 +169,24 @@ def test_runs_of_another_score_are_not_compared(full, tmp_path) -> None:
     )
     assert str(info.value).endswith("compare runs of one --lambda and --cost")
     assert not (tmp_path / "cmp").exists()
+
+
+def test_runs_that_measure_their_scores_differently_are_compared_with_a_note(
+    full, tmp_path, caplog
+) -> None:
+    other = tmp_path / "other"
+    config = replace(CONFIG, dataset="fashion-mnist", training=replace(CONFIG.training, epochs=2))
+    run_search(other, config, evaluator_factory=lambda c: HashEvaluator(), progress=False)
+    page = write_comparison([full, other], tmp_path / "cmp").read_text()
+    said = ('other (autoshrink, seed 13): dataset: "cifar10" -> "fashion-mnist"; '
+            "other (autoshrink, seed 13): training.epochs: 20 -> 2")  # fmt: skip
+    assert f"against the first, full (autoshrink, seed 13), {said}" in html.unescape(page)
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert table["measured_differently"] == said.split("; ")
+    assert "measure their scores differently" in caplog.text
+    seeds = tmp_path / "seed"  # another seed of one setting: nothing to say
+    run_search(seeds, replace(CONFIG, seed=14), evaluator_factory=lambda c: HashEvaluator(),
+               progress=False)  # fmt: skip
+    write_comparison([full, seeds], tmp_path / "cmp2")
+    assert json.loads((tmp_path / "cmp2" / "comparison.json").read_text())[
+        "measured_differently"] == []  # fmt: skip

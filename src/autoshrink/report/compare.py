@@ -3,7 +3,10 @@
 For runs of one task -- AutoShrink and its baselines at equal budgets, or seeds of one
 strategy -- it shows the best score against candidates evaluated, one line per run, a table of
 each run's strategy, seed, candidates and best cell (score, quality, cost, edges), and the best
-cells' pictures; ``OUT/comparison.json`` holds the table for other tools. It reads the run
+cells' pictures; ``OUT/comparison.json`` holds the table for other tools. Runs that score
+differently (or of other tasks) are refused; runs whose scores measure differently -- another
+data set, proxy training or objective (:data:`MEASURED_BY`) -- are shown with a note naming
+the differences. It reads the run
 folders (also while they run) and writes only into ``OUT``: a new folder, an earlier
 comparison's, or one without files of the names it writes.
 """
@@ -21,6 +24,7 @@ from autoshrink.report import html
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import RunData, read_run
+from autoshrink.settings_diff import differences, first_three
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,27 @@ PAGE, PROGRESS, TABLE = "index.html", "progress.svg", "comparison.json"
 def _score_text(run: RunData) -> str:
     """The run's score settings in a line: ``cost macs, metric accuracy, ..., weight 0.1``."""
     return ", ".join(f"{name} {value}" for name, value in sorted(run.score.items()))
+
+
+#: The settings that decide what a score measures beside the score's own (which must be one):
+#: the proxy data and its training, the network's width, the objective and its test domain.
+#: Runs that differ in one still make a page, which names the differences first.
+MEASURED_BY = (
+    *("dataset", "per_class", "val_size", "width", "training"),
+    *("objective", "ood", "test_domain"),
+)
+
+
+def measured_differently(runs: dict[str, RunData]) -> list[str]:
+    """The :data:`MEASURED_BY` settings of each run that differ from the first run's, as
+    ``"label: setting: first -> this"``."""
+    (first_label, first), *others = runs.items()
+    found = []
+    for label, run in others:
+        for key in MEASURED_BY:
+            for change in differences(first.config.get(key), run.config.get(key), key):
+                found.append(f"{label}: {change}")
+    return found
 
 
 def _label(run: RunData, name: str) -> str:
@@ -65,6 +90,12 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             f"the runs score differently ({differ}): their scores do not compare; compare runs "
             "of one --lambda and --cost"
         )
+    measured = measured_differently(runs)
+    if measured:
+        log.warning(
+            "the runs measure their scores differently (against the first, %s: %s)",
+            next(iter(runs)), first_three(measured),
+        )  # fmt: skip
     html.page_folder(out)
     mark_unfinished(out / TABLE, "report")  # until the page: its table never outruns it
     first = next(iter(runs.values()))
@@ -73,6 +104,12 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     fig = plot_comparison(runs, out / PROGRESS)
     caption = "The best score after each candidate, in the order each search evaluated them."
     sections = [("Best score against candidates", html.figure(fig, out, caption))]
+    if measured:
+        text = (
+            f"The runs measure their scores differently: against the first, {next(iter(runs))}, "
+            f"{'; '.join(measured)}. Their scores do not compare as they stand."
+        )
+        sections.insert(0, ("", html.note(text)))
     rows, figures = [], []
     for i, (label, run) in enumerate(runs.items()):
         best = run.best
@@ -98,6 +135,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
     page = out / PAGE
     html.write_page(page, f"Comparison of {len(runs)} runs", sections)
-    write_json(out / TABLE, {"quality": quality, "cost": cost, "runs": rows})  # last
+    table_json = {"quality": quality, "cost": cost, "measured_differently": measured, "runs": rows}
+    write_json(out / TABLE, table_json)  # last
     log.info("wrote %s", page)
     return page
