@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autoshrink.data import domains
+from autoshrink.report.folder import write_report
 from autoshrink.training.ood import reverse_gradient
 
 TINY = [
@@ -65,6 +66,9 @@ def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objec
         m = records[0]["metrics"]
         mix = 0.5 * m["val_accuracy"] + 0.5 * m["synthetic_accuracy"]
         assert m["accuracy"] == pytest.approx(mix)
+    page = write_report(tmp_path / "run").read_text()  # says what its accuracy is, and its parts
+    blend = "(1 − m) · val_accuracy + m · synthetic_accuracy with m = 0.5"
+    assert (blend in page) == ("<dt>best val_accuracy</dt>" in page) == (objective == "ood")
     # compute is counted as for every search: real training images x epochs, per candidate
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     per_epoch = {r["key"]: r["detail"]["images_trained"] / r["detail"]["epochs"] for r in records}

@@ -75,6 +75,7 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         items += [
             ("best score", best.score),
             (f"best {quality}", best.metric(quality)),
+            *((f"best {part}", best.metric(part)) for part in _parts(run, quality)),
             (f"best {cost}", best.metric(cost)),
             (
                 "best cell",
@@ -103,6 +104,26 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
 def edges(c: Candidate) -> str:
     """A candidate's live edges in words ("1 edge", "6 edges")."""
     return html.count(c.num_edges, "edge")
+
+
+#: The metrics that ``--objective ood``'s accuracy blends (evaluators/ood_proxy.py).
+OOD_PARTS = ("val_accuracy", "synthetic_accuracy")
+
+
+def _parts(run: RunData, quality: str) -> tuple[str, ...]:
+    """The metrics ``quality`` blends: NAS-OoD's accuracy (``--objective ood``), or none."""
+    return OOD_PARTS if run.config.get("objective") == "ood" and quality == "accuracy" else ()
+
+
+def _blend_note(run: RunData) -> str:
+    """What ``--objective ood``'s accuracy is, for the page's readers."""
+    mix = (run.config.get("ood") or {}).get("synthetic_mix")
+    return html.note(
+        "This is a NAS-OoD search (--objective ood): its accuracy, on this page and in the "
+        f"score, is the blend (1 − m) · val_accuracy + m · synthetic_accuracy with m = {mix} "
+        "(held-out images of the training domains, and the generator's novel domains); "
+        "candidates.csv holds both parts."
+    )
 
 
 def _shrinks(run: RunData) -> bool:
@@ -209,6 +230,8 @@ def write_run_report(run_dir: Path) -> Path:
     table = write_candidates_csv(run, out / CANDIDATES_CSV)
     link = f'<p>Every candidate as a table: <a href="{table.name}">{table.name}</a></p>'
     sections: list[tuple[str, str]] = [("", _summary(run, quality, cost) + link)]
+    if _parts(run, quality):
+        sections.append(("", _blend_note(run)))
     if run.status == "running":
         sections.append(
             (
