@@ -156,6 +156,9 @@ def test_report_cli(cli, run_dir, tmp_path):
     assert code == 0 and out.strip() == f"report: {run_dir / 'report' / 'index.html'}"
     code, _, err = cli("report", tmp_path / "nothing")
     assert code == 2 and err.count("\n") == 1 and "no such folder" in err
+    (tmp_path / "notes.txt").write_text("x")
+    code, _, err = cli("report", tmp_path / "notes.txt")
+    assert code == 2 and "notes.txt: a file, not a folder; expected a run" in err
     code, _, err = cli("report", tmp_path)
     assert code == 2 and "neither a search run folder" in err
 

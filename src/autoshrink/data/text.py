@@ -134,7 +134,8 @@ def folder_parts(root: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, 
     root = Path(root)
     files = [f"{s}.txt" for s in splits]
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder; expected {', '.join(files)}")
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise DataError(f"{root}: {what}; expected a folder of {', '.join(files)}")
     missing = [f for f in files if not (root / f).exists()]  # a folder there: read_lines says
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")

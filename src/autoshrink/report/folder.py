@@ -17,7 +17,8 @@ def write_report(folder: str | Path) -> Path:
     """Write the report of a run folder or bench folder; returns ``FOLDER/report/index.html``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise AutoshrinkError(f"{folder}: no such folder; expected a run or bench output folder")
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise AutoshrinkError(f"{folder}: {what}; expected a run or bench output folder")
     if (folder / CONFIG).exists():  # not a file: read_run says so
         return write_run_report(folder)
     if (folder / BENCH).is_file():
