@@ -93,6 +93,11 @@ class LatencySettings:
         """The settings as a flat, JSON-ready dict of their fields."""
         return asdict(self)
 
+    def nanoseconds(self) -> Callable[[], int]:
+        """The clock that times a pass off the GPU, in ns: this thread's CPU time
+        (``clock="cpu"``) or the wall's (CUDA passes are timed with events)."""
+        return time.thread_time_ns if self.clock == "cpu" else time.perf_counter_ns
+
 
 @dataclass(frozen=True)
 class LatencyResult:
@@ -282,12 +287,12 @@ def clock(fn: Callable[[], object], settings: LatencySettings) -> Callable[[], f
 
         return cuda_once
 
-    clock = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
+    tick = settings.nanoseconds()
 
     def wall_once() -> float:
-        t0 = clock()
+        t0 = tick()
         fn()
-        return (clock() - t0) / 1e6
+        return (tick() - t0) / 1e6
 
     return wall_once
 

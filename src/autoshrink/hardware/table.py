@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -248,7 +247,7 @@ def profile_network(cell: Cell, spec: MacroSpec, settings: LatencySettings) -> l
     gpu = gpu_index(settings.device)  # events and synchronize on that GPU (cuda:N)
     cuda_events = gpu is not None
     events = [(_event(), _event()) for _ in program] if cuda_events else []
-    tick = time.thread_time_ns if settings.clock == "cpu" else time.perf_counter_ns
+    tick = settings.nanoseconds()
     samples: list[list[float]] = [[] for _ in program]
 
     def one_pass() -> float:
