@@ -53,6 +53,7 @@ from autoshrink.strategies.base import (
     AskTellBase,
     Observation,
     Proposal,
+    preferred,
     require_positive,
     top_k,
 )
@@ -173,7 +174,7 @@ class AutoShrinkNB201(AskTellBase):
         """One shrink step from the scored candidates of the current cell."""
         current = self.current
         assert current is not None
-        (edge, _), winner = max(scored, key=lambda item: item[1].score)
+        (edge, _), winner = max(scored, key=lambda item: preferred(item[1]))
         improved = winner.score > current.score
         if self.mode == "edges":
             self.current = winner if improved else None  # restart when no removal helps
