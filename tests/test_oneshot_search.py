@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from autoshrink.config import preset
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.factory import build_evaluator
-from autoshrink.evaluators.oneshot import load_weights, weights_cell
+from autoshrink.evaluators.oneshot import read_cell_weights, weights_cell
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.search import run_search
 
@@ -79,7 +79,7 @@ def test_step0_is_trained_like_standalone_and_candidates_inherit(full, tmp_path)
     assert json.loads((run / "result.json").read_text())["images_trained"] == expected
     assert result.images_trained == expected
     # the last winner's weights are the current ones; candidate files are cleaned up
-    cell, tensors = load_weights(run / "oneshot" / "current.safetensors")
+    cell, tensors = read_cell_weights(run / "oneshot" / "current.safetensors")
     assert cell.key == winners[max(winners)]
     assert tensors and list((run / "oneshot" / "candidates").iterdir()) == []
 
@@ -216,7 +216,7 @@ def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
     current = result.run_dir / "oneshot" / "current.safetensors"
     assert weights_cell(current).kind == "rnn"
     assert "decoder.weight" not in load_file(str(current))  # the tied decoder: stored once
-    tensors = load_weights(current)[1]
+    tensors = read_cell_weights(current)[1]
     assert tensors["decoder.weight"] is tensors["encoder.weight"]  # and tied again on loading
 
 
@@ -293,7 +293,7 @@ def test_stacked_fine_tuning_matches_one_by_one(tmp_path, one_thread):
     from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
     from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
     from autoshrink.evaluators.oneshot import CANDIDATES, CURRENT, OneShotEvaluator
-    from autoshrink.evaluators.oneshot import save_weights as save
+    from autoshrink.evaluators.oneshot import save_cell_weights as save
     from autoshrink.graph import Cell
 
     base = build_evaluator(config(per_class=8)).inner
@@ -324,12 +324,12 @@ def test_stacked_fine_tuning_matches_one_by_one(tmp_path, one_thread):
         assert b.detail.pop("batch") == 3
         assert a.status == b.status == "ok" and a.detail == b.detail
         assert b.metrics == pytest.approx(a.metrics, rel=1e-9)
-        wa = load_weights(folders["alone"] / CANDIDATES / f"{cell.key}.safetensors")[1]
-        wb = load_weights(folders["stacked"] / CANDIDATES / f"{cell.key}.safetensors")[1]
+        wa = read_cell_weights(folders["alone"] / CANDIDATES / f"{cell.key}.safetensors")[1]
+        wb = read_cell_weights(folders["stacked"] / CANDIDATES / f"{cell.key}.safetensors")[1]
         assert wa.keys() == wb.keys()
         for name in wa:
             assert torch.allclose(wa[name], wb[name], atol=1e-9, rtol=1e-7), name
-        inherited = load_weights(folders["alone"] / CURRENT)[1]  # the weights did move
+        inherited = read_cell_weights(folders["alone"] / CURRENT)[1]  # the weights did move
         assert not torch.allclose(wa["stem.0.weight"], inherited["stem.0.weight"])
     assert not BatchedOneShotEvaluator.applies(OneShotEvaluator(proxy, 0))
     on_gpu = CNNProxyEvaluator(split, base.macro, base.training, device="cuda")
@@ -381,7 +381,7 @@ def reused_winners(rows: list[dict]) -> list[tuple[int, str]]:
 
 
 def tensors_of(path: Path) -> dict:
-    return load_weights(path)[1]
+    return read_cell_weights(path)[1]
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -404,7 +404,7 @@ def test_a_winner_reused_from_an_earlier_step_gets_weights_and_the_search_finish
     rows = journal(run)
     assert reused_winners(rows), "the proxy no longer reuses a winner: pick another seed"
     assert result.best is not None and (run / "result.json").is_file()
-    cell, _ = load_weights(run / "oneshot" / "current.safetensors")
+    cell, _ = read_cell_weights(run / "oneshot" / "current.safetensors")
     assert cell.key == rows[-1]["key"]  # the last step's winner (its single candidate)
     assert list((run / "oneshot" / "candidates").iterdir()) == []
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
@@ -548,7 +548,7 @@ def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
     from types import SimpleNamespace
 
     from autoshrink.evaluators.base import Evaluation
-    from autoshrink.evaluators.oneshot import CURRENT, WeightTrail, save_weights
+    from autoshrink.evaluators.oneshot import CURRENT, WeightTrail, save_cell_weights
     from autoshrink.graph import Cell
     from autoshrink.nn.cnn import build_network
     from autoshrink.strategies.base import Proposal
@@ -557,7 +557,7 @@ def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
     cell = parent.remove_edge((0, 1))
     run = tmp_path / "run"
     macro = build_evaluator(config()).inner.macro
-    save_weights(run / "oneshot" / CURRENT, parent, build_network(parent, macro))
+    save_cell_weights(run / "oneshot" / CURRENT, parent, build_network(parent, macro))
     rec = {"type": "candidate", "step": 1, "key": cell.key, "seed": 5, "status": "ok"}
     (run / "journal.jsonl").write_text(json.dumps(rec | {"detail": {}}) + "\n")
     diverges = SimpleNamespace(evaluate=lambda c, seed: Evaluation({}, "diverged"))

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from autoshrink.errors import ConfigError
-from autoshrink.evaluators.oneshot import FORMAT, load_weights, save_weights
+from autoshrink.evaluators.oneshot import FORMAT, read_cell_weights, save_cell_weights
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.tied_weights import retie, untie
@@ -51,16 +51,16 @@ def test_only_the_same_data_viewed_alike_is_a_tie() -> None:
 def test_one_shot_weight_files_keep_ties_and_read_old_copies(tmp_path) -> None:
     model = RNNModel(CELL, 20, emsize=6, nhid=6)
     path = tmp_path / "w.safetensors"
-    save_weights(path, CELL, model)
+    save_cell_weights(path, CELL, model)
     assert "decoder.weight" not in load_file(str(path))
-    cell, tensors = load_weights(path)
+    cell, tensors = read_cell_weights(path)
     assert cell == CELL and tensors["decoder.weight"] is tensors["encoder.weight"]
     # a file of an earlier version: a copy under each key, no map of ties
     copies = {k: v.detach().clone() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "key": CELL.key, "cell": CELL.to_json()}
     save_file(copies, str(tmp_path / "old.safetensors"), meta)
-    assert load_weights(tmp_path / "old.safetensors")[1].keys() == copies.keys()
+    assert read_cell_weights(tmp_path / "old.safetensors")[1].keys() == copies.keys()
     meta["tied"] = json.dumps({"decoder.weight": "no.such.key"})
     save_file(copies, str(tmp_path / "bad.safetensors"), meta)
     with pytest.raises(ConfigError, match="bad.safetensors: malformed tied-weights map"):
-        load_weights(tmp_path / "bad.safetensors")
+        read_cell_weights(tmp_path / "bad.safetensors")

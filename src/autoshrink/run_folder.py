@@ -76,15 +76,9 @@ class FingerprintSchema:
 def check_fingerprint(run_dir: Path, config: SearchConfig, factories: Factories) -> None:
     """Raise a :class:`JournalError` naming the changed settings when ``config`` is not the
     config the run's journal was made with, and check the ``factories``
-    (:func:`check_evaluator`, :func:`check_strategy`); a folder without ``fingerprint.json``
-    (made before there were fingerprints) gets one from its ``config.json``."""
+    (:func:`check_evaluator`, :func:`check_strategy`). Only reads: a folder without
+    ``fingerprint.json`` is :func:`prepare_run_dir`'s to complete."""
     path = run_dir / FINGERPRINT
-    if not path.is_file():
-        log.warning(
-            "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
-        )
-        write_fingerprint(run_dir, config, factories)
-        return
     saved = read_json_file(path, JournalError, "fingerprint")
     check_schema(path, saved, FingerprintSchema, JournalError, "fingerprint file")
     saved_hash, settings = saved["config_hash"], saved.get("settings", {})
@@ -167,7 +161,13 @@ def prepare_run_dir(
         from autoshrink.config import SearchConfig  # imports torch: only when a search runs
 
         saved = SearchConfig.load(run_dir / CONFIG)
-        check_fingerprint(run_dir, saved, factories)
+        if (run_dir / FINGERPRINT).is_file():
+            check_fingerprint(run_dir, saved, factories)
+        else:  # made before there were fingerprints: its config.json is what it was made with
+            log.warning(
+                "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
+            )
+            write_fingerprint(run_dir, saved, factories)
         if config is None:
             return saved
         if config.fingerprint() != saved.fingerprint():

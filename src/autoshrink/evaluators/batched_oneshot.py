@@ -32,8 +32,8 @@ from autoshrink.evaluators.oneshot import (
     CANDIDATES,
     CURRENT,
     OneShotEvaluator,
-    load_weights,
-    save_weights,
+    read_cell_weights,
+    save_cell_weights,
 )
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, union_cell
@@ -89,7 +89,7 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
 
     def _train(self, cells: list[Cell], seeds: list[int]) -> Iterator[tuple[int, TrainOutcome]]:
         folder = self.oneshot.weights_folder()
-        parent, tensors = load_weights(folder / CURRENT)
+        parent, tensors = read_cell_weights(folder / CURRENT)
         self._parent = parent
         nets = []
         # per candidate, the random draws of OneShotEvaluator: seed, parent built, then cut
@@ -123,7 +123,7 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
                     if isinstance(bn, nn.BatchNorm2d) and bn.num_batches_tracked is not None:
                         bn.num_batches_tracked += steps
                 path = folder / CANDIDATES / f"{cells[k].key}.safetensors"
-                save_weights(path, cells[k], nets[k])
+                save_cell_weights(path, cells[k], nets[k])
             yield k, out
 
     def _evaluation(self, cell: Cell, out: TrainOutcome, t0: float, batch: int) -> Evaluation:

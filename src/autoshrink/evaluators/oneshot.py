@@ -72,7 +72,7 @@ FORMAT = "autoshrink.oneshot-weights/1"
 FOLDER, CURRENT, CANDIDATES = "oneshot", "current.safetensors", "candidates"
 
 
-def save_weights(path: Path, cell: Cell, model: nn.Module) -> None:
+def save_cell_weights(path: Path, cell: Cell, model: nn.Module) -> None:
     """Write ``model``'s state (the network of ``cell``) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, ties = to_file(model.state_dict())  # an RNN's tied decoder weight: stored once
@@ -97,8 +97,8 @@ def weights_cell(path: Path) -> Cell:
     return Cell.from_json(_metadata(path)["cell"], str(path))
 
 
-def load_weights(path: Path) -> tuple[Cell, dict[str, torch.Tensor]]:
-    """The cell and the tensors of a weight file written by :func:`save_weights` (tied
+def read_cell_weights(path: Path) -> tuple[Cell, dict[str, torch.Tensor]]:
+    """The cell and the tensors of a weight file written by :func:`save_cell_weights` (tied
     weights back under each of their keys; files without a map of ties stored copies)."""
     meta = _metadata(path)
     cell = Cell.from_json(meta["cell"], str(path))
@@ -179,12 +179,12 @@ class OneShotEvaluator:
         if is_complete(genotype) or not current.is_file():  # the full protocol, from scratch
             evaluation, model = self.inner.fit(genotype, seed)
         else:
-            parent, tensors = load_weights(current)
+            parent, tensors = read_cell_weights(current)
             check_subcell(parent, genotype)
             evaluation, model = self._inherited(parent, tensors, genotype, seed)
             detail = {"inherited": True, "parent": parent.key}
         if model is not None and evaluation.status == "ok":
-            save_weights(folder / CANDIDATES / f"{genotype.key}.safetensors", genotype, model)
+            save_cell_weights(folder / CANDIDATES / f"{genotype.key}.safetensors", genotype, model)
         return replace(evaluation, detail={**evaluation.detail, **detail})
 
     def _inherited(
