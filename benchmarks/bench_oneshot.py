@@ -46,7 +46,7 @@ import torch
 from autoshrink.config import SearchConfig, preset
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.factory import build_evaluator
-from autoshrink.evaluators.oneshot import CURRENT, OneShotEvaluator, save_weights
+from autoshrink.evaluators.oneshot import CURRENT, OneShotEvaluator, save_cell_weights
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
 from autoshrink.search import candidate_seed, run_search
@@ -121,7 +121,7 @@ def rankings(run: Path, config: SearchConfig) -> list[dict]:
             seed = candidate_seed(config.seed, parent.key)
             evaluation, model = proxy.fit(parent, seed)
             assert model is not None
-            save_weights(folder / CURRENT, parent, model)
+            save_cell_weights(folder / CURRENT, parent, model)
             cands = [r for r in by_step[s] if r["status"] == "ok"]
             row: dict = {"step": s, "k": len(cands), "standalone": [r["score"] for r in cands]}
             for epochs in (0, 1):

@@ -35,8 +35,8 @@ from autoshrink.evaluators.oneshot import (
     CANDIDATES,
     CURRENT,
     OneShotEvaluator,
-    load_weights,
-    save_weights,
+    read_cell_weights,
+    save_cell_weights,
 )
 from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
@@ -70,7 +70,7 @@ def fine_tune(
             for run in ("warm-up", "timed"):
                 folder = Path(tmp) / way / run
                 (folder / CANDIDATES).mkdir(parents=True)
-                save_weights(folder / CURRENT, parent, model)
+                save_cell_weights(folder / CURRENT, parent, model)
                 one = OneShotEvaluator(proxy, args.epochs, folder)
                 sync(args.device)
                 t0 = time.perf_counter()
@@ -86,7 +86,8 @@ def fine_tune(
                 "images_s": images / seconds,
                 "accuracy": [e.metrics["accuracy"] for e in evals],
                 "weights": [
-                    load_weights(folder / CANDIDATES / f"{c.key}.safetensors")[1] for c in cells
+                    read_cell_weights(folder / CANDIDATES / f"{c.key}.safetensors")[1]
+                    for c in cells
                 ],
             }
     return out
