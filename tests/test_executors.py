@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from autoshrink.config import SearchConfig, preset
-from autoshrink.errors import ConfigError
+from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
-from autoshrink.executors.pool import LocalPoolExecutor, WorkerError
+from autoshrink.executors.pool import LocalPoolExecutor, WorkerError, WorkerStartError
 from autoshrink.search import make_strategy, run_search
 from autoshrink.spaces.cells import start_cell
 
@@ -206,12 +206,39 @@ class Unloadable(Fake):
 
 
 def test_pool_worker_that_cannot_start_is_an_error_not_a_hang():
-    pool = LocalPoolExecutor(2)
+    pool = LocalPoolExecutor(2, max_retries=1)
     try:
-        with pytest.raises(WorkerError, match="died while starting"):
+        with pytest.raises(WorkerStartError, match="died while starting, 2 times in a row"):
             list(pool.run(Unloadable(), _jobs(2)))
     finally:
         pool.close()
+    assert isinstance(WorkerStartError("x"), AutoshrinkError)  # the command line: one line, 2
+
+
+def _die_once(flag: str) -> Fake:
+    if not os.path.exists(flag):  # the first worker to load it dies, as if killed from outside
+        open(flag, "w").close()
+        os._exit(9)
+    return Fake()
+
+
+class DiesOnceWhileLoading(Fake):
+    def __init__(self, flag: Path) -> None:
+        super().__init__()
+        self.flag = str(flag)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_die_once, (self.flag,))
+
+
+def test_a_worker_killed_while_starting_is_started_again(tmp_path, caplog):
+    pool = LocalPoolExecutor(1)
+    try:
+        done = dict(pool.run(DiesOnceWhileLoading(tmp_path / "died"), _jobs(2)))
+    finally:
+        pool.close()
+    assert sorted(done) == [0, 1] and all(e.status == "ok" for e in done.values())
+    assert "a pool worker died while starting (exit code 9); starting again (1 of 2)" in caplog.text
 
 
 def test_factory_defaults_and_errors():
@@ -291,3 +318,45 @@ def test_executor_for_builds_what_the_config_execution_says():
     assert isinstance(chosen, InProcessExecutor)
     with pytest.raises(ConfigError, match="unknown executor 'nope'"):
         executor_for(ExecutionSettings(executor="nope"), "cpu")
+
+
+class _RayThatTakesSigterm:
+    """``ray`` as far as connecting goes: its ``init`` installs its own SIGTERM handler, as
+    the real one does (``sys.exit``; its native handler then aborts the process)."""
+
+    class exceptions:  # noqa: N801 (the module's attribute)
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.initialised = False
+
+    def is_initialized(self) -> bool:
+        return self.initialised
+
+    def init(self, address: str | None = None) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        self.initialised = True
+
+
+def test_connecting_to_ray_keeps_the_searchs_signal_handlers(monkeypatch) -> None:
+    from autoshrink.executors.ray_executor import RayExecutor
+    from autoshrink.stop_signals import StopSignals
+
+    monkeypatch.setitem(sys.modules, "ray", _RayThatTakesSigterm())
+    with StopSignals() as signals:
+        RayExecutor()._ray()
+        assert signal.getsignal(signal.SIGTERM) == signals._handle  # a clean stop, not an abort
+        assert signal.getsignal(signal.SIGINT) == signals._handle
+
+
+def test_a_sigterm_that_a_library_turns_into_keyboardinterrupt_stays_a_sigterm(tmp_path):
+    from autoshrink.journal import Journal
+    from autoshrink.search import interrupted
+    from autoshrink.stop_signals import SearchInterrupted, StopSignals
+
+    with StopSignals() as signals, pytest.raises(SearchInterrupted):
+        signals._handle(signal.SIGTERM, None)
+    assert signals.received == signal.SIGTERM
+    plain = KeyboardInterrupt()  # what Ray's wait raises in its place
+    stop = interrupted(plain, Journal(tmp_path / "journal.jsonl"), tmp_path, signals.received)
+    assert stop.signum == signal.SIGTERM and "stopped by SIGTERM" in str(stop)

@@ -241,7 +241,7 @@ def run_search(
                     network = proxy_network(evaluator)
                     write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
-                raise interrupted(err, journal, run_dir) from None
+                raise interrupted(err, journal, run_dir, signals.received) from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
@@ -283,10 +283,13 @@ def factory_name(factory: Callable[..., Any] | None) -> str | None:
     return f"{inner.__module__}.{inner.__qualname__}"
 
 
-def interrupted(err: KeyboardInterrupt, journal: Journal, run_dir: Path) -> SearchInterrupted:
-    """The :class:`SearchInterrupted` of a search stopped by ``err``: which signal, how many
-    candidates the journal holds, and the command that resumes it."""
-    signum = getattr(err, "signum", signal.SIGINT)
+def interrupted(
+    err: KeyboardInterrupt, journal: Journal, run_dir: Path, received: int | None = None
+) -> SearchInterrupted:
+    """The :class:`SearchInterrupted` of a search stopped by ``err``: which signal (``err``'s,
+    else the one the search's handler ``received``, else SIGINT), how many candidates the
+    journal holds, and the command that resumes it."""
+    signum = getattr(err, "signum", None) or received or signal.SIGINT
     try:
         journalled = sum(r.get("type") == "candidate" for r in journal.records())
     except JournalError:  # a damaged journal: the resume will name the line

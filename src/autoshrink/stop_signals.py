@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM as a clean stop: of a search, never in the middle of a journal record
-(:class:`StopSignals`); of a checkpointed run, with the way to go on (:func:`stop_says_resume`).
+(:class:`StopSignals`, kept through libraries that install their own: :func:`handlers_kept`);
+of a checkpointed run, with the way to go on (:func:`stop_says_resume`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ class SearchInterrupted(KeyboardInterrupt):
 class StopSignals:
     """While active (a context manager, main thread only): SIGINT and SIGTERM raise
     :class:`SearchInterrupted` -- deferred to the end of a :meth:`held` block, so that a
-    journal record is never cut by a signal."""
+    journal record is never cut by a signal. ``received`` is the last signal handled (a
+    library that catches the exception may raise a plain ``KeyboardInterrupt`` instead: Ray's
+    waits do)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -31,8 +34,10 @@ class StopSignals:
         self._old: dict[int, Any] = {}
         self._held = False
         self._pending: int | None = None
+        self.received: int | None = None
 
     def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
         if self._held:
             self._pending = signum
         else:
@@ -60,6 +65,24 @@ class StopSignals:
         if self._pending is not None:
             signum, self._pending = self._pending, None
             raise SearchInterrupted(signum)
+
+
+@contextmanager
+def handlers_kept() -> Iterator[None]:
+    """Run the body, which installs SIGINT and SIGTERM handlers of its own (``ray.init`` makes
+    SIGTERM ``sys.exit``, and its native handler then aborts the process), and give back the
+    handlers there were before -- a search's :class:`StopSignals` -- after (main thread only:
+    elsewhere no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in StopSignals.SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:  # None: set outside Python, nothing to give back
+                signal.signal(sig, handler)
 
 
 @contextmanager

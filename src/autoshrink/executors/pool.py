@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
+from autoshrink.errors import AutoshrinkError
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
@@ -104,8 +105,11 @@ class _Worker:
 
 
 class WorkerError(RuntimeError):
-    """An evaluator raised inside a pool worker (the message holds the worker's traceback), or a
-    worker could not start."""
+    """An evaluator raised inside a pool worker (the message holds the worker's traceback)."""
+
+
+class WorkerStartError(WorkerError, AutoshrinkError):
+    """Pool workers kept dying while they started (loaded the evaluator): one line, exit 2."""
 
 
 class LocalPoolExecutor:
@@ -123,16 +127,38 @@ class LocalPoolExecutor:
         self._idle: list[_Worker] = []
         self._slots: list[tuple[int, Evaluator]] = []  # the evaluators workers hold, newest last
         self._next_slot = 0
+        self._start_failures = 0  # starts in a row in which a worker died
 
     # ------------------------------------------------------------------ workers
     def _start(self, slot: int, evaluator: Evaluator, n: int) -> None:
         """Start ``n`` workers side by side and add them to the idle ones once they are ready.
 
         The evaluator goes through each worker's pipe, not the start-up arguments, and each
-        worker confirms it loaded it: a worker that dies while starting is an error here, not
-        a hang (spawn blocks on a child that dies while reading its arguments) and not a
-        candidate's lost attempt.
+        worker confirms it loaded it, so a worker that dies while starting is seen here, not a
+        hang (spawn blocks on a child that dies while reading its arguments), and is not a
+        candidate's lost attempt: the workers start again, up to ``max_retries`` times in a row
+        (a worker killed from outside); one more is a :class:`WorkerStartError` (an evaluator
+        that kills every worker that loads it).
         """
+        while True:
+            died = self._start_once(slot, evaluator, n)
+            if died is None:
+                self._start_failures = 0
+                return
+            self._start_failures += 1
+            if self._start_failures > self.max_retries:
+                raise WorkerStartError(
+                    f"pool workers died while starting, {self._start_failures} times in a row "
+                    f"(exit code {died}); a worker's own error, when it printed one, is above"
+                )
+            log.warning(
+                "a pool worker died while starting (exit code %s); starting again (%d of %d)",
+                died, self._start_failures, self.max_retries,
+            )  # fmt: skip
+
+    def _start_once(self, slot: int, evaluator: Evaluator, n: int) -> int | None:
+        """Start ``n`` workers and add them to the idle ones; with one that died while it
+        loaded the evaluator, stop them all and return its exit code (``None``: all started)."""
         ctx = mp.get_context("spawn")
         started = []
         for _ in range(n):
@@ -151,12 +177,10 @@ class LocalPoolExecutor:
                     self._stop(other)
                 if not isinstance(err, (EOFError, OSError)):
                     raise
-                raise WorkerError(
-                    f"a pool worker died while starting (exit code {w.process.exitcode}); "
-                    "its error is printed above"
-                ) from None
+                return w.process.exitcode
             log.debug("started worker %d", w.process.pid)
         self._idle.extend(started)
+        return None
 
     def _slot(self, evaluator: Evaluator) -> int:
         """The slot of ``evaluator`` in the workers (a new one, dropping the oldest, if new):

@@ -30,6 +30,7 @@ from autoshrink.executors.retries import (
     RetryListener,
     check_retries,
 )
+from autoshrink.stop_signals import handlers_kept
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class RayExecutor:
             if self.address:
                 probe_address(self.address)
             try:
-                ray.init(address=self.address)
+                with handlers_kept():  # Ctrl-C and SIGTERM stay the search's clean stops
+                    ray.init(address=self.address)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
                 first_line = (str(err).strip().splitlines() or [""])[0]
                 raise ConfigError(
