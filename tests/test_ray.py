@@ -113,10 +113,46 @@ def test_an_address_where_nothing_listens_fails_within_seconds():
     probe_address("auto")  # no port: left to Ray
     with pytest.raises(ConfigError, match="--ray-address bogus: expected auto, local, HOST:PORT"):
         probe_address("bogus")
-    with socket.socket() as server:  # something listens: passes
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        probe_address(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+def _serve_once(answer: bytes) -> tuple[Any, int]:
+    """A server on a free port that answers one connection's first bytes with ``answer``."""
+    import contextlib
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def reply() -> None:
+        with contextlib.suppress(OSError):  # the client went, or the test closed the server
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(64)
+                if answer:
+                    conn.sendall(answer)
+                conn.recv(64)  # until the client closes
+
+    threading.Thread(target=reply, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def test_an_address_whose_port_holds_another_service_is_refused_at_once(monkeypatch):
+    settings = bytes([0, 0, 0x18, 4, 0, 0, 0, 0, 0])  # the frame a Ray GCS answered with
+    server, port = _serve_once(settings)
+    with server:
+        probe_address(f"127.0.0.1:{port}")  # speaks gRPC: passes
+    server, port = _serve_once(b"<!DOCTYPE HTML>\n<html>")  # a web server, say the dashboard's
+    with server, pytest.raises(ConfigError, match=r"something listens there, but not a Ray clu"):
+        probe_address(f"127.0.0.1:{port}")
+    server, port = _serve_once(b"")  # listens and says nothing
+    with server, pytest.raises(ConfigError, match=r"not a Ray cluster \(it said nothing;"):
+        probe_address(f"ray://127.0.0.1:{port}", timeout=0.5)
+    monkeypatch.setenv("RAY_USE_TLS", "1")  # TLS first: only the connection is tried
+    server, port = _serve_once(b"")
+    with server:
+        probe_address(f"127.0.0.1:{port}", timeout=0.5)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ so the journal records it. An exception raised by the evaluator is re-raised in 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
@@ -61,12 +62,22 @@ def require_ray() -> Any:
 PROBE_SECONDS = 5.0
 
 
-def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
-    """Fail fast when nothing listens at a ``HOST:PORT`` or ``ray://HOST:PORT`` address.
+#: What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+#: A frame's type byte (the fourth of its header) of SETTINGS, what a gRPC server answers with.
+SETTINGS_FRAME = 4
 
-    Ray itself keeps retrying an unreachable cluster for minutes; one TCP connection attempt
-    tells within ``timeout`` seconds. ``auto`` and ``local`` pass; any other address without
-    a port is refused. Raises :class:`ConfigError` naming the address.
+
+def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Fail fast when no Ray cluster answers at a ``HOST:PORT`` or ``ray://HOST:PORT`` address.
+
+    Ray itself keeps retrying an unreachable cluster for minutes, and one whose port holds
+    another service (a dashboard's, a web server's) as long. One TCP connection tells within
+    ``timeout`` seconds whether anything listens, and the HTTP/2 preface whether it speaks
+    gRPC as a Ray cluster's GCS and client server do (they answer with a SETTINGS frame); with
+    ``RAY_USE_TLS`` set the port speaks TLS first, and only the connection is tried. ``auto``
+    and ``local`` pass; any other address without a port is refused. Raises
+    :class:`ConfigError` naming the address.
     """
     if address in ("auto", "local"):
         return
@@ -77,15 +88,32 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
             f"--ray-address {address}: expected auto, local, HOST:PORT or ray://HOST:PORT"
         )
     host = host.strip("[]")  # [IPv6]:port
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            answer = b"" if tls else _http2_answer(conn)
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ConfigError(
             f"--ray-address {address}: nothing answers there ({reason}); start the cluster "
             "with `ray start --head` and pass the address it prints"
         ) from None
+    if not tls and (len(answer) < 4 or answer[3] != SETTINGS_FRAME):
+        said = f"it answered {answer[:16]!r}" if answer else "it said nothing"
+        raise ConfigError(
+            f"--ray-address {address}: something listens there, but not a Ray cluster ({said}; "
+            "Ray's address is the one `ray start --head` prints, port 6379 by default)"
+        )
+
+
+def _http2_answer(conn: socket.socket) -> bytes:
+    """The first bytes the server at ``conn`` sends after an HTTP/2 client preface (none when
+    it says nothing within the connection's timeout, or closes)."""
+    conn.sendall(HTTP2_PREFACE)
+    try:
+        return conn.recv(16)
+    except TimeoutError:
+        return b""
 
 
 def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
