@@ -154,3 +154,26 @@ def test_the_command_line_offers_the_built_in_strategies_only(capsys, tmp_path: 
     with pytest.raises(SystemExit) as stop:
         main(["search", "--strategy", "custom", "--out", str(tmp_path / "r")])
     assert stop.value.code == 2 and "invalid choice: 'custom'" in capsys.readouterr().err
+
+
+def test_an_older_folder_resumed_with_a_wrong_factory_keeps_no_fingerprint(tmp_path) -> None:
+    run = tmp_path / "r"
+    run_search(run, toy_config(k=2), evaluator_factory=toy, progress=False)
+    (run / "fingerprint.json").unlink()  # a folder made before there were fingerprints
+    with pytest.raises(ConfigError, match="the config's strategy is 'autoshrink'"):
+        run_search(run, resume=True, evaluator_factory=toy, strategy_factory=drop_one,
+                   progress=False)  # fmt: skip
+    assert not (run / "fingerprint.json").exists()  # nothing recorded of the refused factory
+    again = run_search(run, resume=True, evaluator_factory=toy, progress=False)
+    assert again.trained == 0 and json.loads((run / "fingerprint.json").read_text())[
+        "strategy"] is None  # fmt: skip
+
+
+def test_a_stopped_baseline_keeps_no_cell_to_say_of(tmp_path) -> None:
+    from autoshrink.report.folder import write_report
+
+    run = tmp_path / "random"
+    run_search(run, toy_config(strategy="random", k=3, budget=7), evaluator_factory=toy,
+               progress=False)  # fmt: skip
+    (run / "result.json").unlink()  # stopped before its end
+    assert "step in progress" not in write_report(run).read_text()  # batches keep no cell

@@ -118,6 +118,26 @@ def check_evaluator(run_dir: Path, saved: object, now: str | None) -> None:
     )
 
 
+def check_custom(strategy: str, factory: str | None, resume: bool) -> None:
+    """Refuse a strategy factory (``factory``, its name) for a built-in ``strategy``, and a
+    ``custom`` strategy without one -- before anything is written."""
+    if strategy == "custom" and factory is None:
+        how = (
+            "pass it to run_search"
+            if not resume
+            else (
+                "pass the run's to run_search(..., resume=True, strategy_factory=...); the command "
+                "line cannot give one"
+            )
+        )
+        raise ConfigError(f"strategy 'custom' is made by a strategy_factory: {how}")
+    if strategy != "custom" and factory is not None:
+        raise ConfigError(
+            f"a strategy_factory ({factory}) makes a strategy 'custom' search; the config's "
+            f"strategy is {strategy!r} (preset(..., strategy='custom'))"
+        )
+
+
 def check_strategy(run_dir: Path, saved: str | None, now: str | None) -> None:
     """Refuse to resume a run whose custom strategy factory (``saved``, its name; ``None``: a
     built-in strategy) is not the one given (``now``): the strategy decides which cells the
@@ -130,7 +150,12 @@ def check_strategy(run_dir: Path, saved: str | None, now: str | None) -> None:
             f"{run_dir}: its strategy is the built-in one its config names; resume it without "
             f"a strategy_factory ({now} was given; {why})"
         )
-    given = f"not with {now}" if now else "from Python: the command line cannot give one"
+    given = (
+        f"not with {now}"
+        if now
+        else "from Python: run_search(..., resume=True, strategy_factory=...); the command "
+        "line cannot give one"
+    )
     raise ConfigError(
         f"{run_dir}: its strategy was made by the strategy_factory {saved}; resume it with that "
         f"one, {given} ({why})"
@@ -164,6 +189,7 @@ def prepare_run_dir(
         if (run_dir / FINGERPRINT).is_file():
             check_fingerprint(run_dir, saved, factories)
         else:  # made before there were fingerprints: its config.json is what it was made with
+            check_custom(saved.strategy, factories.strategy, resume=True)  # before writing
             log.warning(
                 "%s: no %s (an older run folder); writing it from %s", run_dir, FINGERPRINT, CONFIG
             )

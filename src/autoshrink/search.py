@@ -45,6 +45,7 @@ from autoshrink.run_folder import (
     JOURNAL,
     RESULT,
     Factories,
+    check_custom,
     check_resumable,
     prepare_run_dir,
     unstarted,
@@ -177,7 +178,14 @@ def run_search(
             "the one there"
         )
     if config is not None:
-        check_custom(config.strategy, strategy_factory)
+        check_custom(config.strategy, factory_name(strategy_factory), resume)
+    if not resume and (name := factory_name(strategy_factory) or "").startswith("__main__."):
+        log.warning(
+            "strategy_factory %s is defined in the script run: its resume needs a factory of "
+            "that name, which only this script run again gives (define it in a module to "
+            "import)",
+            name,
+        )
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
@@ -190,7 +198,6 @@ def run_search(
         with RunLock(run_dir), StopSignals() as signals:
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
-            check_custom(config.strategy, strategy_factory)
             try:
                 replay = Replay.read(journal, repair, retry_failed)
                 ended = resume and (run_dir / RESULT).exists()
@@ -254,21 +261,6 @@ def run_search(
     finally:
         executor.close()
     return out
-
-
-def check_custom(strategy: str, factory: StrategyFactory | None) -> None:
-    """Refuse a ``strategy_factory`` for a built-in ``strategy``, and a ``custom`` one without
-    a factory (a resume of a custom run from the command line, say)."""
-    if strategy == "custom" and factory is None:
-        raise ConfigError(
-            "strategy 'custom' is made by a strategy_factory: pass it to run_search (a run "
-            "folder of a custom strategy resumes from Python, with its factory)"
-        )
-    if strategy != "custom" and factory is not None:
-        raise ConfigError(
-            f"strategy_factory makes a strategy 'custom' search; the config's strategy is "
-            f"{strategy!r} (preset(..., strategy='custom'))"
-        )
 
 
 def factory_name(factory: Callable[..., Any] | None) -> str | None:
