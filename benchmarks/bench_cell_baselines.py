@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoshrink.config import STRATEGIES, preset
+from autoshrink.config import BUILT_IN_STRATEGIES, preset
 from autoshrink.executors.factory import build_executor
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
@@ -59,7 +59,7 @@ def plot_comparison(rows: list[dict], out: Path) -> Path:
 
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
-    for name in STRATEGIES:
+    for name in BUILT_IN_STRATEGIES:
         runs = [r for r in rows if r["strategy"] == name]
         curves = [read_run(out / f"{name}-seed{r['seed']}").best_so_far() for r in runs]
         n = max(len(c) for c in curves)
@@ -77,7 +77,7 @@ def plot_comparison(rows: list[dict], out: Path) -> Path:
 
 def summary(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
-    for name in STRATEGIES:
+    for name in BUILT_IN_STRATEGIES:
         rs = [r for r in rows if r["strategy"] == name]
         scores = [r["score"] for r in rs]
         out.append(
@@ -111,7 +111,7 @@ def main() -> None:
     for seed in args.seeds:
         shrink = one_run("autoshrink", seed, None, args, out)
         rows.append(shrink)
-        for name in STRATEGIES[1:]:
+        for name in BUILT_IN_STRATEGIES[1:]:
             rows.append(one_run(name, seed, shrink["candidates"], args, out))
         if not args.json:
             scores = "  ".join(f"{r['strategy']} {r['score']:.4f}" for r in rows[-3:])
