@@ -206,9 +206,9 @@ class Unloadable(Fake):
 
 
 def test_pool_worker_that_cannot_start_is_an_error_not_a_hang():
-    pool = LocalPoolExecutor(2, max_retries=1)
-    try:
-        with pytest.raises(WorkerStartError, match="died while starting, 2 times in a row"):
+    pool = LocalPoolExecutor(2)
+    try:  # its error exits the worker: the same on every start, so not started again
+        with pytest.raises(WorkerStartError, match=r"failed while starting \(exit code 1\)"):
             list(pool.run(Unloadable(), _jobs(2)))
     finally:
         pool.close()
@@ -218,7 +218,7 @@ def test_pool_worker_that_cannot_start_is_an_error_not_a_hang():
 def _die_once(flag: str) -> Fake:
     if not os.path.exists(flag):  # the first worker to load it dies, as if killed from outside
         open(flag, "w").close()
-        os._exit(9)
+        os.kill(os.getpid(), signal.SIGKILL)
     return Fake()
 
 
@@ -238,7 +238,28 @@ def test_a_worker_killed_while_starting_is_started_again(tmp_path, caplog):
     finally:
         pool.close()
     assert sorted(done) == [0, 1] and all(e.status == "ok" for e in done.values())
-    assert "a pool worker died while starting (exit code 9); starting again (1 of 2)" in caplog.text
+    assert (
+        "a pool worker died while starting (exit code -9); starting again (1 of 2)" in caplog.text
+    )
+
+
+class AlwaysKilledWhileLoading(Fake):
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_killed, ())
+
+
+def _killed() -> Fake:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return Fake()
+
+
+def test_workers_killed_at_every_start_stop_after_the_retries():
+    pool = LocalPoolExecutor(1, max_retries=1)
+    try:
+        with pytest.raises(WorkerStartError, match=r"killed while starting, 2 times in a row"):
+            list(pool.run(AlwaysKilledWhileLoading(), _jobs(1)))
+    finally:
+        pool.close()
 
 
 def test_factory_defaults_and_errors():

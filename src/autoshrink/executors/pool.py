@@ -136,9 +136,10 @@ class LocalPoolExecutor:
         The evaluator goes through each worker's pipe, not the start-up arguments, and each
         worker confirms it loaded it, so a worker that dies while starting is seen here, not a
         hang (spawn blocks on a child that dies while reading its arguments), and is not a
-        candidate's lost attempt: the workers start again, up to ``max_retries`` times in a row
-        (a worker killed from outside); one more is a :class:`WorkerStartError` (an evaluator
-        that kills every worker that loads it).
+        candidate's lost attempt. A worker killed by a signal (from outside: the OOM killer,
+        ``kill -9``) is started again, up to ``max_retries`` times in a row; one that exits with
+        an error (its traceback is printed above: an evaluator it cannot load) and one more
+        death in a row are a :class:`WorkerStartError`.
         """
         while True:
             died = self._start_once(slot, evaluator, n)
@@ -146,10 +147,15 @@ class LocalPoolExecutor:
                 self._start_failures = 0
                 return
             self._start_failures += 1
+            if died > 0:  # Python's exit after an error: the same error on every start
+                raise WorkerStartError(
+                    f"a pool worker failed while starting (exit code {died}): it could not "
+                    "load the evaluator; its error is printed above"
+                )
             if self._start_failures > self.max_retries:
                 raise WorkerStartError(
-                    f"pool workers died while starting, {self._start_failures} times in a row "
-                    f"(exit code {died}); a worker's own error, when it printed one, is above"
+                    f"pool workers were killed while starting, {self._start_failures} times in "
+                    f"a row (exit code {died}: signal {-died})"
                 )
             log.warning(
                 "a pool worker died while starting (exit code %s); starting again (%d of %d)",
@@ -158,7 +164,8 @@ class LocalPoolExecutor:
 
     def _start_once(self, slot: int, evaluator: Evaluator, n: int) -> int | None:
         """Start ``n`` workers and add them to the idle ones; with one that died while it
-        loaded the evaluator, stop them all and return its exit code (``None``: all started)."""
+        loaded the evaluator, stop them all and return its exit code (``None``: all started;
+        negative: the signal that killed it)."""
         ctx = mp.get_context("spawn")
         started = []
         for _ in range(n):
@@ -172,12 +179,14 @@ class LocalPoolExecutor:
             try:
                 self._load(w, slot, evaluator)
             except BaseException as err:  # a worker that died, or Ctrl-C while they start
+                w.process.join(_EXIT_WAIT_S)  # its own exit code, before the kill below
+                code = w.process.exitcode
                 for other in started:
                     other.process.kill()
                     self._stop(other)
                 if not isinstance(err, (EOFError, OSError)):
                     raise
-                return w.process.exitcode
+                return code if code is not None else -signal.SIGKILL
             log.debug("started worker %d", w.process.pid)
         self._idle.extend(started)
         return None
