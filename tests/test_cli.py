@@ -387,13 +387,18 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
             "(see: autoshrink train --help)",
         ),
         ([], "autoshrink: error: the following arguments are required: COMMAND"),
+        (
+            ["search", "--bogus", "1"],
+            "autoshrink search: error: unrecognized arguments: --bogus 1 "
+            "(see: autoshrink search --help)",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_without_the_usage_block(capsys, argv, line):
-    from autoshrink.cli import build_parser
+    from autoshrink.cli import main
 
     with pytest.raises(SystemExit) as stop:
-        build_parser(argv[0] if argv else None).parse_args(argv)
+        main(argv)
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(line) and "usage:" not in err

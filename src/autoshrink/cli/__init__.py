@@ -185,7 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     closed the pipe; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:  # building the parser imports the command's modules (torch): a Ctrl-C may land there
-        args = build_parser(chosen_command(argv)).parse_args(argv)
+        command = chosen_command(argv)
+        parser = build_parser(command)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would name the top-level --help: name the command's
+            where = f"{parser.prog} {command}" if command else parser.prog
+            parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(unknown)} "
+                        f"(see: {where} --help)\n")  # fmt: skip
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
