@@ -184,6 +184,14 @@ def test_runs_that_measure_their_scores_differently_are_compared_with_a_note(
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["measured_differently"] == said.split("; ")
     assert "measure their scores differently" in caplog.text
+    from autoshrink.training.ood import OodSettings
+
+    unread = tmp_path / "unread"  # NAS-OoD settings of erm runs: nothing reads them
+    run_search(unread, replace(CONFIG, ood=OodSettings(synthetic_mix=0.3)),
+               evaluator_factory=lambda c: HashEvaluator(), progress=False)  # fmt: skip
+    write_comparison([full, unread], tmp_path / "cmp3")
+    assert json.loads((tmp_path / "cmp3" / "comparison.json").read_text())[
+        "measured_differently"] == []  # fmt: skip
     seeds = tmp_path / "seed"  # another seed of one setting: nothing to say
     run_search(seeds, replace(CONFIG, seed=14), evaluator_factory=lambda c: HashEvaluator(),
                progress=False)  # fmt: skip

@@ -358,6 +358,13 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
     with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.167"):
         preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
     assert preset("demo", task="rnn", nodes=3, keep_fraction=0.167).keep_fraction == 0.167
+    from autoshrink.training.ood import OodSettings
+
+    with pytest.raises(ConfigError, match="ood needs objective ood"):  # saved, never read
+        preset("demo", ood=OodSettings(synthetic_mix=0.3))
+    assert (
+        preset("demo", objective="ood", ood=OodSettings(synthetic_mix=0.3)).ood.synthetic_mix == 0.3
+    )
 
 
 def test_a_resume_refuses_another_config_and_a_numpy_metric_is_journalled(tmp_path) -> None:

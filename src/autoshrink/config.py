@@ -56,7 +56,7 @@ NOT_FINGERPRINTED = ("data_dir", "device", "threads", "latency_table", "executio
 SCREENINGS = ("none", "zero-cost", "progressive")
 #: Settings left out of the fingerprint while they hold their default (added after run folders
 #: were made without them, which must still resume).
-OMITTED_AT_DEFAULT: dict[str, object] = {"screening_stages": []}
+OMITTED_AT_DEFAULT: Mapping[str, object] = MappingProxyType({"screening_stages": []})
 
 
 class Constraints(dict[str, float]):
@@ -485,6 +485,7 @@ READ_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxy
         "tournament_size": (lambda c: c.strategy in ("rea", "custom"), "strategy rea"),
         "zc_batch": (lambda c: c.screening == "zero-cost", "screening zero-cost"),
         "oneshot_epochs": (lambda c: c.evaluator == "oneshot", "evaluator oneshot"),
+        "ood": (lambda c: c.objective == "ood", "objective ood"),
         "latency": (uses_latency, "a latency cost or constraint"),
         "latency_macro": (uses_latency, "a latency cost or constraint"),
         "latency_table": (uses_latency, "a latency cost or constraint"),

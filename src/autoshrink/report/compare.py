@@ -42,17 +42,19 @@ def _score_text(run: RunData) -> str:
 #: Runs that differ in one still make a page, which names the differences first.
 MEASURED_BY = (
     *("dataset", "per_class", "val_size", "width", "training"),
-    *("objective", "ood", "test_domain"),
+    *("objective", "test_domain"),
 )
 
 
 def measured_differently(runs: dict[str, RunData]) -> list[str]:
     """The :data:`MEASURED_BY` settings of each run that differ from the first run's, as
-    ``"label: setting: first -> this"``."""
+    ``"label: setting: first -> this"``; the NAS-OoD settings (``ood``) too where either run
+    has that objective (others do not read them)."""
     (first_label, first), *others = runs.items()
     found = []
     for label, run in others:
-        for key in MEASURED_BY:
+        ood = "ood" in (first.config.get("objective"), run.config.get("objective"))
+        for key in (*MEASURED_BY, "ood") if ood else MEASURED_BY:
             for change in differences(first.config.get(key), run.config.get(key), key):
                 found.append(f"{label}: {change}")
     return found

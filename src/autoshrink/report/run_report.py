@@ -85,7 +85,7 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     decided = run.decided_steps
     if decided and _shrinks(run):
         items.append(("edges left now", decided[-1].chosen.num_edges))
-    if steps and not steps[-1].decided:
+    if steps and not steps[-1].decided and _shrinks(run):  # a baseline's batches keep no cell
         found = html.count(len(steps[-1].candidates), "candidate")
         items.append(
             ("step in progress", f"step {steps[-1].step}: {found} so far, no cell kept yet")
