@@ -8,6 +8,9 @@ benchmarks/README.md) -- and ``batched`` on a GPU: the K candidates of a step tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from autoshrink.config import ExecutionSettings
 from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError
@@ -18,11 +21,13 @@ from autoshrink.nn.stacked_ops import check_depthwise
 
 EXECUTORS = ("inprocess", "pool", "ray", "batched")
 #: ``--precision`` of the batched engine -> its options (``auto``: TF32 matmuls on CUDA).
-PRECISIONS = {
-    "auto": {"bf16": False, "tf32": True},
-    "fp32": {"bf16": False, "tf32": False},
-    "bf16": {"bf16": True, "tf32": True},
-}
+PRECISIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(
+    {
+        "auto": MappingProxyType({"bf16": False, "tf32": True}),
+        "fp32": MappingProxyType({"bf16": False, "tf32": False}),
+        "bf16": MappingProxyType({"bf16": True, "tf32": True}),
+    }
+)
 CPU_DEFAULT = "pool"  # measured: see the module docstring
 GPU_DEFAULT = "batched"  # K candidates trained together, CNN or RNN (executors/batched.py)
 

@@ -18,8 +18,9 @@ between BPTT windows with :func:`detach_hidden`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import torch
@@ -31,12 +32,14 @@ from autoshrink.graph import OPS, Cell
 
 INIT_RANGE = 0.04  # uniform init of the embedding and the cell matrices (as DARTS)
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "identity": lambda x: x,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-}
+ACTIVATIONS: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = MappingProxyType(
+    {
+        "identity": lambda x: x,
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }
+)
 assert set(ACTIVATIONS) == set(OPS["rnn"])
 
 #: Runs of one activation in a source node's out-edges, ordered by the activation of their
