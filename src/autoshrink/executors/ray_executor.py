@@ -90,16 +90,20 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     host = host.strip("[]")  # [IPv6]:port
     tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
-            answer = b"" if tls else _http2_answer(conn)
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ConfigError(
             f"--ray-address {address}: nothing answers there ({reason}); start the cluster "
             "with `ray start --head` and pass the address it prints"
         ) from None
+    with conn:
+        try:
+            answer = b"" if tls else _http2_answer(conn)
+            said = f"it answered {answer[:16]!r}" if answer else "it said nothing"
+        except OSError as err:  # took the connection, then dropped it
+            answer, said = b"", f"it dropped the connection: {err.strerror or type(err).__name__}"
     if not tls and (len(answer) < 4 or answer[3] != SETTINGS_FRAME):
-        said = f"it answered {answer[:16]!r}" if answer else "it said nothing"
         raise ConfigError(
             f"--ray-address {address}: something listens there, but not a Ray cluster ({said}; "
             "Ray's address is the one `ray start --head` prints, port 6379 by default)"
