@@ -383,10 +383,23 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
         ),
         (
             ["train", "cell.json", "--epochs", "x"],
-            "autoshrink train: error: argument --epochs: invalid int value: 'x' "
+            "autoshrink train: error: argument --epochs: expected an integer, got 'x' "
             "(see: autoshrink train --help)",
         ),
         ([], "autoshrink: error: the following arguments are required: COMMAND"),
+        (  # a slip of the keyboard: an overflow deep in torch before (a traceback)
+            ["train", "c.json", "--task", "rnn", "--nhid", "99999999999999999999"],
+            "autoshrink train: error: argument --nhid: must be at most 65,536, got "
+            "99999999999999999999",
+        ),
+        (  # ran, and saved 20 digits of workers into config.json
+            ["search", "--workers", "99999999999999999999"],
+            "autoshrink search: error: argument --workers: must be at most 65,536",
+        ),
+        (  # trained until killed
+            ["singlepath", "--out", "o", "--epochs", "99999999999999999999"],
+            "autoshrink singlepath: error: argument --epochs: must be at most 65,536",
+        ),
         (
             ["search", "--bogus", "1"],
             "autoshrink search: error: unrecognized arguments: --bogus 1 "

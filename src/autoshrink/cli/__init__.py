@@ -110,6 +110,8 @@ MAX_SEED = 2**63 - 1
 MAX_COUNT = 2**16
 #: The most classes a network may have (ImageNet-21k has 21,841).
 MAX_CLASSES = 2**24
+#: The most images an option counts (a data set's training split, say: ImageNet's is 1.28M).
+MAX_IMAGES = 2**31 - 1
 
 
 def int_at_most(high: int) -> Callable[[str], int]:
@@ -126,6 +128,17 @@ def int_at_most(high: int) -> Callable[[str], int]:
         return value
 
     return integer
+
+
+def count_number(text: str) -> int:
+    """An ``argparse`` type: a size or count of at most :data:`MAX_COUNT` (epochs, batches,
+    candidates, hidden units, workers)."""
+    return int_at_most(MAX_COUNT)(text)
+
+
+def images_number(text: str) -> int:
+    """An ``argparse`` type: a number of images, at most :data:`MAX_IMAGES`."""
+    return int_at_most(MAX_IMAGES)(text)
 
 
 def seed_number(text: str) -> int:

@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autoshrink.cli import MAX_CLASSES, MAX_COUNT, SUBCOMMANDS, add_latency_table, int_at_most
+from autoshrink.cli import (
+    MAX_CLASSES,
+    MAX_COUNT,
+    SUBCOMMANDS,
+    add_latency_table,
+    count_number,
+    int_at_most,
+)
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -71,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="images per forward pass (default 1)",
     )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=count_number, default=1, help="intra-op threads (default 1)")
     p.add_argument(
         "--clock",
         choices=CLOCKS,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from autoshrink.atomic_write import save_tensors, write_json
+from autoshrink.cli import count_number
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -53,8 +54,8 @@ SIDES = ("train", "valid", "test")
 def add_train_arguments(option: Callable[..., None]) -> None:
     """Declare the rnn-only options of ``autoshrink train`` through ``option`` (an
     ``add_argument`` that records each option as one of ``--task rnn``'s)."""
-    option("--nhid", type=int, default=745, help="hidden size = embedding size (tied)")
-    option("--bptt", type=int, default=LMRecipe.bptt, help="mean BPTT window")
+    option("--nhid", type=count_number, default=745, help="hidden size = embedding size (tied)")
+    option("--bptt", type=count_number, default=LMRecipe.bptt, help="mean BPTT window")
     option(
         "--asgd",
         action=argparse.BooleanOptionalAction,
@@ -70,8 +71,15 @@ def add_train_arguments(option: Callable[..., None]) -> None:
         help="dropout rates (method §7)",
     )
     option("--weight-decay", type=float, default=LMRecipe.weight_decay, help="SGD weight decay")
-    option("--eval-batch-size", type=int, default=LMRecipe.eval_batch_size, help="validation batch")
-    option("--test-batch-size", type=int, default=LMRecipe.test_batch_size, help="test batch")
+    option(
+        "--eval-batch-size",
+        type=count_number,
+        default=LMRecipe.eval_batch_size,
+        help="validation batch",
+    )
+    option(
+        "--test-batch-size", type=count_number, default=LMRecipe.test_batch_size, help="test batch"
+    )
 
 
 def recipe_from_args(args: argparse.Namespace) -> LMRecipe:

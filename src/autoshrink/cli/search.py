@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from autoshrink.cli import MAX_SEED, SUBCOMMANDS, DefaultsHelpFormatter, folder_path, int_at_most
+from autoshrink.cli import (
+    MAX_SEED,
+    SUBCOMMANDS,
+    DefaultsHelpFormatter,
+    count_number,
+    folder_path,
+    images_number,
+    int_at_most,
+)
 from autoshrink.cli.rnn import print_rnn_scores
 from autoshrink.config import (
     BUILT_IN_STRATEGIES,
@@ -176,8 +184,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="multi-domain data sets: the held-out domain, never loaded by the search "
         "(e.g. 75 for rotated-*, 0.1 for colored-*); see docs/ood.md",
     )
-    g.add_argument("--per-class", type=int, default=None, help="proxy training images per class")
-    g.add_argument("--val-size", type=int, default=None, help="proxy validation images")
+    g.add_argument(
+        "--per-class", type=images_number, default=None, help="proxy training images per class"
+    )
+    g.add_argument("--val-size", type=images_number, default=None, help="proxy validation images")
     g = p.add_argument_group("search")
     g.add_argument(
         "--strategy",
@@ -188,21 +198,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--budget",
-        type=int,
+        type=count_number,
         default=None,
         help="baselines: candidates in all (default: the most AutoShrink can evaluate, "
         "1 + sum of min(K, E) for E from E0 down to round(E0 * keep_fraction) + 1)",
     )
-    g.add_argument("--population-size", type=int, default=None, help="rea: population (default 10)")
-    g.add_argument("--tournament-size", type=int, default=None, help="rea: tournament (default 3)")
-    g.add_argument("--nodes", type=int, default=None, help=f"nodes per cell (N), 2..{MAX_NODES}")
-    g.add_argument("-k", "--k", type=int, default=None, help="candidates per step (K)")
+    g.add_argument(
+        "--population-size", type=count_number, default=None, help="rea: population (default 10)"
+    )
+    g.add_argument(
+        "--tournament-size", type=count_number, default=None, help="rea: tournament (default 3)"
+    )
+    g.add_argument(
+        "--nodes", type=count_number, default=None, help=f"nodes per cell (N), 2..{MAX_NODES}"
+    )
+    g.add_argument("-k", "--k", type=count_number, default=None, help="candidates per step (K)")
     g.add_argument(
         "--keep-fraction", type=float, default=None, help="stop at round(E0 * keep_fraction) edges"
     )
     g.add_argument(
         "--patience",
-        type=int,
+        type=count_number,
         default=None,
         help="stop after this many steps without a better score",
     )
@@ -294,10 +310,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"zero-cost proxy: one of {', '.join(PROXY_NAMES)} (default synflow)",
     )
-    g.add_argument("--zc-batch", type=int, default=None, help="images in the proxy's batch (64)")
+    g.add_argument(
+        "--zc-batch", type=count_number, default=None, help="images in the proxy's batch (64)"
+    )
     g = p.add_argument_group("proxy training")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--epochs", type=count_number, default=None)
+    g.add_argument("--batch-size", type=count_number, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--width", type=float, default=None, help="proxy network width multiplier")
     g.add_argument(
@@ -309,7 +327,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--oneshot-epochs",
-        type=int,
+        type=count_number,
         default=None,
         help="--evaluator oneshot: fine-tuning epochs per candidate (default 1; 0: batch-norm "
         "statistics recomputed, no training)",
@@ -322,10 +340,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="default: pool on the CPU, batched (K candidates at once) on a GPU",
     )
-    g.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
+    g.add_argument(
+        "--workers", type=count_number, default=None, help="pool workers (default: one per core)"
+    )
     g.add_argument(
         "--threads",
-        type=int,
+        type=count_number,
         default=None,
         help="torch threads per candidate (default: pool and Ray workers 1, in-process all "
         "cores); inprocess, pool and ray results match at equal threads; may change on --resume "

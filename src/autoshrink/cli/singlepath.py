@@ -17,7 +17,9 @@ from autoshrink.cli import (
     MAX_COUNT,
     SUBCOMMANDS,
     add_latency_table,
+    count_number,
     folder_path,
+    images_number,
     int_at_most,
     seed_number,
 )
@@ -55,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch", type=int_at_most(MAX_COUNT), default=1, help="deployment batch size (default 1)"
     )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=count_number, default=1, help="intra-op threads (default 1)")
     p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
     add_latency_table(p, "latency table to reuse and complete (default OUT/latency_table.json)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
@@ -68,18 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="deployment image size (224)",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--warmup-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="training batch")
+    p.add_argument("--epochs", type=count_number, default=None)
+    p.add_argument("--warmup-epochs", type=count_number, default=None)
+    p.add_argument("--batch-size", type=count_number, default=None, help="training batch")
     p.add_argument(
         "--train-images",
-        type=int,
+        type=images_number,
         default=None,
         help="seeded training images (default: all but the validation ones)",
     )
     p.add_argument(
         "--val-images",
-        type=int,
+        type=images_number,
         default=None,
         help="seeded validation images, held out of the training split (default: a tenth)",
     )
@@ -87,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_number, default=None)
     p.add_argument(
         "--train-threads",
-        type=int,
+        type=count_number,
         default=None,
         help="torch threads for the supernet's training (default: torch's; 1 on a busy box)",
     )

@@ -34,6 +34,7 @@ from autoshrink.cli import (
     MAX_COUNT,
     SUBCOMMANDS,
     DefaultsHelpFormatter,
+    count_number,
     folder_path,
     int_at_most,
     rnn,
@@ -84,9 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="cnn: the data set's folder (None: the default place); rnn: a PTB-style folder",
     )
-    p.add_argument("--epochs", type=int, default=None, help="None: the recipe's")
+    p.add_argument("--epochs", type=count_number, default=None, help="None: the recipe's")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="global batch, all processes (None: recipe's)"
+        "--batch-size",
+        type=count_number,
+        default=None,
+        help="global batch, all processes (None: recipe's)",
     )
     p.add_argument(
         "--lr", type=float, default=None, help="cnn: lr per 256 images, scaled to the global batch"
