@@ -338,6 +338,8 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
     code, _, err = cli("search", "--preset", "demo", "--population-size", "4",
                        "--executor", "inprocess", "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--population-size needs --strategy rea" in err
+    code, _, err = cli("search", "--preset", "demo", "--zc-proxy", "snip", "--out", tmp_path / "r")
+    assert code == 2 and "--zc-proxy needs --screening zero-cost" in err  # it was saved, ignored
     code, _, err = cli("search", "--preset", "demo", "--workers", "2", "--executor", "inprocess",
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--workers is for --executor pool; --executor inprocess trains" in err

@@ -134,6 +134,7 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
         (("--runs", "0"), "runs and queries must be >= 1"),
         (("--dataset", "svhn"), "unknown NAS-Bench-201 data set"),
         (("--objective", "score", "--lambda", "-1"), "weight must be finite and >= 0"),
+        (("--lambda", "0.5"), "--lambda weighs the cost term of --objective score, but"),  # unread
     ],
 )
 def test_bad_arguments(bench, tables_dir, args, message) -> None:

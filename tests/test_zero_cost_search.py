@@ -115,7 +115,7 @@ def test_result_counts_the_images_every_candidate_trained_on(tmp_path, one_threa
     [
         (["--screening", "eventually"], "unknown screening 'eventually'"),
         (["--screening", "zero-cost", "--zc-proxy", "fisher"], "unknown zero-cost proxy 'fisher'"),
-        (["--zc-proxy", "zen"], "unknown zero-cost proxy 'zen'"),
+        (["--zc-proxy", "synflow"], "--zc-proxy needs --screening zero-cost"),  # was ignored
         (["--screening", "zero-cost", "--strategy", "random"], "does not apply"),
         (["--screening", "zero-cost", "--zc-batch", "1"], "zc_batch must be >= 2"),
     ],

@@ -483,6 +483,7 @@ READ_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxy
         "patience": (lambda c: c.strategy in ("autoshrink", "custom"), "strategy autoshrink"),
         "population_size": (lambda c: c.strategy in ("rea", "custom"), "strategy rea"),
         "tournament_size": (lambda c: c.strategy in ("rea", "custom"), "strategy rea"),
+        "zc_proxy": (lambda c: c.screening == "zero-cost", "screening zero-cost"),
         "zc_batch": (lambda c: c.screening == "zero-cost", "screening zero-cost"),
         "oneshot_epochs": (lambda c: c.evaluator == "oneshot", "evaluator oneshot"),
         "ood": (lambda c: c.objective == "ood", "objective ood"),

@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lambda",
         dest="weight",
         type=float,
-        default=0.1,
+        default=None,
         metavar="LAMBDA",
         help="weight of the cost term of --objective score: acc - LAMBDA*(log10 cost - 6) "
         "(default 0.1)",
@@ -156,12 +156,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+#: ``--lambda`` when not given: the cost term's weight of ``--objective score``.
+DEFAULT_WEIGHT = 0.1
+
+
 def check_cost_args(args: argparse.Namespace) -> None:
-    """One-line errors for a ``--cost``/``--hwnasbench`` combination that cannot work."""
+    """One-line errors for a ``--cost``/``--hwnasbench``/``--lambda`` combination that cannot
+    work."""
     if args.cost != MACS and args.cost not in METRICS:
         raise ConfigError(
             f"--cost must be {MACS} or an HW-NAS-Bench metric ({', '.join(METRICS)}), "
             f"got {args.cost!r}"
+        )
+    if args.weight is not None and args.objective != "score":  # it was saved as null, unread
+        raise ConfigError(
+            f"--lambda weighs the cost term of --objective score, but --objective is "
+            f"{args.objective}"
         )
     if args.cost != MACS and args.objective != "score":
         raise ConfigError(
@@ -211,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         queries=args.queries,
         dataset=args.dataset,
         objective=args.objective,
-        weight=args.weight,
+        weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
         seed=args.seed,
         progress=lambda name: logger.debug("running %s", name),
         cost=hw_cost(args, tables),

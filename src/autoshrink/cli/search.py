@@ -422,7 +422,8 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
 
 #: The options that set a setting of config.READ_BY: the setting's name by option.
 READ_BY_OPTIONS = {
-    **{name: name for name in ("patience", "population_size", "tournament_size", "zc_batch")},
+    **{name: name for name in ("patience", "population_size", "tournament_size")},
+    **{name: name for name in ("zc_proxy", "zc_batch")},
     **{name: name for name in ("oneshot_epochs", "latency_table", "latency_macro")},
     "latency_backend": "latency",
     "latency_device": "latency",
