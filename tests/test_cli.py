@@ -173,6 +173,13 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     assert code == 2 and err.rstrip().endswith("drop --data --epochs --lambda --max-macs"), err
     code, _, err = cli("search", "--resume", tmp_path, "--preset", "paper")
     assert code == 2 and err.rstrip().endswith("drop --preset"), err
+    from autoshrink.config import preset
+
+    preset("demo").save(tmp_path / "config.json")  # a digits run: --download is not for it
+    code, _, err = cli("search", "--resume", tmp_path, "--download")  # it was ignored
+    assert code == 2 and "--download is only available for cifar10, not for 'digits'" in err
+    code, _, err = cli("search", "--download", "--out", tmp_path / "new")
+    assert code == 2 and "not for 'digits'" in err and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(

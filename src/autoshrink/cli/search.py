@@ -449,6 +449,16 @@ def check_strategy_options(args: argparse.Namespace, config: SearchConfig) -> No
         raise ConfigError(f"not used by this search: {'; '.join(wasted)}")
 
 
+def download_data(config: SearchConfig) -> None:
+    """``--download``: fetch the data set of ``config`` into its data folder when it is not
+    there (CIFAR-10 only: any other is refused in one line)."""
+    if config.task != "cnn":
+        raise ConfigError("--download is for the image data sets of --task cnn (CIFAR-10)")
+    from autoshrink.data.images import load_images
+
+    load_images(config.dataset, config.data_dir, download=True)
+
+
 def default_out(task: str, preset_name: str) -> Path:
     """The run folder when ``--out`` is not given: ``runs/<preset>``, ``runs/rnn-<preset>`` for
     RNN cells (a CNN and an RNN demo do not meet in one folder)."""
@@ -508,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir, config = args.resume, None
         if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
             saved = SearchConfig.load(run_dir / CONFIG)
+            if args.download:  # the run's data set, into the run's --data folder
+                download_data(saved)
             # another --executor starts from its own options; else the run's, updated
             base = saved.execution if "executor" not in execution else ExecutionSettings()
             device, settings = saved.device, replace(base, **execution)
@@ -549,9 +561,7 @@ def run(args: argparse.Namespace) -> int:
         if config.screening == "progressive" and not config.screening_stages:
             config = replace(config, screening_stages=config.stages())  # the default, saved
         if args.download:
-            from autoshrink.data.images import load_images
-
-            load_images(config.dataset, config.data_dir, download=True)
+            download_data(config)
         run_dir = args.out or default_out(task, preset_name)
         device, settings = config.device, config.execution
     try:

@@ -222,10 +222,10 @@ def load_images(
 
     check_test_domain(name, test_domain)
     check_root(name, root)
+    if download and name != "cifar10":  # the others are on the machine or the user's
+        raise DataError(f"--download is only available for cifar10, not for {name!r}")
     if name in DOMAINS:
         return load_training_domains(name, root, test_domain=test_domain)
-    if download and name in ("fashion-mnist", "imagefolder"):
-        raise DataError(f"--download is only available for cifar10, not for {name!r}")
     if name == "digits":
         return load_digits(seed=seed)
     if name == "fashion-mnist":
