@@ -437,6 +437,15 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert code == 0, err
     c = json.loads(out)
     assert (c["params"], c["macs"]) == (3472041, 300775552)
+    for command, extra in [  # the file is the network: these were ignored without a word
+        ("count", ["--macro", "shrinkrnn-ptb"]),
+        ("count", ["--nhid", "5", "--vocab", "7"]),
+        ("latency", ["--macro", "shrinkcnn-imagenet"]),
+        ("export", ["--macro", "cifar-proxy", "--out", tmp_path / "refused"]),
+    ]:
+        code, _, err = cli(command, path, *extra)
+        assert code == 2 and "not for an mbconv architecture file" in err, (command, err)
+    assert not (tmp_path / "refused").exists()
     small = tmp_path / "small.json"
     layers = ("k5e3", SKIP) + ("k3e3",) * 14
     MBConvArch(width=0.35, image_size=32, num_classes=10, in_channels=1, layers=layers).save(small)

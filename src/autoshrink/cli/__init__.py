@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from autoshrink import __version__
-from autoshrink.errors import AutoshrinkError, os_error_line
+from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
 
 #: The sub-commands in the order ``--help`` lists them, with their one-line help.
 SUBCOMMANDS = {
@@ -155,6 +155,17 @@ def folder_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder, got an empty path")
     return Path(text)
+
+
+def refuse_for_arch(args: argparse.Namespace, *names: str) -> None:
+    """Refuse the options ``names`` (argparse names) given for an mbconv architecture file,
+    which is the network: a macro, or a language model's sizes, would be ignored."""
+    given = ["--" + name.replace("_", "-") for name in names if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: not for an mbconv architecture file ({args.cell}), which is "
+            "the network itself"
+        )
 
 
 def add_latency_table(parser: argparse.ArgumentParser, help: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from autoshrink.cli import MAX_CLASSES, MAX_COUNT, SUBCOMMANDS, int_at_most
+from autoshrink.cli import MAX_CLASSES, MAX_COUNT, SUBCOMMANDS, int_at_most, refuse_for_arch
 from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.errors import ConfigError
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_arch(args: argparse.Namespace) -> int:
     """An mbconv architecture file (``--macro`` does not apply: the file is the network)."""
+    refuse_for_arch(args, "macro", "nhid", "vocab")
     arch = MBConvArch.load(args.cell).with_settings(
         width=args.width,
         image_size=args.image_size,

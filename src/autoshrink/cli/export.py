@@ -18,7 +18,12 @@ import sys
 from pathlib import Path
 
 from autoshrink.cli import SUBCOMMANDS, folder_path, seed_number
-from autoshrink.cli.latency import add_macro_options, arch_from_args, macro_from_args
+from autoshrink.cli.latency import (
+    DEFAULT_MACRO,
+    add_macro_options,
+    arch_from_args,
+    macro_from_args,
+)
 from autoshrink.export.bundle import (
     ATOL,
     RTOL,
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = Cell.load(args.cell)
-    inferred = infer_settings(args.weights, args.macro) if args.weights is not None else {}
+    macro = args.macro or DEFAULT_MACRO
+    inferred = infer_settings(args.weights, macro) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)
     r = export_network(cell, spec, args.out, weights=args.weights, seed=args.seed)
     return finish(args, r, f"{spec.name} network of cell {cell.key}")

@@ -21,6 +21,7 @@ from autoshrink.cli import (
     add_latency_table,
     count_number,
     int_at_most,
+    refuse_for_arch,
 )
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
@@ -37,10 +38,18 @@ from autoshrink.outputs import check_output_file
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 
+#: The network a cell is built into when ``--macro`` is not given: the one a search scores.
+DEFAULT_MACRO = "cifar-proxy"
+
 
 def add_macro_options(p: argparse.ArgumentParser) -> None:
     """``--macro`` and the macro settings (``--width``, ``--image-size``, ...)."""
-    p.add_argument("--macro", default="cifar-proxy", choices=sorted(MACROS), help="the network")
+    p.add_argument(
+        "--macro",
+        default=None,
+        choices=sorted(MACROS),
+        help=f"the network of a cell (default {DEFAULT_MACRO}; not for an mbconv file)",
+    )
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
     p.add_argument(
         "--image-size", type=int_at_most(MAX_COUNT), default=None, help="input size in pixels"
@@ -55,7 +64,7 @@ def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
     """The macro of ``--macro`` with the settings given (else ``inferred``, else defaults)."""
     names = ("width", "image_size", "in_channels", "num_classes")
     settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
-    return get_macro(args.macro, **settings)
+    return get_macro(args.macro or DEFAULT_MACRO, **settings)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +133,8 @@ def settings_from_args(args: argparse.Namespace) -> LatencySettings:
 
 def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
     """The mbconv architecture file ``args.cell`` with the macro settings given (else
-    ``inferred``, else the file's)."""
+    ``inferred``, else the file's); ``--macro`` is refused (the file is the network)."""
+    refuse_for_arch(args, "macro")
     names = ("width", "image_size", "in_channels", "num_classes")
     settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
     return MBConvArch.load(args.cell).with_settings(**settings)
