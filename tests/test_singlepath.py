@@ -548,3 +548,18 @@ def test_a_diverged_supernet_is_one_line_and_keeps_its_checkpoint(
     assert "the supernet's training diverged at epoch 2 (loss nan)" in err
     assert "keeps the checkpoint of epoch 1" in err
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_the_help_names_the_presets_sizes(capsys) -> None:
+    from autoshrink.cli import build_parser
+    from autoshrink.singlepath.search import singlepath_preset
+
+    with pytest.raises(SystemExit):
+        build_parser("singlepath").parse_args(["singlepath", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    demo, paper = singlepath_preset("demo"), singlepath_preset("paper")
+    assert paper.train_images is None and paper.val_images is None  # all, and a tenth
+    assert f"(preset: demo {demo.train_images}; paper all but the validation ones)" in shown
+    assert f"(preset: demo {demo.val_images}; paper a tenth)" in shown
+    assert f"(preset: demo {demo.epochs}, paper {paper.epochs})" in shown
+    assert f"(preset: {demo.warmup_epochs})" in shown and demo.warmup_epochs == paper.warmup_epochs

@@ -70,20 +70,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="deployment image size (224)",
     )
-    p.add_argument("--epochs", type=count_number, default=None)
-    p.add_argument("--warmup-epochs", type=count_number, default=None)
+    p.add_argument(
+        "--epochs", type=count_number, default=None, help="search epochs (preset: demo 6, paper 8)"
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=count_number,
+        default=None,
+        help="epochs of weights only, thresholds frozen (preset: 2)",
+    )
     p.add_argument("--batch-size", type=count_number, default=None, help="training batch")
     p.add_argument(
         "--train-images",
         type=images_number,
         default=None,
-        help="seeded training images (default: all but the validation ones)",
+        help="seeded training images (preset: demo 1000; paper all but the validation ones)",
     )
     p.add_argument(
         "--val-images",
         type=images_number,
         default=None,
-        help="seeded validation images, held out of the training split (default: a tenth)",
+        help="seeded validation images, held out of the training split (preset: demo 400; "
+        "paper a tenth)",
     )
     p.add_argument("--threshold-lr", type=float, default=None)
     p.add_argument("--seed", type=seed_number, default=None)
