@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 SHRINKCNN = str(resources.files("autoshrink").joinpath("cells/shrinkcnn.json"))
+SHRINKRNN = str(resources.files("autoshrink").joinpath("cells/shrinkrnn.json"))
 TINY = [
     "--preset", "demo", "--nodes", "4", "--k", "2", "--keep-fraction", "0.5",
     "--per-class", "20", "--val-size", "60", "--epochs", "1", "--width", "0.25",
@@ -129,6 +130,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         ),
         (["search", "--preset", "demo", "--nodes", "1", "--out", "{tmp}/m"], "got 1"),
         (["show", "{deep}"], "JSON nested too deep"),
+        (["train", SHRINKRNN, "--out", "{tmp}/t"], "is an rnn cell: train it with --task rnn"),
         (["search", "--preset", "demo", "--out", "/proc/autoshrink-run"], "cannot write in /proc"),
         (
             ["search", "--dataset", "cifar10", "--data-dir", "/nonexistent", "--out", "{tmp}/y"],

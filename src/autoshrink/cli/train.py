@@ -294,6 +294,8 @@ def run_cnn(args: argparse.Namespace) -> int:
     check_test_domain(args.dataset, args.test_domain)
     arch = MBConvArch.load(args.cell) if is_arch_file(args.cell) else None
     cell = None if arch is not None else Cell.load(args.cell)
+    if cell is not None and cell.kind == "rnn":
+        raise ConfigError(f"{args.cell} is an rnn cell: train it with --task rnn (and --data DIR)")
     if cell is not None and args.activation is not None:
         cell = dataclasses.replace(cell, activation=args.activation)
     recipe = recipe_from_args(args)
