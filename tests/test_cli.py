@@ -426,3 +426,21 @@ def test_usage_errors_are_one_line_without_the_usage_block(capsys, argv, line):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(line) and "usage:" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "--device", "auto"],
+        ["search", "--latency-device", "auto"],
+        ["latency", "c.json", "--device", "auto"],
+        ["singlepath", "--out", "o", "--device", "auto"],
+    ],
+)
+def test_device_auto_is_what_it_resolves_to_here_in_every_command(argv) -> None:
+    from autoshrink.cli import build_parser
+    from autoshrink.devices import resolve_device
+
+    args = build_parser(argv[0]).parse_args(argv)  # train took auto; the others refused it
+    dest = argv[-2].lstrip("-").replace("-", "_")
+    assert getattr(args, dest) == str(resolve_device("auto"))  # cpu here, cuda:0 on a GPU

@@ -149,6 +149,17 @@ def seed_number(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """An ``argparse`` type of a ``--device`` option: ``auto`` becomes the device it resolves
+    to on this machine (a GPU when torch sees one, else ``cpu``), as ``train`` resolves it;
+    any other name is checked where it is used."""
+    if text != "auto":
+        return text
+    from autoshrink.devices import resolve_device  # torch: only when the option is given
+
+    return str(resolve_device("auto"))
+
+
 def folder_path(text: str) -> Path:
     """An ``argparse`` type: an output folder; an empty string (a shell variable left unset,
     say) is refused rather than read as the current folder."""

@@ -20,6 +20,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     add_latency_table,
     count_number,
+    device_name,
     int_at_most,
     refuse_for_arch,
 )
@@ -80,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cell", type=Path, help="a cell JSON file or an mbconv architecture file")
     add_macro_options(p)
     p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)"
+    )
     p.add_argument(
         "--batch",
         type=int_at_most(MAX_COUNT),

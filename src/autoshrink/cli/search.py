@@ -15,6 +15,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     DefaultsHelpFormatter,
     count_number,
+    device_name,
     folder_path,
     images_number,
     int_at_most,
@@ -270,7 +271,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="network whose latency is measured or predicted; None: the proxy network",
     )
     g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="None: torch")
-    g.add_argument("--latency-device", default=None, help="cpu or cuda[:N]; None: cpu")
+    g.add_argument(
+        "--latency-device",
+        type=device_name,
+        default=None,
+        help="cpu, cuda[:N] or auto (default cpu)",
+    )
     g.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -333,7 +339,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "statistics recomputed, no training)",
     )
     g = p.add_argument_group("execution")
-    g.add_argument("--device", default=None, help="cpu or cuda[:N]")
+    g.add_argument(
+        "--device", type=device_name, default=None, help="cpu, cuda[:N] or auto (a GPU if any)"
+    )
     g.add_argument(
         "--executor",
         choices=EXECUTORS,

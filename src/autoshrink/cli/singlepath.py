@@ -18,6 +18,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     add_latency_table,
     count_number,
+    device_name,
     folder_path,
     images_number,
     int_at_most,
@@ -53,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lambda", dest="lam", type=float, default=None, metavar="LAMBDA", help="λ (default 0.5)"
     )
     p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)"
+    )
     p.add_argument(
         "--batch", type=int_at_most(MAX_COUNT), default=1, help="deployment batch size (default 1)"
     )
