@@ -360,3 +360,11 @@ def test_a_second_bench_into_the_same_folder_is_refused(tmp_path) -> None:
         f"--out {tmp_path} already holds the results of an `autoshrink bench` run (bench.json); "
         "choose another --out"
     )
+
+
+def test_show_refuses_a_picture_format_before_printing_the_cell(cli, tmp_path) -> None:
+    from autoshrink.spaces.cells import published_cell
+
+    published_cell("shrinkcnn").save(tmp_path / "c.json")
+    code, out, err = cli("show", tmp_path / "c.json", "--picture", tmp_path / "p.jpg")
+    assert code == 2 and out == "" and "a cell picture is png, svg or dot, not 'jpg'" in err

@@ -9,7 +9,7 @@ from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.outputs import check_output_file
-from autoshrink.report.picture import render, to_text
+from autoshrink.report.picture import picture_format, render, to_text
 from autoshrink.singlepath.space import is_arch_file
 
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         )
     cell = Cell.load(args.cell)
     picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
+    picture_format(picture)  # before anything is printed
     print(to_text(cell), end="")
     print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
     if args.cell.resolve() == picture.resolve():

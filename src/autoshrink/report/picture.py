@@ -81,6 +81,16 @@ def to_text(cell: Cell) -> str:
     return "\n".join(rows) + "\n"
 
 
+def picture_format(path: Path) -> str:
+    """The picture format of ``path``'s suffix (one of :data:`PICTURE_FORMATS`); another is a
+    :class:`ConfigError` naming the path."""
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in PICTURE_FORMATS:
+        known = f"{', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]}"
+        raise ConfigError(f"{path}: a cell picture is {known}, not {fmt!r}")
+    return fmt
+
+
 def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
     """Write a picture of ``cell`` to ``path`` (its suffix: ``.png``, ``.svg`` or ``.dot``, the
     Graphviz source).
@@ -91,10 +101,7 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
     it was.
     """
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in PICTURE_FORMATS:
-        known = f"{', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]}"
-        raise ConfigError(f"{path}: a cell picture is {known}, not {fmt!r}")
+    fmt = picture_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
         write_text_atomic(path, to_dot(cell, title))

@@ -118,7 +118,8 @@ class AutoShrink:
             return None
         edges = self.current.num_edges
         if edges <= self.target_edges:  # a cell without edges too: the target is >= 0
-            return f"reached the edge target: {edges} edges, at most {self.target_edges} wanted"
+            noun = "edge" if edges == 1 else "edges"
+            return f"reached the edge target: {edges} {noun}, at most {self.target_edges} wanted"
         if self.patience is not None and self.stale_steps >= self.patience:
             return f"patience: {self.stale_steps} steps without a better score"
         return None
