@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from autoshrink.cli import (
     int_at_most,
     refuse_for_arch,
 )
+from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -120,7 +122,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> LatencySettings:
-    """The :class:`LatencySettings` of the measurement flags."""
+    """The :class:`LatencySettings` of the measurement flags (their bounds named by flag)."""
+    for name, value, ok, must in (
+        ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
+        ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
+        ("--batch", args.batch, args.batch >= 1, ">= 1"),
+        ("--max-seconds", args.max_seconds, 0 < args.max_seconds < math.inf, "finite and > 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"{name} must be {must}, got {value:g}")
     return LatencySettings(
         backend=args.backend,
         device=args.device,
