@@ -177,3 +177,82 @@ def test_a_stopped_baseline_keeps_no_cell_to_say_of(tmp_path) -> None:
                progress=False)  # fmt: skip
     (run / "result.json").unlink()  # stopped before its end
     assert "step in progress" not in write_report(run).read_text()  # batches keep no cell
+
+
+class Misbehaving(DropOneAtRandom):
+    """DropOneAtRandom with one fault of a user's own strategy, by name."""
+
+    fault = ""
+
+    def ask(self) -> list[Proposal]:
+        batch = super().ask()
+        if not batch:
+            return batch
+        step = batch[0].step
+        if self.fault == "every step is step 0":
+            return [Proposal(p.genotype, 0) for p in batch]
+        if self.fault == "step 0 of three cells" and step == 0:
+            extra = [self.cell.remove_edge(e) for e in self.cell.edges[:2]]
+            self._pending = batch + [Proposal(c, 0) for c in extra]
+            return list(self._pending)
+        if self.fault == "a cell twice" and step == 1:
+            self._pending = batch + batch[:1]
+            return list(self._pending)
+        if self.fault == "never ends" and step >= 1:
+            self._pending = [Proposal(self.cell, step)]  # the same cell again and again
+            return list(self._pending)
+        if self.fault == "asks nothing":
+            return []
+        return batch
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        if self.fault == "never ends":
+            self._accept(observations)
+            self.step += 1
+            return
+        super().tell(observations)
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("every step is step 0", "strategy custom: step 0 follows step 0: steps must increase"),
+        ("step 0 of three cells", "strategy custom: step 0 holds 3 cells: it is the start cell's"),
+        ("a cell twice", "strategy custom: step 1 proposes cell "),
+        ("never ends", r"strategy custom: step \d+ is batch \d+, beyond its max_steps \(15\)"),
+        ("asks nothing", "strategy custom: its first ask\\(\\) gave no cell to evaluate"),
+    ],
+)
+def test_a_strategy_that_breaks_the_journals_rules_is_stopped_in_one_line(
+    tmp_path, fault, message
+) -> None:
+    def make(config: SearchConfig, start: Cell, rng: random.Random) -> Misbehaving:
+        strategy = Misbehaving(config, start, rng)
+        strategy.fault = fault
+        return strategy
+
+    run = tmp_path / "r"
+    with pytest.raises(ConfigError, match=message):
+        run_search(run, custom(), evaluator_factory=toy, strategy_factory=make, progress=False)
+    if (run / "journal.jsonl").exists():  # what it journalled before is kept
+        assert all(json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines())
+
+
+def test_an_interrupted_custom_run_says_how_to_resume_it_from_python(tmp_path) -> None:
+    from autoshrink.stop_signals import SearchInterrupted
+
+    class Stops(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int):  # type: ignore[no-untyped-def]
+            if self.calls == 3:
+                raise KeyboardInterrupt  # from code, not a signal
+            return super().evaluate(cell, seed)
+
+    stops = Stops()
+    run = tmp_path / "r"
+    with pytest.raises(SearchInterrupted) as info:
+        run_search(run, custom(), evaluator_factory=lambda c: stops, strategy_factory=drop_one,
+                   progress=False)  # fmt: skip
+    assert str(info.value) == (
+        f"search interrupted; 3 candidates are in {run / 'journal.jsonl'}; continue with: "
+        f"run_search({str(run)!r}, resume=True, strategy_factory=...)"
+    )

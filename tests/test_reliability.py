@@ -285,7 +285,8 @@ def test_a_signal_stops_the_search_cleanly_and_it_resumes(tmp_path, sig, status)
     trained = sum(r["type"] == "candidate" for r in kept)
     assert journal.read_text().endswith("\n") and not (run / LOCK).exists()
     assert err.strip().splitlines()[-1] == (
-        f"autoshrink: search stopped by {sig.name}; {trained} candidates are in {journal}; "
+        f"autoshrink: search stopped by {sig.name}; {trained} "
+        f"{'candidate is' if trained == 1 else 'candidates are'} in {journal}; "
         f"continue with: autoshrink search --resume {run}"
     )
     assert not (run / "result.json").exists()

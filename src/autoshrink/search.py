@@ -222,6 +222,10 @@ def run_search(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
                     strategy_factory,
                 )  # fmt: skip
+                if result.evaluations == 0:
+                    raise ConfigError(
+                        f"strategy {config.strategy}: its first ask() gave no cell to evaluate"
+                    )
                 if result.best is None:
                     why = f"search stopped: {result.stopped}; " if result.stopped else ""
                     raise JournalError(
@@ -248,7 +252,7 @@ def run_search(
                     network = proxy_network(evaluator)
                     write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
-                raise interrupted(err, journal, run_dir, signals.received) from None
+                raise interrupted(err, journal, run_dir, signals.received, config) from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
@@ -276,20 +280,30 @@ def factory_name(factory: Callable[..., Any] | None) -> str | None:
 
 
 def interrupted(
-    err: KeyboardInterrupt, journal: Journal, run_dir: Path, received: int | None = None
+    err: KeyboardInterrupt,
+    journal: Journal,
+    run_dir: Path,
+    received: int | None = None,
+    config: SearchConfig | None = None,
 ) -> SearchInterrupted:
     """The :class:`SearchInterrupted` of a search stopped by ``err``: which signal (``err``'s,
-    else the one the search's handler ``received``, else SIGINT), how many candidates the
-    journal holds, and the command that resumes it."""
-    signum = getattr(err, "signum", None) or received or signal.SIGINT
+    else the one the search's handler ``received``; a ``KeyboardInterrupt`` raised by code is
+    "interrupted", with SIGINT's exit status), how many candidates the journal holds, and how to
+    resume it (from Python for a ``custom`` strategy of ``config``)."""
+    signum = getattr(err, "signum", None) or received
+    how = f"stopped by {signal.Signals(signum).name}" if signum else "interrupted"
     try:
         journalled = sum(r.get("type") == "candidate" for r in journal.records())
     except JournalError:  # a damaged journal: the resume will name the line
         journalled = 0
+    if config is not None and config.strategy == "custom":
+        resume = f"run_search({str(run_dir)!r}, resume=True, strategy_factory=...)"
+    else:
+        resume = f"autoshrink search --resume {run_dir}"
+    noun = "candidate is" if journalled == 1 else "candidates are"
     return SearchInterrupted(
-        signum,
-        f"search stopped by {signal.Signals(signum).name}; {journalled} candidates are in "
-        f"{journal.path}; continue with: autoshrink search --resume {run_dir}",
+        signum or signal.SIGINT,
+        f"search {how}; {journalled} {noun} in {journal.path}; continue with: {resume}",
     )
 
 
@@ -370,9 +384,21 @@ def search_loop(
     steps_bar = tqdm(
         total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
     )
+    last_step, batches, max_steps = -1, 0, strategy.max_steps  # read once, as the bar's total
     try:
         while proposals := strategy.ask():
-            replay.asked(proposals)
+            batches += 1
+            check_batch(proposals, last_step, batches, max_steps, config.strategy)
+            last_step = proposals[0].step
+            try:
+                replay.asked(proposals)
+            except JournalError as err:
+                if config.strategy != "custom":
+                    raise
+                raise JournalError(
+                    f"{err}, or the custom strategy asked for other cells when told the same "
+                    "observations (it must draw from the rng it is given)"
+                ) from None
             note_reuse(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
             for i, p in enumerate(proposals):  # hard constraints: reject before training
@@ -450,6 +476,31 @@ def search_loop(
         strategy.end_reason,
         tuple(cost_only),
     )
+
+
+def check_batch(
+    proposals: Sequence[Proposal], last_step: int, batches: int, max_steps: int, strategy: str
+) -> None:
+    """Refuse a batch that breaks what the journal and the reports read of a strategy: one
+    step number per batch, greater than the last batch's; step 0 the start cell alone; no cell
+    twice in a batch; no more batches than the strategy's ``max_steps`` (a strategy that never
+    ends would fill the journal with re-proposals). A :class:`ConfigError` naming the step."""
+    steps = sorted({p.step for p in proposals})
+    keys = [p.genotype.key for p in proposals]
+    problem = None
+    if len(steps) > 1:
+        problem = f"one batch holds steps {steps}"
+    elif steps[0] <= last_step:
+        problem = f"step {steps[0]} follows step {last_step}: steps must increase"
+    elif steps[0] == 0 and len(proposals) != 1:
+        problem = f"step 0 holds {len(proposals)} cells: it is the start cell's, alone"
+    elif len(set(keys)) < len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        problem = f"step {steps[0]} proposes cell {twice} twice"
+    elif batches > max_steps:
+        problem = f"step {steps[0]} is batch {batches}, beyond its max_steps ({max_steps})"
+    if problem is not None:
+        raise ConfigError(f"strategy {strategy}: {problem}")
 
 
 def warn_cost_only(steps: Sequence[tuple[int, float]], metric: str) -> None:
