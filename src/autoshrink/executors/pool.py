@@ -179,12 +179,14 @@ class LocalPoolExecutor:
             try:
                 self._load(w, slot, evaluator)
             except BaseException as err:  # a worker that died, or Ctrl-C while they start
-                w.process.join(_EXIT_WAIT_S)  # its own exit code, before the kill below
+                died = isinstance(err, (EOFError, OSError))
+                if died:  # its own exit code, before the kill below
+                    w.process.join(_EXIT_WAIT_S)
                 code = w.process.exitcode
                 for other in started:
                     other.process.kill()
                     self._stop(other)
-                if not isinstance(err, (EOFError, OSError)):
+                if not died:
                     raise
                 return code if code is not None else -signal.SIGKILL
             log.debug("started worker %d", w.process.pid)
