@@ -20,7 +20,6 @@ from autoshrink.cli import (
     MAX_COUNT,
     SUBCOMMANDS,
     add_latency_table,
-    count_number,
     device_name,
     int_at_most,
     refuse_for_arch,
@@ -92,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="images per forward pass (default 1)",
     )
-    p.add_argument("--threads", type=count_number, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument(
         "--clock",
         choices=CLOCKS,

@@ -353,7 +353,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--threads",
-        type=count_number,
+        type=int,  # bounded where it is used: one line naming 1..1024
         default=None,
         help="torch threads per candidate (default: pool and Ray workers 1, in-process all "
         "cores); inprocess, pool and ray results match at equal threads; may change on --resume "

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch", type=int_at_most(MAX_COUNT), default=1, help="deployment batch size (default 1)"
     )
-    p.add_argument("--threads", type=count_number, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
     add_latency_table(p, "latency table to reuse and complete (default OUT/latency_table.json)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_number, default=None)
     p.add_argument(
         "--train-threads",
-        type=count_number,
+        type=int,
         default=None,
         help="torch threads for the supernet's training (default: torch's; 1 on a busy box)",
     )
