@@ -233,11 +233,12 @@ def test_bad_rnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], ne
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (["--lr", "nan"], "lr_per_256 must be finite and > 0, got nan"),
-        (["--lr", "-1"], "lr_per_256 must be finite and > 0, got -1.0"),
+        (["--lr", "nan"], "--lr (per 256 images) must be finite and > 0, got nan"),
+        (["--lr", "-1"], "--lr (per 256 images) must be finite and > 0, got -1"),
         (["--epochs", "0"], "epochs must be >= 1, got 0"),
         (["--epochs", "-2"], "epochs must be >= 1, got -2"),
-        (["--ema", "nan"], "ema_decay must lie in (0, 1] or be null, got nan"),
+        (["--ema", "nan"], "--ema must lie in [0, 1] (0 turns the EMA off), got nan"),
+        (["--ema", "1.5"], "--ema must lie in [0, 1] (0 turns the EMA off), got 1.5"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["--threads", "0"], "--threads must be an integer in 1..1024, got 0"),
     ],

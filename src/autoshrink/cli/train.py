@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -224,7 +225,12 @@ def check_resumable(out: Path) -> None:
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    """The recipe named by ``--recipe`` with the command line's settings applied."""
+    """The recipe named by ``--recipe`` with the command line's settings applied (``--lr`` and
+    ``--ema`` out of range named by their flags, as they are typed)."""
+    if args.lr is not None and not 0 < args.lr < math.inf:
+        raise ConfigError(f"--lr (per 256 images) must be finite and > 0, got {args.lr:g}")
+    if args.ema is not None and not 0 <= args.ema <= 1:
+        raise ConfigError(f"--ema must lie in [0, 1] (0 turns the EMA off), got {args.ema:g}")
     recipe = get_recipe(
         args.recipe,
         epochs=args.epochs,
