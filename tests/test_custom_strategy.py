@@ -203,6 +203,12 @@ class Misbehaving(DropOneAtRandom):
             return list(self._pending)
         if self.fault == "asks nothing":
             return []
+        if self.fault == "other ops" and step == 1:
+            first = batch[0].genotype
+            other = [("sep3x3" if op == "conv3x3" else "conv3x3") for op in first.ops[1:]]
+            ops = [first.ops[0], *other]  # the same topology, every other node's op changed
+            self._pending = [Proposal(first.with_ops(ops), step), *batch[1:]]
+            return list(self._pending)
         return batch
 
     def tell(self, observations: Sequence[Observation]) -> None:
@@ -221,6 +227,7 @@ class Misbehaving(DropOneAtRandom):
         ("a cell twice", "strategy custom: step 1 proposes cell "),
         ("never ends", r"strategy custom: step \d+ is batch \d+, beyond its max_steps \(15\)"),
         ("asks nothing", "strategy custom: its first ask\\(\\) gave no cell to evaluate"),
+        ("other ops", r"strategy custom: step 1 proposes cell \w+, which is no sub-DAG of the st"),
     ],
 )
 def test_a_strategy_that_breaks_the_journals_rules_is_stopped_in_one_line(

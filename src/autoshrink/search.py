@@ -90,6 +90,14 @@ StrategyFactory = Callable[[SearchConfig, Cell, random.Random], CellStrategy]
 STRATEGY_MEMBERS = ("ask", "tell", "best", "max_steps", "describe", "end_reason")
 
 
+def seeded_start(config: SearchConfig) -> tuple[Cell, random.Random]:
+    """The start cell of ``config``'s seed (the complete DAG, its node ops drawn from the seed)
+    and the generator after that draw, which the strategy goes on with."""
+    rng = random.Random(config.seed)
+    activation = config.activation if config.task == "cnn" else None
+    return start_cell(config.task, config.nodes, rng, activation), rng
+
+
 def make_strategy(
     config: SearchConfig,
     rank: Callable[[list[Cell]], list[float]] | None = None,
@@ -101,9 +109,7 @@ def make_strategy(
     All strategies of one seed share the start cell, so they search the same space. ``rank``:
     AutoShrink's zero-cost screen (``screening="zero-cost"``, see docs/zero-cost.md).
     """
-    rng = random.Random(config.seed)
-    activation = config.activation if config.task == "cnn" else None
-    start = start_cell(config.task, config.nodes, rng, activation)
+    start, rng = seeded_start(config)
     if config.strategy == "custom":
         if factory is None:
             raise ConfigError("strategy 'custom' needs a strategy_factory")
@@ -385,10 +391,11 @@ def search_loop(
         total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
     )
     last_step, batches, max_steps = -1, 0, strategy.max_steps  # read once, as the bar's total
+    start, _ = seeded_start(config)
     try:
         while proposals := strategy.ask():
             batches += 1
-            check_batch(proposals, last_step, batches, max_steps, config.strategy)
+            check_batch(proposals, last_step, batches, max_steps, config.strategy, start)
             last_step = proposals[0].step
             try:
                 replay.asked(proposals)
@@ -479,16 +486,35 @@ def search_loop(
 
 
 def check_batch(
-    proposals: Sequence[Proposal], last_step: int, batches: int, max_steps: int, strategy: str
+    proposals: Sequence[Proposal],
+    last_step: int,
+    batches: int,
+    max_steps: int,
+    strategy: str,
+    start: Cell,
 ) -> None:
     """Refuse a batch that breaks what the journal and the reports read of a strategy: one
     step number per batch, greater than the last batch's; step 0 the start cell alone; no cell
-    twice in a batch; no more batches than the strategy's ``max_steps`` (a strategy that never
-    ends would fill the journal with re-proposals). A :class:`ConfigError` naming the step."""
+    twice in a batch; every cell a sub-DAG of the ``start`` cell (its kind, node ops and
+    activation: the space every strategy of the seed searches); no more batches than the
+    strategy's ``max_steps`` (a strategy that never ends would fill the journal with
+    re-proposals). A :class:`ConfigError` naming the step."""
     steps = sorted({p.step for p in proposals})
     keys = [p.genotype.key for p in proposals]
+    outside = [
+        p.genotype
+        for p in proposals
+        if (p.genotype.kind, p.genotype.ops, p.genotype.activation)
+        != (start.kind, start.ops, start.activation)
+        or not set(p.genotype.edges) <= set(start.edges)
+    ]
     problem = None
-    if len(steps) > 1:
+    if outside:
+        problem = (
+            f"step {proposals[0].step} proposes cell {outside[0].key}, which is no sub-DAG of the "
+            "start cell (other node ops, activation or edges): it is outside the search space"
+        )
+    elif len(steps) > 1:
         problem = f"one batch holds steps {steps}"
     elif steps[0] <= last_step:
         problem = f"step {steps[0]} follows step {last_step}: steps must increase"
