@@ -245,8 +245,10 @@ def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
         ("--epochs", "0", "training: epochs must be >= 1, got 0"),
         ("--width", "nan", "width must be a number in (0, 64]"),
         ("--width", "1e308", "width must be a number in (0, 64]"),
-        ("--max-macs", "nan", "the limit must be a finite number > 0"),
-        ("--max-latency", "inf", "the limit must be a finite number > 0"),
+        ("--max-macs", "nan", "--max-macs must be finite and > 0, got nan"),
+        ("--max-latency", "inf", "--max-latency must be finite and > 0, got inf"),
+        ("--max-params", "-5", "--max-params must be finite and > 0, got -5"),  # the flag's name
+        ("--lambda", "-1", "--lambda must be finite and >= 0, got -1"),  # not "score weight"
     ],
 )
 def test_search_refuses_non_finite_settings_before_writing(cli, tmp_path, flag, value, message):
