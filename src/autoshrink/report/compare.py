@@ -50,7 +50,7 @@ def measured_differently(runs: dict[str, RunData]) -> list[str]:
     """The :data:`MEASURED_BY` settings of each run that differ from the first run's, as
     ``"label: setting: first -> this"``; the NAS-OoD settings (``ood``) too where either run
     has that objective (others do not read them)."""
-    (first_label, first), *others = runs.items()
+    (_, first), *others = runs.items()
     found = []
     for label, run in others:
         ood = "ood" in (first.config.get("objective"), run.config.get("objective"))
