@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from autoshrink.cli import (
     int_at_most,
     refuse_for_arch,
 )
-from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
@@ -37,6 +35,7 @@ from autoshrink.hardware.latency import (
 )
 from autoshrink.hardware.table import LatencyTable, extend_table
 from autoshrink.outputs import check_output_file
+from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
 
@@ -122,14 +121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> LatencySettings:
     """The :class:`LatencySettings` of the measurement flags (their bounds named by flag)."""
-    for name, value, ok, must in (
-        ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
-        ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
-        ("--batch", args.batch, args.batch >= 1, ">= 1"),
-        ("--max-seconds", args.max_seconds, 0 < args.max_seconds < math.inf, "finite and > 0"),
-    ):
-        if not ok:
-            raise ConfigError(f"{name} must be {must}, got {value:g}")
+    require("--repeats", args.repeats, ">= 1")
+    require("--warmup", args.warmup, ">= 0")
+    require("--batch", args.batch, ">= 1")
+    require("--max-seconds", args.max_seconds, "finite and > 0")
     return LatencySettings(
         backend=args.backend,
         device=args.device,

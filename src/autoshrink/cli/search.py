@@ -47,6 +47,7 @@ from autoshrink.hardware.latency import BACKENDS, LatencySettings
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
+from autoshrink.ranges import require
 from autoshrink.report.picture import to_text
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
@@ -477,18 +478,14 @@ def run(args: argparse.Namespace) -> int:
     """Run or resume the search the flags describe and print its best cell; 0."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
     given = {k: v for k, v in given.items() if v is not None}
-    for option, value in (
-        ("--lambda", args.weight),
+    # named by the flags typed (the config names its fields: "score weight", "constraint")
+    require("--lambda", args.weight, "finite and >= 0")
+    for option, limit in (
         ("--max-macs", args.max_macs),
         ("--max-params", args.max_params),
         ("--max-latency", args.max_latency),
-    ):  # named by the flags typed (the config names its fields: "score weight", "constraint")
-        if value is None:
-            continue
-        least = value >= 0 if option == "--lambda" else value > 0
-        if not (least and value < math.inf):
-            must = "finite and >= 0" if option == "--lambda" else "finite and > 0"
-            raise ConfigError(f"{option} must be {must}, got {value:g}")
+    ):
+        require(option, limit, "finite and > 0")
     limits = {"macs": args.max_macs, "params": args.max_params}
     table = args.latency_table is not None or args.cost == "table_latency_ms"
     if args.latency_table is not None:

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
+from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
@@ -227,8 +227,7 @@ def check_resumable(out: Path) -> None:
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The recipe named by ``--recipe`` with the command line's settings applied (``--lr`` and
     ``--ema`` out of range named by their flags, as they are typed)."""
-    if args.lr is not None and not 0 < args.lr < math.inf:
-        raise ConfigError(f"--lr (per 256 images) must be finite and > 0, got {args.lr:g}")
+    require("--lr (per 256 images)", args.lr, "finite and > 0")
     if args.ema is not None and not 0 <= args.ema <= 1:
         raise ConfigError(f"--ema must lie in [0, 1] (0 turns the EMA off), got {args.ema:g}")
     recipe = get_recipe(

@@ -28,6 +28,7 @@ from torch import nn
 from autoshrink.data.text import Corpus, batchify
 from autoshrink.errors import DataError, JournalError
 from autoshrink.nn.tied_weights import TIED, retie, untie
+from autoshrink.ranges import check_fields
 from autoshrink.training.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
@@ -38,7 +39,7 @@ from autoshrink.training.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
 )
-from autoshrink.training.language import check_fields, evaluate_lm, perplexity, train_epoch
+from autoshrink.training.language import evaluate_lm, perplexity, train_epoch
 
 
 @dataclass(frozen=True, kw_only=True)

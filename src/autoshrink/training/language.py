@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoshrink.data.text import batchify
-from autoshrink.errors import ConfigError
 from autoshrink.nn.rnn import detach_hidden
+from autoshrink.ranges import check_fields
 
 
 class LanguageModel(Protocol):
@@ -69,25 +69,6 @@ class RNNProxyTraining:
                 "finite and >= 0": ("weight_decay",),
             },
         )
-
-
-#: The requirements :func:`check_fields` knows, with their tests (NaN fails each).
-REQUIREMENTS: dict[str, Callable[[float], bool]] = {
-    ">= 1": lambda v: v >= 1,
-    ">= 0": lambda v: v >= 0,
-    "finite and > 0": lambda v: 0 < v < math.inf,
-    "finite and >= 0": lambda v: 0 <= v < math.inf,
-}
-
-
-def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]) -> None:
-    """Raise a ConfigError naming the first field of ``settings`` that breaks its rule
-    (``{requirement: field names}``, requirements from :data:`REQUIREMENTS`) and its value."""
-    for requirement, names in rules.items():
-        for name in names:
-            value = getattr(settings, name)
-            if not REQUIREMENTS[requirement](value):
-                raise ConfigError(f"{where}: {name} must be {requirement}, got {value!r}")
 
 
 @dataclass
