@@ -351,6 +351,9 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
         ({"seed": "a"}, 'config: "seed" must be an integer, got "a"'),
         ({"constraints": {"mac": 1e4}}, "unknown constraint 'mac' for --task cnn"),
         ({"task": "RNN"}, "unknown task 'RNN'"),
+        # a misspelt data set failed only when the search loaded it; an rnn search reads
+        # PTB-layout text, so an image set's name would only mislabel its reports
+        ({"dataset": "mnist"}, "unknown data set 'mnist' for --task cnn; expected one of"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             preset("demo", **settings)
@@ -358,6 +361,8 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
     with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.167"):
         preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
     assert preset("demo", task="rnn", nodes=3, keep_fraction=0.167).keep_fraction == 0.167
+    with pytest.raises(ConfigError, match=r"data set 'cifar10' for --task rnn; .* \['ptb'\]"):
+        preset("demo", task="rnn", dataset="cifar10")
     from autoshrink.training.ood import OodSettings
 
     with pytest.raises(ConfigError, match="ood needs objective ood"):  # saved, never read

@@ -107,6 +107,10 @@ CNN_ONLY = (
     *("latency_table", "zc_proxy", "zc_batch"),
 )
 
+#: The data set of an rnn search: text in Penn Treebank's layout (``train.txt``,
+#: ``valid.txt``), read from ``data_dir``.
+TEXT_DATASETS = ("ptb",)
+
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
 OBJECTIVES = ("erm", "ood")
 
@@ -291,7 +295,14 @@ class SearchConfig:
 
     def _check_domains(self) -> None:
         from autoshrink.data.domains import check_test_domain
+        from autoshrink.data.images import DATASETS
 
+        known = TEXT_DATASETS if self.task == "rnn" else DATASETS
+        if self.task in TASKS and self.dataset not in known:
+            raise ConfigError(
+                f"unknown data set {self.dataset!r} for --task {self.task}; expected one of "
+                f"{list(known)}"
+            )
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.task != "cnn" and (self.objective != "erm" or self.test_domain is not None):
