@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -231,9 +232,11 @@ class FailingStep(ToyEvaluator):
         return super().evaluate(cell, seed)
 
 
-def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path):
+def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path, caplog, capsys):
     run = tmp_path / "run"
-    result = search(run, toy_config(k=3), FailingStep(edges=14))
+    with caplog.at_level(logging.WARNING):
+        result = search(run, toy_config(k=3), FailingStep(edges=14))
+    assert not [r for r in caplog.records if "stopped" in r.getMessage()]  # result.stopped has it
     rows = [json.loads(x) for x in lines(run / "journal.jsonl")]
     assert [r["step"] for r in rows] == [0, 1, 1, 1]
     assert [r["status"] for r in rows[1:]] == ["failed"] * 3
@@ -242,6 +245,11 @@ def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path):
     )
     assert result.best.proposal.step == 0 and result.cell.num_edges == 15
     assert json.loads((run / "result.json").read_text())["stopped"] == result.stopped
+    from autoshrink.cli.search import stopped_early
+
+    capsys.readouterr()
+    assert stopped_early(result) == 1  # the command line says it once (a warning said it too)
+    assert capsys.readouterr().err.count("stopped early") == 1
 
 
 # -- item 10: signals, a full disk, a torn journal tail -------------------------------------

@@ -467,7 +467,8 @@ def search_loop(
     if stopped is None:
         replay.finish()
     else:
-        log.warning("search stopped early: %s", stopped)
+        # result.stopped says it to the caller (the command line prints it as its error line)
+        log.info("search stopped early: %s", stopped)
     screening = None if ranker is None else ranker.summary()
     if screen is not None:
         screening = screen.summary() | {
