@@ -223,6 +223,7 @@ class SearchConfig:
                 f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
                 f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
             )
+        self._check_dataset()
         for name in ("epochs", "batch_size", "patience"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"training: {name} must be >= 1, got {getattr(t, name)}")
@@ -239,6 +240,17 @@ class SearchConfig:
                 f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
                 f"0 edges, which the score cannot rank (edge cost 0); use at least "
                 f"{0.5 / edges:.3g}"
+            )
+
+    def _check_dataset(self) -> None:
+        from autoshrink.data.images import DATASETS
+
+        known = TEXT_DATASETS if self.task == "rnn" else DATASETS
+        if self.dataset not in known:
+            raise ConfigError(
+                f"unknown data set {self.dataset!r} for --task {self.task}; expected one of "
+                f"{list(known)}"
+                + (f"; start from preset(name, task={self.task!r})" if self.task == "rnn" else "")
             )
 
     def _cnn_settings_given(self) -> list[str]:
@@ -295,14 +307,7 @@ class SearchConfig:
 
     def _check_domains(self) -> None:
         from autoshrink.data.domains import check_test_domain
-        from autoshrink.data.images import DATASETS
 
-        known = TEXT_DATASETS if self.task == "rnn" else DATASETS
-        if self.task in TASKS and self.dataset not in known:
-            raise ConfigError(
-                f"unknown data set {self.dataset!r} for --task {self.task}; expected one of "
-                f"{list(known)}"
-            )
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.task != "cnn" and (self.objective != "erm" or self.test_domain is not None):
