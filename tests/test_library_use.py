@@ -131,6 +131,7 @@ TORCH_FREE = [
     "autoshrink.run_folder",
     "autoshrink.objectives",
     "autoshrink.screening",
+    "autoshrink.batch_checks",
     "autoshrink.strategies.autoshrink",
     "autoshrink.strategies.regularized_evolution",
     "autoshrink.strategies.cell_baselines",

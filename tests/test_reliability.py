@@ -245,7 +245,7 @@ def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path, caplog
     )
     assert result.best.proposal.step == 0 and result.cell.num_edges == 15
     assert json.loads((run / "result.json").read_text())["stopped"] == result.stopped
-    from autoshrink.cli.search import stopped_early
+    from autoshrink.cli.search_summary import stopped_early
 
     capsys.readouterr()
     assert stopped_early(result) == 1  # the command line says it once (a warning said it too)

@@ -465,7 +465,7 @@ def test_steps_whose_candidates_all_tie_on_accuracy_are_named(tmp_path, caplog) 
             e = super().evaluate(cell, seed)
             return replace(e, metrics={**e.metrics, "accuracy": 0.1})
 
-    with caplog.at_level("WARNING", logger="autoshrink.search"):
+    with caplog.at_level("WARNING", logger="autoshrink"):
         run_search(tmp_path / "flat", toy_config(k=3, keep_fraction=0.7),
                    evaluator_factory=lambda c: Flat(), progress=False)  # fmt: skip
     tied = r"5 step\(s\) had every scored candidate at one accuracy \(step 1: 0\.1\), so cost"
@@ -478,7 +478,7 @@ def test_steps_whose_candidates_all_tie_on_accuracy_are_named(tmp_path, caplog) 
             return replace(e, metrics={**e.metrics, "accuracy": acc})
 
     caplog.clear()
-    with caplog.at_level("WARNING", logger="autoshrink.search"):
+    with caplog.at_level("WARNING", logger="autoshrink"):
         run_search(tmp_path / "distinct", toy_config(k=3, keep_fraction=0.7),
                    evaluator_factory=lambda c: Distinct(), progress=False)  # fmt: skip
     assert "cost alone" not in caplog.text

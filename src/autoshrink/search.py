@@ -25,13 +25,14 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from autoshrink.batch_checks import check_batch, same_quality, warn_cost_only
 from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator, proxy_network
@@ -484,79 +485,6 @@ def search_loop(
         strategy.end_reason,
         tuple(cost_only),
     )
-
-
-def check_batch(
-    proposals: Sequence[Proposal],
-    last_step: int,
-    batches: int,
-    max_steps: int,
-    strategy: str,
-    start: Cell,
-) -> None:
-    """Refuse a batch that breaks what the journal and the reports read of a strategy: one
-    step number per batch, greater than the last batch's; step 0 the start cell alone; no cell
-    twice in a batch; every cell a sub-DAG of the ``start`` cell (its kind, node ops and
-    activation: the space every strategy of the seed searches); no more batches than the
-    strategy's ``max_steps`` (a strategy that never ends would fill the journal with
-    re-proposals). A :class:`ConfigError` naming the step."""
-    steps = sorted({p.step for p in proposals})
-    keys = [p.genotype.key for p in proposals]
-    outside = [
-        p.genotype
-        for p in proposals
-        if (p.genotype.kind, p.genotype.ops, p.genotype.activation)
-        != (start.kind, start.ops, start.activation)
-        or not set(p.genotype.edges) <= set(start.edges)
-    ]
-    problem = None
-    if outside:
-        problem = (
-            f"step {proposals[0].step} proposes cell {outside[0].key}, which is no sub-DAG of the "
-            "start cell (other node ops, activation or edges): it is outside the search space"
-        )
-    elif len(steps) > 1:
-        problem = f"one batch holds steps {steps}"
-    elif steps[0] <= last_step:
-        problem = f"step {steps[0]} follows step {last_step}: steps must increase"
-    elif steps[0] == 0 and len(proposals) != 1:
-        problem = f"step 0 holds {len(proposals)} cells: it is the start cell's, alone"
-    elif len(set(keys)) < len(keys):
-        twice = next(k for k in keys if keys.count(k) > 1)
-        problem = f"step {steps[0]} proposes cell {twice} twice"
-    elif batches > max_steps:
-        problem = f"step {steps[0]} is batch {batches}, beyond its max_steps ({max_steps})"
-    if problem is not None:
-        raise ConfigError(f"strategy {strategy}: {problem}")
-
-
-def warn_cost_only(steps: Sequence[tuple[int, float]], metric: str) -> None:
-    """One warning naming the ``steps`` (``(step, metric value)``) whose scored candidates all
-    reached one ``metric``, so that cost alone ranked them; nothing when there are none."""
-    if steps:
-        log.warning(
-            "%d step(s) had every scored candidate at one %s (step %d: %g), so cost alone ranked "
-            "them: the evaluation does not tell these cells apart (a proxy training too short?) "
-            "(steps %s)",
-            len(steps), metric, *steps[0], ", ".join(str(step) for step, _ in steps),
-        )  # fmt: skip
-
-
-#: Metric values closer than this (relative) count as one: perplexities of 369.915 to 369.918
-#: tell cells apart no better than equal accuracies do.
-SAME_QUALITY_RTOL = 1e-4
-
-
-def same_quality(observations: Sequence[Observation], metric: str) -> float | None:
-    """The one ``metric`` value that every scored observation of a batch reached (within
-    :data:`SAME_QUALITY_RTOL`), when there are at least two of them (then only their cost told
-    them apart); ``None`` otherwise."""
-    found = [o.metrics.get(metric) for o in observations if o.ok]
-    values = [float(v) for v in found if v is not None]
-    if len(values) < 2 or len(values) < len(found):
-        return None
-    low, high = min(values), max(values)
-    return low if math.isclose(low, high, rel_tol=SAME_QUALITY_RTOL) else None
 
 
 def screen_batch(

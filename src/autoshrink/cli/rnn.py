@@ -1,8 +1,7 @@
 """The ``--task rnn`` branches of ``autoshrink train`` and ``autoshrink search``.
 
 Not a sub-command of its own: :mod:`autoshrink.cli.train` calls :func:`add_train_arguments`
-and dispatches to :func:`run_train`; :mod:`autoshrink.cli.search` prints an rnn search's
-scores with :func:`print_rnn_scores`.
+and dispatches to :func:`run_train`.
 
 ``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
 PTB-style folder with the DARTS-style recipe of method §7 and writes ``cell.json`` and
@@ -41,7 +40,7 @@ from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 if TYPE_CHECKING:
-    from autoshrink.search_result import SearchResult
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -199,22 +198,3 @@ def run_train(args: argparse.Namespace) -> int:
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Write a training's ``metrics.json`` as strict JSON: NaN and inf become ``null``."""
     write_json(path, metrics)
-
-
-def print_rnn_scores(result: SearchResult) -> None:
-    """The scores ``autoshrink search`` prints after an rnn search: the best cell's and the
-    complete cell's (the cell before them, the totals after, as for a cnn search)."""
-    best, start = result.best, result.start
-    m = best.metrics
-    print(
-        f"best score {best.score:.4f} (perplexity {m.get('perplexity', float('nan')):.2f}, "
-        f"{m.get('params', 0):.0f} params, {result.cell.num_edges} edges, "
-        f"step {best.proposal.step})"
-    )
-    if start is not None and not start.ok:  # e.g. rejected by a constraint
-        print(f"complete cell {start.status}: no score")
-    elif start is not None:
-        print(
-            f"complete cell score {start.score:.4f} "
-            f"(perplexity {start.metrics.get('perplexity', float('nan')):.2f})"
-        )

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import sys
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from autoshrink.cli import (
     images_number,
     int_at_most,
 )
-from autoshrink.cli.rnn import print_rnn_scores
+from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import (
     BUILT_IN_STRATEGIES,
     EVALUATORS,
@@ -48,11 +45,9 @@ from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
 from autoshrink.ranges import require
-from autoshrink.report.picture import to_text
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
 from autoshrink.search import run_search
-from autoshrink.search_result import SearchResult
 from autoshrink.spaces.macros import MACROS
 from autoshrink.training.ood import OodSettings
 from autoshrink.zero_cost import PROXY_NAMES
@@ -601,61 +596,4 @@ def run(args: argparse.Namespace) -> int:
         from autoshrink.report.folder import write_report
 
         print(f"report: {write_report(result.run_dir)}")
-    print(to_text(result.cell), end="")
-    if result.cell.kind == "rnn":
-        print_rnn_scores(result)
-    else:
-        print_cnn_scores(result)
-    screened = (result.screening or {}).get("screened_out")
-    out = f" ({screened} screened out)" if screened else ""
-    print(
-        f"{result.evaluations} candidates{out}, {result.trained} trained now, "
-        f"{result.seconds:.1f} s; results in {result.run_dir}"
-    )
-    if result.ended and not result.stopped:  # an early stop has its own message
-        print(f"ended: {result.ended}")
-    return stopped_early(result)
-
-
-def print_cnn_scores(result: SearchResult) -> None:
-    """The scores ``autoshrink search`` prints after a cnn search: the best cell's (with the
-    cost its score reads, and its MACs) and the complete cell's."""
-    best, start = result.best, result.start
-    cost = result.config.score.cost if result.config is not None else "macs"
-    acc = best.metrics.get("accuracy")
-    costs = [cost_text(best.metrics, name) for name in dict.fromkeys((cost, "macs"))]
-    print(
-        f"best score {best.score:.4f} (accuracy {acc:.4f}, {', '.join(costs)}, "
-        f"{result.cell.num_edges} edges, step {best.proposal.step})"
-    )
-    if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
-        print(
-            f"  (validation accuracy {best.metrics['val_accuracy']:.4f} on the training "
-            f"domains, synthetic-domain accuracy {best.metrics['synthetic_accuracy']:.4f})"
-        )
-    if start is not None and start.ok:
-        print(f"complete cell score {start.score:.4f} (accuracy {start.metrics['accuracy']:.4f})")
-    elif start is not None:  # e.g. rejected by --max-macs: no accuracy, no score
-        print(f"complete cell {start.status}: no score")
-
-
-def cost_text(metrics: Mapping[str, float], name: str) -> str:
-    """A cost of ``metrics`` as the search's summary prints it: ``114560 MACs``, ``806 params``,
-    ``1.473 ms table latency``."""
-    value = metrics.get(name, math.nan)
-    if name.endswith("latency_ms"):
-        return f"{value:.3f} ms {'table ' if name.startswith('table') else ''}latency"
-    return f"{value:.0f} {'MACs' if name == 'macs' else name}"
-
-
-def stopped_early(result: SearchResult) -> int:
-    """Exit status 0, or 1 with a one-line message when the strategy stopped early."""
-    if result.stopped is None:
-        return 0
-    print(
-        f"autoshrink: search stopped early: {result.stopped}; the best cell so far is in "
-        f"{result.run_dir}; see journal.jsonl, and train the failed candidates again with "
-        f"autoshrink search --resume {result.run_dir} --retry-failed",
-        file=sys.stderr,
-    )
-    return 1
+    return print_summary(result)
