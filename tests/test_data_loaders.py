@@ -28,7 +28,7 @@ from autoshrink.data.cifar import load_cifar10, restricted_load
 from autoshrink.data.download import download_cifar10, safe_extract
 from autoshrink.data.idx import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist, read_idx
 from autoshrink.data.imagefolder import load_image_folder
-from autoshrink.data.images import ImageData, load_images, proxy_split
+from autoshrink.data.images import ImageData, fetch_images, load_images, proxy_split
 from autoshrink.errors import DataError
 from autoshrink.safe_pickle import NUMPY_ARRAYS, RestrictedUnpickler
 
@@ -314,6 +314,26 @@ def test_download_and_load(server, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     load_images("cifar10", root, download=True)  # already there: no second request
     assert download_cifar10(root, url=url, md5=md5) == root / "cifar-10-batches-py"
     assert len(requests) == 1
+
+
+def test_download_fetches_without_loading(server, tmp_path: Path, monkeypatch) -> None:
+    # search --download loaded all of CIFAR-10 to fetch it, and the search loaded it again
+    from autoshrink.cli.search import download_data
+    from autoshrink.config import preset
+    from autoshrink.data import cifar
+
+    served, base, requests = server
+    _, _, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-python.tar.gz"
+    monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
+    monkeypatch.setattr(cifar, "load_cifar10", lambda root: pytest.fail(f"{root} was loaded"))
+    root = tmp_path / "data"
+    download_data(preset("demo", dataset="cifar10", data_dir=str(root)))
+    assert (root / "cifar-10-batches-py").is_dir() and len(requests) == 1
+    fetch_images("cifar10", root)  # already there: no second request
+    assert len(requests) == 1
+    with pytest.raises(DataError, match="'cifar10' needs a root folder"):
+        fetch_images("cifar10", None)
 
 
 def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:

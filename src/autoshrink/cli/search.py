@@ -458,9 +458,9 @@ def download_data(config: SearchConfig) -> None:
     there (CIFAR-10 only: any other is refused in one line)."""
     if config.task != "cnn":
         raise ConfigError("--download is for the image data sets of --task cnn (CIFAR-10)")
-    from autoshrink.data.images import load_images
+    from autoshrink.data.images import fetch_images
 
-    load_images(config.dataset, config.data_dir, download=True)
+    fetch_images(config.dataset, config.data_dir)
 
 
 def default_out(task: str, preset_name: str) -> Path:

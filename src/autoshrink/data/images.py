@@ -222,8 +222,8 @@ def load_images(
 
     check_test_domain(name, test_domain)
     check_root(name, root)
-    if download and name != "cifar10":  # the others are on the machine or the user's
-        raise DataError(f"--download is only available for cifar10, not for {name!r}")
+    if download:
+        fetch_images(name, root)
     if name in DOMAINS:
         return load_training_domains(name, root, test_domain=test_domain)
     if name == "digits":
@@ -236,12 +236,25 @@ def load_images(
         raise DataError(f"data set {name!r} needs a root folder (the path to read it from)")
     root = Path(root).expanduser()
     if name == "cifar10":
-        from autoshrink.data import download as dl
-        from autoshrink.data.cifar import find_cifar10, load_cifar10
+        from autoshrink.data.cifar import load_cifar10
 
-        if download and find_cifar10(root) is None:
-            dl.download_cifar10(root)  # looked up on the module: tests aim it at a local server
         return load_cifar10(root)
     from autoshrink.data.imagefolder import load_image_folder
 
     return load_image_folder(root, image_size=image_size, seed=seed)
+
+
+def fetch_images(name: str, root: str | Path | None) -> None:
+    """``--download``: fetch the data set ``name`` into ``root`` when it is not there, without
+    loading it. CIFAR-10 only: every other data set is on the machine or the user's, and is
+    refused with :class:`DataError`, as is a missing ``root``."""
+    if name != "cifar10":
+        raise DataError(f"--download is only available for cifar10, not for {name!r}")
+    if root is None:
+        raise DataError(f"data set {name!r} needs a root folder (the path to read it from)")
+    from autoshrink.data import download as dl
+    from autoshrink.data.cifar import find_cifar10
+
+    root = Path(root).expanduser()
+    if find_cifar10(root) is None:
+        dl.download_cifar10(root)  # looked up on the module: tests aim it at a local server
