@@ -109,11 +109,11 @@ class BatchedOneShotEvaluator(BatchedCNNEvaluator):
             node_inputs=self.node_inputs,
         )
         for k, net in enumerate(nets):
-            engine.load_network(k, net)
+            engine.load_candidate(k, net)
         engine.to(self.device)
 
         def stopped(k: int, position: int) -> None:  # its weights, out of the stack
-            engine.load_network(position, nets[k], back=True)
+            engine.load_candidate(position, nets[k], back=True)
 
         n = len(self.split.train_y)
         for k, out in self._fit(engine, seeds, on_stop=stopped):

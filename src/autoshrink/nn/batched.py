@@ -22,7 +22,7 @@ network :func:`autoshrink.nn.cnn.build_network` builds for that candidate alone:
   1x1 projection + BN, or the identity, per candidate.
 - Leaves are per candidate: a node that is a leaf drops its final activation (``where``).
 
-``load_network(k, net)`` copies a separately built network's weights into slice ``k``;
+``load_candidate(k, net)`` copies a separately built network's weights into slice ``k``;
 ``select(keep)`` drops candidates (every tensor has ``K`` first, so it is one index).
 """
 
@@ -332,7 +332,7 @@ class BatchedCNN(nn.Module):
         pooled = y.mean(dim=(1, 2))  # [B, K, C]
         return torch.einsum("bkc,koc->bko", pooled, self.classifier) + self.classifier_bias
 
-    def load_network(self, k: int, net: CNNNetwork, back: bool = False) -> None:
+    def load_candidate(self, k: int, net: CNNNetwork, back: bool = False) -> None:
         """Copy the weights and BN statistics of candidate ``k``'s own network into slice ``k``
         (``back``: slice ``k``'s into the network, e.g. to save a candidate trained here)."""
         conv, bn = conv_and_bn(net.stem)
@@ -431,5 +431,5 @@ def build_batched(
         )
         for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
             torch.manual_seed(seed)
-            engine.load_network(k, build_network(cell, spec))
+            engine.load_candidate(k, build_network(cell, spec))
     return engine

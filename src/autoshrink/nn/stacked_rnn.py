@@ -118,7 +118,7 @@ class StackedRNNModel(nn.Module):
         """The number of stacked candidates."""
         return self.w0.shape[0]
 
-    def load_model(self, k: int, model: RNNModel) -> None:
+    def load_candidate(self, k: int, model: RNNModel) -> None:
         """Copy candidate ``k``'s weights from its one-by-one ``model``."""
         with torch.no_grad():
             self.encoder[k].copy_(model.encoder.weight)
@@ -223,5 +223,5 @@ def build_stacked_rnn(
         model = StackedRNNModel(cells, ntoken, nhid=nhid)
         for k, (cell, seed) in enumerate(zip(cells, seeds, strict=True)):
             torch.manual_seed(seed)
-            model.load_model(k, RNNModel(cell, ntoken, emsize=nhid, nhid=nhid))
+            model.load_candidate(k, RNNModel(cell, ntoken, emsize=nhid, nhid=nhid))
     return model
