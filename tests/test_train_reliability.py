@@ -64,6 +64,8 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
         (["--seed", "1"], "seed: 0 -> 1"),
         (["--lr", "0.2"], "recipe.lr_per_256: 0.1 -> 0.2"),
         (["--epochs", "3"], "recipe.epochs: 2 -> 3); the learning-rate schedule spans the epochs"),
+        # fewer epochs lengthen nothing: that hint was given for any change of epochs
+        (["--epochs", "1"], "recipe.epochs: 2 -> 1); resume with the same settings"),
     ],
 )
 def test_resume_of_another_run_is_refused_naming_the_change(

@@ -179,9 +179,10 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
 
     changed = differences(flat(recorded), flat(identity))
     if changed:
-        why = (  # the one change users try on purpose
+        epochs = [(ident.get("recipe") or {}).get("epochs") for ident in (recorded, identity)]
+        why = (  # the one change users try on purpose: more epochs
             "; the learning-rate schedule spans the epochs, so the run cannot be lengthened"
-            if any(c.startswith("recipe.epochs:") for c in changed)
+            if all(isinstance(e, int) for e in epochs) and epochs[1] > epochs[0]
             else ""
         )
         raise JournalError(
