@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,6 +145,27 @@ def _force(layer: SuperMBConv, choice: str) -> None:
         layer.t_e3.data.fill_(off if choice == SKIP else on)
 
 
+def test_the_thresholds_read_the_mean_square_of_the_weights_each_group_holds():
+    # the ring and a 3x3 kernel's halves were divided by the 25 weights of the full kernel per
+    # channel, zeros included: the ring read 16/25 of its per-weight norm
+    torch.manual_seed(3)
+    _, slots = macro_slots(MobileNetV2Spec(width=0.5, image_size=64))
+    layer = SuperMBConv(slots[3])
+    w = layer.depthwise.weight.detach().numpy()[:, 0]  # [6C, 5, 5]
+    ring = np.concatenate([w[:, 0], w[:, 4], w[:, 1:4, 0], w[:, 1:4, 4]], axis=1)  # [6C, 16]
+    centre, half = w[:, 1:4, 1:4], layer.half_channels
+    for choice, kernel in [("k5e6", w), ("k3e6", centre)]:
+        _force(layer, choice)
+        norms = layer.norms()
+        assert norms["ring"] == pytest.approx(np.mean(ring**2), rel=1e-5)
+        assert norms["half1"] == pytest.approx(np.mean(kernel[:half] ** 2), rel=1e-5)
+        assert norms["half2"] == pytest.approx(np.mean(kernel[half:] ** 2), rel=1e-5)
+    layer.t_e6.data.fill_(np.mean(centre[half:] ** 2) * 0.99)  # kept by its own mean square
+    assert layer.decision().choice == "k3e6"
+    layer.t_e6.data.fill_(np.mean(centre[half:] ** 2) * 1.01)
+    assert layer.decision().choice == "k3e3"
+
+
 @pytest.mark.parametrize("choice", [*CHOICES, SKIP])
 def test_a_decision_computes_the_plain_layer(choice):
     gen = torch.Generator().manual_seed(1)
@@ -269,6 +291,29 @@ SEARCH = [
     "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "32", "--width", "0.35",
     "--deploy-size", "32",
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
+    # the supernet trained on randomly mirrored images whatever the data set (digits too)
+    from autoshrink.singlepath import search
+
+    assert not search.singlepath_preset("demo").flip and search.singlepath_preset("paper").flip
+    s = search.singlepath_preset("demo", train_images=64, val_images=32, width=0.35, flip=flip)
+    data = search.load_search_data(s)
+    run = search._Search(s, data, model=None)  # type: ignore[arg-type]  # warm-up: no latency
+    seen: list[torch.Tensor] = []
+    run.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    run.train_epoch(1)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(s.seed * 100_003 + 1))
+    images, got = data.train_x[order], torch.cat(seen)
+    same = (got == images).flatten(1).all(1)
+    mirrored = (got == images.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    if flip:  # about half of them mirrored
+        assert 10 < int((mirrored & ~same).sum()) < 54
+    else:
+        assert bool(same.all())
 
 
 def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
@@ -419,6 +464,15 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     args = ["--lambda", "0.7", "--train-threads", "2", "--out", killed, "--resume"]
     code, _, err = cli("singlepath", *SEARCH, *args)
     assert code == 2 and "other settings (lam: 0.5 -> 0.7, train_threads: null -> 2)" in err
+    code, _, err = cli("singlepath", *SEARCH, "--flip", "--out", killed, "--resume")
+    assert code == 2 and "other settings (flip: false -> true)" in err
+    text = (killed / "settings.json").read_text()
+    saved = json.loads(text)
+    assert saved.pop("flip") is False  # a run from before the setting: it flipped
+    (killed / "settings.json").write_text(json.dumps(saved))
+    code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
+    assert code == 2 and "other settings (flip: true -> false)" in err
+    (killed / "settings.json").write_text(text)
     (killed / "result.json").unlink()
     state = killed / "checkpoints" / "epoch-0003.json"
     state.write_text(state.read_text().replace('"history"', '"hist"'))

@@ -96,6 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seeded validation images, held out of the training split (preset: demo 400; "
         "paper a tenth)",
     )
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips of the training images (preset: demo off, for its "
+        "digits; paper on)",
+    )
     p.add_argument("--threshold-lr", type=float, default=None)
     p.add_argument("--seed", type=seed_number, default=None)
     p.add_argument(
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         train_images=args.train_images,
         val_images=args.val_images,
+        flip=args.flip,
         threshold_lr=args.threshold_lr,
         seed=args.seed,
         train_threads=args.train_threads,

@@ -89,6 +89,7 @@ class SearchSettings:
     batch_size: int = 64
     lr_per_256: float = 0.1  # SGD (Nesterov 0.9), scaled to the batch; 1 epoch warm-up, cosine
     weight_decay: float = 4e-5
+    flip: bool = True  # random horizontal flips of the training images (off for digits)
     threshold_lr: float = 2e-4  # Adam on the thresholds (per-weight squared-norm units), at
     # the peak of the weights' schedule and decayed with it
     latency_target_ms: float | None = None
@@ -148,6 +149,7 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
             epochs=6,
             warmup_epochs=2,
             batch_size=32,
+            flip=False,  # its data set, digits: a mirrored digit is no digit
             threshold_lr=2e-3,
             latency=quick,
         ),
@@ -273,8 +275,9 @@ class _Search:
         for i in range(self.steps_per_epoch):
             idx = order[i * s.batch_size : (i + 1) * s.batch_size]
             x, y = d.train_x[idx], d.train_y[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5  # horizontal flips
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            if s.flip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5  # horizontal flips
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             lr = self.lr_at((epoch - 1) * self.steps_per_epoch + i)
             for g in self.opt_w.param_groups:
                 g["lr"] = lr
@@ -332,6 +335,7 @@ def check_same_settings(path: Path, s: SearchSettings) -> None:
     if "train_threads" not in saved:  # written before the settings held the threads
         log.warning("%s does not record the training threads; resuming on the ones given", path)
         saved["train_threads"] = s.train_threads
+    saved.setdefault("flip", True)  # written before flips could be turned off: it flipped
     changed = differences(saved, as_read_back(s.to_dict()))
     if changed:
         raise JournalError(

@@ -13,10 +13,14 @@ indicator functions on the weights' norms (Stamoulis et al. 2019, eqs. 2-5):
   output channels: elsewhere ``use_e3`` is 1 and has no threshold).
 
 ``‖w‖²`` is taken as the mean of the squared weights of the group (the sum divided by the
-group's size), so a threshold reads per weight and one scale fits every layer; the decision
-is the paper's with its threshold scaled by the group's size. Forward, the indicators are hard
-0/1; backward, their gradient is the sigmoid's of the same argument (straight-through), so
-both the thresholds and the weights learn from the loss and from the latency term.
+number of weights it holds: the ring's 16 per channel; a channel half's 25 per channel with
+the 5x5 kernel, 9 with the 3x3), so every threshold reads per weight and one scale fits every
+layer and all three decisions; the forward decision is the paper's with its threshold scaled by
+the group's size. Forward, the indicators are hard 0/1; backward, their gradient is the
+sigmoid's of that per-weight argument (straight-through) -- not the paper's, whose sum is the
+group's size times larger: at these norms (about 1e-2) the sigmoid's slope is close to its
+0.25 everywhere, so the estimator is nearly a constant-slope straight-through one. Both the
+thresholds and the weights learn from the loss and from the latency term.
 
 The channel masks are applied to the depthwise output after its batch norm and ReLU6, and the
 block's output is ``x + use_e3 · project(...)`` where it may skip: under any hard decision the
@@ -40,6 +44,9 @@ from autoshrink.nn.ops import conv_bn
 from autoshrink.singlepath.space import SKIP, LayerSlot, MBConvArch, macro_slots
 
 THRESHOLD_NAMES = ("t_5x5", "t_e3", "t_e6")
+#: Weights per channel of the 5x5 kernel's ring (outside its 3x3 centre), and of each kernel.
+RING_WEIGHTS = 16
+KERNEL_WEIGHTS = {3: 9, 5: 25}
 
 
 def indicator(x: torch.Tensor) -> torch.Tensor:
@@ -90,16 +97,29 @@ class SuperMBConv(nn.Module):
     def indicators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(use_5x5, use_e3, use_e6, kernel)``: the three indicators (0-dim tensors,
         straight-through) and the depthwise kernel they select."""
+        ring_norm, use_5x5, kernel, half1, half2 = self._norms()
+        del ring_norm
+        use_e6 = indicator(half2 - self.t_e6)
+        if self.t_e3 is None:
+            use_e3 = torch.ones((), dtype=kernel.dtype, device=kernel.device)
+        else:
+            use_e3 = indicator(half1 - self.t_e3)
+        return use_5x5, use_e3, use_e6, kernel
+
+    def _norms(self) -> tuple[torch.Tensor, ...]:
+        """``(ring, use_5x5, kernel, half1, half2)``: the ring's per-weight squared norm, the
+        5x5 indicator it decides, the kernel that indicator selects, and the per-weight squared
+        norms of that kernel's two channel halves (over the weights of the kernel in use)."""
         w = self.depthwise.weight  # [6C, 1, 5, 5]
         ring = w * self.ring_mask
-        use_5x5 = indicator(ring.pow(2).mean() - self.t_5x5)
+        ring_norm = ring.pow(2).sum() / (RING_WEIGHTS * w.shape[0])
+        use_5x5 = indicator(ring_norm - self.t_5x5)
         kernel = (w - ring) + use_5x5 * ring
-        use_e6 = indicator(kernel[self.half_channels :].pow(2).mean() - self.t_e6)
-        if self.t_e3 is None:
-            use_e3 = torch.ones((), dtype=w.dtype, device=w.device)
-        else:
-            use_e3 = indicator(kernel[: self.half_channels].pow(2).mean() - self.t_e3)
-        return use_5x5, use_e3, use_e6, kernel
+        k3, k5 = KERNEL_WEIGHTS[3], KERNEL_WEIGHTS[5]  # per channel, by the hard decision
+        size = self.half_channels * (k3 + (k5 - k3) * (use_5x5.detach() > 0.5))
+        half1 = kernel[: self.half_channels].pow(2).sum() / size
+        half2 = kernel[self.half_channels :].pow(2).sum() / size
+        return ring_norm, use_5x5, kernel, half1, half2
 
     def decision(self) -> Decision:
         """The current hard decision."""
@@ -118,15 +138,8 @@ class SuperMBConv(nn.Module):
     def norms(self) -> dict[str, float]:
         """The per-weight squared norms the thresholds are compared with."""
         with torch.no_grad():
-            w = self.depthwise.weight
-            ring = w * self.ring_mask
-            k5 = float(self.indicators()[0])
-            kernel = (w - ring) + k5 * ring
-            return {
-                "ring": float(ring.pow(2).mean()),
-                "half1": float(kernel[: self.half_channels].pow(2).mean()),
-                "half2": float(kernel[self.half_channels :].pow(2).mean()),
-            }
+            ring, _, _, half1, half2 = self._norms()
+        return {"ring": float(ring), "half1": float(half1), "half2": float(half2)}
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
