@@ -179,10 +179,10 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
 
     changed = differences(flat(recorded), flat(identity))
     if changed:
-        epochs = [(ident.get("recipe") or {}).get("epochs") for ident in (recorded, identity)]
+        was, now = ((ident.get("recipe") or {}).get("epochs") for ident in (recorded, identity))
         why = (  # the one change users try on purpose: more epochs
             "; the learning-rate schedule spans the epochs, so the run cannot be lengthened"
-            if all(isinstance(e, int) for e in epochs) and epochs[1] > epochs[0]
+            if isinstance(was, int) and isinstance(now, int) and now > was
             else ""
         )
         raise JournalError(
