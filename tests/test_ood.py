@@ -204,6 +204,30 @@ def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
         torch.testing.assert_close(p.grad, w)
 
 
+@pytest.mark.parametrize(("ratio", "reason"), [(1e-6, "overfit"), (1e6, "epochs")])
+def test_an_ood_candidate_stops_at_overfitting_as_an_erm_one_does(ratio, reason):
+    # the minimax training had no overfit stop: its candidates trained on where erm ones stopped
+    from torch import nn
+
+    from autoshrink.training.classification import ProxyTraining
+    from autoshrink.training.ood import OodSettings, train_ood_proxy
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+
+    def images(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 1, 8, 8, generator=gen)
+        return x, torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    settings = ProxyTraining(epochs=3, batch_size=16, patience=5, min_accuracy=0.0,
+                             overfit_ratio=ratio)  # fmt: skip
+    out = train_ood_proxy(model, images(48), images(24), 2, 3, settings, OodSettings(), gen)
+    assert (out.stop_reason, out.epochs) == (reason, 1 if reason == "overfit" else 3)
+    first = out.history[0]
+    assert (first["val_loss"] > ratio * first["train_loss"]) == (reason == "overfit")
+
+
 def test_a_domain_split_is_a_proxy_split_whose_subsets_keep_the_domains():
     from autoshrink.data.images import ProxySplit
     from autoshrink.evaluators.ood_proxy import domain_split

@@ -25,7 +25,8 @@ training domains) and on *fresh* synthetic images: the generator applied to thos
 images with novel codes drawn from a fixed seed. The selected epoch is the one with the best
 ``(1 - synthetic_mix) * val_accuracy + synthetic_mix * synthetic_accuracy``; early stopping
 follows :class:`~autoshrink.training.classification.ProxyTraining` (patience on that mix,
-``min_accuracy`` on the validation accuracy, divergence).
+``min_accuracy`` on the validation accuracy, ``overfit_ratio`` on the validation loss against
+the candidate's loss on the real training images, divergence), as an erm candidate's does.
 """
 
 from __future__ import annotations
@@ -266,4 +267,6 @@ def train_ood_proxy(
             return outcome(epoch, False, "patience")
         if epoch >= settings.min_accuracy_epoch and val_acc < settings.min_accuracy:
             return outcome(epoch, False, "low_accuracy")
+        if val_loss > settings.overfit_ratio * train_loss:  # train_loss: on the real images
+            return outcome(epoch, False, "overfit")
     return outcome(settings.epochs, False, "epochs")
