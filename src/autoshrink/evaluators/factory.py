@@ -73,4 +73,6 @@ def build_ranker(config: SearchConfig, seed_of: Callable[[str], int]) -> ZeroCos
     ``seed_of(cell key)`` seeds each cell's initialisation."""
     split, macro = proxy_task(config)
     x, y = screening_batch(split, config.zc_batch, config.seed)
-    return ZeroCostRanker(config.zc_proxy, macro, x, y, seed_of, device=config.device)
+    return ZeroCostRanker(
+        config.zc_proxy, macro, x, y, seed_of, device=config.device, threads=config.threads
+    )

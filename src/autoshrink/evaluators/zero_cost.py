@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from autoshrink.data.images import ProxySplit
-from autoshrink.devices import own_generators
+from autoshrink.devices import own_generators, torch_threads
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
@@ -37,6 +37,7 @@ class ZeroCostRanker:
         seed_of: Callable[[str], int],
         *,
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
         self.name = name
         self._proxy = proxy(name)
@@ -44,6 +45,7 @@ class ZeroCostRanker:
         self.batch_x, self.batch_y = batch_x.to(device), batch_y.to(device)
         self.seed_of = seed_of
         self.device = device
+        self.threads = threads  # torch threads while scoring (None: torch's own), as a candidate's
         self.cells_scored = 0
         self.seconds = 0.0
 
@@ -52,7 +54,7 @@ class ZeroCostRanker:
         its candidate seed; adds to ``cells_scored`` and ``seconds``."""
         t0 = time.perf_counter()
         values = []
-        with own_generators(self.device):
+        with torch_threads(self.threads), own_generators(self.device):
             for cell in cells:
                 torch.manual_seed(self.seed_of(cell.key))
                 net = build_network(cell, self.macro).to(self.device)
