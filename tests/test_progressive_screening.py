@@ -125,6 +125,10 @@ def test_class_difficulty_averages_the_ok_records_easiest_first(tmp_path) -> Non
     assert saved["stages"][0]["class_ids"] == [0, 2]
     none = ClassDifficulty.from_records(recs[2:], 4)  # nothing measured: natural order
     assert none.order == (0, 1, 2, 3)
+    # a class no record measured (no validation image of it) was error 0: the easiest
+    unseen = [{"key": "e", "status": "ok", "detail": {"class_accuracy": [0.9, None, 0.6]}}]
+    d = ClassDifficulty.from_records(unseen, 3)
+    assert d.error == pytest.approx((0.1, 1.0, 0.4)) and d.order == (0, 2, 1)
 
 
 def test_config_keeps_the_schedule_and_the_fingerprint_of_older_runs() -> None:

@@ -87,7 +87,7 @@ def default_stages(epochs: int) -> tuple[ScreeningStage, ...]:
 
     Chosen before any measurement, for the image budget: a stage costs each candidate about
     1/8 of a full training, so with K = 10 (3 survivors) a step trains about 2.4x fewer images
-    than plain, with K = 4 (1 survivor) about 3x fewer -- at most 2x fewer whatever K, as
+    than plain, with K = 4 (1 survivor) about 3x fewer -- at least 2x fewer whatever K, as
     long as the survivors' early stops are like plain's.
     """
     return (ScreeningStage(0.5, max(1, round(epochs / 4)), 0.25),)
@@ -141,8 +141,10 @@ class ClassDifficulty:
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]], num_classes: int) -> ClassDifficulty:
-        """The mean per-class error of the ``"ok"`` records that report ``class_accuracy``;
-        without any, every class counts as equally hard (the natural order)."""
+        """The mean per-class error of the ``"ok"`` records that report ``class_accuracy``; a
+        class none of them measured (no validation image of it) counts as the hardest (error
+        1), so a stage does not pick it as easy; without any record every class counts as
+        equally hard (the natural order)."""
         rows = [
             (r["key"], r["detail"]["class_accuracy"])
             for r in records
@@ -151,7 +153,7 @@ class ClassDifficulty:
         error = []
         for c in range(num_classes):
             seen = [1.0 - acc[c] for _, acc in rows if acc[c] is not None and math.isfinite(acc[c])]
-            error.append(round(sum(seen) / len(seen), 6) if seen else 0.0)  # ties stay ties
+            error.append(round(sum(seen) / len(seen), 6) if seen else 1.0)  # ties stay ties
         order = tuple(sorted(range(num_classes), key=lambda c: (error[c], c)))
         return cls(tuple(error), order, tuple(k for k, _ in rows))
 
