@@ -111,6 +111,12 @@ CNN_ONLY = (
 #: ``valid.txt``), read from ``data_dir``.
 TEXT_DATASETS = ("ptb",)
 
+
+def _field_default(name: str) -> Any:
+    """The default of :class:`SearchConfig`'s field ``name``."""
+    return SearchConfig.__dataclass_fields__[name].default
+
+
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
 OBJECTIVES = ("erm", "ood")
 
@@ -246,7 +252,10 @@ class SearchConfig:
         from autoshrink.data.images import DATASETS
 
         known = TEXT_DATASETS if self.task == "rnn" else DATASETS
-        if self.dataset not in known:
+        # an rnn config made without a preset holds the field's default, which nothing of an
+        # rnn search reads (and config.json files of such runs saved it): it stays valid
+        unset = self.task == "rnn" and self.dataset == _field_default("dataset")
+        if self.dataset not in known and not unset:
             raise ConfigError(
                 f"unknown data set {self.dataset!r} for --task {self.task}; expected one of "
                 f"{list(known)}"
