@@ -81,6 +81,16 @@ def test_resume_of_another_run_is_refused_naming_the_change(
     assert snapshot(out) == before
 
 
+def test_a_checkpoint_whose_recipe_is_damaged_is_another_run() -> None:
+    # the lengthened-run hint read the recipe as an object: AttributeError, not the one line
+    from autoshrink.training.checkpoint import Checkpoint, check_same_run
+
+    identity = {"run": {"task": "cnn"}, "recipe": {"epochs": 2}, "seed": 0}
+    damaged = Checkpoint(2, {}, {**identity, "recipe": "damaged"})
+    with pytest.raises(JournalError, match=r'of another run \(recipe: "damaged" -> '):
+        check_same_run(damaged, identity, Path("ck"))
+
+
 def test_resume_with_another_cell_is_one_line(cli, trained: Path, tmp_path: Path) -> None:
     out = copy_of(trained, tmp_path)
     other = json.loads(CNN.read_text())

@@ -166,6 +166,11 @@ def run_identity(
     return as_read_back({"run": run_info, "recipe": recipe, "seed": seed})
 
 
+def _recipe_epochs(recipe: object) -> object:
+    """The ``epochs`` of a recorded recipe (``None`` when it is not an object: damaged)."""
+    return recipe.get("epochs") if isinstance(recipe, dict) else None
+
+
 def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
     """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
     first settings that differ."""
@@ -179,7 +184,7 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
 
     changed = differences(flat(recorded), flat(identity))
     if changed:
-        was, now = ((ident.get("recipe") or {}).get("epochs") for ident in (recorded, identity))
+        was, now = (_recipe_epochs(ident.get("recipe")) for ident in (recorded, identity))
         why = (  # the one change users try on purpose: more epochs
             "; the learning-rate schedule spans the epochs, so the run cannot be lengthened"
             if isinstance(was, int) and isinstance(now, int) and now > was
