@@ -468,10 +468,10 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert code == 2 and "other settings (flip: false -> true)" in err
     text = (killed / "settings.json").read_text()
     saved = json.loads(text)
-    assert saved.pop("flip") is False  # a run from before the setting: it flipped
+    assert saved.pop("flip") is False  # a run from before the per-weight norms
     (killed / "settings.json").write_text(json.dumps(saved))
     code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
-    assert code == 2 and "other settings (flip: true -> false)" in err
+    assert code == 2 and "before the superkernel's thresholds read per-weight norms" in err
     (killed / "settings.json").write_text(text)
     (killed / "result.json").unlink()
     state = killed / "checkpoints" / "epoch-0003.json"

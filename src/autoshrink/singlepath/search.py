@@ -335,7 +335,12 @@ def check_same_settings(path: Path, s: SearchSettings) -> None:
     if "train_threads" not in saved:  # written before the settings held the threads
         log.warning("%s does not record the training threads; resuming on the ones given", path)
         saved["train_threads"] = s.train_threads
-    saved.setdefault("flip", True)  # written before flips could be turned off: it flipped
+    if "flip" not in saved:  # flips became a setting with the per-weight norms (5 Dec 2026)
+        raise JournalError(
+            f"{path}: the run was started before the superkernel's thresholds read per-weight "
+            "norms; its learned thresholds are on another scale, so it cannot be resumed: "
+            "start a fresh --out"
+        )
     changed = differences(saved, as_read_back(s.to_dict()))
     if changed:
         raise JournalError(
