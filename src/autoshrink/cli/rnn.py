@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -38,9 +38,6 @@ from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
 from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
