@@ -136,6 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=folder_path,
         default=None,
+        metavar="DIR",
         help="run folder (default: runs/<preset>; --task rnn: runs/rnn-<preset>)",
     )
     p.add_argument(

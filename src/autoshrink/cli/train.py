@@ -108,7 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "but only a resume on as many threads is bit-exact: CPU sums round otherwise, and the "
         "difference grows over the epochs (to tenths of a point of accuracy)",
     )
-    p.add_argument("--out", type=folder_path, default=Path("runs/train"), help="the run folder")
+    p.add_argument(
+        "--out", type=folder_path, default=Path("runs/train"), metavar="DIR", help="the run folder"
+    )
     p.add_argument(
         "--resume",
         action="store_true",
