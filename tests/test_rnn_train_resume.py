@@ -206,6 +206,13 @@ def test_the_cli_says_each_epochs_time(cli, corpus_dir: Path, tmp_path: Path, ca
     assert lines and all(re.fullmatch(r"epoch \d+: .* \(\d+\.\d s\)", m) for m in lines)
 
 
+def test_json_prints_metrics_json(cli, finished: Path, corpus_dir: Path) -> None:
+    code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                            "--resume", "--json", "--out", finished)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout) == json.loads((finished / "metrics.json").read_text())
+
+
 def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) -> None:
     moved = corpus_dir.rename(corpus_dir.with_name("moved"))  # the data, not its place, counts
     code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", moved, *FLAGS,

@@ -318,6 +318,11 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     assert "complete cell rejected: no score" in out and "best score" in out
     page = write_report(tmp_path / "r").read_text()  # as the step table's dash says
     assert "step 0: 10 edges, rejected: no score" in page and "score -inf" not in page
+    # --json prints result.json alone on stdout (a resume of the ended run: nothing trained)
+    args = ("search", "--resume", tmp_path / "r", "--json", "--report")
+    code, out, err = cli(*args)
+    assert code == 0 and json.loads(out) == json.loads((tmp_path / "r" / "result.json").read_text())
+    assert "report: " in err
     code, out, err = cli("search", *TINY, "--max-macs", "1", "--out", tmp_path / "none")
     assert code == 2 and err.strip().endswith(
         "no candidate finished with a finite score; every candidate broke a hard constraint "

@@ -91,6 +91,14 @@ def test_a_checkpoint_whose_recipe_is_damaged_is_another_run() -> None:
         check_same_run(damaged, identity, Path("ck"))
 
 
+def test_json_prints_metrics_json(cli, trained: Path, tmp_path: Path) -> None:
+    out = copy_of(trained, tmp_path)
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--json",
+                            "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout) == strict_json(out / "metrics.json")
+
+
 def test_resume_with_another_cell_is_one_line(cli, trained: Path, tmp_path: Path) -> None:
     out = copy_of(trained, tmp_path)
     other = json.loads(CNN.read_text())

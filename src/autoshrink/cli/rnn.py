@@ -184,6 +184,8 @@ def run_train(args: argparse.Namespace) -> int:
             f"{last['train_loss']:g}, validation perplexity {last['val_perplexity']:g}): try a "
             f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"
         )
+    if args.json:
+        return print_metrics(args.out)
     print(
         f"validation perplexity {result.val_perplexity:.2f}, test perplexity "
         f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params); "
@@ -195,3 +197,9 @@ def run_train(args: argparse.Namespace) -> int:
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Write a training's ``metrics.json`` as strict JSON: NaN and inf become ``null``."""
     write_json(path, metrics)
+
+
+def print_metrics(out: Path) -> int:
+    """``train --json``: print the ``metrics.json`` just written to ``out``; 0."""
+    print((out / "metrics.json").read_text(encoding="utf-8").strip())
+    return 0

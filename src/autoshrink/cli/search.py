@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -390,6 +391,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--report", action="store_true", help="write OUT/report/index.html when the search ends"
     )
+    p.add_argument("--json", action="store_true", help="print result.json instead of the summary")
     p.set_defaults(handler=run)
 
 
@@ -596,5 +598,5 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from autoshrink.report.folder import write_report
 
-        print(f"report: {write_report(result.run_dir)}")
-    return print_summary(result)
+        print(f"report: {write_report(result.run_dir)}", file=sys.stderr if args.json else None)
+    return print_summary(result, as_json=args.json)

@@ -9,12 +9,16 @@ import sys
 from collections.abc import Mapping
 
 from autoshrink.report.picture import to_text
+from autoshrink.run_folder import RESULT
 from autoshrink.search_result import SearchResult
 
 
-def print_summary(result: SearchResult) -> int:
-    """Print the end of a search to stdout; returns the command's exit status (0, or 1 when
-    the strategy stopped early)."""
+def print_summary(result: SearchResult, *, as_json: bool = False) -> int:
+    """Print the end of a search to stdout (``as_json``: the run's ``result.json`` instead);
+    returns the command's exit status (0, or 1 when the strategy stopped early)."""
+    if as_json:
+        print((result.run_dir / RESULT).read_text(encoding="utf-8").strip())
+        return stopped_early(result)
     print(to_text(result.cell), end="")
     if result.cell.kind == "rnn":
         print_rnn_scores(result)

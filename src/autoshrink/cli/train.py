@@ -117,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the training in --out from its newest checkpoint (cnn and rnn; from "
         "scratch, with a warning, when there is none); refused when the settings differ",
     )
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of the summary")
     cnn: dict[str, tuple[str, Any]] = {}
     add_cnn_arguments(partial(task_option, p.add_argument_group("--task cnn"), cnn))
     group = p.add_argument_group(
@@ -399,6 +400,8 @@ def run_cnn(args: argparse.Namespace) -> int:
     rnn.write_metrics(args.out / "metrics.json", metrics)
     if result.diverged_epoch is not None:
         raise TrainingError(diverged_message(result, recipe, args.out))
+    if args.json:
+        return rnn.print_metrics(args.out)
     for name, d in by_domain.get("domains", {}).items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
