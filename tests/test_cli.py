@@ -221,7 +221,7 @@ def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None
         "download",  # may fetch the data set: where it comes from, not what it is
         "executor", "workers", "ray_address", "precision", "cuda_graph", "depthwise",  # saved
         "threads",  # per session, as the executor (resume_threads)
-        "no_progress", "report",  # what is shown
+        "no_progress", "report", "json",  # what is shown
     }  # fmt: skip
     assert set(RUN_SETTINGS) <= options
     assert options - set(RUN_SETTINGS) == not_settings
