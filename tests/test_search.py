@@ -330,6 +330,29 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     )
 
 
+def test_the_journal_holds_the_cost_a_constraint_was_checked_on(tmp_path) -> None:
+    # a pool worker measured the latency again: "ok" records and the best cell broke the limit
+    class RemeasuredLatency(ToyEvaluator):
+        def profile(self, cell: Cell) -> dict[str, float]:
+            return {**super().profile(cell), "latency_ms": 0.5 + 0.01 * cell.num_edges}
+
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            e = super().evaluate(cell, seed)
+            return replace(e, metrics={**e.metrics, "latency_ms": 9.0})  # measured again
+
+    config = toy_config(k=3, constraints={"latency_ms": 1.0})
+    result = run_search(tmp_path / "r", config, evaluator_factory=lambda c: RemeasuredLatency(),
+                        progress=False)  # fmt: skip
+    ok = [r for r in candidates(tmp_path / "r" / "journal.jsonl") if r["status"] == "ok"]
+    assert ok and all(r["metrics"]["latency_ms"] < 1.0 for r in ok)
+    assert result.best.metrics["latency_ms"] < 1.0
+    # without a constraint nothing was checked: the evaluation's own measurement is kept
+    free = toy_config(k=3)
+    result = run_search(tmp_path / "free", free, evaluator_factory=lambda c: RemeasuredLatency(),
+                        progress=False)  # fmt: skip
+    assert result.best.metrics["latency_ms"] == 9.0
+
+
 def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(tmp_path):
     def refuses(config):
         raise ConfigError("screening stage names 11 classes; the data set has 10")

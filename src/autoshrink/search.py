@@ -54,6 +54,7 @@ from autoshrink.run_folder import (
 from autoshrink.screening import ProgressiveScreen, StageResult
 from autoshrink.search_records import (
     all_rejected,
+    as_checked,
     observe,
     record,
     retry_listener,
@@ -409,8 +410,12 @@ def search_loop(
                 ) from None
             note_reuse(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
+            checked: dict[str, dict[str, float]] = {}  # the profiles the constraints read
             for i, p in enumerate(proposals):  # hard constraints: reject before training
-                if p.genotype.key not in done and (why := violation(evaluator, p, config)):
+                if p.genotype.key in done or not config.constraints:
+                    continue
+                checked[p.genotype.key] = evaluator.profile(p.genotype)
+                if why := violation(checked[p.genotype.key], config):
                     append(record(p, i, seeds[i], why, float("-inf")))
             if trail is not None:  # before anything of the step trains, stages included
                 waiting = sum(p.genotype.key not in done for p in proposals)
@@ -434,6 +439,7 @@ def search_loop(
             on_retry = retry_listener(append_event, proposals, todo, seeds)
             for j, evaluation in executor.run(evaluator, jobs, on_retry):
                 i = todo[j]
+                evaluation = as_checked(evaluation, checked.get(proposals[i].genotype.key))
                 if evaluation.status == "ok" and (missing := score_fn.missing(evaluation.metrics)):
                     raise ConfigError(
                         f"the score reads {', '.join(missing)}, which the evaluation of "

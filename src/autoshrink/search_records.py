@@ -2,19 +2,20 @@
 
 A candidate's record (:func:`record`), a re-proposed cell's (:func:`reuse_record`), a retry's
 event (:func:`retry_listener`), a hard constraint's verdict before training
-(:func:`violation`), a screened survivor's stages folded into its record
+(:func:`violation`) and the checked profile kept in the record (:func:`as_checked`), a
+screened survivor's stages folded into its record
 (:func:`with_stages`), and the observation a strategy is told of a record (:func:`observe`).
 The schemas they are checked against on reading live in :mod:`autoshrink.journal`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from autoshrink.config import SearchConfig
-from autoshrink.evaluators.base import Evaluation, Evaluator
+from autoshrink.evaluators.base import Evaluation
 from autoshrink.executors.base import RetryListener
 from autoshrink.screening import StageResult
 from autoshrink.strategies.base import Observation, Proposal
@@ -58,15 +59,13 @@ def reuse_record(proposal: Proposal, index: int, first_step: int) -> dict[str, A
     }
 
 
-def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) -> Evaluation | None:
-    """A ``"rejected"`` evaluation when the candidate breaks a hard constraint, else ``None``.
+def violation(metrics: Mapping[str, float], config: SearchConfig) -> Evaluation | None:
+    """A ``"rejected"`` evaluation when a candidate whose :meth:`Evaluator.profile` is
+    ``metrics`` breaks a hard constraint, else ``None``.
 
     Constraints map a profiled metric (``macs``, ``params``, ...) to its largest allowed value;
-    they are checked on :meth:`Evaluator.profile`, so a rejected candidate is never trained.
+    they are checked on the profile, so a rejected candidate is never trained.
     """
-    if not config.constraints:
-        return None
-    metrics = evaluator.profile(proposal.genotype)
     broken = [
         f"{name} {metrics[name]:.6g} > max {limit:.6g}"
         for name, limit in sorted(config.constraints.items())
@@ -74,7 +73,17 @@ def violation(evaluator: Evaluator, proposal: Proposal, config: SearchConfig) ->
     ]
     if not broken:
         return None
-    return Evaluation(metrics, "rejected", 0.0, {"reason": "; ".join(broken)})
+    return Evaluation(dict(metrics), "rejected", 0.0, {"reason": "; ".join(broken)})
+
+
+def as_checked(evaluation: Evaluation, checked: Mapping[str, float] | None) -> Evaluation:
+    """``evaluation`` with the metrics of ``checked`` -- the profile its constraints were
+    checked on -- in place of its own: a measured latency taken again by a pool worker would
+    differ from the one the check passed, and the journal must hold the value checked."""
+    if not checked or evaluation.status != "ok":
+        return evaluation
+    kept = {k: v for k, v in checked.items() if k in evaluation.metrics}
+    return replace(evaluation, metrics={**evaluation.metrics, **kept})
 
 
 def all_rejected(records: Iterable[dict[str, Any]]) -> str:
