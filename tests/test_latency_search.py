@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -136,13 +137,37 @@ def test_search_cli_wires_latency(cli, monkeypatch, tmp_path, args, constraints,
         cli("search", "--out", tmp_path / "run", "--latency-backend", "onnxruntime", *args)
     config = seen["config"]
     assert config.constraints == constraints and config.score.cost == cost
-    if "t.json" in args:
-        assert config.latency_table == "t.json"
+    if "t.json" in args:  # absolute: a --resume from another folder reads the same file
+        assert config.latency_table == str(Path("t.json").absolute())
     elif "table_latency_ms" in constraints:  # a table file in the run folder by default
         assert config.latency_table == str(tmp_path / "run" / "latency_table.json")
     assert config.latency.backend == "onnxruntime"
     back = SearchConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert back == config
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--cost", "table_latency_ms"], ["--task", "rnn", "--data", "text", "--preset", "demo"]],
+)
+def test_search_saves_its_paths_absolute(cli, monkeypatch, tmp_path, args) -> None:
+    # config.json kept the paths as typed: a --resume from another folder started a second
+    # latency table there and mixed its predictions into the journal
+    seen = {}
+
+    def fake_run_search(run_dir, config, **kw):
+        seen["config"] = config
+        raise Captured
+
+    monkeypatch.setattr(cli_search, "run_search", fake_run_search)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Captured):
+        cli("search", "--out", "run", *args)
+    config = seen["config"]
+    if "--data" in args:
+        assert config.data_dir == str(tmp_path / "text")
+    else:
+        assert config.latency_table == str(tmp_path / "run" / "latency_table.json")
 
 
 def test_table_file_is_shared_between_processes(tmp_path, monkeypatch) -> None:

@@ -559,6 +559,9 @@ def run(args: argparse.Namespace) -> int:
         if table and args.latency_table is None:  # a table in the run folder, shared by workers
             out = args.out or default_out(task, preset_name)
             given["latency_table"] = str(out / "latency_table.json")
+        for name in ("latency_table", "data_dir"):  # config.json holds them for --resume, which
+            if name in given:  # may run from another folder: absolute, as the user meant them
+                given[name] = str(Path(given[name]).expanduser().absolute())
         given["execution"] = ExecutionSettings(**execution)
         if args.weight is not None or args.cost is not None:
             make_score = Score.rnn if task == "rnn" else Score.cnn
