@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from autoshrink.config import SearchConfig, preset
-from autoshrink.errors import AutoshrinkError, ConfigError
+from autoshrink.errors import AutoshrinkError, ConfigError, HardwareError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
@@ -110,6 +110,15 @@ class Fake:
         return Evaluation({**self.profile(genotype), "accuracy": (seed % 97) / 97}, "ok", 0.0)
 
 
+class RefusesInput(Fake):
+    """``raise_on`` keys raise the bad-input error a latency table of another machine raises."""
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.raise_on:
+            raise HardwareError("t.json: measured on AMD EPYC 9999, not on this machine")
+        return super().evaluate(genotype, seed)
+
+
 def crash_target(reference: Path) -> str:
     """A step-1 candidate of the reference run: another candidate trains beside it."""
     return next(r["key"] for r in candidates(reference) if r["step"] == 1)
@@ -179,6 +188,19 @@ def test_pool_gives_up_after_max_retries(tmp_path):
     assert len(list(tmp_path.glob("attempt-*"))) == 2
     for i in (0, 2):  # the other candidates: exactly the in-process result
         assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
+
+
+def test_pool_raises_bad_input_as_itself():
+    # a worker's HardwareError was a WorkerError: 45 lines of traceback and exit 1, where the
+    # in-process run said one line and exited 2
+    jobs = _jobs(3)
+    pool = LocalPoolExecutor(1)
+    try:
+        with pytest.raises(HardwareError, match="^t.json: measured on AMD EPYC 9999"):
+            list(pool.run(RefusesInput(raise_on=jobs[1].genotype.key), jobs))
+        assert len(list(pool.run(Fake(), jobs))) == 3  # still usable
+    finally:
+        pool.close()
 
 
 def test_pool_reraises_an_evaluator_error():

@@ -22,6 +22,7 @@ from autoshrink.executors.ray_executor import RayExecutor, probe_address, runs_o
 from test_executors import (  # noqa: E402
     CrashFirst,
     Fake,
+    RefusesInput,
     _jobs,
     check_crash_run,
     reference_run,
@@ -61,6 +62,18 @@ def test_ray_gives_up_after_max_retries(local_ray, tmp_path):
     assert "WorkerCrashedError" in out[0].detail["error"]
     assert out[1] == Fake().evaluate(jobs[1].genotype, jobs[1].seed)
     assert [(i, n) for i, n, _ in seen] == [(0, 1)]
+
+
+@pytest.mark.slow
+def test_ray_raises_bad_input_as_itself(local_ray):
+    # a HardwareError raised in a task reached the command line as Ray's RayTaskError, whose
+    # text is the task's whole traceback
+    from autoshrink.errors import HardwareError
+
+    jobs = _jobs(2)
+    with pytest.raises(HardwareError) as caught:
+        list(RayExecutor().run(RefusesInput(raise_on=jobs[0].genotype.key), jobs))
+    assert str(caught.value) == "t.json: measured on AMD EPYC 9999, not on this machine"
 
 
 class _StubRay:

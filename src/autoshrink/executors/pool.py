@@ -73,6 +73,8 @@ def _serve(conn: Connection) -> None:
         _, index, job, slot = message
         try:
             reply: tuple[str, Any] = ("ok", evaluate(evaluators[slot], job.genotype, job.seed))
+        except AutoshrinkError as err:  # bad input (a latency table of another machine, ...):
+            reply = ("raise", err)  # the driver raises it, one line, as an in-process run does
         except Exception:  # sent to the driver, which raises it as the in-process run would
             reply = ("error", traceback.format_exc())
         if not _reply(conn, (index, reply)):
@@ -296,6 +298,8 @@ class LocalPoolExecutor:
                     w.job = None
                     self._idle.append(w)
                     _, (kind, value) = reply
+                    if kind == "raise":
+                        raise value
                     if kind == "error":
                         raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
                     yield index, value

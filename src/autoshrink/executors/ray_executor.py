@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from autoshrink.devices import is_cuda
-from autoshrink.errors import ConfigError
+from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
@@ -226,6 +226,10 @@ class RayExecutor:
                     index = pending.pop(ref)
                     try:
                         evaluation = ray.get(ref)
+                    except ray.exceptions.RayTaskError as err:  # the evaluator raised
+                        if isinstance(err.cause, AutoshrinkError):  # bad input: its one line
+                            raise err.cause from None
+                        raise
                     except lost as err:
                         first_line = (str(err).strip().splitlines() or [""])[0]
                         reason = f"{type(err).__name__}: {first_line}"
