@@ -26,7 +26,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,12 @@ class LatencySettings:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a table file's settings come from JSON: 1.5 warm-ups, "no"
+            value, kind = getattr(self, f.name), _FIELD_TYPES[str(f.type)]
+            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
+                raise ConfigError(
+                    f"latency {f.name} must be {_TYPE_WORDS[str(f.type)]}, got {value!r}"
+                )
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"unknown latency backend {self.backend!r}; expected one of {BACKENDS}"
@@ -97,6 +103,16 @@ class LatencySettings:
         """The clock that times a pass off the GPU, in ns: this thread's CPU time
         (``clock="cpu"``) or the wall's (CUDA passes are timed with events)."""
         return time.thread_time_ns if self.clock == "cpu" else time.perf_counter_ns
+
+
+#: The type each annotation of :class:`LatencySettings` names, and how a message says it.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,7 @@ class LatencyTable:
                 entries=entries,
                 environment=dict(d.get("environment", {})),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
             raise HardwareError(f"{source}: malformed latency table ({err})") from None
 
     def merged(self, other: LatencyTable) -> LatencyTable:
