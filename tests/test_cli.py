@@ -352,6 +352,10 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
     code, _, err = cli("search", "--preset", "demo", "--workers", "2", "--executor", "inprocess",
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--workers is for --executor pool; --executor inprocess trains" in err
+    # a latency cost at --lambda 0: saved with a table path and latency settings, never measured
+    code, _, err = cli("search", "--preset", "demo", "--cost", "table_latency_ms", "--lambda", "0",
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2 and "--cost table_latency_ms with --lambda 0: the score reads no cost" in err
     assert not (tmp_path / "r").exists()
 
 

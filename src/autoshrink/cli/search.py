@@ -484,6 +484,11 @@ def run(args: argparse.Namespace) -> int:
         ("--max-latency", args.max_latency),
     ):
         require(option, limit, "finite and > 0")
+    if args.weight == 0 and args.cost in LATENCY_COSTS and args.max_latency is None:
+        raise ConfigError(  # nothing would measure it, and its settings would be saved unread
+            f"--cost {args.cost} with --lambda 0: the score reads no cost; give --lambda > 0, "
+            "or leave --cost out"
+        )
     limits = {"macs": args.max_macs, "params": args.max_params}
     table = args.latency_table is not None or args.cost == "table_latency_ms"
     if args.latency_table is not None:
