@@ -60,3 +60,26 @@ def test_a_table_whose_rows_fail_midway_leaves_the_old_file(tmp_path: Path) -> N
         write_csv(path, ["a", "b"], rows())
     assert path.read_bytes() == b'a,b\r\n1,2\r\n3,"x,y"\r\n'
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_folder_locked_lets_one_process_in_at_a_time(tmp_path) -> None:
+    # workers merging their measurements into a shared latency table could drop each other's
+    import threading
+    import time
+
+    from autoshrink.atomic_write import folder_locked
+
+    order: list[str] = []
+
+    def second() -> None:
+        with folder_locked(tmp_path):
+            order.append("second")
+
+    with folder_locked(tmp_path):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        time.sleep(0.3)  # it waits for the lock meanwhile
+        order.append("first")
+    waiting.join(10)
+    assert order == ["first", "second"]
+    assert list(tmp_path.iterdir()) == []  # no lock file left behind

@@ -5,7 +5,8 @@ the new one, never half of one. :func:`write_json` is how the package writes its
 whole, and strict (a non-finite number is ``null``); :func:`write_csv` its tables,
 :func:`save_tensors` its safetensors files. The temporary file is hidden (``.NAME.PID.tmp``)
 and named by process, so two processes replacing the same file (a shared latency table) do not
-write into each other's.
+write into each other's; :func:`folder_locked` serialises a read-merge-replace of such a file,
+so that one process's replacement does not drop what another wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import csv
 import errno
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_locked(folder: str | Path) -> Iterator[None]:
+    """Run the body holding an exclusive ``flock`` on ``folder`` (waiting for it): processes
+    that read, merge and replace a file of that folder take turns. The kernel drops the lock
+    of a process that dies; no lock file is left behind."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
