@@ -114,6 +114,9 @@ def test_table_errors(tmp_path) -> None:
     table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
     with pytest.raises(HardwareError, match="backend='torch'"):
         table.check_settings(LatencySettings(backend="onnxruntime"))
+    # a table of wall-clock times was extended with CPU-clock ones (and the other way round)
+    with pytest.raises(HardwareError, match=r"clock='wall' \(asked 'cpu'\)"):
+        table.check_settings(LatencySettings(clock="cpu"))
     with pytest.raises(HardwareError, match="no such latency table"):
         LatencyTable.load(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"

@@ -15,7 +15,7 @@ whole graphs.
 
 Tables are JSON (``autoshrink.latency-table/1``) with the measurement settings and the library
 versions and machine they were measured on; a table only answers for the settings it was
-measured with (backend, device, batch, threads).
+measured with (backend, device, batch, threads, clock).
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from autoshrink.user_files import json_type_problem, read_json_file
 log = logging.getLogger(__name__)
 
 FORMAT = "autoshrink.latency-table/1"
-#: The settings a table's numbers depend on; the others only steer the repeat rule.
-DEFINING = ("backend", "device", "batch", "threads")
+#: The settings a table's numbers depend on (the clock too: a thread's CPU time is not the
+#: wall's); the others only steer the repeat rule.
+DEFINING = ("backend", "device", "batch", "threads", "clock")
 
 
 #: The longest time a table's block may take, in ms: an hour, beyond any measurement's.
