@@ -251,7 +251,7 @@ class WeightTrail:
         if step == 0 or todo == 0:
             return
         if not self.current.is_file():
-            if not self._any_trained():
+            if not self._any_trained(before=step):
                 return
             raise ConfigError(
                 f"{self.current}: missing; step {step} needs the weights of cell {parent.key} "
@@ -327,9 +327,13 @@ class WeightTrail:
         records = Journal(self.folder.parent / JOURNAL).records()
         return [r for r in records if r.get("type") == "candidate"]
 
-    def _any_trained(self) -> bool:
-        """Whether some candidate of the search trained to weights (an ``"ok"`` record)."""
-        return any(r.get("status", "ok") == "ok" for r in self._candidates())
+    def _any_trained(self, before: int) -> bool:
+        """Whether some candidate of a step before step ``before`` trained to weights (an
+        ``"ok"`` record): those of a step a resume goes on with trained from scratch too, and
+        ``current.safetensors`` is written only when a step ends."""
+        return any(
+            r.get("status", "ok") == "ok" and r["step"] < before for r in self._candidates()
+        )
 
     def _record(self, key: str) -> dict[str, Any]:
         """The last journal record of candidate ``key``; a ConfigError if there is none."""
