@@ -231,6 +231,31 @@ def test_progressive_search_screens_each_step_and_resumes_without_retraining(
     for kind in ("candidate", "stage"):  # no record twice, none lost, same results
         want = strip_seconds(records(tmp_path / "full", kind))
         assert strip_seconds(records(tmp_path / "cut", kind)) == want
+    # screened_out is this session's count, as the other "this_session" figures (it was all)
+    kept = [json.loads(line) for line in lines[: cut + 1]]
+    before = sum(r["type"] == "candidate" and r["status"] == "screened" for r in kept)
+    result = json.loads((tmp_path / "cut" / "result.json").read_text())
+    total = sum(r["status"] == "screened" for r in cands)
+    assert result["screening"]["this_session"]["screened_out"] == total - before
+
+
+def test_a_first_batch_a_constraint_rejected_teaches_no_class_difficulty(tmp_path) -> None:
+    # it was learnt from rejected records: every class at error 1 (then 0), the stages on
+    # classes 0-4 by their ids, and no batch trained unscreened
+    from autoshrink.evaluators.factory import build_evaluator
+    from autoshrink.search import make_strategy
+
+    base = prog_config()
+    complete = build_evaluator(base).profile(make_strategy(base).ask()[0].genotype)
+    cfg = prog_config(constraints={"macs": 0.95 * complete["macs"]})
+    run_search(tmp_path / "r", cfg, progress=False)
+    cands = records(tmp_path / "r")
+    assert cands[0]["status"] == "rejected"
+    first = min(r["step"] for r in cands if r["status"] == "ok")
+    learnt = [r["key"] for r in cands if r["step"] == first and r["status"] == "ok"]
+    difficulty = json.loads((tmp_path / "r" / "class_difficulty.json").read_text())
+    assert difficulty["measured_on"] == learnt
+    assert not [r for r in cands if r["step"] <= first and r["status"] == "screened"]
 
 
 def test_pool_and_batched_executors_screen_like_the_inprocess_search(tmp_path, one_thread) -> None:

@@ -347,6 +347,7 @@ def search_loop(
     config's, or the one ``strategy_factory`` makes); a one-shot ``trail`` hands each step the
     current cell's weights and keeps the winner's."""
     done = replay.done
+    screened_before = sum(r["status"] == "screened" for r in done.values())  # earlier sessions'
     score_fn: Score = config.score
     ranker = None
     if config.screening == "zero-cost":  # before anything trains: bad settings fail here
@@ -461,8 +462,10 @@ def search_loop(
             if (same := same_quality(observations, score_fn.metric)) is not None:
                 cost_only.append((proposals[0].step, same))
             strategy.tell(observations)
-            if screen is not None and not screen.ready:  # the first batch: class difficulty
-                screen.learn(done[p.genotype.key] for p in proposals)
+            records = [done[p.genotype.key] for p in proposals]
+            trained_any = any(r["status"] == "ok" for r in records)
+            if screen is not None and not screen.ready and trained_any:  # the first batch
+                screen.learn(records)  # that trained (a constraint may reject earlier ones)
             if trail is not None:
                 trail.after_step(strategy, proposals)
             steps_bar.update(1)
@@ -478,9 +481,8 @@ def search_loop(
         log.info("search stopped early: %s", stopped)
     screening = None if ranker is None else ranker.summary()
     if screen is not None:
-        screening = screen.summary() | {
-            "screened_out": sum(r["status"] == "screened" for r in done.values())
-        }
+        screened = sum(r["status"] == "screened" for r in done.values())
+        screening = screen.summary() | {"screened_out": screened - screened_before}
     return LoopOutcome(
         strategy.best,
         start_obs,

@@ -331,9 +331,7 @@ class WeightTrail:
         """Whether some candidate of a step before step ``before`` trained to weights (an
         ``"ok"`` record): those of a step a resume goes on with trained from scratch too, and
         ``current.safetensors`` is written only when a step ends."""
-        return any(
-            r.get("status", "ok") == "ok" and r["step"] < before for r in self._candidates()
-        )
+        return any(r.get("status", "ok") == "ok" and r["step"] < before for r in self._candidates())
 
     def _record(self, key: str) -> dict[str, Any]:
         """The last journal record of candidate ``key``; a ConfigError if there is none."""
