@@ -90,7 +90,15 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
             "stage 2: screening stage: classes must be a number, got 'x'",
         ),
         (b"[3]", "stage 1 must be an object, got 3"),
-        (b'[{"classes": 4, "epochs": 1}]', "stage 1: .*missing 1 required positional argument"),
+        # said in Python's words ("__init__() missing 1 required positional argument")
+        (
+            b'[{"classes": 4, "epochs": 1}]',
+            "stage 1 needs the keys classes, epochs, keep; missing keep",
+        ),
+        (
+            b'[{"classes": 4, "epochs": 1, "keep": 1, "extra": 2}]',
+            "stage 1 needs the keys classes, epochs, keep; unknown 'extra'",
+        ),
     ]:
         path.write_bytes(content)
         with pytest.raises(ConfigError, match=f"stages.json: {match}"):

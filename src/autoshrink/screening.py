@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,15 @@ def stages_from_json(items: Any, source: str = "screening_stages") -> tuple[Scre
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise ConfigError(f"{source}: stage {i + 1} must be an object, got {item!r}")
+        names = [f.name for f in fields(ScreeningStage)]
+        missing = [n for n in names if n not in item]
+        unknown = [n for n in item if n not in names]
+        if missing or unknown:
+            raise ConfigError(
+                f"{source}: stage {i + 1} needs the keys {', '.join(names)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(map(repr, unknown))}" if unknown else "")
+            )
         try:
             stages.append(ScreeningStage(**item))
         except (TypeError, ConfigError) as err:  # a value out of range: say which file has it
