@@ -166,3 +166,17 @@ def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
             LatencyTable.load(path)
         assert str(caught.value).startswith(f"{path}: malformed latency table (")
         assert says in str(caught.value), str(caught.value)
+
+
+def test_latency_refuses_a_table_of_other_settings_before_it_measures(
+    cli, tmp_path, monkeypatch
+) -> None:
+    # the refusal came after the whole measurement (up to --max-seconds)
+    import autoshrink.cli.latency as cli_latency
+
+    path, cell = tmp_path / "t.json", tmp_path / "cell.json"
+    fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1).save(path)
+    published_cell("shrinkcnn").save(cell)
+    monkeypatch.setattr(cli_latency, "measure_cell", lambda *a: pytest.fail("measured first"))
+    code, _, err = cli("latency", cell, "--latency-table", path, "--batch", "2")
+    assert code == 2 and "was measured with batch=1 (asked 2)" in err

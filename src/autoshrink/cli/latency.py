@@ -156,12 +156,13 @@ def run(args: argparse.Namespace) -> int:
         return run_arch(args, settings)
     cell = Cell.load(args.cell)
     spec = macro_from_args(args)
+    table = None  # read and checked before the measurement, which takes up to --max-seconds
+    if args.table is not None and args.table.is_file():
+        table = LatencyTable.load(args.table)
+        table.check_settings(settings, str(args.table))
     result = measure_cell(cell, spec, settings)
     out = {"macro": spec.name, "cell": str(args.cell), "key": cell.key, **result.to_dict()}
     if args.table is not None:
-        table = LatencyTable.load(args.table) if args.table.is_file() else None
-        if table is not None:
-            table.check_settings(settings, str(args.table))
         blocks = network_blocks(cell, spec)
         before = len(table) if table is not None else 0
         table = extend_table(table, [cell], spec, settings, source=str(args.table))
