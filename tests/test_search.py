@@ -352,6 +352,21 @@ def test_the_journal_holds_the_cost_a_constraint_was_checked_on(tmp_path) -> Non
                         progress=False)  # fmt: skip
     assert result.best.metrics["latency_ms"] == 9.0
 
+    class Staged(RemeasuredLatency):  # progressive screening's stages keep the checked value too
+        num_classes = 10
+
+        def screening_stage(self, classes, epochs):
+            return self
+
+    from autoshrink.screening import ScreeningStage
+
+    stages = (ScreeningStage(5, 1, 0.34),)
+    staged = replace(config, screening="progressive", screening_stages=stages)
+    run_search(tmp_path / "s", staged, evaluator_factory=lambda c: Staged(), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "s" / "journal.jsonl").read_text().splitlines()]
+    staged_rows = [r for r in rows if r["type"] == "stage" and r["status"] == "ok"]
+    assert staged_rows and all(r["metrics"]["latency_ms"] < 1.0 for r in staged_rows)
+
 
 def test_a_new_search_refused_before_its_first_candidate_leaves_the_folder_free(tmp_path):
     def refuses(config):

@@ -25,7 +25,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -425,7 +425,7 @@ def search_loop(
             if screen is not None and screen.ready:
                 screened = screen_batch(
                     screen, proposals, seeds, done, executor, evaluator, append, append_stage,
-                    append_event,
+                    append_event, checked,
                 )  # fmt: skip
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
             jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
@@ -505,10 +505,12 @@ def screen_batch(
     append: Callable[[dict[str, Any]], None],
     append_stage: Callable[[dict[str, Any]], None],
     append_event: Callable[[dict[str, Any]], None],
+    checked: Mapping[str, Mapping[str, float]],
 ) -> dict[int, list[StageResult]]:
     """Screen a batch progressively: every candidate not rejected by a constraint, nor recorded
     in an earlier step, goes through the stages (what the journal lacks is trained through
-    ``executor``), and each loser is journalled as ``"screened"``; returns the survivors' stage
+    ``executor``; a stage keeps the ``checked`` profile a constraint read, as a candidate's
+    record does), and each loser is journalled as ``"screened"``; returns the survivors' stage
     results by batch position."""
     keys = [p.genotype.key for p in proposals]
     entrants = [  # a cell recorded in an earlier step keeps its record (screened or trained)
@@ -522,7 +524,7 @@ def screen_batch(
         jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
         on_retry = retry_listener(append_event, proposals, todo, seeds)
         for j, evaluation in executor.run(stage_evaluator, jobs, on_retry):
-            yield todo[j], evaluation
+            yield todo[j], as_checked(evaluation, checked.get(keys[todo[j]]))
 
     def journal_stage(i: int, stage: int, evaluation: Evaluation, score: float) -> None:
         rec = record(proposals[i], i, seeds[i], evaluation, score)
