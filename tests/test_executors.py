@@ -403,3 +403,31 @@ def test_a_sigterm_that_a_library_turns_into_keyboardinterrupt_stays_a_sigterm(t
     plain = KeyboardInterrupt()  # what Ray's wait raises in its place
     stop = interrupted(plain, Journal(tmp_path / "journal.jsonl"), tmp_path, signals.received)
     assert stop.signum == signal.SIGTERM and "stopped by SIGTERM" in str(stop)
+
+
+class _PathError(ConfigError):
+    """A bad-input error whose ``__init__`` takes other arguments than its message."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+
+
+class RefusesOddly(Fake):
+    """``raise_on`` keys raise an error that cannot come out of the pipe as itself."""
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.raise_on:
+            raise _PathError("t.json", "odd")
+        return super().evaluate(genotype, seed)
+
+
+def test_a_pool_error_that_cannot_travel_comes_back_as_its_traceback():
+    # it was sent as itself: rebuilding it in the driver raised a TypeError and leaked the worker
+    jobs = _jobs(2)
+    pool = LocalPoolExecutor(1)
+    try:
+        with pytest.raises(WorkerError, match="_PathError: t.json: odd"):
+            list(pool.run(RefusesOddly(raise_on=jobs[0].genotype.key), jobs))
+        assert len(list(pool.run(Fake(), jobs))) == 2  # still usable
+    finally:
+        pool.close()

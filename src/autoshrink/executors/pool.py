@@ -21,6 +21,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import traceback
 from collections import deque
@@ -74,11 +75,21 @@ def _serve(conn: Connection) -> None:
         try:
             reply: tuple[str, Any] = ("ok", evaluate(evaluators[slot], job.genotype, job.seed))
         except AutoshrinkError as err:  # bad input (a latency table of another machine, ...):
-            reply = ("raise", err)  # the driver raises it, one line, as an in-process run does
+            reply = ("raise", err) if _travels(err) else ("error", traceback.format_exc())
         except Exception:  # sent to the driver, which raises it as the in-process run would
             reply = ("error", traceback.format_exc())
         if not _reply(conn, (index, reply)):
             return
+
+
+def _travels(err: BaseException) -> bool:
+    """Whether ``err`` comes out of the pipe as itself (the driver then raises it, one line, as
+    an in-process run does); one that cannot is sent as its traceback."""
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # an attribute that does not pickle, an __init__ of other arguments
+        return False
+    return True
 
 
 def _reply(conn: Connection, message: object) -> bool:
