@@ -62,24 +62,31 @@ def test_a_table_whose_rows_fail_midway_leaves_the_old_file(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
-def test_folder_locked_lets_one_process_in_at_a_time(tmp_path) -> None:
+def test_locked_lets_one_process_in_at_a_time(tmp_path) -> None:
     # workers merging their measurements into a shared latency table could drop each other's
     import threading
     import time
 
-    from autoshrink.atomic_write import folder_locked
+    from autoshrink.atomic_write import locked
 
     order: list[str] = []
+    table = tmp_path / "t.json"
 
     def second() -> None:
-        with folder_locked(tmp_path):
+        with locked(table):
             order.append("second")
 
-    with folder_locked(tmp_path):
+    with locked(table):
         waiting = threading.Thread(target=second)
         waiting.start()
         time.sleep(0.3)  # it waits for the lock meanwhile
         order.append("first")
     waiting.join(10)
     assert order == ["first", "second"]
-    assert list(tmp_path.iterdir()) == []  # no lock file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [".t.json.lock"]  # hidden, beside it
+    with (
+        pytest.raises(OSError, match="cannot create the lock file") as caught,
+        locked(tmp_path / "missing" / "t.json"),
+    ):
+        pass
+    assert caught.value.filename == str(tmp_path / "missing" / ".t.json.lock")

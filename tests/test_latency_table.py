@@ -180,3 +180,32 @@ def test_latency_refuses_a_table_of_other_settings_before_it_measures(
     monkeypatch.setattr(cli_latency, "measure_cell", lambda *a: pytest.fail("measured first"))
     code, _, err = cli("latency", cell, "--latency-table", path, "--batch", "2")
     assert code == 2 and "was measured with batch=1 (asked 2)" in err
+
+
+def test_latency_keeps_the_blocks_another_process_added_meanwhile(
+    cli, tmp_path, monkeypatch
+) -> None:
+    # it read the table, measured, and saved its own copy: a search worker's blocks were lost
+    import autoshrink.cli.latency as cli_latency
+
+    cell = published_cell("shrinkcnn")
+    path, cell_file = tmp_path / "t.json", tmp_path / "cell.json"
+    cell.save(cell_file)
+    blocks = network_blocks(cell, TINY)
+    fake_table(blocks[1:], 1.0, 0.1).save(path)  # one block of the cell missing
+    theirs = fake_table(network_blocks(ODD, TINY), 2.0, 0.2)
+    measure = cli_latency.measure_cell
+
+    def meanwhile(*args):  # another process adds its blocks while this one measures
+        saved = LatencyTable.load(path)
+        saved.merged(theirs).save(path)
+        return measure(*args)
+
+    monkeypatch.setattr(cli_latency, "measure_cell", meanwhile)
+    size = ["--macro", "cifar-proxy", "--width", "0.25", "--image-size", "8", "--num-classes", "3"]
+    quick = ["--warmup", "1", "--repeats", "3", "--max-seconds", "0.05", "--json"]
+    code, out, err = cli("latency", cell_file, "--latency-table", path, *size, *quick)
+    assert code == 0, err
+    final = LatencyTable.load(path)
+    assert set(theirs.entries) <= set(final.entries) and not final.missing(blocks)
+    assert json.loads(out)["table_new_blocks"] >= 1

@@ -5,8 +5,8 @@ the new one, never half of one. :func:`write_json` is how the package writes its
 whole, and strict (a non-finite number is ``null``); :func:`write_csv` its tables,
 :func:`save_tensors` its safetensors files. The temporary file is hidden (``.NAME.PID.tmp``)
 and named by process, so two processes replacing the same file (a shared latency table) do not
-write into each other's; :func:`folder_locked` serialises a read-merge-replace of such a file,
-so that one process's replacement does not drop what another wrote meanwhile.
+write into each other's; :func:`locked` serialises a read-merge-replace of such a file, so
+that one process's replacement does not drop what another wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -43,15 +43,26 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 
 
 @contextmanager
-def folder_locked(folder: str | Path) -> Iterator[None]:
-    """Run the body holding an exclusive ``flock`` on ``folder`` (waiting for it): processes
-    that read, merge and replace a file of that folder take turns. The kernel drops the lock
-    of a process that dies; no lock file is left behind."""
+def locked(path: str | Path) -> Iterator[None]:
+    """Run the body holding an exclusive ``flock`` (waiting for it) on ``.NAME.lock`` beside
+    ``path``, created if needed and left there: processes that read, merge and replace
+    ``path`` take turns. The file is opened for writing, which an ``flock`` needs on NFS (a
+    table shared by several machines); the kernel drops the lock of a process that dies. An
+    :class:`OSError` names the lock file."""
     import fcntl
 
-    fd = os.open(folder, os.O_RDONLY)
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        why = f"cannot create the lock file ({err.strerror})"
+        raise OSError(err.errno, why, str(lock)) from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot lock it ({err.strerror})", str(lock)) from err
         yield
     finally:
         os.close(fd)  # closing drops the flock

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autoshrink.atomic_write import locked
 from autoshrink.cli import (
     MAX_CLASSES,
     MAX_COUNT,
@@ -166,13 +167,17 @@ def run(args: argparse.Namespace) -> int:
         blocks = network_blocks(cell, spec)
         before = len(table) if table is not None else 0
         table = extend_table(table, [cell], spec, settings, source=str(args.table))
-        if len(table) != before:
-            table.save(args.table)
+        new = len(table) - before
+        if new:
+            with locked(args.table):  # a search's workers may be adding blocks to it meanwhile
+                if args.table.is_file():  # theirs are kept, and win where both measured one
+                    table = table.merged(LatencyTable.load(args.table))
+                table.save(args.table)
         out |= {
             "table_ms": table.predict_blocks(blocks),
             "table": str(args.table),
             "table_blocks": len(blocks),
-            "table_new_blocks": len(table) - before,
+            "table_new_blocks": new,
         }
     if args.json:
         print(json.dumps(out))

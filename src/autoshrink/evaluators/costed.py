@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from autoshrink.atomic_write import folder_locked
+from autoshrink.atomic_write import locked
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
@@ -92,9 +92,8 @@ class TableLatency:
                 self.table, [cell], self.spec, self.settings, source=str(self.path or "the table")
             )
             if self.path is not None:
-                folder = Path(self.path).absolute().parent
-                folder.mkdir(parents=True, exist_ok=True)
-                with folder_locked(folder):  # another worker may be merging its blocks
+                Path(self.path).absolute().parent.mkdir(parents=True, exist_ok=True)
+                with locked(self.path):  # another worker may be merging its blocks
                     self._merge_file()
                     self.table.save(self.path)
         assert self.table is not None
