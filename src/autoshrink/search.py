@@ -415,9 +415,11 @@ def search_loop(
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key in done or not config.constraints:
                     continue
-                checked[p.genotype.key] = evaluator.profile(p.genotype)
-                if why := violation(checked[p.genotype.key], config):
+                profile = evaluator.profile(p.genotype)
+                if why := violation(profile, config):
                     append(record(p, i, seeds[i], why, float("-inf")))
+                bounded = [m for m in config.constraints if m in profile]
+                checked[p.genotype.key] = {m: profile[m] for m in bounded}
             if trail is not None:  # before anything of the step trains, stages included
                 waiting = sum(p.genotype.key not in done for p in proposals)
                 trail.before_step(strategy, proposals, waiting)

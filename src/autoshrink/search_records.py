@@ -77,9 +77,10 @@ def violation(metrics: Mapping[str, float], config: SearchConfig) -> Evaluation 
 
 
 def as_checked(evaluation: Evaluation, checked: Mapping[str, float] | None) -> Evaluation:
-    """``evaluation`` with the metrics of ``checked`` -- the profile its constraints were
-    checked on -- in place of its own: a measured latency taken again by a pool worker would
-    differ from the one the check passed, and the journal must hold the value checked."""
+    """``evaluation`` with the metrics of ``checked`` -- the constrained metrics of the
+    profile its constraints were checked on -- in place of its own: a measured latency taken
+    again by a pool worker would differ from the one the check passed, and the journal must
+    hold the value checked."""
     if not checked or evaluation.status != "ok":
         return evaluation
     kept = {k: v for k, v in checked.items() if k in evaluation.metrics}
