@@ -272,6 +272,18 @@ def test_calibration_is_an_affine_map_of_the_model():
     assert model.calibrated(cal).predict(arch) == pytest.approx(1.5 * model.predict(arch) - 0.5)
 
 
+def test_a_calibration_saved_before_the_clock_was_recorded_still_matches(tmp_path):
+    # the clock joined the settings a table answers for: older calibrations were refitted
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    wall, cpu = LatencySettings(), LatencySettings(clock="cpu")
+    saved = Calibration(1.5, -0.5).to_dict(wall, spec)
+    del saved["settings"]["clock"]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(saved))
+    assert Calibration.load_matching(path, wall, spec) == Calibration(1.5, -0.5)
+    assert Calibration.load_matching(path, cpu, spec) is None  # it was measured on the wall's
+
+
 def test_a_target_below_the_fixed_part_is_a_config_error():
     spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
     model = _synthetic_model(spec)

@@ -303,7 +303,10 @@ class Calibration:
                 f"{path}: not a calibration ('format' must be {CALIBRATION_FORMAT!r})"
             )
         expected = cls(1.0, 0.0).to_dict(settings, spec)
-        if any(d.get(k) != expected[k] for k in ("settings", "macro")):
+        saved = dict(d)
+        if isinstance(saved.get("settings"), dict):  # written before the clock was recorded:
+            saved["settings"] = {"clock": "wall", **saved["settings"]}  # the default's
+        if any(saved.get(k) != expected[k] for k in ("settings", "macro")):
             return None
         try:
             points = tuple(
