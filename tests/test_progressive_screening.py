@@ -320,4 +320,4 @@ def test_cli_search_screens_and_says_how_many_were_screened_out(tmp_path) -> Non
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["screening_stages"] == [{"classes": 0.5, "epochs": 1, "keep": 0.25}]
     screened = sum(r["status"] == "screened" for r in records(tmp_path / "r"))
-    assert screened and f"({screened} screened out)" in out.stdout
+    assert screened and f"({screened} screened out now)" in out.stdout

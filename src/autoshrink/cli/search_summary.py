@@ -25,7 +25,7 @@ def print_summary(result: SearchResult, *, as_json: bool = False) -> int:
     else:
         print_cnn_scores(result)
     screened = (result.screening or {}).get("screened_out")
-    out = f" ({screened} screened out)" if screened else ""
+    out = f" ({screened} screened out now)" if screened else ""  # this session's
     print(
         f"{result.evaluations} candidates{out}, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
