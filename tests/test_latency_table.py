@@ -117,6 +117,13 @@ def test_table_errors(tmp_path) -> None:
     # a table of wall-clock times was extended with CPU-clock ones (and the other way round)
     with pytest.raises(HardwareError, match=r"clock='wall' \(asked 'cpu'\)"):
         table.check_settings(LatencySettings(clock="cpu"))
+    # devices by what they name: a table of "cuda" was refused for "cuda:0"
+    from dataclasses import replace
+
+    on_gpu = replace(table, settings=replace(FAST, device="cuda"))
+    on_gpu.check_settings(replace(FAST, device="cuda:0"))
+    with pytest.raises(HardwareError, match=r"device='cuda' \(asked 'cuda:1'\)"):
+        on_gpu.check_settings(replace(FAST, device="cuda:1"))
     with pytest.raises(HardwareError, match="no such latency table"):
         LatencyTable.load(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"

@@ -129,10 +129,15 @@ class LatencyTable:
 
     def check_settings(self, settings: LatencySettings, source: str = "latency table") -> None:
         """Raise :class:`HardwareError` when ``settings`` measure something else than the table."""
+
+        def same(k: str) -> bool:  # devices by what they name: cuda is cuda:0
+            mine, asked = getattr(self.settings, k), getattr(settings, k)
+            return gpu_index(mine) == gpu_index(asked) if k == "device" else mine == asked
+
         differ = [
             f"{k}={getattr(self.settings, k)!r} (asked {getattr(settings, k)!r})"
             for k in DEFINING
-            if getattr(self.settings, k) != getattr(settings, k)
+            if not same(k)
         ]
         if differ:
             raise HardwareError(f"{source} was measured with {', '.join(differ)}")
