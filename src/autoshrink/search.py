@@ -411,7 +411,7 @@ def search_loop(
                 ) from None
             note_reuse(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
-            checked: dict[str, dict[str, float]] = {}  # the profiles the constraints read
+            checked: dict[str, dict[str, float]] = {}  # bounded metrics, as the check read them
             for i, p in enumerate(proposals):  # hard constraints: reject before training
                 if p.genotype.key in done or not config.constraints:
                     continue
