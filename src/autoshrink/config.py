@@ -113,8 +113,9 @@ TEXT_DATASETS = ("ptb",)
 
 
 def _field_default(name: str) -> Any:
-    """The default of :class:`SearchConfig`'s field ``name``."""
-    return SearchConfig.__dataclass_fields__[name].default
+    """The default of :class:`SearchConfig`'s field ``name`` (a new one of a factory's)."""
+    f = SearchConfig.__dataclass_fields__[name]
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 #: ``erm``: candidates trained on the training data (the paper); ``ood``: NAS-OoD's minimax.
@@ -264,14 +265,7 @@ class SearchConfig:
 
     def _cnn_settings_given(self) -> list[str]:
         """The :data:`CNN_ONLY` settings that differ from their defaults."""
-        defaults = {f.name: f for f in fields(self)}
-        given = []
-        for name in CNN_ONLY:
-            f = defaults[name]
-            default = f.default_factory() if callable(f.default_factory) else f.default
-            if getattr(self, name) != default:
-                given.append(name)
-        return given
+        return [name for name in CNN_ONLY if getattr(self, name) != _field_default(name)]
 
     def _check_screening(self) -> None:
         if self.screening not in SCREENINGS:
