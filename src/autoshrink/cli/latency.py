@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autoshrink.atomic_write import locked
 from autoshrink.cli import (
     MAX_CLASSES,
     MAX_COUNT,
@@ -168,11 +167,8 @@ def run(args: argparse.Namespace) -> int:
         before = len(table) if table is not None else 0
         table = extend_table(table, [cell], spec, settings, source=str(args.table))
         new = len(table) - before
-        if new:
-            with locked(args.table):  # a search's workers may be adding blocks to it meanwhile
-                if args.table.is_file():  # theirs are kept, and win where both measured one
-                    table = table.merged(LatencyTable.load(args.table))
-                table.save(args.table)
+        if new:  # a search's workers may be adding blocks to it meanwhile: theirs are kept
+            table = table.save_shared(args.table)
         out |= {
             "table_ms": table.predict_blocks(blocks),
             "table": str(args.table),

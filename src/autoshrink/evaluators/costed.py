@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from autoshrink.atomic_write import locked
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
@@ -91,11 +90,8 @@ class TableLatency:
             self.table = extend_table(
                 self.table, [cell], self.spec, self.settings, source=str(self.path or "the table")
             )
-            if self.path is not None:
-                Path(self.path).absolute().parent.mkdir(parents=True, exist_ok=True)
-                with locked(self.path):  # another worker may be merging its blocks
-                    self._merge_file()
-                    self.table.save(self.path)
+            if self.path is not None:  # another worker may be merging its blocks
+                self.table = self.table.save_shared(self.path)
         assert self.table is not None
         return self.table.predict_blocks(blocks)
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import locked, write_json
 from autoshrink.devices import gpu_index, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
@@ -197,7 +197,7 @@ class LatencyTable:
                 entries=entries,
                 environment=dict(d.get("environment", {})),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # ConfigError too
             raise HardwareError(f"{source}: malformed latency table ({err})") from None
 
     def merged(self, other: LatencyTable) -> LatencyTable:
@@ -210,6 +210,22 @@ class LatencyTable:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.to_dict(), indent=1)
+
+    def save_shared(self, path: str | Path) -> LatencyTable:
+        """Save into ``path``, a table other processes may be extending meanwhile (a search's
+        workers, ``autoshrink latency``): under its lock, the entries the file holds by then
+        are merged in -- theirs win where both measured a block -- and the whole is saved.
+        Returns that table."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
+        with locked(path):
+            table = self
+            if path.is_file():
+                saved = LatencyTable.load(path)
+                saved.check_settings(self.settings, str(path))
+                table = self.merged(saved)
+            table.save(path)
+        return table
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
