@@ -119,6 +119,22 @@ class RefusesInput(Fake):
         return super().evaluate(genotype, seed)
 
 
+class _PathError(ConfigError):
+    """A bad-input error whose ``__init__`` takes other arguments than its message."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+
+
+class RefusesOddly(Fake):
+    """``raise_on`` keys raise an error that cannot come out of the pipe as itself."""
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.raise_on:
+            raise _PathError("t.json", "odd")
+        return super().evaluate(genotype, seed)
+
+
 def crash_target(reference: Path) -> str:
     """A step-1 candidate of the reference run: another candidate trains beside it."""
     return next(r["key"] for r in candidates(reference) if r["step"] == 1)
@@ -190,14 +206,23 @@ def test_pool_gives_up_after_max_retries(tmp_path):
         assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
 
 
-def test_pool_raises_bad_input_as_itself():
-    # a worker's HardwareError was a WorkerError: 45 lines of traceback and exit 1, where the
-    # in-process run said one line and exited 2
+@pytest.mark.parametrize(
+    ("evaluator", "raised", "says"),
+    [
+        # a worker's HardwareError was a WorkerError: 45 lines of traceback and exit 1, where
+        # the in-process run said one line and exited 2
+        (RefusesInput, HardwareError, "^t.json: measured on AMD EPYC 9999"),
+        # one that cannot travel as itself was sent so: rebuilding it in the driver raised a
+        # TypeError and leaked the worker; it comes back as its traceback
+        (RefusesOddly, WorkerError, "_PathError: t.json: odd"),
+    ],
+)
+def test_pool_raises_bad_input_as_itself_or_as_its_traceback(evaluator, raised, says):
     jobs = _jobs(3)
     pool = LocalPoolExecutor(1)
     try:
-        with pytest.raises(HardwareError, match="^t.json: measured on AMD EPYC 9999"):
-            list(pool.run(RefusesInput(raise_on=jobs[1].genotype.key), jobs))
+        with pytest.raises(raised, match=says):
+            list(pool.run(evaluator(raise_on=jobs[1].genotype.key), jobs))
         assert len(list(pool.run(Fake(), jobs))) == 3  # still usable
     finally:
         pool.close()
@@ -403,31 +428,3 @@ def test_a_sigterm_that_a_library_turns_into_keyboardinterrupt_stays_a_sigterm(t
     plain = KeyboardInterrupt()  # what Ray's wait raises in its place
     stop = interrupted(plain, Journal(tmp_path / "journal.jsonl"), tmp_path, signals.received)
     assert stop.signum == signal.SIGTERM and "stopped by SIGTERM" in str(stop)
-
-
-class _PathError(ConfigError):
-    """A bad-input error whose ``__init__`` takes other arguments than its message."""
-
-    def __init__(self, path: str, why: str) -> None:
-        super().__init__(f"{path}: {why}")
-
-
-class RefusesOddly(Fake):
-    """``raise_on`` keys raise an error that cannot come out of the pipe as itself."""
-
-    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
-        if genotype.key == self.raise_on:
-            raise _PathError("t.json", "odd")
-        return super().evaluate(genotype, seed)
-
-
-def test_a_pool_error_that_cannot_travel_comes_back_as_its_traceback():
-    # it was sent as itself: rebuilding it in the driver raised a TypeError and leaked the worker
-    jobs = _jobs(2)
-    pool = LocalPoolExecutor(1)
-    try:
-        with pytest.raises(WorkerError, match="_PathError: t.json: odd"):
-            list(pool.run(RefusesOddly(raise_on=jobs[0].genotype.key), jobs))
-        assert len(list(pool.run(Fake(), jobs))) == 2  # still usable
-    finally:
-        pool.close()
