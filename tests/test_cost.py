@@ -58,6 +58,10 @@ def test_cli_count_json_gives_the_published_numbers(cli):
     d = json.loads(out)
     assert isinstance(d["params"], int) and isinstance(d["macs"], int)
     assert abs(d["params"] - 3.60e6) / 3.60e6 < 0.01 and abs(d["macs"] - 384e6) / 384e6 < 0.01
+    # the settings counted, defaults included: the macro's own width (1.4 here, 1.0 for the proxy)
+    assert (d["width"], d["image_size"], d["in_channels"], d["num_classes"]) == (1.4, 224, 3, 1001)
+    code, out, _ = cli("count", str(path), "--width", "0.5", "--image-size", "16", "--json")
+    assert code == 0 and json.loads(out)["width"] == 0.5 and json.loads(out)["image_size"] == 16
 
 
 def random_cells(n: int, seed: int) -> list[Cell]:

@@ -106,6 +106,12 @@ def test_cli_json_shape_and_errors(cli, tmp_path) -> None:
     for key, value in (("backend", "torch"), ("device", "cpu"), ("batch", 2), ("threads", 1)):
         assert obj[key] == value
     assert obj["input_shapes"] == [[2, 3, 8, 8]] and obj["macro"] == "cifar-proxy"
+    assert (obj["width"], obj["image_size"], obj["in_channels"], obj["num_classes"]) == (
+        0.25,
+        8,
+        3,
+        10,
+    )
     code, out, _ = cli("latency", cell, "--width", "0.25", "--image-size", "8", "--repeats", "5")
     assert code == 0 and "ms median, IQR" in out and "1 thread" in out
     if not torch.cuda.is_available():

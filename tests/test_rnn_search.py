@@ -197,6 +197,7 @@ def test_count_cli_gives_23_0m_for_shrinkrnn(cli) -> None:
     cell = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkrnn.json"
     code, out, _ = cli("count", cell, "--macro", "shrinkrnn-ptb", "--json")
     assert code == 0 and json.loads(out)["params"] == 23_000_700
+    assert (json.loads(out)["nhid"], json.loads(out)["vocab"]) == (745, 10000)
     # the defaults, given: 10k words, nhid 745; and sizes a cnn macro does not take
     code, again, _ = cli("count", cell, "--nhid", "745", "--vocab", "10000", "--json")
     assert code == 0 and json.loads(again) == json.loads(out)

@@ -428,6 +428,14 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
                          "--repeats", "5", "--max-seconds", "0.5", "--json")  # fmt: skip
     got = json.loads(out)
     assert got["calibrated_ms"] == pytest.approx(2.0 * got["table_ms"] + 0.5)
+    # a table of other settings is refused before the network is measured, not after
+    import autoshrink.cli.latency as cli_latency
+
+    with monkeypatch.context() as m:
+        m.setattr(cli_latency, "measure_module", lambda *a: pytest.fail("measured first"))
+        code, _, err = cli("latency", full / "architecture.json", "--latency-table", table,
+                           "--batch", "2")  # fmt: skip
+    assert code == 2 and "was measured with batch=1 (asked 2)" in err
 
     real = search._Search.train_epoch
 
@@ -503,6 +511,7 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert code == 0, err
     c = json.loads(out)
     assert (c["params"], c["macs"]) == (3472041, 300775552)
+    assert (c["width"], c["image_size"], c["in_channels"], c["num_classes"]) == (1.0, 224, 3, 1001)
     for command, extra in [  # the file is the network: these were ignored without a word
         ("count", ["--macro", "shrinkrnn-ptb"]),
         ("count", ["--nhid", "5", "--vocab", "7"]),
@@ -517,7 +526,9 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     MBConvArch(width=0.35, image_size=32, num_classes=10, in_channels=1, layers=layers).save(small)
     code, out, err = cli("latency", small, "--json", "--repeats", "5", "--max-seconds", "0.5")
     assert code == 0, err
-    assert json.loads(out)["median_ms"] > 0
+    measured = json.loads(out)
+    assert measured["median_ms"] > 0 and measured["layers"] == list(layers)
+    assert (measured["width"], measured["image_size"], measured["in_channels"]) == (0.35, 32, 1)
     code, out, err = cli("latency", small, "--repeats", "5", "--max-seconds", "0.5")
     lines = out.splitlines()  # the three lines a cell's measurement prints
     assert code == 0 and len(lines) == 3, out

@@ -83,14 +83,15 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flags}: settings of a CNN macro; {macro} has none")
         rnn_spec = RNN_MACROS[macro](**sizes)
         name, counts, unit = rnn_spec.name, count_rnn(cell, rnn_spec), " per token"
+        echoed: dict[str, float | int] = {"nhid": rnn_spec.nhid, "vocab": rnn_spec.vocab}
     elif sizes:
         flags = ", ".join(f"--{k}" for k in sizes)
         raise ConfigError(f"{flags}: settings of an RNN language model; {macro} has none")
     else:
         spec = get_macro(macro, **settings)
-        name, counts, unit = spec.name, count(cell, spec), ""
+        name, counts, unit, echoed = spec.name, count(cell, spec), "", spec.settings()
     if args.json:
-        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name}))
+        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name, **echoed}))
     else:
         print(
             f"{name}: {counts.params:,} params ({counts.params / 1e6:.3f}M), "
@@ -111,7 +112,8 @@ def run_arch(args: argparse.Namespace) -> int:
     counts = count_arch(arch)
     name = f"mbconv-{arch.width:g}@{arch.image_size}"
     if args.json:
-        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name}))
+        settings = {k: v for k, v in arch.to_dict().items() if k not in ("format", "layers")}
+        print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name, **settings}))
     else:
         print(f"{name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs")
     return 0

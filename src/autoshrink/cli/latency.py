@@ -161,7 +161,13 @@ def run(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.table)
         table.check_settings(settings, str(args.table))
     result = measure_cell(cell, spec, settings)
-    out = {"macro": spec.name, "cell": str(args.cell), "key": cell.key, **result.to_dict()}
+    out = {
+        "macro": spec.name,
+        **spec.settings(),
+        "cell": str(args.cell),
+        "key": cell.key,
+        **result.to_dict(),
+    }
     if args.table is not None:
         blocks = network_blocks(cell, spec)
         before = len(table) if table is not None else 0
@@ -200,11 +206,14 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     )
 
     arch = arch_from_args(args)
-    shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
-    result = measure_module(build_arch(arch).eval(), [shape], settings)
-    out = {"architecture": str(args.cell), "layers": list(arch.layers), **result.to_dict()}
+    table, new = None, 0  # first: a table of other settings is refused before any measuring
     if args.table is not None:
         table, new = load_or_measure(args.table, arch.spec, settings)
+    shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
+    result = measure_module(build_arch(arch).eval(), [shape], settings)
+    settings_of_arch = {k: v for k, v in arch.to_dict().items() if k != "format"}
+    out = {"architecture": str(args.cell), **settings_of_arch, **result.to_dict()}
+    if table is not None:
         raw = LatencyModel.from_table(table, arch.spec)
         cal = Calibration.load_matching(calibration_path(args.table), settings, arch.spec)
         out |= {

@@ -49,6 +49,8 @@ class MacroSpec:
         stages: the cell stages, in order; a down-sampling stage's first cell has a 2x2
             max-pool (stride 2) as node 0.
         head_channels: a 1x1 conv + BN + act before global pooling, or ``None``.
+        width: the width multiplier the macro's channels were scaled by (a record of how
+            they were made; the channels above are what the network has).
     """
 
     name: str
@@ -59,6 +61,7 @@ class MacroSpec:
     stem_stride: int
     stages: tuple[StageSpec, ...]
     head_channels: int | None = None
+    width: float = 1.0
 
     def __post_init__(self) -> None:
         for field_name in ("in_channels", "image_size", "num_classes", "stem_channels"):
@@ -73,6 +76,15 @@ class MacroSpec:
                 f"macro {self.name}: {self.image_size}px input is too small for "
                 f"{sum(s.downsample for s in self.stages)} down-sampling stages"
             )
+
+    def settings(self) -> dict[str, float | int]:
+        """The settings a user gives the macro (``--width``, ``--image-size``, ...), as JSON."""
+        return {
+            "width": self.width,
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+        }
 
 
 def make_divisible(f: float, divisor: int = 4) -> int:
@@ -95,6 +107,7 @@ def cifar_proxy(
         stem_channels=max(1, int(32 * width)),
         stem_stride=1,
         stages=tuple(StageSpec(cells=1, channels=c, downsample=k > 0) for k, c in enumerate(f)),
+        width=width,
     )
 
 
@@ -126,6 +139,7 @@ def shrinkcnn_imagenet(
             for k, (d, s) in enumerate(zip(depths, scales, strict=True))
         ),
         head_channels=1280,
+        width=width,
     )
 
 
