@@ -162,9 +162,18 @@ def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
         (lambda d: d["blocks"][key].pop("block") and d, f'"blocks.{key}.block" is missing'),
         (lambda d: d["blocks"][key].update(median_ms=1e308) or d, "must be in 0..3.6e+06"),
         # settings of the wrong type were accepted, and 1.5 warm-ups failed the measurement
-        (lambda d: d["settings"].update(warmup=1.5) or d, "latency warmup must be an integer"),
-        (lambda d: d["settings"].update(min_repeats=True) or d, "min_repeats must be an integer"),
-        (lambda d: d["settings"].update(steady_heap="no") or d, "must be true or false, got 'no'"),
+        (
+            lambda d: d["settings"].update(warmup=1.5) or d,
+            'latency settings: "warmup" must be an integer, got 1.5',
+        ),
+        (
+            lambda d: d["settings"].update(min_repeats=True) or d,
+            '"min_repeats" must be an integer, got true',
+        ),
+        (
+            lambda d: d["settings"].update(steady_heap="no") or d,
+            '"steady_heap" must be true or false, got "no"',
+        ),
     ]
     for damage, says in cases:
         path = tmp_path / "t.json"

@@ -32,8 +32,12 @@ _NAMES = {
 
 
 def _show(value: Any) -> str:
-    """``value`` as JSON for an error message, cut to 40 characters."""
-    text = json.dumps(value, default=repr)
+    """``value`` as JSON for an error message (Python's ``repr`` for what is no JSON, as a
+    NumPy number given in code), cut to 40 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

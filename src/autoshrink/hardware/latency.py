@@ -38,6 +38,7 @@ from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
+from autoshrink.user_files import json_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,10 @@ class LatencySettings:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # a table file's settings come from JSON: 1.5 warm-ups, "no"
-            value, kind = getattr(self, f.name), _FIELD_TYPES[str(f.type)]
-            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
-                raise ConfigError(
-                    f"latency {f.name} must be {_TYPE_WORDS[str(f.type)]}, got {value!r}"
-                )
+        # a table file's settings come from JSON: 1.5 warm-ups, "no"
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        if problem := json_type_problem(LatencySettings, given):
+            raise ConfigError(f"latency settings: {problem}")
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"unknown latency backend {self.backend!r}; expected one of {BACKENDS}"
@@ -75,10 +74,8 @@ class LatencySettings:
         gpu_index(self.device)
         check_threads(self.threads, "latency threads")
         for name in ("batch", "min_repeats"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(
-                    f"latency {name} must be an integer >= 1, got {getattr(self, name)}"
-                )
+            if getattr(self, name) < 1:
+                raise ConfigError(f"latency {name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"latency warmup must be >= 0, got {self.warmup}")
         if self.max_repeats < self.min_repeats:
@@ -106,15 +103,6 @@ class LatencySettings:
 
 
 #: The type each annotation of :class:`LatencySettings` names, and how a message says it.
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "str": str,
-    "int": int,
-    "float": (int, float),
-    "bool": bool,
-}
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
-
-
 @dataclass(frozen=True)
 class LatencyResult:
     """Milliseconds per forward pass: median, quartiles, and how they were obtained."""
