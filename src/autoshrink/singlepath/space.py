@@ -32,7 +32,7 @@ from autoshrink.cost.mobilenetv2 import (
     mobilenetv2_plan,
 )
 from autoshrink.errors import ConfigError
-from autoshrink.user_files import read_json_file
+from autoshrink.user_files import json_type_problem, read_json_file
 
 if TYPE_CHECKING:
     from autoshrink.nn.mobilenetv2 import MobileNetV2
@@ -172,19 +172,14 @@ class MBConvArch:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {unknown}")
-        layers = d.get("layers")
-        if not isinstance(layers, list) or not all(isinstance(c, str) for c in layers):
-            raise ConfigError(f"{source}: 'layers' must be a list of strings")
-        settings = {
-            k: d[k] for k in ("width", "image_size", "num_classes", "in_channels") if k in d
-        }
-        for k, v in settings.items():
-            ok = isinstance(v, int | float) if k == "width" else isinstance(v, int)
-            if not ok or isinstance(v, bool):
-                kind = "a number" if k == "width" else "an integer"
-                raise ConfigError(f"{source}: {k!r} must be {kind}, got {v!r}")
+        settings = {k: v for k, v in d.items() if k != "format"}
+        problem = json_type_problem(cls, settings) or (
+            None if "layers" in settings else '"layers" is missing'
+        )
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
         try:
-            return cls(**settings, layers=tuple(layers))
+            return cls(**settings)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
 
