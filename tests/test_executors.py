@@ -228,6 +228,39 @@ def test_pool_raises_bad_input_as_itself_or_as_its_traceback(evaluator, raised, 
         pool.close()
 
 
+class MarkedCost:
+    """A cost that leaves a file in ``marks`` for each measurement (workers share no memory)."""
+
+    name = "marked_ms"
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def __call__(self, genotype: Any) -> float:
+        (self.marks / f"measured-{genotype.key}-{os.getpid()}").touch()
+        return float(genotype.num_edges)
+
+
+@pytest.mark.parametrize("executor", [InProcessExecutor, lambda: LocalPoolExecutor(2)])
+def test_a_cost_known_to_the_job_is_not_measured_again(tmp_path, executor):
+    # a measured latency a constraint had checked in the main process was measured again in
+    # the pool worker that trained the candidate (and that second value was dropped)
+    from autoshrink.evaluators.costed import CostedEvaluator
+
+    jobs = _jobs(3)
+    jobs[1] = Job(jobs[1].genotype, jobs[1].seed, {"marked_ms": 0.5, "macs": 1.0})
+    run = executor()
+    try:
+        out = dict(run.run(CostedEvaluator(Fake(), [MarkedCost(tmp_path)]), jobs))
+    finally:
+        run.close()
+    assert out[1].metrics["marked_ms"] == 0.5  # the known cost: other metrics are the evaluator's
+    assert out[1].metrics["macs"] == 1000.0 * jobs[1].genotype.num_edges
+    assert out[0].metrics["marked_ms"] == jobs[0].genotype.num_edges
+    measured = sorted(p.name.split("-")[1] for p in tmp_path.glob("measured-*"))
+    assert measured == sorted([jobs[0].genotype.key, jobs[2].genotype.key])
+
+
 def test_pool_reraises_an_evaluator_error():
     jobs = _jobs(3)
     evaluator = Fake(raise_on=jobs[0].genotype.key)

@@ -430,7 +430,10 @@ def search_loop(
                     append_event, checked,
                 )  # fmt: skip
             todo = [i for i, p in enumerate(proposals) if p.genotype.key not in done]
-            jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
+            jobs = [
+                Job(proposals[i].genotype, seeds[i], checked.get(proposals[i].genotype.key, {}))
+                for i in todo
+            ]
             bar = tqdm(
                 total=len(proposals),
                 initial=len(proposals) - len(todo),
@@ -523,7 +526,7 @@ def screen_batch(
     ]
 
     def run(stage_evaluator: Evaluator, todo: list[int]) -> Iterator[tuple[int, Evaluation]]:
-        jobs = [Job(proposals[i].genotype, seeds[i]) for i in todo]
+        jobs = [Job(proposals[i].genotype, seeds[i], checked.get(keys[i], {})) for i in todo]
         on_retry = retry_listener(append_event, proposals, todo, seeds)
         for j, evaluation in executor.run(stage_evaluator, jobs, on_retry):
             yield todo[j], as_checked(evaluation, checked.get(keys[todo[j]]))

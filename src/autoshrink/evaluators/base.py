@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,11 +104,18 @@ class Evaluator(Protocol):
         ...
 
 
-def evaluate(evaluator: Evaluator, genotype: Any, seed: int) -> Evaluation:
+def evaluate(
+    evaluator: Evaluator, genotype: Any, seed: int, known: Mapping[str, float] | None = None
+) -> Evaluation:
     """``evaluator.evaluate(genotype, seed)``, checked: anything but an :class:`Evaluation`
     is a :class:`TypeError` that names the evaluator, a status of the search's own (not in
     :data:`~autoshrink.journal.EVALUATED`) a :class:`ConfigError` (what every executor
-    calls)."""
+    calls). ``known`` metrics of ``genotype``, measured before (a constraint's check), are
+    handed first to an evaluator with a ``reuse_metrics(genotype, metrics)`` method, which
+    then does not measure them again (a latency measured in the main process is not measured
+    a second time in a pool worker)."""
+    if known and hasattr(evaluator, "reuse_metrics"):
+        evaluator.reuse_metrics(genotype, known)
     out = evaluator.evaluate(genotype, seed)
     if not isinstance(out, Evaluation):
         raise TypeError(

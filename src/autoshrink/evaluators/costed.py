@@ -12,14 +12,16 @@ constraints can reject candidates on them before training:
 
 It keeps the evaluator protocol (``profile`` and ``evaluate``) and also wraps plain callables
 ``cell -> metrics`` such as the tabular :class:`~autoshrink.tabular.SearchEvaluator`. Costs are
-computed once per cell (canonical key) and process. With a process-pool executor, measured
-latency is taken in a worker while other workers train, so it is noisier than a table.
+computed once per cell (canonical key) and process; a cost a hard constraint already read in
+the main process travels with the job (:meth:`CostedEvaluator.reuse_metrics`) and is not
+measured again in a worker. With a process-pool executor, measured latency is otherwise taken
+in a worker while other workers train, so it is noisier than a table.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -117,10 +119,19 @@ class CostedEvaluator:
 
     def cost_metrics(self, genotype: Any) -> dict[str, float]:
         """The cost metrics of ``genotype`` (computed once per canonical key)."""
-        key = genotype.key
-        if key not in self._cache:
-            self._cache[key] = {c.name: float(c(genotype)) for c in self.costs}
-        return dict(self._cache[key])
+        known = self._cache.setdefault(genotype.key, {})
+        for c in self.costs:
+            if c.name not in known:
+                known[c.name] = float(c(genotype))
+        return dict(known)
+
+    def reuse_metrics(self, genotype: Any, metrics: Mapping[str, float]) -> None:
+        """Take the cost metrics among ``metrics`` as ``genotype``'s, measured elsewhere (the
+        search's constraint check, in the main process): :meth:`cost_metrics` does not
+        measure them again."""
+        names = {c.name for c in self.costs}
+        known = self._cache.setdefault(genotype.key, {})
+        known.update({m: float(v) for m, v in metrics.items() if m in names})
 
     def profile(self, genotype: Any) -> dict[str, float]:
         """``inner``'s profile plus the cost metrics, computed without training."""

@@ -7,8 +7,8 @@ exists. Results must not depend on the executor: every job carries its own seed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
@@ -22,10 +22,14 @@ DEFAULT_RETRIES = 2
 
 @dataclass(frozen=True)
 class Job:
-    """One candidate to evaluate: its genotype and the seed its training uses."""
+    """One candidate to evaluate: its genotype, the seed its training uses, and ``known``:
+    metrics of it the search has already measured (a hard constraint's check, in the main
+    process), which an evaluator that takes them does not measure again in its worker
+    (:func:`~autoshrink.evaluators.base.evaluate`)."""
 
     genotype: Any
     seed: int
+    known: Mapping[str, float] = field(default_factory=dict)
 
 
 class Executor(Protocol):
@@ -62,7 +66,10 @@ class InProcessExecutor:
         as each ends; a job that ran out of memory runs again (``on_retry`` is told)."""
         from autoshrink.executors.retries import retry_out_of_memory  # it imports this module
 
-        results = ((i, evaluate(evaluator, job.genotype, job.seed)) for i, job in enumerate(jobs))
+        results = (
+            (i, evaluate(evaluator, job.genotype, job.seed, job.known))
+            for i, job in enumerate(jobs)
+        )
         yield from retry_out_of_memory(evaluator, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:

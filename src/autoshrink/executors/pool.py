@@ -73,7 +73,10 @@ def _serve(conn: Connection) -> None:
             continue
         _, index, job, slot = message
         try:
-            reply: tuple[str, Any] = ("ok", evaluate(evaluators[slot], job.genotype, job.seed))
+            reply: tuple[str, Any] = (
+                "ok",
+                evaluate(evaluators[slot], job.genotype, job.seed, job.known),
+            )
         except AutoshrinkError as err:  # bad input (a latency table of another machine, ...):
             reply = ("raise", err) if _travels(err) else ("error", traceback.format_exc())
         except Exception:  # sent to the driver, which raises it as the in-process run would

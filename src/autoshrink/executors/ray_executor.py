@@ -127,7 +127,7 @@ def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
     torch.set_num_threads(threads)
     with warnings.catch_warnings():  # the object store hands out read-only arrays; only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return evaluate(evaluator, job.genotype, job.seed)
+        return evaluate(evaluator, job.genotype, job.seed, job.known)
 
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:

@@ -100,5 +100,5 @@ def retry_out_of_memory(
     for i, evaluation in results:
         while out_of_memory(evaluation) and budget.retry(i, evaluation.detail["error"]):
             free_cuda_cache()
-            evaluation = evaluate(evaluator, jobs[i].genotype, jobs[i].seed)
+            evaluation = evaluate(evaluator, jobs[i].genotype, jobs[i].seed, jobs[i].known)
         yield i, evaluation
