@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -50,7 +51,7 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import ProxyTraining, train_proxy
-from bench_gpu_engine import engine_epoch, synthetic
+from bench_gpu_engine import prepared_epoch, sync, synthetic
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 
 #: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
@@ -124,13 +125,23 @@ def engine_run(
     bf16: bool = False,
 ):
     """``run(n)``: the engine on ``k`` copies of ``cell``, one epoch of ``n`` steps (``bf16``:
-    under bfloat16 autocast)."""
+    under bfloat16 autocast); returns the epoch's seconds. The set-up (engine, data) is built
+    first, outside a :class:`Traffic` count and the time: its host-side ops, timed on the
+    clock rather than on the device, left a residue of several ms per "step" in the
+    difference of two epochs (and two steps of its jitter made a step's wall time negative)."""
     one = replace(settings, epochs=1)
     options = {**ENGINE_OPTIONS, "bf16": bf16}
 
     def run(n: int) -> float:
+        mode = _get_current_dispatch_mode()
+        with mode.pause() if isinstance(mode, Traffic) else nullcontext():
+            epoch = prepared_epoch(cell, spec, one, n, k, device, dict(options))
         with depthwise_as_on_cuda():
-            return engine_epoch(cell, spec, one, n, k, device, options)
+            sync(device)
+            begin = time.perf_counter()
+            epoch()
+            sync(device)
+            return time.perf_counter() - begin
 
     return run
 
@@ -212,7 +223,7 @@ def print_bytes(
 def print_bandwidths(label: str, run: Callable[[int], float]) -> None:
     """The step's wall time and the ops that take it, with the bandwidth each reaches."""
     rows = achieved_bandwidth(run)
-    wall = (run(4) - run(2)) / 2
+    wall = (run(10) - run(2)) / 8
     ops = sum(seconds for _, _, seconds in rows)
     print(f"{label}: {wall * 1e3:.2f} ms per step, {ops * 1e3:.2f} ms of it in aten ops")
     for op, moved, seconds in rows[:15]:

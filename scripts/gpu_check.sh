@@ -48,7 +48,12 @@
 #      of one in CUDA graphs against the plain loop on the same machine (two searches stopped
 #      after 45 s: `step 1 A/B:`); and, unless COMPILE=0, the throughput table with the engine
 #      compiled by torch.compile (--compile). Not yet run on a GPU; worst case (every step at
-#      its timeout) 12 minutes, 7 with COMPILE=0.
+#      its timeout) 12 minutes, 7 with COMPILE=0: run it with BUDGET_S under the call's limit.
+# BUDGET_S (default 0: none) caps the whole script: each step's time limit is cut to what is
+# left of it less 30 s for the summary, and a step with under 10 s left is skipped. The device
+# tool returns at most 8 files from $OUT and a call may run 600 s, so run it as
+#   BUDGET_S=560 PARTS=next OUT=/tmp/gn bash scripts/gpu_check.sh data/fashion-mnist;
+#   tar czf "$OUT/gn.tgz" -C /tmp gn
 # SKIP leaves out steps of part cnn already measured: any of
 # "check ops node_inputs bytes fused concat bf16 gray"
 # (default none), so that a rerun of what changed fits beside part rnn in one budget.
@@ -72,6 +77,7 @@
 #
 #   OUT=/some/dir bash scripts/gpu_check.sh [FASHION_MNIST_DIR]
 set -uo pipefail
+exec 3>&1  # the console: a step's skip is said there (once), wherever the step's output goes
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/gpu_check}"
@@ -110,6 +116,22 @@ if [ -z "$PTB" ]; then
 fi
 
 step() { echo; echo "== $* ($(date +%T))"; }
+# limited SECONDS COMMAND...: `timeout SECONDS COMMAND...`, cut to what BUDGET_S (seconds for
+# the whole script, 0: no budget) leaves, less 30 s kept for the summary; a step with under
+# 10 s left is skipped (status 124, as a timeout), said on the console.
+limited() {
+    local want=$1
+    shift
+    if [ "${BUDGET_S:-0}" -gt 0 ]; then
+        local left=$((BUDGET_S - SECONDS - 30))
+        if [ "$left" -lt 10 ]; then
+            echo "== skipped: the budget of $BUDGET_S s is spent (BUDGET_S)" >&3
+            return 124
+        fi
+        [ "$left" -lt "$want" ] && want=$left
+    fi
+    timeout "$want" "$@"
+}
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 SKIP=" ${SKIP:-} "
 run_step() { [[ "$SKIP" != *" $1 "* ]] || { step "$1 skipped (SKIP)"; false; }; }
@@ -118,7 +140,7 @@ BYTES_FP32=""  # set once part cnn has measured each op's float32 bandwidth (par
 engine_bytes() {  # engine_bytes fp32|bf16: each op's bandwidth, in engine_bytes_PRECISION.txt
     local precision=$1 bf16=()
     [ "$precision" = bf16 ] && bf16=(--bf16)
-    timeout $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" "${EXTRA[@]}" \
+    limited $((90 * SCALE)) "$PY" benchmarks/bench_engine_ops.py --device "$DEVICE" "${EXTRA[@]}" \
         "${bf16[@]}" > "$OUT/engine_bytes_$precision.txt" 2>&1
     grep -v "^USDT" "$OUT/engine_bytes_$precision.txt"
 }
@@ -126,7 +148,7 @@ engine_bytes() {  # engine_bytes fp32|bf16: each op's bandwidth, in engine_bytes
 table() {  # table SECONDS NAME [bench options...]: one throughput table, its JSON in NAME.json
     local seconds=$1 name=$2
     shift 2
-    timeout $((seconds * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${DEPTHWISE[@]}" \
+    limited $((seconds * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" "${DEPTHWISE[@]}" \
         --json "$@" \
         > "$OUT/$name.json" 2> "$OUT/$name.txt"
     cat "$OUT/$name.txt"
@@ -142,14 +164,14 @@ torch.cuda.get_device_name())"
 if part cnn; then
 if run_step check; then
 step "float64 equivalence on the GPU"
-timeout $((45 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
+limited $((45 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" --check 2>&1 | tee "$OUT/check.txt"
 fi
 
 if run_step ops; then
 step "the engine's own ops against the plain PyTorch they replace"
 for geometry in "3 32" "1 28"; do
     read -r channels size <<< "$geometry"
-    timeout $((25 * SCALE)) "$PY" benchmarks/bench_stacked_ops.py --device "$DEVICE" "${EXTRA[@]}" --json \
+    limited $((25 * SCALE)) "$PY" benchmarks/bench_stacked_ops.py --device "$DEVICE" "${EXTRA[@]}" --json \
         --in-channels "$channels" --image-size "$size" > "$OUT/ops_${channels}x$size.json"
     cat "$OUT/ops_${channels}x$size.json"
 done
@@ -159,7 +181,7 @@ if run_step node_inputs; then
 step "node inputs: views of one buffer vs concatenated, a training step's forward + backward"
 NODE=()
 [ -n "${QUICK:-}" ] && NODE=(--k 3 --batch 8 --image-size 8 --rounds 1 --steps 1 --threads 1)
-timeout $((60 * SCALE)) "$PY" benchmarks/bench_node_inputs.py --device "$DEVICE" "${NODE[@]}" \
+limited $((60 * SCALE)) "$PY" benchmarks/bench_node_inputs.py --device "$DEVICE" "${NODE[@]}" \
     --json > "$OUT/node_inputs.json" 2> "$OUT/node_inputs.txt"
 cat "$OUT/node_inputs.txt"
 fi
@@ -199,7 +221,7 @@ if [ "$SEARCH_SECONDS" = 0 ]; then
     step "full-protocol search skipped (SEARCH_SECONDS=0)"
 elif [ -n "$DATA" ]; then
     step "full-protocol search (data: $DATA)"
-    timeout $((($SEARCH_SECONDS + 45) * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
+    limited $((($SEARCH_SECONDS + 45) * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" \
         "${DEPTHWISE[@]}" --json --no-table --verbose --search-data "$DATA" \
         --out "$OUT/search" --time-limit "$SEARCH_SECONDS" \
         > "$OUT/search.json" 2> "$OUT/search.txt"
@@ -211,9 +233,9 @@ fi
 if [ -n "$GPU" ] && [ -n "$SMOKE" ]; then
     step "other CUDA paths: measured latency, bf16 final training (smoke runs)"
     {
-        timeout $((25 * SCALE)) "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
+        limited $((25 * SCALE)) "$PY" -m autoshrink latency src/autoshrink/cells/shrinkcnn.json \
             --device "$DEVICE" --max-seconds 3
-        timeout $((35 * SCALE)) "$PY" -m autoshrink train src/autoshrink/cells/shrinkcnn.json \
+        limited $((35 * SCALE)) "$PY" -m autoshrink train src/autoshrink/cells/shrinkcnn.json \
             --dataset digits --no-flip --epochs 1 --precision bf16 --device "$DEVICE" \
             --out "$OUT/train_bf16"
     } 2>&1 | tail -n 40 | tee "$OUT/other_paths.txt"
@@ -225,7 +247,7 @@ if part rnn; then
     RNN_DATA=()
     [ -n "$PTB" ] && RNN_DATA=(--data "$PTB")
     [ -n "$GPU" ] && RNN_DATA+=(--cuda-graph)
-    timeout $((($RNN_SECONDS + 200) * SCALE)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
+    limited $((($RNN_SECONDS + 200) * SCALE)) "$PY" benchmarks/bench_rnn_engine.py --device "$DEVICE" \
         "${EXTRA[@]}" "${RNN_DATA[@]}" --check --search --time-limit "$RNN_SECONDS" \
         --out "$OUT/rnn_search" --json > "$OUT/rnn.json" 2> "$OUT/rnn.txt"
     grep -v "not in the training vocabulary" "$OUT/rnn.txt"
@@ -240,7 +262,7 @@ if part next; then
             step "search step 1, $engine (stopped after 45 s; data: $DATA)"
             GRAPH=()
             [ "$engine" = plain ] && GRAPH=(--no-cuda-graph)
-            timeout $((120 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
+            limited $((120 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
                 --no-table --verbose --search-data "$DATA" --out "$OUT/search_$engine" \
                 --time-limit 45 "${GRAPH[@]}" > "$OUT/search_$engine.json" 2> "$OUT/search_$engine.txt"
             grep "step 1:" "$OUT/search_$engine.txt"
@@ -256,7 +278,7 @@ fi
 
 if part oneshot; then
 step "one-shot fine-tuning: stacked vs one by one, and float64 (issue #17)"
-timeout $((150 * SCALE)) "$PY" benchmarks/bench_oneshot_engine.py --device "$DEVICE" --check \
+limited $((150 * SCALE)) "$PY" benchmarks/bench_oneshot_engine.py --device "$DEVICE" --check \
     "${EXTRA[@]}" ${DATA:+--data "$DATA"} --json > "$OUT/oneshot.json" 2> "$OUT/oneshot.txt"
 cat "$OUT/oneshot.json"
 fi
@@ -266,7 +288,7 @@ if part final && [ -n "$DATA" ]; then
     FINAL=(--epochs "$FINAL_EPOCHS" --precision bf16)
     [ -n "${QUICK:-}" ] && FINAL=(--epochs 1 --limit 64 --batch-size 32 --precision fp32 \
         --no-resume --threads 1)
-    timeout $((300 * SCALE)) "$PY" benchmarks/bench_final_training.py --data "$DATA" --device "$DEVICE" \
+    limited $((300 * SCALE)) "$PY" benchmarks/bench_final_training.py --data "$DATA" --device "$DEVICE" \
         "${FINAL[@]}" --json > "$OUT/final.json" 2> "$OUT/final.txt"
     grep -v "covers the whole run" "$OUT/final.txt"
 fi

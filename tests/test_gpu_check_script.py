@@ -110,6 +110,22 @@ def test_the_next_part_runs_on_the_cpu(tmp_path: Path) -> None:
                      r"eager \d+ img/s, engine \d+ img/s", summary)  # fmt: skip
 
 
+def test_a_budget_cuts_the_steps_and_keeps_the_summary(tmp_path: Path) -> None:
+    """``BUDGET_S``: the device tool kills a call at 600 s, and part next's steps add up to 12
+    minutes at their time limits: the summary, written last, would be lost. With a budget each
+    step is cut to what is left (less 30 s for the summary); a step without time is skipped,
+    and said so on the console."""
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next",
+           "BUDGET_S": "20", "COMPILE": "1"}  # fmt: skip
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "no-data")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    said = done.stdout.count("== skipped: the budget of 20 s is spent (BUDGET_S)")
+    assert said == 5, done.stdout  # bandwidths in float32 and bf16, two searches, compiled
+    assert (out / "summary.txt").is_file() and not (out / "throughput_compiled.json").read_text()
+
+
 def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:
     fashion, ptb, dest = tmp_path / "fashion", tmp_path / "ptb", tmp_path / "data"
     fashion.mkdir()
