@@ -61,6 +61,16 @@ def test_out_files(bench, tables_dir, tmp_path) -> None:
     for name in ("bench.json", "results.csv", "curves.csv", "runs.csv", "curves.png"):
         assert (out / name).stat().st_size > 0
     assert not (out / "pareto.csv").exists()
+    # an earlier score bench killed before its bench.json left its front: not this bench's
+    (out / "bench.json").write_text('{"status": "incomplete"}')
+    for stale in ("pareto.csv", "pareto.png"):
+        (out / stale).write_text("strategy,accuracy\nrandom,1\n")
+    code, _, err = bench(
+        "--tables", tables_dir, "--runs", "2", "--queries", "26",
+        "--strategies", "random,autoshrink-edges", "--dataset", "imagenet16-120", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert not (out / "pareto.csv").exists() and not (out / "pareto.png").exists()
     with (out / "curves.csv").open() as f:
         curve = list(csv.DictReader(f))
     assert list(curve[0]) == ["strategy", "queries", "mean", "std", "score_mean", "score_std"]
@@ -131,6 +141,9 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
     ("args", "message"),
     [
         (("--strategies", "random,bogus"), "unknown strategies ['bogus']"),
+        # run twice, with results.csv and curves.csv disagreeing; an empty list said "unknown []"
+        (("--strategies", "random,rea,random"), "strategies named twice: random"),
+        (("--strategies", ","), "no strategy given"),
         (("--runs", "0"), "runs and queries must be >= 1"),
         (("--dataset", "svhn"), "unknown NAS-Bench-201 data set"),
         (("--objective", "score", "--lambda", "-1"), "weight must be finite and >= 0"),

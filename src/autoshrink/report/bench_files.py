@@ -192,6 +192,9 @@ def write_outputs(
         _write_csv(written[-1], obj["pareto"], list(obj["pareto"][0]))
         written.append(out / "pareto.png")
         plot_pareto(result, obj, written[-1])
+    else:  # an earlier (killed) score bench's front is not this bench's
+        for stale in ("pareto.csv", "pareto.png"):
+            (out / stale).unlink(missing_ok=True)
     # last: bench.json marks the folder as a finished bench's (outputs.SIGNATURES); a bench
     # killed before it leaves the note, and the next bench writes over the folder
     write_json(written[0], obj, indent=1)

@@ -189,8 +189,12 @@ def run_bench(
     """
     known = {*STRATEGIES, ZC_STRATEGY}
     unknown = [s for s in strategies if s not in known]
-    if unknown or not strategies:
+    if not strategies:
+        raise ConfigError(f"no strategy given; expected some of {sorted(known)}")
+    if unknown:
         raise ConfigError(f"unknown strategies {unknown}; expected some of {sorted(known)}")
+    if twice := sorted({s for s in strategies if list(strategies).count(s) > 1}):
+        raise ConfigError(f"strategies named twice: {', '.join(twice)}")
     if ZC_STRATEGY in strategies and zc_rank is None:
         raise ConfigError(f"strategy {ZC_STRATEGY} needs zero-cost scores (zc_rank)")
     if runs < 1 or queries < 1:
