@@ -80,6 +80,12 @@ def test_loader_reads_the_layout_and_maps_indices_to_cells(bench_file: Path) -> 
     archs = [NB201Cell.from_code(code_of_index(i)).arch_string() for i in range(NUM_CELLS)]
     same = hw.cost(dataset="cifar10", metric="fpga_energy", index=ArchIndex(archs))
     assert np.array_equal(same.by_code, cost.by_code)
+    # an index that disagrees with the file's own config: the file's order wins (the index the
+    # bench passed was used, so a file in another order would have been read shifted)
+    rotated = hw.cost(
+        dataset="cifar10", metric="fpga_energy", index=ArchIndex(archs[1:] + archs[:1])
+    )
+    assert np.array_equal(rotated.by_code, cost.by_code)
     assert set(METRICS) >= {"edgegpu_latency", "eyeriss_energy", "fpga_latency"}
 
 

@@ -138,8 +138,10 @@ class HWNASBench:
             raise BenchmarkError(str(err)) from None
 
     def cost(self, *, dataset: str, metric: str, index: ArchIndex | None = None) -> HWNASBenchCost:
-        """A callable cell -> ``metric`` (see :class:`HWNASBenchCost`)."""
-        index = index or self.arch_index()
+        """A callable cell -> ``metric`` (see :class:`HWNASBenchCost`). Cells map to the file's
+        values through the file's own ``config`` arch strings when it lists every cell (its
+        values are in its order), else through ``index`` (the tables' official index)."""
+        index = self.arch_index() or index
         if index is None:
             raise BenchmarkError(
                 f"{self.source} does not list the arch string of every index; pass the "
