@@ -113,6 +113,15 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     ]
     with pytest.raises(AutoshrinkError, match=f"{other} is given twice: compare each run once"):
         write_comparison([other, full, other], tmp_path / "cmp")
+    # a missing folder said "not a run folder (no config.json)"; a bench folder was refused so
+    with pytest.raises(AutoshrinkError, match="missing: no such folder; expected a search run"):
+        write_comparison([full, tmp_path / "missing"], tmp_path / "cmp2")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "bench.json").write_text("{}")
+    with pytest.raises(AutoshrinkError, match="bench: a bench output folder; a comparison takes"):
+        write_comparison([full, bench], tmp_path / "cmp2")
+    assert not (tmp_path / "cmp2").exists()  # refused before its folder was made
     assert all(type(r["best_cost"]) is int for r in table["runs"])  # MACs: a count
     assert (
         f"<td>{table['runs'][0]['best_cost']:,}</td>"

@@ -139,6 +139,14 @@ def _field_problem(cls: Any, f: Any, value: dict[str, Any], prefix: str) -> str 
 JSON_LIMIT = 256 * 2**20
 
 
+def require_folder(path: Path, error: type[AutoshrinkError], expected: str) -> None:
+    """Raise a one-line ``error`` naming ``path`` unless it is a folder: it is a file, or
+    nothing is there; ``expected`` says what it should be (``"a search run folder"``)."""
+    if not path.is_dir():
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise error(f"{path}: {what}; expected {expected}")
+
+
 def read_text_file(
     path: str | Path, error: type[AutoshrinkError], what: str, limit: int | None = None
 ) -> str:

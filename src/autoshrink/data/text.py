@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from autoshrink.errors import DataError
-from autoshrink.user_files import read_text_file
+from autoshrink.user_files import read_text_file, require_folder
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ def folder_parts(root: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, 
     ``test.txt``)."""
     root = Path(root)
     files = [f"{s}.txt" for s in splits]
-    if not root.is_dir():
-        what = "a file, not a folder" if root.exists() else "no such folder"
-        raise DataError(f"{root}: {what}; expected a folder of {', '.join(files)}")
+    require_folder(root, DataError, f"a folder of {', '.join(files)}")
     missing = [f for f in files if not (root / f).exists()]  # a folder there: read_lines says
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")

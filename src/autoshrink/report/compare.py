@@ -21,10 +21,12 @@ from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.report import html
+from autoshrink.report.bench_report import BENCH
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
-from autoshrink.report.reading import RunData, read_run
+from autoshrink.report.reading import CONFIG, RunData, read_run
 from autoshrink.settings_diff import differences, first_three
+from autoshrink.user_files import require_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,18 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
-    out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
     seen: set[Path] = set()
-    for d in run_dirs:
-        if Path(d).resolve() in seen:
+    for d in map(Path, run_dirs):
+        require_folder(d, AutoshrinkError, "a search run folder")
+        if not (d / CONFIG).exists() and (d / BENCH).is_file():
+            raise AutoshrinkError(
+                f"{d}: a bench output folder; a comparison takes search run folders (a bench's "
+                "own report compares its strategies: autoshrink report FOLDER)"
+            )
+        if d.resolve() in seen:
             raise AutoshrinkError(f"{d} is given twice: compare each run once")
-        seen.add(Path(d).resolve())
+        seen.add(d.resolve())
+    out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
     read = [read_run(Path(d)) for d in run_dirs]
     names = [run.run_dir.name for run in read]
     runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths

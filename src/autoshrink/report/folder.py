@@ -11,14 +11,13 @@ from autoshrink.report.bench_report import BENCH, write_bench_report
 from autoshrink.report.reading import CONFIG
 from autoshrink.report.run_report import write_run_report
 from autoshrink.report.singlepath_report import DECISIONS, write_singlepath_report
+from autoshrink.user_files import require_folder
 
 
 def write_report(folder: str | Path) -> Path:
     """Write the report of a run folder or bench folder; returns ``FOLDER/report/index.html``."""
     folder = Path(folder)
-    if not folder.is_dir():
-        what = "a file, not a folder" if folder.exists() else "no such folder"
-        raise AutoshrinkError(f"{folder}: {what}; expected a run or bench output folder")
+    require_folder(folder, AutoshrinkError, "a run or bench output folder")
     if (folder / CONFIG).exists():  # not a file: read_run says so
         return write_run_report(folder)
     if (folder / BENCH).is_file():
