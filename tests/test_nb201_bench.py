@@ -425,3 +425,18 @@ def test_the_curves_band_is_the_standard_error_of_the_mean() -> None:
     expected = runs.std(axis=1, ddof=1) / np.sqrt(3)  # the textbook standard error
     assert np.allclose(standard_error(population, 3), expected)
     assert standard_error(np.array([0.0]), 1).tolist() == [0.0]  # one run: no band
+
+
+def test_a_bench_too_large_for_the_memory_names_its_own_sizes(bench, tables_dir, monkeypatch):
+    # the line named "(batch, image size, width, nodes)", settings a bench does not have
+    import autoshrink.cli.bench as cli_bench
+
+    def too_large(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(cli_bench, "run_bench", too_large)
+    code, _, err = bench("--tables", tables_dir, "--runs", "65536", "--queries", "65536")
+    assert code == 2 and err == (
+        "autoshrink: error: out of memory: the sizes asked for (--runs times --queries) do not "
+        "fit this machine\n"
+    )

@@ -351,6 +351,12 @@ def test_out_of_memory_lines() -> None:
     )
     assert "(tried to allocate 20.00 GiB)" in str(out_of_memory_line(cuda))
     assert str(out_of_memory_line(MemoryError())).startswith("out of memory: the sizes")
+    # a bench has no batch, image size or width: it names what it sizes
+    bench = out_of_memory_line(MemoryError(), "--runs times --queries")
+    assert (
+        bench
+        == "out of memory: the sizes asked for (--runs times --queries) do not fit this machine"
+    )
     assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
 
 

@@ -219,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted by Ctrl-C, 143 by SIGTERM, 141 quietly when the reader of its output has
     closed the pipe; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    sizes = NETWORK_SIZES  # what an out-of-memory line names; a command may name its own
     try:  # building the parser imports the command's modules (torch): a Ctrl-C may land there
         command = chosen_command(argv)
         parser = build_parser(command)
@@ -233,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not args.verbose:  # a stale font cache makes matplotlib warn for every label
             logging.getLogger("matplotlib").setLevel(logging.ERROR)
+        sizes = getattr(args, "memory_sizes", sizes)
         status = int(args.handler(args) or 0)
         sys.stdout.flush()  # a pipe its reader closed fails here, not at the exit's flush
         return status
@@ -247,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autoshrink: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:  # e.g. --image-size 100000
-        line = out_of_memory_line(err)
+        line = out_of_memory_line(err, sizes)
         if line is None:
             raise
         print(f"autoshrink: error: {line}", file=sys.stderr)
@@ -257,9 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + getattr(err, "signum", 2)
 
 
-def out_of_memory_line(err: BaseException) -> str | None:
-    """One line for an allocation that failed (Python's, or torch's on the CPU or a GPU), or
-    None for any other error."""
+#: The settings an out-of-memory line names, unless the command sets ``memory_sizes``.
+NETWORK_SIZES = "batch, image size, width, nodes"
+
+
+def out_of_memory_line(err: BaseException, sizes: str = NETWORK_SIZES) -> str | None:
+    """One line for an allocation that failed (Python's, or torch's on the CPU or a GPU),
+    naming the settings ``sizes`` that ask for the memory; None for any other error."""
     text = str(err)
     oom = type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
     if not (oom or isinstance(err, MemoryError)):
@@ -270,7 +276,7 @@ def out_of_memory_line(err: BaseException) -> str | None:
         size = f"{int(size.split()[0]) / 1e9:.1f} GB"
     return (
         f"out of memory{f' (tried to allocate {size})' if size else ''}: the sizes asked for "
-        "(batch, image size, width, nodes) do not fit this machine"
+        f"({sizes}) do not fit this machine"
     )
 
 

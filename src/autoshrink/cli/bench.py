@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write bench.json, CSVs and plots here",
     )
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, memory_sizes="--runs times --queries")
 
 
 #: ``--lambda`` when not given: the cost term's weight of ``--objective score``.
