@@ -33,6 +33,8 @@ OPS: Mapping[str, tuple[str, ...]] = {
     "cnn": ("sep3x3", "conv1x1", "conv3x3", "maxpool3x3", "identity"),
     "rnn": ("identity", "relu", "sigmoid", "tanh"),
 }
+#: A cell of each kind, in words (``"an rnn cell"``: what error messages say it is).
+A_CELL_OF: Mapping[str, str] = {"cnn": "a cnn cell", "rnn": "an rnn cell"}
 #: Activation functions a CNN cell may use between operations.
 CNN_ACTIVATIONS: tuple[str, ...] = ("relu", "swish")
 

@@ -33,7 +33,7 @@ from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError, TrainingError
-from autoshrink.graph import Cell
+from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
 from autoshrink.training.checkpoint import write_log
@@ -100,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     a training that diverges keeps its best weights and metrics, then raises a TrainingError."""
     cell = Cell.load(args.cell)
     if cell.kind != "rnn":
-        raise ConfigError(f"{args.cell}: --task rnn needs an rnn cell, got a {cell.kind} cell")
+        raise ConfigError(f"{args.cell}: --task rnn needs an rnn cell, got {A_CELL_OF[cell.kind]}")
     if args.data_dir is None:
         raise ConfigError("--task rnn needs --data DIR, a folder with train/valid/test.txt")
     if args.nhid < 1:

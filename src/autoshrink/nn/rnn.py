@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoshrink.errors import ConfigError
-from autoshrink.graph import OPS, Cell
+from autoshrink.graph import A_CELL_OF, OPS, Cell
 
 INIT_RANGE = 0.04  # uniform init of the embedding and the cell matrices (as DARTS)
 
@@ -157,7 +157,7 @@ class RNNCell(nn.Module):
     ) -> None:
         super().__init__()
         if cell.kind != "rnn":
-            raise ConfigError(f"an RNN needs an rnn cell, got a {cell.kind} cell")
+            raise ConfigError(f"an RNN needs an rnn cell, got {A_CELL_OF[cell.kind]}")
         if ninp < 1 or nhid < 1:
             raise ConfigError(f"ninp and nhid must be >= 1, got {ninp} and {nhid}")
         self.genotype = cell
