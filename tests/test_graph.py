@@ -156,7 +156,10 @@ def test_pictures(tmp_path):
     cell = published_cell("shrinkcnn")
     dot = to_dot(cell)
     assert "n0 -> n1;" in dot and "n3 -> out" in dot and "n1 -> out" not in dot
-    assert "output = 3 + 4" in to_text(cell)
+    # the leaves were joined by "+": a CNN cell concatenates them (and adds its input's
+    # shortcut), an RNN cell averages them (method section 1)
+    assert "output = concat(3, 4) + cell input" in to_text(cell)
+    assert "output = mean(4, 5)\n" in to_text(published_cell("shrinkrnn"))
     written = render(cell, tmp_path / "cell.png")
     assert written.exists() and written.stat().st_size > 0
     if written.suffix == ".png":

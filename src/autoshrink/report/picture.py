@@ -71,13 +71,20 @@ def to_dot(cell: Cell, title: str | None = None) -> str:
 
 
 def to_text(cell: Cell) -> str:
-    """A plain-text picture: one line per live node with its inputs."""
+    """A plain-text picture: one line per live node with its inputs, then the cell's output:
+    a CNN cell's leaves concatenated plus the shortcut of its input, an RNN cell's the mean of
+    its leaves' states (method section 1)."""
     rows = [str(cell)]
     for k in cell.live_nodes:
         pred = cell.predecessors(k)
         src = "cell input" if k == 0 else ", ".join(str(p) for p in pred)
         rows.append(f"  node {k:>2} {cell.ops[k]:<10} <- {src}")
-    rows.append(f"  output = {' + '.join(str(k) for k in cell.leaves)}")
+    leaves = ", ".join(str(k) for k in cell.leaves)
+    if cell.kind == "rnn":
+        rows.append(f"  output = {leaves if len(cell.leaves) == 1 else f'mean({leaves})'}")
+    else:
+        joined = leaves if len(cell.leaves) == 1 else f"concat({leaves})"
+        rows.append(f"  output = {joined} + cell input")
     return "\n".join(rows) + "\n"
 
 
