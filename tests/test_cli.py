@@ -62,7 +62,7 @@ def test_search_with_the_local_process_pool(cli, tmp_path):
 
 def test_show_and_count(cli, tmp_path):
     code, out, _ = cli("show", SHRINKCNN, "--picture", tmp_path / "c.svg")
-    assert code == 0 and "output = 3 + 4" in out
+    assert code == 0 and "output = concat(3, 4) + cell input" in out
     code, out, _ = cli("count", SHRINKCNN, "--macro", "cifar-proxy")
     assert code == 0 and "params" in out
 
@@ -120,7 +120,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["search", "--out", "/nonexistent-run", "--resume"], "/nonexistent-run: not a run"),
         (["search", "--resume"], "--resume needs the run: --resume RUN_DIR, or --out RUN_DIR"),
         (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
-        (["report", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/run"], "report would write over them"),
+        (["report", "{tmp}/run", "{tmp}", "--out", "{tmp}/run"], "report would write over them"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),
