@@ -74,7 +74,8 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     Ray itself keeps retrying an unreachable cluster for minutes, and one whose port holds
     another service (a dashboard's, a web server's) as long. One TCP connection tells within
     ``timeout`` seconds whether anything listens, and the HTTP/2 preface whether it speaks
-    gRPC as a Ray cluster's GCS and client server do (they answer with a SETTINGS frame); with
+    gRPC as a Ray cluster's GCS and client server do (they answer with a SETTINGS frame; so
+    does any other gRPC or HTTP/2 server, which passes and is left to Ray); with
     ``RAY_USE_TLS`` set the port speaks TLS first, and only the connection is tried. ``auto``
     and ``local`` pass; any other address without a port is refused. Raises
     :class:`ConfigError` naming the address.
