@@ -90,6 +90,10 @@ GPU=""
 # Step time limits are set for a GPU; a CPU smoke run (slower, maybe on a busy box) gets 4x.
 SCALE="${TIMEOUT_SCALE:-$([ -n "$GPU" ] && echo 1 || echo 4)}"
 SMOKE="${SMOKE:-}"
+if ! [[ "${BUDGET_S:-0}" =~ ^[0-9]+$ ]]; then
+    echo "gpu_check.sh: BUDGET_S must be a whole number of seconds, got '$BUDGET_S'" >&2
+    exit 2
+fi
 SEARCH_SECONDS="${SEARCH_SECONDS:-230}"
 RNN_SECONDS="${RNN_SECONDS:-200}"
 FINAL_EPOCHS="${FINAL_EPOCHS:-2}"

@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,7 @@ def test_pool_raises_bad_input_as_itself_or_as_its_traceback(evaluator, raised, 
 class MarkedCost:
     """A cost that leaves a file in ``marks`` for each measurement (workers share no memory)."""
 
-    name = "marked_ms"
+    name = "latency_ms"  # a constraint may bound it
 
     def __init__(self, marks: Path) -> None:
         self.marks = marks
@@ -248,17 +249,38 @@ def test_a_cost_known_to_the_job_is_not_measured_again(tmp_path, executor):
     from autoshrink.evaluators.costed import CostedEvaluator
 
     jobs = _jobs(3)
-    jobs[1] = Job(jobs[1].genotype, jobs[1].seed, {"marked_ms": 0.5, "macs": 1.0})
+    jobs[1] = Job(jobs[1].genotype, jobs[1].seed, {"latency_ms": 0.5, "macs": 1.0})
     run = executor()
     try:
         out = dict(run.run(CostedEvaluator(Fake(), [MarkedCost(tmp_path)]), jobs))
     finally:
         run.close()
-    assert out[1].metrics["marked_ms"] == 0.5  # the known cost: other metrics are the evaluator's
+    assert out[1].metrics["latency_ms"] == 0.5  # the known cost: other metrics are the evaluator's
     assert out[1].metrics["macs"] == 1000.0 * jobs[1].genotype.num_edges
-    assert out[0].metrics["marked_ms"] == jobs[0].genotype.num_edges
+    assert out[0].metrics["latency_ms"] == jobs[0].genotype.num_edges
     measured = sorted(p.name.split("-")[1] for p in tmp_path.glob("measured-*"))
     assert measured == sorted([jobs[0].genotype.key, jobs[2].genotype.key])
+
+
+def test_a_search_measures_a_constrained_cost_once_in_the_main_process(tmp_path):
+    # the constraint's check measured every candidate in the main process, then the pool
+    # worker that trained it measured it again
+    from autoshrink.evaluators.costed import CostedEvaluator
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = replace(tiny_config(), constraints={"latency_ms": 100.0})
+    pool = LocalPoolExecutor(2)
+    try:
+        costed = CostedEvaluator(Fake(), [MarkedCost(marks)])
+        run_search(tmp_path / "run", config, executor=pool, progress=False,
+                   evaluator_factory=lambda c: costed)  # fmt: skip
+    finally:
+        pool.close()
+    trained = [r["key"] for r in candidates(tmp_path / "run") if r["status"] == "ok"]
+    measured = [p.name.split("-") for p in marks.glob("measured-*")]
+    assert trained and sorted(key for _, key, _ in measured) == sorted(trained)
+    assert {pid for _, _, pid in measured} == {str(os.getpid())}  # all in the main process
 
 
 def test_pool_reraises_an_evaluator_error():

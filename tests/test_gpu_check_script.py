@@ -15,6 +15,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,11 +112,10 @@ def test_the_next_part_runs_on_the_cpu(tmp_path: Path) -> None:
                      r"eager \d+ img/s, engine \d+ img/s", summary)  # fmt: skip
 
 
-def test_a_budget_cuts_the_steps_and_keeps_the_summary(tmp_path: Path) -> None:
+def test_a_spent_budget_skips_the_steps_and_keeps_the_summary(tmp_path: Path) -> None:
     """``BUDGET_S``: the device tool kills a call at 600 s, and part next's steps add up to 12
-    minutes at their time limits: the summary, written last, would be lost. With a budget each
-    step is cut to what is left (less 30 s for the summary); a step without time is skipped,
-    and said so on the console."""
+    minutes at their time limits: the summary, written last, would be lost. A step without
+    time left (less 30 s for the summary) is skipped, and said so on the console."""
     out = tmp_path / "gpu_check"
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next",
            "BUDGET_S": "20", "COMPILE": "1"}  # fmt: skip
@@ -124,6 +125,29 @@ def test_a_budget_cuts_the_steps_and_keeps_the_summary(tmp_path: Path) -> None:
     said = done.stdout.count("== skipped: the budget of 20 s is spent (BUDGET_S)")
     assert said == 5, done.stdout  # bandwidths in float32 and bf16, two searches, compiled
     assert (out / "summary.txt").is_file() and not (out / "throughput_compiled.json").read_text()
+
+
+def test_a_budget_cuts_a_step_to_what_is_left(tmp_path: Path) -> None:
+    """A step that would outlast the budget is stopped when the budget (less the summary's
+    30 s) is spent, not at its own time limit; what follows is skipped."""
+    fake = tmp_path / "python"  # the real one for the device line and the summary, else a hang
+    fake.write_text(f'#!/bin/bash\ncase "$1" in -c|-) exec {sys.executable} "$@";; esac\n'
+                    "sleep 300\n")  # fmt: skip
+    fake.chmod(0o755)
+    out = tmp_path / "gpu_check"
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next",
+           "BUDGET_S": "45", "PYTHON": str(fake)}  # fmt: skip
+    begin = time.monotonic()
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "no-data")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    seconds = time.monotonic() - begin
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert 10 < seconds < 40, seconds  # the first step's own limit is 90 s
+    assert done.stdout.count("== skipped: the budget of 45 s is spent") == 4, done.stdout
+    assert (out / "summary.txt").is_file()
+    bad = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, capture_output=True,
+                         text=True, env={**env, "BUDGET_S": "9.5"}, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "BUDGET_S must be a whole number of seconds" in bad.stderr
 
 
 def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:

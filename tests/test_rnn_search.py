@@ -203,6 +203,10 @@ def test_count_cli_gives_23_0m_for_shrinkrnn(cli) -> None:
     assert code == 0 and json.loads(again) == json.loads(out)
     code, _, err = cli("count", cell, "--macro", "cifar-proxy", "--nhid", "32")
     assert code == 2 and "--nhid: settings of an RNN language model; cifar-proxy has none" in err
+    code, _, err = cli("count", cell, "--macro", "cifar-proxy")  # said "got a rnn cell"
+    assert code == 2 and "macro cifar-proxy needs a cnn cell, got an rnn cell" in err
+    code, _, err = cli("count", cell.with_name("shrinkcnn.json"), "--macro", "shrinkrnn-ptb")
+    assert code == 2 and "macro shrinkrnn-ptb needs an rnn cell, got a cnn cell" in err
 
 
 def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpus_dir) -> None:

@@ -102,7 +102,6 @@ class LatencySettings:
         return time.thread_time_ns if self.clock == "cpu" else time.perf_counter_ns
 
 
-#: The type each annotation of :class:`LatencySettings` names, and how a message says it.
 @dataclass(frozen=True)
 class LatencyResult:
     """Milliseconds per forward pass: median, quartiles, and how they were obtained."""
