@@ -440,6 +440,34 @@ def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
     write_tree(tmp_path / "only" / "train")
     with pytest.raises(DataError, match="has train/ but no val/ or test/ folder beside it"):
         load_image_folder(tmp_path / "only")
+    # the mirror case: test/ of class folders beside the training classes was a class, "test"
+    write_tree(tmp_path / "no_train")
+    write_tree(tmp_path / "no_train" / "test", per_class=1)
+    with pytest.raises(DataError, match="has test/ of class folders but no train/ folder"):
+        load_image_folder(tmp_path / "no_train")
+    (tmp_path / "no_train" / "test").rename(tmp_path / "no_train" / "val")
+    with pytest.raises(DataError, match="has val/ of class folders but no train/ folder"):
+        load_image_folder(tmp_path / "no_train")
+    # 16-bit grayscale PNGs were clipped to white by Pillow's conversion: scaled to 8 bits now
+    deep = tmp_path / "deep"
+    for name, level in (("dark", 1000), ("bright", 60000)):
+        (deep / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((6, 6), level, dtype=np.uint16)).save(deep / name / f"{i}.png")
+    sixteen = load_image_folder(deep, image_size=6)
+    assert sixteen.in_channels == 1 and sixteen.classes == ("bright", "dark")
+    pairs = zip(sixteen.train_x, sixteen.train_y, strict=True)
+    levels = {sixteen.classes[y]: float(x.mean()) for x, y in pairs}
+    assert levels == pytest.approx({"dark": (1000 >> 8) / 255, "bright": (60000 >> 8) / 255})
+    from autoshrink.data.imagefolder import eight_bit
+    from autoshrink.data.loaders import FolderImages
+
+    decoded = FolderImages([deep / "dark" / "0.png"], np.zeros(1), None, 0).image(0)  # train's
+    assert decoded.mode == "RGB" and np.asarray(decoded).max() == 1000 >> 8
+
+    for mode, said in (("I", "32-bit integer pixels"), ("F", "floating-point pixels")):
+        with pytest.raises(DataError, match=f"x.png: {said} \\(mode {mode}\\), of no stated"):
+            eight_bit(Image.new(mode, (2, 2)), "x.png")  # of a decoder that gives them
     one = tmp_path / "one" / "cats"
     one.mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(one / "0.png")

@@ -29,7 +29,10 @@ from autoshrink.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-GRAY_MODES = frozenset({"1", "L", "LA"})
+#: 16-bit grayscale, as Pillow opens a 16-bit PNG: scaled to 8 bits (Pillow's own conversion
+#: to "L" or "RGB" clips every value above 255 to white).
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+GRAY_MODES = frozenset({"1", "L", "LA"}) | SIXTEEN_BIT_MODES
 TEST_DIRS = ("test", "val")
 
 
@@ -64,6 +67,20 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
 
+def eight_bit(img: Image.Image, path: Path | str) -> Image.Image:
+    """``img`` in a mode Pillow converts without losing it: 16-bit grayscale scaled to 8 bits
+    (its top byte); 32-bit integer or float pixels, whose range no file states, are a
+    :class:`DataError` naming ``path``."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        return Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        raise DataError(
+            f"{path}: {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels "
+            f"(mode {img.mode}), of no stated range; save the images with 8 or 16 bits"
+        )
+    return img
+
+
 def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
     """Decode, convert and resize ``paths`` into one ``[N, C, S, S]`` float32 array in [0, 1]."""
     modes = set()
@@ -76,10 +93,12 @@ def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
     for i, p in enumerate(tqdm(paths, desc="images", unit="img", disable=None)):
         with _open(p) as img:
             try:
-                upright = ImageOps.exif_transpose(img)
+                upright = eight_bit(ImageOps.exif_transpose(img), p)
                 small = upright.convert(mode).resize(
                     (image_size, image_size), Image.Resampling.BILINEAR
                 )
+            except DataError:
+                raise
             except Exception as err:  # truncated or corrupt pixel data shows up here
                 raise DataError(f"{p}: unreadable image ({err})") from None
         pixels = np.asarray(small, dtype=np.uint8)  # [S, S] or [S, S, 3]
@@ -126,12 +145,22 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
     """The image files of either layout of the module docstring, split into train and test.
 
     Raises :class:`DataError` for a root without class folders, fewer than two classes, an
-    empty class folder, test classes that have no training folder, or a ``train/`` folder
-    without its ``test/`` or ``val/`` (its class folders would be read as one class, "train").
+    empty class folder, test classes that have no training folder, a ``train/`` folder
+    without its ``test/`` or ``val/`` (its class folders would be read as one class, "train"),
+    or a ``test/`` or ``val/`` of class folders without ``train/`` (likewise, one class).
     """
     test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is None:
         raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
+    if (
+        test_dir is not None
+        and not (root / "train").is_dir()
+        and any(p.is_dir() and not p.name.startswith(".") for p in test_dir.iterdir())
+    ):
+        raise DataError(
+            f"{root}: has {test_dir.name}/ of class folders but no train/ folder beside it "
+            "(the other class folders belong in train/)"
+        )
     split = _split_tree(root, test_dir, test_fraction, seed)
     if len(split.classes) < 2:
         raise DataError(

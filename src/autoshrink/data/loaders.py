@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import split_tree
+from autoshrink.data.imagefolder import eight_bit, split_tree
 from autoshrink.data.images import ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
@@ -81,7 +81,9 @@ class FolderImages(KeyedImages):
         path = os.fsdecode(self.paths[index])
         try:
             with Image.open(path) as img:
-                return ImageOps.exif_transpose(img).convert("RGB")
+                return eight_bit(ImageOps.exif_transpose(img), path).convert("RGB")
+        except DataError:
+            raise
         except Exception as err:  # Pillow raises many kinds for a bad file
             raise DataError(f"{path}: unreadable image ({err})") from None
 
