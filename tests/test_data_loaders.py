@@ -260,6 +260,14 @@ def test_cifar_bad_inputs(tmp_path: Path) -> None:
     (pyf / "data_batch_3").write_bytes(b"")  # a gap: 1, 3
     with pytest.raises(DataError, match="gaps"):
         load_cifar10(pyf)
+    # class names are one a line: "air plane" read as two names, 11 classes, labels shifted
+    names = tmp_path / "n" / "cifar-10-batches-bin"
+    write_cifar_bin(names, [cifar_batch(1, 2)], cifar_batch(2, 2))
+    (names / "batches.meta.txt").write_text("air plane\n" + "\n".join(CIFAR_NAMES[1:]) + "\n")
+    assert load_cifar10(names).classes[0] == "air plane"
+    (names / "batches.meta.txt").write_text("\n".join([*CIFAR_NAMES, "extra"]) + "\n")
+    with pytest.raises(DataError, match="batches.meta.txt: 11 class names; CIFAR-10 has 10"):
+        load_cifar10(names)
 
 
 # ---------------------------------------------------------------- download

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 BIN_DIR = "cifar-10-batches-bin"
 PY_DIR = "cifar-10-batches-py"
 SIDE = 32
+NUM_CLASSES = 10
 PIXELS = 3 * SIDE * SIDE  # 3,072 bytes per image
 RECORD = 1 + PIXELS  # binary layout: label byte + pixels
 
@@ -136,7 +137,8 @@ def _read_classes(folder: Path, layout: str) -> tuple[str, ...]:
     if layout == "bin":
         path = folder / "batches.meta.txt"
         try:
-            names = path.read_text(encoding="utf-8").split()
+            text = path.read_text(encoding="utf-8")
+            names = [line.strip() for line in text.splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as err:
             raise DataError(f"{path}: cannot read the class names ({err})") from None
     else:
@@ -146,8 +148,8 @@ def _read_classes(folder: Path, layout: str) -> tuple[str, ...]:
         if not isinstance(raw, list) or not all(isinstance(n, bytes | str) for n in raw):
             raise DataError(f"{path}: expected a dict with b'label_names', a list of names")
         names = [n.decode("utf-8") if isinstance(n, bytes) else n for n in raw]
-    if not names:
-        raise DataError(f"{path}: no class names")
+    if len(names) != NUM_CLASSES:  # "air plane" made 11, and every label one class off
+        raise DataError(f"{path}: {len(names)} class names; CIFAR-10 has {NUM_CLASSES}, one a line")
     return tuple(names)
 
 
