@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from autoshrink.data.imagefolder import SPLIT_SEED, split_tree
 from autoshrink.data.images import ImageData
 from autoshrink.data.loaders import GlobalBatchSampler, array_data, folder_data, make_loader
 from autoshrink.data.transforms import (
@@ -57,6 +59,12 @@ def test_folder_without_split_gets_a_seeded_validation_split(tmp_path: Path) -> 
     flat = tmp_path / "t" / "train"
     data = folder_data(flat, get_recipe("cifar"))
     assert (len(data.train), len(data.val)) == (12, 3)  # 20% of 5 per class
+    # the training seed drew another split: a seed's test images could be another's training
+    # images, and the search's (which carves with the split seed) too
+    other = folder_data(flat, get_recipe("cifar"), seed=7)
+    held_out = [os.fsdecode(p) for p in other.val.paths]
+    assert held_out == [os.fsdecode(p) for p in data.val.paths]
+    assert held_out == [str(p) for p in split_tree(flat, 0.2, SPLIT_SEED).test_paths]  # search's
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,9 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 GRAY_MODES = frozenset({"1", "L", "LA"}) | SIXTEEN_BIT_MODES
 TEST_DIRS = ("test", "val")
+#: The seed of the per-class split carved from a tree without ``train/``: one for every run, so
+#: that a search and ``train`` at any ``--seed`` hold out the same images.
+SPLIT_SEED = 0
 
 
 def _is_image(path: Path) -> bool:
@@ -191,7 +194,7 @@ def _split_tree(root: Path, test_dir: Path | None, test_fraction: float, seed: i
 
 
 def load_image_folder(
-    root: str | Path, *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0
+    root: str | Path, *, image_size: int = 32, test_fraction: float = 0.2, seed: int = SPLIT_SEED
 ) -> ImageData:
     """Read a class-per-folder image tree (see the module docstring) into an :class:`ImageData`.
 

@@ -14,7 +14,9 @@ DataLoaders with worker processes and pinned memory.
   of a run; :func:`make_loader` wraps one side in a DataLoader for one process.
 
 Folder trees are ``root/train/<class>/...`` with ``root/val/<class>/...`` (or ``test``); a
-root with only class folders gets a seeded 20% validation split. Classes come from
+root with only class folders gets a 20% validation split per class, drawn with
+:data:`~autoshrink.data.imagefolder.SPLIT_SEED` whatever the run's seed (a search holds out
+the same images). Classes come from
 :func:`autoshrink.data.imagefolder.scan_classes` (sorted folder names).
 """
 
@@ -32,7 +34,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import eight_bit, split_tree
+from autoshrink.data.imagefolder import SPLIT_SEED, eight_bit, split_tree
 from autoshrink.data.images import ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
@@ -201,7 +203,8 @@ def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> 
             f"{root}: image folder not found; expected {root}/train/<class>/ and "
             f"{root}/val/<class>/ (or {root}/<class>/)"
         )
-    split = split_tree(root, 0.2, seed)  # a train/ without val/ or test/ is refused there
+    # the held-out images do not move with the training seed (a search carves them so too)
+    split = split_tree(root, 0.2, SPLIT_SEED)  # a train/ without val/ or test/ is refused there
     size = recipe.image_size or (224 if recipe.augment == "imagenet" else 32)
     train_t, val_t = _transforms(recipe, size, IMAGENET_MEAN, IMAGENET_STD)
     logger.info(
