@@ -356,6 +356,14 @@ def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"missing\.tar\.gz.*404"):
         download_cifar10(root, url=f"{base}/missing.tar.gz")
     assert [p.name for p in root.iterdir()] == ["mine.txt"]  # a folder it did not create stays
+    # an unsafe archive was named by its temporary file, removed by the time one reads it
+    with tarfile.open(served / "evil.tar", "w") as tar:
+        info = tarfile.TarInfo("../evil")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    evil_md5 = hashlib.md5((served / "evil.tar").read_bytes()).hexdigest()
+    with pytest.raises(DataError, match=rf"^{base}/evil\.tar: refusing unsafe member"):
+        download_cifar10(root, url=f"{base}/evil.tar", md5=evil_md5)
 
 
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])

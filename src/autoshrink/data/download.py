@@ -78,7 +78,7 @@ def fetch(url: str, folder: str | Path, *, md5: str, timeout: float = 60.0) -> P
     return path
 
 
-def _check_member(archive: Path, member: tarfile.TarInfo, top: str) -> None:
+def _check_member(archive: Path | str, member: tarfile.TarInfo, top: str) -> None:
     parts = PurePosixPath(member.name).parts
     if (
         member.name.startswith(("/", "\\"))
@@ -93,32 +93,36 @@ def _check_member(archive: Path, member: tarfile.TarInfo, top: str) -> None:
         raise DataError(f"{archive}: unexpected member {member.name!r}, expected {top}/...")
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, top: str) -> Path:
+def safe_extract(
+    archive: str | Path, dest: str | Path, *, top: str, source: str | None = None
+) -> Path:
     """Unpack the tar ``archive`` whose members all lie under ``top/`` into ``dest``.
 
     Every member is checked before anything is written: absolute paths, ``..`` components,
-    links, devices and members outside ``top/`` raise :class:`DataError`. The tree is unpacked
-    into a temporary folder and moved to ``dest/top`` in one step. Returns ``dest/top``.
+    links, devices and members outside ``top/`` raise :class:`DataError`, which names
+    ``source`` (where the archive came from, e.g. its URL) or else ``archive``. The tree is
+    unpacked into a temporary folder and moved to ``dest/top`` in one step. Returns ``dest/top``.
     """
     archive, dest = Path(archive), Path(dest)
+    named = source or str(archive)  # a download's temporary file is gone when the error is read
     target = dest / top
     staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
-                _check_member(archive, member, top)
+                _check_member(named, member, top)
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second line of defence
                 tar.extractall(staging, members=members, filter="data")
             else:
                 tar.extractall(staging, members=members)
         if not (staging / top).is_dir():
-            raise DataError(f"{archive}: no {top}/ folder in the archive")
+            raise DataError(f"{named}: no {top}/ folder in the archive")
         os.replace(staging / top, target)
     except (tarfile.TarError, EOFError) as err:
-        raise DataError(f"{archive}: not a readable tar archive ({err})") from None
+        raise DataError(f"{named}: not a readable tar archive ({err})") from None
     except OSError as err:
-        raise DataError(f"{archive}: cannot extract into {dest} ({err})") from None
+        raise DataError(f"{named}: cannot extract into {dest} ({err})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -147,7 +151,7 @@ def download_cifar10(
     try:
         archive = fetch(url, root, md5=md5, timeout=timeout)
         try:
-            return safe_extract(archive, root, top=PY_DIR)
+            return safe_extract(archive, root, top=PY_DIR, source=url)
         finally:
             archive.unlink(missing_ok=True)
     except BaseException:
