@@ -156,10 +156,8 @@ def run(args: argparse.Namespace) -> int:
         return run_arch(args, settings)
     cell = Cell.load(args.cell)
     spec = macro_from_args(args)
-    table = None  # read and checked before the measurement, which takes up to --max-seconds
-    if args.table is not None and args.table.is_file():
-        table = LatencyTable.load(args.table)
-        table.check_settings(settings, str(args.table))
+    # read and checked before the measurement, which takes up to --max-seconds
+    table = None if args.table is None else LatencyTable.load_checked(args.table, settings)
     result = measure_cell(cell, spec, settings)
     out = {
         "macro": spec.name,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from autoshrink.evaluators.base import Evaluation
@@ -102,11 +101,9 @@ class TableLatency:
 
     def _merge_file(self) -> None:
         assert self.path is not None
-        if not Path(self.path).is_file():
-            return
-        saved = LatencyTable.load(self.path)
-        saved.check_settings(self.settings, self.path)
-        self.table = saved if self.table is None else self.table.merged(saved)
+        saved = LatencyTable.load_checked(self.path, self.settings)
+        if saved is not None:
+            self.table = saved if self.table is None else self.table.merged(saved)
 
 
 @dataclass
@@ -179,9 +176,8 @@ def hardware_costs(
         costs.append(MeasuredLatency(spec, settings))
     if TABLE in wanted:
         check_table_settings(settings)
-        if table is not None and Path(table).is_file():
-            LatencyTable.load(table).check_settings(settings, table)  # fail early
-        elif table is not None:
+        # read and checked now, so that a table of other settings fails before any training
+        if table is not None and LatencyTable.load_checked(table, settings) is None:
             log.info("latency table %s not found: it is started with the first candidate", table)
         costs.append(TableLatency(spec, settings, path=table))
     return costs

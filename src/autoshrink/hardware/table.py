@@ -219,11 +219,8 @@ class LatencyTable:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
         with locked(path):
-            table = self
-            if path.is_file():
-                saved = LatencyTable.load(path)
-                saved.check_settings(self.settings, str(path))
-                table = self.merged(saved)
+            saved = LatencyTable.load_checked(path, self.settings)
+            table = self if saved is None else self.merged(saved)
             table.save(path)
         return table
 
@@ -233,6 +230,17 @@ class LatencyTable:
         :class:`HardwareError` naming it."""
         path = Path(path)
         return cls.from_dict(read_json_file(path, HardwareError, "latency table"), str(path))
+
+    @classmethod
+    def load_checked(cls, path: str | Path, settings: LatencySettings) -> LatencyTable | None:
+        """The table in ``path`` (``None`` when there is no file yet), refused with a
+        :class:`HardwareError` naming ``path`` when it was measured under other ``settings``
+        (:meth:`check_settings`): what a table about to be predicted from or extended must be."""
+        if not Path(path).is_file():
+            return None
+        table = cls.load(path)
+        table.check_settings(settings, str(path))
+        return table
 
 
 def measure_block(block: Block, settings: LatencySettings) -> BlockEntry:

@@ -140,9 +140,7 @@ def load_or_measure(
 ) -> tuple[LatencyTable, int]:
     """The table at ``path`` completed for ``spec``'s space (measuring what it lacks and saving
     it back), or a new one; ``(table, blocks measured now)``."""
-    table = LatencyTable.load(path) if path.is_file() else None
-    if table is not None:
-        table.check_settings(settings, str(path))
+    table = LatencyTable.load_checked(path, settings)
     before = len(table) if table is not None else 0
     table = measure_space_table(spec, settings, table)
     if len(table) != before:
