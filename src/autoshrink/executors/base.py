@@ -31,6 +31,11 @@ class Job:
     seed: int
     known: Mapping[str, float] = field(default_factory=dict)
 
+    def evaluate_with(self, evaluator: Evaluator) -> Evaluation:
+        """``evaluator``'s checked evaluation of this job (:func:`evaluate`, ``known`` handed
+        over first): what every executor runs for a job, wherever it runs it."""
+        return evaluate(evaluator, self.genotype, self.seed, self.known)
+
 
 class Executor(Protocol):
     """Runs a step's candidates through an evaluator: in process, in worker processes, on a
@@ -66,10 +71,7 @@ class InProcessExecutor:
         as each ends; a job that ran out of memory runs again (``on_retry`` is told)."""
         from autoshrink.executors.retries import retry_out_of_memory  # it imports this module
 
-        results = (
-            (i, evaluate(evaluator, job.genotype, job.seed, job.known))
-            for i, job in enumerate(jobs)
-        )
+        results = ((i, job.evaluate_with(evaluator)) for i, job in enumerate(jobs))
         yield from retry_out_of_memory(evaluator, jobs, results, self.max_retries, on_retry)
 
     def close(self) -> None:

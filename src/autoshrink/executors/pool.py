@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError
-from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
+from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
@@ -73,10 +73,7 @@ def _serve(conn: Connection) -> None:
             continue
         _, index, job, slot = message
         try:
-            reply: tuple[str, Any] = (
-                "ok",
-                evaluate(evaluators[slot], job.genotype, job.seed, job.known),
-            )
+            reply: tuple[str, Any] = ("ok", job.evaluate_with(evaluators[slot]))
         except AutoshrinkError as err:  # bad input (a latency table of another machine, ...):
             reply = ("raise", err) if _travels(err) else ("error", traceback.format_exc())
         except Exception:  # sent to the driver, which raises it as the in-process run would

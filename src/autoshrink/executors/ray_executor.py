@@ -23,7 +23,7 @@ from typing import Any
 
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
-from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
+from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
@@ -128,7 +128,7 @@ def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
     torch.set_num_threads(threads)
     with warnings.catch_warnings():  # the object store hands out read-only arrays; only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return evaluate(evaluator, job.genotype, job.seed, job.known)
+        return job.evaluate_with(evaluator)
 
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:

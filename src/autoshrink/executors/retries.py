@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 
 from autoshrink.errors import ConfigError
-from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
+from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener
 
 log = logging.getLogger(__name__)
@@ -100,5 +100,5 @@ def retry_out_of_memory(
     for i, evaluation in results:
         while out_of_memory(evaluation) and budget.retry(i, evaluation.detail["error"]):
             free_cuda_cache()
-            evaluation = evaluate(evaluator, jobs[i].genotype, jobs[i].seed, jobs[i].known)
+            evaluation = jobs[i].evaluate_with(evaluator)
         yield i, evaluation
