@@ -97,8 +97,7 @@ class SuperMBConv(nn.Module):
     def indicators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(use_5x5, use_e3, use_e6, kernel)``: the three indicators (0-dim tensors,
         straight-through) and the depthwise kernel they select."""
-        ring_norm, use_5x5, kernel, half1, half2 = self._norms()
-        del ring_norm
+        _, use_5x5, kernel, half1, half2 = self._norms()
         use_e6 = indicator(half2 - self.t_e6)
         if self.t_e3 is None:
             use_e3 = torch.ones((), dtype=kernel.dtype, device=kernel.device)
