@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -51,7 +50,7 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import ProxyTraining, train_proxy
-from bench_gpu_engine import prepared_epoch, sync, synthetic
+from bench_gpu_engine import device_seconds, prepared_epoch, synthetic
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 
 #: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
@@ -137,11 +136,7 @@ def engine_run(
         with mode.pause() if isinstance(mode, Traffic) else nullcontext():
             epoch = prepared_epoch(cell, spec, one, n, k, device, dict(options))
         with depthwise_as_on_cuda():
-            sync(device)
-            begin = time.perf_counter()
-            epoch()
-            sync(device)
-            return time.perf_counter() - begin
+            return device_seconds(epoch, device)
 
     return run
 

@@ -65,6 +65,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def device_seconds(run: Callable[[], object], device: str) -> float:
+    """Wall seconds of ``run()`` with the device's queued work finished before and after."""
+    sync(device)
+    begin = time.perf_counter()
+    run()
+    sync(device)
+    return time.perf_counter() - begin
+
+
 def eager_rate(
     cell: Cell, spec: MacroSpec, settings: ProxyTraining, steps: int, device: str, warmup: int
 ) -> float:
@@ -75,11 +84,8 @@ def eager_rate(
         torch.manual_seed(0)
         model = build_network(cell, spec).to(device, memory_format=torch.channels_last)
         train = synthetic(n_steps * settings.batch_size, spec, device, 0)
-        sync(device)
-        t0 = time.perf_counter()
-        train_proxy(model, train, val, settings, torch.Generator().manual_seed(0))
-        sync(device)
-        return time.perf_counter() - t0
+        gen = torch.Generator().manual_seed(0)
+        return device_seconds(lambda: train_proxy(model, train, val, settings, gen), device)
 
     run(warmup)  # kernel selection, allocator, first-call costs
     return steps * settings.batch_size / min(run(steps) for _ in range(REPEATS))
@@ -131,12 +137,7 @@ def prepared_epoch(
 def engine_epoch(*epoch: Any) -> float:
     """Seconds of one ``train_batched`` epoch, set-up included; ``epoch``: the arguments of
     :func:`prepared_epoch` (``cell, spec, settings, n_steps, k, device, options``)."""
-    device = epoch[5]
-    sync(device)
-    t0 = time.perf_counter()
-    prepared_epoch(*epoch)()
-    sync(device)
-    return time.perf_counter() - t0
+    return device_seconds(lambda: prepared_epoch(*epoch)(), epoch[5])
 
 
 def engine_rate(
