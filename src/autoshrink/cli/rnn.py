@@ -12,8 +12,7 @@ into ``--out`` at the end. ``--resume`` continues a killed training from its new
 and reproduces the uninterrupted run; a checkpoint of another run (cell, data, recipe,
 ``--nhid``, ``--dropouts``, seed) is refused, naming what changed. Its
 options are declared through :func:`add_train_arguments` as ``--task rnn``'s own, so that
-``train`` refuses them with a cnn cell. :func:`write_metrics` writes ``metrics.json`` of both
-tasks.
+``train`` refuses them with a cnn cell.
 """
 
 from __future__ import annotations
@@ -22,13 +21,13 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoshrink.atomic_write import save_tensors, write_json
+from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import count_number
+from autoshrink.cli.metrics_file import print_metrics, write_metrics
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -175,7 +174,7 @@ def run_train(args: argparse.Namespace) -> int:
         "recipe": {**recipe.__dict__, "dropouts": dropouts.__dict__, "nhid": args.nhid},
         "history": result.history,
     }
-    write_metrics(args.out / "metrics.json", metrics)
+    write_metrics(args.out, metrics)
     if result.diverged_epoch is not None:
         kept = "the best epoch's weights" if result.best_epoch else "no weights"
         last = result.history[-1]
@@ -191,15 +190,4 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params); "
         f"weights in {args.out / 'weights.safetensors'}"
     )
-    return 0
-
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Write a training's ``metrics.json`` as strict JSON: NaN and inf become ``null``."""
-    write_json(path, metrics)
-
-
-def print_metrics(out: Path) -> int:
-    """``train --json``: print the ``metrics.json`` just written to ``out``; 0."""
-    print((out / "metrics.json").read_text(encoding="utf-8").strip())
     return 0

@@ -41,6 +41,7 @@ from autoshrink.cli import (
     seed_number,
     shows_default,
 )
+from autoshrink.cli.metrics_file import METRICS, print_metrics, write_metrics
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -221,7 +222,7 @@ def check_resumable(out: Path) -> None:
     """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
     one written before rnn training kept checkpoints): starting it afresh would replace its
     results."""
-    if (out / "metrics.json").exists() and latest_epoch(out / "checkpoints") is None:
+    if (out / METRICS).exists() and latest_epoch(out / "checkpoints") is None:
         raise ConfigError(
             f"--out {out} holds a finished training (metrics.json) but no checkpoint to resume "
             "from; choose another --out"
@@ -397,11 +398,11 @@ def run_cnn(args: argparse.Namespace) -> int:
     }
     if result.diverged_epoch is not None:
         metrics.update(weights=None, diverged_loss=result.diverged_loss)
-    rnn.write_metrics(args.out / "metrics.json", metrics)
+    write_metrics(args.out, metrics)
     if result.diverged_epoch is not None:
         raise TrainingError(diverged_message(result, recipe, args.out))
     if args.json:
-        return rnn.print_metrics(args.out)
+        return print_metrics(args.out)
     for name, d in by_domain.get("domains", {}).items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
