@@ -232,6 +232,7 @@ def test_search_driver_runs_a_baseline_and_resumes_it(strategy: str, tmp_path: P
 def test_cli_baseline_search_on_digits(cli, tmp_path: Path) -> None:
     """A real (tiny) REA search from the command line: proxy training on digits, then resume."""
     args = ["search", "--strategy", "rea", "--budget", "5", "--population-size", "2",
+            "--tournament-size", "2",
             "--nodes", "4", "-k", "2", "--per-class", "10", "--val-size", "40", "--epochs", "1",
             "--executor", "inprocess", "--threads", "1", "--no-progress",
             "--out", tmp_path / "r"]  # fmt: skip

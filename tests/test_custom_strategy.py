@@ -259,7 +259,34 @@ def test_an_interrupted_custom_run_says_how_to_resume_it_from_python(tmp_path) -
     with pytest.raises(SearchInterrupted) as info:
         run_search(run, custom(), evaluator_factory=lambda c: stops, strategy_factory=drop_one,
                    progress=False)  # fmt: skip
+    here = __name__
+    evaluator = f"{here}.test_an_interrupted_custom_run_says_how_to_resume_it_from_python"
     assert str(info.value) == (
         f"search interrupted; 3 candidates are in {run / 'journal.jsonl'}; continue with: "
-        f"run_search({str(run)!r}, resume=True, strategy_factory=...)"
+        f"run_search({str(run)!r}, resume=True, evaluator_factory={evaluator}.<locals>.<lambda>"
+        f", strategy_factory={here}.drop_one)"
+    )
+
+
+def test_an_interrupted_run_of_a_custom_evaluator_names_it_not_the_command_line(
+    tmp_path,
+) -> None:
+    """A built-in strategy scored by a custom evaluator: the command line cannot resume it."""
+    from autoshrink.stop_signals import SearchInterrupted
+
+    class Stops(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int):  # type: ignore[no-untyped-def]
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return super().evaluate(cell, seed)
+
+    run = tmp_path / "r"
+    with pytest.raises(SearchInterrupted) as info:
+        run_search(run, toy_config(), evaluator_factory=lambda c: Stops(),
+                   progress=False)  # fmt: skip
+    assert "autoshrink search --resume" not in str(info.value)
+    assert str(info.value).endswith(
+        f"continue with: run_search({str(run)!r}, resume=True, evaluator_factory={__name__}"
+        ".test_an_interrupted_run_of_a_custom_evaluator_names_it_not"
+        "_the_command_line.<locals>.<lambda>)"
     )

@@ -169,6 +169,13 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
     assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")
 
 
+def test_a_new_rea_search_refuses_a_tournament_larger_than_its_population(tmp_path) -> None:
+    config = toy_config(strategy="rea", budget=4, population_size=2, tournament_size=3)
+    with pytest.raises(ConfigError, match=r"tournament_size \(3\) must be at most "):
+        run_search(tmp_path / "r", config, evaluator_factory=lambda c: ToyEvaluator())
+    assert not (tmp_path / "r").exists()  # refused before the folder was made
+
+
 def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them() -> None:
     import autoshrink
     from autoshrink import config, evaluators, objectives, report, search

@@ -144,7 +144,7 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
         # run twice, with results.csv and curves.csv disagreeing; an empty list said "unknown []"
         (("--strategies", "random,rea,random"), "strategies named twice: random"),
         (("--strategies", ","), "no strategy given"),
-        (("--runs", "0"), "runs and queries must be >= 1"),
+        (("--runs", "0"), "runs must be a whole number >= 1, got 0"),
         (("--dataset", "svhn"), "unknown NAS-Bench-201 data set"),
         (("--objective", "score", "--lambda", "-1"), "weight must be finite and >= 0"),
         (("--lambda", "0.5"), "--lambda weighs the cost term of --objective score, but"),  # unread
@@ -185,6 +185,23 @@ def test_published_sanity_figures(tables_dir) -> None:
         tables, strategies=["rea"], runs=5, queries=100, dataset="cifar10", seed=0
     )  # fmt: skip
     assert (again.traces[0].incumbent == result.traces[1].incumbent[:5]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # Random(-s) draws what Random(s) does: seeds -2..2 made runs 0 and 4 the same run
+        ({"seed": -2}, "seed must be a whole number >= 0, got -2"),
+        ({"strategies": "rea"}, "strategies must be a list of names, got the string 'rea'"),
+        ({"queries": 2.5}, "queries must be a whole number >= 1, got 2.5"),
+        ({"runs": 0}, "runs must be a whole number >= 1, got 0"),
+    ],
+)
+def test_run_bench_refuses_bad_arguments(tables_dir, kwargs, message) -> None:
+    tables = load_flat_tables(tables_dir)
+    settings = {"strategies": ["random"], "runs": 2, "queries": 5, "dataset": "cifar10"}
+    with pytest.raises(ConfigError, match=message):
+        run_bench(tables, **{**settings, **kwargs})
 
 
 # -- an HW-NAS-Bench metric as the cost term ---------------------------------------------------

@@ -119,6 +119,21 @@ def test_rea_children_are_one_edge_mutations() -> None:
         RegularizedEvolution(rng=random.Random(0), population_size=0)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # a tournament (drawn with replacement) larger than the population: nearly greedy
+        ({"population_size": 2, "tournament_size": 5}, r"tournament_size \(5\) must be at most"),
+        ({"population_size": 2.5}, "population_size must be a whole number >= 1, got 2.5"),
+        ({"tournament_size": True}, "tournament_size must be a whole number >= 1, got True"),
+        ({"rng": 0}, "rng must be a random.Random"),  # was an AttributeError at the first ask
+    ],
+)
+def test_rea_refuses_bad_settings(kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RegularizedEvolution(**{"rng": random.Random(0), **kwargs})
+
+
 def test_local_search_moves_by_one_edge() -> None:
     ls = LocalSearch(rng=random.Random(2))
     prev_current = None

@@ -26,7 +26,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
 from autoshrink.run_folder import (
+    BUILT_IN_FACTORY,
     JOURNAL,
     RESULT,
     Factories,
@@ -66,7 +67,7 @@ from autoshrink.search_result import SearchResult, images_trained, write_result
 from autoshrink.spaces.cells import start_cell
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
-from autoshrink.strategies.base import CellStrategy, Observation, Proposal
+from autoshrink.strategies.base import CellStrategy, Observation, Proposal, check_population
 from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
 
 if TYPE_CHECKING:
@@ -187,6 +188,9 @@ def run_search(
         )
     if config is not None:
         check_custom(config.strategy, factory_name(strategy_factory), resume)
+    if config is not None and not resume and config.strategy == "rea":
+        # a new search only: a run folder made before this check must still resume
+        check_population(config.population_size, config.tournament_size)
     if not resume and (name := factory_name(strategy_factory) or "").startswith("__main__."):
         log.warning(
             "strategy_factory %s is defined in the script run: its resume needs a factory of "
@@ -260,7 +264,7 @@ def run_search(
                     network = proxy_network(evaluator)
                     write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
-                raise interrupted(err, journal, run_dir, signals.received, config) from None
+                raise interrupted(err, journal, run_dir, signals.received, factories) from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
@@ -292,20 +296,26 @@ def interrupted(
     journal: Journal,
     run_dir: Path,
     received: int | None = None,
-    config: SearchConfig | None = None,
+    factories: Factories | None = None,
 ) -> SearchInterrupted:
     """The :class:`SearchInterrupted` of a search stopped by ``err``: which signal (``err``'s,
     else the one the search's handler ``received``; a ``KeyboardInterrupt`` raised by code is
     "interrupted", with SIGINT's exit status), how many candidates the journal holds, and how to
-    resume it (from Python for a ``custom`` strategy of ``config``)."""
+    resume it (from Python, naming them, where the search ran with custom ``factories``)."""
     signum = getattr(err, "signum", None) or received
     how = f"stopped by {signal.Signals(signum).name}" if signum else "interrupted"
     try:
         journalled = sum(r.get("type") == "candidate" for r in journal.records())
     except JournalError:  # a damaged journal: the resume will name the line
         journalled = 0
-    if config is not None and config.strategy == "custom":
-        resume = f"run_search({str(run_dir)!r}, resume=True, strategy_factory=...)"
+    custom = {
+        f"{kind}_factory": name
+        for kind, name in asdict(factories or Factories()).items()
+        if name not in (None, BUILT_IN_FACTORY)  # the command line cannot pass these
+    }
+    if custom:
+        given = "".join(f", {key}={name}" for key, name in custom.items())
+        resume = f"run_search({str(run_dir)!r}, resume=True{given})"
     else:
         resume = f"autoshrink search --resume {run_dir}"
     noun = "candidate is" if journalled == 1 else "candidates are"

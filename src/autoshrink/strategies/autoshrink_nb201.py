@@ -36,7 +36,7 @@ This keeps AutoShrink's three ideas -- start complete, shrink one decision at a 
 undo it, keep the best of K -- in the form that suits an op-on-edge space. Measured (CIFAR-10,
 12-epoch validation signal, 200-epoch test reported, 500 runs, K=4): 93.61 / 93.94 / 94.18 /
 94.29% at 25 / 50 / 100 / 200 queries, against local search 93.44 / 93.91 / 94.15 / 94.32 and
-regularized evolution 93.18 / 93.60 / 93.92 / 94.12. Smaller K is slightly better at small
+regularized evolution 93.20 / 93.63 / 93.95 / 94.15. Smaller K is slightly better at small
 budgets (K=1: 93.69 at 25) and K=24 (the whole first shrink space) slightly worse (92.41 at 25).
 Part of the gain is the complete start (local search from random complete cells: 93.52 at 25,
 94.19 at 100); on CIFAR-100 and ImageNet16-120 the pruning adds clearly on top of it.

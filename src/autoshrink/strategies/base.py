@@ -103,10 +103,23 @@ def top_k(values: Sequence[float], k: int) -> list[int]:
 
 
 def require_positive(**settings: int) -> None:
-    """Raise :class:`ConfigError` naming the first of ``settings`` that is below 1."""
+    """Raise :class:`ConfigError` naming the first of ``settings`` that is not a whole number
+    >= 1."""
     for name, value in settings.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def check_population(population_size: int, tournament_size: int) -> None:
+    """Refuse an aging evolution whose tournament (drawn with replacement) is larger than its
+    population: it would almost always pick the best member, which the tournament is there to
+    avoid (Real et al. 2019 draw S <= P)."""
+    require_positive(population_size=population_size, tournament_size=tournament_size)
+    if tournament_size > population_size:
+        raise ConfigError(
+            f"tournament_size ({tournament_size}) must be at most population_size "
+            f"({population_size})"
+        )
 
 
 class AskTellBase:
@@ -114,6 +127,8 @@ class AskTellBase:
     step counter, and the best observation told so far."""
 
     def __init__(self, rng: random.Random) -> None:
+        if not isinstance(rng, random.Random):
+            raise ConfigError(f"rng must be a random.Random (seeded), got {rng!r}")
         self._rng = rng
         self._best: Observation | None = None
         self._pending: list[Proposal] = []

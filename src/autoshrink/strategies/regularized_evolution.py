@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
-from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
+from autoshrink.strategies.base import AskTellBase, Observation, Proposal, check_population
 from autoshrink.strategies.nb201_common import draw_unseen
 
 
@@ -38,7 +38,7 @@ class RegularizedEvolution(AskTellBase):
     def __init__(
         self, *, rng: random.Random, population_size: int = 10, tournament_size: int = 3
     ) -> None:
-        require_positive(population_size=population_size, tournament_size=tournament_size)
+        check_population(population_size, tournament_size)
         super().__init__(rng)
         self.population_size = population_size
         self.tournament_size = tournament_size

@@ -33,7 +33,7 @@ from autoshrink.hardware.hwnasbench import HWNASBenchCost
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
-from autoshrink.strategies.base import Observation, Strategy, better
+from autoshrink.strategies.base import Observation, Strategy, better, require_positive
 from autoshrink.strategies.local_search import LocalSearch
 from autoshrink.strategies.random_search import RandomSearch
 from autoshrink.strategies.regularized_evolution import RegularizedEvolution
@@ -188,6 +188,8 @@ def run_bench(
     strategy :data:`ZC_STRATEGY` ranks by (not counted as queries).
     """
     known = {*STRATEGIES, ZC_STRATEGY}
+    if isinstance(strategies, str):  # iterating it would name its letters
+        raise ConfigError(f"strategies must be a list of names, got the string {strategies!r}")
     unknown = [s for s in strategies if s not in known]
     if not strategies:
         raise ConfigError(f"no strategy given; expected some of {sorted(known)}")
@@ -197,8 +199,10 @@ def run_bench(
         raise ConfigError(f"strategies named twice: {', '.join(twice)}")
     if ZC_STRATEGY in strategies and zc_rank is None:
         raise ConfigError(f"strategy {ZC_STRATEGY} needs zero-cost scores (zc_rank)")
-    if runs < 1 or queries < 1:
-        raise ConfigError(f"runs and queries must be >= 1, got {runs} and {queries}")
+    require_positive(runs=runs, queries=queries)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        # random.Random(-s) draws what random.Random(s) does: runs seed + r would repeat
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
     if not math.isfinite(weight) or weight < 0:
         raise ConfigError(f"weight must be finite and >= 0, got {weight}")
     if cost is not None and objective != "score":
