@@ -90,3 +90,18 @@ def test_locked_lets_one_process_in_at_a_time(tmp_path) -> None:
     ):
         pass
     assert caught.value.filename == str(tmp_path / "missing" / ".t.json.lock")
+
+
+def test_a_weights_file_is_as_readable_as_the_json_beside_it(tmp_path) -> None:
+    """safetensors' save_file makes owner-only files (0600): on a shared machine the weights
+    were the one output others could not read."""
+    import torch
+    from safetensors.torch import load_file
+
+    from autoshrink.atomic_write import save_tensors, write_json
+
+    save_tensors(tmp_path / "w.safetensors", {"a": torch.arange(3.0)}, {"k": "v"})
+    write_json(tmp_path / "m.json", {})
+    mode = (tmp_path / "m.json").stat().st_mode & 0o777
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == mode
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["a"], torch.arange(3.0))

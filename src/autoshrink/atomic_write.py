@@ -97,14 +97,16 @@ def save_tensors(
 ) -> None:
     """Replace ``path`` by a safetensors file of ``tensors`` (contiguous, on the CPU) in one
     step; a failed write is an :class:`OSError` naming ``path`` (safetensors raises its own
-    error type, which names no file)."""
+    error type, which names no file). The file gets the mode of any file written here (the
+    umask's), not the owner-only one of safetensors' ``save_file``."""
     from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     def write(tmp: Path) -> None:
         try:
-            save_file(tensors, str(tmp), metadata=metadata)
+            data = save(tensors, metadata=metadata)
         except SafetensorError as err:
             raise OSError(errno.EIO, f"cannot write the tensors ({err})", str(path)) from None
+        tmp.write_bytes(data)
 
     write_atomic(path, write)
