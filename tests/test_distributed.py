@@ -5,7 +5,8 @@ rank 0 writes.
 This file doubles as the training script the tests launch: ``python tests/test_distributed.py
 ROOT OUT [--resume] [--kill-at EPOCH STEP]`` trains a small batch-norm-free network (batch
 statistics are per process, so a network with batch norm cannot match across process counts)
-on the ImageFolder ``ROOT`` with the cifar recipe and a weight EMA, through the same
+on the ImageFolder ``ROOT`` with the cifar recipe and a weight EMA (``--batch-norm``: with batch
+norm, without the EMA), through the same
 :func:`train_final`, data loaders and DistributedDataParallel as ``autoshrink train``.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,36 +37,47 @@ RECIPE = {"epochs": 3, "batch_size": 8, "image_size": 16, "ema_decay": 0.9}
 
 
 class Small(nn.Module):
-    """``[B, 3, 16, 16] -> [B, classes]``: two convolutions, no batch norm, no dropout."""
+    """``[B, 3, 16, 16] -> [B, classes]``: two convolutions, no dropout, and no batch norm
+    unless ``batch_norm``."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, batch_norm: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8) if batch_norm else nn.Identity()
         self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
         self.fc = nn.Linear(8, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))  # [B, 8, 8, 8]
+        x = F.relu(self.conv2(F.relu(self.norm(self.conv1(x)))))  # [B, 8, 8, 8]
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def train(root: Path, out: Path, resume: bool = False, kill_at: tuple[int, int] | None = None):
-    """One process's part of the run (or the whole run without torchrun)."""
+def train(
+    root: Path,
+    out: Path,
+    resume: bool = False,
+    kill_at: tuple[int, int] | None = None,
+    batch_norm: bool = False,
+):
+    """One process's part of the run (or the whole run without torchrun); ``batch_norm``: the
+    network has batch norm and the recipe no EMA, and rank 1 saves the weights it evaluated."""
 
     def maybe_die(epoch: int, step: int) -> None:
         if (epoch, step) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    recipe = get_recipe("cifar", **RECIPE)
+    recipe = get_recipe("cifar", **{**RECIPE, **({"ema_decay": None} if batch_norm else {})})
     with distributed("cpu") as ctx:
         data = folder_data(root, recipe, seed=0)
         torch.manual_seed(0)
-        model = Small(data.num_classes)
+        model = Small(data.num_classes, batch_norm)
         result = train_final(
             model, data, recipe, ctx=ctx, seed=0, out=out, resume=resume, on_step=maybe_die
         )
         if ctx.is_main:
             (out / "result.json").write_text(json.dumps({"history": result.history}))
+        if batch_norm and ctx.rank == 1:
+            save_file(result.evaluated.state_dict(), str(out / "rank1.safetensors"))
     return result
 
 
@@ -148,16 +160,39 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tree: Path, reference,
 
 
 @pytest.mark.slow
+def test_every_process_evaluates_the_weights_rank_0_saves(tree: Path, tmp_path: Path) -> None:
+    """With batch norm and no EMA: each process's last step left its own running statistics,
+    so the accuracy reported (every process scores its share) was not the saved weights'."""
+    run = _launch([HERE, tree, tmp_path, "--batch-norm"], procs=2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    saved = load_file(str(tmp_path / "checkpoints" / "epoch-0003.safetensors"))
+    rank1 = load_file(str(tmp_path / "rank1.safetensors"))
+    assert "norm.running_mean" in rank1
+    for key, value in rank1.items():
+        assert torch.equal(value, saved[f"model.{key}"]), key
+
+
+@pytest.mark.slow
 def test_autoshrink_train_runs_under_torchrun(tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["-m", "autoshrink", "train", SHRINKCNN, "--dataset", "imagefolder", "--data-dir"]
-    args += [tree, "--epochs", "2", "--batch-size", "8", "--image-size", "16", "--width", "0.25"]
-    run = _launch([*args, "--out", out], procs=2)
+    args += [tree, "--epochs", "2", "--image-size", "16", "--width", "0.25"]
+    run = _launch([*args, "--batch-size", "8", "--out", out], procs=2)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and len(metrics["history"]) == 2
     assert run.stdout.count("test accuracy") == 1  # rank 0 alone reports
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    # a finished run resumed trains nothing and keeps its metrics (2 processes, not resumed)
+    again = _launch([*args, "--batch-size", "8", "--resume", "--out", out])  # one process
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert again.stdout.count("test accuracy") == 1
+    # a configuration error is said once, by rank 0, not once per process
+    bad = _launch([*args, "--batch-size", "7", "--out", tmp_path / "bad"], procs=2)
+    assert bad.returncode != 0
+    assert bad.stderr.count("autoshrink: error: ") == 1, bad.stderr[-2000:]
+    assert "must be a multiple of the 2 processes" in bad.stderr
 
 
 if __name__ == "__main__":
@@ -166,5 +201,6 @@ if __name__ == "__main__":
     cli.add_argument("out", type=Path)
     cli.add_argument("--resume", action="store_true")
     cli.add_argument("--kill-at", type=int, nargs=2, default=None)
+    cli.add_argument("--batch-norm", action="store_true")
     a = cli.parse_args()
-    train(a.root, a.out, a.resume, tuple(a.kill_at) if a.kill_at else None)
+    train(a.root, a.out, a.resume, tuple(a.kill_at) if a.kill_at else None, a.batch_norm)

@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a pipe its reader closed fails here, not at the exit's flush
         return status
     except AutoshrinkError as err:
-        print(f"autoshrink: error: {err}", file=sys.stderr)
+        if not (isinstance(err, ConfigError) and said_by_rank_zero()):
+            print(f"autoshrink: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `autoshrink show cell.json | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -255,8 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autoshrink: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C (130), or SIGTERM during a search (143)
-        print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
+        if not said_by_rank_zero():
+            print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
+
+
+def said_by_rank_zero() -> bool:
+    """Whether this is one of torchrun's processes other than rank 0. Given the same command
+    line and files, and torchrun's signals, it meets the same configuration errors and stops
+    as rank 0, which alone says them; its other errors (an image only it reads) are its own."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
 #: The settings an out-of-memory line names, unless the command sets ``memory_sizes``.

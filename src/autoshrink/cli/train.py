@@ -61,6 +61,7 @@ from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
 from autoshrink.training.weights_file import weights_metadata
+from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def run_cnn(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     with distributed(args.device) as ctx:
         if not ctx.is_main:  # only rank 0 reports
-            logging.getLogger().setLevel(logging.WARNING)
+            logging.getLogger().setLevel(logging.ERROR)  # its warnings are rank 0's too
         if ctx.device.type == "cpu":  # denormal floats can slow CPU training steps ~20x
             torch.set_flush_denormal(True)
         data = load_training_data(args, recipe)
@@ -367,6 +368,11 @@ def run_cnn(args: argparse.Namespace) -> int:
             raise
         if not ctx.is_main:
             return 0
+    if args.resume and result.resumed_from == recipe.epochs and (args.out / METRICS).is_file():
+        # nothing trained now: the finished run's metrics say how it ran (processes, resumes)
+        log.info("%s: the training had ended; %s is kept as it was", args.out, METRICS)
+        return print_summary(args.out, read_json_file(args.out / METRICS, TrainingError, "metrics"),
+                             args.json)  # fmt: skip
     evaluated = result.evaluated
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
@@ -401,18 +407,25 @@ def run_cnn(args: argparse.Namespace) -> int:
     write_metrics(args.out, metrics)
     if result.diverged_epoch is not None:
         raise TrainingError(diverged_message(result, recipe, args.out))
-    if args.json:
-        return print_metrics(args.out)
-    for name, d in by_domain.get("domains", {}).items():
+    return print_summary(args.out, metrics, args.json)
+
+
+def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> int:
+    """What ``train`` prints at its end, read from the run's ``metrics`` (``as_json``: the
+    ``metrics.json`` in ``out``); 0."""
+    if as_json:
+        return print_metrics(out)
+    domains = metrics.get("domains", {})
+    for name, d in domains.items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
         print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
-    on = f"the training domains of {args.dataset}" if by_domain else args.dataset
-    headline = f"test accuracy {result.test_accuracy:.4f} on {on}"
-    if "test_domain_accuracy" in by_domain:  # the figure a held-out domain is there for
-        held = f"held-out domain {by_domain['test_domain']}"
-        headline = f"{held}: accuracy {by_domain['test_domain_accuracy']:.4f}; {headline}"
+    on = f"the training domains of {metrics['dataset']}" if domains else metrics["dataset"]
+    headline = f"test accuracy {metrics['test_accuracy']:.4f} on {on}"
+    if "test_domain_accuracy" in metrics:  # the figure a held-out domain is there for
+        held = f"held-out domain {metrics['test_domain']}"
+        headline = f"{held}: accuracy {metrics['test_domain_accuracy']:.4f}; {headline}"
     print(
-        f"{headline} ({c.params} params, {c.macs} MACs); weights in "
-        f"{args.out / 'weights.safetensors'}"
+        f"{headline} ({metrics['params']} params, {metrics['macs']} MACs); weights in "
+        f"{out / 'weights.safetensors'}"
     )
     return 0

@@ -169,7 +169,11 @@ class _Run:
             count += len(y)
             if on_step is not None:
                 on_step(epoch, step)
-        if self.ema is not None:  # every process's EMA statistics become rank 0's
+        # every process's batch-norm statistics become rank 0's: DDP broadcasts them before each
+        # forward, so each process's last step left its own, and the weights evaluated on every
+        # process must be the ones rank 0 saves
+        self.ctx.broadcast(self.model.buffers())
+        if self.ema is not None:  # and so do the EMA's
             self.ctx.broadcast(self.ema.module.state_dict().values())
         total, n = self.ctx.sum([float(loss_sum), count])
         return total / n
