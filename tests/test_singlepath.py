@@ -4,6 +4,7 @@ the search (files, resume) and its command line."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from autoshrink.singlepath.latency_model import (
     LatencyModel,
     arch_blocks,
     calibration_path,
+    reference_archs,
     space_blocks,
 )
 from autoshrink.singlepath.space import (
@@ -282,8 +284,26 @@ def test_a_calibration_saved_before_the_clock_was_recorded_still_matches(tmp_pat
     del saved["settings"]["clock"]
     path = tmp_path / "c.json"
     path.write_text(json.dumps(saved))
-    assert Calibration.load_matching(path, wall, spec) == Calibration(1.5, -0.5)
-    assert Calibration.load_matching(path, cpu, spec) is None  # it was measured on the wall's
+    model = _synthetic_model(spec)
+    assert Calibration.load_matching(path, wall, spec, model) == Calibration(1.5, -0.5)
+    assert Calibration.load_matching(path, cpu, spec, model) is None  # measured on the wall's
+
+
+def test_a_calibration_of_the_table_before_it_changed_is_not_used(tmp_path):
+    # it was reused, mapping sums the table no longer gave (docs: refitted when the table changes)
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    settings = LatencySettings()
+    table, _ = _synthetic_table(spec, settings)
+    model = LatencyModel.from_table(table, spec)
+    points = tuple((a.key, model.predict(a), 2 * model.predict(a)) for a in reference_archs(spec))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(Calibration(2.0, 0.0, points).to_dict(settings, spec)))
+    assert Calibration.load_matching(path, settings, spec, model) == Calibration(2.0, 0.0, points)
+    doubled = LatencyTable(
+        settings, {k: replace(e, median_ms=2 * e.median_ms) for k, e in table.entries.items()}
+    )
+    changed = LatencyModel.from_table(doubled, spec)
+    assert Calibration.load_matching(path, settings, spec, changed) is None
 
 
 def test_a_target_below_the_fixed_part_is_a_config_error():
@@ -370,7 +390,9 @@ def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float =
     table, _ = _synthetic_table(spec, settings)
     out.mkdir(parents=True, exist_ok=True)
     table.save(out / "latency_table.json")
-    cal = Calibration(fixed_scale, 0.0, tuple(("k3e6", 1.0, 1.0) for _ in range(6)))
+    raw = LatencyModel.from_table(table, spec)
+    sums = [(a.key, raw.predict(a)) for a in reference_archs(spec, 6)]
+    cal = Calibration(fixed_scale, 0.0, tuple((k, t, fixed_scale * t) for k, t in sums))
     calibration_path(out / "latency_table.json").write_text(json.dumps(cal.to_dict(settings, spec)))
 
 

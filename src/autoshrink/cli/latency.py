@@ -213,7 +213,7 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     out = {"architecture": str(args.cell), **settings_of_arch, **result.to_dict()}
     if table is not None:
         raw = LatencyModel.from_table(table, arch.spec)
-        cal = Calibration.load_matching(calibration_path(args.table), settings, arch.spec)
+        cal = Calibration.load_matching(calibration_path(args.table), settings, arch.spec, raw)
         out |= {
             "table_ms": raw.predict(arch),
             "calibrated_ms": None if cal is None else raw.calibrated(cal).predict(arch),

@@ -27,6 +27,7 @@ which is the table's own prediction for that chain of blocks.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -290,9 +291,11 @@ class Calibration:
 
     @classmethod
     def load_matching(
-        cls, path: Path, settings: LatencySettings, spec: MobileNetV2Spec
+        cls, path: Path, settings: LatencySettings, spec: MobileNetV2Spec, table: LatencyModel
     ) -> Calibration | None:
-        """The calibration at ``path`` when it was fitted for these settings and macro."""
+        """The calibration at ``path`` when it was fitted for these settings and macro, on the
+        ``table`` (uncalibrated) as it is now: one fitted before the table changed (edited, or
+        re-measured by another process) maps sums the table no longer gives."""
         if not path.is_file():
             return None
         d = read_json_file(path, ConfigError, "calibration")
@@ -310,9 +313,14 @@ class Calibration:
             points = tuple(
                 (p["layers"], float(p["table_ms"]), float(p["measured_ms"])) for p in d["points"]
             )
-            return cls(float(d["scale"]), float(d["offset"]), points)
+            cal = cls(float(d["scale"]), float(d["offset"]), points)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{path}: malformed calibration ({err})") from None
+        now = {a.key: table.predict(a) for a in reference_archs(spec, len(points))}
+        if any(not math.isclose(t, now.get(k, math.nan), rel_tol=1e-9) for k, t, _ in points):
+            log.warning("%s was fitted on the table before it changed: not used", path)
+            return None
+        return cal
 
 
 def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> list[MBConvArch]:
@@ -379,7 +387,7 @@ def prepare_model(
     if calibration_networks == 0:
         return raw, None, new
     cal_file = calibration_path(table_path)
-    cal = None if new else Calibration.load_matching(cal_file, settings, spec)
+    cal = None if new else Calibration.load_matching(cal_file, settings, spec, raw)
     if cal is None or len(cal.points) != calibration_networks:
         cal = fit_calibration(raw, reference_archs(spec, calibration_networks), settings)
         write_json(cal_file, cal.to_dict(settings, spec), indent=1)
