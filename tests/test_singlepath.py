@@ -611,6 +611,34 @@ def test_a_warmup_as_long_as_the_search_is_refused_at_once(cli, tmp_path, args, 
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_a_missed_target_is_said_and_recorded(cli, tmp_path, demo_settings, one_thread, caplog):
+    # the target is a penalty: a 3-epoch search does not get to 1% over the fastest network,
+    # and it ended with exit 0 and the target printed beside the prediction, without a word
+    _prepare_table(tmp_path / "run", demo_settings)
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    model = LatencyModel.from_table(_synthetic_table(spec, demo_settings)[0], spec)
+    fastest = MBConvArch(
+        width=0.35, image_size=32, num_classes=10, in_channels=1,
+        layers=tuple(SKIP if s.skippable else "k3e3" for s in macro_slots(spec)[1]),
+    )  # fmt: skip
+    target = 1.01 * model.predict(fastest)
+    code, out, err = cli("singlepath", *SEARCH, "--latency-target", f"{target:.6f}",
+                         "--out", tmp_path / "run")  # fmt: skip
+    assert code == 0, err
+    r = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert r["over_target"] == pytest.approx(r["predicted_ms"] / float(f"{target:.6f}") - 1)
+    assert r["over_target"] > 0.05
+    assert f"missed by {100 * r['over_target']:.0f}%" in out
+    assert f"{100 * r['over_target']:.0f}% over the target" in caplog.text
+
+
+def test_a_start_refused_inside_the_search_leaves_no_empty_folder(cli, tmp_path):
+    # refused after the search made --out: the empty folder was left behind
+    code, _, err = cli("singlepath", "--preset", "demo", "--width", "0", "--out", tmp_path / "r")
+    assert code == 2 and "width must be a number in (0, 64], got 0.0" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"format": "autoshrink.mbconv/1", "layers": ["k9e9"] * 16}))

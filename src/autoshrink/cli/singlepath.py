@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         f" batch {settings.latency.batch}): predicted {r['predicted_ms']:.2f} ms, measured "
         f"{r['measured_ms']:.2f} ms ({100 * r['relative_error']:+.1f}%)"
         + (f"; target {r['latency_target_ms']:g} ms" if r["latency_target_ms"] else "")
+        + (f" (missed by {100 * over:.0f}%)" if (over := r.get("over_target") or 0) > 0 else "")
     )
     print(
         f"validation accuracy {r['val_accuracy']:.4f} ({r['params'] / 1e6:.2f}M params, "

@@ -23,6 +23,7 @@ cross-entropy plus a latency term; the thresholds' decisions are the architectur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -362,9 +363,16 @@ def run_singlepath(
             f"run_singlepath(out, settings): settings must be a SearchSettings, got "
             f"{type(s).__name__} (the folder comes first, as in autoshrink.search.run_search)"
         )
-    threads = s.train_threads
-    with torch_threads(threads), own_generators():  # the search seeds them as it goes
-        return _run_singlepath(Path(out), s, resume=resume, table=table)
+    out = Path(out)
+    created = not out.exists()
+    try:
+        with torch_threads(s.train_threads), own_generators():  # the search seeds them
+            return _run_singlepath(out, s, resume=resume, table=table)
+    except BaseException:
+        if created:  # a start refused before it wrote anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a measured table or a checkpoint stays
+        raise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,6 +392,7 @@ class SummaryFields:
     macs: int
     search_seconds: float
     images_trained: int
+    over_target: float | None = None  # not in a result.json written before it was added
 
 
 def finished_result(out: Path) -> SinglePathResult:
@@ -499,6 +508,17 @@ def _run_singlepath(
     shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
     measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
     predicted = model.predict(arch)
+    over = None if s.latency_target_ms is None else predicted / s.latency_target_ms - 1
+    if over is not None and over > 0:  # the target is a penalty, not a limit
+        log.warning(
+            "the found network's predicted latency %.2f ms is %.0f%% over the target %g ms: "
+            "the target only weighs the loss (--lam %g); a larger --lam or more --epochs "
+            "push harder",
+            predicted,
+            100 * over,
+            s.latency_target_ms,
+            s.lam,
+        )
     counts = count_arch(arch)
     summary = {
         "architecture": ARCH,
@@ -508,6 +528,7 @@ def _run_singlepath(
         "measured_iqr_ms": measured_result.iqr_ms,
         "relative_error": (predicted - measured_result.median_ms) / measured_result.median_ms,
         "latency_target_ms": s.latency_target_ms,
+        "over_target": over,  # predicted / target - 1 (> 0: the target was missed)
         "lambda": s.lam,
         "val_accuracy": history[-1]["val_accuracy"],
         "val_accuracy_note": "the derived network with the supernet's weights, not retrained",
