@@ -90,6 +90,13 @@ def test_ood_search_same_in_pool_and_resume_trains_nothing(cli, tmp_path):
     assert code == 0, err
     a, b = _journal(tmp_path / "a"), _journal(tmp_path / "b")
     assert {r["key"]: r["metrics"] for r in a} == {r["key"]: r["metrics"] for r in b}
+    # the batched engine has no OoD training: its candidates train one at a time, not as
+    # plain (ERM) candidates scored without their synthetic accuracy
+    code, _, err = cli("search", *args, "--executor", "batched", "--out", tmp_path / "c")
+    assert code == 0, err
+    c = _journal(tmp_path / "c")
+    assert {r["key"]: r["metrics"] for r in c} == {r["key"]: r["metrics"] for r in a}
+    assert all("synthetic_accuracy" in r["metrics"] for r in c)
     # an interrupted run: drop the last record, resume retrains exactly that one
     lines = (tmp_path / "a" / "journal.jsonl").read_text().splitlines()
     (tmp_path / "a" / "journal.jsonl").write_text("\n".join(lines[:-1]) + "\n")
@@ -136,6 +143,8 @@ def test_train_reports_every_domain(cli, tmp_path):
         (["search", "--dataset", "digits", "--test-domain", "0"], "single domain"),
         (["search", "--task", "rnn", "--objective", "ood"], "not --task rnn"),
         (["search", "--synthetic-mix", "0.3"], "--objective ood"),
+        # a resume takes the run's settings: it was told --synthetic-mix needs --objective ood
+        (["search", "--synthetic-mix", "0.3", "--resume"], "config.json; drop --synthetic-mix"),
         (["search", "--objective", "ood", "--synthetic-mix", "2"], "synthetic_mix"),
         (["train", "x.json", "--dataset", "colored-digits", "--test-domain", "1"], "unknown test"),
         (["train", "x.json", "--dataset", "fashion-mnist", "--test-domain", "0"], "single domain"),

@@ -122,6 +122,13 @@ def _field_default(name: str) -> Any:
 OBJECTIVES = ("erm", "ood")
 
 
+#: The fields of :class:`SearchConfig` that hold settings of their own (a JSON object in
+#: ``config.json``) -> their class; ``training``, the task's, aside.
+NESTED_SETTINGS: Mapping[str, type] = MappingProxyType(
+    {"score": Score, "latency": LatencySettings, "execution": ExecutionSettings, "ood": OodSettings}
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     """Settings of one AutoShrink search (defaults: the paper's CNN protocol, method §2-§4)."""
@@ -393,6 +400,11 @@ class SearchConfig:
             raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         task = d.get("task", "cnn")
         training = TRAINING.get(task, ProxyTraining) if isinstance(task, str) else ProxyTraining
+        for key, kind in {**NESTED_SETTINGS, "training": training}.items():
+            if isinstance(d.get(key), dict):
+                names = {f.name for f in fields(kind)}
+                if unknown := sorted(f"{key}.{k}" for k in d[key] if k not in names):
+                    raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         others = {k: v for k, v in d.items() if k != "training"}
         problem = json_type_problem(cls, others)
         if problem is None and "training" in d:
@@ -409,14 +421,9 @@ class SearchConfig:
         try:
             if "training" in d:
                 d["training"] = TRAINING.get(d.get("task", "cnn"), ProxyTraining)(**d["training"])
-            if "score" in d:
-                d["score"] = Score(**d["score"])
-            if "latency" in d:
-                d["latency"] = LatencySettings(**d["latency"])
-            if "execution" in d:
-                d["execution"] = ExecutionSettings(**d["execution"])
-            if "ood" in d:
-                d["ood"] = OodSettings(**d["ood"])
+            for key, kind in NESTED_SETTINGS.items():
+                if key in d:
+                    d[key] = kind(**d[key])
             if d.get("screening_stages"):
                 d["screening_stages"] = stages_from_json(list(d["screening_stages"]), source)
             else:

@@ -45,7 +45,9 @@ class BatchedExecutor:
             return evaluator
         if self._source is evaluator:
             return self._batched
-        if isinstance(evaluator, CNNProxyEvaluator):
+        # the plain proxy evaluator's twin only: a subclass trains otherwise (NAS-OoD's
+        # minimax), which the twin would replace by plain training
+        if type(evaluator) is CNNProxyEvaluator:
             batched: Any = BatchedCNNEvaluator.from_proxy(evaluator, **self.options)
         elif BatchedOneShotEvaluator.applies(evaluator):
             batched = BatchedOneShotEvaluator(evaluator, **self.options)

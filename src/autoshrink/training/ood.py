@@ -12,8 +12,10 @@ the released NAS-OoD code does the same):
 - the candidate ``f`` minimises ``CE(f(x), y) + synthetic_weight * CE(f(GRL(x')), y)`` -- its
   loss on real and synthetic images, in one forward pass of the concatenated batch so batch
   norm sees both;
-- the generator receives ``-adversarial`` times the gradient of the candidate's synthetic loss
-  through the reversal, i.e. it *maximises* the candidate's loss, under two constraints it
+- the generator receives ``-adversarial`` times the gradient of the candidate's whole loss
+  (real and synthetic: batch norm's statistics mix the two, so the real images' loss depends
+  on ``x'`` too) through the reversal, i.e. it *maximises* the candidate's loss, under two
+  constraints it
   minimises: class consistency ``class_weight * CE(k(x'), y)`` with a small *keeper*
   classifier ``k`` trained on real images only (its weights are held fixed in this term, so
   the generator cannot collude with it) and cycle consistency
