@@ -1,14 +1,20 @@
 """The ``metrics.json`` that ``autoshrink train`` writes for a cnn and an rnn cell alike:
-:func:`write_metrics` writes it as strict JSON, :func:`print_metrics` prints it for ``--json``."""
+:func:`write_metrics` writes it as strict JSON, :func:`print_metrics` prints it for ``--json``,
+and :func:`ended_metrics` keeps the one of a training that had ended before its ``--resume``."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from autoshrink.atomic_write import write_json
+from autoshrink.errors import TrainingError
+from autoshrink.user_files import read_json_file
 
 METRICS = "metrics.json"
+
+log = logging.getLogger(__name__)
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
@@ -20,3 +26,16 @@ def print_metrics(out: Path) -> int:
     """``train --json``: print the ``metrics.json`` just written to ``out``; 0."""
     print((out / METRICS).read_text(encoding="utf-8").strip())
     return 0
+
+
+def ended_metrics(
+    out: Path, resumed: bool, resumed_from: int, epochs: int
+) -> dict[str, Any] | None:
+    """The ``metrics.json`` in ``out`` of a training that had ended before this ``--resume``
+    (``resumed_from`` its last of ``epochs``: nothing trained now), kept as it was, since it
+    says how the training ran (its processes, its resumes); ``None`` otherwise."""
+    if not (resumed and resumed_from == epochs and (out / METRICS).is_file()):
+        return None
+    log.info("%s: the training had ended; %s is kept as it was", out, METRICS)
+    metrics: dict[str, Any] = read_json_file(out / METRICS, TrainingError, "metrics")
+    return metrics

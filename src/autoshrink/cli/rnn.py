@@ -21,13 +21,14 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import count_number
-from autoshrink.cli.metrics_file import print_metrics, write_metrics
+from autoshrink.cli.metrics_file import ended_metrics, print_metrics, write_metrics
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -155,6 +156,9 @@ def run_train(args: argparse.Namespace) -> int:
         on_start=start,
         on_epoch=epoch_done,
     )
+    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
+    if ended is not None:
+        return print_summary(args.out, ended, args.json)
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
         state, ties = to_file(model.state_dict())  # the tied decoder weight: stored once
         save_tensors(args.out / "weights.safetensors", state, ties)
@@ -183,11 +187,17 @@ def run_train(args: argparse.Namespace) -> int:
             f"{last['train_loss']:g}, validation perplexity {last['val_perplexity']:g}): try a "
             f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"
         )
-    if args.json:
-        return print_metrics(args.out)
+    return print_summary(args.out, metrics, args.json)
+
+
+def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> int:
+    """What ``train --task rnn`` prints at its end, read from the run's ``metrics`` (``as_json``:
+    the ``metrics.json`` in ``out``); 0."""
+    if as_json:
+        return print_metrics(out)
     print(
-        f"validation perplexity {result.val_perplexity:.2f}, test perplexity "
-        f"{result.test_perplexity:.2f} (epoch {result.best_epoch}, {params} params); "
-        f"weights in {args.out / 'weights.safetensors'}"
+        f"validation perplexity {metrics['val_perplexity']:.2f}, test perplexity "
+        f"{metrics['test_perplexity']:.2f} (epoch {metrics['best_epoch']}, {metrics['params']} "
+        f"params); weights in {out / 'weights.safetensors'}"
     )
     return 0

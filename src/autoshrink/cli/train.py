@@ -41,7 +41,7 @@ from autoshrink.cli import (
     seed_number,
     shows_default,
 )
-from autoshrink.cli.metrics_file import METRICS, print_metrics, write_metrics
+from autoshrink.cli.metrics_file import METRICS, ended_metrics, print_metrics, write_metrics
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -61,7 +61,6 @@ from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
 from autoshrink.training.weights_file import weights_metadata
-from autoshrink.user_files import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -368,11 +367,9 @@ def run_cnn(args: argparse.Namespace) -> int:
             raise
         if not ctx.is_main:
             return 0
-    if args.resume and result.resumed_from == recipe.epochs and (args.out / METRICS).is_file():
-        # nothing trained now: the finished run's metrics say how it ran (processes, resumes)
-        log.info("%s: the training had ended; %s is kept as it was", args.out, METRICS)
-        return print_summary(args.out, read_json_file(args.out / METRICS, TrainingError, "metrics"),
-                             args.json)  # fmt: skip
+    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
+    if ended is not None:
+        return print_summary(args.out, ended, args.json)
     evaluated = result.evaluated
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
