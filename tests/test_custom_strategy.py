@@ -263,8 +263,9 @@ def test_an_interrupted_custom_run_says_how_to_resume_it_from_python(tmp_path) -
     evaluator = f"{here}.test_an_interrupted_custom_run_says_how_to_resume_it_from_python"
     assert str(info.value) == (
         f"search interrupted; 3 candidates are in {run / 'journal.jsonl'}; continue with: "
-        f"run_search({str(run)!r}, resume=True, evaluator_factory={evaluator}.<locals>.<lambda>"
-        f", strategy_factory={here}.drop_one)"
+        f"run_search({str(run)!r}, resume=True, evaluator_factory=..., strategy_factory=...) "
+        f"with the run's (evaluator_factory {evaluator}.<locals>.<lambda>, strategy_factory "
+        f"{here}.drop_one)"
     )
 
 
@@ -286,7 +287,7 @@ def test_an_interrupted_run_of_a_custom_evaluator_names_it_not_the_command_line(
                    progress=False)  # fmt: skip
     assert "autoshrink search --resume" not in str(info.value)
     assert str(info.value).endswith(
-        f"continue with: run_search({str(run)!r}, resume=True, evaluator_factory={__name__}"
-        ".test_an_interrupted_run_of_a_custom_evaluator_names_it_not"
-        "_the_command_line.<locals>.<lambda>)"
+        f"continue with: run_search({str(run)!r}, resume=True, evaluator_factory=...) with the "
+        f"run's (evaluator_factory {__name__}.test_an_interrupted_run_of_a_custom_evaluator_"
+        "names_it_not_the_command_line.<locals>.<lambda>)"
     )

@@ -172,6 +172,26 @@ def test_every_process_evaluates_the_weights_rank_0_saves(tree: Path, tmp_path: 
         assert torch.equal(value, saved[f"model.{key}"]), key
 
 
+def test_a_process_says_the_error_of_its_own_gpu(cli, monkeypatch, tmp_path) -> None:
+    # rank 1 of torchrun, whose GPU (its local rank's) is not there: a configuration error,
+    # which only rank 0 says -- but rank 0's GPU was there, so nobody said it
+    env = {"TORCHELASTIC_RUN_ID": "x", "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    code, _, err = cli("train", SHRINKCNN, "--dataset", "digits", "--device", "cuda",
+                       "--out", tmp_path / "t")  # fmt: skip
+    assert code == 2
+    assert err.strip() == (
+        "autoshrink: error: process 1 (local rank 1): device 'cuda': only 1 CUDA GPU(s) here"
+    )
+    # a configuration error all processes share is rank 0's to say
+    code, _, err = cli("train", SHRINKCNN, "--dataset", "digits", "--epochs", "0",
+                       "--out", tmp_path / "t")  # fmt: skip
+    assert code == 2 and err == ""
+
+
 @pytest.mark.slow
 def test_autoshrink_train_runs_under_torchrun(tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

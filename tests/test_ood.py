@@ -145,6 +145,7 @@ def test_train_reports_every_domain(cli, tmp_path):
         (["search", "--synthetic-mix", "0.3"], "--objective ood"),
         # a resume takes the run's settings: it was told --synthetic-mix needs --objective ood
         (["search", "--synthetic-mix", "0.3", "--resume"], "config.json; drop --synthetic-mix"),
+        (["search", "--synthetic-mix", "2", "--resume"], "config.json; drop --synthetic-mix"),
         (["search", "--objective", "ood", "--synthetic-mix", "2"], "synthetic_mix"),
         (["train", "x.json", "--dataset", "colored-digits", "--test-domain", "1"], "unknown test"),
         (["train", "x.json", "--dataset", "fashion-mnist", "--test-domain", "0"], "single domain"),

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.settings_diff import differences
@@ -120,6 +121,13 @@ def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_pat
     # rewritten as resumed from its last epoch, by one process)
     assert strict_json(out / "metrics.json") == before and before["resumed_from_epoch"] == 0
     assert f"test accuracy {before['test_accuracy']:.4f} on digits" in stdout
+    # a metrics.json that is not the end of this training (an earlier attempt's, diverged;
+    # the end's files not written): the end is written again, not printed from it (a crash)
+    write_json(out / "metrics.json", {**before, "diverged": True, "test_accuracy": None})
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 0, err
+    again = strict_json(out / "metrics.json")
+    assert again["diverged"] is False and again["test_accuracy"] == before["test_accuracy"]
     state = json.loads((out / "checkpoints" / "epoch-0002.json").read_text())
     assert state["run"]["task"] == "cnn" and state["run"]["dataset"]["name"] == "digits"
     assert state["run"]["cell"] == Cell.load(CNN).to_dict()

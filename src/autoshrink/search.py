@@ -314,8 +314,9 @@ def interrupted(
         if name not in (None, BUILT_IN_FACTORY)  # the command line cannot pass these
     }
     if custom:
-        given = "".join(f", {key}={name}" for key, name in custom.items())
-        resume = f"run_search({str(run_dir)!r}, resume=True{given})"
+        given = "".join(f", {key}=..." for key in custom)
+        named = ", ".join(f"{key} {name}" for key, name in custom.items())
+        resume = f"run_search({str(run_dir)!r}, resume=True{given}) with the run's ({named})"
     else:
         resume = f"autoshrink search --resume {run_dir}"
     noun = "candidate is" if journalled == 1 else "candidates are"

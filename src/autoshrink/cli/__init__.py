@@ -264,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def said_by_rank_zero() -> bool:
     """Whether this is one of torchrun's processes other than rank 0. Given the same command
     line and files, and torchrun's signals, it meets the same configuration errors and stops
-    as rank 0, which alone says them; its other errors (an image only it reads) are its own."""
+    as rank 0, which alone says them; its other errors (its own GPU, an image only it reads)
+    are not configuration errors, and it says them."""
     return "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("RANK", "0") != "0"
 
 

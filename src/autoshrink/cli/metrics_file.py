@@ -13,6 +13,7 @@ from autoshrink.errors import TrainingError
 from autoshrink.user_files import read_json_file
 
 METRICS = "metrics.json"
+WEIGHTS = "weights.safetensors"  # written before the metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,20 @@ def ended_metrics(
 ) -> dict[str, Any] | None:
     """The ``metrics.json`` in ``out`` of a training that had ended before this ``--resume``
     (``resumed_from`` its last of ``epochs``: nothing trained now), kept as it was, since it
-    says how the training ran (its processes, its resumes); ``None`` otherwise."""
+    says how the training ran (its processes, its resumes); ``None`` otherwise -- also when
+    the file is not that training's end (an earlier attempt's that diverged, a kill before
+    the end's files were written): the end is then written again."""
     if not (resumed and resumed_from == epochs and (out / METRICS).is_file()):
         return None
+    metrics = read_json_file(out / METRICS, TrainingError, "metrics")
+    ended = (
+        isinstance(metrics, dict)
+        and metrics.get("diverged") is False
+        and len(metrics.get("history") or ()) == epochs
+        and (out / WEIGHTS).is_file()
+    )
+    if not ended:
+        return None
     log.info("%s: the training had ended; %s is kept as it was", out, METRICS)
-    metrics: dict[str, Any] = read_json_file(out / METRICS, TrainingError, "metrics")
-    return metrics
+    kept: dict[str, Any] = metrics
+    return kept

@@ -499,8 +499,8 @@ def run(args: argparse.Namespace) -> int:
         given["constraints"] = constraints
     if args.screening_stages is not None:
         given["screening_stages"] = parse_stages(args.screening_stages)
-    if args.synthetic_mix is not None:
-        if args.objective != "ood" and args.resume is None:  # a resume's: refused below
+    if args.synthetic_mix is not None and args.resume is None:  # a resume's: refused below
+        if args.objective != "ood":
             raise ConfigError("--synthetic-mix is a setting of --objective ood")
         given["ood"] = OodSettings(synthetic_mix=args.synthetic_mix)
     if args.latency_backend or args.latency_device:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from autoshrink.devices import resolve_device
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, HardwareError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,12 @@ def distributed(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[Dis
     """
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    dev = resolve_device(device, local_rank=local_rank)
+    try:
+        dev = resolve_device(device, local_rank=local_rank)
+    except ConfigError as err:  # this process's own (its local rank's GPU): said by it
+        if world == 1:
+            raise
+        raise HardwareError(f"process {rank} (local rank {local_rank}): {err}") from None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     started = False

@@ -15,8 +15,7 @@ the released NAS-OoD code does the same):
 - the generator receives ``-adversarial`` times the gradient of the candidate's whole loss
   (real and synthetic: batch norm's statistics mix the two, so the real images' loss depends
   on ``x'`` too) through the reversal, i.e. it *maximises* the candidate's loss, under two
-  constraints it
-  minimises: class consistency ``class_weight * CE(k(x'), y)`` with a small *keeper*
+  constraints it minimises: class consistency ``class_weight * CE(k(x'), y)`` with a small *keeper*
   classifier ``k`` trained on real images only (its weights are held fixed in this term, so
   the generator cannot collude with it) and cycle consistency
   ``cycle_weight * |G(x', [0, z], e_source) - x|_1`` (mapping back to the source domain must
