@@ -221,6 +221,33 @@ def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
     assert code == 2 and "executor is 'pool'" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_latency_cost_keeps_the_candidates_trained_together(split) -> None:
+    # a latency cost or constraint wraps the evaluator, and the executor trained the wrapped
+    # one one by one, dropping --precision and the other engine options without a word
+    from autoshrink.evaluators.costed import CostedEvaluator
+
+    measured: list[str] = []
+
+    class Edges:
+        name = "edges_ms"
+
+        def __call__(self, genotype: Cell) -> float:
+            measured.append(genotype.key)
+            return float(genotype.num_edges)
+
+    costed = CostedEvaluator(CNNProxyEvaluator(split, SPEC, TRAINING), [Edges()])
+    jobs = [Job(c, s) for c, s in zip(CELLS, SEEDS, strict=True)]
+    jobs[0] = Job(CELLS[0], SEEDS[0], {"edges_ms": 99.0})  # measured by the constraint check
+    executor = BatchedExecutor()
+    out = dict(executor.run(costed, jobs))
+    executor.close()
+    assert sorted(out) == [0, 1, 2] and all(r.detail["batch"] == 3 for r in out.values())
+    edges = [out[i].metrics["edges_ms"] for i in range(3)]
+    assert edges == [99.0, *(c.num_edges for c in CELLS[1:])]
+    assert measured == [c.key for c in CELLS[1:]]  # the known one is not measured again
+    assert all("accuracy" in r.metrics for r in out.values())
+
+
 def test_search_with_the_batched_executor(cli, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = cli(

@@ -144,9 +144,12 @@ class CostedEvaluator:
         return replace(self, inner=self.inner.screening_stage(classes, epochs))
 
     def evaluate(self, genotype: Any, seed: int) -> Evaluation:
-        """``inner``'s evaluation with the cost metrics added; a failed or diverged one is returned
-        unchanged."""
-        evaluation = self.inner.evaluate(genotype, seed)
+        """``inner``'s evaluation with the cost metrics added (:meth:`with_costs`)."""
+        return self.with_costs(genotype, self.inner.evaluate(genotype, seed))
+
+    def with_costs(self, genotype: Any, evaluation: Evaluation) -> Evaluation:
+        """``evaluation`` of ``genotype`` by ``inner`` (or by its batched twin) with the cost
+        metrics added; a failed or diverged one is returned unchanged."""
         if evaluation.status != "ok":
             return evaluation
         return replace(evaluation, metrics={**evaluation.metrics, **self.cost_metrics(genotype)})

@@ -8,8 +8,10 @@ plain :class:`~autoshrink.evaluators.rnn_proxy.RNNProxyEvaluator` into its stack
 (:class:`~autoshrink.evaluators.stacked_rnn.StackedRNNEvaluator`, which takes the precision
 options ``bf16`` and ``tf32`` and ``cuda_graph``; depthwise kernels are a CNN-engine option), a
 one-shot evaluator of CNN cells that fine-tunes for at least one epoch into
-:class:`~autoshrink.evaluators.batched_oneshot.BatchedOneShotEvaluator`; any other evaluator
-is run one job after another. A candidate that still ran out of memory alone
+:class:`~autoshrink.evaluators.batched_oneshot.BatchedOneShotEvaluator`; the evaluator inside
+a :class:`~autoshrink.evaluators.costed.CostedEvaluator` (a latency cost or constraint) the
+same, with the costs added to its evaluations; any other evaluator is run one job after
+another. A candidate that still ran out of memory alone
 trains again (:func:`~autoshrink.executors.retries.retry_out_of_memory`).
 """
 
@@ -22,6 +24,7 @@ from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.evaluators.batched import BatchedCNNEvaluator
 from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+from autoshrink.evaluators.costed import CostedEvaluator
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
 from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
@@ -66,7 +69,9 @@ class BatchedExecutor:
         by ``evaluator``'s batched twin (one after another in this process when it has none); a
         candidate that ran out of memory trains again, up to ``max_retries`` times, after
         ``on_retry``."""
-        batched = self._batched_for(evaluator)
+        # a latency cost or constraint wraps the evaluator: its twin trains, the costs are added
+        costed = evaluator if isinstance(evaluator, CostedEvaluator) else None
+        batched = self._batched_for(evaluator if costed is None else costed.inner)
         genotypes, seeds = [j.genotype for j in jobs], [j.seed for j in jobs]
         if batched is None:
             yield from InProcessExecutor(self.max_retries).run(evaluator, jobs, on_retry)
@@ -75,7 +80,14 @@ class BatchedExecutor:
             results = batched.evaluate_iter(genotypes, seeds)
         else:
             results = enumerate(batched.evaluate_many(genotypes, seeds))
-        yield from retry_out_of_memory(batched, jobs, results, self.max_retries, on_retry)
+        done = retry_out_of_memory(batched, jobs, results, self.max_retries, on_retry)
+        if costed is None:
+            yield from done
+            return
+        for job in jobs:  # measured by the search's constraint check: not measured again
+            costed.reuse_metrics(job.genotype, job.known)
+        for i, evaluation in done:
+            yield i, costed.with_costs(jobs[i].genotype, evaluation)
 
     def close(self) -> None:
         """Drop the batched evaluator made for the last evaluator (no workers to release)."""
