@@ -81,6 +81,17 @@ def test_resume_rebuilds_the_executor_and_device_of_the_run(captured, tmp_path):
         main(["search", "--resume", str(run), "--executor", "inprocess"])
     assert captured["device"] == "cuda" and captured["name"] == "inprocess"
     assert captured["precision"] is None and captured["cuda_graph"] is None
+    # the run's own executor named again keeps the run's options (bf16 went to float32)
+    with pytest.raises(Stop):
+        main(["search", "--resume", str(run), "--executor", "batched"])
+    assert captured["precision"] == "bf16" and captured["cuda_graph"] is True
+    run_default = tmp_path / "gpu-default"  # batched as the GPU's default, not named
+    run_default.mkdir()
+    on_default = ExecutionSettings(precision="bf16")
+    SearchConfig(device="cuda", execution=on_default).save(run_default / "config.json")
+    with pytest.raises(Stop):
+        main(["search", "--resume", str(run_default), "--executor", "batched"])
+    assert captured["name"] == "batched" and captured["precision"] == "bf16"
 
 
 def test_a_new_search_saves_its_executor_in_the_config(captured, tmp_path):

@@ -540,8 +540,11 @@ def run(args: argparse.Namespace) -> int:
             saved = SearchConfig.load(run_dir / CONFIG)
             if args.download:  # the run's data set, into the run's --data folder
                 download_data(saved)
-            # another --executor starts from its own options; else the run's, updated
-            base = saved.execution if "executor" not in execution else ExecutionSettings()
+            # another --executor starts from its own options; else (the run's named again
+            # too) the run's, updated
+            run_executor = executor_name(saved.execution, saved.device)
+            named = execution.get("executor", run_executor)
+            base = saved.execution if named == run_executor else ExecutionSettings()
             device, settings = saved.device, replace(base, **execution)
             threads = resume_threads(saved, settings, args.threads)
             if threads != saved.threads:  # this session only, as the execution settings
