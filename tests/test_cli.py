@@ -357,6 +357,9 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--cost table_latency_ms with --lambda 0: the score reads no cost" in err
     assert not (tmp_path / "r").exists()
+    code, _, err = cli("search", "--preset", "demo", "--cost", "params", "--lambda", "0",
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2 and "--cost params with --lambda 0: the score reads no cost" in err
 
 
 def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli, tmp_path):

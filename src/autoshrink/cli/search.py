@@ -315,7 +315,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"zero-cost proxy: one of {', '.join(PROXY_NAMES)} (default synflow)",
     )
     g.add_argument(
-        "--zc-batch", type=count_number, default=None, help="images in the proxy's batch (64)"
+        "--zc-batch",
+        type=count_number,
+        default=None,
+        help="images in the proxy's batch (64; at most the proxy training images)",
     )
     g = p.add_argument_group("proxy training")
     g.add_argument("--epochs", type=count_number, default=None)
@@ -484,8 +487,9 @@ def run(args: argparse.Namespace) -> int:
         ("--max-latency", args.max_latency),
     ):
         require(option, limit, "finite and > 0")
-    if args.weight == 0 and args.cost in LATENCY_COSTS and args.max_latency is None:
-        raise ConfigError(  # nothing would measure it, and its settings would be saved unread
+    measured = args.cost in LATENCY_COSTS and args.max_latency is not None  # by the limit
+    if args.weight == 0 and args.cost is not None and not measured:
+        raise ConfigError(  # it would be saved unread (a latency one: with its settings)
             f"--cost {args.cost} with --lambda 0: the score reads no cost; give --lambda > 0, "
             "or leave --cost out"
         )
