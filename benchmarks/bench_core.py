@@ -3,11 +3,12 @@
 Throughput: images/s of one proxy-training step loop (Adam, batch 128) for the complete 8-node
 cell and the released ShrinkCNN cell on CIFAR-shaped (3x32x32) and digits-shaped (1x8x8)
 inputs, for the evaluator's settings (channels-last, one thread per worker) against the
-baseline of a plain NCHW eager loop with torch's default thread count.
+baseline of a plain NCHW eager loop with torch's default thread count: the median of
+``--rounds`` interleaved runs of each.
 Demo: ``autoshrink search --preset demo`` end to end, with its best and complete-cell scores
 against the issue's target (<= 180 s on 2 cores, best score clearly above the complete cell's).
 
-    python benchmarks/bench_core.py [--steps 8] [--skip-demo] [--json]
+    python benchmarks/bench_core.py [--steps 8] [--rounds 3] [--skip-demo] [--json]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,9 @@ def demo_search() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved timed runs per side (median)"
+    )
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -89,8 +94,15 @@ def main() -> None:
     rows = []
     for shape in ((3, 32, 32), (1, 8, 8)):
         for name, cell in cells.items():
-            base = throughput(cell, shape, channels_last=False, threads=threads, steps=steps)
-            ours = throughput(cell, shape, channels_last=True, threads=1, steps=steps)
+            rounds = [  # interleaved, so that a busy spell of the machine hits both sides
+                (
+                    throughput(cell, shape, channels_last=False, threads=threads, steps=steps),
+                    throughput(cell, shape, channels_last=True, threads=1, steps=steps),
+                )
+                for _ in range(args.rounds)
+            ]
+            base = statistics.median(b for b, _ in rounds)
+            ours = statistics.median(o for _, o in rounds)
             rows.append({"input": "x".join(map(str, shape)), "cell": name,
                          "baseline_img_s": round(base), "evaluator_img_s": round(ours),
                          "per_worker_speedup": round(ours / base, 2)})  # fmt: skip

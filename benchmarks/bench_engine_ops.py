@@ -227,7 +227,7 @@ def print_bandwidths(label: str, run: Callable[[int], float]) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--k", type=int, default=10, help="candidates in the engine (default 10)")
     p.add_argument(
         "--bandwidth", type=float, default=4.8e12, help="memory bandwidth, bytes/s (H200: 4.8e12)"

@@ -117,7 +117,8 @@ def main() -> None:
         if options["bf16"]
         else nullcontext()
     )
-    tag = "float64" if args.check else ("bf16" if options["bf16"] else "fp32")
+    tf32 = options["tf32"] and cuda  # CUDA float32 matmuls on TF32 tensor cores
+    tag = "float64" if args.check else "bf16" if options["bf16"] else "tf32" if tf32 else "fp32"
     name = torch.cuda.get_device_name() if cuda else "cpu"
     say(
         f"device {name}; complete 8-node cell, K = {args.k}, batch {args.batch}, "
@@ -125,7 +126,7 @@ def main() -> None:
         f"{args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads"
     )
-    with tf32_matmuls(options["tf32"] and cuda):
+    with tf32_matmuls(tf32):
         nets = engines(args, dtype)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(

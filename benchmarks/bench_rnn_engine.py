@@ -89,8 +89,11 @@ def candidates(nodes: int, k: int) -> list:
     return [parent.remove_edge(e) for e in parent.edges[:k]]
 
 
-def one_by_one_seconds(cells, corpus: Corpus, s: RNNProxyTraining, device: str) -> float:
-    """Seconds of one training epoch of every candidate, one after the other."""
+def one_by_one_seconds(
+    cells, corpus: Corpus, s: RNNProxyTraining, device: str, tf32: bool
+) -> float:
+    """Seconds of one training epoch of every candidate, one after the other (TF32 matmuls
+    on CUDA with ``tf32``, as the stacked side)."""
     data = torch.from_numpy(batchify(corpus.train, s.batch_size)).to(device)
     total = 0.0
     for seed, cell in enumerate(cells):
@@ -99,7 +102,8 @@ def one_by_one_seconds(cells, corpus: Corpus, s: RNNProxyTraining, device: str) 
         opt = torch.optim.SGD(model.parameters(), lr=s.lr)
         sync(device)
         t0 = time.perf_counter()
-        train_epoch(model, opt, data, bptt=s.bptt, clip=s.clip)
+        with tf32_matmuls(tf32 and device.startswith("cuda")):
+            train_epoch(model, opt, data, bptt=s.bptt, clip=s.clip)
         sync(device)
         total += time.perf_counter() - t0
     return total
@@ -231,9 +235,9 @@ def main() -> None:
         say(f"{len(cells)} candidates of the {args.nodes}-node cell, nhid {s.nhid}, "
             f"{len(corpus.train):,} training tokens ({text}), vocabulary {corpus.ntokens:,}, "
             f"{args.device}{precision}")  # fmt: skip
-        one_by_one_seconds(cells[:1], corpus, s, args.device)  # warm-up
+        one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)  # warm-up
         alone, alone_sys, alone_faults = min(
-            with_faults(lambda: one_by_one_seconds(cells, corpus, s, args.device))
+            with_faults(lambda: one_by_one_seconds(cells, corpus, s, args.device, tf32))
             for _ in range(args.repeats)
         )
         stacked_seconds(cells, corpus, s, args.device, tf32)  # warm-up
@@ -272,7 +276,8 @@ def main() -> None:
                 graph_failed(error)
         if graphs:
             single_plain = min(
-                one_by_one_seconds(cells[:1], corpus, s, args.device) for _ in range(args.repeats)
+                one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)
+                for _ in range(args.repeats)
             )
             report.update(
                 graphed_tokens_s=tokens / graphed,

@@ -165,7 +165,7 @@ class Autocast(nn.Module):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--classes", type=int, default=1001)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch, onnxruntime)")
