@@ -43,7 +43,9 @@
 #      step's K = 10 candidates from their parent's weights, one by one against stacked on the
 #      batched engine, in the same run (`oneshot speedup:`), and the float64 check (PASS/FAIL).
 #  12. with PARTS including "next" (not in the default): what docs/gpu.md lists as the next GPU
-#      run, in one call: the bandwidth each op of an engine step reaches, in float32 and bf16
+#      run, in one call: the float32 throughput table again (unless part cnn ran it: the
+#      figures before 2026-12-05 timed the engine's set-up on its side), the bandwidth each op
+#      of an engine step reaches, in float32 and bf16
 #      (benchmarks/bench_engine_ops.py --device); step 1 of the full-protocol search as a stack
 #      of one in CUDA graphs against the plain loop on the same machine (two searches stopped
 #      after 45 s: `step 1 A/B:`); and, unless COMPILE=0, the throughput table with the engine
@@ -258,6 +260,10 @@ if part rnn; then
 fi
 
 if part next; then
+    if ! part cnn; then  # the figures before 2026-12-05 timed the engine's set-up with it
+        step "throughput, float32, the engine's set-up outside the clock"
+        table 75 throughput_fp32
+    fi
     step "the bandwidth each op of an engine step reaches, float32 (unless part cnn did) and bf16"
     [ -n "$BYTES_FP32" ] || engine_bytes fp32
     engine_bytes bf16

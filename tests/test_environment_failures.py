@@ -44,12 +44,21 @@ def test_a_safetensors_write_that_fails_is_an_os_error_naming_the_file(tmp_path,
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device")
 
-    monkeypatch.setattr("safetensors.torch.save_file", full)
+    monkeypatch.setattr("safetensors.torch.save", full)
     path = tmp_path / "weights.safetensors"
     with pytest.raises(OSError, match="No space left on device") as info:
         save_tensors(path, {"w": torch.zeros(2)})
     assert info.value.filename == str(path) and not path.exists()
     assert os_error_line(info.value).startswith(f"{path}: cannot write the tensors")
+    monkeypatch.undo()
+
+    def disk_full(self, data):  # the bytes are written by this package, into the temporary
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        save_tensors(path, {"w": torch.zeros(2)})
+    assert info.value.filename == str(path) and not path.exists()
 
 
 @pytest.fixture

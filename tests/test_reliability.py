@@ -327,7 +327,7 @@ def test_a_signal_while_the_results_are_written_says_how_to_resume(tmp_path, mon
 
     monkeypatch.setattr(search_module, "write_result", sigterm_now)
     run = tmp_path / "run"
-    with pytest.raises(search_module.SearchInterrupted, match="candidates are in .*--resume"):
+    with pytest.raises(search_module.SearchInterrupted, match="candidates are in .*resume=True"):
         search(run, toy_config(k=3, seed=1))
     monkeypatch.undo()
     assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0

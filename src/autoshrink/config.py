@@ -400,7 +400,8 @@ class SearchConfig:
             raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         task = d.get("task", "cnn")
         training = TRAINING.get(task, ProxyTraining) if isinstance(task, str) else ProxyTraining
-        for key, kind in {**NESTED_SETTINGS, "training": training}.items():
+        # not training: another task's training settings are named as such when built
+        for key, kind in NESTED_SETTINGS.items():
             if isinstance(d.get(key), dict):
                 names = {f.name for f in fields(kind)}
                 if unknown := sorted(f"{key}.{k}" for k in d[key] if k not in names):
