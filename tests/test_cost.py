@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -112,3 +113,31 @@ def test_a_macro_factory_refuses_a_width_it_cannot_build(factory, width) -> None
     # -1 built a network of one channel everywhere, without a word
     with pytest.raises(ConfigError, match=r"^macro \S+: width must be a number in \(0, 64\]"):
         factory(width=width)
+
+
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [
+        # NaN passed the old "< 1" checks and came out as NaN counts; 48.5 as fractional ones
+        (lambda: cifar_proxy(num_classes=float("nan")), "num_classes must be a whole number"),
+        (lambda: cifar_proxy(image_size=8.5), "image_size must be a whole number >= 1, got 8.5"),
+        (lambda: mobilenetv2_spec(image_size=48.5), "image_size must be a whole number"),
+        (lambda: rnn_spec(nhid=float("nan")), "nhid must be a whole number >= 1, got nan"),
+    ],
+)
+def test_a_network_size_that_is_no_count_is_refused(build, says) -> None:
+    with pytest.raises(ConfigError, match=says):
+        build()
+    assert cifar_proxy(num_classes=np.int64(10)).num_classes == 10  # NumPy's integers count
+
+
+def mobilenetv2_spec(**sizes):
+    from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
+
+    return MobileNetV2Spec(**sizes)
+
+
+def rnn_spec(**sizes):
+    from autoshrink.cost.rnn import RNNSpec
+
+    return RNNSpec(**{"name": "rnn", "vocab": 100, "emsize": 8, "nhid": 8, "tied": False, **sizes})

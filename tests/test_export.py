@@ -304,3 +304,14 @@ def test_weights_trained_for_another_architecture_are_refused(tmp_path: Path) ->
         check_trained_network(weights, trained, {"architecture": other.to_dict()})
     with pytest.raises(ConfigError, match="trained for an architecture, not for a cell"):
         check_trained_network(weights, trained, {"cell": ODD.to_dict()})
+
+
+def test_an_empty_check_batch_is_refused_before_any_file(tmp_path: Path) -> None:
+    # it failed in numpy after model.onnx and an "incomplete" export.json were written
+    from autoshrink.errors import ConfigError
+    from autoshrink.export.bundle import export_network
+
+    cell = published_cell("shrinkcnn")
+    with pytest.raises(ConfigError, match="check_batch must be a whole number >= 1, got 0"):
+        export_network(cell, cifar_proxy(image_size=8, width=0.25), tmp_path / "x", check_batch=0)
+    assert not (tmp_path / "x").exists()

@@ -8,12 +8,15 @@ be the code that reaches it.
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from autoshrink.data import domains
+from autoshrink.errors import ConfigError
 from autoshrink.report.folder import write_report
 from autoshrink.training.ood import reverse_gradient
 
@@ -255,3 +258,18 @@ def test_a_domain_split_is_a_proxy_split_whose_subsets_keep_the_domains():
         for field in ("x", "y", "domain"):
             got, full = getattr(stage, f"{part}_{field}"), getattr(split, f"{part}_{field}")
             assert np.array_equal(got, full[kept])
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [  # accepted: an infinite learning rate, a fractional code size
+        ({"lr": math.inf}, "ood: lr must be finite and > 0, got inf"),
+        ({"code_dim": 1.5}, "ood: code_dim must be a whole number >= 1, got 1.5"),
+        ({"adversarial": math.nan}, "ood: adversarial must be finite and >= 0, got nan"),
+    ],
+)
+def test_ood_settings_refuse_what_cannot_train(settings, says) -> None:
+    from autoshrink.training.ood import OodSettings
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        OodSettings(**settings)

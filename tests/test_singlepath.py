@@ -4,6 +4,7 @@ the search (files, resume) and its command line."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -630,6 +631,36 @@ def test_a_missed_target_is_said_and_recorded(cli, tmp_path, demo_settings, one_
     assert r["over_target"] > 0.05
     assert f"missed by {100 * r['over_target']:.0f}%" in out
     assert f"{100 * r['over_target']:.0f}% over the target" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [  # a typo was a dataclass's TypeError; a seed of 1.5 failed in numpy, 11 calls down
+        ({"epoch": 3}, "singlepath preset 'demo': unknown setting(s) ['epoch']"),
+        ({"latency": {"thread": 1}}, "unknown latency setting(s) ['thread']"),
+        ({"seed": 1.5}, 'singlepath: "seed" must be an integer, got 1.5'),
+        ({"epochs": "3"}, 'singlepath: "epochs" must be an integer, got "3"'),
+    ],
+)
+def test_a_preset_names_what_is_wrong_with_its_overrides(overrides, says) -> None:
+    from autoshrink.singlepath.search import singlepath_preset
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        singlepath_preset("demo", **overrides)
+
+
+def test_run_singlepath_takes_the_table_as_a_string(tmp_path, demo_settings, one_thread) -> None:
+    # a str table was checked, then used as a Path: AttributeError after the table was read
+    from autoshrink.singlepath.search import run_singlepath, singlepath_preset
+
+    _prepare_table(tmp_path / "tables", demo_settings)
+    settings = singlepath_preset(
+        "demo", train_images=96, val_images=64, epochs=3, warmup_epochs=1, batch_size=32,
+        width=0.35, deploy_size=32, latency=demo_settings.to_dict(),
+    )  # fmt: skip
+    table = str(tmp_path / "tables" / "latency_table.json")
+    result = run_singlepath(tmp_path / "run", settings, table=table)
+    assert result.summary["predicted_ms"] > 0
 
 
 def test_a_start_refused_inside_the_search_leaves_no_empty_folder(cli, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,27 @@ def test_resume_refuses_another_run_info(tmp_path: Path) -> None:
     again = train_final(Tiny(), data, recipe, out=tmp_path, resume=True,
                         run_info={"data": "toy", "n": 64})  # fmt: skip
     assert again.resumed_from == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [  # from Python: an epochs of 1.5 got to training and failed there
+        ({"epochs": 1.5}, 'recipe cifar: "epochs" must be an integer, got 1.5'),
+        ({"flip": "no"}, '"flip" must be true or false, got "no"'),
+        ({"crop_scale": 0.5}, '"crop_scale" must be a list, got 0.5'),
+    ],
+)
+def test_a_recipe_from_python_checks_its_types(settings, says) -> None:
+    from autoshrink.training.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        get_recipe("cifar", **settings)
+    assert get_recipe("cifar", crop_scale=(0.5, 1)).crop_scale == (0.5, 1.0)
+
+
+def test_a_negative_seed_is_refused_before_training() -> None:
+    from autoshrink.training.final import train_final
+    from autoshrink.training.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match="seed must be a whole number >= 0, got -1"):
+        train_final(nn.Linear(2, 2), None, get_recipe("cifar"), seed=-1)  # type: ignore[arg-type]

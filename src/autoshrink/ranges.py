@@ -2,26 +2,39 @@
 
 :data:`REQUIREMENTS` holds each range's test (NaN fails every one). :func:`check_fields`
 checks the fields of a settings object (the RNN proxy and final training), :func:`require`
-one value under the name the user typed it by (a command-line flag). No torch here.
+one value under the name the user typed it by (a command-line flag) when it is given, and
+:func:`check_value` one that must be there (a count, a seed). No torch here.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
 
+#: A count: an integer (NumPy's too), not a bool, and at least 1 (not 2.5, not NaN).
+WHOLE = "a whole number >= 1"
+#: A seed: an integer >= 0 (``random.Random(-s)`` draws what ``random.Random(s)`` does).
+SEED = "a whole number >= 0"
 #: The requirements :func:`check_fields` and :func:`require` know, with their tests.
 REQUIREMENTS: Mapping[str, Callable[[float], bool]] = MappingProxyType(
     {
+        WHOLE: lambda v: _integer(v) and v >= 1,
+        SEED: lambda v: _integer(v) and v >= 0,
         ">= 1": lambda v: v >= 1,
         ">= 0": lambda v: v >= 0,
         "finite and > 0": lambda v: 0 < v < math.inf,
         "finite and >= 0": lambda v: 0 <= v < math.inf,
     }
 )
+
+
+def _integer(value: object) -> bool:
+    """Whether ``value`` is an integer (NumPy's too) and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]) -> None:
@@ -37,5 +50,17 @@ def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]
 def require(name: str, value: float | None, requirement: str) -> None:
     """Raise a ConfigError when ``value`` (``None``: not given, nothing to check) breaks
     ``requirement`` (a key of :data:`REQUIREMENTS`), naming it by ``name`` (a flag, say)."""
-    if value is not None and not REQUIREMENTS[requirement](value):
-        raise ConfigError(f"{name} must be {requirement}, got {value:g}")
+    if value is not None:
+        check_value(name, value, requirement)
+
+
+def check_value(name: str, value: object, requirement: str) -> None:
+    """Raise a ConfigError naming ``name`` when ``value`` breaks ``requirement`` (a key of
+    :data:`REQUIREMENTS`); ``None``, or a value of another type, breaks every one."""
+    try:
+        holds = value is not None and REQUIREMENTS[requirement](value)  # type: ignore[arg-type]
+    except TypeError:  # a string against a number's test, say
+        holds = False
+    if not holds:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        raise ConfigError(f"{name} must be {requirement}, got {shown}")

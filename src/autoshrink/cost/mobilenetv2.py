@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from autoshrink.cost.cells import ZERO, Counts, halve
 from autoshrink.errors import ConfigError
+from autoshrink.ranges import WHOLE, check_fields
 from autoshrink.spaces.macros import check_width
 
 #: (expansion t, output channels c, repeats n, first stride s) of the seven bottleneck stages.
@@ -56,9 +57,7 @@ class MobileNetV2Spec:
 
     def __post_init__(self) -> None:
         check_width(self.width, "MobileNetV2 width")
-        for name in ("image_size", "num_classes", "in_channels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"MobileNetV2 {name} must be >= 1, got {getattr(self, name)}")
+        check_fields("MobileNetV2", self, {WHOLE: ("image_size", "num_classes", "in_channels")})
         if self.image_size < 32:
             raise ConfigError(
                 f"MobileNetV2 needs images of at least 32px (5 stride-2 steps), "

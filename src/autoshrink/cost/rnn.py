@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from autoshrink.cost.cells import Counts
 from autoshrink.errors import ConfigError
 from autoshrink.graph import A_CELL_OF, Cell
+from autoshrink.ranges import WHOLE, check_fields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,8 +32,7 @@ class RNNSpec:
     tied: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.vocab, self.emsize, self.nhid) < 1:
-            raise ConfigError(f"{self.name}: vocab, emsize and nhid must be >= 1")
+        check_fields(self.name, self, {WHOLE: ("vocab", "emsize", "nhid")})
         if self.tied and self.emsize != self.nhid:
             raise ConfigError(f"{self.name}: tied weights need emsize == nhid")
 

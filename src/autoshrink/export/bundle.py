@@ -48,6 +48,7 @@ from autoshrink.graph import Cell
 from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder, mark_unfinished
+from autoshrink.ranges import WHOLE, check_value
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.weights_file import TrainedFor, read_trained_for
 
@@ -259,6 +260,7 @@ def write_bundle(
     ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
     weights, the checks) in ``out_dir``."""
     name, write = described
+    check_value("export: check_batch", shape[0], WHOLE)  # an empty batch failed, files half-written
     files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
     out = claim_folder(out_dir, "export", writes=files)
     gen = torch.Generator().manual_seed(seed)

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from autoshrink.training.checkpoint import (
 from autoshrink.training.classification import evaluate
 from autoshrink.training.optim import warmup_cosine
 from autoshrink.training.weights_file import weights_metadata
-from autoshrink.user_files import check_schema, read_json_file, read_text_file
+from autoshrink.user_files import check_schema, json_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ class SearchSettings:
     latency: LatencySettings = field(default_factory=LatencySettings)
 
     def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency"}
+        if problem := json_type_problem(SearchSettings, values):  # seed 1.5 got to numpy
+            raise ConfigError(f"singlepath: {problem}")
         checks = (
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
@@ -159,8 +162,20 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
     if name not in presets:
         raise ConfigError(f"unknown singlepath preset {name!r}; expected one of {sorted(presets)}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    if "latency" in given:  # keep the preset's repeat rule, take the device settings given
-        given["latency"] = replace(presets[name].latency, **given["latency"])
+    latency = given.get("latency")
+    latency = latency if isinstance(latency, dict) else {}  # a LatencySettings is taken whole
+    for kind, names, what in (
+        (SearchSettings, given, "setting(s)"),
+        (LatencySettings, latency, "latency setting(s)"),
+    ):
+        known = {f.name for f in fields(kind)}
+        if unknown := sorted(set(names) - known):
+            raise ConfigError(
+                f"singlepath preset {name!r}: unknown {what} {unknown}; expected some of "
+                f"{sorted(known)}"
+            )
+    if latency:  # keep the preset's repeat rule, take the device settings given
+        given["latency"] = replace(presets[name].latency, **latency)
     return replace(presets[name], **given)
 
 
@@ -351,23 +366,30 @@ def check_same_settings(path: Path, s: SearchSettings) -> None:
 
 
 def run_singlepath(
-    out: str | Path, s: SearchSettings, *, resume: bool = False, table: Path | None = None
+    out: str | Path,
+    settings: SearchSettings,
+    *,
+    resume: bool = False,
+    table: str | Path | None = None,
 ) -> SinglePathResult:
     """Run (or resume) a search into ``out`` (the argument order of
     :func:`autoshrink.search.run_search`); see the module docstring for the files.
     ``table``: the latency table to read and complete (default ``out/latency_table.json``).
-    Torch runs on ``s.train_threads`` threads meanwhile, from the seed's random state (the
-    thread count and the generator state before are restored)."""
-    if not isinstance(s, SearchSettings):  # the order of an earlier name's arguments
+    Torch runs on ``settings.train_threads`` threads meanwhile, from the seed's random state
+    (the thread count and the generator state before are restored)."""
+    if not isinstance(settings, SearchSettings):  # the order of an earlier name's arguments
         raise TypeError(
             f"run_singlepath(out, settings): settings must be a SearchSettings, got "
-            f"{type(s).__name__} (the folder comes first, as in autoshrink.search.run_search)"
+            f"{type(settings).__name__} (the folder comes first, as in "
+            "autoshrink.search.run_search)"
         )
     out = Path(out)
     created = not out.exists()
     try:
-        with torch_threads(s.train_threads), own_generators():  # the search seeds them
-            return _run_singlepath(out, s, resume=resume, table=table)
+        with torch_threads(settings.train_threads), own_generators():  # the search seeds them
+            return _run_singlepath(
+                out, settings, resume=resume, table=None if table is None else Path(table)
+            )
     except BaseException:
         if created:  # a start refused before it wrote anything leaves no folder behind
             with contextlib.suppress(OSError):

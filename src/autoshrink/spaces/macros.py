@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
+from autoshrink.ranges import WHOLE, check_fields
 
 #: The widest width multiplier a network may have: already 64x takes a ShrinkCNN or a
 #: MobileNetV2 to over a billion parameters, and a far larger one would overflow the channel
@@ -64,9 +65,8 @@ class MacroSpec:
     width: float = 1.0
 
     def __post_init__(self) -> None:
-        for field_name in ("in_channels", "image_size", "num_classes", "stem_channels"):
-            if getattr(self, field_name) < 1:
-                raise ConfigError(f"macro {self.name}: {field_name} must be >= 1")
+        sizes = ("in_channels", "image_size", "num_classes", "stem_channels")  # NaN, 2.5: no
+        check_fields(f"macro {self.name}", self, {WHOLE: sizes})
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"macro {self.name}: stem_stride must be 1 or 2")
         if not self.stages or any(s.cells < 1 or s.channels < 1 for s in self.stages):

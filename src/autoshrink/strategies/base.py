@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoshrink.errors import ConfigError
+from autoshrink.ranges import WHOLE, check_value
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,7 @@ def require_positive(**settings: int) -> None:
     """Raise :class:`ConfigError` naming the first of ``settings`` that is not a whole number
     >= 1."""
     for name, value in settings.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        check_value(name, value, WHOLE)
 
 
 def check_population(population_size: int, tournament_size: int) -> None:

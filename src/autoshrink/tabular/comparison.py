@@ -31,6 +31,7 @@ import numpy as np
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.hardware.hwnasbench import HWNASBenchCost
 from autoshrink.objectives import Score
+from autoshrink.ranges import SEED, check_value
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
 from autoshrink.strategies.base import Observation, Strategy, better, require_positive
@@ -200,9 +201,7 @@ def run_bench(
     if ZC_STRATEGY in strategies and zc_rank is None:
         raise ConfigError(f"strategy {ZC_STRATEGY} needs zero-cost scores (zc_rank)")
     require_positive(runs=runs, queries=queries)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        # random.Random(-s) draws what random.Random(s) does: runs seed + r would repeat
-        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    check_value("seed", seed, SEED)  # a negative one: runs seed + r would repeat each other
     if not math.isfinite(weight) or weight < 0:
         raise ConfigError(f"weight must be finite and >= 0, got {weight}")
     if cost is not None and objective != "score":

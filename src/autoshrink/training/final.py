@@ -42,6 +42,7 @@ from tqdm import tqdm
 from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loader
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.nn.layout import to_device
+from autoshrink.ranges import SEED, check_value
 from autoshrink.training.checkpoint import (
     Checkpoint,
     checkpoint_to_resume,
@@ -278,6 +279,7 @@ def train_final(
     step)`` is called after every optimiser step. A loss that turns NaN/inf ends the training
     after its epoch (see :class:`FinalResult`).
     """
+    check_value("seed", seed, SEED)  # else numpy's error, 9 calls down
     ctx = ctx or DistContext()
     folder = None if out is None else Path(out)
     ckpt_dir = None if folder is None else folder / "checkpoints"

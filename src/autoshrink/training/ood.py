@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoshrink.errors import ConfigError
+from autoshrink.ranges import WHOLE, check_fields
 from autoshrink.training.classification import ProxyTraining, evaluate
 
 
@@ -60,13 +61,13 @@ class OodSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.synthetic_mix <= 1.0:
             raise ConfigError(f"ood.synthetic_mix must be in [0, 1], got {self.synthetic_mix}")
-        if self.code_dim < 1 or self.width < 1:
-            raise ConfigError("ood.code_dim and ood.width must be >= 1")
-        for name in ("synthetic_weight", "adversarial", "class_weight", "cycle_weight"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"ood.{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.max_shift > 0 and self.lr > 0):
-            raise ConfigError("ood.max_shift and ood.lr must be > 0")
+        weights = ("synthetic_weight", "adversarial", "class_weight", "cycle_weight")
+        rules = {
+            WHOLE: ("code_dim", "width"),
+            "finite and >= 0": weights,
+            "finite and > 0": ("max_shift", "lr"),
+        }
+        check_fields("ood", self, rules)
 
 
 class _Reverse(torch.autograd.Function):

@@ -88,6 +88,11 @@ class Recipe:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(self.crop_scale, tuple):  # a pair from Python, a list from JSON
+            values["crop_scale"] = list(self.crop_scale)
+        if problem := json_type_problem(Recipe, values):  # an epochs of 1.5 got to training
+            raise ConfigError(f"recipe {self.name}: {problem}")
         object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
         checks = (  # (holds, field, what it must be); NaN fails every comparison
             (self.epochs >= 1, "epochs", "be >= 1"),
@@ -143,7 +148,7 @@ class Recipe:
             raise ConfigError(f"{source}: not an {FORMAT} recipe (missing 'format': '{FORMAT}')")
         settings = {k: v for k, v in data.items() if k != "format"}
         _check_known(settings, source)
-        problem = json_type_problem(cls, settings)
+        problem = json_type_problem(cls, settings)  # before the overrides drop a null
         if problem:
             raise ConfigError(f"{source}: {problem}")
         try:
