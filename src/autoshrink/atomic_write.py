@@ -6,7 +6,8 @@ whole, and strict (a non-finite number is ``null``); :func:`write_csv` its table
 :func:`save_tensors` its safetensors files. The temporary file is hidden (``.NAME.PID.tmp``)
 and named by process, so two processes replacing the same file (a shared latency table) do not
 write into each other's; :func:`locked` serialises a read-merge-replace of such a file, so
-that one process's replacement does not drop what another wrote meanwhile.
+that one process's replacement does not drop what another wrote meanwhile;
+:func:`remove_dead_temporaries` clears the temporary files of a writer that was killed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import errno
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,34 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_dead_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.NAME.PID.tmp``) in ``folder`` that a process killed
+    while it replaced a file there left behind (its PID runs no more on this machine);
+    returns them. Call it where this process alone writes ``folder`` (a run folder it holds
+    the lock of): a writer on another machine has a PID this one cannot see."""
+    dead = []
+    for tmp in folder.glob(".*.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _running(int(pid)):
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+                dead.append(tmp)
+    return dead
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

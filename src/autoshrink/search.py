@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from autoshrink.atomic_write import remove_dead_temporaries
 from autoshrink.batch_checks import check_batch, same_quality, warn_cost_only
 from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError
@@ -210,6 +211,8 @@ def run_search(
         with RunLock(run_dir), StopSignals() as signals:
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
+            for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
+                log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
                 replay = Replay.read(journal, repair, retry_failed)
                 ended = resume and (run_dir / RESULT).exists()
