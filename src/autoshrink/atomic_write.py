@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoshrink.journal import finite_or_none
+from autoshrink.journal import finite_or_none, process_running
 
 if TYPE_CHECKING:
     import torch
@@ -51,24 +51,11 @@ def remove_dead_temporaries(folder: Path) -> list[Path]:
     dead = []
     for tmp in folder.glob(".*.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             with suppress(FileNotFoundError):
                 tmp.unlink()
                 dead.append(tmp)
     return dead
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

@@ -294,10 +294,11 @@ def lock_holder(run_dir: Path) -> int | None:
         text = (Path(run_dir) / LOCK).read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return int(text) if text.isdigit() and _alive(int(text)) else None
+    return int(text) if text.isdigit() and process_running(int(text)) else None
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -346,7 +347,7 @@ class RunLock:
             os.close(fd)
         stale = os.pread(fd, 32, 0).decode(errors="replace").strip()
         if stale.isdigit() and int(stale) != os.getpid():
-            state = "alive, not searching" if _alive(int(stale)) else "dead"
+            state = "alive, not searching" if process_running(int(stale)) else "dead"
             log.warning("%s: taking over the lock of process %s (%s)", self.path, stale, state)
         try:
             os.ftruncate(fd, 0)
