@@ -50,7 +50,7 @@
 #      of one in CUDA graphs against the plain loop on the same machine (two searches stopped
 #      after 45 s: `step 1 A/B:`); and, unless COMPILE=0, the throughput table with the engine
 #      compiled by torch.compile (--compile). Not yet run on a GPU; worst case (every step at
-#      its timeout) 12 minutes, 7 with COMPILE=0: run it with BUDGET_S under the call's limit.
+#      its timeout) 13.3 minutes, 8.3 with COMPILE=0: run it with BUDGET_S under the call's limit.
 # BUDGET_S (default 0: none) caps the whole script: each step's time limit is cut to what is
 # left of it less 30 s for the summary, and a step with under 10 s left is skipped. The device
 # tool returns at most 8 files from $OUT and a call may run 600 s, so run it as

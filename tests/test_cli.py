@@ -360,6 +360,11 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
     code, _, err = cli("search", "--preset", "demo", "--cost", "params", "--lambda", "0",
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 2 and "--cost params with --lambda 0: the score reads no cost" in err
+    # --max-latency bounds the table's latency here, not the measured one the cost names
+    code, _, err = cli("search", "--preset", "demo", "--cost", "latency_ms", "--lambda", "0",
+                       "--max-latency", "3", "--latency-table", tmp_path / "t.json",
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2 and "--cost latency_ms with --lambda 0: the score reads no cost" in err
 
 
 def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli, tmp_path):

@@ -114,7 +114,7 @@ def test_the_next_part_runs_on_the_cpu(tmp_path: Path) -> None:
 
 
 def test_a_spent_budget_skips_the_steps_and_keeps_the_summary(tmp_path: Path) -> None:
-    """``BUDGET_S``: the device tool kills a call at 600 s, and part next's steps add up to 12
+    """``BUDGET_S``: the device tool kills a call at 600 s, and part next's steps add up to 13
     minutes at their time limits: the summary, written last, would be lost. A step without
     time left (less 30 s for the summary) is skipped, and said so on the console."""
     out = tmp_path / "gpu_check"

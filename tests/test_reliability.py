@@ -524,5 +524,7 @@ def test_a_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path) -> No
     ours = run / f".table.json.{os.getpid()}.tmp"  # a live writer's: kept
     dead.write_bytes(b"half a png")
     ours.write_text("{")
+    odd = run / ".a.99999999999999999999.tmp"  # no pid at all: os.kill overflowed
+    odd.write_text("")
     assert search(run).trained == 0
-    assert not dead.exists() and ours.exists()
+    assert not dead.exists() and ours.exists() and not odd.exists()

@@ -217,6 +217,7 @@ def test_a_config_file_that_is_a_folder_is_named_as_not_a_file(tmp_path):
         ({"k": 0}, "c.json: k must be >= 1, got 0"),  # a range error names the file too
         # named in Python's words: "OodSettings.__init__() got an unexpected keyword argument"
         ({"ood": {"bogus": 1}}, "unknown setting(s) ['ood.bogus']"),
+        ({"training": {"epoch": 2}}, "unknown setting(s) ['training.epoch']"),
     ],
 )
 def test_config_values_are_checked_against_their_fields_types(tmp_path, settings, says):

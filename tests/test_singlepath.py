@@ -647,6 +647,8 @@ def test_a_preset_names_what_is_wrong_with_its_overrides(overrides, says) -> Non
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         singlepath_preset("demo", **overrides)
+    # no latency override keeps the preset's settings (an empty one was kept as a dict)
+    assert singlepath_preset("demo", latency={}).latency == singlepath_preset("demo").latency
 
 
 def test_run_singlepath_takes_the_table_as_a_string(tmp_path, demo_settings, one_thread) -> None:

@@ -400,12 +400,6 @@ class SearchConfig:
             raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         task = d.get("task", "cnn")
         training = TRAINING.get(task, ProxyTraining) if isinstance(task, str) else ProxyTraining
-        # not training: another task's training settings are named as such when built
-        for key, kind in NESTED_SETTINGS.items():
-            if isinstance(d.get(key), dict):
-                names = {f.name for f in fields(kind)}
-                if unknown := sorted(f"{key}.{k}" for k in d[key] if k not in names):
-                    raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         others = {k: v for k, v in d.items() if k != "training"}
         problem = json_type_problem(cls, others)
         if problem is None and "training" in d:
@@ -416,8 +410,16 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> SearchConfig:
         """The config of a JSON object (:meth:`check_json`, then the checks of construction);
-        every error names ``source``."""
+        every error names ``source``; a key unknown to nested settings is named by its dotted
+        key (``ood.bogus``)."""
         cls.check_json(d, source)
+        task = d.get("task", "cnn")
+        nested = {**NESTED_SETTINGS, "training": TRAINING.get(task, ProxyTraining)}
+        for key, kind in nested.items():
+            if isinstance(d.get(key), dict):
+                names = {f.name for f in fields(kind)}
+                if unknown := sorted(f"{key}.{k}" for k in d[key] if k not in names):
+                    raise ConfigError(f"{source}: unknown setting(s) {unknown}")
         d = dict(d)
         try:
             if "training" in d:

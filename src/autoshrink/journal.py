@@ -301,7 +301,7 @@ def process_running(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; no pid of any
         return False
     except PermissionError:
         return True

@@ -487,14 +487,15 @@ def run(args: argparse.Namespace) -> int:
         ("--max-latency", args.max_latency),
     ):
         require(option, limit, "finite and > 0")
-    measured = args.cost in LATENCY_COSTS and args.max_latency is not None  # by the limit
+    table = args.latency_table is not None or args.cost == "table_latency_ms"
+    bounded = "table_latency_ms" if table else "latency_ms"  # what --max-latency limits
+    measured = args.max_latency is not None and args.cost == bounded
     if args.weight == 0 and args.cost is not None and not measured:
         raise ConfigError(  # it would be saved unread (a latency one: with its settings)
             f"--cost {args.cost} with --lambda 0: the score reads no cost; give --lambda > 0, "
             "or leave --cost out"
         )
     limits = {"macs": args.max_macs, "params": args.max_params}
-    table = args.latency_table is not None or args.cost == "table_latency_ms"
     if args.latency_table is not None:
         check_output_file(args.latency_table, "--latency-table")
     limits["table_latency_ms" if table else "latency_ms"] = args.max_latency

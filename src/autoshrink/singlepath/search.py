@@ -104,6 +104,10 @@ class SearchSettings:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency"}
         if problem := json_type_problem(SearchSettings, values):  # seed 1.5 got to numpy
             raise ConfigError(f"singlepath: {problem}")
+        if not isinstance(self.latency, LatencySettings):
+            raise ConfigError(
+                f"singlepath: latency must be a LatencySettings, got {self.latency!r}"
+            )
         checks = (
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
@@ -174,8 +178,8 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
                 f"singlepath preset {name!r}: unknown {what} {unknown}; expected some of "
                 f"{sorted(known)}"
             )
-    if latency:  # keep the preset's repeat rule, take the device settings given
-        given["latency"] = replace(presets[name].latency, **latency)
+    if isinstance(given.get("latency"), dict):  # keep the preset's repeat rule, take the
+        given["latency"] = replace(presets[name].latency, **latency)  # device settings given
     return replace(presets[name], **given)
 
 
