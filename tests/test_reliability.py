@@ -526,5 +526,8 @@ def test_a_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path) -> No
     ours.write_text("{")
     odd = run / ".a.99999999999999999999.tmp"  # no pid at all: os.kill overflowed
     odd.write_text("")
+    (run / "oneshot").mkdir()  # a one-shot search's weights, written beside the journal
+    weights = run / "oneshot" / dead.name.replace("best_cell.png", "current.safetensors")
+    weights.write_bytes(b"half the weights")
     assert search(run).trained == 0
-    assert not dead.exists() and ours.exists() and not odd.exists()
+    assert not dead.exists() and ours.exists() and not odd.exists() and not weights.exists()

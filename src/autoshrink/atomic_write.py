@@ -44,12 +44,12 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 
 
 def remove_dead_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporary files (``.NAME.PID.tmp``) in ``folder`` that a process killed
-    while it replaced a file there left behind (its PID runs no more on this machine);
-    returns them. Call it where this process alone writes ``folder`` (a run folder it holds
-    the lock of): a writer on another machine has a PID this one cannot see."""
+    """Remove the temporary files (``.NAME.PID.tmp``) in ``folder`` and its subfolders that a
+    process killed while it replaced a file there left behind (its PID runs no more on this
+    machine); returns them. Call it where this process alone writes ``folder`` (a run folder
+    it holds the lock of): a writer on another machine has a PID this one cannot see."""
     dead = []
-    for tmp in folder.glob(".*.*.tmp"):
+    for tmp in folder.rglob(".*.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not process_running(int(pid)):
             with suppress(FileNotFoundError):
