@@ -96,6 +96,18 @@ def json_type_problem(expected: Any, value: Any, key: str = "") -> str | None:
     return None
 
 
+def fields_type_problem(settings: Any, skip: Iterable[str] = ()) -> str | None:
+    """:func:`json_type_problem` of a dataclass instance's own fields (those not in ``skip``),
+    as a settings object built in code must fit what its JSON file would hold: a tuple is read
+    as JSON's list. ``None`` when every field fits."""
+    values = {
+        f.name: list(v) if isinstance(v := getattr(settings, f.name), tuple) else v
+        for f in fields(settings)
+        if f.name not in skip
+    }
+    return json_type_problem(type(settings), values)
+
+
 def check_schema(
     source: str | Path,
     value: Any,

@@ -28,7 +28,7 @@ import torch
 
 from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import count_number
-from autoshrink.cli.metrics_file import ended_metrics, print_metrics, write_metrics
+from autoshrink.cli.metrics_file import WEIGHTS, ended_metrics, print_metrics, write_metrics
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -161,7 +161,7 @@ def run_train(args: argparse.Namespace) -> int:
         return print_summary(args.out, ended, args.json)
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
         state, ties = to_file(model.state_dict())  # the tied decoder weight: stored once
-        save_tensors(args.out / "weights.safetensors", state, ties)
+        save_tensors(args.out / WEIGHTS, state, ties)
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
     metrics = {
@@ -198,6 +198,6 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
     print(
         f"validation perplexity {metrics['val_perplexity']:.2f}, test perplexity "
         f"{metrics['test_perplexity']:.2f} (epoch {metrics['best_epoch']}, {metrics['params']} "
-        f"params); weights in {out / 'weights.safetensors'}"
+        f"params); weights in {out / WEIGHTS}"
     )
     return 0

@@ -41,7 +41,13 @@ from autoshrink.cli import (
     seed_number,
     shows_default,
 )
-from autoshrink.cli.metrics_file import METRICS, ended_metrics, print_metrics, write_metrics
+from autoshrink.cli.metrics_file import (
+    METRICS,
+    WEIGHTS,
+    ended_metrics,
+    print_metrics,
+    write_metrics,
+)
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -375,7 +381,7 @@ def run_cnn(args: argparse.Namespace) -> int:
     by_domain: dict[str, Any] = {}
     if result.diverged_epoch is None:  # diverged weights are NaN: neither kept nor scored
         save_tensors(
-            args.out / "weights.safetensors",
+            args.out / WEIGHTS,
             {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
             weights_metadata(network, data.mean, data.std),
         )
@@ -423,6 +429,6 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
         headline = f"{held}: accuracy {metrics['test_domain_accuracy']:.4f}; {headline}"
     print(
         f"{headline} ({metrics['params']} params, {metrics['macs']} MACs); weights in "
-        f"{out / 'weights.safetensors'}"
+        f"{out / WEIGHTS}"
     )
     return 0

@@ -26,7 +26,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.user_files import json_type_problem
+from autoshrink.user_files import fields_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class LatencySettings:
 
     def __post_init__(self) -> None:
         # a table file's settings come from JSON: 1.5 warm-ups, "no"
-        given = {f.name: getattr(self, f.name) for f in fields(self)}
-        if problem := json_type_problem(LatencySettings, given):
+        if problem := fields_type_problem(self):
             raise ConfigError(f"latency settings: {problem}")
         if self.backend not in BACKENDS:
             raise ConfigError(

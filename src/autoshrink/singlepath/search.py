@@ -59,7 +59,7 @@ from autoshrink.training.checkpoint import (
 from autoshrink.training.classification import evaluate
 from autoshrink.training.optim import warmup_cosine
 from autoshrink.training.weights_file import weights_metadata
-from autoshrink.user_files import check_schema, json_type_problem, read_json_file, read_text_file
+from autoshrink.user_files import check_schema, fields_type_problem, read_json_file, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class SearchSettings:
     latency: LatencySettings = field(default_factory=LatencySettings)
 
     def __post_init__(self) -> None:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency"}
-        if problem := json_type_problem(SearchSettings, values):  # seed 1.5 got to numpy
+        if problem := fields_type_problem(self, skip=("latency",)):  # seed 1.5 got to numpy
             raise ConfigError(f"singlepath: {problem}")
         if not isinstance(self.latency, LatencySettings):
             raise ConfigError(
@@ -166,11 +165,10 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
     if name not in presets:
         raise ConfigError(f"unknown singlepath preset {name!r}; expected one of {sorted(presets)}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    latency = given.get("latency")
-    latency = latency if isinstance(latency, dict) else {}  # a LatencySettings is taken whole
+    latency = given.get("latency")  # a dict of settings; a LatencySettings is taken whole
     for kind, names, what in (
         (SearchSettings, given, "setting(s)"),
-        (LatencySettings, latency, "latency setting(s)"),
+        (LatencySettings, latency if isinstance(latency, dict) else {}, "latency setting(s)"),
     ):
         known = {f.name for f in fields(kind)}
         if unknown := sorted(set(names) - known):
@@ -178,8 +176,8 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
                 f"singlepath preset {name!r}: unknown {what} {unknown}; expected some of "
                 f"{sorted(known)}"
             )
-    if isinstance(given.get("latency"), dict):  # keep the preset's repeat rule, take the
-        given["latency"] = replace(presets[name].latency, **latency)  # device settings given
+    if isinstance(latency, dict):  # keep the preset's repeat rule, take the settings given
+        given["latency"] = replace(presets[name].latency, **latency)
     return replace(presets[name], **given)
 
 

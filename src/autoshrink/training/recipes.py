@@ -28,7 +28,7 @@ from typing import Any
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
-from autoshrink.user_files import json_type_problem, read_json_file
+from autoshrink.user_files import fields_type_problem, json_type_problem, read_json_file
 
 FORMAT = "autoshrink.recipe/1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -88,10 +88,7 @@ class Recipe:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        if isinstance(self.crop_scale, tuple):  # a pair from Python, a list from JSON
-            values["crop_scale"] = list(self.crop_scale)
-        if problem := json_type_problem(Recipe, values):  # an epochs of 1.5 got to training
+        if problem := fields_type_problem(self):  # an epochs of 1.5 got to training
             raise ConfigError(f"recipe {self.name}: {problem}")
         object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
         checks = (  # (holds, field, what it must be); NaN fails every comparison
