@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        parser.error(f"--rounds and --steps must be >= 1, got {args.rounds} and {args.steps}")
     cells = {
         "complete-8": start_cell("cnn", 8, random.Random(0)),
         "shrinkcnn": published_cell("shrinkcnn"),
