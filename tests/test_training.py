@@ -41,6 +41,12 @@ def test_shrinkcnn_imagenet_recipe_is_the_published_one() -> None:
     assert c.lr() == pytest.approx(0.025)
 
 
+def test_an_override_of_none_turns_a_setting_off() -> None:
+    """``ema_decay=None`` turns the published recipe's EMA off (overrides used to drop it)."""
+    assert get_recipe("shrinkcnn-imagenet", ema_decay=None).ema_decay is None
+    assert get_recipe("shrinkcnn-imagenet", image_size=None).image_size is None
+
+
 def test_recipes_round_trip_through_json(tmp_path: Path) -> None:
     r = get_recipe("shrinkcnn-imagenet", epochs=5, crop_scale=(0.25, 1.0))
     r.save(tmp_path / "r.json")

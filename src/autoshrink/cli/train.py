@@ -241,20 +241,20 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     require("--lr (per 256 images)", args.lr, "finite and > 0")
     if args.ema is not None and not 0 <= args.ema <= 1:
         raise ConfigError(f"--ema must lie in [0, 1] (0 turns the EMA off), got {args.ema:g}")
-    recipe = get_recipe(
-        args.recipe,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr_per_256=args.lr,
-        image_size=args.image_size,
-        precision=args.precision,
-        ema_decay=args.ema or None,
-    )
-    if args.no_flip:
-        recipe = recipe.with_overrides(flip=False)
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr_per_256": args.lr,
+        "image_size": args.image_size,
+        "precision": args.precision,
+        "ema_decay": args.ema,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
     if args.ema == 0:
-        recipe = dataclasses.replace(recipe, ema_decay=None)
-    return recipe
+        overrides["ema_decay"] = None
+    if args.no_flip:
+        overrides["flip"] = False
+    return get_recipe(args.recipe, **overrides)
 
 
 def load_training_data(args: argparse.Namespace, recipe: Recipe) -> TrainingData:

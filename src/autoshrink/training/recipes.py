@@ -129,9 +129,10 @@ class Recipe:
         return self.lr_per_256 * (global_batch or self.batch_size) / 256
 
     def with_overrides(self, **settings: Any) -> Recipe:
-        """A copy with the given settings changed; ``None`` values are ignored."""
+        """A copy with the given settings changed, as given: ``ema_decay=None`` turns the EMA
+        off, ``image_size=None`` keeps the data's own size."""
         _check_known(settings, f"recipe {self.name}")
-        return replace(self, **{k: v for k, v in settings.items() if v is not None})
+        return replace(self, **settings)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON: ``format`` and every setting, as :meth:`from_dict` reads it."""
@@ -145,7 +146,7 @@ class Recipe:
             raise ConfigError(f"{source}: not an {FORMAT} recipe (missing 'format': '{FORMAT}')")
         settings = {k: v for k, v in data.items() if k != "format"}
         _check_known(settings, source)
-        problem = json_type_problem(cls, settings)  # before the overrides drop a null
+        problem = json_type_problem(cls, settings)
         if problem:
             raise ConfigError(f"{source}: {problem}")
         try:
