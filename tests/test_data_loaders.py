@@ -29,7 +29,7 @@ from autoshrink.data.download import download_cifar10, safe_extract
 from autoshrink.data.idx import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist, read_idx
 from autoshrink.data.imagefolder import load_image_folder
 from autoshrink.data.images import ImageData, fetch_images, load_images, proxy_split
-from autoshrink.errors import DataError
+from autoshrink.errors import ConfigError, DataError
 from autoshrink.safe_pickle import NUMPY_ARRAYS, RestrictedUnpickler
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
@@ -496,7 +496,7 @@ def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
 
 def test_load_images_dispatch(tmp_path: Path) -> None:
     assert load_images("digits").train_x.shape[1:] == (1, 8, 8)
-    with pytest.raises(DataError, match="unknown data set 'mnist'"):
+    with pytest.raises(ConfigError, match="unknown data set 'mnist'"):
         load_images("mnist")
     for name in ("cifar10", "imagefolder"):
         with pytest.raises(DataError, match="root"):

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from autoshrink.errors import DataError
+from autoshrink.errors import ConfigError, DataError
 
 #: The last four are multi-domain (:mod:`autoshrink.data.domains`).
 DATASETS = (
@@ -212,12 +212,12 @@ def load_images(
     - ``rotated-*`` / ``colored-*``: multi-domain (:mod:`autoshrink.data.domains`), every
       domain but ``test_domain`` (which is never built), with a domain label per image.
 
-    ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for an
-    unknown name, a missing ``root`` or unreadable files,
-    :class:`~autoshrink.errors.ConfigError` for a ``test_domain`` the data set lacks.
+    ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for a
+    missing ``root`` or unreadable files, :class:`~autoshrink.errors.ConfigError` for an
+    unknown name (as the multi-domain loader does) or a ``test_domain`` the data set lacks.
     """
     if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+        raise ConfigError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
     from autoshrink.data.domains import DOMAINS, check_test_domain, load_training_domains
 
     check_test_domain(name, test_domain)
