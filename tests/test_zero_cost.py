@@ -25,6 +25,17 @@ def test_unknown_proxy_is_a_config_error() -> None:
     assert check_proxy("naswot") == "naswot"
 
 
+@pytest.mark.parametrize("name", PROXY_NAMES)
+@pytest.mark.parametrize(("images", "labels"), [(0, 0), (1, 1), (4, 3)])
+def test_a_proxy_refuses_a_batch_it_cannot_score(name: str, images: int, labels: int) -> None:
+    """An empty batch gave silent zeros (snip, grad_norm) or a reshape error (jacov, naswot),
+    one image a LinAlgError (jacov); each now names the proxy and the batch."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    says = f"zero-cost proxy {name} needs a batch of at least 2 images with one label each, "
+    with pytest.raises(ConfigError, match=re.escape(says + f"got {images} images and {labels}")):
+        proxy(name)(net, torch.randn(images, 4), torch.zeros(labels, dtype=torch.long))
+
+
 def test_synflow_of_a_linear_chain_is_layers_times_path_sum() -> None:
     # With |weights|, no bias and an all-ones input, R = 1^T |W2| |W1| 1 is homogeneous of
     # degree 1 in each layer's weights, so sum |w dR/dw| over one layer is R (Euler): 2 R.
@@ -121,7 +132,7 @@ def test_params_equal_naslib_stored_values(shared_data) -> None:
     params = stored.proxy("params")  # NASLib: millions of parameters
     for cell in random.Random(3).sample(stored.cells(), 5):
         net = topology_network(cell, num_classes=10)
-        got = proxy("params")(net, torch.zeros(1), torch.zeros(1))
+        got = proxy("params")(net, torch.zeros(2), torch.zeros(2))  # the batch is not read
         assert got / 1e6 == pytest.approx(params[cell.code], abs=1e-6)
 
 

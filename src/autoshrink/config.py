@@ -29,7 +29,7 @@ from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 from autoshrink.training.ood import OodSettings
 from autoshrink.user_files import json_type_problem, read_json_file
-from autoshrink.zero_cost import check_proxy
+from autoshrink.zero_cost import MIN_BATCH, check_proxy
 
 TASKS = ("cnn", "rnn")
 _Training = TypeVar("_Training", ProxyTraining, RNNProxyTraining)
@@ -280,8 +280,8 @@ class SearchConfig:
                 f"unknown screening {self.screening!r}; expected one of {list(SCREENINGS)}"
             )
         check_proxy(self.zc_proxy)
-        if self.zc_batch < 2:
-            raise ConfigError(f"zc_batch must be >= 2 images, got {self.zc_batch}")
+        if self.zc_batch < MIN_BATCH:
+            raise ConfigError(f"zc_batch must be >= {MIN_BATCH} images, got {self.zc_batch}")
         if self.screening_stages and self.screening != "progressive":
             raise ConfigError("screening_stages (--screening-stages) need --screening progressive")
         if self.screening == "progressive" and (self.task, self.objective) != ("cnn", "erm"):

@@ -13,6 +13,7 @@ code (the config), and :func:`proxy` imports the proxy's module when asked for i
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -32,10 +33,27 @@ def check_proxy(name: str) -> str:
     return name
 
 
+#: The fewest images a proxy scores: a Jacobian correlation needs two, and batch norm in training
+#: mode normalises a single image's channels to zero.
+MIN_BATCH = 2
+
+
 def proxy(name: str) -> Proxy:
-    """The proxy function called ``name`` (imports torch)."""
+    """The proxy function called ``name`` (imports torch), which refuses a batch of fewer than
+    :data:`MIN_BATCH` images or with a label count that differs (:class:`ConfigError`)."""
     module = importlib.import_module(f"autoshrink.zero_cost.{check_proxy(name)}")
-    return getattr(module, name)
+    score: Proxy = getattr(module, name)
+
+    @functools.wraps(score)
+    def checked(model: Any, batch_x: Any, batch_y: Any) -> float:
+        if len(batch_x) < MIN_BATCH or len(batch_y) != len(batch_x):
+            raise ConfigError(
+                f"zero-cost proxy {name} needs a batch of at least {MIN_BATCH} images with one "
+                f"label each, got {len(batch_x)} images and {len(batch_y)} labels"
+            )
+        return score(model, batch_x, batch_y)
+
+    return checked
 
 
-__all__ = ["PROXY_NAMES", "Proxy", "check_proxy", "proxy"]
+__all__ = ["MIN_BATCH", "PROXY_NAMES", "Proxy", "check_proxy", "proxy"]
