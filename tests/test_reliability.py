@@ -19,9 +19,11 @@ import pytest
 from autoshrink.config import ExecutionSettings, SearchConfig
 from autoshrink.errors import JournalError
 from autoshrink.evaluators.base import Evaluation
+from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
 from autoshrink.journal import LOCK, Journal, RunLock
 from autoshrink.search import run_search
+from autoshrink.stop_signals import SearchInterrupted
 from test_search import ToyEvaluator, candidates, strip_seconds, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,6 +334,31 @@ def test_a_signal_while_the_results_are_written_says_how_to_resume(tmp_path, mon
     monkeypatch.undo()
     assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
     assert (run / "result.json").is_file()
+
+
+def test_a_signal_while_the_workers_close_says_the_search_had_ended(tmp_path):
+    """A SIGTERM while a finished search's executor closes its workers ended the process by
+    the default handler, silently (status 143, no line); it is now said as a stop after the end."""
+
+    class SignalledOnClose(InProcessExecutor):
+        signalled = False
+
+        def close(self) -> None:  # closing twice is allowed: the first close is signalled
+            if not self.signalled:
+                self.signalled = True
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
+                time.sleep(0.05)  # still closing when the handler runs
+
+    run = tmp_path / "run"
+    with pytest.raises(SearchInterrupted) as info:
+        search(run, toy_config(k=3, seed=1), executor=SignalledOnClose())
+    assert info.value.signum == signal.SIGTERM
+    assert str(info.value) == (
+        f"search stopped by SIGTERM while its workers closed; it had ended, and its results are "
+        f"in {run}"
+    )
+    assert (run / "result.json").is_file() and not (run / LOCK).exists()
+    assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
 
 
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):

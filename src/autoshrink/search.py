@@ -272,6 +272,7 @@ def run_search(
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
                 raise
+            close_after_the_end(executor, signals, run_dir)
     except Exception:
         if created:  # the lock is gone: a folder this start made is taken back when empty
             with contextlib.suppress(OSError):
@@ -280,6 +281,21 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def close_after_the_end(executor: Executor, signals: StopSignals, run_dir: Path) -> None:
+    """Release the executor's workers once the results are written, with SIGINT and SIGTERM
+    held: one that comes meanwhile is then said as a stop after the end, not the resume's hint
+    (a stop in that moment used to end the process silently, by the default handler)."""
+    try:
+        with signals.held():
+            executor.close()
+    except SearchInterrupted as err:
+        raise SearchInterrupted(
+            err.signum,
+            f"search stopped by {signal.Signals(err.signum).name} while its workers closed; "
+            f"it had ended, and its results are in {run_dir}",
+        ) from None
 
 
 def factory_name(factory: Callable[..., Any] | None) -> str | None:
