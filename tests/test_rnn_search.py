@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file, safe_open
 
 from autoshrink.config import SearchConfig, preset
+from autoshrink.data.text import Vocabulary, load_text
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
@@ -207,6 +208,25 @@ def test_count_cli_gives_23_0m_for_shrinkrnn(cli) -> None:
     assert code == 2 and "macro cifar-proxy needs a cnn cell, got an rnn cell" in err
     code, _, err = cli("count", cell.with_name("shrinkcnn.json"), "--macro", "shrinkrnn-ptb")
     assert code == 2 and "macro shrinkrnn-ptb needs an rnn cell, got a cnn cell" in err
+    code, _, err = cli("count", cell, "--nhid", "0")  # named emsize, which nhid sets
+    assert code == 2 and "shrinkrnn-ptb: nhid must be a whole number >= 1, got 0" in err
+    code, _, err = cli("count", cell, "--vocab", "1")  # was counted: a model none can build
+    assert code == 2 and "shrinkrnn-ptb: a language model needs a vocabulary of >= 2 words" in err
+
+
+@pytest.mark.parametrize("command", ["latency", "export"])
+def test_latency_and_export_say_they_take_cnn_cells(cli, tmp_path: Path, command: str) -> None:
+    """They named a macro the user never gave (latency), or blamed the weights (export)."""
+    cell = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkrnn.json"
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"")
+    more = ["--weights", weights, "--out", tmp_path / "x"] if command == "export" else []
+    code, out, err = cli(command, cell, *more)
+    assert (code, out) == (2, "") and err == (
+        f"autoshrink: error: {command} takes a cnn cell or an mbconv architecture; {cell} holds "
+        "an rnn cell\n"
+    )
+    assert not (tmp_path / "x").exists()
 
 
 def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpus_dir) -> None:
@@ -230,6 +250,8 @@ def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpu
     with safe_open(str(out / "weights.safetensors"), framework="pt") as f:
         ties = json.loads(f.metadata()["tied"])
     assert ties == {"decoder.weight": "encoder.weight"}  # what retie() puts back
+    corpus = load_text(corpus_dir)  # the weights' rows are the words of vocab.txt, in order
+    assert Vocabulary.load(out / "vocab.txt") == corpus.vocab and corpus.ntokens == 14
 
 
 def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:

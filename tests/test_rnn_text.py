@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from autoshrink.data.text import EOS, UNK, batchify, load_text
+from autoshrink.data.text import EOS, UNK, Vocabulary, batchify, load_text
 from autoshrink.errors import DataError
 
 SUBJECTS = ("the cat", "the dog", "a bird")
@@ -59,6 +60,30 @@ def test_ptb_folder_tokens_eos_and_unknown_words(tmp_path: Path, caplog) -> None
     assert corpus.unknown == {"train": 0, "valid": 2, "test": 0}
     assert "2 tokens (1 distinct words)" in caplog.text
     assert corpus.train.dtype == np.int64
+
+
+def test_a_vocabulary_round_trips_through_its_file(tmp_path: Path) -> None:
+    vocab = load_text(write_tiny_corpus(tmp_path / "c")).vocab
+    vocab.save(tmp_path / "vocab.txt")
+    assert (tmp_path / "vocab.txt").read_text().splitlines() == list(vocab.words)
+    assert Vocabulary.load(tmp_path / "vocab.txt") == vocab
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "no word; expected each word of the vocabulary once"),
+        ("a\nb\na\n", "a word twice; expected each word of the vocabulary once"),
+        ("a\nb c\n", ":2: expected one word per line, got 'b c'"),
+        ("a\n\nb\n", ":2: expected one word per line, got ''"),
+        ("a \n", ":1: expected one word per line, got 'a '"),
+    ],
+)
+def test_a_bad_vocabulary_file_is_one_line_naming_it(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "vocab.txt"
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(f"{path}{says}" if says[0] == ":" else says)):
+        Vocabulary.load(path)
 
 
 def test_unk_and_eos_are_always_in_the_vocabulary(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from autoshrink.cli.latency import (
     DEFAULT_MACRO,
     add_macro_options,
     arch_from_args,
+    macro_cell,
     macro_from_args,
 )
 from autoshrink.export.bundle import (
@@ -32,7 +33,6 @@ from autoshrink.export.bundle import (
     infer_settings,
     infer_shapes,
 )
-from autoshrink.graph import Cell
 from autoshrink.singlepath.space import is_arch_file
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the network's ONNX, weights and ``model.py`` into ``--out``; 0."""
     if is_arch_file(args.cell):
         return run_arch(args)
-    cell = Cell.load(args.cell)
+    cell = macro_cell(args.cell, "export")
     macro = args.macro or DEFAULT_MACRO
     inferred = infer_settings(args.weights, macro) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)

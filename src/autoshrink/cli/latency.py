@@ -23,7 +23,8 @@ from autoshrink.cli import (
     int_at_most,
     refuse_for_arch,
 )
-from autoshrink.graph import Cell
+from autoshrink.errors import ConfigError
+from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import (
     BACKENDS,
@@ -66,6 +67,19 @@ def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
     names = ("width", "image_size", "in_channels", "num_classes")
     settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
     return get_macro(args.macro or DEFAULT_MACRO, **settings)
+
+
+def macro_cell(path: Path, command: str) -> Cell:
+    """The cell in ``path`` for a command that builds a macro network from it (``latency``,
+    ``export``); an RNN cell is one line saying the command takes CNN cells (it was refused
+    later, by a macro the user never named, or as a weights file of another network)."""
+    cell = Cell.load(path)
+    if cell.kind != "cnn":
+        raise ConfigError(
+            f"{command} takes a cnn cell or an mbconv architecture; {path} holds "
+            f"{A_CELL_OF[cell.kind]}"
+        )
+    return cell
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -154,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.table, "--latency-table")
     if is_arch_file(args.cell):
         return run_arch(args, settings)
-    cell = Cell.load(args.cell)
+    cell = macro_cell(args.cell, "latency")
     spec = macro_from_args(args)
     # read and checked before the measurement, which takes up to --max-seconds
     table = None if args.table is None else LatencyTable.load_checked(args.table, settings)

@@ -5,7 +5,8 @@ and dispatches to :func:`run_train`.
 
 ``autoshrink train CELL.json --task rnn --data DIR`` trains the cell's language model on a
 PTB-style folder with the DARTS-style recipe of method §7 and writes ``cell.json`` and
-``log.jsonl`` (one line per epoch) as it starts, ``checkpoints/`` (the newest two epochs) as it
+``log.jsonl`` (one line per epoch) and ``vocab.txt`` (the words in id order, one per line) as
+it starts, ``checkpoints/`` (the newest two epochs) as it
 goes, and ``weights.safetensors`` (the tied decoder weight is stored once, as
 ``encoder.weight``) and ``metrics.json`` (validation and test perplexity, parameters, history)
 into ``--out`` at the end. ``--resume`` continues a killed training from its newest checkpoint
@@ -40,6 +41,9 @@ from autoshrink.training.checkpoint import write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 log = logging.getLogger(__name__)
+
+#: The training folder's vocabulary file: its words in id order, the rows of the weights.
+VOCABULARY = "vocab.txt"
 
 #: Options shared with the cnn branch whose rnn default differs: name -> LMRecipe field.
 SHARED = {"batch_size": "batch_size", "lr": "lr", "epochs": "epochs"}
@@ -119,6 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
     def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
         args.out.mkdir(parents=True, exist_ok=True)
         cell.save(args.out / "cell.json")
+        corpus.vocab.save(args.out / VOCABULARY)  # the weights' rows are these words' ids
         write_log(log_path, history)
         since[0] = time.perf_counter()
 

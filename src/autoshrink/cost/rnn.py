@@ -32,7 +32,11 @@ class RNNSpec:
     tied: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self.name, self, {WHOLE: ("vocab", "emsize", "nhid")})
+        check_fields(self.name, self, {WHOLE: ("vocab", "nhid", "emsize")})  # nhid: the flag
+        if self.vocab < 2:  # as the model refuses to be built
+            raise ConfigError(
+                f"{self.name}: a language model needs a vocabulary of >= 2 words, got {self.vocab}"
+            )
         if self.tied and self.emsize != self.nhid:
             raise ConfigError(f"{self.name}: tied weights need emsize == nhid")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoshrink.atomic_write import write_text_atomic
 from autoshrink.errors import DataError
 from autoshrink.user_files import read_text_file, require_folder
 
@@ -45,6 +46,23 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def save(self, path: str | Path) -> None:
+        """Write the words one per line, in id order (line ``i`` is word ``i``)."""
+        write_text_atomic(path, "".join(f"{w}\n" for w in self.words))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        """Read a file :meth:`save` wrote; one that is empty, repeats a word or has a line of
+        other than one word is a :class:`DataError` naming it."""
+        lines = read_text_file(path, DataError, "vocabulary").splitlines()
+        for number, line in enumerate(lines, 1):
+            if len(line.split()) != 1 or line.strip() != line:
+                raise DataError(f"{path}:{number}: expected one word per line, got {line!r}")
+        if len(set(lines)) != len(lines) or not lines:
+            what = "no word" if not lines else "a word twice"
+            raise DataError(f"{path}: {what}; expected each word of the vocabulary once")
+        return cls(tuple(lines))
 
     @classmethod
     def from_lines(cls, lines: Sequence[Sequence[str]]) -> Vocabulary:
