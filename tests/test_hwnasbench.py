@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from autoshrink.errors import BenchmarkError
+from autoshrink.errors import BenchmarkError, CellError
 from autoshrink.evaluators.costed import CostedEvaluator
 from autoshrink.hardware.hwnasbench import METRICS, load_hwnasbench
 from autoshrink.objectives import Score
@@ -74,6 +75,14 @@ def test_loader_reads_the_layout_and_maps_indices_to_cells(bench_file: Path) -> 
         hw.query(1, dataset="cifar10", metric="edgetpu_latency")
     with pytest.raises(BenchmarkError, match="unknown HW-NAS-Bench metric"):
         hw.query(1, dataset="cifar10", metric="watts")
+    for index in (42.9, True, "42"):  # 42.9 read as 42, True as 1, "42" a bare ValueError
+        with pytest.raises(
+            CellError, match=re.escape(f"an official index (an int), got {index!r}")
+        ):
+            hw.query(index, dataset="cifar10", metric="edgegpu_latency")  # type: ignore[arg-type]
+    assert hw.query(np.int64(42), dataset="cifar10", metric="edgegpu_latency") == pytest.approx(
+        1.042
+    )
     cost = hw.cost(dataset="cifar10", metric="fpga_energy")  # index from the file's config
     for code in (0, 1, 777, NUM_CELLS - 1):
         assert cost(NB201Cell.from_code(code)) == pytest.approx(2.0 * latency(index_of_code(code)))
@@ -125,6 +134,7 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     for data, match in (
         ([1, 2], "expected a dict"),
         ({"nasbench201": {"cifar10": {"edgegpu_latency": ["fast"]}}}, "finite number"),
+        ({"nasbench201": {"cifar10": {"edgegpu_latency": [1.0, -2.0]}}}, r"\[1\]: .* >= 0, got -2"),
         ({"nasbench201": {"cifar10": {"edgegpu_latency": {99999: 1.0}}}}, "arch index"),
         ({"nasbench201": {"mnist": {"edgegpu_latency": [1.0]}}}, "mnist"),
         ({"nasbench201": {"cifar10": {"config": []}}}, "no HW-NAS-Bench metric"),

@@ -269,13 +269,26 @@ def test_hw_cost_proportional_to_macs_gives_the_macs_run(bench, tables_dir, tmp_
     assert best_h["score"] == pytest.approx(best_m["score"] + shift, abs=1e-9)
 
 
-def test_a_hw_cost_with_no_positive_value_is_refused_by_name(bench, tables_dir, tmp_path):
-    # every score was -inf: no incumbent, and the code -1 failed far from its cause
-    hw_path = write_hw(tmp_path / "hw.pickle", [0.0] * NUM_CELLS)
+@pytest.mark.parametrize(
+    ("zero_at", "more"), [(None, f" and {NUM_CELLS - 1} more cells"), (9056, "")]
+)
+def test_a_hw_cost_that_is_not_positive_is_refused_by_name(
+    bench, tables_dir, tmp_path, zero_at, more
+):
+    """Every cost 0: every score was -inf, and the code -1 failed far from its cause. One cost
+    0 (index 9056, the score optimum): that cell scored -inf, silently out of the search and
+    of the reported optimum."""
+    column = np.zeros(NUM_CELLS) if zero_at is None else np.ones(NUM_CELLS)
+    if zero_at is not None:
+        column[zero_at] = 0.0
+    hw_path = write_hw(tmp_path / "hw.pickle", column.tolist())
     code, _, err = bench("--tables", tables_dir, "--runs", "1", "--queries", "5", "--objective",
                          "score", "--cost", "edgegpu_latency", "--hwnasbench", hw_path,
                          "--allow-pickle")  # fmt: skip
-    assert code == 2 and "hw.pickle: edgegpu_latency of cifar10 is <= 0 for every cell" in err
+    index = 0 if zero_at is None else zero_at
+    assert code == 2 and err.count("\n") == 1
+    assert f"hw.pickle: edgegpu_latency of cifar10 is 0 for official index {index} (|" in err
+    assert f"|){more}; the score's cost term is its log10, so costs must be > 0" in err
 
 
 def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path) -> None:

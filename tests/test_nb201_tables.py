@@ -8,6 +8,7 @@ import csv
 import inspect
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -153,6 +154,33 @@ def test_restricted_reader_refuses_code(tmp_path: Path) -> None:
         read_pbz2(bad, allow_pickle=True)
 
 
+def _edited_record(value, key: str, new):
+    """``value`` (a record's nested dicts) with every ``key`` set to ``new(old)``."""
+    if isinstance(value, dict):
+        return {k: new(v) if k == key else _edited_record(v, key, new) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("key", "new", "says"),
+    [
+        ("arch_index", lambda old: 99999, "has arch_index 99999; expected 0..15624"),  # IndexError
+        ("arch_index", lambda old: old - 15625, "has arch_index -15614; expected 0..15624"),
+        ("eval_acc1es", lambda old: dict.fromkeys(old, 523.0), "accuracy 523.0 is outside 0..100"),
+    ],
+)
+def test_an_archive_record_out_of_range_is_refused(shared_data, tmp_path, key, new, says) -> None:
+    """An index past the end was an IndexError, one below 0 read as another cell (Python's
+    negative indexing); an accuracy of 523% was read as it was (the flat tables refuse it)."""
+    folder = tmp_path / "tss"
+    shutil.copytree(shared_data / "nats-bench" / TSS, folder)
+    record = folder / "000011.pickle.pbz2"
+    edited = _edited_record(read_pbz2(record, allow_pickle=True), key, new)
+    _write_pbz2(record, pickle.dumps(edited))
+    with pytest.raises(BenchmarkError, match=re.escape(says)):
+        archive_tables(read_archive(folder, allow_pickle=True))
+
+
 # -- bad table files ------------------------------------------------------------------------
 
 
@@ -209,6 +237,21 @@ def test_bad_arch_string_in_both_tables(table_copy: Path) -> None:
     _edit(table_copy / FILE_12EPOCH, lambda r: [r[0], [r[1][0], bad, *r[1][2:]], *r[2:]])
     _edit(table_copy / FILE_200EPOCH, lambda r: [r[0], [*r[1][:3], bad, r[1][4]], *r[2:]])
     with pytest.raises(BenchmarkError, match="index 0: unknown NAS-Bench-201 op 'nor_conv_5x5'"):
+        load_flat_tables(table_copy)
+
+
+def test_a_table_cut_inside_its_last_number_is_refused(table_copy: Path) -> None:
+    """Cut 12 bytes short, the last row's 13.43333332824707 was read as 13.43."""
+    path = table_copy / FILE_12EPOCH
+    path.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(BenchmarkError, match="ends inside a line .cut short.."):
+        load_flat_tables(table_copy)
+
+
+def test_a_folder_in_place_of_a_table_is_named(table_copy: Path) -> None:
+    (table_copy / FILE_12EPOCH).unlink()
+    (table_copy / FILE_12EPOCH).mkdir()
+    with pytest.raises(BenchmarkError, match=f"{FILE_12EPOCH} is a folder; expected the flat CSV"):
         load_flat_tables(table_copy)
 
 

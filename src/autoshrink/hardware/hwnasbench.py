@@ -76,8 +76,9 @@ def _column(leaf: Any, where: str) -> np.ndarray:
     for i, v in items:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < NUM_CELLS:
             raise BenchmarkError(f"{where}: arch index {i!r} is not in 0..{NUM_CELLS - 1}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise BenchmarkError(f"{where}[{i}]: expected a finite number, got {v!r}")
+        # latencies, energies and arithmetic intensities: none is negative
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            raise BenchmarkError(f"{where}[{i}]: expected a finite number >= 0, got {v!r}")
         out[i] = float(v)
     out.setflags(write=False)
     return out
@@ -121,6 +122,8 @@ class HWNASBench:
 
     def query(self, index: int, *, dataset: str, metric: str) -> float:
         """The value of ``metric`` (unit :data:`METRICS`) for official index ``index``."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):  # 6111.9 was 6111
+            raise CellError(f"index must be an official index (an int), got {index!r}")
         if not 0 <= int(index) < NUM_CELLS:
             raise BenchmarkError(f"arch index must be in 0..{NUM_CELLS - 1}, got {index}")
         value = float(self.column(dataset=dataset, metric=metric)[int(index)])

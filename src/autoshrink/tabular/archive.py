@@ -165,10 +165,20 @@ def archive_tables(archive: Archive) -> NB201Tables:
         raise BenchmarkError(str(err)) from None
     values: dict[Key, np.ndarray] = {}
     for e in archive.entries:
+        if not 0 <= e.index < NUM_CELLS:  # a negative one indexed from the end
+            raise BenchmarkError(
+                f"{archive.source}: record of {e.arch!r} has arch_index {e.index}; expected "
+                f"0..{NUM_CELLS - 1}"
+            )
         if archive.arch_strings[e.index] != e.arch:
             raise BenchmarkError(f"{archive.source}: record {e.index} is not {e.arch!r}")
         for metric, numbers in (("accuracy", e.accuracy), ("loss", e.loss)):
             for split, value in numbers.items():
+                if metric == "accuracy" and not (math.isnan(value) or 0 <= value <= 100):
+                    raise BenchmarkError(
+                        f"{archive.source}: record {e.index}, {e.dataset} {split} accuracy "
+                        f"{value} is outside 0..100"
+                    )
                 key = (dataset_name(e.dataset), metric, e.epochs, split)
                 arr = values.setdefault(key, np.full(NUM_CELLS, np.nan))
                 arr[e.index] = value

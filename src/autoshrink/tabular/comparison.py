@@ -152,18 +152,37 @@ def checkpoints_for(budget: int) -> tuple[int, ...]:
     return tuple(sorted({q for q in CHECKPOINTS if q <= budget} | {budget}))
 
 
-def check_cost(cost: HWNASBenchCost, tables: NB201Tables, dataset: str) -> None:
-    """Fail early, naming the first such cell, when ``cost`` is for another data set or lacks
-    a value for some cell (a search could meet any cell, and the reported optimum is over all)."""
+def check_cost(cost: HWNASBenchCost, tables: NB201Tables, dataset: str, *, logged: bool) -> None:
+    """Fail early, naming the first such cell, when ``cost`` is for another data set, lacks
+    a value for some cell (a search could meet any cell, and the reported optimum is over all),
+    or, where the score takes its log10 (``logged``), is <= 0 for some cell (its score would be
+    -inf: the cell dropped silently from the search and the optimum)."""
     if cost.dataset != dataset:
         raise ConfigError(f"cost {cost.name} is for {cost.dataset}, but the bench runs {dataset}")
+    source = cost.source or "the cost"
+    index_of_code = tables.index.index_of_code
+
+    def first_of(codes: np.ndarray) -> tuple[int, str]:
+        code = int(codes[np.argmin(index_of_code[codes])])
+        return (
+            code,
+            f"official index {index_of_code[code]} ({NB201Cell.from_code(code).arch_string()})",
+        )
+
     missing = np.flatnonzero(np.isnan(cost.by_code))
     if missing.size:
-        code = int(missing[np.argmin(tables.index.index_of_code[missing])])
+        _, cell = first_of(missing)
         raise BenchmarkError(
-            f"{cost.source or 'the cost'} has no {cost.name} of {dataset} for {missing.size} of "
-            f"{cost.by_code.size} cells, e.g. official index {tables.index.index_of_code[code]} "
-            f"({NB201Cell.from_code(code).arch_string()})"
+            f"{source} has no {cost.name} of {dataset} for {missing.size} of "
+            f"{cost.by_code.size} cells, e.g. {cell}"
+        )
+    not_positive = np.flatnonzero(cost.by_code <= 0)
+    if logged and not_positive.size:
+        code, cell = first_of(not_positive)
+        raise BenchmarkError(
+            f"{source}: {cost.name} of {dataset} is {cost.by_code[code]:g} for {cell}"
+            f"{f' and {not_positive.size - 1} more cells' if not_positive.size > 1 else ''}; "
+            "the score's cost term is its log10, so costs must be > 0"
         )
 
 
@@ -211,12 +230,7 @@ def run_bench(
     if cost is not None:
         from autoshrink.evaluators.costed import CostedEvaluator  # imports torch: only here
 
-        check_cost(cost, tables, evaluator.dataset)
-        if weight > 0 and not np.any(cost.by_code > 0):  # no cell could score above -inf
-            raise BenchmarkError(
-                f"{cost.source or 'the cost'}: {cost.name} of {evaluator.dataset} is <= 0 for "
-                "every cell; the score's cost term is its log10, so costs must be positive"
-            )
+        check_cost(cost, tables, evaluator.dataset, logged=weight > 0)
         search = CostedEvaluator(evaluator, [cost])
     score = make_score(objective, weight, MACS if cost is None else cost.name)
     traces = []

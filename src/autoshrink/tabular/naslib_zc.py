@@ -78,7 +78,7 @@ def load_naslib_scores(path: str | Path, dataset: str = "cifar10") -> StoredScor
         path = path / FILE_NASLIB_ZC
     if not path.is_file():
         raise BenchmarkError(f"NASLib zero-cost file not found: {path}")
-    data = read_json_file(path, BenchmarkError, "NASLib zero-cost file")
+    data = read_json_file(path, BenchmarkError, "NASLib zero-cost")
     name = dataset_name(dataset)
     records = data.get(name) if isinstance(data, dict) else None
     if not isinstance(records, dict):

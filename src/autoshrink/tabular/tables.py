@@ -24,6 +24,7 @@ halves of their test sets (``x-valid``/``x-test``). 200-epoch test numbers are s
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,8 @@ def query(
 
 
 def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[list[str]]]:
+    if path.is_dir():
+        raise BenchmarkError(f"NAS-Bench-201 table {path} is a folder; expected the flat CSV")
     if not path.is_file():
         raise BenchmarkError(
             f"NAS-Bench-201 table {path} not found; expected the flat CSV {path.name} "
@@ -127,11 +130,17 @@ def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[list[str
         )
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+            text = f.read()
+        rows = list(csv.reader(io.StringIO(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise BenchmarkError(f"cannot read NAS-Bench-201 table {path}: {err}") from None
     if not rows:
         raise BenchmarkError(f"NAS-Bench-201 table {path} is empty; expected a CSV header")
+    if not text.endswith("\n"):  # cut inside the last number, it would read as another
+        raise BenchmarkError(
+            f"NAS-Bench-201 table {path} ends inside a line (cut short?); expected each line, "
+            "the last too, to end with a line break"
+        )
     header, body = rows[0], rows[1:]
     missing = [c for c in required if c not in header]
     if missing:
