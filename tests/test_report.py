@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from autoshrink.errors import AutoshrinkError
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import Candidate, Step, read_run
 from test_executors import reference_run
@@ -205,6 +206,17 @@ def test_bench_report(tmp_path):
     assert table.count("<tr>") == 3 and "93.0000" in table
 
 
+@pytest.mark.parametrize("name", ["curves.csv", "results.csv"])
+def test_a_bench_folder_missing_a_table_is_refused(tmp_path, name):
+    """bench.json is written last: without one of the tables the page left its sections out
+    (or fell back to bench.json's results) and said nothing."""
+    folder = tmp_path / "bench"
+    _write_bench(folder)
+    (folder / name).unlink()
+    with pytest.raises(AutoshrinkError, match=f"bench.json is there but {name} is not; restore"):
+        write_report(folder)
+
+
 @pytest.mark.shared_data
 def test_bench_report_of_a_real_bench_run(cli, shared_data, tmp_path):
     out = tmp_path / "nb201"
@@ -275,7 +287,7 @@ def test_the_last_step_of_a_stopped_search_keeps_no_cell_yet(run_dir):
     (run_dir / "journal.jsonl").write_text("".join(lines[:cut]))  # killed after one of its cells
     run = read_run(run_dir)
     assert [s.decided for s in run.steps][-2:] == [True, False]
-    assert run.decided_steps == run.steps[:-1]
+    assert run.kept_steps == run.steps[:-1]
     text = write_report(run_dir).read_text()
     edges_now = run.steps[-2].chosen.num_edges  # the last cell kept, not the step's best so far
     assert f"<dt>edges left now</dt><dd>{edges_now}</dd>" in text

@@ -207,3 +207,55 @@ def test_runs_that_measure_their_scores_differently_are_compared_with_a_note(
     write_comparison([full, seeds], tmp_path / "cmp2")
     assert json.loads((tmp_path / "cmp2" / "comparison.json").read_text())[
         "measured_differently"] == []  # fmt: skip
+
+
+class FailingBelow(HashEvaluator):
+    """Every cell of fewer than 6 edges fails: the step that meets them keeps no cell."""
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        if cell.num_edges < 6:
+            return Evaluation({}, "failed", 0.0, {"error": "too small"})
+        return super().evaluate(cell, seed)
+
+
+def test_a_step_none_of_whose_candidates_scored_kept_no_cell(tmp_path) -> None:
+    """The search stopped at such a step, at the cell before; the report showed the step's
+    best-ranked failure as its chosen cell (picture, row, "edges left now") and "finished"."""
+    run = tmp_path / "run"
+    result = run_search(run, CONFIG, evaluator_factory=lambda c: FailingBelow(), progress=False)
+    assert result.stopped and "failed" in result.stopped
+    data = read_run(run)
+    last = data.steps[-1]
+    assert last.decided and not last.kept and data.kept_steps == data.steps[:-1]
+    page = write_report(run).read_text()
+    assert f"ended early: {html.escape(result.stopped)}" in page
+    edges_left = data.kept_steps[-1].chosen.num_edges
+    assert f"<dt>edges left now</dt><dd>{edges_left}</dd>" in page
+    assert f"step_{last.step:03d}.svg" not in page
+    assert "none scored: no cell kept" in page
+
+
+def test_a_journal_without_the_best_cell_of_result_json_is_refused(full, tmp_path) -> None:
+    """A missing or cut journal gave a "finished" page with other numbers and exit 0."""
+    run = tmp_path / "run"
+    shutil.copytree(full, run)
+    (run / "journal.jsonl").write_text("".join(
+        line + "\n" for line in (full / "journal.jsonl").read_text().splitlines()[:4]
+    ))  # fmt: skip
+    best = json.loads((run / "result.json").read_text())["best"]["key"]
+    with pytest.raises(AutoshrinkError, match=f"holds no record of the best cell {best} that"):
+        read_run(run)
+    (run / "journal.jsonl").unlink()
+    with pytest.raises(AutoshrinkError, match="result.json says the search ended, but it has no"):
+        read_run(run)
+
+
+def test_a_comparison_labels_runs_by_their_folders_own_names(full, tmp_path, monkeypatch) -> None:
+    """ "." was labelled " (autoshrink, seed 13)", a "$" in a name crashed matplotlib."""
+    other = tmp_path / "m$\\frac$x"
+    shutil.copytree(full, other)
+    monkeypatch.chdir(full)
+    write_comparison([".", other], tmp_path / "cmp")
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["runs"]
+    assert [r["run"].split(" (")[0] for r in table] == ["full", other.name]
+    assert table[0]["folder"] == str(full.resolve())

@@ -51,7 +51,6 @@ class BenchFields:
 
     config: BenchConfigFields = field(default_factory=BenchConfigFields)
     optimum: OptimumFields | None = None
-    results: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_bench(path: Path) -> dict[str, Any]:
@@ -134,6 +133,9 @@ def write_bench_report(bench_dir: Path) -> Path:
     """Write ``bench_dir/report/index.html`` for an NB201 bench folder; returns its path."""
     bench_dir = Path(bench_dir)
     bench = read_bench(bench_dir / BENCH)
+    for name in ("curves.csv", "results.csv"):  # written before bench.json, which ends a bench
+        if not (bench_dir / name).is_file():
+            raise BenchmarkError(f"{bench_dir}: {BENCH} is there but {name} is not; restore it")
     config = bench.get("config", {})
     runs = int(config.get("runs", 1))
     cost = str(config.get("cost", MACS))
@@ -147,7 +149,7 @@ def write_bench_report(bench_dir: Path) -> Path:
         bench_dir / "results.csv",
         need=("strategy", "queries", "mean"),
         numbers=(*shown, "score_std", "cost_mean"),
-    ) or bench.get("results", [])
+    )
     pareto = _rows(
         bench_dir / "pareto.csv", need=("strategy", "accuracy"), numbers=("accuracy", cost)
     )

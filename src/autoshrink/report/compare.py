@@ -84,7 +84,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             raise AutoshrinkError(f"{d} is given twice: compare each run once")
         seen.add(d.resolve())
     out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
-    read = [read_run(Path(d)) for d in run_dirs]
+    read = [read_run(Path(d).resolve()) for d in run_dirs]  # ".": named by its own name
     names = [run.run_dir.name for run in read]
     runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths
         _label(run, str(run.run_dir) if names.count(name) > 1 else name): run

@@ -28,7 +28,13 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Figure", "ListedColormap", "MaxNLocator", "save_figure"]
+__all__ = ["Figure", "ListedColormap", "MaxNLocator", "literal", "save_figure"]
+
+
+def literal(text: str) -> str:
+    """``text`` as matplotlib shows it letter for letter: a ``$`` (a folder's name may hold
+    one) would start mathtext, which fails on what it cannot parse."""
+    return text.replace("$", r"\$")
 
 
 def save_figure(fig: Figure, path: str | Path, **options: Any) -> None:

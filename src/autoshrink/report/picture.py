@@ -141,7 +141,7 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
 def matrix_figure(cell: Cell, title: str | None = None) -> Figure:
     """The adjacency matrix of ``cell``: a filled square at row ``i``, column ``j`` for the
     edge ``i -> j``, in the colour of node ``j``'s op; the legend names the ops."""
-    from autoshrink.report.mpl import Figure, ListedColormap  # only for large cells
+    from autoshrink.report.mpl import Figure, ListedColormap, literal  # only for large cells
 
     ops = sorted({cell.ops[j] for _, j in cell.edges})
     grid = [[0] * cell.num_nodes for _ in range(cell.num_nodes)]
@@ -154,7 +154,7 @@ def matrix_figure(cell: Cell, title: str | None = None) -> Figure:
     ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=len(ops), interpolation="nearest")
     ax.set_xlabel("to node")
     ax.set_ylabel("from node")
-    shown = title.replace("$", r"\$") + ": " if title else ""  # a "$" is no mathtext here
+    shown = literal(title) + ": " if title else ""
     ax.set_title(f"{shown}{cell.num_nodes} nodes, {cell.num_edges} edges")
     handles = [
         ax.scatter([], [], marker="s", color=_FILL.get(op, "#636363"), edgecolors="k", label=op)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autoshrink.report.mpl import Figure, MaxNLocator, save_figure
+from autoshrink.report.mpl import Figure, MaxNLocator, literal, save_figure
 from autoshrink.report.reading import Candidate, RunData, Step
 from autoshrink.tabular.comparison import pareto_front
 
@@ -130,7 +130,7 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
     ax = fig.subplots()
     for label, run in runs.items():
         best = _best_so_far(run)
-        ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
+        ax.step(np.arange(1, len(best) + 1), best, where="post", label=literal(label))
     _finish_progress(ax, "best score so far")
     save_figure(fig, path)
     return path

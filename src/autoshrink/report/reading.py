@@ -81,6 +81,13 @@ class Step:
     decided: bool = True
 
     @property
+    def kept(self) -> bool:
+        """Whether the search kept a cell at this step: the step is over (:attr:`decided`) and
+        one of its candidates scored. A step none of whose candidates scored kept none: the
+        search stopped there, at the cell of the step before."""
+        return self.decided and any(c.ok for c in self.candidates)
+
+    @property
     def chosen(self) -> Candidate:
         """The candidate the search kept (of an undecided step: the best so far): the best
         :meth:`Candidate.rank`, the first proposed among ties."""
@@ -128,13 +135,14 @@ class RunData:
         return [Step(s, cs, self.finished or s != last) for s, cs in sorted(by_step.items())]
 
     @property
-    def decided_steps(self) -> list[Step]:
-        """The steps that are over (:attr:`Step.decided`): each kept a cell."""
-        return [s for s in self.steps if s.decided]
+    def kept_steps(self) -> list[Step]:
+        """The steps that kept a cell (:attr:`Step.kept`)."""
+        return [s for s in self.steps if s.kept]
 
     @property
     def best(self) -> Candidate | None:
-        """The best candidate: ``result.json``'s, else the best finite score so far."""
+        """The best candidate: ``result.json``'s (:func:`read_run` checks the journal holds
+        it), else the best finite score so far."""
         if self.result and self.result.get("best"):
             key = self.result["best"]["key"]
             for c in self.candidates:
@@ -256,11 +264,20 @@ def read_run(run_dir: str | Path) -> RunData:
     if result_path.exists():
         result = read_json_file(result_path, JournalError, "result")
         check_schema(result_path, result, ResultFields, JournalError)
+    if result is not None and not (run_dir / JOURNAL).exists():
+        raise JournalError(f"{run_dir}: {RESULT} says the search ended, but it has no {JOURNAL}")
     records = read_json_lines(run_dir / JOURNAL)
     try:
-        return _run_data(run_dir, config, records, result)
+        run = _run_data(run_dir, config, records, result)
     except CellError as err:  # a record's cell that is no cell: name the journal
         raise JournalError(f"{run_dir / JOURNAL}: {err}") from None
+    best = (result or {}).get("best")
+    if best and all(c.key != best["key"] for c in run.candidates):  # a cut or replaced journal
+        raise JournalError(
+            f"{run_dir / JOURNAL} holds no record of the best cell {best['key']} that {RESULT} "
+            "names (cut short, or another run's?); restore it"
+        )
+    return run
 
 
 def _run_data(

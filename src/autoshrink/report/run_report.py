@@ -49,6 +49,9 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         "stopped": "stopped before its end (no result.json, no search running): continue it "
         f"with autoshrink search --resume {run.run_dir}",
     }[run.status]
+    stopped = (run.result or {}).get("stopped")
+    if isinstance(stopped, str):  # the strategy could not go on: the search ended early
+        status = f"ended early: {stopped}"
     if run.candidates and not any(c.ok for c in run.candidates) and run.status == "stopped":
         status += (
             "; no candidate has a score: a search whose every candidate is rejected or fails "
@@ -82,9 +85,9 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
                 f"{edges(best)}, step {best.step}, key {best.key}",
             ),
         ]
-    decided = run.decided_steps
-    if decided and _shrinks(run):
-        items.append(("edges left now", decided[-1].chosen.num_edges))
+    kept = run.kept_steps
+    if kept and _shrinks(run):
+        items.append(("edges left now", kept[-1].chosen.num_edges))
     if steps and not steps[-1].decided and _shrinks(run):  # a baseline's batches keep no cell
         found = html.count(len(steps[-1].candidates), "candidate")
         items.append(
@@ -153,8 +156,8 @@ def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]
 
 
 def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[object]]:
-    """A row per step; the chosen columns of a step in progress (not :attr:`Step.decided`) are
-    empty: it has kept no cell yet."""
+    """A row per step; the chosen columns of a step that kept no cell (:attr:`Step.kept`: in
+    progress, or none of its candidates scored) are empty."""
     rows = []
     for s in steps:
         scores = s.finite()
@@ -169,13 +172,14 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
             else None
         )
         found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        if s.decided:
+        if s.kept:
             ch = s.chosen
             removed = "start" if ch.removed_edge is None else "→".join(map(str, ch.removed_edge))
             kept: list[object] = [ch.num_edges, found, removed, ch.score]
             metrics: list[object] = [ch.metric(quality), ch.metric(cost)]
         else:
-            kept, metrics = [None, f"{found} so far (in progress)", None, None], [None, None]
+            now = "none scored: no cell kept" if s.decided else "so far (in progress)"
+            kept, metrics = [None, f"{found} {now}", None, None], [None, None]
         seconds = f"{sum(c.seconds for c in s.candidates):.1f}"
         rows.append([s.step, *kept, mean, spread, *metrics, seconds])
     return rows
@@ -248,9 +252,9 @@ def write_run_report(run_dir: Path) -> Path:
         fig = plot_progress(run, out / "progress.svg")
         caption = "Score of every candidate in the order evaluated, and the best score so far."
         sections.append(("Best score against candidates", html.figure(fig, out, caption)))
-    decided = run.decided_steps
-    if decided and shrinks:
-        fig = plot_steps(decided, quality, cost, out / "steps.svg")
+    kept = run.kept_steps
+    if kept and shrinks:
+        fig = plot_steps(kept, quality, cost, out / "steps.svg")
         caption = (
             f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
             "spread (min–max) of the step's candidates as a band, every candidate a dot."
@@ -276,7 +280,7 @@ def write_run_report(run_dir: Path) -> Path:
         sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
     if steps and shrinks:
         figures = []
-        for s in decided:
+        for s in kept:
             ch = s.chosen
             pic = _cell_picture(
                 ch,
