@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source .venv/bin/activate
-autoshrink search --preset demo --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
+autoshrink search --preset demo --out "$PWD/runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"  # where it is, wherever it was run from

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Install autoshrink and what it needs on a fresh Debian/Ubuntu machine, into the project's own
 # virtual environment .venv (the distribution's Python refuses system-wide pip installs, PEP 668).
-#   bash scripts/install.sh          the package, its Python deps, Graphviz, Fashion-MNIST
-#   bash scripts/install.sh --test   also test and docs tools and optional extras (ONNX, Ray,
-#                                    Triton, Chromium); the tests run Triton's kernels in its CPU
-#                                    interpreter
+#   bash scripts/install.sh          the package with ONNX export, its Python deps (torch's CPU
+#                                    build), Graphviz, Fashion-MNIST
+#   bash scripts/install.sh --test   also the test and docs tools (pytest, ruff, mypy, mkdocs)
+#                                    and the optional extras (Ray, Triton, Chromium); the tests
+#                                    run Triton's kernels in its CPU interpreter
+# PYTHON=python3.12 picks the interpreter a new .venv is made from (remove .venv to remake it).
 # Afterwards: `source .venv/bin/activate` puts `autoshrink` on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage="usage: bash scripts/install.sh [--test]   (PYTHON=python3.12 picks the interpreter of a new .venv)"
 apt_packages=(graphviz dataset-fashion-mnist)
 extras="onnx"
-if [[ "${1:-}" == "--test" ]]; then
-  apt_packages+=(chromium)
-  extras="onnx,ray,test,triton,docs"
-fi
+case "$#:${1:-}" in
+  0:) ;;
+  1:--test)
+    apt_packages+=(chromium)
+    extras="onnx,ray,test,triton,docs"
+    ;;
+  1:-h | 1:--help) echo "$usage"; exit 0 ;;
+  *) echo "install.sh: unknown arguments: $*" >&2; echo "$usage" >&2; exit 2 ;;
+esac
+PYTHON_SET="${PYTHON:-}"
 PYTHON="${PYTHON:-python3}"
 # Debian splits venv (and ensurepip) out of python3: add it when venv cannot bootstrap pip.
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -30,13 +39,30 @@ if command -v apt-get >/dev/null; then
 fi
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
+elif [[ -n "${PYTHON_SET:-}" ]]; then
+  wanted=$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
+  have=$(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')
+  if [[ "$wanted" != "$have" ]]; then
+    echo "install.sh: warning: .venv has Python $have, not $PYTHON's $wanted; remove .venv to" \
+      "make it again with $PYTHON" >&2
+  fi
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# Pin the CPU wheel: an unpinned torch may pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+pip_install() { .venv/bin/python -m pip install -q "$@"; }
+pip_install --upgrade pip
+# torch's CPU build: PyPI's Linux wheel is the CUDA one, several GB. Where pip's own sources
+# hold the CPU wheel (a local wheel folder) it comes from there, else from PyTorch's CPU index;
+# where neither has it, PyPI's build is installed, with a warning.
+TORCH=2.13.0
+if ! pip_install "torch==$TORCH+cpu" 2>/dev/null &&
+  ! pip_install --retries 1 --extra-index-url https://download.pytorch.org/whl/cpu \
+    "torch==$TORCH+cpu" 2>/dev/null; then
+  echo "install.sh: warning: no CPU build of torch $TORCH reachable; installing PyPI's" \
+    "(on Linux the CUDA build, several GB)" >&2
+  pip_install "torch==$TORCH"
+fi
+pip_install -e ".[${extras}]"
 # The lint and type check CI runs: one release each, so a new formatter style or a new mypy
 # rule cannot turn CI red by itself.
 if [[ "$extras" == *test* ]]; then
-  .venv/bin/python -m pip install -q "ruff==0.17.6" "mypy==2.4.1"
+  pip_install "ruff==0.17.6" "mypy==2.4.1"
 fi

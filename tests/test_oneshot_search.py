@@ -221,7 +221,7 @@ def test_rnn_cells_inherit_their_edge_matrices(tmp_path):
 
 
 def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
     from autoshrink.executors.ray_executor import RayExecutor
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")

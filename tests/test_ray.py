@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
 
 import test_executors  # noqa: E402
 from autoshrink.errors import ConfigError  # noqa: E402

@@ -35,7 +35,8 @@ from autoshrink.stop_signals import handlers_kept
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "autoshrink[ray]"'
+#: autoshrink is not on PyPI: the extra is installed from a clone, into its environment.
+INSTALL_HINT = 'pip install -e ".[ray]" in a clone of autoshrink'
 
 # Errors that mean the task's process or machine was lost, not that the evaluator raised.
 _LOST = (
