@@ -76,6 +76,14 @@ class FinalResult:
     diverged_loss: dict[str, float] = field(default_factory=dict)  # train_loss, test_loss
 
 
+def cuda_grad_scaler() -> Any:
+    """float16's loss scaler on CUDA: ``torch.amp.GradScaler("cuda")`` (torch 2.3+), or the
+    older ``torch.cuda.amp.GradScaler`` that torch 2.2 has instead."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (``None``: plain fp32)."""
     p = recipe.precision
@@ -121,7 +129,7 @@ class _Run:
             self.opt, recipe.lr(), round(recipe.warmup_epochs * steps), recipe.epochs * steps
         )
         self.dtype = _precision(recipe, ctx.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.scaler = cuda_grad_scaler() if self.dtype == torch.float16 else None
         pin = ctx.device.type == "cuda"
         self.train_loader = make_loader(
             data.train, self.train_sampler, workers=workers, pin_memory=pin

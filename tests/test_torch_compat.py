@@ -1,0 +1,41 @@
+"""The code paths taken on the oldest torch that pyproject.toml allows (2.2): where an API it
+lacks is replaced, the replacement is run here by hiding the newer API."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from autoshrink.hardware.latency import onnx_bytes
+from autoshrink.training.final import cuda_grad_scaler
+
+
+def test_the_fp16_loss_scaler_without_torch_amp_grad_scaler(monkeypatch) -> None:
+    """torch.amp.GradScaler is new in 2.3; 2.2 has torch.cuda.amp.GradScaler (no device)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available", the old one's deprecation
+        assert isinstance(cuda_grad_scaler(), torch.amp.GradScaler)
+        monkeypatch.delattr(torch.amp, "GradScaler")
+        assert isinstance(cuda_grad_scaler(), torch.cuda.amp.GradScaler)
+
+
+def test_onnx_export_on_a_torch_whose_exporter_takes_no_dynamo_keyword(monkeypatch) -> None:
+    """torch.onnx.export has a dynamo keyword from 2.4 on; on 2.2 and 2.3 passing it fails."""
+    real = torch.onnx.export
+    seen: list[dict] = []
+
+    def export_of_torch_2_2(model, args, f, *, input_names=None, output_names=None,
+                            dynamic_axes=None, opset_version=None):  # fmt: skip
+        seen.append({"input_names": input_names})
+        return real(model, args, f, dynamo=False, input_names=input_names,
+                    output_names=output_names, dynamic_axes=dynamic_axes,
+                    opset_version=opset_version)  # fmt: skip
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    expected = onnx_bytes(model, [torch.zeros(1, 3)])
+    monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_2)
+    assert onnx_bytes(model, [torch.zeros(1, 3)]) == expected and seen == [
+        {"input_names": ["input"]}
+    ]
