@@ -26,7 +26,7 @@ from autoshrink.spaces.macros import cifar_proxy
 
 ort = pytest.importorskip(  # absent, or installed without its native library
     "onnxruntime",
-    reason='the export tests need the onnx extra: pip install "autoshrink[onnx]"',
+    reason='the export tests need the onnx extra: pip install -e ".[onnx]"',
     exc_type=ImportError,
 )
 

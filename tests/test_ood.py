@@ -169,7 +169,7 @@ def test_gradient_reversal():
 
 @pytest.mark.slow
 def test_ood_search_through_ray_matches_inprocess(cli, tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason='Ray is not installed: pip install "autoshrink[ray]"')
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     args = [*TINY, "--objective", "ood"]
     assert cli("search", *args, "--executor", "inprocess", "--out", tmp_path / "a")[0] == 0

@@ -1,4 +1,4 @@
-"""Evaluate candidates as Ray tasks, on one machine or a cluster (``autoshrink[ray]``).
+"""Evaluate candidates as Ray tasks, on one machine or a cluster (the ``ray`` extra).
 
 Each candidate is one Ray task; the evaluator (with its proxy data) goes into Ray's object
 store once per search and every task reads it from there, so worker machines need the
