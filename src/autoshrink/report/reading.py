@@ -23,6 +23,7 @@ from autoshrink.errors import CellError, ConfigError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.journal import check_record, lock_holder, parse_record
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
+from autoshrink.strategies.autoshrink import stops_at
 from autoshrink.strategies.base import preference
 from autoshrink.user_files import check_schema, read_json_file, read_text_file
 
@@ -83,9 +84,13 @@ class Step:
     @property
     def kept(self) -> bool:
         """Whether the search kept a cell at this step: the step is over (:attr:`decided`) and
-        one of its candidates scored. A step none of whose candidates scored kept none: the
-        search stopped there, at the cell of the step before."""
-        return self.decided and any(c.ok for c in self.candidates)
+        the search did not stop at it (:func:`~autoshrink.strategies.autoshrink.stops_at`: none
+        of its candidates scored, and not only a constraint rejected them; it stopped at the
+        cell of the step before)."""
+        statuses = {c.status for c in self.candidates}
+        return self.decided and not stops_at(
+            self.step, statuses, any(c.ok for c in self.candidates)
+        )
 
     @property
     def chosen(self) -> Candidate:

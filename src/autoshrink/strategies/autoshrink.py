@@ -24,7 +24,7 @@ and NaN -- ranked last -- keep the shrink-space order); the score is noted in th
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from autoshrink.errors import ConfigError
@@ -37,6 +37,14 @@ from autoshrink.strategies.base import (
     require_positive,
     top_k,
 )
+
+
+def stops_at(step: int, statuses: Collection[str], scored: bool) -> bool:
+    """Whether the search stops at a step whose candidates have these ``statuses`` (``scored``:
+    whether any has a score): after step 0, when none scored and not only a constraint or a
+    screen decided them -- it cannot shrink from a failed cell. A step of rejected cells still
+    moves on, towards cells that meet the constraint."""
+    return step > 0 and not scored and not set(statuses) <= {"rejected", "screened"}
 
 
 class AutoShrink:
@@ -171,8 +179,7 @@ class AutoShrink:
             if better(obs, self._best):
                 self._best, improved = obs, True
         statuses = sorted({o.status for o in observations})
-        lost = not set(statuses) <= {"rejected", "screened"}  # not only constraints / screens
-        if self.step > 0 and not any(o.ok for o in observations) and lost:
+        if stops_at(self.step, statuses, any(o.ok for o in observations)):
             counts = ", ".join(f"{sum(o.status == s for o in observations)} {s}" for s in statuses)
             self._stop_reason = (
                 f"every candidate of step {self.step} failed ({counts}); the search cannot "
