@@ -27,7 +27,10 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
-    """Run ``autoshrink ARGS...`` in-process; returns (exit status, stdout, stderr)."""
+    """Run ``autoshrink ARGS...`` in-process; returns (exit status, stdout, stderr). The
+    loggers' levels the command line sets for the rest of its process are given back after."""
+    import logging
+
     from autoshrink.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -35,7 +38,11 @@ def cli(capsys: pytest.CaptureFixture[str]):
         out, err = capsys.readouterr()
         return code, out, err
 
-    return run
+    loggers = [logging.getLogger(name) for name in ("autoshrink", "matplotlib")]
+    levels = [logger.level for logger in loggers]
+    yield run
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture

@@ -221,7 +221,7 @@ def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None
         "download",  # may fetch the data set: where it comes from, not what it is
         "executor", "workers", "ray_address", "precision", "cuda_graph", "depthwise",  # saved
         "threads",  # per session, as the executor (resume_threads)
-        "no_progress", "report", "json",  # what is shown
+        "no_progress", "report", "json", "verbose",  # what is shown
     }  # fmt: skip
     assert set(RUN_SETTINGS) <= options
     assert options - set(RUN_SETTINGS) == not_settings
@@ -456,3 +456,36 @@ def test_device_auto_is_what_it_resolves_to_here_in_every_command(argv) -> None:
     args = build_parser(argv[0]).parse_args(argv)  # train took auto; the others refused it
     dest = argv[-2].lstrip("-").replace("-", "_")
     assert getattr(args, dest) == str(resolve_device("auto"))  # cpu here, cuda:0 on a GPU
+
+
+def test_verbose_is_taken_after_the_command_too(cli) -> None:
+    """`autoshrink count CELL -v` was refused: -v was the top-level parser's only."""
+    for flag in ("-v", "--verbose"):
+        code, out, err = cli("count", SHRINKCNN, flag, "--json")
+        assert code == 0 and json.loads(out)["params"] > 0, err
+
+
+def test_verbose_debugs_the_package_not_its_libraries() -> None:
+    """-v set the root logger to DEBUG: a report's 2,200 lines were matplotlib's font search."""
+    code = (
+        "import logging, sys\n"
+        "from autoshrink.cli import main\n"
+        "assert main(['-v', 'count', sys.argv[1]]) == 0\n"
+        "print(logging.getLogger('autoshrink.search').isEnabledFor(logging.DEBUG),"
+        " logging.getLogger('PIL.PngImagePlugin').isEnabledFor(logging.INFO))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, SHRINKCNN], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "True False"
+
+
+def test_a_search_logged_to_a_file_has_no_progress_bars(cli, tmp_path) -> None:
+    """With stderr not a terminal the bars wrote a line per update, with carriage returns and
+    cursor moves, into the log."""
+    code, out, err = cli(
+        "search", "--preset", "demo", "--nodes", "3", "--k", "2", "--epochs", "1",
+        "--executor", "inprocess", "--threads", "1", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0 and "best score" in out
+    assert "\r" not in err and "\x1b[" not in err and "steps" not in err

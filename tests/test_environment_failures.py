@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -180,7 +181,8 @@ def test_a_pool_worker_whose_driver_was_interrupted_exits_quietly(send_fails) ->
 
     before, threads = signal.getsignal(signal.SIGINT), torch.get_num_threads()
     try:
-        _serve(_GoneDriver([("load", 0, object(), {0})], send_fails))  # returns, no traceback
+        gone = _GoneDriver([("load", 0, object(), {0})], send_fails)
+        _serve(gone, (logging.getLogger("autoshrink").level, None))  # returns, no traceback
     finally:  # what the worker sets for its own process
         signal.signal(signal.SIGINT, before)
         torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -485,3 +486,29 @@ def test_a_sigterm_that_a_library_turns_into_keyboardinterrupt_stays_a_sigterm(t
     plain = KeyboardInterrupt()  # what Ray's wait raises in its place
     stop = interrupted(plain, Journal(tmp_path / "journal.jsonl"), tmp_path, signals.received)
     assert stop.signum == signal.SIGTERM and "stopped by SIGTERM" in str(stop)
+
+
+class LogsWhileEvaluating(Fake):
+    """Logs one line at INFO per candidate, as an evaluator of the package would."""
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        logging.getLogger("autoshrink.test").info("evaluating %s", genotype.key)
+        return super().evaluate(genotype, seed)
+
+
+def test_pool_workers_log_as_the_driver_does(monkeypatch, capfd):
+    """Workers had no logging set up: their warnings came without level and name, and their
+    info and debug lines were lost (with -v too)."""
+    import autoshrink.executors.pool as pool_module
+
+    fmt = "worker-test %(levelname)s %(name)s: %(message)s"
+    monkeypatch.setattr(pool_module, "driver_logging", lambda: (logging.INFO, fmt))
+    jobs = _jobs(2)
+    pool = LocalPoolExecutor(1)
+    try:
+        assert len(list(pool.run(LogsWhileEvaluating(), jobs))) == 2
+    finally:
+        pool.close()
+    err = capfd.readouterr().err
+    for job in jobs:
+        assert f"worker-test INFO autoshrink.test: evaluating {job.genotype.key}" in err

@@ -420,8 +420,9 @@ def search_loop(
             journal.append(rec)
             replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
 
+    shown = None if progress else True  # tqdm's None: a bar on a terminal only, not in a log
     steps_bar = tqdm(
-        total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=not progress
+        total=strategy.max_steps, desc=f"{config.strategy} steps", unit="step", disable=shown
     )
     last_step, batches, max_steps = -1, 0, strategy.max_steps  # read once, as the bar's total
     start, _ = seeded_start(config)
@@ -470,26 +471,28 @@ def search_loop(
                 desc=strategy.describe(),
                 unit="cand",
                 leave=False,
-                disable=not progress,
+                disable=shown,
             )
             on_retry = retry_listener(append_event, proposals, todo, seeds)
-            for j, evaluation in executor.run(evaluator, jobs, on_retry):
-                i = todo[j]
-                evaluation = as_checked(evaluation, checked.get(proposals[i].genotype.key))
-                if evaluation.status == "ok" and (missing := score_fn.missing(evaluation.metrics)):
-                    raise ConfigError(
-                        f"the score reads {', '.join(missing)}, which the evaluation of "
-                        f"{proposals[i].genotype.key} lacks (it has "
-                        f"{', '.join(sorted(evaluation.metrics))}); score the metrics the "
-                        "evaluator gives"
-                    )
-                score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
-                if i in screened:
-                    evaluation = with_stages(evaluation, screened[i])
-                append(record(proposals[i], i, seeds[i], evaluation, score))
-                trained += 1
-                bar.update(1)
-            bar.close()
+            with bar:  # closed before a stop's message, not at the interpreter's exit
+                for j, evaluation in executor.run(evaluator, jobs, on_retry):
+                    i = todo[j]
+                    evaluation = as_checked(evaluation, checked.get(proposals[i].genotype.key))
+                    if evaluation.status == "ok" and (
+                        missing := score_fn.missing(evaluation.metrics)
+                    ):
+                        raise ConfigError(
+                            f"the score reads {', '.join(missing)}, which the evaluation of "
+                            f"{proposals[i].genotype.key} lacks (it has "
+                            f"{', '.join(sorted(evaluation.metrics))}); score the metrics the "
+                            "evaluator gives"
+                        )
+                    score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
+                    if i in screened:
+                        evaluation = with_stages(evaluation, screened[i])
+                    append(record(proposals[i], i, seeds[i], evaluation, score))
+                    trained += 1
+                    bar.update(1)
             observations = [observe(p, done[p.genotype.key]) for p in proposals]
             evaluations += len(observations)
             if proposals[0].step == 0:
@@ -506,6 +509,8 @@ def search_loop(
             steps_bar.update(1)
             best = strategy.best
             steps_bar.set_postfix(best=f"{best.score:.4f}" if best else "-")
+        steps_bar.total = steps_bar.n  # max_steps is an upper bound: the search has ended
+        steps_bar.refresh()
     finally:
         steps_bar.close()
     stopped = getattr(strategy, "stop_reason", None)
@@ -513,7 +518,7 @@ def search_loop(
         replay.finish()
     else:
         # result.stopped says it to the caller (the command line prints it as its error line)
-        log.info("search stopped early: %s", stopped)
+        log.debug("search stopped early: %s", stopped)
     screening = None if ranker is None else ranker.summary()
     if screen is not None:
         screened = sum(r["status"] == "screened" for r in done.values())

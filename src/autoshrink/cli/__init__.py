@@ -10,6 +10,7 @@ and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -18,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
@@ -37,6 +40,9 @@ SUBCOMMANDS = {
     "singlepath": "Single-Path NAS: the most accurate MobileNetV2-space network under a "
     "latency target",
 }
+
+#: How the command line writes a log line (the pool's workers write theirs the same way).
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 EPILOG = """\
 examples:
@@ -205,6 +211,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"autoshrink.cli.{name}").register(sub)
         else:
             sub.add_parser(name, help=line)
+    for command_parser in sub.choices.values():  # `autoshrink search -v` works too
+        command_parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
     return parser
 
 
@@ -228,14 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"{parser.prog} {command}" if command else parser.prog
             parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(unknown)} "
                         f"(see: {where} --help)\n")  # fmt: skip
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
-        if not args.verbose:  # a stale font cache makes matplotlib warn for every label
-            logging.getLogger("matplotlib").setLevel(logging.ERROR)
         sizes = getattr(args, "memory_sizes", sizes)
-        status = int(args.handler(args) or 0)
+        configure_logging(args.verbose)
+        with lines_above_bars():
+            status = int(args.handler(args) or 0)
         sys.stdout.flush()  # a pipe its reader closed fails here, not at the exit's flush
         return status
     except AutoshrinkError as err:
@@ -259,6 +265,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not said_by_rank_zero():
             print(f"autoshrink: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log the package's own lines (its debug ones too with ``-v``) and other libraries'
+    warnings (matplotlib's errors only: a stale font cache warns for every label), for the rest
+    of the process, as ``logging.basicConfig`` does."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)  # where none is set yet
+    logging.getLogger("autoshrink").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
+
+def lines_above_bars() -> contextlib.AbstractContextManager[object]:
+    """While a command runs, a line logged to the terminal is written above the progress bars
+    (``tqdm.write``), not into them; where logging writes elsewhere (a host program's own
+    handlers), nothing changes."""
+    console = any(
+        type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)
+        for h in logging.getLogger().handlers
+    )
+    return logging_redirect_tqdm() if console else contextlib.nullcontext()
 
 
 def said_by_rank_zero() -> bool:

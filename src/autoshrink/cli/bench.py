@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -51,7 +50,6 @@ from autoshrink.tabular.comparison import (
 )
 from autoshrink.zero_cost import PROXY_NAMES, check_proxy
 
-logger = logging.getLogger(__name__)
 DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
 
 
@@ -223,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         objective=args.objective,
         weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
         seed=args.seed,
-        progress=lambda name: logger.debug("running %s", name),
+        progress=True,
         cost=hw_cost(args, tables),
         zc_rank=zc,
     )

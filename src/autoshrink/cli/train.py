@@ -317,7 +317,8 @@ def run_cnn(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     with distributed(args.device) as ctx:
         if not ctx.is_main:  # only rank 0 reports
-            logging.getLogger().setLevel(logging.ERROR)  # its warnings are rank 0's too
+            for name in ("", "autoshrink"):  # its warnings are rank 0's too
+                logging.getLogger(name).setLevel(logging.ERROR)
         if ctx.device.type == "cpu":  # denormal floats can slow CPU training steps ~20x
             torch.set_flush_denormal(True)
         data = load_training_data(args, recipe)

@@ -47,12 +47,26 @@ _EXIT_WAIT_S = 10.0  # how long a worker may take to exit once its pipe has clos
 _KEPT_EVALUATORS = 4  # evaluators a worker holds at once (a search alternates a few)
 
 
-def _serve(conn: Connection) -> None:
+def driver_logging() -> tuple[int, str | None]:
+    """How this process logs, for a worker to log the same: the level of the package's loggers
+    and the format of the root logger's first handler (``None``: logging is not set up)."""
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers else None
+    fmt = formatter._fmt if formatter is not None else None
+    return logging.getLogger("autoshrink").getEffectiveLevel(), fmt
+
+
+def _serve(conn: Connection, logging_as: tuple[int, str | None]) -> None:
     """A worker's main loop until ``None`` or EOF: ``("load", slot, evaluator, live slots)``
     keeps an evaluator (answered ``"ready"``), ``("job", index, job, slot)`` evaluates a job.
-    Ctrl-C is the driver's to handle (a terminal sends it to the workers too): the driver stops
-    between journal records and closes the pool."""
+    It logs as the driver does (``logging_as``: :func:`driver_logging`'s). Ctrl-C is the
+    driver's to handle (a terminal sends it to the workers too): the driver stops between
+    journal records and closes the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    level, fmt = logging_as
+    if fmt is not None:
+        logging.basicConfig(level=logging.WARNING, format=fmt)
+    logging.getLogger("autoshrink").setLevel(level)
     import torch
 
     torch.set_num_threads(1)
@@ -180,10 +194,10 @@ class LocalPoolExecutor:
         loaded the evaluator, stop them all and return its exit code (``None``: all started;
         negative: the signal that killed it)."""
         ctx = mp.get_context("spawn")
-        started = []
+        started, logging_as = [], driver_logging()
         for _ in range(n):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_serve, args=(child,), name="autoshrink-worker")
+            process = ctx.Process(target=_serve, args=(child, logging_as), name="autoshrink-worker")
             process.daemon = True
             process.start()
             child.close()

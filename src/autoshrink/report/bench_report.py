@@ -217,7 +217,7 @@ def write_bench_report(bench_dir: Path) -> Path:
     sections.append(("Settings (bench.json config)", html.pre(json.dumps(config, indent=2))))
     page = out / "index.html"
     html.write_page(page, title, sections)
-    log.info("wrote %s", page)
+    log.debug("wrote %s", page)  # the command line prints where
     return page
 
 

@@ -147,5 +147,5 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     html.write_page(page, f"Comparison of {len(runs)} runs", sections)
     table_json = {"quality": quality, "cost": cost, "measured_differently": measured, "runs": rows}
     write_json(out / TABLE, table_json)  # last
-    log.info("wrote %s", page)
+    log.debug("wrote %s", page)  # the command line prints where
     return page

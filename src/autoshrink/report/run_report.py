@@ -320,5 +320,5 @@ def write_run_report(run_dir: Path) -> Path:
     sections.append(("Resolved config (config.json)", html.pre(json.dumps(run.config, indent=2))))
     page = out / "index.html"
     html.write_page(page, title, sections)
-    log.info("wrote %s", page)
+    log.debug("wrote %s", page)  # the command line prints where
     return page

@@ -536,7 +536,7 @@ def _run_singlepath(
     if over is not None and over > 0:  # the target is a penalty, not a limit
         log.warning(
             "the found network's predicted latency %.2f ms is %.0f%% over the target %g ms: "
-            "the target only weighs the loss (--lam %g); a larger --lam or more --epochs "
+            "the target only weighs the loss (--lambda %g); a larger --lambda or more --epochs "
             "push harder",
             predicted,
             100 * over,

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.hardware.hwnasbench import HWNASBenchCost
@@ -197,7 +198,7 @@ def run_bench(
     weight: float = 0.1,
     seed: int = 0,
     search_epochs: int = 12,
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
     cost: HWNASBenchCost | None = None,
     zc_rank: Callable[[list[NB201Cell]], Sequence[float]] | None = None,
 ) -> BenchResult:
@@ -205,7 +206,8 @@ def run_bench(
 
     ``cost``: an HW-NAS-Bench metric of ``dataset`` as the cost term of ``objective="score"``
     (``None``: MACs); it must have a value for every cell. ``zc_rank``: the zero-cost scores
-    strategy :data:`ZC_STRATEGY` ranks by (not counted as queries).
+    strategy :data:`ZC_STRATEGY` ranks by (not counted as queries). ``progress``: a bar of the
+    runs on a terminal.
     """
     known = {*STRATEGIES, ZC_STRATEGY}
     if isinstance(strategies, str):  # iterating it would name its letters
@@ -234,20 +236,22 @@ def run_bench(
         search = CostedEvaluator(evaluator, [cost])
     score = make_score(objective, weight, MACS if cost is None else cost.name)
     traces = []
-    for name in strategies:
-        if progress is not None:
-            progress(name)
-        seeds = [seed + r for r in range(runs)]
-        inc = np.empty((runs, queries), dtype=np.int64)
-        qs = np.empty((runs, queries), dtype=np.int64)
-        for r, s in enumerate(seeds):
-            strategy: Strategy
-            if name == ZC_STRATEGY:
-                strategy = AutoShrinkNB201(rng=random.Random(s), k=4, mode="ops", rank=zc_rank)
-            else:
-                strategy = STRATEGIES[name](random.Random(s))
-            inc[r], qs[r] = run_once(strategy, search, score, queries)
-        traces.append(StrategyTrace(name, seeds, inc, qs))
+    shown = None if progress else True  # tqdm's None: on a terminal only
+    with tqdm(total=len(strategies) * runs, unit="run", leave=False, disable=shown) as bar:
+        for name in strategies:
+            bar.set_description(name)
+            seeds = [seed + r for r in range(runs)]
+            inc = np.empty((runs, queries), dtype=np.int64)
+            qs = np.empty((runs, queries), dtype=np.int64)
+            for r, s in enumerate(seeds):
+                strategy: Strategy
+                if name == ZC_STRATEGY:
+                    strategy = AutoShrinkNB201(rng=random.Random(s), k=4, mode="ops", rank=zc_rank)
+                else:
+                    strategy = STRATEGIES[name](random.Random(s))
+                inc[r], qs[r] = run_once(strategy, search, score, queries)
+                bar.update(1)
+            traces.append(StrategyTrace(name, seeds, inc, qs))
     reporter = Reporter(tables, dataset=dataset, epochs=200)
     config = {
         "benchmark": "nb201",

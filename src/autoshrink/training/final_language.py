@@ -291,6 +291,7 @@ def train_final_lm(
             max_delta=recipe.max_seq_len_delta,
             tar=recipe.tar,
             after_step=average.update if average is not None else None,
+            progress=f"epoch {epoch}",
         )
         val_loss = math.nan
         if math.isfinite(train_loss):

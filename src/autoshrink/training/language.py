@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from autoshrink.data.text import batchify
 from autoshrink.nn.rnn import detach_hidden
@@ -137,43 +138,52 @@ def train_epoch(
     max_delta: int = 20,
     tar: float = 0.0,
     after_step: Callable[[], None] | None = None,
+    progress: str | None = None,
 ) -> float:
     """One pass over ``data [T, B]``; returns the mean training loss (``nan`` on divergence).
 
     The hidden state is carried across windows and detached before each one. With ``rng``,
     window lengths vary, at most ``bptt + max_delta`` (:func:`windows`), and the learning rate
-    is scaled by ``length / bptt`` (DARTS).
+    is scaled by ``length / bptt`` (DARTS). With ``progress`` (its label), a bar of the tokens
+    trained shows on a terminal.
     """
     model.train()
     hidden = cast(LanguageModel, model).init_hidden(data.size(1))
     total, count, i = 0.0, 0, 0
-    for n in windows(data.size(0), bptt, rng, max_delta):
-        hidden = detach_hidden(hidden)  # truncated BPTT: no gradient into earlier windows
-        out = model(data[i : i + n], hidden)
-        targets = data[i + 1 : i + 1 + n]
-        loss = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), targets.reshape(-1))
-        value = loss.item()
-        if not math.isfinite(value):
-            return math.nan
-        if tar > 0 and n > 1:
-            loss = loss + tar * (out.raw[1:] - out.raw[:-1]).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if rng is not None:
-            scale = n / bptt
-            for g in optimizer.param_groups:
-                g["lr"] *= scale
-            optimizer.step()
-            for g in optimizer.param_groups:
-                g["lr"] /= scale
-        else:
-            optimizer.step()
-        if after_step is not None:
-            after_step()
-        total += value * targets.numel()
-        count += targets.numel()
-        hidden, i = out.hidden, i + n
+    tokens = (data.size(0) - 1) * data.size(1)
+    with tqdm(
+        total=tokens, desc=progress, unit="token", unit_scale=True, leave=False,
+        disable=None if progress else True,
+    ) as bar:  # fmt: skip
+        for n in windows(data.size(0), bptt, rng, max_delta):
+            hidden = detach_hidden(hidden)  # truncated BPTT: no gradient into earlier windows
+            out = model(data[i : i + n], hidden)
+            targets = data[i + 1 : i + 1 + n]
+            logits = out.logits.reshape(-1, out.logits.size(-1))
+            loss = F.cross_entropy(logits, targets.reshape(-1))
+            value = loss.item()
+            if not math.isfinite(value):
+                return math.nan
+            if tar > 0 and n > 1:
+                loss = loss + tar * (out.raw[1:] - out.raw[:-1]).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if rng is not None:
+                scale = n / bptt
+                for g in optimizer.param_groups:
+                    g["lr"] *= scale
+                optimizer.step()
+                for g in optimizer.param_groups:
+                    g["lr"] /= scale
+            else:
+                optimizer.step()
+            if after_step is not None:
+                after_step()
+            total += value * targets.numel()
+            count += targets.numel()
+            hidden, i = out.hidden, i + n
+            bar.update(targets.numel())
     return total / count
 
 
