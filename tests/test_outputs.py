@@ -274,8 +274,30 @@ def test_someone_elses_files_are_not_written_over(cli, tmp_path) -> None:
     assert (folder / "model.py").read_text() == "# my own model\n"
     (folder / "model.py").unlink()  # a folder of other files: the export goes beside them
     assert cli("export", CELLS / "shrinkcnn.json", "--image-size", "8", "--out", folder)[0] == 0
-    assert cli("export", CELLS / "shrinkcnn.json", "--image-size", "8", "--out", folder)[0] == 0
-    assert (folder / "notes.txt").read_text() == "kept\n"  # an earlier export: written again
+    assert (folder / "notes.txt").read_text() == "kept\n"
+    before = snapshot(folder)  # an earlier export is kept: writing over it mixed two networks'
+    code, _, err = cli("export", CELLS / "shrinkcnn.json", "--image-size", "16", "--out", folder)
+    assert code == 2 and snapshot(folder) == before
+    assert "already holds the results of an `autoshrink export` run (export.json)" in err
+
+
+@pytest.mark.parametrize("command", ["train", "train-rnn", "singlepath"])
+def test_train_and_singlepath_do_not_write_over_someone_elses_files(cli, tmp_path, command):
+    """Neither checked the names it writes: a model the user kept in --out was replaced."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_text("my own model\n")
+    args = {
+        "train": ["train", CELLS / "shrinkcnn.json", "--dataset", "digits", "--epochs", "1"],
+        "train-rnn": ["train", CELLS / "shrinkrnn.json", "--task", "rnn", "--data", tmp_path],
+        "singlepath": ["singlepath", "--preset", "demo"],
+    }[command]
+    before = snapshot(folder)
+    code, _, err = cli(*args, "--out", folder)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    what = "singlepath" if command == "singlepath" else "train"
+    assert f"holds weights.safetensors, which no `autoshrink {what}` wrote" in err
+    assert snapshot(folder) == before
 
 
 def test_claim_folder_without_resume_refuses_an_earlier_run_of_the_command(tmp_path) -> None:

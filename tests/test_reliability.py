@@ -558,3 +558,18 @@ def test_a_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path) -> No
     weights.write_bytes(b"half the weights")
     assert search(run).trained == 0
     assert not dead.exists() and ours.exists() and not odd.exists() and not weights.exists()
+
+
+@pytest.mark.parametrize("damage", [b"\x93\x00garbage", b"[]", b'{"best": null}', b'{"best": {'])
+def test_a_damaged_result_is_written_again_from_the_journal(tmp_path, caplog, damage) -> None:
+    """A resume kept a garbage result.json "as it was" (it only looked whether one existed)."""
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    whole = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_bytes(damage)
+    with caplog.at_level(logging.WARNING):
+        again = search(run, ev=(ev := ToyEvaluator()))
+    assert again.trained == 0 and ev.calls == 0  # nothing trained: the journal has it all
+    assert "it is written again from the journal" in caplog.text
+    rewritten = json.loads((run / "result.json").read_text())
+    assert rewritten["best"] == whole["best"] and rewritten["evaluations"] == whole["evaluations"]

@@ -70,6 +70,7 @@ from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.strategies.base import CellStrategy, Observation, Proposal, check_population
 from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch
+from autoshrink.user_files import read_json_file
 
 if TYPE_CHECKING:
     from autoshrink.evaluators.oneshot import WeightTrail
@@ -215,7 +216,7 @@ def run_search(
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
                 replay = Replay.read(journal, repair, retry_failed)
-                ended = resume and (run_dir / RESULT).exists()
+                ended = resume and ended_before(run_dir)
                 if ended and not replay.done:  # else the whole search would start again
                     raise JournalError(
                         f"{run_dir}: {RESULT} says the search ended, but {JOURNAL} holds no "
@@ -281,6 +282,25 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def ended_before(run_dir: Path) -> bool:
+    """Whether an earlier session ended the search in ``run_dir``: its ``result.json`` is there
+    and reads as one. A damaged one (cut, garbage, not an object with the best cell) is written
+    again from the journal, with a warning (a resume kept it, as if it were whole)."""
+    path = run_dir / RESULT
+    if not path.exists():
+        return False
+    try:
+        result = read_json_file(path, JournalError, "result")
+    except JournalError as err:
+        damage = str(err)
+    else:
+        if isinstance(result, dict) and isinstance(result.get("best"), dict):
+            return True
+        damage = f"{path}: not a search's result (no best cell)"
+    log.warning("%s; it is written again from the journal", damage)
+    return False
 
 
 def close_after_the_end(executor: Executor, signals: StopSignals, run_dir: Path) -> None:

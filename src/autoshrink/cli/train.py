@@ -199,12 +199,19 @@ def settle_task_options(args: argparse.Namespace) -> None:
             vars(args).setdefault(name, default)
 
 
+#: What a training writes into ``--out`` (CNN or RNN), for :func:`claim_folder`.
+OUTPUTS = (
+    "recipe.json", "cell.json", "architecture.json", "log.jsonl", "checkpoints", WEIGHTS,
+    METRICS, rnn.VOCABULARY,
+)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
     settle_task_options(args)
     if args.threads is not None:
         check_threads(args.threads, "--threads")
-    claim_folder(args.out, "train", resume=args.resume)
+    claim_folder(args.out, "train", resume=args.resume, writes=OUTPUTS)  # nor someone else's
     if args.resume:
         check_resumable(args.out)
     with stop_says_resume("training", args.out), torch_threads(args.threads):

@@ -262,7 +262,8 @@ def write_bundle(
     name, write = described
     check_value("export: check_batch", shape[0], WHOLE)  # an empty batch failed, files half-written
     files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
-    out = claim_folder(out_dir, "export", writes=files)
+    # an earlier export is kept: writing over it mixed two networks' files, or lost trained ones
+    out = claim_folder(out_dir, "export", resume=False, writes=files)
     gen = torch.Generator().manual_seed(seed)
     with own_generators():
         torch.manual_seed(seed)

@@ -436,7 +436,8 @@ def finished_result(out: Path) -> SinglePathResult:
 def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
-    claim_folder(out, "singlepath", resume=resume)
+    writes = (TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, MODEL, "checkpoints")
+    claim_folder(out, "singlepath", resume=resume, writes=writes)  # nor someone else's files
     if table is not None:
         check_output_file(table, "--latency-table")
     out.mkdir(parents=True, exist_ok=True)
