@@ -146,7 +146,7 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
         (("--strategies", ","), "no strategy given"),
         (("--runs", "0"), "runs must be a whole number >= 1, got 0"),
         (("--dataset", "svhn"), "unknown NAS-Bench-201 data set"),
-        (("--objective", "score", "--lambda", "-1"), "weight must be finite and >= 0"),
+        (("--objective", "score", "--lambda", "-1"), "--lambda must be finite and >= 0, got -1"),
         (("--lambda", "0.5"), "--lambda weighs the cost term of --objective score, but"),  # unread
     ],
 )
@@ -156,7 +156,12 @@ def test_bad_arguments(bench, tables_dir, args, message) -> None:
 
 
 def test_bad_tables(bench, tmp_path, tables_dir) -> None:
-    code, _, err = bench("--tables", tmp_path / "missing")
+    code, _, err = bench("--tables", tmp_path / "missing")  # said "no tables in": a folder?
+    assert code == 2 and f"tables {tmp_path / 'missing'}: no such folder" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = bench("--tables", tmp_path / "file")
+    assert code == 2 and f"tables {tmp_path / 'file'}: a file, not a folder" in err
+    code, _, err = bench("--tables", tmp_path)
     assert code == 2 and "no NAS-Bench-201 tables" in err and err.count("\n") == 1
     (tmp_path / "nb201_12epoch_valtest.csv").write_text("arch,cellstr\n0,x\n")
     code, _, err = bench("--tables", tmp_path)

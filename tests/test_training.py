@@ -242,6 +242,7 @@ def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--recipe", "/"], "/: a folder, not a file; expected a recipe file"),  # "unknown"
         (["--dataset", "imagefolder"], "needs --data-dir"),
         (["--dataset", "imagefolder", "--data-dir", "/nonexistent"], "image folder not found"),
         (["--macro", "shrinkcnn-imagenet"], "too small"),

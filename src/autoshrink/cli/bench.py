@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -166,6 +167,8 @@ def check_cost_args(args: argparse.Namespace) -> None:
             f"--cost must be {MACS} or an HW-NAS-Bench metric ({', '.join(METRICS)}), "
             f"got {args.cost!r}"
         )
+    if args.weight is not None and not 0 <= args.weight < math.inf:  # named as typed
+        raise ConfigError(f"--lambda must be finite and >= 0, got {args.weight:g}")
     if args.weight is not None and args.objective != "score":  # it was saved as null, unread
         raise ConfigError(
             f"--lambda weighs the cost term of --objective score, but --objective is "

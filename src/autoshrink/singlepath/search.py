@@ -119,8 +119,12 @@ class SearchSettings:
             (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),
             (self.deploy_size >= 32, "deploy_size must be >= 32"),
             (
-                0 < self.lr_per_256 < math.inf and 0 < self.threshold_lr < math.inf,
-                "learning rates must be finite and > 0",
+                0 < self.lr_per_256 < math.inf,
+                f"lr_per_256 must be finite and > 0, got {self.lr_per_256}",
+            ),
+            (
+                0 < self.threshold_lr < math.inf,
+                f"threshold_lr (--threshold-lr) must be finite and > 0, got {self.threshold_lr}",
             ),
             (0 <= self.weight_decay < math.inf, "weight_decay must be finite and >= 0"),
             (0 <= self.lam < math.inf, f"lambda must be finite and >= 0, got {self.lam}"),
@@ -210,6 +214,11 @@ def load_search_data(s: SearchSettings) -> SearchData:
             f"{n_val} validation images; lower --val-images"
         )
     val, rest = order[:n_val], order[n_val:]
+    if s.train_images is not None and s.train_images > len(rest):  # it trained on fewer, unsaid
+        raise DataError(
+            f"{data.name}: {len(rest)} training images are left after {n_val} validation "
+            f"images, fewer than --train-images {s.train_images}; lower it"
+        )
     train = rest if s.train_images is None else rest[: s.train_images]
     tx, ty = data.train_x[train], data.train_y[train]
     vx, vy = data.train_x[val], data.train_y[val]
@@ -436,8 +445,9 @@ def finished_result(out: Path) -> SinglePathResult:
 def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
-    writes = (TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, MODEL, "checkpoints")
-    claim_folder(out, "singlepath", resume=resume, writes=writes)  # nor someone else's files
+    # nor someone else's files (its latency table and calibration are read, then extended)
+    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, "checkpoints")
+    claim_folder(out, "singlepath", resume=resume, writes=writes)
     if table is not None:
         check_output_file(table, "--latency-table")
     out.mkdir(parents=True, exist_ok=True)
@@ -445,8 +455,9 @@ def _run_singlepath(
     if resume and (out / SETTINGS).is_file():
         check_same_settings(out / SETTINGS, s)
         if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
+            ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
             log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
-            return finished_result(out)
+            return ended
     data = load_search_data(s)
     if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
         raise ConfigError(

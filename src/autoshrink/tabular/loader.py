@@ -14,6 +14,9 @@ def load_tables(directory: str | Path, *, allow_pickle: bool = False) -> NB201Ta
     else an official NATS-Bench topology archive folder (``meta.pickle.pbz2`` + per-cell
     files), which needs ``allow_pickle=True`` -- see :mod:`autoshrink.tabular.archive`."""
     directory = Path(directory)
+    if not directory.is_dir():
+        what = "a file, not a folder" if directory.exists() else "no such folder"
+        raise BenchmarkError(f"NAS-Bench-201 tables {directory}: {what}")
     if (directory / FILE_12EPOCH).is_file() or (directory / FILE_200EPOCH).is_file():
         return load_flat_tables(directory)
     if (directory / "meta.pickle.pbz2").is_file():

@@ -211,7 +211,7 @@ def get_recipe(name_or_path: str | Path, **overrides: Any) -> Recipe:
     key = str(name_or_path)
     if key in RECIPES:
         recipe = RECIPES[key]()
-    elif key.endswith(".json"):
+    elif key.endswith(".json") or Path(key).exists():  # a folder: read_json_file names it
         recipe = Recipe.load(key)
     else:
         raise ConfigError(
