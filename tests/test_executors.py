@@ -512,3 +512,20 @@ def test_pool_workers_log_as_the_driver_does(monkeypatch, capfd):
     err = capfd.readouterr().err
     for job in jobs:
         assert f"worker-test INFO autoshrink.test: evaluating {job.genotype.key}" in err
+
+
+def test_driver_logging_reads_the_command_lines_set_up(monkeypatch):
+    """What a worker is told: the package's level and the console handler's format, also
+    while the command line writes its lines above the progress bars."""
+    from autoshrink.cli import LOG_FORMAT, configure_logging, lines_above_bars
+    from autoshrink.executors.pool import driver_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(sys.stderr)])
+    for name in ("autoshrink", "matplotlib"):  # the levels it sets, given back after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    root.handlers[0].setFormatter(logging.Formatter(LOG_FORMAT))
+    configure_logging(verbose=True)
+    assert driver_logging() == (logging.DEBUG, LOG_FORMAT)
+    with lines_above_bars():  # the console handler is replaced by tqdm's, same format
+        assert driver_logging() == (logging.DEBUG, LOG_FORMAT)

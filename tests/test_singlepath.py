@@ -603,16 +603,24 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
         (["--epochs", "3", "--warmup-epochs", "3"], "warm-up (3 epochs"),
         (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0, got -1"),
         (["--threshold-lr", "0"], "threshold_lr (--threshold-lr) must be finite and > 0, got 0.0"),
-        (["--train-images", "5000"], "digits: 1038 training images are left after 400 "
-         "validation images, fewer than --train-images 5000"),  # it trained on 1038, unsaid
     ],
 )  # fmt: skip
-def test_a_warmup_as_long_as_the_search_is_refused_at_once(cli, tmp_path, args, needle):
+def test_bad_singlepath_settings_are_refused_at_once(cli, tmp_path, args, needle):
     code, _, err = cli("singlepath", "--preset", "demo", *args, "--out", tmp_path / "run")
     assert code == 2
-    assert err.startswith("autoshrink: error: ") and needle in err
+    assert err.startswith("autoshrink: error: singlepath: ") and needle in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_more_training_images_than_the_data_has_are_refused(cli, tmp_path):
+    """It trained on the 1038 there were, unsaid."""
+    code, _, err = cli("singlepath", "--train-images", "5000", "--out", tmp_path / "run")
+    assert code == 2 and err.strip() == (
+        "autoshrink: error: digits: 1038 training images are left after 400 validation images, "
+        "fewer than --train-images 5000; lower it"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_missed_target_is_said_and_recorded(cli, tmp_path, demo_settings, one_thread, caplog):

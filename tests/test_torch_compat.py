@@ -16,9 +16,10 @@ def test_the_fp16_loss_scaler_without_torch_amp_grad_scaler(monkeypatch) -> None
     """torch.amp.GradScaler is new in 2.3; 2.2 has torch.cuda.amp.GradScaler (no device)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available", the old one's deprecation
-        assert isinstance(cuda_grad_scaler(), torch.amp.GradScaler)
+        assert type(cuda_grad_scaler()) is torch.amp.GradScaler  # not the deprecated subclass
+        old = torch.cuda.amp.GradScaler
         monkeypatch.delattr(torch.amp, "GradScaler")
-        assert isinstance(cuda_grad_scaler(), torch.cuda.amp.GradScaler)
+        assert type(cuda_grad_scaler()) is old
 
 
 def test_onnx_export_on_a_torch_whose_exporter_takes_no_dynamo_keyword(monkeypatch) -> None:

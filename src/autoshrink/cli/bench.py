@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from autoshrink.cli import (
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
+from autoshrink.ranges import require
 from autoshrink.report.bench_files import FILES, format_table, report_object, write_outputs
 from autoshrink.tabular import NB201Tables, load_tables
 from autoshrink.tabular.comparison import (
@@ -167,8 +167,7 @@ def check_cost_args(args: argparse.Namespace) -> None:
             f"--cost must be {MACS} or an HW-NAS-Bench metric ({', '.join(METRICS)}), "
             f"got {args.cost!r}"
         )
-    if args.weight is not None and not 0 <= args.weight < math.inf:  # named as typed
-        raise ConfigError(f"--lambda must be finite and >= 0, got {args.weight:g}")
+    require("--lambda", args.weight, "finite and >= 0")  # named as typed
     if args.weight is not None and args.objective != "score":  # it was saved as null, unread
         raise ConfigError(
             f"--lambda weighs the cost term of --objective score, but --objective is "

@@ -122,9 +122,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
         args.out.mkdir(parents=True, exist_ok=True)
+        write_log(log_path, history)  # first: it marks the folder as a training's
         cell.save(args.out / "cell.json")
         corpus.vocab.save(args.out / VOCABULARY)  # the weights' rows are these words' ids
-        write_log(log_path, history)
         since[0] = time.perf_counter()
 
     def epoch_done(row: dict[str, Any]) -> None:

@@ -21,6 +21,13 @@ from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.ranges import WHOLE, check_fields
 
 
+def check_vocabulary(words: int, where: str = "") -> None:
+    """A :class:`ConfigError` (its message led by ``where``) unless a vocabulary of ``words``
+    can make a language model: one word has nothing to predict from."""
+    if words < 2:
+        raise ConfigError(f"{where}a language model needs a vocabulary of >= 2 words, got {words}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RNNSpec:
     """A word-level language model around a cell: vocabulary and sizes."""
@@ -33,10 +40,7 @@ class RNNSpec:
 
     def __post_init__(self) -> None:
         check_fields(self.name, self, {WHOLE: ("vocab", "nhid", "emsize")})  # nhid: the flag
-        if self.vocab < 2:  # as the model refuses to be built
-            raise ConfigError(
-                f"{self.name}: a language model needs a vocabulary of >= 2 words, got {self.vocab}"
-            )
+        check_vocabulary(self.vocab, f"{self.name}: ")
         if self.tied and self.emsize != self.nhid:
             raise ConfigError(f"{self.name}: tied weights need emsize == nhid")
 

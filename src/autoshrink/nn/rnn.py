@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoshrink.cost.rnn import check_vocabulary
 from autoshrink.errors import ConfigError
 from autoshrink.graph import A_CELL_OF, OPS, Cell
 
@@ -239,8 +240,7 @@ class _LanguageModel(nn.Module):
 
     def __init__(self, ntoken: int, emsize: int, nhid: int, dropouts: Dropouts) -> None:
         super().__init__()
-        if ntoken < 2:
-            raise ConfigError(f"a language model needs a vocabulary of >= 2 words, got {ntoken}")
+        check_vocabulary(ntoken)
         if emsize != nhid:
             raise ConfigError(f"tied weights need emsize == nhid, got {emsize} and {nhid}")
         self.ntoken, self.emsize, self.nhid, self.dropouts = ntoken, emsize, nhid, dropouts

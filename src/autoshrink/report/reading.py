@@ -73,9 +73,10 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Step:
-    """The candidates of one step (in proposal order) and the one the search kept.
-    ``decided``: whether the step is over -- a later step began, or the search ended; the last
-    step of a running or stopped search may still lack candidates, so no cell is kept yet."""
+    """The candidates of one step (in proposal order) and, when it kept one (:attr:`kept`), the
+    one the search kept. ``decided``: whether the step is over -- a later step began, or the
+    search ended; the last step of a running or stopped search may still lack candidates, so
+    no cell is kept yet."""
 
     step: int
     candidates: list[Candidate]
@@ -94,8 +95,9 @@ class Step:
 
     @property
     def chosen(self) -> Candidate:
-        """The candidate the search kept (of an undecided step: the best so far): the best
-        :meth:`Candidate.rank`, the first proposed among ties."""
+        """The step's best-ranked candidate (:meth:`Candidate.rank`, the first proposed among
+        ties): the one the search kept when :attr:`kept`, else the best so far (a step not
+        over) or the best of those that failed (the step the search stopped at)."""
         return max(self.candidates, key=Candidate.rank)  # max() keeps the first of ties
 
     def finite(self, metric: str | None = None) -> list[float]:
