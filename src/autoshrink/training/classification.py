@@ -87,7 +87,11 @@ def train_proxy(
 ) -> TrainOutcome:
     """Train ``model`` on ``train``, tracking validation accuracy (tensors on its device)."""
     x, y = train
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # foreach: one multi-tensor update instead of a Python loop over the parameters, the same
+    # numbers to the bit (torch picks it on CUDA, not on the CPU, where the loop cost ~10%)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True
+    )
     best, since_best = 0.0, 0
     history: list[dict[str, float]] = []
     for epoch in range(1, settings.epochs + 1):
