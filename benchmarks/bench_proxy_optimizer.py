@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
-from torch.nn import functional as F
 
 from autoshrink.config import preset
 from autoshrink.nn.cnn import build_network
 from autoshrink.search import seeded_start
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
+from bench_core import timed_steps
 
 
 def train_steps(cell, *, foreach: bool, steps: int) -> tuple[float, list[torch.Tensor]]:
@@ -40,19 +39,8 @@ def train_steps(cell, *, foreach: bool, steps: int) -> tuple[float, list[torch.T
         weight_decay=demo.training.weight_decay,
         foreach=foreach,
     )
-
-    def step() -> None:
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - t0, [p.detach().clone() for p in net.parameters()]
+    seconds = timed_steps(net, opt, x, y, steps)
+    return seconds, [p.detach().clone() for p in net.parameters()]
 
 
 def main() -> None:
