@@ -446,6 +446,7 @@ def search_loop(
     )
     last_step, batches, max_steps = -1, 0, strategy.max_steps  # read once, as the bar's total
     start, _ = seeded_start(config)
+    bar = tqdm(disable=True)  # a step's bar: closed before a stop's message, not at exit
     try:
         while proposals := strategy.ask():
             batches += 1
@@ -494,25 +495,23 @@ def search_loop(
                 disable=shown,
             )
             on_retry = retry_listener(append_event, proposals, todo, seeds)
-            with bar:  # closed before a stop's message, not at the interpreter's exit
-                for j, evaluation in executor.run(evaluator, jobs, on_retry):
-                    i = todo[j]
-                    evaluation = as_checked(evaluation, checked.get(proposals[i].genotype.key))
-                    if evaluation.status == "ok" and (
-                        missing := score_fn.missing(evaluation.metrics)
-                    ):
-                        raise ConfigError(
-                            f"the score reads {', '.join(missing)}, which the evaluation of "
-                            f"{proposals[i].genotype.key} lacks (it has "
-                            f"{', '.join(sorted(evaluation.metrics))}); score the metrics the "
-                            "evaluator gives"
-                        )
-                    score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
-                    if i in screened:
-                        evaluation = with_stages(evaluation, screened[i])
-                    append(record(proposals[i], i, seeds[i], evaluation, score))
-                    trained += 1
-                    bar.update(1)
+            for j, evaluation in executor.run(evaluator, jobs, on_retry):
+                i = todo[j]
+                evaluation = as_checked(evaluation, checked.get(proposals[i].genotype.key))
+                if evaluation.status == "ok" and (missing := score_fn.missing(evaluation.metrics)):
+                    raise ConfigError(
+                        f"the score reads {', '.join(missing)}, which the evaluation of "
+                        f"{proposals[i].genotype.key} lacks (it has "
+                        f"{', '.join(sorted(evaluation.metrics))}); score the metrics the "
+                        "evaluator gives"
+                    )
+                score = score_fn(evaluation.metrics) if evaluation.status == "ok" else -math.inf
+                if i in screened:
+                    evaluation = with_stages(evaluation, screened[i])
+                append(record(proposals[i], i, seeds[i], evaluation, score))
+                trained += 1
+                bar.update(1)
+            bar.close()
             observations = [observe(p, done[p.genotype.key]) for p in proposals]
             evaluations += len(observations)
             if proposals[0].step == 0:
@@ -532,6 +531,7 @@ def search_loop(
         steps_bar.total = steps_bar.n  # max_steps is an upper bound: the search has ended
         steps_bar.refresh()
     finally:
+        bar.close()
         steps_bar.close()
     stopped = getattr(strategy, "stop_reason", None)
     if stopped is None:
