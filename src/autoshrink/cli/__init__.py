@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
 
@@ -280,6 +278,8 @@ def lines_above_bars() -> contextlib.AbstractContextManager[object]:
     """While a command runs, a line logged to the terminal is written above the progress bars
     (``tqdm.write``), not into them; where logging writes elsewhere (a host program's own
     handlers), nothing changes."""
+    from tqdm.contrib.logging import logging_redirect_tqdm  # 30 ms: not at every start-up
+
     console = any(
         type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)
         for h in logging.getLogger().handlers
