@@ -200,6 +200,7 @@ def test_published_sanity_figures(tables_dir) -> None:
         ({"strategies": "rea"}, "strategies must be a list of names, got the string 'rea'"),
         ({"queries": 2.5}, "queries must be a whole number >= 1, got 2.5"),
         ({"runs": 0}, "runs must be a whole number >= 1, got 0"),
+        ({"objective": "score", "weight": -1.0}, "weight must be finite and >= 0, got -1"),
     ],
 )
 def test_run_bench_refuses_bad_arguments(tables_dir, kwargs, message) -> None:

@@ -19,7 +19,6 @@ query and small frozen records, so 100 runs x 200 queries of a strategy take abo
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,8 +222,7 @@ def run_bench(
         raise ConfigError(f"strategy {ZC_STRATEGY} needs zero-cost scores (zc_rank)")
     require_positive(runs=runs, queries=queries)
     check_value("seed", seed, SEED)  # a negative one: runs seed + r would repeat each other
-    if not math.isfinite(weight) or weight < 0:
-        raise ConfigError(f"weight must be finite and >= 0, got {weight}")
+    check_value("weight", weight, "finite and >= 0")
     if cost is not None and objective != "score":
         raise ConfigError(f"cost {cost.name} needs objective 'score', got {objective!r}")
     evaluator = SearchEvaluator(tables, dataset=dataset, epochs=search_epochs)
