@@ -169,6 +169,21 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
     assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")
 
 
+def test_presets_apply_an_override_of_none_as_given() -> None:
+    # None was dropped: preset("demo", patience=None) kept the demo's early stop, so "none" could
+    # not be asked for; get_recipe and singlepath_preset apply None as given too
+    from autoshrink.singlepath.search import singlepath_preset
+    from autoshrink.training.recipes import get_recipe
+
+    assert preset("demo").patience == 5 and preset("demo", patience=None).patience is None
+    with pytest.raises(ConfigError, match='"training.epochs" must be an integer, got null'):
+        preset("demo", training_epochs=None)
+    assert singlepath_preset("demo").train_images == 1000
+    assert singlepath_preset("demo", train_images=None).train_images is None
+    assert get_recipe("shrinkcnn-imagenet").ema_decay is not None
+    assert get_recipe("shrinkcnn-imagenet", ema_decay=None).ema_decay is None
+
+
 def test_a_new_rea_search_refuses_a_tournament_larger_than_its_population(tmp_path) -> None:
     config = toy_config(strategy="rea", budget=4, population_size=2, tournament_size=3)
     with pytest.raises(ConfigError, match=r"tournament_size \(3\) must be at most "):

@@ -554,9 +554,10 @@ CLI_SPELLINGS = MappingProxyType(
 def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     """A named preset of ``task`` with keyword overrides of :class:`SearchConfig`'s fields;
     ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``).
-    ``None`` values are ignored (``dataclasses.replace(preset(...), patience=None)`` sets one
-    to ``None``); an unknown name is a :class:`ConfigError` that says how it is spelled, and so
-    is an override that changes a setting the search would not read (:data:`READ_BY`)."""
+    An override applies as given, ``None`` included (``patience=None``: no early stop), as
+    :func:`~autoshrink.training.recipes.get_recipe`'s do. An unknown name is a
+    :class:`ConfigError` that says how it is spelled, and so is an override that changes a
+    setting the search would not read (:data:`READ_BY`)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
     table = RNN_PRESETS if task == "rnn" else PRESETS
@@ -571,10 +572,8 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
             like = CLI_SPELLINGS.get(key) or " or ".join(difflib.get_close_matches(key, known, 2))
             hint = f"did you mean {like}?" if like else "see SearchConfig's fields"
             raise ConfigError(f"preset {name!r}: unknown setting {key!r}; {hint}")
-    training = {
-        k[9:]: v for k, v in overrides.items() if k.startswith("training_") and v is not None
-    }
-    top = {k: v for k, v in overrides.items() if not k.startswith("training_") and v is not None}
+    training = {k[9:]: v for k, v in overrides.items() if k.startswith("training_")}
+    top = {k: v for k, v in overrides.items() if not k.startswith("training_")}
     if training:
         top["training"] = replace(base.training, **training)
     config = replace(base, **top)

@@ -119,32 +119,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a Single-Path NAS search and print its network; 0."""
-    latency = {
-        "backend": args.backend,
-        "device": args.device,
-        "batch": args.batch,
-        "threads": args.threads,
-        "clock": args.clock,
+    given = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "latency_target_ms": args.latency_target,
+        "lam": args.lam,
+        "width": args.width,
+        "search_size": args.search_size,
+        "deploy_size": args.deploy_size,
+        "epochs": args.epochs,
+        "warmup_epochs": args.warmup_epochs,
+        "batch_size": args.batch_size,
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "flip": args.flip,
+        "threshold_lr": args.threshold_lr,
+        "seed": args.seed,
+        "train_threads": args.train_threads,
+        "latency": {
+            "backend": args.backend,
+            "device": args.device,
+            "batch": args.batch,
+            "threads": args.threads,
+            "clock": args.clock,
+        },
     }
-    settings = singlepath_preset(
-        args.preset,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        latency_target_ms=args.latency_target,
-        lam=args.lam,
-        width=args.width,
-        search_size=args.search_size,
-        deploy_size=args.deploy_size,
-        epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs,
-        batch_size=args.batch_size,
-        train_images=args.train_images,
-        val_images=args.val_images,
-        flip=args.flip,
-        threshold_lr=args.threshold_lr,
-        seed=args.seed,
-        train_threads=args.train_threads,
-        latency=latency,
+    settings = singlepath_preset(  # the flags typed; the preset's settings for the others
+        args.preset, **{k: v for k, v in given.items() if v is not None}
     )
     check_root(settings.dataset, settings.data_dir)  # before --out is made
     with stop_says_resume("the search", args.out):

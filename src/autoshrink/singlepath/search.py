@@ -151,7 +151,9 @@ class SearchSettings:
 def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
     """``demo``: a few minutes on two CPU cores (1,000 small images, 6 epochs, quick latency
     measurements); ``paper``: the whole data set, 8 epochs as in Single-Path NAS (2 warm-up),
-    the latency settings' full repeat rule."""
+    the latency settings' full repeat rule. ``overrides`` apply as given, ``None`` included
+    (``train_images=None``: all images); ``latency`` is a :class:`LatencySettings`, or a dict
+    of the settings to change in the preset's."""
     quick = LatencySettings(min_repeats=10, max_seconds=1.0)
     presets = {
         "demo": SearchSettings(
@@ -168,7 +170,7 @@ def singlepath_preset(name: str, **overrides: Any) -> SearchSettings:
     }
     if name not in presets:
         raise ConfigError(f"unknown singlepath preset {name!r}; expected one of {sorted(presets)}")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = dict(overrides)
     latency = given.get("latency")  # a dict of settings; a LatencySettings is taken whole
     for kind, names, what in (
         (SearchSettings, given, "setting(s)"),
