@@ -123,7 +123,6 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["report", "{tmp}/run", "{tmp}", "--out", "{tmp}/run"], "report would write over them"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
-        (["search", "--preset", "demo", "--seed", "-1", "--out", "{tmp}/s"], "seed must be >= 0"),
         (
             ["search", "--preset", "demo", "--nodes", "1000", "--out", "{tmp}/n"],
             "nodes must be in 2..64, got 1000 (a complete cell of 499,500 edges)",
@@ -422,6 +421,10 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
         (  # trained until killed
             ["singlepath", "--out", "o", "--epochs", "99999999999999999999"],
             "autoshrink singlepath: error: argument --epochs: must be at most 65,536",
+        ),
+        (  # as every other command's --seed; the config said "seed must be >= 0" after parsing
+            ["search", "--seed", "-1"],
+            "autoshrink search: error: argument --seed: must be >= 0, got -1",
         ),
         (
             ["search", "--bogus", "1"],

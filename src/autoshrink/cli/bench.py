@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 from autoshrink.cli import (
-    MAX_COUNT,
     SUBCOMMANDS,
+    count_number,
     folder_path,
-    int_at_most,
     renamed_flag,
     seed_number,
 )
@@ -117,13 +116,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--runs",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=100,
         help="seeded runs per strategy (default 100)",
     )
     p.add_argument(
         "--queries",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=200,
         help="query budget per run (default 200)",
     )

@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from autoshrink.cli import MAX_CLASSES, MAX_COUNT, SUBCOMMANDS, int_at_most, refuse_for_arch
+from autoshrink.cli import (
+    MAX_CLASSES,
+    SUBCOMMANDS,
+    count_number,
+    int_at_most,
+    refuse_for_arch,
+)
 from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.errors import ConfigError
@@ -34,19 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{RNN_DEFAULT} for an rnn cell; cifar-proxy is the network a search scores)",
     )
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
-    p.add_argument(
-        "--image-size", type=int_at_most(MAX_COUNT), default=None, help="input size in pixels"
-    )
+    p.add_argument("--image-size", type=count_number, default=None, help="input size in pixels")
     p.add_argument("--num-classes", type=int_at_most(MAX_CLASSES), default=None)
     p.add_argument(
         "--in-channels",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=None,
         help="input image channels (1: the grayscale data sets, as search and train count them)",
     )
     p.add_argument(
         "--nhid",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=None,
         help=f"rnn cells: the hidden (and embedding) size ({RNN_DEFAULT}'s: 745)",
     )

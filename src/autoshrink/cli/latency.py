@@ -16,9 +16,9 @@ from typing import Any
 
 from autoshrink.cli import (
     MAX_CLASSES,
-    MAX_COUNT,
     SUBCOMMANDS,
     add_latency_table,
+    count_number,
     device_name,
     int_at_most,
     refuse_for_arch,
@@ -53,12 +53,8 @@ def add_macro_options(p: argparse.ArgumentParser) -> None:
         help=f"the network of a cell (default {DEFAULT_MACRO}; not for an mbconv file)",
     )
     p.add_argument("--width", type=float, default=None, help="width multiplier, in (0, 64]")
-    p.add_argument(
-        "--image-size", type=int_at_most(MAX_COUNT), default=None, help="input size in pixels"
-    )
-    p.add_argument(
-        "--in-channels", type=int_at_most(MAX_COUNT), default=None, help="input image channels"
-    )
+    p.add_argument("--image-size", type=count_number, default=None, help="input size in pixels")
+    p.add_argument("--in-channels", type=count_number, default=None, help="input image channels")
     p.add_argument("--num-classes", type=int_at_most(MAX_CLASSES), default=None)
 
 
@@ -100,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=1,
         help="images per forward pass (default 1)",
     )
@@ -112,12 +108,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall: elapsed time (default); cpu: this thread's CPU time, steadier on a busy "
         "machine (cpu device, 1 thread)",
     )
-    p.add_argument(
-        "--warmup", type=int_at_most(MAX_COUNT), default=5, help="untimed runs first (default 5)"
-    )
+    p.add_argument("--warmup", type=count_number, default=5, help="untimed runs first (default 5)")
     p.add_argument(
         "--repeats",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=20,
         help="timed runs per round (default 20); rounds go on until the median moves < 2%%",
     )

@@ -9,14 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from autoshrink.cli import (
-    MAX_SEED,
     SUBCOMMANDS,
     DefaultsHelpFormatter,
     count_number,
     device_name,
     folder_path,
     images_number,
-    int_at_most,
+    seed_number,
 )
 from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import (
@@ -290,7 +289,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default 0.5)",
     )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
-    g.add_argument("--seed", type=int_at_most(MAX_SEED), default=None)
+    g.add_argument("--seed", type=seed_number, default=None)
     g = p.add_argument_group("screening (docs/zero-cost.md, docs/screening.md)")
     g.add_argument(
         "--screening",

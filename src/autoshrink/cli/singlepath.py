@@ -14,14 +14,12 @@ import argparse
 import json
 
 from autoshrink.cli import (
-    MAX_COUNT,
     SUBCOMMANDS,
     add_latency_table,
     count_number,
     device_name,
     folder_path,
     images_number,
-    int_at_most,
     seed_number,
 )
 from autoshrink.data.images import DATASETS, check_root
@@ -58,18 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)"
     )
     p.add_argument(
-        "--batch", type=int_at_most(MAX_COUNT), default=1, help="deployment batch size (default 1)"
+        "--batch", type=count_number, default=1, help="deployment batch size (default 1)"
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--clock", choices=CLOCKS, default="wall", help="see autoshrink latency")
     add_latency_table(p, "latency table to reuse and complete (default OUT/latency_table.json)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
     p.add_argument(
-        "--search-size", type=int_at_most(MAX_COUNT), default=None, help="training image size (32)"
+        "--search-size", type=count_number, default=None, help="training image size (32)"
     )
     p.add_argument(
         "--deploy-size",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=None,
         help="deployment image size (224)",
     )

@@ -31,7 +31,6 @@ import torch
 
 from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import (
-    MAX_COUNT,
     SUBCOMMANDS,
     DefaultsHelpFormatter,
     count_number,
@@ -154,7 +153,7 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
     option("--macro", choices=sorted(MACROS), default="cifar-proxy", help="the macro network")
     option(
         "--image-size",
-        type=int_at_most(MAX_COUNT),
+        type=count_number,
         default=None,
         help="None: recipe's or the data's",
     )

@@ -74,7 +74,9 @@ class NodeStates:
             every read is ``torch.cat``.
     """
 
-    def __init__(self, first: torch.Tensor, widths: Sequence[int], buffered: frozenset[int]):
+    def __init__(
+        self, first: torch.Tensor, widths: Sequence[int], buffered: frozenset[int]
+    ) -> None:
         self.widths = list(widths)
         self.starts = [sum(self.widths[:i]) for i in range(len(self.widths) + 1)]
         self.states: list[torch.Tensor] = []
