@@ -21,7 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoshrink.journal import finite_or_none, process_running
+from autoshrink.json_values import finite_or_none
+from autoshrink.processes import process_running
 
 if TYPE_CHECKING:
     import torch

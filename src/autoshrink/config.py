@@ -21,7 +21,7 @@ from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
-from autoshrink.journal import as_read_back
+from autoshrink.json_values import as_read_back
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width

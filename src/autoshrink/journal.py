@@ -31,32 +31,13 @@ from types import TracebackType
 from typing import Any
 
 from autoshrink.errors import JournalError
+from autoshrink.json_values import finite_or_none
+from autoshrink.processes import process_running
 from autoshrink.user_files import json_type_problem
 
 log = logging.getLogger(__name__)
 
 LOCK = "run.lock"
-
-
-def finite_or_none(value: Any) -> Any:
-    """For strict JSON, recursively: NumPy and torch scalars (an evaluator's metrics, say) as
-    the Python numbers they hold, and non-finite floats as ``None``."""
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a 0-d array
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
-
-
-def as_read_back(value: Any) -> Any:
-    """``value`` as a JSON file gives it back once written and read (tuples as lists, keys as
-    strings, non-finite numbers as ``None``: :func:`finite_or_none`), to compare with what a
-    file holds."""
-    return json.loads(json.dumps(finite_or_none(value)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,17 +276,6 @@ def lock_holder(run_dir: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() and process_running(int(text)) else None
-
-
-def process_running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process; no pid of any
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:

@@ -39,7 +39,8 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor, Job
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal, RunLock, as_read_back
+from autoshrink.journal import Journal, RunLock
+from autoshrink.json_values import as_read_back
 from autoshrink.objectives import Score
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay

@@ -42,7 +42,8 @@ from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, own_generators, torch_threads
 from autoshrink.errors import ConfigError, DataError, JournalError, TrainingError
 from autoshrink.hardware.latency import LatencySettings, measure_module
-from autoshrink.journal import as_read_back, parse_record
+from autoshrink.journal import parse_record
+from autoshrink.json_values import as_read_back
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
-from autoshrink.journal import as_read_back, finite_or_none
+from autoshrink.json_values import as_read_back, finite_or_none
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
