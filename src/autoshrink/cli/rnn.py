@@ -1,4 +1,4 @@
-"""The ``--task rnn`` branches of ``autoshrink train`` and ``autoshrink search``.
+"""The ``--task rnn`` branch of ``autoshrink train``.
 
 Not a sub-command of its own: :mod:`autoshrink.cli.train` calls :func:`add_train_arguments`
 and dispatches to :func:`run_train`.

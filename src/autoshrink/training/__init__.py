@@ -1,1 +1,3 @@
-"""Training loops, and nothing else: classification (proxy and final) and language modelling."""
+"""Training: the loops for classification (proxy, batched, one-shot, out-of-domain and final)
+and language modelling (proxy, stacked and final), with what they need around them -- recipes,
+optimisers and schedules, checkpoints and weight files, DDP, CUDA graphs."""
