@@ -157,10 +157,12 @@ def test_bad_arguments(bench, tables_dir, args, message) -> None:
 
 def test_bad_tables(bench, tmp_path, tables_dir) -> None:
     code, _, err = bench("--tables", tmp_path / "missing")  # said "no tables in": a folder?
-    assert code == 2 and f"tables {tmp_path / 'missing'}: no such folder" in err
+    assert code == 2 and f"{tmp_path / 'missing'}: no such folder; expected a folder of NAS" in err
     (tmp_path / "file").write_text("")
     code, _, err = bench("--tables", tmp_path / "file")
-    assert code == 2 and f"tables {tmp_path / 'file'}: a file, not a folder" in err
+    assert (
+        code == 2 and f"{tmp_path / 'file'}: a file, not a folder; expected a folder of NAS" in err
+    )
     code, _, err = bench("--tables", tmp_path)
     assert code == 2 and "no NAS-Bench-201 tables" in err and err.count("\n") == 1
     (tmp_path / "nb201_12epoch_valtest.csv").write_text("arch,cellstr\n0,x\n")

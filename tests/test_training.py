@@ -244,7 +244,10 @@ def test_cli_trains_on_an_image_folder(cli, tmp_path: Path) -> None:
         (["--recipe", "nope"], "unknown recipe 'nope'"),
         (["--recipe", "/"], "/: a folder, not a file; expected a recipe file"),  # "unknown"
         (["--dataset", "imagefolder"], "needs --data-dir"),
-        (["--dataset", "imagefolder", "--data-dir", "/nonexistent"], "image folder not found"),
+        (
+            ["--dataset", "imagefolder", "--data-dir", "/nonexistent"],
+            "/nonexistent: no such folder; expected an image",
+        ),
         (["--macro", "shrinkcnn-imagenet"], "too small"),
         (["--batch-size", "5000"], "exceeds the 1438 training images"),
     ],

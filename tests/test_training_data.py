@@ -70,7 +70,7 @@ def test_folder_without_split_gets_a_seeded_validation_split(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
-        (lambda r: r / "missing", "image folder not found"),
+        (lambda r: r / "missing", "missing: no such folder; expected an image folder"),
         (lambda r: (r / "only" / "train" / "a").mkdir(parents=True) or r / "only", "no val/"),
         (lambda r: (r / "empty" / "x").mkdir(parents=True) or r / "empty", "holds no images"),
     ],
@@ -172,3 +172,25 @@ def test_transform_pieces() -> None:
     np.testing.assert_allclose(t(pil, rng).numpy(), np.ones((1, 4, 4)))
     erase = ImageTransform(6, (0.0,) * 2, (1.0,) * 2, train=True, random_erasing=1.0)
     assert not np.array_equal(erase(img, rng).numpy(), img)
+
+
+def test_a_file_where_a_data_folder_belongs_is_named_as_a_file(tmp_path: Path) -> None:
+    # each reader checked its folder with is_dir() and its own words: a file there was "not found"
+    from autoshrink.data.idx import load_fashion_mnist
+    from autoshrink.data.imagefolder import load_image_folder
+    from autoshrink.errors import BenchmarkError, DataError
+    from autoshrink.tabular.archive import read_archive
+    from autoshrink.tabular.tables import load_flat_tables
+
+    file = tmp_path / "data.bin"
+    file.write_bytes(b"")
+    readers = [
+        (DataError, lambda: load_fashion_mnist(file), "a Fashion-MNIST folder"),
+        (DataError, lambda: load_image_folder(file), "an image folder"),
+        (DataError, lambda: folder_data(file, get_recipe("cifar")), "an image folder"),
+        (BenchmarkError, lambda: load_flat_tables(file), "a NAS-Bench-201 table folder"),
+        (BenchmarkError, lambda: read_archive(file), "a NATS-Bench archive folder"),
+    ]
+    for error, read, expected in readers:
+        with pytest.raises(error, match=f"data.bin: a file, not a folder; expected {expected}"):
+            read()

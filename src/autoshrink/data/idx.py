@@ -19,6 +19,7 @@ import numpy as np
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import DataError
+from autoshrink.user_files import require_folder
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +121,12 @@ def load_fashion_mnist(root: str | Path | None = None) -> ImageData:
     Each of the four files may be raw or ``.gz``; the raw one wins when both exist.
     """
     root = DEFAULT_FASHION_MNIST_ROOT if root is None else Path(root)
-    if not root.is_dir():
-        raise DataError(
-            f"{root}: Fashion-MNIST folder not found; expected a folder with "
-            f"{FASHION_MNIST_FILES['train_images']}[.gz] and the three other IDX files "
-            "(Debian: apt install dataset-fashion-mnist)"
-        )
+    require_folder(
+        root,
+        DataError,
+        f"a Fashion-MNIST folder with {FASHION_MNIST_FILES['train_images']}"
+        "[.gz] and the three other IDX files (Debian: apt install dataset-fashion-mnist)",
+    )
     train_x, train_y = _read_part(root, "train")
     test_x, test_y = _read_part(root, "test")
     logger.info("fashion-mnist: %d train, %d test images from %s", len(train_y), len(test_y), root)

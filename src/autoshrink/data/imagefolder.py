@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import ConfigError, DataError
+from autoshrink.user_files import require_folder
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +207,7 @@ def load_image_folder(
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found; expected {root}/<class>/*.png ...")
+    require_folder(root, DataError, f"an image folder, {root}/<class>/*.png ...")
     split = split_tree(root, test_fraction, seed)
     classes, train_y, test_y = split.classes, split.train_y, split.test_y
     x = _read_images(split.train_paths + split.test_paths, image_size)

@@ -38,6 +38,7 @@ from autoshrink.data.imagefolder import SPLIT_SEED, eight_bit, split_tree
 from autoshrink.data.images import ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
+from autoshrink.user_files import require_folder
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +199,11 @@ def folder_data(root: str | Path, recipe: AugmentSettings, *, seed: int = 0) -> 
     class folder, or validation classes that have no training folder.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"{root}: image folder not found; expected {root}/train/<class>/ and "
-            f"{root}/val/<class>/ (or {root}/<class>/)"
-        )
+    require_folder(
+        root,
+        DataError,
+        f"an image folder, {root}/train/<class>/ and {root}/val/<class>/ (or {root}/<class>/)",
+    )
     # the held-out images do not move with the training seed (a search carves them so too)
     split = split_tree(root, 0.2, SPLIT_SEED)  # a train/ without val/ or test/ is refused there
     size = recipe.image_size or (224 if recipe.augment == "imagenet" else 32)

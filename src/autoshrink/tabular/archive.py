@@ -34,6 +34,7 @@ from autoshrink.errors import BenchmarkError, CellError
 from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
 from autoshrink.tabular.tables import Key, NB201Tables
+from autoshrink.user_files import require_folder
 
 
 def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
@@ -138,8 +139,7 @@ class Archive:
 def read_archive(directory: str | Path, *, allow_pickle: bool = False) -> Archive:
     """Read ``meta.pickle.pbz2`` and every ``NNNNNN.pickle.pbz2`` of an archive folder."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BenchmarkError(f"NATS-Bench archive folder {directory} not found")
+    require_folder(directory, BenchmarkError, "a NATS-Bench archive folder")
     meta = read_pbz2(directory / "meta.pickle.pbz2", allow_pickle=allow_pickle)
     if not isinstance(meta, dict) or not isinstance(meta.get("meta_archs"), list):
         raise BenchmarkError(f"{directory}/meta.pickle.pbz2 has no 'meta_archs' list")

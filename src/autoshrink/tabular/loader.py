@@ -7,6 +7,7 @@ from pathlib import Path
 from autoshrink.errors import BenchmarkError
 from autoshrink.tabular.archive import archive_tables, read_archive
 from autoshrink.tabular.tables import FILE_12EPOCH, FILE_200EPOCH, NB201Tables, load_flat_tables
+from autoshrink.user_files import require_folder
 
 
 def load_tables(directory: str | Path, *, allow_pickle: bool = False) -> NB201Tables:
@@ -14,9 +15,7 @@ def load_tables(directory: str | Path, *, allow_pickle: bool = False) -> NB201Ta
     else an official NATS-Bench topology archive folder (``meta.pickle.pbz2`` + per-cell
     files), which needs ``allow_pickle=True`` -- see :mod:`autoshrink.tabular.archive`."""
     directory = Path(directory)
-    if not directory.is_dir():
-        what = "a file, not a folder" if directory.exists() else "no such folder"
-        raise BenchmarkError(f"NAS-Bench-201 tables {directory}: {what}")
+    require_folder(directory, BenchmarkError, "a folder of NAS-Bench-201 tables")
     if (directory / FILE_12EPOCH).is_file() or (directory / FILE_200EPOCH).is_file():
         return load_flat_tables(directory)
     if (directory / "meta.pickle.pbz2").is_file():

@@ -33,6 +33,7 @@ import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell, dataset_name
+from autoshrink.user_files import require_folder
 
 SPLITS: tuple[str, ...] = ("valid", "test")
 FILE_12EPOCH = "nb201_12epoch_valtest.csv"
@@ -182,11 +183,11 @@ def load_flat_tables(directory: str | Path) -> NB201Tables:
     missing column, a wrong row count or a bad number raises :class:`BenchmarkError`.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BenchmarkError(
-            f"NAS-Bench-201 table folder {directory} not found; expected a folder with "
-            f"{FILE_12EPOCH} and {FILE_200EPOCH}"
-        )
+    require_folder(
+        directory,
+        BenchmarkError,
+        f"a NAS-Bench-201 table folder with {FILE_12EPOCH} and {FILE_200EPOCH}",
+    )
     p12, p200 = directory / FILE_12EPOCH, directory / FILE_200EPOCH
     h12, b12 = _read_csv(p12, ["arch", "cellstr", *_COLUMNS_12.values()])
     h200, b200 = _read_csv(p200, ["ArchitectureString", *_COLUMNS_200.values()])
