@@ -72,7 +72,7 @@ def config_for(args: argparse.Namespace, seed: int, mode: str) -> SearchConfig:
         training_epochs=args.epochs,
         threads=1,
         screening=screening.get(mode, "zero-cost"),
-        screening_stages=stages_for(args, mode) if mode.startswith("prog") else None,
+        screening_stages=stages_for(args, mode) if mode.startswith("prog") else (),
         zc_proxy=args.zc_proxy,
     )
 

@@ -243,7 +243,7 @@ def test_ray_tasks_read_the_parent_weights_from_the_run_folder(full, tmp_path, m
 def test_oneshot_composes_with_screening_and_resumes(tmp_path, screening):
     from autoshrink.screening import ScreeningStage
 
-    stages = (ScreeningStage(4, 1, 0.5),) if screening == "progressive" else None
+    stages = (ScreeningStage(4, 1, 0.5),) if screening == "progressive" else ()
     zc = {"zc_batch": 8} if screening == "zero-cost" else {}  # progressive reads no zc_batch
     cfg = config(k=3, per_class=6, screening=screening, screening_stages=stages, **zc)
     run = tmp_path / "run"
