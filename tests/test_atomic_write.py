@@ -105,3 +105,17 @@ def test_a_weights_file_is_as_readable_as_the_json_beside_it(tmp_path) -> None:
     mode = (tmp_path / "m.json").stat().st_mode & 0o777
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == mode
     assert torch.equal(load_file(tmp_path / "w.safetensors")["a"], torch.arange(3.0))
+
+
+def test_save_tensors_takes_a_state_as_a_module_gives_it(tmp_path: Path) -> None:
+    # each caller detached, moved and made its tensors contiguous itself (one forgot .cpu())
+    import torch
+    from safetensors.torch import load_file
+
+    from autoshrink.atomic_write import save_tensors
+
+    weight = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    state = {"t": weight.t(), "w": weight * 2}  # not contiguous; part of a graph
+    save_tensors(tmp_path / "s.safetensors", state)
+    read = load_file(tmp_path / "s.safetensors")
+    assert torch.equal(read["t"], weight.detach().t()) and torch.equal(read["w"], 2 * read["t"].t())

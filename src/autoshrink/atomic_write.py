@@ -112,16 +112,18 @@ def write_json(path: str | Path, value: Any, *, indent: int = 2, sort_keys: bool
 def save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    """Replace ``path`` by a safetensors file of ``tensors`` (contiguous, on the CPU) in one
-    step; a failed write is an :class:`OSError` naming ``path`` (safetensors raises its own
-    error type, which names no file). The file gets the mode of any file written here (the
-    umask's), not the owner-only one of safetensors' ``save_file``."""
+    """Replace ``path`` by a safetensors file of ``tensors`` (detached, moved to the CPU and
+    made contiguous here) in one step; a failed write is an :class:`OSError` naming ``path``
+    (safetensors raises its own error type, which names no file). The file gets the mode of
+    any file written here (the umask's), not the owner-only one of safetensors' ``save_file``."""
     from safetensors import SafetensorError
     from safetensors.torch import save
 
+    stored = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+
     def write(tmp: Path) -> None:
         try:
-            data = save(tensors, metadata=metadata)
+            data = save(stored, metadata=metadata)
         except SafetensorError as err:
             raise OSError(errno.EIO, f"cannot write the tensors ({err})", str(path)) from None
         tmp.write_bytes(data)

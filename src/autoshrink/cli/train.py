@@ -387,11 +387,8 @@ def run_cnn(args: argparse.Namespace) -> int:
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
     if result.diverged_epoch is None:  # diverged weights are NaN: neither kept nor scored
-        save_tensors(
-            args.out / WEIGHTS,
-            {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
-            weights_metadata(network, data.mean, data.std),
-        )
+        metadata = weights_metadata(network, data.mean, data.std)
+        save_tensors(args.out / WEIGHTS, evaluated.state_dict(), metadata)
         by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {
         "dataset": args.dataset,

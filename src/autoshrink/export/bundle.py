@@ -287,8 +287,7 @@ def write_bundle(
     # (a) ONNX, run by onnxruntime
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_tensors(out / WEIGHTS, state, metadata)
+    save_tensors(out / WEIGHTS, model.state_dict(), metadata)
     # (c) standalone PyTorch
     write_text_atomic(out / CODE, source)
     standalone = import_file(out / CODE).load(out / WEIGHTS)

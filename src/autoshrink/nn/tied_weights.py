@@ -41,8 +41,7 @@ def retie(tensors: Mapping[str, torch.Tensor], ties: Mapping[str, str]) -> dict[
 
 
 def to_file(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``state`` as a safetensors file holds it: each shared tensor once (:func:`untie`),
-    detached, on the CPU and contiguous; and the metadata entry with the map of the ties."""
+    """``state`` as a safetensors file holds it: each shared tensor once (:func:`untie`), and
+    the metadata entry with the map of the ties."""
     tensors, ties = untie(state)
-    stored = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    return stored, {TIED: json.dumps(ties)}
+    return tensors, {TIED: json.dumps(ties)}

@@ -24,7 +24,6 @@ cross-entropy plus a latency term; the thresholds' decisions are the architectur
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from autoshrink.atomic_write import save_tensors, write_json, write_text_atomic
+from autoshrink.atomic_write import save_tensors, write_json
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.devices import check_threads, own_generators, torch_threads
@@ -56,6 +55,7 @@ from autoshrink.training.checkpoint import (
     restoring,
     save_checkpoint,
     unflatten_optimizer,
+    write_log,
 )
 from autoshrink.training.classification import evaluate
 from autoshrink.training.optim import warmup_cosine
@@ -527,7 +527,7 @@ def _run_singlepath(
         history.append(row)
         tensors, rests = search.snapshot()
         save_checkpoint(ckpt_dir, epoch, tensors, {"history": history, "optimizers": rests})
-        write_text_atomic(out / DECISIONS, "".join(json.dumps(r) + "\n" for r in history))
+        write_log(out / DECISIONS, history)
         log.info(
             "epoch %d/%d: loss %.4f, val accuracy %.4f, predicted %.2f ms, %s (%.1fs)",
             epoch,
@@ -541,9 +541,8 @@ def _run_singlepath(
     arch = search.net.derive().with_settings(image_size=s.deploy_size)
     arch.save(out / ARCH)
     net = search.net.derived_network().eval()
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     network = {"architecture": arch.to_dict()}  # and the inputs' normalisation, for export
-    save_tensors(out / WEIGHTS, state, weights_metadata(network, data.mean, data.std))
+    save_tensors(out / WEIGHTS, net.state_dict(), weights_metadata(network, data.mean, data.std))
     shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
     measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
     predicted = model.predict(arch)

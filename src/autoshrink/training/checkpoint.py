@@ -61,9 +61,9 @@ def save_checkpoint(
     """Write the checkpoint of ``epoch`` into ``folder`` and drop all but the newest ``keep``."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = _stem(epoch)
-    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "epoch": str(epoch)}
-    save_tensors(folder / f"{stem}.safetensors", flat, meta)
+    save_tensors(folder / f"{stem}.safetensors", tensors, meta)
+    # json.dumps, not write_json: the state comes back as it was, an infinite best loss included
     text = json.dumps({"format": FORMAT, "epoch": epoch, **state}, indent=1) + "\n"
     write_text_atomic(folder / f"{stem}.json", text)
     for old in _epochs(folder)[:-keep] if keep > 0 else []:
