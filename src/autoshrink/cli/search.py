@@ -7,6 +7,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from autoshrink.cli import (
     SUBCOMMANDS,
@@ -474,8 +475,92 @@ def default_out(task: str, preset_name: str) -> Path:
     return Path("runs") / (f"rnn-{preset_name}" if task == "rnn" else preset_name)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run or resume the search the flags describe and print its best cell; 0."""
+#: What a search runs with: its folder, its config (``None``: the run's own, which
+#: :func:`~autoshrink.search.run_search` reads), and the device and execution settings its
+#: executor is built from.
+RunPlan = tuple[Path, SearchConfig | None, str, ExecutionSettings]
+
+
+def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
+    """The run ``--resume`` continues, with the executor options given now (``execution``):
+    its own settings, which no other flag may change."""
+    if args.out is not None and args.out.resolve() != args.resume.resolve():
+        raise ConfigError(
+            f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
+        )
+    flags = [flag(name) for name in RUN_SETTINGS if getattr(args, name) is not None]
+    if flags:
+        raise ConfigError(
+            f"--resume takes its settings from the run's config.json; drop {' '.join(flags)}"
+        )
+    run_dir, config = args.resume, None
+    if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
+        saved = SearchConfig.load(run_dir / CONFIG)
+        if args.download:  # the run's data set, into the run's --data folder
+            download_data(saved)
+        # another --executor starts from its own options; else (the run's named again
+        # too) the run's, updated
+        run_executor = executor_name(saved.execution, saved.device)
+        named = execution.get("executor", run_executor)
+        base = saved.execution if named == run_executor else ExecutionSettings()
+        device, settings = saved.device, replace(base, **execution)
+        threads = resume_threads(saved, settings, args.threads)
+        if threads != saved.threads:  # this session only, as the execution settings
+            config = replace(saved, threads=threads)
+    else:
+        device, settings = "cpu", ExecutionSettings(**execution)
+    return run_dir, config, device, settings
+
+
+def new_run(
+    args: argparse.Namespace, given: dict[str, Any], execution: dict[str, Any], table: bool
+) -> RunPlan:
+    """A new search: the preset's config with the settings the flags give (``given``,
+    ``execution``; ``table``: a latency table is the cost or the limit), checked together."""
+    task, preset_name = args.task or "cnn", args.preset or "demo"
+    wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
+    if task == "rnn" and wrong:
+        raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
+    if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
+        raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
+    if task == "rnn" and args.data_dir is None:
+        raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
+    if task == "cnn" and args.cost == "edge_cost":
+        raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
+    if task == "rnn" and (args.max_latency or args.cost in LATENCY_COSTS):
+        raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
+    if table and args.latency_table is None:  # a table in the run folder, shared by workers
+        out = args.out or default_out(task, preset_name)
+        given["latency_table"] = str(out / "latency_table.json")
+    for name in ("latency_table", "data_dir"):  # config.json holds them for --resume, which
+        if name in given:  # may run from another folder: absolute, as the user meant them
+            given[name] = str(Path(given[name]).expanduser().absolute())
+    given["execution"] = ExecutionSettings(**execution)
+    if args.weight is not None or args.cost is not None:
+        make_score = Score.rnn if task == "rnn" else Score.cnn
+        score = preset(preset_name, task=task).score
+        given["score"] = make_score(
+            weight=args.weight if args.weight is not None else score.weight,
+            cost=args.cost or score.cost,
+        )
+    # the search without the settings only some searches read: which of those it reads
+    reads = {k: v for k, v in given.items() if k not in READ_BY}
+    check_strategy_options(args, preset(preset_name, task=task, **reads))
+    config = preset(preset_name, task=task, **given)
+    if task == "cnn":
+        check_root(config.dataset, config.data_dir)
+    if config.screening == "progressive" and not config.screening_stages:
+        config = replace(config, screening_stages=config.stages())  # the default, saved
+    if args.download:
+        download_data(config)
+    run_dir = args.out or default_out(task, preset_name)
+    device, settings = config.device, config.execution
+    return run_dir, config, device, settings
+
+
+def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The settings the flags give, checked as typed: the config's (``given``), the
+    executor's (``execution``), and whether a latency table is the cost or the limit."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
     given = {k: v for k, v in given.items() if v is not None}
     # named by the flags typed (the config names its fields: "score weight", "constraint")
@@ -523,6 +608,12 @@ def run(args: argparse.Namespace) -> int:
         given["threads"] = args.threads
     if args.cuda_graph is not None:
         execution["cuda_graph"] = args.cuda_graph
+    return given, execution, table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run or resume the search the flags describe and print its best cell; 0."""
+    given, execution, table = flag_settings(args)
     if args.resume is IN_OUT:
         if args.out is None:
             raise ConfigError("--resume needs the run: --resume RUN_DIR, or --out RUN_DIR --resume")
@@ -530,70 +621,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.retry_failed or args.repair) and args.resume is None:
         raise ConfigError("--retry-failed and --repair go with --resume RUN_DIR")
     if args.resume is not None:
-        if args.out is not None and args.out.resolve() != args.resume.resolve():
-            raise ConfigError(
-                f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
-            )
-        flags = [flag(name) for name in RUN_SETTINGS if getattr(args, name) is not None]
-        if flags:
-            raise ConfigError(
-                f"--resume takes its settings from the run's config.json; drop {' '.join(flags)}"
-            )
-        run_dir, config = args.resume, None
-        if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
-            saved = SearchConfig.load(run_dir / CONFIG)
-            if args.download:  # the run's data set, into the run's --data folder
-                download_data(saved)
-            # another --executor starts from its own options; else (the run's named again
-            # too) the run's, updated
-            run_executor = executor_name(saved.execution, saved.device)
-            named = execution.get("executor", run_executor)
-            base = saved.execution if named == run_executor else ExecutionSettings()
-            device, settings = saved.device, replace(base, **execution)
-            threads = resume_threads(saved, settings, args.threads)
-            if threads != saved.threads:  # this session only, as the execution settings
-                config = replace(saved, threads=threads)
-        else:
-            device, settings = "cpu", ExecutionSettings(**execution)
+        run_dir, config, device, settings = resumed_run(args, execution)
     else:
-        task, preset_name = args.task or "cnn", args.preset or "demo"
-        wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
-        if task == "rnn" and wrong:
-            raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
-        if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
-            raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
-        if task == "rnn" and args.data_dir is None:
-            raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
-        if task == "cnn" and args.cost == "edge_cost":
-            raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
-        if task == "rnn" and (args.max_latency or args.cost in LATENCY_COSTS):
-            raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
-        if table and args.latency_table is None:  # a table in the run folder, shared by workers
-            out = args.out or default_out(task, preset_name)
-            given["latency_table"] = str(out / "latency_table.json")
-        for name in ("latency_table", "data_dir"):  # config.json holds them for --resume, which
-            if name in given:  # may run from another folder: absolute, as the user meant them
-                given[name] = str(Path(given[name]).expanduser().absolute())
-        given["execution"] = ExecutionSettings(**execution)
-        if args.weight is not None or args.cost is not None:
-            make_score = Score.rnn if task == "rnn" else Score.cnn
-            score = preset(preset_name, task=task).score
-            given["score"] = make_score(
-                weight=args.weight if args.weight is not None else score.weight,
-                cost=args.cost or score.cost,
-            )
-        # the search without the settings only some searches read: which of those it reads
-        reads = {k: v for k, v in given.items() if k not in READ_BY}
-        check_strategy_options(args, preset(preset_name, task=task, **reads))
-        config = preset(preset_name, task=task, **given)
-        if task == "cnn":
-            check_root(config.dataset, config.data_dir)
-        if config.screening == "progressive" and not config.screening_stages:
-            config = replace(config, screening_stages=config.stages())  # the default, saved
-        if args.download:
-            download_data(config)
-        run_dir = args.out or default_out(task, preset_name)
-        device, settings = config.device, config.execution
+        run_dir, config, device, settings = new_run(args, given, execution, table)
     try:
         executor = executor_for(settings, device)
     except ConfigError as err:
