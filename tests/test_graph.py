@@ -124,6 +124,20 @@ def test_json_round_trip_and_public_format(tmp_path):
             '"edges": [[0, 1], [0, 1]]}',
             "edge 0->1 is listed twice",
         ),
+        (  # an object's keys would be read as the ops
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": {"input": 0, "conv1x1": 0}, '
+            '"edges": [[0, 1]]}',
+            "'ops' must be a list of strings",
+        ),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": ["input", 3], "edges": []}',
+            "'ops' must be a list of strings",
+        ),
+        (
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "ops": ["input", "conv1x1"], '
+            '"edges": [[0, 1]], "activation": "tanh"}',
+            r"unknown activation 'tanh'; expected one of \('relu', 'swish'\)",
+        ),
     ],
 )
 def test_malformed_cell_files_name_the_file(tmp_path, text, message):
@@ -201,3 +215,14 @@ def test_a_title_with_quotes_backslashes_and_dollars_is_drawn_as_written(tmp_pat
     figure = matrix_figure(cell, title)
     figure.savefig(tmp_path / "m.png")  # no mathtext parse of "$x$"
     assert figure.axes[0].get_title().startswith('runs/q"uote\\N\\$x\\$: ')
+
+
+def test_a_cell_is_immutable_and_hashable() -> None:
+    # searches key their caches and sets by cells: a mutable cell could change under them
+    import dataclasses
+
+    cell = Cell("cnn", ("input", "conv1x1"), ((0, 1),))
+    same = Cell("cnn", ("input", "conv1x1"), [(0, 1)])
+    assert hash(cell) == hash(same) and {cell, same} == {cell}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cell.kind = "rnn"  # type: ignore[misc]

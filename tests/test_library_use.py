@@ -4,6 +4,7 @@ fail in one clear error."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -88,6 +89,25 @@ def test_the_built_in_evaluator_refuses_a_cost_it_lacks_before_any_training(
     for name in ("slope", "offset"):
         with pytest.raises(ConfigError, match=f"score {name} must be finite, got nan"):
             Score(**{name: float("nan")})
+    for weight in (-1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="score weight must be finite and >= 0, got"):
+            Score(weight=weight)
+
+
+def test_a_score_is_minus_infinity_without_its_metric_or_cost() -> None:
+    # a candidate whose evaluator left out a metric ranks last; it is not a TypeError
+    import dataclasses
+
+    score = Score.cnn(weight=0.1)
+    assert score({"accuracy": 0.9, "macs": 1e6}) == pytest.approx(0.9)
+    assert score({"macs": 1e6}) == -math.inf and score({"accuracy": 0.9}) == -math.inf
+    assert Score.cnn(weight=0)({"accuracy": 0.9}) == 0.9  # no cost term: the cost is not read
+    assert score.missing({"macs": 1e6}) == ["accuracy"]
+    with pytest.raises(TypeError):
+        Score("accuracy")  # type: ignore[misc]  # keywords only: which field is which
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        score.weight = 5.0  # type: ignore[misc]
+    assert hash(score) == hash(Score.cnn(weight=0.1))
 
 
 class DictEvaluator(ToyEvaluator):

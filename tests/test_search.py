@@ -130,6 +130,30 @@ def test_strategy_ties_go_to_fewer_edges():
     assert strat.current.edges == ((0, 2),)
 
 
+def test_a_start_cell_at_its_edge_target_is_scored_and_not_shrunk():
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))  # 3 edges; target round(2.7)
+    strat = AutoShrink(start, k=2, keep_fraction=0.9, rng=random.Random(0))
+    assert not strat.finished and strat.describe() == "step 0 (3 edges)"
+    (p0,) = strat.ask()  # step 0 scores the start cell, whatever its size
+    assert p0.genotype == start
+    strat.tell([Observation(p0, 1.0)])
+    assert strat.end_reason == "reached the edge target: 3 edges, at most 3 wanted"
+    assert strat.ask() == []
+    # without scoring the start there is no step 0: over before a removal below the target
+    unscored = AutoShrink(start, k=2, keep_fraction=0.9, rng=random.Random(0), score_start=False)
+    assert unscored.finished and unscored.ask() == []
+
+
+def test_the_edge_target_ends_a_search_in_words():
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+    strat = AutoShrink(start, k=3, keep_fraction=0.4, rng=random.Random(0))  # target 1 edge
+    (p0,) = strat.ask()
+    strat.tell([Observation(p0, 1.0)])
+    assert strat.describe() == "step 1 (3 edges)"
+    strat.tell([Observation(p, 1.0) for p in strat.ask()])  # the tie goes to the 1-edge cell
+    assert strat.end_reason == "reached the edge target: 1 edge, at most 1 wanted"
+
+
 def test_same_seed_same_journal_and_patience_stop(tmp_path):
     cfg = toy_config(k=2, patience=2, seed=7)
     run_search(tmp_path / "a", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
