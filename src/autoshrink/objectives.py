@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
 
@@ -65,7 +64,3 @@ class Score:
         if not (math.isfinite(value) and math.isfinite(cost)) or cost <= 0:
             return -math.inf
         return self.slope * (value - self.offset) - self.weight * (math.log10(cost) - 6.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The score's settings as a dict (as ``config.json`` holds them)."""
-        return asdict(self)
