@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         check_threads(args.threads, "--threads")
     claim_folder(args.out, "train", resume=args.resume, writes=OUTPUTS)  # nor someone else's
     if args.resume:
-        check_resumable(args.out)
+        check_training_resumable(args.out)
     with stop_says_resume("training", args.out), torch_threads(args.threads):
         return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
 
@@ -230,7 +230,7 @@ def forget_start(out: Path, created: bool) -> None:
             folder.rmdir()
 
 
-def check_resumable(out: Path) -> None:
+def check_training_resumable(out: Path) -> None:
     """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
     one written before rnn training kept checkpoints): starting it afresh would replace its
     results."""
