@@ -422,7 +422,7 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
             ["singlepath", "--out", "o", "--epochs", "99999999999999999999"],
             "autoshrink singlepath: error: argument --epochs: must be at most 65,536",
         ),
-        (  # as every other command's --seed; the config said "seed must be >= 0" after parsing
+        (  # as every other command's --seed; the config refused it after parsing, in its words
             ["search", "--seed", "-1"],
             "autoshrink search: error: argument --seed: must be >= 0, got -1",
         ),

@@ -334,9 +334,9 @@ def test_an_empty_zero_cost_cache_is_named(tmp_path) -> None:
 def test_negative_seeds_are_refused() -> None:
     from autoshrink.config import SearchConfig
 
-    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match="^seed must be a whole number >= 0, got -1$"):
         SearchConfig(seed=-1)
-    with pytest.raises(ConfigError, match="seed must be >= 0, got -2"):
+    with pytest.raises(ConfigError, match="^singlepath: seed must be a whole number >= 0, got -2$"):
         SearchSettings(seed=-2)
 
 

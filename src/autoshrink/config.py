@@ -23,6 +23,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.json_values import as_read_back
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
+from autoshrink.ranges import SEED, check_value
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width
 from autoshrink.training.classification import ProxyTraining
@@ -215,8 +216,7 @@ class SearchConfig:
             )
         check_width(self.width)
         gpu_index(self.device)
-        if self.seed < 0:  # NumPy's generators take no negative seeds
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        check_value("seed", self.seed, SEED)  # NumPy's generators take no negative seeds
         if self.threads is not None:
             check_threads(self.threads)
         for name, limit in self.constraints.items():

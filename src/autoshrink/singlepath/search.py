@@ -44,6 +44,7 @@ from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.journal import parse_record
 from autoshrink.json_values import as_read_back
 from autoshrink.outputs import check_output_file, claim_folder
+from autoshrink.ranges import SEED, check_value
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model
 from autoshrink.singlepath.space import build_arch, count_arch
@@ -136,11 +137,11 @@ class SearchSettings:
             ),
             (self.train_images is None or self.train_images >= 1, "train_images must be >= 1"),
             (self.val_images is None or self.val_images >= 1, "val_images must be >= 1"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
         )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"singlepath: {message}")
+        check_value("singlepath: seed", self.seed, SEED)
         if self.train_threads is not None:
             check_threads(self.train_threads, "singlepath: train_threads")
 
