@@ -154,6 +154,58 @@ def make_strategy(
     )
 
 
+def check_arguments(
+    run_dir: Path,
+    config: SearchConfig | None,
+    resume: bool,
+    strategy_factory: StrategyFactory | None,
+    retry_failed: bool,
+    repair: bool,
+) -> None:
+    """Refuse :func:`run_search`'s arguments that cannot go together, before anything is made
+    (and warn of a strategy factory that only the running script defines)."""
+    if (retry_failed or repair) and not resume:
+        raise ConfigError(
+            "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
+        )
+    if config is None and not resume:  # before anything is made
+        raise ConfigError(
+            f"a new search in {run_dir} needs a config (preset(...)); resume=True continues "
+            "the one there"
+        )
+    if config is not None:
+        check_custom(config.strategy, factory_name(strategy_factory), resume)
+    if config is not None and not resume and config.strategy == "rea":
+        # a new search only: a run folder made before this check must still resume
+        check_population(config.population_size, config.tournament_size)
+    if not resume and (name := factory_name(strategy_factory) or "").startswith("__main__."):
+        log.warning(
+            "strategy_factory %s is defined in the script run: its resume needs a factory of "
+            "that name, which only this script run again gives (define it in a module to "
+            "import)",
+            name,
+        )
+
+
+def make_evaluator(
+    config: SearchConfig,
+    evaluator_factory: Callable[[SearchConfig], Evaluator] | None,
+    run_dir: Path,
+) -> tuple[Evaluator, WeightTrail | None]:
+    """The search's evaluator (``evaluator_factory``'s, or the built-in one the config names)
+    and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``."""
+    if evaluator_factory is None:
+        from autoshrink.evaluators.factory import build_evaluator
+
+        evaluator_factory = build_evaluator
+    evaluator = evaluator_factory(config)
+    if config.evaluator != "oneshot":
+        return evaluator, None
+    from autoshrink.evaluators.oneshot import bind_weight_trail  # imports torch
+
+    return evaluator, bind_weight_trail(evaluator, run_dir)
+
+
 def run_search(
     run_dir: str | Path,
     config: SearchConfig | None = None,
@@ -180,27 +232,7 @@ def run_search(
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    if (retry_failed or repair) and not resume:
-        raise ConfigError(
-            "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
-        )
-    if config is None and not resume:  # before anything is made
-        raise ConfigError(
-            f"a new search in {run_dir} needs a config (preset(...)); resume=True continues "
-            "the one there"
-        )
-    if config is not None:
-        check_custom(config.strategy, factory_name(strategy_factory), resume)
-    if config is not None and not resume and config.strategy == "rea":
-        # a new search only: a run folder made before this check must still resume
-        check_population(config.population_size, config.tournament_size)
-    if not resume and (name := factory_name(strategy_factory) or "").startswith("__main__."):
-        log.warning(
-            "strategy_factory %s is defined in the script run: its resume needs a factory of "
-            "that name, which only this script run again gives (define it in a module to "
-            "import)",
-            name,
-        )
+    check_arguments(run_dir, config, resume, strategy_factory, retry_failed, repair)
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
@@ -225,16 +257,7 @@ def run_search(
                     )
                 if replay.done:
                     log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
-                if evaluator_factory is None:
-                    from autoshrink.evaluators.factory import build_evaluator
-
-                    evaluator_factory = build_evaluator
-                evaluator = evaluator_factory(config)
-                trail = None
-                if config.evaluator == "oneshot":  # the weights live in run_dir/oneshot
-                    from autoshrink.evaluators.oneshot import bind_weight_trail  # imports torch
-
-                    trail = bind_weight_trail(evaluator, run_dir)
+                evaluator, trail = make_evaluator(config, evaluator_factory, run_dir)
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
                     strategy_factory,
