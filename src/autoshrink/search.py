@@ -487,15 +487,7 @@ def search_loop(
                 ) from None
             note_reuse(proposals)
             seeds = [candidate_seed(config.seed, p.genotype.key) for p in proposals]
-            checked: dict[str, dict[str, float]] = {}  # bounded metrics, as the check read them
-            for i, p in enumerate(proposals):  # hard constraints: reject before training
-                if p.genotype.key in done or not config.constraints:
-                    continue
-                profile = evaluator.profile(p.genotype)
-                if why := violation(profile, config):
-                    append(record(p, i, seeds[i], why, float("-inf")))
-                bounded = [m for m in config.constraints if m in profile]
-                checked[p.genotype.key] = {m: profile[m] for m in bounded}
+            checked = reject_violations(proposals, seeds, done, evaluator, config, append)
             if trail is not None:  # before anything of the step trains, stages included
                 waiting = sum(p.genotype.key not in done for p in proposals)
                 trail.before_step(strategy, proposals, waiting)
@@ -577,6 +569,29 @@ def search_loop(
         strategy.end_reason,
         tuple(cost_only),
     )
+
+
+def reject_violations(
+    proposals: list[Proposal],
+    seeds: list[int],
+    done: Mapping[str, Any],
+    evaluator: Evaluator,
+    config: SearchConfig,
+    append: Callable[[dict[str, Any]], None],
+) -> dict[str, dict[str, float]]:
+    """Journal each proposal not yet recorded whose profile breaks a hard constraint as
+    ``"rejected"`` (before it trains); the bounded metrics of every profiled proposal by key,
+    as the check read them."""
+    checked: dict[str, dict[str, float]] = {}
+    for i, p in enumerate(proposals):
+        if p.genotype.key in done or not config.constraints:
+            continue
+        profile = evaluator.profile(p.genotype)
+        if why := violation(profile, config):
+            append(record(p, i, seeds[i], why, float("-inf")))
+        bounded = [m for m in config.constraints if m in profile]
+        checked[p.genotype.key] = {m: profile[m] for m in bounded}
+    return checked
 
 
 def screen_batch(
