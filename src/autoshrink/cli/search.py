@@ -162,6 +162,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --resume: cut malformed lines off the end of the journal (kept in "
         "journal.jsonl.torn) instead of stopping at them",
     )
+    add_data_options(p)
+    add_search_options(p)
+    add_screening_options(p)
+    add_training_options(p)
+    add_execution_options(p)
+    p.add_argument("--json", action="store_true", help="print result.json instead of the summary")
+    p.set_defaults(handler=run)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The data options of ``autoshrink search``: the data set and the proxy's size."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=None)
     g.add_argument(
@@ -187,6 +198,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--per-class", type=images_number, default=None, help="proxy training images per class"
     )
     g.add_argument("--val-size", type=images_number, default=None, help="proxy validation images")
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """The search options of ``autoshrink search``: the strategy, the score, the costs and
+    limits, and the cell."""
     g = p.add_argument_group("search")
     g.add_argument(
         "--strategy",
@@ -291,6 +307,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--activation", choices=("relu", "swish"), default=None)
     g.add_argument("--seed", type=seed_number, default=None)
+
+
+def add_screening_options(p: argparse.ArgumentParser) -> None:
+    """The screening options of ``autoshrink search``: zero-cost and progressive screening."""
     g = p.add_argument_group("screening (docs/zero-cost.md, docs/screening.md)")
     g.add_argument(
         "--screening",
@@ -320,6 +340,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="images in the proxy's batch (64; at most the proxy training images)",
     )
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The training options of ``autoshrink search``: the proxy training of each candidate."""
     g = p.add_argument_group("proxy training")
     g.add_argument("--epochs", type=count_number, default=None)
     g.add_argument("--batch-size", type=count_number, default=None)
@@ -339,6 +363,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--evaluator oneshot: fine-tuning epochs per candidate (default 1; 0: batch-norm "
         "statistics recomputed, no training)",
     )
+
+
+def add_execution_options(p: argparse.ArgumentParser) -> None:
+    """The execution options of ``autoshrink search``: where and how candidates train, and
+    what the command shows."""
     g = p.add_argument_group("execution")
     g.add_argument(
         "--device", type=device_name, default=None, help="cpu, cuda[:N] or auto (a GPU if any)"
@@ -394,8 +423,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--report", action="store_true", help="write OUT/report/index.html when the search ends"
     )
-    p.add_argument("--json", action="store_true", help="print result.json instead of the summary")
-    p.set_defaults(handler=run)
 
 
 def flag(name: str) -> str:
