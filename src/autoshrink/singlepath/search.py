@@ -446,53 +446,18 @@ def finished_result(out: Path) -> SinglePathResult:
     return SinglePathResult(summary, history)
 
 
-def _run_singlepath(
-    out: Path, s: SearchSettings, *, resume: bool, table: Path | None
-) -> SinglePathResult:
-    # nor someone else's files (its latency table and calibration are read, then extended)
-    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, "checkpoints")
-    claim_folder(out, "singlepath", resume=resume, writes=writes)
-    if table is not None:
-        check_output_file(table, "--latency-table")
-    out.mkdir(parents=True, exist_ok=True)
+def _train_epochs(
+    out: Path,
+    s: SearchSettings,
+    search: _Search,
+    model: LatencyModel,
+    data: SearchData,
+    *,
+    resume: bool,
+) -> list[dict[str, Any]]:
+    """Train the supernet from its newest checkpoint (or from the start) to the last epoch,
+    with a checkpoint and a line of ``decisions.jsonl`` after each; the epochs' rows."""
     ckpt_dir = out / "checkpoints"
-    if resume and (out / SETTINGS).is_file():
-        check_same_settings(out / SETTINGS, s)
-        if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
-            ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
-            log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
-            return ended
-    data = load_search_data(s)
-    if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
-        raise ConfigError(
-            f"batch_size {s.batch_size} exceeds the {len(data.train_y)} training images; lower "
-            "--batch-size"
-        )
-    deploy = MobileNetV2Spec(
-        width=s.width,
-        image_size=s.deploy_size,
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-    )
-    t0 = time.perf_counter()
-    if resume and (out / MODEL).is_file():  # the model the run began with, whatever the table
-        model, calibration = load_run_model(out / MODEL)  # holds now (a shared one grows)
-        measured = 0
-        log.info("%s: resuming with the latency model the run began with", out / MODEL)
-    else:
-        model, cal, measured = prepare_model(
-            table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
-        )
-        calibration = None if cal is None else {"scale": cal.scale, "offset": cal.offset}
-    table_seconds = time.perf_counter() - t0
-    search = _Search(s, data, model)
-    if s.latency_target_ms is not None:
-        model.check_target(
-            s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
-        )
-    write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
-    if not (out / MODEL).is_file():
-        write_json(out / MODEL, model.to_dict(calibration), indent=1)
     history: list[dict[str, Any]] = []
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
@@ -539,6 +504,22 @@ def _run_singlepath(
             arch.key,
             seconds,
         )
+    return history
+
+
+def _write_found(
+    out: Path,
+    s: SearchSettings,
+    search: _Search,
+    model: LatencyModel,
+    data: SearchData,
+    history: list[dict[str, Any]],
+    calibration: dict[str, float] | None,
+    table_seconds: float,
+    measured: int,
+) -> SinglePathResult:
+    """Write the network the search found (its architecture and weights), measure its latency
+    at the deployment size, and write ``result.json``."""
     arch = search.net.derive().with_settings(image_size=s.deploy_size)
     arch.save(out / ARCH)
     net = search.net.derived_network().eval()
@@ -588,3 +569,53 @@ def _run_singlepath(
     }
     write_json(out / RESULT, summary)
     return SinglePathResult(summary, history)
+
+
+def _run_singlepath(
+    out: Path, s: SearchSettings, *, resume: bool, table: Path | None
+) -> SinglePathResult:
+    # nor someone else's files (its latency table and calibration are read, then extended)
+    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, "checkpoints")
+    claim_folder(out, "singlepath", resume=resume, writes=writes)
+    if table is not None:
+        check_output_file(table, "--latency-table")
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / SETTINGS).is_file():
+        check_same_settings(out / SETTINGS, s)
+        if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
+            ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
+            log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
+            return ended
+    data = load_search_data(s)
+    if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
+        raise ConfigError(
+            f"batch_size {s.batch_size} exceeds the {len(data.train_y)} training images; lower "
+            "--batch-size"
+        )
+    deploy = MobileNetV2Spec(
+        width=s.width,
+        image_size=s.deploy_size,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+    )
+    t0 = time.perf_counter()
+    if resume and (out / MODEL).is_file():  # the model the run began with, whatever the table
+        model, calibration = load_run_model(out / MODEL)  # holds now (a shared one grows)
+        measured = 0
+        log.info("%s: resuming with the latency model the run began with", out / MODEL)
+    else:
+        model, cal, measured = prepare_model(
+            table or out / TABLE, deploy, s.latency, calibration_networks=s.calibration_networks
+        )
+        calibration = None if cal is None else {"scale": cal.scale, "offset": cal.offset}
+    table_seconds = time.perf_counter() - t0
+    search = _Search(s, data, model)
+    if s.latency_target_ms is not None:
+        model.check_target(
+            s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
+        )
+    write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
+    if not (out / MODEL).is_file():
+        write_json(out / MODEL, model.to_dict(calibration), indent=1)
+    history = _train_epochs(out, s, search, model, data, resume=resume)
+    return _write_found(out, s, search, model, data, history, calibration, table_seconds, measured)
