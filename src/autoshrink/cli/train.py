@@ -47,7 +47,7 @@ from autoshrink.cli.metrics_file import (
     print_metrics,
     write_metrics,
 )
-from autoshrink.cost.cells import count
+from autoshrink.cost.cells import Counts, count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
@@ -311,6 +311,29 @@ def diverged_message(result: FinalResult, recipe: Recipe, out: Path) -> str:
     )
 
 
+def network_for(
+    args: argparse.Namespace, arch: MBConvArch | None, cell: Cell | None, data: TrainingData
+) -> tuple[MBConvArch | None, torch.nn.Module, Counts, str, dict[str, Any]]:
+    """The network to train, sized for ``data`` (and ``--width``): an mbconv ``arch`` (the
+    file is the network) or ``cell`` in ``--macro``; with the architecture as sized, the
+    network's counts, its name in the metrics, and what it is for the checkpoints."""
+    settings: dict[str, Any] = {
+        "in_channels": data.in_channels,
+        "image_size": data.image_size,
+        "num_classes": data.num_classes,
+    }
+    if args.width is not None:
+        settings["width"] = args.width
+    if arch is not None:
+        arch = arch.with_settings(**settings)
+        network = {"architecture": arch.to_dict()}
+        return arch, build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}", network
+    assert cell is not None
+    spec = get_macro(args.macro, **settings)
+    network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
+    return None, build_network(cell, spec), count(cell, spec), spec.name, network
+
+
 def run_cnn(args: argparse.Namespace) -> int:
     """Train a CNN cell's or mbconv file's network and report test accuracy."""
     check_test_domain(args.dataset, args.test_domain)
@@ -328,25 +351,8 @@ def run_cnn(args: argparse.Namespace) -> int:
         if ctx.device.type == "cpu":  # denormal floats can slow CPU training steps ~20x
             torch.set_flush_denormal(True)
         data = load_training_data(args, recipe)
-        settings = {
-            "in_channels": data.in_channels,
-            "image_size": data.image_size,
-            "num_classes": data.num_classes,
-        }
-        if args.width is not None:
-            settings["width"] = args.width
         torch.manual_seed(args.seed)  # the same initial weights on every process
-        model: torch.nn.Module
-        network: dict[str, Any]  # what the network is, for the checkpoints
-        if arch is not None:  # an mbconv architecture: the file is the network
-            arch = arch.with_settings(**settings)
-            model, c, name = build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}"
-            network = {"architecture": arch.to_dict()}
-        else:
-            assert cell is not None
-            spec = get_macro(args.macro, **settings)
-            model, c, name = build_network(cell, spec), count(cell, spec), spec.name
-            network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
+        arch, model, c, name, network = network_for(args, arch, cell, data)
 
         created = not args.out.exists()
 
