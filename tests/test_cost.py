@@ -141,3 +141,12 @@ def rnn_spec(**sizes):
     from autoshrink.cost.rnn import RNNSpec
 
     return RNNSpec(**{"name": "rnn", "vocab": 100, "emsize": 8, "nhid": 8, "tied": False, **sizes})
+
+
+def test_an_op_without_a_count_is_refused() -> None:
+    # Cell and NB201Cell refuse unknown ops first; the counters must not return None for one
+    from autoshrink.cost import cells, nb201
+
+    for counter in (cells.op_counts, nb201.op_counts):
+        with pytest.raises(ConfigError, match="conv5x5"):
+            counter("conv5x5", 4, 4, 8)

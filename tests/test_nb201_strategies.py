@@ -198,3 +198,41 @@ def test_failed_candidates_are_survived(name: str) -> None:
     incumbent, queried = run_once(STRATEGIES[name](random.Random(5)), flaky, ACCURACY, 100)
     assert (queried >= 0).all()
     assert incumbent[-1] >= 0 and incumbent[-1] % 3 != 0
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_batches_are_numbered_by_step_and_asked_again_until_told(name: str) -> None:
+    # the journal and the report read a proposal's step: batch i is step i for every strategy
+    strategy = STRATEGIES[name](random.Random(0))
+    again = strategy.ask()
+    assert again == strategy.ask() and again  # the same batch until tell
+    batches = drive(strategy, hashed, 40)
+    assert [{o.proposal.step for o in batch} for batch in batches] == [
+        {i} for i in range(len(batches))
+    ]
+
+
+def test_rea_draws_its_population_at_random_then_mutates_tournament_winners() -> None:
+    rea = RegularizedEvolution(rng=random.Random(0), population_size=3, tournament_size=2)
+    batches = drive(rea, hashed, 8)
+    parents = [batch[0].proposal.meta["parent"] for batch in batches]
+    assert parents[:3] == [None] * 3 and all(p is not None for p in parents[3:])
+    for batch in batches[3:]:  # a child differs from its parent on exactly the edge it names
+        detail = batch[0].proposal.meta
+        parent, child = NB201Cell.from_string(detail["parent"]), batch[0].proposal.genotype
+        changed = [e for e in range(len(child.ops)) if child.ops[e] != parent.ops[e]]
+        assert changed == [detail["edge"]] and child.ops[detail["edge"]] == detail["op"]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        lambda: RegularizedEvolution(rng=random.Random(0), population_size=NUM_CELLS + 1),
+        lambda: RandomSearch(rng=random.Random(0), batch_size=1000),
+    ],
+)
+def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> None:
+    s = strategy()
+    batches = drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000)
+    assert sum(len(b) for b in batches) == NUM_CELLS
+    assert s.ask() == []

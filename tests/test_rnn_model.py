@@ -181,3 +181,29 @@ def test_bad_model_settings() -> None:
         Dropouts(output=1.0)
     with pytest.raises(ConfigError, match="needs an rnn cell"):
         count_rnn(cnn, shrinkrnn_ptb())
+
+
+def test_rnn_macs_per_token_by_hand_and_by_torchs_flop_counter() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cell = published_cell("shrinkrnn")
+    # node-0 matrix 1,490 x 1,490 + 12 edges of 745 x 1,490 + the decoder's 745 x 10,000
+    assert count_rnn(cell, shrinkrnn_ptb()).macs == 1_490 * 1_490 + 12 * 745 * 1_490 + 7_450_000
+    model = RNNModel(cell, 37, emsize=12, nhid=12).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1))  # one token
+    assert count_rnn(cell, rnn_proxy(vocab=37, nhid=12)).macs == counter.get_total_flops() // 2
+
+
+def test_untied_decoders_and_vocabulary_limits_are_counted_and_checked() -> None:
+    from autoshrink.cost.rnn import RNNSpec, check_vocabulary
+
+    cell = published_cell("shrinkrnn")  # 12 edges
+    untied = RNNSpec(name="r", vocab=100, emsize=8, nhid=8, tied=False)
+    # embedding 100 x 8, node-0 matrix 16 x 16, 12 edges of 8 x 16, decoder weight and bias
+    assert count_rnn(cell, untied).params == 800 + 256 + 12 * 128 + 8 * 100 + 100
+    check_vocabulary(2)  # the smallest vocabulary with something to predict
+    with pytest.raises(ConfigError, match="a vocabulary of >= 2 words, got 1"):
+        check_vocabulary(1)
+    with pytest.raises(ConfigError, match="r: tied weights need emsize == nhid"):
+        RNNSpec(name="r", vocab=100, emsize=8, nhid=16, tied=True)
