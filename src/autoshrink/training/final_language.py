@@ -213,6 +213,38 @@ def _lm_restore(
     )
 
 
+def _validate(
+    model: nn.Module, valid: torch.Tensor, bptt: int, st: _FinalLMState, epoch: int
+) -> float:
+    """The validation loss of the weights the run scores (the averaged ones once averaging
+    has started), kept in ``st`` as the best weights when they beat the best so far."""
+    average = st.average
+    if average is not None:
+        average.swap()
+    val_loss = evaluate_lm(model, valid, bptt)
+    if val_loss < st.best_loss:
+        st.best_loss, st.best_epoch = val_loss, epoch
+        st.best_state = copy.deepcopy(model.state_dict())
+    if average is not None:
+        average.swap()
+    return val_loss
+
+
+def _note_validation(
+    model: nn.Module, recipe: LMRecipe, st: _FinalLMState, epoch: int, val_loss: float
+) -> None:
+    """Record an epoch's validation loss; with ``recipe.asgd``, start averaging the weights
+    once it is worse than the best of all but the last ``nonmono`` epochs (NT-ASGD)."""
+    if (
+        recipe.asgd
+        and st.average is None
+        and len(st.losses) > recipe.nonmono
+        and val_loss > min(st.losses[: -recipe.nonmono])
+    ):
+        st.average, st.asgd_epoch = WeightAverage(model), epoch
+    st.losses.append(val_loss)
+
+
 def train_final_lm(
     model: nn.Module,
     corpus: Corpus,
@@ -293,16 +325,11 @@ def train_final_lm(
             after_step=average.update if average is not None else None,
             progress=f"epoch {epoch}",
         )
-        val_loss = math.nan
-        if math.isfinite(train_loss):
-            if average is not None:
-                average.swap()
-            val_loss = evaluate_lm(model, valid, recipe.bptt)
-            if val_loss < st.best_loss:
-                st.best_loss, st.best_epoch = val_loss, epoch
-                st.best_state = copy.deepcopy(model.state_dict())
-            if average is not None:
-                average.swap()
+        val_loss = (
+            _validate(model, valid, recipe.bptt, st, epoch)
+            if math.isfinite(train_loss)
+            else math.nan
+        )
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -312,14 +339,7 @@ def train_final_lm(
         st.history.append(row)
         finished = math.isfinite(train_loss) and math.isfinite(val_loss)
         if finished:
-            if (
-                recipe.asgd
-                and average is None
-                and len(st.losses) > recipe.nonmono
-                and val_loss > min(st.losses[: -recipe.nonmono])
-            ):
-                st.average, st.asgd_epoch = WeightAverage(model), epoch
-            st.losses.append(val_loss)
+            _note_validation(model, recipe, st, epoch, val_loss)
             if folder is not None:
                 save_checkpoint(folder, epoch, *_lm_snapshot(model, opt, st, rng, identity))
         if on_epoch is not None:
