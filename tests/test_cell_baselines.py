@@ -263,3 +263,28 @@ def test_the_default_budget_is_the_most_autoshrink_can_evaluate(nodes, k, keep):
         return most[cell.key]
 
     assert cfg.default_budget() == 1 + longest(strategy.current)
+
+
+def test_the_smallest_cells_and_sub_cells() -> None:
+    from autoshrink.spaces.cells import CNN_SEARCH_OPS, balanced_ops
+
+    assert balanced_ops(2, CNN_SEARCH_OPS, random.Random(0))[0] == "input"
+    assert start_cell("rnn", 2, random.Random(0)).num_edges == 1  # one edge, input -> node 1
+    three = start_cell("cnn", 3, random.Random(0))
+    with pytest.raises(ConfigError, match="cannot draw a sub-cell of >= 4 edges from 3"):
+        random_subcell(three, random.Random(0), min_edges=4)
+    # a flip may remove an edge down to one edge (the default floor), not below
+    two = random_subcell(three, random.Random(1), min_edges=2)
+    children = {flip_edge(two, three, random.Random(s))[1].num_edges for s in range(50)}
+    assert 1 in children and 0 not in children
+
+
+def test_a_baseline_says_its_step_and_why_it_ended() -> None:
+    search = RandomCellSearch(PARENT, budget=2, batch_size=2, rng=random.Random(0))
+    assert search.min_edges == 1 and search.describe() == "step 1 (0/2 candidates)"
+    search.tell([Observation(p, toy_score(p.genotype)) for p in search.ask()])
+    assert search.end_reason == "the budget of 2 candidates is spent" and search.ask() == []
+    tiny = start_cell("cnn", 2, random.Random(0))  # one edge: one sub-cell in all
+    search = RandomCellSearch(tiny, budget=5, batch_size=1, rng=random.Random(0))
+    assert len(drive(search)) == 1
+    assert search.end_reason == "no unseen cell found after 1 candidates"

@@ -236,3 +236,34 @@ def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> Non
     batches = drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000)
     assert sum(len(b) for b in batches) == NUM_CELLS
     assert s.ask() == []
+
+
+def test_local_search_moves_to_the_best_neighbour_of_a_round() -> None:
+    # first_improvement=False: every neighbour of the current cell is scored, then the best
+    ls = LocalSearch(rng=random.Random(0), first_improvement=False)
+    (start,) = ls.ask()
+    ls.tell([Observation(start, 0.0)])
+    scores = {}
+    for i in range(24):  # 6 edges x 4 other ops
+        (p,) = ls.ask()
+        assert p.meta == {"restart": False} and p.genotype.code != start.genotype.code
+        scores[p.genotype.code] = float((i * 7) % 24) - 5.0  # one best (18.0), some worse
+        ls.tell([Observation(p, scores[p.genotype.code])])
+    assert ls.current.proposal.genotype == start.genotype  # no move before the round ends
+    ls.ask()
+    assert ls.current.score == max(scores.values())
+    assert ls.current.proposal.genotype.code == max(scores, key=scores.get)
+
+
+def test_local_search_moves_at_the_first_better_neighbour_and_restarts_at_an_optimum() -> None:
+    ls = LocalSearch(rng=random.Random(0))  # first_improvement by default
+    (start,) = ls.ask()
+    ls.tell([Observation(start, 0.0)])
+    (better,) = ls.ask()
+    ls.tell([Observation(better, 1.0)])
+    assert ls.current.proposal.genotype == better.genotype and ls.restarts == 0
+    for _ in range(23):  # its neighbours but the start (seen): none better, a local optimum
+        (p,) = ls.ask()
+        ls.tell([Observation(p, 0.5)])
+    (p,) = ls.ask()
+    assert ls.restarts == 1 and p.meta == {"restart": True}

@@ -573,3 +573,36 @@ def test_a_damaged_result_is_written_again_from_the_journal(tmp_path, caplog, da
     assert "it is written again from the journal" in caplog.text
     rewritten = json.loads((run / "result.json").read_text())
     assert rewritten["best"] == whole["best"] and rewritten["evaluations"] == whole["evaluations"]
+
+
+def test_a_journal_line_of_an_unknown_type_or_a_bare_nan_is_refused(tmp_path) -> None:
+    from autoshrink.journal import check_record, parse_record
+
+    with pytest.raises(JournalError, match="unknown record type 'bogus'"):
+        check_record(tmp_path / "journal.jsonl", 3, {"type": "bogus"})
+    for constant in ("NaN", "Infinity", "-Infinity"):  # not JSON; the journal writes null
+        with pytest.raises(ValueError):
+            parse_record(f'{{"score": {constant}}}')
+
+
+def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog) -> None:
+    from autoshrink.processes import process_running
+
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not process_running(pid))
+    (tmp_path / LOCK).write_text(f"{dead}\n")
+    with caplog.at_level(logging.WARNING, logger="autoshrink.journal"), RunLock(tmp_path):
+        assert (tmp_path / LOCK).read_text() == f"{os.getpid()}\n"
+    assert f"taking over the lock of process {dead} (dead)" in caplog.text
+
+
+def test_a_lock_whose_pid_cannot_be_written_is_not_held(tmp_path, monkeypatch) -> None:
+    # a full disk: the lock would look held by nobody; it is an OSError naming run.lock
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "pwrite", full)
+        with pytest.raises(OSError, match="run.lock"), RunLock(tmp_path):
+            pass
+    with RunLock(tmp_path):  # nothing kept it: the next search takes it
+        pass

@@ -231,3 +231,32 @@ def test_a_bad_executor_saved_in_the_config_is_named_with_it(cli, run):
     edit_config(execution={"executor": "nope"})(run)
     args = ["search", "--resume", run, "--no-progress"]
     fails_in_one_line(cli, run, args, "config.json", "unknown executor 'nope'")
+
+
+def test_a_resume_says_which_evaluator_scores_the_rest(tmp_path, caplog) -> None:
+    import logging
+
+    from autoshrink.run_folder import BUILT_IN_FACTORY, check_evaluator
+
+    with caplog.at_level(logging.WARNING, logger="autoshrink.run_folder"):
+        check_evaluator(tmp_path, None, BUILT_IN_FACTORY)  # the built-in, named: the same
+        check_evaluator(tmp_path, "my.f", "my.f")
+        assert caplog.text == ""
+        check_evaluator(tmp_path, "my.f", "other.f")
+        check_evaluator(tmp_path, None, "other.f")
+    assert "scored by my.f; other.f scores the rest" in caplog.text
+    assert "scored by the built-in evaluator; other.f scores the rest" in caplog.text
+    with pytest.raises(ConfigError, match="scored by the custom evaluator my.f"):
+        check_evaluator(tmp_path, "my.f", None)
+
+
+def test_a_start_keeps_its_files_once_its_journal_holds_anything(tmp_path) -> None:
+    from autoshrink.run_folder import CONFIG, JOURNAL, unstarted
+
+    for content, kept in ((b"", False), (b"x", True)):
+        run = tmp_path / f"r{len(content)}"
+        run.mkdir()
+        (run / CONFIG).write_text("{}")
+        (run / JOURNAL).write_bytes(content)
+        unstarted(run)
+        assert (run / CONFIG).exists() is kept and (run / JOURNAL).exists() is kept

@@ -399,3 +399,14 @@ def test_checkpoint_of_another_network_without_a_record_is_one_line(tmp_path: Pa
     other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     with pytest.raises(JournalError, match="does not fit this network"):
         train_final(other, data, recipe, out=tmp_path, resume=True)
+
+
+def test_changed_settings_are_said_shortly() -> None:
+    from autoshrink.settings_diff import first_three
+
+    # a value is shown while its JSON has at most 40 characters, else only named
+    assert differences({"a": "x" * 38}, {"a": "y"}) == [f'a: "{"x" * 38}" -> "y"']
+    assert differences({"a": "x" * 39}, {"a": "y"}) == ["a changed"]
+    four = differences({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 0, "b": 0, "c": 0, "d": 0})
+    assert first_three(four) == "a: 1 -> 0, b: 2 -> 0, c: 3 -> 0 and 1 more"
+    assert first_three(four[:3]) == "a: 1 -> 0, b: 2 -> 0, c: 3 -> 0"
