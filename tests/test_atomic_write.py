@@ -108,14 +108,15 @@ def test_a_weights_file_is_as_readable_as_the_json_beside_it(tmp_path) -> None:
 
 
 def test_save_tensors_takes_a_state_as_a_module_gives_it(tmp_path: Path) -> None:
-    # each caller detached, moved and made its tensors contiguous itself (one forgot .cpu())
+    # each caller detached, moved and made its tensors contiguous itself (one forgot .cpu());
+    # on this CPU-only test, what shows is the contiguous copy and the values of a graph's tensor
     import torch
     from safetensors.torch import load_file
 
     from autoshrink.atomic_write import save_tensors
 
     weight = torch.arange(6.0).reshape(2, 3).requires_grad_()
-    state = {"t": weight.t(), "w": weight * 2}  # not contiguous; part of a graph
+    state = {"t": weight.t(), "w": weight * 2}  # not contiguous (refused by save_file); in a graph
     save_tensors(tmp_path / "s.safetensors", state)
     read = load_file(tmp_path / "s.safetensors")
     assert torch.equal(read["t"], weight.detach().t()) and torch.equal(read["w"], 2 * read["t"].t())

@@ -4,8 +4,8 @@ safetensors refuses a state dict whose entries share memory, and an RNN language
 decoder weight is its embedding. :func:`untie` keeps the first key of every shared tensor and
 maps each repeated key to it; :func:`retie` puts the repeated keys back before
 ``load_state_dict``. The map travels as JSON in a file's metadata (:data:`TIED`; :func:`to_file`
-gives a state dict and that entry as ``safetensors.torch.save_file`` takes them) or in a
-checkpoint's JSON state.
+gives a state dict and that entry for :func:`~autoshrink.atomic_write.save_tensors`, which
+writes them detached, on the CPU and contiguous) or in a checkpoint's JSON state.
 """
 
 from __future__ import annotations
