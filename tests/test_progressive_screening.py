@@ -321,3 +321,15 @@ def test_cli_search_screens_and_says_how_many_were_screened_out(tmp_path) -> Non
     assert config["screening_stages"] == [{"classes": 0.5, "epochs": 1, "keep": 0.25}]
     screened = sum(r["status"] == "screened" for r in records(tmp_path / "r"))
     assert screened and f"({screened} screened out now)" in out.stdout
+
+
+def test_a_survivors_record_counts_its_stages_images_and_seconds() -> None:
+    from autoshrink.evaluators.base import Evaluation
+    from autoshrink.screening import StageResult
+    from autoshrink.search_records import with_stages
+
+    full = Evaluation({"accuracy": 0.9}, seconds=5.0, detail={"images_trained": 100})
+    stage = StageResult(0, "ok", 0.8, {"accuracy": 0.8}, images=40, seconds=2.0)
+    merged = with_stages(full, [stage])
+    assert merged.seconds == 7.0 and merged.detail["images_trained"] == 140
+    assert merged.detail["stages"] == [stage.summary()]

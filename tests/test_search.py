@@ -555,3 +555,19 @@ def test_steps_whose_candidates_all_tie_on_accuracy_are_named(tmp_path, caplog) 
         run_search(tmp_path / "distinct", toy_config(k=3, keep_fraction=0.7),
                    evaluator_factory=lambda c: Distinct(), progress=False)  # fmt: skip
     assert "cost alone" not in caplog.text
+
+
+def test_a_candidate_record_and_the_end_of_a_search_without_a_score() -> None:
+    from autoshrink.search_records import all_rejected, record
+    from autoshrink.strategies.base import Proposal
+
+    cell = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+    rec = record(Proposal(cell, 2), 1, 7, Evaluation({"accuracy": 0.5}, seconds=1.234567), 0.5)
+    assert (rec["step"], rec["index"], rec["seed"], rec["edges"]) == (2, 1, 7, 3)
+    assert rec["seconds"] == 1.2346  # to the 0.1 ms
+    # the error of a search without a finite score blames constraints only when they rejected all
+    failed = [{"status": "failed", "detail": {"error": "x"}}]
+    rejected = [{"status": "rejected", "detail": {"reason": "macs 9 > 5"}}]
+    assert all_rejected(failed) == "" and all_rejected(failed + rejected) == ""
+    said = "; every candidate broke a hard constraint (macs 9 > 5): loosen it"
+    assert all_rejected(rejected) == said
