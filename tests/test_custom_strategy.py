@@ -291,3 +291,21 @@ def test_an_interrupted_run_of_a_custom_evaluator_names_it_not_the_command_line(
         f"run's (evaluator_factory {__name__}.test_an_interrupted_run_of_a_custom_evaluator_"
         "names_it_not_the_command_line.<locals>.<lambda>)"
     )
+
+
+def test_a_batch_breaking_the_rules_is_named_exactly() -> None:
+    from dataclasses import replace
+
+    from autoshrink.batch_checks import check_batch, same_quality
+    from autoshrink.spaces.cells import published_cell
+
+    start = published_cell("shrinkcnn")
+    e = start.edges
+    a, b = replace(start, edges=e[:2] + e[3:]), replace(start, edges=e[:3] + e[4:])
+    with pytest.raises(ConfigError, match=r"^strategy x: one batch holds steps \[1, 2\]$"):
+        check_batch([Proposal(a, 1), Proposal(b, 2)], 0, 2, 15, "x", start)
+    with pytest.raises(ConfigError, match=f"^strategy x: step 1 proposes cell {a.key} twice$"):
+        check_batch([Proposal(a, 1), Proposal(b, 1), Proposal(a, 1)], 0, 2, 15, "x", start)
+    # two scored candidates of one accuracy: only their cost told them apart
+    tied = [Observation(Proposal(c, 1), 0.0, {"accuracy": 0.1}) for c in (a, b)]
+    assert same_quality(tied, "accuracy") == 0.1 and same_quality(tied[:1], "accuracy") is None

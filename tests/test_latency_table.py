@@ -225,3 +225,30 @@ def test_latency_keeps_the_blocks_another_process_added_meanwhile(
     final = LatencyTable.load(path)
     assert set(theirs.entries) <= set(final.entries) and not final.missing(blocks)
     assert json.loads(out)["table_new_blocks"] >= 1
+
+
+def test_a_chain_pays_each_blocks_time_less_its_output_call_but_the_last_ones_whole() -> None:
+    blocks = network_blocks(published_cell("shrinkcnn"), TINY)
+    entries = {}
+    for i, b in enumerate(blocks):  # every output call of its own cost
+        entries[b.key] = BlockEntry(b, 10.0 + i, 0.0)
+        entries[b.io().key] = BlockEntry(b.io(), 0.01 * (1 + len(entries)), 0.0)
+    table = LatencyTable(FAST, entries)
+    e = table.entries
+    first, last = blocks[0], blocks[-1]
+    assert table.predict_blocks([last]) == pytest.approx(e[last.key].median_ms)
+    expected = e[first.key].median_ms - e[first.io().key].median_ms + e[last.key].median_ms
+    assert table.predict_blocks([first, last]) == pytest.approx(expected)
+
+
+def test_profiled_blocks_have_the_median_and_spread_of_their_times(monkeypatch) -> None:
+    from autoshrink.hardware.table import profile_network
+
+    def clock() -> int:  # every block takes exactly 1 ms by this clock
+        clock.now += 1_000_000
+        return clock.now
+
+    clock.now = 0
+    monkeypatch.setattr(LatencySettings, "nanoseconds", lambda self: clock)
+    entries = profile_network(published_cell("shrinkcnn"), TINY, FAST)
+    assert entries and all((e.median_ms, e.iqr_ms) == (1.0, 0.0) for e in entries)

@@ -333,3 +333,16 @@ def test_a_survivors_record_counts_its_stages_images_and_seconds() -> None:
     merged = with_stages(full, [stage])
     assert merged.seconds == 7.0 and merged.detail["images_trained"] == 140
     assert merged.detail["stages"] == [stage.summary()]
+
+
+def test_stage_sizes_difficulty_ties_and_images_read_back() -> None:
+    from autoshrink.screening import ClassDifficulty, ScreeningStage, StageResult
+
+    assert ScreeningStage(0.1, 1, 0.5).class_count(10) == 2  # at least two classes to tell
+    assert ScreeningStage(0.5, 1, 0.5).class_count(10) == 5
+    # errors equal to 6 decimals are a tie, broken by class order (not by float noise)
+    rec = {"key": "k", "status": "ok", "detail": {"class_accuracy": [0.5, 0.5000004, 0.9]}}
+    difficulty = ClassDifficulty.from_records([rec], 3)
+    assert difficulty.order == (2, 0, 1) and difficulty.error == (0.5, 0.5, 0.1)
+    stage = {"stage": 1, "status": "ok", "score": 0.5, "metrics": {}, "detail": {}}
+    assert StageResult.from_record(stage).images == 0  # a stage that reports none trained none
