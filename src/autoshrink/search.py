@@ -583,8 +583,10 @@ def reject_violations(
     ``"rejected"`` (before it trains); the bounded metrics of every profiled proposal by key,
     as the check read them."""
     checked: dict[str, dict[str, float]] = {}
+    if not config.constraints:  # nothing to check, nothing profiled
+        return checked
     for i, p in enumerate(proposals):
-        if p.genotype.key in done or not config.constraints:
+        if p.genotype.key in done:
             continue
         profile = evaluator.profile(p.genotype)
         if why := violation(profile, config):
