@@ -44,7 +44,8 @@ from autoshrink.data.loaders import array_data
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings, measure_module
 from autoshrink.singlepath.latency_model import prepare_model
-from autoshrink.singlepath.search import SearchSettings, run_singlepath
+from autoshrink.singlepath.search import run_singlepath
+from autoshrink.singlepath.settings import SearchSettings
 from autoshrink.singlepath.space import (
     CHOICES,
     SKIP,

@@ -192,7 +192,7 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
 def test_presets_apply_an_override_of_none_as_given() -> None:
     # None was dropped: preset("demo", patience=None) kept the demo's early stop, so "none" could
     # not be asked for; get_recipe and singlepath_preset apply None as given too
-    from autoshrink.singlepath.search import singlepath_preset
+    from autoshrink.singlepath.settings import singlepath_preset
     from autoshrink.training.recipes import get_recipe
 
     assert preset("demo").patience == 5 and preset("demo", patience=None).patience is None
@@ -241,7 +241,8 @@ def test_the_documented_custom_evaluator_and_strategy_print_what_the_page_says(t
 
 
 def test_run_singlepath_with_its_arguments_swapped_says_the_order(tmp_path) -> None:
-    from autoshrink.singlepath.search import run_singlepath, singlepath_preset
+    from autoshrink.singlepath.search import run_singlepath
+    from autoshrink.singlepath.settings import singlepath_preset
 
     with pytest.raises(TypeError, match=r"settings must be a SearchSettings, got str \(the "):
         run_singlepath(singlepath_preset("demo"), str(tmp_path / "sp"))  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.outputs import SIGNATURES, check_output_file, claim_folder, holder
-from autoshrink.singlepath.search import SearchSettings
+from autoshrink.singlepath.settings import SearchSettings
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import get_macro
 

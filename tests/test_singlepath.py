@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from autoshrink import singlepath
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
+from autoshrink.singlepath.data import load_search_data
 from autoshrink.singlepath.latency_model import (
     Calibration,
     LatencyModel,
@@ -24,6 +26,8 @@ from autoshrink.singlepath.latency_model import (
     reference_archs,
     space_blocks,
 )
+from autoshrink.singlepath.search import run_singlepath
+from autoshrink.singlepath.settings import singlepath_preset
 from autoshrink.singlepath.space import (
     CHOICES,
     SKIP,
@@ -34,6 +38,7 @@ from autoshrink.singlepath.space import (
     mobilenetv2_arch,
 )
 from autoshrink.singlepath.superkernel import SuperMBConv, SuperNet, indicator
+from autoshrink.singlepath.supernet_training import SupernetTraining
 
 # ------------------------------------------------------------------ the space
 
@@ -331,12 +336,11 @@ SEARCH = [
 @pytest.mark.parametrize("flip", [False, True])
 def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
     # the supernet trained on randomly mirrored images whatever the data set (digits too)
-    from autoshrink.singlepath import search
 
-    assert not search.singlepath_preset("demo").flip and search.singlepath_preset("paper").flip
-    s = search.singlepath_preset("demo", train_images=64, val_images=32, width=0.35, flip=flip)
-    data = search.load_search_data(s)
-    run = search._Search(s, data, model=None)  # type: ignore[arg-type]  # warm-up: no latency
+    assert not singlepath_preset("demo").flip and singlepath_preset("paper").flip
+    s = singlepath_preset("demo", train_images=64, val_images=32, width=0.35, flip=flip)
+    data = load_search_data(s)
+    run = SupernetTraining(s, data, model=None)  # type: ignore[arg-type]  # warm-up: no latency
     seen: list[torch.Tensor] = []
     run.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
     run.train_epoch(1)
@@ -358,7 +362,6 @@ def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
 
     from autoshrink.data.images import ImageData
     from autoshrink.errors import DataError
-    from autoshrink.singlepath import search
 
     n = 50  # image i is filled with the value i, so each tensor row names its source image
     train_x = np.repeat(np.arange(n, dtype=np.float32), 32 * 32).reshape(n, 1, 32, 32)
@@ -367,21 +370,19 @@ def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
         "toy", train_x, np.arange(n) % 10, test_x, np.arange(10) % 10,
         tuple(str(c) for c in range(10)),
     )  # fmt: skip
-    monkeypatch.setattr(search, "load_images", lambda *a, **k: data)
+    monkeypatch.setattr(singlepath.data, "load_images", lambda *a, **k: data)
 
     def sources(t: torch.Tensor) -> set[float]:  # one value per source image (one affine map)
         return {round(float(v), 4) for v in t[:, 0, 0, 0]}
 
-    loaded = search.load_search_data(
-        search.singlepath_preset("demo", train_images=30, val_images=12)
-    )
+    loaded = load_search_data(singlepath_preset("demo", train_images=30, val_images=12))
     assert torch.isfinite(loaded.val_x).all()
     train, val = sources(loaded.train_x), sources(loaded.val_x)
     assert len(val) == 12 and len(train) == 30 and not train & val
-    default = search.load_search_data(search.singlepath_preset("paper"))
+    default = load_search_data(singlepath_preset("paper"))
     assert len(default.val_y) == 5 and len(default.train_y) == 45  # a tenth held out
     with pytest.raises(DataError, match="leave none to train on"):
-        search.load_search_data(search.singlepath_preset("demo", val_images=50))
+        load_search_data(singlepath_preset("demo", val_images=50))
 
 
 def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float = 1.0) -> None:
@@ -405,7 +406,6 @@ def demo_settings() -> LatencySettings:
 def test_search_writes_its_files_and_resumes_after_a_kill(
     cli, tmp_path, demo_settings, one_thread, monkeypatch
 ):
-    from autoshrink.singlepath import search
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     for out in (full, killed):
@@ -462,20 +462,20 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
                            "--batch", "2")  # fmt: skip
     assert code == 2 and "was measured with batch=1 (asked 2)" in err
 
-    real = search._Search.train_epoch
+    real = SupernetTraining.train_epoch
 
     def dies_in_epoch_3(self, epoch):
         if epoch == 3:
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    monkeypatch.setattr(search._Search, "train_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(SupernetTraining, "train_epoch", dies_in_epoch_3)
     code, _, err = cli("singlepath", *SEARCH, "--out", killed)
     assert code == 130 and err.strip() == (  # it said only "interrupted"
         "autoshrink: the search stopped by SIGINT; continue it with the same command and "
         f"--resume (from the newest checkpoint in {killed})"
     )
-    monkeypatch.setattr(search._Search, "train_epoch", real)
+    monkeypatch.setattr(SupernetTraining, "train_epoch", real)
     # the table's calibration changes meanwhile (another run refitted it): the resumed run
     # goes on with the model it began with, kept in latency_model.json
     assert (killed / "latency_model.json").is_file()
@@ -494,7 +494,7 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     # a resume of the ended search keeps its result (it measured the network again)
     before = (killed / "result.json").read_bytes()
     with monkeypatch.context() as m:
-        m.setattr(search, "load_search_data", lambda s: pytest.fail("read the data"))
+        m.setattr(singlepath.search, "load_search_data", lambda s: pytest.fail("read the data"))
         code, out, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
     assert code == 0 and out.startswith("found "), err
     assert (killed / "result.json").read_bytes() == before
@@ -654,7 +654,6 @@ def test_a_missed_target_is_said_and_recorded(cli, tmp_path, demo_settings, one_
     ],
 )
 def test_a_preset_names_what_is_wrong_with_its_overrides(overrides, says) -> None:
-    from autoshrink.singlepath.search import singlepath_preset
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         singlepath_preset("demo", **overrides)
@@ -664,7 +663,6 @@ def test_a_preset_names_what_is_wrong_with_its_overrides(overrides, says) -> Non
 
 def test_run_singlepath_takes_the_table_as_a_string(tmp_path, demo_settings, one_thread) -> None:
     # a str table was checked, then used as a Path: AttributeError after the table was read
-    from autoshrink.singlepath.search import run_singlepath, singlepath_preset
 
     _prepare_table(tmp_path / "tables", demo_settings)
     settings = singlepath_preset(
@@ -703,15 +701,14 @@ def test_a_searchable_layer_converts_to_half_precision() -> None:
 def test_a_diverged_supernet_is_one_line_and_keeps_its_checkpoint(
     cli, tmp_path, demo_settings, monkeypatch
 ):
-    from autoshrink.singlepath import search
 
-    train_epoch = search._Search.train_epoch
+    train_epoch = SupernetTraining.train_epoch
 
     def diverging(self, epoch):  # a NaN loss at epoch 2 (it finished with exit 0)
         stats = train_epoch(self, epoch)
         return stats | {"train_loss": float("nan")} if epoch == 2 else stats
 
-    monkeypatch.setattr(search._Search, "train_epoch", diverging)
+    monkeypatch.setattr(SupernetTraining, "train_epoch", diverging)
     _prepare_table(tmp_path / "run", demo_settings)
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -725,7 +722,6 @@ def test_a_diverged_supernet_is_one_line_and_keeps_its_checkpoint(
 
 def test_the_help_names_the_presets_sizes(capsys) -> None:
     from autoshrink.cli import build_parser
-    from autoshrink.singlepath.search import singlepath_preset
 
     with pytest.raises(SystemExit):
         build_parser("singlepath").parse_args(["singlepath", "--help"])

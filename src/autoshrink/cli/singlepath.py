@@ -24,7 +24,8 @@ from autoshrink.cli import (
 )
 from autoshrink.data.images import DATASETS, check_root
 from autoshrink.hardware.latency import CLOCKS
-from autoshrink.singlepath.search import run_singlepath, singlepath_preset
+from autoshrink.singlepath.search import run_singlepath
+from autoshrink.singlepath.settings import singlepath_preset
 from autoshrink.stop_signals import stop_says_resume
 
 
