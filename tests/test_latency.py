@@ -3,11 +3,14 @@ settings echoed, clear errors for a missing backend or device, and the CLI's JSO
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -119,3 +122,117 @@ def test_cli_json_shape_and_errors(cli, tmp_path) -> None:
         assert code == 2 and err.count("\n") == 1 and "CUDA" in err
     code, _, err = cli("latency", cell, "--device", "tpu")
     assert code == 2 and "tpu" in err
+
+
+# ------------------------------------------------------------------ what is timed and reported
+def test_the_environment_names_the_cpu_of_proc_cpuinfo(monkeypatch) -> None:
+    from autoshrink.hardware import latency
+
+    cpuinfo = "processor\t: 0\nmodel name\t: Fancy CPU 9000 @ 3.0GHz \nflags\t: avx\n"
+    monkeypatch.setattr(latency, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    assert latency.environment(LatencySettings())["cpu"] == "Fancy CPU 9000 @ 3.0GHz"
+
+    def unreadable(*a, **k):
+        raise PermissionError("/proc/cpuinfo")
+
+    monkeypatch.setattr(latency, "open", unreadable, raising=False)
+    monkeypatch.setattr(latency.platform, "processor", lambda: "")
+    assert latency.environment(LatencySettings())["cpu"] == "unknown"
+
+
+def test_onnx_models_declare_opset_17() -> None:
+    """docs/export.md promises opset 17 (what onnxruntime 1.17, the oldest supported, runs)."""
+    onnx = pytest.importorskip("onnx")
+    from autoshrink.hardware.latency import onnx_bytes
+
+    model = onnx.load_from_string(onnx_bytes(nn.Conv2d(2, 2, 3), [torch.zeros(1, 2, 5, 5)]))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+
+
+def test_each_backend_runs_its_own_runtime() -> None:
+    """The torch backend calls the module (a tensor back); onnxruntime a session (arrays)."""
+    from autoshrink.hardware.latency import runner
+
+    conv, x = nn.Conv2d(2, 3, 3), torch.randn(1, 2, 5, 5)
+    eager = runner(conv, [x], LatencySettings(backend="torch"))()
+    assert isinstance(eager, torch.Tensor) and eager.shape == (1, 3, 3, 3)
+    session = runner(conv, [x], LatencySettings(backend="onnxruntime"))()
+    assert isinstance(session, list) and isinstance(session[0], np.ndarray)
+    assert np.allclose(session[0], eager.detach().numpy(), atol=1e-5)
+
+
+def test_cuda_timing_reads_the_events_for_torch_only(monkeypatch) -> None:
+    """On a GPU the torch backend is timed by CUDA events (a host clock would time the
+    launch only); onnxruntime, which synchronises itself, by the host clock."""
+    from autoshrink.hardware import latency
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+
+        def record(self) -> None: ...
+
+        def synchronize(self) -> None: ...
+
+        def elapsed_time(self, end: object) -> float:
+            return 7.5
+
+    monkeypatch.setattr(latency, "gpu_index", lambda device: 0)
+    monkeypatch.setattr(latency.torch.cuda, "Event", Event)
+    monkeypatch.setattr(latency.torch.cuda, "device", lambda gpu: contextlib.nullcontext())
+    calls: list[int] = []
+    once = latency.clock(lambda: calls.append(1), LatencySettings(backend="torch"))
+    assert once() == 7.5 and calls == [1]
+    wall = latency.clock(lambda: time.sleep(0.002), LatencySettings(backend="onnxruntime"))
+    assert 2.0 <= wall() < 1000.0
+
+
+def test_the_repeat_cap_ends_a_series_that_never_settles() -> None:
+    """A call that gets slower every time never has a stable median: ``max_repeats`` ends it
+    (long before ``max_seconds``), unstable."""
+    from autoshrink.hardware.latency import until_stable
+
+    times = iter(range(1, 10_000_000))
+    settings = LatencySettings(
+        warmup=0, min_repeats=5, max_repeats=10, max_seconds=30.0, rtol=0.001
+    )
+    samples, stable = until_stable(lambda: float(next(times)), settings)
+    assert not stable and samples.tolist() == [float(i) for i in range(1, 11)]
+
+
+def test_quartiles_of_the_samples(monkeypatch) -> None:
+    """The samples 1..100: numpy's linear quartiles 25.75, 50.5 and 75.25."""
+    from autoshrink.hardware import latency
+
+    samples = np.arange(1.0, 101.0)
+    monkeypatch.setattr(latency, "time_samples", lambda fn, settings: (samples, True))
+    r = measure_module(nn.Identity(), [(1, 2)], LatencySettings(**FAST))
+    assert (r.q1_ms, r.median_ms, r.q3_ms, r.iqr_ms) == (25.75, 50.5, 75.25, 49.5)
+    assert r.repeats == 100 and r.stable
+
+
+def test_the_environment_says_whether_the_heap_was_made_steady(monkeypatch) -> None:
+    """``steady_heap`` is asked for (once) by the torch backend only, and the environment
+    reports its answer, not the setting."""
+    from autoshrink.hardware import latency
+
+    asked: list[bool] = []
+    answer = False
+
+    def steady_heap() -> bool:
+        asked.append(answer)
+        return answer
+
+    monkeypatch.setattr(latency, "steady_heap", steady_heap)
+    conv = nn.Conv2d(2, 2, 1)
+    torch_run = LatencySettings(backend="torch", **FAST)
+    assert measure_module(conv, [(1, 2, 3, 3)], torch_run).environment["steady_heap"] is False
+    answer = True
+    assert measure_module(conv, [(1, 2, 3, 3)], torch_run).environment["steady_heap"] is True
+    assert asked == [False, True]
+    for settings in (
+        LatencySettings(backend="onnxruntime", **FAST),
+        LatencySettings(backend="torch", steady_heap=False, **FAST),
+    ):
+        assert measure_module(conv, [(1, 2, 3, 3)], settings).environment["steady_heap"] is False
+    assert asked == [False, True]

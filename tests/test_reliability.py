@@ -484,16 +484,25 @@ def test_out_of_memory_in_process_trains_the_candidate_again(tmp_path):
     assert set(result.cell.edges) == {(0, 2), (2, 5), (0, 4), (4, 5)}
 
 
-def test_out_of_memory_retries_are_bounded_and_other_failures_not_retried():
+def test_out_of_memory_retries_are_bounded_and_other_failures_not_retried(monkeypatch, caplog):
+    import torch
+
     from autoshrink.executors.base import InProcessExecutor, Job
 
+    emptied: list[int] = []  # the CUDA cache is emptied before each retry (torch uses CUDA)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
     start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"))
     jobs = [Job(start, 1), Job(start.remove_edge((0, 1)), 2)]
     told: list[tuple[int, int, str]] = []
     ev = OutOfMemoryOnce(edges=6, times=5)  # the start cell (6 edges) runs out 5 times
-    out = dict(InProcessExecutor(max_retries=2).run(ev, jobs, lambda *a: told.append(a)))
+    with caplog.at_level("WARNING", logger="autoshrink"):
+        out = dict(InProcessExecutor(max_retries=2).run(ev, jobs, lambda *a: told.append(a)))
     assert out[0].status == "failed" and ev.attempts[start.key] == 3
     assert out[1].status == "ok" and told == [(0, 1, OOM), (0, 2, OOM)]
+    assert len(emptied) == 2
+    assert f"candidate 0: {OOM}; giving up after 2 retries" in caplog.messages
+    assert f"candidate 0: {OOM}; retry 2 of 2" in caplog.messages
     other = OutOfMemoryOnce(edges=6, error="RuntimeError: shape mismatch")
     out = dict(InProcessExecutor().run(other, jobs))
     assert out[0].status == "failed" and other.attempts[start.key] == 1

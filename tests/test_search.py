@@ -431,8 +431,11 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
     with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.167"):
         preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
     assert preset("demo", task="rnn", nodes=3, keep_fraction=0.167).keep_fraction == 0.167
-    with pytest.raises(ConfigError, match=r"data set 'digits' for --task rnn; .* \['ptb'\]"):
+    hint = r"; start from preset\(name, task='rnn'\)$"
+    with pytest.raises(ConfigError, match=r"data set 'digits' for --task rnn; .* \['ptb'\]" + hint):
         preset("demo", task="rnn", dataset="digits")
+    with pytest.raises(ConfigError, match=r"for --task cnn; expected one of \[[^]]*\]$"):
+        preset("demo", dataset="mnist")  # a cnn preset is what it started from: no hint
     # an rnn config made without a preset holds the field's default (and saved it): it loads
     rnn = json.loads(json.dumps(preset("demo", task="rnn").to_dict())) | {"dataset": "cifar10"}
     assert SearchConfig.from_dict(rnn).dataset == "cifar10"
