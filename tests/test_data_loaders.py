@@ -13,6 +13,7 @@ import http.server
 import io
 import os
 import pickle
+import re
 import struct
 import tarfile
 import threading
@@ -104,6 +105,34 @@ def test_fashion_folder_errors(tmp_path: Path) -> None:
         load_fashion_mnist(tmp_path)
     (tmp_path / "train-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_idx_damage_the_header_or_its_contents_names(tmp_path: Path) -> None:
+    short = tmp_path / "short-idx3-ubyte"
+    short.write_bytes(bytes([0, 0, 8, 3, 0, 0]))  # the magic, then 2 of the 12 size bytes
+    with pytest.raises(DataError, match=r"short-idx3-ubyte: truncated IDX file, 6 bytes is sh"):
+        read_idx(short, ndim=3)
+    images = tmp_path / "x-idx3-ubyte"
+    write_idx(images, np.zeros((2, 28, 28)))
+    images.write_bytes(images.read_bytes()[:-5])  # 1,568 bytes announced, 1,563 there
+    with pytest.raises(DataError, match=r"announces 2x28x28 = 1568 bytes .*, the file holds 1563$"):
+        read_idx(images, ndim=3)
+
+
+@pytest.mark.parametrize(
+    ("part", "array", "needle"),
+    [
+        ("train-images-idx3-ubyte", np.zeros((7, 28, 27)), "images are 28x27, expected 28x28"),
+        ("t10k-labels-idx1-ubyte", np.array([0, 10, 3]), "label 10 out of range, expected 0..9"),
+    ],
+)
+def test_fashion_images_of_another_size_or_labels_out_of_range_are_named(
+    tmp_path: Path, part: str, array: np.ndarray, needle: str
+) -> None:
+    write_fashion(tmp_path, gz=False)
+    write_idx(tmp_path / part, array)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / part}: {needle}")):
         load_fashion_mnist(tmp_path)
 
 

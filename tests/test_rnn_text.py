@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoshrink.data.text import EOS, UNK, Vocabulary, batchify, load_text
+from autoshrink.data.text import EOS, UNK, Vocabulary, batchify, file_parts, load_text
 from autoshrink.errors import DataError
 
 SUBJECTS = ("the cat", "the dog", "a bird")
@@ -199,6 +199,21 @@ def test_batchify_makes_parallel_streams() -> None:
     assert out.tolist() == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
     with pytest.raises(DataError, match="too few"):
         batchify(ids, 6)
+    assert batchify(np.arange(4), 1).tolist() == [[0], [1], [2], [3]]  # the smallest batch
+    assert batchify(np.arange(4), 2).tolist() == [[0, 2], [1, 3]]  # 2 tokens: the shortest
+    with pytest.raises(DataError, match="batch size must be >= 1, got 0"):
+        batchify(ids, 0)
+
+
+def test_a_file_splits_down_to_one_line_per_part_and_fractions_are_checked(tmp_path) -> None:
+    ten = tmp_path / "ten.txt"
+    ten.write_text("".join(f"w{i}\n" for i in range(10)))
+    parts = file_parts(ten)  # 10% of 10 lines: one valid line, one test line
+    assert [len(parts[k]) for k in ("train", "valid", "test")] == [8, 1, 1]
+    assert parts["test"] == [["w9"]]
+    for fractions in ((0.5, 0.5), (0.6, 0.6), (0.0, 0.2), (0.2, 1.0)):
+        with pytest.raises(DataError, match=r"fractions must be in \(0, 1\) with a sum below 1"):
+            file_parts(ten, valid_fraction=fractions[0], test_fraction=fractions[1])
 
 
 def test_a_split_too_small_for_its_batch_is_named(cli, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from autoshrink.data.transforms import (
     IMAGENET_STD,
     ImageTransform,
     crop_resize,
+    erase_box,
     pad_crop,
     random_resized_box,
 )
@@ -172,6 +173,39 @@ def test_transform_pieces() -> None:
     np.testing.assert_allclose(t(pil, rng).numpy(), np.ones((1, 4, 4)))
     erase = ImageTransform(6, (0.0,) * 2, (1.0,) * 2, train=True, random_erasing=1.0)
     assert not np.array_equal(erase(img, rng).numpy(), img)
+
+
+def test_crop_boxes_reach_every_position_and_fall_back_to_the_centre() -> None:
+    rng = np.random.default_rng(0)
+    assert random_resized_box(rng, 10, 10, (1.0, 1.0), (1.0, 1.0)) == (0, 0, 10, 10)
+    corners = {random_resized_box(rng, 10, 10, (0.25, 0.25), (1.0, 1.0))[:2] for _ in range(400)}
+    assert corners == {(x, y) for x in range(6) for y in range(6)}  # a 5x5 box, anywhere
+    tiny = [random_resized_box(rng, 3, 3, (0.05, 0.15)) for _ in range(20)]
+    assert all((r - le) * (b - t) == 1 for le, t, r, b in tiny)  # 1 pixel boxes are boxes
+    # ten misses (no box of 90% of the area at a legal ratio fits): the centred box of the
+    # nearest legal ratio, 4/3 for a wide image, 3/4 for a tall one
+    assert random_resized_box(rng, 100, 10, (0.9, 1.0)) == (43.5, 0, 56.5, 10)
+    assert random_resized_box(rng, 10, 100, (0.9, 1.0)) == (0, 43.5, 10, 56.5)
+
+
+def test_erased_holes_vary_in_shape_and_reach_every_edge() -> None:
+    rng = np.random.default_rng(0)
+    holes = [erase_box(rng, 4, 4) for _ in range(300)]
+    found = [h for h in holes if h is not None]
+    assert all(0 < h < 4 and 0 < w < 4 and t + h <= 4 and le + w <= 4 for t, le, h, w in found)
+    assert max(t + h for t, _, h, _ in found) == 4 and max(le + w for _, le, _, w in found) == 4
+    assert {1, 2, 3} <= {w for *_, w in found} and {1, 2, 3} <= {h for _, _, h, _ in found}
+    shapes = [(h, w) for _, _, h, w in filter(None, (erase_box(rng, 32, 32) for _ in range(200)))]
+    assert any(h > 1.5 * w for h, w in shapes) and any(w > 1.5 * h for h, w in shapes)
+
+
+def test_array_images_are_cropped_and_resized_to_squares() -> None:
+    image = np.full((3, 16, 32), 0.5, dtype=np.float32)  # [C, H, W]: wider than high
+    for size in (32, 8):
+        out = crop_resize(image, (0, 0, 32, 16), size)
+        assert out.shape == (3, size, size) and np.allclose(out, 0.5)
+    exact = crop_resize(image, (4, 2, 12, 10), 8)  # already 8x8: copied, not resampled
+    assert exact.shape == (3, 8, 8) and not np.shares_memory(exact, image)
 
 
 def test_a_file_where_a_data_folder_belongs_is_named_as_a_file(tmp_path: Path) -> None:
