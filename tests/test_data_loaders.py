@@ -544,6 +544,19 @@ def indexed_data(per_class: int = 30, classes: int = 4) -> ImageData:
     return ImageData("indexed", x.copy(), y, x[:4].copy(), y[:4], tuple("abcd"[:classes]))
 
 
+def test_image_data_refuses_images_that_are_not_nchw_or_miscounted() -> None:
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)
+    for bad_x, bad_y, got in (
+        (x[:, 0], y, "(4, 8, 8) and (4,)"),  # [N, H, W]: no channel dimension
+        (x, y[:3], "(4, 1, 8, 8) and (3,)"),  # 4 images, 3 labels
+        (x, y[:, None], "(4, 1, 8, 8) and (4, 1)"),
+    ):
+        with pytest.raises(DataError, match=re.escape(f"with N labels, got {got}")):
+            ImageData("toy", bad_x, bad_y, x, y, ("a",))
+        with pytest.raises(DataError, match=re.escape("toy: test images must be [N, C, H, W]")):
+            ImageData("toy", x, y, bad_x, bad_y, ("a",))
+
+
 def split_indices(split, which: str) -> np.ndarray:
     x = getattr(split, f"{which}_x")[:, 0, 0, 0] * split.std[0] + split.mean[0]
     return np.rint(x * 120).astype(int)

@@ -109,6 +109,13 @@ def test_bad_test_domain(dataset, domain, needle):
         load_images(dataset, test_domain=domain)
 
 
+def test_classes_of_each_digits_variant_and_an_unknown_set():
+    assert load_training_domains("rotated-digits").classes == tuple("0123456789")
+    assert load_training_domains("colored-digits").classes == ("digit>=5", "digit<5")
+    with pytest.raises(ConfigError, match=r"unknown multi-domain data set 'nope'; expected \["):
+        load_training_domains("nope")
+
+
 @pytest.mark.parametrize("dataset", ["rotated-fashion-mnist", "colored-fashion-mnist"])
 def test_fashion_variants(dataset):
     if not (DEFAULT_FASHION_MNIST_ROOT / "train-labels-idx1-ubyte.gz").exists():
@@ -117,6 +124,7 @@ def test_fashion_variants(dataset):
     per = domains.FASHION_PER_DOMAIN[dataset]
     assert len(data.train_y) + len(data.test_y) == per * (len(DOMAINS[dataset]) - 1)
     if dataset.startswith("colored"):
-        assert data.train_x.shape[1:] == (2, 14, 14) and data.num_classes == 2
+        assert data.train_x.shape[1:] == (2, 14, 14) and data.classes == ("other", "upper-body")
     else:
         assert data.train_x.shape[1:] == (1, 28, 28) and data.num_classes == 10
+        assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"

@@ -3,6 +3,8 @@ removed edge carried nothing, copies BN statistics, and drops unreachable nodes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from autoshrink.cost.cells import plan
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.inherit import inherit_cnn
+from autoshrink.nn.inherit import Inheritance, inherit_cnn
 from autoshrink.spaces.macros import cifar_proxy
 
 OPS = ("input", "sep3x3", "conv3x3", "identity", "conv1x1", "maxpool3x3")
@@ -105,11 +107,40 @@ def test_unreachable_nodes_are_dropped_and_new_leaves_read_as_zero():
     assert first.shape[1] == 2 * f0
     assert torch.count_nonzero(first[:, :f0]) == 0
     torch.testing.assert_close(first[:, f0:], net.cells[1].ops["1"][0].weight, rtol=0, atol=0)
+    # so does cell 1's projection shortcut; its output is [node 2 (new), node 3] as well
+    f1 = plan(child, SPEC)[1].nodes
+    shortcut, trained = cut.cells[1].shortcut[0].weight, net.cells[1].shortcut[0].weight
+    assert shortcut.shape == (2 * f1, 2 * f0, 1, 1) and torch.count_nonzero(shortcut[:, :f0]) == 0
+    torch.testing.assert_close(shortcut[f1:, f0:], trained, rtol=0, atol=0)
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     assert cut.eval()(x).shape == (2, 4)
     dead = parent.remove_edge((1, 2))  # node 2 loses its only input: dropped with its weights
     cut2, _ = inherit_cnn(net, parent, dead, SPEC)
     assert "2" not in cut2.cells[0].ops
+
+
+def test_a_head_conv_reads_a_new_leaf_as_zero_and_the_report_counts_tensors():
+    """With a 1x1 head (MobileNet-style macros), a new leaf's channels reach the head: its
+    input columns start at zero; an unchanged cell copies every tensor and sets none."""
+    spec = replace(SPEC, head_channels=16)
+    parent = Cell(
+        "cnn", ("input", "conv3x3", "sep3x3", "conv1x1"), ((0, 1), (1, 2), (1, 3), (2, 3))
+    )
+    child = parent.remove_edge((2, 3))  # the last cell's output: [node 2 (new), node 3]
+    torch.manual_seed(0)
+    net = build_network(parent, spec).double().eval()
+    cut, report = inherit_cnn(net, parent, child, spec)
+    f = plan(child, spec)[-1].nodes
+    head, trained = cut.head[0].weight, net.head[0].weight  # [16, 2f, 1, 1] and [16, f, 1, 1]
+    assert head.shape == (16, 2 * f, 1, 1) and trained.shape == (16, f, 1, 1)
+    assert torch.count_nonzero(head[:, :f]) == 0
+    torch.testing.assert_close(head[:, f:], trained, rtol=0, atol=0)
+    torch.testing.assert_close(cut.classifier.weight, net.classifier.weight, rtol=0, atol=0)
+    assert report.set_new > 0
+    same, whole = inherit_cnn(net, parent, parent, spec)
+    assert whole == Inheritance(copied=len(net.state_dict()), set_new=0)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(same.eval()(x), net(x), rtol=0, atol=0)
 
 
 def test_only_sub_cells_inherit():

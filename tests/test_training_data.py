@@ -60,6 +60,8 @@ def test_folder_without_split_gets_a_seeded_validation_split(tmp_path: Path) -> 
     flat = tmp_path / "t" / "train"
     data = folder_data(flat, get_recipe("cifar"))
     assert (len(data.train), len(data.val)) == (12, 3)  # 20% of 5 per class
+    assert data.image_size == 32  # a recipe without a size: 32 px, 224 for ImageNet crops
+    assert folder_data(flat, get_recipe("shrinkcnn-imagenet", image_size=None)).image_size == 224
     # the training seed drew another split: a seed's test images could be another's training
     # images, and the search's (which carves with the split seed) too
     other = folder_data(flat, get_recipe("cifar"), seed=7)
