@@ -10,7 +10,14 @@ import torch
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy, shrinkrnn_ptb
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.nn.rnn import Dropouts, LSTMModel, RNNModel, detach_hidden, locked_dropout
+from autoshrink.nn.rnn import (
+    Dropouts,
+    LSTMModel,
+    RNNCell,
+    RNNModel,
+    detach_hidden,
+    locked_dropout,
+)
 from autoshrink.spaces.cells import published_cell
 from test_rnn_text import one_thread  # noqa: F401 (autouse fixture)
 
@@ -177,6 +184,9 @@ def test_bad_model_settings() -> None:
     rnn = published_cell("shrinkrnn")
     with pytest.raises(ConfigError, match="emsize == nhid"):
         RNNModel(rnn, 10, emsize=4, nhid=5)
+    for ninp, nhid in ((0, 8), (8, 0)):
+        with pytest.raises(ConfigError, match=f"ninp and nhid must be >= 1, got {ninp} and {nhid}"):
+            RNNCell(rnn, ninp, nhid, input_dropout=0.0, hidden_dropout=0.0)
     with pytest.raises(ConfigError, match="dropout output"):
         Dropouts(output=1.0)
     with pytest.raises(ConfigError, match="needs an rnn cell"):

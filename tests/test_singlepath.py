@@ -14,7 +14,7 @@ import torch
 
 from autoshrink import singlepath
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.singlepath.data import load_search_data
@@ -23,6 +23,8 @@ from autoshrink.singlepath.latency_model import (
     LatencyModel,
     arch_blocks,
     calibration_path,
+    fit_calibration,
+    prepare_model,
     reference_archs,
     space_blocks,
 )
@@ -312,6 +314,89 @@ def test_a_calibration_of_the_table_before_it_changed_is_not_used(tmp_path):
     assert Calibration.load_matching(path, settings, spec, changed) is None
 
 
+def test_a_table_lacking_a_block_of_the_space_names_one():
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    table, blocks = _synthetic_table(spec)
+    for gone in ([blocks[3]], blocks[3:5]):  # one block missing, and two
+        keys = {b.key for b in gone}
+        partial = LatencyTable(table.settings, {k: e for k, e in table.entries.items()
+                                                if k not in keys})  # fmt: skip
+        with pytest.raises(HardwareError, match=re.escape(
+            f"latency table lacks {len(gone)} block(s) of this space, e.g. {gone[0].key!r}; "
+            "measure it for width 0.5, size 64"
+        )):  # fmt: skip
+            LatencyModel.from_table(partial, spec)
+
+
+def _fake_measurements(monkeypatch, times: list[float]) -> list[int]:
+    """Make the latency model's whole-network measurements return ``times`` in order; the
+    returned list counts the calls."""
+    from autoshrink.hardware.latency import LatencyResult
+    from autoshrink.singlepath import latency_model
+
+    calls: list[int] = []
+
+    def measure(module, shapes, settings, *, with_environment=True):
+        calls.append(1)
+        ms = times[len(calls) - 1]
+        return LatencyResult(ms, 0.0, ms, ms, 1, True, settings, tuple(map(tuple, shapes)), {})
+
+    monkeypatch.setattr(latency_model, "measure_module", measure)
+    return calls
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(2.0, 1.0), (0.5, 0.0), (1.0, -0.2)])
+def test_the_calibration_fits_measured_against_table_sums(monkeypatch, scale, offset):
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    model = _synthetic_model(spec)
+    archs = reference_archs(spec, 4)
+    sums = [model.predict(a) for a in archs]
+    _fake_measurements(monkeypatch, [scale * t + offset for t in sums])
+    cal = fit_calibration(model, archs, LatencySettings())
+    assert (cal.scale, cal.offset) == (pytest.approx(scale), pytest.approx(offset, abs=1e-9))
+    assert cal.points == tuple(
+        (a.key, t, scale * t + offset) for a, t in zip(archs, sums, strict=True)
+    )
+    _fake_measurements(monkeypatch, [3.0 * sums[0]])  # one network: a scale through 0
+    one = fit_calibration(model, archs[:1], LatencySettings())
+    assert (one.scale, one.offset) == (pytest.approx(3.0), 0.0)
+    _fake_measurements(monkeypatch, [100.0 - t for t in sums])  # slower as the table is faster
+    with pytest.raises(HardwareError, match=r"latency calibration failed \(fitted scale -1\)"):
+        fit_calibration(model, archs, LatencySettings())
+
+
+def test_a_model_is_calibrated_unless_asked_not_to_and_the_fit_is_kept(tmp_path, monkeypatch):
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    settings = LatencySettings()
+    table, _ = _synthetic_table(spec, settings)
+    path = tmp_path / "latency_table.json"
+    table.save(path)
+    raw = LatencyModel.from_table(table, spec)
+    calls = _fake_measurements(monkeypatch, [])
+    model, cal, measured = prepare_model(path, spec, settings, calibration_networks=0)
+    assert (model, cal, measured, calls) == (raw, None, 0, [])
+    assert not calibration_path(path).exists()
+    sums = [raw.predict(a) for a in reference_archs(spec, 2)]
+    calls = _fake_measurements(monkeypatch, [2 * t for t in sums])
+    model, cal, _ = prepare_model(path, spec, settings, calibration_networks=2)
+    assert cal is not None and (cal.scale, len(calls)) == (pytest.approx(2.0), 2)
+    assert calibration_path(path).is_file()
+    arch = reference_archs(spec, 1)[0]
+    assert model.predict(arch) == pytest.approx(2 * raw.predict(arch))
+    calls = _fake_measurements(monkeypatch, [])
+    assert prepare_model(path, spec, settings, calibration_networks=2)[1] == cal  # reused
+    assert calls == []
+
+
+@pytest.mark.parametrize("text", ['{"format": "x"}', "[]"])
+def test_a_file_where_the_calibration_belongs_is_refused(tmp_path, text):
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    path = tmp_path / "t.calibration.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not a calibration ('format' must")):
+        Calibration.load_matching(path, LatencySettings(), spec, _synthetic_model(spec))
+
+
 def test_a_target_below_the_fixed_part_is_a_config_error():
     spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
     model = _synthetic_model(spec)
@@ -340,6 +425,7 @@ def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
     assert not singlepath_preset("demo").flip and singlepath_preset("paper").flip
     s = singlepath_preset("demo", train_images=64, val_images=32, width=0.35, flip=flip)
     data = load_search_data(s)
+    assert data.train_x.shape[1:] == (1, 32, 32)  # 8 px digits at the search size
     run = SupernetTraining(s, data, model=None)  # type: ignore[arg-type]  # warm-up: no latency
     seen: list[torch.Tensor] = []
     run.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
@@ -689,6 +775,33 @@ def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
         code, _, err = cli(command, path, *extra)
         assert code == 2, command
         assert "unknown layer choice 'k9e9'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_image_counts_of_one_are_settings_and_zero_is_refused() -> None:
+    s = singlepath_preset("demo", train_images=1, val_images=1)
+    assert (s.train_images, s.val_images) == (1, 1)
+    for name in ("train_images", "val_images"):
+        with pytest.raises(ConfigError, match=f"singlepath: {name} must be >= 1"):
+            singlepath_preset("demo", **{name: 0})
+
+
+def test_resuming_over_a_settings_file_that_is_no_object_is_one_line(tmp_path) -> None:
+    from autoshrink.errors import JournalError
+    from autoshrink.singlepath.settings import check_same_settings
+
+    path = tmp_path / "settings.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(JournalError, match=re.escape(f"{path}: not a settings object; start")):
+        check_same_settings(path, singlepath_preset("demo"))
+
+
+def test_a_supernets_checkpoint_holds_its_weights_not_its_fixed_masks() -> None:
+    """The kernel masks are rebuilt from the architecture: a checkpoint without them (all
+    written so far) loads into a new supernet."""
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    state = SuperNet(spec).state_dict()
+    assert not [k for k in state if "mask" in k]
+    SuperNet(spec).load_state_dict(state)
 
 
 def test_a_searchable_layer_converts_to_half_precision() -> None:

@@ -53,6 +53,10 @@ def test_naswot_kernel_counts_agreeing_units() -> None:
     x = torch.tensor([[0.5, -1.0, 2.0], [1.0, 3.0, -0.1]])
     got = proxy("naswot")(nn.Sequential(nn.ReLU()), x, torch.zeros(2, dtype=torch.long))
     assert got == pytest.approx(math.log(8.0), rel=1e-12)
+    # a unit is on above 0, however little: codes [1,1,0] and [1,0,1], K as above
+    small = torch.tensor([[0.5, 0.25, -1.0], [0.75, -0.5, 0.1]])
+    got = proxy("naswot")(nn.Sequential(nn.ReLU()), small, torch.zeros(2, dtype=torch.long))
+    assert got == pytest.approx(math.log(8.0), rel=1e-12)
 
 
 def test_jacov_of_a_linear_model_sees_perfectly_correlated_jacobians() -> None:
@@ -183,6 +187,17 @@ def test_jacov_of_a_model_that_ignores_its_input_is_minus_infinity() -> None:
 
     got = proxy("jacov")(Constant(), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
     assert got == float("-inf")
+
+    class PixelSum(nn.Module):  # every pixel of an image gets the same input gradient
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1).sum(1, keepdim=True) * self.w
+
+    got = proxy("jacov")(PixelSum(), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+    assert got == float("-inf")  # the correlation of constant rows is undefined
 
 
 @pytest.mark.parametrize(
