@@ -30,6 +30,7 @@ from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
 from autoshrink.executors.pool import LocalPoolExecutor, WorkerError, WorkerStartError
+from autoshrink.graph import Cell
 from autoshrink.search import make_strategy, run_search
 from autoshrink.spaces.cells import start_cell
 
@@ -376,10 +377,56 @@ def test_factory_defaults_and_errors():
         build_executor("dask")
     with pytest.raises(ConfigError, match="--workers must be >= 1"):
         build_executor("pool", 0)
+    assert build_executor("pool", 1).workers == 1
+    for name in ("inprocess", "batched"):  # they train in this process: workers mean nothing
+        says = f"--workers is for --executor pool; --executor {name} trains in this process"
+        with pytest.raises(ConfigError, match=says):
+            build_executor(name, 2)
     with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
         build_executor("pool", ray_address="10.0.0.1:6379")
     with pytest.raises(ConfigError, match="max_retries"):
         build_executor("pool", max_retries=-1)
+
+
+@pytest.mark.parametrize("method", ["evaluate_many", "evaluate_iter"])
+def test_the_batched_executor_hands_a_batching_evaluator_the_whole_batch(method):
+    """An evaluator that batches itself (either method) gets all jobs in one call; one that
+    does not is trained one job at a time."""
+    from autoshrink.executors.batched import BatchedExecutor
+
+    def result(seed: int) -> Evaluation:
+        return Evaluation({"accuracy": seed / 10, "macs": 1.0, "params": 1.0}, "ok")
+
+    class Plain:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+
+        def profile(self, cell):
+            return {"macs": 1.0, "params": 1.0}
+
+        def evaluate(self, cell, seed):
+            self.calls.append(("evaluate", 1))
+            return result(seed)
+
+    class Many(Plain):
+        def evaluate_many(self, cells, seeds):
+            self.calls.append(("evaluate_many", len(cells)))
+            return [result(s) for s in seeds]
+
+    class Iter(Plain):
+        def evaluate_iter(self, cells, seeds):
+            self.calls.append(("evaluate_iter", len(cells)))
+            return reversed(list(enumerate(map(result, seeds))))  # as each candidate stops
+
+    full = Cell.complete("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"))
+    jobs = [Job(full.remove_edge(e), seed) for seed, e in enumerate(full.edges[:3], 1)]
+    ev = Many() if method == "evaluate_many" else Iter()
+    out = dict(BatchedExecutor().run(ev, jobs))
+    assert [out[i].metrics["accuracy"] for i in range(3)] == [0.1, 0.2, 0.3]
+    assert ev.calls == [(method, 3)]
+    plain = Plain()
+    assert len(dict(BatchedExecutor().run(plain, jobs))) == 3
+    assert plain.calls == [("evaluate", 1)] * 3
 
 
 def test_missing_ray_says_how_to_install(monkeypatch, cli, tmp_path):

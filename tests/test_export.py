@@ -104,8 +104,17 @@ def test_export_random_init(cli, tmp_path: Path) -> None:
     check_folder(out, cell, cifar_proxy(**TINY))
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["checks"]["ok"] and manifest["macro"]["name"] == "cifar-proxy"
-    bn = load_file(str(out / "model.safetensors"))["stem.1.running_var"]
+    weights = load_file(str(out / "model.safetensors"))
+    bn = weights["stem.1.running_var"]
     assert not torch.allclose(bn, torch.ones_like(bn))  # random statistics exercise BN
+    norms = [k.removesuffix(".running_var") for k in weights if k.endswith(".running_var")]
+    scales = torch.cat([weights[f"{m}.{t}"] for m in norms for t in ("weight", "running_var")])
+    shifts = torch.cat([weights[f"{m}.{t}"] for m in norms for t in ("bias", "running_mean")])
+    assert float(scales.min()) >= 0.5 and float(scales.max()) < 1.5  # 0.5 + U[0, 1)
+    assert float(shifts.abs().max()) < 0.6 and bool((shifts != shifts.round()).all())  # 0.1 N
+    source = (out / "model.py").read_text()
+    for k in cell.live_nodes[1:]:  # the docstring draws the cell, node by node
+        assert f"node {k} ({cell.ops[k]}) <- {list(cell.predecessors(k))}" in source
     run = subprocess.run(
         [sys.executable, "-I", str(out / "model.py")], capture_output=True, text=True, cwd=tmp_path
     )

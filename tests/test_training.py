@@ -18,6 +18,8 @@ from autoshrink.data.images import ImageData
 from autoshrink.data.loaders import array_data
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
+    clear_checkpoints,
+    clear_earlier_run,
     flatten_optimizer,
     load_latest,
     save_checkpoint,
@@ -143,6 +145,24 @@ def test_checkpoints_keep_the_newest_and_ignore_partial_writes(tmp_path: Path) -
     fresh.load_state_dict(restored)
     for key, value in opt.state_dict()["state"][0].items():
         torch.testing.assert_close(fresh.state_dict()["state"][0][key], value)
+
+
+def test_an_unreadable_checkpoint_is_one_line_and_a_fresh_start_clears_only_checkpoints(
+    tmp_path: Path, caplog
+) -> None:
+    save_checkpoint(tmp_path, 1, {"w": torch.ones(2)}, {})
+    stem = tmp_path / "epoch-0001"
+    stem.with_suffix(".safetensors").write_bytes(b"\x08\x00")  # a torn tensor file
+    with pytest.raises(JournalError, match=re.escape(f"{stem}: unreadable checkpoint (")):
+        load_latest(tmp_path)
+    (tmp_path / "notes.json").write_text("{}")  # the user's, not a checkpoint
+    (tmp_path / "epoch-0002.safetensors.tmp").write_bytes(b"a killed write")
+    assert clear_checkpoints(tmp_path) == 1  # one checkpoint (its .json), the rest tidied
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json"]
+    assert clear_checkpoints(tmp_path) == 0 and clear_checkpoints(tmp_path / "none") == 0
+    with caplog.at_level("WARNING", logger="autoshrink"):
+        clear_earlier_run(tmp_path)  # nothing of an earlier run: nothing said
+    assert caplog.messages == []
 
 
 class Tiny(nn.Module):
