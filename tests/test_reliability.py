@@ -258,11 +258,32 @@ def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path, caplog
     )
     assert result.best.proposal.step == 0 and result.cell.num_edges == 15
     assert json.loads((run / "result.json").read_text())["stopped"] == result.stopped
-    from autoshrink.cli.search_summary import stopped_early
+    from autoshrink.cli.search_summary import print_summary, stopped_early
 
     capsys.readouterr()
     assert stopped_early(result) == 1  # the command line says it once (a warning said it too)
     assert capsys.readouterr().err.count("stopped early") == 1
+    assert print_summary(result) == 1  # the exit status of `autoshrink search`
+    out, err = capsys.readouterr()
+    assert "complete cell score" in out and err.count("stopped early") == 1
+    assert "ended:" not in out  # the early stop has its own message
+    assert print_summary(result, as_json=True) == 1  # --json prints result.json
+    assert json.loads(capsys.readouterr().out)["stopped"] == result.stopped
+    whole = search(tmp_path / "whole", toy_config(k=3), ToyEvaluator())
+    capsys.readouterr()
+    assert print_summary(whole) == 0 and whole.stopped is None
+    out, err = capsys.readouterr()
+    assert f"ended: {whole.ended}\n" in out and err == ""
+
+
+def test_the_summary_names_each_cost_in_its_unit() -> None:
+    from autoshrink.cli.search_summary import cost_phrase
+
+    metrics = {"macs": 114560.0, "params": 806.0, "latency_ms": 1.4734, "table_latency_ms": 2.5}
+    assert cost_phrase(metrics, "macs") == "114560 MACs"
+    assert cost_phrase(metrics, "params") == "806 params"
+    assert cost_phrase(metrics, "latency_ms") == "1.473 ms latency"
+    assert cost_phrase(metrics, "table_latency_ms") == "2.500 ms table latency"
 
 
 # -- item 10: signals, a full disk, a torn journal tail -------------------------------------
