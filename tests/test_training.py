@@ -101,6 +101,9 @@ def test_warmup_then_cosine() -> None:
     again = WarmupCosine(opt, peak=0.4, warmup_steps=4, total_steps=14)
     again.load_state_dict(s.state_dict())
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    cold = WarmupCosine(opt, peak=0.4, warmup_steps=0, total_steps=10)  # no warm-up: the peak
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.4) and cold.lr_at(5) == pytest.approx(0.2)
+    assert get_recipe("cifar", warmup_epochs=0).warmup_epochs == 0
 
 
 def test_ema_follows_the_documented_update() -> None:
@@ -124,6 +127,18 @@ def test_weight_decay_skips_norm_and_bias_when_asked() -> None:
     decays = [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
     assert decays == [(1, 4e-5), (3, 0.0)]
     assert isinstance(opt, torch.optim.RMSprop) and opt.param_groups[0]["lr"] == 0.2
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))  # a matrix decays, its bias does not
+    opt = build_optimizer(head, get_recipe("shrinkcnn-imagenet"), 512)
+    assert [[p.ndim for p in g["params"]] for g in opt.param_groups] == [[2], [1]]
+
+
+def test_sgd_is_nesterov_only_when_the_recipe_says_so() -> None:
+    model = nn.Linear(2, 2)
+    cases = ((True, 0.9, True), (False, 0.9, False), (True, 0.0, False))  # no momentum: plain
+    for nesterov, momentum, expected in cases:
+        recipe = get_recipe("cifar", nesterov=nesterov, momentum=momentum)
+        opt = build_optimizer(model, recipe, 128)
+        assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] is expected
 
 
 def test_checkpoints_keep_the_newest_and_ignore_partial_writes(tmp_path: Path) -> None:
