@@ -58,6 +58,10 @@ def test_report_of_a_finished_run(run_dir):
     result = json.loads((run_dir / "result.json").read_text())
     assert f"{result['best']['score']:.4f}" in text
     assert "finished" in text and "still running" not in text
+    assert "no candidate has a score" not in text  # said only when none has
+    best = result["best"]
+    assert f"{best['edges']} edges, step {best['step']}" in text
+    assert "Score, accuracy and macs of the chosen candidate per step" in text
     run = read_run(run_dir)
     records = map(json.loads, (run_dir / "journal.jsonl").read_text().splitlines())
     steps = {r["step"] for r in records if r["type"] == "candidate"}
@@ -71,6 +75,7 @@ def test_report_of_a_finished_run(run_dir):
     # the steps table: one row per step, the header first
     table = text.split("<h2>Steps</h2>")[1].split("</table>")[0]
     assert table.count("<tr>") == len(steps) + 1
+    assert f"<td>{len(run.steps[0].candidates)} ok</td>" in table  # step 0: the complete cell
     retries = text.split("<h2>Retries")[1].split("</table>")[0]
     assert retries.count("<tr>") == 2 and "worker 42 died (exit code -9)" in retries
 

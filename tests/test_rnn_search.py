@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,6 +160,8 @@ def test_search_cli_end_to_end_and_resume(cli, tmp_path: Path, corpus_dir: Path)
     code, stdout, stderr = cli(*args)
     assert code == 0, stderr
     assert "perplexity" in stdout and "rnn cell" in stdout
+    assert re.search(r"\ncomplete cell score -?\d+\.\d{4} \(perplexity \d+\.\d\d\)\n", stdout)
+    assert "no score" not in stdout
     assert Cell.load(out / "best_cell.json").kind == "rnn"
     # result.json names the proxy language model: count gives the journal's params and MACs
     result = json.loads((out / "result.json").read_text())
