@@ -30,7 +30,7 @@ from autoshrink.config import preset
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.pool import LocalPoolExecutor, default_workers
-from autoshrink.search import candidate_seed, make_strategy
+from autoshrink.search_loop import candidate_seed, make_strategy
 
 
 def timed(executor, evaluator, jobs) -> tuple[float, dict[int, dict[str, float]]]:

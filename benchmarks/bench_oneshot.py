@@ -49,7 +49,8 @@ from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.oneshot import CURRENT, OneShotEvaluator, save_cell_weights
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
-from autoshrink.search import candidate_seed, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import candidate_seed
 
 MODES = {"standalone": ("standalone", 1), "oneshot-1": ("oneshot", 1), "oneshot-0": ("oneshot", 0)}
 RETRAIN_SALT = 1_000_003  # retraining seeds: candidate_seed(seed + salt, key), unused by searches

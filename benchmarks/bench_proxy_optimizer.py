@@ -20,7 +20,7 @@ import torch
 
 from autoshrink.config import preset
 from autoshrink.nn.cnn import build_network
-from autoshrink.search import seeded_start
+from autoshrink.search_loop import seeded_start
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
 from bench_core import timed_steps

@@ -48,7 +48,8 @@ from autoshrink.config import SearchConfig, preset
 from autoshrink.executors.factory import build_executor
 from autoshrink.graph import Cell
 from autoshrink.screening import ClassDifficulty, ScreeningStage, default_stages, stage_evaluator
-from autoshrink.search import candidate_seed, make_strategy, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import candidate_seed, make_strategy
 
 MODES = ("plain", "zc-K", "zc-K/2", "prog", "prog-1/2")
 

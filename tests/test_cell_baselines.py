@@ -16,7 +16,8 @@ from autoshrink.graph import Cell
 from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import read_run
-from autoshrink.search import make_strategy, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import make_strategy
 from autoshrink.spaces.cells import flip_edge, random_subcell, start_cell
 from autoshrink.strategies.base import Observation
 from autoshrink.strategies.cell_baselines import CellEvolution, RandomCellSearch

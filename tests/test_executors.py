@@ -31,7 +31,8 @@ from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
 from autoshrink.executors.pool import LocalPoolExecutor, WorkerError, WorkerStartError
 from autoshrink.graph import Cell
-from autoshrink.search import make_strategy, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import make_strategy
 from autoshrink.spaces.cells import start_cell
 
 # threads=1: torch's CPU reductions depend on the thread count, so in-process training matches

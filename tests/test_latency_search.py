@@ -25,7 +25,8 @@ from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.objectives import Score
-from autoshrink.search import make_strategy, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import make_strategy
 from autoshrink.spaces.macros import cifar_proxy
 from test_search import candidates
 

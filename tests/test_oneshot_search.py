@@ -575,7 +575,7 @@ def test_while_a_constraint_rejects_every_cell_candidates_train_from_scratch(
 ):
     # the first cells under the limit had no parent weights to inherit: the search stopped
     # with "current.safetensors: missing" and no resume could get past it
-    from autoshrink.search import make_strategy
+    from autoshrink.search_loop import make_strategy
 
     base = config(nodes=5, k=3, keep_fraction=0.3)
     complete = build_evaluator(base).profile(make_strategy(base).ask()[0].genotype)

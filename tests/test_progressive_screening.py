@@ -251,7 +251,7 @@ def test_a_first_batch_a_constraint_rejected_teaches_no_class_difficulty(tmp_pat
     # it was learnt from rejected records: every class at error 1 (then 0), the stages on
     # classes 0-4 by their ids, and no batch trained unscreened
     from autoshrink.evaluators.factory import build_evaluator
-    from autoshrink.search import make_strategy
+    from autoshrink.search_loop import make_strategy
 
     base = prog_config()
     complete = build_evaluator(base).profile(make_strategy(base).ask()[0].genotype)

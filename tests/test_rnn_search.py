@@ -20,7 +20,8 @@ from autoshrink.graph import Cell
 from autoshrink.journal import Journal
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.objectives import Score
-from autoshrink.search import make_strategy, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import make_strategy
 from autoshrink.training.classification import ProxyTraining
 from autoshrink.training.language import RNNProxyTraining
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)

@@ -16,7 +16,8 @@ from autoshrink.evaluators.zero_cost import screening_batch
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.objectives import Score
-from autoshrink.search import candidate_seed, run_search
+from autoshrink.search import run_search
+from autoshrink.search_loop import candidate_seed
 from autoshrink.spaces.cells import start_cell
 from autoshrink.strategies.autoshrink import AutoShrink
 from autoshrink.zero_cost import proxy

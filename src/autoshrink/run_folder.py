@@ -15,6 +15,7 @@ No torch in this module: the report reads run folders with these names too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,19 @@ CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.jso
 FINGERPRINT = "fingerprint.json"
 #: The built-in evaluator factory by its name; ``fingerprint.json`` records it as ``null``.
 BUILT_IN_FACTORY = "autoshrink.evaluators.factory.build_evaluator"
+
+
+def factory_name(factory: Callable[..., Any] | None) -> str | None:
+    """What a run folder records of an evaluator or strategy factory: ``module.qualname`` of
+    the function, of a ``functools.partial``'s function or of a callable object's class;
+    ``None`` when none is given (for an evaluator: the built-in one, :data:`BUILT_IN_FACTORY`,
+    is used)."""
+    if factory is None:
+        return None
+    inner = getattr(factory, "func", factory)
+    if not hasattr(inner, "__qualname__"):  # a callable object
+        inner = type(inner)
+    return f"{inner.__module__}.{inner.__qualname__}"
 
 
 @dataclass(frozen=True)
