@@ -135,6 +135,16 @@ def test_pointwise_gradients_are_exact(monkeypatch, chunks):
     torch.testing.assert_close(stacked_ops.pointwise(x, w), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_pointwise_gives_the_input_its_gradient_under_frozen_weights():
+    x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 7, 6, dtype=torch.float64)  # frozen: no gradient asked for
+    stacked_ops.pointwise(x, w).sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    torch.einsum("bhwkc,koc->bhwko", reference, w).sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, reference.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_pointwise_follows_autocast_as_a_matmul_would():
     x = torch.randn(64, 3, 8, requires_grad=True)
     w = torch.randn(3, 4, 8, requires_grad=True)

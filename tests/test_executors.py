@@ -368,6 +368,18 @@ def test_workers_killed_at_every_start_stop_after_the_retries():
         pool.close()
 
 
+def test_the_count_of_starts_killed_in_a_row_begins_again_after_a_good_start(caplog):
+    pool = LocalPoolExecutor(1, max_retries=1)
+    try:
+        assert [e.status for _, e in pool.run(Fake(), _jobs(1))] == ["ok"]
+        caplog.clear()  # the worker that started well reset the count: one more start is tried
+        with pytest.raises(WorkerStartError, match=r"killed while starting, 2 times in a row"):
+            list(pool.run(AlwaysKilledWhileLoading(), _jobs(1)))
+    finally:
+        pool.close()
+    assert "starting again (1 of 1)" in caplog.text
+
+
 def test_factory_defaults_and_errors():
     assert {"inprocess", "pool", "ray"} <= set(EXECUTORS)
     assert default_executor("cpu") == "pool"  # measured: benchmarks/bench_executors.py
@@ -454,16 +466,22 @@ class WhoAmI:
         return Evaluation({"pid": float(os.getpid())}, "ok", 0.0, {"name": self.name})
 
 
-def test_pool_workers_keep_several_evaluators_without_restarting():
+def test_pool_workers_keep_several_evaluators_without_restarting(monkeypatch):
     jobs = _jobs(4)
-    evaluators = [WhoAmI(n) for n in ("full", "stage", "other")]
+    evaluators = [WhoAmI(n) for n in ("full", "stage", "other", "fourth")]  # 4 are kept
     with contextlib.closing(LocalPoolExecutor(2)) as pool:
+        loads: list[str] = []
+        load = pool._load
+        monkeypatch.setattr(
+            pool, "_load", lambda w, slot, ev: loads.append(ev.name) or load(w, slot, ev)
+        )
         pids: set[float] = set()
         for evaluator in [*evaluators, evaluators[0], evaluators[1]]:  # alternate, as stages do
             out = dict(pool.run(evaluator, jobs))
             assert {e.detail["name"] for e in out.values()} == {evaluator.name}
             pids |= {e.metrics["pid"] for e in out.values()}
         assert len(pids) == 2  # the same two workers served every evaluator
+        assert sorted(loads) == sorted(e.name for e in evaluators for _ in range(2))  # once each
 
 
 class InterruptsItself(Fake):

@@ -299,6 +299,25 @@ def test_bad_stack_settings_are_config_errors(corpus) -> None:
         StackedRNNEvaluator(corpus, SETTINGS, compact_below=0)
 
 
+def test_a_stack_needs_a_hidden_unit_and_two_words() -> None:
+    assert build_stacked_rnn(CELLS[:1], SEEDS[:1], 2, nhid=1).ntoken == 2  # the smallest
+    for ntoken, nhid in ((1, 4), (2, 0)):
+        with pytest.raises(ConfigError, match=f"got {nhid} and {ntoken}"):
+            StackedRNNModel(CELLS[:1], ntoken, nhid=nhid)
+
+
+def test_tf32_is_asked_of_cuda_matmuls_only(corpus, monkeypatch) -> None:
+    from autoshrink.training import stacked_language
+
+    asked: list[bool] = []
+    real = stacked_language.tf32_matmuls
+    monkeypatch.setattr(stacked_language, "tf32_matmuls", lambda on: asked.append(on) or real(on))
+    settings = RNNProxyTraining(**{**SETTINGS.__dict__, "epochs": 1})
+    model = build_stacked_rnn(CELLS[:2], SEEDS[:2], corpus.ntokens, nhid=NHID)
+    dict(train_stacked_lm(model, corpus.train, corpus.valid, settings, device="cpu", tf32=True))
+    assert asked == [False]  # on the CPU a tf32 request changes nothing
+
+
 def test_building_a_stack_gives_the_callers_generator_state_back() -> None:
     torch.manual_seed(123)
     before = torch.get_rng_state()
