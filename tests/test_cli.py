@@ -278,6 +278,37 @@ def test_help_shows_only_defaults_that_say_something(capsys, name, shown):
     assert shown in out
 
 
+def test_a_default_that_help_names_is_the_options_default() -> None:
+    """Where an option's help says ``(default X)`` in words of its own and the option has a
+    default of its own (not ``None``: a preset's value), ``X`` is that default."""
+    import argparse
+    import re
+
+    from autoshrink.cli import build_parser
+
+    def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found += [a for p in action.choices.values() for a in options(p)]
+            else:
+                found.append(action)
+        return found
+
+    checked = 0
+    for action in options(build_parser()):
+        said = re.search(r"\(default:? ([^);]*)\)", action.help or "")
+        if said is None or action.default in (None, argparse.SUPPRESS):
+            continue
+        name, named = action.option_strings[0], said.group(1)
+        if isinstance(action.default, (int, float)):
+            assert float(named) == action.default, name
+        else:
+            assert named == action.default, name
+        checked += 1
+    assert checked >= 15  # bench's --runs and --queries, latency's, singlepath's ...
+
+
 def test_the_default_run_folders_of_cnn_and_rnn_searches_differ() -> None:
     from autoshrink.cli.search import default_out
 

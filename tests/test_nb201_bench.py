@@ -16,6 +16,7 @@ import pytest
 from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import load_hwnasbench
+from autoshrink.report.bench_files import cost_text, format_table
 from autoshrink.report.folder import write_report
 from autoshrink.spaces.nb201 import NUM_CELLS
 from autoshrink.tabular import load_flat_tables
@@ -135,6 +136,21 @@ def test_score_objective(bench, tables_dir, tmp_path) -> None:
         pts = sorted((p["macs"], p["accuracy"]) for p in obj["pareto"] if p["strategy"] == s)
         assert all(a2 > a1 for (_, a1), (_, a2) in zip(pts, pts[1:], strict=False))
     assert (tmp_path / "pareto.csv").exists() and (tmp_path / "pareto.png").exists()
+    table = format_table(obj)  # what the bench prints without --json
+    for r in obj["results"]:
+        assert cost_text(r["macs_mean"], "macs", 5) in table
+
+
+def test_a_bench_of_one_query_writes_its_one_curve_point(bench, tables_dir, tmp_path) -> None:
+    out = tmp_path / "one"
+    args = ("--tables", tables_dir, "--strategies", "random", "--queries", "1", "--runs", "2")
+    code, _, err = bench(*args, "--out", out)
+    assert code == 0, err
+    with (out / "curves.csv").open() as f:
+        assert [(r["strategy"], r["queries"]) for r in csv.DictReader(f)] == [("random", "1")]
+    code, _, err = bench(*args, "--out", out)  # a finished bench is kept
+    assert code == 2
+    assert "already holds the results of an `autoshrink bench` run (bench.json)" in err
 
 
 @pytest.mark.parametrize(
@@ -325,8 +341,10 @@ def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path)
     assert so["accuracy"] == test[best]
     with (out / "runs.csv").open() as f:
         runs = list(csv.DictReader(f))
-    for r in runs:
+    for r in runs:  # the returned cell's cost, search signal (valid, %) and test accuracy
         assert float(r["edgegpu_latency"]) == latency[int(r["index"])]
+        assert float(r["valid"]) == pytest.approx(valid[int(r["index"])], rel=1e-9)
+        assert float(r["test"]) == pytest.approx(test[int(r["index"])], rel=1e-12)
     for row in obj["results"]:
         lat = [
             latency[int(r["index"])]
@@ -334,6 +352,7 @@ def test_score_optimum_and_files_follow_the_hw_cost(bench, tables_dir, tmp_path)
             if r["strategy"] == row["strategy"] and int(r["queries"]) == row["queries"]
         ]
         assert row["cost_mean"] == pytest.approx(np.mean(lat), rel=1e-12)
+        assert cost_text(row["cost_mean"], "edgegpu_latency", 5) in text  # the table says it
     for p in obj["pareto"]:
         assert p["edgegpu_latency"] == latency[p["index"]] and p["accuracy"] == test[p["index"]]
     for s in obj["config"]["strategies"]:

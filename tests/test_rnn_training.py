@@ -125,6 +125,39 @@ def test_hidden_state_is_detached_between_bptt_windows(small) -> None:
     assert spy.last_hidden.grad_fn is not None  # ... that did carry a history before
 
 
+def test_tar_adds_the_mean_squared_change_of_the_raw_outputs(small, capsys) -> None:
+    """One window, trained by ``train_epoch`` and by hand on cross-entropy plus
+    ``tar · mean((raw[t+1] - raw[t])²)``: the same weights."""
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8).double()
+    by_hand = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8).double()
+    by_hand.load_state_dict(model.state_dict())
+    data = torch.from_numpy(batchify(small.train, 4))[:9]  # [9, 4]: one window of 8 steps
+    train_epoch(model, torch.optim.SGD(model.parameters(), lr=1.0), data, bptt=8, clip=1e9, tar=2.0)
+    assert capsys.readouterr().err == ""  # no progress label: no bar
+    out = by_hand(data[:8], by_hand.init_hidden(4))
+    loss = (
+        torch.nn.functional.cross_entropy(
+            out.logits.reshape(-1, small.ntokens), data[1:].reshape(-1)
+        )
+        + 2.0 * (out.raw[1:] - out.raw[:-1]).pow(2).mean()
+    )
+    loss.backward()
+    with torch.no_grad():
+        for p in by_hand.parameters():
+            p -= p.grad
+    for (name, a), b in zip(model.named_parameters(), by_hand.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_one_epoch_proxy_training_trains_epoch_1(small) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
+    out = train_proxy_lm(model, small.train, small.valid, QUICK)
+    assert (out.epochs, out.stop_reason) == (1, "epochs")
+    assert [h["epoch"] for h in out.history] == [1]
+
+
 def test_windows_cover_the_stream() -> None:
     assert list(windows(12, 5)) == [5, 5, 1]
     rng = __import__("numpy").random.default_rng(0)

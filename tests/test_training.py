@@ -25,8 +25,8 @@ from autoshrink.training.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
 )
-from autoshrink.training.final import train_final
-from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer
+from autoshrink.training.final import _precision, train_final
+from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer, warmup_cosine
 from autoshrink.training.recipes import Recipe, get_recipe
 
 SHRINKCNN = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
@@ -233,6 +233,38 @@ def test_training_learns_and_logs_every_epoch(tmp_path: Path) -> None:
     assert rows == result.history and [r["epoch"] for r in rows] == [1, 2, 3, 4]
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged == rows
+    steps = 3  # 48 training images in batches of 16
+    for r in rows:  # the learning rate of each epoch's last step
+        last = warmup_cosine(r["epoch"] * steps - 1, recipe.lr(), steps, recipe.epochs * steps)
+        assert r["lr"] == pytest.approx(last, rel=1e-12)
+
+
+@pytest.mark.parametrize("warmup, says", [(0.0, False), (1.0, True)])
+def test_a_warm_up_as_long_as_the_run_is_warned_of(tmp_path, caplog, warmup, says) -> None:
+    recipe = get_recipe("cifar", epochs=1, batch_size=16, warmup_epochs=warmup, flip=False)
+    torch.manual_seed(0)
+    train_final(Tiny(), array_data(toy_data(), recipe), recipe, out=tmp_path)
+    assert ("warm-up (1 epochs) covers the whole run" in caplog.text) is says
+
+
+@pytest.mark.parametrize(
+    "precision, device, dtype",
+    [
+        ("auto", "cpu", None),
+        ("fp32", "cpu", None),
+        ("bf16", "cpu", torch.bfloat16),
+        ("fp32", "cuda", None),
+        ("fp16", "cuda", torch.float16),  # the device is only read, never used
+    ],
+)
+def test_each_precision_gives_its_autocast_dtype(precision, device, dtype) -> None:
+    recipe = get_recipe("cifar", precision=precision)
+    assert _precision(recipe, torch.device(device)) == dtype
+
+
+def test_fp16_needs_a_gpu() -> None:
+    with pytest.raises(ConfigError, match="precision fp16 needs a GPU; the device is cpu"):
+        _precision(get_recipe("cifar", precision="fp16"), torch.device("cpu"))
 
 
 @pytest.mark.slow
@@ -307,6 +339,7 @@ def test_a_diverging_training_stops_and_keeps_the_epochs_before(tmp_path: Path) 
 
     result = train_final(model, data, recipe, out=tmp_path, on_step=poison)
     assert result.diverged_epoch == 2 and [r["epoch"] for r in result.history] == [1]
+    assert result.resumed_from == 0  # a fresh start
     assert math.isnan(result.test_accuracy)
     assert all(math.isnan(v) for v in result.diverged_loss.values())  # not even evaluated
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
