@@ -92,6 +92,33 @@ def test_a_custom_strategy_runs_and_resumes_a_cut_journal_without_retraining(tmp
     assert strip_seconds(part / "journal.jsonl") == journal
 
 
+def test_a_resumed_steps_bar_starts_at_the_candidates_the_journal_holds(
+    tmp_path, monkeypatch
+) -> None:
+    import autoshrink.search_loop
+
+    run_search(
+        tmp_path / "full", custom(), evaluator_factory=toy, strategy_factory=drop_one,
+        progress=False,
+    )  # fmt: skip
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full", part)
+    lines = (part / "journal.jsonl").read_text().splitlines()
+    (part / "journal.jsonl").write_text("\n".join(lines[:6]) + "\n")  # 2 of step 2's 3 cells
+    (part / "result.json").unlink()
+    bars: list[tuple[int, int]] = []
+    real = autoshrink.search_loop.tqdm
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        if kwargs.get("unit") == "cand":
+            bars.append((kwargs["total"], kwargs["initial"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autoshrink.search_loop, "tqdm", recorded)
+    run_search(part, resume=True, evaluator_factory=toy, strategy_factory=drop_one, progress=False)
+    assert bars[:4] == [(1, 1), (3, 3), (3, 2), (3, 0)]  # steps 0-2 replayed, then new ones
+
+
 def test_a_custom_run_resumes_only_with_its_own_factory(tmp_path, cli) -> None:
     run = tmp_path / "r"
     run_search(run, custom(), evaluator_factory=toy, strategy_factory=drop_one, progress=False)
@@ -191,6 +218,8 @@ class Misbehaving(DropOneAtRandom):
         step = batch[0].step
         if self.fault == "every step is step 0":
             return [Proposal(p.genotype, 0) for p in batch]
+        if self.fault == "steps from -1":
+            return [Proposal(p.genotype, p.step - 1) for p in batch]
         if self.fault == "step 0 of three cells" and step == 0:
             extra = [self.cell.remove_edge(e) for e in self.cell.edges[:2]]
             self._pending = batch + [Proposal(c, 0) for c in extra]
@@ -223,6 +252,7 @@ class Misbehaving(DropOneAtRandom):
     "fault, message",
     [
         ("every step is step 0", "strategy custom: step 0 follows step 0: steps must increase"),
+        ("steps from -1", "strategy custom: step -1 follows step -1: steps must increase"),
         ("step 0 of three cells", "strategy custom: step 0 holds 3 cells: it is the start cell's"),
         ("a cell twice", "strategy custom: step 1 proposes cell "),
         ("never ends", r"strategy custom: step \d+ is batch \d+, beyond its max_steps \(15\)"),

@@ -506,6 +506,9 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     r = json.loads((full / "result.json").read_text())
     for key in ("predicted_ms", "measured_ms", "val_accuracy", "search_seconds", "images_trained"):
         assert r[key] is not None, key
+    said = f"measured {r['measured_ms']:.2f} ms ({100 * r['relative_error']:+.1f}%)\n"
+    assert said in stdout  # no target: nothing said of one
+    assert "; target" not in stdout and "missed by" not in stdout
     assert r["images_trained"] == 3 * 96
     rows = [json.loads(line) for line in (full / "decisions.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3] and len(rows[0]["layers"]) == 16
@@ -582,7 +585,10 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     with monkeypatch.context() as m:
         m.setattr(singlepath.search, "load_search_data", lambda s: pytest.fail("read the data"))
         code, out, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
-    assert code == 0 and out.startswith("found "), err
+        assert code == 0 and out.startswith("found "), err
+        code, out, err = cli("singlepath", *SEARCH, "--out", killed, "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["predicted_ms"] == r["predicted_ms"]  # the summary, as JSON
     assert (killed / "result.json").read_bytes() == before
     (killed / "result.json").write_text('{"layers": ["k3e6"]}')  # a traceback before
     code, _, err = cli("singlepath", *SEARCH, "--out", killed, "--resume")
