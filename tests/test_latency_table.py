@@ -225,6 +225,9 @@ def test_latency_keeps_the_blocks_another_process_added_meanwhile(
     final = LatencyTable.load(path)
     assert set(theirs.entries) <= set(final.entries) and not final.missing(blocks)
     assert json.loads(out)["table_new_blocks"] >= 1
+    code, out, err = cli("latency", cell_file, "--latency-table", path, *size, *quick[:-1])
+    assert code == 0, err
+    assert "(0 entries measured now" in out.splitlines()[-1]  # every block was in the table
 
 
 def test_a_chain_pays_each_blocks_time_less_its_output_call_but_the_last_ones_whole() -> None:

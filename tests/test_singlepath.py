@@ -645,6 +645,7 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert code == 0, err
     measured = json.loads(out)
     assert measured["median_ms"] > 0 and measured["layers"] == list(layers)
+    assert measured["max_repeats"] == 2000  # the cap on timed runs, above --repeats
     assert (measured["width"], measured["image_size"], measured["in_channels"]) == (0.35, 32, 1)
     code, out, err = cli("latency", small, "--repeats", "5", "--max-seconds", "0.5")
     lines = out.splitlines()  # the three lines a cell's measurement prints
@@ -652,6 +653,15 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert lines[0] == f"mbconv 0.35@32, layers {','.join(layers)}, input [1, 1, 32, 32]"
     assert lines[1].startswith("latency ") and "ms median, IQR" in lines[1]
     assert lines[2].startswith("backend torch (torch ") and "1 thread, batch 1" in lines[2]
+    table = ["--latency-table", tmp_path / "table.json", "--warmup", "1", "--repeats", "3"]
+    said = []  # the last line of each run: the first fills the table, the second reads it
+    for _ in range(2):
+        code, out, err = cli("latency", small, *table, "--max-seconds", "0.05")
+        assert code == 0, err
+        said.append(out.splitlines()[-1])
+    assert all(s.startswith("table sum ") for s in said)
+    assert "(0 table entries" not in said[0]
+    assert said[1].endswith("(0 table entries measured now)")
     code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
     assert code == 0, err
     exported = json.loads(out)
@@ -666,6 +676,9 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
         json.loads((tmp_path / "train" / "metrics.json").read_text())["params"]
         == count_arch(MBConvArch.load(small).with_settings(image_size=32)).params
     )
+    assert (
+        json.loads((tmp_path / "train" / "recipe.json").read_text())["flip"] is True
+    )  # no --no-flip
 
 
 @pytest.mark.parametrize(
