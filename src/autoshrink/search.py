@@ -12,10 +12,10 @@ Resuming replays the journal: the strategy is rebuilt from the seed and told the
 results in order, so it asks for exactly the same candidates, and only those without a record
 are trained. Each candidate's seed is derived from the run seed and the cell's canonical key
 (:func:`~autoshrink.search_loop.candidate_seed`), so its result does not depend on the order
-or the process it runs in. A resume refuses a
-config whose fingerprint changed (:func:`~autoshrink.run_folder.check_fingerprint`) and a
-journal record the strategy does not ask for (:class:`~autoshrink.replay.Replay`). SIGINT and
-SIGTERM stop the search between journal records (:class:`~autoshrink.stop_signals.StopSignals`).
+or the process it runs in. A resume refuses a config whose fingerprint changed
+(:func:`~autoshrink.run_folder.check_fingerprint`) and a journal record the strategy does not
+ask for (:class:`~autoshrink.replay.Replay`). SIGINT and SIGTERM stop the search between
+journal records (:class:`~autoshrink.stop_signals.StopSignals`).
 See docs/reliability.md."""
 
 from __future__ import annotations
