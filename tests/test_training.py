@@ -235,7 +235,8 @@ def test_training_learns_and_logs_every_epoch(tmp_path: Path) -> None:
     assert logged == rows
     steps = 3  # 48 training images in batches of 16
     for r in rows:  # the learning rate of each epoch's last step
-        last = warmup_cosine(r["epoch"] * steps - 1, recipe.lr(), steps, recipe.epochs * steps)
+        warmup = round(recipe.warmup_epochs * steps)
+        last = warmup_cosine(r["epoch"] * steps - 1, recipe.lr(), warmup, recipe.epochs * steps)
         assert r["lr"] == pytest.approx(last, rel=1e-12)
 
 
