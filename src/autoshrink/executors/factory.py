@@ -62,29 +62,8 @@ def build_executor(
     name = executor_name(ExecutionSettings(executor=name, ray_address=ray_address), device)
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; expected one of {tuple(PRECISIONS)}")
-    if depthwise is not None:
-        check_depthwise(depthwise)
-    if (precision is not None or cuda_graph or depthwise is not None) and name != "batched":
-        raise ConfigError(
-            f"--precision, --cuda-graph and --depthwise set the batched engine; the executor is "
-            f"{name!r} (use --executor batched, the default with --device cuda)"
-        )
-    if cuda_graph and not is_cuda(device):
-        raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
-    if depthwise not in (None, "auto") and not is_cuda(device):  # the CPU has one kernel
-        raise ConfigError(f"--depthwise {depthwise} chooses CUDA kernels; --device is {device!r}")
-    if name != "ray":  # Ray places tasks on the cluster's GPUs, not this machine's
-        resolve_device(device)
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if ray_address is not None and name != "ray":
-        raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
-    if workers is not None and name in ("inprocess", "batched"):
-        raise ConfigError(
-            f"--workers is for --executor pool; --executor {name} trains in this process"
-        )
+    check_engine_options(name, device, precision, cuda_graph, depthwise)
+    check_placement(name, workers, device, ray_address)
     if name == "inprocess":
         return InProcessExecutor(max_retries)
     if name == "pool":
@@ -98,6 +77,54 @@ def build_executor(
             cuda_graph=cuda_graph,
             depthwise=depthwise or "auto",
         )
+    return ray_executor(ray_address, workers, device, max_retries)
+
+
+def check_engine_options(
+    name: str,
+    device: str,
+    precision: str | None,
+    cuda_graph: bool | None,
+    depthwise: str | None,
+) -> None:
+    """Refuse the batched engine's options (:func:`build_executor`'s) that are unknown, given
+    to another executor, or that need CUDA on another device."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; expected one of {tuple(PRECISIONS)}")
+    if depthwise is not None:
+        check_depthwise(depthwise)
+    if (precision is not None or cuda_graph or depthwise is not None) and name != "batched":
+        raise ConfigError(
+            f"--precision, --cuda-graph and --depthwise set the batched engine; the executor is "
+            f"{name!r} (use --executor batched, the default with --device cuda)"
+        )
+    if cuda_graph and not is_cuda(device):
+        raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
+    if depthwise not in (None, "auto") and not is_cuda(device):  # the CPU has one kernel
+        raise ConfigError(f"--depthwise {depthwise} chooses CUDA kernels; --device is {device!r}")
+
+
+def check_placement(name: str, workers: int | None, device: str, ray_address: str | None) -> None:
+    """Refuse where executor ``name`` cannot train: a device this machine lacks (but for Ray,
+    which places tasks on the cluster's GPUs), a number of workers below 1 or for an executor
+    that trains in this process, a Ray address for another executor."""
+    if name != "ray":
+        resolve_device(device)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if ray_address is not None and name != "ray":
+        raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
+    if workers is not None and name in ("inprocess", "batched"):
+        raise ConfigError(
+            f"--workers is for --executor pool; --executor {name} trains in this process"
+        )
+
+
+def ray_executor(
+    ray_address: str | None, workers: int | None, device: str, max_retries: int
+) -> Executor:
+    """The Ray executor (Ray itself is imported here, and is said to be missing in one line);
+    Ray chooses how many candidates run at once and which GPU each gets."""
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     if workers is not None:
