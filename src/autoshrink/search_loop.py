@@ -227,7 +227,10 @@ class StepTrainer:
             leave=False,
             disable=self.shown,
         ) as bar:  # closed before a stop's message
-            for i, evaluation in self.train(proposals, todo, seeds, checked):
+            finished = evaluations(
+                self.executor, self.evaluator, proposals, todo, seeds, checked, self.writer
+            )
+            for i, evaluation in finished:
                 score = self.score(evaluation, proposals[i].genotype.key)
                 if i in screened:
                     evaluation = with_stages(evaluation, screened[i])
@@ -235,24 +238,6 @@ class StepTrainer:
                 self.trained += 1
                 bar.update(1)
         return [done[p.genotype.key] for p in proposals]
-
-    def train(
-        self,
-        proposals: list[Proposal],
-        todo: list[int],
-        seeds: list[int],
-        checked: Mapping[str, Mapping[str, float]],
-    ) -> Iterator[tuple[int, Evaluation]]:
-        """The evaluations of the ``todo`` proposals, by batch position, as they finish (each
-        keeps the profile a constraint read)."""
-        jobs = [
-            Job(proposals[i].genotype, seeds[i], checked.get(proposals[i].genotype.key, {}))
-            for i in todo
-        ]
-        on_retry = retry_listener(self.writer.event, proposals, todo, seeds)
-        for j, evaluation in self.executor.run(self.evaluator, jobs, on_retry):
-            i = todo[j]
-            yield i, as_checked(evaluation, checked.get(proposals[i].genotype.key))
 
     def score(self, evaluation: Evaluation, key: str) -> float:
         """The score of an evaluation (``-inf`` unless it is ``"ok"``); an evaluation that
@@ -372,6 +357,28 @@ def search_loop(
     )
 
 
+def evaluations(
+    executor: Executor,
+    evaluator: Evaluator,
+    proposals: list[Proposal],
+    todo: list[int],
+    seeds: list[int],
+    checked: Mapping[str, Mapping[str, float]],
+    writer: JournalWriter,
+) -> Iterator[tuple[int, Evaluation]]:
+    """``evaluator``'s evaluations of the ``todo`` proposals through ``executor``, by batch
+    position, as they finish: each keeps the profile a constraint read (``checked``), and each
+    retry is journalled. A step's training and each stage of progressive screening run this."""
+    jobs = [
+        Job(proposals[i].genotype, seeds[i], checked.get(proposals[i].genotype.key, {}))
+        for i in todo
+    ]
+    on_retry = retry_listener(writer.event, proposals, todo, seeds)
+    for j, evaluation in executor.run(evaluator, jobs, on_retry):
+        i = todo[j]
+        yield i, as_checked(evaluation, checked.get(proposals[i].genotype.key))
+
+
 def screened_out(done: Mapping[str, Mapping[str, Any]]) -> int:
     """How many of the journal's candidates progressive screening left out."""
     return sum(r["status"] == "screened" for r in done.values())
@@ -426,10 +433,7 @@ def screen_batch(
     ]
 
     def run(stage_evaluator: Evaluator, todo: list[int]) -> Iterator[tuple[int, Evaluation]]:
-        jobs = [Job(proposals[i].genotype, seeds[i], checked.get(keys[i], {})) for i in todo]
-        on_retry = retry_listener(writer.event, proposals, todo, seeds)
-        for j, evaluation in executor.run(stage_evaluator, jobs, on_retry):
-            yield todo[j], as_checked(evaluation, checked.get(keys[todo[j]]))
+        return evaluations(executor, stage_evaluator, proposals, todo, seeds, checked, writer)
 
     def journal_stage(i: int, stage: int, evaluation: Evaluation, score: float) -> None:
         rec = record(proposals[i], i, seeds[i], evaluation, score)
