@@ -40,6 +40,18 @@ log = logging.getLogger(__name__)
 LOCK = "run.lock"
 
 
+@dataclass
+class _Scan:
+    """What :meth:`Journal.numbered` read: the lines, the ``(line number, record)`` of each
+    good record, the bytes up to the end of the last, and the first malformed line after it
+    (line number, offset, error)."""
+
+    lines: int
+    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    good_bytes: int = 0
+    bad: tuple[int, int, ValueError] | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class RecordDetail:
     """The JSON types of the entries of a record's ``detail`` that are read back."""
@@ -178,51 +190,69 @@ class Journal:
         before anything is cut.
         """
         raw = self.read()
+        scan = self._scan(raw, check)
+        if scan.bad is not None:
+            self._cut_bad_tail(raw, scan.bad, last_line=scan.lines, repair=repair, tidy=tidy)
+        elif tidy and scan.records and scan.good_bytes == len(raw) and not raw.endswith(b"\n"):
+            with open(self.path, "ab") as f:  # a whole record without its newline: end it
+                f.write(b"\n")
+        return scan.records
+
+    def _scan(self, raw: bytes, check: bool) -> _Scan:
+        """The journal's records, and its first malformed line if nothing good follows it (a
+        malformed line before a good record is a :class:`JournalError`)."""
         lines = raw.split(b"\n")
-        records: list[tuple[int, dict[str, Any]]] = []
-        bad: tuple[int, int, ValueError] | None = None  # first malformed line: n, offset, error
-        offset = good_bytes = 0
+        scan = _Scan(lines=len(lines))
+        offset = 0
         for n, line in enumerate(lines, start=1):
-            last = n == len(lines)
-            end = offset + len(line) + (0 if last else 1)
+            end = offset + len(line) + (0 if n == len(lines) else 1)
             if line.strip():
                 try:
                     rec = parse_record(line)
                 except ValueError as err:
-                    if bad is None:
-                        bad = (n, offset, err)
+                    if scan.bad is None:
+                        scan.bad = (n, offset, err)
                 else:
-                    if bad is not None:  # a good record after a bad line: not a torn tail
+                    if scan.bad is not None:  # a good record after a bad line: not a torn tail
                         raise JournalError(
-                            f"{self.path}: line {bad[0]} is not a JSON record ({bad[2]})"
+                            f"{self.path}: line {scan.bad[0]} is not a JSON record ({scan.bad[2]})"
                         )
                     if check:
                         check_record(self.path, n, rec)
-                    records.append((n, rec))
-                    good_bytes = end
+                    scan.records.append((n, rec))
+                    scan.good_bytes = end
             offset = end
-        if bad is not None:
-            n, start, error = bad
-            if n == len(lines):  # written without its newline: killed (or writing) mid-record
-                if not tidy:
-                    return records
-                log.warning("%s: dropping a torn last record (line %d)", self.path, n)
-            elif repair and tidy:
-                torn = self.path.with_name(self.path.name + ".torn")
-                with open(torn, "ab") as f:
-                    f.write(raw[start:])
-                log.warning("%s: cut the torn tail from line %d into %s", self.path, n, torn)
-            else:
-                raise JournalError(
-                    f"{self.path}: line {n} is not a JSON record ({error}); it is the journal's "
-                    "torn tail: --resume --repair drops it"
-                )
-            with open(self.path, "r+b") as f:
-                f.truncate(start)
-        elif tidy and records and good_bytes == len(raw) and not raw.endswith(b"\n"):
-            with open(self.path, "ab") as f:  # a whole record without its newline: end it
-                f.write(b"\n")
-        return records
+        return scan
+
+    def _cut_bad_tail(
+        self,
+        raw: bytes,
+        bad: tuple[int, int, ValueError],
+        *,
+        last_line: int,
+        repair: bool,
+        tidy: bool,
+    ) -> None:
+        """With ``tidy``, cut the malformed lines at the end of the file (a torn last line
+        always, more with ``repair``, kept in ``<journal>.torn``); more than a torn last line
+        without ``repair`` is a :class:`JournalError`."""
+        n, start, error = bad
+        if n == last_line:  # written without its newline: killed (or writing) mid-record
+            if not tidy:
+                return
+            log.warning("%s: dropping a torn last record (line %d)", self.path, n)
+        elif repair and tidy:
+            torn = self.path.with_name(self.path.name + ".torn")
+            with open(torn, "ab") as f:
+                f.write(raw[start:])
+            log.warning("%s: cut the torn tail from line %d into %s", self.path, n, torn)
+        else:
+            raise JournalError(
+                f"{self.path}: line {n} is not a JSON record ({error}); it is the journal's "
+                "torn tail: --resume --repair drops it"
+            )
+        with open(self.path, "r+b") as f:
+            f.truncate(start)
 
     def read(self) -> bytes:
         """The journal's bytes (none when there is no journal yet); a folder in its place or
