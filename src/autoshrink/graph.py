@@ -68,35 +68,10 @@ class Cell:
         edges = tuple(sorted({_edge(e) for e in pairs}))
         object.__setattr__(self, "ops", ops)
         object.__setattr__(self, "edges", edges)
-        if not isinstance(self.kind, str) or self.kind not in OPS:
-            raise CellError(f"unknown cell kind {self.kind!r}; expected one of {sorted(OPS)}")
-        n = len(ops)
-        if n < 2:
-            raise CellError(f"a cell needs at least 2 nodes, got {n}")
-        if ops[0] != INPUT:
-            raise CellError(f"node 0 must be {INPUT!r}, got {ops[0]!r}")
-        for k, op in enumerate(ops[1:], start=1):
-            if op not in OPS[self.kind]:
-                raise CellError(
-                    f"unknown {self.kind} op {op!r} at node {k}; "
-                    f"expected one of {list(OPS[self.kind])}"
-                )
-        for i, j in edges:
-            if not (0 <= i < n and 0 <= j < n):
-                raise CellError(f"edge {i}->{j} names a node outside 0..{n - 1}")
-            if i >= j:
-                raise CellError(
-                    f"edge {i}->{j} does not go forward (edges must satisfy i < j; "
-                    "a backward edge would make a cycle)"
-                )
-        if self.kind == "cnn":
-            act = self.activation or "relu"
-            if act not in CNN_ACTIVATIONS:
-                raise CellError(f"unknown activation {act!r}; expected one of {CNN_ACTIVATIONS}")
-            object.__setattr__(self, "activation", act)
-        elif self.activation is not None:
-            raise CellError("an rnn cell takes its activations from its node ops, not 'activation'")
-        succ: list[list[int]] = [[] for _ in range(n)]
+        self._check_ops()
+        self._check_edges()
+        self._settle_activation()
+        succ: list[list[int]] = [[] for _ in ops]
         for i, j in edges:
             succ[i].append(j)
         object.__setattr__(self, "_succ", tuple(tuple(s) for s in succ))
@@ -107,6 +82,41 @@ class Cell:
                 "use Cell.pruned() to drop unreachable nodes"
             )
 
+    def _check_ops(self) -> None:
+        if not isinstance(self.kind, str) or self.kind not in OPS:
+            raise CellError(f"unknown cell kind {self.kind!r}; expected one of {sorted(OPS)}")
+        if len(self.ops) < 2:
+            raise CellError(f"a cell needs at least 2 nodes, got {len(self.ops)}")
+        if self.ops[0] != INPUT:
+            raise CellError(f"node 0 must be {INPUT!r}, got {self.ops[0]!r}")
+        for k, op in enumerate(self.ops[1:], start=1):
+            if op not in OPS[self.kind]:
+                raise CellError(
+                    f"unknown {self.kind} op {op!r} at node {k}; "
+                    f"expected one of {list(OPS[self.kind])}"
+                )
+
+    def _check_edges(self) -> None:
+        n = len(self.ops)
+        for i, j in self.edges:
+            if not (0 <= i < n and 0 <= j < n):
+                raise CellError(f"edge {i}->{j} names a node outside 0..{n - 1}")
+            if i >= j:
+                raise CellError(
+                    f"edge {i}->{j} does not go forward (edges must satisfy i < j; "
+                    "a backward edge would make a cycle)"
+                )
+
+    def _settle_activation(self) -> None:
+        """A cnn cell's activation checked (``None``: relu); an rnn cell must have none."""
+        if self.kind == "cnn":
+            act = self.activation or "relu"
+            if act not in CNN_ACTIVATIONS:
+                raise CellError(f"unknown activation {act!r}; expected one of {CNN_ACTIVATIONS}")
+            object.__setattr__(self, "activation", act)
+        elif self.activation is not None:
+            raise CellError("an rnn cell takes its activations from its node ops, not 'activation'")
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def pruned(
@@ -115,10 +125,7 @@ class Cell:
         """Build a cell, first dropping edges that start at nodes unreachable from node 0."""
         ops = tuple(ops)
         edges = sorted({(int(i), int(j)) for i, j in edges})
-        live = {0}
-        for i, j in edges:  # sorted by source: one pass visits nodes in topological order
-            if i in live:
-                live.add(j)
+        live = _reachable(edges)
         return cls(kind, ops, tuple(e for e in edges if e[0] in live), activation)
 
     @classmethod
@@ -136,11 +143,7 @@ class Cell:
     @property
     def live_nodes(self) -> tuple[int, ...]:
         """Nodes reachable from node 0, ascending (node 0 always included)."""
-        live = {0}
-        for i, j in self.edges:
-            if i in live:
-                live.add(j)
-        return tuple(sorted(live))
+        return tuple(sorted(_reachable(self.edges)))
 
     @property
     def num_edges(self) -> int:
@@ -279,6 +282,16 @@ class Cell:
         edges = " ".join(f"{i}->{j}" for i, j in self.edges)
         act = f" act={self.activation}" if self.activation else ""
         return f"{self.kind} cell [{nodes}] edges [{edges}] leaves {list(self.leaves)}{act}"
+
+
+def _reachable(edges: Iterable[Edge]) -> set[int]:
+    """The nodes reachable from node 0 along ``edges`` (sorted by source: one pass visits the
+    nodes in topological order)."""
+    live = {0}
+    for i, j in edges:
+        if i in live:
+            live.add(j)
+    return live
 
 
 def _edge(edge: Any) -> Edge:
