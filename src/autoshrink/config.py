@@ -186,6 +186,26 @@ class SearchConfig:
         object.__setattr__(self, "constraints", Constraints(self.constraints))
         self._check_types()
         self._check_domains()
+        self._check_strategy()
+        self._check_sizes()
+        if self.latency_macro is not None and self.latency_macro not in MACROS:
+            raise ConfigError(
+                f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
+            )
+        check_width(self.width)
+        gpu_index(self.device)
+        check_value("seed", self.seed, SEED)  # NumPy's generators take no negative seeds
+        if self.threads is not None:
+            check_threads(self.threads)
+        self._check_constraints()
+        self._check_screening()
+        self._check_evaluator()
+        self._check_training()
+        self._check_dataset()
+        if self.task == "rnn":
+            self._check_rnn_settings()
+
+    def _check_strategy(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if self.strategy not in STRATEGIES:
@@ -196,6 +216,9 @@ class SearchConfig:
             raise ConfigError(f"budget must be >= 1 candidate, got {self.budget}")
         if self.population_size < 1 or self.tournament_size < 1:
             raise ConfigError("population_size and tournament_size must be >= 1")
+
+    def _check_sizes(self) -> None:
+        """The cell's nodes, the search's K, keep fraction and patience, the proxy data's."""
         if not 2 <= self.nodes <= MAX_NODES:
             edges = self.nodes * (self.nodes - 1) // 2
             raise ConfigError(
@@ -210,15 +233,8 @@ class SearchConfig:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
         if self.per_class < 1 or self.val_size < 1:
             raise ConfigError("per_class and val_size must be >= 1")
-        if self.latency_macro is not None and self.latency_macro not in MACROS:
-            raise ConfigError(
-                f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
-            )
-        check_width(self.width)
-        gpu_index(self.device)
-        check_value("seed", self.seed, SEED)  # NumPy's generators take no negative seeds
-        if self.threads is not None:
-            check_threads(self.threads)
+
+    def _check_constraints(self) -> None:
         for name, limit in self.constraints.items():
             if name not in CONSTRAINED[self.task]:  # a misspelt metric would be a no-op
                 raise ConfigError(
@@ -229,27 +245,29 @@ class SearchConfig:
                 raise ConfigError(
                     f"constraint {name}: the limit must be a finite number > 0, got {limit}"
                 )
-        self._check_screening()
-        self._check_evaluator()
+
+    def _check_training(self) -> None:
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
                 f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
                 f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
             )
-        self._check_dataset()
         for name in ("epochs", "batch_size", "patience"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"training: {name} must be >= 1, got {getattr(t, name)}")
         if not 0 < t.lr < math.inf:
             raise ConfigError(f"training: lr must be a finite number > 0, got {t.lr}")
-        if self.task == "rnn" and (used := self._cnn_settings_given()):
+
+    def _check_rnn_settings(self) -> None:
+        """No CNN-only setting off its default; a keep fraction that leaves an edge to score."""
+        if used := self._cnn_settings_given():
             raise ConfigError(
                 f"{', '.join(used)}: settings of cnn searches only, which an rnn search would "
                 "ignore; leave them at their defaults"
             )
         edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
-        if self.task == "rnn" and self.score.weight and round(edges * self.keep_fraction) == 0:
+        if self.score.weight and round(edges * self.keep_fraction) == 0:
             raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
                 f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
                 f"0 edges, which the score cannot rank (edge cost 0); use at least "
