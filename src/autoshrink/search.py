@@ -49,11 +49,11 @@ from autoshrink.run_folder import (
     prepare_run_dir,
     unstarted,
 )
-from autoshrink.search_loop import StrategyFactory, search_loop
+from autoshrink.search_loop import LoopOutcome, StrategyFactory, search_loop
 from autoshrink.search_records import all_rejected
 from autoshrink.search_result import SearchResult, images_trained, write_result
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
-from autoshrink.strategies.base import check_population
+from autoshrink.strategies.base import Observation, check_population
 from autoshrink.user_files import read_json_file
 
 if TYPE_CHECKING:
@@ -156,32 +156,15 @@ def run_search(
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
-                replay = Replay.read(journal, repair, retry_failed)
-                ended = resume and ended_before(run_dir)
-                if ended and not replay.done:  # else the whole search would start again
-                    raise JournalError(
-                        f"{run_dir}: {RESULT} says the search ended, but {JOURNAL} holds no "
-                        "candidate (removed or emptied?); restore it, or start a new folder"
-                    )
-                if replay.done:
-                    log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
+                replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed)
                 evaluator, trail = make_evaluator(config, evaluator_factory, run_dir)
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
                     strategy_factory,
                 )  # fmt: skip
-                if result.evaluations == 0:
-                    raise ConfigError(
-                        f"strategy {config.strategy}: its first ask() gave no cell to evaluate"
-                    )
-                if result.best is None:
-                    why = f"search stopped: {result.stopped}; " if result.stopped else ""
-                    raise JournalError(
-                        f"{run_dir}: {why}no candidate finished with a finite score"
-                        + all_rejected(replay.done.values())
-                    )
+                best = found_best(result, config, replay, run_dir)
                 out = SearchResult(
-                    result.best,
+                    best,
                     result.start,
                     run_dir,
                     result.evaluations,
@@ -214,6 +197,39 @@ def run_search(
     finally:
         executor.close()
     return out
+
+
+def read_replay(
+    run_dir: Path, journal: Journal, resume: bool, repair: bool, retry_failed: bool
+) -> tuple[Replay, bool]:
+    """The journal's :class:`~autoshrink.replay.Replay`, and whether an earlier session ended
+    the search (a :class:`JournalError` if one did and the journal holds no candidate)."""
+    replay = Replay.read(journal, repair, retry_failed)
+    ended = resume and ended_before(run_dir)
+    if ended and not replay.done:  # else the whole search would start again
+        raise JournalError(
+            f"{run_dir}: {RESULT} says the search ended, but {JOURNAL} holds no "
+            "candidate (removed or emptied?); restore it, or start a new folder"
+        )
+    if replay.done:
+        log.info("resuming %s: %d candidates in the journal", run_dir, len(replay.done))
+    return replay, ended
+
+
+def found_best(
+    outcome: LoopOutcome, config: SearchConfig, replay: Replay, run_dir: Path
+) -> Observation:
+    """The best candidate of a search's ``outcome``; a :class:`ConfigError` if its strategy
+    asked for nothing, a :class:`JournalError` if no candidate has a finite score."""
+    if outcome.evaluations == 0:
+        raise ConfigError(f"strategy {config.strategy}: its first ask() gave no cell to evaluate")
+    if outcome.best is None:
+        why = f"search stopped: {outcome.stopped}; " if outcome.stopped else ""
+        raise JournalError(
+            f"{run_dir}: {why}no candidate finished with a finite score"
+            + all_rejected(replay.done.values())
+        )
+    return outcome.best
 
 
 def ended_before(run_dir: Path) -> bool:
