@@ -238,59 +238,101 @@ def train_batched(
     stacked = list(range(engine.k))  # original index of each stacked slice
     training = set(stacked)  # the candidates that have not stopped
     stops = [EarlyStop(settings) for _ in stacked]
-    step: TrainStep | None = None
-    run: Callable[[], None] | None = None
+    steps: tuple[TrainStep, Callable[[], None]] | None = None
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         engine.train()
         k = len(stacked)
         orders = torch.stack([torch.randperm(n, generator=generators[i]) for i in stacked]).to(dev)
-        if step is None:  # first epoch, or the stacks were compacted: new buffers for this K
-            idx = torch.empty(k, min(b, n), dtype=torch.long, device=dev)
-            step = TrainStep(engine, opt, (x, y), idx, torch.zeros(k, device=dev), **precision,
-                             graphed=cuda_graph)  # fmt: skip
-            run = step
-            if cuda_graph and n >= b:
-                idx.copy_(orders[:, :b])  # the warm-up steps of the capture read real rows
-                run = GraphedStep(step, engine, opt)
-        assert run is not None
-        loss_sum = step.loss_sum
-        loss_sum.zero_()
-        for s in range(0, n, b):
-            batch = orders[:, s : s + b]  # [K, b]
-            if batch.shape[1] == step.idx.shape[1]:
-                step.idx.copy_(batch)
-                run()
-            else:  # the last, smaller batch of the epoch, eagerly
-                TrainStep(engine, opt, (x, y), batch, loss_sum, **precision)()
-        train_loss = [v / n for v in loss_sum.double().tolist()]  # waits for the device
+        if steps is None:  # first epoch, or the stacks were compacted: new buffers for this K
+            steps = _training_steps(engine, opt, (x, y), orders, b, precision, cuda_graph)
+        train_loss = _train_epoch(*steps, orders, b, precision)
         t1 = time.perf_counter()
-        val_loss, val_acc, val_classes = validate(engine, vx, vy, settings.batch_size, **precision)
+        validation = validate(engine, vx, vy, settings.batch_size, **precision)
         log.debug(
             "epoch %d, %d stacked candidates (%d training): training %.3f s (%.0f img/s), "
             "validation %.3f s",
             epoch, k, len(training), t1 - t0, k * n / (t1 - t0), time.perf_counter() - t1,
         )  # fmt: skip
-        for pos, i in enumerate(stacked):
-            if i not in training:
-                continue  # stopped earlier, still stacked
-            out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
-                epoch, train_loss[pos], val_loss[pos], val_acc[pos]
-            )
-            if out is not None:
-                if not out.diverged:
-                    out.class_accuracy = val_classes[pos]
-                    if on_stop is not None:
-                        on_stop(i, pos)
-                training.discard(i)
-                yield i, out
+        for pos, i, out in _stopped(stops, stacked, training, epoch, train_loss, validation):
+            if on_stop is not None and not out.diverged:
+                on_stop(i, pos)
+            training.discard(i)
+            yield i, out
         if not training:
             return
         if len(training) < k and len(training) <= compact_below * k:
             keep = [pos for pos, i in enumerate(stacked) if i in training]
             opt = _select(engine, opt, torch.tensor(keep))
             stacked = [stacked[pos] for pos in keep]
-            step = run = None  # new tensors: new buffers (and a new capture)
+            steps = None  # new tensors: new buffers (and a new capture)
+
+
+def _training_steps(
+    engine: BatchedCNN,
+    opt: torch.optim.Optimizer,
+    data: tuple[torch.Tensor, torch.Tensor],
+    orders: torch.Tensor,
+    b: int,
+    precision: dict[str, bool],
+    cuda_graph: bool,
+) -> tuple[TrainStep, Callable[[], None]]:
+    """The step of the stacked engine's batches of ``b`` rows, and what runs it: itself, or
+    with ``cuda_graph`` (and an epoch of at least one full batch) its replay from a CUDA graph,
+    whose warm-up steps read the first batch of the epoch's row ``orders [K, N]``."""
+    (k, n), dev = orders.shape, orders.device
+    idx = torch.empty(k, min(b, n), dtype=torch.long, device=dev)
+    step = TrainStep(engine, opt, data, idx, torch.zeros(k, device=dev), **precision,
+                     graphed=cuda_graph)  # fmt: skip
+    if cuda_graph and n >= b:
+        idx.copy_(orders[:, :b])  # the warm-up steps of the capture read real rows
+        return step, GraphedStep(step, engine, opt)
+    return step, step
+
+
+def _train_epoch(
+    step: TrainStep,
+    run: Callable[[], None],
+    orders: torch.Tensor,
+    b: int,
+    precision: dict[str, bool],
+) -> list[float]:
+    """One epoch of the stacked candidates, in mini-batches of ``b`` of their row ``orders
+    [K, N]`` (the full ones by ``run``, the last, smaller one eagerly); each candidate's mean
+    training loss."""
+    n = orders.shape[1]
+    step.loss_sum.zero_()
+    for s in range(0, n, b):
+        batch = orders[:, s : s + b]  # [K, b]
+        if batch.shape[1] == step.idx.shape[1]:
+            step.idx.copy_(batch)
+            run()
+        else:  # the last, smaller batch of the epoch, eagerly
+            TrainStep(step.engine, step.opt, step.data, batch, step.loss_sum, **precision)()
+    return [v / n for v in step.loss_sum.double().tolist()]  # waits for the device
+
+
+def _stopped(
+    stops: Sequence[EarlyStop],
+    stacked: Sequence[int],
+    training: set[int],
+    epoch: int,
+    train_loss: Sequence[float],
+    validation: tuple[list[float], list[float], list[list[float]]],
+) -> Iterator[tuple[int, int, TrainOutcome]]:
+    """``(position in the stack, candidate, outcome)`` of each candidate still ``training``
+    that stops after ``epoch`` (a finished one with its validation accuracy per class)."""
+    val_loss, val_acc, val_classes = validation
+    for pos, i in enumerate(stacked):
+        if i not in training:
+            continue  # stopped earlier, still stacked
+        out = stops[i].after_train(epoch, train_loss[pos]) or stops[i].after_validation(
+            epoch, train_loss[pos], val_loss[pos], val_acc[pos]
+        )
+        if out is not None:
+            if not out.diverged:
+                out.class_accuracy = val_classes[pos]
+            yield pos, i, out
 
 
 def check_compact_below(compact_below: float) -> None:
