@@ -258,6 +258,16 @@ class _Run:
         return list(s["history"])
 
 
+def open_run_folder(folder: Path, start: int, history: list[dict[str, float]]) -> None:
+    """Make a final training's run ``folder`` and write its log of the epochs restored
+    (``history``); a run that ``start``s at epoch 1 first removes an earlier run's
+    checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if start == 1:
+        clear_earlier_run(folder / "checkpoints")
+    write_log(folder / "log.jsonl", history)
+
+
 def train_final(
     model: nn.Module,
     data: TrainingData,
@@ -297,11 +307,10 @@ def train_final(
         ckpt = checkpoint_to_resume(ckpt_dir, resume, identity, warn=ctx.is_main)
     run = _Run(model, data, recipe, ctx, seed, workers, identity)
     history: list[dict[str, float]] = []
-    start = 1
     if ckpt is not None and ckpt_dir is not None:
         with restoring(ckpt, ckpt_dir):
             history = run.restore(ckpt, ckpt_dir)
-        start = ckpt.epoch + 1
+    start = 1 if ckpt is None else ckpt.epoch + 1
     if resume and not ctx.agree(start):
         raise JournalError(
             f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
@@ -310,10 +319,7 @@ def train_final(
     if on_start is not None and ctx.is_main:
         on_start()
     if folder is not None and ctx.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        if start == 1 and ckpt_dir is not None:
-            clear_earlier_run(ckpt_dir)
-        write_log(folder / "log.jsonl", history)
+        open_run_folder(folder, start, history)
     if recipe.warmup_epochs >= recipe.epochs:
         logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
     for epoch in range(start, recipe.epochs + 1):
