@@ -61,7 +61,7 @@ from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_a
 from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
 from autoshrink.training.checkpoint import latest_epoch
-from autoshrink.training.distributed import distributed
+from autoshrink.training.distributed import DistContext, distributed
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
@@ -334,22 +334,36 @@ def network_for(
     return None, build_network(cell, spec), count(cell, spec), spec.name, network
 
 
+def cnn_to_train(path: Path, activation: str | None) -> tuple[MBConvArch | None, Cell | None]:
+    """The mbconv architecture or the CNN cell (with ``activation`` if given) that the file at
+    ``path`` holds; an rnn cell is a :class:`ConfigError` that says how to train it."""
+    if is_arch_file(path):
+        return MBConvArch.load(path), None
+    cell = Cell.load(path)
+    if cell.kind == "rnn":
+        raise ConfigError(f"{path} is an rnn cell: train it with --task rnn (and --data DIR)")
+    if activation is not None:
+        cell = dataclasses.replace(cell, activation=activation)
+    return None, cell
+
+
+def set_up_process(ctx: DistContext) -> None:
+    """Set up this training process: only rank 0 reports (the other ranks' warnings are
+    rank 0's too), and on a CPU denormal floats flush to zero (they can slow steps ~20x)."""
+    if not ctx.is_main:
+        for name in ("", "autoshrink"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if ctx.device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def run_cnn(args: argparse.Namespace) -> int:
     """Train a CNN cell's or mbconv file's network and report test accuracy."""
     check_test_domain(args.dataset, args.test_domain)
-    arch = MBConvArch.load(args.cell) if is_arch_file(args.cell) else None
-    cell = None if arch is not None else Cell.load(args.cell)
-    if cell is not None and cell.kind == "rnn":
-        raise ConfigError(f"{args.cell} is an rnn cell: train it with --task rnn (and --data DIR)")
-    if cell is not None and args.activation is not None:
-        cell = dataclasses.replace(cell, activation=args.activation)
+    arch, cell = cnn_to_train(args.cell, args.activation)
     recipe = recipe_from_args(args)
     with distributed(args.device) as ctx:
-        if not ctx.is_main:  # only rank 0 reports
-            for name in ("", "autoshrink"):  # its warnings are rank 0's too
-                logging.getLogger(name).setLevel(logging.ERROR)
-        if ctx.device.type == "cpu":  # denormal floats can slow CPU training steps ~20x
-            torch.set_flush_denormal(True)
+        set_up_process(ctx)
         data = load_training_data(args, recipe)
         torch.manual_seed(args.seed)  # the same initial weights on every process
         arch, model, c, name, network = network_for(args, arch, cell, data)
