@@ -210,23 +210,30 @@ def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
     return run_dir, config, device, settings
 
 
+def check_task_flags(args: argparse.Namespace, task: str) -> None:
+    """Refuse the flags of a new search that its ``task`` has no use for, naming them, and an
+    rnn search without its text folder."""
+    if task == "cnn":
+        if args.cost == "edge_cost":
+            raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
+        return
+    if wrong := [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]:
+        raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
+    if args.objective == "ood" or args.test_domain is not None:
+        raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
+    if args.data_dir is None:
+        raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
+    if args.max_latency or args.cost in LATENCY_COSTS:
+        raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
+
+
 def new_run(
     args: argparse.Namespace, given: dict[str, Any], execution: dict[str, Any], table: bool
 ) -> RunPlan:
     """A new search: the preset's config with the settings the flags give (``given``,
     ``execution``; ``table``: a latency table is the cost or the limit), checked together."""
     task, preset_name = args.task or "cnn", args.preset or "demo"
-    wrong = [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]
-    if task == "rnn" and wrong:
-        raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
-    if task == "rnn" and (args.objective == "ood" or args.test_domain is not None):
-        raise ConfigError("--objective ood and --test-domain are for cnn cells, not --task rnn")
-    if task == "rnn" and args.data_dir is None:
-        raise ConfigError("--task rnn needs --data DIR, a folder with train.txt and valid.txt")
-    if task == "cnn" and args.cost == "edge_cost":
-        raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
-    if task == "rnn" and (args.max_latency or args.cost in LATENCY_COSTS):
-        raise ConfigError("latency costs and --max-latency are for cnn cells, not --task rnn")
+    check_task_flags(args, task)
     if table and args.latency_table is None:  # a table in the run folder, shared by workers
         out = args.out or default_out(task, preset_name)
         given["latency_table"] = str(out / "latency_table.json")
