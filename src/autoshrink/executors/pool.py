@@ -269,6 +269,24 @@ class LocalPoolExecutor:
         w.process.join(_EXIT_WAIT_S)  # its pipe closed or its sentinel fired: it is exiting
         return None
 
+    def _hand_out(
+        self, slot: int, evaluator: Evaluator, jobs: Sequence[Job], queue: deque[int]
+    ) -> _Worker | None:
+        """Send the job first in ``queue`` to a worker (which loads the evaluator's ``slot``
+        first if it has not); the worker, or ``None`` if it died before it took the job, which
+        goes back to the front of the queue (not the job's fault)."""
+        w = self._worker(slot, evaluator)
+        w.job = queue.popleft()
+        try:
+            if slot not in w.slots:
+                self._load(w, slot, evaluator)
+            w.conn.send(("job", w.job, jobs[w.job], slot))
+        except (EOFError, OSError):
+            queue.appendleft(w.job)
+            self._stop(w)
+            return None
+        return w
+
     # ------------------------------------------------------------------ public API
     def run(
         self,
@@ -291,17 +309,8 @@ class LocalPoolExecutor:
                 if missing > 0:  # start the workers this round needs together
                     self._start(slot, evaluator, missing)
                 while queue and len(busy) < self.workers:
-                    w = self._worker(slot, evaluator)
-                    w.job = queue.popleft()
-                    try:
-                        if slot not in w.slots:
-                            self._load(w, slot, evaluator)
-                        w.conn.send(("job", w.job, jobs[w.job], slot))
-                    except (EOFError, OSError):  # died before the job: not the job's fault
-                        queue.appendleft(w.job)
-                        self._stop(w)
-                        continue
-                    busy[w.conn] = w
+                    if (w := self._hand_out(slot, evaluator, jobs, queue)) is not None:
+                        busy[w.conn] = w
                 sentinels = {w.process.sentinel: w for w in busy.values()}
                 ready = wait([*busy, *sentinels])
                 woken = {
