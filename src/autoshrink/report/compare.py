@@ -14,7 +14,7 @@ comparison's, or one without files of the names it writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from autoshrink.atomic_write import write_json
@@ -68,8 +68,9 @@ def _label(run: RunData, name: str) -> str:
     return f"{name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
 
 
-def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
+def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
+    """Refuse fewer than 2 folders, a folder named twice, and one that is not a search's run
+    folder (a bench output folder named as such), each with an :class:`AutoshrinkError`."""
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
     seen: set[Path] = set()
@@ -83,13 +84,11 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         if d.resolve() in seen:
             raise AutoshrinkError(f"{d} is given twice: compare each run once")
         seen.add(d.resolve())
-    out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
-    read = [read_run(Path(d).resolve()) for d in run_dirs]  # ".": named by its own name
-    names = [run.run_dir.name for run in read]
-    runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths
-        _label(run, str(run.run_dir) if names.count(name) > 1 else name): run
-        for run, name in zip(read, names, strict=True)
-    }
+
+
+def check_comparable(runs: Mapping[str, RunData]) -> None:
+    """Refuse runs (by label) whose scores do not compare: of two tasks, or scored with
+    another weight or cost."""
     tasks = {run.config.get("task", "cnn") for run in runs.values()}
     if len(tasks) > 1:
         raise AutoshrinkError(f"the runs mix tasks {sorted(tasks)}: their scores do not compare")
@@ -100,6 +99,19 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             f"the runs score differently ({differ}): their scores do not compare; compare runs "
             "of one --lambda and --cost"
         )
+
+
+def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
+    check_run_dirs(run_dirs)
+    out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
+    read = [read_run(Path(d).resolve()) for d in run_dirs]  # ".": named by its own name
+    names = [run.run_dir.name for run in read]
+    runs = {  # runs in folders of one name (a/demo, b/demo) are told apart by their paths
+        _label(run, str(run.run_dir) if names.count(name) > 1 else name): run
+        for run, name in zip(read, names, strict=True)
+    }
+    check_comparable(runs)
     measured = measured_differently(runs)
     if measured:
         log.warning(

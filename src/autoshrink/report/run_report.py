@@ -219,6 +219,50 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
     return path
 
 
+def _shrink_sections(
+    run: RunData, out: Path, quality: str, cost: str | None
+) -> list[tuple[str, str]]:
+    """A shrinking search's steps: the cell chosen at each (pictures in ``out``), and a table
+    of the steps."""
+    figures = []
+    for s in run.kept_steps:
+        ch = s.chosen
+        pic = _cell_picture(
+            ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {edges(ch)}"
+        )
+        score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
+        figures.append(html.figure(pic, out, f"step {s.step}: {edges(ch)}, {score}"))
+    header = [
+        "step",
+        "edges left",
+        "candidates",
+        "removed edge",
+        "chosen score",
+        "mean score",
+        "std score",
+        f"chosen {quality}",
+        f"chosen {cost or 'cost'}",
+        "train s",
+    ]
+    return [
+        ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>'),
+        ("Steps", html.table(header, _step_rows(run.steps, quality, cost))),
+    ]
+
+
+def _retry_sections(run: RunData) -> list[tuple[str, str]]:
+    """A table of the candidates run again because their worker died; none if none was."""
+    retries = [e for e in run.events if e.get("event") == "retry"]
+    if not retries:
+        return []
+    rows = [
+        [e.get("step"), e.get("index"), e.get("key"), e.get("attempt"), e.get("reason")]
+        for e in retries
+    ]
+    header = ["step", "index", "key", "retry", "reason"]
+    return [("Retries (a worker died under a candidate)", html.table(header, rows, left=0))]
+
+
 def write_run_report(run_dir: Path) -> Path:
     """Write ``run_dir/report/index.html`` (and its pictures); returns the page's path."""
     run = read_run(run_dir)
@@ -279,44 +323,8 @@ def write_run_report(run_dir: Path) -> Path:
         rows = _top_rows(run, quality, cost)
         sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
     if steps and shrinks:
-        figures = []
-        for s in kept:
-            ch = s.chosen
-            pic = _cell_picture(
-                ch,
-                out / "cells" / f"step_{s.step:03d}.svg",
-                f"step {s.step}: {edges(ch)}",
-            )
-            score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
-            figures.append(html.figure(pic, out, f"step {s.step}: {edges(ch)}, {score}"))
-        sections.append(
-            ("Chosen cell at each step", f'<div class="cells">{"".join(figures)}</div>')
-        )
-        header = [
-            "step",
-            "edges left",
-            "candidates",
-            "removed edge",
-            "chosen score",
-            "mean score",
-            "std score",
-            f"chosen {quality}",
-            f"chosen {cost or 'cost'}",
-            "train s",
-        ]
-        sections.append(("Steps", html.table(header, _step_rows(steps, quality, cost))))
-    retries = [e for e in run.events if e.get("event") == "retry"]
-    if retries:
-        rows = [
-            [e.get("step"), e.get("index"), e.get("key"), e.get("attempt"), e.get("reason")]
-            for e in retries
-        ]
-        sections.append(
-            (
-                "Retries (a worker died under a candidate)",
-                html.table(["step", "index", "key", "retry", "reason"], rows, left=0),
-            )
-        )
+        sections += _shrink_sections(run, out, quality, cost)
+    sections += _retry_sections(run)
     sections.append(("Resolved config (config.json)", html.pre(json.dumps(run.config, indent=2))))
     page = out / "index.html"
     html.write_page(page, title, sections)
