@@ -541,6 +541,61 @@ def test_connecting_to_ray_keeps_the_searchs_signal_handlers(monkeypatch) -> Non
         assert signal.getsignal(signal.SIGINT) == signals._handle
 
 
+class _FakeRay(_RayThatTakesSigterm):
+    """``ray`` as far as connecting and shutting down go: ``init`` raises ``fails`` (if any),
+    ``shutdown`` is counted."""
+
+    def __init__(self, fails: Exception | None = None) -> None:
+        super().__init__()
+        self.fails, self.shutdowns = fails, 0
+
+    def init(self, address: str | None = None) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.initialised = True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.initialised = False
+
+
+def test_a_ray_that_cannot_be_reached_is_one_line_naming_where(monkeypatch) -> None:
+    from autoshrink.executors.ray_executor import RayExecutor
+
+    for address, error, said in (
+        (None, ConnectionError("no cluster\nits details"), "no cluster"),
+        ("auto", RuntimeError(""), ""),
+    ):
+        ray = _FakeRay(fails=error)
+        monkeypatch.setitem(sys.modules, "ray", ray)
+        executor = RayExecutor(address)
+        where = address or "auto (a new local instance if none is running)"
+        with pytest.raises(ConfigError) as caught:
+            executor._ray()
+        assert str(caught.value).startswith(
+            f"--ray-address {where}: cannot connect to Ray ({said}); with token authentication"
+        )
+        executor.close()
+        assert ray.shutdowns == 0  # it started nothing
+
+
+def test_a_ray_executor_shuts_down_the_ray_it_started_and_only_that(monkeypatch) -> None:
+    from autoshrink.executors.ray_executor import RayExecutor
+
+    ray = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    executor = RayExecutor()
+    executor._ray()
+    executor.close()
+    executor.close()
+    assert ray.shutdowns == 1
+    ray.init()  # a Ray someone else started: left running
+    executor = RayExecutor()
+    executor._ray()
+    executor.close()
+    assert ray.shutdowns == 1 and ray.initialised
+
+
 def test_a_sigterm_that_a_library_turns_into_keyboardinterrupt_stays_a_sigterm(tmp_path):
     from autoshrink.journal import Journal
     from autoshrink.search import interrupted

@@ -62,6 +62,9 @@ def test_ray_gives_up_after_max_retries(local_ray, tmp_path):
     assert "WorkerCrashedError" in out[0].detail["error"]
     assert out[1] == Fake().evaluate(jobs[1].genotype, jobs[1].seed)
     assert [(i, n) for i, n, _ in seen] == [(0, 1)]
+    reason = seen[0][2]  # the error's type and the first line of its text
+    assert reason.startswith("WorkerCrashedError: ") and len(reason) > len("WorkerCrashedError: ")
+    assert "\n" not in reason
 
 
 @pytest.mark.slow
@@ -74,6 +77,9 @@ def test_ray_raises_bad_input_as_itself(local_ray):
     with pytest.raises(HardwareError) as caught:
         list(RayExecutor().run(RefusesInput(raise_on=jobs[0].genotype.key), jobs))
     assert str(caught.value) == "t.json: measured on AMD EPYC 9999, not on this machine"
+    # any other error of the evaluator is a bug: Ray's error, with the task's traceback
+    with pytest.raises(ray.exceptions.RayTaskError, match="bad candidate"):
+        list(RayExecutor().run(Fake(raise_on=jobs[1].genotype.key), jobs))
 
 
 class _StubRay:
@@ -102,6 +108,17 @@ def test_a_task_asks_for_one_gpu_when_the_search_runs_on_cuda():
         assert stub.declared == {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0}
 
 
+def test_ray_executor_options_are_checked():
+    with pytest.raises(ConfigError, match="cpus_per_task must be >= 1, got 0"):
+        RayExecutor(cpus_per_task=0)
+    with pytest.raises(ConfigError, match="gpus_per_task must be >= 0, got -1"):
+        RayExecutor(gpus_per_task=-1)
+    for gpus in (0, 0.5):  # no GPU, or a share of one: Ray packs tasks onto a GPU
+        stub = _StubRay()
+        RayExecutor(cpus_per_task=2, gpus_per_task=gpus)._task(stub, _OnCuda())
+        assert stub.declared == {"num_cpus": 2, "num_gpus": gpus, "max_retries": 0}
+
+
 def test_ray_factory_errors():
     with pytest.raises(ConfigError, match="use --device cuda"):
         build_executor("ray", device="cuda:1")
@@ -124,14 +141,19 @@ def test_an_address_where_nothing_listens_fails_within_seconds():
         probe_address(f"ray://127.0.0.1:{port}")
     assert time.perf_counter() - t0 < 30  # Ray alone retries for minutes
     probe_address("auto")  # no port: left to Ray
-    with pytest.raises(ConfigError, match="--ray-address bogus: expected auto, local, HOST:PORT"):
-        probe_address("bogus")
+    for bad in ("bogus", "127.0.0.1:", ":6379", "127.0.0.1:port"):
+        with pytest.raises(ConfigError, match=f"--ray-address {bad}: expected auto, local, HOST"):
+            probe_address(bad)
+    with pytest.raises(ConfigError, match=r"nothing answers there \(Connection refused\)"):
+        probe_address(f"127.0.0.1:{port}")
 
 
-def _serve_once(answer: bytes) -> tuple[Any, int]:
-    """A server on a free port that answers one connection's first bytes with ``answer``."""
+def _serve_once(answer: bytes | None) -> tuple[Any, int]:
+    """A server on a free port that answers one connection's first bytes with ``answer``
+    (``None``: resets the connection at once)."""
     import contextlib
     import socket
+    import struct
     import threading
 
     server = socket.socket()
@@ -141,6 +163,10 @@ def _serve_once(answer: bytes) -> tuple[Any, int]:
     def reply() -> None:
         with contextlib.suppress(OSError):  # the client went, or the test closed the server
             conn, _ = server.accept()
+            if answer is None:  # a linger of 0 s: close sends a reset
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                return
             with conn:
                 conn.recv(64)
                 if answer:
@@ -156,12 +182,21 @@ def test_an_address_whose_port_holds_another_service_is_refused_at_once(monkeypa
     server, port = _serve_once(settings)
     with server:
         probe_address(f"127.0.0.1:{port}")  # speaks gRPC: passes
+    server, port = _serve_once(settings[:4])  # as far as the frame's type
+    with server:
+        probe_address(f"127.0.0.1:{port}")
     server, port = _serve_once(b"<!DOCTYPE HTML>\n<html>")  # a web server, say the dashboard's
     with server, pytest.raises(ConfigError, match=r"something listens there, but not a Ray clu"):
         probe_address(f"127.0.0.1:{port}")
     server, port = _serve_once(b"")  # listens and says nothing
     with server, pytest.raises(ConfigError, match=r"not a Ray cluster \(it said nothing;"):
         probe_address(f"ray://127.0.0.1:{port}", timeout=0.5)
+    server, port = _serve_once(None)  # takes the connection and resets it
+    with (
+        server,
+        pytest.raises(ConfigError, match=r"dropped the connection: (Connection reset|Broken pipe)"),
+    ):
+        probe_address(f"127.0.0.1:{port}")
     monkeypatch.setenv("RAY_USE_TLS", "1")  # TLS first: only the connection is tried
     server, port = _serve_once(b"")
     with server:
