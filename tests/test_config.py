@@ -1,0 +1,78 @@
+"""SearchConfig refuses each setting out of its range, or that does not go with the others, in
+one ConfigError that names it (the command line and config.json files reach the same checks;
+their own tests are in tests/test_cli.py and tests/test_run_folder_input.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import pytest
+
+from autoshrink.config import SearchConfig, preset
+from autoshrink.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("task", "change", "message"),
+    [
+        ("cnn", {"task": "bogus"}, "unknown task 'bogus'; expected one of ('cnn', 'rnn')"),
+        ("cnn", {"population_size": 0}, "population_size and tournament_size must be >= 1"),
+        ("cnn", {"tournament_size": 0}, "population_size and tournament_size must be >= 1"),
+        ("cnn", {"keep_fraction": 1.0}, "keep_fraction must be in [0, 1), got 1.0"),
+        ("cnn", {"keep_fraction": -0.1}, "keep_fraction must be in [0, 1), got -0.1"),
+        ("cnn", {"patience": 0}, "patience must be >= 1, got 0"),
+        ("cnn", {"per_class": 0}, "per_class and val_size must be >= 1"),
+        ("cnn", {"val_size": 0}, "per_class and val_size must be >= 1"),
+        ("cnn", {"latency_macro": "bogus"}, "unknown latency macro 'bogus'; expected one of"),
+        (
+            "cnn",
+            {"constraints": {"macs": math.inf}},
+            "constraint macs: the limit must be a finite number > 0, got inf",
+        ),
+        (
+            "cnn",
+            {"constraints": {"params": 0}},
+            "constraint params: the limit must be a finite number > 0, got 0",
+        ),
+        ("cnn", {"evaluator": "bogus"}, "unknown evaluator 'bogus'; expected one of"),
+        (
+            "cnn",
+            {"evaluator": "oneshot", "objective": "ood"},
+            "evaluator oneshot fine-tunes with the erm objective; not with 'ood'",
+        ),
+        ("cnn", {"objective": "bogus"}, "unknown objective 'bogus'; expected one of"),
+        (
+            "rnn",
+            {"objective": "ood"},
+            "--objective ood and --test-domain are for cnn cells, not --task rnn",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(task: str, change: dict[str, Any], message: str):
+    base = preset("demo", task=task)
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        dataclasses.replace(base, **change)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_config_file_that_is_not_settings_is_named():
+    with pytest.raises(ConfigError, match=r"^c\.json: expected a JSON object, got list$"):
+        SearchConfig.from_dict([1], "c.json")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^c\.json: unknown setting\(s\) \['bogus'\]$"):
+        SearchConfig.from_dict({"bogus": 1}, "c.json")
+
+
+def test_the_edges_of_each_range_are_accepted():
+    base = preset("demo")
+    for change in (
+        {"keep_fraction": 0.0},
+        {"patience": 1},
+        {"per_class": 1, "val_size": 1},
+        {"population_size": 1, "tournament_size": 1},
+        {"constraints": {"macs": 1e-9}},
+    ):
+        config = dataclasses.replace(base, **change)
+        assert all(getattr(config, name) == value for name, value in change.items())
