@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from autoshrink.config import preset
@@ -93,6 +95,35 @@ def test_zero_epochs_only_recomputes_bn(tmp_path):
     assert all(r["detail"]["bn_images"] == TRAIN for r in later)
     step0 = rows[0]
     assert result.images_trained == step0["detail"]["epochs"] * TRAIN
+
+
+def test_zero_epochs_of_language_fine_tuning_validate_the_inherited_weights():
+    import numpy as np
+
+    from autoshrink.graph import Cell
+    from autoshrink.nn.rnn import RNNModel
+    from autoshrink.training.inherited import finetune_lm
+    from test_rnn_search import QUICK
+
+    model = RNNModel(Cell.complete("rnn", ("input", "tanh", "relu")), 20, emsize=8, nhid=8)
+    with torch.no_grad():  # the tied encoder and decoder at zero: every token equally likely
+        model.encoder.weight.zero_()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    valid = np.arange(400) % 20
+    out = finetune_lm(model, valid, valid, QUICK, epochs=0)
+    assert out.best_perplexity == pytest.approx(20.0)  # exp(ln 20): uniform over 20 tokens
+    assert (out.epochs, out.diverged, out.stop_reason) == (0, False, "inherited")
+    assert out.history == [{"epoch": 0, "val_perplexity": out.best_perplexity}]
+    assert all(v.equal(before[k]) for k, v in model.state_dict().items())  # nothing trained
+    with torch.no_grad():  # all on token 0, which the text never holds: worse than chance
+        model.decoder.bias[0] = 50.0
+    unseen = 1 + np.arange(400) % 19
+    out = finetune_lm(model, unseen, unseen, QUICK, epochs=0)
+    assert out.diverged and out.stop_reason == "diverged" and math.isnan(out.best_perplexity)
+    with torch.no_grad():
+        model.decoder.bias[0] = float("nan")
+    out = finetune_lm(model, valid, valid, QUICK, epochs=0)
+    assert out.diverged and out.stop_reason == "diverged" and math.isnan(out.best_perplexity)
 
 
 class Interrupt(Exception):
