@@ -181,6 +181,59 @@ def test_an_archive_record_out_of_range_is_refused(shared_data, tmp_path, key, n
         archive_tables(read_archive(folder, allow_pickle=True))
 
 
+def _damage_meta(folder: Path, change) -> None:
+    meta = folder / "meta.pickle.pbz2"
+    _write_pbz2(meta, pickle.dumps(change(read_pbz2(meta, allow_pickle=True))))
+
+
+def _other_arch(meta: dict) -> dict:
+    archs = list(meta["meta_archs"])
+    archs[3] = "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    return {**meta, "meta_archs": archs}
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda f: (f / "meta.pickle.pbz2").unlink(), "NATS-Bench archive file {f}/meta.pickle"),
+        (lambda f: _damage_meta(f, lambda m: {"archs": m["meta_archs"]}), "has no 'meta_archs'"),
+        (
+            lambda f: _damage_meta(f, lambda m: {**m, "meta_archs": m["meta_archs"][:100]}),
+            "{f} lists 100 archs; a topology archive has 15625",
+        ),
+        (lambda f: _damage_meta(f, _other_arch), "bogus"),
+        (
+            lambda f: _write_pbz2(f / "000011.pickle.pbz2", pickle.dumps([1, 2])),
+            "NATS-Bench record {f}/000011.pickle.pbz2 is not a dict of training lengths",
+        ),
+        (
+            lambda f: _write_pbz2(f / "000011.pickle.pbz2", pickle.dumps({"200": {"x": 1}})),
+            "NATS-Bench record {f}/000011.pickle.pbz2 is malformed: KeyError('all_results')",
+        ),
+        (
+            lambda f: _write_pbz2(
+                f / "000011.pickle.pbz2",
+                pickle.dumps(
+                    _edited_record(
+                        read_pbz2(f / "000011.pickle.pbz2", allow_pickle=True),
+                        "arch_str",
+                        lambda old: "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                    )
+                ),
+            ),
+            "{f}: record 11 is not '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'",
+        ),
+    ],
+)
+def test_a_damaged_archive_is_one_line_naming_the_file(shared_data, tmp_path, damage, says):
+    folder = tmp_path / "tss"
+    shutil.copytree(shared_data / "nats-bench" / TSS, folder)
+    damage(folder)
+    with pytest.raises(BenchmarkError) as caught:
+        archive_tables(read_archive(folder, allow_pickle=True))
+    assert says.format(f=folder) in str(caught.value) and "\n" not in str(caught.value)
+
+
 # -- bad table files ------------------------------------------------------------------------
 
 
