@@ -138,14 +138,34 @@ def test_json_round_trip_and_public_format(tmp_path):
             '"edges": [[0, 1]], "activation": "tanh"}',
             r"unknown activation 'tanh'; expected one of \('relu', 'swish'\)",
         ),
+        (  # json.loads keeps the last silently: which did the user mean?
+            '{"format": "autoshrink.cell/1", "kind": "cnn", "kind": "rnn", "ops": ["input"], '
+            '"edges": []}',
+            r"not valid JSON \(the key 'kind' appears twice in one object\)",
+        ),
+        ('{"edges": ' + "1" * 5000 + "}", r"not valid JSON \(a number of too many digits\)"),
+        (b"\xff\xfe{}", r"not UTF-8 text \(byte 0\); expected a cell file"),
     ],
 )
 def test_malformed_cell_files_name_the_file(tmp_path, text, message):
     path = tmp_path / "bad.json"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(CellError, match=message) as err:
         Cell.load(path)
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_cell_file_larger_than_json_files_get_is_refused_unread(tmp_path, monkeypatch):
+    import autoshrink.user_files
+
+    monkeypatch.setattr(autoshrink.user_files, "JSON_LIMIT", 3 * 2**20)
+    path = tmp_path / "huge.json"
+    path.write_bytes(b" " * (3 * 2**20 + 1))
+    with pytest.raises(CellError, match=rf"^{path}: larger than 3 MiB; expected a cell file$"):
+        Cell.load(path)
+    path.write_bytes(b" " * (3 * 2**20 - 2) + b"[]")  # at the limit: read, and judged
+    with pytest.raises(CellError, match="expected a JSON object"):
+        Cell.load(path)
 
 
 def test_missing_cell_file():
