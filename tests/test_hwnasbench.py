@@ -96,6 +96,13 @@ def test_loader_reads_the_layout_and_maps_indices_to_cells(bench_file: Path) -> 
     )
     assert np.array_equal(rotated.by_code, cost.by_code)
     assert set(METRICS) >= {"edgegpu_latency", "eyeriss_energy", "fpga_latency"}
+    partial = hw.cost(dataset="cifar100", metric="pixel3_latency", index=ArchIndex(archs))
+    assert partial(NB201Cell.from_code(code_of_index(3))) == 7.5
+    cell = NB201Cell.from_code(code_of_index(1))
+    with pytest.raises(
+        BenchmarkError, match=re.escape(f"no pixel3_latency of cifar100 for {cell}")
+    ):
+        partial(cell)
 
 
 def test_pickle_needs_the_opt_in(bench_file: Path) -> None:
@@ -138,6 +145,11 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
         ({"nasbench201": {"cifar10": {"edgegpu_latency": {99999: 1.0}}}}, "arch index"),
         ({"nasbench201": {"mnist": {"edgegpu_latency": [1.0]}}}, "mnist"),
         ({"nasbench201": {"cifar10": {"config": []}}}, "no HW-NAS-Bench metric"),
+        ({"nasbench201": {"cifar10": [1.0]}}, r"\['cifar10'\]: expected a dict of metrics"),
+        (
+            {"nasbench201": {"cifar10": {"edgegpu_latency": 1.0}}},
+            r"\['edgegpu_latency'\]: expected a list or dict",
+        ),
     ):
         path.write_bytes(pickle.dumps(data))
         with pytest.raises(BenchmarkError, match=match):
@@ -145,6 +157,14 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     path.write_bytes(b"not a pickle")
     with pytest.raises(BenchmarkError, match="cannot read"):
         load_hwnasbench(path, allow_pickle=True)
+    with pytest.raises(BenchmarkError, match=f"HW-NAS-Bench file {tmp_path}/none.pickle not fo"):
+        load_hwnasbench(tmp_path / "none.pickle", allow_pickle=True)
+    archs = [{"arch_str": NB201Cell.from_code(c).arch_string()} for c in range(NUM_CELLS)]
+    archs[5] = {"arch_str": "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"}
+    data = {"edgegpu_latency": [1.0] * NUM_CELLS, "config": archs}
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": data}}))
+    with pytest.raises(BenchmarkError, match="bogus"):
+        load_hwnasbench(path, allow_pickle=True).cost(dataset="cifar10", metric="edgegpu_latency")
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edgegpu_latency": [1.0]}}}))
     hw = load_hwnasbench(path, allow_pickle=True)
     with pytest.raises(BenchmarkError, match="tables' index"):
