@@ -299,6 +299,52 @@ def test_cifar_bad_inputs(tmp_path: Path) -> None:
         load_cifar10(names)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("data_batch_1", [1, 2], "expected a dict with b'data' and b'labels'"),
+        (
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]},
+            "b'data' must be a uint8 array [n, 3072], got float32 (2, 3072)",
+        ),
+        (
+            "data_batch_1",
+            {b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]},
+            "b'data' must be a uint8 array [n, 3072], got uint8 (2, 1024)",
+        ),
+        (
+            "data_batch_1",
+            {b"data": [[0] * 3072], b"labels": [0]},
+            "b'data' must be a uint8 array [n, 3072], got list",
+        ),
+        (
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": ["cat", "dog"]},
+            "b'labels' must be a list of integers",
+        ),
+        (
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]},
+            "3 labels for 2 images",
+        ),
+        ("batches.meta", {b"names": []}, "expected a dict with b'label_names', a list of names"),
+        ("batches.meta", {b"label_names": [1, 2]}, "expected a dict with b'label_names'"),
+        ("test_batch", None, "CIFAR-10 test batch not found"),
+    ],
+)
+def test_cifar_python_batches_of_another_layout_are_named(tmp_path, name, content, says) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_py(folder, [cifar_batch(1, 2)], cifar_batch(2, 2), py2=False)
+    if content is None:
+        (folder / name).unlink()
+    else:
+        (folder / name).write_bytes(pickle.dumps(content, protocol=4))
+    with pytest.raises(DataError) as caught:
+        load_cifar10(folder)
+    assert str(caught.value).startswith(f"{folder / name}: {says}")
+
+
 # ---------------------------------------------------------------- download
 
 
