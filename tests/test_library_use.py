@@ -4,6 +4,7 @@ fail in one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import typing
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -247,3 +249,58 @@ def test_run_singlepath_with_its_arguments_swapped_says_the_order(tmp_path) -> N
     with pytest.raises(TypeError, match=r"settings must be a SearchSettings, got str \(the "):
         run_singlepath(singlepath_preset("demo"), str(tmp_path / "sp"))  # type: ignore[arg-type]
     assert not (tmp_path / "sp").exists()
+
+
+def _library_calls() -> list[tuple[Any, str]]:
+    """Calls of the library's public API with a bad argument, and what each must say."""
+    import random
+
+    from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
+    from autoshrink.spaces.macros import StageSpec, cifar_proxy, get_macro
+    from autoshrink.spaces.nb201 import NB201Cell, NB201Size
+    from autoshrink.strategies.autoshrink import AutoShrink
+
+    rng = random.Random(0)
+    cell = start_cell("cnn", 4, rng)
+    stages = cifar_proxy().stages
+    return [
+        (lambda: balanced_ops(1, ("sep3x3",), rng), "a cell needs at least 2 nodes, got 1"),
+        (lambda: start_cell("rnn", 1, rng), "a cell needs at least 2 nodes, got 1"),
+        (lambda: start_cell("gnn", 4, rng), "unknown cell kind 'gnn'; expected 'cnn' or 'rnn'"),
+        (lambda: published_cell("nasnet"), "unknown published cell 'nasnet'; expected one of"),
+        (lambda: get_macro("cifar-proxy", depth=3), "macro cifar-proxy: "),
+        (
+            lambda: dataclasses.replace(cifar_proxy(), stem_stride=3),
+            "macro cifar-proxy: stem_stride must be 1 or 2",
+        ),
+        (
+            lambda: dataclasses.replace(
+                cifar_proxy(), stages=(*stages, StageSpec(cells=0, channels=8, downsample=False))
+            ),
+            "macro cifar-proxy: every stage needs >= 1 cell and channel",
+        ),
+        (
+            lambda: AutoShrink(cell, k=2, keep_fraction=1.0, rng=rng),
+            "keep_fraction must be in [0, 1), got 1.0",
+        ),
+        (
+            lambda: AutoShrink(cell, k=2, keep_fraction=0.1, rng=rng, patience=0),
+            "patience must be >= 1 or None, got 0",
+        ),
+        (lambda: NB201Cell.from_string(42), "an arch string must be a str, got int"),
+        (
+            lambda: NB201Cell.from_dict({"arch": "x"}),
+            "a NAS-Bench-201 cell dict needs space='nb201' and an 'arch' string",
+        ),
+        (lambda: NB201Cell.from_code(0).with_op(6, "none"), "edge number must be in 0..5, got 6"),
+        (lambda: NB201Size.from_index(-1), "size index must be in 0..32767, got -1"),
+    ]
+
+
+def test_the_library_refuses_a_bad_argument_in_one_line() -> None:
+    from autoshrink.errors import AutoshrinkError
+
+    for call, says in _library_calls():
+        with pytest.raises(AutoshrinkError) as caught:
+            call()
+        assert str(caught.value).startswith(says) and "\n" not in str(caught.value), says
