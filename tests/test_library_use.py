@@ -255,6 +255,9 @@ def _library_calls() -> list[tuple[Any, str]]:
     """Calls of the library's public API with a bad argument, and what each must say."""
     import random
 
+    from autoshrink.data.imagefolder import load_image_folder
+    from autoshrink.hardware.latency import LatencySettings
+    from autoshrink.hardware.table import extend_table
     from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
     from autoshrink.spaces.macros import StageSpec, cifar_proxy, get_macro
     from autoshrink.spaces.nb201 import NB201Cell, NB201Size
@@ -294,6 +297,21 @@ def _library_calls() -> list[tuple[Any, str]]:
         ),
         (lambda: NB201Cell.from_code(0).with_op(6, "none"), "edge number must be in 0..5, got 6"),
         (lambda: NB201Size.from_index(-1), "size index must be in 0..32767, got -1"),
+        (lambda: LatencySettings(warmup=-1), "latency warmup must be >= 0, got -1"),
+        (lambda: LatencySettings(rtol=0), "latency max_seconds and rtol must be > 0"),
+        (lambda: LatencySettings(max_seconds=0), "latency max_seconds and rtol must be > 0"),
+        (
+            lambda: extend_table(None, [cell], cifar_proxy()),
+            "a new latency table needs measurement settings",
+        ),
+        (
+            lambda: load_image_folder("/nonexistent", image_size=0),
+            "image_size must be a positive number of pixels, got 0",
+        ),
+        (
+            lambda: load_image_folder("/nonexistent", test_fraction=1.0),
+            "test_fraction must lie strictly between 0 and 1, got 1.0",
+        ),
     ]
 
 
