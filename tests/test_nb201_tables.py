@@ -278,6 +278,8 @@ def test_missing_folder_and_file(tmp_path: Path, table_copy: Path) -> None:
         (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]], "rows must be in index order"),
         (lambda rows: [rows[0], [rows[1][0], "|none~0|", *rows[1][2:]], *rows[2:]],
          "disagree at official index 0"),
+        (lambda rows: [rows[0], ["zero", *rows[1][1:]], *rows[2:]],
+         "line 2: expected an official index and an arch string"),
     ],
 )  # fmt: skip
 def test_malformed_12epoch_table(table_copy: Path, edit, message: str) -> None:
@@ -307,6 +309,13 @@ def test_a_folder_in_place_of_a_table_is_named(table_copy: Path) -> None:
     (table_copy / FILE_12EPOCH).unlink()
     (table_copy / FILE_12EPOCH).mkdir()
     with pytest.raises(BenchmarkError, match=f"{FILE_12EPOCH} is a folder; expected the flat CSV"):
+        load_flat_tables(table_copy)
+
+
+def test_a_table_that_is_not_utf8_text_is_named(table_copy: Path) -> None:
+    path = table_copy / FILE_12EPOCH
+    path.write_bytes(b"\xff\xfe" + path.read_bytes())
+    with pytest.raises(BenchmarkError, match=f"cannot read NAS-Bench-201 table {path}: 'utf-8'"):
         load_flat_tables(table_copy)
 
 
