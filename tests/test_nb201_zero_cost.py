@@ -12,7 +12,7 @@ import pytest
 from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
-from autoshrink.spaces.nb201 import NB201Cell
+from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
 from autoshrink.strategies.base import Observation
 from autoshrink.tabular import load_flat_tables
@@ -81,6 +81,36 @@ def test_scores_are_computed_once_and_cached(tmp_path) -> None:
 
 
 @pytest.mark.shared_data
+def test_a_zero_cost_cache_of_another_layout_is_one_line_naming_it(tmp_path) -> None:
+    from autoshrink.evaluators.nb201_zero_cost import read_cache
+
+    path = tmp_path / "zc.npz"
+    layout = f"{path}: not a zero-cost cache (an .npz file of 'values' and 'settings')"
+    values, settings = np.full(NUM_CELLS, np.nan), np.array('{"proxy": "params"}')
+    for arrays, says in (
+        ({"values": values}, f"{layout}; it holds ['values']"),
+        (
+            {"values": values[:10], "settings": settings},
+            f"{path}: expected {NUM_CELLS} numbers, got float64 (10,)",
+        ),
+        (
+            {"values": values.astype(str), "settings": settings},
+            f"{path}: expected {NUM_CELLS} numbers, got <U",
+        ),
+        ({"values": values, "settings": np.array("[1, 2]")}, f"{layout}; its 'settings' are"),
+        ({"values": values, "settings": np.array("{cut")}, f"{layout}; its 'settings' are"),
+    ):
+        np.savez(path, **arrays)
+        with pytest.raises(BenchmarkError) as caught:
+            read_cache(path)
+        assert str(caught.value).startswith(says)
+    np.savez(path, values=values, settings=settings)
+    got, read = read_cache(path)
+    assert np.isnan(got).all() and read == {"proxy": "params"}
+    with pytest.raises(BenchmarkError, match=f"{tmp_path}: cannot read the zero-cost cache"):
+        read_cache(tmp_path)
+
+
 def test_bench_runs_the_zero_cost_variant(shared_data) -> None:
     tables = load_flat_tables(shared_data / "nats-bench")
     params, _ = topology_cost_table("cifar10")
