@@ -653,3 +653,32 @@ def test_while_a_constraint_rejects_every_cell_candidates_train_from_scratch(
     assert strip(journal(cut)) == strip(rows) and again.best.proposal.genotype.key == (
         result.best.proposal.genotype.key
     )
+
+
+def test_a_weight_file_that_is_not_one_shot_weights_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path), metadata={"format": "autoshrink.weights/1"})
+    with pytest.raises(ConfigError, match="not a one-shot weight file .format 'autoshrink.weig"):
+        weights_cell(path)
+    save_file({"x": torch.zeros(2)}, str(path))  # no metadata
+    with pytest.raises(ConfigError, match=r"w.safetensors: not a one-shot weight file \(format No"):
+        read_cell_weights(path)
+    path.write_bytes(b"\x00" * 5)
+    with pytest.raises(ConfigError, match="w.safetensors: not a readable weight file"):
+        weights_cell(path)
+
+
+def test_a_one_shot_evaluator_refuses_negative_epochs_and_needs_its_run_folder(tmp_path):
+    from autoshrink.evaluators.oneshot import OneShotEvaluator, bind_weight_trail
+
+    inner = build_evaluator(config(evaluator="standalone"))
+    with pytest.raises(ConfigError, match="oneshot epochs must be >= 0, got -1"):
+        OneShotEvaluator(inner, -1)
+    evaluator = OneShotEvaluator(inner, 0)
+    with pytest.raises(ConfigError, match=r"needs a run folder \(bind_weight_trail\)"):
+        evaluator.weights_folder()
+    assert bind_weight_trail(inner, tmp_path) is None  # a standalone evaluator keeps no trail
+    assert bind_weight_trail(evaluator, tmp_path) is not None
+    assert evaluator.weights_folder() == (tmp_path / "oneshot").resolve()
