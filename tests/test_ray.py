@@ -150,7 +150,7 @@ def test_an_address_where_nothing_listens_fails_within_seconds():
 
 def _serve_once(answer: bytes | None) -> tuple[Any, int]:
     """A server on a free port that answers one connection's first bytes with ``answer``
-    (``None``: resets the connection at once)."""
+    (``None``: resets the connection once it has read them)."""
     import contextlib
     import socket
     import struct
@@ -163,7 +163,8 @@ def _serve_once(answer: bytes | None) -> tuple[Any, int]:
     def reply() -> None:
         with contextlib.suppress(OSError):  # the client went, or the test closed the server
             conn, _ = server.accept()
-            if answer is None:  # a linger of 0 s: close sends a reset
+            if answer is None:  # after the preface, a close with a linger of 0 s: a reset
+                conn.recv(64)
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
                 return
