@@ -77,7 +77,7 @@ def build_executor(
             cuda_graph=cuda_graph,
             depthwise=depthwise or "auto",
         )
-    return ray_executor(ray_address, workers, device, max_retries)
+    return ray_executor(ray_address, max_retries)
 
 
 def check_engine_options(
@@ -106,8 +106,9 @@ def check_engine_options(
 
 def check_placement(name: str, workers: int | None, device: str, ray_address: str | None) -> None:
     """Refuse where executor ``name`` cannot train: a device this machine lacks (but for Ray,
-    which places tasks on the cluster's GPUs), a number of workers below 1 or for an executor
-    that trains in this process, a Ray address for another executor."""
+    which places tasks on the cluster's GPUs, one whole GPU each), a number of workers below 1
+    or for an executor that chooses its own (in-process, batched, Ray), a Ray address for
+    another executor."""
     if name != "ray":
         resolve_device(device)
     if workers is not None and workers < 1:
@@ -118,25 +119,23 @@ def check_placement(name: str, workers: int | None, device: str, ray_address: st
         raise ConfigError(
             f"--workers is for --executor pool; --executor {name} trains in this process"
         )
-
-
-def ray_executor(
-    ray_address: str | None, workers: int | None, device: str, max_retries: int
-) -> Executor:
-    """The Ray executor (Ray itself is imported here, and is said to be missing in one line);
-    Ray chooses how many candidates run at once and which GPU each gets."""
-    from autoshrink.executors.ray_executor import RayExecutor, require_ray
-
-    if workers is not None:
+    if workers is not None and name == "ray":
         raise ConfigError(
             "--workers is for --executor pool; Ray runs as many candidates at once as the "
             "cluster has free CPUs (or GPUs)"
         )
-    if device.startswith("cuda:"):
+    if name == "ray" and device.startswith("cuda:"):
         raise ConfigError(
             f"--device {device}: with --executor ray use --device cuda; Ray gives each "
             "candidate its own GPU"
         )
+
+
+def ray_executor(ray_address: str | None, max_retries: int) -> Executor:
+    """The Ray executor (Ray itself is imported here, and is said to be missing in one line);
+    Ray chooses how many candidates run at once and which GPU each gets."""
+    from autoshrink.executors.ray_executor import RayExecutor, require_ray
+
     require_ray()
     return RayExecutor(ray_address, max_retries=max_retries)
 
