@@ -258,13 +258,15 @@ class _Run:
         return list(s["history"])
 
 
-def open_run_folder(folder: Path, start: int, history: list[dict[str, float]]) -> None:
+def open_run_folder(
+    folder: Path, history: list[dict[str, float]], earlier: Path | None = None
+) -> None:
     """Make a final training's run ``folder`` and write its log of the epochs restored
-    (``history``); a run that ``start``s at epoch 1 first removes an earlier run's
-    checkpoints."""
+    (``history``); first remove the checkpoints of an ``earlier`` run (a run that starts at
+    epoch 1 passes its checkpoint folder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if start == 1:
-        clear_earlier_run(folder / "checkpoints")
+    if earlier is not None:
+        clear_earlier_run(earlier)
     write_log(folder / "log.jsonl", history)
 
 
@@ -319,7 +321,7 @@ def train_final(
     if on_start is not None and ctx.is_main:
         on_start()
     if folder is not None and ctx.is_main:
-        open_run_folder(folder, start, history)
+        open_run_folder(folder, history, ckpt_dir if start == 1 else None)
     if recipe.warmup_epochs >= recipe.epochs:
         logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
     for epoch in range(start, recipe.epochs + 1):
