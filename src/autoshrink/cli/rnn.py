@@ -37,7 +37,7 @@ from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
-from autoshrink.training.checkpoint import write_log
+from autoshrink.training.checkpoint import CHECKPOINTS, write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe,
         seed=args.seed,
         device=device,
-        checkpoints=args.out / "checkpoints",
+        checkpoints=args.out / CHECKPOINTS,
         resume=args.resume,
         run_info={
             "task": "rnn",

@@ -60,7 +60,7 @@ from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
-from autoshrink.training.checkpoint import latest_epoch
+from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
 from autoshrink.training.distributed import DistContext, distributed
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
@@ -200,7 +200,7 @@ def settle_task_options(args: argparse.Namespace) -> None:
 
 #: What a training writes into ``--out`` (CNN or RNN), for :func:`claim_folder`.
 OUTPUTS = (
-    "recipe.json", "cell.json", "architecture.json", "log.jsonl", "checkpoints", WEIGHTS,
+    "recipe.json", "cell.json", "architecture.json", "log.jsonl", CHECKPOINTS, WEIGHTS,
     METRICS, rnn.VOCABULARY,
 )  # fmt: skip
 
@@ -225,7 +225,7 @@ def forget_start(out: Path, created: bool) -> None:
         path = out / name
         if path.is_file() and (name != "log.jsonl" or path.stat().st_size == 0):
             path.unlink()
-    for folder in (out / "checkpoints", *((out,) if created else ())):
+    for folder in (out / CHECKPOINTS, *((out,) if created else ())):
         with contextlib.suppress(OSError):  # not empty: something of someone else's stays
             folder.rmdir()
 
@@ -234,7 +234,7 @@ def check_training_resumable(out: Path) -> None:
     """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
     one written before rnn training kept checkpoints): starting it afresh would replace its
     results."""
-    if (out / METRICS).exists() and latest_epoch(out / "checkpoints") is None:
+    if (out / METRICS).exists() and latest_epoch(out / CHECKPOINTS) is None:
         raise ConfigError(
             f"--out {out} holds a finished training (metrics.json) but no checkpoint to resume "
             "from; choose another --out"
@@ -395,7 +395,7 @@ def run_cnn(args: argparse.Namespace) -> int:
         except DataError:  # an image found unreadable in the first epoch (read lazily)
             # a new start's recipe.json is its own (claim_folder refused one already there)
             started = not args.resume and (args.out / "recipe.json").is_file()
-            if started and latest_epoch(args.out / "checkpoints") is None:
+            if started and latest_epoch(args.out / CHECKPOINTS) is None:
                 forget_start(args.out, created)  # nothing trained: the folder stays free
             raise
         if not ctx.is_main:

@@ -53,6 +53,7 @@ from autoshrink.singlepath.settings import SearchSettings, check_same_settings
 from autoshrink.singlepath.space import build_arch, count_arch
 from autoshrink.singlepath.supernet_training import SupernetTraining
 from autoshrink.training.checkpoint import (
+    CHECKPOINTS,
     checkpoint_to_resume,
     clear_earlier_run,
     restoring,
@@ -108,7 +109,7 @@ def _train_epochs(
 ) -> list[dict[str, Any]]:
     """Train the supernet from its newest checkpoint (or from the start) to the last epoch,
     with a checkpoint and a line of ``decisions.jsonl`` after each; the epochs' rows."""
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / CHECKPOINTS
     history: list[dict[str, Any]] = []
     start = 1
     ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
@@ -226,7 +227,7 @@ def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
     # nor someone else's files (its latency table and calibration are read, then extended)
-    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, "checkpoints")
+    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, CHECKPOINTS)
     claim_folder(out, "singlepath", resume=resume, writes=writes)
     if table is not None:
         check_output_file(table, "--latency-table")

@@ -39,6 +39,8 @@ from autoshrink.user_files import read_json_file
 logger = logging.getLogger(__name__)
 
 FORMAT = "autoshrink.checkpoint/1"
+#: The folder of a run folder that holds its checkpoints.
+CHECKPOINTS = "checkpoints"
 NAME = re.compile(r"^epoch-(\d{4,})\.json$")
 
 

@@ -44,6 +44,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.nn.layout import to_device
 from autoshrink.ranges import SEED, check_value
 from autoshrink.training.checkpoint import (
+    CHECKPOINTS,
     Checkpoint,
     checkpoint_to_resume,
     clear_earlier_run,
@@ -302,7 +303,7 @@ def train_final(
     check_value("seed", seed, SEED)  # else numpy's error, 9 calls down
     ctx = ctx or DistContext()
     folder = None if out is None else Path(out)
-    ckpt_dir = None if folder is None else folder / "checkpoints"
+    ckpt_dir = None if folder is None else folder / CHECKPOINTS
     identity = run_identity(recipe.to_dict(), seed, run_info)
     ckpt = None
     if ckpt_dir is not None:
