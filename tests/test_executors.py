@@ -397,8 +397,9 @@ def test_factory_defaults_and_errors():
             build_executor(name, 2)
     with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
         build_executor("pool", ray_address="10.0.0.1:6379")
-    with pytest.raises(ConfigError, match="max_retries"):
-        build_executor("pool", max_retries=-1)
+    for bad in (-1, True, 1.0):  # a bool or a float is no count of retries
+        with pytest.raises(ConfigError, match=f"max_retries must be an integer >= 0, got {bad}"):
+            build_executor("pool", max_retries=bad)
 
 
 @pytest.mark.parametrize("method", ["evaluate_many", "evaluate_iter"])

@@ -90,6 +90,15 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
             "stage 2: screening stage: classes must be a number, got 'x'",
         ),
         (b"[3]", "stage 1 must be an object, got 3"),
+        # JSON booleans are no numbers (Python would take true as 1)
+        (
+            b'[{"classes": 4, "epochs": true, "keep": 0.5}]',
+            "stage 1: screening stage: epochs must be >= 1, got True",
+        ),
+        (
+            b'[{"classes": 4, "epochs": 1, "keep": true}]',
+            r"stage 1: screening stage: keep must be in \(0, 1\]",
+        ),
         # said in Python's words ("__init__() missing 1 required positional argument")
         (
             b'[{"classes": 4, "epochs": 1}]',

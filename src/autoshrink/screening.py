@@ -58,9 +58,10 @@ class ScreeningStage:
             raise ConfigError(
                 f"screening stage: a class fraction must be in (0, 1], got {self.classes}"
             )
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"screening stage: epochs must be >= 1, got {self.epochs!r}")
-        if not isinstance(self.keep, (int, float)) or not 0.0 < self.keep <= 1.0:
+        keep_is_number = isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool)
+        if not keep_is_number or not 0.0 < self.keep <= 1.0:
             raise ConfigError(
                 f"screening stage: keep must be in (0, 1] (a schedule that keeps no candidate "
                 f"cannot choose one), got {self.keep!r}"

@@ -33,8 +33,8 @@ __all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memo
 
 
 def check_retries(max_retries: int) -> int:
-    """``max_retries`` when it is an int >= 0, else a :class:`ConfigError`."""
-    if not isinstance(max_retries, int) or max_retries < 0:
+    """``max_retries`` when it is an int >= 0 (not a bool), else a :class:`ConfigError`."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
     return max_retries
 
