@@ -1,0 +1,73 @@
+"""The restricted unpickler's numpy-scalar decoder (:data:`NUMPY_SCALARS`): numbers come out
+as Python numbers in either byte order, and a scalar it cannot decode exactly is refused.
+
+The formats that use it (the NATS-Bench archive, HW-NAS-Bench) have their own tests of whole
+files; here the decoder's own checks, on pickles made by numpy itself or by hand.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pytest
+
+from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
+
+SCALAR = np.float64(0).__reduce__()[0]  # numpy's own scalar constructor, as pickles name it
+
+
+class Scalar:
+    """Pickles as numpy's scalar constructor called on ``args`` (a dtype and bytes, or not)."""
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return SCALAR, self.args
+
+
+def load(obj: Any) -> Any:
+    return restricted_loads(pickle.dumps(obj), NUMPY_SCALARS)
+
+
+def test_numpy_scalars_come_out_as_python_numbers_of_the_same_value() -> None:
+    values = OrderedDict(
+        f8=np.float64(0.1), f4=np.float32(1.5), f2=np.float16(-2.0), i8=np.int64(-(2**40)),
+        i4=np.int32(-7), i2=np.int16(300), i1=np.int8(-3), u8=np.uint64(2**63), u4=np.uint32(9),
+        u2=np.uint16(65535), u1=np.uint8(255), b1=np.bool_(True),
+    )  # fmt: skip
+    loaded = load(values)
+    assert isinstance(loaded, OrderedDict) and list(loaded) == list(values)
+    for code, value in values.items():
+        assert type(loaded[code]) in (int, float, bool), code
+        assert loaded[code] == value.item(), code  # float32 0.1 would not be 0.1: exact bits
+
+
+def test_a_big_endian_scalar_is_read_in_its_own_byte_order() -> None:
+    data = struct.pack(">d", 1.5)
+    assert load(Scalar(np.dtype(">f8"), data)) == 1.5
+    assert load(Scalar(np.dtype("<f8"), data)) != 1.5  # the same bytes read little-endian
+    assert load(Scalar(np.dtype(">i4"), struct.pack(">i", -5))) == -5
+
+
+@pytest.mark.parametrize(
+    ("obj", "says"),
+    [
+        (np.complex128(1j), "numpy dtype 'c16' is not allowed"),
+        (Scalar(np.dtype("f8"), b"\x00" * 4), "numpy scalar of the wrong length"),
+        (Scalar(np.dtype("f8"), "not bytes"), "malformed numpy scalar"),
+        (Scalar("f8", b"\x00" * 8), "malformed numpy scalar"),  # a string, not a dtype
+    ],
+)
+def test_a_scalar_that_cannot_be_decoded_exactly_is_refused(obj: Any, says: str) -> None:
+    with pytest.raises(pickle.UnpicklingError, match=f"^{says}$"):
+        load(obj)
+
+
+def test_an_object_array_or_any_other_global_is_refused() -> None:
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle global"):
+        load(np.array([1.0]))  # arrays are not in this format's allow-list
