@@ -112,6 +112,28 @@ def test_measured_latency_wrapper_is_cached_and_only_added_when_asked() -> None:
     assert [c.name for c in by_score.costs] == ["table_latency_ms"]
 
 
+def test_hardware_costs_check_the_machine_only_for_a_latency_and_say_a_table_is_new(
+    monkeypatch, tmp_path, caplog
+) -> None:
+    checked = []
+    monkeypatch.setattr(costed, "check_available", checked.append)
+    fast = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
+    assert costed.hardware_costs({"macs", "params"}, SPEC, fast) == [] and checked == []
+    for wanted in ({"latency_ms"}, {"table_latency_ms"}, {"latency_ms", "table_latency_ms"}):
+        checked.clear()
+        costs = costed.hardware_costs(wanted | {"macs"}, SPEC, fast)
+        assert checked == [fast] and {c.name for c in costs} == wanted  # once, before training
+    table = tmp_path / "table.json"
+    with caplog.at_level("INFO", logger=costed.__name__):
+        costed.hardware_costs({"table_latency_ms"}, SPEC, fast, table=str(table))
+    assert f"latency table {table} not found: it is started with the first candidate" in caplog.text
+    LatencyTable(fast).save(table)  # an empty table of these settings: found, nothing said
+    caplog.clear()
+    with caplog.at_level("INFO", logger=costed.__name__):
+        costed.hardware_costs({"table_latency_ms"}, SPEC, fast, table=str(table))
+    assert "not found" not in caplog.text
+
+
 class Captured(Exception):
     pass
 
