@@ -6,13 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import autoshrink.cli.search as cli_search
 import autoshrink.evaluators.costed as costed
 from autoshrink.config import SearchConfig
+from autoshrink.errors import HardwareError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.costed import (
     CostedEvaluator,
@@ -132,6 +135,58 @@ def test_hardware_costs_check_the_machine_only_for_a_latency_and_say_a_table_is_
     with caplog.at_level("INFO", logger=costed.__name__):
         costed.hardware_costs({"table_latency_ms"}, SPEC, fast, table=str(table))
     assert "not found" not in caplog.text
+
+
+class Classifier(Toy):
+    """A toy of 10 classes with screening stages, failing the cells of 2 edges."""
+
+    num_classes = 10
+
+    def __init__(self, stage: tuple[Any, int] | None = None) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def screening_stage(self, classes: Any, epochs: int) -> Classifier:
+        return Classifier((classes, epochs))
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        if cell.num_edges == 2:
+            return Evaluation({}, status="failed", detail={"error": "boom"})
+        return super().evaluate(cell, seed)
+
+
+class EdgeCost:
+    """A cost metric: the cell's edges."""
+
+    name = "edge_cost"
+
+    def __call__(self, cell: Cell) -> float:
+        return float(cell.num_edges)
+
+
+def test_a_costed_evaluator_keeps_the_inner_task_its_stages_and_failures() -> None:
+    full = Cell.complete("cnn", ["input", "conv3x3", "conv3x3"])  # 3 edges
+    two = next(c for e in full.edges if (c := full.remove_edge(e)).num_edges == 2)
+    costed_ev = CostedEvaluator(Classifier(), [EdgeCost()])
+    assert costed_ev.num_classes == 10
+    assert CostedEvaluator(Toy(), costed_ev.costs).num_classes is None  # not a classifier
+    stage = costed_ev.screening_stage([0, 1], 2)
+    assert isinstance(stage, CostedEvaluator) and stage.inner.stage == ([0, 1], 2)
+    assert stage.costs is costed_ev.costs and stage._cache is costed_ev._cache  # one cache
+    failed = costed_ev.evaluate(two, 0)  # a failed evaluation is not given costs
+    assert failed == Evaluation({}, status="failed", detail={"error": "boom"})
+    assert costed_ev.evaluate(full, 0).metrics["edge_cost"] == 3.0
+
+
+def test_a_table_latency_without_a_file_measures_into_memory(tmp_path) -> None:
+    fast = LatencySettings(warmup=1, min_repeats=3, max_seconds=0.05)
+    cell = make_strategy(SearchConfig(nodes=3)).current
+    cost = TableLatency(SPEC, fast)  # no path: nothing to merge with or save to
+    assert cost(cell) > 0 and cost.table is not None and len(cost.table) > 0
+    elsewhere = replace(cost.table, entries={}, environment={"cpu": "another processor"})
+    with pytest.raises(HardwareError, match="^the table was measured on another processor;"):
+        TableLatency(SPEC, fast, table=elsewhere)(cell)
+    assert list(tmp_path.iterdir()) == []
 
 
 class Captured(Exception):

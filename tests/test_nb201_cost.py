@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoshrink.cost.nb201 import count_size, count_topology, topology_cost_table
+from autoshrink.cost.nb201 import count_size, count_topology, op_counts, topology_cost_table
+from autoshrink.errors import ConfigError
 from autoshrink.nn.nb201 import size_network, topology_network
 from autoshrink.spaces.nb201 import DATASETS, NB201Cell, NB201Size
 
@@ -120,3 +121,9 @@ def test_params_match_naslib_records(shared_data) -> None:
             )
             checked += 1
     assert checked > 2000
+
+
+def test_an_op_without_a_count_rule_is_refused() -> None:
+    # NB201Cell refuses unknown ops itself; a count rule must not fall through to None
+    with pytest.raises(ConfigError, match="^no count rule for NAS-Bench-201 op 'sep_conv_3x3'$"):
+        op_counts("sep_conv_3x3", 16, 16, 32)
