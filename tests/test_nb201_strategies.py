@@ -229,13 +229,24 @@ def test_rea_draws_its_population_at_random_then_mutates_tournament_winners() ->
     [
         lambda: RegularizedEvolution(rng=random.Random(0), population_size=NUM_CELLS + 1),
         lambda: RandomSearch(rng=random.Random(0), batch_size=1000),
+        # its restarts: the complete cells first, then (all of them scored) any unscored cell
+        lambda: AutoShrinkNB201(rng=random.Random(0), k=4, mode="edges"),
+        lambda: AutoShrinkNB201(rng=random.Random(0), k=4, mode="ops"),
     ],
 )
 def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> None:
     s = strategy()
     batches = drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000)
-    assert sum(len(b) for b in batches) == NUM_CELLS
+    asked = [o.proposal.genotype.code for b in batches for o in b]
+    assert len(asked) == len(set(asked)) == NUM_CELLS  # each cell once
     assert s.ask() == []
+
+
+def test_autoshrink_has_no_shrink_space_before_its_start_cell_is_scored() -> None:
+    s = AutoShrinkNB201(rng=random.Random(0))
+    assert s.shrink_space() == []
+    s.ask()  # the start cell, asked for but not told
+    assert s.shrink_space() == []
 
 
 def test_local_search_moves_to_the_best_neighbour_of_a_round() -> None:

@@ -90,6 +90,7 @@ class AutoShrinkNB201(AskTellBase):
         super().__init__(rng)
         self.k, self.mode, self._rank = k, mode, rank
         self._seen: dict[int, Observation] = {}
+        self._complete_seen = 0  # scored cells without a none edge (4**6 = 4,096 in all)
         self._known: list[tuple[Decision, Observation]] = []
         self.current: Observation | None = None
         self.sets: list[set[str]] = []
@@ -102,10 +103,11 @@ class AutoShrinkNB201(AskTellBase):
 
     def _start_cell(self) -> NB201Cell | None:
         """A complete cell (no ``none`` edge) not yet scored; any unscored cell after that."""
-        for _ in range(1000):
-            cell = NB201Cell(tuple(self._rng.choice(LIVE_OPS) for _ in range(NUM_EDGES)))
-            if cell.code not in self._seen:
-                return cell
+        if self._complete_seen < len(LIVE_OPS) ** NUM_EDGES:  # else 1,000 draws all fail
+            for _ in range(1000):
+                cell = NB201Cell(tuple(self._rng.choice(LIVE_OPS) for _ in range(NUM_EDGES)))
+                if cell.code not in self._seen:
+                    return cell
         unseen = [c for c in range(len(OPS) ** NUM_EDGES) if c not in self._seen]
         return NB201Cell.from_code(self._rng.choice(unseen)) if unseen else None
 
@@ -161,7 +163,10 @@ class AutoShrinkNB201(AskTellBase):
         cell; a step's candidates, with those scored before, make one shrink step."""
         self._accept(observations)
         for obs in observations:
-            self._seen[obs.proposal.genotype.code] = obs
+            cell = obs.proposal.genotype
+            if cell.code not in self._seen and "none" not in cell.ops:
+                self._complete_seen += 1
+            self._seen[cell.code] = obs
         if self.current is None:
             start = observations[0]
             self.current = start if start.ok else None
