@@ -11,7 +11,7 @@ import pytest
 
 from autoshrink.errors import ConfigError
 from autoshrink.objectives import Score
-from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
+from autoshrink.spaces.nb201 import NUM_CELLS, OPS, NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
 from autoshrink.strategies.base import Observation
 from autoshrink.strategies.local_search import LocalSearch
@@ -178,14 +178,19 @@ def test_autoshrink_ops_shrinks_candidate_sets() -> None:
 
 def test_autoshrink_edges_mode_only_removes_edges() -> None:
     s = AutoShrinkNB201(rng=random.Random(4), k=6, mode="edges")
+    steps = 0
     for _ in range(60):
         proposals = s.ask()
         if not proposals[0].meta.get("restart"):
+            steps += 1
             cur = s.current.proposal.genotype
             for p in proposals:
                 assert p.meta["op"] == "none" and cur.ops[p.meta["edge"]] != "none"
             assert len(proposals) <= cur.num_edges
+            if steps == 1:  # K = 6 >= live edges: each live edge removed, none scored before
+                assert sorted(p.meta["edge"] for p in proposals) == list(range(6))
         s.tell([Observation(p, ACCURACY(hashed(p.genotype))) for p in proposals])
+    assert steps >= 20  # most batches shrink; a restart only when no removal helps
     with pytest.raises(ConfigError):
         AutoShrinkNB201(rng=random.Random(0), mode="nodes")
 
@@ -229,9 +234,6 @@ def test_rea_draws_its_population_at_random_then_mutates_tournament_winners() ->
     [
         lambda: RegularizedEvolution(rng=random.Random(0), population_size=NUM_CELLS + 1),
         lambda: RandomSearch(rng=random.Random(0), batch_size=1000),
-        # its restarts: the complete cells first, then (all of them scored) any unscored cell
-        lambda: AutoShrinkNB201(rng=random.Random(0), k=4, mode="edges"),
-        lambda: AutoShrinkNB201(rng=random.Random(0), k=4, mode="ops"),
     ],
 )
 def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> None:
@@ -239,6 +241,22 @@ def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> Non
     batches = drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000)
     asked = [o.proposal.genotype.code for b in batches for o in b]
     assert len(asked) == len(set(asked)) == NUM_CELLS  # each cell once
+    assert s.ask() == []
+
+
+@pytest.mark.parametrize("mode", ["edges", "ops"])
+def test_autoshrink_restarts_from_complete_cells_then_asks_for_every_cell_once(mode: str) -> None:
+    s = AutoShrinkNB201(rng=random.Random(0), k=4, mode=mode)
+    complete_cells = len([op for op in OPS if op != "none"]) ** 6
+    complete_seen: set[int] = set()
+    asked = []
+    for batch in drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000):
+        cells = [o.proposal.genotype for o in batch]
+        if batch[0].proposal.meta.get("restart") and complete_cells - len(complete_seen) >= 100:
+            assert "none" not in cells[0].ops  # 1,000 draws miss 100 of 4,096 with p = e^-24
+        complete_seen.update(c.code for c in cells if "none" not in c.ops)
+        asked += [c.code for c in cells]
+    assert len(asked) == len(set(asked)) == NUM_CELLS  # each cell once, then none
     assert s.ask() == []
 
 
