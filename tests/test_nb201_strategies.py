@@ -17,7 +17,7 @@ from autoshrink.strategies.base import Observation
 from autoshrink.strategies.local_search import LocalSearch
 from autoshrink.strategies.random_search import RandomSearch
 from autoshrink.strategies.regularized_evolution import RegularizedEvolution
-from autoshrink.tabular.comparison import STRATEGIES, run_once
+from autoshrink.tabular.comparison import STRATEGIES, make_score, run_once
 
 TARGET = NB201Cell.from_string(
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -193,6 +193,28 @@ def test_autoshrink_edges_mode_only_removes_edges() -> None:
     assert steps >= 20  # most batches shrink; a restart only when no removal helps
     with pytest.raises(ConfigError):
         AutoShrinkNB201(rng=random.Random(0), mode="nodes")
+
+
+def test_the_incumbent_is_minus_one_until_the_first_candidate_that_scores() -> None:
+    calls = []
+
+    def first_three_fail(cell: NB201Cell) -> dict[str, float]:
+        calls.append(cell.code)
+        return {"accuracy": math.nan} if len(calls) <= 3 else hashed(cell)
+
+    incumbent, queried = run_once(RandomSearch(rng=random.Random(0)), first_three_fail, ACCURACY, 6)
+    assert list(incumbent[:3]) == [-1, -1, -1] and incumbent[3] == queried[3] == calls[3]
+
+
+def test_a_bench_objective_is_accuracy_or_the_score() -> None:
+    assert make_score("accuracy", 0.1) == Score(metric="accuracy", weight=0.0)
+    assert make_score("score", 0.1, "edgegpu_latency") == Score.cnn(
+        weight=0.1, cost="edgegpu_latency"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^objective must be one of \['accuracy', 'score'\], got 'acc'$"
+    ):
+        make_score("acc", 0.1)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
