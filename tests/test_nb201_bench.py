@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import pickle
+import random
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,16 @@ from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import load_hwnasbench
 from autoshrink.report.bench_files import cost_text, format_table
 from autoshrink.report.folder import write_report
-from autoshrink.spaces.nb201 import NUM_CELLS
-from autoshrink.tabular import load_flat_tables
-from autoshrink.tabular.comparison import run_bench, summary_rows
+from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
+from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
+from autoshrink.tabular import SearchEvaluator, load_flat_tables
+from autoshrink.tabular.comparison import (
+    ZC_STRATEGY,
+    make_score,
+    run_bench,
+    run_once,
+    summary_rows,
+)
 
 
 @pytest.fixture
@@ -219,6 +227,7 @@ def test_published_sanity_figures(tables_dir) -> None:
         ({"queries": 2.5}, "queries must be a whole number >= 1, got 2.5"),
         ({"runs": 0}, "runs must be a whole number >= 1, got 0"),
         ({"objective": "score", "weight": -1.0}, "weight must be finite and >= 0, got -1"),
+        ({"strategies": [ZC_STRATEGY]}, "strategy autoshrink-zc needs zero-cost scores"),
     ],
 )
 def test_run_bench_refuses_bad_arguments(tables_dir, kwargs, message) -> None:
@@ -226,6 +235,27 @@ def test_run_bench_refuses_bad_arguments(tables_dir, kwargs, message) -> None:
     settings = {"strategies": ["random"], "runs": 2, "queries": 5, "dataset": "cifar10"}
     with pytest.raises(ConfigError, match=message):
         run_bench(tables, **{**settings, **kwargs})
+
+
+def test_runs_are_seeded_seed_plus_r_and_the_zero_cost_strategy_is_autoshrink_with_k_4(
+    tables_dir, capsys
+) -> None:
+    tables = load_flat_tables(tables_dir)
+
+    def rank(cells: list[NB201Cell]) -> list[float]:  # any fixed ranking
+        return [float(c.code % 7) for c in cells]
+
+    result = run_bench(
+        tables, strategies=["random", ZC_STRATEGY], runs=2, queries=30, dataset="cifar10",
+        seed=3, zc_rank=rank,
+    )  # fmt: skip
+    assert [t.seeds for t in result.traces] == [[3, 4], [3, 4]]
+    search = SearchEvaluator(tables, dataset="cifar10", epochs=12)
+    for run, seed in enumerate([3, 4]):
+        alone = AutoShrinkNB201(rng=random.Random(seed), k=4, mode="ops", rank=rank)
+        _, queried = run_once(alone, search, make_score("accuracy", 0.1), 30)
+        assert (result.traces[1].queried[run] == queried).all()
+    assert capsys.readouterr().err == ""  # no progress bar unless asked for
 
 
 # -- an HW-NAS-Bench metric as the cost term ---------------------------------------------------
@@ -294,7 +324,8 @@ def test_hw_cost_proportional_to_macs_gives_the_macs_run(bench, tables_dir, tmp_
 
 
 @pytest.mark.parametrize(
-    ("zero_at", "more"), [(None, f" and {NUM_CELLS - 1} more cells"), (9056, "")]
+    ("zero_at", "more"),
+    [(None, f" and {NUM_CELLS - 1} more cells"), ((9056, 9057), " and 1 more cell"), (9056, "")],
 )
 def test_a_hw_cost_that_is_not_positive_is_refused_by_name(
     bench, tables_dir, tmp_path, zero_at, more
@@ -304,12 +335,12 @@ def test_a_hw_cost_that_is_not_positive_is_refused_by_name(
     of the reported optimum."""
     column = np.zeros(NUM_CELLS) if zero_at is None else np.ones(NUM_CELLS)
     if zero_at is not None:
-        column[zero_at] = 0.0
+        column[np.array(zero_at)] = 0.0
     hw_path = write_hw(tmp_path / "hw.pickle", column.tolist())
     code, _, err = bench("--tables", tables_dir, "--runs", "1", "--queries", "5", "--objective",
                          "score", "--cost", "edgegpu_latency", "--hwnasbench", hw_path,
                          "--allow-pickle")  # fmt: skip
-    index = 0 if zero_at is None else zero_at
+    index = 0 if zero_at is None else np.min(zero_at)
     assert code == 2 and err.count("\n") == 1
     assert f"hw.pickle: edgegpu_latency of cifar10 is 0 for official index {index} (|" in err
     assert f"|){more}; the score's cost term is its log10, so costs must be > 0" in err

@@ -179,9 +179,10 @@ def check_cost(cost: HWNASBenchCost, tables: NB201Tables, dataset: str, *, logge
     not_positive = np.flatnonzero(cost.by_code <= 0)
     if logged and not_positive.size:
         code, cell = first_of(not_positive)
+        others = not_positive.size - 1
+        also = f" and {others} more cell{'s' if others > 1 else ''}" if others else ""
         raise BenchmarkError(
-            f"{source}: {cost.name} of {dataset} is {cost.by_code[code]:g} for {cell}"
-            f"{f' and {not_positive.size - 1} more cells' if not_positive.size > 1 else ''}; "
+            f"{source}: {cost.name} of {dataset} is {cost.by_code[code]:g} for {cell}{also}; "
             "the score's cost term is its log10, so costs must be > 0"
         )
 
