@@ -30,6 +30,17 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["decisions.jsonl"]
 
 
+def test_an_error_of_another_file_is_raised_as_it_is(tmp_path: Path) -> None:
+    # only an error naming no file or the temporary one is renamed to the file being replaced
+    def read_another(tmp: Path) -> None:
+        (tmp_path / "missing.json").read_text()
+
+    with pytest.raises(FileNotFoundError) as caught:
+        write_atomic(tmp_path / "out.json", read_another)
+    assert caught.value.filename == str(tmp_path / "missing.json")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_json_files_are_strict_whatever_numbers_they_get(tmp_path: Path) -> None:
     import json
 
@@ -44,6 +55,8 @@ def test_json_files_are_strict_whatever_numbers_they_get(tmp_path: Path) -> None
     text = path.read_text()
     assert json.loads(text) == {"b": {"a": 1}, "inf": [None], "nan": None, "np": 0.5, "torch": 3}
     assert text.endswith("}\n") and text.index('"b"') < text.index('"nan"')  # sorted
+    write_json(path, {"z": 1, "a": 2})  # unsorted unless asked: the order it was given
+    assert path.read_text() == '{\n  "z": 1,\n  "a": 2\n}\n'
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
 
 
@@ -84,12 +97,40 @@ def test_locked_lets_one_process_in_at_a_time(tmp_path) -> None:
     waiting.join(10)
     assert order == ["first", "second"]
     assert [p.name for p in tmp_path.iterdir()] == [".t.json.lock"]  # hidden, beside it
+    assert (tmp_path / ".t.json.lock").stat().st_mode & 0o777 == 0o644 & ~umask()
     with (
         pytest.raises(OSError, match="cannot create the lock file") as caught,
         locked(tmp_path / "missing" / "t.json"),
     ):
         pass
     assert caught.value.filename == str(tmp_path / "missing" / ".t.json.lock")
+
+
+def test_a_lock_the_file_system_refuses_names_the_lock_file(tmp_path, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    from autoshrink.atomic_write import locked
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # an NFS mount without a lock daemon
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with (
+        pytest.raises(OSError, match=r"cannot lock it \(No locks available\)") as caught,
+        locked(tmp_path / "t.json"),
+    ):
+        pytest.fail("the body ran without the lock")
+    assert caught.value.filename == str(tmp_path / ".t.json.lock")
+
+
+def umask() -> int:
+    """This process's umask (set, read back and restored)."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_a_weights_file_is_as_readable_as_the_json_beside_it(tmp_path) -> None:
