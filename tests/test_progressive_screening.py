@@ -24,7 +24,9 @@ from autoshrink.screening import (
     ClassDifficulty,
     ScreeningStage,
     default_stages,
+    evaluator_classes,
     parse_stages,
+    stage_evaluator,
     stages_from_json,
 )
 from autoshrink.search import run_search
@@ -123,6 +125,22 @@ def test_class_counts_and_survivors_round_up() -> None:
         ScreeningStage(12, 1, 0.5).class_count(10)
     assert default_stages(20) == (ScreeningStage(0.5, 5, 0.25),)
     assert default_stages(3) == (ScreeningStage(0.5, 1, 0.25),)
+
+
+def test_screening_needs_an_evaluator_of_classes_that_trains_on_some_of_them() -> None:
+    class Classes:
+        num_classes = 10
+
+        def screening_stage(self, classes: list[int], epochs: int) -> tuple[list[int], int]:
+            return classes, epochs
+
+    assert evaluator_classes(Classes()) == 10
+    assert stage_evaluator(Classes(), [0, 3], 2) == ([0, 3], 2)
+    for evaluator in (object(), lambda cell: {}):  # a tabular lookup, say: no classes to pick
+        with pytest.raises(ConfigError, match="needs an image classification proxy, not "):
+            evaluator_classes(evaluator)
+        with pytest.raises(ConfigError, match="cannot train on a subset of classes"):
+            stage_evaluator(evaluator, [0, 3], 2)
 
 
 def test_class_difficulty_averages_the_ok_records_easiest_first(tmp_path) -> None:
