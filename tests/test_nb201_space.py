@@ -49,19 +49,22 @@ def test_arch_string_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "says"),
     [
-        "",
-        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|",
-        "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-        "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|",
-        "|none~0|+|none~0|+|none~0|none~1|none~2|",
-        "none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-        "|none0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        ("", "has 1 node groups; expected 3"),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|", "has 2 node groups; expected 3"),
+        ("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown NAS-Bench-201 op 'conv'"),
+        ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "input 0 of node 1 .* got 'none~1'"),
+        ("|none~0|+|none~0|+|none~0|none~1|none~2|", "node 2 .* has 1 inputs; expected 2"),
+        ("none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "node 1 .* must look like"),
+        ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2", "node 3 .* must look like"),
+        ("|+|none~0|none~1|+|none~0|none~1|none~2|", "node 1 .* must look like"),
+        ("||+|none~0|none~1|+|none~0|none~1|none~2|", "input 0 of node 1 .* got ''"),
+        ("|none0|+|none~0|none~1|+|none~0|none~1|none~2|", "input 0 of node 1 .* got 'none0'"),
     ],
 )
-def test_bad_arch_strings(text: str) -> None:
-    with pytest.raises(CellError) as err:
+def test_bad_arch_strings(text: str, says: str) -> None:
+    with pytest.raises(CellError, match=says) as err:
         NB201Cell.from_string(text)
     assert "\n" not in str(err.value)
 
@@ -69,7 +72,7 @@ def test_bad_arch_strings(text: str) -> None:
 def test_bad_cells() -> None:
     with pytest.raises(CellError, match="6 edge ops"):
         NB201Cell(("none",) * 5)
-    with pytest.raises(CellError, match="unknown NAS-Bench-201 op 'sep3x3'"):
+    with pytest.raises(CellError, match="unknown NAS-Bench-201 op 'sep3x3' on edge 0->1;"):
         NB201Cell(("sep3x3",) + ("none",) * 5)
     with pytest.raises(CellError):
         NB201Cell.from_code(NUM_CELLS)
