@@ -49,6 +49,13 @@ def ask(replay: Replay, step: int, *keys: str) -> None:
     replay.asked([Proposal(SimpleNamespace(key=k), step) for k in keys])
 
 
+def test_a_resume_checks_each_record_it_reads_back(tmp_path):
+    # a step that is text would sort the path wrongly, far from the line that holds it
+    bad = {**rec("a", 1), "step": "1"}
+    with pytest.raises(JournalError, match=r'journal\.jsonl: line 2: "step" must be an integer'):
+        Replay.read(journal(tmp_path, rec("s", 0), bad), repair=False, retry_failed=False)
+
+
 # Step 0: s; step 1: a and w -- w (line 3) wins but failed, so the search went on from a
 # (lines 4-5: the old path); a --retry-failed session retrained w (line 6), which now wins:
 # the search's path goes on from w (line 7 on, when that session got that far).
