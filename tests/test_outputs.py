@@ -17,7 +17,14 @@ from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
-from autoshrink.outputs import SIGNATURES, check_output_file, claim_folder, holder
+from autoshrink.outputs import (
+    SIGNATURES,
+    check_output_file,
+    claim_folder,
+    holder,
+    mark_unfinished,
+    unfinished,
+)
 from autoshrink.singlepath.settings import SearchSettings
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import get_macro
@@ -305,6 +312,23 @@ def test_claim_folder_without_resume_refuses_an_earlier_run_of_the_command(tmp_p
     with pytest.raises(ConfigError, match="already holds the results of an `autoshrink singlepath"):
         claim_folder(folder, "singlepath", resume=False)
     assert claim_folder(folder, "singlepath", resume=True) == folder
+
+
+def test_only_a_run_that_stopped_midway_may_be_written_over_without_resume(tmp_path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    signature = folder / "export.json"
+    mark_unfinished(signature, "export")
+    assert unfinished(signature) and claim_folder(folder, "export", resume=False) == folder
+    # a finished run's file, or one that cannot be read as the note, is a run to keep
+    for text in ('{"format": "autoshrink.export/1"}', "not JSON", '["incomplete"]'):
+        signature.write_text(text)
+        assert unfinished(signature) is False
+        with pytest.raises(ConfigError, match="already holds the results of an `autoshrink export"):
+            claim_folder(folder, "export", resume=False)
+    assert unfinished(folder / "missing.json") is False
+    with pytest.raises(ValueError, match="unknown command 'serve'; known: search, singlepath"):
+        claim_folder(folder, "serve")
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
