@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoshrink.errors import BenchmarkError, ConfigError
+from autoshrink.errors import BenchmarkError, CellError, ConfigError
 from autoshrink.tabular import (
     FILE_12EPOCH,
     FILE_200EPOCH,
@@ -77,6 +77,12 @@ def test_query_has_no_defaults_and_clear_errors(tables) -> None:
         query(tables, 0, dataset="cifar10", metric="accuracy", epochs=12, split="train")
     with pytest.raises(ConfigError, match="data set"):
         query(tables, 0, dataset="svhn", metric="accuracy", epochs=12, split="valid")
+    for arch in (True, 3.0):  # a bool or a float is no official index
+        with pytest.raises(CellError, match="arch must be a cell, an arch string or an official"):
+            query(tables, arch, dataset="cifar10", metric="accuracy", epochs=12, split="valid")
+    column = tables.column(dataset="cifar10", metric="accuracy", epochs=12, split="valid")
+    with pytest.raises(ValueError, match="read-only"):  # shared by every evaluator of a bench
+        column[0] = 100.0
 
 
 def test_search_evaluator_sees_validation_only(tables) -> None:
@@ -272,10 +278,13 @@ def test_missing_folder_and_file(tmp_path: Path, table_copy: Path) -> None:
         (lambda rows: rows[:-1], "15624 data rows; expected 15625"),
         (lambda rows: rows[:1], "0 data rows"),
         (lambda rows: [rows[0], [*rows[1][:3], "n/a", *rows[1][4:]], *rows[2:]],
-         "line 2, column cifar10-val"),
-        (lambda rows: [rows[0], [*rows[1][:3], "123.0", *rows[1][4:]], *rows[2:]],
-         "outside 0..100"),
-        (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]], "rows must be in index order"),
+         "line 2, column cifar10-val: expected an accuracy in percent, got 'n/a'"),
+        (lambda rows: [rows[0], rows[1], rows[2][:3], *rows[3:]],  # a row cut short
+         "line 3, column cifar10-val: expected an accuracy in percent, got nothing"),
+        (lambda rows: [*rows[:3], [*rows[3][:3], "123.0", *rows[3][4:]], *rows[4:]],
+         r"line 4, column cifar10-val: accuracy 123.0 is outside 0\.\.100"),
+        (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]],
+         r"line 2: official index 1, expected 0 \(rows must be in index order\)"),
         (lambda rows: [rows[0], [rows[1][0], "|none~0|", *rows[1][2:]], *rows[2:]],
          "disagree at official index 0"),
         (lambda rows: [rows[0], ["zero", *rows[1][1:]], *rows[2:]],
