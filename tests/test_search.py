@@ -568,6 +568,12 @@ def test_a_candidate_record_and_the_end_of_a_search_without_a_score() -> None:
     rec = record(Proposal(cell, 2), 1, 7, Evaluation({"accuracy": 0.5}, seconds=1.234567), 0.5)
     assert (rec["step"], rec["index"], rec["seed"], rec["edges"]) == (2, 1, 7, 3)
     assert rec["seconds"] == 1.2346  # to the 0.1 ms
+    # the removed edge is a field of its own; other notes of the strategy go under "meta"
+    removal = record(Proposal(cell, 2, {"removed_edge": (0, 2)}), 1, 7, Evaluation({}), 0.5)
+    assert removal["removed_edge"] == (0, 2) and "meta" not in removal
+    noted = record(Proposal(cell, 2, {"removed_edge": None, "origin": "mutation"}), 1, 7,
+                   Evaluation({}), 0.5)  # fmt: skip
+    assert noted["meta"] == {"origin": "mutation"}
     # the error of a search without a finite score blames constraints only when they rejected all
     failed = [{"status": "failed", "detail": {"error": "x"}}]
     rejected = [{"status": "rejected", "detail": {"reason": "macs 9 > 5"}}]
