@@ -69,6 +69,9 @@ def test_loader_reads_the_layout_and_maps_indices_to_cells(bench_file: Path) -> 
     }
     assert hw.query(42, dataset="cifar10", metric="edgegpu_latency") == pytest.approx(1.042)
     assert hw.query(3, dataset="CIFAR100", metric="pixel3_latency") == 7.5
+    assert hw.query(0, dataset="cifar100", metric="pixel3_latency") == 5.0  # the first index
+    with pytest.raises(BenchmarkError, match=r"^arch index must be in 0\.\.15624, got 15625$"):
+        hw.query(NUM_CELLS, dataset="cifar100", metric="pixel3_latency")
     with pytest.raises(BenchmarkError, match="no pixel3_latency of"):
         hw.query(1, dataset="cifar100", metric="pixel3_latency")
     with pytest.raises(BenchmarkError, match="no edgetpu_latency"):
@@ -142,7 +145,10 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
         ([1, 2], "expected a dict"),
         ({"nasbench201": {"cifar10": {"edgegpu_latency": ["fast"]}}}, "finite number"),
         ({"nasbench201": {"cifar10": {"edgegpu_latency": [1.0, -2.0]}}}, r"\[1\]: .* >= 0, got -2"),
-        ({"nasbench201": {"cifar10": {"edgegpu_latency": {99999: 1.0}}}}, "arch index"),
+        (
+            {"nasbench201": {"cifar10": {"edgegpu_latency": {99999: 1.0}}}},
+            r"\['edgegpu_latency'\]: arch index 99999 is not in 0\.\.15624",
+        ),
         ({"nasbench201": {"mnist": {"edgegpu_latency": [1.0]}}}, "mnist"),
         ({"nasbench201": {"cifar10": {"config": []}}}, "no HW-NAS-Bench metric"),
         ({"nasbench201": {"cifar10": [1.0]}}, r"\['cifar10'\]: expected a dict of metrics"),
@@ -157,6 +163,8 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     path.write_bytes(b"not a pickle")
     with pytest.raises(BenchmarkError, match="cannot read"):
         load_hwnasbench(path, allow_pickle=True)
+    with pytest.raises(BenchmarkError, match=f"cannot read HW-NAS-Bench file {tmp_path} \\("):
+        load_hwnasbench(tmp_path, allow_pickle=True)  # a folder
     with pytest.raises(BenchmarkError, match=f"HW-NAS-Bench file {tmp_path}/none.pickle not fo"):
         load_hwnasbench(tmp_path / "none.pickle", allow_pickle=True)
     archs = [{"arch_str": NB201Cell.from_code(c).arch_string()} for c in range(NUM_CELLS)]
@@ -165,10 +173,16 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": data}}))
     with pytest.raises(BenchmarkError, match="bogus"):
         load_hwnasbench(path, allow_pickle=True).cost(dataset="cifar10", metric="edgegpu_latency")
-    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edgegpu_latency": [1.0]}}}))
-    hw = load_hwnasbench(path, allow_pickle=True)
-    with pytest.raises(BenchmarkError, match="tables' index"):
-        hw.cost(dataset="cifar10", metric="edgegpu_latency")
+    for config in (None, [{}] * NUM_CELLS):  # no config; one without arch strings
+        data = {"edgegpu_latency": [1.0], "config": config}
+        path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": data}}))
+        hw = load_hwnasbench(path, allow_pickle=True)
+        assert hw.arch_index() is None
+        with pytest.raises(BenchmarkError, match="tables' index"):
+            hw.cost(dataset="cifar10", metric="edgegpu_latency")
+    column = hw.column(dataset="cifar10", metric="edgegpu_latency")
+    with pytest.raises(ValueError, match="read-only"):
+        column[0] = 0.0
 
 
 def test_hw_metric_as_the_cost_term_of_a_search(bench_file: Path) -> None:
