@@ -133,6 +133,15 @@ def test_archive_matches_flat_tables(shared_data, tables) -> None:
     assert query(archive, 11, **kw) == pytest.approx((87.94 + 87.748 + 88.132) / 3, abs=1e-3)
     with pytest.raises(BenchmarkError, match="for cell 12 "):
         query(archive, 12, **kw)
+    # and the losses: the seeds' mean of the record's x-test@199 (CIFAR-100 has its own test)
+    kw = {"dataset": "cifar100", "metric": "loss", "epochs": 200, "split": "test"}
+    seeds = (1.4022211936950684, 1.4640736488342285, 1.4437529708862304)  # 999, 777, 888
+    assert query(archive, 11, **kw) == pytest.approx(sum(seeds) / 3, rel=1e-12)
+    kw = {"dataset": "cifar100", "metric": "loss", "epochs": 12, "split": "valid"}
+    assert query(archive, 11, **kw) == pytest.approx(2.5791997245788574, rel=1e-12)  # seed 111
+    missing = shared_data / "nats-bench" / TSS / "000012.pickle.pbz2"
+    with pytest.raises(BenchmarkError, match=f"^NATS-Bench archive file {missing} not found$"):
+        read_pbz2(missing, allow_pickle=True)
 
 
 def _write_pbz2(path: Path, payload: bytes) -> Path:
