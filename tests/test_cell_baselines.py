@@ -281,10 +281,13 @@ def test_the_smallest_cells_and_sub_cells() -> None:
 
 
 def test_a_baseline_says_its_step_and_why_it_ended() -> None:
-    search = RandomCellSearch(PARENT, budget=2, batch_size=2, rng=random.Random(0))
-    assert search.min_edges == 1 and search.describe() == "step 1 (0/2 candidates)"
+    search = RandomCellSearch(PARENT, budget=4, batch_size=2, rng=random.Random(0))
+    assert search.min_edges == 1 and search.describe() == "step 1 (0/4 candidates)"
+    assert search.end_reason is None  # not begun
     search.tell([Observation(p, toy_score(p.genotype)) for p in search.ask()])
-    assert search.end_reason == "the budget of 2 candidates is spent" and search.ask() == []
+    assert search.end_reason is None  # between steps, with budget left
+    search.tell([Observation(p, toy_score(p.genotype)) for p in search.ask()])
+    assert search.end_reason == "the budget of 4 candidates is spent" and search.ask() == []
     tiny = start_cell("cnn", 2, random.Random(0))  # one edge: one sub-cell in all
     search = RandomCellSearch(tiny, budget=5, batch_size=1, rng=random.Random(0))
     assert len(drive(search)) == 1
