@@ -566,6 +566,51 @@ def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "one")
 
 
+def test_imagefolder_names_an_image_whose_pixels_cannot_be_read(tmp_path, monkeypatch) -> None:
+    import autoshrink.data.imagefolder as imagefolder
+
+    tree = tmp_path / "tree"
+    write_tree(tree)
+    bad = tree / "a_dog" / "9.png"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(bad)
+    bad.write_bytes(bad.read_bytes()[:-300])  # its header whole, its pixel data cut short
+    with Image.open(bad) as img:
+        assert img.size == (64, 64)  # opens: the loss shows when the pixels are decoded
+    with pytest.raises(DataError, match=f"^{re.escape(str(bad))}: unreadable image \\("):
+        load_image_folder(tree)
+    bad.unlink()
+
+    def refuse(img: Image.Image, path: Path) -> Image.Image:
+        raise DataError(f"{path}: refused as it is")
+
+    monkeypatch.setattr(imagefolder, "eight_bit", refuse)  # its own error, not "unreadable"
+    with pytest.raises(DataError, match="0.png: refused as it is$"):
+        load_image_folder(tree)
+
+
+def test_imagefolder_settings_and_the_per_class_test_split(tmp_path, caplog) -> None:
+    from autoshrink.data.imagefolder import carve_test_split
+
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    train, test = carve_test_split(labels, 0.9, seed=0)  # each class keeps one to train on
+    assert np.bincount(labels[test]).tolist() == [1, 2, 4]
+    assert np.bincount(labels[train]).tolist() == [1, 1, 1]
+    assert sorted([*train, *test]) == list(range(10))
+    write_tree(tmp_path / "tree")
+    for bad, says in (
+        ({"image_size": 0}, "image_size must be a positive number of pixels, got 0"),
+        ({"test_fraction": 1.0}, "test_fraction must lie strictly between 0 and 1, got 1.0"),
+        ({"test_fraction": 0.0}, "test_fraction must lie strictly between 0 and 1, got 0.0"),
+    ):
+        with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+            load_image_folder(tmp_path / "tree", **bad)
+    with caplog.at_level("INFO", logger="autoshrink.data.imagefolder"):
+        data = load_image_folder(tmp_path / "tree", image_size=1)  # one pixel: the smallest
+    assert data.train_x.shape == (12, 3, 1, 1)
+    assert "imagefolder: 3 classes, 12 train, 3 test images of 3x1x1 from" in caplog.text
+
+
 # ---------------------------------------------------------------- dispatcher and proxy split
 
 
