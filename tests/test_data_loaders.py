@@ -564,6 +564,14 @@ def test_imagefolder_bad_inputs(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(one / "0.png")
     with pytest.raises(DataError, match=r"1 class folder \(cats\); a data set to classify needs"):
         load_image_folder(tmp_path / "one")
+    # 20% of 2 images per class rounds to none: the final training divided by 0 test images
+    write_tree(tmp_path / "two", per_class=2)
+    with pytest.raises(
+        DataError, match="two: no image left to test on: 20% of each class's images"
+    ):
+        load_image_folder(tmp_path / "two")
+    (tmp_path / "two" / "a_dog" / "2.png").write_bytes((tmp_path / "two/a_dog/0.png").read_bytes())
+    assert load_image_folder(tmp_path / "two").test_y.tolist() == [0]  # 3 images: one to test
 
 
 def test_imagefolder_names_an_image_whose_pixels_cannot_be_read(tmp_path, monkeypatch) -> None:

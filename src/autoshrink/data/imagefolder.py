@@ -151,7 +151,8 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
     Raises :class:`DataError` for a root without class folders, fewer than two classes, an
     empty class folder, test classes that have no training folder, a ``train/`` folder
     without its ``test/`` or ``val/`` (its class folders would be read as one class, "train"),
-    or a ``test/`` or ``val/`` of class folders without ``train/`` (likewise, one class).
+    or a ``test/`` or ``val/`` of class folders without ``train/`` (likewise, one class), and a
+    split of classes too small to leave a test image.
     """
     test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is None:
@@ -170,6 +171,13 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
         raise DataError(
             f"{root}: {len(split.classes)} class folder ({', '.join(split.classes)}); a data set "
             "to classify needs at least 2"
+        )
+    if not split.test_paths:  # training would end dividing by zero test images
+        largest = int(np.bincount(split.train_y).max())
+        raise DataError(
+            f"{root}: no image left to test on: {test_fraction:.0%} of each class's images rounds "
+            f"to none (the largest class has {largest}); give the classes more images, or put "
+            "the test images in val/ or test/ beside a train/ folder"
         )
     return split
 
