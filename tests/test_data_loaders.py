@@ -241,6 +241,30 @@ def test_cifar_binary_preferred(tmp_path: Path) -> None:
     check_cifar(load_cifar10(tmp_path), bin_batches, test)
 
 
+def test_cifar_files_missing_or_malformed_are_named_with_what_is_wrong(tmp_path: Path) -> None:
+    def refused(folder: Path, says: str) -> None:
+        with pytest.raises(DataError, match=f"^{re.escape(says)}"):
+            load_cifar10(folder)
+
+    binf = tmp_path / "b" / "cifar-10-batches-bin"
+    write_cifar_bin(binf, [cifar_batch(1, 2)], cifar_batch(2, 2))
+    batch = binf / "data_batch_1.bin"
+    batch.write_bytes(bytes([10]) + bytes(3072))  # label 10 of 10 classes
+    refused(binf, f"{batch}: labels span 10..10, expected 0..9")
+    write_cifar_bin(tmp_path / "b2", [cifar_batch(1, 2)], cifar_batch(2, 2))
+    (tmp_path / "b2" / "batches.meta.txt").unlink()
+    refused(tmp_path / "b2", f"{tmp_path / 'b2' / 'batches.meta.txt'}: cannot read the class names")
+    pyf = tmp_path / "p" / "cifar-10-batches-py"
+    write_cifar_py(pyf, [cifar_batch(1, 2)], cifar_batch(2, 2), py2=False)
+    test_batch = pyf / "test_batch"
+    test_batch.write_bytes(pickle.dumps({b"data": cifar_batch(2, 2)[0]}, protocol=4))  # no labels
+    refused(pyf, f"{test_batch}: expected a dict with b'data' and b'labels'")
+    with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path))}/none: file not found$"):
+        restricted_load(tmp_path / "none")
+    with pytest.raises(DataError, match=f"^{re.escape(str(pyf))}: cannot read \\(Is a directory"):
+        restricted_load(pyf)
+
+
 class Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
