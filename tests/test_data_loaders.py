@@ -465,6 +465,52 @@ def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:
         download_cifar10(root, url=f"{base}/evil.tar", md5=evil_md5)
 
 
+def test_a_download_that_cannot_start_or_connect_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("no_proxy", "*")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(DataError, match=f"^{a_file}: cannot write the download there \\("):
+        dl.fetch("http://127.0.0.1:9/x.tar.gz", a_file, md5="0" * 32)
+    with pytest.raises(DataError, match=f"^{a_file / 'sub'}: cannot create the download folder"):
+        download_cifar10(a_file / "sub", url="http://127.0.0.1:9/x.tar.gz")
+    refused = "http://127.0.0.1:9/x.tar.gz"  # the discard port: nothing listens there
+    says = r": download failed \(\[Errno \d+\] Connection refused\)$"  # the reason alone
+    with pytest.raises(DataError, match=f"^{refused}{says}"):
+        dl.fetch(refused, tmp_path, md5="0" * 32)
+    with pytest.raises(DataError, match="^nonsense: download failed \\(unknown url type"):
+        dl.fetch("nonsense", tmp_path, md5="0" * 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no partial file left
+
+
+def test_safe_extract_unpacks_one_top_folder_and_names_anything_else(tmp_path: Path) -> None:
+    top = "cifar-10-batches-py"
+
+    def archive_of(*names: str) -> Path:
+        path = tmp_path / "a.tar"
+        with tarfile.open(path, "w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"ok"))
+        return path
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert safe_extract(archive_of(f"{top}/data_batch_1"), dest, top=top) == dest / top
+    assert (dest / top / "data_batch_1").read_bytes() == b"ok"
+    (tmp_path / "dest2").mkdir()
+    for names, says in (
+        ((f"{top}/x", "other/y"), "unexpected member 'other/y', expected cifar-10-batches-py/"),
+        ((), "no cifar-10-batches-py/ folder in the archive"),
+    ):
+        with pytest.raises(DataError, match=f"^{tmp_path / 'a.tar'}: {re.escape(says)}"):
+            safe_extract(archive_of(*names), tmp_path / "dest2", top=top)
+    (tmp_path / "a.tar").write_bytes(b"not a tar archive" * 100)
+    with pytest.raises(DataError, match="from.url: not a readable tar archive"):
+        safe_extract(tmp_path / "a.tar", tmp_path / "dest2", top=top, source="from.url")
+    assert list((tmp_path / "dest2").iterdir()) == []  # nothing half-unpacked, no staging left
+
+
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])
 def test_safe_extract_refuses_escapes(tmp_path: Path, name: str) -> None:
     archive = tmp_path / "bad.tar"
