@@ -280,6 +280,23 @@ def test_the_smallest_cells_and_sub_cells() -> None:
     assert 1 in children and 0 not in children
 
 
+def test_evolution_draws_its_population_at_random_then_mutates_across_a_batch() -> None:
+    search = CellEvolution(PARENT, budget=6, batch_size=3, population_size=4,
+                           rng=random.Random(0))  # fmt: skip
+    origins = []
+    while proposals := search.ask():
+        origins += [p.meta["origin"] for p in proposals]
+        search.tell([Observation(p, toy_score(p.genotype)) for p in proposals])
+    assert origins == ["random"] * 4 + ["mutation"] * 2  # the 4th of the population in batch 2
+
+
+def test_evolution_of_a_cell_with_nothing_to_flip_ends_with_no_unseen_cell() -> None:
+    tiny = start_cell("cnn", 2, random.Random(0))  # one edge: one sub-cell in all
+    search = CellEvolution(tiny, budget=5, batch_size=1, population_size=1, rng=random.Random(0))
+    assert len(drive(search)) == 1  # the parent cannot be mutated: it is offered, seen, and
+    assert search.end_reason == "no unseen cell found after 1 candidates"  # no cell is left
+
+
 def test_a_baseline_says_its_step_and_why_it_ended() -> None:
     search = RandomCellSearch(PARENT, budget=4, batch_size=2, rng=random.Random(0))
     assert search.min_edges == 1 and search.describe() == "step 1 (0/4 candidates)"
