@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -69,3 +70,33 @@ def test_device_argument_is_a_usage_error(monkeypatch):
 def test_config_rejects_a_malformed_device():
     with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
         SearchConfig(device="cuda:x")
+
+
+def test_thread_counts_are_whole_numbers_in_range():
+    from autoshrink.devices import MAX_THREADS, check_threads
+
+    for fine in (1, MAX_THREADS):
+        check_threads(fine)
+    for bad in (0, MAX_THREADS + 1, 2.5, True, "2", None):
+        says = f"^--threads must be an integer in 1..1024, got {re.escape(repr(bad))}$"
+        with pytest.raises(ConfigError, match=says):
+            check_threads(bad, "--threads")
+
+
+def test_own_generators_fork_the_generator_of_the_gpu_named(monkeypatch):
+    import contextlib
+
+    from autoshrink.devices import own_generators
+
+    forked = []
+
+    @contextlib.contextmanager
+    def fork_rng(devices):
+        forked.append(devices)
+        yield
+
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    for device in ("cpu", "cuda", "cuda:0", "cuda:2", torch.device("cuda", 1)):
+        with own_generators(device):
+            pass
+    assert forked == [[], [0], [0], [2], [1]]  # the CPU's is always forked
