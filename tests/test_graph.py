@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from autoshrink.errors import CellError
@@ -200,6 +201,15 @@ def test_pictures(tmp_path):
         assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [written.name]  # no side files
     assert render(cell, tmp_path / "cell.dot", title="c").read_text() == to_dot(cell, "c")
+    nested = render(cell, tmp_path / "a" / "b" / "cell.dot")  # its folders are made
+    assert nested.read_text() == to_dot(cell)
+    lines = to_text(Cell("cnn", ("input", "sep3x3", "conv1x1"), ((0, 1), (0, 2), (1, 2))))
+    assert lines.splitlines()[1:] == [
+        "  node  0 input      <- cell input",
+        "  node  1 sep3x3     <- 0",
+        "  node  2 conv1x1    <- 0, 1",
+        "  output = 2 + cell input",
+    ]
 
 
 def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):
@@ -219,6 +229,17 @@ def test_a_large_cell_is_drawn_as_its_adjacency_matrix(tmp_path, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = render(cell, tmp_path / "big.svg").read_text()
     assert "to node" in svg and "351 edges" in svg
+    from autoshrink.report.picture import matrix_figure
+
+    image = matrix_figure(cell).axes[0].images[0]  # edge i -> j: 1 + the index of j's op
+    expected = np.zeros((27, 27))
+    for i, j in cell.edges:
+        expected[i, j] = 1 + ["conv1x1", "sep3x3"].index(cell.ops[j])
+    np.testing.assert_array_equal(image.get_array(), expected)
+    assert (image.norm.vmin, image.norm.vmax) == (0, 2)  # white, then one colour per op
+    assert tuple(matrix_figure(cell).get_size_inches()) == pytest.approx(
+        (3 + 27 / 20 + 2, 3 + 27 / 20)
+    )
 
 
 def test_a_title_with_quotes_backslashes_and_dollars_is_drawn_as_written(tmp_path):
