@@ -40,6 +40,12 @@ def test_ranked_nb201_step_takes_the_k_best_decisions() -> None:
     assert [p.meta["edge"] for p in picks] == gaining[:3]
 
 
+def test_the_fixed_batch_has_a_label_of_every_class() -> None:
+    zc = NB201ZeroCost("synflow", "cifar10", batch=64)
+    assert zc.batch_x.shape == (64, 3, 32, 32)
+    assert sorted(set(zc.batch_y.tolist())) == list(range(10))  # class 0 too
+
+
 def test_scores_are_computed_once_and_cached(tmp_path) -> None:
     params, _ = topology_cost_table("cifar10")
     cells = [NB201Cell.from_code(c) for c in (0, 1234, 15624)]
