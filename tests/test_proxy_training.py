@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
@@ -64,3 +65,40 @@ def test_proxy_split_is_seeded_per_class_and_disjoint():
     assert (a.train_x == b.train_x).all() and (a.val_y == b.val_y).all()
     assert all((a.train_y == c).sum() == 30 for c in range(10))
     assert len(a.val_y) == 100
+
+
+def test_evaluation_counts_every_image_whatever_the_batch_size():
+    from autoshrink.training.classification import evaluate_classes
+
+    # the inputs are the logits: images 0 and 3 are classified right, 1 and 2 wrong
+    x = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [0.0, 5.0]])
+    y = torch.tensor([0, 1, 0, 1])
+    expected = torch.nn.functional.cross_entropy(x, y).item()
+    for batch_size in (1, 3, 4, 10):
+        loss, accuracy, classes = evaluate_classes(torch.nn.Identity(), x, y, batch_size)
+        assert loss == pytest.approx(expected) and accuracy == 0.5 and classes == [0.5, 0.5]
+
+
+class Constant(torch.nn.Module):
+    """Logits that never change with training: class 1 for every image, NaN when evaluated
+    if ``nan_in_eval``."""
+
+    def __init__(self, nan_in_eval: bool = False) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.nan_in_eval = nan_in_eval
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.tensor([0.0, 9.0]).expand(len(x), 2) + 0 * self.bias
+        return logits * math.nan if self.nan_in_eval and not self.training else logits
+
+
+def test_patience_counts_from_the_first_epoch_and_a_validation_nan_diverges():
+    from autoshrink.training.classification import train_proxy
+
+    x, y = torch.zeros(8, 1), torch.zeros(8, dtype=torch.long)  # all of class 0: accuracy 0
+    settings = ProxyTraining(epochs=10, batch_size=4, patience=2, min_accuracy=0.0)
+    out = train_proxy(Constant(), (x, y), (x, y), settings, torch.Generator().manual_seed(0))
+    assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 2, 0.0)
+    out = train_proxy(Constant(True), (x, y), (x, y), settings, torch.Generator().manual_seed(0))
+    assert (out.stop_reason, out.epochs, out.diverged) == ("diverged", 1, True)  # train loss fine
