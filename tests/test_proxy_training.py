@@ -99,6 +99,45 @@ def test_patience_counts_from_the_first_epoch_and_a_validation_nan_diverges():
     x, y = torch.zeros(8, 1), torch.zeros(8, dtype=torch.long)  # all of class 0: accuracy 0
     settings = ProxyTraining(epochs=10, batch_size=4, patience=2, min_accuracy=0.0)
     out = train_proxy(Constant(), (x, y), (x, y), settings, torch.Generator().manual_seed(0))
-    assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 2, 0.0)
+    assert (out.stop_reason, out.epochs, out.best_accuracy, out.diverged) == (
+        "patience",
+        2,
+        0.0,
+        False,
+    )
     out = train_proxy(Constant(True), (x, y), (x, y), settings, torch.Generator().manual_seed(0))
     assert (out.stop_reason, out.epochs, out.diverged) == ("diverged", 1, True)  # train loss fine
+
+
+class Scripted(torch.nn.Module):
+    """Trains on nothing and records the size of each training batch; its validation accuracy
+    on the images ``x = 0 .. n - 1`` follows ``accuracies`` epoch by epoch (those below
+    ``accuracy * n`` are classified right)."""
+
+    def __init__(self, accuracies: list[float], n: int, batches_per_epoch: int) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.accuracies, self.n, self.per_epoch = accuracies, n, batches_per_epoch
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.batches.append(len(x))
+            return torch.zeros(len(x), 2) + self.bias
+        epoch = (len(self.batches) - 1) // self.per_epoch
+        right = x[:, 0] < self.accuracies[epoch] * self.n
+        return torch.stack([right.float(), (~right).float()], 1) * 9
+
+
+def test_each_epoch_trains_on_every_image_and_an_improvement_restarts_the_patience():
+    from autoshrink.training.classification import train_proxy
+
+    x, y = torch.arange(10.0)[:, None], torch.zeros(10, dtype=torch.long)
+    model = Scripted([0.0, 0.5, 0.5, 0.5, 0.5], n=10, batches_per_epoch=3)
+    settings = ProxyTraining(
+        epochs=5, batch_size=4, patience=2, min_accuracy=0.0, overfit_ratio=1e9
+    )
+    out = train_proxy(model, (x, y), (x, y), settings, torch.Generator().manual_seed(0))
+    assert model.batches[:3] == [4, 4, 2]  # all 10 images in the first epoch
+    # epoch 2 improves: patience starts again there, and runs out 2 epochs later
+    assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 4, 0.5)
