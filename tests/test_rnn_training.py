@@ -80,7 +80,7 @@ def test_patience_stops_after_four_epochs_without_improvement(small) -> None:
     # a clip of 1e-30 leaves the float32 weights unchanged: the perplexity never improves
     settings = RNNProxyTraining(nhid=8, epochs=10, batch_size=16, bptt=10, clip=1e-30)
     out = train_proxy_lm(model, small.train, small.valid, settings)
-    assert out.stop_reason == "patience" and out.epochs == 1 + 4
+    assert out.stop_reason == "patience" and out.epochs == 1 + 4 and not out.diverged
     assert len({h["val_perplexity"] for h in out.history}) == 1
 
 
@@ -125,7 +125,8 @@ def test_hidden_state_is_detached_between_bptt_windows(small) -> None:
     assert spy.last_hidden.grad_fn is not None  # ... that did carry a history before
 
 
-def test_tar_adds_the_mean_squared_change_of_the_raw_outputs(small, capsys) -> None:
+@pytest.mark.parametrize("tar", [2.0, 0.5])
+def test_tar_adds_the_mean_squared_change_of_the_raw_outputs(small, capsys, tar) -> None:
     """One window, trained by ``train_epoch`` and by hand on cross-entropy plus
     ``tar · mean((raw[t+1] - raw[t])²)``: the same weights."""
     torch.manual_seed(0)
@@ -133,14 +134,14 @@ def test_tar_adds_the_mean_squared_change_of_the_raw_outputs(small, capsys) -> N
     by_hand = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8).double()
     by_hand.load_state_dict(model.state_dict())
     data = torch.from_numpy(batchify(small.train, 4))[:9]  # [9, 4]: one window of 8 steps
-    train_epoch(model, torch.optim.SGD(model.parameters(), lr=1.0), data, bptt=8, clip=1e9, tar=2.0)
+    train_epoch(model, torch.optim.SGD(model.parameters(), lr=1.0), data, bptt=8, clip=1e9, tar=tar)
     assert capsys.readouterr().err == ""  # no progress label: no bar
     out = by_hand(data[:8], by_hand.init_hidden(4))
     loss = (
         torch.nn.functional.cross_entropy(
             out.logits.reshape(-1, small.ntokens), data[1:].reshape(-1)
         )
-        + 2.0 * (out.raw[1:] - out.raw[:-1]).pow(2).mean()
+        + tar * (out.raw[1:] - out.raw[:-1]).pow(2).mean()
     )
     loss.backward()
     with torch.no_grad():
