@@ -141,3 +141,28 @@ def test_each_epoch_trains_on_every_image_and_an_improvement_restarts_the_patien
     assert model.batches[:3] == [4, 4, 2]  # all 10 images in the first epoch
     # epoch 2 improves: patience starts again there, and runs out 2 epochs later
     assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 4, 0.5)
+
+
+def test_a_training_that_raises_is_a_failed_candidate_and_class_accuracies_are_rounded(
+    split, monkeypatch
+):
+    import autoshrink.evaluators.cnn_proxy as cnn_proxy
+    from autoshrink.training.classification import TrainOutcome
+
+    ev = evaluator(split, epochs=1, batch_size=32)
+    cell = published_cell("shrinkcnn")
+
+    def raises(*args, **kwargs):
+        raise RuntimeError("the kernel refused")
+
+    monkeypatch.setattr(cnn_proxy, "train_proxy", raises)
+    failed = ev.evaluate(cell, seed=0)
+    assert failed.status == "failed" and "the kernel refused" in failed.detail["error"]
+    assert failed.metrics["macs"] == ev.profile(cell)["macs"]  # its costs are still known
+
+    def finished(*args, **kwargs):
+        return TrainOutcome(0.5, 1, False, "epochs", class_accuracy=[1 / 3, math.nan] + [0.5] * 8)
+
+    monkeypatch.setattr(cnn_proxy, "train_proxy", finished)
+    done = ev.evaluate(cell, seed=0)
+    assert done.detail["class_accuracy"] == [0.3333, None] + [0.5] * 8
