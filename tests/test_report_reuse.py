@@ -122,6 +122,10 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     with pytest.raises(AutoshrinkError, match="bench: a bench output folder; a comparison takes"):
         write_comparison([full, bench], tmp_path / "cmp2")
     assert not (tmp_path / "cmp2").exists()  # refused before its folder was made
+    empty = tmp_path / "empty"  # neither a run nor a bench: said to be no run folder
+    empty.mkdir()
+    with pytest.raises(AutoshrinkError, match=r"empty: not a run folder \(no config.json\)"):
+        write_comparison([full, empty], tmp_path / "cmp2")
     assert all(type(r["best_cost"]) is int for r in table["runs"])  # MACs: a count
     assert (
         f"<td>{table['runs'][0]['best_cost']:,}</td>"
