@@ -39,6 +39,29 @@ def test_released_shrinkcnn_matches_the_published_3_6m_params_and_384m_macs():
     counts = count(published_cell("shrinkcnn"), shrinkcnn_imagenet())
     assert counts.params == pytest.approx(3.60e6, rel=0.01)
     assert counts.macs == pytest.approx(384e6, rel=0.01)
+    # the exact figures docs/search.md gives: a head of 1,281 channels stays within 1%
+    assert (counts.params, counts.macs) == (3_600_981, 383_677_672)
+    spec = shrinkcnn_imagenet()
+    assert (spec.head_channels, spec.stem_stride, spec.image_size, spec.num_classes) == (
+        1280, 2, 224, 1001,
+    )  # fmt: skip
+    assert [s.downsample for s in spec.stages] == [False, True, True, True, True]
+
+
+@pytest.mark.parametrize("width", [1.0, 0.5, 0.25])
+def test_the_proxy_network_is_the_one_of_method_section_4(width) -> None:
+    # stem 3x3 conv of 32 channels (stride 1); three stages of one cell each with F = 16, 32,
+    # 64; stages 2 and 3 down-sample; global pool and a linear layer (no head conv)
+    spec = cifar_proxy(width=width)
+    assert (spec.stem_channels, spec.stem_stride, spec.head_channels) == (int(32 * width), 1, None)
+    assert [(s.cells, s.channels, s.downsample) for s in spec.stages] == [
+        (1, int(16 * width), False),
+        (1, int(32 * width), True),
+        (1, int(64 * width), True),
+    ]
+    assert (spec.in_channels, spec.image_size, spec.num_classes) == (3, 32, 10)
+    tiny = cifar_proxy(width=0.01)  # every layer keeps at least one channel
+    assert tiny.stem_channels == 1 and [s.channels for s in tiny.stages] == [1, 1, 1]
 
 
 def test_shrinkcnn_stage_widths_follow_make_divisible():
@@ -46,6 +69,7 @@ def test_shrinkcnn_stage_widths_follow_make_divisible():
     assert [s.channels for s in spec.stages] == [12, 24, 44, 88, 180]
     assert [s.cells for s in spec.stages] == [1, 3, 4, 6, 4]
     assert spec.stem_channels == 44 and make_divisible(22.4) == 24
+    assert make_divisible(1.0) == make_divisible(0.4) == 4  # never below one divisor
 
 
 def test_cli_count_json_gives_the_published_numbers(cli):
@@ -103,12 +127,26 @@ def test_odd_image_sizes_keep_shapes_consistent():
     assert count(cell, spec).macs == torch_macs(net, (1, 1, 7, 7))
 
 
+def test_macros_by_name_and_a_stem_stride_of_1_or_2() -> None:
+    from dataclasses import replace
+
+    from autoshrink.spaces.macros import get_macro
+
+    assert get_macro("cifar-proxy", width=0.5) == cifar_proxy(width=0.5)
+    with pytest.raises(ConfigError, match=r"^unknown macro 'vgg'; expected one of \['cifar-"):
+        get_macro("vgg")
+    with pytest.raises(ConfigError, match="^macro cifar-proxy: .*unexpected keyword argument"):
+        get_macro("cifar-proxy", depth=3)
+    with pytest.raises(ConfigError, match="^macro cifar-proxy: stem_stride must be 1 or 2$"):
+        replace(cifar_proxy(), stem_stride=3)
+
+
 def test_every_cnn_op_in_the_vocabulary_is_registered():
     assert set(registered_ops()) == set(OPS["cnn"])
 
 
 @pytest.mark.parametrize("factory", [cifar_proxy, shrinkcnn_imagenet])
-@pytest.mark.parametrize("width", [-1, 0, float("nan"), 65])
+@pytest.mark.parametrize("width", [-1, 0, float("nan"), 65, True])
 def test_a_macro_factory_refuses_a_width_it_cannot_build(factory, width) -> None:
     # -1 built a network of one channel everywhere, without a word
     with pytest.raises(ConfigError, match=r"^macro \S+: width must be a number in \(0, 64\]"):
