@@ -270,8 +270,9 @@ def test_the_smallest_cells_and_sub_cells() -> None:
     from autoshrink.spaces.cells import CNN_SEARCH_OPS, balanced_ops
 
     assert balanced_ops(2, CNN_SEARCH_OPS, random.Random(0))[0] == "input"
-    with pytest.raises(ConfigError, match="^a cell needs at least 2 nodes, got 1$"):
-        balanced_ops(1, CNN_SEARCH_OPS, random.Random(0))
+    for kind in ("cnn", "rnn"):
+        with pytest.raises(ConfigError, match="^a cell needs at least 2 nodes, got 1$"):
+            start_cell(kind, 1, random.Random(0))
     assert start_cell("rnn", 2, random.Random(0)).num_edges == 1  # one edge, input -> node 1
     three = start_cell("cnn", 3, random.Random(0))
     with pytest.raises(ConfigError, match="cannot draw a sub-cell of >= 4 edges from 3"):
