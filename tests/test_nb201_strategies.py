@@ -11,8 +11,8 @@ import pytest
 
 from autoshrink.errors import ConfigError
 from autoshrink.objectives import Score
-from autoshrink.spaces.nb201 import NUM_CELLS, OPS, NB201Cell
-from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
+from autoshrink.spaces.nb201 import NUM_CELLS, NUM_EDGES, NB201Cell
+from autoshrink.strategies.autoshrink_nb201 import LIVE_OPS, AutoShrinkNB201
 from autoshrink.strategies.base import Observation
 from autoshrink.strategies.local_search import LocalSearch
 from autoshrink.strategies.random_search import RandomSearch
@@ -269,7 +269,7 @@ def test_a_strategy_that_has_asked_for_every_cell_asks_for_none(strategy) -> Non
 @pytest.mark.parametrize("mode", ["edges", "ops"])
 def test_autoshrink_restarts_from_complete_cells_then_asks_for_every_cell_once(mode: str) -> None:
     s = AutoShrinkNB201(rng=random.Random(0), k=4, mode=mode)
-    complete_cells = len([op for op in OPS if op != "none"]) ** 6
+    complete_cells = len(LIVE_OPS) ** NUM_EDGES
     complete_seen: set[int] = set()
     asked = []
     for batch in drive(s, lambda cell: {"accuracy": 50.0}, NUM_CELLS + 1000):

@@ -37,6 +37,12 @@ def _integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a Python int or float and not a bool (JSON's ``true`` is no
+    number, though Python takes it for 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]) -> None:
     """Raise a ConfigError naming the first field of ``settings`` that breaks its rule
     (``{requirement: field names}``, requirements from :data:`REQUIREMENTS`) and its value."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
+from autoshrink.ranges import is_number
 from autoshrink.user_files import read_json_file
 
 DIFFICULTY = "class_difficulty.json"
@@ -50,7 +51,7 @@ class ScreeningStage:
     keep: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.classes, bool) or not isinstance(self.classes, (int, float)):
+        if not is_number(self.classes):
             raise ConfigError(f"screening stage: classes must be a number, got {self.classes!r}")
         if isinstance(self.classes, int) and self.classes < 2:
             raise ConfigError(f"screening stage: classes must be >= 2, got {self.classes}")
@@ -60,8 +61,7 @@ class ScreeningStage:
             )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"screening stage: epochs must be >= 1, got {self.epochs!r}")
-        keep_is_number = isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool)
-        if not keep_is_number or not 0.0 < self.keep <= 1.0:
+        if not is_number(self.keep) or not 0.0 < self.keep <= 1.0:
             raise ConfigError(
                 f"screening stage: keep must be in (0, 1] (a schedule that keeps no candidate "
                 f"cannot choose one), got {self.keep!r}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
-from autoshrink.ranges import WHOLE, check_fields
+from autoshrink.ranges import WHOLE, check_fields, is_number
 
 #: The widest width multiplier a network may have: already 64x takes a ShrinkCNN or a
 #: MobileNetV2 to over a billion parameters, and a far larger one would overflow the channel
@@ -24,8 +24,7 @@ MAX_WIDTH = 64.0
 def check_width(width: object, what: str = "width") -> None:
     """Raise :class:`ConfigError` naming ``what`` unless ``width`` is a number in
     ``(0, MAX_WIDTH]``."""
-    ok = isinstance(width, int | float) and not isinstance(width, bool)
-    if not (ok and 0 < width <= MAX_WIDTH):  # type: ignore[operator]
+    if not (is_number(width) and 0 < width <= MAX_WIDTH):  # type: ignore[operator]
         raise ConfigError(f"{what} must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
 
 
