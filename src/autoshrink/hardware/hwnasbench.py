@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
+from autoshrink.ranges import is_number
 from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell, dataset_name
 
@@ -77,7 +78,7 @@ def _column(leaf: Any, where: str) -> np.ndarray:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < NUM_CELLS:
             raise BenchmarkError(f"{where}: arch index {i!r} is not in 0..{NUM_CELLS - 1}")
         # latencies, energies and arithmetic intensities: none is negative
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+        if not is_number(v) or not 0 <= v < math.inf:
             raise BenchmarkError(f"{where}[{i}]: expected a finite number >= 0, got {v!r}")
         out[i] = float(v)
     out.setflags(write=False)
