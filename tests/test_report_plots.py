@@ -1,0 +1,162 @@
+"""The run report's plots (:mod:`autoshrink.report.plots`) show the journal's numbers.
+
+Each plot is drawn into a real SVG; the figure itself is kept (``save_figure`` wrapped) and
+its lines, dots and bands are read back and checked against values computed here from the
+tiny run's candidates: per-step spreads and choices, a brute-force Pareto front, the running
+best score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+
+from autoshrink.report import plots
+from autoshrink.report.reading import Candidate, RunData, read_run
+from test_executors import reference_run
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """Every figure the plots save, in order (the SVG files are still written)."""
+    saved: list = []
+    real = plots.save_figure
+
+    def keep(fig, path, **options):
+        saved.append(fig)
+        real(fig, path, **options)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return saved
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunData:
+    """A finished four-step trajectory: the tiny run's first candidate as the template of
+    every candidate, with these scores and metrics; one candidate failed (a cost, no score)."""
+    real = read_run(reference_run(tmp_path_factory))
+    steps = [  # (edges, score, accuracy, macs) per candidate, in proposal order
+        [(6, 0.50, 0.80, 9e4)],
+        [(5, 0.55, 0.82, 8e4), (5, 0.60, 0.84, 7e4), (5, None, None, 7.5e4)],
+        [(4, 0.58, 0.80, 5e4), (4, 0.65, 0.83, 6e4)],
+        [(3, 0.62, 0.79, 3e4), (3, 0.61, 0.84, 4e4)],
+    ]
+    cands = []
+    for step, row in enumerate(steps):
+        for i, (edges, score, acc, macs) in enumerate(row):
+            metrics = {"macs": macs} | ({} if acc is None else {"accuracy": acc})
+            status, score = ("ok", score) if score is not None else ("failed", -math.inf)
+            fields = {"step": step, "index": i, "key": f"c{step}.{i}", "num_edges": edges}
+            fields |= {"status": status, "score": score, "metrics": metrics}
+            cands.append(replace(real.candidates[0], **fields))
+    return replace(real, candidates=cands, result={"best": None}, events=[], reused=[])
+
+
+def _dots(ax) -> np.ndarray:
+    """The points of every scatter on ``ax``, rows of (x, y)."""
+    return np.concatenate(
+        [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    )
+
+
+def _value(c: Candidate, metric: str | None) -> float | None:
+    v = c.score if metric is None else c.metrics.get(metric)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def test_the_steps_plot_shows_each_steps_choice_and_candidates(run, figures, tmp_path):
+    steps = run.kept_steps
+    path = plots.plot_steps(steps, "accuracy", "macs", tmp_path / "steps.svg", title="tiny")
+    assert path.read_text().lstrip().startswith("<?xml")
+    axes = figures[0].axes
+    assert [ax.get_ylabel() for ax in axes] == ["score", "accuracy", "macs (log)"]
+    x = [6, 5, 4, 3]
+    assert [s.chosen.key for s in steps] == ["c0.0", "c1.1", "c2.1", "c3.0"]
+    for ax, metric in zip(axes, [None, "accuracy", "macs"], strict=True):
+        (line,) = ax.get_lines()
+        assert list(line.get_xdata()) == x
+        assert np.allclose(line.get_ydata(), [_value(s.chosen, metric) for s in steps])
+        values = [[v for c in s.candidates if (v := _value(c, metric)) is not None] for s in steps]
+        want = sorted((e, v) for e, vs in zip(x, values, strict=True) for v in vs)
+        assert np.allclose(sorted(map(tuple, _dots(ax))), want)
+        band = ax.collections[-1].get_paths()[0].vertices  # fill_between: min to max per step
+        for e, vs in zip(x, values, strict=True):
+            ys = band[np.isclose(band[:, 0], e), 1]
+            assert np.isclose(ys.min(), min(vs)) and np.isclose(ys.max(), max(vs))
+    assert [ax.get_yscale() for ax in axes] == ["linear", "linear", "log"]
+    assert axes[-1].xaxis_inverted()  # the search goes from many edges to few
+    assert figures[0].get_suptitle() == "tiny"
+
+
+def test_the_steps_plot_without_a_cost_has_two_panels(run, figures, tmp_path):
+    plots.plot_steps(run.kept_steps, "accuracy", None, tmp_path / "steps.svg")
+    assert [ax.get_ylabel() for ax in figures[0].axes] == ["score", "accuracy"]
+
+
+def _undominated(points: list[tuple[float, float]], higher: bool) -> set[tuple[float, float]]:
+    """The (cost, quality) points no other point matches or beats on both, by brute force."""
+    sign = 1 if higher else -1
+
+    def beats(a, b):
+        return a != b and a[0] <= b[0] and sign * a[1] >= sign * b[1]
+
+    return {p for p in points if not any(beats(q, p) for q in points)}
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_the_pareto_plot_joins_the_undominated_candidates(run, figures, tmp_path, higher):
+    quality = "accuracy"
+    cands = list(run.candidates)
+    # a candidate without a cost is left out of the plot, and counted out of its title
+    cands.append(replace(cands[0], metrics={quality: 0.5}))
+    best = run.best
+    plots.plot_pareto(cands, quality, "macs", higher, best, tmp_path / "pareto.svg")
+    (ax,) = figures[0].axes
+    points = [(c.metrics["macs"], c.metrics[quality]) for c in run.candidates if c.ok]
+    (front,) = ax.get_lines()
+    drawn = set(zip(front.get_xdata(), front.get_ydata(), strict=True))
+    assert drawn == _undominated(points, higher)
+    assert list(front.get_xdata()) == sorted(front.get_xdata())
+    assert np.allclose(
+        ax.collections[-1].get_offsets(), [[best.metrics["macs"], best.metrics[quality]]]
+    )
+    assert ax.get_title() == f"{quality} vs macs: every candidate ({len(points)})"
+    assert ax.get_xscale() == "log"
+
+
+def test_the_progress_plot_steps_up_to_each_new_best_score(run, figures, tmp_path):
+    plots.plot_progress(run, tmp_path / "progress.svg", title="tiny")
+    (ax,) = figures[0].axes
+    scores = [0.50, 0.55, 0.60, np.nan, 0.58, 0.65, 0.62, 0.61]  # in evaluation order
+    (curve,) = ax.get_lines()
+    assert list(curve.get_xdata()) == list(range(1, 9))
+    assert np.allclose(curve.get_ydata(), [0.50, 0.55, 0.60, 0.60, 0.60, 0.65, 0.65, 0.65])
+    dots = ax.collections[0].get_offsets()
+    assert np.allclose(dots, np.c_[np.arange(1, 9), scores], equal_nan=True)
+    assert ax.get_title() == "tiny"
+
+
+def test_the_comparison_plot_draws_one_curve_per_run_named_letter_for_letter(
+    run, figures, tmp_path
+):
+    early = replace(run, candidates=run.candidates[:3])
+    plots.plot_comparison({"full": run, "cost $5": early}, tmp_path / "compare.svg")
+    (ax,) = figures[0].axes
+    full, short = ax.get_lines()
+    assert [full.get_label(), short.get_label()] == ["full", r"cost \$5"]
+    assert np.allclose(full.get_ydata(), run.best_so_far())
+    assert np.allclose(short.get_ydata(), early.best_so_far())
+    assert list(short.get_xdata()) == [1, 2, 3]
+
+
+def test_a_step_with_no_finite_value_leaves_a_gap(run, figures, tmp_path):
+    first, *rest = run.kept_steps
+    blank = replace(first, candidates=[replace(c, metrics={}) for c in first.candidates])
+    plots.plot_steps([blank, *rest], "accuracy", None, tmp_path / "steps.svg")
+    quality_line = figures[0].axes[1].get_lines()[0]
+    assert np.isnan(quality_line.get_ydata()[0])
+    assert not np.isnan(quality_line.get_ydata()[1:]).any()
