@@ -18,6 +18,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.oneshot import read_cell_weights, weights_cell
 from autoshrink.executors.pool import LocalPoolExecutor
+from autoshrink.graph import Cell
 from autoshrink.search import run_search
 
 TRAIN = 4 * 10  # per_class 4, 10 digit classes
@@ -682,3 +683,21 @@ def test_a_one_shot_evaluator_refuses_negative_epochs_and_needs_its_run_folder(t
     assert bind_weight_trail(inner, tmp_path) is None  # a standalone evaluator keeps no trail
     assert bind_weight_trail(evaluator, tmp_path) is not None
     assert evaluator.weights_folder() == (tmp_path / "oneshot").resolve()
+
+
+def test_the_complete_cell_trains_from_scratch_even_beside_a_parents_weights(full, tmp_path):
+    """Only a sub-cell of the current cell inherits; the complete cell (the start of any
+    trajectory) is trained with the full protocol, as the standalone evaluator trains it."""
+    from autoshrink.evaluators.oneshot import bind_weight_trail
+
+    run, _ = full
+    shutil.copytree(run / "oneshot", tmp_path / "oneshot")
+    (step0,) = [r for r in journal(run) if r["step"] == 0]
+    evaluator = build_evaluator(config())
+    bind_weight_trail(evaluator, tmp_path)
+    assert weights_cell(tmp_path / "oneshot" / "current.safetensors").key != step0["key"]
+    complete = Cell.from_dict(step0["cell"])
+    assert complete.num_edges == complete.num_nodes * (complete.num_nodes - 1) // 2
+    out = evaluator.evaluate(complete, step0["seed"])
+    assert out.detail["inherited"] is False and "parent" not in out.detail
+    assert out.metrics == step0["metrics"]
