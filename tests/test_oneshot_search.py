@@ -574,9 +574,11 @@ def test_the_weight_trail_derives_a_reused_winner_from_the_step_parent(tmp_path,
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
+@pytest.mark.parametrize("journalled", [True, False])
+def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path, journalled):
     """A winner whose derived fine-tune diverges has no weights to go on from: a ConfigError
-    naming the step, the cell and the status, before the next step trains."""
+    naming the step, the cell and the status, before the next step trains; so has a winner
+    the journal holds no record of (no seed to derive it with)."""
     from types import SimpleNamespace
 
     from autoshrink.evaluators.base import Evaluation
@@ -591,12 +593,17 @@ def test_a_derivation_without_weights_stops_the_search_in_one_line(tmp_path):
     macro = build_evaluator(config()).inner.macro
     save_cell_weights(run / "oneshot" / CURRENT, parent, build_network(parent, macro))
     rec = {"type": "candidate", "step": 1, "key": cell.key, "seed": 5, "status": "ok"}
-    (run / "journal.jsonl").write_text(json.dumps(rec | {"detail": {}}) + "\n")
+    (run / "journal.jsonl").write_text(
+        json.dumps(rec | {"detail": {}}) + "\n" if journalled else ""
+    )
     diverges = SimpleNamespace(evaluate=lambda c, seed: Evaluation({}, "diverged"))
     trail = WeightTrail(run / "oneshot", diverges)
     proposals = [Proposal(cell, 2)]
     trail.before_step(SimpleNamespace(current=parent), proposals, 0)
-    with pytest.raises(ConfigError, match=f"step 2's winner {cell.key}: .* ended 'diverged'"):
+    said = f"step 2's winner {cell.key}: .* ended 'diverged'"
+    if not journalled:
+        said = f"run/journal.jsonl: no record of the step's winner {cell.key}$"
+    with pytest.raises(ConfigError, match=said):
         trail.after_step(SimpleNamespace(current=cell), proposals)
     assert weights_cell(run / "oneshot" / CURRENT).key == parent.key
 
