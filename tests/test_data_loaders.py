@@ -509,6 +509,11 @@ def test_safe_extract_unpacks_one_top_folder_and_names_anything_else(tmp_path: P
     with pytest.raises(DataError, match="from.url: not a readable tar archive"):
         safe_extract(tmp_path / "a.tar", tmp_path / "dest2", top=top, source="from.url")
     assert list((tmp_path / "dest2").iterdir()) == []  # nothing half-unpacked, no staging left
+    nested = tmp_path / "new" / "dest"  # a destination not made yet is made
+    assert safe_extract(archive_of(f"{top}/x"), nested, top=top) == nested / top
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match=f"a.tar: cannot extract into {tmp_path / 'a_file'} \\("):
+        safe_extract(archive_of(f"{top}/x"), tmp_path / "a_file", top=top)
 
 
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])

@@ -101,12 +101,17 @@ def safe_extract(
     Every member is checked before anything is written: absolute paths, ``..`` components,
     links, devices and members outside ``top/`` raise :class:`DataError`, which names
     ``source`` (where the archive came from, e.g. its URL) or else ``archive``. The tree is
-    unpacked into a temporary folder and moved to ``dest/top`` in one step. Returns ``dest/top``.
+    unpacked into a temporary folder and moved to ``dest/top`` in one step (``dest`` is made
+    when missing; one that cannot be is a :class:`DataError` too). Returns ``dest/top``.
     """
     archive, dest = Path(archive), Path(dest)
     named = source or str(archive)  # a download's temporary file is gone when the error is read
     target = dest / top
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
+    except OSError as err:
+        raise DataError(f"{named}: cannot extract into {dest} ({err.strerror})") from None
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
