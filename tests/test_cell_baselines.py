@@ -312,3 +312,21 @@ def test_a_baseline_says_its_step_and_why_it_ended() -> None:
     search = RandomCellSearch(tiny, budget=5, batch_size=1, rng=random.Random(0))
     assert len(drive(search)) == 1
     assert search.end_reason == "no unseen cell found after 1 candidates"
+
+
+def test_evolution_draws_a_random_cell_once_its_parent_has_no_unseen_child() -> None:
+    """A population of one: every child is a flip of the last cell, whose neighbours run out
+    long before the space does; the random cells drawn then carry the search through the
+    whole space (all the sub-DAGs random search enumerates), never twice the same."""
+    parent = start_cell("cnn", 4, random.Random(0))  # 6 edges: few distinct sub-DAGs
+    space = {o.proposal.genotype.key for o in drive(
+        RandomCellSearch(parent, budget=1000, batch_size=1, rng=random.Random(0)))}  # fmt: skip
+    search = CellEvolution(parent, budget=1000, batch_size=1, rng=random.Random(0),
+                           population_size=1, tournament_size=1)  # fmt: skip
+    told = drive(search)
+    keys = [o.proposal.genotype.key for o in told]
+    assert len(keys) == len(set(keys)) and set(keys) == space
+    origins = [o.proposal.meta["origin"] for o in told]
+    assert origins[0] == "random" and "mutation" in origins
+    assert origins[1:].count("random") >= 1
+    assert search.end_reason == f"no unseen cell found after {len(space)} candidates"
