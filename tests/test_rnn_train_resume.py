@@ -140,6 +140,25 @@ def test_a_resume_of_another_run_is_refused_before_anything_changes(
     assert snapshot(folder) == before
 
 
+def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """A caller that says nothing of the network (no ``run_info``): resuming its checkpoint
+    into a wider model is a JournalError naming the folder, the epoch and the first
+    mismatch, and the folder is left as it was."""
+    folder = tmp_path / "checkpoints"
+    torch.manual_seed(0)
+    model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8)
+    train_final_lm(model, corpus, replace(RECIPE, epochs=1), seed=0, checkpoints=folder)
+    before = snapshot(folder)
+    wider = RNNModel(CELL, corpus.ntokens, emsize=16, nhid=16)
+    said = f"^{folder}: the checkpoint of epoch 1 does not fit this network \\(.*size mismatch"
+    with pytest.raises(JournalError, match=said):
+        train_final_lm(wider, corpus, replace(RECIPE, epochs=2), seed=0, checkpoints=folder,
+                       resume=True)  # fmt: skip
+    assert snapshot(folder) == before
+
+
 def test_a_fresh_run_removes_stale_checkpoints(
     corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
