@@ -7,6 +7,7 @@ are checked against the formats, not against themselves.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -19,6 +20,7 @@ import tarfile
 import threading
 from functools import partial
 from pathlib import Path
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
@@ -251,6 +253,9 @@ def test_cifar_files_missing_or_malformed_are_named_with_what_is_wrong(tmp_path:
     batch = binf / "data_batch_1.bin"
     batch.write_bytes(bytes([10]) + bytes(3072))  # label 10 of 10 classes
     refused(binf, f"{batch}: labels span 10..10, expected 0..9")
+    with pytest.MonkeyPatch.context() as mp:  # a disk that fails the read
+        mp.setattr(np, "fromfile", Mock(side_effect=OSError(errno.EIO, "Input/output error")))
+        refused(binf, f"{batch}: cannot read CIFAR-10 binary batch ([Errno 5] Input/output error)")
     write_cifar_bin(tmp_path / "b2", [cifar_batch(1, 2)], cifar_batch(2, 2))
     (tmp_path / "b2" / "batches.meta.txt").unlink()
     refused(tmp_path / "b2", f"{tmp_path / 'b2' / 'batches.meta.txt'}: cannot read the class names")
