@@ -114,7 +114,8 @@ def test_the_pareto_plot_joins_the_undominated_candidates(run, figures, tmp_path
     # a candidate without a cost is left out of the plot, and counted out of its title
     cands.append(replace(cands[0], metrics={quality: 0.5}))
     best = run.best
-    plots.plot_pareto(cands, quality, "macs", higher, best, tmp_path / "pareto.svg")
+    path = tmp_path / "pareto.svg"
+    assert plots.plot_pareto(cands, quality, "macs", higher, best, path) == path
     (ax,) = figures[0].axes
     points = [(c.metrics["macs"], c.metrics[quality]) for c in run.candidates if c.ok]
     (front,) = ax.get_lines()
@@ -129,7 +130,8 @@ def test_the_pareto_plot_joins_the_undominated_candidates(run, figures, tmp_path
 
 
 def test_the_progress_plot_steps_up_to_each_new_best_score(run, figures, tmp_path):
-    plots.plot_progress(run, tmp_path / "progress.svg", title="tiny")
+    path = tmp_path / "progress.svg"
+    assert plots.plot_progress(run, path, title="tiny") == path
     (ax,) = figures[0].axes
     scores = [0.50, 0.55, 0.60, np.nan, 0.58, 0.65, 0.62, 0.61]  # in evaluation order
     (curve,) = ax.get_lines()
@@ -144,7 +146,8 @@ def test_the_comparison_plot_draws_one_curve_per_run_named_letter_for_letter(
     run, figures, tmp_path
 ):
     early = replace(run, candidates=run.candidates[:3])
-    plots.plot_comparison({"full": run, "cost $5": early}, tmp_path / "compare.svg")
+    path = tmp_path / "compare.svg"
+    assert plots.plot_comparison({"full": run, "cost $5": early}, path) == path
     (ax,) = figures[0].axes
     full, short = ax.get_lines()
     assert [full.get_label(), short.get_label()] == ["full", r"cost \$5"]
