@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoshrink.errors import HardwareError
+from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import LatencySettings
@@ -107,6 +107,8 @@ def test_table_measures_each_block_once_and_round_trips(tmp_path) -> None:
 
 
 def test_table_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="^a new latency table needs measurement settings$"):
+        extend_table(None, [published_cell("shrinkcnn")], TINY)
     with pytest.raises(HardwareError, match="need backend torch"):
         extend_table(
             None, [published_cell("shrinkcnn")], TINY, LatencySettings(backend="onnxruntime")
