@@ -307,6 +307,19 @@ def test_train_and_singlepath_do_not_write_over_someone_elses_files(cli, tmp_pat
     assert snapshot(folder) == before
 
 
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_singlepath_refuses_checkpoints_it_did_not_write(cli, tmp_path, resume):
+    """Checkpoints without the settings.json of the run that wrote them are no Single-Path
+    search's to resume, nor to clear: a fresh search starts only in a folder without them."""
+    folder = tmp_path / "sp"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "epoch-0002.json").write_text("{}")
+    before = snapshot(folder)
+    code, _, err = cli("singlepath", "--preset", "demo", "--out", folder, *resume)
+    assert code == 2 and "holds checkpoints, which no `autoshrink singlepath` wrote" in err
+    assert snapshot(folder) == before
+
+
 def test_claim_folder_without_resume_refuses_an_earlier_run_of_the_command(tmp_path) -> None:
     folder = results_of(tmp_path / "sp", "singlepath")
     with pytest.raises(ConfigError, match="already holds the results of an `autoshrink singlepath"):

@@ -55,7 +55,6 @@ from autoshrink.singlepath.supernet_training import SupernetTraining
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     checkpoint_to_resume,
-    clear_earlier_run,
     restoring,
     save_checkpoint,
     write_log,
@@ -112,14 +111,14 @@ def _train_epochs(
     ckpt_dir = out / CHECKPOINTS
     history: list[dict[str, Any]] = []
     start = 1
-    ckpt = checkpoint_to_resume(ckpt_dir, resume)  # settings.json holds what the run is
+    # settings.json holds what the run is; a fresh start finds no checkpoints (claim_folder
+    # refuses a folder holding an earlier run's, or checkpoints no Single-Path search wrote)
+    ckpt = checkpoint_to_resume(ckpt_dir, resume)
     if ckpt is not None:
         with restoring(ckpt, ckpt_dir):
             search.restore(ckpt.tensors, ckpt.state)
             history = list(ckpt.state["history"])
         start = ckpt.epoch + 1
-    elif not resume:  # checkpoints without settings.json: an unfinished start
-        clear_earlier_run(ckpt_dir)
     for epoch in range(start, s.epochs + 1):
         t1 = time.perf_counter()
         stats = search.train_epoch(epoch)
