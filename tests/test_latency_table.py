@@ -5,6 +5,7 @@ round trip, and clear errors."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -63,7 +64,20 @@ def test_blocks_cover_the_network_exactly(cell: Cell, spec) -> None:
         assert tuple(out.shape) == ((2, channels) if size == 0 else (2, channels, size, size))
         total += n
     x = torch.randn(2, spec.in_channels, spec.image_size, spec.image_size)
-    assert total == run_counted(build_network(cell, spec), [x])[1]
+    network = build_network(cell, spec)
+    assert total == run_counted(network, [x])[1]
+    # and they hold its layers: each node's op (a leaf's without its final activation), the
+    # cell's activation in the stem and head too
+    blocks = network_blocks(cell, spec)
+    assert sum((Counter(layers(b.module())) for b in blocks), Counter()) == Counter(layers(network))
+    ops = [m.ops[str(k)] for m in network.cells for k in m.live[1:]]
+    assert [layers(b.module()) for b in blocks if b.kind == "op"] == [layers(op) for op in ops]
+
+
+def layers(module: torch.nn.Module) -> list[str]:
+    """The kinds of the layers of ``module`` in order (not the no-op and joining helpers)."""
+    kinds = (type(m).__name__ for m in module.modules() if not list(m.children()))
+    return [k for k in kinds if k not in {"Identity", "_Cat", "_Add"}]
 
 
 def fake_table(blocks, block_ms: float, io_ms: float) -> LatencyTable:
@@ -104,6 +118,14 @@ def test_table_measures_each_block_once_and_round_trips(tmp_path) -> None:
     bigger = extend_table(back, [ODD], TINY)
     assert set(back.entries) < set(bigger.entries)
     assert all(bigger.entries[k] == e for k, e in back.entries.items())  # measured once
+
+
+def test_a_table_saved_into_a_new_folder_makes_it(tmp_path) -> None:
+    table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
+    table.save(tmp_path / "new" / "table.json")
+    assert LatencyTable.load(tmp_path / "new" / "table.json").entries == table.entries
+    shared = table.save_shared(tmp_path / "other" / "table.json")  # its lock file beside it
+    assert shared.entries == table.entries
 
 
 def test_table_errors(tmp_path) -> None:
