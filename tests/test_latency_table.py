@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
-from autoshrink.hardware.blocks import network_blocks
+from autoshrink.hardware.blocks import Block, network_blocks
 from autoshrink.hardware.latency import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable, extend_table
 from autoshrink.nn.cnn import build_network
@@ -86,6 +86,14 @@ def fake_table(blocks, block_ms: float, io_ms: float) -> LatencyTable:
         entries[b.key] = BlockEntry(b, block_ms, 0.0)
         entries[b.io().key] = BlockEntry(b.io(), io_ms, 0.0)
     return LatencyTable(FAST, entries)
+
+
+def test_a_blocks_key_names_all_its_latency_depends_on() -> None:
+    leaf = Block("op", (32, 16), 16, 16, "sep3x3", "relu", linear=True)
+    assert leaf.key == "op sep3x3 relu linear in=32+16 out=16 hw=16"
+    assert Block("proj", (16,), 16, 32).key == "proj in=16 out=32 hw=16"
+    assert Block("proj", (16,), 16, 32, stride=2).key == "proj in=16 out=32 hw=16 s=2"
+    assert Block("pool", (16,), 8).key == "pool in=16 hw=8"
 
 
 def test_prediction_is_the_sum_less_the_call_cost_counted_once() -> None:
