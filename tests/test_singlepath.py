@@ -506,6 +506,8 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     r = json.loads((full / "result.json").read_text())
     for key in ("predicted_ms", "measured_ms", "val_accuracy", "search_seconds", "images_trained"):
         assert r[key] is not None, key
+    error = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]  # signed: + is over
+    assert r["relative_error"] == pytest.approx(error)
     said = f"measured {r['measured_ms']:.2f} ms ({100 * r['relative_error']:+.1f}%)\n"
     assert said in stdout  # no target: nothing said of one
     assert "; target" not in stdout and "missed by" not in stdout
