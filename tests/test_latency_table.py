@@ -94,6 +94,10 @@ def test_a_blocks_key_names_all_its_latency_depends_on() -> None:
     assert Block("proj", (16,), 16, 32).key == "proj in=16 out=32 hw=16"
     assert Block("proj", (16,), 16, 32, stride=2).key == "proj in=16 out=32 hw=16 s=2"
     assert Block("pool", (16,), 8).key == "pool in=16 hw=8"
+    assert Block("mbconv", (16,), 8, 24, "k5e3").placement().kernel == 5
+    for kind, op in (("mbconv", "sep3x3"), ("op", "k3e6")):
+        with pytest.raises(ConfigError, match=f"^block .{kind} {op} .* is not an mbconv block"):
+            Block(kind, (16,), 8, 24, op).placement()
 
 
 def test_prediction_is_the_sum_less_the_call_cost_counted_once() -> None:
