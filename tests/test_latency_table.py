@@ -75,9 +75,10 @@ def test_blocks_cover_the_network_exactly(cell: Cell, spec) -> None:
 
 
 def layers(module: torch.nn.Module) -> list[str]:
-    """The kinds of the layers of ``module`` in order (not the no-op and joining helpers)."""
-    kinds = (type(m).__name__ for m in module.modules() if not list(m.children()))
-    return [k for k in kinds if k not in {"Identity", "_Cat", "_Add"}]
+    """The layers of ``module`` in order, each as torch prints it with its settings (channels,
+    kernel, stride, ...); not the no-op and joining helpers."""
+    leaves = (m for m in module.modules() if not list(m.children()))
+    return [repr(m) for m in leaves if type(m).__name__ not in {"Identity", "_Cat", "_Add"}]
 
 
 def fake_table(blocks, block_ms: float, io_ms: float) -> LatencyTable:
