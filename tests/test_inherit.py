@@ -52,8 +52,15 @@ EXACT = [(0, 2), (0, 5), (1, 3), (2, 4), (1, 5), (3, 5)]
 
 
 @pytest.mark.parametrize("edge", EXACT)
-def test_cut_network_computes_the_same_when_the_edge_carried_nothing(edge):
-    parent = Cell.complete("cnn", OPS)
+@pytest.mark.parametrize(
+    "ops",
+    # and with the separable convolution on node 5, whose depthwise part follows the channels
+    # of all five inputs it reads
+    [OPS, ("input", "conv1x1", "conv3x3", "identity", "maxpool3x3", "sep3x3")],
+    ids=["sep-first", "sep-last"],
+)
+def test_cut_network_computes_the_same_when_the_edge_carried_nothing(edge, ops):
+    parent = Cell.complete("cnn", ops)
     child = parent.remove_edge(edge)
     assert child.live_nodes == parent.live_nodes and child.leaves == parent.leaves
     net = _trained(parent)
