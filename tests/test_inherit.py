@@ -126,6 +126,25 @@ def test_unreachable_nodes_are_dropped_and_new_leaves_read_as_zero():
     assert "2" not in cut2.cells[0].ops
 
 
+def test_an_identity_shortcut_that_must_become_a_projection_passes_the_old_channels_through():
+    """Cell 0 of the parent maps 8 channels to 8 (an identity shortcut); the child's gains a
+    leaf, 8 -> 16, so it needs a projection: set to give the old leaf's channels the input as
+    the identity did, exactly, and the new leaf's channels nothing."""
+    spec = replace(SPEC, stem_channels=8)
+    parent = Cell(
+        "cnn", ("input", "conv3x3", "sep3x3", "conv1x1"), ((0, 1), (1, 2), (1, 3), (2, 3))
+    )
+    child = parent.remove_edge((2, 3))  # cell output: [node 2 (new), node 3]
+    torch.manual_seed(0)
+    net = build_network(parent, spec).double().eval()
+    assert isinstance(net.cells[0].shortcut, nn.Identity)
+    cut, _ = inherit_cnn(net, parent, child, spec)
+    x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    y = cut.cells[0].shortcut.eval()(x)
+    assert y.shape == (2, 16, 8, 8) and torch.count_nonzero(y[:, :8]) == 0
+    torch.testing.assert_close(y[:, 8:], x, rtol=0, atol=0)
+
+
 def test_a_head_conv_reads_a_new_leaf_as_zero_and_the_report_counts_tensors():
     """With a 1x1 head (MobileNet-style macros), a new leaf's channels reach the head: its
     input columns start at zero; an unchanged cell copies every tensor and sets none."""
