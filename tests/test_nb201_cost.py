@@ -127,3 +127,61 @@ def test_an_op_without_a_count_rule_is_refused() -> None:
     # NB201Cell refuses unknown ops itself; a count rule must not fall through to None
     with pytest.raises(ConfigError, match="^no count rule for NAS-Bench-201 op 'sep_conv_3x3'$"):
         op_counts("sep_conv_3x3", 16, 16, 32)
+
+
+def test_a_cell_sums_its_nodes_inputs_and_returns_node_3() -> None:
+    """The cell semantics by hand, with ops whose outputs are known: with every edge a skip,
+    node 1 = x, node 2 = x + x, node 3 = x + x + 2x = 4x; a ``none`` edge adds nothing, so
+    cutting 0 -> 3 and 1 -> 3 leaves node 3 = node 2 = 2x."""
+    from autoshrink.nn.nb201 import NB201CellModule
+
+    x = torch.randn(2, 4, 5, 5)
+    skips = NB201Cell.from_string("|skip_connect~0|+|skip_connect~0|skip_connect~1|+"
+                                  "|skip_connect~0|skip_connect~1|skip_connect~2|")  # fmt: skip
+    torch.testing.assert_close(NB201CellModule(skips, 4, 4)(x), 4 * x, rtol=0, atol=0)
+    cut = NB201Cell.from_string("|skip_connect~0|+|skip_connect~0|skip_connect~1|+"
+                                "|none~0|none~1|skip_connect~2|")  # fmt: skip
+    torch.testing.assert_close(NB201CellModule(cut, 4, 4)(x), 2 * x, rtol=0, atol=0)
+
+
+def test_the_average_pool_edge_counts_no_padding() -> None:
+    """``avg_pool_3x3`` averages the pixels it covers: a constant image stays constant at its
+    borders too (a pool counting the padding would shrink the corners to 4/9)."""
+    from autoshrink.nn.nb201 import make_op
+
+    ones = torch.ones(1, 2, 4, 4)
+    torch.testing.assert_close(make_op("avg_pool_3x3", 2, 2)(ones), ones, rtol=0, atol=0)
+
+
+def test_the_reduction_block_adds_its_shortcut() -> None:
+    """Silenced in turn (a zero batch-norm scale and shift; a zero 1x1 conv), the residual
+    branch leaves the shortcut, 2x2 average pool then 1x1 conv, and the shortcut leaves the
+    residual branch: the block is their sum."""
+    from autoshrink.nn.nb201 import ResidualReduction
+
+    torch.manual_seed(0)
+    block = ResidualReduction(4, 8).eval()
+    x = torch.randn(2, 4, 6, 6)
+    residual = block.conv_b(block.conv_a(x))
+    with torch.no_grad():
+        block.shortcut[1].weight.zero_()
+    torch.testing.assert_close(block(x), residual, rtol=0, atol=0)
+    torch.manual_seed(0)
+    block = ResidualReduction(4, 8).eval()
+    with torch.no_grad():
+        block.conv_b[2].weight.zero_()
+        block.conv_b[2].bias.zero_()
+    shortcut = torch.nn.functional.conv2d(
+        torch.nn.functional.avg_pool2d(x, 2), block.shortcut[1].weight
+    )
+    torch.testing.assert_close(block(x), shortcut)
+    assert block(x).shape == (2, 8, 3, 3)
+
+
+def test_unknown_and_width_changing_none_ops_are_refused() -> None:
+    from autoshrink.nn.nb201 import make_op
+
+    with pytest.raises(ValueError, match="^unknown NAS-Bench-201 op 'conv_5x5'$"):
+        make_op("conv_5x5", 4, 4)
+    with pytest.raises(ValueError, match="^a 'none' edge cannot change the width$"):
+        make_op("none", 4, 8)
