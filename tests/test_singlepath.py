@@ -441,6 +441,22 @@ def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
         assert bool(same.all())
 
 
+def test_the_supernet_weights_follow_the_documented_recipe(one_thread):
+    """SGD with Nesterov momentum 0.9 at ``lr_per_256`` scaled to the batch, warmed up over the
+    first epoch and annealed to 0 (cosine); the thresholds learn with Adam."""
+    s = singlepath_preset("demo", train_images=64, val_images=32, width=0.35, batch_size=16)
+    run = SupernetTraining(s, load_search_data(s), model=None)  # type: ignore[arg-type]
+    (group,) = run.opt_w.param_groups
+    assert group["nesterov"] and group["momentum"] == 0.9
+    assert group["weight_decay"] == s.weight_decay
+    assert run.peak_lr == pytest.approx(s.lr_per_256 * 16 / 256)
+    assert run.steps_per_epoch == 4  # 64 images, 16 a batch
+    assert run.lr_at(4) == pytest.approx(run.peak_lr)  # the top: the end of the warm-up
+    assert run.lr_at(4 * s.epochs) == pytest.approx(0.0, abs=1e-12)
+    assert isinstance(run.opt_t, torch.optim.Adam)
+    assert run.opt_t.param_groups[0]["lr"] == s.threshold_lr
+
+
 def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
     """The search validates on training-split images it does not train on; the test split,
     kept for the final training's report, is never read (here it is all NaN)."""
