@@ -102,3 +102,19 @@ def test_bad_settings_raise_config_errors() -> None:
     with pytest.raises(ConfigError, match="32px"):
         MobileNetV2Spec(image_size=31)
     assert count_mobilenetv2(MobileNetV2Spec(image_size=32)).macs > 0  # the smallest it takes
+
+
+def test_a_residual_block_adds_its_input_and_another_does_not() -> None:
+    """A block keeping its shape (stride 1, same channels) is ``x + body(x)``; one that
+    changes either is ``body(x)`` alone."""
+    from autoshrink.cost.mobilenetv2 import BlockPlacement
+    from autoshrink.nn.mobilenetv2 import InvertedResidual
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 6, 6)
+    same = InvertedResidual(BlockPlacement(8, 48, 8, 1, 6, 6)).eval()
+    assert same.residual
+    torch.testing.assert_close(same(x) - same.body(x), x)
+    wider = InvertedResidual(BlockPlacement(8, 48, 16, 1, 6, 6)).eval()
+    assert not wider.residual
+    torch.testing.assert_close(wider(x), wider.body(x), rtol=0, atol=0)
