@@ -145,18 +145,23 @@ def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
 ) -> None:
     """A caller that says nothing of the network (no ``run_info``): resuming its checkpoint
     into a wider model is a JournalError naming the folder, the epoch and the first
-    mismatch, and the folder is left as it was."""
+    mismatch, and the model and the folder are left as they were."""
     folder = tmp_path / "checkpoints"
     torch.manual_seed(0)
     model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8)
     train_final_lm(model, corpus, replace(RECIPE, epochs=1), seed=0, checkpoints=folder)
     before = snapshot(folder)
     wider = RNNModel(CELL, corpus.ntokens, emsize=16, nhid=16)
-    said = f"^{folder}: the checkpoint of epoch 1 does not fit this network \\(.*size mismatch"
+    weights = {k: v.clone() for k, v in wider.state_dict().items()}
+    said = (
+        f"^{folder}: the checkpoint of epoch 1 does not fit this network \\(size mismatch for "
+        "encoder.weight: \\[.*, 8\\] in the checkpoint, \\[.*, 16\\] in the network\\)"
+    )
     with pytest.raises(JournalError, match=said):
         train_final_lm(wider, corpus, replace(RECIPE, epochs=2), seed=0, checkpoints=folder,
                        resume=True)  # fmt: skip
     assert snapshot(folder) == before
+    assert all(torch.equal(v, wider.state_dict()[k]) for k, v in weights.items())
 
 
 def test_a_fresh_run_removes_stale_checkpoints(

@@ -12,7 +12,8 @@ checkpoints are kept.
 tensors and JSON and back; :func:`write_log` writes a run's epoch log (``log.jsonl``), from its
 start or appending; :func:`check_same_run` refuses a checkpoint whose :func:`run_identity` --
 recipe, seed and the caller's description of the run -- is not this run's, naming what changed
-(:func:`~autoshrink.settings_diff.differences`).
+(:func:`~autoshrink.settings_diff.differences`); :func:`check_weights_fit` refuses weights of
+another network before any is loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,37 @@ def restoring(ckpt: Checkpoint, folder: Path) -> Iterator[None]:
             f"{folder / _stem(ckpt.epoch)}.json: a damaged checkpoint, it cannot be restored "
             f"({what}); remove it to resume from the one before, or start a fresh --out"
         ) from None
+
+
+def check_weights_fit(
+    ckpt: Checkpoint, where: Path, *loads: tuple[torch.nn.Module, Mapping[str, torch.Tensor]]
+) -> None:
+    """Refuse, before any of them is loaded, weights of ``ckpt`` that do not fit the module
+    they are for (each of ``loads``: a module and the state for it): a tensor missing, one
+    the network lacks, or another shape is a one-line :class:`JournalError` naming the first,
+    and every module is left as it was (``load_state_dict`` would load part of a state before
+    it failed)."""
+    for module, state in loads:
+        own = module.state_dict()
+        missing = sorted(own.keys() - state.keys())
+        extra = sorted(state.keys() - own.keys())
+        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+        if shapes:
+            k = shapes[0]
+            what = f"size mismatch for {k}: {list(state[k].shape)} in the checkpoint, "
+            what += f"{list(own[k].shape)} in the network"
+        elif missing or extra:
+            what = (
+                f"the checkpoint lacks {missing[0]}"
+                if missing
+                else f"the network has no {extra[0]}"
+            )
+        else:
+            continue
+        raise JournalError(
+            f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
+            f"({what}); resume with the same settings or choose another folder"
+        )
 
 
 def clear_checkpoints(folder: Path) -> int:

@@ -46,6 +46,7 @@ from autoshrink.ranges import SEED, check_value
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
+    check_weights_fit,
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
@@ -239,16 +240,13 @@ class _Run:
             return {k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
 
         s = ckpt.state
-        try:
-            self.model.load_state_dict(part("model."))
-            if self.ema is not None:
-                self.ema.module.load_state_dict(part("ema."))
-        except RuntimeError as err:  # a checkpoint that records no run_info (older autoshrink)
-            first = str(err).strip().splitlines()[-1].strip()
-            raise JournalError(
-                f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
-                f"({first}); resume with the same settings or choose another folder"
-            ) from None
+        # a checkpoint that records no run_info (older autoshrink) may be another network's
+        loads = [(self.model, part("model."))]
+        if self.ema is not None:
+            loads.append((self.ema.module, part("ema.")))
+        check_weights_fit(ckpt, where, *loads)
+        for module, state in loads:
+            module.load_state_dict(state)
         if self.ema is not None:
             self.ema.updates = int(s["ema_updates"])
         self.opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))

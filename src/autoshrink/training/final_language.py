@@ -31,6 +31,7 @@ from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.ranges import check_fields
 from autoshrink.training.checkpoint import (
     Checkpoint,
+    check_weights_fit,
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
@@ -180,15 +181,9 @@ def _lm_restore(
         n = len(prefix)
         return retie({k[n:]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}, s[TIED])
 
-    try:
-        model.load_state_dict(part("model."))
-        best_state = part("best.")
-    except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[-1].strip()
-        raise JournalError(
-            f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
-            f"({first}); resume with the same settings or choose another folder"
-        ) from None
+    model_state, best_state = part("model."), part("best.")
+    check_weights_fit(ckpt, where, (model, model_state), (model, best_state))
+    model.load_state_dict(model_state)
     device = next(model.parameters()).device
     opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
     rng.bit_generator.state = s["numpy_rng"]
