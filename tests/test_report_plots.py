@@ -1,9 +1,9 @@
 """The run report's plots (:mod:`autoshrink.report.plots`) show the journal's numbers.
 
 Each plot is drawn into a real SVG; the figure itself is kept (``save_figure`` wrapped) and
-its lines, dots and bands are read back and checked against values computed here from the
-tiny run's candidates: per-step spreads and choices, a brute-force Pareto front, the running
-best score.
+its lines, dots and bands are read back and checked against values worked out here for a
+four-step trajectory of known scores: per-step spreads and choices, a brute-force Pareto
+front, the running best score.
 """
 
 from __future__ import annotations
