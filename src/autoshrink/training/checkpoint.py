@@ -136,12 +136,10 @@ def check_weights_fit(
             k = shapes[0]
             what = f"size mismatch for {k}: {list(state[k].shape)} in the checkpoint, "
             what += f"{list(own[k].shape)} in the network"
-        elif missing or extra:
-            what = (
-                f"the checkpoint lacks {missing[0]}"
-                if missing
-                else f"the network has no {extra[0]}"
-            )
+        elif missing:
+            what = f"the checkpoint lacks {missing[0]}"
+        elif extra:
+            what = f"the network has no {extra[0]}"
         else:
             continue
         raise JournalError(
