@@ -665,6 +665,10 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert measured["median_ms"] > 0 and measured["layers"] == list(layers)
     assert measured["max_repeats"] == 2000  # the cap on timed runs, above --repeats
     assert (measured["width"], measured["image_size"], measured["in_channels"]) == (0.35, 32, 1)
+    code, out, err = cli("latency", small, "--json", "--repeats", "5", "--max-seconds", "0.5",
+                         "--image-size", "40", "--in-channels", "3")  # fmt: skip
+    assert code == 0, err  # the settings given override the file's
+    assert json.loads(out)["input_shapes"] == [[1, 3, 40, 40]]
     code, out, err = cli("latency", small, "--repeats", "5", "--max-seconds", "0.5")
     lines = out.splitlines()  # the three lines a cell's measurement prints
     assert code == 0 and len(lines) == 3, out

@@ -58,11 +58,16 @@ def add_macro_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int_at_most(MAX_CLASSES), default=None)
 
 
+def _network_settings(args: argparse.Namespace, inferred: dict[str, Any]) -> dict[str, Any]:
+    """``--width``, ``--image-size``, ``--in-channels`` and ``--num-classes`` where given, else
+    ``inferred``'s values."""
+    names = ("width", "image_size", "in_channels", "num_classes")
+    return {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
+
+
 def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
     """The macro of ``--macro`` with the settings given (else ``inferred``, else defaults)."""
-    names = ("width", "image_size", "in_channels", "num_classes")
-    settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
-    return get_macro(args.macro or DEFAULT_MACRO, **settings)
+    return get_macro(args.macro or DEFAULT_MACRO, **_network_settings(args, inferred))
 
 
 def macro_cell(path: Path, command: str) -> Cell:
@@ -150,9 +155,7 @@ def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
     """The mbconv architecture file ``args.cell`` with the macro settings given (else
     ``inferred``, else the file's); ``--macro`` is refused (the file is the network)."""
     refuse_for_arch(args, "macro")
-    names = ("width", "image_size", "in_channels", "num_classes")
-    settings = {**inferred, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
-    return MBConvArch.load(args.cell).with_settings(**settings)
+    return MBConvArch.load(args.cell).with_settings(**_network_settings(args, inferred))
 
 
 def run(args: argparse.Namespace) -> int:
