@@ -444,7 +444,8 @@ def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
 def test_the_supernet_weights_follow_the_documented_recipe(one_thread):
     """SGD with Nesterov momentum 0.9 at ``lr_per_256`` scaled to the batch, warmed up over the
     first epoch and annealed to 0 (cosine); the thresholds learn with Adam."""
-    s = singlepath_preset("demo", train_images=64, val_images=32, width=0.35, batch_size=16)
+    s = singlepath_preset("demo", train_images=64, val_images=32, width=0.35, batch_size=16,
+                          warmup_epochs=2)  # fmt: skip
     run = SupernetTraining(s, load_search_data(s), model=None)  # type: ignore[arg-type]
     (group,) = run.opt_w.param_groups
     assert group["nesterov"] and group["momentum"] == 0.9
@@ -455,6 +456,13 @@ def test_the_supernet_weights_follow_the_documented_recipe(one_thread):
     assert run.lr_at(4 * s.epochs) == pytest.approx(0.0, abs=1e-12)
     assert isinstance(run.opt_t, torch.optim.Adam)
     assert run.opt_t.param_groups[0]["lr"] == s.threshold_lr
+    for epoch in (1, 2):  # the warm-up, on the weights alone
+        stats = run.train_epoch(epoch)
+    assert stats["images"] == 64
+    last = run.lr_at(2 * 4 - 1)  # the 8th step's, the last of epoch 2
+    assert last < run.peak_lr and group["lr"] == pytest.approx(last)
+    # the thresholds' learning rate decays as the weights' does
+    assert run.opt_t.param_groups[0]["lr"] == pytest.approx(s.threshold_lr * last / run.peak_lr)
 
 
 def test_validation_images_are_held_out_of_the_training_split(monkeypatch):
