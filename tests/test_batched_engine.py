@@ -135,6 +135,15 @@ def test_pointwise_gradients_are_exact(monkeypatch, chunks):
     torch.testing.assert_close(stacked_ops.pointwise(x, w), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_on_cuda_the_rows_split_into_power_of_two_chunks_of_at_least_split_rows():
+    """The chunk count the split above uses on CUDA (arithmetic only: nothing runs there)."""
+    cuda, rows = torch.device("cuda"), stacked_ops.SPLIT_ROWS
+    assert stacked_ops._split(8 * rows, cuda) == 8
+    assert stacked_ops._split(8 * rows + 2, cuda) == 2  # 2 x (4 rows + 1): odd, no further
+    assert stacked_ops._split(2 * rows - 2, cuda) == 1  # halves would fall short of SPLIT_ROWS
+    assert stacked_ops._split(8 * rows, torch.device("cpu")) == 1
+
+
 def test_pointwise_gives_the_input_its_gradient_under_frozen_weights():
     x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 7, 6, dtype=torch.float64)  # frozen: no gradient asked for
