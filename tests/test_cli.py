@@ -459,6 +459,10 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
             "(see: autoshrink train --help)",
         ),
         ([], "autoshrink: error: the following arguments are required: COMMAND"),
+        (
+            ["export", "cell.json"],
+            "autoshrink export: error: the following arguments are required: --out",
+        ),
         (  # a slip of the keyboard: an overflow deep in torch before (a traceback)
             ["train", "c.json", "--task", "rnn", "--nhid", "99999999999999999999"],
             "autoshrink train: error: argument --nhid: must be at most 65,536, got "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,31 @@ def test_export_random_init(cli, tmp_path: Path) -> None:
         [sys.executable, "-I", str(out / "model.py")], capture_output=True, text=True, cwd=tmp_path
     )
     assert run.returncode == 0 and "output (1, 3)" in run.stdout
+
+
+def test_export_says_each_file_with_its_size_and_the_checks(cli, tmp_path: Path) -> None:
+    """Without --json: the network, every file with its size in KiB, the checks' line; the
+    same export with --json (seed 0 by default) writes the same weights."""
+    cell = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell)
+    tiny = ["--width", "0.25", "--image-size", "8", "--num-classes", "3"]
+    code, stdout, _ = cli("export", cell, *tiny, "--out", tmp_path / "a")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("cifar-proxy") and lines[0].endswith("input [B, 3, 8, 8]")
+    files = sorted(p for p in (tmp_path / "a").iterdir())
+    for path in files:
+        assert f"  {path}  ({path.stat().st_size / 1024:.1f} KiB)" in lines
+    said = re.fullmatch(
+        r"checks vs PyTorch \(atol 0.0001, rtol 0.001\): onnxruntime max \|diff\| (\S+), "
+        r"standalone model.py (\S+) -> ok",
+        lines[-1],
+    )
+    assert said and float(said[1]) < 1e-4 and float(said[2]) < 1e-6
+    assert len(lines) == len(files) + 2
+    code, _, _ = cli("export", cell, *tiny, "--seed", "0", "--json", "--out", tmp_path / "b")
+    weights = [load_file(str(tmp_path / x / "model.safetensors")) for x in ("a", "b")]
+    assert code == 0 and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @pytest.mark.slow
