@@ -96,6 +96,24 @@ def test_a_diverging_training_is_reported_and_scores_minus_inf(small) -> None:
     assert Score.rnn()(evaluation.metrics) == -math.inf
 
 
+def test_a_candidate_whose_training_raises_is_a_failed_evaluation(small, monkeypatch) -> None:
+    """A RuntimeError inside one candidate (out of memory, say) fails that candidate with its
+    costs and the error, not the search; ``fit`` gives no model back."""
+    from autoshrink.evaluators import rnn_proxy
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(rnn_proxy, "train_proxy_lm", out_of_memory)
+    ev = RNNProxyEvaluator(small, QUICK)
+    cell = published_cell("shrinkrnn")
+    evaluation, model = ev.fit(cell, seed=0)
+    assert evaluation.status == "failed" and model is None
+    assert evaluation.detail["error"] == "RuntimeError: CUDA out of memory"
+    assert math.isnan(evaluation.metrics["perplexity"])
+    assert evaluation.metrics["edges"] == 12.0 and Score.rnn()(evaluation.metrics) == -math.inf
+
+
 class Spy(torch.nn.Module):
     """Wraps a model and records whether each window's incoming hidden state has a history."""
 
