@@ -54,7 +54,8 @@ def test_shrinkcnn_on_the_proxy_has_the_blocks_counted_by_hand() -> None:
 )
 def test_blocks_cover_the_network_exactly(cell: Cell, spec) -> None:
     """Each block's output has the shape it declares and feeds the next block's size; the
-    blocks' flops add up to the whole network's (torch's counter, independent of our counts)."""
+    blocks' flops add up to the whole network's (torch's counter, independent of our counts),
+    and their layers are the network's."""
     torch.manual_seed(0)
     total = 0
     for b in network_blocks(cell, spec):
