@@ -647,6 +647,35 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert code == 2 and "settings.json: not valid JSON" in err
 
 
+def test_checkpoints_whose_settings_file_is_gone_are_not_resumed(
+    cli, tmp_path, demo_settings, one_thread, monkeypatch
+):
+    """Without settings.json nothing says what the checkpoints were trained with: a resume
+    would have restored them into whatever network the command line asked for (a torch
+    error on another width), so it is refused in one line and the folder left as it was."""
+    out = tmp_path / "sp"
+    _prepare_table(out, demo_settings)
+    real = SupernetTraining.train_epoch
+
+    def dies_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(SupernetTraining, "train_epoch", dies_in_epoch_2)
+    assert cli("singlepath", *SEARCH, "--out", out)[0] == 130
+    monkeypatch.setattr(SupernetTraining, "train_epoch", real)
+    (out / "settings.json").unlink()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = cli("singlepath", *SEARCH, "--width", "0.5", "--out", out, "--resume")
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: {out}: checkpoints without the settings.json of the search that "
+        "wrote them: which settings they were trained with is unknown, so they cannot be "
+        "resumed; start a fresh --out"
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_path, one_thread):
     path = tmp_path / "mbv2.json"
     mobilenetv2_arch(1.0).save(path)

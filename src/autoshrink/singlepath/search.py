@@ -33,7 +33,7 @@ from typing import Any
 from autoshrink.atomic_write import save_tensors, write_json
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.devices import own_generators, torch_threads
-from autoshrink.errors import ConfigError, TrainingError
+from autoshrink.errors import ConfigError, JournalError, TrainingError
 from autoshrink.hardware.latency import measure_module
 from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.singlepath.data import SearchData, load_search_data
@@ -55,6 +55,7 @@ from autoshrink.singlepath.supernet_training import SupernetTraining
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     checkpoint_to_resume,
+    latest_epoch,
     restoring,
     save_checkpoint,
     write_log,
@@ -237,6 +238,12 @@ def _run_singlepath(
             ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
             log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
             return ended
+    elif resume and latest_epoch(out / CHECKPOINTS) is not None:  # settings.json removed
+        raise JournalError(
+            f"{out}: checkpoints without the {SETTINGS} of the search that wrote them: which "
+            "settings they were trained with is unknown, so they cannot be resumed; start a "
+            "fresh --out"
+        )
     data = load_search_data(s)
     if s.batch_size > len(data.train_y):  # else one step per epoch, at an lr scaled for it
         raise ConfigError(
