@@ -260,8 +260,11 @@ def test_train_cli_rnn_saves_weights_and_perplexities(cli, tmp_path: Path, corpu
 
 def test_train_cli_rnn_bad_input(cli, tmp_path: Path, corpus_dir: Path) -> None:
     cnn = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
-    code, _, err = cli("train", cnn, "--task", "rnn", "--data", corpus_dir)
-    assert code == 2 and "needs an rnn cell" in err
+    code, _, err = cli("train", cnn, "--task", "rnn", "--data", corpus_dir, "--out", tmp_path / "o")
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: {cnn}: --task rnn needs an rnn cell, got a cnn cell"
+    )
+    assert not (tmp_path / "o").exists()  # refused before the text is read
     rnn = cnn.with_name("shrinkrnn.json")
     code, _, err = cli("train", rnn, "--task", "rnn")
     assert code == 2 and "needs --data DIR" in err
