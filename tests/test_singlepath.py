@@ -508,6 +508,20 @@ def _prepare_table(out: Path, settings: LatencySettings, *, fixed_scale: float =
     calibration_path(out / "latency_table.json").write_text(json.dumps(cal.to_dict(settings, spec)))
 
 
+def interrupt_in_epoch(monkeypatch, epoch: int):
+    """Make the supernet's training stop as Ctrl-C would when epoch ``epoch`` begins (the
+    epochs before it checkpointed); returns the real ``train_epoch``, to put back."""
+    real = SupernetTraining.train_epoch
+
+    def train_epoch(self, n):
+        if n == epoch:
+            raise KeyboardInterrupt
+        return real(self, n)
+
+    monkeypatch.setattr(SupernetTraining, "train_epoch", train_epoch)
+    return real
+
+
 @pytest.fixture
 def demo_settings() -> LatencySettings:
     return LatencySettings(min_repeats=10, max_seconds=1.0)
@@ -577,14 +591,7 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
                            "--batch", "2")  # fmt: skip
     assert code == 2 and "was measured with batch=1 (asked 2)" in err
 
-    real = SupernetTraining.train_epoch
-
-    def dies_in_epoch_3(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(SupernetTraining, "train_epoch", dies_in_epoch_3)
+    real = interrupt_in_epoch(monkeypatch, 3)
     code, _, err = cli("singlepath", *SEARCH, "--out", killed)
     assert code == 130 and err.strip() == (  # it said only "interrupted"
         "autoshrink: the search stopped by SIGINT; continue it with the same command and "
@@ -655,14 +662,7 @@ def test_checkpoints_whose_settings_file_is_gone_are_not_resumed(
     error on another width), so it is refused in one line and the folder left as it was."""
     out = tmp_path / "sp"
     _prepare_table(out, demo_settings)
-    real = SupernetTraining.train_epoch
-
-    def dies_in_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(SupernetTraining, "train_epoch", dies_in_epoch_2)
+    real = interrupt_in_epoch(monkeypatch, 2)
     assert cli("singlepath", *SEARCH, "--out", out)[0] == 130
     monkeypatch.setattr(SupernetTraining, "train_epoch", real)
     (out / "settings.json").unlink()
