@@ -154,8 +154,8 @@ def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
     wider = RNNModel(CELL, corpus.ntokens, emsize=16, nhid=16)
     weights = {k: v.clone() for k, v in wider.state_dict().items()}
     said = (
-        f"^{folder}: the checkpoint of epoch 1 does not fit this network \\(size mismatch for "
-        "encoder.weight: \\[.*, 8\\] in the checkpoint, \\[.*, 16\\] in the network\\)"
+        f"^{folder}: the checkpoint of epoch 1 does not fit this network \\(shape of "
+        "encoder.weight is \\[.*, 8\\], the network's \\[.*, 16\\]\\)"
     )
     with pytest.raises(JournalError, match=said):
         train_final_lm(wider, corpus, replace(RECIPE, epochs=2), seed=0, checkpoints=folder,

@@ -47,6 +47,7 @@ from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
 from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
+from autoshrink.nn.state_fit import misfit
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_value
 from autoshrink.spaces.macros import MacroSpec
@@ -92,19 +93,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ConfigError(f"{path}: not a safetensors file ({err})") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or wrong:
-        what = (
-            f"shape of {wrong[0]} is {list(state[wrong[0]].shape)}, the network's "
-            f"{list(own[wrong[0]].shape)}"
-            if wrong
-            else f"missing {missing[:2]}"
-            if missing
-            else f"unexpected {extra[:2]}"
-        )
+    what = misfit(model, state)
+    if what is not None:
         raise ConfigError(
             f"{path} does not fit this network ({what}); pass the cell or architecture and "
             "the --width/--in-channels/--num-classes it was trained with"

@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.json_values import as_read_back, finite_or_none
+from autoshrink.nn.state_fit import misfit
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
@@ -123,29 +124,15 @@ def check_weights_fit(
     ckpt: Checkpoint, where: Path, *loads: tuple[torch.nn.Module, Mapping[str, torch.Tensor]]
 ) -> None:
     """Refuse, before any of them is loaded, weights of ``ckpt`` that do not fit the module
-    they are for (each of ``loads``: a module and the state for it): a tensor missing, one
-    the network lacks, or another shape is a one-line :class:`JournalError` naming the first,
-    and every module is left as it was (``load_state_dict`` would load part of a state before
-    it failed)."""
+    they are for (each of ``loads``: a module and the state for it; :func:`misfit`): a
+    one-line :class:`JournalError` naming the first misfit, and every module left as it was."""
     for module, state in loads:
-        own = module.state_dict()
-        missing = sorted(own.keys() - state.keys())
-        extra = sorted(state.keys() - own.keys())
-        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-        if shapes:
-            k = shapes[0]
-            what = f"size mismatch for {k}: {list(state[k].shape)} in the checkpoint, "
-            what += f"{list(own[k].shape)} in the network"
-        elif missing:
-            what = f"the checkpoint lacks {missing[0]}"
-        elif extra:
-            what = f"the network has no {extra[0]}"
-        else:
-            continue
-        raise JournalError(
-            f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
-            f"({what}); resume with the same settings or choose another folder"
-        )
+        what = misfit(module, state)
+        if what is not None:
+            raise JournalError(
+                f"{where}: the checkpoint of epoch {ckpt.epoch} does not fit this network "
+                f"({what}); resume with the same settings or choose another folder"
+            )
 
 
 def clear_checkpoints(folder: Path) -> int:

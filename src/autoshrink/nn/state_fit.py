@@ -1,0 +1,32 @@
+"""Whether a state dict fits a network, said in a few words (:func:`misfit`).
+
+``load_state_dict`` copies every tensor that fits before it fails on one that does not, and
+its error runs to many lines: the callers that load weights from a file (an export's
+``--weights``, a training's checkpoint) ask :func:`misfit` first, so a state of another
+network leaves the model as it was and is refused in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def misfit(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (strictly): the first tensor of
+    another shape, else the tensors it lacks, else those the model has no place for (two at
+    most); ``None`` when it fits."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        return f"shape of {k} is {list(state[k].shape)}, the network's {list(own[k].shape)}"
+    if missing:
+        return f"missing {missing[:2]}"
+    if extra:
+        return f"unexpected {extra[:2]}"
+    return None
