@@ -299,11 +299,13 @@ def test_bad_stack_settings_are_config_errors(corpus) -> None:
         StackedRNNEvaluator(corpus, SETTINGS, compact_below=0)
 
 
-def test_a_stack_needs_a_hidden_unit_and_two_words() -> None:
+def test_a_stack_needs_a_candidate_a_hidden_unit_and_two_words() -> None:
     assert build_stacked_rnn(CELLS[:1], SEEDS[:1], 2, nhid=1).ntoken == 2  # the smallest
     for ntoken, nhid in ((1, 4), (2, 0)):
         with pytest.raises(ConfigError, match=f"got {nhid} and {ntoken}"):
             StackedRNNModel(CELLS[:1], ntoken, nhid=nhid)
+    with pytest.raises(ConfigError, match="at least one candidate"):
+        StackedRNNModel([], 2, nhid=1)
 
 
 def test_tf32_is_asked_of_cuda_matmuls_only(corpus, monkeypatch) -> None:

@@ -280,6 +280,16 @@ def test_bad_cnn_settings_are_one_line(cli, tmp_path: Path, flags: list[str], ne
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("given", "decay"), [("1", 1.0), ("0.5", 0.5), ("0", None)])
+def test_ema_bounds_are_taken_as_the_recipe_takes_them(given: str, decay: float | None) -> None:
+    # [0, 1]: 1 is a decay the recipe takes (its warm-up keeps it below 1), 0 turns the EMA off
+    from autoshrink.cli import build_parser, train
+
+    args = build_parser("train").parse_args(["train", str(CNN), "--ema", given])
+    train.settle_task_options(args)
+    assert train.recipe_from_args(args).ema_decay == decay
+
+
 @pytest.mark.parametrize("task", ["cnn", "rnn"])
 def test_threads_hold_for_the_training_and_are_restored(
     cli, tmp_path: Path, monkeypatch, task: str
