@@ -306,6 +306,8 @@ def test_a_stack_needs_a_candidate_a_hidden_unit_and_two_words() -> None:
             StackedRNNModel(CELLS[:1], ntoken, nhid=nhid)
     with pytest.raises(ConfigError, match="at least one candidate"):
         StackedRNNModel([], 2, nhid=1)
+    with pytest.raises(ValueError, match="2 cells but 1 seeds"):
+        build_stacked_rnn(CELLS[:2], SEEDS[:1], 2, nhid=1)
 
 
 def test_tf32_is_asked_of_cuda_matmuls_only(corpus, monkeypatch) -> None:

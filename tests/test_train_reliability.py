@@ -196,7 +196,7 @@ def test_resume_without_a_checkpoint_warns_and_starts_at_epoch_1(
 
 # ----------------------------------------------------------------- divergence
 def test_a_diverging_cnn_training_keeps_its_metrics_and_fails(cli, tmp_path: Path) -> None:
-    out = tmp_path / "nan"
+    out = tmp_path / "runs" / "nan"  # its parent is made too
     code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--lr", "1e6", "--out", out)
     assert code == 2 and err.count("\n") == 1, err
     assert "diverged at epoch 1" in err and "train loss nan" in err and "--lr" in err
@@ -209,6 +209,32 @@ def test_a_diverging_cnn_training_keeps_its_metrics_and_fails(cli, tmp_path: Pat
     assert not list((out / "checkpoints").glob("*.json"))  # nor checkpointed
     for line in (out / "log.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda t: pytest.fail(f"{t} in log.jsonl"))
+
+
+def test_only_a_training_on_the_cpu_flushes_denormal_floats(monkeypatch) -> None:
+    from autoshrink.cli.train import set_up_process
+    from autoshrink.training.distributed import DistContext
+
+    calls: list[bool] = []
+    monkeypatch.setattr(torch, "set_flush_denormal", calls.append)
+    set_up_process(DistContext(device=torch.device("cuda")))
+    assert calls == []
+    set_up_process(DistContext(device=torch.device("cpu")))
+    assert calls == [True]
+
+
+def test_a_divergence_after_epochs_names_the_newest_checkpoint_kept() -> None:
+    from autoshrink.cli.train import diverged_message
+    from autoshrink.training.final import FinalResult
+
+    history = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]
+    result = FinalResult(
+        math.nan, math.nan, history, diverged_epoch=3, diverged_loss={"train_loss": math.inf}
+    )
+    assert diverged_message(result, Recipe(lr_per_256=0.5), Path("o")) == (
+        "training diverged at epoch 3 (train loss inf): try a lower --lr (now 0.5 per 256 "
+        "images); o keeps metrics.json and the checkpoint of epoch 2"
+    )
 
 
 def test_a_diverging_rnn_training_keeps_its_metrics_and_fails(
