@@ -179,6 +179,19 @@ def test_bad_arguments(bench, tables_dir, args, message) -> None:
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+def test_tables_are_required_and_the_defaults_are_those_the_help_names(capsys) -> None:
+    from autoshrink.cli import build_parser
+
+    parser = build_parser("bench")
+    args = parser.parse_args(["bench", "nb201", "--tables", "t"])
+    settings = (args.runs, args.queries, args.seed, args.objective, args.cost, args.dataset)
+    assert settings == (100, 200, 0, "accuracy", "macs", "cifar10")
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["bench", "nb201"])
+    assert stop.value.code == 2
+    assert "the following arguments are required: --tables" in capsys.readouterr().err
+
+
 def test_bad_tables(bench, tmp_path, tables_dir) -> None:
     code, _, err = bench("--tables", tmp_path / "missing")  # said "no tables in": a folder?
     assert code == 2 and f"{tmp_path / 'missing'}: no such folder; expected a folder of NAS" in err

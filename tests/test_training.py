@@ -282,8 +282,11 @@ def test_an_unreadable_image_found_in_training_leaves_the_folder_free(cli, tmp_p
     code, _, err = cli(*args)
     assert code == 2 and f"{broken}: unreadable image" in err
     assert not out.exists()  # it held recipe.json and cell.json, and refused the next start
+    code, _, err = cli(*args, "--resume")  # a resume removes nothing: it may be another's start
+    assert code == 2 and f"{broken}: unreadable image" in err
+    assert sorted(p.name for p in out.iterdir()) == ["cell.json", "log.jsonl", "recipe.json"]
     broken.write_bytes(good)
-    code, _, err = cli(*args)
+    code, _, err = cli(*args, "--resume")
     assert code == 0, err
 
 
