@@ -46,8 +46,9 @@ def reference_nets(cells, spec, seeds):
     [
         cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.25),
         shrinkcnn_imagenet(width=0.25, depths=(1, 2, 1), image_size=16, num_classes=7),
+        cifar_proxy(in_channels=3, image_size=6, num_classes=10, width=0.25),  # pools 3 px
     ],
-    ids=["cifar-proxy", "imagenet-macro"],
+    ids=["cifar-proxy", "imagenet-macro", "odd-size"],
 )
 @pytest.mark.parametrize("fixed", [False, True], ids=["union", "complete-widest"])
 @pytest.mark.parametrize("node_inputs", ["concat", "buffer"])
