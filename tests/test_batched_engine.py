@@ -22,9 +22,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def candidates() -> list[Cell]:
     """Single-edge removals plus the corner cases: no edge left (node 0 is the only leaf), one
-    edge, two leaves of 16 channels (= the 32-channel stem: an identity shortcut)."""
+    edge, two leaves of 16 channels (= the 32-channel stem: an identity shortcut), every op
+    node a leaf (the widest cell output a sub-graph of the parent has)."""
     cells = [PARENT.remove_edge(e) for e in PARENT.edges[::5]]
-    cells += [Cell("cnn", PARENT.ops, edges, "relu") for edges in ([], [(0, 3)], [(0, 3), (0, 5)])]
+    star = [(0, j) for j in range(1, PARENT.num_nodes)]
+    for edges in ([], [(0, 3)], [(0, 3), (0, 5)], star):
+        cells.append(Cell("cnn", PARENT.ops, edges, "relu"))
     return cells
 
 
