@@ -225,6 +225,24 @@ def test_a_resume_on_another_executor_keeps_the_thread_count(run, now, given, th
     assert resume_threads(saved, ExecutionSettings(executor=now), given) == threads
 
 
+@pytest.mark.parametrize(
+    ("flags", "threads"),
+    [(["--executor", "inprocess"], 1), (["--threads", "2"], 2), (["--executor", "ray"], None)],
+)
+def test_a_resume_runs_on_the_thread_count_resume_threads_gives(tmp_path, flags, threads):
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, resumed_run
+    from autoshrink.config import ExecutionSettings, preset
+
+    preset("demo", execution=ExecutionSettings(executor="pool")).save(tmp_path / "config.json")
+    args = build_parser("search").parse_args(["search", "--resume", str(tmp_path), *flags])
+    _, config, _, _ = resumed_run(args, flag_settings(args)[1])
+    if threads is None:  # the run's own count: run_search reads config.json itself
+        assert config is None
+    else:
+        assert config is not None and config.threads == threads
+
+
 def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None:
     """A new option of ``autoshrink search`` must be sorted here: into ``RUN_SETTINGS``
     (``--resume`` refuses it and takes the run's), or below, with how it runs a search."""
