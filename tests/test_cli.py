@@ -464,6 +464,31 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
 
 
 @pytest.mark.parametrize(
+    ("kind", "highest"),
+    [("count", 2**16), ("images", 2**31 - 1), ("seed", 2**63 - 1), ("classes", 2**24)],
+)
+def test_number_options_take_every_value_up_to_their_bound(kind, highest) -> None:
+    # counts at most 65,536; images: int32 indices; seeds: 64-bit for torch and NumPy; classes:
+    # ImageNet-21k's 21,841 and beyond
+    import argparse
+
+    from autoshrink.cli import MAX_CLASSES, count_number, images_number, int_at_most, seed_number
+
+    parse = {
+        "count": count_number,
+        "images": images_number,
+        "seed": seed_number,
+        "classes": int_at_most(MAX_CLASSES),
+    }[kind]
+    assert parse(str(highest)) == highest and parse("0") == 0
+    with pytest.raises(argparse.ArgumentTypeError, match=f"must be at most {highest:,}, got"):
+        parse(str(highest + 1))
+    if kind == "seed":
+        with pytest.raises(argparse.ArgumentTypeError, match="must be >= 0, got -1"):
+            parse("-1")
+
+
+@pytest.mark.parametrize(
     "argv, line",
     [
         (
