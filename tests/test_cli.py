@@ -463,6 +463,15 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("status", "code"), [(1, 1), (0, 0), (None, 0)])
+def test_the_exit_status_is_the_one_the_command_returns(monkeypatch, status, code) -> None:
+    # 1: a search that stopped early (cli.search_summary.stopped_early)
+    from autoshrink.cli import main, show
+
+    monkeypatch.setattr(show, "run", lambda args: status)
+    assert main(["show", "cell.json"]) == code
+
+
 @pytest.mark.parametrize(
     ("kind", "highest"),
     [("count", 2**16), ("images", 2**31 - 1), ("seed", 2**63 - 1), ("classes", 2**24)],
@@ -505,6 +514,10 @@ def test_number_options_take_every_value_up_to_their_bound(kind, highest) -> Non
         (
             ["export", "cell.json"],
             "autoshrink export: error: the following arguments are required: --out",
+        ),
+        (  # an unset shell variable: it was the current folder
+            ["search", "--out", ""],
+            "autoshrink search: error: argument --out: expected a folder, got an empty path",
         ),
         (  # a slip of the keyboard: an overflow deep in torch before (a traceback)
             ["train", "c.json", "--task", "rnn", "--nhid", "99999999999999999999"],
