@@ -463,6 +463,26 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
     assert not out.exists()
 
 
+def test_log_lines_are_written_above_the_bars_only_where_they_go_to_a_console(
+    monkeypatch, tmp_path
+) -> None:
+    import logging
+
+    from autoshrink.cli import lines_above_bars
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(root, "handlers", [console])
+    with lines_above_bars():  # tqdm.write's handler in its place
+        assert [type(h).__name__ for h in root.handlers] == ["_TqdmLoggingHandler"]
+    assert root.handlers == [console]
+    own = logging.FileHandler(tmp_path / "host.log")  # a host program's own handler
+    monkeypatch.setattr(root, "handlers", [own])
+    with lines_above_bars():
+        assert root.handlers == [own]
+    own.close()
+
+
 @pytest.mark.parametrize(("status", "code"), [(1, 1), (0, 0), (None, 0)])
 def test_the_exit_status_is_the_one_the_command_returns(monkeypatch, status, code) -> None:
     # 1: a search that stopped early (cli.search_summary.stopped_early)
