@@ -243,6 +243,16 @@ def test_a_resume_runs_on_the_thread_count_resume_threads_gives(tmp_path, flags,
         assert config is not None and config.threads == threads
 
 
+def test_a_new_search_runs_on_the_threads_given() -> None:
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, new_run
+
+    for flags, threads in (([], None), (["--threads", "3"], 3)):  # None: the executor's own
+        args = build_parser("search").parse_args(["search", "--out", "r", *flags])
+        _, config, _, _ = new_run(args, *flag_settings(args))
+        assert config is not None and config.threads == threads
+
+
 def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None:
     """A new option of ``autoshrink search`` must be sorted here: into ``RUN_SETTINGS``
     (``--resume`` refuses it and takes the run's), or below, with how it runs a search."""
