@@ -494,12 +494,12 @@ def test_log_lines_are_written_above_the_bars_only_where_they_go_to_a_console(
 
 
 @pytest.mark.parametrize(("status", "code"), [(1, 1), (0, 0), (None, 0)])
-def test_the_exit_status_is_the_one_the_command_returns(monkeypatch, status, code) -> None:
+def test_the_exit_status_is_the_one_the_command_returns(cli, monkeypatch, status, code) -> None:
     # 1: a search that stopped early (cli.search_summary.stopped_early)
-    from autoshrink.cli import main, show
+    from autoshrink.cli import show
 
     monkeypatch.setattr(show, "run", lambda args: status)
-    assert main(["show", "cell.json"]) == code
+    assert cli("show", "cell.json")[0] == code
 
 
 @pytest.mark.parametrize(
