@@ -50,6 +50,17 @@ def test_invalid_cells_are_rejected_with_a_clear_error(ops, edges, message):
         Cell("cnn", tuple(ops), tuple(edges))
 
 
+@pytest.mark.parametrize("edges", [[(0, 1.7)], [(True, 1)], [(0, "1")], [(0,)]])
+def test_pruned_and_remove_edge_refuse_what_the_constructor_refuses(edges) -> None:
+    # Cell.pruned read (0, 1.7) as 0->1 and True as node 1, silently, before
+    with pytest.raises(CellError, match="is not a pair of node numbers"):
+        Cell.pruned("cnn", ("input", "sep3x3"), edges)
+    with pytest.raises(CellError, match="is not a pair of node numbers"):
+        Cell("cnn", ("input", "sep3x3"), [(0, 1)]).remove_edge(edges[0])
+    with pytest.raises(CellError, match=r"edges must be a list of \(i, j\) pairs"):
+        Cell.pruned("cnn", ("input", "sep3x3"), None)  # type: ignore[arg-type]
+
+
 def test_nodes_outside_the_cell_are_refused_alike() -> None:
     cell = Cell("cnn", ("input", "sep3x3"), [(0, 1)])
     for node in (2, -1):  # successors(2) was an IndexError, predecessors(2) an empty tuple

@@ -124,9 +124,12 @@ class Cell:
     ) -> Cell:
         """Build a cell, first dropping edges that start at nodes unreachable from node 0."""
         ops = tuple(ops)
-        edges = sorted({(int(i), int(j)) for i, j in edges})
-        live = _reachable(edges)
-        return cls(kind, ops, tuple(e for e in edges if e[0] in live), activation)
+        try:
+            pairs = sorted({_edge(e) for e in edges})
+        except TypeError:
+            raise CellError("a cell's edges must be a list of (i, j) pairs") from None
+        live = _reachable(pairs)
+        return cls(kind, ops, tuple(e for e in pairs if e[0] in live), activation)
 
     @classmethod
     def complete(cls, kind: str, ops: Iterable[str], activation: str | None = None) -> Cell:
@@ -172,7 +175,7 @@ class Cell:
     # ----------------------------------------------------------------- edits
     def remove_edge(self, edge: Edge) -> Cell:
         """A new cell without ``edge``; nodes that become unreachable are dropped."""
-        edge = (int(edge[0]), int(edge[1]))
+        edge = _edge(edge)
         if edge not in self.edges:
             raise CellError(f"edge {edge[0]}->{edge[1]} is not in the cell")
         return Cell.pruned(
