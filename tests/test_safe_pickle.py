@@ -1,5 +1,6 @@
 """The restricted unpickler's numpy-scalar decoder (:data:`NUMPY_SCALARS`): numbers come out
-as Python numbers in either byte order, and a scalar it cannot decode exactly is refused.
+as Python numbers in either byte order, from a pickle of any protocol, and a scalar it cannot
+decode exactly is refused.
 
 The formats that use it (the NATS-Bench archive, HW-NAS-Bench) have their own tests of whole
 files; here the decoder's own checks, on pickles made by numpy itself or by hand.
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
+from autoshrink.safe_pickle import NUMPY_ARRAYS, NUMPY_SCALARS, restricted_loads
 
 SCALAR = np.float64(0).__reduce__()[0]  # numpy's own scalar constructor, as pickles name it
 
@@ -45,6 +46,37 @@ def test_numpy_scalars_come_out_as_python_numbers_of_the_same_value() -> None:
     for code, value in values.items():
         assert type(loaded[code]) in (int, float, bool), code
         assert loaded[code] == value.item(), code  # float32 0.1 would not be 0.1: exact bits
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol_is_read(protocol: int) -> None:
+    # protocols 0-2 rebuild bytes with _codecs.encode, which was refused before
+    values = {"latency": np.float64(0.1), "count": np.int32(-7), "flag": np.bool_(True)}
+    data = pickle.dumps(values, protocol=protocol)
+    assert restricted_loads(data, NUMPY_SCALARS) == {"latency": 0.1, "count": -7, "flag": True}
+    if protocol < 5:  # numpy writes protocol 5 arrays as out-of-band buffers: not CIFAR's format
+        array = np.arange(6, dtype=np.float32).reshape(2, 3)
+        loaded = restricted_loads(pickle.dumps(array, protocol=protocol), NUMPY_ARRAYS)
+        assert loaded.dtype == array.dtype and np.array_equal(loaded, array)
+
+
+class Encoded:
+    """Pickles as ``_codecs.encode(*args)``."""
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        import _codecs
+
+        return _codecs.encode, self.args
+
+
+@pytest.mark.parametrize("args", [("text", "utf-8"), (b"bytes", "latin1"), ("text", "rot13")])
+def test_bytes_are_rebuilt_from_latin1_text_only(args: tuple[Any, ...]) -> None:
+    assert load(Encoded("\xff\x00", "latin1")) == b"\xff\x00"
+    with pytest.raises(pickle.UnpicklingError, match="^malformed bytes in a protocol 0-2 pickle$"):
+        load(Encoded(*args))
 
 
 def test_a_big_endian_scalar_is_read_in_its_own_byte_order() -> None:

@@ -12,6 +12,9 @@ Two allow-lists cover the formats read here:
 - :data:`NUMPY_SCALARS`: ``collections.OrderedDict`` and numpy's ``dtype``/``scalar`` pair,
   replaced by a plain decoder of the scalar's bytes, so no numpy code runs and the values come
   out as Python numbers (the NATS-Bench archive, HW-NAS-Bench).
+
+Both also rebuild ``bytes`` the way protocols 0-2 do under Python 3 (``_codecs.encode`` of a
+latin-1 string, replaced by a function that does only that).
 """
 
 from __future__ import annotations
@@ -59,7 +62,19 @@ def restricted_loads(data: bytes, allowed: AllowList, *, encoding: str = "ASCII"
 # name (numpy.core before numpy 2, numpy._core since) does not matter.
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]
 
+
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    """Stands in for ``_codecs.encode``, which pickles of protocols 0-2 written by Python 3
+    call to rebuild ``bytes`` (numpy's raw data among them): encodes ``str`` to latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("malformed bytes in a protocol 0-2 pickle")
+    return text.encode("latin1")
+
+
+_BYTES: AllowList = {("_codecs", "encode"): _latin1}
+
 NUMPY_ARRAYS: AllowList = {
+    **_BYTES,
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
@@ -106,6 +121,7 @@ def _scalar(dtype: Any, data: Any = b"") -> int | float | bool:
 
 
 NUMPY_SCALARS: AllowList = {
+    **_BYTES,
     ("collections", "OrderedDict"): OrderedDict,
     ("numpy", "dtype"): _DType,
     ("numpy.core.multiarray", "scalar"): _scalar,
