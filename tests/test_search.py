@@ -201,6 +201,24 @@ def test_resume_replays_the_journal_without_re_evaluating(tmp_path):
     )
 
 
+def test_a_journal_of_early_versions_without_record_types_is_replayed(tmp_path) -> None:
+    # its candidate records were checked as candidates and then ignored: all retrained before
+    cfg = toy_config(k=4, seed=3)
+    full = run_search(
+        tmp_path / "full", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False
+    )
+    records = candidates(tmp_path / "full" / "journal.jsonl")
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "config.json").write_text((tmp_path / "full" / "config.json").read_text())
+    untyped = [{k: v for k, v in r.items() if k != "type"} for r in records[:6]]
+    (part / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in untyped))
+    ev = ToyEvaluator()
+    resumed = run_search(part, resume=True, evaluator_factory=lambda c: ev, progress=False)
+    assert ev.calls == len(records) - 6 and resumed.cell == full.cell
+    assert resumed.evaluations == full.evaluations
+
+
 def test_run_folder_errors(tmp_path):
     with pytest.raises(JournalError, match="nothing to resume"):
         run_search(tmp_path / "nope", resume=True, evaluator_factory=lambda c: ToyEvaluator())

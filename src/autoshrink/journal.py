@@ -112,10 +112,16 @@ STATUSES = (*EVALUATED, "rejected", "screened")
 NON_NEGATIVE = ("step", "index", "first_step", "stage", "edges", "seconds")
 
 
+def record_type(rec: dict[str, Any]) -> Any:
+    """The ``type`` of a journal record: ``"candidate"`` where it has none (journals of early
+    versions wrote candidates without one)."""
+    return rec.get("type", "candidate")
+
+
 def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
     """Raise a one-line :class:`JournalError` naming ``path``, ``line`` and the field when the
     record ``rec`` lacks a field that is read back or holds one of the wrong JSON type."""
-    kind = rec.get("type", "candidate")
+    kind = record_type(rec)
     problem = json_type_problem(str, kind, "type")
     if problem is None and kind not in RECORD_TYPES:
         problem = f"unknown record type {kind!r}; expected one of {', '.join(RECORD_TYPES)}"

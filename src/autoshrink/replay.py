@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import JournalError
-from autoshrink.journal import Journal
+from autoshrink.journal import Journal, record_type
 from autoshrink.strategies.base import Proposal
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,12 @@ class Replay:
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in records:
-            if rec.get("type") == "stage":
+            kind = record_type(rec)
+            if kind == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
-            if rec.get("type") == "reuse":
+            if kind == "reuse":
                 self.reused.add((rec["step"], rec["key"]))
-            if rec.get("type") == "candidate":
+            if kind == "candidate":
                 key = rec["key"]
                 self.done[key] = rec
                 self._unasked.setdefault(key, (line, rec.get("step", -1)))

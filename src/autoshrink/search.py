@@ -35,7 +35,7 @@ from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor
-from autoshrink.journal import Journal, RunLock
+from autoshrink.journal import Journal, RunLock, record_type
 from autoshrink.outputs import claim_folder
 from autoshrink.replay import Replay
 from autoshrink.run_folder import (
@@ -280,7 +280,7 @@ def interrupted(
     signum = getattr(err, "signum", None) or received
     how = f"stopped by {signal.Signals(signum).name}" if signum else "interrupted"
     try:
-        journalled = sum(r.get("type") == "candidate" for r in journal.records())
+        journalled = sum(record_type(r) == "candidate" for r in journal.records())
     except JournalError:  # a damaged journal: the resume will name the line
         journalled = 0
     custom = {

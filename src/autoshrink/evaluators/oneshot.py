@@ -56,7 +56,7 @@ from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator, Tensors
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal
+from autoshrink.journal import Journal, record_type
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
 from autoshrink.nn.tied_weights import TIED, retie, to_file
@@ -325,7 +325,7 @@ class WeightTrail:
     def _candidates(self) -> list[dict[str, Any]]:
         """The candidate records of the run's journal (beside ``oneshot/``)."""
         records = Journal(self.folder.parent / JOURNAL).records()
-        return [r for r in records if r.get("type") == "candidate"]
+        return [r for r in records if record_type(r) == "candidate"]
 
     def _any_trained(self, before: int) -> bool:
         """Whether some candidate of a step before step ``before`` trained to weights (an

@@ -21,7 +21,7 @@ from typing import Any
 
 from autoshrink.errors import CellError, ConfigError, JournalError
 from autoshrink.graph import Cell
-from autoshrink.journal import check_record, lock_holder, parse_record
+from autoshrink.journal import check_record, lock_holder, parse_record, record_type
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.strategies.autoshrink import stops_at
 from autoshrink.strategies.base import preference
@@ -291,10 +291,10 @@ def _run_data(
     run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], result: Any
 ) -> RunData:
     """The :class:`RunData` of a run folder's checked files."""
-    candidates = [_candidate(r) for r in records if r.get("type", "candidate") == "candidate"]
+    candidates = [_candidate(r) for r in records if record_type(r) == "candidate"]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
-    events = [r for r in records if r.get("type") == "event"]
+    events = [r for r in records if record_type(r) == "event"]
     by_key = {c.key: c for c in candidates}
     reused = {
         (r["step"], r["key"]): replace(
@@ -307,6 +307,6 @@ def _run_data(
             first_step=r["first_step"],
         )
         for r in records
-        if r.get("type") == "reuse" and r["key"] in by_key
+        if record_type(r) == "reuse" and r["key"] in by_key
     }
     return RunData(run_dir, config, candidates, events, result, list(reused.values()))
