@@ -382,6 +382,43 @@ def test_a_signal_while_the_workers_close_says_the_search_had_ended(tmp_path):
     assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
 
 
+def test_a_second_signal_while_a_stopped_search_closes_its_workers_is_the_same_stop(tmp_path):
+    """A SIGTERM, then another while the stopped search's executor closed its workers: the
+    second ended the process by the default handler (status 143, without the resume's hint)."""
+
+    class StoppedOnThird(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            if self.calls == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, in the main thread
+            return super().evaluate(cell, seed)
+
+    class SignalledOnClose(InProcessExecutor):
+        closes = 0
+
+        def close(self) -> None:
+            self.closes += 1
+            if self.closes == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+
+    class Escaped(Exception):
+        """The second signal reached the handler the search had given back (by default: death)."""
+
+    def escaped(signum: int, frame: object) -> None:
+        raise Escaped
+
+    run, executor = tmp_path / "run", SignalledOnClose()
+    before = signal.signal(signal.SIGTERM, escaped)
+    try:
+        with pytest.raises(SearchInterrupted, match=r"2 candidates are in .*; continue with"):
+            search(run, toy_config(k=3, seed=1), ev=StoppedOnThird(), executor=executor)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert executor.closes >= 1 and not (run / LOCK).exists()
+    assert len(candidates(run / "journal.jsonl")) == 2
+
+
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):
     import autoshrink.journal as journal_module
 

@@ -183,7 +183,9 @@ def run_search(
                     network = proxy_network(evaluator)
                     write_result(out, config, network)  # a signal here too says how to resume
             except KeyboardInterrupt as err:
-                raise interrupted(err, journal, run_dir, signals.received, factories) from None
+                stop = interrupted(err, journal, run_dir, signals.received, factories)
+                close_after_a_stop(executor, signals)
+                raise stop from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
@@ -264,6 +266,14 @@ def close_after_the_end(executor: Executor, signals: StopSignals, run_dir: Path)
             f"search stopped by {signal.Signals(err.signum).name} while its workers closed; "
             f"it had ended, and its results are in {run_dir}",
         ) from None
+
+
+def close_after_a_stop(executor: Executor, signals: StopSignals) -> None:
+    """Release the executor's workers after SIGINT or SIGTERM stopped the search, with both
+    held: one more stop meanwhile is the same stop (it used to end the process by the default
+    handler, without the resume's hint)."""
+    with contextlib.suppress(SearchInterrupted), signals.held():
+        executor.close()
 
 
 def interrupted(
