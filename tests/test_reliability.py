@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autoshrink.config import ExecutionSettings, SearchConfig
-from autoshrink.errors import JournalError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
@@ -417,6 +417,24 @@ def test_a_second_signal_while_a_stopped_search_closes_its_workers_is_the_same_s
         signal.signal(signal.SIGTERM, before)
     assert executor.closes >= 1 and not (run / LOCK).exists()
     assert len(candidates(run / "journal.jsonl")) == 2
+
+
+@pytest.mark.parametrize("name", ["result.json", "best_cell.json", "best_cell.png"])
+def test_a_resume_refuses_a_folder_where_a_result_goes_before_training(tmp_path, name) -> None:
+    # it trained the rest of the search first, and then failed to write there
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    journal = run / "journal.jsonl"
+    journal.write_text("".join(line + "\n" for line in lines(journal)[:4]))
+    for output in ("result.json", "best_cell.json", "best_cell.png"):
+        (run / output).unlink()
+    (run / name).mkdir()
+    ev = ToyEvaluator()
+    with pytest.raises(
+        ConfigError, match=f"^--resume {run / name}: a folder is there, not a file$"
+    ):
+        search(run, ev=ev)
+    assert ev.calls == 0 and len(lines(journal)) == 4 and not (run / LOCK).exists()
 
 
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):

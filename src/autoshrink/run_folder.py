@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG, JOURNAL, RESULT, BEST_CELL = "config.json", "journal.jsonl", "result.json", "best_cell.json"
-FINGERPRINT = "fingerprint.json"
+FINGERPRINT, BEST_PICTURE = "fingerprint.json", "best_cell.png"
 #: The built-in evaluator factory by its name; ``fingerprint.json`` records it as ``null``.
 BUILT_IN_FACTORY = "autoshrink.evaluators.factory.build_evaluator"
 

@@ -36,9 +36,11 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.journal import Journal, RunLock, record_type
-from autoshrink.outputs import claim_folder
+from autoshrink.outputs import check_output_file, claim_folder
 from autoshrink.replay import Replay
 from autoshrink.run_folder import (
+    BEST_CELL,
+    BEST_PICTURE,
     BUILT_IN_FACTORY,
     JOURNAL,
     RESULT,
@@ -153,6 +155,8 @@ def run_search(
         with RunLock(run_dir), StopSignals() as signals:
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
+            for name in (BEST_CELL, BEST_PICTURE, RESULT) if resume else ():  # before training
+                check_output_file(run_dir / name, "--resume")
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:

@@ -16,7 +16,7 @@ from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import os_error_line
 from autoshrink.graph import Cell
 from autoshrink.report.picture import render
-from autoshrink.run_folder import BEST_CELL, RESULT
+from autoshrink.run_folder import BEST_CELL, BEST_PICTURE, RESULT
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.strategies.base import Observation
 
@@ -63,7 +63,7 @@ def write_result(
     result.cell.save(run_dir / BEST_CELL)
     try:
         picture: Path | None = render(
-            result.cell, run_dir / "best_cell.png", title=f"best cell, score {best.score:.4f}"
+            result.cell, run_dir / BEST_PICTURE, title=f"best cell, score {best.score:.4f}"
         )
     except OSError as err:  # the results matter more than their picture
         log.warning("%s; result.json is written without a picture", os_error_line(err))
