@@ -689,6 +689,8 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
         ("count", ["--nhid", "5", "--vocab", "7"]),
         ("latency", ["--macro", "shrinkcnn-imagenet"]),
         ("export", ["--macro", "cifar-proxy", "--out", tmp_path / "refused"]),
+        ("train", ["--macro", "cifar-proxy", "--out", tmp_path / "refused"]),
+        ("train", ["--activation", "swish", "--out", tmp_path / "refused"]),
     ]:
         code, _, err = cli(command, path, *extra)
         assert code == 2 and "not for an mbconv architecture file" in err, (command, err)

@@ -36,10 +36,12 @@ from autoshrink.cli import (
     count_number,
     folder_path,
     int_at_most,
+    refuse_for_arch,
     rnn,
     seed_number,
     shows_default,
 )
+from autoshrink.cli.latency import DEFAULT_MACRO
 from autoshrink.cli.metrics_file import (
     METRICS,
     WEIGHTS,
@@ -150,7 +152,12 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
         default="cifar",
         help=f"a recipe: {' or '.join(RECIPES)}, or a recipe .json file",
     )
-    option("--macro", choices=sorted(MACROS), default="cifar-proxy", help="the macro network")
+    option(
+        "--macro",
+        choices=sorted(MACROS),
+        default=None,
+        help=f"the macro network of a cell, not for an mbconv file (default: {DEFAULT_MACRO})",
+    )
     option(
         "--image-size",
         type=count_number,
@@ -158,7 +165,12 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
         help="None: recipe's or the data's",
     )
     option("--width", type=float, default=None, help="width multiplier (None: the macro's own)")
-    option("--activation", choices=CNN_ACTIVATIONS, default=None, help="override the cell's")
+    option(
+        "--activation",
+        choices=CNN_ACTIVATIONS,
+        default=None,
+        help="override the cell's (not for an mbconv file)",
+    )
     option("--no-flip", action="store_true", default=False, help="no horizontal flips")
     option("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
     option("--precision", choices=PRECISIONS, default=None, help="None: the recipe's")
@@ -329,7 +341,7 @@ def network_for(
         network = {"architecture": arch.to_dict()}
         return arch, build_arch(arch), count_arch(arch), f"mbconv-{arch.width:g}", network
     assert cell is not None
-    spec = get_macro(args.macro, **settings)
+    spec = get_macro(args.macro or DEFAULT_MACRO, **settings)
     network = {"cell": cell.to_dict(), "macro": {"name": spec.name, **settings}}
     return None, build_network(cell, spec), count(cell, spec), spec.name, network
 
@@ -361,6 +373,8 @@ def run_cnn(args: argparse.Namespace) -> int:
     """Train a CNN cell's or mbconv file's network and report test accuracy."""
     check_test_domain(args.dataset, args.test_domain)
     arch, cell = cnn_to_train(args.cell, args.activation)
+    if arch is not None:  # the file is the network: these would be ignored
+        refuse_for_arch(args, "macro", "activation")
     recipe = recipe_from_args(args)
     with distributed(args.device) as ctx:
         set_up_process(ctx)
