@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).debug("%s", err, exc_info=True)
         print(f"autoshrink: error: {os_error_line(err)}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as err:  # e.g. --image-size 100000
+    except (MemoryError, RuntimeError) as err:  # e.g. latency --image-size 65536
         line = out_of_memory_line(err, sizes)
         if line is None:
             raise
