@@ -4,6 +4,7 @@ the search (files, resume) and its command line."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from autoshrink.singlepath.latency_model import (
     arch_blocks,
     calibration_path,
     fit_calibration,
+    load_or_measure,
+    load_run_model,
     prepare_model,
     reference_archs,
     space_blocks,
@@ -365,6 +368,27 @@ def test_the_calibration_fits_measured_against_table_sums(monkeypatch, scale, of
         fit_calibration(model, archs, LatencySettings())
 
 
+def test_a_fit_that_makes_the_fastest_network_free_is_a_line_through_zero(monkeypatch, caplog):
+    # noisy measurements (a busy machine) fitted scale 4.3, offset -12 ms: the fastest network
+    # predicted at -4.7 ms, and the search's latency term then rewarded bigger networks
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    model = _synthetic_model(spec)
+    skippable = [s.skippable for s in macro_slots(spec)[1]]
+    archs = reference_archs(spec, 6)
+    sums = [model.predict(a) for a in archs]
+    measured = [4.0 * t - 4.0 * 300 for t in sums]  # every one > 0; the fastest's line < 0
+    assert min(measured) > 0 > 4.0 * model.fastest_ms(skippable) - 4.0 * 300
+    _fake_measurements(monkeypatch, measured)
+    with caplog.at_level(logging.WARNING, logger="autoshrink.singlepath.latency_model"):
+        cal = fit_calibration(model, archs, LatencySettings())
+    through_zero = sum(t * m for t, m in zip(sums, measured, strict=True)) / sum(
+        t * t for t in sums
+    )
+    assert (cal.scale, cal.offset) == (pytest.approx(through_zero), 0.0)
+    assert model.calibrated(cal).fastest_ms(skippable) > 0
+    assert "fitting a line through zero instead" in caplog.text
+
+
 def test_a_model_is_calibrated_unless_asked_not_to_and_the_fit_is_kept(tmp_path, monkeypatch):
     spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
     settings = LatencySettings()
@@ -386,6 +410,75 @@ def test_a_model_is_calibrated_unless_asked_not_to_and_the_fit_is_kept(tmp_path,
     calls = _fake_measurements(monkeypatch, [])
     assert prepare_model(path, spec, settings, calibration_networks=2)[1] == cal  # reused
     assert calls == []
+
+
+def _fake_blocks(monkeypatch, on_first=None) -> list[str]:
+    """Make the latency model's block measurements return 1 ms (``on_first()`` runs before the
+    first); the returned list holds the keys measured."""
+    from autoshrink.singlepath import latency_model
+
+    measured: list[str] = []
+
+    def measure(block, settings):
+        if not measured and on_first is not None:
+            on_first()
+        measured.append(block.key)
+        return BlockEntry(block, 1.0, 0.0)
+
+    monkeypatch.setattr(latency_model, "measure_block", measure)
+    return measured
+
+
+def test_a_table_of_another_machine_gets_no_new_blocks(tmp_path, monkeypatch):
+    # blocks were added to it here, mixing two machines under the other one's name
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    table, blocks = _synthetic_table(spec)
+    path = tmp_path / "t.json"
+    elsewhere = {"cpu": "Some Other CPU 9000"}
+    replace(table, environment=elsewhere).save(path)
+    measured = _fake_blocks(monkeypatch)
+    assert load_or_measure(path, spec, table.settings)[1] == 0  # it holds the space: predicts
+    lacking = {k: e for k, e in table.entries.items() if k != blocks[3].key}
+    replace(table, entries=lacking, environment=elsewhere).save(path)
+    with pytest.raises(HardwareError, match=re.escape(
+        f"{path} was measured on Some Other CPU 9000; this machine has "
+    )):  # fmt: skip
+        load_or_measure(path, spec, table.settings)
+    assert measured == [] and LatencyTable.load(path).entries.keys() == lacking.keys()
+
+
+def test_runs_sharing_a_table_keep_each_others_blocks(tmp_path, monkeypatch):
+    # the last run to save wrote only its own blocks over the file
+    settings = LatencySettings()
+    path = tmp_path / "t.json"
+    other = MobileNetV2Spec(width=0.5, image_size=32, num_classes=10, in_channels=1)
+    theirs, _ = _synthetic_table(other, settings)
+    _fake_blocks(monkeypatch, on_first=lambda: theirs.save(path))  # saved while this measures
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    table, measured = load_or_measure(path, spec, settings)
+    saved = LatencyTable.load(path)
+    assert measured > 0 and saved.entries.keys() == table.entries.keys()
+    assert set(theirs.entries) < set(saved.entries)
+    LatencyModel.from_table(saved, spec), LatencyModel.from_table(saved, other)  # both spaces
+
+
+@pytest.mark.parametrize(
+    ("layer_ms", "fixed", "says"),
+    [
+        ([], 1.0, "'layer_ms' must hold 16 layers"),
+        ([dict.fromkeys(CHOICES, 1.0)] * 15 + [{"k3e3": 1.0}], 1.0, "must hold 16 layers, each"),
+        ([dict.fromkeys(CHOICES, 1.0)] * 16, float("nan"), "not a finite number"),
+    ],
+)
+def test_a_damaged_latency_model_of_a_run_is_one_line(tmp_path, layer_ms, fixed, says):
+    # a resume met a ValueError from zip or a KeyError in the blend
+    path = tmp_path / "latency_model.json"
+    path.write_text(json.dumps(LatencyModel(fixed, tuple(layer_ms)).to_dict(None)))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
+        load_run_model(path, 16)
+    whole = LatencyModel(1.0, tuple([dict.fromkeys(CHOICES, 1.0)] * 16))
+    path.write_text(json.dumps(whole.to_dict(None)))
+    assert load_run_model(path, 16) == (whole, None)
 
 
 @pytest.mark.parametrize("text", ['{"format": "x"}', "[]"])

@@ -113,18 +113,23 @@ def measure_space_table(
     table: LatencyTable | None = None,
     *,
     on_block: Callable[[int, int], None] | None = None,
+    source: str = "latency table",
 ) -> LatencyTable:
     """``table`` (or a new one for ``settings``) with every block of the space measured.
 
     Blocks the table already holds keep their measurement; the others are measured alone with
-    ``settings`` (either backend). A table measured with other settings raises HardwareError.
+    ``settings`` (either backend). A table measured with other settings, or one that lacks
+    blocks and was measured on another machine (:meth:`LatencyTable.check_machine`), raises
+    HardwareError naming ``source``.
     """
     check_available(settings)
     if table is None:
         table = LatencyTable(settings, {}, environment(settings))
     else:
-        table.check_settings(settings)
+        table.check_settings(settings, source)
     missing = table.missing(space_blocks(spec))
+    if missing:
+        table.check_machine(source)
     entries = dict(table.entries)
     for i, block in enumerate(missing):
         entries[block.key] = measure_block(block, table.settings)
@@ -140,14 +145,15 @@ def load_or_measure(
     path: Path, spec: MobileNetV2Spec, settings: LatencySettings
 ) -> tuple[LatencyTable, int]:
     """The table at ``path`` completed for ``spec``'s space (measuring what it lacks and saving
-    it back), or a new one; ``(table, blocks measured now)``."""
+    it back, merged with what other runs sharing the file saved meanwhile), or a new one;
+    ``(table, blocks measured now)``."""
     table = LatencyTable.load_checked(path, settings)
     before = len(table) if table is not None else 0
-    table = measure_space_table(spec, settings, table)
-    if len(table) != before:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.save(path)
-    return table, len(table) - before
+    completed = measure_space_table(spec, settings, table, source=str(path))
+    measured = len(completed) - before
+    if measured:
+        completed = completed.save_shared(path)
+    return completed, measured
 
 
 @dataclass(frozen=True)
@@ -213,12 +219,17 @@ class LatencyModel:
             "calibration": calibration,
         }
 
-    def check_target(self, target_ms: float, skippable: Iterable[bool]) -> None:
-        """ConfigError when no network of the space can meet ``target_ms``."""
-        floor = self.fixed_ms + sum(
+    def fastest_ms(self, skippable: Iterable[bool]) -> float:
+        """Predicted ms of the fastest network of the space: the fixed part, and each layer's
+        cheapest choice (nothing for a layer that may be skipped)."""
+        return self.fixed_ms + sum(
             0.0 if skip else min(costs.values())
             for costs, skip in zip(self.layer_ms, skippable, strict=True)
         )
+
+    def check_target(self, target_ms: float, skippable: Iterable[bool]) -> None:
+        """ConfigError when no network of the space can meet ``target_ms``."""
+        floor = self.fastest_ms(skippable)
         if target_ms <= self.fixed_ms:
             raise ConfigError(
                 f"--latency-target {target_ms:g} ms is below the fixed part of the network "
@@ -245,14 +256,22 @@ class RunModelFields:
     calibration: dict[str, float] | None = None
 
 
-def load_run_model(path: Path) -> tuple[LatencyModel, dict[str, float] | None]:
-    """The model a run searched with and its calibration's ``{"scale", "offset"}`` (``None``
-    uncalibrated), from :meth:`LatencyModel.to_dict`'s file ``path``; a damaged file is a
-    one-line :class:`ConfigError` naming it."""
+def load_run_model(path: Path, layers: int) -> tuple[LatencyModel, dict[str, float] | None]:
+    """The model of ``layers`` searchable layers a run searched with and its calibration's
+    ``{"scale", "offset"}`` (``None`` uncalibrated), from :meth:`LatencyModel.to_dict`'s file
+    ``path``; a damaged file is a one-line :class:`ConfigError` naming it."""
     d = read_json_file(path, ConfigError, "latency model")
     check_schema(path, d, RunModelFields, ConfigError, "latency model")
     if d["format"] != MODEL_FORMAT:
         raise ConfigError(f"{path}: not a latency model ('format' must be {MODEL_FORMAT!r})")
+    costs = d["layer_ms"]
+    if len(costs) != layers or any(sorted(c) != sorted(CHOICES) for c in costs):
+        raise ConfigError(
+            f"{path}: 'layer_ms' must hold {layers} layers, each the ms of the choices "
+            f"{', '.join(CHOICES)}"
+        )
+    if not all(math.isfinite(v) for c in [{"": d["fixed_ms"]}, *costs] for v in c.values()):
+        raise ConfigError(f"{path}: a latency that is not a finite number")
     model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in d["layer_ms"]))
     return model, d.get("calibration")
 
@@ -348,7 +367,10 @@ def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> lis
 def fit_calibration(
     model: LatencyModel, archs: Sequence[MBConvArch], settings: LatencySettings
 ) -> Calibration:
-    """Measure each of ``archs`` whole and fit ``measured = scale · table + offset``."""
+    """Measure each of ``archs`` whole and fit ``measured = scale · table + offset``; where
+    that line predicts no time (or less) for the fixed part or the fastest network of the
+    space -- noisy measurements, on a busy machine --, a line through zero instead, with a
+    warning (below zero the search's latency term would reward bigger networks)."""
     points = []
     for arch in archs:
         shape = (settings.batch, arch.in_channels, arch.image_size, arch.image_size)
@@ -361,9 +383,23 @@ def fit_calibration(
         scale, offset = np.polyfit(x, y, 1)
     else:
         scale, offset = float(y.sum() / x.sum()), 0.0
+    cal = Calibration(float(scale), float(offset), tuple(points))
+    fitted = model.calibrated(cal)
+    skippable = [s.skippable for s in macro_slots(archs[0].spec)[1]]
+    if scale > 0 and min(fitted.fixed_ms, fitted.fastest_ms(skippable)) <= 0:
+        log.warning(
+            "latency calibration: the fitted line (scale %.3g, offset %.3g ms) predicts %.3g ms "
+            "for the fastest network; the measurements are noisy (a busy machine?): fitting a "
+            "line through zero instead",
+            scale,
+            offset,
+            fitted.fastest_ms(skippable),
+        )
+        scale, offset = float((x * y).sum() / (x * x).sum()), 0.0
+        cal = Calibration(scale, offset, tuple(points))
     if not scale > 0:
         raise HardwareError(f"latency calibration failed (fitted scale {scale:.3g}); re-measure")
-    return Calibration(float(scale), float(offset), tuple(points))
+    return cal
 
 
 def calibration_path(table_path: Path) -> Path:

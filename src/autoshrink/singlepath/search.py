@@ -50,7 +50,7 @@ from autoshrink.singlepath.result import (
     finished_result,
 )
 from autoshrink.singlepath.settings import SearchSettings, check_same_settings
-from autoshrink.singlepath.space import build_arch, count_arch
+from autoshrink.singlepath.space import build_arch, count_arch, macro_slots
 from autoshrink.singlepath.supernet_training import SupernetTraining
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
@@ -257,8 +257,8 @@ def _run_singlepath(
         in_channels=data.in_channels,
     )
     t0 = time.perf_counter()
-    if resume and (out / MODEL).is_file():  # the model the run began with, whatever the table
-        model, calibration = load_run_model(out / MODEL)  # holds now (a shared one grows)
+    if resume and (out / MODEL).is_file():  # the model it began with (a shared table grows)
+        model, calibration = load_run_model(out / MODEL, len(macro_slots(deploy)[1]))
         measured = 0
         log.info("%s: resuming with the latency model the run began with", out / MODEL)
     else:
