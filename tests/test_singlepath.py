@@ -534,6 +534,25 @@ def test_flips_are_a_setting_off_for_the_demos_digits(flip, one_thread):
         assert bool(same.all())
 
 
+def test_a_search_at_any_seed_holds_out_the_images_train_tests_on(monkeypatch):
+    # at a seed other than 0 it split digits (and image folders) by its own seed: 287 of the
+    # 359 test images of `autoshrink train` were among the search's training and validation
+    from autoshrink.data.images import load_images
+    from autoshrink.singlepath import data as search_data
+
+    split: list = []
+
+    def loaded(*args, **kwargs):
+        split.append(load_images(*args, **kwargs))
+        return split[-1]
+
+    monkeypatch.setattr(search_data, "load_images", loaded)
+    train_split = load_images("digits")  # as `autoshrink train --dataset digits` loads it
+    for seed in (0, 5):
+        load_search_data(singlepath_preset("demo", seed=seed, train_images=64, val_images=32))
+        assert np.array_equal(split[-1].test_x, train_split.test_x), seed
+
+
 def test_the_supernet_weights_follow_the_documented_recipe(one_thread):
     """SGD with Nesterov momentum 0.9 at ``lr_per_256`` scaled to the batch, warmed up over the
     first epoch and annealed to 0 (cosine); the thresholds learn with Adam."""

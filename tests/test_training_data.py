@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from autoshrink.data.imagefolder import SPLIT_SEED, split_tree
-from autoshrink.data.images import ImageData
+from autoshrink.data.imagefolder import split_tree
+from autoshrink.data.images import SPLIT_SEED, ImageData
 from autoshrink.data.loaders import GlobalBatchSampler, array_data, folder_data, make_loader
 from autoshrink.data.transforms import (
     IMAGENET_MEAN,

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from autoshrink.data.images import ImageData
+from autoshrink.data.images import SPLIT_SEED, ImageData
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.user_files import require_folder
 
@@ -35,9 +35,6 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 GRAY_MODES = frozenset({"1", "L", "LA"}) | SIXTEEN_BIT_MODES
 TEST_DIRS = ("test", "val")
-#: The seed of the per-class split carved from a tree without ``train/``: one for every run, so
-#: that a search and ``train`` at any ``--seed`` hold out the same images.
-SPLIT_SEED = 0
 
 
 def _is_image(path: Path) -> bool:

@@ -34,6 +34,11 @@ DATASETS = (
 #: The data sets built from scikit-learn's embedded digits: they read no folder.
 EMBEDDED = ("digits", "rotated-digits", "colored-digits")
 
+#: The seed of the test split carved from ``digits`` and from an image folder without
+#: ``train/``: one for every run, so that a search and ``train`` at any ``--seed`` hold out the
+#: same images.
+SPLIT_SEED = 0
+
 
 def check_root(name: str, root: str | Path | None) -> None:
     """Raise :class:`DataError` for a folder given to a data set that reads none (a
@@ -174,7 +179,7 @@ def proxy_indices(
     return rng.permutation(np.concatenate(train_idx)), val_idx
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
+def load_digits(test_fraction: float = 0.2, seed: int = SPLIT_SEED) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1,797 images), split into train/test from a seed."""
     from sklearn.datasets import load_digits as sk_digits
 
@@ -195,7 +200,6 @@ def load_images(
     *,
     download: bool = False,
     image_size: int = 32,
-    seed: int = 0,
     test_domain: str | None = None,
 ) -> ImageData:
     """Load a named data set from :data:`DATASETS`.
@@ -207,14 +211,16 @@ def load_images(
     - ``cifar10``: the binary or python batches folder at or in ``root``; with ``download``,
       the official python archive is fetched into ``root`` first when neither is there.
     - ``imagefolder``: a ``root/<class>/*.png`` tree, resized to ``image_size``; without a
-      ``train``/``test`` split a 20% test split is carved from ``seed``.
+      ``train``/``test`` split a 20% test split is carved.
 
     - ``rotated-*`` / ``colored-*``: multi-domain (:mod:`autoshrink.data.domains`), every
       domain but ``test_domain`` (which is never built), with a domain label per image.
 
-    ``seed`` also seeds the train/test split of ``digits``. Raises :class:`DataError` for a
-    missing ``root`` or unreadable files, :class:`~autoshrink.errors.ConfigError` for an
-    unknown name (as the multi-domain loader does) or a ``test_domain`` the data set lacks.
+    The test split carved from ``digits`` and from an image folder is always the one of
+    :data:`SPLIT_SEED`, whatever a run's seed: a search never trains on the images
+    ``autoshrink train`` tests on. Raises :class:`DataError` for a missing ``root`` or
+    unreadable files, :class:`~autoshrink.errors.ConfigError` for an unknown name (as the
+    multi-domain loader does) or a ``test_domain`` the data set lacks.
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
@@ -227,7 +233,7 @@ def load_images(
     if name in DOMAINS:
         return load_training_domains(name, root, test_domain=test_domain)
     if name == "digits":
-        return load_digits(seed=seed)
+        return load_digits(seed=SPLIT_SEED)
     if name == "fashion-mnist":
         from autoshrink.data.idx import load_fashion_mnist
 
@@ -241,7 +247,7 @@ def load_images(
         return load_cifar10(root)
     from autoshrink.data.imagefolder import load_image_folder
 
-    return load_image_folder(root, image_size=image_size, seed=seed)
+    return load_image_folder(root, image_size=image_size, seed=SPLIT_SEED)
 
 
 def fetch_images(name: str, root: str | Path | None) -> None:

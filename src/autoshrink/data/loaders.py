@@ -15,7 +15,7 @@ DataLoaders with worker processes and pinned memory.
 
 Folder trees are ``root/train/<class>/...`` with ``root/val/<class>/...`` (or ``test``); a
 root with only class folders gets a 20% validation split per class, drawn with
-:data:`~autoshrink.data.imagefolder.SPLIT_SEED` whatever the run's seed (a search holds out
+:data:`~autoshrink.data.images.SPLIT_SEED` whatever the run's seed (a search holds out
 the same images). Classes come from
 :func:`autoshrink.data.imagefolder.scan_classes` (sorted folder names).
 """
@@ -34,8 +34,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import SPLIT_SEED, eight_bit, split_tree
-from autoshrink.data.images import ImageData, channel_stats
+from autoshrink.data.imagefolder import eight_bit, split_tree
+from autoshrink.data.images import SPLIT_SEED, ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.user_files import require_folder

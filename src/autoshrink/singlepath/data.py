@@ -33,7 +33,7 @@ def load_search_data(s: SearchSettings) -> SearchData:
     """The training and validation images of a single-path search, both drawn with ``s.seed``
     from the data set's training split, disjoint (sizes:
     :class:`~autoshrink.singlepath.settings.SearchSettings`); its test split is never read."""
-    data = load_images(s.dataset, s.data_dir, seed=s.seed)
+    data = load_images(s.dataset, s.data_dir)  # the test split of every run: never read here
     order = np.random.default_rng(s.seed).permutation(len(data.train_y))
     n_val = s.val_images if s.val_images is not None else max(1, len(order) // 10)
     if n_val >= len(order):
