@@ -352,10 +352,25 @@ def test_cifar_bad_inputs(tmp_path: Path) -> None:
             {b"data": np.zeros((2, 3072), np.uint8), b"labels": ["cat", "dog"]},
             "b'labels' must be a list of integers",
         ),
+        (  # a label beyond int64 was an OverflowError's traceback
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 2**70]},
+            "b'labels' must be a list of integers",
+        ),
+        (  # floats were truncated to classes without a word
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.7, 0.0]},
+            "b'labels' must be a list of integers",
+        ),
         (
             "data_batch_1",
             {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]},
             "3 labels for 2 images",
+        ),
+        (  # a UnicodeDecodeError's traceback
+            "batches.meta",
+            {b"label_names": [b"\xff\xfe"] * 10},
+            "a class name that is not UTF-8",
         ),
         ("batches.meta", {b"names": []}, "expected a dict with b'label_names', a list of names"),
         ("batches.meta", {b"label_names": [1, 2]}, "expected a dict with b'label_names'"),

@@ -123,9 +123,12 @@ def _read_py_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray
     ):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: b'data' must be a uint8 array [n, {PIXELS}], got {got}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
+    try:  # not floats, truncated to a class; not integers beyond int64
+        found = np.asarray(labels)
+        if found.dtype.kind not in "iu":
+            raise TypeError(found.dtype)
+        labels = found.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{path}: b'labels' must be a list of integers") from None
     if labels.shape != (len(data),):
         raise DataError(f"{path}: {labels.size} labels for {len(data)} images")
@@ -147,7 +150,10 @@ def _read_classes(folder: Path, layout: str) -> tuple[str, ...]:
         raw = meta.get(b"label_names") if isinstance(meta, dict) else None
         if not isinstance(raw, list) or not all(isinstance(n, bytes | str) for n in raw):
             raise DataError(f"{path}: expected a dict with b'label_names', a list of names")
-        names = [n.decode("utf-8") if isinstance(n, bytes) else n for n in raw]
+        try:
+            names = [n.decode("utf-8") if isinstance(n, bytes) else n for n in raw]
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: a class name that is not UTF-8 ({err})") from None
     if len(names) != NUM_CLASSES:  # "air plane" made 11, and every label one class off
         raise DataError(f"{path}: {len(names)} class names; CIFAR-10 has {NUM_CLASSES}, one a line")
     return tuple(names)
