@@ -36,6 +36,7 @@ class Outer:
         (int, 3),
         (float, 3),  # JSON's 3 is a number too
         (float, 2.5),
+        (float, 2**1023),  # an integer a float can hold
         (bool, False),
         (str, ""),
         (type(None), None),
@@ -56,6 +57,13 @@ def test_values_of_their_type_fit(expected: Any, value: Any) -> None:
         (int, 2.5, '"k" must be an integer, got 2.5'),
         (int, True, '"k" must be an integer, got true'),  # JSON's true is no number
         (float, "1", '"k" must be a number, got "1"'),
+        # an integer beyond a float's range: an OverflowError where it was read as one
+        (float, 10**400, '"k" must be a number, got ' + "1" + "0" * 36 + "..."),
+        (
+            float | None,
+            -(2**1024),
+            '"k" must be a number or null, got -179769313486231590772930519078902473...',
+        ),
         (bool, 0, '"k" must be true or false, got 0'),
         (str, None, '"k" must be a string, got null'),
         (int | None, "x", '"k" must be an integer or null, got "x"'),

@@ -50,13 +50,23 @@ def _describe(expected: Any) -> str:
     return "a list" if get_origin(expected) in (list, tuple) else "an object"
 
 
+def _float_sized(number: float) -> bool:
+    """Whether ``number`` (an integer, say) can be read as a float: not beyond its range."""
+    try:
+        float(number)
+    except OverflowError:
+        return False
+    return True
+
+
 def _fits(expected: Any, value: Any) -> bool:
     """Whether the JSON ``value`` is of the outer type of ``expected`` (items not looked at)."""
     origin = get_origin(expected)
     if origin in (Union, UnionType):
         return any(_fits(a, value) for a in get_args(expected))
     if expected in (int, float):  # JSON has no separate booleans among its numbers
-        return isinstance(value, (int, expected)) and not isinstance(value, bool)
+        fits = isinstance(value, (int, expected)) and not isinstance(value, bool)
+        return fits and (expected is int or _float_sized(value))
     if expected in (bool, str):
         return isinstance(value, expected)
     if expected is NoneType:
