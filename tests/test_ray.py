@@ -100,12 +100,29 @@ class _OnCuda(Fake):
     device = "cuda"
 
 
+class _OnCpu(Fake):
+    device = "cpu"
+
+
 def test_a_task_asks_for_one_gpu_when_the_search_runs_on_cuda():
     assert runs_on_cuda(_OnCuda()) and not runs_on_cuda(Fake())
     for evaluator, gpus in ((_OnCuda(), 1), (Fake(), 0)):
         stub = _StubRay()
         RayExecutor()._task(stub, evaluator)
         assert stub.declared == {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0}
+
+
+def test_a_wrapped_evaluator_on_cuda_asks_for_its_gpu_too():
+    # one-shot evaluation and latency costs wrap the evaluator: their tasks asked for no GPU
+    from autoshrink.evaluators.costed import CostedEvaluator
+    from autoshrink.evaluators.oneshot import OneShotEvaluator
+
+    for inner, gpus in ((_OnCuda(), 1), (_OnCpu(), 0)):
+        oneshot = OneShotEvaluator(inner, 1)  # type: ignore[arg-type]
+        for wrapped in (CostedEvaluator(inner, []), oneshot, CostedEvaluator(oneshot, [])):
+            stub = _StubRay()
+            RayExecutor()._task(stub, wrapped)
+            assert stub.declared["num_gpus"] == gpus, (wrapped, gpus)
 
 
 def test_ray_executor_options_are_checked():

@@ -139,6 +139,11 @@ class CostedEvaluator:
         """The classes of the inner evaluator's task (``None``: not a classifier's)."""
         return getattr(self.inner, "num_classes", None)
 
+    @property
+    def device(self) -> str:
+        """The device the inner evaluator trains on (a Ray task asks for a GPU by it)."""
+        return str(getattr(self.inner, "device", "cpu"))
+
     def screening_stage(self, classes: Any, epochs: int) -> CostedEvaluator:
         """The inner evaluator's screening stage with the same costs (and cost cache)."""
         return replace(self, inner=self.inner.screening_stage(classes, epochs))

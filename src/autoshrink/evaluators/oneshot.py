@@ -148,6 +148,11 @@ class OneShotEvaluator:
         """The classes of a CNN proxy task (``None`` for the RNN task)."""
         return getattr(self.inner, "num_classes", None)
 
+    @property
+    def device(self) -> str:
+        """The device the inner evaluator trains on (a Ray task asks for a GPU by it)."""
+        return self.inner.device
+
     def screening_stage(self, classes: Sequence[int], epochs: int) -> OneShotEvaluator:
         """A progressive screening stage (:mod:`autoshrink.screening`) of one-shot evaluation:
         candidates inherit their parent's weights as always and are fine-tuned for at most
