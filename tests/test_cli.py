@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from importlib import resources
@@ -223,6 +224,25 @@ def test_a_resume_on_another_executor_keeps_the_thread_count(run, now, given, th
     executor, run_threads = run
     saved = preset("demo", threads=run_threads, execution=ExecutionSettings(executor=executor))
     assert resume_threads(saved, ExecutionSettings(executor=now), given) == threads
+
+
+@pytest.mark.parametrize(("run", "now"), [("inprocess", "pool"), ("batched", "ray")])
+def test_a_resume_on_one_thread_per_candidate_of_a_default_threads_run_is_a_warning(
+    run, now, caplog
+) -> None:
+    # it changed the rounding of the candidates left without a word
+    from autoshrink.cli.search import resume_threads
+    from autoshrink.config import ExecutionSettings, preset
+
+    saved = preset("demo", execution=ExecutionSettings(executor=run))
+    with caplog.at_level(logging.WARNING, logger="autoshrink.cli.search"):
+        assert resume_threads(saved, ExecutionSettings(executor=now), None) is None
+    assert f"torch's default threads ({run}); {now} trains the rest on one thread" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="autoshrink.cli.search"):
+        resume_threads(saved, ExecutionSettings(executor=run), None)  # the same executor
+        resume_threads(saved, ExecutionSettings(executor=now), 2)  # --threads given
+    assert caplog.text == ""
 
 
 @pytest.mark.parametrize(

@@ -105,15 +105,14 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     """The torch threads per candidate of a resumed session: ``--threads`` when given; else,
     where the run left them to its executor and that trained each candidate on one thread
     (pool, Ray) but this session's would not (in-process, batched), 1, so that the candidates
-    left train as they would have in the uninterrupted run; else the run's own."""
-    if given is not None:
-        return given
+    left train as they would have in the uninterrupted run; else the run's own. The other way
+    round (a run on torch's default threads resumed on one thread per candidate) is said with
+    a warning: the pool and Ray give a worker one thread unless told."""
+    if given is not None or saved.threads is not None:
+        return given if given is not None else saved.threads
     before, after = executor_name(saved.execution, saved.device), executor_name(now, saved.device)
-    if (
-        saved.threads is None
-        and before in ONE_THREAD_EXECUTORS
-        and after not in ONE_THREAD_EXECUTORS
-    ):
+    one_before, one_after = before in ONE_THREAD_EXECUTORS, after in ONE_THREAD_EXECUTORS
+    if one_before and not one_after:
         log.info(
             "the run trained its candidates on one thread each (%s); %s trains the rest on one "
             "too (more: --threads N, other numbers)%s",
@@ -125,7 +124,15 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
             "the rest of the search may take another path than the uninterrupted run",
         )
         return 1
-    return saved.threads
+    if one_after and not one_before:
+        log.warning(
+            "the run trained its candidates on torch's default threads (%s); %s trains the "
+            "rest on one thread each, which rounds otherwise: the rest of the search may take "
+            "another path than the uninterrupted run (--threads N: N each)",
+            before,
+            after,
+        )
+    return None
 
 
 #: The options that set a setting of config.READ_BY: the setting's name by option.
