@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -459,3 +464,28 @@ def test_changed_settings_are_said_shortly() -> None:
     four = differences({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 0, "b": 0, "c": 0, "d": 0})
     assert first_three(four) == "a: 1 -> 0, b: 2 -> 0, c: 3 -> 0 and 1 more"
     assert first_three(four[:3]) == "a: 1 -> 0, b: 2 -> 0, c: 3 -> 0"
+
+
+# ----------------------------------------------------------------- a stop with data workers
+def test_a_sigterm_to_the_process_group_with_data_workers_is_the_stop_line_alone(tmp_path):
+    """``timeout`` and Slurm signal the whole group: the DataLoader workers died of it first, and
+    torch printed their tracebacks after the line that says how to resume."""
+    out = tmp_path / "t"
+    args = [CNN, "--dataset", "digits", "--epochs", "40", "--width", "0.25", "--threads", "1"]
+    args += ["--batch-size", "32", "--workers", "2", "--out", out]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoshrink", "train", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own, as timeout makes
+    )
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("autoshrink: training stopped by SIGTERM;")
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,4 +302,13 @@ def make_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        worker_init_fn=leave_sigterm_to_the_training,
     )
+
+
+def leave_sigterm_to_the_training(worker_id: int) -> None:
+    """In a DataLoader worker: ignore SIGTERM, as torch's workers ignore SIGINT. A SIGTERM to
+    the whole process group (``timeout``, Slurm, ``kill -- -PGID``) then stops the training,
+    which says how to resume and shuts its workers down; a worker killed by it first made
+    torch print tracebacks after that line."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
