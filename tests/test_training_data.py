@@ -177,6 +177,27 @@ def test_transform_pieces() -> None:
     assert not np.array_equal(erase(img, rng).numpy(), img)
 
 
+@pytest.mark.parametrize("padding", [5, 6, 11, 12, 30])
+def test_a_padding_of_the_image_size_or_more_reflects_as_np_pad_does(padding) -> None:
+    # at 6 px it wrapped around (6..11) or indexed outside the image (12 and more): a traceback
+    rng = np.random.default_rng(0)
+    img = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
+    padded = np.pad(img, ((0, 0), (padding, padding), (padding, padding)), mode="reflect")
+    side = 2 * padding + 1
+    windows = {padded[:, y : y + 6, x : x + 6].tobytes() for y in range(side) for x in range(side)}
+    assert {pad_crop(img, padding, rng).tobytes() for _ in range(400)} <= windows
+    one = np.ones((1, 1, 1), np.float32)  # a 1-pixel image mirrors onto itself
+    np.testing.assert_array_equal(pad_crop(one, 3, rng), one)
+
+
+def test_an_evaluation_crop_smaller_than_a_pixel_keeps_one() -> None:
+    # eval_crop 0.1 of an 8-px array image rounded to an empty box: a RuntimeError at evaluation
+    img = np.arange(64, dtype=np.float32).reshape(1, 8, 8) / 64
+    t = ImageTransform(8, (0.0,), (1.0,), train=False, augment="imagenet", eval_crop=0.1)
+    centre = t(img, np.random.default_rng(0)).numpy()  # pixel (4, 4), resized to 8x8
+    np.testing.assert_allclose(centre, np.full((1, 8, 8), 36 / 64))
+
+
 def test_crop_boxes_reach_every_position_and_fall_back_to_the_centre() -> None:
     rng = np.random.default_rng(0)
     assert random_resized_box(rng, 10, 10, (1.0, 1.0), (1.0, 1.0)) == (0, 0, 10, 10)

@@ -100,6 +100,7 @@ def crop_resize(image: Image.Image | np.ndarray, box: Box, size: int) -> np.ndar
         pixels = np.asarray(small, dtype=np.float32) / 255.0  # [S, S] or [S, S, C]
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     left, top, right, bottom = (int(round(v)) for v in box)
+    right, bottom = max(right, left + 1), max(bottom, top + 1)  # a tiny box: one pixel, not none
     crop = image[:, top:bottom, left:right]
     if crop.shape[1] == size and crop.shape[2] == size:
         return crop.copy()
@@ -124,8 +125,11 @@ def pad_crop(x: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarra
 
 def _reflect(start: int, n: int) -> np.ndarray:
     """Indices ``start .. start+n-1`` into ``n`` pixels, mirrored at the borders (the edge
-    pixel not repeated), as reflect padding then cropping would pick them."""
-    k = np.abs(np.arange(start, start + n))
+    pixel not repeated) as often as it takes, as reflect padding (``np.pad``'s ``reflect``,
+    any padding) then cropping would pick them."""
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    k = np.abs(np.arange(start, start + n)) % (2 * (n - 1))  # the mirror's period
     return np.where(k > n - 1, 2 * (n - 1) - k, k)
 
 
