@@ -214,6 +214,12 @@ def test_a_diverging_cnn_training_keeps_its_metrics_and_fails(cli, tmp_path: Pat
     assert not list((out / "checkpoints").glob("*.json"))  # nor checkpointed
     for line in (out / "log.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda t: pytest.fail(f"{t} in log.jsonl"))
+    # the advice leads out of the folder: --resume and a new training there are both refused
+    assert "with another --out" in err
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--lr", "0.1", "--out", out)
+    assert code == 2 and "choose another --out" in err
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 2 and "a training that ended (metrics.json: finished or diverged)" in err
 
 
 def test_only_a_training_on_the_cpu_flushes_denormal_floats(monkeypatch) -> None:
@@ -238,7 +244,7 @@ def test_a_divergence_after_epochs_names_the_newest_checkpoint_kept() -> None:
     )
     assert diverged_message(result, Recipe(lr_per_256=0.5), Path("o")) == (
         "training diverged at epoch 3 (train loss inf): try a lower --lr (now 0.5 per 256 "
-        "images); o keeps metrics.json and the checkpoint of epoch 2"
+        "images) with another --out; o keeps metrics.json and the checkpoint of epoch 2"
     )
 
 

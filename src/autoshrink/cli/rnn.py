@@ -190,7 +190,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise TrainingError(
             f"training diverged at epoch {result.diverged_epoch} (train loss "
             f"{last['train_loss']:g}, validation perplexity {last['val_perplexity']:g}): try a "
-            f"lower --lr (now {recipe.lr:g}); {args.out} keeps metrics.json and {kept}"
+            f"lower --lr (now {recipe.lr:g}) with another --out; {args.out} keeps metrics.json "
+            f"and {kept}"
         )
     return print_summary(args.out, metrics, args.json)
 

@@ -248,8 +248,8 @@ def check_training_resumable(out: Path) -> None:
     results."""
     if (out / METRICS).exists() and latest_epoch(out / CHECKPOINTS) is None:
         raise ConfigError(
-            f"--out {out} holds a finished training (metrics.json) but no checkpoint to resume "
-            "from; choose another --out"
+            f"--out {out} holds a training that ended (metrics.json: finished or diverged) and no "
+            "checkpoint to resume from; choose another --out"
         )
 
 
@@ -319,7 +319,8 @@ def diverged_message(result: FinalResult, recipe: Recipe, out: Path) -> str:
     kept = f"and the checkpoint of epoch {done}" if done else "(no epoch finished)"
     return (
         f"training diverged at epoch {result.diverged_epoch} ({loss}): try a lower --lr (now "
-        f"{recipe.lr_per_256:g} per 256 images); {out} keeps metrics.json {kept}"
+        f"{recipe.lr_per_256:g} per 256 images) with another --out; {out} keeps metrics.json "
+        f"{kept}"
     )
 
 
