@@ -130,6 +130,28 @@ def test_strategy_ties_go_to_fewer_edges():
     assert strat.current.edges == ((0, 2),)
 
 
+def test_patience_waits_for_a_better_score_not_a_tie_with_fewer_edges():
+    # every step's tie with fewer edges reset the patience: a search of ties never stopped
+    start = Cell.complete("cnn", ("input", *["sep3x3"] * 5))  # 15 edges
+    strat = AutoShrink(start, k=3, keep_fraction=0.0, rng=random.Random(0), patience=2)
+    while props := strat.ask():
+        strat.tell([Observation(p, 1.0) for p in props])
+    assert strat.step == 3 and strat.end_reason is not None and "patience" in strat.end_reason
+    assert strat.best is not None and strat.best.proposal.step == 2  # the tie's fewer edges
+
+
+def test_a_nan_score_is_never_the_step_winner():
+    # compared as a tuple it won whenever it came first; Observation.ok calls it failed
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+    strat = AutoShrink(start, k=3, keep_fraction=0.0, rng=random.Random(0))
+    (p0,) = strat.ask()
+    strat.tell([Observation(p0, 0.5)])
+    props = strat.ask()
+    strat.tell([Observation(p, s) for p, s in zip(props, (math.nan, 0.9, 0.7), strict=True)])
+    assert strat.best is not None and strat.best.score == 0.9
+    assert strat.current == props[1].genotype
+
+
 def test_a_start_cell_at_its_edge_target_is_scored_and_not_shrunk():
     start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))  # 3 edges; target round(2.7)
     strat = AutoShrink(start, k=2, keep_fraction=0.9, rng=random.Random(0))

@@ -174,10 +174,12 @@ class AutoShrink:
         if [o.proposal for o in observations] != self._pending:
             raise ValueError("tell() must receive the observations of the last ask(), in order")
         self._pending = []
-        improved = False
+        before = None if self._best is None else self._best.score
         for obs in observations:
             if better(obs, self._best):
-                self._best, improved = obs, True
+                self._best = obs
+        # patience waits for a better score: a tie with fewer edges is a better cell, not that
+        improved = self._best is not None and (before is None or self._best.score > before)
         statuses = sorted({o.status for o in observations})
         if stops_at(self.step, statuses, any(o.ok for o in observations)):
             counts = ", ".join(f"{sum(o.status == s for o in observations)} {s}" for s in statuses)

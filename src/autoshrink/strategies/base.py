@@ -82,8 +82,9 @@ class CellStrategy(Strategy, Protocol):
 def preference(score: float, num_edges: int) -> tuple[float, int]:
     """The order every choice of a best cell follows -- a strategy's best and step winner, a
     comparison's incumbent, a report's chosen candidate: the higher score first, ties to fewer
-    edges (``max`` over it keeps the first proposed among full ties)."""
-    return (score, -num_edges)
+    edges (``max`` over it keeps the first proposed among full ties); a NaN score ranks as
+    ``-inf``, last (compared as it is, it won wherever it came first)."""
+    return (-math.inf if math.isnan(score) else score, -num_edges)
 
 
 def preferred(obs: Observation) -> tuple[float, int]:
