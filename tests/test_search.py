@@ -117,13 +117,20 @@ def test_a_diverged_candidate_scores_minus_inf_and_never_wins(tmp_path):
     assert diverged and all(r["score"] is None for r in diverged)
 
 
-def test_strategy_ties_go_to_fewer_edges():
+def step_1_told(scores: tuple[float, float, float]) -> tuple[AutoShrink, list]:
+    """AutoShrink over the complete 3-node cell, K = 3, its start scored 0.5 and its step 1
+    (three removals) told ``scores``; with step 1's proposals."""
     start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
     strat = AutoShrink(start, k=3, keep_fraction=0.0, rng=random.Random(0))
     (p0,) = strat.ask()
-    strat.tell([Observation(p0, 1.0)])
+    strat.tell([Observation(p0, 0.5)])
     props = strat.ask()
-    strat.tell([Observation(p, 1.0) for p in props])
+    strat.tell([Observation(p, s) for p, s in zip(props, scores, strict=True)])
+    return strat, props
+
+
+def test_strategy_ties_go_to_fewer_edges():
+    strat, props = step_1_told((1.0, 1.0, 1.0))
     # the removals leave 2, 2 and 1 edges (cutting 0->1 prunes 1->2): the tie goes to the 1
     assert sorted(p.genotype.num_edges for p in props) == [1, 2, 2]
     assert strat.best is not None and strat.best.proposal.genotype.edges == ((0, 2),)
@@ -142,12 +149,7 @@ def test_patience_waits_for_a_better_score_not_a_tie_with_fewer_edges():
 
 def test_a_nan_score_is_never_the_step_winner():
     # compared as a tuple it won whenever it came first; Observation.ok calls it failed
-    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
-    strat = AutoShrink(start, k=3, keep_fraction=0.0, rng=random.Random(0))
-    (p0,) = strat.ask()
-    strat.tell([Observation(p0, 0.5)])
-    props = strat.ask()
-    strat.tell([Observation(p, s) for p, s in zip(props, (math.nan, 0.9, 0.7), strict=True)])
+    strat, props = step_1_told((math.nan, 0.9, 0.7))
     assert strat.best is not None and strat.best.score == 0.9
     assert strat.current == props[1].genotype
 
