@@ -349,3 +349,44 @@ def test_an_empty_check_batch_is_refused_before_any_file(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="check_batch must be a whole number >= 1, got 0"):
         export_network(cell, cifar_proxy(image_size=8, width=0.25), tmp_path / "x", check_batch=0)
     assert not (tmp_path / "x").exists()
+
+
+def trained_weights(path: Path, model: torch.nn.Module, network: dict) -> Path:
+    """``model``'s weights at ``path`` with the metadata ``autoshrink train`` writes for
+    ``network``."""
+    from autoshrink.training.weights_file import weights_metadata
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=weights_metadata(network, [0.5], [0.25]))
+    return path
+
+
+def test_train_s_weights_give_the_macro_the_size_and_the_live_cell(cli, tmp_path) -> None:
+    # the macro defaulted to cifar-proxy (and refused the weights), an architecture's size to
+    # the file's, and a cell that differed only in dead nodes was "numbered otherwise"
+    from autoshrink.spaces.macros import get_macro
+
+    dead = Cell("cnn", ("input", "conv3x3", "conv1x1", "sep3x3"), [(0, 1), (1, 2)])
+    spec = get_macro("shrinkcnn-imagenet", width=0.1, image_size=16, in_channels=1)
+    macro = {"name": spec.name, "width": 0.1, "image_size": 16, "in_channels": 1}
+    weights = trained_weights(
+        tmp_path / "c.safetensors",
+        build_network(dead, spec),
+        {"cell": dead.to_dict(), "macro": {**macro, "num_classes": spec.num_classes}},
+    )
+    given = Cell("cnn", ("input", "conv3x3", "conv1x1"), [(0, 1), (1, 2)])  # no dead node 3
+    given.save(tmp_path / "cell.json")
+    code, out, err = cli("export", tmp_path / "cell.json", "--weights", weights,
+                         "--out", tmp_path / "c")  # fmt: skip
+    assert code == 0, err
+    assert "shrinkcnn-imagenet network" in out and "input [B, 1, 16, 16]" in out
+    arch = mobilenetv2_arch(0.1, image_size=224, num_classes=10, in_channels=1)
+    arch.save(tmp_path / "arch.json")  # as written, for 224 px; trained at 32
+    trained = arch.with_settings(image_size=32)
+    weights = trained_weights(
+        tmp_path / "a.safetensors", build_arch(trained), {"architecture": trained.to_dict()}
+    )
+    code, out, err = cli("export", tmp_path / "arch.json", "--weights", weights,
+                         "--out", tmp_path / "a")  # fmt: skip
+    assert code == 0 and "input [B, 1, 32, 32]" in out, err
+    assert json.loads((tmp_path / "a" / "export.json").read_text())["input"] == ["batch", 1, 32, 32]

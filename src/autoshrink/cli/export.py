@@ -19,7 +19,6 @@ from pathlib import Path
 
 from autoshrink.cli import SUBCOMMANDS, folder_path, seed_number
 from autoshrink.cli.latency import (
-    DEFAULT_MACRO,
     add_macro_options,
     arch_from_args,
     macro_cell,
@@ -31,7 +30,6 @@ from autoshrink.export.bundle import (
     ExportResult,
     export_network,
     infer_settings,
-    infer_shapes,
 )
 from autoshrink.singlepath.space import is_arch_file
 
@@ -62,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if is_arch_file(args.cell):
         return run_arch(args)
     cell = macro_cell(args.cell, "export")
-    macro = args.macro or DEFAULT_MACRO
-    inferred = infer_settings(args.weights, macro) if args.weights is not None else {}
+    inferred = infer_settings(args.weights, args.macro) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)
     r = export_network(cell, spec, args.out, weights=args.weights, seed=args.seed)
     return finish(args, r, f"{spec.name} network of cell {cell.key}")
@@ -73,7 +70,7 @@ def run_arch(args: argparse.Namespace) -> int:
     """An mbconv architecture file: the same files, ``architecture.json`` for ``cell.json``."""
     from autoshrink.export.mbconv import export_arch
 
-    inferred = infer_shapes(args.weights) if args.weights is not None else {}
+    inferred = {} if args.weights is None else infer_settings(args.weights, architecture=True)
     arch = arch_from_args(args, **inferred)
     r = export_arch(arch, args.out, weights=args.weights, seed=args.seed)
     return finish(args, r, f"mbconv network {arch.key}")

@@ -66,8 +66,10 @@ def _network_settings(args: argparse.Namespace, inferred: dict[str, Any]) -> dic
 
 
 def macro_from_args(args: argparse.Namespace, **inferred: Any) -> MacroSpec:
-    """The macro of ``--macro`` with the settings given (else ``inferred``, else defaults)."""
-    return get_macro(args.macro or DEFAULT_MACRO, **_network_settings(args, inferred))
+    """The macro of ``--macro`` (else ``inferred``'s ``macro``, else the default) with the
+    settings given (else ``inferred``'s, else the macro's defaults)."""
+    name = args.macro or inferred.pop("macro", None) or DEFAULT_MACRO
+    return get_macro(name, **_network_settings(args, inferred))
 
 
 def macro_cell(path: Path, command: str) -> Cell:

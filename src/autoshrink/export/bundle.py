@@ -121,7 +121,7 @@ def check_trained_network(weights: Path, trained: TrainedFor, network: dict[str,
     if "cell" in network and trained.cell is not None:
         was = Cell.from_dict(trained.cell, f"{weights}: the cell in its metadata")
         now = Cell.from_dict(network["cell"])
-        if was == now:
+        if _built(was) == _built(now):  # dead nodes, which build nothing, may differ
             return
         if was.key == now.key:
             raise ConfigError(
@@ -149,20 +149,32 @@ def check_trained_network(weights: Path, trained: TrainedFor, network: dict[str,
         )
 
 
-def infer_settings(path: str | Path, macro: str | None = None) -> dict[str, Any]:
-    """The macro settings a weights file fixes: ``in_channels`` and ``num_classes`` (from the
-    shapes of ``stem.0.weight`` and ``classifier.weight``) and, for the weights of ``autoshrink
-    train``, the ``image_size`` and ``width`` it trained at
-    (:mod:`~autoshrink.training.weights_file`). With ``macro``, weights trained for another
-    macro are a one-line :class:`ConfigError` saying which to pass."""
+def _built(cell: Cell) -> tuple[Any, ...]:
+    """What of ``cell`` its network is built from: its edges, activation and the ops of its
+    live nodes by number."""
+    return cell.edges, cell.activation, tuple((n, cell.ops[n]) for n in cell.live_nodes)
+
+
+def infer_settings(
+    path: str | Path, macro: str | None = None, *, architecture: bool = False
+) -> dict[str, Any]:
+    """The network settings a weights file fixes: ``in_channels`` and ``num_classes`` (from
+    the shapes of ``stem.0.weight`` and ``classifier.weight``) and, for the weights of
+    ``autoshrink train`` (:mod:`~autoshrink.training.weights_file`), the ``image_size`` and
+    ``width`` it trained at and the ``macro`` by name -- of a cell's network, or with
+    ``architecture`` of an mbconv architecture (weights of the other kind give their shapes
+    only, and are refused when loaded). With ``macro`` (the one asked for), weights trained
+    for another macro are a one-line :class:`ConfigError` saying which to pass."""
     settings: dict[str, Any] = infer_shapes(path)
     trained = read_trained_for(weights_file(path))
-    if trained is not None and trained.macro:
-        name = trained.macro.get("name")
-        if macro is not None and name is not None and name != macro:
-            raise ConfigError(f"{path}: the weights of a {name} network; pass --macro {name}")
-        settings |= {k: trained.macro[k] for k in ("image_size", "width") if k in trained.macro}
-    return settings
+    if trained is None:
+        return settings
+    network = (trained.architecture if architecture else trained.macro) or {}
+    name = None if architecture else network.get("name")
+    if macro is not None and name is not None and name != macro:
+        raise ConfigError(f"{path}: the weights of a {name} network; pass --macro {name}")
+    settings |= {k: network[k] for k in ("image_size", "width") if k in network}
+    return settings | ({"macro": name} if name is not None else {})
 
 
 def infer_shapes(path: str | Path) -> dict[str, int]:

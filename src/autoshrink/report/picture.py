@@ -37,7 +37,7 @@ _FILL = {
     "conv1x1": "#fdd0a2",
     "conv3x3": "#a1d99b",
     "maxpool3x3": "#dadaeb",
-    "identity": "#f0f0f0",
+    "identity": "#bdbdbd",  # #f0f0f0 vanished on the matrix picture's white
     "relu": "#fdd0a2",
     "sigmoid": "#a1d99b",
     "tanh": "#9ecae1",
