@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from autoshrink.data.text import EOS, UNK, Vocabulary, batchify, file_parts, load_text
+from autoshrink.data.text import (
+    EOS,
+    UNK,
+    Vocabulary,
+    batchify,
+    file_parts,
+    load_text,
+    read_lines,
+)
 from autoshrink.errors import DataError
 
 SUBJECTS = ("the cat", "the dog", "a bird")
@@ -103,6 +111,15 @@ def test_line_limits_keep_the_first_lines_and_the_vocabulary_follows(tmp_path: P
     assert corpus.vocab.words == ("a", "b", EOS, UNK)
     assert len(corpus.valid) == 4  # "a <eos> b <eos>"
     assert corpus.unknown["test"] == 1
+
+
+def test_lines_end_at_line_breaks_only(tmp_path: Path) -> None:
+    # str.splitlines also ended a line at a form feed, \x1c-\x1e, U+0085, U+2028 and U+2029
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat\x0csat\x1eon\r\nthe\u2028mat\rthe dog\u0085ran\n", newline="")
+    assert read_lines(path) == [
+        ["the", "cat", "sat", "on"], ["the", "mat"], ["the", "dog", "ran"]
+    ]  # fmt: skip
 
 
 def test_single_file_is_split_by_lines(tmp_path: Path) -> None:
