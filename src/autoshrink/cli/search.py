@@ -108,8 +108,10 @@ def resume_threads(saved: SearchConfig, now: ExecutionSettings, given: int | Non
     left train as they would have in the uninterrupted run; else the run's own. The other way
     round (a run on torch's default threads resumed on one thread per candidate) is said with
     a warning: the pool and Ray give a worker one thread unless told."""
-    if given is not None or saved.threads is not None:
-        return given if given is not None else saved.threads
+    if given is not None:
+        return given
+    if saved.threads is not None:
+        return saved.threads
     before, after = executor_name(saved.execution, saved.device), executor_name(now, saved.device)
     one_before, one_after = before in ONE_THREAD_EXECUTORS, after in ONE_THREAD_EXECUTORS
     if one_before and not one_after:
