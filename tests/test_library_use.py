@@ -298,8 +298,9 @@ def _library_calls() -> list[tuple[Any, str]]:
         (lambda: NB201Cell.from_code(0).with_op(6, "none"), "edge number must be in 0..5, got 6"),
         (lambda: NB201Size.from_index(-1), "size index must be in 0..32767, got -1"),
         (lambda: LatencySettings(warmup=-1), "latency warmup must be >= 0, got -1"),
-        (lambda: LatencySettings(rtol=0), "latency max_seconds and rtol must be > 0"),
-        (lambda: LatencySettings(max_seconds=0), "latency max_seconds and rtol must be > 0"),
+        (lambda: LatencySettings(rtol=0), "latency max_seconds and rtol must be finite and > 0"),
+        (lambda: LatencySettings(max_seconds=0), "latency max_seconds and rtol must be finite"),
+        (lambda: LatencySettings(max_seconds=math.inf), "latency max_seconds and rtol must be"),
         (
             lambda: extend_table(None, [cell], cifar_proxy()),
             "a new latency table needs measurement settings",

@@ -5,6 +5,8 @@ Also the bad values that used to get through to a traceback or a silent wrong re
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from autoshrink.cli import out_of_memory_line
+from autoshrink.config import preset
 from autoshrink.errors import BenchmarkError, ConfigError, HardwareError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.hardware.blocks import network_blocks
@@ -262,6 +265,24 @@ def test_search_refuses_non_finite_settings_before_writing(cli, tmp_path, flag, 
     code, _, err = cli("search", "--preset", "demo", flag, value, "--out", tmp_path / "r")
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("training_weight_decay", -1.0, "training: weight_decay must be finite and >= 0, got -1"),
+        ("training_weight_decay", math.nan, "weight_decay must be finite and >= 0, got nan"),
+        ("training_min_accuracy", math.nan, "training: min_accuracy must be finite, got nan"),
+        ("training_overfit_ratio", math.inf, "overfit_ratio must be finite and > 0 (a large"),
+        ("training_overfit_ratio", 0.0, "overfit_ratio must be finite and > 0"),
+    ],
+)
+def test_proxy_training_settings_json_cannot_hold_are_refused(setting, value, message) -> None:
+    # accepted, they were saved as null: the run's config.json never loaded again (--resume);
+    # a negative weight decay failed every candidate instead
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        preset("demo", **{setting: value})
+    preset("demo", training_overfit_ratio=1e9, training_min_accuracy=-1.0)  # stops turned off
 
 
 def test_someone_elses_files_are_not_written_over(cli, tmp_path) -> None:

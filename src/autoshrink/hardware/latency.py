@@ -22,6 +22,7 @@ import ctypes
 import inspect
 import io
 import logging
+import math
 import os
 import platform
 import time
@@ -89,8 +90,8 @@ class LatencySettings:
             raise ConfigError(
                 "latency clock 'cpu' (this thread's CPU time) needs device cpu and threads 1"
             )
-        if not self.max_seconds > 0 or not self.rtol > 0:
-            raise ConfigError("latency max_seconds and rtol must be > 0")
+        if not 0 < self.max_seconds < math.inf or not 0 < self.rtol < math.inf:
+            raise ConfigError("latency max_seconds and rtol must be finite and > 0")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a flat, JSON-ready dict of their fields."""
