@@ -471,8 +471,16 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
     code, _, err = cli("search", "--preset", "demo", "--latency-backend", "torch",
                        "--latency-table", tmp_path / "t.json", "--out", out)  # fmt: skip
     assert code == 2 and err.strip() == (
-        "autoshrink: error: not used by this search: --latency-table needs a latency --cost or "
-        "--max-latency; --latency-backend needs a latency --cost or --max-latency"
+        "autoshrink: error: not used by this search: --latency-table needs --cost "
+        "table_latency_ms or --max-latency; --latency-backend needs a latency --cost or "
+        "--max-latency"
+    )
+    # a measured latency cost reads no table: the table was saved and never made
+    code, _, err = cli("search", "--preset", "demo", "--cost", "latency_ms",
+                       "--latency-table", tmp_path / "t.json", "--out", out)  # fmt: skip
+    assert code == 2 and err.strip() == (
+        "autoshrink: error: not used by this search: --latency-table needs --cost "
+        "table_latency_ms or --max-latency"
     )
     code, _, err = cli("search", "--preset", "demo", "--data-dir", tmp_path, "--out", out)
     assert code == 2 and err.strip() == (

@@ -526,9 +526,10 @@ RNN_PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
 )
 
 
-def uses_latency(config: SearchConfig) -> bool:
-    """Whether ``config`` scores or bounds a latency (a latency cost or constraint)."""
-    return config.score.cost in LATENCY_COSTS or any(c in config.constraints for c in LATENCY_COSTS)
+def uses_latency(config: SearchConfig, costs: Iterable[str] = LATENCY_COSTS) -> bool:
+    """Whether ``config`` scores or bounds a latency of ``costs`` (default: either, measured
+    or predicted by a table) as its cost or a constraint."""
+    return config.score.cost in costs or any(c in config.constraints for c in costs)
 
 
 #: Settings that only some searches read, by name: whether ``config`` reads it, and what would
@@ -545,7 +546,10 @@ READ_BY: Mapping[str, tuple[Callable[[SearchConfig], bool], str]] = MappingProxy
         "ood": (lambda c: c.objective == "ood", "objective ood"),
         "latency": (uses_latency, "a latency cost or constraint"),
         "latency_macro": (uses_latency, "a latency cost or constraint"),
-        "latency_table": (uses_latency, "a latency cost or constraint"),
+        "latency_table": (
+            lambda c: uses_latency(c, ("table_latency_ms",)),
+            "a table_latency_ms cost or constraint",
+        ),
     }
 )
 

@@ -146,7 +146,10 @@ READ_BY_OPTIONS = {
     "latency_device": "latency",
 }
 #: What reads a setting (config.READ_BY), in the command line's words.
-NEEDS_AS_FLAGS = {"a latency cost or constraint": "a latency --cost or --max-latency"}
+NEEDS_AS_FLAGS = {
+    "a latency cost or constraint": "a latency --cost or --max-latency",
+    "a table_latency_ms cost or constraint": "--cost table_latency_ms or --max-latency",
+}
 
 
 def check_strategy_options(args: argparse.Namespace, config: SearchConfig) -> None:
