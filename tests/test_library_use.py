@@ -191,6 +191,16 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
     assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")
 
 
+def test_training_overrides_apply_to_the_training_given_beside_them() -> None:
+    # the given training was dropped for the preset's, without a word
+    from autoshrink.training.classification import ProxyTraining
+
+    given = ProxyTraining(lr=0.01, epochs=9, batch_size=16)
+    t = preset("demo", training=given, training_epochs=2).training
+    assert (t.lr, t.batch_size, t.epochs) == (0.01, 16, 2)
+    assert preset("demo", training=given).training == given
+
+
 def test_presets_apply_an_override_of_none_as_given() -> None:
     # None was dropped: preset("demo", patience=None) kept the demo's early stop, so "none" could
     # not be asked for; get_recipe and singlepath_preset apply None as given too

@@ -584,7 +584,8 @@ CLI_SPELLINGS = MappingProxyType(
 
 def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
     """A named preset of ``task`` with keyword overrides of :class:`SearchConfig`'s fields;
-    ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``).
+    ``training_<name>`` overrides a field of its ``training`` settings (``training_epochs=2``),
+    or of the ``training`` given beside it.
     An override applies as given, ``None`` included (``patience=None``: no early stop), as
     :func:`~autoshrink.training.recipes.get_recipe`'s do. An unknown name is a
     :class:`ConfigError` that says how it is spelled, and so is an override that changes a
@@ -605,8 +606,8 @@ def preset(name: str, task: str = "cnn", **overrides: Any) -> SearchConfig:
             raise ConfigError(f"preset {name!r}: unknown setting {key!r}; {hint}")
     training = {k[9:]: v for k, v in overrides.items() if k.startswith("training_")}
     top = {k: v for k, v in overrides.items() if not k.startswith("training_")}
-    if training:
-        top["training"] = replace(base.training, **training)
+    if training:  # on the training given with them, if one is (it was dropped)
+        top["training"] = replace(top.get("training", base.training), **training)
     config = replace(base, **top)
     changed = [k for k, v in top.items() if v != getattr(base, k)]  # the preset's own: kept
     unread = unread_settings(config, changed)
