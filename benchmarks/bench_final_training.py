@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +65,34 @@ TIMING = re.compile(r"seconds|per_s$")  # history columns that are clock reading
 SIZE = 32  # Fashion-MNIST's 28x28 resized: MobileNetV2's five stride-2 steps need >= 32
 
 
-def networks(data: ImageData) -> dict[str, torch.nn.Module]:
+def networks(data: ImageData) -> dict[str, Callable[[], torch.nn.Module]]:
+    """The two networks compared, each as its builder (built after the seed is set)."""
     size, channels, classes = SIZE, data.in_channels, data.num_classes
     cell = dataclasses.replace(published_cell("shrinkcnn"), activation="relu")
     spec = shrinkcnn_imagenet(image_size=size, num_classes=classes, in_channels=channels)
-    mobile = build_mobilenetv2(1.4, image_size=size, num_classes=classes, in_channels=channels)
-    return {"ShrinkCNN-A": build_network(cell, spec), "MobileNetV2-1.4": mobile}
+    return {
+        "ShrinkCNN-A": lambda: build_network(cell, spec),
+        "MobileNetV2-1.4": lambda: build_mobilenetv2(
+            1.4, image_size=size, num_classes=classes, in_channels=channels
+        ),
+    }
+
+
+def warm_up(device: str) -> None:
+    """One untimed convolution forward and backward on ``device``, so that the process's
+    first-call costs (CUDA and cuDNN set-up) fall on neither network's timed epochs."""
+    conv = torch.nn.Conv2d(3, 8, 3).to(device)
+    conv(torch.randn(2, 3, 8, 8, device=device)).sum().backward()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def side_by_side(data: ImageData, recipe, device: str, say) -> list[dict[str, Any]]:
     rows = []
-    for name, model in networks(data).items():
-        torch.manual_seed(0)
+    warm_up(device)
+    for name, build in networks(data).items():
+        torch.manual_seed(0)  # the same initial weights in every run (they were built unseeded)
+        model = build()
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         params = sum(p.numel() for p in model.parameters())
