@@ -182,6 +182,14 @@ def test_resume_refuses_an_edited_config_naming_the_setting(tmp_path):
     cfg["k"] = 3  # only the device differs: resumes
     (run / "config.json").write_text(json.dumps(cfg))
     assert search(run, ev=ev).trained == 0
+    # a fingerprint of early versions holds no settings: every one was named as changed
+    saved = json.loads((run / "fingerprint.json").read_text())
+    del saved["settings"]
+    (run / "fingerprint.json").write_text(json.dumps(saved))
+    cfg["k"] = 4
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(JournalError, match=r"made with \(changed: unknown; fingerprint.json"):
+        search(run, ev=ev)
 
 
 def test_a_fingerprint_file_of_the_wrong_shape_is_one_line(tmp_path):

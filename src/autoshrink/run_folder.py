@@ -95,13 +95,14 @@ def check_fingerprint(run_dir: Path, config: SearchConfig, factories: Factories)
     path = run_dir / FINGERPRINT
     saved = read_json_file(path, JournalError, "fingerprint")
     check_schema(path, saved, FingerprintSchema, JournalError, "fingerprint file")
-    saved_hash, settings = saved["config_hash"], saved.get("settings", {})
+    saved_hash, settings = saved["config_hash"], saved.get("settings")
     check_strategy(run_dir, saved.get("strategy"), factories.strategy)
     if "evaluator" in saved:  # folders made before it was recorded are not checked
         check_evaluator(run_dir, saved["evaluator"], factories.evaluator)
     if saved_hash == config.fingerprint():
         return
-    changed = differences(settings, config.search_settings())
+    # a fingerprint of early versions holds no settings: which changed is unknown
+    changed = [] if settings is None else differences(settings, config.search_settings())
     raise JournalError(
         f"{run_dir / CONFIG} is not the config the journal was made with (changed: "
         f"{first_three(changed) or 'unknown'}; {FINGERPRINT} holds hash {saved_hash[:12]}, "
