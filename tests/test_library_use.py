@@ -191,6 +191,18 @@ def test_a_preset_refuses_settings_its_search_would_not_read() -> None:
     assert preset("demo", constraints={"latency_ms": 5.0}, latency_macro="cifar-proxy")
 
 
+def test_an_rnn_search_to_0_edges_needs_a_cost_that_ranks_the_empty_cell() -> None:
+    # E * nhid^2 is 0 at 0 edges; a params or macs cost was refused alike, though it ranks it
+    from autoshrink.objectives import Score
+
+    with pytest.raises(ConfigError, match="shrinks the 6-node rnn cell to 0 edges, which the"):
+        preset("demo", task="rnn", keep_fraction=0.0)
+    for cost in ("params", "macs"):
+        config = preset("demo", task="rnn", keep_fraction=0.0, score=Score.rnn(cost=cost))
+        assert config.keep_fraction == 0.0
+    assert preset("demo", task="rnn", keep_fraction=0.0, score=Score.rnn(weight=0)).k == 3
+
+
 def test_training_overrides_apply_to_the_training_given_beside_them() -> None:
     # the given training was dropped for the preset's, without a word
     from autoshrink.training.classification import ProxyTraining

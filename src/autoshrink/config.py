@@ -276,7 +276,8 @@ class SearchConfig:
                 "ignore; leave them at their defaults"
             )
         edges = self.nodes * (self.nodes - 1) // 2  # the complete cell's
-        if self.score.weight and round(edges * self.keep_fraction) == 0:
+        zero_edges = self.score.cost == "edge_cost" and self.score.weight  # params, macs: > 0
+        if zero_edges and round(edges * self.keep_fraction) == 0:
             raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
                 f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
                 f"0 edges, which the score cannot rank (edge cost 0); use at least "
