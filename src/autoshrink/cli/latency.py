@@ -38,10 +38,7 @@ from autoshrink.hardware.table import LatencyTable, extend_table
 from autoshrink.outputs import check_output_file
 from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
-from autoshrink.spaces.macros import MACROS, MacroSpec, get_macro
-
-#: The network a cell is built into when ``--macro`` is not given: the one a search scores.
-DEFAULT_MACRO = "cifar-proxy"
+from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, MacroSpec, get_macro
 
 
 def add_macro_options(p: argparse.ArgumentParser) -> None:

@@ -41,7 +41,6 @@ from autoshrink.cli import (
     seed_number,
     shows_default,
 )
-from autoshrink.cli.latency import DEFAULT_MACRO
 from autoshrink.cli.metrics_file import (
     METRICS,
     WEIGHTS,
@@ -60,7 +59,7 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.outputs import claim_folder
 from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
-from autoshrink.spaces.macros import MACROS, get_macro
+from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
 from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
 from autoshrink.training.distributed import DistContext, distributed

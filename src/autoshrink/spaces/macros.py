@@ -143,6 +143,8 @@ def shrinkcnn_imagenet(
 
 
 MACROS = MappingProxyType({"cifar-proxy": cifar_proxy, "shrinkcnn-imagenet": shrinkcnn_imagenet})
+#: The network a cell is built into when no macro is named: the one a search scores.
+DEFAULT_MACRO = "cifar-proxy"
 
 
 def get_macro(name: str, **settings: object) -> MacroSpec:
