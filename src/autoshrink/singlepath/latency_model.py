@@ -385,15 +385,15 @@ def fit_calibration(
         scale, offset = float(y.sum() / x.sum()), 0.0
     cal = Calibration(float(scale), float(offset), tuple(points))
     fitted = model.calibrated(cal)
-    skippable = [s.skippable for s in macro_slots(archs[0].spec)[1]]
-    if scale > 0 and min(fitted.fixed_ms, fitted.fastest_ms(skippable)) <= 0:
+    fastest = fitted.fastest_ms([s.skippable for s in macro_slots(archs[0].spec)[1]])
+    if scale > 0 and min(fitted.fixed_ms, fastest) <= 0:
         log.warning(
             "latency calibration: the fitted line (scale %.3g, offset %.3g ms) predicts %.3g ms "
             "for the fastest network; the measurements are noisy (a busy machine?): fitting a "
             "line through zero instead",
             scale,
             offset,
-            fitted.fastest_ms(skippable),
+            fastest,
         )
         scale, offset = float((x * y).sum() / (x * x).sum()), 0.0
         cal = Calibration(scale, offset, tuple(points))
