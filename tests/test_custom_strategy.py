@@ -220,6 +220,18 @@ class Misbehaving(DropOneAtRandom):
             return [Proposal(p.genotype, 0) for p in batch]
         if self.fault == "steps from -1":
             return [Proposal(p.genotype, p.step - 1) for p in batch]
+        if self.fault == "float steps":
+            return [Proposal(p.genotype, float(p.step)) for p in batch]
+        if self.fault == "bool steps":
+            return [Proposal(p.genotype, bool(p.step)) for p in batch]
+        if self.fault == "a genotype of text":
+            return [Proposal(p.genotype.to_json(), p.step) for p in batch]
+        if self.fault == "step 0 another cell" and step == 0:
+            self._pending = [Proposal(self.cell.remove_edge(self.cell.edges[0]), 0)]
+            return list(self._pending)
+        if self.fault == "a removed edge as text" and step == 1:
+            self._pending = [Proposal(p.genotype, step, {"removed_edge": "0-1"}) for p in batch]
+            return list(self._pending)
         if self.fault == "step 0 of three cells" and step == 0:
             extra = [self.cell.remove_edge(e) for e in self.cell.edges[:2]]
             self._pending = batch + [Proposal(c, 0) for c in extra]
@@ -252,7 +264,11 @@ class Misbehaving(DropOneAtRandom):
     "fault, message",
     [
         ("every step is step 0", "strategy custom: step 0 follows step 0: steps must increase"),
-        ("steps from -1", "strategy custom: step -1 follows step -1: steps must increase"),
+        ("steps from -1", "strategy custom: step -1 is negative: steps count from 0"),
+        ("float steps", r"strategy custom: a proposal's step is 0.0 \(float\), not an int"),
+        ("bool steps", r"strategy custom: a proposal's step is False \(bool\), not an int"),
+        ("a genotype of text", "strategy custom: a proposal's genotype is a str, not a Cell"),
+        ("step 0 another cell", r"strategy custom: step 0 proposes cell \w+, not the start c"),
         ("step 0 of three cells", "strategy custom: step 0 holds 3 cells: it is the start cell's"),
         ("a cell twice", "strategy custom: step 1 proposes cell "),
         ("never ends", r"strategy custom: step \d+ is batch \d+, beyond its max_steps \(15\)"),
@@ -273,6 +289,26 @@ def test_a_strategy_that_breaks_the_journals_rules_is_stopped_in_one_line(
         run_search(run, custom(), evaluator_factory=toy, strategy_factory=make, progress=False)
     if (run / "journal.jsonl").exists():  # what it journalled before is kept
         assert all(json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines())
+
+
+def test_a_note_the_journal_could_not_read_back_is_refused_before_it_is_written(
+    tmp_path,
+) -> None:
+    """A custom strategy's ``removed_edge`` note of text once gave a journal that its own
+    reader refused: the run ended, then ``--resume`` and the report failed."""
+    from autoshrink.errors import JournalError
+
+    def make(config: SearchConfig, start: Cell, rng: random.Random) -> Misbehaving:
+        strategy = Misbehaving(config, start, rng)
+        strategy.fault = "a removed edge as text"
+        return strategy
+
+    run = tmp_path / "r"
+    with pytest.raises(JournalError, match='could not be read back: "removed_edge" must be a l'):
+        run_search(run, custom(), evaluator_factory=toy, strategy_factory=make, progress=False)
+    from autoshrink.report.reading import read_run
+
+    assert len(read_run(run).candidates) == 1  # the start cell's record, read back
 
 
 def test_an_interrupted_custom_run_says_how_to_resume_it_from_python(tmp_path) -> None:

@@ -30,6 +30,9 @@ def check_batch(
     activation: the space every strategy of the seed searches); no more batches than the
     strategy's ``max_steps`` (a strategy that never ends would fill the journal with
     re-proposals). A :class:`ConfigError` naming the step."""
+    typed = _type_problem(proposals)
+    if typed is not None:
+        raise ConfigError(f"strategy {strategy}: {typed}")
     steps = sorted({p.step for p in proposals})
     keys = [p.genotype.key for p in proposals]
     outside = [
@@ -47,10 +50,17 @@ def check_batch(
         )
     elif len(steps) > 1:
         problem = f"one batch holds steps {steps}"
+    elif steps[0] < 0:
+        problem = f"step {steps[0]} is negative: steps count from 0, the start cell's"
     elif steps[0] <= last_step:
         problem = f"step {steps[0]} follows step {last_step}: steps must increase"
     elif steps[0] == 0 and len(proposals) != 1:
         problem = f"step 0 holds {len(proposals)} cells: it is the start cell's, alone"
+    elif steps[0] == 0 and proposals[0].genotype.key != start.key:
+        problem = (
+            f"step 0 proposes cell {proposals[0].genotype.key}, not the start cell "
+            f"{start.key}: step 0 is the start cell's"
+        )
     elif len(set(keys)) < len(keys):
         twice = next(k for k in keys if keys.count(k) > 1)
         problem = f"step {steps[0]} proposes cell {twice} twice"
@@ -58,6 +68,17 @@ def check_batch(
         problem = f"step {steps[0]} is batch {batches}, beyond its max_steps ({max_steps})"
     if problem is not None:
         raise ConfigError(f"strategy {strategy}: {problem}")
+
+
+def _type_problem(proposals: Sequence[Proposal]) -> str | None:
+    """What is of the wrong type in a batch (a genotype that is no :class:`Cell`, a step that
+    is no ``int``: the journal holds integers), or ``None``."""
+    for p in proposals:
+        if not isinstance(p.genotype, Cell):
+            return f"a proposal's genotype is a {type(p.genotype).__name__}, not a Cell"
+        if type(p.step) is not int:
+            return f"a proposal's step is {p.step!r} ({type(p.step).__name__}), not an int"
+    return None
 
 
 def warn_cost_only(steps: Sequence[tuple[int, float]], metric: str) -> None:

@@ -121,14 +121,20 @@ def record_type(rec: dict[str, Any]) -> Any:
 def check_record(path: Path, line: int, rec: dict[str, Any]) -> None:
     """Raise a one-line :class:`JournalError` naming ``path``, ``line`` and the field when the
     record ``rec`` lacks a field that is read back or holds one of the wrong JSON type."""
+    problem = record_problem(rec)
+    if problem is not None:
+        raise JournalError(f"{path}: line {line}: {problem}")
+
+
+def record_problem(rec: dict[str, Any]) -> str | None:
+    """What keeps ``rec`` from being read back (:func:`check_record`), or ``None``."""
     kind = record_type(rec)
     problem = json_type_problem(str, kind, "type")
     if problem is None and kind not in RECORD_TYPES:
         problem = f"unknown record type {kind!r}; expected one of {', '.join(RECORD_TYPES)}"
     if problem is None and kind in RECORD_SCHEMAS:
         problem = json_type_problem(RECORD_SCHEMAS[kind], rec) or value_problem(rec)
-    if problem is not None:
-        raise JournalError(f"{path}: line {line}: {problem}")
+    return problem
 
 
 def value_problem(rec: dict[str, Any]) -> str | None:
@@ -274,8 +280,15 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (one ``write``, then fsync); on failure (a full disk) cut
-        the file back to what it held and raise a :class:`JournalError`."""
+        the file back to what it held and raise a :class:`JournalError`; a record that would
+        not read back (:func:`check_record`: a custom strategy's note of the wrong type, say)
+        is refused before anything is written."""
         line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
+        problem = record_problem(json.loads(line))
+        if problem is not None:
+            raise JournalError(
+                f"{self.path}: refusing to append a record that could not be read back: {problem}"
+            )
         data = line.encode("utf-8")
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
