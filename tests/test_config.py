@@ -44,6 +44,12 @@ from autoshrink.errors import ConfigError
             "evaluator oneshot fine-tunes with the erm objective; not with 'ood'",
         ),
         ("cnn", {"objective": "bogus"}, "unknown objective 'bogus'; expected one of"),
+        ("cnn", {"score": {"metric": "accuracy"}}, "score must be Score(...), got dict"),
+        (
+            "cnn",
+            {"execution": {"executor": "inprocess"}},
+            "execution must be ExecutionSettings(...), got dict",
+        ),
         (
             "rnn",
             {"objective": "ood"},

@@ -184,6 +184,13 @@ class SearchConfig:
         # its own, read-only copy: a dict shared with the config it was replaced from (a
         # preset, say) would carry a change to one into every other, past the checks below
         object.__setattr__(self, "constraints", Constraints(self.constraints))
+        for name, kind in NESTED_SETTINGS.items():  # a dict passes the JSON types below
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ConfigError(
+                    f"{name} must be {kind.__name__}(...), got {type(value).__name__} (a "
+                    "config.json's object is read with SearchConfig.from_dict)"
+                )
         self._check_types()
         self._check_domains()
         self._check_strategy()
