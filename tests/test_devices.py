@@ -100,3 +100,18 @@ def test_own_generators_fork_the_generator_of_the_gpu_named(monkeypatch):
         with own_generators(device):
             pass
     assert forked == [[], [0], [0], [2], [1]]  # the CPU's is always forked
+
+
+def test_a_library_search_on_a_gpu_this_machine_lacks_is_refused_before_any_data(
+    monkeypatch, tmp_path
+):
+    """``run_search`` once loaded the data and failed at the first candidate in torch's own
+    ``AssertionError``; the command line's one-line refusal is the library's too."""
+    from autoshrink.config import preset
+    from autoshrink.search import run_search
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "r"
+    with pytest.raises(ConfigError, match=r"^device 'cuda': torch .* sees no CUDA GPU here"):
+        run_search(run, preset("demo", device="cuda"), progress=False)
+    assert not run.exists()  # the folder it made is taken back

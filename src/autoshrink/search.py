@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from autoshrink.atomic_write import remove_dead_temporaries
 from autoshrink.batch_checks import warn_cost_only
 from autoshrink.config import SearchConfig
+from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluator, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor
@@ -149,6 +150,7 @@ def run_search(
     created = not resume and not run_dir.exists()
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
+    here = executor is None  # the candidates train in this process, on this machine's device
     executor = executor or InProcessExecutor()
     journal = Journal(run_dir / JOURNAL)
     try:
@@ -160,6 +162,8 @@ def run_search(
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
+                if here and is_cuda(config.device):  # a GPU this machine lacks: before any data
+                    resolve_device(config.device)
                 replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed)
                 evaluator, trail = make_evaluator(config, evaluator_factory, run_dir)
                 result = search_loop(
