@@ -102,9 +102,14 @@ def make_evaluator(
     config: SearchConfig,
     evaluator_factory: Callable[[SearchConfig], Evaluator] | None,
     run_dir: Path,
+    here: bool,
 ) -> tuple[Evaluator, WeightTrail | None]:
     """The search's evaluator (``evaluator_factory``'s, or the built-in one the config names)
-    and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``."""
+    and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``. Where
+    the candidates train ``here``, in this process, a GPU this machine lacks is refused first
+    (a :class:`ConfigError`, before any data loads)."""
+    if here and is_cuda(config.device):
+        resolve_device(config.device)
     if evaluator_factory is None:
         from autoshrink.evaluators.factory import build_evaluator
 
@@ -162,10 +167,8 @@ def run_search(
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
-                if here and is_cuda(config.device):  # a GPU this machine lacks: before any data
-                    resolve_device(config.device)
                 replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed)
-                evaluator, trail = make_evaluator(config, evaluator_factory, run_dir)
+                evaluator, trail = make_evaluator(config, evaluator_factory, run_dir, here)
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
                     strategy_factory,
