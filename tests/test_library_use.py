@@ -237,11 +237,12 @@ def test_a_new_rea_search_refuses_a_tournament_larger_than_its_population(tmp_pa
 
 def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them() -> None:
     import autoshrink
-    from autoshrink import config, evaluators, objectives, report, search
+    from autoshrink import config, evaluators, objectives, report, search, stop_signals
 
     assert autoshrink.run_search is search.run_search and autoshrink.preset is config.preset
     assert autoshrink.Score is objectives.Score and autoshrink.read_run is report.reading.read_run
     assert autoshrink.Evaluation is evaluators.base.Evaluation
+    assert autoshrink.SearchInterrupted is stop_signals.SearchInterrupted  # docs import it here
     assert set(autoshrink.__all__) <= set(dir(autoshrink))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         autoshrink.nothing  # noqa: B018

@@ -9,7 +9,8 @@ The command line is ``autoshrink``. From Python, the package names what a search
 - :func:`run_search`, which runs or resumes one in a run folder, and :func:`read_run`, which
   reads a run folder back (its trajectory, during the search or after it);
 - :class:`Evaluation`, what a custom evaluator returns;
-- the errors, all :class:`AutoshrinkError`: bad input is mostly a :class:`ConfigError`.
+- the errors, all :class:`AutoshrinkError`: bad input is mostly a :class:`ConfigError`;
+  :class:`SearchInterrupted` (a ``KeyboardInterrupt``) says how to resume a stopped search.
 
 The strategies live in :mod:`autoshrink.strategies`, the evaluators in
 :mod:`autoshrink.evaluators`. Names that import torch are loaded on first use, so that
@@ -32,6 +33,7 @@ from autoshrink.errors import (
     TrainingError,
 )
 from autoshrink.graph import Cell
+from autoshrink.stop_signals import SearchInterrupted
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig, preset
@@ -62,6 +64,7 @@ __all__ = [
     "JournalError",
     "Score",
     "SearchConfig",
+    "SearchInterrupted",
     "TrainingError",
     "__version__",
     "preset",
