@@ -168,6 +168,12 @@ def test_a_start_cell_at_its_edge_target_is_scored_and_not_shrunk():
     assert unscored.finished and unscored.ask() == []
 
 
+def test_autoshrink_refuses_a_generator_that_is_no_random_random():
+    start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
+    with pytest.raises(ConfigError, match=r"^rng must be a random.Random \(seeded\), got 0$"):
+        AutoShrink(start, k=2, keep_fraction=0.1, rng=0)  # type: ignore[arg-type]
+
+
 def test_the_edge_target_ends_a_search_in_words():
     start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
     strat = AutoShrink(start, k=3, keep_fraction=0.4, rng=random.Random(0))  # target 1 edge

@@ -30,9 +30,9 @@ from typing import Any
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.strategies.base import (
+    AskTellBase,
     Observation,
     Proposal,
-    better,
     preferred,
     require_positive,
     top_k,
@@ -47,7 +47,7 @@ def stops_at(step: int, statuses: Collection[str], scored: bool) -> bool:
     return step > 0 and not scored and not set(statuses) <= {"rejected", "screened"}
 
 
-class AutoShrink:
+class AutoShrink(AskTellBase):
     """The AutoShrink strategy over :class:`~autoshrink.graph.Cell` genotypes.
 
     Args:
@@ -72,6 +72,7 @@ class AutoShrink:
         score_start: bool = True,
         rank: Callable[[list[Cell]], Sequence[float]] | None = None,
     ) -> None:
+        super().__init__(rng)
         require_positive(k=k)
         if not 0.0 <= keep_fraction < 1.0:
             raise ConfigError(f"keep_fraction must be in [0, 1), got {keep_fraction}")
@@ -84,10 +85,7 @@ class AutoShrink:
         self.step = 0 if score_start else 1
         self._max_steps = start.num_edges - self.target_edges + (1 - self.step)
         self.stale_steps = 0
-        self._rng = rng
         self._rank = rank
-        self._best: Observation | None = None
-        self._pending: list[Proposal] = []
         self._stop_reason: str | None = None
 
     @property
@@ -95,11 +93,6 @@ class AutoShrink:
         """Why the search stopped before its edge target or patience ran out (``None``: it
         did not): every candidate of a step failed."""
         return self._stop_reason
-
-    @property
-    def best(self) -> Observation | None:
-        """The best observation so far by :func:`better` (``None`` before any)."""
-        return self._best
 
     @property
     def max_steps(self) -> int:
@@ -171,13 +164,8 @@ class AutoShrink:
     def tell(self, observations: Sequence[Observation]) -> None:
         """Take the last :meth:`ask`'s observations, in order: keep the best, and move to the step's
         winner (best score, ties to fewer edges) or stop when every candidate failed."""
-        if [o.proposal for o in observations] != self._pending:
-            raise ValueError("tell() must receive the observations of the last ask(), in order")
-        self._pending = []
         before = None if self._best is None else self._best.score
-        for obs in observations:
-            if better(obs, self._best):
-                self._best = obs
+        self._accept(observations)
         # patience waits for a better score: a tie with fewer edges is a better cell, not that
         improved = self._best is not None and (before is None or self._best.score > before)
         statuses = sorted({o.status for o in observations})
