@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 import typing
@@ -14,12 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from autoshrink.config import PRESETS, preset
 from autoshrink.errors import ConfigError
-from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.base import Evaluation, journal_problem
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
@@ -122,6 +124,35 @@ def test_an_evaluator_that_returns_no_evaluation_is_named(tmp_path) -> None:
                        "autoshrink.evaluators.base.Evaluation"):  # fmt: skip
         run_search(tmp_path / "run", toy_config(k=2), executor=InProcessExecutor(),
                    evaluator_factory=lambda c: DictEvaluator(), progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        (lambda: Evaluation(None), "metrics of type NoneType, not a dict of numbers"),  # type: ignore[arg-type]
+        (lambda: Evaluation({"accuracy": "0.9"}), "metric 'accuracy' = '0.9': a metric is a n"),
+        (lambda: Evaluation({1: 0.9}), "metric 1 = 0.9: a metric is a number named by a str"),
+        (
+            lambda: Evaluation({"accuracy": 0.9}, detail={"logits": np.zeros(2)}),
+            "a detail that is no JSON \\(Object of type ndarray is not JSON serializable\\)",
+        ),
+    ],
+)
+def test_an_evaluation_the_journal_cannot_hold_names_its_evaluator(
+    tmp_path, evaluation, message
+) -> None:
+    """It stopped the search in ``json.dumps``'s or the journal reader's words, naming neither
+    the evaluator nor the field."""
+
+    class Odd(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            return evaluation()
+
+    with pytest.raises(TypeError, match=re.escape("<locals>.Odd.evaluate returned ") + message):
+        run_search(tmp_path / "run", toy_config(k=2), evaluator_factory=lambda c: Odd(),
+                   progress=False)  # fmt: skip
+    good = Evaluation({"accuracy": np.float32(0.5), "latency": None, "macs": torch.tensor(3.0)})
+    assert journal_problem(good) is None  # NumPy and torch scalars, a metric not measured
 
 
 def test_an_evaluation_of_an_unknown_status_is_refused() -> None:

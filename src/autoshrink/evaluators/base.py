@@ -7,16 +7,19 @@ picklable objects so that executors can ship them to worker processes or Ray tas
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Protocol
 
 from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import ConfigError
 from autoshrink.journal import EVALUATED, STATUSES
+from autoshrink.json_values import finite_or_none
 from autoshrink.spaces.macros import MacroSpec
 
 log = logging.getLogger(__name__)
@@ -127,7 +130,30 @@ def evaluate(
             f"{type(evaluator).__qualname__}.evaluate returned status {out.status!r}; an "
             f"evaluator's is one of {', '.join(EVALUATED)}"
         )
+    problem = journal_problem(out)
+    if problem is not None:
+        raise TypeError(f"{type(evaluator).__qualname__}.evaluate returned {problem}")
     return out
+
+
+def journal_problem(evaluation: Evaluation) -> str | None:
+    """What keeps ``evaluation`` out of a journal record (metrics that are no mapping of names
+    to numbers, a ``detail`` that is no JSON: a NumPy array, say), or ``None``."""
+    metrics, detail = evaluation.metrics, evaluation.detail
+    if not isinstance(metrics, Mapping):
+        return f"metrics of type {type(metrics).__name__}, not a dict of numbers"
+    for name, value in metrics.items():
+        number = finite_or_none(value)  # a NumPy or torch scalar as its Python number; NaN: None
+        numeric = number is None or (isinstance(number, Real) and not isinstance(number, bool))
+        if not (isinstance(name, str) and numeric):
+            return f"metric {name!r} = {value!r}: a metric is a number named by a str"
+    if not isinstance(detail, Mapping):
+        return f"a detail of type {type(detail).__name__}, not a dict"
+    try:
+        json.dumps(finite_or_none(dict(detail)), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        return f"a detail that is no JSON ({err})"
+    return None
 
 
 def proxy_network(evaluator: object) -> MacroSpec | RNNSpec | None:
