@@ -96,6 +96,10 @@ def test_the_built_in_evaluator_refuses_a_cost_it_lacks_before_any_training(
     for weight in (-1.0, math.inf, math.nan):
         with pytest.raises(ConfigError, match="score weight must be finite and >= 0, got"):
             Score(weight=weight)
+    with pytest.raises(ConfigError, match='^score: "weight" must be a number, got "a"$'):
+        Score(weight="a")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match='^score: "metric" must be a string, got 1$'):
+        Score(metric=1)  # type: ignore[arg-type]
 
 
 def test_a_score_is_minus_infinity_without_its_metric_or_cost() -> None:

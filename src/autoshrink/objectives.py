@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
+from autoshrink.user_files import fields_type_problem
 
 #: The latency cost terms: measured latency, and latency predicted by a table.
 LATENCY_COSTS = ("latency_ms", "table_latency_ms")
@@ -31,6 +32,9 @@ class Score:
     weight: float = 0.1
 
     def __post_init__(self) -> None:
+        problem = fields_type_problem(self)  # Score(weight="a") was math's own TypeError
+        if problem is not None:
+            raise ConfigError(f"score: {problem}")
         if not math.isfinite(self.weight) or self.weight < 0:
             raise ConfigError(f"score weight must be finite and >= 0, got {self.weight}")
         for name in ("slope", "offset"):  # else every score is NaN, and nothing can win
