@@ -192,7 +192,9 @@ class Cell:
         """Canonical key: equal for isomorphic cells (same ops, same wiring up to renumbering).
 
         Iterated neighbourhood hashing over the live nodes (as in NAS-Bench-101), seeded with
-        each node's op and whether it is the input; dead nodes and their ops do not count.
+        each node's op and whether it is the input; dead nodes and their ops do not count. Not
+        a complete invariant: a few highly symmetric cells that are not isomorphic share a key
+        (docs/search.md).
         """
         live = self.live_nodes
         pred = {k: self.predecessors(k) for k in live}
