@@ -49,7 +49,8 @@ from autoshrink.nn import stacked_ops
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
-from autoshrink.training.classification import ProxyTraining, train_proxy
+from autoshrink.training.classification import train_proxy
+from autoshrink.training.proxy_settings import ProxyTraining
 from bench_gpu_engine import device_seconds, prepared_epoch, synthetic
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 

@@ -44,7 +44,8 @@ from autoshrink.nn.stacked_ops import BN_BACKENDS, DEPTHWISE_BACKENDS, resolve_d
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.batched import train_batched
-from autoshrink.training.classification import ProxyTraining, train_proxy
+from autoshrink.training.classification import train_proxy
+from autoshrink.training.proxy_settings import ProxyTraining
 from engine_search import search
 
 

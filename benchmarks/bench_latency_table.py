@@ -25,7 +25,8 @@ import time
 from autoshrink.cost.cells import count
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
-from autoshrink.hardware.latency import CLOCKS, LatencySettings, measure_cell
+from autoshrink.hardware.latency import measure_cell
+from autoshrink.hardware.latency_settings import CLOCKS, LatencySettings
 from autoshrink.hardware.table import extend_table
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import MACROS, get_macro

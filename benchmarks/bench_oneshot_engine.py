@@ -41,7 +41,7 @@ from autoshrink.evaluators.oneshot import (
 from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
-from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.proxy_settings import ProxyTraining
 
 
 def setting(args: argparse.Namespace, dtype: torch.dtype) -> tuple[CNNProxyEvaluator, Cell]:

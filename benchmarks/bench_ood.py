@@ -42,7 +42,8 @@ from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.search import run_search
 from autoshrink.spaces.macros import cifar_proxy
-from autoshrink.training.classification import ProxyTraining, evaluate, train_proxy
+from autoshrink.training.classification import evaluate, train_proxy
+from autoshrink.training.proxy_settings import ProxyTraining
 
 #: (data set, held-out domain, proxy images per class): the issue's minimum test domains;
 #: the default run (``--settings all``) is the digits ones, Fashion-MNIST is ``--settings 3,4``.

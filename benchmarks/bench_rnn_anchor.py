@@ -36,7 +36,8 @@ from autoshrink.graph import Cell
 from autoshrink.nn.rnn import LSTMModel, RNNModel
 from autoshrink.objectives import Score
 from autoshrink.spaces.cells import published_cell
-from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
+from autoshrink.training.language import train_proxy_lm
+from autoshrink.training.proxy_settings import RNNProxyTraining
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb/proxy"
 

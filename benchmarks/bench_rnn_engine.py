@@ -56,7 +56,8 @@ from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
-from autoshrink.training.language import RNNProxyTraining, train_epoch, train_proxy_lm
+from autoshrink.training.language import train_epoch, train_proxy_lm
+from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
 from engine_search import timed_search
 

@@ -42,7 +42,8 @@ import torch
 from autoshrink.data.images import ImageData, load_images
 from autoshrink.data.loaders import array_data
 from autoshrink.errors import ConfigError
-from autoshrink.hardware.latency import LatencySettings, measure_module
+from autoshrink.hardware.latency import measure_module
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.singlepath.latency_model import prepare_model
 from autoshrink.singlepath.search import run_singlepath
 from autoshrink.singlepath.settings import SearchSettings

@@ -38,12 +38,8 @@ from torch.nn import functional as F
 from autoshrink.cost.cells import count
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
 from autoshrink.devices import torch_threads
-from autoshrink.hardware.latency import (
-    LatencySettings,
-    measure_module,
-    onnx_bytes,
-    ort_session,
-)
+from autoshrink.hardware.latency import measure_module, onnx_bytes, ort_session
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.mobilenetv2 import MobileNetV2
 from autoshrink.spaces.cells import published_cell

@@ -19,7 +19,7 @@ from autoshrink.executors.factory import build_executor
 from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
-from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.proxy_settings import ProxyTraining
 
 SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
 TRAINING = ProxyTraining(epochs=1, batch_size=32)

@@ -16,7 +16,8 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import train_batched
-from autoshrink.training.classification import ProxyTraining, train_proxy
+from autoshrink.training.classification import train_proxy
+from autoshrink.training.proxy_settings import ProxyTraining
 
 SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
 PARENT = start_cell("cnn", 5, random.Random(1))

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from autoshrink.nn import stacked_ops  # noqa: E402
 from autoshrink.spaces.cells import start_cell  # noqa: E402
 from autoshrink.spaces.macros import cifar_proxy  # noqa: E402
-from autoshrink.training.classification import ProxyTraining  # noqa: E402
+from autoshrink.training.proxy_settings import ProxyTraining
 from bench_engine_ops import (  # noqa: E402
     bytes_per_step,
     depthwise_as_on_cuda,

@@ -300,11 +300,17 @@ def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None
         ["count", SHRINKCNN, "--macro", "shrinkcnn-imagenet"],
         ["show", SHRINKCNN, "--picture", "{tmp}/cell.svg"],
         ["bench", "nb201", "--help"],
+        ["report", "--help"],
     ],
 )
 def test_commands_that_need_no_torch_do_not_import_it(args, tmp_path):
     # A run loads only its sub-command's module: torch's import alone takes seconds.
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert_imports_neither(args, ("torch", "matplotlib"))
+
+
+def assert_imports_neither(args: list[str], modules: tuple[str, ...]) -> None:
+    """Run ``autoshrink ARGS`` in a fresh interpreter; none of ``modules`` may be imported."""
     code = (
         "import sys\n"
         "from autoshrink.cli import main\n"
@@ -312,11 +318,23 @@ def test_commands_that_need_no_torch_do_not_import_it(args, tmp_path):
         f"    main({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+        f"for name in {modules!r}:\n"
+        "    assert name not in sys.modules, f'{name} was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_report_of_a_run_reads_its_config_without_torch(tmp_path):
+    """``read_run`` checks config.json with SearchConfig, whose module imported torch through
+    the proxy trainings' and the latency's settings: half the report's time."""
+    from autoshrink.search import run_search
+    from test_search import ToyEvaluator, toy_config
+
+    run = tmp_path / "run"
+    run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    assert_imports_neither(["report", str(run)], ("torch",))
+    assert (run / "report" / "index.html").is_file()
 
 
 def test_every_sub_command_is_listed_and_parses_alone():

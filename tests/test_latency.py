@@ -17,13 +17,8 @@ from torch import nn
 
 from autoshrink.devices import torch_threads
 from autoshrink.errors import ConfigError, HardwareError
-from autoshrink.hardware.latency import (
-    LatencySettings,
-    check_available,
-    measure_cell,
-    measure_module,
-    time_samples,
-)
+from autoshrink.hardware.latency import check_available, measure_cell, measure_module, time_samples
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
 

@@ -25,7 +25,7 @@ from autoshrink.evaluators.costed import (
 )
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.objectives import Score
 from autoshrink.search import run_search

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable, extend_table
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell

@@ -240,7 +240,7 @@ def test_an_rnn_search_to_0_edges_needs_a_cost_that_ranks_the_empty_cell() -> No
 
 def test_training_overrides_apply_to_the_training_given_beside_them() -> None:
     # the given training was dropped for the preset's, without a word
-    from autoshrink.training.classification import ProxyTraining
+    from autoshrink.training.proxy_settings import ProxyTraining
 
     given = ProxyTraining(lr=0.01, epochs=9, batch_size=16)
     t = preset("demo", training=given, training_epochs=2).training
@@ -314,7 +314,7 @@ def _library_calls() -> list[tuple[Any, str]]:
     import random
 
     from autoshrink.data.imagefolder import load_image_folder
-    from autoshrink.hardware.latency import LatencySettings
+    from autoshrink.hardware.latency_settings import LatencySettings
     from autoshrink.hardware.table import extend_table
     from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
     from autoshrink.spaces.macros import StageSpec, cifar_proxy, get_macro

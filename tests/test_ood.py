@@ -183,7 +183,8 @@ def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
     from torch import nn
     from torch.nn import functional as F
 
-    from autoshrink.training.ood import DomainGenerator, OodSettings, keeper_network, minimax_loss
+    from autoshrink.training.ood import DomainGenerator, keeper_network, minimax_loss
+    from autoshrink.training.proxy_settings import OodSettings
 
     torch.manual_seed(0)
     x, y = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
@@ -222,8 +223,8 @@ def test_an_ood_candidate_stops_at_overfitting_as_an_erm_one_does(ratio, reason)
     # the minimax training had no overfit stop: its candidates trained on where erm ones stopped
     from torch import nn
 
-    from autoshrink.training.classification import ProxyTraining
-    from autoshrink.training.ood import OodSettings, train_ood_proxy
+    from autoshrink.training.ood import train_ood_proxy
+    from autoshrink.training.proxy_settings import OodSettings, ProxyTraining
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -269,7 +270,7 @@ def test_a_domain_split_is_a_proxy_split_whose_subsets_keep_the_domains():
     ],
 )
 def test_ood_settings_refuse_what_cannot_train(settings, says) -> None:
-    from autoshrink.training.ood import OodSettings
+    from autoshrink.training.proxy_settings import OodSettings
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         OodSettings(**settings)

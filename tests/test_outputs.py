@@ -18,7 +18,7 @@ from autoshrink.config import preset
 from autoshrink.errors import BenchmarkError, ConfigError, HardwareError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.hardware.blocks import network_blocks
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.outputs import (
     SIGNATURES,

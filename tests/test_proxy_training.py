@@ -11,7 +11,7 @@ from autoshrink.data.images import load_images, proxy_split
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
-from autoshrink.training.classification import ProxyTraining
+from autoshrink.training.proxy_settings import ProxyTraining
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,22 @@ def test_a_training_that_raises_is_a_failed_candidate_and_class_accuracies_are_r
     monkeypatch.setattr(cnn_proxy, "train_proxy", finished)
     done = ev.evaluate(cell, seed=0)
     assert done.detail["class_accuracy"] == [0.3333, None] + [0.5] * 8
+
+
+def test_a_validation_loss_above_the_ratio_times_the_training_loss_stops_as_overfit():
+    """Pins the overfit stop's comparison against the training loss: a constant class-1 model
+    fits training labels of 1 (loss ln(1 + e^-9)) and misses validation labels of 0 (loss
+    about 9), so it stops as "overfit" at epoch 1, long before its patience runs out."""
+    from autoshrink.training.classification import train_proxy
+
+    x = torch.zeros(8, 1)
+    train_y, val_y = torch.ones(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)
+    settings = ProxyTraining(epochs=10, batch_size=4, patience=5, min_accuracy=0.0)
+    out = train_proxy(
+        Constant(), (x, train_y), (x, val_y), settings, torch.Generator().manual_seed(0)
+    )
+    assert (out.stop_reason, out.epochs, out.best_accuracy) == ("overfit", 1, 0.0)
+    (row,) = out.history
+    # float32 logits: the training loss holds about 3 significant digits
+    assert row["train_loss"] == pytest.approx(math.log1p(math.exp(-9.0)), rel=1e-3)
+    assert row["val_loss"] == pytest.approx(9.0 + math.log1p(math.exp(-9.0)), rel=1e-6)

@@ -18,7 +18,7 @@ from autoshrink.journal import Journal
 from autoshrink.replay import Replay
 from autoshrink.strategies.base import Proposal
 from test_reliability import lines, search
-from test_search import ToyEvaluator, toy_config
+from test_search import GOOD, ToyEvaluator, toy_config
 
 # -- Replay, on hand-made journals ----------------------------------------------------------
 
@@ -172,6 +172,23 @@ def test_a_retried_run_resumes_again_killed_or_finished(tmp_path, caplog):
             resumed = search(killed, retry_failed=retry_failed)
             assert resumed.cell == full.cell and resumed.best.score == full.best.score
             assert search(killed, retry_failed=not retry_failed).trained == 0
+
+
+def test_a_resume_after_a_diverged_candidate_does_not_train_it_again(tmp_path):
+    """Pins that a diverged candidate of the journal is done, like a scored one: a run killed
+    just after one resumes by training only the candidates its journal lacks."""
+    run = tmp_path / "run"
+    full = search(run, toy_config(), ToyEvaluator(diverge=frozenset(GOOD)))
+    rows = lines(run / "journal.jsonl")
+    cut = 1 + next(n for n, x in enumerate(rows) if json.loads(x).get("status") == "diverged")
+    killed = tmp_path / "killed"
+    shutil.copytree(run, killed)
+    (killed / "journal.jsonl").write_text("".join(x + "\n" for x in rows[:cut]))
+    lacking = sum(json.loads(x).get("type", "candidate") == "candidate" for x in rows[cut:])
+    ev = ToyEvaluator(diverge=frozenset(GOOD))
+    resumed = search(killed, ev=ev)
+    assert lacking > 0 and ev.calls == lacking
+    assert resumed.cell == full.cell and resumed.best.score == full.best.score
 
 
 # -- the command line, on digits: the auditor's reproduction with tiny settings ---------------

@@ -197,7 +197,7 @@ def test_runs_that_measure_their_scores_differently_are_compared_with_a_note(
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["measured_differently"] == said.split("; ")
     assert "measure their scores differently" in caplog.text
-    from autoshrink.training.ood import OodSettings
+    from autoshrink.training.proxy_settings import OodSettings
 
     unread = tmp_path / "unread"  # NAS-OoD settings of erm runs: nothing reads them
     run_search(unread, replace(CONFIG, ood=OodSettings(synthetic_mix=0.3)),

@@ -22,8 +22,7 @@ from autoshrink.nn.rnn import RNNModel
 from autoshrink.objectives import Score
 from autoshrink.search import run_search
 from autoshrink.search_loop import make_strategy
-from autoshrink.training.classification import ProxyTraining
-from autoshrink.training.language import RNNProxyTraining
+from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
 
 QUICK = RNNProxyTraining(nhid=8, epochs=1, batch_size=16, bptt=10, eval_batch_size=4)

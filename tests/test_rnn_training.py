@@ -20,13 +20,8 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.cells import published_cell
 from autoshrink.training import final_language
 from autoshrink.training.final_language import LMRecipe, WeightAverage, train_final_lm
-from autoshrink.training.language import (
-    RNNProxyTraining,
-    evaluate_lm,
-    train_epoch,
-    train_proxy_lm,
-    windows,
-)
+from autoshrink.training.language import evaluate_lm, train_epoch, train_proxy_lm, windows
+from autoshrink.training.proxy_settings import RNNProxyTraining
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
 
 QUICK = RNNProxyTraining(nhid=8, epochs=1, batch_size=8, bptt=10, eval_batch_size=4)
@@ -82,6 +77,24 @@ def test_patience_stops_after_four_epochs_without_improvement(small) -> None:
     out = train_proxy_lm(model, small.train, small.valid, settings)
     assert out.stop_reason == "patience" and out.epochs == 1 + 4 and not out.diverged
     assert len({h["val_perplexity"] for h in out.history}) == 1
+
+
+def test_a_patience_stop_reports_the_best_perplexity_not_the_last() -> None:
+    """Pins that a patience stop keeps the best validation perplexity of the training: after
+    a best of 50 at epoch 2, four worse epochs stop it at epoch 6 with 50, not the last 90."""
+    from autoshrink.training.language import LMEarlyStop
+
+    stop = LMEarlyStop(RNNProxyTraining(patience=4, epochs=10), ntoken=1000)
+    outs = [stop.after_epoch(e, 1.0, p, 20.0) for e, p in enumerate([100, 50, 60, 70, 80, 90], 1)]
+    assert outs[:5] == [None] * 5
+    out = outs[5]
+    assert out is not None
+    assert (out.stop_reason, out.epochs, out.best_perplexity, out.diverged) == (
+        "patience",
+        6,
+        50,
+        False,
+    )
 
 
 def test_a_diverging_training_is_reported_and_scores_minus_inf(small) -> None:

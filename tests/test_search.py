@@ -487,7 +487,7 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
     # an rnn config made without a preset holds the field's default (and saved it): it loads
     rnn = json.loads(json.dumps(preset("demo", task="rnn").to_dict())) | {"dataset": "cifar10"}
     assert SearchConfig.from_dict(rnn).dataset == "cifar10"
-    from autoshrink.training.ood import OodSettings
+    from autoshrink.training.proxy_settings import OodSettings
 
     with pytest.raises(ConfigError, match="ood needs objective ood"):  # saved, never read
         preset("demo", ood=OodSettings(synthetic_mix=0.3))

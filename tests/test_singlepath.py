@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from autoshrink import singlepath
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
 from autoshrink.errors import ConfigError, HardwareError
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.singlepath.data import load_search_data
 from autoshrink.singlepath.latency_model import (
@@ -277,6 +278,49 @@ def test_latency_model_predicts_the_tables_sum_and_the_blend_agrees():
     for layer, c in zip(net.layers, layers, strict=True):
         _force(layer, c)
     assert float(model.blended(net).detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_blend_of_each_one_hot_choice_is_the_tables_prediction():
+    """Pins that the blend reads each choice's own cost: with costs ``1 + index**2`` (not
+    linear in the choice, unlike the synthetic table) a supernet forced to one choice in every
+    layer has the latency the table predicts for that network."""
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    blocks = space_blocks(spec)
+    cost = {b.key: 1.0 + i**2 for i, b in enumerate(blocks)}
+    entries = {}
+    for b in blocks:
+        entries[b.key] = BlockEntry(b, cost[b.key], 0.0)
+        entries[b.io().key] = BlockEntry(b.io(), 0.25, 0.0)
+    table = LatencyTable(LatencySettings(), entries)
+    model = LatencyModel.from_table(table, spec)
+    net = SuperNet(MobileNetV2Spec(width=0.5, image_size=32, num_classes=10, in_channels=1))
+    for choice in CHOICES:
+        layers = (choice,) * len(net.layers)
+        arch = MBConvArch(width=0.5, image_size=64, num_classes=10, in_channels=1, layers=layers)
+        chain = arch_blocks(arch)
+        expected = sum(cost[b.key] - 0.25 for b in chain) + 0.25  # one call for the network
+        assert table.predict_blocks(chain) == pytest.approx(expected)
+        for layer in net.layers:
+            _force(layer, choice)
+        assert float(model.blended(net).detach()) == pytest.approx(expected, rel=1e-6), choice
+
+
+def test_a_latency_below_the_target_costs_nothing_and_above_it_the_log_ratio():
+    """Pins the hinge of the latency term with a target: ``λ·max(0, ln(lat / target))`` is 0
+    with no gradient at half the target, and ``λ·ln 2`` at twice it."""
+    from autoshrink.singlepath.settings import SearchSettings
+    from autoshrink.singlepath.supernet_training import latency_term
+
+    s = SearchSettings(lam=0.1, latency_target_ms=10.0)
+    below = torch.tensor(5.0, requires_grad=True)
+    term = latency_term(below, s)
+    term.backward()
+    assert float(term.detach()) == 0.0 and float(below.grad) == 0.0
+    above = torch.tensor(20.0, requires_grad=True)
+    term = latency_term(above, s)
+    term.backward()
+    assert float(term.detach()) == pytest.approx(0.1 * math.log(2.0), rel=1e-6)
+    assert float(above.grad) == pytest.approx(0.1 / 20.0, rel=1e-6)
 
 
 def test_calibration_is_an_affine_map_of_the_model():

@@ -21,7 +21,8 @@ from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import StackedRNNModel, build_stacked_rnn
 from autoshrink.search import run_search
 from autoshrink.spaces.cells import start_cell
-from autoshrink.training.language import RNNProxyTraining, train_proxy_lm
+from autoshrink.training.language import train_proxy_lm
+from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import train_stacked_lm
 from autoshrink.training.stacked_windows import clip_per_candidate
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)

@@ -98,7 +98,7 @@ def test_zero_cost_search_trains_the_top_k_and_resumes_identically(tmp_path, one
 
 
 def test_result_counts_the_images_every_candidate_trained_on(tmp_path, one_thread) -> None:
-    from autoshrink.training.classification import ProxyTraining
+    from autoshrink.training.proxy_settings import ProxyTraining
 
     cfg = zc_config(
         nodes=3, k=1, per_class=5, training=ProxyTraining(epochs=2, patience=1), screening="none"

@@ -20,15 +20,13 @@ from typing import Any, NoReturn, TypeVar
 from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.json_values import as_read_back
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.ranges import SEED, check_value
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
 from autoshrink.spaces.macros import MACROS, check_width
-from autoshrink.training.classification import ProxyTraining
-from autoshrink.training.language import RNNProxyTraining
-from autoshrink.training.ood import OodSettings
+from autoshrink.training.proxy_settings import OodSettings, ProxyTraining, RNNProxyTraining
 from autoshrink.user_files import json_type_problem, read_json_file
 from autoshrink.zero_cost import MIN_BATCH, check_proxy
 

@@ -26,14 +26,8 @@ from autoshrink.cli import (
 from autoshrink.errors import ConfigError
 from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.hardware.blocks import network_blocks
-from autoshrink.hardware.latency import (
-    BACKENDS,
-    CLOCKS,
-    LatencyResult,
-    LatencySettings,
-    measure_cell,
-    measure_module,
-)
+from autoshrink.hardware.latency import LatencyResult, measure_cell, measure_module
+from autoshrink.hardware.latency_settings import BACKENDS, CLOCKS, LatencySettings
 from autoshrink.hardware.table import LatencyTable, extend_table
 from autoshrink.outputs import check_output_file
 from autoshrink.ranges import require

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from autoshrink.cli import SUBCOMMANDS, folder_path
 from autoshrink.errors import ConfigError
-from autoshrink.report.compare import write_comparison
-from autoshrink.report.folder import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the HTML report of a run or bench folder, or a comparison; 0."""
+    # matplotlib comes with the report modules: not for --help or a bad argument
     if len(args.folders) == 1 and args.out is None:
+        from autoshrink.report.folder import write_report
+
         page = write_report(args.folders[0])
     elif args.out is None:
         raise ConfigError("several run folders are compared on one page: give --out DIR")
     else:
+        from autoshrink.report.compare import write_comparison
+
         page = write_comparison(args.folders, args.out)
     print(f"report: {page}")
     return 0

@@ -17,14 +17,14 @@ from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, preset, 
 from autoshrink.data.images import check_root
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, executor_name
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.objectives import LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
 from autoshrink.ranges import require
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
 from autoshrink.search import run_search
-from autoshrink.training.ood import OodSettings
+from autoshrink.training.proxy_settings import OodSettings
 
 log = logging.getLogger(__name__)
 

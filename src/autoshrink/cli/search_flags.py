@@ -11,7 +11,7 @@ from autoshrink.cli import count_number, device_name, folder_path, images_number
 from autoshrink.config import BUILT_IN_STRATEGIES, EVALUATORS, MAX_NODES, OBJECTIVES, PRESETS
 from autoshrink.data.images import DATASETS
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS
-from autoshrink.hardware.latency import BACKENDS
+from autoshrink.hardware.latency_settings import BACKENDS
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS
 from autoshrink.spaces.macros import MACROS

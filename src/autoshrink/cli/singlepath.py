@@ -23,7 +23,7 @@ from autoshrink.cli import (
     seed_number,
 )
 from autoshrink.data.images import DATASETS, check_root
-from autoshrink.hardware.latency import CLOCKS
+from autoshrink.hardware.latency_settings import CLOCKS
 from autoshrink.singlepath.search import run_singlepath
 from autoshrink.singlepath.settings import singlepath_preset
 from autoshrink.stop_signals import stop_says_resume

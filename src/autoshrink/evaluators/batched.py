@@ -31,7 +31,8 @@ from autoshrink.nn.node_states import check_node_inputs
 from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.batched import check_compact_below, train_batched
-from autoshrink.training.classification import ProxyTraining, TrainOutcome
+from autoshrink.training.classification import TrainOutcome
+from autoshrink.training.proxy_settings import ProxyTraining
 
 
 class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):

@@ -26,11 +26,8 @@ from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.layout import to_device
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.classification import (
-    ProxyTraining,
-    TrainOutcome,
-    train_proxy,
-)
+from autoshrink.training.classification import TrainOutcome, train_proxy
+from autoshrink.training.proxy_settings import ProxyTraining
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 #: ``(model, train set, validation set, generator) -> outcome``: how :meth:`fit` trains.

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
-from autoshrink.hardware.latency import LatencySettings, check_available, measure_cell
+from autoshrink.hardware.latency import check_available, measure_cell
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import LatencyTable, check_table_settings, extend_table
 from autoshrink.objectives import LATENCY_COSTS
 from autoshrink.spaces.macros import MacroSpec, get_macro

@@ -34,8 +34,8 @@ from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.layout import to_device
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.classification import ProxyTraining
-from autoshrink.training.ood import OodSettings, train_ood_proxy
+from autoshrink.training.ood import train_ood_proxy
+from autoshrink.training.proxy_settings import OodSettings, ProxyTraining
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig

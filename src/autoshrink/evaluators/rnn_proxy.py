@@ -24,7 +24,8 @@ from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
-from autoshrink.training.language import LMOutcome, RNNProxyTraining, train_proxy_lm
+from autoshrink.training.language import LMOutcome, train_proxy_lm
+from autoshrink.training.proxy_settings import RNNProxyTraining
 
 if TYPE_CHECKING:
     from autoshrink.config import SearchConfig

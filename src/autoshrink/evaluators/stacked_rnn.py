@@ -24,7 +24,8 @@ from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
 from autoshrink.graph import Cell
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
 from autoshrink.training.batched import check_compact_below
-from autoshrink.training.language import LMOutcome, RNNProxyTraining
+from autoshrink.training.language import LMOutcome
+from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import train_stacked_lm
 
 

@@ -37,7 +37,6 @@ from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks, network_program
 from autoshrink.hardware.latency import (
-    LatencySettings,
     check_available,
     environment,
     measure_module,
@@ -45,6 +44,7 @@ from autoshrink.hardware.latency import (
     steady_heap,
     until_stable,
 )
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.user_files import json_type_problem, read_json_file
 

@@ -258,7 +258,7 @@ class ResultFields:
 def read_run(run_dir: str | Path) -> RunData:
     """Read ``run_dir`` (``config.json``, ``journal.jsonl``, ``result.json`` when present);
     anything malformed is a one-line error naming the file (and the key, or the line)."""
-    from autoshrink.config import SearchConfig  # imports torch: only when a run is read
+    from autoshrink.config import SearchConfig  # not for a bench folder's report
 
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG

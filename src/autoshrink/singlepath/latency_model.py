@@ -41,12 +41,8 @@ from autoshrink.atomic_write import write_json
 from autoshrink.cost.mobilenetv2 import BlockPlacement, MobileNetV2Spec
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.blocks import Block
-from autoshrink.hardware.latency import (
-    LatencySettings,
-    check_available,
-    environment,
-    measure_module,
-)
+from autoshrink.hardware.latency import check_available, environment, measure_module
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import DEFINING, LatencyTable, measure_block
 from autoshrink.singlepath.space import (
     CHOICES,

@@ -11,7 +11,7 @@ from typing import Any
 
 from autoshrink.devices import check_threads
 from autoshrink.errors import ConfigError, JournalError
-from autoshrink.hardware.latency import LatencySettings
+from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.json_values import as_read_back
 from autoshrink.ranges import SEED, check_value
 from autoshrink.settings_diff import differences, first_three

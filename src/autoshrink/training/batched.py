@@ -29,8 +29,9 @@ from torch.nn import functional as F
 
 from autoshrink.errors import ConfigError
 from autoshrink.nn.batched import BatchedCNN
-from autoshrink.training.classification import ProxyTraining, TrainOutcome, per_class
+from autoshrink.training.classification import TrainOutcome, per_class
 from autoshrink.training.cuda_graph import GraphedStep
+from autoshrink.training.proxy_settings import ProxyTraining
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass(frozen=True, kw_only=True)
-class ProxyTraining:
-    """Hyper-parameters of a candidate's proxy training (defaults: the paper's)."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 4e-3
-    weight_decay: float = 1e-5
-    patience: int = 5
-    min_accuracy: float = 0.2
-    min_accuracy_epoch: int = 3
-    overfit_ratio: float = 3.0
+from autoshrink.training.proxy_settings import ProxyTraining
 
 
 @dataclass

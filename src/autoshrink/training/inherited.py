@@ -18,20 +18,15 @@ import torch
 from torch import nn
 
 from autoshrink.data.text import batchify
-from autoshrink.training.classification import (
-    ProxyTraining,
-    TrainOutcome,
-    evaluate_classes,
-    train_proxy,
-)
+from autoshrink.training.classification import TrainOutcome, evaluate_classes, train_proxy
 from autoshrink.training.language import (
     LanguageModel,
     LMOutcome,
-    RNNProxyTraining,
     evaluate_lm,
     perplexity,
     train_proxy_lm,
 )
+from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
 
 
 @torch.no_grad()

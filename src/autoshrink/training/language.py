@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from autoshrink.data.text import batchify
 from autoshrink.nn.rnn import detach_hidden
-from autoshrink.ranges import check_fields
+from autoshrink.training.proxy_settings import RNNProxyTraining
 
 
 class LanguageModel(Protocol):
@@ -39,37 +39,6 @@ class LanguageModel(Protocol):
     def init_hidden(self, batch_size: int) -> Any:
         """The initial (zero) hidden state for ``batch_size`` parallel columns."""
         ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class RNNProxyTraining:
-    """The RNN proxy task (defaults: method §4): model size, data cut and training."""
-
-    nhid: int = 100  # = emsize (tied weights)
-    train_lines: int | None = 4000
-    valid_lines: int | None = 300
-    epochs: int = 10
-    batch_size: int = 128
-    bptt: int = 35
-    lr: float = 20.0
-    clip: float = 0.25
-    weight_decay: float = 0.0
-    lr_decay_after: tuple[int, ...] = (7, 9)  # 1-based epochs after which lr ÷ 10
-    patience: int = 4
-    eval_batch_size: int = 10
-    divergence_factor: float = 10.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lr_decay_after", tuple(int(e) for e in self.lr_decay_after))
-        check_fields(
-            "training",
-            self,
-            {
-                ">= 1": ("nhid", "epochs", "batch_size", "bptt", "patience", "eval_batch_size"),
-                "finite and > 0": ("lr", "clip", "divergence_factor"),
-                "finite and >= 0": ("weight_decay",),
-            },
-        )
 
 
 @dataclass

@@ -25,7 +25,7 @@ After every epoch the candidate is scored on the validation images (held-out ima
 training domains) and on *fresh* synthetic images: the generator applied to those validation
 images with novel codes drawn from a fixed seed. The selected epoch is the one with the best
 ``(1 - synthetic_mix) * val_accuracy + synthetic_mix * synthetic_accuracy``; early stopping
-follows :class:`~autoshrink.training.classification.ProxyTraining` (patience on that mix,
+follows :class:`~autoshrink.training.proxy_settings.ProxyTraining` (patience on that mix,
 ``min_accuracy`` on the validation accuracy, ``overfit_ratio`` on the validation loss against
 the candidate's loss on the real training images, divergence), as an erm candidate's does.
 """
@@ -39,35 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autoshrink.errors import ConfigError
-from autoshrink.ranges import WHOLE, check_fields
-from autoshrink.training.classification import ProxyTraining, evaluate
-
-
-@dataclass(frozen=True, kw_only=True)
-class OodSettings:
-    """The generator and minimax settings of ``--objective ood``."""
-
-    synthetic_mix: float = 0.5  # weight of the synthetic accuracy in the scored accuracy
-    synthetic_weight: float = 1.0  # weight of the synthetic loss in the candidate's loss
-    adversarial: float = 10.0  # gradient-reversal coefficient (generator's ascent strength)
-    class_weight: float = 1.0
-    cycle_weight: float = 1.0
-    code_dim: int = 4  # Z: dimensions of a novel domain's code
-    width: int = 16  # generator and keeper channels
-    max_shift: float = 1.5  # bound of the generator's residual (normalised pixel units)
-    lr: float = 1e-3  # generator and keeper (Adam)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.synthetic_mix <= 1.0:
-            raise ConfigError(f"ood.synthetic_mix must be in [0, 1], got {self.synthetic_mix}")
-        weights = ("synthetic_weight", "adversarial", "class_weight", "cycle_weight")
-        rules = {
-            WHOLE: ("code_dim", "width"),
-            "finite and >= 0": weights,
-            "finite and > 0": ("max_shift", "lr"),
-        }
-        check_fields("ood", self, rules)
+from autoshrink.training.classification import evaluate
+from autoshrink.training.proxy_settings import OodSettings, ProxyTraining
 
 
 class _Reverse(torch.autograd.Function):

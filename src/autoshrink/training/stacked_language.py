@@ -34,13 +34,8 @@ from autoshrink.data.text import batchify
 from autoshrink.nn.stacked_rnn import StackedRNNModel
 from autoshrink.training.batched import check_compact_below, require_cuda, tf32_matmuls
 from autoshrink.training.cuda_graph import GraphedStep
-from autoshrink.training.language import (
-    LMEarlyStop,
-    LMOutcome,
-    RNNProxyTraining,
-    decay_lr,
-    perplexity,
-)
+from autoshrink.training.language import LMEarlyStop, LMOutcome, decay_lr, perplexity
+from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_windows import EvalWindow, TrainWindow, WindowPass
 
 log = logging.getLogger(__name__)
