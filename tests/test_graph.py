@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -99,6 +100,43 @@ def test_key_is_equal_for_isomorphic_cells_and_differs_otherwise():
     assert d.key == a.key
     swish = Cell("cnn", a.ops, a.edges, "swish")
     assert swish.key != a.key
+
+
+def _isomorphism_class(cell: Cell) -> tuple:
+    """The least (edges, ops) of ``cell``'s live nodes over every renumbering that keeps the
+    input at 0: equal exactly for isomorphic cells, by brute force."""
+    live = cell.live_nodes
+    forms = []
+    for perm in itertools.permutations(range(1, len(live))):
+        new = dict(zip(live, (0, *perm), strict=True))
+        edges = tuple(sorted((new[i], new[j]) for i, j in cell.edges))
+        forms.append((edges, tuple(cell.ops[k] for k in sorted(live, key=new.__getitem__))))
+    return min(forms)
+
+
+def test_key_equality_is_isomorphism_for_every_cell_of_5_nodes_and_two_ops():
+    """Pins that the key tells apart every pair of non-isomorphic cells of 5 nodes and ops of
+    two kinds, and joins the isomorphic ones: brute force over renumberings, where one round
+    of hashing or predecessors alone left some dozens of pairs sharing a key."""
+    pairs = list(itertools.combinations(range(5), 2))
+    plain = ("input",) + ("conv1x1",) * 4  # dead nodes keep conv1x1: their ops do not count
+    wirings = dict.fromkeys(
+        Cell.pruned("cnn", plain, [e for b, e in enumerate(pairs) if mask >> b & 1])
+        for mask in range(1, 1 << len(pairs))
+    )
+    cells = []
+    for wiring in wirings:
+        live = wiring.live_nodes[1:]
+        for kinds in itertools.product(("conv1x1", "sep3x3"), repeat=len(live)):
+            ops = dict(enumerate(plain)) | dict(zip(live, kinds, strict=True))
+            cells.append(Cell("cnn", tuple(ops.values()), wiring.edges))
+    key_of_class: dict[tuple, str] = {}
+    class_of_key: dict[str, tuple] = {}
+    for cell in cells:
+        iso = _isomorphism_class(cell)
+        assert key_of_class.setdefault(iso, cell.key) == cell.key, cell
+        assert class_of_key.setdefault(cell.key, iso) == iso, cell
+    assert len(key_of_class) == 2553  # every wiring of 5 nodes and its ops; the input alone too
 
 
 def test_json_round_trip_and_public_format(tmp_path):

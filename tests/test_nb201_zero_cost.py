@@ -11,7 +11,7 @@ import pytest
 
 from autoshrink.cost.nb201 import topology_cost_table
 from autoshrink.errors import BenchmarkError, ConfigError
-from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
+from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost, read_cache
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
 from autoshrink.strategies.autoshrink_nb201 import AutoShrinkNB201
 from autoshrink.strategies.base import Observation
@@ -208,3 +208,25 @@ def test_a_cache_that_cannot_be_written_loses_no_bench_result(
     assert code == 2 and err == f"autoshrink: error: {cache}: No space left on device\n"
     assert (out / "bench.json").is_file() and not cache.exists()  # no half cache either
     assert list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.shared_data
+def test_a_stopped_bench_keeps_the_zero_cost_values_it_computed(
+    cli, shared_data, tmp_path, monkeypatch, caplog
+) -> None:
+    """A Ctrl-C (or SIGTERM, which the bench now takes as one) after the proxies ran lost every
+    value: the cache was written only at the very end."""
+    from autoshrink.cli import bench
+
+    def stopped(tables, *, zc_rank, **settings):  # two cells' proxies, then a Ctrl-C
+        zc_rank([NB201Cell.from_code(7), NB201Cell.from_code(4321)])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_bench", stopped)
+    cache = tmp_path / "s.npz"
+    args = ["--strategies", ZC_STRATEGY, "--zc-proxy", "synflow", "--zc-cache", cache]
+    code, _, err = cli("bench", "nb201", "--tables", shared_data / "nats-bench", *args)
+    assert code == 130 and err.endswith("autoshrink: interrupted\n")
+    values, _ = read_cache(cache)
+    assert np.flatnonzero(~np.isnan(values)).tolist() == [7, 4321]
+    assert f"{cache}: kept the 2 zero-cost values computed before the stop" in caplog.text

@@ -319,3 +319,21 @@ def test_a_search_whose_every_candidate_was_rejected_says_so(tmp_path, recwarn):
         rows = list(csv.DictReader(f))
     assert len(rows) == rejected and all(r["accuracy"] == "" for r in rows)
     assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_without_result_json_the_best_is_the_journals_highest_score(tmp_path):
+    """Pins the report's best of a run that has no ``result.json`` (killed, say): the journal's
+    highest score, fewer edges on ties, not its last scored candidate."""
+    from autoshrink.search import run_search
+    from test_search import GOOD, ToyEvaluator, candidates, toy_config
+
+    run = tmp_path / "toy"
+    run_search(run, toy_config(), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    (run / "result.json").unlink()
+    rows = [r for r in candidates(run / "journal.jsonl") if r["score"] is not None]
+    rows.sort(key=lambda r: (r["step"], r["index"]))
+    best = max(rows, key=lambda r: (r["score"], -r["edges"]))
+    assert {tuple(e) for e in best["cell"]["edges"]} == GOOD  # the toy's optimum
+    assert rows[-1]["key"] != best["key"]  # the search went on past it
+    found = read_run(run).best
+    assert found is not None and found.key == best["key"]

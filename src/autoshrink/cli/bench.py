@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoshrink.cli import (
     SUBCOMMANDS,
@@ -35,11 +37,12 @@ from autoshrink.cli import (
     renamed_flag,
     seed_number,
 )
-from autoshrink.errors import ConfigError
+from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
 from autoshrink.ranges import require
 from autoshrink.report.bench_files import FILES, format_table, report_object, write_outputs
+from autoshrink.stop_signals import StopSignals
 from autoshrink.tabular import NB201Tables, load_tables
 from autoshrink.tabular.comparison import (
     MACS,
@@ -49,6 +52,11 @@ from autoshrink.tabular.comparison import (
     run_bench,
 )
 from autoshrink.zero_cost import PROXY_NAMES, check_proxy
+
+if TYPE_CHECKING:
+    from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STRATEGIES = "random,rea,local,autoshrink"
 
@@ -193,6 +201,23 @@ def hw_cost(args: argparse.Namespace, tables: NB201Tables) -> HWNASBenchCost | N
     return hw.cost(dataset=args.dataset, metric=args.cost, index=tables.index)
 
 
+def keep_computed(zc: NB201ZeroCost) -> None:
+    """Save the zero-cost values ``zc`` computed before the bench stopped (a signal, an error)
+    to its cache, for the next bench; a cache that cannot be written is a warning then, not a
+    second error."""
+    if zc.cache is None or not zc.computed:
+        return
+    try:
+        zc.save()
+    except (OSError, AutoshrinkError) as err:
+        log.warning(
+            "%s: the %d zero-cost values computed are lost (%s)", zc.cache, zc.computed, err
+        )
+    else:
+        log.warning("%s: kept the %d zero-cost values computed before the stop", zc.cache,
+                    zc.computed)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print (or ``--json``) its table; 0 when done."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -211,29 +236,37 @@ def run(args: argparse.Namespace) -> int:
 
         zc = NB201ZeroCost(args.zc_proxy, args.dataset, cache=args.zc_cache)
         zc.load_cache()
-    start = time.perf_counter()
-    tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
-    result = run_bench(
-        tables,
-        strategies=names,
-        runs=args.runs,
-        queries=args.queries,
-        dataset=args.dataset,
-        objective=args.objective,
-        weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
-        seed=args.seed,
-        progress=True,
-        cost=hw_cost(args, tables),
-        zc_rank=zc,
-    )
-    obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
-    if zc is not None:
-        obj["config"]["zero_cost"] = zc.summary()
-    print(json.dumps(obj) if args.json else format_table(obj))
-    if args.out is not None:
-        written = write_outputs(result, obj, tables.index.index_of_code, args.out)
-        if not args.json:
-            print("wrote " + ", ".join(str(p) for p in written))
+    # SIGTERM too stops it as Ctrl-C does (143), so that the zero-cost values computed so far
+    # are kept in --zc-cache: a first synflow bench spends minutes on them
+    try:
+        with StopSignals():
+            start = time.perf_counter()
+            tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
+            result = run_bench(
+                tables,
+                strategies=names,
+                runs=args.runs,
+                queries=args.queries,
+                dataset=args.dataset,
+                objective=args.objective,
+                weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
+                seed=args.seed,
+                progress=True,
+                cost=hw_cost(args, tables),
+                zc_rank=zc,
+            )
+            obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
+            if zc is not None:
+                obj["config"]["zero_cost"] = zc.summary()
+            print(json.dumps(obj) if args.json else format_table(obj))
+            if args.out is not None:
+                written = write_outputs(result, obj, tables.index.index_of_code, args.out)
+                if not args.json:
+                    print("wrote " + ", ".join(str(p) for p in written))
+    except BaseException:
+        if zc is not None:
+            keep_computed(zc)
+        raise
     if zc is not None:  # after the results: a cache that cannot be written loses none of them
         zc.save()
     return 0
