@@ -86,6 +86,29 @@ def test_scores_are_computed_once_and_cached(tmp_path) -> None:
     assert cache.read_bytes() == kept
 
 
+def test_two_benches_sharing_a_cache_keep_each_others_values(tmp_path) -> None:
+    """Each bench wrote its own values over the file: the last to end erased the other's."""
+    cache = tmp_path / "shared.npz"
+    first, second = (NB201ZeroCost("synflow", "cifar10", cache=cache) for _ in range(2))
+    for zc in (first, second):
+        zc.load_cache()  # both start from no file
+    first.values[15000], second.values[15001] = 1.5, 2.5  # what each computed meanwhile
+    first.save()
+    second.save()
+    values, _ = read_cache(cache)
+    assert np.flatnonzero(~np.isnan(values)).tolist() == [15000, 15001]
+    assert values[15000] == 1.5 and values[15001] == 2.5
+
+
+def test_the_proxies_run_on_the_threads_asked_for() -> None:
+    """They ran on torch's own thread count: 2-4 times slower on a busy 2-core machine."""
+    import torch
+
+    zc = NB201ZeroCost("synflow", "cifar10", threads=1)
+    zc._proxy = lambda net, x, y: float(torch.get_num_threads())
+    assert zc([NB201Cell.from_code(99)]) == [1.0]
+
+
 @pytest.mark.shared_data
 def test_a_zero_cost_cache_of_another_layout_is_one_line_naming_it(tmp_path) -> None:
     from autoshrink.evaluators.nb201_zero_cost import read_cache
@@ -152,6 +175,9 @@ def test_bench_cli_zero_cost(cli, shared_data, tmp_path) -> None:
                        "--zc-proxy", "params", "--zc-cache", tmp_path / "c.npz")  # fmt: skip
     assert code == 2 and err.count("\n") == 1  # both were ignored without a word
     assert "--zc-proxy, --zc-cache: only for the autoshrink-zc strategy, not run here" in err
+    code, _, err = cli("bench", "nb201", "--tables", tables, "--strategies", "random",
+                       "--threads", "1")  # fmt: skip
+    assert code == 2 and "--threads: only for the autoshrink-zc strategy, not run here" in err
     (tmp_path / "text.npz").write_text("hello\n")  # numpy's advice to unpickle is not passed on
     code, _, err = cli(
         "bench", "nb201", "--tables", tables, *zc, "--zc-cache", tmp_path / "text.npz"
@@ -207,7 +233,7 @@ def test_a_cache_that_cannot_be_written_loses_no_bench_result(
     )  # fmt: skip
     assert code == 2 and err == f"autoshrink: error: {cache}: No space left on device\n"
     assert (out / "bench.json").is_file() and not cache.exists()  # no half cache either
-    assert list(tmp_path.iterdir()) == [out]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / ".p.npz.lock", out]  # the cache's lock
 
 
 @pytest.mark.shared_data

@@ -34,9 +34,11 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     count_number,
     folder_path,
+    int_at_most,
     renamed_flag,
     seed_number,
 )
+from autoshrink.devices import MAX_THREADS
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
@@ -121,6 +123,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.npz",
         help=f"{ZC_STRATEGY}: read and extend the proxy values of earlier benches here (one of "
         "other settings -- proxy, data set -- is refused)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_at_most(MAX_THREADS),
+        default=None,
+        help=f"{ZC_STRATEGY}: torch threads while the proxies are computed (default: torch's, all "
+        "cores; 1 is often faster on a busy machine)",
     )
     p.add_argument(
         "--runs",
@@ -222,7 +231,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print (or ``--json``) its table; 0 when done."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     check_cost_args(args)
-    unused = [f for f, v in (("--zc-proxy", args.zc_proxy), ("--zc-cache", args.zc_cache)) if v]
+    zc_flags = (
+        ("--zc-proxy", args.zc_proxy),
+        ("--zc-cache", args.zc_cache),
+        ("--threads", args.threads),
+    )
+    unused = [flag for flag, value in zc_flags if value]
     if unused and ZC_STRATEGY not in names:  # each was ignored without a word
         raise ConfigError(f"{', '.join(unused)}: only for the {ZC_STRATEGY} strategy, not run here")
     args.zc_proxy = args.zc_proxy or "synflow"
@@ -234,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if ZC_STRATEGY in names:
         from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost  # torch: only here
 
-        zc = NB201ZeroCost(args.zc_proxy, args.dataset, cache=args.zc_cache)
+        zc = NB201ZeroCost(args.zc_proxy, args.dataset, cache=args.zc_cache, threads=args.threads)
         zc.load_cache()
     # SIGTERM too stops it as Ctrl-C does (143), so that the zero-cost values computed so far
     # are kept in --zc-cache: a first synflow bench spends minutes on them

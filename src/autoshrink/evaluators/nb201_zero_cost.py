@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoshrink.atomic_write import write_atomic
+from autoshrink.atomic_write import locked, write_atomic
 from autoshrink.cost.nb201 import topology_cost_table
-from autoshrink.devices import own_generators
+from autoshrink.devices import own_generators, torch_threads
 from autoshrink.errors import BenchmarkError, ConfigError
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.outputs import check_output_file
@@ -57,8 +57,10 @@ class NB201ZeroCost:
         batch: int = 64,
         seed: int = 0,
         cache: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.name = name
+        self.threads = threads  # torch threads while computing (None: torch's own)
         self._proxy = proxy(name)
         self.dataset = dataset_name(dataset)
         self.num_classes, size = DATASETS[self.dataset]
@@ -117,7 +119,7 @@ class NB201ZeroCost:
         t0 = time.perf_counter()
         for cell in cells:
             if np.isnan(self.values[cell.code]):
-                with own_generators():
+                with torch_threads(self.threads), own_generators():
                     torch.manual_seed(self.seed * NUM_CELLS + cell.code)
                     net = topology_network(cell, num_classes=self.num_classes)
                     self.values[cell.code] = self._proxy(net, self.batch_x, self.batch_y)
@@ -127,19 +129,24 @@ class NB201ZeroCost:
 
     def save(self) -> None:
         """Write the values to ``cache`` (when given), in one step: a failed write leaves the
-        cache as it was."""
+        cache as it was. Under the cache's lock, values another bench saved there meanwhile
+        fill the cells this one lacks, so that two benches sharing a cache lose none."""
         if self.cache is not None:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            values, settings = self.values, np.array(json.dumps(self.settings))
+            self.cache.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
+            settings = np.array(json.dumps(self.settings))
+            with locked(self.cache):  # another bench may have saved values meanwhile: kept
+                values = self.values.copy()
+                if self.cache.is_file():
+                    saved, made_with = read_cache(self.cache)
+                    if made_with == self.settings:  # else it is replaced, as it was before
+                        values = np.where(np.isnan(values), saved, values)
 
-            def write(tmp: Path) -> None:
-                with tmp.open("wb") as f:  # a file, not a name: np.savez would add ".npz"
-                    np.savez(f, values=values, settings=settings)
+                def write(tmp: Path) -> None:
+                    with tmp.open("wb") as f:  # a file, not a name: np.savez would add ".npz"
+                        np.savez(f, values=values, settings=settings)
 
-            write_atomic(self.cache, write)
-            log.info(
-                "%s: %d %s values", self.cache, np.count_nonzero(~np.isnan(self.values)), self.name
-            )
+                write_atomic(self.cache, write)
+            log.info("%s: %d %s values", self.cache, np.count_nonzero(~np.isnan(values)), self.name)
 
     def summary(self) -> dict[str, float | int | str]:
         """Proxy, cells computed (not from the cache) and seconds spent."""
