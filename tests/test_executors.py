@@ -651,3 +651,49 @@ def test_driver_logging_reads_the_command_lines_set_up(monkeypatch):
     assert driver_logging() == (logging.DEBUG, LOG_FORMAT)
     with lines_above_bars():  # the console handler is replaced by tqdm's, same format
         assert driver_logging() == (logging.DEBUG, LOG_FORMAT)
+
+
+def test_a_pool_worker_dies_with_a_driver_killed_outright() -> None:
+    """A search killed by ``kill -9`` (or the OOM killer) left its pool workers training on,
+    orphaned, until their candidate ended -- minutes at the paper's sizes."""
+    import subprocess
+    import textwrap
+    import time
+
+    code = textwrap.dedent(
+        """
+        import multiprocessing as mp, os, time
+        from autoshrink.processes import die_with_parent
+
+        def work():
+            die_with_parent()  # what a pool worker does first
+            print(os.getpid(), flush=True)
+            time.sleep(60)
+
+        child = mp.get_context("fork").Process(target=work)
+        child.start()
+        time.sleep(60)
+        """
+    )
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert driver.stdout is not None
+    worker = int(driver.stdout.readline())
+    try:
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that no one reaps has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

@@ -1,9 +1,20 @@
-"""Whether a process runs on this machine (:func:`process_running`): what tells a live lock
-or temporary file from one a killed process left behind."""
+"""Processes on this machine: whether one runs (:func:`process_running`: what tells a live
+lock or temporary file from one a killed process left behind), and a worker that ends with the
+process that started it (:func:`die_with_parent`)."""
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import multiprocessing as mp
 import os
+import signal
+import sys
+
+log = logging.getLogger(__name__)
+
+#: ``prctl``'s option that names the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 def process_running(pid: int) -> bool:
@@ -15,3 +26,22 @@ def process_running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process (a worker of ``multiprocessing``) when its parent
+    dies, on Linux: a driver killed by ``kill -9`` or the OOM killer then leaves no worker
+    training on, orphaned, for minutes. A parent gone already ends it now. Elsewhere nothing:
+    such a worker ends at its next message instead."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as err:  # no prctl in this C library
+        log.debug("prctl(PR_SET_PDEATHSIG) failed: %s", err)
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the prctl
+        os._exit(1)

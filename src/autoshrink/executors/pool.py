@@ -40,6 +40,7 @@ from autoshrink.executors.retries import (
     RetryListener,
     check_retries,
 )
+from autoshrink.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def _serve(conn: Connection, logging_as: tuple[int, str | None]) -> None:
     keeps an evaluator (answered ``"ready"``), ``("job", index, job, slot)`` evaluates a job.
     It logs as the driver does (``logging_as``: :func:`driver_logging`'s). Ctrl-C is the
     driver's to handle (a terminal sends it to the workers too): the driver stops between
-    journal records and closes the pool."""
+    journal records and closes the pool. A driver killed outright (``kill -9``) takes the
+    worker with it (:func:`~autoshrink.processes.die_with_parent`)."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     level, fmt = logging_as
     if fmt is not None:
