@@ -143,8 +143,9 @@ def test_each_epoch_trains_on_every_image_and_an_improvement_restarts_the_patien
     assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 4, 0.5)
 
 
+@pytest.mark.parametrize("error", [RuntimeError, MemoryError])  # MemoryError stopped the search
 def test_a_training_that_raises_is_a_failed_candidate_and_class_accuracies_are_rounded(
-    split, monkeypatch
+    split, monkeypatch, error
 ):
     import autoshrink.evaluators.cnn_proxy as cnn_proxy
     from autoshrink.training.classification import TrainOutcome
@@ -153,11 +154,12 @@ def test_a_training_that_raises_is_a_failed_candidate_and_class_accuracies_are_r
     cell = published_cell("shrinkcnn")
 
     def raises(*args, **kwargs):
-        raise RuntimeError("the kernel refused")
+        raise error("the kernel refused")
 
     monkeypatch.setattr(cnn_proxy, "train_proxy", raises)
     failed = ev.evaluate(cell, seed=0)
-    assert failed.status == "failed" and "the kernel refused" in failed.detail["error"]
+    assert failed.status == "failed"
+    assert failed.detail["error"] == f"{error.__name__}: the kernel refused"
     assert failed.metrics["macs"] == ev.profile(cell)["macs"]  # its costs are still known
 
     def finished(*args, **kwargs):

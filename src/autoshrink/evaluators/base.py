@@ -76,6 +76,12 @@ def trained(
     )
 
 
+#: What a candidate's training may raise that fails the candidate, not the search: torch's own
+#: errors (its out-of-memory ones among them), a size that does not fit, and a
+#: ``MemoryError`` (an allocation that NumPy or Python could not make).
+TRAINING_ERRORS = (RuntimeError, ValueError, MemoryError)
+
+
 def failed(
     metrics: dict[str, float], metric: str, error: Exception, started: float, key: str
 ) -> Evaluation:

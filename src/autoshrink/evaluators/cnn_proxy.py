@@ -21,7 +21,7 @@ from torch import nn
 from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
 from autoshrink.devices import own_generators, torch_threads
-from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.layout import to_device
@@ -117,7 +117,7 @@ class CNNProxyEvaluator:
                     out = train_proxy(model, train_set, val, self.training, gen)
                 else:
                     out = train(model, train_set, val, gen)
-            except (RuntimeError, ValueError) as err:
+            except TRAINING_ERRORS as err:
                 return failed(metrics, "accuracy", err, t0, genotype.key), None
             accuracy = float("nan") if out.diverged else out.best_accuracy
             return self._finished(genotype, metrics, accuracy, out, t0), model

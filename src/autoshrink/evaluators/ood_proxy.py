@@ -28,7 +28,7 @@ from autoshrink.data.images import (
     split_at,
 )
 from autoshrink.devices import own_generators, torch_threads
-from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation, failed, trained
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -121,7 +121,7 @@ class OodProxyEvaluator(CNNProxyEvaluator):
                     self.ood,
                     gen,
                 )
-            except (RuntimeError, ValueError) as err:
+            except TRAINING_ERRORS as err:
                 return failed(metrics, "accuracy", err, t0, genotype.key)
             images = self.images_trained(out.epochs)
             if out.diverged:

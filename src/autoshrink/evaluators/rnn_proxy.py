@@ -21,7 +21,7 @@ from torch import nn
 from autoshrink.cost.rnn import RNNSpec, count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.devices import own_generators, torch_threads
-from autoshrink.evaluators.base import Evaluation, failed, trained
+from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.training.language import LMOutcome, train_proxy_lm
@@ -108,7 +108,7 @@ class RNNProxyEvaluator:
                     )
                 else:
                     out = train(model)
-            except (RuntimeError, ValueError) as err:
+            except TRAINING_ERRORS as err:
                 return failed(metrics, "perplexity", err, t0, genotype.key), None
             return trained(metrics, "perplexity", out.best_perplexity, out, t0), model
 

@@ -23,7 +23,7 @@ import torch
 
 from autoshrink.devices import is_cuda, torch_threads
 from autoshrink.errors import ConfigError
-from autoshrink.evaluators.base import Evaluation
+from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation
 from autoshrink.graph import Cell
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class StackedEvaluation:
             for k, out in self._train(cells, [seeds[i] for i in members]):
                 pending.remove(members[k])
                 yield members[k], self._evaluation(cells[k], out, t0, len(members))
-        except (RuntimeError, ValueError) as err:
+        except TRAINING_ERRORS as err:
             if is_cuda(self.device):
                 torch.cuda.empty_cache()
             if len(members) == 1:  # a stack of one failed: the plain loop has the last word
