@@ -459,8 +459,10 @@ def test_download_fetches_without_loading(server, tmp_path: Path, monkeypatch) -
     assert (root / "cifar-10-batches-py").is_dir() and len(requests) == 1
     fetch_images("cifar10", root)  # already there: no second request
     assert len(requests) == 1
-    with pytest.raises(DataError, match="'cifar10' needs a root folder"):
+    with pytest.raises(DataError, match="'cifar10' needs a root folder to read it from: --data-di"):
         fetch_images("cifar10", None)
+    with pytest.raises(DataError, match=r"^data set 'cifar10' needs a root folder .* data_dir in "):
+        load_images("cifar10")
 
 
 def test_download_checksum_mismatch_and_404(server, tmp_path: Path) -> None:

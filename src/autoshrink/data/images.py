@@ -239,7 +239,7 @@ def load_images(
 
         return load_fashion_mnist(None if root is None else Path(root).expanduser())
     if root is None:
-        raise DataError(f"data set {name!r} needs a root folder (the path to read it from)")
+        raise DataError(no_root(name))
     root = Path(root).expanduser()
     if name == "cifar10":
         from autoshrink.data.cifar import load_cifar10
@@ -250,6 +250,14 @@ def load_images(
     return load_image_folder(root, image_size=image_size, seed=SPLIT_SEED)
 
 
+def no_root(name: str) -> str:
+    """The line that says data set ``name`` was given no folder, and where to give one."""
+    return (
+        f"data set {name!r} needs a root folder to read it from: --data-dir DIR on the command "
+        "line, data_dir in a config"
+    )
+
+
 def fetch_images(name: str, root: str | Path | None) -> None:
     """``--download``: fetch the data set ``name`` into ``root`` when it is not there, without
     loading it. CIFAR-10 only: every other data set is on the machine or the user's, and is
@@ -257,7 +265,7 @@ def fetch_images(name: str, root: str | Path | None) -> None:
     if name != "cifar10":
         raise DataError(f"--download is only available for cifar10, not for {name!r}")
     if root is None:
-        raise DataError(f"data set {name!r} needs a root folder (the path to read it from)")
+        raise DataError(no_root(name))
     from autoshrink.data import download as dl
     from autoshrink.data.cifar import find_cifar10
 
