@@ -188,9 +188,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         "--latency-macro",
         choices=sorted(MACROS),
         default=None,
-        help="network whose latency is measured or predicted; None: the proxy network",
+        help="network whose latency is measured or predicted (default: the proxy network)",
     )
-    g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="None: torch")
+    g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="default: torch")
     g.add_argument(
         "--latency-device",
         type=device_name,

@@ -91,14 +91,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         dest="data_dir",
         default=None,
-        help="cnn: the data set's folder (None: the default place); rnn: a PTB-style folder",
+        help="cnn: the data set's folder (default: its own place); rnn: a PTB-style folder",
     )
-    p.add_argument("--epochs", type=count_number, default=None, help="None: the recipe's")
+    p.add_argument("--epochs", type=count_number, default=None, help="default: the recipe's")
     p.add_argument(
         "--batch-size",
         type=count_number,
         default=None,
-        help="global batch, all processes (None: recipe's)",
+        help="global batch, all processes (default: the recipe's)",
     )
     p.add_argument(
         "--lr", type=float, default=None, help="cnn: lr per 256 images, scaled to the global batch"
@@ -161,9 +161,9 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
         "--image-size",
         type=count_number,
         default=None,
-        help="None: recipe's or the data's",
+        help="default: the recipe's, or the data's",
     )
-    option("--width", type=float, default=None, help="width multiplier (None: the macro's own)")
+    option("--width", type=float, default=None, help="width multiplier (default: the macro's own)")
     option(
         "--activation",
         choices=CNN_ACTIVATIONS,
@@ -172,7 +172,7 @@ def add_cnn_arguments(option: Callable[..., None]) -> None:
     )
     option("--no-flip", action="store_true", default=False, help="no horizontal flips")
     option("--ema", type=float, default=None, help="weight EMA decay; 0 turns it off")
-    option("--precision", choices=PRECISIONS, default=None, help="None: the recipe's")
+    option("--precision", choices=PRECISIONS, default=None, help="default: the recipe's")
     option(
         "--workers",
         type=int_at_most(MAX_THREADS),
