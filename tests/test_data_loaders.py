@@ -777,3 +777,27 @@ def test_proxy_split_properties() -> None:
         proxy_split(data, per_class=31, val_size=1, seed=0)
     with pytest.raises(DataError, match="validation"):
         proxy_split(data, per_class=25, val_size=21, seed=0)
+
+
+def test_the_digits_are_scikit_learns_read_without_importing_it(monkeypatch) -> None:
+    """The digits come from the CSV scikit-learn ships (its import, with SciPy's, took a second
+    of every digits run's start-up): the same images and labels as its own loader, and its
+    loader where the file is not found."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sk_digits
+
+    from autoshrink.data.images import bundled_digits
+
+    images, target = bundled_digits()
+    bunch = sk_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    assert images.shape == (1797, 8, 8) and np.bincount(target).tolist()[:3] == [178, 182, 177]
+    code = "import sys; from autoshrink.data.images import load_digits; load_digits(); " \
+        "assert 'sklearn' not in sys.modules"  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no file to read
+    images, target = bundled_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)

@@ -10,6 +10,7 @@ that reads a named data set from a path.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -179,13 +180,27 @@ def proxy_indices(
     return rng.permutation(np.concatenate(train_idx)), val_idx
 
 
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits: 1,797 images of values 0..16 and their labels, read from the
+    CSV file scikit-learn ships without importing it (and SciPy: a second of every digits
+    run's start-up); through its loader where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")
+    origin = None if spec is None or spec.origin is None else Path(spec.origin)
+    csv = None if origin is None else origin.parent / "datasets" / "data" / "digits.csv.gz"
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits as sk_digits
+
+        bunch = sk_digits()
+        return bunch.images, bunch.target
+    table = np.loadtxt(csv, delimiter=",")  # 64 pixels, then the label, per row
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_digits(test_fraction: float = 0.2, seed: int = SPLIT_SEED) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1,797 images), split into train/test from a seed."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8]
-    y = bunch.target.astype(np.int64)
+    images, target = bundled_digits()
+    x = (images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8]
+    y = target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(len(y) * test_fraction))
     test, train = order[:n_test], order[n_test:]
