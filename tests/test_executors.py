@@ -697,3 +697,28 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_the_drivers_torch_work_runs_on_the_threads_of_the_candidates(tmp_path, monkeypatch):
+    """With the pool (one thread a candidate) and no ``threads`` set, the zero-cost ranker ran
+    in the driver on torch's default threads: its snip scores then differed from an in-process
+    run's on one thread, and from a resume's."""
+    from autoshrink.evaluators import zero_cost
+
+    asked: list[int | None] = []
+    made = zero_cost.ZeroCostRanker.__init__
+
+    def spy(self, *args: Any, **kwargs: Any) -> None:
+        asked.append(kwargs["threads"])
+        made(self, *args, **kwargs)
+
+    monkeypatch.setattr(zero_cost.ZeroCostRanker, "__init__", spy)
+
+    class OneThreadEach(InProcessExecutor):
+        candidate_threads = 1  # as LocalPoolExecutor's
+
+    config = replace(tiny_config(), threads=None, screening="zero-cost", zc_proxy="snip")
+    run_search(tmp_path / "r", config, executor=OneThreadEach(), progress=False)
+    assert asked == [1]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] is None
+    assert LocalPoolExecutor.candidate_threads == 1  # what the pool's workers run on

@@ -25,7 +25,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +98,18 @@ def check_arguments(
         )
 
 
+def with_candidate_threads(config: SearchConfig, executor: Executor) -> SearchConfig:
+    """``config`` for this session: where it leaves the threads to an executor that trains each
+    candidate on its own number of them (``candidate_threads``: the pool's 1, a Ray task's
+    CPUs), that number, so that the torch work of this process -- the zero-cost ranker,
+    one-shot's derived weights -- runs as the candidates do and gives what an in-process run
+    (or a resume) on as many threads gives; ``config.json`` keeps the run's own ``null``."""
+    threads = getattr(executor, "candidate_threads", None)
+    if config.threads is not None or threads is None:
+        return config
+    return replace(config, threads=threads)
+
+
 def make_evaluator(
     config: SearchConfig,
     evaluator_factory: Callable[[SearchConfig], Evaluator] | None,
@@ -162,6 +174,7 @@ def run_search(
         with RunLock(run_dir), StopSignals() as signals:
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
+            config = with_candidate_threads(config, executor)
             for name in (BEST_CELL, BEST_PICTURE, RESULT) if resume else ():  # before training
                 check_output_file(run_dir / name, "--resume")
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write

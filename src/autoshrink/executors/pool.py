@@ -151,6 +151,9 @@ class LocalPoolExecutor:
             reported as ``"failed"``.
     """
 
+    #: The torch threads each candidate trains on: a worker's one.
+    candidate_threads = 1
+
     def __init__(self, workers: int | None = None, *, max_retries: int = DEFAULT_RETRIES) -> None:
         self.workers = workers or default_workers()
         self.max_retries = check_retries(max_retries)
