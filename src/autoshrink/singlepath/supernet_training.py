@@ -18,6 +18,12 @@ from autoshrink.training.checkpoint import flatten_optimizer, unflatten_optimize
 from autoshrink.training.optim import warmup_cosine
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s draws (data order, flips, dropout): ``seed * 100003 +
+    epoch``, wrapped into torch's 64 bits (a seed above about 1.8e14 overflowed them)."""
+    return (seed * 100_003 + epoch) % 2**64
+
+
 def latency_term(lat: torch.Tensor, s: SearchSettings) -> torch.Tensor:
     """``λ·log(lat)``, or with a target ``λ·max(0, log(lat / target))``."""
     if s.latency_target_ms is None:
@@ -65,8 +71,8 @@ class SupernetTraining:
         blended latency (``None`` in the warm-up), the images and whether it searched."""
         s, d = self.s, self.data
         searching = epoch > s.warmup_epochs
-        gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
-        torch.manual_seed(s.seed * 100_003 + epoch)  # dropout: the same after a resume
+        gen = torch.Generator().manual_seed(epoch_seed(s.seed, epoch))
+        torch.manual_seed(epoch_seed(s.seed, epoch))  # dropout: the same after a resume
         order = torch.randperm(len(d.train_y), generator=gen)
         self.net.train()
         ce_sum = lat_sum = 0.0
