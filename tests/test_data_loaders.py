@@ -138,6 +138,14 @@ def test_fashion_images_of_another_size_or_labels_out_of_range_are_named(
         load_fashion_mnist(tmp_path)
 
 
+def test_a_fashion_part_without_images_is_named(tmp_path: Path) -> None:
+    """A folder of 0 test images trained a whole epoch, then failed in ZeroDivisionError."""
+    write_fashion(tmp_path, gz=False, n_test=0)
+    needle = f"{tmp_path / 't10k-images-idx3-ubyte'}: no images; the test part needs some"
+    with pytest.raises(DataError, match="^" + re.escape(needle) + "$"):
+        load_fashion_mnist(tmp_path)
+
+
 def test_real_fashion_mnist() -> None:
     if not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed at {DEFAULT_FASHION_MNIST_ROOT}")

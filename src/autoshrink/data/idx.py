@@ -105,6 +105,8 @@ def _read_part(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}"
         )
+    if not len(images):  # a training without a test: ZeroDivisionError after its first epoch
+        raise DataError(f"{images_path}: no images; the {part} part needs some")
     if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
         raise DataError(
             f"{labels_path}: label {int(labels.max())} out of range, expected 0.."
