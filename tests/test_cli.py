@@ -557,7 +557,8 @@ def test_number_options_take_every_value_up_to_their_bound(kind, highest) -> Non
     # ImageNet-21k's 21,841 and beyond
     import argparse
 
-    from autoshrink.cli import MAX_CLASSES, count_number, images_number, int_at_most, seed_number
+    from autoshrink.cli import count_number, images_number, int_at_most, seed_number
+    from autoshrink.ranges import MAX_CLASSES
 
     parse = {
         "count": count_number,

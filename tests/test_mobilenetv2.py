@@ -102,6 +102,11 @@ def test_bad_settings_raise_config_errors() -> None:
     with pytest.raises(ConfigError, match="32px"):
         MobileNetV2Spec(image_size=31)
     assert count_mobilenetv2(MobileNetV2Spec(image_size=32)).macs > 0  # the smallest it takes
+    # an architecture file's sizes, beyond the options' caps, failed deep in torch (a traceback)
+    for field, value, most in (("image_size", 10**9, 2**16), ("in_channels", 2**16 + 1, 2**16),
+                               ("num_classes", 2**24 + 1, 2**24)):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^MobileNetV2: {field} must be at most {most}, "):
+            MobileNetV2Spec(**{field: value})
 
 
 def test_a_residual_block_adds_its_input_and_another_does_not() -> None:

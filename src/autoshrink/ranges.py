@@ -19,6 +19,11 @@ from autoshrink.errors import ConfigError
 WHOLE = "a whole number >= 1"
 #: A seed: an integer >= 0 (``random.Random(-s)`` draws what ``random.Random(s)`` does).
 SEED = "a whole number >= 0"
+#: The largest image size, channel count, batch or repeat count a setting takes (an option, a
+#: file's field): beyond it, sizes overflow torch's 64-bit shapes or a run would never end.
+MAX_COUNT = 2**16
+#: The most classes a network may have (ImageNet-21k has 21,841).
+MAX_CLASSES = 2**24
 #: The requirements :func:`check_fields` and :func:`require` know, with their tests.
 REQUIREMENTS: Mapping[str, Callable[[float], bool]] = MappingProxyType(
     {

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
+from autoshrink.ranges import MAX_COUNT
 
 #: The sub-commands in the order ``--help`` lists them, with their one-line help.
 SUBCOMMANDS = {
@@ -109,11 +110,6 @@ def renamed_flag(
 
 #: The largest seed: torch and NumPy take seeds of 64 bits.
 MAX_SEED = 2**63 - 1
-#: The largest image size, channel count, batch or repeat count an option takes: beyond it,
-#: sizes overflow torch's 64-bit shapes or a run would never end.
-MAX_COUNT = 2**16
-#: The most classes a network may have (ImageNet-21k has 21,841).
-MAX_CLASSES = 2**24
 #: The most images an option counts (a data set's training split, say: ImageNet's is 1.28M).
 MAX_IMAGES = 2**31 - 1
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from autoshrink.cli import (
-    MAX_CLASSES,
     SUBCOMMANDS,
     count_number,
     int_at_most,
@@ -17,6 +16,7 @@ from autoshrink.cost.cells import count
 from autoshrink.cost.rnn import RNN_MACROS, count_rnn
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.ranges import MAX_CLASSES
 from autoshrink.singlepath.space import MBConvArch, count_arch, is_arch_file
 from autoshrink.spaces.macros import MACROS, get_macro
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.cli import (
-    MAX_CLASSES,
     SUBCOMMANDS,
     add_latency_table,
     count_number,
@@ -30,7 +29,7 @@ from autoshrink.hardware.latency import LatencyResult, measure_cell, measure_mod
 from autoshrink.hardware.latency_settings import BACKENDS, CLOCKS, LatencySettings
 from autoshrink.hardware.table import LatencyTable, extend_table
 from autoshrink.outputs import check_output_file
-from autoshrink.ranges import require
+from autoshrink.ranges import MAX_CLASSES, require
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, MacroSpec, get_macro
 
