@@ -507,17 +507,22 @@ def test_runs_sharing_a_table_keep_each_others_blocks(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("layer_ms", "fixed", "says"),
+    ("layer_ms", "fixed", "calibration", "says"),
     [
-        ([], 1.0, "'layer_ms' must hold 16 layers"),
-        ([dict.fromkeys(CHOICES, 1.0)] * 15 + [{"k3e3": 1.0}], 1.0, "must hold 16 layers, each"),
-        ([dict.fromkeys(CHOICES, 1.0)] * 16, float("nan"), "not a finite number"),
+        ([], 1.0, None, "'layer_ms' must hold 16 layers"),
+        ([dict.fromkeys(CHOICES, 1.0)] * 15 + [{"k3e3": 1.0}], 1.0, None, "must hold 16 layers, "),
+        ([dict.fromkeys(CHOICES, 1.0)] * 16, float("nan"), None, "a latency outside 0 to 3.6e+"),
+        # accepted once: the search then printed "predicted -993.13 ms"
+        ([dict.fromkeys(CHOICES, 1.0)] * 16, -1000.0, None, "a latency outside 0 to 3.6e+06 ms"),
+        ([dict.fromkeys(CHOICES, -1.0)] * 16, 1.0, None, "a latency outside 0 to 3.6e+06 ms"),
+        ([dict.fromkeys(CHOICES, 1.0)] * 16, 1.0, {"scale": 0.0, "offset": 1.0}, "calibration"),
+        ([dict.fromkeys(CHOICES, 1.0)] * 16, 1.0, {"scale": 1.0}, "'calibration' must be {"),
     ],
 )
-def test_a_damaged_latency_model_of_a_run_is_one_line(tmp_path, layer_ms, fixed, says):
+def test_a_damaged_latency_model_of_a_run_is_one_line(tmp_path, layer_ms, fixed, calibration, says):
     # a resume met a ValueError from zip or a KeyError in the blend
     path = tmp_path / "latency_model.json"
-    path.write_text(json.dumps(LatencyModel(fixed, tuple(layer_ms)).to_dict(None)))
+    path.write_text(json.dumps(LatencyModel(fixed, tuple(layer_ms)).to_dict(calibration)))
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
         load_run_model(path, 16)
     whole = LatencyModel(1.0, tuple([dict.fromkeys(CHOICES, 1.0)] * 16))

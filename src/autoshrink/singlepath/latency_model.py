@@ -43,7 +43,7 @@ from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.blocks import Block
 from autoshrink.hardware.latency import check_available, environment, measure_module
 from autoshrink.hardware.latency_settings import LatencySettings
-from autoshrink.hardware.table import DEFINING, LatencyTable, measure_block
+from autoshrink.hardware.table import DEFINING, MAX_BLOCK_MS, LatencyTable, measure_block
 from autoshrink.singlepath.space import (
     CHOICES,
     SKIP,
@@ -266,10 +266,20 @@ def load_run_model(path: Path, layers: int) -> tuple[LatencyModel, dict[str, flo
             f"{path}: 'layer_ms' must hold {layers} layers, each the ms of the choices "
             f"{', '.join(CHOICES)}"
         )
-    if not all(math.isfinite(v) for c in [{"": d["fixed_ms"]}, *costs] for v in c.values()):
-        raise ConfigError(f"{path}: a latency that is not a finite number")
+    if not all(0 <= v <= MAX_BLOCK_MS for c in [{"": d["fixed_ms"]}, *costs] for v in c.values()):
+        raise ConfigError(f"{path}: a latency outside 0 to {MAX_BLOCK_MS:g} ms (an hour)")
+    calibration = d.get("calibration")
+    if calibration is not None and not (
+        sorted(calibration) == ["offset", "scale"]
+        and 0 < calibration["scale"] < math.inf
+        and math.isfinite(calibration["offset"])
+    ):
+        raise ConfigError(
+            f'{path}: \'calibration\' must be {{"scale": a finite number > 0, "offset": a '
+            f"finite number}}, got {calibration}"
+        )
     model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in d["layer_ms"]))
-    return model, d.get("calibration")
+    return model, calibration
 
 
 @dataclass(frozen=True)
