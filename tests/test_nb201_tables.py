@@ -337,6 +337,24 @@ def test_a_table_that_is_not_utf8_text_is_named(table_copy: Path) -> None:
         load_flat_tables(table_copy)
 
 
+def test_a_table_saved_with_a_byte_order_mark_reads_as_without(table_copy: Path, tables) -> None:
+    """A spreadsheet's UTF-8 BOM made the first column's name "\ufeffarch": "lacks the
+    columns ['arch']", which it holds."""
+    path = table_copy / FILE_12EPOCH
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    read = load_flat_tables(table_copy)
+    for epochs, split in ((12, "valid"), (200, "test")):
+        settings = {"dataset": "cifar10", "metric": "accuracy", "epochs": epochs, "split": split}
+        assert query(read, 1234, **settings) == query(tables, 1234, **settings)
+
+
+def test_a_200_epoch_row_cut_short_is_named_so(table_copy: Path) -> None:
+    """It was reported as the two tables disagreeing on the row's arch string."""
+    _edit(table_copy / FILE_200EPOCH, lambda r: [*r[:7], r[7][:2], *r[8:]])
+    with pytest.raises(BenchmarkError, match=f"{FILE_200EPOCH}, line 8: a row of 2 fields, short"):
+        load_flat_tables(table_copy)
+
+
 def test_empty_file(table_copy: Path) -> None:
     (table_copy / FILE_200EPOCH).write_text("")
     with pytest.raises(BenchmarkError, match="is empty"):

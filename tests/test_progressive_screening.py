@@ -76,7 +76,7 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
         ("5:2:0", "keeps no candidate"),
         ("1:2:0.5", "classes must be >= 2"),
         ("1.5:2:0.5", r"fraction must be in \(0, 1\]"),
-        ("5:0:0.5", "epochs must be >= 1"),
+        ("5:0:0.5", "epochs must be a whole number >= 1"),
     ]:
         with pytest.raises(ConfigError, match=match):
             parse_stages(bad)
@@ -95,7 +95,7 @@ def test_stages_parse_from_the_command_line_and_from_json(tmp_path) -> None:
         # JSON booleans are no numbers (Python would take true as 1)
         (
             b'[{"classes": 4, "epochs": true, "keep": 0.5}]',
-            "stage 1: screening stage: epochs must be >= 1, got True",
+            "stage 1: screening stage: epochs must be a whole number >= 1, got True",
         ),
         (
             b'[{"classes": 4, "epochs": 1, "keep": true}]',

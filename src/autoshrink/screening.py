@@ -60,7 +60,9 @@ class ScreeningStage:
                 f"screening stage: a class fraction must be in (0, 1], got {self.classes}"
             )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"screening stage: epochs must be >= 1, got {self.epochs!r}")
+            raise ConfigError(
+                f"screening stage: epochs must be a whole number >= 1, got {self.epochs!r}"
+            )
         if not is_number(self.keep) or not 0.0 < self.keep <= 1.0:
             raise ConfigError(
                 f"screening stage: keep must be in (0, 1] (a schedule that keeps no candidate "

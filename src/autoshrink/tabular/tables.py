@@ -130,7 +130,7 @@ def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[list[str
             "(see ../shared/data/README.md)"
         )
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM too
             text = f.read()
         rows = list(csv.reader(io.StringIO(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -211,7 +211,12 @@ def load_flat_tables(directory: str | Path) -> NB201Tables:
                 f"NAS-Bench-201 table {p12}, line {line}: official index {i}, expected {line - 2} "
                 "(rows must be in index order)"
             )
-        if len(b200[i]) <= k_str200 or b200[i][k_str200] != text:
+        if len(b200[i]) <= k_str200:
+            raise BenchmarkError(
+                f"NAS-Bench-201 table {p200}, line {i + 2}: a row of {len(b200[i])} fields, "
+                "short of the arch string's column (cut short?)"
+            )
+        if b200[i][k_str200] != text:
             raise BenchmarkError(
                 f"NAS-Bench-201 tables disagree at official index {i}: {p12.name} has {text!r}, "
                 f"{p200.name} does not"
