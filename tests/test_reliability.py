@@ -445,6 +445,32 @@ def test_a_resume_refuses_a_folder_where_a_result_goes_before_training(tmp_path,
     assert ev.calls == 0 and len(lines(journal)) == 4 and not (run / LOCK).exists()
 
 
+def test_a_resume_refuses_a_journal_it_cannot_append_to_before_training(
+    tmp_path, monkeypatch
+) -> None:
+    """An immutable journal (``chattr +i``, which root too cannot write) was found out at the
+    first record, after that candidate had trained."""
+    import autoshrink.journal as journal_module
+
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    journal = run / "journal.jsonl"
+    journal.write_text("".join(line + "\n" for line in lines(journal)[:4]))
+    (run / "result.json").unlink()
+    opened = journal_module.os.open
+
+    def immutable(path, flags, *args):
+        if Path(path) == journal and flags & os.O_APPEND:
+            raise PermissionError(1, "Operation not permitted")
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(journal_module.os, "open", immutable)
+    ev = ToyEvaluator()
+    with pytest.raises(JournalError, match=f"^cannot append to {journal}: Operation not perm"):
+        search(run, ev=ev)
+    assert ev.calls == 0 and len(lines(journal)) == 4
+
+
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):
     import autoshrink.journal as journal_module
 

@@ -278,6 +278,22 @@ class Journal:
         except OSError as err:
             raise JournalError(f"{self.path}: cannot read the journal ({err.strerror})") from None
 
+    def check_appendable(self) -> None:
+        """Raise the :class:`JournalError` :meth:`append` would raise when the journal cannot be
+        appended to (an immutable file, a read-only disk), before a resume trains anything."""
+        os.close(self._open_to_append())
+
+    def _open_to_append(self) -> int:
+        """A descriptor that appends to the journal (made if need be), else the
+        :class:`JournalError` that says so."""
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as err:  # the folder became unwritable, say
+            raise JournalError(
+                f"cannot append to {self.path}: {err.strerror or err}; the records before are "
+                "intact, resume with --resume once it is fixed"
+            ) from None
+
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (one ``write``, then fsync); on failure (a full disk) cut
         the file back to what it held and raise a :class:`JournalError`; a record that would
@@ -290,13 +306,7 @@ class Journal:
                 f"{self.path}: refusing to append a record that could not be read back: {problem}"
             )
         data = line.encode("utf-8")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as err:  # the folder became unwritable, say
-            raise JournalError(
-                f"cannot append to {self.path}: {err.strerror or err}; the records before are "
-                "intact, resume with --resume once it is fixed"
-            ) from None
+        fd = self._open_to_append()
         try:
             size = os.fstat(fd).st_size
             try:

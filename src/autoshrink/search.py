@@ -232,6 +232,8 @@ def read_replay(
     the search (a :class:`JournalError` if one did and the journal holds no candidate)."""
     replay = Replay.read(journal, repair, retry_failed)
     ended = resume and ended_before(run_dir)
+    if resume and not ended:  # it trained a candidate first, then failed to journal it
+        journal.check_appendable()
     if ended and not replay.done:  # else the whole search would start again
         raise JournalError(
             f"{run_dir}: {RESULT} says the search ended, but {JOURNAL} holds no "
