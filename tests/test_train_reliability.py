@@ -145,6 +145,9 @@ def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_pat
         (lambda d: {k: v for k, v in d.items() if k != "optimizer"}, "restored (KeyError"),
         (lambda d: {**d, "schedule": "x"}, "cannot be restored"),
         (lambda d: {**d, "sampler": {"seed": "a"}}, "cannot be restored"),
+        # the run was compared before the guard that names the file: a TypeError traceback
+        (lambda d: {**d, "run": "x"}, 'a damaged checkpoint, it cannot be restored (its "run"'),
+        (lambda d: {**d, "run": [1]}, 'restored (its "run" is not an object); remove it'),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line(

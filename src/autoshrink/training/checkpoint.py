@@ -105,6 +105,13 @@ def load_latest(folder: Path) -> Checkpoint | None:
     return Checkpoint(epoch, tensors, state)
 
 
+def _damaged(ckpt: Checkpoint, folder: Path, what: str) -> JournalError:
+    return JournalError(
+        f"{folder / _stem(ckpt.epoch)}.json: a damaged checkpoint, it cannot be restored "
+        f"({what}); remove it to resume from the one before, or start a fresh --out"
+    )
+
+
 @contextmanager
 def restoring(ckpt: Checkpoint, folder: Path) -> Iterator[None]:
     """Run the body, which restores a run from ``ckpt`` (of ``folder``): a state it cannot
@@ -113,11 +120,7 @@ def restoring(ckpt: Checkpoint, folder: Path) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        what = f"{type(err).__name__}: {err}"
-        raise JournalError(
-            f"{folder / _stem(ckpt.epoch)}.json: a damaged checkpoint, it cannot be restored "
-            f"({what}); remove it to resume from the one before, or start a fresh --out"
-        ) from None
+        raise _damaged(ckpt, folder, f"{type(err).__name__}: {err}") from None
 
 
 def check_weights_fit(
@@ -192,8 +195,11 @@ def _recipe_epochs(recipe: object) -> object:
 
 def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
     """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
-    first settings that differ."""
+    first settings that differ; one whose ``run`` is not an object (nor ``null``) is damaged,
+    and said to be."""
     recorded = {key: ckpt.state.get(key) for key in identity}
+    if not isinstance(recorded["run"], dict | None):  # a run_info is an object (or none)
+        raise _damaged(ckpt, where, 'its "run" is not an object')
     if "run" not in ckpt.state:  # written before checkpoints recorded the run
         logger.warning("%s: the checkpoint does not record its network and data set", where)
         recorded["run"] = identity["run"]
