@@ -837,6 +837,69 @@ def test_checkpoints_whose_settings_file_is_gone_are_not_resumed(
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.fixture(scope="module")
+def stopped_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A search stopped as epoch 3 began: checkpoints of epochs 1 and 2 (the tests copy it)."""
+    from autoshrink.cli import main
+
+    out = tmp_path_factory.mktemp("stopped") / "sp"
+    _prepare_table(out, LatencySettings(min_repeats=10, max_seconds=1.0))
+    level = logging.getLogger("autoshrink").level
+    with pytest.MonkeyPatch.context() as m:
+        interrupt_in_epoch(m, 3)
+        assert main(["singlepath", *SEARCH, "--out", str(out)]) == 130
+    logging.getLogger("autoshrink").setLevel(level)
+    return out
+
+
+def _damaged_search(stopped: Path, tmp_path: Path, tensors=None, state=None) -> Path:
+    """A copy of ``stopped`` whose epoch-2 checkpoint ``tensors`` and ``state`` changed."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = Path(shutil.copytree(stopped, tmp_path / "copy"))
+    stem = out / "checkpoints" / "epoch-0002"
+    if tensors is not None:
+        t = load_file(str(stem.with_suffix(".safetensors")))
+        tensors(t)
+        meta = {"format": "autoshrink.checkpoint/1", "epoch": "2"}
+        save_file(t, str(stem.with_suffix(".safetensors")), meta)
+    if state is not None:
+        d = json.loads(stem.with_suffix(".json").read_text())
+        stem.with_suffix(".json").write_text(json.dumps(state(d)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("tensors", "named"),
+    [
+        (
+            lambda t: t.update({"opt_w.0.momentum_buffer": torch.zeros(3)}),
+            "(shape of opt_w.0.momentum_buffer is [3], its parameter's [",
+        ),
+        (lambda t: t.pop("opt_t.1.exp_avg"), "(no opt_t.1.exp_avg, which other parameters have)"),
+        (
+            lambda t: t["opt_w.2.momentum_buffer"].fill_(math.nan),
+            "epoch-0002.safetensors: a damaged checkpoint, it cannot be restored (tensor "
+            "opt_w.2.momentum_buffer holds NaN or inf values)",
+        ),
+    ],
+)
+def test_a_damaged_supernet_checkpoint_is_refused_before_training(
+    cli, stopped_search, tmp_path, monkeypatch, tensors, named
+):
+    # a momentum buffer of another shape was a traceback at the first step, a missing one
+    # another run, a NaN one a divergence blamed on the learning rate
+    out = _damaged_search(stopped_search, tmp_path, tensors)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(SupernetTraining, "train_epoch", lambda *a: pytest.fail("trained"))
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 2 and len(err.splitlines()) == 1 and named in err, err
+    assert "epoch-0002." in err and "a damaged checkpoint" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_path, one_thread):
     path = tmp_path / "mbv2.json"
     mobilenetv2_arch(1.0).save(path)

@@ -148,6 +148,10 @@ def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_pat
         # the run was compared before the guard that names the file: a TypeError traceback
         (lambda d: {**d, "run": "x"}, 'a damaged checkpoint, it cannot be restored (its "run"'),
         (lambda d: {**d, "run": [1]}, 'restored (its "run" is not an object); remove it'),
+        # a schedule's step count was taken as it came: another learning rate from then on
+        (lambda d: {**d, "schedule": {"steps": -5}}, "steps must be an integer >= 0, got -5)"),
+        (lambda d: {**d, "schedule": {"steps": "5"}}, 'steps must be an integer >= 0, got "5"'),
+        (lambda d: {**d, "schedule": {"steps": 6}}, "steps is 6, where epoch 2 ends at step 44"),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line(
@@ -385,6 +389,63 @@ def test_help_still_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> No
     shown = " ".join(capsys.readouterr().out.split())
     assert "(default: digits)" in shown and "(default: 745)" in shown
     assert "(default: cifar-proxy)" in shown and "(default: 0)" in shown
+
+
+def _first(tensors: dict[str, torch.Tensor], prefix: str, suffix: str) -> str:
+    return next(k for k in sorted(tensors) if k.startswith(prefix) and k.endswith(suffix))
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        # the optimiser took these silently: a traceback at the first step, or another run
+        (
+            lambda t: t.update({"optim.9.momentum_buffer": torch.zeros(3)}),
+            "json: a damaged checkpoint, it cannot be restored (shape of optim.9.momentum_buffer "
+            "is [3], its parameter's [8, 1, 3, 3])",
+        ),
+        (
+            lambda t: t.pop("optim.9.momentum_buffer"),
+            "json: a damaged checkpoint, it cannot be restored (no optim.9.momentum_buffer, "
+            "which other parameters have)",
+        ),
+        (
+            lambda t: t.update({"optim.999.momentum_buffer": torch.zeros(3)}),
+            "restored (optim.999: a parameter the optimiser does not have)",
+        ),
+        (
+            lambda t: [t.pop(k) for k in list(t) if k.startswith("optim.")],
+            "restored (no optimiser state (optim.*) after its steps)",
+        ),
+        # these trained on and were blamed on the learning rate ("training diverged")
+        (
+            lambda t: t[_first(t, "optim.", "momentum_buffer")].fill_(math.nan),
+            "safetensors: a damaged checkpoint, it cannot be restored (tensor optim.",
+        ),
+        (
+            lambda t: t[_first(t, "model.", "weight")].fill_(math.inf),
+            "weight holds NaN or inf values); remove it and epoch-0002.json to resume",
+        ),
+        (
+            lambda t: t[_first(t, "model.", "running_var")].fill_(-1.0),
+            "running_var holds a negative variance)",
+        ),
+    ],
+)
+def test_a_checkpoint_with_damaged_tensors_is_one_line(
+    cli, trained: Path, tmp_path: Path, damage, named: str
+) -> None:
+    out = copy_of(trained, tmp_path)
+    (out / "metrics.json").unlink()
+    path = out / "checkpoints" / "epoch-0002.safetensors"
+    tensors = load_file(str(path))
+    damage(tensors)
+    save_file(tensors, str(path), {"format": "autoshrink.checkpoint/1", "epoch": "2"})
+    before = snapshot(out)
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and named in err, err
+    assert "epoch-0002." in err and "diverged" not in err and "test accuracy" not in stdout
+    assert snapshot(out) == before
 
 
 # ----------------------------------------------------------------- export of bad weights

@@ -10,11 +10,17 @@ import torch
 from torch.nn import functional as F
 
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
+from autoshrink.nn.state_fit import misfit
 from autoshrink.singlepath.data import SearchData
 from autoshrink.singlepath.latency_model import LatencyModel
 from autoshrink.singlepath.settings import SearchSettings
 from autoshrink.singlepath.superkernel import SuperNet
-from autoshrink.training.checkpoint import flatten_optimizer, unflatten_optimizer
+from autoshrink.training.checkpoint import (
+    DamagedState,
+    check_optimizer_state,
+    flatten_optimizer,
+    unflatten_optimizer,
+)
 from autoshrink.training.optim import warmup_cosine
 
 
@@ -128,8 +134,16 @@ class SupernetTraining:
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """Load what :meth:`snapshot` gave (and a checkpoint kept) back into the supernet and
-        both optimisers."""
+        both optimisers; one that does not fit them (:func:`check_optimizer_state`) is a
+        :class:`DamagedState`, and nothing is loaded."""
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        what = misfit(self.net, model)
+        if what is not None:  # the settings are this run's: the file is damaged
+            raise DamagedState(f"its supernet does not fit this one ({what})")
+        optimizers = {}
+        for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
+            optimizers[name] = unflatten_optimizer(tensors, state["optimizers"][name], name)
+            check_optimizer_state(opt, optimizers[name], name, stepped=False)
         self.net.load_state_dict(model)
         for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
-            opt.load_state_dict(unflatten_optimizer(tensors, state["optimizers"][name], name))
+            opt.load_state_dict(optimizers[name])

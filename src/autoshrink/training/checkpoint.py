@@ -101,8 +101,30 @@ def load_latest(folder: Path) -> Checkpoint | None:
         raise JournalError(f"{stem}: unreadable checkpoint ({err})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("epoch") != epoch:
         raise JournalError(f"{stem}.json: not an {FORMAT} checkpoint of epoch {epoch}")
+    bad = _unsound_tensor(tensors)
+    if bad is not None:
+        raise JournalError(
+            f"{stem}.safetensors: a damaged checkpoint, it cannot be restored (tensor {bad}); "
+            f"remove it and {stem.name}.json to resume from the one before, or start a fresh --out"
+        )
     logger.info("resuming from %s", stem.with_suffix(".json"))
     return Checkpoint(epoch, tensors, state)
+
+
+def _unsound_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first of ``tensors`` that no checkpoint holds, and what is wrong with it: NaN or inf
+    values (a diverged epoch writes no checkpoint) or a negative batch-norm variance."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            return f"{name} holds NaN or inf values"
+        if name.endswith("running_var") and bool((value < 0).any()):
+            return f"{name} holds a negative variance"
+    return None
+
+
+class DamagedState(ValueError):
+    """A checkpoint's state that reads but cannot be this run's (an optimiser tensor of
+    another shape, a negative step count): :func:`restoring` says its message alone."""
 
 
 def _damaged(ckpt: Checkpoint, folder: Path, what: str) -> JournalError:
@@ -115,10 +137,12 @@ def _damaged(ckpt: Checkpoint, folder: Path, what: str) -> JournalError:
 @contextmanager
 def restoring(ckpt: Checkpoint, folder: Path) -> Iterator[None]:
     """Run the body, which restores a run from ``ckpt`` (of ``folder``): a state it cannot
-    read -- a key missing, a value of another type, as in a damaged or hand-edited file -- is a
-    one-line :class:`JournalError` naming the checkpoint."""
+    read -- a key missing, a value of another type, as in a damaged or hand-edited file, or a
+    :class:`DamagedState` -- is a one-line :class:`JournalError` naming the checkpoint."""
     try:
         yield
+    except DamagedState as err:
+        raise _damaged(ckpt, folder, str(err)) from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise _damaged(ckpt, folder, f"{type(err).__name__}: {err}") from None
 
@@ -178,6 +202,47 @@ def unflatten_optimizer(
     for pid, entries in rest["scalars"].items():
         state.setdefault(int(pid), {}).update(entries)
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def check_optimizer_state(
+    opt: torch.optim.Optimizer, state: Mapping[str, Any], prefix: str, *, stepped: bool
+) -> None:
+    """Raise :class:`DamagedState` unless ``state`` (:func:`unflatten_optimizer`'s, of
+    ``prefix``) fits ``opt``, whose ``load_state_dict`` takes a tensor of another shape, a
+    missing one or a parameter it lacks silently (or fails at the next step): as many
+    parameters in each group; each state tensor of its parameter's shape (a ``step``: one
+    number); every parameter holding the entries any holds (each takes its momentum at the
+    same steps) -- and, when ``stepped`` and the optimiser keeps a state (anything but SGD
+    without momentum), some."""
+    groups = state["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        raise DamagedState(f"{prefix}: other parameter groups than the optimiser's")
+    params: dict[int, torch.Tensor] = {}
+    for saved, group in zip(groups, opt.param_groups, strict=True):
+        ids = saved["params"]
+        if not isinstance(ids, list) or len(ids) != len(group["params"]):
+            raise DamagedState(f"{prefix}: a parameter group of another size")
+        params.update(zip(ids, group["params"], strict=True))
+    entries: Mapping[int, Mapping[str, Any]] = state["state"]
+    for pid, entry in entries.items():
+        if pid not in params:
+            raise DamagedState(f"{prefix}.{pid}: a parameter the optimiser does not have")
+        for name, value in entry.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            want = [] if name == "step" else list(params[pid].shape)
+            if list(value.shape) != want:
+                raise DamagedState(
+                    f"shape of {prefix}.{pid}.{name} is {list(value.shape)}, its parameter's {want}"
+                )
+    held = sorted({name for entry in entries.values() for name in entry})
+    for pid in params:
+        lacking = [name for name in held if name not in entries.get(pid, {})]
+        if lacking:
+            raise DamagedState(f"no {prefix}.{pid}.{lacking[0]}, which other parameters have")
+    plain = isinstance(opt, torch.optim.SGD) and all(g["momentum"] == 0 for g in opt.param_groups)
+    if stepped and not plain and not entries:
+        raise DamagedState(f"no optimiser state ({prefix}.*) after its steps")
 
 
 def run_identity(

@@ -46,6 +46,8 @@ from autoshrink.ranges import SEED, check_value
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
+    DamagedState,
+    check_optimizer_state,
     check_weights_fit,
     checkpoint_to_resume,
     clear_earlier_run,
@@ -249,9 +251,16 @@ class _Run:
             module.load_state_dict(state)
         if self.ema is not None:
             self.ema.updates = int(s["ema_updates"])
-        self.opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
+        optim = unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim")
+        check_optimizer_state(self.opt, optim, "optim", stepped=ckpt.epoch > 0)
+        self.opt.load_state_dict(optim)
         self.sched.load_state_dict(s["schedule"])
         self.train_sampler.load_state_dict(s["sampler"])
+        if self.sched.steps != ckpt.epoch * len(self.train_sampler):  # a step per batch
+            raise DamagedState(
+                f"schedule.steps is {self.sched.steps}, where epoch {ckpt.epoch} ends at step "
+                f"{ckpt.epoch * len(self.train_sampler)}"
+            )
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
         return list(s["history"])

@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import torch
 from torch import nn
 
+from autoshrink.training.checkpoint import DamagedState
 from autoshrink.training.recipes import Recipe
 
 
@@ -87,8 +89,12 @@ class WarmupCosine:
         return {"steps": self.steps}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore the step count :meth:`state_dict` returned, and set its learning rate."""
-        self.steps = int(state["steps"])
+        """Restore the step count :meth:`state_dict` returned, and set its learning rate; a
+        count that is not an integer >= 0 (a damaged checkpoint) is a :class:`DamagedState`."""
+        steps = state["steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise DamagedState(f"schedule.steps must be an integer >= 0, got {json.dumps(steps)}")
+        self.steps = steps
         self._apply()
 
 
