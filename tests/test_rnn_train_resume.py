@@ -246,6 +246,21 @@ def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) 
     assert metrics["resumed_from_epoch"] == 3 and len(metrics["history"]) == 4
 
 
+def test_a_checkpoint_whose_history_is_damaged_is_one_line(
+    cli, finished: Path, corpus_dir: Path
+) -> None:
+    # it went into metrics.json as it was
+    (finished / "metrics.json").unlink()
+    state = finished / "checkpoints" / "epoch-0003.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "history": "x"}))
+    before = snapshot(finished)
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                       "--resume", "--out", finished)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "epoch-0003.json: a damaged checkpoint, it cannot be restored (its history is" in err
+    assert snapshot(finished) == before
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [(["--nhid", "16"], "nhid: 8 -> 16"), (["--seed", "1"], "seed: 0 -> 1"),

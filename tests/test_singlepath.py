@@ -900,6 +900,36 @@ def test_a_damaged_supernet_checkpoint_is_refused_before_training(
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    ("history", "named"),
+    [
+        ("x", "(its history is not a list of objects)"),
+        ([1], "(its history is not a list of objects)"),
+        ([{"epoch": 1}], "(its history is not of epochs 1 to 2)"),
+        (
+            lambda rows: [rows[0], {k: v for k, v in rows[1].items() if k != "images"}],
+            '(epoch 2 of its history has no number "images")',
+        ),
+    ],
+)
+def test_a_supernet_checkpoint_with_a_damaged_history_is_refused_before_training(
+    cli, stopped_search, tmp_path, monkeypatch, history, named
+):
+    # it trained an epoch, then failed (TypeError: string indices must be integers), having
+    # written the damage into decisions.jsonl and the next checkpoint: every resume failed
+    def damage(state):
+        rows = history(state["history"]) if callable(history) else history
+        return {**state, "history": rows}
+
+    out = _damaged_search(stopped_search, tmp_path, state=damage)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(SupernetTraining, "train_epoch", lambda *a: pytest.fail("trained"))
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "epoch-0002.json: a damaged checkpoint, it cannot be restored " + named in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_path, one_thread):
     path = tmp_path / "mbv2.json"
     mobilenetv2_arch(1.0).save(path)

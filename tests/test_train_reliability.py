@@ -152,6 +152,13 @@ def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_pat
         (lambda d: {**d, "schedule": {"steps": -5}}, "steps must be an integer >= 0, got -5)"),
         (lambda d: {**d, "schedule": {"steps": "5"}}, 'steps must be an integer >= 0, got "5"'),
         (lambda d: {**d, "schedule": {"steps": 6}}, "steps is 6, where epoch 2 ends at step 44"),
+        # the history went into metrics.json as it was
+        (lambda d: {**d, "history": "x"}, "restored (its history is not a list of objects)"),
+        (lambda d: {**d, "history": d["history"][:1]}, "history is not of epochs 1 to 2)"),
+        (
+            lambda d: {**d, "history": [d["history"][0], {**d["history"][1], "test_loss": "x"}]},
+            'restored (epoch 2 of its history has no number "test_loss")',
+        ),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line(
@@ -163,6 +170,7 @@ def test_a_damaged_checkpoint_is_one_line(
     state.write_text(json.dumps(damage(json.loads(state.read_text()))))
     code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
     assert code == 2 and err.count("\n") == 1 and "epoch-0002.json: " in err and named in err, err
+    assert not (out / "metrics.json").exists()
 
 
 def test_differences_name_each_changed_leaf() -> None:

@@ -56,6 +56,7 @@ from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     checkpoint_to_resume,
     latest_epoch,
+    restored_history,
     restoring,
     save_checkpoint,
     write_log,
@@ -64,6 +65,8 @@ from autoshrink.training.classification import evaluate
 from autoshrink.training.weights_file import weights_metadata
 
 log = logging.getLogger(__name__)
+#: What the end of a search reads of every epoch's row of a resumed history.
+HISTORY_NUMBERS = ("train_loss", "val_accuracy", "seconds", "eval_seconds", "images")
 
 
 def run_singlepath(
@@ -116,9 +119,9 @@ def _train_epochs(
     # refuses a folder holding an earlier run's, or checkpoints no Single-Path search wrote)
     ckpt = checkpoint_to_resume(ckpt_dir, resume)
     if ckpt is not None:
-        with restoring(ckpt, ckpt_dir):
+        with restoring(ckpt, ckpt_dir):  # the history first: nothing is loaded from a damaged one
+            history = restored_history(ckpt, HISTORY_NUMBERS)
             search.restore(ckpt.tensors, ckpt.state)
-            history = list(ckpt.state["history"])
         start = ckpt.epoch + 1
     for epoch in range(start, s.epochs + 1):
         t1 = time.perf_counter()

@@ -204,6 +204,24 @@ def unflatten_optimizer(
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
+def restored_history(ckpt: Checkpoint, numbers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The ``history`` of ``ckpt``: a row (an object) for each of its epochs from 1, in order,
+    each holding ``numbers`` as numbers; else a :class:`DamagedState` (a run went on with it
+    and wrote it into its results and its next checkpoint)."""
+    rows = ckpt.state["history"]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise DamagedState("its history is not a list of objects")
+    epochs = [row.get("epoch") for row in rows]
+    if [type(e) for e in epochs] != [int] * len(rows) or epochs != [*range(1, ckpt.epoch + 1)]:
+        raise DamagedState(f"its history is not of epochs 1 to {ckpt.epoch}")
+    for row in rows:
+        for key in numbers:
+            value = row.get(key)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise DamagedState(f'epoch {row["epoch"]} of its history has no number "{key}"')
+    return list(rows)
+
+
 def check_optimizer_state(
     opt: torch.optim.Optimizer, state: Mapping[str, Any], prefix: str, *, stepped: bool
 ) -> None:

@@ -52,6 +52,7 @@ from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
+    restored_history,
     restoring,
     run_identity,
     save_checkpoint,
@@ -263,7 +264,7 @@ class _Run:
             )
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
-        return list(s["history"])
+        return restored_history(ckpt, ("test_loss", "test_accuracy"))
 
 
 def open_run_folder(

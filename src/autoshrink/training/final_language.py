@@ -35,6 +35,7 @@ from autoshrink.training.checkpoint import (
     checkpoint_to_resume,
     clear_earlier_run,
     flatten_optimizer,
+    restored_history,
     restoring,
     run_identity,
     save_checkpoint,
@@ -204,7 +205,7 @@ def _lm_restore(
         best_loss=float(s["best_loss"]),
         best_epoch=int(s["best_epoch"]),
         losses=[float(v) for v in s["losses"]],
-        history=list(s["history"]),
+        history=restored_history(ckpt),
     )
 
 
