@@ -112,7 +112,7 @@ def test_a_journal_that_cannot_be_opened_any_more_names_the_journal(tmp_path, mo
     from autoshrink.errors import JournalError
 
     journal = journal_module.Journal(tmp_path / "journal.jsonl")
-    journal.append({"key": "a"})
+    journal.append({"type": "event", "key": "a"})
     real_open = journal_module.os.open
 
     def read_only(path, *args, **kwargs):  # the folder turned read-only mid-run
@@ -122,7 +122,7 @@ def test_a_journal_that_cannot_be_opened_any_more_names_the_journal(tmp_path, mo
 
     monkeypatch.setattr(journal_module.os, "open", read_only)
     with pytest.raises(JournalError, match="cannot append to .*journal.jsonl: Permission denied"):
-        journal.append({"key": "b"})
+        journal.append({"type": "event", "key": "b"})
 
 
 def test_a_lock_file_that_cannot_be_removed_does_not_hide_the_error(tmp_path, monkeypatch, caplog):

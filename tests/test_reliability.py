@@ -557,8 +557,8 @@ def test_repair_and_retry_failed_need_resume(tmp_path):
 
 def test_journal_append_is_whole_lines(tmp_path):
     j = Journal(tmp_path / "j.jsonl")
-    j.append({"type": "candidate", "key": "a", "score": float("inf")})
-    assert j.records() == [{"type": "candidate", "key": "a", "score": None}]
+    j.append({"type": "event", "key": "a", "score": float("inf")})
+    assert j.records() == [{"type": "event", "key": "a", "score": None}]
 
 
 # -- item 5: out of memory retries; --retry-failed ------------------------------------------
