@@ -229,7 +229,8 @@ def read_replay(
     run_dir: Path, journal: Journal, resume: bool, repair: bool, retry_failed: bool
 ) -> tuple[Replay, bool]:
     """The journal's :class:`~autoshrink.replay.Replay`, and whether an earlier session ended
-    the search (a :class:`JournalError` if one did and the journal holds no candidate)."""
+    the search (a :class:`JournalError` if one did and the journal holds no candidate, or if a
+    resume that goes on cannot append to the journal)."""
     replay = Replay.read(journal, repair, retry_failed)
     ended = resume and ended_before(run_dir)
     if resume and not ended:  # it trained a candidate first, then failed to journal it
