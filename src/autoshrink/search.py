@@ -118,12 +118,13 @@ def make_evaluator(
 ) -> tuple[Evaluator, WeightTrail | None]:
     """The search's evaluator (``evaluator_factory``'s, or the built-in one the config names)
     and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``. Where
-    the candidates train ``here``, in this process, a GPU this machine lacks is refused first
-    (a :class:`ConfigError`, before any data loads)."""
-    if here and is_cuda(config.device):
-        resolve_device(config.device)
+    the built-in evaluator trains ``here``, in this process, a GPU this machine lacks is refused
+    first (a :class:`ConfigError`, before any data loads); a custom one decides for itself."""
     if evaluator_factory is None:
         from autoshrink.evaluators.factory import build_evaluator
+
+        if here and is_cuda(config.device):
+            resolve_device(config.device)
 
         evaluator_factory = build_evaluator
     evaluator = evaluator_factory(config)
