@@ -567,3 +567,28 @@ def test_a_sigterm_to_the_process_group_with_data_workers_is_the_stop_line_alone
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("autoshrink: training stopped by SIGTERM;")
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_a_data_workers_fetch_cut_by_the_stopped_training_is_said_in_nothing(capsys):
+    """A SIGTERM right after an epoch: the training stopped mid-fetch of a batch's shared
+    memory, and the worker's resource-sharer thread printed a ConnectionResetError traceback
+    after the line that says how to resume (2 of 4 stops in a row, on the 2-core box)."""
+    from autoshrink.data.loaders import quiet_when_the_reader_left
+
+    def raised_in(filename: str, error: BaseException) -> tuple:
+        code = compile("def serve(e):\n    raise e\n", filename, "exec")
+        scope: dict = {}
+        exec(code, scope)
+        try:
+            scope["serve"](error)
+        except BaseException as caught:  # noqa: BLE001
+            return type(caught), caught, caught.__traceback__
+        raise AssertionError("not raised")
+
+    sharer = "/usr/lib/python3/multiprocessing/resource_sharer.py"
+    quiet_when_the_reader_left(*raised_in(sharer, ConnectionResetError(104, "reset by peer")))
+    assert capsys.readouterr().err == ""
+    quiet_when_the_reader_left(*raised_in(sharer, ValueError("another fault")))
+    quiet_when_the_reader_left(*raised_in("/x/loaders.py", ConnectionResetError(104, "reset")))
+    err = capsys.readouterr().err
+    assert "ValueError: another fault" in err and "ConnectionResetError" in err

@@ -25,9 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol
 
 import numpy as np
@@ -310,5 +313,19 @@ def leave_sigterm_to_the_training(worker_id: int) -> None:
     """In a DataLoader worker: ignore SIGTERM, as torch's workers ignore SIGINT. A SIGTERM to
     the whole process group (``timeout``, Slurm, ``kill -- -PGID``) then stops the training,
     which says how to resume and shuts its workers down; a worker killed by it first made
-    torch print tracebacks after that line."""
+    torch print tracebacks after that line. So did a worker whose batch the stopping training
+    was fetching (:func:`quiet_when_the_reader_left`)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = quiet_when_the_reader_left
+
+
+def quiet_when_the_reader_left(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """A DataLoader worker's ``sys.excepthook``: the connection of ``multiprocessing``'s
+    resource sharer (its thread hands a batch's shared memory to the training, and reports its
+    errors through this hook) reset by a training that stopped mid-fetch is said in nothing --
+    the training has said how it stopped; anything else as Python says it."""
+    shared = any(Path(f.filename).name == "resource_sharer.py" for f in traceback.extract_tb(trace))
+    if not (shared and issubclass(kind, (ConnectionError, EOFError))):
+        sys.__excepthook__(kind, error, trace)
