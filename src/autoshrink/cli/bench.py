@@ -227,6 +227,34 @@ def keep_computed(zc: NB201ZeroCost) -> None:
                     zc.computed)  # fmt: skip
 
 
+def compare(args: argparse.Namespace, names: list[str], zc: NB201ZeroCost | None) -> None:
+    """Run the strategies ``names`` on the tables, print the comparison and write ``--out``'s
+    files."""
+    start = time.perf_counter()
+    tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
+    result = run_bench(
+        tables,
+        strategies=names,
+        runs=args.runs,
+        queries=args.queries,
+        dataset=args.dataset,
+        objective=args.objective,
+        weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
+        seed=args.seed,
+        progress=True,
+        cost=hw_cost(args, tables),
+        zc_rank=zc,
+    )
+    obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
+    if zc is not None:
+        obj["config"]["zero_cost"] = zc.summary()
+    print(json.dumps(obj) if args.json else format_table(obj))
+    if args.out is not None:
+        written = write_outputs(result, obj, tables.index.index_of_code, args.out)
+        if not args.json:
+            print("wrote " + ", ".join(str(p) for p in written))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print (or ``--json``) its table; 0 when done."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -254,29 +282,7 @@ def run(args: argparse.Namespace) -> int:
     # are kept in --zc-cache: a first synflow bench spends minutes on them
     try:
         with StopSignals():
-            start = time.perf_counter()
-            tables = load_tables(args.tables, allow_pickle=args.allow_pickle)
-            result = run_bench(
-                tables,
-                strategies=names,
-                runs=args.runs,
-                queries=args.queries,
-                dataset=args.dataset,
-                objective=args.objective,
-                weight=DEFAULT_WEIGHT if args.weight is None else args.weight,
-                seed=args.seed,
-                progress=True,
-                cost=hw_cost(args, tables),
-                zc_rank=zc,
-            )
-            obj = report_object(result, tables.index.index_of_code, time.perf_counter() - start)
-            if zc is not None:
-                obj["config"]["zero_cost"] = zc.summary()
-            print(json.dumps(obj) if args.json else format_table(obj))
-            if args.out is not None:
-                written = write_outputs(result, obj, tables.index.index_of_code, args.out)
-                if not args.json:
-                    print("wrote " + ", ".join(str(p) for p in written))
+            compare(args, names, zc)
     except BaseException:
         if zc is not None:
             keep_computed(zc)
