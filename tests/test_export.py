@@ -147,6 +147,33 @@ def test_export_says_each_file_with_its_size_and_the_checks(cli, tmp_path: Path)
     assert code == 0 and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_an_export_at_an_odd_size_matches_and_a_failed_standalone_check_fails_it(
+    cli, tmp_path: Path, monkeypatch
+) -> None:
+    """At 7 px the down-sampling cells see odd sizes, where model.py's pooling must round up
+    as its stride-2 shortcut does (every other export test ran at 8 px); and the export's
+    "ok" needs the standalone check too, not only onnxruntime's."""
+    import autoshrink.export.bundle as bundle
+
+    cell = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell)
+    tiny = ["--width", "0.25", "--image-size", "7", "--num-classes", "3", "--json"]
+    code, stdout, _ = cli("export", cell, *tiny, "--out", tmp_path / "odd")
+    report = json.loads(stdout)
+    assert code == 0 and report["ok"] and report["standalone_max_abs_diff"] < 1e-6
+    checks = []
+    compare = bundle.compare
+
+    def standalone_off(got, expected):  # the second comparison: model.py's
+        checks.append(1)
+        diff, ok = compare(got, expected)
+        return (diff, ok and len(checks) < 2)
+
+    monkeypatch.setattr(bundle, "compare", standalone_off)
+    code, stdout, _ = cli("export", cell, *tiny, "--out", tmp_path / "off")
+    assert code == 1 and json.loads(stdout)["ok"] is False and len(checks) == 2
+
+
 @pytest.mark.slow
 def test_export_trained_weights_of_every_op(cli, tmp_path: Path) -> None:
     """Weights saved like ``autoshrink train`` does (a 1-channel, 8-pixel, 10-class data set):
