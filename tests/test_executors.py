@@ -722,3 +722,6 @@ def test_the_drivers_torch_work_runs_on_the_threads_of_the_candidates(tmp_path, 
     assert asked == [1]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] is None
     assert LocalPoolExecutor.candidate_threads == 1  # what the pool's workers run on
+    from autoshrink.executors.ray_executor import RayExecutor
+
+    assert RayExecutor(cpus_per_task=2).candidate_threads == 2  # a Ray task's CPUs

@@ -168,12 +168,12 @@ class RayExecutor:
         self.gpus_per_task = gpus_per_task
         self._started_ray = False
         self._evaluator: Evaluator | None = None
+        self._evaluator_ref: Any = None
 
     @property
     def candidate_threads(self) -> int:
         """The torch threads each candidate trains on: its task's CPUs."""
         return self.cpus_per_task
-        self._evaluator_ref: Any = None
 
     def _ray(self) -> Any:
         ray = require_ray()
