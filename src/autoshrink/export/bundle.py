@@ -47,7 +47,7 @@ from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
 from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.state_fit import misfit
+from autoshrink.nn.state_fit import misfit, non_finite
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_value
 from autoshrink.spaces.macros import MacroSpec
@@ -99,9 +99,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"{path} does not fit this network ({what}); pass the cell or architecture and "
             "the --width/--in-channels/--num-classes it was trained with"
         )
-    bad = next(
-        (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None
-    )
+    bad = non_finite(state)
     if bad is not None:
         raise ConfigError(
             f"{path}: tensor {bad} holds NaN or inf values (weights of a training that "

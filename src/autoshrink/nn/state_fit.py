@@ -1,4 +1,5 @@
-"""Whether a state dict fits a network, said in a few words (:func:`misfit`).
+"""Whether a state dict fits a network, said in a few words (:func:`misfit`), and the first of
+its tensors a diverged training left NaN or inf (:func:`non_finite`).
 
 ``load_state_dict`` copies every tensor that fits before it fails on one that does not, and
 its error runs to many lines: the callers that load weights from a file (an export's
@@ -30,3 +31,12 @@ def misfit(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
     if extra:
         return f"unexpected {extra[:2]}"
     return None
+
+
+def non_finite(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` that holds NaN or inf values
+    (weights of a training that diverged, or a damaged file); ``None`` when there is none."""
+    return next(
+        (k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())),
+        None,
+    )

@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.json_values import as_read_back, finite_or_none
-from autoshrink.nn.state_fit import misfit
+from autoshrink.nn.state_fit import misfit, non_finite
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
@@ -114,9 +114,10 @@ def load_latest(folder: Path) -> Checkpoint | None:
 def _unsound_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
     """The first of ``tensors`` that no checkpoint holds, and what is wrong with it: NaN or inf
     values (a diverged epoch writes no checkpoint) or a negative batch-norm variance."""
+    bad = non_finite(tensors)
+    if bad is not None:
+        return f"{bad} holds NaN or inf values"
     for name, value in tensors.items():
-        if value.is_floating_point() and not bool(value.isfinite().all()):
-            return f"{name} holds NaN or inf values"
         if name.endswith("running_var") and bool((value < 0).any()):
             return f"{name} holds a negative variance"
     return None
