@@ -82,13 +82,22 @@ def train(
 
 
 def _launch(args: list[str], procs: int | None = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` (under torchrun with ``procs`` processes); a process that dies of a
+    signal writes the Python stack of each of its threads to stderr (faulthandler)."""
     head = [sys.executable]
     if procs is not None:
         head += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run(
         [*head, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
+
+
+def _said(run: subprocess.CompletedProcess) -> str:
+    """The end of what a failed run wrote to stderr, for the test's message: enough to hold
+    the processes' own last words and torchrun's report of the failure (some 2,000 characters,
+    which names no cause) that follows them."""
+    return run.stderr[-8000:]
 
 
 def _losses(history: list[dict]) -> list[float]:
@@ -119,7 +128,7 @@ def reference(tree: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_two_gloo_processes_follow_the_one_process_trajectory(tree: Path, reference, tmp_path):
     one_dir, one = reference
     run = _launch([HERE, tree, tmp_path, "--resume"], procs=2)  # nothing yet: a fresh run
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, _said(run)
     two = json.loads((tmp_path / "result.json").read_text())["history"]
     assert len(two) == 3
     assert _losses(two) == pytest.approx(_losses(one.history), rel=1e-4, abs=1e-6)
@@ -141,7 +150,7 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(tree: Path, refere
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tree: Path, reference, tmp_path):
     _, one = reference
     killed = _launch([HERE, tree, tmp_path, "--kill-at", 2, 1])  # mid-way through epoch 2
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert killed.returncode == -signal.SIGKILL, _said(killed)
     logged = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1]  # epoch 2 never finished
     threads = torch.get_num_threads()
@@ -164,7 +173,7 @@ def test_every_process_evaluates_the_weights_rank_0_saves(tree: Path, tmp_path: 
     """With batch norm and no EMA: each process's last step left its own running statistics,
     so the accuracy reported (every process scores its share) was not the saved weights'."""
     run = _launch([HERE, tree, tmp_path, "--batch-norm"], procs=2)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, _said(run)
     saved = load_file(str(tmp_path / "checkpoints" / "epoch-0003.safetensors"))
     rank1 = load_file(str(tmp_path / "rank1.safetensors"))
     assert "norm.running_mean" in rank1
@@ -198,14 +207,14 @@ def test_autoshrink_train_runs_under_torchrun(tree: Path, tmp_path: Path) -> Non
     args = ["-m", "autoshrink", "train", SHRINKCNN, "--dataset", "imagefolder", "--data-dir"]
     args += [tree, "--epochs", "2", "--image-size", "16", "--width", "0.25"]
     run = _launch([*args, "--batch-size", "8", "--out", out], procs=2)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, _said(run)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and len(metrics["history"]) == 2
     assert run.stdout.count("test accuracy") == 1  # rank 0 alone reports
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
     # a finished run resumed trains nothing and keeps its metrics (2 processes, not resumed)
     again = _launch([*args, "--batch-size", "8", "--resume", "--out", out])  # one process
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == 0, _said(again)
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert again.stdout.count("test accuracy") == 1
     # a configuration error is said once, by rank 0, not once per process
