@@ -3,9 +3,10 @@
 # virtual environment .venv (the distribution's Python refuses system-wide pip installs, PEP 668).
 #   bash scripts/install.sh          the package with ONNX export, its Python deps (torch's CPU
 #                                    build), Graphviz, Fashion-MNIST
-#   bash scripts/install.sh --test   also the test and docs tools (pytest, ruff, mypy, mkdocs)
-#                                    and the optional extras (Ray, Triton, Chromium); the tests
-#                                    run Triton's kernels in its CPU interpreter
+#   bash scripts/install.sh --test   also the test and docs tools (pytest, ruff, mypy, mkdocs,
+#                                    a C compiler for scripts/heap_guard.c) and the optional
+#                                    extras (Ray, Triton, Chromium); the tests run Triton's
+#                                    kernels in its CPU interpreter
 # PYTHON=python3.12 picks the interpreter a new .venv is made from (remove .venv to remake it).
 # Afterwards: `source .venv/bin/activate` puts `autoshrink` on PATH.
 set -euo pipefail
@@ -16,7 +17,7 @@ extras="onnx"
 case "$#:${1:-}" in
   0:) ;;
   1:--test)
-    apt_packages+=(chromium)
+    apt_packages+=(chromium gcc libc6-dev)
     extras="onnx,ray,test,triton,docs"
     ;;
   1:-h | 1:--help) echo "$usage"; exit 0 ;;
