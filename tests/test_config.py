@@ -13,6 +13,7 @@ import pytest
 
 from autoshrink.config import SearchConfig, preset
 from autoshrink.errors import ConfigError
+from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
 
 
 @pytest.mark.parametrize(
@@ -82,3 +83,34 @@ def test_the_edges_of_each_range_are_accepted():
     ):
         config = dataclasses.replace(base, **change)
         assert all(getattr(config, name) == value for name, value in change.items())
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "message"),
+    [
+        (ProxyTraining, {"lr": 0.0}, "training: lr must be finite and > 0, got 0.0"),
+        (ProxyTraining, {"epochs": 0}, "training: epochs must be >= 1, got 0"),
+        (ProxyTraining, {"batch_size": 0}, "training: batch_size must be >= 1, got 0"),
+        (ProxyTraining, {"patience": 0}, "training: patience must be >= 1, got 0"),
+        (
+            ProxyTraining,
+            {"weight_decay": -1.0},
+            "training: weight_decay must be finite and >= 0, got -1.0",
+        ),
+        (ProxyTraining, {"min_accuracy": math.nan}, "training: min_accuracy must be finite"),
+        (ProxyTraining, {"overfit_ratio": math.inf}, "overfit_ratio must be finite and > 0 (a"),
+        (ProxyTraining, {"epochs": None}, 'training: "epochs" must be an integer, got null'),
+        (ProxyTraining, {"lr": "fast"}, 'training: "lr" must be a number, got "fast"'),
+        (RNNProxyTraining, {"epochs": None}, 'training: "epochs" must be an integer, got null'),
+        (RNNProxyTraining, {"lr_decay_after": ["7"]}, '"lr_decay_after[0]" must be an integer'),
+    ],
+)
+def test_training_settings_check_themselves_when_built(kind, settings, message) -> None:
+    """A library caller's training settings are refused where they are made (a None epochs
+    was a TypeError, an lr of 0 accepted until a SearchConfig held it)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        kind(**settings)
+
+
+def test_the_rnn_training_holds_its_lr_decay_epochs_as_a_tuple() -> None:
+    assert RNNProxyTraining(lr_decay_after=[3, 5]).lr_decay_after == (3, 5)  # as JSON's list

@@ -255,7 +255,7 @@ def test_presets_apply_an_override_of_none_as_given() -> None:
     from autoshrink.training.recipes import get_recipe
 
     assert preset("demo").patience == 5 and preset("demo", patience=None).patience is None
-    with pytest.raises(ConfigError, match='"training.epochs" must be an integer, got null'):
+    with pytest.raises(ConfigError, match='training: "epochs" must be an integer, got null'):
         preset("demo", training_epochs=None)
     assert singlepath_preset("demo").train_images == 1000
     assert singlepath_preset("demo", train_images=None).train_images is None

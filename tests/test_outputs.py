@@ -249,9 +249,9 @@ def test_a_recipe_that_is_a_folder_is_one_line(cli, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--lr", "nan", "training: lr must be a finite number > 0, got nan"),
-        ("--lr", "inf", "training: lr must be a finite number > 0, got inf"),
-        ("--lr", "0", "training: lr must be a finite number > 0, got 0.0"),  # each one named
+        ("--lr", "nan", "training: lr must be finite and > 0, got nan"),
+        ("--lr", "inf", "training: lr must be finite and > 0, got inf"),
+        ("--lr", "0", "training: lr must be finite and > 0, got 0.0"),  # each one named
         ("--epochs", "0", "training: epochs must be >= 1, got 0"),
         ("--width", "nan", "width must be a number in (0, 64]"),
         ("--width", "1e308", "width must be a number in (0, 64]"),

@@ -252,26 +252,13 @@ class SearchConfig:
                 )
 
     def _check_training(self) -> None:
+        """The training settings are the task's kind (each kind checks its own values)."""
         t = self.training
         if not isinstance(t, TRAINING[self.task]):
             raise ConfigError(
                 f"task {self.task!r} needs training={TRAINING[self.task].__name__}(...), "
                 f"got {type(t).__name__}; start from preset(name, task={self.task!r})"
             )
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"training: {name} must be >= 1, got {getattr(t, name)}")
-        if not 0 < t.lr < math.inf:
-            raise ConfigError(f"training: lr must be a finite number > 0, got {t.lr}")
-        if isinstance(t, ProxyTraining):  # JSON holds no inf or NaN: config.json must load back
-            for name, ok, must in (
-                ("weight_decay", 0 <= t.weight_decay < math.inf, "finite and >= 0"),
-                ("min_accuracy", math.isfinite(t.min_accuracy), "finite"),
-                ("overfit_ratio", 0 < t.overfit_ratio < math.inf, "finite and > 0 (a large "
-                 "number turns the overfit stop off)"),
-            ):  # fmt: skip
-                if not ok:
-                    raise ConfigError(f"training: {name} must be {must}, got {getattr(t, name)}")
 
     def _check_rnn_settings(self) -> None:
         """No CNN-only setting off its default; a keep fraction that leaves an edge to score."""

@@ -1,7 +1,7 @@
 """The ranges a setting must lie in, by name, and the checks that name what breaks one.
 
 :data:`REQUIREMENTS` holds each range's test (NaN fails every one). :func:`check_fields`
-checks the fields of a settings object (the RNN proxy and final training), :func:`require`
+checks the fields of a settings object (the proxy trainings, final training), :func:`require`
 one value under the name the user typed it by (a command-line flag) when it is given, and
 :func:`check_value` one that must be there (a count, a seed). No torch here.
 """

@@ -5,10 +5,12 @@ generator and minimax, ``--objective ood``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
 from autoshrink.ranges import WHOLE, check_fields
+from autoshrink.user_files import fields_type_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +25,26 @@ class ProxyTraining:
     min_accuracy: float = 0.2
     min_accuracy_epoch: int = 3
     overfit_ratio: float = 3.0
+
+    def __post_init__(self) -> None:  # JSON holds no inf or NaN: config.json must load back
+        if problem := fields_type_problem(self):  # epochs=None was a TypeError, 9 calls down
+            raise ConfigError(f"training: {problem}")
+        check_fields(
+            "training",
+            self,
+            {
+                ">= 1": ("epochs", "batch_size", "patience"),
+                "finite and > 0": ("lr",),
+                "finite and >= 0": ("weight_decay",),
+            },
+        )
+        if not math.isfinite(self.min_accuracy):
+            raise ConfigError(f"training: min_accuracy must be finite, got {self.min_accuracy}")
+        if not 0 < self.overfit_ratio < math.inf:
+            raise ConfigError(
+                "training: overfit_ratio must be finite and > 0 (a large number turns the "
+                f"overfit stop off), got {self.overfit_ratio}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +66,9 @@ class RNNProxyTraining:
     divergence_factor: float = 10.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr_decay_after", tuple(int(e) for e in self.lr_decay_after))
+        if problem := fields_type_problem(self):
+            raise ConfigError(f"training: {problem}")
+        object.__setattr__(self, "lr_decay_after", tuple(self.lr_decay_after))
         check_fields(
             "training",
             self,
