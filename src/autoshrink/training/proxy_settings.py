@@ -26,8 +26,8 @@ class ProxyTraining:
     min_accuracy_epoch: int = 3
     overfit_ratio: float = 3.0
 
-    def __post_init__(self) -> None:  # JSON holds no inf or NaN: config.json must load back
-        if problem := fields_type_problem(self):  # epochs=None was a TypeError, 9 calls down
+    def __post_init__(self) -> None:
+        if problem := fields_type_problem(self):  # epochs=None got as far as the training loop
             raise ConfigError(f"training: {problem}")
         check_fields(
             "training",
@@ -38,7 +38,7 @@ class ProxyTraining:
                 "finite and >= 0": ("weight_decay",),
             },
         )
-        if not math.isfinite(self.min_accuracy):
+        if not math.isfinite(self.min_accuracy):  # JSON holds no NaN: config.json must load back
             raise ConfigError(f"training: min_accuracy must be finite, got {self.min_accuracy}")
         if not 0 < self.overfit_ratio < math.inf:
             raise ConfigError(
