@@ -19,7 +19,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PAGE 4096u
 #define SLOTS (1u << 22)  // open addressing: live guarded blocks, far fewer than this
 #define EMPTY 0u
 #define GONE 1u  // a freed slot inside a probe chain
@@ -37,6 +36,12 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static void (*libc_free)(void *);
 static void *(*libc_realloc)(void *, size_t);
 static size_t (*libc_usable_size)(void *);
+
+static size_t page_size(void) {  // 4 KiB on x86-64, up to 64 KiB on some ARM machines
+  static size_t page;
+  if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
+  return page;
+}
 
 static void hold(void) { pthread_mutex_lock(&lock); }
 static void release(void) { pthread_mutex_unlock(&lock); }
@@ -95,12 +100,13 @@ static void *guarded(size_t align, size_t size) {
   if (align < 16) align = 16;
   if (size == 0) size = 1;
   if (size > SIZE_MAX / 2) return NULL;
-  size_t data = (size + align + PAGE - 1) / PAGE * PAGE;  // room to align the block's start
-  size_t length = data + PAGE;
+  size_t page = page_size();
+  size_t data = (size + align + page - 1) / page * page;  // room to align the block's start
+  size_t length = data + page;
   char *base = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return NULL;
   char *fence = base + data;
-  if (mprotect(fence, PAGE, PROT_NONE) != 0) {
+  if (mprotect(fence, page, PROT_NONE) != 0) {
     munmap(base, length);
     return NULL;
   }
@@ -113,7 +119,7 @@ static void *guarded(size_t align, size_t size) {
 
 static void check_and_unmap(const Block *b) {
   const unsigned char *end = (const unsigned char *)(b->ptr + b->size);
-  const unsigned char *fence = (const unsigned char *)(b->base + b->length - PAGE);
+  const unsigned char *fence = (const unsigned char *)(b->base + b->length - page_size());
   for (const unsigned char *c = end; c < fence; c++)
     if (*c != CANARY) fail("bytes written past the end of a block", b);
   munmap((void *)b->base, b->length);
