@@ -62,7 +62,7 @@ from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_a
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
 from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
-from autoshrink.training.distributed import DistContext, distributed
+from autoshrink.training.distributed import DistContext, distributed, end_process
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
@@ -370,7 +370,8 @@ def set_up_process(ctx: DistContext) -> None:
 
 
 def run_cnn(args: argparse.Namespace) -> int:
-    """Train a CNN cell's or mbconv file's network and report test accuracy."""
+    """Train a CNN cell's or mbconv file's network and report test accuracy (rank 0); a
+    process of a multi-process run ends when it is done (:func:`finished`)."""
     check_test_domain(args.dataset, args.test_domain)
     arch, cell = cnn_to_train(args.cell, args.activation)
     if arch is not None:  # the file is the network: these would be ignored
@@ -412,11 +413,11 @@ def run_cnn(args: argparse.Namespace) -> int:
             if started and latest_epoch(args.out / CHECKPOINTS) is None:
                 forget_start(args.out, created)  # nothing trained: the folder stays free
             raise
-        if not ctx.is_main:
-            return 0
+    if not ctx.is_main:  # rank 0 reports
+        return finished(ctx, 0)
     ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
     if ended is not None:
-        return print_summary(args.out, ended, args.json)
+        return finished(ctx, print_summary(args.out, ended, args.json))
     evaluated = result.evaluated
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
@@ -448,7 +449,16 @@ def run_cnn(args: argparse.Namespace) -> int:
     write_metrics(args.out, metrics)
     if result.diverged_epoch is not None:
         raise TrainingError(diverged_message(result, recipe, args.out))
-    return print_summary(args.out, metrics, args.json)
+    return finished(ctx, print_summary(args.out, metrics, args.json))
+
+
+def finished(ctx: DistContext, status: int) -> int:
+    """``status``; a process of a multi-process run ends here with it instead, skipping the
+    interpreter's teardown, which gloo's threads can abort
+    (:func:`~autoshrink.training.distributed.end_process`)."""
+    if ctx.is_distributed:
+        end_process(status)
+    return status
 
 
 def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> int:

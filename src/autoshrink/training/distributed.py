@@ -8,16 +8,19 @@ exit. Without ``torchrun`` it is a one-process context and nothing is initialise
 :class:`DistContext` offers the few collective operations a training loop needs (sum of
 floats, broadcast of tensors from rank 0, barrier) and :meth:`DistContext.wrap` puts a model in
 DistributedDataParallel. Only the main process (rank 0) writes logs and checkpoints.
+:func:`end_process` ends a process of such a run once its work is done.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -122,3 +125,21 @@ def distributed(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[Dis
     finally:
         if started and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def end_process(status: int) -> NoReturn:
+    """End this process now with exit ``status``, skipping the interpreter's teardown: how a
+    process of a multi-process run (torchrun) ends once its work is done, as multiprocessing
+    ends its children. Logging and the standard streams are flushed first; ``atexit``
+    handlers do not run.
+
+    gloo's worker threads outlive :func:`distributed`: DistributedDataParallel keeps
+    references to the process group, so ``destroy_process_group`` cannot join them. One may
+    still be releasing the last collective's tensors when the interpreter shuts down, and
+    releasing a tensor Python made then needs the GIL: the process aborts (SIGABRT,
+    ``terminate called without an active exception``) after its work succeeded.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
