@@ -35,6 +35,7 @@ from autoshrink.atomic_write import save_tensors, write_text_atomic
 from autoshrink.errors import JournalError
 from autoshrink.json_values import as_read_back, finite_or_none
 from autoshrink.nn.state_fit import misfit, non_finite
+from autoshrink.ranges import is_number
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import read_json_file
 
@@ -217,8 +218,7 @@ def restored_history(ckpt: Checkpoint, numbers: tuple[str, ...] = ()) -> list[di
         raise DamagedState(f"its history is not of epochs 1 to {ckpt.epoch}")
     for row in rows:
         for key in numbers:
-            value = row.get(key)
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if not is_number(row.get(key)):
                 raise DamagedState(f'epoch {row["epoch"]} of its history has no number "{key}"')
     return list(rows)
 
