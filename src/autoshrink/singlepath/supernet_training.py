@@ -140,10 +140,12 @@ class SupernetTraining:
         what = misfit(self.net, model)
         if what is not None:  # the settings are this run's: the file is damaged
             raise DamagedState(f"its supernet does not fit this one ({what})")
-        optimizers = {}
-        for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
-            optimizers[name] = unflatten_optimizer(tensors, state["optimizers"][name], name)
-            check_optimizer_state(opt, optimizers[name], name, stepped=False)
+        saved = [
+            (name, opt, unflatten_optimizer(tensors, state["optimizers"][name], name))
+            for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t))
+        ]
+        for name, opt, opt_state in saved:  # all checked before anything is loaded
+            check_optimizer_state(opt, opt_state, name, stepped=False)
         self.net.load_state_dict(model)
-        for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t)):
-            opt.load_state_dict(optimizers[name])
+        for _, opt, opt_state in saved:
+            opt.load_state_dict(opt_state)
