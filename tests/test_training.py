@@ -28,13 +28,14 @@ from autoshrink.training.checkpoint import (
 from autoshrink.training.final import _precision, train_final
 from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer, warmup_cosine
 from autoshrink.training.recipes import Recipe, get_recipe
+from autoshrink.training.rmsprop_tf import RMSpropTF
 
 SHRINKCNN = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
 
 
 def test_shrinkcnn_imagenet_recipe_is_the_published_one() -> None:
     r = get_recipe("shrinkcnn-imagenet")
-    assert (r.optimizer, r.lr_per_256, r.epochs, r.warmup_epochs) == ("rmsprop", 0.1, 300, 10)
+    assert (r.optimizer, r.lr_per_256, r.epochs, r.warmup_epochs) == ("rmsprop-tf", 0.1, 300, 10)
     assert (r.ema_decay, r.weight_decay, r.label_smoothing) == (0.999, 4e-5, 0.1)
     assert (r.augment, r.image_size) == ("imagenet", 224) and r.random_erasing > 0
     assert r.lr(1024) == pytest.approx(0.4) and r.lr(256) == pytest.approx(0.1)
@@ -126,7 +127,7 @@ def test_weight_decay_skips_norm_and_bias_when_asked() -> None:
     opt = build_optimizer(model, get_recipe("shrinkcnn-imagenet"), 512)
     decays = [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
     assert decays == [(1, 4e-5), (3, 0.0)]
-    assert isinstance(opt, torch.optim.RMSprop) and opt.param_groups[0]["lr"] == 0.2
+    assert isinstance(opt, RMSpropTF) and opt.param_groups[0]["lr"] == 0.2
     head = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))  # a matrix decays, its bias does not
     opt = build_optimizer(head, get_recipe("shrinkcnn-imagenet"), 512)
     assert [[p.ndim for p in g["params"]] for g in opt.param_groups] == [[2], [1]]

@@ -1,6 +1,7 @@
 """The optimiser, learning-rate schedule and weight EMA of a final training.
 
-- :func:`build_optimizer`: SGD (momentum, Nesterov) or RMSProp from a recipe, the learning rate
+- :func:`build_optimizer`: SGD (momentum, Nesterov), torch's RMSProp or TensorFlow's
+  (:class:`~autoshrink.training.rmsprop_tf.RMSpropTF`) from a recipe, the learning rate
   scaled to the global batch; weight decay on conv/linear weights, and on batch-norm and bias
   tensors only when the recipe says so.
 - :class:`WarmupCosine`: a per-step schedule, linear warm-up to the peak then cosine to zero;
@@ -20,6 +21,7 @@ from torch import nn
 
 from autoshrink.training.checkpoint import DamagedState
 from autoshrink.training.recipes import Recipe
+from autoshrink.training.rmsprop_tf import RMSpropTF
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe, global_batch: int) -> torch.optim.Optimizer:
@@ -33,12 +35,13 @@ def build_optimizer(model: nn.Module, recipe: Recipe, global_batch: int) -> torc
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     lr = recipe.lr(global_batch)
-    if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
+    if recipe.optimizer in ("rmsprop", "rmsprop-tf"):
+        rmsprop = RMSpropTF if recipe.optimizer == "rmsprop-tf" else torch.optim.RMSprop
+        return rmsprop(
             groups,
             lr=lr,
             alpha=recipe.rmsprop_alpha,
-            eps=recipe.rmsprop_eps,
+            eps=recipe.rmsprop_epsilon(),
             momentum=recipe.momentum,
         )
     return torch.optim.SGD(

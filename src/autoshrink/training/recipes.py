@@ -5,11 +5,12 @@ A :class:`Recipe` holds every hyper-parameter of a final training: optimiser, le
 processes), cosine schedule with linear warm-up, weight decay, label smoothing, weight EMA,
 augmentation, precision. Two presets are registered:
 
-- ``shrinkcnn-imagenet``: the ShrinkCNN ImageNet recipe of method §6 -- RMSProp (decay 0.9,
-  momentum 0.9), lr 0.1 per 256 images, cosine over 300 epochs after 10 warm-up epochs, weight
-  EMA 0.999, weight decay 4e-5 (not on batch-norm and bias), label smoothing 0.1, random erasing
-  (p = 0.25), standard ImageNet augmentation (random-resized crop, scale 0.08-1, flip) at 224
-  with an 87.5% centre crop for evaluation, batch 512.
+- ``shrinkcnn-imagenet``: the ShrinkCNN ImageNet recipe of method §6 -- RMSProp as TensorFlow
+  computes it (``rmsprop-tf``: decay 0.9, momentum 0.9, ε 1e-3), lr 0.1 per 256 images,
+  cosine over 300 epochs after 10 warm-up epochs, weight EMA 0.999, weight decay 4e-5 (not on
+  batch-norm and bias), label smoothing 0.1, random erasing (p = 0.25), standard ImageNet
+  augmentation (random-resized crop, scale 0.08-1, flip) at 224 with an 87.5% centre crop for
+  evaluation, batch 512.
 - ``cifar``: the CIFAR-10-style small-image recipe -- SGD with Nesterov momentum 0.9, lr 0.1
   per 256 images, cosine after 1 warm-up epoch, weight decay 5e-4, random crop after reflect
   padding of size/8 and horizontal flip, batch 128, 200 epochs.
@@ -31,7 +32,10 @@ from autoshrink.errors import ConfigError
 from autoshrink.user_files import fields_type_problem, json_type_problem, read_json_file
 
 FORMAT = "autoshrink.recipe/1"
-OPTIMIZERS = ("sgd", "rmsprop")
+OPTIMIZERS = ("sgd", "rmsprop", "rmsprop-tf")
+#: Each RMSProp's ε where a recipe gives none: TensorFlow's 1e-3 under the square root for
+#: ``rmsprop-tf``, and for torch's ``rmsprop`` (ε added to the root) its square root.
+RMSPROP_EPS = MappingProxyType({"rmsprop": 0.0316, "rmsprop-tf": 1e-3})
 AUGMENTS = ("imagenet", "crop-flip", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,9 +49,11 @@ class Recipe:
         epochs, batch_size: training length and the global batch (all processes together).
         image_size: the square training resolution; ``None`` keeps an in-memory data set's
             own size (folders then default to 224 for ``imagenet`` augmentation, 32 otherwise).
-        optimizer: ``sgd`` (momentum, optional Nesterov) or ``rmsprop`` (``rmsprop_alpha`` is
-            the squared-gradient decay; torch adds ``rmsprop_eps`` outside the square root,
-            so 0.0316 matches TensorFlow's 1e-3 inside it).
+        optimizer: ``sgd`` (momentum, optional Nesterov), ``rmsprop`` (``torch.optim.RMSprop``)
+            or ``rmsprop-tf`` (TensorFlow 1's RMSProp, the published recipe's:
+            :mod:`autoshrink.training.rmsprop_tf`). ``rmsprop_alpha`` is the squared-gradient
+            decay; ``rmsprop_eps`` is added to the root by ``rmsprop`` and under it by
+            ``rmsprop-tf`` (``None``: :data:`RMSPROP_EPS`, 0.0316 and 1e-3).
         lr_per_256: the learning rate for a global batch of 256 (scaled linearly).
         warmup_epochs: linear warm-up from ~0, then cosine decay to 0 at the last step (a
             run shorter than its warm-up only warms up).
@@ -72,7 +78,7 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = True
     rmsprop_alpha: float = 0.9
-    rmsprop_eps: float = 0.0316
+    rmsprop_eps: float | None = None
     weight_decay: float = 5e-4
     decay_norm_and_bias: bool = True
     warmup_epochs: float = 1.0
@@ -99,7 +105,11 @@ class Recipe:
             (0 < self.lr_per_256 < math.inf, "lr_per_256", "be finite and > 0"),
             (0 <= self.momentum < 1, "momentum", "lie in [0, 1)"),
             (0 < self.rmsprop_alpha < 1, "rmsprop_alpha", "lie in (0, 1)"),
-            (0 < self.rmsprop_eps < math.inf, "rmsprop_eps", "be finite and > 0"),
+            (
+                self.rmsprop_eps is None or 0 < self.rmsprop_eps < math.inf,
+                "rmsprop_eps",
+                "be finite and > 0 or null",
+            ),
             (0 <= self.weight_decay < math.inf, "weight_decay", "be finite and >= 0"),
             (0 <= self.warmup_epochs < math.inf, "warmup_epochs", "be finite and >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "lie in [0, 1)"),
@@ -123,6 +133,11 @@ class Recipe:
             if not ok:
                 value = getattr(self, name)
                 raise ConfigError(f"recipe {self.name}: {name} must {requirement}, got {value!r}")
+
+    def rmsprop_epsilon(self) -> float:
+        """The ε of an RMSProp recipe's optimiser: ``rmsprop_eps``, else that optimiser's own
+        (:data:`RMSPROP_EPS`)."""
+        return RMSPROP_EPS[self.optimizer] if self.rmsprop_eps is None else self.rmsprop_eps
 
     def lr(self, global_batch: int | None = None) -> float:
         """The peak learning rate for ``global_batch`` images per step (default: the recipe's)."""
@@ -184,7 +199,8 @@ def shrinkcnn_imagenet_recipe() -> Recipe:
         epochs=300,
         batch_size=512,
         image_size=224,
-        optimizer="rmsprop",
+        optimizer="rmsprop-tf",
+        rmsprop_eps=1e-3,
         lr_per_256=0.1,
         momentum=0.9,
         nesterov=False,
