@@ -5,6 +5,7 @@ without ``--retry-failed``: the records of the path a retrained candidate left a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,15 +46,31 @@ def journal(tmp_path: Path, *records: dict) -> Journal:
     return Journal(path)
 
 
+def hand_made(tmp_path: Path, records: list[dict], retry_failed: bool) -> Replay:
+    """The replay of hand-made records (their cells are none: not read back through the
+    journal's check, which :func:`test_a_resume_checks_each_record_it_reads_back` tests)."""
+    return Replay(tmp_path / "journal.jsonl", enumerate(records, start=1), retry_failed)
+
+
 def ask(replay: Replay, step: int, *keys: str) -> None:
     replay.asked([Proposal(SimpleNamespace(key=k), step) for k in keys])
 
 
 def test_a_resume_checks_each_record_it_reads_back(tmp_path):
+    cell = Cell("cnn", ("input", "conv1x1", "sep3x3"), ((0, 1), (1, 2)))
+    good = {**rec(cell.key, 0), "edges": 2, "cell": cell.to_dict()}
     # a step that is text would sort the path wrongly, far from the line that holds it
-    bad = {**rec("a", 1), "step": "1"}
-    with pytest.raises(JournalError, match=r'journal\.jsonl: line 2: "step" must be an integer'):
-        Replay.read(journal(tmp_path, rec("s", 0), bad), repair=False, retry_failed=False)
+    cases = [
+        ({"step": "1"}, '"step" must be an integer'),
+        ({"cell": {**cell.to_dict(), "ops": ["input", "warp9x9", "sep3x3"]}}, "its cell: unknown"),
+        ({"key": "a"}, f'its cell is not the cell of its "key" a (that cell\'s key is {cell.key})'),
+        ({"edges": 3}, '"edges" is 3, its cell has 2'),
+    ]
+    for change, says in cases:
+        records = journal(tmp_path, good, {**good, "step": 1, **change})
+        with pytest.raises(JournalError, match=re.escape(f"journal.jsonl: line 2: {says}")):
+            Replay.read(records, repair=False, retry_failed=False)
+    assert Replay.read(journal(tmp_path, good), repair=False, retry_failed=False).done
 
 
 # Step 0: s; step 1: a and w -- w (line 3) wins but failed, so the search went on from a
@@ -69,7 +86,7 @@ def test_the_old_path_of_a_retrained_candidate_is_tolerated_on_every_later_resum
     tmp_path, caplog, retry_failed, new_path
 ):
     records = [*RETRIED, rec("r", 2), rec("t", 3)][: len(RETRIED) + new_path]
-    replay = Replay.read(journal(tmp_path, *records), repair=False, retry_failed=retry_failed)
+    replay = hand_made(tmp_path, records, retry_failed)
     assert replay.done["w"]["status"] == "ok"  # its last record counts: nothing to retrain
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
@@ -86,14 +103,14 @@ def test_a_foreign_record_is_refused_whatever_retries_the_journal_went_through(
 ):
     foreign = rec("z", 3)
     after = [*RETRIED, rec("r", 2), foreign]  # appended to a retried run
-    replay = Replay.read(journal(tmp_path, *after), repair=False, retry_failed=retry_failed)
+    replay = hand_made(tmp_path, after, retry_failed)
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
     ask(replay, 2, "r")
     with pytest.raises(JournalError, match=r"line 8 holds candidate z \(step 3\).*\(1 such\)"):
         ask(replay, 3, "t")
     before = [rec("s", 0), foreign, *RETRIED[1:]]  # before the failed record
-    replay = Replay.read(journal(tmp_path, *before), repair=False, retry_failed=retry_failed)
+    replay = hand_made(tmp_path, before, retry_failed)
     ask(replay, 0, "s")
     with pytest.raises(JournalError, match="line 2 holds candidate z"):
         ask(replay, 1, "a", "w", "x")
@@ -101,7 +118,7 @@ def test_a_foreign_record_is_refused_whatever_retries_the_journal_went_through(
 
 def test_without_retry_failed_a_failed_candidate_excuses_nothing(tmp_path):
     failed_twice = [*OLD_PATH, rec("w", 1, "failed"), rec("r", 4)]  # retrained: failed again
-    replay = Replay.read(journal(tmp_path, *failed_twice), repair=False, retry_failed=False)
+    replay = hand_made(tmp_path, failed_twice, False)
     assert replay.done["w"]["status"] == "failed"
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")
@@ -112,7 +129,7 @@ def test_without_retry_failed_a_failed_candidate_excuses_nothing(tmp_path):
 
 
 def test_with_retry_failed_the_path_may_change_once_a_failed_candidate_is_asked_for(tmp_path):
-    replay = Replay.read(journal(tmp_path, *OLD_PATH), repair=False, retry_failed=True)
+    replay = hand_made(tmp_path, OLD_PATH, True)
     assert "w" not in replay.done  # it trains again
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")  # w wins now: p and q are not asked for again
@@ -125,7 +142,7 @@ def test_a_failed_candidate_off_the_path_does_not_excuse_a_foreign_record(tmp_pa
     # a --retry-failed resume never asks for x, so the foreign z (line 8) is refused
     records = [rec("s", 0), rec("a", 1), rec("w", 1, "failed"), rec("x", 2, "failed")]
     records += [rec("p", 2), rec("w", 1), rec("r", 2), rec("z", 3)]
-    replay = Replay.read(journal(tmp_path, *records), repair=False, retry_failed=True)
+    replay = hand_made(tmp_path, records, True)
     assert "x" not in replay.done and replay.done["w"]["status"] == "ok"
     ask(replay, 0, "s")
     ask(replay, 1, "a", "w")

@@ -147,15 +147,27 @@ JOURNAL_CASES = {
         "journal.jsonl",
         "line 3 is not a JSON record (-1e400 is beyond a float's range)",
     ),
-}
-REPORT_CASES = {
-    "cell-backward-edge": (  # the report draws the cells; a resume reads them by their key
+    # a resume replays by key and the report draws the cell: both read the cell first (a
+    # resume took any cell, and the report drew another cell than the key's)
+    "cell-backward-edge": (
         edit_record(
             3, cell=Cell("cnn", ("input", "conv1x1"), ((0, 1),)).to_dict() | {"edges": [[1, 0]]}
         ),
         "journal.jsonl",
-        "its cell: edge 1->0 does not go forward",
+        "line 3: its cell: edge 1->0 does not go forward",
     ),
+    "cell-of-another-key": (
+        edit_record(3, cell=Cell("cnn", ("input", "conv1x1"), ((0, 1),)).to_dict()),
+        "journal.jsonl",
+        'line 3: its cell is not the cell of its "key" ',
+    ),
+    "edges-not-its-cells": (
+        edit_record(3, edges=99),
+        "journal.jsonl",
+        'line 3: "edges" is 99, its cell has ',
+    ),
+}
+REPORT_CASES = {
     "result-list": (write("result.json", b"[1]"), "result.json", "expected a JSON object"),
     "result-truncated": (write("result.json", b"{"), "result.json", "not valid JSON"),
     "config-folder": (folder_for("config.json"), "config.json", "not a file"),

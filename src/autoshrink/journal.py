@@ -30,7 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from autoshrink.errors import JournalError
+from autoshrink.errors import CellError, JournalError
+from autoshrink.graph import Cell
 from autoshrink.json_values import finite_or_none
 from autoshrink.processes import process_running
 from autoshrink.user_files import json_type_problem
@@ -134,6 +135,7 @@ def record_problem(rec: dict[str, Any]) -> str | None:
         problem = f"unknown record type {kind!r}; expected one of {', '.join(RECORD_TYPES)}"
     if problem is None and kind in RECORD_SCHEMAS:
         problem = json_type_problem(RECORD_SCHEMAS[kind], rec) or value_problem(rec)
+        problem = problem or cell_problem(rec)
     return problem
 
 
@@ -147,6 +149,24 @@ def value_problem(rec: dict[str, Any]) -> str | None:
     status = rec.get("status", "ok")
     if status not in STATUSES:
         return f'"status" must be one of {", ".join(STATUSES)}, got {status!r}'
+    return None
+
+
+def cell_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with the cell of a record whose JSON types fit: not a cell, not the cell
+    of the record's ``key`` (a resume replays by key, the report draws the cell: each would
+    read another candidate), or not of the record's number of ``edges``; ``None`` when
+    nothing is."""
+    try:
+        cell = Cell.from_dict(rec["cell"], "its cell")
+    except CellError as err:
+        return str(err)
+    if cell.key != rec["key"]:
+        return (
+            f'its cell is not the cell of its "key" {rec["key"]} (that cell\'s key is {cell.key})'
+        )
+    if "edges" in rec and rec["edges"] != cell.num_edges:
+        return f'"edges" is {rec["edges"]}, its cell has {cell.num_edges}'
     return None
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import CellError, ConfigError, JournalError
+from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.journal import check_record, lock_holder, parse_record, record_type
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
@@ -217,9 +217,9 @@ def read_json_lines(
 
 
 def _cell(rec: dict[str, Any]) -> Cell:
-    """The cell of a candidate or reuse record; one that is no cell is a :class:`CellError`
-    naming the record (:func:`read_run` adds the journal)."""
-    return Cell.from_dict(rec["cell"], f"record {rec['key']}: its cell")
+    """The cell of a candidate or reuse record that :func:`~autoshrink.journal.check_record`
+    passed (so a cell, and its key's)."""
+    return Cell.from_dict(rec["cell"])
 
 
 def _candidate(rec: dict[str, Any]) -> Candidate:
@@ -274,10 +274,7 @@ def read_run(run_dir: str | Path) -> RunData:
     if result is not None and not (run_dir / JOURNAL).exists():
         raise JournalError(f"{run_dir}: {RESULT} says the search ended, but it has no {JOURNAL}")
     records = read_json_lines(run_dir / JOURNAL)
-    try:
-        run = _run_data(run_dir, config, records, result)
-    except CellError as err:  # a record's cell that is no cell: name the journal
-        raise JournalError(f"{run_dir / JOURNAL}: {err}") from None
+    run = _run_data(run_dir, config, records, result)
     best = (result or {}).get("best")
     if best and all(c.key != best["key"] for c in run.candidates):  # a cut or replaced journal
         raise JournalError(
