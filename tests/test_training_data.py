@@ -198,6 +198,20 @@ def test_an_evaluation_crop_smaller_than_a_pixel_keeps_one() -> None:
     np.testing.assert_allclose(centre, np.full((1, 8, 8), 36 / 64))
 
 
+def test_the_evaluation_crop_of_an_array_image_keeps_its_size() -> None:
+    """eval_crop 0.875 of an 8-px array: the box 0.5..7.5 is 7 pixels, at 0 as torchvision's
+    CenterCrop(7) puts it (round(0.5) = 0); rounding both ends gave the whole image."""
+    img = np.random.default_rng(0).random((1, 8, 8), dtype=np.float32)
+    t = ImageTransform(8, (0.0,), (1.0,), train=False, augment="imagenet", eval_crop=0.875)
+    want = crop_resize(img[:, 0:7, 0:7].copy(), (0, 0, 7, 7), 8)
+    np.testing.assert_array_equal(t(img, np.random.default_rng(0)).numpy(), want)
+    assert not np.allclose(want, img)  # a crop, not the image
+    wide = np.zeros((1, 10, 100), dtype=np.float32)  # the fallback box 43.5..56.5: 13 pixels
+    wide[:, :, 44:57] = 1.0
+    out = crop_resize(wide, (43.5, 0, 56.5, 10), 10)  # 44..57 (round(43.5) = 44): all ones
+    np.testing.assert_allclose(out, np.ones((1, 10, 10)), atol=1e-6)
+
+
 def test_crop_boxes_reach_every_position_and_fall_back_to_the_centre() -> None:
     rng = np.random.default_rng(0)
     assert random_resized_box(rng, 10, 10, (1.0, 1.0), (1.0, 1.0)) == (0, 0, 10, 10)

@@ -99,8 +99,8 @@ def crop_resize(image: Image.Image | np.ndarray, box: Box, size: int) -> np.ndar
         small = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
         pixels = np.asarray(small, dtype=np.float32) / 255.0  # [S, S] or [S, S, C]
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    left, top, right, bottom = (int(round(v)) for v in box)
-    right, bottom = max(right, left + 1), max(bottom, top + 1)  # a tiny box: one pixel, not none
+    top, bottom = _pixel_span(box[1], box[3], image.shape[1])
+    left, right = _pixel_span(box[0], box[2], image.shape[2])
     crop = image[:, top:bottom, left:right]
     if crop.shape[1] == size and crop.shape[2] == size:
         return crop.copy()
@@ -112,6 +112,16 @@ def crop_resize(image: Image.Image | np.ndarray, box: Box, size: int) -> np.ndar
         antialias=True,
     )
     return resized[0].numpy()
+
+
+def _pixel_span(start: float, end: float, length: int) -> tuple[int, int]:
+    """The whole pixels ``[a, b)`` of the span ``[start, end)`` of an axis of ``length``
+    pixels: its length rounded first (at least one pixel), then its start, as torchvision's
+    ``CenterCrop`` does (rounding both ends made the 7-pixel centre crop of an 8-pixel image,
+    a span of 0.5 to 7.5, the whole image)."""
+    size = min(max(1, round(end - start)), length)
+    first = min(max(0, round(start)), length - size)
+    return first, first + size
 
 
 def pad_crop(x: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
