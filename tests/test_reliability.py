@@ -348,21 +348,28 @@ def test_a_signal_stops_the_search_cleanly_and_it_resumes(tmp_path, sig, status)
     assert strip_seconds(journal) == strip_seconds(tmp_path / "full" / "journal.jsonl")
 
 
-def test_a_signal_while_the_results_are_written_says_how_to_resume(tmp_path, monkeypatch):
+def test_a_signal_while_the_results_are_written_comes_once_they_are_there(tmp_path, monkeypatch):
+    """A SIGTERM while the results were written stopped the search half-way, saying "continue
+    with --resume" (and once result.json was there, the resume only said the search had
+    ended); the stop now waits for the results and says where they are."""
     import autoshrink.search as search_module
 
-    def sigterm_now(out, config, network):
-        err = KeyboardInterrupt()
-        err.signum = signal.SIGTERM  # type: ignore[attr-defined]
-        raise err
+    write = search_module.write_result
 
-    monkeypatch.setattr(search_module, "write_result", sigterm_now)
+    def sigterm_meanwhile(out, config, network):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
+        time.sleep(0.05)  # still writing when the handler runs
+        write(out, config, network)
+
+    monkeypatch.setattr(search_module, "write_result", sigterm_meanwhile)
     run = tmp_path / "run"
-    with pytest.raises(search_module.SearchInterrupted, match="candidates are in .*resume=True"):
+    with pytest.raises(SearchInterrupted) as info:
         search(run, toy_config(k=3, seed=1))
+    assert info.value.signum == signal.SIGTERM
+    assert str(info.value) == f"search stopped by SIGTERM as it ended; its results are in {run}"
+    assert {"result.json", "best_cell.json"} <= {p.name for p in run.iterdir()}
     monkeypatch.undo()
     assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
-    assert (run / "result.json").is_file()
 
 
 def test_a_signal_while_the_workers_close_says_the_search_had_ended(tmp_path):
@@ -382,10 +389,7 @@ def test_a_signal_while_the_workers_close_says_the_search_had_ended(tmp_path):
     with pytest.raises(SearchInterrupted) as info:
         search(run, toy_config(k=3, seed=1), executor=SignalledOnClose())
     assert info.value.signum == signal.SIGTERM
-    assert str(info.value) == (
-        f"search stopped by SIGTERM while its workers closed; it had ended, and its results are "
-        f"in {run}"
-    )
+    assert str(info.value) == f"search stopped by SIGTERM as it ended; its results are in {run}"
     assert (run / "result.json").is_file() and not (run / LOCK).exists()
     assert search(run, ev=(ev := ToyEvaluator())).trained == 0 and ev.calls == 0
 

@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -203,10 +204,10 @@ def run_search(
                 )
                 if ended and result.trained == 0:  # the result of the session that ended it
                     log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)
+                    write = None
                 else:
                     warn_cost_only(result.cost_only, config.score.metric)
-                    network = proxy_network(evaluator)
-                    write_result(out, config, network)  # a signal here too says how to resume
+                    write = partial(write_result, out, config, proxy_network(evaluator))
             except KeyboardInterrupt as err:
                 stop = interrupted(err, journal, run_dir, signals.received, factories)
                 close_after_a_stop(executor, signals)
@@ -215,7 +216,7 @@ def run_search(
                 if not resume:  # a start that failed before any candidate: the folder stays free
                     unstarted(run_dir)
                 raise
-            close_after_the_end(executor, signals, run_dir)
+            end_search(write, executor, signals, run_dir)
     except Exception:
         if created:  # the lock is gone: a folder this start made is taken back when empty
             with contextlib.suppress(OSError):
@@ -281,18 +282,24 @@ def ended_before(run_dir: Path) -> bool:
     return False
 
 
-def close_after_the_end(executor: Executor, signals: StopSignals, run_dir: Path) -> None:
-    """Release the executor's workers once the results are written, with SIGINT and SIGTERM
-    held: one that comes meanwhile is then said as a stop after the end, not the resume's hint
-    (a stop in that moment used to end the process silently, by the default handler)."""
+def end_search(
+    write: Callable[[], None] | None, executor: Executor, signals: StopSignals, run_dir: Path
+) -> None:
+    """Write the results of an ended search (``write``; ``None``: an earlier session's are
+    kept) and release the executor's workers, with SIGINT and SIGTERM held: one that comes
+    meanwhile is said as a stop after the end, not the resume's hint (a stop while the results
+    were written used to say "continue with --resume" once they were there, and one while the
+    workers closed ended the process silently, by the default handler)."""
     try:
         with signals.held():
+            if write is not None:
+                write()
             executor.close()
     except SearchInterrupted as err:
         raise SearchInterrupted(
             err.signum,
-            f"search stopped by {signal.Signals(err.signum).name} while its workers closed; "
-            f"it had ended, and its results are in {run_dir}",
+            f"search stopped by {signal.Signals(err.signum).name} as it ended; its results are "
+            f"in {run_dir}",
         ) from None
 
 
