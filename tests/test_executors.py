@@ -98,6 +98,22 @@ class CrashFirst:
         return self.inner.evaluate(genotype, seed)
 
 
+class OutOfMemoryFirst(CrashFirst):
+    """Evaluator wrapper: the first ``times`` attempts at candidate ``key`` fail for lack of
+    memory, as the evaluators say it (a ``"failed"`` evaluation); counted with files in
+    ``marks``, as the workers share no memory."""
+
+    ERROR = "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if genotype.key == self.key:
+            done = len(list(self.marks.glob("attempt-*")))
+            if done < self.times:
+                (self.marks / f"attempt-{done}").write_text(str(os.getpid()))
+                return Evaluation(self.profile(genotype), "failed", 0.0, {"error": self.ERROR})
+        return self.inner.evaluate(genotype, seed)
+
+
 class Fake:
     """A training-free evaluator: accuracy from the seed; ``raise_on`` keys raise ValueError."""
 
@@ -208,6 +224,26 @@ def test_pool_gives_up_after_max_retries(tmp_path):
     assert [(i, n) for i, n, _ in seen] == [(1, 1)]
     assert len(list(tmp_path.glob("attempt-*"))) == 2
     for i in (0, 2):  # the other candidates: exactly the in-process result
+        assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
+
+
+@pytest.mark.parametrize(("times", "status"), [(1, "ok"), (99, "failed")])
+def test_pool_trains_a_candidate_that_ran_out_of_memory_again(tmp_path, times, status):
+    """A candidate that ran out of memory in a worker was recorded as failed at once, where
+    in-process it trained again: memory another worker's candidate held may be free now."""
+    jobs = _jobs(3)
+    evaluator = OutOfMemoryFirst(Fake(), jobs[1].genotype.key, tmp_path, times=times)
+    seen: list[tuple[int, int, str]] = []
+    with contextlib.closing(LocalPoolExecutor(2, max_retries=2)) as pool:
+        out = dict(pool.run(evaluator, jobs, on_retry=lambda *a: seen.append(a)))
+    assert sorted(out) == [0, 1, 2] and out[1].status == status
+    if status == "ok":  # the candidate's own result, from its seed
+        assert out[1] == Fake().evaluate(jobs[1].genotype, jobs[1].seed)
+    else:  # the last attempt's evaluation, after 2 retries
+        assert out[1].detail == {"error": evaluator.ERROR}
+    assert seen == [(1, n, evaluator.ERROR) for n in range(1, min(times, 2) + 1)]
+    assert len(list(tmp_path.glob("attempt-*"))) == min(times, 3)
+    for i in (0, 2):
         assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
 
 

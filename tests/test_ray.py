@@ -22,6 +22,7 @@ from autoshrink.executors.ray_executor import RayExecutor, probe_address, runs_o
 from test_executors import (  # noqa: E402
     CrashFirst,
     Fake,
+    OutOfMemoryFirst,
     RefusesInput,
     _jobs,
     check_crash_run,
@@ -65,6 +66,17 @@ def test_ray_gives_up_after_max_retries(local_ray, tmp_path):
     reason = seen[0][2]  # the error's type and the first line of its text
     assert reason.startswith("WorkerCrashedError: ") and len(reason) > len("WorkerCrashedError: ")
     assert "\n" not in reason
+
+
+@pytest.mark.slow
+def test_ray_trains_a_candidate_that_ran_out_of_memory_again(local_ray, tmp_path):
+    jobs = _jobs(2)
+    evaluator = OutOfMemoryFirst(Fake(), jobs[0].genotype.key, tmp_path, times=1)
+    seen: list[tuple[int, int, str]] = []
+    out = dict(RayExecutor(max_retries=1).run(evaluator, jobs, on_retry=lambda *a: seen.append(a)))
+    assert out == {i: Fake().evaluate(job.genotype, job.seed) for i, job in enumerate(jobs)}
+    assert seen == [(0, 1, OutOfMemoryFirst.ERROR)]
+    assert len(list(tmp_path.glob("attempt-*"))) == 1
 
 
 @pytest.mark.slow

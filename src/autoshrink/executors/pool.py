@@ -10,7 +10,8 @@ search.
 Each worker owns a pipe, so the driver always knows which candidate a worker holds. When a
 worker dies (``kill -9``, the OOM killer, a crash in a kernel), only that candidate is lost:
 the worker is replaced, the candidate runs again from the same seed (at most ``max_retries``
-times, each retry reported to the search's journal), and the other workers carry on. This is
+times, each retry reported to the search's journal), and the other workers carry on. A
+candidate whose evaluation failed for lack of memory runs again the same way. This is
 why the pool manages its processes itself instead of using ``concurrent.futures``, whose pool
 breaks as a whole on one death and cannot say which candidate caused it.
 """
@@ -39,6 +40,7 @@ from autoshrink.executors.retries import (
     RetryBudget,
     RetryListener,
     check_retries,
+    out_of_memory,
 )
 from autoshrink.processes import die_with_parent
 
@@ -293,6 +295,40 @@ class LocalPoolExecutor:
             return None
         return w
 
+    def _settle(
+        self,
+        w: _Worker,
+        index: int,
+        evaluator: Evaluator,
+        job: Job,
+        budget: RetryBudget,
+        queue: deque[int],
+    ) -> Evaluation | None:
+        """What became of job ``index`` (``job``), which worker ``w`` held: its evaluation, or
+        ``None`` when it goes back to the front of ``queue`` to run again (its worker died, or
+        memory ran out -- perhaps held by another worker's candidate -- and ``budget`` allows
+        another try), or a ``"failed"`` evaluation once it does not. An exception the
+        evaluator raised is raised here."""
+        reply = self._receive(w)
+        if reply is None:
+            self._stop(w)
+            reason = f"worker {w.process.pid} died (exit code {w.process.exitcode})"
+            if budget.retry(index, reason):
+                queue.appendleft(index)
+                return None
+            return budget.failed(evaluator, job, index, reason)
+        w.job = None
+        self._idle.append(w)
+        _, (kind, value) = reply
+        if kind == "raise":
+            raise value
+        if kind == "error":
+            raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
+        if out_of_memory(value) and budget.retry(index, value.detail["error"]):
+            queue.appendleft(index)
+            return None
+        return value
+
     # ------------------------------------------------------------------ public API
     def run(
         self,
@@ -303,7 +339,7 @@ class LocalPoolExecutor:
         """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes.
 
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
-        died runs again.
+        died, or whose memory ran out, runs again.
         """
         slot = self._slot(evaluator)
         budget = RetryBudget(len(jobs), self.max_retries, on_retry)
@@ -326,23 +362,9 @@ class LocalPoolExecutor:
                     index = w.job
                     assert index is not None
                     del busy[w.conn]
-                    reply = self._receive(w)
-                    if reply is None:
-                        self._stop(w)
-                        reason = f"worker {w.process.pid} died (exit code {w.process.exitcode})"
-                        if budget.retry(index, reason):
-                            queue.appendleft(index)
-                        else:
-                            yield index, budget.failed(evaluator, jobs[index], index, reason)
-                        continue
-                    w.job = None
-                    self._idle.append(w)
-                    _, (kind, value) = reply
-                    if kind == "raise":
-                        raise value
-                    if kind == "error":
-                        raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
-                    yield index, value
+                    evaluation = self._settle(w, index, evaluator, jobs[index], budget, queue)
+                    if evaluation is not None:
+                        yield index, evaluation
         finally:
             for w in busy.values():  # abandoned mid-batch: their results would be stale
                 w.process.kill()

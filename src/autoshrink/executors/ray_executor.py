@@ -9,7 +9,8 @@ the journal and the run folder.
 
 Ray's own task retries are switched off (``max_retries=0``): when a worker or node dies under
 a candidate, this executor resubmits it (at most ``max_retries`` times) and reports each retry
-so the journal records it. An exception raised by the evaluator is re-raised in the driver.
+so the journal records it; so it does with a candidate whose evaluation failed for lack of
+memory. An exception raised by the evaluator is re-raised in the driver.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from autoshrink.executors.retries import (
     RetryBudget,
     RetryListener,
     check_retries,
+    out_of_memory,
 )
 from autoshrink.stop_signals import handlers_kept
 
@@ -212,7 +214,7 @@ class RayExecutor:
         """Evaluate ``jobs`` as Ray tasks; yield ``(position in jobs, evaluation)`` as they end.
 
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
-        or node died is resubmitted.
+        or node died, or whose memory ran out, is resubmitted.
         """
         ray = self._ray()
         lost = tuple(getattr(ray.exceptions, name) for name in _LOST)
@@ -244,6 +246,11 @@ class RayExecutor:
                             pending[submit(index)] = index
                         else:
                             yield index, budget.failed(evaluator, jobs[index], index, reason)
+                        continue
+                    if out_of_memory(evaluation) and budget.retry(
+                        index, evaluation.detail["error"]
+                    ):
+                        pending[submit(index)] = index  # as in-process: memory may be free now
                         continue
                     yield index, evaluation
         finally:

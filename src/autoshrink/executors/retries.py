@@ -10,10 +10,12 @@ An exception raised *by* the evaluator is not a dead worker: it is re-raised in 
 exactly as the in-process executor would.
 
 Out of memory is the one evaluator failure worth another try: the memory may be held by a
-group trained just before, or fragmented. :func:`retry_out_of_memory` (used by the in-process
-and batched executors, after the batched evaluator's own retries in halves) empties the CUDA
-cache and trains such a candidate again, alone, from the same seed, under the same
-:class:`RetryBudget` and listener.
+group trained just before (or by another worker's candidate), or fragmented.
+:func:`retry_out_of_memory` (used by the in-process and batched executors, after the batched
+evaluator's own retries in halves) empties the CUDA cache and trains such a candidate again,
+alone, from the same seed, under the same :class:`RetryBudget` and listener; the pool and Ray
+hand it to a worker again, under the budget of their dead workers (:func:`out_of_memory`
+tells such an evaluation).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memory"]
+__all__ = [
+    "DEFAULT_RETRIES",
+    "RetryBudget",
+    "check_retries",
+    "out_of_memory",
+    "retry_out_of_memory",
+]
 
 
 def check_retries(max_retries: int) -> int:
