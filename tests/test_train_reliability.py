@@ -75,13 +75,15 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
     ],
 )
 def test_resume_of_another_run_is_refused_naming_the_change(
-    cli, trained: Path, tmp_path: Path, change: list[str], named: str
+    cli, trained: Path, tmp_path: Path, change: list[str], named: str, caplog
 ) -> None:
     out = copy_of(trained, tmp_path)
     before = snapshot(out)
     args = [*TINY, "--epochs", "2", *change]  # a later --epochs wins
-    code, stdout, err = cli("train", CNN, *args, "--resume", "--out", out)
+    with caplog.at_level("INFO", logger="autoshrink"):
+        code, stdout, err = cli("train", CNN, *args, "--resume", "--out", out)
     assert code == 2 and err.count("\n") == 1, err
+    assert "resuming from" not in caplog.text  # it was said before the refusal: two lines
     assert "of another run" in err and named in err and "epoch 2" in err
     assert "test accuracy" not in stdout
     assert snapshot(out) == before
@@ -117,11 +119,15 @@ def test_resume_with_another_cell_is_one_line(cli, trained: Path, tmp_path: Path
     assert snapshot(out) == before
 
 
-def test_resume_with_the_same_settings_still_resumes(cli, trained: Path, tmp_path: Path) -> None:
+def test_resume_with_the_same_settings_still_resumes(
+    cli, trained: Path, tmp_path: Path, caplog
+) -> None:
     out = copy_of(trained, tmp_path)
     before = strict_json(out / "metrics.json")
-    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    with caplog.at_level("INFO", logger="autoshrink"):
+        code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
     assert code == 0, err
+    assert f"resuming from {out / 'checkpoints' / 'epoch-0002.json'}" in caplog.messages
     # the training had ended: nothing trained now, and its metrics say how it ran (it was
     # rewritten as resumed from its last epoch, by one process)
     assert strict_json(out / "metrics.json") == before and before["resumed_from_epoch"] == 0

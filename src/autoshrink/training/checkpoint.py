@@ -108,7 +108,6 @@ def load_latest(folder: Path) -> Checkpoint | None:
             f"{stem}.safetensors: a damaged checkpoint, it cannot be restored (tensor {bad}); "
             f"remove it and {stem.name}.json to resume from the one before, or start a fresh --out"
         )
-    logger.info("resuming from %s", stem.with_suffix(".json"))
     return Checkpoint(epoch, tensors, state)
 
 
@@ -324,6 +323,7 @@ def checkpoint_to_resume(
         return None
     if identity is not None:
         check_same_run(ckpt, identity, folder)
+    logger.info("resuming from %s", folder / f"{_stem(ckpt.epoch)}.json")  # not before a refusal
     return ckpt
 
 
