@@ -164,6 +164,49 @@ def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
     assert all(torch.equal(v, wider.state_dict()[k]) for k, v in weights.items())
 
 
+def _drop(tensors: dict, key: str) -> dict:
+    return {k: v for k, v in tensors.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("tensors", "state", "named"),
+    [  # a wrong shape was a RuntimeError from copy_ or set_rng_state: a traceback, exit 1
+        (lambda t: {**t, "average.0": torch.zeros(3)}, {}, "shape of average.0 is [3], its"),
+        (lambda t: _drop(t, "average.5"), {}, "5 averaged tensors for 6 parameters"),
+        (lambda t: t, {"average_n": 1.5}, "average_n must be an integer >= 1 or null, got 1.5"),
+        (lambda t: t, {"average_n": 0}, "average_n must be an integer >= 1 or null, got 0"),
+        (
+            lambda t: {**t, "rng.torch": torch.zeros(3, dtype=torch.uint8)},
+            {},
+            "rng.torch is no state of torch's generator (torch.uint8, [3])",
+        ),
+        # an optimiser state of another shape was loaded as it came (SGD here keeps none)
+        (
+            lambda t: {**t, "optim.0.momentum_buffer": torch.zeros(2)},
+            {},
+            "shape of optim.0.momentum_buffer is [2], its parameter's [14, 8]",
+        ),
+    ],
+)
+def test_a_damaged_checkpoint_of_averaged_sgd_is_one_line(
+    corpus: Corpus, tmp_path: Path, tensors, state: dict, named: str
+) -> None:
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Killed):
+        train(corpus, folder, kill_after=5)  # averaged SGD started after epoch 4
+    stem = folder / "epoch-0005"
+    saved = load_file(str(stem.with_suffix(".safetensors")))
+    save_file(tensors(saved), str(stem.with_suffix(".safetensors")))
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps({**json.loads(json_path.read_text()), **state}))
+    with pytest.raises(JournalError) as info:
+        train(corpus, folder, resume=True)
+    said = str(info.value)
+    assert "\n" not in said and str(folder) in said and named in said, said
+
+
 def test_a_fresh_run_removes_stale_checkpoints(
     corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -151,6 +151,12 @@ def test_resume_with_the_same_settings_still_resumes(
         (lambda d: {k: v for k, v in d.items() if k != "optimizer"}, "restored (KeyError"),
         (lambda d: {**d, "schedule": "x"}, "cannot be restored"),
         (lambda d: {**d, "sampler": {"seed": "a"}}, "cannot be restored"),
+        # another seed (another data order) or epoch went on unnoticed
+        (
+            lambda d: {**d, "sampler": {"seed": 5, "epoch": 2}},
+            'restored (sampler must be {"seed": 0, "epoch": 2}, got {"seed": 5, "epoch": 2})',
+        ),
+        (lambda d: {**d, "sampler": {"seed": 0, "epoch": 1}}, 'got {"seed": 0, "epoch": 1})'),
         # the run was compared before the guard that names the file: a TypeError traceback
         (lambda d: {**d, "run": "x"}, 'a damaged checkpoint, it cannot be restored (its "run"'),
         (lambda d: {**d, "run": [1]}, 'restored (its "run" is not an object); remove it'),
@@ -177,6 +183,26 @@ def test_a_damaged_checkpoint_is_one_line(
     code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
     assert code == 2 and err.count("\n") == 1 and "epoch-0002.json: " in err and named in err, err
     assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("updates", "named"),
+    [  # 1.5 and true were taken as 1; -10 divided by zero in the EMA's warm-up (a traceback)
+        (1.5, "ema_updates must be 44 (one per step), got 1.5"),
+        (True, "ema_updates must be 44 (one per step), got true"),
+        (-10, "ema_updates must be 44 (one per step), got -10"),
+        (43, "ema_updates must be 44 (one per step), got 43"),
+    ],
+)
+def test_a_damaged_ema_count_is_one_line(cli, tmp_path: Path, updates, named: str) -> None:
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "2", "--ema", "0.9", "--out", out]
+    assert cli("train", CNN, *args)[0] == 0
+    (out / "metrics.json").unlink()
+    state = out / "checkpoints" / "epoch-0002.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "ema_updates": updates}))
+    code, _, err = cli("train", CNN, *args, "--resume")
+    assert code == 2 and err.count("\n") == 1 and "epoch-0002.json: " in err and named in err, err
 
 
 def test_differences_name_each_changed_leaf() -> None:

@@ -24,6 +24,7 @@ resumed with another number of processes as long as the global batch is the same
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -250,18 +251,31 @@ class _Run:
         check_weights_fit(ckpt, where, *loads)
         for module, state in loads:
             module.load_state_dict(state)
-        if self.ema is not None:
-            self.ema.updates = int(s["ema_updates"])
         optim = unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim")
         check_optimizer_state(self.opt, optim, "optim", stepped=ckpt.epoch > 0)
         self.opt.load_state_dict(optim)
         self.sched.load_state_dict(s["schedule"])
-        self.train_sampler.load_state_dict(s["sampler"])
         if self.sched.steps != ckpt.epoch * len(self.train_sampler):  # a step per batch
             raise DamagedState(
                 f"schedule.steps is {self.sched.steps}, where epoch {ckpt.epoch} ends at step "
                 f"{ckpt.epoch * len(self.train_sampler)}"
             )
+        # the sampler's and the EMA's states follow from the run and its steps: anything else
+        # is damage (a count of 1.5 or a negative one, another seed, went on unnoticed)
+        sampler = {"seed": self.train_sampler.seed, "epoch": ckpt.epoch}
+        if s["sampler"] != sampler:
+            raise DamagedState(
+                f"sampler must be {json.dumps(sampler)}, got {json.dumps(s['sampler'])}"
+            )
+        if self.ema is not None:
+            updates = s["ema_updates"]
+            if type(updates) is not int or updates != self.sched.steps:  # one per step
+                raise DamagedState(
+                    f"ema_updates must be {self.sched.steps} (one per step), got "
+                    f"{json.dumps(updates)}"
+                )
+            self.ema.updates = updates
+        self.train_sampler.load_state_dict(s["sampler"])
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
         return restored_history(ckpt, ("test_loss", "test_accuracy"))

@@ -15,6 +15,7 @@ the caller says the run is) is refused, naming what changed.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,8 @@ from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.ranges import check_fields
 from autoshrink.training.checkpoint import (
     Checkpoint,
+    DamagedState,
+    check_optimizer_state,
     check_weights_fit,
     checkpoint_to_resume,
     clear_earlier_run,
@@ -186,27 +189,54 @@ def _lm_restore(
     check_weights_fit(ckpt, where, (model, model_state), (model, best_state))
     model.load_state_dict(model_state)
     device = next(model.parameters()).device
-    opt.load_state_dict(unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim"))
+    optim = unflatten_optimizer(ckpt.tensors, s["optimizer"], "optim")
+    check_optimizer_state(opt, optim, "optim", stepped=ckpt.epoch > 0)
+    opt.load_state_dict(optim)
     rng.bit_generator.state = s["numpy_rng"]
-    torch.set_rng_state(ckpt.tensors["rng.torch"])
+    generator = ckpt.tensors["rng.torch"]
+    if generator.dtype != torch.uint8 or generator.shape != torch.get_rng_state().shape:
+        shape = list(generator.shape)
+        raise DamagedState(
+            f"rng.torch is no state of torch's generator ({generator.dtype}, {shape})"
+        )
+    torch.set_rng_state(generator)
     if device.type == "cuda" and "rng.cuda" in ckpt.tensors:
         torch.cuda.set_rng_state(ckpt.tensors["rng.cuda"], device)
-    average = None
-    if s["average_n"] is not None:
-        average = WeightAverage(model)
-        with torch.no_grad():
-            for i, m in enumerate(average.mean):
-                m.copy_(ckpt.tensors[f"average.{i}"])
-        average.n = int(s["average_n"])
     return _FinalLMState(
         best_state={k: v.to(device) for k, v in best_state.items()},
-        average=average,
+        average=_restored_average(ckpt, model),
         asgd_epoch=s["asgd_epoch"],
         best_loss=float(s["best_loss"]),
         best_epoch=int(s["best_epoch"]),
         losses=[float(v) for v in s["losses"]],
         history=restored_history(ckpt),
     )
+
+
+def _restored_average(ckpt: Checkpoint, model: nn.Module) -> WeightAverage | None:
+    """The running average of the weights ``ckpt`` holds (``None`` before averaging began);
+    a :class:`DamagedState` unless it holds one tensor of each parameter's shape per
+    parameter (``average.<i>``) and a count ``average_n`` >= 1 (a tensor of another shape made
+    a ``RuntimeError`` and its traceback)."""
+    n = ckpt.state["average_n"]
+    if n is None:
+        return None
+    if type(n) is not int or n < 1:
+        raise DamagedState(f"average_n must be an integer >= 1 or null, got {json.dumps(n)}")
+    average = WeightAverage(model)
+    saved = sorted(k for k in ckpt.tensors if k.startswith("average."))
+    if len(saved) != len(average.mean):
+        raise DamagedState(f"{len(saved)} averaged tensors for {len(average.mean)} parameters")
+    with torch.no_grad():
+        for i, m in enumerate(average.mean):
+            tensor = ckpt.tensors[f"average.{i}"]
+            if tensor.shape != m.shape:
+                raise DamagedState(
+                    f"shape of average.{i} is {list(tensor.shape)}, its parameter's {list(m.shape)}"
+                )
+            m.copy_(tensor)
+    average.n = n
+    return average
 
 
 def _validate(
