@@ -33,7 +33,7 @@ def step_of(model: nn.Module, optimizer: str, device: torch.device) -> Callable[
     own = copy.deepcopy(model)
     for mine, theirs in zip(own.parameters(), model.parameters(), strict=True):
         mine.grad = theirs.grad.clone()
-    recipe = get_recipe("shrinkcnn-imagenet", optimizer=optimizer, rmsprop_eps=None)
+    recipe = get_recipe("shrinkcnn-imagenet", optimizer=optimizer)
     opt = build_optimizer(own, recipe, 256)
 
     def step() -> None:

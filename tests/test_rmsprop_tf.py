@@ -93,6 +93,9 @@ def test_parameters_without_a_gradient_are_left_alone() -> None:
 @pytest.mark.parametrize(
     ("settings", "says"),
     [
+        ({"lr": -0.1}, "lr must be finite and >= 0, got -0.1"),
+        ({"lr": float("nan")}, "lr must be finite and >= 0, got nan"),
+        ({"weight_decay": -1.0}, "weight_decay must be finite and >= 0, got -1.0"),
         ({"alpha": 1.0}, "alpha must lie in (0, 1), got 1.0"),
         ({"eps": 0.0}, "eps must be > 0, got 0.0"),
         ({"eps": float("nan")}, "eps must be > 0, got nan"),
@@ -101,15 +104,17 @@ def test_parameters_without_a_gradient_are_left_alone() -> None:
 )
 def test_bad_settings_are_named(settings: dict, says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):
-        RMSpropTF(nn.Linear(2, 1).parameters(), lr=0.1, **settings)
+        RMSpropTF(nn.Linear(2, 1).parameters(), **{"lr": 0.1, **settings})
 
 
 def test_recipes_choose_each_rmsprop_and_its_epsilon() -> None:
     model = nn.Linear(2, 2)
     published = build_optimizer(model, get_recipe("shrinkcnn-imagenet"), 512)
-    assert isinstance(published, RMSpropTF)
+    assert isinstance(published, RMSpropTF) and get_recipe("shrinkcnn-imagenet").rmsprop_eps is None
     assert (published.defaults["eps"], published.defaults["alpha"]) == (1e-3, 0.9)
     assert published.defaults["momentum"] == 0.9 and published.param_groups[0]["lr"] == 0.2
+    torchs = build_optimizer(model, get_recipe("shrinkcnn-imagenet", optimizer="rmsprop"), 512)
+    assert type(torchs) is torch.optim.RMSprop and torchs.defaults["eps"] == 0.0316  # its own
     cases = (  # (optimizer, rmsprop_eps, class, eps used)
         ("rmsprop-tf", None, RMSpropTF, 1e-3),
         ("rmsprop", None, torch.optim.RMSprop, 0.0316),

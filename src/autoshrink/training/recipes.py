@@ -199,8 +199,7 @@ def shrinkcnn_imagenet_recipe() -> Recipe:
         epochs=300,
         batch_size=512,
         image_size=224,
-        optimizer="rmsprop-tf",
-        rmsprop_eps=1e-3,
+        optimizer="rmsprop-tf",  # rmsprop_eps: its own, TensorFlow's 1e-3 (RMSPROP_EPS)
         lr_per_256=0.1,
         momentum=0.9,
         nesterov=False,

@@ -18,6 +18,7 @@ reference code adds ``wd·Σ‖θ‖²/2`` to its loss). The state of a paramete
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +46,10 @@ class RMSpropTF(torch.optim.Optimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
     ) -> None:
+        if not 0.0 <= lr < math.inf:  # NaN fails every comparison
+            raise ValueError(f"lr must be finite and >= 0, got {lr}")
+        if not 0.0 <= weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         if not eps > 0.0:
