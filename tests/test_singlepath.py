@@ -815,6 +815,53 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     assert code == 2 and "settings.json: not valid JSON" in err
 
 
+def test_a_last_batch_of_one_image_is_left_out(cli, tmp_path, demo_settings, one_thread):
+    """33 images in batches of 32: the last batch, one image, made batch norm over the last
+    stages' 1x1 maps fail at the end of epoch 1 (a ValueError traceback, and the folder taken)."""
+    out = tmp_path / "sp"
+    _prepare_table(out, demo_settings)
+    args = [*SEARCH, "--train-images", "33", "--epochs", "2", "--out", out]  # later flags win
+    code, _, err = cli("singlepath", *args)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    assert [row["images"] for row in rows] == [32, 32]
+
+
+def test_a_kill_between_the_last_checkpoint_and_its_log_line_loses_no_line(
+    cli, tmp_path, demo_settings, one_thread, monkeypatch
+):
+    """The resume found the last epoch checkpointed and trained nothing: decisions.jsonl kept
+    only the epochs before it (the report and the summary one epoch short)."""
+    out = tmp_path / "sp"
+    _prepare_table(out, demo_settings)
+    write_log = singlepath.search.write_log
+
+    def killed_at_the_last(path, rows, **kw):
+        if len(rows) == 3:
+            raise KeyboardInterrupt
+        write_log(path, rows, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(singlepath.search, "write_log", killed_at_the_last)
+        assert cli("singlepath", *SEARCH, "--out", out)[0] == 130
+    assert len((out / "decisions.jsonl").read_text().splitlines()) == 2
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+
+
+def test_a_latency_model_no_run_wrote_is_refused(cli, tmp_path, demo_settings, one_thread):
+    """A folder whose run files were removed but not its latency_model.json: a fresh start
+    trained with its own model but kept that file, which a resume of it then read."""
+    out = tmp_path / "sp"
+    _prepare_table(out, demo_settings)
+    (out / "latency_model.json").write_text("{}")
+    code, _, err = cli("singlepath", *SEARCH, "--out", out)
+    assert code == 2 and "holds latency_model.json, which no `autoshrink singlepath` wrote" in err
+    assert (out / "latency_model.json").read_text() == "{}"
+
+
 def test_checkpoints_whose_settings_file_is_gone_are_not_resumed(
     cli, tmp_path, demo_settings, one_thread, monkeypatch
 ):
@@ -1023,6 +1070,7 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
         (["--epochs", "3", "--warmup-epochs", "3"], "warm-up (3 epochs"),
         (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0, got -1"),
         (["--threshold-lr", "0"], "threshold_lr (--threshold-lr) must be finite and > 0, got 0.0"),
+        (["--batch-size", "1"], "batch_size must be >= 2 (batch norm needs two images)"),
     ],
 )  # fmt: skip
 def test_bad_singlepath_settings_are_refused_at_once(cli, tmp_path, args, needle):

@@ -123,6 +123,7 @@ def _train_epochs(
             history = restored_history(ckpt, HISTORY_NUMBERS)
             search.restore(ckpt.tensors, ckpt.state)
         start = ckpt.epoch + 1
+        write_log(out / DECISIONS, history)  # a kill between checkpoint and log lost its line
     for epoch in range(start, s.epochs + 1):
         t1 = time.perf_counter()
         stats = search.train_epoch(epoch)
@@ -230,7 +231,7 @@ def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
     # nor someone else's files (its latency table and calibration are read, then extended)
-    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, CHECKPOINTS)
+    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, CHECKPOINTS, MODEL)
     claim_folder(out, "singlepath", resume=resume, writes=writes)
     if table is not None:
         check_output_file(table, "--latency-table")
@@ -260,7 +261,8 @@ def _run_singlepath(
         in_channels=data.in_channels,
     )
     t0 = time.perf_counter()
-    if resume and (out / MODEL).is_file():  # the model it began with (a shared table grows)
+    resumed_model = resume and (out / MODEL).is_file()
+    if resumed_model:  # the model it began with (a shared table grows)
         model, calibration = load_run_model(out / MODEL, len(macro_slots(deploy)[1]))
         measured = 0
         log.info("%s: resuming with the latency model the run began with", out / MODEL)
@@ -276,7 +278,7 @@ def _run_singlepath(
             s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
     write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
-    if not (out / MODEL).is_file():
+    if not resumed_model:  # an earlier start's model would be what a resume reads
         write_json(out / MODEL, model.to_dict(calibration), indent=1)
     history = _train_epochs(out, s, search, model, data, resume=resume)
     return _write_found(out, s, search, model, data, history, calibration, table_seconds, measured)

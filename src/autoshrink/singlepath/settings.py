@@ -61,7 +61,7 @@ class SearchSettings:
                 f"the warm-up ({self.warmup_epochs} epochs of weights only) must be shorter than "
                 f"the search ({self.epochs} epochs): fewer warmup_epochs or more epochs",
             ),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (batch norm needs two images)"),
             (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),
             (self.deploy_size >= 32, "deploy_size must be >= 32"),
             (

@@ -3,7 +3,6 @@ Adam on its thresholds against cross-entropy plus the latency term; its checkpoi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -58,7 +57,10 @@ class SupernetTraining:
             weight_decay=s.weight_decay,
         )
         self.opt_t = torch.optim.Adam(self.net.threshold_parameters(), lr=s.threshold_lr)
-        self.steps_per_epoch = math.ceil(len(data.train_y) / s.batch_size)
+        # a last batch of one image is left out: batch norm over the 1x1 maps of the last
+        # stages cannot train on it (a ValueError at the end of epoch 1)
+        full, rest = divmod(len(data.train_y), s.batch_size)
+        self.steps_per_epoch = full + (rest > 1)
 
     @property
     def peak_lr(self) -> float:
