@@ -186,6 +186,9 @@ def test_a_table_latency_without_a_file_measures_into_memory(tmp_path) -> None:
     elsewhere = replace(cost.table, entries={}, environment={"cpu": "another processor"})
     with pytest.raises(HardwareError, match="^the table was measured on another processor;"):
         TableLatency(SPEC, fast, table=elsewhere)(cell)
+    # a table of other settings was used where it held every block (checked only to measure)
+    with pytest.raises(HardwareError, match=r"^the table was measured with batch=1 \(asked 64\)"):
+        TableLatency(SPEC, replace(fast, batch=64), table=cost.table)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import Block, network_blocks
+from autoshrink.hardware.latency import environment
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable, extend_table
 from autoshrink.nn.cnn import build_network
@@ -87,7 +88,7 @@ def fake_table(blocks, block_ms: float, io_ms: float) -> LatencyTable:
     for b in blocks:
         entries[b.key] = BlockEntry(b, block_ms, 0.0)
         entries[b.io().key] = BlockEntry(b.io(), io_ms, 0.0)
-    return LatencyTable(FAST, entries)
+    return LatencyTable(FAST, entries, environment(FAST))  # "measured" on this machine
 
 
 def test_a_blocks_key_names_all_its_latency_depends_on() -> None:
@@ -189,6 +190,22 @@ def test_a_table_of_another_machine_predicts_but_is_not_extended_here() -> None:
     assert extend_table(foreign, [cell], TINY, source="t.json") is foreign  # nothing to measure
     with pytest.raises(HardwareError, match="t.json was measured on Some Other CPU 9000"):
         extend_table(foreign, [ODD], TINY, source="t.json")
+
+
+def test_a_table_that_records_no_machine_is_not_extended_and_a_new_one_is_stamped() -> None:
+    """A table without its machine (a hand-made file, or one built in Python) was extended
+    on any machine and saved still without one: a table mixing machines, unseen."""
+    from dataclasses import replace
+
+    cell = published_cell("shrinkcnn")
+    table = extend_table(None, [cell], TINY, FAST)
+    unknown = replace(table, environment={})
+    assert extend_table(unknown, [cell], TINY) is unknown  # it predicts what it holds
+    with pytest.raises(HardwareError, match="^t.json does not record the cpu it was measured on"):
+        extend_table(unknown, [ODD], TINY, source="t.json")
+    empty = LatencyTable(FAST, {}, {})  # nothing measured yet: it records this machine
+    grown = extend_table(empty, [cell], TINY)
+    assert grown.environment["cpu"] == table.environment["cpu"] and len(grown) == len(table)
 
 
 def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:

@@ -97,6 +97,12 @@ class TableLatency:
         assert self.table is not None
         return self.table.predict_blocks(blocks)
 
+    def __post_init__(self) -> None:
+        # a table measured with other settings answered for a cell it held every block of
+        # (only measuring a block it lacked checked them)
+        if self.table is not None:
+            self.table.check_settings(self.settings, str(self.path or "the table"))
+
     def _lacks(self, blocks: list[Block]) -> bool:
         return self.table is None or bool(self.table.missing(blocks))
 

@@ -148,11 +148,23 @@ class LatencyTable:
         here = environment(self.settings)
         key = "gpu" if "gpu" in here else "cpu"
         there = self.environment.get(key)
+        if there is None and self.entries:  # extended anywhere, it would mix machines unseen
+            raise HardwareError(
+                f"{source} does not record the {key} it was measured on: its new blocks cannot "
+                "be told from its others if measured here (start another table)"
+            )
         if there is not None and there != here[key]:
             raise HardwareError(
                 f"{source} was measured on {there}; this machine has {here[key]}: its new "
                 "blocks cannot be measured here (measure them there, or start another table)"
             )
+
+    def with_measured(self, entries: dict[str, BlockEntry]) -> LatencyTable:
+        """This table holding ``entries``: its own and blocks measured on this machine (after
+        :meth:`check_machine`), which it now records if it did not (an empty table)."""
+        return replace(
+            self, entries=entries, environment={**environment(self.settings), **self.environment}
+        )
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -355,4 +367,4 @@ def extend_table(
                 entries[io.key] = measure_block(io, table.settings)
     if len(entries) == len(table.entries):
         return table
-    return replace(table, entries=entries)
+    return table.with_measured(entries)

@@ -30,7 +30,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ def measure_space_table(
         )
         if on_block is not None:
             on_block(i + 1, len(missing))
-    return table if not missing else replace(table, entries=entries)
+    return table if not missing else table.with_measured(entries)
 
 
 def load_or_measure(
