@@ -167,6 +167,14 @@ def test_report_cli(cli, run_dir, tmp_path):
     assert code == 2 and "notes.txt: a file, not a folder; expected a run" in err
     code, _, err = cli("report", tmp_path)
     assert code == 2 and "neither a search run folder" in err
+    started = tmp_path / "sp"  # a singlepath search in its first epoch: settings.json only
+    started.mkdir()
+    (started / "settings.json").write_text("{}")
+    code, _, err = cli("report", started)
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: {started}: its singlepath search has not ended its first epoch "
+        "(decisions.jsonl gets a line after each): nothing to report yet"
+    )
 
 
 def test_search_writes_the_report_at_the_end(cli, run_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoshrink.errors import AutoshrinkError
-from autoshrink.outputs import unfinished
+from autoshrink.outputs import holder, unfinished
 from autoshrink.report.bench_report import BENCH, write_bench_report
 from autoshrink.report.reading import CONFIG
 from autoshrink.report.run_report import write_run_report
@@ -29,6 +29,12 @@ def write_report(folder: str | Path) -> Path:
         return write_bench_report(folder)
     if (folder / DECISIONS).is_file():
         return write_singlepath_report(folder)
+    found = holder(folder)
+    if found is not None and found[0] == "singlepath":  # it said "neither ... nor ..."
+        raise AutoshrinkError(
+            f"{folder}: its singlepath search has not ended its first epoch ({DECISIONS} gets a "
+            "line after each): nothing to report yet"
+        )
     raise AutoshrinkError(
         f"{folder}: neither a search run folder ({CONFIG}) nor a bench output folder ({BENCH}) "
         f"nor a singlepath folder ({DECISIONS})"
