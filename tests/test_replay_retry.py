@@ -154,25 +154,57 @@ def test_a_failed_candidate_off_the_path_does_not_excuse_a_foreign_record(tmp_pa
 # -- run_search with the toy evaluator: the auditor's sequence --------------------------------
 
 
-def test_a_retried_run_resumes_again_killed_or_finished(tmp_path, caplog):
+class FailKey(ToyEvaluator):
+    """The toy evaluator, but candidate ``key`` fails."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+        if cell.key == self.key:
+            return Evaluation(self.profile(cell), "failed", 0.0, {"error": "boom"})
+        return super().evaluate(cell, seed)
+
+
+def detoured_run(tmp_path: Path):
+    """The uninterrupted search (in ``full``) and, in ``run``, the same search whose step-1
+    winner failed, so that it took another path; (full's result, run)."""
     full = search(tmp_path / "full", toy_config(k=3))
     rows = [json.loads(x) for x in lines(tmp_path / "full" / "journal.jsonl")]
     second = {tuple(e) for e in next(r for r in rows if r["step"] == 2)["cell"]["edges"]}
     winner = next(  # the step-1 candidate the search shrinks from
         r["key"] for r in rows if r["step"] == 1 and second < {tuple(e) for e in r["cell"]["edges"]}
     )
-
-    class FailWinner(ToyEvaluator):
-        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
-            if cell.key == winner:
-                return Evaluation(self.profile(cell), "failed", 0.0, {"error": "boom"})
-            return super().evaluate(cell, seed)
-
     run = tmp_path / "run"
-    detour = search(run, toy_config(k=3), FailWinner())
+    detour = search(run, toy_config(k=3), FailKey(winner))
     assert detour.stopped is None  # another candidate of step 1 won: the old path
-    detoured = len(lines(run / "journal.jsonl"))
     assert {json.loads(x)["key"] for x in lines(run / "journal.jsonl")} - {r["key"] for r in rows}
+    return full, run
+
+
+def test_the_report_of_a_retried_run_leaves_out_the_path_it_left(tmp_path):
+    """The report kept the old path's records: more than K candidates a step, other winners,
+    more candidates than result.json's evaluations."""
+    from autoshrink.report.reading import read_run
+
+    _, run = detoured_run(tmp_path)
+    resumed = search(run, retry_failed=True)  # the winner trains now: the search takes its path
+    events = [json.loads(x) for x in lines(run / "journal.jsonl") if '"off_path"' in x]
+    assert len(events) == 1 and events[0]["keys"]
+    want = read_run(tmp_path / "full")
+    got = read_run(run)
+    assert len(got.candidates) == resumed.evaluations - len(got.reused) == len(want.candidates)
+    assert [(c.step, c.key, c.score) for c in got.ordered] == [
+        (c.step, c.key, c.score) for c in want.ordered
+    ]
+    search(run)  # a resume of the ended search says it no more
+    assert sum('"off_path"' in x for x in lines(run / "journal.jsonl")) == 1
+
+
+def test_a_retried_run_resumes_again_killed_or_finished(tmp_path, caplog):
+    full, run = detoured_run(tmp_path)
+    detoured = len(lines(run / "journal.jsonl"))
     resumed = search(run, retry_failed=True)  # the winner trains now: the search takes its path
     assert resumed.cell == full.cell and resumed.best.score == full.best.score
     assert "were not asked for again (the search took another path)" in caplog.text

@@ -70,6 +70,14 @@ def edit_record(line: int, **fields: object) -> Damage:
     return damage
 
 
+def append_line(text: str) -> Damage:
+    def damage(run: Path) -> None:
+        with (run / "journal.jsonl").open("a") as f:
+            f.write(text + "\n")
+
+    return damage
+
+
 def write_line(line: int, change: Callable[[str], str]) -> Damage:
     def damage(run: Path) -> None:
         lines = (run / "journal.jsonl").read_text().splitlines()
@@ -155,6 +163,17 @@ JOURNAL_CASES = {
         ),
         "journal.jsonl",
         "line 3: its cell: edge 1->0 does not go forward",
+    ),
+    # an off-path event (the records a retrained winner's path left) that names no records
+    "off-path-keys": (
+        append_line('{"type": "event", "event": "off_path", "keys": "x", "reuses": []}'),
+        "journal.jsonl",
+        '"keys" must be a list, got "x"',
+    ),
+    "off-path-reuses": (
+        append_line('{"type": "event", "event": "off_path", "keys": [], "reuses": [[1]]}'),
+        "journal.jsonl",
+        '"reuses" must be a list of [step, key] pairs',
     ),
     "cell-of-another-key": (
         edit_record(3, cell=Cell("cnn", ("input", "conv1x1"), ((0, 1),)).to_dict()),

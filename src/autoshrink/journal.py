@@ -100,6 +100,19 @@ class ReuseRecord:
     removed_edge: list[int] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class OffPathRecord:
+    """The event a search that ended writes when a retrained candidate changed its path: the
+    keys of the candidates, and the ``[step, key]`` of the reuse records, off its final path
+    (the report leaves them out); the last one counts."""
+
+    keys: list[str]
+    reuses: list[tuple[int | str, ...]]
+
+
+#: The ``event`` of an :class:`OffPathRecord`.
+OFF_PATH = "off_path"
+
 #: The schema of each ``type`` of record that is read back (a record without one: candidate).
 RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord, "reuse": ReuseRecord}
 #: Every ``type`` a journal holds: those read back, and ``event`` (a retry, say), which is not.
@@ -136,6 +149,13 @@ def record_problem(rec: dict[str, Any]) -> str | None:
     if problem is None and kind in RECORD_SCHEMAS:
         problem = json_type_problem(RECORD_SCHEMAS[kind], rec) or value_problem(rec)
         problem = problem or cell_problem(rec)
+    if problem is None and kind == "event" and rec.get("event") == OFF_PATH:
+        problem = json_type_problem(OffPathRecord, rec)
+        pairs = rec.get("reuses", [])
+        if problem is None and not all(
+            len(p) == 2 and type(p[0]) is int and isinstance(p[1], str) for p in pairs
+        ):
+            problem = '"reuses" must be a list of [step, key] pairs'
     return problem
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import JournalError
-from autoshrink.journal import Journal, record_type
+from autoshrink.journal import OFF_PATH, Journal, record_type
 from autoshrink.strategies.base import Proposal
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class Replay:
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
+        self.reuses_met: set[tuple[int, str]] = set()  # ... that this session's path met
+        self._off_path: dict[str, Any] = {"keys": [], "reuses": []}  # the last one said
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
@@ -70,6 +72,8 @@ class Replay:
                 self.stages[rec["key"], rec["stage"]] = rec
             if kind == "reuse":
                 self.reused.add((rec["step"], rec["key"]))
+            if kind == "event" and rec.get("event") == OFF_PATH:
+                self._off_path = {"keys": rec["keys"], "reuses": rec["reuses"]}
             if kind == "candidate":
                 key = rec["key"]
                 self.done[key] = rec
@@ -114,6 +118,21 @@ class Replay:
                 f"config's search did not ask for ({len(strays)} such); the journal was not "
                 "made with this config"
             )
+
+    def off_path_record(self) -> dict[str, Any] | None:
+        """At the end of a search that ran its whole path (after :meth:`finish`): the event
+        naming the records off that path -- the candidates never asked for again (by key) and
+        the reuse records this path did not meet (``[step, key]``), left by a path that a
+        retrained candidate changed -- for the report to leave out; ``None`` when the journal
+        says so already (or there are none)."""
+        now = {
+            "keys": sorted(self._unasked, key=lambda k: self._unasked[k]),
+            "reuses": [list(r) for r in sorted(self.reused - self.reuses_met)],
+        }
+        if now == self._off_path:
+            return None
+        self._off_path = now
+        return {"type": "event", "event": OFF_PATH, **now}
 
     def finish(self) -> None:
         """At the end of the search: no record may be left unasked (but those superseded by

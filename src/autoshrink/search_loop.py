@@ -177,11 +177,10 @@ class JournalWriter:
         """Journal each proposal an earlier step evaluated (once, also across resumes)."""
         for i, p in enumerate(proposals):
             rec = self.replay.done.get(p.genotype.key)
-            if (
-                rec is not None
-                and rec["step"] != p.step
-                and (p.step, rec["key"]) not in self.replay.reused
-            ):
+            if rec is None or rec["step"] == p.step:
+                continue
+            self.replay.reuses_met.add((p.step, rec["key"]))
+            if (p.step, rec["key"]) not in self.replay.reused:
                 self.event(reuse_record(p, i, rec["step"]))
                 self.replay.reused.add((p.step, rec["key"]))
 
@@ -338,6 +337,8 @@ def search_loop(
     stopped = getattr(strategy, "stop_reason", None)
     if stopped is None:
         replay.finish()
+        if (off_path := replay.off_path_record()) is not None:  # a retrained winner's doing
+            steps.writer.event(off_path)
     else:
         # result.stopped says it to the caller (the command line prints it as its error line)
         log.debug("search stopped early: %s", stopped)

@@ -21,7 +21,7 @@ from typing import Any
 
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
-from autoshrink.journal import check_record, lock_holder, parse_record, record_type
+from autoshrink.journal import OFF_PATH, check_record, lock_holder, parse_record, record_type
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.strategies.autoshrink import stops_at
 from autoshrink.strategies.base import preference
@@ -287,11 +287,18 @@ def read_run(run_dir: str | Path) -> RunData:
 def _run_data(
     run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], result: Any
 ) -> RunData:
-    """The :class:`RunData` of a run folder's checked files."""
-    candidates = [_candidate(r) for r in records if record_type(r) == "candidate"]
+    """The :class:`RunData` of a run folder's checked files; the records a path that a
+    retrained candidate changed left behind (the last :class:`~autoshrink.journal.OffPathRecord`
+    names them) are left out."""
+    events = [r for r in records if record_type(r) == "event"]
+    off_path = next((e for e in reversed(events) if e.get("event") == OFF_PATH), None)
+    off_keys = set(off_path["keys"]) if off_path else set()
+    off_reuses = {(s, k) for s, k in off_path["reuses"]} if off_path else set()
+    candidates = [
+        _candidate(r) for r in records if record_type(r) == "candidate" and r["key"] not in off_keys
+    ]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
-    events = [r for r in records if record_type(r) == "event"]
     by_key = {c.key: c for c in candidates}
     reused = {
         (r["step"], r["key"]): replace(
@@ -304,6 +311,8 @@ def _run_data(
             first_step=r["first_step"],
         )
         for r in records
-        if record_type(r) == "reuse" and r["key"] in by_key
+        if record_type(r) == "reuse"
+        and r["key"] in by_key
+        and (r["step"], r["key"]) not in off_reuses
     }
     return RunData(run_dir, config, candidates, events, result, list(reused.values()))
