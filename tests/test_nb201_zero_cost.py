@@ -84,6 +84,13 @@ def test_scores_are_computed_once_and_cached(tmp_path) -> None:
         ):
             other.load_cache()
     assert cache.read_bytes() == kept
+    # a cache recording a setting these lack: refused naming nothing ("other settings ()")
+    extra = tmp_path / "extra.npz"
+    with extra.open("wb") as f:
+        np.savez(f, values=np.full(15625, np.nan), settings=np.array(json.dumps(
+            {**NB201ZeroCost("synflow", "cifar10").settings, "threads": 4})))  # fmt: skip
+    with pytest.raises(BenchmarkError, match=r"other settings \(threads 4, not None\)"):
+        NB201ZeroCost("synflow", "cifar10", cache=extra).load_cache()
 
 
 def test_two_benches_sharing_a_cache_keep_each_others_values(tmp_path) -> None:

@@ -103,9 +103,10 @@ class NB201ZeroCost:
         if self.cache.is_file():
             values, settings = read_cache(self.cache)
             if settings != self.settings:
-                differ = [k for k in self.settings if settings.get(k) != self.settings[k]]
+                keys = sorted(set(settings) | set(self.settings))  # one it lacks or has extra too
+                differ = [k for k in keys if settings.get(k) != self.settings.get(k)]
                 said = ", ".join(
-                    f"{k} {settings.get(k)!r}, not {self.settings[k]!r}" for k in differ
+                    f"{k} {settings.get(k)!r}, not {self.settings.get(k)!r}" for k in differ
                 )
                 raise BenchmarkError(
                     f"{self.cache}: a zero-cost cache of other settings ({said}); give another file"
