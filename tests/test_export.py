@@ -248,6 +248,17 @@ def test_the_weights_of_autoshrink_train_say_what_to_export(cli, tmp_path: Path,
     assert {k: v.shape for k, v in build.state_dict().items()} == {
         k: v.shape for k, v in load_file(str(weights)).items()
     }  # the case the check is for: shapes alone would not tell
+    # an export's own weights say the same (they said nothing: another cell was exported with
+    # them, and the sizes and the normalisation had to be given again or were lost)
+    exported = tmp_path / "x" / "model.safetensors"
+    code, stdout, err = cli("export", cell_file, "--weights", exported, "--out", tmp_path / "x2")
+    assert code == 0 and "input [B, 1, 8, 8]" in stdout, stdout + err
+    again = json.loads((tmp_path / "x2" / "export.json").read_text())
+    assert again["normalisation"] == metrics["normalisation"]
+    other.save(tmp_path / "given.json")
+    code, _, err = cli("export", tmp_path / "given.json", "--weights", exported,
+                       "--out", tmp_path / "z")  # fmt: skip
+    assert code == 2 and "the weights of another cell" in err and not (tmp_path / "z").exists()
 
 
 def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:

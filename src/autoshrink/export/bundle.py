@@ -51,7 +51,7 @@ from autoshrink.nn.state_fit import misfit, non_finite
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_value
 from autoshrink.spaces.macros import MacroSpec
-from autoshrink.training.weights_file import TrainedFor, read_trained_for
+from autoshrink.training.weights_file import TrainedFor, read_trained_for, weights_metadata
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
     "model.onnx",
@@ -246,7 +246,6 @@ def write_bundle(
     *,
     weights: str | Path | None,
     seed: int,
-    metadata: dict[str, str],
     manifest: dict[str, Any],
     network: dict[str, Any],
 ) -> ExportResult:
@@ -254,8 +253,10 @@ def write_bundle(
     ``weights`` (strict; refused when their metadata says they were trained for another
     network than ``network``, ``{"cell": ...}`` or ``{"architecture": ...}``: see
     :func:`check_trained_network`) or random batch-norm statistics; then ``model.onnx``
-    (checked with onnxruntime on a seeded random batch of ``shape``), ``model.safetensors`` (with
-    ``metadata``), ``model.py`` (``source``, imported back and checked on the same batch), the
+    (checked with onnxruntime on a seeded random batch of ``shape``), ``model.safetensors`` (its
+    metadata names ``network`` and the normalisation of ``weights``, if they say it, as
+    ``autoshrink train``'s do: an export's weights are checked and sized like them),
+    ``model.py`` (``source``, imported back and checked on the same batch), the
     description file (``described``: its name and the function that writes it) and
     ``export.json`` (``manifest``'s entries, the files, the input and output shapes, the
     weights, the checks) in ``out_dir``."""
@@ -287,7 +288,10 @@ def write_bundle(
     # (a) ONNX, run by onnxruntime
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
-    save_tensors(out / WEIGHTS, model.state_dict(), metadata)
+    normalisation = None if trained is None else trained.normalisation
+    save_tensors(
+        out / WEIGHTS, model.state_dict(), weights_metadata(network, **normalisation or {})
+    )
     # (c) standalone PyTorch
     write_text_atomic(out / CODE, source)
     standalone = import_file(out / CODE).load(out / WEIGHTS)
@@ -304,7 +308,7 @@ def write_bundle(
         "input": ["batch", *shape[1:]],
         "output": ["batch", *expected.shape[1:]],
         "weights": str(weights) if weights is not None else f"random init, seed {seed}",
-        "normalisation": None if trained is None else trained.normalisation,
+        "normalisation": normalisation,
         "checks": {
             "onnxruntime_vs_torch_max_abs_diff": onnx_diff,
             "standalone_vs_torch_max_abs_diff": alone_diff,
@@ -314,6 +318,12 @@ def write_bundle(
     }
     write_json(out / MANIFEST, entries)
     return ExportResult(out, files, tuple(shape[1:]), onnx_diff, alone_diff, ok)
+
+
+def _sizes(spec: MacroSpec) -> dict[str, Any]:
+    """The settings of ``spec`` a weights file records, as ``autoshrink train``'s do."""
+    keys = ("in_channels", "image_size", "num_classes", "width")
+    return {k: getattr(spec, k) for k in keys}
 
 
 def export_network(
@@ -334,7 +344,6 @@ def export_network(
         (CELL, cell.save),
         weights=weights,
         seed=seed,
-        metadata={"cell": cell.to_json(), "macro": spec.name},
         manifest={"cell_key": cell.key, "macro": asdict(spec)},
-        network={"cell": cell.to_dict()},
+        network={"cell": cell.to_dict(), "macro": {"name": spec.name, **_sizes(spec)}},
     )

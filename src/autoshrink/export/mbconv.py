@@ -17,7 +17,6 @@ whose :func:`~autoshrink.export.bundle.write_bundle` it runs):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from autoshrink.export.bundle import ExportResult, write_bundle
@@ -45,7 +44,6 @@ def export_arch(
         (ARCH, arch.save),
         weights=weights,
         seed=seed,
-        metadata={"architecture": json.dumps(arch.to_dict())},
         manifest={"architecture": arch.to_dict()},
         network={"architecture": arch.to_dict()},
     )

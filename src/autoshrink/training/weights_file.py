@@ -1,12 +1,12 @@
-"""What ``autoshrink train``'s ``weights.safetensors`` says about itself, beside its tensors.
+"""What a weights file of ``autoshrink train``, ``singlepath`` or ``export`` says about itself.
 
 The file's metadata (safetensors keeps a string-to-string header) records the network the
 weights are for -- the cell and its macro settings (image size, width, channels, classes), or
 the mbconv architecture -- and the input normalisation of its training (per-channel mean and
-std of images scaled to [0, 1]). :func:`weights_metadata` writes it; :func:`read_trained_for`
-reads it back, so ``export`` and ``latency`` need not be told the image size again and an
-exported bundle can say how to prepare an image. A file without it (from before, or from
-elsewhere) reads as ``None``.
+std of images scaled to [0, 1]; ``null`` in an export of weights that did not say it).
+:func:`weights_metadata` writes it; :func:`read_trained_for` reads it back, so ``export`` and
+``latency`` need not be told the image size again and an exported bundle can say how to
+prepare an image. A file without it (from before, or from elsewhere) reads as ``None``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ FORMAT = "autoshrink.weights/1"
 
 
 def weights_metadata(
-    network: dict[str, Any], mean: Sequence[float], std: Sequence[float]
+    network: dict[str, Any],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> dict[str, str]:
-    """The metadata of a trained network's weights: ``network`` (``{"cell": ..., "macro":
-    {"name": ..., settings}}`` or ``{"architecture": ...}``) and the normalisation."""
-    normalisation = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    """The metadata of a network's weights: ``network`` (``{"cell": ..., "macro": {"name":
+    ..., settings}}`` or ``{"architecture": ...}``) and the normalisation of its inputs
+    (``null`` without ``mean`` and ``std``: a random init, or weights from elsewhere)."""
+    normalisation = None
+    if mean is not None and std is not None:
+        normalisation = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     return {
         "format": FORMAT,
         "network": json.dumps(network, sort_keys=True),
@@ -40,7 +45,7 @@ class TrainedFor:
     JSON object) or ``architecture`` (an mbconv architecture's), the other ``None``."""
 
     macro: dict[str, Any]
-    normalisation: dict[str, list[float]]
+    normalisation: dict[str, list[float]] | None
     cell: dict[str, Any] | None = None
     architecture: dict[str, Any] | None = None
 
@@ -60,7 +65,8 @@ def read_trained_for(path: str | Path) -> TrainedFor | None:
         macro = network.get("macro") or {}
         cell, architecture = network.get("cell"), network.get("architecture")
         if not all(
-            isinstance(x, dict) for x in (macro, normalisation, cell or {}, architecture or {})
+            isinstance(x, dict)
+            for x in (macro, normalisation or {}, cell or {}, architecture or {})
         ):
             return None
     except (SafetensorError, OSError, ValueError, KeyError, AttributeError):
