@@ -265,8 +265,12 @@ def test_a_domain_split_is_a_proxy_split_whose_subsets_keep_the_domains():
     ("settings", "says"),
     [  # accepted: an infinite learning rate, a fractional code size
         ({"lr": math.inf}, "ood: lr must be finite and > 0, got inf"),
-        ({"code_dim": 1.5}, "ood: code_dim must be a whole number >= 1, got 1.5"),
+        ({"code_dim": 1.5}, 'ood: "code_dim" must be an integer, got 1.5'),
+        ({"code_dim": 0}, "ood: code_dim must be a whole number >= 1, got 0"),
         ({"adversarial": math.nan}, "ood: adversarial must be finite and >= 0, got nan"),
+        # of another type from Python: a TypeError, or True taken as a bound of 1
+        ({"synthetic_mix": "0.5"}, 'ood: "synthetic_mix" must be a number, got "0.5"'),
+        ({"max_shift": True}, 'ood: "max_shift" must be a number, got true'),
     ],
 )
 def test_ood_settings_refuse_what_cannot_train(settings, says) -> None:

@@ -95,6 +95,8 @@ class OodSettings:
     lr: float = 1e-3  # generator and keeper (Adam)
 
     def __post_init__(self) -> None:
+        if problem := fields_type_problem(self):  # "0.5" was a TypeError, True a max_shift of 1
+            raise ConfigError(f"ood: {problem}")
         if not 0.0 <= self.synthetic_mix <= 1.0:
             raise ConfigError(f"ood.synthetic_mix must be in [0, 1], got {self.synthetic_mix}")
         weights = ("synthetic_weight", "adversarial", "class_weight", "cycle_weight")
