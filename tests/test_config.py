@@ -72,6 +72,15 @@ def test_a_config_file_that_is_not_settings_is_named():
         SearchConfig.from_dict({"bogus": 1}, "c.json")
 
 
+def test_an_rnn_keep_fraction_of_no_edge_suggests_one_that_keeps_an_edge():
+    # it suggested 0.5 / edges, which rounds (half to even) to 0 edges too
+    base = preset("demo", task="rnn")  # 6 nodes: 15 edges
+    with pytest.raises(ConfigError, match=r"use at least 0\.0667$") as caught:
+        dataclasses.replace(base, keep_fraction=0.0333)
+    suggested = float(str(caught.value).rsplit(" ", 1)[1])
+    assert dataclasses.replace(base, keep_fraction=suggested).keep_fraction == suggested
+
+
 def test_the_edges_of_each_range_are_accepted():
     base = preset("demo")
     for change in (

@@ -185,6 +185,16 @@ def test_bench_cli_zero_cost(cli, shared_data, tmp_path) -> None:
     code, _, err = cli("bench", "nb201", "--tables", tables, "--strategies", "random",
                        "--threads", "1")  # fmt: skip
     assert code == 2 and "--threads: only for the autoshrink-zc strategy, not run here" in err
+    # 0 was "not given" (ignored; with autoshrink-zc torch's RuntimeError and a traceback), and
+    # an empty proxy was synflow
+    for args, says in (
+        (["--strategies", "random", "--threads", "0"], "--threads: only for the autoshrink-zc"),
+        ([*zc, "--threads", "0"], "--threads must be an integer in 1..1024, got 0"),
+        ([*zc, "--threads", "-2"], "--threads must be an integer in 1..1024, got -2"),
+        ([*zc, "--zc-proxy", ""], "unknown zero-cost proxy ''"),
+    ):
+        code, _, err = cli("bench", "nb201", "--tables", tables, *args)
+        assert code == 2 and err.count("\n") == 1 and says in err, err
     (tmp_path / "text.npz").write_text("hello\n")  # numpy's advice to unpickle is not passed on
     code, _, err = cli(
         "bench", "nb201", "--tables", tables, *zc, "--zc-cache", tmp_path / "text.npz"

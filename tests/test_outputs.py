@@ -159,8 +159,9 @@ def test_show_checks_the_picture_path(cli, tmp_path) -> None:
     ):
         code, _, err = cli("show", cell, "--picture", picture)
         assert code == 2 and message in err, err
-    code, _, err = cli("show", as_png)  # the default picture path is the cell file itself
+    code, out, err = cli("show", as_png)  # the default picture path is the cell file itself
     assert code == 2 and "would write over the cell file" in err
+    assert out == ""  # the cell was printed before the refusal
     assert victim.read_text() == "keep" and json.loads(as_png.read_text())["kind"] == "cnn"
 
 

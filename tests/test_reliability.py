@@ -111,6 +111,15 @@ def test_a_new_search_saves_its_executor_in_the_config(captured, tmp_path):
     assert captured["config"].execution.cuda_graph is False
 
 
+def test_no_cuda_graph_on_another_executor_is_refused(cli, tmp_path):
+    """It was saved in config.json and read by nothing (--cuda-graph was refused)."""
+    for executor in ([], ["--executor", "inprocess"]):
+        code, _, err = cli("search", "--preset", "demo", *executor, "--no-cuda-graph",
+                           "--out", tmp_path / "run")  # fmt: skip
+        assert code == 2 and "--no-cuda-graph sets the batched engine; the executor is" in err
+        assert not (tmp_path / "run").exists()
+
+
 # -- item 3: the run-folder lock ------------------------------------------------------------
 
 

@@ -398,7 +398,7 @@ def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
     code, out, err = cli("search", *TINY, "--max-macs", "1", "--out", tmp_path / "none")
     assert code == 2 and err.strip().endswith(
         "no candidate finished with a finite score; every candidate broke a hard constraint "
-        "(macs 53536 > max 1): loosen it"
+        "(macs 53536 > max 1): loosen it, and search into another folder"
     )
 
 
@@ -626,5 +626,8 @@ def test_a_candidate_record_and_the_end_of_a_search_without_a_score() -> None:
     failed = [{"status": "failed", "detail": {"error": "x"}}]
     rejected = [{"status": "rejected", "detail": {"reason": "macs 9 > 5"}}]
     assert all_rejected(failed) == "" and all_rejected(failed + rejected) == ""
-    said = "; every candidate broke a hard constraint (macs 9 > 5): loosen it"
+    said = (
+        "; every candidate broke a hard constraint (macs 9 > 5): loosen it, and search into "
+        "another folder"
+    )
     assert all_rejected(rejected) == said

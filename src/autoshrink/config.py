@@ -273,7 +273,7 @@ class SearchConfig:
             raise ConfigError(  # log10(E * nhid^2) of E = 0 edges: no score to rank it by
                 f"keep_fraction {self.keep_fraction:g} shrinks the {self.nodes}-node rnn cell to "
                 f"0 edges, which the score cannot rank (edge cost 0); use at least "
-                f"{0.5 / edges:.3g}"
+                f"{1 / edges:.3g}"  # 0.5 / edges rounds to 0 edges too (half to even)
             )
 
     def _check_dataset(self) -> None:

@@ -94,7 +94,10 @@ def all_rejected(records: Iterable[dict[str, Any]]) -> str:
     if not records or any(r["status"] != "rejected" for r in records):
         return ""
     reason = records[0].get("detail", {}).get("reason", "?")
-    return f"; every candidate broke a hard constraint ({reason}): loosen it"
+    return (  # the folder holds this run, whose constraints a resume keeps
+        f"; every candidate broke a hard constraint ({reason}): loosen it, and search into "
+        "another folder"
+    )
 
 
 def retry_listener(

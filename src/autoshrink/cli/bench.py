@@ -38,7 +38,7 @@ from autoshrink.cli import (
     renamed_flag,
     seed_number,
 )
-from autoshrink.devices import MAX_THREADS
+from autoshrink.devices import MAX_THREADS, check_threads
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.hardware.hwnasbench import METRICS, HWNASBenchCost, load_hwnasbench
 from autoshrink.outputs import claim_folder
@@ -264,10 +264,12 @@ def run(args: argparse.Namespace) -> int:
         ("--zc-cache", args.zc_cache),
         ("--threads", args.threads),
     )
-    unused = [flag for flag, value in zc_flags if value]
+    unused = [flag for flag, value in zc_flags if value is not None]  # 0 and "" were "not given"
     if unused and ZC_STRATEGY not in names:  # each was ignored without a word
         raise ConfigError(f"{', '.join(unused)}: only for the {ZC_STRATEGY} strategy, not run here")
-    args.zc_proxy = args.zc_proxy or "synflow"
+    if args.threads is not None:  # 0 was torch's RuntimeError, after the tables were read
+        check_threads(args.threads, "--threads")
+    args.zc_proxy = "synflow" if args.zc_proxy is None else args.zc_proxy  # "" is refused
     check_proxy(args.zc_proxy)
     if args.out is not None:  # before the searches: a bad --out fails now, not after them
         # a bench keeps its results, and writes over no file of someone else's

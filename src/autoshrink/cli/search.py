@@ -272,6 +272,9 @@ def new_run(
         download_data(config)
     run_dir = args.out or default_out(task, preset_name)
     device, settings = config.device, config.execution
+    name = executor_name(settings, device)
+    if settings.cuda_graph is False and name != "batched":  # saved, and read by nothing
+        raise ConfigError(f"--no-cuda-graph sets the batched engine; the executor is {name!r}")
     return run_dir, config, device, settings
 
 

@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     cell = Cell.load(args.cell)
     picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
     picture_format(picture)  # before anything is printed
-    print(to_text(cell), end="")
-    print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
     if args.cell.resolve() == picture.resolve():
         raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
+    print(to_text(cell), end="")
+    print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
     written = render(cell, picture, title=args.cell.name)
     print(f"picture: {written}")
     return 0
