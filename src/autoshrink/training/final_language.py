@@ -98,7 +98,9 @@ class FinalLMResult:
 
 
 class WeightAverage:
-    """Running mean of a model's parameters (averaged SGD with ``t0 = 0``, ``lambd = 0``)."""
+    """Running mean of a model's parameters from the moment averaging begins: the weights then
+    are its first sample, and each later step's weights are added (NT-ASGD's average, as
+    AWD-LSTM/DARTS switch to it)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.params = list(model.parameters())
