@@ -239,8 +239,8 @@ def test_pool_trains_a_candidate_that_ran_out_of_memory_again(tmp_path, times, s
     assert sorted(out) == [0, 1, 2] and out[1].status == status
     if status == "ok":  # the candidate's own result, from its seed
         assert out[1] == Fake().evaluate(jobs[1].genotype, jobs[1].seed)
-    else:  # the last attempt's evaluation, after 2 retries
-        assert out[1].detail == {"error": evaluator.ERROR}
+    else:  # the last attempt's evaluation, after 2 retries, saying so
+        assert out[1].detail == {"error": evaluator.ERROR, "attempts": 3}
     assert seen == [(1, n, evaluator.ERROR) for n in range(1, min(times, 2) + 1)]
     assert len(list(tmp_path.glob("attempt-*"))) == min(times, 3)
     for i in (0, 2):

@@ -624,6 +624,7 @@ def test_out_of_memory_retries_are_bounded_and_other_failures_not_retried(monkey
     with caplog.at_level("WARNING", logger="autoshrink"):
         out = dict(InProcessExecutor(max_retries=2).run(ev, jobs, lambda *a: told.append(a)))
     assert out[0].status == "failed" and ev.attempts[start.key] == 3
+    assert out[0].detail == {"error": OOM, "attempts": 3}  # as a dead worker's candidate says
     assert out[1].status == "ok" and told == [(0, 1, OOM), (0, 2, OOM)]
     assert len(emptied) == 2
     assert f"candidate 0: {OOM}; giving up after 2 retries" in caplog.messages

@@ -324,9 +324,11 @@ class LocalPoolExecutor:
             raise value
         if kind == "error":
             raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
-        if out_of_memory(value) and budget.retry(index, value.detail["error"]):
-            queue.appendleft(index)
-            return None
+        if out_of_memory(value):
+            if budget.retry(index, value.detail["error"]):
+                queue.appendleft(index)
+                return None
+            return budget.gave_up(value, index)
         return value
 
     # ------------------------------------------------------------------ public API

@@ -247,11 +247,11 @@ class RayExecutor:
                         else:
                             yield index, budget.failed(evaluator, jobs[index], index, reason)
                         continue
-                    if out_of_memory(evaluation) and budget.retry(
-                        index, evaluation.detail["error"]
-                    ):
-                        pending[submit(index)] = index  # as in-process: memory may be free now
-                        continue
+                    if out_of_memory(evaluation):
+                        if budget.retry(index, evaluation.detail["error"]):
+                            pending[submit(index)] = index  # as in-process: memory may be free
+                            continue
+                        evaluation = budget.gave_up(evaluation, index)
                     yield index, evaluation
         finally:
             for ref in pending:  # abandoned mid-batch

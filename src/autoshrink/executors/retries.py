@@ -24,6 +24,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
@@ -67,6 +68,12 @@ class RetryBudget:
             self._listener(index, n, reason)
         return True
 
+    def gave_up(self, evaluation: Evaluation, index: int) -> Evaluation:
+        """The last evaluation of job ``index``, which failed (out of memory) on every attempt
+        the budget allowed, with those attempts in its ``detail.attempts`` (as
+        :meth:`failed` gives them)."""
+        return replace(evaluation, detail={**evaluation.detail, "attempts": self.lost[index]})
+
     def failed(self, evaluator: Evaluator, job: Job, index: int, reason: str) -> Evaluation:
         """The ``"failed"`` evaluation of a job that lost every attempt (cost metrics kept)."""
         try:
@@ -109,4 +116,4 @@ def retry_out_of_memory(
         while out_of_memory(evaluation) and budget.retry(i, evaluation.detail["error"]):
             free_cuda_cache()
             evaluation = jobs[i].evaluate_with(evaluator)
-        yield i, evaluation
+        yield i, budget.gave_up(evaluation, i) if out_of_memory(evaluation) else evaluation
