@@ -476,9 +476,9 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             preset("demo", **settings)
     assert preset("demo", constraints={"params": 1e4}).constraints == {"params": 1e4}
-    with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.167"):
+    with pytest.raises(ConfigError, match=r"shrinks the 3-node rnn cell to 0 edges, .* 0\.333"):
         preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
-    assert preset("demo", task="rnn", nodes=3, keep_fraction=0.167).keep_fraction == 0.167
+    assert preset("demo", task="rnn", nodes=3, keep_fraction=0.333).keep_fraction == 0.333
     hint = r"; start from preset\(name, task='rnn'\)$"
     with pytest.raises(ConfigError, match=r"data set 'digits' for --task rnn; .* \['ptb'\]" + hint):
         preset("demo", task="rnn", dataset="digits")
