@@ -40,7 +40,6 @@ from autoshrink.executors.retries import (
     RetryBudget,
     RetryListener,
     check_retries,
-    out_of_memory,
 )
 from autoshrink.processes import die_with_parent
 
@@ -324,12 +323,10 @@ class LocalPoolExecutor:
             raise value
         if kind == "error":
             raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
-        if out_of_memory(value):
-            if budget.retry(index, value.detail["error"]):
-                queue.appendleft(index)
-                return None
-            return budget.gave_up(value, index)
-        return value
+        settled = budget.settled(index, value)
+        if settled is None:  # out of memory: it runs again
+            queue.appendleft(index)
+        return settled
 
     # ------------------------------------------------------------------ public API
     def run(

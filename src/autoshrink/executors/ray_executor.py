@@ -31,7 +31,6 @@ from autoshrink.executors.retries import (
     RetryBudget,
     RetryListener,
     check_retries,
-    out_of_memory,
 )
 from autoshrink.stop_signals import handlers_kept
 
@@ -247,12 +246,11 @@ class RayExecutor:
                         else:
                             yield index, budget.failed(evaluator, jobs[index], index, reason)
                         continue
-                    if out_of_memory(evaluation):
-                        if budget.retry(index, evaluation.detail["error"]):
-                            pending[submit(index)] = index  # as in-process: memory may be free
-                            continue
-                        evaluation = budget.gave_up(evaluation, index)
-                    yield index, evaluation
+                    settled = budget.settled(index, evaluation)
+                    if settled is None:  # out of memory: as in-process, it runs again
+                        pending[submit(index)] = index
+                        continue
+                    yield index, settled
         finally:
             for ref in pending:  # abandoned mid-batch
                 ray.cancel(ref, force=True)

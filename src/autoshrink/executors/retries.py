@@ -14,8 +14,8 @@ group trained just before (or by another worker's candidate), or fragmented.
 :func:`retry_out_of_memory` (used by the in-process and batched executors, after the batched
 evaluator's own retries in halves) empties the CUDA cache and trains such a candidate again,
 alone, from the same seed, under the same :class:`RetryBudget` and listener; the pool and Ray
-hand it to a worker again, under the budget of their dead workers (:func:`out_of_memory`
-tells such an evaluation).
+hand it to a worker again, under the budget of their dead workers. All three ask
+:meth:`RetryBudget.settled` whether an evaluation runs again.
 """
 
 from __future__ import annotations
@@ -32,13 +32,7 @@ from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_RETRIES",
-    "RetryBudget",
-    "check_retries",
-    "out_of_memory",
-    "retry_out_of_memory",
-]
+__all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memory"]
 
 
 def check_retries(max_retries: int) -> int:
@@ -68,10 +62,15 @@ class RetryBudget:
             self._listener(index, n, reason)
         return True
 
-    def gave_up(self, evaluation: Evaluation, index: int) -> Evaluation:
-        """The last evaluation of job ``index``, which failed (out of memory) on every attempt
-        the budget allowed, with those attempts in its ``detail.attempts`` (as
-        :meth:`failed` gives them)."""
+    def settled(self, index: int, evaluation: Evaluation) -> Evaluation | None:
+        """``evaluation`` of job ``index`` as it stands, or ``None`` when it ran out of memory
+        and the budget allows another attempt (:meth:`retry`); one out of memory on every
+        attempt the budget allowed says those attempts in ``detail.attempts``, as
+        :meth:`failed` does."""
+        if not out_of_memory(evaluation):
+            return evaluation
+        if self.retry(index, evaluation.detail["error"]):
+            return None
         return replace(evaluation, detail={**evaluation.detail, "attempts": self.lost[index]})
 
     def failed(self, evaluator: Evaluator, job: Job, index: int, reason: str) -> Evaluation:
@@ -113,7 +112,7 @@ def retry_out_of_memory(
     CUDA cache is emptied), at most ``max_retries`` times, each retry told to ``listener``."""
     budget = RetryBudget(len(jobs), max_retries, listener)
     for i, evaluation in results:
-        while out_of_memory(evaluation) and budget.retry(i, evaluation.detail["error"]):
+        while (settled := budget.settled(i, evaluation)) is None:
             free_cuda_cache()
             evaluation = jobs[i].evaluate_with(evaluator)
-        yield i, budget.gave_up(evaluation, i) if out_of_memory(evaluation) else evaluation
+        yield i, settled
