@@ -34,6 +34,7 @@ from autoshrink.errors import CellError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.json_values import finite_or_none
 from autoshrink.processes import process_running
+from autoshrink.ranges import is_integer
 from autoshrink.user_files import json_type_problem
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def record_problem(rec: dict[str, Any]) -> str | None:
         problem = json_type_problem(OffPathRecord, rec)
         pairs = rec.get("reuses", [])
         if problem is None and not all(
-            len(p) == 2 and type(p[0]) is int and isinstance(p[1], str) for p in pairs
+            len(p) == 2 and is_integer(p[0]) and isinstance(p[1], str) for p in pairs
         ):
             problem = '"reuses" must be a list of [step, key] pairs'
     return problem

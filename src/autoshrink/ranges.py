@@ -27,8 +27,8 @@ MAX_CLASSES = 2**24
 #: The requirements :func:`check_fields` and :func:`require` know, with their tests.
 REQUIREMENTS: Mapping[str, Callable[[float], bool]] = MappingProxyType(
     {
-        WHOLE: lambda v: _integer(v) and v >= 1,
-        SEED: lambda v: _integer(v) and v >= 0,
+        WHOLE: lambda v: is_integer(v) and v >= 1,
+        SEED: lambda v: is_integer(v) and v >= 0,
         ">= 1": lambda v: v >= 1,
         ">= 0": lambda v: v >= 0,
         "finite and > 0": lambda v: 0 < v < math.inf,
@@ -37,7 +37,7 @@ REQUIREMENTS: Mapping[str, Callable[[float], bool]] = MappingProxyType(
 )
 
 
-def _integer(value: object) -> bool:
+def is_integer(value: object) -> bool:
     """Whether ``value`` is an integer (NumPy's too) and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loader
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.nn.layout import to_device
-from autoshrink.ranges import SEED, check_value
+from autoshrink.ranges import SEED, check_value, is_integer
 from autoshrink.training.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
@@ -269,7 +269,7 @@ class _Run:
             )
         if self.ema is not None:
             updates = s["ema_updates"]
-            if type(updates) is not int or updates != self.sched.steps:  # one per step
+            if not is_integer(updates) or updates != self.sched.steps:  # one per step
                 raise DamagedState(
                     f"ema_updates must be {self.sched.steps} (one per step), got "
                     f"{json.dumps(updates)}"

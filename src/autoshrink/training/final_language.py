@@ -29,7 +29,7 @@ from torch import nn
 from autoshrink.data.text import Corpus, batchify
 from autoshrink.errors import DataError, JournalError
 from autoshrink.nn.tied_weights import TIED, retie, untie
-from autoshrink.ranges import check_fields
+from autoshrink.ranges import check_fields, is_integer
 from autoshrink.training.checkpoint import (
     Checkpoint,
     DamagedState,
@@ -223,7 +223,7 @@ def _restored_average(ckpt: Checkpoint, model: nn.Module) -> WeightAverage | Non
     n = ckpt.state["average_n"]
     if n is None:
         return None
-    if type(n) is not int or n < 1:
+    if not is_integer(n) or n < 1:
         raise DamagedState(f"average_n must be an integer >= 1 or null, got {json.dumps(n)}")
     average = WeightAverage(model)
     saved = sorted(k for k in ckpt.tensors if k.startswith("average."))
