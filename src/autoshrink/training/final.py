@@ -275,7 +275,7 @@ class _Run:
                     f"{json.dumps(updates)}"
                 )
             self.ema.updates = updates
-        self.train_sampler.load_state_dict(s["sampler"])
+        self.train_sampler.set_epoch(ckpt.epoch)  # the state it saved: checked equal above
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
         return restored_history(ckpt, ("test_loss", "test_accuracy"))

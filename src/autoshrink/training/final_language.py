@@ -226,9 +226,9 @@ def _restored_average(ckpt: Checkpoint, model: nn.Module) -> WeightAverage | Non
     if not is_integer(n) or n < 1:
         raise DamagedState(f"average_n must be an integer >= 1 or null, got {json.dumps(n)}")
     average = WeightAverage(model)
-    saved = sorted(k for k in ckpt.tensors if k.startswith("average."))
-    if len(saved) != len(average.mean):
-        raise DamagedState(f"{len(saved)} averaged tensors for {len(average.mean)} parameters")
+    saved = sum(k.startswith("average.") for k in ckpt.tensors)
+    if saved != len(average.mean):
+        raise DamagedState(f"{saved} averaged tensors for {len(average.mean)} parameters")
     with torch.no_grad():
         for i, m in enumerate(average.mean):
             tensor = ckpt.tensors[f"average.{i}"]
