@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +114,17 @@ class OffPathRecord:
 
 #: The ``event`` of an :class:`OffPathRecord`.
 OFF_PATH = "off_path"
+
+
+def off_path(records: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The last :class:`OffPathRecord` among ``records`` (checked ones) as ``{"keys": [...],
+    "reuses": [[step, key], ...]}``; both empty when there is none."""
+    last: dict[str, list[Any]] = {"keys": [], "reuses": []}
+    for rec in records:
+        if record_type(rec) == "event" and rec.get("event") == OFF_PATH:
+            last = {"keys": rec["keys"], "reuses": rec["reuses"]}
+    return last
+
 
 #: The schema of each ``type`` of record that is read back (a record without one: candidate).
 RECORD_SCHEMAS = {"candidate": CandidateRecord, "stage": StageRecord, "reuse": ReuseRecord}

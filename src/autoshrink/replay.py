@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import JournalError
-from autoshrink.journal import OFF_PATH, Journal, record_type
+from autoshrink.journal import OFF_PATH, Journal, off_path, record_type
 from autoshrink.strategies.base import Proposal
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class Replay:
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
         self.reuses_met: set[tuple[int, str]] = set()  # ... that this session's path met
-        self._off_path: dict[str, Any] = {"keys": [], "reuses": []}  # the last one said
+        records = list(records)
+        self._off_path = off_path(rec for _, rec in records)  # the last one said
         self._unasked: dict[str, tuple[int, int]] = {}  # key -> (line, step)
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
@@ -72,8 +73,6 @@ class Replay:
                 self.stages[rec["key"], rec["stage"]] = rec
             if kind == "reuse":
                 self.reused.add((rec["step"], rec["key"]))
-            if kind == "event" and rec.get("event") == OFF_PATH:
-                self._off_path = {"keys": rec["keys"], "reuses": rec["reuses"]}
             if kind == "candidate":
                 key = rec["key"]
                 self.done[key] = rec
@@ -125,7 +124,7 @@ class Replay:
         the reuse records this path did not meet (``[step, key]``), left by a path that a
         retrained candidate changed -- for the report to leave out; ``None`` when the journal
         says so already (or there are none)."""
-        now = {
+        now: dict[str, list[Any]] = {
             "keys": sorted(self._unasked, key=lambda k: self._unasked[k]),
             "reuses": [list(r) for r in sorted(self.reused - self.reuses_met)],
         }

@@ -21,7 +21,7 @@ from typing import Any
 
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
-from autoshrink.journal import OFF_PATH, check_record, lock_holder, parse_record, record_type
+from autoshrink.journal import check_record, lock_holder, off_path, parse_record, record_type
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
 from autoshrink.strategies.autoshrink import stops_at
 from autoshrink.strategies.base import preference
@@ -290,15 +290,14 @@ def _run_data(
     """The :class:`RunData` of a run folder's checked files; the records a path that a
     retrained candidate changed left behind (the last :class:`~autoshrink.journal.OffPathRecord`
     names them) are left out."""
-    events = [r for r in records if record_type(r) == "event"]
-    off_path = next((e for e in reversed(events) if e.get("event") == OFF_PATH), None)
-    off_keys = set(off_path["keys"]) if off_path else set()
-    off_reuses = {(s, k) for s, k in off_path["reuses"]} if off_path else set()
+    left = off_path(records)
+    off_keys, off_reuses = set(left["keys"]), {(s, k) for s, k in left["reuses"]}
     candidates = [
         _candidate(r) for r in records if record_type(r) == "candidate" and r["key"] not in off_keys
     ]
     last = {c.key: i for i, c in enumerate(candidates)}  # --retry-failed: the last one counts
     candidates = [c for i, c in enumerate(candidates) if last[c.key] == i]
+    events = [r for r in records if record_type(r) == "event"]
     by_key = {c.key: c for c in candidates}
     reused = {
         (r["step"], r["key"]): replace(
