@@ -208,6 +208,25 @@ def test_a_table_that_records_no_machine_is_not_extended_and_a_new_one_is_stampe
     assert grown.environment["cpu"] == table.environment["cpu"] and len(grown) == len(table)
 
 
+def test_a_shared_table_file_of_another_machine_is_not_merged_into(tmp_path) -> None:
+    """Two machines saving into one table file (a network disk): the second merged the first's
+    blocks into its own and saved a table that recorded its machine only."""
+    from dataclasses import replace
+
+    blocks = network_blocks(published_cell("shrinkcnn"), TINY)
+    here = fake_table(blocks[:3], 1.0, 0.1)
+    there = replace(
+        fake_table(blocks[3:], 2.0, 0.1), environment={**here.environment, "cpu": "Other CPU"}
+    )
+    path = tmp_path / "shared.json"
+    there.save(path)
+    with pytest.raises(HardwareError, match=f"^{path} holds blocks measured on Other CPU, this "):
+        here.save_shared(path)
+    assert LatencyTable.load(path) == there  # the file is left as it was
+    assert here.save_shared(tmp_path / "mine.json").save_shared(tmp_path / "mine.json") == here
+    assert here.merged(replace(there, entries={})) == here  # an empty table mixes nothing
+
+
 def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
     table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
     key = next(iter(table.entries))

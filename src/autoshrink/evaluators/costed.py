@@ -110,7 +110,7 @@ class TableLatency:
         assert self.path is not None
         saved = LatencyTable.load_checked(self.path, self.settings)
         if saved is not None:
-            self.table = saved if self.table is None else self.table.merged(saved)
+            self.table = saved if self.table is None else self.table.merged(saved, str(self.path))
 
 
 @dataclass

@@ -212,8 +212,18 @@ class LatencyTable:
         except (KeyError, TypeError, ValueError, AttributeError) as err:  # ConfigError too
             raise HardwareError(f"{source}: malformed latency table ({err})") from None
 
-    def merged(self, other: LatencyTable) -> LatencyTable:
-        """This table with ``other``'s entries added; where both have a block, ``other``'s."""
+    def merged(self, other: LatencyTable, source: str = "latency table") -> LatencyTable:
+        """This table with ``other``'s entries added; where both have a block, ``other``'s. A
+        :class:`HardwareError` naming ``source`` (``other``'s file) when both hold blocks and
+        record different machines (or one records none): a table never mixes machines."""
+        key = "gpu" if "gpu" in self.environment or "gpu" in other.environment else "cpu"
+        mine, theirs = self.environment.get(key), other.environment.get(key)
+        if self.entries and other.entries and mine != theirs:
+            raise HardwareError(
+                f"{source} holds blocks measured on {theirs or 'an unrecorded machine'}, this "
+                f"table's were measured on {mine or 'an unrecorded machine'}: one table cannot "
+                "hold both (save into another table file)"
+            )
         return replace(self, entries={**self.entries, **other.entries})
 
     def save(self, path: str | Path) -> None:
@@ -226,13 +236,14 @@ class LatencyTable:
     def save_shared(self, path: str | Path) -> LatencyTable:
         """Save into ``path``, a table other processes may be extending meanwhile (a search's
         workers, ``autoshrink latency``): under its lock, the entries the file holds by then
-        are merged in -- theirs win where both measured a block -- and the whole is saved.
+        are merged in -- theirs win where both measured a block -- and the whole is saved
+        (refused when the file's blocks were measured on another machine, :meth:`merged`).
         Returns that table."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
         with locked(path):
             saved = LatencyTable.load_checked(path, self.settings)
-            table = self if saved is None else self.merged(saved)
+            table = self if saved is None else self.merged(saved, str(path))
             table.save(path)
         return table
 
