@@ -14,16 +14,16 @@ from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import Inheritance, inherit_cnn
-from autoshrink.spaces.macros import cifar_proxy
+from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 
 OPS = ("input", "sep3x3", "conv3x3", "identity", "conv1x1", "maxpool3x3")
 SPEC = cifar_proxy(in_channels=1, image_size=8, num_classes=4, width=0.5)
 
 
-def _trained(cell: Cell, seed: int = 0) -> nn.Module:
+def _trained(cell: Cell, seed: int = 0, spec: MacroSpec = SPEC) -> nn.Module:
     """A float64 network with random weights and random BN statistics (as after training)."""
     torch.manual_seed(seed)
-    net = build_network(cell, SPEC).double()
+    net = build_network(cell, spec).double()
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -34,15 +34,16 @@ def _trained(cell: Cell, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def _zero_edge(net: nn.Module, cell: Cell, edge: tuple[int, int]) -> None:
-    """Zero, in every cell, the input columns of node j's first mixing conv that read node i."""
+def _zero_edge(net: nn.Module, cell: Cell, edge: tuple[int, int], spec: MacroSpec = SPEC) -> None:
+    """Zero, in every cell, the input columns of node j's mixing conv (its op's last) that read
+    node i."""
     i, j = edge
-    for c, where in enumerate(plan(cell, SPEC)):
+    for c, where in enumerate(plan(cell, spec)):
         width = {p: where.in_channels if p == 0 else where.nodes for p in cell.live_nodes}
         preds = cell.predecessors(j)
         start = sum(width[p] for p in preds[: preds.index(i)])
         op = net.cells[c].ops[str(j)]
-        conv = next(m for m in op.modules() if isinstance(m, nn.Conv2d) and m.groups == 1)
+        conv = [m for m in op.modules() if isinstance(m, nn.Conv2d)][-1]
         with torch.no_grad():
             conv.weight[:, start : start + width[i]] = 0.0
 
@@ -70,6 +71,24 @@ def test_cut_network_computes_the_same_when_the_edge_carried_nothing(edge, ops):
     cut.eval()
     assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in net.parameters())
     torch.testing.assert_close(cut(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_depthwise_convolution_of_one_channel_follows_its_input_channel():
+    """At width 0.1 the first cell's nodes are one channel wide, so a sep3x3 that reads one of
+    them has a depthwise convolution with ``groups == 1``; it was taken for the mixing one (an
+    IndexError, or a shape error journalled as a failed one-shot candidate)."""
+    narrow = cifar_proxy(in_channels=1, image_size=8, num_classes=4, width=0.1)
+    assert plan(Cell.complete("cnn", OPS), narrow)[0].nodes == 1
+    parent = Cell(
+        "cnn", ("input", "conv3x3", "conv3x3", "sep3x3"), ((0, 1), (1, 2), (1, 3), (2, 3))
+    )
+    child = parent.remove_edge((1, 3))  # node 3 reads node 2 alone; the leaves are kept
+    net = _trained(parent, spec=narrow)
+    _zero_edge(net, parent, (1, 3), narrow)
+    cut, _ = inherit_cnn(net, parent, child, narrow)
+    assert cut.cells[0].ops["3"][0].groups == 1 and cut.cells[0].ops["3"][0].in_channels == 1
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(cut.eval()(x), net(x), rtol=1e-12, atol=1e-12)
 
 
 def test_without_zeroing_the_outputs_differ():

@@ -153,8 +153,10 @@ def _copy_module(cp: _Copier, dst: nn.Module, src: nn.Module) -> None:
 def _inherit_op(cp: _Copier, dst: nn.Module, src: nn.Module, idx: ChannelMap, f: int) -> None:
     """Fill one node op: ``idx`` maps its input channels to the trained op's input channels.
 
-    Modules ahead of (and including) the first channel-mixing convolution follow ``idx``;
-    those after it are copied. An adapter that only one side has is dropped or set to select.
+    An op's last convolution mixes channels (a ``sep3x3``'s pointwise one); it and the modules
+    ahead of it (a depthwise convolution and its batch norm) follow ``idx``, the modules after
+    it are copied. Told by place, not by ``groups``: a depthwise convolution of one channel has
+    ``groups == 1`` too. An adapter that only one side has is dropped or set to select.
     """
     d, s = _convs_bns(dst), _convs_bns(src)
     if not d:
@@ -166,22 +168,20 @@ def _inherit_op(cp: _Copier, dst: nn.Module, src: nn.Module, idx: ChannelMap, f:
         return
     if len(d) != len(s):
         raise ConfigError("node op layouts differ between the trained and the cut network")
-    mixed = False
-    for dm, sm in zip(d, s, strict=True):
-        if mixed:
+    mixer = max(i for i, m in enumerate(d) if isinstance(m, nn.Conv2d))
+    for i, (dm, sm) in enumerate(zip(d, s, strict=True)):
+        if i > mixer:
             _copy_module(cp, dm, sm)
             continue
         for name, t in dm.state_dict().items():
             src_t = sm.state_dict()[name]
             if name == "num_batches_tracked":
                 cp.take(t, src_t, {})
-            elif isinstance(dm, nn.Conv2d) and dm.groups == 1:
+            elif i == mixer:
                 cp.take(t, src_t, {1: idx})
                 cp.zero_new(t, 1, idx)
             else:  # depthwise conv or the batch norm after it: per input channel
                 cp.take(t, src_t, {0: idx})
-        if isinstance(dm, nn.Conv2d) and dm.groups == 1:
-            mixed = True
 
 
 def _inherit_cell(
