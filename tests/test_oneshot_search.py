@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from autoshrink.config import preset
 from autoshrink.errors import ConfigError
@@ -184,9 +185,97 @@ def test_resume_with_missing_or_foreign_weights_stops_before_training(full, tmp_
     with pytest.raises(ConfigError, match="current.safetensors: not a readable weight file"):
         run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert (run / "journal.jsonl").read_text() == before
+    # the right cell, other tensors (a run of another width or data set): every candidate of
+    # the step was journalled "failed" (a size mismatch) and the search went on without them
+    current.write_bytes(saved)
+    with safe_open(str(current), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(current))
+    wrong = {**tensors, "classifier.weight": torch.zeros(3, 2), "extra": torch.zeros(1)}
+    for bad, said in [
+        (wrong, r"\(classifier.weight: \(3, 2\) in the file, \(10, \d+\) in the network; 1 more"),
+        ({k: v for k, v in tensors.items() if k != "classifier.bias"}, "bias: missing in the"),
+    ]:
+        save_file(bad, str(current), metadata=meta)
+        with pytest.raises(ConfigError, match=f"its tensors are not those of cell .*{said}"):
+            run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
+        assert (run / "journal.jsonl").read_text() == before
+    save_file(tensors, str(current), metadata={k: v for k, v in meta.items() if k != "cell"})
+    with pytest.raises(ConfigError, match="file without its cell in its metadata"):  # KeyError
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     current.write_bytes(saved)
     run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
     assert strip(journal(run)) == strip(journal(full[0]))
+
+
+class StopAtProfile:
+    """Wraps an evaluator; raises on the n-th cost profile (a kill between two steps, before
+    the next one's constraint check)."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def profile(self, cell):
+        self.n -= 1
+        if self.n < 0:
+            raise Interrupt
+        return self.inner.profile(cell)
+
+    def evaluate(self, cell, seed):
+        return self.inner.evaluate(cell, seed)
+
+
+def test_a_resume_refused_for_its_weights_journals_no_rejection_first(tmp_path):
+    """The step's constraint rejections were journalled before its weights were checked, so
+    a refused resume ("nothing is trained and the journal is untouched") grew the journal."""
+    cfg = config(constraints={"macs": 70000})  # rejects the complete cell and one per step
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):  # step 0 and step 1 profiled; stopped at step 2's first
+        run_search(
+            run,
+            cfg,
+            evaluator_factory=lambda c: StopAtProfile(build_evaluator(c), 3),
+            progress=False,
+        )
+    assert [(r["step"], r["status"]) for r in journal(run)] == [
+        (0, "rejected"),
+        (1, "rejected"),
+        (1, "ok"),
+    ]
+    before = (run / "journal.jsonl").read_text()
+    (run / "oneshot" / "current.safetensors").unlink()
+    with pytest.raises(ConfigError, match="current.safetensors: missing; step 2"):
+        run_search(run, resume=True, progress=False, evaluator_factory=build_evaluator)
+    assert (run / "journal.jsonl").read_text() == before
+
+
+def test_retry_failed_trains_again_only_what_has_its_parents_weights(tmp_path, monkeypatch, caplog):
+    """``--resume --retry-failed``, which a search stopped by a failed step says to run, was
+    refused ("holds cell ..., but the journal's current cell at step 1 is ..."): a failed
+    candidate of an earlier step needs its parent's weights, which a one-shot search does not
+    keep. Those stay failed; the last step's candidates, children of the current cell, train."""
+    from autoshrink.evaluators import oneshot
+
+    real, calls = oneshot.finetune, {"n": 0}
+
+    def flaky(*args, **kwargs):  # one of step 1's three candidates, all of step 2's
+        calls["n"] += 1
+        if calls["n"] in {2, 4, 5, 6}:
+            raise RuntimeError("injected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oneshot, "finetune", flaky)
+    run = tmp_path / "run"
+    first = run_search(run, config(nodes=5, k=3, keep_fraction=0.0), progress=False)
+    assert first.stopped.startswith("every candidate of step 2 failed")
+    monkeypatch.setattr(oneshot, "finetune", real)
+    with caplog.at_level(logging.WARNING):
+        again = run_search(run, resume=True, retry_failed=True, progress=False)
+    assert again.stopped is None and again.trained > 3
+    last = {r["key"]: r for r in journal(run)}
+    assert [r["step"] for r in last.values() if r["status"] == "failed"] == [1]
+    assert [r["status"] for r in last.values() if r["step"] == 2] == ["ok"] * 3
+    assert "1 failed candidate(s) of step 1 stay failed" in caplog.text
 
 
 def test_pool_workers_read_the_parent_weights_from_the_run_folder(full, tmp_path):

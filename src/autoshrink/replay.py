@@ -84,10 +84,22 @@ class Replay:
         # a key -> the line from which records may go unasked once this session retrains it
         self._retrying = failed_since if retry_failed else {}
         self.horizon = math.inf  # lowered as the strategy asks for candidates to retrain
-        for key in self._retrying:
-            del self.done[key]
+        self._failed = {key: self.done.pop(key) for key in self._retrying}
         if self._retrying:
             log.info("%s: retraining %d failed candidates", self.path, len(self._retrying))
+
+    @property
+    def retrying(self) -> frozenset[str]:
+        """The keys of the ``"failed"`` candidates this session trains again when asked."""
+        return frozenset(self._retrying)
+
+    def keep_failed(self, keys: Iterable[str]) -> None:
+        """Train the candidates ``keys`` (of :attr:`retrying`) not again after all: their
+        ``"failed"`` records stand (a one-shot search no longer has their parent's weights).
+        Before the strategy's batch that holds them is :meth:`asked` for."""
+        for key in keys:
+            del self._retrying[key]
+            self.done[key] = self._failed.pop(key)
 
     def asked(self, proposals: list[Proposal]) -> None:
         """The strategy asked for ``proposals``; before any of them trains, every earlier

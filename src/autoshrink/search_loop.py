@@ -203,14 +203,14 @@ class StepTrainer:
         """Evaluate ``proposals`` (what an earlier step or session recorded is not trained
         again); their records, in order."""
         done = self.writer.replay.done
+        if self.trail is not None:  # before the step journals or trains anything
+            waiting = sum(p.genotype.key not in done for p in proposals)
+            self.trail.before_step(strategy, proposals, waiting)
         self.writer.reuses(proposals)
         seeds = [candidate_seed(self.config.seed, p.genotype.key) for p in proposals]
         checked = reject_violations(
             proposals, seeds, done, self.evaluator, self.config, self.writer
         )
-        if self.trail is not None:  # before anything of the step trains, stages included
-            waiting = sum(p.genotype.key not in done for p in proposals)
-            self.trail.before_step(strategy, proposals, waiting)
         screened: dict[int, list[StageResult]] = {}
         if self.screen is not None and self.screen.ready:
             screened = screen_batch(
@@ -319,6 +319,8 @@ def search_loop(
             batches += 1
             check_batch(proposals, last_step, batches, max_steps, config.strategy, start)
             last_step = proposals[0].step
+            if trail is not None and replay.retrying:
+                replay.keep_failed(trail.stranded(strategy, proposals, replay.retrying))
             asked(replay, proposals, config.strategy)
             records = steps.step(strategy, proposals)
             observations = [observe(p, r) for p, r in zip(proposals, records, strict=True)]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,8 @@ def _metadata(path: Path) -> dict[str, str]:
         raise ConfigError(f"{path}: not a readable weight file ({err})") from None
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a one-shot weight file (format {meta.get('format')!r})")
+    if "cell" not in meta:
+        raise ConfigError(f"{path}: a one-shot weight file without its cell in its metadata")
     return meta
 
 
@@ -152,6 +154,33 @@ class OneShotEvaluator:
     def device(self) -> str:
         """The device the inner evaluator trains on (a Ray task asks for a GPU by it)."""
         return self.inner.device
+
+    def check_weights(self, path: Path, cell: Cell) -> None:
+        """Raise a :class:`ConfigError` naming ``path`` unless its tensors are those of
+        ``cell``'s network, by name and shape (the network is built on the meta device: no
+        memory, no random draws): weights of the same cell for another macro, width or
+        vocabulary would fail every candidate's training."""
+        _, tensors = read_cell_weights(path)
+        inner = self.inner
+        with torch.device("meta"):
+            net = (
+                inner.network(cell)
+                if isinstance(inner, RNNProxyEvaluator)
+                else build_network(cell, inner.macro)
+            )
+        wanted = {k: tuple(t.shape) for k, t in net.state_dict().items()}
+        held = {k: tuple(t.shape) for k, t in tensors.items()}
+        wrong = [
+            f"{k}: {held.get(k, 'missing')} in the file, {wanted.get(k, 'none')} in the network"
+            for k in sorted(wanted.keys() | held.keys())
+            if held.get(k) != wanted.get(k)
+        ]
+        if wrong:
+            more = f"; {len(wrong) - 1} more" if len(wrong) > 1 else ""
+            raise ConfigError(
+                f"{path}: its tensors are not those of cell {cell.key}'s network in this search "
+                f"({wrong[0]}{more}); another macro, width or data set's weights?"
+            )
 
     def screening_stage(self, classes: Sequence[int], epochs: int) -> OneShotEvaluator:
         """A progressive screening stage (:mod:`autoshrink.screening`) of one-shot evaluation:
@@ -268,6 +297,34 @@ class WeightTrail:
                 f"{self.current} holds cell {held.key}, but the journal's current cell at step "
                 f"{step} is {parent.key}"
             )
+        if self.evaluator is not None:
+            self.evaluator.check_weights(self.current, parent)
+
+    def stranded(
+        self, strategy: Any, proposals: Sequence[Proposal], retrying: Set[str]
+    ) -> list[str]:
+        """The keys of ``proposals`` that ``--retry-failed`` would train again (``retrying``)
+        but cannot: ``current.safetensors`` holds another cell than their parent,
+        ``strategy.current`` (a failed candidate of an earlier step: only the current cell's
+        weights are kept). Logged; their ``"failed"`` records stand
+        (:meth:`~autoshrink.replay.Replay.keep_failed`)."""
+        keys = [p.genotype.key for p in proposals if p.genotype.key in retrying]
+        step, parent = proposals[0].step, strategy.current
+        if not keys or step == 0 or not self.current.is_file():  # missing: before_step says it
+            return []
+        held = weights_cell(self.current)
+        if held.key == parent.key:
+            return []
+        log.warning(
+            "%s: %d failed candidate(s) of step %d stay failed: a one-shot search keeps only "
+            "the current cell's weights (%s's), not their parent %s's",
+            self.folder,
+            len(keys),
+            step,
+            held.key,
+            parent.key,
+        )
+        return keys
 
     def after_step(self, strategy: Any, proposals: Sequence[Proposal]) -> None:
         """Make the step's winner (``strategy.current`` after ``tell``) the next parent and

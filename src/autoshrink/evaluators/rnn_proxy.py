@@ -71,8 +71,12 @@ class RNNProxyEvaluator:
     def build(self, genotype: Cell, seed: int) -> RNNModel:
         """The candidate's language model, initialised from ``seed``."""
         torch.manual_seed(seed)
+        return self.network(genotype).to(self.device)
+
+    def network(self, genotype: Cell) -> RNNModel:
+        """The candidate's language model as torch initialises it (on the current device)."""
         n = self.training.nhid
-        return RNNModel(genotype, self.corpus.ntokens, emsize=n, nhid=n).to(self.device)
+        return RNNModel(genotype, self.corpus.ntokens, emsize=n, nhid=n)
 
     def evaluate(self, genotype: Cell, seed: int) -> Evaluation:
         """Train the cell's language model from ``seed`` and return its best validation
