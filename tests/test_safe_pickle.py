@@ -1,6 +1,7 @@
-"""The restricted unpickler's numpy-scalar decoder (:data:`NUMPY_SCALARS`): numbers come out
-as Python numbers in either byte order, from a pickle of any protocol, and a scalar it cannot
-decode exactly is refused.
+"""The restricted unpickler's numpy decoders: scalars (:data:`NUMPY_SCALARS`) come out as
+Python numbers and arrays (:data:`NUMPY_ARRAYS`) as numpy arrays, in either byte order, from a
+pickle of any protocol (and Python 2's, as CIFAR-10's are); what they cannot decode exactly, or
+what would make numpy run on the file's say (an object array), is refused.
 
 The formats that use it (the NATS-Bench archive, HW-NAS-Bench) have their own tests of whole
 files; here the decoder's own checks, on pickles made by numpy itself or by hand.
@@ -103,3 +104,77 @@ def test_a_scalar_that_cannot_be_decoded_exactly_is_refused(obj: Any, says: str)
 def test_an_object_array_or_any_other_global_is_refused() -> None:
     with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle global"):
         load(np.array([1.0]))  # arrays are not in this format's allow-list
+
+
+RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array reconstruction, as pickles name it
+
+
+class Reduced:
+    """Pickles as ``func(*args)``, then ``__setstate__(state)`` when ``state`` is given."""
+
+    def __init__(self, func: Any, args: tuple[Any, ...], state: Any = None) -> None:
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def py2_array(array: np.ndarray, code: bytes, order: bytes) -> Reduced:
+    """``array`` pickled as Python 2 numpy did, its strings read back as bytes (CIFAR-10's
+    batches, read with ``encoding="bytes"``)."""
+    dtype = Reduced(np.dtype, (code, 0, 1), (3, order, None, None, None, -1, -1, 0))
+    state = (1, array.shape, dtype, False, array.tobytes())
+    return Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b"), state)
+
+
+def load_arrays(obj: Any, protocol: int = 2) -> Any:
+    return restricted_loads(pickle.dumps(obj, protocol=protocol), NUMPY_ARRAYS, encoding="bytes")
+
+
+def test_arrays_come_out_as_writable_numpy_arrays_in_their_dtype_order_and_shape() -> None:
+    a = np.arange(12, dtype=">i4").reshape(3, 4)
+    batch = load_arrays({b"data": py2_array(a, b"i4", b">"), b"labels": [1, 2]})
+    assert batch[b"labels"] == [1, 2] and batch[b"data"].dtype == np.dtype(">i4")
+    assert np.array_equal(batch[b"data"], a) and batch[b"data"].flags.writeable
+    u8 = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    assert np.array_equal(load_arrays([py2_array(u8, b"u1", b"|")])[0], u8)
+    f = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))
+    for protocol in range(5):
+        assert np.array_equal(load_arrays((f, f.T), protocol)[0], f)
+
+
+def test_an_object_array_made_from_the_files_bytes_is_refused() -> None:
+    """numpy's ``ndarray((1,), dtype("O"), <8 bytes>)`` is an object array whose element is a
+    pointer the file chose; unpickling one and handing it to numpy crashed the process
+    (SIGSEGV) with only the allowed globals."""
+    import struct as st
+
+    fake = Reduced(np.ndarray, ((1,), np.dtype("O"), st.pack("<Q", 0x10)))
+    evil = Reduced(RECONSTRUCT, (np.ndarray, fake, b"b"))
+    with pytest.raises(pickle.UnpicklingError, match="numpy dtype 'O8' is not allowed"):
+        load_arrays({b"data": evil})
+    with pytest.raises(TypeError, match="not callable"):  # ndarray itself is no constructor
+        load_arrays(Reduced(np.ndarray, ((1,), np.dtype("u1"), b"\x00")))
+    obj = np.array([None, 1], dtype=object)  # an object array numpy itself pickled
+    with pytest.raises(pickle.UnpicklingError, match="numpy dtype 'O8' is not allowed"):
+        load_arrays(obj)
+
+
+@pytest.mark.parametrize(
+    ("obj", "says"),
+    [
+        (Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b")), r"malformed numpy array \(no data\)"),
+        (Reduced(RECONSTRUCT, (np.dtype, (0,), b"b")), r"not a plain ndarray"),
+        (
+            Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (3,), np.dtype("u1"), 0, b"ab")),
+            "numpy array of the wrong length",
+        ),
+        (
+            Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (-1,), np.dtype("u1"), 0, b"a")),
+            "only arrays of plain numbers",
+        ),
+    ],
+)
+def test_a_malformed_array_is_refused(obj: Any, says: str) -> None:
+    with pytest.raises(pickle.UnpicklingError, match=says):
+        load_arrays(obj)

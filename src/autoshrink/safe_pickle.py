@@ -6,12 +6,16 @@ archive, HW-NAS-Bench), and then only through :class:`RestrictedUnpickler`. It b
 containers, numbers and strings, and resolves a global only if the format's allow-list holds
 it; any other global fails the load with :class:`pickle.UnpicklingError`.
 
-Two allow-lists cover the formats read here:
+Two allow-lists cover the formats read here; in both, numpy's globals are replaced by plain
+decoders of a number's or an array's bytes, so no numpy code runs on what the file says (numpy's
+own array reconstruction let a file build an object array from bytes of its choosing -- a
+pointer numpy then followed: a crash, or worse):
 
-- :data:`NUMPY_ARRAYS`: numpy's array reconstruction (CIFAR-10 python batches).
-- :data:`NUMPY_SCALARS`: ``collections.OrderedDict`` and numpy's ``dtype``/``scalar`` pair,
-  replaced by a plain decoder of the scalar's bytes, so no numpy code runs and the values come
-  out as Python numbers (the NATS-Bench archive, HW-NAS-Bench).
+- :data:`NUMPY_ARRAYS`: numpy arrays of plain numbers (CIFAR-10 python batches), decoded by
+  :class:`_Array` from their shape, dtype and bytes; :func:`restricted_loads` hands them back
+  as numpy arrays.
+- :data:`NUMPY_SCALARS`: ``collections.OrderedDict`` and numpy's ``dtype``/``scalar`` pair; the
+  values come out as Python numbers (the NATS-Bench archive, HW-NAS-Bench).
 
 Both also rebuild ``bytes`` the way protocols 0-2 do under Python 3 (``_codecs.encode`` of a
 latin-1 string, replaced by a function that does only that).
@@ -20,6 +24,7 @@ latin-1 string, replaced by a function that does only that).
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 from collections import OrderedDict
@@ -55,12 +60,21 @@ def restricted_loads(data: bytes, allowed: AllowList, *, encoding: str = "ASCII"
     A corrupt or hostile pickle can raise almost any exception; callers wrap them into their
     own one-line error naming the file.
     """
-    return RestrictedUnpickler(io.BytesIO(data), allowed, encoding=encoding).load()
+    return _with_arrays(RestrictedUnpickler(io.BytesIO(data), allowed, encoding=encoding).load())
 
 
-# numpy's array reconstruction function, taken from numpy's own reduce so that the module's
-# name (numpy.core before numpy 2, numpy._core since) does not matter.
-_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+def _with_arrays(obj: Any) -> Any:
+    """``obj`` with each :class:`_Array` in it (in dicts, lists and tuples) as its numpy array."""
+    if isinstance(obj, _Array):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            obj[k] = _with_arrays(v)
+    elif isinstance(obj, list):
+        obj[:] = [_with_arrays(v) for v in obj]
+    elif isinstance(obj, tuple):
+        return tuple(_with_arrays(v) for v in obj)
+    return obj
 
 
 def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
@@ -72,14 +86,6 @@ def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
 
 
 _BYTES: AllowList = {("_codecs", "encode"): _latin1}
-
-NUMPY_ARRAYS: AllowList = {
-    **_BYTES,
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
 
 _STRUCT = {
     "f8": "d",
@@ -97,17 +103,76 @@ _STRUCT = {
 }
 
 
-class _DType:
-    """Stands in for ``numpy.dtype`` while unpickling: remembers the code and byte order."""
+def _text(value: Any) -> Any:
+    """``value`` as ``str`` when it is ``bytes`` (a Python 2 ``str`` read with
+    ``encoding="bytes"``, as CIFAR-10's batches are), else as it is."""
+    return value.decode("latin1") if isinstance(value, bytes) else value
 
-    def __init__(self, code: str, align: Any = False, copy: Any = True) -> None:
+
+class _DType:
+    """Stands in for ``numpy.dtype`` while unpickling: remembers the code (a plain number's
+    only) and byte order."""
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True) -> None:
+        code = _text(code)
         if code not in _STRUCT:
             raise pickle.UnpicklingError(f"numpy dtype {code!r} is not allowed")
         self.code, self.order = code, "<"
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">"):
-            self.order = state[1]
+        if isinstance(state, tuple) and len(state) > 1 and _text(state[1]) in ("<", ">"):
+            self.order = _text(state[1])
+
+    def numpy(self) -> np.dtype:
+        """The numpy dtype it stands for."""
+        return np.dtype(self.order + self.code)
+
+
+class _NDArrayName:
+    """What the global ``numpy.ndarray`` resolves to: nothing to call, only a token that
+    :func:`_reconstruct` accepts."""
+
+
+_NDARRAY = _NDArrayName()
+
+
+class _Array:
+    """Stands in for a numpy array while unpickling: numpy's ``__setstate__`` state (version,
+    shape, dtype, Fortran order, bytes) is checked and decoded by :meth:`numpy`."""
+
+    def __init__(self) -> None:
+        self.state: tuple[tuple[int, ...], _DType, bool, bytes] | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("malformed numpy array")
+        _, shape, dtype, fortran, data = state
+        if not (
+            isinstance(shape, tuple)
+            and all(type(n) is int and n >= 0 for n in shape)
+            and isinstance(dtype, _DType)
+            and isinstance(fortran, (bool, int))
+            and isinstance(data, bytes)
+        ):
+            raise pickle.UnpicklingError("malformed numpy array (only arrays of plain numbers)")
+        if math.prod(shape) * struct.calcsize(_STRUCT[dtype.code]) != len(data):
+            raise pickle.UnpicklingError("numpy array of the wrong length")
+        self.state = (shape, dtype, bool(fortran), data)
+
+    def numpy(self) -> np.ndarray:
+        """The array: a writable copy of its bytes, in its dtype, shape and order."""
+        if self.state is None:
+            raise pickle.UnpicklingError("malformed numpy array (no data)")
+        shape, dtype, fortran, data = self.state
+        flat = np.frombuffer(data, dtype=dtype.numpy()).copy()
+        return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(cls: Any, shape: Any, typecode: Any) -> _Array:
+    """Stands in for numpy's ``_reconstruct``: an empty :class:`_Array` for ``ndarray`` only."""
+    if cls is not _NDARRAY or _text(typecode) != "b":
+        raise pickle.UnpicklingError("malformed numpy array (not a plain ndarray)")
+    return _Array()
 
 
 def _scalar(dtype: Any, data: Any = b"") -> int | float | bool:
@@ -119,6 +184,14 @@ def _scalar(dtype: Any, data: Any = b"") -> int | float | bool:
         raise pickle.UnpicklingError("numpy scalar of the wrong length")
     return struct.unpack(fmt, data)[0]
 
+
+NUMPY_ARRAYS: AllowList = {
+    **_BYTES,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _DType,
+}
 
 NUMPY_SCALARS: AllowList = {
     **_BYTES,
