@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -599,6 +600,35 @@ def test_a_sigterm_to_the_process_group_with_data_workers_is_the_stop_line_alone
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("autoshrink: training stopped by SIGTERM;")
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_an_unreadable_image_read_by_a_data_worker_is_one_line_and_the_process_ends(tmp_path):
+    """With ``--workers N`` a truncated image was torch's 18-line "Caught DataError in
+    DataLoader worker process 0" traceback, and then the process never ended: its persistent
+    workers ignore SIGTERM, which Python's exit sends them before waiting on them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "img" / c / f"{i}.png")
+    bad = tmp_path / "img" / "a" / "3.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    args = [CNN, "--dataset", "imagefolder", "--data-dir", tmp_path / "img", "--epochs", "1"]
+    args += ["--batch-size", "4", "--threads", "1", "--workers", "1", "--out", tmp_path / "t"]
+    done = subprocess.run(
+        [sys.executable, "-m", "autoshrink", "train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"autoshrink: error: {bad}: unreadable image (image file is truncated)"
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_a_data_workers_fetch_cut_by_the_stopped_training_is_said_in_nothing(capsys):

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from autoshrink.data.imagefolder import eight_bit, split_tree
 from autoshrink.data.images import SPLIT_SEED, ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from autoshrink.errors import ConfigError, DataError
+from autoshrink.errors import AutoshrinkError, ConfigError, DataError
 from autoshrink.user_files import require_folder
 
 logger = logging.getLogger(__name__)
@@ -307,6 +307,31 @@ def make_loader(
         persistent_workers=workers > 0,
         worker_init_fn=leave_sigterm_to_the_training,
     )
+
+
+def batches(loader: DataLoader) -> Iterator[Any]:
+    """The batches of ``loader``; an autoshrink error raised in a worker comes out as the worker
+    raised it -- one line -- where torch re-raises it with the worker's whole traceback in its
+    message ("Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
+    try:
+        yield from loader
+    except AutoshrinkError as err:
+        first, _, trace = str(err).partition("\n")
+        if not (first.startswith("Caught ") and trace.strip()):
+            raise
+        said = trace.strip().splitlines()[-1]  # "autoshrink.errors.DataError: <its message>"
+        raise type(err)(said.split(": ", 1)[-1]) from None
+
+
+def close_workers(loader: DataLoader) -> None:
+    """Stop ``loader``'s persistent worker processes now, as torch does when it drops them
+    (a loader keeps them as long as it lives, and they ignore SIGTERM: an interpreter that
+    exited with one alive, after an error, waited on it for ever)."""
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    loader._iterator = None  # torch's own attribute, which __iter__ remakes
+    if shutdown is not None:
+        shutdown()
 
 
 def leave_sigterm_to_the_training(worker_id: int) -> None:

@@ -40,7 +40,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from autoshrink.data.loaders import GlobalBatchSampler, TrainingData, make_loader
+from autoshrink.data.loaders import (
+    GlobalBatchSampler,
+    TrainingData,
+    batches,
+    close_workers,
+    make_loader,
+)
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.nn.layout import to_device
 from autoshrink.ranges import SEED, check_value, is_integer
@@ -157,7 +163,8 @@ class _Run:
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         count = 0
         bar = tqdm(
-            self.train_loader,
+            batches(self.train_loader),
+            total=len(self.train_loader),
             desc=f"epoch {epoch}",
             unit="batch",
             leave=False,
@@ -200,7 +207,7 @@ class _Run:
         net.eval()
         dev = self.ctx.device
         loss_sum, correct, n = 0.0, 0, 0
-        for x, y in self.val_loader:
+        for x, y in batches(self.val_loader):
             x = x.to(dev, non_blocking=True, memory_format=self.layout)
             y = y.to(dev, non_blocking=True)
             with self._autocast():
@@ -214,6 +221,11 @@ class _Run:
     @property
     def evaluated(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    def close(self) -> None:
+        """Stop the data loaders' worker processes (:func:`close_workers`)."""
+        close_workers(self.train_loader)
+        close_workers(self.val_loader)
 
     def snapshot(self, history: list[dict[str, float]]) -> tuple[dict, dict]:
         """The checkpoint's tensors and JSON state."""
@@ -331,71 +343,76 @@ def train_final(
     if ckpt_dir is not None:
         ckpt = checkpoint_to_resume(ckpt_dir, resume, identity, warn=ctx.is_main)
     run = _Run(model, data, recipe, ctx, seed, workers, identity)
-    history: list[dict[str, float]] = []
-    if ckpt is not None and ckpt_dir is not None:
-        with restoring(ckpt, ckpt_dir):
-            history = run.restore(ckpt, ckpt_dir)
-    start = 1 if ckpt is None else ckpt.epoch + 1
-    if resume and not ctx.agree(start):
-        raise JournalError(
-            f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
-            "that every machine of the run shares"
+    with contextlib.closing(run):
+        history: list[dict[str, float]] = []
+        if ckpt is not None and ckpt_dir is not None:
+            with restoring(ckpt, ckpt_dir):
+                history = run.restore(ckpt, ckpt_dir)
+        start = 1 if ckpt is None else ckpt.epoch + 1
+        if resume and not ctx.agree(start):
+            raise JournalError(
+                f"{ckpt_dir}: the processes found different checkpoints; --out must be a folder "
+                "that every machine of the run shares"
+            )
+        if on_start is not None and ctx.is_main:
+            on_start()
+        if folder is not None and ctx.is_main:
+            open_run_folder(folder, history, ckpt_dir if start == 1 else None)
+        if recipe.warmup_epochs >= recipe.epochs:
+            logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
+        for epoch in range(start, recipe.epochs + 1):
+            t0 = time.perf_counter()
+            train_loss = run.train_epoch(epoch, on_step)
+            seconds = time.perf_counter() - t0
+            # a NaN/inf training loss (summed over all processes: they all stop) leaves nothing
+            # worth scoring
+            val_loss, val_acc = (
+                run.evaluate() if math.isfinite(train_loss) else (math.nan, math.nan)
+            )
+            if not math.isfinite(val_loss):
+                logger.warning(
+                    "epoch %d: training diverged (train loss %g, test loss %g); stopped",
+                    epoch,
+                    train_loss,
+                    val_loss,
+                )
+                return FinalResult(
+                    math.nan,
+                    math.nan,
+                    history,
+                    start - 1,
+                    run.evaluated,
+                    diverged_epoch=epoch,
+                    diverged_loss={"train_loss": train_loss, "test_loss": val_loss},
+                )
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "test_loss": val_loss,
+                "test_accuracy": val_acc,
+                "lr": run.sched.lr_at(max(0, run.sched.steps - 1)),
+                "train_seconds": seconds,
+                "train_images_per_s": len(run.train_sampler) * recipe.batch_size / seconds,
+            }
+            history.append(row)
+            if folder is not None and ckpt_dir is not None and ctx.is_main:
+                tensors, state = run.snapshot(history)
+                save_checkpoint(ckpt_dir, epoch, tensors, state)
+                write_log(folder / "log.jsonl", [row], append=True)
+            ctx.barrier()
+            if ctx.is_main:
+                logger.info(
+                    "epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.4f (%.1fs)",
+                    epoch,
+                    recipe.epochs,
+                    train_loss,
+                    val_loss,
+                    val_acc,
+                    seconds,
+                )
+            if on_epoch is not None:
+                on_epoch(row)
+        last = history[-1]
+        return FinalResult(
+            last["test_accuracy"], last["test_loss"], history, start - 1, run.evaluated
         )
-    if on_start is not None and ctx.is_main:
-        on_start()
-    if folder is not None and ctx.is_main:
-        open_run_folder(folder, history, ckpt_dir if start == 1 else None)
-    if recipe.warmup_epochs >= recipe.epochs:
-        logger.warning("warm-up (%g epochs) covers the whole run", recipe.warmup_epochs)
-    for epoch in range(start, recipe.epochs + 1):
-        t0 = time.perf_counter()
-        train_loss = run.train_epoch(epoch, on_step)
-        seconds = time.perf_counter() - t0
-        # a NaN/inf training loss (summed over all processes: they all stop) leaves nothing
-        # worth scoring
-        val_loss, val_acc = run.evaluate() if math.isfinite(train_loss) else (math.nan, math.nan)
-        if not math.isfinite(val_loss):
-            logger.warning(
-                "epoch %d: training diverged (train loss %g, test loss %g); stopped",
-                epoch,
-                train_loss,
-                val_loss,
-            )
-            return FinalResult(
-                math.nan,
-                math.nan,
-                history,
-                start - 1,
-                run.evaluated,
-                diverged_epoch=epoch,
-                diverged_loss={"train_loss": train_loss, "test_loss": val_loss},
-            )
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "test_loss": val_loss,
-            "test_accuracy": val_acc,
-            "lr": run.sched.lr_at(max(0, run.sched.steps - 1)),
-            "train_seconds": seconds,
-            "train_images_per_s": len(run.train_sampler) * recipe.batch_size / seconds,
-        }
-        history.append(row)
-        if folder is not None and ckpt_dir is not None and ctx.is_main:
-            tensors, state = run.snapshot(history)
-            save_checkpoint(ckpt_dir, epoch, tensors, state)
-            write_log(folder / "log.jsonl", [row], append=True)
-        ctx.barrier()
-        if ctx.is_main:
-            logger.info(
-                "epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.4f (%.1fs)",
-                epoch,
-                recipe.epochs,
-                train_loss,
-                val_loss,
-                val_acc,
-                seconds,
-            )
-        if on_epoch is not None:
-            on_epoch(row)
-    last = history[-1]
-    return FinalResult(last["test_accuracy"], last["test_loss"], history, start - 1, run.evaluated)
