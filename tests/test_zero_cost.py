@@ -119,6 +119,13 @@ def test_proxies_run_on_the_proxy_cnn() -> None:
 # -- outside numbers: NASLib's stored scores (NAS-Bench-Suite-Zero) --------------------------
 
 
+@pytest.mark.parametrize("key", ["(0, -1, 2, 3, 2, 1)", "(0, 5, 2, 3, 2, 1)", "(0, 1, 2)", "(a)"])
+def test_a_naslib_key_outside_its_ops_is_refused(key: str) -> None:
+    # a negative index was read from the end of the op list: another cell, in silence
+    with pytest.raises(BenchmarkError, match=r"^not a NASLib NAS-Bench-201 op tuple: "):
+        cell_from_naslib(key)
+
+
 @pytest.mark.shared_data
 def test_naslib_encoding_matches_the_official_arch_strings(shared_data) -> None:
     # the one cell whose NASLib tuple we can read off by hand: all edges nor_conv_3x3 (op 2)

@@ -159,6 +159,10 @@ def _read_classes(folder: Path, layout: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: The images of each training batch, and of the test batch, of the published CIFAR-10.
+OFFICIAL_TRAIN, OFFICIAL_TEST = (10_000,) * 5, 10_000
+
+
 def _to_images(flat: list[np.ndarray]) -> np.ndarray:
     """Row-major ``[n, 3072]`` uint8 batches -> one ``[N, 3, 32, 32]`` float32 array in [0, 1]."""
     pixels = np.concatenate(flat)
@@ -192,6 +196,15 @@ def load_cifar10(root: str | Path) -> ImageData:
         folder,
         layout,
     )
+    sizes = [len(y) for _, y in train]
+    if sizes != list(OFFICIAL_TRAIN) or len(test_y) != OFFICIAL_TEST:
+        logger.warning(
+            "%s: training batches of %s images and %d test images; CIFAR-10 has 5 of 10,000 "
+            "and 10,000 (a partial copy? numbers from it are not CIFAR-10's)",
+            folder,
+            sizes,
+            len(test_y),
+        )
     return ImageData(
         "cifar10",
         _to_images([p for p, _ in train]),

@@ -43,11 +43,11 @@ def cell_from_naslib(key: str) -> NB201Cell:
     """Our cell of a NASLib op-index tuple string such as ``"(0, 2, 3, 2, 3, 1)"``."""
     try:
         digits = tuple(int(t) for t in key.strip().strip("()").split(","))
-        ops = tuple(NASLIB_OPS[digits[p]] for p in _NASLIB_POSITION)
-    except (ValueError, IndexError):
-        raise BenchmarkError(f"not a NASLib NAS-Bench-201 op tuple: {key!r}") from None
-    if len(digits) != 6:
+    except ValueError:
+        digits = ()
+    if len(digits) != 6 or not all(0 <= d < len(NASLIB_OPS) for d in digits):
         raise BenchmarkError(f"not a NASLib NAS-Bench-201 op tuple: {key!r}")
+    ops = tuple(NASLIB_OPS[digits[p]] for p in _NASLIB_POSITION)
     return NB201Cell(ops)
 
 
