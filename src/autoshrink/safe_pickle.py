@@ -12,7 +12,7 @@ own array reconstruction let a file build an object array from bytes of its choo
 pointer numpy then followed: a crash, or worse):
 
 - :data:`NUMPY_ARRAYS`: numpy arrays of plain numbers (CIFAR-10 python batches), decoded by
-  :class:`_Array` from their shape, dtype and bytes; :func:`restricted_loads` hands them back
+  ``_Array`` from their shape, dtype and bytes; :func:`restricted_loads` hands them back
   as numpy arrays.
 - :data:`NUMPY_SCALARS`: ``collections.OrderedDict`` and numpy's ``dtype``/``scalar`` pair; the
   values come out as Python numbers (the NATS-Bench archive, HW-NAS-Bench).
