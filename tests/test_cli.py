@@ -257,10 +257,7 @@ def test_a_resume_runs_on_the_thread_count_resume_threads_gives(tmp_path, flags,
     preset("demo", execution=ExecutionSettings(executor="pool")).save(tmp_path / "config.json")
     args = build_parser("search").parse_args(["search", "--resume", str(tmp_path), *flags])
     _, config, _, _ = resumed_run(args, flag_settings(args)[1])
-    if threads is None:  # the run's own count: run_search reads config.json itself
-        assert config is None
-    else:
-        assert config is not None and config.threads == threads
+    assert config is not None and config.threads == threads  # None: the run's own count
 
 
 def test_a_new_search_runs_on_the_threads_given() -> None:

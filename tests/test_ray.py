@@ -95,10 +95,14 @@ def test_ray_raises_bad_input_as_itself(local_ray):
 
 
 class _StubRay:
-    """Records the options a task is declared with."""
+    """Records the options a task is declared with; a cluster of ``gpus`` GPUs."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpus: float = 8) -> None:
         self.declared: dict[str, Any] = {}
+        self.gpus = gpus
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 2.0, "GPU": self.gpus}
 
     def remote(self, fn: Any) -> _StubRay:
         return self
@@ -146,6 +150,72 @@ def test_ray_executor_options_are_checked():
         stub = _StubRay()
         RayExecutor(cpus_per_task=2, gpus_per_task=gpus)._task(stub, _OnCuda())
         assert stub.declared == {"num_cpus": 2, "num_gpus": gpus, "max_retries": 0}
+
+
+def test_a_task_asks_for_as_many_cpus_as_its_candidate_trains_on_threads():
+    """``--threads N`` trained each Ray task on N threads on the one CPU it asked for: Ray
+    packed N times too many candidates onto each machine."""
+    from autoshrink.config import ExecutionSettings
+    from autoshrink.executors.factory import executor_for
+
+    assert build_executor("ray", threads=4).cpus_per_task == 4
+    assert build_executor("ray").cpus_per_task == 1
+    ray_settings = ExecutionSettings(executor="ray")
+    assert executor_for(ray_settings, "cpu", 3).candidate_threads == 3
+    stub = _StubRay()
+    executor_for(ray_settings, "cpu", 3)._task(stub, Fake())
+    assert stub.declared["num_cpus"] == 3
+
+
+def test_gpu_tasks_on_a_ray_without_gpus_are_refused_here_and_said_of_a_cluster(caplog):
+    """``--device cuda --executor ray`` on a machine without a GPU waited for ever (Ray's
+    autoscaler said it could not place the task every 35 s)."""
+    import logging
+
+    here = RayExecutor()
+    here._local = True  # the instance Ray started on this machine (no address)
+    with pytest.raises(ConfigError, match="asks Ray for 1 GPU, and the Ray instance on this "):
+        here._task(_StubRay(gpus=0), _OnCuda())
+    here._task(_StubRay(gpus=0), _OnCpu())  # a CPU search asks for none
+    cluster = RayExecutor("10.0.0.1:6379")  # a cluster's autoscaler may add a GPU node
+    with caplog.at_level(logging.WARNING):
+        cluster._task(_StubRay(gpus=0), _OnCuda())
+    assert "the candidates wait until it has one" in caplog.text
+
+
+def test_an_address_in_ray_address_is_probed_and_named(monkeypatch):
+    """Ray reads ``RAY_ADDRESS`` itself when given none: an unreachable one kept the search
+    waiting for minutes, deaf to Ctrl-C, its log saying it started a local instance."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago and is closed now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("Ray was not to be started"))
+    with pytest.raises(ConfigError, match=rf"^RAY_ADDRESS=127.0.0.1:{port}: nothing answers"):
+        RayExecutor()._ray()
+
+
+def test_a_sigterm_while_ray_starts_is_the_searchs_stop(monkeypatch):
+    """``ray.init`` makes SIGTERM ``sys.exit(15)``: a SIGTERM while it started Ray ended the
+    search with status 15 and no word of how to resume."""
+    import signal
+
+    from autoshrink.stop_signals import SearchInterrupted
+
+    def init(**kw: Any) -> None:
+        raise SystemExit(signal.SIGTERM)
+
+    shut: list[bool] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shut.append(True))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(SearchInterrupted) as stop:
+        RayExecutor()._ray()
+    assert stop.value.signum == signal.SIGTERM and shut == [True]
 
 
 def test_ray_factory_errors():

@@ -214,9 +214,8 @@ def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
         named = execution.get("executor", run_executor)
         base = saved.execution if named == run_executor else ExecutionSettings()
         device, settings = saved.device, replace(base, **execution)
-        threads = resume_threads(saved, settings, args.threads)
-        if threads != saved.threads:  # this session only, as the execution settings
-            config = replace(saved, threads=threads)
+        # this session's threads, as the execution settings (the fingerprint leaves them out)
+        config = replace(saved, threads=resume_threads(saved, settings, args.threads))
     else:
         device, settings = "cpu", ExecutionSettings(**execution)
     return run_dir, config, device, settings
@@ -345,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         run_dir, config, device, settings = new_run(args, given, execution, table)
     try:
-        executor = executor_for(settings, device)
+        executor = executor_for(settings, device, None if config is None else config.threads)
     except ConfigError as err:
         if args.resume is None:
             raise

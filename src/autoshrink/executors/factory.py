@@ -48,6 +48,7 @@ def build_executor(
     precision: str | None = None,
     cuda_graph: bool | None = None,
     depthwise: str | None = None,
+    threads: int | None = None,
 ) -> Executor:
     """The executor ``name``; ``None`` picks the default for ``device``.
 
@@ -57,7 +58,8 @@ def build_executor(
     ``precision`` (a key of :data:`PRECISIONS`), ``cuda_graph`` (``None``: each engine's
     default) and ``depthwise`` (a backend
     of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
-    the ``batched`` executor.
+    the ``batched`` executor. ``threads``: the torch threads of each candidate (the config's
+    ``threads``), which a Ray task asks for as its CPUs (``None``: 1).
     """
     name = executor_name(ExecutionSettings(executor=name, ray_address=ray_address), device)
     if name not in EXECUTORS:
@@ -77,7 +79,7 @@ def build_executor(
             cuda_graph=cuda_graph,
             depthwise=depthwise or "auto",
         )
-    return ray_executor(ray_address, max_retries)
+    return ray_executor(ray_address, max_retries, threads or 1)
 
 
 def check_engine_options(
@@ -131,13 +133,13 @@ def check_placement(name: str, workers: int | None, device: str, ray_address: st
         )
 
 
-def ray_executor(ray_address: str | None, max_retries: int) -> Executor:
+def ray_executor(ray_address: str | None, max_retries: int, cpus_per_task: int) -> Executor:
     """The Ray executor (Ray itself is imported here, and is said to be missing in one line);
     Ray chooses how many candidates run at once and which GPU each gets."""
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     require_ray()
-    return RayExecutor(ray_address, max_retries=max_retries)
+    return RayExecutor(ray_address, max_retries=max_retries, cpus_per_task=cpus_per_task)
 
 
 #: Executors whose workers train each candidate on one torch thread unless the config sets
@@ -152,9 +154,10 @@ def executor_name(settings: ExecutionSettings, device: str) -> str:
     return "ray" if settings.ray_address is not None else default_executor(device)
 
 
-def executor_for(settings: ExecutionSettings, device: str) -> Executor:
-    """The executor a config's ``execution`` settings describe on ``device`` -- what
-    ``autoshrink search`` trains a run's candidates with. Pass it to
+def executor_for(settings: ExecutionSettings, device: str, threads: int | None = None) -> Executor:
+    """The executor a config's ``execution`` settings describe on ``device``, its candidates on
+    ``threads`` torch threads each (the config's) -- what ``autoshrink search`` trains a
+    run's candidates with. Pass it to
     :func:`~autoshrink.search.run_search` to get the command line's results from Python (its
     default, in this process with torch's own thread count, gives other numbers on the CPU)."""
     return build_executor(
@@ -165,4 +168,5 @@ def executor_for(settings: ExecutionSettings, device: str) -> Executor:
         precision=settings.precision,
         cuda_graph=settings.cuda_graph,
         depthwise=settings.depthwise,
+        threads=threads,
     )

@@ -15,8 +15,10 @@ memory. An exception raised by the evaluator is re-raised in the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,7 +34,7 @@ from autoshrink.executors.retries import (
     RetryListener,
     check_retries,
 )
-from autoshrink.stop_signals import handlers_kept
+from autoshrink.stop_signals import SearchInterrupted, handlers_kept
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0
 SETTINGS_FRAME = 4
 
 
-def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
+def probe_address(address: str, timeout: float = PROBE_SECONDS, *, named: str = "") -> None:
     """Fail fast when no Ray cluster answers at a ``HOST:PORT`` or ``ray://HOST:PORT`` address.
 
     Ray itself keeps retrying an unreachable cluster for minutes, and one whose port holds
@@ -80,16 +82,15 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     does any other gRPC or HTTP/2 server, which passes and is left to Ray); with
     ``RAY_USE_TLS`` set the port speaks TLS first, and only the connection is tried. ``auto``
     and ``local`` pass; any other address without a port is refused. Raises
-    :class:`ConfigError` naming the address.
+    :class:`ConfigError` naming the address as ``named`` (default ``--ray-address ADDRESS``).
     """
     if address in ("auto", "local"):
         return
+    named = named or f"--ray-address {address}"
     hostport = address.split("://", 1)[-1]
     host, sep, port = hostport.rpartition(":")
     if not (sep and host and port.isdigit()):
-        raise ConfigError(
-            f"--ray-address {address}: expected auto, local, HOST:PORT or ray://HOST:PORT"
-        )
+        raise ConfigError(f"{named}: expected auto, local, HOST:PORT or ray://HOST:PORT")
     host = host.strip("[]")  # [IPv6]:port
     tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
@@ -97,7 +98,7 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ConfigError(
-            f"--ray-address {address}: nothing answers there ({reason}); start the cluster "
+            f"{named}: nothing answers there ({reason}); start the cluster "
             "with `ray start --head` and pass the address it prints"
         ) from None
     with conn:
@@ -108,7 +109,7 @@ def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
             answer, said = b"", f"it dropped the connection: {err.strerror or type(err).__name__}"
     if not tls and (len(answer) < 4 or answer[3] != SETTINGS_FRAME):
         raise ConfigError(
-            f"--ray-address {address}: something listens there, but not a Ray cluster ({said}; "
+            f"{named}: something listens there, but not a Ray cluster ({said}; "
             "Ray's address is the one `ray start --head` prints, port 6379 by default)"
         )
 
@@ -168,6 +169,7 @@ class RayExecutor:
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self._started_ray = False
+        self._local = False  # whether Ray was given no address (an instance on this machine)
         self._evaluator: Evaluator | None = None
         self._evaluator_ref: Any = None
 
@@ -179,27 +181,60 @@ class RayExecutor:
     def _ray(self) -> Any:
         ray = require_ray()
         if not ray.is_initialized():
-            where = self.address or "auto (a new local instance if none is running)"
-            log.info("connecting to Ray at %s", where)
-            if self.address:
-                probe_address(self.address)
+            # Ray reads RAY_ADDRESS itself when given no address: probed as --ray-address is,
+            # else an unreachable one kept Ray retrying for minutes, deaf to Ctrl-C
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            named = f"--ray-address {address}" if self.address else f"RAY_ADDRESS={address}"
+            where = address or "auto (a new local instance if none is running)"
+            log.info("connecting to Ray at %s", named if address else where)
+            if address:
+                probe_address(address, named=named)
             try:
                 with handlers_kept():  # Ctrl-C and SIGTERM stay the search's clean stops
                     ray.init(address=self.address)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
                 first_line = (str(err).strip().splitlines() or [""])[0]
                 raise ConfigError(
-                    f"--ray-address {where}: cannot connect to Ray ({first_line}); with token "
-                    "authentication set RAY_AUTH_MODE=token and give this machine the "
-                    "cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
+                    f"{named if address else '--ray-address ' + where}: cannot connect to Ray "
+                    f"({first_line}); with token authentication set RAY_AUTH_MODE=token and "
+                    "give this machine the cluster's token (~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN_PATH)"
                 ) from None
+            except SystemExit as exit_:  # SIGTERM while Ray started: its handler's sys.exit
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                if exit_.code != signal.SIGTERM:
+                    raise
+                raise SearchInterrupted(signal.SIGTERM) from None
             self._started_ray = True
+            self._local = address is None
         return ray
+
+    def _check_gpus(self, ray: Any, gpus: float) -> None:
+        """Refuse tasks that ask for more GPUs than a Ray instance started on this machine has
+        (they would wait for ever); say it of a cluster, whose autoscaler may add them."""
+        have = float(ray.cluster_resources().get("GPU", 0))
+        if gpus <= have:
+            return
+        if self._local:
+            raise ConfigError(
+                f"--device cuda with --executor ray: each candidate asks Ray for {gpus:g} GPU, "
+                f"and the Ray instance on this machine has {have:g}; use --device cpu, or a "
+                "cluster with GPUs (--ray-address)"
+            )
+        log.warning(
+            "each candidate asks Ray for %g GPU and the cluster has %g now: the candidates "
+            "wait until it has one (an autoscaler adding a GPU node)",
+            gpus,
+            have,
+        )
 
     def _task(self, ray: Any, evaluator: Evaluator) -> Any:
         gpus = self.gpus_per_task
         if gpus is None:
             gpus = 1 if runs_on_cuda(evaluator) else 0
+        if gpus > 0:
+            self._check_gpus(ray, gpus)
         return ray.remote(_evaluate).options(
             num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
         )
