@@ -151,13 +151,14 @@ def seed_number(text: str) -> int:
 
 def device_name(text: str) -> str:
     """An ``argparse`` type of a ``--device`` option: ``auto`` becomes the device it resolves
-    to on this machine (a GPU when torch sees one, else ``cpu``), as ``train`` resolves it;
-    any other name is checked where it is used."""
+    to on this machine, ``cuda`` when torch sees a GPU (a process's own: GPU 0 alone, the one
+    Ray gives a task; it was ``cuda:0``, which ``--executor ray`` refuses), else ``cpu``; any
+    other name is checked where it is used."""
     if text != "auto":
         return text
     from autoshrink.devices import resolve_device  # torch: only when the option is given
 
-    return str(resolve_device("auto"))
+    return resolve_device("auto").type
 
 
 def folder_path(text: str) -> Path:
