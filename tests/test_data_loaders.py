@@ -457,6 +457,27 @@ def test_download_and_load(server, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(requests) == 1
 
 
+def test_an_empty_batches_folder_is_downloaded_into_and_one_of_other_files_refused(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty ``cifar-10-batches-py/`` (a failed copy, a mkdir) stopped --download, and the
+    load then said to "use --download"."""
+    served, base, requests = server
+    batches, test, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-python.tar.gz"
+    monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
+    root = tmp_path / "data"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    check_cifar(load_images("cifar10", root, download=True), batches, test)
+    assert len(requests) == 1
+    other = tmp_path / "other" / "cifar-10-batches-py"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("not CIFAR-10")
+    with pytest.raises(DataError, match=f"^{other}: holds no CIFAR-10 batches .* remove it"):
+        load_images("cifar10", other.parent, download=True)
+    assert len(requests) == 1 and (other / "notes.txt").is_file()
+
+
 def test_download_fetches_without_loading(server, tmp_path: Path, monkeypatch) -> None:
     # search --download loaded all of CIFAR-10 to fetch it, and the search loaded it again
     from autoshrink.cli.search import download_data

@@ -138,15 +138,22 @@ def download_cifar10(
 ) -> Path:
     """Download and unpack the CIFAR-10 python archive into ``root``; returns the batches folder.
 
-    Skips the download when ``root/cifar-10-batches-py`` already exists. The archive is removed
-    after extraction. Raises :class:`DataError` on a network error, a checksum mismatch or an
-    unsafe archive; the folders it created for the download are removed again then.
+    Skips the download when ``root/cifar-10-batches-py`` already holds the first training batch;
+    an empty one is filled, one holding other files is refused (a :class:`DataError`: remove
+    it). The archive is removed after extraction. Raises :class:`DataError` on a network
+    error, a checksum mismatch or an unsafe archive; the folders it created for the download
+    are removed again then.
     """
     root = Path(root)
     target = root / PY_DIR
-    if target.is_dir():
+    if (target / "data_batch_1").is_file():
         logger.info("cifar10: %s already exists, not downloading", target)
         return target
+    if target.is_dir() and any(target.iterdir()):
+        raise DataError(
+            f"{target}: holds no CIFAR-10 batches (data_batch_1 ...) but other files; remove it "
+            "to download CIFAR-10 there"
+        )
     created = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
     try:
         root.mkdir(parents=True, exist_ok=True)
