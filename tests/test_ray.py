@@ -218,6 +218,35 @@ def test_a_sigterm_while_ray_starts_is_the_searchs_stop(monkeypatch):
     assert stop.value.signum == signal.SIGTERM and shut == [True]
 
 
+@pytest.mark.parametrize("presses", [1, 2])
+def test_a_ctrl_c_while_ray_starts_stops_the_search_once_ray_has(monkeypatch, presses):
+    """A Ctrl-C in the seconds while a local instance started stopped ``ray.init`` midway,
+    before Ray knew of two of its agents: they were left running after the search. The first
+    waits for Ray to start (and be shut down); a second stops at once."""
+    import os
+    import signal
+
+    from autoshrink.stop_signals import SearchInterrupted
+
+    started: list[bool] = []
+
+    def init(**kw: Any) -> None:
+        for _ in range(presses):
+            os.kill(os.getpid(), signal.SIGINT)
+        started.append(True)
+
+    shut: list[bool] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shut.append(True))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SearchInterrupted) as stop:
+        RayExecutor()._ray()
+    assert stop.value.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is before
+    assert (started, shut) == (([True], [True]) if presses == 1 else ([], []))
+
+
 def test_ray_factory_errors():
     with pytest.raises(ConfigError, match="use --device cuda"):
         build_executor("ray", device="cuda:1")

@@ -86,6 +86,31 @@ def handlers_kept() -> Iterator[None]:
 
 
 @contextmanager
+def sigint_deferred() -> Iterator[list[int]]:
+    """Run the body with a first SIGINT (Ctrl-C) recorded in the list it yields instead of
+    raised -- for a call that a stop would leave half done (Ray starting its processes, which
+    it then does not know to stop) -- and a second one raised at once as
+    :class:`SearchInterrupted`; the handler there was before comes back after (main thread
+    only: elsewhere the list stays empty)."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def record(signum: int, frame: object) -> None:
+        if got:
+            raise SearchInterrupted(signum)
+        got.append(signum)
+
+    before = signal.signal(signal.SIGINT, record)
+    try:
+        yield got
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
+@contextmanager
 def stop_says_resume(what: str, out: str | Path) -> Iterator[None]:
     """Run the body so that SIGINT and SIGTERM stop it as a :class:`SearchInterrupted` that
     says how to go on: the same command with ``--resume`` continues ``what`` (``"training"``)

@@ -34,7 +34,7 @@ from autoshrink.executors.retries import (
     RetryListener,
     check_retries,
 )
-from autoshrink.stop_signals import SearchInterrupted, handlers_kept
+from autoshrink.stop_signals import SearchInterrupted, handlers_kept, sigint_deferred
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,10 @@ class RayExecutor:
             if address:
                 probe_address(address, named=named)
             try:
-                with handlers_kept():  # Ctrl-C and SIGTERM stay the search's clean stops
+                # Ctrl-C and SIGTERM stay the search's clean stops; a Ctrl-C while Ray starts
+                # stops the search once it has (a second one at once): stopped midway, Ray
+                # left two of its agents running
+                with handlers_kept(), sigint_deferred() as ctrl_c:
                     ray.init(address=self.address)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
                 first_line = (str(err).strip().splitlines() or [""])[0]
@@ -206,6 +209,9 @@ class RayExecutor:
                 if exit_.code != signal.SIGTERM:
                     raise
                 raise SearchInterrupted(signal.SIGTERM) from None
+            if ctrl_c:
+                ray.shutdown()
+                raise SearchInterrupted(signal.SIGINT)
             self._started_ray = True
             self._local = address is None
         return ray
