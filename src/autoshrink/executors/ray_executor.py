@@ -184,9 +184,11 @@ class RayExecutor:
             # Ray reads RAY_ADDRESS itself when given no address: probed as --ray-address is,
             # else an unreachable one kept Ray retrying for minutes, deaf to Ctrl-C
             address = self.address or os.environ.get("RAY_ADDRESS") or None
-            named = f"--ray-address {address}" if self.address else f"RAY_ADDRESS={address}"
-            where = address or "auto (a new local instance if none is running)"
-            log.info("connecting to Ray at %s", named if address else where)
+            if address is None:
+                named = "--ray-address auto (a new local instance if none is running)"
+            else:
+                named = f"--ray-address {address}" if self.address else f"RAY_ADDRESS={address}"
+            log.info("connecting to Ray at %s", named)
             if address:
                 probe_address(address, named=named)
             try:
@@ -198,10 +200,9 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
                 first_line = (str(err).strip().splitlines() or [""])[0]
                 raise ConfigError(
-                    f"{named if address else '--ray-address ' + where}: cannot connect to Ray "
-                    f"({first_line}); with token authentication set RAY_AUTH_MODE=token and "
-                    "give this machine the cluster's token (~/.ray/auth_token or "
-                    "RAY_AUTH_TOKEN_PATH)"
+                    f"{named}: cannot connect to Ray ({first_line}); with token authentication "
+                    "set RAY_AUTH_MODE=token and give this machine the cluster's token "
+                    "(~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"
                 ) from None
             except SystemExit as exit_:  # SIGTERM while Ray started: its handler's sys.exit
                 with contextlib.suppress(Exception):
