@@ -176,6 +176,17 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
             f"to none (the largest class has {largest}); give the classes more images, or put "
             "the test images in val/ or test/ beside a train/ folder"
         )
+    untested = sorted(set(split.classes) - {split.classes[i] for i in np.unique(split.test_y)})
+    if untested:  # its accuracy counts none of their images
+        logger.warning(
+            "%s: %d class(es) without a test image (%s%s): too small for %.0f%% of their images "
+            "to round to one, or none in the test folder",
+            root,
+            len(untested),
+            ", ".join(untested[:3]),
+            ", ..." if len(untested) > 3 else "",
+            100 * test_fraction,
+        )
     return split
 
 
