@@ -101,6 +101,27 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys) -> Non
     assert capsys.readouterr().err == "autoshrink: interrupted\n"
 
 
+def test_a_ctrl_c_while_the_commands_modules_import_waits_for_them(monkeypatch, capsys) -> None:
+    """A Ctrl-C raised inside torch's C import of numpy was swallowed (the command ran on) or
+    left numpy half imported (a traceback later, and an export folder left behind): it is
+    said once the imports are done, and the command does not run."""
+    import os
+    import signal
+
+    real = cli.build_parser
+    imported: list[bool] = []
+
+    def importing(command):
+        os.kill(os.getpid(), signal.SIGINT)  # lands while the modules import
+        imported.append(True)
+        return real(command)
+
+    monkeypatch.setattr(cli, "build_parser", importing)
+    monkeypatch.setattr(cli, "configure_logging", lambda verbose: pytest.fail("it ran on"))
+    assert cli.main(["count", "x.json"]) == 130 and imported == [True]
+    assert capsys.readouterr().err == "autoshrink: interrupted\n"
+
+
 def test_a_report_page_for_a_path_that_is_not_utf8(tmp_path: Path) -> None:
     title = "run lat\udce9in"  # a folder name with a byte that is not UTF-8, as Python reads it
     page = html.write_page(tmp_path / "index.html", title, [("", html.note(title))])

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
 from autoshrink.ranges import MAX_COUNT
+from autoshrink.stop_signals import sigint_deferred
 
 #: The sub-commands in the order ``--help`` lists them, with their one-line help.
 SUBCOMMANDS = {
@@ -225,9 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     closed the pipe; ``-v`` logs the traceback of an OSError)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     sizes = NETWORK_SIZES  # what an out-of-memory line names; a command may name its own
-    try:  # building the parser imports the command's modules (torch): a Ctrl-C may land there
-        command = chosen_command(argv)
-        parser = build_parser(command)
+    try:
+        # building the parser imports the command's modules (torch): a Ctrl-C there is said
+        # once they are imported -- raised inside torch's C import of numpy it was swallowed,
+        # or left numpy half imported for a traceback later
+        with sigint_deferred() as ctrl_c:
+            command = chosen_command(argv)
+            parser = build_parser(command)
+        if ctrl_c:
+            raise KeyboardInterrupt
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # argparse would name the top-level --help: name the command's
             where = f"{parser.prog} {command}" if command else parser.prog
