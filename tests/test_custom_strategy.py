@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,7 @@ def test_a_custom_run_resumes_only_with_its_own_factory(tmp_path, cli) -> None:
         )  # fmt: skip
     code, _, err = cli("search", "--resume", run)  # the command line has no factory to give
     assert code == 2 and "the command line cannot give one" in err
+    assert re.search(made_by, err), err  # it named no factory, only "a strategy_factory"
     assert (run / "journal.jsonl").read_bytes() == before
     again = run_search(
         run, resume=True, evaluator_factory=toy, strategy_factory=drop_one, progress=False

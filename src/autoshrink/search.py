@@ -85,7 +85,7 @@ def check_arguments(
             f"a new search in {run_dir} needs a config (preset(...)); resume=True continues "
             "the one there"
         )
-    if config is not None:
+    if config is not None and not resume:  # a resume's: check_strategy names the run's factory
         check_custom(config.strategy, factory_name(strategy_factory), resume)
     if config is not None and not resume and config.strategy == "rea":
         # a new search only: a run folder made before this check must still resume
