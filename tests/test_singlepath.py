@@ -17,6 +17,7 @@ import torch
 from autoshrink import singlepath
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec, count_mobilenetv2
 from autoshrink.errors import ConfigError, HardwareError
+from autoshrink.hardware.latency import environment
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.hardware.table import BlockEntry, LatencyTable
 from autoshrink.singlepath.data import load_search_data
@@ -246,13 +247,14 @@ def test_thresholds_get_gradients_from_the_loss_and_the_latency():
 
 def _synthetic_table(spec: MobileNetV2Spec, settings: LatencySettings | None = None):
     """A table whose every block costs ``1 + (its index in the space)`` ms and every call
-    (``io`` block) 0.25 ms: numbers chosen here, not measured."""
+    (``io`` block) 0.25 ms: numbers chosen here, not measured (recorded as this machine's)."""
     entries = {}
     blocks = space_blocks(spec)
     for i, b in enumerate(blocks):
         entries[b.key] = BlockEntry(b, 1.0 + i, 0.0)
         entries[b.io().key] = BlockEntry(b.io(), 0.25, 0.0)
-    return LatencyTable(settings or LatencySettings(), entries), blocks
+    settings = settings or LatencySettings()
+    return LatencyTable(settings, entries, environment(settings)), blocks
 
 
 def _synthetic_model(spec: MobileNetV2Spec) -> LatencyModel:
