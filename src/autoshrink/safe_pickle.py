@@ -60,7 +60,10 @@ def restricted_loads(data: bytes, allowed: AllowList, *, encoding: str = "ASCII"
     A corrupt or hostile pickle can raise almost any exception; callers wrap them into their
     own one-line error naming the file.
     """
-    return _with_arrays(RestrictedUnpickler(io.BytesIO(data), allowed, encoding=encoding).load())
+    loaded = RestrictedUnpickler(io.BytesIO(data), allowed, encoding=encoding).load()
+    # only an allow-list holding the array decoder makes arrays: others' (large) results are
+    # not walked
+    return _with_arrays(loaded) if _reconstruct in allowed.values() else loaded
 
 
 def _with_arrays(obj: Any) -> Any:
