@@ -142,12 +142,17 @@ class LatencyTable:
         if differ:
             raise HardwareError(f"{source} was measured with {', '.join(differ)}")
 
+    @property
+    def machine_key(self) -> str:
+        """The :attr:`environment` entry that names the machine a block's time depends on:
+        ``gpu`` for a GPU's settings (as :func:`environment` records it), else ``cpu``."""
+        return "cpu" if gpu_index(self.settings.device) is None else "gpu"
+
     def check_machine(self, source: str = "latency table") -> None:
         """Raise :class:`HardwareError` when this machine's processor (or GPU) is not the one
         the table was measured on: blocks measured here would mix two machines in one table."""
-        here = environment(self.settings)
-        key = "gpu" if "gpu" in here else "cpu"
-        there = self.environment.get(key)
+        key = self.machine_key
+        here, there = environment(self.settings), self.environment.get(key)
         if there is None and self.entries:  # extended anywhere, it would mix machines unseen
             raise HardwareError(
                 f"{source} does not record the {key} it was measured on: its new blocks cannot "
@@ -216,8 +221,7 @@ class LatencyTable:
         """This table with ``other``'s entries added; where both have a block, ``other``'s. A
         :class:`HardwareError` naming ``source`` (``other``'s file) when both hold blocks and
         record different machines (or one records none): a table never mixes machines."""
-        key = "gpu" if "gpu" in self.environment or "gpu" in other.environment else "cpu"
-        mine, theirs = self.environment.get(key), other.environment.get(key)
+        mine, theirs = (t.environment.get(t.machine_key) for t in (self, other))
         if self.entries and other.entries and mine != theirs:
             raise HardwareError(
                 f"{source} holds blocks measured on {theirs or 'an unrecorded machine'}, this "
