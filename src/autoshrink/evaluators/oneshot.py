@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from autoshrink.graph import Cell
 from autoshrink.journal import Journal, record_type
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.inherit import check_subcell, inherit_cnn, inherit_rnn
+from autoshrink.nn.state_fit import misfit
 from autoshrink.nn.tied_weights import TIED, retie, to_file
 from autoshrink.run_folder import JOURNAL
 from autoshrink.strategies.base import Proposal
@@ -155,12 +156,11 @@ class OneShotEvaluator:
         """The device the inner evaluator trains on (a Ray task asks for a GPU by it)."""
         return self.inner.device
 
-    def check_weights(self, path: Path, cell: Cell) -> None:
-        """Raise a :class:`ConfigError` naming ``path`` unless its tensors are those of
-        ``cell``'s network, by name and shape (the network is built on the meta device: no
-        memory, no random draws): weights of the same cell for another macro, width or
-        vocabulary would fail every candidate's training."""
-        _, tensors = read_cell_weights(path)
+    def check_weights(self, cell: Cell, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+        """Raise a :class:`ConfigError` naming ``source`` unless ``tensors`` (its weights) are
+        those of ``cell``'s network, by name and shape (:func:`~autoshrink.nn.state_fit.misfit`;
+        the network is built on the meta device: no memory, no random draws): weights of the
+        same cell for another macro, width or vocabulary would fail every candidate's training."""
         inner = self.inner
         with torch.device("meta"):
             net = (
@@ -168,18 +168,11 @@ class OneShotEvaluator:
                 if isinstance(inner, RNNProxyEvaluator)
                 else build_network(cell, inner.macro)
             )
-        wanted = {k: tuple(t.shape) for k, t in net.state_dict().items()}
-        held = {k: tuple(t.shape) for k, t in tensors.items()}
-        wrong = [
-            f"{k}: {held.get(k, 'missing')} in the file, {wanted.get(k, 'none')} in the network"
-            for k in sorted(wanted.keys() | held.keys())
-            if held.get(k) != wanted.get(k)
-        ]
-        if wrong:
-            more = f"; {len(wrong) - 1} more" if len(wrong) > 1 else ""
+        what = misfit(net, tensors)
+        if what is not None:
             raise ConfigError(
-                f"{path}: its tensors are not those of cell {cell.key}'s network in this search "
-                f"({wrong[0]}{more}); another macro, width or data set's weights?"
+                f"{source}: its tensors are not those of cell {cell.key}'s network in this "
+                f"search ({what}); another macro, width or data set's weights?"
             )
 
     def screening_stage(self, classes: Sequence[int], epochs: int) -> OneShotEvaluator:
@@ -291,14 +284,14 @@ class WeightTrail:
                 f"{self.current}: missing; step {step} needs the weights of cell {parent.key} "
                 "(the journal's current cell) to evaluate its candidates"
             )
-        held = weights_cell(self.current)
+        held, tensors = read_cell_weights(self.current)
         if held.key != parent.key:
             raise ConfigError(
                 f"{self.current} holds cell {held.key}, but the journal's current cell at step "
                 f"{step} is {parent.key}"
             )
         if self.evaluator is not None:
-            self.evaluator.check_weights(self.current, parent)
+            self.evaluator.check_weights(parent, tensors, self.current)
 
     def stranded(
         self, strategy: Any, proposals: Sequence[Proposal], retrying: Set[str]
