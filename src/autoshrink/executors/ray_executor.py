@@ -172,6 +172,7 @@ class RayExecutor:
         self._local = False  # whether Ray was given no address (an instance on this machine)
         self._evaluator: Evaluator | None = None
         self._evaluator_ref: Any = None
+        self._remote: Any = None  # the task of that evaluator (``ray.remote``, its options)
 
     @property
     def candidate_threads(self) -> int:
@@ -262,7 +263,8 @@ class RayExecutor:
         if evaluator is not self._evaluator:
             self._evaluator_ref = ray.put(evaluator)
             self._evaluator = evaluator
-        task = self._task(ray, evaluator)
+            self._remote = self._task(ray, evaluator)  # once: its GPU check asks the cluster
+        task = self._remote
         budget = RetryBudget(len(jobs), self.max_retries, on_retry)
 
         def submit(index: int) -> Any:
@@ -299,7 +301,7 @@ class RayExecutor:
 
     def close(self) -> None:
         """Drop the evaluator from the object store; shut down a Ray this executor started."""
-        self._evaluator = self._evaluator_ref = None
+        self._evaluator = self._evaluator_ref = self._remote = None
         if self._started_ray:
             import ray
 
