@@ -225,11 +225,36 @@ def test_resume_refuses_a_journal_made_by_another_config(tmp_path):
     mine, other = tmp_path / "mine", tmp_path / "other"
     search(mine, toy_config(k=3, seed=1))
     search(other, toy_config(k=3, seed=2))
-    (mine / "journal.jsonl").write_text((other / "journal.jsonl").read_text())
+    theirs = lines(other / "journal.jsonl")
+    (mine / "journal.jsonl").write_text("\n".join(theirs) + "\n")
     ev = ToyEvaluator()
+    their_hash = json.loads((other / "fingerprint.json").read_text())["config_hash"][:12]
+    with pytest.raises(
+        JournalError,
+        match=rf"journal.jsonl: line 1 holds a record of another config .config hash {their_hash}",
+    ):
+        search(mine, ev=ev)
+    # records without a config hash (journals of earlier versions): their cells tell
+    unstamped = [{k: v for k, v in json.loads(x).items() if k != "config_hash"} for x in theirs]
+    (mine / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in unstamped))
     with pytest.raises(JournalError, match=r"journal.jsonl: line \d+ holds candidate \w+ \(step"):
         search(mine, ev=ev)
     assert ev.calls == 0  # refused before training anything
+
+
+def test_resume_refuses_the_journal_of_another_config_with_the_same_cells(tmp_path):
+    """Same seed and cells, another proxy training: only the records' config hash tells."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    search(mine, toy_config(k=3, seed=1))
+    search(other, toy_config(k=3, seed=1, per_class=7))
+    assert [json.loads(x)["key"] for x in lines(mine / "journal.jsonl")] == [
+        json.loads(x)["key"] for x in lines(other / "journal.jsonl")
+    ]
+    (mine / "journal.jsonl").write_text((other / "journal.jsonl").read_text())
+    ev = ToyEvaluator()
+    with pytest.raises(JournalError, match="line 1 holds a record of another config"):
+        search(mine, ev=ev)
+    assert ev.calls == 0
 
 
 def test_resume_refuses_a_journal_with_an_extra_record(tmp_path):
@@ -241,7 +266,23 @@ def test_resume_refuses_a_journal_with_an_extra_record(tmp_path):
     with (run / "journal.jsonl").open("a") as f:
         f.write(stray + "\n")
     n = len(lines(run / "journal.jsonl"))
-    with pytest.raises(JournalError, match=f"line {n} holds candidate"):
+    with pytest.raises(JournalError, match=f"line {n} holds a record of another config"):
+        search(run)
+
+
+def test_resume_refuses_a_second_record_of_a_candidate_that_did_not_fail(tmp_path):
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    first = lines(run / "journal.jsonl")[1]
+    again = json.dumps(json.loads(first) | {"score": 9.0})  # the same run's stamp, a new result
+    with (run / "journal.jsonl").open("a") as f:
+        f.write(again + "\n")
+    n = len(lines(run / "journal.jsonl"))
+    key = json.loads(first)["key"]
+    with pytest.raises(
+        JournalError,
+        match=f"line {n} holds a second record of candidate {key}, whose earlier one is 'ok'",
+    ):
         search(run)
 
 

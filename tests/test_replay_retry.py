@@ -49,7 +49,7 @@ def journal(tmp_path: Path, *records: dict) -> Journal:
 def hand_made(tmp_path: Path, records: list[dict], retry_failed: bool) -> Replay:
     """The replay of hand-made records (their cells are none: not read back through the
     journal's check, which :func:`test_a_resume_checks_each_record_it_reads_back` tests)."""
-    return Replay(tmp_path / "journal.jsonl", enumerate(records, start=1), retry_failed)
+    return Replay(tmp_path / "journal.jsonl", enumerate(records, start=1), retry_failed, "0" * 64)
 
 
 def ask(replay: Replay, step: int, *keys: str) -> None:
@@ -69,8 +69,10 @@ def test_a_resume_checks_each_record_it_reads_back(tmp_path):
     for change, says in cases:
         records = journal(tmp_path, good, {**good, "step": 1, **change})
         with pytest.raises(JournalError, match=re.escape(f"journal.jsonl: line 2: {says}")):
-            Replay.read(records, repair=False, retry_failed=False)
-    assert Replay.read(journal(tmp_path, good), repair=False, retry_failed=False).done
+            Replay.read(records, repair=False, retry_failed=False, config_hash="0" * 64)
+    assert Replay.read(
+        journal(tmp_path, good), repair=False, retry_failed=False, config_hash="0" * 64
+    ).done
 
 
 # Step 0: s; step 1: a and w -- w (line 3) wins but failed, so the search went on from a

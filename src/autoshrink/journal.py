@@ -41,6 +41,9 @@ from autoshrink.user_files import json_type_problem
 log = logging.getLogger(__name__)
 
 LOCK = "run.lock"
+#: How many hex digits of the run's config hash (``fingerprint.json``) every record carries
+#: as its ``config_hash``: a resume refuses a record of another config by it.
+CONFIG_HASH_DIGITS = 12
 
 
 @dataclass
@@ -80,6 +83,8 @@ class CandidateRecord:
     removed_edge: list[int] | None = None
     seed: int | None = None
     seconds: float | None = None
+    # the run's config hash (its first CONFIG_HASH_DIGITS); journals before 2026-12-07 lack it
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +105,7 @@ class ReuseRecord:
     first_step: int
     cell: dict[str, Any]  # as this step proposed it: the same key, perhaps other node numbers
     removed_edge: list[int] | None = None
+    config_hash: str | None = None  # as a candidate record's
 
 
 @dataclass(frozen=True, kw_only=True)

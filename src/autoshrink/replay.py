@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import JournalError
-from autoshrink.journal import OFF_PATH, Journal, off_path, record_type
+from autoshrink.journal import CONFIG_HASH_DIGITS, OFF_PATH, Journal, off_path, record_type
 from autoshrink.strategies.base import Proposal
 
 log = logging.getLogger(__name__)
@@ -44,19 +44,23 @@ class Replay:
     """
 
     @classmethod
-    def read(cls, journal: Journal, repair: bool, retry_failed: bool) -> Replay:
+    def read(cls, journal: Journal, repair: bool, retry_failed: bool, config_hash: str) -> Replay:
         """The replay of ``journal``'s records, each checked as it is read back
         (:meth:`~autoshrink.journal.Journal.numbered`: a torn last line is
         cut from the file, and with ``repair`` malformed lines at its end too)."""
-        return cls(journal.path, journal.numbered(repair, check=True, tidy=True), retry_failed)
+        records = journal.numbered(repair, check=True, tidy=True)
+        return cls(journal.path, records, retry_failed, config_hash)
 
     def __init__(
         self,
         path: Path,
         records: Iterable[tuple[int, dict[str, Any]]],
         retry_failed: bool,
+        config_hash: str,
     ) -> None:
-        """``records``: the journal's ``(line number, record)`` pairs, in order."""
+        """``records``: the journal's ``(line number, record)`` pairs, in order;
+        ``config_hash``: the run's (``SearchConfig.fingerprint()``), whose first digits a
+        record's own ``config_hash`` must be, where it has one (:func:`check_belongs`)."""
         self.path = path
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
@@ -68,6 +72,7 @@ class Replay:
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in records:
+            check_belongs(path, line, rec, config_hash, self.done)
             kind = record_type(rec)
             if kind == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
@@ -156,3 +161,30 @@ class Replay:
                 self.path,
                 len(self._unasked),
             )
+
+
+def check_belongs(
+    path: Path,
+    line: int,
+    rec: dict[str, Any],
+    config_hash: str,
+    done: dict[str, dict[str, Any]],
+) -> None:
+    """Raise a :class:`JournalError` naming ``line`` when the record ``rec`` is not one of this
+    run's: its ``config_hash`` is another config's (a journal copied from another run, a record
+    appended from one), or it is a second record of a candidate (``done``: those read so far)
+    whose earlier record did not fail -- only a failed candidate is ever trained again."""
+    stamp = rec.get("config_hash")
+    if stamp is not None and stamp != config_hash[:CONFIG_HASH_DIGITS]:
+        raise JournalError(
+            f"{path}: line {line} holds a record of another config (config hash {stamp}, this "
+            f"run's {config_hash[:CONFIG_HASH_DIGITS]}); the journal was not made with this config"
+        )
+    if record_type(rec) != "candidate" or (earlier := done.get(rec["key"])) is None:
+        return
+    if earlier.get("status", "ok") != "failed":
+        raise JournalError(
+            f"{path}: line {line} holds a second record of candidate {rec['key']}, whose earlier "
+            f"one is {earlier.get('status', 'ok')!r}, not 'failed'; the journal was not made by "
+            "this search alone"
+        )

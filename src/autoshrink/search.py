@@ -182,7 +182,7 @@ def run_search(
             for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
-                replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed)
+                replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed, config)
                 evaluator, trail = make_evaluator(config, evaluator_factory, run_dir, here)
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
@@ -228,12 +228,17 @@ def run_search(
 
 
 def read_replay(
-    run_dir: Path, journal: Journal, resume: bool, repair: bool, retry_failed: bool
+    run_dir: Path,
+    journal: Journal,
+    resume: bool,
+    repair: bool,
+    retry_failed: bool,
+    config: SearchConfig,
 ) -> tuple[Replay, bool]:
     """The journal's :class:`~autoshrink.replay.Replay`, and whether an earlier session ended
     the search (a :class:`JournalError` if one did and the journal holds no candidate, or if a
     resume that goes on cannot append to the journal)."""
-    replay = Replay.read(journal, repair, retry_failed)
+    replay = Replay.read(journal, repair, retry_failed, config.fingerprint())
     ended = resume and ended_before(run_dir)
     if resume and not ended:  # it trained a candidate first, then failed to journal it
         journal.check_appendable()

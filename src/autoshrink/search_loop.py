@@ -28,7 +28,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, Job
 from autoshrink.graph import Cell
-from autoshrink.journal import Journal
+from autoshrink.journal import CONFIG_HASH_DIGITS, Journal
 from autoshrink.json_values import as_read_back
 from autoshrink.replay import Replay
 from autoshrink.run_folder import factory_name
@@ -150,28 +150,32 @@ class LoopOutcome:
 @dataclass(frozen=True)
 class JournalWriter:
     """Appends a session's records to its journal, each with SIGINT and SIGTERM held (a record
-    is written whole or not at all), and keeps the replay's view of the journal current."""
+    is written whole or not at all) and stamped with the run's ``config_hash`` (its first
+    :data:`~autoshrink.journal.CONFIG_HASH_DIGITS`), and keeps the replay's view of the journal
+    current."""
 
     journal: Journal
     replay: Replay
     signals: StopSignals
+    config_hash: str  # the run's, SearchConfig.fingerprint()
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        with self.signals.held():
+            self.journal.append(rec | {"config_hash": self.config_hash[:CONFIG_HASH_DIGITS]})
 
     def candidate(self, rec: dict[str, Any]) -> None:
         """A candidate's record: from now on the candidate is done."""
-        with self.signals.held():
-            self.journal.append(rec)
-            self.replay.done[rec["key"]] = as_read_back(rec)
+        self._append(rec)
+        self.replay.done[rec["key"]] = as_read_back(rec)
 
     def event(self, rec: dict[str, Any]) -> None:
         """A record a resume does not replay (a retry, a reuse)."""
-        with self.signals.held():
-            self.journal.append(rec)
+        self._append(rec)
 
     def stage(self, rec: dict[str, Any]) -> None:
         """A progressive screening stage's record."""
-        with self.signals.held():
-            self.journal.append(rec)
-            self.replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
+        self._append(rec)
+        self.replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
 
     def reuses(self, proposals: list[Proposal]) -> None:
         """Journal each proposal an earlier step evaluated (once, also across resumes)."""
@@ -305,7 +309,13 @@ def search_loop(
         )
     shown = None if progress else True  # tqdm's None: a bar on a terminal only, not in a log
     steps = StepTrainer(
-        config, evaluator, executor, JournalWriter(journal, replay, signals), screen, trail, shown
+        config,
+        evaluator,
+        executor,
+        JournalWriter(journal, replay, signals, config.fingerprint()),
+        screen,
+        trail,
+        shown,
     )
     start_obs: Observation | None = None
     evaluations = 0
