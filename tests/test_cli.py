@@ -593,6 +593,10 @@ def test_number_options_take_every_value_up_to_their_bound(kind, highest) -> Non
             ["search", "--out", ""],
             "autoshrink search: error: argument --out: expected a folder, got an empty path",
         ),
+        (  # the same as the run to resume: it resumed the run in the current folder
+            ["search", "--resume", ""],
+            "autoshrink search: error: argument --resume: expected a folder, got an empty path",
+        ),
         (  # a slip of the keyboard: an overflow deep in torch before (a traceback)
             ["train", "c.json", "--task", "rnn", "--nhid", "99999999999999999999"],
             "autoshrink train: error: argument --nhid: must be at most 65,536, got "

@@ -163,8 +163,8 @@ def device_name(text: str) -> str:
 
 
 def folder_path(text: str) -> Path:
-    """An ``argparse`` type: an output folder; an empty string (a shell variable left unset,
-    say) is refused rather than read as the current folder."""
+    """An ``argparse`` type: an output folder, or a run to resume; an empty string (a shell
+    variable left unset, say) is refused rather than read as the current folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder, got an empty path")
     return Path(text)

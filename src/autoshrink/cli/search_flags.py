@@ -55,7 +55,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--resume",
-        type=Path,
+        type=folder_path,
         nargs="?",
         const=IN_OUT,
         default=None,
