@@ -185,6 +185,16 @@ def test_the_engine_compiles_to_one_graph_and_trains_as_it_does_eagerly() -> Non
     x = torch.randn(4, 8, 8, 3, 3, dtype=torch.float64)
     explained = torch._dynamo.explain(engine)(x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+    # node inputs read from one buffer (CUDA's default), training and validating: the
+    # validation pass broke into 37 graphs before (an autograd.Function under no_grad)
+    buffered = build_batched(cell, spec, [cell] * 3, [0, 1, 2], node_inputs="buffer").double()
+    for training in (True, False):
+        torch._dynamo.reset()
+        buffered.train(training)
+        with torch.set_grad_enabled(training):
+            explained = torch._dynamo.explain(buffered)(x)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), training
+    torch._dynamo.reset()
     eager = engine(x)
     eager.square().sum().backward()
     grads = [p.grad.clone() for p in engine.parameters()]

@@ -113,7 +113,10 @@ class NodeStates:
             return parts[0]
         with_zero = [*slots, len(self.widths)] if zero else list(slots)
         if self.buffer is not None and _adjacent(with_zero) and set(slots) <= self.buffered:
-            return _Read.apply(self.buffer, self.starts[slots[0]], zero, *parts)
+            start, stop = self.starts[slots[0]], self.starts[slots[-1] + 1] + int(zero)
+            if not torch.is_grad_enabled():  # nothing to route: a plain view (one graph when
+                return self.buffer[..., start:stop]  # compiled; the Function broke it there)
+            return _Read.apply(self.buffer, start, stop, zero, *parts)
         return torch.cat([*parts, self._zero(parts[-1])] if zero else parts, -1)
 
 
@@ -122,14 +125,15 @@ class _Read(torch.autograd.Function):
     as inputs: its gradient is split among them, as ``torch.cat``'s."""
 
     @staticmethod
-    def forward(ctx, buffer: torch.Tensor, start: int, zero: bool, *states: torch.Tensor):
+    def forward(
+        ctx, buffer: torch.Tensor, start: int, stop: int, zero: bool, *states: torch.Tensor
+    ):
         ctx.widths = [s.shape[-1] for s in states]
         ctx.zero = zero
-        stop = start + sum(ctx.widths) + int(zero)
         return buffer[..., start:stop]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         widths = ctx.widths + [1] if ctx.zero else ctx.widths
         parts = grad.split(widths, -1)
-        return (None, None, None, *parts[: len(ctx.widths)])
+        return (None, None, None, None, *parts[: len(ctx.widths)])
