@@ -116,6 +116,7 @@ def side_by_side(data: ImageData, recipe, device: str, say) -> list[dict[str, An
         say(f"final training {name}: {row['images_s'] or 0:,.0f} img/s, peak GPU memory "
             f"{mem}, test accuracy {out.test_accuracy:.4f} "
             f"({params / 1e6:.2f} M params, {wall:.1f} s)")  # fmt: skip
+        del model, out  # else the next network's peak memory counts this one's weights
     return rows
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU check of the batched engine (issue #6) in one go, < 8 minutes on an H100/H200:
+# The whole GPU check of the batched engine (issues #6, #17, #21) in one go; the default parts
+# took about 12 minutes on an H200 (below), more than one 600 s call of a device tool allows:
 #   1. the device and software versions;
 #   2. float64 equivalence with one-by-one training on the GPU (PASS/FAIL) of the engine: as it
 #      is (depthwise 3x3 through Triton's kernels where Triton is installed), replayed from CUDA
@@ -54,7 +55,7 @@
 # BUDGET_S (default 0: none) caps the whole script: each step's time limit is cut to what is
 # left of it less 30 s for the summary, and a step with under 10 s left is skipped. The device
 # tool returns at most 8 files from $OUT and a call may run 600 s, so run it as
-#   BUDGET_S=560 PARTS=next OUT=/tmp/gn bash scripts/gpu_check.sh data/fashion-mnist;
+#   rm -rf /tmp/gn; BUDGET_S=560 PARTS=next OUT=/tmp/gn bash scripts/gpu_check.sh data/fashion-mnist;
 #   tar czf "$OUT/gn.tgz" -C /tmp gn
 # SKIP leaves out steps of part cnn already measured: any of
 # "check ops node_inputs bytes fused concat bf16 gray"
@@ -65,8 +66,10 @@
 # 15-minute budget with the machine's start, without room for a rerun.
 # Measured: 4.8 minutes on an H200 with the search finished in 122 s (session 5, run B).
 # Tables time the engine's defaults unless DEPTHWISE names other depthwise kernels (auto,
-# triton, torch, cudnn). Worst case (every step at its timeout) 9.1 minutes plus the machine's
-# start.
+# triton, torch, cudnn). Worst case (every step at its timeout, on a GPU): part cnn 13.3
+# minutes, rnn 6.7, final 5, oneshot 2.5, next 13.3 (8.3 with COMPILE=0); the default parts
+# 24.9 minutes, plus the machine's start. Through a tool whose calls may run 600 s, set
+# BUDGET_S (560) or split the parts into calls.
 # No package installs; PYTHONPATH=src; python3, or $PYTHON. Results go to $OUT (default:
 # /tmp/gpu_check). DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings (a smoke
 # test; step 8 is skipped there).
@@ -78,6 +81,9 @@
 # is git-ignored, so a copy of the working tree must carry it explicitly.
 #
 #   OUT=/some/dir bash scripts/gpu_check.sh [FASHION_MNIST_DIR]
+#
+# $OUT must be empty or new: its searches refuse a folder that holds an earlier one, so a
+# rerun into it would lose them (rm -rf it first, or name another).
 set -uo pipefail
 exec 3>&1  # the console: a step's skip is said there (once), wherever the step's output goes
 cd "$(dirname "$0")/.."
@@ -101,6 +107,11 @@ RNN_SECONDS="${RNN_SECONDS:-200}"
 FINAL_EPOCHS="${FINAL_EPOCHS:-2}"
 PARTS=" ${PARTS:-cnn rnn final} "
 DEPTHWISE=(--depthwise "${DEPTHWISE:-auto}")
+if [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
+    echo "gpu_check.sh: OUT=$OUT holds an earlier run's files; its searches would refuse" \
+        "their folders: remove it, or name an empty or new folder" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
@@ -161,11 +172,14 @@ table() {  # table SECONDS NAME [bench options...]: one throughput table, its JS
 }
 
 step "device"
-{
+if [ -n "$GPU" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.get_device_name())"
-} 2>&1 | tee "$OUT/device.txt"
+else
+    "$PY" -c "import platform, torch; print('torch', torch.__version__, 'cpu', \
+platform.processor() or platform.machine())"
+fi 2>&1 | tee "$OUT/device.txt"
 
 if part cnn; then
 if run_step check; then
@@ -275,7 +289,7 @@ if part next; then
             limited $((120 * SCALE)) "$PY" "$BENCH" --device "$DEVICE" "${EXTRA[@]}" --json \
                 --no-table --verbose --search-data "$DATA" --out "$OUT/search_$engine" \
                 --time-limit 45 "${GRAPH[@]}" > "$OUT/search_$engine.json" 2> "$OUT/search_$engine.txt"
-            grep "step 1:" "$OUT/search_$engine.txt"
+            grep "step 1:" "$OUT/search_$engine.txt" || tail -n 3 "$OUT/search_$engine.txt"
         done
     else
         step "no Fashion-MNIST folder found: step-1 A/B skipped"
@@ -309,6 +323,11 @@ import json, re, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+
+
+def peak(value, unit=" GB"):
+    """A peak GPU memory figure as printed: none on the CPU."""
+    return "n/a (no GPU)" if value is None else f"{value}{unit}"
 
 
 def result(name):
@@ -350,7 +369,7 @@ for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat
     for row in r["table"]:
         print(f"{r['device']} {tag} {row['cell']}: eager {row['baseline_img_s']:.0f} img/s, "
               f"engine {row['engine_img_s']:.0f} img/s, speedup: {row['ratio']:.2f}, "
-              f"engine peak {row['engine_peak_gpu_gb']} GB")
+              f"engine peak {peak(row['engine_peak_gpu_gb'])}")
         rows.append(f"| {r['device']} | {tag} | {row['cell']} | {row['baseline_img_s']:,.0f} | "
                     f"{row['engine_img_s']:,.0f} | {row['ratio']:.2f} | {row['engine_peak_gpu_gb']} | "
                     f"{row['new_shape_s']} |")
@@ -358,7 +377,7 @@ for name in ("throughput_fp32", "throughput_fp32_fused", "throughput_fp32_concat
         s = r["search"]
         print(f"full-protocol search ({tag} engine): finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
-              f"peak {s['peak_gpu_memory']}")
+              f"peak {peak(s['peak_gpu_memory'], '')}")
 
 step1 = {}
 for engine in ("default", "plain"):
@@ -396,7 +415,7 @@ if r := result("rnn.json"):
         print(f"RNN paper-protocol search (stacked{', CUDA graphs' if s.get('cuda_graph') else ''}): "
               f"finished={s['finished']}, "
               f"{s['seconds']:.0f} s, {s['steps']} steps, {s['candidates']} candidates, "
-              f"peak {s['peak_gpu_memory']}")
+              f"peak {peak(s['peak_gpu_memory'], '')}")
 if r := result("oneshot.json"):
     print(f"{r['device']} one-shot check: {'PASS' if r.get('check') else 'FAIL'}; K = {r['k']} "
           f"({r['data']}): one by one {r['one_by_one_images_s']:,.0f}, stacked "
@@ -404,7 +423,7 @@ if r := result("oneshot.json"):
 if r := result("final.json"):
     for n in r.get("networks", []):
         print(f"{r['device']} final training {n['network']} ({r['epochs']} epochs, "
-              f"{r['precision']}): {n['images_s']:,.0f} img/s, peak {n['peak_gpu_gb']} GB, "
+              f"{r['precision']}): {n['images_s']:,.0f} img/s, peak {peak(n['peak_gpu_gb'])}, "
               f"test accuracy {n['test_accuracy']:.4f}")
     if r.get("resume"):
         v = r["resume"]

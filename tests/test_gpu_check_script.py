@@ -152,6 +152,19 @@ def test_a_budget_cuts_a_step_to_what_is_left(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "BUDGET_S must be a whole number of seconds" in bad.stderr
 
 
+def test_an_out_folder_holding_an_earlier_run_is_refused(tmp_path: Path) -> None:
+    """A rerun into the same ``OUT`` (a device machine still warm) had every search refuse its
+    folder, and part next's console showed nothing of it: refused at once instead."""
+    out = tmp_path / "gpu_check"
+    (out / "search").mkdir(parents=True)
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next"}
+    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"gpu_check.sh: OUT={out} holds an earlier run's files" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["search"]
+
+
 def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:
     fashion, ptb, dest = tmp_path / "fashion", tmp_path / "ptb", tmp_path / "data"
     fashion.mkdir()
