@@ -160,22 +160,24 @@ class JournalWriter:
     config_hash: str  # the run's, SearchConfig.fingerprint()
 
     def _append(self, rec: dict[str, Any]) -> None:
-        with self.signals.held():
-            self.journal.append(rec | {"config_hash": self.config_hash[:CONFIG_HASH_DIGITS]})
+        self.journal.append(rec | {"config_hash": self.config_hash[:CONFIG_HASH_DIGITS]})
 
     def candidate(self, rec: dict[str, Any]) -> None:
         """A candidate's record: from now on the candidate is done."""
-        self._append(rec)
-        self.replay.done[rec["key"]] = as_read_back(rec)
+        with self.signals.held():
+            self._append(rec)
+            self.replay.done[rec["key"]] = as_read_back(rec)
 
     def event(self, rec: dict[str, Any]) -> None:
         """A record a resume does not replay (a retry, a reuse)."""
-        self._append(rec)
+        with self.signals.held():
+            self._append(rec)
 
     def stage(self, rec: dict[str, Any]) -> None:
         """A progressive screening stage's record."""
-        self._append(rec)
-        self.replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
+        with self.signals.held():
+            self._append(rec)
+            self.replay.stages[rec["key"], rec["stage"]] = as_read_back(rec)
 
     def reuses(self, proposals: list[Proposal]) -> None:
         """Journal each proposal an earlier step evaluated (once, also across resumes)."""
