@@ -537,6 +537,67 @@ def test_pool_workers_leave_ctrl_c_to_the_driver():
     assert retried == [] and [e.status for _, e in out] == ["ok"]
 
 
+class ShowsNoBarThenWaits(Fake):
+    """Makes a disabled tqdm bar, as the RNN proxy training does in a worker, says so in the
+    file ``marker`` and waits, so that the driver abandons it busy."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        import time
+
+        from tqdm import tqdm
+
+        with tqdm(total=1, disable=True):
+            Path(self.marker).write_text("busy")
+            time.sleep(60)
+        return super().evaluate(genotype, seed)
+
+
+ABANDON_A_BUSY_WORKER = """
+import random, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_executors import ShowsNoBarThenWaits
+from autoshrink.executors.base import Job
+from autoshrink.executors.pool import LocalPoolExecutor
+from autoshrink.spaces.cells import start_cell
+
+def stop_once_busy(*_):
+    if not Path(sys.argv[2]).exists():
+        signal.alarm(1)
+        return
+    raise KeyboardInterrupt  # as a Ctrl-C: the driver stops, the busy worker is killed
+
+signal.signal(signal.SIGALRM, stop_once_busy)
+signal.alarm(1)
+pool = LocalPoolExecutor(1)
+try:
+    cell = start_cell("cnn", 3, random.Random(0))
+    list(pool.run(ShowsNoBarThenWaits(sys.argv[2]), [Job(cell, 5)]))
+except KeyboardInterrupt:
+    pool.close()
+    print("stopped")
+"""
+
+
+def test_a_worker_killed_busy_leaks_no_semaphore_of_a_progress_bar(tmp_path: Path) -> None:
+    """A Ctrl-C on an RNN search on the pool ended with resource_tracker's "There appear to be
+    2 leaked semaphore objects" after the stop message: tqdm's lock, made in the worker by a
+    bar even when disabled, is a multiprocessing one, and the worker was killed holding it."""
+    import subprocess
+
+    marker = tmp_path / "busy"
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDON_A_BUSY_WORKER, str(Path(__file__).parent), str(marker)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip() == "stopped", done.stdout + done.stderr
+    assert "leaked semaphore" not in done.stderr, done.stderr
+
+
 def test_executor_for_builds_what_the_config_execution_says():
     from autoshrink.config import ExecutionSettings
     from autoshrink.executors.factory import executor_for

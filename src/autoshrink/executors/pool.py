@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import threading
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -72,8 +73,13 @@ def _serve(conn: Connection, logging_as: tuple[int, str | None]) -> None:
         logging.basicConfig(level=logging.WARNING, format=fmt)
     logging.getLogger("autoshrink").setLevel(level)
     import torch
+    from tqdm import tqdm
 
     torch.set_num_threads(1)
+    # a worker shows no bars, but tqdm makes its lock on the first one, even a disabled one: a
+    # multiprocessing lock by default, whose semaphores a worker killed busy (the driver was
+    # stopped) leaves to the resource tracker, which warns of them after the stop message
+    tqdm.set_lock(threading.RLock())
     evaluators: dict[int, Evaluator] = {}
     while True:
         try:
