@@ -59,9 +59,13 @@ class Replay:
         config_hash: str,
     ) -> None:
         """``records``: the journal's ``(line number, record)`` pairs, in order;
-        ``config_hash``: the run's (``SearchConfig.fingerprint()``), whose first digits a
-        record's own ``config_hash`` must be, where it has one (:func:`check_belongs`)."""
+        ``config_hash``: the run's (``SearchConfig.fingerprint()``), whose first digits
+        (:attr:`config_stamp`) a record's own ``config_hash`` must be, where it has one
+        (:func:`check_belongs`)."""
         self.path = path
+        #: What every record of this run carries as its ``config_hash``: the first
+        #: :data:`~autoshrink.journal.CONFIG_HASH_DIGITS` of the run's config hash.
+        self.config_stamp = config_hash[:CONFIG_HASH_DIGITS]
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
@@ -72,7 +76,7 @@ class Replay:
         failed_since: dict[str, int] = {}  # key -> line of its first "failed" record since
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in records:
-            check_belongs(path, line, rec, config_hash, self.done)
+            check_belongs(path, line, rec, self.config_stamp, self.done)
             kind = record_type(rec)
             if kind == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
@@ -167,18 +171,19 @@ def check_belongs(
     path: Path,
     line: int,
     rec: dict[str, Any],
-    config_hash: str,
+    config_stamp: str,
     done: dict[str, dict[str, Any]],
 ) -> None:
     """Raise a :class:`JournalError` naming ``line`` when the record ``rec`` is not one of this
-    run's: its ``config_hash`` is another config's (a journal copied from another run, a record
-    appended from one), or it is a second record of a candidate (``done``: those read so far)
-    whose earlier record did not fail -- only a failed candidate is ever trained again."""
+    run's: its ``config_hash`` is another config's than the run's ``config_stamp`` (a journal
+    copied from another run, a record appended from one), or it is a second record of a
+    candidate (``done``: those read so far) whose earlier record did not fail -- only a failed
+    candidate is ever trained again."""
     stamp = rec.get("config_hash")
-    if stamp is not None and stamp != config_hash[:CONFIG_HASH_DIGITS]:
+    if stamp is not None and stamp != config_stamp:
         raise JournalError(
             f"{path}: line {line} holds a record of another config (config hash {stamp}, this "
-            f"run's {config_hash[:CONFIG_HASH_DIGITS]}); the journal was not made with this config"
+            f"run's {config_stamp}); the journal was not made with this config"
         )
     if record_type(rec) != "candidate" or (earlier := done.get(rec["key"])) is None:
         return

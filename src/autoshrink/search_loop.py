@@ -28,7 +28,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Executor, Job
 from autoshrink.graph import Cell
-from autoshrink.journal import CONFIG_HASH_DIGITS, Journal
+from autoshrink.journal import Journal
 from autoshrink.json_values import as_read_back
 from autoshrink.replay import Replay
 from autoshrink.run_folder import factory_name
@@ -150,17 +150,15 @@ class LoopOutcome:
 @dataclass(frozen=True)
 class JournalWriter:
     """Appends a session's records to its journal, each with SIGINT and SIGTERM held (a record
-    is written whole or not at all) and stamped with the run's ``config_hash`` (its first
-    :data:`~autoshrink.journal.CONFIG_HASH_DIGITS`), and keeps the replay's view of the journal
-    current."""
+    is written whole or not at all) and stamped with the run's ``config_hash``
+    (:attr:`Replay.config_stamp`), and keeps the replay's view of the journal current."""
 
     journal: Journal
     replay: Replay
     signals: StopSignals
-    config_hash: str  # the run's, SearchConfig.fingerprint()
 
     def _append(self, rec: dict[str, Any]) -> None:
-        self.journal.append(rec | {"config_hash": self.config_hash[:CONFIG_HASH_DIGITS]})
+        self.journal.append(rec | {"config_hash": self.replay.config_stamp})
 
     def candidate(self, rec: dict[str, Any]) -> None:
         """A candidate's record: from now on the candidate is done."""
@@ -311,13 +309,7 @@ def search_loop(
         )
     shown = None if progress else True  # tqdm's None: a bar on a terminal only, not in a log
     steps = StepTrainer(
-        config,
-        evaluator,
-        executor,
-        JournalWriter(journal, replay, signals, config.fingerprint()),
-        screen,
-        trail,
-        shown,
+        config, evaluator, executor, JournalWriter(journal, replay, signals), screen, trail, shown
     )
     start_obs: Observation | None = None
     evaluations = 0
