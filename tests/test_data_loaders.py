@@ -247,7 +247,15 @@ def test_cifar_layouts(tmp_path: Path, layout: str, caplog) -> None:
     assert f"{folder}: training batches of [4, 3] images and 5 test images; CIFAR-10 has" in (
         caplog.text
     )
-    check_cifar(load_images("cifar10", tmp_path), batches, test)  # or its parent
+    if layout == "bin":
+        check_cifar(load_images("cifar10", tmp_path), batches, test)  # or its parent
+    else:  # pickles are read only from the folder named: a parent is no request to unpickle
+        with pytest.raises(
+            DataError,
+            match=f"^{tmp_path}: holds only cifar-10-batches-py/, .*"
+            f"give {folder} itself as the data folder, or use --download",
+        ):
+            load_images("cifar10", tmp_path)
 
 
 def test_cifar_binary_preferred(tmp_path: Path) -> None:
@@ -299,7 +307,7 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
     evil = folder / "data_batch_1"
     evil.write_bytes(pickle.dumps({b"data": Evil(marker), b"labels": [0]}, protocol=4))
     with pytest.raises(DataError, match=rf"{evil}.*refusing.*system"):
-        load_cifar10(tmp_path)
+        load_cifar10(folder)
     assert not marker.exists()
     sneaky = tmp_path / "eval.pkl"
     sneaky.write_bytes(b"cbuiltins\neval\n(Vprint(1)\ntR.")
@@ -433,44 +441,49 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def make_archive(path: Path, build: Path) -> tuple[list, tuple, str]:
-    """A cifar-10-python.tar.gz lookalike: 2 batches of 10 images, a test batch of 5."""
+    """A cifar-10-binary.tar.gz lookalike: 2 batches of 10 images, a test batch of 5."""
     batches, test = [cifar_batch(1, 10), cifar_batch(2, 10)], cifar_batch(3, 5)
-    write_cifar_py(build / "cifar-10-batches-py", batches, test)
+    write_cifar_bin(build / "cifar-10-batches-bin", batches, test)
     with tarfile.open(path, "w:gz") as tar:
-        tar.add(build / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        tar.add(build / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
     return batches, test, hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_download_and_load(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served, base, requests = server
-    batches, test, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
-    url = f"{base}/cifar-10-python.tar.gz"
+    batches, test, md5 = make_archive(served / "cifar-10-binary.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-binary.tar.gz"
     monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
     root = tmp_path / "data"
     data = load_images("cifar10", root, download=True)
     check_cifar(data, batches, test)
     assert len(data.train_y) == 20
-    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py"]  # no leftovers
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-bin"]  # no leftovers
     assert len(requests) == 1
     load_images("cifar10", root, download=True)  # already there: no second request
-    assert download_cifar10(root, url=url, md5=md5) == root / "cifar-10-batches-py"
+    assert download_cifar10(root, url=url, md5=md5) == root / "cifar-10-batches-bin"
     assert len(requests) == 1
+    # a parent of a python (pickle) folder is no request to unpickle: --download fetches beside it
+    pickles = tmp_path / "torchvision"
+    write_cifar_py(pickles / "cifar-10-batches-py", [cifar_batch(4, 2)], cifar_batch(5, 2))
+    check_cifar(load_images("cifar10", pickles, download=True), batches, test)
+    assert len(requests) == 2
 
 
 def test_an_empty_batches_folder_is_downloaded_into_and_one_of_other_files_refused(
     server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An empty ``cifar-10-batches-py/`` (a failed copy, a mkdir) stopped --download, and the
+    """An empty ``cifar-10-batches-bin/`` (a failed copy, a mkdir) stopped --download, and the
     load then said to "use --download"."""
     served, base, requests = server
-    batches, test, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
-    url = f"{base}/cifar-10-python.tar.gz"
+    batches, test, md5 = make_archive(served / "cifar-10-binary.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-binary.tar.gz"
     monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
     root = tmp_path / "data"
-    (root / "cifar-10-batches-py").mkdir(parents=True)
+    (root / "cifar-10-batches-bin").mkdir(parents=True)
     check_cifar(load_images("cifar10", root, download=True), batches, test)
     assert len(requests) == 1
-    other = tmp_path / "other" / "cifar-10-batches-py"
+    other = tmp_path / "other" / "cifar-10-batches-bin"
     other.mkdir(parents=True)
     (other / "notes.txt").write_text("not CIFAR-10")
     with pytest.raises(DataError, match=f"^{other}: holds no CIFAR-10 batches .* remove it"):
@@ -485,13 +498,13 @@ def test_download_fetches_without_loading(server, tmp_path: Path, monkeypatch) -
     from autoshrink.data import cifar
 
     served, base, requests = server
-    _, _, md5 = make_archive(served / "cifar-10-python.tar.gz", tmp_path / "build")
-    url = f"{base}/cifar-10-python.tar.gz"
+    _, _, md5 = make_archive(served / "cifar-10-binary.tar.gz", tmp_path / "build")
+    url = f"{base}/cifar-10-binary.tar.gz"
     monkeypatch.setattr(dl, "download_cifar10", partial(download_cifar10, url=url, md5=md5))
     monkeypatch.setattr(cifar, "load_cifar10", lambda root: pytest.fail(f"{root} was loaded"))
     root = tmp_path / "data"
     download_data(preset("demo", dataset="cifar10", data_dir=str(root)))
-    assert (root / "cifar-10-batches-py").is_dir() and len(requests) == 1
+    assert (root / "cifar-10-batches-bin").is_dir() and len(requests) == 1
     fetch_images("cifar10", root)  # already there: no second request
     assert len(requests) == 1
     with pytest.raises(DataError, match="'cifar10' needs a root folder to read it from: --data-di"):
@@ -540,7 +553,7 @@ def test_a_download_that_cannot_start_or_connect_is_one_line(tmp_path: Path, mon
 
 
 def test_safe_extract_unpacks_one_top_folder_and_names_anything_else(tmp_path: Path) -> None:
-    top = "cifar-10-batches-py"
+    top = "cifar-10-batches-bin"
 
     def archive_of(*names: str) -> Path:
         path = tmp_path / "a.tar"
@@ -557,8 +570,8 @@ def test_safe_extract_unpacks_one_top_folder_and_names_anything_else(tmp_path: P
     assert (dest / top / "data_batch_1").read_bytes() == b"ok"
     (tmp_path / "dest2").mkdir()
     for names, says in (
-        ((f"{top}/x", "other/y"), "unexpected member 'other/y', expected cifar-10-batches-py/"),
-        ((), "no cifar-10-batches-py/ folder in the archive"),
+        ((f"{top}/x", "other/y"), "unexpected member 'other/y', expected cifar-10-batches-bin/"),
+        ((), "no cifar-10-batches-bin/ folder in the archive"),
     ):
         with pytest.raises(DataError, match=f"^{tmp_path / 'a.tar'}: {re.escape(says)}"):
             safe_extract(archive_of(*names), tmp_path / "dest2", top=top)
@@ -573,7 +586,7 @@ def test_safe_extract_unpacks_one_top_folder_and_names_anything_else(tmp_path: P
         safe_extract(archive_of(f"{top}/x"), tmp_path / "a_file", top=top)
 
 
-@pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-py/../../evil"])
+@pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "cifar-10-batches-bin/../../evil"])
 def test_safe_extract_refuses_escapes(tmp_path: Path, name: str) -> None:
     archive = tmp_path / "bad.tar"
     with tarfile.open(archive, "w") as tar:
@@ -583,18 +596,18 @@ def test_safe_extract_refuses_escapes(tmp_path: Path, name: str) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(DataError, match="unsafe"):
-        safe_extract(archive, dest, top="cifar-10-batches-py")
+        safe_extract(archive, dest, top="cifar-10-batches-bin")
     assert list(dest.iterdir()) == [] and not (tmp_path / "evil").exists()
 
 
 def test_safe_extract_refuses_links(tmp_path: Path) -> None:
     archive = tmp_path / "bad.tar"
     with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info)
     with pytest.raises(DataError, match="not a file or folder"):
-        safe_extract(archive, tmp_path, top="cifar-10-batches-py")
+        safe_extract(archive, tmp_path, top="cifar-10-batches-bin")
 
 
 # ---------------------------------------------------------------- ImageFolder

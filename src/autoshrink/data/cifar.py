@@ -1,16 +1,17 @@
 """CIFAR-10 read from its binary or its python-batch (pickle) distribution folder.
 
-Two layouts are accepted, given as the folder itself or its parent:
+Two layouts are accepted:
 
-- binary, ``cifar-10-batches-bin/``: ``data_batch_1.bin`` .. ``data_batch_5.bin``,
-  ``test_batch.bin`` (records of one label byte and 3,072 pixel bytes, red then green then blue
-  planes of 32x32) and ``batches.meta.txt`` (one class name a line). No pickle is involved, so
-  this layout wins when both are present.
+- binary, ``cifar-10-batches-bin/``, given as the folder itself or its parent:
+  ``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin`` (records of one label byte
+  and 3,072 pixel bytes, red then green then blue planes of 32x32) and ``batches.meta.txt`` (one
+  class name a line). No pickle is involved; this is what ``--download`` fetches.
 - python, ``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
-  ``batches.meta``, which are pickles. Choosing this layout is the user's explicit opt-in to
-  reading them, and even then they are read by the restricted unpickler of
-  :mod:`autoshrink.safe_pickle`, which can rebuild numpy arrays and plain containers and
-  refuses every other global (a :class:`DataError` naming the file).
+  ``batches.meta``, which are pickles. They are read only from the folder itself: naming it is
+  the user's explicit request for a pickle format (a parent holding one is refused, saying
+  so), and even then they are read by the restricted unpickler of :mod:`autoshrink.safe_pickle`,
+  which can rebuild numpy arrays and plain containers and refuses every other global (a
+  :class:`DataError` naming the file).
 
 :func:`load_cifar10` returns ``[N, 3, 32, 32]`` float32 images in [0, 1].
 """
@@ -60,13 +61,14 @@ def restricted_load(path: str | Path) -> Any:
 def find_cifar10(root: str | Path) -> tuple[Path, str] | None:
     """The CIFAR-10 folder in or at ``root`` and its layout, ``"bin"`` or ``"py"``; or None.
 
-    ``root`` may be the batches folder itself or its parent; the binary layout wins.
+    The binary layout is found in ``root`` or its ``cifar-10-batches-bin/``, and wins; the
+    python layout only when ``root`` is that folder itself (its pickles are read only when
+    named).
     """
     root = Path(root)
     candidates = [
         (root / BIN_DIR, "data_batch_1.bin", "bin"),
         (root, "data_batch_1.bin", "bin"),
-        (root / PY_DIR, "data_batch_1", "py"),
         (root, "data_batch_1", "py"),
     ]
     for folder, first, layout in candidates:
@@ -170,15 +172,21 @@ def _to_images(flat: list[np.ndarray]) -> np.ndarray:
 
 
 def load_cifar10(root: str | Path) -> ImageData:
-    """CIFAR-10 from ``root``: a binary or python batches folder, or the folder holding one.
+    """CIFAR-10 from ``root``: a binary batches folder or its parent, or a python batches folder.
 
     Raises :class:`DataError` naming the path when no layout is found or a file is corrupt.
     """
     found = find_cifar10(root)
+    if found is None and (Path(root) / PY_DIR / "data_batch_1").is_file():
+        raise DataError(
+            f"{root}: holds only {PY_DIR}/, CIFAR-10's pickle layout, which is read only when "
+            f"named: give {Path(root) / PY_DIR} itself as the data folder, or use --download "
+            f"for the binary layout"
+        )
     if found is None:
         raise DataError(
-            f"{root}: no CIFAR-10 found; expected {BIN_DIR}/ (data_batch_1.bin ...) or "
-            f"{PY_DIR}/ (data_batch_1 ...), or that folder itself (or use --download)"
+            f"{root}: no CIFAR-10 found; expected {BIN_DIR}/ (data_batch_1.bin ...) or its "
+            f"parent, or {PY_DIR}/ itself (data_batch_1 ...), or use --download"
         )
     folder, layout = found
     suffix = ".bin" if layout == "bin" else ""

@@ -1,11 +1,12 @@
-"""Downloading the CIFAR-10 python archive: streamed, checksummed, safely extracted.
+"""Downloading the CIFAR-10 binary archive: streamed, checksummed, safely extracted.
 
 :func:`download_cifar10` is the only place autoshrink touches the network, and only when the
 user asks (``--download``). It streams the archive to a temporary file beside its destination
 with :func:`fetch`, checks the MD5 (a mismatch removes the file and raises :class:`DataError`),
 and unpacks it with :func:`safe_extract`, which accepts regular files and folders under the one
 expected top-level folder and refuses absolute paths, ``..`` and links. Nothing is fetched when
-the extracted folder already exists.
+the extracted folder already exists. The binary version is fetched, not the python one: it needs
+no pickle to read.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from autoshrink.data.cifar import PY_DIR
+from autoshrink.data.cifar import BIN_DIR
 from autoshrink.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # as published on the CIFAR page
 CHUNK = 1 << 20
 
 
@@ -136,23 +137,23 @@ def safe_extract(
 def download_cifar10(
     root: str | Path, *, url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD5, timeout: float = 60.0
 ) -> Path:
-    """Download and unpack the CIFAR-10 python archive into ``root``; returns the batches folder.
+    """Download and unpack the CIFAR-10 binary archive into ``root``; returns the batches folder.
 
-    Skips the download when ``root/cifar-10-batches-py`` already holds the first training batch;
+    Skips the download when ``root/cifar-10-batches-bin`` already holds the first training batch;
     an empty one is filled, one holding other files is refused (a :class:`DataError`: remove
     it). The archive is removed after extraction. Raises :class:`DataError` on a network
     error, a checksum mismatch or an unsafe archive; the folders it created for the download
     are removed again then.
     """
     root = Path(root)
-    target = root / PY_DIR
-    if (target / "data_batch_1").is_file():
+    target = root / BIN_DIR
+    if (target / "data_batch_1.bin").is_file():
         logger.info("cifar10: %s already exists, not downloading", target)
         return target
     if target.is_dir() and any(target.iterdir()):
         raise DataError(
-            f"{target}: holds no CIFAR-10 batches (data_batch_1 ...) but other files; remove it "
-            "to download CIFAR-10 there"
+            f"{target}: holds no CIFAR-10 batches (data_batch_1.bin ...) but other files; "
+            "remove it to download CIFAR-10 there"
         )
     created = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
     try:
@@ -163,7 +164,7 @@ def download_cifar10(
     try:
         archive = fetch(url, root, md5=md5, timeout=timeout)
         try:
-            return safe_extract(archive, root, top=PY_DIR, source=url)
+            return safe_extract(archive, root, top=BIN_DIR, source=url)
         finally:
             archive.unlink(missing_ok=True)
     except BaseException:

@@ -223,8 +223,9 @@ def load_images(
       (:func:`check_root`) and ``download`` is ignored.
     - ``fashion-mnist``: the four IDX files in ``root`` (default: Debian's
       ``/usr/share/datasets/fashion-mnist``).
-    - ``cifar10``: the binary or python batches folder at or in ``root``; with ``download``,
-      the official python archive is fetched into ``root`` first when neither is there.
+    - ``cifar10``: the binary batches folder at or in ``root``, or the python (pickle) batches
+      folder at ``root`` itself; with ``download``, the official binary archive is fetched into
+      ``root`` first when neither is there.
     - ``imagefolder``: a ``root/<class>/*.png`` tree, resized to ``image_size``; without a
       ``train``/``test`` split a 20% test split is carved.
 
