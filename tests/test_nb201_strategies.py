@@ -12,8 +12,9 @@ import pytest
 from autoshrink.errors import ConfigError
 from autoshrink.objectives import Score
 from autoshrink.spaces.nb201 import NUM_CELLS, NUM_EDGES, NB201Cell
+from autoshrink.strategies.aging import AgingPopulation
 from autoshrink.strategies.autoshrink_nb201 import LIVE_OPS, AutoShrinkNB201
-from autoshrink.strategies.base import Observation
+from autoshrink.strategies.base import Observation, Proposal
 from autoshrink.strategies.local_search import LocalSearch
 from autoshrink.strategies.random_search import RandomSearch
 from autoshrink.strategies.regularized_evolution import RegularizedEvolution
@@ -104,6 +105,19 @@ def test_autoshrink_k1_trajectory_ends_at_separable_optimum() -> None:
 def test_random_search_never_repeats() -> None:
     _, queried = run_once(RandomSearch(rng=random.Random(0)), hashed, ACCURACY, 2000)
     assert len(np.unique(queried)) == 2000
+
+
+def test_the_aging_population_keeps_the_newest_scored_and_picks_a_tournament_winner() -> None:
+    cells = [NB201Cell.from_code(code) for code in range(5)]
+    obs = [Observation(Proposal(c, i), float(i)) for i, c in enumerate(cells)]
+    population = AgingPopulation(3, 2)
+    population.add([obs[0], Observation(Proposal(cells[1], 1), -math.inf), *obs[2:]])
+    assert list(population.members) == obs[2:]  # the failed one never joined, the oldest left
+    rng, twin = random.Random(7), random.Random(7)
+    drawn = [population.members[twin.randrange(3)] for _ in range(2)]
+    assert population.parent(rng) is max(drawn, key=lambda o: o.score)
+    with pytest.raises(ConfigError):
+        AgingPopulation(0, 1)
 
 
 def test_rea_children_are_one_edge_mutations() -> None:

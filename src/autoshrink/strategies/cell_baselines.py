@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
 from autoshrink.spaces.cells import flip_edge, random_subcell
+from autoshrink.strategies.aging import AgingPopulation
 from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
 
 #: Draws tried for a new, unseen architecture before the space counts as exhausted.
@@ -134,19 +134,13 @@ class CellEvolution(_CellBaseline):
         population_size: int = 10,
         tournament_size: int = 3,
     ) -> None:
-        require_positive(population_size=population_size, tournament_size=tournament_size)
+        self.population = AgingPopulation(population_size, tournament_size)
         super().__init__(start, budget=budget, batch_size=batch_size, rng=rng, min_edges=min_edges)
-        self.population_size = population_size
-        self.tournament_size = tournament_size
-        self.population: deque[Observation] = deque()
 
     def _propose(self) -> Proposal | None:
-        if self.proposed + len(self._pending) < self.population_size or not self.population:
+        if self.proposed + len(self._pending) < self.population.size or not self.population:
             return self._random()
-        pop = self.population
-        sample = [pop[self._rng.randrange(len(pop))] for _ in range(self.tournament_size)]
-        parent = max(sample, key=lambda o: o.score)
-        genotype = parent.proposal.genotype
+        genotype = self.population.parent(self._rng).proposal.genotype
         flipped: list[tuple[int, int]] = []
 
         def child() -> Cell:
@@ -168,8 +162,4 @@ class CellEvolution(_CellBaseline):
         """Take the last batch's observations; each with a finite score joins the population, the
         oldest member leaving beyond ``population_size``."""
         super().tell(observations)
-        for obs in observations:
-            if obs.ok:
-                self.population.append(obs)
-                if len(self.population) > self.population_size:
-                    self.population.popleft()
+        self.population.add(observations)

@@ -11,10 +11,10 @@ the best-scoring one of the whole history.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Sequence
 
 from autoshrink.spaces.nb201 import NUM_EDGES, OPS, NB201Cell
+from autoshrink.strategies.aging import AgingPopulation
 from autoshrink.strategies.base import AskTellBase, Observation, Proposal, check_population
 from autoshrink.strategies.nb201_common import draw_unseen
 
@@ -39,11 +39,9 @@ class RegularizedEvolution(AskTellBase):
         self, *, rng: random.Random, population_size: int = 10, tournament_size: int = 3
     ) -> None:
         check_population(population_size, tournament_size)
+        self.population = AgingPopulation(population_size, tournament_size)
         super().__init__(rng)
-        self.population_size = population_size
-        self.tournament_size = tournament_size
         self._seen: set[int] = set()
-        self.population: deque[Observation] = deque()
 
     def ask(self) -> list[Proposal]:
         """One proposal: an unseen random cell for the first ``population_size`` steps (or while no
@@ -51,15 +49,13 @@ class RegularizedEvolution(AskTellBase):
         until :meth:`tell`."""
         if self._pending:
             return list(self._pending)
-        if self.step < self.population_size or not self.population:
+        if self.step < self.population.size or not self.population:
             cell = draw_unseen(self._rng, self._seen)
             if cell is None:
                 return []
             self._pending = [Proposal(cell, self.step, {"parent": None})]
         else:
-            pop = self.population
-            sample = [pop[self._rng.randrange(len(pop))] for _ in range(self.tournament_size)]
-            parent = max(sample, key=lambda o: o.score)
+            parent = self.population.parent(self._rng)
             edge, op, child = mutate(parent.proposal.genotype, self._rng)
             meta = {"parent": parent.proposal.genotype.key, "edge": edge, "op": op}
             self._pending = [Proposal(child, self.step, meta)]
@@ -69,9 +65,5 @@ class RegularizedEvolution(AskTellBase):
         """Take the observation; one with a finite score joins the population, the oldest member
         leaving beyond ``population_size``."""
         self._accept(observations)
-        for obs in observations:
-            if obs.ok:
-                self.population.append(obs)
-                if len(self.population) > self.population_size:
-                    self.population.popleft()
-            self.step += 1
+        self.population.add(observations)
+        self.step += len(observations)
