@@ -61,10 +61,12 @@ def test_device_argument_is_a_usage_error(monkeypatch):
     parser.add_argument("--device", default="auto", type=device_argument)
     assert parser.parse_args([]).device == "cpu"  # auto resolved
     assert parser.parse_args(["--device", "cpu"]).device == "cpu"
-    with pytest.raises(argparse.ArgumentTypeError, match="sees no CUDA GPU"):
-        device_argument("cuda")
+    # a GPU name is checked where it is used: a Ray cluster's GPUs are not the head's
+    assert parser.parse_args(["--device", "cuda:1"]).device == "cuda:1"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown device 'tpu'"):
         device_argument("tpu")
+    _gpus(monkeypatch, 2)
+    assert device_argument("auto") == "cuda"  # a process's own GPU: Ray refuses cuda:0
 
 
 def test_config_rejects_a_malformed_device():

@@ -2,8 +2,9 @@
 
 :func:`gpu_index` reads a name without torch (configs and settings check theirs where torch is
 not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
-:func:`device_argument` is the same check as an ``argparse`` type. A name this machine cannot
-run is a :class:`~autoshrink.errors.ConfigError` that names it. Thread counts are checked here
+:func:`device_argument` is the ``--device`` type of every command (``auto`` resolved, the form
+checked). A name this machine cannot run is a :class:`~autoshrink.errors.ConfigError` that
+names it. Thread counts are checked here
 too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it;
 :func:`own_generators` gives a block that seeds torch's global generators its own.
 """
@@ -104,10 +105,15 @@ def resolve_device(device: str, *, local_rank: int = 0) -> torch.device:
 
 
 def device_argument(text: str) -> str:
-    """``argparse`` type of a ``--device`` option: ``text`` when this machine can run it,
-    else a usage error naming it (``auto`` becomes the device it resolves to)."""
+    """``argparse`` type of a ``--device`` option. ``auto`` becomes the device it resolves to
+    on this machine: ``cuda`` when torch sees a GPU (a process's own: GPU 0 alone, the one Ray
+    gives a task; ``cuda:0`` would be refused by ``--executor ray``), else ``cpu``. Any other
+    name is checked for its form here (a usage error naming it) and against the machine where
+    it is used: a Ray cluster's GPUs are not the head's."""
+    if text == AUTO:
+        return resolve_device(AUTO).type
     try:
-        resolved = resolve_device(text)
+        gpu_index(text)
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    return str(resolved) if text == AUTO else text
+    return text

@@ -150,18 +150,6 @@ def seed_number(text: str) -> int:
     return value
 
 
-def device_name(text: str) -> str:
-    """An ``argparse`` type of a ``--device`` option: ``auto`` becomes the device it resolves
-    to on this machine, ``cuda`` when torch sees a GPU (a process's own: GPU 0 alone, the one
-    Ray gives a task; it was ``cuda:0``, which ``--executor ray`` refuses), else ``cpu``; any
-    other name is checked where it is used."""
-    if text != "auto":
-        return text
-    from autoshrink.devices import resolve_device  # torch: only when the option is given
-
-    return resolve_device("auto").type
-
-
 def folder_path(text: str) -> Path:
     """An ``argparse`` type: an output folder, or a run to resume; an empty string (a shell
     variable left unset, say) is refused rather than read as the current folder."""

@@ -18,10 +18,10 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     add_latency_table,
     count_number,
-    device_name,
     int_at_most,
     refuse_for_arch,
 )
+from autoshrink.devices import device_argument
 from autoshrink.errors import ConfigError
 from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.hardware.blocks import network_blocks
@@ -89,7 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_macro_options(p)
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument(
-        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)"
+        "--device",
+        type=device_argument,
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (default cpu)",
     )
     p.add_argument(
         "--batch",

@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoshrink.cli import count_number, device_name, folder_path, images_number, seed_number
+from autoshrink.cli import count_number, folder_path, images_number, seed_number
 from autoshrink.config import BUILT_IN_STRATEGIES, EVALUATORS, MAX_NODES, OBJECTIVES, PRESETS
 from autoshrink.data.images import DATASETS
+from autoshrink.devices import device_argument
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS
 from autoshrink.hardware.latency_settings import BACKENDS
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
@@ -193,7 +194,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-backend", choices=BACKENDS, default=None, help="default: torch")
     g.add_argument(
         "--latency-device",
-        type=device_name,
+        type=device_argument,
         default=None,
         help="cpu, cuda[:N] or auto (default cpu)",
     )
@@ -276,7 +277,7 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
     what the command shows."""
     g = p.add_argument_group("execution")
     g.add_argument(
-        "--device", type=device_name, default=None, help="cpu, cuda[:N] or auto (a GPU if any)"
+        "--device", type=device_argument, default=None, help="cpu, cuda[:N] or auto (a GPU if any)"
     )
     g.add_argument(
         "--executor",

@@ -17,12 +17,12 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     add_latency_table,
     count_number,
-    device_name,
     folder_path,
     images_number,
     seed_number,
 )
 from autoshrink.data.images import DATASETS, check_root
+from autoshrink.devices import device_argument
 from autoshrink.hardware.latency_settings import CLOCKS
 from autoshrink.singlepath.search import run_singlepath
 from autoshrink.singlepath.settings import singlepath_preset
@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
     p.add_argument(
-        "--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)"
+        "--device",
+        type=device_argument,
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (default cpu)",
     )
     p.add_argument(
         "--batch", type=count_number, default=1, help="deployment batch size (default 1)"

@@ -52,7 +52,7 @@ from autoshrink.cost.cells import Counts, count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
 from autoshrink.data.loaders import TrainingData, array_data, folder_data
-from autoshrink.devices import MAX_THREADS, check_threads, torch_threads
+from autoshrink.devices import MAX_THREADS, check_threads, device_argument, torch_threads
 from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
@@ -106,7 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=seed_number, default=0, help="seed of the weights and the data order"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto")
+    p.add_argument(
+        "--device",
+        type=device_argument,
+        default="cpu",
+        help="cpu, cuda (cuda:LOCAL_RANK), cuda:N, auto",
+    )
     p.add_argument(
         "--threads",
         type=int_at_most(MAX_THREADS),
