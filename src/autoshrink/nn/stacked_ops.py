@@ -33,17 +33,26 @@ BATCHED_OPS = ("sep3x3", "conv1x1")
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
 
 
-def activation(name: str, x: torch.Tensor) -> torch.Tensor:
-    """``relu`` or ``swish`` (SiLU) of ``x``."""
-    return F.relu(x) if name == "relu" else F.silu(x)
+#: The functional form of each activation :func:`autoshrink.nn.ops.activation` builds.
+ACTIVATIONS = {"relu": F.relu, "swish": F.silu, "relu6": F.relu6}
+
+
+def activate(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The activation ``name`` (``relu``, ``swish``: SiLU, ``relu6``) of ``x``."""
+    try:
+        return ACTIVATIONS[name](x)
+    except KeyError:
+        raise ConfigError(
+            f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}"
+        ) from None
 
 
 def finish(act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
     """The node's final activation, dropped where the node is a leaf (``leaf`` per candidate
     ``[K]``, or one bool for all: no ``where`` needed)."""
     if isinstance(leaf, bool):
-        return y if leaf else activation(act, y)
-    return torch.where(leaf[:, None], y, activation(act, y))
+        return y if leaf else activate(act, y)
+    return torch.where(leaf[:, None], y, activate(act, y))
 
 
 def bn_finish(bn: nn.Module, act: str, y: torch.Tensor, leaf: torch.Tensor | bool) -> torch.Tensor:
@@ -270,7 +279,7 @@ class StackedBN(nn.Module):
             BN_MOMENTUM,
             BN_EPS,
         )
-        return y.view(x.shape) if act is None else activation(act, y.view(x.shape))
+        return y.view(x.shape) if act is None else activate(act, y.view(x.shape))
 
     def load(
         self, k: int, bn: nn.BatchNorm2d, channels: Sequence[int] | slice, back: bool = False
