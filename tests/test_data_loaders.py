@@ -286,9 +286,14 @@ def test_cifar_files_missing_or_malformed_are_named_with_what_is_wrong(tmp_path:
     test_batch = pyf / "test_batch"
     test_batch.write_bytes(pickle.dumps({b"data": cifar_batch(2, 2)[0]}, protocol=4))  # no labels
     refused(pyf, f"{test_batch}: expected a dict with b'data' and b'labels'")
-    with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path))}/none: file not found$"):
+    with pytest.raises(
+        DataError, match=f"^{re.escape(str(tmp_path))}/none: CIFAR-10 python batch not found$"
+    ):
         restricted_load(tmp_path / "none")
-    with pytest.raises(DataError, match=f"^{re.escape(str(pyf))}: cannot read \\(Is a directory"):
+    with pytest.raises(
+        DataError,
+        match=f"^{re.escape(str(pyf))}: cannot read the CIFAR-10 python batch \\(Is a dir",
+    ):
         restricted_load(pyf)
 
 

@@ -19,6 +19,9 @@ pointer numpy then followed: a crash, or worse):
 
 Both also rebuild ``bytes`` the way protocols 0-2 do under Python 3 (``_codecs.encode`` of a
 latin-1 string, replaced by a function that does only that).
+
+:func:`load_pickle_file` is what each format's reader calls: the opt-in, the file read, and
+every failure as one error naming the file.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ import math
 import pickle
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from autoshrink.errors import AutoshrinkError
 
 AllowList = Mapping[tuple[str, str], Any]
 
@@ -64,6 +70,41 @@ def restricted_loads(data: bytes, allowed: AllowList, *, encoding: str = "ASCII"
     # only an allow-list holding the array decoder makes arrays: others' (large) results are
     # not walked
     return _with_arrays(loaded) if _reconstruct in allowed.values() else loaded
+
+
+def load_pickle_file(
+    path: str | Path,
+    allowed: AllowList,
+    *,
+    allow_pickle: bool,
+    error: type[AutoshrinkError],
+    what: str,
+    decompress: Callable[[bytes], bytes] | None = None,
+    encoding: str = "ASCII",
+) -> Any:
+    """The object pickled in the file ``path`` (a ``what``), read with ``allowed`` (see
+    :func:`restricted_loads`), after ``decompress`` when given.
+
+    Refused unless ``allow_pickle``: the user's explicit request for a pickle format. A refusal,
+    a missing or unreadable file, and one that does not unpickle (corrupt, or naming a global
+    outside ``allowed``) are each one ``error`` naming the file.
+    """
+    path = Path(path)
+    if not allow_pickle:
+        raise error(
+            f"{path}: a {what} is a pickle, and unpickling can run code from the file; pass "
+            "allow_pickle=True (--allow-pickle) to read it with the restricted reader"
+        )
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        return restricted_loads(decompress(raw) if decompress else raw, allowed, encoding=encoding)
+    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
+        raise error(f"{path}: not a readable {what} ({err})") from None
 
 
 def _with_arrays(obj: Any) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import DataError
-from autoshrink.safe_pickle import NUMPY_ARRAYS, restricted_loads
+from autoshrink.safe_pickle import NUMPY_ARRAYS, load_pickle_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +40,20 @@ RECORD = 1 + PIXELS  # binary layout: label byte + pixels
 
 
 def restricted_load(path: str | Path) -> Any:
-    """Unpickle ``path`` with the restricted unpickler (numpy arrays only, ``encoding="bytes"``).
+    """Unpickle ``path`` with the restricted unpickler (numpy arrays only, ``encoding="bytes"``);
+    the opt-in is the python batches folder named (:func:`find_cifar10`).
 
     Raises :class:`DataError` naming the file when it is missing, truncated or corrupt, or
     when it refers to a global other than numpy's array reconstruction.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        return restricted_loads(data, NUMPY_ARRAYS, encoding="bytes")
-    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
-        raise DataError(f"{path}: not a readable CIFAR-10 python batch ({err})") from None
+    return load_pickle_file(
+        path,
+        NUMPY_ARRAYS,
+        allow_pickle=True,
+        error=DataError,
+        what="CIFAR-10 python batch",
+        encoding="bytes",
+    )
 
 
 def find_cifar10(root: str | Path) -> tuple[Path, str] | None:

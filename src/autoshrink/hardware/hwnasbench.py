@@ -10,7 +10,7 @@ A ``config`` entry per index, when present, holds the cell's ``arch_str``.
 **Why the opt-in.** Unpickling can run any code the file's author chose, and this file is not
 shipped with autoshrink: :func:`load_hwnasbench` refuses unless the caller passes
 ``allow_pickle=True``, and then reads with the restricted unpickler of
-:mod:`autoshrink.tabular.archive`: it builds only what the pickle protocol builds by itself --
+:mod:`autoshrink.safe_pickle`: it builds only what the pickle protocol builds by itself --
 dicts, lists, tuples, numbers, strings, booleans, ``None`` -- plus ``collections.OrderedDict``
 and numpy *scalars*, decoded from their bytes without running numpy code. Any other global (a
 numpy array, a function) makes the load fail with its name.
@@ -32,7 +32,7 @@ import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
 from autoshrink.ranges import is_number
-from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
+from autoshrink.safe_pickle import NUMPY_SCALARS, load_pickle_file
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell, dataset_name
 
 SPACE = "nasbench201"
@@ -52,22 +52,13 @@ METRICS: Mapping[str, str] = {
 
 def read_pickle(path: str | Path, *, allow_pickle: bool = False) -> Any:
     """The object in a pickle file, read with the restricted unpickler (opt-in only)."""
-    path = Path(path)
-    if not allow_pickle:
-        raise BenchmarkError(
-            f"{path} is a pickle, and unpickling can run code from the file; pass "
-            "allow_pickle=True (--allow-pickle) to read it with the restricted reader"
-        )
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise BenchmarkError(f"HW-NAS-Bench file {path} not found") from None
-    except OSError as err:
-        raise BenchmarkError(f"cannot read HW-NAS-Bench file {path} ({err})") from None
-    try:
-        return restricted_loads(raw, NUMPY_SCALARS)
-    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
-        raise BenchmarkError(f"cannot read HW-NAS-Bench file {path}: {err}") from None
+    return load_pickle_file(
+        path,
+        NUMPY_SCALARS,
+        allow_pickle=allow_pickle,
+        error=BenchmarkError,
+        what="HW-NAS-Bench file",
+    )
 
 
 def _column(leaf: Any, where: str) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError
-from autoshrink.safe_pickle import NUMPY_SCALARS, restricted_loads
+from autoshrink.safe_pickle import NUMPY_SCALARS, load_pickle_file
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
 from autoshrink.tabular.tables import Key, NB201Tables
 from autoshrink.user_files import require_folder
@@ -43,19 +43,14 @@ def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
     Raises :class:`BenchmarkError` unless ``allow_pickle`` is true, and for a missing,
     corrupt or disallowed file.
     """
-    path = Path(path)
-    if not allow_pickle:
-        raise BenchmarkError(
-            f"{path} is a pickle archive, and unpickling can run code from the file; "
-            "pass allow_pickle=True (--allow-pickle) to read it with the restricted reader"
-        )
-    if not path.is_file():
-        raise BenchmarkError(f"NATS-Bench archive file {path} not found")
-    try:
-        raw = bz2.decompress(path.read_bytes())
-        return restricted_loads(raw, NUMPY_SCALARS)
-    except Exception as err:  # a corrupt or hostile pickle can raise almost anything
-        raise BenchmarkError(f"cannot read NATS-Bench archive file {path}: {err!r}") from None
+    return load_pickle_file(
+        path,
+        NUMPY_SCALARS,
+        allow_pickle=allow_pickle,
+        error=BenchmarkError,
+        what="NATS-Bench archive file",
+        decompress=bz2.decompress,
+    )
 
 
 @dataclass(frozen=True)
