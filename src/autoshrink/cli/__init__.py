@@ -35,8 +35,8 @@ SUBCOMMANDS = {
     "latency": "measure a cell's network latency on this machine (torch or onnxruntime)",
     "export": "export a cell's or an mbconv architecture's network: ONNX, safetensors "
     "weights, one standalone PyTorch file",
-    "report": "write FOLDER/report/index.html for a search run (also while it runs) or a "
-    "bench; compare several runs with --out DIR",
+    "report": "write FOLDER/report/index.html for a search run (also while it runs), a "
+    "bench or a singlepath search; compare several runs with --out DIR",
     "singlepath": "Single-Path NAS: the most accurate MobileNetV2-space network under a "
     "latency target",
 }

@@ -1,5 +1,5 @@
-"""One entry point for any output folder: a search run gets the run report, a bench output the
-bench report (``FOLDER/report/index.html``)."""
+"""One entry point for any output folder (``FOLDER/report/index.html``): a search run gets the
+run report, a bench output the bench report, a Single-Path search its own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from autoshrink.user_files import require_folder
 
 
 def write_report(folder: str | Path) -> Path:
-    """Write the report of a run folder or bench folder; returns ``FOLDER/report/index.html``."""
+    """Write the report of a search run, bench or Single-Path folder; returns
+    ``FOLDER/report/index.html``."""
     folder = Path(folder)
     require_folder(folder, AutoshrinkError, "a run or bench output folder")
     if (folder / CONFIG).exists():  # not a file: read_run says so
