@@ -292,7 +292,9 @@ def test_missing_folder_and_file(tmp_path: Path, table_copy: Path) -> None:
         (lambda rows: [rows[0], [*rows[1][:3], "n/a", *rows[1][4:]], *rows[2:]],
          "line 2, column cifar10-val: expected an accuracy in percent, got 'n/a'"),
         (lambda rows: [rows[0], rows[1], rows[2][:3], *rows[3:]],  # a row cut short
-         "line 3, column cifar10-val: expected an accuracy in percent, got nothing"),
+         "line 3: 3 fields, the header has 8"),
+        (lambda rows: [rows[0], rows[1], [*rows[2][:3], "88.22", *rows[2][3:]], *rows[3:]],
+         "line 3: 9 fields, the header has 8"),  # a field too many: every number shifted
         (lambda rows: [*rows[:3], [*rows[3][:3], "123.0", *rows[3][4:]], *rows[4:]],
          r"line 4, column cifar10-val: accuracy 123.0 is outside 0\.\.100"),
         (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]],
@@ -354,7 +356,7 @@ def test_a_table_saved_with_a_byte_order_mark_reads_as_without(table_copy: Path,
 def test_a_200_epoch_row_cut_short_is_named_so(table_copy: Path) -> None:
     """It was reported as the two tables disagreeing on the row's arch string."""
     _edit(table_copy / FILE_200EPOCH, lambda r: [*r[:7], r[7][:2], *r[8:]])
-    with pytest.raises(BenchmarkError, match=f"{FILE_200EPOCH}, line 8: a row of 2 fields, short"):
+    with pytest.raises(BenchmarkError, match=f"{FILE_200EPOCH}, line 8: 2 fields, the header has"):
         load_flat_tables(table_copy)
 
 
