@@ -198,7 +198,8 @@ def test_a_damaged_checkpoint_of_averaged_sgd_is_one_line(
         train(corpus, folder, kill_after=5)  # averaged SGD started after epoch 4
     stem = folder / "epoch-0005"
     saved = load_file(str(stem.with_suffix(".safetensors")))
-    save_file(tensors(saved), str(stem.with_suffix(".safetensors")))
+    meta = {"format": "autoshrink.checkpoint/1", "epoch": "5"}  # the tensors of its epoch
+    save_file(tensors(saved), str(stem.with_suffix(".safetensors")), meta)
     json_path = stem.with_suffix(".json")
     json_path.write_text(json.dumps({**json.loads(json_path.read_text()), **state}))
     with pytest.raises(JournalError) as info:

@@ -186,6 +186,24 @@ def test_a_damaged_checkpoint_is_one_line(
     assert not (out / "metrics.json").exists()
 
 
+def test_tensors_of_another_epoch_are_refused(cli, trained: Path, tmp_path: Path) -> None:
+    """A checkpoint's tensors were never checked against its JSON state: another run's epoch-1
+    tensors copied in as epoch 2 resumed without a word (test accuracy 0.22 for 0.81)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    out = copy_of(trained, tmp_path)
+    (out / "metrics.json").unlink()
+    tensors = out / "checkpoints" / "epoch-0002.safetensors"
+    with safe_open(str(tensors), framework="pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(tensors)), str(tensors), {**meta, "epoch": "1"})
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "epoch-0002.safetensors: not the tensors of epoch 2 (its header says format " in err
+    assert not (out / "metrics.json").exists()
+
+
 @pytest.mark.parametrize(
     ("updates", "named"),
     [  # 1.5 and true were taken as 1; -10 divided by zero in the EMA's warm-up (a traceback)

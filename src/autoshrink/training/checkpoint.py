@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from autoshrink.atomic_write import save_tensors, write_text_atomic
@@ -97,11 +97,19 @@ def load_latest(folder: Path) -> Checkpoint | None:
     stem = folder / _stem(epoch)
     state = read_json_file(stem.with_suffix(".json"), JournalError, "checkpoint")
     try:
+        with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as f:
+            meta = f.metadata() or {}
         tensors = load_file(str(stem.with_suffix(".safetensors")))
     except (OSError, SafetensorError) as err:
         raise JournalError(f"{stem}: unreadable checkpoint ({err})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("epoch") != epoch:
         raise JournalError(f"{stem}.json: not an {FORMAT} checkpoint of epoch {epoch}")
+    if meta.get("format") != FORMAT or meta.get("epoch") != str(epoch):  # another's tensors
+        raise JournalError(
+            f"{stem}.safetensors: not the tensors of epoch {epoch} (its header says format "
+            f"{meta.get('format')!r}, epoch {meta.get('epoch')!r}); remove it and "
+            f"{stem.name}.json to resume from the one before, or start a fresh --out"
+        )
     bad = _unsound_tensor(tensors)
     if bad is not None:
         raise JournalError(
