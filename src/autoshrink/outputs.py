@@ -21,11 +21,12 @@ from pathlib import Path
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
 from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
+from autoshrink.training.train_folder import LOG, METRICS, RECIPE
 
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "search": (JOURNAL, CONFIG, FINGERPRINT),
     "singlepath": ("settings.json", "decisions.jsonl"),
-    "train": ("recipe.json", "log.jsonl", "metrics.json"),
+    "train": (RECIPE, LOG, METRICS),
     "export": ("export.json",),
     "bench": ("bench.json",),
     "report": ("comparison.json",),  # a comparison page's folder (a run's report is inside it)

@@ -27,9 +27,8 @@ from typing import Any
 
 import torch
 
-from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import count_number
-from autoshrink.cli.metrics_file import WEIGHTS, ended_metrics, print_metrics, write_metrics
+from autoshrink.cli.metrics_file import print_metrics
 from autoshrink.cost.rnn import RNNSpec, count_rnn
 from autoshrink.data.text import load_text
 from autoshrink.devices import resolve_device
@@ -39,11 +38,16 @@ from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
 from autoshrink.training.checkpoint import CHECKPOINTS, write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
+from autoshrink.training.train_folder import (
+    LOG,
+    WEIGHTS,
+    ended_metrics,
+    write_inputs,
+    write_metrics,
+    write_weights,
+)
 
 log = logging.getLogger(__name__)
-
-#: The training folder's vocabulary file: its words in id order, the rows of the weights.
-VOCABULARY = "vocab.txt"
 
 #: Options shared with the cnn branch whose rnn default differs: name -> LMRecipe field.
 SHARED = {"batch_size": "batch_size", "lr": "lr", "epochs": "epochs"}
@@ -116,15 +120,14 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = RNNModel(cell, corpus.ntokens, emsize=args.nhid, nhid=args.nhid, dropouts=dropouts)
     model.to(device)
-    log_path = args.out / "log.jsonl"
+    log_path = args.out / LOG
 
     since = [time.perf_counter()]  # when the epoch now training started
 
     def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
         args.out.mkdir(parents=True, exist_ok=True)
         write_log(log_path, history)  # first: it marks the folder as a training's
-        cell.save(args.out / "cell.json")
-        corpus.vocab.save(args.out / VOCABULARY)  # the weights' rows are these words' ids
+        write_inputs(args.out, cell, vocabulary=corpus.vocab)
         since[0] = time.perf_counter()
 
     def epoch_done(row: dict[str, Any]) -> None:
@@ -166,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
         return print_summary(args.out, ended, args.json)
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
         state, ties = to_file(model.state_dict())  # the tied decoder weight: stored once
-        save_tensors(args.out / WEIGHTS, state, ties)
+        write_weights(args.out, state, ties)
     spec = RNNSpec(name="rnn", vocab=corpus.ntokens, emsize=args.nhid, nhid=args.nhid)
     params = count_rnn(cell, spec).params
     metrics = {

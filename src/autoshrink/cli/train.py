@@ -19,7 +19,6 @@ a one-line error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from typing import Any
 
 import torch
 
-from autoshrink.atomic_write import save_tensors
 from autoshrink.cli import (
     SUBCOMMANDS,
     DefaultsHelpFormatter,
@@ -41,13 +39,7 @@ from autoshrink.cli import (
     seed_number,
     shows_default,
 )
-from autoshrink.cli.metrics_file import (
-    METRICS,
-    WEIGHTS,
-    ended_metrics,
-    print_metrics,
-    write_metrics,
-)
+from autoshrink.cli.metrics_file import print_metrics
 from autoshrink.cost.cells import Counts, count
 from autoshrink.data.domains import DOMAINS, DomainImageData, check_test_domain
 from autoshrink.data.images import DATASETS, load_images
@@ -61,11 +53,20 @@ from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
-from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
 from autoshrink.training.distributed import DistContext, distributed, end_process
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
+from autoshrink.training.train_folder import (
+    WEIGHTS,
+    check_training_resumable,
+    ended_metrics,
+    forget_start,
+    outputs,
+    write_inputs,
+    write_metrics,
+    write_weights,
+)
 from autoshrink.training.weights_file import weights_metadata
 
 log = logging.getLogger(__name__)
@@ -214,47 +215,16 @@ def settle_task_options(args: argparse.Namespace) -> None:
             vars(args).setdefault(name, default)
 
 
-#: What a training writes into ``--out`` (CNN or RNN), for :func:`claim_folder`.
-OUTPUTS = (
-    "recipe.json", "cell.json", "architecture.json", "log.jsonl", CHECKPOINTS, WEIGHTS,
-    METRICS, rnn.VOCABULARY,
-)  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
     """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
     settle_task_options(args)
     if args.threads is not None:
         check_threads(args.threads, "--threads")
-    claim_folder(args.out, "train", resume=args.resume, writes=OUTPUTS)  # nor someone else's
+    claim_folder(args.out, "train", resume=args.resume, writes=outputs())  # nor someone else's
     if args.resume:
         check_training_resumable(args.out)
     with stop_says_resume("training", args.out), torch_threads(args.threads):
         return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
-
-
-def forget_start(out: Path, created: bool) -> None:
-    """Remove what a training that stopped before its first checkpoint wrote into ``out``
-    (its inputs and an empty log), and ``out`` itself when this run made it and it is empty,
-    so that the same command can start again there."""
-    for name in ("recipe.json", "cell.json", "architecture.json", "log.jsonl"):
-        path = out / name
-        if path.is_file() and (name != "log.jsonl" or path.stat().st_size == 0):
-            path.unlink()
-    for folder in (out / CHECKPOINTS, *((out,) if created else ())):
-        with contextlib.suppress(OSError):  # not empty: something of someone else's stays
-            folder.rmdir()
-
-
-def check_training_resumable(out: Path) -> None:
-    """Refuse ``--resume`` into a folder whose training finished and left no checkpoint (e.g.
-    one written before rnn training kept checkpoints): starting it afresh would replace its
-    results."""
-    if (out / METRICS).exists() and latest_epoch(out / CHECKPOINTS) is None:
-        raise ConfigError(
-            f"--out {out} holds a training that ended (metrics.json: finished or diverged) and no "
-            "checkpoint to resume from; choose another --out"
-        )
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -389,15 +359,10 @@ def run_cnn(args: argparse.Namespace) -> int:
         arch, model, c, name, network = network_for(args, arch, cell, data)
 
         created = not args.out.exists()
-
-        def write_inputs() -> None:  # once every check passed: a failed start changes nothing
-            args.out.mkdir(parents=True, exist_ok=True)
-            recipe.save(args.out / "recipe.json")
-            if arch is not None:
-                arch.save(args.out / "architecture.json")
-            else:
-                assert cell is not None
-                cell.save(args.out / "cell.json")
+        trained = arch if arch is not None else cell
+        assert trained is not None
+        # once every check passed: a failed start changes nothing
+        start = partial(write_inputs, args.out, trained, recipe=recipe)
 
         try:
             result = train_final(
@@ -410,13 +375,11 @@ def run_cnn(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 workers=args.workers,
                 run_info={"task": "cnn", "dataset": dataset_info(args, data), **network},
-                on_start=write_inputs,
+                on_start=start,
             )
         except DataError:  # an image found unreadable in the first epoch (read lazily)
-            # a new start's recipe.json is its own (claim_folder refused one already there)
-            started = not args.resume and (args.out / "recipe.json").is_file()
-            if started and latest_epoch(args.out / CHECKPOINTS) is None:
-                forget_start(args.out, created)  # nothing trained: the folder stays free
+            # nothing trained: the folder stays free
+            forget_start(args.out, resumed=args.resume, created=created)
             raise
     if not ctx.is_main:  # rank 0 reports
         return finished(ctx, 0)
@@ -428,7 +391,7 @@ def run_cnn(args: argparse.Namespace) -> int:
     by_domain: dict[str, Any] = {}
     if result.diverged_epoch is None:  # diverged weights are NaN: neither kept nor scored
         metadata = weights_metadata(network, data.mean, data.std)
-        save_tensors(args.out / WEIGHTS, evaluated.state_dict(), metadata)
+        write_weights(args.out, evaluated.state_dict(), metadata)
         by_domain = domain_metrics(args, evaluated, data, ctx.device)
     metrics = {
         "dataset": args.dataset,
