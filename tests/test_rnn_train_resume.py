@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from autoshrink.cli import rnn as rnn_cli
 from autoshrink.data.text import Corpus, load_text
 from autoshrink.errors import JournalError
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
+from autoshrink.training import final_language
 from autoshrink.training.checkpoint import latest_epoch
 from autoshrink.training.final_language import FinalLMResult, LMRecipe, train_final_lm
 from test_rnn_text import one_thread, write_tiny_corpus  # noqa: F401 (autouse)
@@ -227,14 +227,14 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", whole)
     assert code == 0, err
-    write_log = rnn_cli.write_log
+    write_log = final_language.write_log
 
     def kill_after_2(path: Path, rows: list[dict], *, append: bool = False) -> None:
         if append and rows[0]["epoch"] == 2:  # the log line is written after the checkpoint
             raise KeyboardInterrupt
         write_log(path, rows, append=append)
 
-    monkeypatch.setattr(rnn_cli, "write_log", kill_after_2)
+    monkeypatch.setattr(final_language, "write_log", kill_after_2)
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--out", cut)
     assert code == 130 and not (cut / "metrics.json").exists()
     assert err.strip() == (
@@ -242,7 +242,7 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
         f"(from the newest checkpoint in {cut})"
     )
     assert len((cut / "log.jsonl").read_text().splitlines()) == 1
-    monkeypatch.setattr(rnn_cli, "write_log", write_log)
+    monkeypatch.setattr(final_language, "write_log", write_log)
     code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS, "--resume",
                        "--out", cut)  # fmt: skip
     assert code == 0, err

@@ -11,9 +11,11 @@ goes, and ``weights.safetensors`` (the tied decoder weight is stored once, as
 ``encoder.weight``) and ``metrics.json`` (validation and test perplexity, parameters, history)
 into ``--out`` at the end. ``--resume`` continues a killed training from its newest checkpoint
 and reproduces the uninterrupted run; a checkpoint of another run (cell, data, recipe,
-``--nhid``, ``--dropouts``, seed) is refused, naming what changed. Its
-options are declared through :func:`add_train_arguments` as ``--task rnn``'s own, so that
-``train`` refuses them with a cnn cell.
+``--nhid``, ``--dropouts``, seed) is refused, naming what changed. The log and the
+checkpoints are :func:`~autoshrink.training.final_language.train_final_lm`'s to write, the
+other files :mod:`autoshrink.training.train_folder`'s. Its options are declared through
+:func:`add_train_arguments` as ``--task rnn``'s own, so that ``train`` refuses them with a cnn
+cell.
 """
 
 from __future__ import annotations
@@ -36,10 +38,8 @@ from autoshrink.errors import ConfigError, TrainingError
 from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.nn.rnn import Dropouts, RNNModel
 from autoshrink.nn.tied_weights import to_file
-from autoshrink.training.checkpoint import CHECKPOINTS, write_log
 from autoshrink.training.final_language import LMRecipe, train_final_lm
 from autoshrink.training.train_folder import (
-    LOG,
     WEIGHTS,
     ended_metrics,
     write_inputs,
@@ -120,13 +120,10 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = RNNModel(cell, corpus.ntokens, emsize=args.nhid, nhid=args.nhid, dropouts=dropouts)
     model.to(device)
-    log_path = args.out / LOG
 
     since = [time.perf_counter()]  # when the epoch now training started
 
-    def start(history: list[dict[str, Any]]) -> None:  # every check passed: mark the folder
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_log(log_path, history)  # first: it marks the folder as a training's
+    def start(history: list[dict[str, Any]]) -> None:  # every check passed; the log is written
         write_inputs(args.out, cell, vocabulary=corpus.vocab)
         since[0] = time.perf_counter()
 
@@ -141,7 +138,6 @@ def run_train(args: argparse.Namespace) -> int:
             now - since[0],
         )
         since[0] = now
-        write_log(log_path, [row], append=True)
 
     result = train_final_lm(
         model,
@@ -149,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe,
         seed=args.seed,
         device=device,
-        checkpoints=args.out / CHECKPOINTS,
+        out=args.out,
         resume=args.resume,
         run_info={
             "task": "rnn",

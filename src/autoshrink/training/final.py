@@ -69,6 +69,7 @@ from autoshrink.training.checkpoint import (
 from autoshrink.training.distributed import DistContext
 from autoshrink.training.optim import ModelEMA, WarmupCosine, build_optimizer
 from autoshrink.training.recipes import Recipe
+from autoshrink.training.train_folder import LOG
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def open_run_folder(
     folder.mkdir(parents=True, exist_ok=True)
     if earlier is not None:
         clear_earlier_run(earlier)
-    write_log(folder / "log.jsonl", history)
+    write_log(folder / LOG, history)
 
 
 def train_final(
@@ -398,7 +399,7 @@ def train_final(
             if folder is not None and ckpt_dir is not None and ctx.is_main:
                 tensors, state = run.snapshot(history)
                 save_checkpoint(ckpt_dir, epoch, tensors, state)
-                write_log(folder / "log.jsonl", [row], append=True)
+                write_log(folder / LOG, [row], append=True)
             ctx.barrier()
             if ctx.is_main:
                 logger.info(

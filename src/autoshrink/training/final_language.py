@@ -4,11 +4,13 @@
 rate scaled by length (:func:`autoshrink.training.language.train_epoch`), weight decay 8e-7,
 temporal activation regularisation, the dropouts of the model, and an optional switch to
 averaged SGD when the validation loss stops improving; the best validation weights give the
-test perplexity. With a checkpoint folder it writes a checkpoint after every epoch
-(:mod:`autoshrink.training.checkpoint`: tensors in safetensors, the rest in JSON) and
-``resume=True`` continues the newest one, reproducing the uninterrupted run: the model, the
-optimiser, the averaged and the best weights, the history and the numpy and torch generators
-(window lengths, dropout) are all restored; a checkpoint of another run (recipe, seed, or what
+test perplexity. In a run folder ``out`` (or a checkpoint folder alone) it writes a checkpoint
+after every epoch (:mod:`autoshrink.training.checkpoint`: tensors in safetensors, the rest in
+JSON) and, in ``out``, appends the epoch to ``log.jsonl``, as
+:func:`~autoshrink.training.final.train_final` does; ``resume=True`` continues the newest
+checkpoint, reproducing the uninterrupted run: the model, the optimiser, the averaged and the
+best weights, the history and the numpy and torch generators (window lengths, dropout) are all
+restored; a checkpoint of another run (recipe, seed, or what
 the caller says the run is) is refused, naming what changed.
 """
 
@@ -31,6 +33,7 @@ from autoshrink.errors import DataError, JournalError
 from autoshrink.nn.tied_weights import TIED, retie, untie
 from autoshrink.ranges import check_fields, is_integer
 from autoshrink.training.checkpoint import (
+    CHECKPOINTS,
     Checkpoint,
     DamagedState,
     check_optimizer_state,
@@ -43,8 +46,10 @@ from autoshrink.training.checkpoint import (
     run_identity,
     save_checkpoint,
     unflatten_optimizer,
+    write_log,
 )
 from autoshrink.training.language import evaluate_lm, perplexity, train_epoch
+from autoshrink.training.train_folder import LOG
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +278,42 @@ def _note_validation(
     st.losses.append(val_loss)
 
 
+def _run_files(
+    out: str | Path | None, checkpoints: str | Path | None
+) -> tuple[Path | None, Path | None]:
+    """The epoch log and the checkpoint folder of :func:`train_final_lm`: those of the run
+    folder ``out``, or no log and the folder ``checkpoints``."""
+    if out is None:
+        return None, None if checkpoints is None else Path(checkpoints)
+    if checkpoints is not None:
+        raise ValueError("out (a run folder) or checkpoints (a checkpoint folder), not both")
+    return Path(out) / LOG, Path(out) / CHECKPOINTS
+
+
+def _start_log(
+    log: Path | None,
+    history: list[dict[str, Any]],
+    on_start: Callable[[list[dict[str, Any]]], None] | None,
+) -> None:
+    """Write the ``log`` of the epochs ``history`` holds (a fresh run's is empty) -- first: it
+    marks the run folder as a training's --, then call ``on_start(history)``."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        write_log(log, history)
+    if on_start is not None:
+        on_start(list(history))
+
+
+def _log_epoch(
+    log: Path | None, row: dict[str, Any], on_epoch: Callable[[dict[str, Any]], None] | None
+) -> None:
+    """Append an epoch's ``row`` to the ``log``, then give it to ``on_epoch``."""
+    if log is not None:
+        write_log(log, [row], append=True)
+    if on_epoch is not None:
+        on_epoch(row)
+
+
 def train_final_lm(
     model: nn.Module,
     corpus: Corpus,
@@ -280,6 +321,7 @@ def train_final_lm(
     *,
     seed: int = 0,
     device: str = "cpu",
+    out: str | Path | None = None,
     checkpoints: str | Path | None = None,
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
@@ -292,24 +334,28 @@ def train_final_lm(
     training or validation loss that turns NaN/inf ends the training after that epoch
     (``diverged_epoch``); the best weights so far are kept.
 
-    ``checkpoints``: a folder where each finished epoch writes a checkpoint (the newest two are
-    kept; a diverged epoch writes none) -- model, optimiser, averaged weights, best weights,
-    history and the numpy and torch generators, so that a resumed run reproduces the one that
-    was not interrupted. ``resume``: continue from the newest checkpoint there -- refused, with
-    a :class:`~autoshrink.errors.JournalError` naming what changed, when its recipe, seed or
-    ``run_info`` (what the run is: cell, data, model sizes; JSON) differ from these -- or
-    start fresh, with a warning, when there is none; without it, old checkpoints there are
-    removed. ``recipe.epochs`` may grow on a resume: the run goes on to the new last epoch
-    exactly as a run that long from the start (nothing depends on the number of epochs).
+    ``out``: the run folder for ``log.jsonl`` (one line per epoch, the diverged one included)
+    and ``checkpoints/``; ``checkpoints``: a checkpoint folder alone, without a log (not with
+    ``out``); ``None`` for both keeps nothing. Each finished epoch writes a checkpoint there
+    (the newest two are kept; a diverged epoch writes none) -- model, optimiser, averaged
+    weights, best weights, history and the numpy and torch generators, so that a resumed run
+    reproduces the one that was not interrupted. ``resume``: continue from the newest
+    checkpoint there -- refused, with a :class:`~autoshrink.errors.JournalError` naming what
+    changed, when its recipe, seed or ``run_info`` (what the run is: cell, data, model sizes;
+    JSON) differ from these -- or start fresh, with a warning, when there is none; without it,
+    old checkpoints there are removed. ``recipe.epochs`` may grow on a resume: the run goes on
+    to the new last epoch exactly as a run that long from the start (nothing depends on the
+    number of epochs).
     ``on_start(history)`` is called once the run is set up and a resumed checkpoint restored
-    (``history``: its epochs, empty for a fresh run), before anything is written;
-    ``on_epoch(row)`` gets each epoch's summary, after its checkpoint.
+    (``history``: its epochs, empty for a fresh run), before anything else is written -- after
+    the log of those epochs in ``out``, which marks the folder as a training's;
+    ``on_epoch(row)`` gets each epoch's summary, after its checkpoint and its log line.
     """
     if corpus.test is None:
         raise DataError(f"{corpus.name}: loaded without its test split; final training needs it")
+    log, folder = _run_files(out, checkpoints)
     dev = torch.device(device)
     rng = np.random.default_rng(seed)
-    folder = None if checkpoints is None else Path(checkpoints)
     # Nothing in an epoch depends on how many epochs follow (no schedule over the run), so the
     # length is not part of what the run is: a resume with a larger `epochs` extends the run.
     length_free = {k: v for k, v in asdict(recipe).items() if k != "epochs"}
@@ -334,8 +380,7 @@ def train_final_lm(
         with restoring(ckpt, folder):
             st = _lm_restore(ckpt, folder, model, opt, rng)
         start = ckpt.epoch + 1
-    if on_start is not None:
-        on_start(list(st.history))
+    _start_log(log, st.history, on_start)
     if folder is not None and start == 1:
         clear_earlier_run(folder)
     diverged_epoch: int | None = None
@@ -370,8 +415,7 @@ def train_final_lm(
             _note_validation(model, recipe, st, epoch, val_loss)
             if folder is not None:
                 save_checkpoint(folder, epoch, *_lm_snapshot(model, opt, st, rng, identity))
-        if on_epoch is not None:
-            on_epoch(row)
+        _log_epoch(log, row, on_epoch)
         if not finished:
             diverged_epoch = epoch
             break
