@@ -6,7 +6,9 @@ The CNN branch builds a macro network (the proxy-style ``cifar-proxy`` or the Im
 ``torchrun`` (one per GPU; gloo on CPUs). Rank 0 writes ``recipe.json``, ``cell.json``,
 ``log.jsonl``, ``checkpoints/`` (every epoch), ``weights.safetensors`` (the evaluated weights:
 the EMA when the recipe has one) and ``metrics.json`` into ``--out``. The RNN branch
-(``--task rnn``) is :mod:`autoshrink.cli.rnn`; it checkpoints every epoch too.
+(``--task rnn``) is :mod:`autoshrink.cli.rnn`; it checkpoints every epoch too. What is
+written there, and the checks of a folder around a training, are
+:mod:`autoshrink.training.train_folder`'s; this module parses, glues and prints.
 
 ``--out`` may not hold an earlier training's results unless ``--resume`` continues it (both
 tasks), and a resume of another run (cell, macro, data set, recipe or seed changed) is
