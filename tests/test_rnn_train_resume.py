@@ -61,7 +61,8 @@ def train(corpus: Corpus, folder: Path | None, *, resume: bool = False, kill_aft
         if row["epoch"] == kill_after:
             raise Killed
 
-    result = train_final_lm(model, corpus, recipe, seed=0, checkpoints=folder, resume=resume,
+    out = None if folder is None else folder.parent  # the run folder of that checkpoints/
+    result = train_final_lm(model, corpus, recipe, seed=0, out=out, resume=resume,
                             run_info={"cell": CELL.to_dict()}, on_epoch=on_epoch)  # fmt: skip
     return result, model
 
@@ -135,7 +136,7 @@ def test_a_resume_of_another_run_is_refused_before_anything_changes(
     before = snapshot(folder)
     model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8, dropouts=Dropouts.darts())
     with pytest.raises(JournalError, match=r"epoch 2 is of another run \(seed: 0 -> 1\)"):
-        train_final_lm(model, corpus, RECIPE, seed=1, checkpoints=folder, resume=True,
+        train_final_lm(model, corpus, RECIPE, seed=1, out=folder.parent, resume=True,
                        run_info={"cell": CELL.to_dict()})  # fmt: skip
     assert snapshot(folder) == before
 
@@ -149,7 +150,7 @@ def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
     folder = tmp_path / "checkpoints"
     torch.manual_seed(0)
     model = RNNModel(CELL, corpus.ntokens, emsize=8, nhid=8)
-    train_final_lm(model, corpus, replace(RECIPE, epochs=1), seed=0, checkpoints=folder)
+    train_final_lm(model, corpus, replace(RECIPE, epochs=1), seed=0, out=folder.parent)
     before = snapshot(folder)
     wider = RNNModel(CELL, corpus.ntokens, emsize=16, nhid=16)
     weights = {k: v.clone() for k, v in wider.state_dict().items()}
@@ -158,7 +159,7 @@ def test_a_checkpoint_of_another_network_the_caller_did_not_name_is_one_line(
         "encoder.weight is \\[.*, 8\\], the network's \\[.*, 16\\]\\)"
     )
     with pytest.raises(JournalError, match=said):
-        train_final_lm(wider, corpus, replace(RECIPE, epochs=2), seed=0, checkpoints=folder,
+        train_final_lm(wider, corpus, replace(RECIPE, epochs=2), seed=0, out=folder.parent,
                        resume=True)  # fmt: skip
     assert snapshot(folder) == before
     assert all(torch.equal(v, wider.state_dict()[k]) for k, v in weights.items())

@@ -278,18 +278,6 @@ def _note_validation(
     st.losses.append(val_loss)
 
 
-def _run_files(
-    out: str | Path | None, checkpoints: str | Path | None
-) -> tuple[Path | None, Path | None]:
-    """The epoch log and the checkpoint folder of :func:`train_final_lm`: those of the run
-    folder ``out``, or no log and the folder ``checkpoints``."""
-    if out is None:
-        return None, None if checkpoints is None else Path(checkpoints)
-    if checkpoints is not None:
-        raise ValueError("out (a run folder) or checkpoints (a checkpoint folder), not both")
-    return Path(out) / LOG, Path(out) / CHECKPOINTS
-
-
 def _start_log(
     log: Path | None,
     history: list[dict[str, Any]],
@@ -322,7 +310,6 @@ def train_final_lm(
     seed: int = 0,
     device: str = "cpu",
     out: str | Path | None = None,
-    checkpoints: str | Path | None = None,
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
     on_start: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -335,8 +322,8 @@ def train_final_lm(
     (``diverged_epoch``); the best weights so far are kept.
 
     ``out``: the run folder for ``log.jsonl`` (one line per epoch, the diverged one included)
-    and ``checkpoints/``; ``checkpoints``: a checkpoint folder alone, without a log (not with
-    ``out``); ``None`` for both keeps nothing. Each finished epoch writes a checkpoint there
+    and ``checkpoints/``, as :func:`~autoshrink.training.final.train_final`'s; ``None`` keeps
+    nothing. Each finished epoch writes a checkpoint there
     (the newest two are kept; a diverged epoch writes none) -- model, optimiser, averaged
     weights, best weights, history and the numpy and torch generators, so that a resumed run
     reproduces the one that was not interrupted. ``resume``: continue from the newest
@@ -353,7 +340,7 @@ def train_final_lm(
     """
     if corpus.test is None:
         raise DataError(f"{corpus.name}: loaded without its test split; final training needs it")
-    log, folder = _run_files(out, checkpoints)
+    log, folder = (None, None) if out is None else (Path(out) / LOG, Path(out) / CHECKPOINTS)
     dev = torch.device(device)
     rng = np.random.default_rng(seed)
     # Nothing in an epoch depends on how many epochs follow (no schedule over the run), so the
