@@ -221,6 +221,26 @@ def test_a_fingerprint_file_of_the_wrong_shape_is_one_line(tmp_path):
             search(run, ev=ToyEvaluator())
 
 
+def test_a_folder_for_a_fingerprint_or_a_bad_activation_is_named_before_anything_is_written(
+    tmp_path,
+):
+    """A folder where fingerprint.json goes was taken for an older run without one, and writing
+    it failed in two lines; a config.json with an unknown activation was first named by the
+    network builder, without its file."""
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    (run / "fingerprint.json").unlink()
+    (run / "fingerprint.json").mkdir()
+    with pytest.raises(JournalError, match=r"fingerprint.json: a folder, not a file"):
+        search(run, ev=ToyEvaluator())
+    (run / "fingerprint.json").rmdir()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "activation": "gelu"}))
+    with pytest.raises(ConfigError, match=r"config.json: unknown activation 'gelu'; expected "):
+        search(run, ev=ToyEvaluator())
+    assert not (run / "fingerprint.json").exists()  # not written from the bad config
+
+
 def test_resume_refuses_a_journal_made_by_another_config(tmp_path):
     mine, other = tmp_path / "mine", tmp_path / "other"
     search(mine, toy_config(k=3, seed=1))

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 from autoshrink.atomic_write import write_json
 from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
+from autoshrink.graph import CNN_ACTIVATIONS
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.json_values import as_read_back
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
@@ -196,6 +197,10 @@ class SearchConfig:
         if self.latency_macro is not None and self.latency_macro not in MACROS:
             raise ConfigError(
                 f"unknown latency macro {self.latency_macro!r}; expected one of {sorted(MACROS)}"
+            )
+        if self.activation not in CNN_ACTIVATIONS:  # a resumed config.json's too, naming it
+            raise ConfigError(
+                f"unknown activation {self.activation!r}; expected one of {CNN_ACTIVATIONS}"
             )
         check_width(self.width)
         gpu_index(self.device)

@@ -201,7 +201,7 @@ def prepare_run_dir(
         from autoshrink.config import SearchConfig  # imports torch: only when a search runs
 
         saved = SearchConfig.load(run_dir / CONFIG)
-        if (run_dir / FINGERPRINT).is_file():
+        if (run_dir / FINGERPRINT).exists():  # a folder there too: its read names it
             check_fingerprint(run_dir, saved, factories)
         else:  # made before there were fingerprints: its config.json is what it was made with
             check_custom(saved.strategy, factories.strategy, resume=True)  # before writing
