@@ -779,6 +779,8 @@ def test_a_journal_line_of_an_unknown_type_or_a_bare_nan_is_refused(tmp_path) ->
     for constant in ("NaN", "Infinity", "-Infinity"):  # not JSON; the journal writes null
         with pytest.raises(ValueError):
             parse_record(f'{{"score": {constant}}}')
+    with pytest.raises(ValueError, match="the key 'step' appears twice"):  # the last won
+        parse_record('{"step": 1, "step": 2}')
 
 
 def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog) -> None:

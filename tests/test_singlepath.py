@@ -853,6 +853,22 @@ def test_a_kill_between_the_last_checkpoint_and_its_log_line_loses_no_line(
     assert [row["epoch"] for row in rows] == [1, 2, 3]
 
 
+def test_a_damaged_decisions_line_is_named_by_its_number(tmp_path) -> None:
+    """The error gave the JSON parser's position in the bad line ("line 1") for its number."""
+    from autoshrink.errors import JournalError
+    from autoshrink.singlepath.result import finished_result
+
+    summary = {"layers": ["k3e6"], "deploy_size": 1, "predicted_ms": 1.0, "measured_ms": 1.0,
+               "relative_error": 0.0, "latency_target_ms": None, "val_accuracy": 0.5,
+               "params": 10, "macs": 10, "search_seconds": 1.0, "images_trained": 32}  # fmt: skip
+    (tmp_path / "result.json").write_text(json.dumps(summary))
+    (tmp_path / "decisions.jsonl").write_text('{"epoch": 1}\ngarbage\n')
+    with pytest.raises(JournalError, match=r"decisions.jsonl: line 2 is not a JSON record \("):
+        finished_result(tmp_path)
+    (tmp_path / "decisions.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    assert [row["epoch"] for row in finished_result(tmp_path).history] == [1, 2]
+
+
 def test_a_latency_model_no_run_wrote_is_refused(cli, tmp_path, demo_settings, one_thread):
     """A folder whose run files were removed but not its latency_model.json: a fresh start
     trained with its own model but kept that file, which a resume of it then read."""

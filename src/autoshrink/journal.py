@@ -36,7 +36,7 @@ from autoshrink.graph import Cell
 from autoshrink.json_values import finite_or_none
 from autoshrink.processes import process_running
 from autoshrink.ranges import is_integer
-from autoshrink.user_files import json_type_problem
+from autoshrink.user_files import json_type_problem, unique_keys
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +225,12 @@ def _finite(text: str) -> float:
 
 
 def parse_record(line: str | bytes) -> dict[str, Any]:
-    """The record of one journal line: a JSON object of finite numbers, else a ``ValueError``
-    (also for nesting too deep for the parser)."""
+    """The record of one journal line: a JSON object of finite numbers, each key once, else a
+    ``ValueError`` (also for nesting too deep for the parser)."""
     try:
-        rec = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+        rec = json.loads(
+            line, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=unique_keys
+        )
     except RecursionError:
         raise ValueError("nested too deep") from None
     if not isinstance(rec, dict):

@@ -198,7 +198,7 @@ def read_json_file(path: str | Path, error: type[AutoshrinkError], what: str) ->
     return parse_json(read_text_file(path, error, what, JSON_LIMIT), str(path), error)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object's members, refusing a key given twice (``json`` keeps the last silently)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -212,7 +212,7 @@ def parse_json(text: str, source: str, error: type[AutoshrinkError]) -> Any:
     """The JSON value of ``text``; malformed JSON, or arrays and objects nested too deep for
     the parser, is a one-line ``error`` naming ``source`` (and the line)."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as err:
         raise error(f"{source}: not valid JSON ({err.msg}, line {err.lineno})") from None
     except RecursionError:

@@ -57,8 +57,14 @@ def finished_result(out: Path) -> SinglePathResult:
     summary = read_json_file(out / RESULT, JournalError, "result")
     check_schema(out / RESULT, summary, SummaryFields, JournalError, "search's result")
     lines = read_text_file(out / DECISIONS, JournalError, "decisions").splitlines()
-    try:
-        history = [parse_record(line) for line in lines if line.strip()]
-    except ValueError as err:
-        raise JournalError(f"{out / DECISIONS}: not JSON lines ({err})") from None
+    history = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            history.append(parse_record(line))
+        except ValueError as err:
+            raise JournalError(
+                f"{out / DECISIONS}: line {n} is not a JSON record ({err})"
+            ) from None
     return SinglePathResult(summary, history)
