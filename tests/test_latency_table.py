@@ -248,6 +248,10 @@ def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
             lambda d: d["settings"].update(steady_heap="no") or d,
             '"steady_heap" must be true or false, got "no"',
         ),
+        (  # was "LatencySettings.__init__() got an unexpected keyword argument 'foo'"
+            lambda d: d["settings"].update(foo=8) or d,
+            "unknown setting(s) ['foo'] in 'settings')",
+        ),
     ]
     for damage, says in cases:
         path = tmp_path / "t.json"

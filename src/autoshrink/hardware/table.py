@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,9 @@ class LatencyTable:
                         f"0..{MAX_BLOCK_MS:g} (an hour)"
                     )
                 entries[key] = BlockEntry(block, median, iqr)
+            unknown = sorted(set(d["settings"]) - {f.name for f in fields(LatencySettings)})
+            if unknown:  # LatencySettings(**...) said so in Python's words
+                raise ValueError(f"unknown setting(s) {unknown} in 'settings'")
             return cls(
                 settings=LatencySettings(**d["settings"]),
                 entries=entries,
