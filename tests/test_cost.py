@@ -169,6 +169,24 @@ def test_a_network_size_that_is_no_count_is_refused(build, says) -> None:
     assert cifar_proxy(num_classes=np.int64(10)).num_classes == 10  # NumPy's integers count
 
 
+@pytest.mark.parametrize("factory", [cifar_proxy, shrinkcnn_imagenet])
+@pytest.mark.parametrize(
+    ("field", "value", "most"),
+    [
+        ("image_size", 10**6, 2**16),
+        ("in_channels", 2**16 + 1, 2**16),
+        ("num_classes", 2**24 + 1, 2**24),
+    ],
+)
+def test_a_macro_refuses_sizes_beyond_the_options_range(factory, field, value, most) -> None:
+    # the image size of a weights file's metadata was not bounded: 10^6 px ran out of memory
+    with pytest.raises(
+        ConfigError, match=f"^macro \\S+: {field} must be at most {most}, got {value}$"
+    ):
+        factory(**{field: value})
+    assert factory(**{field: most}).settings()[field] == most
+
+
 def mobilenetv2_spec(**sizes):
     from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 

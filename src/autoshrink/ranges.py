@@ -1,7 +1,8 @@
 """The ranges a setting must lie in, by name, and the checks that name what breaks one.
 
 :data:`REQUIREMENTS` holds each range's test (NaN fails every one). :func:`check_fields`
-checks the fields of a settings object (the proxy trainings, final training), :func:`require`
+checks the fields of a settings object (the proxy trainings, final training) and
+:func:`check_at_most` their upper limits, :func:`require`
 one value under the name the user typed it by (a command-line flag) when it is given, and
 :func:`check_value` one that must be there (a count, a seed). No torch here.
 """
@@ -56,6 +57,15 @@ def check_fields(where: str, settings: object, rules: dict[str, tuple[str, ...]]
             value = getattr(settings, name)
             if not REQUIREMENTS[requirement](value):
                 raise ConfigError(f"{where}: {name} must be {requirement}, got {value!r}")
+
+
+def check_at_most(where: str, settings: object, limits: dict[str, int]) -> None:
+    """Raise a ConfigError naming the first field of ``settings`` above its limit (``limits``:
+    ``{field name: the most it may be}``) and its value: a file's sizes beyond torch's shapes."""
+    for name, most in limits.items():
+        value = getattr(settings, name)
+        if value > most:
+            raise ConfigError(f"{where}: {name} must be at most {most}, got {value}")
 
 
 def require(name: str, value: float | None, requirement: str) -> None:

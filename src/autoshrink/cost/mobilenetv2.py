@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from autoshrink.cost.cells import ZERO, Counts, halve
 from autoshrink.errors import ConfigError
-from autoshrink.ranges import MAX_CLASSES, MAX_COUNT, WHOLE, check_fields
+from autoshrink.ranges import MAX_CLASSES, MAX_COUNT, WHOLE, check_at_most, check_fields
 from autoshrink.spaces.macros import check_width
 
 #: (expansion t, output channels c, repeats n, first stride s) of the seven bottleneck stages.
@@ -58,11 +58,8 @@ class MobileNetV2Spec:
     def __post_init__(self) -> None:
         check_width(self.width, "MobileNetV2 width")
         check_fields("MobileNetV2", self, {WHOLE: ("image_size", "num_classes", "in_channels")})
-        for name, most in (("image_size", MAX_COUNT), ("in_channels", MAX_COUNT),
-                           ("num_classes", MAX_CLASSES)):  # fmt: skip
-            value = getattr(self, name)
-            if value > most:  # an architecture file's: beyond torch's shapes
-                raise ConfigError(f"MobileNetV2: {name} must be at most {most}, got {value}")
+        most = {"image_size": MAX_COUNT, "in_channels": MAX_COUNT, "num_classes": MAX_CLASSES}
+        check_at_most("MobileNetV2", self, most)  # an architecture file's
         if self.image_size < 32:
             raise ConfigError(
                 f"MobileNetV2 needs images of at least 32px (5 stride-2 steps), "

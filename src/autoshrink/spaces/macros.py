@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
-from autoshrink.ranges import WHOLE, check_fields, is_number
+from autoshrink.ranges import MAX_CLASSES, MAX_COUNT, WHOLE, check_at_most, check_fields, is_number
 
 #: The widest width multiplier a network may have: already 64x takes a ShrinkCNN or a
 #: MobileNetV2 to over a billion parameters, and a far larger one would overflow the channel
@@ -66,6 +66,8 @@ class MacroSpec:
     def __post_init__(self) -> None:
         sizes = ("in_channels", "image_size", "num_classes", "stem_channels")  # NaN, 2.5: no
         check_fields(f"macro {self.name}", self, {WHOLE: sizes})
+        most = {"image_size": MAX_COUNT, "in_channels": MAX_COUNT, "num_classes": MAX_CLASSES}
+        check_at_most(f"macro {self.name}", self, most)  # a file's (10^6 px ran out of memory)
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"macro {self.name}: stem_stride must be 1 or 2")
         if not self.stages or any(s.cells < 1 or s.channels < 1 for s in self.stages):
