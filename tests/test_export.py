@@ -428,3 +428,107 @@ def test_train_s_weights_give_the_macro_the_size_and_the_live_cell(cli, tmp_path
                          "--out", tmp_path / "a")  # fmt: skip
     assert code == 0 and "input [B, 1, 32, 32]" in out, err
     assert json.loads((tmp_path / "a" / "export.json").read_text())["input"] == ["batch", 1, 32, 32]
+
+
+# ------------------------------------------------------------------ weights metadata
+
+NET = {"cell": ODD.to_dict(), "macro": {"name": "cifar-proxy", **TINY, "in_channels": 1}}
+
+
+def with_macro(**settings) -> str:
+    return json.dumps({**NET, "macro": {**NET["macro"], **settings}})
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        ({"normalisation": '{"mean": ["a"], "std": [1]}'},
+         """metadata 'normalisation': "mean[0]" must be a number, got "a\""""),
+        ({"normalisation": '{"mean": [0.3], "std": [0.3], "foo": 1}'},
+         "metadata 'normalisation': unknown key(s) ['foo']; expected mean and std"),
+        ({"normalisation": '{"mean": 0.3, "std": 0.3}'},
+         """metadata 'normalisation': "mean" must be a list, got 0.3"""),
+        ({"normalisation": '{"mean": [NaN], "std": [0.3]}'},
+         """metadata 'normalisation': "mean[0]" must be finite, got nan"""),
+        ({"normalisation": '{"mean": [0.3], "std": [0.0]}'},
+         """metadata 'normalisation': "std[0]" must be finite and > 0, got 0"""),
+        ({"normalisation": '{"mean": [0.3], "std": [Infinity]}'},
+         """metadata 'normalisation': "std[0]" must be finite and > 0, got inf"""),
+        ({"normalisation": '{"mean": [0.3], "std": [0.3, 0.3]}'},
+         "metadata 'normalisation': mean and std must have one value per channel, got 1 and 2"),
+        ({"normalisation": '{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}'},
+         "metadata 'normalisation' has 3 channel(s), the network's input 1"),
+        ({"normalisation": '{"mean": [0.3]}'},
+         """metadata 'normalisation': "std" is missing"""),
+        ({"normalisation": "NaN"},
+         "metadata 'normalisation': expected a JSON object, got float"),
+        ({"normalisation": None},
+         "metadata 'normalisation' is missing (format 'autoshrink.weights/1' has it)"),
+        ({"network": '{"cell": '},
+         "metadata 'network': not valid JSON (Expecting value, line 1)"),
+        ({"network": "[]"}, "metadata 'network': expected a JSON object, got list"),
+        ({"network": '{"cell": {}, "macro": 5}'},
+         """metadata 'network': "macro" must be an object or null, got 5"""),
+        ({"network": '{"macro": {"name": "cifar-proxy"}}'},
+         "metadata 'network' names neither a cell nor an architecture"),
+        ({"format": "autoshrink.weights/9"},
+         "metadata 'format' is 'autoshrink.weights/9', a version this autoshrink does not read "
+         "(it reads 'autoshrink.weights/1')"),
+        ({"network": with_macro(name="resnet")},
+         "metadata 'network': unknown macro 'resnet'; expected one of ['cifar-proxy', "
+         "'shrinkcnn-imagenet']"),
+        ({"network": with_macro(name=["cifar-proxy"])},
+         """metadata 'network': the macro's name must be a string, got ['cifar-proxy']"""),
+        ({"network": with_macro(image_size=-5)},
+         "metadata 'network': macro cifar-proxy: image_size must be a whole number >= 1, got -5"),
+        ({"network": with_macro(image_size=10**6)},  # it ran out of memory
+         "metadata 'network': macro cifar-proxy: image_size must be at most 65536, got 1000000"),
+    ],
+    ids=["string-mean", "extra-key", "not-lists", "nan-mean", "zero-std", "inf-std",
+         "lengths", "three-channels", "no-std", "nan", "no-normalisation", "network-not-json",
+         "network-list", "macro-not-object", "no-cell", "format-9", "unknown-macro",
+         "macro-name-list", "negative-size", "huge-size"],
+)  # fmt: skip
+def test_malformed_weights_metadata_is_one_line_naming_the_file_and_nothing_is_written(
+    cli, tmp_path: Path, entries: dict, says: str
+) -> None:
+    # they were tracebacks left after model.onnx and an "incomplete" export.json, or read as
+    # no metadata (the export took 32 px and lost the normalisation), or accepted as they were
+    from autoshrink.training.weights_file import weights_metadata
+
+    ODD.save(tmp_path / "cell.json")
+    model = build_network(ODD, cifar_proxy(**TINY, in_channels=1))
+    metadata = {**weights_metadata(NET, [0.5], [0.25]), **entries}
+    weights = tmp_path / "w.safetensors"
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(weights), {k: v for k, v in metadata.items() if v is not None})
+    out = tmp_path / "x"
+    code, stdout, err = cli("export", tmp_path / "cell.json", "--weights", weights, "--out", out)
+    assert (code, stdout) == (2, "") and err == f"autoshrink: error: {weights}: {says}\n"
+    assert not out.exists()
+
+
+def test_metadata_that_is_not_autoshrink_weights_reads_as_none(tmp_path: Path) -> None:
+    """Weights from elsewhere (transformers writes ``{"format": "pt"}``) and other files of
+    autoshrink (a checkpoint) say nothing of their network: the flags size it."""
+    from autoshrink.training.weights_file import read_trained_for, weights_metadata
+
+    path = tmp_path / "w.safetensors"
+    for metadata in (None, {"format": "pt"}, {"format": "autoshrink.checkpoint/1", "epoch": "3"}):
+        save_file({"x": torch.zeros(2)}, str(path), metadata)
+        assert read_trained_for(path) is None
+    save_file({"x": torch.zeros(2)}, str(path), weights_metadata(NET, [0], [1]))  # JSON's ints
+    trained = read_trained_for(path)
+    assert trained is not None and trained.normalisation == {"mean": [0.0], "std": [1.0]}
+
+
+def test_an_architecture_in_the_metadata_out_of_range_names_the_file(tmp_path: Path) -> None:
+    from autoshrink.errors import ConfigError
+    from autoshrink.export.bundle import check_trained_settings
+    from autoshrink.training.weights_file import TrainedFor
+
+    arch = {**mobilenetv2_arch(0.5, image_size=32, num_classes=7).to_dict(), "image_size": 10**6}
+    weights = tmp_path / "w.safetensors"
+    with pytest.raises(ConfigError, match=r"^\S+w.safetensors: metadata 'network': architecture: "
+                       "MobileNetV2: image_size must be at most 65536, got 1000000$"):  # fmt: skip
+        check_trained_settings(weights, TrainedFor({}, None, architecture=arch))

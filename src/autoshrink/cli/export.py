@@ -6,8 +6,8 @@ onnxruntime and the standalone file reproduce PyTorch's outputs. An mbconv archi
 (``autoshrink singlepath``'s) gets the same files with ``architecture.json`` for ``cell.json``
 (:mod:`autoshrink.export.mbconv`). Exit status 1 when a check fails; 2, before anything is
 written, for a ``--weights`` that is not a usable weights file (a folder, not safetensors, not
-this network's, or holding NaN/inf). ``--json`` prints strict JSON (``null`` for a difference
-that cannot be measured).
+this network's, holding NaN/inf, or with malformed metadata of ``autoshrink train``).
+``--json`` prints strict JSON (``null`` for a difference that cannot be measured).
 """
 
 from __future__ import annotations

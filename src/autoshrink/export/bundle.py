@@ -13,10 +13,12 @@
   and, for the weights of ``autoshrink train``, the ``normalisation`` the inputs need).
 
 A weights file is checked before anything is written: a folder, a file that is not
-safetensors, tensors that do not fit the network, or a tensor holding NaN/inf (e.g. the
-weights of a training that diverged) is a one-line :class:`~autoshrink.errors.ConfigError`
-naming the file. Every JSON written is strict: a difference that cannot be measured is
-``null``.
+safetensors, tensors that do not fit the network, a tensor holding NaN/inf (e.g. the
+weights of a training that diverged), or metadata of ``autoshrink train`` that is malformed
+(:func:`~autoshrink.training.weights_file.read_trained_for`), records a network that cannot be
+built or a normalisation of another number of channels is a one-line
+:class:`~autoshrink.errors.ConfigError` naming the file. Every JSON written is strict: a
+difference that cannot be measured is ``null``.
 
 The standalone modules have the same attribute names as :mod:`autoshrink.nn.cnn`, so one
 weights file fits both. :func:`write_bundle` is the sequence itself (seeded build, weights,
@@ -50,7 +52,8 @@ from autoshrink.nn.cnn import build_network
 from autoshrink.nn.state_fit import misfit, non_finite
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_value
-from autoshrink.spaces.macros import MacroSpec
+from autoshrink.singlepath.space import MBConvArch
+from autoshrink.spaces.macros import DEFAULT_MACRO, MacroSpec, get_macro
 from autoshrink.training.weights_file import TrainedFor, read_trained_for, weights_metadata
 
 ONNX, WEIGHTS, CODE, CELL, MANIFEST = (
@@ -167,12 +170,46 @@ def infer_settings(
     trained = read_trained_for(weights_file(path))
     if trained is None:
         return settings
+    check_trained_settings(Path(path), trained)
     network = (trained.architecture if architecture else trained.macro) or {}
     name = None if architecture else network.get("name")
     if macro is not None and name is not None and name != macro:
         raise ConfigError(f"{path}: the weights of a {name} network; pass --macro {name}")
     settings |= {k: network[k] for k in ("image_size", "width") if k in network}
     return settings | ({"macro": name} if name is not None else {})
+
+
+def check_trained_settings(weights: Path, trained: TrainedFor) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``weights`` and its metadata's ``network``
+    when the network it records (``trained``) cannot be built: an unknown macro, or settings
+    out of range (an image size of -5, or of 10^6, which ran out of memory). Unchecked, the
+    error came later without the file's name, as if the flags had been wrong."""
+    where = f"{weights}: metadata 'network'"
+    if trained.architecture is not None:
+        MBConvArch.from_dict(trained.architecture, f"{where}: architecture")
+        return
+    name = trained.macro.get("name", DEFAULT_MACRO)
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: the macro's name must be a string, got {name!r}")
+    settings = {k: v for k, v in trained.macro.items() if k != "name"}
+    try:
+        get_macro(name, **settings)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def check_normalisation_channels(weights: Path, trained: TrainedFor, channels: int) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``weights`` when the normalisation its
+    metadata records (``trained``) is not one per input channel of the network (``channels``):
+    export.json would tell how to prepare images the network does not take."""
+    if trained.normalisation is None:
+        return
+    got = len(trained.normalisation["mean"])
+    if got != channels:
+        raise ConfigError(
+            f"{weights}: metadata 'normalisation' has {got} channel(s), the network's input "
+            f"{channels}"
+        )
 
 
 def infer_shapes(path: str | Path) -> dict[str, int]:
@@ -275,6 +312,8 @@ def write_bundle(
         if trained is not None:
             check_trained_network(Path(weights), trained, network)
         load_weights(model, weights)
+        if trained is not None:
+            check_normalisation_channels(Path(weights), trained, shape[1])
     else:
         randomize_batchnorm(model, gen)
     x = torch.randn(shape, generator=gen)
@@ -283,15 +322,14 @@ def write_bundle(
     if not np.isfinite(expected).all():  # finite weights can still overflow
         origin = f"random init, seed {seed}" if weights is None else str(weights)
         raise ConfigError(f"{origin}: the network's outputs are NaN or inf; nothing exported")
+    normalisation = None if trained is None else trained.normalisation
+    metadata = weights_metadata(network, **normalisation or {})
     out.mkdir(parents=True, exist_ok=True)
     mark_unfinished(out / MANIFEST, "export")  # until the last file: a kill leaves no stale "ok"
     # (a) ONNX, run by onnxruntime
     onnx_diff, onnx_ok = write_onnx_checked(model, x, expected, out / ONNX)
     # (b) weights
-    normalisation = None if trained is None else trained.normalisation
-    save_tensors(
-        out / WEIGHTS, model.state_dict(), weights_metadata(network, **normalisation or {})
-    )
+    save_tensors(out / WEIGHTS, model.state_dict(), metadata)
     # (c) standalone PyTorch
     write_text_atomic(out / CODE, source)
     standalone = import_file(out / CODE).load(out / WEIGHTS)
