@@ -33,8 +33,8 @@ def test_search_on_digits_prints_and_writes_the_best_cell(cli, tmp_path):
     best = json.loads((run / "result.json").read_text())["best"]
     m = best["metrics"]
     assert (
-        f"best score {best['score']:.4f} (accuracy {m['accuracy']:.4f}, {m['macs']:.0f} MACs, "
-        f"{best['edges']} edges, step {best['step']})"
+        f"best score {best['score']:.4f} (accuracy {m['accuracy']:.4f}, {m['macs']:,.0f} MACs, "
+        f"{best['edges']} edge{'s' if best['edges'] != 1 else ''}, step {best['step']})"
     ) in out
     # result.json names the network the metrics were counted in: count reproduces them
     net = json.loads((run / "result.json").read_text())["network"]
@@ -52,7 +52,9 @@ def test_the_summary_shows_the_cost_the_score_read(cli, tmp_path):
     assert code == 0, err
     best = json.loads((tmp_path / "run" / "result.json").read_text())["best"]
     m = best["metrics"]
-    assert f"(accuracy {m['accuracy']:.4f}, {m['params']:.0f} params, {m['macs']:.0f} MACs, " in out
+    assert (
+        f"(accuracy {m['accuracy']:.4f}, {m['params']:,.0f} params, {m['macs']:,.0f} MACs, " in out
+    )
 
 
 def test_search_with_the_local_process_pool(cli, tmp_path):
@@ -66,6 +68,9 @@ def test_show_and_count(cli, tmp_path):
     assert code == 0 and "output = concat(3, 4) + cell input" in out
     code, out, _ = cli("count", SHRINKCNN, "--macro", "cifar-proxy")
     assert code == 0 and "params" in out
+    code, out, _ = cli("count", SHRINKCNN, "--macro", "cifar-proxy", "--width", "0.25",
+                       "--image-size", "8")  # fmt: skip
+    assert code == 0 and out.endswith("(0.004M), 63,808 MACs (0.064M)\n"), out  # was "(0.1M)"
 
 
 def test_count_picks_the_published_macro_of_the_cells_kind_and_prints_exact_figures(cli):

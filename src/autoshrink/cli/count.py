@@ -98,10 +98,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name, **echoed}))
     else:
         print(
-            f"{name}: {counts.params:,} params ({counts.params / 1e6:.3f}M), "
-            f"{counts.macs:,} MACs ({counts.macs / 1e6:.1f}M){unit}"
+            f"{name}: {counts.params:,} params ({millions(counts.params)}), "
+            f"{counts.macs:,} MACs ({millions(counts.macs)}){unit}"
         )
     return 0
+
+
+def millions(n: float) -> str:
+    """``n`` in millions: one decimal from 10M up (``383.7M``), three below (``3.601M``,
+    ``0.034M``: a small cell's MACs printed as ``0.0M`` before)."""
+    return f"{n / 1e6:.1f}M" if n >= 1e7 else f"{n / 1e6:.3f}M"
 
 
 def run_arch(args: argparse.Namespace) -> int:
@@ -119,5 +125,5 @@ def run_arch(args: argparse.Namespace) -> int:
         settings = {k: v for k, v in arch.to_dict().items() if k not in ("format", "layers")}
         print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name, **settings}))
     else:
-        print(f"{name}: {counts.params / 1e6:.3f}M params, {counts.macs / 1e6:.1f}M MACs")
+        print(f"{name}: {millions(counts.params)} params, {millions(counts.macs)} MACs")
     return 0

@@ -44,7 +44,7 @@ def print_cnn_scores(result: SearchResult) -> None:
     costs = [cost_phrase(best.metrics, name) for name in dict.fromkeys((cost, "macs"))]
     print(
         f"best score {best.score:.4f} (accuracy {acc:.4f}, {', '.join(costs)}, "
-        f"{result.cell.num_edges} edges, step {best.proposal.step})"
+        f"{edges(result.cell.num_edges)}, step {best.proposal.step})"
     )
     if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
         print(
@@ -58,12 +58,17 @@ def print_cnn_scores(result: SearchResult) -> None:
 
 
 def cost_phrase(metrics: Mapping[str, float], name: str) -> str:
-    """A cost of ``metrics`` as the search's summary prints it: ``114560 MACs``, ``806 params``,
-    ``1.473 ms table latency``."""
+    """A cost of ``metrics`` as the search's summary prints it: ``114,560 MACs``, ``806 params``,
+    ``1.473 ms table latency``, ``1,024 edge_cost``."""
     value = metrics.get(name, math.nan)
     if name.endswith("latency_ms"):
         return f"{value:.3f} ms {'table ' if name.startswith('table') else ''}latency"
-    return f"{value:.0f} {'MACs' if name == 'macs' else name}"
+    return f"{value:,.0f} {'MACs' if name == 'macs' else name}"
+
+
+def edges(n: int) -> str:
+    """``1 edge``, ``6 edges``."""
+    return f"{n} edge{'' if n == 1 else 's'}"
 
 
 def stopped_early(result: SearchResult) -> int:
@@ -80,14 +85,16 @@ def stopped_early(result: SearchResult) -> int:
 
 
 def print_rnn_scores(result: SearchResult) -> None:
-    """The scores ``autoshrink search`` prints after an rnn search: the best cell's and the
-    complete cell's (the cell before them, the totals after, as for a cnn search)."""
+    """The scores ``autoshrink search`` prints after an rnn search: the best cell's (with the
+    cost its score reads, and its parameters) and the complete cell's (the cell before them,
+    the totals after, as for a cnn search)."""
     best, start = result.best, result.start
     m = best.metrics
+    cost = result.config.score.cost if result.config is not None else "edge_cost"
+    costs = [cost_phrase(m, name) for name in dict.fromkeys((cost, "params"))]
     print(
         f"best score {best.score:.4f} (perplexity {m.get('perplexity', float('nan')):.2f}, "
-        f"{m.get('params', 0):.0f} params, {result.cell.num_edges} edges, "
-        f"step {best.proposal.step})"
+        f"{', '.join(costs)}, {edges(result.cell.num_edges)}, step {best.proposal.step})"
     )
     if start is not None and not start.ok:  # e.g. rejected by a constraint
         print(f"complete cell {start.status}: no score")

@@ -446,7 +446,7 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
         held = f"held-out domain {metrics['test_domain']}"
         headline = f"{held}: accuracy {metrics['test_domain_accuracy']:.4f}; {headline}"
     print(
-        f"{headline} ({metrics['params']} params, {metrics['macs']} MACs); weights in "
+        f"{headline} ({metrics['params']:,} params, {metrics['macs']:,} MACs); weights in "
         f"{out / WEIGHTS}"
     )
     return 0
