@@ -1030,7 +1030,7 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     code, out, err = cli("latency", small, "--repeats", "5", "--max-seconds", "0.5")
     lines = out.splitlines()  # the three lines a cell's measurement prints
     assert code == 0 and len(lines) == 3, out
-    assert lines[0] == f"mbconv 0.35@32, layers {','.join(layers)}, input [1, 1, 32, 32]"
+    assert lines[0] == f"mbconv-0.35@32, layers {','.join(layers)}, input [1, 1, 32, 32]"
     assert lines[1].startswith("latency ") and "ms median, IQR" in lines[1]
     assert lines[2].startswith("backend torch (torch ") and "1 thread, batch 1" in lines[2]
     table = ["--latency-table", tmp_path / "table.json", "--warmup", "1", "--repeats", "3"]

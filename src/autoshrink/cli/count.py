@@ -120,7 +120,7 @@ def run_arch(args: argparse.Namespace) -> int:
         in_channels=args.in_channels,
     )
     counts = count_arch(arch)
-    name = f"mbconv-{arch.width:g}@{arch.image_size}"
+    name = arch.name
     if args.json:
         settings = {k: v for k, v in arch.to_dict().items() if k not in ("format", "layers")}
         print(json.dumps({"params": counts.params, "macs": counts.macs, "macro": name, **settings}))

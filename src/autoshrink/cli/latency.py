@@ -229,7 +229,7 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    network = f"mbconv {arch.width:g}@{arch.image_size}, layers {arch.key}"
+    network = f"{arch.name}, layers {arch.key}"
     print_measurement(network, result, settings)
     if args.table is not None:
         calibrated = out["calibrated_ms"]

@@ -149,6 +149,11 @@ class MBConvArch:
         """The layer choices joined by commas (``k3e6,skip,...``): the network within its macro."""
         return ",".join(self.layers)
 
+    @property
+    def name(self) -> str:
+        """``mbconv-<width>@<image size>`` (``mbconv-1@224``): the macro, as commands print it."""
+        return f"mbconv-{self.width:g}@{self.image_size}"
+
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the module docstring: ``format``, macro settings and ``layers``."""
