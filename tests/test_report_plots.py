@@ -163,3 +163,39 @@ def test_a_step_with_no_finite_value_leaves_a_gap(run, figures, tmp_path):
     quality_line = figures[0].axes[1].get_lines()[0]
     assert np.isnan(quality_line.get_ydata()[0])
     assert not np.isnan(quality_line.get_ydata()[1:]).any()
+
+
+def _narrow(run: RunData, base: float) -> RunData:
+    """``run`` with accuracies moved to ``base`` plus a few thousandths: a perplexity-like
+    range far from 0, which matplotlib labels with an offset by default."""
+    cands = [
+        replace(c, metrics=c.metrics | {"accuracy": base + c.metrics["accuracy"] / 100})
+        if "accuracy" in c.metrics
+        else c
+        for c in run.candidates
+    ]
+    return replace(run, candidates=cands)
+
+
+def _assert_plain_y(ax) -> None:
+    """``ax``'s y ticks (drawn: the SVG was written) read as plain numbers, no offset."""
+    formatter = ax.yaxis.get_major_formatter()
+    assert formatter.get_offset() == ""
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and not any("e" in t or "×" in t for t in labels), labels
+
+
+def test_every_plot_labels_its_y_axis_with_plain_numbers_without_an_offset(run, figures, tmp_path):
+    narrow = _narrow(run, 369.91)
+    plots.plot_steps(narrow.kept_steps, "accuracy", "macs", tmp_path / "steps.svg")
+    plots.plot_pareto(narrow.candidates, "accuracy", "macs", False, None, tmp_path / "p.svg")
+    high = replace(run, candidates=[replace(c, score=c.score + 1000) for c in run.candidates])
+    plots.plot_progress(high, tmp_path / "progress.svg")
+    plots.plot_comparison({"a": high}, tmp_path / "compare.svg")
+    steps, pareto, progress, comparison = figures
+    score, quality, cost = steps.axes
+    for ax in (score, quality, *pareto.axes, *progress.axes, *comparison.axes):
+        _assert_plain_y(ax)
+    labels = [float(t.get_text().replace("−", "-")) for t in quality.get_yticklabels()]
+    assert min(labels) > 369 and max(labels) < 371  # the values themselves, not their offset
+    assert cost.get_yscale() == "log"  # a log axis keeps its powers of ten

@@ -221,7 +221,7 @@ def plot_curves(
     strategy with a band of one standard error of the mean over ``runs``
     (:func:`standard_error`); ``optimum`` dashed (when given). Written to ``path`` (SVG or PNG,
     by its suffix)."""
-    from autoshrink.report.mpl import Figure, save_figure
+    from autoshrink.report.mpl import Figure, plain_numbers, save_figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -237,6 +237,7 @@ def plot_curves(
         ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label=f"optimum {optimum:.2f}")
     ax.set_xlabel("queries")
     ax.set_ylabel(label)
+    plain_numbers(ax)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -28,13 +28,22 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Figure", "ListedColormap", "MaxNLocator", "literal", "save_figure"]
+__all__ = ["Figure", "ListedColormap", "MaxNLocator", "literal", "plain_numbers", "save_figure"]
 
 
 def literal(text: str) -> str:
     """``text`` as matplotlib shows it letter for letter: a ``$`` (a folder's name may hold
     one) would start mathtext, which fails on what it cannot parse."""
     return text.replace("$", r"\$")
+
+
+def plain_numbers(ax: Any) -> None:
+    """Label ``ax``'s y axis with plain numbers, without an offset or a scientific multiplier
+    (matplotlib's default for a narrow range far from 0: a perplexity axis read 0.003..0.008
+    with +3.6991e2 in its corner); a log axis keeps its powers of ten. Call it after the
+    axis's scale is set."""
+    if ax.get_yscale() == "linear":
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
 
 
 def save_figure(fig: Figure, path: str | Path, **options: Any) -> None:
