@@ -74,7 +74,7 @@ def test_the_steps_plot_shows_each_steps_choice_and_candidates(run, figures, tmp
     assert path.read_text().lstrip().startswith("<?xml")
     axes = figures[0].axes
     assert [ax.get_ylabel() for ax in axes] == ["score", "accuracy", "macs (log)"]
-    x = [6, 5, 4, 3]
+    x = [0, 1, 2, 3]  # the steps; their ticks name the edges left: 6, 5, 4, 3
     assert [s.chosen.key for s in steps] == ["c0.0", "c1.1", "c2.1", "c3.0"]
     for ax, metric in zip(axes, [None, "accuracy", "macs"], strict=True):
         (line,) = ax.get_lines()
@@ -88,8 +88,39 @@ def test_the_steps_plot_shows_each_steps_choice_and_candidates(run, figures, tmp
             ys = band[np.isclose(band[:, 0], e), 1]
             assert np.isclose(ys.min(), min(vs)) and np.isclose(ys.max(), max(vs))
     assert [ax.get_yscale() for ax in axes] == ["linear", "linear", "log"]
-    assert axes[-1].xaxis_inverted()  # the search goes from many edges to few
+    assert list(axes[-1].get_xticks()) == x
+    assert [t.get_text() for t in axes[-1].get_xticklabels()] == ["0\n6", "1\n5", "2\n4", "3\n3"]
+    assert "edges left" in axes[-1].get_xlabel()
     assert figures[0].get_suptitle() == "tiny"
+
+
+def test_a_candidate_with_other_edges_than_the_chosen_is_drawn_at_its_step(run, figures, tmp_path):
+    # removing an edge can strand nodes, whose edges go too: a step's candidates differ
+    steps = run.kept_steps
+    pruned = replace(steps[2].candidates[0], num_edges=2)  # c2.0: 2 edges, c2.1 (chosen): 4
+    other = replace(steps[2], candidates=[pruned, *steps[2].candidates[1:]])
+    plots.plot_steps([*steps[:2], other, steps[3]], "accuracy", None, tmp_path / "steps.svg")
+    score = figures[0].axes[0]
+    assert [1.0 * x for x, y in _dots(score) if np.isclose(y, pruned.score)] == [2.0]
+    assert [t.get_text() for t in figures[0].axes[-1].get_xticklabels()][2] == "2\n4"
+
+
+def test_a_single_step_has_integer_ticks_and_no_band_in_the_legend(run, figures, tmp_path):
+    first = run.kept_steps[1]  # a live run in its first step over: one point per panel
+    plots.plot_steps([first], "accuracy", "macs", tmp_path / "steps.svg")
+    axes = figures[0].axes
+    assert list(axes[-1].get_xticks()) == [1]
+    assert [t.get_text() for t in axes[-1].get_xticklabels()] == ["1\n5"]
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert legend == ["chosen candidate"]  # no band drawn, none named
+    assert not [c for c in axes[0].collections if not isinstance(c, PathCollection)]
+
+
+def test_the_progress_plot_of_one_candidate_has_integer_ticks(run, figures, tmp_path):
+    plots.plot_progress(replace(run, candidates=run.candidates[:1]), tmp_path / "p.svg")
+    (ax,) = figures[0].axes
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
 
 
 def test_the_steps_plot_without_a_cost_has_two_panels(run, figures, tmp_path):

@@ -1,8 +1,8 @@
 """The run report's plots, drawn with matplotlib's object API (no pyplot state) into SVG files.
 
-- :func:`plot_steps`: score, quality metric and cost against the edges left after each step:
-  the chosen candidate as a line, the spread (min to max) of the step's K candidates as a
-  band, and every candidate of the step as a dot.
+- :func:`plot_steps`: score, quality metric and cost per step (each step's tick labelled with
+  the edges its chosen cell has left): the chosen candidate as a line, the spread (min to max)
+  of the step's K candidates as a band, and every candidate of the step as a dot.
 - :func:`plot_pareto`: quality against cost of every candidate that scored, the Pareto front
   drawn through the undominated ones and the chosen best cell marked.
 - :func:`plot_progress`: every candidate's score in evaluation order and the best score so far
@@ -42,13 +42,18 @@ def _value(c: Candidate, metric: str | None) -> float | None:
 def plot_steps(
     steps: list[Step], quality: str, cost: str | None, path: Path, title: str = ""
 ) -> Path:
-    """Score, ``quality`` and ``cost`` (log axis) per step against edges left; write ``path``."""
+    """Score, ``quality`` and ``cost`` (log axis) per step; write ``path``.
+
+    The x axis is the step, each tick labelled with the edges the step's chosen cell has
+    left: a step's candidates lost one edge each, and as many more as became unreachable, so
+    they have different edge counts; they are drawn at their step, where the band of their
+    spread is. A single step has no band (and no legend entry for one)."""
     panels: list[tuple[str | None, str]] = [(None, "score"), (quality, quality)]
     if cost:
         panels.append((cost, f"{cost} (log)"))
     fig = Figure(figsize=(7.5, 2.6 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    x = [s.chosen.num_edges for s in steps]
+    x = [s.step for s in steps]
     for ax, (metric, label) in zip(axes, panels, strict=True):
         lo, hi, chosen = [], [], []
         for s in steps:
@@ -58,8 +63,9 @@ def plot_steps(
             v = _value(s.chosen, metric)
             chosen.append(np.nan if v is None else v)
             if values:
-                ax.scatter([s.chosen.num_edges] * len(values), values, s=12, color="0.55", zorder=2)
-        ax.fill_between(x, lo, hi, color=_LINE, alpha=0.15, label="spread of the K candidates")
+                ax.scatter([s.step] * len(values), values, s=12, color="0.55", zorder=2)
+        if len(steps) > 1:  # a band over one step is not drawn: it would be a legend entry only
+            ax.fill_between(x, lo, hi, color=_LINE, alpha=0.15, label="spread of the K candidates")
         ax.plot(x, chosen, "-o", color=_LINE, markersize=4, label="chosen candidate", zorder=3)
         ax.set_ylabel(label)
         if metric == cost and cost:
@@ -67,13 +73,25 @@ def plot_steps(
         plain_numbers(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    axes[-1].set_xlabel("edges left after the step (the search goes left to right)")
-    axes[-1].invert_xaxis()
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    _step_ticks(axes[-1], steps)
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
     return path
+
+
+#: At most this many labelled ticks on the steps plot's x axis (every n-th step beyond).
+STEP_TICKS = 15
+
+
+def _step_ticks(ax: Any, steps: list[Step]) -> None:
+    """Integer ticks at the steps (every n-th of many), each labelled with its step and the
+    edges left after it; one step is centred in a range of two."""
+    shown = steps[:: math.ceil(len(steps) / STEP_TICKS)] if steps else []
+    ax.set_xticks([s.step for s in shown], [f"{s.step}\n{s.chosen.num_edges}" for s in shown])
+    ax.set_xlabel("step (above) and edges left after it (below); the search goes left to right")
+    if len(steps) == 1:
+        ax.set_xlim(steps[0].step - 1, steps[0].step + 1)
 
 
 def plot_pareto(
@@ -152,7 +170,7 @@ def _finish_progress(ax: Any, title: str) -> None:
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("score")
     plain_numbers(ax)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     if title:

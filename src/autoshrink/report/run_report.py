@@ -1,12 +1,12 @@
 """The report of one search: ``RUN_DIR/report/index.html`` and the pictures it shows.
 
-Sections: a summary (finished, still running or stopped before its end; the best cell so
-far), the best score against candidates evaluated, for AutoShrink score / quality / cost
-against edges left per step, quality against cost of every candidate with the Pareto front,
-the best cell and for AutoShrink the chosen cell of every step (Graphviz pictures, text
-without Graphviz), the table of steps (AutoShrink) or of the best candidates (baselines),
-retries of candidates whose worker died, and the resolved config. It reads only the run
-folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
+Sections: a summary (finished, still running or stopped before its end; the best cell so far),
+the best score against candidates evaluated, for AutoShrink score / quality / cost per step
+(labelled with the edges left), quality against cost of every candidate with the Pareto front,
+the best cell and for AutoShrink the chosen cell of every step (Graphviz pictures, text without
+Graphviz), the table of steps (AutoShrink) or of the best candidates (baselines), retries of
+candidates whose worker died, and the resolved config. It reads only the run folder (see
+:mod:`autoshrink.report.reading`) and writes only ``report/``.
 """
 
 from __future__ import annotations
@@ -303,9 +303,7 @@ def write_run_report(run_dir: Path) -> Path:
             f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
             "spread (min–max) of the step's candidates as a band, every candidate a dot."
         )
-        sections.append(
-            ("Score, quality and cost against edges left", html.figure(fig, out, caption))
-        )
+        sections.append(("Score, quality and cost per step", html.figure(fig, out, caption)))
     if steps and cost and any(c.ok for c in run.candidates):
         fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
         caption = (
