@@ -149,15 +149,29 @@ def test_the_pareto_plot_joins_the_undominated_candidates(run, figures, tmp_path
     assert plots.plot_pareto(cands, quality, "macs", higher, best, path) == path
     (ax,) = figures[0].axes
     points = [(c.metrics["macs"], c.metrics[quality]) for c in run.candidates if c.ok]
-    (front,) = ax.get_lines()
-    drawn = set(zip(front.get_xdata(), front.get_ydata(), strict=True))
-    assert drawn == _undominated(points, higher)
-    assert list(front.get_xdata()) == sorted(front.get_xdata())
+    undominated = _undominated(points, higher)
+    if not higher:  # lower is better: the cheapest candidate is the best too, a front of one
+        assert len(undominated) == 1 and not ax.get_lines()
+    else:
+        (front,) = ax.get_lines()
+        drawn = set(zip(front.get_xdata(), front.get_ydata(), strict=True))
+        assert drawn == undominated and len(drawn) > 1
+        assert list(front.get_xdata()) == sorted(front.get_xdata())
     assert np.allclose(
         ax.collections[-1].get_offsets(), [[best.metrics["macs"], best.metrics[quality]]]
     )
     assert ax.get_title() == f"{quality} vs macs: every candidate ({len(points)})"
     assert ax.get_xscale() == "log"
+
+
+def test_a_pareto_front_of_one_point_is_neither_drawn_nor_named(run, figures, tmp_path):
+    best = max(run.candidates, key=lambda c: c.score)
+    # the cheapest candidate is also the most accurate: it dominates every other
+    alone = replace(best, metrics={"accuracy": 0.99, "macs": 1e3})
+    plots.plot_pareto([*run.candidates, alone], "accuracy", "macs", True, alone, tmp_path / "p.svg")
+    (ax,) = figures[0].axes
+    assert not ax.get_lines()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["candidates", "best score"]
 
 
 def test_the_progress_plot_steps_up_to_each_new_best_score(run, figures, tmp_path):

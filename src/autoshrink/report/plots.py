@@ -4,7 +4,8 @@
   the edges its chosen cell has left): the chosen candidate as a line, the spread (min to max)
   of the step's K candidates as a band, and every candidate of the step as a dot.
 - :func:`plot_pareto`: quality against cost of every candidate that scored, the Pareto front
-  drawn through the undominated ones and the chosen best cell marked.
+  drawn through the undominated ones (when there are two or more) and the chosen best cell
+  marked.
 - :func:`plot_progress`: every candidate's score in evaluation order and the best score so far
   (any strategy: the curve strategies are compared by); :func:`plot_comparison`: that curve for
   several runs.
@@ -102,7 +103,8 @@ def plot_pareto(
     best: Candidate | None,
     path: Path,
 ) -> Path:
-    """``quality`` against ``cost`` of every candidate with both, the front joined; write it."""
+    """``quality`` against ``cost`` of every candidate with both, the front (of two points or
+    more) joined; write it."""
     pts = [(c.metrics.get(cost), c.metrics.get(quality), c) for c in candidates]
     pts = [(x, y, c) for x, y, c in pts if len(_finite([x, y])) == 2]
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
@@ -112,7 +114,8 @@ def plot_pareto(
         ys = np.array([p[1] for p in pts], dtype=float)
         ax.scatter(xs, ys, s=14, color="0.55", label="candidates", zorder=2)
         front = pareto_front(ys if higher_is_better else -ys, xs)
-        ax.plot(xs[front], ys[front], "-o", color=_LINE, markersize=5, label="Pareto front")
+        if len(front) > 1:  # a front of one point is the best cell's star: no line, no label
+            ax.plot(xs[front], ys[front], "-o", color=_LINE, markersize=5, label="Pareto front")
         ax.set_xscale("log")
     if best is not None and _value(best, quality) is not None and _value(best, cost):
         ax.scatter(

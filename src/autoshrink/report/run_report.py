@@ -308,7 +308,8 @@ def write_run_report(run_dir: Path) -> Path:
         fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
         caption = (
             f"{quality} against {cost} of every candidate that scored; the line "
-            "joins the undominated ones (Pareto front); the star is the best score."
+            "joins the undominated ones (Pareto front, when there are two or more); "
+            "the star is the best score."
         )
         sections.append((f"{quality} vs {cost}", html.figure(fig, out, caption)))
     if best is not None:
