@@ -215,6 +215,7 @@ def test_bench_report(tmp_path):
     assert set(images(page)) == {"curves.svg", "score.svg", "pareto.svg"}
     text = page.read_text()
     assert "94.37%" in text  # the optimum
+    assert sorted(p.name for p in page.parent.iterdir() if p.is_dir()) == []  # no empty cells/
     table = text.split("Checkpoints (results.csv)")[1].split("</table>")[0]
     assert table.count("<tr>") == 3 and "93.0000" in table
 

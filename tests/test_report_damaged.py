@@ -227,6 +227,7 @@ def test_the_undamaged_folders_report(cli, tmp_path):
         code, out, err = cli("report", folder)
         assert code == 0, err
         assert (folder / "report" / "index.html").is_file()
+        assert not (folder / "report" / "cells").exists()  # no cell picture, no empty folder
     page = (tmp_path / "sp" / "report" / "index.html").read_text()
     assert "epoch 2" in page and "k5e6, k5e6, k5e6" in page
 

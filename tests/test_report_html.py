@@ -54,7 +54,9 @@ def test_a_cell_picture_fallback_text_is_shown_preformatted(tmp_path):
 
 def test_the_report_folder_is_made_and_made_again(tmp_path):
     folder = tmp_path / "run" / "report"
-    assert html.page_folder(folder) == folder and (folder / "cells").is_dir()
+    assert html.page_folder(folder) == folder and folder.is_dir()
+    assert not (folder / "cells").exists()  # made by the first cell picture, if any
+    (folder / "cells").mkdir()
     (folder / "cells" / "old.svg").write_text("<svg/>")
     assert html.page_folder(folder) == folder  # a report written again over the first
     assert (folder / "cells" / "old.svg").is_file()

@@ -35,10 +35,11 @@ dt { font-weight: bold; }
 
 
 def page_folder(folder: Path) -> Path:
-    """Create the folder a page and its pictures go into (and ``cells/`` in it); a one-line
-    :class:`AutoshrinkError` naming it when that fails."""
+    """Create the folder a page and its pictures go into; a one-line :class:`AutoshrinkError`
+    naming it when that fails. Its ``cells/`` is made by the first cell picture written there
+    (:func:`autoshrink.report.picture.render`): a page without one has none."""
     try:
-        (folder / "cells").mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise AutoshrinkError(f"cannot create the report folder {folder}: {err.strerror}") from None
     return folder
