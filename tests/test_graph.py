@@ -239,7 +239,12 @@ def test_rnn_cells_use_activations_as_ops():
 def test_pictures(tmp_path):
     cell = published_cell("shrinkcnn")
     dot = to_dot(cell)
-    assert "n0 -> n1;" in dot and "n3 -> out" in dot and "n1 -> out" not in dot
+    assert "n0 -> n1;" in dot and "n3 -> out [style=dashed];" in dot and "n1 -> out" not in dot
+    # a CNN cell adds its input to the leaves' concat: the residual is drawn (method section 1)
+    assert 'n0 -> out [style=dotted, label="residual"' in dot
+    assert 'out [label="output: concat + residual"' in dot
+    rnn = to_dot(published_cell("shrinkrnn"))  # an RNN cell's output: its leaves' mean
+    assert 'out [label="output: mean"' in rnn and "residual" not in rnn
     # the leaves were joined by "+": a CNN cell concatenates them (and adds its input's
     # shortcut), an RNN cell averages them (method section 1)
     assert "output = concat(3, 4) + cell input" in to_text(cell)

@@ -51,7 +51,9 @@ def dot_string(text: str) -> str:
 
 
 def to_dot(cell: Cell, title: str | None = None) -> str:
-    """Graphviz DOT source of the live part of ``cell``, leaves joined into an output node."""
+    """Graphviz DOT source of the live part of ``cell``, leaves joined into an output node (method
+    section 1): a CNN cell's output concatenates its leaves and adds the cell input (a dotted
+    edge labelled "residual"); an RNN cell's output is the mean of its leaves' states."""
     lines = [
         "digraph cell {",
         '  rankdir=LR; node [shape=box, style="rounded,filled", fontname="Helvetica"];',
@@ -61,11 +63,14 @@ def to_dot(cell: Cell, title: str | None = None) -> str:
     for k in cell.live_nodes:
         fill = _FILL.get(cell.ops[k], "#ffffff")
         lines.append(f'  n{k} [label="{k}: {cell.ops[k]}", fillcolor="{fill}"];')
-    lines.append('  out [label="output", shape=ellipse, fillcolor="#ffffff"];')
+    joined = "mean" if cell.kind == "rnn" else "concat + residual"
+    lines.append(f'  out [label="output: {joined}", shape=ellipse, fillcolor="#ffffff"];')
     for i, j in cell.edges:
         lines.append(f"  n{i} -> n{j};")
     for k in cell.leaves:
         lines.append(f"  n{k} -> out [style=dashed];")
+    if cell.kind != "rnn":  # the shortcut of the cell input, added to the leaves' concat
+        lines.append('  n0 -> out [style=dotted, label="residual", fontname="Helvetica"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
