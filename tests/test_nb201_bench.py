@@ -541,3 +541,23 @@ def test_a_bench_too_large_for_the_memory_names_its_own_sizes(bench, tables_dir,
         "autoshrink: error: out of memory: the sizes asked for (--runs times --queries) do not "
         "fit this machine\n"
     )
+
+
+def test_the_score_table_has_a_header_and_lines_up_with_the_accuracy_table() -> None:
+    cfg = {"dataset": "cifar10", "reported": "test accuracy", "runs": 3, "search_signal": "s"}
+    cfg |= {"objective": "score", "weight": 0.1, "cost": "macs", "strategies": ["rea", "local"]}
+    results = [
+        {"strategy": s, "queries": q, "mean": 90.5 + q / 100, "std": 1.25, "score_mean": 0.65,
+         "score_std": 0.004, "macs_mean": 2.88e7}
+        for s in cfg["strategies"] for q in (25, 300)
+    ]  # fmt: skip
+    obj = {"config": cfg, "results": results, "pareto": [], "optimum": {"accuracy": 94.37}}
+    obj["score_optimum"] = {"score": 0.6741, "macs": 1.56e7}
+    lines = format_table(obj).splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("strategy")]
+    assert len(headers) == 2  # one above each table, naming the query checkpoints
+    accuracy, score = lines[headers[0] : headers[0] + 3], lines[headers[1] : headers[1] + 3]
+    assert accuracy[0] == score[0] and accuracy[0].split() == ["strategy", "25", "300"]
+    for table in (accuracy, score):  # every row as long as its header: the columns line up
+        assert {len(line) for line in table} == {len(accuracy[0])}, table
+    assert score[1].endswith("0.6500±0.004  28.8M")

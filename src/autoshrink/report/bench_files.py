@@ -82,33 +82,41 @@ def format_table(obj: dict[str, Any]) -> str:
     """The human-readable report."""
     cfg, rows = obj["config"], obj["results"]
     qs = sorted({r["queries"] for r in rows})
+    by = {(r["strategy"], r["queries"]): r for r in rows}
+    scores: dict[str, list[str]] = {}  # the score objective's cells, per strategy
+    cost = cfg.get("cost", MACS)
+    if cfg["objective"] == "score":
+        mean_key = "macs_mean" if cost == MACS else "cost_mean"
+        for s in cfg["strategies"]:
+            scores[s] = [
+                f"{by[s, q]['score_mean']:.4f}±{by[s, q]['score_std']:.3f} "
+                f"{cost_text(by[s, q][mean_key], cost, 5)}"
+                for q in qs
+            ]
+    # one column width for both tables, so that a checkpoint's columns line up
+    width = max([16, *(len(c) + 2 for cells in scores.values() for c in cells)])
+    header = f"{'strategy':18s}" + "".join(f"{q:>{width}d}" for q in qs)
     lines = [
         f"NAS-Bench-201 {cfg['dataset']}: {cfg['reported']} (%) of the returned cell, "
         f"mean ± std over {cfg['runs']} runs",
         f"search signal: {cfg['search_signal']}; objective: {cfg['objective']}"
         + (f" (lambda {cfg['weight']})" if cfg["objective"] == "score" else "")
         + f"; benchmark optimum {obj['optimum']['accuracy']:.2f}",
-        f"{'strategy':18s}" + "".join(f"{q:>16d}" for q in qs),
+        header,
     ]
-    by = {(r["strategy"], r["queries"]): r for r in rows}
     for s in cfg["strategies"]:
-        cells = "".join(f"{by[s, q]['mean']:>9.2f} ± {by[s, q]['std']:4.2f}" for q in qs)
-        lines.append(f"{s:18s}{cells}")
+        cells = [f"{by[s, q]['mean']:.2f} ± {by[s, q]['std']:4.2f}" for q in qs]
+        lines.append(f"{s:18s}" + "".join(f"{c:>{width}}" for c in cells))
     if cfg["objective"] == "score":
-        so, cost = obj["score_optimum"], cfg["cost"]
+        so = obj["score_optimum"]
         label, unit, _ = cost_label(cost)
-        mean_key = "macs_mean" if cost == MACS else "cost_mean"
         lines.append(
             f"score (mean ± std) and {label} ({unit}, mean) of the returned cell; "
             f"best score {so['score']:.4f} ({cost_text(so[cost], cost)} {label})"
         )
+        lines.append(header)
         for s in cfg["strategies"]:
-            cells = "".join(
-                f"{by[s, q]['score_mean']:>8.4f}±{by[s, q]['score_std']:.3f} "
-                f"{cost_text(by[s, q][mean_key], cost, 5)}"
-                for q in qs
-            )
-            lines.append(f"{s:18s}{cells}")
+            lines.append(f"{s:18s}" + "".join(f"{c:>{width}}" for c in scores[s]))
         lines.append(f"accuracy-vs-{label} front of the returned cells ({label} {unit}: test %):")
         for s in cfg["strategies"]:
             pts = [p for p in obj["pareto"] if p["strategy"] == s]
