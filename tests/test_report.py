@@ -216,8 +216,29 @@ def test_bench_report(tmp_path):
     text = page.read_text()
     assert "94.37%" in text  # the optimum
     assert sorted(p.name for p in page.parent.iterdir() if p.is_dir()) == []  # no empty cells/
+    assert "score optimum" not in text  # an older bench.json has no score_optimum
     table = text.split("Checkpoints (results.csv)")[1].split("</table>")[0]
     assert table.count("<tr>") == 3 and "93.0000" in table
+
+
+def test_bench_report_shows_the_score_optimum(tmp_path, monkeypatch):
+    from autoshrink.report import mpl
+
+    folder = tmp_path / "bench"
+    _write_bench(folder)
+    bench = json.loads((folder / "bench.json").read_text())
+    bench["score_optimum"] = {"index": 7, "arch": "|s|", "score": 0.6741, "macs": 1.5e7}
+    (folder / "bench.json").write_text(json.dumps(bench))
+    saved: dict[str, object] = {}
+    real = mpl.save_figure
+    monkeypatch.setattr(mpl, "save_figure", lambda fig, path, **o: (
+        saved.__setitem__(Path(path).name, fig), real(fig, path, **o)))  # fmt: skip
+    text = write_report(folder).read_text()
+    assert "<dt>score optimum</dt><dd>0.6741 (|s|)</dd>" in text
+    (ax,) = saved["score.svg"].axes
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in dashed] == ["optimum 0.6741"]
+    assert np.allclose(dashed[0].get_ydata(), 0.6741)
 
 
 @pytest.mark.parametrize("name", ["curves.csv", "results.csv"])

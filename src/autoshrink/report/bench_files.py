@@ -224,10 +224,12 @@ def plot_curves(
     label: str,
     path: Path,
     title: str = "",
+    digits: int = 2,
 ) -> Path:
     """``column`` of the curve ``rows`` (those of ``curves.csv``) against queries, a line per
     strategy with a band of one standard error of the mean over ``runs``
-    (:func:`standard_error`); ``optimum`` dashed (when given). Written to ``path`` (SVG or PNG,
+    (:func:`standard_error`); ``optimum`` dashed (when given; ``digits`` decimals in the legend).
+    Written to ``path`` (SVG or PNG,
     by its suffix)."""
     from autoshrink.report.mpl import Figure, plain_numbers, save_figure
 
@@ -242,7 +244,9 @@ def plot_curves(
         ax.plot(q, m, label=name)
         ax.fill_between(q, m - sem, m + sem, alpha=0.2)
     if optimum is not None:
-        ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label=f"optimum {optimum:.2f}")
+        ax.axhline(
+            optimum, color="k", linestyle="--", linewidth=1, label=f"optimum {optimum:.{digits}f}"
+        )
     ax.set_xlabel("queries")
     ax.set_ylabel(label)
     plain_numbers(ax)

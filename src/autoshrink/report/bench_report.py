@@ -3,7 +3,8 @@
 Reads ``bench.json``, ``curves.csv``, ``results.csv`` and, with the score objective,
 ``pareto.csv``; writes ``DIR/report/index.html`` with the test accuracy of the returned cell
 against queries (mean and its standard error over the runs, the benchmark's optimum dashed),
-the score against queries (score objective), the returned cells' accuracy-vs-cost fronts (MACs
+the score against queries (score objective; the benchmark's best score dashed, and in the
+summary), the returned cells' accuracy-vs-cost fronts (MACs
 or the HW-NAS-Bench metric of ``--cost``), the table of checkpoints and the bench's settings.
 """
 
@@ -46,11 +47,20 @@ class OptimumFields:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScoreOptimumFields:
+    """What the report reads of ``bench.json``'s ``score_optimum`` (score objective; older
+    files have none): a schema, never built."""
+
+    score: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class BenchFields:
     """The JSON types of what the report reads of ``bench.json`` (a schema, never built)."""
 
     config: BenchConfigFields = field(default_factory=BenchConfigFields)
     optimum: OptimumFields | None = None
+    score_optimum: ScoreOptimumFields | None = None
 
 
 def read_bench(path: Path) -> dict[str, Any]:
@@ -154,6 +164,8 @@ def write_bench_report(bench_dir: Path) -> Path:
         bench_dir / "pareto.csv", need=("strategy", "accuracy"), numbers=("accuracy", cost)
     )
     optimum = (bench.get("optimum") or {}).get("accuracy")
+    best = bench.get("score_optimum") or {}  # the benchmark's best score (score objective)
+    score_optimum = best.get("score")
     out = bench_dir / "report"
     html.page_folder(out)
     title = f"NAS-Bench-201 bench: {config.get('dataset', '?')}, {bench_dir.resolve().name}"
@@ -165,6 +177,11 @@ def write_bench_report(bench_dir: Path) -> Path:
             ("search sees", config.get("search_signal")),
             ("reported", config.get("reported")),
             ("optimum", f"{fmt_opt(optimum)} ({(bench.get('optimum') or {}).get('arch', '')})"),
+            *(
+                [("score optimum", f"{score_optimum:.4f} ({best.get('arch', '')})")]
+                if score_optimum is not None
+                else []
+            ),
             ("elapsed s", bench.get("elapsed_s")),
         ]
     )
@@ -177,10 +194,13 @@ def write_bench_report(bench_dir: Path) -> Path:
         )
         sections.append(("Accuracy vs queries", html.figure(fig, out, caption)))
         if config.get("objective") == "score" and "score_mean" in curves[0]:
-            fig = plot_curves(curves, "score_mean", runs, None, "score", out / "score.svg")
-            sections.append(
-                ("Score vs queries", html.figure(fig, out, "search objective, mean ± s.e.m."))
+            fig = plot_curves(
+                curves, "score_mean", runs, score_optimum, "score", out / "score.svg", digits=4
             )
+            caption = "search objective, mean ± s.e.m." + (
+                "; the benchmark's best score dashed" if score_optimum is not None else ""
+            )
+            sections.append(("Score vs queries", html.figure(fig, out, caption)))
     if pareto and cost in pareto[0]:
         label = _cost_label(cost)
         fig = _plot_pareto(pareto, cost, out / "pareto.svg")
