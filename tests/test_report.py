@@ -68,6 +68,10 @@ def test_report_of_a_finished_run(run_dir):
     assert [s.step for s in run.steps] == sorted(steps)
     assert run.best is not None and run.best.key == result["best"]["key"]
     assert text.count('<img src="cells/step_') == len(steps)
+    # each picture opens full size; a box as wide as the picture, not squeezed into 340 px
+    assert len(re.findall(r'<figure style="flex-basis: \d+px"><a href="cells/step_', text)) == len(
+        steps
+    )
     assert {"steps.svg", "pareto.svg", "cells/best.svg"} <= set(images(page))
     assert '"keep_fraction": 0.5' in text  # the resolved config
     net = result["network"]

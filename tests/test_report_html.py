@@ -42,7 +42,25 @@ def test_a_picture_path_and_caption_with_quotes_stay_inside_their_attributes(tmp
     picture = tmp_path / "cells" / 'a "b".svg'
     fig = html.figure(picture, tmp_path, 'the "best" cell')
     assert '<img src="cells/a &quot;b&quot;.svg" alt="the &quot;best&quot; cell">' in fig
+    assert '<a href="cells/a &quot;b&quot;.svg"><img' in fig  # a click opens it full size
     assert '<figcaption>the "best" cell</figcaption>' in fig
+
+
+@pytest.mark.parametrize(
+    ("header", "style"),
+    [
+        ('<svg width="700pt" height="172pt" viewBox="0 0 700 172">', ' style="flex-basis: 933px"'),
+        ('<svg xmlns="x" width="500" height="90">', ' style="flex-basis: 500px"'),
+        ("<svg viewBox='0 0 10 10'>", ""),  # no width: the row's box of 340 px
+    ],
+)  # fmt: skip
+def test_a_cell_picture_box_is_as_wide_as_the_picture(tmp_path, header, style):
+    picture = tmp_path / "cells" / "step_000.svg"
+    picture.parent.mkdir()
+    picture.write_text(f'<?xml version="1.0"?>\n<!-- Graphviz -->\n{header}</svg>\n')
+    fig = html.figure(picture, tmp_path, "step 0", natural_size=True)
+    assert fig.startswith(f'<figure{style}><a href="cells/step_000.svg">')
+    assert html.figure(picture, tmp_path, "step 0").startswith("<figure><a ")  # not asked for
 
 
 def test_a_cell_picture_fallback_text_is_shown_preformatted(tmp_path):

@@ -149,7 +149,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         )
         if best is not None:
             pic = render(best.cell, out / "cells" / f"run_{i}.svg", title=label)
-            figures.append(html.figure(pic, out, f"{label}: score {best.score:.4f}"))
+            caption = f"{label}: score {best.score:.4f}"
+            figures.append(html.figure(pic, out, caption, natural_size=True))
     header = ["run", "status", "candidates", "best score", quality, cost, "edges"]
     columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")
     table = [[row[key] for key in columns] for row in rows]

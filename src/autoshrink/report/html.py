@@ -7,6 +7,7 @@ so a report folder opens from disk (``file://``) with no server, script or netwo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from html import escape as _escape
@@ -28,7 +29,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.85em; }
 .note { background: #fff4ce; padding: 0.5em 0.8em; border-left: 4px solid #e0b000; }
 .cells { display: flex; flex-wrap: wrap; gap: 1em; }
-.cells figure { flex: 0 1 340px; }
+.cells figure { flex: 0 1 340px; max-width: 100%; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: bold; }
 """
@@ -85,14 +86,35 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 0) -
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def figure(path: Path, root: Path, caption: str) -> str:
-    """An image (``path`` relative to the page folder ``root``), or its text when not a picture."""
-    rel = path.relative_to(root).as_posix()
+def figure(path: Path, root: Path, caption: str, natural_size: bool = False) -> str:
+    """An image (``path`` relative to the page folder ``root``), linked to itself (a click opens
+    it full size), or its text when not a picture. With ``natural_size``, an SVG's box in a
+    ``cells`` row is as wide as the picture (:func:`svg_width`), up to the page's width: a large
+    cell's labels were a few pixels high in a box of 340 px."""
+    rel = escape(path.relative_to(root).as_posix(), True)
     if path.suffix == ".txt":  # the text fallback of a cell picture (no Graphviz)
         body = f"<pre>{escape(path.read_text())}</pre>"
     else:
-        body = f'<img src="{escape(rel, True)}" alt="{escape(caption, True)}">'
-    return f"<figure>{body}<figcaption>{escape(caption)}</figcaption></figure>"
+        body = f'<a href="{rel}"><img src="{rel}" alt="{escape(caption, True)}"></a>'
+    width = svg_width(path) if natural_size else None
+    style = "" if width is None else f' style="flex-basis: {width}px"'
+    return f"<figure{style}>{body}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+_SVG_WIDTH = re.compile(rb'<svg\b[^>]*?\bwidth="([0-9.]+)(pt|px)?"')
+
+
+def svg_width(path: Path) -> int | None:
+    """The width in CSS pixels an SVG file asks for (Graphviz and matplotlib write it in
+    points, 4/3 px each; a width without a unit is in px); ``None`` for another file or one
+    without a width."""
+    if path.suffix != ".svg":
+        return None
+    with open(path, "rb") as f:
+        found = _SVG_WIDTH.search(f.read(4096))
+    if found is None:
+        return None
+    return round(float(found[1]) * (4 / 3 if found[2] == b"pt" else 1))
 
 
 def definitions(items: Iterable[tuple[str, Any]]) -> str:

@@ -231,7 +231,8 @@ def _shrink_sections(
             ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {edges(ch)}"
         )
         score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
-        figures.append(html.figure(pic, out, f"step {s.step}: {edges(ch)}, {score}"))
+        caption = f"step {s.step}: {edges(ch)}, {score}"
+        figures.append(html.figure(pic, out, caption, natural_size=True))
     header = [
         "step",
         "edges left",
