@@ -71,7 +71,7 @@ def test_search_never_reaches_the_held_out_domain(cli, tmp_path, poisoned, objec
         assert m["accuracy"] == pytest.approx(mix)
     page = write_report(tmp_path / "run").read_text()  # says what its accuracy is, and its parts
     blend = "(1 − m) · val_accuracy + m · synthetic_accuracy with m = 0.5"
-    assert (blend in page) == ("<dt>best val_accuracy</dt>" in page) == (objective == "ood")
+    assert (blend in page) == ("<dt>best validation accuracy</dt>" in page) == (objective == "ood")
     # compute is counted as for every search: real training images x epochs, per candidate
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     per_epoch = {r["key"]: r["detail"]["images_trained"] / r["detail"]["epochs"] for r in records}

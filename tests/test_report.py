@@ -61,7 +61,9 @@ def test_report_of_a_finished_run(run_dir):
     assert "no candidate has a score" not in text  # said only when none has
     best = result["best"]
     assert f"{best['edges']} edges, step {best['step']}" in text
-    assert "Score, accuracy and macs of the chosen candidate per step" in text
+    assert "Score, accuracy and MACs of the chosen candidate per step" in text
+    assert "<h2>accuracy vs MACs</h2>" in text and "<dt>best MACs</dt>" in text
+    assert "<th>chosen MACs</th>" in text and "macs" not in text.split("<h1>")[1].split("<pre>")[0]
     run = read_run(run_dir)
     records = map(json.loads, (run_dir / "journal.jsonl").read_text().splitlines())
     steps = {r["step"] for r in records if r["type"] == "candidate"}

@@ -198,6 +198,7 @@ def _write_singlepath(folder: Path, *, finished: bool = True) -> None:
     if finished:
         result = {"architecture": "architecture.json", "layers": ["k5e6"] * 3}
         result |= {"predicted_ms": 3.4, "measured_ms": 3.3, "val_accuracy": 0.2, "macs": 5e6}
+        result |= {"search_seconds": 12.3456}
         (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
@@ -230,6 +231,11 @@ def test_the_undamaged_folders_report(cli, tmp_path):
         assert not (folder / "report" / "cells").exists()  # no cell picture, no empty folder
     page = (tmp_path / "sp" / "report" / "index.html").read_text()
     assert "epoch 2" in page and "k5e6, k5e6, k5e6" in page
+    # display labels, not field names; seconds to one decimal
+    assert "<dt>predicted latency (ms)</dt><dd>3.4000</dd>" in page
+    assert "<dt>search time (s)</dt><dd>12.3</dd>" in page
+    assert "<th>validation accuracy</th>" in page and "<td>0.2</td>" in page
+    assert not any(f in page for f in ("predicted_ms", "search_seconds", "val_accuracy"))
 
 
 @pytest.mark.parametrize("case", BENCH_CASES)

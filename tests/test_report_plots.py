@@ -73,7 +73,7 @@ def test_the_steps_plot_shows_each_steps_choice_and_candidates(run, figures, tmp
     path = plots.plot_steps(steps, "accuracy", "macs", tmp_path / "steps.svg", title="tiny")
     assert path.read_text().lstrip().startswith("<?xml")
     axes = figures[0].axes
-    assert [ax.get_ylabel() for ax in axes] == ["score", "accuracy", "macs (log)"]
+    assert [ax.get_ylabel() for ax in axes] == ["score", "accuracy", "MACs (log)"]
     x = [0, 1, 2, 3]  # the steps; their ticks name the edges left: 6, 5, 4, 3
     assert [s.chosen.key for s in steps] == ["c0.0", "c1.1", "c2.1", "c3.0"]
     for ax, metric in zip(axes, [None, "accuracy", "macs"], strict=True):
@@ -123,6 +123,17 @@ def test_the_progress_plot_of_one_candidate_has_integer_ticks(run, figures, tmp_
     assert ticks and all(float(t).is_integer() for t in ticks)
 
 
+def test_the_plots_label_metrics_by_their_display_names(run, figures, tmp_path):
+    rnn = [replace(c, metrics={"perplexity": 1.0, "edge_cost": 1e4}) for c in run.candidates]
+    plots.plot_steps(replace(run, candidates=rnn).kept_steps, "perplexity", "edge_cost",
+                     tmp_path / "s.svg")  # fmt: skip
+    plots.plot_pareto(rnn, "perplexity", "edge_cost", False, None, tmp_path / "p.svg")
+    steps, pareto = figures
+    assert steps.axes[-1].get_ylabel() == "edge cost (E·nhid²) (log)"
+    assert pareto.axes[0].get_xlabel() == "edge cost (E·nhid²) (log)"
+    assert pareto.axes[0].get_title().startswith("perplexity vs edge cost (E·nhid²): ")
+
+
 def test_the_steps_plot_without_a_cost_has_two_panels(run, figures, tmp_path):
     plots.plot_steps(run.kept_steps, "accuracy", None, tmp_path / "steps.svg")
     assert [ax.get_ylabel() for ax in figures[0].axes] == ["score", "accuracy"]
@@ -160,8 +171,8 @@ def test_the_pareto_plot_joins_the_undominated_candidates(run, figures, tmp_path
     assert np.allclose(
         ax.collections[-1].get_offsets(), [[best.metrics["macs"], best.metrics[quality]]]
     )
-    assert ax.get_title() == f"{quality} vs macs: every candidate ({len(points)})"
-    assert ax.get_xscale() == "log"
+    assert ax.get_title() == f"{quality} vs MACs: every candidate ({len(points)})"
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "MACs (log)"
 
 
 def test_a_pareto_front_of_one_point_is_neither_drawn_nor_named(run, figures, tmp_path):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from autoshrink.report.labels import label as shown
 from autoshrink.report.mpl import Figure, MaxNLocator, literal, plain_numbers, save_figure
 from autoshrink.report.reading import Candidate, RunData, Step
 from autoshrink.tabular.comparison import pareto_front
@@ -49,9 +50,9 @@ def plot_steps(
     left: a step's candidates lost one edge each, and as many more as became unreachable, so
     they have different edge counts; they are drawn at their step, where the band of their
     spread is. A single step has no band (and no legend entry for one)."""
-    panels: list[tuple[str | None, str]] = [(None, "score"), (quality, quality)]
+    panels: list[tuple[str | None, str]] = [(None, "score"), (quality, shown(quality))]
     if cost:
-        panels.append((cost, f"{cost} (log)"))
+        panels.append((cost, f"{shown(cost)} (log)"))
     fig = Figure(figsize=(7.5, 2.6 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     x = [s.step for s in steps]
@@ -127,12 +128,12 @@ def plot_pareto(
             label="best score",
             zorder=4,
         )
-    ax.set_xlabel(f"{cost} (log)")
-    ax.set_ylabel(quality)
+    ax.set_xlabel(f"{shown(cost)} (log)")
+    ax.set_ylabel(shown(quality))
     plain_numbers(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"{quality} vs {cost}: every candidate ({len(pts)})")
+    ax.set_title(f"{shown(quality)} vs {shown(cost)}: every candidate ({len(pts)})")
     save_figure(fig, path)
     return path
 

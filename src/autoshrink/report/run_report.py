@@ -19,6 +19,7 @@ from typing import Any
 
 from autoshrink.atomic_write import write_csv
 from autoshrink.report import html
+from autoshrink.report.labels import label
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_pareto, plot_progress, plot_steps
 from autoshrink.report.reading import Candidate, RunData, Step, read_run
@@ -77,9 +78,9 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     if best is not None:
         items += [
             ("best score", best.score),
-            (f"best {quality}", best.metric(quality)),
-            *((f"best {part}", best.metric(part)) for part in _parts(run, quality)),
-            (f"best {cost}", best.metric(cost)),
+            (f"best {label(quality)}", best.metric(quality)),
+            *((f"best {label(part)}", best.metric(part)) for part in _parts(run, quality)),
+            (f"best {label(cost)}", best.metric(cost)),
             (
                 "best cell",
                 f"{edges(best)}, step {best.step}, key {best.key}",
@@ -241,8 +242,8 @@ def _shrink_sections(
         "chosen score",
         "mean score",
         "std score",
-        f"chosen {quality}",
-        f"chosen {cost or 'cost'}",
+        f"chosen {label(quality)}",
+        f"chosen {label(cost)}",
         "train s",
     ]
     return [
@@ -301,25 +302,25 @@ def write_run_report(run_dir: Path) -> Path:
     if kept and shrinks:
         fig = plot_steps(kept, quality, cost, out / "steps.svg")
         caption = (
-            f"Score, {quality} and {cost or 'cost'} of the chosen candidate per step, the "
+            f"Score, {label(quality)} and {label(cost)} of the chosen candidate per step, the "
             "spread (min–max) of the step's candidates as a band, every candidate a dot."
         )
         sections.append(("Score, quality and cost per step", html.figure(fig, out, caption)))
     if steps and cost and any(c.ok for c in run.candidates):
         fig = plot_pareto(run.candidates, quality, cost, higher, best, out / "pareto.svg")
         caption = (
-            f"{quality} against {cost} of every candidate that scored; the line "
+            f"{label(quality)} against {label(cost)} of every candidate that scored; the line "
             "joins the undominated ones (Pareto front, when there are two or more); "
             "the star is the best score."
         )
-        sections.append((f"{quality} vs {cost}", html.figure(fig, out, caption)))
+        sections.append((f"{label(quality)} vs {label(cost)}", html.figure(fig, out, caption)))
     if best is not None:
-        label = "best cell" if run.finished else "best cell so far"
-        pic = _cell_picture(best, out / "cells" / "best.svg", f"{label}, score {best.score:.4f}")
-        caption = f"{label}: step {best.step}, {edges(best)}, score {best.score:.4f}"
+        what = "best cell" if run.finished else "best cell so far"
+        pic = _cell_picture(best, out / "cells" / "best.svg", f"{what}, score {best.score:.4f}")
+        caption = f"{what}: step {best.step}, {edges(best)}, score {best.score:.4f}"
         sections.append(("The chosen cell", html.figure(pic, out, caption)))
     if steps and not shrinks:
-        header = ["step", "index", "key", "edges", "score", quality, cost or "cost", "train s"]
+        header = ["step", "index", "key", "edges", "score", label(quality), label(cost), "train s"]
         rows = _top_rows(run, quality, cost)
         sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
     if steps and shrinks:

@@ -14,6 +14,7 @@ from typing import Any
 
 from autoshrink.errors import AutoshrinkError
 from autoshrink.report import html
+from autoshrink.report.labels import label
 from autoshrink.report.reading import read_json_lines
 from autoshrink.user_files import check_schema, read_json_file
 
@@ -72,24 +73,28 @@ def decision_table(rows: list[dict[str, Any]]) -> str:
     return html.table(header, body, left=1)
 
 
+def _seconds(value: Any) -> Any:
+    """A time in seconds to one decimal (``12.3``; the tables show 4 decimals of a float)."""
+    return (
+        f"{value:.1f}" if isinstance(value, float | int) and not isinstance(value, bool) else value
+    )
+
+
 def write_singlepath_report(folder: str | Path) -> Path:
     """Write ``folder/report/index.html``; returns its path."""
     folder = Path(folder)
     rows = read_decisions(folder)
     found = read_found(folder) if (folder / RESULT).is_file() else None
     out = html.page_folder(folder / "report")
+    columns = ("train_loss", "blended_ms", "predicted_ms", "val_accuracy")
     epochs = html.table(
-        ["epoch", "train loss", "blended ms", "predicted ms", "val accuracy", "seconds"],
-        [
-            [r["epoch"], r.get("train_loss"), r.get("blended_ms"), r.get("predicted_ms"),
-             r.get("val_accuracy"), r.get("seconds")]
-            for r in rows
-        ],
-    )  # fmt: skip
+        ["epoch", *map(label, columns), "time (s)"],
+        [[r["epoch"], *(r.get(k) for k in columns), _seconds(r.get("seconds"))] for r in rows],
+    )
     sections = [("Decisions per layer over epochs", decision_table(rows)), ("Epochs", epochs)]
     if found is not None:
         items = [
-            (k, found.get(k))
+            (label(k), _seconds(found.get(k)) if k == "search_seconds" else found.get(k))
             for k in ("predicted_ms", "measured_ms", "relative_error", "latency_target_ms",
                       "val_accuracy", "params", "macs", "search_seconds", "images_trained")
         ]  # fmt: skip
