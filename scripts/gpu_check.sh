@@ -135,7 +135,7 @@ fi
 step() { echo; echo "== $* ($(date +%T))"; }
 # limited SECONDS COMMAND...: `timeout SECONDS COMMAND...`, cut to what BUDGET_S (seconds for
 # the whole script, 0: no budget) leaves, less 30 s kept for the summary; a step with under
-# 10 s left is skipped (status 124, as a timeout), said on the console.
+# 10 s left is skipped (status 124, as a timeout); both said on the console.
 limited() {
     local want=$1
     shift
@@ -145,7 +145,10 @@ limited() {
             echo "== skipped: the budget of $BUDGET_S s is spent (BUDGET_S)" >&3
             return 124
         fi
-        [ "$left" -lt "$want" ] && want=$left
+        if [ "$left" -lt "$want" ]; then
+            echo "== cut from $want s to $left s by the budget (BUDGET_S)" >&3
+            want=$left
+        fi
     fi
     timeout "$want" "$@"
 }

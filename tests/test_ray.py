@@ -316,19 +316,17 @@ def test_ray_factory_errors():
     assert isinstance(build_executor(None, ray_address="127.0.0.1:6379"), RayExecutor)
 
 
-def test_an_address_where_nothing_listens_fails_within_seconds():
+def test_an_address_where_nothing_listens_is_refused_by_the_probe():
     import socket
-    import time
 
     with socket.socket() as s:  # a port that was free a moment ago and is closed now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.perf_counter()
+    # the probe's own refusal, not Ray's (which retries for minutes)
     with pytest.raises(ConfigError, match=rf"--ray-address 127.0.0.1:{port}: nothing answers"):
         probe_address(f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match="nothing answers"):
         probe_address(f"ray://127.0.0.1:{port}")
-    assert time.perf_counter() - t0 < 30  # Ray alone retries for minutes
     probe_address("auto")  # no port: left to Ray
     for bad in ("bogus", "127.0.0.1:", ":6379", "127.0.0.1:port"):
         with pytest.raises(ConfigError, match=f"--ray-address {bad}: expected auto, local, HOST"):
