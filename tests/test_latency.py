@@ -121,17 +121,18 @@ def test_cli_json_shape_and_errors(cli, tmp_path) -> None:
 
 # ------------------------------------------------------------------ what is timed and reported
 def test_the_environment_names_the_cpu_of_proc_cpuinfo(monkeypatch) -> None:
+    from autoshrink import devices
     from autoshrink.hardware import latency
 
     cpuinfo = "processor\t: 0\nmodel name\t: Fancy CPU 9000 @ 3.0GHz \nflags\t: avx\n"
-    monkeypatch.setattr(latency, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    monkeypatch.setattr(devices, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
     assert latency.environment(LatencySettings())["cpu"] == "Fancy CPU 9000 @ 3.0GHz"
 
     def unreadable(*a, **k):
         raise PermissionError("/proc/cpuinfo")
 
-    monkeypatch.setattr(latency, "open", unreadable, raising=False)
-    monkeypatch.setattr(latency.platform, "processor", lambda: "")
+    monkeypatch.setattr(devices, "open", unreadable, raising=False)
+    monkeypatch.setattr(devices.platform, "processor", lambda: "")
     assert latency.environment(LatencySettings())["cpu"] == "unknown"
 
 

@@ -7,11 +7,13 @@ checked). A name this machine cannot run is a :class:`~autoshrink.errors.ConfigE
 names it. Thread counts are checked here
 too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it;
 :func:`own_generators` gives a block that seeds torch's global generators its own.
+:func:`cpu_name` reads this machine's CPU model (without torch).
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -26,6 +28,18 @@ AUTO = "auto"
 #: The most torch threads a setting may ask for: OpenMP allocates per thread up front, and
 #: a count far beyond any machine's cores (a typing slip) aborts the process from C.
 MAX_THREADS = 1024
+
+
+def cpu_name() -> str:
+    """This machine's CPU model from ``/proc/cpuinfo`` (else the platform's, else ``unknown``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def check_threads(threads: object, what: str = "threads") -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoshrink.devices import gpu_index, resolve_device, torch_threads
+from autoshrink.devices import cpu_name, gpu_index, resolve_device, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
 from autoshrink.hardware.latency_settings import LatencySettings
@@ -108,7 +108,7 @@ def environment(settings: LatencySettings) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
     }
     if settings.backend == "onnxruntime":
@@ -118,17 +118,6 @@ def environment(settings: LatencySettings) -> dict[str, Any]:
         env["gpu"] = torch.cuda.get_device_name(gpu)
         env["cuda"] = torch.version.cuda
     return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
