@@ -1,0 +1,91 @@
+"""The machine a benchmark ran on: the header line every ``benchmarks/bench_*.py`` prints first.
+
+:func:`machine` gathers the facts a figure depends on -- the CPU model (read by
+:func:`autoshrink.devices.cpu_name`), its logical cores and the 1-minute load average, torch's
+version and thread count, onnxruntime's version where it is installed, and the GPU's name where
+CUDA is available -- as a dict for a script's JSON; :func:`machine_line` says them in one line and
+:func:`print_machine` prints that line and returns the dict.
+
+It imports neither torch nor onnxruntime, so printing the header changes nothing a script
+measures: a script that has not loaded torch (``bench_cli_startup`` times start-up in fresh
+processes, ``bench_nb201_speed`` reports its peak memory) gets torch's installed version, marked
+``not loaded``, and no thread count or GPU; onnxruntime's version comes from its package's
+metadata. A script that loaded torch gets the thread count in force when it prints the header.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from typing import Any, TextIO
+
+from autoshrink.devices import cpu_name
+
+#: The package names onnxruntime is installed under (CPU or CUDA build).
+ONNXRUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
+
+
+def _installed_version(*packages: str) -> str | None:
+    """The version of the first of ``packages`` that is installed, or ``None``."""
+    for name in packages:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, load, torch (version, threads, ``loaded``), onnxruntime and GPU, JSON-ready.
+
+    ``onnxruntime`` and ``gpu`` are ``None`` where there is none (``gpu`` also where torch is
+    not loaded); ``torch_threads`` is ``None`` where torch is not loaded.
+    """
+    torch = sys.modules.get("torch")
+    ort = sys.modules.get("onnxruntime")
+    gpu = None
+    if torch is not None and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+    return {
+        "cpu": cpu_name(),
+        "logical_cores": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__ if torch is not None else _installed_version("torch"),
+        "torch_loaded": torch is not None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "onnxruntime": ort.__version__
+        if ort is not None
+        else _installed_version(*ONNXRUNTIME_PACKAGES),
+        "gpu": gpu,
+    }
+
+
+def machine_line(info: dict[str, Any] | None = None) -> str:
+    """``info`` (by default :func:`machine`) in one line, starting ``machine:``."""
+    m = machine() if info is None else info
+    torch = f"torch {m['torch']}"
+    if m["torch_loaded"]:
+        torch += f", {m['torch_threads']} thread{'s' if m['torch_threads'] != 1 else ''}"
+        gpu = f"GPU {m['gpu']}" if m["gpu"] else "no CUDA GPU"
+    else:
+        torch += " (not loaded)"
+        gpu = ""
+    parts = [
+        f"{m['cpu']}, {m['logical_cores']} logical cores, load average {m['load_average']:.2f}",
+        torch,
+        f"onnxruntime {m['onnxruntime']}" if m["onnxruntime"] else "no onnxruntime",
+        gpu,
+    ]
+    return "machine: " + "; ".join(p for p in parts if p)
+
+
+def print_machine(file: TextIO | None = None) -> dict[str, Any]:
+    """Print :func:`machine_line` (to ``file``, by default stdout) and return :func:`machine`.
+
+    A script whose ``--json`` prints JSON on stdout passes ``sys.stderr`` there and puts the
+    returned dict in its JSON under ``"machine"``.
+    """
+    info = machine()
+    print(machine_line(info), file=sys.stdout if file is None else file, flush=True)
+    return info
