@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from machine import print_machine
+
 KEPT_FILES = ("config.json", "fingerprint.json")  # what a search writes before its journal
 
 
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--cut", action="append", default=None, help="STEP:KEPT (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/batched-resume"))
     args = parser.parse_args()
+    print_machine()
     cuts = [tuple(int(v) for v in c.split(":")) for c in args.cut or ["3:2", "8:2"]]
     shutil.rmtree(args.out, ignore_errors=True)
     full = args.out / "full"

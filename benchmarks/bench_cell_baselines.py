@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from autoshrink.config import BUILT_IN_STRATEGIES, preset
 from autoshrink.executors.factory import build_executor
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
+from machine import print_machine
 
 
 def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, out: Path) -> dict:
@@ -106,6 +108,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    info = print_machine(sys.stderr if args.json else None)
     out = args.out or Path(tempfile.mkdtemp(prefix="cell_baselines_"))
     rows = []
     for seed in args.seeds:
@@ -119,8 +122,8 @@ def main() -> None:
     table = summary(rows)
     picture = plot_comparison(rows, out)
     if args.json:
-        print(json.dumps({"preset": args.preset, "seeds": args.seeds, "summary": table,
-                          "runs": rows, "run_folders": str(out)}))  # fmt: skip
+        print(json.dumps({"machine": info, "preset": args.preset, "seeds": args.seeds,
+                          "summary": table, "runs": rows, "run_folders": str(out)}))  # fmt: skip
         return
     print(f"\npreset {args.preset}, seeds {args.seeds}; equal budgets; run folders in {out}")
     print(f"best score so far against candidates: {picture}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from autoshrink.graph import Cell
 from autoshrink.report.picture import GRAPH_EDGE_LIMIT, matrix_figure, to_dot
+from machine import print_machine
 
 
 def complete(nodes: int) -> Cell:
@@ -57,6 +58,7 @@ def main() -> None:
     a = p.parse_args()
     if shutil.which("dot") is None:
         p.error("Graphviz's dot is not installed (apt-get install graphviz)")
+    print_machine()
     print(f"complete cells; render() switches to the matrix above {GRAPH_EDGE_LIMIT} edges")
     print(f"{'nodes':>5} {'edges':>6} {'graphviz s':>11} {'matrix s':>9}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import cifar_proxy
+from machine import print_machine
 
 
 def throughput(cell, shape, *, channels_last: bool, threads: int, steps: int, batch=128) -> float:
@@ -96,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.steps < 1:
         parser.error(f"--rounds and --steps must be >= 1, got {args.rounds} and {args.steps}")
+    info = print_machine(sys.stderr if args.json else None)
     cells = {
         "complete-8": start_cell("cnn", 8, random.Random(0)),
         "shrinkcnn": published_cell("shrinkcnn"),
@@ -116,13 +118,13 @@ def main() -> None:
             rows.append({"input": "x".join(map(str, shape)), "cell": name,
                          "baseline_img_s": round(base), "evaluator_img_s": round(ours),
                          "per_worker_speedup": round(ours / base, 2)})  # fmt: skip
-    out: dict = {"torch": torch.__version__, "default_threads": threads, "throughput": rows}
+    out: dict = {"machine": info, "default_threads": threads, "throughput": rows}
     if not args.skip_demo:
         out.update(demo_search())
     if args.json:
         print(json.dumps(out))
         return
-    print(f"torch {out['torch']}, baseline = NCHW eager loop with {threads} threads; "
+    print(f"baseline = NCHW eager loop with {threads} threads; "
           "evaluator = channels-last, 1 thread (one such worker per core)")  # fmt: skip
     print(f"{'input':<8} {'cell':<11} {'baseline img/s':>15} {'evaluator img/s':>16} {'ratio':>6}")
     for r in rows:

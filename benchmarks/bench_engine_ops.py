@@ -52,6 +52,7 @@ from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from bench_gpu_engine import device_seconds, prepared_epoch, synthetic
+from machine import print_machine
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 
 #: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
@@ -255,6 +256,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="K = 3 and tiny sizes: a smoke run")
     args = p.parse_args()
     torch.set_num_threads(1)
+    print_machine()
     k = 3 if args.quick else args.k
     cells = {
         "complete-8": start_cell("cnn", 8, random.Random(0)),

@@ -20,7 +20,6 @@ thread count.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -31,6 +30,7 @@ from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.pool import LocalPoolExecutor, default_workers
 from autoshrink.search_loop import candidate_seed, make_strategy
+from machine import print_machine
 
 
 def timed(executor, evaluator, jobs) -> tuple[float, dict[int, dict[str, float]]]:
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     args = parser.parse_args()
+    print_machine()
 
     config = preset(args.preset)
     evaluator = build_evaluator(config)
@@ -54,10 +55,7 @@ def main() -> None:
     workers = args.workers or default_workers()
     threads = torch.get_num_threads()
     n = len(jobs)
-    print(
-        f"preset {args.preset}: batches of {n} candidates; {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {threads} threads"
-    )
+    print(f"preset {args.preset}: batches of {n} candidates")
     evaluator.evaluate(jobs[0].genotype, jobs[0].seed)  # warm up this process's kernels
 
     pool = LocalPoolExecutor(workers)

@@ -45,6 +45,7 @@ from autoshrink.spaces.macros import shrinkcnn_imagenet
 from autoshrink.training.distributed import DistContext
 from autoshrink.training.final import train_final
 from autoshrink.training.recipes import get_recipe
+from machine import print_machine
 
 CELL = Path(__file__).resolve().parents[1] / "src" / "autoshrink" / "cells" / "shrinkcnn.json"
 
@@ -198,7 +199,8 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    report: dict[str, Any] = {"device": args.device}
+    info = print_machine(sys.stderr if args.json else None)
+    report: dict[str, Any] = {"machine": info, "device": args.device}
     if not args.resume_only:
         data = limited(load_images("fashion-mnist", args.data), args.limit)
         recipe = get_recipe(

@@ -47,6 +47,7 @@ from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from engine_search import search
+from machine import print_machine
 
 
 def synthetic(n: int, spec: MacroSpec, device: str, seed: int) -> tuple[torch.Tensor, ...]:
@@ -384,6 +385,7 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
+    info = print_machine(sys.stderr if args.json else None)
     if args.check:
         sys.exit(0 if device_check(args.device, say) else 1)
     k = args.k or (4 if args.quick else 10)
@@ -409,8 +411,7 @@ def main() -> None:
         f"device {name}; {table}engine {precision_tag(args)}"
         f"{' in CUDA graphs' if args.cuda_graph else ''}"
         f"{' through torch.compile' if args.compile else ''}, "
-        f"depthwise {depthwise}, {node_inputs} node inputs; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        f"depthwise {depthwise}, {node_inputs} node inputs"
     )
     rows = []
     cells = (
@@ -452,6 +453,7 @@ def main() -> None:
             f"{'n/a' if cost is None else f'{cost:.2f}':>13}"
         )
     report: dict[str, Any] = {
+        "machine": info,
         "device": name,
         "k": k,
         "batch_size": settings.batch_size,

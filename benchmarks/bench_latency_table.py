@@ -30,6 +30,7 @@ from autoshrink.hardware.latency_settings import CLOCKS, LatencySettings
 from autoshrink.hardware.table import extend_table
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import MACROS, get_macro
+from machine import print_machine
 
 
 def random_cells(n: int, seed: int, nodes: int = 8) -> list[Cell]:
@@ -57,6 +58,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per round (min_repeats)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    print_machine()
     settings = LatencySettings(
         clock=args.clock, threads=args.threads, batch=args.batch, min_repeats=args.repeats
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from autoshrink.strategies.base import Observation, Proposal, Strategy
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
 from autoshrink.tabular.comparison import STRATEGIES, make_score, run_once
+from machine import print_machine
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
+    print_machine()  # imports no torch (this script does not load it)
     evaluate = SearchEvaluator(load_flat_tables(args.tables), dataset=args.dataset, epochs=12)
     score = make_score("accuracy", 0.1)
     q = args.queries

@@ -19,6 +19,7 @@ from pathlib import Path
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
 from autoshrink.tabular.comparison import STRATEGIES, run_bench
+from machine import print_machine
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--dataset", default="cifar10")
     args = parser.parse_args()
+    print_machine()  # imports no torch: the peak RSS below stays the tables'
 
     t0 = time.perf_counter()
     tables = load_flat_tables(args.tables)

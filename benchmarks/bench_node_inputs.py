@@ -39,6 +39,7 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import tf32_matmuls
 from bench_gpu_engine import sync
+from machine import print_machine
 
 MODES = ("concat", "buffer")
 
@@ -109,6 +110,7 @@ def main() -> None:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
+    info = print_machine(sys.stderr if args.json else None)
     cuda = args.device.startswith("cuda")
     options = PRECISIONS[args.precision]
     dtype = torch.float64 if args.check else torch.float32
@@ -123,8 +125,7 @@ def main() -> None:
     say(
         f"device {name}; complete 8-node cell, K = {args.k}, batch {args.batch}, "
         f"{args.in_channels}x{args.image_size}x{args.image_size} images, {tag}; best of "
-        f"{args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads"
+        f"{args.rounds} interleaved rounds of {args.steps} steps"
     )
     with tf32_matmuls(tf32):
         nets = engines(args, dtype)
@@ -162,6 +163,7 @@ def main() -> None:
     say(f"node-input buffer speedup: {speedup:.2f}")
     if args.json:
         report = {
+            "machine": info,
             "device": name,
             "k": args.k,
             "batch": args.batch,

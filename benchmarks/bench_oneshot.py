@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed
+from machine import print_machine
 
 MODES = {"standalone": ("standalone", 1), "oneshot-1": ("oneshot", 1), "oneshot-0": ("oneshot", 0)}
 RETRAIN_SALT = 1_000_003  # retraining seeds: candidate_seed(seed + salt, key), unused by searches
@@ -249,6 +251,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke-test scale (not comparable)")
     ap.add_argument("--fashion", type=Path, default=None, metavar="DIR", help="Fashion-MNIST")
     args = ap.parse_args()
+    info = print_machine(sys.stderr if args.json else None)
     scale = dict(QUICK) if args.quick else {}
     if args.fashion is not None:
         scale |= FASHION | {"data_dir": str(args.fashion)}
@@ -261,7 +264,7 @@ def main() -> None:
         ap.error(f"already run: {', '.join(taken)}; choose another --out or other --seeds")
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        result = run_seed(seed, args.out, scale)
+        result = {"machine": info, **run_seed(seed, args.out, scale)}
         (args.out / f"seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
         runs = result["runs"]
         print(

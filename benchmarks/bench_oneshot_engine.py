@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -42,6 +43,7 @@ from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
+from machine import print_machine
 
 
 def setting(args: argparse.Namespace, dtype: torch.dtype) -> tuple[CNNProxyEvaluator, Cell]:
@@ -124,6 +126,7 @@ def main() -> None:
     if args.quick:
         args.k, args.nodes, args.per_class, args.val_size = 3, 5, 10, 50
         args.parent_epochs, args.batch_size = 1, 32
+    info = print_machine(sys.stderr if args.json else None)
     torch.manual_seed(args.seed)
     proxy, parent = setting(args, torch.float32)
     _, model = proxy.fit(parent, args.seed)
@@ -131,6 +134,7 @@ def main() -> None:
     timed = fine_tune(proxy, parent, model.cpu(), args)
     one, stacked = timed["one_by_one"], timed["stacked"]
     report: dict[str, Any] = {
+        "machine": info,
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "k": timed["k"],
         "data": "fashion-mnist" if args.data else "digits",

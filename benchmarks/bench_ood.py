@@ -43,6 +43,7 @@ from autoshrink.search import run_search
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.classification import evaluate, train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
+from machine import print_machine
 
 #: (data set, held-out domain, proxy images per class): the issue's minimum test domains;
 #: the default run (``--settings all``) is the digits ones, Fashion-MNIST is ``--settings 3,4``.
@@ -181,6 +182,7 @@ def main() -> None:
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
+    info = print_machine()
     rows = [json.loads(s) for s in a.out.read_text().splitlines()] if a.out.exists() else []
     protocol = {key: getattr(a, key) for key in PROTOCOL}
     other = sum(r.get("protocol") != protocol for r in rows)
@@ -196,6 +198,7 @@ def main() -> None:
                 ):
                     continue
                 row = {"dataset": dataset, "domain": domain, "seed": seed, "protocol": protocol}
+                row["machine"] = info
                 for objective in ("erm", "ood"):  # both searches finish before any retraining
                     row[objective] = search(dataset, domain, per_class, objective, seed, a)
                 for objective in ("erm", "ood"):
@@ -210,7 +213,7 @@ def main() -> None:
                     f"{row['ood']['held_out_accuracy']:.4f}",
                     flush=True,
                 )
-    print(f"machine: {torch.get_num_threads()} torch thread(s); settings {vars(a)}")
+    print(f"settings {vars(a)}")
     summary(rows)
 
 

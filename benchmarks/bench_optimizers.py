@@ -23,6 +23,7 @@ from autoshrink.devices import torch_threads
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
 from bench_vs_mobilenetv2 import BASELINE, interleaved, networks
+from machine import print_machine
 
 OPTIMIZERS = ("rmsprop", "rmsprop-tf", "sgd")  # the first is the baseline
 
@@ -51,8 +52,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, {device}, {args.threads} thread(s)")
     with torch_threads(args.threads):
+        print_machine()
+        print(f"device {device}")
         for name, (model, _, _) in networks(224, 1001).items():
             if name not in ("ShrinkCNN-A", BASELINE):
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 
 import torch
 
@@ -24,6 +25,7 @@ from autoshrink.search_loop import seeded_start
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
 from bench_core import timed_steps
+from machine import print_machine
 
 
 def train_steps(cell, *, foreach: bool, steps: int) -> tuple[float, list[torch.Tensor]]:
@@ -52,6 +54,7 @@ def main() -> None:
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds must be >= 1")
     torch.set_num_threads(1)
+    info = print_machine(sys.stderr if args.json else None)
     complete, _ = seeded_start(preset("demo"))  # the demo search's own start cell
     cells = {"complete 8-node": complete, "ShrinkCNN": published_cell("shrinkcnn")}
     rows = []
@@ -74,7 +77,11 @@ def main() -> None:
             }
         )
     if args.json:
-        print(json.dumps({"steps": args.steps, "rounds": args.rounds, "results": rows}))
+        print(
+            json.dumps(
+                {"machine": info, "steps": args.steps, "rounds": args.rounds, "results": rows}
+            )
+        )
         return
     print(f"Adam per-parameter loop (baseline) vs foreach, {args.steps} steps, median of "
           f"{args.rounds}, 1 thread")  # fmt: skip

@@ -38,6 +38,7 @@ from autoshrink.objectives import Score
 from autoshrink.spaces.cells import published_cell
 from autoshrink.training.language import train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
+from machine import print_machine
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb/proxy"
 
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args()
+    info = print_machine()
 
     settings = RNN_PRESETS[args.preset].training
     if args.epochs is not None:
@@ -130,7 +132,7 @@ def main() -> None:
             f"{epochs} | {secs:.0f} |"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from autoshrink.training.language import train_epoch, train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
 from engine_search import timed_search
+from machine import print_machine
 
 
 def synthetic_corpus(root: Path, train_lines: int, valid_lines: int, vocab: int = 10_000) -> Path:
@@ -195,6 +196,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="the results as JSON on stdout")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    info = print_machine(sys.stderr if args.json else None)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -205,7 +207,7 @@ def main() -> None:
     data = args.data or synthetic_corpus(tmp / "text", 4000, 300)
     text = "synthetic Zipf text" if args.data is None else str(args.data)
     corpus = load_text(data, train_lines=args.train_lines, valid_lines=300)
-    report: dict[str, Any] = {"device": args.device, "data": text, "k": args.k}
+    report: dict[str, Any] = {"machine": info, "device": args.device, "data": text, "k": args.k}
     ok = True
     if args.cuda_graph and not args.device.startswith("cuda"):
         p.error(f"--cuda-graph needs --device cuda, not {args.device!r}")

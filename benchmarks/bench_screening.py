@@ -38,6 +38,7 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,7 @@ from autoshrink.graph import Cell
 from autoshrink.screening import ClassDifficulty, ScreeningStage, default_stages, stage_evaluator
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed, make_strategy
+from machine import print_machine
 
 MODES = ("plain", "zc-K", "zc-K/2", "prog", "prog-1/2")
 
@@ -202,6 +204,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    info = print_machine(sys.stderr if args.json else None)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_screening_"))
     modes = ["plain", *(m for m in args.modes if m != "plain")]
     rows = [
@@ -227,6 +230,7 @@ def main() -> None:
     if args.faithful_steps:
         staged = [row for s in args.seeds for row in stage_faithfulness(args, s, out)]
     report = {
+        "machine": info,
         "settings": vars(args) | {"out": str(out)},
         "runs": rows,
         "summary": summary,

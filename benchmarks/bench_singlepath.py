@@ -58,6 +58,7 @@ from autoshrink.singlepath.space import (
 )
 from autoshrink.training.final import train_final
 from autoshrink.training.recipes import get_recipe
+from machine import print_machine
 
 log = logging.getLogger("bench_singlepath")
 
@@ -205,9 +206,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_singlepath"))
     args = p.parse_args()
     lat = LatencySettings(backend="onnxruntime", batch=1, threads=1, clock="cpu")
+    torch.set_num_threads(1)
+    info = print_machine()
     if args.remeasure:
-        torch.set_num_threads(1)
         summary = remeasure(args.out, args.remeasure, args.holdout, args.seed, lat)
+        summary = {"machine": info, **summary}
         (args.out / "remeasure.json").write_text(json.dumps(summary, indent=1) + "\n")
         print_remeasure(summary)
         return
@@ -216,7 +219,6 @@ def main() -> None:
     except ConfigError as err:
         p.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     fm = load_images("fashion-mnist")
     data = subset(fm, args.train_images, args.val_images, args.seed)
@@ -251,6 +253,7 @@ def main() -> None:
             })  # fmt: skip
             log.info("%s", rows[-1])
     summary = {
+        "machine": info,
         "rows": rows,
         "median_rel_error_found": float(np.median(errors)),
         "median_rel_error_holdout": float(np.median(holdout_errors)) if holdout_errors else None,

@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -43,6 +44,7 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import tf32_matmuls
 from bench_gpu_engine import sync
+from machine import print_machine
 
 REPEATS = 5
 
@@ -185,6 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.k, args.batch, args.image_size = 4, 16, min(args.image_size, 16)
+    info = print_machine(sys.stderr if args.json else None)
     pw_shapes, dw_shapes = record_shapes(args)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(args.device)
@@ -209,7 +212,7 @@ def main() -> None:
         first, best = depthwise_ms(shapes, args, backend)
         result[f"depthwise_{backend}_first_ms"], result[f"depthwise_{backend}_ms"] = first, best
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"machine": info, **result}))
     else:
         for key, value in result.items():
             print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")

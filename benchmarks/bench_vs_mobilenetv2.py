@@ -46,6 +46,7 @@ from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import shrinkcnn_imagenet
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
+from machine import print_machine
 
 BASELINE = "MobileNetV2-1.4"
 
@@ -173,6 +174,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    info = print_machine()
     size, classes = args.image_size, args.classes
     gpu = torch.cuda.is_available()
     # Denormal floats: without flushing them, a CPU training step of ShrinkCNN-A at random
@@ -216,7 +218,7 @@ def main() -> None:
     report(rows, args, gpu)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
+            json.dump({"machine": info, "settings": vars(args), "rows": rows}, f, indent=2)
 
 
 def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, gpu: bool) -> None:

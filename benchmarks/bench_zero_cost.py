@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from scipy.stats import spearmanr
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.tabular.naslib_zc import load_naslib_scores
 from autoshrink.zero_cost import proxy
+from machine import print_machine
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 CHECKED = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
@@ -72,9 +74,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    info = print_machine(sys.stderr if args.json else None)
     out = compare(args.data, args.cells, args.batch, args.seed)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps({"machine": info, **out}, indent=2))
         return
     print(
         f"{out['cells']} cells, batch {out['batch']} random N(0,1) images, seed {out['seed']}, "
