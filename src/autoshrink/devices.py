@@ -4,10 +4,10 @@
 not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
 :func:`device_argument` is the ``--device`` type of every command (``auto`` resolved, the form
 checked). A name this machine cannot run is a :class:`~autoshrink.errors.ConfigError` that
-names it. Thread counts are checked here
-too (:func:`check_threads`), and :func:`torch_threads` sets one for a block and restores it;
-:func:`own_generators` gives a block that seeds torch's global generators its own.
-:func:`cpu_name` reads this machine's CPU model (without torch).
+names it. Thread counts are checked here too (:func:`check_threads`), and
+:func:`torch_threads` sets one for a block and restores it; :func:`own_generators` gives a
+block that seeds torch's global generators its own. :func:`cpu_name` reads this machine's CPU
+model (without torch).
 """
 
 from __future__ import annotations
