@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.graph import Cell
 from autoshrink.nn import stacked_ops
 from autoshrink.nn.cnn import build_network
@@ -237,7 +237,7 @@ def main() -> None:
     p.add_argument(
         "--device",
         default=None,
-        type=device_argument,
+        type=local_device_argument,
         help="instead of the counts, time each op of an engine step on this device (e.g. "
         "cuda) at the search's sizes and print the bandwidth it reaches",
     )

@@ -37,7 +37,7 @@ import torch
 
 from autoshrink.data.images import ImageData, load_images
 from autoshrink.data.loaders import array_data
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.mobilenetv2 import build_mobilenetv2
 from autoshrink.spaces.cells import published_cell
@@ -176,7 +176,7 @@ def kill_and_resume(args: argparse.Namespace, root: Path, say) -> dict[str, Any]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
-    p.add_argument("--device", default="cuda", type=device_argument)
+    p.add_argument("--device", default="cuda", type=local_device_argument)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--precision", default="bf16", help="a recipe precision (auto, fp32, bf16)")

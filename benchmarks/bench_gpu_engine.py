@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from autoshrink.devices import device_argument, is_cuda
+from autoshrink.devices import is_cuda, local_device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell
@@ -301,7 +301,7 @@ def precision_tag(args: argparse.Namespace) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", type=device_argument)
+    p.add_argument("--device", default="auto", type=local_device_argument)
     p.add_argument("--quick", action="store_true", help="tiny settings (CPU: well under 1 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

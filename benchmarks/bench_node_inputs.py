@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.nn.batched import BatchedCNN, build_batched
 from autoshrink.spaces.cells import start_cell
@@ -92,7 +92,7 @@ def largest_difference(nets: dict[str, BatchedCNN], x: torch.Tensor, autocast: A
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", type=device_argument)
+    p.add_argument("--device", default="auto", type=local_device_argument)
     p.add_argument("--k", type=int, default=10, help="stacked candidates")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--in-channels", type=int, default=3)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from autoshrink.data.images import load_images, proxy_split
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.evaluators.batched_oneshot import BatchedOneShotEvaluator
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.oneshot import (
@@ -109,7 +109,7 @@ def largest_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", type=device_argument)
+    p.add_argument("--device", default="auto", type=local_device_argument)
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default: digits)")
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--nodes", type=int, default=8)

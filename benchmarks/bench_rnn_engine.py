@@ -51,7 +51,7 @@ import torch
 
 from autoshrink.config import preset
 from autoshrink.data.text import Corpus, batchify, load_text
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
 from autoshrink.spaces.cells import start_cell
@@ -177,7 +177,7 @@ def search(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", type=device_argument)
+    p.add_argument("--device", default="cpu", type=local_device_argument)
     p.add_argument("--data", type=Path, default=None, help="PTB-style folder (default: synthetic)")
     p.add_argument("--nodes", type=int, default=6)
     p.add_argument("--k", type=int, default=10)

@@ -36,7 +36,7 @@ from unittest import mock
 import torch
 from torch.nn import functional as F
 
-from autoshrink.devices import device_argument
+from autoshrink.devices import local_device_argument
 from autoshrink.executors.factory import PRECISIONS
 from autoshrink.nn import stacked_ops
 from autoshrink.nn.batched import build_batched
@@ -176,7 +176,7 @@ def _precision(args: argparse.Namespace) -> ExitStack:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", type=device_argument)
+    parser.add_argument("--device", default="auto", type=local_device_argument)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--in-channels", type=int, default=3)

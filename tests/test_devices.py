@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from autoshrink.config import SearchConfig
-from autoshrink.devices import device_argument, gpu_index, is_cuda, resolve_device
+from autoshrink.devices import (
+    device_argument,
+    gpu_index,
+    is_cuda,
+    local_device_argument,
+    resolve_device,
+)
 from autoshrink.errors import ConfigError
 
 
@@ -67,6 +73,18 @@ def test_device_argument_is_a_usage_error(monkeypatch):
         device_argument("tpu")
     _gpus(monkeypatch, 2)
     assert device_argument("auto") == "cuda"  # a process's own GPU: Ray refuses cuda:0
+
+
+def test_a_benchmarks_device_is_checked_against_this_machine(monkeypatch):
+    """A benchmark runs here only: a GPU this machine lacks went on to a torch traceback."""
+    _gpus(monkeypatch, 0)
+    with pytest.raises(argparse.ArgumentTypeError, match="sees no CUDA GPU"):
+        local_device_argument("cuda")
+    assert local_device_argument("auto") == "cpu"
+    _gpus(monkeypatch, 2)
+    assert local_device_argument("cuda:1") == "cuda:1"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"only 2 CUDA GPU\(s\) here"):
+        local_device_argument("cuda:2")
 
 
 def test_config_rejects_a_malformed_device():

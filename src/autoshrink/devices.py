@@ -3,11 +3,11 @@
 :func:`gpu_index` reads a name without torch (configs and settings check theirs where torch is
 not loaded); :func:`resolve_device` checks it against this machine and gives the torch device;
 :func:`device_argument` is the ``--device`` type of every command (``auto`` resolved, the form
-checked). A name this machine cannot run is a :class:`~autoshrink.errors.ConfigError` that
-names it. Thread counts are checked here too (:func:`check_threads`), and
-:func:`torch_threads` sets one for a block and restores it; :func:`own_generators` gives a
-block that seeds torch's global generators its own. :func:`cpu_name` reads this machine's CPU
-model (without torch).
+checked), :func:`local_device_argument` the benchmarks' (also checked against this machine). A
+name this machine cannot run is a :class:`~autoshrink.errors.ConfigError` that names it.
+Thread counts are checked here too (:func:`check_threads`), and :func:`torch_threads` sets one
+for a block and restores it; :func:`own_generators` gives a block that seeds torch's global
+generators its own. :func:`cpu_name` reads this machine's CPU model (without torch).
 """
 
 from __future__ import annotations
@@ -131,3 +131,14 @@ def device_argument(text: str) -> str:
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def local_device_argument(text: str) -> str:
+    """:func:`device_argument` for a tool that runs on this machine only (the benchmarks): a
+    GPU this machine lacks is a usage error too, naming it."""
+    name = device_argument(text)
+    try:
+        resolve_device(name)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name

@@ -202,7 +202,7 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
         return print_metrics(out)
     print(
         f"validation perplexity {metrics['val_perplexity']:.2f}, test perplexity "
-        f"{metrics['test_perplexity']:.2f} (epoch {metrics['best_epoch']}, {metrics['params']} "
+        f"{metrics['test_perplexity']:.2f} (epoch {metrics['best_epoch']}, {metrics['params']:,} "
         f"params); weights in {out / WEIGHTS}"
     )
     return 0
