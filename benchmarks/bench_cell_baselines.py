@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoshrink.config import BUILT_IN_STRATEGIES, preset
+from autoshrink.config import BUILT_IN_STRATEGIES
 from autoshrink.executors.factory import build_executor
+from autoshrink.presets import preset
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
 from machine import print_machine

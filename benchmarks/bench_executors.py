@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from autoshrink.config import preset
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.pool import LocalPoolExecutor, default_workers
+from autoshrink.presets import preset
 from autoshrink.search_loop import candidate_seed, make_strategy
 from machine import print_machine
 

@@ -44,12 +44,13 @@ from pathlib import Path
 
 import torch
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.oneshot import CURRENT, OneShotEvaluator, save_cell_weights
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed
 from machine import print_machine

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoshrink.config import preset
 from autoshrink.cost.cells import count
 from autoshrink.data.domains import load_held_out_domain
 from autoshrink.data.images import channel_stats, load_images, normalise
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.classification import evaluate, train_proxy

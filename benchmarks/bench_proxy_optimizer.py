@@ -19,8 +19,8 @@ import sys
 
 import torch
 
-from autoshrink.config import preset
 from autoshrink.nn.cnn import build_network
+from autoshrink.presets import preset
 from autoshrink.search_loop import seeded_start
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from autoshrink.config import RNN_PRESETS
 from autoshrink.cost.rnn import count_rnn, edge_cost, rnn_proxy
 from autoshrink.data.text import Corpus, load_text
 from autoshrink.graph import Cell
 from autoshrink.nn.rnn import LSTMModel, RNNModel
 from autoshrink.objectives import Score
+from autoshrink.presets import RNN_PRESETS
 from autoshrink.spaces.cells import published_cell
 from autoshrink.training.language import train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining

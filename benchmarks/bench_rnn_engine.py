@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoshrink.config import preset
 from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.devices import local_device_argument
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.nn.stacked_rnn import build_stacked_rnn
+from autoshrink.presets import preset
 from autoshrink.spaces.cells import start_cell
 from autoshrink.training.batched import tf32_matmuls
 from autoshrink.training.language import train_epoch, train_proxy_lm

@@ -45,9 +45,10 @@ from pathlib import Path
 
 from scipy.stats import kendalltau, t
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.executors.factory import build_executor
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.screening import ClassDifficulty, ScreeningStage, default_stages, stage_evaluator
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed, make_strategy

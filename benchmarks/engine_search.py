@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.executors.batched import BatchedExecutor
 from autoshrink.journal import Journal
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import read_run

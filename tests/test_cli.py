@@ -199,7 +199,7 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     assert code == 2 and err.rstrip().endswith("drop --data --epochs --lambda --max-macs"), err
     code, _, err = cli("search", "--resume", tmp_path, "--preset", "paper")
     assert code == 2 and err.rstrip().endswith("drop --preset"), err
-    from autoshrink.config import preset
+    from autoshrink.presets import preset
 
     preset("demo").save(tmp_path / "config.json")  # a digits run: --download is not for it
     code, _, err = cli("search", "--resume", tmp_path, "--download")  # it was ignored
@@ -224,7 +224,8 @@ def test_a_resume_on_another_executor_keeps_the_thread_count(run, now, given, th
     # a pool run resumed in-process trained its remaining candidates on every core, so it
     # ended with another best cell than the uninterrupted run
     from autoshrink.cli.search import resume_threads
-    from autoshrink.config import ExecutionSettings, preset
+    from autoshrink.config import ExecutionSettings
+    from autoshrink.presets import preset
 
     executor, run_threads = run
     saved = preset("demo", threads=run_threads, execution=ExecutionSettings(executor=executor))
@@ -237,7 +238,8 @@ def test_a_resume_on_one_thread_per_candidate_of_a_default_threads_run_is_a_warn
 ) -> None:
     # it changed the rounding of the candidates left without a word
     from autoshrink.cli.search import resume_threads
-    from autoshrink.config import ExecutionSettings, preset
+    from autoshrink.config import ExecutionSettings
+    from autoshrink.presets import preset
 
     saved = preset("demo", execution=ExecutionSettings(executor=run))
     with caplog.at_level(logging.WARNING, logger="autoshrink.cli.search"):
@@ -257,7 +259,8 @@ def test_a_resume_on_one_thread_per_candidate_of_a_default_threads_run_is_a_warn
 def test_a_resume_runs_on_the_thread_count_resume_threads_gives(tmp_path, flags, threads):
     from autoshrink.cli import build_parser
     from autoshrink.cli.search import flag_settings, resumed_run
-    from autoshrink.config import ExecutionSettings, preset
+    from autoshrink.config import ExecutionSettings
+    from autoshrink.presets import preset
 
     preset("demo", execution=ExecutionSettings(executor="pool")).save(tmp_path / "config.json")
     args = build_parser("search").parse_args(["search", "--resume", str(tmp_path), *flags])

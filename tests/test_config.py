@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError
+from autoshrink.presets import preset
 from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
 
 

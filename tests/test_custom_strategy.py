@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.strategies.base import AskTellBase, Observation, Proposal, preferred
 from test_search import ToyEvaluator, strip_seconds, toy_config

@@ -499,8 +499,8 @@ def test_an_empty_batches_folder_is_downloaded_into_and_one_of_other_files_refus
 def test_download_fetches_without_loading(server, tmp_path: Path, monkeypatch) -> None:
     # search --download loaded all of CIFAR-10 to fetch it, and the search loaded it again
     from autoshrink.cli.search import download_data
-    from autoshrink.config import preset
     from autoshrink.data import cifar
+    from autoshrink.presets import preset
 
     served, base, requests = server
     _, _, md5 = make_archive(served / "cifar-10-binary.tar.gz", tmp_path / "build")

@@ -127,7 +127,7 @@ def test_a_library_search_on_a_gpu_this_machine_lacks_is_refused_before_any_data
 ):
     """``run_search`` once loaded the data and failed at the first candidate in torch's own
     ``AssertionError``; the command line's one-line refusal is the library's too."""
-    from autoshrink.config import preset
+    from autoshrink.presets import preset
     from autoshrink.search import run_search
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

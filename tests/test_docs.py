@@ -183,8 +183,8 @@ def test_sphinx_roles_resolve_where_python_would():
     # A name the module imports links to where it is defined.
     assert _rewrite(search, ":class:`Cell`") == "[`Cell`][autoshrink.graph.Cell]"
     assert (
-        _rewrite(search, ":func:`~autoshrink.config.preset`")
-        == "[`preset`][autoshrink.config.preset]"
+        _rewrite(search, ":func:`~autoshrink.presets.preset`")
+        == "[`preset`][autoshrink.presets.preset]"
     )
     # Another library stays plain code; an unknown bare name stays a reference (and fails).
     assert _rewrite(search, ":class:`torch.nn.Module`") == "`torch.nn.Module`"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import AutoshrinkError, ConfigError, HardwareError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.factory import build_evaluator
@@ -31,6 +31,7 @@ from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
 from autoshrink.executors.pool import LocalPoolExecutor, WorkerError, WorkerStartError
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.search_loop import make_strategy
 from autoshrink.spaces.cells import start_cell

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from autoshrink.config import PRESETS, preset
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, journal_problem
 from autoshrink.evaluators.factory import build_evaluator
@@ -27,6 +26,7 @@ from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
 from autoshrink.journal import Journal
 from autoshrink.objectives import Score
+from autoshrink.presets import PRESETS, preset
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
 from test_search import ToyEvaluator, toy_config
@@ -190,6 +190,7 @@ TORCH_FREE = [
     "autoshrink.screening",
     "autoshrink.batch_checks",
     "autoshrink.config",
+    "autoshrink.presets",
     "autoshrink.search",
     "autoshrink.search_loop",
     "autoshrink.report.run_report",
@@ -276,9 +277,9 @@ def test_a_new_rea_search_refuses_a_tournament_larger_than_its_population(tmp_pa
 
 def test_the_package_names_what_a_search_needs_and_imports_torch_only_for_them() -> None:
     import autoshrink
-    from autoshrink import config, evaluators, objectives, report, search, stop_signals
+    from autoshrink import evaluators, objectives, presets, report, search, stop_signals
 
-    assert autoshrink.run_search is search.run_search and autoshrink.preset is config.preset
+    assert autoshrink.run_search is search.run_search and autoshrink.preset is presets.preset
     assert autoshrink.Score is objectives.Score and autoshrink.read_run is report.reading.read_run
     assert autoshrink.Evaluation is evaluators.base.Evaluation
     assert autoshrink.SearchInterrupted is stop_signals.SearchInterrupted  # docs import it here

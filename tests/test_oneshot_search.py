@@ -14,12 +14,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from autoshrink.config import preset
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.factory import build_evaluator
 from autoshrink.evaluators.oneshot import read_cell_weights, weights_cell
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 
 TRAIN = 4 * 10  # per_class 4, 10 digit classes

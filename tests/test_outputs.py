@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from autoshrink.cli import out_of_memory_line
-from autoshrink.config import preset
 from autoshrink.errors import BenchmarkError, ConfigError, HardwareError
 from autoshrink.evaluators.nb201_zero_cost import NB201ZeroCost
 from autoshrink.hardware.blocks import network_blocks
@@ -28,6 +27,7 @@ from autoshrink.outputs import (
     mark_unfinished,
     unfinished,
 )
+from autoshrink.presets import preset
 from autoshrink.singlepath.settings import SearchSettings
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import get_macro

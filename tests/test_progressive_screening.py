@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.data.images import ProxySplit
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import build_executor
 from autoshrink.objectives import Score
+from autoshrink.presets import preset
 from autoshrink.screening import (
     ClassDifficulty,
     ScreeningStage,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, safe_open
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.data.text import Vocabulary, load_text
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.evaluators.factory import build_evaluator
@@ -20,6 +20,7 @@ from autoshrink.graph import Cell
 from autoshrink.journal import Journal
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.objectives import Score
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.search_loop import make_strategy
 from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.presets import preset
 from autoshrink.search import run_search
 from test_search import ToyEvaluator
 

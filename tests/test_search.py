@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from autoshrink.config import SearchConfig, preset
+from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.graph import Cell
 from autoshrink.objectives import Score
+from autoshrink.presets import preset
 from autoshrink.report.folder import write_report
 from autoshrink.search import run_search
 from autoshrink.strategies.autoshrink import AutoShrink

@@ -130,7 +130,7 @@ def test_bad_screening_input_exits_2_before_training(cli, tmp_path, args, messag
 
 def test_config_rejects_zero_cost_for_rnn() -> None:
     with pytest.raises(ConfigError, match="does not apply to task 'rnn'"):
-        from autoshrink.config import preset
+        from autoshrink.presets import preset
 
         preset("demo", task="rnn", screening="zero-cost")
 
@@ -139,8 +139,8 @@ def test_config_rejects_zero_cost_for_rnn() -> None:
 def test_the_ranker_scores_on_the_searchs_threads(threads: int) -> None:
     # --threads reached the candidates' training but not the scoring: on a busy 2-core box the
     # ranker ran at torch's own count, 6.8 s a cell against 0.03 s on one thread
-    from autoshrink.config import preset
     from autoshrink.evaluators.factory import build_ranker
+    from autoshrink.presets import preset
 
     config = preset("demo", screening="zero-cost", threads=threads, per_class=10, val_size=20)
     ranker = build_ranker(config, lambda key: 0)

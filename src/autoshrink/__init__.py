@@ -36,16 +36,17 @@ from autoshrink.graph import Cell
 from autoshrink.stop_signals import SearchInterrupted
 
 if TYPE_CHECKING:
-    from autoshrink.config import SearchConfig, preset
+    from autoshrink.config import SearchConfig
     from autoshrink.evaluators.base import Evaluation
     from autoshrink.objectives import Score
+    from autoshrink.presets import preset
     from autoshrink.report.reading import read_run
     from autoshrink.search import run_search
 
 #: The names loaded on first use, by the module that defines them.
 _LAZY = {
     "SearchConfig": "autoshrink.config",
-    "preset": "autoshrink.config",
+    "preset": "autoshrink.presets",
     "Evaluation": "autoshrink.evaluators.base",
     "Score": "autoshrink.objectives",
     "read_run": "autoshrink.report.reading",

@@ -13,13 +13,14 @@ from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
 from autoshrink.cli.search_flags import IN_OUT, add_search_flags
 from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import CNN_ONLY as config_cnn_only
-from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, preset, unread_settings
+from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, unread_settings
 from autoshrink.data.images import check_root
 from autoshrink.errors import ConfigError
 from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, executor_name
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.objectives import LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
+from autoshrink.presets import preset
 from autoshrink.ranges import require
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages

@@ -8,13 +8,14 @@ import argparse
 from pathlib import Path
 
 from autoshrink.cli import count_number, folder_path, images_number, seed_number
-from autoshrink.config import BUILT_IN_STRATEGIES, EVALUATORS, MAX_NODES, OBJECTIVES, PRESETS
+from autoshrink.config import BUILT_IN_STRATEGIES, EVALUATORS, MAX_NODES, OBJECTIVES
 from autoshrink.data.images import DATASETS
 from autoshrink.devices import device_argument
 from autoshrink.executors.factory import EXECUTORS, PRECISIONS
 from autoshrink.hardware.latency_settings import BACKENDS
 from autoshrink.nn.stacked_ops import DEPTHWISE_BACKENDS
 from autoshrink.objectives import COSTS
+from autoshrink.presets import PRESETS
 from autoshrink.spaces.macros import MACROS
 from autoshrink.zero_cost import PROXY_NAMES
 
