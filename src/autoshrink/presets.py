@@ -2,7 +2,8 @@
 :func:`preset`, a :class:`~autoshrink.config.SearchConfig` made from one with overrides.
 
 The command line spells some overrides otherwise: :data:`CLI_SPELLINGS` names them in the
-error an unknown override raises.
+error an unknown override raises, and ``autoshrink search`` maps its training options by
+:data:`TRAINING_SPELLINGS`, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -66,12 +67,16 @@ RNN_PRESETS: Mapping[str, SearchConfig] = MappingProxyType(
 )
 
 
+#: The command line's names of the proxy training's settings, each to the ``training_<name>``
+#: override of :func:`preset` that sets it (``--epochs``: ``training_epochs``).
+TRAINING_SPELLINGS: Mapping[str, str] = MappingProxyType(
+    {"epochs": "training_epochs", "batch_size": "training_batch_size", "lr": "training_lr"}
+)
+
 #: The command line's names of settings that a preset's overrides spell otherwise.
 CLI_SPELLINGS: Mapping[str, str] = MappingProxyType(
     {
-        "epochs": "training_epochs",
-        "batch_size": "training_batch_size",
-        "lr": "training_lr",
+        **TRAINING_SPELLINGS,
         "weight": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
         "lam": "score=Score.cnn(weight=...) (Score.rnn for rnn cells)",
         "cost": "score=Score.cnn(cost=...)",

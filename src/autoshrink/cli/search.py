@@ -20,7 +20,7 @@ from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, exe
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.objectives import LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
-from autoshrink.presets import preset
+from autoshrink.presets import TRAINING_SPELLINGS, preset
 from autoshrink.ranges import require
 from autoshrink.run_folder import CONFIG
 from autoshrink.screening import parse_stages
@@ -48,9 +48,7 @@ OVERRIDES = {
     "activation": "activation",
     "seed": "seed",
     "device": "device",
-    "epochs": "training_epochs",
-    "batch_size": "training_batch_size",
-    "lr": "training_lr",
+    **TRAINING_SPELLINGS,  # --epochs: training_epochs, ...
     "latency_table": "latency_table",
     "latency_macro": "latency_macro",
     "screening": "screening",
