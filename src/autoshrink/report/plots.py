@@ -89,8 +89,8 @@ STEP_TICKS = 15
 def _step_ticks(ax: Any, steps: list[Step]) -> None:
     """Integer ticks at the steps (every n-th of many), each labelled with its step and the
     edges left after it; one step is centred in a range of two."""
-    shown = steps[:: math.ceil(len(steps) / STEP_TICKS)] if steps else []
-    ax.set_xticks([s.step for s in shown], [f"{s.step}\n{s.chosen.num_edges}" for s in shown])
+    ticked = steps[:: math.ceil(len(steps) / STEP_TICKS)] if steps else []
+    ax.set_xticks([s.step for s in ticked], [f"{s.step}\n{s.chosen.num_edges}" for s in ticked])
     ax.set_xlabel("step (above) and edges left after it (below); the search goes left to right")
     if len(steps) == 1:
         ax.set_xlim(steps[0].step - 1, steps[0].step + 1)

@@ -4,9 +4,9 @@
 rate scaled by length (:func:`autoshrink.training.language.train_epoch`), weight decay 8e-7,
 temporal activation regularisation, the dropouts of the model, and an optional switch to
 averaged SGD when the validation loss stops improving; the best validation weights give the
-test perplexity. In a run folder ``out`` (or a checkpoint folder alone) it writes a checkpoint
-after every epoch (:mod:`autoshrink.training.checkpoint`: tensors in safetensors, the rest in
-JSON) and, in ``out``, appends the epoch to ``log.jsonl``, as
+test perplexity. In a run folder ``out`` it writes a checkpoint after every epoch
+(:mod:`autoshrink.training.checkpoint`: tensors in safetensors, the rest in JSON) and appends
+the epoch to ``log.jsonl``, as
 :func:`~autoshrink.training.final.train_final` does; ``resume=True`` continues the newest
 checkpoint, reproducing the uninterrupted run: the model, the optimiser, the averaged and the
 best weights, the history and the numpy and torch generators (window lengths, dropout) are all
@@ -323,10 +323,10 @@ def train_final_lm(
 
     ``out``: the run folder for ``log.jsonl`` (one line per epoch, the diverged one included)
     and ``checkpoints/``, as :func:`~autoshrink.training.final.train_final`'s; ``None`` keeps
-    nothing. Each finished epoch writes a checkpoint there
-    (the newest two are kept; a diverged epoch writes none) -- model, optimiser, averaged
-    weights, best weights, history and the numpy and torch generators, so that a resumed run
-    reproduces the one that was not interrupted. ``resume``: continue from the newest
+    nothing. Each finished epoch writes a checkpoint there (the newest two are kept; a
+    diverged epoch writes none) -- model, optimiser, averaged weights, best weights, history
+    and the numpy and torch generators, so that a resumed run reproduces the one that was not
+    interrupted. ``resume``: continue from the newest
     checkpoint there -- refused, with a :class:`~autoshrink.errors.JournalError` naming what
     changed, when its recipe, seed or ``run_info`` (what the run is: cell, data, model sizes;
     JSON) differ from these -- or start fresh, with a warning, when there is none; without it,
