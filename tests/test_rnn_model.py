@@ -53,6 +53,26 @@ def test_cell_step_by_hand_mean_over_incoming_edges() -> None:
     assert out.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_an_inner_node_with_two_in_edges_is_their_mean_before_it_feeds_on() -> None:
+    # 0 -> 1 (identity), 0 -> 2 and 1 -> 2 (sigmoid), 2 -> 3 (tanh): node 2 has two in-edges
+    # and is no leaf, so its state must be the mean (method section 1) before 2 -> 3 reads it.
+    # Above, every node with two in-edges was a leaf: an inner node's sum went unnoticed.
+    cell = Cell("rnn", ("input", "identity", "sigmoid", "tanh"), ((0, 1), (0, 2), (1, 2), (2, 3)))
+    w0 = [[0.9, -0.4], [0.3, 1.1]]
+    w = {(0, 1): [0.6, 1.2], (0, 2): [-0.7, 1.4], (1, 2): [0.5, -1.3], (2, 3): [1.2, 0.8]}
+    model = scalar_model(cell, w0, w)
+    x, h = 0.6, 0.4
+    s0 = h + sig(x * 0.9 + h * 0.3) * (math.tanh(x * -0.4 + h * 1.1) - h)
+    s1 = s0 + sig(s0 * 0.6) * (s0 * 1.2 - s0)  # identity on node 1
+    e02 = s0 + sig(s0 * -0.7) * (sig(s0 * 1.4) - s0)
+    e12 = s1 + sig(s1 * 0.5) * (sig(s1 * -1.3) - s1)
+    s2 = (e02 + e12) / 2
+    s3 = s2 + sig(s2 * 1.2) * (math.tanh(s2 * 0.8) - s2)  # the only leaf
+    assert cell.leaves == (3,)
+    out, _ = model.rnn(torch.tensor([[[x]]]), torch.tensor([[h]]))
+    assert out.item() == pytest.approx(s3, rel=1e-6)
+
+
 def test_cell_output_is_the_mean_of_the_leaves_over_two_steps() -> None:
     # 0 -> 1 (sigmoid), 0 -> 2 (relu): both leaves; the output feeds the next step.
     cell = Cell("rnn", ("input", "sigmoid", "relu"), ((0, 1), (0, 2)))
