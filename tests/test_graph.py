@@ -27,6 +27,20 @@ def test_released_shrinkcnn_cell_matches_the_paper():
     assert cell.edges == ((0, 1), (0, 2), (0, 3), (0, 4), (1, 3), (2, 4))
     assert cell.leaves == (3, 4)
     assert cell.predecessors(3) == (0, 1) and cell.predecessors(4) == (0, 2)
+    # method section 6: ops 1, 2, 3 = sep3x3, 4 = conv1x1; ShrinkCNN-A uses ReLU
+    assert cell.ops == ("input", "sep3x3", "sep3x3", "sep3x3", "conv1x1")
+    assert cell.activation == "relu"
+
+
+def test_released_shrinkrnn_cell_matches_the_paper():
+    # method section 7, read off the paper: edges 0->{1..5}, 1->{3,4,5}, 2->{4,5}, 3->{4,5};
+    # activations 1 identity, 2 sigmoid, 3 sigmoid, 4 tanh, 5 identity. Nothing else pinned
+    # them: the 23.0M count reads only the number of edges, which a moved edge keeps.
+    cell = published_cell("shrinkrnn")
+    edges = [(0, j) for j in range(1, 6)] + [(1, 3), (1, 4), (1, 5), (2, 4), (2, 5), (3, 4), (3, 5)]
+    assert cell.edges == tuple(sorted(edges))
+    assert cell.ops == ("input", "identity", "sigmoid", "sigmoid", "tanh", "identity")
+    assert cell.leaves == (4, 5) and cell.activation is None
 
 
 @pytest.mark.parametrize(
