@@ -382,6 +382,18 @@ def test_presets_and_config_round_trip(tmp_path):
     paper = preset("paper")
     assert (paper.nodes, paper.k, paper.per_class, paper.val_size) == (8, 10, 500, 1000)
     assert (paper.training.epochs, paper.training.lr, paper.training.batch_size) == (20, 4e-3, 128)
+    # the rest of method sections 2-4: shrink to round(28 * 0.01) = 0 edges; weight decay
+    # 1e-5; stop after 5 epochs without a better accuracy, below 0.2 after epoch 3, or a
+    # validation loss > 3 x the training loss; score acc - 0.1 (log10(MACs) - 6); ReLU cells
+    assert (paper.keep_fraction, paper.task, paper.dataset, paper.strategy) == (
+        0.01, "cnn", "cifar10", "autoshrink",
+    )  # fmt: skip
+    t = paper.training
+    assert (t.weight_decay, t.patience, t.min_accuracy, t.min_accuracy_epoch, t.overfit_ratio) == (
+        1e-5, 5, 0.2, 3, 3.0,
+    )  # fmt: skip
+    assert paper.score == Score(metric="accuracy", slope=1.0, offset=0.0, cost="macs", weight=0.1)
+    assert paper.activation == "relu"
 
 
 def test_a_complete_cell_rejected_by_a_constraint_is_reported(cli, tmp_path):
