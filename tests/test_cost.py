@@ -41,6 +41,10 @@ def test_released_shrinkcnn_matches_the_published_3_6m_params_and_384m_macs():
     assert counts.macs == pytest.approx(384e6, rel=0.01)
     # the exact figures docs/search.md gives: a head of 1,281 channels stays within 1%
     assert (counts.params, counts.macs) == (3_600_981, 383_677_672)
+    # ... and where they come from, independently of the analytic counter: the conv and linear
+    # parameters of the built full-size network and torch's flop counter on a 224 px image
+    net = build_network(published_cell("shrinkcnn"), shrinkcnn_imagenet())
+    assert (counted_params(net), torch_macs(net, (1, 3, 224, 224))) == (3_600_981, 383_677_672)
     spec = shrinkcnn_imagenet()
     assert (spec.head_channels, spec.stem_stride, spec.image_size, spec.num_classes) == (
         1280, 2, 224, 1001,
