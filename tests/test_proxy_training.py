@@ -143,6 +143,22 @@ def test_each_epoch_trains_on_every_image_and_an_improvement_restarts_the_patien
     assert (out.stop_reason, out.epochs, out.best_accuracy) == ("patience", 4, 0.5)
 
 
+def test_the_best_validation_accuracy_is_returned_not_the_last():
+    """Method section 4 returns the best validation accuracy: scripted accuracies 0.2, 0.6,
+    0.3, 0.4, 0.1 (best at epoch 2, last 0.1) run all 5 epochs and return 0.6. Above, the
+    patience test's last accuracy equalled its best, so returning the last one passed."""
+    from autoshrink.training.classification import train_proxy
+
+    x, y = torch.arange(10.0)[:, None], torch.zeros(10, dtype=torch.long)
+    model = Scripted([0.2, 0.6, 0.3, 0.4, 0.1], n=10, batches_per_epoch=3)
+    settings = ProxyTraining(
+        epochs=5, batch_size=4, patience=5, min_accuracy=0.0, overfit_ratio=1e9
+    )
+    out = train_proxy(model, (x, y), (x, y), settings, torch.Generator().manual_seed(0))
+    assert [row["val_accuracy"] for row in out.history] == [0.2, 0.6, 0.3, 0.4, 0.1]
+    assert (out.stop_reason, out.epochs, out.best_accuracy) == ("epochs", 5, 0.6)
+
+
 @pytest.mark.parametrize("error", [RuntimeError, MemoryError])  # MemoryError stopped the search
 def test_a_training_that_raises_is_a_failed_candidate_and_class_accuracies_are_rounded(
     split, monkeypatch, error
