@@ -187,8 +187,10 @@ def test_the_edge_target_ends_a_search_in_words():
 
 def test_same_seed_same_journal_and_patience_stop(tmp_path):
     cfg = toy_config(k=2, patience=2, seed=7)
-    run_search(tmp_path / "a", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    a = run_search(tmp_path / "a", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
     run_search(tmp_path / "b", cfg, evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+    # the patience stop the name promises (it was not checked): before the edge target of 0
+    assert a.ended == "patience: 2 steps without a better score"
     assert strip_seconds(tmp_path / "a" / "journal.jsonl") == strip_seconds(
         tmp_path / "b" / "journal.jsonl"
     )
