@@ -133,6 +133,8 @@ class Spy(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model, self.ntoken, self.had_history, self.lengths = model, model.ntoken, [], []
+        self.incoming: list[torch.Tensor] = []  # each window's hidden state, in and out
+        self.outgoing: list[torch.Tensor] = []
 
     def init_hidden(self, b: int) -> torch.Tensor:
         return self.model.init_hidden(b)
@@ -142,6 +144,8 @@ class Spy(torch.nn.Module):
         self.lengths.append(len(tokens))
         out = self.model(tokens, hidden)
         self.last_hidden = out.hidden
+        self.incoming.append(hidden.detach().clone())
+        self.outgoing.append(out.hidden.detach().clone())
         return out
 
 
@@ -154,6 +158,11 @@ def test_hidden_state_is_detached_between_bptt_windows(small) -> None:
     assert len(spy.had_history) == len(list(windows(data.size(0), 5))) > 3
     assert not any(spy.had_history)  # every window starts from a detached state
     assert spy.last_hidden.grad_fn is not None  # ... that did carry a history before
+    # detached, not dropped: each window starts from the state the one before ended with (a
+    # loop that reset it to zeros at every window passed this file before)
+    assert not spy.incoming[0].any()
+    for before, after in zip(spy.outgoing, spy.incoming[1:], strict=False):
+        assert after.any() and torch.equal(after, before)
 
 
 @pytest.mark.parametrize("tar", [2.0, 0.5])
