@@ -153,6 +153,27 @@ def test_key_equality_is_isomorphism_for_every_cell_of_5_nodes_and_two_ops():
     assert len(key_of_class) == 2553  # every wiring of 5 nodes and its ops; the input alone too
 
 
+def test_key_is_hashed_once_per_cell_and_kept_through_pickling(monkeypatch):
+    """A search asks a proposal's key about a dozen times (batch checks, replay, journal,
+    seeds): it is hashed once per cell, and a pickled cell (for a worker) keeps it."""
+    import pickle
+
+    from autoshrink import graph
+
+    calls = []
+    real = graph._h
+    monkeypatch.setattr(graph, "_h", lambda s: calls.append(s) or real(s))
+    cell = start_cell("cnn", 8, random.Random(5)).remove_edge((0, 7))
+    key = cell.key
+    hashed = len(calls)
+    assert hashed > 0
+    assert cell.key == key and len(calls) == hashed
+    copy = pickle.loads(pickle.dumps(cell))
+    assert copy == cell and hash(copy) == hash(cell)
+    assert copy.key == key and len(calls) == hashed
+    assert Cell(cell.kind, cell.ops, cell.edges).key == key and len(calls) == 2 * hashed
+
+
 def test_json_round_trip_and_public_format(tmp_path):
     cell = start_cell("cnn", 8, random.Random(3)).remove_edge((0, 7))
     path = tmp_path / "cell.json"
