@@ -153,6 +153,46 @@ def test_key_equality_is_isomorphism_for_every_cell_of_5_nodes_and_two_ops():
     assert len(key_of_class) == 2553  # every wiring of 5 nodes and its ops; the input alone too
 
 
+def _key_as_first_written(cell: Cell) -> str:
+    """The canonical key as the first version computed it (a sort per node and round): the
+    key a journal holds and a resume and candidate seeds read, which must never change."""
+    from autoshrink.graph import _h
+
+    live = cell.live_nodes
+    pred = {k: cell.predecessors(k) for k in live}
+    label = {k: _h(f"{cell.ops[k]}|{int(k == 0)}") for k in live}
+    for _ in range(len(live)):
+        label = {
+            k: _h(
+                label[k]
+                + "<"
+                + ",".join(sorted(label[i] for i in pred[k]))
+                + ">"
+                + ",".join(sorted(label[j] for j in cell.successors(k)))
+            )
+            for k in live
+        }
+    head = f"{cell.kind}|{cell.activation}|{len(cell.edges)}"
+    return _h(head + "|" + ",".join(sorted(label.values())))[:16]
+
+
+def test_key_is_the_key_journals_hold():
+    """Random cells of both kinds, dead nodes and repeated ops (equal labels) among them, and
+    a complete cell of 24 nodes: the key is the one journals written before hold."""
+    rng = random.Random(11)
+    cells = [start_cell("cnn", 24, rng), Cell("cnn", ("input", "sep3x3"), ())]
+    for _ in range(300):
+        n, kind = rng.randint(2, 12), rng.choice(["cnn", "rnn"])
+        vocab = {"cnn": ["sep3x3", "conv1x1", "identity"], "rnn": ["relu", "tanh"]}[kind]
+        ops = ["input"] + [rng.choice(vocab[: rng.randint(1, len(vocab))]) for _ in range(n - 1)]
+        keep = rng.random()
+        edges = [e for e in itertools.combinations(range(n), 2) if rng.random() < keep]
+        cells.append(Cell.pruned(kind, ops, edges))
+    for cell in cells:
+        assert cell.key == _key_as_first_written(cell), cell
+    assert published_cell("shrinkcnn").key == "bb90fc1403f08932"
+
+
 def test_key_is_hashed_once_per_cell_and_kept_through_pickling(monkeypatch):
     """A search asks a proposal's key about a dozen times (batch checks, replay, journal,
     seeds): it is hashed once per cell, and a pickled cell (for a worker) keeps it."""

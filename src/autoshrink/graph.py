@@ -199,19 +199,12 @@ class Cell:
         proposal's key a dozen times, and a cell of 64 nodes takes tens of milliseconds.
         """
         live = self.live_nodes
-        pred = {k: self.predecessors(k) for k in live}
+        pred: dict[int, list[int]] = {k: [] for k in live}
+        for i, j in self.edges:  # every edge joins live nodes
+            pred[j].append(i)
         label = {k: _h(f"{self.ops[k]}|{int(k == 0)}") for k in live}
         for _ in range(len(live)):
-            label = {
-                k: _h(
-                    label[k]
-                    + "<"
-                    + ",".join(sorted(label[i] for i in pred[k]))
-                    + ">"
-                    + ",".join(sorted(label[j] for j in self._succ[k]))
-                )
-                for k in live
-            }
+            label = _hash_round(label, pred, self._succ)
         head = f"{self.kind}|{self.activation}|{len(self.edges)}"
         return _h(head + "|" + ",".join(sorted(label.values())))[:16]
 
@@ -311,6 +304,25 @@ def _edge(edge: Any) -> Edge:
         return operator.index(i), operator.index(j)
     except (TypeError, ValueError):
         raise CellError(f"edge {edge!r} is not a pair of node numbers (i, j)") from None
+
+
+def _hash_round(
+    label: dict[int, str], pred: Mapping[int, Iterable[int]], succ: tuple[tuple[int, ...], ...]
+) -> dict[int, str]:
+    """One round of :attr:`Cell.key`'s hashing: each live node's new label hashes its label,
+    its predecessors' labels and its successors' labels, each list sorted. The nodes are
+    visited once in label order, each passing its label to its neighbours' lists, so every
+    list comes out sorted without a sort per node (a cell of 64 nodes has 4,032 list entries
+    a round)."""
+    ins: dict[int, list[str]] = {k: [] for k in label}
+    outs: dict[int, list[str]] = {k: [] for k in label}
+    for k in sorted(label, key=label.__getitem__):
+        mine = label[k]
+        for j in succ[k]:
+            ins[j].append(mine)
+        for i in pred[k]:
+            outs[i].append(mine)
+    return {k: _h(f"{label[k]}<{','.join(ins[k])}>{','.join(outs[k])}") for k in label}
 
 
 def _h(s: str) -> str:
