@@ -373,3 +373,35 @@ def test_without_result_json_the_best_is_the_journals_highest_score(tmp_path):
     assert rows[-1]["key"] != best["key"]  # the search went on past it
     found = read_run(run).best
     assert found is not None and found.key == best["key"]
+
+
+def test_a_long_search_draws_the_cells_of_some_steps_and_says_so(tmp_path, monkeypatch):
+    """A search of many steps (~180 at 20 nodes) draws at most ``STEP_PICTURES`` chosen
+    cells, one in every n from the first, and the last, with a note; the table of steps keeps
+    every step."""
+    from autoshrink.report import run_report
+    from autoshrink.report.run_report import pictured_steps
+    from autoshrink.search import run_search
+    from test_search import ToyEvaluator, toy_config
+
+    run_dir = tmp_path / "toy"
+    run_search(run_dir, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(),
+               progress=False)  # fmt: skip
+    kept = read_run(run_dir).kept_steps
+    assert len(kept) >= 8
+    monkeypatch.setattr(run_report, "STEP_PICTURES", 4)
+    shown = pictured_steps(kept)
+    assert len(shown) <= 4 and shown[0] is kept[0] and shown[-1] is kept[-1]
+    text = write_report(run_dir).read_text()
+    drawn = sorted(p.name for p in (run_dir / "report" / "cells").glob("step_*.svg"))
+    assert drawn == [f"step_{s.step:03d}.svg" for s in shown]
+    assert text.count('<img src="cells/step_') == len(shown)
+    stride = shown[1].step - shown[0].step
+    assert f"{len(shown)} of the {len(kept)} steps drawn: one in {stride} from step 0" in text
+    table = text.split("<h2>Steps</h2>")[1].split("</table>")[0]
+    assert table.count("<tr>") == len(read_run(run_dir).steps) + 1
+    for n in range(1, 40):  # at most the cap, the first and the last always among them
+        steps = [Step(i, kept[0].candidates) for i in range(n)]
+        chosen = pictured_steps(steps)
+        assert len(chosen) == n if n <= 4 else 2 <= len(chosen) <= 4
+        assert chosen[0] is steps[0] and chosen[-1] is steps[-1]
