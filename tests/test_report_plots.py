@@ -212,6 +212,25 @@ def test_the_comparison_plot_draws_one_curve_per_run_named_letter_for_letter(
     assert list(short.get_xdata()) == [1, 2, 3]
 
 
+def test_a_comparison_of_many_runs_tells_each_apart_and_keeps_its_legend_off_the_curves(
+    run, figures, tmp_path
+):
+    """Pins that a comparison of seeds (40 runs here; 10 colours in matplotlib's cycle) gives
+    each run its own colour and line style, and puts the legend of many runs below the plot."""
+    runs = {f"seed {i}": replace(run, candidates=run.candidates[: 1 + i % 8]) for i in range(40)}
+    plots.plot_comparison(runs, tmp_path / "many.svg")
+    (ax,) = figures[0].axes
+    looks = [(line.get_color(), line.get_linestyle()) for line in ax.get_lines()]
+    assert len(looks) == 40 and len(set(looks)) == 40
+    assert ax.get_legend() is None
+    (legend,) = figures[0].legends
+    assert [t.get_text() for t in legend.get_texts()] == list(runs)
+    few = dict(list(runs.items())[: plots.LEGEND_INSIDE])
+    plots.plot_comparison(few, tmp_path / "few.svg")
+    (ax,) = figures[1].axes
+    assert ax.get_legend() is not None and not figures[1].legends
+
+
 def test_a_step_with_no_finite_value_leaves_a_gap(run, figures, tmp_path):
     first, *rest = run.kept_steps
     blank = replace(first, candidates=[replace(c, metrics={}) for c in first.candidates])

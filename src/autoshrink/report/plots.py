@@ -8,7 +8,8 @@
   marked.
 - :func:`plot_progress`: every candidate's score in evaluation order and the best score so far
   (any strategy: the curve strategies are compared by); :func:`plot_comparison`: that curve for
-  several runs.
+  several runs, each in its own colour and line style (:func:`run_style`), the legend of many
+  below the plot.
 
 The y axes of linear scale show plain numbers, never an offset or a power of ten in the
 corner (:func:`~autoshrink.report.mpl.plain_numbers`): a perplexity of 369.91 reads 369.91,
@@ -152,14 +153,35 @@ def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
     return path
 
 
+#: The comparison plot's line styles: each of the ten colours of matplotlib's cycle solid, then
+#: dashed, dotted and dash-dotted, so that 40 runs have 40 looks (an 11th run was the 1st's).
+RUN_DASHES = ("-", "--", ":", "-.")
+#: A comparison of more runs than this has its legend below the plot, in
+#: :data:`LEGEND_COLUMNS` columns: in the corner of the axes, 16 runs' names hid half the curves.
+LEGEND_INSIDE = 6
+LEGEND_COLUMNS = 3
+
+
+def run_style(i: int) -> tuple[str, str]:
+    """The colour and line style of the ``i``-th run of a comparison (see :data:`RUN_DASHES`)."""
+    return f"C{i % 10}", RUN_DASHES[i // 10 % len(RUN_DASHES)]
+
+
 def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
-    """The best score so far against candidates evaluated, one line per run; write ``path``."""
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    """The best score so far against candidates evaluated, one line per run (each its own
+    :func:`run_style`); write ``path``."""
+    below = len(runs) > LEGEND_INSIDE
+    rows = math.ceil(len(runs) / LEGEND_COLUMNS) if below else 0
+    fig = Figure(figsize=(7.5, 4.2 + 0.2 * rows), layout="constrained")
     ax = fig.subplots()
-    for label, run in runs.items():
+    for i, (label, run) in enumerate(runs.items()):
         best = _best_so_far(run)
-        ax.step(np.arange(1, len(best) + 1), best, where="post", label=literal(label))
-    _finish_progress(ax, "best score so far")
+        colour, dashes = run_style(i)
+        ax.step(np.arange(1, len(best) + 1), best, where="post", label=literal(label),
+                color=colour, linestyle=dashes)  # fmt: skip
+    _finish_progress(ax, "best score so far", legend=not below)
+    if below:
+        fig.legend(loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize=8)
     save_figure(fig, path)
     return path
 
@@ -170,12 +192,13 @@ def _best_so_far(run: RunData) -> np.ndarray:
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def _finish_progress(ax: Any, title: str) -> None:
+def _finish_progress(ax: Any, title: str, legend: bool = True) -> None:
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("score")
     plain_numbers(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if legend:
+        ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
