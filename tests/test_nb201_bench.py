@@ -192,6 +192,26 @@ def test_tables_are_required_and_the_defaults_are_those_the_help_names(capsys) -
     assert "the following arguments are required: --tables" in capsys.readouterr().err
 
 
+def test_curves_of_thousands_of_queries_have_a_log_axis_of_queries(tmp_path, monkeypatch) -> None:
+    """Pins that the checkpoints which tell strategies apart (25 to 200 queries) are not
+    squeezed into the left edge of a plot of 15,000 queries: beyond ``LOG_QUERIES`` the axis of
+    queries is logarithmic; the default 200 keep a linear one."""
+    from autoshrink.report import bench_files, mpl
+
+    saved: list = []
+    monkeypatch.setattr(mpl, "save_figure", lambda fig, path, **kw: saved.append(fig))
+    for last in (200, bench_files.LOG_QUERIES + 1):
+        rows = [
+            {"strategy": s, "queries": q, "mean": 90.0 + math.log(q), "std": 1.0}
+            for s in ("random", "rea")
+            for q in range(1, last + 1)
+        ]
+        bench_files.plot_curves(rows, "mean", 10, 94.37, "test accuracy (%)", tmp_path / "c.svg")
+    (linear,), (log,) = (fig.axes for fig in saved)
+    assert linear.get_xscale() == "linear" and linear.get_xlabel() == "queries"
+    assert log.get_xscale() == "log" and log.get_xlabel() == "queries (log)"
+
+
 def test_bad_tables(bench, tmp_path, tables_dir) -> None:
     code, _, err = bench("--tables", tmp_path / "missing")  # said "no tables in": a folder?
     assert code == 2 and f"{tmp_path / 'missing'}: no such folder; expected a folder of NAS" in err
