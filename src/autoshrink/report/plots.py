@@ -59,14 +59,18 @@ def plot_steps(
     x = [s.step for s in steps]
     for ax, (metric, label) in zip(axes, panels, strict=True):
         lo, hi, chosen = [], [], []
+        dots_x: list[int] = []  # every candidate, drawn as one scatter: one a step took
+        dots_y: list[float] = []  # 17 s at 2,000 steps, one in all 1.4 s
         for s in steps:
             values = _finite([_value(c, metric) for c in s.candidates])
             lo.append(min(values) if values else np.nan)
             hi.append(max(values) if values else np.nan)
             v = _value(s.chosen, metric)
             chosen.append(np.nan if v is None else v)
-            if values:
-                ax.scatter([s.step] * len(values), values, s=12, color="0.55", zorder=2)
+            dots_x += [s.step] * len(values)
+            dots_y += values
+        if dots_x:
+            ax.scatter(dots_x, dots_y, s=12, color="0.55", zorder=2)
         if len(steps) > 1:  # a band over one step is not drawn: it would be a legend entry only
             ax.fill_between(x, lo, hi, color=_LINE, alpha=0.15, label="spread of the K candidates")
         ax.plot(x, chosen, "-o", color=_LINE, markersize=4, label="chosen candidate", zorder=3)
