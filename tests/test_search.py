@@ -169,6 +169,57 @@ def test_a_start_cell_at_its_edge_target_is_scored_and_not_shrunk():
     assert unscored.finished and unscored.ask() == []
 
 
+def _space_by_keys(cell: Cell) -> list[tuple[tuple[int, int], tuple]]:
+    """The shrink space as first defined: every removal, the first of each key."""
+    seen: set[str] = set()
+    space = []
+    for edge in cell.edges:
+        cand = cell.remove_edge(edge)
+        if cand.key not in seen:
+            seen.add(cand.key)
+            space.append((edge, cand.edges))
+    return space
+
+
+def test_the_shrink_space_is_the_first_removal_of_each_key_whatever_the_symmetry(monkeypatch):
+    """Pins that hashing only the removals of a shared signature keeps the shrink space (so a
+    seed draws the same candidates, and a journal resumes): cells of one op (many isomorphic
+    removals), of two, of five, complete and shrunk at random."""
+    rng = random.Random(4)
+    ops = ["sep3x3", "conv1x1", "conv3x3", "maxpool3x3", "identity"]
+    for nodes, vocab in [(5, 1), (7, 1), (8, 2), (9, 5), (12, 1), (12, 2), (16, 5)]:
+        cell = Cell.complete("cnn", ["input"] + [rng.choice(ops[:vocab]) for _ in range(nodes - 1)])
+        for _ in range(3):
+            strat = AutoShrink(cell, k=3, keep_fraction=0.1, rng=random.Random(0))
+            space = [(edge, cand.edges) for edge, cand in strat.shrink_space()]
+            assert space == _space_by_keys(cell), (nodes, vocab, cell)
+            for _ in range(2):
+                cell = cell.remove_edge(rng.choice(cell.edges)) if cell.edges else cell
+    # removals of distinct signatures are kept without a key: none is hashed
+    from autoshrink import graph
+
+    distinct = Cell.complete("cnn", ["input", "sep3x3", "conv1x1", "conv3x3", "identity"])
+    hashed: list[str] = []
+    monkeypatch.setattr(graph, "_h", lambda text: hashed.append(text) or "0" * 64)
+    strat = AutoShrink(distinct, k=3, keep_fraction=0.1, rng=random.Random(0))
+    assert len(strat.shrink_space()) == distinct.num_edges and hashed == []
+
+
+def test_cells_of_different_signatures_have_different_keys():
+    rng = random.Random(9)
+    ops = ["sep3x3", "conv1x1"]
+    cells = []
+    for _ in range(400):
+        n = rng.randint(2, 7)
+        edges = [(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < 0.5]
+        cells.append(Cell.pruned("cnn", ["input"] + [rng.choice(ops) for _ in range(n - 1)], edges))
+    by_key: dict[str, set] = {}
+    for cell in cells:
+        by_key.setdefault(cell.key, set()).add(cell.signature)
+    assert all(len(signatures) == 1 for signatures in by_key.values())  # one key, one signature
+    assert len(by_key) > 100
+
+
 def test_autoshrink_refuses_a_generator_that_is_no_random_random():
     start = Cell.complete("cnn", ("input", "sep3x3", "conv1x1"))
     with pytest.raises(ConfigError, match=r"^rng must be a random.Random \(seeded\), got 0$"):

@@ -208,6 +208,23 @@ class Cell:
         head = f"{self.kind}|{self.activation}|{len(self.edges)}"
         return _h(head + "|" + ",".join(sorted(label.values())))[:16]
 
+    @property
+    def signature(self) -> tuple[int, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]]:
+        """A cheap invariant of :attr:`key`: the number of edges and, over the live nodes, the
+        sorted ``(op, predecessors' ops, successors' ops)`` -- what the key's first round of
+        hashing reads. Cells of different signatures have different keys (each round's label
+        is hashed into the next, so the last labels determine the first round's; only a
+        collision of the key's 64 bits could join them); cells of one signature may or may
+        not share a key. Comparing signatures first spares most keys where only distinct
+        cells matter (:meth:`~autoshrink.strategies.autoshrink.AutoShrink.shrink_space`)."""
+        pred: dict[int, list[str]] = {k: [] for k in self.live_nodes}
+        succ: dict[int, list[str]] = {k: [] for k in pred}
+        for i, j in self.edges:
+            pred[j].append(self.ops[i])
+            succ[i].append(self.ops[j])
+        nodes = ((self.ops[k], tuple(sorted(pred[k])), tuple(sorted(succ[k]))) for k in pred)
+        return len(self.edges), tuple(sorted(nodes))
+
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         """The public JSON form ``autoshrink.cell/1``."""

@@ -24,6 +24,7 @@ and NaN -- ranked last -- keep the shrink-space order); the score is noted in th
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -126,14 +127,23 @@ class AutoShrink(AskTellBase):
         return None
 
     def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:
-        """Every single-edge removal from the current cell, one per distinct architecture."""
+        """Every single-edge removal from the current cell, one per distinct architecture (the
+        first of each key, in edge order).
+
+        Only removals whose :attr:`~autoshrink.graph.Cell.signature` another removal shares
+        can share its key, so only theirs are hashed here: a key a removal took 1.9 s a step
+        at 32 nodes and 50 s at 64, where the signatures take a fraction."""
+        removals = [(edge, self.current.remove_edge(edge)) for edge in self.current.edges]
+        signatures = [cand.signature for _, cand in removals]
+        shared = {sig for sig, n in Counter(signatures).items() if n > 1}
         seen: set[str] = set()
         space = []
-        for edge in self.current.edges:
-            cand = self.current.remove_edge(edge)
-            if cand.key not in seen:
+        for (edge, cand), sig in zip(removals, signatures, strict=True):
+            if sig in shared:
+                if cand.key in seen:
+                    continue
                 seen.add(cand.key)
-                space.append((edge, cand))
+            space.append((edge, cand))
         return space
 
     def ask(self) -> list[Proposal]:
