@@ -221,8 +221,8 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
 
 
 #: At most this many steps get a picture of their chosen cell: Graphviz takes up to seconds a
-#: cell, and a search of 20 nodes keeps ~180 cells (34 s of a 35 s report, and a page of
-#: 180 pictures each as wide as the page); 32 nodes keep ~470.
+#: cell, and a search of 20 nodes keeps ~175 (their 176 pictures took 30 s of a 34 s report,
+#: on a page of pictures each as wide as the page); 32 nodes keep ~470.
 STEP_PICTURES = 16
 
 
