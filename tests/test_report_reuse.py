@@ -107,6 +107,8 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     write_comparison([full, other], tmp_path / "cmp")
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["candidates"] for r in table["runs"]] == [evaluations, evaluations]
+    page = (tmp_path / "cmp" / "index.html").read_text()  # the table's header in words
+    assert table["cost"] == "macs" and ">MACs</th>" in page and ">macs</th>" not in page
     assert [r["run"] for r in table["runs"]] == [
         f"{full} (autoshrink, seed 13)",
         f"{other} (autoshrink, seed 13)",

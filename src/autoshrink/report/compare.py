@@ -22,6 +22,7 @@ from autoshrink.errors import AutoshrinkError
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.report import html
 from autoshrink.report.bench_report import BENCH
+from autoshrink.report.labels import label as display_label
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import CONFIG, RunData, read_run
@@ -151,7 +152,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             pic = render(best.cell, out / "cells" / f"run_{i}.svg", title=label)
             caption = f"{label}: score {best.score:.4f}"
             figures.append(html.figure(pic, out, caption, natural_size=True))
-    header = ["run", "status", "candidates", "best score", quality, cost, "edges"]
+    header = ["run", "status", "candidates", "best score"]
+    header += [display_label(quality), display_label(cost), "edges"]
     columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")
     table = [[row[key] for key in columns] for row in rows]
     sections.append(("Runs", html.table(header, table, left=2)))
