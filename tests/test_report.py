@@ -389,6 +389,8 @@ def test_a_long_search_draws_the_cells_of_some_steps_and_says_so(tmp_path, monke
                progress=False)  # fmt: skip
     kept = read_run(run_dir).kept_steps
     assert len(kept) >= 8
+    write_report(run_dir)  # an earlier report drew every step: its pictures are replaced
+    assert len(list((run_dir / "report" / "cells").glob("step_*.svg"))) == len(kept)
     monkeypatch.setattr(run_report, "STEP_PICTURES", 4)
     shown = pictured_steps(kept)
     assert len(shown) <= 4 and shown[0] is kept[0] and shown[-1] is kept[-1]

@@ -238,6 +238,14 @@ def picture_stride(steps: int) -> int:
     return 1 if steps <= STEP_PICTURES else math.ceil(steps / (STEP_PICTURES - 1))
 
 
+def _forget_step_pictures(cells: Path, keep: set[Path]) -> None:
+    """Remove the step pictures in ``cells`` that an earlier report of the run drew and this
+    one does not link (a run's later report draws other steps, :func:`pictured_steps`)."""
+    for path in cells.glob("step_*.*") if cells.is_dir() else ():
+        if path not in keep and path.suffix in (".svg", ".txt", ".png"):
+            path.unlink(missing_ok=True)
+
+
 def _pictures_note(shown: list[Step], kept: list[Step]) -> str:
     """What the pictures leave out, when they leave out any steps."""
     if len(shown) == len(kept):
@@ -253,7 +261,7 @@ def _shrink_sections(
 ) -> list[tuple[str, str]]:
     """A shrinking search's steps: the cell chosen at each (pictures in ``out``, of at most
     :data:`STEP_PICTURES` steps), and a table of the steps."""
-    figures = []
+    figures, pictures = [], set()
     kept = run.kept_steps
     shown = pictured_steps(kept)
     for s in shown:
@@ -261,9 +269,11 @@ def _shrink_sections(
         pic = _cell_picture(
             ch, out / "cells" / f"step_{s.step:03d}.svg", f"step {s.step}: {edges(ch)}"
         )
+        pictures.add(pic)
         score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
         caption = f"step {s.step}: {edges(ch)}, {score}"
         figures.append(html.figure(pic, out, caption, natural_size=True))
+    _forget_step_pictures(out / "cells", keep=pictures)
     header = [
         "step",
         "edges left",
