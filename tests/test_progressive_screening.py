@@ -374,3 +374,54 @@ def test_stage_sizes_difficulty_ties_and_images_read_back() -> None:
     assert difficulty.order == (2, 0, 1) and difficulty.error == (0.5, 0.5, 0.1)
     stage = {"stage": 1, "status": "ok", "score": 0.5, "metrics": {}, "detail": {}}
     assert StageResult.from_record(stage).images == 0  # a stage that reports none trained none
+
+
+def test_a_stage_keeps_its_best_scores_and_never_a_nan_one(tmp_path) -> None:
+    """ProgressiveScreen.screen on scores written by hand: stage 1 keeps ceil(0.4 * 5) = 2 of
+    a 0.3, b nan, c 0.9, d 0.5, e diverged, i.e. c and d; stage 2 keeps ceil(0.5 * 2) = 1 of
+    c 0.2, d 0.6, i.e. d. A nan score ranks below every number (it compared as neither larger
+    nor smaller and left the sort order to chance)."""
+    from autoshrink.evaluators.base import Evaluation
+    from autoshrink.screening import ProgressiveScreen
+
+    class Classes:
+        num_classes = 4
+
+        def screening_stage(self, classes: list[int], epochs: int) -> tuple[list[int], int]:
+            return classes, epochs
+
+    given = {
+        1: {0: 0.3, 1: math.nan, 2: 0.9, 3: 0.5, 4: None},  # None: the candidate diverged
+        2: {2: 0.2, 3: 0.6},
+    }
+    stages = [ScreeningStage(2, 1, 0.4), ScreeningStage(4, 1, 0.5)]
+    records: dict[tuple[str, int], dict] = {}
+    screen = ProgressiveScreen(stages, Classes(), lambda m: m["accuracy"], records, tmp_path)
+    screen.learn([])
+    keys = ["a", "b", "c", "d", "e"]
+    asked: list[list[int]] = []
+
+    def run(evaluator, todo):
+        stage = 1 if evaluator == ([0, 1], 1) else 2
+        asked.append(list(todo))
+        for i in todo:
+            acc = given[stage][i]
+            yield (
+                i,
+                Evaluation({"accuracy": acc}) if acc is not None else Evaluation({}, "diverged"),
+            )
+
+    def journal(i, stage, evaluation, score):
+        records[keys[i], stage] = {
+            "stage": stage,
+            "status": evaluation.status,
+            "score": score,
+            "metrics": evaluation.metrics,
+            "detail": {},
+        }
+
+    alive, results = screen.screen(keys, [0, 1, 2, 3, 4], run, journal)
+    assert asked == [[0, 1, 2, 3, 4], [2, 3]]
+    assert alive == [3]
+    assert results[4][0].score == -math.inf and len(results[0]) == 1
+    assert [r.score for r in results[3]] == [0.5, 0.6]
