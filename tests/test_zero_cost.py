@@ -58,6 +58,21 @@ def test_naswot_kernel_counts_agreeing_units() -> None:
     got = proxy("naswot")(nn.Sequential(nn.ReLU()), small, torch.zeros(2, dtype=torch.long))
     assert got == pytest.approx(math.log(8.0), rel=1e-12)
 
+    # a unit whose input is exactly 0 is off: after the first ReLU, x becomes
+    # [[0.5, 0, 2], [1, 3, 0]]; the second ReLU's codes are [1,0,1] and [1,1,0] again, so
+    # K = 2 * [[3, 1], [1, 3]] = [[6, 2], [2, 6]], log det = log 32 (">= 0" gave log 20)
+    two = nn.Sequential(nn.ReLU(), nn.ReLU())
+    got = proxy("naswot")(two, x, torch.zeros(2, dtype=torch.long))
+    assert got == pytest.approx(math.log(32.0), rel=1e-12)
+
+
+def test_params_counts_only_trainable_weights() -> None:
+    # Linear(4, 3): 4*3 + 3 = 15; Linear(3, 2) frozen (8) is not counted
+    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    net[1].requires_grad_(False)
+    got = proxy("params")(net, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
+    assert got == 15.0
+
 
 def test_jacov_of_a_linear_model_sees_perfectly_correlated_jacobians() -> None:
     # y = W x: every image's input gradient is the same row of W's column sums, so the
