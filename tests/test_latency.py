@@ -233,3 +233,31 @@ def test_the_environment_says_whether_the_heap_was_made_steady(monkeypatch) -> N
     ):
         assert measure_module(conv, [(1, 2, 3, 3)], settings).environment["steady_heap"] is False
     assert asked == [False, True]
+
+
+def test_warm_up_calls_are_made_and_not_counted() -> None:
+    """Three warm-up calls of 100 ms, then 1 ms calls: two rounds of 4 samples, all 1 ms (the
+    median 1 == 1 is stable after the second round), 3 + 8 calls in all."""
+    from autoshrink.hardware.latency import until_stable
+
+    calls = []
+
+    def once() -> float:
+        calls.append(1)
+        return 100.0 if len(calls) <= 3 else 1.0
+
+    settings = LatencySettings(warmup=3, min_repeats=4, max_seconds=30.0, rtol=0.01)
+    samples, stable = until_stable(once, settings)
+    assert stable and samples.tolist() == [1.0] * 8 and len(calls) == 11
+
+
+def test_a_median_that_falls_fast_is_not_stable() -> None:
+    """Halving times 100, 50, 25, ...: the medians of 2, 4, 6, 8, 10 samples are 75, 37.5,
+    18.75, 9.375, 4.6875, each more than 10% off the one before, so the series runs to
+    max_repeats, unstable (a rule that only looked at a rise stopped after 4 samples)."""
+    from autoshrink.hardware.latency import until_stable
+
+    times = iter(100.0 / 2**i for i in range(1000))
+    settings = LatencySettings(warmup=0, min_repeats=2, max_repeats=10, max_seconds=30.0, rtol=0.1)
+    samples, stable = until_stable(lambda: next(times), settings)
+    assert not stable and samples.tolist() == [100.0 / 2**i for i in range(10)]

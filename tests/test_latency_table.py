@@ -333,3 +333,42 @@ def test_profiled_blocks_have_the_median_and_spread_of_their_times(monkeypatch) 
     monkeypatch.setattr(LatencySettings, "nanoseconds", lambda self: clock)
     entries = profile_network(published_cell("shrinkcnn"), TINY, FAST)
     assert entries and all((e.median_ms, e.iqr_ms) == (1.0, 0.0) for e in entries)
+
+
+def test_profiled_blocks_pool_their_occurrences_and_drop_the_warm_up(monkeypatch) -> None:
+    """A scripted clock: in a warm-up pass every step takes 1000 ms, in a timed pass step j
+    takes j + 1 ms. Every pass totals the same, so the stop rule ends after two rounds of
+    min_repeats = 4 timed passes. A block at steps j1, j2, ... has 8 samples of each
+    j + 1 ms: a block seen once has median j + 1 and no spread; one seen at two steps a < b
+    has median (a + b) / 2 + 1 and IQR b - a (numpy's linear quartiles of 8 a's and 8 b's)."""
+    from autoshrink.hardware.blocks import network_program
+    from autoshrink.hardware.table import profile_network
+
+    cell = published_cell("shrinkcnn")
+    program = network_program(cell, TINY)
+    settings = LatencySettings(warmup=2, min_repeats=4, max_seconds=30.0)
+    state = {"now": 0, "reads": 0}
+
+    def clock() -> int:  # read twice per step: before it, then after it
+        passes, read = divmod(state["reads"], 2 * len(program))
+        state["reads"] += 1
+        if read % 2:  # the read after step read // 2: that step's time has passed
+            ms = 1000 if passes < settings.warmup else read // 2 + 1
+            state["now"] += ms * 1_000_000
+        return state["now"]
+
+    monkeypatch.setattr(LatencySettings, "nanoseconds", lambda self: clock)
+    entries = {e.block.key: e for e in profile_network(cell, TINY, settings)}
+    assert state["reads"] == 2 * len(program) * (2 + 8)
+    steps: dict[str, list[int]] = {}
+    for j, s in enumerate(program):
+        steps.setdefault(s.block.key, []).append(j)
+    assert set(entries) == set(steps) and any(len(js) == 2 for js in steps.values())
+    for key, js in steps.items():
+        if len(js) == 1:
+            want = (js[0] + 1.0, 0.0)
+        elif len(js) == 2:
+            want = ((js[0] + js[1]) / 2 + 1.0, float(js[1] - js[0]))
+        else:
+            continue
+        assert (entries[key].median_ms, entries[key].iqr_ms) == pytest.approx(want)
