@@ -325,6 +325,35 @@ def test_a_latency_below_the_target_costs_nothing_and_above_it_the_log_ratio():
     assert float(above.grad) == pytest.approx(0.1 / 20.0, rel=1e-6)
 
 
+def test_without_a_target_the_latency_term_is_the_papers_lambda_log_latency():
+    """Stamoulis et al.: loss = CE + λ·log(latency). λ = 0.5 at 4 ms: 0.5·ln 4 = ln 2, and
+    its gradient λ / latency = 0.125 per ms (a term linear in the latency has 0.5)."""
+    from autoshrink.singlepath.settings import SearchSettings
+    from autoshrink.singlepath.supernet_training import latency_term
+
+    lat = torch.tensor(4.0, requires_grad=True)
+    term = latency_term(lat, SearchSettings(lam=0.5, latency_target_ms=None))
+    term.backward()
+    assert float(term.detach()) == pytest.approx(math.log(2.0), rel=1e-6)
+    assert float(lat.grad) == pytest.approx(0.125, rel=1e-6)
+
+
+def test_the_fastest_network_skips_what_may_skip_and_takes_the_cheapest_choice_elsewhere():
+    """Two layers by hand: fixed 1.0; a layer that may not skip costs its cheapest choice (0.5),
+    one that may skip costs nothing: 1.5 ms. A target at or below the fixed part, or below
+    1.5, is refused; 1.5 itself is met."""
+    from autoshrink.singlepath.latency_model import LatencyModel
+
+    costs = {"k3e3": 0.5, "k3e6": 0.9, "k5e3": 0.7, "k5e6": 1.2}
+    model = LatencyModel(1.0, (dict(costs), {c: 2 * v for c, v in costs.items()}))
+    assert model.fastest_ms([False, True]) == pytest.approx(1.5)
+    assert model.fastest_ms([False, False]) == pytest.approx(2.5)
+    model.check_target(1.5, [False, True])
+    for target in (1.0, 1.49):
+        with pytest.raises(ConfigError, match="--latency-target"):
+            model.check_target(target, [False, True])
+
+
 def test_calibration_is_an_affine_map_of_the_model():
     spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
     model = _synthetic_model(spec)
@@ -619,9 +648,17 @@ def test_the_supernet_weights_follow_the_documented_recipe(one_thread):
     assert run.lr_at(4 * s.epochs) == pytest.approx(0.0, abs=1e-12)
     assert isinstance(run.opt_t, torch.optim.Adam)
     assert run.opt_t.param_groups[0]["lr"] == s.threshold_lr
+    thresholds = [p.detach().clone() for p in run.net.threshold_parameters()]
+    weights = [p.detach().clone() for p in run.net.weight_parameters()]
     for epoch in (1, 2):  # the warm-up, on the weights alone
         stats = run.train_epoch(epoch)
     assert stats["images"] == 64
+    # the thresholds are frozen in the warm-up (the cross-entropy reaches them through the
+    # straight-through indicators: Adam stepped them by about its lr each step)
+    now = run.net.threshold_parameters()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(thresholds, now, strict=True))
+    trained = run.net.weight_parameters()
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(weights, trained, strict=True))
     last = run.lr_at(2 * 4 - 1)  # the 8th step's, the last of epoch 2
     assert last < run.peak_lr and group["lr"] == pytest.approx(last)
     # the thresholds' learning rate decays as the weights' does
