@@ -278,3 +278,63 @@ def test_ood_settings_refuse_what_cannot_train(settings, says) -> None:
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         OodSettings(**settings)
+
+
+def test_the_selected_epoch_is_the_best_mix_of_real_and_synthetic_accuracy(monkeypatch, one_thread):
+    """Scripted per-epoch accuracies (val, synthetic) with synthetic_mix 0.25: (0.5, 0.5),
+    (0.75, 0), (0.5, 1), (0.625, 0.625) mix to 0.5, 0.5625, 0.625, 0.625 (0.75 v + 0.25 s, exact
+    in binary). The outcome is epoch 3: the best mix, the first of two equal ones (the best
+    val_accuracy alone, 0.75, is epoch 2's); at the default 0.5 swapped weights would not show.
+    The epoch's train_loss is the candidate's loss on the real images (what the overfit stop
+    compares), the batch-size-weighted mean of minimax_loss's second value."""
+    from torch import nn
+
+    from autoshrink.training import ood as ood_training
+    from autoshrink.training.proxy_settings import OodSettings, ProxyTraining
+
+    vals = iter([0.5, 0.75, 0.5, 0.625])
+    # evaluate gives (val_loss, val_accuracy); a loss of 1.0 stays under the overfit stop
+    monkeypatch.setattr(ood_training, "evaluate", lambda *a: (1.0, next(vals)))
+    syns = iter([0.5, 0.0, 1.0, 0.625])
+    monkeypatch.setattr(ood_training, "synthetic_accuracy", lambda *a: next(syns))
+    real: list[tuple[float, int]] = []
+    original = ood_training.minimax_loss
+
+    def recording(*args):  # noqa: ANN002, ANN202
+        loss, real_loss = original(*args)
+        real.append((float(real_loss.detach()), len(args[4])))
+        return loss, real_loss
+
+    monkeypatch.setattr(ood_training, "minimax_loss", recording)
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+
+    def images(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 1, 8, 8, generator=gen)
+        return x, torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    settings = ProxyTraining(epochs=4, batch_size=16, patience=9, min_accuracy=0.0,
+                             overfit_ratio=1e6)  # fmt: skip
+    out = ood_training.train_ood_proxy(
+        model, images(40), images(8), 2, 3, settings, OodSettings(synthetic_mix=0.25), gen
+    )
+    assert (out.stop_reason, out.epochs) == ("epochs", 4)
+    assert [r["mixed_accuracy"] for r in out.history] == [0.5, 0.5625, 0.625, 0.625]
+    assert (out.mixed_accuracy, out.val_accuracy, out.synthetic_accuracy) == (0.625, 0.5, 1.0)
+    assert len(real) == 4 * 3  # 40 images: batches of 16, 16, 8
+    first = real[:3]
+    want = sum(loss * n for loss, n in first) / 40
+    assert out.history[0]["train_loss"] == pytest.approx(want, rel=1e-6)
+
+
+def test_domain_codes_are_one_hot_and_novel_codes_live_outside_them():
+    """Module docstring: training domain i is e_i in R^(D + Z); a novel domain is [0, z],
+    z ~ N(0, I_Z) per image (D = 2, Z = 3 here)."""
+    from autoshrink.training.ood import _codes, _novel
+
+    codes = _codes(torch.tensor([1, 0, 1]), 2, 3)
+    assert torch.equal(codes, torch.tensor([[0.0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]))
+    novel = _novel(4, 2, 3, torch.Generator().manual_seed(5))
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(novel[:, :2], torch.zeros(4, 2)) and torch.equal(novel[:, 2:], z)
