@@ -96,6 +96,20 @@ def test_test_domain_is_never_in_the_training_domains():
     assert len(split.train_y) == 500
 
 
+def test_a_domain_label_indexes_the_domains_the_data_holds():
+    """Holding out 15 degrees, the data holds 0, 30, 45, 60, 75: label 1 is the 30-degree
+    domain (label 2 of the full data), and the labels run 0..4 (a label of the full list, 5
+    for 75, was out of range of the 5 codes the generator is given)."""
+    full = load_images("rotated-digits")
+    part = load_images("rotated-digits", test_domain="15")
+    assert part.domains == ("0", "30", "45", "60", "75")
+    assert set(part.train_domain) == set(part.test_domain) == {0, 1, 2, 3, 4}
+    for mine, theirs in ((1, 2), (4, 5)):
+        assert np.array_equal(
+            part.train_x[part.train_domain == mine], full.train_x[full.train_domain == theirs]
+        )
+
+
 @pytest.mark.parametrize(
     ("dataset", "domain", "needle"),
     [
