@@ -73,6 +73,38 @@ def test_cut_network_computes_the_same_when_the_edge_carried_nothing(edge, ops):
     torch.testing.assert_close(cut(x), net(x), rtol=1e-12, atol=1e-12)
 
 
+def test_a_cell_of_two_leaves_keeps_their_channels_in_order():
+    """The complete cell above has one leaf; here the parent has two (3 and 4), whose outputs
+    the cell concatenates in ascending order, the next cell reading them so. Removing (0, 4)
+    after zeroing what it carried keeps every node and both leaves: the cut network computes
+    what the trained one does (with the leaves' channels taken in another order, the next
+    cell and the shortcut read the wrong ones)."""
+    parent = Cell(
+        "cnn",
+        ("input", "sep3x3", "conv3x3", "conv1x1", "conv1x1"),
+        ((0, 1), (0, 2), (1, 3), (2, 3), (0, 4), (1, 4)),
+    )
+    assert parent.leaves == (3, 4)
+    child = parent.remove_edge((0, 4))
+    assert child.leaves == parent.leaves and child.live_nodes == parent.live_nodes
+    net = _trained(parent)
+    _zero_edge(net, parent, (0, 4))
+    cut, _ = inherit_cnn(net, parent, child, SPEC)
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(cut.eval()(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_copy_along_a_channel_map_keeps_the_new_channels_values():
+    """_Copier.take: dst[i] = src[map[i]], and a channel mapped to None keeps dst's value
+    (here 7), by hand: rows src[2], 7, src[0]."""
+    from autoshrink.nn.inherit import _Copier
+
+    src = torch.arange(8.0).view(4, 2)
+    dst = torch.full((3, 2), 7.0)
+    _Copier().take(dst, src, {0: [2, None, 0]})
+    assert torch.equal(dst, torch.tensor([[4.0, 5.0], [7.0, 7.0], [0.0, 1.0]]))
+
+
 def test_a_depthwise_convolution_of_one_channel_follows_its_input_channel():
     """At width 0.1 the first cell's nodes are one channel wide, so a sep3x3 that reads one of
     them has a depthwise convolution with ``groups == 1``; it was taken for the mixing one (an
