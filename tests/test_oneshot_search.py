@@ -801,3 +801,30 @@ def test_the_complete_cell_trains_from_scratch_even_beside_a_parents_weights(ful
     out = evaluator.evaluate(complete, step0["seed"])
     assert out.detail["inherited"] is False and "parent" not in out.detail
     assert out.metrics == step0["metrics"]
+
+
+def test_recomputed_bn_statistics_are_the_average_over_the_training_images():
+    """recompute_bn_statistics with 3 batches of 4: running_mean is the mean of the batch means
+    (= the mean over all 12 images), running_var the mean of the unbiased batch variances, as
+    computed here with torch's own reductions on the conv's output; the weights, the momentum
+    and the eval mode are as before (a momentum left at 0.1 blended them with the reset 0 / 1;
+    without the reset, the parent's 100 batches outweighed the 3 new ones)."""
+    from torch import nn
+
+    from autoshrink.training.inherited import recompute_bn_statistics
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)
+    model = nn.Sequential(conv, bn).eval()
+    bn.running_mean.fill_(5.0)  # the statistics of a parent trained for 100 batches
+    bn.running_var.fill_(9.0)
+    bn.num_batches_tracked.fill_(100)
+    x = torch.randn(12, 2, 6, 6) * 2 + 1
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    recompute_bn_statistics(model, x, 4)
+    with torch.no_grad():
+        h = conv(x).view(3, 4, 3, 4, 4).transpose(1, 2).reshape(3, 3, -1)  # [batch, ch, values]
+    torch.testing.assert_close(bn.running_mean, h.mean(-1).mean(0))
+    torch.testing.assert_close(bn.running_var, h.var(-1, unbiased=True).mean(0))
+    assert bn.momentum == 0.1 and not model.training
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in weights.items())
