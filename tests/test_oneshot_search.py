@@ -828,3 +828,25 @@ def test_recomputed_bn_statistics_are_the_average_over_the_training_images():
     torch.testing.assert_close(bn.running_var, h.var(-1, unbiased=True).mean(0))
     assert bn.momentum == 0.1 and not model.training
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in weights.items())
+
+
+def test_zero_epochs_of_fine_tuning_validate_with_recomputed_statistics():
+    """finetune(epochs=0): one batch of all 12 images, so running_mean is the per-channel
+    mean of the conv's output over them (not the parent's 5), no weight moves, and the stop
+    reason says the weights are as inherited."""
+    from torch import nn
+
+    from autoshrink.training.inherited import finetune
+    from autoshrink.training.proxy_settings import ProxyTraining
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)
+    model = nn.Sequential(conv, bn, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    bn.running_mean.fill_(5.0)
+    x, y = torch.randn(12, 2, 6, 6), torch.randint(0, 2, (12,))
+    out = finetune(model, (x, y), (x[:4], y[:4]), ProxyTraining(batch_size=16), 0,
+                   torch.Generator().manual_seed(0))  # fmt: skip
+    with torch.no_grad():
+        want = conv(x).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, want)
+    assert (out.stop_reason, out.epochs) == ("inherited", 0) and not model.training
