@@ -850,3 +850,18 @@ def test_zero_epochs_of_fine_tuning_validate_with_recomputed_statistics():
         want = conv(x).mean(dim=(0, 2, 3))
     torch.testing.assert_close(bn.running_mean, want)
     assert (out.stop_reason, out.epochs) == ("inherited", 0) and not model.training
+
+
+def test_a_screening_stage_of_one_shot_never_fine_tunes_longer_than_a_candidate():
+    """OneShotEvaluator.screening_stage: a stage of 3 epochs over a one-shot evaluator of 1
+    fine-tunes 1 (the stage cannot cost more than the full protocol it screens for), one of 3
+    over 5 fine-tunes 3; over 0 epochs it recomputes statistics only (its inner stage asks
+    for at least 1 epoch, which it does not train)."""
+    from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
+    from autoshrink.evaluators.oneshot import OneShotEvaluator
+
+    inner = CNNProxyEvaluator.__new__(CNNProxyEvaluator)  # only its screening_stage is read
+    inner.screening_stage = lambda classes, epochs: ("stage", list(classes), epochs)  # type: ignore[method-assign]
+    for own, asked, want, inner_epochs in ((1, 3, 1, 1), (5, 3, 3, 3), (0, 3, 0, 1)):
+        stage = OneShotEvaluator(inner, own).screening_stage([0, 2], asked)
+        assert (stage.epochs, stage.inner) == (want, ("stage", [0, 2], inner_epochs))
