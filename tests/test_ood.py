@@ -218,6 +218,12 @@ def test_one_backward_pass_makes_the_generator_ascend_the_candidates_loss():
         torch.testing.assert_close(p.grad, w)
 
 
+def random_images(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random 1x8x8 images with labels of 3 classes and 2 domains, drawn from ``gen``."""
+    x = torch.randn(n, 1, 8, 8, generator=gen)
+    return x, torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+
+
 @pytest.mark.parametrize(("ratio", "reason"), [(1e-6, "overfit"), (1e6, "epochs")])
 def test_an_ood_candidate_stops_at_overfitting_as_an_erm_one_does(ratio, reason):
     # the minimax training had no overfit stop: its candidates trained on where erm ones stopped
@@ -228,15 +234,11 @@ def test_an_ood_candidate_stops_at_overfitting_as_an_erm_one_does(ratio, reason)
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-
-    def images(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.randn(n, 1, 8, 8, generator=gen)
-        return x, torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
-
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
     settings = ProxyTraining(epochs=3, batch_size=16, patience=5, min_accuracy=0.0,
                              overfit_ratio=ratio)  # fmt: skip
-    out = train_ood_proxy(model, images(48), images(24), 2, 3, settings, OodSettings(), gen)
+    train, val = random_images(48, gen), random_images(24, gen)
+    out = train_ood_proxy(model, train, val, 2, 3, settings, OodSettings(), gen)
     assert (out.stop_reason, out.epochs) == (reason, 1 if reason == "overfit" else 3)
     first = out.history[0]
     assert (first["val_loss"] > ratio * first["train_loss"]) == (reason == "overfit")
@@ -308,17 +310,12 @@ def test_the_selected_epoch_is_the_best_mix_of_real_and_synthetic_accuracy(monke
     monkeypatch.setattr(ood_training, "minimax_loss", recording)
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
-
-    def images(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.randn(n, 1, 8, 8, generator=gen)
-        return x, torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
-
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
     settings = ProxyTraining(epochs=4, batch_size=16, patience=9, min_accuracy=0.0,
                              overfit_ratio=1e6)  # fmt: skip
-    out = ood_training.train_ood_proxy(
-        model, images(40), images(8), 2, 3, settings, OodSettings(synthetic_mix=0.25), gen
-    )
+    train, val = random_images(40, gen), random_images(8, gen)
+    ood = OodSettings(synthetic_mix=0.25)
+    out = ood_training.train_ood_proxy(model, train, val, 2, 3, settings, ood, gen)
     assert (out.stop_reason, out.epochs) == ("epochs", 4)
     assert [r["mixed_accuracy"] for r in out.history] == [0.5, 0.5625, 0.625, 0.625]
     assert (out.mixed_accuracy, out.val_accuracy, out.synthetic_accuracy) == (0.625, 0.5, 1.0)
