@@ -241,7 +241,7 @@ def picture_stride(steps: int) -> int:
 def _forget_step_pictures(cells: Path, keep: set[Path]) -> None:
     """Remove the step pictures in ``cells`` that an earlier report of the run drew and this
     one does not link (a run's later report draws other steps, :func:`pictured_steps`)."""
-    for path in cells.glob("step_*.*") if cells.is_dir() else ():
+    for path in cells.glob("step_*.*"):  # none where the folder is not there
         if path not in keep and path.suffix in (".svg", ".txt", ".png"):
             path.unlink(missing_ok=True)
 
