@@ -240,7 +240,7 @@ def test_the_cli_resumes_a_killed_training_to_the_same_weights(
     assert code == 130 and not (cut / "metrics.json").exists()
     assert err.strip() == (
         "autoshrink: training stopped by SIGINT; continue it with the same command and --resume "
-        f"(from the newest checkpoint in {cut})"
+        f"(from the checkpoint of epoch 2 in {cut})"
     )
     assert len((cut / "log.jsonl").read_text().splitlines()) == 1
     monkeypatch.setattr(final_language, "write_log", write_log)

@@ -795,7 +795,7 @@ def test_search_writes_its_files_and_resumes_after_a_kill(
     code, _, err = cli("singlepath", *SEARCH, "--out", killed)
     assert code == 130 and err.strip() == (  # it said only "interrupted"
         "autoshrink: the search stopped by SIGINT; continue it with the same command and "
-        f"--resume (from the newest checkpoint in {killed})"
+        f"--resume (from the checkpoint of epoch 2 in {killed})"
     )
     monkeypatch.setattr(SupernetTraining, "train_epoch", real)
     # the table's calibration changes meanwhile (another run refitted it): the resumed run

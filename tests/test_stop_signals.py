@@ -50,15 +50,29 @@ def test_after_a_held_block_a_signal_stops_at_once_again() -> None:
 
 
 def test_a_checkpointed_run_stopped_by_a_signal_says_how_to_go_on(tmp_path) -> None:
-    with pytest.raises(SearchInterrupted) as caught, stop_says_resume("training", tmp_path):
+    newest: list[int | None] = [None]
+    with (
+        pytest.raises(SearchInterrupted) as caught,
+        stop_says_resume("training", tmp_path, lambda: newest[0]),
+    ):
+        newest[0] = 3  # read when the signal comes, not when the run starts
         send(signal.SIGTERM)
     assert caught.value.signum == signal.SIGTERM
     assert str(caught.value) == (
         "training stopped by SIGTERM; continue it with the same command and --resume (from the "
-        f"newest checkpoint in {tmp_path})"
+        f"checkpoint of epoch 3 in {tmp_path})"
+    )
+    with (
+        pytest.raises(SearchInterrupted) as caught,
+        stop_says_resume("training", tmp_path, lambda: None),
+    ):
+        send(signal.SIGINT)
+    assert str(caught.value) == (  # it said "from the newest checkpoint", of which there was none
+        "training stopped by SIGINT; no checkpoint was written yet, so the same command with "
+        f"--resume starts it again from epoch 1 in {tmp_path}"
     )
     with (
         pytest.raises(SearchInterrupted, match="^training stopped by SIGINT;"),
-        stop_says_resume("training", tmp_path),
+        stop_says_resume("training", tmp_path, lambda: 1),
     ):
         raise KeyboardInterrupt  # a library's own, without a signal number

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,17 +111,27 @@ def sigint_deferred() -> Iterator[list[int]]:
 
 
 @contextmanager
-def stop_says_resume(what: str, out: str | Path) -> Iterator[None]:
+def stop_says_resume(
+    what: str, out: str | Path, newest_checkpoint: Callable[[], int | None]
+) -> Iterator[None]:
     """Run the body so that SIGINT and SIGTERM stop it as a :class:`SearchInterrupted` that
     says how to go on: the same command with ``--resume`` continues ``what`` (``"training"``)
-    from the newest checkpoint in ``out`` (SIGTERM would end the process without a word)."""
+    from the checkpoint of the epoch ``newest_checkpoint()`` gives, read when the signal comes,
+    or starts it again from epoch 1 when that is ``None`` (SIGTERM would end the process
+    without a word)."""
     try:
         with StopSignals():
             yield
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
+        epoch = newest_checkpoint()
+        go_on = (
+            f"continue it with the same command and --resume (from the checkpoint of epoch "
+            f"{epoch} in {out})"
+            if epoch is not None
+            else f"no checkpoint was written yet, so the same command with --resume starts "
+            f"it again from epoch 1 in {out}"
+        )
         raise SearchInterrupted(
-            signum,
-            f"{what} stopped by {signal.Signals(signum).name}; continue it with the same "
-            f"command and --resume (from the newest checkpoint in {out})",
+            signum, f"{what} stopped by {signal.Signals(signum).name}; {go_on}"
         ) from None

@@ -55,6 +55,7 @@ from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
+from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
 from autoshrink.training.distributed import DistContext, distributed, end_process
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
@@ -225,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     claim_folder(args.out, "train", resume=args.resume, writes=outputs())  # nor someone else's
     if args.resume:
         check_training_resumable(args.out)
-    with stop_says_resume("training", args.out), torch_threads(args.threads):
+    newest = partial(latest_epoch, Path(args.out) / CHECKPOINTS)
+    with stop_says_resume("training", args.out, newest), torch_threads(args.threads):
         return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
 
 
