@@ -170,7 +170,7 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
             "to classify needs at least 2"
         )
     if not split.test_paths:  # training would end dividing by zero test images
-        largest = int(np.bincount(split.train_y).max())
+        largest = int(np.max(np.bincount(split.train_y)))
         raise DataError(
             f"{root}: no image left to test on: {test_fraction:.0%} of each class's images rounds "
             f"to none (the largest class has {largest}); give the classes more images, or put "

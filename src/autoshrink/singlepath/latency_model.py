@@ -388,7 +388,7 @@ def fit_calibration(
     if len(points) >= 2 and np.ptp(x) > 0:
         scale, offset = np.polyfit(x, y, 1)
     else:
-        scale, offset = float(y.sum() / x.sum()), 0.0
+        scale, offset = float(y.sum()) / float(x.sum()), 0.0
     cal = Calibration(float(scale), float(offset), tuple(points))
     fitted = model.calibrated(cal)
     fastest = fitted.fastest_ms([s.skippable for s in macro_slots(archs[0].spec)[1]])
