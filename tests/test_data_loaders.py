@@ -700,15 +700,18 @@ def test_imagefolder_bad_inputs(tmp_path: Path, caplog) -> None:
     pairs = zip(sixteen.train_x, sixteen.train_y, strict=True)
     levels = {sixteen.classes[y]: float(x.mean()) for x, y in pairs}
     assert levels == pytest.approx({"dark": (1000 >> 8) / 255, "bright": (60000 >> 8) / 255})
-    from autoshrink.data.imagefolder import eight_bit
+    from autoshrink.data.imagefolder import upright_eight_bit
     from autoshrink.data.loaders import FolderImages
 
     decoded = FolderImages([deep / "dark" / "0.png"], np.zeros(1), None, 0).image(0)  # train's
     assert decoded.mode == "RGB" and np.asarray(decoded).max() == 1000 >> 8
 
+    as_pillow_9 = Image.new("I", (2, 2), 60000)  # Pillow < 10.3 opens a 16-bit PNG so
+    as_pillow_9.format = "PNG"  # and the tree was refused as "32-bit integer pixels"
+    assert np.asarray(upright_eight_bit(as_pillow_9, "x.png")).tolist() == [[60000 >> 8] * 2] * 2
     for mode, said in (("I", "32-bit integer pixels"), ("F", "floating-point pixels")):
         with pytest.raises(DataError, match=f"x.png: {said} \\(mode {mode}\\), of no stated"):
-            eight_bit(Image.new(mode, (2, 2)), "x.png")  # of a decoder that gives them
+            upright_eight_bit(Image.new(mode, (2, 2)), "x.png")  # of a decoder that gives them
     one = tmp_path / "one" / "cats"
     one.mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(one / "0.png")
@@ -745,7 +748,7 @@ def test_imagefolder_names_an_image_whose_pixels_cannot_be_read(tmp_path, monkey
     def refuse(img: Image.Image, path: Path) -> Image.Image:
         raise DataError(f"{path}: refused as it is")
 
-    monkeypatch.setattr(imagefolder, "eight_bit", refuse)  # its own error, not "unreadable"
+    monkeypatch.setattr(imagefolder, "upright_eight_bit", refuse)  # its own error, not "unreadable"
     with pytest.raises(DataError, match="0.png: refused as it is$"):
         load_image_folder(tree)
 

@@ -68,18 +68,26 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
 
-def eight_bit(img: Image.Image, path: Path | str) -> Image.Image:
-    """``img`` in a mode Pillow converts without losing it: 16-bit grayscale scaled to 8 bits
-    (its top byte); 32-bit integer or float pixels, whose range no file states, are a
-    :class:`DataError` naming ``path``."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        return Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
-    if img.mode in ("I", "F"):
+def pixel_mode(img: Image.Image) -> str:
+    """``img``'s mode, a PNG's 32-bit integer mode ``"I"`` named ``"I;16"``: a PNG holds at
+    most 16 bits a sample, and Pillow before 10.3 opens 16-bit grayscale PNGs as ``"I"``."""
+    return "I;16" if img.mode == "I" and img.format == "PNG" else img.mode
+
+
+def upright_eight_bit(img: Image.Image, path: Path | str) -> Image.Image:
+    """``img`` as opened, turned upright by its EXIF orientation, in a mode Pillow converts
+    without losing it: 16-bit grayscale scaled to 8 bits (its top byte); 32-bit integer or
+    float pixels, whose range no file states, are a :class:`DataError` naming ``path``."""
+    mode = pixel_mode(img)  # of the file: the upright copy has no format
+    upright = ImageOps.exif_transpose(img)
+    if mode in SIXTEEN_BIT_MODES:
+        return Image.fromarray((np.asarray(upright).astype(np.uint16) >> 8).astype(np.uint8))
+    if mode in ("I", "F"):
         raise DataError(
-            f"{path}: {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels "
-            f"(mode {img.mode}), of no stated range; save the images with 8 or 16 bits"
+            f"{path}: {'32-bit integer' if mode == 'I' else 'floating-point'} pixels "
+            f"(mode {mode}), of no stated range; save the images with 8 or 16 bits"
         )
-    return img
+    return upright
 
 
 def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
@@ -87,16 +95,17 @@ def _read_images(paths: list[Path], image_size: int) -> np.ndarray:
     modes = set()
     for p in paths:  # headers only: decide grayscale or RGB for the whole data set
         with _open(p) as img:
-            modes.add(img.mode)
+            modes.add(pixel_mode(img))
     mode = "L" if modes <= GRAY_MODES else "RGB"
     channels = 1 if mode == "L" else 3
     out = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
     for i, p in enumerate(tqdm(paths, desc="images", unit="img", disable=None)):
         with _open(p) as img:
             try:
-                upright = eight_bit(ImageOps.exif_transpose(img), p)
-                small = upright.convert(mode).resize(
-                    (image_size, image_size), Image.Resampling.BILINEAR
+                small = (
+                    upright_eight_bit(img, p)
+                    .convert(mode)
+                    .resize((image_size, image_size), Image.Resampling.BILINEAR)
                 )
             except DataError:
                 raise

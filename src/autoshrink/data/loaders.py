@@ -35,10 +35,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from autoshrink.data.imagefolder import eight_bit, split_tree
+from autoshrink.data.imagefolder import split_tree, upright_eight_bit
 from autoshrink.data.images import SPLIT_SEED, ImageData, channel_stats
 from autoshrink.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from autoshrink.errors import AutoshrinkError, ConfigError, DataError
@@ -88,7 +88,7 @@ class FolderImages(KeyedImages):
         path = os.fsdecode(self.paths[index])
         try:
             with Image.open(path) as img:
-                return eight_bit(ImageOps.exif_transpose(img), path).convert("RGB")
+                return upright_eight_bit(img, path).convert("RGB")
         except DataError:
             raise
         except Exception as err:  # Pillow raises many kinds for a bad file
