@@ -220,7 +220,7 @@ def write_cifar_py(folder: Path, batches: list, test: tuple, *, py2: bool = True
 
 
 def check_cifar(data: ImageData, batches: list, test: tuple) -> None:
-    pixels = np.concatenate([p for p, _ in batches])
+    pixels = np.concatenate([p for p, _ in batches]).astype(np.float32)  # numpy 1 and 2 alike
     assert data.train_x.shape == (len(pixels), 3, 32, 32) and data.train_x.dtype == np.float32
     assert data.classes == tuple(CIFAR_NAMES)
     np.testing.assert_array_equal(data.train_y, np.concatenate([y for _, y in batches]))
