@@ -184,8 +184,10 @@ class BatchedCell(nn.Module):
         if self.downsample:  # node 0 is a 2x2 max-pool
             s0 = to_nhwkc(F.max_pool2d(to_nchw(x), 2, stride=2, ceil_mode=True), k)
         buffer = resolve_node_inputs(self.node_inputs, x.device) == "buffer"
-        states = NodeStates(s0, self.width, self.buffered if buffer else frozenset())
-        for i, op in enumerate(self.ops, start=1):
+        # (), and start as a positional argument: PyTorch 2.4's compiler broke its graph at
+        # frozenset() and at enumerate(start=...)
+        states = NodeStates(s0, self.width, self.buffered if buffer else ())
+        for i, op in enumerate(self.ops, 1):
             fixed = self.leaf_all[i] or self.leaf_none[i]
             leaf = self.leaf_all[i] if fixed else self.leaf[:, i]
             states.append(op(states.read(self.preds[i]), getattr(self, f"mask{i}"), leaf))

@@ -21,7 +21,7 @@ any read of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -74,9 +74,7 @@ class NodeStates:
             every read is ``torch.cat``.
     """
 
-    def __init__(
-        self, first: torch.Tensor, widths: Sequence[int], buffered: frozenset[int]
-    ) -> None:
+    def __init__(self, first: torch.Tensor, widths: Sequence[int], buffered: Iterable[int]) -> None:
         self.widths = list(widths)
         self.starts = [sum(self.widths[:i]) for i in range(len(self.widths) + 1)]
         self.states: list[torch.Tensor] = []

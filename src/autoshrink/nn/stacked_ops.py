@@ -120,9 +120,10 @@ class _Pointwise(torch.autograd.Function):
         return gx, gw
 
 
-#: Whether ``torch.compile`` is tracing the caller (``torch.compiler.is_compiling``, PyTorch
-#: 2.3+; older versions trace the eager path, whose strided ``out=`` ends a graph).
-_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+#: Whether ``torch.compile`` is tracing the caller: ``torch.compiler.is_compiling`` (PyTorch
+#: 2.3+), else ``torch._utils.is_compiling``, which 2.2's compiler reads as true (traced, the
+#: eager path's ``out=`` of a tensor that needs a gradient was an error).
+_compiling = getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
 
 
 def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
