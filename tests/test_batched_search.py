@@ -189,8 +189,14 @@ def test_the_gpu_default_executor_is_batched(monkeypatch):
 def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
     cli, tmp_path, monkeypatch
 ):
+    from autoshrink.nn import stacked_ops
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(stacked_ops, "triton_version", lambda: "2.3.1")  # PyTorch 2.3's
+    with pytest.raises(ConfigError, match=r"^--depthwise triton needs Triton 3.0 or newer \("):
+        build_executor(None, device="cuda", depthwise="triton")
+    monkeypatch.setattr(stacked_ops, "triton_version", lambda: "3.2.0")
     executor = build_executor(
         None, device="cuda", precision="bf16", cuda_graph=True, depthwise="triton"
     )

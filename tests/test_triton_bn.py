@@ -11,8 +11,8 @@ skipped, saying so, where Triton is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from autoshrink.errors import ConfigError
-from autoshrink.nn.stacked_ops import StackedBN, check_bn
+from autoshrink.nn.stacked_ops import StackedBN, check_bn, triton_usable
 from conftest import REPO
 
 OP_CHECK = r"""
@@ -94,9 +94,7 @@ def run_interpreted(code: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-needs_triton = pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None, reason="triton is not installed"
-)
+needs_triton = pytest.mark.skipif(not triton_usable(), reason="no Triton 3 or newer is installed")
 
 
 @needs_triton
@@ -110,6 +108,7 @@ def test_the_engine_with_fused_batch_norms_equals_the_unfused_engine() -> None:
     assert run_interpreted(ENGINE_CHECK) < 1e-12
 
 
+@needs_triton
 def test_only_the_triton_backend_in_training_takes_the_fused_path() -> None:
     assert not StackedBN(2, 3)._fused()  # the default: torch
     forced = StackedBN(2, 3, "triton")
@@ -120,6 +119,24 @@ def test_unknown_bn_backend_is_refused_by_name() -> None:
     check_bn("torch")
     with pytest.raises(ConfigError, match="unknown batch-norm backend 'auto'"):
         check_bn("auto")  # gone: the fused kernels were the slower on an H200
+
+
+def test_the_triton_backend_is_refused_without_a_triton_that_runs_it(monkeypatch) -> None:
+    """PyTorch 2.2 and 2.3 bring Triton 2: the kernels failed in training, 'arange's arguments
+    must be of type tl.constexpr'; now the engine is refused as it is built."""
+    from autoshrink.nn import stacked_ops
+
+    for version, said in (("2.2.0", "Triton 2.2.0 is installed"), (None, "none is installed")):
+        monkeypatch.setattr(stacked_ops, "triton_version", lambda version=version: version)
+        line = re.escape(
+            "batch-norm backend 'triton' needs Triton 3.0 or newer (pip install "
+            f"'autoshrink[triton]'); {said}"
+        )
+        with pytest.raises(ConfigError, match=f"^{line}$"):
+            StackedBN(2, 3, "triton")
+    for version in ("3.0.0", "3.5.1+git8f3a", "10.1"):
+        monkeypatch.setattr(stacked_ops, "triton_version", lambda version=version: version)
+        check_bn("triton")
 
 
 @needs_triton

@@ -17,7 +17,7 @@ from autoshrink.errors import ConfigError
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.executors.retries import DEFAULT_RETRIES
-from autoshrink.nn.stacked_ops import check_depthwise
+from autoshrink.nn.stacked_ops import check_depthwise, require_triton
 
 EXECUTORS = ("inprocess", "pool", "ray", "batched")
 #: ``--precision`` of the batched engine -> its options (``auto``: TF32 matmuls on CUDA).
@@ -104,6 +104,8 @@ def check_engine_options(
         raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
     if depthwise not in (None, "auto") and not is_cuda(device):  # the CPU has one kernel
         raise ConfigError(f"--depthwise {depthwise} chooses CUDA kernels; --device is {device!r}")
+    if depthwise == "triton":
+        require_triton("--depthwise triton")
 
 
 def check_placement(name: str, workers: int | None, device: str, ray_address: str | None) -> None:

@@ -16,7 +16,9 @@ contribute nothing and get no gradient) and ``leaf`` (leaves drop their final ac
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeAlias
@@ -172,8 +174,8 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 #: How the stacked depthwise 3x3 runs on CUDA (on the CPU it is always oneDNN's, channels-last):
 #: ``triton``, this package's Triton kernels on the channels-last layout
 #: (:mod:`autoshrink.nn.triton_depthwise`); ``torch``, PyTorch's own kernels on an NCHW copy;
-#: ``cudnn``, cuDNN on the channels-last view; ``auto``, ``triton`` where Triton is installed
-#: (CUDA builds of PyTorch bring it), else ``torch``.
+#: ``cudnn``, cuDNN on the channels-last view; ``auto``, ``triton`` where Triton 3 or newer is
+#: installed (CUDA builds of PyTorch 2.4+ bring it), else ``torch``.
 DEPTHWISE_BACKENDS = ("auto", "triton", "torch", "cudnn")
 
 
@@ -185,18 +187,47 @@ def check_depthwise(backend: str) -> None:
         )
 
 
+#: The oldest Triton the engine's kernels are written for (pyproject.toml's ``triton`` extra):
+#: PyTorch 2.2 and 2.3 bring Triton 2, whose compiler and interpreter refuse them.
+MIN_TRITON = (3, 0)
+
+
 @functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def triton_version() -> str | None:
+    """The installed Triton's version (``None``: none is installed)."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:  # a build of another name (pytorch-triton)
+        if importlib.util.find_spec("triton") is None:
+            return None
+        import triton
+
+        return str(triton.__version__)
+
+
+def triton_usable() -> bool:
+    """Whether the installed Triton runs the engine's kernels (:data:`MIN_TRITON` or newer)."""
+    version = triton_version()
+    return version is not None and tuple(map(int, re.findall(r"\d+", version)[:2])) >= MIN_TRITON
+
+
+def require_triton(what: str) -> None:
+    """Raise :class:`ConfigError` naming ``what`` unless :func:`triton_usable`."""
+    if not triton_usable():
+        version = triton_version()
+        raise ConfigError(
+            f"{what} needs Triton {'.'.join(map(str, MIN_TRITON))} or newer (pip install "
+            f"'autoshrink[triton]'); {f'Triton {version} is' if version else 'none is'} installed"
+        )
 
 
 def resolve_depthwise(backend: str) -> str:
-    """The kernels ``backend`` stands for: itself, or for ``auto`` ``triton`` where Triton is
-    installed and ``torch`` where it is not."""
+    """The kernels ``backend`` stands for: itself, or for ``auto`` ``triton`` where a Triton
+    that runs them is installed (:func:`triton_usable`) and ``torch`` where none is."""
     check_depthwise(backend)
     if backend != "auto":
         return backend
-    return "triton" if _triton_installed() else "torch"
+    return "triton" if triton_usable() else "torch"
 
 
 def depthwise3x3(x: torch.Tensor, w: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -230,9 +261,12 @@ BN_BACKENDS = ("torch", "triton")
 
 
 def check_bn(backend: str) -> None:
-    """Raise :class:`ConfigError` unless ``backend`` is one of :data:`BN_BACKENDS`."""
+    """Raise :class:`ConfigError` unless ``backend`` is one of :data:`BN_BACKENDS` whose
+    kernels can run here (``triton``: :func:`require_triton`)."""
     if backend not in BN_BACKENDS:
         raise ConfigError(f"unknown batch-norm backend {backend!r}; expected one of {BN_BACKENDS}")
+    if backend == "triton":
+        require_triton("batch-norm backend 'triton'")
 
 
 class StackedBN(nn.Module):
