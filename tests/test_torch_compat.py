@@ -1,10 +1,13 @@
 """The code paths taken on the oldest torch that pyproject.toml allows (2.2): where an API it
-lacks is replaced, the replacement is run here by hiding the newer API."""
+lacks is replaced, the replacement is run here by hiding the newer API (on a torch that lacks
+it, the rest of the suite runs the replacement for real: ``scripts/check_versions.sh oldest``)."""
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -12,6 +15,14 @@ from autoshrink.hardware.latency import onnx_bytes
 from autoshrink.training.final import cuda_grad_scaler
 
 
+def has(present: bool, api: str) -> pytest.MarkDecorator:
+    """Skip a test that hides ``api`` on a torch that lacks it (``present`` false)."""
+    return pytest.mark.skipif(
+        not present, reason=f"this torch has no {api}: the suite runs its stand-in for real"
+    )
+
+
+@has(hasattr(torch.amp, "GradScaler"), "torch.amp.GradScaler")
 def test_the_fp16_loss_scaler_without_torch_amp_grad_scaler(monkeypatch) -> None:
     """torch.amp.GradScaler is new in 2.3; 2.2 has torch.cuda.amp.GradScaler (no device)."""
     with warnings.catch_warnings():
@@ -22,6 +33,7 @@ def test_the_fp16_loss_scaler_without_torch_amp_grad_scaler(monkeypatch) -> None
         assert type(cuda_grad_scaler()) is old
 
 
+@has("dynamo" in inspect.signature(torch.onnx.export).parameters, "torch.onnx.export(dynamo=)")
 def test_onnx_export_on_a_torch_whose_exporter_takes_no_dynamo_keyword(monkeypatch) -> None:
     """torch.onnx.export has a dynamo keyword from 2.4 on; on 2.2 and 2.3 passing it fails."""
     real = torch.onnx.export
@@ -40,3 +52,31 @@ def test_onnx_export_on_a_torch_whose_exporter_takes_no_dynamo_keyword(monkeypat
     assert onnx_bytes(model, [torch.zeros(1, 3)]) == expected and seen == [
         {"input_names": ["input"]}
     ]
+
+
+@has(hasattr(torch.compiler, "is_compiling"), "torch.compiler.is_compiling")
+def test_the_compiled_engine_knows_it_is_traced_without_torch_compiler_is_compiling(
+    monkeypatch,
+) -> None:
+    """torch.compiler.is_compiling is new in 2.3. On 2.2 the 1x1 convolutions ask
+    torch._utils.is_compiling, which the compiler reads as true, and write their outputs by a
+    copy: 2.2 failed to trace their ``out=`` of a tensor that needs a gradient."""
+    import importlib
+
+    from autoshrink.nn import stacked_ops
+
+    monkeypatch.delattr(torch.compiler, "is_compiling")
+    try:
+        assert importlib.reload(stacked_ops)._compiling is torch._utils.is_compiling
+    finally:
+        monkeypatch.undo()
+        importlib.reload(stacked_ops)
+    assert stacked_ops._compiling is torch.compiler.is_compiling
+
+    def traced(x: torch.Tensor) -> torch.Tensor:
+        return x + torch._utils.is_compiling()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated where the newer API exists
+        assert not torch._utils.is_compiling()
+    assert torch.compile(traced, backend="eager")(torch.zeros(1)).item() == 1
