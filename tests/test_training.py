@@ -18,6 +18,7 @@ from autoshrink.data.images import ImageData
 from autoshrink.data.loaders import array_data
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.training.checkpoint import (
+    DamagedState,
     clear_checkpoints,
     clear_earlier_run,
     flatten_optimizer,
@@ -161,6 +162,10 @@ def test_checkpoints_keep_the_newest_and_ignore_partial_writes(tmp_path: Path) -
     fresh.load_state_dict(restored)
     for key, value in opt.state_dict()["state"][0].items():
         torch.testing.assert_close(fresh.state_dict()["state"][0][key], value)
+    # a state entry among both the tensors and the numbers: the number replaced the tensor
+    twice = {**ckpt.state["optimizer"], "scalars": {"0": {"square_avg": None}}}
+    with pytest.raises(DamagedState, match=r"^optim.0.square_avg is both a tensor and a number$"):
+        unflatten_optimizer(ckpt.tensors, twice, "optim")
 
 
 def test_an_unreadable_checkpoint_is_one_line_and_a_fresh_start_clears_only_checkpoints(

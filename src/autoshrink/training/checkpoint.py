@@ -202,14 +202,19 @@ def flatten_optimizer(state: dict[str, Any], prefix: str) -> tuple[dict[str, tor
 def unflatten_optimizer(
     tensors: dict[str, torch.Tensor], rest: dict[str, Any], prefix: str
 ) -> dict[str, Any]:
-    """The inverse of :func:`flatten_optimizer`."""
+    """The inverse of :func:`flatten_optimizer`; an entry both among the tensors and among the
+    numbers is a :class:`DamagedState` (the number replaced the tensor: PyTorch 2.2's SGD
+    records a ``momentum_buffer`` of ``None``)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):
             pid, name = key[len(prefix) + 1 :].split(".", 1)
             state.setdefault(int(pid), {})[name] = value
     for pid, entries in rest["scalars"].items():
-        state.setdefault(int(pid), {}).update(entries)
+        held = state.setdefault(int(pid), {})
+        if twice := sorted(held.keys() & entries.keys()):
+            raise DamagedState(f"{prefix}.{pid}.{twice[0]} is both a tensor and a number")
+        held.update(entries)
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
