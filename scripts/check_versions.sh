@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the test suite at an edge of what pyproject.toml allows, in a virtual environment of its
+# own (.venv-oldest, .venv-newest; CI's .venv is not touched):
+#   oldest  Python 3.10 ($PYTHON, default python3.10) with the oldest release of every
+#           dependency (scripts/oldest-versions.txt)
+#   newest  the newest Python ($PYTHON, default python3.13) with the newest releases
+# PyPI's Linux torch is the CUDA build, so each environment downloads several GB. Arguments
+# after the edge go to pytest: bash scripts/check_versions.sh oldest tests/test_graph.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+edge=${1:-}
+case $edge in
+  oldest) python=${PYTHON:-python3.10}; constraints=(-c scripts/oldest-versions.txt) ;;
+  newest) python=${PYTHON:-python3.13}; constraints=() ;;
+  *) echo "usage: bash scripts/check_versions.sh oldest|newest [pytest arguments]" >&2; exit 2 ;;
+esac
+shift
+venv=.venv-$edge
+[[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q "${constraints[@]}" -e ".[onnx,ray,test,docs]"
+"$venv/bin/python" -c 'import sys, torch, numpy
+print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")'
+source "$venv/bin/activate"  # the scripts the tests run call python and autoshrink by name
+python -m pytest -q "$@"
