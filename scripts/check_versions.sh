@@ -15,6 +15,10 @@ case $edge in
   *) echo "usage: bash scripts/check_versions.sh oldest|newest [pytest arguments]" >&2; exit 2 ;;
 esac
 shift
+if ! "$python" -c '' 2>/dev/null; then
+  echo "check_versions.sh: cannot run $python; set PYTHON to that interpreter's path" >&2
+  exit 2
+fi
 venv=.venv-$edge
 [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
