@@ -26,4 +26,5 @@ venv=.venv-$edge
 "$venv/bin/python" -c 'import sys, torch, numpy
 print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")'
 source "$venv/bin/activate"  # the scripts the tests run call python and autoshrink by name
+unset PYTHON  # scripts/gpu_check.sh, which tests run, would take it for the venv's
 python -m pytest -q "$@"
