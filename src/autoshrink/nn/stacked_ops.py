@@ -19,7 +19,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -122,10 +122,14 @@ class _Pointwise(torch.autograd.Function):
         return gx, gw
 
 
-#: Whether ``torch.compile`` is tracing the caller: ``torch.compiler.is_compiling`` (PyTorch
-#: 2.3+), else ``torch._utils.is_compiling``, which 2.2's compiler reads as true (traced, the
-#: eager path's ``out=`` of a tensor that needs a gradient was an error).
-_compiling = getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
+def _compile_probe() -> Callable[[], bool]:
+    """What says whether ``torch.compile`` is tracing the caller: ``torch.compiler.is_compiling``
+    (PyTorch 2.3+), else ``torch._utils.is_compiling``, which 2.2's compiler reads as true
+    (traced, the eager path's ``out=`` of a tensor that needs a gradient was an error)."""
+    return getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
+
+
+_compiling = _compile_probe()
 
 
 def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
