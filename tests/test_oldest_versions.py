@@ -1,0 +1,27 @@
+"""``scripts/oldest-versions.txt``, the releases ``scripts/check_versions.sh oldest`` installs,
+pins every lower bound of ``pyproject.toml`` at that bound (a bound raised in one place and not
+the other would let the check run on releases pyproject no longer allows, or miss some)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Bounds the oldest run does not pin, and why: the build backend; ruff and mypy, which
+#: install.sh pins to one release each; Triton, which the oldest torch replaces with its own
+#: Triton 2; the docs tools, which pip resolves for the Python at hand.
+NOT_PINNED = {"setuptools", "ruff", "mypy", "triton", "mkdocs", "mkdocs-material", "mkdocstrings"}
+
+
+def test_the_oldest_versions_are_pyprojects_lower_bounds() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    bounds = dict(re.findall(r'"([A-Za-z][\w.-]*)(?:\[[^\]]*\])?>=([\d.]+)"', text))
+    lines = (ROOT / "scripts" / "oldest-versions.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert bounds.keys() >= NOT_PINNED  # each still a bound: else drop it here
+    for name, pinned in pins.items():  # "2.2.0" pins ">=2.2": equal releases, zeros padded
+        wanted = bounds[name].split(".")
+        assert pinned.split(".")[: len(wanted)] == wanted, name
+        assert set(pinned.split(".")[len(wanted) :]) <= {"0"}, name
+    assert pins.keys() == bounds.keys() - NOT_PINNED
