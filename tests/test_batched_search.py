@@ -271,6 +271,22 @@ def test_search_with_the_batched_executor(cli, tmp_path):
     assert json.loads((out / "result.json").read_text())["best"]["score"] is not None
 
 
+def test_triton_depthwise_on_cuda_is_refused_as_built_without_triton_3(split, monkeypatch) -> None:
+    """A library user's engine on CUDA with Triton 2 (PyTorch 2.2 and 2.3) met Triton's own
+    error at the first training step; the CLI's factory refused it, the evaluator did not."""
+    from autoshrink.nn import stacked_ops
+
+    monkeypatch.setattr(stacked_ops, "triton_version", lambda: "2.3.1")
+    line = (
+        r"^depthwise backend 'triton' needs Triton 3.0 or newer \(pip install .*2.3.1 is installed$"
+    )
+    with pytest.raises(ConfigError, match=line):
+        BatchedCNNEvaluator(split, SPEC, TRAINING, device="cuda", depthwise="triton")
+    BatchedCNNEvaluator(split, SPEC, TRAINING, device="cpu", depthwise="triton")  # one kernel
+    monkeypatch.setattr(stacked_ops, "triton_version", lambda: "3.2.0")
+    BatchedCNNEvaluator(split, SPEC, TRAINING, device="cuda", depthwise="triton")
+
+
 @pytest.mark.parametrize(
     ("options", "says"),
     [({"max_batch": 0}, "max_batch must be >= 1, got 0"),

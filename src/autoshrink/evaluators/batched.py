@@ -28,7 +28,7 @@ from autoshrink.evaluators.stacking import StackedEvaluation, check_cuda_graph
 from autoshrink.graph import Cell
 from autoshrink.nn.batched import BatchedCNN, build_batched, union_cell, widest_widths
 from autoshrink.nn.node_states import check_node_inputs
-from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise
+from autoshrink.nn.stacked_ops import BATCHED_OPS, check_bn, check_depthwise, require_triton
 from autoshrink.spaces.macros import MacroSpec
 from autoshrink.training.batched import check_compact_below, train_batched
 from autoshrink.training.classification import TrainOutcome
@@ -84,6 +84,8 @@ class BatchedCNNEvaluator(StackedEvaluation, CNNProxyEvaluator):
         check_compact_below(compact_below)  # here, not at the first group: fail at once
         check_cuda_graph(cuda_graph, device)
         check_depthwise(depthwise)
+        if depthwise == "triton" and is_cuda(device):  # the CPU runs one kernel, Triton or not
+            require_triton("depthwise backend 'triton'")
         check_bn(bn)
         check_node_inputs(node_inputs)
         self.max_batch = max_batch
