@@ -939,6 +939,26 @@ def test_checkpoints_whose_settings_file_is_gone_are_not_resumed(
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_checkpoints_whose_latency_model_is_gone_are_not_resumed(
+    cli, stopped_search, tmp_path, monkeypatch
+):
+    """The run's latency_model.json is written before its first epoch; without it a resume
+    rebuilt the model from the table and calibration as they are now (a shared table another
+    run recalibrated meanwhile) and trained the rest of the search against another model than
+    the checkpoints', without a word. Refused in one line, the folder left as it was."""
+    out = _damaged_search(stopped_search, tmp_path)
+    (out / "latency_model.json").unlink()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(SupernetTraining, "train_epoch", lambda *a: pytest.fail("trained"))
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: {out}: checkpoints without the latency_model.json the search "
+        "trained them against: resuming with the table's model as it is now would change the "
+        "search midway; put latency_model.json back or start a fresh --out"
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 @pytest.fixture(scope="module")
 def stopped_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A search stopped as epoch 3 began: checkpoints of epochs 1 and 2 (the tests copy it)."""

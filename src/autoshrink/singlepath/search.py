@@ -242,6 +242,12 @@ def _run_singlepath(
             ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
             log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
             return ended
+        if not (out / MODEL).is_file() and latest_epoch(out / CHECKPOINTS) is not None:
+            raise JournalError(  # written before epoch 1: the table's model may differ by now
+                f"{out}: checkpoints without the {MODEL} the search trained them against: "
+                "resuming with the table's model as it is now would change the search midway; "
+                f"put {MODEL} back or start a fresh --out"
+            )
     elif resume and latest_epoch(out / CHECKPOINTS) is not None:  # settings.json removed
         raise JournalError(
             f"{out}: checkpoints without the {SETTINGS} of the search that wrote them: which "
