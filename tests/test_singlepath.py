@@ -537,6 +537,34 @@ def test_runs_sharing_a_table_keep_each_others_blocks(tmp_path, monkeypatch):
     LatencyModel.from_table(saved, spec), LatencyModel.from_table(saved, other)  # both spaces
 
 
+def test_runs_sharing_a_table_keep_each_others_calibration(tmp_path, monkeypatch):
+    # the file held one calibration: a run of another width replaced it, so the next run of
+    # the first width measured and fitted a new one -- another model, so another search from
+    # the same seed and the same table (docs: "the same seed gives the same search")
+    settings = LatencySettings()
+    path = tmp_path / "t.json"
+    small = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    wide = MobileNetV2Spec(width=0.5, image_size=32, num_classes=10, in_channels=1)
+    (a, _), (b, _) = _synthetic_table(small, settings), _synthetic_table(wide, settings)
+    replace(a, entries={**a.entries, **b.entries}).save(path)
+    table = LatencyTable.load(path)
+    fits = []
+    for spec, scale in ((small, 2.0), (wide, 3.0)):
+        sums = [LatencyModel.from_table(table, spec).predict(x) for x in reference_archs(spec, 2)]
+        _fake_measurements(monkeypatch, [scale * t for t in sums])
+        fit = prepare_model(path, spec, settings, calibration_networks=2)[1]
+        assert fit is not None and fit.scale == pytest.approx(scale)
+        fits.append(fit)
+    calls = _fake_measurements(monkeypatch, [])
+    for spec, fit in ((small, fits[0]), (wide, fits[1]), (small, fits[0])):
+        assert prepare_model(path, spec, settings, calibration_networks=2)[1] == fit
+    assert calls == []  # each reused, none measured again
+    # the latest fit is the file's own object, as before (older versions read that one)
+    saved = json.loads(calibration_path(path).read_text())
+    assert saved["scale"] == pytest.approx(3.0) and saved["macro"]["width"] == 0.5
+    assert [c["macro"]["width"] for c in saved["others"]] == [0.35]
+
+
 @pytest.mark.parametrize(
     ("layer_ms", "fixed", "calibration", "says"),
     [

@@ -329,16 +329,14 @@ class Calibration:
                 f"{path}: not a calibration ('format' must be {CALIBRATION_FORMAT!r})"
             )
         expected = cls(1.0, 0.0).to_dict(settings, spec)
-        saved = dict(d)
-        if isinstance(saved.get("settings"), dict):  # written before the clock was recorded:
-            saved["settings"] = {"clock": "wall", **saved["settings"]}  # the default's
-        if any(saved.get(k) != expected[k] for k in ("settings", "macro")):
+        fit = next((c for c in _calibrations(d) if _same_fit(c, expected)), None)
+        if fit is None:
             return None
         try:
             points = tuple(
-                (p["layers"], float(p["table_ms"]), float(p["measured_ms"])) for p in d["points"]
+                (p["layers"], float(p["table_ms"]), float(p["measured_ms"])) for p in fit["points"]
             )
-            cal = cls(float(d["scale"]), float(d["offset"]), points)
+            cal = cls(float(fit["scale"]), float(fit["offset"]), points)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{path}: malformed calibration ({err})") from None
         now = {a.key: table.predict(a) for a in reference_archs(spec, len(points))}
@@ -346,6 +344,42 @@ class Calibration:
             log.warning("%s was fitted on the table before it changed: not used", path)
             return None
         return cal
+
+
+def _calibrations(d: dict[str, Any]) -> list[Any]:
+    """The calibrations a calibration file holds: its own object's, then those of other
+    settings or macros kept under ``others`` (one per table shared by runs of several widths,
+    sizes or data sets)."""
+    others = d.get("others", [])
+    return [d, *(others if isinstance(others, list) else [])]
+
+
+def _same_fit(d: Any, expected: dict[str, Any]) -> bool:
+    """Whether the calibration object ``d`` was fitted for ``expected``'s settings and macro."""
+    if not isinstance(d, dict):
+        return False
+    saved = dict(d)
+    if isinstance(saved.get("settings"), dict):  # written before the clock was recorded:
+        saved["settings"] = {"clock": "wall", **saved["settings"]}  # the default's
+    return all(saved.get(k) == expected[k] for k in ("settings", "macro"))
+
+
+def save_calibration(path: Path, fitted: dict[str, Any]) -> None:
+    """Write the calibration object ``fitted`` to ``path``, keeping under ``others`` those the
+    file held for other settings or macros: a run of another width used to replace them, so
+    the next run of the first measured a new calibration (another model, another search)."""
+    try:
+        d = read_json_file(path, ConfigError, "calibration") if path.is_file() else None
+    except ConfigError:  # not a calibration file: replaced, as it always was
+        d = None
+    others: list[Any] = []
+    if isinstance(d, dict) and d.get("format") == CALIBRATION_FORMAT:
+        others = [
+            {k: v for k, v in c.items() if k != "others"}
+            for c in _calibrations(d)
+            if isinstance(c, dict) and not _same_fit(c, fitted)
+        ]
+    write_json(path, {**fitted, "others": others} if others else fitted, indent=1)
 
 
 def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> list[MBConvArch]:
@@ -432,5 +466,5 @@ def prepare_model(
     cal = None if new else Calibration.load_matching(cal_file, settings, spec, raw)
     if cal is None or len(cal.points) != calibration_networks:
         cal = fit_calibration(raw, reference_archs(spec, calibration_networks), settings)
-        write_json(cal_file, cal.to_dict(settings, spec), indent=1)
+        save_calibration(cal_file, cal.to_dict(settings, spec))
     return raw.calibrated(cal), cal, new
