@@ -464,6 +464,22 @@ def test_a_fit_that_makes_the_fastest_network_free_is_a_line_through_zero(monkey
     assert "fitting a line through zero instead" in caplog.text
 
 
+def test_a_fit_that_makes_the_fixed_part_free_says_so(monkeypatch, caplog):
+    # the warning named the fastest network's prediction, above zero ("predicts 3.5 ms for the
+    # fastest network"), when the line had made the fixed part free
+    spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
+    model = _synthetic_model(spec)
+    fastest = model.fastest_ms([s.skippable for s in macro_slots(spec)[1]])
+    offset = -4.0 * (model.fixed_ms + fastest) / 2  # the fixed part < 0 < the fastest network
+    archs = reference_archs(spec, 6)
+    _fake_measurements(monkeypatch, [4.0 * model.predict(a) + offset for a in archs])
+    with caplog.at_level(logging.WARNING, logger="autoshrink.singlepath.latency_model"):
+        cal = fit_calibration(model, archs, LatencySettings())
+    assert cal.offset == 0.0
+    fixed = 4.0 * model.fixed_ms + offset
+    assert f"predicts {fixed:.3g} ms for the fixed part (stem, first block, head, " in caplog.text
+
+
 def test_a_model_is_calibrated_unless_asked_not_to_and_the_fit_is_kept(tmp_path, monkeypatch):
     spec = MobileNetV2Spec(width=0.35, image_size=32, num_classes=10, in_channels=1)
     settings = LatencySettings()

@@ -427,13 +427,18 @@ def fit_calibration(
     fitted = model.calibrated(cal)
     fastest = fitted.fastest_ms([s.skippable for s in macro_slots(archs[0].spec)[1]])
     if scale > 0 and min(fitted.fixed_ms, fastest) <= 0:
+        free = (
+            (fitted.fixed_ms, "the fixed part (stem, first block, head, classifier)")
+            if fitted.fixed_ms <= 0
+            else (fastest, "the fastest network")
+        )
         log.warning(
             "latency calibration: the fitted line (scale %.3g, offset %.3g ms) predicts %.3g ms "
-            "for the fastest network; the measurements are noisy (a busy machine?): fitting a "
-            "line through zero instead",
+            "for %s; the measurements are noisy (a busy machine?): fitting a line through zero "
+            "instead",
             scale,
             offset,
-            fastest,
+            *free,
         )
         scale, offset = float((x * y).sum() / (x * x).sum()), 0.0
         cal = Calibration(scale, offset, tuple(points))
