@@ -80,6 +80,11 @@ def test_query_has_no_defaults_and_clear_errors(tables) -> None:
     for arch in (True, 3.0):  # a bool or a float is no official index
         with pytest.raises(CellError, match="arch must be a cell, an arch string or an official"):
             query(tables, arch, dataset="cifar10", metric="accuracy", epochs=12, split="valid")
+    for epochs in (200.7, "x", True):  # 200.7 read the 200-epoch numbers, "x" a ValueError
+        with pytest.raises(ConfigError, match=f"^epochs must be a whole number .*{epochs!r}$"):
+            query(tables, 0, dataset="cifar10", metric="accuracy", epochs=epochs, split="test")
+        with pytest.raises(ConfigError, match="^epochs must be a whole number"):
+            SearchEvaluator(tables, dataset="cifar10", epochs=epochs)
     column = tables.column(dataset="cifar10", metric="accuracy", epochs=12, split="valid")
     with pytest.raises(ValueError, match="read-only"):  # shared by every evaluator of a bench
         column[0] = 100.0

@@ -41,8 +41,8 @@ class SearchEvaluator:
 
     def __init__(self, tables: NB201Tables, *, dataset: str, epochs: int = 12) -> None:
         self.dataset = dataset_name(dataset)
-        self.epochs = int(epochs)
         valid = tables.column(dataset=self.dataset, metric="accuracy", epochs=epochs, split="valid")
+        self.epochs = int(epochs)
         self._source = tables.source
         self._accuracy = _by_code(tables, valid / 100.0)
         params, macs = topology_cost_table(self.dataset)
@@ -87,8 +87,8 @@ class Reporter:
 
     def __init__(self, tables: NB201Tables, *, dataset: str, epochs: int = 200) -> None:
         self.dataset = dataset_name(dataset)
-        self.epochs = int(epochs)
         test = tables.column(dataset=self.dataset, metric="accuracy", epochs=epochs, split="test")
+        self.epochs = int(epochs)
         self._test = _by_code(tables, test)
         self._index = tables.index
 

@@ -77,6 +77,10 @@ class NB201Tables:
         """The read-only array of one combination, by official index; a clear error if absent."""
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)):
+            raise ConfigError(  # int(200.7) read the 200-epoch numbers
+                f"epochs must be a whole number of training epochs (e.g. 12 or 200), got {epochs!r}"
+            )
         key = (dataset_name(dataset), metric, int(epochs), split)
         arr = self.values.get(key)
         if arr is None:
