@@ -234,6 +234,7 @@ def test_autoshrink_train_runs_under_torchrun(tree: Path, tmp_path: Path) -> Non
     assert metrics["processes"] == 2 and len(metrics["history"]) == 2
     assert run.stdout.count("test accuracy") == 1  # rank 0 alone reports
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    assert not (out / "run.lock").exists()  # rank 0 let --out go before its process ended
     # a finished run resumed trains nothing and keeps its metrics (2 processes, not resumed)
     again = _launch([*args, "--batch-size", "8", "--resume", "--out", out])  # one process
     assert again.returncode == 0, _said(again)

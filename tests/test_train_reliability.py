@@ -241,6 +241,45 @@ def test_train_refuses_a_folder_holding_a_training(cli, trained: Path, tmp_path:
     assert snapshot(out) == before
 
 
+def test_a_folder_another_training_holds_is_refused_naming_its_process(
+    cli, trained: Path, tmp_path: Path
+) -> None:
+    """Two trainings in one --out wrote into the same log, checkpoints and metrics (both
+    ended with status 0): the second, begun before the first wrote its recipe, or a second
+    --resume, now stops at once."""
+    from autoshrink.journal import LOCK, RunLock
+
+    held = f"is in use by process {os.getpid()}"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with RunLock(fresh):  # a training that has not written anything yet
+        code, _, err = cli("train", CNN, *TINY, "--epochs", "1", "--out", fresh)
+        assert code == 2 and err.count("\n") == 1 and f"{fresh} {held}" in err, err
+        assert [p.name for p in fresh.iterdir()] == [LOCK]
+    out = copy_of(trained, tmp_path)
+    before = snapshot(out)
+    with RunLock(out):
+        for task in (["--task", "rnn"], []):
+            cell = RNN if task else CNN
+            flags = ["--data", tmp_path] if task else TINY
+            code, _, err = cli(
+                "train", cell, *task, *flags, "--epochs", "2", "--resume", "--out", out
+            )
+            assert code == 2 and err.count("\n") == 1 and f"{out} {held}" in err, err
+    assert snapshot(out) == before  # and run.lock is gone with the lock
+
+
+def test_a_refused_start_leaves_no_folder_and_a_training_no_lock(cli, tmp_path: Path) -> None:
+    from autoshrink.journal import LOCK
+
+    code, _, err = cli("train", CNN, *TINY, "--lr", "nan", "--out", tmp_path / "a" / "b")
+    assert code == 2 and "--lr" in err
+    assert list(tmp_path.iterdir()) == []  # the folders made to hold --out are gone
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "1", "--out", tmp_path / "t")
+    assert code == 0, err
+    assert not (tmp_path / "t" / LOCK).exists()
+
+
 def test_rnn_train_refuses_a_folder_holding_a_training(cli, tmp_path: Path) -> None:
     out = tmp_path / "lm"
     out.mkdir()

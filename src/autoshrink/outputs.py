@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import ConfigError
+from autoshrink.journal import RunLock
 from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
 from autoshrink.training.train_folder import LOG, METRICS, RECIPE
 
@@ -112,6 +114,27 @@ def claim_folder(
             f"{command} would write over it: choose another {flag}"
         )
     return path
+
+
+@contextmanager
+def held_folder(folder: Path) -> Iterator[None]:
+    """Run the body holding ``folder`` (made if missing) for this process alone: an exclusive
+    :class:`~autoshrink.journal.RunLock` on its ``run.lock``, so that a second run there (a
+    second ``--resume``, or a new run started before the first wrote anything) stops at once
+    with a :class:`~autoshrink.errors.JournalError` naming the first one's process instead of
+    writing into the same files. The folders made for the lock are removed again when the body
+    left nothing in them (a start refused or stopped before it wrote anything)."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with RunLock(folder):
+            yield
+    finally:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # something was written there, and so above it
+                break
 
 
 def check_output_file(path: str | Path, flag: str) -> Path:

@@ -21,6 +21,7 @@ a one-line error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -50,13 +51,13 @@ from autoshrink.devices import MAX_THREADS, check_threads, device_argument, torc
 from autoshrink.errors import ConfigError, DataError, TrainingError
 from autoshrink.graph import CNN_ACTIVATIONS, Cell
 from autoshrink.nn.cnn import build_network
-from autoshrink.outputs import claim_folder
+from autoshrink.outputs import claim_folder, held_folder
 from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
 from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
-from autoshrink.training.distributed import DistContext, distributed, end_process
+from autoshrink.training.distributed import DistContext, distributed, end_process, launched_as
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
 from autoshrink.training.recipes import PRECISIONS, RECIPES, Recipe, get_recipe
@@ -219,16 +220,26 @@ def settle_task_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0."""
+    """Train the cell's network (``--task cnn`` or ``rnn``) and report its test score; 0. The
+    process that writes (rank 0) holds ``--out`` while it checks and trains
+    (:func:`~autoshrink.outputs.held_folder`): one training per folder; a process of a
+    multi-process run ends here once it has let go (:func:`finished`)."""
     settle_task_options(args)
     if args.threads is not None:
         check_threads(args.threads, "--threads")
-    claim_folder(args.out, "train", resume=args.resume, writes=outputs())  # nor someone else's
-    if args.resume:
-        check_training_resumable(args.out)
-    newest = partial(latest_epoch, Path(args.out) / CHECKPOINTS)
-    with stop_says_resume("training", args.out, newest), torch_threads(args.threads):
-        return rnn.run_train(args) if args.task == "rnn" else run_cnn(args)
+    claim = partial(claim_folder, args.out, "train", resume=args.resume, writes=outputs())
+    claim()  # nor someone else's; before anything is made
+    rank, world = launched_as()
+    with held_folder(args.out) if rank == 0 else contextlib.nullcontext():
+        claim()  # again, held: a training that began meanwhile may have written its recipe
+        if args.resume:
+            check_training_resumable(args.out)
+        newest = partial(latest_epoch, Path(args.out) / CHECKPOINTS)
+        with stop_says_resume("training", args.out, newest), torch_threads(args.threads):
+            if args.task == "rnn":
+                return rnn.run_train(args)
+            status = run_cnn(args)
+    return finished(world, status)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -349,8 +360,8 @@ def set_up_process(ctx: DistContext) -> None:
 
 
 def run_cnn(args: argparse.Namespace) -> int:
-    """Train a CNN cell's or mbconv file's network and report test accuracy (rank 0); a
-    process of a multi-process run ends when it is done (:func:`finished`)."""
+    """Train a CNN cell's or mbconv file's network and report test accuracy (rank 0); the
+    exit status (0 on the other ranks, which report nothing)."""
     check_test_domain(args.dataset, args.test_domain)
     arch, cell = cnn_to_train(args.cell, args.activation)
     if arch is not None:  # the file is the network: these would be ignored
@@ -386,10 +397,10 @@ def run_cnn(args: argparse.Namespace) -> int:
             forget_start(args.out, resumed=args.resume, created=created)
             raise
     if not ctx.is_main:  # rank 0 reports
-        return finished(ctx, 0)
+        return 0
     ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
     if ended is not None:
-        return finished(ctx, print_summary(args.out, ended, args.json))
+        return print_summary(args.out, ended, args.json)
     evaluated = result.evaluated
     assert evaluated is not None  # train_final always returns the weights it scored
     by_domain: dict[str, Any] = {}
@@ -421,14 +432,14 @@ def run_cnn(args: argparse.Namespace) -> int:
     write_metrics(args.out, metrics)
     if result.diverged_epoch is not None:
         raise TrainingError(diverged_message(result, recipe, args.out))
-    return finished(ctx, print_summary(args.out, metrics, args.json))
+    return print_summary(args.out, metrics, args.json)
 
 
-def finished(ctx: DistContext, status: int) -> int:
-    """``status``; a process of a multi-process run ends here with it instead, skipping the
-    interpreter's teardown, which gloo's threads can abort
+def finished(world: int, status: int) -> int:
+    """``status``; a process of a multi-process run (``world`` processes) ends here with it
+    instead, skipping the interpreter's teardown, which gloo's threads can abort
     (:func:`~autoshrink.training.distributed.end_process`)."""
-    if ctx.is_distributed:
+    if world > 1:
         end_process(status)
     return status
 

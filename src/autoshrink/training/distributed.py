@@ -97,6 +97,12 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def launched_as() -> tuple[int, int]:
+    """``(rank, world size)`` of this process as ``torchrun`` set them (``(0, 1)`` without it),
+    before :func:`distributed` joins the process group."""
+    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+
+
 @contextmanager
 def distributed(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[DistContext]:
     """The process context under ``torchrun`` (or a single process without it).
