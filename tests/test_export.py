@@ -89,6 +89,21 @@ def test_an_export_stopped_midway_leaves_no_stale_manifest(cli, tmp_path: Path, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_a_missing_onnx_package_is_one_line_and_nothing_is_written(
+    cli, tmp_path: Path, monkeypatch, missing: str
+) -> None:
+    """Without onnx, torch's exporter ended the export with a traceback (exit status 1);
+    without onnxruntime it was one line, after export.json and model.onnx were written."""
+    monkeypatch.setitem(sys.modules, missing, None)  # import now raises ImportError
+    out, cell = tmp_path / "export", tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell)
+    code, stdout, err = cli("export", cell, "--out", out)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert f"{missing} is not installed" in err
+    assert not out.exists()
+
+
 def test_export_random_init(cli, tmp_path: Path) -> None:
     cell_file = tmp_path / "cell.json"
     cell = published_cell("shrinkcnn")

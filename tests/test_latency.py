@@ -87,8 +87,24 @@ def test_missing_cuda_is_a_clear_error() -> None:
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
-    with pytest.raises(HardwareError, match="pip install onnxruntime"):
+    with pytest.raises(HardwareError, match="pip install onnx onnxruntime"):
         check_available(LatencySettings(backend="onnxruntime"))
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_a_missing_onnx_package_is_one_line_naming_it(
+    cli, tmp_path, monkeypatch, missing: str
+) -> None:
+    """onnxruntime alone (what the message said to install) exported nothing: torch's ONNX
+    exporter needs the onnx package, and its absence was torch's traceback, exit status 1."""
+    monkeypatch.setitem(sys.modules, missing, None)  # import now raises ImportError
+    with pytest.raises(HardwareError, match=f"{missing} is not installed"):
+        check_available(LatencySettings(backend="onnxruntime"))
+    cell = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell)
+    code, out, err = cli("latency", cell, "--backend", "onnxruntime", "--max-seconds", "0.1")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"{missing} is not installed" in err and "pip install onnx onnxruntime" in err
 
 
 def test_cli_json_shape_and_errors(cli, tmp_path, capsys) -> None:

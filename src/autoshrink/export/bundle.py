@@ -47,7 +47,13 @@ from autoshrink.devices import own_generators
 from autoshrink.errors import ConfigError
 from autoshrink.export.source import standalone_source
 from autoshrink.graph import Cell
-from autoshrink.hardware.latency import network_input_shape, onnx_bytes, ort_session
+from autoshrink.hardware.latency import (
+    network_input_shape,
+    onnx_bytes,
+    onnx_module,
+    onnxruntime_module,
+    ort_session,
+)
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.state_fit import misfit, non_finite
 from autoshrink.outputs import claim_folder, mark_unfinished
@@ -302,6 +308,8 @@ def write_bundle(
     files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
     # an earlier export is kept: writing over it mixed two networks' files, or lost trained ones
     out = claim_folder(out_dir, "export", resume=False, writes=files)
+    onnx_module()  # model.onnx is written with onnx and checked with onnxruntime: both first
+    onnxruntime_module()
     gen = torch.Generator().manual_seed(seed)
     with own_generators():
         torch.manual_seed(seed)

@@ -83,6 +83,7 @@ def check_available(settings: LatencySettings) -> None:
         except ConfigError as err:  # a valid name, but not this machine's
             raise HardwareError(str(err)) from None
     if settings.backend == "onnxruntime":
+        onnx_module()  # the network is exported to ONNX first
         ort = onnxruntime_module()
         if gpu is not None and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise HardwareError(
@@ -91,15 +92,29 @@ def check_available(settings: LatencySettings) -> None:
             )
 
 
+#: How to install what the ONNX backend and ``export`` need (the ``onnx`` extra's packages).
+ONNX_INSTALL = "pip install onnx onnxruntime (or onnx onnxruntime-gpu)"
+
+
 def onnxruntime_module() -> Any:
     """The ``onnxruntime`` module, or a HardwareError saying how to install it."""
     try:
         import onnxruntime
     except ImportError:
-        raise HardwareError(
-            "backend onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu)"
-        ) from None
+        raise HardwareError(f"backend onnxruntime is not installed; {ONNX_INSTALL}") from None
     return onnxruntime
+
+
+def onnx_module() -> Any:
+    """The ``onnx`` module, which torch's ONNX exporter needs (without it the export is torch's
+    traceback), or a HardwareError saying how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise HardwareError(
+            f"onnx is not installed, and torch's ONNX export needs it; {ONNX_INSTALL}"
+        ) from None
+    return onnx
 
 
 def environment(settings: LatencySettings) -> dict[str, Any]:
@@ -151,6 +166,7 @@ def onnx_bytes(
     Inputs are named ``input`` (or ``input0``, ``input1``, ...), the output ``output``;
     ``dynamic_batch`` makes dimension 0 of every input and of the output symbolic.
     """
+    onnx_module()
     names = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
     axes = {n: {0: "batch"} for n in [*names, "output"]} if dynamic_batch else None
     buf = io.BytesIO()
