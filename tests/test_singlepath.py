@@ -1279,6 +1279,32 @@ def test_a_start_refused_inside_the_search_leaves_no_empty_folder(cli, tmp_path)
     assert not (tmp_path / "r").exists()
 
 
+def test_an_architecture_file_below_32px_takes_the_image_size_its_message_asks_for(
+    cli, tmp_path, one_thread
+):
+    """A file of 28 px (made for Fashion-MNIST) was refused with 'pass --image-size 32', and
+    refused again with it: the file's size was checked before the flag replaced it."""
+    path = tmp_path / "fmnist.json"
+    layers = ("k5e3", SKIP) + ("k3e3",) * 14
+    settings = dict(width=0.35, image_size=28, num_classes=10, in_channels=1)
+    path.write_text(json.dumps({"format": "autoshrink.mbconv/1", **settings, "layers": layers}))
+    code, _, err = cli("count", path)
+    assert code == 2 and "got 28; pass --image-size 32" in err
+    code, out, err = cli("count", path, "--image-size", "32", "--json")
+    assert code == 0, err
+    expected = count_arch(MBConvArch(**{**settings, "image_size": 32}, layers=layers))
+    assert (json.loads(out)["macs"], json.loads(out)["image_size"]) == (expected.macs, 32)
+    code, out, err = cli("latency", path, "--image-size", "32", "--json", "--repeats", "3",
+                         "--warmup", "1", "--max-seconds", "0.2")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["input_shapes"] == [[1, 1, 32, 32]]
+    out_dir = tmp_path / "t"
+    code, _, err = cli("train", path, "--dataset", "digits", "--image-size", "32", "--epochs", "1",
+                       "--batch-size", "256", "--no-flip", "--out", out_dir)  # fmt: skip
+    assert code == 0, err
+    assert MBConvArch.load(out_dir / "architecture.json").image_size == 32
+
+
 def test_malformed_architecture_file_on_the_command_line(cli, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"format": "autoshrink.mbconv/1", "layers": ["k9e9"] * 16}))

@@ -113,7 +113,8 @@ def millions(n: float) -> str:
 def run_arch(args: argparse.Namespace) -> int:
     """An mbconv architecture file (``--macro`` does not apply: the file is the network)."""
     refuse_for_arch(args, "macro", "nhid", "vocab")
-    arch = MBConvArch.load(args.cell).with_settings(
+    arch = MBConvArch.load(
+        args.cell,
         width=args.width,
         image_size=args.image_size,
         num_classes=args.num_classes,

@@ -150,7 +150,7 @@ def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
     """The mbconv architecture file ``args.cell`` with the macro settings given (else
     ``inferred``, else the file's); ``--macro`` is refused (the file is the network)."""
     refuse_for_arch(args, "macro")
-    return MBConvArch.load(args.cell).with_settings(**_network_settings(args, inferred))
+    return MBConvArch.load(args.cell, **_network_settings(args, inferred))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -336,11 +336,14 @@ def network_for(
     return None, build_network(cell, spec), count(cell, spec), spec.name, network
 
 
-def cnn_to_train(path: Path, activation: str | None) -> tuple[MBConvArch | None, Cell | None]:
-    """The mbconv architecture or the CNN cell (with ``activation`` if given) that the file at
-    ``path`` holds; an rnn cell is a :class:`ConfigError` that says how to train it."""
+def cnn_to_train(
+    path: Path, activation: str | None, image_size: int | None = None
+) -> tuple[MBConvArch | None, Cell | None]:
+    """The mbconv architecture (at ``image_size``, if given: ``--image-size``) or the CNN cell
+    (with ``activation`` if given) that the file at ``path`` holds; an rnn cell is a
+    :class:`ConfigError` that says how to train it."""
     if is_arch_file(path):
-        return MBConvArch.load(path), None
+        return MBConvArch.load(path, image_size=image_size), None
     cell = Cell.load(path)
     if cell.kind == "rnn":
         raise ConfigError(f"{path} is an rnn cell: train it with --task rnn (and --data DIR)")
@@ -363,7 +366,7 @@ def run_cnn(args: argparse.Namespace) -> int:
     """Train a CNN cell's or mbconv file's network and report test accuracy (rank 0); the
     exit status (0 on the other ranks, which report nothing)."""
     check_test_domain(args.dataset, args.test_domain)
-    arch, cell = cnn_to_train(args.cell, args.activation)
+    arch, cell = cnn_to_train(args.cell, args.activation, args.image_size)
     if arch is not None:  # the file is the network: these would be ignored
         refuse_for_arch(args, "macro", "activation")
     recipe = recipe_from_args(args)

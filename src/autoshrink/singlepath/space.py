@@ -193,9 +193,14 @@ class MBConvArch:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> MBConvArch:
-        """The architecture in the JSON file ``path``; a ConfigError naming it if it is not one."""
-        return cls.from_dict(read_json_file(Path(path), ConfigError, "architecture"), str(path))
+    def load(cls, path: str | Path, **settings: Any) -> MBConvArch:
+        """The architecture in the JSON file ``path``, with the macro ``settings`` given
+        (``width``, ``image_size``, ...; ``None``: the file's) in place of the file's before it
+        is checked (a file of 28 px with ``image_size=32`` is the network at 32 px); a
+        ConfigError naming the file if it is not one."""
+        data = read_json_file(Path(path), ConfigError, "architecture")
+        given = {k: v for k, v in settings.items() if v is not None}
+        return cls.from_dict({**data, **given} if isinstance(data, dict) else data, str(path))
 
 
 def is_arch_file(path: str | Path) -> bool:
