@@ -88,7 +88,6 @@ def test_an_export_stopped_midway_leaves_no_stale_manifest(cli, tmp_path: Path, 
     assert json.loads((out / "export.json").read_text())["input"] == ["batch", 3, 16, 16]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_a_missing_onnx_package_is_one_line_and_nothing_is_written(
     cli, tmp_path: Path, monkeypatch, missing: str
@@ -104,6 +103,7 @@ def test_a_missing_onnx_package_is_one_line_and_nothing_is_written(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_export_random_init(cli, tmp_path: Path) -> None:
     cell_file = tmp_path / "cell.json"
     cell = published_cell("shrinkcnn")
