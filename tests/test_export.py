@@ -88,6 +88,29 @@ def test_an_export_stopped_midway_leaves_no_stale_manifest(cli, tmp_path: Path, 
     assert json.loads((out / "export.json").read_text())["input"] == ["batch", 3, 16, 16]
 
 
+def test_a_folder_another_export_holds_is_refused_naming_its_process(cli, tmp_path: Path):
+    """Two exports into one --out at once both passed, each writing over the other's files
+    (another cell's model.onnx beside this one's model.py, both said 'ok'): the second now
+    stops at once, and an export leaves no run.lock behind."""
+    import os
+
+    from autoshrink.journal import LOCK, RunLock
+
+    cell_file = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell_file)
+    out = tmp_path / "export"
+    out.mkdir()
+    args = ["export", cell_file, "--macro", "cifar-proxy", "--width", "0.25", "--out", out]
+    with RunLock(out):  # an export writing there
+        code, stdout, err = cli(*args)
+        assert code == 2 and stdout == "" and err.count("\n") == 1, err
+        assert f"{out} is in use by process {os.getpid()}" in err
+        assert [p.name for p in out.iterdir()] == [LOCK]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert not (out / LOCK).exists() and (out / "export.json").is_file()
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_a_missing_onnx_package_is_one_line_and_nothing_is_written(
     cli, tmp_path: Path, monkeypatch, missing: str

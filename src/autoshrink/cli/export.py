@@ -31,6 +31,7 @@ from autoshrink.export.bundle import (
     export_network,
     infer_settings,
 )
+from autoshrink.outputs import claim_folder, held_folder
 from autoshrink.singlepath.space import is_arch_file
 
 
@@ -56,9 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the network's ONNX, weights and ``model.py`` into ``--out``; 0."""
-    if is_arch_file(args.cell):
-        return run_arch(args)
+    """Write the network's ONNX, weights and ``model.py`` into ``--out``, held by this process
+    alone (:func:`~autoshrink.outputs.held_folder`: a second export there at once wrote over
+    this one's files); 0."""
+    claim_folder(args.out, "export", resume=False)  # before the folder is made to be held
+    with held_folder(args.out):
+        return run_arch(args) if is_arch_file(args.cell) else run_cell(args)
+
+
+def run_cell(args: argparse.Namespace) -> int:
+    """A cell file: its network in ``--macro``."""
     cell = macro_cell(args.cell, "export")
     inferred = infer_settings(args.weights, args.macro) if args.weights is not None else {}
     spec = macro_from_args(args, **inferred)
