@@ -111,6 +111,31 @@ def test_a_folder_another_export_holds_is_refused_naming_its_process(cli, tmp_pa
     assert not (out / LOCK).exists() and (out / "export.json").is_file()
 
 
+def test_a_sigterm_stops_an_export_in_one_line_and_lets_its_folder_go(tmp_path: Path) -> None:
+    """SIGTERM ended an export without a word (status 143), its run.lock left behind."""
+    cell_file = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell_file)
+    out = tmp_path / "export"
+    script = (  # the signal comes while the network is built: nothing written yet
+        "import os, signal, sys\n"
+        "from autoshrink.export import bundle\n"
+        "from autoshrink.cli import main\n"
+        "built = bundle.build_network\n"
+        "def build(*a):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return built(*a)\n"
+        "bundle.build_network = build\n"
+        f"args = ['export', {str(cell_file)!r}, '--width', '0.25', '--out', {str(out)!r}]\n"
+        "sys.exit(main(args))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 128 + 15, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "autoshrink: stopped by SIGTERM"
+    assert not out.exists()  # made to be held, left empty: gone with the lock
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_a_missing_onnx_package_is_one_line_and_nothing_is_written(
     cli, tmp_path: Path, monkeypatch, missing: str

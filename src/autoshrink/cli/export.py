@@ -33,6 +33,7 @@ from autoshrink.export.bundle import (
 )
 from autoshrink.outputs import claim_folder, held_folder
 from autoshrink.singlepath.space import is_arch_file
+from autoshrink.stop_signals import StopSignals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the network's ONNX, weights and ``model.py`` into ``--out``, held by this process
     alone (:func:`~autoshrink.outputs.held_folder`: a second export there at once wrote over
-    this one's files); 0."""
+    this one's files), which SIGINT and SIGTERM stop as one line, the folder let go; 0."""
     claim_folder(args.out, "export", resume=False)  # before the folder is made to be held
-    with held_folder(args.out):
+    with StopSignals(), held_folder(args.out):
         return run_arch(args) if is_arch_file(args.cell) else run_cell(args)
 
 
