@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -1277,6 +1278,24 @@ def test_a_start_refused_inside_the_search_leaves_no_empty_folder(cli, tmp_path)
     code, _, err = cli("singlepath", "--preset", "demo", "--width", "0", "--out", tmp_path / "r")
     assert code == 2 and "width must be a number in (0, 64], got 0.0" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_another_search_holds_is_refused_naming_its_process(cli, tmp_path):
+    """Two searches in one --out (a second --resume, or a new one started before the first
+    wrote its settings) both trained into the same checkpoints and decisions."""
+    from autoshrink.journal import LOCK, RunLock
+
+    out = tmp_path / "sp"
+    out.mkdir()
+    with RunLock(out):
+        for resume in ([], ["--resume"]):
+            code, _, err = cli("singlepath", "--preset", "demo", *resume, "--out", out)
+            assert code == 2 and err.count("\n") == 1, err
+            assert f"{out} is in use by process {os.getpid()}" in err
+        assert [p.name for p in out.iterdir()] == [LOCK]
+    assert list(out.iterdir()) == []  # and a refused start into a new folder leaves none:
+    code, _, err = cli("singlepath", "--preset", "demo", "--width", "0", "--out", out / "a" / "b")
+    assert code == 2 and list(tmp_path.iterdir()) == [out]
 
 
 def test_an_architecture_file_below_32px_takes_the_image_size_its_message_asks_for(

@@ -23,7 +23,6 @@ cross-entropy plus a latency term; the thresholds' decisions are the architectur
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -35,7 +34,7 @@ from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.devices import own_generators, torch_threads
 from autoshrink.errors import ConfigError, JournalError, TrainingError
 from autoshrink.hardware.latency import measure_module
-from autoshrink.outputs import check_output_file, claim_folder
+from autoshrink.outputs import check_output_file, claim_folder, held_folder
 from autoshrink.singlepath.data import SearchData, load_search_data
 from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model
 from autoshrink.singlepath.result import (
@@ -65,6 +64,9 @@ from autoshrink.training.classification import evaluate
 from autoshrink.training.weights_file import weights_metadata
 
 log = logging.getLogger(__name__)
+#: The files a search writes into its folder, none of them someone else's (its latency table
+#: and calibration are read, then extended).
+WRITES = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, CHECKPOINTS, MODEL)
 #: What the end of a search reads of every epoch's row of a resumed history.
 HISTORY_NUMBERS = ("train_loss", "val_accuracy", "seconds", "eval_seconds", "images")
 
@@ -88,17 +90,13 @@ def run_singlepath(
             "autoshrink.search.run_search)"
         )
     out = Path(out)
-    created = not out.exists()
-    try:
-        with torch_threads(settings.train_threads), own_generators():  # the search seeds them
-            return _run_singlepath(
-                out, settings, resume=resume, table=None if table is None else Path(table)
-            )
-    except BaseException:
-        if created:  # a start refused before it wrote anything leaves no folder behind
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only when empty: a measured table or a checkpoint stays
-        raise
+    claim_folder(out, "singlepath", resume=resume, writes=WRITES)  # before anything is made
+    # one search per folder; the folders made for it go again when a refused start left them
+    # empty (a measured table or a checkpoint stays)
+    with held_folder(out), torch_threads(settings.train_threads), own_generators():
+        return _run_singlepath(  # the search seeds the generators
+            out, settings, resume=resume, table=None if table is None else Path(table)
+        )
 
 
 def _train_epochs(
@@ -230,12 +228,9 @@ def _write_found(
 def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
-    # nor someone else's files (its latency table and calibration are read, then extended)
-    writes = (ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, CHECKPOINTS, MODEL)
-    claim_folder(out, "singlepath", resume=resume, writes=writes)
+    claim_folder(out, "singlepath", resume=resume, writes=WRITES)  # again, held
     if table is not None:
         check_output_file(table, "--latency-table")
-    out.mkdir(parents=True, exist_ok=True)
     if resume and (out / SETTINGS).is_file():
         check_same_settings(out / SETTINGS, s)
         if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
