@@ -241,6 +241,25 @@ def test_a_folder_for_a_fingerprint_or_a_bad_activation_is_named_before_anything
     assert not (run / "fingerprint.json").exists()  # not written from the bad config
 
 
+def test_a_refused_resume_of_a_folder_without_a_fingerprint_leaves_none(tmp_path):
+    """An older folder (no fingerprint.json) whose config.json was edited got a fingerprint of
+    the edited config before its journal was refused; with config.json restored, the resume
+    was then refused for a change from that config ("changed: seed: 2 -> 1")."""
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    (run / "fingerprint.json").unlink()
+    (run / "result.json").unlink()
+    original = (run / "config.json").read_text()
+    (run / "config.json").write_text(json.dumps({**json.loads(original), "seed": 2}))
+    with pytest.raises(JournalError, match=r"line 1 holds a record of another config"):
+        search(run, ev=ToyEvaluator())
+    assert not (run / "fingerprint.json").exists()
+    (run / "config.json").write_text(original)
+    assert search(run, ev=ToyEvaluator()).trained == 0
+    saved = json.loads((run / "fingerprint.json").read_text())["config_hash"]
+    assert saved == SearchConfig.load(run / "config.json").fingerprint()
+
+
 def test_resume_refuses_a_journal_made_by_another_config(tmp_path):
     mine, other = tmp_path / "mine", tmp_path / "other"
     search(mine, toy_config(k=3, seed=1))

@@ -8,14 +8,16 @@ run folder or checks the one a search resumes; :func:`check_fingerprint` refuses
 a config edited since the journal was made, naming the settings that changed,
 :func:`check_evaluator` without the custom evaluator the run was made with and
 :func:`check_strategy` with another strategy factory; :func:`unstarted` frees the folder of a
-start that failed.
+start that failed, and :func:`fingerprint_on_success` takes back the fingerprint written for an
+older folder whose resume failed.
 No torch in this module: the report reads run folders with these names too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +246,22 @@ def prepare_run_dir(
             (run_dir / name).unlink(missing_ok=True)
         raise
     return config
+
+
+@contextmanager
+def fingerprint_on_success(run_dir: Path, resume: bool) -> Iterator[None]:
+    """Around a resume (``resume``) of a folder made before fingerprints, which
+    :func:`prepare_run_dir` writes one for from its ``config.json``: remove that fingerprint
+    again when the resume fails (a journal of another config, say), so that a ``config.json``
+    restored afterwards is checked against the journal, not against the edited one's
+    fingerprint. Enter it with the lock held."""
+    written = resume and not (run_dir / FINGERPRINT).exists()
+    try:
+        yield
+    except Exception:
+        if written:
+            (run_dir / FINGERPRINT).unlink(missing_ok=True)
+        raise
 
 
 def unstarted(run_dir: Path) -> None:

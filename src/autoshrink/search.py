@@ -50,6 +50,7 @@ from autoshrink.run_folder import (
     check_custom,
     check_resumable,
     factory_name,
+    fingerprint_on_success,
     prepare_run_dir,
     unstarted,
 )
@@ -173,7 +174,7 @@ def run_search(
     executor = executor or InProcessExecutor()
     journal = Journal(run_dir / JOURNAL)
     try:
-        with RunLock(run_dir), StopSignals() as signals:
+        with RunLock(run_dir), StopSignals() as signals, fingerprint_on_success(run_dir, resume):
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
             config = with_candidate_threads(config, executor)
