@@ -407,3 +407,20 @@ def test_a_long_search_draws_the_cells_of_some_steps_and_says_so(tmp_path, monke
         chosen = pictured_steps(steps)
         assert len(chosen) == n if n <= 4 else 2 <= len(chosen) <= 4
         assert chosen[0] is steps[0] and chosen[-1] is steps[-1]
+
+
+def test_a_comparison_is_not_written_into_a_run_folders_own_report(run_dir, tmp_path):
+    """``report A B --out A/report`` put the comparison where ``report A`` writes A's page:
+    ``report A`` then replaced its index.html and progress.svg and left its comparison.json
+    (with A's page there already, the refusal said "which no `autoshrink report` wrote")."""
+    from autoshrink.report.compare import write_comparison
+
+    other = Path(shutil.copytree(run_dir, tmp_path / "other"))
+    says = r"--out \S+/report is where `autoshrink report \S+` writes that folder's own page"
+    with pytest.raises(AutoshrinkError, match=says):
+        write_comparison([run_dir, other], run_dir / "report")
+    assert not (run_dir / "report").exists()
+    write_report(run_dir)
+    with pytest.raises(AutoshrinkError, match=says):
+        write_comparison([run_dir, other], run_dir / "report")
+    assert not (run_dir / "report" / "comparison.json").exists()

@@ -19,13 +19,14 @@ from pathlib import Path
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
-from autoshrink.outputs import claim_folder, mark_unfinished
+from autoshrink.outputs import claim_folder, holder, mark_unfinished
 from autoshrink.report import html
 from autoshrink.report.bench_report import BENCH
 from autoshrink.report.labels import label as display_label
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import CONFIG, RunData, read_run
+from autoshrink.report.run_report import REPORT_DIR
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import require_folder
 
@@ -102,9 +103,27 @@ def check_comparable(runs: Mapping[str, RunData]) -> None:
         )
 
 
+#: The commands whose output folders ``autoshrink report FOLDER`` writes a page of into
+#: ``FOLDER/report``.
+REPORTED = ("search", "bench", "singlepath")
+
+
+def check_not_a_report_folder(out: Path) -> None:
+    """Refuse an ``out`` that is the ``report/`` of a folder ``autoshrink report FOLDER`` writes
+    a page of (a search run, bench or Single-Path folder): its page would replace the
+    comparison's ``index.html`` and ``progress.svg`` and leave its ``comparison.json``."""
+    found = holder(out.parent)
+    if out.name == REPORT_DIR and found is not None and found[0] in REPORTED:
+        raise AutoshrinkError(
+            f"--out {out} is where `autoshrink report {out.parent}` writes that folder's own "
+            "page; choose another --out"
+        )
+
+
 def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write the comparison page of ``run_dirs`` into ``out``; returns ``out/index.html``."""
     check_run_dirs(run_dirs)
+    check_not_a_report_folder(Path(out))
     out = claim_folder(out, "report", writes=(PAGE, PROGRESS, "cells", TABLE))
     read = [read_run(Path(d).resolve()) for d in run_dirs]  # ".": named by its own name
     names = [run.run_dir.name for run in read]
