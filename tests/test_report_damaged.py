@@ -94,6 +94,8 @@ BENCH_CASES: dict[str, tuple[Damage, str, str]] = {
         '"optimum.accuracy" must be a number or null, got "x"',
     ),
     "curves-not-utf8": (write("curves.csv", b"\xff\n"), "curves.csv", "not UTF-8 text"),
+    "curves-empty": (write("curves.csv", b""), "curves.csv", "empty: no header line"),
+    "results-empty": (write("results.csv", b"\n"), "results.csv", "empty: no header line"),
     "curves-short-row": (
         edit_line("curves.csv", 3, ",0.5,0.62,0.01", ""),
         "curves.csv",

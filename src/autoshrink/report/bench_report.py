@@ -82,7 +82,8 @@ def _rows(
     path: Path, need: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """The rows of the CSV file ``path`` (none when there is no such file), values as floats
-    where they read as numbers. The header must have the columns ``need``, and the columns
+    where they read as numbers. The header must be there (an empty file is damaged) and have
+    the columns ``need``, and the columns
     ``numbers`` it has must hold numbers. A row that does not fit -- values for another number
     of columns, text where a number belongs -- is a one-line :class:`BenchmarkError` naming the
     file and the line, except a last line without its newline, which is skipped: the file is
@@ -95,8 +96,8 @@ def _rows(
         lines = [(reader.line_num, row) for row in reader if row]
     except csv.Error as err:
         raise BenchmarkError(f"{path}: line {reader.line_num}: not CSV ({err})") from None
-    if not lines:
-        return []
+    if not lines:  # the bench writes each file with its header, in one step: emptied since
+        raise BenchmarkError(f"{path}: empty: no header line; restore it or run the bench again")
     (_, header), *lines = lines
     missing = [c for c in need if c not in header]
     if missing:
