@@ -409,7 +409,7 @@ def test_a_long_search_draws_the_cells_of_some_steps_and_says_so(tmp_path, monke
         assert chosen[0] is steps[0] and chosen[-1] is steps[-1]
 
 
-def test_a_comparison_is_not_written_into_a_run_folders_own_report(run_dir, tmp_path):
+def test_a_comparison_is_not_written_into_a_run_folders_own_report(run_dir, tmp_path, monkeypatch):
     """``report A B --out A/report`` put the comparison where ``report A`` writes A's page:
     ``report A`` then replaced its index.html and progress.svg and left its comparison.json
     (with A's page there already, the refusal said "which no `autoshrink report` wrote")."""
@@ -423,4 +423,8 @@ def test_a_comparison_is_not_written_into_a_run_folders_own_report(run_dir, tmp_
     write_report(run_dir)
     with pytest.raises(AutoshrinkError, match=says):
         write_comparison([run_dir, other], run_dir / "report")
+    assert not (run_dir / "report" / "comparison.json").exists()
+    monkeypatch.chdir(run_dir / "report")
+    with pytest.raises(AutoshrinkError, match=r"--out \. is where `autoshrink report "):
+        write_comparison([run_dir, other], ".")
     assert not (run_dir / "report" / "comparison.json").exists()

@@ -112,10 +112,11 @@ def check_not_a_report_folder(out: Path) -> None:
     """Refuse an ``out`` that is the ``report/`` of a folder ``autoshrink report FOLDER`` writes
     a page of (a search run, bench or Single-Path folder): its page would replace the
     comparison's ``index.html`` and ``progress.svg`` and leave its ``comparison.json``."""
-    found = holder(out.parent)
-    if out.name == REPORT_DIR and found is not None and found[0] in REPORTED:
+    where = out.absolute()  # "." in RUN/report too
+    found = holder(where.parent)
+    if where.name == REPORT_DIR and found is not None and found[0] in REPORTED:
         raise AutoshrinkError(
-            f"--out {out} is where `autoshrink report {out.parent}` writes that folder's own "
+            f"--out {out} is where `autoshrink report {where.parent}` writes that folder's own "
             "page; choose another --out"
         )
 
