@@ -196,7 +196,7 @@ def test_resume_refuses_new_settings(cli, tmp_path):
     assert code == 2 and "config.json" in err
     code, _, err = cli("search", "--resume", tmp_path, "--epochs", "3", "--data", tmp_path,
                        "--lambda", "0.2", "--max-macs", "1e6")  # fmt: skip
-    assert code == 2 and err.rstrip().endswith("drop --data --epochs --lambda --max-macs"), err
+    assert code == 2 and err.rstrip().endswith("drop --epochs --lambda --max-macs"), err
     code, _, err = cli("search", "--resume", tmp_path, "--preset", "paper")
     assert code == 2 and err.rstrip().endswith("drop --preset"), err
     from autoshrink.presets import preset
@@ -266,6 +266,34 @@ def test_a_resume_runs_on_the_thread_count_resume_threads_gives(tmp_path, flags,
     args = build_parser("search").parse_args(["search", "--resume", str(tmp_path), *flags])
     _, config, _, _ = resumed_run(args, flag_settings(args)[1])
     assert config is not None and config.threads == threads  # None: the run's own count
+
+
+def test_a_resume_reads_a_moved_data_folder_where_data_says(tmp_path) -> None:
+    """The fingerprint leaves data_dir out so that a data folder may move, but --data was
+    refused with --resume: a moved folder could only be named by editing config.json."""
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, resumed_run
+    from autoshrink.errors import DataError
+    from autoshrink.presets import preset
+
+    run = tmp_path / "run"
+    run.mkdir()
+    preset("demo", dataset="fashion-mnist", data_dir="/gone").save(run / "config.json")
+    parse = build_parser("search").parse_args
+    args = parse(["search", "--resume", str(run), "--data", str(tmp_path / "fm")])
+    _, config, _, _ = resumed_run(args, flag_settings(args)[1])
+    assert config is not None and config.data_dir == str(tmp_path / "fm")
+    assert config.fingerprint() == preset("demo", dataset="fashion-mnist").fingerprint()
+    assert '"/gone"' in (run / "config.json").read_text()  # the run's own, as it began
+    args = parse(["search", "--resume", str(run)])
+    with pytest.raises(
+        DataError, match=r"^/gone: no such folder \(the data_dir of .*; if the data "
+    ):
+        resumed_run(args, flag_settings(args)[1])
+    preset("demo").save(run / "config.json")  # digits reads no folder
+    args = parse(["search", "--resume", str(run), "--data", str(tmp_path)])
+    with pytest.raises(DataError, match="drop --data-dir or choose another --dataset"):
+        resumed_run(args, flag_settings(args)[1])
 
 
 def test_a_new_search_runs_on_the_threads_given() -> None:

@@ -15,7 +15,7 @@ from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, unread_settings
 from autoshrink.data.images import check_root
-from autoshrink.errors import ConfigError
+from autoshrink.errors import ConfigError, DataError
 from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, executor_name
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.objectives import LATENCY_COSTS, Score
@@ -67,6 +67,9 @@ RUN_SETTINGS = (
     "screening_stages",
     *("synthetic_mix", "latency_backend", "latency_device"),
 )
+#: Settings of :data:`RUN_SETTINGS` that ``--resume`` takes too: where the run's data is now
+#: (a data folder may move; the fingerprint leaves it out). ``config.json`` keeps the run's own.
+MOVABLE = ("data_dir",)
 #: Options of a CNN search that an RNN search has no use for: refused with ``--task rnn``
 #: (the settings config.CNN_ONLY names, by their options, and the data set's).
 CNN_ONLY = (
@@ -197,7 +200,11 @@ def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
         raise ConfigError(
             f"--resume {args.resume} continues the run in its own folder; drop --out {args.out}"
         )
-    flags = [flag(name) for name in RUN_SETTINGS if getattr(args, name) is not None]
+    flags = [
+        flag(name)
+        for name in RUN_SETTINGS
+        if name not in MOVABLE and getattr(args, name) is not None
+    ]
     if flags:
         raise ConfigError(
             f"--resume takes its settings from the run's config.json; drop {' '.join(flags)}"
@@ -205,6 +212,14 @@ def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
     run_dir, config = args.resume, None
     if (run_dir / CONFIG).exists():  # else run_search says there is nothing to resume
         saved = SearchConfig.load(run_dir / CONFIG)
+        if args.data_dir is not None:  # the run's data, moved there
+            saved = replace(saved, data_dir=str(Path(args.data_dir).expanduser().absolute()))
+            check_root(saved.dataset, saved.data_dir)
+        elif saved.data_dir is not None and not args.download and not Path(saved.data_dir).exists():
+            raise DataError(  # the loader's "no such folder" did not say how to go on
+                f"{saved.data_dir}: no such folder (the data_dir of {run_dir / CONFIG}); if the "
+                "data moved, resume with --data DIR naming where it is now"
+            )
         if args.download:  # the run's data set, into the run's --data folder
             download_data(saved)
         # another --executor starts from its own options; else (the run's named again

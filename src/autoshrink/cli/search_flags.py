@@ -88,7 +88,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         "--data",
         dest="data_dir",
         default=None,
-        help="folder of the data set (not for digits); --task rnn: train.txt and valid.txt",
+        help=(
+            "folder of the data set (not for digits); --task rnn: train.txt and valid.txt; "
+            "with --resume: where the run's data folder has moved"
+        ),
     )
     g.add_argument(
         "--download",
