@@ -69,7 +69,8 @@ def test_device_argument_is_a_usage_error(monkeypatch):
     assert parser.parse_args(["--device", "cpu"]).device == "cpu"
     # a GPU name is checked where it is used: a Ray cluster's GPUs are not the head's
     assert parser.parse_args(["--device", "cuda:1"]).device == "cuda:1"
-    with pytest.raises(argparse.ArgumentTypeError, match="unknown device 'tpu'"):
+    line = "unknown device 'tpu'; expected auto, cpu, cuda or cuda:N"  # auto was left out
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^{line}$"):
         device_argument("tpu")
     _gpus(monkeypatch, 2)
     assert device_argument("auto") == "cuda"  # a process's own GPU: Ray refuses cuda:0

@@ -134,6 +134,9 @@ def test_cli_json_shape_and_errors(cli, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:  # a usage error: the name's form is the parser's
         cli("latency", cell, "--device", "tpu")
     assert stop.value.code == 2 and "unknown device 'tpu'" in capsys.readouterr().err
+    for flag, value in (("--threads", "0"), ("--repeats", "0"), ("--batch", "0")):
+        code, _, err = cli("latency", cell, flag, value)  # named by the flag typed
+        assert code == 2 and err.count("\n") == 1 and f"error: {flag} must be" in err, err
 
 
 # ------------------------------------------------------------------ what is timed and reported

@@ -128,8 +128,10 @@ def device_argument(text: str) -> str:
         return resolve_device(AUTO).type
     try:
         gpu_index(text)
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    except ConfigError:  # auto is a name here too
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; expected {AUTO}, cpu, cuda or cuda:N"
+        ) from None
     return text
 
 

@@ -21,7 +21,7 @@ from autoshrink.cli import (
     int_at_most,
     refuse_for_arch,
 )
-from autoshrink.devices import device_argument
+from autoshrink.devices import check_threads, device_argument
 from autoshrink.errors import ConfigError
 from autoshrink.graph import A_CELL_OF, Cell
 from autoshrink.hardware.blocks import network_blocks
@@ -133,6 +133,7 @@ def settings_from_args(args: argparse.Namespace) -> LatencySettings:
     require("--warmup", args.warmup, ">= 0")
     require("--batch", args.batch, ">= 1")
     require("--max-seconds", args.max_seconds, "finite and > 0")
+    check_threads(args.threads, "--threads")
     return LatencySettings(
         backend=args.backend,
         device=args.device,
