@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,20 @@ def test_folder_data_reads_train_and_val(tmp_path: Path) -> None:
     x, _ = data.val[(0, 0)]
     expected = (np.array([1.0, 0, 0]) - IMAGENET_MEAN) / IMAGENET_STD
     np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(), expected, rtol=1e-5)
+
+
+def test_a_tree_with_both_test_and_val_reads_test_and_says_so(tmp_path: Path, caplog) -> None:
+    root = write_tree(tmp_path / "tree")
+    shutil.copytree(root / "val", root / "test")
+    for image in (root / "test" / "class0").iterdir():  # test/ differs: 4 images fewer
+        image.unlink()
+    (root / "test" / "class0" / "0.png").write_bytes(
+        (root / "val" / "class0" / "0.png").read_bytes()
+    )
+    with caplog.at_level(logging.INFO, logger="autoshrink.data.imagefolder"):
+        data = folder_data(root, get_recipe("cifar", image_size=16))
+    assert len(data.val) == 9  # test/'s images, not val/'s 12
+    assert f"{root}: testing on test/; val/ beside it is not read" in caplog.text
 
 
 def test_folder_without_split_gets_a_seeded_validation_split(tmp_path: Path) -> None:

@@ -158,9 +158,13 @@ def split_tree(root: Path, test_fraction: float, seed: int) -> TreeSplit:
     empty class folder, test classes that have no training folder, a ``train/`` folder
     without its ``test/`` or ``val/`` (its class folders would be read as one class, "train"),
     or a ``test/`` or ``val/`` of class folders without ``train/`` (likewise, one class), and a
-    split of classes too small to leave a test image.
+    split of classes too small to leave a test image. Where both are there, ``test/`` is read
+    (logged).
     """
-    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    found = [root / d for d in TEST_DIRS if (root / d).is_dir()]
+    test_dir = found[0] if found else None
+    if len(found) > 1:  # which one was read went unsaid
+        logger.info("%s: testing on %s/; %s/ beside it is not read", root, *(p.name for p in found))
     if (root / "train").is_dir() and test_dir is None:
         raise DataError(f"{root}: has train/ but no val/ or test/ folder beside it")
     if (
