@@ -386,3 +386,22 @@ def test_the_library_refuses_a_bad_argument_in_one_line() -> None:
         with pytest.raises(AutoshrinkError) as caught:
             call()
         assert str(caught.value).startswith(says) and "\n" not in str(caught.value), says
+
+
+@pytest.mark.parametrize(
+    ("run_dir", "config", "says"),
+    [
+        ("r", "demo", r"config must be a SearchConfig \(preset\(\.\.\.\)\), got str"),
+        ("r", {"k": 2}, r"config must be a SearchConfig \(preset\(\.\.\.\)\), got dict"),
+        (toy_config(k=2), "r", r"run_dir must be a path, got SearchConfig \(the folder comes"),
+    ],
+)
+def test_run_search_names_an_argument_of_the_wrong_type(
+    tmp_path, monkeypatch, run_dir, config, says
+) -> None:
+    """A dict, a preset's name or the arguments swapped: an AttributeError on ``.strategy``
+    (or pathlib's 'expected str, bytes or os.PathLike object') from deep inside."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match="^run_search\\(run_dir, config\\): " + says):
+        run_search(run_dir, config, progress=False)  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []

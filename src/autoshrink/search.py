@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -67,8 +68,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def check_argument_types(run_dir: object, config: object) -> None:
+    """A :class:`TypeError` naming :func:`run_search`'s ``run_dir`` or ``config`` when it is of
+    another type (a dict or a preset's name for the config, the two swapped)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"run_search(run_dir, config): run_dir must be a path, got "
+            f"{type(run_dir).__name__} (the folder comes first)"
+        )
+    if config is not None and not isinstance(config, SearchConfig):
+        raise TypeError(
+            f"run_search(run_dir, config): config must be a SearchConfig (preset(...)), got "
+            f"{type(config).__name__}"
+        )
+
+
 def check_arguments(
-    run_dir: Path,
+    run_dir: str | Path,
     config: SearchConfig | None,
     resume: bool,
     strategy_factory: StrategyFactory | None,
@@ -77,6 +93,7 @@ def check_arguments(
 ) -> None:
     """Refuse :func:`run_search`'s arguments that cannot go together, before anything is made
     (and warn of a strategy factory that only the running script defines)."""
+    check_argument_types(run_dir, config)
     if (retry_failed or repair) and not resume:
         raise ConfigError(
             "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
@@ -162,8 +179,8 @@ def run_search(
     journal. SIGINT and SIGTERM raise :class:`SearchInterrupted` between journal records.
     """
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
     check_arguments(run_dir, config, resume, strategy_factory, retry_failed, repair)
+    run_dir = Path(run_dir)
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
