@@ -405,3 +405,25 @@ def test_run_search_names_an_argument_of_the_wrong_type(
     with pytest.raises(TypeError, match="^run_search\\(run_dir, config\\): " + says):
         run_search(run_dir, config, progress=False)  # type: ignore[arg-type]
     assert os.listdir(tmp_path) == []
+
+
+def test_an_evaluator_factory_that_gives_no_evaluator_is_named(tmp_path) -> None:
+    """An evaluator given where its factory goes, or a factory that returns None: a TypeError
+    ('object is not callable') or an AttributeError on ``.evaluate`` from deep inside."""
+    run = tmp_path / "run"
+    with pytest.raises(TypeError, match=r"^run_search: evaluator_factory must be callable "
+                       r"\(called with the config\), got a ToyEvaluator$"):  # fmt: skip
+        run_search(run, toy_config(k=2), evaluator_factory=ToyEvaluator(), progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^run_search: strategy_factory must be callable "):
+        run_search(run, toy_config(k=2, strategy="custom"), strategy_factory=3, progress=False)  # type: ignore[arg-type]
+    assert not run.exists()
+
+    def nothing(config: Any) -> Any:
+        return None
+
+    with pytest.raises(ConfigError, match=r"^evaluator_factory \S+nothing returned a NoneType, "
+                       r"which lacks profile, evaluate \(see autoshrink.evaluators.base."
+                       r"Evaluator\)$"):  # fmt: skip
+        run_search(run, toy_config(k=2), evaluator_factory=nothing, progress=False)
+    assert not (run / "config.json").exists()  # the folder is free for the corrected search
+    run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)

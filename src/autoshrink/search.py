@@ -67,10 +67,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What a search calls on the evaluator an ``evaluator_factory`` returns.
+EVALUATOR_MEMBERS = ("profile", "evaluate")
 
-def check_argument_types(run_dir: object, config: object) -> None:
+
+def check_argument_types(run_dir: object, config: object, **factories: object) -> None:
     """A :class:`TypeError` naming :func:`run_search`'s ``run_dir`` or ``config`` when it is of
-    another type (a dict or a preset's name for the config, the two swapped)."""
+    another type (a dict or a preset's name for the config, the two swapped), or a factory
+    that cannot be called (an evaluator given where its factory goes)."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise TypeError(
             f"run_search(run_dir, config): run_dir must be a path, got "
@@ -81,19 +85,29 @@ def check_argument_types(run_dir: object, config: object) -> None:
             f"run_search(run_dir, config): config must be a SearchConfig (preset(...)), got "
             f"{type(config).__name__}"
         )
+    for name, factory in factories.items():
+        if factory is not None and not callable(factory):
+            raise TypeError(
+                f"run_search: {name} must be callable (called with the config), got a "
+                f"{type(factory).__name__}"
+            )
 
 
 def check_arguments(
     run_dir: str | Path,
     config: SearchConfig | None,
     resume: bool,
-    strategy_factory: StrategyFactory | None,
+    factories: tuple[object, StrategyFactory | None],
     retry_failed: bool,
     repair: bool,
 ) -> None:
-    """Refuse :func:`run_search`'s arguments that cannot go together, before anything is made
-    (and warn of a strategy factory that only the running script defines)."""
-    check_argument_types(run_dir, config)
+    """Refuse :func:`run_search`'s arguments that cannot go together or are of the wrong type
+    (``factories``: the evaluator's and the strategy's), before anything is made (and warn of a
+    strategy factory that only the running script defines)."""
+    evaluator_factory, strategy_factory = factories
+    check_argument_types(
+        run_dir, config, evaluator_factory=evaluator_factory, strategy_factory=strategy_factory
+    )
     if (retry_failed or repair) and not resume:
         raise ConfigError(
             "retry_failed and repair (--retry-failed, --repair) need resume (--resume)"
@@ -147,6 +161,12 @@ def make_evaluator(
 
         evaluator_factory = build_evaluator
     evaluator = evaluator_factory(config)
+    if missing := [m for m in EVALUATOR_MEMBERS if not callable(getattr(evaluator, m, None))]:
+        raise ConfigError(
+            f"evaluator_factory {factory_name(evaluator_factory)} returned a "
+            f"{type(evaluator).__name__}, which lacks {', '.join(missing)} (see "
+            "autoshrink.evaluators.base.Evaluator)"
+        )
     if config.evaluator != "oneshot":
         return evaluator, None
     from autoshrink.evaluators.oneshot import bind_weight_trail  # imports torch
@@ -179,7 +199,9 @@ def run_search(
     journal. SIGINT and SIGTERM raise :class:`SearchInterrupted` between journal records.
     """
     t0 = time.perf_counter()
-    check_arguments(run_dir, config, resume, strategy_factory, retry_failed, repair)
+    check_arguments(
+        run_dir, config, resume, (evaluator_factory, strategy_factory), retry_failed, repair
+    )
     run_dir = Path(run_dir)
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
