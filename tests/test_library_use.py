@@ -427,3 +427,42 @@ def test_an_evaluator_factory_that_gives_no_evaluator_is_named(tmp_path) -> None
         run_search(run, toy_config(k=2), evaluator_factory=nothing, progress=False)
     assert not (run / "config.json").exists()  # the folder is free for the corrected search
     run_search(run, toy_config(k=2), evaluator_factory=lambda c: ToyEvaluator(), progress=False)
+
+
+class CountsParams(ToyEvaluator):
+    """Profiles ``params`` only: a constraint on ``macs`` cannot be checked on its profile."""
+
+    def profile(self, cell: Cell) -> dict[str, float]:
+        return {"params": float(cell.num_edges)}
+
+
+@pytest.mark.parametrize(
+    ("profile", "says"),
+    [
+        (lambda cell: {"params": 1.0}, "gives no macs (it gives params)"),
+        (lambda cell: {"macs": math.nan}, "gives macs = nan, not a finite number"),
+        (lambda cell: {"macs": "5"}, "gives macs = '5', not a finite number"),
+        (lambda cell: None, "gives a NoneType, not a dict of metrics"),
+    ],
+)
+def test_a_constraint_the_evaluators_profile_cannot_check_is_named(tmp_path, profile, says) -> None:
+    """Such a constraint was left out without a word: every candidate passed it (a NaN compares
+    false), so the search's best cell could break the limit the user set."""
+
+    class Profiled(ToyEvaluator):
+        def profile(self, cell: Cell) -> dict[str, float]:
+            return profile(cell)
+
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            return Evaluation({"accuracy": 1.0, "params": 1.0})
+
+    run = tmp_path / "run"
+    config = toy_config(k=2, score=Score.cnn(cost="params"), constraints={"macs": 1e8})
+    with pytest.raises(ConfigError, match=r"^constraint macs: \S+Profiled.profile of cell "
+                       rf"[0-9a-f]+ {re.escape(says)}; a hard constraint is checked on the "
+                       r"profile, before training$"):  # fmt: skip
+        run_search(run, config, evaluator_factory=lambda c: Profiled(), progress=False)
+    assert not (run / "config.json").exists()  # the folder is free for the corrected search
+    good = toy_config(k=2, score=Score.cnn(cost="params"), constraints={"params": 3.0})
+    result = run_search(run, good, evaluator_factory=lambda c: CountsParams(), progress=False)
+    assert result.best.metrics["params"] <= 3.0

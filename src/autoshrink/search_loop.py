@@ -39,6 +39,7 @@ from autoshrink.search_records import (
     record,
     retry_listener,
     reuse_record,
+    unchecked_constraint,
     violation,
     with_stages,
 )
@@ -409,6 +410,12 @@ def reject_violations(
         if p.genotype.key in done:
             continue
         profile = evaluator.profile(p.genotype)
+        if unchecked := unchecked_constraint(profile, config):
+            raise ConfigError(
+                f"constraint {unchecked[0]}: {type(evaluator).__qualname__}.profile of cell "
+                f"{p.genotype.key} {unchecked[1]}; a hard constraint is checked on the profile, "
+                "before training"
+            )
         if why := violation(profile, config):
             writer.candidate(record(p, i, seeds[i], why, float("-inf")))
         bounded = [m for m in config.constraints if m in profile]

@@ -2,9 +2,10 @@
 
 A candidate's record (:func:`record`), a re-proposed cell's (:func:`reuse_record`), a retry's
 event (:func:`retry_listener`), a hard constraint's verdict before training
-(:func:`violation`) and the checked profile kept in the record (:func:`as_checked`), a
-screened survivor's stages folded into its record
-(:func:`with_stages`), and the observation a strategy is told of a record (:func:`observe`).
+(:func:`violation`; :func:`unchecked_constraint`: a profile it cannot read) and the checked
+profile kept in the record (:func:`as_checked`), a screened survivor's stages folded into its
+record (:func:`with_stages`), and the observation a strategy is told of a record
+(:func:`observe`).
 The schemas they are checked against on reading live in :mod:`autoshrink.journal`.
 """
 
@@ -17,6 +18,8 @@ from typing import Any
 from autoshrink.config import SearchConfig
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.executors.base import RetryListener
+from autoshrink.json_values import finite_or_none
+from autoshrink.ranges import is_number
 from autoshrink.screening import StageResult
 from autoshrink.strategies.base import Observation, Proposal
 
@@ -57,6 +60,21 @@ def reuse_record(proposal: Proposal, index: int, first_step: int) -> dict[str, A
         "cell": proposal.genotype.to_dict(),
         "first_step": first_step,
     }
+
+
+def unchecked_constraint(metrics: object, config: SearchConfig) -> tuple[str, str] | None:
+    """The first hard constraint of ``config`` that a profile ``metrics`` cannot be checked
+    against, and what the profile gives of it: no mapping, no such metric, or a value that is
+    no finite number (a NumPy or torch scalar is one). ``None`` when every constraint can be
+    checked. Unchecked, such a constraint let every candidate pass."""
+    for name in sorted(config.constraints):
+        if not isinstance(metrics, Mapping):
+            return name, f"gives a {type(metrics).__name__}, not a dict of metrics"
+        if name not in metrics:
+            return name, f"gives no {name} (it gives {', '.join(map(str, metrics)) or 'none'})"
+        if not is_number(finite_or_none(metrics[name])):
+            return name, f"gives {name} = {metrics[name]!r}, not a finite number"
+    return None
 
 
 def violation(metrics: Mapping[str, float], config: SearchConfig) -> Evaluation | None:
