@@ -466,3 +466,13 @@ def test_a_constraint_the_evaluators_profile_cannot_check_is_named(tmp_path, pro
     good = toy_config(k=2, score=Score.cnn(cost="params"), constraints={"params": 3.0})
     result = run_search(run, good, evaluator_factory=lambda c: CountsParams(), progress=False)
     assert result.best.metrics["params"] <= 3.0
+
+
+@pytest.mark.parametrize(("constraints", "got"), [(None, "null"), ([1], "[1]"), ("macs", '"macs"')])
+def test_constraints_that_are_no_dict_are_named(constraints, got) -> None:
+    """They were dict()'s own TypeError ('cannot convert dictionary update sequence element'),
+    naming no setting; a string of two letters made a constraint of them."""
+    with pytest.raises(
+        ConfigError, match=rf'^config: "constraints" must be an object, got {re.escape(got)}'
+    ):
+        preset("demo", constraints=constraints)

@@ -180,8 +180,10 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         # its own, read-only copy: a dict shared with the config it was replaced from (a
-        # preset, say) would carry a change to one into every other, past the checks below
-        object.__setattr__(self, "constraints", Constraints(self.constraints))
+        # preset, say) would carry a change to one into every other, past the checks below;
+        # one that is no mapping is left for _check_types to name
+        if isinstance(self.constraints, Mapping):
+            object.__setattr__(self, "constraints", Constraints(self.constraints))
         for name, kind in NESTED_SETTINGS.items():  # a dict passes the JSON types below
             value = getattr(self, name)
             if not isinstance(value, kind):
