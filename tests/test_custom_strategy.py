@@ -378,3 +378,25 @@ def test_a_batch_breaking_the_rules_is_named_exactly() -> None:
     # two scored candidates of one accuracy: only their cost told them apart
     tied = [Observation(Proposal(c, 1), 0.0, {"accuracy": 0.1}) for c in (a, b)]
     assert same_quality(tied, "accuracy") == 0.1 and same_quality(tied[:1], "accuracy") is None
+
+
+@pytest.mark.parametrize("max_steps", [None, "10", 2.5, 0, -1, True, float("inf")])
+def test_a_max_steps_that_bounds_no_batches_is_named(tmp_path, max_steps) -> None:
+    """``None`` ("no limit") or a str stopped the search with the comparison's TypeError; 0 or
+    -1 with 'step 0 is batch 1, beyond its max_steps (0)'; inf let a strategy that never ends
+    fill the journal, which the bound is there to stop."""
+
+    bound = max_steps
+
+    class Unbounded(DropOneAtRandom):
+        max_steps = bound  # type: ignore[assignment]
+
+    def make(config: SearchConfig, start: Cell, rng: random.Random) -> Unbounded:
+        return Unbounded(config, start, rng)
+
+    run = tmp_path / "r"
+    with pytest.raises(ConfigError, match=r"^strategy_factory \S+make returned a strategy whose "
+                       rf"max_steps is {re.escape(repr(max_steps))}; it must be an int >= 1, "
+                       r"the most batches it asks for \(step 0 included\)$"):  # fmt: skip
+        run_search(run, custom(), evaluator_factory=toy, strategy_factory=make, progress=False)
+    assert not run.exists()

@@ -101,6 +101,13 @@ def make_strategy(
                 f"strategy_factory {factory_name(factory)} returned a {type(strategy).__name__}, "
                 f"which lacks {', '.join(missing)} (see autoshrink.strategies.base.CellStrategy)"
             )
+        bound = strategy.max_steps  # read once, at the start: the guard against no end
+        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+            raise ConfigError(
+                f"strategy_factory {factory_name(factory)} returned a strategy whose max_steps "
+                f"is {bound!r}; it must be an int >= 1, the most batches it asks for (step 0 "
+                "included)"
+            )
         return strategy
     if config.strategy == "autoshrink":
         return AutoShrink(
