@@ -5,6 +5,7 @@ their own tests are in tests/test_cli.py and tests/test_run_folder_input.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from autoshrink.config import SearchConfig
 from autoshrink.errors import ConfigError
 from autoshrink.presets import preset
+from autoshrink.screening import ScreeningStage
 from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
 
 
@@ -124,3 +126,25 @@ def test_training_settings_check_themselves_when_built(kind, settings, message) 
 
 def test_the_rnn_training_holds_its_lr_decay_epochs_as_a_tuple() -> None:
     assert RNNProxyTraining(lr_decay_after=[3, 5]).lr_decay_after == (3, 5)  # as JSON's list
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        preset("demo"),
+        preset("demo", task="rnn"),
+        preset(
+            "demo",
+            screening="progressive",
+            screening_stages=(ScreeningStage(2, 1, 0.5), ScreeningStage(1.0, 6, 1.0)),
+        ),
+        preset("demo", constraints={"macs": 2e5}),
+    ],
+    ids=["cnn", "rnn", "progressive", "constraints"],
+)
+def test_a_configs_dict_reads_back_as_the_config(config: SearchConfig) -> None:
+    """to_dict() held tuples (screening_stages, the rnn lr_decay_after) that from_dict, which
+    reads config.json's JSON, refused: 'config: "screening_stages" must be a list, got []'."""
+    d = config.to_dict()
+    assert SearchConfig.from_dict(d) == config
+    assert d == json.loads(json.dumps(d))  # what config.json holds, as the docstring says

@@ -401,14 +401,15 @@ class SearchConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, nested settings as dicts (what ``config.json`` holds)."""
-        return asdict(self)
+        """Every setting, nested settings as dicts and tuples as lists: what ``config.json``
+        holds, and :meth:`from_dict` reads back (a tuple was refused as no list)."""
+        return json.loads(json.dumps(asdict(self)))
 
     def _check_types(self) -> None:
         """Raise :class:`ConfigError` naming the first setting whose value is not of its
         field's type (``k=2.5``, ``seed="a"``), as :meth:`check_json` does for a file."""
         try:
-            as_json = json.loads(json.dumps(self.to_dict()))  # NumPy numbers refused
+            as_json = self.to_dict()  # NumPy numbers refused
         except (TypeError, ValueError) as err:  # e.g. a NumPy number among the settings
             raise ConfigError(f"config: a setting is not a plain JSON value ({err})") from None
         self.check_json(as_json)
