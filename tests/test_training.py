@@ -56,6 +56,9 @@ def test_recipes_round_trip_through_json(tmp_path: Path) -> None:
     r.save(tmp_path / "r.json")
     assert Recipe.load(tmp_path / "r.json") == r
     assert get_recipe(str(tmp_path / "r.json"), batch_size=32) == r.with_overrides(batch_size=32)
+    # to_dict is what from_dict reads (it held crop_scale as a tuple, which from_dict refused:
+    # 'recipe: "crop_scale" must be a list, got [0.25, 1.0]')
+    assert Recipe.from_dict(r.to_dict()) == r
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ every training run. No torch in this module.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -150,8 +151,9 @@ class Recipe:
         return replace(self, **settings)
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON: ``format`` and every setting, as :meth:`from_dict` reads it."""
-        return {"format": FORMAT, **asdict(self)}
+        """The recipe as JSON: ``format`` and every setting, as :meth:`from_dict` reads it (tuples
+        as lists: a tuple was refused as no list)."""
+        return {"format": FORMAT, **json.loads(json.dumps(asdict(self)))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
