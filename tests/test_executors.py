@@ -358,6 +358,33 @@ def test_pool_worker_that_cannot_start_is_an_error_not_a_hang():
     assert isinstance(WorkerStartError("x"), AutoshrinkError)  # the command line: one line, 2
 
 
+class HoldsALambda(Fake):
+    """An evaluator that holds what pickle cannot take: a lambda."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = lambda x: x
+
+
+def test_an_evaluator_that_does_not_pickle_is_named() -> None:
+    """It was pickle's own error ("Can't pickle local object ..."), naming neither the evaluator
+    nor why it is pickled; a worker that held another evaluator kept running, held by nobody."""
+    pool = LocalPoolExecutor(1)
+    says = (
+        r"^the pool executor sends the evaluator to its worker processes, and HoldsALambda "
+        r"does not pickle \(.+\); keep what it holds plain \(no lambda, open file or lock\)$"
+    )
+    try:
+        with pytest.raises(TypeError, match=says):
+            list(pool.run(HoldsALambda(), _jobs(2)))
+        assert len(list(pool.run(Fake(), _jobs(2)))) == 2  # the pool goes on
+        with pytest.raises(TypeError, match=says):  # a worker that holds another evaluator
+            list(pool.run(HoldsALambda(), _jobs(2)))
+        assert [w.process.is_alive() for w in pool._idle] == [True]
+    finally:
+        pool.close()
+
+
 def _die_once(flag: str) -> Fake:
     if not os.path.exists(flag):  # the first worker to load it dies, as if killed from outside
         open(flag, "w").close()

@@ -246,9 +246,17 @@ class LocalPoolExecutor:
 
     def _load(self, w: _Worker, slot: int, evaluator: Evaluator) -> None:
         """Send ``evaluator`` to worker ``w`` as ``slot`` and wait until it holds it (raises
-        ``EOFError`` or ``OSError`` when the worker died)."""
+        ``EOFError`` or ``OSError`` when the worker died, a :class:`TypeError` naming an
+        evaluator that does not pickle)."""
         live = {s for s, _ in self._slots}
-        w.conn.send(("load", slot, evaluator, live))
+        try:  # pickled whole before a byte is sent: the worker still waits for a message
+            w.conn.send(("load", slot, evaluator, live))
+        except (pickle.PicklingError, AttributeError, TypeError) as err:
+            raise TypeError(
+                "the pool executor sends the evaluator to its worker processes, and "
+                f"{type(evaluator).__qualname__} does not pickle ({err}); keep what it holds "
+                "plain (no lambda, open file or lock)"
+            ) from None
         if w.conn.recv() != "ready":
             raise EOFError("the worker did not confirm the evaluator")
         w.slots = (w.slots & live) | {slot}
@@ -298,6 +306,11 @@ class LocalPoolExecutor:
             queue.appendleft(w.job)
             self._stop(w)
             return None
+        except TypeError:  # an evaluator that does not pickle: nothing sent, the worker waits
+            queue.appendleft(w.job)
+            w.job = None
+            self._idle.append(w)
+            raise
         return w
 
     def _settle(
