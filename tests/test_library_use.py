@@ -102,6 +102,30 @@ def test_the_built_in_evaluator_refuses_a_cost_it_lacks_before_any_training(
         Score(metric=1)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("task", "score", "says"),
+    [
+        ("cnn", Score(metric="acc"), "score metric 'acc': the built-in cnn evaluator gives "
+         "accuracy, macs, params, latency_ms, table_latency_ms"),
+        ("rnn", Score.cnn(), "score metric 'accuracy': the built-in rnn evaluator gives "
+         "perplexity, macs, params, edges, edge_cost"),
+    ],
+)  # fmt: skip
+def test_the_built_in_evaluator_refuses_a_metric_it_lacks_before_any_training(
+    tmp_path, monkeypatch, task, score, says
+) -> None:
+    """It was refused only once the first candidate had trained (minutes with the paper's
+    protocol), though a cost it lacks was refused at once."""
+    from autoshrink.evaluators import factory
+
+    for name in ("proxy_task", "rnn_evaluator"):
+        monkeypatch.setattr(factory, name, lambda c: pytest.fail("read the data set"))
+    config = preset("demo", task=task, score=score)
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+        run_search(tmp_path / "r", config, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_score_is_minus_infinity_without_its_metric_or_cost() -> None:
     # a candidate whose evaluator left out a metric ranks last; it is not a TypeError
     import dataclasses

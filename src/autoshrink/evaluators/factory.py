@@ -4,6 +4,7 @@ and the zero-cost ranker of ``--screening zero-cost``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 
 from autoshrink.config import CONSTRAINED, SearchConfig
 from autoshrink.data.images import ImageData, ProxySplit, load_images, proxy_split
@@ -39,14 +40,24 @@ def proxy_task(config: SearchConfig) -> tuple[ProxySplit, MacroSpec]:
     return split, macro
 
 
+#: The quality metric the built-in evaluator of each task measures by training.
+QUALITY = MappingProxyType({"cnn": "accuracy", "rnn": "perplexity"})
+
+
 def build_evaluator(config: SearchConfig) -> Evaluator:
     """The proxy-training evaluator of ``config``: its data set, proxy split and macro. A score
-    whose cost the evaluator does not give is refused first, before any data is read."""
+    whose cost or metric the evaluator does not give is refused first, before any data is
+    read."""
     costs = CONSTRAINED[config.task]  # what its profile gives, before training
     if config.score.weight and config.score.cost not in costs:
         raise ConfigError(
             f"score cost {config.score.cost!r}: the built-in {config.task} evaluator gives "
             f"{', '.join(costs)}"
+        )
+    if config.score.metric not in (gives := (QUALITY[config.task], *costs)):
+        raise ConfigError(
+            f"score metric {config.score.metric!r}: the built-in {config.task} evaluator gives "
+            f"{', '.join(gives)}"
         )
     if config.task == "rnn":
         rnn = rnn_evaluator(config)
