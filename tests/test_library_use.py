@@ -431,6 +431,16 @@ def test_run_search_names_an_argument_of_the_wrong_type(
     assert os.listdir(tmp_path) == []
 
 
+def test_an_executor_that_is_no_executor_is_named(tmp_path) -> None:
+    """The executor's name ("pool"), as the command line takes it: an AttributeError on
+    ``.close`` from run_search's cleanup, which hid what went wrong."""
+    run = tmp_path / "run"
+    with pytest.raises(TypeError, match=r"^run_search: executor must be an Executor "
+                       r"\(executor_for\(\.\.\.\)\), got a str$"):  # fmt: skip
+        run_search(run, toy_config(k=2), executor="pool", progress=False)  # type: ignore[arg-type]
+    assert not run.exists()
+
+
 def test_an_evaluator_factory_that_gives_no_evaluator_is_named(tmp_path) -> None:
     """An evaluator given where its factory goes, or a factory that returns None: a TypeError
     ('object is not callable') or an AttributeError on ``.evaluate`` from deep inside."""

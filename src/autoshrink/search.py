@@ -71,10 +71,13 @@ log = logging.getLogger(__name__)
 EVALUATOR_MEMBERS = ("profile", "evaluate")
 
 
-def check_argument_types(run_dir: object, config: object, **factories: object) -> None:
+def check_argument_types(
+    run_dir: object, config: object, executor: object, **factories: object
+) -> None:
     """A :class:`TypeError` naming :func:`run_search`'s ``run_dir`` or ``config`` when it is of
-    another type (a dict or a preset's name for the config, the two swapped), or a factory
-    that cannot be called (an evaluator given where its factory goes)."""
+    another type (a dict or a preset's name for the config, the two swapped), an ``executor``
+    that is none (its name, as the command line takes it), or a factory that cannot be called
+    (an evaluator given where its factory goes)."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise TypeError(
             f"run_search(run_dir, config): run_dir must be a path, got "
@@ -84,6 +87,13 @@ def check_argument_types(run_dir: object, config: object, **factories: object) -
         raise TypeError(
             f"run_search(run_dir, config): config must be a SearchConfig (preset(...)), got "
             f"{type(config).__name__}"
+        )
+    if executor is not None and not all(
+        callable(getattr(executor, m, None)) for m in ("run", "close")
+    ):
+        raise TypeError(
+            "run_search: executor must be an Executor (executor_for(...)), got a "
+            f"{type(executor).__name__}"
         )
     for name, factory in factories.items():
         if factory is not None and not callable(factory):
@@ -97,16 +107,20 @@ def check_arguments(
     run_dir: str | Path,
     config: SearchConfig | None,
     resume: bool,
-    factories: tuple[object, StrategyFactory | None],
+    given: tuple[object, StrategyFactory | None, object],
     retry_failed: bool,
     repair: bool,
 ) -> None:
     """Refuse :func:`run_search`'s arguments that cannot go together or are of the wrong type
-    (``factories``: the evaluator's and the strategy's), before anything is made (and warn of a
-    strategy factory that only the running script defines)."""
-    evaluator_factory, strategy_factory = factories
+    (``given``: the evaluator's factory, the strategy's and the executor), before anything is
+    made (and warn of a strategy factory that only the running script defines)."""
+    evaluator_factory, strategy_factory, executor = given
     check_argument_types(
-        run_dir, config, evaluator_factory=evaluator_factory, strategy_factory=strategy_factory
+        run_dir,
+        config,
+        executor,
+        evaluator_factory=evaluator_factory,
+        strategy_factory=strategy_factory,
     )
     if (retry_failed or repair) and not resume:
         raise ConfigError(
@@ -200,7 +214,12 @@ def run_search(
     """
     t0 = time.perf_counter()
     check_arguments(
-        run_dir, config, resume, (evaluator_factory, strategy_factory), retry_failed, repair
+        run_dir,
+        config,
+        resume,
+        (evaluator_factory, strategy_factory, executor),
+        retry_failed,
+        repair,
     )
     run_dir = Path(run_dir)
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
