@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autoshrink.config import SearchConfig
@@ -400,3 +401,50 @@ def test_a_max_steps_that_bounds_no_batches_is_named(tmp_path, max_steps) -> Non
                        r"the most batches it asks for \(step 0 included\)$"):  # fmt: skip
         run_search(run, custom(), evaluator_factory=toy, strategy_factory=make, progress=False)
     assert not run.exists()
+
+
+class NotesAtStep1(DropOneAtRandom):
+    """DropOneAtRandom whose step-1 proposals carry ``meta`` (set per test)."""
+
+    meta: object = None
+
+    def ask(self) -> list[Proposal]:
+        batch = super().ask()
+        if batch and batch[0].step == 1:
+            self._pending = [Proposal(p.genotype, 1, self.meta) for p in batch]  # type: ignore[arg-type]
+            return list(self._pending)
+        return batch
+
+
+@pytest.mark.parametrize(
+    ("meta", "says"),
+    [
+        ({"origin": {1, 2}}, "a proposal's meta is no JSON (Object of type set is not JSON serial"),
+        ({"logits": np.zeros(2)}, "a proposal's meta is no JSON (Object of type ndarray is not"),
+        ([1, 2], "a proposal's meta is a list, not a dict"),
+        ({1: "a", "b": 2}, "a proposal's meta is no JSON ('<' not supported between instances"),
+    ],
+)
+def test_a_note_that_is_no_json_is_refused_before_its_candidates_train(
+    tmp_path, meta, says
+) -> None:
+    """It was json's own TypeError ('Object of type set is not JSON serializable'), or an
+    AttributeError on ``.items``, raised when the first trained candidate was journalled:
+    naming neither the strategy nor the note, and its training lost."""
+    evaluator = ToyEvaluator()
+
+    def make(config: SearchConfig, start: Cell, rng: random.Random) -> NotesAtStep1:
+        strategy = NotesAtStep1(config, start, rng)
+        strategy.meta = meta
+        return strategy
+
+    run = tmp_path / "r"
+    with pytest.raises(ConfigError, match=f"^strategy custom: {re.escape(says)}"):
+        run_search(run, custom(), evaluator_factory=lambda c: evaluator, strategy_factory=make,
+                   progress=False)  # fmt: skip
+    assert evaluator.calls == 1  # the start cell: the batch of the note was not trained
+    assert len(candidates_of(run)) == 1
+
+
+def candidates_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]

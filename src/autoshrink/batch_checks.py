@@ -5,12 +5,14 @@ perplexity, so that cost alone ranked them)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.json_values import finite_or_none
 from autoshrink.strategies.base import Observation, Proposal
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,19 @@ def check_batch(
 
 def _type_problem(proposals: Sequence[Proposal]) -> str | None:
     """What is of the wrong type in a batch (a genotype that is no :class:`Cell`, a step that
-    is no ``int``: the journal holds integers), or ``None``."""
+    is no ``int``: the journal holds integers; a ``meta`` that is no dict of JSON, which the
+    journal could not write once the candidate had trained), or ``None``."""
     for p in proposals:
         if not isinstance(p.genotype, Cell):
             return f"a proposal's genotype is a {type(p.genotype).__name__}, not a Cell"
         if type(p.step) is not int:
             return f"a proposal's step is {p.step!r} ({type(p.step).__name__}), not an int"
+        if not isinstance(p.meta, Mapping):
+            return f"a proposal's meta is a {type(p.meta).__name__}, not a dict"
+        try:  # as the journal writes it: NumPy scalars as numbers, NaN as null
+            json.dumps(finite_or_none(dict(p.meta)), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            return f"a proposal's meta is no JSON ({err})"
     return None
 
 
