@@ -413,3 +413,19 @@ def test_a_cell_is_immutable_and_hashable() -> None:
     assert hash(cell) == hash(same) and {cell, same} == {cell}
     with pytest.raises(dataclasses.FrozenInstanceError):
         cell.kind = "rnn"  # type: ignore[misc]
+
+
+def test_ops_that_are_no_list_of_names_are_named() -> None:
+    """A str was read letter by letter ("node 0 must be 'input', got 'i'"), and None given to
+    pruned or complete was tuple()'s TypeError ("'NoneType' object is not iterable")."""
+    says = r"^a cell's ops must be a list of op names, got a (str|NoneType)$"
+    for make in (
+        lambda: Cell("cnn", "input sep3x3", [(0, 1)]),  # type: ignore[arg-type]
+        lambda: Cell.pruned("cnn", "input sep3x3", [(0, 1)]),
+        lambda: Cell.complete("cnn", "input sep3x3"),
+        lambda: Cell.pruned("cnn", None, [(0, 1)]),  # type: ignore[arg-type]
+        lambda: Cell.complete("cnn", None),  # type: ignore[arg-type]
+        lambda: Cell.complete("cnn", ("input", "sep3x3")).with_ops("input sep3x3"),
+    ):
+        with pytest.raises(CellError, match=says):
+            make()

@@ -62,8 +62,9 @@ class Cell:
     _succ: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        ops = _op_names(self.ops)
         try:
-            ops, pairs = tuple(self.ops), list(self.edges)
+            pairs = list(self.edges)
         except TypeError:
             raise CellError("a cell's ops and edges must be lists") from None
         edges = tuple(sorted({_edge(e) for e in pairs}))
@@ -124,7 +125,7 @@ class Cell:
         cls, kind: str, ops: Iterable[str], edges: Iterable[Edge], activation: str | None = None
     ) -> Cell:
         """Build a cell, first dropping edges that start at nodes unreachable from node 0."""
-        ops = tuple(ops)
+        ops = _op_names(ops)
         try:
             pairs = sorted({_edge(e) for e in edges})
         except TypeError:
@@ -135,7 +136,7 @@ class Cell:
     @classmethod
     def complete(cls, kind: str, ops: Iterable[str], activation: str | None = None) -> Cell:
         """The complete DAG over ``ops``: every edge ``i -> j`` with ``i < j``."""
-        ops = tuple(ops)
+        ops = _op_names(ops)
         return cls(kind, ops, tuple(combinations(range(len(ops)), 2)), activation)
 
     # ----------------------------------------------------------------- structure
@@ -185,7 +186,7 @@ class Cell:
 
     def with_ops(self, ops: Iterable[str]) -> Cell:
         """The same topology with other node ops."""
-        return Cell(self.kind, tuple(ops), self.edges, self.activation)
+        return Cell(self.kind, _op_names(ops), self.edges, self.activation)
 
     # ----------------------------------------------------------------- identity
     @cached_property
@@ -309,6 +310,19 @@ def _reachable(edges: Iterable[Edge]) -> set[int]:
         if i in live:
             live.add(j)
     return live
+
+
+def _op_names(ops: Any) -> tuple[str, ...]:
+    """``ops`` as a tuple; a :class:`CellError` for a str (read letter by letter, it named the
+    wrong culprit) or anything not iterable."""
+    try:
+        if isinstance(ops, str):
+            raise TypeError
+        return tuple(ops)
+    except TypeError:
+        raise CellError(
+            f"a cell's ops must be a list of op names, got a {type(ops).__name__}"
+        ) from None
 
 
 def _edge(edge: Any) -> Edge:
