@@ -510,3 +510,23 @@ def test_constraints_that_are_no_dict_are_named(constraints, got) -> None:
         ConfigError, match=rf'^config: "constraints" must be an object, got {re.escape(got)}'
     ):
         preset("demo", constraints=constraints)
+
+
+def test_a_step_whose_ok_candidates_have_no_score_is_not_said_to_have_failed(tmp_path) -> None:
+    """An evaluator's "ok" evaluations without a finite metric stopped the search with "every
+    candidate of step 1 failed (2 ok)", which --retry-failed (for "failed" ones) cannot help."""
+
+    class NoAccuracyAfterStart(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            out = super().evaluate(cell, seed)
+            if cell.num_edges < 15:  # every candidate but the complete cell
+                return Evaluation({**out.metrics, "accuracy": math.nan})
+            return out
+
+    result = run_search(tmp_path / "r", toy_config(k=2), progress=False,
+                        evaluator_factory=lambda c: NoAccuracyAfterStart())  # fmt: skip
+    assert result.stopped == (
+        "no candidate of step 1 has a finite score (2 ok: a metric or cost the score reads is "
+        "missing or not finite, or a cost is <= 0); the search cannot shrink from a cell "
+        "without a score"
+    )

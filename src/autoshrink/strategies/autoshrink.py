@@ -184,6 +184,10 @@ class AutoShrink(AskTellBase):
             self._stop_reason = (
                 f"every candidate of step {self.step} failed ({counts}); the search cannot "
                 "shrink from a failed cell"
+                if "ok" not in statuses
+                else f"no candidate of step {self.step} has a finite score ({counts}: a metric "
+                "or cost the score reads is missing or not finite, or a cost is <= 0); the "
+                "search cannot shrink from a cell without a score"
             )
         elif self.step > 0:
             winner = max(observations, key=preferred)  # the first proposed among full ties
