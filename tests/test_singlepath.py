@@ -582,6 +582,25 @@ def test_runs_sharing_a_table_keep_each_others_calibration(tmp_path, monkeypatch
     assert [c["macro"]["width"] for c in saved["others"]] == [0.35]
 
 
+def test_a_calibration_is_merged_into_its_file_under_the_files_lock(tmp_path) -> None:
+    """Two runs of other widths that finished calibrating at once could each read the file
+    before the other wrote it, and one calibration was lost (measured again by its next run)."""
+    import threading
+
+    from autoshrink.atomic_write import locked
+    from autoshrink.singlepath.latency_model import CALIBRATION_FORMAT, save_calibration
+
+    path = tmp_path / "t.calibration.json"
+    fitted = {"format": CALIBRATION_FORMAT, "scale": 2.0}
+    saver = threading.Thread(target=save_calibration, args=(path, fitted))
+    with locked(path):  # another run, between its read and its write
+        saver.start()
+        saver.join(0.5)
+        assert saver.is_alive() and not path.exists()  # it waits
+    saver.join(10)
+    assert json.loads(path.read_text())["scale"] == 2.0
+
+
 @pytest.mark.parametrize(
     ("layer_ms", "fixed", "calibration", "says"),
     [

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import locked, write_json
 from autoshrink.cost.mobilenetv2 import BlockPlacement, MobileNetV2Spec
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.hardware.blocks import Block
@@ -367,19 +367,22 @@ def _same_fit(d: Any, expected: dict[str, Any]) -> bool:
 def save_calibration(path: Path, fitted: dict[str, Any]) -> None:
     """Write the calibration object ``fitted`` to ``path``, keeping under ``others`` those the
     file held for other settings or macros: a run of another width used to replace them, so
-    the next run of the first measured a new calibration (another model, another search)."""
-    try:
-        d = read_json_file(path, ConfigError, "calibration") if path.is_file() else None
-    except ConfigError:  # not a calibration file: replaced, as it always was
-        d = None
-    others: list[Any] = []
-    if isinstance(d, dict) and d.get("format") == CALIBRATION_FORMAT:
-        others = [
-            {k: v for k, v in c.items() if k != "others"}
-            for c in _calibrations(d)
-            if isinstance(c, dict) and not _same_fit(c, fitted)
-        ]
-    write_json(path, {**fitted, "others": others} if others else fitted, indent=1)
+    the next run of the first measured a new calibration (another model, another search).
+    Read, merged and replaced under the file's lock (:func:`~autoshrink.atomic_write.locked`):
+    runs of two widths that finish calibrating at once each keep the other's."""
+    with locked(path):
+        try:
+            d = read_json_file(path, ConfigError, "calibration") if path.is_file() else None
+        except ConfigError:  # not a calibration file: replaced, as it always was
+            d = None
+        others: list[Any] = []
+        if isinstance(d, dict) and d.get("format") == CALIBRATION_FORMAT:
+            others = [
+                {k: v for k, v in c.items() if k != "others"}
+                for c in _calibrations(d)
+                if isinstance(c, dict) and not _same_fit(c, fitted)
+            ]
+        write_json(path, {**fitted, "others": others} if others else fitted, indent=1)
 
 
 def reference_archs(spec: MobileNetV2Spec, count: int = 6, seed: int = 0) -> list[MBConvArch]:
