@@ -303,6 +303,42 @@ def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) 
     assert metrics["resumed_from_epoch"] == 3 and len(metrics["history"]) == 4
 
 
+def test_the_cli_refuses_a_resume_on_other_text_of_the_same_shape(
+    cli, finished: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """The training lines in reverse order: the same words and token counts, but other word ids
+    (first appearance), which the checkpoint's embedding rows would be read as."""
+    other = tmp_path / "reversed"
+    other.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        lines = (corpus_dir / name).read_text().splitlines()
+        (other / name).write_text("\n".join(lines[::-1] if name == "train.txt" else lines) + "\n")
+    a, b = load_text(corpus_dir), load_text(other)
+    assert a.ntokens == b.ntokens and a.vocab != b.vocab
+    assert [len(a.train), len(a.valid)] == [len(b.train), len(b.valid)]
+    before = snapshot(finished)
+    code, _, err = cli("train", RNN, "--task", "rnn", "--data", other, *FLAGS, "--epochs", "4",
+                       "--resume", "--out", finished)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "epoch 3 is of another run (data.sha256 changed)" in err
+    assert snapshot(finished) == before
+
+
+def test_a_checkpoint_written_before_the_data_digest_still_resumes(
+    cli, finished: Path, corpus_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = finished / "checkpoints" / "epoch-0003.json"
+    saved = json.loads(state.read_text())
+    del saved["run"]["data"]["sha256"]
+    state.write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING):
+        code, _, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                           "--epochs", "4", "--resume", "--out", finished)  # fmt: skip
+    assert code == 0, err
+    assert "does not record data.sha256" in caplog.text
+    assert json.loads((finished / "metrics.json").read_text())["resumed_from_epoch"] == 3
+
+
 def test_a_checkpoint_whose_history_is_damaged_is_one_line(
     cli, finished: Path, corpus_dir: Path
 ) -> None:

@@ -149,9 +149,10 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         run_info={
             "task": "rnn",
-            "data": {  # by its shape, as the cnn branch: the folder may move between runs
+            "data": {  # by its shape and contents, not its folder, which may move
                 "vocab": corpus.ntokens,
                 **{f"{side}_tokens": len(getattr(corpus, side)) for side in SIDES},
+                "sha256": corpus.sha256(),  # the same shape in another word order: other ids
             },
             "cell": cell.to_dict(),
             "nhid": args.nhid,

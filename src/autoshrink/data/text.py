@@ -14,6 +14,7 @@ Token ids are numpy ``int64`` arrays, so a :class:`Corpus` is cheap to ship to w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,16 @@ class Corpus:
     def ntokens(self) -> int:
         """Vocabulary size."""
         return len(self.vocab)
+
+    def sha256(self) -> str:
+        """A hex digest of the vocabulary in id order and of each split's token ids: equal for
+        the same text wherever it lies, other for text whose words or ids differ (the same
+        words in another first-appearance order give other ids)."""
+        digest = hashlib.sha256("\n".join(self.vocab.words).encode())
+        for ids in (self.train, self.valid, self.test):
+            tokens = np.zeros(0, "<i8") if ids is None else np.ascontiguousarray(ids, "<i8")
+            digest.update(f"\n{len(tokens)}:".encode() + tokens.tobytes())
+        return digest.hexdigest()
 
 
 def read_lines(path: Path) -> list[list[str]]:

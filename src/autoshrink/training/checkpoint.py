@@ -289,6 +289,19 @@ def _recipe_epochs(recipe: object) -> object:
     return recipe.get("epochs") if isinstance(recipe, dict) else None
 
 
+def unrecorded(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The entries one level down in ``current`` (``data.sha256``) that the same objects of
+    ``recorded`` lack: what a later version added to ``run_info``, which a checkpoint written
+    before does not say."""
+    return [
+        f"{key}.{name}"
+        for key, value in current.items()
+        if isinstance(value, dict) and isinstance(recorded.get(key), dict)
+        for name in value
+        if name not in recorded[key]
+    ]
+
+
 def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> None:
     """Refuse to resume a checkpoint of another run (see :func:`run_identity`), naming the
     first settings that differ; one whose ``run`` is not an object (nor ``null``) is damaged,
@@ -303,7 +316,12 @@ def check_same_run(ckpt: Checkpoint, identity: dict[str, Any], where: Path) -> N
     def flat(ident: dict[str, Any]) -> dict[str, Any]:  # run_info's keys at the top
         return {**(ident["run"] or {}), "recipe": ident["recipe"], "seed": ident["seed"]}
 
-    changed = differences(flat(recorded), flat(identity))
+    saved, current = flat(recorded), flat(identity)
+    for name in unrecorded(saved, current):  # not compared
+        logger.warning("%s: the checkpoint does not record %s (an older version's)", where, name)
+        key, field = name.split(".", 1)
+        current[key] = {k: v for k, v in current[key].items() if k != field}
+    changed = differences(saved, current)
     if changed:
         was, now = (_recipe_epochs(ident.get("recipe")) for ident in (recorded, identity))
         why = (  # the one change users try on purpose: more epochs
