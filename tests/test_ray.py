@@ -218,7 +218,27 @@ def test_gpu_tasks_on_a_ray_without_gpus_are_refused_here_and_said_of_a_cluster(
     cluster = RayExecutor("10.0.0.1:6379")  # a cluster's autoscaler may add a GPU node
     with caplog.at_level(logging.WARNING):
         cluster._task(_StubRay(gpus=0), _OnCuda())
-    assert "the candidates wait until it has one" in caplog.text
+    assert "the candidates wait until it has enough" in caplog.text
+
+
+def test_tasks_of_more_cpus_than_a_local_ray_has_are_refused_here_and_said_of_a_cluster(caplog):
+    """``--executor ray --threads 4`` on a 2-core machine waited for ever (Ray's autoscaler
+    said every 35 s that no node type can fulfil {'CPU': 4.0})."""
+    import logging
+
+    here = RayExecutor(cpus_per_task=4)
+    here._local = True  # the instance Ray started on this machine (no address)
+    said = "each candidate asks Ray for 4 CPUs, and the Ray instance on this machine has 2"
+    with pytest.raises(ConfigError, match=said):
+        here._task(_StubRay(), _OnCpu())
+    fits = RayExecutor(cpus_per_task=2)
+    fits._local = True
+    fits._task(stub := _StubRay(), _OnCpu())
+    assert stub.declared["num_cpus"] == 2
+    cluster = RayExecutor("10.0.0.1:6379", cpus_per_task=4)  # its autoscaler may add a node
+    with caplog.at_level(logging.WARNING):
+        cluster._task(_StubRay(), _OnCpu())
+    assert "asks Ray for 4 CPUs and the cluster has 2 now" in caplog.text
 
 
 def test_an_address_in_ray_address_is_probed_and_named(monkeypatch):

@@ -234,31 +234,36 @@ class RayExecutor:
             self._own_instance = self._local and started_a_local_instance(ray)
         return ray
 
-    def _check_gpus(self, ray: Any, gpus: float) -> None:
-        """Refuse tasks that ask for more GPUs than a Ray instance started on this machine has
-        (they would wait for ever); say it of a cluster, whose autoscaler may add them."""
-        have = float(ray.cluster_resources().get("GPU", 0))
-        if gpus <= have:
-            return
-        if self._local:
-            raise ConfigError(
-                f"--device cuda with --executor ray: each candidate asks Ray for {gpus:g} GPU, "
-                f"and the Ray instance on this machine has {have:g}; use --device cpu, or a "
-                "cluster with GPUs (--ray-address)"
+    def _check_resources(self, ray: Any, cpus: int, gpus: float) -> None:
+        """Refuse tasks that ask for more CPUs or GPUs than a Ray instance started on this
+        machine has (they would wait for ever); say it of a cluster, whose autoscaler may add
+        them."""
+        resources = ray.cluster_resources()
+        for name, asked, flag, instead in (
+            ("CPU", cpus, f"--threads {cpus}", "fewer --threads, or a cluster with more CPUs"),
+            ("GPU", gpus, "--device cuda", "--device cpu, or a cluster with GPUs"),
+        ):
+            have = float(resources.get(name, 0))
+            if asked <= have:
+                continue
+            many = f"{asked:g} {name}{'s' if asked > 1 else ''}"
+            if self._local:
+                raise ConfigError(
+                    f"{flag} with --executor ray: each candidate asks Ray for {many}, and the "
+                    f"Ray instance on this machine has {have:g}; use {instead} (--ray-address)"
+                )
+            log.warning(
+                "each candidate asks Ray for %s and the cluster has %g now: the candidates "
+                "wait until it has enough (an autoscaler adding a node)",
+                many,
+                have,
             )
-        log.warning(
-            "each candidate asks Ray for %g GPU and the cluster has %g now: the candidates "
-            "wait until it has one (an autoscaler adding a GPU node)",
-            gpus,
-            have,
-        )
 
     def _task(self, ray: Any, evaluator: Evaluator) -> Any:
         gpus = self.gpus_per_task
         if gpus is None:
             gpus = 1 if runs_on_cuda(evaluator) else 0
-        if gpus > 0:
-            self._check_gpus(ray, gpus)
+        self._check_resources(ray, self.cpus_per_task, gpus)
         return ray.remote(_evaluate).options(
             num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
         )
@@ -279,7 +284,7 @@ class RayExecutor:
         if evaluator is not self._evaluator:
             self._evaluator_ref = ray.put(evaluator)
             self._evaluator = evaluator
-            self._remote = self._task(ray, evaluator)  # once: its GPU check asks the cluster
+            self._remote = self._task(ray, evaluator)  # once: its check asks the cluster
         task = self._remote
         budget = RetryBudget(len(jobs), self.max_retries, on_retry)
 
