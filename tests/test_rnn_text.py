@@ -122,6 +122,19 @@ def test_lines_end_at_line_breaks_only(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path: Path) -> None:
+    # a file saved "UTF-8 with BOM" (Windows Notepad): the first word was "\ufeffthe", a word
+    # of its own in the vocabulary, and the first word of valid/test an unknown one
+    root = tmp_path / "c"
+    root.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (root / name).write_text("the cat\nthe dog\n", encoding="utf-8-sig")
+    assert read_lines(root / "train.txt") == [["the", "cat"], ["the", "dog"]]
+    corpus = load_text(root)
+    assert corpus.vocab.words == ("the", "cat", "dog", "<eos>", "<unk>")
+    assert corpus.unknown == {"train": 0, "valid": 0, "test": 0}
+
+
 def test_single_file_is_split_by_lines(tmp_path: Path) -> None:
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(f"w{i} x" for i in range(20)) + "\n")

@@ -112,8 +112,10 @@ class Corpus:
 def read_lines(path: Path) -> list[list[str]]:
     """The whitespace-split, non-empty lines of ``path``: lines end at line feeds, carriage
     returns or both only, as reading the file line by line splits them; a form feed or U+2028
-    inside a line is whitespace (``str.splitlines`` ended lines there too)."""
-    text = read_text_file(path, DataError, "text").replace("\r\n", "\n").replace("\r", "\n")
+    inside a line is whitespace (``str.splitlines`` ended lines there too). A byte order mark
+    at the start (a file saved as "UTF-8 with BOM") is not text."""
+    text = read_text_file(path, DataError, "text").removeprefix("\ufeff")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return [words for raw in text.split("\n") if (words := raw.split())]
 
 
