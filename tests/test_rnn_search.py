@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -178,6 +179,39 @@ def test_search_cli_end_to_end_and_resume(cli, tmp_path: Path, corpus_dir: Path)
     )
     code, stdout, _ = cli("search", "--resume", out, "--executor", "inprocess", "--no-progress")
     assert code == 0 and "0 trained now" in stdout
+
+
+def test_a_resume_on_other_text_is_refused_before_it_trains(
+    cli, tmp_path: Path, corpus_dir: Path
+) -> None:
+    """``--resume RUN --data DIR`` of a folder with other text (here the training lines in
+    reverse: other word ids, same sizes) trained the rest of the search on it, beside the
+    journal's candidates of the run's own text; the moved text itself resumes."""
+    whole = run_search(tmp_path / "whole", tiny_config(corpus_dir), progress=False)
+    run = tmp_path / "run"  # the whole run, killed after its third candidate
+    shutil.copytree(tmp_path / "whole", run)
+    lines = (run / "journal.jsonl").read_text().splitlines(keepends=True)
+    (run / "journal.jsonl").write_text("".join(lines[:3]))
+    for name in ("result.json", "best_cell.json", "best_cell.png"):
+        (run / name).unlink(missing_ok=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        text = (corpus_dir / name).read_text().splitlines()
+        (other / name).write_text("\n".join(text[::-1] if name == "train.txt" else text) + "\n")
+    before = (run / "journal.jsonl").read_bytes()
+    flags = ["--executor", "inprocess", "--no-progress"]
+    code, _, err = cli("search", "--resume", run, "--data", other, *flags)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{run / 'journal.jsonl'}: its candidates were trained on other data than {other}" in err
+    assert (run / "journal.jsonl").read_bytes() == before
+    moved = corpus_dir.rename(tmp_path / "moved")
+    code, _, err = cli("search", "--resume", run, "--data", moved, *flags)
+    assert code == 0, err
+    assert (
+        scores(run) == scores(tmp_path / "whole")
+        and Cell.load(run / "best_cell.json") == whole.cell
+    )
 
 
 def test_search_cli_bad_input(cli, tmp_path: Path) -> None:

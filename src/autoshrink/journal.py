@@ -85,6 +85,9 @@ class CandidateRecord:
     seconds: float | None = None
     # the run's config hash (its first CONFIG_HASH_DIGITS); journals before 2026-12-07 lack it
     config_hash: str | None = None
+    # the digest of its data (as many digits), where the evaluator has one (rnn text; since
+    # 2026-12-07)
+    data_hash: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +109,7 @@ class ReuseRecord:
     cell: dict[str, Any]  # as this step proposed it: the same key, perhaps other node numbers
     removed_edge: list[int] | None = None
     config_hash: str | None = None  # as a candidate record's
+    data_hash: str | None = None  # as a candidate record's
 
 
 @dataclass(frozen=True, kw_only=True)

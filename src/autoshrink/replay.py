@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from autoshrink.errors import JournalError
+from autoshrink.errors import DataError, JournalError
 from autoshrink.journal import CONFIG_HASH_DIGITS, OFF_PATH, Journal, off_path, record_type
 from autoshrink.strategies.base import Proposal
 
@@ -66,6 +66,8 @@ class Replay:
         #: What every record of this run carries as its ``config_hash``: the first
         #: :data:`~autoshrink.journal.CONFIG_HASH_DIGITS` of the run's config hash.
         self.config_stamp = config_hash[:CONFIG_HASH_DIGITS]
+        #: What this session's records carry as their ``data_hash`` (:meth:`check_data`).
+        self.data_stamp: str | None = None
         self.done: dict[str, dict[str, Any]] = {}
         self.stages: dict[tuple[str, int], dict[str, Any]] = {}  # progressive screening
         self.reused: set[tuple[int, str]] = set()  # (step, key) of the reuse records
@@ -96,6 +98,21 @@ class Replay:
         self._failed = {key: self.done.pop(key) for key in self._retrying}
         if self._retrying:
             log.info("%s: retraining %d failed candidates", self.path, len(self._retrying))
+
+    def check_data(self, stamp: str | None, data: str | None) -> None:
+        """Refuse a journal whose records carry another ``data_hash`` than ``stamp``, the digest
+        of the data (the folder ``data``) this session trains on: they were trained on other
+        data (a resume's ``--data`` naming another folder than the run's, moved); then stamp
+        this session's records with it."""
+        records = [*self.done.values(), *self._failed.values(), *self.stages.values()]
+        other = sorted({str(h) for rec in records if (h := rec.get("data_hash")) is not None})
+        other = [h for h in other if h != stamp]
+        if stamp is not None and other:
+            raise DataError(
+                f"{self.path}: its candidates were trained on other data than {data} (data hash "
+                f"{other[0]}, {stamp} now); resume with the run's own data (--data DIR)"
+            )
+        self.data_stamp = stamp
 
     @property
     def retrying(self) -> frozenset[str]:

@@ -36,7 +36,7 @@ from autoshrink.batch_checks import warn_cost_only
 from autoshrink.config import SearchConfig
 from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError, JournalError
-from autoshrink.evaluators.base import Evaluator, proxy_network
+from autoshrink.evaluators.base import Evaluator, data_hash, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor
 from autoshrink.journal import Journal, RunLock, record_type
 from autoshrink.outputs import check_output_file, claim_folder
@@ -162,11 +162,14 @@ def make_evaluator(
     evaluator_factory: Callable[[SearchConfig], Evaluator] | None,
     run_dir: Path,
     here: bool,
+    replay: Replay,
 ) -> tuple[Evaluator, WeightTrail | None]:
     """The search's evaluator (``evaluator_factory``'s, or the built-in one the config names)
-    and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``. Where
-    the built-in evaluator trains ``here``, in this process, a GPU this machine lacks is refused
-    first (a :class:`ConfigError`, before any data loads); a custom one decides for itself."""
+    and, for a one-shot search, the trail of weights it keeps in ``run_dir/oneshot``.
+    Where the built-in evaluator trains ``here``, in this process, a GPU this machine lacks is
+    refused first (a :class:`ConfigError`, before any data loads); a custom one decides for
+    itself. The journal's records (``replay``) of other data than the evaluator's are refused
+    (:meth:`~autoshrink.replay.Replay.check_data`)."""
     if evaluator_factory is None:
         from autoshrink.evaluators.factory import build_evaluator
 
@@ -181,6 +184,7 @@ def make_evaluator(
             f"{type(evaluator).__name__}, which lacks {', '.join(missing)} (see "
             "autoshrink.evaluators.base.Evaluator)"
         )
+    replay.check_data(data_hash(evaluator), config.data_dir)
     if config.evaluator != "oneshot":
         return evaluator, None
     from autoshrink.evaluators.oneshot import bind_weight_trail  # imports torch
@@ -242,7 +246,7 @@ def run_search(
                 log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
                 replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed, config)
-                evaluator, trail = make_evaluator(config, evaluator_factory, run_dir, here)
+                evaluator, trail = make_evaluator(config, evaluator_factory, run_dir, here, replay)
                 result = search_loop(
                     config, evaluator, executor, journal, replay, signals, progress, trail,
                     strategy_factory,

@@ -159,14 +159,17 @@ class LoopOutcome:
 class JournalWriter:
     """Appends a session's records to its journal, each with SIGINT and SIGTERM held (a record
     is written whole or not at all) and stamped with the run's ``config_hash``
-    (:attr:`Replay.config_stamp`), and keeps the replay's view of the journal current."""
+    (:attr:`Replay.config_stamp`) and its data's ``data_hash`` (:attr:`Replay.data_stamp`),
+    and keeps the replay's view of the journal current."""
 
     journal: Journal
     replay: Replay
     signals: StopSignals
 
     def _append(self, rec: dict[str, Any]) -> None:
-        self.journal.append(rec | {"config_hash": self.replay.config_stamp})
+        data = self.replay.data_stamp
+        stamps = {"config_hash": self.replay.config_stamp} | ({"data_hash": data} if data else {})
+        self.journal.append(rec | stamps)
 
     def candidate(self, rec: dict[str, Any]) -> None:
         """A candidate's record: from now on the candidate is done."""

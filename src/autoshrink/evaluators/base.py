@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Protocol
@@ -162,15 +162,32 @@ def journal_problem(evaluation: Evaluation) -> str | None:
     return None
 
 
+def wrapped(evaluator: object) -> Iterator[object]:
+    """``evaluator`` and those it wraps (``inner``: latency costs, one-shot weights), outermost
+    first."""
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if evaluator is None:
+            return
+        yield evaluator
+        evaluator = getattr(evaluator, "inner", None)
+
+
 def proxy_network(evaluator: object) -> MacroSpec | RNNSpec | None:
     """The network ``evaluator`` counts and trains its cells in (a CNN macro, or an RNN's
-    language model): its ``macro``, or that of the evaluator it wraps (``inner``: latency
-    costs, one-shot weights); ``None`` for one without (a table, a custom one)."""
-    for _ in range(8):  # a chain of wrappers, never a cycle
-        macro = getattr(evaluator, "macro", None)
+    language model): its ``macro``, or that of the evaluator it wraps; ``None`` for one
+    without (a table, a custom one)."""
+    for each in wrapped(evaluator):
+        macro = getattr(each, "macro", None)
         if isinstance(macro, (MacroSpec, RNNSpec)):
             return macro
-        evaluator = getattr(evaluator, "inner", None)
-        if evaluator is None:
-            return None
+    return None
+
+
+def data_hash(evaluator: object) -> str | None:
+    """The ``data_hash`` of ``evaluator`` or of the evaluator it wraps: a digest of the data its
+    candidates train on (the RNN proxy's text); ``None`` for one without."""
+    for each in wrapped(evaluator):
+        digest = getattr(each, "data_hash", None)
+        if isinstance(digest, str):
+            return digest
     return None

@@ -23,6 +23,7 @@ from autoshrink.data.text import Corpus, batchify, load_text
 from autoshrink.devices import own_generators, torch_threads
 from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation, failed, trained
 from autoshrink.graph import Cell
+from autoshrink.journal import CONFIG_HASH_DIGITS
 from autoshrink.nn.rnn import RNNModel
 from autoshrink.training.language import LMOutcome, train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
@@ -49,6 +50,12 @@ class RNNProxyEvaluator:
         self.training = training
         self.device = device
         self.threads = threads
+
+    @property
+    def data_hash(self) -> str:
+        """The first digits of the proxy text's digest (:meth:`Corpus.sha256`): what the
+        journal's records carry as ``data_hash``."""
+        return self.corpus.sha256()[:CONFIG_HASH_DIGITS]
 
     @property
     def macro(self) -> RNNSpec:
