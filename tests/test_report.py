@@ -428,3 +428,19 @@ def test_a_comparison_is_not_written_into_a_run_folders_own_report(run_dir, tmp_
     with pytest.raises(AutoshrinkError, match=r"--out \. is where `autoshrink report "):
         write_comparison([run_dir, other], ".")
     assert not (run_dir / "report" / "comparison.json").exists()
+
+
+def test_a_second_comparison_into_one_folder_leaves_no_picture_of_the_first(run_dir, tmp_path):
+    """A second comparison into the same ``--out`` replaces the first (docs/baselines.md): a
+    comparison of 3 runs, then of 2, kept the third run's best cell as ``cells/run_2.svg``,
+    a picture no page linked, of a run the folder no longer compares."""
+    from autoshrink.report.compare import write_comparison
+
+    runs = [run_dir] + [Path(shutil.copytree(run_dir, tmp_path / n)) for n in ("b", "c")]
+    out = tmp_path / "cmp"
+    write_comparison(runs, out)
+    assert len(list((out / "cells").iterdir())) == 3
+    page = write_comparison(runs[:2], out)
+    linked = {ref for ref in images(page) if ref.startswith("cells/")}
+    assert {f"cells/{p.name}" for p in (out / "cells").iterdir()} == linked
+    assert len(linked) == 2

@@ -26,7 +26,7 @@ from autoshrink.report.labels import label as display_label
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
 from autoshrink.report.reading import CONFIG, RunData, read_run
-from autoshrink.report.run_report import REPORT_DIR
+from autoshrink.report.run_report import REPORT_DIR, forget_pictures
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import require_folder
 
@@ -153,7 +153,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             f"{'; '.join(measured)}. Their scores do not compare as they stand."
         )
         sections.insert(0, ("", html.note(text)))
-    rows, figures = [], []
+    rows, figures, pictures = [], [], set()
     for i, (label, run) in enumerate(runs.items()):
         best = run.best
         rows.append(
@@ -170,8 +170,10 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         )
         if best is not None:
             pic = render(best.cell, out / "cells" / f"run_{i}.svg", title=label)
+            pictures.add(pic)
             caption = f"{label}: score {best.score:.4f}"
             figures.append(html.figure(pic, out, caption, natural_size=True))
+    forget_pictures(out / "cells", "run_", keep=pictures)  # an earlier comparison's runs
     header = ["run", "status", "candidates", "best score"]
     header += [display_label(quality), display_label(cost), "edges"]
     columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")

@@ -238,10 +238,11 @@ def picture_stride(steps: int) -> int:
     return 1 if steps <= STEP_PICTURES else math.ceil(steps / (STEP_PICTURES - 1))
 
 
-def _forget_step_pictures(cells: Path, keep: set[Path]) -> None:
-    """Remove the step pictures in ``cells`` that an earlier report of the run drew and this
-    one does not link (a run's later report draws other steps, :func:`pictured_steps`)."""
-    for path in cells.glob("step_*.*"):  # none where the folder is not there
+def forget_pictures(cells: Path, prefix: str, keep: set[Path]) -> None:
+    """Remove the pictures ``PREFIX*`` in ``cells`` that an earlier page drew and this one does
+    not link: a run's later report draws other steps (:func:`pictured_steps`), a later
+    comparison in the same folder other runs."""
+    for path in cells.glob(f"{prefix}*.*"):  # none where the folder is not there
         if path not in keep and path.suffix in (".svg", ".txt", ".png"):
             path.unlink(missing_ok=True)
 
@@ -273,7 +274,7 @@ def _shrink_sections(
         score = f"score {ch.score:.4f}" if ch.ok else f"{ch.status}: no score"
         caption = f"step {s.step}: {edges(ch)}, {score}"
         figures.append(html.figure(pic, out, caption, natural_size=True))
-    _forget_step_pictures(out / "cells", keep=pictures)
+    forget_pictures(out / "cells", "step_", keep=pictures)
     header = [
         "step",
         "edges left",
