@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -457,3 +458,30 @@ def test_show_refuses_a_picture_format_before_printing_the_cell(cli, tmp_path) -
     published_cell("shrinkcnn").save(tmp_path / "c.json")
     code, out, err = cli("show", tmp_path / "c.json", "--picture", tmp_path / "p.jpg")
     assert code == 2 and out == "" and "a cell picture is png, svg or dot, not 'jpg'" in err
+
+
+def test_show_of_a_cell_read_from_a_pipe_asks_where_its_picture_goes(cli, tmp_path) -> None:
+    """``autoshrink show <(cat cell.json)`` said ``--picture /dev/fd/63.png: cannot write in
+    /dev/fd`` (a flag not given), and ``cat cell.json | autoshrink show /dev/stdin`` wrote
+    ``/dev/stdin.png``: a pipe has no folder of its own for the picture beside it."""
+    import threading
+
+    text = (CELLS / "shrinkcnn.json").read_text()
+    fifo = tmp_path / "cell.json"
+
+    def show(*more: object) -> tuple[int, str, str]:
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_text, args=(text,))
+        writer.start()
+        try:
+            return cli("show", fifo, *more)
+        finally:
+            writer.join()
+            fifo.unlink()
+
+    code, out, err = show()
+    assert code == 2 and out == ""
+    assert f"{fifo}: not a regular file (a pipe?): give --picture FILE" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code, out, err = show("--picture", tmp_path / "p.dot")
+    assert code == 0 and "digraph cell" in (tmp_path / "p.dot").read_text()

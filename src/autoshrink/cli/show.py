@@ -22,9 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="where to write the picture (.png, .svg or .dot, the Graphviz source; default: next "
-        "to the cell, .png)",
+        "to the cell, .png; a cell read from a pipe needs it)",
     )
     p.set_defaults(handler=run)
+
+
+def default_picture(cell: Path) -> Path:
+    """Where the picture of the cell file ``cell`` goes without ``--picture``: beside it, as
+    ``.png``; a cell read from a pipe (``<(cat cell.json)``, ``/dev/stdin``) has no folder of
+    its own for one: a :class:`ConfigError` asking for ``--picture``."""
+    if not cell.is_file():
+        raise ConfigError(f"{cell}: not a regular file (a pipe?): give --picture FILE")
+    return cell.with_suffix(".png")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             "draws cells (count, latency, export and train take this file)"
         )
     cell = Cell.load(args.cell)
-    picture = check_output_file(args.picture or args.cell.with_suffix(".png"), "--picture")
+    picture = check_output_file(args.picture or default_picture(args.cell), "--picture")
     picture_format(picture)  # before anything is printed
     if args.cell.resolve() == picture.resolve():
         raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
