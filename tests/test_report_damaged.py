@@ -9,6 +9,7 @@ in tests/test_report.py, a singlepath folder of two epochs), so no search runs h
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -261,6 +262,7 @@ def test_a_report_of_a_damaged_singlepath_folder_fails_in_one_line(cli, tmp_path
 def test_a_torn_last_decisions_line_is_skipped(cli, tmp_path):
     folder = tmp_path / "sp"
     _write_singlepath(folder, finished=False)
+    (folder / "run.lock").write_text(f"{os.getpid()}\n")  # a live process holds the folder
     append("decisions.jsonl", b'{"epoch": 3, "la')(folder)  # the search is writing epoch 3
     before = (folder / "decisions.jsonl").read_bytes()
     code, _, err = cli("report", folder)
@@ -268,7 +270,22 @@ def test_a_torn_last_decisions_line_is_skipped(cli, tmp_path):
     assert (folder / "decisions.jsonl").read_bytes() == before  # read-only: nothing was cut
     page = (folder / "report" / "index.html").read_text()
     assert "epoch 2" in page and "epoch 3" not in page
-    assert "the search has not ended yet" in page
+    assert "the search is still running" in page
+
+
+@pytest.mark.parametrize("lock", [None, "999999999\n"])  # none left, or a dead process's
+def test_a_singlepath_search_stopped_before_its_end_is_not_called_running(cli, tmp_path, lock):
+    """A killed Single-Path search (no result.json, no live process holding run.lock) was
+    reported as "the search has not ended yet", as if it would: it ends only when resumed."""
+    folder = tmp_path / "sp"
+    _write_singlepath(folder, finished=False)
+    if lock is not None:
+        (folder / "run.lock").write_text(lock)
+    code, _, err = cli("report", folder)
+    assert code == 0, err
+    page = (folder / "report" / "index.html").read_text()
+    assert "still running" not in page and "not ended yet" not in page
+    assert "stopped before its end" in page and f"--out {folder} --resume" in page
 
 
 @pytest.mark.parametrize("file", ["curves.csv", "results.csv", "pareto.csv"])

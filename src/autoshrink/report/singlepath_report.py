@@ -1,6 +1,7 @@
 """The report of a Single-Path search folder (``autoshrink singlepath --out DIR``).
 
-Reads ``decisions.jsonl`` (and ``result.json`` once the search has ended); writes
+Reads ``decisions.jsonl`` (and ``result.json`` once the search has ended; until then
+``run.lock`` tells a running search from a stopped one); writes
 ``DIR/report/index.html``: every searchable layer's choice after each epoch (one row per
 layer, one column per epoch), the epochs' loss, validation accuracy and predicted latency, and
 the found network with its predicted and measured latency. Works while the search runs.
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.errors import AutoshrinkError
+from autoshrink.journal import lock_holder
 from autoshrink.report import html
 from autoshrink.report.labels import label
 from autoshrink.report.reading import read_json_lines
@@ -80,6 +82,18 @@ def _seconds(value: Any) -> Any:
     )
 
 
+def _not_ended(folder: Path) -> str:
+    """Why ``folder`` has no ``result.json`` yet: its search is running (a live process holds
+    its ``run.lock``), or stopped before its end (killed: only a resume ends it)."""
+    if lock_holder(folder) is not None:
+        return "the search is still running: run `autoshrink report` again later"
+    return (
+        "the search stopped before its end (no result.json, no search running): continue it "
+        f"with autoshrink singlepath and the settings of its settings.json, --out {folder} "
+        "--resume"
+    )
+
+
 def write_singlepath_report(folder: str | Path) -> Path:
     """Write ``folder/report/index.html``; returns its path."""
     folder = Path(folder)
@@ -101,7 +115,7 @@ def write_singlepath_report(folder: str | Path) -> Path:
         text = html.pre(", ".join(found.get("layers", []))) + html.definitions(items)
         sections.append(("The found network", text))
     else:
-        sections.append(("The found network", html.note("the search has not ended yet")))
+        sections.append(("The found network", html.note(_not_ended(folder))))
     page = out / "index.html"
     html.write_page(page, f"Single-Path search {folder.name}", sections)
     return page
