@@ -249,6 +249,21 @@ def test_cli_baseline_search_on_digits(cli, tmp_path: Path) -> None:
     assert code == 0 and "5 candidates, 0 trained now" in out
 
 
+def test_a_search_of_one_candidate_counts_it_in_the_singular(cli, tmp_path: Path) -> None:
+    # "1 candidates, 1 trained now" in the summary, "Best 1 candidates" on the report's page
+    args = ["search", "--strategy", "random", "--budget", "1", "--nodes", "3",
+            "--per-class", "10", "--val-size", "40", "--epochs", "1",
+            "--executor", "inprocess", "--threads", "1", "--no-progress",
+            "--out", tmp_path / "r"]  # fmt: skip
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "\n1 candidate, 1 trained now, " in out
+    code, _, err = cli("report", tmp_path / "r")
+    assert code == 0, err
+    page = (tmp_path / "r" / "report" / "index.html").read_text()
+    assert "Best 1 candidate<" in page and "Best 1 candidates" not in page
+
+
 @pytest.mark.parametrize(("nodes", "k", "keep"), [(4, 2, 0.0), (5, 3, 0.3), (6, 4, 0.2)])
 def test_the_default_budget_is_the_most_autoshrink_can_evaluate(nodes, k, keep):
     """Against the longest AutoShrink walk, found by trying every removal at every step."""

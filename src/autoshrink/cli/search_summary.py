@@ -8,6 +8,7 @@ import math
 import sys
 from collections.abc import Mapping
 
+from autoshrink.report.html import count
 from autoshrink.report.picture import to_text
 from autoshrink.run_folder import RESULT
 from autoshrink.search_result import SearchResult
@@ -27,7 +28,7 @@ def print_summary(result: SearchResult, *, as_json: bool = False) -> int:
     screened = (result.screening or {}).get("screened_out")
     out = f" ({screened} screened out now)" if screened else ""  # this session's
     print(
-        f"{result.evaluations} candidates{out}, {result.trained} trained now, "
+        f"{count(result.evaluations, 'candidate')}{out}, {result.trained} trained now, "
         f"{result.seconds:.1f} s; results in {result.run_dir}"
     )
     if result.ended and not result.stopped:  # an early stop has its own message
@@ -44,7 +45,7 @@ def print_cnn_scores(result: SearchResult) -> None:
     costs = [cost_phrase(best.metrics, name) for name in dict.fromkeys((cost, "macs"))]
     print(
         f"best score {best.score:.4f} (accuracy {acc:.4f}, {', '.join(costs)}, "
-        f"{edges(result.cell.num_edges)}, step {best.proposal.step})"
+        f"{count(result.cell.num_edges, 'edge')}, step {best.proposal.step})"
     )
     if "synthetic_accuracy" in best.metrics:  # --objective ood: what the accuracy mixes
         print(
@@ -64,11 +65,6 @@ def cost_phrase(metrics: Mapping[str, float], name: str) -> str:
     if name.endswith("latency_ms"):
         return f"{value:.3f} ms {'table ' if name.startswith('table') else ''}latency"
     return f"{value:,.0f} {'MACs' if name == 'macs' else name}"
-
-
-def edges(n: int) -> str:
-    """``1 edge``, ``6 edges``."""
-    return f"{n} edge{'' if n == 1 else 's'}"
 
 
 def stopped_early(result: SearchResult) -> int:
@@ -94,7 +90,7 @@ def print_rnn_scores(result: SearchResult) -> None:
     costs = [cost_phrase(m, name) for name in dict.fromkeys((cost, "params"))]
     print(
         f"best score {best.score:.4f} (perplexity {m.get('perplexity', float('nan')):.2f}, "
-        f"{', '.join(costs)}, {edges(result.cell.num_edges)}, step {best.proposal.step})"
+        f"{', '.join(costs)}, {count(result.cell.num_edges, 'edge')}, step {best.proposal.step})"
     )
     if start is not None and not start.ok:  # e.g. rejected by a constraint
         print(f"complete cell {start.status}: no score")

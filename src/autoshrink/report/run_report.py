@@ -366,7 +366,7 @@ def write_run_report(run_dir: Path) -> Path:
     if steps and not shrinks:
         header = ["step", "index", "key", "edges", "score", label(quality), label(cost), "train s"]
         rows = _top_rows(run, quality, cost)
-        sections.append((f"Best {len(rows)} candidates", html.table(header, rows)))
+        sections.append((f"Best {html.count(len(rows), 'candidate')}", html.table(header, rows)))
     if steps and shrinks:
         sections += _shrink_sections(run, out, quality, cost)
     sections += _retry_sections(run)
