@@ -86,6 +86,12 @@
 # rerun into it would lose them (rm -rf it first, or name another).
 set -uo pipefail
 exec 3>&1  # the console: a step's skip is said there (once), wherever the step's output goes
+# Relative folders given (OUT, the data folder, PTB_DIR) are taken from where the script is
+# run; the script then works in the working tree (data/..., src).
+given() { case $1 in "" | /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+OUT=$(given "${OUT:-}")
+GIVEN_DATA=$(given "${1:-${FASHION_MNIST_DIR:-}}")
+PTB_DIR=$(given "${PTB_DIR:-}")
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/gpu_check}"
@@ -115,7 +121,7 @@ fi
 mkdir -p "$OUT"
 BENCH=benchmarks/bench_gpu_engine.py
 
-DATA="${1:-${FASHION_MNIST_DIR:-}}"
+DATA="$GIVEN_DATA"
 if [ -z "$DATA" ]; then
     for d in data/fashion-mnist ../shared/data/fashion-mnist /usr/share/datasets/fashion-mnist; do
         if [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ]; then
@@ -125,7 +131,7 @@ if [ -z "$DATA" ]; then
     done
 fi
 
-PTB="${PTB_DIR:-}"
+PTB="$PTB_DIR"
 if [ -z "$PTB" ]; then
     for d in data/ptb/proxy ../shared/data/ptb/proxy; do
         [ -e "$d/train.txt" ] && PTB="$d" && break

@@ -6,13 +6,19 @@
 #   data/ptb/proxy/      the PTB proxy split (train/valid/test.txt), about 0.5 MB.
 # Sources: $1 (or $FASHION_MNIST_DIR, default /usr/share/datasets/fashion-mnist) and $2 (or
 # $PTB_PROXY_DIR, default ../shared/data/ptb/proxy). A missing source is named on one line and
-# the script exits with status 2 before copying anything. $DEST replaces data/ (tests).
+# the script exits with status 2 before copying anything. $DEST replaces data/ (tests). Relative
+# folders given (arguments, $FASHION_MNIST_DIR, $PTB_PROXY_DIR, $DEST) are taken from where the
+# script is run; the defaults from the working tree.
 #
 #   bash scripts/stage_gpu_data.sh [FASHION_MNIST_DIR] [PTB_PROXY_DIR]
 set -euo pipefail
+given() { case $1 in "" | /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+FASHION=$(given "${1:-${FASHION_MNIST_DIR:-}}")
+PTB=$(given "${2:-${PTB_PROXY_DIR:-}}")
+DEST=$(given "${DEST:-}")
 cd "$(dirname "$0")/.."
-FASHION="${1:-${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}}"
-PTB="${2:-${PTB_PROXY_DIR:-../shared/data/ptb/proxy}}"
+FASHION="${FASHION:-/usr/share/datasets/fashion-mnist}"
+PTB="${PTB:-../shared/data/ptb/proxy}"
 DEST="${DEST:-data}"
 IDX=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 fashion_files=()

@@ -194,3 +194,38 @@ def test_stage_gpu_data_copies_what_the_check_reads(tmp_path: Path) -> None:
         [f"{n}.gz" for n in names] + ["t10k-labels-idx1-ubyte"]
     )
     assert (dest / "ptb" / "proxy" / "valid.txt").read_text() == "valid.txt"
+
+
+def test_stage_gpu_data_reads_relative_paths_from_where_it_is_run(tmp_path: Path) -> None:
+    """Relative folders given to the script name folders under the caller's working directory,
+    not under the checkout the script moves to (it said the sources were missing)."""
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (tmp_path / "fashion").mkdir(exist_ok=True)
+        (tmp_path / "fashion" / f"{name}.gz").write_bytes(name.encode())
+    (tmp_path / "ptb").mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (tmp_path / "ptb" / name).write_text(name)
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "stage_gpu_data.sh"), "fashion", "ptb"],
+        cwd=tmp_path,
+        env={**os.environ, "DEST": "staged"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "staged" / "ptb" / "proxy" / "test.txt").read_text() == "test.txt"
+    assert len(list((tmp_path / "staged" / "fashion-mnist").iterdir())) == 4
+
+
+def test_gpu_check_takes_a_relative_out_from_where_it_is_run(tmp_path: Path) -> None:
+    """``OUT=rel`` run from another folder: the results go to that folder's ``rel``, not into
+    the checkout; an earlier run's files there are refused as in the checkout's."""
+    (tmp_path / "rel" / "search").mkdir(parents=True)
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": "rel", "PARTS": "next"}
+    script = str(REPO / "scripts" / "gpu_check.sh")
+    done = subprocess.run(["bash", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"OUT={tmp_path / 'rel'} holds an earlier run's files" in done.stderr
