@@ -257,6 +257,8 @@ def main() -> None:
     if args.fashion is not None:
         scale |= FASHION | {"data_dir": str(args.fashion)}
     if args.summarize is not None:
+        if not any(args.summarize.glob("seed*.json")):
+            ap.error(f"--summarize {args.summarize}: no seed*.json results there")
         summary = summarize(args.summarize)
         print(json.dumps(summary, indent=1) if args.json else summary["table"])
         return

@@ -167,6 +167,17 @@ def summary(rows: list[dict]) -> None:
 PROTOCOL = ("nodes", "k", "keep_fraction", "epochs", "retrain_epochs")
 
 
+def picked_settings(parser: argparse.ArgumentParser, settings: str) -> list[int]:
+    """The indices into SETTINGS that ``--settings`` names ("all": the first three)."""
+    if settings == "all":
+        return [0, 1, 2]
+    names = settings.split(",")
+    if not all(n.strip().isdigit() and int(n) < len(SETTINGS) for n in names):
+        parser.error(f"--settings {settings}: expected 'all' or comma-separated indices "
+                     f"0 to {len(SETTINGS) - 1} into SETTINGS")  # fmt: skip
+    return [int(n) for n in names]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -188,7 +199,9 @@ def main() -> None:
     other = sum(r.get("protocol") != protocol for r in rows)
     if other and not a.summary_only:
         p.error(f"{a.out} holds {other} row(s) of other settings than {protocol}; another --out?")
-    picked = [0, 1, 2] if a.settings == "all" else [int(i) for i in a.settings.split(",")]
+    if a.summary_only and not rows:
+        p.error(f"--summary-only: {a.out} holds no results; run the seeds into it first")
+    picked = picked_settings(p, a.settings)
     if not a.summary_only:
         for seed in range(a.first_seed, a.first_seed + a.seeds):  # every setting, seed by seed
             for i in picked:

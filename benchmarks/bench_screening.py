@@ -180,6 +180,19 @@ def interval(diffs: list[float]) -> tuple[float, float]:
     return mean, t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
+def check_finished(parser: argparse.ArgumentParser, args: argparse.Namespace, modes: list[str]
+                   ) -> None:  # fmt: skip
+    """``--summarise`` reads finished runs only: each seed's and mode's folder in ``--out``
+    must hold its result.json, else a usage error names the first that does not."""
+    if args.out is None:
+        parser.error("--summarise reads the run folders in --out: name it")
+    for seed in [] if args.faithful_only else args.seeds:
+        for mode in modes:
+            run_dir = args.out / f"{mode.replace('/', '_')}-s{seed}"
+            if not (run_dir / "result.json").is_file():
+                parser.error(f"--summarise: {run_dir} holds no finished run (result.json)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -206,8 +219,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     info = print_machine(sys.stderr if args.json else None)
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_screening_"))
     modes = ["plain", *(m for m in args.modes if m != "plain")]
+    if args.summarise:
+        check_finished(parser, args, modes)
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_screening_"))
     rows = [
         one_run(args, s, m, out)
         for i, s in enumerate([] if args.faithful_only else args.seeds)

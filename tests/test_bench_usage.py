@@ -1,0 +1,47 @@
+"""Benchmark scripts given what they cannot use: a usage error (status 2) naming the culprit,
+not a traceback, and not an empty table with status 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+def bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'benchmarks'}"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "said"),
+    [
+        ("bench_oneshot.py", ["--summarize", "{tmp}"], "--summarize {tmp}: no seed*.json"),
+        ("bench_screening.py", ["--summarise", "--seeds", "1", "--out", "{tmp}"],
+         "--summarise: {tmp}/plain-s1 holds no finished run"),
+        ("bench_screening.py", ["--summarise"], "--summarise reads the run folders in --out"),
+        ("bench_ood.py", ["--summary-only", "--out", "{tmp}/none.jsonl"],
+         "--summary-only: {tmp}/none.jsonl holds no results"),
+        ("bench_ood.py", ["--settings", "9", "--out", "{tmp}/o.jsonl"], "--settings 9: expected"),
+        ("bench_ood.py", ["--settings", "0,x", "--out", "{tmp}/o.jsonl"], "--settings 0,x:"),
+    ],
+)  # fmt: skip
+def test_nothing_to_read_is_a_usage_error(
+    tmp_path: Path, script: str, args: list[str], said: str
+) -> None:
+    done = bench(script, *(a.format(tmp=tmp_path) for a in args))
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert said.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
