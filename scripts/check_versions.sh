@@ -9,10 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 edge=${1:-}
+usage="usage: bash scripts/check_versions.sh oldest|newest [pytest arguments]"
 case $edge in
+  -h | --help) echo "$usage"; exit 0 ;;
   oldest) python=${PYTHON:-python3.10}; constraints=(-c scripts/oldest-versions.txt) ;;
   newest) python=${PYTHON:-python3.13}; constraints=() ;;
-  *) echo "usage: bash scripts/check_versions.sh oldest|newest [pytest arguments]" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac
 shift
 if ! "$python" -c '' 2>/dev/null; then

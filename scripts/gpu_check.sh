@@ -85,6 +85,12 @@
 # $OUT must be empty or new: its searches refuse a folder that holds an earlier one, so a
 # rerun into it would lose them (rm -rf it first, or name another).
 set -uo pipefail
+case "$#:${1:-}" in
+  1:-h | 1:--help) sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+  0: | 1: | 1:[!-]*) ;;
+  *) echo "gpu_check.sh: unknown arguments: $* (usage: OUT=DIR bash scripts/gpu_check.sh" \
+       "[FASHION_MNIST_DIR]; --help says more)" >&2; exit 2 ;;
+esac
 exec 3>&1  # the console: a step's skip is said there (once), wherever the step's output goes
 # Relative folders given (OUT, the data folder, PTB_DIR) are taken from where the script is
 # run; the script then works in the working tree (data/..., src).

@@ -7,9 +7,13 @@
 # Builds the library with the C compiler (cc) into a temporary folder; Linux with glibc only.
 # Runs about 2x slower: a check, not a way to run searches.
 set -euo pipefail
+usage="usage: bash scripts/heap_guard.sh COMMAND [ARGS...]"
 if (($# == 0)); then
-  echo "usage: bash scripts/heap_guard.sh COMMAND [ARGS...]" >&2
+  echo "$usage" >&2
   exit 2
+elif [[ $1 == -h || $1 == --help ]]; then
+  echo "$usage"
+  exit 0
 fi
 if ! command -v cc >/dev/null; then
   echo "heap_guard.sh: needs a C compiler (cc); on Debian/Ubuntu: apt-get install gcc libc6-dev" >&2

@@ -12,6 +12,12 @@
 #
 #   bash scripts/stage_gpu_data.sh [FASHION_MNIST_DIR] [PTB_PROXY_DIR]
 set -euo pipefail
+usage="usage: bash scripts/stage_gpu_data.sh [FASHION_MNIST_DIR] [PTB_PROXY_DIR]"
+case "$#:${1:-}:${2:-}" in
+  1:-h: | 1:--help:) echo "$usage"; exit 0 ;;
+  0:: | 1:[!-]*: | 2:[!-]*:[!-]*) ;;
+  *) echo "stage_gpu_data: unknown arguments: $*" >&2; echo "$usage" >&2; exit 2 ;;
+esac
 given() { case $1 in "" | /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
 FASHION=$(given "${1:-${FASHION_MNIST_DIR:-}}")
 PTB=$(given "${2:-${PTB_PROXY_DIR:-}}")

@@ -229,3 +229,19 @@ def test_gpu_check_takes_a_relative_out_from_where_it_is_run(tmp_path: Path) -> 
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"OUT={tmp_path / 'rel'} holds an earlier run's files" in done.stderr
+
+
+@pytest.mark.parametrize("script", ["gpu_check.sh", "stage_gpu_data.sh"])
+def test_the_scripts_answer_help_and_refuse_unknown_options(script: str, tmp_path: Path) -> None:
+    """``--help`` was taken for the data folder: gpu_check.sh started the whole check (minutes
+    of device time), stage_gpu_data.sh said the folder had no IDX files."""
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(tmp_path / "out")}
+    path = str(REPO / "scripts" / script)
+    asked = subprocess.run(["bash", path, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert asked.returncode == 0 and f"{script} [FASHION_MNIST_DIR]" in asked.stdout
+    for wrong in (["--fast"], ["a", "b", "c"]):
+        done = subprocess.run(["bash", path, *wrong], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2 and f"unknown arguments: {' '.join(wrong)}" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing run, nothing written

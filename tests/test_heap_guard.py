@@ -90,6 +90,8 @@ def test_the_exit_status_and_usage() -> None:
     assert _guarded("false").returncode == 1  # the command's own
     usage = subprocess.run(["bash", str(GUARD)], capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: ")
+    asked = subprocess.run(["bash", str(GUARD), "--help"], capture_output=True, text=True)
+    assert asked.returncode == 0 and asked.stdout.startswith("usage: ")  # not run as a command
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ the other would let the check run on releases pyproject no longer allows, or mis
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +26,12 @@ def test_the_oldest_versions_are_pyprojects_lower_bounds() -> None:
         assert pinned.split(".")[: len(wanted)] == wanted, name
         assert set(pinned.split(".")[len(wanted) :]) <= {"0"}, name
     assert pins.keys() == bounds.keys() - NOT_PINNED
+
+
+def test_check_versions_says_its_usage() -> None:
+    """``--help`` is answered on stdout with status 0; no edge, or another, is a usage error."""
+    script = str(ROOT / "scripts" / "check_versions.sh")
+    for args, status in (["--help"], 0), (["-h"], 0), ([], 2), (["oldset"], 2):
+        done = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=30)
+        said = done.stdout if status == 0 else done.stderr
+        assert done.returncode == status and said.startswith("usage: "), (args, done)
