@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from machine import print_machine
+from machine import print_machine, run_main
 
 KEPT_FILES = ("config.json", "fingerprint.json")  # what a search writes before its journal
 
@@ -109,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

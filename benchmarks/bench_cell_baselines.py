@@ -30,7 +30,7 @@ from autoshrink.executors.factory import build_executor
 from autoshrink.presets import preset
 from autoshrink.report.reading import read_run
 from autoshrink.search import run_search
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, out: Path) -> dict:
@@ -139,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

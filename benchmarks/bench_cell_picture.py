@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autoshrink.graph import Cell
 from autoshrink.report.picture import GRAPH_EDGE_LIMIT, matrix_figure, to_dot
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def complete(nodes: int) -> Cell:
@@ -71,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

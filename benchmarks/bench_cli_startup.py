@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import print_machine
+from machine import print_machine, run_main
 
 CELL = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
 
@@ -83,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from autoshrink.nn.cnn import build_network
 from autoshrink.spaces.cells import published_cell, start_cell
 from autoshrink.spaces.macros import cifar_proxy
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def throughput(cell, shape, *, channels_last: bool, threads: int, steps: int, batch=128) -> float:
@@ -139,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -52,7 +52,7 @@ from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from bench_gpu_engine import device_seconds, prepared_epoch, synthetic
-from machine import print_machine
+from machine import print_machine, run_main
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 
 #: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
@@ -292,4 +292,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,7 +30,7 @@ from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.pool import LocalPoolExecutor, default_workers
 from autoshrink.presets import preset
 from autoshrink.search_loop import candidate_seed, make_strategy
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def timed(executor, evaluator, jobs) -> tuple[float, dict[int, dict[str, float]]]:
@@ -101,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -45,7 +45,7 @@ from autoshrink.spaces.macros import shrinkcnn_imagenet
 from autoshrink.training.distributed import DistContext
 from autoshrink.training.final import train_final
 from autoshrink.training.recipes import get_recipe
-from machine import print_machine
+from machine import print_machine, run_main
 
 CELL = Path(__file__).resolve().parents[1] / "src" / "autoshrink" / "cells" / "shrinkcnn.json"
 
@@ -225,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

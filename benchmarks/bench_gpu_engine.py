@@ -47,7 +47,7 @@ from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from engine_search import search
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def synthetic(n: int, spec: MacroSpec, device: str, seed: int) -> tuple[torch.Tensor, ...]:
@@ -499,4 +499,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

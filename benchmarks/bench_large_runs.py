@@ -32,7 +32,7 @@ from autoshrink.report.folder import write_report
 from autoshrink.search_loop import make_strategy
 from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.strategies.base import Observation
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 class PathCount:
@@ -120,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,7 +30,7 @@ from autoshrink.hardware.latency_settings import CLOCKS, LatencySettings
 from autoshrink.hardware.table import extend_table
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import MACROS, get_macro
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def random_cells(n: int, seed: int, nodes: int = 8) -> list[Cell]:
@@ -122,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 from autoshrink.strategies.base import Observation, Proposal, Strategy
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
 from autoshrink.tabular.comparison import STRATEGIES, make_score, run_once
-from machine import print_machine
+from machine import print_machine, run_main
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 
@@ -71,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
 from autoshrink.tabular.comparison import STRATEGIES, run_bench
-from machine import print_machine
+from machine import print_machine, run_main
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 
@@ -63,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

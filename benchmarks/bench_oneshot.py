@@ -53,7 +53,7 @@ from autoshrink.graph import Cell
 from autoshrink.presets import preset
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed
-from machine import print_machine
+from machine import print_machine, run_main
 
 MODES = {"standalone": ("standalone", 1), "oneshot-1": ("oneshot", 1), "oneshot-0": ("oneshot", 0)}
 RETRAIN_SALT = 1_000_003  # retraining seeds: candidate_seed(seed + salt, key), unused by searches
@@ -282,4 +282,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

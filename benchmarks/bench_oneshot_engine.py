@@ -43,7 +43,7 @@ from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def setting(args: argparse.Namespace, dtype: torch.dtype) -> tuple[CNNProxyEvaluator, Cell]:
@@ -172,4 +172,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

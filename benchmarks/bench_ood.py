@@ -43,7 +43,7 @@ from autoshrink.search import run_search
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.classification import evaluate, train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
-from machine import print_machine
+from machine import print_machine, run_main
 
 #: (data set, held-out domain, proxy images per class): the issue's minimum test domains;
 #: the default run (``--settings all``) is the digits ones, Fashion-MNIST is ``--settings 3,4``.
@@ -231,4 +231,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

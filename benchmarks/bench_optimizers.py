@@ -23,7 +23,7 @@ from autoshrink.devices import torch_threads
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
 from bench_vs_mobilenetv2 import BASELINE, interleaved, networks
-from machine import print_machine
+from machine import print_machine, run_main
 
 OPTIMIZERS = ("rmsprop", "rmsprop-tf", "sgd")  # the first is the baseline
 
@@ -73,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,7 +25,7 @@ from autoshrink.search_loop import seeded_start
 from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import cifar_proxy
 from bench_core import timed_steps
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def train_steps(cell, *, foreach: bool, steps: int) -> tuple[float, list[torch.Tensor]]:
@@ -93,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

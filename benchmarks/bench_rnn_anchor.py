@@ -38,7 +38,7 @@ from autoshrink.presets import RNN_PRESETS
 from autoshrink.spaces.cells import published_cell
 from autoshrink.training.language import train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
-from machine import print_machine
+from machine import print_machine, run_main
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb/proxy"
 
@@ -136,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

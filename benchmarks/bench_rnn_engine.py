@@ -60,7 +60,7 @@ from autoshrink.training.language import train_epoch, train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
 from engine_search import timed_search
-from machine import print_machine
+from machine import print_machine, run_main
 
 
 def synthetic_corpus(root: Path, train_lines: int, valid_lines: int, vocab: int = 10_000) -> Path:
@@ -316,4 +316,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

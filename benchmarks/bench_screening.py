@@ -52,7 +52,7 @@ from autoshrink.presets import preset
 from autoshrink.screening import ClassDifficulty, ScreeningStage, default_stages, stage_evaluator
 from autoshrink.search import run_search
 from autoshrink.search_loop import candidate_seed, make_strategy
-from machine import print_machine
+from machine import print_machine, run_main
 
 MODES = ("plain", "zc-K", "zc-K/2", "prog", "prog-1/2")
 
@@ -288,4 +288,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

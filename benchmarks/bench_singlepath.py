@@ -58,7 +58,7 @@ from autoshrink.singlepath.space import (
 )
 from autoshrink.training.final import train_final
 from autoshrink.training.recipes import get_recipe
-from machine import print_machine
+from machine import print_machine, run_main
 
 log = logging.getLogger("bench_singlepath")
 
@@ -303,4 +303,4 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

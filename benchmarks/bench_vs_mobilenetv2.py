@@ -46,7 +46,7 @@ from autoshrink.spaces.cells import published_cell
 from autoshrink.spaces.macros import shrinkcnn_imagenet
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
-from machine import print_machine
+from machine import print_machine, run_main
 
 BASELINE = "MobileNetV2-1.4"
 
@@ -259,4 +259,4 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, gpu: boo
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

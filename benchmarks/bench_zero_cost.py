@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.tabular.naslib_zc import load_naslib_scores
 from autoshrink.zero_cost import proxy
-from machine import print_machine
+from machine import print_machine, run_main
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 CHECKED = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

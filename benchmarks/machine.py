@@ -11,6 +11,10 @@ measures: a script that has not loaded torch (``bench_cli_startup`` times start-
 processes, ``bench_nb201_speed`` reports its peak memory) gets torch's installed version, marked
 ``not loaded``, and no thread count or GPU; onnxruntime's version comes from its package's
 metadata. A script that loaded torch gets the thread count in force when it prints the header.
+
+:func:`run_main` runs a script's ``main``: bad user input (an
+:class:`~autoshrink.errors.AutoshrinkError`, such as a data folder that is not there) ends it as a
+usage error does, one line naming the culprit and status 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from autoshrink.devices import cpu_name
+from autoshrink.errors import AutoshrinkError
 
 #: The package names onnxruntime is installed under (CPU or CUDA build).
 ONNXRUNTIME_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
@@ -89,3 +96,13 @@ def print_machine(file: TextIO | None = None) -> dict[str, Any]:
     info = machine()
     print(machine_line(info), file=sys.stdout if file is None else file, flush=True)
     return info
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a script's ``main``; an :class:`~autoshrink.errors.AutoshrinkError` (bad user input)
+    ends it with ``SCRIPT: error: MESSAGE`` on stderr and status 2, as argparse's usage errors."""
+    try:
+        main()
+    except AutoshrinkError as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -36,6 +36,10 @@ def bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
          "--summary-only: {tmp}/none.jsonl holds no results"),
         ("bench_ood.py", ["--settings", "9", "--out", "{tmp}/o.jsonl"], "--settings 9: expected"),
         ("bench_ood.py", ["--settings", "0,x", "--out", "{tmp}/o.jsonl"], "--settings 0,x:"),
+        ("bench_nb201_speed.py", ["--tables", "{tmp}/nb201"],
+         "bench_nb201_speed.py: error: {tmp}/nb201: no such folder"),
+        ("bench_final_training.py", ["--data", "{tmp}/fm", "--device", "cpu"],
+         "bench_final_training.py: error: {tmp}/fm: no such folder"),
     ],
 )  # fmt: skip
 def test_nothing_to_read_is_a_usage_error(
