@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if a.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {a.repeats}")
     info = print_machine(sys.stderr if a.json else None)  # this process: imports no torch
     with tempfile.TemporaryDirectory() as tmp:
         commands = [

@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     args = parser.parse_args()
+    for flag in ("candidates", "repeat", "workers"):
+        if (value := getattr(args, flag)) is not None and value < 1:
+            parser.error(f"--{flag} must be >= 1, got {value}")
     print_machine()
 
     config = preset(args.preset)

@@ -370,6 +370,9 @@ def main() -> None:
         "--no-table", action="store_true", help="skip the throughput table (e.g. search only)"
     )
     args = p.parse_args()
+    for flag in ("k", "steps", "threads"):  # 0 was taken for the default, -1 failed in torch
+        if (value := getattr(args, flag)) is not None and value < 1:
+            p.error(f"--{flag} must be >= 1, got {value}")
     if args.cuda_graph and not is_cuda(args.device):
         p.error("--cuda-graph needs --device cuda")
     if args.compile and args.search_data is not None:

@@ -36,13 +36,18 @@ def bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
          "--summary-only: {tmp}/none.jsonl holds no results"),
         ("bench_ood.py", ["--settings", "9", "--out", "{tmp}/o.jsonl"], "--settings 9: expected"),
         ("bench_ood.py", ["--settings", "0,x", "--out", "{tmp}/o.jsonl"], "--settings 0,x:"),
+        ("bench_cli_startup.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_executors.py", ["--candidates", "0"], "--candidates must be >= 1, got 0"),
+        ("bench_executors.py", ["--repeat", "0"], "--repeat must be >= 1, got 0"),
+        ("bench_gpu_engine.py", ["--device", "cpu", "--quick", "--k", "0"], "--k must be >= 1"),
+        ("bench_gpu_engine.py", ["--device", "cpu", "--steps", "-1"], "--steps must be >= 1"),
         ("bench_nb201_speed.py", ["--tables", "{tmp}/nb201"],
          "bench_nb201_speed.py: error: {tmp}/nb201: no such folder"),
         ("bench_final_training.py", ["--data", "{tmp}/fm", "--device", "cpu"],
          "bench_final_training.py: error: {tmp}/fm: no such folder"),
     ],
 )  # fmt: skip
-def test_nothing_to_read_is_a_usage_error(
+def test_bad_input_is_a_usage_error(
     tmp_path: Path, script: str, args: list[str], said: str
 ) -> None:
     done = bench(script, *(a.format(tmp=tmp_path) for a in args))
