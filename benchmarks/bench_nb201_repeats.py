@@ -19,7 +19,7 @@ from pathlib import Path
 from autoshrink.strategies.base import Observation, Proposal, Strategy
 from autoshrink.tabular import SearchEvaluator, load_flat_tables
 from autoshrink.tabular.comparison import STRATEGIES, make_score, run_once
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 DEFAULT_TABLES = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 
@@ -48,8 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=Path, default=DEFAULT_TABLES)
     parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--runs", type=int, default=500)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--runs", type=count, default=500)
+    parser.add_argument("--queries", type=count, default=200)
     args = parser.parse_args()
     print_machine()  # imports no torch (this script does not load it)
     evaluate = SearchEvaluator(load_flat_tables(args.tables), dataset=args.dataset, epochs=12)

@@ -39,7 +39,7 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import tf32_matmuls
 from bench_gpu_engine import sync
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 MODES = ("concat", "buffer")
 
@@ -93,13 +93,13 @@ def largest_difference(nets: dict[str, BatchedCNN], x: torch.Tensor, autocast: A
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", type=local_device_argument)
-    p.add_argument("--k", type=int, default=10, help="stacked candidates")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--k", type=count, default=10, help="stacked candidates")
+    p.add_argument("--batch", type=count, default=128)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="auto")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    p.add_argument("--steps", type=int, default=3, help="training steps per round")
+    p.add_argument("--rounds", type=count, default=5, help="interleaved timing rounds")
+    p.add_argument("--steps", type=count, default=3, help="training steps per round")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--check", action="store_true", help="float64 (timings of float64 too)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

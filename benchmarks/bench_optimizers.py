@@ -23,7 +23,7 @@ from autoshrink.devices import torch_threads
 from autoshrink.training.optim import build_optimizer
 from autoshrink.training.recipes import get_recipe
 from bench_vs_mobilenetv2 import BASELINE, interleaved, networks
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 OPTIMIZERS = ("rmsprop", "rmsprop-tf", "sgd")  # the first is the baseline
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=count, default=10)
     args = parser.parse_args()
     device = torch.device(args.device)
     with torch_threads(args.threads):

@@ -60,7 +60,7 @@ from autoshrink.training.language import train_epoch, train_proxy_lm
 from autoshrink.training.proxy_settings import RNNProxyTraining
 from autoshrink.training.stacked_language import StackedTrainer, train_stacked_lm
 from engine_search import timed_search
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 
 def synthetic_corpus(root: Path, train_lines: int, valid_lines: int, vocab: int = 10_000) -> Path:
@@ -180,10 +180,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", type=local_device_argument)
     p.add_argument("--data", type=Path, default=None, help="PTB-style folder (default: synthetic)")
     p.add_argument("--nodes", type=int, default=6)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--nhid", type=int, default=100)
-    p.add_argument("--train-lines", type=int, default=4000)
-    p.add_argument("--repeats", type=int, default=1, help="timed epochs each (the best counts)")
+    p.add_argument("--k", type=count, default=10)
+    p.add_argument("--nhid", type=count, default=100)
+    p.add_argument("--train-lines", type=count, default=4000)
+    p.add_argument("--repeats", type=count, default=1, help="timed epochs each (the best counts)")
     p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     p.add_argument("--fp32", action="store_true", help="no TF32 matmuls on CUDA")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")

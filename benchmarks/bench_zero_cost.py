@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.tabular.naslib_zc import load_naslib_scores
 from autoshrink.zero_cost import proxy
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/nats-bench"
 CHECKED = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
@@ -68,8 +68,8 @@ def compare(path: str, cells: int, batch: int, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cells", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--cells", type=count, default=200)
+    parser.add_argument("--batch", type=count, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -14,11 +14,13 @@ metadata. A script that loaded torch gets the thread count in force when it prin
 
 :func:`run_main` runs a script's ``main``: bad user input (an
 :class:`~autoshrink.errors.AutoshrinkError`, such as a data folder that is not there) ends it as a
-usage error does, one line naming the culprit and status 2, not a traceback.
+usage error does, one line naming the culprit and status 2, not a traceback; :func:`count` is
+the ``type`` of an option that counts rounds, repeats or cells (a whole number >= 1).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import sys
@@ -106,3 +108,15 @@ def run_main(main: Callable[[], object]) -> None:
     except AutoshrinkError as err:
         print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def count(text: str) -> int:
+    """An argparse ``type`` for a number of rounds, repeats, cells...: a whole number >= 1 (0
+    left a script with nothing to time, and a traceback or NaN figures)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
