@@ -25,6 +25,10 @@ case "$#:${1:-}" in
 esac
 PYTHON_SET="${PYTHON:-}"
 PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c '' 2>/dev/null; then
+  echo "install.sh: cannot run $PYTHON; set PYTHON to an interpreter's name or path" >&2
+  exit 2
+fi
 # Debian splits venv (and ensurepip) out of python3: add it when venv cannot bootstrap pip.
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   apt_packages+=(python3-venv)
