@@ -98,6 +98,12 @@ given() { case $1 in "" | /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" 
 OUT=$(given "${OUT:-}")
 GIVEN_DATA=$(given "${1:-${FASHION_MNIST_DIR:-}}")
 PTB_DIR=$(given "${PTB_DIR:-}")
+if [ -n "$GIVEN_DATA" ] && ! [ -e "$GIVEN_DATA/train-images-idx3-ubyte.gz" ] && \
+    ! [ -e "$GIVEN_DATA/train-images-idx3-ubyte" ]; then  # else its searches fail steps later
+    echo "gpu_check.sh: $GIVEN_DATA: no train-images-idx3-ubyte(.gz); expected a Fashion-MNIST" \
+        "folder (scripts/stage_gpu_data.sh)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/gpu_check}"

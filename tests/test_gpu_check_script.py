@@ -42,6 +42,13 @@ def run_check(tmp_path: Path, *args: str, **env: str) -> Path:
     return out
 
 
+def fake_images(tmp_path: Path) -> str:
+    """A folder that looks like Fashion-MNIST's (steps that would read it are skipped)."""
+    (tmp_path / "fake-images").mkdir()
+    (tmp_path / "fake-images" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    return str(tmp_path / "fake-images")
+
+
 @pytest.mark.slow
 def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
@@ -119,7 +126,7 @@ def test_a_spent_budget_skips_the_steps_and_keeps_the_summary(tmp_path: Path) ->
     out = tmp_path / "gpu_check"
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next",
            "BUDGET_S": "20", "COMPILE": "1"}  # fmt: skip
-    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "no-data")], cwd=REPO,
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", fake_images(tmp_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     said = done.stdout.count("== skipped: the budget of 20 s is spent (BUDGET_S)")
@@ -138,7 +145,7 @@ def test_a_budget_cuts_a_step_to_what_is_left(tmp_path: Path) -> None:
     out = tmp_path / "gpu_check"
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(out), "PARTS": "next",
            "BUDGET_S": "45", "PYTHON": str(fake)}  # fmt: skip
-    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "no-data")], cwd=REPO,
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", fake_images(tmp_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     cut = re.findall(r"== cut from (\d+) s to (\d+) s by the budget", done.stdout)
@@ -245,3 +252,14 @@ def test_the_scripts_answer_help_and_refuse_unknown_options(script: str, tmp_pat
                               text=True, timeout=60)  # fmt: skip
         assert done.returncode == 2 and f"unknown arguments: {' '.join(wrong)}" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing run, nothing written
+
+
+def test_a_data_folder_without_fashion_mnist_is_refused_at_once(tmp_path: Path) -> None:
+    """A wrong folder ran every other step first (minutes of device time), then each search
+    failed on its missing IDX file."""
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "nowhere")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"gpu_check.sh: {tmp_path / 'nowhere'}: no train-images-idx3-ubyte(.gz)" in done.stderr
+    assert not (tmp_path / "out").exists()
