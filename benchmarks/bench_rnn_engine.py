@@ -204,114 +204,120 @@ def main() -> None:
     if args.quick:
         args.k, args.nhid, args.train_lines, args.nodes = min(args.k, 3), 16, 60, 4
     tmp = Path(tempfile.mkdtemp(prefix="autoshrink-rnn-bench-"))
-    data = args.data or synthetic_corpus(tmp / "text", 4000, 300)
-    text = "synthetic Zipf text" if args.data is None else str(args.data)
-    corpus = load_text(data, train_lines=args.train_lines, valid_lines=300)
-    report: dict[str, Any] = {"machine": info, "device": args.device, "data": text, "k": args.k}
+    report: dict[str, Any] = {}
     ok = True
-    if args.cuda_graph and not args.device.startswith("cuda"):
-        p.error(f"--cuda-graph needs --device cuda, not {args.device!r}")
-    graphs = args.cuda_graph  # off again after a failure: the eager figures still come
+    try:  # the temporary folder goes however the run ends, unless it holds the search
+        data = args.data or synthetic_corpus(tmp / "text", 4000, 300)
+        text = "synthetic Zipf text" if args.data is None else str(args.data)
+        corpus = load_text(data, train_lines=args.train_lines, valid_lines=300)
+        report |= {"machine": info, "device": args.device, "data": text, "k": args.k}
+        if args.cuda_graph and not args.device.startswith("cuda"):
+            p.error(f"--cuda-graph needs --device cuda, not {args.device!r}")
+        graphs = args.cuda_graph  # off again after a failure: the eager figures still come
 
-    def graph_failed(error: Exception) -> None:
-        nonlocal graphs, ok
-        graphs, ok = False, False
-        report["check_cuda_graph"] = False
-        report["cuda_graph_error"] = f"{type(error).__name__}: {error}"
-        say(f"CUDA graphs failed, going on without them: {report['cuda_graph_error']}")
+        def graph_failed(error: Exception) -> None:
+            nonlocal graphs, ok
+            graphs, ok = False, False
+            report["check_cuda_graph"] = False
+            report["cuda_graph_error"] = f"{type(error).__name__}: {error}"
+            say(f"CUDA graphs failed, going on without them: {report['cuda_graph_error']}")
 
-    if args.check:
-        tiny = load_text(data, train_lines=200, valid_lines=40)
-        ok = report["check"] = check(tiny, args.device, say)
-        if graphs:
-            try:
-                report["check_cuda_graph"] = check(tiny, args.device, say, cuda_graph=True)
-                ok &= report["check_cuda_graph"]
-            except Exception as error:  # reported; the rest of the run goes on
-                graph_failed(error)
-    if not args.no_table:
-        s = RNNProxyTraining(nhid=args.nhid, batch_size=16 if args.quick else 128)
-        cells = candidates(args.nodes, args.k)
-        tokens = batchify(corpus.train, s.batch_size).size * len(cells)
-        tf32 = not args.fp32
-        precision = " TF32" if tf32 and args.device.startswith("cuda") else ""
-        say(f"{len(cells)} candidates of the {args.nodes}-node cell, nhid {s.nhid}, "
-            f"{len(corpus.train):,} training tokens ({text}), vocabulary {corpus.ntokens:,}, "
-            f"{args.device}{precision}")  # fmt: skip
-        one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)  # warm-up
-        alone, alone_sys, alone_faults = min(
-            with_faults(lambda: one_by_one_seconds(cells, corpus, s, args.device, tf32))
-            for _ in range(args.repeats)
-        )
-        stacked_seconds(cells, corpus, s, args.device, tf32)  # warm-up
-        together, together_sys, together_faults = min(
-            with_faults(lambda: stacked_seconds(cells, corpus, s, args.device, tf32))
-            for _ in range(args.repeats)
-        )
-        report.update(
-            one_by_one_tokens_s=tokens / alone,
-            stacked_tokens_s=tokens / together,
-            speedup=alone / together,
-            one_by_one_s=alone,
-            stacked_s=together,
-            one_by_one_system_s=alone_sys,
-            stacked_system_s=together_sys,
-            one_by_one_page_faults=alone_faults,
-            stacked_page_faults=together_faults,
-        )
-        say(f"one by one: {alone:.2f} s per epoch of all {len(cells)}, "
-            f"{tokens / alone:,.0f} candidate-tokens/s (system {alone_sys:.1f} s, "
-            f"{alone_faults:,} page faults)")  # fmt: skip
-        say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s "
-            f"(system {together_sys:.1f} s, {together_faults:,} page faults)")  # fmt: skip
-        say(f"rnn speedup: {alone / together:.2f}")
-        if graphs:
-            try:
-                stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
-                graphed, single = (
-                    min(
-                        stacked_seconds(some, corpus, s, args.device, tf32, cuda_graph=True)
-                        for _ in range(args.repeats)
-                    )
-                    for some in (cells, cells[:1])
-                )
-            except Exception as error:  # reported; the rest of the run goes on
-                graph_failed(error)
-        if graphs:
-            single_plain = min(
-                one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)
+        if args.check:
+            tiny = load_text(data, train_lines=200, valid_lines=40)
+            ok = report["check"] = check(tiny, args.device, say)
+            if graphs:
+                try:
+                    report["check_cuda_graph"] = check(tiny, args.device, say, cuda_graph=True)
+                    ok &= report["check_cuda_graph"]
+                except Exception as error:  # reported; the rest of the run goes on
+                    graph_failed(error)
+        if not args.no_table:
+            s = RNNProxyTraining(nhid=args.nhid, batch_size=16 if args.quick else 128)
+            cells = candidates(args.nodes, args.k)
+            tokens = batchify(corpus.train, s.batch_size).size * len(cells)
+            tf32 = not args.fp32
+            precision = " TF32" if tf32 and args.device.startswith("cuda") else ""
+            say(f"{len(cells)} candidates of the {args.nodes}-node cell, nhid {s.nhid}, "
+                f"{len(corpus.train):,} training tokens ({text}), vocabulary {corpus.ntokens:,}, "
+                f"{args.device}{precision}")  # fmt: skip
+            one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)  # warm-up
+            alone, alone_sys, alone_faults = min(
+                with_faults(lambda: one_by_one_seconds(cells, corpus, s, args.device, tf32))
+                for _ in range(args.repeats)
+            )
+            stacked_seconds(cells, corpus, s, args.device, tf32)  # warm-up
+            together, together_sys, together_faults = min(
+                with_faults(lambda: stacked_seconds(cells, corpus, s, args.device, tf32))
                 for _ in range(args.repeats)
             )
             report.update(
-                graphed_tokens_s=tokens / graphed,
-                graphed_s=graphed,
-                graph_speedup=alone / graphed,
-                single_plain_s=single_plain,
-                single_graphed_s=single,
-                single_speedup=single_plain / single,
+                one_by_one_tokens_s=tokens / alone,
+                stacked_tokens_s=tokens / together,
+                speedup=alone / together,
+                one_by_one_s=alone,
+                stacked_s=together,
+                one_by_one_system_s=alone_sys,
+                stacked_system_s=together_sys,
+                one_by_one_page_faults=alone_faults,
+                stacked_page_faults=together_faults,
             )
-            say(f"stacked, CUDA graphs: {graphed:.2f} s (capture included), "
-                f"{tokens / graphed:,.0f} candidate-tokens/s")  # fmt: skip
-            say(f"rnn graph speedup: {alone / graphed:.2f}")
-            say(f"one candidate: plain loop {single_plain:.2f} s, a stack of one in CUDA graphs "
-                f"{single:.2f} s (capture included)")  # fmt: skip
-            say(f"rnn single speedup: {single_plain / single:.2f}")
-    if args.search:
-        out = args.out or tmp / "search"
-        how = ", CUDA graphs" if graphs else ""
-        say(f"paper-protocol RNN search ({text}) with the stacked executor{how} ...")
-        report["search"] = r = search(
-            data, args.device, args.time_limit, out, say, args.quick, graphs
-        )
-        r["cuda_graph"] = graphs
-        say(f"RNN search {'finished' if r['finished'] else 'stopped at the time limit'}: "
-            f"{r['seconds']:.1f} s, {r['steps']} steps, {r['candidates']} candidates, "
-            f"best score {r['best_score']}, peak GPU memory {r['peak_gpu_memory']}")  # fmt: skip
-    if args.json:
-        print(json.dumps(report, default=lambda v: None if isinstance(v, float) and
-                         not math.isfinite(v) else str(v)))  # fmt: skip
-    if not (args.search and args.out is None):  # else the run folder (and its text) stays
-        shutil.rmtree(tmp, ignore_errors=True)
+            say(f"one by one: {alone:.2f} s per epoch of all {len(cells)}, "
+                f"{tokens / alone:,.0f} candidate-tokens/s (system {alone_sys:.1f} s, "
+                f"{alone_faults:,} page faults)")  # fmt: skip
+            say(f"stacked:    {together:.2f} s, {tokens / together:,.0f} candidate-tokens/s "
+                f"(system {together_sys:.1f} s, {together_faults:,} page faults)")  # fmt: skip
+            say(f"rnn speedup: {alone / together:.2f}")
+            if graphs:
+                try:
+                    stacked_seconds(cells, corpus, s, args.device, tf32, cuda_graph=True)  # warm-up
+                    graphed, single = (
+                        min(
+                            stacked_seconds(some, corpus, s, args.device, tf32, cuda_graph=True)
+                            for _ in range(args.repeats)
+                        )
+                        for some in (cells, cells[:1])
+                    )
+                except Exception as error:  # reported; the rest of the run goes on
+                    graph_failed(error)
+            if graphs:
+                single_plain = min(
+                    one_by_one_seconds(cells[:1], corpus, s, args.device, tf32)
+                    for _ in range(args.repeats)
+                )
+                report.update(
+                    graphed_tokens_s=tokens / graphed,
+                    graphed_s=graphed,
+                    graph_speedup=alone / graphed,
+                    single_plain_s=single_plain,
+                    single_graphed_s=single,
+                    single_speedup=single_plain / single,
+                )
+                say(f"stacked, CUDA graphs: {graphed:.2f} s (capture included), "
+                    f"{tokens / graphed:,.0f} candidate-tokens/s")  # fmt: skip
+                say(f"rnn graph speedup: {alone / graphed:.2f}")
+                say(f"one candidate: plain loop {single_plain:.2f} s, a stack of one in CUDA "
+                    f"graphs {single:.2f} s (capture included)")  # fmt: skip
+                say(f"rnn single speedup: {single_plain / single:.2f}")
+        if args.search:
+            out = args.out or tmp / "search"
+            how = ", CUDA graphs" if graphs else ""
+            say(f"paper-protocol RNN search ({text}) with the stacked executor{how} ...")
+            report["search"] = r = search(
+                data, args.device, args.time_limit, out, say, args.quick, graphs
+            )
+            r["cuda_graph"] = graphs
+            say(f"RNN search {'finished' if r['finished'] else 'stopped at the time limit'}: "
+                f"{r['seconds']:.1f} s, {r['steps']} steps, {r['candidates']} candidates, "
+                f"best score {r['best_score']}, peak GPU memory "
+                f"{r['peak_gpu_memory']}")  # fmt: skip
+        if args.json:
+            print(json.dumps(report, default=lambda v: None if isinstance(v, float) and
+                             not math.isfinite(v) else str(v)))  # fmt: skip
+    finally:
+        if args.search and args.out is None and "search" in report:
+            say(f"the search's run folder (kept): {tmp / 'search'}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if ok else 1)
 
 

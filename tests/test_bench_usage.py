@@ -59,3 +59,23 @@ def test_bad_input_is_a_usage_error(
     assert done.returncode == 2, done.stdout + done.stderr[-2000:]
     assert said.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_rnn_benchmark_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    """bench_rnn_engine.py's temporary folder (its synthetic text) stayed behind when the run
+    failed; one that holds a search (--search without --out) stays, and is named."""
+    env = {**os.environ, "TMPDIR": str(tmp_path),
+           "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'benchmarks'}"}  # fmt: skip
+    script = str(REPO / "benchmarks" / "bench_rnn_engine.py")
+    failed = subprocess.run([sys.executable, script, "--device", "cpu", "--data",
+                             str(tmp_path / "nowhere")], capture_output=True, text=True,
+                            env=env, timeout=120)  # fmt: skip
+    assert failed.returncode == 2 and "nowhere: no such folder" in failed.stderr
+    assert list(tmp_path.iterdir()) == []
+    searched = subprocess.run([sys.executable, script, "--device", "cpu", "--quick", "--threads",
+                               "1", "--no-table", "--search"], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    (kept,) = tmp_path.glob("autoshrink-rnn-bench-*")
+    assert f"the search's run folder (kept): {kept / 'search'}" in searched.stdout
+    assert (kept / "search" / "journal.jsonl").is_file()
