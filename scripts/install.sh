@@ -25,7 +25,8 @@ case "$#:${1:-}" in
 esac
 PYTHON_SET="${PYTHON:-}"
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c '' 2>/dev/null; then
+# a PYTHON given that cannot run is named; a missing default python3 comes with python3-venv
+if [[ -n "$PYTHON_SET" ]] && ! "$PYTHON" -c '' 2>/dev/null; then
   echo "install.sh: cannot run $PYTHON; set PYTHON to an interpreter's name or path" >&2
   exit 2
 fi
