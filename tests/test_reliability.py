@@ -374,7 +374,8 @@ def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path, caplog
 
 
 def test_the_summary_names_each_cost_in_its_unit() -> None:
-    from autoshrink.cli.search_summary import cost_phrase, edges
+    from autoshrink.cli.search_summary import cost_phrase
+    from autoshrink.report.html import count
 
     metrics = {"macs": 114560.0, "params": 806.0, "latency_ms": 1.4734, "table_latency_ms": 2.5}
     assert cost_phrase(metrics, "macs") == "114,560 MACs"
@@ -382,7 +383,7 @@ def test_the_summary_names_each_cost_in_its_unit() -> None:
     assert cost_phrase(metrics, "latency_ms") == "1.473 ms latency"
     assert cost_phrase(metrics, "table_latency_ms") == "2.500 ms table latency"
     assert cost_phrase({"edge_cost": 1024.0}, "edge_cost") == "1,024 edge_cost"  # an rnn's
-    assert [edges(n) for n in (1, 6)] == ["1 edge", "6 edges"]  # "1 edges" before
+    assert [count(n, "edge") for n in (1, 6)] == ["1 edge", "6 edges"]  # "1 edges" before
 
 
 # -- item 10: signals, a full disk, a torn journal tail -------------------------------------
