@@ -485,3 +485,22 @@ def test_show_of_a_cell_read_from_a_pipe_asks_where_its_picture_goes(cli, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     code, out, err = show("--picture", tmp_path / "p.dot")
     assert code == 0 and "digraph cell" in (tmp_path / "p.dot").read_text()
+
+
+@pytest.mark.parametrize("pattern", ["/dev/fd/{}", "/proc/self/fd/{}"])
+def test_show_of_a_cell_read_from_a_descriptor_asks_where_its_picture_goes(
+    cli, tmp_path, pattern
+) -> None:
+    """``autoshrink show /dev/stdin < cell.json`` (standard input a regular file, not a pipe)
+    wrote ``/dev/stdin.png``, and ``/dev/fd/N`` or ``/proc/self/fd/N`` of an open file was
+    refused naming ``--picture``, a flag not given: a descriptor has no folder of its own."""
+    cell = tmp_path / "cell.json"
+    shutil.copy(CELLS / "shrinkcnn.json", cell)
+    with cell.open() as opened:
+        named = pattern.format(opened.fileno())
+        code, out, err = cli("show", named)
+        assert code == 2 and out == ""
+        assert f"{named}: not a file of a folder (a descriptor?): give --picture FILE" in err, err
+        code, out, err = cli("show", named, "--picture", tmp_path / "p.dot")
+    assert code == 0 and "digraph cell" in (tmp_path / "p.dot").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json", "p.dot"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from autoshrink.cli import SUBCOMMANDS
@@ -27,12 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+#: Paths that name an open file descriptor, not a file in a folder of its own.
+DESCRIPTOR_PATHS = ("/dev/stdin", "/dev/fd/*", "/proc/*/fd/*")
+
+
 def default_picture(cell: Path) -> Path:
     """Where the picture of the cell file ``cell`` goes without ``--picture``: beside it, as
-    ``.png``; a cell read from a pipe (``<(cat cell.json)``, ``/dev/stdin``) has no folder of
-    its own for one: a :class:`ConfigError` asking for ``--picture``."""
+    ``.png``; a cell read from a pipe (``<(cat cell.json)``) or a descriptor (``/dev/stdin``,
+    ``/dev/fd/N``, even of a regular file) has no folder of its own for one: a
+    :class:`ConfigError` asking for ``--picture``."""
     if not cell.is_file():
         raise ConfigError(f"{cell}: not a regular file (a pipe?): give --picture FILE")
+    if any(Path(os.path.abspath(cell)).match(named) for named in DESCRIPTOR_PATHS):
+        raise ConfigError(f"{cell}: not a file of a folder (a descriptor?): give --picture FILE")
     return cell.with_suffix(".png")
 
 
