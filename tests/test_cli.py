@@ -296,6 +296,31 @@ def test_a_resume_reads_a_moved_data_folder_where_data_says(tmp_path) -> None:
         resumed_run(args, flag_settings(args)[1])
 
 
+@pytest.mark.parametrize("folder", ["here", "gone"])
+def test_a_resume_names_the_data_dir_of_a_digits_config(tmp_path, folder) -> None:
+    """A hand-edited config.json of a digits run with a data_dir was refused naming
+    ``--data-dir``, a flag not typed (or, for a folder that is not there, told to resume with
+    ``--data``, which digits refuses): the config's data_dir is the culprit."""
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, resumed_run
+    from autoshrink.errors import DataError
+    from autoshrink.presets import preset
+
+    data = tmp_path / folder
+    if folder == "here":
+        data.mkdir()
+    preset("demo", dataset="digits").save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "data_dir": str(data)}))
+    args = build_parser("search").parse_args(["search", "--resume", str(tmp_path)])
+    with pytest.raises(DataError) as refused:
+        resumed_run(args, flag_settings(args)[1])
+    assert str(refused.value) == (
+        f"{tmp_path / 'config.json'}: data_dir {data}: 'digits' is built from scikit-learn's "
+        "embedded digits and reads no folder; set data_dir to null"
+    )
+
+
 def test_a_new_search_runs_on_the_threads_given() -> None:
     from autoshrink.cli import build_parser
     from autoshrink.cli.search import flag_settings, new_run

@@ -14,7 +14,7 @@ from autoshrink.cli.search_flags import IN_OUT, add_search_flags
 from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, unread_settings
-from autoshrink.data.images import check_root
+from autoshrink.data.images import EMBEDDED, check_root, reads_no_folder
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, executor_name
 from autoshrink.hardware.latency_settings import LatencySettings
@@ -215,6 +215,11 @@ def resumed_run(args: argparse.Namespace, execution: dict[str, Any]) -> RunPlan:
         if args.data_dir is not None:  # the run's data, moved there
             saved = replace(saved, data_dir=str(Path(args.data_dir).expanduser().absolute()))
             check_root(saved.dataset, saved.data_dir)
+        elif saved.data_dir is not None and saved.dataset in EMBEDDED:  # config.json edited
+            raise DataError(
+                f"{run_dir / CONFIG}: data_dir {saved.data_dir}: {reads_no_folder(saved.dataset)}"
+                "; set data_dir to null"
+            )
         elif saved.data_dir is not None and not args.download and not Path(saved.data_dir).exists():
             raise DataError(  # the loader's "no such folder" did not say how to go on
                 f"{saved.data_dir}: no such folder (the data_dir of {run_dir / CONFIG}); if the "

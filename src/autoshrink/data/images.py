@@ -46,9 +46,14 @@ def check_root(name: str, root: str | Path | None) -> None:
     ``--data-dir`` that would be silently ignored)."""
     if root is not None and name in EMBEDDED:
         raise DataError(
-            f"--data-dir {root}: {name!r} is built from scikit-learn's embedded digits and reads "
-            "no folder; drop --data-dir or choose another --dataset"
+            f"--data-dir {root}: {reads_no_folder(name)}; drop --data-dir or choose another "
+            "--dataset"
         )
+
+
+def reads_no_folder(name: str) -> str:
+    """Why the data set ``name`` of :data:`EMBEDDED` takes no folder."""
+    return f"{name!r} is built from scikit-learn's embedded digits and reads no folder"
 
 
 @dataclass(frozen=True, eq=False)
