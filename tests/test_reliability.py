@@ -309,6 +309,33 @@ def test_resume_refuses_a_journal_with_an_extra_record(tmp_path):
         search(run)
 
 
+@pytest.mark.parametrize("field", ["score", "metrics"])
+def test_resume_names_a_record_whose_score_is_not_its_metrics_score(tmp_path, field):
+    """A score edited by hand in the journal (or the metrics it was computed from) was said to
+    be "a record of another config" or one the search "did not ask for": the record is this
+    config's, and its score is not what the config's score gives its metrics."""
+    run = tmp_path / "run"
+    search(run, toy_config(k=3, seed=1))
+    (run / "result.json").unlink()  # resumed as if killed
+    rows = [json.loads(x) for x in lines(run / "journal.jsonl")]
+    n, edited = next((i, r) for i, r in enumerate(rows, start=1) if r["step"] == 1)
+    if field == "score":
+        edited["score"] = 9.5
+    else:
+        edited["metrics"]["accuracy"] += 3.0
+    (run / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # independently: Score.cnn() is accuracy - 0.1 * (log10(macs) - 6), the toy's macs 10^(6+e)
+    right = edited["metrics"]["accuracy"] - 0.1 * edited["edges"]
+    ev = ToyEvaluator()
+    with pytest.raises(JournalError) as refused:
+        search(run, ev=ev)
+    assert str(refused.value).startswith(
+        f"{run / 'journal.jsonl'}: line {n}: candidate {edited['key']}'s score {edited['score']} "
+        f"is not what this config's score gives its metrics ({right:.6g}); "
+    ), refused.value
+    assert ev.calls == 0
+
+
 def test_resume_refuses_a_second_record_of_a_candidate_that_did_not_fail(tmp_path):
     run = tmp_path / "run"
     search(run, toy_config(k=3, seed=1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from autoshrink.journal import CONFIG_HASH_DIGITS, OFF_PATH, Journal, off_path, 
 from autoshrink.strategies.base import Proposal
 
 log = logging.getLogger(__name__)
+
+#: A search's score of a candidate's metrics (:class:`~autoshrink.objectives.Score`).
+Scorer = Callable[[Mapping[str, float]], float]
 
 
 class Replay:
@@ -44,12 +47,19 @@ class Replay:
     """
 
     @classmethod
-    def read(cls, journal: Journal, repair: bool, retry_failed: bool, config_hash: str) -> Replay:
+    def read(
+        cls,
+        journal: Journal,
+        repair: bool,
+        retry_failed: bool,
+        config_hash: str,
+        score: Scorer | None = None,
+    ) -> Replay:
         """The replay of ``journal``'s records, each checked as it is read back
         (:meth:`~autoshrink.journal.Journal.numbered`: a torn last line is
         cut from the file, and with ``repair`` malformed lines at its end too)."""
         records = journal.numbered(repair, check=True, tidy=True)
-        return cls(journal.path, records, retry_failed, config_hash)
+        return cls(journal.path, records, retry_failed, config_hash, score)
 
     def __init__(
         self,
@@ -57,11 +67,13 @@ class Replay:
         records: Iterable[tuple[int, dict[str, Any]]],
         retry_failed: bool,
         config_hash: str,
+        score: Scorer | None = None,
     ) -> None:
         """``records``: the journal's ``(line number, record)`` pairs, in order;
         ``config_hash``: the run's (``SearchConfig.fingerprint()``), whose first digits
         (:attr:`config_stamp`) a record's own ``config_hash`` must be, where it has one
-        (:func:`check_belongs`)."""
+        (:func:`check_belongs`); ``score``: the run's score, which gave each ``"ok"``
+        candidate's from its metrics (:func:`check_score`; ``None``: not checked)."""
         self.path = path
         #: What every record of this run carries as its ``config_hash``: the first
         #: :data:`~autoshrink.journal.CONFIG_HASH_DIGITS` of the run's config hash.
@@ -79,6 +91,7 @@ class Replay:
         self._superseded: list[tuple[int, int]] = []  # [first failed line, replacing line)
         for line, rec in records:
             check_belongs(path, line, rec, self.config_stamp, self.done)
+            check_score(path, line, rec, score)
             kind = record_type(rec)
             if kind == "stage":
                 self.stages[rec["key"], rec["stage"]] = rec
@@ -210,3 +223,21 @@ def check_belongs(
             f"one is {earlier.get('status', 'ok')!r}, not 'failed'; the journal was not made by "
             "this search alone"
         )
+
+
+def check_score(path: Path, line: int, rec: dict[str, Any], score: Scorer | None) -> None:
+    """Raise a :class:`JournalError` naming ``line`` when the ``"ok"`` candidate record
+    ``rec``'s score is not what ``score`` gives its metrics (edited by hand: the resumed search
+    would follow it); a last digit of another machine's ``log10`` passes."""
+    if score is None or record_type(rec) != "candidate" or rec.get("status", "ok") != "ok":
+        return
+    metrics = {k: math.nan if v is None else float(v) for k, v in rec["metrics"].items()}
+    right, saved = score(metrics), rec["score"]
+    said = -math.inf if saved is None else float(saved)
+    if said == right or math.isclose(said, right, rel_tol=1e-9):
+        return
+    raise JournalError(
+        f"{path}: line {line}: candidate {rec['key']}'s score {saved} is not what this config's "
+        f"score gives its metrics ({right:.6g}); edited? restore the line, or delete it and the "
+        "lines after it to train from there again"
+    )

@@ -301,7 +301,7 @@ def read_replay(
     """The journal's :class:`~autoshrink.replay.Replay`, and whether an earlier session ended
     the search (a :class:`JournalError` if one did and the journal holds no candidate, or if a
     resume that goes on cannot append to the journal)."""
-    replay = Replay.read(journal, repair, retry_failed, config.fingerprint())
+    replay = Replay.read(journal, repair, retry_failed, config.fingerprint(), config.score)
     ended = resume and ended_before(run_dir)
     if resume and not ended:  # it trained a candidate first, then failed to journal it
         journal.check_appendable()
