@@ -634,6 +634,22 @@ def test_a_resume_of_an_ended_search_keeps_its_result_and_needs_its_journal(tmp_
         run_search(run, resume=True, evaluator_factory=factory, progress=False)
 
 
+def test_a_resume_of_an_ended_search_writes_its_deleted_best_cell_again(tmp_path) -> None:
+    """``--resume`` of a finished run kept its results as they were, even a deleted
+    ``best_cell.json`` (and picture): the resume said the search ended, and left it gone."""
+    run, factory = tmp_path / "r", make_toy_evaluator
+    run_search(run, toy_config(k=2), evaluator_factory=factory, progress=False)
+    cell, result = (run / "best_cell.json").read_bytes(), (run / "result.json").read_bytes()
+    (run / "best_cell.json").unlink()
+    (run / "best_cell.png").unlink()
+    again = run_search(run, resume=True, evaluator_factory=factory, progress=False)
+    assert again.trained == 0 and (run / "result.json").read_bytes() == result
+    assert (run / "best_cell.json").read_bytes() == cell
+    best = json.loads(result)["best"]["cell"]
+    assert Cell.load(run / "best_cell.json") == Cell.from_dict(best)
+    assert (run / "best_cell.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_proxy_network_is_found_through_the_evaluators_wrappers() -> None:
     from autoshrink.evaluators.base import proxy_network
     from autoshrink.evaluators.factory import build_evaluator

@@ -57,7 +57,7 @@ from autoshrink.run_folder import (
 )
 from autoshrink.search_loop import LoopOutcome, StrategyFactory, search_loop
 from autoshrink.search_records import all_rejected
-from autoshrink.search_result import SearchResult, images_trained, write_result
+from autoshrink.search_result import SearchResult, images_trained, restore_best, write_result
 from autoshrink.stop_signals import SearchInterrupted, StopSignals
 from autoshrink.strategies.base import Observation, check_population
 from autoshrink.user_files import read_json_file
@@ -267,7 +267,7 @@ def run_search(
                 )
                 if ended and result.trained == 0:  # the result of the session that ended it
                     log.info("%s: the search had ended; %s is kept as it was", run_dir, RESULT)
-                    write = None
+                    write = partial(restore_best, out)
                 else:
                     warn_cost_only(result.cost_only, config.score.metric)
                     write = partial(write_result, out, config, proxy_network(evaluator))
@@ -351,17 +351,17 @@ def ended_before(run_dir: Path) -> bool:
 
 
 def end_search(
-    write: Callable[[], None] | None, executor: Executor, signals: StopSignals, run_dir: Path
+    write: Callable[[], None], executor: Executor, signals: StopSignals, run_dir: Path
 ) -> None:
-    """Write the results of an ended search (``write``; ``None``: an earlier session's are
-    kept) and release the executor's workers, with SIGINT and SIGTERM held: one that comes
-    meanwhile is said as a stop after the end, not the resume's hint (a stop while the results
-    were written used to say "continue with --resume" once they were there, and one while the
-    workers closed ended the process silently, by the default handler)."""
+    """Write the results of an ended search (``write``; of a search an earlier session ended:
+    only its best cell's files that are gone) and release the executor's workers, with SIGINT
+    and SIGTERM held: one that comes meanwhile is said as a stop after the end, not the
+    resume's hint (a stop while the results were written used to say "continue with --resume"
+    once they were there, and one while the workers closed ended the process silently, by the
+    default handler)."""
     try:
         with signals.held():
-            if write is not None:
-                write()
+            write()
             executor.close()
     except SearchInterrupted as err:
         raise SearchInterrupted(

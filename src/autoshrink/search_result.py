@@ -47,6 +47,27 @@ class SearchResult:
         return self.best.proposal.genotype
 
 
+def draw_best(result: SearchResult) -> Path | None:
+    """Draw the best cell into the run folder; ``None`` (a warning) where it cannot."""
+    title = f"best cell, score {result.best.score:.4f}"
+    try:
+        return render(result.cell, result.run_dir / BEST_PICTURE, title=title)
+    except OSError as err:  # the results matter more than their picture
+        log.warning("%s; result.json is written without a picture", os_error_line(err))
+        return None
+
+
+def restore_best(result: SearchResult) -> None:
+    """Write an ended search's ``best_cell.json`` and its picture again where they are gone
+    (deleted since); ``result.json`` is the session's that ended it, kept as it was."""
+    path = result.run_dir / BEST_CELL
+    if not path.exists():
+        result.cell.save(path)
+        log.info("%s was gone: written again from the journal", path)
+    if not (result.run_dir / BEST_PICTURE).exists():
+        draw_best(result)
+
+
 def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
     """Images the journalled candidates saw in training (``None`` when none reports it)."""
     counts = [r["detail"]["images_trained"] for r in records if "images_trained" in r["detail"]]
@@ -61,13 +82,7 @@ def write_result(
     settings ``autoshrink count`` takes to count the same."""
     run_dir, best = result.run_dir, result.best
     result.cell.save(run_dir / BEST_CELL)
-    try:
-        picture: Path | None = render(
-            result.cell, run_dir / BEST_PICTURE, title=f"best cell, score {best.score:.4f}"
-        )
-    except OSError as err:  # the results matter more than their picture
-        log.warning("%s; result.json is written without a picture", os_error_line(err))
-        picture = None
+    picture = draw_best(result)
 
     def summary(obs: Observation | None) -> dict[str, Any] | None:
         if obs is None:
