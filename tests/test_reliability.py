@@ -550,6 +550,24 @@ def test_a_second_signal_while_a_stopped_search_closes_its_workers_is_the_same_s
     assert len(candidates(run / "journal.jsonl")) == 2
 
 
+def test_a_stop_before_the_first_candidate_says_none_finished(tmp_path) -> None:
+    """Ctrl-C before the first candidate finished said "0 candidates are in RUN/journal.jsonl",
+    a file that was not there yet."""
+
+    class StoppedAtOnce(ToyEvaluator):
+        def evaluate(self, cell: Cell, seed: int) -> Evaluation:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(SearchInterrupted) as stop:
+        search(run, toy_config(k=3, seed=1), ev=StoppedAtOnce())
+    assert not (run / "journal.jsonl").exists()
+    assert str(stop.value).startswith(
+        f"search interrupted before any candidate finished; continue with: run_search('{run}', "
+    )
+    assert search(run).trained > 0  # and it does continue
+
+
 @pytest.mark.parametrize("name", ["result.json", "best_cell.json", "best_cell.png"])
 def test_a_resume_refuses_a_folder_where_a_result_goes_before_training(tmp_path, name) -> None:
     # it trained the rest of the search first, and then failed to write there

@@ -392,10 +392,6 @@ def interrupted(
     resume it (from Python, naming them, where the search ran with custom ``factories``)."""
     signum = getattr(err, "signum", None) or received
     how = f"stopped by {signal.Signals(signum).name}" if signum else "interrupted"
-    try:
-        journalled = sum(record_type(r) == "candidate" for r in journal.records())
-    except JournalError:  # a damaged journal: the resume will name the line
-        journalled = 0
     custom = {
         f"{kind}_factory": name
         for kind, name in asdict(factories or Factories()).items()
@@ -407,8 +403,18 @@ def interrupted(
         resume = f"run_search({str(run_dir)!r}, resume=True{given}) with the run's ({named})"
     else:
         resume = f"autoshrink search --resume {run_dir}"
-    noun = "candidate is" if journalled == 1 else "candidates are"
     return SearchInterrupted(
-        signum or signal.SIGINT,
-        f"search {how}; {journalled} {noun} in {journal.path}; continue with: {resume}",
+        signum or signal.SIGINT, f"search {how}{journalled(journal)}; continue with: {resume}"
     )
+
+
+def journalled(journal: Journal) -> str:
+    """What a stopped search's line says of the candidates ``journal`` holds."""
+    try:
+        count = sum(record_type(r) == "candidate" for r in journal.records())
+    except JournalError:  # a damaged journal: the resume will name the line
+        return f"; the finished candidates are in {journal.path}"
+    if count == 0:  # the journal may not be there yet
+        return " before any candidate finished"
+    noun = "candidate is" if count == 1 else "candidates are"
+    return f"; {count} {noun} in {journal.path}"
