@@ -49,8 +49,10 @@ def assert_images_exist(page: Path) -> None:
 def test_report_of_a_finished_run(run_dir):
     event = {"type": "event", "event": "retry", "step": 1, "index": 0, "key": "abc"}
     event |= {"seed": 1, "attempt": 1, "reason": "worker 42 died (exit code -9)"}
+    # an out-of-memory retry is journalled alike: the summary's label said "worker died"
+    oom = event | {"attempt": 2, "reason": "CUDA out of memory. Tried to allocate 2.00 GiB"}
     with open(run_dir / "journal.jsonl", "a") as f:
-        f.write(json.dumps(event) + "\n")
+        f.write(json.dumps(event) + "\n" + json.dumps(oom) + "\n")
     page = write_report(run_dir)
     assert page == run_dir / "report" / "index.html"
     assert_images_exist(page)
@@ -82,8 +84,11 @@ def test_report_of_a_finished_run(run_dir):
     table = text.split("<h2>Steps</h2>")[1].split("</table>")[0]
     assert table.count("<tr>") == len(steps) + 1
     assert f"<td>{len(run.steps[0].candidates)} ok</td>" in table  # step 0: the complete cell
-    retries = text.split("<h2>Retries")[1].split("</table>")[0]
-    assert retries.count("<tr>") == 2 and "worker 42 died (exit code -9)" in retries
+    title, retries = text.split("<h2>Retries")[1].split("</h2>", 1)
+    assert title == " (a worker died under a candidate, or it ran out of memory)"
+    retries = retries.split("</table>")[0]
+    assert retries.count("<tr>") == 3 and "worker 42 died (exit code -9)" in retries
+    assert "<dt>retries (worker died or out of memory)</dt><dd>2</dd>" in text
 
 
 def test_candidates_csv_holds_the_journal(run_dir):

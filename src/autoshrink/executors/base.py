@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 
 #: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
-#: died runs again, so the search can journal it.
+#: died, or that ran out of memory, runs again, so the search can journal it.
 RetryListener = Callable[[int, int, str], None]
 #: Retries of a candidate whose worker died, or that ran out of memory, before it is "failed".
 DEFAULT_RETRIES = 2

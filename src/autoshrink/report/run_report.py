@@ -5,8 +5,8 @@ the best score against candidates evaluated, for AutoShrink score / quality / co
 (labelled with the edges left), quality against cost of every candidate with the Pareto front,
 the best cell and for AutoShrink the chosen cell of every step (Graphviz pictures, text without
 Graphviz), the table of steps (AutoShrink) or of the best candidates (baselines), retries of
-candidates whose worker died, and the resolved config. It reads only the run folder (see
-:mod:`autoshrink.report.reading`) and writes only ``report/``.
+candidates whose worker died or that ran out of memory, and the resolved config. It reads only
+the run folder (see :mod:`autoshrink.report.reading`) and writes only ``report/``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         ("by status", ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())) or "none"),
         ("steps", len(steps)),
         ("training seconds (sum)", f"{sum(c.seconds for c in run.candidates):.1f}"),
-        ("retries (worker died)", sum(1 for e in run.events if e.get("event") == "retry")),
+        (
+            "retries (worker died or out of memory)",
+            sum(1 for e in run.events if e.get("event") == "retry"),
+        ),
     ]
     if run.reused:
         items.insert(
@@ -297,7 +300,8 @@ def _shrink_sections(
 
 
 def _retry_sections(run: RunData) -> list[tuple[str, str]]:
-    """A table of the candidates run again because their worker died; none if none was."""
+    """A table of the candidates run again because their worker died or they ran out of memory;
+    none if none was."""
     retries = [e for e in run.events if e.get("event") == "retry"]
     if not retries:
         return []
@@ -306,7 +310,8 @@ def _retry_sections(run: RunData) -> list[tuple[str, str]]:
         for e in retries
     ]
     header = ["step", "index", "key", "retry", "reason"]
-    return [("Retries (a worker died under a candidate)", html.table(header, rows, left=0))]
+    title = "Retries (a worker died under a candidate, or it ran out of memory)"
+    return [(title, html.table(header, rows, left=0))]
 
 
 def write_run_report(run_dir: Path) -> Path:
