@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from scipy import stats
 
 from autoshrink.config import SearchConfig
 from autoshrink.evaluators.cnn_proxy import CNNProxyEvaluator
@@ -167,12 +168,10 @@ def run_seed(seed: int, out: Path, scale: dict) -> dict:
 
 def ci95(xs: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t interval (nan for fewer than 2 values)."""
-    t975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-            9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145}  # fmt: skip
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return m, float("nan")
-    return m, t975.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return m, stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
 
 
 def summarize(folder: Path) -> dict:
