@@ -94,6 +94,29 @@ def test_module_and_count_agree_on_parameters():
     assert conv_linear_params(build_arch(arch)) == count_arch(arch).params
 
 
+@pytest.mark.parametrize(
+    ("seed", "width", "size", "in_channels"), [(0, 0.35, 33, 1), (1, 0.75, 32, 3), (2, 1.3, 47, 3)]
+)
+def test_random_points_of_the_space_count_like_the_flop_counter(seed, width, size, in_channels):
+    # every choice, skips included, at odd sizes: torch's flop counter (2 per MAC) on the
+    # built network and its conv/linear parameters, against the analytic count
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rng = np.random.default_rng(seed)
+    _, slots = macro_slots(MobileNetV2Spec(width=width, image_size=size))
+    layers = tuple(
+        str(rng.choice([*CHOICES, SKIP] if s.skippable else list(CHOICES))) for s in slots
+    )
+    arch = MBConvArch(
+        width=width, image_size=size, num_classes=7, in_channels=in_channels, layers=layers
+    )
+    net = build_arch(arch).eval()
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        net(torch.zeros(1, in_channels, size, size))
+    counts = count_arch(arch)
+    assert (counts.params, counts.macs) == (conv_linear_params(net), flops.get_total_flops() // 2)
+
+
 def test_architecture_file_round_trip(tmp_path):
     layers = ("k5e3", SKIP, "k3e3") + ("k3e6",) * 13
     arch = MBConvArch(width=0.75, image_size=160, num_classes=10, in_channels=1, layers=layers)
