@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
+from autoshrink.errors import ConfigError
 from autoshrink.nn.nb201 import topology_network
 from autoshrink.tabular.naslib_zc import load_naslib_scores
 from autoshrink.zero_cost import proxy
@@ -35,7 +36,13 @@ CHECKED = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
 def compare(path: str, cells: int, batch: int, seed: int) -> dict:
     """Our and NASLib's values on ``cells`` sampled cells; Spearman table as a dict."""
     stored = load_naslib_scores(path, "cifar10")
-    sample = random.Random(seed).sample(stored.cells(), cells)
+    scored = stored.cells()
+    if not 2 <= cells <= len(scored):  # a rank correlation needs two; a sample, enough cells
+        raise ConfigError(
+            f"--cells {cells}: expected 2 to {len(scored)}, the CIFAR-10 cells the NASLib "
+            "file scores"
+        )
+    sample = random.Random(seed).sample(scored, cells)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)

@@ -61,6 +61,16 @@ def test_bad_input_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("cells", ["1", "725"])
+def test_zero_cost_cells_outside_the_file_are_a_usage_error(shared_data: Path, cells: str) -> None:
+    """A rank correlation of one cell was a table of NaN with status 0, and more cells than
+    NASLib's file scores (724 on CIFAR-10) random.sample's traceback."""
+    done = bench("bench_zero_cost.py", "--data", str(shared_data / "nats-bench"), "--cells", cells)
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert f"--cells {cells}: expected 2 to 724" in done.stderr
+    assert "Traceback" not in done.stderr and "nan" not in done.stdout
+
+
 def test_the_rnn_benchmark_leaves_no_temporary_folder(tmp_path: Path) -> None:
     """bench_rnn_engine.py's temporary folder (its synthetic text) stayed behind when the run
     failed; one that holds a search (--search without --out) stays, and is named."""
