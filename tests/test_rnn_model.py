@@ -195,6 +195,12 @@ def test_count_matches_the_module_for_random_cells(seed: int) -> None:
     model = RNNModel(cell, 37, emsize=12, nhid=12)
     assert count_rnn(cell, spec).params == sum(p.numel() for p in model.parameters())
     assert edge_cost(cell, 12) == cell.num_edges * 144
+    # and the MACs of one token, by torch's flop counter (2 per MAC), edges removed or not
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1))
+    assert count_rnn(cell, spec).macs == counter.get_total_flops() // 2
 
 
 def test_bad_model_settings() -> None:
