@@ -26,6 +26,7 @@ from autoshrink.tabular import (
     query,
 )
 from autoshrink.tabular.archive import archive_tables, read_archive, read_pbz2
+from autoshrink.tabular.tables import TABLE_LIMIT
 
 TSS = "official-sample/NATS-tss-v1_0-3ffb9-simple"
 
@@ -362,6 +363,16 @@ def test_a_200_epoch_row_cut_short_is_named_so(table_copy: Path) -> None:
     """It was reported as the two tables disagreeing on the row's arch string."""
     _edit(table_copy / FILE_200EPOCH, lambda r: [*r[:7], r[7][:2], *r[8:]])
     with pytest.raises(BenchmarkError, match=f"{FILE_200EPOCH}, line 8: 2 fields, the header has"):
+        load_flat_tables(table_copy)
+
+
+def test_a_huge_file_in_place_of_a_table_is_refused_unread(table_copy: Path) -> None:
+    """A 3 GB file named as a table was read whole and parsed: "out of memory: the sizes asked
+    for (--runs times --queries) do not fit this machine", or the machine's memory filled."""
+    path = table_copy / FILE_200EPOCH
+    with path.open("r+b") as f:
+        f.truncate(TABLE_LIMIT + 1)  # sparse: no disk space, and reading it would take seconds
+    with pytest.raises(BenchmarkError, match=f"^NAS-Bench-201 table {path} is larger than 64 MiB"):
         load_flat_tables(table_copy)
 
 

@@ -38,6 +38,9 @@ from autoshrink.user_files import require_folder
 SPLITS: tuple[str, ...] = ("valid", "test")
 FILE_12EPOCH = "nb201_12epoch_valtest.csv"
 FILE_200EPOCH = "nb201_200epoch_test.csv"
+#: The largest table file read (each flat table is about 3 MB): a huge file in its place is
+#: refused before it is read, instead of filling the memory.
+TABLE_LIMIT = 64 * 2**20
 _COLUMNS_12 = {
     ("cifar10", "valid"): "cifar10-val",
     ("cifar10", "test"): "cifar10-test",
@@ -132,6 +135,11 @@ def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[list[str
         raise BenchmarkError(
             f"NAS-Bench-201 table {path} not found; expected the flat CSV {path.name} "
             "(see ../shared/data/README.md)"
+        )
+    if path.stat().st_size > TABLE_LIMIT:
+        raise BenchmarkError(
+            f"NAS-Bench-201 table {path} is larger than {TABLE_LIMIT // 2**20} MiB; expected the "
+            f"flat CSV {path.name} (about 3 MB)"
         )
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM too
