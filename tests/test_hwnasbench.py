@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoshrink import safe_pickle
 from autoshrink.errors import BenchmarkError, CellError
 from autoshrink.evaluators.costed import CostedEvaluator
 from autoshrink.hardware.hwnasbench import METRICS, load_hwnasbench
 from autoshrink.objectives import Score
+from autoshrink.safe_pickle import PICKLE_LIMIT
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, NB201Cell
 from autoshrink.strategies.random_search import RandomSearch
 from autoshrink.tabular.comparison import run_once
@@ -185,6 +187,20 @@ def test_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     column = hw.column(dataset="cifar10", metric="edgegpu_latency")
     with pytest.raises(ValueError, match="read-only"):
         column[0] = 0.0
+
+
+def test_a_device_or_huge_file_named_as_the_file_is_refused_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--hwnasbench /dev/zero`` read without end: "out of memory: the sizes asked for (--runs
+    times --queries) do not fit this machine" under a memory limit, else all the memory."""
+    assert PICKLE_LIMIT >= 2**30  # HW-NAS-Bench's file is under 100 MB, a CIFAR-10 batch 31 MB
+    monkeypatch.setattr(safe_pickle, "PICKLE_LIMIT", 2**20)  # reading 1 GiB of zeros is slow
+    big = tmp_path / "big.pickle"
+    big.write_bytes(pickle.dumps([0.5] * 2**18))  # 2.3 MB
+    for path in (Path("/dev/zero"), big):
+        with pytest.raises(BenchmarkError, match=f"^{path}: larger than 1 MiB; expected a HW-NAS"):
+            load_hwnasbench(path, allow_pickle=True)
 
 
 def test_hw_metric_as_the_cost_term_of_a_search(bench_file: Path) -> None:

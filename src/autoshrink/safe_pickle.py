@@ -41,6 +41,11 @@ from autoshrink.errors import AutoshrinkError
 
 AllowList = Mapping[tuple[str, str], Any]
 
+#: The largest pickle file read (a CIFAR-10 batch is 31 MB, HW-NAS-Bench's file under 100 MB, a
+#: NATS-Bench record under 1 MB): a device named by mistake (``/dev/zero``) or a huge file is
+#: refused instead of filling the memory.
+PICKLE_LIMIT = 2**30
+
 
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals in ``allowed`` (``(module, name) -> object``)."""
@@ -86,8 +91,9 @@ def load_pickle_file(
     :func:`restricted_loads`), after ``decompress`` when given.
 
     Refused unless ``allow_pickle``: the user's explicit request for a pickle format. A refusal,
-    a missing or unreadable file, and one that does not unpickle (corrupt, or naming a global
-    outside ``allowed``) are each one ``error`` naming the file.
+    a missing or unreadable file, one over :data:`PICKLE_LIMIT` bytes, and one that does not
+    unpickle (corrupt, or naming a global outside ``allowed``) are each one ``error`` naming the
+    file.
     """
     path = Path(path)
     if not allow_pickle:
@@ -96,11 +102,14 @@ def load_pickle_file(
             "allow_pickle=True (--allow-pickle) to read it with the restricted reader"
         )
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(PICKLE_LIMIT + 1)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except OSError as err:
         raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    if len(raw) > PICKLE_LIMIT:
+        raise error(f"{path}: larger than {PICKLE_LIMIT // 2**20} MiB; expected a {what}")
     try:
         return restricted_loads(decompress(raw) if decompress else raw, allowed, encoding=encoding)
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
