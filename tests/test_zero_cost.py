@@ -227,6 +227,7 @@ def test_jacov_of_a_model_that_ignores_its_input_is_minus_infinity() -> None:
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "has no data set 'cifar10'; it has list"),
+        ('{"cifar10": [1, 2]}', "data set 'cifar10' is a list; expected an object of cells"),
         ('{"cifar10": {"(0, 1, 2, 3, 4, 0)": {}}}', "record '(0, 1, 2, 3, 4, 0)' is malformed"),
         ('{"cifar10": {"(9, 9)": {"val_accuracy": 1}}}', "not a NASLib NAS-Bench-201 op tuple"),
     ],

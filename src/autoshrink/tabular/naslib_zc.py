@@ -80,10 +80,14 @@ def load_naslib_scores(path: str | Path, dataset: str = "cifar10") -> StoredScor
         raise BenchmarkError(f"NASLib zero-cost file not found: {path}")
     data = read_json_file(path, BenchmarkError, "NASLib zero-cost")
     name = dataset_name(dataset)
-    records = data.get(name) if isinstance(data, dict) else None
-    if not isinstance(records, dict):
+    if not isinstance(data, dict) or name not in data:
         have = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise BenchmarkError(f"{path} has no data set {name!r}; it has {have}")
+    records = data[name]
+    if not isinstance(records, dict):  # "has no data set 'cifar10'; it has ['cifar10']"
+        raise BenchmarkError(
+            f"{path}: data set {name!r} is a {type(records).__name__}; expected an object of cells"
+        )
     scores: dict[str, dict[int, float]] = {}
     val: dict[int, float] = {}
     for key, rec in records.items():
