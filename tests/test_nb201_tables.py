@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoshrink import safe_pickle
 from autoshrink.errors import BenchmarkError, CellError, ConfigError
 from autoshrink.tabular import (
     FILE_12EPOCH,
@@ -173,6 +174,26 @@ def test_restricted_reader_refuses_code(tmp_path: Path) -> None:
     bad.write_bytes(b"not bz2")
     with pytest.raises(BenchmarkError, match=f"^{bad}: not a readable NATS-Bench archive file"):
         read_pbz2(bad, allow_pickle=True)
+
+
+def test_an_archive_file_that_unpacks_past_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 KB of bz2 unpack to 4 GB of zeros: read whole, a small file could fill the memory."""
+    monkeypatch.setattr(safe_pickle, "PICKLE_LIMIT", 2**20)
+    big = _write_pbz2(tmp_path / "big.pickle.pbz2", pickle.dumps(b"\0" * 2**21))
+    with pytest.raises(
+        BenchmarkError,
+        match=f"^{big}: not a readable NATS-Bench archive file .unpacks to more than 1 MiB.$",
+    ):
+        read_pbz2(big, allow_pickle=True)
+    two = tmp_path / "two.pickle.pbz2"  # bz2.decompress reads concatenated streams: still so
+    two.write_bytes(bz2.compress(pickle.dumps([1, 2])[:5]) + bz2.compress(pickle.dumps([1, 2])[5:]))
+    assert read_pbz2(two, allow_pickle=True) == [1, 2]
+    cut = tmp_path / "cut.pickle.pbz2"
+    cut.write_bytes(bz2.compress(pickle.dumps([1, 2]))[:-4])
+    with pytest.raises(BenchmarkError, match=f"^{cut}: not a readable NATS-Bench archive file"):
+        read_pbz2(cut, allow_pickle=True)
 
 
 def _edited_record(value, key: str, new):

@@ -26,6 +26,7 @@ every failure as one error naming the file.
 
 from __future__ import annotations
 
+import bz2
 import io
 import math
 import pickle
@@ -114,6 +115,29 @@ def load_pickle_file(
         return restricted_loads(decompress(raw) if decompress else raw, allowed, encoding=encoding)
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
         raise error(f"{path}: not a readable {what} ({err})") from None
+
+
+def bunzip2(data: bytes) -> bytes:
+    """``data`` bz2-decompressed as by :func:`bz2.decompress` (streams in a row, trailing bytes
+    that are no stream ignored), refused past :data:`PICKLE_LIMIT` bytes: a few kilobytes of
+    bz2 can unpack to gigabytes."""
+    parts: list[bytes] = []
+    room = PICKLE_LIMIT + 1
+    while data:
+        stream = bz2.BZ2Decompressor()
+        try:
+            parts.append(stream.decompress(data, max_length=room))
+        except OSError:
+            if parts:
+                break
+            raise
+        room -= len(parts[-1])
+        if room == 0:
+            raise ValueError(f"unpacks to more than {PICKLE_LIMIT // 2**20} MiB")
+        if not stream.eof:
+            raise ValueError("Compressed data ended before the end-of-stream marker was reached")
+        data = stream.unused_data
+    return b"".join(parts)
 
 
 def _with_arrays(obj: Any) -> Any:

@@ -21,7 +21,6 @@ the same numbers the flat tables hold.
 
 from __future__ import annotations
 
-import bz2
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from autoshrink.errors import BenchmarkError, CellError
-from autoshrink.safe_pickle import NUMPY_SCALARS, load_pickle_file
+from autoshrink.safe_pickle import NUMPY_SCALARS, bunzip2, load_pickle_file
 from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
 from autoshrink.tabular.tables import Key, NB201Tables
 from autoshrink.user_files import require_folder
@@ -49,7 +48,7 @@ def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
         allow_pickle=allow_pickle,
         error=BenchmarkError,
         what="NATS-Bench archive file",
-        decompress=bz2.decompress,
+        decompress=bunzip2,
     )
 
 
