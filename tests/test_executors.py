@@ -466,6 +466,14 @@ def test_factory_defaults_and_errors():
             build_executor("pool", max_retries=bad)
 
 
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_a_pool_of_no_workers_is_refused_when_it_is_made(bad):
+    # -1 waited for ever on no worker at the first batch; 0 became one worker per core
+    says = f"workers must be an integer >= 1, got {bad!r}"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        LocalPoolExecutor(bad)
+
+
 @pytest.mark.parametrize("method", ["evaluate_many", "evaluate_iter"])
 def test_the_batched_executor_hands_a_batching_evaluator_the_whole_batch(method):
     """An evaluator that batches itself (either method) gets all jobs in one call; one that

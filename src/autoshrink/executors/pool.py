@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
-from autoshrink.errors import AutoshrinkError
+from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
 from autoshrink.executors.retries import (
@@ -133,6 +133,14 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_workers(workers: int) -> int:
+    """``workers`` when it is an int >= 1 (not a bool), else a :class:`ConfigError` (a pool of
+    none would wait for ever on its first batch)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
 @dataclass(eq=False)
 class _Worker:
     process: BaseProcess
@@ -153,7 +161,7 @@ class LocalPoolExecutor:
     """Evaluate jobs in ``workers`` single-thread processes; results stream back as they finish.
 
     Args:
-        workers: processes (default: one per usable core).
+        workers: processes, an int >= 1 (default: one per usable core).
         max_retries: how many times a candidate whose worker died is run again before it is
             reported as ``"failed"``.
     """
@@ -162,7 +170,7 @@ class LocalPoolExecutor:
     candidate_threads = 1
 
     def __init__(self, workers: int | None = None, *, max_retries: int = DEFAULT_RETRIES) -> None:
-        self.workers = workers or default_workers()
+        self.workers = default_workers() if workers is None else check_workers(workers)
         self.max_retries = check_retries(max_retries)
         self._idle: list[_Worker] = []
         self._slots: list[tuple[int, Evaluator]] = []  # the evaluators workers hold, newest last
