@@ -466,6 +466,16 @@ def test_factory_defaults_and_errors():
             build_executor("pool", max_retries=bad)
 
 
+@pytest.mark.parametrize("name", ["inprocess", "batched"])
+@pytest.mark.parametrize("bad", [-1, None, "2"])
+def test_every_executor_refuses_a_bad_count_of_retries_when_it_is_made(name, bad):
+    # the in-process and batched executors took any value, and the first candidate that ran out
+    # of memory, mid-search, ended it in a TypeError ('>' not supported ...), or -1 gave up at once
+    says = f"max_retries must be an integer >= 0, got {bad!r}"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        build_executor(name, max_retries=bad)
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
 def test_a_pool_of_no_workers_is_refused_when_it_is_made(bad):
     # -1 waited for ever on no worker at the first batch; 0 became one worker per core

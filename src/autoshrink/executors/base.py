@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 
 #: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
@@ -18,6 +19,13 @@ from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
 RetryListener = Callable[[int, int, str], None]
 #: Retries of a candidate whose worker died, or that ran out of memory, before it is "failed".
 DEFAULT_RETRIES = 2
+
+
+def check_retries(max_retries: int) -> int:
+    """``max_retries`` when it is an int >= 0 (not a bool), else a :class:`ConfigError`."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    return max_retries
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class InProcessExecutor:
     :func:`~autoshrink.executors.retries.retry_out_of_memory`)."""
 
     def __init__(self, max_retries: int = DEFAULT_RETRIES) -> None:
-        self.max_retries = max_retries
+        self.max_retries = check_retries(max_retries)
 
     def run(
         self, evaluator: Evaluator, jobs: Sequence[Job], on_retry: RetryListener | None = None

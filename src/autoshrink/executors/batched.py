@@ -28,7 +28,7 @@ from autoshrink.evaluators.costed import CostedEvaluator
 from autoshrink.evaluators.rnn_proxy import RNNProxyEvaluator
 from autoshrink.evaluators.stacked_rnn import StackedRNNEvaluator
 from autoshrink.executors.base import InProcessExecutor, Job, RetryListener
-from autoshrink.executors.retries import DEFAULT_RETRIES, retry_out_of_memory
+from autoshrink.executors.retries import DEFAULT_RETRIES, check_retries, retry_out_of_memory
 
 RNN_OPTIONS = ("bf16", "tf32", "cuda_graph", "max_batch", "compact_below")  # the stacked RNN's
 
@@ -38,7 +38,7 @@ class BatchedExecutor:
     ``max_retries`` bounds the retries of a candidate that ran out of memory."""
 
     def __init__(self, max_retries: int = DEFAULT_RETRIES, **options: Any) -> None:
-        self.max_retries = max_retries
+        self.max_retries = check_retries(max_retries)
         self.options = options
         self._source: Evaluator | None = None
         self._batched: Any = None

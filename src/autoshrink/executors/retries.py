@@ -26,20 +26,12 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
-from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener
+from autoshrink.executors.base import DEFAULT_RETRIES, Job, RetryListener, check_retries
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memory"]
-
-
-def check_retries(max_retries: int) -> int:
-    """``max_retries`` when it is an int >= 0 (not a bool), else a :class:`ConfigError`."""
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-    return max_retries
 
 
 class RetryBudget:
