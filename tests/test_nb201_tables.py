@@ -324,6 +324,8 @@ def test_missing_folder_and_file(tmp_path: Path, table_copy: Path) -> None:
          "line 3: 9 fields, the header has 8"),  # a field too many: every number shifted
         (lambda rows: [*rows[:3], [*rows[3][:3], "123.0", *rows[3][4:]], *rows[4:]],
          r"line 4, column cifar10-val: accuracy 123.0 is outside 0\.\.100"),
+        (lambda rows: [rows[0], *([*r[:3], str(float(r[3]) / 100), *r[4:]] for r in rows[1:])],
+         r"column cifar10-val: every accuracy is within 0\.\.1 \(fractions\?\); expected percent"),
         (lambda rows: [rows[0], rows[2], rows[1], *rows[3:]],
          r"line 2: official index 1, expected 0 \(rows must be in index order\)"),
         (lambda rows: [rows[0], [rows[1][0], "|none~0|", *rows[1][2:]], *rows[2:]],

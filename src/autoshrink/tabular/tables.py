@@ -189,6 +189,11 @@ def _floats(path: Path, header: list[str], body: list[list[str]], name: str) -> 
             f"NAS-Bench-201 table {path}, line {i + 2}, column {name}: "
             f"accuracy {out[i]} is outside 0..100"
         )
+    if out.max() <= 1.0:  # read as percent, every number would be a hundred times too small
+        raise BenchmarkError(
+            f"NAS-Bench-201 table {path}, column {name}: every accuracy is within 0..1 "
+            "(fractions?); expected percent"
+        )
     out.setflags(write=False)
     return out
 
