@@ -399,8 +399,18 @@ def test_a_huge_file_in_place_of_a_table_is_refused_unread(table_copy: Path) -> 
         load_flat_tables(table_copy)
 
 
-def test_empty_file(table_copy: Path) -> None:
-    (table_copy / FILE_200EPOCH).write_text("")
+def test_blank_lines_at_the_end_of_a_table_are_ignored(table_copy: Path, tables) -> None:
+    """An editor's extra line break at the end: "has 15626 data rows; expected 15625"."""
+    path = table_copy / FILE_200EPOCH
+    path.write_bytes(path.read_bytes() + b"\n\r\n")
+    read = load_flat_tables(table_copy)
+    settings = {"dataset": "cifar100", "metric": "accuracy", "epochs": 200, "split": "test"}
+    assert query(read, 15624, **settings) == query(tables, 15624, **settings)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"])
+def test_empty_file(table_copy: Path, text: str) -> None:
+    (table_copy / FILE_200EPOCH).write_text(text)
     with pytest.raises(BenchmarkError, match="is empty"):
         load_flat_tables(table_copy)
 

@@ -147,6 +147,8 @@ def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[list[str
         rows = list(csv.reader(io.StringIO(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise BenchmarkError(f"cannot read NAS-Bench-201 table {path}: {err}") from None
+    while rows and not rows[-1]:  # blank lines at the end (an editor's extra line break)
+        rows.pop()
     if not rows:
         raise BenchmarkError(f"NAS-Bench-201 table {path} is empty; expected a CSV header")
     if not text.endswith("\n"):  # cut inside the last number, it would read as another
