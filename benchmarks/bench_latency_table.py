@@ -22,6 +22,7 @@ import random
 import statistics
 import time
 
+import machine
 from autoshrink.cost.cells import count
 from autoshrink.graph import Cell
 from autoshrink.hardware.blocks import network_blocks
@@ -49,8 +50,10 @@ def random_cells(n: int, seed: int, nodes: int = 8) -> list[Cell]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cells", type=int, default=24, help="test cells")
-    p.add_argument("--profile-cells", type=int, default=150, help="cells the table is built from")
+    p.add_argument("--cells", type=machine.count, default=24, help="test cells (2 or more)")
+    p.add_argument(
+        "--profile-cells", type=machine.count, default=150, help="cells the table is built from"
+    )
     p.add_argument("--macro", default="cifar-proxy", choices=sorted(MACROS))
     p.add_argument("--clock", default="wall", choices=CLOCKS)
     p.add_argument("--threads", type=int, default=1)
@@ -58,6 +61,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per round (min_repeats)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if args.cells < 2:  # known now, not after minutes of measuring
+        p.error(
+            f"--cells {args.cells}: the MACs baseline needs 2 or more test cells (its ms per "
+            "MAC is fitted on the others)"
+        )
     print_machine()
     settings = LatencySettings(
         clock=args.clock, threads=args.threads, batch=args.batch, min_repeats=args.repeats

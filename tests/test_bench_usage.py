@@ -71,6 +71,24 @@ def test_zero_cost_cells_outside_the_file_are_a_usage_error(shared_data: Path, c
     assert "Traceback" not in done.stderr and "nan" not in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--cells", "1"], "--cells 1: the MACs baseline needs 2 or more test cells"),
+        (["--cells", "0"], "argument --cells: expected a whole number >= 1"),
+        (["--profile-cells", "0"], "argument --profile-cells: expected a whole number >= 1"),
+    ],
+)
+def test_latency_table_counts_it_cannot_use_are_refused_before_measuring(
+    args: list[str], said: str
+) -> None:
+    """Such counts were refused with status 1 only after the test cells were measured and the
+    table built (minutes at the default 150 profiled networks)."""
+    done = bench("bench_latency_table.py", *args)
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert said in done.stderr and "latency profile" not in done.stderr
+
+
 def test_the_rnn_benchmark_leaves_no_temporary_folder(tmp_path: Path) -> None:
     """bench_rnn_engine.py's temporary folder (its synthetic text) stayed behind when the run
     failed; one that holds a search (--search without --out) stays, and is named."""
