@@ -337,9 +337,16 @@ def test_the_last_step_of_a_stopped_search_keeps_no_cell_yet(run_dir):
     text = write_report(run_dir).read_text()
     edges_now = run.steps[-2].chosen.num_edges  # the last cell kept, not the step's best so far
     assert f"<dt>edges left now</dt><dd>{edges_now}</dd>" in text
-    assert f"step {last.step}: 1 candidate so far, no cell kept" in text
-    assert "so far (in progress)" in text
+    # no process holds the folder: the step stopped (it was called "in progress")
+    assert f"<dt>step stopped</dt><dd>step {last.step}: 1 candidate so far, no cell kept" in text
+    assert "so far (stopped before its end)" in text and "in progress" not in text
     assert not (run_dir / "report" / "cells" / f"step_{last.step:03d}.svg").exists()
+    from autoshrink.journal import RunLock
+
+    with RunLock(run_dir):  # a live search holds it: the step is in progress
+        text = write_report(run_dir).read_text()
+    assert f"<dt>step in progress</dt><dd>step {last.step}: 1 candidate so far" in text
+    assert "so far (in progress)" in text and "stopped before" not in text
 
 
 def test_a_search_whose_every_candidate_was_rejected_says_so(tmp_path, recwarn):

@@ -94,9 +94,8 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
         items.append(("edges left now", kept[-1].chosen.num_edges))
     if steps and not steps[-1].decided and _shrinks(run):  # a baseline's batches keep no cell
         found = html.count(len(steps[-1].candidates), "candidate")
-        items.append(
-            ("step in progress", f"step {steps[-1].step}: {found} so far, no cell kept yet")
-        )
+        name = "step stopped" if run.status == "stopped" else "step in progress"
+        items.append((name, f"step {steps[-1].step}: {found} so far, no cell kept yet"))
     net = (run.result or {}).get("network")
     if isinstance(net, dict) and "image_size" in net:  # (older result.json files have none)
         size = f"{net.get('in_channels')}×{net.get('image_size')}×{net.get('image_size')}"
@@ -159,9 +158,16 @@ def _top_rows(run: RunData, quality: str, cost: str | None) -> list[list[object]
     ]
 
 
-def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[object]]:
+def _going(run: RunData) -> str:
+    """What the last step of ``run`` is while it has kept no cell: a stopped search's stopped
+    before its end (``search --resume`` continues it), else in progress."""
+    return "stopped before its end" if run.status == "stopped" else "in progress"
+
+
+def _step_rows(steps: list[Step], quality: str, cost: str | None, going: str) -> list[list[object]]:
     """A row per step; the chosen columns of a step that kept no cell (:attr:`Step.kept`: in
-    progress, or none of its candidates scored) are empty."""
+    progress, or stopped before its end, as ``going`` says; or none of its candidates scored)
+    are empty."""
     rows = []
     for s in steps:
         scores = s.finite()
@@ -182,7 +188,7 @@ def _step_rows(steps: list[Step], quality: str, cost: str | None) -> list[list[o
             kept: list[object] = [ch.num_edges, found, removed, ch.score]
             metrics: list[object] = [ch.metric(quality), ch.metric(cost)]
         else:
-            now = "none scored: no cell kept" if s.decided else "so far (in progress)"
+            now = "none scored: no cell kept" if s.decided else f"so far ({going})"
             kept, metrics = [None, f"{found} {now}", None, None], [None, None]
         seconds = f"{sum(c.seconds for c in s.candidates):.1f}"
         rows.append([s.step, *kept, mean, spread, *metrics, seconds])
@@ -295,7 +301,7 @@ def _shrink_sections(
             "Chosen cell at each step",
             _pictures_note(shown, kept) + f'<div class="cells">{"".join(figures)}</div>',
         ),
-        ("Steps", html.table(header, _step_rows(run.steps, quality, cost))),
+        ("Steps", html.table(header, _step_rows(run.steps, quality, cost, _going(run)))),
     ]
 
 
