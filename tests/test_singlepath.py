@@ -1276,6 +1276,11 @@ def test_the_target_is_said_and_a_missed_one_warned_of(
     r = json.loads((tmp_path / "run" / "result.json").read_text())
     assert r["over_target"] == pytest.approx(r["predicted_ms"] / float(f"{target:.6f}") - 1)
     assert f"; target {float(f'{target:.6f}'):g} ms" in out
+    # the summary's sizes within a rounding of result.json's: 1.37M MACs was printed as "1M"
+    sizes = re.search(r"\(([\d.]+)M params, ([\d.]+)M MACs\)", out)
+    assert sizes is not None, out
+    for said, exact in zip(sizes.groups(), (r["params"], r["macs"]), strict=True):
+        assert abs(float(said) - exact / 1e6) <= (0.0005 if exact < 1e7 else 0.05), (said, exact)
     if met:
         assert r["over_target"] < -0.3
         assert "missed by" not in out and "over the target" not in caplog.text

@@ -287,6 +287,12 @@ def said_by_rank_zero() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
+def millions(n: float) -> str:
+    """``n`` in millions: one decimal from 10M up (``383.7M``), three below (``3.601M``,
+    ``0.034M``: a small cell's MACs printed as ``0.0M`` before)."""
+    return f"{n / 1e6:.1f}M" if n >= 1e7 else f"{n / 1e6:.3f}M"
+
+
 #: The settings an out-of-memory line names, unless the command sets ``memory_sizes``.
 NETWORK_SIZES = "batch, image size, width, nodes"
 

@@ -10,6 +10,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     count_number,
     int_at_most,
+    millions,
     refuse_for_arch,
 )
 from autoshrink.cost.cells import count
@@ -102,12 +103,6 @@ def run(args: argparse.Namespace) -> int:
             f"{counts.macs:,} MACs ({millions(counts.macs)}){unit}"
         )
     return 0
-
-
-def millions(n: float) -> str:
-    """``n`` in millions: one decimal from 10M up (``383.7M``), three below (``3.601M``,
-    ``0.034M``: a small cell's MACs printed as ``0.0M`` before)."""
-    return f"{n / 1e6:.1f}M" if n >= 1e7 else f"{n / 1e6:.3f}M"
 
 
 def run_arch(args: argparse.Namespace) -> int:

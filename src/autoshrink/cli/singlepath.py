@@ -21,6 +21,7 @@ from autoshrink.cli import (
     count_number,
     folder_path,
     images_number,
+    millions,
     seed_number,
 )
 from autoshrink.data.images import DATASETS, check_root
@@ -169,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
         + (f" (missed by {100 * over:.0f}%)" if (over := r.get("over_target") or 0) > 0 else "")
     )
     print(
-        f"validation accuracy {r['val_accuracy']:.4f} ({r['params'] / 1e6:.2f}M params, "
-        f"{r['macs'] / 1e6:.0f}M MACs); search {r['search_seconds']:.0f} s, "
+        f"validation accuracy {r['val_accuracy']:.4f} ({millions(r['params'])} params, "
+        f"{millions(r['macs'])} MACs); search {r['search_seconds']:.0f} s, "
         f"{r['images_trained']} images trained; files in {args.out}"
     )
     return 0
