@@ -345,6 +345,33 @@ def test_weights_that_do_not_fit_are_a_clear_error(cli, tmp_path: Path) -> None:
     assert code == 2 and "flat.safetensors: not the weights of a macro network (stem.0" in err
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("stem.0.weight", torch.int32), ("stem.1.num_batches_tracked", torch.float32)],
+)
+def test_weights_of_another_kind_than_the_networks_are_refused(cli, tmp_path, name, kind) -> None:
+    """An integer tensor where the network has a float one (or a float where it counts) was
+    cast without a word: integer weights are not a training's."""
+    spec = cifar_proxy(in_channels=1, image_size=8, num_classes=10, width=0.25)
+    state = {k: v.contiguous() for k, v in build_network(EMPTY, spec).state_dict().items()}
+    own = state[name].dtype
+    state[name] = state[name].round().to(kind)
+    weights = tmp_path / "w.safetensors"
+    save_file(state, str(weights))
+    EMPTY.save(tmp_path / "cell.json")
+    code, _, err = cli(
+        "export", tmp_path / "cell.json", "--out", tmp_path / "o", "--weights", weights,
+        "--width", "0.25", "--image-size", "8",
+    )  # fmt: skip
+    said = str(kind).removeprefix("torch.")
+    assert code == 2 and err.count("\n") == 1, err
+    assert (
+        f"{weights}: tensor {name} holds {said} values, the network's are "
+        f"{str(own).removeprefix('torch.')}; nothing exported"
+    ) in err, err
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------ mbconv architectures
 
 MIXED = ("k5e3", SKIP, "k3e6", SKIP, "k5e6", "k3e3", SKIP, SKIP,

@@ -55,7 +55,7 @@ from autoshrink.hardware.latency import (
     ort_session,
 )
 from autoshrink.nn.cnn import build_network
-from autoshrink.nn.state_fit import misfit, non_finite
+from autoshrink.nn.state_fit import misfit, non_finite, other_kind
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_value
 from autoshrink.singlepath.space import MBConvArch
@@ -113,6 +113,13 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise ConfigError(
             f"{path}: tensor {bad} holds NaN or inf values (weights of a training that "
             "diverged?); nothing exported"
+        )
+    cast = other_kind(model, state)
+    if cast is not None:
+        said = str(state[cast].dtype).removeprefix("torch.")
+        own = str(model.state_dict()[cast].dtype).removeprefix("torch.")
+        raise ConfigError(
+            f"{path}: tensor {cast} holds {said} values, the network's are {own}; nothing exported"
         )
     model.load_state_dict(state)
 

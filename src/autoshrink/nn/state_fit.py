@@ -40,3 +40,14 @@ def non_finite(state: Mapping[str, torch.Tensor]) -> str | None:
         (k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())),
         None,
     )
+
+
+def other_kind(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first tensor of ``state`` (that fits ``model``: :func:`misfit`) that is
+    an integer tensor where the model's is floating-point, or the other way round: loading
+    would cast it without a word; ``None`` when there is none."""
+    own = model.state_dict()
+    return next(
+        (k for k, v in state.items() if v.is_floating_point() != own[k].is_floating_point()),
+        None,
+    )
