@@ -280,3 +280,33 @@ def test_a_median_that_falls_fast_is_not_stable() -> None:
     settings = LatencySettings(warmup=0, min_repeats=2, max_repeats=10, max_seconds=30.0, rtol=0.1)
     samples, stable = until_stable(lambda: next(times), settings)
     assert not stable and samples.tolist() == [100.0 / 2**i for i in range(10)]
+
+
+@pytest.mark.parametrize("kind", ["cell", "architecture"])
+def test_a_sigterm_stops_a_latency_measurement_in_one_line(tmp_path, kind) -> None:
+    """SIGTERM ended ``autoshrink latency`` with status 143 and no word, as other commands
+    (export, train, search) say theirs."""
+    import subprocess
+
+    from autoshrink.singlepath.space import mobilenetv2_arch
+
+    network = tmp_path / "network.json"
+    if kind == "cell":
+        published_cell("shrinkcnn").save(network)
+    else:
+        mobilenetv2_arch(0.35, image_size=32, num_classes=10).save(network)
+    script = (  # the signal comes as the measurement starts
+        "import os, signal, sys\n"
+        "from autoshrink.cli import latency\n"
+        "def measure(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    raise AssertionError('the signal did not stop the command')\n"
+        "latency.measure_cell = latency.measure_module = measure\n"
+        "from autoshrink.cli import main\n"
+        f"sys.exit(main(['latency', {str(network)!r}]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 128 + 15, run.stderr
+    assert run.stderr.strip().splitlines() == ["autoshrink: stopped by SIGTERM"], run.stderr

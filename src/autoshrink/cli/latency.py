@@ -32,6 +32,7 @@ from autoshrink.outputs import check_output_file
 from autoshrink.ranges import MAX_CLASSES, require
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, MacroSpec, get_macro
+from autoshrink.stop_signals import StopSignals
 
 
 def add_macro_options(p: argparse.ArgumentParser) -> None:
@@ -155,12 +156,18 @@ def arch_from_args(args: argparse.Namespace, **inferred: int) -> MBConvArch:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure the network's latency (and a table's estimate) and print it; 0."""
+    """Measure the network's latency (and a table's estimate) and print it, which SIGINT and
+    SIGTERM stop as one line (a table's saves are atomic: it keeps what it held); 0."""
     settings = settings_from_args(args)
     if args.table is not None:
         check_output_file(args.table, "--latency-table")
-    if is_arch_file(args.cell):
-        return run_arch(args, settings)
+    with StopSignals():
+        return run_arch(args, settings) if is_arch_file(args.cell) else run_cell(args, settings)
+
+
+def run_cell(args: argparse.Namespace, settings: LatencySettings) -> int:
+    """A cell file: its network in ``--macro``; ``--latency-table`` predicts from the block
+    table (and measures the blocks it lacks into it)."""
     cell = macro_cell(args.cell, "latency")
     spec = macro_from_args(args)
     # read and checked before the measurement, which takes up to --max-seconds
