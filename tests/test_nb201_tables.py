@@ -117,6 +117,22 @@ def test_search_evaluator_sees_validation_only(tables) -> None:
     assert rep.optimum()[0] == pytest.approx(94.3733, abs=1e-4)
 
 
+@pytest.mark.parametrize("what", [6111, "|nor_conv_3x3~0|", None])
+def test_the_evaluators_name_what_is_not_a_cell(tables, what) -> None:
+    """``SearchEvaluator(t)(6111)`` (an official index, say) was an AttributeError: 'int'
+    object has no attribute 'code'."""
+    says = (
+        f"a NAS-Bench-201 evaluator takes an NB201Cell, got {type(what).__name__} {what!r} (an "
+        "official index i: tables.index.cell(i))"
+    )
+    with pytest.raises(CellError) as refused:
+        SearchEvaluator(tables, dataset="cifar10")(what)  # type: ignore[arg-type]
+    assert str(refused.value) == says
+    with pytest.raises(CellError) as refused:
+        Reporter(tables, dataset="cifar10").test_accuracy(what)  # type: ignore[arg-type]
+    assert str(refused.value) == says
+
+
 def test_archive_needs_opt_in(shared_data) -> None:
     folder = shared_data / "nats-bench" / TSS
     with pytest.raises(BenchmarkError, match="allow_pickle=True"):

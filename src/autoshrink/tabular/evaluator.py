@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from autoshrink.cost.nb201 import topology_cost_table
-from autoshrink.errors import BenchmarkError
+from autoshrink.errors import BenchmarkError, CellError
 from autoshrink.spaces.nb201 import NUM_CELLS, NB201Cell, dataset_name
 from autoshrink.tabular.tables import NB201Tables
 
@@ -26,6 +26,14 @@ def _by_code(tables: NB201Tables, column: np.ndarray) -> np.ndarray:
     out[tables.index.codes] = column
     out.setflags(write=False)
     return out
+
+
+def not_a_cell(what: object) -> CellError:
+    """The error of an evaluator given ``what``, which is no :class:`NB201Cell`."""
+    return CellError(
+        f"a NAS-Bench-201 evaluator takes an NB201Cell, got {type(what).__name__} {what!r} (an "
+        "official index i: tables.index.cell(i))"
+    )
 
 
 class SearchEvaluator:
@@ -53,7 +61,10 @@ class SearchEvaluator:
     def __call__(self, cell: NB201Cell) -> dict[str, float]:
         """``cell``'s validation ``accuracy`` (a fraction) at ``epochs``, ``macs`` and ``params``; a
         :class:`BenchmarkError` when the tables lack the accuracy. Counted in ``evaluations``."""
-        code = cell.code
+        try:
+            code = cell.code
+        except AttributeError:  # a try costs nothing until it raises: this is the hot path
+            raise not_a_cell(cell) from None
         acc = float(self._accuracy[code])
         if acc != acc:
             raise BenchmarkError(
@@ -94,7 +105,11 @@ class Reporter:
 
     def test_accuracy(self, cell: NB201Cell) -> float:
         """Test accuracy (percent) of ``cell``."""
-        value = float(self._test[cell.code])
+        try:
+            code = cell.code
+        except AttributeError:
+            raise not_a_cell(cell) from None
+        value = float(self._test[code])
         if value != value:
             raise BenchmarkError(f"no {self.epochs}-epoch test accuracy for cell {cell}")
         return value
