@@ -174,19 +174,32 @@ def _precision(args: argparse.Namespace) -> ExitStack:
     return stack
 
 
-def main() -> None:
+#: The sizes of a run, and of a ``--quick`` one: what the flags not given take.
+SIZES = {"k": 10, "batch": 128, "image_size": 32}
+QUICK = {"k": 4, "batch": 16, "image_size": 16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's settings: the sizes given, else ``--quick``'s or the defaults (a
+    ``--quick`` took K = 4 and batch 16 over a ``--k`` or ``--batch`` given, without a word)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", type=local_device_argument)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--k", type=int, default=None, help="candidates (default 10; quick 4)")
+    parser.add_argument("--batch", type=int, default=None, help="(default 128; quick 16)")
     parser.add_argument("--in-channels", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=None, help="(default 32; quick 16)")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 16x16 images")
-    args = parser.parse_args()
-    if args.quick:
-        args.k, args.batch, args.image_size = 4, 16, min(args.image_size, 16)
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else SIZES).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     info = print_machine(sys.stderr if args.json else None)
     pw_shapes, dw_shapes = record_shapes(args)
     result: dict[str, Any] = {

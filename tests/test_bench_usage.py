@@ -107,3 +107,24 @@ def test_the_rnn_benchmark_leaves_no_temporary_folder(tmp_path: Path) -> None:
     (kept,) = tmp_path.glob("autoshrink-rnn-bench-*")
     assert f"the search's run folder (kept): {kept / 'search'}" in searched.stdout
     assert (kept / "search" / "journal.jsonl").is_file()
+
+
+def test_quick_sizes_give_way_to_the_sizes_given() -> None:
+    """``bench_stacked_ops.py --quick --k 2 --batch 8`` timed K = 4 and batch 16 without a
+    word: --quick set them over the flags given."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_stacked_ops import parse_args
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def sizes(*argv: str) -> tuple[int, int, int]:
+        args = parse_args(list(argv))
+        return args.k, args.batch, args.image_size
+
+    # the sizes the script's docstring and --help give: K 10, batch 128, 32 px; quick 4, 16, 16
+    assert sizes() == (10, 128, 32)
+    assert sizes("--quick") == (4, 16, 16)
+    assert sizes("--quick", "--k", "2", "--batch", "8") == (2, 8, 16)
+    assert sizes("--quick", "--image-size", "24") == (4, 16, 24)
+    assert sizes("--k", "3") == (3, 128, 32)
