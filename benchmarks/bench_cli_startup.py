@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 CELL = Path(__file__).resolve().parents[1] / "src/autoshrink/cells/shrinkcnn.json"
 
@@ -49,11 +49,9 @@ def best_seconds(args: list[str], load_all: bool, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=count, default=5)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    if a.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {a.repeats}")
     info = print_machine(sys.stderr if a.json else None)  # this process: imports no torch
     with tempfile.TemporaryDirectory() as tmp:
         commands = [

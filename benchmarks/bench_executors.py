@@ -30,7 +30,7 @@ from autoshrink.executors.base import InProcessExecutor, Job
 from autoshrink.executors.pool import LocalPoolExecutor, default_workers
 from autoshrink.presets import preset
 from autoshrink.search_loop import candidate_seed, make_strategy
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 
 def timed(executor, evaluator, jobs) -> tuple[float, dict[int, dict[str, float]]]:
@@ -42,13 +42,10 @@ def timed(executor, evaluator, jobs) -> tuple[float, dict[int, dict[str, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--candidates", type=int, default=4, help="per batch (demo K = 4)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
+    parser.add_argument("--candidates", type=count, default=4, help="per batch (demo K = 4)")
+    parser.add_argument("--repeat", type=count, default=3)
+    parser.add_argument("--workers", type=count, default=None, help="default: one per core")
     args = parser.parse_args()
-    for flag in ("candidates", "repeat", "workers"):
-        if (value := getattr(args, flag)) is not None and value < 1:
-            parser.error(f"--{flag} must be >= 1, got {value}")
     print_machine()
 
     config = preset(args.preset)

@@ -47,7 +47,7 @@ from autoshrink.training.batched import train_batched
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from engine_search import search
-from machine import print_machine, run_main
+from machine import count, print_machine, run_main
 
 
 def synthetic(n: int, spec: MacroSpec, device: str, seed: int) -> tuple[torch.Tensor, ...]:
@@ -345,10 +345,10 @@ def main() -> None:
         help="the tables' engine through torch.compile (an experiment: the search's engine "
         "changes shape as candidates stop and is never compiled)",
     )
-    p.add_argument("--k", type=int, default=None, help="candidates at once (default 10; quick 4)")
-    p.add_argument("--steps", type=int, default=None, help="timed batches (default 40; quick 3)")
+    p.add_argument("--k", type=count, default=None, help="candidates at once (default 10; quick 4)")
+    p.add_argument("--steps", type=count, default=None, help="timed batches (default 40; quick 3)")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (--quick on cpu: 1)"
+        "--threads", type=count, default=None, help="torch CPU threads (--quick on cpu: 1)"
     )
     p.add_argument(
         "--in-channels", type=int, default=3, help="table images' channels (Fashion-MNIST: 1)"
@@ -370,9 +370,6 @@ def main() -> None:
         "--no-table", action="store_true", help="skip the throughput table (e.g. search only)"
     )
     args = p.parse_args()
-    for flag in ("k", "steps", "threads"):  # 0 was taken for the default, -1 failed in torch
-        if (value := getattr(args, flag)) is not None and value < 1:
-            p.error(f"--{flag} must be >= 1, got {value}")
     if args.cuda_graph and not is_cuda(args.device):
         p.error("--cuda-graph needs --device cuda")
     if args.compile and args.search_data is not None:
