@@ -20,6 +20,7 @@ from bench_engine_ops import (  # noqa: E402
     bytes_per_step,
     depthwise_as_on_cuda,
     engine_run,
+    parse_args,
     per_step,
 )
 from traffic import Traffic, tensor_bytes, traffic  # noqa: E402
@@ -75,3 +76,9 @@ def test_the_cpu_depthwise_input_copy_is_left_out_as_on_cuda() -> None:
     assert on_cpu["clone"] == 2 * x.numel() * F32  # the view read, its copy written
     assert "clone" not in as_on_cuda
     assert as_on_cuda["convolution"] == on_cpu["convolution"] > 0
+
+
+def test_a_k_given_wins_over_quicks() -> None:
+    """``bench_engine_ops.py --quick --k 2`` counted K = 3 without a word."""
+    assert parse_args([]).k == 10 and parse_args(["--quick"]).k == 3  # the docstring's K
+    assert parse_args(["--quick", "--k", "2"]).k == 2 and parse_args(["--k", "5"]).k == 5
