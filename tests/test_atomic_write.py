@@ -161,3 +161,30 @@ def test_save_tensors_takes_a_state_as_a_module_gives_it(tmp_path: Path) -> None
     save_tensors(tmp_path / "s.safetensors", state)
     read = load_file(tmp_path / "s.safetensors")
     assert torch.equal(read["t"], weight.detach().t()) and torch.equal(read["w"], 2 * read["t"].t())
+
+
+def test_the_same_tensors_and_metadata_make_the_same_file(tmp_path: Path) -> None:
+    # safetensors writes the metadata in the order of a Rust hash map, drawn anew for each file:
+    # two runs of one seed wrote weights and checkpoints with the same tensors that differed in
+    # their header (sha256sum told them apart)
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from autoshrink.atomic_write import save_tensors
+
+    tensors = {"b": torch.ones(2), "a": torch.arange(3.0)}
+    metadata = {f"key{i}": "é" * i for i in range(8)}
+    files = []
+    for n in range(6):
+        path = tmp_path / f"{n}.safetensors"
+        save_tensors(path, tensors, dict(reversed(metadata.items())) if n % 2 else metadata)
+        files.append(path.read_bytes())
+    assert len(set(files)) == 1
+    size = int.from_bytes(files[0][:8], "little")
+    assert list(json.loads(files[0][8 : 8 + size])["__metadata__"]) == sorted(metadata)
+    assert size % 8 == 0 and files[0][8 + size :] == save(tensors)[-20:]  # the data as it was
+    with safe_open(path, "pt") as f:
+        assert f.metadata() == metadata and torch.equal(f.get_tensor("a"), tensors["a"])

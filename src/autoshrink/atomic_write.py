@@ -3,11 +3,12 @@
 A reader -- a report made while a search runs, a resume after a kill -- sees the old file or
 the new one, never half of one. :func:`write_json` is how the package writes its JSON files:
 whole, and strict (a non-finite number is ``null``); :func:`write_csv` its tables,
-:func:`save_tensors` its safetensors files. The temporary file is hidden (``.NAME.PID.tmp``)
-and named by process, so two processes replacing the same file (a shared latency table) do not
-write into each other's; :func:`locked` serialises a read-merge-replace of such a file, so
-that one process's replacement does not drop what another wrote meanwhile;
-:func:`remove_dead_temporaries` clears the temporary files of a writer that was killed.
+:func:`save_tensors` its safetensors files (the same tensors and metadata, the same bytes). The
+temporary file is hidden (``.NAME.PID.tmp``) and named by process, so two processes replacing
+the same file (a shared latency table) do not write into each other's; :func:`locked`
+serialises a read-merge-replace of such a file, so that one process's replacement does not drop
+what another wrote meanwhile; :func:`remove_dead_temporaries` clears the temporary files of a
+writer that was killed.
 """
 
 from __future__ import annotations
@@ -126,6 +127,22 @@ def save_tensors(
             data = save(stored, metadata=metadata)
         except SafetensorError as err:
             raise OSError(errno.EIO, f"cannot write the tensors ({err})", str(path)) from None
-        tmp.write_bytes(data)
+        tmp.write_bytes(sorted_metadata(data))
 
     write_atomic(path, write)
+
+
+def sorted_metadata(data: bytes) -> bytes:
+    """``data``, a safetensors file, with its metadata in the order of their keys: safetensors
+    writes them in the order of a Rust hash map, drawn anew for each file, so the same tensors
+    and metadata (two runs of one seed) made files that differed in their header. The header
+    keeps its length where it fits (padded with spaces, as safetensors pads it), else grows to
+    the next multiple of 8 bytes; the tensors' bytes follow it unchanged."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if "__metadata__" not in header:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text = text.ljust(max(size, -(-len(text) // 8) * 8))
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
