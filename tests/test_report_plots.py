@@ -276,3 +276,14 @@ def test_every_plot_labels_its_y_axis_with_plain_numbers_without_an_offset(run, 
     labels = [float(t.get_text().replace("−", "-")) for t in quality.get_yticklabels()]
     assert min(labels) > 369 and max(labels) < 371  # the values themselves, not their offset
     assert cost.get_yscale() == "log"  # a log axis keeps its powers of ten
+
+
+def test_a_plot_drawn_twice_is_the_same_file(run, tmp_path):
+    # matplotlib stamps an SVG with the time it was written and names its clip paths and
+    # markers by a random salt: two reports of one run folder (or of two runs of one seed)
+    # differed in every plot
+    first, second = tmp_path / "a.svg", tmp_path / "b.svg"
+    plots.plot_progress(run, first)
+    plots.plot_progress(run, second)
+    assert first.read_bytes() == second.read_bytes()
+    assert b"<dc:date>" not in first.read_bytes() and b'clip-path="url(#' in first.read_bytes()

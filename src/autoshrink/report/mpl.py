@@ -24,6 +24,7 @@ except ValueError as err:
         "unset it: autoshrink draws its plots into files and needs none"
     ) from None
 
+from matplotlib import rc_context
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -48,6 +49,11 @@ def plain_numbers(ax: Any) -> None:
 
 def save_figure(fig: Figure, path: str | Path, **options: Any) -> None:
     """Write ``fig`` to ``path`` in the format its suffix names, in one step
-    (:func:`~autoshrink.atomic_write.write_atomic`); ``options`` go to ``savefig``."""
+    (:func:`~autoshrink.atomic_write.write_atomic`); ``options`` go to ``savefig``. The same
+    figure makes the same file: an SVG gets no date, and its ids come from a fixed salt, not
+    a random one (two reports of one run differed in every plot)."""
     fmt = Path(path).suffix.lstrip(".").lower()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **options))
+    if fmt == "svg":
+        options = {"metadata": {"Date": None}, **options}
+    with rc_context({"svg.hashsalt": "autoshrink"}):
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **options))
