@@ -228,6 +228,21 @@ def test_pool_gives_up_after_max_retries(tmp_path):
         assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
 
 
+def test_messages_of_a_lost_or_raising_candidate_name_its_cell(tmp_path, caplog):
+    # they said "candidate 1": its place in the batch handed to the executor, which is not the
+    # journal's index when a step's other candidates were done already (a resume mid-step) or
+    # rejected by a constraint, and which no record or message of the search names otherwise
+    jobs = _jobs(3)[1:]  # the step's candidates 1 and 2, say: positions 0 and 1 here
+    bad = jobs[0].genotype.key
+    with contextlib.closing(LocalPoolExecutor(1, max_retries=1)) as pool:
+        with caplog.at_level(logging.WARNING, logger="autoshrink"):
+            dict(pool.run(CrashFirst(Fake(), bad, tmp_path, times=99), jobs))
+        assert f"candidate {bad}: worker " in caplog.text and "retry 1 of 1" in caplog.text
+        assert "giving up after 1 retries" in caplog.text and "candidate 0" not in caplog.text
+        with pytest.raises(WorkerError, match=f"^candidate {bad} raised in a pool worker"):
+            list(pool.run(Fake(raise_on=bad), jobs))
+
+
 @pytest.mark.parametrize(("times", "status"), [(1, "ok"), (99, "failed")])
 def test_pool_trains_a_candidate_that_ran_out_of_memory_again(tmp_path, times, status):
     """A candidate that ran out of memory in a worker was recorded as failed at once, where

@@ -755,8 +755,8 @@ def test_out_of_memory_retries_are_bounded_and_other_failures_not_retried(monkey
     assert out[0].detail == {"error": OOM, "attempts": 3}  # as a dead worker's candidate says
     assert out[1].status == "ok" and told == [(0, 1, OOM), (0, 2, OOM)]
     assert len(emptied) == 2
-    assert f"candidate 0: {OOM}; giving up after 2 retries" in caplog.messages
-    assert f"candidate 0: {OOM}; retry 2 of 2" in caplog.messages
+    assert f"candidate {start.key}: {OOM}; giving up after 2 retries" in caplog.messages
+    assert f"candidate {start.key}: {OOM}; retry 2 of 2" in caplog.messages
     other = OutOfMemoryOnce(edges=6, error="RuntimeError: shape mismatch")
     out = dict(InProcessExecutor().run(other, jobs))
     assert out[0].status == "failed" and other.attempts[start.key] == 1

@@ -39,6 +39,12 @@ class Job:
     seed: int
     known: Mapping[str, float] = field(default_factory=dict)
 
+    def named(self, position: int) -> str:
+        """How a message names this job: ``candidate KEY``, its cell's key (what the journal
+        records), or ``candidate POSITION`` in its batch for a genotype without one."""
+        key = getattr(self.genotype, "key", None)
+        return f"candidate {key if isinstance(key, str) else position}"
+
     def evaluate_with(self, evaluator: Evaluator) -> Evaluation:
         """``evaluator``'s checked evaluation of this job (:func:`evaluate`, ``known`` handed
         over first): what every executor runs for a job, wherever it runs it."""

@@ -349,7 +349,7 @@ class LocalPoolExecutor:
         if kind == "raise":
             raise value
         if kind == "error":
-            raise WorkerError(f"candidate {index} raised in a pool worker:\n{value}")
+            raise WorkerError(f"{job.named(index)} raised in a pool worker:\n{value}")
         settled = budget.settled(index, value)
         if settled is None:  # out of memory: it runs again
             queue.appendleft(index)
@@ -368,7 +368,7 @@ class LocalPoolExecutor:
         died, or whose memory ran out, runs again.
         """
         slot = self._slot(evaluator)
-        budget = RetryBudget(len(jobs), self.max_retries, on_retry)
+        budget = RetryBudget(jobs, self.max_retries, on_retry)
         queue = deque(range(len(jobs)))
         busy: dict[Connection, _Worker] = {}
         try:

@@ -286,7 +286,7 @@ class RayExecutor:
             self._evaluator = evaluator
             self._remote = self._task(ray, evaluator)  # once: its check asks the cluster
         task = self._remote
-        budget = RetryBudget(len(jobs), self.max_retries, on_retry)
+        budget = RetryBudget(jobs, self.max_retries, on_retry)
 
         def submit(index: int) -> Any:
             return task.remote(self._evaluator_ref, jobs[index], self.cpus_per_task)

@@ -37,19 +37,22 @@ __all__ = ["DEFAULT_RETRIES", "RetryBudget", "check_retries", "retry_out_of_memo
 class RetryBudget:
     """Counts the lost attempts of each job of one batch and decides: retry, or give up."""
 
-    def __init__(self, jobs: int, max_retries: int, listener: RetryListener | None) -> None:
+    def __init__(
+        self, jobs: Sequence[Job], max_retries: int, listener: RetryListener | None
+    ) -> None:
         self.max_retries = max_retries
-        self.lost = [0] * jobs
+        self.lost = [0] * len(jobs)
+        self._names = [job.named(i) for i, job in enumerate(jobs)]
         self._listener = listener
 
     def retry(self, index: int, reason: str) -> bool:
         """Record a lost attempt of job ``index``; ``True`` if it should run again."""
         self.lost[index] += 1
-        n = self.lost[index]
+        n, name = self.lost[index], self._names[index]
         if n > self.max_retries:
-            log.error("candidate %d: %s; giving up after %d retries", index, reason, n - 1)
+            log.error("%s: %s; giving up after %d retries", name, reason, n - 1)
             return False
-        log.warning("candidate %d: %s; retry %d of %d", index, reason, n, self.max_retries)
+        log.warning("%s: %s; retry %d of %d", name, reason, n, self.max_retries)
         if self._listener is not None:
             self._listener(index, n, reason)
         return True
@@ -70,7 +73,7 @@ class RetryBudget:
         try:
             metrics = dict(evaluator.profile(job.genotype))
         except Exception as err:  # a profile that fails too must not end the search
-            log.warning("candidate %d: profile failed too: %s", index, err)
+            log.warning("%s: profile failed too: %s", self._names[index], err)
             metrics = {}
         detail = {"error": f"{reason} ({self.lost[index]} attempts)", "attempts": self.lost[index]}
         return Evaluation(metrics, "failed", 0.0, detail)
@@ -102,7 +105,7 @@ def retry_out_of_memory(
 ) -> Iterator[tuple[int, Evaluation]]:
     """Pass ``results`` on; a candidate that ran out of memory trains again alone (after the
     CUDA cache is emptied), at most ``max_retries`` times, each retry told to ``listener``."""
-    budget = RetryBudget(len(jobs), max_retries, listener)
+    budget = RetryBudget(jobs, max_retries, listener)
     for i, evaluation in results:
         while (settled := budget.settled(i, evaluation)) is None:
             free_cuda_cache()
