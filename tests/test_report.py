@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -347,6 +348,46 @@ def test_the_last_step_of_a_stopped_search_keeps_no_cell_yet(run_dir):
         text = write_report(run_dir).read_text()
     assert f"<dt>step in progress</dt><dd>step {last.step}: 1 candidate so far" in text
     assert "so far (in progress)" in text and "stopped before" not in text
+
+
+def _journal_up_to(run_dir: Path, step: int) -> list[dict[str, Any]]:
+    """Cut the run's journal after its records of ``step`` (the search killed there, or stopped
+    with no result.json); the records kept."""
+    (run_dir / "result.json").unlink()
+    records = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("step", 0) <= step]
+
+
+def _write_journal(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    (run_dir / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_a_stopped_searchs_last_step_with_all_its_candidates_is_over(run_dir):
+    # killed between two steps: the report said the last step, whose K candidates were all in
+    # the journal, was in progress and kept no cell
+    steps = read_run(run_dir).steps
+    _write_journal(run_dir, _journal_up_to(run_dir, steps[1].step))
+    run = read_run(run_dir)
+    assert len(run.steps) == 2 and all(s.decided and s.kept for s in run.steps)
+    text = write_report(run_dir).read_text()
+    assert "step in progress" not in text and "(in progress)" not in text
+    assert f"<dt>edges left now</dt><dd>{steps[1].chosen.num_edges}</dd>" in text
+
+
+def test_a_search_stopped_at_a_step_where_every_candidate_diverged_is_not_in_progress(run_dir):
+    # no result.json when no candidate has a finite score (exit 2): the report called the step
+    # the search stopped at, every candidate of it diverged, "in progress"
+    records = _journal_up_to(run_dir, 1)
+    for r in records:
+        if r["type"] == "candidate":
+            r |= {"status": "diverged", "score": None}
+    _write_journal(run_dir, records)
+    run = read_run(run_dir)
+    assert len(run.steps[-1].candidates) == 2  # K = 2 of the 4-node cell's 6 removals
+    assert run.steps[-1].decided and not run.steps[-1].kept
+    text = write_report(run_dir).read_text()
+    assert "step in progress" not in text and "(in progress)" not in text
+    assert "2 diverged none scored: no cell kept" in text
 
 
 def test_a_search_whose_every_candidate_was_rejected_says_so(tmp_path, recwarn):

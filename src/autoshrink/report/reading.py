@@ -23,7 +23,7 @@ from autoshrink.errors import ConfigError, JournalError
 from autoshrink.graph import Cell
 from autoshrink.journal import check_record, lock_holder, off_path, parse_record, record_type
 from autoshrink.run_folder import CONFIG, JOURNAL, RESULT
-from autoshrink.strategies.autoshrink import stops_at
+from autoshrink.strategies.autoshrink import removal_space, stops_at
 from autoshrink.strategies.base import preference
 from autoshrink.user_files import check_schema, read_json_file, read_text_file
 
@@ -134,12 +134,31 @@ class RunData:
     def steps(self) -> list[Step]:
         """The candidates grouped by step, in step order, each step's in proposal order; a
         step's cells that an earlier step evaluated are among them (:attr:`reused`). Every step
-        is :attr:`Step.decided` but the last of a search that has not ended."""
+        is :attr:`Step.decided` but the last of a search that has not ended, unless that step
+        has all its candidates (``_complete``)."""
         by_step: dict[int, list[Candidate]] = {}
         for c in sorted([*self.candidates, *self.reused], key=lambda c: (c.step, c.index)):
             by_step.setdefault(c.step, []).append(c)
         last = max(by_step, default=None)
-        return [Step(s, cs, self.finished or s != last) for s, cs in sorted(by_step.items())]
+        over = self.finished or self._complete(by_step)
+        return [Step(s, cs, over or s != last) for s, cs in sorted(by_step.items())]
+
+    def _complete(self, by_step: dict[int, list[Candidate]]) -> bool:
+        """Whether the last of the AutoShrink steps ``by_step`` has every candidate its step
+        asks for: the start cell at step 0, then K removals from the cell the step before kept
+        (fewer when it has fewer distinct ones). A search killed between two steps, or stopped
+        at a step where none scored without a ``result.json``, is past that step."""
+        if self.config.get("strategy", "autoshrink") != "autoshrink" or not by_step:
+            return False
+        last = max(by_step)
+        if last == 0:
+            return True
+        before = by_step.get(last - 1)
+        if before is None:
+            return False
+        parent = Step(last - 1, before).chosen.cell  # the strategy's rule (Step.chosen)
+        wanted = min(int(self.config.get("k", 0)), len(removal_space(parent)))
+        return len(by_step[last]) == wanted
 
     @property
     def kept_steps(self) -> list[Step]:

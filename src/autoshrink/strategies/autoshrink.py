@@ -48,6 +48,27 @@ def stops_at(step: int, statuses: Collection[str], scored: bool) -> bool:
     return step > 0 and not scored and not set(statuses) <= {"rejected", "screened"}
 
 
+def removal_space(cell: Cell) -> list[tuple[tuple[int, int], Cell]]:
+    """Every single-edge removal from ``cell``, one per distinct architecture (the first of
+    each key, in edge order): what a step samples its K candidates from.
+
+    Only removals whose :attr:`~autoshrink.graph.Cell.signature` another removal shares
+    can share its key, so only theirs are hashed here: a key for every removal took 2.0 s
+    a step at 32 nodes and 50 s at 64, where the signatures take a fraction."""
+    removals = [(edge, cell.remove_edge(edge)) for edge in cell.edges]
+    signatures = [cand.signature for _, cand in removals]
+    shared = {sig for sig, n in Counter(signatures).items() if n > 1}
+    seen: set[str] = set()
+    space = []
+    for (edge, cand), sig in zip(removals, signatures, strict=True):
+        if sig in shared:
+            if cand.key in seen:
+                continue
+            seen.add(cand.key)
+        space.append((edge, cand))
+    return space
+
+
 class AutoShrink(AskTellBase):
     """The AutoShrink strategy over :class:`~autoshrink.graph.Cell` genotypes.
 
@@ -127,24 +148,8 @@ class AutoShrink(AskTellBase):
         return None
 
     def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:
-        """Every single-edge removal from the current cell, one per distinct architecture (the
-        first of each key, in edge order).
-
-        Only removals whose :attr:`~autoshrink.graph.Cell.signature` another removal shares
-        can share its key, so only theirs are hashed here: a key for every removal took 2.0 s
-        a step at 32 nodes and 50 s at 64, where the signatures take a fraction."""
-        removals = [(edge, self.current.remove_edge(edge)) for edge in self.current.edges]
-        signatures = [cand.signature for _, cand in removals]
-        shared = {sig for sig, n in Counter(signatures).items() if n > 1}
-        seen: set[str] = set()
-        space = []
-        for (edge, cand), sig in zip(removals, signatures, strict=True):
-            if sig in shared:
-                if cand.key in seen:
-                    continue
-                seen.add(cand.key)
-            space.append((edge, cand))
-        return space
+        """Every single-edge removal from the current cell (:func:`removal_space`)."""
+        return removal_space(self.current)
 
     def ask(self) -> list[Proposal]:
         """The step's proposals: the starting cell at step 0, then K removals from the current cell
