@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -883,3 +884,50 @@ def test_the_drivers_torch_work_runs_on_the_threads_of_the_candidates(tmp_path, 
     from autoshrink.executors.ray_executor import RayExecutor
 
     assert RayExecutor(cpus_per_task=2).candidate_threads == 2  # a Ray task's CPUs
+
+
+class WaitsForGo(Fake):
+    """Jobs other than the first wait for the file ``go``; ``raise_on`` keys then raise. Each
+    job that waited leaves the file ``go.SEED`` as it ends."""
+
+    def __init__(self, go: str, raise_on: str) -> None:
+        super().__init__(raise_on)
+        self.go = Path(go)
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if seed == 1000:  # the first job of _jobs
+            return super().evaluate(genotype, seed)
+        deadline = time.monotonic() + 60
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            return super().evaluate(genotype, seed)
+        finally:
+            self.go.with_suffix(f".{seed}").touch()
+
+
+def finish_together(go: Path, seeds: list[int]) -> None:
+    """Let the jobs of :class:`WaitsForGo` go on, and return once those of ``seeds`` ended."""
+    go.touch()
+    deadline = time.monotonic() + 60
+    while not all(go.with_suffix(f".{s}").exists() for s in seeds):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # their replies are on their way
+
+
+def test_a_result_that_ends_beside_a_raising_candidate_is_yielded_before_the_error(tmp_path):
+    # two workers that finish in one wake-up of the pool, the first (in job order) raising: the
+    # other's finished evaluation was dropped with the error (trained again on resume)
+    jobs = _jobs(3)
+    go = tmp_path / "go"
+    pool = LocalPoolExecutor(3)
+    try:
+        results = pool.run(WaitsForGo(str(go), raise_on=jobs[1].genotype.key), jobs)
+        assert next(results)[0] == 0  # the pool now waits in this generator, not in wait()
+        finish_together(go, [1001, 1002])  # both other workers reply before the pool looks
+        assert next(results)[0] == 2
+        with pytest.raises(WorkerError, match=f"^candidate {jobs[1].genotype.key} raised"):
+            next(results)
+    finally:
+        pool.close()

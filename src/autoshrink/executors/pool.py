@@ -365,7 +365,8 @@ class LocalPoolExecutor:
         """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes.
 
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
-        died, or whose memory ran out, runs again.
+        died, or whose memory ran out, runs again. An error a candidate raised is raised once the
+        evaluations that finished beside it are yielded.
         """
         slot = self._slot(evaluator)
         budget = RetryBudget(jobs, self.max_retries, on_retry)
@@ -384,13 +385,20 @@ class LocalPoolExecutor:
                 woken = {
                     sentinels[r] if isinstance(r, int) else busy[cast(Connection, r)] for r in ready
                 }
+                raised: Exception | None = None  # after the others of this wake-up are out
                 for w in sorted(woken, key=lambda w: w.job or 0):
                     index = w.job
                     assert index is not None
                     del busy[w.conn]
-                    evaluation = self._settle(w, index, evaluator, jobs[index], budget, queue)
+                    try:
+                        evaluation = self._settle(w, index, evaluator, jobs[index], budget, queue)
+                    except Exception as err:
+                        raised = raised or err
+                        continue
                     if evaluation is not None:
                         yield index, evaluation
+                if raised is not None:
+                    raise raised
         finally:
             for w in busy.values():  # abandoned mid-batch: their results would be stale
                 w.process.kill()
