@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite at an edge of what pyproject.toml allows, in a virtual environment of its
-# own (.venv-oldest, .venv-newest; CI's .venv is not touched):
+# own (.venv-oldest, .venv-newest, made once: one of another Python is refused; CI's .venv is
+# not touched):
 #   oldest  Python 3.10 ($PYTHON, default python3.10) with the oldest release of every
 #           dependency (scripts/oldest-versions.txt)
 #   newest  the newest Python ($PYTHON, default python3.13) with the newest releases
@@ -22,7 +23,17 @@ if ! "$python" -c '' 2>/dev/null; then
   exit 2
 fi
 venv=.venv-$edge
-[[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+minor='import sys; print("%d.%d" % sys.version_info[:2])'
+if [[ ! -x $venv/bin/python ]]; then
+  "$python" -m venv "$venv"
+else  # an earlier run's venv: of the Python asked for, or the suite would run on another
+  have=$("$venv/bin/python" -c "$minor") wanted=$("$python" -c "$minor")
+  if [[ "$have" != "$wanted" ]]; then
+    echo "check_versions.sh: $venv has Python $have, not $python's $wanted; remove $venv to" \
+      "make it again with $python" >&2
+    exit 2
+  fi
+fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "${constraints[@]}" -e ".[onnx,ray,test,docs]"
 "$venv/bin/python" -c 'import sys, torch, numpy

@@ -35,3 +35,35 @@ def test_check_versions_says_its_usage() -> None:
         done = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=30)
         said = done.stdout if status == 0 else done.stderr
         assert done.returncode == status and said.startswith("usage: "), (args, done)
+
+
+def test_check_versions_refuses_a_venv_of_another_python(tmp_path: Path) -> None:
+    """A ``.venv-newest`` made by an earlier run with Python 3.12 was used as it was when PYTHON
+    named 3.13: the suite ran on another Python than the one asked for. It is refused in one
+    line, status 2, before anything is installed."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "check_versions.sh"
+    script.write_text((ROOT / "scripts" / "check_versions.sh").read_text())
+    installed = tmp_path / "installed"
+
+    def fake_python(path: Path, version: str) -> Path:
+        # answers -c (the script asks for the major.minor version) with ``version``; anything
+        # else (venv, pip) would install: noted
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'#!/bin/sh\nif [ "$1" = -c ]; then echo {version}; else echo "$@" >> {installed}; fi\n'
+        )
+        path.chmod(0o755)
+        return path
+
+    fake_python(tmp_path / ".venv-newest" / "bin" / "python", "3.12")
+    wanted = fake_python(tmp_path / "bin" / "python3.13", "3.13")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(wanted)}
+    done = subprocess.run(
+        ["bash", str(script), "newest"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert done.returncode == 2 and not installed.exists(), done
+    assert done.stderr.splitlines() == [
+        f"check_versions.sh: .venv-newest has Python 3.12, not {wanted}'s 3.13; remove "
+        f".venv-newest to make it again with {wanted}"
+    ]
