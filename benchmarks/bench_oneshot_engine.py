@@ -107,25 +107,39 @@ def largest_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(diffs)
 
 
-def main() -> None:
+#: The sizes of a run, and of a ``--quick`` one: what the flags not given take.
+SIZES = {"k": 10, "nodes": 8, "per_class": 500, "val_size": 1000, "parent_epochs": 2,
+         "batch_size": 128}  # fmt: skip
+QUICK = {"k": 3, "nodes": 5, "per_class": 10, "val_size": 50, "parent_epochs": 1,
+         "batch_size": 32}  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's settings: the sizes given, else ``--quick``'s or the defaults (a
+    ``--quick`` took its sizes over those given, without a word)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", type=local_device_argument)
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default: digits)")
-    p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--nodes", type=int, default=8)
+    p.add_argument("-k", "--k", type=int, default=None, help="(default 10; quick 3)")
+    p.add_argument("--nodes", type=int, default=None, help="(default 8; quick 5)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
-    p.add_argument("--parent-epochs", type=int, default=2)
-    p.add_argument("--per-class", type=int, default=500)
-    p.add_argument("--val-size", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--parent-epochs", type=int, default=None, help="(default 2; quick 1)")
+    p.add_argument("--per-class", type=int, default=None, help="(default 500; quick 10)")
+    p.add_argument("--val-size", type=int, default=None, help="(default 1000; quick 50)")
+    p.add_argument("--batch-size", type=int, default=None, help="(default 128; quick 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="also compare in float64")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    if args.quick:
-        args.k, args.nodes, args.per_class, args.val_size = 3, 5, 10, 50
-        args.parent_epochs, args.batch_size = 1, 32
+    args = p.parse_args(argv)
+    for name, value in (QUICK if args.quick else SIZES).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     info = print_machine(sys.stderr if args.json else None)
     torch.manual_seed(args.seed)
     proxy, parent = setting(args, torch.float32)

@@ -133,3 +133,22 @@ def test_quick_sizes_give_way_to_the_sizes_given() -> None:
     assert sizes("--quick", "--k", "2", "--batch", "8") == (2, 8, 16)
     assert sizes("--quick", "--image-size", "24") == (4, 16, 24)
     assert sizes("--k", "3") == (3, 128, 32)
+
+
+def test_quick_sizes_of_the_oneshot_engine_bench_give_way_to_those_given() -> None:
+    """``bench_oneshot_engine.py --quick --k 5`` fine-tuned K = 3 without a word."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_oneshot_engine import parse_args
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    names = ("k", "nodes", "per_class", "val_size", "parent_epochs", "batch_size")
+
+    def sizes(*argv: str) -> tuple[int, ...]:
+        args = parse_args(list(argv))
+        return tuple(getattr(args, name) for name in names)
+
+    assert sizes() == (10, 8, 500, 1000, 2, 128)  # what the script took before, and quick's
+    assert sizes("--quick") == (3, 5, 10, 50, 1, 32)
+    assert sizes("--quick", "-k", "5", "--nodes", "6", "--batch-size", "8") == (5, 6, 10, 50, 1, 8)
+    assert sizes("--per-class", "20") == (10, 8, 20, 1000, 2, 128)
