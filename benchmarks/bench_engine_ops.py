@@ -52,7 +52,7 @@ from autoshrink.spaces.macros import MacroSpec, cifar_proxy
 from autoshrink.training.classification import train_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
 from bench_gpu_engine import device_seconds, prepared_epoch, synthetic
-from machine import print_machine, run_main
+from machine import fill_sizes, print_machine, run_main
 from traffic import NO_KERNEL, Traffic, cached_traffic, timed_traffic, traffic
 
 #: The engine as it runs on CUDA (on the CPU, node inputs are concatenated by default).
@@ -258,10 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the engine under bfloat16 autocast (the eager loop stays in float32)",
     )
     p.add_argument("--quick", action="store_true", help="K = 3 and tiny sizes: a smoke run")
-    args = p.parse_args(argv)
-    if args.k is None:
-        args.k = 3 if args.quick else 10
-    return args
+    return fill_sizes(p.parse_args(argv), {"k": 3}, {"k": 10})
 
 
 def main() -> None:

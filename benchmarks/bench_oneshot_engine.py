@@ -43,7 +43,7 @@ from autoshrink.graph import Cell
 from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.proxy_settings import ProxyTraining
-from machine import print_machine, run_main
+from machine import fill_sizes, print_machine, run_main
 
 
 def setting(args: argparse.Namespace, dtype: torch.dtype) -> tuple[CNNProxyEvaluator, Cell]:
@@ -131,11 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--check", action="store_true", help="also compare in float64")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    for name, value in (QUICK if args.quick else SIZES).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
+    return fill_sizes(p.parse_args(argv), QUICK, SIZES)
 
 
 def main() -> None:

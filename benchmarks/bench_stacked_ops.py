@@ -44,7 +44,7 @@ from autoshrink.spaces.cells import start_cell
 from autoshrink.spaces.macros import cifar_proxy
 from autoshrink.training.batched import tf32_matmuls
 from bench_gpu_engine import sync
-from machine import print_machine, run_main
+from machine import fill_sizes, print_machine, run_main
 
 REPEATS = 5
 
@@ -191,11 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 16x16 images")
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else SIZES).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
+    return fill_sizes(parser.parse_args(argv), QUICK, SIZES)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import argparse
 import importlib.metadata
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -120,3 +120,15 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+def fill_sizes(
+    args: argparse.Namespace, quick: Mapping[str, object], sizes: Mapping[str, object]
+) -> argparse.Namespace:
+    """``args`` with each size it was not given (``None``) set to ``quick``'s value under
+    ``--quick``, else to ``sizes``': a size given wins over ``--quick`` (which took their place
+    without a word in some scripts)."""
+    for name, value in (quick if args.quick else sizes).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
