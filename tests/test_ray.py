@@ -30,8 +30,10 @@ from test_executors import (  # noqa: E402
     Fake,
     OutOfMemoryFirst,
     RefusesInput,
+    WaitsForGo,
     _jobs,
     check_crash_run,
+    finish_together,
     reference_run,
     run_with_crash,
 )
@@ -98,6 +100,29 @@ def test_ray_raises_bad_input_as_itself(local_ray):
     # any other error of the evaluator is a bug: Ray's error, with the task's traceback
     with pytest.raises(ray.exceptions.RayTaskError, match="bad candidate"):
         list(RayExecutor().run(Fake(raise_on=jobs[1].genotype.key), jobs))
+
+
+@pytest.mark.slow
+def test_a_result_that_ends_beside_a_raising_task_is_yielded_before_the_error(
+    local_ray, tmp_path, monkeypatch
+):
+    # a task that raised took down the tasks that had already ended well beside it: they were
+    # cancelled with the error, and trained again on resume
+    jobs = _jobs(3)[1:]  # both wait for the go file: neither ends before the test lets them
+    go = tmp_path / "go"
+    wait = local_ray.wait
+
+    def both_end_first(refs: list[Any], **kw: Any) -> Any:
+        if not go.exists():  # the driver's first wait: both tasks end, then it looks
+            finish_together(go, [job.seed for job in jobs])
+            wait(refs, num_returns=len(refs))  # both replies are in
+        return wait(refs, **kw)  # ready ones come in the order of refs: the raising one
+
+    monkeypatch.setattr(local_ray, "wait", both_end_first)
+    results = RayExecutor().run(WaitsForGo(str(go), raise_on=jobs[0].genotype.key), jobs)
+    assert next(results) == (1, Fake().evaluate(jobs[1].genotype, jobs[1].seed))
+    with pytest.raises(ray.exceptions.RayTaskError, match="bad candidate"):
+        next(results)
 
 
 def test_an_instance_started_here_is_told_from_one_joined(local_ray) -> None:

@@ -33,6 +33,7 @@ from autoshrink.executors.retries import (
     RetryBudget,
     RetryListener,
     check_retries,
+    out_of_memory,
 )
 from autoshrink.stop_signals import SearchInterrupted, handlers_kept, sigint_deferred
 
@@ -141,6 +142,23 @@ def _evaluate(evaluator: Evaluator, job: Job, threads: int) -> Evaluation:
     with warnings.catch_warnings():  # the object store hands out read-only arrays; only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return job.evaluate_with(evaluator)
+
+
+def _ended_well(ray: Any, pending: dict[Any, int]) -> Iterator[tuple[int, Evaluation]]:
+    """Take the tasks of ``pending`` that have already ended with an evaluation out of it and
+    yield ``(position, evaluation)`` of each, in the order they were handed out: the results
+    that finished beside a task that raised, journalled before its error stops the search. One
+    whose memory ran out, or that ended in an error, is left (it would run again)."""
+    if not pending:
+        return
+    ended, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+    for ref in ended:
+        try:
+            evaluation = ray.get(ref)
+        except Exception:  # raised or lost too: no result to keep
+            continue
+        if not out_of_memory(evaluation):
+            yield pending.pop(ref), evaluation
 
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:
@@ -300,6 +318,7 @@ class RayExecutor:
                     try:
                         evaluation = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:  # the evaluator raised
+                        yield from _ended_well(ray, pending)  # not lost with it
                         if isinstance(err.cause, AutoshrinkError):  # bad input: its one line
                             raise err.cause from None
                         raise
