@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".
 import test_executors  # noqa: E402
 from autoshrink.errors import ConfigError  # noqa: E402
 from autoshrink.executors.factory import build_executor  # noqa: E402
+from autoshrink.executors.pool import WorkerError  # noqa: E402
 from autoshrink.executors.ray_executor import (  # noqa: E402
     RayExecutor,
     probe_address,
@@ -97,9 +98,12 @@ def test_ray_raises_bad_input_as_itself(local_ray):
     with pytest.raises(HardwareError) as caught:
         list(RayExecutor().run(RefusesInput(raise_on=jobs[0].genotype.key), jobs))
     assert str(caught.value) == "t.json: measured on AMD EPYC 9999, not on this machine"
-    # any other error of the evaluator is a bug: Ray's error, with the task's traceback
-    with pytest.raises(ray.exceptions.RayTaskError, match="bad candidate"):
-        list(RayExecutor().run(Fake(raise_on=jobs[1].genotype.key), jobs))
+    # any other error of the evaluator is a bug: the task's traceback, after the candidate's
+    # name (it was Ray's error alone, which named no candidate)
+    bad = jobs[1].genotype.key
+    with pytest.raises(WorkerError, match=f"^candidate {bad} raised in a Ray task:\n") as caught:
+        list(RayExecutor().run(Fake(raise_on=bad), jobs))
+    assert str(caught.value).endswith(f"ValueError: bad candidate {bad}")
 
 
 @pytest.mark.slow
@@ -121,7 +125,7 @@ def test_a_result_that_ends_beside_a_raising_task_is_yielded_before_the_error(
     monkeypatch.setattr(local_ray, "wait", both_end_first)
     results = RayExecutor().run(WaitsForGo(str(go), raise_on=jobs[0].genotype.key), jobs)
     assert next(results) == (1, Fake().evaluate(jobs[1].genotype, jobs[1].seed))
-    with pytest.raises(ray.exceptions.RayTaskError, match="bad candidate"):
+    with pytest.raises(WorkerError, match=f"^candidate {jobs[0].genotype.key} raised"):
         next(results)
 
 

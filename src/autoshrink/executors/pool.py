@@ -150,7 +150,8 @@ class _Worker:
 
 
 class WorkerError(RuntimeError):
-    """An evaluator raised inside a pool worker (the message holds the worker's traceback)."""
+    """An evaluator raised inside a pool worker or a Ray task (the message names the candidate
+    and holds the worker's traceback)."""
 
 
 class WorkerStartError(WorkerError, AutoshrinkError):

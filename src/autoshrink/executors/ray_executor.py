@@ -10,7 +10,9 @@ the journal and the run folder.
 Ray's own task retries are switched off (``max_retries=0``): when a worker or node dies under
 a candidate, this executor resubmits it (at most ``max_retries`` times) and reports each retry
 so the journal records it; so it does with a candidate whose evaluation failed for lack of
-memory. An exception raised by the evaluator is re-raised in the driver.
+memory. An exception raised by the evaluator is re-raised in the driver: bad input (an
+autoshrink error) as itself, anything else as a ``WorkerError`` naming the candidate, after the
+evaluations of the tasks that had ended beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
 from autoshrink.executors.base import Job
+from autoshrink.executors.pool import WorkerError
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -159,6 +162,16 @@ def _ended_well(ray: Any, pending: dict[Any, int]) -> Iterator[tuple[int, Evalua
             continue
         if not out_of_memory(evaluation):
             yield pending.pop(ref), evaluation
+
+
+def _raised(err: Any, job: Job, index: int) -> Exception:
+    """What the driver raises for job ``index`` (``job``), whose evaluator raised in its task
+    (Ray's ``RayTaskError`` ``err``): bad input (an autoshrink error) as itself, in its one
+    line; anything else as a :class:`~autoshrink.executors.pool.WorkerError` that names the
+    candidate, followed by the task's traceback."""
+    if isinstance(err.cause, AutoshrinkError):
+        return err.cause
+    return WorkerError(f"{job.named(index)} raised in a Ray task:\n{err}")
 
 
 def runs_on_cuda(evaluator: Evaluator) -> bool:
@@ -319,9 +332,7 @@ class RayExecutor:
                         evaluation = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:  # the evaluator raised
                         yield from _ended_well(ray, pending)  # not lost with it
-                        if isinstance(err.cause, AutoshrinkError):  # bad input: its one line
-                            raise err.cause from None
-                        raise
+                        raise _raised(err, jobs[index], index) from None
                     except lost as err:
                         first_line = (str(err).strip().splitlines() or [""])[0]
                         reason = f"{type(err).__name__}: {first_line}"
