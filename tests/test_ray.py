@@ -8,6 +8,7 @@ is skipped (the install hint itself is tested in tests/test_executors.py).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -127,6 +128,29 @@ def test_a_result_that_ends_beside_a_raising_task_is_yielded_before_the_error(
     assert next(results) == (1, Fake().evaluate(jobs[1].genotype, jobs[1].seed))
     with pytest.raises(WorkerError, match=f"^candidate {jobs[0].genotype.key} raised"):
         next(results)
+
+
+class HoldsALock(Fake):
+    """An evaluator that holds what no pickle takes, cloudpickle's included: a lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def test_an_evaluator_that_does_not_pickle_is_named_in_one_line(local_ray) -> None:
+    # it was Ray's 20-line TypeError ("Could not serialize the put value ...", a report of its
+    # serializability check) inside a 70-line traceback, naming neither the evaluator's class
+    # nor why it is pickled
+    says = (
+        r"^the ray executor sends the evaluator to its tasks through Ray's object store, and "
+        r"HoldsALock does not pickle \(cannot pickle '_thread.lock' object\); keep what it "
+        r"holds plain \(no open file or lock\)$"
+    )
+    executor = RayExecutor()
+    with pytest.raises(TypeError, match=says):
+        list(executor.run(HoldsALock(), _jobs(2)))
+    assert len(list(executor.run(Fake(), _jobs(2)))) == 2  # the executor goes on
 
 
 def test_an_instance_started_here_is_told_from_one_joined(local_ray) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import socket
 import warnings
@@ -162,6 +163,20 @@ def _ended_well(ray: Any, pending: dict[Any, int]) -> Iterator[tuple[int, Evalua
             continue
         if not out_of_memory(evaluation):
             yield pending.pop(ref), evaluation
+
+
+def _put(ray: Any, evaluator: Evaluator) -> Any:
+    """``evaluator`` in Ray's object store (its reference), or a one-line :class:`TypeError`
+    naming an evaluator that does not pickle (Ray's own is a 20-line report)."""
+    try:
+        return ray.put(evaluator)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        reason = (str(err.__cause__ or err).strip().splitlines() or [""])[0]
+        raise TypeError(
+            "the ray executor sends the evaluator to its tasks through Ray's object store, and "
+            f"{type(evaluator).__qualname__} does not pickle ({reason}); keep what it holds "
+            "plain (no open file or lock)"
+        ) from None
 
 
 def _raised(err: Any, job: Job, index: int) -> Exception:
@@ -313,7 +328,7 @@ class RayExecutor:
         ray = self._ray()
         lost = tuple(getattr(ray.exceptions, name) for name in _LOST)
         if evaluator is not self._evaluator:
-            self._evaluator_ref = ray.put(evaluator)
+            self._evaluator_ref = _put(ray, evaluator)
             self._evaluator = evaluator
             self._remote = self._task(ray, evaluator)  # once: its check asks the cluster
         task = self._remote
