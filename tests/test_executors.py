@@ -886,6 +886,11 @@ def test_the_drivers_torch_work_runs_on_the_threads_of_the_candidates(tmp_path, 
     assert RayExecutor(cpus_per_task=2).candidate_threads == 2  # a Ray task's CPUs
 
 
+#: How long :class:`WaitsForGo` jobs wait for their go, and the test for them to end: a worker
+#: (a Ray worker that imports torch) can take a minute to start on a loaded machine.
+GO_WAIT_S = 300
+
+
 class WaitsForGo(Fake):
     """Jobs other than the first wait for the file ``go``; ``raise_on`` keys then raise. Each
     job that waited leaves the file ``go.SEED`` as it ends."""
@@ -897,7 +902,7 @@ class WaitsForGo(Fake):
     def evaluate(self, genotype: Any, seed: int) -> Evaluation:
         if seed == 1000:  # the first job of _jobs
             return super().evaluate(genotype, seed)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + GO_WAIT_S
         while not self.go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         try:
@@ -909,9 +914,9 @@ class WaitsForGo(Fake):
 def finish_together(go: Path, seeds: list[int]) -> None:
     """Let the jobs of :class:`WaitsForGo` go on, and return once those of ``seeds`` ended."""
     go.touch()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + GO_WAIT_S
     while not all(go.with_suffix(f".{s}").exists() for s in seeds):
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, f"jobs {seeds} did not all end in {GO_WAIT_S} s"
         time.sleep(0.01)
     time.sleep(0.5)  # their replies are on their way
 
