@@ -28,9 +28,9 @@ from autoshrink.config import SearchConfig
 from autoshrink.errors import AutoshrinkError, ConfigError, HardwareError
 from autoshrink.evaluators.base import Evaluation
 from autoshrink.evaluators.factory import build_evaluator
-from autoshrink.executors.base import InProcessExecutor, Job
+from autoshrink.executors.base import InProcessExecutor, Job, WorkerError
 from autoshrink.executors.factory import EXECUTORS, build_executor, default_executor
-from autoshrink.executors.pool import LocalPoolExecutor, WorkerError, WorkerStartError
+from autoshrink.executors.pool import LocalPoolExecutor, WorkerStartError
 from autoshrink.graph import Cell
 from autoshrink.presets import preset
 from autoshrink.search import run_search

@@ -19,8 +19,8 @@ ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".
 
 import test_executors  # noqa: E402
 from autoshrink.errors import ConfigError  # noqa: E402
+from autoshrink.executors.base import WorkerError  # noqa: E402
 from autoshrink.executors.factory import build_executor  # noqa: E402
-from autoshrink.executors.pool import WorkerError  # noqa: E402
 from autoshrink.executors.ray_executor import (  # noqa: E402
     RayExecutor,
     probe_address,

@@ -28,6 +28,11 @@ def check_retries(max_retries: int) -> int:
     return max_retries
 
 
+class WorkerError(RuntimeError):
+    """An evaluator raised inside a pool worker or a Ray task (the message names the candidate
+    and holds the worker's traceback)."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One candidate to evaluate: its genotype, the seed its training uses, and ``known``:

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job
+from autoshrink.executors.base import Job, WorkerError
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -147,11 +147,6 @@ class _Worker:
     conn: Connection
     job: int | None = None
     slots: set[int] = field(default_factory=set)  # the evaluators it holds
-
-
-class WorkerError(RuntimeError):
-    """An evaluator raised inside a pool worker or a Ray task (the message names the candidate
-    and holds the worker's traceback)."""
 
 
 class WorkerStartError(WorkerError, AutoshrinkError):

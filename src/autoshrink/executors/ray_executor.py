@@ -30,8 +30,7 @@ from typing import Any
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job
-from autoshrink.executors.pool import WorkerError
+from autoshrink.executors.base import Job, WorkerError
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -182,7 +181,7 @@ def _put(ray: Any, evaluator: Evaluator) -> Any:
 def _raised(err: Any, job: Job, index: int) -> Exception:
     """What the driver raises for job ``index`` (``job``), whose evaluator raised in its task
     (Ray's ``RayTaskError`` ``err``): bad input (an autoshrink error) as itself, in its one
-    line; anything else as a :class:`~autoshrink.executors.pool.WorkerError` that names the
+    line; anything else as a :class:`~autoshrink.executors.base.WorkerError` that names the
     candidate, followed by the task's traceback."""
     if isinstance(err.cause, AutoshrinkError):
         return err.cause
