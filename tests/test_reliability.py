@@ -800,17 +800,13 @@ def test_retry_failed_trains_the_failed_candidates_again_and_the_search_goes_on(
     assert all(c.status == "ok" for c in read.candidates)
 
 
-def test_a_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path) -> None:
+def test_a_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path, ended_pid) -> None:
     # a SIGKILL while the results were written left .best_cell.png.PID.tmp for good
     import os
-    import subprocess
-    import sys
 
     run = tmp_path / "run"
     search(run, toy_config(k=3, seed=1))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    dead = run / f".best_cell.png.{gone.stdout.strip()}.tmp"  # that process has ended
+    dead = run / f".best_cell.png.{ended_pid}.tmp"  # that process has ended
     ours = run / f".table.json.{os.getpid()}.tmp"  # a live writer's: kept
     dead.write_bytes(b"half a png")
     ours.write_text("{")

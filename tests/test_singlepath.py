@@ -1046,6 +1046,18 @@ def test_checkpoints_whose_latency_model_is_gone_are_not_resumed(
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_resume_removes_the_temporary_files_of_a_killed_search(
+    cli, stopped_search, tmp_path, ended_pid
+):
+    """A SIGKILL while a checkpoint was written left its hidden temporary file for good."""
+    out = _damaged_search(stopped_search, tmp_path)
+    dead = out / "checkpoints" / f".epoch-0003.safetensors.{ended_pid}.tmp"
+    dead.write_bytes(b"half a checkpoint")
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 0, err
+    assert not dead.exists() and (out / "result.json").is_file()
+
+
 @pytest.fixture(scope="module")
 def stopped_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A search stopped as epoch 3 began: checkpoints of epochs 1 and 2 (the tests copy it)."""

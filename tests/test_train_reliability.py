@@ -304,6 +304,25 @@ def test_resume_without_a_checkpoint_warns_and_starts_at_epoch_1(
     assert strict_json(out / "metrics.json")["resumed_from_epoch"] == 0
 
 
+def test_a_resume_removes_the_temporary_files_of_a_killed_training(
+    cli, trained: Path, tmp_path: Path, ended_pid: int
+) -> None:
+    """A SIGKILL while a checkpoint was written left its hidden temporary file
+    (``.epoch-NNNN.safetensors.PID.tmp``, as large as a checkpoint) for good: a resume from
+    the checkpoint before kept it, and every such kill added one."""
+    out = copy_of(trained, tmp_path)
+    ended = ended_pid
+    dead = [out / "checkpoints" / f".epoch-0003.safetensors.{ended}.tmp",
+            out / f".weights.safetensors.{ended}.tmp"]  # fmt: skip
+    for path in dead:
+        path.write_bytes(b"half a file")
+    live = out / f".metrics.json.{os.getpid()}.tmp"  # a running writer's: kept
+    live.write_text("{")
+    code, _, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 0, err
+    assert [path.exists() for path in dead] == [False, False] and live.exists()
+
+
 # ----------------------------------------------------------------- divergence
 def test_a_diverging_cnn_training_keeps_its_metrics_and_fails(cli, tmp_path: Path) -> None:
     out = tmp_path / "runs" / "nan"  # its parent is made too

@@ -14,12 +14,13 @@ saves.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from autoshrink.atomic_write import write_json
+from autoshrink.atomic_write import remove_dead_temporaries, write_json
 from autoshrink.errors import ConfigError
 from autoshrink.journal import RunLock
 from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
@@ -34,6 +35,8 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "report": ("comparison.json",),  # a comparison page's folder (a run's report is inside it)
 }
 """For each command, the files of which any one marks a folder as holding its results."""
+
+log = logging.getLogger(__name__)
 
 
 def mark_unfinished(path: Path, command: str) -> None:
@@ -117,17 +120,22 @@ def claim_folder(
 
 
 @contextmanager
-def held_folder(folder: Path) -> Iterator[None]:
+def held_folder(folder: Path, *, resume: bool = False) -> Iterator[None]:
     """Run the body holding ``folder`` (made if missing) for this process alone: an exclusive
     :class:`~autoshrink.journal.RunLock` on its ``run.lock``, so that a second run there (a
     second ``--resume``, or a new run started before the first wrote anything) stops at once
     with a :class:`~autoshrink.errors.JournalError` naming the first one's process instead of
-    writing into the same files. The folders made for the lock are removed again when the body
-    left nothing in them (a start refused or stopped before it wrote anything)."""
+    writing into the same files. A ``resume`` first removes the temporary files that a run
+    killed while it replaced a file there left behind
+    (:func:`~autoshrink.atomic_write.remove_dead_temporaries`: a checkpoint's are as large as
+    the checkpoint). The folders made for the lock are removed again when the body left
+    nothing in them (a start refused or stopped before it wrote anything)."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with RunLock(folder):
+            for tmp in remove_dead_temporaries(folder) if resume else ():
+                log.info("removed %s, left by a run killed while it wrote the file", tmp)
             yield
     finally:
         for path in made:

@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     claim = partial(claim_folder, args.out, "train", resume=args.resume, writes=outputs())
     claim()  # nor someone else's; before anything is made
     rank, world = launched_as()
-    with held_folder(args.out) if rank == 0 else contextlib.nullcontext():
+    held = held_folder(args.out, resume=args.resume)
+    with held if rank == 0 else contextlib.nullcontext():
         claim()  # again, held: a training that began meanwhile may have written its recipe
         if args.resume:
             check_training_resumable(args.out)

@@ -93,7 +93,7 @@ def run_singlepath(
     claim_folder(out, "singlepath", resume=resume, writes=WRITES)  # before anything is made
     # one search per folder; the folders made for it go again when a refused start left them
     # empty (a measured table or a checkpoint stays)
-    with held_folder(out), torch_threads(settings.train_threads), own_generators():
+    with held_folder(out, resume=resume), torch_threads(settings.train_threads), own_generators():
         return _run_singlepath(  # the search seeds the generators
             out, settings, resume=resume, table=None if table is None else Path(table)
         )
