@@ -5,14 +5,13 @@ perplexity, so that cost alone ranked them)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
-from autoshrink.json_values import finite_or_none
+from autoshrink.journal import record_line
 from autoshrink.strategies.base import Observation, Proposal
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,8 @@ def _type_problem(proposals: Sequence[Proposal]) -> str | None:
             return f"a proposal's step is {p.step!r} ({type(p.step).__name__}), not an int"
         if not isinstance(p.meta, Mapping):
             return f"a proposal's meta is a {type(p.meta).__name__}, not a dict"
-        try:  # as the journal writes it: NumPy scalars as numbers, NaN as null
-            json.dumps(finite_or_none(dict(p.meta)), sort_keys=True, allow_nan=False)
+        try:
+            record_line(dict(p.meta))  # as the journal writes it
         except (TypeError, ValueError) as err:
             return f"a proposal's meta is no JSON ({err})"
     return None

@@ -228,6 +228,13 @@ def _finite(text: str) -> float:
     return value
 
 
+def record_line(record: dict[str, Any]) -> str:
+    """``record`` as a journal line: its JSON, keys sorted, NumPy scalars as numbers and NaN or
+    infinity as ``null`` (:func:`~autoshrink.json_values.finite_or_none`), with its newline; a
+    :class:`TypeError` or :class:`ValueError` for what JSON cannot hold."""
+    return json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
+
+
 def parse_record(line: str | bytes) -> dict[str, Any]:
     """The record of one journal line: a JSON object of finite numbers, each key once, else a
     ``ValueError`` (also for nesting too deep for the parser)."""
@@ -364,7 +371,7 @@ class Journal:
         the file back to what it held and raise a :class:`JournalError`; a record that would
         not read back (:func:`check_record`: a custom strategy's note of the wrong type, say)
         is refused before anything is written."""
-        line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
+        line = record_line(record)
         problem = record_problem(json.loads(line))
         if problem is not None:
             raise JournalError(
