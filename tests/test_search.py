@@ -650,6 +650,30 @@ def test_a_resume_of_an_ended_search_writes_its_deleted_best_cell_again(tmp_path
     assert (run / "best_cell.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "another cell", "reformatted"])
+def test_a_resume_of_an_ended_search_writes_its_damaged_best_cell_again(tmp_path, damage) -> None:
+    """A ``best_cell.json`` cut short or edited to another cell was kept by ``--resume`` of
+    an ended search (only a deleted one was written again); one that holds the journal's best
+    cell, however laid out, is the user's and stays as it is."""
+    run, factory = tmp_path / "r", make_toy_evaluator
+    run_search(run, toy_config(k=2), evaluator_factory=factory, progress=False)
+    path, result = run / "best_cell.json", (run / "result.json").read_bytes()
+    best = Cell.from_dict(json.loads(result)["best"]["cell"])
+    other = Cell("cnn", ("input", "conv1x1", "sep3x3"), ((0, 1), (1, 2)))
+    assert other != best
+    text = {
+        "truncated": path.read_text()[:20],
+        "another cell": other.to_json(),
+        "reformatted": best.to_json(),
+    }[damage]
+    path.write_text(text)
+    again = run_search(run, resume=True, evaluator_factory=factory, progress=False)
+    assert again.trained == 0 and (run / "result.json").read_bytes() == result
+    assert Cell.load(path) == best
+    if damage == "reformatted":
+        assert path.read_text() == text
+
+
 def test_the_proxy_network_is_found_through_the_evaluators_wrappers() -> None:
     from autoshrink.evaluators.base import proxy_network
     from autoshrink.evaluators.factory import build_evaluator

@@ -13,7 +13,7 @@ from typing import Any
 from autoshrink.atomic_write import write_json
 from autoshrink.config import SearchConfig
 from autoshrink.cost.rnn import RNNSpec
-from autoshrink.errors import os_error_line
+from autoshrink.errors import CellError, os_error_line
 from autoshrink.graph import Cell
 from autoshrink.report.picture import render
 from autoshrink.run_folder import BEST_CELL, BEST_PICTURE, RESULT
@@ -58,14 +58,26 @@ def draw_best(result: SearchResult) -> Path | None:
 
 
 def restore_best(result: SearchResult) -> None:
-    """Write an ended search's ``best_cell.json`` and its picture again where they are gone
-    (deleted since); ``result.json`` is the session's that ended it, kept as it was."""
+    """Write an ended search's ``best_cell.json`` again where it is gone or does not hold the
+    journal's best cell (cut short, edited), and its picture where it is gone; ``result.json``
+    is the session's that ended it, kept as it was."""
     path = result.run_dir / BEST_CELL
     if not path.exists():
         result.cell.save(path)
         log.info("%s was gone: written again from the journal", path)
+    elif not holds_cell(path, result.cell):
+        result.cell.save(path)
+        log.warning("%s did not hold the best cell: written again from the journal", path)
     if not (result.run_dir / BEST_PICTURE).exists():
         draw_best(result)
+
+
+def holds_cell(path: Path, cell: Cell) -> bool:
+    """Whether the cell file ``path`` reads as ``cell`` (however it is laid out)."""
+    try:
+        return Cell.load(path) == cell
+    except CellError:
+        return False
 
 
 def images_trained(records: Iterable[dict[str, Any]]) -> int | None:
