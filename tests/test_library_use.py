@@ -164,6 +164,10 @@ def test_an_evaluator_that_returns_no_evaluation_is_named(tmp_path) -> None:
             lambda: Evaluation({"accuracy": 0.9}, detail={"logits": np.zeros(2)}),
             "a detail that is no JSON \\(Object of type ndarray is not JSON serializable\\)",
         ),
+        (  # the check passed it, then the journal's sorted keys failed with the trained result
+            lambda: Evaluation({"accuracy": 0.9, "macs": 1e5}, detail={1: "a", "b": 2}),
+            "a detail that is no JSON \\('<' not supported between instances of 'str' and 'int'\\)",
+        ),
     ],
 )
 def test_an_evaluation_the_journal_cannot_hold_names_its_evaluator(

@@ -7,7 +7,6 @@ picklable objects so that executors can ship them to worker processes or Ray tas
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 
 from autoshrink.cost.rnn import RNNSpec
 from autoshrink.errors import ConfigError
-from autoshrink.journal import EVALUATED, STATUSES
+from autoshrink.journal import EVALUATED, STATUSES, record_line
 from autoshrink.json_values import finite_or_none
 from autoshrink.spaces.macros import MacroSpec
 
@@ -144,7 +143,8 @@ def evaluate(
 
 def journal_problem(evaluation: Evaluation) -> str | None:
     """What keeps ``evaluation`` out of a journal record (metrics that are no mapping of names
-    to numbers, a ``detail`` that is no JSON: a NumPy array, say), or ``None``."""
+    to numbers, a ``detail`` that is no JSON as the journal writes it -- a NumPy array, keys
+    of mixed types, say -- :func:`~autoshrink.journal.record_line`), or ``None``."""
     metrics, detail = evaluation.metrics, evaluation.detail
     if not isinstance(metrics, Mapping):
         return f"metrics of type {type(metrics).__name__}, not a dict of numbers"
@@ -156,7 +156,7 @@ def journal_problem(evaluation: Evaluation) -> str | None:
     if not isinstance(detail, Mapping):
         return f"a detail of type {type(detail).__name__}, not a dict"
     try:
-        json.dumps(finite_or_none(dict(detail)), allow_nan=False)
+        record_line(dict(detail))  # the journal's own encoding: sorted keys, say
     except (TypeError, ValueError) as err:
         return f"a detail that is no JSON ({err})"
     return None
