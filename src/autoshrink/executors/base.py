@@ -28,6 +28,16 @@ def check_retries(max_retries: int) -> int:
     return max_retries
 
 
+def unpicklable(sends: str, evaluator: object, reason: str, plain: str) -> TypeError:
+    """The one-line error of an executor that ``sends`` the evaluator somewhere (``"the pool
+    executor sends the evaluator to its worker processes"``) when ``evaluator`` does not
+    pickle (``reason``); ``plain``: what it must not hold (``"no open file or lock"``)."""
+    return TypeError(
+        f"{sends}, and {type(evaluator).__qualname__} does not pickle ({reason}); keep what it "
+        f"holds plain ({plain})"
+    )
+
+
 class WorkerError(RuntimeError):
     """An evaluator raised inside a pool worker or a Ray task (the message names the candidate
     and holds the worker's traceback)."""

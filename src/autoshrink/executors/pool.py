@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError
+from autoshrink.executors.base import Job, WorkerError, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -256,11 +256,8 @@ class LocalPoolExecutor:
         try:  # pickled whole before a byte is sent: the worker still waits for a message
             w.conn.send(("load", slot, evaluator, live))
         except (pickle.PicklingError, AttributeError, TypeError) as err:
-            raise TypeError(
-                "the pool executor sends the evaluator to its worker processes, and "
-                f"{type(evaluator).__qualname__} does not pickle ({err}); keep what it holds "
-                "plain (no lambda, open file or lock)"
-            ) from None
+            sends = "the pool executor sends the evaluator to its worker processes"
+            raise unpicklable(sends, evaluator, str(err), "no lambda, open file or lock") from None
         if w.conn.recv() != "ready":
             raise EOFError("the worker did not confirm the evaluator")
         w.slots = (w.slots & live) | {slot}

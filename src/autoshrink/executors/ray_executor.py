@@ -30,7 +30,7 @@ from typing import Any
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError
+from autoshrink.executors.base import Job, WorkerError, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -171,11 +171,8 @@ def _put(ray: Any, evaluator: Evaluator) -> Any:
         return ray.put(evaluator)
     except (pickle.PicklingError, AttributeError, TypeError) as err:
         reason = (str(err.__cause__ or err).strip().splitlines() or [""])[0]
-        raise TypeError(
-            "the ray executor sends the evaluator to its tasks through Ray's object store, and "
-            f"{type(evaluator).__qualname__} does not pickle ({reason}); keep what it holds "
-            "plain (no open file or lock)"
-        ) from None
+        sends = "the ray executor sends the evaluator to its tasks through Ray's object store"
+        raise unpicklable(sends, evaluator, reason, "no open file or lock") from None
 
 
 def _raised(err: Any, job: Job, index: int) -> Exception:
