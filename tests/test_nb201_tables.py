@@ -192,6 +192,20 @@ def test_restricted_reader_refuses_code(tmp_path: Path) -> None:
         read_pbz2(bad, allow_pickle=True)
 
 
+def test_a_full_archive_is_refused_with_the_simple_one_named(tmp_path: Path) -> None:
+    """A record of a ``-full`` archive holds torch tensors (the trained weights): it was
+    refused in the unpickler's words alone, not saying that the ``-simple`` archive reads."""
+    record = _write_pbz2(tmp_path / "000000.pickle.pbz2", b"ctorch._utils\n_rebuild_tensor_v2\n.")
+    says = (
+        f"{record}: not a readable NATS-Bench archive file (refusing to unpickle global "
+        "torch._utils._rebuild_tensor_v2: not allowed in this format); a NATS-Bench -full "
+        "archive holds torch tensors: read the -simple one (NATS-tss-v1_0-3ffb9-simple, "
+        "NATS-sss-v1_0-50262-simple)"
+    )
+    with pytest.raises(BenchmarkError, match=f"^{re.escape(says)}$"):
+        read_pbz2(record, allow_pickle=True)
+
+
 def test_an_archive_file_that_unpacks_past_the_limit_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

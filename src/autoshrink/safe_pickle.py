@@ -48,6 +48,14 @@ AllowList = Mapping[tuple[str, str], Any]
 PICKLE_LIMIT = 2**30
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A global the allow-list does not hold, named by the file: ``module`` and ``name``."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"refusing to unpickle global {module}.{name}: not allowed in this format")
+        self.module, self.name = module, name
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals in ``allowed`` (``(module, name) -> object``)."""
 
@@ -56,13 +64,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.allowed = allowed
 
     def find_class(self, module: str, name: str) -> Any:
-        """The object ``allowed`` maps ``(module, name)`` to; :class:`pickle.UnpicklingError` for
-        any other global."""
+        """The object ``allowed`` maps ``(module, name)`` to; :class:`RefusedGlobal` (a
+        :class:`pickle.UnpicklingError`) for any other global."""
         found = self.allowed.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(
-                f"refusing to unpickle global {module}.{name}: not allowed in this format"
-            )
+            raise RefusedGlobal(module, name)
         return found
 
 
@@ -87,6 +93,7 @@ def load_pickle_file(
     what: str,
     decompress: Callable[[bytes], bytes] | None = None,
     encoding: str = "ASCII",
+    hints: Mapping[str, str] | None = None,
 ) -> Any:
     """The object pickled in the file ``path`` (a ``what``), read with ``allowed`` (see
     :func:`restricted_loads`), after ``decompress`` when given.
@@ -94,7 +101,8 @@ def load_pickle_file(
     Refused unless ``allow_pickle``: the user's explicit request for a pickle format. A refusal,
     a missing or unreadable file, one over :data:`PICKLE_LIMIT` bytes, and one that does not
     unpickle (corrupt, or naming a global outside ``allowed``) are each one ``error`` naming the
-    file.
+    file; ``hints`` maps a package (``"torch"``) to what the line adds when the file names a
+    global of it (what to read instead).
     """
     path = Path(path)
     if not allow_pickle:
@@ -114,7 +122,11 @@ def load_pickle_file(
     try:
         return restricted_loads(decompress(raw) if decompress else raw, allowed, encoding=encoding)
     except Exception as err:  # a corrupt or hostile pickle can raise almost anything
-        raise error(f"{path}: not a readable {what} ({err})") from None
+        package = err.module.split(".")[0] if isinstance(err, RefusedGlobal) else ""
+        hint = (hints or {}).get(package)
+        raise error(
+            f"{path}: not a readable {what} ({err})" + (f"; {hint}" if hint else "")
+        ) from None
 
 
 def bunzip2(data: bytes) -> bytes:

@@ -35,6 +35,12 @@ from autoshrink.spaces.nb201 import NUM_CELLS, ArchIndex, dataset_name
 from autoshrink.tabular.tables import Key, NB201Tables
 from autoshrink.user_files import require_folder
 
+#: What a refused record of a ``-full`` archive (the trained weights, as torch tensors) adds.
+FULL_ARCHIVE = (
+    "a NATS-Bench -full archive holds torch tensors: read the -simple one "
+    "(NATS-tss-v1_0-3ffb9-simple, NATS-sss-v1_0-50262-simple)"
+)
+
 
 def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
     """The object in one ``.pickle.pbz2`` file, read with the restricted unpickler.
@@ -49,6 +55,7 @@ def read_pbz2(path: str | Path, *, allow_pickle: bool = False) -> Any:
         error=BenchmarkError,
         what="NATS-Bench archive file",
         decompress=bunzip2,
+        hints={"torch": FULL_ARCHIVE},
     )
 
 
