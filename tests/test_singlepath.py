@@ -1092,6 +1092,77 @@ def _damaged_search(stopped: Path, tmp_path: Path, tensors=None, state=None) -> 
     return out
 
 
+@pytest.fixture(scope="module")
+def ended_search(stopped_search: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``stopped_search`` resumed to its end (the tests copy it)."""
+    import shutil
+
+    from autoshrink.cli import main
+
+    out = Path(shutil.copytree(stopped_search, tmp_path_factory.mktemp("ended") / "sp"))
+    level = logging.getLogger("autoshrink").level
+    assert main(["singlepath", *SEARCH, "--out", str(out), "--resume"]) == 0
+    logging.getLogger("autoshrink").setLevel(level)
+    return out
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _another_first_layer(path: Path) -> None:
+    arch = json.loads(path.read_text())
+    arch["layers"][0] = "k3e3" if arch["layers"][0] != "k3e3" else "k5e3"
+    path.write_text(json.dumps(arch))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"architecture.json": Path.unlink},
+        {"architecture.json": _cut},
+        {"architecture.json": _another_first_layer},
+        {"weights.safetensors": Path.unlink},
+        {"weights.safetensors": _cut},
+        {"architecture.json": Path.unlink, "weights.safetensors": Path.unlink},
+    ],
+)
+def test_a_resume_of_an_ended_search_writes_its_lost_network_again(
+    cli, ended_search, tmp_path, damage
+) -> None:
+    """A deleted or damaged ``architecture.json`` or ``weights.safetensors`` of an ended
+    search stayed so after ``--resume``, which said the search had ended: they are the last
+    checkpoint's supernet, written again from it; ``result.json`` and the files that are
+    fine stay as they were."""
+    import shutil
+
+    out = Path(shutil.copytree(ended_search, tmp_path / "sp"))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for name, spoil in damage.items():
+        spoil(out / name)
+    kept = {p: p.stat().st_mtime_ns for p in before if p.name not in damage}
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 0, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+
+def test_a_lost_network_without_its_last_checkpoint_is_one_line(cli, ended_search, tmp_path):
+    import shutil
+
+    out = Path(shutil.copytree(ended_search, tmp_path / "sp"))
+    (out / "weights.safetensors").unlink()
+    for name in ("epoch-0003.json", "epoch-0003.safetensors"):
+        (out / "checkpoints" / name).unlink()
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 2 and err.strip() == (
+        f"autoshrink: error: {out}: weights.safetensors is gone or damaged, and the checkpoint "
+        "of the last epoch (3) it is written from is gone: it cannot be rebuilt without "
+        "training again; start a fresh --out"
+    )
+    assert not (out / "weights.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     ("tensors", "named"),
     [

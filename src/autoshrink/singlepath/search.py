@@ -29,13 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoshrink.atomic_write import save_tensors, write_json
+from autoshrink.atomic_write import write_json
 from autoshrink.cost.mobilenetv2 import MobileNetV2Spec
 from autoshrink.devices import own_generators, torch_threads
 from autoshrink.errors import ConfigError, JournalError, TrainingError
 from autoshrink.hardware.latency import measure_module
 from autoshrink.outputs import check_output_file, claim_folder, held_folder
 from autoshrink.singlepath.data import SearchData, load_search_data
+from autoshrink.singlepath.found import restore_found, save_found
 from autoshrink.singlepath.latency_model import LatencyModel, load_run_model, prepare_model
 from autoshrink.singlepath.result import (
     ARCH,
@@ -61,7 +62,6 @@ from autoshrink.training.checkpoint import (
     write_log,
 )
 from autoshrink.training.classification import evaluate
-from autoshrink.training.weights_file import weights_metadata
 
 log = logging.getLogger(__name__)
 #: The files a search writes into its folder, none of them someone else's (its latency table
@@ -174,11 +174,7 @@ def _write_found(
 ) -> SinglePathResult:
     """Write the network the search found (its architecture and weights), measure its latency
     at the deployment size, and write ``result.json``."""
-    arch = search.net.derive().with_settings(image_size=s.deploy_size)
-    arch.save(out / ARCH)
-    net = search.net.derived_network().eval()
-    network = {"architecture": arch.to_dict()}  # and the inputs' normalisation, for export
-    save_tensors(out / WEIGHTS, net.state_dict(), weights_metadata(network, data.mean, data.std))
+    arch = save_found(out, s, search.net, data.mean, data.std)
     shape = (s.latency.batch, arch.in_channels, s.deploy_size, s.deploy_size)
     measured_result = measure_module(build_arch(arch).eval(), [shape], s.latency)
     predicted = model.predict(arch)
@@ -236,6 +232,7 @@ def _run_singlepath(
         if (out / RESULT).is_file():  # the search ended: nothing to train, measure or write
             ended = finished_result(out)  # read first: a damaged one is an error, not "kept"
             log.info("%s: the search had ended; %s is kept as it was", out, RESULT)
+            restore_found(out, s, ended.summary)  # where deleted or damaged since
             return ended
         if not (out / MODEL).is_file() and latest_epoch(out / CHECKPOINTS) is not None:
             raise JournalError(  # written before epoch 1: the table's model may differ by now

@@ -36,6 +36,16 @@ def latency_term(lat: torch.Tensor, s: SearchSettings) -> torch.Tensor:
     return s.lam * F.relu(torch.log(lat / s.latency_target_ms))
 
 
+def supernet_state(net: SuperNet, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The supernet's state dict among a checkpoint's ``tensors`` (:meth:`SupernetTraining.
+    snapshot`'s); a :class:`DamagedState` where it does not fit ``net``, nothing loaded."""
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    what = misfit(net, model)
+    if what is not None:  # the settings are this run's: the file is damaged
+        raise DamagedState(f"its supernet does not fit this one ({what})")
+    return model
+
+
 class SupernetTraining:
     """The supernet, its two optimisers and the schedule."""
 
@@ -138,10 +148,7 @@ class SupernetTraining:
         """Load what :meth:`snapshot` gave (and a checkpoint kept) back into the supernet and
         both optimisers; one that does not fit them (:func:`check_optimizer_state`) is a
         :class:`DamagedState`, and nothing is loaded."""
-        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        what = misfit(self.net, model)
-        if what is not None:  # the settings are this run's: the file is damaged
-            raise DamagedState(f"its supernet does not fit this one ({what})")
+        model = supernet_state(self.net, tensors)
         saved = [
             (name, opt, unflatten_optimizer(tensors, state["optimizers"][name], name))
             for name, opt in (("opt_w", self.opt_w), ("opt_t", self.opt_t))
