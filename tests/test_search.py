@@ -589,6 +589,10 @@ def test_a_start_that_fails_with_any_error_leaves_the_folder_free(tmp_path) -> N
     with pytest.raises(TypeError):
         run_search(run, toy_config(k=2), evaluator_factory=breaks, progress=False)
     assert not run.exists()
+    deep = tmp_path / "new" / "deeper" / "r"  # the folders made above it went on standing
+    with pytest.raises(TypeError):
+        run_search(deep, toy_config(k=2), evaluator_factory=breaks, progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 def make_toy_evaluator(config: SearchConfig) -> ToyEvaluator:

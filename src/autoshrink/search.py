@@ -31,15 +31,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoshrink.atomic_write import remove_dead_temporaries
 from autoshrink.batch_checks import warn_cost_only
 from autoshrink.config import SearchConfig
 from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.evaluators.base import Evaluator, data_hash, proxy_network
 from autoshrink.executors.base import Executor, InProcessExecutor
-from autoshrink.journal import Journal, RunLock, record_type
-from autoshrink.outputs import check_output_file, claim_folder
+from autoshrink.journal import Journal, record_type
+from autoshrink.outputs import check_output_file, claim_folder, held_folder
 from autoshrink.replay import Replay
 from autoshrink.run_folder import (
     BEST_CELL,
@@ -229,21 +228,22 @@ def run_search(
     claim_folder(run_dir, "search", "--resume" if resume else "--out")
     if resume:
         check_resumable(run_dir)
-    created = not resume and not run_dir.exists()
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
     here = executor is None  # the candidates train in this process, on this machine's device
     executor = executor or InProcessExecutor()
     journal = Journal(run_dir / JOURNAL)
     try:
-        with RunLock(run_dir), StopSignals() as signals, fingerprint_on_success(run_dir, resume):
+        # held_folder: the lock, a resume's dead temporaries removed, and the folders this start
+        # made taken back when it leaves them empty
+        with (
+            held_folder(run_dir, resume=resume),
+            StopSignals() as signals,
+            fingerprint_on_success(run_dir, resume),
+        ):
             factories = Factories(factory_name(evaluator_factory), factory_name(strategy_factory))
             config = prepare_run_dir(run_dir, config, resume, factories)  # refuses before writing
             config = with_candidate_threads(config, executor)
             for name in (BEST_CELL, BEST_PICTURE, RESULT) if resume else ():  # before training
                 check_output_file(run_dir / name, "--resume")
-            for tmp in remove_dead_temporaries(run_dir) if resume else ():  # a kill mid-write
-                log.info("removed %s, left by a search killed while it wrote the file", tmp)
             try:
                 replay, ended = read_replay(run_dir, journal, resume, repair, retry_failed, config)
                 evaluator, trail = make_evaluator(config, evaluator_factory, run_dir, here, replay)
@@ -280,11 +280,6 @@ def run_search(
                     unstarted(run_dir)
                 raise
             end_search(write, executor, signals, run_dir)
-    except Exception:
-        if created:  # the lock is gone: a folder this start made is taken back when empty
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-        raise
     finally:
         executor.close()
     return out
