@@ -1163,6 +1163,29 @@ def test_a_lost_network_without_its_last_checkpoint_is_one_line(cli, ended_searc
     assert not (out / "weights.safetensors").exists()
 
 
+def test_a_damaged_result_of_an_ended_search_says_a_resume_rebuilds_it(cli, ended_search, tmp_path):
+    """The refusal did not say that removing the file lets the resume write it again -- which
+    it does, from the last checkpoint, measuring the found network's latency anew."""
+    import shutil
+
+    out = Path(shutil.copytree(ended_search, tmp_path / "sp"))
+    result = json.loads((out / "result.json").read_text())
+    _cut(out / "result.json")
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"autoshrink: error: {out / 'result.json'}: not valid JSON")
+    assert err.strip().endswith(
+        "; remove it and --resume writes it again from the checkpoints (the found network's "
+        "latency measured anew)"
+    )
+    (out / "result.json").unlink()
+    code, _, err = cli("singlepath", *SEARCH, "--out", out, "--resume")
+    assert code == 0, err
+    again = json.loads((out / "result.json").read_text())
+    for key in ("layers", "predicted_ms", "val_accuracy", "params", "images_trained"):
+        assert again[key] == result[key], key
+
+
 @pytest.mark.parametrize(
     ("tensors", "named"),
     [

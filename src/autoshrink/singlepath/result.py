@@ -22,6 +22,14 @@ TABLE, ARCH, RESULT, DECISIONS, SETTINGS, WEIGHTS, MODEL = (
 )
 
 
+#: What a refused ``result.json`` of an ended search adds: a resume without it restores the
+#: last checkpoint (no epoch left to train) and writes the search's end again.
+REBUILT = (
+    "remove it and --resume writes it again from the checkpoints (the found network's latency "
+    "measured anew)"
+)
+
+
 @dataclass
 class SinglePathResult:
     """What :func:`~autoshrink.singlepath.search.run_singlepath` wrote to ``result.json``."""
@@ -53,9 +61,12 @@ class SummaryFields:
 def finished_result(out: Path) -> SinglePathResult:
     """The result of the ended search in ``out``: ``result.json`` (checked against
     :class:`SummaryFields`) and ``decisions.jsonl``; a damaged file is a one-line
-    :class:`JournalError` naming it."""
-    summary = read_json_file(out / RESULT, JournalError, "result")
-    check_schema(out / RESULT, summary, SummaryFields, JournalError, "search's result")
+    :class:`JournalError` naming it (a ``result.json``, with :data:`REBUILT`)."""
+    try:
+        summary = read_json_file(out / RESULT, JournalError, "result")
+        check_schema(out / RESULT, summary, SummaryFields, JournalError, "search's result")
+    except JournalError as err:
+        raise JournalError(f"{err}; {REBUILT}") from None
     lines = read_text_file(out / DECISIONS, JournalError, "decisions").splitlines()
     history = []
     for n, line in enumerate(lines, start=1):
