@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
-from pathlib import Path
 
 from autoshrink.cli import (
     SUBCOMMANDS,
@@ -30,7 +28,7 @@ from autoshrink.hardware.latency_settings import CLOCKS
 from autoshrink.singlepath.search import run_singlepath
 from autoshrink.singlepath.settings import singlepath_preset
 from autoshrink.stop_signals import stop_says_resume
-from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
+from autoshrink.training.checkpoint import newest_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -154,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
         args.preset, **{k: v for k, v in given.items() if v is not None}
     )
     check_root(settings.dataset, settings.data_dir)  # before --out is made
-    newest = partial(latest_epoch, Path(args.out) / CHECKPOINTS)
-    with stop_says_resume("the search", args.out, newest):
+    with stop_says_resume("the search", args.out, newest_checkpoint(args.out)):
         result = run_singlepath(args.out, settings, resume=args.resume, table=args.table)
     r = result.summary
     if args.json:

@@ -56,7 +56,7 @@ from autoshrink.ranges import require
 from autoshrink.singlepath.space import MBConvArch, build_arch, count_arch, is_arch_file
 from autoshrink.spaces.macros import DEFAULT_MACRO, MACROS, get_macro
 from autoshrink.stop_signals import stop_says_resume
-from autoshrink.training.checkpoint import CHECKPOINTS, latest_epoch
+from autoshrink.training.checkpoint import newest_checkpoint
 from autoshrink.training.distributed import DistContext, distributed, end_process, launched_as
 from autoshrink.training.final import FinalResult, train_final
 from autoshrink.training.final_language import LMRecipe
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         claim()  # again, held: a training that began meanwhile may have written its recipe
         if args.resume:
             check_training_resumable(args.out)
-        newest = partial(latest_epoch, Path(args.out) / CHECKPOINTS)
+        newest = newest_checkpoint(args.out)
         with stop_says_resume("training", args.out, newest), torch_threads(args.threads):
             if args.task == "rnn":
                 return rnn.run_train(args)

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,13 @@ def latest_epoch(folder: Path) -> int | None:
     """The epoch of the newest checkpoint in ``folder`` (``None``: none there)."""
     epochs = _epochs(folder)
     return epochs[-1] if epochs else None
+
+
+def newest_checkpoint(out: str | Path) -> Callable[[], int | None]:
+    """What reads, when called, the epoch of the newest checkpoint of the run in ``out`` (its
+    ``checkpoints/``): the way :func:`~autoshrink.stop_signals.stop_says_resume` says where a
+    stopped run goes on."""
+    return partial(latest_epoch, Path(out) / CHECKPOINTS)
 
 
 def load_latest(folder: Path) -> Checkpoint | None:
