@@ -242,6 +242,39 @@ def test_a_step_with_no_finite_value_leaves_a_gap(run, figures, tmp_path):
     assert not np.isnan(quality_line.get_ydata()[1:]).any()
 
 
+def _says_no_values(ax) -> bool:
+    """Whether ``ax`` names no y values (no ticks) and says why in its middle."""
+    said = [t.get_text() for t in ax.texts]
+    return not list(ax.get_yticks()) and any(t.startswith("no candidate has ") for t in said)
+
+
+def test_plots_of_a_run_where_nothing_scored_say_so_and_count_the_candidates(
+    run, figures, tmp_path
+):
+    # every candidate broke a constraint (--max-macs): costs, no score, no accuracy; the plots
+    # showed empty axes from -0.04 to 0.04 with a single x tick at 0 candidates evaluated
+    rejected = [
+        replace(c, status="rejected", score=-math.inf, metrics={"macs": c.metrics["macs"]})
+        for c in run.candidates
+    ]
+    none = replace(run, candidates=rejected)
+    n = len(rejected)
+    plots.plot_progress(none, tmp_path / "progress.svg")
+    plots.plot_comparison({"a": none, "b": replace(none, candidates=rejected[:3])},
+                          tmp_path / "compare.svg")  # fmt: skip
+    plots.plot_steps(none.kept_steps, "accuracy", "macs", tmp_path / "steps.svg")
+    progress, comparison, steps = figures
+    for ax in (*progress.axes, *comparison.axes):
+        assert _says_no_values(ax)
+        lo, hi = ax.get_xlim()
+        assert lo <= 1 and hi >= n  # the candidates evaluated, 1 to n
+        shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert shown and min(shown) >= 1 and max(shown) <= n
+    score, quality, cost = steps.axes
+    assert _says_no_values(score) and _says_no_values(quality)
+    assert list(cost.get_yticks()) and not cost.texts  # the costs are there
+
+
 def _narrow(run: RunData, base: float) -> RunData:
     """``run`` with accuracies moved to ``base`` plus a few thousandths: a perplexity-like
     range far from 0, which matplotlib labels with an offset by default."""

@@ -42,6 +42,20 @@ def _value(c: Candidate, metric: str | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def _say_none(ax: Any, values: list[float], what: str, candidates: int | None = None) -> None:
+    """When ``values`` (what ``ax`` plots) holds no finite number, say so in the middle of
+    ``ax`` and name no y values: matplotlib's default range of an empty axis, -0.05 to 0.05,
+    read as scores or accuracies that no candidate had. An x axis of ``candidates`` evaluated
+    then runs from 1 to their number (it was centred on 0)."""
+    if _finite(list(values)):
+        return
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, f"no candidate has {what}", transform=ax.transAxes, ha="center",
+            va="center", color="0.4")  # fmt: skip
+    if candidates is not None:
+        ax.set_xlim(0.5, max(candidates, 1) + 0.5)
+
+
 def plot_steps(
     steps: list[Step], quality: str, cost: str | None, path: Path, title: str = ""
 ) -> Path:
@@ -78,6 +92,7 @@ def plot_steps(
         if metric == cost and cost:
             ax.set_yscale("log")
         plain_numbers(ax)
+        _say_none(ax, dots_y, "a score" if metric is None else shown(metric))
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
     _step_ticks(axes[-1], steps)
@@ -149,10 +164,11 @@ def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
     ax = fig.subplots()
     ordered = run.ordered
     xs = np.arange(1, len(ordered) + 1)
-    ax.scatter(xs, [c.score if c.ok else np.nan for c in ordered], s=12, color="0.55",
-               label="candidate", zorder=2)  # fmt: skip
+    scores = [c.score if c.ok else np.nan for c in ordered]
+    ax.scatter(xs, scores, s=12, color="0.55", label="candidate", zorder=2)
     ax.step(xs, _best_so_far(run), where="post", color=_BEST, label="best so far", zorder=3)
     _finish_progress(ax, title)
+    _say_none(ax, scores, "a score", len(ordered))
     save_figure(fig, path)
     return path
 
@@ -178,12 +194,14 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
     rows = math.ceil(len(runs) / LEGEND_COLUMNS) if below else 0
     fig = Figure(figsize=(7.5, 4.2 + 0.2 * rows), layout="constrained")
     ax = fig.subplots()
-    for i, (label, run) in enumerate(runs.items()):
-        best = _best_so_far(run)
+    bests = {label: _best_so_far(run) for label, run in runs.items()}
+    for i, (label, best) in enumerate(bests.items()):
         colour, dashes = run_style(i)
         ax.step(np.arange(1, len(best) + 1), best, where="post", label=literal(label),
                 color=colour, linestyle=dashes)  # fmt: skip
     _finish_progress(ax, "best score so far", legend=not below)
+    every = [v for best in bests.values() for v in best]
+    _say_none(ax, every, "a score", max((len(best) for best in bests.values()), default=0))
     if below:
         fig.legend(loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize=8)
     save_figure(fig, path)
