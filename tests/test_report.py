@@ -282,13 +282,12 @@ def chromium() -> str | None:
     return next((p for n in ("chromium", "chromium-browser") if (p := shutil.which(n))), None)
 
 
-def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+def screenshot(page: Path, shot: Path, width: int, height: int) -> np.ndarray:
+    """``page`` as headless Chromium draws it in a window of ``width`` x ``height`` (the test
+    is skipped without Chromium): its RGB pixels."""
     browser = chromium()
     if browser is None:
         pytest.skip("chromium is not installed (bash scripts/install.sh --test installs it)")
-    page = write_report(run_dir)
-    assert_images_exist(page)
-    shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
         cmd = [
             browser,
@@ -300,19 +299,40 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--hide-scrollbars",
             f"--user-data-dir={profile}",
             f"--screenshot={shot}",
-            "--window-size=1200,2000",
+            f"--window-size={width},{height}",
             page.resolve().as_uri(),
         ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    return np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    page = write_report(run_dir)
+    assert_images_exist(page)
+    pixels = screenshot(page, tmp_path / "shot.png", 1200, 2000)
     assert pixels.shape == (2000, 1200, 3)
     assert pixels.std() > 20, "the screenshot is blank"
     assert (pixels.min(axis=2) < 128).mean() > 0.005  # there is dark text and lines on it
     # the plots' line colour (#1f77b4) is on screen: the SVG images loaded, not only text
     blue = np.abs(pixels - np.array([31, 119, 180])).max(axis=2) < 30
     assert blue.sum() > 200
+
+
+def test_a_long_value_without_spaces_wraps_inside_the_page(tmp_path):
+    # a bench's optimum is a NAS-Bench-201 arch string of ~95 characters without a space (a
+    # run folder's path can be as long): it ran off the right edge of a window 1,000 px wide
+    from autoshrink.report import html
+
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|" * 2
+    items = [("optimum", f"94.37% ({arch})"), ("run folder", "/tmp/" + "x" * 150)]
+    page = html.write_page(tmp_path / "index.html", "long", [("", html.definitions(items))])
+    pixels = screenshot(page, tmp_path / "shot.png", 800, 400)
+    dark = pixels.min(axis=2) < 128
+    assert dark[:, :400].any()  # the page is drawn
+    assert not dark[:, -12:].any(), "text runs off the right edge of the window"
 
 
 def test_reports_of_runs_in_folders_whose_names_are_not_utf8(run_dir, tmp_path):

@@ -31,7 +31,7 @@ pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.85em; 
 .cells { display: flex; flex-wrap: wrap; gap: 1em; }
 .cells figure { flex: 0 1 340px; max-width: 100%; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
-dt { font-weight: bold; }
+dt { font-weight: bold; } dd { margin: 0; overflow-wrap: anywhere; }
 """
 
 
