@@ -41,6 +41,24 @@ def test_an_error_of_another_file_is_raised_as_it_is(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_read_only_file_system_names_the_file_not_the_temporary(tmp_path, monkeypatch) -> None:
+    # on a read-only mount, removing the temporary that was never made fails too (EROFS, not
+    # ENOENT): that error replaced the write's, and named the hidden temporary file
+    import errno
+
+    def refuse(path: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def write(tmp: Path) -> None:
+        refuse(tmp)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    path = tmp_path / "report" / "candidates.csv"
+    with pytest.raises(OSError, match="Read-only file system") as caught:
+        write_atomic(path, write)
+    assert caught.value.filename == str(path)
+
+
 def test_json_files_are_strict_whatever_numbers_they_get(tmp_path: Path) -> None:
     import json
 

@@ -42,7 +42,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     finally:
-        tmp.unlink(missing_ok=True)
+        # on a read-only mount even a temporary never made fails to go (EROFS, not ENOENT):
+        # the write's own error is the one to raise; a temporary left behind is cleared later
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def remove_dead_temporaries(folder: Path) -> list[Path]:
