@@ -214,6 +214,31 @@ def test_the_comparison_plot_draws_one_curve_per_run_named_letter_for_letter(
     assert list(short.get_xdata()) == [1, 2, 3]
 
 
+def _drawn_points(line) -> list[tuple[float, float]]:
+    """The points of ``line`` that its marker draws (none without a marker)."""
+    if line.get_marker() in (None, "", "None", " "):
+        return []
+    every = line.get_markevery()
+    xy = list(zip(line.get_xdata(), line.get_ydata(), strict=True))
+    return xy if every is None else [xy[i] for i in every]
+
+
+def test_a_best_score_curve_of_one_point_is_drawn_as_a_dot(run, figures, tmp_path):
+    # a step curve through one finite point draws no segment: a run of one candidate (or whose
+    # first score came last) was named in the comparison's legend and not seen
+    first = replace(run, candidates=run.candidates[:1])
+    late = [replace(c, status="failed", score=-math.inf) for c in run.candidates[:2]]
+    late_run = replace(run, candidates=[*late, run.candidates[2]])
+    plots.plot_comparison({"full": run, "one": first, "late": late_run}, tmp_path / "c.svg")
+    plots.plot_progress(first, tmp_path / "p.svg")
+    full, one, late_line = figures[0].axes[0].get_lines()
+    assert _drawn_points(full) == []  # a curve with steps keeps its look
+    assert _drawn_points(one) == [(1, run.candidates[0].score)]
+    assert _drawn_points(late_line) == [(3, run.candidates[2].score)]
+    (best,) = figures[1].axes[0].get_lines()
+    assert _drawn_points(best) == [(1, run.candidates[0].score)]
+
+
 def test_a_comparison_of_many_runs_tells_each_apart_and_keeps_its_legend_off_the_curves(
     run, figures, tmp_path
 ):

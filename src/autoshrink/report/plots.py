@@ -166,7 +166,7 @@ def plot_progress(run: RunData, path: Path, title: str = "") -> Path:
     xs = np.arange(1, len(ordered) + 1)
     scores = [c.score if c.ok else np.nan for c in ordered]
     ax.scatter(xs, scores, s=12, color="0.55", label="candidate", zorder=2)
-    ax.step(xs, _best_so_far(run), where="post", color=_BEST, label="best so far", zorder=3)
+    _best_curve(ax, _best_so_far(run), color=_BEST, label="best so far", zorder=3)
     _finish_progress(ax, title)
     _say_none(ax, scores, "a score", len(ordered))
     save_figure(fig, path)
@@ -197,8 +197,7 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
     bests = {label: _best_so_far(run) for label, run in runs.items()}
     for i, (label, best) in enumerate(bests.items()):
         colour, dashes = run_style(i)
-        ax.step(np.arange(1, len(best) + 1), best, where="post", label=literal(label),
-                color=colour, linestyle=dashes)  # fmt: skip
+        _best_curve(ax, best, label=literal(label), color=colour, linestyle=dashes)
     _finish_progress(ax, "best score so far", legend=not below)
     every = [v for best in bests.values() for v in best]
     _say_none(ax, every, "a score", max((len(best) for best in bests.values()), default=0))
@@ -206,6 +205,15 @@ def plot_comparison(runs: dict[str, RunData], path: Path) -> Path:
         fig.legend(loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize=8)
     save_figure(fig, path)
     return path
+
+
+def _best_curve(ax: Any, best: np.ndarray, **style: Any) -> None:
+    """Draw the best score so far ``best`` (one value per candidate evaluated) as steps; a
+    curve of one finite value (a run of one candidate, or whose first score came last) has no
+    step to draw, and gets a dot there instead of nothing."""
+    finite = np.flatnonzero(np.isfinite(best))
+    lone = {"marker": "o", "markersize": 4, "markevery": list(finite)} if len(finite) == 1 else {}
+    ax.step(np.arange(1, len(best) + 1), best, where="post", **lone, **style)
 
 
 def _best_so_far(run: RunData) -> np.ndarray:
