@@ -212,6 +212,28 @@ def test_curves_of_thousands_of_queries_have_a_log_axis_of_queries(tmp_path, mon
     assert log.get_xscale() == "log" and log.get_xlabel() == "queries (log)"
 
 
+def test_curves_of_one_query_draw_each_strategy_at_whole_queries(tmp_path, monkeypatch) -> None:
+    # --queries 1: a line through one point drew nothing, the legend named four strategies
+    # that were not on the plot, and the axis of queries read 0.96 to 1.04
+    from autoshrink.report import bench_files, mpl
+
+    saved: list = []
+    monkeypatch.setattr(mpl, "save_figure", lambda fig, path, **kw: saved.append(fig))
+    rows = [
+        {"strategy": s, "queries": 1, "mean": m, "std": 0.0} for s, m in (("a", 91.7), ("b", 80.3))
+    ]
+    bench_files.plot_curves(rows, "mean", 1, 94.37, "test accuracy (%)", tmp_path / "c.svg")
+    ((ax,),) = (fig.axes for fig in saved)
+    a, b, _ = ax.get_lines()  # the optimum last
+    for line, mean in ((a, 91.7), (b, 80.3)):
+        assert line.get_marker() not in (None, "", "None", " ")
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == [(1, mean)]
+    saved[0].canvas.draw()  # the ticks as drawn
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert shown == [1]
+
+
 def test_bad_tables(bench, tmp_path, tables_dir) -> None:
     code, _, err = bench("--tables", tmp_path / "missing")  # said "no tables in": a folder?
     assert code == 2 and f"{tmp_path / 'missing'}: no such folder; expected a folder of NAS" in err

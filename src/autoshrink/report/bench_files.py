@@ -236,7 +236,7 @@ def plot_curves(
     (:func:`standard_error`); ``optimum`` dashed (when given; ``digits`` decimals in the legend);
     a log axis of queries beyond :data:`LOG_QUERIES`. Written to ``path`` (SVG or PNG, by its
     suffix)."""
-    from autoshrink.report.mpl import Figure, plain_numbers, save_figure
+    from autoshrink.report.mpl import Figure, MaxNLocator, plain_numbers, save_figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -246,7 +246,7 @@ def plot_curves(
         q = np.array([r["queries"] for r in rs])
         m = np.array([r[column] for r in rs])
         sem = standard_error(np.array([r.get(std, 0.0) for r in rs], dtype=float), runs)
-        ax.plot(q, m, label=name)
+        ax.plot(q, m, marker="o" if len(q) == 1 else None, label=name)  # a lone point: a dot
         ax.fill_between(q, m - sem, m + sem, alpha=0.2)
     if optimum is not None:
         ax.axhline(
@@ -255,6 +255,8 @@ def plot_curves(
     many = max((r["queries"] for r in rows), default=0) > LOG_QUERIES
     if many:
         ax.set_xscale("log")
+    else:  # whole queries (one query was 0.96 to 1.04)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
     ax.set_xlabel("queries (log)" if many else "queries")
     ax.set_ylabel(label)
     plain_numbers(ax)
