@@ -350,7 +350,7 @@ def _library_calls() -> list[tuple[Any, str]]:
     from autoshrink.hardware.latency_settings import LatencySettings
     from autoshrink.hardware.table import extend_table
     from autoshrink.spaces.cells import balanced_ops, published_cell, start_cell
-    from autoshrink.spaces.macros import StageSpec, cifar_proxy, get_macro
+    from autoshrink.spaces.macros import StageSpec, cifar_proxy, get_macro, shrinkcnn_imagenet
     from autoshrink.spaces.nb201 import NB201Cell, NB201Size
     from autoshrink.strategies.autoshrink import AutoShrink
 
@@ -372,6 +372,19 @@ def _library_calls() -> list[tuple[Any, str]]:
                 cifar_proxy(), stages=(*stages, StageSpec(cells=0, channels=8, downsample=False))
             ),
             "macro cifar-proxy: every stage needs >= 1 cell and channel",
+        ),
+        (
+            lambda: shrinkcnn_imagenet(depths=(1.5, 3, 4, 6, 4)),
+            "macro shrinkcnn-imagenet: every stage needs >= 1 cell and channel (whole numbers); "
+            "stage 0 has 1.5 cells of 12 channels",
+        ),
+        (
+            lambda: dataclasses.replace(cifar_proxy(), stages=({"cells": 1},)),
+            "macro cifar-proxy: stage 0 must be a StageSpec, got dict",
+        ),
+        (
+            lambda: dataclasses.replace(shrinkcnn_imagenet(), head_channels=-3),
+            "macro shrinkcnn-imagenet: head_channels must be a whole number >= 1, got -3",
         ),
         (
             lambda: AutoShrink(cell, k=2, keep_fraction=1.0, rng=rng),

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoshrink.errors import ConfigError
-from autoshrink.ranges import MAX_CLASSES, MAX_COUNT, WHOLE, check_at_most, check_fields, is_number
+from autoshrink.ranges import (
+    MAX_CLASSES,
+    MAX_COUNT,
+    REQUIREMENTS,
+    WHOLE,
+    check_at_most,
+    check_fields,
+    is_number,
+)
 
 #: The widest width multiplier a network may have: already 64x takes a ShrinkCNN or a
 #: MobileNetV2 to over a billion parameters, and a far larger one would overflow the channel
@@ -70,8 +78,13 @@ class MacroSpec:
         check_at_most(f"macro {self.name}", self, most)  # a file's (10^6 px ran out of memory)
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"macro {self.name}: stem_stride must be 1 or 2")
-        if not self.stages or any(s.cells < 1 or s.channels < 1 for s in self.stages):
+        if self.head_channels is not None:  # a negative head counted negative parameters
+            check_fields(f"macro {self.name}", self, {WHOLE: ("head_channels",)})
+            check_at_most(f"macro {self.name}", self, {"head_channels": MAX_COUNT})
+        if not self.stages:
             raise ConfigError(f"macro {self.name}: every stage needs >= 1 cell and channel")
+        for i, stage in enumerate(self.stages):
+            check_stage(f"macro {self.name}", i, stage)
         if self.image_size < 2 ** sum(s.downsample for s in self.stages):
             raise ConfigError(
                 f"macro {self.name}: {self.image_size}px input is too small for "
@@ -86,6 +99,19 @@ class MacroSpec:
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
         }
+
+
+def check_stage(where: str, i: int, stage: object) -> None:
+    """Raise :class:`ConfigError` naming stage ``i`` unless it is a :class:`StageSpec` of
+    whole numbers >= 1 of cells and channels (1.5 cells met ``range`` deep in a count)."""
+    if not isinstance(stage, StageSpec):
+        raise ConfigError(f"{where}: stage {i} must be a StageSpec, got {type(stage).__name__}")
+    if not all(REQUIREMENTS[WHOLE](n) for n in (stage.cells, stage.channels)):
+        raise ConfigError(
+            f"{where}: every stage needs >= 1 cell and channel (whole numbers); stage {i} has "
+            f"{stage.cells!r} cells of {stage.channels!r} channels"
+        )
+    check_at_most(f"{where}: stage {i}", stage, {"cells": MAX_COUNT, "channels": MAX_COUNT})
 
 
 def make_divisible(f: float, divisor: int = 4) -> int:
