@@ -346,6 +346,8 @@ def _library_calls() -> list[tuple[Any, str]]:
     """Calls of the library's public API with a bad argument, and what each must say."""
     import random
 
+    from autoshrink.cost.cells import count
+    from autoshrink.cost.rnn import count_rnn, shrinkrnn_ptb
     from autoshrink.data.imagefolder import load_image_folder
     from autoshrink.hardware.latency_settings import LatencySettings
     from autoshrink.hardware.table import extend_table
@@ -393,6 +395,14 @@ def _library_calls() -> list[tuple[Any, str]]:
         (
             lambda: AutoShrink(cell, k=2, keep_fraction=0.1, rng=rng, patience=0),
             "patience must be >= 1 or None, got 0",
+        ),
+        (
+            lambda: count(cell.to_dict(), cifar_proxy()),  # type: ignore[arg-type]
+            "macro cifar-proxy needs a cnn cell, got a dict (Cell.from_dict(d) or Cell.load(path)",
+        ),
+        (
+            lambda: count_rnn(list(cell.ops), shrinkrnn_ptb()),  # type: ignore[arg-type]
+            "macro shrinkrnn-ptb needs an rnn cell, got a list (Cell.from_dict(d) or Cell.load(",
         ),
         (lambda: NB201Cell.from_string(42), "an arch string must be a str, got int"),
         (

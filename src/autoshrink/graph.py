@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.atomic_write import write_json
-from autoshrink.errors import CellError
+from autoshrink.errors import CellError, ConfigError
 from autoshrink.user_files import parse_json, read_json_file
 
 FORMAT = "autoshrink.cell/1"
@@ -40,6 +40,20 @@ A_CELL_OF: Mapping[str, str] = {"cnn": "a cnn cell", "rnn": "an rnn cell"}
 CNN_ACTIVATIONS: tuple[str, ...] = ("relu", "swish")
 
 Edge = tuple[int, int]
+
+
+def check_kind(cell: object, kind: str, needs: str) -> None:
+    """Raise :class:`ConfigError` ``"<needs> needs a <kind> cell, got ..."`` unless ``cell`` is a
+    :class:`Cell` of ``kind``: naming the other kind, or the type given where a cell goes (a
+    cell's dict or its list of ops met an ``AttributeError`` deep inside)."""
+    if isinstance(cell, Cell) and cell.kind == kind:
+        return
+    got = (
+        A_CELL_OF[cell.kind]
+        if isinstance(cell, Cell)
+        else f"a {type(cell).__name__} (Cell.from_dict(d) or Cell.load(path) makes a cell)"
+    )
+    raise ConfigError(f"{needs} needs {A_CELL_OF[kind]}, got {got}")
 
 
 @dataclass(frozen=True)

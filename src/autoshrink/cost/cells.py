@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autoshrink.errors import ConfigError
-from autoshrink.graph import A_CELL_OF, Cell
+from autoshrink.graph import Cell, check_kind
 from autoshrink.spaces.macros import MacroSpec
 
 
@@ -65,8 +65,7 @@ def node_input_channels(cell: Cell, node: int, channels: dict[int, int]) -> int:
 
 def plan(cell: Cell, spec: MacroSpec) -> list[CellPlacement]:
     """The shapes of every cell of ``spec`` built from ``cell``, in order."""
-    if cell.kind != "cnn":
-        raise ConfigError(f"macro {spec.name} needs a cnn cell, got {A_CELL_OF[cell.kind]}")
+    check_kind(cell, "cnn", f"macro {spec.name}")
     size = spec.image_size if spec.stem_stride == 1 else halve(spec.image_size)
     channels = spec.stem_channels
     out: list[CellPlacement] = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from autoshrink.cost.cells import Counts
 from autoshrink.errors import ConfigError
-from autoshrink.graph import A_CELL_OF, Cell
+from autoshrink.graph import Cell, check_kind
 from autoshrink.ranges import WHOLE, check_fields
 
 
@@ -61,8 +61,7 @@ RNN_MACROS = {"shrinkrnn-ptb": shrinkrnn_ptb}
 
 def count_rnn(cell: Cell, spec: RNNSpec) -> Counts:
     """Parameters and per-token MACs of ``spec`` built from the rnn ``cell``."""
-    if cell.kind != "rnn":
-        raise ConfigError(f"macro {spec.name} needs an rnn cell, got {A_CELL_OF[cell.kind]}")
+    check_kind(cell, "rnn", f"macro {spec.name}")
     v, m, n = spec.vocab, spec.emsize, spec.nhid
     w0 = (m + n) * 2 * n
     edges = cell.num_edges * n * 2 * n

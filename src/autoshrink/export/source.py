@@ -17,8 +17,7 @@ from __future__ import annotations
 import textwrap
 
 from autoshrink.cost.mobilenetv2 import BlockPlacement
-from autoshrink.errors import ConfigError
-from autoshrink.graph import A_CELL_OF, Cell
+from autoshrink.graph import Cell, check_kind
 from autoshrink.singlepath.space import DROPOUT, SKIP, MBConvArch, macro_slots
 from autoshrink.spaces.macros import MacroSpec
 
@@ -198,8 +197,7 @@ if __name__ == "__main__":
 
 def standalone_source(cell: Cell, spec: MacroSpec) -> str:
     """A self-contained PyTorch module file for the network ``spec`` built from ``cell``."""
-    if cell.kind != "cnn":
-        raise ConfigError(f"export needs a cnn cell, got {A_CELL_OF[cell.kind]}")
+    check_kind(cell, "cnn", "export")
     used = sorted({cell.ops[k] for k in cell.live_nodes[1:]})
     stages = "\n".join(f"    ({s.cells}, {s.channels}, {s.downsample})," for s in spec.stages)
     ops = "\n\n".join(_OPS[op] for op in used)

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from autoshrink.cost.cells import CellPlacement, plan
 from autoshrink.devices import own_generators
 from autoshrink.errors import ConfigError
-from autoshrink.graph import A_CELL_OF, Cell
+from autoshrink.graph import Cell, check_kind
 from autoshrink.nn.cnn import CNNCell, CNNNetwork, build_network
 from autoshrink.nn.node_states import (
     NodeStates,
@@ -374,8 +374,7 @@ class BatchedCNN(nn.Module):
 
 def check_candidates(parent: Cell, cells: Sequence[Cell]) -> None:
     """Raise :class:`ConfigError` unless every cell is a sub-graph the stacked net can build."""
-    if parent.kind != "cnn":
-        raise ConfigError(f"the batched engine needs cnn cells, got {A_CELL_OF[parent.kind]}")
+    check_kind(parent, "cnn", "the batched engine")
     if not cells:
         raise ConfigError("the batched engine needs at least one candidate")
     bad = sorted({parent.ops[j] for j in parent.live_nodes[1:]} - set(BATCHED_OPS))

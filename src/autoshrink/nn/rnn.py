@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from autoshrink.cost.rnn import check_vocabulary
 from autoshrink.errors import ConfigError
-from autoshrink.graph import A_CELL_OF, OPS, Cell
+from autoshrink.graph import OPS, Cell, check_kind
 
 INIT_RANGE = 0.04  # uniform init of the embedding and the cell matrices (as DARTS)
 
@@ -157,8 +157,7 @@ class RNNCell(nn.Module):
         self, cell: Cell, ninp: int, nhid: int, *, input_dropout: float, hidden_dropout: float
     ) -> None:
         super().__init__()
-        if cell.kind != "rnn":
-            raise ConfigError(f"an RNN needs an rnn cell, got {A_CELL_OF[cell.kind]}")
+        check_kind(cell, "rnn", "an RNN")
         if ninp < 1 or nhid < 1:
             raise ConfigError(f"ninp and nhid must be >= 1, got {ninp} and {nhid}")
         self.genotype = cell
