@@ -1,7 +1,8 @@
 """MkDocs hooks: the API reference pages, generated at build time from the package tree.
 
-One page per sub-package of ``src/autoshrink`` (``api/<name>.md``) and one for the modules of
-the package root (``api/root.md``), each a list of mkdocstrings ``::: autoshrink.x`` blocks, so
+One page per sub-package of ``src/autoshrink`` (``api/<name>.md``) and one for the package
+itself (its docstring: what ``import autoshrink`` names) and the modules of its root
+(``api/root.md``), each a list of mkdocstrings ``::: autoshrink.x`` blocks, so
 a new module or sub-package appears in the reference without editing the docs. The pages are
 added to the nav under "API reference", after ``api/index.md``. Loaded from ``mkdocs.yml``.
 """
@@ -24,7 +25,9 @@ def _modules(folder: Path) -> list[str]:
 def api_pages() -> dict[str, str]:
     """``api/<name>.md`` -> its Markdown, for the package root and every sub-package."""
     pages = {
-        "api/root.md": "# The package root\n\nThe modules every layer shares.\n\n"
+        "api/root.md": "# The package root\n\n"
+        + "::: autoshrink\n    options:\n      members: false\n\n"  # what `import autoshrink` names
+        + "The modules every layer shares.\n\n"
         + "".join(f"::: autoshrink.{name}\n\n" for name in _modules(PACKAGE))
     }
     for sub in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):

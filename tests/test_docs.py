@@ -192,6 +192,23 @@ def test_sphinx_roles_resolve_where_python_would():
     assert _rewrite(search, ":class:`NoSuchThing`") == "[`NoSuchThing`][NoSuchThing]"
 
 
+def test_the_api_reference_shows_what_the_package_exports():
+    """The package root's page renders ``autoshrink`` itself, whose docstring names every name
+    of its ``__all__`` (before, the page began at ``autoshrink.atomic_write`` and the package's
+    own names were nowhere on the site)."""
+    import autoshrink
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from mkdocs_hooks import api_pages
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert "\n::: autoshrink\n" in api_pages()["api/root.md"]
+    doc = autoshrink.__doc__ or ""
+    missing = [n for n in autoshrink.__all__ if f":`{n}`" not in doc and f"``{n}``" not in doc]
+    assert missing == []
+
+
 def _slug(heading: str) -> str:
     """The anchor GitHub and MkDocs give a heading (lower case, punctuation dropped)."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())

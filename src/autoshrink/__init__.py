@@ -9,8 +9,12 @@ The command line is ``autoshrink``. From Python, the package names what a search
 - :func:`run_search`, which runs or resumes one in a run folder, and :func:`read_run`, which
   reads a run folder back (its trajectory, during the search or after it);
 - :class:`Evaluation`, what a custom evaluator returns;
-- the errors, all :class:`AutoshrinkError`: bad input is mostly a :class:`ConfigError`;
-  :class:`SearchInterrupted` (a ``KeyboardInterrupt``) says how to resume a stopped search.
+- the errors, all :class:`AutoshrinkError`: bad input is mostly a :class:`ConfigError`, a bad
+  cell a :class:`CellError`, a data set's a :class:`DataError`, a run folder that cannot
+  resume a :class:`JournalError`, a benchmark table's a :class:`BenchmarkError`, a latency
+  backend's a :class:`HardwareError`, a diverged final training a :class:`TrainingError`;
+  :class:`SearchInterrupted` (a ``KeyboardInterrupt``) says how to resume a stopped search;
+- ``__version__``, the package's version.
 
 The strategies live in :mod:`autoshrink.strategies`, the evaluators in
 :mod:`autoshrink.evaluators`. Names that import torch are loaded on first use, so that
