@@ -622,3 +622,23 @@ def test_an_architecture_in_the_metadata_out_of_range_names_the_file(tmp_path: P
     with pytest.raises(ConfigError, match=r"^\S+w.safetensors: metadata 'network': architecture: "
                        "MobileNetV2: image_size must be at most 65536, got 1000000$"):  # fmt: skip
         check_trained_settings(weights, TrainedFor({}, None, architecture=arch))
+
+
+@pytest.mark.parametrize(
+    ("seed", "says"),
+    [
+        (2**64, "export: seed must be at most 9223372036854775807, got 18446744073709551616"),
+        (-1, "export: seed must be a whole number >= 0, got -1"),
+        ("1", "export: seed must be a whole number >= 0, got '1'"),
+        (1.5, "export: seed must be a whole number >= 0, got 1.5"),
+    ],
+)
+def test_a_seed_torch_cannot_take_is_refused_before_any_file(tmp_path: Path, seed, says) -> None:
+    # torch's manual_seed raised its own ValueError or RuntimeError (-1 was taken as 2**64 - 1)
+    from autoshrink.errors import ConfigError
+    from autoshrink.export.bundle import export_network
+
+    cell = published_cell("shrinkcnn")
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+        export_network(cell, cifar_proxy(image_size=8, width=0.25), tmp_path / "x", seed=seed)
+    assert not (tmp_path / "x").exists()

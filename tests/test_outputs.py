@@ -400,6 +400,13 @@ def test_negative_seeds_are_refused() -> None:
         SearchSettings(seed=-2)
 
 
+def test_a_single_path_seed_beyond_torchs_is_refused() -> None:
+    # torch.manual_seed raised "Overflow when unpacking long long" as the supernet was built
+    says = "singlepath: seed must be at most 9223372036854775807, got 18446744073709551616"
+    with pytest.raises(ConfigError, match=f"^{says}$"):
+        SearchSettings(seed=2**64)
+
+
 @pytest.mark.parametrize(
     "args",
     [

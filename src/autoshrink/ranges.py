@@ -20,6 +20,9 @@ from autoshrink.errors import ConfigError
 WHOLE = "a whole number >= 1"
 #: A seed: an integer >= 0 (``random.Random(-s)`` draws what ``random.Random(s)`` does).
 SEED = "a whole number >= 0"
+#: The largest seed a seed checked by :func:`check_seed` may be (the command line's ``--seed``):
+#: torch's generators take seeds of 64 bits.
+MAX_SEED = 2**63 - 1
 #: The largest image size, channel count, batch or repeat count a setting takes (an option, a
 #: file's field): beyond it, sizes overflow torch's 64-bit shapes or a run would never end.
 MAX_COUNT = 2**16
@@ -73,6 +76,15 @@ def require(name: str, value: float | None, requirement: str) -> None:
     ``requirement`` (a key of :data:`REQUIREMENTS`), naming it by ``name`` (a flag, say)."""
     if value is not None:
         check_value(name, value, requirement)
+
+
+def check_seed(name: str, seed: object) -> None:
+    """Raise a ConfigError naming ``name`` unless ``seed`` is one torch's generators take as
+    given, a whole number in ``0..MAX_SEED`` (where it goes to ``torch.manual_seed`` itself,
+    which raised its own error for a larger one, or a string, and took -1 for 2**64 - 1)."""
+    check_value(name, seed, SEED)
+    if seed > MAX_SEED:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be at most {MAX_SEED}, got {seed}")
 
 
 def check_value(name: str, value: object, requirement: str) -> None:

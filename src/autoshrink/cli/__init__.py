@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from autoshrink import __version__
 from autoshrink.errors import AutoshrinkError, ConfigError, os_error_line
-from autoshrink.ranges import MAX_COUNT
+from autoshrink.ranges import MAX_COUNT, MAX_SEED
 from autoshrink.stop_signals import sigint_deferred
 
 #: The sub-commands in the order ``--help`` lists them, with their one-line help.
@@ -109,8 +109,6 @@ def renamed_flag(
     )
 
 
-#: The largest seed: torch and NumPy take seeds of 64 bits.
-MAX_SEED = 2**63 - 1
 #: The most images an option counts (a data set's training split, say: ImageNet's is 1.28M).
 MAX_IMAGES = 2**31 - 1
 

@@ -57,7 +57,7 @@ from autoshrink.hardware.latency import (
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.state_fit import misfit, non_finite, other_kind
 from autoshrink.outputs import claim_folder, mark_unfinished
-from autoshrink.ranges import WHOLE, check_value
+from autoshrink.ranges import WHOLE, check_seed, check_value
 from autoshrink.singlepath.space import MBConvArch
 from autoshrink.spaces.macros import DEFAULT_MACRO, MacroSpec, get_macro
 from autoshrink.training.weights_file import TrainedFor, read_trained_for, weights_metadata
@@ -312,6 +312,7 @@ def write_bundle(
     weights, the checks) in ``out_dir``."""
     name, write = described
     check_value("export: check_batch", shape[0], WHOLE)  # an empty batch failed, files half-written
+    check_seed("export: seed", seed)
     files = (ONNX, WEIGHTS, CODE, name, MANIFEST)
     # an earlier export is kept: writing over it mixed two networks' files, or lost trained ones
     out = claim_folder(out_dir, "export", resume=False, writes=files)

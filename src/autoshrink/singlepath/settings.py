@@ -13,7 +13,7 @@ from autoshrink.devices import check_threads
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.json_values import as_read_back
-from autoshrink.ranges import SEED, check_value
+from autoshrink.ranges import check_seed
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import fields_type_problem, read_json_file
 
@@ -85,7 +85,7 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"singlepath: {message}")
-        check_value("singlepath: seed", self.seed, SEED)
+        check_seed("singlepath: seed", self.seed)
         if self.train_threads is not None:
             check_threads(self.train_threads, "singlepath: train_threads")
 
