@@ -838,6 +838,27 @@ def test_proxy_split_properties() -> None:
         proxy_split(data, per_class=25, val_size=21, seed=0)
 
 
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"per_class": 0}, "proxy_split: per_class must be a whole number >= 1, got 0"),
+        ({"per_class": 1.5}, "proxy_split: per_class must be a whole number >= 1, got 1.5"),
+        ({"per_class": -1}, "proxy_split: per_class must be a whole number >= 1, got -1"),
+        ({"val_size": 0}, "proxy_split: val_size must be a whole number >= 1, got 0"),
+        ({"val_size": -1}, "proxy_split: val_size must be a whole number >= 1, got -1"),
+        ({"seed": -1}, "proxy_split: seed must be a whole number >= 0, got -1"),
+        ({"seed": 1.5}, "proxy_split: seed must be a whole number >= 0, got 1.5"),
+    ],
+)
+def test_a_proxy_split_of_no_images_or_a_bad_seed_is_refused(settings, says) -> None:
+    """per_class 0 gave an empty training set and NaN validation images, val_size 0 no
+    validation set; -1 and 1.5 met NumPy's or Python's errors (a misleading DataError for a
+    per_class of -1)."""
+    given = {"per_class": 5, "val_size": 40, "seed": 3, **settings}
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+        proxy_split(indexed_data(), **given)
+
+
 def test_the_digits_are_scikit_learns_read_without_importing_it(monkeypatch) -> None:
     """The digits come from the CSV scikit-learn ships (its import, with SciPy's, took a second
     of every digits run's start-up): the same images and labels as its own loader, and its

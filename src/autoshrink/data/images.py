@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from autoshrink.errors import ConfigError, DataError
+from autoshrink.ranges import SEED, WHOLE, check_value
 
 #: The last four are multi-domain (:mod:`autoshrink.data.domains`).
 DATASETS = (
@@ -161,7 +162,12 @@ def split_at(data: ImageData, train: np.ndarray, val: np.ndarray) -> ProxySplit:
 def proxy_indices(
     data: ImageData, *, per_class: int, val_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The indices into ``data.train_x`` of :func:`proxy_split`'s training and validation sets."""
+    """The indices into ``data.train_x`` of :func:`proxy_split`'s training and validation sets;
+    a :class:`ConfigError` for a ``per_class`` or ``val_size`` that is no whole number >= 1 (0
+    gave an empty training or validation set) or a ``seed`` that is no whole number >= 0."""
+    for name, value in (("per_class", per_class), ("val_size", val_size)):
+        check_value(f"proxy_split: {name}", value, WHOLE)
+    check_value("proxy_split: seed", seed, SEED)
     rng = np.random.default_rng(seed)
     train_idx: list[np.ndarray] = []
     rest: list[np.ndarray] = []
