@@ -203,3 +203,31 @@ def test_a_validation_loss_above_the_ratio_times_the_training_loss_stops_as_over
     # float32 logits: the training loss holds about 3 significant digits
     assert row["train_loss"] == pytest.approx(math.log1p(math.exp(-9.0)), rel=1e-3)
     assert row["val_loss"] == pytest.approx(9.0 + math.log1p(math.exp(-9.0)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        (
+            cifar_proxy(in_channels=3, image_size=8, num_classes=10, width=0.5),
+            "macro cifar-proxy takes 3-channel images; the proxy split's have 1",
+        ),
+        (
+            cifar_proxy(in_channels=1, image_size=32, num_classes=10, width=0.5),
+            "macro cifar-proxy takes 32px images; the proxy split's are 8px",
+        ),
+        (
+            cifar_proxy(in_channels=1, image_size=8, num_classes=3, width=0.5),
+            "macro cifar-proxy has 3 classes; the proxy split has 10",
+        ),
+    ],
+)
+def test_a_macro_that_does_not_fit_the_split_is_refused_when_the_evaluator_is_made(
+    split, spec, says
+) -> None:
+    """Every candidate failed (3 channels), a traceback left the search (3 classes: 'Target 4
+    is out of bounds'), or the MACs were counted at another image size (32px)."""
+    from autoshrink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{says}"):
+        CNNProxyEvaluator(split, spec, ProxyTraining(epochs=1))

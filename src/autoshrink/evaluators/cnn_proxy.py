@@ -21,6 +21,7 @@ from torch import nn
 from autoshrink.cost.cells import count
 from autoshrink.data.images import ProxySplit
 from autoshrink.devices import own_generators, torch_threads
+from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import TRAINING_ERRORS, Evaluation, failed, trained
 from autoshrink.graph import Cell
 from autoshrink.nn.cnn import build_network
@@ -32,6 +33,27 @@ from autoshrink.training.proxy_settings import ProxyTraining
 Tensors = tuple[torch.Tensor, torch.Tensor]
 #: ``(model, train set, validation set, generator) -> outcome``: how :meth:`fit` trains.
 TrainFn = Callable[[nn.Module, Tensors, Tensors, torch.Generator], TrainOutcome]
+
+
+def check_fits(split: ProxySplit, macro: MacroSpec) -> None:
+    """Raise :class:`ConfigError` unless ``macro`` takes the images and classes of ``split``:
+    other channels failed every candidate, fewer classes raised from inside the loss, another
+    image size counted the MACs of a network that never trains."""
+    _, channels, size, _ = split.train_x.shape
+    if macro.in_channels != channels:
+        raise ConfigError(
+            f"macro {macro.name} takes {macro.in_channels}-channel images; the proxy split's "
+            f"have {channels}"
+        )
+    if macro.image_size != size:
+        raise ConfigError(
+            f"macro {macro.name} takes {macro.image_size}px images; the proxy split's are {size}px"
+        )
+    if macro.num_classes != split.num_classes:
+        raise ConfigError(
+            f"macro {macro.name} has {macro.num_classes} classes; the proxy split has "
+            f"{split.num_classes}"
+        )
 
 
 class CNNProxyEvaluator:
@@ -47,6 +69,7 @@ class CNNProxyEvaluator:
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
+        check_fits(split, macro)
         self.split = split
         self.macro = macro
         self.training = training
