@@ -86,6 +86,16 @@ def test_nodes_outside_the_cell_are_refused_alike() -> None:
         Cell("cnn", ("input", "sep3x3"), None)  # type: ignore[arg-type]
 
 
+def test_a_node_that_is_no_node_number_is_refused_alike() -> None:
+    # "1" met a TypeError of '<=' between int and str, 1.5 one of tuple indices, True was node 1
+    cell = Cell("cnn", ("input", "sep3x3"), [(0, 1)])
+    for node in ("1", 1.5, True, None):
+        for neighbours in (cell.successors, cell.predecessors):
+            with pytest.raises(CellError, match=f"^node {node!r} is not a node number"):
+                neighbours(node)  # type: ignore[arg-type]
+    assert cell.successors(np.int64(0)) == (1,) and cell.predecessors(np.int64(1)) == (0,)
+
+
 def test_remove_edge_prunes_unreachable_nodes_and_their_out_edges():
     cell = Cell("cnn", ("input", "sep3x3", "conv1x1", "sep3x3"), ((0, 1), (1, 2), (1, 3), (0, 3)))
     smaller = cell.remove_edge((0, 1))

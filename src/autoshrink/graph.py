@@ -180,6 +180,12 @@ class Cell:
         return self._succ[node]
 
     def _check_node(self, node: int) -> None:
+        try:
+            if isinstance(node, bool):
+                raise TypeError
+            operator.index(node)
+        except TypeError:
+            raise CellError(f"node {node!r} is not a node number (an integer)") from None
         if not 0 <= node < len(self.ops):
             raise CellError(f"node {node} is outside 0..{len(self.ops) - 1}")
 
