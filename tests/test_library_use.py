@@ -396,6 +396,18 @@ def _library_calls() -> list[tuple[Any, str]]:
             lambda: AutoShrink(cell, k=2, keep_fraction=0.1, rng=rng, patience=0),
             "patience must be >= 1 or None, got 0",
         ),
+        (  # 1.5 waited two steps without a word
+            lambda: AutoShrink(cell, k=2, keep_fraction=0.1, rng=rng, patience=1.5),
+            "patience must be >= 1 or None, got 1.5",
+        ),
+        (  # a TypeError of '<=' between float and str
+            lambda: AutoShrink(cell, k=2, keep_fraction="0.5", rng=rng),  # type: ignore[arg-type]
+            "keep_fraction must be in [0, 1), got '0.5'",
+        ),
+        (  # an AttributeError on .num_edges
+            lambda: AutoShrink(list(cell.ops), k=2, keep_fraction=0.1, rng=rng),  # type: ignore[arg-type]
+            "AutoShrink starts from a Cell, got a list",
+        ),
         (
             lambda: count(cell.to_dict(), cifar_proxy()),  # type: ignore[arg-type]
             "macro cifar-proxy needs a cnn cell, got a dict (Cell.from_dict(d) or Cell.load(path)",

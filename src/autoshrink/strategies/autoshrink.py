@@ -30,6 +30,7 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.ranges import REQUIREMENTS, WHOLE, is_number
 from autoshrink.strategies.base import (
     AskTellBase,
     Observation,
@@ -95,11 +96,13 @@ class AutoShrink(AskTellBase):
         rank: Callable[[list[Cell]], Sequence[float]] | None = None,
     ) -> None:
         super().__init__(rng)
+        if not isinstance(start, Cell):
+            raise ConfigError(f"AutoShrink starts from a Cell, got a {type(start).__name__}")
         require_positive(k=k)
-        if not 0.0 <= keep_fraction < 1.0:
-            raise ConfigError(f"keep_fraction must be in [0, 1), got {keep_fraction}")
-        if patience is not None and patience < 1:
-            raise ConfigError(f"patience must be >= 1 or None, got {patience}")
+        if not (is_number(keep_fraction) and 0.0 <= keep_fraction < 1.0):
+            raise ConfigError(f"keep_fraction must be in [0, 1), got {keep_fraction!r}")
+        if patience is not None and not REQUIREMENTS[WHOLE](patience):
+            raise ConfigError(f"patience must be >= 1 or None, got {patience!r}")
         self.k = k
         self.target_edges = round(start.num_edges * keep_fraction)
         self.patience = patience
