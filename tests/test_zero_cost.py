@@ -36,6 +36,29 @@ def test_a_proxy_refuses_a_batch_it_cannot_score(name: str, images: int, labels:
         proxy(name)(net, torch.randn(images, 4), torch.zeros(labels, dtype=torch.long))
 
 
+@pytest.mark.parametrize("name", PROXY_NAMES)
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("model", "model must be a torch.nn.Module, got NoneType"),
+        ("images", "images must be a torch.Tensor, got ndarray"),
+        ("labels", "labels must be a torch.Tensor of integer class indices, got torch.float32"),
+    ],
+)
+def test_a_proxy_names_a_model_or_batch_of_another_type(name: str, given: str, says: str) -> None:
+    """None for the model, NumPy images or float labels met an AttributeError, TypeError or
+    RuntimeError from inside torch (or, for some proxies, a score of float labels)."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    x, y = torch.randn(4, 4), torch.zeros(4, dtype=torch.long)
+    args = {
+        "model": (None, x, y),
+        "images": (net, x.numpy(), y),
+        "labels": (net, x, y.float()),
+    }[given]
+    with pytest.raises(ConfigError, match=f"^zero-cost proxy {name}: {re.escape(says)}$"):
+        proxy(name)(*args)
+
+
 def test_synflow_of_a_linear_chain_is_layers_times_path_sum() -> None:
     # With |weights|, no bias and an all-ones input, R = 1^T |W2| |W1| 1 is homogeneous of
     # degree 1 in each layer's weights, so sum |w dR/dw| over one layer is R (Euler): 2 R.
@@ -158,7 +181,7 @@ def test_params_equal_naslib_stored_values(shared_data) -> None:
     params = stored.proxy("params")  # NASLib: millions of parameters
     for cell in random.Random(3).sample(stored.cells(), 5):
         net = topology_network(cell, num_classes=10)
-        got = proxy("params")(net, torch.zeros(2), torch.zeros(2))  # the batch is not read
+        got = proxy("params")(net, torch.zeros(2), torch.zeros(2, dtype=torch.long))  # not read
         assert got / 1e6 == pytest.approx(params[cell.code], abs=1e-6)
 
 

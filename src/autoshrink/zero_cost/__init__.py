@@ -38,14 +38,33 @@ def check_proxy(name: str) -> str:
 MIN_BATCH = 2
 
 
+def argument_problem(model: Any, batch_x: Any, batch_y: Any) -> str | None:
+    """What is wrong with a proxy's arguments, in words: a model that is no ``torch.nn.Module``,
+    images that are no tensor, labels that are no tensor of class indices (else ``None``).
+    Imports torch, as every proxy does."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return f"model must be a torch.nn.Module, got {type(model).__name__}"
+    if not isinstance(batch_x, torch.Tensor):
+        return f"images must be a torch.Tensor, got {type(batch_x).__name__}"
+    if not isinstance(batch_y, torch.Tensor) or batch_y.is_floating_point():
+        got = batch_y.dtype if isinstance(batch_y, torch.Tensor) else type(batch_y).__name__
+        return f"labels must be a torch.Tensor of integer class indices, got {got}"
+    return None
+
+
 def proxy(name: str) -> Proxy:
-    """The proxy function called ``name`` (imports torch), which refuses a batch of fewer than
+    """The proxy function called ``name`` (imports torch), which refuses a model, images or
+    labels of another type (:func:`argument_problem`), and a batch of fewer than
     :data:`MIN_BATCH` images or with a label count that differs (:class:`ConfigError`)."""
     module = importlib.import_module(f"autoshrink.zero_cost.{check_proxy(name)}")
     score: Proxy = getattr(module, name)
 
     @functools.wraps(score)
     def checked(model: Any, batch_x: Any, batch_y: Any) -> float:
+        if problem := argument_problem(model, batch_x, batch_y):
+            raise ConfigError(f"zero-cost proxy {name}: {problem}")
         if len(batch_x) < MIN_BATCH or len(batch_y) != len(batch_x):
             raise ConfigError(
                 f"zero-cost proxy {name} needs a batch of at least {MIN_BATCH} images with one "
