@@ -22,6 +22,7 @@ from typing import Any
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import CellError, ConfigError
+from autoshrink.ranges import is_integer
 from autoshrink.user_files import parse_json, read_json_file
 
 FORMAT = "autoshrink.cell/1"
@@ -180,12 +181,8 @@ class Cell:
         return self._succ[node]
 
     def _check_node(self, node: int) -> None:
-        try:
-            if isinstance(node, bool):
-                raise TypeError
-            operator.index(node)
-        except TypeError:
-            raise CellError(f"node {node!r} is not a node number (an integer)") from None
+        if not is_integer(node):
+            raise CellError(f"node {node!r} is not a node number (an integer)")
         if not 0 <= node < len(self.ops):
             raise CellError(f"node {node} is outside 0..{len(self.ops) - 1}")
 
