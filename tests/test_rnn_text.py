@@ -191,7 +191,16 @@ def test_the_ptb_proxy_split(shared_data: Path) -> None:
                 (root / "valid.txt").write_text("a\n"),
                 (root / "test.txt").write_text("a\n"),
             ),
-            "the train split has no words",
+            r"data/train\.txt: the train split has no words",  # the file, not just the folder
+        ),
+        (
+            lambda root: (
+                root.mkdir(),
+                (root / "train.txt").write_text("a\n"),
+                (root / "valid.txt").write_text(""),
+                (root / "test.txt").write_text("a\n"),
+            ),
+            r"data/valid\.txt: the valid split has no words",
         ),
         (
             lambda root: (

@@ -152,8 +152,7 @@ def build_corpus(name: str, parts: Mapping[str, Sequence[Sequence[str]]]) -> Cor
     lines; empty splits are an error."""
     splits = [s for s in SPLITS if s in parts]
     for split in splits:
-        if not parts[split]:
-            raise DataError(f"{name}: the {split} split has no words; expected non-empty text")
+        require_words(parts[split], name, split)
     vocab = Vocabulary.from_lines(parts["train"])
     ids, unknown = {}, {}
     for split in splits:
@@ -161,16 +160,26 @@ def build_corpus(name: str, parts: Mapping[str, Sequence[Sequence[str]]]) -> Cor
     return Corpus(name, vocab, ids["train"], ids["valid"], ids.get("test"), unknown)
 
 
+def require_words(lines: Sequence[Sequence[str]], where: str | Path, split: str) -> None:
+    """A :class:`DataError` naming ``where`` (the file, or the corpus) if ``split`` has no
+    words."""
+    if not lines:
+        raise DataError(f"{where}: the {split} split has no words; expected non-empty text")
+
+
 def folder_parts(root: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, list[list[str]]]:
     """The tokenised lines of a PTB-style folder's ``splits`` (``train.txt``, ``valid.txt``,
-    ``test.txt``)."""
+    ``test.txt``); a file without words is a :class:`DataError` naming it."""
     root = Path(root)
     files = [f"{s}.txt" for s in splits]
     require_folder(root, DataError, f"a folder of {', '.join(files)}")
     missing = [f for f in files if not (root / f).exists()]  # a folder there: read_lines says
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)}; expected a PTB-style folder")
-    return {s: read_lines(root / f"{s}.txt") for s in splits}
+    parts = {s: read_lines(root / f"{s}.txt") for s in splits}
+    for split, lines in parts.items():
+        require_words(lines, root / f"{split}.txt", split)  # the file, not only the folder
+    return parts
 
 
 def file_parts(
