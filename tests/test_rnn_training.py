@@ -316,10 +316,13 @@ def test_the_evaluator_profiles_without_training_and_is_deterministic(small) -> 
     assert a.metrics != ev.evaluate(cell, seed=4).metrics
 
 
-def test_final_training_stops_when_validation_diverges(small, monkeypatch) -> None:
-    """Epoch 2's validation loss is NaN: training stops there, epoch 1's weights give the
-    test perplexity."""
-    losses = iter([1.0, math.nan, 1.5])  # validation of epochs 1, 2; then the test
+@pytest.mark.parametrize("bad", [math.nan, 800.0])
+def test_final_training_stops_when_validation_diverges(small, monkeypatch, bad: float) -> None:
+    """Epoch 2's validation loss is NaN, or a finite 800 nats whose perplexity exp(800)
+    overflows to inf (that one ended as a finished training, exit status 0, with a null
+    perplexity in metrics.json beside "diverged": false): training stops there, epoch 1's
+    weights give the test perplexity; in the first epoch, no weights were ever scored."""
+    losses = iter([1.0, bad, 1.5])  # validation of epochs 1, 2; then the test
     monkeypatch.setattr(final_language, "evaluate_lm", lambda model, data, bptt: next(losses))
     torch.manual_seed(0)
     model = RNNModel(SMALL_CELL, small.ntokens, emsize=8, nhid=8)
@@ -327,8 +330,14 @@ def test_final_training_stops_when_validation_diverges(small, monkeypatch) -> No
     result = train_final_lm(model, small, recipe, seed=0)
     assert result.diverged and result.diverged_epoch == 2 and result.best_epoch == 1
     assert [h["epoch"] for h in result.history] == [1, 2]
-    assert math.isnan(result.history[1]["val_perplexity"])
+    expected = math.nan if math.isnan(bad) else math.inf  # exp(800) is beyond float64
+    assert result.history[1]["val_perplexity"] == pytest.approx(expected, nan_ok=True)
+    assert result.val_perplexity == pytest.approx(math.e)
     assert result.test_perplexity == pytest.approx(math.exp(1.5))
+    losses = iter([bad])
+    first = train_final_lm(model, small, dataclasses.replace(recipe, epochs=1), seed=0)
+    assert (first.diverged_epoch, first.best_epoch) == (1, 0)
+    assert math.isnan(first.test_perplexity)
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,8 @@ class LMRecipe:
 @dataclass
 class FinalLMResult:
     """Best validation perplexity, the test perplexity of those weights, and the history
-    (the epoch whose training or validation loss turned NaN/inf, if one did, is its last row)."""
+    (the epoch whose training or validation loss turned NaN/inf, or whose validation
+    perplexity overflowed, if one did, is its last row)."""
 
     val_perplexity: float
     test_perplexity: float
@@ -98,7 +99,7 @@ class FinalLMResult:
 
     @property
     def diverged(self) -> bool:
-        """Whether training stopped at a NaN/inf loss."""
+        """Whether training stopped at a NaN/inf loss (or an overflowing perplexity)."""
         return self.diverged_epoch is not None
 
 
@@ -255,7 +256,7 @@ def _validate(
     if average is not None:
         average.swap()
     val_loss = evaluate_lm(model, valid, bptt)
-    if val_loss < st.best_loss:
+    if val_loss < st.best_loss and math.isfinite(perplexity(val_loss)):  # 800 nats: diverged
         st.best_loss, st.best_epoch = val_loss, epoch
         st.best_state = copy.deepcopy(model.state_dict())
     if average is not None:
@@ -318,7 +319,8 @@ def train_final_lm(
     """Train ``model`` on ``corpus.train``; keep the best validation weights; report test.
 
     On return the model holds the best weights (the averaged ones if they were best). A
-    training or validation loss that turns NaN/inf ends the training after that epoch
+    training or validation loss that turns NaN/inf, or a validation perplexity that overflows
+    (a finite loss above 709 nats), ends the training after that epoch
     (``diverged_epoch``); the best weights so far are kept.
 
     ``out``: the run folder for ``log.jsonl`` (one line per epoch, the diverged one included)
@@ -397,7 +399,8 @@ def train_final_lm(
             "averaged": average is not None,
         }
         st.history.append(row)
-        finished = math.isfinite(train_loss) and math.isfinite(val_loss)
+        # a finite loss whose perplexity overflows (> 709 nats, beyond any vocabulary) too
+        finished = math.isfinite(train_loss) and math.isfinite(row["val_perplexity"])
         if finished:
             _note_validation(model, recipe, st, epoch, val_loss)
             if folder is not None:
