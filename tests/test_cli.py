@@ -658,6 +658,16 @@ def test_number_options_take_every_value_up_to_their_bound(kind, highest) -> Non
             ["search", "--resume", ""],
             "autoshrink search: error: argument --resume: expected a folder, got an empty path",
         ),
+        (  # --data "$PTB" with PTB unset: it searched the text in the current folder
+            ["search", "--task", "rnn", "--data", ""],
+            "autoshrink search: error: argument --data-dir/--data: expected a folder or file, "
+            "got an empty path",
+        ),
+        (  # ... and trained on it
+            ["train", "c.json", "--task", "rnn", "--data", " "],
+            "autoshrink train: error: argument --data-dir/--data: expected a folder or file, "
+            "got an empty path",
+        ),
         (  # a slip of the keyboard: an overflow deep in torch before (a traceback)
             ["train", "c.json", "--task", "rnn", "--nhid", "99999999999999999999"],
             "autoshrink train: error: argument --nhid: must be at most 65,536, got "

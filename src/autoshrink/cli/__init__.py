@@ -151,9 +151,20 @@ def seed_number(text: str) -> int:
 def folder_path(text: str) -> Path:
     """An ``argparse`` type: an output folder, or a run to resume; an empty string (a shell
     variable left unset, say) is refused rather than read as the current folder."""
+    return Path(non_empty_path(text, "a folder"))
+
+
+def data_path(text: str) -> str:
+    """An ``argparse`` type: ``--data``, a data folder or a text file; an empty string is
+    refused, as by :func:`folder_path`, rather than read as the current folder."""
+    return non_empty_path(text, "a folder or file")
+
+
+def non_empty_path(text: str, what: str) -> str:
+    """``text``, unless it is empty or blank: an ``argparse`` error expecting ``what``."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
-    return Path(text)
+        raise argparse.ArgumentTypeError(f"expected {what}, got an empty path")
+    return text
 
 
 def refuse_for_arch(args: argparse.Namespace, *names: str) -> None:

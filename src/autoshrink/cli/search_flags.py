@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoshrink.cli import count_number, folder_path, images_number, seed_number
+from autoshrink.cli import count_number, data_path, folder_path, images_number, seed_number
 from autoshrink.config import BUILT_IN_STRATEGIES, EVALUATORS, MAX_NODES, OBJECTIVES
 from autoshrink.data.images import DATASETS
 from autoshrink.devices import device_argument
@@ -87,6 +87,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         "--data-dir",
         "--data",
         dest="data_dir",
+        type=data_path,
         default=None,
         help=(
             "folder of the data set (not for digits); --task rnn: train.txt and valid.txt; "

@@ -17,6 +17,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     add_latency_table,
     count_number,
+    data_path,
     folder_path,
     images_number,
     millions,
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", choices=("demo", "paper"), default="demo")
     p.add_argument("--dataset", choices=DATASETS, default=None, help="default: digits")
-    p.add_argument("--data-dir", "--data", dest="data_dir", default=None)
+    p.add_argument("--data-dir", "--data", dest="data_dir", type=data_path, default=None)
     p.add_argument(
         "--latency-target",
         type=float,

@@ -35,6 +35,7 @@ from autoshrink.cli import (
     SUBCOMMANDS,
     DefaultsHelpFormatter,
     count_number,
+    data_path,
     folder_path,
     int_at_most,
     refuse_for_arch,
@@ -95,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-dir",
         "--data",
         dest="data_dir",
+        type=data_path,
         default=None,
         help="cnn: the data set's folder (default: its own place); rnn: a PTB-style folder",
     )
