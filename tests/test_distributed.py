@@ -202,6 +202,26 @@ def test_a_process_says_the_error_of_its_own_gpu(cli, monkeypatch, tmp_path) -> 
     assert code == 2 and err == ""
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_an_rnn_training_under_torchrun_is_refused(cli, monkeypatch, tmp_path, rank) -> None:
+    """``train --task rnn`` has no multi-process loop: under torchrun every process trained
+    the whole model alone and wrote the same --out (log.jsonl got each epoch once per
+    process), exit status 0. Refused, by rank 0 alone, before anything is written."""
+    from test_rnn_text import write_tiny_corpus
+
+    env = {"TORCHELASTIC_RUN_ID": "x", "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "lm"
+    code, _, err = cli("train", SHRINKCNN.with_name("shrinkrnn.json"), "--task", "rnn",
+                       "--data", write_tiny_corpus(tmp_path / "text"), "--nhid", "4",
+                       "--epochs", "1", "--out", out)  # fmt: skip
+    assert code == 2 and not out.exists()
+    said = "autoshrink: error: --task rnn trains in one process; run it without torchrun " \
+        "(WORLD_SIZE 2)\n"  # fmt: skip
+    assert err == (said if rank == "0" else "")
+
+
 def test_end_process_flushes_and_skips_the_interpreter_teardown() -> None:
     """The teardown that gloo's threads, still releasing a collective's tensors, can abort
     (SIGABRT) does not run; what was printed and logged is out."""

@@ -6,7 +6,8 @@ The CNN branch builds a macro network (the proxy-style ``cifar-proxy`` or the Im
 ``torchrun`` (one per GPU; gloo on CPUs). Rank 0 writes ``recipe.json``, ``cell.json``,
 ``log.jsonl``, ``checkpoints/`` (every epoch), ``weights.safetensors`` (the evaluated weights:
 the EMA when the recipe has one) and ``metrics.json`` into ``--out``. The RNN branch
-(``--task rnn``) is :mod:`autoshrink.cli.rnn`; it checkpoints every epoch too. What is
+(``--task rnn``) is :mod:`autoshrink.cli.rnn`; it checkpoints every epoch too, and trains
+in one process (under ``torchrun`` it is refused). What is
 written there, and the checks of a folder around a training, are
 :mod:`autoshrink.training.train_folder`'s; this module parses, glues and prints.
 
@@ -84,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=SUBCOMMANDS["train"],
         description="Train the network built from a cell (--macro) on the whole training set "
         "with a recipe (--recipe); runs as is on one process, or under torchrun on several "
-        "(e.g. torchrun --nproc_per_node 8 -m autoshrink train CELL.json --device cuda ...). "
+        "(e.g. torchrun --nproc_per_node 8 -m autoshrink train CELL.json --device cuda ...; "
+        "--task rnn: one process only). "
         "Writes weights (safetensors), checkpoints, the recipe, the cell and metrics.json "
         "into --out, which must not hold the results of an earlier training unless --resume "
         "continues it. An option of the other --task is an error.",
@@ -229,9 +231,13 @@ def run(args: argparse.Namespace) -> int:
     settle_task_options(args)
     if args.threads is not None:
         check_threads(args.threads, "--threads")
+    rank, world = launched_as()
+    if args.task == "rnn" and world > 1:  # each process would train alone into one --out
+        raise ConfigError(
+            f"--task rnn trains in one process; run it without torchrun (WORLD_SIZE {world})"
+        )
     claim = partial(claim_folder, args.out, "train", resume=args.resume, writes=outputs())
     claim()  # nor someone else's; before anything is made
-    rank, world = launched_as()
     held = held_folder(args.out, resume=args.resume)
     with held if rank == 0 else contextlib.nullcontext():
         claim()  # again, held: a training that began meanwhile may have written its recipe
