@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import autoshrink
 from autoshrink.data import download as dl
 from autoshrink.data.cifar import load_cifar10, restricted_load
 from autoshrink.data.download import download_cifar10, safe_extract
@@ -253,9 +254,26 @@ def test_cifar_layouts(tmp_path: Path, layout: str, caplog) -> None:
         with pytest.raises(
             DataError,
             match=f"^{tmp_path}: holds only cifar-10-batches-py/, .*"
-            f"give {folder} itself as the data folder, or use --download",
+            f"give {folder} itself as the data folder, or fetch the binary layout beside it "
+            "with autoshrink search --download",
         ):
             load_images("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("command", ["singlepath", "train", "search"])
+def test_a_missing_cifar_names_the_command_that_downloads(cli, tmp_path: Path, command) -> None:
+    """The message said "or use --download" to singlepath and train, which have no such flag
+    (argparse then refused it): it names the command that has it, and fetch_images."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cell = Path(autoshrink.__file__).parent / "cells" / "shrinkcnn.json"
+    target = {"singlepath": [], "train": [cell], "search": ["--preset", "demo"]}[command]
+    code, _, err = cli(
+        command, *target, "--dataset", "cifar10", "--data-dir", empty, "--out", tmp_path / "o"
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{empty}: no CIFAR-10 found" in err and "or use --download" not in err
+    assert "autoshrink search --download" in err and "fetch_images" in err
 
 
 def test_cifar_binary_preferred(tmp_path: Path) -> None:

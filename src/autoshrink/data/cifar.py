@@ -169,6 +169,11 @@ def _to_images(flat: list[np.ndarray]) -> np.ndarray:
     return (pixels.astype(np.float32) / 255.0).reshape(-1, 3, SIDE, SIDE)
 
 
+#: How a missing CIFAR-10 is fetched: ``search`` is the command with ``--download`` (singlepath and
+#: train, which read the same folders, have none, and were told to "use --download").
+FETCH = "with autoshrink search --download (in Python: fetch_images)"
+
+
 def load_cifar10(root: str | Path) -> ImageData:
     """CIFAR-10 from ``root``: a binary batches folder or its parent, or a python batches folder.
 
@@ -178,13 +183,13 @@ def load_cifar10(root: str | Path) -> ImageData:
     if found is None and (Path(root) / PY_DIR / "data_batch_1").is_file():
         raise DataError(
             f"{root}: holds only {PY_DIR}/, CIFAR-10's pickle layout, which is read only when "
-            f"named: give {Path(root) / PY_DIR} itself as the data folder, or use --download "
-            f"for the binary layout"
+            f"named: give {Path(root) / PY_DIR} itself as the data folder, or fetch the binary "
+            f"layout beside it {FETCH}"
         )
     if found is None:
         raise DataError(
             f"{root}: no CIFAR-10 found; expected {BIN_DIR}/ (data_batch_1.bin ...) or its "
-            f"parent, or {PY_DIR}/ itself (data_batch_1 ...), or use --download"
+            f"parent, or {PY_DIR}/ itself (data_batch_1 ...), or fetch it {FETCH}"
         )
     folder, layout = found
     suffix = ".bin" if layout == "bin" else ""
