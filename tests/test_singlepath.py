@@ -416,6 +416,27 @@ def test_a_calibration_of_the_table_before_it_changed_is_not_used(tmp_path):
     assert Calibration.load_matching(path, settings, spec, changed) is None
 
 
+@pytest.mark.parametrize(
+    ("scale", "offset", "says"),
+    [
+        (-1.0, 0.0, "scale -1"),  # was used: the search trained against -28 ms and ended, exit 0
+        (0.0, 1.0, "scale 0"),
+        (1.0, -1e6, "predicts -1e+06 ms for the fixed part"),
+        (1e300, 0.0, "a latency outside 0 to 3.6e+06 ms"),
+    ],
+)
+def test_a_calibration_that_predicts_no_time_is_one_line(tmp_path, scale, offset, says):
+    # a resume refused its run's latency_model.json of such a calibration; the start used it
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    settings = LatencySettings()
+    model = _synthetic_model(spec)
+    points = tuple((a.key, model.predict(a), 2 * model.predict(a)) for a in reference_archs(spec))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(Calibration(scale, offset, points).to_dict(settings, spec)))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(says)}"):
+        Calibration.load_matching(path, settings, spec, model)
+
+
 def test_a_table_lacking_a_block_of_the_space_names_one():
     spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
     table, blocks = _synthetic_table(spec)

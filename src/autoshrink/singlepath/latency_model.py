@@ -343,7 +343,34 @@ class Calibration:
         if any(not math.isclose(t, now.get(k, math.nan), rel_tol=1e-9) for k, t, _ in points):
             log.warning("%s was fitted on the table before it changed: not used", path)
             return None
+        _check_usable(path, cal, table, spec)
         return cal
+
+
+def _check_usable(path: Path, cal: Calibration, table: LatencyModel, spec: MobileNetV2Spec) -> None:
+    """ConfigError naming ``path`` when ``cal`` maps ``table`` to no time (or less) for the fixed
+    part or the fastest network, or to latencies a run's model may not hold (what
+    :func:`fit_calibration` never fits and :func:`load_run_model` refuses): an edited file was
+    used, and the search trained against negative milliseconds."""
+    if not (0 < cal.scale < math.inf and math.isfinite(cal.offset)):
+        raise ConfigError(
+            f"{path}: a calibration of scale {cal.scale:g} and offset {cal.offset:g} ms: the scale "
+            "must be a finite number > 0, the offset finite; remove the file to fit a new one"
+        )
+    fitted = table.calibrated(cal)
+    fastest = fitted.fastest_ms([s.skippable for s in macro_slots(spec)[1]])
+    for ms, what in ((fitted.fixed_ms, "the fixed part"), (fastest, "the fastest network")):
+        if ms <= 0:
+            raise ConfigError(
+                f"{path}: its calibration (scale {cal.scale:g}, offset {cal.offset:g} ms) predicts "
+                f"{ms:.3g} ms for {what}; remove the file to fit a new one"
+            )
+    costs = [fitted.fixed_ms, *(v for c in fitted.layer_ms for v in c.values())]
+    if not all(0 <= v <= MAX_BLOCK_MS for v in costs):
+        raise ConfigError(
+            f"{path}: its calibration (scale {cal.scale:g}, offset {cal.offset:g} ms) gives a "
+            f"latency outside 0 to {MAX_BLOCK_MS:g} ms (an hour); remove the file to fit a new one"
+        )
 
 
 def _calibrations(d: dict[str, Any]) -> list[Any]:
