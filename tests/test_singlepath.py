@@ -437,6 +437,20 @@ def test_a_calibration_that_predicts_no_time_is_one_line(tmp_path, scale, offset
         Calibration.load_matching(path, settings, spec, model)
 
 
+def test_a_layer_block_faster_than_its_call_is_refused():
+    # its share (median less the io call) was a negative cost: the run began, and its resume
+    # refused the latency_model.json it had written ("a latency outside 0 to ...")
+    spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
+    table, blocks = _synthetic_table(spec)
+    block = next(b for b in blocks if b.kind == "mbconv" and b.op == "k5e6")
+    edited = LatencyTable(table.settings, {**table.entries, block.key: BlockEntry(block, 0.1, 0.0)})
+    with pytest.raises(HardwareError, match=re.escape(
+        f"latency table: {block.key!r} takes 0.1 ms, less than the call of its output alone "
+        "(0.25 ms): re-measure it"
+    )):  # fmt: skip
+        LatencyModel.from_table(edited, spec)
+
+
 def test_a_table_lacking_a_block_of_the_space_names_one():
     spec = MobileNetV2Spec(width=0.5, image_size=64, num_classes=10, in_channels=1)
     table, blocks = _synthetic_table(spec)

@@ -176,10 +176,20 @@ class LatencyModel:
         def share(b: Block) -> float:
             return e[b.key].median_ms - e[b.io().key].median_ms
 
+        def layer_share(b: Block) -> float:  # a negative cost: a run's model may hold none
+            if share(b) < 0:
+                raise HardwareError(
+                    f"latency table: {b.key!r} takes {e[b.key].median_ms:g} ms, less than the "
+                    f"call of its output alone ({e[b.io().key].median_ms:g} ms): re-measure it"
+                )
+            return share(b)
+
         before, after = fixed_blocks(spec)
         fixed = sum(share(b) for b in before + after) + e[after[-1].io().key].median_ms
         _, slots = macro_slots(spec)
-        layers = tuple({c: share(mbconv_block(s.placement(c))) for c in CHOICES} for s in slots)
+        layers = tuple(
+            {c: layer_share(mbconv_block(s.placement(c))) for c in CHOICES} for s in slots
+        )
         return cls(fixed, layers)
 
     def calibrated(self, cal: Calibration) -> LatencyModel:
