@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -936,3 +937,107 @@ def test_a_result_that_ends_beside_a_raising_candidate_is_yielded_before_the_err
             next(results)
     finally:
         pool.close()
+
+
+#: A candidate that hangs sleeps this long (the tests' time limits are far below it).
+HANG_S = 120.0
+#: The time limit of the tests: far below HANG_S, far above a Fake evaluation.
+LIMIT_S = 0.5
+
+
+class Hangs(Fake):
+    """``hang_on`` keys hang (sleep :data:`HANG_S`): a deadlocked data loader, a kernel that
+    never returns. With ``marks``, only the first candidate of fewer than ``edges_below`` edges
+    to claim the file ``marks/hung`` hangs (the workers share no memory), each attempt at it
+    leaving a file ``marks/attempt-PID``."""
+
+    def __init__(
+        self, hang_on: str | None = None, marks: str | None = None, edges_below: int = 0
+    ) -> None:
+        super().__init__()
+        self.hang_on, self.marks, self.edges_below = hang_on, marks, edges_below
+
+    def _hangs(self, genotype: Any) -> bool:
+        if self.marks is None:
+            return genotype.key == self.hang_on
+        hung = Path(self.marks) / "hung"
+        if not (hung.exists() and hung.read_text() == genotype.key):
+            if genotype.num_edges >= self.edges_below:
+                return False
+            try:
+                with open(hung, "x") as f:
+                    f.write(genotype.key)
+            except FileExistsError:  # another candidate hangs
+                return False
+        (hung.parent / f"attempt-{os.getpid()}-{time.monotonic_ns()}").touch()
+        return True
+
+    def evaluate(self, genotype: Any, seed: int) -> Evaluation:
+        if self._hangs(genotype):
+            time.sleep(HANG_S)
+        return super().evaluate(genotype, seed)
+
+
+def test_pool_kills_a_candidate_past_its_time_limit_and_goes_on(tmp_path):
+    jobs = _jobs(4)
+    hung = jobs[1].genotype.key
+    seen: list[tuple[int, int, str]] = []
+    with contextlib.closing(LocalPoolExecutor(2, candidate_timeout=LIMIT_S)) as pool:
+        t0 = time.monotonic()
+        out = dict(pool.run(Hangs(hung), jobs, on_retry=lambda *a: seen.append(a)))
+        assert time.monotonic() - t0 < HANG_S / 2  # it did not wait for the hang
+        assert sorted(out) == [0, 1, 2, 3] and seen == []  # not retried: it would hang again
+        assert out[1].status == "failed"
+        assert out[1].detail == {
+            "error": f"timed out after {LIMIT_S:g} s (1 attempt)",
+            "attempts": 1,
+        }
+        assert out[1].metrics == {"macs": 1000.0 * jobs[1].genotype.num_edges}  # cost kept
+        for i in (0, 2, 3):  # the others: exactly their own results
+            assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
+        # the killed worker was replaced: the pool trains the next batch in full
+        again = dict(pool.run(Fake(), jobs))
+        assert again == {i: Fake().evaluate(j.genotype, j.seed) for i, j in enumerate(jobs)}
+        assert len(pool._idle) == 2 and all(w.process.is_alive() for w in pool._idle)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True, "5"])
+def test_a_bad_candidate_timeout_is_refused_when_the_pool_is_made(bad):
+    with pytest.raises(ConfigError, match=r"^candidate_timeout must be a finite number"):
+        LocalPoolExecutor(1, candidate_timeout=bad)
+
+
+@pytest.mark.slow
+def test_a_timed_out_candidate_is_journalled_failed_kept_on_resume_and_retried_on_request(
+    tmp_path,
+):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = tiny_config()
+    complete = config.nodes * (config.nodes - 1) // 2  # the first to hang: one of step 1
+
+    def factory(_: SearchConfig) -> Hangs:
+        return Hangs(marks=str(marks), edges_below=complete)
+
+    def search(executor: Any, **kw: Any) -> Any:
+        return run_search(
+            tmp_path / "run", None if kw else config, evaluator_factory=factory,
+            executor=executor, progress=False, **kw,
+        )  # fmt: skip
+
+    result = search(LocalPoolExecutor(2, candidate_timeout=LIMIT_S))
+    assert result.stopped is None  # the search went on past the failed candidate
+    hung = (marks / "hung").read_text()
+    records = [r for r in candidates(tmp_path / "run") if r["key"] == hung]
+    assert [(r["step"], r["status"], r["score"]) for r in records] == [(1, "failed", None)]
+    assert records[0]["detail"]["error"] == f"timed out after {LIMIT_S:g} s (1 attempt)"
+    assert len(list(marks.glob("attempt-*"))) == 1 and retries(tmp_path / "run") == []
+    before = journal(tmp_path / "run")
+    # in this process, where it would hang for HANG_S: it is not trained again
+    assert search(InProcessExecutor(), resume=True).trained == 0
+    assert journal(tmp_path / "run") == before and len(list(marks.glob("attempt-*"))) == 1
+    again = search(LocalPoolExecutor(2, candidate_timeout=LIMIT_S), resume=True, retry_failed=True)
+    assert again.trained >= 1
+    assert len(list(marks.glob("attempt-*"))) == 2  # it ran again, and hung again
+    last = [r for r in candidates(tmp_path / "run") if r["key"] == hung][-1]
+    assert last["status"] == "failed" and "timed out" in last["detail"]["error"]

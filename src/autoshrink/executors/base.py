@@ -7,6 +7,7 @@ exists. Results must not depend on the executor: every job carries its own seed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +37,27 @@ def unpicklable(sends: str, evaluator: object, reason: str, plain: str) -> TypeE
         f"{sends}, and {type(evaluator).__qualname__} does not pickle ({reason}); keep what it "
         f"holds plain ({plain})"
     )
+
+
+#: The executors that can stop a candidate that runs past its time limit (they kill its worker).
+TIMEOUT_EXECUTORS = ("pool", "ray")
+
+
+def check_timeout(candidate_timeout: float | None) -> float | None:
+    """``candidate_timeout`` when it is ``None`` (no limit) or a finite number of seconds > 0
+    (not a bool), else a :class:`ConfigError`."""
+    if candidate_timeout is None:
+        return None
+    if (
+        isinstance(candidate_timeout, bool)
+        or not isinstance(candidate_timeout, (int, float))
+        or not 0 < candidate_timeout < math.inf
+    ):
+        raise ConfigError(
+            "candidate_timeout must be a finite number of seconds > 0 (or None: no limit), "
+            f"got {candidate_timeout!r}"
+        )
+    return float(candidate_timeout)
 
 
 class WorkerError(RuntimeError):

@@ -11,20 +11,24 @@ Each worker owns a pipe, so the driver always knows which candidate a worker hol
 worker dies (``kill -9``, the OOM killer, a crash in a kernel), only that candidate is lost:
 the worker is replaced, the candidate runs again from the same seed (at most ``max_retries``
 times, each retry reported to the search's journal), and the other workers carry on. A
-candidate whose evaluation failed for lack of memory runs again the same way. This is
-why the pool manages its processes itself instead of using ``concurrent.futures``, whose pool
-breaks as a whole on one death and cannot say which candidate caused it.
+candidate whose evaluation failed for lack of memory runs again the same way. A candidate that
+runs past ``candidate_timeout`` has its worker killed (SIGKILL) and replaced, and is
+``"failed"``, not run again. This is why the pool manages its processes itself instead of
+using ``concurrent.futures``, whose pool breaks as a whole on one death and cannot say which
+candidate caused it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import pickle
 import signal
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -35,7 +39,7 @@ from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError, unpicklable
+from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -147,6 +151,7 @@ class _Worker:
     conn: Connection
     job: int | None = None
     slots: set[int] = field(default_factory=set)  # the evaluators it holds
+    deadline: float = math.inf  # when its job runs past the candidate timeout (monotonic)
 
 
 class WorkerStartError(WorkerError, AutoshrinkError):
@@ -160,14 +165,24 @@ class LocalPoolExecutor:
         workers: processes, an int >= 1 (default: one per usable core).
         max_retries: how many times a candidate whose worker died is run again before it is
             reported as ``"failed"``.
+        candidate_timeout: seconds a candidate may train (``None``: no limit); a worker whose
+            candidate runs longer is killed and replaced, and the candidate is ``"failed"``
+            ("timed out after N s"), not run again.
     """
 
     #: The torch threads each candidate trains on: a worker's one.
     candidate_threads = 1
 
-    def __init__(self, workers: int | None = None, *, max_retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_retries: int = DEFAULT_RETRIES,
+        candidate_timeout: float | None = None,
+    ) -> None:
         self.workers = default_workers() if workers is None else check_workers(workers)
         self.max_retries = check_retries(max_retries)
+        self.candidate_timeout = check_timeout(candidate_timeout)
         self._idle: list[_Worker] = []
         self._slots: list[tuple[int, Evaluator]] = []  # the evaluators workers hold, newest last
         self._next_slot = 0
@@ -303,6 +318,7 @@ class LocalPoolExecutor:
             if slot not in w.slots:
                 self._load(w, slot, evaluator)
             w.conn.send(("job", w.job, jobs[w.job], slot))
+            w.deadline = time.monotonic() + (self.candidate_timeout or math.inf)
         except (EOFError, OSError):
             queue.appendleft(w.job)
             self._stop(w)
@@ -313,6 +329,36 @@ class LocalPoolExecutor:
             self._idle.append(w)
             raise
         return w
+
+    def _late(self, busy: dict[Connection, _Worker], woken: set[_Worker]) -> set[_Worker]:
+        """The busy workers, not among ``woken``, whose candidate ran past its time limit and
+        that have not replied meanwhile (one that has is added to ``woken``: its result
+        counts)."""
+        now, late = time.monotonic(), set()
+        for w in busy.values():
+            if w in woken or w.deadline > now:
+                continue
+            if w.conn.poll():  # it answered at the last moment
+                woken.add(w)
+            else:
+                late.add(w)
+        return late
+
+    def _time_out(
+        self, w: _Worker, index: int, evaluator: Evaluator, job: Job, budget: RetryBudget
+    ) -> Evaluation:
+        """Kill worker ``w``, whose job ``index`` (``job``) ran past the time limit, and reap
+        it; the job's ``"failed"`` evaluation (not run again: it would hang again)."""
+        w.process.kill()
+        self._stop(w)
+        assert self.candidate_timeout is not None  # a worker is late only under a limit
+        return budget.timed_out(evaluator, job, index, self.candidate_timeout)
+
+    def _wait_s(self, busy: dict[Connection, _Worker]) -> float | None:
+        """How long to wait for the busy workers before the first of them is late (``None``:
+        for ever, without a time limit)."""
+        first = min((w.deadline for w in busy.values()), default=math.inf)
+        return None if first == math.inf else max(0.0, first - time.monotonic())
 
     def _settle(
         self,
@@ -358,8 +404,9 @@ class LocalPoolExecutor:
         """Evaluate ``jobs``; yield ``(position in jobs, evaluation)`` as each finishes.
 
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
-        died, or whose memory ran out, runs again. An error a candidate raised is raised once the
-        evaluations that finished beside it are yielded.
+        died, or whose memory ran out, runs again. A candidate that runs past
+        ``candidate_timeout`` is yielded ``"failed"`` (its worker killed and replaced). An error a
+        candidate raised is raised once the evaluations that finished beside it are yielded.
         """
         slot = self._slot(evaluator)
         budget = RetryBudget(jobs, self.max_retries, on_retry)
@@ -374,17 +421,24 @@ class LocalPoolExecutor:
                     if (w := self._hand_out(slot, evaluator, jobs, queue)) is not None:
                         busy[w.conn] = w
                 sentinels = {w.process.sentinel: w for w in busy.values()}
-                ready = wait([*busy, *sentinels])
+                ready = wait([*busy, *sentinels], self._wait_s(busy))
                 woken = {
                     sentinels[r] if isinstance(r, int) else busy[cast(Connection, r)] for r in ready
                 }
+                late = self._late(busy, woken)
                 raised: Exception | None = None  # after the others of this wake-up are out
-                for w in sorted(woken, key=lambda w: w.job or 0):
+                for w in sorted(woken | late, key=lambda w: w.job or 0):
                     index = w.job
                     assert index is not None
                     del busy[w.conn]
+                    evaluation: Evaluation | None
                     try:
-                        evaluation = self._settle(w, index, evaluator, jobs[index], budget, queue)
+                        if w in late:
+                            evaluation = self._time_out(w, index, evaluator, jobs[index], budget)
+                        else:
+                            evaluation = self._settle(
+                                w, index, evaluator, jobs[index], budget, queue
+                            )
                     except Exception as err:
                         raised = raised or err
                         continue

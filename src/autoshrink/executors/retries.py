@@ -7,7 +7,9 @@ records every retry. A candidate that still has no result after that becomes a `
 evaluation (it scores ``-inf``): the search goes on, and a resume does not train it again.
 
 An exception raised *by* the evaluator is not a dead worker: it is re-raised in the driver,
-exactly as the in-process executor would.
+exactly as the in-process executor would. Nor is a candidate that ran past the executor's time
+limit (``candidate_timeout`` of the pool and Ray), whose worker the executor killed: it is
+``"failed"`` at once (:meth:`RetryBudget.timed_out`), as a hang would hang again.
 
 Out of memory is the one evaluator failure worth another try: the memory may be held by a
 group trained just before (or by another worker's candidate), or fragmented.
@@ -75,8 +77,16 @@ class RetryBudget:
         except Exception as err:  # a profile that fails too must not end the search
             log.warning("%s: profile failed too: %s", self._names[index], err)
             metrics = {}
-        detail = {"error": f"{reason} ({self.lost[index]} attempts)", "attempts": self.lost[index]}
+        n = self.lost[index]
+        detail = {"error": f"{reason} ({n} attempt{'s' if n != 1 else ''})", "attempts": n}
         return Evaluation(metrics, "failed", 0.0, detail)
+
+    def timed_out(self, evaluator: Evaluator, job: Job, index: int, seconds: float) -> Evaluation:
+        """The ``"failed"`` evaluation of job ``index``, stopped after ``seconds`` (its worker
+        killed): a lost attempt, not run again -- a candidate that hung would hang again."""
+        self.lost[index] += 1
+        log.error("%s: timed out after %g s; not run again", self._names[index], seconds)
+        return self.failed(evaluator, job, index, f"timed out after {seconds:g} s")
 
 
 #: What the evaluators' ``"failed"`` evaluations say when memory ran out (CUDA or the CPU).
