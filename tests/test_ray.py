@@ -8,7 +8,9 @@ is skipped (the install hint itself is tested in tests/test_executors.py).
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -28,8 +30,10 @@ from autoshrink.executors.ray_executor import (  # noqa: E402
     started_a_local_instance,
 )
 from test_executors import (  # noqa: E402
+    HANG_S,
     CrashFirst,
     Fake,
+    Hangs,
     OutOfMemoryFirst,
     RefusesInput,
     WaitsForGo,
@@ -128,6 +132,44 @@ def test_a_result_that_ends_beside_a_raising_task_is_yielded_before_the_error(
     assert next(results) == (1, Fake().evaluate(jobs[1].genotype, jobs[1].seed))
     with pytest.raises(WorkerError, match=f"^candidate {jobs[0].genotype.key} raised"):
         next(results)
+
+
+#: The time limit of the Ray tests: a fresh Ray worker (replacing a cancelled one) imports
+#: torch within it, on a loaded 2-core machine too.
+RAY_LIMIT_S = 15.0
+
+
+@pytest.mark.slow
+def test_ray_cancels_a_task_past_its_time_limit_and_goes_on(local_ray):
+    jobs = _jobs(4)
+    hung = jobs[1].genotype.key
+    expected = {i: Fake().evaluate(job.genotype, job.seed) for i, job in enumerate(jobs)}
+    assert dict(RayExecutor().run(Fake(), jobs)) == expected  # workers up, torch imported
+    executor = RayExecutor(candidate_timeout=RAY_LIMIT_S)
+    seen: list[tuple[int, int, str]] = []
+    t0 = time.monotonic()
+    out = dict(executor.run(Hangs(hung), jobs, on_retry=lambda *a: seen.append(a)))
+    assert time.monotonic() - t0 < HANG_S / 2  # it did not wait for the hang
+    assert sorted(out) == [0, 1, 2, 3] and seen == []  # not retried: it would hang again
+    error = f"timed out after {RAY_LIMIT_S:g} s (1 attempt)"
+    assert out[1].status == "failed" and out[1].detail == {"error": error, "attempts": 1}
+    assert out[1].metrics == {"macs": 1000.0 * jobs[1].genotype.num_edges}  # cost kept
+    assert {i: out[i] for i in (0, 2, 3)} == {i: expected[i] for i in (0, 2, 3)}
+    assert dict(executor.run(Fake(), jobs)) == expected  # a worker replaces the killed one
+
+
+def test_under_a_time_limit_ray_gets_as_many_tasks_as_it_runs_at_once():
+    # handed all at once, tasks queued behind the CPUs would spend their time waiting there
+    assert RayExecutor()._at_once(_StubRay(), Fake(), 10) == 10  # no limit: all
+    assert RayExecutor(candidate_timeout=60)._at_once(_StubRay(), Fake(), 10) == 2  # 2 CPUs
+    assert RayExecutor(candidate_timeout=60)._at_once(_StubRay(), Fake(), 1) == 1
+    assert RayExecutor(candidate_timeout=60, cpus_per_task=2)._at_once(_StubRay(), Fake(), 9) == 1
+    on_gpus = RayExecutor(candidate_timeout=60, cpus_per_task=1)
+    assert on_gpus._at_once(_StubRay(gpus=1), _OnCuda(), 10) == 1  # 1 GPU, 2 CPUs
+    assert on_gpus._at_once(_StubRay(gpus=0), _OnCuda(), 10) == 1  # at least one
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(ConfigError, match="^candidate_timeout must be a finite number"):
+            RayExecutor(candidate_timeout=bad)
 
 
 class HoldsALock(Fake):

@@ -23,14 +23,17 @@ import os
 import pickle
 import signal
 import socket
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError, unpicklable
+from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -190,6 +193,50 @@ def runs_on_cuda(evaluator: Evaluator) -> bool:
     return is_cuda(getattr(evaluator, "device", "cpu"))
 
 
+@dataclass
+class _Batch:
+    """The tasks of one batch: the positions not handed to Ray yet (``waiting``), the tasks
+    handed (``pending``: reference -> position, at most ``at_once``) and, under a time limit
+    (``limit`` seconds), when each is late (``deadlines``, monotonic)."""
+
+    submit: Callable[[int], Any]  # hands Ray the task of a position: its reference
+    at_once: int
+    limit: float | None
+    waiting: deque[int]
+    pending: dict[Any, int] = field(default_factory=dict)
+    deadlines: dict[Any, float] = field(default_factory=dict)
+
+    def fill(self) -> None:
+        """Hand Ray the waiting positions, first first, while fewer than ``at_once`` run."""
+        while self.waiting and len(self.pending) < self.at_once:
+            index = self.waiting.popleft()
+            ref = self.submit(index)
+            self.pending[ref] = index
+            if self.limit is not None:
+                self.deadlines[ref] = time.monotonic() + self.limit
+
+    def wait_s(self) -> float | None:
+        """How long until the first task is late (``None``: no limit)."""
+        first = min(self.deadlines.values(), default=None)
+        return None if first is None else max(0.0, first - time.monotonic())
+
+    def take(self, ref: Any) -> int:
+        """The position of task ``ref``, which ended or is cancelled (no longer pending)."""
+        self.deadlines.pop(ref, None)
+        return self.pending.pop(ref)
+
+    def late(self, ray: Any, done: list[Any]) -> list[Any]:
+        """The tasks past their deadline, not ``done`` and not ended meanwhile (one that has
+        is added to ``done``: its result counts)."""
+        now = time.monotonic()
+        late = [ref for ref, t in self.deadlines.items() if t <= now and ref not in done]
+        if not late:
+            return []
+        ended, late = ray.wait(late, num_returns=len(late), timeout=0)
+        done.extend(ended)
+        return list(late)
+
+
 class RayExecutor:
     """Run each candidate as a Ray task.
 
@@ -201,6 +248,11 @@ class RayExecutor:
         max_retries: how many times a candidate whose worker died is resubmitted.
         cpus_per_task: CPUs each task asks for (also its torch threads).
         gpus_per_task: GPUs each task asks for; ``None``: 1 when the evaluator is on CUDA.
+        candidate_timeout: seconds a candidate's task may take from when it is handed to Ray
+            (``None``: no limit); one that takes longer is cancelled (``ray.cancel(force=True)``
+            kills its worker) and its candidate is ``"failed"`` ("timed out after N s"), not
+            run again. Under a limit the executor hands Ray no more tasks than the cluster's
+            CPUs (GPUs) run at once, so that a task does not wait out its time in Ray's queue.
     """
 
     def __init__(
@@ -210,6 +262,7 @@ class RayExecutor:
         max_retries: int = DEFAULT_RETRIES,
         cpus_per_task: int = 1,
         gpus_per_task: float | None = None,
+        candidate_timeout: float | None = None,
     ) -> None:
         if cpus_per_task < 1:
             raise ConfigError(f"cpus_per_task must be >= 1, got {cpus_per_task}")
@@ -219,6 +272,7 @@ class RayExecutor:
         self.max_retries = check_retries(max_retries)
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
+        self.candidate_timeout = check_timeout(candidate_timeout)
         self._started_ray = False
         self._local = False  # whether Ray was given no address (an instance on this machine)
         self._own_instance = False  # whether that instance is this executor's, started by it
@@ -301,10 +355,44 @@ class RayExecutor:
                 have,
             )
 
+    def _gpus(self, evaluator: Evaluator) -> float:
+        """The GPUs each task of ``evaluator`` asks for."""
+        if self.gpus_per_task is not None:
+            return self.gpus_per_task
+        return 1 if runs_on_cuda(evaluator) else 0
+
+    def _at_once(self, ray: Any, evaluator: Evaluator, jobs: int) -> int:
+        """How many of ``jobs`` tasks to hand Ray at a time: all without a time limit; under
+        one, as many as the cluster's CPUs (and GPUs) run at once now (at least 1), so that
+        none waits in Ray's queue while its time runs."""
+        if self.candidate_timeout is None:
+            return jobs
+        resources = ray.cluster_resources()
+        fits = float(resources.get("CPU", 0)) // self.cpus_per_task
+        gpus = self._gpus(evaluator)
+        if gpus:
+            fits = min(fits, float(resources.get("GPU", 0)) // gpus)
+        return max(1, min(jobs, int(fits)))
+
+    @staticmethod
+    def _time_out(
+        ray: Any,
+        batch: _Batch,
+        done: list[Any],
+        evaluator: Evaluator,
+        jobs: Sequence[Job],
+        budget: RetryBudget,
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Cancel the tasks of ``batch`` past their time limit (``done``: those that ended) and
+        yield the ``"failed"`` evaluation of each (not run again: a hang would hang again)."""
+        for ref in batch.late(ray, done):
+            ray.cancel(ref, force=True)  # kills its worker: a hang would not end
+            index = batch.take(ref)
+            assert batch.limit is not None  # a task is late only under a limit
+            yield index, budget.timed_out(evaluator, jobs[index], index, batch.limit)
+
     def _task(self, ray: Any, evaluator: Evaluator) -> Any:
-        gpus = self.gpus_per_task
-        if gpus is None:
-            gpus = 1 if runs_on_cuda(evaluator) else 0
+        gpus = self._gpus(evaluator)
         self._check_resources(ray, self.cpus_per_task, gpus)
         return ray.remote(_evaluate).options(
             num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
@@ -319,7 +407,8 @@ class RayExecutor:
         """Evaluate ``jobs`` as Ray tasks; yield ``(position in jobs, evaluation)`` as they end.
 
         ``on_retry(position, retry number, reason)`` is called before a candidate whose worker
-        or node died, or whose memory ran out, is resubmitted.
+        or node died, or whose memory ran out, is resubmitted. A task that runs past
+        ``candidate_timeout`` is cancelled (its worker killed) and yielded ``"failed"``.
         """
         ray = self._ray()
         lost = tuple(getattr(ray.exceptions, name) for name in _LOST)
@@ -330,15 +419,20 @@ class RayExecutor:
         task = self._remote
         budget = RetryBudget(jobs, self.max_retries, on_retry)
 
-        def submit(index: int) -> Any:
-            return task.remote(self._evaluator_ref, jobs[index], self.cpus_per_task)
-
-        pending = {submit(i): i for i in range(len(jobs))}
+        batch = _Batch(
+            lambda i: task.remote(self._evaluator_ref, jobs[i], self.cpus_per_task),
+            self._at_once(ray, evaluator, len(jobs)),
+            self.candidate_timeout,
+            deque(range(len(jobs))),
+        )
+        pending, waiting = batch.pending, batch.waiting
         try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+            while waiting or pending:
+                batch.fill()
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=batch.wait_s())
+                yield from self._time_out(ray, batch, done, evaluator, jobs, budget)
                 for ref in done:
-                    index = pending.pop(ref)
+                    index = batch.take(ref)
                     try:
                         evaluation = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:  # the evaluator raised
@@ -348,13 +442,13 @@ class RayExecutor:
                         first_line = (str(err).strip().splitlines() or [""])[0]
                         reason = f"{type(err).__name__}: {first_line}"
                         if budget.retry(index, reason):
-                            pending[submit(index)] = index
+                            waiting.appendleft(index)
                         else:
                             yield index, budget.failed(evaluator, jobs[index], index, reason)
                         continue
                     settled = budget.settled(index, evaluation)
                     if settled is None:  # out of memory: as in-process, it runs again
-                        pending[submit(index)] = index
+                        waiting.appendleft(index)
                         continue
                     yield index, settled
         finally:
