@@ -752,3 +752,51 @@ def test_a_search_logged_to_a_file_has_no_progress_bars(cli, tmp_path) -> None:
     )  # fmt: skip
     assert code == 0 and "best score" in out
     assert "\r" not in err and "\x1b[" not in err and "steps" not in err
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "batched"])
+def test_a_candidate_timeout_is_refused_by_an_executor_that_cannot_stop_a_candidate(
+    cli, tmp_path, executor
+):
+    # it would be saved and ignored: a hang would block the search all the same
+    args = ["--executor", executor, "--candidate-timeout", "60", "--out", tmp_path / "r"]
+    code, _, err = cli("search", "--preset", "demo", *args)
+    assert code == 2 and err == (
+        "autoshrink: error: --candidate-timeout needs --executor pool or ray, which kill a "
+        f"candidate's worker; --executor {executor} trains in this process and cannot stop a "
+        "candidate\n"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "nan", "inf"])
+def test_a_candidate_timeout_of_no_finite_time_is_refused_naming_the_flag(cli, tmp_path, bad):
+    code, _, err = cli("search", "--candidate-timeout", bad, "--out", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("autoshrink: error: --candidate-timeout must be finite and > 0, got ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_candidate_timeout_is_an_execution_setting_kept_or_changed_on_resume(tmp_path):
+    # like --workers: saved in config.json for --resume, outside the fingerprint
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, new_run, resumed_run
+    from autoshrink.config import SearchConfig
+    from autoshrink.executors.factory import executor_for
+    from autoshrink.executors.pool import LocalPoolExecutor
+    from autoshrink.presets import preset
+
+    parse, run = build_parser("search").parse_args, tmp_path / "run"
+    args = parse(["search", "--candidate-timeout", "90", "--out", str(run)])
+    _, config, device, settings = new_run(args, *flag_settings(args))
+    assert config is not None and settings.candidate_timeout == 90.0
+    assert config.fingerprint() == preset("demo").fingerprint()
+    run.mkdir()
+    config.save(run / "config.json")
+    assert SearchConfig.load(run / "config.json").execution.candidate_timeout == 90.0
+    for flags, limit in [([], 90.0), (["--candidate-timeout", "30"], 30.0),
+                         (["--executor", "inprocess"], None)]:  # fmt: skip
+        args = parse(["search", "--resume", str(run), *flags])
+        assert resumed_run(args, flag_settings(args)[1])[3].candidate_timeout == limit
+    pool = executor_for(settings, device)
+    assert isinstance(pool, LocalPoolExecutor) and pool.candidate_timeout == 90.0

@@ -83,9 +83,12 @@ class ExecutionSettings:
     the executor the run was started with (a CUDA run resumes on the batched GPU executor, not on
     the CPU pool); left out of :meth:`SearchConfig.fingerprint`, and checked by
     :func:`autoshrink.executors.factory.build_executor`: ``executor`` (``None``: the device's
-    default), pool ``workers``, ``ray_address``, and the batched engine's ``precision``,
+    default), pool ``workers``, ``ray_address``, the batched engine's ``precision``,
     ``cuda_graph`` (``None``: the engine's default, on CUDA on for stacked RNN candidates and
-    for a CNN stack of one, off for larger CNN stacks) and ``depthwise`` backend."""
+    for a CNN stack of one, off for larger CNN stacks) and ``depthwise`` backend, and
+    ``candidate_timeout``: the seconds a candidate may train on the pool or Ray (``None``: no
+    limit), which, like the worker count, says how candidates run, not which the search asks
+    for."""
 
     executor: str | None = None
     workers: int | None = None
@@ -93,6 +96,7 @@ class ExecutionSettings:
     precision: str | None = None
     cuda_graph: bool | None = None
     depthwise: str | None = None
+    candidate_timeout: float | None = None
 
 
 #: The metrics a constraint may bound, by task: what the task's evaluators profile before

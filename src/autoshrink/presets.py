@@ -85,6 +85,7 @@ CLI_SPELLINGS: Mapping[str, str] = MappingProxyType(
         "max_latency": 'constraints={"latency_ms": ...}',
         "executor": "execution=ExecutionSettings(executor=...)",
         "workers": "execution=ExecutionSettings(workers=...)",
+        "candidate_timeout": "execution=ExecutionSettings(candidate_timeout=...)",
     }
 )
 

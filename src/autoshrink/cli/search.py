@@ -303,6 +303,7 @@ def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     given = {k: v for k, v in given.items() if v is not None}
     # named by the flags typed (the config names its fields: "score weight", "constraint")
     require("--lambda", args.weight, "finite and >= 0")
+    require("--candidate-timeout", args.candidate_timeout, "finite and > 0")
     for option, limit in (
         ("--max-macs", args.max_macs),
         ("--max-params", args.max_params),
@@ -340,6 +341,7 @@ def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         "ray_address": args.ray_address,
         "precision": args.precision,
         "depthwise": args.depthwise,
+        "candidate_timeout": args.candidate_timeout,
     }
     execution = {k: v for k, v in execution.items() if v is not None}
     if args.threads is not None:

@@ -302,6 +302,15 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
         "(default there: the run's)",
     )
     g.add_argument(
+        "--candidate-timeout",
+        type=float,  # checked where it is used: one line naming the flag
+        default=None,
+        metavar="SECONDS",
+        help="pool and ray: stop a candidate that trains longer (its worker killed) and record "
+        "it failed, not retried (--retry-failed trains it again); default: no limit; may "
+        "change on --resume",
+    )
+    g.add_argument(
         "--ray-address",
         default=None,
         metavar="ADDR",

@@ -14,7 +14,12 @@ from types import MappingProxyType
 from autoshrink.config import ExecutionSettings
 from autoshrink.devices import is_cuda, resolve_device
 from autoshrink.errors import ConfigError
-from autoshrink.executors.base import Executor, InProcessExecutor
+from autoshrink.executors.base import (
+    TIMEOUT_EXECUTORS,
+    Executor,
+    InProcessExecutor,
+    check_timeout,
+)
 from autoshrink.executors.pool import LocalPoolExecutor
 from autoshrink.executors.retries import DEFAULT_RETRIES
 from autoshrink.nn.stacked_ops import check_depthwise, require_triton
@@ -49,6 +54,7 @@ def build_executor(
     cuda_graph: bool | None = None,
     depthwise: str | None = None,
     threads: int | None = None,
+    candidate_timeout: float | None = None,
 ) -> Executor:
     """The executor ``name``; ``None`` picks the default for ``device``.
 
@@ -59,17 +65,23 @@ def build_executor(
     default) and ``depthwise`` (a backend
     of :func:`autoshrink.nn.stacked_ops.depthwise3x3`) configure the batched engine and need
     the ``batched`` executor. ``threads``: the torch threads of each candidate (the config's
-    ``threads``), which a Ray task asks for as its CPUs (``None``: 1).
+    ``threads``), which a Ray task asks for as its CPUs (``None``: 1). ``candidate_timeout``:
+    the seconds a candidate may train before the pool or Ray kills its worker and records it
+    ``"failed"`` (``None``: no limit); the in-process and batched executors cannot stop a
+    candidate, and refuse one.
     """
     name = executor_name(ExecutionSettings(executor=name, ray_address=ray_address), device)
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; expected one of {EXECUTORS}")
     check_engine_options(name, device, precision, cuda_graph, depthwise)
     check_placement(name, workers, device, ray_address)
+    check_timeout_for(name, candidate_timeout)
     if name == "inprocess":
         return InProcessExecutor(max_retries)
     if name == "pool":
-        return LocalPoolExecutor(workers, max_retries=max_retries)
+        return LocalPoolExecutor(
+            workers, max_retries=max_retries, candidate_timeout=candidate_timeout
+        )
     if name == "batched":
         from autoshrink.executors.batched import BatchedExecutor
 
@@ -79,7 +91,18 @@ def build_executor(
             cuda_graph=cuda_graph,
             depthwise=depthwise or "auto",
         )
-    return ray_executor(ray_address, max_retries, threads or 1)
+    return ray_executor(ray_address, max_retries, threads or 1, candidate_timeout)
+
+
+def check_timeout_for(name: str, candidate_timeout: float | None) -> None:
+    """Refuse a bad time limit, and one for an executor that cannot stop a candidate: the
+    in-process and batched executors train in this process, which they cannot interrupt
+    safely (a limit they ignored would let a hang block the search all the same)."""
+    if check_timeout(candidate_timeout) is not None and name not in TIMEOUT_EXECUTORS:
+        raise ConfigError(
+            f"--candidate-timeout needs --executor pool or ray, which kill a candidate's worker; "
+            f"--executor {name} trains in this process and cannot stop a candidate"
+        )
 
 
 def check_engine_options(
@@ -135,13 +158,23 @@ def check_placement(name: str, workers: int | None, device: str, ray_address: st
         )
 
 
-def ray_executor(ray_address: str | None, max_retries: int, cpus_per_task: int) -> Executor:
+def ray_executor(
+    ray_address: str | None,
+    max_retries: int,
+    cpus_per_task: int,
+    candidate_timeout: float | None = None,
+) -> Executor:
     """The Ray executor (Ray itself is imported here, and is said to be missing in one line);
     Ray chooses how many candidates run at once and which GPU each gets."""
     from autoshrink.executors.ray_executor import RayExecutor, require_ray
 
     require_ray()
-    return RayExecutor(ray_address, max_retries=max_retries, cpus_per_task=cpus_per_task)
+    return RayExecutor(
+        ray_address,
+        max_retries=max_retries,
+        cpus_per_task=cpus_per_task,
+        candidate_timeout=candidate_timeout,
+    )
 
 
 #: Executors whose workers train each candidate on one torch thread unless the config sets
@@ -171,4 +204,5 @@ def executor_for(settings: ExecutionSettings, device: str, threads: int | None =
         cuda_graph=settings.cuda_graph,
         depthwise=settings.depthwise,
         threads=threads,
+        candidate_timeout=settings.candidate_timeout,
     )
