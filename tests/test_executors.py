@@ -993,6 +993,7 @@ def test_pool_kills_a_candidate_past_its_time_limit_and_goes_on(tmp_path):
             "attempts": 1,
         }
         assert out[1].metrics == {"macs": 1000.0 * jobs[1].genotype.num_edges}  # cost kept
+        assert out[1].seconds == LIMIT_S  # the time it took, as the report sums it (not 0)
         for i in (0, 2, 3):  # the others: exactly their own results
             assert out[i] == Fake().evaluate(jobs[i].genotype, jobs[i].seed)
         # the killed worker was replaced: the pool trains the next batch in full
@@ -1031,6 +1032,7 @@ def test_a_timed_out_candidate_is_journalled_failed_kept_on_resume_and_retried_o
     records = [r for r in candidates(tmp_path / "run") if r["key"] == hung]
     assert [(r["step"], r["status"], r["score"]) for r in records] == [(1, "failed", None)]
     assert records[0]["detail"]["error"] == f"timed out after {LIMIT_S:g} s (1 attempt)"
+    assert [r["seconds"] for r in journal(tmp_path / "run") if r.get("key") == hung] == [LIMIT_S]
     assert len(list(marks.glob("attempt-*"))) == 1 and retries(tmp_path / "run") == []
     before = journal(tmp_path / "run")
     # in this process, where it would hang for HANG_S: it is not trained again

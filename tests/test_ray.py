@@ -154,6 +154,7 @@ def test_ray_cancels_a_task_past_its_time_limit_and_goes_on(local_ray):
     error = f"timed out after {RAY_LIMIT_S:g} s (1 attempt)"
     assert out[1].status == "failed" and out[1].detail == {"error": error, "attempts": 1}
     assert out[1].metrics == {"macs": 1000.0 * jobs[1].genotype.num_edges}  # cost kept
+    assert out[1].seconds == RAY_LIMIT_S
     assert {i: out[i] for i in (0, 2, 3)} == {i: expected[i] for i in (0, 2, 3)}
     assert dict(executor.run(Fake(), jobs)) == expected  # a worker replaces the killed one
 

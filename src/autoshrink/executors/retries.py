@@ -83,10 +83,12 @@ class RetryBudget:
 
     def timed_out(self, evaluator: Evaluator, job: Job, index: int, seconds: float) -> Evaluation:
         """The ``"failed"`` evaluation of job ``index``, stopped after ``seconds`` (its worker
-        killed): a lost attempt, not run again -- a candidate that hung would hang again."""
+        killed), which it took: a lost attempt, not run again -- a candidate that hung would
+        hang again."""
         self.lost[index] += 1
         log.error("%s: timed out after %g s; not run again", self._names[index], seconds)
-        return self.failed(evaluator, job, index, f"timed out after {seconds:g} s")
+        failed = self.failed(evaluator, job, index, f"timed out after {seconds:g} s")
+        return replace(failed, seconds=seconds)
 
 
 #: What the evaluators' ``"failed"`` evaluations say when memory ran out (CUDA or the CPU).
