@@ -517,3 +517,21 @@ def test_a_second_comparison_into_one_folder_leaves_no_picture_of_the_first(run_
     linked = {ref for ref in images(page) if ref.startswith("cells/")}
     assert {f"cells/{p.name}" for p in (out / "cells").iterdir()} == linked
     assert len(linked) == 2
+
+
+def test_candidates_csv_says_why_a_candidate_failed(run_dir):
+    # the report counted failed candidates but said nowhere why: a candidate that timed out
+    # (--candidate-timeout), whose worker died on every attempt or that raised read alike
+    journal = run_dir / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    failed = next(r for r in records if r["type"] == "candidate" and r["step"] == 1)
+    error = "timed out after 600 s (1 attempt)"
+    failed |= {"status": "failed", "score": None, "detail": {"error": error, "attempts": 1}}
+    failed["metrics"].pop("accuracy")
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_report(run_dir)
+    with (run_dir / "report" / "candidates.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    said = {r["key"]: (r["status"], r["error"]) for r in rows}
+    assert said[failed["key"]] == ("failed", error)
+    assert {v for k, v in said.items() if k != failed["key"]} == {("ok", "")}

@@ -203,10 +203,11 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
     ``step, index, key, edges, status, score``, one column per metric (the score's quality
     metric always), ``epochs``,
     ``stop_reason``, ``removed_edge`` (``i-j``), ``seconds``, ``first_step`` (for a cell an
-    earlier step evaluated, re-proposed and not trained again: that step, and its results);
-    empty cells for missing values."""
+    earlier step evaluated, re-proposed and not trained again: that step, and its results),
+    ``error`` (why a failed candidate failed: its ``detail.error``); empty cells for missing
+    values."""
     fixed = ["step", "index", "key", "edges", "status", "score"]
-    last = ["epochs", "stop_reason", "removed_edge", "seconds", "first_step"]
+    last = ["epochs", "stop_reason", "removed_edge", "seconds", "first_step", "error"]
     # an rnn cell's metric "edges" is the edges column: one column of each name; the score's
     # quality metric has its column even where no candidate reached it (all rejected, say)
     found = {m for c in run.candidates for m in c.metrics} | {run.quality}
@@ -222,7 +223,7 @@ def write_candidates_csv(run: RunData, path: Path) -> Path:
             [c.step, c.index, c.key, c.num_edges, c.status, value(c.score)]
             + [value(c.metrics.get(m)) for m in metrics]
             + [c.detail.get("epochs", ""), c.detail.get("stop_reason", ""), edge, c.seconds]
-            + [value(c.first_step)]
+            + [value(c.first_step), c.detail.get("error", "")]
         )
 
     write_csv(path, header, (row(c) for c in run.ordered))
