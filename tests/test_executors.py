@@ -1043,3 +1043,13 @@ def test_a_timed_out_candidate_is_journalled_failed_kept_on_resume_and_retried_o
     assert len(list(marks.glob("attempt-*"))) == 2  # it ran again, and hung again
     last = [r for r in candidates(tmp_path / "run") if r["key"] == hung][-1]
     assert last["status"] == "failed" and "timed out" in last["detail"]["error"]
+
+
+def test_a_time_limit_of_years_waits_in_steps_the_operating_system_takes(tmp_path):
+    # multiprocessing's wait() raised OverflowError past ~24.8 days (poll's milliseconds in a
+    # C int), so a --candidate-timeout of 3e6 s (35 days) ended the search in a traceback
+    jobs = _jobs(2)
+    for limit in (3e6, 1e308):
+        with contextlib.closing(LocalPoolExecutor(1, candidate_timeout=limit)) as pool:
+            out = dict(pool.run(Fake(), jobs))
+        assert out == {i: Fake().evaluate(j.genotype, j.seed) for i, j in enumerate(jobs)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -522,3 +523,14 @@ def test_ray_screens_progressively_like_the_inprocess_search(local_ray, tmp_path
             for run in ("inproc", "ray")
         )
         assert got == want
+
+
+def test_ray_waits_for_a_time_limit_of_years_in_steps():
+    # ray.wait takes its timeout in milliseconds: one of 1e308 s overflowed
+    from autoshrink.executors.ray_executor import MAX_WAIT_S, _Batch
+
+    for limit in (3e6, 1e308):
+        batch = _Batch(lambda i: f"ref{i}", 2, limit, deque([0, 1]))
+        batch.fill()
+        assert batch.pending == {"ref0": 0, "ref1": 1}
+        assert batch.wait_s() == MAX_WAIT_S

@@ -41,6 +41,9 @@ def unpicklable(sends: str, evaluator: object, reason: str, plain: str) -> TypeE
 
 #: The executors that can stop a candidate that runs past its time limit (they kill its worker).
 TIMEOUT_EXECUTORS = ("pool", "ray")
+#: The longest an executor waits for its workers at once under a time limit (then it looks
+#: again): the operating system's and Ray's waits overflow at some weeks (a C int of ms).
+MAX_WAIT_S = 3600.0
 
 
 def check_timeout(candidate_timeout: float | None) -> float | None:

@@ -39,7 +39,7 @@ from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable
+from autoshrink.executors.base import MAX_WAIT_S, Job, WorkerError, check_timeout, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -355,10 +355,10 @@ class LocalPoolExecutor:
         return budget.timed_out(evaluator, job, index, self.candidate_timeout)
 
     def _wait_s(self, busy: dict[Connection, _Worker]) -> float | None:
-        """How long to wait for the busy workers before the first of them is late (``None``:
-        for ever, without a time limit)."""
+        """How long to wait for the busy workers before the first of them is late, at most
+        :data:`~autoshrink.executors.base.MAX_WAIT_S` (``None``: for ever, without a limit)."""
         first = min((w.deadline for w in busy.values()), default=math.inf)
-        return None if first == math.inf else max(0.0, first - time.monotonic())
+        return None if first == math.inf else min(MAX_WAIT_S, max(0.0, first - time.monotonic()))
 
     def _settle(
         self,

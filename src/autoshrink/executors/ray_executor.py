@@ -33,7 +33,7 @@ from typing import Any
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable
+from autoshrink.executors.base import MAX_WAIT_S, Job, WorkerError, check_timeout, unpicklable
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -216,9 +216,10 @@ class _Batch:
                 self.deadlines[ref] = time.monotonic() + self.limit
 
     def wait_s(self) -> float | None:
-        """How long until the first task is late (``None``: no limit)."""
+        """How long until the first task is late, at most
+        :data:`~autoshrink.executors.base.MAX_WAIT_S` (``None``: no limit)."""
         first = min(self.deadlines.values(), default=None)
-        return None if first is None else max(0.0, first - time.monotonic())
+        return None if first is None else min(MAX_WAIT_S, max(0.0, first - time.monotonic()))
 
     def take(self, ref: Any) -> int:
         """The position of task ``ref``, which ended or is cancelled (no longer pending)."""
