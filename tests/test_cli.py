@@ -344,6 +344,7 @@ def test_every_search_option_either_defines_the_run_or_is_known_not_to() -> None
         "out", "resume", "retry_failed", "repair",  # which run, and what to redo
         "download",  # may fetch the data set: where it comes from, not what it is
         "executor", "workers", "ray_address", "precision", "cuda_graph", "depthwise",  # saved
+        "candidate_timeout",  # saved with the executor's options, may change on resume
         "threads",  # per session, as the executor (resume_threads)
         "no_progress", "report", "json", "verbose",  # what is shown
     }  # fmt: skip
