@@ -53,6 +53,12 @@ elif [[ -n "${PYTHON_SET:-}" ]]; then
       "make it again with $PYTHON" >&2
   fi
 fi
+# A .venv without pip -- its making stopped while ensurepip ran (Ctrl-C in a first install), or
+# made by a Python without ensurepip -- gets it as venv would have given it.
+if ! .venv/bin/python -c 'import pip' 2>/dev/null; then
+  echo "install.sh: .venv has no pip; adding it" >&2
+  .venv/bin/python -m ensurepip --upgrade --default-pip >/dev/null
+fi
 pip_install() { .venv/bin/python -m pip install -q "$@"; }
 pip_install --upgrade pip
 # torch's CPU build: PyPI's Linux wheel is the CUDA one, several GB. Where pip's own sources

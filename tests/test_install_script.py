@@ -1,12 +1,16 @@
-"""``scripts/install.sh``'s refusals, which come before anything is installed: run from a copy
-of ``scripts/`` in a temporary folder, so that no ``.venv`` is made or touched."""
+"""``scripts/install.sh``'s refusals, which come before anything is installed, and its repair of
+a ``.venv`` without pip, offline: run from a copy of ``scripts/`` in a temporary folder, so that
+the checkout's ``.venv`` is never made or touched."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -37,3 +41,24 @@ def test_unknown_arguments_are_refused(tmp_path: Path) -> None:
     done = install(tmp_path, "--tests")
     assert done.returncode == 2 and "install.sh: unknown arguments: --tests" in done.stderr
     assert install(tmp_path, "--help").stdout.startswith("usage: bash scripts/install.sh")
+
+
+@pytest.mark.slow
+def test_a_venv_without_pip_gets_it(tmp_path: Path) -> None:
+    """A ``.venv`` whose making stopped while ensurepip ran (Ctrl-C in the first install), or
+    one made by a Python without ensurepip (Debian's without python3-venv), has a Python but
+    no pip: every later install stopped at once with ``No module named pip``. Here nothing can
+    be downloaded and apt-get is not on PATH, so the install gets as far as torch and stops
+    there, with pip in the venv."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp_path / ".venv"], check=True)
+    tools = tmp_path / "bin"  # bash, dirname and the interpreter: no apt-get
+    tools.mkdir()
+    for name in ("bash", "dirname"):
+        (tools / name).symlink_to(shutil.which(name) or f"/bin/{name}")
+    (tools / "python3").symlink_to(sys.executable)
+    offline = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tools)}
+    done = install(tmp_path, PATH=str(tools), **offline)
+    assert "No module named pip" not in done.stderr
+    assert "install.sh: warning: no CPU build of torch" in done.stderr
+    pip = [tmp_path / ".venv" / "bin" / "python", "-m", "pip", "--version"]
+    assert subprocess.run(pip, capture_output=True).returncode == 0
