@@ -30,6 +30,13 @@ if [[ -n "$PYTHON_SET" ]] && ! "$PYTHON" -c '' 2>/dev/null; then
   echo "install.sh: cannot run $PYTHON; set PYTHON to an interpreter's name or path" >&2
   exit 2
 fi
+# a .venv made from an interpreter since removed (a pyenv version uninstalled, a checkout copied
+# from another machine) cannot be mended in place: venv stopped at "[Errno 2] No such file"
+if [[ -L .venv/bin/python && ! -e .venv/bin/python ]]; then
+  echo "install.sh: .venv/bin/python links to $(readlink -m .venv/bin/python), which is not" \
+    "there; remove .venv to make it again" >&2
+  exit 2
+fi
 # Debian splits venv (and ensurepip) out of python3: add it when venv cannot bootstrap pip.
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   apt_packages+=(python3-venv)

@@ -62,3 +62,20 @@ def test_a_venv_without_pip_gets_it(tmp_path: Path) -> None:
     assert "install.sh: warning: no CPU build of torch" in done.stderr
     pip = [tmp_path / ".venv" / "bin" / "python", "-m", "pip", "--version"]
     assert subprocess.run(pip, capture_output=True).returncode == 0
+
+
+def test_a_venv_whose_python_is_gone_is_named(tmp_path: Path) -> None:
+    """A ``.venv`` made from an interpreter since removed (a pyenv version uninstalled, a
+    checkout copied from another machine) cannot be mended in place: Debian's ``python3 -m
+    venv`` stopped at ``[Errno 2] No such file or directory: '.../.venv/bin/python3'`` (status
+    1), which said neither what was wrong nor what to do."""
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(tmp_path / "gone" / "python3")
+    done = install(tmp_path)
+    assert done.returncode == 2, done.stderr
+    said = (
+        f"install.sh: .venv/bin/python links to {tmp_path}/gone/python3, which is not there; "
+        "remove .venv to make it again\n"
+    )
+    assert done.stderr == said
+    assert (tmp_path / ".venv" / "bin" / "python").is_symlink()
