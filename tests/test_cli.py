@@ -801,3 +801,21 @@ def test_a_candidate_timeout_is_an_execution_setting_kept_or_changed_on_resume(t
         assert resumed_run(args, flag_settings(args)[1])[3].candidate_timeout == limit
     pool = executor_for(settings, device)
     assert isinstance(pool, LocalPoolExecutor) and pool.candidate_timeout == 90.0
+
+
+def test_the_help_examples_train_on_digits_as_the_readme_does():
+    """``autoshrink --help`` showed ``train runs/demo/best_cell.json --dataset digits``: the
+    cifar recipe's 200 epochs (hours on a busy 2-core box) of horizontally flipped digits, a
+    mirrored digit being no digit; README.md's line trains 30 epochs without flips."""
+    import shlex
+
+    from autoshrink.cli import EPILOG, build_parser
+    from autoshrink.cli.train import recipe_from_args, settle_task_options
+
+    lines = [ln.strip().split("  ")[0] for ln in EPILOG.splitlines() if "autoshrink train" in ln]
+    assert lines, EPILOG
+    for line in lines:
+        args = build_parser("train").parse_args(shlex.split(line)[1:])
+        settle_task_options(args)
+        recipe = recipe_from_args(args)
+        assert args.dataset == "digits" and not recipe.flip and recipe.epochs == 30, line

@@ -50,7 +50,7 @@ examples:
   autoshrink search --resume runs/demo                 continue a killed search
   autoshrink show runs/demo/best_cell.json             print a cell, write its picture
   autoshrink count CELL.json --macro shrinkcnn-imagenet
-  autoshrink train runs/demo/best_cell.json --dataset digits
+  autoshrink train runs/demo/best_cell.json --dataset digits --no-flip --epochs 30
   autoshrink singlepath --preset demo --latency-target 5 --out runs/sp   Single-Path NAS
 """
 
