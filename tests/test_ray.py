@@ -527,7 +527,8 @@ def test_ray_screens_progressively_like_the_inprocess_search(local_ray, tmp_path
 
 def test_ray_waits_for_a_time_limit_of_years_in_steps():
     # ray.wait takes its timeout in milliseconds: one of 1e308 s overflowed
-    from autoshrink.executors.ray_executor import MAX_WAIT_S, _Batch
+    from autoshrink.executors.base import MAX_WAIT_S
+    from autoshrink.executors.ray_executor import _Batch
 
     for limit in (3e6, 1e308):
         batch = _Batch(lambda i: f"ref{i}", 2, limit, deque([0, 1]))

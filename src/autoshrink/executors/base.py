@@ -8,12 +8,14 @@ exists. Results must not depend on the executor: every job carries its own seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoshrink.errors import ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator, evaluate
+from autoshrink.ranges import REQUIREMENTS, is_number
 
 #: ``on_retry(position in jobs, retry number, reason)``: called before a candidate whose worker
 #: died, or that ran out of memory, runs again, so the search can journal it.
@@ -51,16 +53,20 @@ def check_timeout(candidate_timeout: float | None) -> float | None:
     (not a bool), else a :class:`ConfigError`."""
     if candidate_timeout is None:
         return None
-    if (
-        isinstance(candidate_timeout, bool)
-        or not isinstance(candidate_timeout, (int, float))
-        or not 0 < candidate_timeout < math.inf
-    ):
+    if not (is_number(candidate_timeout) and REQUIREMENTS["finite and > 0"](candidate_timeout)):
         raise ConfigError(
             "candidate_timeout must be a finite number of seconds > 0 (or None: no limit), "
             f"got {candidate_timeout!r}"
         )
     return float(candidate_timeout)
+
+
+def wait_s(deadlines: Iterable[float]) -> float | None:
+    """Seconds to wait for workers until the first of ``deadlines`` (``time.monotonic()``
+    times) passes, at most :data:`MAX_WAIT_S`; ``None`` where none is finite (no time limit:
+    wait for ever)."""
+    first = min(deadlines, default=math.inf)
+    return None if first == math.inf else min(MAX_WAIT_S, max(0.0, first - time.monotonic()))
 
 
 class WorkerError(RuntimeError):

@@ -39,7 +39,7 @@ from typing import Any, cast
 
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import MAX_WAIT_S, Job, WorkerError, check_timeout, unpicklable
+from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable, wait_s
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -354,12 +354,6 @@ class LocalPoolExecutor:
         assert self.candidate_timeout is not None  # a worker is late only under a limit
         return budget.timed_out(evaluator, job, index, self.candidate_timeout)
 
-    def _wait_s(self, busy: dict[Connection, _Worker]) -> float | None:
-        """How long to wait for the busy workers before the first of them is late, at most
-        :data:`~autoshrink.executors.base.MAX_WAIT_S` (``None``: for ever, without a limit)."""
-        first = min((w.deadline for w in busy.values()), default=math.inf)
-        return None if first == math.inf else min(MAX_WAIT_S, max(0.0, first - time.monotonic()))
-
     def _settle(
         self,
         w: _Worker,
@@ -421,7 +415,7 @@ class LocalPoolExecutor:
                     if (w := self._hand_out(slot, evaluator, jobs, queue)) is not None:
                         busy[w.conn] = w
                 sentinels = {w.process.sentinel: w for w in busy.values()}
-                ready = wait([*busy, *sentinels], self._wait_s(busy))
+                ready = wait([*busy, *sentinels], wait_s(w.deadline for w in busy.values()))
                 woken = {
                     sentinels[r] if isinstance(r, int) else busy[cast(Connection, r)] for r in ready
                 }

@@ -33,7 +33,7 @@ from typing import Any
 from autoshrink.devices import is_cuda
 from autoshrink.errors import AutoshrinkError, ConfigError
 from autoshrink.evaluators.base import Evaluation, Evaluator
-from autoshrink.executors.base import MAX_WAIT_S, Job, WorkerError, check_timeout, unpicklable
+from autoshrink.executors.base import Job, WorkerError, check_timeout, unpicklable, wait_s
 from autoshrink.executors.retries import (
     DEFAULT_RETRIES,
     RetryBudget,
@@ -218,8 +218,7 @@ class _Batch:
     def wait_s(self) -> float | None:
         """How long until the first task is late, at most
         :data:`~autoshrink.executors.base.MAX_WAIT_S` (``None``: no limit)."""
-        first = min(self.deadlines.values(), default=None)
-        return None if first is None else min(MAX_WAIT_S, max(0.0, first - time.monotonic()))
+        return wait_s(self.deadlines.values())
 
     def take(self, ref: Any) -> int:
         """The position of task ``ref``, which ended or is cancelled (no longer pending)."""
