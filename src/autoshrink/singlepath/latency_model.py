@@ -159,6 +159,12 @@ class LatencyModel:
     fixed_ms: float
     layer_ms: tuple[dict[str, float], ...]
 
+    def in_range(self) -> bool:
+        """Whether every latency of the model lies in 0 to :data:`MAX_BLOCK_MS` (an hour): what
+        a run's model may hold."""
+        costs = (self.fixed_ms, *(v for c in self.layer_ms for v in c.values()))
+        return all(0 <= v <= MAX_BLOCK_MS for v in costs)
+
     @classmethod
     def from_table(cls, table: LatencyTable, spec: MobileNetV2Spec) -> LatencyModel:
         """The model of ``spec``'s space from ``table``: each block's median less the cost of its
@@ -177,12 +183,13 @@ class LatencyModel:
             return e[b.key].median_ms - e[b.io().key].median_ms
 
         def layer_share(b: Block) -> float:  # a negative cost: a run's model may hold none
-            if share(b) < 0:
+            ms = share(b)
+            if ms < 0:
                 raise HardwareError(
                     f"latency table: {b.key!r} takes {e[b.key].median_ms:g} ms, less than the "
                     f"call of its output alone ({e[b.io().key].median_ms:g} ms): re-measure it"
                 )
-            return share(b)
+            return ms
 
         before, after = fixed_blocks(spec)
         fixed = sum(share(b) for b in before + after) + e[after[-1].io().key].median_ms
@@ -276,20 +283,25 @@ def load_run_model(path: Path, layers: int) -> tuple[LatencyModel, dict[str, flo
             f"{path}: 'layer_ms' must hold {layers} layers, each the ms of the choices "
             f"{', '.join(CHOICES)}"
         )
-    if not all(0 <= v <= MAX_BLOCK_MS for c in [{"": d["fixed_ms"]}, *costs] for v in c.values()):
+    model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in costs))
+    if not model.in_range():
         raise ConfigError(f"{path}: a latency outside 0 to {MAX_BLOCK_MS:g} ms (an hour)")
     calibration = d.get("calibration")
     if calibration is not None and not (
         sorted(calibration) == ["offset", "scale"]
-        and 0 < calibration["scale"] < math.inf
-        and math.isfinite(calibration["offset"])
+        and affine_map(calibration["scale"], calibration["offset"])
     ):
         raise ConfigError(
             f'{path}: \'calibration\' must be {{"scale": a finite number > 0, "offset": a '
             f"finite number}}, got {calibration}"
         )
-    model = LatencyModel(float(d["fixed_ms"]), tuple(dict(c) for c in d["layer_ms"]))
     return model, calibration
+
+
+def affine_map(scale: float, offset: float) -> bool:
+    """Whether ``scale`` and ``offset`` make a calibration's map: a finite scale > 0 and a
+    finite offset."""
+    return 0 < scale < math.inf and math.isfinite(offset)
 
 
 @dataclass(frozen=True)
@@ -362,7 +374,7 @@ def _check_usable(path: Path, cal: Calibration, table: LatencyModel, spec: Mobil
     part or the fastest network, or to latencies a run's model may not hold (what
     :func:`fit_calibration` never fits and :func:`load_run_model` refuses): an edited file was
     used, and the search trained against negative milliseconds."""
-    if not (0 < cal.scale < math.inf and math.isfinite(cal.offset)):
+    if not affine_map(cal.scale, cal.offset):
         raise ConfigError(
             f"{path}: a calibration of scale {cal.scale:g} and offset {cal.offset:g} ms: the scale "
             "must be a finite number > 0, the offset finite; remove the file to fit a new one"
@@ -375,8 +387,7 @@ def _check_usable(path: Path, cal: Calibration, table: LatencyModel, spec: Mobil
                 f"{path}: its calibration (scale {cal.scale:g}, offset {cal.offset:g} ms) predicts "
                 f"{ms:.3g} ms for {what}; remove the file to fit a new one"
             )
-    costs = [fitted.fixed_ms, *(v for c in fitted.layer_ms for v in c.values())]
-    if not all(0 <= v <= MAX_BLOCK_MS for v in costs):
+    if not fitted.in_range():
         raise ConfigError(
             f"{path}: its calibration (scale {cal.scale:g}, offset {cal.offset:g} ms) gives a "
             f"latency outside 0 to {MAX_BLOCK_MS:g} ms (an hour); remove the file to fit a new one"
