@@ -313,7 +313,7 @@ def test_evolution_of_a_cell_with_nothing_to_flip_ends_with_no_unseen_cell() -> 
     tiny = start_cell("cnn", 2, random.Random(0))  # one edge: one sub-cell in all
     search = CellEvolution(tiny, budget=5, batch_size=1, population_size=1, rng=random.Random(0))
     assert len(drive(search)) == 1  # the parent cannot be mutated: it is offered, seen, and
-    assert search.end_reason == "no unseen cell found after 1 candidates"  # no cell is left
+    assert search.end_reason == "no unseen cell found after 1 candidate"  # no cell is left
 
 
 def test_a_baseline_says_its_step_and_why_it_ended() -> None:
@@ -327,7 +327,7 @@ def test_a_baseline_says_its_step_and_why_it_ended() -> None:
     tiny = start_cell("cnn", 2, random.Random(0))  # one edge: one sub-cell in all
     search = RandomCellSearch(tiny, budget=5, batch_size=1, rng=random.Random(0))
     assert len(drive(search)) == 1
-    assert search.end_reason == "no unseen cell found after 1 candidates"
+    assert search.end_reason == "no unseen cell found after 1 candidate"  # "1 candidates" before
 
 
 def test_evolution_draws_a_random_cell_once_its_parent_has_no_unseen_child() -> None:

@@ -73,6 +73,15 @@ def test_show_and_count(cli, tmp_path):
     assert code == 0 and out.endswith("(0.004M), 63,808 MACs (0.064M)\n"), out  # was "(0.1M)"
 
 
+def test_show_counts_one_edge_in_the_singular(cli, tmp_path) -> None:
+    from autoshrink.graph import Cell
+
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(Cell("cnn", ("input", "conv1x1"), ((0, 1),)).to_dict()))
+    code, out, _ = cli("show", one, "--picture", tmp_path / "one.svg")
+    assert code == 0 and ", 1 edge, live nodes" in out, out  # "1 edges" before
+
+
 def test_count_picks_the_published_macro_of_the_cells_kind_and_prints_exact_figures(cli):
     code, out, _ = cli("count", SHRINKCNN)  # the published counts, to the unit
     assert code == 0 and out == (

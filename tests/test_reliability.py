@@ -402,7 +402,7 @@ def test_autoshrink_stops_when_every_candidate_of_a_step_failed(tmp_path, caplog
 
 def test_the_summary_names_each_cost_in_its_unit() -> None:
     from autoshrink.cli.search_summary import cost_phrase
-    from autoshrink.report.html import count
+    from autoshrink.nouns import count
 
     metrics = {"macs": 114560.0, "params": 806.0, "latency_ms": 1.4734, "table_latency_ms": 2.5}
     assert cost_phrase(metrics, "macs") == "114,560 MACs"

@@ -250,10 +250,11 @@ def test_same_seed_same_journal_and_patience_stop(tmp_path):
 @pytest.mark.parametrize(
     ("settings", "ended"),
     [
-        ({"patience": 1, "k": 1, "seed": 7}, r"patience: 1 steps without a better score"),
+        ({"patience": 1, "k": 1, "seed": 7}, r"patience: 1 step without a better score"),
         ({"keep_fraction": 0.5}, r"reached the edge target: \d edges, at most 8 wanted"),
         ({"strategy": "rea", "budget": 12, "k": 4}, r"the budget of 12 candidates is spent"),
         ({"strategy": "random", "budget": 9, "k": 4}, r"the budget of 9 candidates is spent"),
+        ({"strategy": "random", "budget": 1, "k": 1}, r"the budget of 1 candidate is spent"),
     ],
 )
 def test_a_search_says_why_it_ended(tmp_path, settings, ended) -> None:

@@ -28,6 +28,7 @@ from autoshrink.hardware.blocks import network_blocks
 from autoshrink.hardware.latency import LatencyResult, measure_cell, measure_module
 from autoshrink.hardware.latency_settings import BACKENDS, CLOCKS, LatencySettings
 from autoshrink.hardware.table import LatencyTable, extend_table
+from autoshrink.nouns import count
 from autoshrink.outputs import check_output_file
 from autoshrink.ranges import MAX_CLASSES, require
 from autoshrink.singlepath.space import MBConvArch, build_arch, is_arch_file
@@ -257,7 +258,7 @@ def print_measurement(network: str, result: LatencyResult, settings: LatencySett
     print(f"{network}, input {list(result.input_shapes[0])}")
     print(
         f"latency {result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms "
-        f"({result.repeats} runs{'' if result.stable else ', median not yet stable'})"
+        f"({count(result.repeats, 'run')}{'' if result.stable else ', median not yet stable'})"
     )
     print(
         f"backend {settings.backend} (torch {env.get('torch')}"

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Mapping
 
-from autoshrink.report.html import count
+from autoshrink.nouns import count
 from autoshrink.report.picture import to_text
 from autoshrink.run_folder import RESULT
 from autoshrink.search_result import SearchResult

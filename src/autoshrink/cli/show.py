@@ -9,6 +9,7 @@ from pathlib import Path
 from autoshrink.cli import SUBCOMMANDS
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.nouns import count
 from autoshrink.outputs import check_output_file
 from autoshrink.report.picture import picture_format, render, to_text
 from autoshrink.singlepath.space import is_arch_file
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cell.resolve() == picture.resolve():
         raise ConfigError(f"--picture {picture}: the picture would write over the cell file")
     print(to_text(cell), end="")
-    print(f"key {cell.key}, {cell.num_edges} edges, live nodes {list(cell.live_nodes)}")
+    print(f"key {cell.key}, {count(cell.num_edges, 'edge')}, live nodes {list(cell.live_nodes)}")
     written = render(cell, picture, title=args.cell.name)
     print(f"picture: {written}")
     return 0

@@ -56,6 +56,7 @@ from autoshrink.hardware.latency import (
 )
 from autoshrink.nn.cnn import build_network
 from autoshrink.nn.state_fit import misfit, non_finite, other_kind
+from autoshrink.nouns import count
 from autoshrink.outputs import claim_folder, mark_unfinished
 from autoshrink.ranges import WHOLE, check_seed, check_value
 from autoshrink.singlepath.space import MBConvArch
@@ -143,8 +144,9 @@ def check_trained_network(weights: Path, trained: TrainedFor, network: dict[str,
                 f"weights follow the node numbers; {beside}"
             )
         raise ConfigError(
-            f"{weights}: the weights of another cell (key {was.key}, {was.num_edges} edges), "
-            f"not of this one (key {now.key}, {now.num_edges} edges); {beside}"
+            f"{weights}: the weights of another cell (key {was.key}, "
+            f"{count(was.num_edges, 'edge')}), not of this one (key {now.key}, "
+            f"{count(now.num_edges, 'edge')}); {beside}"
         )
     if "architecture" in network and trained.architecture is not None:
         was_layers = trained.architecture.get("layers")

@@ -19,6 +19,7 @@ import numpy as np
 from autoshrink.atomic_write import write_csv, write_json
 from autoshrink.errors import ConfigError
 from autoshrink.hardware.hwnasbench import METRICS
+from autoshrink.nouns import count
 from autoshrink.outputs import mark_unfinished
 from autoshrink.spaces.nb201 import NB201Cell
 from autoshrink.tabular.comparison import (
@@ -98,7 +99,7 @@ def format_table(obj: dict[str, Any]) -> str:
     header = f"{'strategy':18s}" + "".join(f"{q:>{width}d}" for q in qs)
     lines = [
         f"NAS-Bench-201 {cfg['dataset']}: {cfg['reported']} (%) of the returned cell, "
-        f"mean ± std over {cfg['runs']} runs",
+        f"mean ± std over {count(cfg['runs'], 'run')}",
         f"search signal: {cfg['search_signal']}; objective: {cfg['objective']}"
         + (f" (lambda {cfg['weight']})" if cfg["objective"] == "score" else "")
         + f"; benchmark optimum {obj['optimum']['accuracy']:.2f}",
@@ -191,7 +192,7 @@ def write_outputs(
     cost = "" if cfg["cost"] == MACS else f" ({cfg['cost']})"
     title = (
         f"NAS-Bench-201 {cfg['dataset']}, objective {cfg['objective']}{cost}: "
-        f"mean of {runs} runs ± s.e.m."
+        f"mean of {count(runs, 'run')} ± s.e.m."
     )
     label = f"{cfg['reported']} (%)"
     plot_curves(curve_rows, "mean", runs, obj["optimum"]["accuracy"], label, written[-1], title)

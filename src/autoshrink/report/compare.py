@@ -19,6 +19,7 @@ from pathlib import Path
 
 from autoshrink.atomic_write import write_json
 from autoshrink.errors import AutoshrinkError
+from autoshrink.nouns import count
 from autoshrink.outputs import claim_folder, holder, mark_unfinished
 from autoshrink.report import html
 from autoshrink.report.bench_report import BENCH
@@ -181,7 +182,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     sections.append(("Runs", html.table(header, table, left=2)))
     sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
     page = out / PAGE
-    html.write_page(page, f"Comparison of {len(runs)} runs", sections)
+    html.write_page(page, f"Comparison of {count(len(runs), 'run')}", sections)
     table_json = {"quality": quality, "cost": cost, "measured_differently": measured, "runs": rows}
     write_json(out / TABLE, table_json)  # last
     log.debug("wrote %s", page)  # the command line prints where

@@ -51,11 +51,6 @@ def escape(text: str, quote: bool = False) -> str:
     return _escape(text, quote=quote)
 
 
-def count(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1 ("1 edge", "6 edges")."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def fmt(value: Any, digits: int = 4) -> str:
     """A table cell's text: floats to ``digits`` decimals, large counts (integers, and floats
     of integral value) with thousands separators, ``None``/``-inf``/NaN as a dash."""

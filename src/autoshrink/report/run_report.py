@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.atomic_write import write_csv
+from autoshrink.nouns import count
 from autoshrink.report import html
 from autoshrink.report.labels import label
 from autoshrink.report.picture import render
@@ -93,7 +94,7 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
     if kept and _shrinks(run):
         items.append(("edges left now", kept[-1].chosen.num_edges))
     if steps and not steps[-1].decided and _shrinks(run):  # a baseline's batches keep no cell
-        found = html.count(len(steps[-1].candidates), "candidate")
+        found = count(len(steps[-1].candidates), "candidate")
         name = "step stopped" if run.status == "stopped" else "step in progress"
         items.append((name, f"step {steps[-1].step}: {found} so far, no cell kept yet"))
     net = (run.result or {}).get("network")
@@ -109,7 +110,7 @@ def _summary(run: RunData, quality: str, cost: str | None) -> str:
 
 def edges(c: Candidate) -> str:
     """A candidate's live edges in words ("1 edge", "6 edges")."""
-    return html.count(c.num_edges, "edge")
+    return count(c.num_edges, "edge")
 
 
 #: The metrics that ``--objective ood``'s accuracy blends (evaluators/ood_proxy.py).
@@ -378,7 +379,7 @@ def write_run_report(run_dir: Path) -> Path:
     if steps and not shrinks:
         header = ["step", "index", "key", "edges", "score", label(quality), label(cost), "train s"]
         rows = _top_rows(run, quality, cost)
-        sections.append((f"Best {html.count(len(rows), 'candidate')}", html.table(header, rows)))
+        sections.append((f"Best {count(len(rows), 'candidate')}", html.table(header, rows)))
     if steps and shrinks:
         sections += _shrink_sections(run, out, quality, cost)
     sections += _retry_sections(run)

@@ -30,6 +30,7 @@ from typing import Any
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.nouns import count
 from autoshrink.ranges import REQUIREMENTS, WHOLE, is_number
 from autoshrink.strategies.base import (
     AskTellBase,
@@ -126,7 +127,7 @@ class AutoShrink(AskTellBase):
 
     def describe(self) -> str:
         """The progress bar's text: ``step <n> (<edges> edges)``, the current cell's edges."""
-        return f"step {self.step} ({self.current.num_edges} edges)"
+        return f"step {self.step} ({count(self.current.num_edges, 'edge')})"
 
     @property
     def finished(self) -> bool:
@@ -144,10 +145,10 @@ class AutoShrink(AskTellBase):
             return None
         edges = self.current.num_edges
         if edges <= self.target_edges:  # a cell without edges too: the target is >= 0
-            noun = "edge" if edges == 1 else "edges"
-            return f"reached the edge target: {edges} {noun}, at most {self.target_edges} wanted"
+            wanted = self.target_edges
+            return f"reached the edge target: {count(edges, 'edge')}, at most {wanted} wanted"
         if self.patience is not None and self.stale_steps >= self.patience:
-            return f"patience: {self.stale_steps} steps without a better score"
+            return f"patience: {count(self.stale_steps, 'step')} without a better score"
         return None
 
     def shrink_space(self) -> list[tuple[tuple[int, int], Cell]]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from autoshrink.errors import ConfigError
 from autoshrink.graph import Cell
+from autoshrink.nouns import count
 from autoshrink.spaces.cells import flip_edge, random_subcell
 from autoshrink.strategies.aging import AgingPopulation
 from autoshrink.strategies.base import AskTellBase, Observation, Proposal, require_positive
@@ -70,9 +71,9 @@ class _CellBaseline(AskTellBase):
         """Why the search is over (``None`` while it goes on): the budget spent, or no unseen
         cell found."""
         if self.proposed >= self.budget and not self._pending:
-            return f"the budget of {self.budget} candidates is spent"
+            return f"the budget of {count(self.budget, 'candidate')} is spent"
         if self._exhausted and not self._pending:
-            return f"no unseen cell found after {self.proposed} candidates"
+            return f"no unseen cell found after {count(self.proposed, 'candidate')}"
         return None
 
     def _draw(self, make: Callable[[], Cell]) -> Cell | None:
