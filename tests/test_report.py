@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from autoshrink.errors import AutoshrinkError
+from autoshrink.report.compare import write_comparison
 from autoshrink.report.folder import write_report
 from autoshrink.report.reading import Candidate, Step, read_run
 from test_executors import reference_run
@@ -428,6 +429,13 @@ def test_a_search_whose_every_candidate_was_rejected_says_so(tmp_path, recwarn):
         rows = list(csv.DictReader(f))
     assert len(rows) == rejected and all(r["accuracy"] == "" for r in rows)
     assert not [w for w in recwarn if "legend" in str(w.message)]
+    other = tmp_path / "rejected too"  # compared, no run has a best cell to draw
+    with pytest.raises(JournalError, match="no candidate finished with a finite score"):
+        run_search(other, toy_config(k=2, constraints={"macs": 1.0}, seed=1),
+                   evaluator_factory=lambda c: ToyEvaluator(), progress=False)  # fmt: skip
+    page = write_comparison([run, other], tmp_path / "cmp").read_text()
+    cells = page[page.index("Best cells") :]  # an empty heading before
+    assert "No run has a scored candidate (each was rejected, failed or diverged)" in cells
 
 
 def test_without_result_json_the_best_is_the_journals_highest_score(tmp_path):

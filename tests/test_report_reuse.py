@@ -124,6 +124,16 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     with pytest.raises(AutoshrinkError, match="bench: a bench output folder; a comparison takes"):
         write_comparison([full, bench], tmp_path / "cmp2")
     assert not (tmp_path / "cmp2").exists()  # refused before its folder was made
+    single = tmp_path / "sp"  # said "not a run folder (no config.json)" before
+    single.mkdir()
+    (single / "settings.json").write_text("{}")
+    with pytest.raises(AutoshrinkError, match="sp: a singlepath output folder; a comparison tak"):
+        write_comparison([full, single], tmp_path / "cmp2")
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "metrics.json").write_text("{}")
+    with pytest.raises(AutoshrinkError, match="trained: a train output folder; .* search run fo"):
+        write_comparison([trained, full], tmp_path / "cmp2")
     empty = tmp_path / "empty"  # neither a run nor a bench: said to be no run folder
     empty.mkdir()
     with pytest.raises(AutoshrinkError, match=r"empty: not a run folder \(no config.json\)"):

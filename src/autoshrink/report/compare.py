@@ -22,7 +22,6 @@ from autoshrink.errors import AutoshrinkError
 from autoshrink.nouns import count
 from autoshrink.outputs import claim_folder, holder, mark_unfinished
 from autoshrink.report import html
-from autoshrink.report.bench_report import BENCH
 from autoshrink.report.labels import label as display_label
 from autoshrink.report.picture import render
 from autoshrink.report.plots import plot_comparison
@@ -71,18 +70,33 @@ def _label(run: RunData, name: str) -> str:
     return f"{name} ({config.get('strategy', 'autoshrink')}, seed {config.get('seed')})"
 
 
+#: What the output folder of another command than ``search`` has instead of a comparison.
+OWN_PAGE = {
+    "bench": "a bench's own report compares its strategies: autoshrink report FOLDER",
+    "singlepath": "a Single-Path search has a report of its own: autoshrink report FOLDER",
+    "report": "it holds a comparison page already",
+}
+
+
+#: What the comparison's "Best cells" section says where no run has a scored candidate.
+NO_BEST = "No run has a scored candidate (each was rejected, failed or diverged): no best cell."
+
+
 def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
     """Refuse fewer than 2 folders, a folder named twice, and one that is not a search's run
-    folder (a bench output folder named as such), each with an :class:`AutoshrinkError`."""
+    folder (another command's output folder named as such), each with an
+    :class:`AutoshrinkError`."""
     if len(run_dirs) < 2:
         raise AutoshrinkError(f"a comparison needs at least 2 run folders, got {len(run_dirs)}")
     seen: set[Path] = set()
     for d in map(Path, run_dirs):
         require_folder(d, AutoshrinkError, "a search run folder")
-        if not (d / CONFIG).exists() and (d / BENCH).is_file():
+        found = None if (d / CONFIG).exists() else holder(d)
+        if found is not None and found[0] != "search":
+            command = found[0]
+            own = f" ({OWN_PAGE[command]})" if command in OWN_PAGE else ""
             raise AutoshrinkError(
-                f"{d}: a bench output folder; a comparison takes search run folders (a bench's "
-                "own report compares its strategies: autoshrink report FOLDER)"
+                f"{d}: a {command} output folder; a comparison takes search run folders{own}"
             )
         if d.resolve() in seen:
             raise AutoshrinkError(f"{d} is given twice: compare each run once")
@@ -180,7 +194,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     columns = ("run", "status", "candidates", "best_score", "best_quality", "best_cost", "edges")
     table = [[row[key] for key in columns] for row in rows]
     sections.append(("Runs", html.table(header, table, left=2)))
-    sections.append(("Best cells", f'<div class="cells">{"".join(figures)}</div>'))
+    drawn = f'<div class="cells">{"".join(figures)}</div>'
+    sections.append(("Best cells", drawn if figures else html.note(NO_BEST)))
     page = out / PAGE
     html.write_page(page, f"Comparison of {count(len(runs), 'run')}", sections)
     table_json = {"quality": quality, "cost": cost, "measured_differently": measured, "runs": rows}
