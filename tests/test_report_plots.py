@@ -345,3 +345,35 @@ def test_a_plot_drawn_twice_is_the_same_file(run, tmp_path):
     plots.plot_progress(run, second)
     assert first.read_bytes() == second.read_bytes()
     assert b"<dc:date>" not in first.read_bytes() and b'clip-path="url(#' in first.read_bytes()
+
+
+def _labels_in_view(ax) -> list[str]:
+    """The x tick labels (major and minor) of ``ax`` inside its view, as drawn."""
+    lo, hi = ax.get_xlim()
+    ticks = [*ax.get_xticklabels(), *ax.get_xticklabels(minor=True)]
+    return [t.get_text() for t in ticks if t.get_text() and lo <= t.get_position()[0] <= hi]
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "first"),
+    [
+        (66834.0, 188_800.0, "8"),  # 0.45 decade around 10^5: "10^5" alone before
+        (1e4, 1e7, None),  # three decades: matplotlib's own powers of ten stay
+    ],
+)
+def test_a_log_axis_shows_at_least_two_labelled_ticks(tmp_path, lo, hi, first) -> None:
+    from matplotlib.ticker import LogLocator
+
+    from autoshrink.report.mpl import Figure, save_figure
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.scatter([lo, hi], [0.5, 0.9])
+    ax.set_xscale("log")
+    save_figure(fig, tmp_path / "cost.png")
+    shown = _labels_in_view(ax)
+    assert len(shown) >= 2, shown
+    if first is None:
+        assert isinstance(ax.xaxis.get_major_locator(), LogLocator)
+    else:  # round values, every one labelled, sorted: the first one's mantissa
+        assert shown[0].startswith(rf"$\mathdefault{{{first}\times10^"), shown
