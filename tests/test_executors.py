@@ -469,8 +469,8 @@ def test_factory_defaults_and_errors():
     assert build_executor("pool", 3, max_retries=0).workers == 3
     with pytest.raises(ConfigError, match="unknown executor 'dask'"):
         build_executor("dask")
-    with pytest.raises(ConfigError, match="--workers must be >= 1"):
-        build_executor("pool", 0)
+    with pytest.raises(ConfigError, match=r"^workers \(--workers\) must be >= 1, got 0$"):
+        build_executor("pool", 0)  # the library's argument and the CLI's flag: "--workers" only
     assert build_executor("pool", 1).workers == 1
     for name in ("inprocess", "batched"):  # they train in this process: workers mean nothing
         says = f"--workers is for --executor pool; --executor {name} trains in this process"

@@ -139,7 +139,7 @@ def check_placement(name: str, workers: int | None, device: str, ray_address: st
     if name != "ray":
         resolve_device(device)
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers (--workers) must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":
         raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
     if workers is not None and name in ("inprocess", "batched"):
