@@ -148,3 +148,16 @@ def test_a_configs_dict_reads_back_as_the_config(config: SearchConfig) -> None:
     d = config.to_dict()
     assert SearchConfig.from_dict(d) == config
     assert d == json.loads(json.dumps(d))  # what config.json holds, as the docstring says
+
+
+def test_a_setting_json_cannot_hold_is_named_with_its_type() -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    # "config: a setting is not a plain JSON value (...)" named neither the field nor the fix
+    with pytest.raises(ConfigError, match=r"^config: data_dir \(PosixPath\) is not a plain JS"):
+        preset("demo", data_dir=Path("/tmp/digits"))
+    with pytest.raises(ConfigError, match=r"^config: seed \(int64\) is not a plain JSON value"):
+        preset("demo", seed=np.int64(2))
+    assert preset("demo", data_dir="/tmp/digits").data_dir == "/tmp/digits"

@@ -21,7 +21,7 @@ from autoshrink.devices import check_threads, gpu_index
 from autoshrink.errors import ConfigError
 from autoshrink.graph import CNN_ACTIVATIONS
 from autoshrink.hardware.latency_settings import LatencySettings
-from autoshrink.json_values import as_read_back
+from autoshrink.json_values import as_read_back, not_json
 from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.ranges import SEED, check_value
 from autoshrink.screening import ScreeningStage, default_stages, stages_from_json
@@ -414,8 +414,12 @@ class SearchConfig:
         field's type (``k=2.5``, ``seed="a"``), as :meth:`check_json` does for a file."""
         try:
             as_json = self.to_dict()  # NumPy numbers refused
-        except (TypeError, ValueError) as err:  # e.g. a NumPy number among the settings
-            raise ConfigError(f"config: a setting is not a plain JSON value ({err})") from None
+        except (TypeError, ValueError) as err:  # e.g. a NumPy number, a Path among the settings
+            which = not_json(asdict(self)) or "a setting"
+            raise ConfigError(
+                f"config: {which} is not a plain JSON value ({err}); give a str, a number or "
+                "a bool (str(path) for a path)"
+            ) from None
         self.check_json(as_json)
 
     @classmethod
