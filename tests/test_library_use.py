@@ -380,6 +380,10 @@ def _library_calls() -> list[tuple[Any, str]]:
             "macro shrinkcnn-imagenet: every stage needs >= 1 cell and channel (whole numbers); "
             "stage 0 has 1.5 cells of 12 channels",
         ),
+        (  # said "every stage needs >= 1 cell and channel" of a macro that has none
+            lambda: dataclasses.replace(cifar_proxy(), stages=()),
+            "macro cifar-proxy: needs at least one stage, got none",
+        ),
         (
             lambda: dataclasses.replace(cifar_proxy(), stages=({"cells": 1},)),
             "macro cifar-proxy: stage 0 must be a StageSpec, got dict",

@@ -82,7 +82,7 @@ class MacroSpec:
             check_fields(f"macro {self.name}", self, {WHOLE: ("head_channels",)})
             check_at_most(f"macro {self.name}", self, {"head_channels": MAX_COUNT})
         if not self.stages:
-            raise ConfigError(f"macro {self.name}: every stage needs >= 1 cell and channel")
+            raise ConfigError(f"macro {self.name}: needs at least one stage, got none")
         for i, stage in enumerate(self.stages):
             check_stage(f"macro {self.name}", i, stage)
         if self.image_size < 2 ** sum(s.downsample for s in self.stages):
