@@ -787,6 +787,19 @@ def test_a_candidate_timeout_of_no_finite_time_is_refused_naming_the_flag(cli, t
     assert not (tmp_path / "r").exists()
 
 
+def test_a_candidate_timeout_of_none_is_no_limit_and_a_word_else_is_refused(capsys) -> None:
+    from autoshrink.cli import build_parser, main
+    from autoshrink.cli.search import flag_settings
+
+    args = build_parser("search").parse_args(["search", "--candidate-timeout", "None"])
+    assert flag_settings(args)[1] == {"candidate_timeout": None}
+    with pytest.raises(SystemExit) as stop:
+        main(["search", "--candidate-timeout", "soon"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert "--candidate-timeout: expected seconds or 'none', got 'soon'" in err, err
+
+
 def test_a_candidate_timeout_is_an_execution_setting_kept_or_changed_on_resume(tmp_path):
     # like --workers: saved in config.json for --resume, outside the fingerprint
     from autoshrink.cli import build_parser
@@ -805,6 +818,7 @@ def test_a_candidate_timeout_is_an_execution_setting_kept_or_changed_on_resume(t
     config.save(run / "config.json")
     assert SearchConfig.load(run / "config.json").execution.candidate_timeout == 90.0
     for flags, limit in [([], 90.0), (["--candidate-timeout", "30"], 30.0),
+                         (["--candidate-timeout", "none"], None),  # could not be removed
                          (["--executor", "inprocess"], None)]:  # fmt: skip
         args = parse(["search", "--resume", str(run), *flags])
         assert resumed_run(args, flag_settings(args)[1])[3].candidate_timeout == limit

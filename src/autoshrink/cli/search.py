@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshrink.cli import SUBCOMMANDS, DefaultsHelpFormatter
-from autoshrink.cli.search_flags import IN_OUT, add_search_flags
+from autoshrink.cli.search_flags import IN_OUT, NO_LIMIT, add_search_flags
 from autoshrink.cli.search_summary import print_summary
 from autoshrink.config import CNN_ONLY as config_cnn_only
 from autoshrink.config import READ_BY, ExecutionSettings, SearchConfig, unread_settings
@@ -303,7 +303,6 @@ def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     given = {k: v for k, v in given.items() if v is not None}
     # named by the flags typed (the config names its fields: "score weight", "constraint")
     require("--lambda", args.weight, "finite and >= 0")
-    require("--candidate-timeout", args.candidate_timeout, "finite and > 0")
     for option, limit in (
         ("--max-macs", args.max_macs),
         ("--max-params", args.max_params),
@@ -335,20 +334,30 @@ def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         given["latency"] = LatencySettings(
             backend=args.latency_backend or "torch", device=args.latency_device or "cpu"
         )
+    if args.threads is not None:
+        given["threads"] = args.threads
+    return given, execution_flags(args), table
+
+
+def execution_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor's settings the flags give; ``--candidate-timeout none`` as ``None``, kept,
+    so that a resume's settings lose the run's limit."""
+    limit = args.candidate_timeout
+    if limit != NO_LIMIT:
+        require("--candidate-timeout", limit, "finite and > 0")
     execution = {
         "executor": args.executor,
         "workers": args.workers,
         "ray_address": args.ray_address,
         "precision": args.precision,
         "depthwise": args.depthwise,
-        "candidate_timeout": args.candidate_timeout,
+        "candidate_timeout": limit,
+        "cuda_graph": args.cuda_graph,
     }
     execution = {k: v for k, v in execution.items() if v is not None}
-    if args.threads is not None:
-        given["threads"] = args.threads
-    if args.cuda_graph is not None:
-        execution["cuda_graph"] = args.cuda_graph
-    return given, execution, table
+    if limit == NO_LIMIT:
+        execution["candidate_timeout"] = None
+    return execution
 
 
 def run(args: argparse.Namespace) -> int:

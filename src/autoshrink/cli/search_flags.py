@@ -23,6 +23,20 @@ from autoshrink.zero_cost import PROXY_NAMES
 IN_OUT = Path("--out")
 
 
+#: ``--candidate-timeout none``: no limit (on ``--resume``: the run's limit removed).
+NO_LIMIT = "none"
+
+
+def seconds_or_none(text: str) -> float | str:
+    """``--candidate-timeout``'s value: seconds as a float, or :data:`NO_LIMIT` for ``none``."""
+    if text.strip().lower() == NO_LIMIT:
+        return NO_LIMIT
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+
+
 def add_search_flags(p: argparse.ArgumentParser) -> None:
     """Declare every flag of ``autoshrink search`` on its parser ``p``, in help order."""
     add_run_options(p)
@@ -303,12 +317,12 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--candidate-timeout",
-        type=float,  # checked where it is used: one line naming the flag
+        type=seconds_or_none,  # checked where it is used: one line naming the flag
         default=None,
         metavar="SECONDS",
         help="pool and ray: stop a candidate that trains longer (its worker killed) and record "
         "it failed, not retried (--retry-failed trains it again); default: no limit; may "
-        "change on --resume",
+        "change on --resume, where 'none' removes the run's limit",
     )
     g.add_argument(
         "--ray-address",
