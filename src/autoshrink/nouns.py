@@ -1,5 +1,5 @@
 """Counted nouns in what the toolkit prints: ``count(6, "edge")`` is "6 edges", ``count(1,
-"edge")`` "1 edge" (messages, progress descriptions, report headings and picture titles)."""
+"edge")`` "1 edge" (messages, progress descriptions, report headings and titles)."""
 
 from __future__ import annotations
 
