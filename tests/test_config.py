@@ -23,8 +23,8 @@ from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
     ("task", "change", "message"),
     [
         ("cnn", {"task": "bogus"}, "unknown task 'bogus'; expected one of ('cnn', 'rnn')"),
-        ("cnn", {"population_size": 0}, "population_size and tournament_size must be >= 1"),
-        ("cnn", {"tournament_size": 0}, "population_size and tournament_size must be >= 1"),
+        ("cnn", {"population_size": 0}, "population_size must be >= 1, got 0"),
+        ("cnn", {"tournament_size": 0}, "tournament_size must be >= 1, got 0"),
         ("cnn", {"keep_fraction": 1.0}, "keep_fraction must be in [0, 1), got 1.0"),
         ("cnn", {"keep_fraction": -0.1}, "keep_fraction must be in [0, 1), got -0.1"),
         ("cnn", {"patience": 0}, "patience must be >= 1, got 0"),

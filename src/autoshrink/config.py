@@ -229,8 +229,9 @@ class SearchConfig:
             raise ConfigError("budget is for the baselines (strategy random or rea) only")
         if self.budget is not None and self.budget < 1:
             raise ConfigError(f"budget must be >= 1 candidate, got {self.budget}")
-        if self.population_size < 1 or self.tournament_size < 1:
-            raise ConfigError("population_size and tournament_size must be >= 1")
+        for name in ("population_size", "tournament_size"):  # the one that is wrong, by name
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def _check_sizes(self) -> None:
         """The cell's nodes, the search's K, keep fraction and patience, the proxy data's."""
