@@ -395,6 +395,34 @@ def test_a_stopped_searchs_last_step_with_all_its_candidates_is_over(run_dir):
     assert f"<dt>edges left now</dt><dd>{steps[1].chosen.num_edges}</dd>" in text
 
 
+def test_a_stopped_search_without_step_0_has_its_first_step_over_when_it_is_complete(tmp_path):
+    # score_start=False: the first step (1) removes edges from the complete cell, which no step
+    # 0 scored; killed after it, the reader found no step 0 to take the parent from and called
+    # step 1 in progress, keeping no cell (with step 0 the same state is over)
+    from dataclasses import replace
+
+    from autoshrink.executors.base import InProcessExecutor
+    from autoshrink.graph import Cell
+    from autoshrink.search import run_search
+    from autoshrink.strategies.autoshrink import removal_space
+    from test_executors import Fake, tiny_config
+
+    config = replace(tiny_config(), score_start=False)
+    run_dir = tmp_path / "run"
+    run_search(run_dir, config, evaluator_factory=lambda c: Fake(), executor=InProcessExecutor(),
+               progress=False)  # fmt: skip
+    kept = _journal_up_to(run_dir, 1)
+    first = Cell.from_dict(kept[0]["cell"])
+    start = Cell.complete(first.kind, first.ops, first.activation)
+    assert len(kept) == min(config.k, len(removal_space(start)))  # step 1 whole
+    _write_journal(run_dir, kept)
+    run = read_run(run_dir)
+    assert [(s.step, s.decided, s.kept) for s in run.steps] == [(1, True, True)]
+    cut = kept[:-1]  # one of its candidates still to come: in progress
+    _write_journal(run_dir, cut)
+    assert [(s.step, s.decided) for s in read_run(run_dir).steps] == [(1, False)]
+
+
 def test_a_search_stopped_at_a_step_where_every_candidate_diverged_is_not_in_progress(run_dir):
     # no result.json when no candidate has a finite score (exit 2): the report called the step
     # the search stopped at, every candidate of it diverged, "in progress"

@@ -146,17 +146,22 @@ class RunData:
     def _complete(self, by_step: dict[int, list[Candidate]]) -> bool:
         """Whether the last of the AutoShrink steps ``by_step`` has every candidate its step
         asks for: the start cell at step 0, then K removals from the cell the step before kept
-        (fewer when it has fewer distinct ones). A search killed between two steps, or stopped
-        at a step where none scored without a ``result.json``, is past that step."""
+        (fewer when it has fewer distinct ones), or at step 1 of a search without step 0
+        (``score_start`` false) from the complete cell. A search killed between two steps, or
+        stopped at a step where none scored without a ``result.json``, is past that step."""
         if self.config.get("strategy", "autoshrink") != "autoshrink" or not by_step:
             return False
         last = max(by_step)
         if last == 0:
             return True
         before = by_step.get(last - 1)
-        if before is None:
+        if before is not None:
+            parent = Step(last - 1, before).chosen.cell  # the strategy's rule (Step.chosen)
+        elif last == 1 and self.config.get("score_start") is False:
+            first = by_step[last][0].cell  # no step 0: step 1 shrinks the complete cell
+            parent = Cell.complete(first.kind, first.ops, first.activation)
+        else:
             return False
-        parent = Step(last - 1, before).chosen.cell  # the strategy's rule (Step.chosen)
         wanted = min(int(self.config.get("k", 0)), len(removal_space(parent)))
         return len(by_step[last]) == wanted
 
