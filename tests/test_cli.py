@@ -800,6 +800,19 @@ def test_a_candidate_timeout_of_none_is_no_limit_and_a_word_else_is_refused(caps
     assert "--candidate-timeout: expected seconds or 'none', got 'soon'" in err, err
 
 
+def test_patience_none_switches_the_early_stop_off(tmp_path) -> None:
+    # only a whole number >= 1 was taken: the demo preset's patience of 5 could not be removed
+    from autoshrink.cli import build_parser
+    from autoshrink.cli.search import flag_settings, new_run
+
+    args = build_parser("search").parse_args(
+        ["search", "--preset", "demo", "--patience", "none", "--out", str(tmp_path / "r")]
+    )
+    assert "patience" in flag_settings(args)[0] and flag_settings(args)[0]["patience"] is None
+    config = new_run(args, *flag_settings(args))[1]
+    assert config is not None and config.patience is None
+
+
 def test_a_candidate_timeout_is_an_execution_setting_kept_or_changed_on_resume(tmp_path):
     # like --workers: saved in config.json for --resume, outside the fingerprint
     from autoshrink.cli import build_parser

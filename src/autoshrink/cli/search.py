@@ -300,7 +300,7 @@ def flag_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     """The settings the flags give, checked as typed: the config's (``given``), the
     executor's (``execution``), and whether a latency table is the cost or the limit."""
     given = {dest: getattr(args, name) for name, dest in OVERRIDES.items()}
-    given = {k: v for k, v in given.items() if v is not None}
+    given = {k: None if v == NO_LIMIT else v for k, v in given.items() if v is not None}
     # named by the flags typed (the config names its fields: "score weight", "constraint")
     require("--lambda", args.weight, "finite and >= 0")
     for option, limit in (

@@ -23,8 +23,14 @@ from autoshrink.zero_cost import PROXY_NAMES
 IN_OUT = Path("--out")
 
 
-#: ``--candidate-timeout none``: no limit (on ``--resume``: the run's limit removed).
+#: ``--candidate-timeout none`` (on ``--resume``: the run's limit removed), ``--patience
+#: none``: no limit.
 NO_LIMIT = "none"
+
+
+def count_or_none(text: str) -> int | str:
+    """``--patience``'s value: a count, or :data:`NO_LIMIT` for ``none``."""
+    return NO_LIMIT if text.strip().lower() == NO_LIMIT else count_number(text)
 
 
 def seconds_or_none(text: str) -> float | str:
@@ -159,9 +165,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--patience",
-        type=count_number,
+        type=count_or_none,
         default=None,
-        help="stop after this many steps without a better score",
+        help="stop after this many steps without a better score ('none': never)",
     )
     g.add_argument(
         "--lambda",
