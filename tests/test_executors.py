@@ -1053,3 +1053,36 @@ def test_a_time_limit_of_years_waits_in_steps_the_operating_system_takes(tmp_pat
         with contextlib.closing(LocalPoolExecutor(1, candidate_timeout=limit)) as pool:
             out = dict(pool.run(Fake(), jobs))
         assert out == {i: Fake().evaluate(j.genotype, j.seed) for i, j in enumerate(jobs)}
+
+
+def _marks_its_teardown(path: str) -> Fake:
+    import atexit
+
+    atexit.register(lambda: open(path, "w").close())  # runs only in the interpreter's teardown
+    return Fake()
+
+
+class MarksItsTeardown(Fake):
+    """Unpickles into a worker that writes ``path`` if its interpreter tears down at exit."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_marks_its_teardown, (self.path,))
+
+
+def test_a_closed_pool_worker_exits_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """Torch's teardown took each worker about half a second, which the driver waited for at
+    the end of every search."""
+    pool = LocalPoolExecutor(1)
+    try:
+        assert [e.status for _, e in pool.run(MarksItsTeardown(tmp_path / "torn"), _jobs(1))] == [
+            "ok"
+        ]
+        workers = list(pool._idle)
+    finally:
+        pool.close()
+    assert [w.process.exitcode for w in workers] == [0]
+    assert not (tmp_path / "torn").exists()

@@ -5,7 +5,7 @@ worker per core trains candidates side by side and beats one multi-thread proces
 by ``benchmarks/bench_executors.py``, figures in benchmarks/README.md). Workers are started with
 ``spawn`` (safe with torch's thread pools), get each evaluator they run once (a search that
 alternates a few, as progressive screening does, keeps its workers) and live for the whole
-search.
+search; a closed worker ends without the interpreter's teardown.
 
 Each worker owns a pipe, so the driver always knows which candidate a worker holds. When a
 worker dies (``kill -9``, the OOM killer, a crash in a kernel), only that candidate is lost:
@@ -46,7 +46,7 @@ from autoshrink.executors.retries import (
     RetryListener,
     check_retries,
 )
-from autoshrink.processes import die_with_parent
+from autoshrink.processes import die_with_parent, exit_now
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,14 @@ def _serve(conn: Connection, logging_as: tuple[int, str | None]) -> None:
             reply = ("error", traceback.format_exc())
         if not _reply(conn, (index, reply)):
             return
+
+
+def _worker_main(conn: Connection, logging_as: tuple[int, str | None]) -> None:
+    """A worker process: :func:`_serve` until the driver closes the pool, then the end without
+    the interpreter's teardown (:func:`~autoshrink.processes.exit_now`): torch's took each
+    worker about half a second, which the driver waited for at the end of every search."""
+    _serve(conn, logging_as)
+    exit_now(0)
 
 
 def _travels(err: BaseException) -> bool:
@@ -229,7 +237,9 @@ class LocalPoolExecutor:
         started, logging_as = [], driver_logging()
         for _ in range(n):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_serve, args=(child, logging_as), name="autoshrink-worker")
+            process = ctx.Process(
+                target=_worker_main, args=(child, logging_as), name="autoshrink-worker"
+            )
             process.daemon = True
             process.start()
             child.close()

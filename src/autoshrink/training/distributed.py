@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from autoshrink.devices import resolve_device
 from autoshrink.errors import ConfigError, HardwareError
+from autoshrink.processes import exit_now
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,4 @@ def end_process(status: int) -> NoReturn:
     releasing a tensor Python made then needs the GIL: the process aborts (SIGABRT,
     ``terminate called without an active exception``) after its work succeeded.
     """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(status)
+    exit_now(status)
