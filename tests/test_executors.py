@@ -1086,3 +1086,19 @@ def test_a_closed_pool_worker_exits_without_the_interpreters_teardown(tmp_path: 
         pool.close()
     assert [w.process.exitcode for w in workers] == [0]
     assert not (tmp_path / "torn").exists()
+
+
+def test_a_batch_smaller_than_the_pool_starts_the_whole_pool(monkeypatch) -> None:
+    """A search's step 0 trains one cell: the second worker used to start only with step 1,
+    which waited for it while the first sat idle (benchmarks/bench_pool_lifecycle.py)."""
+    with contextlib.closing(LocalPoolExecutor(2)) as pool:
+        starts: list[int] = []
+        start = pool._start_once
+        monkeypatch.setattr(
+            pool, "_start_once", lambda slot, ev, n: starts.append(n) or start(slot, ev, n)
+        )
+        evaluator = WhoAmI("full")
+        assert len(list(pool.run(evaluator, _jobs(1)))) == 1
+        assert starts == [2] and len(pool._idle) == 2
+        pids = {e.metrics["pid"] for _, e in pool.run(evaluator, _jobs(4))}
+        assert starts == [2] and pids == {float(w.process.pid) for w in pool._idle}

@@ -5,7 +5,8 @@ worker per core trains candidates side by side and beats one multi-thread proces
 by ``benchmarks/bench_executors.py``, figures in benchmarks/README.md). Workers are started with
 ``spawn`` (safe with torch's thread pools), get each evaluator they run once (a search that
 alternates a few, as progressive screening does, keeps its workers) and live for the whole
-search; a closed worker ends without the interpreter's teardown.
+search (all of them start with the first batch, even one smaller than the pool); a closed
+worker ends without the interpreter's teardown.
 
 Each worker owns a pipe, so the driver always knows which candidate a worker holds. When a
 worker dies (``kill -9``, the OOM killer, a crash in a kernel), only that candidate is lost:
@@ -398,6 +399,12 @@ class LocalPoolExecutor:
             queue.appendleft(index)
         return settled
 
+    def _missing(self, busy: int, queued: int) -> int:
+        """How many workers to start before a round hands out jobs: the whole pool, side by
+        side, while jobs wait. A batch smaller than the pool (a search's step 0) starts them
+        all, as the next batch would start the rest while the others waited."""
+        return self.workers - busy - len(self._idle) if queued else 0
+
     # ------------------------------------------------------------------ public API
     def run(
         self,
@@ -418,8 +425,7 @@ class LocalPoolExecutor:
         busy: dict[Connection, _Worker] = {}
         try:
             while queue or busy:
-                missing = min(self.workers - len(busy), len(queue)) - len(self._idle)
-                if missing > 0:  # start the workers this round needs together
+                if (missing := self._missing(len(busy), len(queue))) > 0:
                     self._start(slot, evaluator, missing)
                 while queue and len(busy) < self.workers:
                     if (w := self._hand_out(slot, evaluator, jobs, queue)) is not None:
