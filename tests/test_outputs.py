@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,23 @@ def test_table_paths_are_checked_before_measuring(cli, tmp_path) -> None:
         "search", "--preset", "demo", "--cost", "table_latency_ms", "--latency-table", tmp_path
     )
     assert code == 2 and "--latency-table" in err
+
+
+def test_an_output_file_that_is_not_a_regular_file_is_refused(cli, tmp_path) -> None:
+    """``latency --latency-table /dev/null`` measured, then saved the table by an atomic
+    rename over the device: as root /dev/null became a regular file. A pipe, a device or a
+    socket in the place of an output file is refused before anything runs, and left as it was."""
+    fifo = tmp_path / "table.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=f"--table {fifo}: not a regular file .a pipe.; "):
+        check_output_file(fifo, "--table")
+    cell = CELLS / "shrinkcnn.json"
+    code, out, err = cli("latency", cell, "--macro", "cifar-proxy", "--latency-table", fifo)
+    assert code == 2 and out == "" and f"--latency-table {fifo}: not a regular file" in err, err
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and sorted(tmp_path.iterdir()) == [fifo]
+    code, out, err = cli("show", cell, "--picture", fifo)
+    assert code == 2 and f"--picture {fifo}: not a regular file" in err, err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 def test_a_negative_latency_in_a_table_is_refused() -> None:

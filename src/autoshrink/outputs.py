@@ -5,16 +5,17 @@ Each command that fills an output folder leaves files that say it did (:data:`SI
 search would otherwise replace a search's ``result.json``, or training a checkpointed
 supernet's weights --, an earlier run of the same command unless it is resumed, files of
 someone else's that the command would write over, and an ``--out`` that is a file.
-:func:`check_output_file` refuses a file path that cannot be written (a folder in its place, a
-file in the place of its folder). Both try a scratch file where the output will go
-(:func:`check_writable`), so a command that measures for minutes does not fail only when it
-saves.
+:func:`check_output_file` refuses a file path that cannot be written (a folder, a pipe or a
+device in its place, a file in the place of its folder). Both try a scratch file where the
+output will go (:func:`check_writable`), so a command that measures for minutes does not fail
+only when it saves.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -146,14 +147,32 @@ def held_folder(folder: Path, *, resume: bool = False) -> Iterator[None]:
 
 
 def check_output_file(path: str | Path, flag: str) -> Path:
-    """Check that a file can be written at ``path`` -- no folder in its place, no file in the
-    place of a folder above it (missing folders are created when it is saved) -- before the
-    work that produces it starts. Returns it as a Path."""
+    """Check that a file can be written at ``path`` -- no folder, pipe or device in its place
+    (saved atomically, the file would replace ``/dev/null``), no file in the place of a folder
+    above it (missing folders are created when it is saved) -- before the work that produces
+    it starts. Returns it as a Path."""
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{flag} {target}: a folder is there, not a file")
+    kind = special_file_kind(target)
+    if kind is not None:  # the atomic save would rename a file over it
+        raise ConfigError(f"{flag} {target}: not a regular file ({kind}); give a file path")
     check_writable(target.parent, flag, target)
     return target
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder (``"a
+    pipe"``, ``"a device"``, ``"a socket"``); ``None`` otherwise."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else None
 
 
 def check_writable(folder: Path, flag: str, named: Path | None = None) -> None:
