@@ -25,7 +25,6 @@ from autoshrink.cli.latency import (
     macro_from_args,
 )
 from autoshrink.export.bundle import (
-    ATOL,
     RTOL,
     ExportResult,
     export_network,
@@ -107,7 +106,7 @@ def finish(args: argparse.Namespace, r: ExportResult, what: str) -> int:
             size = (r.out_dir / name).stat().st_size
             print(f"  {r.out_dir / name}  ({size / 1024:.1f} KiB)")
         print(
-            f"checks vs PyTorch (atol {ATOL:g}, rtol {RTOL:g}): onnxruntime max |diff| "
+            f"checks vs PyTorch (atol {r.atol:g}, rtol {RTOL:g}): onnxruntime max |diff| "
             f"{_diff(r.onnx_max_abs_diff)}, standalone model.py "
             f"{_diff(r.standalone_max_abs_diff)} -> {'ok' if r.ok else 'FAILED'}"
         )
