@@ -143,7 +143,10 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
             "nodes must be in 2..64, got 1000 (a complete cell of 499,500 edges)",
         ),
         (["search", "--preset", "demo", "--nodes", "1", "--out", "{tmp}/m"], "got 1"),
-        (["search", "--cost", "edge_cost", "--out", "{tmp}/c"], "--cost edge_cost is the rnn cost"),
+        (
+            ["search", "--cost", "edge_cost", "--out", "{tmp}/c"],
+            "rnn cost; expected macs, params, latency_ms or table_latency_ms",
+        ),
         (
             [
                 "search",

@@ -18,7 +18,7 @@ from autoshrink.data.images import EMBEDDED, check_root, reads_no_folder
 from autoshrink.errors import ConfigError, DataError
 from autoshrink.executors.factory import ONE_THREAD_EXECUTORS, executor_for, executor_name
 from autoshrink.hardware.latency_settings import LatencySettings
-from autoshrink.objectives import LATENCY_COSTS, Score
+from autoshrink.objectives import COSTS, LATENCY_COSTS, Score
 from autoshrink.outputs import check_output_file
 from autoshrink.presets import TRAINING_SPELLINGS, preset
 from autoshrink.ranges import require
@@ -245,7 +245,8 @@ def check_task_flags(args: argparse.Namespace, task: str) -> None:
     rnn search without its text folder."""
     if task == "cnn":
         if args.cost == "edge_cost":
-            raise ConfigError("--cost edge_cost is the rnn cost; expected macs or params")
+            cnn_costs = f"{', '.join(COSTS[:-1])} or {COSTS[-1]}"
+            raise ConfigError(f"--cost edge_cost is the rnn cost; expected {cnn_costs}")
         return
     if wrong := [flag(name) for name in CNN_ONLY if getattr(args, name) is not None]:
         raise ConfigError(f"{', '.join(wrong)}: only for --task cnn, not --task rnn")
