@@ -139,6 +139,18 @@ def test_cli_json_shape_and_errors(cli, tmp_path, capsys) -> None:
         assert code == 2 and err.count("\n") == 1 and f"error: {flag} must be" in err, err
 
 
+def test_a_round_of_2000_runs_or_more_is_compared_with_a_second(cli, tmp_path) -> None:
+    """``--repeats 2000`` (or more) stopped after its first round at the cap of 2,000 runs, and
+    said ``median not yet stable`` whatever the times: the stop rule compares two rounds."""
+    cell = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell)
+    tiny = ["--width", "0.25", "--image-size", "8", "--warmup", "0", "--max-seconds", "60"]
+    code, out, err = cli("latency", cell, "--repeats", "2000", *tiny, "--json")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["repeats"] == 4000 and obj["min_repeats"] == 2000 and obj["max_repeats"] == 4000
+
+
 # ------------------------------------------------------------------ what is timed and reported
 def test_the_environment_names_the_cpu_of_proc_cpuinfo(monkeypatch) -> None:
     from autoshrink import devices

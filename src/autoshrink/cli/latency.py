@@ -144,7 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> LatencySettings:
         clock=args.clock,
         warmup=args.warmup,
         min_repeats=args.repeats,
-        max_repeats=max(2000, args.repeats),
+        max_repeats=max(2000, 2 * args.repeats),  # at least two rounds to compare
         max_seconds=args.max_seconds,
     )
 
