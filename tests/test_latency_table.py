@@ -227,6 +227,23 @@ def test_a_shared_table_file_of_another_machine_is_not_merged_into(tmp_path) -> 
     assert here.merged(replace(there, entries={})) == here  # an empty table mixes nothing
 
 
+def test_a_table_reached_by_a_symlink_is_extended_where_it_lies(tmp_path) -> None:
+    """``latency --latency-table link.json`` with link.json a symlink to a shared table read the
+    table through the link, then saved the extended table by renaming a file over the link:
+    the shared file kept its old blocks, and the link was gone (its lock, beside the link, was
+    not the one other processes took beside the file)."""
+    blocks = network_blocks(published_cell("shrinkcnn"), TINY)
+    real = tmp_path / "shared" / "table.json"
+    real.parent.mkdir()
+    fake_table(blocks[:3], 1.0, 0.1).save(real)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    grown = fake_table(blocks, 1.0, 0.1).save_shared(link)
+    assert link.is_symlink() and link.resolve() == real
+    assert LatencyTable.load(real) == grown and len(grown) == len(fake_table(blocks, 1.0, 0.1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "shared"]
+
+
 def test_a_damaged_table_is_named_by_its_key(tmp_path) -> None:
     table = fake_table(network_blocks(published_cell("shrinkcnn"), TINY), 1.0, 0.1)
     key = next(iter(table.entries))

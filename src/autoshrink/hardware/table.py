@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -245,8 +246,11 @@ class LatencyTable:
         workers, ``autoshrink latency``): under its lock, the entries the file holds by then
         are merged in -- theirs win where both measured a block -- and the whole is saved
         (refused when the file's blocks were measured on another machine, :meth:`merged`).
-        Returns that table."""
+        Returns that table. A symlink is followed: the file it names is extended (and locked,
+        as its other users lock it), not replaced by a file in the link's place."""
         path = Path(path)
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))  # a loop of links stays as it is, no error
         path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
         with locked(path):
             saved = LatencyTable.load_checked(path, self.settings)
