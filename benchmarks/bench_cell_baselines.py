@@ -2,7 +2,10 @@
 
 For each seed: an AutoShrink search with the preset's settings, then random search and REA
 (population 10, tournament 3) on the same start cell (the seed draws the node ops) with a
-budget equal to the number of candidates that AutoShrink evaluated, asking K at a time. Printed:
+budget equal to the number of distinct cells that AutoShrink evaluated (its ``evaluations``
+less the cells a later step proposed again, which it does not train twice: a baseline never
+proposes a cell twice; until 2026-12-08 the budget was ``evaluations``, 1-2% more), asking K
+at a time. Printed:
 per strategy the mean ± std over seeds of the best score, and the mean accuracy, MACs and edges
 of the returned cell, candidates and wall time; and per seed the best scores side by side.
 Run folders go under ``--out`` (each can be opened with ``autoshrink report``, and several
@@ -36,11 +39,9 @@ from machine import print_machine, run_main
 def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, out: Path) -> dict:
     config = preset(args.preset, seed=seed, strategy=name, budget=budget)
     t0 = time.perf_counter()
+    folder = out / f"{name}-seed{seed}"
     result = run_search(
-        out / f"{name}-seed{seed}",
-        config,
-        executor=build_executor(args.executor, args.workers),
-        progress=False,
+        folder, config, executor=build_executor(args.executor, args.workers), progress=False
     )
     best = result.best
     return {
@@ -51,6 +52,7 @@ def one_run(name: str, seed: int, budget: int | None, args: argparse.Namespace, 
         "macs": best.metrics.get("macs"),
         "edges": result.cell.num_edges,
         "candidates": result.evaluations,
+        "cells": len(read_run(folder).candidates),  # distinct: without the re-proposed ones
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -116,10 +118,10 @@ def main() -> None:
         shrink = one_run("autoshrink", seed, None, args, out)
         rows.append(shrink)
         for name in BUILT_IN_STRATEGIES[1:]:
-            rows.append(one_run(name, seed, shrink["candidates"], args, out))
+            rows.append(one_run(name, seed, shrink["cells"], args, out))
         if not args.json:
             scores = "  ".join(f"{r['strategy']} {r['score']:.4f}" for r in rows[-3:])
-            print(f"seed {seed} ({shrink['candidates']} candidates each): {scores}", flush=True)
+            print(f"seed {seed} ({shrink['cells']} distinct cells each): {scores}", flush=True)
     table = summary(rows)
     picture = plot_comparison(rows, out)
     if args.json:
