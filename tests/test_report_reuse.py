@@ -13,6 +13,7 @@ import csv
 import hashlib
 import html
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -134,10 +135,18 @@ def test_the_csv_and_the_comparison_count_every_evaluation(full, tmp_path) -> No
     (trained / "metrics.json").write_text("{}")
     with pytest.raises(AutoshrinkError, match="trained: a train output folder; .* search run fo"):
         write_comparison([trained, full], tmp_path / "cmp2")
-    empty = tmp_path / "empty"  # neither a run nor a bench: said to be no run folder
+    empty = tmp_path / "empty"  # no command's folder: said "not a run folder" alone before
     empty.mkdir()
-    with pytest.raises(AutoshrinkError, match=r"empty: not a run folder \(no config.json\)"):
+    takes = "a comparison takes search run folders"
+    said = rf"empty: not a search run folder \(no config.json\); {takes}$"
+    with pytest.raises(AutoshrinkError, match=said):
         write_comparison([full, empty], tmp_path / "cmp2")
+    ran = tmp_path / "ran"  # a run's own report folder: the run is what to name
+    (ran / "report").mkdir(parents=True)
+    (ran / "config.json").write_text("{}")
+    said = f"{ran / 'report'}: the report folder of run {ran}; {takes}: name {ran}"
+    with pytest.raises(AutoshrinkError, match=f"^{re.escape(said)}$"):
+        write_comparison([full, ran / "report"], tmp_path / "cmp2")
     assert all(type(r["best_cost"]) is int for r in table["runs"])  # MACs: a count
     assert (
         f"<td>{table['runs'][0]['best_cost']:,}</td>"

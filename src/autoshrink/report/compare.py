@@ -82,6 +82,21 @@ OWN_PAGE = {
 NO_BEST = "No run has a scored candidate (each was rejected, failed or diverged): no best cell."
 
 
+def not_a_run(folder: Path) -> str:
+    """What ``folder``, without a ``config.json``, is instead of a search run folder, and that
+    a comparison takes those: another command's output folder, a run's ``report/``, or
+    neither."""
+    takes = "a comparison takes search run folders"
+    found = holder(folder)
+    if found is not None and found[0] != "search":
+        own = f" ({OWN_PAGE[found[0]]})" if found[0] in OWN_PAGE else ""
+        return f"a {found[0]} output folder; {takes}{own}"
+    run = folder.absolute().parent
+    if folder.absolute().name == REPORT_DIR and (run / CONFIG).exists():
+        return f"the report folder of run {run}; {takes}: name {run}"
+    return f"not a search run folder (no {CONFIG}); {takes}"
+
+
 def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
     """Refuse fewer than 2 folders, a folder named twice, and one that is not a search's run
     folder (another command's output folder named as such), each with an
@@ -91,13 +106,8 @@ def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
     seen: set[Path] = set()
     for d in map(Path, run_dirs):
         require_folder(d, AutoshrinkError, "a search run folder")
-        found = None if (d / CONFIG).exists() else holder(d)
-        if found is not None and found[0] != "search":
-            command = found[0]
-            own = f" ({OWN_PAGE[command]})" if command in OWN_PAGE else ""
-            raise AutoshrinkError(
-                f"{d}: a {command} output folder; a comparison takes search run folders{own}"
-            )
+        if not (d / CONFIG).exists():
+            raise AutoshrinkError(f"{d}: {not_a_run(d)}")
         if d.resolve() in seen:
             raise AutoshrinkError(f"{d} is given twice: compare each run once")
         seen.add(d.resolve())
