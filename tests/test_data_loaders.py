@@ -107,6 +107,9 @@ def test_fashion_folder_errors(tmp_path: Path) -> None:
     write_idx(labels, np.zeros(4))  # 4 labels for 3 images
     with pytest.raises(DataError, match=str(labels)):
         load_fashion_mnist(tmp_path)
+    write_idx(labels, np.zeros(1))  # said "1 labels"
+    with pytest.raises(DataError, match=f"{labels}: 1 label for the 3 images of "):
+        load_fashion_mnist(tmp_path)
     (tmp_path / "train-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
         load_fashion_mnist(tmp_path)
@@ -411,6 +414,11 @@ def test_cifar_bad_inputs(tmp_path: Path) -> None:
             "data_batch_1",
             {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]},
             "3 labels for 2 images",
+        ),
+        (  # said "1 labels"
+            "data_batch_1",
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
+            "1 label for 2 images",
         ),
         (  # a UnicodeDecodeError's traceback
             "batches.meta",

@@ -293,6 +293,22 @@ def test_latency_refuses_a_table_of_other_settings_before_it_measures(
     assert code == 2 and "was measured with batch=1 (asked 2)" in err
 
 
+def test_latency_says_how_many_table_entries_it_measured_now(cli, tmp_path) -> None:
+    # one entry missing: said "1 entries measured now"
+    cell = published_cell("shrinkcnn")
+    path, cell_file = tmp_path / "t.json", tmp_path / "cell.json"
+    cell.save(cell_file)
+    fake_table(network_blocks(cell, TINY)[1:], 1.0, 0.1).save(path)
+    before = set(LatencyTable.load(path).entries)
+    size = ["--macro", "cifar-proxy", "--width", "0.25", "--image-size", "8", "--num-classes", "3"]
+    quick = ["--warmup", "1", "--repeats", "3", "--max-seconds", "0.05"]
+    code, out, err = cli("latency", cell_file, "--latency-table", path, *size, *quick)
+    assert code == 0, err
+    new = len(set(LatencyTable.load(path).entries) - before)
+    said = f"({new} entr{'y' if new == 1 else 'ies'} measured now, "
+    assert said in out.splitlines()[-1], out
+
+
 def test_latency_keeps_the_blocks_another_process_added_meanwhile(
     cli, tmp_path, monkeypatch
 ) -> None:

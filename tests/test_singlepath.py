@@ -1327,6 +1327,11 @@ def test_count_latency_export_and_train_accept_the_architecture_file(cli, tmp_pa
     assert all(s.startswith("table sum ") for s in said)
     assert "(0 table entries" not in said[0]
     assert said[1].endswith("(0 table entries measured now)")
+    saved = LatencyTable.load(tmp_path / "table.json")  # one entry dropped: said "1 ... entries"
+    dropped = dict(list(saved.entries.items())[1:])
+    replace(saved, entries=dropped).save(tmp_path / "table.json")
+    code, out, err = cli("latency", small, *table, "--max-seconds", "0.05")
+    assert code == 0 and out.splitlines()[-1].endswith("(1 table entry measured now)"), out
     code, out, err = cli("export", small, "--out", tmp_path / "export", "--json")
     assert code == 0, err
     exported = json.loads(out)
@@ -1371,6 +1376,8 @@ def test_singlepath_bad_input_is_one_line_and_exit_2(cli, tmp_path, demo_setting
         (["--epochs", "2"], "the warm-up (2 epochs of weights only) must be shorter than the "
          "search (2 epochs)"),  # the demo preset warms up for 2 epochs
         (["--epochs", "3", "--warmup-epochs", "3"], "warm-up (3 epochs"),
+        (["--epochs", "1", "--warmup-epochs", "1"], "the warm-up (1 epoch of weights only) must "
+         "be shorter than the search (1 epoch)"),  # said "1 epochs"
         (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0, got -1"),
         (["--threshold-lr", "0"], "threshold_lr (--threshold-lr) must be finite and > 0, got 0.0"),
         (["--batch-size", "1"], "batch_size must be >= 2 (batch norm needs two images)"),

@@ -32,7 +32,8 @@ def test_a_proxy_refuses_a_batch_it_cannot_score(name: str, images: int, labels:
     one image a LinAlgError (jacov); each now names the proxy and the batch."""
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     says = f"zero-cost proxy {name} needs a batch of at least 2 images with one label each, "
-    with pytest.raises(ConfigError, match=re.escape(says + f"got {images} images and {labels}")):
+    got = f"got {images} image{'s' * (images != 1)} and {labels} label{'s' * (labels != 1)}"
+    with pytest.raises(ConfigError, match=re.escape(says + got)):  # "1 image": said "1 images"
         proxy(name)(net, torch.randn(images, 4), torch.zeros(labels, dtype=torch.long))
 
 

@@ -201,8 +201,8 @@ def run_cell(args: argparse.Namespace, settings: LatencySettings) -> int:
     if args.table is not None:
         print(
             f"table prediction {out['table_ms']:.3f} ms from {out['table_blocks']} blocks "
-            f"({out['table_new_blocks']} entries measured now, the blocks' and the cost of a "
-            f"call on their outputs; table {args.table})"
+            f"({count(out['table_new_blocks'], 'entry')} measured now, the blocks' and the "
+            f"cost of a call on their outputs; table {args.table})"
         )
     return 0
 
@@ -244,7 +244,7 @@ def run_arch(args: argparse.Namespace, settings: LatencySettings) -> int:
         calibrated = out["calibrated_ms"]
         print(
             (f"table prediction {calibrated:.3f} ms calibrated, " if calibrated is not None else "")
-            + f"table sum {out['table_ms']:.3f} ms ({new} table entries measured now)"
+            + f"table sum {out['table_ms']:.3f} ms ({count(new, 'table entry')} measured now)"
         )
     return 0
 

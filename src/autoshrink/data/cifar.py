@@ -27,6 +27,7 @@ import numpy as np
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import DataError
+from autoshrink.nouns import count
 from autoshrink.safe_pickle import NUMPY_ARRAYS, load_pickle_file
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def _read_py_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray
     except (TypeError, ValueError, OverflowError):
         raise DataError(f"{path}: b'labels' must be a list of integers") from None
     if labels.shape != (len(data),):
-        raise DataError(f"{path}: {labels.size} labels for {len(data)} images")
+        raise DataError(f"{path}: {count(labels.size, 'label')} for {count(len(data), 'image')}")
     _check_labels(path, labels, num_classes)
     return data, labels
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from autoshrink.data.images import ImageData
 from autoshrink.errors import DataError
+from autoshrink.nouns import count
 from autoshrink.user_files import require_folder
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def _read_part(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(labels) != len(images):
         raise DataError(
-            f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}"
+            f"{labels_path}: {count(len(labels), 'label')} for the "
+            f"{count(len(images), 'image')} of {images_path}"
         )
     if not len(images):  # a training without a test: ZeroDivisionError after its first epoch
         raise DataError(f"{images_path}: no images; the {part} part needs some")

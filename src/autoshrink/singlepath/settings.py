@@ -13,6 +13,7 @@ from autoshrink.devices import check_threads
 from autoshrink.errors import ConfigError, JournalError
 from autoshrink.hardware.latency_settings import LatencySettings
 from autoshrink.json_values import as_read_back
+from autoshrink.nouns import count
 from autoshrink.ranges import check_seed
 from autoshrink.settings_diff import differences, first_three
 from autoshrink.user_files import fields_type_problem, read_json_file
@@ -58,8 +59,9 @@ class SearchSettings:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (
                 self.warmup_epochs < self.epochs,
-                f"the warm-up ({self.warmup_epochs} epochs of weights only) must be shorter than "
-                f"the search ({self.epochs} epochs): fewer warmup_epochs or more epochs",
+                f"the warm-up ({count(self.warmup_epochs, 'epoch')} of weights only) must be "
+                f"shorter than the search ({count(self.epochs, 'epoch')}): fewer warmup_epochs "
+                "or more epochs",
             ),
             (self.batch_size >= 2, "batch_size must be >= 2 (batch norm needs two images)"),
             (self.search_size >= 32, "search_size must be >= 32 (five stride-2 steps)"),

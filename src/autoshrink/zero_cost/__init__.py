@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autoshrink.errors import ConfigError
+from autoshrink.nouns import count
 
 #: Every proxy, by name (also its module's name).
 PROXY_NAMES: tuple[str, ...] = ("synflow", "snip", "grad_norm", "jacov", "naswot", "params")
@@ -68,7 +69,8 @@ def proxy(name: str) -> Proxy:
         if len(batch_x) < MIN_BATCH or len(batch_y) != len(batch_x):
             raise ConfigError(
                 f"zero-cost proxy {name} needs a batch of at least {MIN_BATCH} images with one "
-                f"label each, got {len(batch_x)} images and {len(batch_y)} labels"
+                f"label each, got {count(len(batch_x), 'image')} and "
+                f"{count(len(batch_y), 'label')}"
             )
         return score(model, batch_x, batch_y)
 
