@@ -147,6 +147,30 @@ def test_a_zero_cost_cache_of_another_layout_is_one_line_naming_it(tmp_path) -> 
         read_cache(tmp_path)
 
 
+def test_a_damaged_zero_cost_cache_is_said_to_be_damaged(tmp_path) -> None:
+    # the zip's CRC-32 tells a changed byte (an inf among the values too): it was called "not
+    # a zero-cost cache (an .npz file of 'values' and 'settings')", which it is
+    path = tmp_path / "zc.npz"
+    values = np.full(NUM_CELLS, np.nan)
+    values[7] = 1.5
+    np.savez(path, values=values, settings=np.array('{"proxy": "synflow"}'))
+    whole = path.read_bytes()
+    at = whole.index(np.float64(1.5).tobytes())
+    changed = whole[:at] + np.float64(np.inf).tobytes() + whole[at + 8 :]
+    damaged = f"{path}: a damaged zero-cost cache ("
+    for data, why in (
+        (changed, "Bad CRC-32 for file 'values.npy'"),
+        (whole[: len(whole) // 2], ""),
+    ):
+        path.write_bytes(data)
+        with pytest.raises(BenchmarkError) as caught:
+            read_cache(path)
+        said = str(caught.value)
+        assert said.startswith(damaged + why) and said.endswith(
+            "; delete it: its values are computed again"
+        ), said
+
+
 def test_bench_runs_the_zero_cost_variant(shared_data) -> None:
     tables = load_flat_tables(shared_data / "nats-bench")
     params, _ = topology_cost_table("cifar10")

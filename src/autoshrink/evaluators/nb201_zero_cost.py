@@ -156,8 +156,9 @@ class NB201ZeroCost:
 
 def read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The 15,625 float64 values of a zero-cost cache file (NaN: not computed) and the settings
-    it records; never unpickles (``allow_pickle`` stays False). Anything else is a one-line
-    :class:`BenchmarkError` naming the file."""
+    it records; never unpickles (``allow_pickle`` stays False). Anything else, a file whose
+    bytes changed (the zip's CRC-32) included, is a one-line :class:`BenchmarkError` naming the
+    file."""
     what = f"{path}: not a zero-cost cache (an .npz file of 'values' and 'settings')"
     try:
         archive = np.load(path)
@@ -169,8 +170,12 @@ def read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
             stored, text = archive["values"], archive["settings"]
     except OSError as err:
         raise BenchmarkError(f"{path}: cannot read the zero-cost cache ({err.strerror})") from None
-    except (ValueError, EOFError, zipfile.BadZipFile):  # EOF: an empty file; ValueError: one
-        raise BenchmarkError(what) from None  # numpy reads only by unpickling (never done)
+    except zipfile.BadZipFile as err:  # a zip's start (numpy's test), its CRC-32 or end wrong
+        raise BenchmarkError(
+            f"{path}: a damaged zero-cost cache ({err}); delete it: its values are computed again"
+        ) from None
+    except (ValueError, EOFError):  # EOF: an empty file; ValueError: one numpy reads only by
+        raise BenchmarkError(what) from None  # unpickling (never done)
     if stored.shape != (NUM_CELLS,) or stored.dtype.kind not in "fiu":
         raise BenchmarkError(
             f"{path}: expected {NUM_CELLS} numbers, got {stored.dtype} {stored.shape}"
