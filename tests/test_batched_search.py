@@ -215,7 +215,7 @@ def test_precision_cuda_graph_and_depthwise_configure_the_batched_engine(
     assert build_executor("batched", precision="fp32").options["tf32"] is False
     with pytest.raises(ConfigError, match="executor is 'pool'"):
         build_executor(None, device="cpu", precision="bf16")
-    with pytest.raises(ConfigError, match="--cuda-graph needs --device cuda"):
+    with pytest.raises(ConfigError, match=r"cuda_graph \(--cuda-graph\) needs device 'cuda'"):
         build_executor("batched", device="cpu", cuda_graph=True)
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         build_executor("batched", precision="fp16")

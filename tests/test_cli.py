@@ -537,7 +537,7 @@ def test_options_a_search_would_not_use_are_refused(cli, tmp_path):
     assert code == 2 and "--zc-proxy needs --screening zero-cost" in err  # it was saved, ignored
     code, _, err = cli("search", "--preset", "demo", "--workers", "2", "--executor", "inprocess",
                        "--out", tmp_path / "r")  # fmt: skip
-    assert code == 2 and "--workers is for --executor pool; --executor inprocess trains" in err
+    assert code == 2 and "workers (--workers) is for executor 'pool' (--executor pool); 'in" in err
     # a latency cost at --lambda 0: saved with a table path and latency settings, never measured
     code, _, err = cli("search", "--preset", "demo", "--cost", "table_latency_ms", "--lambda", "0",
                        "--out", tmp_path / "r")  # fmt: skip
@@ -579,7 +579,8 @@ def test_latency_data_and_kernel_options_a_search_would_not_use_are_refused(cli,
     code, _, err = cli("search", "--preset", "demo", "--executor", "batched",
                        "--depthwise", "triton", "--out", out)  # fmt: skip
     assert code == 2 and err.strip() == (
-        "autoshrink: error: --depthwise triton chooses CUDA kernels; --device is 'cpu'"
+        "autoshrink: error: depthwise (--depthwise) 'triton' chooses CUDA kernels; device "
+        "(--device) is 'cpu'"
     )
     cell = resources.files("autoshrink") / "cells" / "shrinkcnn.json"
     code, _, err = cli("train", cell, "--dataset", "rotated-digits", "--data-dir", tmp_path,
@@ -775,9 +776,9 @@ def test_a_candidate_timeout_is_refused_by_an_executor_that_cannot_stop_a_candid
     args = ["--executor", executor, "--candidate-timeout", "60", "--out", tmp_path / "r"]
     code, _, err = cli("search", "--preset", "demo", *args)
     assert code == 2 and err == (
-        "autoshrink: error: --candidate-timeout needs --executor pool or ray, which kill a "
-        f"candidate's worker; --executor {executor} trains in this process and cannot stop a "
-        "candidate\n"
+        "autoshrink: error: candidate_timeout (--candidate-timeout) needs executor 'pool' or "
+        f"'ray' (--executor), which kill a candidate's worker; '{executor}' trains in this "
+        "process and cannot stop a candidate\n"
     )
     assert not (tmp_path / "r").exists()
 

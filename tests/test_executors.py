@@ -473,11 +473,39 @@ def test_factory_defaults_and_errors():
         build_executor("pool", 0)  # the library's argument and the CLI's flag: "--workers" only
     assert build_executor("pool", 1).workers == 1
     for name in ("inprocess", "batched"):  # they train in this process: workers mean nothing
-        says = f"--workers is for --executor pool; --executor {name} trains in this process"
-        with pytest.raises(ConfigError, match=says):
+        says = f"workers (--workers) is for executor 'pool' (--executor pool); '{name}' trains in"
+        with pytest.raises(ConfigError, match=re.escape(says)):
             build_executor(name, 2)
-    with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
+    with pytest.raises(ConfigError, match=re.escape("ray_address (--ray-address) needs executor")):
         build_executor("pool", ray_address="10.0.0.1:6379")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [  # each named only the CLI's flag ("--workers is for --executor pool"): a library call
+        # names its arguments, the flags in brackets, as workers < 1 does
+        ({"name": "ray", "workers": 2}, "workers (--workers) is for executor 'pool' (--executor "
+         "pool); Ray runs as many"),
+        ({"name": "ray", "device": "cuda:1"}, "device (--device) 'cuda:1': with executor 'ray' "
+         "use 'cuda'; Ray gives each"),
+        ({"name": "pool", "ray_address": "10.0.0.1:6379"}, "ray_address (--ray-address) needs "
+         "executor 'ray' (--executor ray), not 'pool'"),
+        ({"name": "pool", "precision": "bf16"}, "precision, cuda_graph and depthwise "
+         "(--precision, --cuda-graph, --depthwise) set the batched engine; the executor is "
+         "'pool', not 'batched' (--executor batched, the default with device 'cuda')"),
+        ({"name": "batched", "cuda_graph": True}, "cuda_graph (--cuda-graph) needs device "
+         "'cuda' (--device cuda), not 'cpu'"),
+        ({"name": "batched", "depthwise": "triton"}, "depthwise (--depthwise) 'triton' chooses "
+         "CUDA kernels; device (--device) is 'cpu'"),
+        ({"name": "inprocess", "candidate_timeout": 5.0}, "candidate_timeout "
+         "(--candidate-timeout) needs executor 'pool' or 'ray' (--executor), which kill a "
+         "candidate's worker; 'inprocess' trains in this process and cannot stop a candidate"),
+    ],
+)  # fmt: skip
+def test_build_executor_names_its_arguments_and_their_flags(arguments, says) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_executor(**arguments)
+    assert str(caught.value).startswith(says), caught.value
     for bad in (-1, True, 1.0):  # a bool or a float is no count of retries
         with pytest.raises(ConfigError, match=f"max_retries must be an integer >= 0, got {bad}"):
             build_executor("pool", max_retries=bad)

@@ -426,9 +426,9 @@ def test_a_ctrl_c_while_ray_starts_stops_the_search_once_ray_has(monkeypatch, pr
 
 
 def test_ray_factory_errors():
-    with pytest.raises(ConfigError, match="use --device cuda"):
+    with pytest.raises(ConfigError, match="use 'cuda'"):
         build_executor("ray", device="cuda:1")
-    with pytest.raises(ConfigError, match="--workers is for --executor pool"):
+    with pytest.raises(ConfigError, match=r"workers \(--workers\) is for executor 'pool'"):
         build_executor("ray", 2)
     assert isinstance(build_executor(None, ray_address="127.0.0.1:6379"), RayExecutor)
 

@@ -100,8 +100,9 @@ def check_timeout_for(name: str, candidate_timeout: float | None) -> None:
     safely (a limit they ignored would let a hang block the search all the same)."""
     if check_timeout(candidate_timeout) is not None and name not in TIMEOUT_EXECUTORS:
         raise ConfigError(
-            f"--candidate-timeout needs --executor pool or ray, which kill a candidate's worker; "
-            f"--executor {name} trains in this process and cannot stop a candidate"
+            "candidate_timeout (--candidate-timeout) needs executor 'pool' or 'ray' (--executor), "
+            f"which kill a candidate's worker; {name!r} trains in this process and cannot stop "
+            "a candidate"
         )
 
 
@@ -120,13 +121,19 @@ def check_engine_options(
         check_depthwise(depthwise)
     if (precision is not None or cuda_graph or depthwise is not None) and name != "batched":
         raise ConfigError(
-            f"--precision, --cuda-graph and --depthwise set the batched engine; the executor is "
-            f"{name!r} (use --executor batched, the default with --device cuda)"
+            "precision, cuda_graph and depthwise (--precision, --cuda-graph, --depthwise) set the "
+            f"batched engine; the executor is {name!r}, not 'batched' (--executor batched, the "
+            "default with device 'cuda')"
         )
     if cuda_graph and not is_cuda(device):
-        raise ConfigError(f"--cuda-graph needs --device cuda, not {device!r}")
+        raise ConfigError(
+            f"cuda_graph (--cuda-graph) needs device 'cuda' (--device cuda), not {device!r}"
+        )
     if depthwise not in (None, "auto") and not is_cuda(device):  # the CPU has one kernel
-        raise ConfigError(f"--depthwise {depthwise} chooses CUDA kernels; --device is {device!r}")
+        raise ConfigError(
+            f"depthwise (--depthwise) {depthwise!r} chooses CUDA kernels; device (--device) is "
+            f"{device!r}"
+        )
     if depthwise == "triton":
         require_triton("--depthwise triton")
 
@@ -141,19 +148,20 @@ def check_placement(name: str, workers: int | None, device: str, ray_address: st
     if workers is not None and workers < 1:
         raise ConfigError(f"workers (--workers) must be >= 1, got {workers}")
     if ray_address is not None and name != "ray":
-        raise ConfigError(f"--ray-address needs --executor ray, not {name!r}")
-    if workers is not None and name in ("inprocess", "batched"):
         raise ConfigError(
-            f"--workers is for --executor pool; --executor {name} trains in this process"
+            f"ray_address (--ray-address) needs executor 'ray' (--executor ray), not {name!r}"
         )
+    pool_only = "workers (--workers) is for executor 'pool' (--executor pool)"
+    if workers is not None and name in ("inprocess", "batched"):
+        raise ConfigError(f"{pool_only}; {name!r} trains in this process")
     if workers is not None and name == "ray":
         raise ConfigError(
-            "--workers is for --executor pool; Ray runs as many candidates at once as the "
-            "cluster has free CPUs (or GPUs)"
+            f"{pool_only}; Ray runs as many candidates at once as the cluster has free CPUs (or "
+            "GPUs)"
         )
     if name == "ray" and device.startswith("cuda:"):
         raise ConfigError(
-            f"--device {device}: with --executor ray use --device cuda; Ray gives each "
+            f"device (--device) {device!r}: with executor 'ray' use 'cuda'; Ray gives each "
             "candidate its own GPU"
         )
 
