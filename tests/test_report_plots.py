@@ -377,3 +377,32 @@ def test_a_log_axis_shows_at_least_two_labelled_ticks(tmp_path, lo, hi, first) -
         assert isinstance(ax.xaxis.get_major_locator(), LogLocator)
     else:  # round values, every one labelled, sorted: the first one's mantissa
         assert shown[0].startswith(rf"$\mathdefault{{{first}\times10^"), shown
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"),
+    [
+        (69632.0, 125504.0),  # the demo's MACs: 7, 8, 9 x 10^4 and 10^5, its top 40% bare
+        (66834.0, 188_800.0),
+        (1.1e5, 1.8e5),
+        (2.1e5, 2.2e5),
+        (3e5, 4e5),  # 3 and 4 x 10^5 alone, 91% of the view between them
+    ],
+)
+def test_a_log_axis_under_a_decade_has_no_long_stretch_without_a_label(tmp_path, lo, hi) -> None:
+    import math
+
+    from autoshrink.report.mpl import Figure, save_figure
+
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.add_subplot()
+    ax.scatter([lo, hi], [0.5, 0.9])
+    ax.set_xscale("log")
+    save_figure(fig, tmp_path / "cost.png")
+    view = sorted(ax.get_xlim())
+    ticks = [*ax.get_xticklabels(), *ax.get_xticklabels(minor=True)]
+    at = sorted(t.get_position()[0] for t in ticks if t.get_text())
+    at = [v for v in at if view[0] <= v <= view[1]]
+    logs = [math.log10(v) for v in (view[0], *at, view[1])]
+    widest = max(b - a for a, b in zip(logs, logs[1:], strict=False))
+    assert len(at) >= 2 and widest <= 0.375 * (logs[-1] - logs[0]), at
