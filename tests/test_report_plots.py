@@ -406,3 +406,15 @@ def test_a_log_axis_under_a_decade_has_no_long_stretch_without_a_label(tmp_path,
     logs = [math.log10(v) for v in (view[0], *at, view[1])]
     widest = max(b - a for a, b in zip(logs, logs[1:], strict=False))
     assert len(at) >= 2 and widest <= 0.375 * (logs[-1] - logs[0]), at
+
+
+def test_the_progress_plot_legend_hides_no_candidate(run, figures, tmp_path):
+    # "lower right" covered a late candidate of a low score: the r1 demo's third of three,
+    # score 0.31 under best-so-far 0.57, was drawn beneath the legend
+    low_last = [0.42, 0.57, 0.31]
+    cands = [replace(c, score=s) for c, s in zip(run.candidates[:3], low_last, strict=True)]
+    plots.plot_progress(replace(run, candidates=cands), tmp_path / "progress.png")
+    (ax,) = figures[0].axes
+    box = ax.get_legend().get_window_extent()
+    dots = ax.transData.transform(np.c_[np.arange(1, 4), low_last])
+    assert not any(box.contains(x, y) for x, y in dots), (box, dots)

@@ -229,6 +229,6 @@ def _finish_progress(ax: Any, title: str, legend: bool = True) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     if legend:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # "lower right" hid late low candidates
     if title:
         ax.set_title(title)
