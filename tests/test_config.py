@@ -57,7 +57,8 @@ from autoshrink.training.proxy_settings import ProxyTraining, RNNProxyTraining
         (
             "rnn",
             {"objective": "ood"},
-            "--objective ood and --test-domain are for cnn cells, not --task rnn",
+            "objective 'ood' and test_domain (--objective ood, --test-domain) are for cnn cells, "
+            "not task 'rnn' (--task rnn)",  # a library call's arguments named too
         ),
     ],
 )

@@ -534,11 +534,12 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
     for settings, needle in [
         ({"k": 2.5}, 'config: "k" must be an integer, got 2.5'),
         ({"seed": "a"}, 'config: "seed" must be an integer, got "a"'),
-        ({"constraints": {"mac": 1e4}}, "unknown constraint 'mac' for --task cnn"),
+        # a library call names its argument, the flag in brackets (said "for --task cnn")
+        ({"constraints": {"mac": 1e4}}, "unknown constraint 'mac' for task 'cnn' (--task cnn)"),
         ({"task": "RNN"}, "unknown task 'RNN'"),
         # a misspelt data set failed only when the search loaded it; an rnn search reads
         # PTB-layout text, so an image set's name would only mislabel its reports
-        ({"dataset": "mnist"}, "unknown data set 'mnist' for --task cnn; expected one of"),
+        ({"dataset": "mnist"}, "unknown data set 'mnist' for task 'cnn' (--task cnn); expected"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             preset("demo", **settings)
@@ -547,9 +548,11 @@ def test_settings_a_search_cannot_use_are_refused_when_made() -> None:
         preset("demo", task="rnn", nodes=3, keep_fraction=0.0)  # it ended "every ... failed"
     assert preset("demo", task="rnn", nodes=3, keep_fraction=0.333).keep_fraction == 0.333
     hint = r"; start from preset\(name, task='rnn'\)$"
-    with pytest.raises(ConfigError, match=r"data set 'digits' for --task rnn; .* \['ptb'\]" + hint):
+    with pytest.raises(
+        ConfigError, match=r"'digits' for task 'rnn' \(--task rnn\); .*'ptb'\]" + hint
+    ):
         preset("demo", task="rnn", dataset="digits")
-    with pytest.raises(ConfigError, match=r"for --task cnn; expected one of \[[^]]*\]$"):
+    with pytest.raises(ConfigError, match=r"\(--task cnn\); expected one of \[[^]]*\]$"):
         preset("demo", dataset="mnist")  # a cnn preset is what it started from: no hint
     # an rnn config made without a preset holds the field's default (and saved it): it loads
     rnn = json.loads(json.dumps(preset("demo", task="rnn").to_dict())) | {"dataset": "cifar10"}

@@ -254,7 +254,8 @@ class SearchConfig:
         for name, limit in self.constraints.items():
             if name not in CONSTRAINED[self.task]:  # a misspelt metric would be a no-op
                 raise ConfigError(
-                    f"unknown constraint {name!r} for --task {self.task}; expected one of "
+                    f"unknown constraint {name!r} for task {self.task!r} (--task {self.task}); "
+                    "expected one of "
                     f"{CONSTRAINED[self.task]}"
                 )
             if not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
@@ -296,7 +297,8 @@ class SearchConfig:
         unset = self.task == "rnn" and self.dataset == _field_default("dataset")
         if self.dataset not in known and not unset:
             raise ConfigError(
-                f"unknown data set {self.dataset!r} for --task {self.task}; expected one of "
+                f"unknown data set {self.dataset!r} for task {self.task!r} (--task {self.task}); "
+                "expected one of "
                 f"{list(known)}"
                 + (f"; start from preset(name, task={self.task!r})" if self.task == "rnn" else "")
             )
@@ -353,7 +355,8 @@ class SearchConfig:
             raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.task != "cnn" and (self.objective != "erm" or self.test_domain is not None):
             raise ConfigError(
-                f"--objective ood and --test-domain are for cnn cells, not --task {self.task}"
+                "objective 'ood' and test_domain (--objective ood, --test-domain) are for cnn "
+                f"cells, not task {self.task!r} (--task {self.task})"
             )
         check_test_domain(self.dataset, self.test_domain)
 
