@@ -858,10 +858,16 @@ def test_proxy_split_properties() -> None:
     np.testing.assert_array_equal(same.val_y, split.val_y)
     other = proxy_split(data, per_class=5, val_size=40, seed=4)
     assert set(split_indices(other, "train")) != set(train)
-    with pytest.raises(DataError, match="per class"):
+    # the arguments named, the flags in brackets (said "lower --per-class" to a library call)
+    few = "has 30 training images, fewer than the 31 per class the proxy task asks for; lower "
+    with pytest.raises(DataError, match=re.escape(few + "per_class (--per-class)") + "$"):
         proxy_split(data, per_class=31, val_size=1, seed=0)
-    with pytest.raises(DataError, match="validation"):
+    lower = "lower per_class (--per-class, now 25) or val_size (--val-size)"
+    held = f"only 20 held-out training images for a validation set of 21; {lower}"
+    with pytest.raises(DataError, match=re.escape(held) + "$"):
         proxy_split(data, per_class=25, val_size=21, seed=0)
+    with pytest.raises(DataError, match="has 1 training image, fewer than the 2 per class"):
+        proxy_split(indexed_data(per_class=1), per_class=2, val_size=1, seed=0)  # "1 images"
 
 
 @pytest.mark.parametrize(

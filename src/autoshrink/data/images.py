@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from autoshrink.errors import ConfigError, DataError
+from autoshrink.nouns import count
 from autoshrink.ranges import SEED, WHOLE, check_value
 
 #: The last four are multi-domain (:mod:`autoshrink.data.domains`).
@@ -175,8 +176,9 @@ def proxy_indices(
         idx = np.flatnonzero(data.train_y == c)
         if len(idx) < per_class:
             raise DataError(
-                f"{data.name}: class {data.classes[c]!r} has {len(idx)} training images, "
-                f"fewer than the {per_class} per class the proxy task asks for; lower --per-class"
+                f"{data.name}: class {data.classes[c]!r} has {count(len(idx), 'training image')}, "
+                f"fewer than the {per_class} per class the proxy task asks for; lower per_class "
+                "(--per-class)"
             )
         idx = rng.permutation(idx)
         train_idx.append(idx[:per_class])
@@ -184,8 +186,9 @@ def proxy_indices(
     held_out = np.concatenate(rest)
     if len(held_out) < val_size:
         raise DataError(
-            f"{data.name}: only {len(held_out)} held-out training images for a validation "
-            f"set of {val_size}; lower --per-class (now {per_class}) or --val-size"
+            f"{data.name}: only {count(len(held_out), 'held-out training image')} for a "
+            f"validation set of {val_size}; lower per_class (--per-class, now {per_class}) or "
+            "val_size (--val-size)"
         )
     val_idx = rng.choice(held_out, size=val_size, replace=False)
     return rng.permutation(np.concatenate(train_idx)), val_idx
