@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,6 +373,20 @@ def test_picture_falls_back_to_text_without_graphviz(tmp_path, monkeypatch):
     monkeypatch.setattr("autoshrink.report.picture.shutil.which", lambda name: None)
     written = render(published_cell("shrinkcnn"), tmp_path / "cell.svg")
     assert written.suffix == ".txt" and "sep3x3" in written.read_text()
+
+
+def test_a_picture_in_a_folder_named_with_a_leading_dash_is_drawn(tmp_path, monkeypatch):
+    # a relative path like "-run/cell.svg" (search --out=-run, report -- -run) was given to dot
+    # as "-o -run/...", which dot reads as a missing -o and an unknown option
+    import shutil
+
+    if not shutil.which("dot"):
+        pytest.skip("Graphviz dot is not installed")
+    monkeypatch.chdir(tmp_path)
+    cell = published_cell("shrinkcnn")
+    svg = render(cell, Path("-run") / "cell.svg")
+    assert svg == Path("-run/cell.svg") and "<svg" in (tmp_path / "-run" / "cell.svg").read_text()
+    assert sorted(p.name for p in (tmp_path / "-run").iterdir()) == ["cell.svg"]
 
 
 def test_a_large_cell_is_drawn_as_its_adjacency_matrix(tmp_path, monkeypatch):

@@ -133,7 +133,9 @@ def render(cell: Cell, path: str | Path, title: str | None = None) -> Path:
     source = to_dot(cell, title).encode("utf-8", "replace")  # a title from a non-UTF-8 path
 
     def draw(tmp: Path) -> None:
-        done = subprocess.run([dot, f"-T{fmt}", "-o", str(tmp)], input=source, capture_output=True)
+        # -oFILE in one word: dot takes a separate word starting with "-" (a folder "-run") for
+        # an option, not for -o's file
+        done = subprocess.run([dot, f"-T{fmt}", f"-o{tmp}"], input=source, capture_output=True)
         if done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
             why = said[-1] if said else f"exit status {done.returncode}"
