@@ -22,6 +22,7 @@ from autoshrink.evaluators.base import Evaluation
 from autoshrink.executors.base import InProcessExecutor
 from autoshrink.graph import Cell
 from autoshrink.journal import LOCK, Journal, RunLock
+from autoshrink.outputs import held_folder
 from autoshrink.search import run_search
 from autoshrink.stop_signals import SearchInterrupted
 from test_search import ToyEvaluator, candidates, strip_seconds, toy_config
@@ -865,5 +866,10 @@ def test_a_lock_whose_pid_cannot_be_written_is_not_held(tmp_path, monkeypatch) -
         m.setattr(os, "pwrite", full)
         with pytest.raises(OSError, match="run.lock"), RunLock(tmp_path):
             pass
+        assert not (tmp_path / LOCK).exists()  # an empty run.lock was left behind
+        new = tmp_path / "new" / "run"
+        with pytest.raises(OSError, match="run.lock"), held_folder(new):
+            pass
+        assert not (tmp_path / "new").exists()  # the folders made for the lock went too
     with RunLock(tmp_path):  # nothing kept it: the next search takes it
         pass

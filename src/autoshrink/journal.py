@@ -454,6 +454,8 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as err:  # a full disk: name the file (the lock goes with the fd)
+            with contextlib.suppress(OSError):  # held, so ours to remove (as release does)
+                self.path.unlink()
             os.close(fd)
             raise OSError(err.errno, err.strerror, str(self.path)) from None
         self._fd = fd
