@@ -617,16 +617,28 @@ def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli)
     import autoshrink.journal as journal_module
 
     real_write, calls = os.write, []
+    full_from = 1  # the first record: half of it lands, then the disk is full
 
     def write(fd: int, data: bytes) -> int:
         calls.append(len(data))
-        if len(calls) > 5:  # the sixth record: half of it lands, then the disk is full
+        if len(calls) >= full_from:
             real_write(fd, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data)
 
     run, cfg = tmp_path / "run", toy_config(k=4, seed=3)
     monkeypatch.setattr(journal_module.os, "write", write)
+    # a new search takes back a folder without a record: its line said 'the records before are
+    # intact, resume with --resume', and that resume was refused ('not a run folder')
+    with pytest.raises(JournalError) as info:
+        search(run, cfg)
+    assert str(info.value) == (
+        f"cannot append to {run / 'journal.jsonl'}: the disk is full; no record was written yet: "
+        "run the same command again once it is fixed"
+    )
+    assert not run.exists()  # nothing to resume: the same command starts it
+    calls.clear()
+    full_from = 6  # the sixth record
     with pytest.raises(JournalError) as info:
         search(run, cfg)
     assert str(info.value) == (

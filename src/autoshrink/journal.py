@@ -390,10 +390,13 @@ class Journal:
                 with contextlib.suppress(OSError):  # else resume drops the torn line
                     os.ftruncate(fd, size)
                 why = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or err
-                raise JournalError(
-                    f"cannot append to {self.path}: {why}; the records before are intact, "
-                    "resume with --resume once it is fixed"
-                ) from None
+                # a new search that wrote no record takes its folder back: nothing to resume
+                go_on = (
+                    "the records before are intact, resume with --resume once it is fixed"
+                    if size
+                    else "no record was written yet: run the same command again once it is fixed"
+                )
+                raise JournalError(f"cannot append to {self.path}: {why}; {go_on}") from None
         finally:
             os.close(fd)
 
