@@ -613,6 +613,35 @@ def test_a_resume_refuses_a_journal_it_cannot_append_to_before_training(
     assert ev.calls == 0 and len(lines(journal)) == 4
 
 
+def test_a_folder_turned_read_only_before_the_first_record_is_said_as_the_journal(
+    tmp_path, monkeypatch
+) -> None:
+    """Taking back a new search's config.json failed on the read-only folder too, and that
+    error ('run/config.json: Read-only file system') replaced the journal's."""
+    import autoshrink.journal as journal_module
+
+    run = tmp_path / "run"
+    opened, unlink = journal_module.os.open, Path.unlink
+
+    def read_only_open(path, flags, *args):
+        if Path(path) == run / "journal.jsonl" and flags & os.O_APPEND:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return opened(path, flags, *args)
+
+    def read_only_unlink(path, missing_ok=False):
+        if path.parent == run:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return unlink(path, missing_ok)
+
+    with monkeypatch.context() as m:
+        m.setattr(journal_module.os, "open", read_only_open)
+        m.setattr(Path, "unlink", read_only_unlink)
+        with pytest.raises(JournalError, match=f"^cannot append to {run / 'journal.jsonl'}: Read"):
+            search(run, toy_config(k=3, seed=1))
+    search(run)  # what it kept is resumed
+    assert len(lines(run / "journal.jsonl")) > 1
+
+
 def test_a_full_disk_is_one_line_and_loses_no_record(tmp_path, monkeypatch, cli):
     import autoshrink.journal as journal_module
 

@@ -277,7 +277,8 @@ def run_search(
                 raise stop from None
             except Exception:
                 if not resume:  # a start that failed before any candidate: the folder stays free
-                    unstarted(run_dir)
+                    with contextlib.suppress(OSError):  # read-only: the first error is said
+                        unstarted(run_dir)
                 raise
             end_search(write, executor, signals, run_dir)
     finally:
