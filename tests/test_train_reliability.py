@@ -280,6 +280,29 @@ def test_a_refused_start_leaves_no_folder_and_a_training_no_lock(cli, tmp_path: 
     assert not (tmp_path / "t" / LOCK).exists()
 
 
+def test_a_full_disk_before_the_first_checkpoint_leaves_the_folder_free(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the first checkpoint was written left recipe.json, cell.json and an
+    empty log.jsonl, and the same command was refused ('already holds the results of an
+    `autoshrink train` run'); a full disk that stops a new search does not keep its folder."""
+    import errno
+
+    def full(path, tensors, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    out = tmp_path / "runs" / "t"
+    args = ["train", CNN, *TINY, "--epochs", "1", "--out", out]
+    with monkeypatch.context() as m:
+        m.setattr("autoshrink.training.checkpoint.save_tensors", full)
+        code, _, err = cli(*args)
+    assert code == 2 and err.count("\n") == 1 and "epoch-0001.safetensors" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing, and no folder made for it, stays
+    code, _, err = cli(*args)  # the same command, once there is room
+    assert code == 0, err
+    assert (out / "weights.safetensors").is_file()
+
+
 def test_rnn_train_refuses_a_folder_holding_a_training(cli, tmp_path: Path) -> None:
     out = tmp_path / "lm"
     out.mkdir()

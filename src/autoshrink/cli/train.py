@@ -404,9 +404,10 @@ def run_cnn(args: argparse.Namespace) -> int:
                 run_info={"task": "cnn", "dataset": dataset_info(args, data), **network},
                 on_start=start,
             )
-        except DataError:  # an image found unreadable in the first epoch (read lazily)
-            # nothing trained: the folder stays free
-            forget_start(args.out, resumed=args.resume, created=created)
+        except (DataError, OSError):  # an image found unreadable in the first epoch (read
+            # lazily), a full disk: nothing kept a trained epoch, the folder stays free
+            with contextlib.suppress(OSError):  # a read-only disk: its error is the one said
+                forget_start(args.out, resumed=args.resume, created=created)
             raise
     if not ctx.is_main:  # rank 0 reports
         return 0
