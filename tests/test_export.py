@@ -88,6 +88,26 @@ def test_an_export_stopped_midway_leaves_no_stale_manifest(cli, tmp_path: Path, 
     assert json.loads((out / "export.json").read_text())["input"] == ["batch", 3, 16, 16]
 
 
+def test_an_export_again_over_a_killed_one_removes_its_temporary_files(
+    cli, tmp_path: Path, ended_pid: int
+) -> None:
+    """A SIGKILL while model.onnx was written left its hidden temporary file (as large as the
+    model), and the export run again over the unfinished folder kept it for good."""
+    from autoshrink.outputs import mark_unfinished
+
+    cell_file = tmp_path / "cell.json"
+    published_cell("shrinkcnn").save(cell_file)
+    out = tmp_path / "export"
+    out.mkdir()
+    mark_unfinished(out / "export.json", "export")  # the killed export's first file
+    dead = out / f".model.onnx.{ended_pid}.tmp"
+    dead.write_bytes(b"half a model")
+    args = ["export", cell_file, "--width", "0.25", "--image-size", "16", "--out", out]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert not dead.exists() and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_a_folder_another_export_holds_is_refused_naming_its_process(cli, tmp_path: Path):
     """Two exports into one --out at once both passed, each writing over the other's files
     (another cell's model.onnx beside this one's model.py, both said 'ok'): the second now

@@ -25,12 +25,13 @@ from autoshrink.cli.latency import (
     macro_from_args,
 )
 from autoshrink.export.bundle import (
+    MANIFEST,
     RTOL,
     ExportResult,
     export_network,
     infer_settings,
 )
-from autoshrink.outputs import claim_folder, held_folder
+from autoshrink.outputs import claim_folder, held_folder, unfinished
 from autoshrink.singlepath.space import is_arch_file
 from autoshrink.stop_signals import StopSignals
 
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     alone (:func:`~autoshrink.outputs.held_folder`: a second export there at once wrote over
     this one's files), which SIGINT and SIGTERM stop as one line, the folder let go; 0."""
     claim_folder(args.out, "export", resume=False)  # before the folder is made to be held
-    with StopSignals(), held_folder(args.out):
+    # an export killed midway (its export.json still "incomplete"): its temporaries go too
+    again = unfinished(args.out / MANIFEST)
+    with StopSignals(), held_folder(args.out, resume=again):
         return run_arch(args) if is_arch_file(args.cell) else run_cell(args)
 
 
