@@ -849,6 +849,27 @@ def demo_settings() -> LatencySettings:
     return LatencySettings(min_repeats=10, max_seconds=1.0)
 
 
+def test_a_full_disk_before_the_first_checkpoint_leaves_the_folder_free(
+    cli, tmp_path, demo_settings, one_thread, monkeypatch
+):
+    """A full disk at the first checkpoint left settings.json and latency_model.json, and the
+    same command was refused ('already holds the results of an `autoshrink singlepath` run')."""
+    import errno
+
+    def full(path, tensors, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    out = tmp_path / "s"
+    _prepare_table(out, demo_settings)
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr("autoshrink.training.checkpoint.save_tensors", full)
+    for _ in range(2):  # the same command again meets the same disk, not a refusal
+        code, _, err = cli("singlepath", *SEARCH, "--epochs", "1", "--warmup-epochs", "0",
+                           "--out", out)  # fmt: skip
+        assert code == 2 and err.count("\n") == 1 and "epoch-0001.safetensors: No space" in err
+        assert sorted(p.name for p in out.iterdir()) == before  # its table alone stays
+
+
 def test_search_writes_its_files_and_resumes_after_a_kill(
     cli, tmp_path, demo_settings, one_thread, monkeypatch
 ):

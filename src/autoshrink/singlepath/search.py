@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +223,22 @@ def _write_found(
     return SinglePathResult(summary, history)
 
 
+@contextmanager
+def _taken_back_on_error(out: Path, resume: bool) -> Iterator[None]:
+    """Around a new search's start: an :class:`OSError` (a full disk) before its first
+    checkpoint takes back the settings and latency model it wrote (and the empty checkpoint
+    folder), so that the same command may start again there; a measured table stays."""
+    try:
+        yield
+    except OSError:
+        if not resume and latest_epoch(out / CHECKPOINTS) is None:
+            with suppress(OSError):  # a read-only disk: the first error is the one said
+                for name in (SETTINGS, MODEL):
+                    (out / name).unlink(missing_ok=True)
+                (out / CHECKPOINTS).rmdir()
+        raise
+
+
 def _run_singlepath(
     out: Path, s: SearchSettings, *, resume: bool, table: Path | None
 ) -> SinglePathResult:
@@ -275,8 +293,9 @@ def _run_singlepath(
         model.check_target(
             s.latency_target_ms, [layer.slot.skippable for layer in search.net.super_layers]
         )
-    write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
-    if not resumed_model:  # an earlier start's model would be what a resume reads
-        write_json(out / MODEL, model.to_dict(calibration), indent=1)
-    history = _train_epochs(out, s, search, model, data, resume=resume)
+    with _taken_back_on_error(out, resume):
+        write_json(out / SETTINGS, s.to_dict())  # every check passed: the folder is this run's
+        if not resumed_model:  # an earlier start's model would be what a resume reads
+            write_json(out / MODEL, model.to_dict(calibration), indent=1)
+        history = _train_epochs(out, s, search, model, data, resume=resume)
     return _write_found(out, s, search, model, data, history, calibration, table_seconds, measured)
