@@ -30,6 +30,26 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["decisions.jsonl"]
 
 
+def test_a_file_given_through_a_symlink_is_written_where_the_link_leads(tmp_path: Path) -> None:
+    """A latency table shared through a symlink (runs/a/table.json -> shared/table.json): the
+    link was replaced by a private copy, the shared table never got what was measured, and
+    runs holding links to one table did not take turns (their lock was beside each link)."""
+    from autoshrink.atomic_write import locked
+
+    shared = tmp_path / "shared" / "table.json"
+    shared.parent.mkdir()
+    shared.write_text("old")
+    link = tmp_path / "table.json"
+    link.symlink_to(Path("shared") / "table.json")
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and shared.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "table.json"]
+    assert [p.name for p in shared.parent.iterdir()] == ["table.json"]  # no temporary left
+    with locked(link):
+        assert (shared.parent / ".table.json.lock").exists()
+        assert not (tmp_path / ".table.json.lock").exists()
+
+
 def test_an_error_of_another_file_is_raised_as_it_is(tmp_path: Path) -> None:
     # only an error naming no file or the temporary one is renamed to the file being replaced
     def read_another(tmp: Path) -> None:

@@ -8,7 +8,8 @@ temporary file is hidden (``.NAME.PID.tmp``) and named by process, so two proces
 the same file (a shared latency table) do not write into each other's; :func:`locked`
 serialises a read-merge-replace of such a file, so that one process's replacement does not drop
 what another wrote meanwhile; :func:`remove_dead_temporaries` clears the temporary files of a
-writer that was killed.
+writer that was killed. A path that is a symlink is written, and locked, where it leads
+(:func:`through_link`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def through_link(path: str | Path) -> Path:
+    """``path``, or where it leads when it is a symlink (a latency table shared by several run
+    folders): a file is replaced there, and locked there, not the link."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Replace ``path`` by what ``write(tmp)`` writes into a temporary file beside it. An
     :class:`OSError` (a full disk, say) names ``path``, not the temporary file or nothing."""
-    path = Path(path)
+    path = through_link(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -72,7 +80,7 @@ def locked(path: str | Path) -> Iterator[None]:
     :class:`OSError` names the lock file."""
     import fcntl
 
-    path = Path(path)
+    path = through_link(path)
     lock = path.with_name(f".{path.name}.lock")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
