@@ -124,6 +124,23 @@ def test_out_that_is_a_dangling_symlink_is_one_line(cli, tmp_path, args) -> None
     assert f"{tmp_path / 'out'} is a symlink to {tmp_path / 'gone'}, which does not exist" in err
 
 
+def test_an_output_file_that_is_a_dangling_symlink_is_written_where_it_leads(cli, tmp_path):
+    """A file is written where its symlink leads; one that leads into a missing folder is
+    refused before the work, naming the link (it failed at the end, naming a temporary)."""
+    cell = CELLS / "shrinkcnn.json"
+    (tmp_path / "p.dot").symlink_to(tmp_path / "gone" / "p.dot")
+    code, _, err = cli("show", cell, "--picture", tmp_path / "p.dot")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == (
+        f"autoshrink: error: --picture {tmp_path / 'p.dot'}: a symlink to "
+        f"{tmp_path / 'gone' / 'p.dot'}, whose folder does not exist\n"
+    )
+    (tmp_path / "q.dot").symlink_to("real.dot")  # relative, to a file not there yet
+    code, _, err = cli("show", cell, "--picture", tmp_path / "q.dot")
+    assert code == 0, err
+    assert (tmp_path / "q.dot").is_symlink() and "digraph" in (tmp_path / "real.dot").read_text()
+
+
 def test_a_loop_of_symlinks_and_a_resume_of_a_file_are_named_as_they_are(cli, tmp_path) -> None:
     (tmp_path / "a").symlink_to("b")
     (tmp_path / "b").symlink_to("a")

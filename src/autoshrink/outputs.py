@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from autoshrink.atomic_write import remove_dead_temporaries, write_json
+from autoshrink.atomic_write import remove_dead_temporaries, through_link, write_json
 from autoshrink.errors import ConfigError
 from autoshrink.journal import RunLock
 from autoshrink.run_folder import CONFIG, FINGERPRINT, JOURNAL
@@ -157,7 +157,12 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     kind = special_file_kind(target)
     if kind is not None:  # the atomic save would rename a file over it
         raise ConfigError(f"{flag} {target}: not a regular file ({kind}); give a file path")
-    check_writable(target.parent, flag, target)
+    led = through_link(target)  # a symlink: the file is written where it leads
+    if led != target and not led.parent.is_dir():
+        raise ConfigError(
+            f"{flag} {target}: a symlink to {target.readlink()}, whose folder does not exist"
+        )
+    check_writable(led.parent, flag, target)
     return target
 
 
