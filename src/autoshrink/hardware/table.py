@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from autoshrink.atomic_write import locked, write_json
+from autoshrink.atomic_write import locked, through_link, write_json
 from autoshrink.devices import gpu_index, torch_threads
 from autoshrink.errors import ConfigError, HardwareError
 from autoshrink.graph import Cell
@@ -248,9 +247,7 @@ class LatencyTable:
         (refused when the file's blocks were measured on another machine, :meth:`merged`).
         Returns that table. A symlink is followed: the file it names is extended (and locked,
         as its other users lock it), not replaced by a file in the link's place."""
-        path = Path(path)
-        if path.is_symlink():
-            path = Path(os.path.realpath(path))  # a loop of links stays as it is, no error
+        path = through_link(path)  # a loop of links stays as it is, no error
         path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside it
         with locked(path):
             saved = LatencyTable.load_checked(path, self.settings)
