@@ -397,3 +397,45 @@ def test_a_negative_seed_is_refused_before_training() -> None:
 
     with pytest.raises(ConfigError, match="seed must be a whole number >= 0, got -1"):
         train_final(nn.Linear(2, 2), None, get_recipe("cifar"), seed=-1)  # type: ignore[arg-type]
+
+
+class PooledNorm(nn.Module):
+    """Batch norm over a 1x1 map (as at the end of MobileNetV2 on small inputs): one value per
+    channel for a batch of one image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1)  # [B, 4, 1, 1]
+        return self.fc(self.norm(pooled).flatten(1))
+
+
+def test_a_batch_of_one_that_batch_norm_cannot_train_on_is_refused_before_any_write(
+    tmp_path: Path,
+) -> None:
+    recipe = get_recipe("cifar", epochs=1, batch_size=1, flip=False)
+    torch.manual_seed(0)
+    model = PooledNorm()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"^batch_size \(--batch-size\) 1 .* at least 2"):
+        train_final(model, array_data(toy_data(), recipe), recipe, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched
+    recipe = recipe.with_overrides(batch_size=2)  # two images: two values per channel
+    result = train_final(PooledNorm(), array_data(toy_data(), recipe), recipe)
+    assert math.isfinite(result.test_loss)
+
+
+def test_cli_batch_of_one_at_a_1x1_map_is_one_line(cli, tmp_path: Path) -> None:
+    """The cifar-proxy network at 4 px ends on 1x1 maps: torch's traceback, exit 1, and a
+    folder that refused the next start, until 2026-12-08."""
+    out = tmp_path / "run"
+    args = ["train", SHRINKCNN, "--epochs", "1", "--batch-size", "1", "--image-size", "4"]
+    code, _, err = cli(*args, "--width", "0.25", "--no-flip", "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--batch-size" in err and "at least 2" in err
+    assert not out.exists()

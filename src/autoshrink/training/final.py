@@ -24,6 +24,7 @@ resumed with another number of processes as long as the global batch is the same
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -294,6 +295,31 @@ class _Run:
         return restored_history(ckpt, ("test_loss", "test_accuracy"))
 
 
+def check_batch_trains(run: _Run, data: TrainingData) -> None:
+    """Refuse a share of one image per process where batch norm meets a 1x1 map (the last
+    stages of a small input): it has one value per channel there and cannot normalise it,
+    which was torch's traceback at the first step. A forward of one blank image through a
+    copy of the model, in training mode, tells; the model and the random generators are left
+    as they were."""
+    share = run.recipe.batch_size // run.ctx.world_size
+    norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
+    if share > 1 or not norms:
+        return
+    probe = copy.deepcopy(run.model).train()
+    x = torch.zeros(1, data.in_channels, data.image_size, data.image_size, device=run.ctx.device)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            probe(x.contiguous(memory_format=run.layout))
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        per = f" ({run.ctx.world_size} processes, 1 image each)" if run.ctx.world_size > 1 else ""
+        raise ConfigError(
+            f"batch_size (--batch-size) {run.recipe.batch_size}{per} is too small for this "
+            "network: its batch norm over 1x1 maps needs at least 2 images per process"
+        ) from None
+
+
 def open_run_folder(
     folder: Path, history: list[dict[str, float]], earlier: Path | None = None
 ) -> None:
@@ -345,6 +371,7 @@ def train_final(
         ckpt = checkpoint_to_resume(ckpt_dir, resume, identity, warn=ctx.is_main)
     run = _Run(model, data, recipe, ctx, seed, workers, identity)
     with contextlib.closing(run):
+        check_batch_trains(run, data)
         history: list[dict[str, float]] = []
         if ckpt is not None and ckpt_dir is not None:
             with restoring(ckpt, ckpt_dir):
