@@ -294,6 +294,22 @@ def test_json_prints_metrics_json(cli, finished: Path, corpus_dir: Path) -> None
     assert json.loads(stdout) == json.loads((finished / "metrics.json").read_text())
 
 
+@pytest.mark.parametrize("damage", [{"test_perplexity": None}, {"params": "x"}])
+def test_a_resume_of_a_finished_training_writes_a_damaged_metrics_json_again(
+    cli, finished: Path, corpus_dir: Path, damage: dict
+) -> None:
+    """Its summary was printed from the damaged file: a traceback, exit status 1, until
+    2026-12-08."""
+    before = json.loads((finished / "metrics.json").read_text())
+    (finished / "metrics.json").write_text(json.dumps({**before, **damage}))
+    code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", corpus_dir, *FLAGS,
+                            "--resume", "--out", finished)  # fmt: skip
+    assert code == 0, err
+    again = json.loads((finished / "metrics.json").read_text())
+    assert again == {**before, "resumed_from_epoch": 3}
+    assert f"test perplexity {before['test_perplexity']:.2f}" in stdout
+
+
 def test_the_cli_resumes_from_moved_data(cli, finished: Path, corpus_dir: Path) -> None:
     moved = corpus_dir.rename(corpus_dir.with_name("moved"))  # the data, not its place, counts
     code, stdout, err = cli("train", RNN, "--task", "rnn", "--data", moved, *FLAGS,

@@ -146,6 +146,31 @@ def test_resume_with_the_same_settings_still_resumes(
 
 
 @pytest.mark.parametrize(
+    "damage",
+    [
+        {"params": None},  # a value of another type
+        {"test_accuracy": "0.9"},
+        {"domains": 5},
+    ],
+)
+def test_a_resume_of_a_finished_training_writes_a_damaged_metrics_json_again(
+    cli, trained: Path, tmp_path: Path, damage: dict, caplog
+) -> None:
+    """Its summary was printed from the damaged file: a traceback, exit status 1, until
+    2026-12-08 (a missing key too)."""
+    out = copy_of(trained, tmp_path)
+    before = strict_json(out / "metrics.json")
+    for damaged in ({**before, **damage}, {k: v for k, v in before.items() if k != "params"}):
+        write_json(out / "metrics.json", damaged)
+        code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+        assert code == 0, err
+        again = strict_json(out / "metrics.json")
+        assert again == {**before, "resumed_from_epoch": 2}  # from the checkpoint of epoch 2
+        assert f"test accuracy {before['test_accuracy']:.4f} on digits" in stdout
+        assert f"{out / 'metrics.json'} is damaged" in caplog.text
+
+
+@pytest.mark.parametrize(
     ("damage", "named"),
     [
         (lambda d: [1], "not an autoshrink.checkpoint/1 checkpoint of epoch 2"),

@@ -24,6 +24,7 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,8 @@ def run_train(args: argparse.Namespace) -> int:
         on_start=start,
         on_epoch=epoch_done,
     )
-    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
+    summary = partial(summary_text, args.out)
+    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs, summary)
     if ended is not None:
         return print_summary(args.out, ended, args.json)
     if result.best_epoch > 0:  # weights that were scored; none when the first epoch diverged
@@ -201,9 +203,15 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
     the ``metrics.json`` in ``out``); 0."""
     if as_json:
         return print_metrics(out)
-    print(
+    print(summary_text(out, metrics))
+    return 0
+
+
+def summary_text(out: Path, metrics: dict[str, Any]) -> str:
+    """The line :func:`print_summary` prints of ``metrics`` (a ``KeyError``, ``TypeError`` or
+    ``ValueError`` where they are damaged)."""
+    return (
         f"validation perplexity {metrics['val_perplexity']:.2f}, test perplexity "
         f"{metrics['test_perplexity']:.2f} (epoch {metrics['best_epoch']}, {metrics['params']:,} "
         f"params); weights in {out / WEIGHTS}"
     )
-    return 0

@@ -411,7 +411,8 @@ def run_cnn(args: argparse.Namespace) -> int:
             raise
     if not ctx.is_main:  # rank 0 reports
         return 0
-    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs)
+    summary = partial(summary_text, args.out)
+    ended = ended_metrics(args.out, args.resume, result.resumed_from, recipe.epochs, summary)
     if ended is not None:
         return print_summary(args.out, ended, args.json)
     evaluated = result.evaluated
@@ -462,17 +463,25 @@ def print_summary(out: Path, metrics: dict[str, Any], as_json: bool = False) -> 
     ``metrics.json`` in ``out``); 0."""
     if as_json:
         return print_metrics(out)
+    print(summary_text(out, metrics))
+    return 0
+
+
+def summary_text(out: Path, metrics: dict[str, Any]) -> str:
+    """The lines :func:`print_summary` prints of ``metrics`` (a ``KeyError``, ``TypeError``,
+    ``ValueError`` or ``AttributeError`` where they are damaged)."""
+    lines = []
     domains = metrics.get("domains", {})
     for name, d in domains.items():
         kind = "held-out test domain" if d["held_out"] else "training domain, test part"
-        print(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
+        lines.append(f"domain {name}: accuracy {d['accuracy']:.4f} ({d['images']} images, {kind})")
     on = f"the training domains of {metrics['dataset']}" if domains else metrics["dataset"]
     headline = f"test accuracy {metrics['test_accuracy']:.4f} on {on}"
     if "test_domain_accuracy" in metrics:  # the figure a held-out domain is there for
         held = f"held-out domain {metrics['test_domain']}"
         headline = f"{held}: accuracy {metrics['test_domain_accuracy']:.4f}; {headline}"
-    print(
+    lines.append(
         f"{headline} ({metrics['params']:,} params, {metrics['macs']:,} MACs); weights in "
         f"{out / WEIGHTS}"
     )
-    return 0
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,13 +93,19 @@ def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
 
 
 def ended_metrics(
-    out: Path, resumed: bool, resumed_from: int, epochs: int
+    out: Path,
+    resumed: bool,
+    resumed_from: int,
+    epochs: int,
+    summary: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any] | None:
     """The ``metrics.json`` in ``out`` of a training that had ended before this ``--resume``
     (``resumed_from`` its last of ``epochs``: nothing trained now), kept as it was, since it
     says how the training ran (its processes, its resumes); ``None`` otherwise -- also when
     the file is not that training's end (an earlier attempt's that diverged, a kill before
-    the end's files were written): the end is then written again."""
+    the end's files were written) or is damaged, ``summary(metrics)`` (what the command
+    prints of it) failing on a value missing or of another type: the end is then written
+    again."""
     if not (resumed and resumed_from == epochs and (out / METRICS).is_file()):
         return None
     metrics = read_json_file(out / METRICS, TrainingError, "metrics")
@@ -110,6 +117,17 @@ def ended_metrics(
     )
     if not ended:
         return None
+    if summary is not None:
+        try:
+            summary(metrics)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            log.warning(
+                "%s is damaged (%s: %s); it is written again",
+                out / METRICS,
+                type(err).__name__,
+                err,
+            )
+            return None
     log.info("%s: the training had ended; %s is kept as it was", out, METRICS)
     kept: dict[str, Any] = metrics
     return kept
