@@ -170,6 +170,22 @@ def test_a_resume_of_a_finished_training_writes_a_damaged_metrics_json_again(
         assert f"{out / 'metrics.json'} is damaged" in caplog.text
 
 
+def test_a_resume_of_a_finished_training_writes_damaged_weights_again(
+    cli, trained: Path, tmp_path: Path, caplog
+) -> None:
+    """A cut-short weights.safetensors was kept, and the summary pointed at it, until
+    2026-12-08."""
+    out = copy_of(trained, tmp_path)
+    weights = {k: v.clone() for k, v in load_file(str(out / "weights.safetensors")).items()}
+    with (out / "weights.safetensors").open("r+b") as f:
+        f.truncate(100)
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 0, err
+    again = load_file(str(out / "weights.safetensors"))
+    assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in again)
+    assert f"{out / 'weights.safetensors'} is unreadable" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [

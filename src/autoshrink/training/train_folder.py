@@ -113,7 +113,7 @@ def ended_metrics(
         isinstance(metrics, dict)
         and metrics.get("diverged") is False
         and len(metrics.get("history") or ()) == epochs
-        and (out / WEIGHTS).is_file()
+        and weights_readable(out / WEIGHTS)
     )
     if not ended:
         return None
@@ -131,6 +131,21 @@ def ended_metrics(
     log.info("%s: the training had ended; %s is kept as it was", out, METRICS)
     kept: dict[str, Any] = metrics
     return kept
+
+
+def weights_readable(path: Path) -> bool:
+    """Whether ``path`` is there and reads as safetensors (a warning when it is there and does
+    not: cut short or damaged)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (OSError, SafetensorError) as err:
+        log.warning("%s is unreadable (%s); it is written again", path, err)
+        return False
 
 
 def check_training_resumable(out: Path) -> None:
