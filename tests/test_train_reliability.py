@@ -170,6 +170,20 @@ def test_a_resume_of_a_finished_training_writes_a_damaged_metrics_json_again(
         assert f"{out / 'metrics.json'} is damaged" in caplog.text
 
 
+def test_a_resume_of_a_finished_training_writes_a_metrics_json_that_is_no_json_again(
+    cli, trained: Path, tmp_path: Path, caplog
+) -> None:
+    """It was refused in one line that did not say what to do (`not valid JSON`), until
+    2026-12-08, where a damaged value was written again."""
+    out = copy_of(trained, tmp_path)
+    before = strict_json(out / "metrics.json")
+    (out / "metrics.json").write_text('{"test_accuracy": 0.9')  # cut short
+    code, stdout, err = cli("train", CNN, *TINY, "--epochs", "2", "--resume", "--out", out)
+    assert code == 0, err
+    assert strict_json(out / "metrics.json") == {**before, "resumed_from_epoch": 2}
+    assert f"{out / 'metrics.json'}: not valid JSON" in caplog.text
+
+
 def test_a_resume_of_a_finished_training_writes_damaged_weights_again(
     cli, trained: Path, tmp_path: Path, caplog
 ) -> None:

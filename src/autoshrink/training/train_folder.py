@@ -103,12 +103,16 @@ def ended_metrics(
     (``resumed_from`` its last of ``epochs``: nothing trained now), kept as it was, since it
     says how the training ran (its processes, its resumes); ``None`` otherwise -- also when
     the file is not that training's end (an earlier attempt's that diverged, a kill before
-    the end's files were written) or is damaged, ``summary(metrics)`` (what the command
-    prints of it) failing on a value missing or of another type: the end is then written
-    again."""
+    the end's files were written) or is damaged -- not JSON, or ``summary(metrics)`` (what the
+    command prints of it) failing on a value missing or of another type: the end is then
+    written again."""
     if not (resumed and resumed_from == epochs and (out / METRICS).is_file()):
         return None
-    metrics = read_json_file(out / METRICS, TrainingError, "metrics")
+    try:
+        metrics = read_json_file(out / METRICS, TrainingError, "metrics")
+    except TrainingError as err:  # cut short, not JSON
+        log.warning("%s; it is written again", err)
+        return None
     ended = (
         isinstance(metrics, dict)
         and metrics.get("diverged") is False
