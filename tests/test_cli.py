@@ -135,7 +135,7 @@ def test_train_reports_test_accuracy_and_saves_weights(cli, tmp_path):
         (["search", "--out", "/nonexistent-run", "--resume"], "/nonexistent-run: not a run"),
         (["search", "--resume"], "--resume needs the run: --resume RUN_DIR, or --out RUN_DIR"),
         (["search", "--resume", "{tmp}/a", "--out", "{tmp}/b"], "drop --out"),
-        (["report", "{tmp}/run", "{tmp}", "--out", "{tmp}/run"], "report would write over them"),
+        (["report", "{tmp}/run", "{tmp}/run2", "--out", "{tmp}/run"], "report would write over"),
         (["search", "--retry-failed", "--out", "{tmp}/r"], "--retry-failed and --repair go with"),
         (["search", "--preset", "demo", "--k", "0", "--out", "{tmp}/x"], "k must be >= 1"),
         (
@@ -191,8 +191,10 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, needle):
         )
     )
     (tmp_path / "deep.json").write_text("[" * 100_000)
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "journal.jsonl").write_text("")
+    for run in ("run", "run2"):  # search run folders: compared, one of them as --out
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "journal.jsonl").write_text("")
+        (tmp_path / run / "config.json").write_text("{}")
     subst = {name: str(tmp_path / f"{name[1:-1]}.json") for name in ("{bad}", "{op}", "{deep}")}
     subst["{rnn}"] = SHRINKCNN.replace("shrinkcnn.json", "shrinkrnn.json")
     argv = [subst.get(a, a.replace("{tmp}", str(tmp_path))) for a in args]
