@@ -28,14 +28,19 @@ IN_OUT = Path("--out")
 NO_LIMIT = "none"
 
 
+def says_none(text: str) -> bool:
+    """Whether a flag's ``text`` is :data:`NO_LIMIT` (any case, spaces around)."""
+    return text.strip().lower() == NO_LIMIT
+
+
 def count_or_none(text: str) -> int | str:
     """``--patience``'s value: a count, or :data:`NO_LIMIT` for ``none``."""
-    return NO_LIMIT if text.strip().lower() == NO_LIMIT else count_number(text)
+    return NO_LIMIT if says_none(text) else count_number(text)
 
 
 def seconds_or_none(text: str) -> float | str:
     """``--candidate-timeout``'s value: seconds as a float, or :data:`NO_LIMIT` for ``none``."""
-    if text.strip().lower() == NO_LIMIT:
+    if says_none(text):
         return NO_LIMIT
     try:
         return float(text)
